@@ -1,0 +1,1 @@
+//! Tokio driver and public Client API of the Phobos STN.

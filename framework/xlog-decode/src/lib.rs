@@ -1,0 +1,1 @@
+//! Decoder library and CLI for xlog files.

@@ -1,0 +1,1 @@
+//! Crash-safe, compressed, encrypted logger whose files Mars's xlog tools read.

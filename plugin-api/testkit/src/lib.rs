@@ -1,0 +1,1 @@
+//! Conformance suites every Phobos plugin implementation should pass.

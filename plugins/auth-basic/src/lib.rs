@@ -1,0 +1,1 @@
+//! Default AuthCheck plugins: no auth, and a token identify check.

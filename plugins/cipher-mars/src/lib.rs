@@ -1,0 +1,1 @@
+//! Mars-compatible xlog cipher: ECDH on secp256k1 + TEA.

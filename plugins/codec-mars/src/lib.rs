@@ -1,0 +1,1 @@
+//! Mars-compatible long-link packet codec (20-byte big-endian header).

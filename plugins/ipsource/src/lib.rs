@@ -1,0 +1,1 @@
+//! IP sources: static/debug lists, app DNS, system DNS, backup IPs.

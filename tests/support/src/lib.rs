@@ -1,0 +1,1 @@
+//! Test support: mock long/short-link servers, frame builders, fault proxy.
