@@ -1,1 +1,1 @@
-//! End-to-end tests across Phobos crates.
+//! End-to-end tests across Phobos crates live in `tests/`; this library is empty on purpose.
