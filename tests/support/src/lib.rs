@@ -1,1 +1,23 @@
-//! Test support: mock long/short-link servers, frame builders, fault proxy.
+//! Test support for Phobos: a scriptable mock long-link server, raw frame builders and a
+//! fault-injecting TCP proxy.
+//!
+//! Everything binds `127.0.0.1:0`, touches only loopback and waits only with `tokio::time`,
+//! so tests can run under `#[tokio::test(start_paused = true)]` and never sleep for real.
+//!
+//! - [`mock_longlink`]: [`MockLongLinkServer`], scripted per connection ([`ConnScript`]) and per
+//!   request ([`Reply`]), framing through any `Arc<dyn PacketCodec>`, recording what it got.
+//! - [`frames`]: Mars frames as raw bytes, including malformed ones.
+//! - [`proxy`]: [`FaultProxy`], per-direction latency, jitter, bandwidth, slicing, corruption,
+//!   stall/close/reset after N bytes and half-open, all replayable from a seed.
+//!
+//! What this crate does not do: short-link (HTTP) mocking, or anything outside loopback.
+
+pub mod frames;
+pub mod mock_longlink;
+pub mod proxy;
+
+pub use mock_longlink::{
+    refused_addr, ClientFrameKind, ConnScript, HeartbeatMode, IdentifyMode, Malformation,
+    MockLongLinkServer, ReceivedFrame, Reply, Step,
+};
+pub use proxy::{Direction, DirectionFaults, FaultProxy, ProxyConfig};
