@@ -1,1 +1,122 @@
-//! Sans-IO core of the Phobos signalling transmission network.
+//! Sans-IO core of the Phobos signalling transmission network (STN): the long-link task
+//! engine.
+//!
+//! [`Engine`] holds the task queue, the long links and every timer. It is told what happened
+//! (`handle_*`), what the app wants (`start_task`, `cancel_task`, `set_foreground`,
+//! `set_network`, …) and what time it is (`now: Instant` on every input), and answers with
+//! [`Action`]s for the driver, [`Event`]s for the app and the next deadline. It does no IO,
+//! reads no clock, spawns nothing and takes no lock, so it runs in virtual time in tests.
+//!
+//! # Calling protocol
+//!
+//! ```text
+//! loop {
+//!     input ─► engine.handle_*(now, …) / start_task(now, …) / handle_timeout(now) / …
+//!     while let Some(a) = engine.poll_action() { carry out a }      // in order
+//!     while let Some(e) = engine.poll_event()  { deliver e }        // in order
+//!     sleep until engine.poll_timeout(), or the next input           // re-arm one timer
+//! }
+//! ```
+//!
+//! After **any** input the driver drains `poll_action`, then `poll_event`, then re-arms its
+//! single timer at `poll_timeout`. When that instant comes it calls `handle_timeout(now)`.
+//! IO results name the [`ConnId`] of the [`Action::Connect`] they answer; the core ignores
+//! stale ids, so late bytes from a dropped socket can never reach a newer connection.
+//!
+//! # What the core decides (the driver stays thin)
+//!
+//! - **Tasks**: admission and validation (§3.2), a stable priority queue, per-task retries
+//!   with a 1 s pause, multi-level timeouts with Mars's formulas (connect, first packet,
+//!   packet to packet, read/write, total), frequency and flow limits, zombie tasks. Every
+//!   started task gets **exactly one** [`Event::TaskEnded`], cancel included
+//!   ([`TaskError::Canceled`]).
+//! - **Links**: one state machine per named long link: resolve → staggered connect race →
+//!   identify → pipelined requests matched by sequence number → heartbeats (first one right
+//!   after connect, reply timeout detected) → reconnect pacing by app state.
+//! - **Time**: every deadline lives in one table ([`TimerKind`]) and fires exactly, not on a
+//!   1 s loop.
+//!
+//! # What it does not do (yet)
+//!
+//! No short link, no IP ranking or bans, no smart heartbeat (plug one in through
+//! [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory)). Short-only tasks
+//! end with [`LocalError::NoChannel`]; the address order is decided in one replaceable place
+//! (the engine's address planner), fed by [`Action::Resolve`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::{Duration, Instant};
+//! # use phobos_plugin_api::{codec::*, CmdId, Seq};
+//! use phobos_stn_proto::{Action, Config, Engine, Event, LinkConfig, TaskSpec};
+//! # #[derive(Debug)] struct Demo;
+//! # impl PacketCodec for Demo {
+//! #   fn name(&self) -> &str { "demo" }
+//! #   fn encode(&self, h: FrameHead, body: &[u8], _e: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+//! #     out.extend_from_slice(&h.cmd_id.0.to_be_bytes()); out.extend_from_slice(&h.seq.0.to_be_bytes());
+//! #     out.extend_from_slice(&(body.len() as u32).to_be_bytes()); out.extend_from_slice(body); Ok(()) }
+//! #   fn decode(&self, b: &[u8]) -> Result<Decoded, DecodeError> {
+//! #     if b.len() < 12 { return Ok(Decoded::Incomplete { head: None, needed: 12 }); }
+//! #     let head = FrameHead::new(CmdId(u32::from_be_bytes([b[0],b[1],b[2],b[3]])), Seq(u32::from_be_bytes([b[4],b[5],b[6],b[7]])));
+//! #     let n = u32::from_be_bytes([b[8], b[9], b[10], b[11]]) as usize;
+//! #     if b.len() < 12 + n { return Ok(Decoded::Incomplete { head: Some(head), needed: 12 + n }); }
+//! #     Ok(Decoded::Frame(RawFrame { head, body: 12..12 + n, extension: None, len: 12 + n })) }
+//! #   fn classify(&self, h: &FrameHead) -> FrameKind {
+//! #     if h.cmd_id == HEARTBEAT_CMD { FrameKind::HeartbeatReply } else { FrameKind::Response(h.seq) } }
+//! # }
+//! let codec = Arc::new(Demo);
+//! let t0 = Instant::now();
+//! let config = Config::builder(codec.clone())
+//!     .link(LinkConfig::new("default-longlink").addrs(["10.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap().into()]))
+//!     .build()
+//!     .unwrap();
+//! let mut engine = Engine::new(config, t0).unwrap();
+//!
+//! let id = engine.start_task(t0, TaskSpec::new(CmdId(42), &b"ping"[..]));
+//! // The link is down, so the core asks for a connection.
+//! let Some(Action::Connect { attempt, .. }) = engine.poll_action() else { panic!() };
+//! engine.handle_connected(t0, attempt);
+//! // First the heartbeat, then the request.
+//! while let Some(action) = engine.poll_action() {
+//!     assert!(matches!(action, Action::Send { .. }));
+//! }
+//! // The server answers task `id`.
+//! let mut reply = Vec::new();
+//! codec.encode(FrameHead::new(CmdId(42), Seq(id.0)), b"pong", &[], &mut reply).unwrap();
+//! engine.handle_bytes(t0 + Duration::from_millis(30), attempt, &reply);
+//! let ended = std::iter::from_fn(|| engine.poll_event()).find_map(|e| match e {
+//!     Event::TaskEnded(end) => Some(end),
+//!     _ => None,
+//! });
+//! assert_eq!(&ended.unwrap().outcome.unwrap().body[..], b"pong");
+//! ```
+
+#![deny(unsafe_code)]
+
+mod config;
+mod engine;
+mod error;
+mod io;
+mod task;
+mod timer;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{
+    Config, ConfigBuilder, ConfigError, FixedHeartbeat, Limits, LinkConfig, ResponseCheck,
+    ResponseVerdict, Timing,
+};
+pub use engine::Engine;
+pub use error::{
+    AuthFailure, CodecFailure, DialFailure, ErrorKind, LimitKind, LinkError, LocalError,
+    ParamError, SocketFailure, TaskError, TimeoutLevel,
+};
+pub use io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, DEFAULT_LINK};
+pub use phobos_plugin_api::{CmdId, IpPort, NetKind, TaskId};
+pub use task::{
+    ChannelSelect, Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+};
+pub use timer::TimerKind;

@@ -1,0 +1,429 @@
+//! [`Config`]: plugins, links and every tunable number, with Mars's defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use phobos_plugin_api::{
+    AuthCheck, CmdId, HeartbeatContext, HeartbeatPolicy, HeartbeatPolicyFactory, IpPort,
+    PacketCodec, TaskId,
+};
+
+use crate::io::LinkName;
+
+/// Everything an [`Engine`](crate::Engine) is built from. Built with [`Config::builder`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use phobos_stn_proto::{Config, LinkConfig};
+/// # fn demo(codec: Arc<dyn phobos_plugin_api::PacketCodec>) -> Result<(), phobos_stn_proto::ConfigError> {
+/// let config = Config::builder(codec)
+///     .link(LinkConfig::new("default-longlink").hosts(["long.example.com"]).ports([8080, 443]))
+///     .seed(7)
+///     .build()?;
+/// assert_eq!(config.timing.retry_pause.as_millis(), 1000);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Frames the long links.
+    pub codec: Arc<dyn PacketCodec>,
+    /// Auth gate and identify frames; `None` means every task counts as authenticated and no
+    /// identify frame is sent.
+    pub auth: Option<Arc<dyn AuthCheck>>,
+    /// Builds one heartbeat policy per connection (default: [`FixedHeartbeat`], 210 s).
+    pub heartbeat: Arc<dyn HeartbeatPolicyFactory>,
+    /// Judges response bodies before a task ends with them (Mars's `Buf2Resp` verdict);
+    /// `None` accepts every response.
+    pub response_check: Option<Arc<dyn ResponseCheck>>,
+    /// The long links, in order; the first one marked `main` (or the first) is the main link.
+    pub links: Vec<LinkConfig>,
+    /// Seeds the engine's random generator (reconnect jitter), so runs replay exactly.
+    pub seed: u64,
+    /// Whether the user is logged in at start (Mars's account info). Changes the automatic
+    /// reconnect intervals (§7.9); see [`Engine::set_account`](crate::Engine::set_account).
+    pub has_account: bool,
+    /// Every duration the core uses.
+    pub timing: Timing,
+    /// The anti-avalanche limits (§13).
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Starts a config with the given codec and Mars's defaults for everything else.
+    pub fn builder(codec: Arc<dyn PacketCodec>) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                codec,
+                auth: None,
+                heartbeat: Arc::new(FixedHeartbeat::default()),
+                response_check: None,
+                links: Vec::new(),
+                seed: 0,
+                has_account: true,
+                timing: Timing::default(),
+                limits: Limits::default(),
+            },
+        }
+    }
+
+    /// Checks the config for contradictions.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.links.is_empty() {
+            return Err(ConfigError::NoLinks);
+        }
+        for (i, link) in self.links.iter().enumerate() {
+            if self.links[..i].iter().any(|l| l.name == link.name) {
+                return Err(ConfigError::DuplicateLink(link.name.to_string()));
+            }
+            if link.addrs.is_empty() && link.hosts.is_empty() {
+                return Err(ConfigError::NoAddress(link.name.to_string()));
+            }
+            if !link.hosts.is_empty() && link.ports.is_empty() {
+                return Err(ConfigError::NoPorts(link.name.to_string()));
+            }
+            if link.max_addrs == 0 {
+                return Err(ConfigError::Zero("max_addrs"));
+            }
+        }
+        let t = &self.timing;
+        let nonzero = [
+            (t.connect_timeout, "connect_timeout"),
+            (t.race_interval, "race_interval"),
+            (t.resolve_timeout, "resolve_timeout"),
+            (t.heartbeat_reply_timeout, "heartbeat_reply_timeout"),
+            (
+                t.late_heartbeat_reply_timeout,
+                "late_heartbeat_reply_timeout",
+            ),
+            (t.signal_keep_period, "signal_keep_period"),
+            (t.auth_retry, "auth_retry"),
+        ];
+        for (d, name) in nonzero {
+            if d.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if t.race_max_concurrent == 0 {
+            return Err(ConfigError::Zero("race_max_concurrent"));
+        }
+        Ok(())
+    }
+
+    /// The index of the main link.
+    pub(crate) fn main_link(&self) -> usize {
+        self.links.iter().position(|l| l.main).unwrap_or(0)
+    }
+}
+
+/// Builds a [`Config`].
+#[derive(Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// Adds a long link.
+    pub fn link(mut self, link: LinkConfig) -> Self {
+        self.config.links.push(link);
+        self
+    }
+
+    /// Sets the auth plugin.
+    pub fn auth(mut self, auth: Arc<dyn AuthCheck>) -> Self {
+        self.config.auth = Some(auth);
+        self
+    }
+
+    /// Sets the heartbeat policy factory.
+    pub fn heartbeat(mut self, factory: Arc<dyn HeartbeatPolicyFactory>) -> Self {
+        self.config.heartbeat = factory;
+        self
+    }
+
+    /// Sets the response check.
+    pub fn response_check(mut self, check: Arc<dyn ResponseCheck>) -> Self {
+        self.config.response_check = Some(check);
+        self
+    }
+
+    /// Sets the random seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Sets whether the user is logged in at start.
+    pub fn has_account(mut self, has_account: bool) -> Self {
+        self.config.has_account = has_account;
+        self
+    }
+
+    /// Replaces all durations.
+    pub fn timing(mut self, timing: Timing) -> Self {
+        self.config.timing = timing;
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Finishes the config.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::validate`].
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+/// One long link (Mars's `LonglinkConfig`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// The link's name; tasks pick it with [`TaskSpec::link`](crate::TaskSpec::link).
+    pub name: LinkName,
+    /// Hosts to resolve (through [`Action::Resolve`](crate::Action::Resolve)), in order.
+    pub hosts: Vec<String>,
+    /// Ports combined with every resolved address that has none.
+    pub ports: Vec<u16>,
+    /// Fixed addresses (a debug list): when non-empty they are used alone, without
+    /// resolving.
+    pub addrs: Vec<IpPort>,
+    /// Reconnect on its own after a disconnect (Mars's `is_keep_alive`); otherwise only when
+    /// tasks need it.
+    pub keep_alive: bool,
+    /// The main link: drives zombie restarts and carries the signalling keeper.
+    pub main: bool,
+    /// At most this many addresses per connect cycle (Mars's `kNumMakeCount`, 5).
+    pub max_addrs: usize,
+}
+
+impl LinkConfig {
+    /// A keep-alive link with no address yet.
+    pub fn new(name: impl Into<LinkName>) -> Self {
+        LinkConfig {
+            name: name.into(),
+            hosts: Vec::new(),
+            ports: Vec::new(),
+            addrs: Vec::new(),
+            keep_alive: true,
+            main: false,
+            max_addrs: 5,
+        }
+    }
+
+    /// Sets the hosts.
+    pub fn hosts<S: Into<String>>(mut self, hosts: impl IntoIterator<Item = S>) -> Self {
+        self.hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the ports.
+    pub fn ports(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        self.ports = ports.into_iter().collect();
+        self
+    }
+
+    /// Sets fixed addresses.
+    pub fn addrs(mut self, addrs: impl IntoIterator<Item = IpPort>) -> Self {
+        self.addrs = addrs.into_iter().collect();
+        self
+    }
+
+    /// Sets keep-alive.
+    pub fn keep_alive(mut self, keep_alive: bool) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Marks the link as main.
+    pub fn main(mut self) -> Self {
+        self.main = true;
+        self
+    }
+}
+
+/// Every duration the core uses, with Mars's values as defaults (spec §17).
+///
+/// Wi-Fi/mobile pairs are `(wifi, mobile)`; "Wi-Fi" means any network but mobile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// One connect attempt's own timeout (`kLonglinkConnTimeout`, 10 s).
+    pub connect_timeout: Duration,
+    /// Delay between starting two addresses of the race (`kLonglinkConnInteral`, 2.5 s).
+    pub race_interval: Duration,
+    /// At most this many connect attempts at once (`kLonglinkConnMax`, 3).
+    pub race_max_concurrent: usize,
+    /// How long the driver may take to resolve a link's hosts before the connect cycle fails
+    /// (Mars: 2 s app DNS then 2 s system DNS; 5 s).
+    pub resolve_timeout: Duration,
+    /// Pause before retried tasks go out after a failure (`DEF_TASK_RETRY_INTERNAL`, 1 s).
+    pub retry_pause: Duration,
+    /// Base first-packet timeout (12 s / 15 s).
+    pub first_packet: (Duration, Duration),
+    /// Cap of the computed first-packet timeout without a server cost (22 s / 30 s).
+    pub first_packet_max: (Duration, Duration),
+    /// First-packet timeout when the estimator says the network is excellent (7 s / 10 s).
+    pub first_packet_excellent: (Duration, Duration),
+    /// Extra first-packet time per task ahead in the link's queue, up to 5 (1.5 s / 3 s).
+    pub queue_delay: (Duration, Duration),
+    /// Packet-to-packet timeout (8 s / 12 s).
+    pub packet_to_packet: (Duration, Duration),
+    /// Minimum transfer rate in bytes per second (12 KiB/s / 4 KiB/s).
+    pub min_rate: (u64, u64),
+    /// Heartbeat reply timeout (8 s).
+    pub heartbeat_reply_timeout: Duration,
+    /// Heartbeat reply timeout after a heartbeat slot that fired late (5 s).
+    pub late_heartbeat_reply_timeout: Duration,
+    /// A heartbeat slot this late counts as "fired late" (15 min).
+    pub late_heartbeat_threshold: Duration,
+    /// Delay before re-evaluating the automatic reconnect after a disconnect (500 ms).
+    pub reconnect_wake: Duration,
+    /// Background time after which the app becomes inactive (10 min).
+    pub inactive_after: Duration,
+    /// Minimum age before a zombie is restarted, and quiet time since the last start (60 s).
+    pub zombie_min_age: Duration,
+    /// Signalling keeper: frame period (5 s).
+    pub signal_keep_period: Duration,
+    /// Signalling keeper: how long one request keeps it going (20 s).
+    pub signal_keep_time: Duration,
+    /// Delay before asking again to authenticate after a transient failure (1 s, Mars's loop
+    /// tick).
+    pub auth_retry: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        let ms = Duration::from_millis;
+        Timing {
+            connect_timeout: ms(10_000),
+            race_interval: ms(2_500),
+            race_max_concurrent: 3,
+            resolve_timeout: ms(5_000),
+            retry_pause: ms(1_000),
+            first_packet: (ms(12_000), ms(15_000)),
+            first_packet_max: (ms(22_000), ms(30_000)),
+            first_packet_excellent: (ms(7_000), ms(10_000)),
+            queue_delay: (ms(1_500), ms(3_000)),
+            packet_to_packet: (ms(8_000), ms(12_000)),
+            min_rate: (12_288, 4_096),
+            heartbeat_reply_timeout: ms(8_000),
+            late_heartbeat_reply_timeout: ms(5_000),
+            late_heartbeat_threshold: ms(15 * 60_000),
+            reconnect_wake: ms(500),
+            inactive_after: ms(600_000),
+            zombie_min_age: ms(60_000),
+            signal_keep_period: ms(5_000),
+            signal_keep_time: ms(20_000),
+            auth_retry: ms(1_000),
+        }
+    }
+}
+
+/// Anti-avalanche settings (spec §13).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Whether the identical-body frequency limit runs at all.
+    pub frequency: bool,
+    /// Whether the mobile flow limit runs at all.
+    pub flow: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            frequency: true,
+            flow: true,
+        }
+    }
+}
+
+/// A contradiction in a [`Config`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No long link configured.
+    #[error("no long link configured")]
+    NoLinks,
+    /// Two links with one name.
+    #[error("two links are named {0:?}")]
+    DuplicateLink(String),
+    /// A link with neither hosts nor fixed addresses.
+    #[error("link {0:?} has neither hosts nor addresses")]
+    NoAddress(String),
+    /// A link with hosts but no ports.
+    #[error("link {0:?} has hosts but no ports")]
+    NoPorts(String),
+    /// A setting that must not be zero.
+    #[error("{0} must not be zero")]
+    Zero(&'static str),
+}
+
+/// Judges a response body before the task ends with it (Mars's `Buf2Resp` return value).
+///
+/// Called inline by the core, so it must be cheap and must not block.
+pub trait ResponseCheck: Send + Sync + fmt::Debug + 'static {
+    /// The verdict on the response to task `id`.
+    fn check(&self, id: TaskId, cmd_id: CmdId, body: &[u8]) -> ResponseVerdict;
+}
+
+/// What [`ResponseCheck::check`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResponseVerdict {
+    /// The task succeeds with this response.
+    Accept,
+    /// The response cannot be used: the attempt fails with
+    /// [`CodecFailure::Response`](crate::CodecFailure::Response) and is retried if the task
+    /// has retries left (Mars's default fail handle). Only this task is affected.
+    Retry {
+        /// An app-defined code.
+        code: i32,
+    },
+    /// The server refused the request: the task ends now with
+    /// [`TaskError::Server`](crate::TaskError::Server), no retry.
+    End {
+        /// An app-defined code.
+        code: i32,
+    },
+}
+
+/// The default heartbeat policy: a fixed interval (Mars's `MinHeartInterval`, 210 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedHeartbeat {
+    /// The interval; `None` disables periodic heartbeats.
+    pub interval: Option<Duration>,
+}
+
+impl Default for FixedHeartbeat {
+    fn default() -> Self {
+        FixedHeartbeat {
+            interval: Some(Duration::from_secs(210)),
+        }
+    }
+}
+
+impl HeartbeatPolicyFactory for FixedHeartbeat {
+    fn name(&self) -> &str {
+        "fixed"
+    }
+
+    fn build(&self, _now: Instant, _ctx: &HeartbeatContext) -> Box<dyn HeartbeatPolicy> {
+        Box::new(*self)
+    }
+}
+
+impl HeartbeatPolicy for FixedHeartbeat {
+    fn next_interval(&mut self, _now: Instant, _ctx: &HeartbeatContext) -> Option<Duration> {
+        self.interval
+    }
+}

@@ -1,0 +1,1986 @@
+//! [`Engine`]: the long-link task engine state machine.
+
+mod dial;
+mod limits;
+mod monitor;
+mod timeouts;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use phobos_plugin_api::{
+    AuthError, CmdId, Decoded, FrameHead, FrameKind, HeartbeatContext, HeartbeatPolicy,
+    IdentifyRequest, IdentifyVerdict, IpPort, NetKind, RawFrame, ResolveError, ResolvedAddr, Seq,
+    TaskId,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{Config, ConfigError, ResponseVerdict};
+use crate::error::{
+    AuthFailure, CodecFailure, DialFailure, LimitKind, LinkError, LocalError, ParamError,
+    SocketFailure, TaskError, TimeoutLevel,
+};
+use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus};
+use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
+use crate::timer::{TimerKind, TimerTable};
+
+use self::dial::{plan_addresses, DialStep, Dialer};
+use self::limits::{FlowLimit, FrequencyLimit};
+use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
+use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
+
+/// The sans-IO long-link task engine: task queue, scheduling, retries, multi-level timeouts,
+/// long-link lifecycle (connect race, identify, heartbeat, reconnect pacing), limits and
+/// zombie tasks.
+///
+/// # Calling protocol
+///
+/// One owner (the driver's task) calls it; nothing inside blocks, reads a clock or does IO.
+///
+/// 1. Feed one input: a command from the app ([`start_task`](Self::start_task),
+///    [`cancel_task`](Self::cancel_task), [`set_foreground`](Self::set_foreground),
+///    [`set_network`](Self::set_network), …), an IO result (`handle_*`), or
+///    [`handle_timeout`](Self::handle_timeout) when the instant returned by
+///    [`poll_timeout`](Self::poll_timeout) has come.
+/// 2. Drain [`poll_action`](Self::poll_action) until `None` and carry the actions out in order.
+/// 3. Drain [`poll_event`](Self::poll_event) until `None` and hand them to the app.
+/// 4. Re-arm the driver's single timer at [`poll_timeout`](Self::poll_timeout).
+///
+/// Every input takes `now`, which must not go backwards. Inputs naming a [`ConnId`] the core
+/// no longer knows are ignored (an unknown *connected* attempt gets an [`Action::Abort`]).
+pub struct Engine {
+    cfg: Config,
+    rng: ChaCha8Rng,
+    tasks: HashMap<TaskId, Task>,
+    links: Vec<Link>,
+    link_by_name: HashMap<LinkName, usize>,
+    conns: HashMap<ConnId, usize>,
+    timers: TimerTable,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+    next_task: u32,
+    next_conn: u64,
+    next_order: u64,
+    activity: Activity,
+    net: NetKind,
+    net_label: String,
+    has_account: bool,
+    estimator: Estimator,
+    freq: FrequencyLimit,
+    flow: FlowLimit,
+    zombies: BTreeMap<TaskId, Zombie>,
+    last_start: Option<Instant>,
+    keeper: Keeper,
+    auth_hosts: Vec<AuthHost>,
+    dirty: Vec<bool>,
+    scratch: Vec<TaskId>,
+}
+
+/// One task the engine holds (queued or running).
+#[derive(Debug)]
+struct Task {
+    id: TaskId,
+    spec: TaskSpec,
+    link: usize,
+    order: u64,
+    retries_left: u32,
+    attempts: u32,
+    /// When the current budget started (admission, or a zombie restart).
+    budget_start: Instant,
+    state: TaskState,
+    limits_checked: bool,
+    auth_cleared: bool,
+    profile: TaskProfile,
+}
+
+#[derive(Debug)]
+enum TaskState {
+    /// Waiting in its link's queue.
+    Queued,
+    /// Its request is on the link.
+    Running(Attempt),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Attempt {
+    conn: ConnId,
+    sent_at: Instant,
+    timeouts: AttemptTimeouts,
+    last_progress: Option<Instant>,
+    sent_len: usize,
+}
+
+/// A failed task kept to be retried later within its total timeout (§14).
+#[derive(Debug)]
+struct Zombie {
+    task: Task,
+    saved_at: Instant,
+    remaining: Duration,
+}
+
+struct Link {
+    name: LinkName,
+    state: LinkState,
+    /// Queued tasks by (priority, admission order).
+    queue: BTreeSet<(u8, u64, TaskId)>,
+    running: BTreeSet<TaskId>,
+    retry_pause_until: Option<Instant>,
+    monitor: Monitor,
+    /// The server rejected the identify frame: no reconnect until the app asks.
+    refused: bool,
+}
+
+enum LinkState {
+    Idle,
+    Resolving,
+    Connecting {
+        dialer: Dialer,
+        cycle_start: Instant,
+    },
+    Connected(Box<Session>),
+}
+
+/// One established connection.
+struct Session {
+    conn: ConnId,
+    addr: IpPort,
+    connect_start: Instant,
+    connected_at: Instant,
+    rx: Vec<u8>,
+    last_recv: Option<Instant>,
+    heartbeat: Box<dyn HeartbeatPolicy>,
+    heartbeat_interval: Option<Duration>,
+    heartbeat_sent: Option<Instant>,
+    identify: Identify,
+}
+
+enum Identify {
+    /// Ask the auth plugin at the next heartbeat slot.
+    Pending,
+    /// Sent; waiting for the reply.
+    Sent { hash: Vec<u8> },
+    /// Identified, or never to be identified.
+    Finished,
+}
+
+#[derive(Debug)]
+struct Keeper {
+    keeping: bool,
+    last_touch: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct AuthHost {
+    host: String,
+    state: AuthState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthState {
+    Idle,
+    InFlight,
+    RetryWait,
+}
+
+impl Engine {
+    /// Builds an engine at `now`. The app starts in background and active (Mars's start
+    /// state); nothing connects until a task needs a link or
+    /// [`connect_link`](Self::connect_link) is called.
+    ///
+    /// # Errors
+    ///
+    /// The config's [`ConfigError`], if any.
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let links: Vec<Link> = config
+            .links
+            .iter()
+            .map(|l| Link {
+                name: l.name.clone(),
+                state: LinkState::Idle,
+                queue: BTreeSet::new(),
+                running: BTreeSet::new(),
+                retry_pause_until: None,
+                monitor: Monitor::default(),
+                refused: false,
+            })
+            .collect();
+        let link_by_name = links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.name.clone(), i))
+            .collect();
+        let mut timers = TimerTable::default();
+        timers.set(TimerKind::Inactivity, now + config.timing.inactive_after);
+        let n = links.len();
+        Ok(Engine {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            has_account: config.has_account,
+            cfg: config,
+            tasks: HashMap::new(),
+            links,
+            link_by_name,
+            conns: HashMap::new(),
+            timers,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            next_task: 1,
+            next_conn: 1,
+            next_order: 0,
+            activity: Activity::new(now),
+            net: NetKind::Wifi,
+            net_label: "default".to_owned(),
+            estimator: Estimator::new(),
+            freq: FrequencyLimit::new(now),
+            flow: FlowLimit::new(now),
+            zombies: BTreeMap::new(),
+            last_start: None,
+            keeper: Keeper {
+                keeping: false,
+                last_touch: None,
+            },
+            auth_hosts: Vec::new(),
+            dirty: vec![false; n],
+            scratch: Vec::new(),
+        })
+    }
+
+    // ----- commands from the app --------------------------------------------------------
+
+    /// Admits a task and returns its id. Exactly one [`Event::TaskEnded`] follows for it,
+    /// including when the spec is refused at once (a [`TaskError::Param`] or
+    /// [`TaskError::Local`] end is then queued before this returns).
+    pub fn start_task(&mut self, now: Instant, spec: TaskSpec) -> TaskId {
+        let id = self.alloc_task_id();
+        self.last_start = Some(now);
+        if !self.zombies.is_empty() {
+            self.schedule_zombie_restart();
+        }
+        let profile = TaskProfile::new(now);
+        let link = match self.admit(&spec) {
+            Ok(link) => link,
+            Err(error) => {
+                self.emit_end(id, Err(error), profile, now);
+                return id;
+            }
+        };
+        let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
+        let order = self.next_order;
+        self.next_order += 1;
+        let task = Task {
+            id,
+            link,
+            order,
+            retries_left: retries,
+            attempts: 0,
+            budget_start: now,
+            state: TaskState::Queued,
+            limits_checked: false,
+            auth_cleared: false,
+            profile,
+            spec,
+        };
+        self.enqueue(task, now);
+        self.pump(now);
+        id
+    }
+
+    /// Cancels a task, returning whether it was known.
+    ///
+    /// Design: unlike Mars's silent `StopTask`, a canceled task ends with
+    /// [`TaskError::Canceled`], so every started task gets exactly one end. A request already
+    /// handed to the link cannot be withdrawn; its response is dropped when it arrives.
+    pub fn cancel_task(&mut self, now: Instant, id: TaskId) -> bool {
+        if let Some(task) = self.remove_task(id) {
+            self.emit_end(id, Err(TaskError::Canceled), task.profile, now);
+            self.pump(now);
+            return true;
+        }
+        if let Some(z) = self.zombies.remove(&id) {
+            self.timers.cancel(TimerKind::ZombieExpiry(id));
+            self.schedule_zombie_restart();
+            self.emit_end(id, Err(TaskError::Canceled), z.task.profile, now);
+            return true;
+        }
+        false
+    }
+
+    /// The app went to the foreground (`true`) or background (Mars's `OnForeground`).
+    pub fn set_foreground(&mut self, now: Instant, foreground: bool) {
+        if self.activity.foreground == foreground {
+            return;
+        }
+        self.activity.foreground = foreground;
+        self.activity.last_change = now;
+        if foreground {
+            self.timers.cancel(TimerKind::Inactivity);
+            if !self.activity.active {
+                self.activity.active = true;
+                self.flow.set_active(now, true);
+            }
+        } else {
+            self.timers
+                .set(TimerKind::Inactivity, now + self.cfg.timing.inactive_after);
+        }
+        self.reevaluate_keep_alive(now);
+        self.mark_all_dirty();
+        self.pump(now);
+    }
+
+    /// The network changed (Mars's `OnNetworkChange`): every link is dropped with
+    /// [`LinkError::NetworkChange`], running tasks fail their attempt with
+    /// [`LocalError::Interrupted`] (retried without pause if they have retries left), links
+    /// that are keep-alive or have tasks reconnect at once, and zombies restart.
+    ///
+    /// Nothing happens when kind and label are unchanged.
+    pub fn set_network(&mut self, now: Instant, kind: NetKind, label: &str) {
+        if kind == self.net && label == self.net_label {
+            return;
+        }
+        self.net = kind;
+        self.net_label = label.to_owned();
+        self.estimator.reset();
+        for li in 0..self.links.len() {
+            self.link_down(li, now, LinkError::NetworkChange, false);
+        }
+        if kind.is_available() {
+            for li in 0..self.links.len() {
+                let l = &self.links[li];
+                if self.cfg.links[li].keep_alive || !l.queue.is_empty() {
+                    self.want_connect(li, now, Trigger::NetworkChange);
+                }
+            }
+        }
+        self.restart_all_zombies(now);
+        self.pump(now);
+    }
+
+    /// Whether the user is logged in (changes the automatic reconnect intervals, §7.9).
+    pub fn set_account(&mut self, now: Instant, has_account: bool) {
+        self.has_account = has_account;
+        self.pump(now);
+    }
+
+    /// Connects the link now if it is down, ignoring pacing (Mars's
+    /// `MakesureLonglinkConnected`). Also lifts the block left by a rejected identify.
+    /// Returns `false` for an unknown link.
+    pub fn connect_link(&mut self, now: Instant, link: &str) -> bool {
+        let Some(&li) = self.link_by_name.get(link) else {
+            return false;
+        };
+        self.links[li].refused = false;
+        if matches!(self.links[li].state, LinkState::Idle) {
+            self.start_cycle(li, now);
+        }
+        self.pump(now);
+        true
+    }
+
+    /// Mars's `RedoTasks`: drop every link ([`LinkError::Reset`]), fail running attempts with
+    /// [`LocalError::Interrupted`] (retried if retries are left), reconnect links that are
+    /// keep-alive or have tasks at once, and restart zombies.
+    pub fn redo_tasks(&mut self, now: Instant) {
+        for li in 0..self.links.len() {
+            self.link_down(li, now, LinkError::Reset, false);
+            if self.cfg.links[li].keep_alive || !self.links[li].queue.is_empty() {
+                self.start_cycle(li, now);
+            }
+        }
+        self.restart_all_zombies(now);
+        self.pump(now);
+    }
+
+    /// Starts (or extends) the signalling keeper: a keep frame on the main link now, then one
+    /// per period of quiet, until the keep time has passed since the last call (§7.11, TCP
+    /// mode).
+    pub fn keep_signalling(&mut self, now: Instant) {
+        self.keeper.last_touch = Some(now);
+        if !self.keeper.keeping {
+            self.keeper.keeping = true;
+            self.send_keep_frame(now);
+        }
+        self.pump(now);
+    }
+
+    /// Stops the signalling keeper.
+    pub fn stop_signalling(&mut self, now: Instant) {
+        self.keeper.keeping = false;
+        self.timers.cancel(TimerKind::SignalKeep);
+        self.pump(now);
+    }
+
+    // ----- IO results ---------------------------------------------------------------------
+
+    /// The driver resolved `link`'s hosts (answer to [`Action::Resolve`]). An error or an
+    /// empty list fails the connect cycle with [`LinkError::NoAddress`].
+    pub fn handle_resolved(
+        &mut self,
+        now: Instant,
+        link: &str,
+        result: Result<Vec<ResolvedAddr>, ResolveError>,
+    ) {
+        let Some(&li) = self.link_by_name.get(link) else {
+            return;
+        };
+        if !matches!(self.links[li].state, LinkState::Resolving) {
+            return;
+        }
+        self.timers.cancel(TimerKind::Resolve(li));
+        let lc = &self.cfg.links[li];
+        let addrs = match result {
+            Ok(list) => plan_addresses(&list, &lc.ports, lc.max_addrs),
+            Err(_) => Vec::new(),
+        };
+        self.begin_dial(li, now, addrs);
+        self.pump(now);
+    }
+
+    /// A connect attempt succeeded (answer to [`Action::Connect`]).
+    pub fn handle_connected(&mut self, now: Instant, attempt: ConnId) {
+        let li = self.conns.get(&attempt).copied();
+        let won = li.and_then(|li| match &mut self.links[li].state {
+            LinkState::Connecting {
+                dialer,
+                cycle_start,
+            } => dialer.won(attempt).map(|w| (li, w, *cycle_start)),
+            _ => None,
+        });
+        let Some((li, winner, cycle_start)) = won else {
+            self.conns.remove(&attempt);
+            self.actions.push_back(Action::Abort { attempt });
+            return;
+        };
+        self.timers.cancel(TimerKind::ConnectAttempt(attempt));
+        self.timers.cancel(TimerKind::RaceStep(li));
+        self.timers.cancel(TimerKind::Reconnect(li));
+        self.timers.cancel(TimerKind::ReconnectWake(li));
+        // Design: attempts that lost the race are aborted but not reported as failures: they
+        // were only slower, not broken (Mars reports them failed).
+        if let LinkState::Connecting { dialer, .. } = &mut self.links[li].state {
+            for loser in std::mem::take(&mut dialer.in_flight) {
+                self.conns.remove(&loser.conn);
+                self.timers.cancel(TimerKind::ConnectAttempt(loser.conn));
+                self.actions.push_back(Action::Abort {
+                    attempt: loser.conn,
+                });
+            }
+        }
+        let name = self.links[li].name.clone();
+        self.events.push_back(Event::AddrOutcome {
+            link: name.clone(),
+            addr: winner.addr,
+            success: true,
+        });
+        let ctx = self.heartbeat_ctx();
+        let heartbeat = self.cfg.heartbeat.build(now, &ctx);
+        let identify = if self.cfg.auth.is_some() {
+            Identify::Pending
+        } else {
+            Identify::Finished
+        };
+        self.links[li].state = LinkState::Connected(Box::new(Session {
+            conn: attempt,
+            addr: winner.addr,
+            connect_start: cycle_start,
+            connected_at: now,
+            rx: Vec::new(),
+            last_recv: None,
+            heartbeat,
+            heartbeat_interval: None,
+            heartbeat_sent: None,
+            identify,
+        }));
+        self.events.push_back(Event::LinkStatus {
+            link: name,
+            status: LinkStatus::Connected(winner.addr),
+            reason: None,
+        });
+        // §18.2: the first heartbeat (or the identify frame) goes out right after connect,
+        // ahead of any task.
+        self.heartbeat_slot(li, now, Duration::ZERO);
+        if li == self.cfg.main_link() {
+            self.restart_all_zombies(now);
+        }
+        self.dirty[li] = true;
+        self.pump(now);
+    }
+
+    /// A connect attempt failed (answer to [`Action::Connect`]).
+    pub fn handle_connect_failed(&mut self, now: Instant, attempt: ConnId, error: DialError) {
+        let Some(li) = self.conns.remove(&attempt) else {
+            return;
+        };
+        self.timers.cancel(TimerKind::ConnectAttempt(attempt));
+        let failed = match &mut self.links[li].state {
+            LinkState::Connecting { dialer, .. } => dialer.failed(attempt, Some(error)),
+            _ => None,
+        };
+        if let Some(addr) = failed {
+            self.report_addr(li, addr, false);
+            self.advance_dial(li, now);
+        }
+        self.pump(now);
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        let Some(&li) = self.conns.get(&conn) else {
+            return;
+        };
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return;
+        };
+        if s.conn != conn || data.is_empty() {
+            return;
+        }
+        s.last_recv = Some(now);
+        let mut buf = std::mem::take(&mut s.rx);
+        let from_data = buf.is_empty();
+        if !from_data {
+            buf.extend_from_slice(data);
+        }
+        let consumed = {
+            let input: &[u8] = if from_data { data } else { &buf };
+            match self.read_frames(li, conn, input, now) {
+                Some(n) => n,
+                None => {
+                    self.pump(now);
+                    return;
+                }
+            }
+        };
+        if from_data {
+            buf.extend_from_slice(&data[consumed..]);
+        } else {
+            buf.drain(..consumed);
+        }
+        if let LinkState::Connected(s) = &mut self.links[li].state {
+            s.rx = buf;
+        }
+        self.data_event(now);
+        self.pump(now);
+    }
+
+    /// An established connection ended (EOF or an IO error).
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId, cause: CloseCause) {
+        let Some(&li) = self.conns.get(&conn) else {
+            return;
+        };
+        let is_session = matches!(&self.links[li].state, LinkState::Connected(s) if s.conn == conn);
+        if is_session {
+            let failure = match cause {
+                CloseCause::RemoteClosed => SocketFailure::RemoteClosed,
+                CloseCause::Io(errno) => SocketFailure::Io { errno },
+            };
+            self.link_down(li, now, LinkError::Socket(failure), true);
+        } else {
+            let error = match cause {
+                CloseCause::RemoteClosed => DialError::Refused,
+                CloseCause::Io(errno) => DialError::Io(errno),
+            };
+            self.handle_connect_failed(now, conn, error);
+        }
+        self.pump(now);
+    }
+
+    /// The driver ran [`AuthCheck::ensure_authed`](phobos_plugin_api::AuthCheck::ensure_authed)
+    /// for `host` (answer to [`Action::EnsureAuth`]). Success lets the waiting tasks go;
+    /// [`AuthError::Rejected`] ends them; a transient failure asks again after
+    /// [`Timing::auth_retry`](crate::Timing::auth_retry).
+    pub fn handle_auth(&mut self, now: Instant, host: &str, result: Result<(), AuthError>) {
+        let Some(idx) = self.auth_hosts.iter().position(|h| h.host == host) else {
+            return;
+        };
+        self.timers.cancel(TimerKind::AuthRetry(idx));
+        let waiting: Vec<TaskId> = self
+            .tasks
+            .values()
+            .filter(|t| {
+                t.spec.needs_auth
+                    && !t.auth_cleared
+                    && matches!(t.state, TaskState::Queued)
+                    && self.auth_host_of(t) == host
+            })
+            .map(|t| t.id)
+            .collect();
+        match result {
+            Ok(()) => {
+                self.auth_hosts[idx].state = AuthState::Idle;
+                for id in waiting {
+                    if let Some(t) = self.tasks.get_mut(&id) {
+                        t.auth_cleared = true;
+                    }
+                }
+            }
+            Err(AuthError::Rejected(reason)) => {
+                self.auth_hosts[idx].state = AuthState::Idle;
+                for id in waiting {
+                    self.finish(id, now, Err(AuthFailure::Rejected(reason.clone()).into()));
+                }
+            }
+            Err(_) => {
+                self.auth_hosts[idx].state = AuthState::RetryWait;
+                self.timers
+                    .set(TimerKind::AuthRetry(idx), now + self.cfg.timing.auth_retry);
+            }
+        }
+        self.mark_all_dirty();
+        self.pump(now);
+    }
+
+    /// Fires every timer due at `now`. Call it when [`poll_timeout`](Self::poll_timeout)'s
+    /// instant has come (calling it early is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, kind)) = self.timers.pop_due(now) {
+            self.on_timer(kind, at, now);
+        }
+        self.pump(now);
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// The next thing the driver must do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next thing the app should learn.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when no timer
+    /// is armed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next().map(|(at, _)| at)
+    }
+
+    // ----- getters ------------------------------------------------------------------------
+
+    /// The config the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The earliest armed timer and its kind (for logs and tests).
+    pub fn next_timer(&self) -> Option<(Instant, TimerKind)> {
+        self.timers.next()
+    }
+
+    /// Whether the named link is connected.
+    pub fn is_connected(&self, link: &str) -> bool {
+        self.link_by_name
+            .get(link)
+            .is_some_and(|&li| matches!(self.links[li].state, LinkState::Connected(_)))
+    }
+
+    /// The address the named link is connected to.
+    pub fn connected_addr(&self, link: &str) -> Option<IpPort> {
+        let &li = self.link_by_name.get(link)?;
+        match &self.links[li].state {
+            LinkState::Connected(s) => Some(s.addr),
+            _ => None,
+        }
+    }
+
+    /// Whether the task is queued, running or a zombie (Mars's `HasTask`).
+    pub fn has_task(&self, id: TaskId) -> bool {
+        self.tasks.contains_key(&id) || self.zombies.contains_key(&id)
+    }
+
+    /// Tasks queued or running (zombies excluded).
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Tasks kept as zombies.
+    pub fn zombie_count(&self) -> usize {
+        self.zombies.len()
+    }
+
+    /// Whether the app counts as active (foreground, or background for less than 10 min).
+    pub fn is_active(&self) -> bool {
+        self.activity.active
+    }
+
+    // ----- admission ----------------------------------------------------------------------
+
+    /// Validates a spec (§3.2) and picks its link.
+    fn admit(&self, spec: &TaskSpec) -> Result<usize, TaskError> {
+        if spec.priority > MAX_PRIORITY {
+            return Err(ParamError::Priority(spec.priority).into());
+        }
+        if let Some(r) = spec.retry_count.filter(|r| *r > MAX_RETRIES) {
+            return Err(ParamError::RetryCountTooLarge(r).into());
+        }
+        if let Some(c) = spec.server_cost.filter(|c| *c > MAX_SERVER_COST) {
+            return Err(ParamError::ServerCostTooLarge(c).into());
+        }
+        if let Some(t) = spec
+            .total_timeout
+            .filter(|t| t.is_zero() || *t > MAX_TOTAL_TIMEOUT)
+        {
+            return Err(ParamError::TotalTimeoutOutOfRange(t).into());
+        }
+        if let Some(t) = spec
+            .long_polling
+            .filter(|t| t.is_zero() || *t > MAX_TOTAL_TIMEOUT)
+        {
+            return Err(ParamError::LongPollingTimeoutOutOfRange(t).into());
+        }
+        let long = spec.channel.allows_long() && spec.cmd_id != CmdId(0);
+        let short = spec.channel.allows_short() && !spec.path.is_empty();
+        if !long {
+            if !short {
+                return Err(LocalError::NoChannel.into());
+            }
+            if spec.send_only {
+                return Err(ParamError::SendOnlyOnShortLink.into());
+            }
+            if spec.short_hosts.is_empty() {
+                return Err(ParamError::NoShortLinkHost.into());
+            }
+            // Hook: the short link (a later issue) takes these tasks.
+            return Err(LocalError::NoChannel.into());
+        }
+        let Some(&li) = self.link_by_name.get(&spec.link) else {
+            return Err(ParamError::UnknownLink(spec.link.to_string()).into());
+        };
+        let max = self.cfg.codec.max_frame_len();
+        if spec.body.len() > max {
+            return Err(ParamError::BodyTooLarge {
+                len: spec.body.len(),
+                max,
+            }
+            .into());
+        }
+        let connected = matches!(self.links[li].state, LinkState::Connected(_));
+        if spec.network_sensitive && !self.net.is_available() && !connected {
+            return Err(LocalError::NoNetwork.into());
+        }
+        if self.links[li].refused {
+            return Err(AuthFailure::IdentifyRejected(spec.link.to_string()).into());
+        }
+        Ok(li)
+    }
+
+    fn alloc_task_id(&mut self) -> TaskId {
+        loop {
+            let id = self.next_task;
+            self.next_task = if id >= TASK_ID_WRAP { 1 } else { id + 1 };
+            let tid = TaskId(id);
+            if id == 0
+                || self.cfg.codec.is_reserved_seq(Seq(id))
+                || self.tasks.contains_key(&tid)
+                || self.zombies.contains_key(&tid)
+            {
+                continue;
+            }
+            return tid;
+        }
+    }
+
+    /// Puts a (new or restarted) task in its link's queue with a fresh total-timeout timer.
+    fn enqueue(&mut self, mut task: Task, now: Instant) {
+        let total = timeouts::task_total(
+            task.spec.server_cost,
+            task.retries_left,
+            task.spec.long_polling,
+            task.spec.total_timeout,
+        );
+        task.budget_start = now;
+        task.state = TaskState::Queued;
+        self.timers.set(TimerKind::TaskTotal(task.id), now + total);
+        let link = &mut self.links[task.link];
+        link.queue.insert((task.spec.priority, task.order, task.id));
+        self.dirty[task.link] = true;
+        self.tasks.insert(task.id, task);
+    }
+
+    // ----- scheduling ---------------------------------------------------------------------
+
+    /// Runs the dispatch pass of every link marked dirty.
+    fn pump(&mut self, now: Instant) {
+        // A pass can mark other links dirty (auth results); a few rounds always settle.
+        for _ in 0..4 {
+            let mut any = false;
+            for li in 0..self.links.len() {
+                if std::mem::take(&mut self.dirty[li]) {
+                    any = true;
+                    self.dispatch(li, now);
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+    }
+
+    fn mark_all_dirty(&mut self) {
+        self.dirty.iter_mut().for_each(|d| *d = true);
+    }
+
+    /// Sends what can be sent on link `li`, asks for auth, or asks for a connection.
+    fn dispatch(&mut self, li: usize, now: Instant) {
+        if self.links[li].queue.is_empty() {
+            return;
+        }
+        if self.links[li].refused {
+            let ids: Vec<TaskId> = self.links[li].queue.iter().map(|k| k.2).collect();
+            let name = self.links[li].name.to_string();
+            for id in ids {
+                self.finish(
+                    id,
+                    now,
+                    Err(AuthFailure::IdentifyRejected(name.clone()).into()),
+                );
+            }
+            return;
+        }
+        let paused = match self.links[li].retry_pause_until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                self.links[li].retry_pause_until = None;
+                false
+            }
+            None => false,
+        };
+        let connected = matches!(self.links[li].state, LinkState::Connected(_));
+        let mut ready = std::mem::take(&mut self.scratch);
+        ready.clear();
+        let mut wants_link = false;
+        let queued: Vec<(TaskId, bool, bool)> = self.links[li]
+            .queue
+            .iter()
+            .map(|k| {
+                let t = &self.tasks[&k.2];
+                (k.2, t.attempts > 0, t.spec.needs_auth && !t.auth_cleared)
+            })
+            .collect();
+        for (id, retried, gated) in queued {
+            if paused && retried {
+                continue;
+            }
+            if gated {
+                let host = self.auth_host_of(&self.tasks[&id]).to_owned();
+                if !self.is_authed(&host) {
+                    self.request_auth(&host);
+                    continue;
+                }
+            }
+            if !connected {
+                wants_link = true;
+                break;
+            }
+            ready.push(id);
+        }
+        if !connected {
+            if wants_link {
+                self.want_connect(li, now, Trigger::Task);
+            }
+            self.scratch = ready;
+            return;
+        }
+        let mut out = Vec::new();
+        for &id in &ready {
+            self.send_task(li, id, now, &mut out);
+        }
+        self.scratch = ready;
+        if !out.is_empty() {
+            self.write(li, now, out);
+        }
+    }
+
+    /// Frames one task onto `out` and marks it running (or ends it: limits, encode error,
+    /// send-only).
+    fn send_task(&mut self, li: usize, id: TaskId, now: Instant, out: &mut Vec<u8>) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        // Design: limits count a task once, on its first dispatch (Mars may count a task
+        // twice when the link was down, §18.11).
+        if !task.limits_checked {
+            task.limits_checked = true;
+            let (freq, flow) = (task.spec.limit_frequency, task.spec.limit_flow);
+            let body = task.spec.body.clone();
+            if freq && self.cfg.limits.frequency {
+                if let Err(since) = self.freq.check(now, &body) {
+                    self.limited(id, LimitKind::Frequency, since, now);
+                    return;
+                }
+            }
+            let flow_limited = flow && self.cfg.limits.flow && self.net.is_mobile();
+            if flow_limited && self.flow.check(now, body.len()).is_err() {
+                self.limited(id, LimitKind::Flow, body.len() as u64, now);
+                return;
+            }
+        }
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let before = out.len();
+        let head = FrameHead::new(task.spec.cmd_id, Seq::from(id));
+        if let Err(e) = self
+            .cfg
+            .codec
+            .encode(head, &task.spec.body, &task.spec.extension, out)
+        {
+            out.truncate(before);
+            self.finish(id, now, Err(CodecFailure::Encode(e).into()));
+            return;
+        }
+        let sent_len = out.len() - before;
+        let link = &mut self.links[li];
+        let LinkState::Connected(s) = &link.state else {
+            return;
+        };
+        let excellent = self.estimator.quality() == NetQuality::Excellent;
+        let t = timeouts::attempt(
+            &self.cfg.timing,
+            self.net.is_mobile(),
+            task.spec.server_cost,
+            task.spec.long_polling,
+            sent_len,
+            link.running.len(),
+            excellent,
+        );
+        link.queue.remove(&(task.spec.priority, task.order, id));
+        task.attempts += 1;
+        let p = &mut task.profile;
+        p.attempts = task.attempts;
+        p.link = Some(link.name.clone());
+        p.addr = Some(s.addr);
+        p.connect_start = Some(s.connect_start);
+        p.connect_end = Some(s.connected_at);
+        p.send_start = Some(now);
+        p.send_end = Some(now);
+        p.first_byte = None;
+        p.last_byte = None;
+        p.decoded_at = None;
+        p.sent_bytes = sent_len;
+        p.received_bytes = 0;
+        p.first_packet_timeout = Some(t.first_packet);
+        let conn = s.conn;
+        self.events.push_back(Event::TaskSent {
+            id,
+            link: link.name.clone(),
+            first_packet_timeout: t.first_packet,
+        });
+        if task.spec.send_only {
+            let cmd_id = task.spec.cmd_id;
+            let response = Response {
+                cmd_id,
+                body: Bytes::new(),
+                extension: None,
+            };
+            self.finish(id, now, Ok(response));
+            return;
+        }
+        task.state = TaskState::Running(Attempt {
+            conn,
+            sent_at: now,
+            timeouts: t,
+            last_progress: None,
+            sent_len,
+        });
+        link.running.insert(id);
+        self.timers
+            .set(TimerKind::FirstPacket(id), now + t.first_packet);
+        self.timers
+            .set(TimerKind::ReadWrite(id), now + t.read_write);
+    }
+
+    fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
+        self.events
+            .push_back(Event::TaskLimited { id, kind, param });
+        self.finish(id, now, Err(TaskError::Limited(kind)));
+    }
+
+    /// Hands bytes to the connection of link `li` and notes the write.
+    fn write(&mut self, li: usize, now: Instant, bytes: Vec<u8>) {
+        let link = &mut self.links[li];
+        let LinkState::Connected(s) = &mut link.state else {
+            return;
+        };
+        self.actions.push_back(Action::Send {
+            link: link.name.clone(),
+            conn: s.conn,
+            bytes: Bytes::from(bytes),
+        });
+        // Every write restarts the heartbeat interval (§7.4).
+        if let Some(iv) = s.heartbeat_interval {
+            self.timers.set(TimerKind::Heartbeat(li), now + iv);
+        }
+        self.data_event(now);
+    }
+
+    // ----- receiving ----------------------------------------------------------------------
+
+    /// Decodes frames from `input`; returns how many bytes were consumed, or `None` when the
+    /// connection went away while reading.
+    fn read_frames(
+        &mut self,
+        li: usize,
+        conn: ConnId,
+        input: &[u8],
+        now: Instant,
+    ) -> Option<usize> {
+        let codec = self.cfg.codec.clone();
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            match codec.decode(rest) {
+                Ok(Decoded::Frame(frame)) => {
+                    if frame.len == 0 || frame.len > rest.len() {
+                        self.link_down(li, now, LinkError::Decode(BAD_FRAME_LEN), false);
+                        return None;
+                    }
+                    pos += frame.len;
+                    self.on_frame(li, rest, frame, now);
+                    if !self.is_current(li, conn) {
+                        return None;
+                    }
+                }
+                Ok(Decoded::Incomplete { head, .. }) => {
+                    if let Some(head) = head {
+                        if let FrameKind::Response(seq) = codec.classify(&head) {
+                            self.on_progress(li, conn, TaskId(seq.0), now);
+                        }
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.link_down(li, now, LinkError::Decode(e), false);
+                    return None;
+                }
+            }
+        }
+        Some(pos)
+    }
+
+    fn is_current(&self, li: usize, conn: ConnId) -> bool {
+        matches!(&self.links[li].state, LinkState::Connected(s) if s.conn == conn)
+    }
+
+    fn on_frame(&mut self, li: usize, buf: &[u8], frame: RawFrame, now: Instant) {
+        let Some(body) = buf.get(frame.body.clone()) else {
+            self.link_down(li, now, LinkError::Decode(BAD_FRAME_LEN), false);
+            return;
+        };
+        match self.cfg.codec.classify(&frame.head) {
+            FrameKind::Response(seq) => {
+                let ext = frame
+                    .extension
+                    .and_then(|r| buf.get(r))
+                    .map(Bytes::copy_from_slice);
+                self.on_response(
+                    li,
+                    TaskId(seq.0),
+                    frame.head.cmd_id,
+                    body,
+                    ext,
+                    frame.len,
+                    now,
+                );
+            }
+            FrameKind::Push => self.events.push_back(Event::Push {
+                link: self.links[li].name.clone(),
+                cmd_id: frame.head.cmd_id,
+                body: Bytes::copy_from_slice(body),
+            }),
+            FrameKind::HeartbeatReply => self.on_heartbeat_reply(li, now),
+            FrameKind::IdentifyReply => self.on_identify_reply(li, body, now),
+            // A kind this core does not know yet: nothing to do with it.
+            _ => {}
+        }
+    }
+
+    /// Response bytes for task `id` are arriving (header seen).
+    fn on_progress(&mut self, li: usize, conn: ConnId, id: TaskId, now: Instant) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let TaskState::Running(a) = &mut task.state else {
+            return;
+        };
+        if a.conn != conn || task.link != li {
+            return;
+        }
+        a.last_progress = Some(now);
+        task.profile.first_byte.get_or_insert(now);
+        task.profile.last_byte = Some(now);
+        let p2p = a.timeouts.packet_to_packet;
+        self.timers.cancel(TimerKind::FirstPacket(id));
+        self.timers.set(TimerKind::PacketToPacket(id), now + p2p);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_response(
+        &mut self,
+        li: usize,
+        id: TaskId,
+        cmd_id: CmdId,
+        body: &[u8],
+        extension: Option<Bytes>,
+        frame_len: usize,
+        now: Instant,
+    ) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let TaskState::Running(a) = task.state else {
+            return;
+        };
+        if task.link != li {
+            return;
+        }
+        let p = &mut task.profile;
+        p.first_byte.get_or_insert(now);
+        p.last_byte = Some(now);
+        p.decoded_at = Some(now);
+        p.received_bytes = frame_len;
+        let verdict = match &self.cfg.response_check {
+            Some(check) => check.check(id, cmd_id, body),
+            None => ResponseVerdict::Accept,
+        };
+        match verdict {
+            ResponseVerdict::Accept => {
+                let cost = now.saturating_duration_since(a.sent_at);
+                self.estimator.record(
+                    now,
+                    self.net.is_mobile(),
+                    a.sent_len + frame_len,
+                    Some(cost),
+                );
+                let response = Response {
+                    cmd_id,
+                    body: Bytes::copy_from_slice(body),
+                    extension,
+                };
+                self.finish(id, now, Ok(response));
+                // Any network success restarts zombies (§14).
+                if !self.zombies.is_empty() {
+                    self.restart_all_zombies(now);
+                }
+            }
+            ResponseVerdict::Retry { code } => {
+                self.fail_attempt(id, now, CodecFailure::Response { code }.into());
+            }
+            ResponseVerdict::End { code } => {
+                self.finish(id, now, Err(TaskError::Server { code }));
+            }
+        }
+    }
+
+    // ----- heartbeat and identify ---------------------------------------------------------
+
+    /// A heartbeat slot: send the identify frame (while pending) or a heartbeat, arm the
+    /// reply timeout and ask the policy for the next interval. `late` is how far past its
+    /// nominal deadline the slot fired.
+    fn heartbeat_slot(&mut self, li: usize, now: Instant, late: Duration) {
+        let timing = &self.cfg.timing;
+        let name = self.links[li].name.clone();
+        let ctx = self.heartbeat_ctx();
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return;
+        };
+        if s.heartbeat_sent.is_some() {
+            // The previous heartbeat is still unanswered; its own timeout decides.
+            if let Some(iv) = s.heartbeat_interval {
+                self.timers.set(TimerKind::Heartbeat(li), now + iv);
+            }
+            return;
+        }
+        let fired_late = late >= timing.late_heartbeat_threshold;
+        if fired_late {
+            s.heartbeat.on_fired_late(now, late);
+        }
+        let mut frame = Vec::new();
+        let codec = &self.cfg.codec;
+        if matches!(s.identify, Identify::Pending) {
+            let request = match &self.cfg.auth {
+                Some(auth) => auth.identify_request(&name),
+                None => IdentifyRequest::Never,
+            };
+            match request {
+                IdentifyRequest::Now { cmd_id, body, hash } => {
+                    if codec.encode_identify(cmd_id, &body, &mut frame).is_ok() {
+                        s.identify = Identify::Sent { hash };
+                    } else {
+                        frame.clear();
+                    }
+                }
+                IdentifyRequest::Never => s.identify = Identify::Finished,
+                _ => {}
+            }
+        }
+        if frame.is_empty() && codec.encode_heartbeat(&mut frame).is_err() {
+            frame.clear();
+        }
+        s.heartbeat_interval = match codec.heartbeat_interval() {
+            Some(iv) => Some(iv),
+            None => s.heartbeat.next_interval(now, &ctx),
+        }
+        .filter(|iv| !iv.is_zero());
+        if frame.is_empty() {
+            // Nothing could be framed: keep the schedule, expect no reply.
+            if let Some(iv) = s.heartbeat_interval {
+                self.timers.set(TimerKind::Heartbeat(li), now + iv);
+            }
+            return;
+        }
+        s.heartbeat_sent = Some(now);
+        let reply = if fired_late {
+            timing.late_heartbeat_reply_timeout
+        } else {
+            timing.heartbeat_reply_timeout
+        };
+        self.timers.set(TimerKind::HeartbeatReply(li), now + reply);
+        self.write(li, now, frame);
+    }
+
+    fn on_heartbeat_reply(&mut self, li: usize, now: Instant) {
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return;
+        };
+        let Some(sent) = s.heartbeat_sent.take() else {
+            return;
+        };
+        let rtt = now.saturating_duration_since(sent);
+        s.heartbeat.on_ack(now, rtt);
+        self.timers.cancel(TimerKind::HeartbeatReply(li));
+        self.events.push_back(Event::HeartbeatAcked {
+            link: self.links[li].name.clone(),
+            rtt,
+        });
+    }
+
+    fn on_identify_reply(&mut self, li: usize, body: &[u8], now: Instant) {
+        let name = self.links[li].name.clone();
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return;
+        };
+        let Identify::Sent { hash } = std::mem::replace(&mut s.identify, Identify::Pending) else {
+            return;
+        };
+        let addr = s.addr;
+        let verdict = match &self.cfg.auth {
+            Some(auth) => auth.on_identify_response(&name, body, &hash),
+            None => IdentifyVerdict::Accepted,
+        };
+        self.on_heartbeat_reply(li, now);
+        match verdict {
+            IdentifyVerdict::Accepted => {
+                if let LinkState::Connected(s) = &mut self.links[li].state {
+                    s.identify = Identify::Finished;
+                }
+                self.events.push_back(Event::AddrOutcome {
+                    link: name,
+                    addr,
+                    success: true,
+                });
+            }
+            IdentifyVerdict::Rejected => {
+                self.links[li].refused = true;
+                self.link_down(li, now, LinkError::IdentifyRejected, false);
+            }
+            // Retry (and verdicts this core does not know): ask again at the next slot.
+            _ => {}
+        }
+    }
+
+    fn heartbeat_ctx(&self) -> HeartbeatContext {
+        HeartbeatContext {
+            net: self.net,
+            net_label: self.net_label.clone(),
+            app_active: self.activity.active,
+        }
+    }
+
+    // ----- signalling keeper --------------------------------------------------------------
+
+    fn send_keep_frame(&mut self, now: Instant) {
+        let li = self.cfg.main_link();
+        let mut frame = Vec::new();
+        let head = FrameHead::new(
+            phobos_plugin_api::codec::SIGNAL_KEEP_CMD,
+            phobos_plugin_api::codec::SIGNAL_KEEP_SEQ,
+        );
+        let connected = matches!(self.links[li].state, LinkState::Connected(_));
+        if connected && self.cfg.codec.encode(head, &[], &[], &mut frame).is_ok() {
+            self.write(li, now, frame);
+        } else {
+            self.data_event(now);
+        }
+    }
+
+    /// Any read or write: the keeper postpones its next frame or stops (§7.11).
+    fn data_event(&mut self, now: Instant) {
+        if !self.keeper.keeping {
+            return;
+        }
+        let touched = self
+            .keeper
+            .last_touch
+            .is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.timing.signal_keep_time);
+        if touched {
+            self.timers.set(
+                TimerKind::SignalKeep,
+                now + self.cfg.timing.signal_keep_period,
+            );
+        } else {
+            self.keeper.keeping = false;
+            self.timers.cancel(TimerKind::SignalKeep);
+        }
+    }
+
+    // ----- auth ---------------------------------------------------------------------------
+
+    fn auth_host_of<'a>(&'a self, task: &'a Task) -> &'a str {
+        match &task.spec.auth_host {
+            Some(h) => h,
+            None => self.cfg.links[task.link]
+                .hosts
+                .first()
+                .map_or("", String::as_str),
+        }
+    }
+
+    fn is_authed(&self, host: &str) -> bool {
+        self.cfg.auth.as_ref().is_none_or(|a| a.is_authed(host))
+    }
+
+    fn request_auth(&mut self, host: &str) {
+        let idx = match self.auth_hosts.iter().position(|h| h.host == host) {
+            Some(i) => i,
+            None => {
+                self.auth_hosts.push(AuthHost {
+                    host: host.to_owned(),
+                    state: AuthState::Idle,
+                });
+                self.auth_hosts.len() - 1
+            }
+        };
+        if self.auth_hosts[idx].state == AuthState::Idle {
+            self.auth_hosts[idx].state = AuthState::InFlight;
+            self.actions.push_back(Action::EnsureAuth {
+                host: host.to_owned(),
+            });
+        }
+    }
+
+    // ----- connecting ---------------------------------------------------------------------
+
+    /// Something wants link `li` up: connect now or arm the paced reconnect (§7.9).
+    fn want_connect(&mut self, li: usize, now: Instant, trigger: Trigger) {
+        let link = &self.links[li];
+        if !matches!(link.state, LinkState::Idle) || link.refused {
+            return;
+        }
+        let env = PacingEnv {
+            bucket: self.activity.bucket(now),
+            has_account: self.has_account,
+            has_network: self.net.is_available(),
+        };
+        let wait = link.monitor.wait(now, trigger, env, &mut self.rng);
+        if wait.is_zero() {
+            self.start_cycle(li, now);
+        } else {
+            self.timers
+                .set_earliest(TimerKind::Reconnect(li), now + wait);
+        }
+    }
+
+    /// Keep-alive links that are down re-evaluate the automatic reconnect.
+    fn reevaluate_keep_alive(&mut self, now: Instant) {
+        for li in 0..self.links.len() {
+            let idle = matches!(self.links[li].state, LinkState::Idle);
+            let known = self.links[li].monitor.last_attempt.is_some();
+            if idle && known && self.cfg.links[li].keep_alive {
+                self.want_connect(li, now, Trigger::Automatic);
+            }
+        }
+    }
+
+    /// Starts a connect cycle: resolve (unless the link has fixed addresses), then race.
+    fn start_cycle(&mut self, li: usize, now: Instant) {
+        self.timers.cancel(TimerKind::Reconnect(li));
+        self.timers.cancel(TimerKind::ReconnectWake(li));
+        let inactive = !self.activity.active;
+        let link = &mut self.links[li];
+        link.monitor.on_cycle_start(now, inactive);
+        self.events.push_back(Event::LinkStatus {
+            link: link.name.clone(),
+            status: LinkStatus::Connecting,
+            reason: None,
+        });
+        let lc = &self.cfg.links[li];
+        if !lc.addrs.is_empty() {
+            let mut addrs = lc.addrs.clone();
+            addrs.truncate(lc.max_addrs);
+            self.begin_dial(li, now, addrs);
+            return;
+        }
+        link.state = LinkState::Resolving;
+        self.actions.push_back(Action::Resolve {
+            link: link.name.clone(),
+            hosts: lc.hosts.clone(),
+        });
+        self.timers.set(
+            TimerKind::Resolve(li),
+            now + self.cfg.timing.resolve_timeout,
+        );
+    }
+
+    fn begin_dial(&mut self, li: usize, now: Instant, addrs: Vec<IpPort>) {
+        let dialer = Dialer::new(addrs);
+        if dialer.is_empty() {
+            self.links[li].state = LinkState::Idle;
+            self.cycle_failed(li, now, LinkError::NoAddress);
+            return;
+        }
+        let cycle_start = self.links[li].monitor.last_attempt.unwrap_or(now);
+        self.links[li].state = LinkState::Connecting {
+            dialer,
+            cycle_start,
+        };
+        self.advance_dial(li, now);
+    }
+
+    /// Starts whatever attempts the race allows now and arms the next step.
+    fn advance_dial(&mut self, li: usize, now: Instant) {
+        let timing = &self.cfg.timing;
+        loop {
+            let LinkState::Connecting { dialer, .. } = &mut self.links[li].state else {
+                return;
+            };
+            match dialer.step(now, timing.race_interval, timing.race_max_concurrent) {
+                DialStep::Start(addr) => {
+                    let conn = ConnId(self.next_conn);
+                    self.next_conn += 1;
+                    dialer.started(now, conn);
+                    self.conns.insert(conn, li);
+                    self.timers.set(
+                        TimerKind::ConnectAttempt(conn),
+                        now + timing.connect_timeout,
+                    );
+                    self.actions.push_back(Action::Connect {
+                        link: self.links[li].name.clone(),
+                        attempt: conn,
+                        addr,
+                    });
+                }
+                DialStep::WaitUntil(at) => {
+                    self.timers.set(TimerKind::RaceStep(li), at);
+                    return;
+                }
+                DialStep::Idle => {
+                    self.timers.cancel(TimerKind::RaceStep(li));
+                    return;
+                }
+                DialStep::Exhausted => {
+                    let error = match dialer.last_error() {
+                        None => LinkError::ConnectTimeout,
+                        Some(e) => LinkError::Dial(dial_failure(e)),
+                    };
+                    self.links[li].state = LinkState::Idle;
+                    self.cycle_failed(li, now, error);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_connect_timeout(&mut self, conn: ConnId, now: Instant) {
+        let Some(li) = self.conns.remove(&conn) else {
+            return;
+        };
+        let failed = match &mut self.links[li].state {
+            LinkState::Connecting { dialer, .. } => dialer.failed(conn, None),
+            _ => None,
+        };
+        self.actions.push_back(Action::Abort { attempt: conn });
+        if let Some(addr) = failed {
+            self.report_addr(li, addr, false);
+            self.advance_dial(li, now);
+        }
+    }
+
+    /// A connect cycle failed: tasks waiting for the link lose an attempt.
+    ///
+    /// Design: Mars lets queued tasks wait through failed cycles until their total timeout.
+    /// Here each failed cycle counts as a failed attempt of every task that was waiting for
+    /// it (not those still waiting for auth), so a dead server ends tasks with a dial or
+    /// connect-timeout error after their retries instead of a bare total timeout.
+    fn cycle_failed(&mut self, li: usize, now: Instant, error: LinkError) {
+        self.timers.cancel(TimerKind::Resolve(li));
+        self.timers.cancel(TimerKind::RaceStep(li));
+        self.events.push_back(Event::LinkStatus {
+            link: self.links[li].name.clone(),
+            status: LinkStatus::ConnectFailed,
+            reason: Some(error.clone()),
+        });
+        let task_error = match &error {
+            LinkError::ConnectTimeout => TaskError::Timeout(TimeoutLevel::Connect),
+            LinkError::Dial(d) => TaskError::Dial(*d),
+            _ => TaskError::Dial(DialFailure::NoAddress),
+        };
+        let waiting: Vec<TaskId> = self.links[li]
+            .queue
+            .iter()
+            .map(|k| k.2)
+            .filter(|id| {
+                let t = &self.tasks[id];
+                !(t.spec.needs_auth && !t.auth_cleared && !self.is_authed(self.auth_host_of(t)))
+            })
+            .collect();
+        for id in waiting {
+            self.fail_attempt(id, now, task_error.clone());
+        }
+        self.pause_retries(li, now);
+        if self.cfg.links[li].keep_alive {
+            self.timers.set(
+                TimerKind::ReconnectWake(li),
+                now + self.cfg.timing.reconnect_wake,
+            );
+        }
+        self.dirty[li] = true;
+    }
+
+    fn report_addr(&mut self, li: usize, addr: IpPort, success: bool) {
+        self.events.push_back(Event::AddrOutcome {
+            link: self.links[li].name.clone(),
+            addr,
+            success,
+        });
+    }
+
+    /// Takes link `li` down for `error`. `by_driver`: the driver reported the close, so no
+    /// [`Action::Close`] is needed.
+    fn link_down(&mut self, li: usize, now: Instant, error: LinkError, by_driver: bool) {
+        let old = std::mem::replace(&mut self.links[li].state, LinkState::Idle);
+        let name = self.links[li].name.clone();
+        let local = matches!(error, LinkError::NetworkChange | LinkError::Reset);
+        match old {
+            LinkState::Idle => return,
+            LinkState::Resolving => {
+                self.timers.cancel(TimerKind::Resolve(li));
+                self.events.push_back(Event::LinkStatus {
+                    link: name.clone(),
+                    status: LinkStatus::ConnectFailed,
+                    reason: Some(error.clone()),
+                });
+            }
+            LinkState::Connecting { dialer, .. } => {
+                self.timers.cancel(TimerKind::RaceStep(li));
+                for a in &dialer.in_flight {
+                    self.conns.remove(&a.conn);
+                    self.timers.cancel(TimerKind::ConnectAttempt(a.conn));
+                    self.actions.push_back(Action::Abort { attempt: a.conn });
+                }
+                self.events.push_back(Event::LinkStatus {
+                    link: name.clone(),
+                    status: LinkStatus::ConnectFailed,
+                    reason: Some(error.clone()),
+                });
+            }
+            LinkState::Connected(mut s) => {
+                self.conns.remove(&s.conn);
+                self.timers.cancel(TimerKind::Heartbeat(li));
+                self.timers.cancel(TimerKind::HeartbeatReply(li));
+                if matches!(error, LinkError::Socket(SocketFailure::HeartbeatTimeout)) {
+                    s.heartbeat.on_timeout(now);
+                } else {
+                    s.heartbeat.on_disconnect(now);
+                }
+                if !by_driver {
+                    self.actions.push_back(Action::Close {
+                        link: name.clone(),
+                        conn: s.conn,
+                        reason: error.clone(),
+                    });
+                }
+                // Design: local disconnects (network change, app reset) are not the server's
+                // fault and are not reported as address failures (Mars does, §18.8).
+                if !local {
+                    self.report_addr(li, s.addr, false);
+                }
+                self.events.push_back(Event::LinkStatus {
+                    link: name.clone(),
+                    status: LinkStatus::Disconnected,
+                    reason: Some(error.clone()),
+                });
+            }
+        }
+        let task_error = match &error {
+            LinkError::Socket(f) => TaskError::Socket(*f),
+            LinkError::Decode(e) => CodecFailure::Decode(*e).into(),
+            LinkError::Stalled(level) => TaskError::Timeout(*level),
+            LinkError::IdentifyRejected => AuthFailure::IdentifyRejected(name.to_string()).into(),
+            _ => LocalError::Interrupted.into(),
+        };
+        let running: Vec<TaskId> = self.links[li].running.iter().copied().collect();
+        for id in running {
+            self.fail_attempt(id, now, task_error.clone());
+        }
+        if !local {
+            self.pause_retries(li, now);
+            if self.cfg.links[li].keep_alive && !self.links[li].refused {
+                self.timers.set(
+                    TimerKind::ReconnectWake(li),
+                    now + self.cfg.timing.reconnect_wake,
+                );
+            }
+        }
+        self.dirty[li] = true;
+    }
+
+    /// Retried tasks of link `li` wait for the retry pause (§3.3).
+    fn pause_retries(&mut self, li: usize, now: Instant) {
+        let until = now + self.cfg.timing.retry_pause;
+        self.links[li].retry_pause_until = Some(until);
+        self.timers.set(TimerKind::RetryPause(li), until);
+    }
+
+    // ----- timers -------------------------------------------------------------------------
+
+    fn on_timer(&mut self, kind: TimerKind, at: Instant, now: Instant) {
+        match kind {
+            TimerKind::TaskTotal(id) => {
+                // Design: a total timeout ends only its own task; it never tears down the link
+                // or fails the link's other tasks (Mars does, §18.7).
+                self.finish(id, now, Err(TaskError::Timeout(TimeoutLevel::Total)));
+            }
+            TimerKind::FirstPacket(id) => {
+                self.on_attempt_timeout(id, TimeoutLevel::FirstPacket, now)
+            }
+            TimerKind::PacketToPacket(id) => {
+                self.on_attempt_timeout(id, TimeoutLevel::PacketToPacket, now)
+            }
+            TimerKind::ReadWrite(id) => self.on_attempt_timeout(id, TimeoutLevel::ReadWrite, now),
+            TimerKind::ZombieExpiry(id) => {
+                if let Some(z) = self.zombies.remove(&id) {
+                    self.schedule_zombie_restart();
+                    self.emit_end(
+                        id,
+                        Err(TaskError::Timeout(TimeoutLevel::Total)),
+                        z.task.profile,
+                        now,
+                    );
+                }
+            }
+            TimerKind::ZombieRestart => self.restart_due_zombies(now),
+            TimerKind::RetryPause(li) => {
+                self.links[li].retry_pause_until = None;
+                self.dirty[li] = true;
+            }
+            TimerKind::Resolve(li) => {
+                if matches!(self.links[li].state, LinkState::Resolving) {
+                    self.links[li].state = LinkState::Idle;
+                    self.cycle_failed(li, now, LinkError::NoAddress);
+                }
+            }
+            TimerKind::ConnectAttempt(conn) => self.on_connect_timeout(conn, now),
+            TimerKind::RaceStep(li) => self.advance_dial(li, now),
+            TimerKind::Heartbeat(li) => {
+                let late = now.saturating_duration_since(at);
+                self.heartbeat_slot(li, now, late);
+            }
+            TimerKind::HeartbeatReply(li) => {
+                // §18.1: an unanswered heartbeat drops the link.
+                self.link_down(
+                    li,
+                    now,
+                    LinkError::Socket(SocketFailure::HeartbeatTimeout),
+                    false,
+                );
+            }
+            TimerKind::ReconnectWake(li) => self.want_connect(li, now, Trigger::Automatic),
+            TimerKind::Reconnect(li) => self.want_connect(li, now, Trigger::Rebuild),
+            TimerKind::Inactivity => {
+                if !self.activity.foreground && self.activity.active {
+                    self.activity.active = false;
+                    self.flow.set_active(now, false);
+                }
+            }
+            TimerKind::SignalKeep => {
+                if self.keeper.keeping {
+                    self.send_keep_frame(now);
+                }
+            }
+            TimerKind::AuthRetry(idx) => {
+                if let Some(h) = self.auth_hosts.get_mut(idx) {
+                    h.state = AuthState::Idle;
+                }
+                self.mark_all_dirty();
+            }
+        }
+    }
+
+    /// A per-attempt timeout of a running task.
+    ///
+    /// Design (shared fate, §6.2/§7.10): Mars fails every running task of the link and
+    /// drops it whenever one task times out. Here the link is judged by its traffic: if it
+    /// delivered bytes *for other frames* after this task's last progress, within the last
+    /// packet-to-packet interval, the link is alive and only this task's attempt fails (it
+    /// is retried after the retry pause, the link and its other tasks are spared). For a
+    /// read/write timeout any recent byte counts, the task's own included, since that
+    /// timeout measures the task, not the link. Otherwise the link is stalled: every
+    /// running task fails with this timeout and the link is dropped and reconnected.
+    fn on_attempt_timeout(&mut self, id: TaskId, level: TimeoutLevel, now: Instant) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let TaskState::Running(a) = task.state else {
+            return;
+        };
+        let li = task.link;
+        let LinkState::Connected(s) = &self.links[li].state else {
+            return;
+        };
+        let own = a.last_progress.unwrap_or(a.sent_at);
+        let window = a.timeouts.packet_to_packet;
+        let alive = s.last_recv.is_some_and(|t| {
+            (level == TimeoutLevel::ReadWrite || t > own)
+                && now.saturating_duration_since(t) < window
+        });
+        self.estimator.record(now, self.net.is_mobile(), 0, None);
+        if alive {
+            self.fail_attempt(id, now, TaskError::Timeout(level));
+            self.pause_retries(li, now);
+        } else {
+            self.link_down(li, now, LinkError::Stalled(level), false);
+        }
+    }
+
+    // ----- ending and retrying ------------------------------------------------------------
+
+    /// Removes a task from the engine (queue, running set, timers) and returns it.
+    fn remove_task(&mut self, id: TaskId) -> Option<Task> {
+        let task = self.tasks.remove(&id)?;
+        let link = &mut self.links[task.link];
+        link.queue.remove(&(task.spec.priority, task.order, id));
+        link.running.remove(&id);
+        for kind in [
+            TimerKind::TaskTotal(id),
+            TimerKind::FirstPacket(id),
+            TimerKind::PacketToPacket(id),
+            TimerKind::ReadWrite(id),
+        ] {
+            self.timers.cancel(kind);
+        }
+        Some(task)
+    }
+
+    /// Ends a task (or keeps it as a zombie, §14).
+    fn finish(&mut self, id: TaskId, now: Instant, outcome: TaskOutcome) {
+        let Some(mut task) = self.remove_task(id) else {
+            return;
+        };
+        if let Err(error) = &outcome {
+            if let Some(remaining) = self.zombie_budget(&task, error, now) {
+                task.state = TaskState::Queued;
+                task.profile.zombie_rounds += 1;
+                self.events.push_back(Event::TaskZombie { id, remaining });
+                self.timers
+                    .set(TimerKind::ZombieExpiry(id), now + remaining);
+                self.zombies.insert(
+                    id,
+                    Zombie {
+                        task,
+                        saved_at: now,
+                        remaining,
+                    },
+                );
+                self.schedule_zombie_restart();
+                return;
+            }
+        }
+        self.emit_end(id, outcome, task.profile, now);
+    }
+
+    /// One attempt failed: retry if the task may, else end it.
+    fn fail_attempt(&mut self, id: TaskId, now: Instant, error: TaskError) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let retryable = !matches!(
+            error,
+            TaskError::Timeout(TimeoutLevel::Total)
+                | TaskError::Server { .. }
+                | TaskError::Limited(_)
+                | TaskError::Param(_)
+                | TaskError::Auth(_)
+                | TaskError::Canceled
+        );
+        if !retryable || task.retries_left == 0 {
+            if task.attempts == 0 {
+                // Failed while waiting for the link: still one attempt for the profile.
+                task.attempts = 1;
+                task.profile.attempts = 1;
+            }
+            self.finish(id, now, Err(error));
+            return;
+        }
+        task.retries_left -= 1;
+        if matches!(task.state, TaskState::Queued) {
+            // Failed while waiting for a connection: this counts as an attempt.
+            task.attempts += 1;
+            task.profile.attempts = task.attempts;
+        }
+        task.state = TaskState::Queued;
+        let link = &mut self.links[task.link];
+        link.running.remove(&id);
+        link.queue.insert((task.spec.priority, task.order, id));
+        for kind in [
+            TimerKind::FirstPacket(id),
+            TimerKind::PacketToPacket(id),
+            TimerKind::ReadWrite(id),
+        ] {
+            self.timers.cancel(kind);
+        }
+        self.dirty[task.link] = true;
+        self.events.push_back(Event::TaskRetrying {
+            id,
+            attempt: task.attempts,
+            error,
+        });
+    }
+
+    fn emit_end(
+        &mut self,
+        id: TaskId,
+        outcome: TaskOutcome,
+        mut profile: TaskProfile,
+        now: Instant,
+    ) {
+        profile.ended_at = now;
+        self.events.push_back(Event::TaskEnded(TaskEnd {
+            id,
+            outcome,
+            profile,
+        }));
+    }
+
+    // ----- zombies ------------------------------------------------------------------------
+
+    /// The budget a failed task keeps as a zombie, if it becomes one (§14).
+    fn zombie_budget(&self, task: &Task, error: &TaskError, now: Instant) -> Option<Duration> {
+        let total = task.spec.total_timeout?;
+        if task.spec.network_sensitive {
+            return None;
+        }
+        let eligible = matches!(
+            error,
+            TaskError::Dial(_)
+                | TaskError::Socket(_)
+                | TaskError::Timeout(_)
+                | TaskError::Codec(CodecFailure::Decode(_))
+                | TaskError::Local(LocalError::Interrupted)
+        );
+        if !eligible {
+            return None;
+        }
+        let remaining = total.checked_sub(now.saturating_duration_since(task.budget_start))?;
+        (!remaining.is_zero()).then_some(remaining)
+    }
+
+    fn schedule_zombie_restart(&mut self) {
+        let min_age = self.cfg.timing.zombie_min_age;
+        let Some(oldest) = self.zombies.values().map(|z| z.saved_at).min() else {
+            self.timers.cancel(TimerKind::ZombieRestart);
+            return;
+        };
+        let mut at = oldest + min_age;
+        if let Some(t) = self.last_start {
+            at = at.max(t + min_age);
+        }
+        self.timers.set(TimerKind::ZombieRestart, at);
+    }
+
+    fn restart_due_zombies(&mut self, now: Instant) {
+        let min_age = self.cfg.timing.zombie_min_age;
+        let quiet = self
+            .last_start
+            .is_none_or(|t| now.saturating_duration_since(t) >= min_age);
+        if quiet {
+            let due: Vec<TaskId> = self
+                .zombies
+                .iter()
+                .filter(|(_, z)| now.saturating_duration_since(z.saved_at) >= min_age)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                self.restart_zombie(id, now);
+            }
+        }
+        self.schedule_zombie_restart();
+    }
+
+    fn restart_all_zombies(&mut self, now: Instant) {
+        let ids: Vec<TaskId> = self.zombies.keys().copied().collect();
+        for id in ids {
+            self.restart_zombie(id, now);
+        }
+        self.schedule_zombie_restart();
+    }
+
+    /// A zombie becomes a normal task again: no retries, the rest of its budget.
+    fn restart_zombie(&mut self, id: TaskId, now: Instant) {
+        let Some(z) = self.zombies.remove(&id) else {
+            return;
+        };
+        self.timers.cancel(TimerKind::ZombieExpiry(id));
+        let waited = now.saturating_duration_since(z.saved_at);
+        let Some(left) = z.remaining.checked_sub(waited).filter(|d| !d.is_zero()) else {
+            self.emit_end(
+                id,
+                Err(TaskError::Timeout(TimeoutLevel::Total)),
+                z.task.profile,
+                now,
+            );
+            return;
+        };
+        let mut task = z.task;
+        task.retries_left = 0;
+        task.spec.retry_count = Some(0);
+        task.spec.total_timeout = Some(left);
+        self.enqueue(task, now);
+    }
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("tasks", &self.tasks.len())
+            .field("zombies", &self.zombies.len())
+            .field("links", &self.links.len())
+            .field("timers", &self.timers.len())
+            .field("net", &self.net)
+            .field("foreground", &self.activity.foreground)
+            .field("active", &self.activity.active)
+            .finish_non_exhaustive()
+    }
+}
+
+fn dial_failure(e: DialError) -> DialFailure {
+    match e {
+        DialError::Refused => DialFailure::Refused,
+        DialError::Unreachable => DialFailure::Unreachable,
+        DialError::Handshake => DialFailure::Handshake,
+        DialError::Io(errno) => DialFailure::Io { errno },
+    }
+}
+
+/// Mars's default retry count.
+const DEFAULT_RETRIES: u32 = 1;
+/// Admission limits (§3.2 step 1).
+const MAX_RETRIES: u32 = 30;
+const MAX_SERVER_COST: Duration = Duration::from_millis(120_000);
+const MAX_TOTAL_TIMEOUT: Duration = Duration::from_millis(600_000);
+/// Task ids wrap back to 1 here (Mars's app-side generator).
+const TASK_ID_WRAP: u32 = 0xFFFF_FFF0;
+/// Reported when a codec returns a frame whose ranges do not fit the buffer.
+const BAD_FRAME_LEN: phobos_plugin_api::DecodeError = phobos_plugin_api::DecodeError::Other(0);

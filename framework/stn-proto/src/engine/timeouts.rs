@@ -1,0 +1,292 @@
+//! Mars's timeout formulas (§6.1, §6.2) and the dynamic-timeout estimator (§6.3).
+
+use std::time::{Duration, Instant};
+
+use crate::config::Timing;
+
+/// Whole-task timeout (§6.1): `(rw + 5 s) × tries`, long polling `lp + 5 s`, capped by the
+/// task's own total timeout.
+pub(crate) fn task_total(
+    server_cost: Option<Duration>,
+    retries: u32,
+    long_polling: Option<Duration>,
+    total: Option<Duration>,
+) -> Duration {
+    let rw = match server_cost {
+        Some(c) if !c.is_zero() => c + Duration::from_millis(15_000),
+        _ => Duration::from_millis(15_000),
+    };
+    let mut timeout = (rw + Duration::from_millis(5_000)) * (retries + 1);
+    if let Some(lp) = long_polling {
+        timeout = lp + Duration::from_millis(5_000);
+    }
+    match total {
+        Some(t) if !t.is_zero() && t < timeout => t,
+        _ => timeout,
+    }
+}
+
+/// The per-attempt deadlines of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AttemptTimeouts {
+    pub(crate) first_packet: Duration,
+    pub(crate) read_write: Duration,
+    pub(crate) packet_to_packet: Duration,
+}
+
+/// Per-attempt timeouts (§6.2) with integer millisecond arithmetic as Mars does.
+///
+/// `queued_ahead` is the number of tasks already running on the link (capped at 5).
+///
+/// Design: the "excellent" shortcut applies to tasks *without* a server cost (Mars requires
+/// the cost to be exactly 0 and so never applies it to default tasks, §18.6). A long-polling
+/// task gets its polling time as first-packet budget: the server is expected to hold it.
+pub(crate) fn attempt(
+    timing: &Timing,
+    mobile: bool,
+    server_cost: Option<Duration>,
+    long_polling: Option<Duration>,
+    send_len: usize,
+    queued_ahead: usize,
+    excellent: bool,
+) -> AttemptTimeouts {
+    let pick = |pair: (Duration, Duration)| if mobile { pair.1 } else { pair.0 };
+    let ms = |d: Duration| d.as_millis() as u64;
+    let rate = if mobile {
+        timing.min_rate.1
+    } else {
+        timing.min_rate.0
+    }
+    .max(1);
+    let n = queued_ahead.min(5) as u64;
+    let delay = ms(pick(timing.queue_delay));
+    let len = send_len as u64;
+    let cost = server_cost.filter(|c| !c.is_zero());
+    let first = if let Some(lp) = long_polling {
+        ms(lp) + 1000 * len / rate + n * delay
+    } else if excellent && cost.is_none() {
+        ms(pick(timing.first_packet_excellent)) + n * delay
+    } else if let Some(c) = cost {
+        ms(c) + 1000 * len / rate + n * delay
+    } else {
+        (ms(pick(timing.first_packet)) + 1000 * len / rate).min(ms(pick(timing.first_packet_max)))
+            + n * delay
+    };
+    AttemptTimeouts {
+        first_packet: Duration::from_millis(first),
+        read_write: Duration::from_millis(first + 1000 * MAX_RECV_LEN / rate),
+        packet_to_packet: pick(timing.packet_to_packet),
+    }
+}
+
+/// Mars's `kMaxRecvLen`: the read/write budget covers this many bytes at the minimum rate.
+const MAX_RECV_LEN: u64 = 65_536;
+
+/// The dynamic-timeout estimator's verdict on the network (§6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NetQuality {
+    Evaluating,
+    Excellent,
+    Bad,
+}
+
+/// Learns from finished exchanges whether the network is excellent (§6.3).
+#[derive(Debug)]
+pub(crate) struct Estimator {
+    state: NetQuality,
+    good_count: u32,
+    last_big_good: Option<Instant>,
+    ring: [bool; 10],
+    cursor: usize,
+    window_start: Option<Instant>,
+}
+
+impl Estimator {
+    pub(crate) fn new() -> Self {
+        Estimator {
+            state: NetQuality::Evaluating,
+            good_count: 0,
+            last_big_good: None,
+            ring: [true; 10],
+            cursor: 9,
+            window_start: None,
+        }
+    }
+
+    pub(crate) fn quality(&self) -> NetQuality {
+        self.state
+    }
+
+    /// Network change: start over.
+    pub(crate) fn reset(&mut self) {
+        *self = Estimator::new();
+    }
+
+    /// Records a finished exchange: `size` request + response bytes, `cost` from send start;
+    /// `None` cost records a failure.
+    pub(crate) fn record(
+        &mut self,
+        now: Instant,
+        mobile: bool,
+        size: usize,
+        cost: Option<Duration>,
+    ) {
+        if self
+            .window_start
+            .is_none_or(|w| now.saturating_duration_since(w) > WINDOW)
+        {
+            self.window_start = Some(now);
+            self.cursor = 9;
+            self.ring = [self.state != NetQuality::Bad; 10];
+        }
+        self.cursor = (self.cursor + 1) % 10;
+        let class = classify(mobile, size, cost);
+        match class {
+            Class::Meet | Class::MidMeet => {
+                if class == Class::MidMeet && self.state == NetQuality::Evaluating {
+                    self.last_big_good = Some(now);
+                }
+                if self.state == NetQuality::Evaluating {
+                    self.good_count += 1;
+                }
+                self.ring[self.cursor] = true;
+            }
+            Class::Normal => {
+                if self.state == NetQuality::Evaluating {
+                    self.good_count = 0;
+                    self.last_big_good = None;
+                }
+                self.ring[self.cursor] = true;
+            }
+            Class::Failed => {
+                self.good_count = 0;
+                self.last_big_good = None;
+                self.ring[self.cursor] = false;
+            }
+        }
+        let ones = self.ring.iter().filter(|b| **b).count();
+        match self.state {
+            NetQuality::Evaluating => {
+                let recent_big = self
+                    .last_big_good
+                    .is_some_and(|t| now.saturating_duration_since(t) <= WINDOW);
+                if self.good_count >= 10 && recent_big {
+                    self.state = NetQuality::Excellent;
+                } else if ones <= 6 {
+                    self.state = NetQuality::Bad;
+                    self.window_start = Some(now);
+                }
+            }
+            NetQuality::Excellent => {
+                if self.good_count == 0 && self.last_big_good.is_none() {
+                    self.state = NetQuality::Evaluating;
+                }
+            }
+            NetQuality::Bad => {
+                if ones > 6 {
+                    self.state = NetQuality::Evaluating;
+                    self.window_start = Some(now);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// Small and fast.
+    Meet,
+    /// Mid-size or bigger and fast (Mars's MID/BIG/BIGGER_MEET).
+    MidMeet,
+    Normal,
+    Failed,
+}
+
+fn classify(mobile: bool, size: usize, cost: Option<Duration>) -> Class {
+    let Some(cost) = cost else {
+        return Class::Failed;
+    };
+    let c = cost.as_millis() as u64;
+    let (small, mid, big, bigger) = if mobile {
+        (1_000, 3_000, 5_000, 7_000)
+    } else {
+        (500, 2_000, 4_000, 6_000)
+    };
+    if size < 3_072 && c <= small {
+        Class::Meet
+    } else if (size <= 10_240 && c <= mid)
+        || (size > 10_240 && size <= 30_720 && c <= big)
+        || (size > 30_720 && c <= bigger)
+    {
+        Class::MidMeet
+    } else {
+        Class::Normal
+    }
+}
+
+const WINDOW: Duration = Duration::from_millis(300_000);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    #[test]
+    fn task_total_matches_the_spec_examples() {
+        assert_eq!(task_total(None, 1, None, None), ms(40_000));
+        assert_eq!(task_total(None, 0, None, None), ms(20_000));
+        assert_eq!(task_total(None, 2, None, None), ms(60_000));
+        assert_eq!(task_total(Some(ms(5_000)), 1, None, None), ms(50_000));
+        assert_eq!(task_total(None, 1, None, Some(ms(5_000))), ms(5_000));
+        assert_eq!(task_total(None, 1, Some(ms(30_000)), None), ms(35_000));
+    }
+
+    #[test]
+    fn attempt_timeouts_match_the_spec_examples() {
+        let t = Timing::default();
+        let a = attempt(&t, false, None, None, 1024, 0, false);
+        assert_eq!((a.first_packet, a.read_write), (ms(12_083), ms(17_416)));
+        let a = attempt(&t, false, None, None, 100 * 1024, 0, false);
+        assert_eq!(a.first_packet, ms(20_333));
+        let a = attempt(&t, false, None, None, 120 * 1024, 0, false);
+        assert_eq!(a.first_packet, ms(22_000));
+        let a = attempt(&t, true, None, None, 1024, 0, false);
+        assert_eq!((a.first_packet, a.read_write), (ms(15_250), ms(31_250)));
+        let a = attempt(&t, false, None, None, 1024, 2, false);
+        assert_eq!(a.first_packet, ms(15_083));
+        let a = attempt(&t, false, None, None, 0, 9, false);
+        assert_eq!(a.first_packet, ms(12_000 + 5 * 1_500));
+        let a = attempt(&t, false, Some(ms(30_000)), None, 0, 0, false);
+        assert_eq!(a.first_packet, ms(30_000));
+        let a = attempt(&t, false, None, None, 0, 1, true);
+        assert_eq!(a.first_packet, ms(8_500));
+        assert_eq!(a.packet_to_packet, ms(8_000));
+    }
+
+    #[test]
+    fn estimator_needs_ten_small_goods_and_a_recent_big_one() {
+        let t0 = Instant::now();
+        let mut e = Estimator::new();
+        for i in 0..12 {
+            e.record(t0 + ms(i), false, 100, Some(ms(100)));
+        }
+        assert_eq!(
+            e.quality(),
+            NetQuality::Evaluating,
+            "no mid-size exchange yet"
+        );
+        e.record(t0 + ms(20), false, 5_000, Some(ms(1_000)));
+        assert_eq!(e.quality(), NetQuality::Excellent);
+        e.record(t0 + ms(30), false, 100, None);
+        assert_eq!(e.quality(), NetQuality::Evaluating);
+        for i in 0..4 {
+            e.record(t0 + ms(40 + i), false, 100, None);
+        }
+        assert_eq!(e.quality(), NetQuality::Bad);
+        e.reset();
+        assert_eq!(e.quality(), NetQuality::Evaluating);
+    }
+}

@@ -1,0 +1,430 @@
+//! Why a task, a connect attempt or a link failed.
+//!
+//! [`TaskError`] is what a task ends with; [`TaskError::kind`] says which level failed
+//! (parameters, dialing, the socket, a timeout and its level, the codec, the server, auth, the
+//! app's cancel, a rate limit). [`LinkError`] says why a link went down or failed to come up and
+//! is carried by [`Event::LinkStatus`](crate::Event::LinkStatus) and
+//! [`Action::Close`](crate::Action::Close).
+//!
+//! Every error can also be turned into Mars's `(err_type, err_code)` pair with
+//! [`TaskError::mars_code`], for hosts that report in Mars's vocabulary.
+
+use std::fmt;
+
+use phobos_plugin_api::{DecodeError, EncodeError};
+
+/// Why a task ended without a response.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task's parameters were refused at admission; nothing was sent.
+    #[error("invalid task: {0}")]
+    Param(#[from] ParamError),
+    /// A local condition ended the task (no network, no channel, interrupted, released).
+    #[error("{0}")]
+    Local(#[from] LocalError),
+    /// No connection to the server could be made.
+    #[error("could not connect: {0}")]
+    Dial(#[from] DialFailure),
+    /// The connection failed after it was made.
+    #[error("connection failed: {0}")]
+    Socket(#[from] SocketFailure),
+    /// A deadline passed; the level says which one.
+    #[error("{0} timeout")]
+    Timeout(TimeoutLevel),
+    /// Bytes could not be framed or unframed.
+    #[error("codec error: {0}")]
+    Codec(#[from] CodecFailure),
+    /// The response was refused by the configured
+    /// [`ResponseCheck`](crate::ResponseCheck) with this code.
+    #[error("server refused the request (code {code})")]
+    Server {
+        /// The code the response check gave.
+        code: i32,
+    },
+    /// Authentication failed.
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthFailure),
+    /// The app canceled the task with [`Engine::cancel_task`](crate::Engine::cancel_task).
+    #[error("canceled by the app")]
+    Canceled,
+    /// An anti-avalanche limit refused the request.
+    #[error("refused by the {0} limit")]
+    Limited(LimitKind),
+}
+
+impl TaskError {
+    /// Which level failed, as a small `Copy` value to `match` on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TaskError::Param(_) => ErrorKind::Param,
+            TaskError::Local(_) => ErrorKind::Local,
+            TaskError::Dial(_) => ErrorKind::Dial,
+            TaskError::Socket(_) => ErrorKind::Socket,
+            TaskError::Timeout(level) => ErrorKind::Timeout(*level),
+            TaskError::Codec(_) => ErrorKind::Codec,
+            TaskError::Server { .. } => ErrorKind::Server,
+            TaskError::Auth(_) => ErrorKind::Auth,
+            TaskError::Canceled => ErrorKind::Canceled,
+            TaskError::Limited(kind) => ErrorKind::Limited(*kind),
+        }
+    }
+
+    /// Mars's `(ErrCmdType, code)` pair for this error (spec §5), for hosts that report in
+    /// Mars's vocabulary.
+    ///
+    /// Types: 2 Dial, 3 Dns, 4 Socket, 6 NetMsgXP, 7 EnDecode, 8 Server, 9 Local, 10 Canceled.
+    pub fn mars_code(&self) -> (i32, i32) {
+        match self {
+            TaskError::Param(_) => (9, -12),
+            TaskError::Local(l) => (9, l.mars_code()),
+            TaskError::Dial(DialFailure::NoAddress) => (3, -10606),
+            TaskError::Dial(DialFailure::Io { errno }) => (2, *errno),
+            TaskError::Dial(_) => (4, -10087),
+            TaskError::Socket(SocketFailure::RemoteClosed) => (4, -10090),
+            TaskError::Socket(SocketFailure::HeartbeatTimeout) => (4, -10091),
+            TaskError::Socket(SocketFailure::Io { errno }) => (4, *errno),
+            TaskError::Timeout(level) => match level {
+                TimeoutLevel::Connect => (4, -10087),
+                TimeoutLevel::FirstPacket => (6, -500),
+                TimeoutLevel::PacketToPacket => (6, -501),
+                TimeoutLevel::ReadWrite => (6, -502),
+                TimeoutLevel::Total => (9, -1),
+            },
+            TaskError::Codec(CodecFailure::Decode(_)) => (6, -10504),
+            TaskError::Codec(CodecFailure::Encode(_)) => (7, -1),
+            TaskError::Codec(CodecFailure::Response { code }) => (7, *code),
+            TaskError::Server { code } => (8, *code),
+            TaskError::Auth(_) => (9, -3),
+            TaskError::Canceled => (10, -10095),
+            TaskError::Limited(_) => (9, -4),
+        }
+    }
+}
+
+/// Which level a [`TaskError`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bad task parameters (Mars `kEctLocalTaskParam` and friends).
+    Param,
+    /// A local condition (no network, no channel, interrupted by a network change, released).
+    Local,
+    /// Resolving or connecting failed.
+    Dial,
+    /// The established connection failed.
+    Socket,
+    /// A timeout, with its level.
+    Timeout(TimeoutLevel),
+    /// Framing or unframing failed.
+    Codec,
+    /// The server's response was refused.
+    Server,
+    /// Authentication failed.
+    Auth,
+    /// The app canceled the task.
+    Canceled,
+    /// A rate limit refused the task.
+    Limited(LimitKind),
+}
+
+/// Which deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum TimeoutLevel {
+    /// Every address of the link timed out while connecting.
+    Connect,
+    /// No byte of the response arrived within the first-packet timeout (spec §6.2).
+    FirstPacket,
+    /// Response bytes stopped arriving for the packet-to-packet timeout.
+    PacketToPacket,
+    /// The whole exchange took longer than the read/write timeout.
+    ReadWrite,
+    /// The task's whole budget (spec §6.1, or the task's own total timeout) is spent.
+    Total,
+}
+
+impl fmt::Display for TimeoutLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutLevel::Connect => "connect",
+            TimeoutLevel::FirstPacket => "first-packet",
+            TimeoutLevel::PacketToPacket => "packet-to-packet",
+            TimeoutLevel::ReadWrite => "read/write",
+            TimeoutLevel::Total => "total",
+        })
+    }
+}
+
+/// Which anti-avalanche limit refused a task (spec §13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LimitKind {
+    /// Too many identical request bodies (Mars's frequency limit, report kind 1).
+    Frequency,
+    /// Too many bytes sent on a mobile network (Mars's flow limit, report kind 2).
+    Flow,
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitKind::Frequency => "frequency",
+            LimitKind::Flow => "flow",
+        })
+    }
+}
+
+/// A task parameter the core refuses (spec §3.2 step 1, §18.4).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamError {
+    /// `server_cost` above the 120 s maximum.
+    #[error("server cost {0:?} exceeds 120 s")]
+    ServerCostTooLarge(std::time::Duration),
+    /// `retry_count` above the maximum of 30.
+    #[error("retry count {0} exceeds 30")]
+    RetryCountTooLarge(u32),
+    /// `total_timeout` above the 600 s maximum, or zero.
+    #[error("total timeout {0:?} is zero or exceeds 600 s")]
+    TotalTimeoutOutOfRange(std::time::Duration),
+    /// `long_polling_timeout` above the 600 s maximum, or zero.
+    #[error("long-polling timeout {0:?} is zero or exceeds 600 s")]
+    LongPollingTimeoutOutOfRange(std::time::Duration),
+    /// A priority above 5.
+    #[error("priority {0} is above 5")]
+    Priority(u8),
+    /// The task names a long link the config does not have.
+    #[error("unknown long link {0:?}")]
+    UnknownLink(String),
+    /// A short-link task without any host (Mars would spin forever, §18.4).
+    #[error("short-link task without a host")]
+    NoShortLinkHost,
+    /// A short-link task without a path (Mars's `cgi`).
+    #[error("short-link task without a path")]
+    NoShortLinkPath,
+    /// A send-only task that may only go over the short link.
+    #[error("send-only tasks need the long link")]
+    SendOnlyOnShortLink,
+    /// The body does not fit in one frame of the codec.
+    #[error("body of {len} bytes exceeds the frame limit of {max}")]
+    BodyTooLarge {
+        /// The body length.
+        len: usize,
+        /// The codec's frame limit.
+        max: usize,
+    },
+}
+
+/// A local condition that ended a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalError {
+    /// A network-status-sensitive task started with no network (Mars −6).
+    #[error("no network")]
+    NoNetwork,
+    /// The task asked for a transport this core cannot run (Mars −5). The short link is not
+    /// part of this core yet, so short-only tasks end with this.
+    #[error("no usable channel")]
+    NoChannel,
+    /// The task's attempt was interrupted by a network change and it had no retry left
+    /// (Mars −7).
+    #[error("interrupted by a network change")]
+    Interrupted,
+    /// The long link the task was waiting for was removed (Mars −15).
+    #[error("long link released")]
+    LinkReleased,
+    /// The engine was reset (Mars −9).
+    #[error("engine reset")]
+    Reset,
+}
+
+impl LocalError {
+    fn mars_code(self) -> i32 {
+        match self {
+            LocalError::NoNetwork => -6,
+            LocalError::NoChannel => -5,
+            LocalError::Interrupted => -7,
+            LocalError::LinkReleased => -15,
+            LocalError::Reset => -9,
+        }
+    }
+}
+
+/// Why a connection could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// Resolution gave no address to connect to (Mars `(kEctDns, -10606)`).
+    #[error("no address to connect to")]
+    NoAddress,
+    /// Every address refused the connection.
+    #[error("connection refused")]
+    Refused,
+    /// Every address was unreachable.
+    #[error("server unreachable")]
+    Unreachable,
+    /// The last address failed with this OS error.
+    #[error("OS error {errno}")]
+    Io {
+        /// The OS error number (or a driver-defined negative code).
+        errno: i32,
+    },
+    /// The handshake above TCP (TLS, proxy) failed.
+    #[error("handshake failed")]
+    Handshake,
+}
+
+/// Why an established connection failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketFailure {
+    /// The server closed the connection (Mars −10090).
+    #[error("closed by the server")]
+    RemoteClosed,
+    /// A read or write failed with this OS error.
+    #[error("OS error {errno}")]
+    Io {
+        /// The OS error number (or a driver-defined negative code).
+        errno: i32,
+    },
+    /// A heartbeat went unanswered (Mars −10091).
+    #[error("heartbeat unanswered")]
+    HeartbeatTimeout,
+}
+
+/// Why framing failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecFailure {
+    /// Received bytes are not a valid frame; the link was dropped.
+    #[error("malformed frame: {0}")]
+    Decode(DecodeError),
+    /// The request could not be framed.
+    #[error("cannot frame request: {0}")]
+    Encode(EncodeError),
+    /// The [`ResponseCheck`](crate::ResponseCheck) could not use the response (Mars's
+    /// `Buf2Resp` decode failure), after the task's retries.
+    #[error("response refused by the response check (code {code})")]
+    Response {
+        /// The code the response check gave.
+        code: i32,
+    },
+}
+
+/// Why authentication failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// [`AuthCheck::ensure_authed`](phobos_plugin_api::AuthCheck::ensure_authed) reported
+    /// that the credentials were refused.
+    #[error("credentials rejected: {0}")]
+    Rejected(String),
+    /// The server rejected the link's identify frame; the link stays down until the app
+    /// reconnects it.
+    #[error("identify rejected on link {0}")]
+    IdentifyRejected(String),
+}
+
+/// Why a link went down, or failed to come up.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Resolution gave no address.
+    #[error("no address to connect to")]
+    NoAddress,
+    /// Every address failed; this is the last address's failure.
+    #[error("connect failed: {0}")]
+    Dial(DialFailure),
+    /// Every address timed out while connecting.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The established connection failed.
+    #[error("{0}")]
+    Socket(SocketFailure),
+    /// The server sent bytes that are not a frame (Mars disconnect reason 10004/10007).
+    #[error("malformed frame: {0}")]
+    Decode(DecodeError),
+    /// The link stopped delivering bytes while tasks waited (a first-packet or
+    /// packet-to-packet timeout with no other traffic; Mars 10007).
+    #[error("link stalled ({0} timeout)")]
+    Stalled(TimeoutLevel),
+    /// The network changed (Mars 10009).
+    #[error("network changed")]
+    NetworkChange,
+    /// The server rejected the identify frame.
+    #[error("identify rejected")]
+    IdentifyRejected,
+    /// Closed on request of the app ([`Engine::disconnect`](crate::Engine::disconnect);
+    /// Mars 10000).
+    #[error("closed by the app")]
+    Reset,
+}
+
+impl LinkError {
+    /// Mars's `LongLinkErrCode` for this disconnect reason (spec §5), 0 when it has none.
+    pub fn mars_code(&self) -> i32 {
+        match self {
+            LinkError::Reset => 10000,
+            LinkError::Socket(SocketFailure::RemoteClosed) => 10001,
+            LinkError::Socket(SocketFailure::HeartbeatTimeout) => 10003,
+            LinkError::Socket(SocketFailure::Io { .. }) => 10005,
+            LinkError::Decode(_) => 10004,
+            LinkError::Stalled(_) => 10007,
+            LinkError::NetworkChange => 10009,
+            LinkError::IdentifyRejected => 10018,
+            LinkError::NoAddress | LinkError::Dial(_) | LinkError::ConnectTimeout => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_the_level() {
+        assert_eq!(
+            TaskError::Timeout(TimeoutLevel::FirstPacket).kind(),
+            ErrorKind::Timeout(TimeoutLevel::FirstPacket)
+        );
+        assert_eq!(
+            TaskError::Limited(LimitKind::Flow).kind(),
+            ErrorKind::Limited(LimitKind::Flow)
+        );
+        assert_eq!(
+            TaskError::from(ParamError::RetryCountTooLarge(31)).kind(),
+            ErrorKind::Param
+        );
+    }
+
+    #[test]
+    fn mars_codes_match_the_spec_table() {
+        assert_eq!(
+            TaskError::Timeout(TimeoutLevel::FirstPacket).mars_code(),
+            (6, -500)
+        );
+        assert_eq!(TaskError::Timeout(TimeoutLevel::Total).mars_code(), (9, -1));
+        assert_eq!(
+            TaskError::Limited(LimitKind::Frequency).mars_code(),
+            (9, -4)
+        );
+        assert_eq!(
+            TaskError::from(LocalError::Interrupted).mars_code(),
+            (9, -7)
+        );
+        assert_eq!(
+            TaskError::from(SocketFailure::HeartbeatTimeout).mars_code(),
+            (4, -10091)
+        );
+        assert_eq!(LinkError::NetworkChange.mars_code(), 10009);
+    }
+
+    #[test]
+    fn display_describes_only_its_own_level() {
+        assert_eq!(
+            TaskError::Timeout(TimeoutLevel::PacketToPacket).to_string(),
+            "packet-to-packet timeout"
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! What the app asks for ([`TaskSpec`]) and what it gets back ([`TaskEnd`]).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use phobos_plugin_api::{CmdId, IpPort, TaskId};
+
+use crate::error::TaskError;
+use crate::io::LinkName;
+
+/// Which transports a task may use (Mars's `channel_select`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ChannelSelect {
+    /// The named long link only.
+    #[default]
+    Long,
+    /// The short link only. This core has no short link yet: such tasks end with
+    /// [`LocalError::NoChannel`](crate::LocalError::NoChannel) after validation.
+    Short,
+    /// Long link, else short link. Without a short link in this core the task always goes
+    /// to the long link and waits for it to connect (Mars would fall back to the short link
+    /// when the long link is down at admission).
+    Either,
+}
+
+impl ChannelSelect {
+    /// Whether the long link may carry the task.
+    pub fn allows_long(self) -> bool {
+        matches!(self, ChannelSelect::Long | ChannelSelect::Either)
+    }
+
+    /// Whether the short link may carry the task.
+    pub fn allows_short(self) -> bool {
+        matches!(self, ChannelSelect::Short | ChannelSelect::Either)
+    }
+}
+
+/// One request the app wants delivered: everything the core needs to schedule, send, time
+/// and retry it.
+///
+/// Built with [`TaskSpec::new`] and the `with_*` methods; unset fields take Mars's defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// use phobos_plugin_api::CmdId;
+/// use phobos_stn_proto::TaskSpec;
+///
+/// let spec = TaskSpec::new(CmdId(42), &b"hello"[..])
+///     .with_priority(1)
+///     .with_retry_count(0)
+///     .with_total_timeout(Duration::from_secs(5));
+/// assert_eq!(spec.link.as_str(), "default-longlink");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// The long-link command id. `CmdId(0)` removes the long link from [`channel`](Self::channel)
+    /// (spec §3.2 step 2).
+    pub cmd_id: CmdId,
+    /// The request body, opaque to the core.
+    pub body: Bytes,
+    /// A second buffer handed to the codec beside the body (Mars's `extend`).
+    pub extension: Bytes,
+    /// Which transports the task may use.
+    pub channel: ChannelSelect,
+    /// The long link to use, by name (default `"default-longlink"`).
+    pub link: LinkName,
+    /// 0 (highest) to 5; default 3. Stable: FIFO within one priority.
+    pub priority: u8,
+    /// Extra attempts after the first (`None` → 1, at most 30).
+    pub retry_count: Option<u32>,
+    /// Caps the whole task (at most 600 s); also lets a failed task become a zombie that is
+    /// retried later within this budget (spec §14).
+    pub total_timeout: Option<Duration>,
+    /// Expected server processing time; replaces the base first-packet timeout (at most
+    /// 120 s).
+    pub server_cost: Option<Duration>,
+    /// Ends successfully (with an empty body) as soon as the request is handed to the link;
+    /// no response is awaited.
+    pub send_only: bool,
+    /// Wait for [`AuthCheck::is_authed`](phobos_plugin_api::AuthCheck::is_authed) before
+    /// sending; the core asks the driver to log in with
+    /// [`Action::EnsureAuth`](crate::Action::EnsureAuth).
+    pub needs_auth: bool,
+    /// A long-polling task: the server holds the request up to this long (at most 600 s).
+    pub long_polling: Option<Duration>,
+    /// The host passed to the auth check; `None` uses the link's first configured host.
+    pub auth_host: Option<String>,
+    /// Subject to the flow limit on mobile networks (default true, spec §13.2).
+    pub limit_flow: bool,
+    /// Subject to the identical-body frequency limit (default true, spec §13.1).
+    pub limit_frequency: bool,
+    /// Fail at once without a network; never becomes a zombie.
+    pub network_sensitive: bool,
+    /// Short-link hosts (validated, kept for the short-link issue).
+    pub short_hosts: Vec<String>,
+    /// Short-link URL path (Mars's `cgi`). Empty removes the short link from
+    /// [`channel`](Self::channel).
+    pub path: String,
+}
+
+impl TaskSpec {
+    /// A long-link task with Mars's defaults: priority 3, one retry, formula timeouts, flow
+    /// and frequency limits on.
+    pub fn new(cmd_id: CmdId, body: impl Into<Bytes>) -> Self {
+        TaskSpec {
+            cmd_id,
+            body: body.into(),
+            extension: Bytes::new(),
+            channel: ChannelSelect::Long,
+            link: LinkName::default(),
+            priority: DEFAULT_PRIORITY,
+            retry_count: None,
+            total_timeout: None,
+            server_cost: None,
+            send_only: false,
+            needs_auth: false,
+            long_polling: None,
+            auth_host: None,
+            limit_flow: true,
+            limit_frequency: true,
+            network_sensitive: false,
+            short_hosts: Vec::new(),
+            path: String::new(),
+        }
+    }
+
+    /// Sets [`priority`](Self::priority).
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets [`retry_count`](Self::retry_count).
+    pub fn with_retry_count(mut self, retries: u32) -> Self {
+        self.retry_count = Some(retries);
+        self
+    }
+
+    /// Sets [`total_timeout`](Self::total_timeout).
+    pub fn with_total_timeout(mut self, timeout: Duration) -> Self {
+        self.total_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets [`server_cost`](Self::server_cost).
+    pub fn with_server_cost(mut self, cost: Duration) -> Self {
+        self.server_cost = Some(cost);
+        self
+    }
+
+    /// Sets [`link`](Self::link).
+    pub fn with_link(mut self, link: impl Into<LinkName>) -> Self {
+        self.link = link.into();
+        self
+    }
+
+    /// Sets [`channel`](Self::channel).
+    pub fn with_channel(mut self, channel: ChannelSelect) -> Self {
+        self.channel = channel;
+        self
+    }
+
+    /// Makes the task send-only.
+    pub fn send_only(mut self) -> Self {
+        self.send_only = true;
+        self
+    }
+
+    /// Gates the task on authentication.
+    pub fn needs_auth(mut self) -> Self {
+        self.needs_auth = true;
+        self
+    }
+
+    /// Makes the task a long poll held by the server up to `timeout`.
+    pub fn with_long_polling(mut self, timeout: Duration) -> Self {
+        self.long_polling = Some(timeout);
+        self
+    }
+
+    /// Turns the flow and frequency limits on or off for this task.
+    pub fn with_limits(mut self, flow: bool, frequency: bool) -> Self {
+        self.limit_flow = flow;
+        self.limit_frequency = frequency;
+        self
+    }
+
+    /// Marks the task network-status sensitive.
+    pub fn network_sensitive(mut self) -> Self {
+        self.network_sensitive = true;
+        self
+    }
+}
+
+/// A successful task's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The response frame's command id (not compared with the request's, as in Mars).
+    pub cmd_id: CmdId,
+    /// The response body; empty for send-only tasks.
+    pub body: Bytes,
+    /// The response extension, for codecs that carry one.
+    pub extension: Option<Bytes>,
+}
+
+/// What a task ended with.
+pub type TaskOutcome = Result<Response, TaskError>;
+
+/// The end of one task: emitted exactly once per [`Engine::start_task`](crate::Engine::start_task).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskEnd {
+    /// The task.
+    pub id: TaskId,
+    /// The response or the error.
+    pub outcome: TaskOutcome,
+    /// When things happened.
+    pub profile: TaskProfile,
+}
+
+/// Timestamps and counts of one task, for reporting (Mars's task profile).
+///
+/// Attempt-level fields describe the last attempt that reached a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskProfile {
+    /// When the task was admitted.
+    pub queued_at: Instant,
+    /// When the task ended.
+    pub ended_at: Instant,
+    /// Attempts that were sent or failed (0 when the task never reached a link).
+    pub attempts: u32,
+    /// The link that carried the last attempt.
+    pub link: Option<LinkName>,
+    /// The server address of the last attempt.
+    pub addr: Option<IpPort>,
+    /// When the connection used by the last attempt started connecting.
+    pub connect_start: Option<Instant>,
+    /// When that connection was established.
+    pub connect_end: Option<Instant>,
+    /// When the last attempt's frame was handed to the driver.
+    pub send_start: Option<Instant>,
+    /// When the last attempt's frame was fully handed over (the core hands a frame over in
+    /// one piece, so this equals `send_start`).
+    pub send_end: Option<Instant>,
+    /// When the first response byte for the last attempt arrived (header complete).
+    pub first_byte: Option<Instant>,
+    /// When the last response byte arrived.
+    pub last_byte: Option<Instant>,
+    /// When the response frame was decoded and matched.
+    pub decoded_at: Option<Instant>,
+    /// Request bytes on the wire (frame size) of the last attempt.
+    pub sent_bytes: usize,
+    /// Response bytes on the wire (frame size).
+    pub received_bytes: usize,
+    /// The first-packet timeout used for the last attempt.
+    pub first_packet_timeout: Option<Duration>,
+    /// Times the task was saved as a zombie.
+    pub zombie_rounds: u32,
+}
+
+impl TaskProfile {
+    pub(crate) fn new(now: Instant) -> Self {
+        TaskProfile {
+            queued_at: now,
+            ended_at: now,
+            attempts: 0,
+            link: None,
+            addr: None,
+            connect_start: None,
+            connect_end: None,
+            send_start: None,
+            send_end: None,
+            first_byte: None,
+            last_byte: None,
+            decoded_at: None,
+            sent_bytes: 0,
+            received_bytes: 0,
+            first_packet_timeout: None,
+            zombie_rounds: 0,
+        }
+    }
+
+    /// Time from admission to end.
+    pub fn elapsed(&self) -> Duration {
+        self.ended_at.saturating_duration_since(self.queued_at)
+    }
+}
+
+/// Mars's default task priority.
+pub const DEFAULT_PRIORITY: u8 = 3;
+/// The lowest priority value accepted.
+pub const MAX_PRIORITY: u8 = 5;

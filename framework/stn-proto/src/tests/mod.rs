@@ -1,0 +1,1 @@
+//! Virtual-time scenario tests of the engine.

@@ -1,0 +1,156 @@
+//! Every timer of the core, in one table.
+//!
+//! Each timer fires at its exact deadline (the driver sleeps until
+//! [`Engine::poll_timeout`](crate::Engine::poll_timeout)); there is no periodic tick like
+//! Mars's 1 s task loop. Link fields are indexes into [`Config::links`](crate::Config::links).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use phobos_plugin_api::TaskId;
+
+use crate::io::ConnId;
+
+/// One kind of timer. At most one timer of each value is armed at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum TimerKind {
+    /// The task's whole budget ends (§6.1; default 40 s): ends the task, no retry.
+    TaskTotal(TaskId),
+    /// No response byte within the first-packet timeout of the running attempt (§6.2).
+    FirstPacket(TaskId),
+    /// Response bytes of the running attempt stopped for the packet-to-packet timeout.
+    PacketToPacket(TaskId),
+    /// The running attempt's read/write budget (first packet + 64 KiB at the minimum rate) ends.
+    ReadWrite(TaskId),
+    /// A zombie's remaining budget ends (§14): it ends with a total timeout.
+    ZombieExpiry(TaskId),
+    /// Zombies are due for a restart (60 s after saving, 60 s after the last start).
+    ZombieRestart,
+    /// The link's retry pause (1 s after a failure) ends: retried tasks may go again.
+    RetryPause(usize),
+    /// The driver took too long to resolve the link's hosts: the connect cycle fails.
+    Resolve(usize),
+    /// One connect attempt's own timeout (10 s).
+    ConnectAttempt(ConnId),
+    /// The race may start the link's next address (2.5 s after the previous start).
+    RaceStep(usize),
+    /// The link's next heartbeat slot (the policy's interval after the last write).
+    Heartbeat(usize),
+    /// The link's heartbeat or identify reply is overdue (8 s; 5 s after a late slot).
+    HeartbeatReply(usize),
+    /// 500 ms after the link went down: evaluate the automatic reconnect (§7.9).
+    ReconnectWake(usize),
+    /// A paced reconnect of the link is due (§7.9 interval table or inactive back-off).
+    Reconnect(usize),
+    /// 10 min after going to background: the app becomes inactive (§2.3).
+    Inactivity,
+    /// The next signalling-keeper frame (every 5 s while keeping, §7.11).
+    SignalKeep,
+    /// Ask the driver again to authenticate this host (index into the engine's host list).
+    AuthRetry(usize),
+}
+
+/// Deadlines by kind, ordered by time.
+#[derive(Debug, Default)]
+pub(crate) struct TimerTable {
+    by_deadline: BTreeSet<(Instant, TimerKind)>,
+    by_kind: HashMap<TimerKind, Instant>,
+}
+
+impl TimerTable {
+    /// Arms (or re-arms) `kind` at `at`.
+    pub(crate) fn set(&mut self, kind: TimerKind, at: Instant) {
+        if let Some(old) = self.by_kind.insert(kind, at) {
+            self.by_deadline.remove(&(old, kind));
+        }
+        self.by_deadline.insert((at, kind));
+    }
+
+    /// Arms `kind` at `at` unless it is already armed earlier.
+    pub(crate) fn set_earliest(&mut self, kind: TimerKind, at: Instant) {
+        match self.by_kind.get(&kind) {
+            Some(&old) if old <= at => {}
+            _ => self.set(kind, at),
+        }
+    }
+
+    /// Disarms `kind`.
+    pub(crate) fn cancel(&mut self, kind: TimerKind) {
+        if let Some(old) = self.by_kind.remove(&kind) {
+            self.by_deadline.remove(&(old, kind));
+        }
+    }
+
+    /// When `kind` fires, if armed.
+    #[cfg(test)]
+    pub(crate) fn deadline(&self, kind: TimerKind) -> Option<Instant> {
+        self.by_kind.get(&kind).copied()
+    }
+
+    /// The earliest armed timer.
+    pub(crate) fn next(&self) -> Option<(Instant, TimerKind)> {
+        self.by_deadline.first().copied()
+    }
+
+    /// Removes and returns the earliest timer due at `now`.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
+        let &(at, kind) = self.by_deadline.first()?;
+        if at > now {
+            return None;
+        }
+        self.by_deadline.remove(&(at, kind));
+        self.by_kind.remove(&kind);
+        Some((at, kind))
+    }
+
+    /// How many timers are armed.
+    pub(crate) fn len(&self) -> usize {
+        self.by_kind.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rearming_moves_the_deadline_and_pop_is_in_order() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        t.set(TimerKind::Inactivity, t0 + Duration::from_secs(5));
+        t.set(TimerKind::SignalKeep, t0 + Duration::from_secs(3));
+        t.set(TimerKind::Inactivity, t0 + Duration::from_secs(1));
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.next(),
+            Some((t0 + Duration::from_secs(1), TimerKind::Inactivity))
+        );
+        assert_eq!(t.pop_due(t0), None);
+        let now = t0 + Duration::from_secs(4);
+        assert_eq!(t.pop_due(now).map(|x| x.1), Some(TimerKind::Inactivity));
+        assert_eq!(t.pop_due(now).map(|x| x.1), Some(TimerKind::SignalKeep));
+        assert_eq!(t.pop_due(now), None);
+    }
+
+    #[test]
+    fn set_earliest_keeps_the_earlier_deadline() {
+        let t0 = Instant::now();
+        let mut t = TimerTable::default();
+        t.set_earliest(TimerKind::Reconnect(0), t0 + Duration::from_secs(5));
+        t.set_earliest(TimerKind::Reconnect(0), t0 + Duration::from_secs(9));
+        assert_eq!(
+            t.deadline(TimerKind::Reconnect(0)),
+            Some(t0 + Duration::from_secs(5))
+        );
+        t.set_earliest(TimerKind::Reconnect(0), t0 + Duration::from_secs(2));
+        assert_eq!(
+            t.deadline(TimerKind::Reconnect(0)),
+            Some(t0 + Duration::from_secs(2))
+        );
+        t.cancel(TimerKind::Reconnect(0));
+        assert_eq!(t.next(), None);
+    }
+}
