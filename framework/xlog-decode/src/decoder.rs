@@ -1,0 +1,459 @@
+//! The decoder: walks a file the way Mars's official Python decoder does and turns each block
+//! into text, reporting damage, gaps and bad keys inline (format doc §9).
+//!
+//! [`Decoder::events`] yields what happened, block by block, as [`Event`]s;
+//! [`Decoder::decode`] renders them to the exact bytes the Python decoder writes.
+//!
+//! The walk:
+//! 1. Find the start: the first offset holding a recognised magic where two consecutive blocks
+//!    check out ([`StartRule::TwoGoodBlocks`], the Python rule; reaching the end of the input
+//!    after the first counts) or one ([`StartRule::OneGoodBlock`], lenient). None: no output.
+//! 2. At each offset, if the bytes are not a good block, scan forward for the next good one and
+//!    report [`Event::Resync`] with the reason the first check failed; none left: stop quietly.
+//! 3. Report sequence gaps ([`Event::SeqGap`]), then the block's text ([`Event::Text`]) or why
+//!    it has none ([`Event::Failed`]: decompression error, missing or wrong key).
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use phobos_plugin_api::cipher::HEADER_KEY_LEN;
+use phobos_plugin_api::{BlockDecryptor, CipherError, CipherKind, LogCipher};
+
+use crate::body::{self, BodyError};
+use crate::format::{
+    check_block, find_block_start, Block, BlockError, Compression, Encryption, MagicSet,
+};
+use crate::mmap3::{self, Mmap3Error};
+
+/// Decodes xlog files and `.mmap3` staging files. Cheap to share; holds ciphers and options.
+#[derive(Clone, Debug, Default)]
+pub struct Decoder {
+    mars: Option<Arc<dyn LogCipher>>,
+    authenticated: Option<Arc<dyn LogCipher>>,
+    options: DecodeOptions,
+}
+
+impl Decoder {
+    /// A decoder without keys and with Python-compatible options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts configuring a decoder.
+    pub fn builder() -> DecoderBuilder {
+        DecoderBuilder::default()
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> DecodeOptions {
+        self.options
+    }
+
+    /// Walks `input` (a whole `.xlog` file) and yields what it finds, in file order.
+    pub fn events<'a>(&'a self, input: &'a [u8]) -> Events<'a> {
+        Events {
+            decoder: self,
+            input,
+            state: State::Start,
+            last_seq: 0,
+            queue: VecDeque::new(),
+            session: None,
+        }
+    }
+
+    /// Decodes a whole `.xlog` file to the text Mars's official Python decoder produces
+    /// (including its `[F]decode_log_file.py …` lines for damage, gaps and failed blocks).
+    pub fn decode(&self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len().saturating_mul(3));
+        self.decode_into(input, &mut out);
+        out
+    }
+
+    /// Like [`decode`](Self::decode), appending to `out`, and counting what happened.
+    pub fn decode_into(&self, input: &[u8], out: &mut Vec<u8>) -> Summary {
+        let mut summary = Summary::default();
+        for event in self.events(input) {
+            summary.count(&event);
+            event.render(out);
+        }
+        summary
+    }
+
+    /// Decodes a Mars `.mmap3` staging file: the block in progress at offset 0 is cut out
+    /// (header plus the bytes its length field covers), closed with a trailer and decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`Mmap3Error`] when the file holds no block in progress.
+    pub fn decode_mmap3(&self, input: &[u8]) -> Result<Vec<u8>, Mmap3Error> {
+        let block = mmap3::recovered_block(input, self.options.magics)?;
+        Ok(self.decode(&block))
+    }
+}
+
+/// Configures a [`Decoder`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use phobos_xlog_decode::{Decoder, StartRule};
+///
+/// let cipher = phobos_cipher_mars::MarsCipher::from_private_key_hex(
+///     "b404e0f7d50323e5327c23603878c594189d63e76e4550fdea108b9ea41d3885",
+/// )
+/// .unwrap();
+/// let decoder = Decoder::builder()
+///     .cipher(Arc::new(cipher))
+///     .start_rule(StartRule::OneGoodBlock)
+///     .build();
+/// assert!(decoder.decode(b"not a log").is_empty());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct DecoderBuilder {
+    inner: Decoder,
+}
+
+impl DecoderBuilder {
+    /// Adds a cipher for reading encrypted blocks; it serves the magics of its
+    /// [`kind`](LogCipher::kind) (Mars's `0x07`/`0x0C`, or the authenticated `0x27`/`0x2C`),
+    /// replacing an earlier cipher of the same kind. Kinds this decoder does not know are
+    /// treated as authenticated.
+    pub fn cipher(mut self, cipher: Arc<dyn LogCipher>) -> Self {
+        match cipher.kind() {
+            CipherKind::MarsCompatible => self.inner.mars = Some(cipher),
+            _ => self.inner.authenticated = Some(cipher),
+        }
+        self
+    }
+
+    /// How the start of the log is found (default: the Python rule, two good blocks).
+    pub fn start_rule(mut self, rule: StartRule) -> Self {
+        self.inner.options.start = rule;
+        self
+    }
+
+    /// Which magics are recognised (default: Mars's plus Phobos's authenticated ones).
+    pub fn magic_set(mut self, set: MagicSet) -> Self {
+        self.inner.options.magics = set;
+        self
+    }
+
+    /// Sets all options at once.
+    pub fn options(mut self, options: DecodeOptions) -> Self {
+        self.inner.options = options;
+        self
+    }
+
+    /// Finishes the decoder.
+    pub fn build(self) -> Decoder {
+        self.inner
+    }
+}
+
+/// Decoder options. The defaults reproduce the official Python decoder on Mars files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct DecodeOptions {
+    /// How the first block is found.
+    pub start: StartRule,
+    /// Which magics are recognised.
+    pub magics: MagicSet,
+}
+
+impl DecodeOptions {
+    /// Options with the given start rule and magic set.
+    pub fn new(start: StartRule, magics: MagicSet) -> Self {
+        Self { start, magics }
+    }
+}
+
+/// How the decoder finds where the log starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartRule {
+    /// The Python decoder's rule: two consecutive good blocks (or one that ends exactly at the
+    /// end of the file). A file of one complete block followed by a partial one decodes to
+    /// nothing (format doc §9.2).
+    #[default]
+    TwoGoodBlocks,
+    /// Lenient: one good block is enough, so the complete block before a partial one is kept.
+    OneGoodBlock,
+}
+
+impl StartRule {
+    fn count(self) -> usize {
+        match self {
+            Self::TwoGoodBlocks => 2,
+            Self::OneGoodBlock => 1,
+        }
+    }
+}
+
+/// One thing the decoder found, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// The bytes at the expected offset were not a block; `skipped` bytes later one was found.
+    Resync {
+        /// How many bytes were skipped.
+        skipped: usize,
+        /// Why the block check failed at the first offset.
+        reason: BlockError,
+    },
+    /// Sequence numbers `first..=last` are missing (`last < first` is reported as is, as the
+    /// Python decoder does when the sequence goes backwards).
+    SeqGap {
+        /// The first missing number (previous + 1).
+        first: u32,
+        /// The last missing number (this block's − 1).
+        last: u32,
+    },
+    /// A block and its text.
+    Text {
+        /// The block.
+        block: Block,
+        /// Its text: decompressed and decrypted as its magic says.
+        text: Cow<'a, [u8]>,
+    },
+    /// A block whose body could not be turned into text.
+    Failed {
+        /// The block.
+        block: Block,
+        /// Why.
+        error: BodyError,
+    },
+}
+
+impl Event<'_> {
+    /// Appends the event's bytes in the Python decoder's output format.
+    pub fn render(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Self::Resync { skipped, reason } => writeln!(
+                out,
+                "[F]decode_log_file.py decode error len={skipped}, result:{reason} "
+            ),
+            Self::SeqGap { first, last } => {
+                writeln!(
+                    out,
+                    "[F]decode_log_file.py log seq:{first}-{last} is missing"
+                )
+            }
+            Self::Text { text, .. } => {
+                out.extend_from_slice(text);
+                Ok(())
+            }
+            Self::Failed { error, .. } => {
+                writeln!(out, "[F]decode_log_file.py decompress err, {error}")
+            }
+        };
+    }
+}
+
+/// Counts of what a decode met.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Blocks decoded to text.
+    pub blocks: usize,
+    /// Blocks whose body failed (decompression, key, integrity).
+    pub failed_blocks: usize,
+    /// Resyncs after damaged bytes.
+    pub resyncs: usize,
+    /// Bytes skipped by resyncs.
+    pub skipped_bytes: usize,
+    /// Sequence gaps reported.
+    pub seq_gaps: usize,
+}
+
+impl Summary {
+    fn count(&mut self, event: &Event<'_>) {
+        match event {
+            Event::Resync { skipped, .. } => {
+                self.resyncs += 1;
+                self.skipped_bytes += skipped;
+            }
+            Event::SeqGap { .. } => self.seq_gaps += 1,
+            Event::Text { .. } => self.blocks += 1,
+            Event::Failed { .. } => self.failed_blocks += 1,
+        }
+    }
+
+    /// Whether any block, good or failed, was found.
+    pub fn found_blocks(&self) -> bool {
+        self.blocks + self.failed_blocks > 0
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} blocks decoded, {} failed, {} resyncs ({} bytes skipped), {} sequence gaps",
+            self.blocks, self.failed_blocks, self.resyncs, self.skipped_bytes, self.seq_gaps
+        )
+    }
+}
+
+/// The iterator returned by [`Decoder::events`].
+pub struct Events<'a> {
+    decoder: &'a Decoder,
+    input: &'a [u8],
+    state: State,
+    last_seq: u32,
+    queue: VecDeque<Event<'a>>,
+    /// The decryptor of the last session seen: blocks of one session share a header key.
+    session: Option<Session>,
+}
+
+impl fmt::Debug for Events<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("state", &self.state)
+            .field("last_seq", &self.last_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Iterator for Events<'a> {
+    type Item = Event<'a>;
+
+    fn next(&mut self) -> Option<Event<'a>> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            match self.state {
+                State::Done => return None,
+                State::Start => {
+                    let count = self.decoder.options.start.count();
+                    self.state = match find_block_start(self.input, 0, count, self.magics()) {
+                        Some(at) => State::At(at),
+                        None => State::Done,
+                    };
+                }
+                State::At(at) => self.step(at),
+            }
+        }
+    }
+}
+
+impl<'a> Events<'a> {
+    fn magics(&self) -> MagicSet {
+        self.decoder.options.magics
+    }
+
+    /// Handles the block at `at` (or the next good one), queueing its events.
+    fn step(&mut self, at: usize) {
+        if at >= self.input.len() {
+            self.state = State::Done;
+            return;
+        }
+        let block = match check_block(self.input, at, self.magics()) {
+            Ok(block) => block,
+            Err(reason) => {
+                let found = find_block_start(self.input, at, 1, self.magics())
+                    .and_then(|next| check_block(self.input, next, self.magics()).ok());
+                let Some(block) = found else {
+                    self.state = State::Done;
+                    return;
+                };
+                self.queue.push_back(Event::Resync {
+                    skipped: block.offset - at,
+                    reason,
+                });
+                block
+            }
+        };
+        self.state = State::At(block.end);
+
+        let seq = u32::from(block.seq);
+        if seq != 0 && seq != 1 && self.last_seq != 0 && seq != self.last_seq + 1 {
+            self.queue.push_back(Event::SeqGap {
+                first: self.last_seq + 1,
+                last: seq - 1,
+            });
+        }
+        if seq != 0 {
+            self.last_seq = seq;
+        }
+
+        let event = match self.body_text(&block) {
+            Ok(text) => Event::Text { block, text },
+            Err(error) => Event::Failed { block, error },
+        };
+        self.queue.push_back(event);
+    }
+
+    fn body_text(&mut self, block: &Block) -> Result<Cow<'a, [u8]>, BodyError> {
+        let body = block.body(self.input);
+        let plain: Cow<'a, [u8]> = match block.magic.encryption() {
+            Encryption::None => Cow::Borrowed(body),
+            Encryption::Mars => Cow::Owned(self.decrypt(block, CipherKind::MarsCompatible)?),
+            _ => Cow::Owned(self.decrypt(block, CipherKind::Authenticated)?),
+        };
+        match block.magic.compression() {
+            Compression::None => Ok(plain),
+            Compression::Zlib => body::inflate_raw(&plain).map(Cow::Owned),
+            Compression::ChunkedZlib => body::legacy_chunks(&plain).map(Cow::Owned),
+            _ => body::zstd_unterminated(&plain).map(Cow::Owned),
+        }
+    }
+
+    fn decrypt(&mut self, block: &Block, kind: CipherKind) -> Result<Vec<u8>, BodyError> {
+        let cipher = match kind {
+            CipherKind::MarsCompatible => self.decoder.mars.as_ref(),
+            _ => self.decoder.authenticated.as_ref(),
+        };
+        let Some(cipher) = cipher else {
+            return Err(BodyError::MissingKey {
+                magic: block.magic.byte(),
+            });
+        };
+        let key: [u8; HEADER_KEY_LEN] = block
+            .key_field(self.input)
+            .try_into()
+            .map_err(|_| BodyError::Cipher(CipherError::BadHeaderKey))?;
+        let reuse = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.kind == kind && s.header_key == key);
+        if !reuse {
+            self.session = Some(Session {
+                kind,
+                header_key: key,
+                decryptor: cipher.new_decryptor(&key),
+            });
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Err(BodyError::MissingKey {
+                magic: block.magic.byte(),
+            });
+        };
+        let decryptor = session
+            .decryptor
+            .as_mut()
+            .map_err(|e| BodyError::Cipher(e.clone()))?;
+        let body = block.body(self.input);
+        let mut out = Vec::with_capacity(body.len());
+        decryptor
+            .decrypt_block(body, &mut out)
+            .map_err(BodyError::Cipher)?;
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Start,
+    At(usize),
+    Done,
+}
+
+struct Session {
+    kind: CipherKind,
+    header_key: [u8; HEADER_KEY_LEN],
+    decryptor: Result<Box<dyn BlockDecryptor>, CipherError>,
+}

@@ -1,0 +1,507 @@
+//! Block framing: magics, header views and the structural check the official decoder applies.
+//!
+//! A block is `header | body (length bytes) | 0x00`. Current magics use a 73-byte header,
+//! the legacy magics `0x03`–`0x05` a 13-byte one (Python decoder semantics, format doc §2.1):
+//!
+//! ```text
+//!  0       1         3            4          5            9                     9+K
+//! +-------+---------+------------+----------+------------+---------------------+------ - -
+//! | magic | seq u16 | begin hour | end hour | length u32 | key field (K bytes) | body ...
+//! +-------+---------+------------+----------+------------+---------------------+------ - -
+//!           LE                                 LE          K = 64, or 4 for 0x03–0x05
+//! ```
+//!
+//! All functions here take untrusted bytes and never panic.
+//!
+//! ```
+//! use phobos_xlog_decode::format::{check_block, Magic, MagicSet};
+//!
+//! // A sync block (magic 0x08) holding "hi\n".
+//! let mut file = vec![0x08, 0, 0, 7, 7, 3, 0, 0, 0];
+//! file.extend([0; 64]);
+//! file.extend(b"hi\n");
+//! file.push(0);
+//! let block = check_block(&file, 0, MagicSet::default()).unwrap();
+//! assert_eq!(block.magic, Magic::SyncZlib);
+//! assert_eq!(block.body(&file), b"hi\n");
+//! assert_eq!(block.end, file.len());
+//! ```
+
+use std::fmt;
+
+/// A block magic the decoder knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Magic {
+    /// `0x03`, legacy: 13-byte header, plain text.
+    LegacySync,
+    /// `0x04`, legacy: 13-byte header, raw deflate.
+    LegacyZlib,
+    /// `0x05`, legacy: 13-byte header, `u16 LE n, n bytes` chunks, then raw deflate.
+    LegacyChunkedZlib,
+    /// `0x06`: sync block of a keyed zlib appender; plain text (Mars never encrypts sync).
+    SyncZlibCrypt,
+    /// `0x07`: async, raw deflate, Mars TEA.
+    AsyncZlibCrypt,
+    /// `0x08`: sync block, no key; plain text.
+    SyncZlib,
+    /// `0x09`: async, raw deflate, no key.
+    AsyncZlib,
+    /// `0x0A`: sync block of a keyed zstd appender; plain text.
+    SyncZstdCrypt,
+    /// `0x0B`: sync block of a zstd appender, no key; plain text.
+    SyncZstd,
+    /// `0x0C`: async, zstd, Mars TEA.
+    AsyncZstdCrypt,
+    /// `0x0D`: async, zstd, no key.
+    AsyncZstd,
+    /// `0x27` (Phobos): async, raw deflate, then an authenticated cipher's records. Mars's
+    /// `0x07` with bit `0x20` set, as `phobos-xlog` writes it.
+    AsyncZlibAuthenticated,
+    /// `0x2C` (Phobos): async, zstd, then an authenticated cipher's records (`0x0C | 0x20`).
+    AsyncZstdAuthenticated,
+}
+
+/// Which magics the decoder recognises, also while scanning for the next block after damage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MagicSet {
+    /// Exactly the official Python decoder's set, `0x03`–`0x0D`.
+    Mars,
+    /// Mars's set plus Phobos's authenticated magics `0x27` and `0x2C` (the default). On Mars
+    /// files this only differs from [`Mars`](Self::Mars) if a resync scan meets one of those
+    /// bytes where a structurally plausible block would start.
+    #[default]
+    MarsAndAuthenticated,
+}
+
+/// How a block body was compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Plain text.
+    None,
+    /// Raw deflate, possibly unterminated.
+    Zlib,
+    /// Legacy `0x05` chunks, then raw deflate.
+    ChunkedZlib,
+    /// One zstd frame, possibly unterminated.
+    Zstd,
+}
+
+/// How a block body was encrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encryption {
+    /// Not encrypted.
+    None,
+    /// Mars's ECDH + TEA ([`CipherKind::MarsCompatible`](phobos_plugin_api::CipherKind)).
+    Mars,
+    /// An authenticated cipher ([`CipherKind::Authenticated`](phobos_plugin_api::CipherKind)).
+    Authenticated,
+}
+
+impl Magic {
+    /// Classifies a byte, or `None` if it is not a magic of `set`.
+    pub fn from_byte(byte: u8, set: MagicSet) -> Option<Self> {
+        let magic = match byte {
+            0x03 => Self::LegacySync,
+            0x04 => Self::LegacyZlib,
+            0x05 => Self::LegacyChunkedZlib,
+            0x06 => Self::SyncZlibCrypt,
+            0x07 => Self::AsyncZlibCrypt,
+            0x08 => Self::SyncZlib,
+            0x09 => Self::AsyncZlib,
+            0x0A => Self::SyncZstdCrypt,
+            0x0B => Self::SyncZstd,
+            0x0C => Self::AsyncZstdCrypt,
+            0x0D => Self::AsyncZstd,
+            0x27 => Self::AsyncZlibAuthenticated,
+            0x2C => Self::AsyncZstdAuthenticated,
+            _ => return None,
+        };
+        if set == MagicSet::Mars && magic.encryption() == Encryption::Authenticated {
+            return None;
+        }
+        Some(magic)
+    }
+
+    /// The byte value.
+    pub fn byte(self) -> u8 {
+        match self {
+            Self::LegacySync => 0x03,
+            Self::LegacyZlib => 0x04,
+            Self::LegacyChunkedZlib => 0x05,
+            Self::SyncZlibCrypt => 0x06,
+            Self::AsyncZlibCrypt => 0x07,
+            Self::SyncZlib => 0x08,
+            Self::AsyncZlib => 0x09,
+            Self::SyncZstdCrypt => 0x0A,
+            Self::SyncZstd => 0x0B,
+            Self::AsyncZstdCrypt => 0x0C,
+            Self::AsyncZstd => 0x0D,
+            Self::AsyncZlibAuthenticated => 0x27,
+            Self::AsyncZstdAuthenticated => 0x2C,
+        }
+    }
+
+    /// Whether this is one of the legacy magics `0x03`–`0x05` with a 13-byte header.
+    pub fn is_legacy(self) -> bool {
+        matches!(
+            self,
+            Self::LegacySync | Self::LegacyZlib | Self::LegacyChunkedZlib
+        )
+    }
+
+    /// The length of the key field: 4 for legacy magics, 64 otherwise.
+    pub fn key_len(self) -> usize {
+        if self.is_legacy() {
+            LEGACY_KEY_LEN
+        } else {
+            KEY_LEN
+        }
+    }
+
+    /// The header length: 13 for legacy magics, 73 otherwise.
+    pub fn header_len(self) -> usize {
+        FIXED_HEADER_LEN + self.key_len()
+    }
+
+    /// How the body is compressed. Sync magics are plain text even when "crypt" is in their
+    /// Mars name (format doc §3.1).
+    pub fn compression(self) -> Compression {
+        match self {
+            Self::LegacySync
+            | Self::SyncZlibCrypt
+            | Self::SyncZlib
+            | Self::SyncZstdCrypt
+            | Self::SyncZstd => Compression::None,
+            Self::LegacyZlib
+            | Self::AsyncZlibCrypt
+            | Self::AsyncZlib
+            | Self::AsyncZlibAuthenticated => Compression::Zlib,
+            Self::LegacyChunkedZlib => Compression::ChunkedZlib,
+            Self::AsyncZstdCrypt | Self::AsyncZstd | Self::AsyncZstdAuthenticated => {
+                Compression::Zstd
+            }
+        }
+    }
+
+    /// How the body is encrypted.
+    pub fn encryption(self) -> Encryption {
+        match self {
+            Self::AsyncZlibCrypt | Self::AsyncZstdCrypt => Encryption::Mars,
+            Self::AsyncZlibAuthenticated | Self::AsyncZstdAuthenticated => {
+                Encryption::Authenticated
+            }
+            _ => Encryption::None,
+        }
+    }
+
+    /// Whether a Mars writer (or Phobos's) can leave a block of this magic in a `.mmap3`
+    /// staging file: the eight current Mars magics and Phobos's authenticated ones.
+    pub fn is_current(self) -> bool {
+        !self.is_legacy()
+    }
+}
+
+/// A block that passed the structural check: where it is and what its header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Offset of the magic byte.
+    pub offset: usize,
+    /// The magic.
+    pub magic: Magic,
+    /// The sequence number (0 for sync blocks and tips).
+    pub seq: u16,
+    /// The begin hour byte (local time, not validated).
+    pub begin_hour: u8,
+    /// The end hour byte (local time, not validated).
+    pub end_hour: u8,
+    /// The body length from the header.
+    pub length: u32,
+    /// Offset just past the trailer byte: where the next block starts.
+    pub end: usize,
+}
+
+impl Block {
+    /// The key field (64 bytes, or 4 for legacy magics).
+    pub fn key_field<'a>(&self, input: &'a [u8]) -> &'a [u8] {
+        let start = self.offset.saturating_add(FIXED_HEADER_LEN);
+        input
+            .get(start..start.saturating_add(self.magic.key_len()))
+            .unwrap_or(&[])
+    }
+
+    /// The body bytes.
+    pub fn body<'a>(&self, input: &'a [u8]) -> &'a [u8] {
+        let start = self.offset.saturating_add(self.magic.header_len());
+        input.get(start..self.end.saturating_sub(1)).unwrap_or(&[])
+    }
+}
+
+/// Why the bytes at an offset are not a block. `Display` gives the official decoder's exact
+/// wording (the `result:` part of its `decode error` line), with absolute offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BlockError {
+    /// The byte is not a recognised magic.
+    BadMagic {
+        /// Offset of the byte.
+        offset: usize,
+        /// Its value.
+        byte: u8,
+    },
+    /// The header (plus two bytes) does not fit in the input.
+    HeaderPastEnd {
+        /// Offset of the block.
+        offset: usize,
+        /// Input size.
+        size: usize,
+    },
+    /// The body and trailer do not fit in the input.
+    BodyPastEnd {
+        /// The length field.
+        length: u32,
+        /// Where the trailer would end.
+        end: u64,
+        /// Input size.
+        size: usize,
+    },
+    /// The byte after the body is not the `0x00` trailer.
+    BadTrailer {
+        /// The length field.
+        length: u32,
+        /// Offset of the would-be trailer.
+        pos: usize,
+        /// Its value.
+        byte: u8,
+    },
+}
+
+impl fmt::Display for BlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadMagic { offset, byte } => {
+                write!(f, "_buffer[{offset}]:{byte} != MAGIC_NUM_START")
+            }
+            Self::HeaderPastEnd { offset, size } => {
+                write!(f, "offset:{offset} > len(buffer):{size}")
+            }
+            Self::BodyPastEnd { length, end, size } => {
+                write!(f, "log length:{length}, end pos {end} > len(buffer):{size}")
+            }
+            Self::BadTrailer { length, pos, byte } => {
+                write!(f, "log length:{length}, buffer[{pos}]:{byte} != MAGIC_END")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BlockError {}
+
+/// The official decoder's structural check of one block at `offset` (format doc §9.1 step 2):
+/// a recognised magic, room for the header plus two bytes, room for body and trailer, and a
+/// `0x00` trailer. Nothing about the body is checked.
+///
+/// # Errors
+///
+/// A [`BlockError`] saying which check failed. An `offset` at or past the end is
+/// [`BlockError::HeaderPastEnd`].
+pub fn check_block(input: &[u8], offset: usize, set: MagicSet) -> Result<Block, BlockError> {
+    let size = input.len();
+    let Some(&byte) = input.get(offset) else {
+        return Err(BlockError::HeaderPastEnd { offset, size });
+    };
+    let Some(magic) = Magic::from_byte(byte, set) else {
+        return Err(BlockError::BadMagic { offset, byte });
+    };
+    let header_len = magic.header_len();
+    // Python: `offset + header_len + 1 + 1 > len(buffer)`.
+    if offset.saturating_add(header_len + 2) > size {
+        return Err(BlockError::HeaderPastEnd { offset, size });
+    }
+    let length = read_u32(input, offset + 5);
+    let trailer = offset as u64 + header_len as u64 + u64::from(length);
+    if trailer + 1 > size as u64 {
+        return Err(BlockError::BodyPastEnd {
+            length,
+            end: trailer + 1,
+            size,
+        });
+    }
+    // `trailer < size` was just checked, so it fits in usize.
+    let trailer = trailer as usize;
+    let end_byte = input[trailer];
+    if end_byte != MAGIC_END {
+        return Err(BlockError::BadTrailer {
+            length,
+            pos: trailer,
+            byte: end_byte,
+        });
+    }
+    Ok(Block {
+        offset,
+        magic,
+        seq: read_u16(input, offset + 1),
+        begin_hour: input[offset + 3],
+        end_hour: input[offset + 4],
+        length,
+        end: trailer + 1,
+    })
+}
+
+/// Whether `count` consecutive blocks check out from `offset`, where reaching exactly the end
+/// of the input after a good block also counts (the Python decoder's `is_good_log_buffer`).
+pub fn is_good_run(input: &[u8], offset: usize, count: usize, set: MagicSet) -> bool {
+    let mut at = offset;
+    for _ in 0..count.max(1) {
+        if at == input.len() {
+            return true;
+        }
+        match check_block(input, at, set) {
+            Ok(block) => at = block.end,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// The first offset at or after `from` that holds a recognised magic starting a run of
+/// `count` good blocks ([`is_good_run`]), as the Python decoder's `get_log_start_pos` scans.
+pub fn find_block_start(input: &[u8], from: usize, count: usize, set: MagicSet) -> Option<usize> {
+    (from..input.len()).find(|&at| {
+        Magic::from_byte(input[at], set).is_some() && is_good_run(input, at, count, set)
+    })
+}
+
+/// The length of the fixed header part before the key field.
+pub const FIXED_HEADER_LEN: usize = 9;
+/// The key field length of current magics.
+pub const KEY_LEN: usize = 64;
+/// The key field length of legacy magics `0x03`–`0x05`.
+pub const LEGACY_KEY_LEN: usize = 4;
+/// The header length of current magics (73).
+pub const HEADER_LEN: usize = FIXED_HEADER_LEN + KEY_LEN;
+/// The trailer byte.
+pub const MAGIC_END: u8 = 0x00;
+
+fn read_u16(input: &[u8], at: usize) -> u16 {
+    match input.get(at..at + 2) {
+        Some(b) => u16::from_le_bytes([b[0], b[1]]),
+        None => 0,
+    }
+}
+
+fn read_u32(input: &[u8], at: usize) -> u32 {
+    match input.get(at..at + 4) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(magic: u8, seq: u16, body: &[u8]) -> Vec<u8> {
+        let key_len = Magic::from_byte(magic, MagicSet::default())
+            .unwrap()
+            .key_len();
+        let mut b = vec![magic];
+        b.extend(seq.to_le_bytes());
+        b.extend([1, 2]);
+        b.extend((body.len() as u32).to_le_bytes());
+        b.extend(vec![0; key_len]);
+        b.extend(body);
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn checks_each_condition_in_python_order() {
+        let good = block(0x09, 0x40, b"abc");
+        let b = check_block(&good, 0, MagicSet::default()).unwrap();
+        assert_eq!(
+            (b.seq, b.begin_hour, b.end_hour, b.length, b.end),
+            (0x40, 1, 2, 3, good.len())
+        );
+
+        assert_eq!(
+            check_block(&good, 1, MagicSet::default())
+                .unwrap_err()
+                .to_string(),
+            "_buffer[1]:64 != MAGIC_NUM_START"
+        );
+        // Header plus two bytes must fit: 73 + 2 > 74.
+        assert_eq!(
+            check_block(&good[..74], 0, MagicSet::default())
+                .unwrap_err()
+                .to_string(),
+            "offset:0 > len(buffer):74"
+        );
+        assert_eq!(
+            check_block(&good[..76], 0, MagicSet::default())
+                .unwrap_err()
+                .to_string(),
+            "log length:3, end pos 77 > len(buffer):76"
+        );
+        let mut bad_end = good.clone();
+        *bad_end.last_mut().unwrap() = 0x55;
+        assert_eq!(
+            check_block(&bad_end, 0, MagicSet::default())
+                .unwrap_err()
+                .to_string(),
+            "log length:3, buffer[76]:85 != MAGIC_END"
+        );
+    }
+
+    #[test]
+    fn legacy_magics_have_13_byte_headers() {
+        let b = block(0x05, 0, b"xy");
+        let parsed = check_block(&b, 0, MagicSet::Mars).unwrap();
+        assert_eq!(parsed.magic.header_len(), 13);
+        assert_eq!(parsed.body(&b), b"xy");
+        assert_eq!(parsed.key_field(&b), &[0; 4]);
+    }
+
+    #[test]
+    fn huge_length_does_not_overflow() {
+        let mut b = block(0x09, 0, b"x");
+        b[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            check_block(&b, 0, MagicSet::default()),
+            Err(BlockError::BodyPastEnd { .. })
+        ));
+    }
+
+    #[test]
+    fn authenticated_magics_only_in_extended_set() {
+        let b = block(0x27, 1, b"z");
+        assert!(check_block(&b, 0, MagicSet::MarsAndAuthenticated).is_ok());
+        assert_eq!(
+            check_block(&b, 0, MagicSet::Mars),
+            Err(BlockError::BadMagic {
+                offset: 0,
+                byte: 0x27
+            })
+        );
+        for byte in 0..=255u8 {
+            if let Some(m) = Magic::from_byte(byte, MagicSet::default()) {
+                assert_eq!(m.byte(), byte);
+            }
+        }
+    }
+
+    #[test]
+    fn run_of_two_accepts_end_of_input() {
+        let mut file = block(0x09, 1, b"a");
+        assert!(is_good_run(&file, 0, 2, MagicSet::default()));
+        let second = block(0x09, 2, b"bb");
+        file.extend(&second[..10]);
+        assert!(!is_good_run(&file, 0, 2, MagicSet::default()));
+        assert!(is_good_run(&file, 0, 1, MagicSet::default()));
+        assert_eq!(find_block_start(&file, 0, 2, MagicSet::default()), None);
+        assert_eq!(find_block_start(&file, 0, 1, MagicSet::default()), Some(0));
+    }
+}
