@@ -7,6 +7,7 @@
 //! - [`mock_longlink`]: [`MockLongLinkServer`], scripted per connection ([`ConnScript`]) and per
 //!   request ([`Reply`]), framing through any `Arc<dyn PacketCodec>`, recording what it got.
 //! - [`frames`]: Mars frames as raw bytes, including malformed ones.
+//! - [`plugins`]: [`TestAuth`] and [`StaticIpSource`], plugins that count their calls.
 //! - [`proxy`]: [`FaultProxy`], per-direction latency, jitter, bandwidth, slicing, corruption,
 //!   stall/close/reset after N bytes and half-open, all replayable from a seed.
 //!
@@ -14,10 +15,12 @@
 
 pub mod frames;
 pub mod mock_longlink;
+pub mod plugins;
 pub mod proxy;
 
 pub use mock_longlink::{
     refused_addr, ClientFrameKind, ConnScript, HeartbeatMode, IdentifyMode, Malformation,
     MockLongLinkServer, ReceivedFrame, Reply, Step,
 };
+pub use plugins::{StaticIpSource, TestAuth};
 pub use proxy::{Direction, DirectionFaults, FaultProxy, ProxyConfig};
