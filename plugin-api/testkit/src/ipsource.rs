@@ -1,0 +1,75 @@
+//! Conformance checks for [`IpSource`], run by
+//! [`ipsource_conformance!`](crate::ipsource_conformance).
+//!
+//! The checks run the async `resolve` on a fresh single-threaded tokio runtime, so they can be
+//! called from plain `#[test]` functions. They only resolve names that need no external
+//! network. What they take as the contract:
+//!
+//! - `resolve` never panics, for any host and purpose.
+//! - Every address is tagged with the source the caller expects.
+//! - A port, when given, is not 0.
+
+use std::future::Future;
+
+use phobos_plugin_api::{AddrSource, IpSource, LinkPurpose, ResolvedAddr};
+
+/// Resolves each of `hosts` for both purposes; every address returned must be tagged
+/// `expected` and have no port 0. Errors and empty answers are allowed.
+///
+/// # Panics
+///
+/// On a wrong tag, port 0, or a panic inside the source.
+pub fn check_resolve(source: &dyn IpSource, expected: AddrSource, hosts: &[&str]) {
+    for host in hosts {
+        for purpose in [LinkPurpose::LongLink, LinkPurpose::ShortLink] {
+            if let Ok(addrs) = block_on(source.resolve(host, purpose)) {
+                check_addrs(source, host, expected, &addrs);
+            }
+        }
+    }
+}
+
+/// Resolving odd names (empty, with a NUL byte, 300 characters, empty labels) never panics.
+/// These fail locally, without asking a DNS server.
+///
+/// # Panics
+///
+/// On a panic inside the source.
+pub fn check_odd_hosts(source: &dyn IpSource) {
+    let long = "x".repeat(300);
+    for host in ["", "a\0b", long.as_str(), "a..b", " "] {
+        for purpose in [LinkPurpose::LongLink, LinkPurpose::ShortLink] {
+            let _ = block_on(source.resolve(host, purpose));
+        }
+    }
+}
+
+/// Runs `fut` to completion on a new current-thread tokio runtime with IO and time enabled.
+///
+/// # Panics
+///
+/// When the runtime cannot be built.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds")
+        .block_on(fut)
+}
+
+fn check_addrs(source: &dyn IpSource, host: &str, expected: AddrSource, addrs: &[ResolvedAddr]) {
+    for a in addrs {
+        assert_eq!(
+            a.source,
+            expected,
+            "{}: {host} resolved to {a:?} with the wrong tag",
+            source.name()
+        );
+        assert_ne!(
+            a.port,
+            Some(0),
+            "{}: {host} resolved with port 0",
+            source.name()
+        );
+    }
+}
