@@ -1,0 +1,213 @@
+//! [`IpSource`] across the boundary: [`FfiIpSource`], [`export_ip_source`] and
+//! [`import_ip_source`].
+//!
+//! `resolve` is async in the trait and one **synchronous** call across the boundary: the
+//! plugin side runs the plugin's future to completion on the calling thread (`pollster`), the
+//! host-side adapter's `async fn` makes that blocking call. The driver already runs IP sources
+//! off its event loop, so a loaded source blocking that thread is expected. The plugin's
+//! future must not need a specific async runtime.
+//!
+//! # Panics in the plugin
+//!
+//! `resolve` returns `ResolveError::Failed("plugin panicked: …")`; the chain moves on to the
+//! next source. Addresses whose source kind this ABI cannot carry are dropped.
+
+use std::fmt;
+use std::sync::Arc;
+
+use abi_stable::sabi_trait;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RBox, RResult, RStr, RString, RVec};
+use phobos_plugin_api::{IpSource, LinkPurpose, ResolveError, ResolvedAddr};
+
+use crate::guard::catch;
+use crate::types::{FfiLinkPurpose, FfiResolveError, FfiResolvedAddr};
+
+/// The FFI-safe mirror of [`IpSource`].
+#[sabi_trait]
+pub trait FfiIpSource: Send + Sync + 'static {
+    /// `IpSource::name`.
+    fn name(&self) -> RStr<'_>;
+    /// `IpSource::resolve`, run to completion (blocking).
+    #[sabi(last_prefix_field)]
+    fn resolve(
+        &self,
+        host: RStr<'_>,
+        purpose: FfiLinkPurpose,
+    ) -> RResult<RVec<FfiResolvedAddr>, FfiResolveError>;
+}
+
+/// An owned, type-erased FFI IP source object.
+pub type FfiIpSourceBox = FfiIpSource_TO<RBox<()>>;
+
+/// Plugin side: wraps an IP source into an FFI object.
+///
+/// # Errors
+///
+/// The panic message if the source's `name()` panics.
+pub fn export_ip_source<T: IpSource>(source: T) -> Result<FfiIpSourceBox, String> {
+    let name = catch(|| RString::from(source.name()))?;
+    Ok(FfiIpSource_TO::from_value(
+        IpSourceExport {
+            inner: source,
+            name,
+        },
+        TD_Opaque,
+    ))
+}
+
+/// Host side: turns an FFI IP source into an `Arc<dyn IpSource>`.
+pub fn import_ip_source(obj: FfiIpSourceBox, origin: &str) -> Arc<dyn IpSource> {
+    let name = obj.name().as_str().to_owned();
+    Arc::new(ImportedIpSource {
+        obj,
+        name,
+        origin: origin.to_owned(),
+    })
+}
+
+struct IpSourceExport<T> {
+    inner: T,
+    name: RString,
+}
+
+impl<T: IpSource> FfiIpSource for IpSourceExport<T> {
+    fn name(&self) -> RStr<'_> {
+        self.name.as_rstr()
+    }
+
+    fn resolve(
+        &self,
+        host: RStr<'_>,
+        purpose: FfiLinkPurpose,
+    ) -> RResult<RVec<FfiResolvedAddr>, FfiResolveError> {
+        let purpose = LinkPurpose::from(purpose);
+        match catch(|| pollster::block_on(self.inner.resolve(host.as_str(), purpose))) {
+            Ok(Ok(addrs)) => RResult::ROk(
+                addrs
+                    .iter()
+                    .filter_map(FfiResolvedAddr::from_addr)
+                    .collect(),
+            ),
+            Ok(Err(e)) => RResult::RErr(e.into()),
+            Err(msg) => RResult::RErr(FfiResolveError::Failed(
+                format!("plugin panicked: {msg}").into(),
+            )),
+        }
+    }
+}
+
+struct ImportedIpSource {
+    obj: FfiIpSourceBox,
+    name: String,
+    origin: String,
+}
+
+impl fmt::Debug for ImportedIpSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportedIpSource")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl IpSource for ImportedIpSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn resolve(
+        &self,
+        host: &str,
+        purpose: LinkPurpose,
+    ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+        // Blocks this thread until the plugin is done; see the module docs.
+        match self.obj.resolve(host.into(), purpose.into()) {
+            RResult::ROk(addrs) => Ok(addrs.into_iter().map(ResolvedAddr::from).collect()),
+            RResult::RErr(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use phobos_plugin_api::AddrSource;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct StaticList;
+
+    #[async_trait::async_trait]
+    impl IpSource for StaticList {
+        fn name(&self) -> &str {
+            "static"
+        }
+        async fn resolve(
+            &self,
+            host: &str,
+            purpose: LinkPurpose,
+        ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+            match (host, purpose) {
+                ("long.example", LinkPurpose::LongLink) => Ok(vec![
+                    ResolvedAddr {
+                        ip: "10.0.0.1".parse().unwrap(),
+                        port: Some(8080),
+                        source: AddrSource::Debug,
+                    },
+                    ResolvedAddr {
+                        ip: "::1".parse().unwrap(),
+                        port: None,
+                        source: AddrSource::Backup,
+                    },
+                ]),
+                ("long.example", LinkPurpose::ShortLink) => Ok(vec![]),
+                ("slow.example", _) => Err(ResolveError::Timeout),
+                ("gone.example", _) => Err(ResolveError::NoSuchHost),
+                ("boom.example", _) => panic!("resolver exploded"),
+                _ => Err(ResolveError::Failed("unknown".into())),
+            }
+        }
+    }
+
+    #[test]
+    fn plugin_side_object_answers_like_the_plugin() {
+        let obj = export_ip_source(StaticList).unwrap();
+        assert_eq!(obj.name().as_str(), "static");
+        let addrs = obj
+            .resolve("long.example".into(), FfiLinkPurpose::LongLink)
+            .unwrap();
+        assert_eq!(addrs.len(), 2);
+        assert_eq!(&addrs[0].octets[..4], &[10, 0, 0, 1]);
+        assert_eq!(
+            obj.resolve("gone.example".into(), FfiLinkPurpose::ShortLink),
+            RResult::RErr(FfiResolveError::NoSuchHost)
+        );
+    }
+
+    #[test]
+    fn host_adapter_round_trips_every_outcome() {
+        let loaded = import_ip_source(export_ip_source(StaticList).unwrap(), "test");
+        assert_eq!(loaded.name(), "static");
+        for host in ["long.example", "slow.example", "gone.example", "x.example"] {
+            for purpose in [LinkPurpose::LongLink, LinkPurpose::ShortLink] {
+                assert_eq!(
+                    pollster::block_on(loaded.resolve(host, purpose)),
+                    pollster::block_on(StaticList.resolve(host, purpose)),
+                    "{host} {purpose:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_resolve_is_a_failed_lookup() {
+        let loaded = import_ip_source(export_ip_source(StaticList).unwrap(), "test");
+        match pollster::block_on(loaded.resolve("boom.example", LinkPurpose::LongLink)) {
+            Err(ResolveError::Failed(m)) => assert!(m.contains("resolver exploded"), "{m}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The host side of dynamic loading: [`PluginLibrary`] and [`LoadError`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::std_types::{ROption, RResult, RStr};
+use phobos_plugin_api::{
+    AuthCheck, HeartbeatPolicyFactory, IpSource, LogCipher, PacketCodec, API_VERSION,
+};
+
+use crate::auth::import_auth;
+use crate::cipher::import_log_cipher;
+use crate::codec::import_codec;
+use crate::heartbeat::import_heartbeat;
+use crate::ipsource::import_ip_source;
+use crate::root::{FfiConstructError, PluginKind, PluginRootRef};
+
+/// A loaded plugin library. Libraries are loaded once per canonical path and never unloaded,
+/// so every plugin object built from one stays valid for the life of the process.
+pub struct PluginLibrary {
+    path: PathBuf,
+    root: PluginRootRef,
+    api_version: ApiVersion,
+    features: Vec<String>,
+    plugins: Vec<PluginInfo>,
+}
+
+/// A semantic version triple of the Phobos plugin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ApiVersion {
+    /// Major.
+    pub major: u16,
+    /// Minor.
+    pub minor: u16,
+    /// Patch.
+    pub patch: u16,
+}
+
+/// One plugin a library offers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PluginInfo {
+    /// Its kind.
+    pub kind: PluginKind,
+    /// Its name within that kind.
+    pub name: String,
+}
+
+/// Why a plugin library or a plugin from it could not be loaded.
+///
+/// Every message names the file (and the plugin, where there is one) and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// No file at that path.
+    #[error("plugin library {} does not exist", .path.display())]
+    FileMissing {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The file exists but the dynamic loader refused it.
+    #[error("{} is not a loadable library: {reason}", .path.display())]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        reason: String,
+    },
+    /// A library, but not a Phobos plugin library: it exports no root module.
+    #[error(
+        "{} is not a Phobos plugin library: it exports no plugin root module ({reason})",
+        .path.display()
+    )]
+    NoRootModule {
+        /// The file.
+        path: PathBuf,
+        /// The loader's message.
+        reason: String,
+    },
+    /// abi_stable's layout or version check failed: the library was built against
+    /// incompatible ABI types.
+    #[error("{} was built with an incompatible plugin ABI: {reason}", .path.display())]
+    AbiMismatch {
+        /// The file.
+        path: PathBuf,
+        /// abi_stable's description of the mismatch.
+        reason: String,
+    },
+    /// The library's root module could not be initialised.
+    #[error("{} failed to initialise its plugin root module: {reason}", .path.display())]
+    RootModuleFailed {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The library was built for a Phobos API version this host is not compatible with.
+    #[error(
+        "{} was built for Phobos plugin API {found}, which is incompatible with this host's \
+         API {host}",
+        .path.display()
+    )]
+    IncompatibleApi {
+        /// The file.
+        path: PathBuf,
+        /// The library's API version.
+        found: ApiVersion,
+        /// The host's API version.
+        host: ApiVersion,
+    },
+    /// The library has no plugin of that kind and name.
+    #[error(
+        "{} has no {kind} plugin named \"{name}\"; it has: {}",
+        .path.display(),
+        list_or_none(.available)
+    )]
+    UnknownPlugin {
+        /// The file.
+        path: PathBuf,
+        /// The kind asked for.
+        kind: PluginKind,
+        /// The name asked for.
+        name: String,
+        /// What the library offers, as `kind "name"`.
+        available: Vec<String>,
+    },
+    /// The plugin refused its config (it did not deserialize, or the constructor returned an
+    /// error).
+    #[error(
+        "{kind} plugin \"{name}\" from {} rejected its config: {message}",
+        .path.display()
+    )]
+    ConfigRejected {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's kind.
+        kind: PluginKind,
+        /// The plugin's name.
+        name: String,
+        /// The plugin's message.
+        message: String,
+    },
+    /// The plugin's constructor panicked (the panic was caught inside the library).
+    #[error(
+        "constructor of {kind} plugin \"{name}\" from {} panicked: {message}",
+        .path.display()
+    )]
+    ConstructorPanicked {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's kind.
+        kind: PluginKind,
+        /// The plugin's name.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl PluginLibrary {
+    /// Loads the plugin library at `path`, or returns the one already loaded from the same
+    /// file.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::FileMissing`], [`NotALibrary`](LoadError::NotALibrary),
+    /// [`NoRootModule`](LoadError::NoRootModule), [`AbiMismatch`](LoadError::AbiMismatch),
+    /// [`RootModuleFailed`](LoadError::RootModuleFailed) or
+    /// [`IncompatibleApi`](LoadError::IncompatibleApi).
+    pub fn load(path: impl AsRef<Path>) -> Result<Arc<PluginLibrary>, LoadError> {
+        let path = path.as_ref();
+        let canonical = match path.canonicalize() {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadError::FileMissing {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => {
+                return Err(LoadError::NotALibrary {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        // Holding the lock while loading makes "load once" hold under concurrent calls.
+        let mut loaded = loaded_libraries()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(lib) = loaded.get(&canonical) {
+            return Ok(Arc::clone(lib));
+        }
+        let lib = Arc::new(Self::open(&canonical)?);
+        loaded.insert(canonical, Arc::clone(&lib));
+        Ok(lib)
+    }
+
+    fn open(path: &Path) -> Result<PluginLibrary, LoadError> {
+        // The library is leaked by abi_stable: it is never unloaded.
+        let header = lib_header_from_path(path).map_err(|e| classify(path, e))?;
+        let root = header
+            .init_root_module::<PluginRootRef>()
+            .map_err(|e| classify(path, e))?;
+        let v = root.api_version();
+        let found = ApiVersion {
+            major: v.major,
+            minor: v.minor,
+            patch: v.patch,
+        };
+        if !ApiVersion::HOST.is_compatible_with(found) {
+            return Err(LoadError::IncompatibleApi {
+                path: path.to_owned(),
+                found,
+                host: ApiVersion::HOST,
+            });
+        }
+        let features = root
+            .features()
+            .iter()
+            .map(|f| f.as_str().to_owned())
+            .collect();
+        // Entries of kinds added by a newer ABI are skipped: this host cannot build them.
+        let plugins = root
+            .plugins()
+            .iter()
+            .filter_map(|e| {
+                Some(PluginInfo {
+                    kind: PluginKind::from_code(e.kind)?,
+                    name: e.name.as_str().to_owned(),
+                })
+            })
+            .collect();
+        Ok(PluginLibrary {
+            path: path.to_owned(),
+            root,
+            api_version: found,
+            features,
+            plugins,
+        })
+    }
+
+    /// The library's canonical path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The Phobos API version the library was built against.
+    pub fn api_version(&self) -> ApiVersion {
+        self.api_version
+    }
+
+    /// The ABI features the library was built with (see [`ABI_FEATURES`](crate::ABI_FEATURES)).
+    pub fn features(&self) -> &[String] {
+        &self.features
+    }
+
+    /// Whether the library lists `feature`.
+    pub fn has_feature(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+
+    /// The plugins the library offers.
+    pub fn plugins(&self) -> &[PluginInfo] {
+        &self.plugins
+    }
+
+    /// Whether the library offers a plugin of `kind` named `name`.
+    pub fn has_plugin(&self, kind: PluginKind, name: &str) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| p.kind == kind && p.name == name)
+    }
+
+    /// Builds the codec `name` with `config` (JSON text; `None` for no config).
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError::UnknownPlugin`], [`ConfigRejected`](LoadError::ConfigRejected) or
+    /// [`ConstructorPanicked`](LoadError::ConstructorPanicked).
+    pub fn codec(
+        &self,
+        name: &str,
+        config: Option<&str>,
+    ) -> Result<Arc<dyn PacketCodec>, LoadError> {
+        let obj = self.construct(PluginKind::Codec, name, config, self.root.new_codec())?;
+        Ok(import_codec(obj, &self.origin()))
+    }
+
+    /// Builds the auth plugin `name`. Errors as for [`codec`](Self::codec).
+    ///
+    /// # Errors
+    ///
+    /// As [`codec`](Self::codec).
+    pub fn auth(&self, name: &str, config: Option<&str>) -> Result<Arc<dyn AuthCheck>, LoadError> {
+        let obj = self.construct(PluginKind::Auth, name, config, self.root.new_auth())?;
+        Ok(import_auth(obj, &self.origin()))
+    }
+
+    /// Builds the IP source `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`codec`](Self::codec).
+    pub fn ip_source(
+        &self,
+        name: &str,
+        config: Option<&str>,
+    ) -> Result<Arc<dyn IpSource>, LoadError> {
+        let obj = self.construct(
+            PluginKind::IpSource,
+            name,
+            config,
+            self.root.new_ip_source(),
+        )?;
+        Ok(import_ip_source(obj, &self.origin()))
+    }
+
+    /// Builds the log cipher `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`codec`](Self::codec).
+    pub fn log_cipher(
+        &self,
+        name: &str,
+        config: Option<&str>,
+    ) -> Result<Arc<dyn LogCipher>, LoadError> {
+        let obj = self.construct(
+            PluginKind::LogCipher,
+            name,
+            config,
+            self.root.new_log_cipher(),
+        )?;
+        Ok(import_log_cipher(obj, &self.origin()))
+    }
+
+    /// Builds the heartbeat policy factory `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`codec`](Self::codec).
+    pub fn heartbeat(
+        &self,
+        name: &str,
+        config: Option<&str>,
+    ) -> Result<Arc<dyn HeartbeatPolicyFactory>, LoadError> {
+        let obj = self.construct(
+            PluginKind::Heartbeat,
+            name,
+            config,
+            self.root.new_heartbeat(),
+        )?;
+        Ok(import_heartbeat(obj, &self.origin()))
+    }
+
+    fn origin(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn construct<T>(
+        &self,
+        kind: PluginKind,
+        name: &str,
+        config: Option<&str>,
+        ctor: crate::root::ConstructFn<T>,
+    ) -> Result<T, LoadError> {
+        let unknown = || LoadError::UnknownPlugin {
+            path: self.path.clone(),
+            kind,
+            name: name.to_owned(),
+            available: self
+                .plugins
+                .iter()
+                .map(|p| format!("{} \"{}\"", p.kind, p.name))
+                .collect(),
+        };
+        if !self.has_plugin(kind, name) {
+            return Err(unknown());
+        }
+        let config: ROption<RStr<'_>> = config.map(RStr::from).into();
+        match ctor(name.into(), config) {
+            RResult::ROk(obj) => Ok(obj),
+            RResult::RErr(FfiConstructError::UnknownName) => Err(unknown()),
+            RResult::RErr(FfiConstructError::ConfigRejected(message)) => {
+                Err(LoadError::ConfigRejected {
+                    path: self.path.clone(),
+                    kind,
+                    name: name.to_owned(),
+                    message: message.into(),
+                })
+            }
+            RResult::RErr(FfiConstructError::Panicked(message)) => {
+                Err(LoadError::ConstructorPanicked {
+                    path: self.path.clone(),
+                    kind,
+                    name: name.to_owned(),
+                    message: message.into(),
+                })
+            }
+        }
+    }
+}
+
+impl fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginLibrary")
+            .field("path", &self.path)
+            .field("api_version", &self.api_version)
+            .field("plugins", &self.plugins)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiVersion {
+    /// This host's version: [`phobos_plugin_api::API_VERSION`].
+    pub const HOST: ApiVersion = ApiVersion {
+        major: API_VERSION.0,
+        minor: API_VERSION.1,
+        patch: API_VERSION.2,
+    };
+
+    /// Semver compatibility as the loader applies it: same major version, and while the
+    /// major version is 0, the same minor version too.
+    pub fn is_compatible_with(self, other: ApiVersion) -> bool {
+        self.major == other.major && (self.major != 0 || self.minor == other.minor)
+    }
+}
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+fn loaded_libraries() -> &'static Mutex<HashMap<PathBuf, Arc<PluginLibrary>>> {
+    static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<PluginLibrary>>>> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
+}
+
+/// Sorts abi_stable's errors into our variants.
+fn classify(path: &Path, e: LibraryError) -> LoadError {
+    let path = path.to_owned();
+    let reason = e.to_string();
+    match e {
+        LibraryError::OpenError { .. } => LoadError::NotALibrary { path, reason },
+        LibraryError::GetSymbolError { .. } => LoadError::NoRootModule { path, reason },
+        LibraryError::RootModule { .. } => LoadError::RootModuleFailed { path, reason },
+        _ => LoadError::AbiMismatch { path, reason },
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "no plugins".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semver_rules_for_the_api_version() {
+        let v = |major, minor, patch| ApiVersion {
+            major,
+            minor,
+            patch,
+        };
+        assert!(v(0, 1, 0).is_compatible_with(v(0, 1, 7)));
+        assert!(!v(0, 1, 0).is_compatible_with(v(0, 2, 0)));
+        assert!(!v(0, 1, 0).is_compatible_with(v(1, 1, 0)));
+        assert!(v(1, 2, 0).is_compatible_with(v(1, 0, 3)));
+        assert!(!v(1, 2, 0).is_compatible_with(v(2, 2, 0)));
+    }
+
+    #[test]
+    fn unknown_plugin_messages_list_what_there_is() {
+        let e = LoadError::UnknownPlugin {
+            path: "/x/libp.so".into(),
+            kind: PluginKind::Codec,
+            name: "nope".into(),
+            available: vec!["codec \"mars\"".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "/x/libp.so has no codec plugin named \"nope\"; it has: codec \"mars\""
+        );
+    }
+}
