@@ -1,0 +1,3 @@
+//! Placeholder; the benchmark lands in a later commit.
+
+fn main() {}

@@ -1,0 +1,491 @@
+//! Log file names, splitting by size, the cache directory and deletion of old files.
+//!
+//! - Names: `<prefix>_<YYYYMMDD>.xlog`, then `<prefix>_<YYYYMMDD>_1.xlog`, `_2`, … The date is
+//!   the local date when the block is written (as Mars).
+//! - Splitting (`max_file_size > 0`): before every block the current file's size (log dir plus
+//!   cache dir, as Mars counts it) is checked, and a block that would take a non-empty file
+//!   past the limit goes to the next index. Mars checks only when it opens a file, so its files
+//!   overshoot and a sync-mode file is not split within a day; here the limit holds while
+//!   running (a single block larger than the limit still gets a file of its own).
+//! - Cache dir (Mars §5.4): a day's file is written to the cache dir when `cache_days > 0`,
+//!   the log dir has no file of that name yet and the cache file system has ≥ 1 GiB
+//!   available; an existing cache file of that name is always used, and when caching is no
+//!   longer chosen it is appended to the log dir's file and removed after a background write.
+//!   If writing to the log dir fails, the cache dir is used. [`LogFiles::move_old_cache_files`]
+//!   moves cache files older than `cache_days` (Mars runs it 3 minutes after open).
+//! - [`LogFiles::delete_expired`] removes `.xlog` files and `YYYYMMDD` folders older than the
+//!   max alive time from both directories (Mars runs it 2 minutes after open).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::clock::WallTime;
+use crate::mmap::disk_space;
+use crate::staging::Intent;
+
+const CACHE_MIN_FREE: u64 = 1 << 30;
+
+/// The file a block goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) in_cache: bool,
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+    /// Append the cache file to the log dir afterwards (caching no longer chosen).
+    move_after: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogFiles {
+    log_dir: PathBuf,
+    cache_dir: Option<PathBuf>,
+    prefix: String,
+    max_file_size: u64,
+    cache_days: u32,
+    /// Date and index of the current file.
+    index: Option<(String, u32)>,
+    open: Option<(PathBuf, File)>,
+}
+
+impl LogFiles {
+    pub(crate) fn new(
+        log_dir: PathBuf,
+        cache_dir: Option<PathBuf>,
+        prefix: String,
+        max_file_size: u64,
+        cache_days: u32,
+    ) -> Self {
+        LogFiles {
+            log_dir,
+            cache_dir,
+            prefix,
+            max_file_size,
+            cache_days,
+            index: None,
+            open: None,
+        }
+    }
+
+    pub(crate) fn dir(&self, in_cache: bool) -> &Path {
+        match (&self.cache_dir, in_cache) {
+            (Some(c), true) => c,
+            _ => &self.log_dir,
+        }
+    }
+
+    /// `<prefix>_<ymd>.xlog` or `<prefix>_<ymd>_<n>.xlog`.
+    pub(crate) fn file_name(&self, ymd: &str, index: u32) -> String {
+        if index == 0 {
+            format!("{}_{ymd}.xlog", self.prefix)
+        } else {
+            format!("{}_{ymd}_{index}.xlog", self.prefix)
+        }
+    }
+
+    /// Picks the file for a block of `len` bytes written at `now`.
+    pub(crate) fn target(&mut self, now: WallTime, len: u64) -> Target {
+        let ymd = now.local().ymd_compact();
+        let mut index = match &self.index {
+            Some((d, i)) if *d == ymd => *i,
+            _ => self.highest_index(&ymd),
+        };
+        if self.max_file_size > 0 {
+            loop {
+                let size = self.size_of(&self.file_name(&ymd, index));
+                if size == 0 || size + len <= self.max_file_size {
+                    break;
+                }
+                index += 1;
+            }
+        }
+        self.index = Some((ymd.clone(), index));
+        let name = self.file_name(&ymd, index);
+        let log_path = self.log_dir.join(&name);
+        let Some(cache) = &self.cache_dir else {
+            return Target {
+                in_cache: false,
+                name,
+                path: log_path,
+                move_after: false,
+            };
+        };
+        let cache_path = cache.join(&name);
+        let caching = self.cache_days > 0
+            && !log_path.exists()
+            && disk_space(cache).is_some_and(|(_, _, avail)| avail >= CACHE_MIN_FREE);
+        if cache_path.exists() {
+            return Target {
+                in_cache: true,
+                name,
+                path: cache_path,
+                move_after: !caching,
+            };
+        }
+        if caching {
+            return Target {
+                in_cache: true,
+                name,
+                path: cache_path,
+                move_after: false,
+            };
+        }
+        Target {
+            in_cache: false,
+            name,
+            path: log_path,
+            move_after: false,
+        }
+    }
+
+    /// Appends `bytes` to the file for `now`. `before` is called with the write intent (file
+    /// and its length before the append) right before the bytes are written.
+    pub(crate) fn append(
+        &mut self,
+        now: WallTime,
+        bytes: &[u8],
+        from_background: bool,
+        before: impl FnOnce(&Intent),
+    ) -> io::Result<Target> {
+        let mut target = self.target(now, bytes.len() as u64);
+        let res = self.append_to(&target, bytes, before);
+        let res = match res {
+            Err(e) if !target.in_cache && self.cache_dir.is_some() => {
+                // Mars: when the log dir cannot be written, use the cache dir.
+                let cache = self.cache_dir.clone().unwrap_or_default();
+                target = Target {
+                    in_cache: true,
+                    path: cache.join(&target.name),
+                    ..target
+                };
+                self.append_to(&target, bytes, |_| {}).map_err(|_| e)
+            }
+            r => r,
+        };
+        res?;
+        if from_background && target.move_after {
+            self.open = None;
+            let dst = self.log_dir.join(&target.name);
+            if append_file(&target.path, &dst).is_ok() {
+                let _ = fs::remove_file(&target.path);
+            }
+        }
+        Ok(target)
+    }
+
+    fn append_to(
+        &mut self,
+        target: &Target,
+        bytes: &[u8],
+        before: impl FnOnce(&Intent),
+    ) -> io::Result<()> {
+        if self.open.as_ref().is_none_or(|(p, _)| *p != target.path) {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&target.path)?;
+            self.open = Some((target.path.clone(), f));
+        }
+        let Some((_, f)) = self.open.as_mut() else {
+            return Err(io::Error::other("log file not open"));
+        };
+        let offset = f.metadata()?.len();
+        before(&Intent {
+            in_cache: target.in_cache,
+            name: target.name.clone(),
+            offset,
+        });
+        if let Err(e) = f.write_all(bytes) {
+            // Mars: cut the file back to where it was, then note the error in the file.
+            let _ = f.set_len(offset);
+            self.open = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Whether the block `bytes` is already in the file named by `intent` at its offset.
+    /// If the file holds only part of it, the part is cut off.
+    pub(crate) fn settle_intent(&mut self, intent: &Intent, bytes: &[u8]) -> bool {
+        let path = self.dir(intent.in_cache).join(&intent.name);
+        let Ok(mut f) = OpenOptions::new().read(true).write(true).open(&path) else {
+            return false;
+        };
+        let Ok(len) = f.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        let end = intent.offset.saturating_add(bytes.len() as u64);
+        if len >= end {
+            let mut have = vec![0u8; bytes.len()];
+            let same = f.seek(SeekFrom::Start(intent.offset)).is_ok()
+                && f.read_exact(&mut have).is_ok()
+                && have == bytes;
+            return same;
+        }
+        if len > intent.offset {
+            // A partial append: remove it, the block is appended again whole.
+            let _ = f.set_len(intent.offset);
+            self.open = None;
+        }
+        false
+    }
+
+    fn size_of(&self, name: &str) -> u64 {
+        let log = fs::metadata(self.log_dir.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let cache = self
+            .cache_dir
+            .as_ref()
+            .and_then(|c| fs::metadata(c.join(name)).ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        log + cache
+    }
+
+    fn highest_index(&self, ymd: &str) -> u32 {
+        let stem = format!("{}_{ymd}", self.prefix);
+        let mut best = 0;
+        for dir in std::iter::once(&self.log_dir).chain(self.cache_dir.iter()) {
+            let Ok(rd) = fs::read_dir(dir) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let Some(rest) = name
+                    .strip_prefix(&stem)
+                    .and_then(|r| r.strip_suffix(".xlog"))
+                else {
+                    continue;
+                };
+                let idx = if rest.is_empty() {
+                    Some(0)
+                } else {
+                    rest.strip_prefix('_').and_then(|n| n.parse::<u32>().ok())
+                };
+                if let Some(i) = idx {
+                    best = best.max(i);
+                }
+            }
+        }
+        best
+    }
+
+    /// Deletes `.xlog` files and `YYYYMMDD` folders older than `max_alive` (by modification
+    /// time against `now`) in the log and cache dirs. Returns how many entries were removed.
+    pub(crate) fn delete_expired(&mut self, now: WallTime, max_alive: Duration) -> usize {
+        let max_alive = max_alive.max(Duration::from_secs(86_400));
+        let now = UNIX_EPOCH + Duration::from_secs(now.unix_secs.max(0) as u64);
+        let mut removed = 0;
+        self.open = None;
+        for dir in std::iter::once(self.log_dir.clone()).chain(self.cache_dir.clone()) {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let Ok(meta) = e.metadata() else { continue };
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age > max_alive);
+                if !old {
+                    continue;
+                }
+                let is_log = meta.is_file() && name.ends_with(".xlog");
+                let is_day_dir =
+                    meta.is_dir() && name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit());
+                let ok = if is_log {
+                    fs::remove_file(e.path()).is_ok()
+                } else if is_day_dir {
+                    fs::remove_dir_all(e.path()).is_ok()
+                } else {
+                    false
+                };
+                removed += usize::from(ok);
+            }
+        }
+        removed
+    }
+
+    /// Moves cache-dir files of this prefix into the log dir (appending to a same-named
+    /// file), except files modified less than `cache_days` ago. Stops at the first failure.
+    pub(crate) fn move_old_cache_files(&mut self, now: WallTime) -> usize {
+        let Some(cache) = self.cache_dir.clone() else {
+            return 0;
+        };
+        let Ok(rd) = fs::read_dir(&cache) else {
+            return 0;
+        };
+        let now = UNIX_EPOCH + Duration::from_secs(now.unix_secs.max(0) as u64);
+        let keep = Duration::from_secs(u64::from(self.cache_days) * 86_400);
+        self.open = None;
+        let mut moved = 0;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy().into_owned();
+            if !name.starts_with(&self.prefix) || !name.ends_with("xlog") {
+                continue;
+            }
+            if self.cache_days > 0 {
+                let modified = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                if now.duration_since(modified).unwrap_or_default() < keep {
+                    continue;
+                }
+            }
+            if append_file(&e.path(), &self.log_dir.join(&name)).is_err() {
+                break;
+            }
+            let _ = fs::remove_file(e.path());
+            moved += 1;
+        }
+        moved
+    }
+}
+
+/// Appends the whole of `src` to `dst`; on a short append `dst` is cut back.
+fn append_file(src: &Path, dst: &Path) -> io::Result<()> {
+    let data = fs::read(src)?;
+    let mut f = OpenOptions::new().create(true).append(true).open(dst)?;
+    let before = f.metadata()?.len();
+    if let Err(e) = f.write_all(&data) {
+        let _ = f.set_len(before);
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(day: i64) -> WallTime {
+        WallTime::new(1_710_000_000 + day * 86_400, 0, 0)
+    }
+
+    #[test]
+    fn splits_before_the_limit_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = LogFiles::new(dir.path().into(), None, "p".into(), 100, 0);
+        for _ in 0..5 {
+            f.append(t(0), &[1u8; 40], true, |_| {}).unwrap();
+        }
+        let ymd = t(0).local().ymd_compact();
+        let size = |n: &str| fs::metadata(dir.path().join(n)).unwrap().len();
+        assert_eq!(size(&format!("p_{ymd}.xlog")), 80);
+        assert_eq!(size(&format!("p_{ymd}_1.xlog")), 80);
+        assert_eq!(size(&format!("p_{ymd}_2.xlog")), 40);
+        // A new writer continues at the highest index.
+        let mut g = LogFiles::new(dir.path().into(), None, "p".into(), 100, 0);
+        let tg = g.target(t(0), 40);
+        assert_eq!(tg.name, format!("p_{ymd}_2.xlog"));
+        // The next day starts again at index 0.
+        assert_eq!(
+            g.target(t(1), 40).name,
+            format!("p_{}.xlog", t(1).local().ymd_compact())
+        );
+    }
+
+    #[test]
+    fn settle_intent_detects_written_and_partial_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
+        f.append(t(0), b"head", true, |_| {}).unwrap();
+        let mut intent = None;
+        let tg = f
+            .append(t(0), b"BLOCK", true, |i| intent = Some(i.clone()))
+            .unwrap();
+        let intent = intent.unwrap();
+        assert_eq!(intent.offset, 4);
+        assert!(f.settle_intent(&intent, b"BLOCK"));
+        // Simulate a partial append.
+        fs::write(&tg.path, b"headBLO").unwrap();
+        assert!(!f.settle_intent(&intent, b"BLOCK"));
+        assert_eq!(fs::read(&tg.path).unwrap(), b"head");
+    }
+
+    #[test]
+    fn deletes_only_old_logs_and_day_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SystemTime::now() - Duration::from_secs(20 * 86_400);
+        fs::create_dir(dir.path().join("20240101")).unwrap();
+        fs::create_dir(dir.path().join("20240102")).unwrap();
+        for n in ["a.xlog", "b.txt"] {
+            fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        for n in ["a.xlog", "b.txt", "20240101"] {
+            File::open(dir.path().join(n))
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        fs::write(dir.path().join("new.xlog"), b"x").unwrap();
+        let now_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut f = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
+        let removed = f.delete_expired(
+            WallTime::new(now_secs, 0, 0),
+            Duration::from_secs(10 * 86_400),
+        );
+        assert_eq!(removed, 2);
+        assert!(!dir.path().join("a.xlog").exists());
+        assert!(!dir.path().join("20240101").exists());
+        assert!(dir.path().join("20240102").exists());
+        assert!(dir.path().join("b.txt").exists());
+        assert!(dir.path().join("new.xlog").exists());
+    }
+
+    #[test]
+    fn existing_cache_file_is_used_and_then_moved() {
+        let log = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let mut f = LogFiles::new(
+            log.path().into(),
+            Some(cache.path().into()),
+            "p".into(),
+            0,
+            0,
+        );
+        let name = f.file_name(&t(0).local().ymd_compact(), 0);
+        fs::write(cache.path().join(&name), b"cached-").unwrap();
+        let tg = f.append(t(0), b"new", true, |_| {}).unwrap();
+        assert!(tg.in_cache);
+        assert!(!cache.path().join(&name).exists());
+        assert_eq!(fs::read(log.path().join(&name)).unwrap(), b"cached-new");
+    }
+
+    #[test]
+    fn old_cache_files_move_to_the_log_dir() {
+        let log = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        fs::write(cache.path().join("p_20240101.xlog"), b"x").unwrap();
+        fs::write(cache.path().join("other.xlog"), b"x").unwrap();
+        let mut f = LogFiles::new(
+            log.path().into(),
+            Some(cache.path().into()),
+            "p".into(),
+            0,
+            3,
+        );
+        let now_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert_eq!(
+            f.move_old_cache_files(WallTime::new(now_secs, 0, 0)),
+            0,
+            "too new"
+        );
+        assert_eq!(
+            f.move_old_cache_files(WallTime::new(now_secs + 4 * 86_400, 0, 0)),
+            1
+        );
+        assert!(log.path().join("p_20240101.xlog").exists());
+        assert!(cache.path().join("other.xlog").exists());
+    }
+}

@@ -1,0 +1,165 @@
+//! tracing integration: [`XlogLayer`] and [`MakeWriter`] for [`Xlog`].
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer};
+
+use crate::format::{Level, Record};
+use crate::writer::Xlog;
+
+/// A tracing [`Layer`] that writes every event as a Mars line: level letter from the event
+/// level (TRACE → `V`), the target as tag, file and line from the metadata, the module path as
+/// function, and the message followed by the other fields as ` key=value`.
+///
+/// ```
+/// use tracing_subscriber::prelude::*;
+/// let dir = tempfile::tempdir().unwrap();
+/// let guard = phobos_xlog::Xlog::builder().log_dir(dir.path()).name_prefix("app").build().unwrap();
+/// let subscriber = tracing_subscriber::registry().with(phobos_xlog::XlogLayer::new(guard.xlog()));
+/// tracing::subscriber::with_default(subscriber, || tracing::info!(user = 7, "logged in"));
+/// drop(guard); // flushes
+/// ```
+#[derive(Clone, Debug)]
+pub struct XlogLayer {
+    xlog: Xlog,
+}
+
+impl XlogLayer {
+    /// A layer writing to `xlog`.
+    pub fn new(xlog: Xlog) -> Self {
+        XlogLayer { xlog }
+    }
+}
+
+thread_local! {
+    static MESSAGE: RefCell<String> = RefCell::new(String::with_capacity(256));
+}
+
+impl<S: Subscriber> Layer<S> for XlogLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let level = match *meta.level() {
+            tracing::Level::TRACE => Level::Verbose,
+            tracing::Level::DEBUG => Level::Debug,
+            tracing::Level::INFO => Level::Info,
+            tracing::Level::WARN => Level::Warn,
+            tracing::Level::ERROR => Level::Error,
+        };
+        if level < self.xlog.config().level {
+            return;
+        }
+        MESSAGE.with(|m| {
+            let Ok(mut m) = m.try_borrow_mut() else {
+                return; // re-entrant event from inside a field's Debug impl
+            };
+            m.clear();
+            event.record(&mut FieldVisitor {
+                out: &mut m,
+                had_message: false,
+            });
+            let record = Record {
+                level,
+                tag: meta.target(),
+                file: meta.file().unwrap_or(""),
+                line: meta.line().unwrap_or(0),
+                func: meta.module_path().unwrap_or(""),
+                message: m.as_bytes(),
+            };
+            self.xlog.log(&record);
+        });
+    }
+}
+
+struct FieldVisitor<'a> {
+    out: &'a mut String,
+    had_message: bool,
+}
+
+impl FieldVisitor<'_> {
+    fn sep(&mut self, field: &Field) {
+        if field.name() == "message" {
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.push(' ');
+        }
+        self.out.push_str(field.name());
+        self.out.push('=');
+    }
+}
+
+impl Visit for FieldVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" && !self.had_message {
+            self.had_message = true;
+            self.out.insert_str(0, value);
+            return;
+        }
+        self.sep(field);
+        self.out.push_str(value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" && !self.had_message {
+            self.had_message = true;
+            let mut s = String::with_capacity(128);
+            let _ = write!(s, "{value:?}");
+            if self.out.is_empty() {
+                *self.out = s;
+            } else {
+                self.out.insert_str(0, &s);
+            }
+            return;
+        }
+        self.sep(field);
+        let _ = write!(self.out, "{value:?}");
+    }
+}
+
+/// An [`io::Write`] handed out by `Xlog`'s [`MakeWriter`]: every complete line written to it
+/// is logged as a line without metadata (the formatting layer already made the text). An
+/// unfinished line is logged when the writer is dropped.
+#[derive(Debug)]
+pub struct XlogWriter {
+    xlog: Xlog,
+    pending: Vec<u8>,
+}
+
+impl io::Write for XlogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+            self.xlog.log_plain(&self.pending[..=i]);
+            self.pending.drain(..=i);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for XlogWriter {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            self.xlog.log_plain(&self.pending);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for Xlog {
+    type Writer = XlogWriter;
+
+    fn make_writer(&'a self) -> XlogWriter {
+        XlogWriter {
+            xlog: self.clone(),
+            pending: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The memory-mapped staging file and the few OS calls xlog needs. The only module with
+//! `unsafe` code.
+//!
+//! Why a shared file mapping: a store into the mapping lands in the kernel's page cache at
+//! once, and the page cache belongs to the kernel, not to the process. When the process is
+//! killed (SIGKILL, abort, OOM kill) everything it stored is still there and reaches the disk
+//! with normal write-back; the next start reads it back. No `msync`/`fsync` is needed for
+//! that. (A power loss or kernel crash before write-back can still lose recent data; that is
+//! what `fsync` would buy, and Mars does not pay for it either.)
+#![allow(unsafe_code)]
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::{Deref, DerefMut};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use memmap2::{MmapMut, MmapOptions};
+
+/// Memory backing one region of the staging file: the mapping, or heap memory when mapping
+/// failed (then everything works except crash recovery).
+#[derive(Debug)]
+pub(crate) enum Backing {
+    Map(MmapMut),
+    Heap(Vec<u8>),
+}
+
+impl Deref for Backing {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Heap(v) => v,
+        }
+    }
+}
+
+impl DerefMut for Backing {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Heap(v) => v,
+        }
+    }
+}
+
+impl Backing {
+    pub(crate) fn is_mapped(&self) -> bool {
+        matches!(self, Backing::Map(_))
+    }
+}
+
+/// The open, exclusively locked staging file.
+#[derive(Debug)]
+pub(crate) struct BufferFile {
+    file: File,
+}
+
+impl BufferFile {
+    /// Opens (creating if needed) and locks the staging file. A second writer on the same
+    /// file, in this or another process, gets [`io::ErrorKind::WouldBlock`].
+    pub(crate) fn open_locked(path: &Path) -> io::Result<BufferFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        // SAFETY: `flock` on a valid, open descriptor owned by `file`; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(BufferFile { file })
+    }
+
+    /// The file's current contents (what a crashed writer left).
+    pub(crate) fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_to_end(&mut v)?;
+        Ok(v)
+    }
+
+    /// Sets the file to `len` zero bytes, written out (not sparse: a store into a hole of a
+    /// full disk would raise SIGBUS), and syncs it.
+    pub(crate) fn zero(&mut self, len: usize) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        let zeros = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len());
+            self.file.write_all(&zeros[..n])?;
+            left -= n;
+        }
+        self.file.flush()
+    }
+
+    /// Maps `len` bytes at `offset` shared and writable; heap memory if that fails.
+    pub(crate) fn map(&self, offset: u64, len: usize) -> Backing {
+        // SAFETY: the file is ours, locked against other xlog writers, and never truncated
+        // while mapped (it is resized only before mapping, in `zero`). Another program
+        // truncating it could make accesses fault; that is the usual caveat of file mappings
+        // and the reason Mars zero-fills the file first.
+        let m = unsafe {
+            MmapOptions::new()
+                .offset(offset)
+                .len(len)
+                .map_mut(&self.file)
+        };
+        match m {
+            Ok(m) => Backing::Map(m),
+            Err(_) => Backing::Heap(vec![0u8; len]),
+        }
+    }
+}
+
+/// Capacity, free and available bytes of the file system holding `path` (`statvfs`).
+// The statvfs field types differ between platforms (u32 or u64).
+#[allow(clippy::unnecessary_cast)]
+pub(crate) fn disk_space(path: &Path) -> Option<(u64, u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the
+    // right type; `statvfs` initialises it when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let st = unsafe { st.assume_init() };
+    let f = st.f_frsize as u64;
+    Some((
+        st.f_blocks as u64 * f,
+        st.f_bfree as u64 * f,
+        st.f_bavail as u64 * f,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_is_shared_with_the_file_and_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.mmap3");
+        let mut f = BufferFile::open_locked(&p).unwrap();
+        f.zero(10_000).unwrap();
+        let mut m = f.map(5000, 100);
+        assert!(m.is_mapped());
+        m[3] = 0xAB;
+        drop(m);
+        let all = f.read_all().unwrap();
+        assert_eq!(all.len(), 10_000);
+        assert_eq!(all[5003], 0xAB);
+        let e = BufferFile::open_locked(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(disk_space(dir.path()).is_some());
+    }
+}

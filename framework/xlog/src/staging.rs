@@ -1,0 +1,424 @@
+//! The staging buffer: blocks being filled in the memory-mapped file, and crash recovery.
+//!
+//! # File layout (`<prefix>.mmap3`, 308 224 bytes)
+//!
+//! ```text
+//! 0                 153 600            307 200        307 712        308 224
+//! +-----------------+------------------+--------------+--------------+
+//! | slot 0 block    | slot 1 block     | slot 0 meta  | slot 1 meta  |
+//! | (Mars layout)   | (Mars layout)    | 512 bytes    | 512 bytes    |
+//! +-----------------+------------------+--------------+--------------+
+//! ```
+//!
+//! Each slot holds one block exactly as Mars's 150 KiB buffer does: header at offset 0 whose
+//! length field covers the bytes staged so far, no end byte. Slot 0 sits where Mars's whole
+//! buffer is, so a `.mmap3` left by Mars (153 600 bytes, no meta) is recovered too. Two slots
+//! let callers keep logging into one while the background thread appends the other to the log
+//! file, without copying.
+//!
+//! Slot meta (all little-endian):
+//!
+//! | Offset | Size | Field |
+//! |---|---|---|
+//! | 0 | 8 | generation: orders the slots' blocks (0 = never used) |
+//! | 8 | 1 | 1 while the block is being appended to a log file (write intent) |
+//! | 9 | 1 | intent directory: 0 log dir, 1 cache dir |
+//! | 10 | 2 | intent file name length |
+//! | 16 | 8 | intent: log file length before the append |
+//! | 24 | 4 | undo: body length whose clear tail is saved below |
+//! | 28 | 1 | undo: tail length (≤ 64) |
+//! | 32 | 64 | undo: tail bytes |
+//! | 128 | ≤ 255 | intent file name |
+//!
+//! # Crash safety
+//!
+//! A line is committed by three stores, in this order: (1) with a cipher that left clear bytes
+//! at the end of the body (TEA's 0–7 byte partial unit), those bytes are saved in the undo
+//! field; (2) the new ciphertext is written over the old tail and beyond; (3) the length field
+//! is set. A crash before (3) leaves the old length, and recovery puts the saved tail back,
+//! so the block decodes to exactly the lines committed before. (Mars overwrites the tail in
+//! place and can garble the last line.) The write intent makes appending a recovered block
+//! exactly-once: if the crash came after (part of) the append reached the log file, recovery
+//! finds it there and does not append it twice.
+
+use phobos_plugin_api::cipher::{BlockEncryptor, CipherError};
+
+use crate::block::{
+    staged_block, BlockHeader, BUFFER_BLOCK_LEN, END_HOUR_OFFSET, HEADER_LEN, LEN_OFFSET, MAGIC_END,
+};
+use crate::compress::{bound, LineCompressor};
+use crate::mmap::Backing;
+
+pub(crate) const SLOTS: usize = 2;
+pub(crate) const SLOT_LEN: usize = BUFFER_BLOCK_LEN;
+pub(crate) const META_LEN: usize = 512;
+pub(crate) const META_BASE: usize = SLOT_LEN * SLOTS;
+pub(crate) const FILE_LEN: usize = META_BASE + META_LEN * SLOTS;
+/// Seal the block once this much is staged (Mars: 1/3 of the buffer).
+pub(crate) const SOFT_LIMIT: usize = SLOT_LEN / 3;
+/// Largest clear tail a cipher may leave unconsumed.
+pub(crate) const MAX_TAIL: usize = 64;
+
+const M_GEN: usize = 0;
+const M_INTENT: usize = 8;
+const M_DIR: usize = 9;
+const M_NAME_LEN: usize = 10;
+const M_OFFSET: usize = 16;
+const M_UNDO_LEN: usize = 24;
+const M_UNDO_TAIL_LEN: usize = 28;
+const M_UNDO_TAIL: usize = 32;
+const M_NAME: usize = 128;
+const MAX_NAME: usize = 255;
+
+/// Which part of a slot a store goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Area {
+    Block,
+    Meta,
+}
+
+/// Byte stores into a slot. The real one writes the mapping; tests record the stores to
+/// replay crashes between (and inside) them.
+pub(crate) trait Store {
+    fn put(&mut self, area: Area, off: usize, bytes: &[u8]);
+}
+
+/// One slot of the staging file.
+#[derive(Debug)]
+pub(crate) struct Region {
+    pub(crate) block: Backing,
+    pub(crate) meta: Backing,
+}
+
+impl Store for Region {
+    fn put(&mut self, area: Area, off: usize, bytes: &[u8]) {
+        let dst = match area {
+            Area::Block => &mut self.block[..],
+            Area::Meta => &mut self.meta[..],
+        };
+        dst[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+}
+
+/// Where a sealed block is being appended (recorded before the append).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Intent {
+    pub(crate) in_cache: bool,
+    pub(crate) name: String,
+    pub(crate) offset: u64,
+}
+
+impl Region {
+    /// Marks the slot empty after its block reached the log file: magic first, then intent.
+    pub(crate) fn clear_after_write(&mut self) {
+        self.put(Area::Block, 0, &[0]);
+        self.put(Area::Meta, M_INTENT, &[0]);
+    }
+}
+
+/// Records in a slot's meta where its sealed block is about to be appended.
+pub(crate) fn write_intent(meta: &mut [u8], intent: &Intent) {
+    let name = intent.name.as_bytes();
+    let n = name.len().min(MAX_NAME);
+    meta[M_DIR] = u8::from(intent.in_cache);
+    meta[M_NAME_LEN..M_NAME_LEN + 2].copy_from_slice(&(n as u16).to_le_bytes());
+    meta[M_OFFSET..M_OFFSET + 8].copy_from_slice(&intent.offset.to_le_bytes());
+    meta[M_NAME..M_NAME + n].copy_from_slice(&name[..n]);
+    meta[M_INTENT] = 1;
+}
+
+/// In-memory state of the block being filled.
+#[derive(Debug, Default)]
+pub(crate) struct Active {
+    pub(crate) gen: u64,
+    /// Bytes in the body, clear tail included.
+    pub(crate) body_len: usize,
+    /// Cipher input not consumed yet; also the last bytes of the body, in clear.
+    pub(crate) tail: Vec<u8>,
+    pub(crate) lines: u64,
+}
+
+impl Active {
+    /// Whether a line of `line_len` formatted bytes surely fits.
+    pub(crate) fn fits(&self, line_len: usize) -> bool {
+        HEADER_LEN + self.body_len + bound(line_len) + MAX_TAIL < SLOT_LEN
+    }
+}
+
+/// Why staging a line failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StageError {
+    #[error("compression failed: {0}")]
+    Compress(String),
+    #[error(transparent)]
+    Cipher(#[from] CipherError),
+    #[error("compressed line does not fit the staging buffer")]
+    NoRoom,
+}
+
+/// Compresses and encrypts lines into a slot.
+#[derive(Debug)]
+pub(crate) struct Stager {
+    compressor: LineCompressorBox,
+    encryptor: Option<Box<dyn BlockEncryptor>>,
+    magic: u8,
+    key: [u8; 64],
+    comp: Vec<u8>,
+    joined: Vec<u8>,
+    enc: Vec<u8>,
+}
+
+pub(crate) struct LineCompressorBox(pub(crate) LineCompressor);
+
+impl std::fmt::Debug for LineCompressorBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineCompressor")
+    }
+}
+
+impl Stager {
+    pub(crate) fn new(
+        compressor: LineCompressor,
+        encryptor: Option<Box<dyn BlockEncryptor>>,
+        magic: u8,
+    ) -> Self {
+        let key = encryptor
+            .as_ref()
+            .map(|e| e.header_key())
+            .unwrap_or([0; 64]);
+        Stager {
+            compressor: LineCompressorBox(compressor),
+            encryptor,
+            magic,
+            key,
+            comp: Vec::with_capacity(1024),
+            joined: Vec::with_capacity(1024),
+            enc: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Starts a block in `store`: header with length 0, generation, cleared undo.
+    pub(crate) fn begin(
+        &mut self,
+        store: &mut impl Store,
+        gen: u64,
+        seq: u16,
+        hour: u8,
+    ) -> Result<Active, StageError> {
+        self.compressor.0.reset().map_err(StageError::Compress)?;
+        let h = BlockHeader {
+            magic: self.magic,
+            seq,
+            begin_hour: hour,
+            end_hour: hour,
+            len: 0,
+            key: self.key,
+        };
+        let mut hb = [0u8; HEADER_LEN];
+        h.emit(&mut hb);
+        store.put(Area::Meta, M_UNDO_LEN, &0u32.to_le_bytes());
+        store.put(Area::Meta, M_GEN, &gen.to_le_bytes());
+        // Magic last, so a crash in between leaves an empty slot rather than a stale header.
+        store.put(Area::Block, 1, &hb[1..]);
+        store.put(Area::Block, 0, &hb[..1]);
+        Ok(Active {
+            gen,
+            ..Active::default()
+        })
+    }
+
+    /// Compresses, encrypts and commits one line (see the module docs for the store order).
+    pub(crate) fn append(
+        &mut self,
+        store: &mut impl Store,
+        active: &mut Active,
+        line: &[u8],
+    ) -> Result<(), StageError> {
+        self.comp.clear();
+        self.compressor
+            .0
+            .compress_line(line, &mut self.comp)
+            .map_err(StageError::Compress)?;
+        let write_pos;
+        let data: &[u8];
+        let new_tail_len;
+        if let Some(enc) = self.encryptor.as_mut() {
+            self.joined.clear();
+            self.joined.extend_from_slice(&active.tail);
+            self.joined.extend_from_slice(&self.comp);
+            self.enc.clear();
+            let used = enc
+                .encrypt(&self.joined, &mut self.enc)?
+                .min(self.joined.len());
+            new_tail_len = self.joined.len() - used;
+            if new_tail_len > MAX_TAIL {
+                return Err(StageError::Cipher(CipherError::Crypto(format!(
+                    "cipher left {new_tail_len} bytes unconsumed (at most {MAX_TAIL} supported)"
+                ))));
+            }
+            self.enc.extend_from_slice(&self.joined[used..]);
+            write_pos = active.body_len - active.tail.len();
+            data = &self.enc;
+        } else {
+            new_tail_len = 0;
+            write_pos = active.body_len;
+            data = &self.comp;
+        }
+        let new_len = write_pos + data.len();
+        if HEADER_LEN + new_len + 1 > SLOT_LEN {
+            return Err(StageError::NoRoom);
+        }
+        if !active.tail.is_empty() {
+            save_undo(store, active.body_len, &active.tail);
+        }
+        store.put(Area::Block, HEADER_LEN + write_pos, data);
+        store.put(Area::Block, LEN_OFFSET, &(new_len as u32).to_le_bytes());
+        active.body_len = new_len;
+        active.tail.clear();
+        active
+            .tail
+            .extend_from_slice(&data[data.len() - new_tail_len..]);
+        active.lines += 1;
+        Ok(())
+    }
+
+    /// Finishes the block: the cipher's last bytes, end hour, end byte. Returns the block's
+    /// total length (header + body + end byte) at the start of the slot.
+    pub(crate) fn seal(
+        &mut self,
+        store: &mut impl Store,
+        active: &mut Active,
+        hour: u8,
+    ) -> Result<usize, StageError> {
+        if let Some(enc) = self.encryptor.as_mut() {
+            self.enc.clear();
+            enc.finish_block(&active.tail, &mut self.enc)?;
+            let write_pos = active.body_len - active.tail.len();
+            let new_len = write_pos + self.enc.len();
+            if HEADER_LEN + new_len + 1 > SLOT_LEN {
+                return Err(StageError::NoRoom);
+            }
+            if !active.tail.is_empty() {
+                save_undo(store, active.body_len, &active.tail);
+            }
+            store.put(Area::Block, HEADER_LEN + write_pos, &self.enc);
+            store.put(Area::Block, LEN_OFFSET, &(new_len as u32).to_le_bytes());
+            active.body_len = new_len;
+            active.tail.clear();
+        }
+        store.put(Area::Block, END_HOUR_OFFSET, &[hour]);
+        store.put(Area::Block, HEADER_LEN + active.body_len, &[MAGIC_END]);
+        Ok(HEADER_LEN + active.body_len + 1)
+    }
+
+    /// The header key of this session (zeros without a cipher).
+    pub(crate) fn header_key(&self) -> [u8; 64] {
+        self.key
+    }
+
+    /// Compresses and encrypts `lines` as one complete, self-contained block body.
+    pub(crate) fn one_shot_body(&mut self, line: &[u8]) -> Result<Vec<u8>, StageError> {
+        self.compressor.0.reset().map_err(StageError::Compress)?;
+        self.comp.clear();
+        self.compressor
+            .0
+            .compress_line(line, &mut self.comp)
+            .map_err(StageError::Compress)?;
+        let mut body = Vec::with_capacity(self.comp.len() + 32);
+        match self.encryptor.as_mut() {
+            Some(enc) => {
+                let used = enc.encrypt(&self.comp, &mut body)?.min(self.comp.len());
+                enc.finish_block(&self.comp[used..], &mut body)?;
+            }
+            None => body.extend_from_slice(&self.comp),
+        }
+        Ok(body)
+    }
+}
+
+fn save_undo(store: &mut impl Store, body_len: usize, tail: &[u8]) {
+    store.put(Area::Meta, M_UNDO_TAIL, tail);
+    store.put(Area::Meta, M_UNDO_TAIL_LEN, &[tail.len() as u8]);
+    store.put(Area::Meta, M_UNDO_LEN, &(body_len as u32).to_le_bytes());
+}
+
+/// A block found in the staging file at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    pub(crate) gen: u64,
+    /// The complete block (end hour set, end byte added).
+    pub(crate) block: Vec<u8>,
+    /// Set when the crashed writer had started appending this block to a log file.
+    pub(crate) intent: Option<Intent>,
+}
+
+/// Finds the staged blocks in what a crashed writer left, oldest first. Never panics.
+pub(crate) fn recover(file: &[u8], hour: u8) -> Vec<Recovered> {
+    let mut out = Vec::new();
+    for i in 0..SLOTS {
+        let start = i * SLOT_LEN;
+        let Some(slot) = file.get(start..file.len().min(start + SLOT_LEN)) else {
+            continue;
+        };
+        let meta = file.get(META_BASE + i * META_LEN..META_BASE + (i + 1) * META_LEN);
+        let Some((header, body)) = staged_block(slot) else {
+            continue;
+        };
+        let mut body = body.to_vec();
+        let mut gen = 0;
+        let mut intent = None;
+        if let Some(m) = meta {
+            gen = u64_at(m, M_GEN);
+            let undo_len = u32_at(m, M_UNDO_LEN) as usize;
+            let t = usize::from(m[M_UNDO_TAIL_LEN]);
+            if undo_len == body.len() && t > 0 && t <= MAX_TAIL && t <= undo_len {
+                body[undo_len - t..].copy_from_slice(&m[M_UNDO_TAIL..M_UNDO_TAIL + t]);
+            }
+            intent = parse_intent(m);
+        }
+        let h = BlockHeader {
+            end_hour: hour,
+            len: body.len() as u32,
+            ..header
+        };
+        let mut block = Vec::with_capacity(HEADER_LEN + body.len() + 1);
+        let mut hb = [0u8; HEADER_LEN];
+        h.emit(&mut hb);
+        block.extend_from_slice(&hb);
+        block.extend_from_slice(&body);
+        block.push(MAGIC_END);
+        out.push(Recovered { gen, block, intent });
+    }
+    out.sort_by_key(|r| r.gen);
+    out
+}
+
+fn parse_intent(m: &[u8]) -> Option<Intent> {
+    if m[M_INTENT] != 1 {
+        return None;
+    }
+    let n = usize::from(u16::from_le_bytes([m[M_NAME_LEN], m[M_NAME_LEN + 1]]));
+    let name = std::str::from_utf8(m.get(M_NAME..M_NAME + n.min(MAX_NAME))?).ok()?;
+    // Only a plain file name is accepted: the bytes are untrusted.
+    if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+        return None;
+    }
+    Some(Intent {
+        in_cache: m[M_DIR] == 1,
+        name: name.to_owned(),
+        offset: u64_at(m, M_OFFSET),
+    })
+}
+
+fn u64_at(m: &[u8], off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&m[off..off + 8]);
+    u64::from_le_bytes(b)
+}
+
+fn u32_at(m: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([m[off], m[off + 1], m[off + 2], m[off + 3]])
+}
+
+#[cfg(test)]
+mod tests;

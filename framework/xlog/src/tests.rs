@@ -1,0 +1,257 @@
+//! Whole-writer tests (with the toy cipher and the minimal test decoder).
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::testutil::{decode_file, toy};
+use crate::{Compression, FixedClock, Level, Mode, Overflow, Record, WallTime, Xlog};
+
+fn clock() -> Arc<FixedClock> {
+    // 2024-03-14 10:26:53.137 in +8.
+    Arc::new(FixedClock(WallTime::new(
+        1_710_383_213,
+        137_000_000,
+        8 * 3600,
+    )))
+}
+
+fn xlog_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xlog"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn text_of(dir: &Path) -> String {
+    let mut all = Vec::new();
+    for f in xlog_files(dir) {
+        all.extend_from_slice(&decode_file(&fs::read(f).unwrap()));
+    }
+    String::from_utf8(all).unwrap()
+}
+
+fn lines_of(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("[I]")).collect()
+}
+
+#[test]
+fn every_mode_writes_decodable_mars_lines() {
+    for mode in [Mode::Async, Mode::Sync] {
+        for c in [Compression::Zlib, Compression::Zstd] {
+            for keyed in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let mut b = Xlog::builder()
+                    .log_dir(dir.path())
+                    .name_prefix("t")
+                    .mode(mode)
+                    .compression(c)
+                    .clock(clock());
+                if keyed {
+                    b = b.cipher(toy());
+                }
+                let g = b.build().unwrap();
+                for i in 0..2000 {
+                    let msg = format!("message number {i} with some payload {}", i * 31);
+                    g.log(&Record {
+                        tag: "net",
+                        file: "src/net/conn.rs",
+                        line: 42,
+                        func: "conn::send",
+                        ..Record::new(Level::Info, msg.as_bytes())
+                    });
+                }
+                drop(g);
+                let text = text_of(dir.path());
+                let lines = lines_of(&text);
+                assert_eq!(lines.len(), 2000, "{mode:?} {c:?} keyed={keyed}");
+                let pid = std::process::id();
+                assert!(lines[7].starts_with(&format!("[I][2024-03-14 +8.0 10:26:53.137][{pid}, ")));
+                assert!(lines[7].ends_with(
+                    "][net][conn.rs:42, conn::send][message number 7 with some payload 217"
+                ));
+                assert!(text.starts_with("^^^^^^^^^^Mar 14 2024^^^10:26:53^^^^^^^^^^"));
+                assert!(text.trim_end().ends_with("+0800 10:26:53]"));
+                assert!(
+                    text.contains("$$$$$$$$$$Mar 14 2024^^^10:26:53$$$$$$$$$$")
+                        || text.contains("$$$$$$$$$$Mar 14 2024")
+                );
+                let name = dir.path().join("t_20240314.xlog");
+                assert!(name.exists());
+                let mmap = fs::read(dir.path().join("t.mmap3")).unwrap();
+                assert!(
+                    mmap.iter().all(|&b| b == 0),
+                    "clean close zeroes the buffer"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn keyed_sync_mode_writes_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("s")
+        .mode(Mode::Sync)
+        .cipher(toy())
+        .clock(clock())
+        .build()
+        .unwrap();
+    g.log_message(Level::Warn, "tag", b"SECRET-PAYLOAD-0123456789");
+    let raw = fs::read(dir.path().join("s_20240314.xlog")).unwrap();
+    assert!(!raw.windows(14).any(|w| w == b"SECRET-PAYLOAD"));
+    drop(g);
+    assert!(text_of(dir.path()).contains("SECRET-PAYLOAD-0123456789"));
+}
+
+#[test]
+fn unclean_stop_is_recovered_with_tips_on_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("c")
+        .cipher(toy())
+        .clock(clock())
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        g.log_message(Level::Info, "x", format!("before crash {i}").as_bytes());
+    }
+    // Simulate a crash: copy the buffer file as it is now, then let the guard close.
+    let staged = fs::read(dir.path().join("c.mmap3")).unwrap();
+    std::mem::forget(g);
+    let dir2 = tempfile::tempdir().unwrap();
+    fs::write(dir2.path().join("c.mmap3"), &staged).unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir2.path())
+        .name_prefix("c")
+        .cipher(toy())
+        .clock(clock())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "x", b"after restart");
+    drop(g);
+    let text = text_of(dir2.path());
+    let begin = text.find("~~~~~ begin of mmap ~~~~~\n").unwrap();
+    let end = text.find("~~~~~ end of mmap ~~~~~[").unwrap();
+    let recovered = &text[begin..end];
+    let n = lines_of(recovered).len();
+    assert_eq!(n, 100);
+    assert!(recovered.contains("before crash 99\n"));
+    assert!(text[end..].contains("after restart"));
+}
+
+#[test]
+fn files_split_while_running_and_never_exceed_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("p")
+        .max_file_size(20_000)
+        .clock(clock())
+        .build()
+        .unwrap();
+    for i in 0..3000 {
+        g.log_message(
+            Level::Info,
+            "t",
+            format!("line {i} {}", "abc".repeat(i % 40)).as_bytes(),
+        );
+        if i % 300 == 299 {
+            g.flush().unwrap();
+        }
+    }
+    drop(g);
+    let files = xlog_files(dir.path());
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        assert!(fs::metadata(f).unwrap().len() <= 20_000);
+    }
+    assert_eq!(lines_of(&text_of(dir.path())).len(), 3000);
+}
+
+#[test]
+fn second_writer_on_the_same_buffer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("d")
+        .build()
+        .unwrap();
+    let e = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("d")
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, crate::BuildError::BufferInUse(_)), "{e}");
+    drop(g);
+}
+
+#[test]
+fn drop_policy_counts_and_reports_nothing_when_keeping_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("o")
+        .overflow(Overflow::Drop)
+        .level(Level::Debug)
+        .build()
+        .unwrap();
+    g.log_message(Level::Verbose, "t", b"filtered out");
+    g.log_message(Level::Debug, "t", b"kept");
+    g.flush().unwrap();
+    assert_eq!(g.dropped_lines(), 0);
+    drop(g);
+    let t = text_of(dir.path());
+    assert!(!t.contains("filtered out"));
+    assert!(t.contains("kept"));
+}
+
+#[test]
+fn closed_writer_drops_and_flush_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("z")
+        .banners(false)
+        .build()
+        .unwrap();
+    let h = g.xlog();
+    drop(g);
+    h.log_message(Level::Info, "t", b"late");
+    assert_eq!(h.dropped_lines(), 1);
+    assert!(h.flush().is_err());
+}
+
+#[test]
+fn append_lines_logs_levels_and_raw_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("a")
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap();
+    let input: &[u8] = b"[E]bad thing\nplain line\r\n\xff\xfebinary\nno newline at end";
+    let n = crate::append_lines(&g, input, "cli").unwrap();
+    assert_eq!(n, 4);
+    drop(g);
+    let raw = decode_file(&fs::read(dir.path().join("a_20240314.xlog")).unwrap());
+    let lines: Vec<&[u8]> = raw
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with(b"[E][2024-03-14 +8.0 10:26:53.137]"));
+    assert!(lines[0].ends_with(b"][cli][:0, ][bad thing"));
+    assert!(lines[1].starts_with(b"[I]") && lines[1].ends_with(b"[plain line"));
+    assert!(lines[2].ends_with(b"[\xff\xfebinary"));
+    assert!(lines[3].ends_with(b"[no newline at end"));
+}

@@ -1,0 +1,911 @@
+//! [`Xlog`]: the writer, its builder and its guard.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use phobos_plugin_api::cipher::{CipherError, LogCipher};
+
+use crate::block::{async_magic, emit_block, sync_magic, Encryption};
+use crate::clock::{Clock, SystemClock, WallTime};
+use crate::compress::LineCompressor;
+use crate::config::{Mode, Overflow, XlogConfig};
+use crate::files::LogFiles;
+use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
+use crate::mmap::{disk_space, BufferFile};
+use crate::staging::{
+    recover, write_intent, Active, Region, StageError, Stager, FILE_LEN, META_BASE, META_LEN,
+    SLOTS, SLOT_LEN, SOFT_LIMIT,
+};
+
+/// Why a writer could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is unusable.
+    #[error("invalid xlog config: {0}")]
+    InvalidConfig(String),
+    /// Another writer (in this or another process) holds the buffer file.
+    #[error("buffer file {0} is in use by another xlog writer")]
+    BufferInUse(PathBuf),
+    /// The cipher could not start a session; xlog never falls back to plaintext.
+    #[error("log cipher failed: {0}")]
+    Cipher(#[from] CipherError),
+    /// Setting up the compressor failed.
+    #[error("compressor setup failed: {0}")]
+    Compressor(String),
+    /// A file or directory operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Why a flush failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The writer was closed.
+    #[error("xlog writer is closed")]
+    Closed,
+}
+
+/// Builds an [`Xlog`]. See the crate docs for an example.
+#[derive(Debug)]
+#[must_use]
+pub struct XlogBuilder {
+    config: XlogConfig,
+    cipher: Option<Arc<dyn LogCipher>>,
+    clock: Arc<dyn Clock>,
+    banners: bool,
+}
+
+impl XlogBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: XlogConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Directory of the log files (required).
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.log_dir = dir.into();
+        self
+    }
+
+    /// File name prefix (required).
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.name_prefix = prefix.into();
+        self
+    }
+
+    /// Cache directory (see [`XlogConfig::cache_dir`]).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Async or sync mode.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
+    /// zlib or zstd.
+    pub fn compression(mut self, c: crate::Compression) -> Self {
+        self.config.compression = c;
+        self
+    }
+
+    /// Compression level (zlib 0–9, zstd 1–22 and negative fast levels).
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.config.compression_level = Some(level);
+        self
+    }
+
+    /// Size limit of one file (0 = no splitting).
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.config.max_file_size = bytes;
+        self
+    }
+
+    /// Lowest level written.
+    pub fn level(mut self, level: Level) -> Self {
+        self.config.level = level;
+        self
+    }
+
+    /// Block or drop when the writer falls behind.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.config.overflow = overflow;
+        self
+    }
+
+    /// Encrypts blocks with `cipher` (configured with the server's public key).
+    pub fn cipher(mut self, cipher: Arc<dyn LogCipher>) -> Self {
+        self.cipher = Some(cipher);
+        self
+    }
+
+    /// Takes timestamps, hours and file dates from `clock` instead of the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Whether to log Mars's open and close banner lines (default true).
+    pub fn banners(mut self, on: bool) -> Self {
+        self.banners = on;
+        self
+    }
+
+    /// Opens the writer: recovers what a crashed predecessor left in the buffer file, writes
+    /// the banner and starts the background thread.
+    ///
+    /// # Errors
+    ///
+    /// See [`BuildError`].
+    pub fn build(self) -> Result<XlogGuard, BuildError> {
+        let xlog = Xlog::open(self)?;
+        Ok(XlogGuard { xlog })
+    }
+}
+
+/// Owns an open writer: flushes, logs the close banner and stops the background thread when
+/// dropped. Dereferences to [`Xlog`]; [`XlogGuard::xlog`] gives clonable handles.
+#[derive(Debug)]
+#[must_use = "dropping the guard closes the writer"]
+pub struct XlogGuard {
+    xlog: Xlog,
+}
+
+impl XlogGuard {
+    /// A handle for logging from elsewhere; it stops writing once the guard is dropped.
+    pub fn xlog(&self) -> Xlog {
+        self.xlog.clone()
+    }
+}
+
+impl std::ops::Deref for XlogGuard {
+    type Target = Xlog;
+
+    fn deref(&self) -> &Xlog {
+        &self.xlog
+    }
+}
+
+impl Drop for XlogGuard {
+    fn drop(&mut self) {
+        self.xlog.close();
+    }
+}
+
+/// A handle to an open writer. Cheap to clone; all clones write to the same files.
+#[derive(Clone, Debug)]
+pub struct Xlog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: XlogConfig,
+    clock: Arc<dyn Clock>,
+    encryption: Encryption,
+    state: Mutex<State>,
+    /// Wakes the background thread.
+    work: Condvar,
+    /// Signals that a slot came back or a block reached the file.
+    done: Condvar,
+    files: Mutex<LogFiles>,
+    dropped: AtomicU64,
+    closed: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    mapped: bool,
+    banners: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    stager: Stager,
+    /// The slot being filled and its block, if one was started.
+    cur: Option<Region>,
+    active: Option<Active>,
+    spare: Option<Region>,
+    queue: VecDeque<Sealed>,
+    next_gen: u64,
+    sealed_gen: u64,
+    written_gen: u64,
+    reported_dropped: u64,
+    shutdown: bool,
+    /// The active block's stream is unusable (a failed line); seal it at the next chance.
+    poisoned: bool,
+    last_seal: Instant,
+}
+
+#[derive(Debug)]
+struct Sealed {
+    region: Region,
+    len: usize,
+    gen: u64,
+}
+
+static SEQ: AtomicU16 = AtomicU16::new(0);
+
+/// Mars's process-wide block sequence: 1, 2, …, 65535, 1, … (0 is skipped).
+fn next_seq() -> u16 {
+    loop {
+        let s = SEQ.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        if s != 0 {
+            return s;
+        }
+    }
+}
+
+thread_local! {
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+impl Xlog {
+    /// Starts building a writer with the default [`XlogConfig`] and the system clock.
+    pub fn builder() -> XlogBuilder {
+        XlogBuilder {
+            config: XlogConfig::default(),
+            cipher: None,
+            clock: Arc::new(SystemClock),
+            banners: true,
+        }
+    }
+
+    /// Logs one record (formatted as Mars does) if its level is enabled.
+    ///
+    /// In async mode the line is compressed, encrypted and committed to the memory-mapped
+    /// buffer before this returns, so it survives the process being killed from then on.
+    /// In sync mode it has been written to the log file.
+    pub fn log(&self, record: &Record<'_>) {
+        if record.level < self.inner.config.level {
+            return;
+        }
+        let now = self.inner.clock.now();
+        LINE.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            format_line(&mut buf, record, now, ThreadIds::current());
+            self.write_formatted(&buf, record.level == Level::Fatal, now);
+        });
+    }
+
+    /// Logs a line without metadata: just `message` (plus `\n`), like Mars's banner lines.
+    pub fn log_plain(&self, message: &[u8]) {
+        let now = self.inner.clock.now();
+        LINE.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            format_plain(&mut buf, message);
+            self.write_formatted(&buf, false, now);
+        });
+    }
+
+    /// Logs `message` at `level` with a tag and no source location.
+    pub fn log_message(&self, level: Level, tag: &str, message: &[u8]) {
+        self.log(&Record {
+            tag,
+            ..Record::new(level, message)
+        });
+    }
+
+    /// Writes the staged block to the log file and waits until it is there (in the page
+    /// cache; see the crate docs on durability). Does nothing in sync mode.
+    ///
+    /// # Errors
+    ///
+    /// [`FlushError::Closed`] after the writer was closed.
+    pub fn flush(&self) -> Result<(), FlushError> {
+        let inner = &self.inner;
+        let mut st = inner.lock_state();
+        if st.shutdown {
+            return Err(FlushError::Closed);
+        }
+        if st.active.as_ref().is_some_and(|a| a.lines > 0) {
+            while st.spare.is_none() && !st.shutdown {
+                st = inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            inner.seal(&mut st);
+        }
+        let target = st.sealed_gen;
+        while st.written_gen < target && !st.shutdown {
+            st = inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(())
+    }
+
+    /// Lines dropped so far because the writer fell behind ([`Overflow::Drop`]), the writer
+    /// was closed, or compression/encryption failed.
+    pub fn dropped_lines(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &XlogConfig {
+        &self.inner.config
+    }
+
+    /// Whether the buffer file is memory-mapped (false: heap fallback, no crash recovery).
+    pub fn is_mapped(&self) -> bool {
+        self.inner.mapped
+    }
+
+    /// Runs the housekeeping Mars schedules after open right now: deletes expired files and
+    /// moves old cache files. Returns (deleted, moved).
+    pub fn run_housekeeping(&self) -> (usize, usize) {
+        let now = self.inner.clock.now();
+        let mut files = self.inner.lock_files();
+        let deleted = files.delete_expired(now, self.inner.config.max_alive);
+        let moved = files.move_old_cache_files(now);
+        (deleted, moved)
+    }
+
+    /// Closes the writer: logs the close banner, flushes, stops the background thread and
+    /// zeroes the buffer file. Later logging calls are dropped. Idempotent.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if inner.banners {
+            let now = inner.clock.now();
+            let stamp = banner_stamp(now);
+            let line = format!(
+                "$$$$$$$$$${stamp}$$$$$$$$$${}\n",
+                mark_info(now, ThreadIds::current())
+            );
+            LINE.with(|b| {
+                let mut b = b.borrow_mut();
+                b.clear();
+                b.extend_from_slice(line.as_bytes());
+                self.write_formatted(&b, false, now);
+            });
+        }
+        let _ = self.flush();
+        {
+            let mut st = inner.lock_state();
+            st.shutdown = true;
+            inner.work.notify_all();
+            inner.done.notify_all();
+        }
+        let handle = inner
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+        // Clean close: the buffer holds nothing to recover (Mars leaves it all zeros).
+        let mut guard = inner.lock_state();
+        let st = &mut *guard;
+        for r in [st.cur.as_mut(), st.spare.as_mut()].into_iter().flatten() {
+            r.block.fill(0);
+            r.meta.fill(0);
+        }
+    }
+
+    fn write_formatted(&self, line: &[u8], fatal: bool, now: WallTime) {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Relaxed) && !fatal && !line.starts_with(b"$$$$$$$$$$") {
+            inner.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match inner.config.mode {
+            Mode::Async => inner.write_async(line, fatal, now),
+            Mode::Sync => inner.write_sync(line, now),
+        }
+    }
+
+    fn open(b: XlogBuilder) -> Result<Xlog, BuildError> {
+        let config = b.config;
+        if config.name_prefix.is_empty()
+            || config.name_prefix.contains(['/', '\\'])
+            || config.name_prefix.starts_with('.')
+        {
+            return Err(BuildError::InvalidConfig(format!(
+                "name prefix {:?} must be a plain, non-empty file name",
+                config.name_prefix
+            )));
+        }
+        let io_err = |what: String| move |source| BuildError::Io { what, source };
+        std::fs::create_dir_all(&config.log_dir).map_err(io_err(format!(
+            "creating log dir {}",
+            config.log_dir.display()
+        )))?;
+        if let Some(c) = &config.cache_dir {
+            std::fs::create_dir_all(c)
+                .map_err(io_err(format!("creating cache dir {}", c.display())))?;
+        }
+        let encryption = b
+            .cipher
+            .as_ref()
+            .map_or(Encryption::None, |c| Encryption::from_kind(c.kind()));
+        let encryptor = match &b.cipher {
+            Some(c) => Some(c.new_encryptor()?),
+            None => None,
+        };
+        let level = config
+            .compression_level
+            .unwrap_or(config.compression.default_level());
+        let compressor =
+            LineCompressor::new(config.compression, level).map_err(BuildError::Compressor)?;
+        let stager = Stager::new(
+            compressor,
+            encryptor,
+            async_magic(config.compression, encryption),
+        );
+        let mut files = LogFiles::new(
+            config.log_dir.clone(),
+            config.cache_dir.clone(),
+            config.name_prefix.clone(),
+            config.max_file_size,
+            config.cache_days,
+        );
+
+        // The buffer file: recover, then zero and map.
+        let started = Instant::now();
+        let buf_dir = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.log_dir.clone());
+        let buf_path = buf_dir.join(format!("{}.mmap3", config.name_prefix));
+        let mut bf = BufferFile::open_locked(&buf_path).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                BuildError::BufferInUse(buf_path.clone())
+            } else {
+                BuildError::Io {
+                    what: format!("opening {}", buf_path.display()),
+                    source: e,
+                }
+            }
+        })?;
+        let old = bf
+            .read_all()
+            .map_err(io_err(format!("reading {}", buf_path.display())))?;
+        let now = b.clock.now();
+        let hour = now.local().hour as u8;
+        let tip_magic = sync_magic(config.compression, encryption);
+        let key = stager.header_key();
+        let recovered = recover(&old, hour);
+        let mut pending = Vec::new();
+        for r in &recovered {
+            if let Some(intent) = &r.intent {
+                if files.settle_intent(intent, &r.block) {
+                    continue;
+                }
+            }
+            pending.push(&r.block);
+        }
+        if !pending.is_empty() {
+            let mut out = Vec::new();
+            emit_block(
+                &mut out,
+                tip_magic,
+                0,
+                hour,
+                &key,
+                b"~~~~~ begin of mmap ~~~~~\n",
+            );
+            for blk in pending {
+                out.extend_from_slice(blk);
+            }
+            let end = format!(
+                "~~~~~ end of mmap ~~~~~{}\n",
+                mark_info(now, ThreadIds::current())
+            );
+            emit_block(&mut out, tip_magic, 0, hour, &key, end.as_bytes());
+            files
+                .append(now, &out, false, |_| {})
+                .map_err(io_err("appending the recovered block".to_owned()))?;
+        }
+        let zeroed = bf.zero(FILE_LEN).is_ok();
+        let mut regions = (0..SLOTS).map(|i| {
+            let (block, meta) = if zeroed {
+                (
+                    bf.map((i * SLOT_LEN) as u64, SLOT_LEN),
+                    bf.map((META_BASE + i * META_LEN) as u64, META_LEN),
+                )
+            } else {
+                (
+                    crate::mmap::Backing::Heap(vec![0; SLOT_LEN]),
+                    crate::mmap::Backing::Heap(vec![0; META_LEN]),
+                )
+            };
+            Region { block, meta }
+        });
+        let cur = regions.next();
+        let spare = regions.next();
+        let mapped = cur.as_ref().is_some_and(|r| r.block.is_mapped());
+        let mmap_ms = started.elapsed().as_millis();
+        let next_gen = recovered.iter().map(|r| r.gen).max().unwrap_or(0) + 1;
+
+        let inner = Arc::new(Inner {
+            clock: b.clock,
+            encryption,
+            state: Mutex::new(State {
+                stager,
+                cur,
+                active: None,
+                spare,
+                queue: VecDeque::new(),
+                next_gen,
+                sealed_gen: 0,
+                written_gen: 0,
+                reported_dropped: 0,
+                shutdown: false,
+                poisoned: false,
+                last_seal: Instant::now(),
+            }),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            files: Mutex::new(files),
+            dropped: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            thread: Mutex::new(None),
+            mapped,
+            banners: b.banners,
+            config,
+        });
+        let worker = Arc::clone(&inner);
+        let handle = std::thread::Builder::new()
+            .name("xlog-writer".to_owned())
+            .spawn(move || worker.run_writer(bf))
+            .map_err(io_err("spawning the writer thread".to_owned()))?;
+        *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        let xlog = Xlog { inner };
+        if xlog.inner.banners {
+            xlog.log_open_banner(now, mmap_ms);
+        }
+        Ok(xlog)
+    }
+
+    fn log_open_banner(&self, now: WallTime, mmap_ms: u128) {
+        let c = &self.inner.config;
+        let stamp = banner_stamp(now);
+        let mut lines = vec![
+            format!(
+                "^^^^^^^^^^{stamp}^^^^^^^^^^{}",
+                mark_info(now, ThreadIds::current())
+            ),
+            format!("get mmap time: {mmap_ms}"),
+            "MARS_URL: ".to_owned(),
+            "MARS_PATH: phobos-xlog".to_owned(),
+            format!("MARS_REVISION: {}", env!("CARGO_PKG_VERSION")),
+            "MARS_BUILD_TIME: ".to_owned(),
+            "MARS_BUILD_JOB: ".to_owned(),
+            format!(
+                "log appender mode:{}, use mmap:{}",
+                u8::from(c.mode == Mode::Sync),
+                u8::from(self.inner.mapped)
+            ),
+        ];
+        if let Some(cd) = &c.cache_dir {
+            if let Some((cap, free, avail)) = disk_space(cd) {
+                lines.push(format!(
+                    "cache dir space info, capacity:{cap} free:{free} available:{avail}"
+                ));
+            }
+        }
+        if let Some((cap, free, avail)) = disk_space(&c.log_dir) {
+            lines.push(format!(
+                "log dir space info, capacity:{cap} free:{free} available:{avail}"
+            ));
+        }
+        for l in lines {
+            self.log_plain(l.as_bytes());
+        }
+    }
+}
+
+/// `Nov 26 2026^^^00:41:32`-shaped stamp of the open time (Mars prints its compile time).
+fn banner_stamp(now: WallTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let l = now.local();
+    let m = MONTHS[(l.month as usize).clamp(1, 12) - 1];
+    format!(
+        "{m} {:2} {}^^^{:02}:{:02}:{:02}",
+        l.day, l.year, l.hour, l.minute, l.second
+    )
+}
+
+impl Inner {
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_files(&self) -> MutexGuard<'_, LogFiles> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_async(&self, line: &[u8], fatal: bool, now: WallTime) {
+        let mut st = self.lock_state();
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped > st.reported_dropped {
+            let msg = format!(
+                "xlog dropped {} lines: the writer fell behind",
+                dropped - st.reported_dropped
+            );
+            let mut warn = Vec::with_capacity(200);
+            let rec = Record {
+                tag: "xlog",
+                ..Record::new(Level::Warn, msg.as_bytes())
+            };
+            format_line(&mut warn, &rec, now, ThreadIds::current());
+            let (g, ok) = self.stage(st, &warn, now);
+            st = g;
+            if ok {
+                st.reported_dropped = dropped;
+            }
+        }
+        let (mut st, ok) = self.stage(st, line, now);
+        if !ok {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
+        if (full || fatal) && st.spare.is_some() {
+            self.seal(&mut st);
+        }
+    }
+
+    /// Stages one line; false if it was dropped.
+    fn stage<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        line: &[u8],
+        now: WallTime,
+    ) -> (MutexGuard<'a, State>, bool) {
+        loop {
+            if st.shutdown {
+                return (st, false);
+            }
+            if st.cur.is_none() {
+                if let Some(r) = st.spare.take() {
+                    st.cur = Some(r);
+                    continue;
+                }
+                let (g, ok) = self.wait_for_room(st);
+                st = g;
+                if !ok {
+                    return (st, false);
+                }
+                continue;
+            }
+            let poisoned = st.poisoned && st.active.is_some();
+            if poisoned || st.active.as_ref().is_some_and(|a| !a.fits(line.len())) {
+                if st.spare.is_none() {
+                    let (g, ok) = self.wait_for_room(st);
+                    st = g;
+                    if !ok {
+                        return (st, false);
+                    }
+                    continue;
+                }
+                self.seal(&mut st);
+                continue;
+            }
+            break;
+        }
+        let ok = self.stage_here(&mut st, line, now);
+        (st, ok)
+    }
+
+    fn stage_here(&self, st: &mut State, line: &[u8], now: WallTime) -> bool {
+        let Some(region) = st.cur.as_mut() else {
+            return false;
+        };
+        if st.active.is_none() {
+            let gen = st.next_gen;
+            match st
+                .stager
+                .begin(region, gen, next_seq(), now.local().hour as u8)
+            {
+                Ok(a) => {
+                    st.next_gen += 1;
+                    st.active = Some(a);
+                }
+                Err(_) => return false,
+            }
+        }
+        let Some(active) = st.active.as_mut() else {
+            return false;
+        };
+        match st.stager.append(region, active, line) {
+            Ok(()) => true,
+            Err(StageError::NoRoom | StageError::Compress(_) | StageError::Cipher(_)) => {
+                // The compressor may now be ahead of the block: close the block where it is
+                // (it ends after the last committed line) and start afresh.
+                if active.lines > 0 && st.spare.is_some() {
+                    self.seal(st);
+                } else if active.lines == 0 {
+                    st.active = None;
+                } else {
+                    // No spare slot to rotate to: keep the committed lines, restart the
+                    // stream at the next block by sealing when a slot comes back.
+                    st.poisoned = true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Waits for a free slot (Overflow::Block) or reports that the line must be dropped.
+    fn wait_for_room<'a>(&'a self, st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
+        if self.config.overflow == Overflow::Drop {
+            return (st, false);
+        }
+        self.work.notify_one();
+        let st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        (st, true)
+    }
+
+    /// Seals the active block (a spare slot must be available) and queues it for the writer.
+    fn seal(&self, st: &mut State) {
+        st.poisoned = false;
+        let Some(mut active) = st.active.take() else {
+            return;
+        };
+        let Some(mut region) = st.cur.take() else {
+            return;
+        };
+        if active.lines == 0 {
+            st.cur = Some(region);
+            return;
+        }
+        let hour = self.clock.now().local().hour as u8;
+        match st.stager.seal(&mut region, &mut active, hour) {
+            Ok(len) => {
+                st.sealed_gen = active.gen;
+                st.queue.push_back(Sealed {
+                    region,
+                    len,
+                    gen: active.gen,
+                });
+                st.cur = st.spare.take();
+                st.last_seal = Instant::now();
+                self.work.notify_one();
+            }
+            Err(_) => {
+                // Unreachable with Mars's cipher; drop the block's lines rather than write a
+                // block the decoder cannot read.
+                self.dropped.fetch_add(active.lines, Ordering::Relaxed);
+                region.clear_after_write();
+                st.cur = Some(region);
+            }
+        }
+    }
+
+    fn write_sync(&self, line: &[u8], now: WallTime) {
+        let hour = now.local().hour as u8;
+        let mut block = Vec::with_capacity(line.len() + 128);
+        if self.encryption == Encryption::None {
+            let magic = sync_magic(self.config.compression, Encryption::None);
+            emit_block(&mut block, magic, 0, hour, &[0; 64], line);
+        } else {
+            // With a key, sync mode never writes the line in clear: it becomes a one-line
+            // compressed, encrypted block (async magic, seq 0) that Mars's decoder reads.
+            let mut st = self.lock_state();
+            let key = st.stager.header_key();
+            match st.stager.one_shot_body(line) {
+                Ok(body) => {
+                    let magic = async_magic(self.config.compression, self.encryption);
+                    emit_block(&mut block, magic, 0, hour, &key, &body);
+                }
+                Err(_) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        let mut files = self.lock_files();
+        if files.append(now, &block, false, |_| {}).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn run_writer(self: Arc<Self>, _buffer_file: BufferFile) {
+        let opened = Instant::now();
+        let mut deleted = false;
+        let mut moved = false;
+        loop {
+            let mut st = self.lock_state();
+            let job = loop {
+                if let Some(s) = st.queue.pop_front() {
+                    break Some(s);
+                }
+                if st.shutdown {
+                    break None;
+                }
+                let interval = self.config.flush_interval.max(Duration::from_secs(1));
+                let due = st.last_seal + interval;
+                let now = Instant::now();
+                if now >= due {
+                    st.last_seal = now;
+                    if st.active.as_ref().is_some_and(|a| a.lines > 0) && st.spare.is_some() {
+                        self.seal(&mut st);
+                        continue;
+                    }
+                }
+                let house = [(deleted, 120), (moved, 180)]
+                    .iter()
+                    .filter(|(done, _)| !done)
+                    .map(|(_, s)| opened + Duration::from_secs(*s))
+                    .min();
+                let wake = house.map_or(due, |h| h.min(due));
+                if house.is_some_and(|h| now >= h) {
+                    break None;
+                }
+                let wait = wake
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1));
+                st = self
+                    .work
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            };
+            drop(st);
+            match job {
+                Some(mut sealed) => {
+                    let now = self.clock.now();
+                    {
+                        let mut files = self.lock_files();
+                        let region = &mut sealed.region;
+                        let bytes = &region.block[..sealed.len];
+                        let meta = &mut region.meta;
+                        let res = files.append(now, bytes, true, |i| write_intent(meta, i));
+                        if res.is_err() {
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    sealed.region.clear_after_write();
+                    let mut st = self.lock_state();
+                    st.written_gen = st.written_gen.max(sealed.gen);
+                    if st.cur.is_none() {
+                        st.cur = Some(sealed.region);
+                    } else {
+                        st.spare = Some(sealed.region);
+                    }
+                    let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
+                    if full && st.spare.is_some() {
+                        self.seal(&mut st);
+                    }
+                    self.done.notify_all();
+                }
+                None => {
+                    let st = self.lock_state();
+                    if st.shutdown && st.queue.is_empty() {
+                        self.done.notify_all();
+                        return;
+                    }
+                    drop(st);
+                    let now = self.clock.now();
+                    let mut files = self.lock_files();
+                    if !deleted && opened.elapsed() >= Duration::from_secs(120) {
+                        files.delete_expired(now, self.config.max_alive);
+                        deleted = true;
+                    }
+                    if !moved && opened.elapsed() >= Duration::from_secs(180) {
+                        files.move_old_cache_files(now);
+                        moved = true;
+                    }
+                }
+            }
+        }
+    }
+}
