@@ -75,7 +75,7 @@ impl Decoder {
     pub fn decode_into(&self, input: &[u8], out: &mut Vec<u8>) -> Summary {
         let mut summary = Summary::default();
         for event in self.events(input) {
-            summary.count(&event);
+            summary.record(&event);
             event.render(out);
         }
         summary
@@ -269,7 +269,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn count(&mut self, event: &Event<'_>) {
+    /// Counts one event.
+    pub fn record(&mut self, event: &Event<'_>) {
         match event {
             Event::Resync { skipped, .. } => {
                 self.resyncs += 1;

@@ -1,0 +1,194 @@
+//! `phobos-xlog decode`.
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use phobos_cipher_modern::ModernCipher;
+use phobos_xlog_decode::format::find_block_start;
+use phobos_xlog_decode::{Decoder, Event, MagicSet, Mmap3Error, StartRule, Summary};
+
+use crate::keys;
+
+/// Arguments of `decode`.
+#[derive(Debug, Args)]
+pub(crate) struct DecodeArgs {
+    /// Server private key, 64 hex characters (Mars secp256k1; also tried for authenticated
+    /// blocks unless --modern-key is given).
+    #[arg(long, value_name = "HEX", conflicts_with = "key_file")]
+    key: Option<String>,
+    /// File holding the private key (a `private_key = HEX` line, or the key alone).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// X25519 private key for Phobos's authenticated blocks (magics 0x27/0x2C), 64 hex chars.
+    #[arg(long, value_name = "HEX")]
+    modern_key: Option<String>,
+    /// Write the text here instead of standard output.
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<PathBuf>,
+    /// Start at the first good block even if the next one is damaged (Mars's decoder needs
+    /// two good blocks to start, and prints nothing for a file of one block plus a partial).
+    #[arg(long)]
+    lenient: bool,
+    /// Recognise only Mars's magics 0x03-0x0D (exactly the official decoder's resync).
+    #[arg(long)]
+    mars_only: bool,
+    /// Print a per-file summary (blocks, failures, resyncs, gaps) on standard error.
+    #[arg(short, long)]
+    verbose: bool,
+    /// .xlog files, directories (every *.xlog in them, in name order) and .mmap3 files.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+/// Runs `decode`.
+pub(crate) fn run(args: DecodeArgs) -> Result<()> {
+    let decoder = build_decoder(&args)?;
+    let inputs = expand_inputs(&args.paths)?;
+    let total: u64 = inputs
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress = progress_bar(total);
+
+    let mut sink: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(io::BufWriter::new(
+            fs::File::create(path)
+                .with_context(|| format!("cannot create output {}", path.display()))?,
+        )),
+        None => Box::new(io::BufWriter::new(io::stdout().lock())),
+    };
+
+    let mut done = 0u64;
+    for path in &inputs {
+        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut out = Vec::with_capacity(bytes.len() * 3);
+        if is_mmap3(path) {
+            match decoder.decode_mmap3(&bytes) {
+                Ok(text) => out = text,
+                Err(e @ (Mmap3Error::NoBlock { .. } | Mmap3Error::Empty)) => {
+                    eprintln!("phobos-xlog: {}: {e}", path.display());
+                }
+                Err(e) => bail!("{}: {e}", path.display()),
+            }
+        } else {
+            let mut summary = Summary::default();
+            for event in decoder.events(&bytes) {
+                if let Event::Text { block, .. } | Event::Failed { block, .. } = &event {
+                    if let Some(pb) = &progress {
+                        pb.set_position(done + block.end as u64);
+                    }
+                }
+                summary.record(&event);
+                event.render(&mut out);
+            }
+            if args.verbose {
+                eprintln!("phobos-xlog: {}: {summary}", path.display());
+            }
+            if !summary.found_blocks() {
+                let lenient_would_start = !args.lenient
+                    && find_block_start(&bytes, 0, 1, decoder.options().magics).is_some();
+                let hint = if lenient_would_start {
+                    " (no two consecutive good blocks to start from; --lenient starts at one)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "phobos-xlog: {}: no xlog blocks found{hint}",
+                    path.display()
+                );
+            }
+        }
+        sink.write_all(&out).context("cannot write output")?;
+        done += bytes.len() as u64;
+        if let Some(pb) = &progress {
+            pb.set_position(done);
+        }
+    }
+    sink.flush().context("cannot write output")?;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    Ok(())
+}
+
+fn build_decoder(args: &DecodeArgs) -> Result<Decoder> {
+    let mut builder = Decoder::builder()
+        .start_rule(if args.lenient {
+            StartRule::OneGoodBlock
+        } else {
+            StartRule::TwoGoodBlocks
+        })
+        .magic_set(if args.mars_only {
+            MagicSet::Mars
+        } else {
+            MagicSet::MarsAndAuthenticated
+        });
+    let key = match (&args.key, &args.key_file) {
+        (Some(hex), _) => Some(hex.clone()),
+        (None, Some(path)) => Some(keys::read_key_file(path)?),
+        (None, None) => None,
+    };
+    if let Some(hex) = key {
+        for cipher in keys::reading_ciphers(&hex)? {
+            builder = builder.cipher(cipher);
+        }
+    }
+    if let Some(hex) = &args.modern_key {
+        let modern = ModernCipher::from_private_key_hex(hex).context("bad --modern-key")?;
+        builder = builder.cipher(Arc::new(modern));
+    }
+    Ok(builder.build())
+}
+
+/// Files as given, directories as their `*.xlog` files in name order. Every path must exist.
+fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut inputs = Vec::new();
+    for path in paths {
+        let meta = fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+        if !meta.is_dir() {
+            inputs.push(path.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = fs::read_dir(path)
+            .with_context(|| format!("cannot read directory {}", path.display()))?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<io::Result<_>>()
+            .with_context(|| format!("cannot read directory {}", path.display()))?;
+        found.retain(|p| p.extension().is_some_and(|e| e == "xlog") && p.is_file());
+        found.sort();
+        if found.is_empty() {
+            eprintln!(
+                "phobos-xlog: {}: no .xlog files in directory",
+                path.display()
+            );
+        }
+        inputs.extend(found);
+    }
+    Ok(inputs)
+}
+
+fn is_mmap3(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "mmap3")
+}
+
+/// A bar on standard error for inputs over 8 MiB, only when it is a terminal.
+fn progress_bar(total: u64) -> Option<ProgressBar> {
+    if total < PROGRESS_THRESHOLD || !io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new(total);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+    {
+        pb.set_style(style);
+    }
+    Some(pb)
+}
+
+const PROGRESS_THRESHOLD: u64 = 8 << 20;

@@ -1,0 +1,246 @@
+//! Runs the built `phobos-xlog` binary on the Mars vectors and on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_phobos-xlog"))
+}
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    bin().args(args).output().expect("run phobos-xlog")
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn decodes_every_folder_with_the_key_file() {
+    let keys = data("keys.txt");
+    for (dir, expected) in [
+        ("01_async_zlib_nocrypt", vec!["expected.log"]),
+        ("02_async_zlib_crypt", vec!["expected.log"]),
+        ("03_async_zstd_nocrypt", vec!["expected.log"]),
+        ("04_async_zstd_crypt", vec!["expected.log"]),
+        (
+            "05_sync_modes",
+            vec![
+                "expected_sync_zlib.log",
+                "expected_sync_zlib_crypt.log",
+                "expected_sync_zstd.log",
+                "expected_sync_zstd_crypt.log",
+            ],
+        ),
+        (
+            "08_split_by_size",
+            vec![
+                "expected_split_20261126.log",
+                "expected_split_20261126_1.log",
+                "expected_split_20261126_2.log",
+                "expected_split_20261126_3.log",
+            ],
+        ),
+    ] {
+        let out = run(&[
+            os("decode"),
+            os("--key-file"),
+            keys.as_os_str(),
+            data(dir).as_os_str(),
+        ]);
+        assert!(out.status.success(), "{dir}: {}", stderr(&out));
+        let want: Vec<u8> = expected
+            .iter()
+            .flat_map(|e| std::fs::read(data(&format!("{dir}/{e}"))).unwrap())
+            .collect();
+        assert!(out.stdout == want, "{dir}: output differs");
+    }
+}
+
+#[test]
+fn decodes_files_and_mmap3_in_argument_order_to_an_output_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("out.log");
+    let key = "b404e0f7d50323e5327c23603878c594189d63e76e4550fdea108b9ea41d3885";
+    let out = run(&[
+        os("decode"),
+        os("--key"),
+        os(key),
+        os("-o"),
+        out_path.as_os_str(),
+        data("06_crash_recovery/after_crash/crash_20261126.xlog").as_os_str(),
+        data("06_crash_recovery/after_crash/crash.mmap3").as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let mut want = std::fs::read(data("06_crash_recovery/expected_after_crash.log")).unwrap();
+    want.extend(std::fs::read(data("06_crash_recovery/expected_mmap3_block.log")).unwrap());
+    assert!(std::fs::read(&out_path).unwrap() == want);
+}
+
+#[test]
+fn corrupted_file_reports_inline_and_exits_zero() {
+    let out = run(&[
+        os("decode"),
+        data("07_corrupted/corrupted.xlog").as_os_str(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(
+        "[F]decode_log_file.py decode error len=40, result:_buffer[9197]:32 != MAGIC_NUM_START \n"
+    ));
+    assert!(text.contains("[F]decode_log_file.py log seq:7-7 is missing\n"));
+}
+
+#[test]
+fn one_block_then_partial_needs_lenient() {
+    let file = data("07_corrupted/one_block_then_partial.xlog");
+    let strict = run(&[os("decode"), file.as_os_str()]);
+    assert!(strict.status.success());
+    assert!(strict.stdout.is_empty());
+    assert!(stderr(&strict).contains("--lenient"), "{}", stderr(&strict));
+    let lenient = run(&[os("decode"), os("--lenient"), file.as_os_str()]);
+    assert!(lenient.status.success());
+    assert_eq!(lenient.stdout.iter().filter(|&&b| b == b'\n').count(), 49);
+}
+
+#[test]
+fn encrypted_file_without_key_says_so_per_block() {
+    let out = run(&[
+        os("decode"),
+        data("04_async_zstd_crypt/demo_20261126.xlog").as_os_str(),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().count() > 1);
+    assert!(text
+        .lines()
+        .all(|l| l.contains("is encrypted and no private key was given")));
+}
+
+#[test]
+fn missing_input_is_fatal() {
+    let out = run(&[os("decode"), os("/definitely/not/here.xlog")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot open /definitely/not/here.xlog"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_key_hex_is_fatal() {
+    for key in ["xyz", "00", &"g".repeat(64)] {
+        let out = run(&[
+            os("decode"),
+            os("--key"),
+            os(key),
+            data("01_async_zlib_nocrypt").as_os_str(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        assert!(stderr(&out).contains("bad --key"), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+    let out = run(&[
+        os("decode"),
+        os("--key-file"),
+        os("/no/such/keyfile"),
+        data("01_async_zlib_nocrypt").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read key file"));
+}
+
+#[test]
+fn garbage_and_empty_directories_are_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join("junk.xlog");
+    std::fs::write(&junk, b"this is not an xlog file at all").unwrap();
+    let out = run(&[os("decode"), junk.as_os_str()]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("no xlog blocks found"));
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(&[os("decode"), empty.as_os_str()]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("no .xlog files in directory"));
+
+    let zero_mmap = tmp.path().join("x.mmap3");
+    std::fs::write(&zero_mmap, vec![0u8; 153_600]).unwrap();
+    let out = run(&[os("decode"), zero_mmap.as_os_str()]);
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("no block in progress"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&[os("decode")]).status.code(), Some(2));
+    assert_eq!(run(&[os("frobnicate")]).status.code(), Some(2));
+    let both = run(&[
+        os("decode"),
+        os("--key"),
+        os("00"),
+        os("--key-file"),
+        os("k"),
+        os("x"),
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn keygen_output_feeds_key_file() {
+    use std::io::Write as _;
+    use std::sync::Arc;
+
+    use phobos_plugin_api::LogCipher;
+
+    let out = run(&[os("keygen")]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = "))
+        .unwrap();
+
+    // Write one encrypted zlib block with the public key, then decode it with the key file.
+    let writer = phobos_cipher_mars::MarsCipher::from_public_key_hex(public).unwrap();
+    let writer: Arc<dyn LogCipher> = Arc::new(writer);
+    let mut enc = writer.new_encryptor().unwrap();
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(b"keygen round trip\n").unwrap();
+    z.flush().unwrap();
+    let plain = z.get_ref().clone();
+    let mut body = Vec::new();
+    let used = enc.encrypt(&plain, &mut body).unwrap();
+    enc.finish_block(&plain[used..], &mut body).unwrap();
+    let mut file = vec![0x07, 1, 0, 0, 0];
+    file.extend((body.len() as u32).to_le_bytes());
+    file.extend(enc.header_key());
+    file.extend(&body);
+    file.push(0);
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("keys.txt"), &text).unwrap();
+    std::fs::write(tmp.path().join("a.xlog"), &file).unwrap();
+    let out = run(&[
+        os("decode"),
+        os("--key-file"),
+        tmp.path().join("keys.txt").as_os_str(),
+        tmp.path().join("a.xlog").as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, b"keygen round trip\n");
+}
