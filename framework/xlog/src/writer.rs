@@ -206,6 +206,7 @@ struct Inner {
     done: Condvar,
     files: Mutex<LogFiles>,
     dropped: AtomicU64,
+    seq: AtomicU16,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     mapped: bool,
@@ -237,12 +238,12 @@ struct Sealed {
     gen: u64,
 }
 
-static SEQ: AtomicU16 = AtomicU16::new(0);
-
-/// Mars's process-wide block sequence: 1, 2, …, 65535, 1, … (0 is skipped).
-fn next_seq() -> u16 {
+/// The block sequence: 1, 2, …, 65535, 1, … (0 is skipped). Mars shares one counter between
+/// all appenders of a process, which makes each file show false gaps; here each writer has its
+/// own, starting at 1 as in a fresh Mars process.
+fn next_seq(seq: &AtomicU16) -> u16 {
     loop {
-        let s = SEQ.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+        let s = seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         if s != 0 {
             return s;
         }
@@ -361,7 +362,7 @@ impl Xlog {
         }
         if inner.banners {
             let now = inner.clock.now();
-            let stamp = banner_stamp(now);
+            let stamp = banner_stamp(now, "$$$");
             let line = format!(
                 "$$$$$$$$$${stamp}$$$$$$$$$${}\n",
                 mark_info(now, ThreadIds::current())
@@ -553,6 +554,7 @@ impl Xlog {
             done: Condvar::new(),
             files: Mutex::new(files),
             dropped: AtomicU64::new(0),
+            seq: AtomicU16::new(0),
             closed: AtomicBool::new(false),
             thread: Mutex::new(None),
             mapped,
@@ -574,7 +576,7 @@ impl Xlog {
 
     fn log_open_banner(&self, now: WallTime, mmap_ms: u128) {
         let c = &self.inner.config;
-        let stamp = banner_stamp(now);
+        let stamp = banner_stamp(now, "^^^");
         let mut lines = vec![
             format!(
                 "^^^^^^^^^^{stamp}^^^^^^^^^^{}",
@@ -611,14 +613,14 @@ impl Xlog {
 }
 
 /// `Nov 26 2026^^^00:41:32`-shaped stamp of the open time (Mars prints its compile time).
-fn banner_stamp(now: WallTime) -> String {
+fn banner_stamp(now: WallTime, sep: &str) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let l = now.local();
     let m = MONTHS[(l.month as usize).clamp(1, 12) - 1];
     format!(
-        "{m} {:2} {}^^^{:02}:{:02}:{:02}",
+        "{m} {:2} {}{sep}{:02}:{:02}:{:02}",
         l.day, l.year, l.hour, l.minute, l.second
     )
 }
@@ -713,7 +715,7 @@ impl Inner {
             let gen = st.next_gen;
             match st
                 .stager
-                .begin(region, gen, next_seq(), now.local().hour as u8)
+                .begin(region, gen, next_seq(&self.seq), now.local().hour as u8)
             {
                 Ok(a) => {
                     st.next_gen += 1;
