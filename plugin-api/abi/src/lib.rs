@@ -123,7 +123,7 @@ pub use root::{PluginKind, PluginRoot, PluginRootRef, ABI_FEATURES};
 macro_rules! export_plugin {
     ($($kind:ident $name:literal => $ctor:expr),+ $(,)?) => {
         $crate::__export_plugin_with_version! {
-            ($crate::__private::API_VERSION);
+            $crate::__private::API_VERSION;
             $($kind $name => $ctor),+
         }
     };
@@ -134,7 +134,7 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_plugin_with_version {
-    (($version:expr); $($kind:ident $name:literal => $ctor:expr),+ $(,)?) => {
+    ($version:expr; $($kind:ident $name:literal => $ctor:expr),+ $(,)?) => {
         const _: () = {
             struct __PhobosPluginTable;
 

@@ -94,6 +94,8 @@
 
 mod codec;
 mod config;
+#[cfg(feature = "dynamic")]
+mod dynamic;
 pub mod fuzzing;
 
 pub use codec::{MarsCodec, HEAD_LENGTH, MAX_FRAME_LEN};

@@ -1,0 +1,117 @@
+//! Builds the plugin libraries the tests load (once per test binary) and finds them.
+//!
+//! The fixtures are built with a nested `cargo build` into `<workspace>/target/plugin-fixtures`,
+//! never into the main target directory: the outer `cargo test` holds that directory's build
+//! lock, so a nested build there would wait forever.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Paths of the fixture libraries.
+#[derive(Debug)]
+pub struct Fixtures {
+    /// `plugins/codec-mars` built with `--features dynamic`.
+    pub mars: PathBuf,
+    /// A cdylib without a plugin root module.
+    pub no_root: PathBuf,
+    /// A plugin library claiming API 1.0.0.
+    pub wrong_api: PathBuf,
+    /// One plugin of every kind; codec "len" has a strict config.
+    pub multi: PathBuf,
+    /// Codec "boom" whose constructor panics.
+    pub panicking: PathBuf,
+}
+
+/// The fixtures in the debug profile, built on first use.
+pub fn fixtures() -> &'static Fixtures {
+    static DEBUG: OnceLock<Result<Fixtures, String>> = OnceLock::new();
+    match DEBUG.get_or_init(|| build(false)) {
+        Ok(f) => f,
+        Err(e) => panic!("building the fixture libraries failed:\n{e}"),
+    }
+}
+
+/// The fixtures in the release profile (for benchmarks), built on first use.
+pub fn release_fixtures() -> &'static Fixtures {
+    static RELEASE: OnceLock<Result<Fixtures, String>> = OnceLock::new();
+    match RELEASE.get_or_init(|| build(true)) {
+        Ok(f) => f,
+        Err(e) => panic!("building the fixture libraries failed:\n{e}"),
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn build(release: bool) -> Result<Fixtures, String> {
+    let root = workspace_root();
+    let target = root.join("target/plugin-fixtures");
+    cargo(
+        &[
+            "build",
+            "--manifest-path",
+            &root.join("tests/fixtures/Cargo.toml").to_string_lossy(),
+            "--workspace",
+        ],
+        &target,
+        release,
+    )?;
+    cargo(
+        &[
+            "build",
+            "--manifest-path",
+            &root.join("Cargo.toml").to_string_lossy(),
+            "-p",
+            "phobos-codec-mars",
+            "--features",
+            "dynamic",
+            "--lib",
+        ],
+        &target,
+        release,
+    )?;
+    let dir = target.join(if release { "release" } else { "debug" });
+    let lib = |name: &str| {
+        dir.join(format!(
+            "{}{name}{}",
+            std::env::consts::DLL_PREFIX,
+            std::env::consts::DLL_SUFFIX
+        ))
+    };
+    Ok(Fixtures {
+        mars: lib("phobos_codec_mars"),
+        no_root: lib("fixture_no_root"),
+        wrong_api: lib("fixture_wrong_api"),
+        multi: lib("fixture_multi"),
+        panicking: lib("fixture_panicking"),
+    })
+}
+
+fn cargo(args: &[&str], target: &Path, release: bool) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args).arg("--target-dir").arg(target);
+    if release {
+        cmd.arg("--release");
+    }
+    // The outer build's per-package settings must not leak into the nested one.
+    cmd.env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("CARGO_PRIMARY_PACKAGE");
+    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cargo {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
