@@ -244,3 +244,213 @@ fn keygen_output_feeds_key_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, b"keygen round trip\n");
 }
+
+/// Runs `append` with `lines` on stdin and returns the log directory.
+fn append(extra: &[&str], lines: &str) -> tempfile::TempDir {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .arg("append")
+        .arg("--dir")
+        .arg(tmp.path())
+        .args(["--prefix", "cli"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "append {extra:?}: {}", stderr(&out));
+    tmp
+}
+
+fn xlog_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xlog"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Decodes the appended directory and checks every input line came back, in order, with its
+/// level and tag, and that no decoder error line appears.
+fn assert_round_trip(dir: &Path, key_args: &[&str], lines: &[String]) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![os("decode")];
+    args.extend(key_args.iter().map(os));
+    args.push(dir.as_os_str());
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains("[F]decode_log_file.py"),
+        "decoder complained:\n{text}"
+    );
+    let mut from = 0;
+    for line in lines {
+        let (level, msg) = match line.strip_prefix("[E]") {
+            Some(rest) => ("[E]", rest),
+            None => ("[I]", line.as_str()),
+        };
+        let needle = format!("][{msg}\n");
+        let at = text[from..]
+            .find(&needle)
+            .unwrap_or_else(|| panic!("{msg:?} not found in order"));
+        let line_start = text[..from + at].rfind('\n').map_or(0, |i| i + 1);
+        assert!(text[line_start..].starts_with(level), "level of {msg:?}");
+        assert!(
+            text[line_start..from + at].contains("[stdin]"),
+            "tag of {msg:?}"
+        );
+        from += at + needle.len();
+    }
+}
+
+fn sample_lines(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            if i % 7 == 3 {
+                format!("[E]error line {i} trace={i:016x}")
+            } else {
+                format!(
+                    "plain line {i} with some text to compress {}",
+                    "x".repeat(i % 50)
+                )
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn append_then_decode_round_trips_in_every_mode() {
+    let lines = sample_lines(300);
+    let input = lines.join("\n") + "\n";
+    for extra in [
+        &[][..],
+        &["--compress", "zstd"][..],
+        &["--mode", "sync"][..],
+        &["--mode", "sync", "--compress", "zstd"][..],
+    ] {
+        let dir = append(extra, &input);
+        assert!(!xlog_files(dir.path()).is_empty(), "{extra:?}");
+        assert_round_trip(dir.path(), &[], &lines);
+    }
+}
+
+#[test]
+fn append_with_a_mars_key_writes_mars_magics_the_decoder_reads() {
+    let keys = std::fs::read_to_string(data("keys.txt")).unwrap();
+    let public = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = "))
+        .unwrap()
+        .trim();
+    let private = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("private_key = "))
+        .unwrap()
+        .trim();
+    let lines = sample_lines(200);
+    let input = lines.join("\n") + "\n";
+    for compress in ["zlib", "zstd"] {
+        let dir = append(&["--pubkey", public, "--compress", compress], &input);
+        let file = std::fs::read(&xlog_files(dir.path())[0]).unwrap();
+        let expected_magic = if compress == "zlib" { 0x07 } else { 0x0C };
+        assert_eq!(file[0], expected_magic, "{compress}");
+        assert_round_trip(dir.path(), &["--key", private], &lines);
+        // Without the key, the text is not there.
+        let out = run(&[os("decode"), dir.path().as_os_str()]);
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("plain line 1 "));
+    }
+}
+
+#[test]
+fn append_with_a_modern_key_writes_authenticated_blocks() {
+    let out = run(&[os("keygen"), os("--modern")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (private, public) = (get("private_key = "), get("public_key = "));
+    let lines = sample_lines(150);
+    let input = lines.join("\n") + "\n";
+    for compress in ["zlib", "zstd"] {
+        let dir = append(&["--pubkey", &public, "--compress", compress], &input);
+        let file = std::fs::read(&xlog_files(dir.path())[0]).unwrap();
+        let expected_magic = if compress == "zlib" { 0x27 } else { 0x2C };
+        assert_eq!(file[0], expected_magic, "{compress}");
+        assert_round_trip(dir.path(), &["--modern-key", &private], &lines);
+        // Mars's own magic set does not see these blocks at all.
+        let out = run(&[os("decode"), os("--mars-only"), dir.path().as_os_str()]);
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn append_splits_by_size_and_uses_the_cache_dir() {
+    let cache = tempfile::tempdir().unwrap();
+    let lines = sample_lines(400);
+    let input = lines.join("\n") + "\n";
+    let dir = append(
+        &[
+            "--max-file-size",
+            "3000",
+            "--mode",
+            "sync",
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ],
+        &input,
+    );
+    let files = xlog_files(dir.path());
+    assert!(files.len() > 1, "expected split files, got {files:?}");
+    assert!(cache.path().join("cli.mmap3").exists());
+    assert_round_trip(dir.path(), &[], &lines);
+}
+
+#[test]
+fn append_rejects_bad_arguments() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, msg) in [
+        (vec!["--pubkey", "abcd"], "bad --pubkey"),
+        (vec!["--pubkey", &"0".repeat(128)], "bad --pubkey"),
+    ] {
+        let mut cmd = bin();
+        cmd.arg("append")
+            .arg("--dir")
+            .arg(tmp.path())
+            .args(["--prefix", "x"])
+            .args(&args);
+        let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(msg), "{}", stderr(&out));
+    }
+    let out = bin()
+        .args([
+            "append",
+            "--dir",
+            "/tmp",
+            "--prefix",
+            "x",
+            "--compress",
+            "lz4",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

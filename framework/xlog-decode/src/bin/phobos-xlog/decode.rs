@@ -1,5 +1,6 @@
 //! `phobos-xlog decode`.
 
+use std::cmp::Ordering;
 use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -146,7 +147,9 @@ fn build_decoder(args: &DecodeArgs) -> Result<Decoder> {
     Ok(builder.build())
 }
 
-/// Files as given, directories as their `*.xlog` files in name order. Every path must exist.
+/// Files as given, directories as their `*.xlog` files in name order (numbers compared as
+/// numbers, so Mars's split files `p_20240101_2.xlog` come before `p_20240101_10.xlog`).
+/// Every path must exist.
 fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut inputs = Vec::new();
     for path in paths {
@@ -161,7 +164,7 @@ fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .collect::<io::Result<_>>()
             .with_context(|| format!("cannot read directory {}", path.display()))?;
         found.retain(|p| p.extension().is_some_and(|e| e == "xlog") && p.is_file());
-        found.sort();
+        found.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
         if found.is_empty() {
             eprintln!(
                 "phobos-xlog: {}: no .xlog files in directory",
@@ -171,6 +174,48 @@ fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         inputs.extend(found);
     }
     Ok(inputs)
+}
+
+/// Compares names with runs of ASCII digits compared by value.
+fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let (na, ra) = split_digits(a);
+                let (nb, rb) = split_digits(b);
+                let (ta, tb) = (trim_zeros(na), trim_zeros(nb));
+                let ord = ta
+                    .len()
+                    .cmp(&tb.len())
+                    .then(ta.cmp(tb))
+                    .then(na.len().cmp(&nb.len()));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                (a, b) = (ra, rb);
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                (a, b) = (&a[1..], &b[1..]);
+            }
+        }
+    }
+}
+
+fn split_digits(s: &[u8]) -> (&[u8], &[u8]) {
+    let n = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    s.split_at(n)
+}
+
+fn trim_zeros(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&c| c == b'0').count();
+    &s[n..]
 }
 
 fn is_mmap3(path: &Path) -> bool {
@@ -192,3 +237,32 @@ fn progress_bar(total: u64) -> Option<ProgressBar> {
 }
 
 const PROGRESS_THRESHOLD: u64 = 8 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order_of_split_files() {
+        let mut names = vec![
+            "p_20261126_10.xlog",
+            "p_20261126_2.xlog",
+            "p_20261126.xlog",
+            "p_20261126_1.xlog",
+            "p_20261125_3.xlog",
+        ];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            [
+                "p_20261125_3.xlog",
+                "p_20261126.xlog",
+                "p_20261126_1.xlog",
+                "p_20261126_2.xlog",
+                "p_20261126_10.xlog"
+            ]
+        );
+        assert_eq!(natural_cmp("a01", "a1"), Ordering::Greater);
+        assert_eq!(natural_cmp("a1", "a1"), Ordering::Equal);
+    }
+}

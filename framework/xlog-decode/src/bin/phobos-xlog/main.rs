@@ -1,7 +1,9 @@
-//! `phobos-xlog`: decode xlog files (Mars's and Phobos's), generate keys.
+//! `phobos-xlog`: decode xlog files (Mars's and Phobos's), append to one, generate keys.
 //!
 //! ```text
 //! phobos-xlog decode [--key HEX | --key-file F] [-o OUT] PATH...
+//! phobos-xlog append --dir D --prefix P [--pubkey HEX] [--compress zlib|zstd]
+//!                    [--mode async|sync] [--cache-dir C] [--max-file-size BYTES] < lines
 //! phobos-xlog keygen [--modern]
 //! ```
 //!
@@ -9,6 +11,7 @@
 //! decoder does), 1 on a fatal error (missing input, unreadable directory, bad key, write
 //! failure), 2 on bad usage.
 
+mod append;
 mod decode;
 mod keys;
 
@@ -28,6 +31,8 @@ struct Cli {
 enum Command {
     /// Decode .xlog files, directories of them and .mmap3 staging files to text.
     Decode(decode::DecodeArgs),
+    /// Log standard input, one record per line, with phobos-xlog.
+    Append(append::AppendArgs),
     /// Print a new server key pair (private key for decoding, public key for writing).
     Keygen(keys::KeygenArgs),
 }
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Append(args) => append::run(args),
         Command::Keygen(args) => keys::keygen(args),
     };
     match result {
