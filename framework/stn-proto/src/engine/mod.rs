@@ -705,6 +705,12 @@ impl Engine {
         self.activity.active
     }
 
+    /// Makes the next allocated task id `id` (tests of the id wrap).
+    #[cfg(test)]
+    pub(crate) fn set_next_task_id(&mut self, id: u32) {
+        self.next_task = id;
+    }
+
     // ----- admission ----------------------------------------------------------------------
 
     /// Validates a spec (§3.2) and picks its link.
@@ -851,22 +857,20 @@ impl Engine {
         let mut ready = std::mem::take(&mut self.scratch);
         ready.clear();
         let mut wants_link = false;
-        let queued: Vec<(TaskId, bool, bool)> = self.links[li]
-            .queue
-            .iter()
-            .map(|k| {
-                let t = &self.tasks[&k.2];
-                (k.2, t.attempts > 0, t.spec.needs_auth && !t.auth_cleared)
-            })
-            .collect();
-        for (id, retried, gated) in queued {
-            if paused && retried {
+        let mut auth_needed: Vec<String> = Vec::new();
+        // Design: while the link is down the pass stops at the first task that could go,
+        // so a long queue costs O(1) per input, not O(queue).
+        for &(_, _, id) in &self.links[li].queue {
+            let t = &self.tasks[&id];
+            if paused && t.attempts > 0 {
                 continue;
             }
-            if gated {
-                let host = self.auth_host_of(&self.tasks[&id]).to_owned();
-                if !self.is_authed(&host) {
-                    self.request_auth(&host);
+            if t.spec.needs_auth && !t.auth_cleared {
+                let host = self.auth_host_of(t);
+                if !self.is_authed(host) {
+                    if !auth_needed.iter().any(|h| h == host) {
+                        auth_needed.push(host.to_owned());
+                    }
                     continue;
                 }
             }
@@ -875,6 +879,9 @@ impl Engine {
                 break;
             }
             ready.push(id);
+        }
+        for host in auth_needed {
+            self.request_auth(&host);
         }
         if !connected {
             if wants_link {

@@ -97,15 +97,14 @@ impl Monitor {
         let posttime = self
             .last_attempt
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
-        if trigger == Trigger::NetworkChange {
+        // The paced timer was armed by an earlier decision (whichever row gave the shorter
+        // wait): when it fires, connect.
+        if matches!(trigger, Trigger::NetworkChange | Trigger::Rebuild) {
             return Duration::ZERO;
         }
         if env.bucket != Bucket::Inactive {
             let interval = interval(trigger, env, rng);
             return interval.saturating_sub(posttime);
-        }
-        if trigger == Trigger::Rebuild {
-            return Duration::ZERO;
         }
         let idx = self.next_backoff(posttime);
         let wait = Duration::from_secs(INACTIVE_BACKOFF[idx]).saturating_sub(posttime);
@@ -145,8 +144,8 @@ fn interval(trigger: Trigger, env: PacingEnv, rng: &mut impl Rng) -> Duration {
     };
     let secs = match trigger {
         Trigger::Task => TASK_ROW[col],
-        Trigger::NetworkChange => 0,
-        Trigger::Automatic | Trigger::Rebuild => {
+        Trigger::NetworkChange | Trigger::Rebuild => 0,
+        Trigger::Automatic => {
             let x = AUTO_ROW[col];
             if matches!(env.bucket, Bucket::FgLong | Bucket::Inactive) {
                 if env.bucket == Bucket::Inactive && !env.has_account {

@@ -1,1 +1,14 @@
-//! Virtual-time scenario tests of the engine.
+//! Virtual-time scenario tests of the engine: a fake server over a simulated link, time
+//! jumping from deadline to deadline. The numbers are the spec's (§6, §7.9, §9, §13, §14,
+//! §20); where Mars is late because of its 1 s loop, these tests expect the exact deadline.
+
+mod harness;
+
+mod admission;
+mod heartbeat;
+mod limits;
+mod links;
+mod props;
+mod reconnect;
+mod timeouts;
+mod zombies;

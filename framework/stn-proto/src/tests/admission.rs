@@ -1,0 +1,314 @@
+//! Admission, queueing, ids, cancel, auth gating, pushes and the happy path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phobos_plugin_api::{AuthCheck, AuthError, CmdId, NetKind, Seq};
+
+use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
+use crate::{
+    Action, ChannelSelect, ErrorKind, Event, LimitKind, LocalError, ParamError, TaskError, TaskSpec,
+};
+
+fn spec(cmd: u32, body: &[u8]) -> TaskSpec {
+    TaskSpec::new(CmdId(cmd), body.to_vec())
+}
+
+#[test]
+fn echo_task_succeeds_after_connect_and_one_round_trip() {
+    let mut sim = Sim::new();
+    let id = sim.start(spec(42, b"hello"));
+    let (at, end) = sim.run_until_end(id, secs(5));
+    let response = end.outcome.expect("success");
+    assert_eq!(&response.body[..], b"hello");
+    assert_eq!(response.cmd_id, CmdId(42));
+    // connect 40 ms (one rtt), request 20 ms, server 5 ms, response 20 ms.
+    assert_eq!(at, ms(85));
+    let p = &end.profile;
+    assert_eq!(p.attempts, 1);
+    assert_eq!(p.addr, Some(server_addr(1)));
+    assert_eq!(p.connect_start.map(|t| sim.secs(t)), Some(0.0));
+    assert_eq!(p.connect_end.map(|t| sim.secs(t)), Some(0.04));
+    assert_eq!(p.send_start.map(|t| sim.secs(t)), Some(0.04));
+    assert_eq!(p.decoded_at.map(|t| sim.secs(t)), Some(0.085));
+    assert_eq!(p.sent_bytes, 25);
+    assert_eq!(p.received_bytes, 25);
+    assert_eq!(p.elapsed(), ms(85));
+}
+
+#[test]
+fn invalid_parameters_end_at_once_with_a_param_error() {
+    let mut sim = Sim::new();
+    let cases = [
+        (spec(1, b"x").with_retry_count(31), ErrorKind::Param),
+        (spec(1, b"x").with_server_cost(secs(121)), ErrorKind::Param),
+        (
+            spec(1, b"x").with_total_timeout(secs(601)),
+            ErrorKind::Param,
+        ),
+        (
+            spec(1, b"x").with_total_timeout(Duration::ZERO),
+            ErrorKind::Param,
+        ),
+        (spec(1, b"x").with_priority(6), ErrorKind::Param),
+        (spec(1, b"x").with_link("nope"), ErrorKind::Param),
+        (spec(0, b"x"), ErrorKind::Local),
+    ];
+    for (spec, kind) in cases {
+        let id = sim.start(spec);
+        let (at, end) = sim.ends[&id].clone();
+        assert_eq!(at, sim.t0, "ends at once");
+        assert_eq!(end.outcome.unwrap_err().kind(), kind);
+        assert_eq!(end.profile.attempts, 0);
+    }
+    assert!(sim.actions.is_empty(), "nothing connects for refused tasks");
+}
+
+#[test]
+fn short_link_tasks_are_validated_then_refused_without_spinning() {
+    let mut sim = Sim::new();
+    let mut s = spec(0, b"x").with_channel(ChannelSelect::Short);
+    s.path = "/cgi-bin/x".into();
+    let no_host = sim.start(s.clone());
+    assert_eq!(
+        sim.ends[&no_host].1.outcome,
+        Err(TaskError::Param(ParamError::NoShortLinkHost))
+    );
+    s.short_hosts = vec!["s.example".into()];
+    let no_short_link = sim.start(s.clone());
+    assert_eq!(
+        sim.ends[&no_short_link].1.outcome,
+        Err(TaskError::Local(LocalError::NoChannel))
+    );
+    let send_only = sim.start(s.send_only());
+    assert_eq!(
+        sim.ends[&send_only].1.outcome,
+        Err(TaskError::Param(ParamError::SendOnlyOnShortLink))
+    );
+    // "Either" goes to the long link.
+    let either = sim.start(spec(5, b"y").with_channel(ChannelSelect::Either));
+    assert!(sim.run_until_end(either, secs(1)).1.outcome.is_ok());
+}
+
+#[test]
+fn network_sensitive_task_fails_fast_without_network() {
+    let mut sim = Sim::new();
+    sim.engine.set_network(sim.now, NetKind::None, "");
+    sim.drain();
+    let id = sim.start(spec(1, b"x").network_sensitive());
+    assert_eq!(
+        sim.ends[&id].1.outcome,
+        Err(TaskError::Local(LocalError::NoNetwork))
+    );
+}
+
+#[test]
+fn queue_is_by_priority_then_fifo() {
+    let mut sim = Sim::new();
+    let a = sim.start(spec(1, b"a").with_priority(5));
+    let b = sim.start(spec(1, b"b").with_priority(0));
+    let c = sim.start(spec(1, b"c").with_priority(3));
+    let d = sim.start(spec(1, b"d").with_priority(0));
+    sim.run_for(secs(1));
+    let order: Vec<u32> = sim
+        .server_log
+        .iter()
+        .filter(|(_, _, h)| h.cmd_id == CmdId(1))
+        .map(|(_, _, h)| h.seq.0)
+        .collect();
+    assert_eq!(order, vec![b.0, d.0, c.0, a.0]);
+    assert_eq!(sim.ends.len(), 4);
+}
+
+#[test]
+fn heartbeat_goes_before_queued_tasks_on_a_new_link() {
+    let mut sim = Sim::new();
+    sim.start(spec(1, b"a"));
+    sim.run_for(secs(1));
+    let first = sim.server_log.first().unwrap().2;
+    assert_eq!(first.cmd_id, phobos_plugin_api::codec::HEARTBEAT_CMD);
+}
+
+#[test]
+fn task_ids_skip_reserved_sequence_numbers_and_wrap() {
+    let mut sim = Sim::new();
+    sim.engine.set_next_task_id(0xFFFF_FFEF);
+    let a = sim.start(spec(1, b"a"));
+    let b = sim.start(spec(1, b"b"));
+    assert_eq!(a.0, 0xFFFF_FFEF);
+    assert_eq!(b.0, 0xFFFF_FFF0);
+    let c = sim.start(spec(1, b"c"));
+    assert_eq!(c.0, 1, "wraps to 1, never 0");
+    sim.engine.set_next_task_id(0xFFFF_FFFD);
+    let d = sim.start(spec(1, b"d"));
+    assert_eq!(
+        d.0, 2,
+        "reserved values are skipped; live ids are not reused"
+    );
+    sim.run_for(secs(1));
+    assert_eq!(sim.ends.len(), 4);
+}
+
+#[test]
+fn cancel_ends_queued_and_running_tasks_once_with_canceled() {
+    let mut sim = Sim::new();
+    sim.script.process_delay = secs(2);
+    let queued = sim.start(spec(1, b"q"));
+    assert!(sim.engine.cancel_task(sim.now, queued));
+    sim.drain();
+    assert_eq!(sim.ends[&queued].1.outcome, Err(TaskError::Canceled));
+    let running = sim.start(spec(1, b"r"));
+    sim.run_for(ms(500));
+    assert!(sim.engine.cancel_task(sim.now, running));
+    sim.drain();
+    assert!(!sim.engine.cancel_task(sim.now, running), "already gone");
+    // The late response is dropped; no second end (the harness would panic).
+    sim.run_for(secs(5));
+    assert_eq!(sim.ends[&running].1.outcome, Err(TaskError::Canceled));
+    assert_eq!(sim.engine.task_count(), 0);
+}
+
+#[test]
+fn send_only_task_ends_when_handed_to_the_link() {
+    let mut sim = Sim::new();
+    sim.script.answer = Answer::Never;
+    let id = sim.start(spec(1, b"fire").send_only());
+    let (at, end) = sim.run_until_end(id, secs(1));
+    assert_eq!(at, ms(40));
+    assert!(end.outcome.unwrap().body.is_empty());
+}
+
+#[test]
+fn pushes_are_surfaced_with_their_link() {
+    let mut sim = Sim::new();
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(ms(100));
+    let conn = sim.open_conns()[0];
+    let push = sim.frame(CmdId(77), Seq(0), b"news");
+    sim.server_send(conn, push);
+    sim.run_for(ms(100));
+    let pushes: Vec<_> = sim
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Push { link, cmd_id, body } => Some((link.to_string(), *cmd_id, body.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        pushes,
+        vec![("default-longlink".into(), CmdId(77), b"news"[..].into())]
+    );
+}
+
+#[test]
+fn pipelined_tasks_are_matched_by_sequence_in_any_order() {
+    let mut sim = Sim::new();
+    sim.script.answer_by_cmd.insert(CmdId(1), Answer::Never);
+    let slow = sim.start(spec(1, b"slow"));
+    let fast: Vec<_> = (0..20).map(|i| sim.start(spec(2, &[i]))).collect();
+    sim.run_for(secs(1));
+    for id in &fast {
+        assert!(sim.ends[id].1.outcome.is_ok());
+    }
+    // Answer the slow one by hand, out of order.
+    let conn = sim.open_conns()[0];
+    let frame = sim.frame(CmdId(1), Seq(slow.0), b"late");
+    sim.server_send(conn, frame);
+    let (_, end) = sim.run_until_end(slow, secs(1));
+    assert_eq!(&end.outcome.unwrap().body[..], b"late");
+}
+
+#[derive(Debug)]
+struct Gate {
+    authed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl AuthCheck for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+
+    fn is_authed(&self, _host: &str) -> bool {
+        self.authed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
+        Ok(())
+    }
+}
+
+fn gated_sim(answer: Option<Result<(), AuthError>>) -> (Sim, Arc<Gate>) {
+    let gate = Arc::new(Gate {
+        authed: false.into(),
+    });
+    let cfg = config_with(&[server_addr(1)])
+        .auth(gate.clone())
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.auth_answer = answer;
+    (sim, gate)
+}
+
+#[test]
+fn auth_gated_task_waits_for_ensure_auth_then_goes() {
+    let (mut sim, _gate) = gated_sim(Some(Ok(())));
+    let gated = sim.start(spec(1, b"gated").needs_auth());
+    let open = sim.start(spec(1, b"open"));
+    let (t_open, _) = sim.run_until_end(open, secs(1));
+    let (t_gated, end) = sim.run_until_end(gated, secs(1));
+    assert!(end.outcome.is_ok());
+    assert_eq!(t_open, ms(85));
+    // EnsureAuth at 0, answered at 50 ms, sent on the link (up since 40 ms) at once.
+    assert_eq!(t_gated, ms(95));
+    assert_eq!(
+        sim.action_times(|a| matches!(a, Action::EnsureAuth { .. })),
+        vec![ms(0)]
+    );
+}
+
+#[test]
+fn rejected_auth_ends_waiting_tasks_and_transient_failure_asks_again() {
+    let (mut sim, _) = gated_sim(Some(Err(AuthError::Rejected("bad token".into()))));
+    let id = sim.start(spec(1, b"g").needs_auth());
+    let (_, end) = sim.run_until_end(id, secs(1));
+    assert_eq!(end.outcome.unwrap_err().kind(), ErrorKind::Auth);
+
+    let (mut sim, gate) = gated_sim(Some(Err(AuthError::Transient("busy".into()))));
+    let id = sim.start(spec(1, b"g").needs_auth());
+    sim.run_for(ms(2_200));
+    let asks = sim.action_times(|a| matches!(a, Action::EnsureAuth { .. }));
+    assert_eq!(
+        asks,
+        vec![ms(0), ms(1_050), ms(2_100)],
+        "re-asked 1 s after each failure"
+    );
+    gate.authed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, end) = sim.run_until_end(id, secs(2));
+    assert!(end.outcome.is_ok());
+}
+
+#[test]
+fn frequency_limit_refuses_the_106th_identical_body() {
+    let mut sim = Sim::new();
+    let ids: Vec<_> = (0..106).map(|_| sim.start(spec(1, &[9; 128]))).collect();
+    sim.run_for(secs(2));
+    for id in &ids[..105] {
+        assert!(sim.ends[id].1.outcome.is_ok());
+    }
+    let last = ids[105];
+    assert_eq!(
+        sim.ends[&last].1.outcome,
+        Err(TaskError::Limited(LimitKind::Frequency))
+    );
+    assert!(sim
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::TaskLimited { id, kind: LimitKind::Frequency, .. } if *id == last)));
+    // Limits can be switched off per task.
+    let free = sim.start(spec(1, &[9; 128]).with_limits(true, false));
+    assert!(sim.run_until_end(free, secs(1)).1.outcome.is_ok());
+}

@@ -1,0 +1,508 @@
+//! A virtual-time harness: the engine, a fake server and a simulated network between them.
+//!
+//! Time only moves when the harness jumps to the next deadline (the engine's timer, a
+//! delivery on the simulated network, or the server's next scheduled send), so a scenario of
+//! minutes runs in microseconds. Every delivery is processed at its exact instant.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::codec::{HEARTBEAT_CMD, IDENTIFY_SEQ};
+use phobos_plugin_api::{
+    AddrSource, AuthError, CmdId, Decoded, FrameHead, IpPort, PacketCodec, ResolvedAddr, Seq,
+    TaskId,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    Action, CloseCause, Config, ConfigBuilder, ConnId, DialError, Engine, Event, LinkConfig,
+    LinkName, TaskEnd, TaskSpec,
+};
+
+/// How a server address answers a connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Accepts after one round trip.
+    Accept,
+    /// Refuses after one round trip.
+    Refuse,
+    /// Never answers (the core's connect timeout decides).
+    Blackhole,
+}
+
+/// How the server answers a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Echoes the body after the processing delay.
+    Echo,
+    /// Never answers.
+    Never,
+    /// Sends the echo in `chunks` pieces, `every` apart, starting after the delay.
+    Dribble { chunks: usize, every: Duration },
+    /// Answers with bytes that are not a frame.
+    Garbage,
+    /// Closes the connection (FIN) instead of answering.
+    Close,
+}
+
+/// The fake server's script.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerScript {
+    /// Per address; addresses not listed accept.
+    pub(crate) reach: HashMap<IpPort, Reach>,
+    /// Default answer.
+    pub(crate) answer: Answer,
+    /// Answers by command id, overriding the default.
+    pub(crate) answer_by_cmd: HashMap<CmdId, Answer>,
+    /// Time the server takes before answering.
+    pub(crate) process_delay: Duration,
+    /// Whether heartbeats are answered.
+    pub(crate) heartbeat_replies: bool,
+    /// Whether the identify frame is answered.
+    pub(crate) identify_replies: bool,
+}
+
+impl Default for ServerScript {
+    fn default() -> Self {
+        ServerScript {
+            reach: HashMap::new(),
+            answer: Answer::Echo,
+            answer_by_cmd: HashMap::new(),
+            process_delay: Duration::from_millis(5),
+            heartbeat_replies: true,
+            identify_replies: true,
+        }
+    }
+}
+
+/// Something travelling on the simulated network.
+#[derive(Debug)]
+enum Delivery {
+    Connected(ConnId),
+    ConnectFailed(ConnId, DialError),
+    ToServer(ConnId, Vec<u8>),
+    ToClient(ConnId, Vec<u8>),
+    ClosedByServer(ConnId),
+    Resolved(LinkName, Vec<ResolvedAddr>),
+    Auth(String),
+}
+
+/// The simulated network and server joined to one engine.
+pub(crate) struct Sim {
+    pub(crate) engine: Engine,
+    pub(crate) t0: Instant,
+    pub(crate) now: Instant,
+    pub(crate) codec: Arc<MarsCodec>,
+    pub(crate) script: ServerScript,
+    /// One-way latency.
+    pub(crate) latency: Duration,
+    /// Chance that a delivery is delayed by a retransmission (200 ms, doubling).
+    pub(crate) loss: f64,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    deliveries: HashMap<u64, Delivery>,
+    next_delivery: u64,
+    /// Server-side receive buffers of open connections.
+    server_conns: HashMap<ConnId, Vec<u8>>,
+    /// Every event with its time.
+    pub(crate) events: Vec<(Instant, Event)>,
+    /// Every action with its time.
+    pub(crate) actions: Vec<(Instant, Action)>,
+    /// Ends by task; a second end for one task panics.
+    pub(crate) ends: BTreeMap<TaskId, (Instant, TaskEnd)>,
+    /// Frames the server received: (time, conn, head).
+    pub(crate) server_log: Vec<(Instant, ConnId, FrameHead)>,
+    /// Addresses the resolver returns.
+    pub(crate) resolved: Vec<ResolvedAddr>,
+    /// Auth answers by host: `None` never answers.
+    pub(crate) auth_answer: Option<Result<(), AuthError>>,
+    /// The resolver never answers.
+    pub(crate) resolve_silent: bool,
+}
+
+/// The address of the default test server.
+pub(crate) fn server_addr(last: u8) -> IpPort {
+    IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), 8080)
+}
+
+/// A config builder with the Mars codec and one link with fixed addresses.
+pub(crate) fn config_with(addrs: &[IpPort]) -> ConfigBuilder {
+    Config::builder(Arc::new(MarsCodec::default()))
+        .link(
+            LinkConfig::new("default-longlink")
+                .addrs(addrs.iter().copied())
+                .main(),
+        )
+        .seed(42)
+}
+
+impl Sim {
+    /// A sim with one link to one accepting server, 20 ms one-way latency.
+    pub(crate) fn new() -> Self {
+        Sim::with_config(config_with(&[server_addr(1)]).build().unwrap())
+    }
+
+    pub(crate) fn with_config(config: Config) -> Self {
+        let t0 = Instant::now();
+        let engine = Engine::new(config, t0).unwrap();
+        Sim {
+            engine,
+            t0,
+            now: t0,
+            codec: Arc::new(MarsCodec::default()),
+            script: ServerScript::default(),
+            latency: Duration::from_millis(20),
+            loss: 0.0,
+            rng: ChaCha8Rng::seed_from_u64(7),
+            queue: BinaryHeap::new(),
+            deliveries: HashMap::new(),
+            next_delivery: 0,
+            server_conns: HashMap::new(),
+            events: Vec::new(),
+            actions: Vec::new(),
+            ends: BTreeMap::new(),
+            server_log: Vec::new(),
+            resolved: vec![ResolvedAddr {
+                ip: server_addr(1).ip,
+                port: None,
+                source: AddrSource::SystemDns,
+            }],
+            auth_answer: Some(Ok(())),
+            resolve_silent: false,
+        }
+    }
+
+    /// Seconds since the start, as f64 (for readable assertions).
+    pub(crate) fn secs(&self, t: Instant) -> f64 {
+        t.duration_since(self.t0).as_secs_f64()
+    }
+
+    /// Virtual time since the start.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.now.duration_since(self.t0)
+    }
+
+    pub(crate) fn start(&mut self, spec: TaskSpec) -> TaskId {
+        let id = self.engine.start_task(self.now, spec);
+        self.drain();
+        id
+    }
+
+    pub(crate) fn foreground(&mut self, fg: bool) {
+        self.engine.set_foreground(self.now, fg);
+        self.drain();
+    }
+
+    /// Runs until virtual time `d` from now has passed.
+    pub(crate) fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until_instant(until);
+    }
+
+    /// Runs until `done` holds (checked after every step) or `limit` virtual time passed.
+    /// Returns whether `done` held.
+    pub(crate) fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> bool {
+        let until = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            let Some(next) = self.next_instant() else {
+                return false;
+            };
+            if next > until {
+                self.now = until;
+                return done(self);
+            }
+            self.step(next);
+        }
+    }
+
+    /// Runs until `id` has ended; returns its end time and end.
+    pub(crate) fn run_until_end(&mut self, id: TaskId, limit: Duration) -> (Duration, TaskEnd) {
+        assert!(
+            self.run_until(limit, |s| s.ends.contains_key(&id)),
+            "{id} did not end within {limit:?}"
+        );
+        let (at, end) = self.ends[&id].clone();
+        (at.duration_since(self.t0), end)
+    }
+
+    fn run_until_instant(&mut self, until: Instant) {
+        while let Some(next) = self.next_instant() {
+            if next > until {
+                break;
+            }
+            self.step(next);
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn next_instant(&self) -> Option<Instant> {
+        let net = self.queue.peek().map(|Reverse((t, _))| *t);
+        match (net, self.engine.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Jumps to `at`, delivers everything due, fires due timers, carries out the results.
+    fn step(&mut self, at: Instant) {
+        self.now = self.now.max(at);
+        while let Some(&Reverse((t, key))) = self.queue.peek() {
+            if t > self.now {
+                break;
+            }
+            self.queue.pop();
+            let delivery = self.deliveries.remove(&key).expect("queued delivery");
+            self.deliver(delivery);
+            self.drain();
+        }
+        if self.engine.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.engine.handle_timeout(self.now);
+            self.drain();
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let now = self.now;
+        match d {
+            Delivery::Connected(c) => self.engine.handle_connected(now, c),
+            Delivery::ConnectFailed(c, e) => self.engine.handle_connect_failed(now, c, e),
+            Delivery::ToClient(c, bytes) => self.engine.handle_bytes(now, c, &bytes),
+            Delivery::ClosedByServer(c) => {
+                self.engine.handle_closed(now, c, CloseCause::RemoteClosed)
+            }
+            Delivery::Resolved(link, addrs) => self.engine.handle_resolved(now, &link, Ok(addrs)),
+            Delivery::Auth(host) => {
+                if let Some(answer) = self.auth_answer.clone() {
+                    self.engine.handle_auth(now, &host, answer);
+                }
+            }
+            Delivery::ToServer(c, bytes) => self.server_receive(c, &bytes),
+        }
+    }
+
+    /// Carries out every action and records every event.
+    pub(crate) fn drain(&mut self) {
+        while let Some(a) = self.engine.poll_action() {
+            self.actions.push((self.now, a.clone()));
+            self.act(a);
+        }
+        while let Some(e) = self.engine.poll_event() {
+            if let Event::TaskEnded(end) = &e {
+                let prev = self.ends.insert(end.id, (self.now, end.clone()));
+                assert!(prev.is_none(), "{} ended twice", end.id);
+            }
+            self.events.push((self.now, e));
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        let rtt = self.latency * 2;
+        match a {
+            Action::Connect { attempt, addr, .. } => {
+                match self
+                    .script
+                    .reach
+                    .get(&addr)
+                    .copied()
+                    .unwrap_or(Reach::Accept)
+                {
+                    Reach::Accept => {
+                        self.server_conns.insert(attempt, Vec::new());
+                        self.schedule(rtt, Delivery::Connected(attempt));
+                    }
+                    Reach::Refuse => {
+                        self.schedule(rtt, Delivery::ConnectFailed(attempt, DialError::Refused))
+                    }
+                    Reach::Blackhole => {}
+                }
+            }
+            Action::Abort { attempt } => {
+                self.server_conns.remove(&attempt);
+            }
+            Action::Send { conn, bytes, .. } => {
+                let d = self.link_delay();
+                self.schedule(d, Delivery::ToServer(conn, bytes.to_vec()));
+            }
+            Action::Close { conn, .. } => {
+                self.server_conns.remove(&conn);
+            }
+            Action::Resolve { .. } if self.resolve_silent => {}
+            Action::Resolve { link, .. } => {
+                let addrs = self.resolved.clone();
+                self.schedule(Duration::from_millis(10), Delivery::Resolved(link, addrs));
+            }
+            Action::EnsureAuth { host } => {
+                self.schedule(Duration::from_millis(50), Delivery::Auth(host));
+            }
+        }
+    }
+
+    fn link_delay(&mut self) -> Duration {
+        let mut d = self.latency;
+        let mut rto = Duration::from_millis(200);
+        while self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            d += rto;
+            rto *= 2;
+        }
+        d
+    }
+
+    fn schedule(&mut self, after: Duration, d: Delivery) {
+        let key = self.next_delivery;
+        self.next_delivery += 1;
+        self.deliveries.insert(key, d);
+        self.queue.push(Reverse((self.now + after, key)));
+    }
+
+    /// Sends raw bytes from the server to the client on `conn` (after the latency).
+    pub(crate) fn server_send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        let d = self.link_delay();
+        self.schedule(d, Delivery::ToClient(conn, bytes));
+    }
+
+    /// The server closes `conn` now (the client learns after the latency).
+    pub(crate) fn server_close(&mut self, conn: ConnId) {
+        if self.server_conns.remove(&conn).is_some() {
+            let d = self.latency;
+            self.schedule(d, Delivery::ClosedByServer(conn));
+        }
+    }
+
+    /// Open server-side connections.
+    pub(crate) fn open_conns(&self) -> Vec<ConnId> {
+        let mut v: Vec<ConnId> = self.server_conns.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    fn server_receive(&mut self, conn: ConnId, bytes: &[u8]) {
+        let Some(buf) = self.server_conns.get_mut(&conn) else {
+            return;
+        };
+        buf.extend_from_slice(bytes);
+        let mut frames = Vec::new();
+        loop {
+            match self.codec.decode(buf) {
+                Ok(Decoded::Frame(f)) => {
+                    frames.push((f.head, buf[f.body.clone()].to_vec()));
+                    buf.drain(..f.len);
+                }
+                Ok(Decoded::Incomplete { .. }) => break,
+                Err(_) => {
+                    buf.clear();
+                    break;
+                }
+            }
+        }
+        for (head, body) in frames {
+            self.server_log.push((self.now, conn, head));
+            self.server_answer(conn, head, body);
+        }
+    }
+
+    fn server_answer(&mut self, conn: ConnId, head: FrameHead, body: Vec<u8>) {
+        let delay = self.script.process_delay;
+        if head.cmd_id == HEARTBEAT_CMD {
+            if self.script.heartbeat_replies {
+                let frame = self.frame(HEARTBEAT_CMD, head.seq, &[]);
+                self.later_send(conn, delay, frame);
+            }
+            return;
+        }
+        if head.seq == IDENTIFY_SEQ {
+            if self.script.identify_replies {
+                let frame = self.frame(head.cmd_id, IDENTIFY_SEQ, b"identified");
+                self.later_send(conn, delay, frame);
+            }
+            return;
+        }
+        if head.seq == phobos_plugin_api::codec::SIGNAL_KEEP_SEQ {
+            return;
+        }
+        let answer = self
+            .script
+            .answer_by_cmd
+            .get(&head.cmd_id)
+            .copied()
+            .unwrap_or(self.script.answer);
+        match answer {
+            Answer::Echo => {
+                let frame = self.frame(head.cmd_id, head.seq, &body);
+                self.later_send(conn, delay, frame);
+            }
+            Answer::Never => {}
+            Answer::Dribble { chunks, every } => {
+                let frame = self.frame(head.cmd_id, head.seq, &body);
+                let size = frame.len().div_ceil(chunks.max(1));
+                for (i, piece) in frame.chunks(size.max(1)).enumerate() {
+                    self.later_send(conn, delay + every * i as u32, piece.to_vec());
+                }
+            }
+            Answer::Garbage => self.later_send(conn, delay, vec![0xFF; 24]),
+            Answer::Close => self.server_close(conn),
+        }
+    }
+
+    fn later_send(&mut self, conn: ConnId, delay: Duration, bytes: Vec<u8>) {
+        let d = delay + self.link_delay();
+        self.schedule(d, Delivery::ToClient(conn, bytes));
+    }
+
+    /// A frame in the Mars format.
+    pub(crate) fn frame(&self, cmd: CmdId, seq: Seq, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.codec
+            .encode(FrameHead::new(cmd, seq), body, &[], &mut out)
+            .unwrap();
+        out
+    }
+
+    /// Times (since start) of events matching `f`.
+    pub(crate) fn event_times(&self, f: impl Fn(&Event) -> bool) -> Vec<Duration> {
+        self.events
+            .iter()
+            .filter(|(_, e)| f(e))
+            .map(|(t, _)| t.duration_since(self.t0))
+            .collect()
+    }
+
+    /// Times (since start) of actions matching `f`.
+    pub(crate) fn action_times(&self, f: impl Fn(&Action) -> bool) -> Vec<Duration> {
+        self.actions
+            .iter()
+            .filter(|(_, a)| f(a))
+            .map(|(t, _)| t.duration_since(self.t0))
+            .collect()
+    }
+
+    /// Times (since start) at which the server received frames with this command id.
+    pub(crate) fn server_frames(&self, cmd: CmdId) -> Vec<Duration> {
+        self.server_log
+            .iter()
+            .filter(|(_, _, h)| h.cmd_id == cmd)
+            .map(|(t, _, _)| t.duration_since(self.t0))
+            .collect()
+    }
+}
+
+/// Milliseconds as a duration.
+pub(crate) fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Seconds as a duration.
+pub(crate) fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}

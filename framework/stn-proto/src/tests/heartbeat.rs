@@ -1,0 +1,335 @@
+//! Heartbeats (§7.6, §18.1, §18.2), identify (§7.7) and the signalling keeper (§7.11).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use phobos_plugin_api::codec::{HEARTBEAT_CMD, IDENTIFY_SEQ, SIGNAL_KEEP_CMD};
+use phobos_plugin_api::{
+    AuthCheck, AuthError, CmdId, HeartbeatContext, HeartbeatPolicy, HeartbeatPolicyFactory,
+    IdentifyRequest, IdentifyVerdict,
+};
+
+use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
+use crate::{
+    Action, AuthFailure, ErrorKind, Event, LinkError, LinkStatus, SocketFailure, TaskError,
+    TaskSpec,
+};
+
+fn connect(sim: &mut Sim) {
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+}
+
+fn link_down_reasons(sim: &Sim) -> Vec<(Duration, LinkError)> {
+    sim.events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::LinkStatus {
+                status: LinkStatus::Disconnected,
+                reason: Some(r),
+                ..
+            } => Some((t.duration_since(sim.t0), r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn first_heartbeat_right_after_connect_then_every_interval_restarted_by_writes() {
+    let mut sim = Sim::new();
+    connect(&mut sim);
+    sim.run_for(secs(100));
+    sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(secs(500));
+    assert_eq!(
+        sim.server_frames(HEARTBEAT_CMD),
+        vec![ms(60), ms(310_020), ms(520_020)]
+    );
+    let acks: Vec<Duration> = sim
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::HeartbeatAcked { rtt, .. } => Some(*rtt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, vec![ms(45); 3]);
+}
+
+#[test]
+fn unanswered_first_heartbeat_drops_the_link_after_eight_seconds() {
+    let mut sim = Sim::new();
+    sim.script.heartbeat_replies = false;
+    sim.script.answer = Answer::Never;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0));
+    let (at, end) = sim.run_until_end(id, secs(30));
+    assert_eq!(at, ms(8_040));
+    assert_eq!(
+        end.outcome,
+        Err(TaskError::Socket(SocketFailure::HeartbeatTimeout))
+    );
+    assert_eq!(end.outcome.unwrap_err().mars_code(), (4, -10091));
+    assert_eq!(
+        link_down_reasons(&sim),
+        vec![(
+            ms(8_040),
+            LinkError::Socket(SocketFailure::HeartbeatTimeout)
+        )]
+    );
+}
+
+/// §18.1: Mars never notices a lost reply to a *periodic* heartbeat; here it drops the link.
+#[test]
+fn unanswered_periodic_heartbeat_is_detected() {
+    let mut sim = Sim::new();
+    connect(&mut sim);
+    sim.run_for(secs(1));
+    sim.script.heartbeat_replies = false;
+    sim.run_for(secs(300));
+    assert_eq!(
+        link_down_reasons(&sim),
+        vec![(
+            ms(210_040 + 8_000),
+            LinkError::Socket(SocketFailure::HeartbeatTimeout)
+        )]
+    );
+}
+
+#[test]
+fn a_heartbeat_slot_that_fires_fifteen_minutes_late_waits_only_five_seconds() {
+    let mut sim = Sim::new();
+    connect(&mut sim);
+    sim.run_for(secs(1));
+    sim.script.heartbeat_replies = false;
+    // The device sleeps through the slot due at 210.04 s and wakes 16 min later.
+    sim.run_for(secs(200));
+    sim.now += Duration::from_secs(16 * 60);
+    let woke = sim.elapsed();
+    sim.run_for(secs(30));
+    // (It reconnects and, with replies still off, drops again later.)
+    assert_eq!(
+        link_down_reasons(&sim)[0],
+        (
+            woke + secs(5),
+            LinkError::Socket(SocketFailure::HeartbeatTimeout)
+        )
+    );
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl HeartbeatPolicyFactory for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    fn build(&self, _now: Instant, ctx: &HeartbeatContext) -> Box<dyn HeartbeatPolicy> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("build {}", ctx.net_label));
+        Box::new(RecorderPolicy {
+            log: self.log.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct RecorderPolicy {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl HeartbeatPolicy for RecorderPolicy {
+    fn next_interval(&mut self, _now: Instant, _ctx: &HeartbeatContext) -> Option<Duration> {
+        Some(secs(30))
+    }
+    fn on_ack(&mut self, _now: Instant, rtt: Duration) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("ack {}", rtt.as_millis()));
+    }
+    fn on_timeout(&mut self, _now: Instant) {
+        self.log.lock().unwrap().push("timeout".into());
+    }
+    fn on_disconnect(&mut self, _now: Instant) {
+        self.log.lock().unwrap().push("disconnect".into());
+    }
+}
+
+#[test]
+fn the_heartbeat_policy_sets_the_interval_and_hears_every_outcome() {
+    let factory = Recorder::default();
+    let log = factory.log.clone();
+    let cfg = config_with(&[server_addr(1)])
+        .heartbeat(Arc::new(factory))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    connect(&mut sim);
+    sim.run_for(secs(61));
+    assert_eq!(
+        sim.server_frames(HEARTBEAT_CMD),
+        vec![ms(60), ms(30_060), ms(60_060)]
+    );
+    sim.script.heartbeat_replies = false;
+    sim.run_for(secs(40));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        ["build default", "ack 45", "ack 45", "ack 45", "timeout"]
+    );
+}
+
+#[derive(Debug)]
+struct Identifier {
+    request: IdentifyRequest,
+    verdict: IdentifyVerdict,
+}
+
+#[async_trait::async_trait]
+impl AuthCheck for Identifier {
+    fn name(&self) -> &str {
+        "identifier"
+    }
+    fn is_authed(&self, _host: &str) -> bool {
+        true
+    }
+    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
+        Ok(())
+    }
+    fn identify_request(&self, _link: &str) -> IdentifyRequest {
+        self.request.clone()
+    }
+    fn on_identify_response(&self, _link: &str, body: &[u8], hash: &[u8]) -> IdentifyVerdict {
+        assert_eq!(body, b"identified");
+        assert_eq!(hash, b"h");
+        self.verdict
+    }
+}
+
+fn identify_sim(verdict: IdentifyVerdict) -> Sim {
+    let auth = Identifier {
+        request: IdentifyRequest::Now {
+            cmd_id: CmdId(0x99),
+            body: b"who".to_vec(),
+            hash: b"h".to_vec(),
+        },
+        verdict,
+    };
+    let cfg = config_with(&[server_addr(1)])
+        .auth(Arc::new(auth))
+        .build()
+        .unwrap();
+    Sim::with_config(cfg)
+}
+
+#[test]
+fn identify_replaces_the_first_heartbeat_and_counts_as_its_reply() {
+    let mut sim = identify_sim(IdentifyVerdict::Accepted);
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(secs(300));
+    assert!(
+        sim.ends[&id].1.outcome.is_ok(),
+        "tasks are not gated on identify"
+    );
+    let first = sim.server_log[0].2;
+    assert_eq!((first.cmd_id, first.seq), (CmdId(0x99), IDENTIFY_SEQ));
+    // After identify succeeded, periodic slots send plain heartbeats.
+    assert_eq!(sim.server_frames(HEARTBEAT_CMD), vec![ms(210_060)]);
+    let successes = sim
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::AddrOutcome { success: true, .. }))
+        .count();
+    assert_eq!(successes, 2, "connect and identify");
+    assert!(link_down_reasons(&sim).is_empty());
+}
+
+#[test]
+fn rejected_identify_drops_the_link_ends_its_tasks_and_blocks_reconnects() {
+    let mut sim = identify_sim(IdentifyVerdict::Rejected);
+    sim.script.answer = Answer::Never;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(secs(1));
+    assert_eq!(
+        sim.ends[&id].1.outcome,
+        Err(TaskError::Auth(AuthFailure::IdentifyRejected(
+            "default-longlink".into()
+        )))
+    );
+    assert_eq!(
+        link_down_reasons(&sim),
+        vec![(ms(85), LinkError::IdentifyRejected)]
+    );
+    let later = sim.start(TaskSpec::new(CmdId(1), &b"y"[..]));
+    assert_eq!(
+        sim.ends[&later].1.outcome.clone().unwrap_err().kind(),
+        ErrorKind::Auth
+    );
+    sim.run_for(secs(600));
+    assert_eq!(
+        sim.action_times(|a| matches!(a, Action::Connect { .. }))
+            .len(),
+        1
+    );
+    // The app acts: the link may connect again.
+    assert!(sim.engine.connect_link(sim.now, "default-longlink"));
+    sim.drain();
+    assert_eq!(
+        sim.action_times(|a| matches!(a, Action::Connect { .. }))
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn identify_later_sends_a_heartbeat_and_asks_again_next_slot() {
+    let auth = Identifier {
+        request: IdentifyRequest::Later,
+        verdict: IdentifyVerdict::Accepted,
+    };
+    let cfg = config_with(&[server_addr(1)])
+        .auth(Arc::new(auth))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    connect(&mut sim);
+    sim.run_for(secs(500));
+    assert_eq!(
+        sim.server_frames(HEARTBEAT_CMD),
+        vec![ms(60), ms(210_060), ms(420_060)]
+    );
+}
+
+#[test]
+fn signalling_keeper_sends_every_five_quiet_seconds_for_twenty_seconds() {
+    let mut sim = Sim::new();
+    connect(&mut sim);
+    sim.run_for(secs(10));
+    sim.engine.keep_signalling(sim.now);
+    sim.drain();
+    sim.run_for(secs(60));
+    let keeps = sim.server_frames(SIGNAL_KEEP_CMD);
+    let want: Vec<Duration> = (0..6).map(|i| ms(10_020 + i * 5_000)).collect();
+    assert_eq!(keeps, want);
+
+    // Any traffic postpones the next frame; stop cancels it.
+    sim.engine.keep_signalling(sim.now);
+    sim.drain();
+    sim.run_for(secs(3));
+    sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(secs(4));
+    sim.engine.stop_signalling(sim.now);
+    sim.drain();
+    sim.run_for(secs(30));
+    let keeps = sim.server_frames(SIGNAL_KEEP_CMD);
+    assert_eq!(
+        keeps.len(),
+        7,
+        "one at the second keep, none after stop: {keeps:?}"
+    );
+}

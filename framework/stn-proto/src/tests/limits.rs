@@ -1,0 +1,78 @@
+//! The mobile flow limit (§13.2) through the engine. The frequency limit's scenario is in
+//! `admission.rs`; the limiters' arithmetic is unit-tested in `engine/limits.rs`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use phobos_plugin_api::{CmdId, NetKind, TaskId};
+
+use super::harness::{config_with, server_addr};
+use crate::{Action, Engine, Event, LimitKind, TaskError, TaskSpec};
+
+/// An engine connected at `t0`, on `net`. Drives it by hand (no simulated server) so the
+/// megabyte frames are dropped as soon as they are produced.
+fn connected(t0: Instant, net: NetKind) -> Engine {
+    let mut e = Engine::new(config_with(&[server_addr(1)]).build().unwrap(), t0).unwrap();
+    e.set_network(t0, net, "label");
+    e.connect_link(t0, "default-longlink");
+    let attempt = std::iter::from_fn(|| e.poll_action())
+        .find_map(|a| match a {
+            Action::Connect { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .unwrap();
+    e.handle_connected(t0, attempt);
+    while e.poll_action().is_some() {}
+    while e.poll_event().is_some() {}
+    e
+}
+
+/// Starts `n` one-megabyte tasks at `now`; returns the ids refused by a limit.
+fn start_megabytes(e: &mut Engine, now: Instant, n: usize) -> Vec<(TaskId, u64)> {
+    let body = Bytes::from(vec![0u8; 1_000_000]);
+    let mut limited = Vec::new();
+    for _ in 0..n {
+        let id = e.start_task(
+            now,
+            TaskSpec::new(CmdId(1), body.clone()).with_limits(true, false),
+        );
+        while e.poll_action().is_some() {}
+        while let Some(ev) = e.poll_event() {
+            match ev {
+                Event::TaskLimited {
+                    id: lid,
+                    kind,
+                    param,
+                } => {
+                    assert_eq!((lid, kind), (id, LimitKind::Flow));
+                    limited.push((id, param));
+                }
+                Event::TaskEnded(end) => {
+                    assert_eq!(end.outcome, Err(TaskError::Limited(LimitKind::Flow)));
+                }
+                _ => {}
+            }
+        }
+    }
+    limited
+}
+
+#[test]
+fn mobile_flow_limit_refuses_past_eighty_mebibytes_and_drains_over_time() {
+    let t0 = Instant::now();
+    let mut e = connected(t0, NetKind::Mobile);
+    // 83 × 1 MB fit in 80 MiB (83 886 080 B); the 84th does not.
+    let limited = start_megabytes(&mut e, t0, 84);
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].1, 1_000_000);
+    // One hour later the bucket has drained.
+    let later = t0 + Duration::from_secs(3_600);
+    assert!(start_megabytes(&mut e, later, 1).is_empty());
+}
+
+#[test]
+fn no_flow_limit_off_mobile() {
+    let t0 = Instant::now();
+    let mut e = connected(t0, NetKind::Wifi);
+    assert!(start_megabytes(&mut e, t0, 100).is_empty());
+}
