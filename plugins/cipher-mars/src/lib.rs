@@ -335,5 +335,8 @@ fn tea_key(secret: &NonZeroScalar, peer: &PublicKey) -> TeaKey {
     TeaKey::from_bytes(&first)
 }
 
+#[cfg(feature = "dynamic")]
+mod dynamic;
+
 #[cfg(test)]
 mod tests;

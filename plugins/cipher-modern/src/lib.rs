@@ -473,5 +473,8 @@ fn decode_key_hex(text: &str, which: &str) -> Result<Zeroizing<[u8; 32]>, Cipher
 const SALT_LEN: usize = 32;
 const HKDF_INFO: &[u8] = b"phobos-xlog modern v1";
 
+#[cfg(feature = "dynamic")]
+mod dynamic;
+
 #[cfg(test)]
 mod tests;
