@@ -267,3 +267,43 @@ pub enum DialError {
 
 /// Mars's main long-link channel name.
 pub const DEFAULT_LINK: &str = "default-longlink";
+
+/// Counters kept by the engine since it was built, for metrics
+/// ([`Engine::stats`](crate::Engine::stats)). Events carry the details; these are the
+/// totals a driver exports without tracking events itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Tasks admitted by [`Engine::start_task`](crate::Engine::start_task).
+    pub tasks_started: u64,
+    /// Tasks that ended with a response.
+    pub tasks_succeeded: u64,
+    /// Tasks that ended with an error other than [`TaskError::Canceled`].
+    pub tasks_failed: u64,
+    /// Tasks the app canceled.
+    pub tasks_canceled: u64,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// Times a failed task was kept as a zombie.
+    pub zombies_saved: u64,
+    /// Tasks refused by a limit.
+    pub tasks_limited: u64,
+    /// Connect attempts started.
+    pub connects_started: u64,
+    /// Connect attempts that failed or timed out.
+    pub connects_failed: u64,
+    /// Established connections that went down.
+    pub links_dropped: u64,
+    /// Request frames handed to links.
+    pub requests_sent: u64,
+    /// Bytes handed to links (requests, heartbeats, identify, keeper frames).
+    pub bytes_sent: u64,
+    /// Bytes received from links.
+    pub bytes_received: u64,
+    /// Heartbeat (or identify) frames sent.
+    pub heartbeats_sent: u64,
+    /// Heartbeats that went unanswered.
+    pub heartbeat_timeouts: u64,
+    /// Pushes received.
+    pub pushes: u64,
+}

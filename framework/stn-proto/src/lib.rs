@@ -113,7 +113,9 @@ pub use error::{
     AuthFailure, CodecFailure, DialFailure, ErrorKind, LimitKind, LinkError, LocalError,
     ParamError, SocketFailure, TaskError, TimeoutLevel,
 };
-pub use io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, DEFAULT_LINK};
+pub use io::{
+    Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats, DEFAULT_LINK,
+};
 pub use phobos_plugin_api::{CmdId, IpPort, NetKind, TaskId};
 pub use task::{
     ChannelSelect, Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, DEFAULT_PRIORITY,

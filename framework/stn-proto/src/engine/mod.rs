@@ -22,7 +22,7 @@ use crate::error::{
     AuthFailure, CodecFailure, DialFailure, LimitKind, LinkError, LocalError, ParamError,
     SocketFailure, TaskError, TimeoutLevel,
 };
-use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus};
+use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats};
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
 
@@ -76,6 +76,7 @@ pub struct Engine {
     auth_hosts: Vec<AuthHost>,
     dirty: Vec<bool>,
     scratch: Vec<TaskId>,
+    stats: Stats,
 }
 
 /// One task the engine holds (queued or running).
@@ -244,6 +245,7 @@ impl Engine {
             auth_hosts: Vec::new(),
             dirty: vec![false; n],
             scratch: Vec::new(),
+            stats: Stats::default(),
         })
     }
 
@@ -254,6 +256,7 @@ impl Engine {
     /// [`TaskError::Local`] end is then queued before this returns).
     pub fn start_task(&mut self, now: Instant, spec: TaskSpec) -> TaskId {
         let id = self.alloc_task_id();
+        self.stats.tasks_started += 1;
         self.last_start = Some(now);
         if !self.zombies.is_empty() {
             self.schedule_zombie_restart();
@@ -518,6 +521,7 @@ impl Engine {
             _ => None,
         };
         if let Some(addr) = failed {
+            self.stats.connects_failed += 1;
             self.report_addr(li, addr, false);
             self.advance_dial(li, now);
         }
@@ -536,6 +540,7 @@ impl Engine {
             return;
         }
         s.last_recv = Some(now);
+        self.stats.bytes_received += data.len() as u64;
         let mut buf = std::mem::take(&mut s.rx);
         let from_data = buf.is_empty();
         if !from_data {
@@ -698,6 +703,11 @@ impl Engine {
     /// Tasks kept as zombies.
     pub fn zombie_count(&self) -> usize {
         self.zombies.len()
+    }
+
+    /// Counters since the engine was built.
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Whether the app counts as active (foreground, or background for less than 10 min).
@@ -939,6 +949,7 @@ impl Engine {
             return;
         }
         let sent_len = out.len() - before;
+        self.stats.requests_sent += 1;
         let link = &mut self.links[li];
         let LinkState::Connected(s) = &link.state else {
             return;
@@ -949,7 +960,7 @@ impl Engine {
             self.net.is_mobile(),
             task.spec.server_cost,
             task.spec.long_polling,
-            sent_len,
+            task.spec.body.len(),
             link.running.len(),
             excellent,
         );
@@ -1000,6 +1011,7 @@ impl Engine {
     }
 
     fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
+        self.stats.tasks_limited += 1;
         self.events
             .push_back(Event::TaskLimited { id, kind, param });
         self.finish(id, now, Err(TaskError::Limited(kind)));
@@ -1011,6 +1023,7 @@ impl Engine {
         let LinkState::Connected(s) = &mut link.state else {
             return;
         };
+        self.stats.bytes_sent += bytes.len() as u64;
         self.actions.push_back(Action::Send {
             link: link.name.clone(),
             conn: s.conn,
@@ -1092,11 +1105,14 @@ impl Engine {
                     now,
                 );
             }
-            FrameKind::Push => self.events.push_back(Event::Push {
-                link: self.links[li].name.clone(),
-                cmd_id: frame.head.cmd_id,
-                body: Bytes::copy_from_slice(body),
-            }),
+            FrameKind::Push => {
+                self.stats.pushes += 1;
+                self.events.push_back(Event::Push {
+                    link: self.links[li].name.clone(),
+                    cmd_id: frame.head.cmd_id,
+                    body: Bytes::copy_from_slice(body),
+                });
+            }
             FrameKind::HeartbeatReply => self.on_heartbeat_reply(li, now),
             FrameKind::IdentifyReply => self.on_identify_reply(li, body, now),
             // A kind this core does not know yet: nothing to do with it.
@@ -1239,6 +1255,7 @@ impl Engine {
             return;
         }
         s.heartbeat_sent = Some(now);
+        self.stats.heartbeats_sent += 1;
         let reply = if fired_late {
             timing.late_heartbeat_reply_timeout
         } else {
@@ -1468,6 +1485,7 @@ impl Engine {
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
                     dialer.started(now, conn);
+                    self.stats.connects_started += 1;
                     self.conns.insert(conn, li);
                     self.timers.set(
                         TimerKind::ConnectAttempt(conn),
@@ -1510,6 +1528,7 @@ impl Engine {
         };
         self.actions.push_back(Action::Abort { attempt: conn });
         if let Some(addr) = failed {
+            self.stats.connects_failed += 1;
             self.report_addr(li, addr, false);
             self.advance_dial(li, now);
         }
@@ -1594,6 +1613,7 @@ impl Engine {
                 });
             }
             LinkState::Connected(mut s) => {
+                self.stats.links_dropped += 1;
                 self.conns.remove(&s.conn);
                 self.timers.cancel(TimerKind::Heartbeat(li));
                 self.timers.cancel(TimerKind::HeartbeatReply(li));
@@ -1697,6 +1717,7 @@ impl Engine {
             }
             TimerKind::HeartbeatReply(li) => {
                 // §18.1: an unanswered heartbeat drops the link.
+                self.stats.heartbeat_timeouts += 1;
                 self.link_down(
                     li,
                     now,
@@ -1790,6 +1811,7 @@ impl Engine {
             if let Some(remaining) = self.zombie_budget(&task, error, now) {
                 task.state = TaskState::Queued;
                 task.profile.zombie_rounds += 1;
+                self.stats.zombies_saved += 1;
                 self.events.push_back(Event::TaskZombie { id, remaining });
                 self.timers
                     .set(TimerKind::ZombieExpiry(id), now + remaining);
@@ -1832,6 +1854,7 @@ impl Engine {
             return;
         }
         task.retries_left -= 1;
+        self.stats.retries += 1;
         if matches!(task.state, TaskState::Queued) {
             // Failed while waiting for a connection: this counts as an attempt.
             task.attempts += 1;
@@ -1864,6 +1887,11 @@ impl Engine {
         now: Instant,
     ) {
         profile.ended_at = now;
+        match &outcome {
+            Ok(_) => self.stats.tasks_succeeded += 1,
+            Err(TaskError::Canceled) => self.stats.tasks_canceled += 1,
+            Err(_) => self.stats.tasks_failed += 1,
+        }
         self.events.push_back(Event::TaskEnded(TaskEnd {
             id,
             outcome,

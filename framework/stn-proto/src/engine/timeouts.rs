@@ -36,7 +36,8 @@ pub(crate) struct AttemptTimeouts {
 
 /// Per-attempt timeouts (§6.2) with integer millisecond arithmetic as Mars does.
 ///
-/// `queued_ahead` is the number of tasks already running on the link (capped at 5).
+/// `send_len` is the request body's length (Mars's `bufreq` length, not the frame) and
+/// `queued_ahead` the number of tasks already running on the link (capped at 5).
 ///
 /// Design: the "excellent" shortcut applies to tasks *without* a server cost (Mars requires
 /// the cost to be exactly 0 and so never applies it to default tasks, §18.6). A long-polling

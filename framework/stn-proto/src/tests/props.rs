@@ -155,6 +155,12 @@ fn run(ops: &[Op], seed: u64) {
     assert_eq!(sim.ends.len(), started.len());
     assert_eq!(sim.engine.task_count(), 0);
     assert_eq!(sim.engine.zombie_count(), 0);
+    let st = sim.engine.stats();
+    assert_eq!(st.tasks_started as usize, started.len());
+    assert_eq!(
+        (st.tasks_succeeded + st.tasks_failed + st.tasks_canceled) as usize,
+        started.len()
+    );
 }
 
 proptest! {

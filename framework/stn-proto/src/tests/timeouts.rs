@@ -24,8 +24,8 @@ fn closes(sim: &Sim) -> Vec<(std::time::Duration, LinkError)> {
 
 /// §20 "server accepts, never answers (defaults)": Mars ends (6, −500) at 27.0 s (timeout
 /// 13.0 s, reconnect 14.0 s, retry times out 27.0 s). Exact deadlines: the first-packet
-/// timeout of a 21-byte frame is 12 001 ms after the send at 40 ms; the retry goes after the
-/// 1 s pause over a new connection and times out 12 001 ms after its own send.
+/// timeout of a 1-byte body is 12 000 ms after the send at 40 ms; the retry goes after the
+/// 1 s pause over a new connection and times out 12 000 ms after its own send.
 #[test]
 fn silent_server_first_packet_timeout_reconnects_and_retries_once() {
     let mut sim = Sim::new();
@@ -39,21 +39,21 @@ fn silent_server_first_packet_timeout_reconnects_and_retries_once() {
     );
     assert_eq!(end.outcome.as_ref().unwrap_err().mars_code(), (6, -500));
     assert_eq!(end.profile.attempts, 2);
-    assert_eq!(end.profile.first_packet_timeout, Some(ms(12_001)));
-    // First attempt fails at 12.041 s: the link is silent (only the heartbeat reply at
+    assert_eq!(end.profile.first_packet_timeout, Some(ms(12_000)));
+    // First attempt fails at 12.04 s: the link is silent (only the heartbeat reply at
     // 85 ms), so it is dropped as stalled.
     // The retry's link is silent too and is dropped the same way.
     assert_eq!(
         closes(&sim),
         vec![
-            (ms(12_041), LinkError::Stalled(TimeoutLevel::FirstPacket)),
-            (ms(25_082), LinkError::Stalled(TimeoutLevel::FirstPacket)),
+            (ms(12_040), LinkError::Stalled(TimeoutLevel::FirstPacket)),
+            (ms(25_080), LinkError::Stalled(TimeoutLevel::FirstPacket)),
         ]
     );
     // Reconnect when the retry pause ends (task-driven, FG_1MIN interval 5 s already past).
     let connects = sim.action_times(|a| matches!(a, Action::Connect { .. }));
-    assert_eq!(connects, vec![ms(0), ms(13_041)]);
-    assert_eq!(at, ms(13_081 + 12_001));
+    assert_eq!(connects, vec![ms(0), ms(13_040)]);
+    assert_eq!(at, ms(13_080 + 12_000));
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn silent_server_with_retry_zero_ends_at_the_first_packet_timeout() {
     sim.script.answer = Answer::Never;
     let id = sim.start(spec(1, b"x").with_retry_count(0));
     let (at, end) = sim.run_until_end(id, secs(60));
-    assert_eq!(at, ms(12_041));
+    assert_eq!(at, ms(12_040));
     assert_eq!(
         end.outcome,
         Err(TaskError::Timeout(TimeoutLevel::FirstPacket))
@@ -92,12 +92,12 @@ fn default_task_total_timeout_is_forty_seconds_and_is_never_retried() {
     let id = sim.start(spec(1, b"x").with_server_cost(secs(30)));
     let (at, end) = sim.run_until_end(id, secs(200));
     // (30 s + 15 s + 5 s) × 2 tries = 100 s budget, but the first-packet timeouts come
-    // first: 30 s + 1 ms at 40 ms, and the retry's at 31.081 s + 30.001 s.
+    // first: 30 s after the send at 40 ms, and the retry's 30 s after 31.08 s.
     assert_eq!(
         end.outcome,
         Err(TaskError::Timeout(TimeoutLevel::FirstPacket))
     );
-    assert_eq!(at, ms(31_081 + 30_001));
+    assert_eq!(at, ms(31_080 + 30_000));
 
     let mut sim = Sim::new();
     sim.script.process_delay = secs(100);
@@ -149,13 +149,13 @@ fn read_write_timeout_when_the_server_dribbles_but_the_link_is_spared() {
     };
     let id = sim.start(spec(1, &[3; 200]).with_retry_count(0));
     let (at, end) = sim.run_until_end(id, secs(120));
-    // first packet = 12 000 + 1000·220/12288 = 12 017 ms; rw = first + 5 333 ms.
-    assert_eq!(end.profile.first_packet_timeout, Some(ms(12_017)));
+    // first packet = 12 000 + 1000·200/12288 = 12 016 ms; rw = first + 5 333 ms.
+    assert_eq!(end.profile.first_packet_timeout, Some(ms(12_016)));
     assert_eq!(
         end.outcome,
         Err(TaskError::Timeout(TimeoutLevel::ReadWrite))
     );
-    assert_eq!(at, ms(40 + 12_017 + 5_333));
+    assert_eq!(at, ms(40 + 12_016 + 5_333));
     // The link was delivering bytes: only the task failed.
     assert!(closes(&sim).is_empty());
     // Let the rest of the old response arrive (it is dropped), then use the link again.
@@ -181,7 +181,7 @@ fn a_timed_out_task_on_a_healthy_link_fails_alone_and_is_retried_on_the_same_lin
         end.outcome,
         Err(TaskError::Timeout(TimeoutLevel::FirstPacket))
     );
-    assert_eq!(at, ms(40 + 12_002 + 1_000 + 12_002));
+    assert_eq!(at, ms(40 + 12_000 + 1_000 + 12_000));
     assert!(closes(&sim).is_empty(), "the link survives");
     assert_eq!(
         sim.action_times(|a| matches!(a, Action::Connect { .. }))
@@ -203,7 +203,7 @@ fn a_timed_out_task_on_a_healthy_link_fails_alone_and_is_retried_on_the_same_lin
         .collect();
     assert_eq!(
         retried,
-        vec![(ms(12_042), 1, TaskError::Timeout(TimeoutLevel::FirstPacket))]
+        vec![(ms(12_040), 1, TaskError::Timeout(TimeoutLevel::FirstPacket))]
     );
 }
 
@@ -219,7 +219,7 @@ fn a_stalled_link_fails_every_running_task_and_reconnects() {
     let (ta, ea) = sim.ends[&a].clone();
     let (tb, eb) = sim.ends[&b].clone();
     assert_eq!(ta, tb, "shared fate");
-    assert_eq!(ta.duration_since(sim.t0), ms(12_041));
+    assert_eq!(ta.duration_since(sim.t0), ms(12_040));
     assert_eq!(
         ea.outcome,
         Err(TaskError::Timeout(TimeoutLevel::FirstPacket))
@@ -230,7 +230,7 @@ fn a_stalled_link_fails_every_running_task_and_reconnects() {
     );
     assert_eq!(
         eb.profile.first_packet_timeout,
-        Some(ms(12_001 + 1_500)),
+        Some(ms(12_000 + 1_500)),
         "queue position 1"
     );
 }
