@@ -81,14 +81,15 @@ impl Decoder {
         summary
     }
 
-    /// Decodes a Mars `.mmap3` staging file: the block in progress at offset 0 is cut out
-    /// (header plus the bytes its length field covers), closed with a trailer and decoded.
+    /// Decodes a `.mmap3` staging file: the block in progress (Mars's layout: at offset 0;
+    /// `phobos-xlog`'s: one per used slot) is cut out (header plus the bytes its length field
+    /// covers), closed with a trailer and decoded. See [`mmap3::recovered_blocks`].
     ///
     /// # Errors
     ///
     /// [`Mmap3Error`] when the file holds no block in progress.
     pub fn decode_mmap3(&self, input: &[u8]) -> Result<Vec<u8>, Mmap3Error> {
-        let block = mmap3::recovered_block(input, self.options.magics)?;
+        let block = mmap3::recovered_blocks(input, self.options.magics)?;
         Ok(self.decode(&block))
     }
 }

@@ -52,6 +52,7 @@ pub fn decode_file(data: &[u8]) {
 /// passes the structural check and decodes without panicking.
 pub fn decode_mmap3(data: &[u8]) {
     let set = MagicSet::default();
+    let _ = mmap3::recovered_blocks(data, set);
     if let Ok(block) = mmap3::recovered_block(data, set) {
         let checked = check_block(&block, 0, set).expect("a recovered block is well-formed");
         assert_eq!(checked.end, block.len());

@@ -6,6 +6,11 @@
 //! a length reaching the end of the buffer is clamped to `153 600 − 73 − 1`, and the block is
 //! closed with a `0x00` trailer.
 //!
+//! `phobos-xlog` writes a larger file (308 224 bytes): two such 150 KiB slots, then 512 bytes
+//! of metadata per slot (a `u64` generation at offset 0 orders the slots; an undo record at
+//! offsets 24–95 holds the clear tail a TEA block had before a line that may not have been
+//! committed). [`recovered_blocks`] reads both layouts.
+//!
 //! ```
 //! use phobos_xlog_decode::format::MagicSet;
 //! use phobos_xlog_decode::mmap3::{recovered_block, Mmap3Error};
@@ -73,6 +78,72 @@ pub fn recovered_block(input: &[u8], set: MagicSet) -> Result<Vec<u8>, Mmap3Erro
     Ok(block)
 }
 
+/// The blocks in progress of a `.mmap3` file, closed and concatenated in writing order, ready
+/// for [`Decoder::decode`](crate::Decoder::decode):
+///
+/// - Mars's layout (any size other than [`PHOBOS_FILE_LEN`]): the block at offset 0, as
+///   [`recovered_block`].
+/// - `phobos-xlog`'s two-slot layout ([`PHOBOS_FILE_LEN`] bytes): every used slot (generation
+///   ≠ 0, a current magic, length > 0) in generation order; where a slot's undo record matches
+///   its length, the saved clear tail is put back first, as the writer's own recovery does.
+///
+/// # Errors
+///
+/// [`Mmap3Error`] when no slot holds a block in progress (for the two-slot layout, the error
+/// of slot 0).
+pub fn recovered_blocks(input: &[u8], set: MagicSet) -> Result<Vec<u8>, Mmap3Error> {
+    if input.len() != PHOBOS_FILE_LEN {
+        return recovered_block(input, set);
+    }
+    let mut slots = Vec::new();
+    let mut first_error = None;
+    for slot in 0..PHOBOS_SLOTS {
+        let region = &input[slot * BUFFER_LEN..(slot + 1) * BUFFER_LEN];
+        let meta_at = PHOBOS_META_BASE + slot * PHOBOS_META_LEN;
+        let meta = &input[meta_at..meta_at + PHOBOS_META_LEN];
+        let generation = u64::from_le_bytes(le_array(&meta[0..8]));
+        match recovered_block(region, set) {
+            Ok(mut block) if generation != 0 => {
+                restore_undo_tail(&mut block, meta);
+                slots.push((generation, block));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if slots.is_empty() {
+        return Err(first_error.unwrap_or(Mmap3Error::Empty));
+    }
+    slots.sort_by_key(|(generation, _)| *generation);
+    Ok(slots.into_iter().flat_map(|(_, block)| block).collect())
+}
+
+/// Puts back the clear tail saved before an uncommitted line (undo length = block length).
+fn restore_undo_tail(block: &mut [u8], meta: &[u8]) {
+    let length = u32::from_le_bytes(le_array(&block[5..9])) as usize;
+    let undo_len = u32::from_le_bytes(le_array(&meta[24..28])) as usize;
+    let tail = usize::from(meta[28]);
+    if undo_len != length || tail == 0 || tail > 64 || tail > length {
+        return;
+    }
+    let body_end = HEADER_LEN + length;
+    block[body_end - tail..body_end].copy_from_slice(&meta[32..32 + tail]);
+}
+
+fn le_array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&bytes[..N]);
+    out
+}
+
+/// The size of `phobos-xlog`'s two-slot staging file: two slots and 512 bytes of metadata each.
+pub const PHOBOS_FILE_LEN: usize = PHOBOS_META_BASE + PHOBOS_SLOTS * PHOBOS_META_LEN;
+const PHOBOS_SLOTS: usize = 2;
+const PHOBOS_META_LEN: usize = 512;
+const PHOBOS_META_BASE: usize = PHOBOS_SLOTS * BUFFER_LEN;
+
 /// The size of Mars's staging buffer (`kBufferBlockLength`, 150 KiB).
 pub const BUFFER_LEN: usize = 150 * 1024;
 
@@ -110,6 +181,47 @@ mod tests {
         assert_eq!(
             recovered_block(&staging[..10], MagicSet::default()),
             Err(Mmap3Error::TooShort { size: 10 })
+        );
+    }
+
+    fn slot(region: &mut [u8], seq: u16, body: &[u8]) {
+        region[0] = 0x08;
+        region[1..3].copy_from_slice(&seq.to_le_bytes());
+        region[5..9].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        region[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+    }
+
+    #[test]
+    fn two_slot_layout_in_generation_order_with_undo() {
+        let mut file = vec![0u8; PHOBOS_FILE_LEN];
+        slot(&mut file[..BUFFER_LEN], 0, b"second\nXX");
+        slot(&mut file[BUFFER_LEN..2 * BUFFER_LEN], 0, b"first\n");
+        file[PHOBOS_META_BASE] = 9; // slot 0: generation 9
+        file[PHOBOS_META_BASE + PHOBOS_META_LEN] = 4; // slot 1: generation 4
+                                                      // Slot 0's undo record: length 9, tail "YY" goes back over "XX".
+        let meta0 = PHOBOS_META_BASE;
+        file[meta0 + 24..meta0 + 28].copy_from_slice(&9u32.to_le_bytes());
+        file[meta0 + 28] = 2;
+        file[meta0 + 32..meta0 + 34].copy_from_slice(b"YY");
+        let blocks = recovered_blocks(&file, MagicSet::default()).unwrap();
+        assert_eq!(crate::Decoder::new().decode(&blocks), b"first\nsecond\nYY");
+
+        // A stale undo record (other length) is ignored.
+        file[meta0 + 24..meta0 + 28].copy_from_slice(&5u32.to_le_bytes());
+        let blocks = recovered_blocks(&file, MagicSet::default()).unwrap();
+        assert_eq!(crate::Decoder::new().decode(&blocks), b"first\nsecond\nXX");
+
+        // Unused slots (generation 0) are skipped; none used is an error.
+        file[PHOBOS_META_BASE] = 0;
+        file[PHOBOS_META_BASE + PHOBOS_META_LEN] = 0;
+        assert_eq!(
+            recovered_blocks(&file, MagicSet::default()),
+            Err(Mmap3Error::Empty)
+        );
+        let zeros = vec![0u8; PHOBOS_FILE_LEN];
+        assert_eq!(
+            recovered_blocks(&zeros, MagicSet::default()),
+            Err(Mmap3Error::NoBlock { byte: 0 })
         );
     }
 

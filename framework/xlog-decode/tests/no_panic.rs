@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use phobos_cipher_mars::MarsCipher;
-use phobos_xlog_decode::{fuzzing, Decoder};
+use phobos_xlog_decode::{fuzzing, mmap3, Decoder};
 use proptest::prelude::*;
 
 const VECTORS: &[&[u8]] = &[
@@ -91,6 +91,26 @@ proptest! {
             .cipher(Arc::new(MarsCipher::from_private_key_hex(PRIVATE).unwrap()))
             .build();
         let _ = keyed.decode(&data);
+    }
+
+    #[test]
+    fn two_slot_staging_files_never_panic(
+        magic0 in prop_oneof![Just(0u8), 3u8..=0x0D, Just(0x27u8)],
+        len0 in any::<u32>(),
+        meta in proptest::collection::vec(any::<u8>(), 1024),
+        body in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let mut file = vec![0u8; mmap3::PHOBOS_FILE_LEN];
+        for slot in 0..2 {
+            let at = slot * mmap3::BUFFER_LEN;
+            file[at] = if slot == 0 { magic0 } else { 0x09 };
+            file[at + 5..at + 9].copy_from_slice(&(len0 >> (slot * 20)).to_le_bytes());
+            file[at + 73..at + 73 + body.len()].copy_from_slice(&body);
+        }
+        let meta_base = 2 * mmap3::BUFFER_LEN;
+        file[meta_base..].copy_from_slice(&meta);
+        fuzzing::decode_mmap3(&file);
+        let _ = Decoder::new().decode_mmap3(&file);
     }
 
     #[test]
