@@ -231,10 +231,7 @@ pub enum LocalError {
     /// (Mars −7).
     #[error("interrupted by a network change")]
     Interrupted,
-    /// The long link the task was waiting for was removed (Mars −15).
-    #[error("long link released")]
-    LinkReleased,
-    /// The engine was reset (Mars −9).
+    /// The engine was reset with [`Engine::reset`](crate::Engine::reset) (Mars −9).
     #[error("engine reset")]
     Reset,
 }
@@ -245,7 +242,6 @@ impl LocalError {
             LocalError::NoNetwork => -6,
             LocalError::NoChannel => -5,
             LocalError::Interrupted => -7,
-            LocalError::LinkReleased => -15,
             LocalError::Reset => -9,
         }
     }

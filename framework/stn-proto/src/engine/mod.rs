@@ -395,6 +395,55 @@ impl Engine {
         self.pump(now);
     }
 
+    /// Sends one heartbeat on the link now if it is connected and no heartbeat is pending
+    /// (Mars's `TrigNoop`; works even when periodic heartbeats are disabled). Returns whether
+    /// one was sent.
+    pub fn trigger_heartbeat(&mut self, now: Instant, link: &str) -> bool {
+        let Some(&li) = self.link_by_name.get(link) else {
+            return false;
+        };
+        let sent_before = self.stats.heartbeats_sent;
+        self.heartbeat_slot(li, now, Duration::ZERO);
+        self.pump(now);
+        self.stats.heartbeats_sent > sent_before
+    }
+
+    /// Mars's `Reset`: every task (queued, running or zombie) ends with
+    /// [`LocalError::Reset`], every link is closed with [`LinkError::Reset`] and nothing
+    /// reconnects until a task or [`connect_link`](Self::connect_link) asks. The engine stays
+    /// usable. A driver shutting down calls this and delivers the resulting ends.
+    ///
+    /// Design: Mars drops zombies silently here; they end with `Reset` too, so every task
+    /// still gets exactly one end.
+    pub fn reset(&mut self, now: Instant) {
+        let mut ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            if let Some(task) = self.remove_task(id) {
+                self.emit_end(id, Err(LocalError::Reset.into()), task.profile, now);
+            }
+        }
+        for (id, z) in std::mem::take(&mut self.zombies) {
+            self.timers.cancel(TimerKind::ZombieExpiry(id));
+            self.emit_end(id, Err(LocalError::Reset.into()), z.task.profile, now);
+        }
+        self.timers.cancel(TimerKind::ZombieRestart);
+        for li in 0..self.links.len() {
+            self.link_down(li, now, LinkError::Reset, false);
+            for kind in [
+                TimerKind::Reconnect(li),
+                TimerKind::ReconnectWake(li),
+                TimerKind::RetryPause(li),
+            ] {
+                self.timers.cancel(kind);
+            }
+            self.links[li].retry_pause_until = None;
+        }
+        self.keeper.keeping = false;
+        self.timers.cancel(TimerKind::SignalKeep);
+        self.pump(now);
+    }
+
     /// Starts (or extends) the signalling keeper: a keep frame on the main link now, then one
     /// per period of quiet, until the keep time has passed since the last call (§7.11, TCP
     /// mode).

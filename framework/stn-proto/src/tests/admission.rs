@@ -312,3 +312,46 @@ fn frequency_limit_refuses_the_106th_identical_body() {
     let free = sim.start(spec(1, &[9; 128]).with_limits(true, false));
     assert!(sim.run_until_end(free, secs(1)).1.outcome.is_ok());
 }
+
+#[test]
+fn reset_ends_every_task_and_zombie_once_and_closes_links() {
+    let mut sim = Sim::new();
+    sim.script.answer = Answer::Never;
+    let running = sim.start(spec(1, b"r"));
+    sim.run_for(ms(500));
+    sim.engine.set_network(sim.now, NetKind::None, "");
+    sim.drain();
+    let queued = sim.start(spec(2, b"q"));
+    sim.engine.reset(sim.now);
+    sim.drain();
+    for id in [running, queued] {
+        assert_eq!(
+            sim.ends[&id].1.outcome,
+            Err(TaskError::Local(LocalError::Reset))
+        );
+    }
+    assert_eq!(sim.engine.task_count(), 0);
+    sim.run_for(secs(3_600));
+    let connects = sim.action_times(|a| matches!(a, Action::Connect { .. }));
+    assert_eq!(connects.len(), 1, "nothing reconnects after a reset");
+    assert_eq!(sim.engine.stats().tasks_failed, 2);
+}
+
+#[test]
+fn trigger_heartbeat_sends_one_now() {
+    let mut sim = Sim::new();
+    assert!(
+        !sim.engine.trigger_heartbeat(sim.now, "default-longlink"),
+        "not connected"
+    );
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(secs(10));
+    assert!(sim.engine.trigger_heartbeat(sim.now, "default-longlink"));
+    sim.drain();
+    sim.run_for(secs(1));
+    assert_eq!(
+        sim.server_frames(phobos_plugin_api::codec::HEARTBEAT_CMD),
+        vec![ms(60), ms(10_020)]
+    );
+}

@@ -40,6 +40,8 @@ pub(crate) enum Reach {
 pub(crate) enum Answer {
     /// Echoes the body after the processing delay.
     Echo,
+    /// Echoes the body after this delay instead of the processing delay.
+    Delay(Duration),
     /// Never answers.
     Never,
     /// Sends the echo in `chunks` pieces, `every` apart, starting after the delay.
@@ -441,6 +443,10 @@ impl Sim {
             Answer::Echo => {
                 let frame = self.frame(head.cmd_id, head.seq, &body);
                 self.later_send(conn, delay, frame);
+            }
+            Answer::Delay(d) => {
+                let frame = self.frame(head.cmd_id, head.seq, &body);
+                self.later_send(conn, d, frame);
             }
             Answer::Never => {}
             Answer::Dribble { chunks, every } => {

@@ -33,6 +33,7 @@ enum Op {
     NetworkChange(bool),
     Foreground(bool),
     Redo,
+    Reset,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -56,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::NetworkChange),
         1 => any::<bool>().prop_map(Op::Foreground),
         1 => Just(Op::Redo),
+        1 => Just(Op::Reset),
     ]
 }
 
@@ -141,6 +143,10 @@ fn run(ops: &[Op], seed: u64) {
             Op::Foreground(fg) => sim.foreground(*fg),
             Op::Redo => {
                 sim.engine.redo_tasks(sim.now);
+                sim.drain();
+            }
+            Op::Reset => {
+                sim.engine.reset(sim.now);
                 sim.drain();
             }
         }

@@ -342,3 +342,36 @@ fn lossy_link_still_delivers_with_retransmission_delays() {
         assert!(sim.ends[&id].1.outcome.is_ok());
     }
 }
+
+#[test]
+fn long_polling_task_waits_its_polling_time_for_the_first_packet() {
+    let mut sim = Sim::new();
+    sim.script
+        .answer_by_cmd
+        .insert(CmdId(1), Answer::Delay(secs(25)));
+    let poll = sim.start(
+        spec(1, b"poll")
+            .with_long_polling(secs(30))
+            .with_retry_count(0),
+    );
+    let (at, end) = sim.run_until_end(poll, secs(60));
+    assert!(end.outcome.is_ok());
+    assert_eq!(end.profile.first_packet_timeout, Some(secs(30)));
+    assert_eq!(at, ms(25_080));
+
+    // The same wait without long polling hits the first-packet timeout.
+    let plain = sim.start(spec(1, b"plain").with_retry_count(0));
+    let (_, end) = sim.run_until_end(plain, secs(60));
+    assert_eq!(
+        end.outcome,
+        Err(TaskError::Timeout(TimeoutLevel::FirstPacket))
+    );
+
+    // The whole budget of a long poll is its polling time + 5 s.
+    let mut sim = Sim::new();
+    sim.script.answer = Answer::Never;
+    let poll = sim.start(spec(1, b"poll").with_long_polling(secs(30)));
+    let (at, end) = sim.run_until_end(poll, secs(60));
+    assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Total)));
+    assert_eq!(at, secs(35));
+}
