@@ -351,8 +351,8 @@ pub enum LinkError {
     /// The server rejected the identify frame.
     #[error("identify rejected")]
     IdentifyRejected,
-    /// Closed on request of the app ([`Engine::disconnect`](crate::Engine::disconnect);
-    /// Mars 10000).
+    /// Closed on request of the app ([`Engine::redo_tasks`](crate::Engine::redo_tasks),
+    /// [`Engine::reset`](crate::Engine::reset); Mars 10000).
     #[error("closed by the app")]
     Reset,
 }

@@ -36,6 +36,38 @@
 //! - **Time**: every deadline lives in one table ([`TimerKind`]) and fires exactly, not on a
 //!   1 s loop.
 //!
+//! # Design decisions (where this core differs from Mars on purpose)
+//!
+//! - **Exactly one end** per [`Engine::start_task`]: refused specs end at once,
+//!   [`Engine::cancel_task`] ends the task with [`TaskError::Canceled`] (Mars's `StopTask` is
+//!   silent), [`Engine::reset`] ends everything, zombies included, with
+//!   [`LocalError::Reset`]. There is no silent end (Mars's `SilentTaskEnd`).
+//! - **Shared fate is judged by traffic** (§6.2, §7.10). A first-packet or packet-to-packet
+//!   timeout fails only its own task when the link delivered bytes for *other* frames since
+//!   that task's last progress, within the packet-to-packet interval; otherwise the link is
+//!   stalled and every running task fails with that timeout and the link is dropped. A
+//!   read/write timeout counts any recent byte. A task's **total timeout never touches the
+//!   link** or its other tasks (§18.7).
+//! - **A failed connect cycle costs each waiting task one attempt**, so a dead server ends
+//!   tasks with [`TaskError::Dial`] or a connect [`TimeoutLevel::Connect`] after their
+//!   retries, not with a bare total timeout (Mars lets them wait).
+//! - **Exact deadlines** everywhere: timeouts fire at their instant, not on a 1 s loop; the
+//!   connect race notices silent addresses on time (§9); a refused address with nothing else
+//!   in flight lets the next one start at once; race losers are aborted, not blamed.
+//! - **Heartbeats as intended** (§18.1, §18.2): the first one (or the identify frame) right
+//!   after connect, every write restarts the interval, an unanswered heartbeat drops the link
+//!   after 8 s (5 s when the slot fired ≥ 15 min late).
+//! - **Reconnect pacing**: the inactive back-off moves once per connect cycle, not once per
+//!   trigger (§18.12); a paced reconnect fires as armed, whichever row armed it.
+//!   [`Config::has_account`] defaults to `true` so a host that never reports an account is
+//!   not paced like a logged-out one (7 days when inactive).
+//! - **Limits count a task once** (§18.11); **local disconnects** (network change, reset) are
+//!   not reported as address failures (§18.8); the "excellent network" first-packet shortcut
+//!   applies to tasks without a server cost (§18.6); a long-polling task's first-packet budget
+//!   is its polling time; per-attempt timeouts feed the dynamic-timeout estimator as failures.
+//! - **Auth**: one [`Action::EnsureAuth`] in flight per host; a transient failure asks again
+//!   after 1 s; success lets the tasks waiting at that moment go.
+//!
 //! # What it does not do (yet)
 //!
 //! No short link, no IP ranking or bans, no smart heartbeat (plug one in through
