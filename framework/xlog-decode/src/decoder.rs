@@ -394,13 +394,15 @@ impl<'a> Events<'a> {
         let plain: Cow<'a, [u8]> = match block.magic.encryption() {
             Encryption::None => Cow::Borrowed(body),
             Encryption::Mars => Cow::Owned(self.decrypt(block, CipherKind::MarsCompatible)?),
-            _ => Cow::Owned(self.decrypt(block, CipherKind::Authenticated)?),
+            Encryption::Authenticated => {
+                Cow::Owned(self.decrypt(block, CipherKind::Authenticated)?)
+            }
         };
         match block.magic.compression() {
             Compression::None => Ok(plain),
             Compression::Zlib => body::inflate_raw(&plain).map(Cow::Owned),
             Compression::ChunkedZlib => body::legacy_chunks(&plain).map(Cow::Owned),
-            _ => body::zstd_unterminated(&plain).map(Cow::Owned),
+            Compression::Zstd => body::zstd_unterminated(&plain).map(Cow::Owned),
         }
     }
 
@@ -423,16 +425,15 @@ impl<'a> Events<'a> {
             .as_ref()
             .is_some_and(|s| s.kind == kind && s.header_key == key);
         if !reuse {
-            self.session = Some(Session {
+            self.session = None;
+        }
+        let session = match &mut self.session {
+            Some(session) => session,
+            None => self.session.insert(Session {
                 kind,
                 header_key: key,
                 decryptor: cipher.new_decryptor(&key),
-            });
-        }
-        let Some(session) = self.session.as_mut() else {
-            return Err(BodyError::MissingKey {
-                magic: block.magic.byte(),
-            });
+            }),
         };
         let decryptor = session
             .decryptor

@@ -26,6 +26,10 @@
 //!
 //! Parsing untrusted bytes never panics; [`fuzzing`] has the entry points for fuzz targets.
 //!
+//! Feature `cli` (default) builds the `phobos-xlog` binary (`decode`, `append` through
+//! `phobos-xlog`'s public API, `keygen`); depend with `default-features = false` for the
+//! library alone, which needs neither the writer nor the cipher crates.
+//!
 //! ```
 //! use phobos_xlog_decode::Decoder;
 //!
