@@ -589,6 +589,13 @@ impl Engine {
             return;
         }
         s.last_recv = Some(now);
+        // Design: bytes arriving while a heartbeat reply is due prove the link alive; the
+        // reply may be queued behind a long response, so its deadline moves (Mars would drop
+        // a link that is busy delivering a large response).
+        if s.heartbeat_sent.is_some() {
+            let reply = self.cfg.timing.heartbeat_reply_timeout;
+            self.timers.set(TimerKind::HeartbeatReply(li), now + reply);
+        }
         self.stats.bytes_received += data.len() as u64;
         let mut buf = std::mem::take(&mut s.rx);
         let from_data = buf.is_empty();

@@ -333,3 +333,31 @@ fn signalling_keeper_sends_every_five_quiet_seconds_for_twenty_seconds() {
         "one at the second keep, none after stop: {keeps:?}"
     );
 }
+
+#[test]
+fn a_reply_stuck_behind_a_long_response_does_not_drop_a_busy_link() {
+    let mut sim = Sim::new();
+    connect(&mut sim);
+    sim.run_for(secs(1));
+    // A long response dribbles in for 60 s; the heartbeat slot falls in the middle and its
+    // reply comes only after the response (in-order stream).
+    sim.script.heartbeat_replies = false;
+    sim.script.answer = Answer::Dribble {
+        chunks: 30,
+        every: secs(2),
+    };
+    let id = sim.start(TaskSpec::new(CmdId(1), vec![1u8; 3_000]).with_server_cost(secs(100)));
+    sim.run_for(secs(5));
+    assert!(sim.engine.trigger_heartbeat(sim.now, "default-longlink"));
+    sim.drain();
+    let (_, end) = sim.run_until_end(id, secs(120));
+    assert!(end.outcome.is_ok());
+    // Once the bytes stop, the missing reply is detected 8 s after the last byte.
+    sim.run_for(secs(30));
+    let downs = link_down_reasons(&sim);
+    assert_eq!(downs.len(), 1);
+    assert_eq!(
+        downs[0].0,
+        end.profile.last_byte.unwrap().duration_since(sim.t0) + secs(8)
+    );
+}
