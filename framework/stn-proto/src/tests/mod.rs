@@ -8,6 +8,7 @@ mod admission;
 mod heartbeat;
 mod limits;
 mod links;
+mod matrix;
 mod props;
 mod reconnect;
 mod timeouts;
