@@ -66,7 +66,7 @@ impl Decoder {
     /// Decodes a whole `.xlog` file to the text Mars's official Python decoder produces
     /// (including its `[F]decode_log_file.py …` lines for damage, gaps and failed blocks).
     pub fn decode(&self, input: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(input.len().saturating_mul(3));
+        let mut out = Vec::with_capacity(input.len().saturating_mul(3).min(64 << 20));
         self.decode_into(input, &mut out);
         out
     }

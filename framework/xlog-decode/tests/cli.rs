@@ -454,3 +454,48 @@ fn append_rejects_bad_arguments() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn each_writes_input_dot_log_like_mars_script_and_skips_empty_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["source.xlog", "one_block_then_partial.xlog"] {
+        std::fs::copy(data(&format!("07_corrupted/{name}")), tmp.path().join(name)).unwrap();
+    }
+    let out = run(&[os("decode"), os("--each"), tmp.path().as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        std::fs::read(tmp.path().join("source.xlog.log")).unwrap()
+            == std::fs::read(data("07_corrupted/expected_source.log")).unwrap()
+    );
+    // The official script writes no file when the text is empty.
+    assert!(!tmp.path().join("one_block_then_partial.xlog.log").exists());
+    // --each and -o exclude each other.
+    let both = run(&[
+        os("decode"),
+        os("--each"),
+        os("-o"),
+        os("x"),
+        tmp.path().as_os_str(),
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn a_tiny_mmap3_is_reported_not_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = tmp.path().join("t.mmap3");
+    std::fs::write(&tiny, b"short").unwrap();
+    let out = run(&[
+        os("decode"),
+        tiny.as_os_str(),
+        data("01_async_zlib_nocrypt").as_os_str(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("shorter than a 73-byte block header"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout == std::fs::read(data("01_async_zlib_nocrypt/expected.log")).unwrap());
+}

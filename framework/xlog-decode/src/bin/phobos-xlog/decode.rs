@@ -6,12 +6,12 @@ use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use phobos_cipher_modern::ModernCipher;
 use phobos_xlog_decode::format::find_block_start;
-use phobos_xlog_decode::{Decoder, Event, MagicSet, Mmap3Error, StartRule, Summary};
+use phobos_xlog_decode::{Decoder, Event, MagicSet, StartRule, Summary};
 
 use crate::keys;
 
@@ -29,8 +29,11 @@ pub(crate) struct DecodeArgs {
     #[arg(long, value_name = "HEX")]
     modern_key: Option<String>,
     /// Write the text here instead of standard output.
-    #[arg(short, long, value_name = "OUT")]
+    #[arg(short, long, value_name = "OUT", conflicts_with = "each")]
     output: Option<PathBuf>,
+    /// Like Mars's script: write each input's text to `<input>.log` (none when empty).
+    #[arg(long)]
+    each: bool,
     /// Start at the first good block even if the next one is damaged (Mars's decoder needs
     /// two good blocks to start, and prints nothing for a file of one block plus a partial).
     #[arg(long)]
@@ -55,67 +58,111 @@ pub(crate) fn run(args: DecodeArgs) -> Result<()> {
         .filter_map(|p| fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
-    let progress = progress_bar(total);
-
-    let mut sink: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(io::BufWriter::new(
-            fs::File::create(path)
-                .with_context(|| format!("cannot create output {}", path.display()))?,
-        )),
-        None => Box::new(io::BufWriter::new(io::stdout().lock())),
+    let mut progress = Progress {
+        bar: progress_bar(total),
+        done: 0,
     };
 
-    let mut done = 0u64;
+    let mut shared: Option<Box<dyn Write>> = match (&args.output, args.each) {
+        (_, true) => None,
+        (Some(path), false) => Some(Box::new(io::BufWriter::new(
+            fs::File::create(path)
+                .with_context(|| format!("cannot create output {}", path.display()))?,
+        ))),
+        (None, false) => Some(Box::new(io::BufWriter::new(io::stdout().lock()))),
+    };
+
     for path in &inputs {
         let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut out = Vec::with_capacity(bytes.len() * 3);
-        if is_mmap3(path) {
-            match decoder.decode_mmap3(&bytes) {
-                Ok(text) => out = text,
-                Err(e @ (Mmap3Error::NoBlock { .. } | Mmap3Error::Empty)) => {
-                    eprintln!("phobos-xlog: {}: {e}", path.display());
+        match &mut shared {
+            Some(sink) => {
+                decode_one(&decoder, &args, path, &bytes, &mut progress, &mut **sink)
+                    .context("cannot write output")?;
+            }
+            None => {
+                // Like Mars's script: `<input>.log`, and no file when there is no text.
+                let mut text = Vec::new();
+                decode_one(&decoder, &args, path, &bytes, &mut progress, &mut text)?;
+                if !text.is_empty() {
+                    let mut out_path = path.clone().into_os_string();
+                    out_path.push(".log");
+                    fs::write(&out_path, &text).with_context(|| {
+                        format!("cannot write {}", PathBuf::from(&out_path).display())
+                    })?;
                 }
-                Err(e) => bail!("{}: {e}", path.display()),
-            }
-        } else {
-            let mut summary = Summary::default();
-            for event in decoder.events(&bytes) {
-                if let Event::Text { block, .. } | Event::Failed { block, .. } = &event {
-                    if let Some(pb) = &progress {
-                        pb.set_position(done + block.end as u64);
-                    }
-                }
-                summary.record(&event);
-                event.render(&mut out);
-            }
-            if args.verbose {
-                eprintln!("phobos-xlog: {}: {summary}", path.display());
-            }
-            if !summary.found_blocks() {
-                let lenient_would_start = !args.lenient
-                    && find_block_start(&bytes, 0, 1, decoder.options().magics).is_some();
-                let hint = if lenient_would_start {
-                    " (no two consecutive good blocks to start from; --lenient starts at one)"
-                } else {
-                    ""
-                };
-                eprintln!(
-                    "phobos-xlog: {}: no xlog blocks found{hint}",
-                    path.display()
-                );
             }
         }
-        sink.write_all(&out).context("cannot write output")?;
-        done += bytes.len() as u64;
-        if let Some(pb) = &progress {
-            pb.set_position(done);
-        }
+        progress.done += bytes.len() as u64;
+        progress.show(0);
     }
-    sink.flush().context("cannot write output")?;
-    if let Some(pb) = progress {
-        pb.finish_and_clear();
+    if let Some(sink) = &mut shared {
+        sink.flush().context("cannot write output")?;
+    }
+    if let Some(bar) = progress.bar {
+        bar.finish_and_clear();
     }
     Ok(())
+}
+
+/// Decodes one input into `sink`, streaming block by block. Problems with the file's content
+/// are reported inline or on standard error; only a failing `sink` is an error.
+fn decode_one(
+    decoder: &Decoder,
+    args: &DecodeArgs,
+    path: &Path,
+    bytes: &[u8],
+    progress: &mut Progress,
+    sink: &mut dyn Write,
+) -> io::Result<()> {
+    if is_mmap3(path) {
+        match decoder.decode_mmap3(bytes) {
+            Ok(text) => sink.write_all(&text)?,
+            Err(e) => eprintln!("phobos-xlog: {}: {e}", path.display()),
+        }
+        return Ok(());
+    }
+    let mut summary = Summary::default();
+    let mut buf = Vec::new();
+    for event in decoder.events(bytes) {
+        if let Event::Text { block, .. } | Event::Failed { block, .. } = &event {
+            progress.show(block.end as u64);
+        }
+        summary.record(&event);
+        buf.clear();
+        event.render(&mut buf);
+        sink.write_all(&buf)?;
+    }
+    if args.verbose {
+        eprintln!("phobos-xlog: {}: {summary}", path.display());
+    }
+    if !summary.found_blocks() {
+        let lenient_would_start =
+            !args.lenient && find_block_start(bytes, 0, 1, decoder.options().magics).is_some();
+        let hint = if lenient_would_start {
+            " (no two consecutive good blocks to start from; --lenient starts at one)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "phobos-xlog: {}: no xlog blocks found{hint}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The optional progress bar and the bytes of the inputs already decoded.
+struct Progress {
+    bar: Option<ProgressBar>,
+    done: u64,
+}
+
+impl Progress {
+    fn show(&self, within_current: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(self.done + within_current);
+        }
+    }
 }
 
 fn build_decoder(args: &DecodeArgs) -> Result<Decoder> {

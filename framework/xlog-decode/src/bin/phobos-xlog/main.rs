@@ -1,7 +1,8 @@
 //! `phobos-xlog`: decode xlog files (Mars's and Phobos's), append to one, generate keys.
 //!
 //! ```text
-//! phobos-xlog decode [--key HEX | --key-file F] [-o OUT] PATH...
+//! phobos-xlog decode [--key HEX | --key-file F] [--modern-key HEX] [-o OUT | --each]
+//!                    [--lenient] [--mars-only] [-v] PATH...
 //! phobos-xlog append --dir D --prefix P [--pubkey HEX] [--compress zlib|zstd]
 //!                    [--mode async|sync] [--cache-dir C] [--max-file-size BYTES] < lines
 //! phobos-xlog keygen [--modern]
