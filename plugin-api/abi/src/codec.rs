@@ -248,7 +248,7 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
             })
         });
         if done.is_err() {
-            out.extend_from_slice(req.body);
+            out.extend_from_copy_slice(req.body);
         }
     }
 

@@ -57,7 +57,7 @@ pub(crate) fn with_scratch<T, E>(
             scratch.clear();
             let result = f(&mut scratch);
             if result.is_ok() {
-                out.extend_from_slice(&scratch);
+                out.extend_from_copy_slice(&scratch);
             }
             if scratch.capacity() > MAX_KEPT_SCRATCH {
                 *scratch = Vec::new();
@@ -69,7 +69,7 @@ pub(crate) fn with_scratch<T, E>(
             let mut fresh = Vec::new();
             let result = f(&mut fresh);
             if result.is_ok() {
-                out.extend_from_slice(&fresh);
+                out.extend_from_copy_slice(&fresh);
             }
             result
         }

@@ -34,13 +34,13 @@ pub fn fixtures() -> &'static Fixtures {
     }
 }
 
-/// The fixtures in the release profile (for benchmarks), built on first use.
-pub fn release_fixtures() -> &'static Fixtures {
-    static RELEASE: OnceLock<Result<Fixtures, String>> = OnceLock::new();
-    match RELEASE.get_or_init(|| build(true)) {
-        Ok(f) => f,
-        Err(e) => panic!("building the fixture libraries failed:\n{e}"),
+/// `plugins/codec-mars` as a plugin library in the release profile (for benchmarks).
+pub fn release_mars() -> PathBuf {
+    let target = workspace_root().join("target/plugin-fixtures");
+    if let Err(e) = build_mars(&target, true) {
+        panic!("building the Mars plugin library failed:\n{e}");
     }
+    lib_path(&target.join("release"), "phobos_codec_mars")
 }
 
 /// The workspace root.
@@ -61,28 +61,9 @@ fn build(release: bool) -> Result<Fixtures, String> {
         &target,
         release,
     )?;
-    cargo(
-        &[
-            "build",
-            "--manifest-path",
-            &root.join("Cargo.toml").to_string_lossy(),
-            "-p",
-            "phobos-codec-mars",
-            "--features",
-            "dynamic",
-            "--lib",
-        ],
-        &target,
-        release,
-    )?;
+    build_mars(&target, release)?;
     let dir = target.join(if release { "release" } else { "debug" });
-    let lib = |name: &str| {
-        dir.join(format!(
-            "{}{name}{}",
-            std::env::consts::DLL_PREFIX,
-            std::env::consts::DLL_SUFFIX
-        ))
-    };
+    let lib = |name: &str| lib_path(&dir, name);
     Ok(Fixtures {
         mars: lib("phobos_codec_mars"),
         no_root: lib("fixture_no_root"),
@@ -90,6 +71,31 @@ fn build(release: bool) -> Result<Fixtures, String> {
         multi: lib("fixture_multi"),
         panicking: lib("fixture_panicking"),
     })
+}
+
+fn build_mars(target: &Path, release: bool) -> Result<(), String> {
+    cargo(
+        &[
+            "build",
+            "--manifest-path",
+            &workspace_root().join("Cargo.toml").to_string_lossy(),
+            "-p",
+            "phobos-codec-mars",
+            "--features",
+            "dynamic",
+            "--lib",
+        ],
+        target,
+        release,
+    )
+}
+
+fn lib_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
 }
 
 fn cargo(args: &[&str], target: &Path, release: bool) -> Result<(), String> {
