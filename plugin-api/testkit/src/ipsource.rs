@@ -73,3 +73,22 @@ fn check_addrs(source: &dyn IpSource, host: &str, expected: AddrSource, addrs: &
         );
     }
 }
+
+/// Asserts that two sources give the same answers (or the same errors) for each of `hosts`
+/// and both purposes, and report the same name.
+///
+/// Meant for comparing a plugin used in-process with the same plugin loaded from its library.
+///
+/// # Panics
+///
+/// At the first difference, naming it.
+pub fn assert_sources_identical(a: &dyn IpSource, b: &dyn IpSource, hosts: &[&str]) {
+    assert_eq!(a.name(), b.name(), "name");
+    for host in hosts {
+        for purpose in [LinkPurpose::LongLink, LinkPurpose::ShortLink] {
+            let ra = block_on(a.resolve(host, purpose));
+            let rb = block_on(b.resolve(host, purpose));
+            assert_eq!(ra, rb, "{host} for {purpose:?}");
+        }
+    }
+}

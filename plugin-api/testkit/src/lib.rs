@@ -1,7 +1,7 @@
 //! Conformance suites every Phobos plugin implementation should pass.
 //!
 //! Each suite is a plain function per property (in [`codec`], [`heartbeat`], [`cipher`],
-//! [`ipsource`]) plus a macro that turns them into `#[test]` functions for one implementation,
+//! [`ipsource`], [`auth`]) plus a macro that turns them into `#[test]` functions for one implementation,
 //! given an expression that builds it. The same suite runs against a plugin used in-process and
 //! against the same plugin loaded from its dynamic library, so both must behave alike;
 //! [`codec::assert_codecs_identical`] compares two codecs byte for byte.
@@ -12,6 +12,12 @@
 //! | [`heartbeat_conformance!`] | [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory) | intervals positive and bounded, fresh policies independent, export → import round trip, corrupt state harmless |
 //! | [`cipher_conformance!`] | [`LogCipher`](phobos_plugin_api::LogCipher) | chunked encryption decrypts exactly, a wrong key never yields the plaintext, damaged bodies never panic |
 //! | [`ipsource_conformance!`] | [`IpSource`](phobos_plugin_api::IpSource) | resolving never panics, every address carries the expected source tag |
+//! | [`auth_conformance!`] | [`AuthCheck`](phobos_plugin_api::AuthCheck) | identify exchange never panics and avoids the heartbeat command, gate consistent with `ensure_authed` |
+//!
+//! For in-process versus loaded comparisons, each module also has an `assert_*` function
+//! that drives two implementations through the same calls: [`codec::assert_codecs_identical`],
+//! [`heartbeat::assert_factories_identical`], [`cipher::assert_ciphers_interoperate`],
+//! [`ipsource::assert_sources_identical`], [`auth::assert_auth_identical`].
 //!
 //! Randomised checks use proptest with a small number of cases by default ([`DEFAULT_CASES`]),
 //! overridable through the `PROPTEST_CASES` environment variable; the other checks use a fixed
@@ -61,6 +67,7 @@
 //! # }
 //! ```
 
+pub mod auth;
 pub mod cipher;
 pub mod codec;
 pub mod heartbeat;
@@ -85,7 +92,7 @@ pub fn proptest_cases() -> u32 {
 #[doc(hidden)]
 pub mod __private {
     pub use phobos_plugin_api::{
-        AddrSource, HeartbeatPolicyFactory, IpSource, LogCipher, PacketCodec,
+        AddrSource, AuthCheck, HeartbeatPolicyFactory, IpSource, LogCipher, PacketCodec,
     };
     pub use std::sync::Arc;
 }
@@ -275,6 +282,42 @@ macro_rules! ipsource_conformance {
             #[test]
             pub(super) fn odd_host_names_never_panic() {
                 $crate::ipsource::check_odd_hosts(&*subject());
+            }
+        }
+    };
+}
+
+/// Generates a module `$name` of `#[test]` functions checking an
+/// [`AuthCheck`](phobos_plugin_api::AuthCheck).
+///
+/// `$ctor` returns an `Arc` of the plugin; it is called once per test. See [`auth`] for what
+/// each test checks.
+#[macro_export]
+macro_rules! auth_conformance {
+    ($name:ident, $ctor:expr $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn subject() -> $crate::__private::Arc<dyn $crate::__private::AuthCheck> {
+                let ctor = $ctor;
+                ctor()
+            }
+
+            #[test]
+            pub(super) fn identify_exchange_never_panics() {
+                $crate::auth::check_identify_exchange(&*subject());
+            }
+
+            #[test]
+            pub(super) fn gate_agrees_with_ensure_authed() {
+                $crate::auth::check_gate_consistent(&*subject());
+            }
+
+            #[test]
+            pub(super) fn two_instances_behave_identically() {
+                $crate::auth::assert_auth_identical(&*subject(), &*subject());
             }
         }
     };

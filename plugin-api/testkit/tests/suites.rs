@@ -428,3 +428,150 @@ fn every_host_and_purpose_is_resolved() {
     phobos_plugin_testkit::ipsource::check_resolve(&src, AddrSource::Debug, &["a", "b", "c"]);
     assert_eq!(src.calls.load(Ordering::Relaxed), 6);
 }
+
+#[test]
+#[should_panic(expected = "interval at step")]
+fn differing_heartbeat_factories_are_caught() {
+    heartbeat::assert_factories_identical(
+        &Learning::default(),
+        &Learning {
+            zero_after: Some(3),
+            ..Default::default()
+        },
+    );
+}
+
+#[test]
+fn identical_heartbeat_factories_pass() {
+    heartbeat::assert_factories_identical(&Learning::default(), &Learning::default());
+}
+
+#[test]
+fn ciphers_with_the_same_key_interoperate() {
+    cipher::assert_ciphers_interoperate(
+        &Xor {
+            key: 0x3C,
+            leak: false,
+        },
+        &Xor {
+            key: 0x3C,
+            leak: false,
+        },
+    );
+}
+
+#[test]
+#[should_panic(expected = "differs")]
+fn ciphers_with_different_keys_are_caught() {
+    cipher::assert_ciphers_interoperate(
+        &Xor {
+            key: 0x3C,
+            leak: false,
+        },
+        &Xor {
+            key: 0x3D,
+            leak: false,
+        },
+    );
+}
+
+#[test]
+#[should_panic(expected = "for LongLink")]
+fn differing_sources_are_caught() {
+    let a = Fixed {
+        tag: AddrSource::Debug,
+        port: None,
+        calls: AtomicU32::new(0),
+    };
+    let b = Fixed {
+        tag: AddrSource::Debug,
+        port: Some(1),
+        calls: AtomicU32::new(0),
+    };
+    phobos_plugin_testkit::ipsource::assert_sources_identical(&a, &a, &["x"]);
+    phobos_plugin_testkit::ipsource::assert_sources_identical(&a, &b, &["x"]);
+}
+
+// ---- A toy auth: a token checked by the first reply byte; switchable bugs. ----
+
+#[derive(Debug, Default)]
+struct ToyAuth {
+    rejected: std::sync::atomic::AtomicBool,
+    heartbeat_cmd: bool,
+    inconsistent: bool,
+}
+
+#[async_trait]
+impl phobos_plugin_api::AuthCheck for ToyAuth {
+    fn name(&self) -> &str {
+        "toy-auth"
+    }
+    fn is_authed(&self, _: &str) -> bool {
+        !self.rejected.load(Ordering::Relaxed)
+    }
+    async fn ensure_authed(&self, _: &str) -> Result<(), phobos_plugin_api::AuthError> {
+        if self.inconsistent || self.rejected.load(Ordering::Relaxed) {
+            return Err(phobos_plugin_api::AuthError::Transient("no".into()));
+        }
+        Ok(())
+    }
+    fn identify_request(&self, _: &str) -> phobos_plugin_api::IdentifyRequest {
+        phobos_plugin_api::IdentifyRequest::Now {
+            cmd_id: if self.heartbeat_cmd {
+                HEARTBEAT_CMD
+            } else {
+                CmdId(99)
+            },
+            body: b"tok".to_vec(),
+            hash: b"h".to_vec(),
+        }
+    }
+    fn on_identify_response(
+        &self,
+        _: &str,
+        body: &[u8],
+        hash: &[u8],
+    ) -> phobos_plugin_api::IdentifyVerdict {
+        use phobos_plugin_api::IdentifyVerdict;
+        match (body.first(), hash == b"h") {
+            (Some(0), true) => IdentifyVerdict::Accepted,
+            (Some(1), true) => {
+                self.rejected.store(true, Ordering::Relaxed);
+                IdentifyVerdict::Rejected
+            }
+            _ => IdentifyVerdict::Retry,
+        }
+    }
+}
+
+phobos_plugin_testkit::auth_conformance!(toy_auth, || Arc::new(ToyAuth::default()));
+
+#[test]
+#[should_panic(expected = "heartbeat's command id")]
+fn identify_with_the_heartbeat_command_is_caught() {
+    phobos_plugin_testkit::auth::check_identify_exchange(&ToyAuth {
+        heartbeat_cmd: true,
+        ..Default::default()
+    });
+}
+
+#[test]
+#[should_panic(expected = "ensure_authed failed")]
+fn an_inconsistent_gate_is_caught() {
+    phobos_plugin_testkit::auth::check_gate_consistent(&ToyAuth {
+        inconsistent: true,
+        ..Default::default()
+    });
+}
+
+#[test]
+#[should_panic(expected = "ensure_authed")]
+fn differing_auth_plugins_are_caught() {
+    phobos_plugin_testkit::auth::assert_auth_identical(
+        &ToyAuth::default(),
+        &ToyAuth {
+            inconsistent: true,
+            ..Default::default()
+        },
+    );
+}

@@ -19,3 +19,28 @@ phobos_plugin_testkit::heartbeat_conformance!(fixed_30_s, || Arc::new(
 ));
 
 phobos_plugin_testkit::heartbeat_conformance!(smart, || Arc::new(SmartHeartbeat::default()));
+
+#[test]
+fn two_smart_factories_on_the_same_clock_behave_identically() {
+    use phobos_heartbeat::{ManualClock, SmartHeartbeatConfig};
+
+    let clock = ManualClock::at_unix_secs(1_764_115_200);
+    let make = || {
+        SmartHeartbeat::with_clock(SmartHeartbeatConfig::default(), Arc::new(clock.clone()))
+            .unwrap()
+    };
+    phobos_plugin_testkit::heartbeat::assert_factories_identical(&make(), &make());
+    phobos_plugin_testkit::heartbeat::assert_factories_identical(
+        &FixedHeartbeat::default(),
+        &FixedHeartbeat::default(),
+    );
+}
+
+#[test]
+#[should_panic(expected = "interval at step")]
+fn fixed_factories_with_different_intervals_are_told_apart() {
+    phobos_plugin_testkit::heartbeat::assert_factories_identical(
+        &FixedHeartbeat::default(),
+        &FixedHeartbeat::with_interval(Some(Duration::from_secs(30))).unwrap(),
+    );
+}

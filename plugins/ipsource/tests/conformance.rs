@@ -75,3 +75,13 @@ phobos_plugin_testkit::ipsource_conformance!(
     AddrSource::SystemDns,
     ["localhost", "127.0.0.1", "::1"],
 );
+
+#[test]
+fn sources_built_from_the_same_config_answer_identically() {
+    use phobos_plugin_testkit::ipsource::assert_sources_identical;
+
+    let make = || StaticList::new(serde_json::from_str(table_json()).unwrap());
+    assert_sources_identical(&make(), &make(), &HOSTS);
+    let strict = || SystemDns::new(SystemDnsConfig::default());
+    assert_sources_identical(&strict(), &strict(), &["localhost", "192.0.2.1"]);
+}
