@@ -77,51 +77,46 @@
 //!
 //! # Example
 //!
+//! One task over a fresh link, driven by hand. `t0` is whatever instant the driver counts
+//! from (the core never reads a clock; `tests/quickstart.rs` runs this same flow).
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::{Duration, Instant};
-//! # use phobos_plugin_api::{codec::*, CmdId, Seq};
-//! use phobos_stn_proto::{Action, Config, Engine, Event, LinkConfig, TaskSpec};
-//! # #[derive(Debug)] struct Demo;
-//! # impl PacketCodec for Demo {
-//! #   fn name(&self) -> &str { "demo" }
-//! #   fn encode(&self, h: FrameHead, body: &[u8], _e: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-//! #     out.extend_from_slice(&h.cmd_id.0.to_be_bytes()); out.extend_from_slice(&h.seq.0.to_be_bytes());
-//! #     out.extend_from_slice(&(body.len() as u32).to_be_bytes()); out.extend_from_slice(body); Ok(()) }
-//! #   fn decode(&self, b: &[u8]) -> Result<Decoded, DecodeError> {
-//! #     if b.len() < 12 { return Ok(Decoded::Incomplete { head: None, needed: 12 }); }
-//! #     let head = FrameHead::new(CmdId(u32::from_be_bytes([b[0],b[1],b[2],b[3]])), Seq(u32::from_be_bytes([b[4],b[5],b[6],b[7]])));
-//! #     let n = u32::from_be_bytes([b[8], b[9], b[10], b[11]]) as usize;
-//! #     if b.len() < 12 + n { return Ok(Decoded::Incomplete { head: Some(head), needed: 12 + n }); }
-//! #     Ok(Decoded::Frame(RawFrame { head, body: 12..12 + n, extension: None, len: 12 + n })) }
-//! #   fn classify(&self, h: &FrameHead) -> FrameKind {
-//! #     if h.cmd_id == HEARTBEAT_CMD { FrameKind::HeartbeatReply } else { FrameKind::Response(h.seq) } }
-//! # }
-//! let codec = Arc::new(Demo);
-//! let t0 = Instant::now();
-//! let config = Config::builder(codec.clone())
-//!     .link(LinkConfig::new("default-longlink").addrs(["10.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap().into()]))
-//!     .build()
-//!     .unwrap();
-//! let mut engine = Engine::new(config, t0).unwrap();
+//! use phobos_plugin_api::{FrameHead, PacketCodec, Seq};
+//! use phobos_stn_proto::{Action, CmdId, Config, Engine, Event, LinkConfig, TaskSpec};
 //!
-//! let id = engine.start_task(t0, TaskSpec::new(CmdId(42), &b"ping"[..]));
-//! // The link is down, so the core asks for a connection.
-//! let Some(Action::Connect { attempt, .. }) = engine.poll_action() else { panic!() };
-//! engine.handle_connected(t0, attempt);
-//! // First the heartbeat, then the request.
-//! while let Some(action) = engine.poll_action() {
-//!     assert!(matches!(action, Action::Send { .. }));
+//! fn quickstart(codec: Arc<dyn PacketCodec>, t0: Instant) {
+//!     let addr = "10.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap().into();
+//!     let config = Config::builder(codec.clone())
+//!         .link(LinkConfig::new("default-longlink").addrs([addr]))
+//!         .build()
+//!         .unwrap();
+//!     let mut engine = Engine::new(config, t0).unwrap();
+//!
+//!     let id = engine.start_task(t0, TaskSpec::new(CmdId(42), &b"ping"[..]));
+//!     // The link is down, so the core asks for a connection.
+//!     let Some(Action::Connect { attempt, .. }) = engine.poll_action() else { panic!() };
+//!     engine.handle_connected(t0 + Duration::from_millis(40), attempt);
+//!     // First the heartbeat, then the request.
+//!     while let Some(action) = engine.poll_action() {
+//!         assert!(matches!(action, Action::Send { .. }));
+//!     }
+//!     // The server answers task `id`.
+//!     let mut reply = Vec::new();
+//!     codec.encode(FrameHead::new(CmdId(42), Seq(id.0)), b"pong", &[], &mut reply).unwrap();
+//!     engine.handle_bytes(t0 + Duration::from_millis(80), attempt, &reply);
+//!     let end = std::iter::from_fn(|| engine.poll_event())
+//!         .find_map(|e| match e {
+//!             Event::TaskEnded(end) => Some(end),
+//!             _ => None,
+//!         })
+//!         .unwrap();
+//!     assert_eq!(&end.outcome.unwrap().body[..], b"pong");
+//!     // Next deadline: the reply to the heartbeat sent at connect, 8 s after the last bytes.
+//!     let reply_due = t0 + Duration::from_millis(80) + Duration::from_secs(8);
+//!     assert_eq!(engine.poll_timeout(), Some(reply_due));
 //! }
-//! // The server answers task `id`.
-//! let mut reply = Vec::new();
-//! codec.encode(FrameHead::new(CmdId(42), Seq(id.0)), b"pong", &[], &mut reply).unwrap();
-//! engine.handle_bytes(t0 + Duration::from_millis(30), attempt, &reply);
-//! let ended = std::iter::from_fn(|| engine.poll_event()).find_map(|e| match e {
-//!     Event::TaskEnded(end) => Some(end),
-//!     _ => None,
-//! });
-//! assert_eq!(&ended.unwrap().outcome.unwrap().body[..], b"pong");
 //! ```
 
 #![deny(unsafe_code)]

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn rearming_moves_the_deadline_and_pop_is_in_order() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut t = TimerTable::default();
         t.set(TimerKind::Inactivity, t0 + Duration::from_secs(5));
         t.set(TimerKind::SignalKeep, t0 + Duration::from_secs(3));
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn set_earliest_keeps_the_earlier_deadline() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut t = TimerTable::default();
         t.set_earliest(TimerKind::Reconnect(0), t0 + Duration::from_secs(5));
         t.set_earliest(TimerKind::Reconnect(0), t0 + Duration::from_secs(9));

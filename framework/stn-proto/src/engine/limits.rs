@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn the_106th_identical_body_is_refused() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut f = FrequencyLimit::new(t0);
         let body = [7u8; 128];
         for i in 0..105 {
@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn cleanup_keeps_busy_recent_records_capped_at_99() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut f = FrequencyLimit::new(t0);
         let hot = [1u8; 10];
         let cold = [2u8; 10];
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_full_table_replaces_the_least_recently_updated_record() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut f = FrequencyLimit::new(t0);
         for i in 0..30u32 {
             f.check(t0 + Duration::from_millis(u64::from(i)), &i.to_be_bytes())
@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn eighty_one_mib_requests_overflow_the_bucket() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut f = FlowLimit::new(t0);
         for i in 0..80 {
             assert_eq!(f.check(t0, 1 << 20), Ok(()), "request {i}");
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn becoming_inactive_clamps_to_sixty_mib_and_slows_the_drain() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut f = FlowLimit::new(t0);
         for _ in 0..75 {
             f.check(t0, 1 << 20).unwrap();

@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn buckets_follow_foreground_time() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut a = Activity::new(t0);
         assert_eq!(a.bucket(t0), Bucket::BgActive);
         a.foreground = true;
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn active_wait_is_interval_minus_time_since_last_cycle() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut m = Monitor::default();
         assert_eq!(
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn inactive_backoff_moves_once_per_cycle_not_per_call() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut m = Monitor::default();
         m.on_cycle_start(t0, true);

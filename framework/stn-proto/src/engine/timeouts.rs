@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn estimator_needs_ten_small_goods_and_a_recent_big_one() {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let mut e = Estimator::new();
         for i in 0..12 {
             e.record(t0 + ms(i), false, 100, Some(ms(100)));

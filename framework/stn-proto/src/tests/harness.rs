@@ -150,7 +150,7 @@ impl Sim {
     }
 
     pub(crate) fn with_config(config: Config) -> Self {
-        let t0 = Instant::now();
+        let t0 = crate::tests::epoch::epoch();
         let engine = Engine::new(config, t0).unwrap();
         Sim {
             engine,

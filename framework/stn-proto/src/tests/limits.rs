@@ -59,7 +59,7 @@ fn start_megabytes(e: &mut Engine, now: Instant, n: usize) -> Vec<(TaskId, u64)>
 
 #[test]
 fn mobile_flow_limit_refuses_past_eighty_mebibytes_and_drains_over_time() {
-    let t0 = Instant::now();
+    let t0 = crate::tests::epoch::epoch();
     let mut e = connected(t0, NetKind::Mobile);
     // 83 × 1 MB fit in 80 MiB (83 886 080 B); the 84th does not.
     let limited = start_megabytes(&mut e, t0, 84);
@@ -72,7 +72,7 @@ fn mobile_flow_limit_refuses_past_eighty_mebibytes_and_drains_over_time() {
 
 #[test]
 fn no_flow_limit_off_mobile() {
-    let t0 = Instant::now();
+    let t0 = crate::tests::epoch::epoch();
     let mut e = connected(t0, NetKind::Wifi);
     assert!(start_megabytes(&mut e, t0, 100).is_empty());
 }

@@ -2,6 +2,8 @@
 //! jumping from deadline to deadline. The numbers are the spec's (§6, §7.9, §9, §13, §14,
 //! §20); where Mars is late because of its 1 s loop, these tests expect the exact deadline.
 
+#[path = "../../testutil/epoch.rs"]
+pub(crate) mod epoch;
 mod harness;
 
 mod admission;
