@@ -24,6 +24,9 @@ pub struct MarsCodec {
 }
 
 impl MarsCodec {
+    /// The codec's name, as [`PacketCodec::name`] reports it and the registry selects it.
+    pub const NAME: &'static str = "mars";
+
     /// A codec for `config`.
     ///
     /// # Errors
@@ -53,7 +56,7 @@ impl MarsCodec {
 
 impl PacketCodec for MarsCodec {
     fn name(&self) -> &str {
-        "mars"
+        Self::NAME
     }
 
     fn encode(
