@@ -124,6 +124,7 @@
 mod config;
 mod engine;
 mod error;
+mod hash;
 mod io;
 mod task;
 mod timer;

@@ -4,11 +4,12 @@
 //! [`Engine::poll_timeout`](crate::Engine::poll_timeout)); there is no periodic tick like
 //! Mars's 1 s task loop. Link fields are indexes into [`Config::links`](crate::Config::links).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use phobos_plugin_api::TaskId;
 
+use crate::hash::FxHashMap;
 use crate::io::ConnId;
 
 /// One kind of timer. At most one timer of each value is armed at a time.
@@ -55,7 +56,7 @@ pub enum TimerKind {
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
     by_deadline: BTreeSet<(Instant, TimerKind)>,
-    by_kind: HashMap<TimerKind, Instant>,
+    by_kind: FxHashMap<TimerKind, Instant>,
 }
 
 impl TimerTable {

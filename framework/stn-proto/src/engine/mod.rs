@@ -5,7 +5,7 @@ mod limits;
 mod monitor;
 mod timeouts;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +22,7 @@ use crate::error::{
     AuthFailure, CodecFailure, DialFailure, LimitKind, LinkError, LocalError, ParamError,
     SocketFailure, TaskError, TimeoutLevel,
 };
+use crate::hash::FxHashMap;
 use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats};
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
@@ -53,10 +54,10 @@ use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 pub struct Engine {
     cfg: Config,
     rng: ChaCha8Rng,
-    tasks: HashMap<TaskId, Task>,
+    tasks: FxHashMap<TaskId, Task>,
     links: Vec<Link>,
-    link_by_name: HashMap<LinkName, usize>,
-    conns: HashMap<ConnId, usize>,
+    link_by_name: FxHashMap<LinkName, usize>,
+    conns: FxHashMap<ConnId, usize>,
     timers: TimerTable,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
@@ -220,10 +221,10 @@ impl Engine {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             has_account: config.has_account,
             cfg: config,
-            tasks: HashMap::new(),
+            tasks: FxHashMap::default(),
             links,
             link_by_name,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             timers,
             actions: VecDeque::new(),
             events: VecDeque::new(),
@@ -666,6 +667,8 @@ impl Engine {
             })
             .map(|t| t.id)
             .collect();
+        let mut waiting = waiting;
+        waiting.sort();
         match result {
             Ok(()) => {
                 self.auth_hosts[idx].state = AuthState::Idle;
