@@ -77,7 +77,7 @@ pub fn scan_blocks(data: &[u8]) {
 pub fn decode_bodies(data: &[u8]) {
     let _ = body::inflate_raw(data);
     if let Ok(text) = body::zstd_unterminated(data) {
-        assert!(text.len() <= body::MAX_ZSTD_TEXT);
+        assert!(text.len() <= body::MAX_TEXT_PER_BLOCK + (64 << 10));
     }
     let _ = body::legacy_chunks(data);
 }

@@ -5,7 +5,7 @@
 //! Mars-compatible and authenticated modes) and prints exactly what Mars's official Python
 //! decoder prints, damage reports included:
 //!
-//! - **Framing** ([`format`]): the 73-byte header, the legacy 13-byte header of magics
+//! - **Framing** ([`format`](mod@format)): the 73-byte header, the legacy 13-byte header of magics
 //!   `0x03`–`0x05` (Python semantics), the Python decoder's structural check and its resync
 //!   scan; the start needs two good blocks unless [`StartRule::OneGoodBlock`] is chosen.
 //! - **Bodies** ([`body`]): raw inflate and zstd frames that were never finished, the legacy
@@ -18,6 +18,10 @@
 //! - **Output** ([`Decoder::decode`]): the text, plus the Python decoder's lines
 //!   `[F]decode_log_file.py decode error len=…, result:… `, `… log seq:…-… is missing` and
 //!   `… decompress err, …`.
+//!
+//! One deliberate difference: the Python decoder keeps at most 1 000 000 bytes of text per
+//! zstd block (a quirk, format doc §9.1); we decode the whole block (up to
+//! [`body::MAX_TEXT_PER_BLOCK`], a bound against decompression bombs).
 //!
 //! What it deliberately does not do: write logs (that is `phobos-xlog`), accept Mars's C
 //! decoder's variants of the legacy magics `0x01`–`0x05`, or keep Python's exact exception
