@@ -102,6 +102,9 @@ impl Config {
             ),
             (t.signal_keep_period, "signal_keep_period"),
             (t.auth_retry, "auth_retry"),
+            (t.timing_sync.0, "timing_sync"),
+            (t.timing_sync.1, "timing_sync"),
+            (t.timing_sync.2, "timing_sync"),
         ];
         for (d, name) in nonzero {
             if d.is_zero() {
@@ -299,6 +302,9 @@ pub struct Timing {
     /// Delay before asking again to authenticate after a transient failure (1 s, Mars's loop
     /// tick).
     pub auth_retry: Duration,
+    /// Timing sync while the main link is down: (active with account, active without
+    /// account, inactive) = (90 s, 240 s, 600 s); tripled without network.
+    pub timing_sync: (Duration, Duration, Duration),
 }
 
 impl Default for Timing {
@@ -325,6 +331,7 @@ impl Default for Timing {
             signal_keep_period: ms(5_000),
             signal_keep_time: ms(20_000),
             auth_retry: ms(1_000),
+            timing_sync: (ms(90_000), ms(240_000), ms(600_000)),
         }
     }
 }

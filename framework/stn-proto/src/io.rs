@@ -218,6 +218,9 @@ pub enum Event {
         /// `true` for success.
         success: bool,
     },
+    /// The main link has been down for a while: the app should poll for data another way
+    /// (typically the short link; Mars's `RequestSync`, §15.4).
+    RequestSync,
     /// A heartbeat was answered.
     HeartbeatAcked {
         /// The link.

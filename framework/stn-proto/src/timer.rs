@@ -50,6 +50,9 @@ pub enum TimerKind {
     SignalKeep,
     /// Ask the driver again to authenticate this host (index into the engine's host list).
     AuthRetry(usize),
+    /// While the main link is down: ask the app to poll (90 s / 240 s without account /
+    /// 600 s inactive, ×3 without network; §15.4).
+    TimingSync,
 }
 
 /// Deadlines by kind, ordered by time.
@@ -87,6 +90,11 @@ impl TimerTable {
     #[cfg(test)]
     pub(crate) fn deadline(&self, kind: TimerKind) -> Option<Instant> {
         self.by_kind.get(&kind).copied()
+    }
+
+    /// Whether `kind` is armed.
+    pub(crate) fn is_armed(&self, kind: TimerKind) -> bool {
+        self.by_kind.contains_key(&kind)
     }
 
     /// The earliest armed timer.

@@ -188,8 +188,9 @@ enum AuthState {
 
 impl Engine {
     /// Builds an engine at `now`. The app starts in background and active (Mars's start
-    /// state); nothing connects until a task needs a link or
-    /// [`connect_link`](Self::connect_link) is called.
+    /// state); nothing connects until a task needs a link, the network changes (keep-alive
+    /// links then connect) or [`connect_link`](Self::connect_link) is called. A driver that
+    /// wants the main link up from the start calls `connect_link` once.
     ///
     /// # Errors
     ///
@@ -216,6 +217,8 @@ impl Engine {
             .collect();
         let mut timers = TimerTable::default();
         timers.set(TimerKind::Inactivity, now + config.timing.inactive_after);
+        // The main link starts down: timing sync runs until it connects (§15.4).
+        timers.set(TimerKind::TimingSync, now + config.timing.timing_sync.0);
         let n = links.len();
         Ok(Engine {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
@@ -328,6 +331,7 @@ impl Engine {
             self.timers
                 .set(TimerKind::Inactivity, now + self.cfg.timing.inactive_after);
         }
+        self.rearm_timing_sync(now);
         self.reevaluate_keep_alive(now);
         self.mark_all_dirty();
         self.pump(now);
@@ -358,6 +362,7 @@ impl Engine {
             }
         }
         self.restart_all_zombies(now);
+        self.rearm_timing_sync(now);
         self.pump(now);
     }
 
@@ -554,6 +559,7 @@ impl Engine {
         // ahead of any task.
         self.heartbeat_slot(li, now, Duration::ZERO);
         if li == self.cfg.main_link() {
+            self.timers.cancel(TimerKind::TimingSync);
             self.restart_all_zombies(now);
         }
         self.dirty[li] = true;
@@ -1698,6 +1704,10 @@ impl Engine {
                     status: LinkStatus::Disconnected,
                     reason: Some(error.clone()),
                 });
+                if li == self.cfg.main_link() {
+                    let at = now + self.timing_sync_interval();
+                    self.timers.set(TimerKind::TimingSync, at);
+                }
             }
         }
         let task_error = match &error {
@@ -1790,12 +1800,20 @@ impl Engine {
                 if !self.activity.foreground && self.activity.active {
                     self.activity.active = false;
                     self.flow.set_active(now, false);
+                    self.rearm_timing_sync(now);
                 }
             }
             TimerKind::SignalKeep => {
                 if self.keeper.keeping {
                     self.send_keep_frame(now);
                 }
+            }
+            TimerKind::TimingSync => {
+                if self.net.is_available() {
+                    self.events.push_back(Event::RequestSync);
+                }
+                let at = now + self.timing_sync_interval();
+                self.timers.set(TimerKind::TimingSync, at);
             }
             TimerKind::AuthRetry(idx) => {
                 if let Some(h) = self.auth_hosts.get_mut(idx) {
@@ -1839,6 +1857,33 @@ impl Engine {
             self.pause_retries(li, now);
         } else {
             self.link_down(li, now, LinkError::Stalled(level), false);
+        }
+    }
+
+    // ----- timing sync --------------------------------------------------------------------
+
+    /// The timing-sync period for the current state (§15.4).
+    fn timing_sync_interval(&self) -> Duration {
+        let (with_account, without, inactive) = self.cfg.timing.timing_sync;
+        let base = if !self.activity.active {
+            inactive
+        } else if self.has_account {
+            with_account
+        } else {
+            without
+        };
+        if self.net.is_available() {
+            base
+        } else {
+            base * 3
+        }
+    }
+
+    /// Activity or network changed: a pending timing sync restarts with the new period.
+    fn rearm_timing_sync(&mut self, now: Instant) {
+        if self.timers.is_armed(TimerKind::TimingSync) {
+            let at = now + self.timing_sync_interval();
+            self.timers.set(TimerKind::TimingSync, at);
         }
     }
 

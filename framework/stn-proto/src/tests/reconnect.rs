@@ -234,3 +234,35 @@ fn redo_tasks_reconnects_at_once() {
     assert_eq!(connects(&sim), vec![secs(0), secs(2)]);
     assert_eq!(at, ms(2_085));
 }
+
+#[test]
+fn timing_sync_asks_the_app_to_poll_while_the_main_link_is_down() {
+    let syncs = |s: &Sim| s.event_times(|e| matches!(e, Event::RequestSync));
+    let mut sim = Sim::new();
+    sim.run_for(secs(200));
+    assert_eq!(syncs(&sim), vec![secs(90), secs(180)]);
+    // Connected: no more syncs; down again: 90 s later.
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(secs(100));
+    assert_eq!(syncs(&sim).len(), 2);
+    let conn = sim.open_conns()[0];
+    sim.server_close(conn);
+    sim.run_for(secs(91));
+    assert_eq!(syncs(&sim).last(), Some(&(secs(300) + ms(20) + secs(90))));
+
+    // Without network the period triples and nothing is asked; the network coming back
+    // restarts the period (foreground, so the app stays active; the server is unreachable
+    // so the reconnect the network change triggers does not succeed).
+    let mut sim = Sim::new();
+    sim.foreground(true);
+    sim.script.reach.insert(server_addr(1), Reach::Blackhole);
+    sim.engine.set_network(sim.now, NetKind::None, "");
+    sim.drain();
+    sim.run_for(secs(600));
+    assert!(syncs(&sim).is_empty());
+    sim.engine.set_network(sim.now, NetKind::Wifi, "wifi_home");
+    sim.drain();
+    sim.run_for(secs(100));
+    assert_eq!(syncs(&sim), vec![secs(690)]);
+}
