@@ -49,6 +49,9 @@ pub struct XlogConfig {
     pub level: Level,
     /// What a logging call does when the writer has fallen behind.
     pub overflow: Overflow,
+    /// Whether a returned logging call has already committed its line to the buffer file
+    /// (async mode only; sync mode always writes before returning).
+    pub durability: Durability,
     /// Flush the staged block at least this often even if it is small (Mars: 15 minutes).
     #[serde(with = "duration_secs")]
     pub flush_interval: Duration,
@@ -68,6 +71,7 @@ impl Default for XlogConfig {
             max_alive: Duration::from_secs(10 * 24 * 3600),
             level: Level::Verbose,
             overflow: Overflow::Block,
+            durability: Durability::Durable,
             flush_interval: Duration::from_secs(15 * 60),
         }
     }
@@ -113,8 +117,10 @@ pub enum Compression {
 impl Compression {
     /// The level used when none is configured.
     ///
-    /// zlib: 1. Per-line sync flushes make levels ≥ 2 about eight times slower for a few
-    /// percent smaller output (Mars uses 9). zstd: 1, for the same reason (Mars's default 6).
+    /// zlib: 1 (zlib's `deflate_quick`, about 1 µs per line). Mars uses 9, where zlib's
+    /// per-line flush costs over 10 µs per line; here levels 2–9 use a fixed-code encoder of
+    /// our own that reaches level 9's size within a few percent at level 4 for about 5 µs.
+    /// zstd: 1 (Mars's default is 6; per-line flushes make higher levels expensive).
     pub fn default_level(self) -> i32 {
         match self {
             Compression::Zlib => 1,
@@ -146,6 +152,35 @@ pub enum Overflow {
     /// Drop the line and count it; the count is reported in the log by a `[W]` line before the
     /// next line that gets through, and by [`crate::Xlog::dropped_lines`].
     Drop,
+}
+
+/// When a line becomes crash-safe (async mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// The calling thread compresses and encrypts the line into the memory-mapped buffer
+    /// before the call returns: a returned line survives the process being killed.
+    #[default]
+    Durable,
+    /// NOT crash-safe for the most recent lines: the calling thread only formats the line and
+    /// queues it (in process memory, at most 4 MiB); a compressor thread stages it shortly
+    /// after. Lines still queued when the process is killed are lost. Cheaper per call, and
+    /// formatting overlaps with compression. [`crate::Xlog::flush`] and close drain the queue.
+    Buffered,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "durable" => Ok(Durability::Durable),
+            "buffered" => Ok(Durability::Buffered),
+            _ => Err(format!(
+                "unknown durability {s:?} (expected durable or buffered)"
+            )),
+        }
+    }
 }
 
 mod duration_secs {

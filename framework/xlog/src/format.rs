@@ -146,7 +146,7 @@ pub struct ThreadIds {
 impl ThreadIds {
     /// The ids of the calling thread.
     pub fn current() -> Self {
-        let pid = i64::from(std::process::id());
+        let pid = current_pid();
         ThreadIds {
             pid,
             tid: current_tid(),
@@ -296,6 +296,12 @@ fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
 
 thread_local! {
     static TID: i64 = read_tid();
+}
+
+/// The process id, cached like Mars does (`getpid` is a system call on current glibc).
+fn current_pid() -> i64 {
+    static PID: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| i64::from(std::process::id()))
 }
 
 /// The calling thread's kernel thread id (cached per thread).

@@ -80,6 +80,7 @@ pub mod block;
 pub mod clock;
 mod compress;
 mod config;
+mod deflate;
 mod files;
 pub mod format;
 #[cfg(feature = "tracing")]
@@ -94,7 +95,7 @@ mod writer;
 
 pub use append::append_lines;
 pub use clock::{Clock, FixedClock, SystemClock, WallTime};
-pub use config::{Compression, Mode, Overflow, XlogConfig};
+pub use config::{Compression, Durability, Mode, Overflow, XlogConfig};
 pub use format::{Level, Record};
 #[cfg(feature = "tracing")]
 pub use layer::{XlogLayer, XlogWriter};

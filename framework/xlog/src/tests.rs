@@ -41,7 +41,11 @@ fn lines_of(text: &str) -> Vec<&str> {
 
 #[test]
 fn every_mode_writes_decodable_mars_lines() {
-    for mode in [Mode::Async, Mode::Sync] {
+    for (mode, durability) in [
+        (Mode::Async, crate::Durability::Durable),
+        (Mode::Async, crate::Durability::Buffered),
+        (Mode::Sync, crate::Durability::Durable),
+    ] {
         for c in [Compression::Zlib, Compression::Zstd] {
             for keyed in [false, true] {
                 let dir = tempfile::tempdir().unwrap();
@@ -49,6 +53,7 @@ fn every_mode_writes_decodable_mars_lines() {
                     .log_dir(dir.path())
                     .name_prefix("t")
                     .mode(mode)
+                    .durability(durability)
                     .compression(c)
                     .clock(clock());
                 if keyed {
@@ -56,6 +61,9 @@ fn every_mode_writes_decodable_mars_lines() {
                 }
                 let g = b.build().unwrap();
                 for i in 0..2000 {
+                    if i == 1000 {
+                        g.flush().unwrap();
+                    }
                     let msg = format!("message number {i} with some payload {}", i * 31);
                     g.log(&Record {
                         tag: "net",
@@ -68,7 +76,11 @@ fn every_mode_writes_decodable_mars_lines() {
                 drop(g);
                 let text = text_of(dir.path());
                 let lines = lines_of(&text);
-                assert_eq!(lines.len(), 2000, "{mode:?} {c:?} keyed={keyed}");
+                assert_eq!(
+                    lines.len(),
+                    2000,
+                    "{mode:?} {durability:?} {c:?} keyed={keyed}"
+                );
                 let pid = std::process::id();
                 assert!(lines[7].starts_with(&format!("[I][2024-03-14 +8.0 10:26:53.137][{pid}, ")));
                 assert!(lines[7].ends_with(
@@ -153,7 +165,7 @@ fn files_split_while_running_and_never_exceed_the_limit() {
     let g = Xlog::builder()
         .log_dir(dir.path())
         .name_prefix("p")
-        .max_file_size(20_000)
+        .max_file_size(8_000)
         .clock(clock())
         .build()
         .unwrap();
@@ -171,7 +183,7 @@ fn files_split_while_running_and_never_exceed_the_limit() {
     let files = xlog_files(dir.path());
     assert!(files.len() >= 3, "{files:?}");
     for f in &files {
-        assert!(fs::metadata(f).unwrap().len() <= 20_000);
+        assert!(fs::metadata(f).unwrap().len() <= 8_000);
     }
     assert_eq!(lines_of(&text_of(dir.path())).len(), 3000);
 }

@@ -14,7 +14,7 @@ use phobos_plugin_api::cipher::{CipherError, LogCipher};
 use crate::block::{async_magic, emit_block, sync_magic, Encryption};
 use crate::clock::{Clock, SystemClock, WallTime};
 use crate::compress::LineCompressor;
-use crate::config::{Mode, Overflow, XlogConfig};
+use crate::config::{Durability, Mode, Overflow, XlogConfig};
 use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
 use crate::mmap::{disk_space, BufferFile};
@@ -129,6 +129,12 @@ impl XlogBuilder {
         self
     }
 
+    /// Durable (default) or buffered logging calls, see [`Durability`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
+        self
+    }
+
     /// Encrypts blocks with `cipher` (configured with the server's public key).
     pub fn cipher(mut self, cipher: Arc<dyn LogCipher>) -> Self {
         self.cipher = Some(cipher);
@@ -209,6 +215,13 @@ struct Inner {
     seq: AtomicU16,
     closed: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Buffered durability: lines waiting for the compressor thread.
+    pending: Mutex<Pending>,
+    /// Wakes the compressor thread.
+    pending_work: Condvar,
+    /// Signals compressor progress (room in the queue, lines processed).
+    pending_done: Condvar,
+    compressor: Mutex<Option<JoinHandle<()>>>,
     mapped: bool,
     banners: bool,
 }
@@ -230,6 +243,20 @@ struct State {
     poisoned: bool,
     last_seal: Instant,
 }
+
+/// Lines queued by callers in [`Durability::Buffered`] mode.
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: Vec<(usize, bool, WallTime)>,
+    submitted: u64,
+    processed: u64,
+    sleeping: bool,
+    stop: bool,
+}
+
+/// Most bytes queued in [`Durability::Buffered`] mode before the overflow policy applies.
+const PENDING_MAX: usize = 4 << 20;
 
 #[derive(Debug)]
 struct Sealed {
@@ -310,6 +337,7 @@ impl Xlog {
     /// [`FlushError::Closed`] after the writer was closed.
     pub fn flush(&self) -> Result<(), FlushError> {
         let inner = &self.inner;
+        inner.drain_pending();
         let mut st = inner.lock_state();
         if st.shutdown {
             return Err(FlushError::Closed);
@@ -376,6 +404,20 @@ impl Xlog {
         }
         let _ = self.flush();
         {
+            let mut q = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+            q.stop = true;
+            inner.pending_work.notify_all();
+        }
+        let compressor = inner
+            .compressor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = compressor {
+            let _ = h.join();
+        }
+        let _ = self.flush();
+        {
             let mut st = inner.lock_state();
             st.shutdown = true;
             inner.work.notify_all();
@@ -404,9 +446,10 @@ impl Xlog {
             inner.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match inner.config.mode {
-            Mode::Async => inner.write_async(line, fatal, now),
-            Mode::Sync => inner.write_sync(line, now),
+        match (inner.config.mode, inner.config.durability) {
+            (Mode::Async, Durability::Durable) => inner.write_async(line, fatal, now),
+            (Mode::Async, Durability::Buffered) => inner.enqueue(line, fatal, now),
+            (Mode::Sync, _) => inner.write_sync(line, now),
         }
     }
 
@@ -557,6 +600,10 @@ impl Xlog {
             seq: AtomicU16::new(0),
             closed: AtomicBool::new(false),
             thread: Mutex::new(None),
+            pending: Mutex::new(Pending::default()),
+            pending_work: Condvar::new(),
+            pending_done: Condvar::new(),
+            compressor: Mutex::new(None),
             mapped,
             banners: b.banners,
             config,
@@ -567,6 +614,14 @@ impl Xlog {
             .spawn(move || worker.run_writer(bf))
             .map_err(io_err("spawning the writer thread".to_owned()))?;
         *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        if inner.config.mode == Mode::Async && inner.config.durability == Durability::Buffered {
+            let worker = Arc::clone(&inner);
+            let handle = std::thread::Builder::new()
+                .name("xlog-compressor".to_owned())
+                .spawn(move || worker.run_compressor())
+                .map_err(io_err("spawning the compressor thread".to_owned()))?;
+            *inner.compressor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        }
         let xlog = Xlog { inner };
         if xlog.inner.banners {
             xlog.log_open_banner(now, mmap_ms);
@@ -789,6 +844,79 @@ impl Inner {
                 region.clear_after_write();
                 st.cur = Some(region);
             }
+        }
+    }
+
+    /// Buffered mode: queue the formatted line for the compressor thread.
+    fn enqueue(&self, line: &[u8], fatal: bool, now: WallTime) {
+        let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if q.stop {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if q.bytes.is_empty() || q.bytes.len() + line.len() <= PENDING_MAX {
+                break;
+            }
+            if self.config.overflow == Overflow::Drop {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            q = self.pending_done.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+        q.bytes.extend_from_slice(line);
+        q.lines.push((line.len(), fatal, now));
+        q.submitted += 1;
+        if q.sleeping {
+            q.sleeping = false;
+            self.pending_work.notify_one();
+        }
+    }
+
+    /// Waits until the compressor thread has staged every line queued so far.
+    fn drain_pending(&self) {
+        if self.config.durability != Durability::Buffered || self.config.mode != Mode::Async {
+            return;
+        }
+        let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let target = q.submitted;
+        while q.processed < target && !(q.stop && q.lines.is_empty() && q.sleeping) {
+            self.pending_work.notify_one();
+            q = self.pending_done.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn run_compressor(self: Arc<Self>) {
+        let mut bytes = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            {
+                let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                while q.lines.is_empty() {
+                    if q.stop {
+                        q.sleeping = true;
+                        self.pending_done.notify_all();
+                        return;
+                    }
+                    q.sleeping = true;
+                    q = self.pending_work.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                q.sleeping = false;
+                std::mem::swap(&mut q.bytes, &mut bytes);
+                std::mem::swap(&mut q.lines, &mut lines);
+            }
+            self.pending_done.notify_all();
+            let mut off = 0;
+            for &(len, fatal, now) in &lines {
+                self.write_async(&bytes[off..off + len], fatal, now);
+                off += len;
+            }
+            let n = lines.len() as u64;
+            bytes.clear();
+            lines.clear();
+            let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            q.processed += n;
+            self.pending_done.notify_all();
         }
     }
 
