@@ -1,1 +1,70 @@
-//! Tokio driver and public Client API of the Phobos STN.
+//! The tokio driver and public API of the Phobos STN: [`Client`] (async) and
+//! [`BlockingClient`] (for FFI hosts).
+//!
+//! The protocol lives in the sans-IO [`phobos_stn_proto::Engine`]; this crate owns one engine
+//! per client inside one tokio task and does its IO: connects (through a [`Connector`]),
+//! reads and writes sockets, runs the async plugins ([`IpSource`](phobos_plugin_api::IpSource),
+//! [`AuthCheck::ensure_authed`](phobos_plugin_api::AuthCheck::ensure_authed)) off the loop,
+//! and hands results and pushes to the app. It makes no protocol decision: retries, address
+//! choice and every timeout are the engine's.
+//!
+//! Only `tokio::time` is used, so under `#[tokio::test(start_paused = true)]` the whole stack
+//! runs in virtual time.
+//!
+//! Main types:
+//!
+//! - [`ClientConfig`]: links, plugins, the engine's [`Config`](phobos_stn_proto::Config)
+//!   passthrough, connector and watchdog threshold.
+//! - [`Client`]: `start_task` → [`TaskHandle`] (await it: exactly one end, the response or a
+//!   [`TaskError`] whose `kind()` names the failing level), `cancel`, `subscribe_pushes`,
+//!   `link_events`, `set_foreground`, `set_network`, `make_sure_connected`, `shutdown`.
+//! - [`BlockingClient`]: the same on a thread of its own.
+//! - [`Watchdog`]: reports a blocked driver loop or plugin call (Mars's ANR check).
+//! - [`metrics`]: the names recorded through the `metrics` facade. State changes are also
+//!   `tracing` events carrying their reason; a task's end is an event with its profile.
+//!
+//! What it does not do (yet): short links (HTTP), TLS, the connection race in the connector
+//! (the engine races attempts), persisting heartbeat or IP state.
+//!
+//! # Example
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use phobos_plugin_api::CmdId;
+//! use phobos_stn::{Client, ClientConfig, TaskSpec};
+//! use phobos_test_support::MockLongLinkServer;
+//!
+//! let codec = Arc::new(phobos_codec_mars::MarsCodec::default());
+//! let server = MockLongLinkServer::start_echo(codec.clone()).await?;
+//! let config = ClientConfig::builder(codec)
+//!     .link_addrs("default-longlink", [server.ip_port()])
+//!     .build()?;
+//! let client = Client::start(config)?;
+//! let response = client.start_task(TaskSpec::new(CmdId(7), &b"hello"[..])).await?;
+//! assert_eq!(&response.body[..], b"hello");
+//! client.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod blocking;
+mod client;
+mod config;
+mod connector;
+mod driver;
+pub mod metrics;
+mod watchdog;
+
+pub use blocking::{BlockingClient, StartError};
+pub use client::{
+    Client, DriverStats, LinkEvent, LinkEvents, Push, PushStream, StreamError, TaskHandle, TaskKey,
+};
+pub use config::{ClientConfig, ClientConfigBuilder, DEFAULT_WATCHDOG_THRESHOLD};
+pub use connector::{close_cause, dial_error, Connector, LinkStream, TcpConnector};
+pub use watchdog::{CallGuard, Stall, Watchdog};
+
+pub use phobos_stn_proto::{
+    ChannelSelect, Config, ConfigError, ErrorKind, LinkConfig, LinkError, LinkName, LinkStatus,
+    LocalError, Response, TaskEnd, TaskError, TaskProfile, TaskSpec, TimeoutLevel,
+};

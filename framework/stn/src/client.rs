@@ -1,0 +1,384 @@
+//! The public async handle: [`Client`], [`TaskHandle`], push and link-status streams.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use phobos_plugin_api::{CmdId, NetKind};
+use phobos_stn_proto::{
+    ConfigError, Engine, LinkError, LinkName, LinkStatus, LocalError, Response, TaskEnd, TaskError,
+    TaskSpec,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::ClientConfig;
+use crate::driver::{self, Command};
+
+/// A cheap, clonable handle to one running STN engine.
+///
+/// One tokio task (the driver) owns the engine; every method here sends it a command over a
+/// channel and never blocks. [`Client::start`] must be called inside a tokio runtime. When
+/// the last clone is dropped (or [`shutdown`](Self::shutdown) is called) the driver ends every
+/// unfinished task with [`LocalError::Reset`] and closes its connections.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use phobos_plugin_api::CmdId;
+/// use phobos_stn::{Client, ClientConfig, TaskSpec};
+///
+/// let codec = Arc::new(phobos_codec_mars::MarsCodec::default());
+/// let config = ClientConfig::builder(codec)
+///     .link_addrs("default-longlink", ["127.0.0.1:8080".parse::<std::net::SocketAddr>()?.into()])
+///     .build()?;
+/// let client = Client::start(config)?;
+/// let response = client.start_task(TaskSpec::new(CmdId(7), &b"hello"[..])).await?;
+/// println!("{} bytes back", response.body.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    commands: mpsc::UnboundedSender<Command>,
+    next_key: AtomicU64,
+    // Weak, so the streams close when the driver (the only strong holder) stops.
+    pushes: broadcast::WeakSender<Push>,
+    links: broadcast::WeakSender<LinkEvent>,
+    statuses: Arc<Mutex<HashMap<LinkName, LinkStatus>>>,
+}
+
+/// A started task. Await it for the task's one end: the response, or a [`TaskError`] whose
+/// [`kind`](TaskError::kind) says which level failed.
+#[derive(Debug)]
+#[must_use = "a task handle does nothing unless awaited; drop it to ignore the result"]
+pub struct TaskHandle {
+    key: TaskKey,
+    end: oneshot::Receiver<TaskEnd>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Names a task started through a [`Client`], for [`Client::cancel`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskKey(pub(crate) u64);
+
+/// A frame the server pushed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    /// The link it came on.
+    pub link: LinkName,
+    /// Its command id.
+    pub cmd_id: CmdId,
+    /// Its body.
+    pub body: Bytes,
+}
+
+/// A long link changed status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEvent {
+    /// The link.
+    pub link: LinkName,
+    /// The new status.
+    pub status: LinkStatus,
+    /// Why it went down or failed.
+    pub reason: Option<LinkError>,
+}
+
+/// Receives pushes (from [`Client::subscribe_pushes`]).
+#[derive(Debug)]
+pub struct PushStream {
+    rx: broadcast::Receiver<Push>,
+}
+
+/// Receives link status changes (from [`Client::link_events`]).
+#[derive(Debug)]
+pub struct LinkEvents {
+    rx: broadcast::Receiver<LinkEvent>,
+}
+
+/// Why a stream gave no item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The receiver fell behind and this many items were dropped; the next call continues.
+    #[error("fell behind, {0} items dropped")]
+    Lagged(u64),
+    /// The client shut down.
+    #[error("client shut down")]
+    Closed,
+}
+
+/// Counters from the driver (for tests and diagnostics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// Tasks started and not yet ended.
+    pub tasks_in_flight: usize,
+    /// Open connections (connected sockets the driver holds).
+    pub open_connections: usize,
+    /// Connect attempts in progress.
+    pub pending_connects: usize,
+    /// Watchdog reports so far.
+    pub watchdog_stalls: u64,
+    /// Connect attempts started so far.
+    pub connect_attempts: u64,
+}
+
+impl Client {
+    /// Starts the driver for `config` on the current tokio runtime and returns its handle.
+    ///
+    /// # Errors
+    ///
+    /// The core's [`ConfigError`] when the engine refuses the config.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime (it spawns the driver task).
+    pub fn start(config: ClientConfig) -> Result<Client, ConfigError> {
+        let engine = Engine::new(
+            config.core().clone(),
+            tokio::time::Instant::now().into_std(),
+        )?;
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (pushes, _) = broadcast::channel(PUSH_BUFFER);
+        let (links, _) = broadcast::channel(LINK_EVENT_BUFFER);
+        let statuses = Arc::new(Mutex::new(HashMap::new()));
+        let (weak_pushes, weak_links) = (pushes.downgrade(), links.downgrade());
+        let outputs = driver::Outputs {
+            pushes,
+            links,
+            statuses: statuses.clone(),
+        };
+        tokio::spawn(driver::run(engine, config, rx, outputs));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                commands,
+                next_key: AtomicU64::new(1),
+                pushes: weak_pushes,
+                links: weak_links,
+                statuses,
+            }),
+        })
+    }
+
+    /// Starts a task. The handle resolves exactly once: with the response or the error that
+    /// ended the task (a task refused at admission ends at once with its
+    /// [`ParamError`](phobos_stn_proto::ParamError)).
+    pub fn start_task(&self, spec: TaskSpec) -> TaskHandle {
+        let key = TaskKey(self.inner.next_key.fetch_add(1, Ordering::Relaxed));
+        let (tx, end) = oneshot::channel();
+        // A send error means the driver is gone; the dropped `tx` then resolves the handle
+        // with `LocalError::Reset`.
+        let _ = self.inner.commands.send(Command::Start {
+            key,
+            spec: Box::new(spec),
+            reply: tx,
+        });
+        TaskHandle {
+            key,
+            end,
+            commands: self.inner.commands.clone(),
+        }
+    }
+
+    /// Cancels a task: it ends with [`TaskError::Canceled`] unless it already ended.
+    pub fn cancel(&self, key: TaskKey) {
+        let _ = self.inner.commands.send(Command::Cancel { key });
+    }
+
+    /// A stream of server pushes from now on.
+    pub fn subscribe_pushes(&self) -> PushStream {
+        PushStream {
+            rx: subscribe(&self.inner.pushes),
+        }
+    }
+
+    /// A stream of link status changes from now on.
+    pub fn link_events(&self) -> LinkEvents {
+        LinkEvents {
+            rx: subscribe(&self.inner.links),
+        }
+    }
+
+    /// The last known status of a link (`None` before its first change).
+    pub fn link_status(&self, link: &str) -> Option<LinkStatus> {
+        let st = self
+            .inner
+            .statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        st.get(&LinkName::new(link)).copied()
+    }
+
+    /// Tells the engine whether the app is in the foreground (Mars's `OnForeground`).
+    pub fn set_foreground(&self, foreground: bool) {
+        let _ = self.inner.commands.send(Command::SetForeground(foreground));
+    }
+
+    /// Tells the engine the network changed (Mars's `OnNetworkChange`): its kind and label
+    /// (`wifi_<ssid>`, `mobile_<isp>`, `default`).
+    pub fn set_network(&self, kind: NetKind, label: impl Into<String>) {
+        let _ = self.inner.commands.send(Command::SetNetwork {
+            kind,
+            label: label.into(),
+        });
+    }
+
+    /// Connects `link` now if it is down, ignoring the reconnect pacing (Mars's
+    /// `MakesureLonglinkConnected`).
+    pub fn make_sure_connected(&self, link: impl Into<LinkName>) {
+        let _ = self
+            .inner
+            .commands
+            .send(Command::MakeSureConnected { link: link.into() });
+    }
+
+    /// The driver's counters.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Closed`] when the driver has stopped.
+    pub async fn stats(&self) -> Result<DriverStats, StreamError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(Command::Stats(tx))
+            .map_err(|_| StreamError::Closed)?;
+        rx.await.map_err(|_| StreamError::Closed)
+    }
+
+    /// Stops the driver: unfinished tasks end with [`LocalError::Reset`], connections close.
+    /// Returns when the driver has stopped. Other clones then see every call fail quietly.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.send(Command::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub(crate) fn send(&self, cmd: Command) -> bool {
+        self.inner.commands.send(cmd).is_ok()
+    }
+}
+
+impl TaskHandle {
+    /// The key to cancel this task with.
+    pub fn key(&self) -> TaskKey {
+        self.key
+    }
+
+    /// Cancels the task (see [`Client::cancel`]); the handle still resolves, usually with
+    /// [`TaskError::Canceled`].
+    pub fn cancel(&self) {
+        let _ = self.commands.send(Command::Cancel { key: self.key });
+    }
+
+    /// Waits for the task's end with its id and profile. `None` when the driver stopped
+    /// before the task ended (awaiting the handle itself then gives [`LocalError::Reset`]).
+    pub async fn end(self) -> Option<TaskEnd> {
+        self.end.await.ok()
+    }
+
+    /// Blocks the current thread until the task ends. For threads outside any tokio runtime
+    /// (see [`BlockingClient`](crate::BlockingClient)).
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async context.
+    pub fn wait(self) -> Result<Response, TaskError> {
+        match self.end.blocking_recv() {
+            Ok(end) => end.outcome,
+            Err(_) => Err(TaskError::Local(LocalError::Reset)),
+        }
+    }
+}
+
+impl Future for TaskHandle {
+    type Output = Result<Response, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.end).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(end)) => Poll::Ready(end.outcome),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(TaskError::Local(LocalError::Reset))),
+        }
+    }
+}
+
+impl PushStream {
+    /// The next push.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Lagged`] when pushes were dropped because this receiver fell behind;
+    /// [`StreamError::Closed`] after shutdown.
+    pub async fn recv(&mut self) -> Result<Push, StreamError> {
+        self.rx.recv().await.map_err(stream_error)
+    }
+
+    /// The next push, blocking the thread (outside async code).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn blocking_recv(&mut self) -> Result<Push, StreamError> {
+        self.rx.blocking_recv().map_err(stream_error)
+    }
+}
+
+impl LinkEvents {
+    /// The next status change.
+    ///
+    /// # Errors
+    ///
+    /// As [`PushStream::recv`].
+    pub async fn recv(&mut self) -> Result<LinkEvent, StreamError> {
+        self.rx.recv().await.map_err(stream_error)
+    }
+
+    /// Waits for the next change of `link` to a status for which `pred` holds.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Closed`] after shutdown.
+    pub async fn wait_for(
+        &mut self,
+        link: &str,
+        mut pred: impl FnMut(&LinkEvent) -> bool,
+    ) -> Result<LinkEvent, StreamError> {
+        loop {
+            match self.recv().await {
+                Ok(ev) if &*ev.link == link && pred(&ev) => return Ok(ev),
+                Ok(_) | Err(StreamError::Lagged(_)) => {}
+                Err(StreamError::Closed) => return Err(StreamError::Closed),
+            }
+        }
+    }
+}
+
+/// A receiver on the driver's channel, or an already closed one when the driver is gone.
+fn subscribe<T: Clone>(weak: &broadcast::WeakSender<T>) -> broadcast::Receiver<T> {
+    match weak.upgrade() {
+        Some(tx) => tx.subscribe(),
+        None => broadcast::channel(1).1,
+    }
+}
+
+fn stream_error(e: broadcast::error::RecvError) -> StreamError {
+    match e {
+        broadcast::error::RecvError::Closed => StreamError::Closed,
+        broadcast::error::RecvError::Lagged(n) => StreamError::Lagged(n),
+    }
+}
+
+/// How many pushes a slow subscriber may fall behind before it loses some.
+const PUSH_BUFFER: usize = 1024;
+/// How many link events a slow subscriber may fall behind before it loses some.
+const LINK_EVENT_BUFFER: usize = 256;

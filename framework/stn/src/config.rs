@@ -1,0 +1,219 @@
+//! [`ClientConfig`]: the core's [`Config`] plus what only the driver needs (IP sources, the
+//! connector, the watchdog).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use phobos_plugin_api::{AuthCheck, HeartbeatPolicyFactory, IpPort, IpSource, PacketCodec};
+use phobos_stn_proto::{Config, ConfigBuilder, ConfigError, LinkConfig, LinkName};
+
+use crate::connector::{Connector, TcpConnector};
+
+/// Everything a [`Client`](crate::Client) is started from. Built with
+/// [`ClientConfig::builder`], or from a finished core config with
+/// [`ClientConfig::from_core`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// use phobos_stn::ClientConfig;
+///
+/// let config = ClientConfig::builder(Arc::new(phobos_codec_mars::MarsCodec::default()))
+///     .link_addrs("default-longlink", ["127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap().into()])
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.core().links.len(), 1);
+/// ```
+#[derive(Clone)]
+pub struct ClientConfig {
+    core: Config,
+    ip_sources: Vec<Arc<dyn IpSource>>,
+    connector: Arc<dyn Connector>,
+    watchdog_threshold: Duration,
+}
+
+/// Builds a [`ClientConfig`].
+pub struct ClientConfigBuilder {
+    core: ConfigBuilder,
+    ip_sources: Vec<Arc<dyn IpSource>>,
+    connector: Arc<dyn Connector>,
+    watchdog_threshold: Duration,
+}
+
+impl ClientConfig {
+    /// Starts a config framing long links with `codec`; Mars's defaults elsewhere, plain
+    /// TCP, no IP source (links need fixed addresses or a source), watchdog at 1 s.
+    pub fn builder(codec: Arc<dyn PacketCodec>) -> ClientConfigBuilder {
+        ClientConfigBuilder {
+            core: Config::builder(codec),
+            ip_sources: Vec::new(),
+            connector: Arc::new(TcpConnector),
+            watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
+        }
+    }
+
+    /// A config around a finished core config, with the driver's defaults.
+    pub fn from_core(core: Config) -> Self {
+        ClientConfig {
+            core,
+            ip_sources: Vec::new(),
+            connector: Arc::new(TcpConnector),
+            watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
+        }
+    }
+
+    /// The core's config.
+    pub fn core(&self) -> &Config {
+        &self.core
+    }
+
+    /// The IP sources, in the order they are asked.
+    pub fn ip_sources(&self) -> &[Arc<dyn IpSource>] {
+        &self.ip_sources
+    }
+
+    /// The connector.
+    pub fn connector(&self) -> &Arc<dyn Connector> {
+        &self.connector
+    }
+
+    /// How long the driver loop or a plugin call may be blocked before the watchdog reports.
+    pub fn watchdog_threshold(&self) -> Duration {
+        self.watchdog_threshold
+    }
+
+    /// Replaces the IP sources.
+    pub fn with_ip_sources(mut self, sources: Vec<Arc<dyn IpSource>>) -> Self {
+        self.ip_sources = sources;
+        self
+    }
+
+    /// Replaces the connector.
+    pub fn with_connector(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connector = connector;
+        self
+    }
+
+    /// Replaces the watchdog threshold.
+    pub fn with_watchdog_threshold(mut self, threshold: Duration) -> Self {
+        self.watchdog_threshold = threshold;
+        self
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("core", &self.core)
+            .field("ip_sources", &self.ip_sources)
+            .field("connector", &self.connector)
+            .field("watchdog_threshold", &self.watchdog_threshold)
+            .finish()
+    }
+}
+
+impl ClientConfigBuilder {
+    /// Adds a long link resolved from `hosts` through the IP sources, connected on `ports`.
+    pub fn link_hosts<S: Into<String>>(
+        self,
+        name: impl Into<LinkName>,
+        hosts: impl IntoIterator<Item = S>,
+        ports: impl IntoIterator<Item = u16>,
+    ) -> Self {
+        self.link(LinkConfig::new(name).hosts(hosts).ports(ports))
+    }
+
+    /// Adds a long link with fixed addresses (used alone, without resolving).
+    pub fn link_addrs(
+        self,
+        name: impl Into<LinkName>,
+        addrs: impl IntoIterator<Item = IpPort>,
+    ) -> Self {
+        self.link(LinkConfig::new(name).addrs(addrs))
+    }
+
+    /// Adds a long link described in full.
+    pub fn link(mut self, link: LinkConfig) -> Self {
+        self.core = self.core.link(link);
+        self
+    }
+
+    /// Sets the auth plugin.
+    pub fn auth(mut self, auth: Arc<dyn AuthCheck>) -> Self {
+        self.core = self.core.auth(auth);
+        self
+    }
+
+    /// Sets the heartbeat policy factory.
+    pub fn heartbeat(mut self, factory: Arc<dyn HeartbeatPolicyFactory>) -> Self {
+        self.core = self.core.heartbeat(factory);
+        self
+    }
+
+    /// Adds an IP source; sources are asked in the order added.
+    pub fn ip_source(mut self, source: Arc<dyn IpSource>) -> Self {
+        self.ip_sources.push(source);
+        self
+    }
+
+    /// Replaces the IP sources.
+    pub fn ip_sources(mut self, sources: Vec<Arc<dyn IpSource>>) -> Self {
+        self.ip_sources = sources;
+        self
+    }
+
+    /// Replaces the connector (default: [`TcpConnector`]).
+    pub fn connector(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connector = connector;
+        self
+    }
+
+    /// Sets the watchdog threshold (default 1 s).
+    pub fn watchdog_threshold(mut self, threshold: Duration) -> Self {
+        self.watchdog_threshold = threshold;
+        self
+    }
+
+    /// Anything else of the core's config (timing, limits, seed, response check…).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let codec = Arc::new(phobos_codec_mars::MarsCodec::default());
+    /// let builder = phobos_stn::ClientConfig::builder(codec).core(|c| c.seed(42));
+    /// # drop(builder);
+    /// ```
+    pub fn core(mut self, f: impl FnOnce(ConfigBuilder) -> ConfigBuilder) -> Self {
+        self.core = f(self.core);
+        self
+    }
+
+    /// Finishes the config.
+    ///
+    /// # Errors
+    ///
+    /// The core's [`ConfigError`] for contradictory settings, or
+    /// [`ConfigError::Zero`] for a zero watchdog threshold.
+    pub fn build(self) -> Result<ClientConfig, ConfigError> {
+        if self.watchdog_threshold.is_zero() {
+            return Err(ConfigError::Zero("watchdog_threshold"));
+        }
+        Ok(ClientConfig {
+            core: self.core.build()?,
+            ip_sources: self.ip_sources,
+            connector: self.connector,
+            watchdog_threshold: self.watchdog_threshold,
+        })
+    }
+}
+
+impl fmt::Debug for ClientConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfigBuilder")
+            .field("core", &self.core)
+            .field("ip_sources", &self.ip_sources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default watchdog threshold.
+pub const DEFAULT_WATCHDOG_THRESHOLD: Duration = Duration::from_secs(1);

@@ -1,0 +1,663 @@
+//! The driver: one tokio task that owns the engine and carries out what it asks.
+//!
+//! The loop is: wait for the first of (an IO result, a command from a [`Client`], the
+//! engine's next deadline) → `handle_*` it → drain `poll_action` and `poll_event` → carry the
+//! actions out. The driver makes no protocol decision: which address, when to retry, which
+//! timeout — all of that is the engine's. What the driver does is IO:
+//!
+//! - one task per connect attempt (through the [`Connector`](crate::Connector)), reporting
+//!   the stream or the failure back;
+//! - two tasks per open connection: a reader forwarding every chunk it reads, and a writer
+//!   writing the frames the engine asks for (coalescing whatever is queued into one write);
+//! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
+//!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`].
+//!
+//! Everything reports back over one channel, so the engine sees every input in a single
+//! order. Time is `tokio::time`, converted to `std::time::Instant` at the edge, so paused
+//! tokio time gives the whole stack virtual time.
+//!
+//! [`Client`]: crate::Client
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use phobos_plugin_api::{
+    AuthCheck, AuthError, IpSource, LinkPurpose, NetKind, ResolveError, ResolvedAddr,
+};
+use phobos_stn_proto::{
+    Action, CloseCause, ConnId, DialError, Engine, Event, LinkName, LinkStatus, TaskEnd, TaskId,
+    TaskSpec,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, trace, warn};
+
+use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
+use crate::config::ClientConfig;
+use crate::connector::{close_cause, dial_error, Connector, LinkStream};
+use crate::metrics as m;
+use crate::watchdog::Watchdog;
+
+/// A command from a [`Client`](crate::Client).
+#[derive(Debug)]
+pub(crate) enum Command {
+    Start {
+        key: TaskKey,
+        spec: Box<TaskSpec>,
+        reply: oneshot::Sender<TaskEnd>,
+    },
+    Cancel {
+        key: TaskKey,
+    },
+    SetForeground(bool),
+    SetNetwork {
+        kind: NetKind,
+        label: String,
+    },
+    MakeSureConnected {
+        link: LinkName,
+    },
+    Stats(oneshot::Sender<DriverStats>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Where the driver publishes what the app may observe.
+#[derive(Debug)]
+pub(crate) struct Outputs {
+    pub(crate) pushes: broadcast::Sender<Push>,
+    pub(crate) links: broadcast::Sender<LinkEvent>,
+    pub(crate) statuses: Arc<Mutex<HashMap<LinkName, LinkStatus>>>,
+}
+
+/// Runs the driver until every client is gone or one asks for shutdown.
+pub(crate) async fn run(
+    engine: Engine,
+    config: ClientConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    outputs: Outputs,
+) {
+    let watchdog = Watchdog::new(config.watchdog_threshold());
+    let watch_task = tokio::spawn(watchdog.clone().run());
+    let (io_tx, io_rx) = mpsc::unbounded_channel();
+    let mut driver = Driver {
+        engine,
+        ip_sources: config.ip_sources().to_vec().into(),
+        auth: config.core().auth.clone(),
+        connector: config.connector().clone(),
+        resolve_limit: config.core().timing.resolve_timeout,
+        io_tx,
+        conns: HashMap::new(),
+        attempts: HashMap::new(),
+        keys: HashMap::new(),
+        waiters: HashMap::new(),
+        outputs,
+        watchdog,
+        connect_attempts: 0,
+        connected: 0,
+    };
+    let done = driver.run(commands, io_rx).await;
+    driver.teardown();
+    watch_task.abort();
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
+/// Something an IO task reports.
+enum IoEvent {
+    Connected {
+        attempt: ConnId,
+        stream: Box<dyn LinkStream>,
+    },
+    ConnectFailed {
+        attempt: ConnId,
+        error: DialError,
+    },
+    Bytes {
+        conn: ConnId,
+        bytes: Bytes,
+    },
+    Closed {
+        conn: ConnId,
+        cause: CloseCause,
+    },
+    Resolved {
+        link: LinkName,
+        result: Result<Vec<ResolvedAddr>, ResolveError>,
+    },
+    Authed {
+        host: String,
+        result: Result<(), AuthError>,
+    },
+}
+
+struct Driver {
+    engine: Engine,
+    ip_sources: Arc<[Arc<dyn IpSource>]>,
+    auth: Option<Arc<dyn AuthCheck>>,
+    connector: Arc<dyn Connector>,
+    resolve_limit: std::time::Duration,
+    io_tx: mpsc::UnboundedSender<IoEvent>,
+    conns: HashMap<ConnId, Conn>,
+    attempts: HashMap<ConnId, (LinkName, AbortHandle)>,
+    keys: HashMap<TaskKey, TaskId>,
+    waiters: HashMap<TaskId, Waiter>,
+    outputs: Outputs,
+    watchdog: Watchdog,
+    connect_attempts: u64,
+    connected: usize,
+}
+
+struct Conn {
+    link: LinkName,
+    writer: mpsc::UnboundedSender<Bytes>,
+    tasks: [AbortHandle; 2],
+}
+
+struct Waiter {
+    key: TaskKey,
+    link: LinkName,
+    reply: oneshot::Sender<TaskEnd>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Aborting both halves' tasks drops the stream: the socket closes.
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Driver {
+    /// The loop. Returns the shutdown acknowledgement when one was asked for.
+    async fn run(
+        &mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut io_rx: mpsc::UnboundedReceiver<IoEvent>,
+    ) -> Option<oneshot::Sender<()>> {
+        loop {
+            let deadline = self.engine.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                Some(ev) = io_rx.recv() => {
+                    self.watchdog.enter(now());
+                    self.handle_io(ev);
+                    // Take whatever else is ready before draining, so frames coalesce.
+                    for _ in 0..BATCH {
+                        match io_rx.try_recv() {
+                            Ok(ev) => self.handle_io(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                cmd = commands.recv() => {
+                    self.watchdog.enter(now());
+                    let cmd = cmd?;
+                    if let Some(done) = self.handle_command(cmd) {
+                        return Some(done);
+                    }
+                    for _ in 0..BATCH {
+                        match commands.try_recv() {
+                            Ok(cmd) => {
+                                if let Some(done) = self.handle_command(cmd) {
+                                    return Some(done);
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep => {
+                    self.watchdog.enter(now());
+                }
+            }
+            // Timers are checked after every input, so a busy socket cannot starve them.
+            let t = now();
+            if self.engine.poll_timeout().is_some_and(|d| d <= t) {
+                self.engine.handle_timeout(t);
+            }
+            self.drain();
+            self.watchdog.leave(now());
+        }
+    }
+
+    fn handle_io(&mut self, ev: IoEvent) {
+        let t = now();
+        match ev {
+            IoEvent::Bytes { conn, bytes } => {
+                if !self.conns.contains_key(&conn) {
+                    return;
+                }
+                metrics::counter!(m::BYTES_RECEIVED).increment(bytes.len() as u64);
+                self.engine.handle_bytes(t, conn, &bytes);
+            }
+            IoEvent::Connected { attempt, stream } => {
+                let Some((link, _)) = self.attempts.remove(&attempt) else {
+                    return; // aborted meanwhile: dropping the stream closes it
+                };
+                debug!(link = %link, conn = %attempt, "connected");
+                self.spawn_conn(attempt, link, stream);
+                self.engine.handle_connected(t, attempt);
+            }
+            IoEvent::ConnectFailed { attempt, error } => {
+                let Some((link, _)) = self.attempts.remove(&attempt) else {
+                    return;
+                };
+                debug!(link = %link, conn = %attempt, ?error, "connect attempt failed");
+                self.engine.handle_connect_failed(t, attempt, error);
+            }
+            IoEvent::Closed { conn, cause } => {
+                let Some(c) = self.conns.remove(&conn) else {
+                    return;
+                };
+                info!(link = %c.link, conn = %conn, ?cause, "connection closed");
+                self.engine.handle_closed(t, conn, cause);
+            }
+            IoEvent::Resolved { link, result } => {
+                match &result {
+                    Ok(addrs) => debug!(link = %link, count = addrs.len(), "resolved"),
+                    Err(e) => info!(link = %link, error = %e, "resolution failed"),
+                }
+                self.engine.handle_resolved(t, &link, result);
+            }
+            IoEvent::Authed { host, result } => {
+                debug!(host = %host, ok = result.is_ok(), "auth finished");
+                self.engine.handle_auth(t, &host, result);
+            }
+        }
+    }
+
+    /// Handles one command; returns the acknowledgement of a shutdown request.
+    fn handle_command(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
+        let t = now();
+        match cmd {
+            Command::Start { key, spec, reply } => {
+                let link = spec.link.clone();
+                let id = self.engine.start_task(t, *spec);
+                metrics::counter!(m::TASKS_STARTED, "link" => link.to_string()).increment(1);
+                trace!(task = %id, link = %link, "task started");
+                self.keys.insert(key, id);
+                self.waiters.insert(id, Waiter { key, link, reply });
+            }
+            Command::Cancel { key } => {
+                if let Some(id) = self.keys.get(&key) {
+                    debug!(task = %id, "cancel");
+                    self.engine.cancel_task(t, *id);
+                }
+            }
+            Command::SetForeground(fg) => {
+                info!(foreground = fg, "app state");
+                self.engine.set_foreground(t, fg);
+            }
+            Command::SetNetwork { kind, label } => {
+                info!(?kind, label = %label, "network changed");
+                self.engine.set_network(t, kind, &label);
+            }
+            Command::MakeSureConnected { link } => {
+                debug!(link = %link, "make sure connected");
+                if !self.engine.connect_link(t, &link) {
+                    warn!(link = %link, "make_sure_connected: unknown link");
+                }
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(DriverStats {
+                    tasks_in_flight: self.waiters.len(),
+                    open_connections: self.conns.len(),
+                    pending_connects: self.attempts.len(),
+                    watchdog_stalls: self.watchdog.reported(),
+                    connect_attempts: self.connect_attempts,
+                });
+            }
+            Command::Shutdown(done) => return Some(done),
+        }
+        None
+    }
+
+    /// Drains the engine's outputs: actions first, then events, until both are empty.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(action) = self.engine.poll_action() {
+                self.execute(action);
+                progressed = true;
+            }
+            while let Some(event) = self.engine.poll_event() {
+                self.dispatch(event);
+                progressed = true;
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::Send { conn, bytes, .. } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    metrics::counter!(m::BYTES_SENT).increment(bytes.len() as u64);
+                    let _ = c.writer.send(bytes);
+                }
+            }
+            Action::Connect {
+                link,
+                attempt,
+                addr,
+            } => {
+                self.connect_attempts += 1;
+                metrics::counter!(m::CONNECT_ATTEMPTS, "link" => link.to_string()).increment(1);
+                debug!(link = %link, conn = %attempt, %addr, "connecting");
+                let connector = self.connector.clone();
+                let io = self.io_tx.clone();
+                let task = tokio::spawn(async move {
+                    let ev = match connector.connect(addr).await {
+                        Ok(stream) => IoEvent::Connected { attempt, stream },
+                        Err(e) => IoEvent::ConnectFailed {
+                            attempt,
+                            error: dial_error(&e),
+                        },
+                    };
+                    let _ = io.send(ev);
+                });
+                self.attempts.insert(attempt, (link, task.abort_handle()));
+            }
+            Action::Abort { attempt } => {
+                if let Some((link, task)) = self.attempts.remove(&attempt) {
+                    debug!(link = %link, conn = %attempt, "connect attempt aborted");
+                    task.abort();
+                }
+                if let Some(c) = self.conns.remove(&attempt) {
+                    debug!(link = %c.link, conn = %attempt, "connection aborted");
+                }
+            }
+            Action::Close { link, conn, reason } => {
+                if self.conns.remove(&conn).is_some() {
+                    info!(link = %link, conn = %conn, reason = %reason, "closing connection");
+                }
+            }
+            Action::Resolve { link, hosts } => self.spawn_resolve(link, hosts),
+            Action::EnsureAuth { host } => self.spawn_auth(host),
+            other => warn!(?other, "action not supported by this driver"),
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        match event {
+            Event::TaskEnded(end) => self.task_ended(end),
+            Event::Push { link, cmd_id, body } => {
+                metrics::counter!(m::PUSHES, "link" => link.to_string()).increment(1);
+                trace!(link = %link, %cmd_id, len = body.len(), "push");
+                let _ = self.outputs.pushes.send(Push { link, cmd_id, body });
+            }
+            Event::LinkStatus {
+                link,
+                status,
+                reason,
+            } => self.link_status(link, status, reason),
+            Event::TaskRetrying { id, attempt, error } => {
+                metrics::counter!(m::TASKS_RETRIED).increment(1);
+                info!(task = %id, attempt, error = %error, "task attempt failed, retrying");
+            }
+            Event::TaskSent {
+                id,
+                link,
+                first_packet_timeout,
+            } => {
+                trace!(task = %id, link = %link, ?first_packet_timeout, "task sent");
+            }
+            Event::HeartbeatAcked { link, rtt } => {
+                metrics::counter!(m::HEARTBEAT_ACKS, "link" => link.to_string()).increment(1);
+                debug!(link = %link, ?rtt, "heartbeat answered");
+            }
+            other => debug!(event = ?other, "engine event"),
+        }
+    }
+
+    fn task_ended(&mut self, end: TaskEnd) {
+        let Some(w) = self.waiters.remove(&end.id) else {
+            return;
+        };
+        self.keys.remove(&w.key);
+        let outcome = match &end.outcome {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("{:?}", e.kind()),
+        };
+        let p = &end.profile;
+        let elapsed = p.elapsed();
+        metrics::counter!(m::TASKS_ENDED, "link" => w.link.to_string(), "outcome" => outcome.clone())
+            .increment(1);
+        metrics::histogram!(m::TASK_SECONDS, "outcome" => outcome.clone())
+            .record(elapsed.as_secs_f64());
+        match &end.outcome {
+            Ok(r) => debug!(
+                task = %end.id, link = %w.link, attempts = p.attempts,
+                elapsed_us = elapsed.as_micros() as u64, sent = p.sent_bytes,
+                received = p.received_bytes, len = r.body.len(), "task ended: ok"
+            ),
+            Err(e) => info!(
+                task = %end.id, link = %w.link, attempts = p.attempts,
+                elapsed_us = elapsed.as_micros() as u64, error = %e, kind = %outcome,
+                "task ended: failed"
+            ),
+        }
+        let _ = w.reply.send(end);
+    }
+
+    fn link_status(
+        &mut self,
+        link: LinkName,
+        status: LinkStatus,
+        reason: Option<phobos_stn_proto::LinkError>,
+    ) {
+        let label = match status {
+            LinkStatus::Connecting => "connecting",
+            LinkStatus::Connected(_) => "connected",
+            LinkStatus::Disconnected => "disconnected",
+            LinkStatus::ConnectFailed => "connect_failed",
+            _ => "other",
+        };
+        metrics::counter!(m::LINK_STATUS, "link" => link.to_string(), "status" => label)
+            .increment(1);
+        let prev = {
+            let mut st = self
+                .outputs
+                .statuses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            st.insert(link.clone(), status)
+        };
+        let was_up = matches!(prev, Some(LinkStatus::Connected(_)));
+        let is_up = matches!(status, LinkStatus::Connected(_));
+        if was_up != is_up {
+            self.connected = if is_up {
+                self.connected + 1
+            } else {
+                self.connected.saturating_sub(1)
+            };
+            metrics::gauge!(m::LINKS_CONNECTED).set(self.connected as f64);
+        }
+        match &reason {
+            Some(r) => {
+                info!(link = %link, status = label, reason = %r, mars_code = r.mars_code(), "link status")
+            }
+            None => info!(link = %link, status = label, ?status, "link status"),
+        }
+        let _ = self.outputs.links.send(LinkEvent {
+            link,
+            status,
+            reason,
+        });
+    }
+
+    fn spawn_conn(&mut self, conn: ConnId, link: LinkName, stream: Box<dyn LinkStream>) {
+        let (rd, wr) = tokio::io::split(stream);
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(conn, rd, self.io_tx.clone()));
+        let writer = tokio::spawn(write_loop(conn, wr, wrx, self.io_tx.clone()));
+        self.conns.insert(
+            conn,
+            Conn {
+                link,
+                writer: wtx,
+                tasks: [reader.abort_handle(), writer.abort_handle()],
+            },
+        );
+    }
+
+    fn spawn_resolve(&self, link: LinkName, hosts: Vec<String>) {
+        let sources = self.ip_sources.clone();
+        let io = self.io_tx.clone();
+        let watchdog = self.watchdog.clone();
+        let limit = self.resolve_limit;
+        tokio::spawn(async move {
+            let mut addrs = Vec::new();
+            let mut last_error = None;
+            for host in &hosts {
+                for source in sources.iter() {
+                    let _guard = watchdog.call(format!("ipsource {}", source.name()), now());
+                    let res =
+                        tokio::time::timeout(limit, source.resolve(host, LinkPurpose::LongLink))
+                            .await;
+                    match res {
+                        Ok(Ok(found)) if !found.is_empty() => {
+                            addrs.extend(found);
+                            break;
+                        }
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            warn!(source = source.name(), host = %host, error = %e, "ip source failed");
+                            last_error = Some(e);
+                        }
+                        Err(_) => {
+                            warn!(source = source.name(), host = %host, "ip source timed out");
+                            last_error = Some(ResolveError::Timeout);
+                        }
+                    }
+                }
+            }
+            let result = match last_error {
+                Some(e) if addrs.is_empty() => Err(e),
+                _ => Ok(addrs),
+            };
+            let _ = io.send(IoEvent::Resolved { link, result });
+        });
+    }
+
+    fn spawn_auth(&self, host: String) {
+        let io = self.io_tx.clone();
+        let Some(auth) = self.auth.clone() else {
+            // No auth plugin: every host counts as authenticated.
+            let _ = io.send(IoEvent::Authed {
+                host,
+                result: Ok(()),
+            });
+            return;
+        };
+        let watchdog = self.watchdog.clone();
+        tokio::spawn(async move {
+            let _guard = watchdog.call(format!("auth {}", auth.name()), now());
+            let result = auth.ensure_authed(&host).await;
+            let _ = io.send(IoEvent::Authed { host, result });
+        });
+    }
+
+    /// Ends the driver: every waiting task resolves with a reset, every socket closes.
+    fn teardown(&mut self) {
+        let n = self.waiters.len();
+        // Dropping the reply senders resolves each handle with `LocalError::Reset`.
+        self.waiters.clear();
+        self.keys.clear();
+        self.conns.clear();
+        for (_, (_, task)) in self.attempts.drain() {
+            task.abort();
+        }
+        info!(unfinished_tasks = n, "driver stopped");
+    }
+}
+
+async fn read_loop(
+    conn: ConnId,
+    mut rd: ReadHalf<Box<dyn LinkStream>>,
+    io: mpsc::UnboundedSender<IoEvent>,
+) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if buf.capacity() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let ev = match rd.read_buf(&mut buf).await {
+            Ok(0) => IoEvent::Closed {
+                conn,
+                cause: CloseCause::RemoteClosed,
+            },
+            Ok(_) => IoEvent::Bytes {
+                conn,
+                bytes: buf.split().freeze(),
+            },
+            Err(e) => IoEvent::Closed {
+                conn,
+                cause: close_cause(&e),
+            },
+        };
+        let last = matches!(ev, IoEvent::Closed { .. });
+        if io.send(ev).is_err() || last {
+            return;
+        }
+    }
+}
+
+async fn write_loop(
+    conn: ConnId,
+    mut wr: WriteHalf<Box<dyn LinkStream>>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    io: mpsc::UnboundedSender<IoEvent>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let res = match rx.try_recv() {
+            Err(_) => wr.write_all(&first).await,
+            Ok(second) => {
+                batch.clear();
+                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&second);
+                while batch.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                wr.write_all(&batch).await
+            }
+        };
+        if let Err(e) = res {
+            let _ = io.send(IoEvent::Closed {
+                conn,
+                cause: close_cause(&e),
+            });
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Inputs handled per wake-up before the engine's outputs are drained.
+const BATCH: usize = 256;
+/// Read buffer size (Mars reads up to 64 KiB per readiness).
+const READ_CHUNK: usize = 64 * 1024;
+/// Coalesce queued frames into writes of about this size.
+const WRITE_BATCH: usize = 64 * 1024;

@@ -1,0 +1,29 @@
+//! Names of the metrics the driver records through the `metrics` facade.
+//!
+//! Nothing is recorded unless the host installs a recorder; without one every call is a
+//! no-op. Link metrics carry a `link` label.
+
+/// Counter: tasks started (label `link`).
+pub const TASKS_STARTED: &str = "phobos_stn_tasks_started_total";
+/// Counter: tasks ended (labels `link`, `outcome` = `ok` or the error kind).
+pub const TASKS_ENDED: &str = "phobos_stn_tasks_ended_total";
+/// Counter: attempts that failed and were retried.
+pub const TASKS_RETRIED: &str = "phobos_stn_tasks_retried_total";
+/// Histogram: seconds from start to end of a task (label `outcome`).
+pub const TASK_SECONDS: &str = "phobos_stn_task_seconds";
+/// Counter: long-link status changes (labels `link`, `status`).
+pub const LINK_STATUS: &str = "phobos_stn_link_status_total";
+/// Gauge: long links currently connected.
+pub const LINKS_CONNECTED: &str = "phobos_stn_links_connected";
+/// Counter: connect attempts started (label `link`).
+pub const CONNECT_ATTEMPTS: &str = "phobos_stn_connect_attempts_total";
+/// Counter: bytes written on long links.
+pub const BYTES_SENT: &str = "phobos_stn_bytes_sent_total";
+/// Counter: bytes read on long links.
+pub const BYTES_RECEIVED: &str = "phobos_stn_bytes_received_total";
+/// Counter: pushes received (label `link`).
+pub const PUSHES: &str = "phobos_stn_pushes_total";
+/// Counter: heartbeats answered (label `link`).
+pub const HEARTBEAT_ACKS: &str = "phobos_stn_heartbeat_acks_total";
+/// Counter: watchdog reports (label `what`).
+pub const STALL_COUNTER: &str = "phobos_stn_watchdog_stalls_total";

@@ -1,0 +1,132 @@
+//! Requests and responses over one long link, through the driver, against the mock server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::codec::IDENTIFY_SEQ;
+use phobos_plugin_api::CmdId;
+use phobos_stn::{Client, ClientConfig, LinkStatus, TaskSpec};
+use phobos_test_support::{
+    ClientFrameKind, ConnScript, IdentifyMode, MockLongLinkServer, Reply, TestAuth,
+};
+
+fn codec() -> Arc<MarsCodec> {
+    Arc::new(MarsCodec::default())
+}
+
+fn client_for(server: &MockLongLinkServer) -> Client {
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    Client::start(config).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_gets_the_servers_response() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(7), &b"hello"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"hello");
+    assert_eq!(resp.cmd_id, CmdId(7));
+    let tasks = server.task_frames();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].head.cmd_id, CmdId(7));
+    assert_eq!(server.connection_count(), 1);
+    assert!(matches!(
+        client.link_status("default-longlink"),
+        Some(LinkStatus::Connected(a)) if a == server.ip_port()
+    ));
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scripted_body_is_returned_as_is() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().reply(Reply::body(b"scripted".to_vec())))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"scripted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_pipelined_tasks_all_end_with_their_own_response_on_one_connection() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let handles: Vec<_> = (0..500u32)
+        .map(|i| client.start_task(TaskSpec::new(CmdId(3), i.to_be_bytes().to_vec())))
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        let resp = h.await.unwrap();
+        assert_eq!(&resp.body[..], &(i as u32).to_be_bytes());
+    }
+    assert_eq!(server.connection_count(), 1);
+    assert_eq!(server.task_frames().len(), 500);
+    // Each task used its own sequence number.
+    let mut seqs: Vec<u32> = server.task_frames().iter().map(|f| f.head.seq.0).collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delayed_response_arrives_in_virtual_time() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().reply(Reply::delayed(Duration::from_secs(5), Reply::echo())))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let t0 = tokio::time::Instant::now();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(1), &b"late"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"late");
+    assert!(t0.elapsed() >= Duration::from_secs(5));
+    assert_eq!(
+        server.connection_count(),
+        1,
+        "no retry: 5 s is within the first-packet timeout"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_identify_frame_is_the_first_frame_on_a_new_link() {
+    let server = MockLongLinkServer::builder(codec())
+        .default_script(ConnScript::echo().identify(IdentifyMode::Answer(b"welcome".to_vec())))
+        .start()
+        .await
+        .unwrap();
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .auth(Arc::new(TestAuth::new().with_identify(
+            CmdId(205),
+            b"token",
+            b"welcome",
+        )))
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(9), &b"after"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"after");
+    let frames = server.frames();
+    assert_eq!(frames[0].kind, ClientFrameKind::Identify, "{frames:?}");
+    assert_eq!(frames[0].head.seq, IDENTIFY_SEQ);
+    assert_eq!(frames[0].head.cmd_id, CmdId(205));
+    assert_eq!(frames[0].body, b"token");
+    assert_eq!(server.connection_count(), 1);
+}

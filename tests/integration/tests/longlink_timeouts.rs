@@ -1,0 +1,124 @@
+//! Timeouts in virtual time: a stalled server costs a first-packet timeout, then the retry
+//! goes out on a new connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::CmdId;
+use phobos_stn::{Client, ClientConfig, ErrorKind, TaskError, TaskSpec, TimeoutLevel};
+use phobos_stn_proto::SocketFailure;
+use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
+use tokio::time::Instant;
+
+fn codec() -> Arc<MarsCodec> {
+    Arc::new(MarsCodec::default())
+}
+
+fn client_for(server: &MockLongLinkServer) -> Client {
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    client
+}
+
+/// Mars's base first-packet timeout on Wi-Fi.
+const FIRST_PACKET: Duration = Duration::from_secs(12);
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_costs_a_first_packet_timeout_and_the_retry_uses_a_new_connection() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let t0 = Instant::now();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(1), &b"retry me"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"retry me");
+    assert!(t0.elapsed() >= FIRST_PACKET, "{:?}", t0.elapsed());
+    assert_eq!(server.connection_count(), 2);
+    let frames = server.task_frames();
+    assert_eq!(frames.len(), 2);
+    assert_eq!((frames[0].conn, frames[1].conn), (0, 1));
+    let first_wait = frames[1].at - frames[0].at;
+    assert!(first_wait >= FIRST_PACKET, "{first_wait:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_retries_a_stall_ends_with_a_first_packet_timeout() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let t0 = Instant::now();
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err, TaskError::Timeout(TimeoutLevel::FirstPacket));
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutLevel::FirstPacket));
+    let e = t0.elapsed();
+    assert!(
+        e >= FIRST_PACKET && e < FIRST_PACKET + Duration::from_secs(1),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_total_timeout_ends_it_with_the_total_level() {
+    let server = MockLongLinkServer::builder(codec())
+        .default_script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let t0 = Instant::now();
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_total_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutLevel::Total));
+    assert_eq!(t0.elapsed(), Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_never_reads_is_caught_by_the_unanswered_heartbeat() {
+    let server = MockLongLinkServer::builder(codec())
+        .default_script(ConnScript::never_read())
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    // The heartbeat sent right after connect goes unanswered 8 s later, before the
+    // first-packet timeout (12 s).
+    assert_eq!(err, TaskError::Socket(SocketFailure::HeartbeatTimeout));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_address_ends_the_task_with_a_dial_error() {
+    let dead = phobos_test_support::refused_addr().await.unwrap();
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [dead.into()])
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Dial, "{err:?}");
+}

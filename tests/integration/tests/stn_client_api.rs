@@ -1,0 +1,238 @@
+//! The public `Client` API: admission errors, shutdown, stats, host resolution through IP
+//! sources, the auth gate and the watchdog.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::{AuthError, CmdId};
+use phobos_stn::{
+    Client, ClientConfig, ErrorKind, LinkStatus, LocalError, StreamError, TaskError, TaskSpec,
+};
+use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, StaticIpSource, TestAuth};
+
+fn codec() -> Arc<MarsCodec> {
+    Arc::new(MarsCodec::default())
+}
+
+fn client_for(server: &MockLongLinkServer) -> Client {
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    client
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_spec_ends_at_once_with_a_param_error() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_priority(9))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Param);
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_link("no-such-link"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Param);
+    assert_eq!(server.connection_count(), 0);
+}
+
+#[test]
+fn an_invalid_config_is_refused_when_built() {
+    let err = ClientConfig::builder(codec()).build().unwrap_err();
+    assert!(err.to_string().contains("link"), "{err}");
+    let err = ClientConfig::builder(codec())
+        .link_addrs(
+            "a",
+            ["127.0.0.1:1"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into()],
+        )
+        .watchdog_threshold(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("watchdog"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_unfinished_tasks_with_reset_and_closes_the_link() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let h = client.start_task(TaskSpec::new(CmdId(1), &b"x"[..]));
+    server.wait_for_task_frames(1).await;
+    let mut pushes = client.subscribe_pushes();
+    client.shutdown().await;
+    assert_eq!(h.await.unwrap_err(), TaskError::Local(LocalError::Reset));
+    server.wait_until(|s| s.open_connections() == 0).await;
+    // After shutdown every call fails quietly.
+    let late = client.start_task(TaskSpec::new(CmdId(1), &b"late"[..]));
+    assert_eq!(late.await.unwrap_err(), TaskError::Local(LocalError::Reset));
+    assert_eq!(client.stats().await, Err(StreamError::Closed));
+    assert_eq!(pushes.recv().await, Err(StreamError::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_stops_the_driver() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    client.make_sure_connected("default-longlink");
+    server.wait_for_connections(1).await;
+    drop(client);
+    server.wait_until(|s| s.open_connections() == 0).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_connections_and_tasks_in_flight() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let _stalled = client.start_task(TaskSpec::new(CmdId(1), &b"x"[..]));
+    server.wait_for_task_frames(1).await;
+    let s = client.stats().await.unwrap();
+    assert_eq!(s.tasks_in_flight, 1);
+    assert_eq!(s.open_connections, 1);
+    assert_eq!(s.connect_attempts, 1);
+    assert_eq!(s.pending_connects, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hosts_are_resolved_through_the_ip_sources() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let source = Arc::new(StaticIpSource::new().with_host("long.example", [server.ip_port()]));
+    let config = ClientConfig::builder(codec())
+        .link_hosts("default-longlink", ["long.example"], [server.addr().port()])
+        .ip_source(source.clone())
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(1), &b"via dns"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"via dns");
+    assert_eq!(source.calls(), 1);
+    assert!(matches!(
+        client.link_status("default-longlink"),
+        Some(LinkStatus::Connected(a)) if a == server.ip_port()
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_host_ends_the_task_with_a_dial_error() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let config = ClientConfig::builder(codec())
+        .link_hosts(
+            "default-longlink",
+            ["nowhere.example"],
+            [server.addr().port()],
+        )
+        .ip_source(Arc::new(StaticIpSource::new()))
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Dial, "{err:?}");
+    assert_eq!(server.connection_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_needing_auth_waits_for_the_login_run_off_the_loop() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let auth = Arc::new(TestAuth::new().needing_login(Duration::from_secs(2), Ok(())));
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .auth(auth.clone())
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let t0 = tokio::time::Instant::now();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(1), &b"authed"[..]).needs_auth())
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"authed");
+    assert!(t0.elapsed() >= Duration::from_secs(2));
+    assert_eq!(auth.logins(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_login_ends_the_waiting_task_with_an_auth_error() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let auth = Arc::new(
+        TestAuth::new().needing_login(Duration::ZERO, Err(AuthError::Rejected("bad".into()))),
+    );
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .auth(auth)
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).needs_auth())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth);
+    assert!(server.task_frames().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_reports_a_plugin_call_blocked_past_its_threshold() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let slow = Arc::new(
+        StaticIpSource::new()
+            .with_host("slow.example", [server.ip_port()])
+            .with_delay(Duration::from_millis(1500)),
+    );
+    let config = ClientConfig::builder(codec())
+        .link_hosts("default-longlink", ["slow.example"], [server.addr().port()])
+        .ip_source(slow)
+        .watchdog_threshold(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(1), &b"slow"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"slow");
+    assert_eq!(client.stats().await.unwrap().watchdog_stalls, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn link_events_report_each_status_with_its_reason() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().reply(Reply::close()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let mut events = client.link_events();
+    let _ = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0))
+        .await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(events.recv().await.unwrap());
+    }
+    assert_eq!(seen[0].status, LinkStatus::Connecting);
+    assert!(matches!(seen[1].status, LinkStatus::Connected(_)));
+    assert_eq!(seen[2].status, LinkStatus::Disconnected);
+    assert!(seen[2].reason.is_some());
+}
