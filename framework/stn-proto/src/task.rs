@@ -256,6 +256,9 @@ pub struct TaskProfile {
     pub first_packet_timeout: Option<Duration>,
     /// Times the task was saved as a zombie.
     pub zombie_rounds: u32,
+    /// Whether the weak-network detector (§15.2) considered the network weak when the task
+    /// ended.
+    pub weak_network: bool,
 }
 
 impl TaskProfile {
@@ -277,6 +280,7 @@ impl TaskProfile {
             received_bytes: 0,
             first_packet_timeout: None,
             zombie_rounds: 0,
+            weak_network: false,
         }
     }
 

@@ -50,6 +50,9 @@ pub(crate) struct Dialer {
 pub(crate) struct InFlight {
     pub(crate) conn: ConnId,
     pub(crate) addr: IpPort,
+    /// Position of the address in the cycle's list.
+    pub(crate) index: usize,
+    pub(crate) started: Instant,
 }
 
 /// What the dialer wants done next.
@@ -102,7 +105,12 @@ impl Dialer {
         let addr = self.addrs[self.next];
         self.next += 1;
         self.last_start = Some(now);
-        self.in_flight.push(InFlight { conn, addr });
+        self.in_flight.push(InFlight {
+            conn,
+            addr,
+            index: self.next - 1,
+            started: now,
+        });
     }
 
     /// Removes a failed attempt; `None` for a timeout. Returns its address if it was ours.

@@ -78,6 +78,8 @@ pub struct Engine {
     dirty: Vec<bool>,
     scratch: Vec<TaskId>,
     stats: Stats,
+    /// Last time the weak-network detector saw a sign of a weak network (§15.2).
+    weak_mark: Option<Instant>,
 }
 
 /// One task the engine holds (queued or running).
@@ -112,6 +114,8 @@ struct Attempt {
     timeouts: AttemptTimeouts,
     last_progress: Option<Instant>,
     sent_len: usize,
+    /// The connection's address position in its connect cycle (0 = first choice).
+    addr_index: usize,
 }
 
 /// A failed task kept to be retried later within its total timeout (§14).
@@ -148,6 +152,8 @@ enum LinkState {
 struct Session {
     conn: ConnId,
     addr: IpPort,
+    /// The address's position in the connect cycle's list (0 = the first choice).
+    addr_index: usize,
     connect_start: Instant,
     connected_at: Instant,
     rx: Vec<u8>,
@@ -250,6 +256,7 @@ impl Engine {
             dirty: vec![false; n],
             scratch: Vec::new(),
             stats: Stats::default(),
+            weak_mark: None,
         })
     }
 
@@ -328,6 +335,7 @@ impl Engine {
                 self.flow.set_active(now, true);
             }
         } else {
+            self.weak_mark = None;
             self.timers
                 .set(TimerKind::Inactivity, now + self.cfg.timing.inactive_after);
         }
@@ -511,6 +519,9 @@ impl Engine {
             return;
         };
         self.timers.cancel(TimerKind::ConnectAttempt(attempt));
+        if winner.index > 0 || now.saturating_duration_since(winner.started) > WEAK_CONNECT_RTT {
+            self.mark_weak(now);
+        }
         self.timers.cancel(TimerKind::RaceStep(li));
         self.timers.cancel(TimerKind::Reconnect(li));
         self.timers.cancel(TimerKind::ReconnectWake(li));
@@ -541,6 +552,7 @@ impl Engine {
         self.links[li].state = LinkState::Connected(Box::new(Session {
             conn: attempt,
             addr: winner.addr,
+            addr_index: winner.index,
             connect_start: cycle_start,
             connected_at: now,
             rx: Vec::new(),
@@ -1046,6 +1058,7 @@ impl Engine {
         p.received_bytes = 0;
         p.first_packet_timeout = Some(t.first_packet);
         let conn = s.conn;
+        let addr_index = s.addr_index;
         self.events.push_back(Event::TaskSent {
             id,
             link: link.name.clone(),
@@ -1067,6 +1080,7 @@ impl Engine {
             timeouts: t,
             last_progress: None,
             sent_len,
+            addr_index,
         });
         link.running.insert(id);
         self.timers
@@ -1196,12 +1210,16 @@ impl Engine {
         if a.conn != conn || task.link != li {
             return;
         }
+        let gap = now.saturating_duration_since(a.last_progress.unwrap_or(a.sent_at));
         a.last_progress = Some(now);
         task.profile.first_byte.get_or_insert(now);
         task.profile.last_byte = Some(now);
         let p2p = a.timeouts.packet_to_packet;
         self.timers.cancel(TimerKind::FirstPacket(id));
         self.timers.set(TimerKind::PacketToPacket(id), now + p2p);
+        if gap > WEAK_PACKET_GAP {
+            self.mark_weak(now);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1606,6 +1624,7 @@ impl Engine {
     /// it (not those still waiting for auth), so a dead server ends tasks with a dial or
     /// connect-timeout error after their retries instead of a bare total timeout.
     fn cycle_failed(&mut self, li: usize, now: Instant, error: LinkError) {
+        self.relieve_weak(now);
         self.timers.cancel(TimerKind::Resolve(li));
         self.timers.cancel(TimerKind::RaceStep(li));
         self.events.push_back(Event::LinkStatus {
@@ -1860,6 +1879,50 @@ impl Engine {
         }
     }
 
+    // ----- weak-network detector (§15.2, reporting only) ----------------------------------
+
+    fn mark_weak(&mut self, now: Instant) {
+        if self.activity.foreground {
+            self.weak_mark = Some(now);
+        }
+    }
+
+    /// A sign of a good network ends a weak period early, if the last mark is old enough.
+    fn relieve_weak(&mut self, now: Instant) {
+        if self
+            .weak_mark
+            .is_some_and(|t| now.saturating_duration_since(t) >= WEAK_RELIEF_AFTER)
+        {
+            self.weak_mark = None;
+        }
+    }
+
+    fn is_weak(&self, now: Instant) -> bool {
+        self.activity.foreground
+            && self
+                .weak_mark
+                .is_some_and(|t| now.saturating_duration_since(t) < WEAK_LAPSE)
+    }
+
+    /// A task ends: slow successes and failures after a fallback address mark the network
+    /// weak; fast successes relieve it.
+    fn judge_weak(&mut self, task: &Task, outcome: &TaskOutcome, now: Instant) {
+        if task.attempts == 0 {
+            return;
+        }
+        let took = now.saturating_duration_since(task.profile.queued_at);
+        match outcome {
+            Ok(_) if took >= WEAK_SLOW_TASK => self.mark_weak(now),
+            Ok(_) if took < WEAK_FAST_TASK => self.relieve_weak(now),
+            Ok(_) | Err(TaskError::Codec(_)) | Err(TaskError::Canceled) => {}
+            Err(_) => {
+                if matches!(task.state, TaskState::Running(a) if a.addr_index > 0) {
+                    self.mark_weak(now);
+                }
+            }
+        }
+    }
+
     // ----- timing sync --------------------------------------------------------------------
 
     /// The timing-sync period for the current state (§15.4).
@@ -1911,6 +1974,7 @@ impl Engine {
         let Some(mut task) = self.remove_task(id) else {
             return;
         };
+        self.judge_weak(&task, &outcome, now);
         if let Err(error) = &outcome {
             if let Some(remaining) = self.zombie_budget(&task, error, now) {
                 task.state = TaskState::Queued;
@@ -1991,6 +2055,7 @@ impl Engine {
         now: Instant,
     ) {
         profile.ended_at = now;
+        profile.weak_network = self.is_weak(now);
         match &outcome {
             Ok(_) => self.stats.tasks_succeeded += 1,
             Err(TaskError::Canceled) => self.stats.tasks_canceled += 1,
@@ -2112,6 +2177,14 @@ fn dial_failure(e: DialError) -> DialFailure {
         DialError::Io(errno) => DialFailure::Io { errno },
     }
 }
+
+/// Weak-network detector thresholds (§15.2).
+const WEAK_CONNECT_RTT: Duration = Duration::from_millis(2_000);
+const WEAK_PACKET_GAP: Duration = Duration::from_millis(2_000);
+const WEAK_SLOW_TASK: Duration = Duration::from_millis(5_000);
+const WEAK_FAST_TASK: Duration = Duration::from_millis(600);
+const WEAK_RELIEF_AFTER: Duration = Duration::from_millis(8_000);
+const WEAK_LAPSE: Duration = Duration::from_millis(60_000);
 
 /// Mars's default retry count.
 const DEFAULT_RETRIES: u32 = 1;

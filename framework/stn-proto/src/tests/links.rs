@@ -249,3 +249,35 @@ fn resolved_addresses_with_their_own_port_keep_it() {
         Some(server_addr(9))
     );
 }
+
+#[test]
+fn weak_network_is_flagged_after_a_fallback_address_and_lapses() {
+    let (mut sim, at) = race(&[Dead, Live], 5);
+    assert_eq!(at, Some(ms(2_540)));
+    // Background: the detector only runs in the foreground.
+    let bg = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_for(secs(1));
+    assert!(!sim.ends[&bg].1.profile.weak_network);
+
+    let (mut sim, _) = {
+        let addrs: Vec<IpPort> = (1..=2).map(server_addr).collect();
+        let cfg = Config::builder(Arc::new(MarsCodec::default()))
+            .link(LinkConfig::new("default-longlink").addrs(addrs.iter().copied()))
+            .build()
+            .unwrap();
+        let mut sim = Sim::with_config(cfg);
+        sim.script.reach.insert(server_addr(1), Reach::Blackhole);
+        sim.foreground(true);
+        let at = connected_at(&mut sim);
+        (sim, at)
+    };
+    // Won by the second address: weak.
+    let a = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_for(secs(1));
+    assert!(sim.ends[&a].1.profile.weak_network);
+    // A fast task 8 s after the mark relieves it.
+    sim.run_for(secs(8));
+    let b = sim.start(TaskSpec::new(CmdId(1), &b"b"[..]));
+    sim.run_for(secs(1));
+    assert!(!sim.ends[&b].1.profile.weak_network);
+}
