@@ -46,6 +46,11 @@ impl Decoder {
         DecoderBuilder::default()
     }
 
+    /// Whether any cipher was given.
+    pub fn has_ciphers(&self) -> bool {
+        self.mars.is_some() || self.authenticated.is_some()
+    }
+
     /// The options in force.
     pub fn options(&self) -> DecodeOptions {
         self.options
@@ -267,6 +272,10 @@ pub struct Summary {
     pub skipped_bytes: usize,
     /// Sequence gaps reported.
     pub seq_gaps: usize,
+    /// Encrypted blocks met (decoded or failed).
+    pub encrypted_blocks: usize,
+    /// Encrypted blocks that failed (no key, wrong key, damage).
+    pub failed_encrypted_blocks: usize,
 }
 
 impl Summary {
@@ -278,9 +287,26 @@ impl Summary {
                 self.skipped_bytes += skipped;
             }
             Event::SeqGap { .. } => self.seq_gaps += 1,
-            Event::Text { .. } => self.blocks += 1,
-            Event::Failed { .. } => self.failed_blocks += 1,
+            Event::Text { block, .. } => {
+                self.blocks += 1;
+                if block.magic.encryption() != Encryption::None {
+                    self.encrypted_blocks += 1;
+                }
+            }
+            Event::Failed { block, .. } => {
+                self.failed_blocks += 1;
+                if block.magic.encryption() != Encryption::None {
+                    self.encrypted_blocks += 1;
+                    self.failed_encrypted_blocks += 1;
+                }
+            }
         }
+    }
+
+    /// Whether encrypted blocks were met and none of them decoded: with a key given, the key
+    /// is most likely wrong (Mars's TEA has no integrity check to say so directly).
+    pub fn all_encrypted_blocks_failed(&self) -> bool {
+        self.encrypted_blocks > 0 && self.failed_encrypted_blocks == self.encrypted_blocks
     }
 
     /// Whether any block, good or failed, was found.

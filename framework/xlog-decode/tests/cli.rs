@@ -499,3 +499,27 @@ fn a_tiny_mmap3_is_reported_not_fatal() {
     );
     assert!(out.stdout == std::fs::read(data("01_async_zlib_nocrypt/expected.log")).unwrap());
 }
+
+#[test]
+fn a_wrong_key_is_hinted_on_stderr() {
+    let out = run(&[os("keygen")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let wrong = text
+        .lines()
+        .find_map(|l| l.strip_prefix("private_key = "))
+        .unwrap();
+    let out = run(&[
+        os("decode"),
+        os("--key"),
+        os(wrong),
+        data("02_async_zlib_crypt/demo_20261126.xlog").as_os_str(),
+    ]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("none of the 6 encrypted blocks decoded: is the key right?"),
+        "{}",
+        stderr(&out)
+    );
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(lines, 6, "one decompress err line per block");
+}

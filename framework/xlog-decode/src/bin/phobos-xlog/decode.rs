@@ -135,6 +135,13 @@ fn decode_one(
     if args.verbose {
         eprintln!("phobos-xlog: {}: {summary}", path.display());
     }
+    if summary.all_encrypted_blocks_failed() && decoder.has_ciphers() {
+        eprintln!(
+            "phobos-xlog: {}: none of the {} encrypted blocks decoded: is the key right?",
+            path.display(),
+            summary.encrypted_blocks
+        );
+    }
     if !summary.found_blocks() {
         let lenient_would_start =
             !args.lenient && find_block_start(bytes, 0, 1, decoder.options().magics).is_some();
