@@ -1,0 +1,93 @@
+//! The host example's binary, run as a user would.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_phobos-host-example"))
+}
+
+#[test]
+fn demo_delivers_every_message_and_exits_zero() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let out = bin()
+        .args(["demo", "--clients", "3", "--messages", "20", "--log-dir"])
+        .arg(logs.path())
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| answered correctly | 60 |"), "{stdout}");
+    assert!(
+        stdout.contains("| pushes expected / received | 12 / 12 |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("codec      mars"), "{stdout}");
+    assert!(
+        stdout.contains("Every message was delivered exactly once."),
+        "{stdout}"
+    );
+    // The log is encrypted with the demo key and the decoded tail shows the demo's last line.
+    assert!(stdout.contains("encrypted: true"), "{stdout}");
+    assert!(
+        stdout.contains("[demo]") && stdout.contains("done: 60 ok, 0 failed, 12 pushes"),
+        "{stdout}"
+    );
+    let files: Vec<_> = std::fs::read_dir(logs.path()).expect("log dir").collect();
+    assert!(!files.is_empty());
+}
+
+#[test]
+fn plugins_command_lists_plugins_and_round_trips_a_frame() {
+    let out = bin().arg("plugins").output().expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("cipher     mars-tea"), "{stdout}");
+    assert!(
+        stdout.contains("Codec round trip: 33 bytes on the wire"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_malformed_config_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[plugins]\ncodec = { name = \"mars\", config = { client_version = \"x\" } }\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["plugins", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("client_version") || stderr.contains("plugins.codec"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_file_that_is_not_a_plugin_library_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("libnot-a-plugin.so");
+    std::fs::write(&path, b"this is text, not a shared object").expect("write");
+    let out = bin()
+        .arg("plugins")
+        .arg("--plugin")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("libnot-a-plugin.so"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
