@@ -97,6 +97,9 @@ impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" && !self.had_message {
             self.had_message = true;
+            if !self.out.is_empty() {
+                self.out.insert(0, ' ');
+            }
             self.out.insert_str(0, value);
             return;
         }
@@ -112,6 +115,7 @@ impl Visit for FieldVisitor<'_> {
             if self.out.is_empty() {
                 *self.out = s;
             } else {
+                s.push(' ');
                 self.out.insert_str(0, &s);
             }
             return;
@@ -161,5 +165,65 @@ impl<'a> MakeWriter<'a> for Xlog {
             xlog: self.clone(),
             pending: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tracing_subscriber::prelude::*;
+
+    use crate::testutil::decode_file;
+    use crate::{FixedClock, WallTime, Xlog, XlogLayer};
+
+    #[test]
+    fn events_become_mars_lines_with_target_file_and_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = Xlog::builder()
+            .log_dir(dir.path())
+            .name_prefix("tr")
+            .banners(false)
+            .clock(Arc::new(FixedClock(WallTime::new(
+                1_710_383_213,
+                5_000_000,
+                0,
+            ))))
+            .build()
+            .unwrap();
+        let sub = tracing_subscriber::registry().with(XlogLayer::new(guard.xlog()));
+        let line = line!() + 2;
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(target: "net::conn", peer = "10.0.0.1", retries = 3, "connect failed");
+            tracing::trace!("fine detail");
+        });
+        // The MakeWriter side: fmt-layer output becomes lines without metadata.
+        let sub = tracing_subscriber::fmt()
+            .with_writer(guard.xlog())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(sub, || tracing::error!("via make_writer"));
+        drop(guard);
+        let text = decode_file(&std::fs::read(dir.path().join("tr_20240314.xlog")).unwrap());
+        let text = String::from_utf8(text).unwrap();
+        let mut lines = text.lines();
+        let first = lines.next().unwrap();
+        assert!(
+            first.starts_with("[W][2024-03-14 +0.0 02:26:53.005]["),
+            "{first}"
+        );
+        assert!(
+            first.ends_with(&format!(
+                "][net::conn][layer.rs:{line}, phobos_xlog::layer::tests][connect failed \
+                 peer=10.0.0.1 retries=3"
+            )),
+            "{first}"
+        );
+        assert!(lines.next().unwrap().ends_with("][fine detail"));
+        let third = lines.next().unwrap();
+        assert!(
+            third.contains("ERROR") && third.ends_with("via make_writer"),
+            "{third}"
+        );
     }
 }

@@ -267,3 +267,56 @@ fn append_lines_logs_levels_and_raw_bytes() {
     assert!(lines[2].ends_with(b"[\xff\xfebinary"));
     assert!(lines[3].ends_with(b"[no newline at end"));
 }
+
+#[test]
+fn dropped_lines_are_reported_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("r")
+        .banners(false)
+        .build()
+        .unwrap();
+    g.simulate_dropped_lines(7);
+    g.log_message(Level::Info, "t", b"after the drops");
+    assert_eq!(g.dropped_lines(), 7);
+    drop(g);
+    let t = text_of(dir.path());
+    let warn = t.lines().next().unwrap();
+    assert!(warn.starts_with("[W]"), "{warn}");
+    assert!(
+        warn.ends_with("][xlog][:0, ][xlog dropped 7 lines: the writer fell behind"),
+        "{warn}"
+    );
+    assert!(t.lines().nth(1).unwrap().ends_with("after the drops"));
+}
+
+#[test]
+fn drop_policy_drops_instead_of_waiting_when_the_queue_is_full() {
+    // Buffered mode with the compressor thread blocked behind the staging lock: the queue
+    // fills up and further lines are dropped and counted, never blocking the caller.
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("q")
+        .banners(false)
+        .durability(crate::Durability::Buffered)
+        .overflow(Overflow::Drop)
+        .build()
+        .unwrap();
+    let line = vec![b'x'; 1000];
+    let dropped = g.with_staging_locked(|| {
+        for _ in 0..6000 {
+            g.log_message(Level::Info, "t", &line);
+        }
+        g.dropped_lines()
+    });
+    assert!(dropped > 0, "a 4 MiB queue cannot hold 6 MB");
+    g.flush().unwrap();
+    drop(g);
+    let t = text_of(dir.path());
+    assert!(
+        t.contains(&format!("xlog dropped {dropped} lines")),
+        "drop report missing"
+    );
+}

@@ -440,6 +440,19 @@ impl Xlog {
         }
     }
 
+    /// Test hook: counts `n` lines as dropped.
+    #[cfg(test)]
+    pub(crate) fn simulate_dropped_lines(&self, n: u64) {
+        self.inner.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Test hook: runs `f` while holding the staging lock (the writer cannot stage).
+    #[cfg(test)]
+    pub(crate) fn with_staging_locked<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _st = self.inner.lock_state();
+        f()
+    }
+
     fn write_formatted(&self, line: &[u8], fatal: bool, now: WallTime) {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Relaxed) && !fatal && !line.starts_with(b"$$$$$$$$$$") {

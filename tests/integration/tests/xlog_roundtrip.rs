@@ -29,7 +29,11 @@ fn decode_dir(dir: &Path, decoder: &Decoder) -> Vec<u8> {
 fn every_mode_decodes_exactly_with_the_independent_decoder() {
     let keys = MarsCipher::generate_key_pair();
     let time = WallTime::new(1_710_383_213, 137_000_000, 8 * 3600);
-    for mode in [Mode::Async, Mode::Sync] {
+    for (mode, level) in [
+        (Mode::Async, None),
+        (Mode::Async, Some(6)),
+        (Mode::Sync, None),
+    ] {
         for compression in [Compression::Zlib, Compression::Zstd] {
             for keyed in [false, true] {
                 let dir = tempfile::tempdir().unwrap();
@@ -40,6 +44,9 @@ fn every_mode_decodes_exactly_with_the_independent_decoder() {
                     .compression(compression)
                     .banners(false)
                     .clock(Arc::new(FixedClock(time)));
+                if let Some(l) = level {
+                    b = b.compression_level(l);
+                }
                 if keyed {
                     b = b.cipher(Arc::new(
                         MarsCipher::from_public_key_hex(&keys.public_key).unwrap(),
@@ -89,7 +96,7 @@ fn every_mode_decodes_exactly_with_the_independent_decoder() {
                             .into_owned()
                     };
                     panic!(
-                        "{mode:?} {compression:?} keyed={keyed}: decoded {} bytes, expected {}, first difference at {at}:\n--- decoded ---\n{}\n--- expected ---\n{}",
+                        "{mode:?} {compression:?} level={level:?} keyed={keyed}: decoded {} bytes, expected {}, first difference at {at}:\n--- decoded ---\n{}\n--- expected ---\n{}",
                         text.len(), expect.len(), show(&text), show(&expect)
                     );
                 }
