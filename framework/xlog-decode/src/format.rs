@@ -11,6 +11,19 @@
 //!           LE                                 LE          K = 64, or 4 for 0x03–0x05
 //! ```
 //!
+//! Magics recognised ([`Magic`]):
+//!
+//! | Byte | Block | Body |
+//! |---|---|---|
+//! | `0x03` / `0x04` / `0x05` | legacy, 13-byte header | plain / raw deflate / `u16`-chunked raw deflate |
+//! | `0x06`, `0x08`, `0x0A`, `0x0B` | sync (Mars) | plain text (also under the "crypt" magics `0x06`/`0x0A`) |
+//! | `0x07` / `0x0C` | async, Mars TEA | raw deflate / zstd, then TEA-ECB with a clear tail |
+//! | `0x09` / `0x0D` | async, no key | raw deflate / zstd |
+//! | `0x27` / `0x2C` | async, authenticated cipher (Phobos; `0x07`/`0x0C` with bit `0x20`) | raw deflate / zstd, then the cipher's records |
+//!
+//! The last row is only recognised with [`MagicSet::MarsAndAuthenticated`] (the default). Both
+//! bytes lie outside `0x03`–`0x0D`, so Mars's own decoder neither reads nor resyncs on them.
+//!
 //! All functions here take untrusted bytes and never panic.
 //!
 //! ```

@@ -18,6 +18,10 @@
 //! is not needed. Unlike Mars, a malformed key is an error ([`CipherError::BadKey`]), never a
 //! silently unencrypted log.
 //!
+//! Feature `dynamic`: the crate's `cdylib` exports the cipher as a Phobos plugin named
+//! `"mars-tea"`, configured with a [`MarsCipherConfig`]
+//! (see `phobos-plugin-abi`'s `export_plugin!`).
+//!
 //! ```
 //! use phobos_cipher_mars::MarsCipher;
 //! use phobos_plugin_api::LogCipher;

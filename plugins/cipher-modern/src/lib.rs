@@ -46,6 +46,10 @@
 //!   [`CipherError::Integrity`] error too, after the complete records have been appended to
 //!   the output.
 //!
+//! Feature `dynamic`: the crate's `cdylib` exports the cipher as a Phobos plugin named
+//! `"x25519-chacha20poly1305"`, configured with a [`ModernCipherConfig`]
+//! (see `phobos-plugin-abi`'s `export_plugin!`).
+//!
 //! ```
 //! use phobos_cipher_modern::ModernCipher;
 //! use phobos_plugin_api::LogCipher;
