@@ -361,3 +361,38 @@ fn a_reply_stuck_behind_a_long_response_does_not_drop_a_busy_link() {
         end.profile.last_byte.unwrap().duration_since(sim.t0) + secs(8)
     );
 }
+
+/// The core with `phobos-heartbeat`'s smart heartbeat on an inactive app: the interval grows
+/// from 210 s as heartbeats keep being answered, exactly on spec §12's schedule, and the link
+/// stays up.
+#[test]
+fn smart_heartbeat_stretches_the_interval_on_an_inactive_app() {
+    let clock = phobos_heartbeat::ManualClock::new(std::time::SystemTime::UNIX_EPOCH);
+    let smart = phobos_heartbeat::SmartHeartbeat::with_clock(
+        phobos_heartbeat::SmartHeartbeatConfig::default(),
+        Arc::new(clock),
+    )
+    .unwrap();
+    let cfg = config_with(&[server_addr(1)])
+        .heartbeat(Arc::new(smart))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.engine
+        .set_network(sim.now, phobos_plugin_api::NetKind::Wifi, "wifi_home");
+    sim.drain();
+    sim.run_for(secs(601));
+    assert!(!sim.engine.is_active());
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(secs(4 * 3600));
+    let beats = sim.server_frames(HEARTBEAT_CMD);
+    let gaps: Vec<u64> = beats.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+    // Spec §12's all-success schedule: 210 s ×8, then 6 heartbeats per 60 s step.
+    let mut want = vec![210; 8];
+    for step in [270, 330, 390, 450, 510] {
+        want.extend([step; 6]);
+    }
+    assert_eq!(gaps[..want.len()], want[..], "{gaps:?}");
+    assert!(link_down_reasons(&sim).is_empty());
+}
