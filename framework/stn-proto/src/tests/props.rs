@@ -10,6 +10,10 @@ use std::time::Duration;
 use phobos_plugin_api::{CmdId, NetKind, Seq};
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
+use phobos_plugin_api::{AuthCheck, AuthError};
+
 use super::harness::{config_with, ms, secs, server_addr, Answer, Reach, Sim};
 use crate::{LinkConfig, TaskSpec};
 
@@ -22,6 +26,7 @@ enum Op {
         total: Option<u64>,
         send_only: bool,
         extra_link: bool,
+        needs_auth: bool,
     },
     Cancel(usize),
     ServerClose,
@@ -34,19 +39,22 @@ enum Op {
     Foreground(bool),
     Redo,
     Reset,
+    AuthAnswer(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (1u32..30_000).prop_map(Op::Wait),
-        4 => (1u32..4, 0u32..3, proptest::option::of(1u64..200), any::<bool>(), any::<bool>())
-            .prop_map(|(cmd, retries, total, send_only, extra_link)| Op::Start {
+        4 => (1u32..4, 0u32..3, proptest::option::of(1u64..200), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(cmd, retries, total, send_only, extra_link, needs_auth)| Op::Start {
                 cmd,
                 retries,
                 total,
                 send_only: send_only && cmd == 1,
                 extra_link,
+                needs_auth: needs_auth && cmd == 2,
             }),
+        1 => (0u8..4).prop_map(Op::AuthAnswer),
         1 => (0usize..64).prop_map(Op::Cancel),
         1 => Just(Op::ServerClose),
         1 => Just(Op::Garbage),
@@ -64,6 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(ops: &[Op], seed: u64) {
     let cfg = config_with(&[server_addr(1), server_addr(2)])
         .link(LinkConfig::new("extra").addrs([server_addr(3)]))
+        .auth(Arc::new(NeverAuthed))
         .seed(seed)
         .build()
         .unwrap();
@@ -86,6 +95,7 @@ fn run(ops: &[Op], seed: u64) {
                 total,
                 send_only,
                 extra_link,
+                needs_auth,
             } => {
                 let mut spec = TaskSpec::new(CmdId(*cmd), vec![*cmd as u8; 40])
                     .with_retry_count(*retries)
@@ -98,6 +108,9 @@ fn run(ops: &[Op], seed: u64) {
                 }
                 if *extra_link {
                     spec = spec.with_link("extra");
+                }
+                if *needs_auth {
+                    spec = spec.needs_auth();
                 }
                 started.push(sim.start(spec));
             }
@@ -145,6 +158,14 @@ fn run(ops: &[Op], seed: u64) {
                 sim.engine.redo_tasks(sim.now);
                 sim.drain();
             }
+            Op::AuthAnswer(a) => {
+                sim.auth_answer = match a {
+                    0 => Some(Ok(())),
+                    1 => Some(Err(AuthError::Transient("busy".into()))),
+                    2 => Some(Err(AuthError::Rejected("no".into()))),
+                    _ => None,
+                };
+            }
             Op::Reset => {
                 sim.engine.reset(sim.now);
                 sim.drain();
@@ -190,6 +211,7 @@ fn a_dense_fault_script_settles() {
             total: Some(150),
             send_only: false,
             extra_link: false,
+            needs_auth: false,
         },
         Op::Start {
             cmd: 2,
@@ -197,6 +219,7 @@ fn a_dense_fault_script_settles() {
             total: None,
             send_only: false,
             extra_link: true,
+            needs_auth: false,
         },
         Op::Wait(50),
         Op::Stall(true),
@@ -206,6 +229,7 @@ fn a_dense_fault_script_settles() {
             total: Some(30),
             send_only: false,
             extra_link: false,
+            needs_auth: false,
         },
         Op::HalfFrame,
         Op::Wait(9_000),
@@ -225,9 +249,28 @@ fn a_dense_fault_script_settles() {
             total: None,
             send_only: true,
             extra_link: false,
+            needs_auth: false,
         },
         Op::Foreground(true),
         Op::Wait(29_000),
     ];
     run(&ops, 1);
+}
+
+/// An auth plugin that never considers the session authenticated on its own: gated tasks
+/// depend entirely on the (scripted) `EnsureAuth` answers.
+#[derive(Debug)]
+struct NeverAuthed;
+
+#[async_trait::async_trait]
+impl AuthCheck for NeverAuthed {
+    fn name(&self) -> &str {
+        "never"
+    }
+    fn is_authed(&self, _host: &str) -> bool {
+        false
+    }
+    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
+        Ok(())
+    }
 }
