@@ -636,6 +636,19 @@ impl Engine {
         } else {
             buf.drain(..consumed);
         }
+        // A codec that keeps asking for more past its own frame limit would let the buffer
+        // grow without bound; treat that as a malformed stream.
+        let max = self.cfg.codec.max_frame_len();
+        if buf.len() > max {
+            let len = buf.len() as u64;
+            let error = phobos_plugin_api::DecodeError::TooLarge {
+                len,
+                max: max as u64,
+            };
+            self.link_down(li, now, LinkError::Decode(error), false);
+            self.pump(now);
+            return;
+        }
         if let LinkState::Connected(s) = &mut self.links[li].state {
             s.rx = buf;
         }

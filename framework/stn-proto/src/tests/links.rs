@@ -281,3 +281,63 @@ fn weak_network_is_flagged_after_a_fallback_address_and_lapses() {
     sim.run_for(secs(1));
     assert!(!sim.ends[&b].1.profile.weak_network);
 }
+
+/// A codec that never finds a frame: the receive buffer must not grow past the frame limit.
+#[derive(Debug)]
+struct Bottomless;
+
+impl phobos_plugin_api::PacketCodec for Bottomless {
+    fn name(&self) -> &str {
+        "bottomless"
+    }
+    fn encode(
+        &self,
+        head: phobos_plugin_api::FrameHead,
+        body: &[u8],
+        ext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), phobos_plugin_api::EncodeError> {
+        MarsCodec::default().encode(head, body, ext, out)
+    }
+    fn decode(
+        &self,
+        _buf: &[u8],
+    ) -> Result<phobos_plugin_api::Decoded, phobos_plugin_api::DecodeError> {
+        Ok(phobos_plugin_api::Decoded::Incomplete {
+            head: None,
+            needed: 20,
+        })
+    }
+    fn classify(&self, h: &phobos_plugin_api::FrameHead) -> phobos_plugin_api::FrameKind {
+        phobos_plugin_api::FrameKind::Response(h.seq)
+    }
+    fn max_frame_len(&self) -> usize {
+        1_000
+    }
+}
+
+#[test]
+fn a_codec_that_never_completes_cannot_grow_the_buffer_past_its_limit() {
+    let cfg = Config::builder(Arc::new(Bottomless))
+        .link(LinkConfig::new("default-longlink").addrs([server_addr(1)]))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(ms(100));
+    let conn = sim.open_conns()[0];
+    for _ in 0..3 {
+        sim.server_send(conn, vec![0; 400]);
+    }
+    sim.run_for(ms(100));
+    assert!(sim.events.iter().any(|(_, e)| matches!(
+        e,
+        Event::LinkStatus {
+            reason: Some(LinkError::Decode(
+                phobos_plugin_api::DecodeError::TooLarge { .. }
+            )),
+            ..
+        }
+    )));
+}
