@@ -90,6 +90,7 @@ pub(crate) async fn run(
         resolve_limit: config.core().timing.resolve_timeout,
         io_tx,
         conns: HashMap::new(),
+        unflushed: Vec::new(),
         attempts: HashMap::new(),
         keys: HashMap::new(),
         waiters: HashMap::new(),
@@ -142,6 +143,7 @@ struct Driver {
     resolve_limit: std::time::Duration,
     io_tx: mpsc::UnboundedSender<IoEvent>,
     conns: HashMap<ConnId, Conn>,
+    unflushed: Vec<ConnId>,
     attempts: HashMap<ConnId, (LinkName, AbortHandle)>,
     keys: HashMap<TaskKey, TaskId>,
     waiters: HashMap<TaskId, Waiter>,
@@ -153,6 +155,9 @@ struct Driver {
 
 struct Conn {
     link: LinkName,
+    /// Frames the engine asked to send during this loop iteration, handed to the writer in
+    /// one piece when the iteration ends (one wake-up of the writer per iteration).
+    out: BytesMut,
     writer: mpsc::UnboundedSender<Bytes>,
     tasks: [AbortHandle; 2],
 }
@@ -187,52 +192,58 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            // One clock read per wake-up: every input of this batch is stamped with it.
+            let t = tokio::select! {
                 biased;
                 Some(ev) = io_rx.recv() => {
-                    self.watchdog.enter(now());
-                    self.handle_io(ev);
+                    let t = now();
+                    self.watchdog.enter(t);
+                    self.handle_io(t, ev);
                     // Take whatever else is ready before draining, so frames coalesce.
                     for _ in 0..BATCH {
                         match io_rx.try_recv() {
-                            Ok(ev) => self.handle_io(ev),
+                            Ok(ev) => self.handle_io(t, ev),
                             Err(_) => break,
                         }
                     }
+                    t
                 }
                 cmd = commands.recv() => {
-                    self.watchdog.enter(now());
+                    let t = now();
+                    self.watchdog.enter(t);
                     let cmd = cmd?;
-                    if let Some(done) = self.handle_command(cmd) {
+                    if let Some(done) = self.handle_command(t, cmd) {
                         return Some(done);
                     }
                     for _ in 0..BATCH {
                         match commands.try_recv() {
                             Ok(cmd) => {
-                                if let Some(done) = self.handle_command(cmd) {
+                                if let Some(done) = self.handle_command(t, cmd) {
                                     return Some(done);
                                 }
                             }
                             Err(_) => break,
                         }
                     }
+                    t
                 }
                 () = sleep => {
-                    self.watchdog.enter(now());
+                    let t = now();
+                    self.watchdog.enter(t);
+                    t
                 }
-            }
+            };
             // Timers are checked after every input, so a busy socket cannot starve them.
-            let t = now();
             if self.engine.poll_timeout().is_some_and(|d| d <= t) {
                 self.engine.handle_timeout(t);
             }
             self.drain();
+            self.flush();
             self.watchdog.leave(now());
         }
     }
 
-    fn handle_io(&mut self, ev: IoEvent) {
-        let t = now();
+    fn handle_io(&mut self, t: Instant, ev: IoEvent) {
         match ev {
             IoEvent::Bytes { conn, bytes } => {
                 if !self.conns.contains_key(&conn) {
@@ -278,13 +289,12 @@ impl Driver {
     }
 
     /// Handles one command; returns the acknowledgement of a shutdown request.
-    fn handle_command(&mut self, cmd: Command) -> Option<oneshot::Sender<()>> {
-        let t = now();
+    fn handle_command(&mut self, t: Instant, cmd: Command) -> Option<oneshot::Sender<()>> {
         match cmd {
             Command::Start { key, spec, reply } => {
                 let link = spec.link.clone();
                 let id = self.engine.start_task(t, *spec);
-                metrics::counter!(m::TASKS_STARTED, "link" => link.to_string()).increment(1);
+                metrics::counter!(m::TASKS_STARTED).increment(1);
                 trace!(task = %id, link = %link, "task started");
                 self.keys.insert(key, id);
                 self.waiters.insert(id, Waiter { key, link, reply });
@@ -341,12 +351,26 @@ impl Driver {
         }
     }
 
+    /// Hands each connection's frames of this iteration to its writer.
+    fn flush(&mut self) {
+        for conn in self.unflushed.drain(..) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                if !c.out.is_empty() {
+                    let _ = c.writer.send(c.out.split().freeze());
+                }
+            }
+        }
+    }
+
     fn execute(&mut self, action: Action) {
         match action {
             Action::Send { conn, bytes, .. } => {
-                if let Some(c) = self.conns.get(&conn) {
+                if let Some(c) = self.conns.get_mut(&conn) {
                     metrics::counter!(m::BYTES_SENT).increment(bytes.len() as u64);
-                    let _ = c.writer.send(bytes);
+                    if c.out.is_empty() {
+                        self.unflushed.push(conn);
+                    }
+                    c.out.extend_from_slice(&bytes);
                 }
             }
             Action::Connect {
@@ -428,16 +452,11 @@ impl Driver {
             return;
         };
         self.keys.remove(&w.key);
-        let outcome = match &end.outcome {
-            Ok(_) => "ok".to_owned(),
-            Err(e) => format!("{:?}", e.kind()),
-        };
+        let outcome = outcome_label(&end.outcome);
         let p = &end.profile;
         let elapsed = p.elapsed();
-        metrics::counter!(m::TASKS_ENDED, "link" => w.link.to_string(), "outcome" => outcome.clone())
-            .increment(1);
-        metrics::histogram!(m::TASK_SECONDS, "outcome" => outcome.clone())
-            .record(elapsed.as_secs_f64());
+        metrics::counter!(m::TASKS_ENDED, "outcome" => outcome).increment(1);
+        metrics::histogram!(m::TASK_SECONDS, "outcome" => outcome).record(elapsed.as_secs_f64());
         match &end.outcome {
             Ok(r) => debug!(
                 task = %end.id, link = %w.link, attempts = p.attempts,
@@ -508,6 +527,7 @@ impl Driver {
             conn,
             Conn {
                 link,
+                out: BytesMut::new(),
                 writer: wtx,
                 tasks: [reader.abort_handle(), writer.abort_handle()],
             },
@@ -648,6 +668,34 @@ async fn write_loop(
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// A static label for a task's outcome (no allocation per task).
+fn outcome_label(
+    outcome: &Result<phobos_stn_proto::Response, phobos_stn_proto::TaskError>,
+) -> &'static str {
+    use phobos_stn_proto::{ErrorKind as K, TimeoutLevel as L};
+    let Err(e) = outcome else {
+        return "ok";
+    };
+    match e.kind() {
+        K::Param => "param",
+        K::Local => "local",
+        K::Dial => "dial",
+        K::Socket => "socket",
+        K::Timeout(L::Connect) => "timeout_connect",
+        K::Timeout(L::FirstPacket) => "timeout_first_packet",
+        K::Timeout(L::PacketToPacket) => "timeout_packet_to_packet",
+        K::Timeout(L::ReadWrite) => "timeout_read_write",
+        K::Timeout(L::Total) => "timeout_total",
+        K::Timeout(_) => "timeout",
+        K::Codec => "codec",
+        K::Server => "server",
+        K::Auth => "auth",
+        K::Canceled => "canceled",
+        K::Limited(_) => "limited",
+        _ => "other",
+    }
 }
 
 /// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.

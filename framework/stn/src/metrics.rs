@@ -3,9 +3,9 @@
 //! Nothing is recorded unless the host installs a recorder; without one every call is a
 //! no-op. Link metrics carry a `link` label.
 
-/// Counter: tasks started (label `link`).
+/// Counter: tasks started.
 pub const TASKS_STARTED: &str = "phobos_stn_tasks_started_total";
-/// Counter: tasks ended (labels `link`, `outcome` = `ok` or the error kind).
+/// Counter: tasks ended (label `outcome`: `ok`, or the error kind such as `timeout_first_packet`).
 pub const TASKS_ENDED: &str = "phobos_stn_tasks_ended_total";
 /// Counter: attempts that failed and were retried.
 pub const TASKS_RETRIED: &str = "phobos_stn_tasks_retried_total";

@@ -1,0 +1,434 @@
+//! Long-link throughput and latency: Phobos vs a raw tokio client, side by side, plus memory
+//! per idle long link.
+//!
+//! Run: `cargo bench -p phobos-stn --bench longlink_throughput`
+//!
+//! Both clients talk to the same echo server on loopback, run in a child process (this
+//! binary started again with `PHOBOS_BENCH_SERVER=1`), so server work does not share the
+//! client's address space or runtime. The server echoes bytes as they come, which answers
+//! every Mars frame (requests and heartbeats) with itself.
+//!
+//! - **raw**: one tokio task, one connection, Mars frames encoded with `MarsCodec`, keeping
+//!   `N` requests pipelined and writing replacements in one batch per read: the best a
+//!   hand-written client can do.
+//! - **raw-mux**: the smallest hand-written client with Phobos's calling shape: `N` caller
+//!   tasks, each encoding its frame, registering a oneshot by sequence number and awaiting
+//!   it; one writer task coalescing queued frames, one reader task routing responses.
+//! - **phobos**: one `Client`, `N` concurrent callers each awaiting `start_task` in a loop.
+//!
+//! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
+//! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
+//! smoke run: 500 tasks, 20 idle links).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec, Seq};
+use phobos_stn::{Client, ClientConfig, LinkStatus, TaskSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+const BODY_LEN: usize = 100;
+const IN_FLIGHT: [usize; 3] = [1, 10, 100];
+
+fn main() {
+    if std::env::var_os("PHOBOS_BENCH_SERVER").is_some() {
+        serve();
+        return;
+    }
+    let quick = std::env::var_os("PHOBOS_BENCH_QUICK").is_some();
+    let total = env_usize("PHOBOS_BENCH_TASKS", if quick { 500 } else { 20_000 });
+    let workers = env_usize("PHOBOS_BENCH_WORKERS", 2);
+    let idle_links = env_usize("PHOBOS_BENCH_IDLE_LINKS", if quick { 20 } else { 1000 });
+
+    let exe = std::env::current_exe().expect("own path");
+    let mut server = Command::new(exe)
+        .env("PHOBOS_BENCH_SERVER", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the echo server process");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .expect("server address");
+    let addr: SocketAddr = line.trim().parse().expect("server prints its address");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "longlink_throughput: {total} tasks per run, {BODY_LEN}-byte bodies, loopback, \
+         client runtime {workers} workers, echo server in a child process"
+    );
+    println!(
+        "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8}",
+        "in flight", "client", "tasks/s", "p50 ms", "p99 ms", "ratio"
+    );
+    rt.block_on(async {
+        for n in IN_FLIGHT {
+            let raw = raw_run(addr, n, total).await;
+            let mux = mux_run(addr, n, total).await;
+            let pho = phobos_run(addr, n, total).await;
+            raw.print(n, "raw", None);
+            mux.print(n, "raw-mux", Some(mux.tasks_per_sec / raw.tasks_per_sec));
+            pho.print(n, "phobos", Some(pho.tasks_per_sec / raw.tasks_per_sec));
+            println!(
+                "{:>9} {:>8} phobos / raw-mux = {:.0} %",
+                "",
+                "",
+                pho.tasks_per_sec / mux.tasks_per_sec * 100.0
+            );
+        }
+        idle_memory(addr, idle_links).await;
+    });
+    drop(rt);
+    if let Some(mut stdin) = server.stdin.take() {
+        let _ = stdin.write_all(b"stop\n");
+    }
+    let _ = server.wait();
+}
+
+struct RunResult {
+    tasks_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl RunResult {
+    fn from(elapsed: Duration, mut latencies: Vec<Duration>) -> Self {
+        latencies.sort_unstable();
+        let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+        RunResult {
+            tasks_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: pct(0.50),
+            p99: pct(0.99),
+        }
+    }
+
+    fn print(&self, n: usize, client: &str, ratio: Option<f64>) {
+        println!(
+            "{:>9} {:>8} {:>12.0} {:>10.3} {:>10.3} {:>8}",
+            n,
+            client,
+            self.tasks_per_sec,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            ratio.map_or(String::new(), |r| format!("{:.0} %", r * 100.0)),
+        );
+    }
+}
+
+/// The baseline: hand-written pipelining over one socket.
+async fn raw_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    let codec = MarsCodec::default();
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    sock.set_nodelay(true).expect("nodelay");
+    let body = vec![0xABu8; BODY_LEN];
+    // Warm up with the same pattern, then measure.
+    raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
+    let t0 = Instant::now();
+    let lat = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
+    RunResult::from(t0.elapsed(), lat)
+}
+
+async fn raw_pipeline(
+    codec: &MarsCodec,
+    sock: &mut TcpStream,
+    body: &[u8],
+    in_flight: usize,
+    total: usize,
+) -> Vec<Duration> {
+    let mut sent_at: Vec<Instant> = Vec::with_capacity(total + 1);
+    let mut latencies = Vec::with_capacity(total);
+    let mut out = Vec::new();
+    let mut sent = 0usize;
+    let send_one = |out: &mut Vec<u8>, sent: &mut usize, sent_at: &mut Vec<Instant>| {
+        *sent += 1;
+        sent_at.push(Instant::now());
+        codec
+            .encode(FrameHead::new(CmdId(7), Seq(*sent as u32)), body, &[], out)
+            .expect("encode");
+    };
+    while sent < in_flight.min(total) {
+        send_one(&mut out, &mut sent, &mut sent_at);
+    }
+    sock.write_all(&out).await.expect("write");
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while latencies.len() < total {
+        let n = sock.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "server closed");
+        buf.extend_from_slice(&chunk[..n]);
+        out.clear();
+        let mut at = 0;
+        while let Ok(Decoded::Frame(f)) = codec.decode(&buf[at..]) {
+            at += f.len;
+            let seq = f.head.seq.0 as usize;
+            latencies.push(sent_at[seq - 1].elapsed());
+            if sent < total {
+                send_one(&mut out, &mut sent, &mut sent_at);
+            }
+        }
+        buf.drain(..at);
+        if !out.is_empty() {
+            sock.write_all(&out).await.expect("write");
+        }
+    }
+    latencies
+}
+
+/// The minimal multiplexing client: same caller shape as Phobos, no engine.
+async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    let sock = TcpStream::connect(addr).await.expect("connect");
+    sock.set_nodelay(true).expect("nodelay");
+    let (mut rd, mut wr) = sock.into_split();
+    let pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Bytes>>>> = Arc::default();
+    let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while let Some(first) = wrx.recv().await {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            while let Ok(more) = wrx.try_recv() {
+                batch.extend_from_slice(&more);
+            }
+            if wr.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    let routes = pending.clone();
+    let reader = tokio::spawn(async move {
+        let codec = MarsCodec::default();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let mut at = 0;
+            while let Ok(Decoded::Frame(f)) = codec.decode(&buf[at..]) {
+                let body = Bytes::copy_from_slice(&buf[at + f.body.start..at + f.body.end]);
+                at += f.len;
+                let tx = routes.lock().expect("lock").remove(&f.head.seq.0);
+                if let Some(tx) = tx {
+                    let _ = tx.send(body);
+                }
+            }
+            buf.drain(..at);
+        }
+    });
+    let seq = Arc::new(AtomicUsize::new(1));
+    let body = vec![0xABu8; BODY_LEN];
+    let run = |total: usize| {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut callers = Vec::new();
+        for _ in 0..in_flight {
+            let (next, seq, pending, wtx, body) = (
+                next.clone(),
+                seq.clone(),
+                pending.clone(),
+                wtx.clone(),
+                body.clone(),
+            );
+            callers.push(tokio::spawn(async move {
+                let codec = MarsCodec::default();
+                let mut lat = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < total {
+                    let t = Instant::now();
+                    let s = seq.fetch_add(1, Ordering::Relaxed) as u32;
+                    let mut frame = Vec::with_capacity(BODY_LEN + 20);
+                    codec
+                        .encode(FrameHead::new(CmdId(7), Seq(s)), &body, &[], &mut frame)
+                        .expect("encode");
+                    let (tx, rx) = oneshot::channel();
+                    pending.lock().expect("lock").insert(s, tx);
+                    wtx.send(frame).expect("writer");
+                    let resp = rx.await.expect("response");
+                    lat.push(t.elapsed());
+                    assert_eq!(resp.len(), BODY_LEN);
+                }
+                lat
+            }));
+        }
+        callers
+    };
+    for c in run(total / 10 + 1) {
+        c.await.expect("caller");
+    }
+    let t0 = Instant::now();
+    let mut all = Vec::with_capacity(total);
+    for c in run(total) {
+        all.extend(c.await.expect("caller"));
+    }
+    let result = RunResult::from(t0.elapsed(), all);
+    writer.abort();
+    reader.abort();
+    result
+}
+
+/// Phobos: `in_flight` callers share one client and its one long link.
+async fn phobos_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
+        .link_addrs("default-longlink", [addr.into()])
+        .build()
+        .expect("config");
+    let client = Client::start(config).expect("client");
+    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
+    phobos_callers(&client, &body, in_flight, total / 10 + 1).await;
+    let t0 = Instant::now();
+    let lat = phobos_callers(&client, &body, in_flight, total).await;
+    let result = RunResult::from(t0.elapsed(), lat);
+    client.shutdown().await;
+    result
+}
+
+async fn phobos_callers(
+    client: &Client,
+    body: &Bytes,
+    in_flight: usize,
+    total: usize,
+) -> Vec<Duration> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut callers = Vec::new();
+    for _ in 0..in_flight {
+        let client = client.clone();
+        let body = body.clone();
+        let next = next.clone();
+        callers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(total / in_flight + 1);
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                let spec = TaskSpec::new(CmdId(7), body.clone()).with_limits(false, false);
+                let t = Instant::now();
+                let resp = client.start_task(spec).await.expect("task");
+                lat.push(t.elapsed());
+                assert_eq!(resp.body.len(), BODY_LEN);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for c in callers {
+        all.extend(c.await.expect("caller"));
+    }
+    all
+}
+
+/// RSS of this process with `n` idle, connected long links (one `Client` each), against the
+/// RSS before they existed.
+async fn idle_memory(addr: SocketAddr, n: usize) {
+    let before = rss_bytes();
+    let mut clients = Vec::with_capacity(n);
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
+            .link_addrs("default-longlink", [addr.into()])
+            .build()
+            .expect("config");
+        let client = Client::start(config).expect("client");
+        events.push(client.link_events());
+        client.make_sure_connected("default-longlink");
+        clients.push(client);
+    }
+    for ev in &mut events {
+        ev.wait_for("default-longlink", |e| {
+            matches!(e.status, LinkStatus::Connected(_))
+        })
+        .await
+        .expect("connected");
+    }
+    // Let the first heartbeat of every link be answered, so the links are truly idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rss_bytes();
+    let one_client_process = {
+        // The process RSS with a single idle link, for comparison with Mars's 6.5 MB.
+        before + (after.saturating_sub(before)) / n as u64
+    };
+    println!(
+        "idle long links: {n} connected clients, RSS {:.1} MB -> {:.1} MB: {:.1} KB per idle \
+         link (process with one idle link ≈ {:.1} MB)",
+        before as f64 / 1e6,
+        after as f64 / 1e6,
+        (after.saturating_sub(before)) as f64 / n as f64 / 1e3,
+        one_client_process as f64 / 1e6,
+    );
+    for c in &clients {
+        c.shutdown().await;
+    }
+}
+
+/// Resident set size from `/proc/self/statm` (0 where unavailable).
+fn rss_bytes() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The echo server process: prints its address, echoes every connection's bytes, exits when
+/// its stdin closes.
+fn serve() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("{}", listener.local_addr().expect("addr"));
+        std::io::stdout().flush().expect("flush");
+        let stop = tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+        });
+        let accept = async {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if sock.write_all(&buf[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            _ = stop => {}
+            () = accept => {}
+        }
+    });
+}
