@@ -10,10 +10,14 @@
 //!
 //! ```text
 //! [fixed-Huffman block: BFINAL=0 BTYPE=01, literals/matches, EOB]
-//! [empty stored block: BFINAL=0 BTYPE=00, pad to byte, 00 00 FF FF]   (zlib's sync marker)
+//! [0–3 empty fixed blocks (10 bits each)]   when they make the bit count a multiple of 8
+//! [empty stored block: 3 bits, pad, 00 00 FF FF]   (zlib's sync marker) otherwise
 //! ```
 //!
-//! or a stored block holding the line. Any inflate reads it (no zlib header, no BFINAL).
+//! or a stored block holding the line. An odd bit count is first made even by encoding one
+//! match as a one-byte-shorter match plus a literal. Either way every line ends on a byte
+//! boundary, like zlib's `Z_SYNC_FLUSH` output, about 2 bytes cheaper per line. Any inflate
+//! reads it (no zlib header, no BFINAL, the stream is never finished).
 
 const WINDOW: usize = 32 * 1024;
 const WMASK: usize = WINDOW - 1;
@@ -40,7 +44,7 @@ const DIST_EXTRA: [u8; 30] = [
 ];
 
 /// One token of a line: a literal byte or a (length, distance) match.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Token {
     Lit(u8),
     Match(u16, u16),
@@ -63,13 +67,19 @@ pub(crate) struct LineDeflater {
     nice: usize,
     /// Without lazy matching, hash the positions inside a match only if it is this short.
     max_insert: usize,
+    /// With lazy matching, look for a better match at the next position only if the current
+    /// one is shorter than this (zlib's `max_lazy`).
+    max_lazy: usize,
     stored_only: bool,
     tokens: Vec<Token>,
+    /// Hist index where each token starts.
+    positions: Vec<u32>,
 }
 
 impl LineDeflater {
     /// `level` 0 stores, 1–9 trade speed for ratio like zlib's levels.
     pub(crate) fn new(level: i32) -> Self {
+        // (chain depth, lazy, nice length, max insert / max lazy), after zlib's table.
         let (depth, lazy, nice, max_insert) = match level {
             i32::MIN..=0 => (0, false, 0, 0),
             1 => (4, false, 16, 4),
@@ -90,8 +100,10 @@ impl LineDeflater {
             lazy,
             nice,
             max_insert,
+            max_lazy: max_insert,
             stored_only: level <= 0,
             tokens: Vec::with_capacity(512),
+            positions: Vec::with_capacity(512),
         }
     }
 
@@ -119,30 +131,93 @@ impl LineDeflater {
         for t in &self.tokens {
             bits += token_bits(*t);
         }
-        // Fixed block + sync marker (3 bits, pad, 4 bytes) versus one stored block.
-        let fixed_bytes = (bits + 3).div_ceil(8) + 4;
+        // Every line must end on a byte boundary. zlib appends an empty stored block (3 bits,
+        // padding, 00 00 FF FF: ~38 bits). Cheaper: empty fixed blocks (10 bits each) fix an
+        // even remainder; an odd one is first made even by splitting one match into a shorter
+        // match plus its last byte as a literal (same text, an odd number of bits more).
+        let mut split = None;
+        if (8 - bits % 8) % 8 % 2 == 1 {
+            split = self.odd_split(start);
+            if let Some((_, delta)) = split {
+                bits += delta;
+            }
+        }
+        let rem = (8 - bits % 8) % 8;
+        let (empty_blocks, marker) = if rem % 2 == 0 {
+            (rem / 2, false)
+        } else {
+            (0, true)
+        };
+        let fixed_bits = bits + empty_blocks * 10;
+        let fixed_bytes = if marker {
+            (fixed_bits + 3).div_ceil(8) + 4
+        } else {
+            fixed_bits / 8
+        };
         if fixed_bytes > line.len() + 5 {
             emit_stored(line, out);
             return;
         }
+        out.reserve(fixed_bytes + 8);
         let mut w = BitWriter::new(out);
         w.put(0b010, 3);
-        for t in &self.tokens {
-            match *t {
-                Token::Lit(b) => {
+        for (k, t) in self.tokens.iter().enumerate() {
+            match (*t, split) {
+                (Token::Match(len, dist), Some((at, _))) if at == k => {
+                    put_match(&mut w, len - 1, dist);
+                    let p = self.positions[k] as usize + usize::from(len) - 1;
+                    let (code, n) = fixed_lit(u16::from(self.hist[p]));
+                    w.put(code, n);
+                }
+                (Token::Lit(b), _) => {
                     let (code, n) = fixed_lit(u16::from(b));
                     w.put(code, n);
                 }
-                Token::Match(len, dist) => put_match(&mut w, len, dist),
+                (Token::Match(len, dist), _) => put_match(&mut w, len, dist),
             }
         }
-        let (code, n) = fixed_lit(256);
-        w.put(code, n);
-        // Empty stored block: the sync-flush marker.
-        w.put(0, 3);
-        w.align();
-        w.finish();
-        out.extend_from_slice(&[0x00, 0x00, 0xFF, 0xFF]);
+        let (eob, eob_bits) = fixed_lit(256);
+        w.put(eob, eob_bits);
+        for _ in 0..empty_blocks {
+            w.put(0b010, 3);
+            w.put(eob, eob_bits);
+        }
+        if marker {
+            // Empty stored block: the sync-flush marker.
+            w.put(0, 3);
+            w.align();
+            w.finish();
+            out.extend_from_slice(&[0x00, 0x00, 0xFF, 0xFF]);
+        } else {
+            w.align();
+            w.finish();
+        }
+    }
+
+    /// A match whose split into (len − 1, same distance) + literal changes the bit count by an
+    /// odd amount: (token index, bits added). Prefers the cheapest.
+    fn odd_split(&self, _start: usize) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        for (k, t) in self.tokens.iter().enumerate() {
+            let Token::Match(len, dist) = *t else {
+                continue;
+            };
+            if usize::from(len) <= MIN_MATCH {
+                continue;
+            }
+            let p = self.positions[k] as usize + usize::from(len) - 1;
+            let lit = fixed_lit(u16::from(self.hist[p])).1 as usize;
+            let before = token_bits(Token::Match(len, dist));
+            let after = token_bits(Token::Match(len - 1, dist)) + lit;
+            if after <= before {
+                continue;
+            }
+            let delta = after - before;
+            if delta % 2 == 1 && best.is_none_or(|(_, d)| delta < d) {
+                best = Some((k, delta));
+            }
+        }
+        best
     }
 
     fn slide(&mut self) {
@@ -162,6 +237,11 @@ impl LineDeflater {
     #[inline]
     fn insert(&mut self, i: usize) {
         let h = self.hash_at(i);
+        self.insert_hashed(i, h);
+    }
+
+    #[inline]
+    fn insert_hashed(&mut self, i: usize, h: usize) {
         let abs = self.base + i;
         self.prev[abs & WMASK] = self.head[h];
         self.head[h] = abs as u16;
@@ -175,11 +255,11 @@ impl LineDeflater {
 
     /// Longest match for position `i` (hist index) among earlier positions, within `end`.
     #[inline]
-    fn find(&self, i: usize, end: usize) -> (usize, usize) {
+    fn find(&self, i: usize, h: usize, end: usize) -> (usize, usize) {
         let max_len = MAX_MATCH.min(end - i);
         let abs = self.base + i;
         let nice = self.nice.min(max_len);
-        let mut c_abs = Self::unfold(abs, self.head[self.hash_at(i)]);
+        let mut c_abs = Self::unfold(abs, self.head[h]);
         let mut best = (0, 0);
         let mut chain = self.depth;
         while chain > 0 {
@@ -213,23 +293,26 @@ impl LineDeflater {
 
     fn tokenize(&mut self, start: usize) {
         self.tokens.clear();
+        self.positions.clear();
         let end = self.hist.len();
         let can_hash = |i: usize| i + 4 <= end;
         let mut i = start;
         let mut prev: (usize, usize) = (0, 0);
         let mut pending_lit = false;
         while i < end {
-            let cur = if can_hash(i) && self.depth > 0 {
-                self.find(i, end)
+            let cur = if can_hash(i) {
+                let h = self.hash_at(i);
+                let search = self.depth > 0 && (!self.lazy || prev.0 < self.max_lazy);
+                let m = if search { self.find(i, h, end) } else { (0, 0) };
+                self.insert_hashed(i, h);
+                m
             } else {
                 (0, 0)
             };
-            if can_hash(i) {
-                self.insert(i);
-            }
             if !self.lazy {
                 if cur.0 >= MIN_MATCH {
                     self.tokens.push(Token::Match(cur.0 as u16, cur.1 as u16));
+                    self.positions.push(i as u32);
                     if cur.0 <= self.max_insert {
                         for p in i + 1..i + cur.0 {
                             if can_hash(p) {
@@ -240,6 +323,7 @@ impl LineDeflater {
                     i += cur.0;
                 } else {
                     self.tokens.push(Token::Lit(self.hist[i]));
+                    self.positions.push(i as u32);
                     i += 1;
                 }
                 continue;
@@ -247,6 +331,7 @@ impl LineDeflater {
             if prev.0 >= MIN_MATCH && cur.0 <= prev.0 {
                 // The match found at i - 1 wins.
                 self.tokens.push(Token::Match(prev.0 as u16, prev.1 as u16));
+                self.positions.push((i - 1) as u32);
                 let stop = i - 1 + prev.0;
                 for p in i + 1..stop {
                     if can_hash(p) {
@@ -260,6 +345,7 @@ impl LineDeflater {
             }
             if pending_lit {
                 self.tokens.push(Token::Lit(self.hist[i - 1]));
+                self.positions.push((i - 1) as u32);
             }
             pending_lit = true;
             prev = cur;
@@ -267,6 +353,7 @@ impl LineDeflater {
         }
         if pending_lit {
             self.tokens.push(Token::Lit(self.hist[end - 1]));
+            self.positions.push((end - 1) as u32);
         }
     }
 }
@@ -320,19 +407,50 @@ fn reverse(code: u16, n: u32) -> u16 {
     code.reverse_bits() >> (16 - n)
 }
 
+/// Length (0..=258) → index into LEN_BASE.
+static LEN_INDEX: [u8; 259] = {
+    let mut t = [0u8; 259];
+    let mut len = 3;
+    while len < 259 {
+        let mut i = 0;
+        while i + 1 < LEN_BASE.len() && LEN_BASE[i + 1] as usize <= len {
+            i += 1;
+        }
+        t[len] = i as u8;
+        len += 1;
+    }
+    t
+};
+
+/// zlib's two-part distance-code table: distances 1..=256 directly, larger ones by
+/// `256 + ((dist - 1) >> 7)`.
+static DIST_INDEX: [u8; 512] = {
+    let mut t = [0u8; 512];
+    let mut k = 0;
+    while k < 512 {
+        let dist = if k < 256 { k + 1 } else { ((k - 256) << 7) + 1 };
+        let mut i = 0;
+        while i + 1 < DIST_BASE.len() && DIST_BASE[i + 1] as usize <= dist {
+            i += 1;
+        }
+        t[k] = i as u8;
+        k += 1;
+    }
+    t
+};
+
 #[inline]
 fn len_index(len: u16) -> usize {
-    match LEN_BASE.binary_search(&len) {
-        Ok(i) => i,
-        Err(i) => i - 1,
-    }
+    usize::from(LEN_INDEX[usize::from(len).min(258)])
 }
 
 #[inline]
 fn dist_index(dist: u16) -> usize {
-    match DIST_BASE.binary_search(&dist) {
-        Ok(i) => i,
-        Err(i) => i - 1,
+    let d = usize::from(dist.max(1)) - 1;
+    if d < 256 {
+        usize::from(DIST_INDEX[d])
+    } else {
+        usize::from(DIST_INDEX[(256 + (d >> 7)).min(511)])
     }
 }
 
@@ -375,19 +493,20 @@ impl<'a> BitWriter<'a> {
     fn put(&mut self, bits: u64, n: u32) {
         self.acc |= bits << self.n;
         self.n += n;
-        while self.n >= 8 {
-            self.out.push(self.acc as u8);
-            self.acc >>= 8;
-            self.n -= 8;
+        if self.n >= 32 {
+            self.out.extend_from_slice(&(self.acc as u32).to_le_bytes());
+            self.acc >>= 32;
+            self.n -= 32;
         }
     }
 
     fn align(&mut self) {
-        if self.n > 0 {
+        while self.n > 0 {
             self.out.push(self.acc as u8);
-            self.acc = 0;
-            self.n = 0;
+            self.acc >>= 8;
+            self.n = self.n.saturating_sub(8);
         }
+        self.acc = 0;
     }
 
     fn finish(self) {}

@@ -263,6 +263,7 @@ struct Sealed {
     region: Region,
     len: usize,
     gen: u64,
+    lines: u64,
 }
 
 /// The block sequence: 1, 2, …, 65535, 1, … (0 is skipped). Mars shares one counter between
@@ -416,12 +417,17 @@ impl Xlog {
         if let Some(h) = compressor {
             let _ = h.join();
         }
-        let _ = self.flush();
-        {
+        // A thread that passed the `closed` check just before it was set may still stage a
+        // line: shut down only once no staged line is left.
+        loop {
+            let _ = self.flush();
             let mut st = inner.lock_state();
-            st.shutdown = true;
-            inner.work.notify_all();
-            inner.done.notify_all();
+            if st.active.as_ref().is_none_or(|a| a.lines == 0) {
+                st.shutdown = true;
+                inner.work.notify_all();
+                inner.done.notify_all();
+                break;
+            }
         }
         let handle = inner
             .thread
@@ -845,6 +851,7 @@ impl Inner {
                     region,
                     len,
                     gen: active.gen,
+                    lines: active.lines,
                 });
                 st.cur = st.spare.take();
                 st.last_seal = Instant::now();
@@ -1013,7 +1020,9 @@ impl Inner {
                         let meta = &mut region.meta;
                         let res = files.append(now, bytes, true, |i| write_intent(meta, i));
                         if res.is_err() {
-                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                            // Mars notes write errors in the file; with the disk failing that
+                            // rarely works, so the lost lines are counted instead.
+                            self.dropped.fetch_add(sealed.lines, Ordering::Relaxed);
                         }
                     }
                     sealed.region.clear_after_write();
