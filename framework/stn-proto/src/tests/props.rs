@@ -274,3 +274,43 @@ impl AuthCheck for NeverAuthed {
         Ok(())
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
+
+    /// Whatever bytes the server sends (random, or frames with random heads), the engine
+    /// neither panics nor loses a task.
+    #[test]
+    fn arbitrary_server_bytes_never_panic_or_lose_a_task(
+        chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..12),
+        heads in proptest::collection::vec((any::<u32>(), any::<u32>(), 0usize..40), 0..8),
+    ) {
+        let mut sim = Sim::new();
+        sim.script.answer = Answer::Never;
+        let ids: Vec<_> = (0..4u8)
+            .map(|i| sim.start(TaskSpec::new(CmdId(1), vec![i; 10]).with_retry_count(1)))
+            .collect();
+        sim.run_for(ms(100));
+        for (cmd, seq, len) in heads {
+            if let Some(&c) = sim.open_conns().first() {
+                let frame = sim.frame(CmdId(cmd), Seq(seq), &vec![7; len]);
+                sim.server_send(c, frame);
+            }
+        }
+        for chunk in chunks {
+            if let Some(&c) = sim.open_conns().first() {
+                sim.server_send(c, chunk);
+            }
+            sim.run_for(ms(10));
+        }
+        sim.script = Default::default();
+        sim.run_for(Duration::from_secs(600));
+        for id in &ids {
+            prop_assert!(sim.ends.contains_key(id));
+        }
+        prop_assert_eq!(sim.engine.task_count(), 0);
+    }
+}
