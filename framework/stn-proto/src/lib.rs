@@ -67,14 +67,23 @@
 //!   is its polling time; per-attempt timeouts feed the dynamic-timeout estimator as failures.
 //! - **Auth**: one [`Action::EnsureAuth`] in flight per host; a transient failure asks again
 //!   after 1 s; success lets the tasks waiting at that moment go.
+//! - **Busy links keep their heartbeat**: bytes arriving while a heartbeat reply is due move
+//!   its deadline (the reply may be queued behind a long response).
 //!
-//! # What it does not do (yet)
+//! # What it does not do (yet), and the hooks left for it
 //!
-//! No short link, no IP ranking or bans, no smart heartbeat (plug one in through
-//! [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory)). Short-only tasks
-//! end with [`LocalError::NoChannel`]; the address order is decided in one replaceable place
-//! (the engine's address planner), fed by [`Action::Resolve`].
-//!
+//! - **Short link**: short-only tasks are validated (§18.4: no host → [`ParamError`]) and
+//!   then end with [`LocalError::NoChannel`]; `Either` tasks use the long link. The hook is
+//!   the end of admission (`Engine::admit`).
+//! - **IP ranking, bans, backup-IP check** (§10, §11, §15.3): the address order is decided in
+//!   one place (`engine/dial.rs`, `plan_addresses`), fed by [`Action::Resolve`]; every
+//!   address outcome is already reported as [`Event::AddrOutcome`], and the race (`Dialer`)
+//!   is a small self-contained state machine.
+//! - **Smart heartbeat**: plugged in through
+//!   [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory) (`phobos-heartbeat`).
+//! - Minor links, `channel_id`, proxies, QUIC, connection-status aggregation (§15.5, needs
+//!   the short link), net check and task intercept (no effect on STN behaviour).
+
 //! # Example
 //!
 //! One task over a fresh link, driven by hand. `t0` is whatever instant the driver counts
