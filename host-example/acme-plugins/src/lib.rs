@@ -33,7 +33,6 @@
 //! Built with `--features dynamic` the crate is a plugin library offering the codec `"acme"`;
 //! see `docs/PLUGINS.md` for the walk-through.
 
-
 use phobos_plugin_api::codec::{
     DecodeError, Decoded, EncodeError, FrameHead, FrameKind, RawFrame, HEARTBEAT_CMD, IDENTIFY_SEQ,
     PUSH_SEQ,
