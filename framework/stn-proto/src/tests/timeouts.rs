@@ -375,3 +375,38 @@ fn long_polling_task_waits_its_polling_time_for_the_first_packet() {
     assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Total)));
     assert_eq!(at, secs(35));
 }
+
+/// §6.3 through the engine: ten quick small exchanges and one quick mid-size one make the
+/// network "excellent", which shortens the first-packet timeout of tasks without a server
+/// cost to 7 s.
+#[test]
+fn an_excellent_network_shortens_the_first_packet_timeout() {
+    let mut sim = Sim::new();
+    let sent = |sim: &Sim| -> Vec<std::time::Duration> {
+        sim.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::TaskSent {
+                    first_packet_timeout,
+                    ..
+                } => Some(*first_packet_timeout),
+                _ => None,
+            })
+            .collect()
+    };
+    for i in 0..10u8 {
+        let id = sim.start(spec(1, &[i; 100]));
+        sim.run_until_end(id, secs(1));
+    }
+    let big = sim.start(spec(1, &[9; 4_000]));
+    sim.run_until_end(big, secs(1));
+    let next = sim.start(spec(1, b"next"));
+    sim.run_until_end(next, secs(1));
+    let with_cost = sim.start(spec(1, b"cost").with_server_cost(secs(3)));
+    sim.run_until_end(with_cost, secs(5));
+    let timeouts = sent(&sim);
+    assert_eq!(timeouts[..10], [ms(12_008); 10]);
+    assert_eq!(timeouts[10], ms(12_325));
+    assert_eq!(timeouts[11], ms(7_000), "excellent");
+    assert_eq!(timeouts[12], ms(3_000), "a server cost is not shortened");
+}
