@@ -70,7 +70,11 @@ fn bench(c: &mut Criterion, in_process: &dyn PacketCodec, dynamic: &dyn PacketCo
         .encode(FrameHead::new(CmdId(42), Seq(7)), &body, &[], &mut wire)
         .expect("encode");
     let mut group = c.benchmark_group("plugin_call_codec_encode_1KiB");
-    for (id, codec) in [("in_process", in_process), ("dynamic", dynamic)] {
+    for (id, codec) in [
+        ("in_process", in_process),
+        ("adapters_no_library", &*adapters),
+        ("dynamic", dynamic),
+    ] {
         let mut out = Vec::with_capacity(2 * BODY_LEN);
         group.bench_function(id, |b| {
             b.iter(|| {
@@ -85,8 +89,31 @@ fn bench(c: &mut Criterion, in_process: &dyn PacketCodec, dynamic: &dyn PacketCo
         });
     }
     group.finish();
+    let mut group = c.benchmark_group("plugin_call_codec_encode_empty");
+    for (id, codec) in [
+        ("in_process", in_process),
+        ("adapters_no_library", &*adapters),
+    ] {
+        let mut out = Vec::with_capacity(2 * BODY_LEN);
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(codec).encode(
+                    FrameHead::new(CmdId(42), Seq(7)),
+                    black_box(&[]),
+                    &[],
+                    &mut out,
+                )
+            })
+        });
+    }
+    group.finish();
     let mut group = c.benchmark_group("plugin_call_codec_decode_1KiB");
-    for (id, codec) in [("in_process", in_process), ("dynamic", dynamic)] {
+    for (id, codec) in [
+        ("in_process", in_process),
+        ("adapters_no_library", &*adapters),
+        ("dynamic", dynamic),
+    ] {
         group.bench_function(id, |b| b.iter(|| black_box(codec).decode(black_box(&wire))));
     }
     group.finish();

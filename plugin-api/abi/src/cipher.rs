@@ -16,13 +16,13 @@ use std::sync::Arc;
 
 use abi_stable::sabi_trait;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString, RVec};
+use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString};
 use abi_stable::StableAbi;
 use phobos_plugin_api::cipher::HEADER_KEY_LEN;
 use phobos_plugin_api::{BlockDecryptor, BlockEncryptor, CipherError, CipherKind, LogCipher};
 
-use crate::guard::{catch, lend_vec, with_scratch};
-use crate::types::{FfiCipherError, FfiCipherKind};
+use crate::guard::{catch, with_scratch};
+use crate::types::{FfiAppend, FfiCipherError, FfiCipherKind};
 
 /// The FFI-safe mirror of [`LogCipher`].
 #[sabi_trait]
@@ -50,13 +50,13 @@ pub trait FfiBlockEncryptor: Send + 'static {
     fn encrypt(
         &mut self,
         plain: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        out: FfiAppend<'_>,
     ) -> RResult<u64, FfiCipherError>;
     /// `BlockEncryptor::finish_block`.
     fn finish_block(
         &mut self,
         rest: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        out: FfiAppend<'_>,
     ) -> RResult<(), FfiCipherError>;
     /// `BlockEncryptor::is_prefix_decryptable`.
     #[sabi(last_prefix_field)]
@@ -71,7 +71,7 @@ pub trait FfiBlockDecryptor: Send + 'static {
     fn decrypt_block(
         &mut self,
         body: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        out: FfiAppend<'_>,
     ) -> RResult<(), FfiCipherError>;
 }
 
@@ -181,10 +181,10 @@ impl FfiBlockEncryptor for EncryptorExport {
     fn encrypt(
         &mut self,
         plain: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        mut out: FfiAppend<'_>,
     ) -> RResult<u64, FfiCipherError> {
         let inner = &mut self.inner;
-        match catch(|| with_scratch(out, |v| inner.encrypt(plain.as_slice(), v))) {
+        match catch(|| with_scratch(&mut out, |v| inner.encrypt(plain.as_slice(), v))) {
             Ok(Ok(n)) => RResult::ROk(n as u64),
             Ok(Err(e)) => RResult::RErr(e.into()),
             Err(msg) => RResult::RErr(panicked(&msg)),
@@ -194,10 +194,10 @@ impl FfiBlockEncryptor for EncryptorExport {
     fn finish_block(
         &mut self,
         rest: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        mut out: FfiAppend<'_>,
     ) -> RResult<(), FfiCipherError> {
         let inner = &mut self.inner;
-        match catch(|| with_scratch(out, |v| inner.finish_block(rest.as_slice(), v))) {
+        match catch(|| with_scratch(&mut out, |v| inner.finish_block(rest.as_slice(), v))) {
             Ok(Ok(())) => RResult::ROk(()),
             Ok(Err(e)) => RResult::RErr(e.into()),
             Err(msg) => RResult::RErr(panicked(&msg)),
@@ -217,10 +217,10 @@ impl FfiBlockDecryptor for DecryptorExport {
     fn decrypt_block(
         &mut self,
         body: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        mut out: FfiAppend<'_>,
     ) -> RResult<(), FfiCipherError> {
         let inner = &mut self.inner;
-        match catch(|| with_scratch(out, |v| inner.decrypt_block(body.as_slice(), v))) {
+        match catch(|| with_scratch(&mut out, |v| inner.decrypt_block(body.as_slice(), v))) {
             Ok(Ok(())) => RResult::ROk(()),
             Ok(Err(e)) => RResult::RErr(e.into()),
             Err(msg) => RResult::RErr(panicked(&msg)),
@@ -290,8 +290,10 @@ impl BlockEncryptor for ImportedEncryptor {
     }
 
     fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<usize, CipherError> {
-        let obj = &mut self.obj;
-        let consumed = lend_vec(out, |out| obj.encrypt(plain.into(), out)).into_result()?;
+        let consumed = self
+            .obj
+            .encrypt(plain.into(), FfiAppend::new(out))
+            .into_result()?;
         match usize::try_from(consumed) {
             Ok(n) if n <= plain.len() => Ok(n),
             _ => Err(CipherError::Crypto(format!(
@@ -302,8 +304,8 @@ impl BlockEncryptor for ImportedEncryptor {
     }
 
     fn finish_block(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
-        let obj = &mut self.obj;
-        lend_vec(out, |out| obj.finish_block(rest.into(), out))
+        self.obj
+            .finish_block(rest.into(), FfiAppend::new(out))
             .into_result()
             .map_err(CipherError::from)
     }
@@ -325,8 +327,8 @@ impl fmt::Debug for ImportedDecryptor {
 
 impl BlockDecryptor for ImportedDecryptor {
     fn decrypt_block(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
-        let obj = &mut self.obj;
-        lend_vec(out, |out| obj.decrypt_block(body.into(), out))
+        self.obj
+            .decrypt_block(body.into(), FfiAppend::new(out))
             .into_result()
             .map_err(CipherError::from)
     }
@@ -432,8 +434,11 @@ mod tests {
         assert_eq!(obj.kind(), FfiCipherKind::MarsCompatible);
         let mut enc = obj.new_encryptor().unwrap();
         assert_eq!(enc.header_key().bytes[0], 0x5A);
-        let mut out = RVec::new();
-        assert_eq!(enc.encrypt(b"abcdef"[..].into(), &mut out), RResult::ROk(4));
+        let mut out = Vec::new();
+        assert_eq!(
+            enc.encrypt(b"abcdef"[..].into(), FfiAppend::new(&mut out)),
+            RResult::ROk(4)
+        );
         assert_eq!(out.len(), 4);
         let mut bad_key = [0u8; HEADER_KEY_LEN];
         bad_key[9] = 1;

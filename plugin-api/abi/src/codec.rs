@@ -35,10 +35,10 @@ use phobos_plugin_api::codec::{
 };
 use phobos_plugin_api::{CmdId, Seq};
 
-use crate::guard::{catch, lend_vec, with_scratch};
+use crate::guard::{catch, with_scratch};
 use crate::types::{
-    FfiDecodeError, FfiDecoded, FfiDuration, FfiEncodeError, FfiFrameHead, FfiFrameKind, FfiRange,
-    FfiShortLinkReject, INVALID_PLUGIN_OUTPUT, PLUGIN_PANICKED,
+    FfiAppend, FfiDecodeError, FfiDecoded, FfiDuration, FfiEncodeError, FfiFrameHead, FfiFrameKind,
+    FfiRange, FfiShortLinkReject, INVALID_PLUGIN_OUTPUT, PLUGIN_PANICKED,
 };
 
 /// The FFI-safe mirror of [`PacketCodec`]. Method for method the same contract, with
@@ -53,7 +53,7 @@ pub trait FfiPacketCodec: Send + Sync + 'static {
         head: FfiFrameHead,
         body: RSlice<'_, u8>,
         extension: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        out: FfiAppend<'_>,
     ) -> RResult<(), FfiEncodeError>;
     /// `PacketCodec::decode`, as offsets into `buf`.
     fn decode(&self, buf: RSlice<'_, u8>) -> RResult<FfiDecoded, FfiDecodeError>;
@@ -62,13 +62,13 @@ pub trait FfiPacketCodec: Send + Sync + 'static {
     /// `PacketCodec::max_frame_len`.
     fn max_frame_len(&self) -> u64;
     /// `PacketCodec::encode_heartbeat`.
-    fn encode_heartbeat(&self, out: &mut RVec<u8>) -> RResult<(), FfiEncodeError>;
+    fn encode_heartbeat(&self, out: FfiAppend<'_>) -> RResult<(), FfiEncodeError>;
     /// `PacketCodec::encode_identify`.
     fn encode_identify(
         &self,
         cmd_id: u32,
         body: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        out: FfiAppend<'_>,
     ) -> RResult<(), FfiEncodeError>;
     /// `PacketCodec::heartbeat_interval`.
     fn heartbeat_interval(&self) -> ROption<FfiDuration>;
@@ -81,7 +81,7 @@ pub trait FfiPacketCodec: Send + Sync + 'static {
         headers: &mut RVec<Tuple2<RString, RString>>,
     );
     /// `PacketCodec::shortlink_body`, appending to `out`.
-    fn shortlink_body(&self, req: FfiShortLinkRequest<'_>, out: &mut RVec<u8>);
+    fn shortlink_body(&self, req: FfiShortLinkRequest<'_>, out: FfiAppend<'_>);
     /// `PacketCodec::shortlink_check_response`.
     #[sabi(last_prefix_field)]
     fn shortlink_check_response(
@@ -149,10 +149,10 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
         head: FfiFrameHead,
         body: RSlice<'_, u8>,
         extension: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        mut out: FfiAppend<'_>,
     ) -> RResult<(), FfiEncodeError> {
         encode_result(catch(|| {
-            with_scratch(out, |v| {
+            with_scratch(&mut out, |v| {
                 self.inner
                     .encode(head.into(), body.as_slice(), extension.as_slice(), v)
             })
@@ -180,9 +180,9 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
         u64::try_from(len).unwrap_or(u64::MAX)
     }
 
-    fn encode_heartbeat(&self, out: &mut RVec<u8>) -> RResult<(), FfiEncodeError> {
+    fn encode_heartbeat(&self, mut out: FfiAppend<'_>) -> RResult<(), FfiEncodeError> {
         encode_result(catch(|| {
-            with_scratch(out, |v| self.inner.encode_heartbeat(v))
+            with_scratch(&mut out, |v| self.inner.encode_heartbeat(v))
         }))
     }
 
@@ -190,10 +190,10 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
         &self,
         cmd_id: u32,
         body: RSlice<'_, u8>,
-        out: &mut RVec<u8>,
+        mut out: FfiAppend<'_>,
     ) -> RResult<(), FfiEncodeError> {
         encode_result(catch(|| {
-            with_scratch(out, |v| {
+            with_scratch(&mut out, |v| {
                 self.inner
                     .encode_identify(CmdId(cmd_id), body.as_slice(), v)
             })
@@ -233,7 +233,7 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
         headers.extend(out.into_iter().map(|(k, v)| Tuple2(k.into(), v.into())));
     }
 
-    fn shortlink_body(&self, req: FfiShortLinkRequest<'_>, out: &mut RVec<u8>) {
+    fn shortlink_body(&self, req: FfiShortLinkRequest<'_>, mut out: FfiAppend<'_>) {
         let task_headers = pairs_from_ffi(req.task_headers.as_slice());
         let req = ShortLinkRequest {
             path: req.path.as_str(),
@@ -242,13 +242,13 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
             task_headers: &task_headers,
         };
         let done = catch(|| {
-            with_scratch(out, |v| {
+            with_scratch(&mut out, |v| {
                 self.inner.shortlink_body(&req, v);
                 Ok::<(), ()>(())
             })
         });
         if done.is_err() {
-            out.extend_from_copy_slice(req.body);
+            out.extend(req.body);
         }
     }
 
@@ -298,12 +298,15 @@ impl PacketCodec for ImportedCodec {
         extension: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        lend_vec(out, |out| {
-            self.obj
-                .encode(head.into(), body.into(), extension.into(), out)
-        })
-        .into_result()
-        .map_err(EncodeError::from)
+        self.obj
+            .encode(
+                head.into(),
+                body.into(),
+                extension.into(),
+                FfiAppend::new(out),
+            )
+            .into_result()
+            .map_err(EncodeError::from)
     }
 
     fn decode(&self, buf: &[u8]) -> Result<Decoded, DecodeError> {
@@ -324,7 +327,8 @@ impl PacketCodec for ImportedCodec {
     }
 
     fn encode_heartbeat(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        lend_vec(out, |out| self.obj.encode_heartbeat(out))
+        self.obj
+            .encode_heartbeat(FfiAppend::new(out))
             .into_result()
             .map_err(EncodeError::from)
     }
@@ -335,11 +339,10 @@ impl PacketCodec for ImportedCodec {
         body: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        lend_vec(out, |out| {
-            self.obj.encode_identify(cmd_id.0, body.into(), out)
-        })
-        .into_result()
-        .map_err(EncodeError::from)
+        self.obj
+            .encode_identify(cmd_id.0, body.into(), FfiAppend::new(out))
+            .into_result()
+            .map_err(EncodeError::from)
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {
@@ -364,10 +367,8 @@ impl PacketCodec for ImportedCodec {
 
     fn shortlink_body(&self, req: &ShortLinkRequest<'_>, out: &mut Vec<u8>) {
         let task_headers = pairs_to_ffi(req.task_headers);
-        lend_vec(out, |out| {
-            self.obj
-                .shortlink_body(request_to_ffi(req, &task_headers), out)
-        });
+        self.obj
+            .shortlink_body(request_to_ffi(req, &task_headers), FfiAppend::new(out));
     }
 
     fn shortlink_check_response(

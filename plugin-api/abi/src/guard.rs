@@ -3,15 +3,15 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use abi_stable::std_types::RVec;
+use crate::types::FfiAppend;
 
 /// Runs `f`, turning a panic into `Err(message)`.
 ///
 /// Every plugin-side adapter method goes through this, because abi_stable aborts the process
 /// when a panic reaches an `extern "C"` vtable shim.
+#[inline]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()))
 }
@@ -27,26 +27,17 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Host side: lends the caller's `Vec<u8>` to the other side as an `RVec<u8>`.
-///
-/// Both conversions are zero-copy: the `RVec` is built from the `Vec`'s buffer and, since it
-/// keeps this library's vtable, converts back without copying even if the plugin grew it
-/// (growth goes through the vtable, i.e. through this side's allocator).
-pub(crate) fn lend_vec<R>(out: &mut Vec<u8>, f: impl FnOnce(&mut RVec<u8>) -> R) -> R {
-    let mut lent = RVec::from(mem::take(out));
-    let result = f(&mut lent);
-    *out = lent.into_vec();
-    result
-}
-
-/// Plugin side: gives the plugin a `Vec<u8>` to append to and copies what it appended into
-/// the host's `out`, only when `f` succeeds (so `out` is untouched on error).
+/// Plugin side: gives the plugin a `Vec<u8>` to append to and appends what it wrote to the
+/// host's buffer through `out`, only when `f` succeeds (so the host's buffer is untouched on
+/// error).
 ///
 /// The `Vec` is a per-thread scratch buffer reused across calls, so steady-state calls do not
-/// allocate. (Converting the host's `RVec` into a `Vec` would copy into a fresh allocation,
-/// since it was allocated by the other library.)
+/// allocate. (The plugin cannot append to the host's `Vec` itself: it may have been allocated
+/// by another allocator.) Must run inside [`catch`]: if the host fails to take the bytes,
+/// this panics, and the caller reports the call as failed.
+#[inline]
 pub(crate) fn with_scratch<T, E>(
-    out: &mut RVec<u8>,
+    out: &mut FfiAppend<'_>,
     f: impl FnOnce(&mut Vec<u8>) -> Result<T, E>,
 ) -> Result<T, E> {
     thread_local! {
@@ -57,7 +48,7 @@ pub(crate) fn with_scratch<T, E>(
             scratch.clear();
             let result = f(&mut scratch);
             if result.is_ok() {
-                out.extend_from_copy_slice(&scratch);
+                hand_over(out, &scratch);
             }
             if scratch.capacity() > MAX_KEPT_SCRATCH {
                 *scratch = Vec::new();
@@ -69,11 +60,18 @@ pub(crate) fn with_scratch<T, E>(
             let mut fresh = Vec::new();
             let result = f(&mut fresh);
             if result.is_ok() {
-                out.extend_from_copy_slice(&fresh);
+                hand_over(out, &fresh);
             }
             result
         }
     })
+}
+
+fn hand_over(out: &mut FfiAppend<'_>, bytes: &[u8]) {
+    assert!(
+        out.extend(bytes),
+        "the host could not take the plugin's output"
+    );
 }
 
 /// Scratch buffers larger than this are freed after use rather than kept per thread.
@@ -92,18 +90,9 @@ mod tests {
     }
 
     #[test]
-    fn lent_vec_keeps_its_buffer_and_contents() {
-        let mut v = Vec::with_capacity(64);
-        v.extend_from_slice(b"ab");
-        let ptr = v.as_ptr();
-        lend_vec(&mut v, |r| r.extend_from_slice(b"cd"));
-        assert_eq!(v, b"abcd");
-        assert_eq!(v.as_ptr(), ptr, "no reallocation within capacity");
-    }
-
-    #[test]
     fn scratch_appends_only_on_success() {
-        let mut out = RVec::from(b"x".to_vec());
+        let mut host = b"x".to_vec();
+        let mut out = FfiAppend::new(&mut host);
         let ok: Result<(), ()> = with_scratch(&mut out, |v| {
             v.extend_from_slice(b"yz");
             Ok(())
@@ -114,6 +103,6 @@ mod tests {
             Err(())
         });
         assert_eq!(err, Err(()));
-        assert_eq!(out.as_slice(), b"xyz");
+        assert_eq!(host, b"xyz");
     }
 }

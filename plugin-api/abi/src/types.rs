@@ -4,11 +4,12 @@
 //! not know yet to the `Other` code [`UNMAPPED_VARIANT`], so adding a variant upstream can never
 //! make a conversion fail.
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::{ROption, RStr, RString};
+use abi_stable::std_types::{ROption, RSlice, RStr, RString};
 use abi_stable::StableAbi;
 use phobos_plugin_api::codec::{DecodeError, EncodeError, FrameHead, FrameKind, ShortLinkReject};
 use phobos_plugin_api::{
@@ -24,6 +25,50 @@ pub const PLUGIN_PANICKED: u32 = 0xFFFF_FF01;
 pub const INVALID_PLUGIN_OUTPUT: u32 = 0xFFFF_FF02;
 /// Codec reason reported for an error variant that this ABI version cannot carry.
 pub const UNMAPPED_VARIANT: u32 = 0xFFFF_FF03;
+
+/// The host's output buffer, lent to the plugin for one call: the plugin appends bytes by
+/// calling back into the host, which extends its own `Vec<u8>` with its own allocator.
+///
+/// This is how every "append to `out`" method crosses the boundary. It costs one indirect
+/// call and never allocates on the plugin's side for the host, nor frees across allocators.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiAppend<'a> {
+    target: *mut (),
+    append: unsafe extern "C" fn(target: *mut (), bytes: RSlice<'_, u8>) -> bool,
+    _borrow: PhantomData<&'a mut ()>,
+}
+
+impl<'a> FfiAppend<'a> {
+    /// Lends `out` (host side).
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        FfiAppend {
+            target: (out as *mut Vec<u8>).cast(),
+            append: append_to_vec,
+            _borrow: PhantomData,
+        }
+    }
+
+    /// Appends `bytes` to the lent buffer. `false` if the host failed to (it never does short
+    /// of running out of address space).
+    pub fn extend(&mut self, bytes: &[u8]) -> bool {
+        // SAFETY: `new` paired `append` with a `target` taken from a `&'a mut Vec<u8>`, and
+        // `self` holds that exclusive borrow for `'a`, so the pointer is live and unaliased.
+        unsafe { (self.append)(self.target, bytes.into()) }
+    }
+}
+
+/// The host-side half of [`FfiAppend`].
+///
+/// # Safety
+///
+/// `target` must point to a live `Vec<u8>` not otherwise borrowed during the call.
+unsafe extern "C" fn append_to_vec(target: *mut (), bytes: RSlice<'_, u8>) -> bool {
+    // SAFETY: the caller's contract; `FfiAppend::new` is the only place pairing this function
+    // with a pointer, taken from an exclusive `&mut Vec<u8>`.
+    let out = unsafe { &mut *target.cast::<Vec<u8>>() };
+    crate::guard::catch(|| out.extend_from_slice(bytes.as_slice())).is_ok()
+}
 
 /// [`FrameHead`] across the boundary.
 #[repr(C)]

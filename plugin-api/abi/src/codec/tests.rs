@@ -210,10 +210,15 @@ fn short_req<'a>(headers: &'a [(String, String)]) -> ShortLinkRequest<'a> {
 fn plugin_side_object_encodes_and_decodes_like_the_codec() {
     let obj = export_codec(Toy).unwrap();
     assert_eq!(obj.name().as_str(), "toy");
-    let mut out = RVec::new();
+    let mut out = Vec::new();
     let head = FrameHead::new(CmdId(5), Seq(6));
     assert_eq!(
-        obj.encode(head.into(), b"abc"[..].into(), b"z"[..].into(), &mut out),
+        obj.encode(
+            head.into(),
+            b"abc"[..].into(),
+            b"z"[..].into(),
+            FfiAppend::new(&mut out)
+        ),
         RResult::ROk(())
     );
     let mut direct = Vec::new();
