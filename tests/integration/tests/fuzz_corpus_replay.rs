@@ -1,0 +1,132 @@
+//! Replays the checked-in fuzz corpus (`tests/fuzz/corpus/<target>/`) through the same entry
+//! points the cargo-fuzz targets call, so every input that ever found a bug stays a test on
+//! the stable toolchain. Then runs the entries on random and mutated inputs with proptest.
+
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "empty corpus {}", dir.display());
+    files
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("read corpus file");
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn plugins_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(config) = phobos_plugin_registry::PluginsConfig::from_toml_str(text) else {
+        return;
+    };
+    let specs = [
+        &config.codec,
+        &config.auth,
+        &config.heartbeat,
+        &config.cipher,
+    ];
+    let names_library = specs
+        .iter()
+        .any(|s| s.as_ref().is_some_and(|s| s.library.is_some()))
+        || config
+            .ip_sources
+            .iter()
+            .flatten()
+            .any(|s| s.library.is_some());
+    if !names_library {
+        let _ = phobos_plugin_registry::Registry::with_builtins().build(&config);
+    }
+}
+
+#[test]
+fn codec_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("codec_mars_decode") {
+        eprintln!("{}", path.display());
+        let _ = phobos_codec_mars::fuzzing::decode_stream(&bytes);
+    }
+}
+
+#[test]
+fn xlog_file_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("xlog_decode_file") {
+        eprintln!("{}", path.display());
+        phobos_xlog_decode::fuzzing::decode_file(&bytes);
+    }
+}
+
+#[test]
+fn xlog_mmap3_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("xlog_decode_mmap3") {
+        eprintln!("{}", path.display());
+        phobos_xlog_decode::fuzzing::decode_mmap3(&bytes);
+    }
+}
+
+#[test]
+fn plugins_config_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("plugins_config") {
+        eprintln!("{}", path.display());
+        plugins_config(&bytes);
+    }
+}
+
+/// A corpus file with a few bytes overwritten.
+fn mutated(target: &'static str) -> impl Strategy<Value = Vec<u8>> {
+    let files = corpus(target);
+    (
+        0..files.len(),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
+    )
+        .prop_map(move |(i, edits)| {
+            let mut bytes = files[i].1.clone();
+            if !bytes.is_empty() {
+                for (at, b) in edits {
+                    let at = at.index(bytes.len());
+                    bytes[at] = b;
+                }
+            }
+            bytes
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn codec_entry_survives_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = phobos_codec_mars::fuzzing::decode_stream(&bytes);
+    }
+
+    #[test]
+    fn codec_entry_survives_mutated_corpus(bytes in mutated("codec_mars_decode")) {
+        let _ = phobos_codec_mars::fuzzing::decode_stream(&bytes);
+    }
+
+    #[test]
+    fn xlog_entry_survives_mutated_corpus(bytes in mutated("xlog_decode_file")) {
+        phobos_xlog_decode::fuzzing::decode_file(&bytes);
+    }
+
+    #[test]
+    fn mmap3_entry_survives_mutated_corpus(bytes in mutated("xlog_decode_mmap3")) {
+        phobos_xlog_decode::fuzzing::decode_mmap3(&bytes);
+    }
+
+    #[test]
+    fn config_entry_survives_mutated_corpus(bytes in mutated("plugins_config")) {
+        plugins_config(&bytes);
+    }
+}
