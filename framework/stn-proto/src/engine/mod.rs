@@ -1494,9 +1494,14 @@ impl Engine {
     // ----- connecting ---------------------------------------------------------------------
 
     /// Something wants link `li` up: connect now or arm the paced reconnect (§7.9).
+    ///
+    /// Design: with no network nothing is attempted (the attempt could only fail and would
+    /// cost waiting tasks an attempt); tasks wait for [`Engine::set_network`] to report a
+    /// network, which connects at once, or for their own total timeout. Only
+    /// [`Engine::connect_link`] still tries.
     fn want_connect(&mut self, li: usize, now: Instant, trigger: Trigger) {
         let link = &self.links[li];
-        if !matches!(link.state, LinkState::Idle) || link.refused {
+        if !matches!(link.state, LinkState::Idle) || link.refused || !self.net.is_available() {
             return;
         }
         let env = PacingEnv {

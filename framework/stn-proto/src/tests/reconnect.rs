@@ -266,3 +266,20 @@ fn timing_sync_asks_the_app_to_poll_while_the_main_link_is_down() {
     sim.run_for(secs(100));
     assert_eq!(syncs(&sim), vec![secs(690)]);
 }
+
+#[test]
+fn without_network_tasks_wait_and_the_link_connects_when_it_returns() {
+    let mut sim = Sim::new();
+    sim.engine.set_network(sim.now, NetKind::None, "");
+    sim.drain();
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(secs(20));
+    assert!(connects(&sim).is_empty(), "nothing to connect over");
+    assert!(!sim.ends.contains_key(&id));
+    sim.engine.set_network(sim.now, NetKind::Wifi, "wifi_home");
+    sim.drain();
+    let (at, end) = sim.run_until_end(id, secs(5));
+    assert!(end.outcome.is_ok());
+    assert_eq!(connects(&sim), vec![secs(20)]);
+    assert_eq!(at, secs(20) + ms(85));
+}
