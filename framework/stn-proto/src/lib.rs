@@ -67,6 +67,9 @@
 //!   is its polling time; per-attempt timeouts feed the dynamic-timeout estimator as failures.
 //! - **Auth**: one [`Action::EnsureAuth`] in flight per host; a transient failure asks again
 //!   after 1 s; success lets the tasks waiting at that moment go.
+//! - **No network, no attempts**: while [`NetKind::None`](phobos_plugin_api::NetKind) is
+//!   reported nothing connects on its own (tasks wait, and do not lose attempts); a network
+//!   coming back connects at once.
 //! - **Busy links keep their heartbeat**: bytes arriving while a heartbeat reply is due move
 //!   its deadline (the reply may be queued behind a long response).
 //!
