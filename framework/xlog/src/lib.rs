@@ -35,44 +35,65 @@
 //!
 //! # Durability
 //!
-//! When [`Xlog::log`] returns, the line is in the buffer file's pages in the kernel's page
-//! cache (async) or in the log file (sync). The page cache is the kernel's, so the line
-//! survives the process being killed — SIGKILL, abort, OOM kill — without any `fsync`: the
-//! next writer opened on the same directory and prefix finds the staged blocks and appends
-//! them, between Mars's tip blocks `~~~~~ begin of mmap ~~~~~` and
-//! `~~~~~ end of mmap ~~~~~[pid,tid][time]`. Two refinements over Mars make this exact: the
-//! clear tail of a TEA block is saved before it is overwritten, so a kill in the middle of a
-//! line cannot garble the previous one, and a write intent recorded before a block is appended
-//! to the log file makes the append exactly-once across a crash (no duplicated lines). A power
-//! failure before the kernel writes the pages back can still lose recent lines; xlog, like
-//! Mars, does not `fsync`. If the buffer file cannot be mapped, heap memory is used and crash
-//! recovery is off ([`Xlog::is_mapped`]).
+//! In the default [`Durability::Durable`] mode, when [`Xlog::log`] returns the line is in the
+//! buffer file's pages in the kernel's page cache (async) or in the log file (sync). The page
+//! cache is the kernel's, so the line survives the process being killed — SIGKILL, abort, OOM
+//! kill — without any `fsync`: the next writer opened on the same directory and prefix finds
+//! the staged blocks and appends them, between Mars's tip blocks `~~~~~ begin of mmap ~~~~~`
+//! and `~~~~~ end of mmap ~~~~~[pid,tid][time]`. Two refinements over Mars make this exact:
+//! the clear tail of a TEA block is saved before it is overwritten, so a kill in the middle of
+//! a line cannot garble the previous one, and a write intent recorded before a block is
+//! appended to the log file makes the append exactly-once across a crash (no duplicated
+//! lines). A power failure before the kernel writes the pages back can still lose recent
+//! lines; xlog, like Mars, does not `fsync`. If the buffer file cannot be mapped, heap memory
+//! is used and crash recovery is off ([`Xlog::is_mapped`]).
+//!
+//! [`Durability::Buffered`] is the named non-durable alternative: the caller only formats the
+//! line and queues it (≤ 4 MiB); a compressor thread stages it. Calls are cheaper and
+//! formatting overlaps compression, but lines still queued when the process dies are lost.
+//! [`Xlog::flush`] and close drain the queue.
 //!
 //! # Encryption at rest
 //!
 //! With a cipher configured, no log line is written in clear anywhere, the buffer file
-//! included: lines are encrypted in memory before they are stored. Mars's TEA leaves the last
-//! 0–7 compressed bytes of a block in clear (as in Mars). In sync mode Mars writes lines as
-//! plain text even with a key; here a keyed sync-mode line is instead written as a one-line
-//! compressed, encrypted block with the async magic and sequence 0, which Mars's decoder reads
-//! like any other block. Only the tip blocks around recovered data (markers, pid, time) are
-//! plain text, as in Mars.
+//! included: lines are compressed and encrypted in memory before they are stored. Mars's TEA
+//! leaves the last 0–7 compressed bytes of a block in clear (as in Mars). In sync mode Mars
+//! writes lines as plain text even with a key; here a keyed sync-mode line is instead written
+//! as a one-line compressed, encrypted block with the async magic and sequence 0, which
+//! Mars's decoder reads like any other block. Only the tip blocks around recovered data
+//! (markers, pid, time) are plain text, as in Mars. A cipher of kind
+//! [`Authenticated`](phobos_plugin_api::cipher::CipherKind::Authenticated) writes under the
+//! magics `0x27` (zlib) / `0x2C` (zstd), see [`block`]; its tips use the no-key sync magics.
 //!
 //! # Falling behind
 //!
 //! If both slots are busy (the disk is slower than the logging), [`Overflow::Block`] (default)
 //! makes the caller wait; [`Overflow::Drop`] drops the line, counts it
-//! ([`Xlog::dropped_lines`]) and logs `[W]… xlog dropped N lines` once lines get through.
+//! ([`Xlog::dropped_lines`]) and logs `[W]… xlog dropped N lines: the writer fell behind`
+//! before the next line that gets through. In buffered mode the same applies to the queue.
+//!
+//! # Compression levels
+//!
+//! Every line is flushed to a byte boundary, so each line is its own deflate block or zstd
+//! block. zlib level 1 (the default) uses zlib's `deflate_quick` (zlib-rs): about 1 µs per
+//! line. Levels 2–9 use this crate's fixed-code encoder: zlib-like hash chains and lazy
+//! matching, always the fixed Huffman codes (zlib's per-line dynamic-tree decision is what
+//! makes Mars's level 9 cost over 10 µs per line), and lines aligned with empty fixed blocks
+//! instead of zlib's 4-byte sync marker. Level 4 gives files no larger than zlib level 9
+//! (Mars's setting) at well under half its cost. zstd uses libzstd with window log 16;
+//! default level 1 (Mars: 6).
 //!
 //! # Differences from Mars worth knowing
 //!
-//! - Size splitting applies while running (Mars: at open only), see [`files`-level docs on
-//!   `XlogConfig::max_file_size`](XlogConfig::max_file_size).
+//! - Size splitting applies while running, before each block (Mars: when a file is opened, so
+//!   its files overshoot and sync mode never splits within a day).
 //! - Close flushes after the writer thread stops (Mars can lose the last lines).
-//! - Default compression levels are 1 (Mars: zlib 9, zstd 6), because every line is flushed:
-//!   set [`XlogConfig::compression_level`] for smaller files.
+//! - Each writer has its own block sequence counter (Mars shares one per process, so files of
+//!   concurrent appenders show false "missing" ranges).
 //! - The open banner's `^^^^^^^^^^date^^^time^^^^^^^^^^` carries the open time (Mars: its
 //!   compile time) and `MARS_PATH: phobos-xlog`.
+//! - The buffer file holds two block slots plus 1 KiB of metadata (308 224 bytes); slot 0 has
+//!   Mars's layout, so a `.mmap3` left by Mars is recovered too.
 #![deny(unsafe_code)]
 
 pub mod append;
