@@ -18,7 +18,7 @@
 //!
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
-//! smoke run: 500 tasks, 20 idle links).
+//! smoke run: 500 tasks, 20 idle links), `PHOBOS_BENCH_ONLY=throughput|memory`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -75,8 +75,9 @@ fn main() {
         "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8}",
         "in flight", "client", "tasks/s", "p50 ms", "p99 ms", "ratio"
     );
+    let only = std::env::var("PHOBOS_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
-        for n in IN_FLIGHT {
+        for n in IN_FLIGHT.into_iter().filter(|_| only != "memory") {
             let raw = raw_run(addr, n, total).await;
             let mux = mux_run(addr, n, total).await;
             let pho = phobos_run(addr, n, total).await;
@@ -90,7 +91,9 @@ fn main() {
                 pho.tasks_per_sec / mux.tasks_per_sec * 100.0
             );
         }
-        idle_memory(addr, idle_links).await;
+        if only != "throughput" {
+            idle_memory(addr, idle_links).await;
+        }
     });
     drop(rt);
     if let Some(mut stdin) = server.stdin.take() {

@@ -378,7 +378,9 @@ fn stream_error(e: broadcast::error::RecvError) -> StreamError {
     }
 }
 
-/// How many pushes a slow subscriber may fall behind before it loses some.
-const PUSH_BUFFER: usize = 1024;
+/// How many pushes a slow subscriber may fall behind before it loses some. Every slot is
+/// allocated up front for every client, so this is kept small (it dominated an idle link's
+/// memory at 1024).
+const PUSH_BUFFER: usize = 128;
 /// How many link events a slow subscriber may fall behind before it loses some.
-const LINK_EVENT_BUFFER: usize = 256;
+const LINK_EVENT_BUFFER: usize = 32;

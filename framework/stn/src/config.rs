@@ -52,6 +52,26 @@ impl ClientConfig {
         }
     }
 
+    /// Starts a config from a plugin set of `phobos-plugin-registry`: its codec, auth check,
+    /// heartbeat factory and IP sources (in order). Links and everything else as with
+    /// [`builder`](Self::builder).
+    ///
+    /// ```
+    /// let plugins = phobos_plugin_registry::Plugins::builder().build();
+    /// let config = phobos_stn::ClientConfig::from_plugins(&plugins)
+    ///     .link_hosts("default-longlink", ["long.example.com"], [8080])
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(config.ip_sources().len(), plugins.ip_sources.len());
+    /// ```
+    #[cfg(feature = "registry")]
+    pub fn from_plugins(plugins: &phobos_plugin_registry::Plugins) -> ClientConfigBuilder {
+        Self::builder(plugins.codec.get().clone())
+            .auth(plugins.auth.get().clone())
+            .heartbeat(plugins.heartbeat.get().clone())
+            .ip_sources(plugins.ip_sources.iter().map(|p| p.get().clone()).collect())
+    }
+
     /// A config around a finished core config, with the driver's defaults.
     pub fn from_core(core: Config) -> Self {
         ClientConfig {

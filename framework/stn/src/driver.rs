@@ -610,20 +610,28 @@ async fn read_loop(
     mut rd: ReadHalf<Box<dyn LinkStream>>,
     io: mpsc::UnboundedSender<IoEvent>,
 ) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // Start small (an idle link should cost little) and grow while reads fill the buffer.
+    let mut chunk = READ_MIN;
+    let mut buf = BytesMut::new();
     loop {
-        if buf.capacity() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() < chunk / 4 {
+            buf.reserve(chunk);
         }
+        let room = buf.capacity() - buf.len();
         let ev = match rd.read_buf(&mut buf).await {
             Ok(0) => IoEvent::Closed {
                 conn,
                 cause: CloseCause::RemoteClosed,
             },
-            Ok(_) => IoEvent::Bytes {
-                conn,
-                bytes: buf.split().freeze(),
-            },
+            Ok(n) => {
+                if n == room {
+                    chunk = (chunk * 2).min(READ_MAX);
+                }
+                IoEvent::Bytes {
+                    conn,
+                    bytes: buf.split().freeze(),
+                }
+            }
             Err(e) => IoEvent::Closed {
                 conn,
                 cause: close_cause(&e),
@@ -705,7 +713,9 @@ fn now() -> Instant {
 
 /// Inputs handled per wake-up before the engine's outputs are drained.
 const BATCH: usize = 256;
-/// Read buffer size (Mars reads up to 64 KiB per readiness).
-const READ_CHUNK: usize = 64 * 1024;
+/// First read buffer size of a connection.
+const READ_MIN: usize = 4 * 1024;
+/// Largest read buffer (Mars reads up to 64 KiB per readiness).
+const READ_MAX: usize = 64 * 1024;
 /// Coalesce queued frames into writes of about this size.
 const WRITE_BATCH: usize = 64 * 1024;
