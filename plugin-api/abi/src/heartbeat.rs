@@ -3,7 +3,7 @@
 //! [`import_heartbeat`].
 //!
 //! `Instant`s cross as offsets from a per-library anchor (see
-//! [`FfiInstant`](crate::types::FfiInstant)): a plugin sees a consistent timeline in which
+//! [`FfiInstant`]): a plugin sees a consistent timeline in which
 //! every difference between instants is exact.
 //!
 //! # Panics in the plugin

@@ -55,6 +55,19 @@ fn a_library_without_our_root_module_is_refused() {
 }
 
 #[test]
+fn a_library_whose_root_module_has_another_layout_fails_abi_stables_check() {
+    let path = &fixtures().foreign_root;
+    let err = load_err(path);
+    let LoadError::AbiMismatch { reason, .. } = &err else {
+        panic!("expected AbiMismatch, got {err:?}");
+    };
+    assert!(!reason.is_empty());
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_foreign_root"), "{msg}");
+    assert!(msg.contains("incompatible plugin ABI"), "{msg}");
+}
+
+#[test]
 fn a_library_for_another_api_major_version_is_refused_naming_both_versions() {
     let path = &fixtures().wrong_api;
     let err = load_err(path);

@@ -17,6 +17,8 @@ pub struct Fixtures {
     pub mars: PathBuf,
     /// A cdylib without a plugin root module.
     pub no_root: PathBuf,
+    /// An abi_stable library whose root module has another layout.
+    pub foreign_root: PathBuf,
     /// A plugin library claiming API 1.0.0.
     pub wrong_api: PathBuf,
     /// One plugin of every kind; codec "len" has a strict config.
@@ -67,6 +69,7 @@ fn build(release: bool) -> Result<Fixtures, String> {
     Ok(Fixtures {
         mars: lib("phobos_codec_mars"),
         no_root: lib("fixture_no_root"),
+        foreign_root: lib("fixture_foreign_root"),
         wrong_api: lib("fixture_wrong_api"),
         multi: lib("fixture_multi"),
         panicking: lib("fixture_panicking"),
