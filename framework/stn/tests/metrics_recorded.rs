@@ -1,0 +1,113 @@
+//! The driver's counters reach an installed `metrics` recorder.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use metrics::{
+    Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+};
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::CmdId;
+use phobos_stn::{metrics as m, Client, ClientConfig, TaskSpec};
+use phobos_test_support::MockLongLinkServer;
+
+/// Counts every counter increment by full key (name and labels).
+#[derive(Debug, Default)]
+struct Counting {
+    counters: Mutex<HashMap<String, Arc<Count>>>,
+}
+
+#[derive(Debug, Default)]
+struct Count(AtomicU64);
+
+impl CounterFn for Count {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::SeqCst);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.store(value, Ordering::SeqCst);
+    }
+}
+
+impl Counting {
+    fn get(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
+        let key = match label {
+            Some((k, v)) => format!("{name}{{{k}={v}}}"),
+            None => name.to_owned(),
+        };
+        let map = self.counters.lock().unwrap();
+        map.get(&key).map_or(0, |c| c.0.load(Ordering::SeqCst))
+    }
+}
+
+impl Recorder for &'static Counting {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let mut name = key.name().to_owned();
+        for l in key.labels() {
+            name.push_str(&format!("{{{}={}}}", l.key(), l.value()));
+        }
+        let c = self
+            .counters
+            .lock()
+            .unwrap()
+            .entry(name)
+            .or_default()
+            .clone();
+        Counter::from_arc(c)
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn task_and_link_counters_are_recorded() {
+    let counting: &'static Counting = Box::leak(Box::default());
+    metrics::set_global_recorder(counting).expect("the only recorder in this test binary");
+
+    let codec = Arc::new(MarsCodec::default());
+    let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+    let config = ClientConfig::builder(codec)
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    for _ in 0..3 {
+        client
+            .start_task(TaskSpec::new(CmdId(1), &b"count me"[..]))
+            .await
+            .unwrap();
+    }
+    let err = client
+        .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_priority(9))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), phobos_stn::ErrorKind::Param);
+    client.shutdown().await;
+
+    assert_eq!(counting.get(m::TASKS_STARTED, None), 4);
+    assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "ok"))), 3);
+    assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "param"))), 1);
+    assert_eq!(
+        counting.get(m::CONNECT_ATTEMPTS, Some(("link", "default-longlink"))),
+        1
+    );
+    assert!(counting.get(m::BYTES_SENT, None) > 0);
+    assert!(counting.get(m::BYTES_RECEIVED, None) > 0);
+    let status = |st: &str| {
+        let key = format!("{}{{link=default-longlink}}{{status={st}}}", m::LINK_STATUS);
+        let map = counting.counters.lock().unwrap();
+        map.get(&key).map_or(0, |c| c.0.load(Ordering::SeqCst))
+    };
+    assert_eq!((status("connecting"), status("connected")), (1, 1));
+}

@@ -1,0 +1,53 @@
+//! Environment events reach the engine through the client: a network change drops the link
+//! at once and it reconnects without pacing.
+
+use std::sync::Arc;
+
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::{CmdId, NetKind};
+use phobos_stn::{Client, ClientConfig, LinkError, LinkStatus, TaskSpec};
+use phobos_test_support::MockLongLinkServer;
+use tokio::time::Instant;
+
+#[tokio::test(start_paused = true)]
+async fn a_network_change_drops_the_link_and_it_reconnects_at_once() {
+    let codec = Arc::new(MarsCodec::default());
+    let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+    let config = ClientConfig::builder(codec)
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let mut events = client.link_events();
+    client.make_sure_connected("default-longlink");
+    events
+        .wait_for("default-longlink", |e| {
+            matches!(e.status, LinkStatus::Connected(_))
+        })
+        .await
+        .unwrap();
+
+    let t0 = Instant::now();
+    client.set_network(NetKind::Mobile, "mobile_test");
+    let down = events
+        .wait_for("default-longlink", |e| e.status == LinkStatus::Disconnected)
+        .await
+        .unwrap();
+    assert_eq!(down.reason, Some(LinkError::NetworkChange));
+    events
+        .wait_for("default-longlink", |e| {
+            matches!(e.status, LinkStatus::Connected(_))
+        })
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed().as_secs() < 1,
+        "no reconnect pacing after a network change"
+    );
+    assert_eq!(server.connection_count(), 2);
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(1), &b"on mobile"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"on mobile");
+}
