@@ -1312,10 +1312,10 @@ impl Engine {
             }
             return;
         }
+        // Every slot reports its lateness (zero when on time): doze detection in the smart
+        // heartbeat counts on-time firings as evidence too.
+        s.heartbeat.on_fired_late(now, late);
         let fired_late = late >= timing.late_heartbeat_threshold;
-        if fired_late {
-            s.heartbeat.on_fired_late(now, late);
-        }
         let mut frame = Vec::new();
         let codec = &self.cfg.codec;
         if matches!(s.identify, Identify::Pending) {

@@ -158,6 +158,12 @@ impl HeartbeatPolicy for RecorderPolicy {
     fn on_disconnect(&mut self, _now: Instant) {
         self.log.lock().unwrap().push("disconnect".into());
     }
+    fn on_fired_late(&mut self, _now: Instant, late: Duration) {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("slot late {}", late.as_millis()));
+    }
 }
 
 #[test]
@@ -180,7 +186,17 @@ fn the_heartbeat_policy_sets_the_interval_and_hears_every_outcome() {
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log,
-        ["build default", "ack 45", "ack 45", "ack 45", "timeout"]
+        [
+            "build default",
+            "slot late 0",
+            "ack 45",
+            "slot late 0",
+            "ack 45",
+            "slot late 0",
+            "ack 45",
+            "slot late 0",
+            "timeout"
+        ]
     );
 }
 
