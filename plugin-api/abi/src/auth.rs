@@ -27,7 +27,7 @@ use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
 use phobos_plugin_api::{AuthCheck, AuthError, CmdId, IdentifyRequest, IdentifyVerdict};
 
-use crate::guard::catch;
+use crate::guard::{catch, Guarded};
 use crate::types::{FfiAuthError, FfiIdentifyVerdict};
 
 /// The FFI-safe mirror of [`AuthCheck`].
@@ -81,7 +81,10 @@ pub enum FfiIdentifyRequest {
 pub fn export_auth<T: AuthCheck>(auth: T) -> Result<FfiAuthBox, String> {
     let name = catch(|| RString::from(auth.name()))?;
     Ok(FfiAuthCheck_TO::from_value(
-        AuthExport { inner: auth, name },
+        AuthExport {
+            inner: Guarded::new(auth),
+            name,
+        },
         TD_Opaque,
     ))
 }
@@ -97,7 +100,7 @@ pub fn import_auth(obj: FfiAuthBox, origin: &str) -> Arc<dyn AuthCheck> {
 }
 
 struct AuthExport<T> {
-    inner: T,
+    inner: Guarded<T>,
     name: RString,
 }
 

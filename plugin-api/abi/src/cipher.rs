@@ -21,7 +21,7 @@ use abi_stable::StableAbi;
 use phobos_plugin_api::cipher::HEADER_KEY_LEN;
 use phobos_plugin_api::{BlockDecryptor, BlockEncryptor, CipherError, CipherKind, LogCipher};
 
-use crate::guard::{catch, with_scratch};
+use crate::guard::{catch, with_scratch, Guarded};
 use crate::types::{FfiAppend, FfiCipherError, FfiCipherKind};
 
 /// The FFI-safe mirror of [`LogCipher`].
@@ -99,7 +99,7 @@ pub fn export_log_cipher<T: LogCipher>(cipher: T) -> Result<FfiCipherBox, String
     let (name, kind) = catch(|| (RString::from(cipher.name()), cipher.kind().into()))?;
     Ok(FfiLogCipher_TO::from_value(
         CipherExport {
-            inner: cipher,
+            inner: Guarded::new(cipher),
             name,
             kind,
         },
@@ -120,7 +120,7 @@ pub fn import_log_cipher(obj: FfiCipherBox, origin: &str) -> Arc<dyn LogCipher> 
 }
 
 struct CipherExport<T> {
-    inner: T,
+    inner: Guarded<T>,
     name: RString,
     kind: FfiCipherKind,
 }
@@ -143,7 +143,10 @@ impl<T: LogCipher> FfiLogCipher for CipherExport<T> {
         });
         match built {
             Ok(Ok((inner, header_key))) => RResult::ROk(FfiBlockEncryptor_TO::from_value(
-                EncryptorExport { inner, header_key },
+                EncryptorExport {
+                    inner: Guarded::new(inner),
+                    header_key,
+                },
                 TD_Opaque,
             )),
             Ok(Err(e)) => RResult::RErr(e.into()),
@@ -157,7 +160,9 @@ impl<T: LogCipher> FfiLogCipher for CipherExport<T> {
     ) -> RResult<FfiDecryptorBox, FfiCipherError> {
         match catch(|| self.inner.new_decryptor(header_key)) {
             Ok(Ok(inner)) => RResult::ROk(FfiBlockDecryptor_TO::from_value(
-                DecryptorExport { inner },
+                DecryptorExport {
+                    inner: Guarded::new(inner),
+                },
                 TD_Opaque,
             )),
             Ok(Err(e)) => RResult::RErr(e.into()),
@@ -167,7 +172,7 @@ impl<T: LogCipher> FfiLogCipher for CipherExport<T> {
 }
 
 struct EncryptorExport {
-    inner: Box<dyn BlockEncryptor>,
+    inner: Guarded<Box<dyn BlockEncryptor>>,
     header_key: [u8; HEADER_KEY_LEN],
 }
 
@@ -210,7 +215,7 @@ impl FfiBlockEncryptor for EncryptorExport {
 }
 
 struct DecryptorExport {
-    inner: Box<dyn BlockDecryptor>,
+    inner: Guarded<Box<dyn BlockDecryptor>>,
 }
 
 impl FfiBlockDecryptor for DecryptorExport {

@@ -35,7 +35,7 @@ use phobos_plugin_api::codec::{
 };
 use phobos_plugin_api::{CmdId, Seq};
 
-use crate::guard::{catch, with_scratch};
+use crate::guard::{catch, with_scratch, Guarded};
 use crate::types::{
     FfiAppend, FfiDecodeError, FfiDecoded, FfiDuration, FfiEncodeError, FfiFrameHead, FfiFrameKind,
     FfiRange, FfiShortLinkReject, INVALID_PLUGIN_OUTPUT, PLUGIN_PANICKED,
@@ -117,7 +117,10 @@ pub struct FfiShortLinkRequest<'a> {
 pub fn export_codec<T: PacketCodec>(codec: T) -> Result<FfiCodecBox, String> {
     let name = catch(|| RString::from(codec.name()))?;
     Ok(FfiPacketCodec_TO::from_value(
-        CodecExport { inner: codec, name },
+        CodecExport {
+            inner: Guarded::new(codec),
+            name,
+        },
         TD_Opaque,
     ))
 }
@@ -135,7 +138,7 @@ pub fn import_codec(obj: FfiCodecBox, origin: &str) -> Arc<dyn PacketCodec> {
 }
 
 struct CodecExport<T> {
-    inner: T,
+    inner: Guarded<T>,
     name: RString,
 }
 

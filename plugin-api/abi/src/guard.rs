@@ -3,9 +3,44 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::types::FfiAppend;
+
+/// Owns a plugin object on the plugin side and drops it under [`catch`], so a panicking
+/// `Drop` does not reach the abi_stable drop shim (which would abort). Whatever such a drop
+/// failed to release is leaked.
+pub(crate) struct Guarded<T>(ManuallyDrop<T>);
+
+impl<T> Guarded<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Guarded(ManuallyDrop::new(value))
+    }
+}
+
+impl<T> Deref for Guarded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for Guarded<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T> Drop for Guarded<T> {
+    fn drop(&mut self) {
+        // SAFETY: this is the only place taking the value out, `drop` runs once, and the
+        // `ManuallyDrop` is never used again afterwards.
+        let value = unsafe { ManuallyDrop::take(&mut self.0) };
+        let _ = catch(move || drop(value));
+    }
+}
 
 /// Runs `f`, turning a panic into `Err(message)`.
 ///
@@ -87,6 +122,17 @@ mod tests {
         assert_eq!(r, Err("boom 7".to_owned()));
         let r: Result<(), String> = catch(|| std::panic::panic_any(5u8));
         assert_eq!(r, Err("panic with a non-string payload".to_owned()));
+    }
+
+    #[test]
+    fn a_panicking_drop_is_contained() {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("drop exploded");
+            }
+        }
+        drop(Guarded::new(Bomb));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RBox, ROption, RStr, RString};
 use phobos_plugin_api::{HeartbeatContext, HeartbeatPolicy, HeartbeatPolicyFactory};
 
-use crate::guard::catch;
+use crate::guard::{catch, Guarded};
 use crate::types::{FfiDuration, FfiHeartbeatContext, FfiInstant};
 
 /// The interval used when a heartbeat plugin panicked: Mars's `MinHeartInterval`, the
@@ -84,7 +84,7 @@ pub fn export_heartbeat<T: HeartbeatPolicyFactory>(factory: T) -> Result<FfiHear
     let name = catch(|| RString::from(factory.name()))?;
     Ok(FfiHeartbeatFactory_TO::from_value(
         FactoryExport {
-            inner: factory,
+            inner: Guarded::new(factory),
             name,
         },
         TD_Opaque,
@@ -102,7 +102,7 @@ pub fn import_heartbeat(obj: FfiHeartbeatBox, origin: &str) -> Arc<dyn Heartbeat
 }
 
 struct FactoryExport<T> {
-    inner: T,
+    inner: Guarded<T>,
     name: RString,
 }
 
@@ -115,7 +115,12 @@ impl<T: HeartbeatPolicyFactory> FfiHeartbeatFactory for FactoryExport<T> {
         let ctx = HeartbeatContext::from(ctx);
         let inner = catch(|| self.inner.build(now.into(), &ctx))
             .unwrap_or_else(|_| Box::new(FallbackPolicy));
-        FfiHeartbeatPolicy_TO::from_value(PolicyExport { inner }, TD_Opaque)
+        FfiHeartbeatPolicy_TO::from_value(
+            PolicyExport {
+                inner: Guarded::new(inner),
+            },
+            TD_Opaque,
+        )
     }
 
     fn export_state(&self) -> ROption<RString> {
@@ -132,7 +137,7 @@ impl<T: HeartbeatPolicyFactory> FfiHeartbeatFactory for FactoryExport<T> {
 }
 
 struct PolicyExport {
-    inner: Box<dyn HeartbeatPolicy>,
+    inner: Guarded<Box<dyn HeartbeatPolicy>>,
 }
 
 impl FfiHeartbeatPolicy for PolicyExport {

@@ -20,7 +20,7 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RBox, RResult, RStr, RString, RVec};
 use phobos_plugin_api::{IpSource, LinkPurpose, ResolveError, ResolvedAddr};
 
-use crate::guard::catch;
+use crate::guard::{catch, Guarded};
 use crate::types::{FfiLinkPurpose, FfiResolveError, FfiResolvedAddr};
 
 /// The FFI-safe mirror of [`IpSource`].
@@ -49,7 +49,7 @@ pub fn export_ip_source<T: IpSource>(source: T) -> Result<FfiIpSourceBox, String
     let name = catch(|| RString::from(source.name()))?;
     Ok(FfiIpSource_TO::from_value(
         IpSourceExport {
-            inner: source,
+            inner: Guarded::new(source),
             name,
         },
         TD_Opaque,
@@ -67,7 +67,7 @@ pub fn import_ip_source(obj: FfiIpSourceBox, origin: &str) -> Arc<dyn IpSource> 
 }
 
 struct IpSourceExport<T> {
-    inner: T,
+    inner: Guarded<T>,
     name: RString,
 }
 

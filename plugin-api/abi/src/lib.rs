@@ -54,7 +54,9 @@
 //! A panic inside a plugin never unwinds across the boundary: every plugin-side adapter
 //! catches it. Methods with an error channel return an error saying the plugin panicked;
 //! infallible methods use a documented safe fallback (see the tables in [`codec`], [`auth`],
-//! [`ipsource`], [`cipher`], [`heartbeat`]). Nothing in this crate aborts the process.
+//! [`ipsource`], [`cipher`], [`heartbeat`]). A plugin object whose `Drop` panics is dropped
+//! under the same guard (whatever it failed to release leaks). Nothing in this crate aborts
+//! the process.
 //!
 //! # Async plugins
 //!
@@ -118,7 +120,10 @@ pub use root::{PluginKind, PluginRoot, PluginRootRef, ABI_FEATURES};
 ///   [`LoadError::ConfigRejected`] with `E`'s message).
 ///
 /// Use it once per library. It generates the abi_stable root module (our API version, the
-/// feature list and the plugin table) under abi_stable's exported symbol name.
+/// feature list and the plugin table) under abi_stable's exported symbol name. Because that
+/// symbol has one fixed name, two crates expanding this macro cannot be linked into the same
+/// binary: put the invocation behind a `dynamic` feature that is enabled only when the crate
+/// itself is built as the `cdylib` (`cargo build -p my-plugin --features dynamic`).
 #[macro_export]
 macro_rules! export_plugin {
     ($($kind:ident $name:literal => $ctor:expr),+ $(,)?) => {
