@@ -18,7 +18,8 @@
 //!
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
-//! smoke run: 500 tasks, 20 idle links), `PHOBOS_BENCH_ONLY=throughput|memory`.
+//! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -47,6 +48,7 @@ fn main() {
     let quick = std::env::var_os("PHOBOS_BENCH_QUICK").is_some();
     let total = env_usize("PHOBOS_BENCH_TASKS", if quick { 500 } else { 20_000 });
     let workers = env_usize("PHOBOS_BENCH_WORKERS", 2);
+    let rounds = env_usize("PHOBOS_BENCH_ROUNDS", if quick { 1 } else { 3 }).max(1);
     let idle_links = env_usize("PHOBOS_BENCH_IDLE_LINKS", if quick { 20 } else { 1000 });
 
     let exe = std::env::current_exe().expect("own path");
@@ -69,7 +71,8 @@ fn main() {
         .expect("runtime");
     println!(
         "longlink_throughput: {total} tasks per run, {BODY_LEN}-byte bodies, loopback, \
-         client runtime {workers} workers, echo server in a child process"
+         client runtime {workers} workers, echo server in a child process, median of \
+         {rounds} alternating rounds"
     );
     println!(
         "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8}",
@@ -78,9 +81,15 @@ fn main() {
     let only = std::env::var("PHOBOS_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
         for n in IN_FLIGHT.into_iter().filter(|_| only != "memory") {
-            let raw = raw_run(addr, n, total).await;
-            let mux = mux_run(addr, n, total).await;
-            let pho = phobos_run(addr, n, total).await;
+            // Rounds alternate the three clients, so a load change on the machine hits all
+            // of them; each figure is the median over the rounds.
+            let (mut raw, mut mux, mut pho) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                raw.push(raw_run(addr, n, total).await);
+                mux.push(mux_run(addr, n, total).await);
+                pho.push(phobos_run(addr, n, total).await);
+            }
+            let (raw, mux, pho) = (median(raw), median(mux), median(pho));
             raw.print(n, "raw", None);
             mux.print(n, "raw-mux", Some(mux.tasks_per_sec / raw.tasks_per_sec));
             pho.print(n, "phobos", Some(pho.tasks_per_sec / raw.tasks_per_sec));
@@ -100,6 +109,13 @@ fn main() {
         let _ = stdin.write_all(b"stop\n");
     }
     let _ = server.wait();
+}
+
+/// The result with the median throughput; its latencies come from that same run.
+fn median(mut runs: Vec<RunResult>) -> RunResult {
+    runs.sort_by(|a, b| a.tasks_per_sec.total_cmp(&b.tasks_per_sec));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
 }
 
 struct RunResult {

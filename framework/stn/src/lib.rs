@@ -13,7 +13,7 @@
 //!
 //! Main types:
 //!
-//! - [`ClientConfig`]: links, plugins, the engine's [`Config`](phobos_stn_proto::Config)
+//! - [`ClientConfig`]: links, plugins, the engine's [`Config`]
 //!   passthrough, connector and watchdog threshold.
 //! - [`Client`]: `start_task` → [`TaskHandle`] (await it: exactly one end, the response or a
 //!   [`TaskError`] whose `kind()` names the failing level), `cancel`, `subscribe_pushes`,
@@ -22,6 +22,30 @@
 //! - [`Watchdog`]: reports a blocked driver loop or plugin call (Mars's ANR check).
 //! - [`metrics`]: the names recorded through the `metrics` facade. State changes are also
 //!   `tracing` events carrying their reason; a task's end is an event with its profile.
+//!
+//! # Design notes
+//!
+//! - **One owner.** The engine lives inside the driver task; [`Client`] is an `Arc` around a
+//!   command channel. Every IO task (connect attempt, reader, writer, resolver, login)
+//!   reports over one channel, so the engine sees all inputs in one order, stamped with one
+//!   clock read per wake-up.
+//! - **Exactly one end per task.** Each [`TaskHandle`] owns a oneshot receiver; the engine
+//!   emits one `TaskEnded` per started task (cancel included, as [`TaskError::Canceled`]).
+//!   When the driver stops, dropped senders resolve the remaining handles with
+//!   [`LocalError::Reset`] (Mars's teardown code −9).
+//! - **Writes.** Frames the engine emits during one loop iteration are coalesced per
+//!   connection and handed to the connection's writer once; the writer merges whatever is
+//!   queued into one `write_all`. Reads start with a 4 KiB buffer that grows to 64 KiB while
+//!   reads fill it.
+//! - **Late IO is harmless.** Connections are named by the engine's `ConnId`; input from a
+//!   socket the engine dropped (an `Abort`, a `Close`) is discarded by the driver and
+//!   ignored by the engine.
+//! - **Blocking plugins are watched**, not trusted: each `IpSource::resolve` (also limited to
+//!   the engine's `resolve_timeout` per source) and `AuthCheck::ensure_authed` runs in its own
+//!   task under a [`Watchdog`] guard.
+//! - **Streams are lossy by design.** Pushes and link events go through `broadcast`
+//!   channels (128 and 32 slots per client, allocated up front); a subscriber that falls
+//!   behind gets [`StreamError::Lagged`] rather than stalling the driver.
 //!
 //! What it does not do (yet): short links (HTTP), TLS, the connection race in the connector
 //! (the engine races attempts), persisting heartbeat or IP state.
