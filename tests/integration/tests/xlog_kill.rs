@@ -17,13 +17,15 @@ const CHILD_DIR: &str = "PHOBOS_XLOG_KILL_CHILD_DIR";
 const CHILD_CFG: &str = "PHOBOS_XLOG_KILL_CHILD_CFG";
 const SECRET: &str = "kill-test-secret-payload";
 
-fn config(cfg: u32) -> (Compression, bool) {
+/// Bit 0: zstd, bit 1: Mars key, bit 2: compression level 4 (the fixed-code deflate encoder
+/// for zlib), else the default level.
+fn config(cfg: u32) -> (Compression, bool, Option<i32>) {
     let c = if cfg & 1 == 0 {
         Compression::Zlib
     } else {
         Compression::Zstd
     };
-    (c, cfg & 2 != 0)
+    (c, cfg & 2 != 0, (cfg & 4 != 0).then_some(4))
 }
 
 fn public_key() -> String {
@@ -41,12 +43,15 @@ fn keys() -> (String, String) {
 }
 
 fn open(dir: &Path, cfg: u32, pubkey: Option<&str>, banners: bool) -> phobos_xlog::XlogGuard {
-    let (c, keyed) = config(cfg);
+    let (c, keyed, level) = config(cfg);
     let mut b = Xlog::builder()
         .log_dir(dir)
         .name_prefix("kill")
         .compression(c)
         .banners(banners);
+    if let Some(l) = level {
+        b = b.compression_level(l);
+    }
     if keyed {
         let k = pubkey.map(str::to_owned).unwrap_or_else(public_key);
         b = b.cipher(Arc::new(MarsCipher::from_public_key_hex(&k).unwrap()));
@@ -107,8 +112,8 @@ fn every_returned_line_survives_sigkill_exactly_once() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     for it in 0..iterations {
-        let cfg = it % 4;
-        let (_, keyed) = config(cfg);
+        let cfg = it % 8;
+        let (_, keyed, _) = config(cfg);
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(&exe)
             .args([

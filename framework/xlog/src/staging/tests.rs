@@ -26,13 +26,21 @@ impl Store for Recorder {
 }
 
 fn stager(c: Compression, keyed: bool) -> Stager {
+    stager_at(c, keyed, 1)
+}
+
+fn stager_at(c: Compression, keyed: bool, level: i32) -> Stager {
     let enc = keyed.then(|| ToyCipher.new_encryptor().unwrap());
     let e = if keyed {
         Encryption::Mars
     } else {
         Encryption::None
     };
-    Stager::new(LineCompressor::new(c, 1).unwrap(), enc, async_magic(c, e))
+    Stager::new(
+        LineCompressor::new(c, level).unwrap(),
+        enc,
+        async_magic(c, e),
+    )
 }
 
 /// Lays the recorded block and meta out as a staging file (slot 0 only).
@@ -54,7 +62,18 @@ fn recovered_text(file: &[u8]) -> Vec<u8> {
 }
 
 fn run_crash_case(c: Compression, keyed: bool, lines: &[Vec<u8>], cut_op: usize, cut_byte: usize) {
-    let mut st = stager(c, keyed);
+    run_crash_case_at(c, keyed, 1, lines, cut_op, cut_byte);
+}
+
+fn run_crash_case_at(
+    c: Compression,
+    keyed: bool,
+    level: i32,
+    lines: &[Vec<u8>],
+    cut_op: usize,
+    cut_byte: usize,
+) {
+    let mut st = stager_at(c, keyed, level);
     let mut rec = Recorder {
         block: vec![0; SLOT_LEN],
         meta: vec![0; META_LEN],
@@ -128,9 +147,10 @@ proptest! {
         cut_byte in 0usize..10_000,
         zstd in any::<bool>(),
         keyed in any::<bool>(),
+        level in prop::sample::select(vec![1, 4, 9]),
     ) {
         let c = if zstd { Compression::Zstd } else { Compression::Zlib };
-        run_crash_case(c, keyed, &lines, cut_op, cut_byte);
+        run_crash_case_at(c, keyed, level, &lines, cut_op, cut_byte);
     }
 
     /// Damaged staging files never make recovery panic, and what it returns is well-formed.
