@@ -130,6 +130,26 @@ impl BlockingClient {
         self.client.make_sure_connected(link);
     }
 
+    /// See [`Client::set_account`].
+    pub fn set_account(&self, has_account: bool) {
+        self.client.set_account(has_account);
+    }
+
+    /// See [`Client::redo_tasks`].
+    pub fn redo_tasks(&self) {
+        self.client.redo_tasks();
+    }
+
+    /// See [`Client::keep_signalling`].
+    pub fn keep_signalling(&self) {
+        self.client.keep_signalling();
+    }
+
+    /// See [`Client::stop_signalling`].
+    pub fn stop_signalling(&self) {
+        self.client.stop_signalling();
+    }
+
     /// The driver's counters, blocking.
     ///
     /// # Errors

@@ -240,6 +240,28 @@ impl Client {
             .send(Command::MakeSureConnected { link: link.into() });
     }
 
+    /// Tells the engine whether the user is logged in (changes the automatic reconnect
+    /// intervals, Mars's account info).
+    pub fn set_account(&self, has_account: bool) {
+        let _ = self.inner.commands.send(Command::SetAccount(has_account));
+    }
+
+    /// Mars's `RedoTasks` (after the app changed server addresses): drops every link, retries
+    /// running attempts, reconnects at once.
+    pub fn redo_tasks(&self) {
+        let _ = self.inner.commands.send(Command::RedoTasks);
+    }
+
+    /// Starts (or extends) the signalling keeper on the main link (Mars's `KeepSignalling`).
+    pub fn keep_signalling(&self) {
+        let _ = self.inner.commands.send(Command::KeepSignalling);
+    }
+
+    /// Stops the signalling keeper (Mars's `StopSignalling`).
+    pub fn stop_signalling(&self) {
+        let _ = self.inner.commands.send(Command::StopSignalling);
+    }
+
     /// The driver's counters.
     ///
     /// # Errors

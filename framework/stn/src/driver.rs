@@ -60,6 +60,10 @@ pub(crate) enum Command {
     MakeSureConnected {
         link: LinkName,
     },
+    SetAccount(bool),
+    RedoTasks,
+    KeepSignalling,
+    StopSignalling,
     Stats(oneshot::Sender<DriverStats>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -318,6 +322,22 @@ impl Driver {
                 if !self.engine.connect_link(t, &link) {
                     warn!(link = %link, "make_sure_connected: unknown link");
                 }
+            }
+            Command::SetAccount(has_account) => {
+                info!(has_account, "account changed");
+                self.engine.set_account(t, has_account);
+            }
+            Command::RedoTasks => {
+                info!("redo tasks");
+                self.engine.redo_tasks(t);
+            }
+            Command::KeepSignalling => {
+                debug!("keep signalling");
+                self.engine.keep_signalling(t);
+            }
+            Command::StopSignalling => {
+                debug!("stop signalling");
+                self.engine.stop_signalling(t);
             }
             Command::Stats(reply) => {
                 let _ = reply.send(DriverStats {

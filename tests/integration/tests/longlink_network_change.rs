@@ -51,3 +51,34 @@ async fn a_network_change_drops_the_link_and_it_reconnects_at_once() {
         .unwrap();
     assert_eq!(&resp.body[..], b"on mobile");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_signalling_keeper_sends_keep_frames_until_its_keep_time_passes() {
+    use phobos_test_support::ClientFrameKind;
+    use std::time::Duration;
+
+    let codec = Arc::new(MarsCodec::default());
+    let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+    let config = ClientConfig::builder(codec)
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let mut events = client.link_events();
+    client.make_sure_connected("default-longlink");
+    events
+        .wait_for("default-longlink", |e| {
+            matches!(e.status, LinkStatus::Connected(_))
+        })
+        .await
+        .unwrap();
+    client.keep_signalling();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let keeps = server.frames_of(ClientFrameKind::SignalKeep);
+    // One at once, then one per 5 s of quiet, for the 20 s keep time (spec §7.11).
+    assert!((4..=6).contains(&keeps.len()), "{}", keeps.len());
+    let span = keeps.last().unwrap().at - keeps[0].at;
+    assert!(span <= Duration::from_secs(25), "{span:?}");
+    assert!(keeps.iter().all(|f| f.head.cmd_id == CmdId(243)));
+    client.stop_signalling();
+}

@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use phobos_plugin_api::codec::{
     Decoded, FrameHead, PacketCodec, HEARTBEAT_CMD, HEARTBEAT_SEQ, IDENTIFY_SEQ, PUSH_SEQ,
+    SIGNAL_KEEP_SEQ,
 };
 use phobos_plugin_api::{CmdId, DecodeError, IpPort, Seq};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,6 +161,8 @@ pub enum ClientFrameKind {
     Heartbeat,
     /// An identify frame.
     Identify,
+    /// A signalling-keeper frame (never answered).
+    SignalKeep,
 }
 
 /// One frame the server received.
@@ -735,6 +738,7 @@ impl Conn {
                     }
                     IdentifyMode::Drop => Flow::Continue,
                 },
+                ClientFrameKind::SignalKeep => Flow::Continue,
                 ClientFrameKind::Task => {
                     let reply = self
                         .script
@@ -860,6 +864,8 @@ fn classify(head: FrameHead) -> ClientFrameKind {
         ClientFrameKind::Heartbeat
     } else if head.seq == IDENTIFY_SEQ {
         ClientFrameKind::Identify
+    } else if head.seq == SIGNAL_KEEP_SEQ {
+        ClientFrameKind::SignalKeep
     } else {
         ClientFrameKind::Task
     }
