@@ -1,8 +1,12 @@
 //! [`PacketCodec`] across the boundary: [`FfiPacketCodec`], [`export_codec`] (plugin side)
 //! and [`import_codec`] (host side).
 //!
-//! The hot path allocates nothing per call: `decode` returns offsets into the caller's buffer,
-//! and `encode` appends to the caller's buffer, lent across as an `RVec` (see `guard.rs`).
+//! The hot path allocates nothing per call (a test checks it): `decode` returns offsets into
+//! the caller's buffer, and `encode` has the plugin write into a scratch buffer the plugin
+//! object keeps, then appends the frame to the caller's `Vec` through
+//! [`FfiAppend`](crate::types::FfiAppend), a callback into the host. The plugin cannot append
+//! to the host's `Vec` directly because it may use another allocator; that costs one extra
+//! copy of each encoded frame.
 //!
 //! # Panics in the plugin
 //!
@@ -35,7 +39,7 @@ use phobos_plugin_api::codec::{
 };
 use phobos_plugin_api::{CmdId, Seq};
 
-use crate::guard::{catch, with_scratch, Guarded};
+use crate::guard::{catch, Guarded, Scratch};
 use crate::types::{
     FfiAppend, FfiDecodeError, FfiDecoded, FfiDuration, FfiEncodeError, FfiFrameHead, FfiFrameKind,
     FfiRange, FfiShortLinkReject, INVALID_PLUGIN_OUTPUT, PLUGIN_PANICKED,
@@ -120,6 +124,7 @@ pub fn export_codec<T: PacketCodec>(codec: T) -> Result<FfiCodecBox, String> {
         CodecExport {
             inner: Guarded::new(codec),
             name,
+            scratch: Scratch::default(),
         },
         TD_Opaque,
     ))
@@ -140,6 +145,7 @@ pub fn import_codec(obj: FfiCodecBox, origin: &str) -> Arc<dyn PacketCodec> {
 struct CodecExport<T> {
     inner: Guarded<T>,
     name: RString,
+    scratch: Scratch,
 }
 
 impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
@@ -155,7 +161,7 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
         mut out: FfiAppend<'_>,
     ) -> RResult<(), FfiEncodeError> {
         encode_result(catch(|| {
-            with_scratch(&mut out, |v| {
+            self.scratch.with(&mut out, |v| {
                 self.inner
                     .encode(head.into(), body.as_slice(), extension.as_slice(), v)
             })
@@ -185,7 +191,8 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
 
     fn encode_heartbeat(&self, mut out: FfiAppend<'_>) -> RResult<(), FfiEncodeError> {
         encode_result(catch(|| {
-            with_scratch(&mut out, |v| self.inner.encode_heartbeat(v))
+            self.scratch
+                .with(&mut out, |v| self.inner.encode_heartbeat(v))
         }))
     }
 
@@ -196,7 +203,7 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
         mut out: FfiAppend<'_>,
     ) -> RResult<(), FfiEncodeError> {
         encode_result(catch(|| {
-            with_scratch(&mut out, |v| {
+            self.scratch.with(&mut out, |v| {
                 self.inner
                     .encode_identify(CmdId(cmd_id), body.as_slice(), v)
             })
@@ -245,7 +252,7 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
             task_headers: &task_headers,
         };
         let done = catch(|| {
-            with_scratch(&mut out, |v| {
+            self.scratch.with(&mut out, |v| {
                 self.inner.shortlink_body(&req, v);
                 Ok::<(), ()>(())
             })

@@ -109,6 +109,40 @@ fn hand_over(out: &mut FfiAppend<'_>, bytes: &[u8]) {
     );
 }
 
+/// A plugin object's own scratch buffer, for objects shared across threads: calls that find
+/// it busy (another thread, or re-entry) use a fresh buffer.
+#[derive(Default)]
+pub(crate) struct Scratch(std::sync::Mutex<Vec<u8>>);
+
+impl Scratch {
+    /// As [`with_scratch`], with this buffer.
+    #[inline]
+    pub(crate) fn with<T, E>(
+        &self,
+        out: &mut FfiAppend<'_>,
+        f: impl FnOnce(&mut Vec<u8>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut fresh;
+        let mut guard = self.0.try_lock().ok();
+        let buf: &mut Vec<u8> = match guard.as_deref_mut() {
+            Some(buf) => buf,
+            None => {
+                fresh = Vec::new();
+                &mut fresh
+            }
+        };
+        buf.clear();
+        let result = f(buf);
+        if result.is_ok() {
+            hand_over(out, buf);
+        }
+        if buf.capacity() > MAX_KEPT_SCRATCH {
+            *buf = Vec::new();
+        }
+        result
+    }
+}
+
 /// Scratch buffers larger than this are freed after use rather than kept per thread.
 const MAX_KEPT_SCRATCH: usize = 4 << 20;
 
@@ -133,6 +167,25 @@ mod tests {
             }
         }
         drop(Guarded::new(Bomb));
+    }
+
+    #[test]
+    fn a_busy_object_scratch_falls_back_to_a_fresh_buffer() {
+        let scratch = Scratch::default();
+        let (mut outer_host, mut inner_host) = (Vec::new(), Vec::new());
+        let mut outer = FfiAppend::new(&mut outer_host);
+        let r: Result<(), ()> = scratch.with(&mut outer, |v| {
+            v.extend_from_slice(b"outer");
+            // Re-entered while the buffer is held: must still work.
+            let mut inner = FfiAppend::new(&mut inner_host);
+            scratch.with(&mut inner, |w| {
+                w.extend_from_slice(b"inner");
+                Ok(())
+            })
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(outer_host, b"outer");
+        assert_eq!(inner_host, b"inner");
     }
 
     #[test]
