@@ -4,7 +4,7 @@
 //! The hot path allocates nothing per call (a test checks it): `decode` returns offsets into
 //! the caller's buffer, and `encode` has the plugin write into a scratch buffer the plugin
 //! object keeps, then appends the frame to the caller's `Vec` through
-//! [`FfiAppend`](crate::types::FfiAppend), a callback into the host. The plugin cannot append
+//! [`FfiAppend`], a callback into the host. The plugin cannot append
 //! to the host's `Vec` directly because it may use another allocator; that costs one extra
 //! copy of each encoded frame.
 //!
