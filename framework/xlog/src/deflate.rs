@@ -72,6 +72,8 @@ pub(crate) struct LineDeflater {
     max_lazy: usize,
     stored_only: bool,
     tokens: Vec<Token>,
+    /// Distance of the last match: checked first, since log lines repeat at line distance.
+    last_dist: usize,
     /// Hist index where each token starts.
     positions: Vec<u32>,
 }
@@ -103,12 +105,14 @@ impl LineDeflater {
             max_lazy: max_insert,
             stored_only: level <= 0,
             tokens: Vec::with_capacity(512),
+            last_dist: 0,
             positions: Vec::with_capacity(512),
         }
     }
 
     /// Starts a new stream (empty history).
     pub(crate) fn reset(&mut self) {
+        self.last_dist = 0;
         self.hist.clear();
         self.base = 0;
         self.head.fill(0);
@@ -259,8 +263,18 @@ impl LineDeflater {
         let max_len = MAX_MATCH.min(end - i);
         let abs = self.base + i;
         let nice = self.nice.min(max_len);
-        let mut c_abs = Self::unfold(abs, self.head[h]);
         let mut best = (0, 0);
+        let d = self.last_dist;
+        if d > 0 && d <= WINDOW && d <= i {
+            let n = common_prefix(&self.hist[i - d..], &self.hist[i..i + max_len]);
+            if n >= MIN_MATCH {
+                best = (n, d);
+                if n >= nice {
+                    return best;
+                }
+            }
+        }
+        let mut c_abs = Self::unfold(abs, self.head[h]);
         let mut chain = self.depth;
         while chain > 0 {
             if c_abs >= abs || abs - c_abs > WINDOW || c_abs < self.base {
@@ -313,6 +327,7 @@ impl LineDeflater {
                 if cur.0 >= MIN_MATCH {
                     self.tokens.push(Token::Match(cur.0 as u16, cur.1 as u16));
                     self.positions.push(i as u32);
+                    self.last_dist = cur.1;
                     if cur.0 <= self.max_insert {
                         for p in i + 1..i + cur.0 {
                             if can_hash(p) {
@@ -332,6 +347,7 @@ impl LineDeflater {
                 // The match found at i - 1 wins.
                 self.tokens.push(Token::Match(prev.0 as u16, prev.1 as u16));
                 self.positions.push((i - 1) as u32);
+                self.last_dist = prev.1;
                 let stop = i - 1 + prev.0;
                 for p in i + 1..stop {
                     if can_hash(p) {
