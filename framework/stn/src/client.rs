@@ -129,6 +129,8 @@ pub struct DriverStats {
     pub watchdog_stalls: u64,
     /// Connect attempts started so far.
     pub connect_attempts: u64,
+    /// How often frames had to wait for a full socket to become writable.
+    pub write_waits: u64,
 }
 
 impl Client {

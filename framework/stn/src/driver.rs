@@ -7,8 +7,9 @@
 //!
 //! - one task per connect attempt (through the [`Connector`](crate::Connector)), reporting
 //!   the stream or the failure back;
-//! - two tasks per open connection: a reader forwarding every chunk it reads, and a writer
-//!   writing the frames the engine asks for (coalescing whatever is queued into one write);
+//! - one reader task per open connection, forwarding every chunk it reads; writes are done
+//!   by the driver itself at the end of each iteration (all frames of the iteration in one
+//!   write), and continued from the loop's select when the socket was full;
 //! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
 //!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`].
 //!
@@ -19,7 +20,9 @@
 //! [`Client`]: crate::Client
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -30,7 +33,7 @@ use phobos_stn_proto::{
     Action, CloseCause, ConnId, DialError, Engine, Event, LinkName, LinkStatus, TaskEnd, TaskId,
     TaskSpec,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn};
@@ -102,6 +105,7 @@ pub(crate) async fn run(
         watchdog,
         connect_attempts: 0,
         connected: 0,
+        write_waits: 0,
     };
     let done = driver.run(commands, io_rx).await;
     driver.teardown();
@@ -155,15 +159,16 @@ struct Driver {
     watchdog: Watchdog,
     connect_attempts: u64,
     connected: usize,
+    write_waits: u64,
 }
 
 struct Conn {
     link: LinkName,
-    /// Frames the engine asked to send during this loop iteration, handed to the writer in
-    /// one piece when the iteration ends (one wake-up of the writer per iteration).
+    /// Bytes the engine asked to send and the socket has not taken yet. Written by the
+    /// driver itself at the end of each iteration, and whenever the socket becomes writable.
     out: BytesMut,
-    writer: mpsc::UnboundedSender<Bytes>,
-    tasks: [AbortHandle; 2],
+    writer: WriteHalf<Box<dyn LinkStream>>,
+    reader: AbortHandle,
 }
 
 struct Waiter {
@@ -174,10 +179,29 @@ struct Waiter {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Aborting both halves' tasks drops the stream: the socket closes.
-        for t in &self.tasks {
-            t.abort();
+        // Aborting the reader drops the read half; with the write half dropped here the
+        // stream is gone and the socket closes.
+        self.reader.abort();
+    }
+}
+
+impl Conn {
+    /// Writes as much of `out` as the socket takes now. `Ready(Ok)` once `out` is empty,
+    /// `Pending` (with `cx` registered) while the socket is full.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.out.is_empty() {
+            match Pin::new(&mut self.writer).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    let _ = self.out.split_to(n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -231,6 +255,13 @@ impl Driver {
                     }
                     t
                 }
+                () = std::future::poll_fn(|cx| self.poll_writable(cx)),
+                    if !self.unflushed.is_empty() =>
+                {
+                    let t = now();
+                    self.watchdog.enter(t);
+                    t
+                }
                 () = sleep => {
                     let t = now();
                     self.watchdog.enter(t);
@@ -242,7 +273,7 @@ impl Driver {
                 self.engine.handle_timeout(t);
             }
             self.drain();
-            self.flush();
+            self.flush(t);
             self.watchdog.leave(now());
         }
     }
@@ -346,6 +377,7 @@ impl Driver {
                     pending_connects: self.attempts.len(),
                     watchdog_stalls: self.watchdog.reported(),
                     connect_attempts: self.connect_attempts,
+                    write_waits: self.write_waits,
                 });
             }
             Command::Shutdown(done) => return Some(done),
@@ -371,14 +403,56 @@ impl Driver {
         }
     }
 
-    /// Hands each connection's frames of this iteration to its writer.
-    fn flush(&mut self) {
-        for conn in self.unflushed.drain(..) {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                if !c.out.is_empty() {
-                    let _ = c.writer.send(c.out.split().freeze());
+    /// Writes each connection's frames of this iteration, as far as the socket takes them
+    /// without waiting; the rest waits for writability in the loop's select. A write error
+    /// closes the connection (reported to the engine, whose outputs are drained again).
+    fn flush(&mut self, t: Instant) {
+        loop {
+            let mut failed = Vec::new();
+            let mut cx = Context::from_waker(Waker::noop());
+            for conn in self.unflushed.drain(..) {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    continue;
+                };
+                if let Poll::Ready(Err(e)) = c.poll_write_out(&mut cx) {
+                    failed.push((conn, close_cause(&e)));
                 }
             }
+            // Whatever is left waits for writability.
+            let before = self.unflushed.len();
+            self.unflushed.extend(
+                self.conns
+                    .iter()
+                    .filter(|(_, c)| !c.out.is_empty())
+                    .map(|(id, _)| *id),
+            );
+            self.write_waits += (self.unflushed.len() - before) as u64;
+            if failed.is_empty() {
+                return;
+            }
+            for (conn, cause) in failed {
+                self.handle_io(t, IoEvent::Closed { conn, cause });
+            }
+            self.drain();
+        }
+    }
+
+    /// Ready when some connection with unsent bytes made progress or failed.
+    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut progressed = false;
+        for conn in &self.unflushed {
+            if let Some(c) = self.conns.get_mut(conn) {
+                let before = c.out.len();
+                match c.poll_write_out(cx) {
+                    Poll::Pending if c.out.len() == before => {}
+                    _ => progressed = true,
+                }
+            }
+        }
+        if progressed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 
@@ -540,16 +614,14 @@ impl Driver {
 
     fn spawn_conn(&mut self, conn: ConnId, link: LinkName, stream: Box<dyn LinkStream>) {
         let (rd, wr) = tokio::io::split(stream);
-        let (wtx, wrx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_loop(conn, rd, self.io_tx.clone()));
-        let writer = tokio::spawn(write_loop(conn, wr, wrx, self.io_tx.clone()));
         self.conns.insert(
             conn,
             Conn {
                 link,
                 out: BytesMut::new(),
-                writer: wtx,
-                tasks: [reader.abort_handle(), writer.abort_handle()],
+                writer: wr,
+                reader: reader.abort_handle(),
             },
         );
     }
@@ -664,40 +736,6 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    conn: ConnId,
-    mut wr: WriteHalf<Box<dyn LinkStream>>,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    io: mpsc::UnboundedSender<IoEvent>,
-) {
-    let mut batch = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let res = match rx.try_recv() {
-            Err(_) => wr.write_all(&first).await,
-            Ok(second) => {
-                batch.clear();
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
-                while batch.len() < WRITE_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                wr.write_all(&batch).await
-            }
-        };
-        if let Err(e) = res {
-            let _ = io.send(IoEvent::Closed {
-                conn,
-                cause: close_cause(&e),
-            });
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
 /// A static label for a task's outcome (no allocation per task).
 fn outcome_label(
     outcome: &Result<phobos_stn_proto::Response, phobos_stn_proto::TaskError>,
@@ -737,5 +775,3 @@ const BATCH: usize = 256;
 const READ_MIN: usize = 4 * 1024;
 /// Largest read buffer (Mars reads up to 64 KiB per readiness).
 const READ_MAX: usize = 64 * 1024;
-/// Coalesce queued frames into writes of about this size.
-const WRITE_BATCH: usize = 64 * 1024;

@@ -130,3 +130,46 @@ async fn the_identify_frame_is_the_first_frame_on_a_new_link() {
     assert_eq!(frames[0].body, b"token");
     assert_eq!(server.connection_count(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn large_requests_wait_for_a_server_that_is_slow_to_read_then_go_out() {
+    use phobos_test_support::Step;
+
+    // The server reads nothing for 3 s, never answers heartbeats and answers only the last
+    // of 8 requests (6 MB in all, more than the socket buffers hold). Nothing but the socket
+    // becoming writable again can move the later frames out of the driver before the
+    // heartbeat reply deadline (8 s).
+    let mut script = ConnScript::echo()
+        .drop_heartbeats()
+        .on_connect(vec![Step::Wait(Duration::from_secs(3))]);
+    for _ in 0..7 {
+        script = script.reply(Reply::stall());
+    }
+    let server = MockLongLinkServer::builder(codec())
+        .script(script)
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let t0 = tokio::time::Instant::now();
+    let mut handles: Vec<_> = (0..8u8)
+        .map(|i| {
+            client.start_task(
+                TaskSpec::new(CmdId(5), vec![i; 750_000])
+                    .with_limits(false, false)
+                    .with_retry_count(0),
+            )
+        })
+        .collect();
+    let last = handles.pop().unwrap().await.unwrap();
+    assert_eq!(last.body.len(), 750_000);
+    assert!(last.body.iter().all(|b| *b == 7));
+    assert!(t0.elapsed() >= Duration::from_secs(3));
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+    assert_eq!(server.connection_count(), 1);
+    assert_eq!(server.task_frames().len(), 8);
+    assert!(
+        client.stats().await.unwrap().write_waits >= 1,
+        "the socket was full"
+    );
+}
