@@ -108,6 +108,9 @@ impl BufferFile {
             MmapOptions::new()
                 .offset(offset)
                 .len(len)
+                // Pre-fault the pages, so the first lines of each slot do not pay for a page
+                // fault on the caller's thread.
+                .populate()
                 .map_mut(&self.file)
         };
         match m {
