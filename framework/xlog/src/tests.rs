@@ -320,3 +320,58 @@ fn drop_policy_drops_instead_of_waiting_when_the_queue_is_full() {
         "drop report missing"
     );
 }
+
+#[test]
+fn cache_dir_holds_the_buffer_and_cached_days_then_moves_them() {
+    let log = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = crate::XlogConfig::default();
+    cfg.log_dir = log.path().into();
+    cfg.cache_dir = Some(cache.path().into());
+    cfg.name_prefix = "cd".into();
+    cfg.cache_days = 1;
+    let g = Xlog::builder()
+        .config(cfg)
+        .clock(clock())
+        .banners(false)
+        .build()
+        .unwrap();
+    assert!(cache.path().join("cd.mmap3").exists());
+    assert!(!log.path().join("cd.mmap3").exists());
+    g.log_message(Level::Info, "t", b"cached line");
+    g.flush().unwrap();
+    let name = "cd_20240314.xlog";
+    let cached = crate::mmap::disk_space(cache.path()).is_some_and(|(_, _, a)| a >= 1 << 30);
+    // With >= 1 GiB free the day's file goes to the cache dir first (Mars's rule).
+    assert_eq!(cache.path().join(name).exists(), cached);
+    assert_eq!(log.path().join(name).exists(), !cached);
+    // Housekeeping moves cache files older than cache_days (the fixed clock is in 2024).
+    let (_, moved) = g.run_housekeeping();
+    assert_eq!(moved, 0, "the cached file is not older than cache_days");
+    drop(g);
+    if cached {
+        assert!(text_of(cache.path()).contains("cached line"));
+    } else {
+        assert!(text_of(log.path()).contains("cached line"));
+    }
+}
+
+#[test]
+fn housekeeping_deletes_expired_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = fs::File::create(dir.path().join("x_20000101.xlog")).unwrap();
+    old.set_modified(
+        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800),
+    )
+    .unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("x")
+        .banners(false)
+        .build()
+        .unwrap();
+    let (deleted, _) = g.run_housekeeping();
+    assert_eq!(deleted, 1);
+    assert!(!dir.path().join("x_20000101.xlog").exists());
+    drop(g);
+}
