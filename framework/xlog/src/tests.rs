@@ -325,11 +325,13 @@ fn drop_policy_drops_instead_of_waiting_when_the_queue_is_full() {
 fn cache_dir_holds_the_buffer_and_cached_days_then_moves_them() {
     let log = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let mut cfg = crate::XlogConfig::default();
-    cfg.log_dir = log.path().into();
-    cfg.cache_dir = Some(cache.path().into());
-    cfg.name_prefix = "cd".into();
-    cfg.cache_days = 1;
+    let cfg = crate::XlogConfig {
+        log_dir: log.path().into(),
+        cache_dir: Some(cache.path().into()),
+        name_prefix: "cd".into(),
+        cache_days: 1,
+        ..crate::XlogConfig::default()
+    };
     let g = Xlog::builder()
         .config(cfg)
         .clock(clock())
