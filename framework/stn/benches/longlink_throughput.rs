@@ -19,7 +19,7 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory`.
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -80,7 +80,18 @@ fn main() {
     );
     let only = std::env::var("PHOBOS_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
-        for n in IN_FLIGHT.into_iter().filter(|_| only != "memory") {
+        let levels: Vec<usize> = std::env::var("PHOBOS_BENCH_IN_FLIGHT")
+            .ok()
+            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+            .unwrap_or_else(|| IN_FLIGHT.to_vec());
+        if only == "phobos" {
+            // Profiling aid: Phobos alone.
+            for &n in &levels {
+                phobos_run(addr, n, total).await.print(n, "phobos", None);
+            }
+            return;
+        }
+        for n in levels.into_iter().filter(|_| only != "memory") {
             // Rounds alternate the three clients, so a load change on the machine hits all
             // of them; each figure is the median over the rounds.
             let (mut raw, mut mux, mut pho) = (Vec::new(), Vec::new(), Vec::new());

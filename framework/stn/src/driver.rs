@@ -7,14 +7,15 @@
 //!
 //! - one task per connect attempt (through the [`Connector`](crate::Connector)), reporting
 //!   the stream or the failure back;
-//! - one reader task per open connection, forwarding every chunk it reads; writes are done
-//!   by the driver itself at the end of each iteration (all frames of the iteration in one
-//!   write), and continued from the loop's select when the socket was full;
+//! - no task per open connection: the driver polls every socket's reads from its select and
+//!   writes the frames of each iteration itself, in one write, resuming from the select
+//!   when the socket was full (so a response reaches its caller with no task hop between
+//!   the socket and the engine);
 //! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
 //!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`].
 //!
-//! Everything reports back over one channel, so the engine sees every input in a single
-//! order. Time is `tokio::time`, converted to `std::time::Instant` at the edge, so paused
+//! Connects, resolutions and logins report back over one channel; socket IO happens in the
+//! driver task. Either way the engine sees every input in a single order. Time is `tokio::time`, converted to `std::time::Instant` at the edge, so paused
 //! tokio time gives the whole stack virtual time.
 //!
 //! [`Client`]: crate::Client
@@ -33,7 +34,7 @@ use phobos_stn_proto::{
     Action, CloseCause, ConnId, DialError, Engine, Event, LinkName, LinkStatus, TaskEnd, TaskId,
     TaskSpec,
 };
-use tokio::io::{AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn};
@@ -162,13 +163,23 @@ struct Driver {
     write_waits: u64,
 }
 
+/// An open connection, read and written by the driver itself (no task per socket): reads
+/// are polled from the loop's select, writes go out at the end of each iteration and resume
+/// from the select when the socket was full. Dropping it closes the socket.
 struct Conn {
     link: LinkName,
-    /// Bytes the engine asked to send and the socket has not taken yet. Written by the
-    /// driver itself at the end of each iteration, and whenever the socket becomes writable.
+    stream: Box<dyn LinkStream>,
+    /// Bytes the engine asked to send and the socket has not taken yet.
     out: BytesMut,
-    writer: WriteHalf<Box<dyn LinkStream>>,
-    reader: AbortHandle,
+    /// Read buffer: starts small (an idle link should cost little) and doubles up to
+    /// [`READ_MAX`] while reads fill it.
+    rbuf: Vec<u8>,
+}
+
+/// What one poll of a connection's read side gave.
+enum ConnRead {
+    Data(Bytes),
+    Closed(CloseCause),
 }
 
 struct Waiter {
@@ -177,20 +188,32 @@ struct Waiter {
     reply: oneshot::Sender<TaskEnd>,
 }
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        // Aborting the reader drops the read half; with the write half dropped here the
-        // stream is gone and the socket closes.
-        self.reader.abort();
-    }
-}
-
 impl Conn {
+    /// Reads what the socket has now.
+    fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<ConnRead> {
+        let mut rb = ReadBuf::new(&mut self.rbuf);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(ConnRead::Closed(close_cause(&e))),
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(ConnRead::Closed(CloseCause::RemoteClosed));
+                }
+                let data = Bytes::copy_from_slice(&self.rbuf[..n]);
+                if n == self.rbuf.len() && n < READ_MAX {
+                    self.rbuf.resize((n * 2).min(READ_MAX), 0);
+                }
+                Poll::Ready(ConnRead::Data(data))
+            }
+        }
+    }
+
     /// Writes as much of `out` as the socket takes now. `Ready(Ok)` once `out` is empty,
     /// `Pending` (with `cx` registered) while the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while !self.out.is_empty() {
-            match Pin::new(&mut self.writer).poll_write(cx, &self.out) {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.out) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
@@ -221,8 +244,9 @@ impl Driver {
                 }
             };
             // One clock read per wake-up: every input of this batch is stamped with it.
+            // Not biased: a socket that always has data must not starve commands, nor the
+            // other way round.
             let t = tokio::select! {
-                biased;
                 Some(ev) = io_rx.recv() => {
                     let t = now();
                     self.watchdog.enter(t);
@@ -255,11 +279,16 @@ impl Driver {
                     }
                     t
                 }
-                () = std::future::poll_fn(|cx| self.poll_writable(cx)),
-                    if !self.unflushed.is_empty() =>
-                {
+                got = std::future::poll_fn(|cx| self.poll_io(cx)), if !self.conns.is_empty() => {
                     let t = now();
                     self.watchdog.enter(t);
+                    for (conn, r) in got {
+                        let ev = match r {
+                            ConnRead::Data(bytes) => IoEvent::Bytes { conn, bytes },
+                            ConnRead::Closed(cause) => IoEvent::Closed { conn, cause },
+                        };
+                        self.handle_io(t, ev);
+                    }
                     t
                 }
                 () = sleep => {
@@ -437,22 +466,39 @@ impl Driver {
         }
     }
 
-    /// Ready when some connection with unsent bytes made progress or failed.
-    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut progressed = false;
-        for conn in &self.unflushed {
-            if let Some(c) = self.conns.get_mut(conn) {
+    /// Polls every connection: continues pending writes, then reads what is there (a few
+    /// reads per connection). Ready with the reads, or empty when only writes progressed.
+    fn poll_io(&mut self, cx: &mut Context<'_>) -> Poll<Vec<(ConnId, ConnRead)>> {
+        let mut got = Vec::new();
+        let mut wrote = false;
+        for (&id, c) in self.conns.iter_mut() {
+            if !c.out.is_empty() {
                 let before = c.out.len();
                 match c.poll_write_out(cx) {
-                    Poll::Pending if c.out.len() == before => {}
-                    _ => progressed = true,
+                    Poll::Ready(Err(e)) => {
+                        got.push((id, ConnRead::Closed(close_cause(&e))));
+                        continue;
+                    }
+                    _ => wrote |= c.out.len() != before,
+                }
+            }
+            for _ in 0..READS_PER_POLL {
+                match c.poll_read_chunk(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(r) => {
+                        let closed = matches!(r, ConnRead::Closed(_));
+                        got.push((id, r));
+                        if closed {
+                            break;
+                        }
+                    }
                 }
             }
         }
-        if progressed {
-            Poll::Ready(())
-        } else {
+        if got.is_empty() && !wrote {
             Poll::Pending
+        } else {
+            Poll::Ready(got)
         }
     }
 
@@ -613,15 +659,13 @@ impl Driver {
     }
 
     fn spawn_conn(&mut self, conn: ConnId, link: LinkName, stream: Box<dyn LinkStream>) {
-        let (rd, wr) = tokio::io::split(stream);
-        let reader = tokio::spawn(read_loop(conn, rd, self.io_tx.clone()));
         self.conns.insert(
             conn,
             Conn {
                 link,
+                stream,
                 out: BytesMut::new(),
-                writer: wr,
-                reader: reader.abort_handle(),
+                rbuf: vec![0; READ_MIN],
             },
         );
     }
@@ -697,45 +741,6 @@ impl Driver {
     }
 }
 
-async fn read_loop(
-    conn: ConnId,
-    mut rd: ReadHalf<Box<dyn LinkStream>>,
-    io: mpsc::UnboundedSender<IoEvent>,
-) {
-    // Start small (an idle link should cost little) and grow while reads fill the buffer.
-    let mut chunk = READ_MIN;
-    let mut buf = BytesMut::new();
-    loop {
-        if buf.capacity() < chunk / 4 {
-            buf.reserve(chunk);
-        }
-        let room = buf.capacity() - buf.len();
-        let ev = match rd.read_buf(&mut buf).await {
-            Ok(0) => IoEvent::Closed {
-                conn,
-                cause: CloseCause::RemoteClosed,
-            },
-            Ok(n) => {
-                if n == room {
-                    chunk = (chunk * 2).min(READ_MAX);
-                }
-                IoEvent::Bytes {
-                    conn,
-                    bytes: buf.split().freeze(),
-                }
-            }
-            Err(e) => IoEvent::Closed {
-                conn,
-                cause: close_cause(&e),
-            },
-        };
-        let last = matches!(ev, IoEvent::Closed { .. });
-        if io.send(ev).is_err() || last {
-            return;
-        }
-    }
-}
-
 /// A static label for a task's outcome (no allocation per task).
 fn outcome_label(
     outcome: &Result<phobos_stn_proto::Response, phobos_stn_proto::TaskError>,
@@ -771,6 +776,8 @@ fn now() -> Instant {
 
 /// Inputs handled per wake-up before the engine's outputs are drained.
 const BATCH: usize = 256;
+/// Reads per connection per poll before the engine sees them.
+const READS_PER_POLL: usize = 4;
 /// First read buffer size of a connection.
 const READ_MIN: usize = 4 * 1024;
 /// Largest read buffer (Mars reads up to 64 KiB per readiness).
