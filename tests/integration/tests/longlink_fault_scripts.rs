@@ -4,6 +4,8 @@
 //! Each case draws scripts for the first few connections (refuse, never read, answer with
 //! echoes, stalls, delays, malformed frames, closes mid-frame, pushes, dropped heartbeats)
 //! and a stream of tasks with random retry counts, budgets and cancels, all from one seed.
+//! The second test adds the fault proxy between client and server, with random latency,
+//! jitter, bandwidth caps, slicing, corruption, stalls, closes and resets per direction.
 //! Cases: `PHOBOS_FAULT_CASES` (default 12). A failing case prints its seed.
 
 use std::sync::Arc;
@@ -12,7 +14,10 @@ use std::time::Duration;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{Client, ClientConfig, TaskSpec};
-use phobos_test_support::{ConnScript, Malformation, MockLongLinkServer, Reply, Step};
+use phobos_test_support::{
+    ConnScript, DirectionFaults, FaultProxy, Malformation, MockLongLinkServer, ProxyConfig, Reply,
+    Step,
+};
 use rand::{Rng, SeedableRng};
 
 fn random_reply(rng: &mut impl Rng) -> Reply {
@@ -52,7 +57,24 @@ fn random_script(rng: &mut impl Rng) -> ConnScript {
     s.default_reply(random_reply(rng))
 }
 
-async fn run_case(seed: u64) {
+fn random_faults(rng: &mut impl Rng) -> DirectionFaults {
+    let maybe = |rng: &mut dyn rand::RngCore, p: f64, max: u64| {
+        rng.gen_bool(p).then(|| rng.gen_range(0..max))
+    };
+    DirectionFaults {
+        latency: Duration::from_millis(rng.gen_range(0..300)),
+        jitter: Duration::from_millis(rng.gen_range(0..200)),
+        bandwidth: rng.gen_bool(0.2).then(|| rng.gen_range(1_000..100_000)),
+        slice: rng.gen_bool(0.3).then(|| rng.gen_range(1..16)),
+        slice_gap: Duration::ZERO,
+        corrupt_probability: if rng.gen_bool(0.1) { 0.01 } else { 0.0 },
+        stall_after: maybe(rng, 0.1, 5_000),
+        close_after: maybe(rng, 0.1, 5_000),
+        reset_after: maybe(rng, 0.1, 5_000),
+    }
+}
+
+async fn run_case(seed: u64, through_proxy: bool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let codec = Arc::new(MarsCodec::default());
     let mut builder = MockLongLinkServer::builder(codec.clone());
@@ -60,8 +82,18 @@ async fn run_case(seed: u64) {
         builder = builder.script(random_script(&mut rng));
     }
     let server = builder.start().await.unwrap();
+    let mut target = server.ip_port();
+    let mut _proxy = None;
+    if through_proxy {
+        let config = ProxyConfig::new(server.addr(), seed)
+            .client_to_server(random_faults(&mut rng))
+            .server_to_client(random_faults(&mut rng));
+        let proxy = FaultProxy::start(config).await.unwrap();
+        target = proxy.ip_port();
+        _proxy = Some(proxy);
+    }
     let config = ClientConfig::builder(codec)
-        .link_addrs("default-longlink", [server.ip_port()])
+        .link_addrs("default-longlink", [target])
         .core(|c| c.seed(seed))
         .build()
         .unwrap();
@@ -108,6 +140,17 @@ async fn every_task_gets_exactly_one_end_under_random_server_faults() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     for seed in 0..cases {
-        run_case(seed).await;
+        run_case(seed, false).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_task_gets_exactly_one_end_under_random_server_and_network_faults() {
+    let cases: u64 = std::env::var("PHOBOS_FAULT_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    for seed in 0..cases {
+        run_case(1_000 + seed, true).await;
     }
 }
