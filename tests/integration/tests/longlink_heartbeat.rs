@@ -1,10 +1,8 @@
 //! Heartbeats: the first goes out right after connect; an unanswered one drops the link and
 //! the link comes back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::codec::HEARTBEAT_SEQ;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{Client, ClientConfig, LinkError, LinkStatus, TaskSpec};
@@ -12,9 +10,8 @@ use phobos_stn_proto::SocketFailure;
 use phobos_test_support::{ClientFrameKind, ConnScript, MockLongLinkServer};
 use tokio::time::Instant;
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
+mod common;
+use common::codec;
 
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_heartbeat_drops_the_link_and_it_reconnects() {

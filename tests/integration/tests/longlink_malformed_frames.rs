@@ -1,29 +1,13 @@
 //! Malformed frames and broken connections: the link drops with a typed error, the engine
 //! stays responsive and the next task succeeds on a new connection.
 
-use std::sync::Arc;
-
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::{CmdId, DecodeError};
-use phobos_stn::{Client, ClientConfig, ErrorKind, LinkError, LinkStatus, TaskError, TaskSpec};
+use phobos_stn::{ErrorKind, LinkError, LinkStatus, TaskError, TaskSpec};
 use phobos_stn_proto::{CodecFailure, SocketFailure};
 use phobos_test_support::{ConnScript, Malformation, MockLongLinkServer, Reply};
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
-
-fn client_for(server: &MockLongLinkServer) -> Client {
-    let config = ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .unwrap();
-    let client = Client::start(config).unwrap();
-    // In the foreground a task waits at most 5 s for a reconnect (Mars's FG_1MIN row);
-    // in the background it would be 30 s, longer than a no-retry task's 20 s budget.
-    client.set_foreground(true);
-    client
-}
+mod common;
+use common::{client_for, codec};
 
 fn no_retry(body: &'static [u8]) -> TaskSpec {
     TaskSpec::new(CmdId(1), body).with_retry_count(0)

@@ -1,17 +1,14 @@
 //! The long link through the fault-injecting proxy: sliced and delayed bytes still frame
 //! correctly; a half-open path is caught by timeouts and the link recovers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{Client, ClientConfig, ErrorKind, TaskSpec};
 use phobos_test_support::{DirectionFaults, FaultProxy, MockLongLinkServer, ProxyConfig};
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
+mod common;
+use common::codec;
 
 async fn client_via(proxy: &FaultProxy) -> Client {
     let config = ClientConfig::builder(codec())

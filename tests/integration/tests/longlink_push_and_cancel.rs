@@ -1,26 +1,13 @@
 //! Server pushes reach subscribers; canceled tasks end with `Canceled`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
-use phobos_stn::{Client, ClientConfig, ErrorKind, TaskError, TaskSpec};
+use phobos_stn::{ErrorKind, TaskError, TaskSpec};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
-
-fn client_for(server: &MockLongLinkServer) -> Client {
-    let config = ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .unwrap();
-    let client = Client::start(config).unwrap();
-    client.set_foreground(true);
-    client
-}
+mod common;
+use common::{client_for, codec};
 
 #[tokio::test(start_paused = true)]
 async fn pushes_on_connect_and_on_demand_reach_every_subscriber() {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::codec::IDENTIFY_SEQ;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{Client, ClientConfig, LinkStatus, TaskSpec};
@@ -11,17 +10,8 @@ use phobos_test_support::{
     ClientFrameKind, ConnScript, IdentifyMode, MockLongLinkServer, Reply, TestAuth,
 };
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
-
-fn client_for(server: &MockLongLinkServer) -> Client {
-    let config = ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .unwrap();
-    Client::start(config).unwrap()
-}
+mod common;
+use common::{client_for, codec};
 
 #[tokio::test(start_paused = true)]
 async fn a_task_gets_the_servers_response() {

@@ -1,29 +1,16 @@
 //! Timeouts in virtual time: a stalled server costs a first-packet timeout, then the retry
 //! goes out on a new connection.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{Client, ClientConfig, ErrorKind, TaskError, TaskSpec, TimeoutLevel};
 use phobos_stn_proto::SocketFailure;
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 use tokio::time::Instant;
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
-
-fn client_for(server: &MockLongLinkServer) -> Client {
-    let config = ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .unwrap();
-    let client = Client::start(config).unwrap();
-    client.set_foreground(true);
-    client
-}
+mod common;
+use common::{client_for, codec};
 
 /// Mars's base first-packet timeout on Wi-Fi.
 const FIRST_PACKET: Duration = Duration::from_secs(12);

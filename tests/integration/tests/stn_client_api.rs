@@ -4,26 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::{AuthError, CmdId};
 use phobos_stn::{
     Client, ClientConfig, ErrorKind, LinkStatus, LocalError, StreamError, TaskError, TaskSpec,
 };
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, StaticIpSource, TestAuth};
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
-
-fn client_for(server: &MockLongLinkServer) -> Client {
-    let config = ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .unwrap();
-    let client = Client::start(config).unwrap();
-    client.set_foreground(true);
-    client
-}
+mod common;
+use common::{client_for, codec};
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_spec_ends_at_once_with_a_param_error() {
