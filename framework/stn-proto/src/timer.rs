@@ -4,7 +4,8 @@
 //! [`Engine::poll_timeout`](crate::Engine::poll_timeout)); there is no periodic tick like
 //! Mars's 1 s task loop. Link fields are indexes into [`Config::links`](crate::Config::links).
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use phobos_plugin_api::TaskId;
@@ -56,19 +57,29 @@ pub enum TimerKind {
 }
 
 /// Deadlines by kind, ordered by time.
+///
+/// Design: a binary heap with lazy deletion. Per-task timers are re-armed on every request
+/// and response (3–4 per task), and a re-arm or cancel here is one hash-map write plus, for
+/// a re-arm, one heap push; the outdated heap entry is dropped when it reaches the top (an
+/// entry is live while `by_kind` still holds its deadline). The top is kept live after every
+/// change so [`next`](Self::next) is a peek, and the heap is rebuilt from `by_kind` when
+/// outdated entries outnumber live ones, so memory stays proportional to armed timers. Ties
+/// fire in `TimerKind` order, as with the ordered set this replaced.
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
-    by_deadline: BTreeSet<(Instant, TimerKind)>,
+    heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
     by_kind: FxHashMap<TimerKind, Instant>,
 }
 
 impl TimerTable {
     /// Arms (or re-arms) `kind` at `at`.
     pub(crate) fn set(&mut self, kind: TimerKind, at: Instant) {
-        if let Some(old) = self.by_kind.insert(kind, at) {
-            self.by_deadline.remove(&(old, kind));
+        if self.by_kind.insert(kind, at) == Some(at) {
+            // Same deadline: its heap entry is still live.
+            return;
         }
-        self.by_deadline.insert((at, kind));
+        self.heap.push(Reverse((at, kind)));
+        self.tidy();
     }
 
     /// Arms `kind` at `at` unless it is already armed earlier.
@@ -81,8 +92,8 @@ impl TimerTable {
 
     /// Disarms `kind`.
     pub(crate) fn cancel(&mut self, kind: TimerKind) {
-        if let Some(old) = self.by_kind.remove(&kind) {
-            self.by_deadline.remove(&(old, kind));
+        if self.by_kind.remove(&kind).is_some() {
+            self.tidy();
         }
     }
 
@@ -99,23 +110,44 @@ impl TimerTable {
 
     /// The earliest armed timer.
     pub(crate) fn next(&self) -> Option<(Instant, TimerKind)> {
-        self.by_deadline.first().copied()
+        self.heap.peek().map(|e| e.0)
     }
 
     /// Removes and returns the earliest timer due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
-        let &(at, kind) = self.by_deadline.first()?;
+        let &Reverse((at, kind)) = self.heap.peek()?;
         if at > now {
             return None;
         }
-        self.by_deadline.remove(&(at, kind));
+        self.heap.pop();
         self.by_kind.remove(&kind);
+        self.tidy();
         Some((at, kind))
     }
 
     /// How many timers are armed.
     pub(crate) fn len(&self) -> usize {
         self.by_kind.len()
+    }
+
+    /// Drops outdated entries from the top of the heap, and rebuilds the heap when they make
+    /// up most of it.
+    fn tidy(&mut self) {
+        if self.heap.len() > 2 * self.by_kind.len() + 64 {
+            let live: Vec<_> = self
+                .by_kind
+                .iter()
+                .map(|(&kind, &at)| Reverse((at, kind)))
+                .collect();
+            self.heap = BinaryHeap::from(live);
+            return;
+        }
+        while let Some(&Reverse((at, kind))) = self.heap.peek() {
+            if self.by_kind.get(&kind) == Some(&at) {
+                break;
+            }
+            self.heap.pop();
+        }
     }
 }
 
