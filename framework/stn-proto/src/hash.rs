@@ -6,11 +6,14 @@
 //! well-known "Fx" multiply-rotate scheme, written out here rather than pulled in as a
 //! dependency.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A `HashMap` with [`FxHasher`].
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A `HashSet` with [`FxHasher`].
+pub(crate) type FxHashSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
 
 /// Multiply-rotate hasher over machine words.
 #[derive(Default, Clone, Copy, Debug)]

@@ -22,7 +22,7 @@ use crate::error::{
     AuthFailure, CodecFailure, DialFailure, LimitKind, LinkError, LocalError, ParamError,
     SocketFailure, TaskError, TimeoutLevel,
 };
-use crate::hash::FxHashMap;
+use crate::hash::{FxHashMap, FxHashSet};
 use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats};
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
@@ -131,7 +131,9 @@ struct Link {
     state: LinkState,
     /// Queued tasks by (priority, admission order).
     queue: BTreeSet<(u8, u64, TaskId)>,
-    running: BTreeSet<TaskId>,
+    /// Design: a hash set, not an ordered one: it changes twice per task, and the one walk
+    /// over it (the link going down) sorts its ids so tasks fail in id order.
+    running: FxHashSet<TaskId>,
     retry_pause_until: Option<Instant>,
     monitor: Monitor,
     /// The server rejected the identify frame: no reconnect until the app asks.
@@ -210,7 +212,7 @@ impl Engine {
                 name: l.name.clone(),
                 state: LinkState::Idle,
                 queue: BTreeSet::new(),
-                running: BTreeSet::new(),
+                running: FxHashSet::default(),
                 retry_pause_until: None,
                 monitor: Monitor::default(),
                 refused: false,
@@ -1754,7 +1756,8 @@ impl Engine {
             LinkError::IdentifyRejected => AuthFailure::IdentifyRejected(name.to_string()).into(),
             _ => LocalError::Interrupted.into(),
         };
-        let running: Vec<TaskId> = self.links[li].running.iter().copied().collect();
+        let mut running: Vec<TaskId> = self.links[li].running.iter().copied().collect();
+        running.sort_unstable();
         for id in running {
             self.fail_attempt(id, now, task_error.clone());
         }
