@@ -78,6 +78,7 @@ mod config;
 mod connector;
 mod driver;
 pub mod metrics;
+mod tls;
 mod watchdog;
 
 pub use blocking::{BlockingClient, StartError};
@@ -86,6 +87,7 @@ pub use client::{
 };
 pub use config::{ClientConfig, ClientConfigBuilder, DEFAULT_WATCHDOG_THRESHOLD};
 pub use connector::{close_cause, dial_error, Connector, LinkStream, TcpConnector};
+pub use tls::{TlsConfig, TlsConfigBuilder, TlsConfigError, TlsConnector, TlsError, TlsFailure};
 pub use watchdog::{CallGuard, Stall, Watchdog};
 
 pub use phobos_stn_proto::{
