@@ -134,12 +134,11 @@ impl TimerTable {
     /// up most of it.
     fn tidy(&mut self) {
         if self.heap.len() > 2 * self.by_kind.len() + 64 {
-            let live: Vec<_> = self
-                .by_kind
-                .iter()
-                .map(|(&kind, &at)| Reverse((at, kind)))
-                .collect();
-            self.heap = BinaryHeap::from(live);
+            // Reuse the allocation: this runs often on a busy link.
+            let mut entries = std::mem::take(&mut self.heap).into_vec();
+            entries.clear();
+            entries.extend(self.by_kind.iter().map(|(&kind, &at)| Reverse((at, kind))));
+            self.heap = BinaryHeap::from(entries);
             return;
         }
         while let Some(&Reverse((at, kind))) = self.heap.peek() {

@@ -54,7 +54,9 @@ use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 pub struct Engine {
     cfg: Config,
     rng: ChaCha8Rng,
-    tasks: FxHashMap<TaskId, Task>,
+    /// Design: tasks are boxed so the map, the zombie list and the hand-offs between them
+    /// move a pointer, not the ~600-byte task.
+    tasks: FxHashMap<TaskId, Box<Task>>,
     links: Vec<Link>,
     link_by_name: FxHashMap<LinkName, usize>,
     conns: FxHashMap<ConnId, usize>,
@@ -121,7 +123,7 @@ struct Attempt {
 /// A failed task kept to be retried later within its total timeout (§14).
 #[derive(Debug)]
 struct Zombie {
-    task: Task,
+    task: Box<Task>,
     saved_at: Instant,
     remaining: Duration,
 }
@@ -285,7 +287,7 @@ impl Engine {
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let order = self.next_order;
         self.next_order += 1;
-        let task = Task {
+        let task = Box::new(Task {
             id,
             link,
             order,
@@ -297,7 +299,7 @@ impl Engine {
             auth_cleared: false,
             profile,
             spec,
-        };
+        });
         self.enqueue(task, now);
         self.pump(now);
         id
@@ -891,7 +893,7 @@ impl Engine {
     }
 
     /// Puts a (new or restarted) task in its link's queue with a fresh total-timeout timer.
-    fn enqueue(&mut self, mut task: Task, now: Instant) {
+    fn enqueue(&mut self, mut task: Box<Task>, now: Instant) {
         let total = timeouts::task_total(
             task.spec.server_cost,
             task.retries_left,
@@ -1974,7 +1976,7 @@ impl Engine {
     // ----- ending and retrying ------------------------------------------------------------
 
     /// Removes a task from the engine (queue, running set, timers) and returns it.
-    fn remove_task(&mut self, id: TaskId) -> Option<Task> {
+    fn remove_task(&mut self, id: TaskId) -> Option<Box<Task>> {
         let task = self.tasks.remove(&id)?;
         let link = &mut self.links[task.link];
         link.queue.remove(&(task.spec.priority, task.order, id));
