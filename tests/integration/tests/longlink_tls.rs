@@ -1,0 +1,338 @@
+//! The long link over TLS: `TlsConnector` against a TLS front (tokio-rustls) that terminates
+//! TLS on loopback and pipes the plaintext to the Mars echo server. Certificates come from a
+//! test CA generated here with `rcgen`; every failure must end the task with a dial error
+//! and name the precise reason through the connector.
+
+use phobos_plugin_api::{CmdId, IpPort};
+use phobos_stn::{
+    Client, ClientConfig, ErrorKind, TaskSpec, TimeoutLevel, TlsConfig, TlsConfigBuilder,
+    TlsConnector, TlsError, TlsFailure,
+};
+use phobos_stn_proto::Timing;
+use phobos_test_support::MockLongLinkServer;
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+mod common;
+use common::codec;
+
+const HOST: &str = "phobos.test";
+
+/// A test certificate authority.
+struct TestCa {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Phobos Test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        Self { cert, key }
+    }
+
+    fn der(&self) -> Vec<u8> {
+        self.cert.der().to_vec()
+    }
+
+    /// A server certificate for `phobos.test` and 127.0.0.1 signed by this CA.
+    fn leaf(&self) -> Leaf {
+        Leaf::new(leaf_params(), Some(self))
+    }
+}
+
+/// A server certificate with its key.
+struct Leaf {
+    cert: CertificateDer<'static>,
+    key: Vec<u8>,
+    /// SHA-256 of the SubjectPublicKeyInfo, in hex.
+    pin: String,
+}
+
+impl Leaf {
+    fn new(params: CertificateParams, issuer: Option<&TestCa>) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let cert = match issuer {
+            Some(ca) => params.signed_by(&key, &ca.cert, &ca.key).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        Self {
+            cert: cert.der().clone(),
+            key: key.serialize_der(),
+            pin: spki_pin(&key),
+        }
+    }
+}
+
+fn leaf_params() -> CertificateParams {
+    let mut params = CertificateParams::new(vec![HOST.to_string(), "127.0.0.1".to_string()])
+        .expect("valid subject alternative names");
+    params.distinguished_name.push(DnType::CommonName, HOST);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params
+}
+
+fn spki_pin(key: &KeyPair) -> String {
+    hex::encode(Sha256::digest(key.public_key_der()))
+}
+
+/// Terminates TLS with `leaf` on a loopback port and pipes each session to `backend`.
+async fn tls_front(leaf: &Leaf, backend: SocketAddr) -> IpPort {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.cert.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            // Without it the reply after the session tickets waits for a delayed ACK, which
+            // paused time turns into seconds.
+            tcp.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                // A client that rejects the certificate aborts here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(backend).await else {
+                    return;
+                };
+                plain.set_nodelay(true).unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr.into()
+}
+
+/// Failed handshakes reported through the `on_error` callback.
+type Seen = Arc<Mutex<Vec<TlsFailure>>>;
+
+fn tls_client(addr: IpPort, tls: TlsConfigBuilder) -> (Client, Arc<TlsConnector>, Seen) {
+    let seen = Seen::default();
+    let sink = seen.clone();
+    let tls = tls
+        .on_error(move |failure| sink.lock().unwrap().push(failure.clone()))
+        .build()
+        .expect("a valid TLS config");
+    let connector = Arc::new(TlsConnector::new(tls));
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [addr])
+        .connector(connector.clone())
+        .build()
+        .expect("a valid client config");
+    let client = Client::start(config).expect("the client starts");
+    client.set_foreground(true);
+    (client, connector, seen)
+}
+
+async fn round_trip(client: &Client, body: &'static [u8]) {
+    let response = client
+        .start_task(TaskSpec::new(CmdId(7), body).with_retry_count(0))
+        .await
+        .expect("the task succeeds over TLS");
+    assert_eq!(&response.body[..], body);
+}
+
+/// Serves `leaf` in front of an echo server, connects with `tls`, and checks that the task
+/// fails to dial with `expected` and that nothing reached the backend.
+async fn dial_fails_with(leaf: &Leaf, tls: TlsConfigBuilder, expected: TlsError) {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(leaf, server.addr()).await;
+    let (client, connector, seen) = tls_client(front, tls);
+    let err = client
+        .start_task(TaskSpec::new(CmdId(7), &b"never"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Dial, "{err:?}");
+
+    let last = connector.last_error().expect("the failure is remembered");
+    assert_eq!(last.error, expected);
+    assert_eq!(last.addr, front);
+    assert_eq!(last.server_name, connector.config().server_name());
+    assert!(expected.is_certificate_error());
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|f| f.error == expected), "{seen:?}");
+    assert_eq!(
+        server.connection_count(),
+        0,
+        "no plaintext reached the server"
+    );
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_valid_chain_carries_tasks() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf();
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&leaf, server.addr()).await;
+    let (client, connector, seen) = tls_client(
+        front,
+        TlsConfig::builder(HOST).ca_der(ca.der()).alpn(["mars"]),
+    );
+    round_trip(&client, b"hello over tls").await;
+    round_trip(&client, b"and again").await;
+    assert_eq!(server.connection_count(), 1, "both tasks share one link");
+    assert_eq!(connector.last_error(), None);
+    assert!(seen.lock().unwrap().is_empty());
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn roots_load_from_a_pem_file_and_ip_names_verify() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, ca.cert.pem()).unwrap();
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&ca.leaf(), server.addr()).await;
+    let (client, _, _) = tls_client(front, TlsConfig::builder("127.0.0.1").ca_pem_file(&path));
+    round_trip(&client, b"by address").await;
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_host_name_is_not_valid_for_name() {
+    let ca = TestCa::new();
+    dial_fails_with(
+        &ca.leaf(),
+        TlsConfig::builder("other.test").ca_der(ca.der()),
+        TlsError::NotValidForName,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_self_signed_leaf_has_an_unknown_issuer() {
+    let ca = TestCa::new();
+    let self_signed = Leaf::new(leaf_params(), None);
+    dial_fails_with(
+        &self_signed,
+        TlsConfig::builder(HOST).ca_der(ca.der()),
+        TlsError::UnknownIssuer,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_roots_do_not_trust_a_private_ca() {
+    let ca = TestCa::new();
+    dial_fails_with(
+        &ca.leaf(),
+        TlsConfig::builder(HOST),
+        TlsError::UnknownIssuer,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_certificate_is_expired() {
+    let ca = TestCa::new();
+    let mut params = leaf_params();
+    params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    let expired = Leaf::new(params, Some(&ca));
+    dial_fails_with(
+        &expired,
+        TlsConfig::builder(HOST).ca_der(ca.der()),
+        TlsError::Expired,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pin_mismatch_fails_even_with_a_valid_chain() {
+    let ca = TestCa::new();
+    let other_key = KeyPair::generate().unwrap();
+    dial_fails_with(
+        &ca.leaf(),
+        TlsConfig::builder(HOST)
+            .ca_der(ca.der())
+            .pin_sha256(spki_pin(&other_key)),
+        TlsError::PinMismatch,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_matching_pin_succeeds_alongside_a_backup_pin() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf();
+    let backup = spki_pin(&KeyPair::generate().unwrap());
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&leaf, server.addr()).await;
+    let (client, connector, _) = tls_client(
+        front,
+        TlsConfig::builder(HOST)
+            .ca_der(ca.der())
+            .pin_sha256(backup)
+            .pin_sha256(format!("sha256/{}", leaf.pin.to_uppercase())),
+    );
+    round_trip(&client, b"pinned").await;
+    assert_eq!(connector.last_error(), None);
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pin_never_rescues_an_untrusted_chain() {
+    let ca = TestCa::new();
+    let self_signed = Leaf::new(leaf_params(), None);
+    let pin = self_signed.pin.clone();
+    dial_fails_with(
+        &self_signed,
+        TlsConfig::builder(HOST).ca_der(ca.der()).pin_sha256(pin),
+        TlsError::UnknownIssuer,
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_server_is_bounded_by_the_connect_timeout() {
+    // Accepts TCP (the kernel's backlog) but never answers the ClientHello.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr: IpPort = silent.local_addr().unwrap().into();
+    let ca = TestCa::new();
+    let (client, connector, _) = tls_client(addr, TlsConfig::builder(HOST).ca_der(ca.der()));
+    let t0 = tokio::time::Instant::now();
+    let err = client
+        .start_task(TaskSpec::new(CmdId(7), &b"x"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    let waited = t0.elapsed();
+    // The engine's per-attempt deadline (10 s) covers the handshake: the attempt is
+    // dropped there, with no timer in the connector.
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Timeout(TimeoutLevel::Connect),
+        "{err:?}"
+    );
+    assert_eq!(waited, Timing::default().connect_timeout);
+    // The attempt was abandoned, not failed: no handshake error was recorded.
+    assert_eq!(connector.last_error(), None);
+    drop(silent);
+    client.shutdown().await;
+}
