@@ -16,10 +16,13 @@ use crate::mmap3;
 
 /// Decodes `data` as a whole file with every option combination and checks that:
 /// rendering the events gives [`Decoder::decode`]'s output; every block lies inside the input
-/// and blocks come in increasing order; the lenient start finds at least what the strict one
-/// finds.
+/// and blocks come in increasing order.
+///
+/// No block-count relation between the start rules is asserted: the lenient rule may start at
+/// an earlier block whose successor is damaged, and the resync from there can meet a
+/// block-shaped run of junk that swallows blocks the strict rule would have decoded (a mutated
+/// corpus file showed exactly that).
 pub fn decode_file(data: &[u8]) {
-    let mut strict_blocks = 0;
     for start in [StartRule::TwoGoodBlocks, StartRule::OneGoodBlock] {
         for magics in [MagicSet::Mars, MagicSet::MarsAndAuthenticated] {
             let decoder = Decoder::builder()
@@ -27,23 +30,15 @@ pub fn decode_file(data: &[u8]) {
                 .build();
             let mut rendered = Vec::new();
             let mut last_end = 0;
-            let mut blocks = 0;
             for event in decoder.events(data) {
                 if let Event::Text { block, .. } | Event::Failed { block, .. } = &event {
                     assert!(block.offset >= last_end, "blocks overlap or go backwards");
                     assert!(block.end <= data.len() && block.end > block.offset);
                     last_end = block.end;
-                    blocks += 1;
                 }
                 event.render(&mut rendered);
             }
             assert_eq!(rendered, decoder.decode(data));
-            if start == StartRule::TwoGoodBlocks && magics == MagicSet::Mars {
-                strict_blocks = blocks;
-            }
-            if start == StartRule::OneGoodBlock && magics == MagicSet::Mars {
-                assert!(blocks >= strict_blocks);
-            }
         }
     }
 }
