@@ -19,6 +19,8 @@
 //!   [`TaskError`] whose `kind()` names the failing level), `cancel`, `subscribe_pushes`,
 //!   `link_events`, `set_foreground`, `set_network`, `make_sure_connected`, `shutdown`.
 //! - [`BlockingClient`]: the same on a thread of its own.
+//! - [`TlsConnector`] with a [`TlsConfig`]: the long link over TLS (rustls, ring provider):
+//!   SNI, webpki or custom roots, optional SPKI pins and ALPN; failures name a [`TlsError`].
 //! - [`Watchdog`]: reports a blocked driver loop or plugin call (Mars's ANR check).
 //! - [`metrics`]: the names recorded through the `metrics` facade. State changes are also
 //!   `tracing` events carrying their reason; a task's end is an event with its profile.
@@ -47,7 +49,7 @@
 //!   channels (128 and 32 slots per client, allocated up front); a subscriber that falls
 //!   behind gets [`StreamError::Lagged`] rather than stalling the driver.
 //!
-//! What it does not do (yet): short links (HTTP), TLS, the connection race in the connector
+//! What it does not do (yet): short links (HTTP), the connection race in the connector
 //! (the engine races attempts), persisting heartbeat or IP state.
 //!
 //! # Example

@@ -16,6 +16,10 @@
 //!   deliberately no pin-only mode (trusting any self-signed key that matches a pin).
 //! - optional **ALPN** protocols offered in the ClientHello.
 //!
+//! Reconnects resume TLS sessions from `rustls`'s in-memory cache (one per [`TlsConfig`]),
+//! saving a round trip. A resumed session skips the certificate check; that is sound because
+//! the session was first established under the same verifier and pins.
+//!
 //! # Timeouts
 //!
 //! The connector has no timer of its own: the driver runs each connect attempt (TCP and

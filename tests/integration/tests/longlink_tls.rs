@@ -90,10 +90,30 @@ fn spki_pin(key: &KeyPair) -> String {
     hex::encode(Sha256::digest(key.public_key_der()))
 }
 
-/// Terminates TLS with `leaf` on a loopback port and pipes each session to `backend`.
-async fn tls_front(leaf: &Leaf, backend: SocketAddr) -> IpPort {
+/// What the TLS front saw of one completed handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    sni: Option<String>,
+    alpn: Option<Vec<u8>>,
+}
+
+/// A TLS-terminating front in front of a plaintext server.
+struct Front {
+    addr: IpPort,
+    sessions: Arc<Mutex<Vec<Session>>>,
+}
+
+impl Front {
+    fn sessions(&self) -> Vec<Session> {
+        self.sessions.lock().unwrap().clone()
+    }
+}
+
+/// Terminates TLS with `leaf` on a loopback port (offering ALPN "mars") and pipes each
+/// session to `backend`.
+async fn tls_front(leaf: &Leaf, backend: SocketAddr) -> Front {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
@@ -102,12 +122,16 @@ async fn tls_front(leaf: &Leaf, backend: SocketAddr) -> IpPort {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
         )
         .unwrap();
+    config.alpn_protocols = vec![b"mars".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
+    let sessions = Arc::new(Mutex::new(Vec::new()));
+    let seen = sessions.clone();
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
+            let seen = seen.clone();
             // Without it the reply after the session tickets waits for a delayed ACK, which
             // paused time turns into seconds.
             tcp.set_nodelay(true).unwrap();
@@ -116,6 +140,11 @@ async fn tls_front(leaf: &Leaf, backend: SocketAddr) -> IpPort {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                let conn = tls.get_ref().1;
+                seen.lock().unwrap().push(Session {
+                    sni: conn.server_name().map(str::to_owned),
+                    alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+                });
                 let Ok(mut plain) = TcpStream::connect(backend).await else {
                     return;
                 };
@@ -124,7 +153,10 @@ async fn tls_front(leaf: &Leaf, backend: SocketAddr) -> IpPort {
             });
         }
     });
-    addr.into()
+    Front {
+        addr: addr.into(),
+        sessions,
+    }
 }
 
 /// Failed handshakes reported through the `on_error` callback.
@@ -161,7 +193,7 @@ async fn round_trip(client: &Client, body: &'static [u8]) {
 async fn dial_fails_with(leaf: &Leaf, tls: TlsConfigBuilder, expected: TlsError) {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(leaf, server.addr()).await;
-    let (client, connector, seen) = tls_client(front, tls);
+    let (client, connector, seen) = tls_client(front.addr, tls);
     let err = client
         .start_task(TaskSpec::new(CmdId(7), &b"never"[..]).with_retry_count(0))
         .await
@@ -170,7 +202,8 @@ async fn dial_fails_with(leaf: &Leaf, tls: TlsConfigBuilder, expected: TlsError)
 
     let last = connector.last_error().expect("the failure is remembered");
     assert_eq!(last.error, expected);
-    assert_eq!(last.addr, front);
+    assert_eq!(last.addr, front.addr);
+    assert!(front.sessions().is_empty(), "no handshake completed");
     assert_eq!(last.server_name, connector.config().server_name());
     assert!(expected.is_certificate_error());
     let seen = seen.lock().unwrap().clone();
@@ -191,12 +224,19 @@ async fn a_valid_chain_carries_tasks() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(&leaf, server.addr()).await;
     let (client, connector, seen) = tls_client(
-        front,
-        TlsConfig::builder(HOST).ca_der(ca.der()).alpn(["mars"]),
+        front.addr,
+        TlsConfig::builder(HOST)
+            .ca_der(ca.der())
+            .alpn(["h2", "mars"]),
     );
     round_trip(&client, b"hello over tls").await;
     round_trip(&client, b"and again").await;
     assert_eq!(server.connection_count(), 1, "both tasks share one link");
+    let expected = Session {
+        sni: Some(HOST.to_string()),
+        alpn: Some(b"mars".to_vec()),
+    };
+    assert_eq!(front.sessions(), vec![expected]);
     assert_eq!(connector.last_error(), None);
     assert!(seen.lock().unwrap().is_empty());
     client.shutdown().await;
@@ -210,8 +250,17 @@ async fn roots_load_from_a_pem_file_and_ip_names_verify() {
     std::fs::write(&path, ca.cert.pem()).unwrap();
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(&ca.leaf(), server.addr()).await;
-    let (client, _, _) = tls_client(front, TlsConfig::builder("127.0.0.1").ca_pem_file(&path));
+    let (client, _, _) = tls_client(
+        front.addr,
+        TlsConfig::builder("127.0.0.1").ca_pem_file(&path),
+    );
     round_trip(&client, b"by address").await;
+    // No SNI for an IP address (RFC 6066), and no ALPN unless configured.
+    let expected = Session {
+        sni: None,
+        alpn: None,
+    };
+    assert_eq!(front.sessions(), vec![expected]);
     client.shutdown().await;
 }
 
@@ -286,7 +335,7 @@ async fn a_matching_pin_succeeds_alongside_a_backup_pin() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(&leaf, server.addr()).await;
     let (client, connector, _) = tls_client(
-        front,
+        front.addr,
         TlsConfig::builder(HOST)
             .ca_der(ca.der())
             .pin_sha256(backup)
