@@ -5,10 +5,10 @@
 
 use phobos_plugin_api::{CmdId, IpPort};
 use phobos_stn::{
-    Client, ClientConfig, ErrorKind, TaskSpec, TimeoutLevel, TlsConfig, TlsConfigBuilder,
-    TlsConnector, TlsError, TlsFailure,
+    dial_error, Client, ClientConfig, Connector, ErrorKind, TaskError, TaskSpec, TimeoutLevel,
+    TlsConfig, TlsConfigBuilder, TlsConnector, TlsError, TlsFailure,
 };
-use phobos_stn_proto::Timing;
+use phobos_stn_proto::{DialError, DialFailure, Timing};
 use phobos_test_support::MockLongLinkServer;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -16,6 +16,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
@@ -337,7 +338,7 @@ async fn a_matching_pin_succeeds_alongside_a_backup_pin() {
     let (client, connector, _) = tls_client(
         front.addr,
         TlsConfig::builder(HOST)
-            .ca_der(ca.der())
+            .ca_pem(ca.cert.pem())
             .pin_sha256(backup)
             .pin_sha256(format!("sha256/{}", leaf.pin.to_uppercase())),
     );
@@ -383,5 +384,49 @@ async fn a_silent_server_is_bounded_by_the_connect_timeout() {
     // The attempt was abandoned, not failed: no handshake error was recorded.
     assert_eq!(connector.last_error(), None);
     drop(silent);
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_connector_returns_the_reason_inside_the_io_error() {
+    let ca = TestCa::new();
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&ca.leaf(), server.addr()).await;
+    let connector = TlsConnector::new(
+        TlsConfig::builder("other.test")
+            .ca_der(ca.der())
+            .build()
+            .unwrap(),
+    );
+    let err = match connector.connect(front.addr).await {
+        Ok(_) => panic!("the name must not verify"),
+        Err(err) => err,
+    };
+    assert_eq!(TlsError::from_io(&err), Some(&TlsError::NotValidForName));
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    // What the driver hands the engine today: `dial_error` does not know TLS errors yet,
+    // so it is an IO error without an OS number. Mapping `TlsError` to
+    // `DialError::Handshake` there changes this line.
+    assert_eq!(dial_error(&err), DialError::Io(-1));
+    let last = connector.last_error().unwrap();
+    assert_eq!(
+        (last.addr, last.error),
+        (front.addr, TlsError::NotValidForName)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_tcp_connect_stays_a_refusal_under_tls() {
+    let dead = phobos_test_support::refused_addr().await.unwrap();
+    let ca = TestCa::new();
+    let (client, connector, seen) =
+        tls_client(dead.into(), TlsConfig::builder(HOST).ca_der(ca.der()));
+    let err = client
+        .start_task(TaskSpec::new(CmdId(7), &b"x"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err, TaskError::Dial(DialFailure::Refused));
+    assert_eq!(connector.last_error(), None, "no handshake was attempted");
+    assert!(seen.lock().unwrap().is_empty());
     client.shutdown().await;
 }
