@@ -167,9 +167,6 @@ pub enum TlsConfigError {
     /// In-memory CA certificates could not be parsed.
     #[error("invalid CA certificate: {0}")]
     BadCertificate(String),
-    /// CA certificates were configured but none could be used as a root.
-    #[error("no usable root certificate")]
-    NoRoots,
     /// A pin is neither 64 hex digits nor the base64 of 32 bytes.
     #[error("invalid SPKI pin {0:?}: expected the SHA-256 digest in hex or base64")]
     BadPin(String),
@@ -389,9 +386,6 @@ fn load_roots(sources: &[RootSource]) -> Result<RootCertStore, TlsConfigError> {
         store
             .add(cert)
             .map_err(|e| TlsConfigError::BadCertificate(e.to_string()))?;
-    }
-    if store.is_empty() {
-        return Err(TlsConfigError::NoRoots);
     }
     Ok(store)
 }
