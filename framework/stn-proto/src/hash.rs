@@ -4,20 +4,21 @@
 //! peer, so HashDoS resistance buys nothing here while SipHash costs a noticeable share of a
 //! task's cycle. Being deterministic (no random seed) also keeps replays exact. This is the
 //! well-known "Fx" multiply-rotate scheme, written out here rather than pulled in as a
-//! dependency.
+//! dependency. Public so the driver can key its own per-task maps the same way; use it only
+//! for keys an untrusted peer cannot choose.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A `HashMap` with [`FxHasher`].
-pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// A `HashSet` with [`FxHasher`].
-pub(crate) type FxHashSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+pub type FxHashSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
 
 /// Multiply-rotate hasher over machine words.
 #[derive(Default, Clone, Copy, Debug)]
-pub(crate) struct FxHasher {
+pub struct FxHasher {
     hash: u64,
 }
 

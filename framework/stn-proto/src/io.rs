@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,7 +30,10 @@ impl LinkName {
 impl Default for LinkName {
     /// Mars's main channel, `"default-longlink"`.
     fn default() -> Self {
-        LinkName::new(DEFAULT_LINK)
+        // Design: every `TaskSpec::new` names the default link; sharing one allocation
+        // makes that a reference-count increment instead of an allocation per task.
+        static DEFAULT: OnceLock<LinkName> = OnceLock::new();
+        DEFAULT.get_or_init(|| LinkName::new(DEFAULT_LINK)).clone()
     }
 }
 

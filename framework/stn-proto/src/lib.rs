@@ -136,7 +136,7 @@
 mod config;
 mod engine;
 mod error;
-mod hash;
+pub mod hash;
 mod io;
 mod task;
 mod timer;
