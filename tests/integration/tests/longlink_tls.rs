@@ -3,6 +3,10 @@
 //! test CA generated here with `rcgen`; every failure must end the task with a dial error
 //! and name the precise reason through the connector.
 
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
 use phobos_plugin_api::{CmdId, IpPort};
 use phobos_stn::{
     dial_error, Client, ClientConfig, Connector, ErrorKind, TaskError, TaskSpec, TimeoutLevel,
@@ -16,9 +20,6 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
