@@ -63,8 +63,8 @@ pub enum TimerKind {
 /// a re-arm, one heap push; the outdated heap entry is dropped when it reaches the top (an
 /// entry is live while `by_kind` still holds its deadline). The top is kept live after every
 /// change so [`next`](Self::next) is a peek, and the heap is rebuilt from `by_kind` when
-/// outdated entries outnumber live ones, so memory stays proportional to armed timers. Ties
-/// fire in `TimerKind` order, as with the ordered set this replaced.
+/// outdated entries outnumber live ones, so memory stays proportional to armed timers. Timers
+/// due at the same instant fire in `TimerKind` order.
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
     heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
