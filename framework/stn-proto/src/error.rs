@@ -59,6 +59,7 @@ impl TaskError {
         match self {
             TaskError::Param(_) => ErrorKind::Param,
             TaskError::Local(_) => ErrorKind::Local,
+            TaskError::Dial(DialFailure::Certificate) => ErrorKind::Certificate,
             TaskError::Dial(_) => ErrorKind::Dial,
             TaskError::Socket(_) => ErrorKind::Socket,
             TaskError::Timeout(level) => ErrorKind::Timeout(*level),
@@ -112,6 +113,10 @@ pub enum ErrorKind {
     Local,
     /// Resolving or connecting failed.
     Dial,
+    /// The server's TLS certificate was refused. A security failure rather than a network
+    /// one: another attempt at the same server will not help until its certificate or the
+    /// client's trust settings change.
+    Certificate,
     /// The established connection failed.
     Socket,
     /// A timeout, with its level.
@@ -269,6 +274,10 @@ pub enum DialFailure {
     /// The handshake above TCP (TLS, proxy) failed.
     #[error("handshake failed")]
     Handshake,
+    /// The server's TLS certificate was refused: untrusted issuer, wrong name, expired, or a
+    /// pin mismatch.
+    #[error("server certificate refused")]
+    Certificate,
 }
 
 /// Why an established connection failed.

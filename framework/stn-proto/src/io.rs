@@ -267,6 +267,9 @@ pub enum DialError {
     Unreachable,
     /// A TLS or proxy handshake failed.
     Handshake,
+    /// The server's TLS certificate was refused (untrusted issuer, wrong name, expired, pin
+    /// mismatch).
+    Certificate,
     /// Another OS error number.
     Io(i32),
 }

@@ -44,8 +44,17 @@ impl Connector for TcpConnector {
     }
 }
 
-/// The core's view of a failed connect.
+/// The core's view of a failed connect. A TLS failure (an error carrying a [`TlsError`](crate::TlsError))
+/// is [`DialError::Certificate`] when the server's certificate was refused, else
+/// [`DialError::Handshake`].
 pub fn dial_error(err: &io::Error) -> DialError {
+    if let Some(tls) = crate::TlsError::from_io(err) {
+        return if tls.is_certificate_error() {
+            DialError::Certificate
+        } else {
+            DialError::Handshake
+        };
+    }
     match err.kind() {
         io::ErrorKind::ConnectionRefused => DialError::Refused,
         io::ErrorKind::NetworkUnreachable | io::ErrorKind::HostUnreachable => {

@@ -32,8 +32,10 @@
 //! [`TlsError`], logged as a `tracing` warning, remembered ([`TlsConnector::last_error`]),
 //! handed to the callback set with [`TlsConfigBuilder::on_error`], and returned as an
 //! [`io::Error`] whose inner error is the [`TlsError`] ([`TlsError::from_io`] gets it back).
-//! The driver reports it to the engine through [`dial_error`](crate::dial_error), so tasks
-//! fail with [`ErrorKind::Dial`](crate::ErrorKind::Dial).
+//! The driver reports it to the engine through [`dial_error`](crate::dial_error): a refused
+//! certificate ends tasks with [`ErrorKind::Certificate`](crate::ErrorKind::Certificate)
+//! (`TaskError::Dial(DialFailure::Certificate)`), any other handshake failure with
+//! [`ErrorKind::Dial`](crate::ErrorKind::Dial) (`DialFailure::Handshake`).
 
 use std::fmt;
 use std::io;

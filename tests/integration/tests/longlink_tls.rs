@@ -200,7 +200,9 @@ async fn dial_fails_with(leaf: &Leaf, tls: TlsConfigBuilder, expected: TlsError)
         .start_task(TaskSpec::new(CmdId(7), &b"never"[..]).with_retry_count(0))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Dial, "{err:?}");
+    // A refused certificate is its own kind, not a network failure.
+    assert_eq!(err, TaskError::Dial(DialFailure::Certificate), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:?}");
 
     let last = connector.last_error().expect("the failure is remembered");
     assert_eq!(last.error, expected);
@@ -405,10 +407,8 @@ async fn the_connector_returns_the_reason_inside_the_io_error() {
     };
     assert_eq!(TlsError::from_io(&err), Some(&TlsError::NotValidForName));
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-    // What the driver hands the engine today: `dial_error` does not know TLS errors yet,
-    // so it is an IO error without an OS number. Mapping `TlsError` to
-    // `DialError::Handshake` there changes this line.
-    assert_eq!(dial_error(&err), DialError::Io(-1));
+    // What the driver hands the engine: a refused certificate.
+    assert_eq!(dial_error(&err), DialError::Certificate);
     let last = connector.last_error().unwrap();
     assert_eq!(
         (last.addr, last.error),

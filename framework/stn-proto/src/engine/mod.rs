@@ -2197,6 +2197,7 @@ fn dial_failure(e: DialError) -> DialFailure {
         DialError::Refused => DialFailure::Refused,
         DialError::Unreachable => DialFailure::Unreachable,
         DialError::Handshake => DialFailure::Handshake,
+        DialError::Certificate => DialFailure::Certificate,
         DialError::Io(errno) => DialFailure::Io { errno },
     }
 }
