@@ -660,7 +660,12 @@ impl Driver {
             Some(r) => {
                 info!(link = %link, status = label, reason = %r, mars_code = r.mars_code(), "link status")
             }
-            None => info!(link = %link, status = label, ?status, "link status"),
+            None => match status {
+                LinkStatus::Connected(addr) => {
+                    info!(link = %link, status = label, addr = %addr, "link status")
+                }
+                _ => info!(link = %link, status = label, "link status"),
+            },
         }
         let _ = self.outputs.links.send(LinkEvent {
             link,
