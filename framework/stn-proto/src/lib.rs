@@ -136,7 +136,6 @@
 mod config;
 mod engine;
 mod error;
-pub mod hash;
 mod io;
 mod task;
 mod timer;

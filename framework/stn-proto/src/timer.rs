@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use phobos_plugin_api::TaskId;
 
-use crate::hash::FxHashMap;
 use crate::io::ConnId;
+use rustc_hash::FxHashMap;
 
 /// One kind of timer. At most one timer of each value is armed at a time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

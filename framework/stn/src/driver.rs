@@ -30,11 +30,11 @@ use bytes::{Bytes, BytesMut};
 use phobos_plugin_api::{
     AuthCheck, AuthError, IpSource, LinkPurpose, NetKind, ResolveError, ResolvedAddr,
 };
-use phobos_stn_proto::hash::FxHashMap;
 use phobos_stn_proto::{
     Action, CloseCause, ConnId, DialError, Engine, Event, LinkName, LinkStatus, TaskEnd, TaskId,
     TaskSpec,
 };
+use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;

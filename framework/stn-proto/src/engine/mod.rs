@@ -22,10 +22,10 @@ use crate::error::{
     AuthFailure, CodecFailure, DialFailure, LimitKind, LinkError, LocalError, ParamError,
     SocketFailure, TaskError, TimeoutLevel,
 };
-use crate::hash::{FxHashMap, FxHashSet};
 use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats};
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use self::dial::{plan_addresses, DialStep, Dialer};
 use self::limits::{FlowLimit, FrequencyLimit};
