@@ -33,10 +33,7 @@
 //! Built with `--features dynamic` the crate is a plugin library offering the codec `"acme"`;
 //! see `docs/PLUGINS.md` for the walk-through.
 
-use phobos_plugin_api::codec::{
-    DecodeError, Decoded, EncodeError, FrameHead, FrameKind, RawFrame, HEARTBEAT_CMD, IDENTIFY_SEQ,
-    PUSH_SEQ,
-};
+use phobos_plugin_api::codec::{DecodeError, Decoded, EncodeError, FrameHead, FrameKind, RawFrame};
 use phobos_plugin_api::{CmdId, PacketCodec, Seq};
 use serde::Deserialize;
 
@@ -163,15 +160,8 @@ impl PacketCodec for AcmeCodec {
     }
 
     fn classify(&self, head: &FrameHead) -> FrameKind {
-        if head.cmd_id == HEARTBEAT_CMD {
-            FrameKind::HeartbeatReply
-        } else if head.seq == IDENTIFY_SEQ {
-            FrameKind::IdentifyReply
-        } else if head.seq == PUSH_SEQ {
-            FrameKind::Push
-        } else {
-            FrameKind::Response(head.seq)
-        }
+        // ACME keeps Mars's reserved command ids and sequence numbers.
+        phobos_plugin_api::codec::classify_mars(head)
     }
 
     fn max_frame_len(&self) -> usize {

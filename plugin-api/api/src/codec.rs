@@ -169,6 +169,32 @@ pub trait PacketCodec: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Mars's classification by the reserved values, for codecs that keep Mars's conventions.
+///
+/// In this order: command id [`HEARTBEAT_CMD`] → heartbeat reply, whatever the sequence (Mars's
+/// test looks at the command id only); sequence [`IDENTIFY_SEQ`] → identify reply; sequence
+/// [`PUSH_SEQ`] → push; anything else → the response to the task whose id is the sequence.
+///
+/// ```
+/// use phobos_plugin_api::codec::{classify_mars, FrameHead, FrameKind, HEARTBEAT_CMD, PUSH_SEQ};
+/// use phobos_plugin_api::{CmdId, Seq};
+///
+/// assert_eq!(classify_mars(&FrameHead::new(HEARTBEAT_CMD, Seq(5))), FrameKind::HeartbeatReply);
+/// assert_eq!(classify_mars(&FrameHead::new(CmdId(9), PUSH_SEQ)), FrameKind::Push);
+/// assert_eq!(classify_mars(&FrameHead::new(CmdId(9), Seq(5))), FrameKind::Response(Seq(5)));
+/// ```
+pub fn classify_mars(head: &FrameHead) -> FrameKind {
+    if head.cmd_id == HEARTBEAT_CMD {
+        FrameKind::HeartbeatReply
+    } else if head.seq == IDENTIFY_SEQ {
+        FrameKind::IdentifyReply
+    } else if head.seq == PUSH_SEQ {
+        FrameKind::Push
+    } else {
+        FrameKind::Response(head.seq)
+    }
+}
+
 /// The routing fields of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FrameHead {

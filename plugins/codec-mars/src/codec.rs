@@ -1,6 +1,6 @@
 //! [`MarsCodec`]: encode and decode of the 20-byte-header frame.
 
-use phobos_plugin_api::codec::{DEFAULT_MAX_FRAME_LEN, HEARTBEAT_CMD, IDENTIFY_SEQ, PUSH_SEQ};
+use phobos_plugin_api::codec::DEFAULT_MAX_FRAME_LEN;
 use phobos_plugin_api::{
     CmdId, DecodeError, Decoded, EncodeError, FrameHead, FrameKind, PacketCodec, RawFrame, Seq,
 };
@@ -146,17 +146,7 @@ impl PacketCodec for MarsCodec {
     }
 
     fn classify(&self, head: &FrameHead) -> FrameKind {
-        // Order matters: Mars's heartbeat-reply test looks at the command id only, so a
-        // cmd-6 frame is a heartbeat reply whatever its sequence.
-        if head.cmd_id == HEARTBEAT_CMD {
-            FrameKind::HeartbeatReply
-        } else if head.seq == IDENTIFY_SEQ {
-            FrameKind::IdentifyReply
-        } else if head.seq == PUSH_SEQ {
-            FrameKind::Push
-        } else {
-            FrameKind::Response(head.seq)
-        }
+        phobos_plugin_api::codec::classify_mars(head)
     }
 
     fn max_frame_len(&self) -> usize {
@@ -166,7 +156,9 @@ impl PacketCodec for MarsCodec {
 
 #[cfg(test)]
 mod tests {
-    use phobos_plugin_api::codec::{HEARTBEAT_SEQ, SIGNAL_KEEP_CMD, SIGNAL_KEEP_SEQ};
+    use phobos_plugin_api::codec::{
+        HEARTBEAT_SEQ, IDENTIFY_SEQ, PUSH_SEQ, SIGNAL_KEEP_CMD, SIGNAL_KEEP_SEQ,
+    };
 
     use super::*;
 
