@@ -431,3 +431,21 @@ async fn a_refused_tcp_connect_stays_a_refusal_under_tls() {
     assert!(seen.lock().unwrap().is_empty());
     client.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_certificate_ends_the_task_without_spending_its_retries() {
+    let ca = TestCa::new();
+    let self_signed = Leaf::new(leaf_params(), None);
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&self_signed, server.addr()).await;
+    let (client, _connector, seen) =
+        tls_client(front.addr, TlsConfig::builder(HOST).ca_der(ca.der()));
+    // Default retries (one): a network failure would be tried again after the reconnect
+    // pause; a refused certificate would only be refused again.
+    let err = client
+        .start_task(TaskSpec::new(CmdId(7), &b"never"[..]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Certificate, "{err:?}");
+    assert_eq!(seen.lock().unwrap().len(), 1, "one handshake, no retry");
+}

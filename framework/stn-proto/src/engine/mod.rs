@@ -2034,6 +2034,9 @@ impl Engine {
                 | TaskError::Param(_)
                 | TaskError::Auth(_)
                 | TaskError::Canceled
+                // A refused certificate is refused again until the server or the trust
+                // settings change: another attempt only delays the error.
+                | TaskError::Dial(DialFailure::Certificate)
         );
         if !retryable || task.retries_left == 0 {
             if task.attempts == 0 {
