@@ -2,16 +2,18 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec, Seq};
-use phobos_stn::{Client, ClientConfig, LinkStatus, TaskSpec};
+use phobos_stn::{Client, ClientConfig, LinkStatus, TaskSpec, TlsConfig, TlsConnector};
 use phobos_xlog::{Level, Xlog, XlogGuard};
 use tokio::task::JoinSet;
 
 use crate::plugins::LoadedPlugins;
 use crate::server::{DemoServer, CMD_BROADCAST, CMD_ECHO, CMD_PUSH};
+use crate::tls::{DemoTls, SERVER_NAME};
 
 /// What the demo runs.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub(crate) struct DemoOptions {
     pub broadcast_every: usize,
     /// Where the xlog files go.
     pub log_dir: PathBuf,
+    /// Whether the long link runs over TLS.
+    pub tls: bool,
 }
 
 /// The figures the demo prints.
@@ -83,9 +87,15 @@ pub(crate) async fn run(
 
     codec_roundtrip(plugins.codec.as_ref())?;
 
+    let tls = if opts.tls {
+        Some(DemoTls::generate().context("making the demo's TLS certificates")?)
+    } else {
+        None
+    };
     let server = DemoServer::start(
         SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         plugins.codec.clone(),
+        tls.as_ref().map(|t| t.server.clone()),
     )
     .await
     .context("starting the demo server")?;
@@ -94,9 +104,16 @@ pub(crate) async fn run(
         "demo",
         format!("server listening on {}", server.addr()).as_bytes(),
     );
-    println!("Server listening on {}", server.addr());
+    match &tls {
+        Some(_) => println!(
+            "Server listening on {} over TLS (certificate for {SERVER_NAME}, signed by a CA \
+             made for this run; the clients trust only that CA)",
+            server.addr()
+        ),
+        None => println!("Server listening on {} (plain TCP)", server.addr()),
+    }
 
-    let mut summary = run_clients(plugins, opts, server.addr(), log).await?;
+    let mut summary = run_clients(plugins, opts, server.addr(), tls.as_ref(), log).await?;
     summary.served = server.frames_served();
     server.shutdown();
 
@@ -139,6 +156,14 @@ pub(crate) fn report(
     println!(
         "| throughput | {:.0} tasks/s |",
         summary.tasks as f64 / secs
+    );
+    println!(
+        "| TLS | {} |",
+        if opts.tls {
+            "on (rustls, certificate verified against the run's CA)"
+        } else {
+            "off"
+        }
     );
     println!("| codec | {} |", plugins.codec.name());
     println!(
@@ -204,16 +229,23 @@ async fn run_clients(
     plugins: &LoadedPlugins,
     opts: &DemoOptions,
     server: SocketAddr,
+    tls: Option<&DemoTls>,
     log: &Xlog,
 ) -> anyhow::Result<DemoSummary> {
     let mut clients = Vec::with_capacity(opts.clients);
     for _ in 0..opts.clients {
-        let config = ClientConfig::builder(plugins.codec.clone())
+        let mut config = ClientConfig::builder(plugins.codec.clone())
             .link_addrs("default-longlink", [server.into()])
             .auth(plugins.auth.clone())
-            .heartbeat(plugins.heartbeat.clone())
-            .build()
-            .context("building the client config")?;
+            .heartbeat(plugins.heartbeat.clone());
+        if let Some(tls) = tls {
+            let tls = TlsConfig::builder(SERVER_NAME)
+                .ca_der(tls.ca_der.clone())
+                .build()
+                .context("the clients' TLS config")?;
+            config = config.connector(Arc::new(TlsConnector::new(tls)));
+        }
+        let config = config.build().context("building the client config")?;
         let client = Client::start(config).context("starting a client")?;
         client.set_foreground(true);
         clients.push(client);

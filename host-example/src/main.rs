@@ -2,7 +2,8 @@
 //!
 //! - `demo` — the README's first command: loads the plugins named in the config (built-in by
 //!   default), shows which were loaded and from where, runs a frame round trip through the
-//!   codec, starts an embedded long-link server on loopback and a crowd of clients that
+//!   codec, starts an embedded long-link server on loopback (TLS with a certificate made for
+//!   the run, unless `--no-tls`) and a crowd of clients that
 //!   exchange messages and broadcasts through it, logs through xlog (encrypted with the
 //!   configured cipher) and decodes the log at the end.
 //! - `plugins` — loads and lists the configured plugins and runs the codec round trip.
@@ -14,6 +15,7 @@
 mod demo;
 mod plugins;
 mod server;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +50,9 @@ enum Command {
         /// Where to write the xlog files (default: a new folder in the temp dir).
         #[arg(long)]
         log_dir: Option<PathBuf>,
+        /// Run the long link over plain TCP instead of TLS.
+        #[arg(long)]
+        no_tls: bool,
     },
     /// Load and list the configured plugins; run a frame round trip through the codec.
     Plugins {
@@ -96,6 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             clients,
             messages,
             log_dir,
+            no_tls,
         } => {
             let (config, plugins) = plugins::load(common.config.as_deref(), &common.plugins)?;
             let opts = demo::DemoOptions {
@@ -105,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 log_dir: log_dir
                     .or(config.demo.log_dir)
                     .unwrap_or_else(demo::default_log_dir),
+                tls: config.demo.tls && !no_tls,
             };
             let guard = demo::open_log(&plugins, &opts.log_dir)?;
             init_tracing(Some(guard.xlog()));
@@ -123,7 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             init_tracing(None);
             let (_, plugins) = plugins::load(common.config.as_deref(), &common.plugins)?;
             runtime.block_on(async {
-                let server = server::DemoServer::start(listen, plugins.codec.clone())
+                let server = server::DemoServer::start(listen, plugins.codec.clone(), None)
                     .await
                     .with_context(|| format!("listening on {listen}"))?;
                 println!(

@@ -35,6 +35,8 @@ pub(crate) struct DemoSection {
     pub broadcast_every: usize,
     /// Where the xlog files go (default: a fresh folder in the temp dir).
     pub log_dir: Option<PathBuf>,
+    /// Whether the long link runs over TLS (default: yes).
+    pub tls: bool,
 }
 
 impl Default for DemoSection {
@@ -44,6 +46,7 @@ impl Default for DemoSection {
             messages: 50,
             broadcast_every: 10,
             log_dir: None,
+            tls: true,
         }
     }
 }

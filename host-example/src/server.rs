@@ -10,7 +10,8 @@
 //! | [`CMD_BROADCAST`] | `ok`, and the body pushed (sequence 0, [`CMD_PUSH`]) to every *other* connection |
 //! | anything else | an empty body |
 //!
-//! A malformed frame closes that connection only; the server keeps serving the others.
+//! A malformed frame closes that connection only; the server keeps serving the others. With a
+//! TLS configuration every connection starts with a TLS handshake.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use phobos_plugin_api::codec::{HEARTBEAT_CMD, IDENTIFY_SEQ, PUSH_SEQ};
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -57,6 +58,7 @@ impl DemoServer {
     pub(crate) async fn start(
         addr: SocketAddr,
         codec: Arc<dyn PacketCodec>,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -64,12 +66,28 @@ impl DemoServer {
         let accept_shared = shared.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let id = accept_shared.next_conn.fetch_add(1, Ordering::Relaxed);
-                let task = tokio::spawn(serve(id, stream, codec.clone(), accept_shared.clone()));
+                let (codec, shared) = (codec.clone(), accept_shared.clone());
+                let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+                let task = tokio::spawn(async move {
+                    match acceptor {
+                        None => serve(id, stream, codec, shared).await,
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => serve(id, tls, codec, shared).await,
+                            Err(e) => tracing::warn!(conn = id, error = %e, "TLS handshake failed"),
+                        },
+                    }
+                });
                 lock(&accept_shared.tasks).push(task);
             }
         });
@@ -106,8 +124,11 @@ impl Drop for DemoServer {
     }
 }
 
-async fn serve(id: u64, stream: TcpStream, codec: Arc<dyn PacketCodec>, shared: Arc<Shared>) {
-    let (mut rd, mut wr) = stream.into_split();
+async fn serve<S>(id: u64, stream: S, codec: Arc<dyn PacketCodec>, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     lock(&shared.conns).insert(id, tx.clone());
     let writer = tokio::spawn(async move {

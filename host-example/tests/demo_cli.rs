@@ -26,6 +26,7 @@ fn demo_delivers_every_message_and_exits_zero() {
         "{stdout}"
     );
     assert!(stdout.contains("codec      mars"), "{stdout}");
+    assert!(stdout.contains("| TLS | on"), "{stdout}");
     assert!(
         stdout.contains("Every message was delivered exactly once."),
         "{stdout}"
@@ -38,6 +39,31 @@ fn demo_delivers_every_message_and_exits_zero() {
     );
     let files: Vec<_> = std::fs::read_dir(logs.path()).expect("log dir").collect();
     assert!(!files.is_empty());
+}
+
+#[test]
+fn demo_runs_over_plain_tcp_when_asked() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let out = bin()
+        .args([
+            "demo",
+            "--no-tls",
+            "--clients",
+            "2",
+            "--messages",
+            "10",
+            "--log-dir",
+        ])
+        .arg(logs.path())
+        .output()
+        .expect("run the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}");
+    assert!(
+        stdout.contains("(plain TCP)") && stdout.contains("| TLS | off |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| answered correctly | 20 |"), "{stdout}");
 }
 
 #[test]
