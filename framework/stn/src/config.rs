@@ -2,6 +2,7 @@
 //! connector, the watchdog).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub struct ClientConfig {
     ip_sources: Vec<Arc<dyn IpSource>>,
     connector: Arc<dyn Connector>,
     watchdog_threshold: Duration,
+    heartbeat_state: Option<PathBuf>,
 }
 
 /// Builds a [`ClientConfig`].
@@ -38,6 +40,7 @@ pub struct ClientConfigBuilder {
     ip_sources: Vec<Arc<dyn IpSource>>,
     connector: Arc<dyn Connector>,
     watchdog_threshold: Duration,
+    heartbeat_state: Option<PathBuf>,
 }
 
 impl ClientConfig {
@@ -49,6 +52,7 @@ impl ClientConfig {
             ip_sources: Vec::new(),
             connector: Arc::new(TcpConnector),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
+            heartbeat_state: None,
         }
     }
 
@@ -79,6 +83,7 @@ impl ClientConfig {
             ip_sources: Vec::new(),
             connector: Arc::new(TcpConnector),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
+            heartbeat_state: None,
         }
     }
 
@@ -95,6 +100,11 @@ impl ClientConfig {
     /// The connector.
     pub fn connector(&self) -> &Arc<dyn Connector> {
         &self.connector
+    }
+
+    /// Where the heartbeat policy's state is kept, if anywhere.
+    pub fn heartbeat_state_file(&self) -> Option<&Path> {
+        self.heartbeat_state.as_deref()
     }
 
     /// How long the driver loop or a plugin call may be blocked before the watchdog reports.
@@ -194,6 +204,14 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Keeps the heartbeat policy's learnt state (the smart heartbeat's interval per network)
+    /// in this file: read when the client starts, written whenever a link goes down and at
+    /// shutdown. A missing file is a fresh start; an unreadable one is ignored with a warning.
+    pub fn heartbeat_state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.heartbeat_state = Some(path.into());
+        self
+    }
+
     /// Anything else of the core's config (timing, limits, seed, response check…).
     ///
     /// ```
@@ -222,6 +240,7 @@ impl ClientConfigBuilder {
             ip_sources: self.ip_sources,
             connector: self.connector,
             watchdog_threshold: self.watchdog_threshold,
+            heartbeat_state: self.heartbeat_state,
         })
     }
 }

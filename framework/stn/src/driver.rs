@@ -21,6 +21,7 @@
 //! [`Client`]: crate::Client
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -28,7 +29,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use phobos_plugin_api::{
-    AuthCheck, AuthError, IpSource, LinkPurpose, NetKind, ResolveError, ResolvedAddr,
+    AuthCheck, AuthError, HeartbeatPolicyFactory, IpSource, LinkPurpose, NetKind, ResolveError,
+    ResolvedAddr,
 };
 use phobos_stn_proto::{
     Action, CloseCause, ConnId, DialError, Engine, Event, LinkName, LinkStatus, TaskEnd, TaskId,
@@ -90,6 +92,11 @@ pub(crate) async fn run(
 ) {
     let watchdog = Watchdog::new(config.watchdog_threshold());
     let watch_task = tokio::spawn(watchdog.clone().run());
+    let heartbeat = config.core().heartbeat.clone();
+    let heartbeat_state = config.heartbeat_state_file().map(|p| p.to_owned());
+    if let Some(path) = &heartbeat_state {
+        load_heartbeat_state(heartbeat.as_ref(), path);
+    }
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let mut driver = Driver {
         engine,
@@ -108,6 +115,8 @@ pub(crate) async fn run(
         connect_attempts: 0,
         connected: 0,
         write_waits: 0,
+        heartbeat,
+        heartbeat_state,
     };
     let done = driver.run(commands, io_rx).await;
     driver.teardown();
@@ -162,6 +171,10 @@ struct Driver {
     connect_attempts: u64,
     connected: usize,
     write_waits: u64,
+    /// The heartbeat factory, whose state is persisted.
+    heartbeat: Arc<dyn HeartbeatPolicyFactory>,
+    /// Where that state is kept.
+    heartbeat_state: Option<PathBuf>,
 }
 
 /// An open connection, read and written by the driver itself (no task per socket): reads
@@ -629,6 +642,9 @@ impl Driver {
         status: LinkStatus,
         reason: Option<phobos_stn_proto::LinkError>,
     ) {
+        if matches!(status, LinkStatus::Disconnected) {
+            self.save_heartbeat_state();
+        }
         let label = match status {
             LinkStatus::Connecting => "connecting",
             LinkStatus::Connected(_) => "connected",
@@ -744,7 +760,24 @@ impl Driver {
     }
 
     /// Ends the driver: every waiting task resolves with a reset, every socket closes.
+    /// Writes the heartbeat policy's state to its file, if one is configured. Atomic: a
+    /// temporary file renamed over the old one, so a crash never leaves half a file.
+    fn save_heartbeat_state(&self) {
+        let Some(path) = &self.heartbeat_state else {
+            return;
+        };
+        let Some(state) = self.heartbeat.export_state() else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, state).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            warn!(path = %path.display(), error = %e, "could not save the heartbeat state");
+        }
+    }
+
     fn teardown(&mut self) {
+        self.save_heartbeat_state();
         let n = self.waiters.len();
         // Dropping the reply senders resolves each handle with `LocalError::Reset`.
         self.waiters.clear();
@@ -839,3 +872,17 @@ const READS_PER_POLL: usize = 4;
 const READ_MIN: usize = 4 * 1024;
 /// Largest read buffer (Mars reads up to 64 KiB per readiness).
 const READ_MAX: usize = 64 * 1024;
+
+/// Restores the heartbeat policy's state from `path`. A missing file is a fresh start; an
+/// unreadable or rejected one is ignored with a warning, never an error.
+fn load_heartbeat_state(factory: &dyn HeartbeatPolicyFactory, path: &Path) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            if !factory.import_state(&text) {
+                warn!(path = %path.display(), "heartbeat state ignored: the policy could not read it");
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(path = %path.display(), error = %e, "heartbeat state ignored"),
+    }
+}

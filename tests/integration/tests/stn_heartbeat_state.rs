@@ -1,0 +1,142 @@
+//! The driver keeps the heartbeat policy's learnt state in a file across client runs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use phobos_plugin_api::{CmdId, HeartbeatContext, HeartbeatPolicy, HeartbeatPolicyFactory};
+use phobos_stn::{Client, ClientConfig, TaskSpec};
+use phobos_test_support::MockLongLinkServer;
+
+mod common;
+use common::codec;
+
+/// Counts answered heartbeats; its state is `acks=N`.
+#[derive(Debug, Default)]
+struct Counting {
+    acks: Arc<AtomicUsize>,
+    imported: Mutex<Vec<String>>,
+}
+
+impl HeartbeatPolicyFactory for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn build(&self, _now: Instant, _ctx: &HeartbeatContext) -> Box<dyn HeartbeatPolicy> {
+        Box::new(CountingPolicy {
+            acks: self.acks.clone(),
+        })
+    }
+    fn export_state(&self) -> Option<String> {
+        Some(format!("acks={}", self.acks.load(Ordering::SeqCst)))
+    }
+    fn import_state(&self, state: &str) -> bool {
+        self.imported.lock().unwrap().push(state.to_owned());
+        let Some(n) = state
+            .strip_prefix("acks=")
+            .and_then(|n| n.trim().parse().ok())
+        else {
+            return false;
+        };
+        self.acks.store(n, Ordering::SeqCst);
+        true
+    }
+}
+
+#[derive(Debug)]
+struct CountingPolicy {
+    acks: Arc<AtomicUsize>,
+}
+
+impl HeartbeatPolicy for CountingPolicy {
+    fn next_interval(&mut self, _now: Instant, _ctx: &HeartbeatContext) -> Option<Duration> {
+        Some(Duration::from_secs(60))
+    }
+    fn on_ack(&mut self, _now: Instant, _rtt: Duration) {
+        self.acks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn client(server: &MockLongLinkServer, factory: Arc<Counting>, file: &std::path::Path) -> Client {
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .heartbeat(factory)
+        .heartbeat_state_file(file)
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    client
+}
+
+#[tokio::test(start_paused = true)]
+async fn learnt_heartbeat_state_is_saved_at_shutdown_and_restored_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("heartbeat.state");
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+
+    let first = Arc::new(Counting::default());
+    let c = client(&server, first.clone(), &file);
+    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+        .await
+        .unwrap();
+    // The first heartbeat goes out right after connect, then one a minute.
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    c.shutdown().await;
+    let acks = first.acks.load(Ordering::SeqCst);
+    assert!(acks >= 2, "{acks} heartbeats answered");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("acks={acks}")
+    );
+
+    let second = Arc::new(Counting::default());
+    let c = client(&server, second.clone(), &file);
+    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+        .await
+        .unwrap();
+    assert_eq!(*second.imported.lock().unwrap(), [format!("acks={acks}")]);
+    assert!(second.acks.load(Ordering::SeqCst) >= acks);
+    c.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_state_file_is_ignored_and_the_client_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("heartbeat.state");
+    std::fs::write(&file, b"\xff\xfe not a state").unwrap();
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let factory = Arc::new(Counting::default());
+    let c = client(&server, factory.clone(), &file);
+    let resp = c
+        .start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"hi");
+    // Not UTF-8: never handed to the policy.
+    assert!(factory.imported.lock().unwrap().is_empty());
+    c.shutdown().await;
+    // Shutdown replaced it with a good state.
+    assert!(std::fs::read_to_string(&file).unwrap().starts_with("acks="));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_the_policy_rejects_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("heartbeat.state");
+    std::fs::write(&file, "garbage").unwrap();
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let factory = Arc::new(Counting::default());
+    let c = client(&server, factory.clone(), &file);
+    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+        .await
+        .unwrap();
+    assert_eq!(*factory.imported.lock().unwrap(), ["garbage".to_owned()]);
+    c.shutdown().await;
+    // The rejected text did not survive: shutdown wrote the policy's own state over it.
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        saved,
+        format!("acks={}", factory.acks.load(Ordering::SeqCst))
+    );
+}
