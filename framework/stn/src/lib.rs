@@ -49,8 +49,12 @@
 //!   channels (128 and 32 slots per client, allocated up front); a subscriber that falls
 //!   behind gets [`StreamError::Lagged`] rather than stalling the driver.
 //!
+//! - **Learnt heartbeat state survives restarts** when
+//!   [`ClientConfigBuilder::heartbeat_state_file`] names a file: read at start, written
+//!   atomically whenever a link goes down and at shutdown.
+//!
 //! What it does not do (yet): short links (HTTP), the connection race in the connector
-//! (the engine races attempts), persisting heartbeat or IP state.
+//! (the engine races attempts), persisting IP ranking state.
 //!
 //! # Example
 //!
