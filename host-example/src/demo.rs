@@ -49,6 +49,8 @@ pub(crate) struct DemoSummary {
     pub elapsed: Duration,
     /// Request frames the server answered.
     pub served: u64,
+    /// Connect attempts of each client (1 each when no link ever dropped).
+    pub connects: Vec<u64>,
 }
 
 impl DemoSummary {
@@ -157,6 +159,11 @@ pub(crate) fn report(
         "| throughput | {:.0} tasks/s |",
         summary.tasks as f64 / secs
     );
+    let (min, max) = (
+        summary.connects.iter().min().copied().unwrap_or(0),
+        summary.connects.iter().max().copied().unwrap_or(0),
+    );
+    println!("| connects per client (min / max) | {min} / {max} |");
     println!(
         "| TLS | {} |",
         if opts.tls {
@@ -365,6 +372,9 @@ async fn run_clients(
         summary.pushes_received += joined.context("a push counter panicked")?;
     }
     for client in &clients {
+        if let Ok(stats) = client.stats().await {
+            summary.connects.push(stats.connect_attempts);
+        }
         client.shutdown().await;
     }
     Ok(summary)
