@@ -27,7 +27,10 @@ fn demo_delivers_every_message_and_exits_zero() {
     );
     assert!(stdout.contains("codec      mars"), "{stdout}");
     assert!(stdout.contains("| TLS | on"), "{stdout}");
-    assert!(stdout.contains("| connects per client (min / max) | 1 / 1 |"), "{stdout}");
+    assert!(
+        stdout.contains("| connects per client (min / max) | 1 / 1 |"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("Every message was delivered exactly once."),
         "{stdout}"
