@@ -12,10 +12,13 @@ use phobos_cipher_mars::MarsCipher;
 use phobos_cipher_modern::ModernCipher;
 use phobos_plugin_api::LogCipher;
 
+/// A cipher's name, its writer (public key) and its reader (private key).
+type Contender = (&'static str, Box<dyn LogCipher>, Box<dyn LogCipher>);
+
 fn cipher_encrypt_decrypt(c: &mut Criterion) {
     let mars = MarsCipher::generate_key_pair();
     let modern = ModernCipher::generate_key_pair();
-    let ciphers: [(&str, Box<dyn LogCipher>, Box<dyn LogCipher>); 2] = [
+    let ciphers: [Contender; 2] = [
         (
             "mars_tea",
             Box::new(MarsCipher::from_public_key_hex(&mars.public_key).unwrap()),
