@@ -1,0 +1,2 @@
+//! The weak-network lab: network namespaces joined by veth pairs, `nft` and `tc` faults, the
+//! scenario matrix and the load run.
