@@ -3,8 +3,14 @@
 //! [`FaultProxy`] listens on `127.0.0.1:0` and forwards every accepted connection to an
 //! upstream address, damaging the traffic as its [`DirectionFaults`] say, separately for each
 //! direction: latency and jitter, a bandwidth cap, slicing into tiny writes, byte corruption,
-//! a stall, a close or a reset after a number of bytes. [`FaultProxy::set_half_open`] stops all
-//! forwarding while keeping the sockets open (a dead path the endpoints cannot see).
+//! a stall, a close or a reset after a number of bytes. A [`SegmentDelay`] holds a random
+//! segment back (and everything behind it, as a TCP retransmission would).
+//! [`FaultProxy::set_half_open`] stops all forwarding while keeping the sockets open (a dead
+//! path the endpoints cannot see). The proxy counts the bytes it read and delivered per
+//! direction.
+//!
+//! It listens on `127.0.0.1:0` unless [`ProxyConfig::listen`] says otherwise (the
+//! `phobos-lab` crate runs it on an address inside a network namespace it made).
 //!
 //! Every random choice comes from a ChaCha RNG seeded from [`ProxyConfig::seed`], the
 //! connection number and the direction, so a run replays exactly. All delays use
@@ -64,6 +70,23 @@ pub struct ProxyConfig {
     pub client_to_server: DirectionFaults,
     /// Faults on bytes from the upstream server to the client.
     pub server_to_client: DirectionFaults,
+    /// Random segment delay on bytes from the client to the upstream server.
+    pub client_to_server_delay: SegmentDelay,
+    /// Random segment delay on bytes from the upstream server to the client.
+    pub server_to_client_delay: SegmentDelay,
+    /// Where the proxy listens (default `127.0.0.1:0`).
+    pub listen: SocketAddr,
+}
+
+/// Holds back a random segment (one read from the source socket) for an extra `delay`; the
+/// segments behind it wait too, so order is kept, as after a TCP retransmission. The default
+/// never delays.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SegmentDelay {
+    /// The probability that a segment is held back.
+    pub probability: f64,
+    /// How long a held-back segment waits on top of latency and jitter.
+    pub delay: Duration,
 }
 
 /// Faults for one direction of a connection. The default forwards faithfully.
@@ -106,7 +129,25 @@ impl ProxyConfig {
             seed,
             client_to_server: DirectionFaults::default(),
             server_to_client: DirectionFaults::default(),
+            client_to_server_delay: SegmentDelay::default(),
+            server_to_client_delay: SegmentDelay::default(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         }
+    }
+
+    /// Sets the random segment delay of one direction.
+    pub fn segment_delay(mut self, direction: Direction, delay: SegmentDelay) -> Self {
+        match direction {
+            Direction::ClientToServer => self.client_to_server_delay = delay,
+            Direction::ServerToClient => self.server_to_client_delay = delay,
+        }
+        self
+    }
+
+    /// Listens on `addr` instead of `127.0.0.1:0`.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
     }
 
     /// Sets the client-to-server faults.
@@ -123,19 +164,20 @@ impl ProxyConfig {
 }
 
 impl FaultProxy {
-    /// Binds `127.0.0.1:0` and starts proxying.
+    /// Binds [`ProxyConfig::listen`] (`127.0.0.1:0` by default) and starts proxying.
     ///
     /// # Errors
     ///
     /// When binding fails.
     pub async fn start(config: ProxyConfig) -> io::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(ProxyShared {
             config: Mutex::new(config),
             half_open: AtomicBool::new(false),
             connections: AtomicU64::new(0),
             forwarded: [AtomicU64::new(0), AtomicU64::new(0)],
+            read: [AtomicU64::new(0), AtomicU64::new(0)],
             corrupted: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
         });
@@ -179,6 +221,13 @@ impl FaultProxy {
         self.shared.forwarded[direction.index()].load(Ordering::SeqCst)
     }
 
+    /// How many bytes were read from the sending side in `direction`, over all connections
+    /// (what was delivered plus what a stall, a close, a reset or half-open swallowed, plus
+    /// what is still queued).
+    pub fn bytes_read(&self, direction: Direction) -> u64 {
+        self.shared.read[direction.index()].load(Ordering::SeqCst)
+    }
+
     /// How many bytes were corrupted, over all connections.
     pub fn bytes_corrupted(&self) -> u64 {
         self.shared.corrupted.load(Ordering::SeqCst)
@@ -214,6 +263,7 @@ struct ProxyShared {
     half_open: AtomicBool,
     connections: AtomicU64,
     forwarded: [AtomicU64; 2],
+    read: [AtomicU64; 2],
     corrupted: AtomicU64,
     tasks: Mutex<Vec<AbortHandle>>,
 }
@@ -259,6 +309,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ProxyShared>) {
                 &s,
                 Direction::ClientToServer,
                 config.client_to_server,
+                config.client_to_server_delay,
                 seed,
                 cr,
                 sw,
@@ -268,6 +319,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ProxyShared>) {
                 &s,
                 Direction::ServerToClient,
                 config.server_to_client,
+                config.server_to_client_delay,
                 seed ^ 1,
                 sr,
                 cw,
@@ -284,6 +336,7 @@ fn spawn_direction(
     shared: &Arc<ProxyShared>,
     dir: Direction,
     faults: DirectionFaults,
+    delay: SegmentDelay,
     seed: u64,
     mut from: OwnedReadHalf,
     to: OwnedWriteHalf,
@@ -294,6 +347,8 @@ fn spawn_direction(
     let latency = faults.latency;
     let jitter = faults.jitter;
     let mut kill_rx = kill.subscribe();
+    let delay_p = delay.probability.clamp(0.0, 1.0);
+    let counters = shared.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
         let mut last = Instant::now();
@@ -302,11 +357,17 @@ fn spawn_direction(
                 r = from.read(&mut buf) => match r {
                     Ok(0) | Err(_) => return, // dropping `tx` ends the writer after the queue
                     Ok(n) => {
-                        let extra = if jitter.is_zero() {
+                        counters.read[dir.index()].fetch_add(n as u64, Ordering::SeqCst);
+                        let mut extra = if jitter.is_zero() {
                             Duration::ZERO
                         } else {
                             jitter.mul_f64(rng.gen_range(0.0..=1.0))
                         };
+                        // Design: the draw happens only when the fault is on, so adding it
+                        // left the jitter sequence of existing seeds unchanged.
+                        if delay_p > 0.0 && rng.gen_bool(delay_p) {
+                            extra += delay.delay;
+                        }
                         let at = (Instant::now() + latency + extra).max(last);
                         last = at;
                         if tx.send((at, buf[..n].to_vec())).is_err() {
@@ -423,7 +484,14 @@ impl Writer {
     }
 
     async fn forward(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let slice = self.faults.slice.unwrap_or(usize::MAX).max(1);
+        // Under a bandwidth cap and no explicit slicing, pace in 10 ms worth of bytes so a
+        // large read is spread out rather than written at once and paid for afterwards.
+        let paced = self
+            .faults
+            .bandwidth
+            .filter(|b| *b > 0)
+            .map(|b| (b / 100).max(1) as usize);
+        let slice = self.faults.slice.or(paced).unwrap_or(usize::MAX).max(1);
         for (i, part) in bytes.chunks(slice).enumerate() {
             if i > 0 {
                 if self.faults.slice_gap.is_zero() {

@@ -199,3 +199,104 @@ async fn a_refused_upstream_closes_the_client() {
     let n = c.read_to_end(&mut rest).await.unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+async fn delayed_arrival(seed: u64) -> Vec<Duration> {
+    use phobos_test_support::proxy::SegmentDelay;
+    let delay = SegmentDelay {
+        probability: 0.3,
+        delay: Duration::from_millis(500),
+    };
+    let (_p, mut c, mut s) =
+        pair(|u| ProxyConfig::new(u, seed).segment_delay(Direction::ClientToServer, delay)).await;
+    let t0 = Instant::now();
+    let mut arrivals = Vec::new();
+    for i in 0..20u8 {
+        c.write_all(&[i]).await.unwrap();
+        // One byte per segment: wait until the proxy delivered it before writing the next.
+        assert_eq!(read_n(&mut s, 1).await, [i]);
+        arrivals.push(t0.elapsed());
+    }
+    arrivals
+}
+
+#[tokio::test(start_paused = true)]
+async fn segment_delay_holds_back_some_segments_and_replays_from_the_seed() {
+    let a = delayed_arrival(11).await;
+    let b = delayed_arrival(11).await;
+    assert_eq!(a, b, "same seed, same delays");
+    let steps: Vec<Duration> = a.windows(2).map(|w| w[1] - w[0]).collect();
+    let held = steps
+        .iter()
+        .filter(|d| **d >= Duration::from_millis(500))
+        .count();
+    let quick = steps
+        .iter()
+        .filter(|d| **d < Duration::from_millis(100))
+        .count();
+    assert!(held >= 1, "some segment was held back: {steps:?}");
+    assert!(quick >= 1, "some segment was not: {steps:?}");
+    assert_eq!(held + quick, steps.len(), "{steps:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn counts_bytes_read_and_delivered_per_direction() {
+    let faults = DirectionFaults {
+        stall_after: Some(10),
+        ..Default::default()
+    };
+    let (p, mut c, mut s) = pair(|u| ProxyConfig::new(u, 12).client_to_server(faults)).await;
+    c.write_all(&payload(100)).await.unwrap();
+    assert_eq!(read_n(&mut s, 10).await, payload(10));
+    s.write_all(&payload(30)).await.unwrap();
+    assert_eq!(read_n(&mut c, 30).await, payload(30));
+    // The stalled direction read everything the client sent but delivered only 10 bytes.
+    while p.bytes_read(Direction::ClientToServer) < 100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(p.bytes_read(Direction::ClientToServer), 100);
+    assert_eq!(p.bytes_forwarded(Direction::ClientToServer), 10);
+    assert_eq!(p.bytes_read(Direction::ServerToClient), 30);
+    assert_eq!(p.bytes_forwarded(Direction::ServerToClient), 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn listens_where_the_config_says() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let want: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let proxy =
+        FaultProxy::start(ProxyConfig::new(upstream.local_addr().unwrap(), 13).listen(want))
+            .await
+            .unwrap();
+    assert_eq!(proxy.addr().ip(), want.ip());
+    let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (mut s, _) = upstream.accept().await.unwrap();
+    c.write_all(b"x").await.unwrap();
+    assert_eq!(read_n(&mut s, 1).await, b"x");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bandwidth_cap_paces_a_single_large_write() {
+    let faults = DirectionFaults {
+        bandwidth: Some(10_000),
+        ..Default::default()
+    };
+    let (_p, mut c, mut s) = pair(|u| ProxyConfig::new(u, 14).server_to_client(faults)).await;
+    let t0 = Instant::now();
+    s.write_all(&payload(10_000)).await.unwrap();
+    // After half the time, about half the bytes can have arrived (not all of them).
+    let mut got = Vec::new();
+    let half = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            let mut b = [0u8; 4096];
+            let n = c.read(&mut b).await.unwrap();
+            got.extend_from_slice(&b[..n]);
+        }
+    })
+    .await;
+    assert!(half.is_err());
+    assert!(got.len() < 7_000, "{} bytes in 0.5 s at 10 kB/s", got.len());
+    let rest = read_n(&mut c, 10_000 - got.len()).await;
+    got.extend_from_slice(&rest);
+    assert_eq!(got, payload(10_000));
+    assert!(t0.elapsed() >= Duration::from_millis(900));
+}
