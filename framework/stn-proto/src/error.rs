@@ -51,6 +51,9 @@ pub enum TaskError {
     /// An anti-avalanche limit refused the request.
     #[error("refused by the {0} limit")]
     Limited(LimitKind),
+    /// A short-link HTTP exchange failed at the HTTP level (status, malformed response).
+    #[error("HTTP: {0}")]
+    Http(#[from] HttpFailure),
 }
 
 impl TaskError {
@@ -68,6 +71,7 @@ impl TaskError {
             TaskError::Auth(_) => ErrorKind::Auth,
             TaskError::Canceled => ErrorKind::Canceled,
             TaskError::Limited(kind) => ErrorKind::Limited(*kind),
+            TaskError::Http(_) => ErrorKind::Http,
         }
     }
 
@@ -99,6 +103,7 @@ impl TaskError {
             TaskError::Auth(_) => (9, -3),
             TaskError::Canceled => (10, -10095),
             TaskError::Limited(_) => (9, -4),
+            TaskError::Http(h) => h.mars_code(),
         }
     }
 }
@@ -131,6 +136,8 @@ pub enum ErrorKind {
     Canceled,
     /// A rate limit refused the task.
     Limited(LimitKind),
+    /// A short-link HTTP response was refused or malformed.
+    Http,
 }
 
 /// Which deadline passed.
@@ -315,6 +322,51 @@ pub enum CodecFailure {
         /// The code the response check gave.
         code: i32,
     },
+}
+
+/// Why a short-link HTTP exchange failed at the HTTP level (spec §8.3). Transport failures
+/// (the server closing before the response is complete, IO errors) are
+/// [`SocketFailure`]s, as in Mars.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpFailure {
+    /// A complete response with a status the codec refuses (Mars `(kEctHttp, status)`).
+    #[error("status {0}")]
+    Status(u16),
+    /// The status line is not `HTTP/1.x <code> ...` (Mars −10195).
+    #[error("bad status line")]
+    BadStatusLine,
+    /// The header block is malformed or larger than the limit (Mars −10194).
+    #[error("bad response headers")]
+    BadHeaders,
+    /// The body framing (chunked encoding, content length) is broken (Mars −10194).
+    #[error("bad response body framing")]
+    BadBody,
+    /// The body is larger than the configured limit.
+    #[error("response body exceeds {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The codec refused a complete response for a codec-specific reason
+    /// ([`ShortLinkReject::Other`](phobos_plugin_api::ShortLinkReject::Other)).
+    #[error("response refused by the codec (reason {0})")]
+    Rejected(u32),
+}
+
+impl HttpFailure {
+    /// Mars's `(ErrCmdType, code)` pair: type 5 (`kEctHttp`) with the status or the parse
+    /// code, type 7 (`kEctEnDecode`) for a codec refusal.
+    pub fn mars_code(self) -> (i32, i32) {
+        match self {
+            HttpFailure::Status(status) => (5, i32::from(status)),
+            HttpFailure::BadStatusLine => (5, -10195),
+            HttpFailure::BadHeaders | HttpFailure::BadBody | HttpFailure::BodyTooLarge { .. } => {
+                (5, -10194)
+            }
+            HttpFailure::Rejected(code) => (7, code as i32),
+        }
+    }
 }
 
 /// Why authentication failed.

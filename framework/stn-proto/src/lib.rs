@@ -149,8 +149,8 @@ pub use config::{
 };
 pub use engine::Engine;
 pub use error::{
-    AuthFailure, CodecFailure, DialFailure, ErrorKind, LimitKind, LinkError, LocalError,
-    ParamError, SocketFailure, TaskError, TimeoutLevel,
+    AuthFailure, CodecFailure, DialFailure, ErrorKind, HttpFailure, LimitKind, LinkError,
+    LocalError, ParamError, SocketFailure, TaskError, TimeoutLevel,
 };
 pub use io::{
     Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats, DEFAULT_LINK,
