@@ -147,7 +147,7 @@ pub use config::{
     Config, ConfigBuilder, ConfigError, FixedHeartbeat, Limits, LinkConfig, ResponseCheck,
     ResponseVerdict, Timing,
 };
-pub use engine::Engine;
+pub use engine::{Engine, ExchangeError, HttpRequest, HttpResponse};
 pub use error::{
     AuthFailure, CodecFailure, DialFailure, ErrorKind, HttpFailure, LimitKind, LinkError,
     LocalError, ParamError, SocketFailure, TaskError, TimeoutLevel,

@@ -3,6 +3,7 @@
 mod dial;
 mod limits;
 mod monitor;
+mod short;
 mod timeouts;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -31,6 +32,8 @@ use self::dial::{plan_addresses, DialStep, Dialer};
 use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
+
+pub use self::short::{ExchangeError, HttpRequest, HttpResponse};
 
 /// The sans-IO long-link task engine: task queue, scheduling, retries, multi-level timeouts,
 /// long-link lifecycle (connect race, identify, heartbeat, reconnect pacing), limits and
