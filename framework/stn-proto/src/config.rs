@@ -47,6 +47,14 @@ pub struct Config {
     pub timing: Timing,
     /// The anti-avalanche limits (§13).
     pub limits: Limits,
+    /// How a connect cycle orders and races its addresses (default
+    /// [`ConnectProfile::Phobos`]).
+    pub connect_profile: ConnectProfile,
+    /// The numbers of the [`ConnectProfile::Phobos`] race (stagger bounds, concurrency).
+    pub racing: Racing,
+    /// The IP source chain, in order (see [`SourceSpec`]). Empty: one primary source limited
+    /// by [`Timing::resolve_timeout`].
+    pub ip_sources: Vec<SourceSpec>,
 }
 
 impl Config {
@@ -63,6 +71,9 @@ impl Config {
                 has_account: true,
                 timing: Timing::default(),
                 limits: Limits::default(),
+                connect_profile: ConnectProfile::default(),
+                racing: Racing::default(),
+                ip_sources: Vec::new(),
             },
         }
     }
@@ -113,6 +124,20 @@ impl Config {
         }
         if t.race_max_concurrent == 0 {
             return Err(ConfigError::Zero("race_max_concurrent"));
+        }
+        let r = &self.racing;
+        if r.max_concurrent == 0 {
+            return Err(ConfigError::Zero("racing.max_concurrent"));
+        }
+        if r.stagger_min < MIN_STAGGER_FLOOR
+            || r.stagger_min > r.stagger_max
+            || r.stagger < r.stagger_min
+            || r.stagger > r.stagger_max
+        {
+            return Err(ConfigError::StaggerBounds);
+        }
+        if self.ip_sources.iter().any(|s| s.limit.is_zero()) {
+            return Err(ConfigError::Zero("ip_sources[].limit"));
         }
         Ok(())
     }
@@ -175,6 +200,25 @@ impl ConfigBuilder {
     /// Replaces the limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
+        self
+    }
+
+    /// Chooses how connect cycles order and race addresses (default
+    /// [`ConnectProfile::Phobos`]).
+    pub fn connect_profile(mut self, profile: ConnectProfile) -> Self {
+        self.config.connect_profile = profile;
+        self
+    }
+
+    /// Replaces the numbers of the [`ConnectProfile::Phobos`] race.
+    pub fn racing(mut self, racing: Racing) -> Self {
+        self.config.racing = racing;
+        self
+    }
+
+    /// Appends one source to the IP source chain (see [`SourceSpec`]).
+    pub fn ip_source(mut self, source: SourceSpec) -> Self {
+        self.config.ip_sources.push(source);
         self
     }
 
@@ -260,14 +304,16 @@ impl LinkConfig {
 /// Wi-Fi/mobile pairs are `(wifi, mobile)`; "Wi-Fi" means any network but mobile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timing {
-    /// One connect attempt's own timeout (`kLonglinkConnTimeout`, 10 s).
+    /// One connect attempt's own timeout, both profiles (`kLonglinkConnTimeout`, 10 s).
     pub connect_timeout: Duration,
-    /// Delay between starting two addresses of the race (`kLonglinkConnInteral`, 2.5 s).
+    /// [`ConnectProfile::MarsClassic`]: delay between starting two addresses of the race
+    /// (`kLonglinkConnInteral`, 2.5 s). The Phobos profile uses [`Racing`].
     pub race_interval: Duration,
-    /// At most this many connect attempts at once (`kLonglinkConnMax`, 3).
+    /// [`ConnectProfile::MarsClassic`]: at most this many connect attempts at once
+    /// (`kLonglinkConnMax`, 3). The Phobos profile uses [`Racing::max_concurrent`].
     pub race_max_concurrent: usize,
-    /// How long the driver may take to resolve a link's hosts before the connect cycle fails
-    /// (Mars: 2 s app DNS then 2 s system DNS; 5 s).
+    /// Time limit of one IP source call when [`Config::ip_sources`] is empty (one implicit
+    /// primary source; Mars: 2 s for app DNS).
     pub resolve_timeout: Duration,
     /// Pause before retried tasks go out after a failure (`DEF_TASK_RETRY_INTERNAL`, 1 s).
     pub retry_pause: Duration,
@@ -314,7 +360,7 @@ impl Default for Timing {
             connect_timeout: ms(10_000),
             race_interval: ms(2_500),
             race_max_concurrent: 3,
-            resolve_timeout: ms(5_000),
+            resolve_timeout: ms(2_000),
             retry_pause: ms(1_000),
             first_packet: (ms(12_000), ms(15_000)),
             first_packet_max: (ms(22_000), ms(30_000)),
@@ -373,7 +419,123 @@ pub enum ConfigError {
     /// A setting that must not be zero.
     #[error("{0} must not be zero")]
     Zero(&'static str),
+    /// [`Racing`] needs 10 ms ≤ `stagger_min` ≤ `stagger` ≤ `stagger_max`.
+    #[error("racing: need 10 ms <= stagger_min <= stagger <= stagger_max")]
+    StaggerBounds,
 }
+
+/// How a connect cycle orders its addresses and races them.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use phobos_stn_proto::{Config, ConnectProfile, LinkConfig};
+/// # fn demo(codec: Arc<dyn phobos_plugin_api::PacketCodec>) {
+/// let config = Config::builder(codec)
+///     .link(LinkConfig::new("default-longlink").hosts(["long.example.com"]).ports([443]))
+///     .connect_profile(ConnectProfile::MarsClassic)
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.connect_profile, ConnectProfile::MarsClassic);
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectProfile {
+    /// RFC 8305-style racing (the default): addresses in ranked order (§11 history, bans,
+    /// seeded random spread among equals) with IPv6/IPv4 interleaved (first address family
+    /// count 1); the next attempt starts a *stagger* after the previous one, where the
+    /// stagger is `clamp(2 × RTT estimate, stagger_min, stagger_max)` (250 ms before any RTT
+    /// is known, see [`Racing`]); a failed attempt starts the next one at once; at most
+    /// [`Racing::max_concurrent`] attempts in flight; each attempt times out after
+    /// [`Timing::connect_timeout`]; the first to connect wins and the others are aborted.
+    #[default]
+    Phobos,
+    /// Mars's race (§9) with exact deadlines: Mars's address order (§11.3: shuffle, history
+    /// by failures, IPv6/IPv4 weighted merge), a fixed [`Timing::race_interval`] (2.5 s)
+    /// between starts, [`Timing::race_max_concurrent`] (3) attempts at most, each timing out
+    /// after [`Timing::connect_timeout`] (10 s).
+    MarsClassic,
+}
+
+/// The numbers of the [`ConnectProfile::Phobos`] race (RFC 8305 §5 "Connection Attempt
+/// Delay").
+///
+/// After starting an attempt to address *a*, the next attempt is due after
+/// `clamp(2 × rtt, stagger_min, stagger_max)`, where `rtt` is *a*'s last measured connect
+/// time if known, else the smoothed connect time of this network (EWMA, gain 1/8, reset on a
+/// network change), else the stagger is [`stagger`](Self::stagger). Twice the RTT because a
+/// handshake that has not finished after two round trips has most likely lost a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Racing {
+    /// Stagger before any connect time is known (RFC 8305's recommended 250 ms).
+    pub stagger: Duration,
+    /// Lower bound of the adapted stagger (RFC 8305: 100 ms; never below 10 ms).
+    pub stagger_min: Duration,
+    /// Upper bound of the adapted stagger (RFC 8305: 2 s).
+    pub stagger_max: Duration,
+    /// At most this many attempts in flight at once (4).
+    pub max_concurrent: usize,
+}
+
+impl Default for Racing {
+    fn default() -> Self {
+        Racing {
+            stagger: Duration::from_millis(250),
+            stagger_min: Duration::from_millis(100),
+            stagger_max: Duration::from_millis(2_000),
+            max_concurrent: 4,
+        }
+    }
+}
+
+/// One source of the IP source chain (spec §10.2), as the core sees it: the driver runs the
+/// actual [`IpSource`](phobos_plugin_api::IpSource) at the same index.
+///
+/// For each host the core asks the sources in order, one call at a time, each within its
+/// own [`limit`](Self::limit): the first *primary* source that answers with addresses ends
+/// the primary part for that host (later primary sources are skipped); *backup* sources are
+/// always asked and their addresses go last. An answer tagged
+/// [`AddrSource::Debug`](phobos_plugin_api::AddrSource::Debug) is used alone (no other
+/// host, no backups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// How long one call may take before the core moves on (Mars: 2 s for app DNS and for
+    /// system DNS).
+    pub limit: Duration,
+    /// Primary or backup.
+    pub role: SourceRole,
+}
+
+impl SourceSpec {
+    /// A primary source (app DNS, system DNS, a dynamic list…) with this time limit.
+    pub fn primary(limit: Duration) -> Self {
+        SourceSpec {
+            limit,
+            role: SourceRole::Primary,
+        }
+    }
+
+    /// A backup source (addresses shipped with the app) with this time limit.
+    pub fn backup(limit: Duration) -> Self {
+        SourceSpec {
+            limit,
+            role: SourceRole::Backup,
+        }
+    }
+}
+
+/// The role of a source in the chain (see [`SourceSpec`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SourceRole {
+    /// Asked until one answers (Mars: app DNS, then system DNS).
+    Primary,
+    /// Always asked; its addresses are appended last (Mars's backup IPs).
+    Backup,
+}
+
+/// RFC 8305's hard floor for the connection attempt delay.
+const MIN_STAGGER_FLOOR: Duration = Duration::from_millis(10);
 
 /// Judges a response body before the task ends with it (Mars's `Buf2Resp` return value).
 ///

@@ -144,8 +144,8 @@ mod timer;
 mod tests;
 
 pub use config::{
-    Config, ConfigBuilder, ConfigError, FixedHeartbeat, Limits, LinkConfig, ResponseCheck,
-    ResponseVerdict, Timing,
+    Config, ConfigBuilder, ConfigError, ConnectProfile, FixedHeartbeat, Limits, LinkConfig, Racing,
+    ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing,
 };
 pub use engine::{Engine, ExchangeError, HttpRequest, HttpResponse};
 pub use error::{

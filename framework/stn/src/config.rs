@@ -212,6 +212,17 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Chooses how connect cycles order and race addresses: [`ConnectProfile::Phobos`] (the
+    /// default, RFC 8305-style) or [`ConnectProfile::MarsClassic`] (Mars's 2.5 s stagger,
+    /// 3 concurrent attempts, 10 s connect timeout and Mars's address order).
+    ///
+    /// [`ConnectProfile::Phobos`]: phobos_stn_proto::ConnectProfile::Phobos
+    /// [`ConnectProfile::MarsClassic`]: phobos_stn_proto::ConnectProfile::MarsClassic
+    pub fn connect_profile(mut self, profile: phobos_stn_proto::ConnectProfile) -> Self {
+        self.core = self.core.connect_profile(profile);
+        self
+    }
+
     /// Anything else of the core's config (timing, limits, seed, response check…).
     ///
     /// ```

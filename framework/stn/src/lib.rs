@@ -97,6 +97,6 @@ pub use tls::{TlsConfig, TlsConfigBuilder, TlsConfigError, TlsConnector, TlsErro
 pub use watchdog::{CallGuard, Stall, Watchdog};
 
 pub use phobos_stn_proto::{
-    ChannelSelect, Config, ConfigError, ErrorKind, LinkConfig, LinkError, LinkName, LinkStatus,
-    LocalError, Response, TaskEnd, TaskError, TaskProfile, TaskSpec, TimeoutLevel,
+    ChannelSelect, Config, ConfigError, ConnectProfile, ErrorKind, LinkConfig, LinkError, LinkName,
+    LinkStatus, LocalError, Response, TaskEnd, TaskError, TaskProfile, TaskSpec, TimeoutLevel,
 };
