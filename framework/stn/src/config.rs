@@ -50,7 +50,7 @@ impl ClientConfig {
         ClientConfigBuilder {
             core: Config::builder(codec),
             ip_sources: Vec::new(),
-            connector: Arc::new(TcpConnector),
+            connector: Arc::new(TcpConnector::new()),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
             heartbeat_state: None,
         }
@@ -81,7 +81,7 @@ impl ClientConfig {
         ClientConfig {
             core,
             ip_sources: Vec::new(),
-            connector: Arc::new(TcpConnector),
+            connector: Arc::new(TcpConnector::new()),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
             heartbeat_state: None,
         }

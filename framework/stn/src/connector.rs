@@ -3,16 +3,29 @@
 //! The core decides *where* to connect and *when* to give up; a connector only turns one
 //! address into a byte stream. Racing several addresses is the core's job (it emits one
 //! `Connect` action per attempt), so a connector never needs a timeout of its own. TLS or a
-//! proxy fit here later as other connectors wrapping the TCP one.
+//! proxy wrap the TCP one ([`TlsConnector::over`](crate::TlsConnector::over)).
+//!
+//! # Socket options
+//!
+//! [`TcpConnector`] applies [`SocketOptions`] to each socket *before* `connect`: the MSS clamp
+//! (`TCP_MAXSEG`) only shapes the MSS option of the SYN when it is set first, and keepalive and
+//! `TCP_NODELAY` then hold from the first byte. The defaults follow Mars: Nagle off (Mars
+//! disables it on every long link), no TCP keepalive (the long link's own heartbeat detects dead
+//! links sooner and also keeps NAT entries alive), no MSS clamp. Mars forces an MSS of
+//! [`WIFI_MSS`] on Wi-Fi; an app that wants that gives the connector
+//! `SocketOptions::default().mss(Some(WIFI_MSS))`.
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use phobos_plugin_api::IpPort;
 use phobos_stn_proto::{CloseCause, DialError};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// A connected byte stream the driver can read and write.
 pub trait LinkStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -31,17 +44,205 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     async fn connect(&self, addr: IpPort) -> io::Result<Box<dyn LinkStream>>;
 }
 
-/// Plain TCP with `TCP_NODELAY` (Mars disables Nagle on every long link).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TcpConnector;
+/// Plain TCP with [`SocketOptions`] (by default `TCP_NODELAY` on, as Mars does on every long
+/// link).
+///
+/// ```
+/// use std::time::Duration;
+/// use phobos_stn::{Keepalive, SocketOptions, TcpConnector, WIFI_MSS};
+///
+/// let options = SocketOptions::default()
+///     .keepalive(Some(Keepalive::new(Duration::from_secs(60), Duration::from_secs(10), 3)))
+///     .mss(Some(WIFI_MSS));
+/// let connector = TcpConnector::with_options(options).unwrap();
+/// assert_eq!(connector.options().mss, Some(1400));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpConnector {
+    options: SocketOptions,
+}
+
+impl TcpConnector {
+    /// A connector with the default [`SocketOptions`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A connector applying `options` to every socket.
+    ///
+    /// # Errors
+    ///
+    /// [`SocketOptionsError`] when a value is outside what the kernel accepts (see
+    /// [`SocketOptions::check`]), so a bad setting fails at configuration, not on every
+    /// connect.
+    pub fn with_options(options: SocketOptions) -> Result<Self, SocketOptionsError> {
+        options.check()?;
+        Ok(TcpConnector { options })
+    }
+
+    /// The options applied to each socket.
+    pub fn options(&self) -> &SocketOptions {
+        &self.options
+    }
+
+    /// Opens a TCP connection to `addr` with the options set before `connect`.
+    ///
+    /// This is what [`Connector::connect`] does, without boxing; a connector wrapping TCP (a
+    /// proxy) can use it for its first hop.
+    ///
+    /// # Errors
+    ///
+    /// The IO error of creating the socket, setting an option or connecting.
+    pub async fn connect_tcp(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        self.options.apply(&socket)?;
+        socket.set_nonblocking(true)?;
+        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+        socket.connect(addr).await
+    }
+}
 
 #[async_trait]
 impl Connector for TcpConnector {
     async fn connect(&self, addr: IpPort) -> io::Result<Box<dyn LinkStream>> {
-        let stream = TcpStream::connect(std::net::SocketAddr::from(addr)).await?;
-        stream.set_nodelay(true)?;
+        let stream = self.connect_tcp(SocketAddr::from(addr)).await?;
         Ok(Box::new(stream))
     }
+}
+
+/// The MSS Mars forces on Wi-Fi links (bytes), for [`SocketOptions::mss`].
+pub const WIFI_MSS: u32 = 1400;
+
+/// Options [`TcpConnector`] sets on each socket before connecting.
+///
+/// Built from [`Default`] with the chaining setters; every field is public for struct-literal
+/// use too. [`check`](Self::check) tells whether the kernel would accept the values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketOptions {
+    /// `TCP_NODELAY`: send small writes at once instead of waiting to coalesce them (Nagle
+    /// off). Default: on, because frames are small and latency matters more than packet count.
+    pub nodelay: bool,
+    /// TCP keepalive probes (`SO_KEEPALIVE` with `TCP_KEEPIDLE`/`TCP_KEEPINTVL`/`TCP_KEEPCNT`);
+    /// `None` leaves keepalive off. Default: off (the heartbeat does this job).
+    pub keepalive: Option<Keepalive>,
+    /// `TCP_MAXSEG`: the largest segment to send and to ask the peer for, clamping the MSS
+    /// option in the SYN. Default: none (the kernel uses the path's MTU). Mars uses
+    /// [`WIFI_MSS`] on Wi-Fi, where some access points drop large segments.
+    pub mss: Option<u32>,
+}
+
+impl SocketOptions {
+    /// Sets [`nodelay`](Self::nodelay).
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.nodelay = nodelay;
+        self
+    }
+
+    /// Sets [`keepalive`](Self::keepalive).
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Sets [`mss`](Self::mss).
+    pub fn mss(mut self, mss: Option<u32>) -> Self {
+        self.mss = mss;
+        self
+    }
+
+    /// Whether every value is in the range Linux accepts: MSS in `88..=32767`; keepalive idle
+    /// time and interval whole seconds in `1..=32767`; probe count in `1..=127`.
+    ///
+    /// # Errors
+    ///
+    /// The first value out of range.
+    pub fn check(&self) -> Result<(), SocketOptionsError> {
+        if let Some(mss) = self.mss {
+            if !(MIN_MSS..=MAX_MSS).contains(&mss) {
+                return Err(SocketOptionsError::Mss(mss));
+            }
+        }
+        if let Some(k) = self.keepalive {
+            for (what, d) in [("idle", k.idle), ("interval", k.interval)] {
+                let whole = d.subsec_nanos() == 0;
+                if !whole || !(1..=MAX_KEEPALIVE_SECS).contains(&d.as_secs()) {
+                    return Err(SocketOptionsError::KeepaliveTime(what, d));
+                }
+            }
+            if !(1..=MAX_KEEPALIVE_PROBES).contains(&k.count) {
+                return Err(SocketOptionsError::KeepaliveCount(k.count));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the options on an unconnected socket.
+    fn apply(&self, socket: &Socket) -> io::Result<()> {
+        socket.set_tcp_nodelay(self.nodelay)?;
+        if let Some(k) = self.keepalive {
+            let params = TcpKeepalive::new()
+                .with_time(k.idle)
+                .with_interval(k.interval);
+            #[cfg(not(any(windows, target_os = "openbsd", target_os = "redox")))]
+            let params = params.with_retries(k.count);
+            socket.set_tcp_keepalive(&params)?;
+        }
+        #[cfg(unix)]
+        if let Some(mss) = self.mss {
+            socket.set_tcp_mss(mss)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            nodelay: true,
+            keepalive: None,
+            mss: None,
+        }
+    }
+}
+
+/// TCP keepalive timing: the first probe after `idle` without traffic, then one every
+/// `interval`; the connection is dropped after `count` unanswered probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Keepalive {
+    /// Time without traffic before the first probe (`TCP_KEEPIDLE`).
+    pub idle: Duration,
+    /// Time between probes (`TCP_KEEPINTVL`).
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped (`TCP_KEEPCNT`; not settable on
+    /// Windows and OpenBSD, where the system's count applies).
+    pub count: u32,
+}
+
+impl Keepalive {
+    /// Keepalive with these timings.
+    pub fn new(idle: Duration, interval: Duration, count: u32) -> Self {
+        Keepalive {
+            idle,
+            interval,
+            count,
+        }
+    }
+}
+
+/// A [`SocketOptions`] value the kernel would refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketOptionsError {
+    /// The MSS is outside `88..=32767`.
+    #[error("MSS {0} is outside 88..=32767")]
+    Mss(u32),
+    /// A keepalive time (named) is not a whole number of seconds in `1..=32767`.
+    #[error("keepalive {0} time {1:?} is not whole seconds in 1..=32767")]
+    KeepaliveTime(&'static str, Duration),
+    /// The keepalive probe count is outside `1..=127`.
+    #[error("keepalive probe count {0} is outside 1..=127")]
+    KeepaliveCount(u32),
 }
 
 /// The core's view of a failed connect. A TLS failure (an error carrying a [`TlsError`](crate::TlsError))
@@ -77,6 +278,15 @@ fn errno(err: &io::Error) -> i32 {
     err.raw_os_error().unwrap_or(-1)
 }
 
+/// Linux's smallest accepted `TCP_MAXSEG` (`TCP_MIN_MSS`).
+const MIN_MSS: u32 = 88;
+/// Linux's largest accepted `TCP_MAXSEG` (`MAX_TCP_WINDOW`).
+const MAX_MSS: u32 = 32_767;
+/// Linux's limit on `TCP_KEEPIDLE` and `TCP_KEEPINTVL` (`MAX_TCP_KEEPIDLE`).
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+/// Linux's limit on `TCP_KEEPCNT` (`MAX_TCP_KEEPCNT`).
+const MAX_KEEPALIVE_PROBES: u32 = 127;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +303,42 @@ mod tests {
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(close_cause(&eof), CloseCause::RemoteClosed);
         assert_eq!(close_cause(&io::Error::other("x")), CloseCause::Io(-1));
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_at_configuration() {
+        let secs = Duration::from_secs;
+        let ok = Keepalive::new(secs(60), secs(10), 3);
+        assert!(TcpConnector::with_options(SocketOptions::default().keepalive(Some(ok))).is_ok());
+        let cases = [
+            (
+                SocketOptions::default().mss(Some(87)),
+                SocketOptionsError::Mss(87),
+            ),
+            (
+                SocketOptions::default().mss(Some(40_000)),
+                SocketOptionsError::Mss(40_000),
+            ),
+            (
+                SocketOptions::default().keepalive(Some(Keepalive::new(secs(0), secs(1), 1))),
+                SocketOptionsError::KeepaliveTime("idle", secs(0)),
+            ),
+            (
+                SocketOptions::default().keepalive(Some(Keepalive::new(
+                    secs(1),
+                    Duration::from_millis(1500),
+                    1,
+                ))),
+                SocketOptionsError::KeepaliveTime("interval", Duration::from_millis(1500)),
+            ),
+            (
+                SocketOptions::default().keepalive(Some(Keepalive::new(secs(1), secs(1), 128))),
+                SocketOptionsError::KeepaliveCount(128),
+            ),
+        ];
+        for (options, want) in cases {
+            assert_eq!(TcpConnector::with_options(options), Err(want));
+        }
+        assert!(SocketOptions::default().mss(Some(WIFI_MSS)).check().is_ok());
     }
 }

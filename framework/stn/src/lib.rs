@@ -92,7 +92,10 @@ pub use client::{
     Client, DriverStats, LinkEvent, LinkEvents, Push, PushStream, StreamError, TaskHandle, TaskKey,
 };
 pub use config::{ClientConfig, ClientConfigBuilder, DEFAULT_WATCHDOG_THRESHOLD};
-pub use connector::{close_cause, dial_error, Connector, LinkStream, TcpConnector};
+pub use connector::{
+    close_cause, dial_error, Connector, Keepalive, LinkStream, SocketOptions, SocketOptionsError,
+    TcpConnector, WIFI_MSS,
+};
 pub use tls::{TlsConfig, TlsConfigBuilder, TlsConfigError, TlsConnector, TlsError, TlsFailure};
 pub use watchdog::{CallGuard, Stall, Watchdog};
 

@@ -533,7 +533,7 @@ pub struct TlsConnector {
 impl TlsConnector {
     /// TLS with `config` over plain TCP ([`TcpConnector`]).
     pub fn new(config: TlsConfig) -> Self {
-        Self::over(Arc::new(TcpConnector), config)
+        Self::over(Arc::new(TcpConnector::new()), config)
     }
 
     /// TLS with `config` over the streams `inner` opens (a proxy tunnel, say).
