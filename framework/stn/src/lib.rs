@@ -84,6 +84,7 @@ mod config;
 mod connector;
 mod driver;
 pub mod metrics;
+mod short;
 mod tls;
 mod watchdog;
 
@@ -96,6 +97,9 @@ pub use connector::{
     close_cause, dial_error, Connector, Keepalive, LinkStream, SocketOptions, SocketOptionsError,
     TcpConnector, WIFI_MSS,
 };
+#[doc(hidden)]
+pub use short::fuzzing;
+pub use short::{Proxy, ProxyAuth, ProxyConnector, ProxyError};
 pub use tls::{TlsConfig, TlsConfigBuilder, TlsConfigError, TlsConnector, TlsError, TlsFailure};
 pub use watchdog::{CallGuard, Stall, Watchdog};
 

@@ -1,0 +1,492 @@
+//! One HTTP/1.1 exchange on a stream the driver opened itself (`hyper`'s connection-level
+//! client, so the address, the proxy and TLS stay the driver's choice).
+//!
+//! The stream is wrapped in a [`Metered`] adapter that reports every read to the engine (its
+//! first-packet and packet-to-packet timers count any response byte, as Mars's do) and keeps
+//! the first bytes of each response, so a garbage status line is told apart from bad headers.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use phobos_stn_proto::{CloseCause, ExchangeError, HttpFailure, HttpRequest, HttpResponse};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::task::JoinHandle;
+
+use crate::connector::{close_cause, LinkStream};
+
+/// Size limits applied to a response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The largest status line plus headers (hyper's read buffer; at least 8 KiB).
+    pub(crate) max_head: usize,
+    /// The largest body.
+    pub(crate) max_body: usize,
+}
+
+/// Called with the number of bytes of each read from the server.
+pub(crate) type OnRead = Box<dyn Fn(usize) + Send + Sync>;
+
+/// An HTTP/1.1 client connection: hyper's request sender plus the task driving the socket
+/// (aborted when this is dropped, which closes the socket).
+pub(crate) struct H1Conn {
+    sender: SendRequest<Full<Bytes>>,
+    meter: Arc<Meter>,
+    driver: JoinHandle<()>,
+}
+
+/// What an exchange gave besides the response.
+pub(crate) struct Exchanged {
+    /// The response.
+    pub(crate) response: HttpResponse,
+    /// Both sides allow the connection to carry another request.
+    pub(crate) reusable: bool,
+}
+
+impl H1Conn {
+    /// Starts HTTP/1.1 on `stream`.
+    pub(crate) async fn handshake(
+        stream: Box<dyn LinkStream>,
+        limits: Limits,
+    ) -> Result<H1Conn, ExchangeError> {
+        let meter = Arc::new(Meter::default());
+        let io = TokioIo::new(Metered {
+            inner: stream,
+            meter: meter.clone(),
+        });
+        let mut builder = Builder::new();
+        // Design: Mars writes `Content-Length`, `User-Agent`… in title case; hyper keeps
+        // names lower case unless asked.
+        builder
+            .title_case_headers(true)
+            .max_buf_size(limits.max_head.max(MIN_HEAD_BUFFER));
+        let (sender, conn) = builder
+            .handshake::<_, Full<Bytes>>(io)
+            .await
+            .map_err(|e| map_error(&e, &meter))?;
+        let driver = tokio::spawn(async move {
+            // Errors reach the pending request; the connection just ends.
+            let _ = conn.await;
+        });
+        Ok(H1Conn {
+            sender,
+            meter,
+            driver,
+        })
+    }
+
+    /// Whether the connection can take another request (not closed by either side).
+    pub(crate) fn is_open(&self) -> bool {
+        !self.sender.is_closed() && !self.driver.is_finished()
+    }
+
+    /// Sends `req` and reads the whole response, calling `on_read` for every read.
+    pub(crate) async fn exchange(
+        &mut self,
+        req: &HttpRequest,
+        limits: Limits,
+        on_read: OnRead,
+    ) -> Result<Exchanged, ExchangeError> {
+        let request = build_request(req)?;
+        self.meter.start(on_read);
+        let result = self.run(request, limits).await;
+        self.meter.stop();
+        let (response, server_keeps) = result?;
+        let reusable = server_keeps && !wants_close(&req.headers);
+        Ok(Exchanged { response, reusable })
+    }
+
+    async fn run(
+        &mut self,
+        request: Request<Full<Bytes>>,
+        limits: Limits,
+    ) -> Result<(HttpResponse, bool), ExchangeError> {
+        let meter = self.meter.clone();
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| map_error(&e, &meter))?;
+        let resp = self
+            .sender
+            .send_request(request)
+            .await
+            .map_err(|e| map_error(&e, &meter))?;
+        let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_owned(), value)
+            })
+            .collect();
+        let too_large = HttpFailure::BodyTooLarge {
+            limit: limits.max_body as u64,
+        };
+        // A declared length over the limit fails before any body byte is read.
+        let declared = resp
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body as u64) {
+            return Err(ExchangeError::Http(too_large));
+        }
+        let keeps = resp.version() == hyper::Version::HTTP_11 && !wants_close(&headers);
+        let mut body = resp.into_body();
+        let mut buf = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| map_error(&e, &meter))?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limits.max_body {
+                    return Err(ExchangeError::Http(too_large));
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok((
+            HttpResponse {
+                status,
+                headers,
+                body: buf.freeze(),
+            },
+            keeps,
+        ))
+    }
+}
+
+impl Drop for H1Conn {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Builds hyper's request: `POST <path> HTTP/1.1`, the headers in the given order.
+fn build_request(req: &HttpRequest) -> Result<Request<Full<Bytes>>, ExchangeError> {
+    let mut request = Request::post(req.path.as_str())
+        .body(Full::new(req.body.clone()))
+        .map_err(|_| ExchangeError::Request)?;
+    let headers = request.headers_mut();
+    for (name, value) in &req.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ExchangeError::Request)?;
+        let value = HeaderValue::from_str(value).map_err(|_| ExchangeError::Request)?;
+        // Design: `append`, not `insert`: a map that only grows iterates in insertion
+        // order, which is the order hyper writes (the codec's sorted order).
+        headers.append(name, value);
+    }
+    Ok(request)
+}
+
+/// Whether `Connection` says `close` (either side).
+fn wants_close(headers: &[(String, String)]) -> bool {
+    headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("connection")
+            && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+    })
+}
+
+/// Maps a hyper error to the core's vocabulary.
+///
+/// | hyper says | core gets |
+/// |---|---|
+/// | parse error and the response does not start with `HTTP/`, or a bad version or status | [`HttpFailure::BadStatusLine`] |
+/// | other parse error (headers, content length, head too large) | [`HttpFailure::BadHeaders`] |
+/// | message incomplete, connection closed | [`CloseCause::RemoteClosed`] |
+/// | body read failed: unexpected EOF | [`CloseCause::RemoteClosed`] |
+/// | body read failed: invalid data (chunk framing) | [`HttpFailure::BadBody`] |
+/// | another IO error | [`CloseCause::Io`] with its errno |
+/// | the request itself was refused (user error) | [`ExchangeError::Request`] |
+fn map_error(err: &hyper::Error, meter: &Meter) -> ExchangeError {
+    if err.is_parse_status() || (err.is_parse() && meter.bad_status_line()) {
+        return ExchangeError::Http(HttpFailure::BadStatusLine);
+    }
+    if err.is_parse() || err.is_parse_too_large() {
+        let text = err.to_string();
+        if text.contains("version") {
+            return ExchangeError::Http(HttpFailure::BadStatusLine);
+        }
+        return ExchangeError::Http(HttpFailure::BadHeaders);
+    }
+    if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
+        return ExchangeError::Closed(CloseCause::RemoteClosed);
+    }
+    if let Some(io) = io_source(err) {
+        return match io.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
+                ExchangeError::Http(HttpFailure::BadBody)
+            }
+            _ => ExchangeError::Closed(close_cause(io)),
+        };
+    }
+    if err.is_user() {
+        return ExchangeError::Request;
+    }
+    ExchangeError::Closed(CloseCause::Io(-1))
+}
+
+/// The first `io::Error` in the error's source chain.
+fn io_source(err: &hyper::Error) -> Option<&io::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// What the [`Metered`] stream shares with its [`H1Conn`].
+#[derive(Default)]
+struct Meter {
+    state: Mutex<MeterState>,
+}
+
+#[derive(Default)]
+struct MeterState {
+    on_read: Option<OnRead>,
+    /// The first bytes of the current response.
+    prefix: Vec<u8>,
+}
+
+impl Meter {
+    fn start(&self, on_read: OnRead) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.on_read = Some(on_read);
+        s.prefix.clear();
+    }
+
+    fn stop(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.on_read = None;
+    }
+
+    fn on_read(&self, data: &[u8]) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = STATUS_PREFIX.len().saturating_sub(s.prefix.len());
+        let take = room.min(data.len());
+        s.prefix.extend_from_slice(&data[..take]);
+        if let Some(f) = &s.on_read {
+            f(data.len());
+        }
+    }
+
+    /// The response so far does not start like a status line.
+    fn bad_status_line(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        !STATUS_PREFIX.starts_with(&s.prefix)
+    }
+}
+
+/// A stream that tells its [`Meter`] about every read.
+struct Metered {
+    inner: Box<dyn LinkStream>,
+    meter: Arc<Meter>,
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let got = &buf.filled()[before..];
+            if !got.is_empty() {
+                self.meter.on_read(got);
+            }
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Every HTTP/1.x status line starts with this.
+const STATUS_PREFIX: &[u8] = b"HTTP/";
+/// hyper's smallest accepted read buffer.
+const MIN_HEAD_BUFFER: usize = 8 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const LIMITS: Limits = Limits {
+        max_head: 16 * 1024,
+        max_body: 1024,
+    };
+
+    fn request(body: &'static [u8]) -> HttpRequest {
+        HttpRequest {
+            path: "/cgi-bin/x".to_owned(),
+            headers: vec![
+                ("Content-Length".to_owned(), body.len().to_string()),
+                ("Host".to_owned(), "s.example".to_owned()),
+            ],
+            body: Bytes::from_static(body),
+        }
+    }
+
+    /// Runs one exchange against a server that reads the request head and answers `reply`
+    /// (then closes).
+    async fn against(reply: &'static [u8]) -> (Result<Exchanged, ExchangeError>, usize) {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut buf = vec![0; 4096];
+            let _ = server.read(&mut buf).await;
+            let _ = server.write_all(reply).await;
+            let _ = server.shutdown().await;
+        });
+        let mut conn = H1Conn::handshake(Box::new(client), LIMITS).await.unwrap();
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reads.clone();
+        let res = conn
+            .exchange(
+                &request(b"hello"),
+                LIMITS,
+                Box::new(move |n| {
+                    counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }),
+            )
+            .await;
+        (res, reads.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    #[tokio::test]
+    async fn reads_a_content_length_response_and_counts_its_bytes() {
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc";
+        let (res, read) = against(reply).await;
+        let ex = res.unwrap();
+        assert_eq!(ex.response.status, 200);
+        assert_eq!(&ex.response.body[..], b"abc");
+        assert_eq!(ex.response.header("x-a"), Some("b"));
+        assert_eq!(read, reply.len());
+    }
+
+    #[tokio::test]
+    async fn reads_a_chunked_response() {
+        let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let (res, _) = against(reply).await;
+        assert_eq!(&res.unwrap().response.body[..], b"abcde");
+    }
+
+    #[tokio::test]
+    async fn maps_broken_responses_to_typed_errors() {
+        let cases: [(&[u8], ExchangeError); 6] = [
+            (
+                b"GARBAGE NOT HTTP\r\n\r\n",
+                ExchangeError::Http(HttpFailure::BadStatusLine),
+            ),
+            (
+                b"HTTP/1.1 2x0 OK\r\n\r\n",
+                ExchangeError::Http(HttpFailure::BadStatusLine),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+                ExchangeError::Http(HttpFailure::BadHeaders),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+                ExchangeError::Closed(CloseCause::RemoteClosed),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+                ExchangeError::Http(HttpFailure::BadBody),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n",
+                ExchangeError::Http(HttpFailure::BodyTooLarge { limit: 1024 }),
+            ),
+        ];
+        for (reply, want) in cases {
+            let (res, _) = against(reply).await;
+            assert_eq!(res.err(), Some(want), "{}", String::from_utf8_lossy(reply));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_chunked_body_is_cut_at_the_limit() {
+        let mut reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..3 {
+            reply.extend_from_slice(b"200\r\n");
+            reply.extend_from_slice(&[b'x'; 0x200]);
+            reply.extend_from_slice(b"\r\n");
+        }
+        reply.extend_from_slice(b"0\r\n\r\n");
+        let reply: &'static [u8] = reply.leak();
+        let (res, _) = against(reply).await;
+        assert_eq!(
+            res.err(),
+            Some(ExchangeError::Http(HttpFailure::BodyTooLarge {
+                limit: 1024
+            }))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_reply_is_a_remote_close() {
+        let (res, read) = against(b"").await;
+        assert_eq!(
+            res.err(),
+            Some(ExchangeError::Closed(CloseCause::RemoteClosed))
+        );
+        assert_eq!(read, 0);
+    }
+
+    #[tokio::test]
+    async fn keep_alive_needs_both_sides() {
+        let (res, _) = against(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(res.unwrap().reusable);
+        let (res, _) =
+            against(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(!res.unwrap().reusable);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_header_name_is_a_request_error() {
+        let (client, _server) = tokio::io::duplex(1024);
+        let mut conn = H1Conn::handshake(Box::new(client), LIMITS).await.unwrap();
+        let mut req = request(b"");
+        req.headers.push(("Bad Name".to_owned(), "x".to_owned()));
+        let res = conn.exchange(&req, LIMITS, Box::new(|_| {})).await;
+        assert_eq!(res.err(), Some(ExchangeError::Request));
+    }
+}

@@ -1,0 +1,92 @@
+//! The short link's IO (spec §8): one HTTP/1.1 POST per attempt over a connection the
+//! driver opened itself.
+//!
+//! The engine decides everything protocol-level: which address (the same ranked plan and
+//! connect race as the long link), the request (shaped by the codec), the timeouts and the
+//! retries. The driver:
+//!
+//! 1. connects each attempt through the short-link connector (plain TCP, optionally a
+//!    [`ProxyConnector`], optionally TLS over either), or takes a live connection from the
+//!    keep-alive [`pool`];
+//! 2. runs the exchange with `hyper`'s connection-level HTTP/1.1 client
+//!    ([`exchange::H1Conn`]), reporting every read to the engine (its first-packet and
+//!    packet-to-packet timers count any response byte) and the complete response or a typed
+//!    [`ExchangeError`](phobos_stn_proto::ExchangeError) at the end;
+//! 3. drops the connection (or caches it, §8.5) when the engine is done with it.
+
+// Wired into the driver in the next step.
+#[allow(dead_code)]
+pub(crate) mod exchange;
+#[allow(dead_code)]
+pub(crate) mod pool;
+pub(crate) mod proxy;
+
+pub use proxy::{Proxy, ProxyAuth, ProxyConnector, ProxyError};
+
+/// Entry points for the fuzz targets in `tests/fuzz` (and their proptest replay). Not a
+/// stable API.
+pub mod fuzzing {
+    use bytes::Bytes;
+    use phobos_stn_proto::HttpRequest;
+    use tokio::io::AsyncWriteExt;
+
+    use super::exchange::{H1Conn, Limits};
+
+    /// Runs the response side of one short-link exchange with `data` as everything the
+    /// server sends (then the server closes), in a current-thread runtime. Never panics,
+    /// never hangs: any input ends in a response or a typed error.
+    pub fn short_response(data: &[u8]) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+            return;
+        };
+        let data = data.to_vec();
+        rt.block_on(async move {
+            let (client, mut server) = tokio::io::duplex(16 * 1024);
+            tokio::spawn(async move {
+                let _ = server.write_all(&data).await;
+                let _ = server.shutdown().await;
+                // Keep the read side open until the client is done.
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut server, &mut sink).await;
+            });
+            let Ok(mut conn) = H1Conn::handshake(Box::new(client), LIMITS).await else {
+                return;
+            };
+            let req = HttpRequest {
+                path: "/fuzz".to_owned(),
+                headers: vec![("Content-Length".to_owned(), "1".to_owned())],
+                body: Bytes::from_static(b"x"),
+            };
+            if let Ok(ex) = conn.exchange(&req, LIMITS, Box::new(|_| {})).await {
+                assert!(ex.response.body.len() <= LIMITS.max_body);
+            }
+        });
+    }
+
+    const LIMITS: Limits = Limits {
+        max_head: 16 * 1024,
+        max_body: 64 * 1024,
+    };
+
+    #[cfg(test)]
+    mod tests {
+        use super::short_response;
+
+        #[test]
+        fn odd_responses_do_not_panic() {
+            let inputs: [&[u8]; 8] = [
+                b"",
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
+                b"\0\0\0\0\xff\xfe",
+                b"HTTP/1.0 200 OK\r\n\r\nclose-delimited body",
+            ];
+            for input in inputs {
+                short_response(input);
+            }
+        }
+    }
+}
