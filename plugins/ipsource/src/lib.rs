@@ -5,6 +5,7 @@
 //! | [`StaticList`] | `"static"` | `Debug` | Fixed addresses (with ports) per host, per purpose; Mars's debug IPs, used alone. |
 //! | [`DynamicList`] | `"dynamic"` | `Dynamic` | A list the app (or a server push) replaces at runtime through a cloneable handle. |
 //! | [`AppDns`] | `"app-dns"` | `NewDns` | The app's own resolver (typically HTTP-DNS), a callback run off the async runtime. |
+//! | [`DohSource`] | `"doh"` | `Doh` | A DNS-over-HTTPS server (`hickory-resolver`, rustls with *ring*), same sanitising. |
 //! | [`SystemDns`] | `"system-dns"` | `SystemDns` | The operating system's resolver, with Mars's sanitising. |
 //! | [`BackupList`] | `"backup"` | `Backup` | Backup addresses shipped with the app. |
 //!
@@ -45,11 +46,13 @@
 //! ```
 
 mod app_dns;
+mod doh;
 mod lists;
 mod system_dns;
 mod table;
 
 pub use app_dns::{AppDns, AppResolver};
+pub use doh::{DohConfig, DohConfigError, DohSource};
 pub use lists::{
     BackupList, BackupListConfig, DynamicList, DynamicListConfig, StaticList, StaticListConfig,
 };

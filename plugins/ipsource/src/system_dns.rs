@@ -32,13 +32,7 @@ impl SystemDns {
 
     /// Whether `ip` survives the sanitising filter.
     pub fn keeps(&self, ip: IpAddr) -> bool {
-        if ip.is_unspecified() || ip == IpAddr::from([255, 255, 255, 255]) {
-            return false;
-        }
-        if ip.is_loopback() && !self.config.allow_loopback {
-            return false;
-        }
-        !(self.config.ipv4_only && ip.is_ipv6())
+        sanitise(ip, self.config.allow_loopback, self.config.ipv4_only)
     }
 }
 
@@ -53,27 +47,20 @@ impl IpSource for SystemDns {
         host: &str,
         _purpose: LinkPurpose,
     ) -> Result<Vec<ResolvedAddr>, ResolveError> {
-        let host = host.trim();
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let ips: Vec<IpAddr> = if let Ok(ip) = bare.parse::<IpAddr>() {
-            vec![ip]
-        } else {
-            if bare.is_empty() {
-                return Err(ResolveError::NoSuchHost);
+        let ips: Vec<IpAddr> = match literal_host(host)? {
+            Some(ip) => vec![ip],
+            None => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(ResolveError::Failed(
+                        "system DNS needs a tokio runtime".to_owned(),
+                    ));
+                }
+                tokio::net::lookup_host((host.trim(), 0))
+                    .await
+                    .map_err(|e| ResolveError::Failed(e.to_string()))?
+                    .map(|sa| sa.ip())
+                    .collect()
             }
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(ResolveError::Failed(
-                    "system DNS needs a tokio runtime".to_owned(),
-                ));
-            }
-            tokio::net::lookup_host((bare, 0))
-                .await
-                .map_err(|e| ResolveError::Failed(e.to_string()))?
-                .map(|sa| sa.ip())
-                .collect()
         };
         let mut out: Vec<ResolvedAddr> = Vec::with_capacity(ips.len());
         for ip in ips {
@@ -104,6 +91,35 @@ pub struct SystemDnsConfig {
     pub allow_loopback: bool,
     /// Discard IPv6 answers (Mars asks for IPv4 only when the local stack has no IPv6).
     pub ipv4_only: bool,
+}
+
+/// Whether a resolver's answer `ip` is usable (spec §10.4): never the unspecified or broadcast
+/// address, loopback only when allowed, IPv6 only when not `ipv4_only`.
+pub(crate) fn sanitise(ip: IpAddr, allow_loopback: bool, ipv4_only: bool) -> bool {
+    if ip.is_unspecified() || ip == IpAddr::from([255, 255, 255, 255]) {
+        return false;
+    }
+    if ip.is_loopback() && !allow_loopback {
+        return false;
+    }
+    !(ipv4_only && ip.is_ipv6())
+}
+
+/// `host` as an IP literal (`10.0.0.1`, `::1`, `[::1]`), or `None` for a name to look up.
+///
+/// # Errors
+///
+/// [`ResolveError::NoSuchHost`] for an empty (or blank) host.
+pub(crate) fn literal_host(host: &str) -> Result<Option<IpAddr>, ResolveError> {
+    let host = host.trim();
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.is_empty() {
+        return Err(ResolveError::NoSuchHost);
+    }
+    Ok(bare.parse::<IpAddr>().ok())
 }
 
 #[cfg(test)]
