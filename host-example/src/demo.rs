@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::plugins::LoadedPlugins;
 use crate::server::{DemoServer, CMD_BROADCAST, CMD_ECHO, CMD_PUSH};
-use crate::tls::{DemoTls, SERVER_NAME};
+use phobos_host_example::tls::{DemoTls, SERVER_NAME};
 
 /// What the demo runs.
 #[derive(Clone, Debug)]

@@ -13,9 +13,10 @@
 //! whose plugins then become available by name in the config).
 
 mod demo;
+#[path = "legacy_plugins.rs"]
 mod plugins;
+#[path = "legacy_server.rs"]
 mod server;
-mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

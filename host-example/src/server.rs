@@ -1,204 +1,863 @@
-//! The demo's long-link server: speaks whatever [`PacketCodec`] the config picked.
+//! The example IM server: the long link (frames through the configured codec, TLS by default)
+//! and the short link (HTTP/1.1, HTTPS when TLS is on), one in-memory [`Hub`] behind both.
 //!
-//! It understands just enough to show the framework end to end:
+//! What it answers is described in [`crate::proto`]. In short: a connection identifies with a
+//! token (see [`crate::tokens`]) and is then bound to its user; a send is stored in its
+//! conversation under the next sequence number and pushed to the other online connections of
+//! the conversation's members; a retried send (same user, same client message id) is answered
+//! with the stored sequence and not stored or pushed again; conversation lists and history
+//! pages are served on both links.
 //!
-//! | Request | Answer |
-//! |---|---|
-//! | heartbeat (the codec's heartbeat command) | a heartbeat frame with the same head |
-//! | identify (sequence `IDENTIFY_SEQ`) | one status byte `0` (accepted), as `TokenAuth` expects |
-//! | [`CMD_ECHO`] | the same body |
-//! | [`CMD_BROADCAST`] | `ok`, and the body pushed (sequence 0, [`CMD_PUSH`]) to every *other* connection |
-//! | anything else | an empty body |
+//! ```no_run
+//! # async fn demo(codec: std::sync::Arc<dyn phobos_plugin_api::PacketCodec>) -> anyhow::Result<()> {
+//! use phobos_host_example::server::{Server, ServerConfig};
+//! use phobos_host_example::tokens::TokenIssuer;
 //!
-//! A malformed frame closes that connection only; the server keeps serving the others. With a
-//! TLS configuration every connection starts with a TLS handshake.
+//! let server = Server::start(ServerConfig::new(codec, TokenIssuer::new("secret"))).await?;
+//! println!("long link {}, http {}", server.long_link_addr(), server.http_addr());
+//! server.restart().await?; // every connection drops; state stays
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # What a production server would replace
+//!
+//! - **State**: the [`Hub`] is process memory (conversations, history, room membership, the
+//!   dedupe window). A real service keeps messages in a database, membership in a directory
+//!   service and the dedupe keys in a store with a TTL, so it survives restarts and scales past
+//!   one process. [`ServerHandle::restart`] keeps the hub to stand in for that durable state.
+//! - **Fan-out**: pushes go to connections held by this process. A cluster routes them through
+//!   a presence service and a message bus to whichever node holds each connection.
+//! - **Login**: tokens come from a shared secret ([`TokenIssuer`]); a real deployment checks
+//!   expiring tokens issued by its login service.
+//! - **Flow control**: each connection's outgoing queue is unbounded here; a real server
+//!   bounds it and drops (the client resyncs) or disconnects slow readers.
+//!
+//! # Robustness
+//!
+//! Bytes that are not a frame of the codec close that connection only; a failed TLS
+//! handshake or malformed HTTP closes that connection only; bodies are size-limited. Nothing a
+//! peer sends panics the server.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use phobos_plugin_api::codec::{HEARTBEAT_CMD, IDENTIFY_SEQ, PUSH_SEQ};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use phobos_plugin_api::codec::{
+    HEARTBEAT_CMD, HEARTBEAT_SEQ, IDENTIFY_SEQ, PUSH_SEQ, SIGNAL_KEEP_SEQ,
+};
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec};
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
-/// Echo the body back.
-pub(crate) const CMD_ECHO: CmdId = CmdId(1);
-/// Answer `ok` and push the body to every other connection.
-pub(crate) const CMD_BROADCAST: CmdId = CmdId(2);
-/// The command id of pushes the server sends.
-pub(crate) const CMD_PUSH: CmdId = CmdId(100);
+use crate::proto::{
+    self, Authed, Conversation, ErrorCode, HistoryPage, HistoryRequest, JoinRequest, Message,
+    Reply, SendAck, SendRequest, ServerError, Target,
+};
+use crate::tokens::TokenIssuer;
 
-/// A running demo server. Dropping it stops accepting; [`DemoServer::shutdown`] also closes
-/// every connection.
+/// How to run a [`Server`].
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where the long link listens (port 0: any free port).
+    pub long_link_addr: SocketAddr,
+    /// Where the short link (HTTP) listens (port 0: any free port).
+    pub http_addr: SocketAddr,
+    /// The long-link frame format.
+    pub codec: Arc<dyn PacketCodec>,
+    /// TLS for the long link; `None` for plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS for the short link (HTTPS); `None` for plain HTTP.
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Checks login tokens.
+    pub tokens: TokenIssuer,
+    /// The identify frame's command id (the auth plugin's `identify_cmd_id`).
+    pub identify_cmd_id: CmdId,
+    /// Messages kept per conversation; older ones drop out of the history.
+    pub history_limit: usize,
+    /// How many recent (user, client message id) pairs are remembered for dedupe.
+    pub dedupe_window: usize,
+}
+
+impl ServerConfig {
+    /// Loopback, any free ports, plain TCP and HTTP, the token plugin's default identify
+    /// command, 10 000 messages of history per conversation, a 100 000-send dedupe window.
+    pub fn new(codec: Arc<dyn PacketCodec>, tokens: TokenIssuer) -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        ServerConfig {
+            long_link_addr: any,
+            http_addr: any,
+            codec,
+            tls: None,
+            http_tls: None,
+            tokens,
+            identify_cmd_id: phobos_auth_basic::DEFAULT_IDENTIFY_CMD,
+            history_limit: 10_000,
+            dedupe_window: 100_000,
+        }
+    }
+}
+
+/// Starts servers: see [`Server::start`].
 #[derive(Debug)]
-pub(crate) struct DemoServer {
-    addr: SocketAddr,
-    accept: JoinHandle<()>,
-    shared: Arc<Shared>,
+pub struct Server;
+
+/// A running server. Cloning gives another handle to the same server.
+#[derive(Clone, Debug)]
+pub struct ServerHandle {
+    inner: Arc<Inner>,
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    next_conn: AtomicU64,
-    conns: Mutex<HashMap<u64, mpsc::UnboundedSender<Vec<u8>>>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-    frames: AtomicU64,
+/// Why the server could not start (or restart).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not bind its address.
+    #[error("cannot listen on {addr} ({what})")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-impl DemoServer {
-    /// Binds `addr` (use port 0 for any free port) and starts serving.
+/// Counters of a running server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Long-link connections accepted (TLS handshake included or not).
+    pub long_link_accepted: u64,
+    /// Long-link connections open now.
+    pub long_link_open: usize,
+    /// Connections closed because they sent bytes that are not a frame.
+    pub malformed_closed: u64,
+    /// Identify frames accepted.
+    pub logins: u64,
+    /// Identify frames rejected (bad token).
+    pub logins_rejected: u64,
+    /// Messages stored.
+    pub messages_stored: u64,
+    /// Sends answered from the dedupe window (retries of stored messages).
+    pub duplicate_sends: u64,
+    /// Pushes queued to connections.
+    pub pushes: u64,
+    /// HTTP requests answered.
+    pub http_requests: u64,
+    /// Times the listeners were restarted.
+    pub restarts: u64,
+}
+
+impl Server {
+    /// Binds both listeners and starts serving.
     ///
     /// # Errors
     ///
-    /// The bind error.
-    pub(crate) async fn start(
-        addr: SocketAddr,
-        codec: Arc<dyn PacketCodec>,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
-        let accept_shared = shared.clone();
-        let accept = tokio::spawn(async move {
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let id = accept_shared.next_conn.fetch_add(1, Ordering::Relaxed);
-                let (codec, shared) = (codec.clone(), accept_shared.clone());
-                let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
-                let task = tokio::spawn(async move {
-                    match acceptor {
-                        None => serve(id, stream, codec, shared).await,
-                        Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls) => serve(id, tls, codec, shared).await,
-                            Err(e) => tracing::warn!(conn = id, error = %e, "TLS handshake failed"),
-                        },
-                    }
-                });
-                lock(&accept_shared.tasks).push(task);
-            }
+    /// [`StartError::Bind`] naming the listener and address.
+    pub async fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
+        let inner = Arc::new(Inner {
+            hub: Mutex::new(Hub::default()),
+            counters: Counters::default(),
+            addrs: Mutex::new((config.long_link_addr, config.http_addr)),
+            tasks: Mutex::new(None),
+            config,
         });
-        Ok(DemoServer {
-            addr,
-            accept,
-            shared,
-        })
+        inner.listen().await?;
+        Ok(ServerHandle { inner })
+    }
+}
+
+impl ServerHandle {
+    /// The long link's address.
+    pub fn long_link_addr(&self) -> SocketAddr {
+        lock(&self.inner.addrs).0
     }
 
-    /// The address it listens on.
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The short link's (HTTP) address.
+    pub fn http_addr(&self) -> SocketAddr {
+        lock(&self.inner.addrs).1
     }
 
-    /// How many request frames it has answered.
-    pub(crate) fn frames_served(&self) -> u64 {
-        self.shared.frames.load(Ordering::Relaxed)
+    /// Whether the long link runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.inner.config.tls.is_some()
     }
 
-    /// Stops accepting and closes every connection.
-    pub(crate) fn shutdown(self) {
-        self.accept.abort();
-        for task in lock(&self.shared.tasks).drain(..) {
-            task.abort();
+    /// Drops both listeners and every connection, then listens again on the same addresses.
+    /// The hub (conversations, history, membership, dedupe window) survives, as a database
+    /// would.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::start`], should an address no longer be free.
+    pub async fn restart(&self) -> Result<(), StartError> {
+        self.restart_after(Duration::ZERO).await
+    }
+
+    /// As [`restart`](Self::restart), staying down for `downtime` first (so clients see their
+    /// reconnect attempts refused).
+    ///
+    /// # Errors
+    ///
+    /// As [`restart`](Self::restart).
+    pub async fn restart_after(&self, downtime: Duration) -> Result<(), StartError> {
+        self.inner.stop().await;
+        if !downtime.is_zero() {
+            tokio::time::sleep(downtime).await;
         }
-        lock(&self.shared.conns).clear();
+        self.inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
+        self.inner.listen().await
+    }
+
+    /// Stops listening and closes every connection.
+    pub async fn shutdown(&self) {
+        self.inner.stop().await;
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.inner.counters;
+        ServerStats {
+            long_link_accepted: c.accepted.load(Ordering::Relaxed),
+            long_link_open: lock(&self.inner.hub).conns.len(),
+            malformed_closed: c.malformed.load(Ordering::Relaxed),
+            logins: c.logins.load(Ordering::Relaxed),
+            logins_rejected: c.logins_rejected.load(Ordering::Relaxed),
+            messages_stored: c.stored.load(Ordering::Relaxed),
+            duplicate_sends: c.duplicates.load(Ordering::Relaxed),
+            pushes: c.pushes.load(Ordering::Relaxed),
+            http_requests: c.http.load(Ordering::Relaxed),
+            restarts: c.restarts.load(Ordering::Relaxed),
+        }
     }
 }
 
-impl Drop for DemoServer {
-    fn drop(&mut self) {
-        self.accept.abort();
+#[derive(Debug)]
+struct Inner {
+    config: ServerConfig,
+    hub: Mutex<Hub>,
+    counters: Counters,
+    /// The bound addresses (the configured ones until the first bind resolves port 0).
+    addrs: Mutex<(SocketAddr, SocketAddr)>,
+    /// Every task of the current listening period: two accept loops and their connections.
+    tasks: Mutex<Option<Arc<Mutex<JoinSet<()>>>>>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    malformed: AtomicU64,
+    logins: AtomicU64,
+    logins_rejected: AtomicU64,
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    pushes: AtomicU64,
+    http: AtomicU64,
+    restarts: AtomicU64,
+    next_conn: AtomicU64,
+}
+
+impl Inner {
+    async fn listen(self: &Arc<Self>) -> Result<(), StartError> {
+        let (ll_addr, http_addr) = *lock(&self.addrs);
+        let long_link = TcpListener::bind(ll_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "long link",
+                addr: ll_addr,
+                source,
+            })?;
+        let http = TcpListener::bind(http_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "short link (HTTP)",
+                addr: http_addr,
+                source,
+            })?;
+        // Keep the real ports so a restart binds the same ones.
+        let bound = (
+            long_link.local_addr().unwrap_or(ll_addr),
+            http.local_addr().unwrap_or(http_addr),
+        );
+        *lock(&self.addrs) = bound;
+        let set = Arc::new(Mutex::new(JoinSet::new()));
+        {
+            let mut tasks = lock(&set);
+            tasks.spawn(accept_loop(
+                self.clone(),
+                long_link,
+                set.clone(),
+                Kind::LongLink,
+            ));
+            tasks.spawn(accept_loop(self.clone(), http, set.clone(), Kind::Http));
+        }
+        *lock(&self.tasks) = Some(set);
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        let set = lock(&self.tasks).take();
+        if let Some(set) = set {
+            // Abort and wait, so the listeners' sockets are closed before a restart binds
+            // their addresses again. A second round catches a connection an accept loop
+            // spawned while the first round ran.
+            loop {
+                let tasks = std::mem::take(&mut *lock(&set));
+                if tasks.is_empty() {
+                    break;
+                }
+                let mut tasks = tasks;
+                tasks.shutdown().await;
+            }
+        }
+        // The aborted connection tasks remove themselves lazily; clear now so no push is
+        // queued to a dead connection.
+        let mut hub = lock(&self.hub);
+        hub.conns.clear();
+        hub.online.clear();
     }
 }
 
-async fn serve<S>(id: u64, stream: S, codec: Arc<dyn PacketCodec>, shared: Arc<Shared>)
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    LongLink,
+    Http,
+}
+
+async fn accept_loop(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    set: Arc<Mutex<JoinSet<()>>>,
+    kind: Kind,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let inner2 = inner.clone();
+        let mut tasks = lock(&set);
+        // Reap finished connections so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+        match kind {
+            Kind::LongLink => {
+                inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                tasks.spawn(long_link_conn(inner2, stream));
+            }
+            Kind::Http => {
+                tasks.spawn(http_conn(inner2, stream));
+            }
+        }
+    }
+}
+
+async fn long_link_conn(inner: Arc<Inner>, stream: TcpStream) {
+    let id = ConnId(inner.counters.next_conn.fetch_add(1, Ordering::Relaxed));
+    match inner.config.tls.clone() {
+        None => serve_frames(inner, id, stream).await,
+        Some(tls) => match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
+            Ok(stream) => serve_frames(inner, id, stream).await,
+            Err(e) => tracing::debug!(conn = id.0, error = %e, "TLS handshake failed"),
+        },
+    }
+}
+
+async fn serve_frames<S>(inner: Arc<Inner>, id: ConnId, stream: S)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    lock(&shared.conns).insert(id, tx.clone());
-    let writer = tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
+    lock(&inner.hub).conns.insert(
+        id,
+        Conn {
+            user: None,
+            tx: tx.clone(),
+        },
+    );
+    let codec = inner.config.codec.clone();
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
     'conn: loop {
-        let n = match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        loop {
-            let frame = match codec.decode(&buf) {
-                Ok(Decoded::Frame(f)) => f,
-                Ok(Decoded::Incomplete { .. }) => break,
-                Err(e) => {
-                    tracing::warn!(conn = id, error = %e, "malformed frame; closing the connection");
+        tokio::select! {
+            read = rd.read(&mut chunk) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break 'conn,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                loop {
+                    let frame = match codec.decode(&buf) {
+                        Ok(Decoded::Frame(f)) => f,
+                        Ok(Decoded::Incomplete { .. }) => break,
+                        Err(e) => {
+                            inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(conn = id.0, error = %e, "malformed frame; closing");
+                            break 'conn;
+                        }
+                    };
+                    let body = buf.get(frame.body.clone()).unwrap_or_default().to_vec();
+                    buf.drain(..frame.len.min(buf.len()));
+                    let (reply, close) = inner.handle_frame(id, frame.head, &body);
+                    if let Some(reply) = reply {
+                        let mut out = Vec::new();
+                        if codec.encode(frame.head, &reply, &[], &mut out).is_err() {
+                            break 'conn;
+                        }
+                        let _ = tx.send(out);
+                    }
+                    if close {
+                        // Flush what is queued (the rejection), then close.
+                        while let Ok(bytes) = rx.try_recv() {
+                            if wr.write_all(&bytes).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = wr.shutdown().await;
+                        break 'conn;
+                    }
+                }
+            }
+            Some(bytes) = rx.recv() => {
+                if wr.write_all(&bytes).await.is_err() {
                     break 'conn;
                 }
-            };
-            let body = buf[frame.body.clone()].to_vec();
-            buf.drain(..frame.len);
-            shared.frames.fetch_add(1, Ordering::Relaxed);
-            let mut out = Vec::new();
-            let head = frame.head;
-            let encoded = if head.cmd_id == HEARTBEAT_CMD {
-                codec.encode(head, &[], &[], &mut out)
-            } else if head.seq == IDENTIFY_SEQ {
-                codec.encode(head, &[0], &[], &mut out)
-            } else if head.cmd_id == CMD_ECHO {
-                codec.encode(head, &body, &[], &mut out)
-            } else if head.cmd_id == CMD_BROADCAST {
-                broadcast(id, &body, codec.as_ref(), &shared);
-                codec.encode(head, b"ok", &[], &mut out)
-            } else {
-                codec.encode(head, &[], &[], &mut out)
-            };
-            if encoded.is_err() || tx.send(out).is_err() {
-                break 'conn;
             }
         }
     }
-    lock(&shared.conns).remove(&id);
-    drop(tx);
-    let _ = writer.await;
+    lock(&inner.hub).remove_conn(id);
 }
 
-fn broadcast(from: u64, body: &[u8], codec: &dyn PacketCodec, shared: &Shared) {
-    let mut push = Vec::new();
-    if codec
-        .encode(FrameHead::new(CMD_PUSH, PUSH_SEQ), body, &[], &mut push)
-        .is_err()
-    {
-        return;
+impl Inner {
+    /// Answers one long-link frame: the reply body (if any) and whether to close afterwards.
+    fn handle_frame(&self, id: ConnId, head: FrameHead, body: &[u8]) -> (Option<Vec<u8>>, bool) {
+        if head.seq == IDENTIFY_SEQ {
+            return self.identify(id, head, body);
+        }
+        if head.cmd_id == HEARTBEAT_CMD || head.seq == HEARTBEAT_SEQ {
+            return (Some(Vec::new()), false);
+        }
+        if head.seq == SIGNAL_KEEP_SEQ {
+            return (None, false);
+        }
+        if head.cmd_id == proto::CMD_ECHO {
+            return (Some(body.to_vec()), false);
+        }
+        let user = lock(&self.hub).conns.get(&id).and_then(|c| c.user.clone());
+        let Some(user) = user else {
+            let err: Reply<()> = Reply::Error(ServerError::new(
+                ErrorCode::Unauthenticated,
+                "identify with a token first",
+            ));
+            return (Some(err.to_body()), false);
+        };
+        let reply = match head.cmd_id {
+            proto::CMD_SEND => {
+                Reply::from(parse(body).and_then(|r| self.send(&user, Some(id), r))).to_body()
+            }
+            proto::CMD_JOIN => Reply::from(parse(body).and_then(|r| self.join(&user, r))).to_body(),
+            proto::CMD_CONVERSATIONS => Reply::Ok(self.conversations(&user)).to_body(),
+            proto::CMD_HISTORY => {
+                Reply::from(parse(body).and_then(|r| self.history(&user, r))).to_body()
+            }
+            other => Reply::<()>::Error(ServerError::new(
+                ErrorCode::NotFound,
+                format!("no command {}", other.0),
+            ))
+            .to_body(),
+        };
+        (Some(reply), false)
     }
-    for (id, tx) in lock(&shared.conns).iter() {
-        if *id != from {
-            let _ = tx.send(push.clone());
+
+    fn identify(&self, id: ConnId, head: FrameHead, body: &[u8]) -> (Option<Vec<u8>>, bool) {
+        let user = if head.cmd_id == self.config.identify_cmd_id {
+            parse_identify(body).and_then(|t| self.config.tokens.verify(t).ok())
+        } else {
+            None
+        };
+        let Some(user) = user else {
+            self.counters
+                .logins_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(conn = id.0, "identify rejected");
+            return (Some(vec![phobos_auth_basic::STATUS_REJECTED]), true);
+        };
+        self.counters.logins.fetch_add(1, Ordering::Relaxed);
+        lock(&self.hub).bind(id, user);
+        (Some(vec![phobos_auth_basic::STATUS_ACCEPTED]), false)
+    }
+
+    /// Stores and fans out a message (or recognises a retry).
+    fn send(
+        &self,
+        user: &str,
+        from_conn: Option<ConnId>,
+        req: SendRequest,
+    ) -> Result<SendAck, ServerError> {
+        proto::check_name("client_msg_id", &req.client_msg_id)?;
+        if req.text.len() > proto::MAX_TEXT_LEN {
+            return Err(ServerError::new(
+                ErrorCode::BadRequest,
+                format!("text longer than {} bytes", proto::MAX_TEXT_LEN),
+            ));
+        }
+        let mut hub = lock(&self.hub);
+        let key = (user.to_owned(), req.client_msg_id.clone());
+        if let Some((conversation, seq)) = hub.sent.get(&key) {
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(SendAck {
+                conversation: conversation.clone(),
+                seq: *seq,
+                duplicate: true,
+            });
+        }
+        let conv_id = match &req.to {
+            Target::Room(room) => {
+                proto::check_name("room", room)?;
+                let conv_id = proto::room_conversation(room);
+                // Sending to a room joins it.
+                hub.add_member(&conv_id, user);
+                conv_id
+            }
+            Target::User(peer) => {
+                proto::check_name("user", peer)?;
+                let conv_id = proto::direct_conversation(user, peer);
+                hub.add_member(&conv_id, user);
+                hub.add_member(&conv_id, peer);
+                conv_id
+            }
+        };
+        let limit = self.config.history_limit.max(1);
+        let conv = hub.conversations.entry(conv_id.clone()).or_default();
+        conv.last_seq += 1;
+        let message = Message {
+            conversation: conv_id.clone(),
+            seq: conv.last_seq,
+            from: user.to_owned(),
+            client_msg_id: req.client_msg_id,
+            text: req.text,
+        };
+        conv.messages.push_back(message.clone());
+        while conv.messages.len() > limit {
+            conv.messages.pop_front();
+        }
+        let members: Vec<String> = conv.members.iter().cloned().collect();
+        hub.remember(
+            key,
+            (conv_id.clone(), message.seq),
+            self.config.dedupe_window,
+        );
+        self.counters.stored.fetch_add(1, Ordering::Relaxed);
+
+        // Fan out while holding the hub lock, so every connection sees a conversation's
+        // messages in sequence order.
+        let body = serde_json::to_vec(&message).unwrap_or_default();
+        let mut push = Vec::new();
+        let head = FrameHead::new(proto::CMD_PUSH_MESSAGE, PUSH_SEQ);
+        if self
+            .config
+            .codec
+            .encode(head, &body, &[], &mut push)
+            .is_ok()
+        {
+            for member in &members {
+                let Some(conns) = hub.online.get(member) else {
+                    continue;
+                };
+                for conn in conns {
+                    if Some(*conn) == from_conn {
+                        continue;
+                    }
+                    if let Some(c) = hub.conns.get(conn) {
+                        if c.tx.send(push.clone()).is_ok() {
+                            self.counters.pushes.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(SendAck {
+            conversation: conv_id,
+            seq: message.seq,
+            duplicate: false,
+        })
+    }
+
+    fn join(&self, user: &str, req: JoinRequest) -> Result<Conversation, ServerError> {
+        proto::check_name("room", &req.room)?;
+        let conv_id = proto::room_conversation(&req.room);
+        let mut hub = lock(&self.hub);
+        hub.add_member(&conv_id, user);
+        Ok(hub.summary(&conv_id))
+    }
+
+    fn conversations(&self, user: &str) -> Vec<Conversation> {
+        let hub = lock(&self.hub);
+        hub.user_convs
+            .get(user)
+            .map(|ids| ids.iter().map(|id| hub.summary(id)).collect())
+            .unwrap_or_default()
+    }
+
+    fn history(&self, user: &str, req: HistoryRequest) -> Result<HistoryPage, ServerError> {
+        let hub = lock(&self.hub);
+        let Some(conv) = hub.conversations.get(&req.conversation) else {
+            return Err(ServerError::new(
+                ErrorCode::NotFound,
+                format!("no conversation {:?}", req.conversation),
+            ));
+        };
+        if !conv.members.contains(user) {
+            return Err(ServerError::new(
+                ErrorCode::Forbidden,
+                format!("{user} is not a member of {}", req.conversation),
+            ));
+        }
+        let limit = req.limit.clamp(1, proto::MAX_HISTORY_PAGE) as usize;
+        let messages: Vec<Message> = conv
+            .messages
+            .iter()
+            .filter(|m| m.seq > req.after_seq)
+            .take(limit)
+            .cloned()
+            .collect();
+        let more = messages.last().is_some_and(|last| last.seq < conv.last_seq);
+        Ok(HistoryPage { messages, more })
+    }
+
+    /// Answers one HTTP request (the short link).
+    fn handle_http(&self, path: &str, body: &[u8]) -> (StatusCode, Vec<u8>) {
+        self.counters.http.fetch_add(1, Ordering::Relaxed);
+        match path {
+            proto::PATH_ECHO => (StatusCode::OK, body.to_vec()),
+            proto::PATH_CONVERSATIONS => {
+                let reply = self
+                    .authed::<serde_json::Value>(body)
+                    .map(|(user, _)| self.conversations(&user));
+                (StatusCode::OK, Reply::from(reply).to_body())
+            }
+            proto::PATH_HISTORY => {
+                let reply = self
+                    .authed::<HistoryRequest>(body)
+                    .and_then(|(user, req)| self.history(&user, req));
+                (StatusCode::OK, Reply::from(reply).to_body())
+            }
+            _ => (StatusCode::NOT_FOUND, b"no such path\n".to_vec()),
+        }
+    }
+
+    fn authed<T: DeserializeOwned>(&self, body: &[u8]) -> Result<(String, T), ServerError> {
+        let req: Authed<T> = parse(body)?;
+        let user =
+            self.config.tokens.verify(&req.token).map_err(|e| {
+                ServerError::new(ErrorCode::Unauthenticated, format!("bad token: {e}"))
+            })?;
+        Ok((user.to_owned(), req.request))
+    }
+}
+
+async fn http_conn(inner: Arc<Inner>, stream: TcpStream) {
+    match inner.config.http_tls.clone() {
+        None => serve_http(inner, stream).await,
+        Some(tls) => match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
+            Ok(stream) => serve_http(inner, stream).await,
+            Err(e) => tracing::debug!(error = %e, "HTTPS handshake failed"),
+        },
+    }
+}
+
+async fn serve_http<S>(inner: Arc<Inner>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let inner = inner.clone();
+        async move { Ok::<_, Infallible>(http_request(&inner, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(HTTP_HEADER_TIMEOUT)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+async fn http_request(inner: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let respond = |status: StatusCode, body: Vec<u8>| {
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp
+    };
+    if req.method() != Method::POST {
+        return respond(StatusCode::METHOD_NOT_ALLOWED, b"POST only\n".to_vec());
+    }
+    let path = req.uri().path().to_owned();
+    let body = match Limited::new(req.into_body(), MAX_HTTP_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, b"body too large\n".to_vec()),
+    };
+    let (status, body) = inner.handle_http(&path, &body);
+    respond(status, body)
+}
+
+/// A connection's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ConnId(u64);
+
+/// The server's state: connections, who is online, conversations and their history, the
+/// dedupe window.
+#[derive(Debug, Default)]
+struct Hub {
+    conns: HashMap<ConnId, Conn>,
+    online: HashMap<String, BTreeSet<ConnId>>,
+    conversations: HashMap<String, ConvState>,
+    user_convs: HashMap<String, BTreeSet<String>>,
+    sent: HashMap<(String, String), (String, u64)>,
+    sent_order: VecDeque<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    user: Option<String>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+struct ConvState {
+    members: BTreeSet<String>,
+    last_seq: u64,
+    messages: VecDeque<Message>,
+}
+
+impl Hub {
+    fn bind(&mut self, id: ConnId, user: &str) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = conn.user.replace(user.to_owned()) {
+            if let Some(set) = self.online.get_mut(&old) {
+                set.remove(&id);
+            }
+        }
+        self.online.entry(user.to_owned()).or_default().insert(id);
+    }
+
+    fn remove_conn(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        if let Some(user) = conn.user {
+            if let Some(set) = self.online.get_mut(&user) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.online.remove(&user);
+                }
+            }
+        }
+    }
+
+    fn add_member(&mut self, conv_id: &str, user: &str) {
+        let conv = self.conversations.entry(conv_id.to_owned()).or_default();
+        if conv.members.insert(user.to_owned()) {
+            self.user_convs
+                .entry(user.to_owned())
+                .or_default()
+                .insert(conv_id.to_owned());
+        }
+    }
+
+    fn summary(&self, conv_id: &str) -> Conversation {
+        let conv = self.conversations.get(conv_id);
+        Conversation {
+            id: conv_id.to_owned(),
+            members: conv
+                .map(|c| c.members.iter().cloned().collect())
+                .unwrap_or_default(),
+            last_seq: conv.map_or(0, |c| c.last_seq),
+        }
+    }
+
+    fn remember(&mut self, key: (String, String), value: (String, u64), window: usize) {
+        self.sent_order.push_back(key.clone());
+        self.sent.insert(key, value);
+        while self.sent_order.len() > window.max(1) {
+            if let Some(old) = self.sent_order.pop_front() {
+                self.sent.remove(&old);
+            }
         }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave the maps inconsistent (single inserts
-    // and removes), so a poisoned lock is still usable.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ServerError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ServerError::new(ErrorCode::BadRequest, format!("bad request body: {e}")))
+}
+
+/// The token in `phobos-auth-basic`'s identify body (version 1, u16 length, token).
+fn parse_identify(body: &[u8]) -> Option<&str> {
+    let (&version, rest) = body.split_first()?;
+    if version != phobos_auth_basic::IDENTIFY_BODY_VERSION || rest.len() < 2 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+    let token = rest.get(2..2 + len)?;
+    std::str::from_utf8(token).ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the maps consistent at each step (single inserts and
+    // removes), so a lock poisoned by a panicking holder is still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_HTTP_BODY: usize = 64 * 1024;
+const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identify_bodies_are_parsed_strictly() {
+        assert_eq!(parse_identify(b"\x01\x00\x03abc"), Some("abc"));
+        assert_eq!(parse_identify(b"\x01\x00\x04abc"), None);
+        assert_eq!(parse_identify(b"\x02\x00\x03abc"), None);
+        assert_eq!(parse_identify(b"\x01\x00\x00"), Some(""));
+        assert_eq!(parse_identify(b"\x01"), None);
+        assert_eq!(parse_identify(b""), None);
+        assert_eq!(parse_identify(b"\x01\x00\x02\xff\xfe"), None);
+    }
+
+    #[test]
+    fn the_dedupe_window_forgets_the_oldest_sends() {
+        let mut hub = Hub::default();
+        for i in 0..5u64 {
+            hub.remember(("u".into(), i.to_string()), ("c".into(), i), 3);
+        }
+        assert_eq!(hub.sent.len(), 3);
+        assert!(!hub.sent.contains_key(&("u".into(), "1".into())));
+        assert!(hub.sent.contains_key(&("u".into(), "4".into())));
+    }
 }

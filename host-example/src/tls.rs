@@ -1,58 +1,207 @@
-//! The demo's TLS material: a throw-away CA and a server certificate made at start.
+//! TLS material: a throw-away CA and server certificate made at start, or PEM files.
+//!
+//! The demo and a `server` run without certificate files make a CA and a certificate for
+//! [`SERVER_NAME`] signed by it; clients trust only that CA. [`DemoTls::write_pem`] stores
+//! them so a `client` started later (another process) can trust the same CA.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The name the demo server's certificate is issued for (and the clients verify).
-pub(crate) const SERVER_NAME: &str = "phobos-demo.local";
+/// The name the generated server certificate is issued for (and the clients verify by
+/// default).
+pub const SERVER_NAME: &str = "phobos-demo.local";
 
 /// A CA made for this run and the server's configuration with a certificate it signed.
-pub(crate) struct DemoTls {
+#[derive(Clone)]
+pub struct DemoTls {
     /// The CA certificate (DER) the clients trust, and nothing else.
-    pub(crate) ca_der: Vec<u8>,
+    pub ca_der: Vec<u8>,
+    /// The CA certificate as PEM.
+    pub ca_pem: String,
+    /// The server certificate as PEM.
+    pub cert_pem: String,
+    /// The server's private key as PEM (PKCS#8).
+    pub key_pem: String,
     /// The server side.
-    pub(crate) server: Arc<rustls::ServerConfig>,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+/// Why TLS material could not be made or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsSetupError {
+    /// Generating a key or certificate failed.
+    #[error("generating the demo certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file could not be read or holds no usable item.
+    #[error("reading {path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing the PEM files failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// rustls refused the certificate or key.
+    #[error("the server certificate or key: {0}")]
+    Rustls(#[from] rustls::Error),
 }
 
 impl DemoTls {
-    /// Generates the CA and the server certificate.
-    pub(crate) fn generate() -> anyhow::Result<Self> {
-        let ca_key = KeyPair::generate().context("generating the demo CA key")?;
+    /// Generates the CA and the server certificate for [`SERVER_NAME`].
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError::Generate`] or [`TlsSetupError::Rustls`].
+    pub fn generate() -> Result<Self, TlsSetupError> {
+        let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
             .push(DnType::CommonName, "Phobos demo CA");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = ca_params
-            .self_signed(&ca_key)
-            .context("signing the demo CA")?;
+        let ca = ca_params.self_signed(&ca_key)?;
 
-        let leaf_key = KeyPair::generate().context("generating the server key")?;
+        let leaf_key = KeyPair::generate()?;
         let mut leaf_params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
         leaf_params
             .distinguished_name
             .push(DnType::CommonName, SERVER_NAME);
-        let leaf = leaf_params
-            .signed_by(&leaf_key, &ca, &ca_key)
-            .context("signing the server certificate")?;
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
 
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-            )
-            .context("the server certificate")?;
+        let server = server_config(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )?;
         Ok(DemoTls {
             ca_der: ca.der().to_vec(),
-            server: Arc::new(server),
+            ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: leaf_key.serialize_pem(),
+            server,
         })
+    }
+
+    /// Writes `ca.pem`, `server.pem` and `server.key` into `dir` (created if needed).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError::Write`] naming the file.
+    pub fn write_pem(&self, dir: &Path) -> Result<(), TlsSetupError> {
+        std::fs::create_dir_all(dir).map_err(|source| TlsSetupError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        for (name, text) in [
+            ("ca.pem", &self.ca_pem),
+            ("server.pem", &self.cert_pem),
+            ("server.key", &self.key_pem),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| TlsSetupError::Write { path, source })?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DemoTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoTls").finish_non_exhaustive()
+    }
+}
+
+/// A server configuration from a PEM certificate chain and a PEM private key.
+///
+/// # Errors
+///
+/// [`TlsSetupError::Pem`] naming the file, or [`TlsSetupError::Rustls`].
+pub fn server_config_from_files(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(cert, e))?;
+    if chain.is_empty() {
+        return Err(TlsSetupError::Pem {
+            path: cert.to_owned(),
+            reason: "no certificate in the file".to_owned(),
+        });
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    server_config(chain, key_der)
+}
+
+/// The first certificate of a PEM file, as DER (for a client's trusted CA).
+///
+/// # Errors
+///
+/// [`TlsSetupError::Pem`] naming the file.
+pub fn read_ca(path: &Path) -> Result<Vec<u8>, TlsSetupError> {
+    CertificateDer::from_pem_file(path)
+        .map(|c| c.to_vec())
+        .map_err(|e| pem_error(path, e))
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsSetupError {
+    TlsSetupError::Pem {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_material_round_trips_through_pem_files() {
+        let tls = DemoTls::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        tls.write_pem(dir.path()).unwrap();
+        assert_eq!(read_ca(&dir.path().join("ca.pem")).unwrap(), tls.ca_der);
+        server_config_from_files(
+            &dir.path().join("server.pem"),
+            &dir.path().join("server.key"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_file_without_pem_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.pem");
+        std::fs::write(&path, "not pem").unwrap();
+        let err = read_ca(&path).unwrap_err().to_string();
+        assert!(err.contains("junk.pem"), "{err}");
+        let err = server_config_from_files(&path, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("junk.pem"), "{err}");
     }
 }

@@ -1,0 +1,298 @@
+//! The server spoken to frame by frame: login, fan-out, dedupe, history, restart, and garbage.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use phobos_host_example::config::HostConfig;
+use phobos_host_example::plugins::LoadedPlugins;
+use phobos_host_example::proto::{
+    self, Authed, Conversation, HistoryPage, HistoryRequest, Message, Reply, SendAck, SendRequest,
+    Target,
+};
+use phobos_host_example::server::{Server, ServerConfig, ServerHandle};
+use phobos_host_example::tokens::TokenIssuer;
+use phobos_plugin_api::codec::{IDENTIFY_SEQ, PUSH_SEQ};
+use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec, Seq};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn codec() -> Arc<dyn PacketCodec> {
+    let config = HostConfig::load(None).expect("built-in config");
+    LoadedPlugins::load(&config, &[]).expect("plugins").codec
+}
+
+async fn start() -> (ServerHandle, TokenIssuer) {
+    let tokens = TokenIssuer::new("test-secret");
+    let server = Server::start(ServerConfig::new(codec(), tokens.clone()))
+        .await
+        .expect("start");
+    (server, tokens)
+}
+
+/// A raw long-link connection.
+struct Raw {
+    stream: TcpStream,
+    codec: Arc<dyn PacketCodec>,
+    buf: Vec<u8>,
+    next_seq: u32,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.expect("connect"),
+            codec: codec(),
+            buf: Vec::new(),
+            next_seq: 1,
+        }
+    }
+
+    async fn login(addr: SocketAddr, token: &str) -> Raw {
+        let mut raw = Raw::connect(addr).await;
+        let reply = raw.identify(token).await;
+        assert_eq!(reply, vec![0x00], "token {token} accepted");
+        raw
+    }
+
+    async fn identify(&mut self, token: &str) -> Vec<u8> {
+        let mut body = vec![0x01];
+        body.extend_from_slice(&(token.len() as u16).to_be_bytes());
+        body.extend_from_slice(token.as_bytes());
+        let head = FrameHead::new(phobos_auth_basic::DEFAULT_IDENTIFY_CMD, IDENTIFY_SEQ);
+        self.write(head, &body).await;
+        let (h, body) = self.read().await.expect("identify reply");
+        assert_eq!(h, head);
+        body
+    }
+
+    async fn write(&mut self, head: FrameHead, body: &[u8]) {
+        let mut out = Vec::new();
+        self.codec
+            .encode(head, body, &[], &mut out)
+            .expect("encode");
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// The next frame, or `None` at EOF.
+    async fn read(&mut self) -> Option<(FrameHead, Vec<u8>)> {
+        loop {
+            if let Decoded::Frame(f) = self.codec.decode(&self.buf).expect("valid frame") {
+                let body = self.buf[f.body.clone()].to_vec();
+                self.buf.drain(..f.len);
+                return Some((f.head, body));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends a request and returns its reply body, skipping pushes (returned separately).
+    async fn call(&mut self, cmd: CmdId, body: &[u8]) -> (Vec<u8>, Vec<Message>) {
+        let seq = Seq(self.next_seq);
+        self.next_seq += 1;
+        self.write(FrameHead::new(cmd, seq), body).await;
+        let mut pushes = Vec::new();
+        loop {
+            let (head, body) = self.read().await.expect("reply");
+            if head.seq == PUSH_SEQ {
+                pushes.push(serde_json::from_slice(&body).expect("push body"));
+                continue;
+            }
+            assert_eq!(head.seq, seq);
+            return (body, pushes);
+        }
+    }
+
+    async fn send(&mut self, id: &str, to: Target, text: &str) -> SendAck {
+        let req = SendRequest {
+            client_msg_id: id.to_owned(),
+            to,
+            text: text.to_owned(),
+        };
+        let (body, _) = self
+            .call(proto::CMD_SEND, &serde_json::to_vec(&req).unwrap())
+            .await;
+        match serde_json::from_slice::<Reply<SendAck>>(&body).expect("send reply") {
+            Reply::Ok(ack) => ack,
+            Reply::Error(e) => panic!("send refused: {e}"),
+        }
+    }
+
+    async fn join(&mut self, room: &str) {
+        let body = format!(r#"{{"room":"{room}"}}"#);
+        let (reply, _) = self.call(proto::CMD_JOIN, body.as_bytes()).await;
+        assert!(matches!(
+            serde_json::from_slice::<Reply<Conversation>>(&reply),
+            Ok(Reply::Ok(_))
+        ));
+    }
+
+    async fn next_push(&mut self) -> Message {
+        let (head, body) = self.read().await.expect("push");
+        assert_eq!(head, FrameHead::new(proto::CMD_PUSH_MESSAGE, PUSH_SEQ));
+        serde_json::from_slice(&body).expect("push body")
+    }
+}
+
+#[tokio::test]
+async fn a_room_message_is_pushed_to_other_members_once_even_when_the_send_is_retried() {
+    let (server, tokens) = start().await;
+    let addr = server.long_link_addr();
+    let mut alice = Raw::login(addr, &tokens.issue("alice").unwrap()).await;
+    let mut bob = Raw::login(addr, &tokens.issue("bob").unwrap()).await;
+    bob.join("lobby").await;
+
+    let ack = alice
+        .send("a-1", Target::Room("lobby".into()), "hello")
+        .await;
+    assert_eq!((ack.seq, ack.duplicate), (1, false));
+    let push = bob.next_push().await;
+    assert_eq!(
+        (push.from.as_str(), push.text.as_str(), push.seq),
+        ("alice", "hello", 1)
+    );
+
+    // The same send again (a retry after a lost reply): same sequence, nothing pushed.
+    let retry = alice
+        .send("a-1", Target::Room("lobby".into()), "hello")
+        .await;
+    assert_eq!((retry.seq, retry.duplicate), (1, true));
+    let second = alice
+        .send("a-2", Target::Room("lobby".into()), "again")
+        .await;
+    assert_eq!(second.seq, 2);
+    assert_eq!(bob.next_push().await.client_msg_id, "a-2");
+    assert_eq!(server.stats().duplicate_sends, 1);
+    assert_eq!(server.stats().messages_stored, 2);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_token_is_rejected_and_the_connection_closed() {
+    let (server, tokens) = start().await;
+    let mut raw = Raw::connect(server.long_link_addr()).await;
+    let forged = TokenIssuer::new("other-secret").issue("mallory").unwrap();
+    assert_eq!(raw.identify(&forged).await, vec![0x01]);
+    assert!(raw.read().await.is_none(), "closed after the rejection");
+
+    // Without identifying, requests are refused but echo works.
+    let mut anon = Raw::connect(server.long_link_addr()).await;
+    let (body, _) = anon.call(proto::CMD_ECHO, b"ping").await;
+    assert_eq!(body, b"ping");
+    let (body, _) = anon.call(proto::CMD_CONVERSATIONS, b"{}").await;
+    assert!(String::from_utf8_lossy(&body).contains("unauthenticated"));
+    assert_eq!(server.stats().logins_rejected, 1);
+    let _ = tokens;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_closes_only_its_own_connection() {
+    let (server, tokens) = start().await;
+    let addr = server.long_link_addr();
+    let mut alice = Raw::login(addr, &tokens.issue("alice").unwrap()).await;
+
+    let mut junk = TcpStream::connect(addr).await.unwrap();
+    junk.write_all(b"GET / HTTP/1.1\r\n\r\n\x00\xff garbage")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = junk.read_to_end(&mut rest).await; // the server closes it
+    assert!(rest.is_empty());
+
+    // HTTP port: garbage gets an error or a close, never a crash.
+    let mut junk = TcpStream::connect(server.http_addr()).await.unwrap();
+    junk.write_all(b"\x16\x03\x01\x00\x05hello\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = junk.read_to_end(&mut rest).await;
+
+    let (body, _) = alice.call(proto::CMD_ECHO, b"still here").await;
+    assert_eq!(body, b"still here");
+    assert_eq!(server.stats().malformed_closed, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn history_and_conversations_survive_a_restart_and_are_served_over_http() {
+    let (server, tokens) = start().await;
+    let addr = server.long_link_addr();
+    let alice_token = tokens.issue("alice").unwrap();
+    let mut alice = Raw::login(addr, &alice_token).await;
+    for i in 1..=3 {
+        alice
+            .send(
+                &format!("m{i}"),
+                Target::User("bob".into()),
+                &format!("hi {i}"),
+            )
+            .await;
+    }
+    server.restart().await.expect("restart");
+    assert_eq!(server.long_link_addr(), addr, "same address after restart");
+    assert!(alice.read().await.is_none(), "old connection dropped");
+
+    let bob_token = tokens.issue("bob").unwrap();
+    let mut bob = Raw::login(addr, &bob_token).await;
+    let req = HistoryRequest {
+        conversation: proto::direct_conversation("alice", "bob"),
+        after_seq: 1,
+        limit: 10,
+    };
+    let (body, _) = bob
+        .call(proto::CMD_HISTORY, &serde_json::to_vec(&req).unwrap())
+        .await;
+    let Reply::Ok(page) = serde_json::from_slice::<Reply<HistoryPage>>(&body).unwrap() else {
+        panic!("history refused: {}", String::from_utf8_lossy(&body));
+    };
+    let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [2, 3]);
+    assert!(!page.more);
+
+    // The same over the short link.
+    let http = post(
+        server.http_addr(),
+        proto::PATH_CONVERSATIONS,
+        &serde_json::to_vec(&Authed {
+            token: bob_token.clone(),
+            request: serde_json::json!({}),
+        })
+        .unwrap(),
+    )
+    .await;
+    assert!(http.starts_with("HTTP/1.1 200"), "{http}");
+    assert!(
+        http.contains(r#""id":"dm:alice,bob""#) && http.contains(r#""last_seq":3"#),
+        "{http}"
+    );
+    let http = post(
+        server.http_addr(),
+        proto::PATH_HISTORY,
+        &serde_json::to_vec(&Authed {
+            token: "bob.00000000000000000000000000000000".to_owned(),
+            request: req,
+        })
+        .unwrap(),
+    )
+    .await;
+    assert!(http.contains("unauthenticated"), "{http}");
+    server.shutdown().await;
+}
+
+/// A minimal HTTP/1.1 POST; returns the whole response.
+async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
