@@ -59,7 +59,7 @@ impl Registry {
     /// | codec | `mars` |
     /// | auth | `none`, `token` |
     /// | heartbeat | `fixed`, `smart` |
-    /// | ip_source | `static`, `dynamic`, `backup`, `system-dns` |
+    /// | ip_source | `static`, `dynamic`, `backup`, `system-dns`, `doh` |
     /// | cipher | `mars-tea`, `x25519-chacha20poly1305` |
     ///
     /// (`app-dns` is not here: it wraps an application callback, so the app builds it and
@@ -73,8 +73,8 @@ impl Registry {
             FixedHeartbeat, FixedHeartbeatConfig, SmartHeartbeat, SmartHeartbeatConfig,
         };
         use phobos_ipsource::{
-            BackupList, BackupListConfig, DynamicList, DynamicListConfig, StaticList,
-            StaticListConfig, SystemDns, SystemDnsConfig,
+            BackupList, BackupListConfig, DohConfig, DohSource, DynamicList, DynamicListConfig,
+            StaticList, StaticListConfig, SystemDns, SystemDnsConfig,
         };
 
         let mut r = Registry::empty();
@@ -99,6 +99,7 @@ impl Registry {
         r.register_ip_source(SystemDns::NAME, |c: SystemDnsConfig| {
             infallible(SystemDns::new(c))
         });
+        r.register_ip_source(DohSource::NAME, |c: DohConfig| DohSource::new(c));
         r.register_log_cipher("mars-tea", |c: MarsCipherConfig| {
             MarsCipher::from_config(&c)
         });
@@ -470,4 +471,34 @@ where
 
 fn infallible<T>(value: T) -> Result<T, std::convert::Infallible> {
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doh_is_a_builtin_ip_source_with_a_checked_config() {
+        let registry = Registry::with_builtins();
+        let p = registry
+            .build_from_toml(
+                r#"
+                [plugins]
+                ip_sources = [
+                    { name = "doh", config = { server_ips = ["192.0.2.53"], tls_name = "dns.example", timeout_ms = 1500 } },
+                    "system-dns",
+                ]
+                "#,
+            )
+            .unwrap();
+        let names: Vec<&str> = p.ip_sources.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["doh", "system-dns"]);
+        let err = registry
+            .build_from_toml("[plugins]\nip_sources = [{ name = \"doh\", config = {} }]")
+            .unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::ConfigRejected { name, .. } if name == "doh"),
+            "{err:?}"
+        );
+    }
 }
