@@ -10,12 +10,16 @@
 //!   client.
 //! - [`recording`]: a connector that records every connect attempt.
 //! - [`race`]: the connect race with dead addresses first.
+//! - [`matrix`]: the scenario matrix (loss × latency and stream faults, every contender);
+//!   [`plot`] draws it as SVG.
 //!
 //! Everything here needs root and stays inside the namespaces it creates; tests skip (and
 //! say why) without root unless `PHOBOS_LAB_REQUIRED` is set.
 
 pub mod contender;
+pub mod matrix;
 pub mod netns;
+pub mod plot;
 pub mod race;
 pub mod recording;
 pub mod server;
