@@ -11,9 +11,11 @@
 //! What it deliberately does not do: persist anything, or scale past one process (see
 //! [`server`]'s "What a production server would replace").
 
+pub mod chat;
 pub mod config;
 pub mod plugins;
 pub mod proto;
 pub mod server;
+mod shortlink;
 pub mod tls;
 pub mod tokens;

@@ -1,0 +1,554 @@
+//! The chat client: a [`phobos_stn::Client`] plus the app logic that turns server pushes into
+//! an exactly-once, in-order message stream.
+//!
+//! - [`ChatClient::send`] is a long-link task carrying a [`SendRequest`] with a client
+//!   message id; Phobos retries it across reconnects and the server drops the retries it has
+//!   already stored, so a message is stored once whatever happened to the link.
+//! - Pushes arrive on the long link. Each message has a sequence number in its conversation;
+//!   the client remembers the last one it delivered per conversation. A push it already has
+//!   is dropped; a push after a gap, a push stream that fell behind, or a long link that came
+//!   back after going down makes it fetch the conversation's history from the last delivered
+//!   sequence on. So [`ChatEvents`] yields every message once, in sequence order per
+//!   conversation.
+//! - The conversation list and history browsing ([`ChatClient::conversations`],
+//!   [`ChatClient::history`]) go over the short link.
+//!
+//! Design: the catch-up after a reconnect uses the long link, not the short link: on the long
+//! link the request travels behind the identify frame on the same connection, so the server
+//! has put the user back online before it reads the history, and a message stored in
+//! between is pushed rather than missed. Over the short link (another connection) a message
+//! stored between the history read and the identify would reach the client only with the
+//! conversation's next message.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use phobos_plugin_api::CmdId;
+use phobos_stn::{
+    Client, ClientConfig, LinkError, LinkStatus, StreamError, TaskError, TaskSpec, TlsConfig,
+    TlsConnector,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::plugins::LoadedPlugins;
+use crate::proto::{
+    self, Conversation, HistoryPage, HistoryRequest, JoinRequest, Message, Reply, SendAck,
+    SendRequest, ServerError, Target,
+};
+
+/// The long link's name.
+pub const LINK: &str = "default-longlink";
+
+/// How to reach the server, as whom.
+#[derive(Clone, Debug)]
+pub struct ChatOptions {
+    /// The user name.
+    pub user: String,
+    /// The login token (see [`crate::tokens`]).
+    pub token: String,
+    /// The server's long-link address.
+    pub long_link: SocketAddr,
+    /// The server's short-link (HTTP) address.
+    pub http: SocketAddr,
+    /// TLS for the long link: the CA to trust and the name to verify; `None` for plain TCP.
+    pub tls: Option<TrustedServer>,
+    /// Extra attempts per send after the first.
+    pub retry_count: u32,
+    /// The longest a send may take, retries included.
+    pub send_timeout: Duration,
+}
+
+/// The server identity a TLS client verifies.
+#[derive(Clone, Debug)]
+pub struct TrustedServer {
+    /// The CA certificate (DER).
+    pub ca_der: Vec<u8>,
+    /// The name in the server's certificate.
+    pub server_name: String,
+}
+
+/// A running chat client. Cloning gives another handle to the same client.
+#[derive(Clone, Debug)]
+pub struct ChatClient {
+    inner: Arc<Inner>,
+}
+
+/// What the client tells the app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChatEvent {
+    /// A message for the app: each exactly once, in sequence order per conversation.
+    Message {
+        /// The message.
+        message: Message,
+        /// How it arrived.
+        via: Via,
+    },
+    /// The long link changed status.
+    Link {
+        /// The new status.
+        status: LinkStatus,
+        /// Why it went down or failed.
+        reason: Option<LinkError>,
+    },
+    /// A conversation was caught up from its history.
+    CaughtUp {
+        /// The conversation.
+        conversation: String,
+        /// Messages that came from the history.
+        fetched: usize,
+    },
+    /// A push the client already had (delivered earlier from the history) was dropped.
+    DuplicatePush {
+        /// The conversation.
+        conversation: String,
+        /// The sequence number.
+        seq: u64,
+    },
+    /// Catching up failed; it is tried again at the next gap or reconnect.
+    CatchUpFailed {
+        /// The conversation.
+        conversation: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// How a message reached the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A server push.
+    Push,
+    /// A history fetch after a gap or a reconnect.
+    History,
+}
+
+/// The app's end of the event stream.
+#[derive(Debug)]
+pub struct ChatEvents {
+    rx: mpsc::UnboundedReceiver<ChatEvent>,
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatError {
+    /// Phobos could not complete the task (its error names the level: timeout, dial, …).
+    #[error("task failed: {0}")]
+    Task(#[from] TaskError),
+    /// The server refused the request.
+    #[error("server refused: {0}")]
+    Server(#[from] ServerError),
+    /// The server's answer is not what the protocol says.
+    #[error("unexpected answer from the server: {0}")]
+    BadAnswer(String),
+    /// The short-link request failed.
+    #[error("short link: {0}")]
+    ShortLink(String),
+}
+
+/// Why the client could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configured auth plugin refused the token.
+    #[error("the auth plugin refused the token: {0}")]
+    Auth(String),
+    /// The TLS settings are invalid.
+    #[error("TLS settings: {0}")]
+    Tls(String),
+    /// Phobos refused the configuration.
+    #[error("client configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Debug)]
+struct Inner {
+    stn: Client,
+    user: String,
+    token: String,
+    id_prefix: String,
+    next_id: AtomicU64,
+    retry_count: u32,
+    send_timeout: Duration,
+    http: SocketAddr,
+    /// The last delivered sequence number per conversation.
+    delivered: Mutex<HashMap<String, u64>>,
+}
+
+impl ChatClient {
+    /// Starts a client for `opts` with the configured plugins (the auth plugin is built for
+    /// this user's token) and connects the long link. Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`].
+    pub fn start(
+        opts: ChatOptions,
+        plugins: &LoadedPlugins,
+    ) -> Result<(ChatClient, ChatEvents), StartError> {
+        let auth = plugins
+            .auth_for(&opts.token)
+            .map_err(|e| StartError::Auth(e.to_string()))?;
+        let mut config = ClientConfig::builder(plugins.codec.clone())
+            .link_addrs(LINK, [opts.long_link.into()])
+            .auth(auth)
+            .heartbeat(plugins.heartbeat.clone());
+        if let Some(tls) = &opts.tls {
+            let tls = TlsConfig::builder(tls.server_name.clone())
+                .ca_der(tls.ca_der.clone())
+                .build()
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            config = config.connector(Arc::new(TlsConnector::new(tls)));
+        }
+        let config = config
+            .build()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let stn = Client::start(config).map_err(|e| StartError::Config(e.to_string()))?;
+        stn.set_foreground(true);
+        stn.set_account(true);
+        let pushes = stn.subscribe_pushes();
+        let links = stn.link_events();
+        stn.make_sure_connected(LINK);
+        let inner = Arc::new(Inner {
+            stn,
+            user: opts.user,
+            token: opts.token,
+            id_prefix: run_nonce(),
+            next_id: AtomicU64::new(1),
+            retry_count: opts.retry_count,
+            send_timeout: opts.send_timeout,
+            http: opts.http,
+            delivered: Mutex::new(HashMap::new()),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(pump(inner.clone(), pushes, links, tx));
+        Ok((ChatClient { inner }, ChatEvents { rx }))
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.inner.user
+    }
+
+    /// The Phobos client underneath.
+    pub fn stn(&self) -> &Client {
+        &self.inner.stn
+    }
+
+    /// The short-link (HTTP) address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.inner.http
+    }
+
+    /// A fresh client message id (unique per run of this process).
+    pub fn next_client_msg_id(&self) -> String {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.inner.id_prefix)
+    }
+
+    /// Sends `text` to a room or a user with a fresh client message id.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`].
+    pub async fn send(&self, to: Target, text: impl Into<String>) -> Result<SendAck, ChatError> {
+        let id = self.next_client_msg_id();
+        self.send_with_id(id, to, text).await
+    }
+
+    /// Sends with a given client message id (a retry by the app reuses it).
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`].
+    pub async fn send_with_id(
+        &self,
+        client_msg_id: String,
+        to: Target,
+        text: impl Into<String>,
+    ) -> Result<SendAck, ChatError> {
+        let req = SendRequest {
+            client_msg_id,
+            to,
+            text: text.into(),
+        };
+        self.inner.call(proto::CMD_SEND, &req).await
+    }
+
+    /// Joins a room.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`].
+    pub async fn join(&self, room: &str) -> Result<Conversation, ChatError> {
+        let conv: Conversation = self
+            .inner
+            .call(
+                proto::CMD_JOIN,
+                &JoinRequest {
+                    room: room.to_owned(),
+                },
+            )
+            .await?;
+        // Messages from before the join are history, not news.
+        self.inner
+            .delivered
+            .lock()
+            .await
+            .entry(conv.id.clone())
+            .or_insert(conv.last_seq);
+        Ok(conv)
+    }
+
+    /// Marks every conversation the user has as read up to now, so only newer messages are
+    /// delivered as events. Uses the short link.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`].
+    pub async fn start_from_now(&self) -> Result<Vec<Conversation>, ChatError> {
+        let convs = self.conversations().await?;
+        let mut delivered = self.inner.delivered.lock().await;
+        for c in &convs {
+            delivered.entry(c.id.clone()).or_insert(c.last_seq);
+        }
+        Ok(convs)
+    }
+
+    /// The user's conversations, over the short link.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`].
+    pub async fn conversations(&self) -> Result<Vec<Conversation>, ChatError> {
+        self.inner
+            .short_call(proto::PATH_CONVERSATIONS, &serde_json::json!({}))
+            .await
+    }
+
+    /// Up to `limit` messages of `conversation` after `after_seq`, over the short link.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`].
+    pub async fn history(
+        &self,
+        conversation: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<HistoryPage, ChatError> {
+        let req = HistoryRequest {
+            conversation: conversation.to_owned(),
+            after_seq,
+            limit,
+        };
+        self.inner.short_call(proto::PATH_HISTORY, &req).await
+    }
+
+    /// The last delivered sequence number of each conversation.
+    pub async fn delivered(&self) -> HashMap<String, u64> {
+        self.inner.delivered.lock().await.clone()
+    }
+
+    /// Stops the client: unfinished sends end with an error, the link closes.
+    pub async fn shutdown(&self) {
+        self.inner.stn.shutdown().await;
+    }
+}
+
+impl ChatEvents {
+    /// The next event; `None` after the client stopped.
+    pub async fn recv(&mut self) -> Option<ChatEvent> {
+        self.rx.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Option<ChatEvent> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Inner {
+    /// A long-link request with a JSON body and a JSON [`Reply`].
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        cmd: CmdId,
+        req: &Req,
+    ) -> Result<Resp, ChatError> {
+        let body = serde_json::to_vec(req).map_err(|e| ChatError::BadAnswer(e.to_string()))?;
+        let mut spec = TaskSpec::new(cmd, body);
+        spec.retry_count = Some(self.retry_count);
+        spec.total_timeout = Some(self.send_timeout);
+        spec.needs_auth = true;
+        // Retried sends repeat their body on purpose; the server dedupes them.
+        spec.limit_frequency = false;
+        let resp = self.stn.start_task(spec).await?;
+        parse_reply(&resp.body)
+    }
+
+    /// A short-link request: `Authed { token, request }` posted to `path`.
+    async fn short_call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, ChatError> {
+        let body = serde_json::to_vec(&proto::Authed {
+            token: self.token.clone(),
+            request: req,
+        })
+        .map_err(|e| ChatError::BadAnswer(e.to_string()))?;
+        let resp = crate::shortlink::post(&self.stn, self.http, path, Bytes::from(body)).await?;
+        parse_reply(&resp)
+    }
+
+    /// Fetches `conversation`'s history after the last delivered message over the long link
+    /// and delivers it.
+    async fn catch_up(
+        &self,
+        conversation: &str,
+        events: &mpsc::UnboundedSender<ChatEvent>,
+    ) -> Result<usize, ChatError> {
+        let mut delivered = self.delivered.lock().await;
+        let last = delivered.entry(conversation.to_owned()).or_insert(0);
+        let mut fetched = 0;
+        loop {
+            let req = HistoryRequest {
+                conversation: conversation.to_owned(),
+                after_seq: *last,
+                limit: proto::MAX_HISTORY_PAGE,
+            };
+            let page: HistoryPage = self.call(proto::CMD_HISTORY, &req).await?;
+            for message in page.messages {
+                if message.seq > *last {
+                    *last = message.seq;
+                    fetched += 1;
+                    let _ = events.send(ChatEvent::Message {
+                        message,
+                        via: Via::History,
+                    });
+                }
+            }
+            if !page.more {
+                return Ok(fetched);
+            }
+        }
+    }
+
+    async fn catch_up_all(&self, events: &mpsc::UnboundedSender<ChatEvent>) {
+        let convs: Vec<String> = self.delivered.lock().await.keys().cloned().collect();
+        for conv in convs {
+            self.report_catch_up(&conv, events).await;
+        }
+    }
+
+    async fn report_catch_up(&self, conv: &str, events: &mpsc::UnboundedSender<ChatEvent>) {
+        let event = match self.catch_up(conv, events).await {
+            Ok(fetched) => ChatEvent::CaughtUp {
+                conversation: conv.to_owned(),
+                fetched,
+            },
+            Err(e) => ChatEvent::CatchUpFailed {
+                conversation: conv.to_owned(),
+                error: e.to_string(),
+            },
+        };
+        let _ = events.send(event);
+    }
+}
+
+/// Turns pushes and link events into [`ChatEvent`]s until the client stops.
+async fn pump(
+    inner: Arc<Inner>,
+    mut pushes: phobos_stn::PushStream,
+    mut links: phobos_stn::LinkEvents,
+    events: mpsc::UnboundedSender<ChatEvent>,
+) {
+    let mut was_down = false;
+    loop {
+        tokio::select! {
+            push = pushes.recv() => match push {
+                Ok(push) if push.cmd_id == proto::CMD_PUSH_MESSAGE => {
+                    let Ok(message) = serde_json::from_slice::<Message>(&push.body) else {
+                        tracing::warn!(user = %inner.user, "a push that is not a message");
+                        continue;
+                    };
+                    on_message(&inner, message, &events).await;
+                }
+                Ok(_) => {}
+                Err(StreamError::Lagged(n)) => {
+                    tracing::warn!(user = %inner.user, dropped = n, "push stream fell behind");
+                    inner.catch_up_all(&events).await;
+                }
+                Err(_) => return,
+            },
+            link = links.recv() => match link {
+                Ok(ev) if &*ev.link == LINK => {
+                    let reconnected = matches!(ev.status, LinkStatus::Connected(_)) && was_down;
+                    match ev.status {
+                        LinkStatus::Disconnected | LinkStatus::ConnectFailed => was_down = true,
+                        LinkStatus::Connected(_) => was_down = false,
+                        _ => {}
+                    }
+                    let _ = events.send(ChatEvent::Link { status: ev.status, reason: ev.reason });
+                    if reconnected {
+                        inner.catch_up_all(&events).await;
+                    }
+                }
+                Ok(_) | Err(StreamError::Lagged(_)) => {}
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+async fn on_message(inner: &Inner, message: Message, events: &mpsc::UnboundedSender<ChatEvent>) {
+    let conv = message.conversation.clone();
+    {
+        let mut delivered = inner.delivered.lock().await;
+        let last = delivered.entry(conv.clone()).or_insert(0);
+        if message.seq <= *last {
+            let _ = events.send(ChatEvent::DuplicatePush {
+                conversation: conv,
+                seq: message.seq,
+            });
+            return;
+        }
+        if message.seq == *last + 1 {
+            *last = message.seq;
+            let _ = events.send(ChatEvent::Message {
+                message,
+                via: Via::Push,
+            });
+            return;
+        }
+    }
+    // A gap: messages were missed (pushed while the link was down); the history has them
+    // and this one.
+    inner.report_catch_up(&conv, events).await;
+}
+
+fn parse_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T, ChatError> {
+    match serde_json::from_slice::<Reply<T>>(body) {
+        Ok(Reply::Ok(v)) => Ok(v),
+        Ok(Reply::Error(e)) => Err(ChatError::Server(e)),
+        Err(e) => Err(ChatError::BadAnswer(format!(
+            "{e} in {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(120)])
+        ))),
+    }
+}
+
+/// A prefix that makes this process's client message ids unique across runs.
+fn run_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+}
