@@ -55,8 +55,6 @@ pub struct Config {
     /// The IP source chain, in order (see [`SourceSpec`]). Empty: one primary source limited
     /// by [`Timing::resolve_timeout`].
     pub ip_sources: Vec<SourceSpec>,
-    /// Short-link settings (default port, response limits).
-    pub short_link: crate::ShortLinkConfig,
 }
 
 impl Config {
@@ -76,7 +74,6 @@ impl Config {
                 connect_profile: ConnectProfile::default(),
                 racing: Racing::default(),
                 ip_sources: Vec::new(),
-                short_link: crate::ShortLinkConfig::default(),
             },
         }
     }
@@ -203,12 +200,6 @@ impl ConfigBuilder {
     /// Replaces the limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
-        self
-    }
-
-    /// Sets the short-link settings.
-    pub fn short_link(mut self, short_link: crate::ShortLinkConfig) -> Self {
-        self.config.short_link = short_link;
         self
     }
 

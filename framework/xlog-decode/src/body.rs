@@ -40,6 +40,9 @@ pub enum BodyError {
     },
     /// The cipher refused the header key or the body.
     Cipher(CipherError),
+    /// A staged-stream body (`0x47`/`0x4C`) is too short for its prefix, names an unknown
+    /// cipher kind, or its wrapped key does not decrypt to 32 bytes.
+    StagedPrefix,
 }
 
 impl fmt::Display for BodyError {
@@ -59,6 +62,7 @@ impl fmt::Display for BodyError {
                 "block (magic {magic:#04x}) is encrypted and no private key was given"
             ),
             Self::Cipher(e) => write!(f, "decryption failed: {e}"),
+            Self::StagedPrefix => f.write_str("malformed staged-block key prefix"),
         }
     }
 }

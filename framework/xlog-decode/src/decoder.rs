@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::ChaCha20;
 use phobos_plugin_api::cipher::HEADER_KEY_LEN;
 use phobos_plugin_api::{BlockDecryptor, CipherError, CipherKind, LogCipher};
 
@@ -423,6 +425,14 @@ impl<'a> Events<'a> {
             Encryption::Authenticated => {
                 Cow::Owned(self.decrypt(block, CipherKind::Authenticated)?)
             }
+            Encryption::Staged => {
+                let plain = self.decrypt_staged(block)?;
+                if plain.is_empty() {
+                    // A staged block cut before its first line holds no text.
+                    return Ok(Cow::Owned(Vec::new()));
+                }
+                Cow::Owned(plain)
+            }
         };
         match block.magic.compression() {
             Compression::None => Ok(plain),
@@ -432,7 +442,42 @@ impl<'a> Events<'a> {
         }
     }
 
+    /// Unwraps a staged-stream body's session key and decrypts the stream after the prefix.
+    fn decrypt_staged(&mut self, block: &Block) -> Result<Vec<u8>, BodyError> {
+        let body = block.body(self.input);
+        let (&kind, rest) = body.split_first().ok_or(BodyError::StagedPrefix)?;
+        let (&n, rest) = rest.split_first().ok_or(BodyError::StagedPrefix)?;
+        let wrapped = rest.get(..usize::from(n)).ok_or(BodyError::StagedPrefix)?;
+        let rest = &rest[usize::from(n)..];
+        let (nonce, data) = rest
+            .split_first_chunk::<8>()
+            .ok_or(BodyError::StagedPrefix)?;
+        let kind = match kind {
+            1 => CipherKind::MarsCompatible,
+            2 => CipherKind::Authenticated,
+            _ => return Err(BodyError::StagedPrefix),
+        };
+        let key = self.decrypt_bytes(block, kind, wrapped)?;
+        let key: [u8; 32] = key.try_into().map_err(|_| BodyError::StagedPrefix)?;
+        let mut iv = [0u8; 12];
+        iv[..8].copy_from_slice(nonce);
+        let mut plain = data.to_vec();
+        ChaCha20::new(&key.into(), &iv.into()).apply_keystream(&mut plain);
+        Ok(plain)
+    }
+
     fn decrypt(&mut self, block: &Block, kind: CipherKind) -> Result<Vec<u8>, BodyError> {
+        let body = block.body(self.input);
+        self.decrypt_bytes(block, kind, body)
+    }
+
+    /// Decrypts `body` (a whole block body for the cipher) with the session of `block`'s key.
+    fn decrypt_bytes(
+        &mut self,
+        block: &Block,
+        kind: CipherKind,
+        body: &[u8],
+    ) -> Result<Vec<u8>, BodyError> {
         let cipher = match kind {
             CipherKind::MarsCompatible => self.decoder.mars.as_ref(),
             _ => self.decoder.authenticated.as_ref(),
@@ -465,7 +510,6 @@ impl<'a> Events<'a> {
             .decryptor
             .as_mut()
             .map_err(|e| BodyError::Cipher(e.clone()))?;
-        let body = block.body(self.input);
         let mut out = Vec::with_capacity(body.len());
         decryptor
             .decrypt_block(body, &mut out)

@@ -20,9 +20,17 @@
 //! | `0x07` / `0x0C` | async, Mars TEA | raw deflate / zstd, then TEA-ECB with a clear tail |
 //! | `0x09` / `0x0D` | async, no key | raw deflate / zstd |
 //! | `0x27` / `0x2C` | async, authenticated cipher (Phobos; `0x07`/`0x0C` with bit `0x20`) | raw deflate / zstd, then the cipher's records |
+//! | `0x47` / `0x4C` | a keyed Phobos writer's staged block, recovered after a crash (`0x07`/`0x0C` with bit `0x40`) | `kind u8, n u8, wrapped key (n), nonce u64 LE`, then ChaCha20 over deflate stored / zstd raw blocks |
 //!
-//! The last row is only recognised with [`MagicSet::MarsAndAuthenticated`] (the default). Both
-//! bytes lie outside `0x03`–`0x0D`, so Mars's own decoder neither reads nor resyncs on them.
+//! The last two rows are only recognised with [`MagicSet::MarsAndAuthenticated`] (the
+//! default). Their bytes lie outside `0x03`–`0x0D`, so Mars's own decoder neither reads nor
+//! resyncs on them.
+//!
+//! Staged-stream body (`0x47`/`0x4C`): `kind` is 1 when the key was wrapped by a Mars-compatible
+//! cipher, 2 for an authenticated one; the `n` bytes of wrapped key decrypt, as one block body
+//! of that cipher under the header's key field, to a 32-byte ChaCha20 key; the rest of the body
+//! is ChaCha20 (IETF, nonce = the 8 nonce bytes then 4 zero bytes, counter from 0) over a raw
+//! deflate or zstd stream.
 //!
 //! All functions here take untrusted bytes and never panic.
 //!
@@ -73,6 +81,11 @@ pub enum Magic {
     AsyncZlibAuthenticated,
     /// `0x2C` (Phobos): async, zstd, then an authenticated cipher's records (`0x0C | 0x20`).
     AsyncZstdAuthenticated,
+    /// `0x47` (Phobos): a keyed writer's staged block (`0x07 | 0x40`): raw deflate under
+    /// ChaCha20 with a wrapped session key (see the module docs).
+    AsyncZlibStaged,
+    /// `0x4C` (Phobos): as `0x47`, zstd (`0x0C | 0x40`).
+    AsyncZstdStaged,
 }
 
 /// Which magics the decoder recognises, also while scanning for the next block after damage.
@@ -81,7 +94,7 @@ pub enum Magic {
 pub enum MagicSet {
     /// Exactly the official Python decoder's set, `0x03`–`0x0D`.
     Mars,
-    /// Mars's set plus Phobos's authenticated magics `0x27` and `0x2C` (the default). On Mars
+    /// Mars's set plus Phobos's magics `0x27`, `0x2C`, `0x47` and `0x4C` (the default). On Mars
     /// files this only differs from [`Mars`](Self::Mars) if a resync scan meets one of those
     /// bytes where a structurally plausible block would start.
     #[default]
@@ -112,6 +125,8 @@ pub enum Encryption {
     Mars,
     /// An authenticated cipher ([`CipherKind::Authenticated`](phobos_plugin_api::CipherKind)).
     Authenticated,
+    /// ChaCha20 under a session key wrapped by either kind of cipher (staged-stream body).
+    Staged,
 }
 
 impl Magic {
@@ -131,9 +146,16 @@ impl Magic {
             0x0D => Self::AsyncZstd,
             0x27 => Self::AsyncZlibAuthenticated,
             0x2C => Self::AsyncZstdAuthenticated,
+            0x47 => Self::AsyncZlibStaged,
+            0x4C => Self::AsyncZstdStaged,
             _ => return None,
         };
-        if set == MagicSet::Mars && magic.encryption() == Encryption::Authenticated {
+        if set == MagicSet::Mars
+            && matches!(
+                magic.encryption(),
+                Encryption::Authenticated | Encryption::Staged
+            )
+        {
             return None;
         }
         Some(magic)
@@ -155,6 +177,8 @@ impl Magic {
             Self::AsyncZstd => 0x0D,
             Self::AsyncZlibAuthenticated => 0x27,
             Self::AsyncZstdAuthenticated => 0x2C,
+            Self::AsyncZlibStaged => 0x47,
+            Self::AsyncZstdStaged => 0x4C,
         }
     }
 
@@ -192,11 +216,13 @@ impl Magic {
             Self::LegacyZlib
             | Self::AsyncZlibCrypt
             | Self::AsyncZlib
-            | Self::AsyncZlibAuthenticated => Compression::Zlib,
+            | Self::AsyncZlibAuthenticated
+            | Self::AsyncZlibStaged => Compression::Zlib,
             Self::LegacyChunkedZlib => Compression::ChunkedZlib,
-            Self::AsyncZstdCrypt | Self::AsyncZstd | Self::AsyncZstdAuthenticated => {
-                Compression::Zstd
-            }
+            Self::AsyncZstdCrypt
+            | Self::AsyncZstd
+            | Self::AsyncZstdAuthenticated
+            | Self::AsyncZstdStaged => Compression::Zstd,
         }
     }
 
@@ -207,6 +233,7 @@ impl Magic {
             Self::AsyncZlibAuthenticated | Self::AsyncZstdAuthenticated => {
                 Encryption::Authenticated
             }
+            Self::AsyncZlibStaged | Self::AsyncZstdStaged => Encryption::Staged,
             _ => Encryption::None,
         }
     }

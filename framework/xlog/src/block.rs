@@ -18,9 +18,34 @@
 //! | `0x09` / `0x0D` | async, no key | raw deflate / zstd frame |
 //! | [`MAGIC_ASYNC_ZLIB_AUTH`] `0x27` / [`MAGIC_ASYNC_ZSTD_AUTH`] `0x2C` | async, [`CipherKind::Authenticated`] cipher | zlib / zstd, then the cipher's records |
 //!
-//! `0x27`/`0x2C` are Mars's keyed async magics with bit `0x20` set. Mars's decoders do not
-//! know them (by design: they could not read the body), and they lie outside the `0x01`–`0x0D`
-//! range that Mars's resync scan stops on.
+//! | [`MAGIC_ASYNC_ZLIB_STAGED`] `0x47` / [`MAGIC_ASYNC_ZSTD_STAGED`] `0x4C` | a keyed writer's staged block, recovered after a crash | [staged-stream body](#staged-stream-body) |
+//!
+//! `0x27`/`0x2C` are Mars's keyed async magics with bit `0x20` set, `0x47`/`0x4C` with bit
+//! `0x40`. Mars's decoders do not know them (by design: they could not read the body), and
+//! they lie outside the `0x01`–`0x0D` range that Mars's resync scan stops on.
+//!
+//! # Staged-stream body
+//!
+//! A keyed writer stages lines in its buffer file uncompressed (deflate stored blocks or zstd
+//! raw blocks, see `compress::StoredFramer`) and encrypted with ChaCha20 under a key `K` drawn
+//! at random for the writer session. `K` itself is encrypted ("wrapped") with the configured
+//! [`LogCipher`](phobos_plugin_api::cipher::LogCipher) session whose key goes into the block
+//! header, so only the holder of the private key can read the block. Such a block reaches a
+//! log file only when it is recovered after a crash (normally the writer thread compresses
+//! the block's text and writes a Mars block instead):
+//!
+//! ```text
+//! 0      1      2                2+n           2+n+8
+//! +------+------+----------------+-------------+------------------------------------------+
+//! | kind | n    | wrapped K      | nonce       | ChaCha20(K, nonce || 0u32) XOR framing   |
+//! | u8   | u8   | n bytes        | u64 LE      | (stored deflate / zstd raw blocks)       |
+//! +------+------+----------------+-------------+------------------------------------------+
+//! ```
+//!
+//! `kind` names the wrapping cipher's family ([`STAGED_KIND_MARS`], [`STAGED_KIND_AUTHENTICATED`]);
+//! the wrapped key decrypts (one whole block body for that cipher) to the 32 bytes of `K`;
+//! the keystream starts at block counter 0 for the first byte after the nonce. The nonce is
+//! the block's generation, unique within a session.
 //!
 //! ```
 //! use phobos_xlog::block::{BlockHeader, HEADER_LEN, MAGIC_ASYNC_ZLIB_NO_KEY};
@@ -67,8 +92,19 @@ pub const MAGIC_ASYNC_ZLIB_AUTH: u8 = 0x27;
 /// Async block, zstd, authenticated cipher (Phobos only; not a Mars magic).
 pub const MAGIC_ASYNC_ZSTD_AUTH: u8 = 0x2C;
 
+/// Staged block of a keyed writer, zlib framing (Phobos only; see
+/// [Staged-stream body](self#staged-stream-body)).
+pub const MAGIC_ASYNC_ZLIB_STAGED: u8 = 0x47;
+/// Staged block of a keyed writer, zstd framing (Phobos only).
+pub const MAGIC_ASYNC_ZSTD_STAGED: u8 = 0x4C;
+/// Staged-stream `kind`: the key is wrapped by a [`CipherKind::MarsCompatible`] cipher.
+pub const STAGED_KIND_MARS: u8 = 1;
+/// Staged-stream `kind`: the key is wrapped by a [`CipherKind::Authenticated`] cipher.
+pub const STAGED_KIND_AUTHENTICATED: u8 = 2;
+
 /// How a block's body is encrypted, as far as the magic tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Encryption {
     /// No cipher.
     None,
@@ -76,6 +112,19 @@ pub enum Encryption {
     Mars,
     /// A [`CipherKind::Authenticated`] cipher.
     Authenticated,
+    /// ChaCha20 under a wrapped session key ([staged-stream body](self#staged-stream-body)).
+    Staged,
+}
+
+/// The parts of a staged-stream body: `(kind, wrapped key, nonce, ciphertext)`, or `None` if
+/// the body is too short for its prefix.
+pub fn parse_staged_body(body: &[u8]) -> Option<(u8, &[u8], u64, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (&n, rest) = rest.split_first()?;
+    let wrapped = rest.get(..usize::from(n))?;
+    let rest = &rest[usize::from(n)..];
+    let (nonce, rest) = rest.split_first_chunk::<8>()?;
+    Some((kind, wrapped, u64::from_le_bytes(*nonce), rest))
 }
 
 impl Encryption {
@@ -114,6 +163,8 @@ pub fn magic_info(magic: u8) -> Option<MagicInfo> {
         MAGIC_ASYNC_ZSTD_NO_KEY => (true, Zstd, Plain),
         MAGIC_ASYNC_ZLIB_AUTH => (true, Zlib, Authenticated),
         MAGIC_ASYNC_ZSTD_AUTH => (true, Zstd, Authenticated),
+        MAGIC_ASYNC_ZLIB_STAGED => (true, Zlib, Encryption::Staged),
+        MAGIC_ASYNC_ZSTD_STAGED => (true, Zstd, Encryption::Staged),
         _ => return None,
     };
     Some(MagicInfo {
@@ -132,6 +183,8 @@ pub fn async_magic(compression: Compression, encryption: Encryption) -> u8 {
         (Compression::Zstd, Encryption::None) => MAGIC_ASYNC_ZSTD_NO_KEY,
         (Compression::Zstd, Encryption::Mars) => MAGIC_ASYNC_ZSTD_KEY,
         (Compression::Zstd, Encryption::Authenticated) => MAGIC_ASYNC_ZSTD_AUTH,
+        (Compression::Zlib, Encryption::Staged) => MAGIC_ASYNC_ZLIB_STAGED,
+        (Compression::Zstd, Encryption::Staged) => MAGIC_ASYNC_ZSTD_STAGED,
     }
 }
 
@@ -277,6 +330,12 @@ pub fn staged_block(slot: &[u8]) -> Option<(BlockHeader, &[u8])> {
         .checked_sub(HEADER_LEN + 1)?;
     let len = (header.len as usize).min(cap);
     if len == 0 {
+        return None;
+    }
+    // A staged-stream block with no line after its prefix holds nothing to recover.
+    if magic_info(header.magic).is_some_and(|i| i.encryption == Encryption::Staged)
+        && parse_staged_body(&slot[HEADER_LEN..HEADER_LEN + len]).is_none_or(|p| p.3.is_empty())
+    {
         return None;
     }
     Some((

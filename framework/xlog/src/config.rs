@@ -107,24 +107,25 @@ impl FromStr for Mode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
-    /// Raw deflate (no zlib header), one `Z_SYNC_FLUSH` per line.
+    /// Raw deflate (no zlib header).
     #[default]
     Zlib,
-    /// One unterminated zstd frame per block, window log 16, flushed per line.
+    /// One zstd frame per block.
     Zstd,
 }
 
 impl Compression {
-    /// The level used when none is configured.
+    /// The level used when none is configured, for the whole-block compression the writer
+    /// thread does (lines are staged uncompressed).
     ///
-    /// zlib: 1 (zlib's `deflate_quick`, about 1 µs per line). Mars uses 9, where zlib's
-    /// per-line flush costs over 10 µs per line; here levels 2–9 use a fixed-code encoder of
-    /// our own; from level 5 on it writes files no larger than zlib's level 9 (see the crate
-    /// docs for measured figures).
-    /// zstd: 1 (Mars's default is 6; per-line flushes make higher levels expensive).
+    /// zlib: 2 (zlib's `deflate_fast`, dynamic Huffman trees per block): files smaller than
+    /// Mars's level 9 with its per-line flush, at a small fraction of its CPU time. Level 1 is
+    /// zlib's `deflate_quick` (fixed codes only), about a third larger.
+    /// zstd: 1 (Mars: 6 with a per-line flush); whole-block level 1 is both smaller and far
+    /// cheaper than that. See the crate docs for measured figures.
     pub fn default_level(self) -> i32 {
         match self {
-            Compression::Zlib => 1,
+            Compression::Zlib => 2,
             Compression::Zstd => 1,
         }
     }
@@ -159,14 +160,14 @@ pub enum Overflow {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// The calling thread compresses and encrypts the line into the memory-mapped buffer
-    /// before the call returns: a returned line survives the process being killed.
+    /// The calling thread frames (and with a key encrypts) the line into the memory-mapped
+    /// buffer before the call returns: a returned line survives the process being killed.
     #[default]
     Durable,
     /// NOT crash-safe for the most recent lines: the calling thread only formats the line and
-    /// queues it (in process memory, at most 4 MiB); a compressor thread stages it shortly
-    /// after. Lines still queued when the process is killed are lost. Cheaper per call, and
-    /// formatting overlaps with compression. [`crate::Xlog::flush`] and close drain the queue.
+    /// queues it (in process memory, at most 4 MiB); another thread stages it shortly after.
+    /// Lines still queued when the process is killed are lost. Slightly cheaper per call.
+    /// [`crate::Xlog::flush`] and close drain the queue.
     Buffered,
 }
 

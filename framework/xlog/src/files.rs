@@ -195,6 +195,7 @@ impl LogFiles {
             in_cache: target.in_cache,
             name: target.name.clone(),
             offset,
+            written: Some((bytes.len() as u32, crc32(bytes))),
         });
         if let Err(e) = f.write_all(bytes) {
             // Mars: cut the file back to where it was, then note the error in the file.
@@ -205,8 +206,9 @@ impl LogFiles {
         Ok(())
     }
 
-    /// Whether the block `bytes` is already in the file named by `intent` at its offset.
-    /// If the file holds only part of it, the part is cut off.
+    /// Whether the block recorded in `intent` (its length and CRC-32; in files of older
+    /// writers, the staged block `bytes` itself) is already in the file named by `intent` at
+    /// its offset. If the file holds only part of it, the part is cut off.
     pub(crate) fn settle_intent(&mut self, intent: &Intent, bytes: &[u8]) -> bool {
         let path = self.dir(intent.in_cache).join(&intent.name);
         let Ok(mut f) = OpenOptions::new().read(true).write(true).open(&path) else {
@@ -215,13 +217,21 @@ impl LogFiles {
         let Ok(len) = f.metadata().map(|m| m.len()) else {
             return false;
         };
-        let end = intent.offset.saturating_add(bytes.len() as u64);
+        // The block being appended was either the staged block itself (older writers) or a
+        // compressed copy of it, known by its length and CRC-32.
+        let written_len = intent
+            .written
+            .map_or(bytes.len() as u64, |(l, _)| u64::from(l));
+        let end = intent.offset.saturating_add(written_len);
         if len >= end {
-            let mut have = vec![0u8; bytes.len()];
-            let same = f.seek(SeekFrom::Start(intent.offset)).is_ok()
-                && f.read_exact(&mut have).is_ok()
-                && have == bytes;
-            return same;
+            let mut have = vec![0u8; written_len as usize];
+            let read =
+                f.seek(SeekFrom::Start(intent.offset)).is_ok() && f.read_exact(&mut have).is_ok();
+            return read
+                && match intent.written {
+                    Some((_, crc)) => crc32(&have) == crc,
+                    None => have == bytes,
+                };
         }
         if len > intent.offset {
             // A partial append: remove it, the block is appended again whole.
@@ -356,6 +366,13 @@ fn append_file(src: &Path, dst: &Path) -> io::Result<()> {
         return Err(e);
     }
     Ok(())
+}
+
+/// CRC-32 (IEEE) of `bytes`, as recorded in a write intent.
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(bytes);
+    c.sum()
 }
 
 #[cfg(test)]

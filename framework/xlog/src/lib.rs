@@ -25,13 +25,19 @@
 //!
 //! # How a line travels (async mode, the default)
 //!
-//! The calling thread formats the line into a thread-local buffer, then, under one mutex,
-//! compresses it into the current block's stream (flushed to a byte boundary), encrypts the
-//! complete cipher units, and commits the bytes plus the new length into a block staged in
-//! the memory-mapped buffer file `<cache or log dir>/<prefix>.mmap3`. A background thread
-//! appends full blocks (≥ 50 KiB staged, a Fatal line, [`Xlog::flush`], every
-//! [`XlogConfig::flush_interval`], close) to `<prefix>_YYYYMMDD[_N].xlog`. The buffer file has
-//! two block slots, so callers fill one while the other is written out, without copying.
+//! The calling thread formats the line into a thread-local buffer, then, under one short lock,
+//! frames it *uncompressed* (deflate stored blocks for zlib, zstd raw blocks for zstd), with a
+//! key encrypts the framed bytes with ChaCha20, and commits them plus the new length into a
+//! block staged in the memory-mapped buffer file `<cache or log dir>/<prefix>.mmap3`; the
+//! line's text is also kept in process memory. No compressor runs on the calling thread. When
+//! ≥ 100 KiB are staged (or on a Fatal line, [`Xlog::flush`], every
+//! [`XlogConfig::flush_interval`], close) the block is sealed and the background thread
+//! compresses its text in one piece (no per-line flush, so zlib builds real Huffman trees and
+//! zstd sees the whole block), encrypts it with the configured [`LogCipher`](
+//! phobos_plugin_api::cipher::LogCipher), and appends that Mars block to
+//! `<prefix>_YYYYMMDD[_N].xlog`; only then is the staged block dropped. The buffer file has
+//! two block slots, so callers fill one while the other is compressed and written, without
+//! copying.
 //!
 //! # Durability
 //!
@@ -39,31 +45,43 @@
 //! buffer file's pages in the kernel's page cache (async) or in the log file (sync). The page
 //! cache is the kernel's, so the line survives the process being killed — SIGKILL, abort, OOM
 //! kill — without any `fsync`: the next writer opened on the same directory and prefix finds
-//! the staged blocks and appends them, between Mars's tip blocks `~~~~~ begin of mmap ~~~~~`
-//! and `~~~~~ end of mmap ~~~~~[pid,tid][time]`. Two refinements over Mars make this exact:
-//! the clear tail of a TEA block is saved before it is overwritten, so a kill in the middle of
-//! a line cannot garble the previous one, and a write intent recorded before a block is
-//! appended to the log file makes the append exactly-once across a crash (no duplicated
-//! lines). A power failure before the kernel writes the pages back can still lose recent
-//! lines; xlog, like Mars, does not `fsync`. If the buffer file cannot be mapped, heap memory
-//! is used and crash recovery is off ([`Xlog::is_mapped`]).
+//! the staged blocks and appends them as they are (uncompressed, so a crash costs some file
+//! size, never lines), between Mars's tip blocks `~~~~~ begin of mmap ~~~~~` and
+//! `~~~~~ end of mmap ~~~~~[pid,tid][time]`. A staged block is a valid block at every
+//! moment: without a key it is an ordinary Mars block (magic `0x09`/`0x0D`) with stored /
+//! raw contents, which Mars's tools read. A write intent (target file, offset, length and
+//! CRC-32 of the compressed block) recorded before a block is appended makes the append
+//! exactly-once across a crash (no duplicated lines). A power failure before the kernel writes
+//! the pages back can still lose recent lines; xlog, like Mars, does not `fsync`. If the buffer
+//! file cannot be mapped, heap memory is used and crash recovery is off ([`Xlog::is_mapped`]).
+//! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
+//! recovered too.
 //!
 //! [`Durability::Buffered`] is the named non-durable alternative: the caller only formats the
-//! line and queues it (≤ 4 MiB); a compressor thread stages it. Calls are cheaper and
-//! formatting overlaps compression, but lines still queued when the process dies are lost.
-//! [`Xlog::flush`] and close drain the queue.
+//! line and queues it (≤ 4 MiB); another thread stages it. Lines still queued when the process
+//! dies are lost. Since staging became a copy, it saves little; [`Xlog::flush`] and close drain
+//! the queue.
 //!
 //! # Encryption at rest
 //!
 //! With a cipher configured, no log line is written in clear anywhere, the buffer file
-//! included: lines are compressed and encrypted in memory before they are stored. Mars's TEA
-//! leaves the last 0–7 compressed bytes of a block in clear (as in Mars). In sync mode Mars
-//! writes lines as plain text even with a key; here a keyed sync-mode line is instead written
-//! as a one-line compressed, encrypted block with the async magic and sequence 0, which
-//! Mars's decoder reads like any other block. Only the tip blocks around recovered data
-//! (markers, pid, time) are plain text, as in Mars. A cipher of kind
-//! [`Authenticated`](phobos_plugin_api::cipher::CipherKind::Authenticated) writes under the
-//! magics `0x27` (zlib) / `0x2C` (zstd), see [`block`]; its tips use the no-key sync magics.
+//! included. The log file gets Mars blocks: the compressed block encrypted by the cipher
+//! (Mars's TEA leaves the last 0–7 compressed bytes of a block in clear, as in Mars). The
+//! buffer file gets the framed lines encrypted with ChaCha20 under a random per-session key;
+//! that key is itself encrypted by the cipher and stored at the start of every staged block
+//! (see [`block`], "Staged-stream body"), so the private key holder, and only they, can read a
+//! staged block. Such a block reaches a log file only after a crash, under the Phobos magics
+//! `0x47`/`0x4C`: `phobos-xlog-decode` reads them; Mars's tools skip them (they lose the
+//! recovered lines of a crashed keyed writer, nothing else). Staging with the cipher itself
+//! would keep those blocks Mars-readable, but TEA over every line's text on the logging thread
+//! costs about 0.45 µs per 200-byte line, under the staging lock.
+//!
+//! In sync mode Mars writes lines as plain text even with a key; here a keyed sync-mode line is
+//! instead written as a one-line encrypted block (stored deflate / raw zstd contents) with the
+//! async magic and sequence 0, which Mars's decoder reads like any other block. Only the tip
+//! blocks around recovered data (markers, pid, time) are plain text, as in Mars. A cipher of
+//! kind [`Authenticated`](phobos_plugin_api::cipher::CipherKind::Authenticated) writes under
+//! the magics `0x27` (zlib) / `0x2C` (zstd), see [`block`]; its tips use the no-key sync magics.
 //!
 //! # Falling behind
 //!
@@ -74,15 +92,11 @@
 //!
 //! # Compression levels
 //!
-//! Every line is flushed to a byte boundary, so each line is its own deflate block or zstd
-//! block. zlib level 1 (the default) uses zlib's `deflate_quick` (zlib-rs): about 1 µs per
-//! line. Levels 2–9 use this crate's fixed-code encoder: zlib-like hash chains and lazy
-//! matching, always the fixed Huffman codes (zlib's per-line dynamic-tree decision is what
-//! makes Mars's level 9 cost over 10 µs per line), and lines aligned with empty fixed blocks
-//! instead of zlib's 4-byte sync marker. On the benchmark's log lines (`benches/`) level 5
-//! writes files 0.7 % smaller than zlib's level 9 (Mars's setting) for about half its CPU
-//! time, level 4 is 2.5 % larger, and level 1 is about 6× cheaper than zlib 9 but 25 % larger.
-//! zstd uses libzstd with window log 16; default level 1 (Mars: 6), 15 % larger than level 6.
+//! Levels apply to the whole-block compression on the background thread. Defaults: zlib 2
+//! (zlib-rs `deflate_fast` with dynamic Huffman trees), zstd 1 (window log 17, covering the
+//! block). On the benchmark's 1 M lines of ~190 bytes (`benches/`), zlib 2 writes 46.2 MB and
+//! zstd 1 writes 38.2 MB, against 49 MB and 56 MB for Mars (zlib 9 and zstd 6, one flush per
+//! line); zlib 1 (`deflate_quick`, fixed codes) is cheaper but 62 MB.
 //!
 //! # Differences from Mars worth knowing
 //!
@@ -102,7 +116,6 @@ pub mod block;
 pub mod clock;
 mod compress;
 mod config;
-mod deflate;
 mod files;
 pub mod format;
 #[cfg(feature = "tracing")]

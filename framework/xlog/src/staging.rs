@@ -28,6 +28,8 @@
 //! | 24 | 4 | undo: body length whose clear tail is saved below |
 //! | 28 | 1 | undo: tail length (≤ 64) |
 //! | 32 | 64 | undo: tail bytes |
+//! | 96 | 4 | intent: length of the block being appended (0: the staged block itself) |
+//! | 100 | 4 | intent: CRC-32 of the block being appended |
 //! | 128 | ≤ 255 | intent file name |
 //!
 //! # Crash safety
@@ -41,12 +43,16 @@
 //! exactly-once: if the crash came after (part of) the append reached the log file, recovery
 //! finds it there and does not append it twice.
 
-use phobos_plugin_api::cipher::{BlockEncryptor, CipherError};
+use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::ChaCha20;
+use phobos_plugin_api::cipher::{BlockEncryptor, CipherError, CipherKind};
+use rand_core::{OsRng, RngCore};
 
 use crate::block::{
-    staged_block, BlockHeader, BUFFER_BLOCK_LEN, END_HOUR_OFFSET, HEADER_LEN, LEN_OFFSET, MAGIC_END,
+    staged_block, BlockHeader, BUFFER_BLOCK_LEN, END_HOUR_OFFSET, HEADER_LEN, LEN_OFFSET,
+    MAGIC_END, STAGED_KIND_AUTHENTICATED, STAGED_KIND_MARS,
 };
-use crate::compress::{bound, LineCompressor};
+use crate::compress::{bound, StoredFramer};
 use crate::mmap::Backing;
 
 pub(crate) const SLOTS: usize = 2;
@@ -54,8 +60,11 @@ pub(crate) const SLOT_LEN: usize = BUFFER_BLOCK_LEN;
 pub(crate) const META_LEN: usize = 512;
 pub(crate) const META_BASE: usize = SLOT_LEN * SLOTS;
 pub(crate) const FILE_LEN: usize = META_BASE + META_LEN * SLOTS;
-/// Seal the block once this much is staged (Mars: 1/3 of the buffer).
-pub(crate) const SOFT_LIMIT: usize = SLOT_LEN / 3;
+/// Seal the block once this much is staged. Mars seals at 1/3 of its buffer of *compressed*
+/// bytes; here lines are staged uncompressed and a sealed block is compressed as a whole, so a
+/// larger unit (about 500 lines of 200 bytes) compresses better and wakes the writer less often,
+/// while the last third of the slot still absorbs lines when the writer is busy.
+pub(crate) const SOFT_LIMIT: usize = SLOT_LEN * 2 / 3;
 /// Largest clear tail a cipher may leave unconsumed.
 pub(crate) const MAX_TAIL: usize = 64;
 
@@ -67,6 +76,8 @@ const M_OFFSET: usize = 16;
 const M_UNDO_LEN: usize = 24;
 const M_UNDO_TAIL_LEN: usize = 28;
 const M_UNDO_TAIL: usize = 32;
+const M_WRITTEN_LEN: usize = 96;
+const M_WRITTEN_CRC: usize = 100;
 const M_NAME: usize = 128;
 const MAX_NAME: usize = 255;
 
@@ -106,6 +117,9 @@ pub(crate) struct Intent {
     pub(crate) in_cache: bool,
     pub(crate) name: String,
     pub(crate) offset: u64,
+    /// Length and CRC-32 of the block being appended when it is not the staged block itself
+    /// (the writer appends a compressed copy); `None` in files of older writers.
+    pub(crate) written: Option<(u32, u32)>,
 }
 
 impl Region {
@@ -124,6 +138,9 @@ pub(crate) fn write_intent(meta: &mut [u8], intent: &Intent) {
     meta[M_NAME_LEN..M_NAME_LEN + 2].copy_from_slice(&(n as u16).to_le_bytes());
     meta[M_OFFSET..M_OFFSET + 8].copy_from_slice(&intent.offset.to_le_bytes());
     meta[M_NAME..M_NAME + n].copy_from_slice(&name[..n]);
+    let (len, crc) = intent.written.unwrap_or((0, 0));
+    meta[M_WRITTEN_LEN..M_WRITTEN_LEN + 4].copy_from_slice(&len.to_le_bytes());
+    meta[M_WRITTEN_CRC..M_WRITTEN_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     meta[M_INTENT] = 1;
 }
 
@@ -136,6 +153,9 @@ pub(crate) struct Active {
     /// Cipher input not consumed yet; also the last bytes of the body, in clear.
     pub(crate) tail: Vec<u8>,
     pub(crate) lines: u64,
+    /// The block's text (the lines as staged, before framing and encryption), kept in
+    /// process memory for the writer thread to compress.
+    pub(crate) plain: Vec<u8>,
 }
 
 impl Active {
@@ -148,19 +168,70 @@ impl Active {
 /// Why staging a line failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StageError {
-    #[error("compression failed: {0}")]
-    Compress(String),
     #[error(transparent)]
     Cipher(#[from] CipherError),
     #[error("compressed line does not fit the staging buffer")]
     NoRoom,
 }
 
-/// Compresses and encrypts lines into a slot.
+/// The staging cipher of a keyed writer: ChaCha20 under a session key `K`, which the
+/// session's [`BlockEncryptor`] wraps into the body prefix of every staged block (see
+/// [`crate::block`], "Staged-stream body"). Logging threads then encrypt a line with a fast
+/// stream cipher instead of the configured cipher, and no text is ever in clear in the buffer
+/// file.
+pub(crate) struct StreamStaging {
+    key: [u8; 32],
+    /// `kind | n | wrapped K`: the body prefix without the nonce.
+    head: Vec<u8>,
+    /// The keystream of the block being staged.
+    cipher: Option<ChaCha20>,
+}
+
+impl std::fmt::Debug for StreamStaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamStaging(..)")
+    }
+}
+
+impl Drop for StreamStaging {
+    fn drop(&mut self) {
+        // Best effort: the key stays in memory only while the writer runs.
+        self.key.fill(0);
+    }
+}
+
+impl StreamStaging {
+    /// Draws a session key and wraps it with `enc` (a cipher of kind `kind`).
+    pub(crate) fn new(enc: &mut dyn BlockEncryptor, kind: CipherKind) -> Result<Self, CipherError> {
+        let mut key = [0u8; 32];
+        OsRng
+            .try_fill_bytes(&mut key)
+            .map_err(|e| CipherError::Crypto(format!("no randomness for the staging key: {e}")))?;
+        let mut wrapped = Vec::with_capacity(64);
+        let used = enc.encrypt(&key, &mut wrapped)?.min(key.len());
+        enc.finish_block(&key[used..], &mut wrapped)?;
+        let n = u8::try_from(wrapped.len())
+            .map_err(|_| CipherError::Crypto("wrapped staging key over 255 bytes".into()))?;
+        let kind = match kind {
+            CipherKind::MarsCompatible => STAGED_KIND_MARS,
+            _ => STAGED_KIND_AUTHENTICATED,
+        };
+        let mut head = vec![kind, n];
+        head.extend_from_slice(&wrapped);
+        Ok(StreamStaging {
+            key,
+            head,
+            cipher: None,
+        })
+    }
+}
+
+/// Frames and encrypts lines into a slot.
 #[derive(Debug)]
 pub(crate) struct Stager {
-    compressor: LineCompressorBox,
+    framer: StoredFramer,
     encryptor: Option<Box<dyn BlockEncryptor>>,
+    stream: Option<StreamStaging>,
     magic: u8,
     key: [u8; 64],
     comp: Vec<u8>,
@@ -168,18 +239,11 @@ pub(crate) struct Stager {
     enc: Vec<u8>,
 }
 
-pub(crate) struct LineCompressorBox(pub(crate) LineCompressor);
-
-impl std::fmt::Debug for LineCompressorBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LineCompressor")
-    }
-}
-
 impl Stager {
     pub(crate) fn new(
-        compressor: LineCompressor,
+        framer: StoredFramer,
         encryptor: Option<Box<dyn BlockEncryptor>>,
+        stream: Option<StreamStaging>,
         magic: u8,
     ) -> Self {
         let key = encryptor
@@ -187,8 +251,9 @@ impl Stager {
             .map(|e| e.header_key())
             .unwrap_or([0; 64]);
         Stager {
-            compressor: LineCompressorBox(compressor),
+            framer,
             encryptor,
+            stream,
             magic,
             key,
             comp: Vec::with_capacity(1024),
@@ -205,13 +270,23 @@ impl Stager {
         seq: u16,
         hour: u8,
     ) -> Result<Active, StageError> {
-        self.compressor.0.reset().map_err(StageError::Compress)?;
+        self.framer.reset();
+        let mut body_len = 0;
+        if let Some(s) = self.stream.as_mut() {
+            let mut prefix = s.head.clone();
+            prefix.extend_from_slice(&gen.to_le_bytes());
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&gen.to_le_bytes());
+            s.cipher = Some(ChaCha20::new(&s.key.into(), &nonce.into()));
+            store.put(Area::Block, HEADER_LEN, &prefix);
+            body_len = prefix.len();
+        }
         let h = BlockHeader {
             magic: self.magic,
             seq,
             begin_hour: hour,
             end_hour: hour,
-            len: 0,
+            len: body_len as u32,
             key: self.key,
         };
         let mut hb = [0u8; HEADER_LEN];
@@ -223,11 +298,13 @@ impl Stager {
         store.put(Area::Block, 0, &hb[..1]);
         Ok(Active {
             gen,
+            body_len,
             ..Active::default()
         })
     }
 
-    /// Compresses, encrypts and commits one line (see the module docs for the store order).
+    /// Frames, encrypts and commits one line (see the module docs for the store order), and
+    /// keeps its text in `active.plain`.
     pub(crate) fn append(
         &mut self,
         store: &mut impl Store,
@@ -235,14 +312,20 @@ impl Stager {
         line: &[u8],
     ) -> Result<(), StageError> {
         self.comp.clear();
-        self.compressor
-            .0
-            .compress_line(line, &mut self.comp)
-            .map_err(StageError::Compress)?;
+        self.framer.frame_line(line, &mut self.comp);
         let write_pos;
         let data: &[u8];
         let new_tail_len;
-        if let Some(enc) = self.encryptor.as_mut() {
+        if let Some(cipher) = self.stream.as_mut().and_then(|s| s.cipher.as_mut()) {
+            // Check the room first: the keystream must only advance for stored bytes.
+            if HEADER_LEN + active.body_len + self.comp.len() + 1 > SLOT_LEN {
+                return Err(StageError::NoRoom);
+            }
+            cipher.apply_keystream(&mut self.comp);
+            new_tail_len = 0;
+            write_pos = active.body_len;
+            data = &self.comp;
+        } else if let Some(enc) = self.encryptor.as_mut() {
             self.joined.clear();
             self.joined.extend_from_slice(&active.tail);
             self.joined.extend_from_slice(&self.comp);
@@ -279,6 +362,7 @@ impl Stager {
             .tail
             .extend_from_slice(&data[data.len() - new_tail_len..]);
         active.lines += 1;
+        active.plain.extend_from_slice(line);
         Ok(())
     }
 
@@ -290,7 +374,9 @@ impl Stager {
         active: &mut Active,
         hour: u8,
     ) -> Result<usize, StageError> {
-        if let Some(enc) = self.encryptor.as_mut() {
+        if let Some(s) = self.stream.as_mut() {
+            s.cipher = None;
+        } else if let Some(enc) = self.encryptor.as_mut() {
             self.enc.clear();
             enc.finish_block(&active.tail, &mut self.enc)?;
             let write_pos = active.body_len - active.tail.len();
@@ -316,14 +402,13 @@ impl Stager {
         self.key
     }
 
-    /// Compresses and encrypts `lines` as one complete, self-contained block body.
+    /// Frames and encrypts `line` as one complete, self-contained block body (the framer is
+    /// reset: call it only while no async block is being staged).
     pub(crate) fn one_shot_body(&mut self, line: &[u8]) -> Result<Vec<u8>, StageError> {
-        self.compressor.0.reset().map_err(StageError::Compress)?;
+        let mut framer = self.framer.clone();
+        framer.reset();
         self.comp.clear();
-        self.compressor
-            .0
-            .compress_line(line, &mut self.comp)
-            .map_err(StageError::Compress)?;
+        framer.frame_line(line, &mut self.comp);
         let mut body = Vec::with_capacity(self.comp.len() + 32);
         match self.encryptor.as_mut() {
             Some(enc) => {
@@ -407,6 +492,10 @@ fn parse_intent(m: &[u8]) -> Option<Intent> {
         in_cache: m[M_DIR] == 1,
         name: name.to_owned(),
         offset: u64_at(m, M_OFFSET),
+        written: match u32_at(m, M_WRITTEN_LEN) {
+            0 => None,
+            len => Some((len, u32_at(m, M_WRITTEN_CRC))),
+        },
     })
 }
 

@@ -75,6 +75,16 @@ pub(crate) fn decode_body(magic: u8, body: &[u8]) -> Vec<u8> {
     let mut plain = Vec::new();
     if info.encryption == Encryption::None {
         plain.extend_from_slice(body);
+    } else if info.encryption == Encryption::Staged {
+        use chacha20::cipher::{KeyIvInit, StreamCipher};
+        let (_, wrapped, nonce, data) = crate::block::parse_staged_body(body).expect("prefix");
+        let mut key = Vec::new();
+        ToyEnc.decrypt_block(wrapped, &mut key).unwrap();
+        let key: [u8; 32] = key.try_into().expect("32-byte key");
+        let mut iv = [0u8; 12];
+        iv[..8].copy_from_slice(&nonce.to_le_bytes());
+        plain.extend_from_slice(data);
+        chacha20::ChaCha20::new(&key.into(), &iv.into()).apply_keystream(&mut plain);
     } else {
         ToyEnc.decrypt_block(body, &mut plain).unwrap();
     }

@@ -9,18 +9,20 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use phobos_plugin_api::cipher::{CipherError, LogCipher};
+use phobos_plugin_api::cipher::{BlockEncryptor, CipherError, LogCipher};
 
-use crate::block::{async_magic, emit_block, sync_magic, Encryption};
+use crate::block::{
+    async_magic, emit_block, sync_magic, BlockHeader, Encryption, HEADER_LEN, MAGIC_END,
+};
 use crate::clock::{Clock, SystemClock, WallTime};
-use crate::compress::LineCompressor;
+use crate::compress::{BlockCompressor, StoredFramer};
 use crate::config::{Durability, Mode, Overflow, XlogConfig};
 use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
-    recover, write_intent, Active, Region, StageError, Stager, FILE_LEN, META_BASE, META_LEN,
-    SLOTS, SLOT_LEN, SOFT_LIMIT,
+    recover, write_intent, Active, Region, StageError, Stager, StreamStaging, FILE_LEN, META_BASE,
+    META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
 };
 
 /// Why a writer could not be built.
@@ -242,6 +244,8 @@ struct State {
     /// The active block's stream is unusable (a failed line); seal it at the next chance.
     poisoned: bool,
     last_seal: Instant,
+    /// Text buffers of written blocks, for reuse by the next blocks.
+    plain_pool: Vec<Vec<u8>>,
 }
 
 /// Lines queued by callers in [`Durability::Buffered`] mode.
@@ -264,6 +268,61 @@ struct Sealed {
     len: usize,
     gen: u64,
     lines: u64,
+    /// The block's text, for the compressed copy.
+    plain: Vec<u8>,
+}
+
+/// The writer thread's half of a block's life: turns a sealed staged block (uncompressed
+/// framing, see `compress::StoredFramer`) into the compressed, encrypted block appended to
+/// the log file.
+struct Finisher {
+    compressor: BlockCompressor,
+    /// The magic of the blocks it writes (the staged ones may carry the staged-stream magic).
+    magic: u8,
+    /// A session of its own (its key goes into the blocks it writes): the staging session's
+    /// encryptor stays with the logging threads.
+    encryptor: Option<Box<dyn BlockEncryptor>>,
+    key: [u8; 64],
+    body: Vec<u8>,
+    enc: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Finisher {
+    /// The block to append for the complete staged block `staged` holding `plain`: the
+    /// compressed copy, or `None` to append `staged` itself (compression or encryption
+    /// failed, or did not make it smaller).
+    fn finish(&mut self, staged: &[u8], plain: &[u8]) -> Option<&[u8]> {
+        let header = BlockHeader::parse(staged).ok()?;
+        self.body.clear();
+        self.compressor.compress_block(plain, &mut self.body).ok()?;
+        let body: &[u8] = match self.encryptor.as_mut() {
+            Some(e) => {
+                self.enc.clear();
+                let used = e.encrypt(&self.body, &mut self.enc).ok()?;
+                let rest = self.body.get(used..).unwrap_or(&[]);
+                e.finish_block(rest, &mut self.enc).ok()?;
+                &self.enc
+            }
+            None => &self.body,
+        };
+        if HEADER_LEN + body.len() + 1 >= staged.len() {
+            return None;
+        }
+        let h = BlockHeader {
+            magic: self.magic,
+            len: body.len() as u32,
+            key: self.key,
+            ..header
+        };
+        let mut hb = [0u8; HEADER_LEN];
+        h.emit(&mut hb);
+        self.out.clear();
+        self.out.extend_from_slice(&hb);
+        self.out.extend_from_slice(body);
+        self.out.push(MAGIC_END);
+        Some(&self.out)
+    }
 }
 
 /// The block sequence: 1, 2, …, 65535, 1, … (0 is skipped). Mars shares one counter between
@@ -295,8 +354,9 @@ impl Xlog {
 
     /// Logs one record (formatted as Mars does) if its level is enabled.
     ///
-    /// In async mode the line is compressed, encrypted and committed to the memory-mapped
-    /// buffer before this returns, so it survives the process being killed from then on.
+    /// In async mode the line is framed, encrypted (with a key) and committed to the
+    /// memory-mapped buffer before this returns, so it survives the process being killed from
+    /// then on; it is compressed later, on the writer thread.
     /// In sync mode it has been written to the log file.
     pub fn log(&self, record: &Record<'_>) {
         if record.level < self.inner.config.level {
@@ -496,20 +556,48 @@ impl Xlog {
             .cipher
             .as_ref()
             .map_or(Encryption::None, |c| Encryption::from_kind(c.kind()));
-        let encryptor = match &b.cipher {
+        let mut encryptor = match &b.cipher {
             Some(c) => Some(c.new_encryptor()?),
             None => None,
+        };
+        // Keyed writers stage with ChaCha20 under a session key that `encryptor` wraps.
+        let stream = match (&mut encryptor, &b.cipher) {
+            (Some(e), Some(c)) => Some(StreamStaging::new(e.as_mut(), c.kind())?),
+            _ => None,
         };
         let level = config
             .compression_level
             .unwrap_or(config.compression.default_level());
         let compressor =
-            LineCompressor::new(config.compression, level).map_err(BuildError::Compressor)?;
-        let stager = Stager::new(
+            BlockCompressor::new(config.compression, level).map_err(BuildError::Compressor)?;
+        let finish_encryptor = match &b.cipher {
+            Some(c) => Some(c.new_encryptor()?),
+            None => None,
+        };
+        let finisher = Finisher {
             compressor,
-            encryptor,
-            async_magic(config.compression, encryption),
+            magic: async_magic(config.compression, encryption),
+            key: finish_encryptor
+                .as_ref()
+                .map_or([0; 64], |e| e.header_key()),
+            encryptor: finish_encryptor,
+            body: Vec::new(),
+            enc: Vec::new(),
+            out: Vec::new(),
+        };
+        // Lines are staged uncompressed (stored deflate / raw zstd blocks); a keyed writer
+        // encrypts them with the staging stream cipher. The 8-byte padding keeps Mars's TEA
+        // from leaving clear bytes in keyed sync-mode blocks (`one_shot_body`).
+        let framer = StoredFramer::new(
+            config.compression == crate::Compression::Zstd,
+            encryption == Encryption::Mars,
         );
+        let staged_magic = if stream.is_some() {
+            async_magic(config.compression, Encryption::Staged)
+        } else {
+            async_magic(config.compression, encryption)
+        };
+        let stager = Stager::new(framer, encryptor, stream, staged_magic);
         let mut files = LogFiles::new(
             config.log_dir.clone(),
             config.cache_dir.clone(),
@@ -611,6 +699,7 @@ impl Xlog {
                 shutdown: false,
                 poisoned: false,
                 last_seal: Instant::now(),
+                plain_pool: Vec::new(),
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -630,7 +719,7 @@ impl Xlog {
         let worker = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
             .name("xlog-writer".to_owned())
-            .spawn(move || worker.run_writer(bf))
+            .spawn(move || worker.run_writer(bf, finisher))
             .map_err(io_err("spawning the writer thread".to_owned()))?;
         *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         if inner.config.mode == Mode::Async && inner.config.durability == Durability::Buffered {
@@ -791,8 +880,12 @@ impl Inner {
                 .stager
                 .begin(region, gen, next_seq(&self.seq), now.local().hour as u8)
             {
-                Ok(a) => {
+                Ok(mut a) => {
                     st.next_gen += 1;
+                    a.plain = st
+                        .plain_pool
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(SLOT_LEN));
                     st.active = Some(a);
                 }
                 Err(_) => return false,
@@ -803,7 +896,7 @@ impl Inner {
         };
         match st.stager.append(region, active, line) {
             Ok(()) => true,
-            Err(StageError::NoRoom | StageError::Compress(_) | StageError::Cipher(_)) => {
+            Err(StageError::NoRoom | StageError::Cipher(_)) => {
                 // The compressor may now be ahead of the block: close the block where it is
                 // (it ends after the last committed line) and start afresh.
                 if active.lines > 0 && st.spare.is_some() {
@@ -852,6 +945,7 @@ impl Inner {
                     len,
                     gen: active.gen,
                     lines: active.lines,
+                    plain: std::mem::take(&mut active.plain),
                 });
                 st.cur = st.spare.take();
                 st.last_seal = Instant::now();
@@ -968,7 +1062,7 @@ impl Inner {
         }
     }
 
-    fn run_writer(self: Arc<Self>, _buffer_file: BufferFile) {
+    fn run_writer(self: Arc<Self>, _buffer_file: BufferFile, mut finisher: Finisher) {
         let opened = Instant::now();
         let mut deleted = false;
         let mut moved = false;
@@ -1014,10 +1108,12 @@ impl Inner {
                 Some(mut sealed) => {
                     let now = self.clock.now();
                     {
-                        let mut files = self.lock_files();
                         let region = &mut sealed.region;
-                        let bytes = &region.block[..sealed.len];
+                        let staged = &region.block[..sealed.len];
+                        // Compressed outside every lock: callers keep staging meanwhile.
+                        let bytes = finisher.finish(staged, &sealed.plain).unwrap_or(staged);
                         let meta = &mut region.meta;
+                        let mut files = self.lock_files();
                         let res = files.append(now, bytes, true, |i| write_intent(meta, i));
                         if res.is_err() {
                             // Mars notes write errors in the file; with the disk failing that
@@ -1028,6 +1124,9 @@ impl Inner {
                     sealed.region.clear_after_write();
                     let mut st = self.lock_state();
                     st.written_gen = st.written_gen.max(sealed.gen);
+                    let mut plain = std::mem::take(&mut sealed.plain);
+                    plain.clear();
+                    st.plain_pool.push(plain);
                     if st.cur.is_none() {
                         st.cur = Some(sealed.region);
                     } else {

@@ -17,8 +17,8 @@ const CHILD_DIR: &str = "PHOBOS_XLOG_KILL_CHILD_DIR";
 const CHILD_CFG: &str = "PHOBOS_XLOG_KILL_CHILD_CFG";
 const SECRET: &str = "kill-test-secret-payload";
 
-/// Bit 0: zstd, bit 1: Mars key, bit 2: compression level 4 (the fixed-code deflate encoder
-/// for zlib), else the default level.
+/// Bit 0: zstd, bit 1: Mars key, bit 2: compression level 4 for the blocks the writer
+/// compresses, else the default level.
 fn config(cfg: u32) -> (Compression, bool, Option<i32>) {
     let c = if cfg & 1 == 0 {
         Compression::Zlib

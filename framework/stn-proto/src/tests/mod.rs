@@ -12,8 +12,6 @@ mod limits;
 mod links;
 mod matrix;
 mod props;
-mod racing;
 mod reconnect;
-mod short;
 mod timeouts;
 mod zombies;
