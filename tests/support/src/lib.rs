@@ -11,10 +11,14 @@
 //! - [`proxy`]: [`FaultProxy`], per-direction latency, jitter, bandwidth, slicing, corruption,
 //!   stall/close/reset after N bytes and half-open, all replayable from a seed.
 //!
-//! What this crate does not do: short-link (HTTP) mocking, or anything outside loopback.
+//! - [`mock_shortlink`]: [`MockShortLinkServer`], a tiny HTTP/1.1 server answering each
+//!   request with a scripted [`ShortReply`] and recording the raw requests.
+//!
+//! What this crate does not do: anything outside loopback.
 
 pub mod frames;
 pub mod mock_longlink;
+pub mod mock_shortlink;
 pub mod plugins;
 pub mod proxy;
 
@@ -22,5 +26,6 @@ pub use mock_longlink::{
     refused_addr, ClientFrameKind, ConnScript, HeartbeatMode, IdentifyMode, Malformation,
     MockLongLinkServer, ReceivedFrame, Reply, Step,
 };
+pub use mock_shortlink::{MockShortLinkServer, ShortReply};
 pub use plugins::{StaticIpSource, TestAuth};
 pub use proxy::{Direction, DirectionFaults, FaultProxy, ProxyConfig};
