@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
+// The same file the cargo-fuzz target `xlog_staged_block` includes.
+#[path = "../../fuzz/entries/xlog_staged_block.rs"]
+mod xlog_staged_block;
+
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")
@@ -83,6 +87,22 @@ fn plugins_config_corpus_replays_cleanly() {
     }
 }
 
+#[test]
+fn xlog_staged_block_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("xlog_staged_block") {
+        eprintln!("{}", path.display());
+        xlog_staged_block::run(&bytes);
+    }
+}
+
+#[test]
+fn short_response_corpus_replays_cleanly() {
+    for (path, bytes) in corpus("stn_short_response") {
+        eprintln!("{}", path.display());
+        phobos_stn::fuzzing::short_response(&bytes);
+    }
+}
+
 /// A corpus file with a few bytes overwritten.
 fn mutated(target: &'static str) -> impl Strategy<Value = Vec<u8>> {
     let files = corpus(target);
@@ -128,5 +148,15 @@ proptest! {
     #[test]
     fn config_entry_survives_mutated_corpus(bytes in mutated("plugins_config")) {
         plugins_config(&bytes);
+    }
+
+    #[test]
+    fn xlog_staged_block_entry_survives_mutated_corpus(bytes in mutated("xlog_staged_block")) {
+        xlog_staged_block::run(&bytes);
+    }
+
+    #[test]
+    fn short_response_entry_survives_mutated_corpus(bytes in mutated("stn_short_response")) {
+        phobos_stn::fuzzing::short_response(&bytes);
     }
 }
