@@ -441,10 +441,28 @@ impl Inner {
         }
     }
 
+    /// Catches up every conversation with messages the client has not delivered: the list
+    /// comes from the server (over the long link, behind the identify frame), so conversations
+    /// that began while the link was down are included.
     async fn catch_up_all(&self, events: &mpsc::UnboundedSender<ChatEvent>) {
-        let convs: Vec<String> = self.delivered.lock().await.keys().cloned().collect();
+        let convs: Vec<Conversation> = match self.call(proto::CMD_CONVERSATIONS, &serde_json::json!({})).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = events.send(ChatEvent::CatchUpFailed {
+                    conversation: "(conversation list)".to_owned(),
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
         for conv in convs {
-            self.report_catch_up(&conv, events).await;
+            let behind = {
+                let delivered = self.delivered.lock().await;
+                delivered.get(&conv.id).copied().unwrap_or(0) < conv.last_seq
+            };
+            if behind {
+                self.report_catch_up(&conv.id, events).await;
+            }
         }
     }
 

@@ -259,7 +259,10 @@ impl HostConfig {
         let mut config: HostConfig =
             toml::from_str(text).map_err(|e: toml::de::Error| ConfigError::Invalid {
                 origin: origin.map_or("built-in config".to_owned(), |p| p.display().to_string()),
-                message: e.to_string().trim_end().to_owned(),
+                message: match e.span().and_then(|s| field_at(text, s.start)) {
+                    Some(field) => format!("field `{field}`: {}", e.to_string().trim_end()),
+                    None => e.to_string().trim_end().to_owned(),
+                },
             })?;
         config.origin = origin.map(Path::to_owned);
         config.check()?;
@@ -358,6 +361,28 @@ impl HostConfig {
     }
 }
 
+/// The dotted name of the key on the line holding byte `at` (`demo.clients`), from the
+/// nearest `[table]` header above it; `None` when the line is not `key = value`.
+fn field_at(text: &str, at: usize) -> Option<String> {
+    let before = text.get(..at)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,9 +417,10 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases = [
-            ("[server]\nlong_link = \"nowhere\"\n", "long_link"),
-            ("[xlog]\nlevel = \"loud\"\n", "level"),
-            ("[demo]\nclients = -1\n", "clients"),
+            ("[server]\nlong_link = \"nowhere\"\n", "server.long_link"),
+            ("[xlog]\nlevel = \"loud\"\n", "xlog.level"),
+            ("[demo]\nrooms = 2\nclients = -1\n", "demo.clients"),
+            ("[demo]\nclients = \"x\"\n", "field `demo.clients`"),
             ("[demo]\nclients = 1\n", "demo.clients"),
             ("[server]\ncert = \"a.pem\"\n", "server.key"),
             ("[client]\nretry_count = 99\n", "client.retry_count"),

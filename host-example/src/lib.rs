@@ -13,6 +13,8 @@
 
 pub mod chat;
 pub mod config;
+pub mod demo;
+pub mod logging;
 pub mod plugins;
 pub mod proto;
 pub mod server;

@@ -16,8 +16,10 @@
 //! | [`CMD_HISTORY`] | [`HistoryRequest`] | [`Reply`] of [`HistoryPage`] |
 //!
 //! The server pushes every new message (sequence 0, command [`CMD_PUSH_MESSAGE`], a
-//! [`Message`]) to each online connection of each member of its conversation except the
-//! connection that sent it.
+//! [`Message`]) to each online connection of each member of its conversation, the sender's
+//! own connections included: a client sees its own messages in their place in the
+//! conversation (and its other devices see them at all), so its sequence numbers have no
+//! holes.
 //!
 //! # Short link (HTTP/1.1 `POST`, body and answer JSON)
 //!

@@ -3,8 +3,8 @@
 //!
 //! What it answers is described in [`crate::proto`]. In short: a connection identifies with a
 //! token (see [`crate::tokens`]) and is then bound to its user; a send is stored in its
-//! conversation under the next sequence number and pushed to the other online connections of
-//! the conversation's members; a retried send (same user, same client message id) is answered
+//! conversation under the next sequence number and pushed to every online connection of the
+//! conversation's members (the sender's included); a retried send (same user, same client message id) is answered
 //! with the stored sequence and not stored or pushed again; conversation lists and history
 //! pages are served on both links.
 //!
@@ -160,6 +160,8 @@ pub struct ServerStats {
     pub http_requests: u64,
     /// Times the listeners were restarted.
     pub restarts: u64,
+    /// Send replies dropped on purpose ([`ServerHandle::lose_next_send_replies`]).
+    pub replies_lost: u64,
 }
 
 impl Server {
@@ -228,6 +230,14 @@ impl ServerHandle {
         self.inner.stop().await;
     }
 
+    /// Fault injection: the next `n` sends are stored and pushed as usual, but their replies
+    /// are never written, as if the server crashed between committing a message and
+    /// answering. The senders' tasks then wait until their link drops (a restart) and Phobos
+    /// retries them on the next connection, where the dedupe window answers them.
+    pub fn lose_next_send_replies(&self, n: u64) {
+        self.inner.counters.lose_replies.store(n, Ordering::Relaxed);
+    }
+
     /// The server's counters.
     pub fn stats(&self) -> ServerStats {
         let c = &self.inner.counters;
@@ -242,6 +252,7 @@ impl ServerHandle {
             pushes: c.pushes.load(Ordering::Relaxed),
             http_requests: c.http.load(Ordering::Relaxed),
             restarts: c.restarts.load(Ordering::Relaxed),
+            replies_lost: c.replies_lost.load(Ordering::Relaxed),
         }
     }
 }
@@ -269,6 +280,8 @@ struct Counters {
     http: AtomicU64,
     restarts: AtomicU64,
     next_conn: AtomicU64,
+    lose_replies: AtomicU64,
+    replies_lost: AtomicU64,
 }
 
 impl Inner {
@@ -473,7 +486,12 @@ impl Inner {
         };
         let reply = match head.cmd_id {
             proto::CMD_SEND => {
-                Reply::from(parse(body).and_then(|r| self.send(&user, Some(id), r))).to_body()
+                let result = parse(body).and_then(|r| self.send(&user, r));
+                if result.is_ok() && self.take_lost_reply() {
+                    // Fault injection: stored and pushed, but the answer is lost.
+                    return (None, false);
+                }
+                Reply::from(result).to_body()
             }
             proto::CMD_JOIN => Reply::from(parse(body).and_then(|r| self.join(&user, r))).to_body(),
             proto::CMD_CONVERSATIONS => Reply::Ok(self.conversations(&user)).to_body(),
@@ -487,6 +505,19 @@ impl Inner {
             .to_body(),
         };
         (Some(reply), false)
+    }
+
+    /// Whether to drop this send's reply (see [`ServerHandle::lose_next_send_replies`]).
+    fn take_lost_reply(&self) -> bool {
+        let taken = self
+            .counters
+            .lose_replies
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if taken {
+            self.counters.replies_lost.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
     }
 
     fn identify(&self, id: ConnId, head: FrameHead, body: &[u8]) -> (Option<Vec<u8>>, bool) {
@@ -511,7 +542,6 @@ impl Inner {
     fn send(
         &self,
         user: &str,
-        from_conn: Option<ConnId>,
         req: SendRequest,
     ) -> Result<SendAck, ServerError> {
         proto::check_name("client_msg_id", &req.client_msg_id)?;
@@ -585,9 +615,6 @@ impl Inner {
                     continue;
                 };
                 for conn in conns {
-                    if Some(*conn) == from_conn {
-                        continue;
-                    }
                     if let Some(c) = hub.conns.get(conn) {
                         if c.tx.send(push.clone()).is_ok() {
                             self.counters.pushes.fetch_add(1, Ordering::Relaxed);

@@ -75,7 +75,8 @@ fn demo_runs_with_the_acme_codec_loaded_from_its_library() {
     );
     // ACME's header starts with its magic AC3E and version 01.
     assert!(stdout.contains("header ac3e0100"), "{stdout}");
-    assert!(stdout.contains("| answered correctly | 100 |"), "{stdout}");
+    assert!(stdout.contains("| messages sent | 100 |"), "{stdout}");
+    assert!(stdout.contains("| lost | 0 |"), "{stdout}");
     assert!(
         stdout.contains("Every message was delivered exactly once."),
         "{stdout}"
