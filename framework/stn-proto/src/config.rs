@@ -55,6 +55,8 @@ pub struct Config {
     /// The IP source chain, in order (see [`SourceSpec`]). Empty: one primary source limited
     /// by [`Timing::resolve_timeout`].
     pub ip_sources: Vec<SourceSpec>,
+    /// Short-link settings (default port, response limits).
+    pub short_link: crate::ShortLinkConfig,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
                 connect_profile: ConnectProfile::default(),
                 racing: Racing::default(),
                 ip_sources: Vec::new(),
+                short_link: crate::ShortLinkConfig::default(),
             },
         }
     }
@@ -200,6 +203,12 @@ impl ConfigBuilder {
     /// Replaces the limits.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.config.limits = limits;
+        self
+    }
+
+    /// Sets the short-link settings.
+    pub fn short_link(mut self, short_link: crate::ShortLinkConfig) -> Self {
+        self.config.short_link = short_link;
         self
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use phobos_plugin_api::{CmdId, IpPort, TaskId};
+use phobos_plugin_api::{AddrSource, CmdId, IpPort, LinkPurpose, TaskId};
 
 use crate::error::{LimitKind, LinkError, TaskError};
 use crate::task::TaskEnd;
@@ -95,13 +95,20 @@ impl fmt::Display for ConnId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Action {
-    /// Resolve the link's hosts through the `IpSource` chain, then call
-    /// [`Engine::handle_resolved`](crate::Engine::handle_resolved) with the link name.
+    /// Ask ONE source of the IP source chain about one host (the core walks the chain and
+    /// times each call itself, spec §10): run `IpSource` number `source` (in the driver's
+    /// configured order) on `host` for `purpose`, then call
+    /// [`Engine::handle_resolved`](crate::Engine::handle_resolved) with the same link, host
+    /// and source. A source index the driver does not have is answered with an error.
     Resolve {
         /// The link that needs addresses.
         link: LinkName,
-        /// The hosts to resolve, in order.
-        hosts: Vec<String>,
+        /// The host to resolve.
+        host: String,
+        /// Which source to ask (index into the chain).
+        source: usize,
+        /// What the addresses are for.
+        purpose: LinkPurpose,
     },
     /// Open a TCP (or TLS) connection to `addr`; report with
     /// [`handle_connected`](crate::Engine::handle_connected) or
@@ -144,6 +151,35 @@ pub enum Action {
     EnsureAuth {
         /// The host to authenticate for.
         host: String,
+    },
+    /// Open a short-link connection to `addr` (through the short link's connector: proxy,
+    /// TLS; or a live keep-alive connection to the same address and host); report with
+    /// [`handle_connected`](crate::Engine::handle_connected) or
+    /// [`handle_connect_failed`](crate::Engine::handle_connect_failed), as for
+    /// [`Action::Connect`].
+    ShortConnect {
+        /// The short-link task the attempt is for.
+        task: TaskId,
+        /// Names the attempt (and the connection, if it succeeds).
+        attempt: ConnId,
+        /// Where to connect.
+        addr: IpPort,
+        /// The host the address belongs to (the `Host` header; the keep-alive pool key).
+        host: String,
+    },
+    /// Run one HTTP/1.1 exchange on the short-link connection `conn`: write `request` as a
+    /// `POST`, report each read with
+    /// [`handle_http_progress`](crate::Engine::handle_http_progress), then the response with
+    /// [`handle_http_response`](crate::Engine::handle_http_response) or the failure with
+    /// [`handle_http_failed`](crate::Engine::handle_http_failed). The core times the exchange;
+    /// an [`Action::Abort`] for `conn` ends it.
+    HttpExchange {
+        /// The connection (from a [`Action::ShortConnect`] that succeeded).
+        conn: ConnId,
+        /// The task.
+        task: TaskId,
+        /// What to send.
+        request: crate::HttpRequest,
     },
 }
 
@@ -224,6 +260,10 @@ pub enum Event {
     /// The main link has been down for a while: the app should poll for data another way
     /// (typically the short link; Mars's `RequestSync`, §15.4).
     RequestSync,
+    /// A connect cycle ended (connected, failed, or interrupted): which addresses were tried
+    /// and how each attempt ended. Comes just before the link's
+    /// [`LinkStatus::Connected`]/[`LinkStatus::ConnectFailed`] event.
+    ConnectCycle(ConnectReport),
     /// A heartbeat was answered.
     HeartbeatAcked {
         /// The link.
@@ -231,6 +271,69 @@ pub enum Event {
         /// Time from sending the heartbeat to its reply.
         rtt: Duration,
     },
+}
+
+/// What one connect cycle did ([`Event::ConnectCycle`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectReport {
+    /// The link.
+    pub link: LinkName,
+    /// The profile that raced.
+    pub profile: crate::ConnectProfile,
+    /// Every attempt started, in start order.
+    pub attempts: Vec<AttemptReport>,
+    /// Addresses the cycle planned (attempted or not).
+    pub planned: usize,
+    /// From the start of the cycle (resolution included) to connected; `None` when the cycle
+    /// failed or was interrupted.
+    pub connected_after: Option<Duration>,
+    /// From the start of the cycle to its end.
+    pub elapsed: Duration,
+}
+
+/// One attempt of a connect cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptReport {
+    /// The address.
+    pub addr: IpPort,
+    /// Where the address came from ([`AddrSource::Debug`] for fixed addresses).
+    pub source: AddrSource,
+    /// When it started, from the start of the cycle.
+    pub started_after: Duration,
+    /// When it ended, from the start of the cycle.
+    pub ended_after: Duration,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+}
+
+/// How one connect attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// It connected first.
+    Won,
+    /// The peer refused it.
+    Refused,
+    /// Its own connect timeout passed.
+    TimedOut,
+    /// Another attempt won, or the cycle was interrupted (network change, reset).
+    Aborted,
+    /// Another dial error.
+    Failed(DialError),
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptOutcome::Won => f.write_str("won"),
+            AttemptOutcome::Refused => f.write_str("refused"),
+            AttemptOutcome::TimedOut => f.write_str("timed out"),
+            AttemptOutcome::Aborted => f.write_str("aborted"),
+            AttemptOutcome::Failed(e) => write!(f, "error {e:?}"),
+        }
+    }
 }
 
 /// A long link's status (Mars's `OnLongLinkStatusChange` values).

@@ -147,13 +147,18 @@ pub use config::{
     Config, ConfigBuilder, ConfigError, ConnectProfile, FixedHeartbeat, Limits, LinkConfig, Racing,
     ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing,
 };
-pub use engine::{Engine, ExchangeError, HttpRequest, HttpResponse};
+pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
+pub use engine::{
+    Engine, ExchangeError, HttpRequest, HttpResponse, ShortLinkConfig, SHORT_LINK,
+    SHORT_REQUEST_INVALID,
+};
 pub use error::{
     AuthFailure, CodecFailure, DialFailure, ErrorKind, HttpFailure, LimitKind, LinkError,
     LocalError, ParamError, SocketFailure, TaskError, TimeoutLevel,
 };
 pub use io::{
-    Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats, DEFAULT_LINK,
+    Action, AttemptOutcome, AttemptReport, CloseCause, ConnId, ConnectReport, DialError, Event,
+    LinkName, LinkStatus, Stats, DEFAULT_LINK,
 };
 pub use phobos_plugin_api::{CmdId, IpPort, NetKind, TaskId};
 pub use task::{

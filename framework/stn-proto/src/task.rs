@@ -15,12 +15,12 @@ pub enum ChannelSelect {
     /// The named long link only.
     #[default]
     Long,
-    /// The short link only. This core has no short link yet: such tasks end with
-    /// [`LocalError::NoChannel`](crate::LocalError::NoChannel) after validation.
+    /// The short link only (needs a [`path`](TaskSpec::path) and
+    /// [`short_hosts`](TaskSpec::short_hosts)).
     Short,
-    /// Long link, else short link. Without a short link in this core the task always goes
-    /// to the long link and waits for it to connect (Mars would fall back to the short link
-    /// when the long link is down at admission).
+    /// The long link if it is connected at admission, else the short link (Mars §3.2 step
+    /// 7; a task without a path always takes the long link). The choice is kept for the
+    /// task's life.
     Either,
 }
 
@@ -92,11 +92,16 @@ pub struct TaskSpec {
     pub limit_frequency: bool,
     /// Fail at once without a network; never becomes a zombie.
     pub network_sensitive: bool,
-    /// Short-link hosts (validated, kept for the short-link issue).
+    /// Short-link hosts, in order: names (`"s.example"`, `"s.example:8080"`) resolved
+    /// through the IP source chain, or IP literals (`"10.0.0.1"`, `"10.0.0.1:8080"`) used as
+    /// they are. The `Host` header names the host whose address won the connect race.
     pub short_hosts: Vec<String>,
     /// Short-link URL path (Mars's `cgi`). Empty removes the short link from
     /// [`channel`](Self::channel).
     pub path: String,
+    /// Headers of the short-link request; a name the codec already writes is replaced
+    /// (`Connection: Keep-Alive` asks for a reusable connection, spec §8.5).
+    pub headers: Vec<(String, String)>,
 }
 
 impl TaskSpec {
@@ -122,6 +127,7 @@ impl TaskSpec {
             network_sensitive: false,
             short_hosts: Vec::new(),
             path: String::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -158,6 +164,25 @@ impl TaskSpec {
     /// Sets [`channel`](Self::channel).
     pub fn with_channel(mut self, channel: ChannelSelect) -> Self {
         self.channel = channel;
+        self
+    }
+
+    /// Lets the task use the short link: POST to `path` on `hosts` (see
+    /// [`short_hosts`](Self::short_hosts)). The channel stays as set; combine with
+    /// [`with_channel`](Self::with_channel)`(ChannelSelect::Short)` for a short-only task.
+    pub fn with_short_link<S: Into<String>>(
+        mut self,
+        path: impl Into<String>,
+        hosts: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.path = path.into();
+        self.short_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a short-link request header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
         self
     }
 

@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use phobos_plugin_api::{CmdId, NetKind};
 use phobos_stn_proto::{
-    ConfigError, Engine, LinkError, LinkName, LinkStatus, LocalError, Response, TaskEnd, TaskError,
-    TaskSpec,
+    ConfigError, ConnectReport, Engine, LinkError, LinkName, LinkStatus, LocalError, Response,
+    TaskEnd, TaskError, TaskSpec,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -89,6 +89,10 @@ pub struct LinkEvent {
     pub status: LinkStatus,
     /// Why it went down or failed.
     pub reason: Option<LinkError>,
+    /// On [`LinkStatus::Connected`] and [`LinkStatus::ConnectFailed`]: the connect cycle
+    /// that led here (addresses attempted, each outcome, time from cycle start to
+    /// connected). `None` for other statuses, and for a cycle that never raced (no address).
+    pub cycle: Option<ConnectReport>,
 }
 
 /// Receives pushes (from [`Client::subscribe_pushes`]).

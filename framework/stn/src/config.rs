@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phobos_plugin_api::{AuthCheck, HeartbeatPolicyFactory, IpPort, IpSource, PacketCodec};
-use phobos_stn_proto::{Config, ConfigBuilder, ConfigError, LinkConfig, LinkName};
+use phobos_stn_proto::{Config, ConfigBuilder, ConfigError, LinkConfig, LinkName, SourceSpec};
 
 use crate::connector::{Connector, TcpConnector};
 
@@ -32,6 +32,7 @@ pub struct ClientConfig {
     connector: Arc<dyn Connector>,
     watchdog_threshold: Duration,
     heartbeat_state: Option<PathBuf>,
+    ranking_state: Option<PathBuf>,
 }
 
 /// Builds a [`ClientConfig`].
@@ -41,6 +42,9 @@ pub struct ClientConfigBuilder {
     connector: Arc<dyn Connector>,
     watchdog_threshold: Duration,
     heartbeat_state: Option<PathBuf>,
+    ranking_state: Option<PathBuf>,
+    /// Which sources were added with [`ClientConfigBuilder::backup_ip_source`].
+    backup_sources: Vec<bool>,
 }
 
 impl ClientConfig {
@@ -53,6 +57,8 @@ impl ClientConfig {
             connector: Arc::new(TcpConnector::new()),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
             heartbeat_state: None,
+            ranking_state: None,
+            backup_sources: Vec::new(),
         }
     }
 
@@ -84,6 +90,7 @@ impl ClientConfig {
             connector: Arc::new(TcpConnector::new()),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
             heartbeat_state: None,
+            ranking_state: None,
         }
     }
 
@@ -107,13 +114,20 @@ impl ClientConfig {
         self.heartbeat_state.as_deref()
     }
 
+    /// Where the IP ranking (per-address history) is kept, if anywhere.
+    pub fn ranking_state_file(&self) -> Option<&Path> {
+        self.ranking_state.as_deref()
+    }
+
     /// How long the driver loop or a plugin call may be blocked before the watchdog reports.
     pub fn watchdog_threshold(&self) -> Duration {
         self.watchdog_threshold
     }
 
-    /// Replaces the IP sources.
+    /// Replaces the IP sources; the core's source chain is derived from them as
+    /// [`ClientConfigBuilder::build`] does (every source primary but one named `"backup"`).
     pub fn with_ip_sources(mut self, sources: Vec<Arc<dyn IpSource>>) -> Self {
+        self.core.ip_sources = chain_specs(&self.core, &sources, &[]);
         self.ip_sources = sources;
         self
     }
@@ -180,14 +194,26 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// Adds an IP source; sources are asked in the order added.
+    /// Adds an IP source; sources are asked in the order added. A source named `"backup"`
+    /// (the default backup list) is a backup source, any other a primary one (see
+    /// [`SourceSpec`](phobos_stn_proto::SourceSpec) for how the core walks the chain).
     pub fn ip_source(mut self, source: Arc<dyn IpSource>) -> Self {
         self.ip_sources.push(source);
+        self.backup_sources.push(false);
+        self
+    }
+
+    /// Adds an IP source whose addresses are backups: always asked, appended last, never
+    /// ban-filtered (Mars's backup IPs).
+    pub fn backup_ip_source(mut self, source: Arc<dyn IpSource>) -> Self {
+        self.ip_sources.push(source);
+        self.backup_sources.push(true);
         self
     }
 
     /// Replaces the IP sources.
     pub fn ip_sources(mut self, sources: Vec<Arc<dyn IpSource>>) -> Self {
+        self.backup_sources = vec![false; sources.len()];
         self.ip_sources = sources;
         self
     }
@@ -223,6 +249,15 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Keeps the IP ranking (every network's per-address history, §11.4) in this file: read
+    /// when the client starts, written atomically (temporary file + rename) whenever a link
+    /// goes down, on a network change and at shutdown. A missing file is a fresh start; a
+    /// corrupt, expired or other-version file is ignored with a warning naming the file.
+    pub fn ranking_state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ranking_state = Some(path.into());
+        self
+    }
+
     /// Anything else of the core's config (timing, limits, seed, response check…).
     ///
     /// ```
@@ -246,12 +281,17 @@ impl ClientConfigBuilder {
         if self.watchdog_threshold.is_zero() {
             return Err(ConfigError::Zero("watchdog_threshold"));
         }
+        let mut core = self.core.build()?;
+        if core.ip_sources.is_empty() {
+            core.ip_sources = chain_specs(&core, &self.ip_sources, &self.backup_sources);
+        }
         Ok(ClientConfig {
-            core: self.core.build()?,
+            core,
             ip_sources: self.ip_sources,
             connector: self.connector,
             watchdog_threshold: self.watchdog_threshold,
             heartbeat_state: self.heartbeat_state,
+            ranking_state: self.ranking_state,
         })
     }
 }
@@ -264,6 +304,27 @@ impl fmt::Debug for ClientConfigBuilder {
             .finish_non_exhaustive()
     }
 }
+
+/// The core's view of the source chain: one [`SourceSpec`] per source, limited by the core's
+/// [`Timing::resolve_timeout`](phobos_stn_proto::Timing::resolve_timeout); backup sources are
+/// those flagged in `backups` or named `"backup"`.
+fn chain_specs(core: &Config, sources: &[Arc<dyn IpSource>], backups: &[bool]) -> Vec<SourceSpec> {
+    let limit = core.timing.resolve_timeout;
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if backups.get(i).copied().unwrap_or(false) || s.name() == BACKUP_SOURCE_NAME {
+                SourceSpec::backup(limit)
+            } else {
+                SourceSpec::primary(limit)
+            }
+        })
+        .collect()
+}
+
+/// The registry name of the default backup source (`phobos_ipsource::BackupList::NAME`).
+const BACKUP_SOURCE_NAME: &str = "backup";
 
 /// The default watchdog threshold.
 pub const DEFAULT_WATCHDOG_THRESHOLD: Duration = Duration::from_secs(1);

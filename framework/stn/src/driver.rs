@@ -33,8 +33,8 @@ use phobos_plugin_api::{
     ResolvedAddr,
 };
 use phobos_stn_proto::{
-    Action, CloseCause, ConnId, DialError, Engine, Event, LinkName, LinkStatus, TaskEnd, TaskId,
-    TaskSpec,
+    Action, CloseCause, ConnId, ConnectReport, DialError, Engine, Event, LinkName, LinkStatus,
+    RankingState, TaskEnd, TaskId, TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -97,6 +97,13 @@ pub(crate) async fn run(
     if let Some(path) = &heartbeat_state {
         load_heartbeat_state(heartbeat.as_ref(), path);
     }
+    let mut engine = engine;
+    let ranking_state = config.ranking_state_file().map(|p| p.to_owned());
+    if let Some(path) = &ranking_state {
+        if let Some(state) = load_ranking_state(path) {
+            engine.restore_ranking(&state);
+        }
+    }
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let mut driver = Driver {
         engine,
@@ -117,6 +124,8 @@ pub(crate) async fn run(
         write_waits: 0,
         heartbeat,
         heartbeat_state,
+        ranking_state,
+        pending_cycle: None,
     };
     let done = driver.run(commands, io_rx).await;
     driver.teardown();
@@ -146,6 +155,8 @@ enum IoEvent {
     },
     Resolved {
         link: LinkName,
+        host: String,
+        source: usize,
         result: Result<Vec<ResolvedAddr>, ResolveError>,
     },
     Authed {
@@ -175,6 +186,10 @@ struct Driver {
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
     /// Where that state is kept.
     heartbeat_state: Option<PathBuf>,
+    /// Where the IP ranking is kept.
+    ranking_state: Option<PathBuf>,
+    /// The last connect cycle's report, until the link status event it belongs to.
+    pending_cycle: Option<ConnectReport>,
 }
 
 /// An open connection, read and written by the driver itself (no task per socket): reads
@@ -352,12 +367,21 @@ impl Driver {
                 info!(link = %c.link, conn = %conn, ?cause, "connection closed");
                 self.engine.handle_closed(t, conn, cause);
             }
-            IoEvent::Resolved { link, result } => {
+            IoEvent::Resolved {
+                link,
+                host,
+                source,
+                result,
+            } => {
                 match &result {
-                    Ok(addrs) => debug!(link = %link, count = addrs.len(), "resolved"),
-                    Err(e) => info!(link = %link, error = %e, "resolution failed"),
+                    Ok(addrs) => {
+                        debug!(link = %link, host = %host, source, count = addrs.len(), "resolved")
+                    }
+                    Err(e) => {
+                        info!(link = %link, host = %host, source, error = %e, "resolution failed")
+                    }
                 }
-                self.engine.handle_resolved(t, &link, result);
+                self.engine.handle_resolved(t, &link, &host, source, result);
             }
             IoEvent::Authed { host, result } => {
                 debug!(host = %host, ok = result.is_ok(), "auth finished");
@@ -390,6 +414,7 @@ impl Driver {
             Command::SetNetwork { kind, label } => {
                 info!(?kind, label = %label, "network changed");
                 self.engine.set_network(t, kind, &label);
+                self.save_ranking_state();
             }
             Command::MakeSureConnected { link } => {
                 debug!(link = %link, "make sure connected");
@@ -563,7 +588,12 @@ impl Driver {
                     info!(link = %link, conn = %conn, reason = %reason, "closing connection");
                 }
             }
-            Action::Resolve { link, hosts } => self.spawn_resolve(link, hosts),
+            Action::Resolve {
+                link,
+                host,
+                source,
+                purpose,
+            } => self.spawn_resolve(link, host, source, purpose),
             Action::EnsureAuth { host } => self.spawn_auth(host),
             other => warn!(?other, "action not supported by this driver"),
         }
@@ -593,12 +623,38 @@ impl Driver {
             } => {
                 trace!(task = %id, link = %link, ?first_packet_timeout, "task sent");
             }
+            Event::ConnectCycle(report) => self.connect_cycle(report),
             Event::HeartbeatAcked { link, rtt } => {
                 metrics::counter!(m::HEARTBEAT_ACKS, "link" => link.to_string()).increment(1);
                 debug!(link = %link, ?rtt, "heartbeat answered");
             }
             other => debug!(event = ?other, "engine event"),
         }
+    }
+
+    /// A connect cycle ended: one `tracing` event (target `phobos_stn::connect`) with the
+    /// addresses attempted and their outcomes, and the report rides on the link's next
+    /// status event ([`LinkEvent::cycle`]).
+    fn connect_cycle(&mut self, report: ConnectReport) {
+        let attempts = report
+            .attempts
+            .iter()
+            .map(|a| format!("{}@{}ms:{}", a.addr, a.started_after.as_millis(), a.outcome))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let connected_ms = report.connected_after.map(|d| d.as_millis() as u64);
+        info!(
+            target: "phobos_stn::connect",
+            link = %report.link,
+            profile = ?report.profile,
+            planned = report.planned,
+            tried = report.attempts.len(),
+            connected_ms,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            attempts = %attempts,
+            "connect cycle"
+        );
+        self.pending_cycle = Some(report);
     }
 
     fn task_ended(&mut self, end: TaskEnd) {
@@ -644,6 +700,7 @@ impl Driver {
     ) {
         if matches!(status, LinkStatus::Disconnected) {
             self.save_heartbeat_state();
+            self.save_ranking_state();
         }
         let label = match status {
             LinkStatus::Connecting => "connecting",
@@ -683,10 +740,17 @@ impl Driver {
                 _ => info!(link = %link, status = label, "link status"),
             },
         }
+        let cycle = match status {
+            LinkStatus::Connected(_) | LinkStatus::ConnectFailed => {
+                self.pending_cycle.take_if(|c| c.link == link)
+            }
+            _ => None,
+        };
         let _ = self.outputs.links.send(LinkEvent {
             link,
             status,
             reason,
+            cycle,
         });
     }
 
@@ -702,42 +766,46 @@ impl Driver {
         );
     }
 
-    fn spawn_resolve(&self, link: LinkName, hosts: Vec<String>) {
-        let sources = self.ip_sources.clone();
+    /// Runs ONE source of the chain on one host and reports back; the core walks the chain
+    /// and times each call (its own deadline); the timeout here only bounds the task.
+    fn spawn_resolve(&self, link: LinkName, host: String, source: usize, purpose: LinkPurpose) {
         let io = self.io_tx.clone();
+        let Some(src) = self.ip_sources.get(source).cloned() else {
+            warn!(link = %link, source, "no such ip source");
+            let _ = io.send(IoEvent::Resolved {
+                link,
+                host,
+                source,
+                result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
+            });
+            return;
+        };
         let watchdog = self.watchdog.clone();
-        let limit = self.resolve_limit;
+        let limit = self
+            .engine
+            .config()
+            .ip_sources
+            .get(source)
+            .map_or(self.resolve_limit, |s| s.limit);
         tokio::spawn(async move {
-            let mut addrs = Vec::new();
-            let mut last_error = None;
-            for host in &hosts {
-                for source in sources.iter() {
-                    let _guard = watchdog.call(format!("ipsource {}", source.name()), now());
-                    let res =
-                        tokio::time::timeout(limit, source.resolve(host, LinkPurpose::LongLink))
-                            .await;
-                    match res {
-                        Ok(Ok(found)) if !found.is_empty() => {
-                            addrs.extend(found);
-                            break;
-                        }
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => {
-                            warn!(source = source.name(), host = %host, error = %e, "ip source failed");
-                            last_error = Some(e);
-                        }
-                        Err(_) => {
-                            warn!(source = source.name(), host = %host, "ip source timed out");
-                            last_error = Some(ResolveError::Timeout);
-                        }
-                    }
+            let _guard = watchdog.call(format!("ipsource {}", src.name()), now());
+            let result = match tokio::time::timeout(limit, src.resolve(&host, purpose)).await {
+                Ok(Ok(found)) => Ok(found),
+                Ok(Err(e)) => {
+                    warn!(source = src.name(), host = %host, error = %e, "ip source failed");
+                    Err(e)
                 }
-            }
-            let result = match last_error {
-                Some(e) if addrs.is_empty() => Err(e),
-                _ => Ok(addrs),
+                Err(_) => {
+                    warn!(source = src.name(), host = %host, "ip source timed out");
+                    Err(ResolveError::Timeout)
+                }
             };
-            let _ = io.send(IoEvent::Resolved { link, result });
+            let _ = io.send(IoEvent::Resolved {
+                link,
+                host,
+                source,
+                result,
+            });
         });
     }
 
@@ -776,8 +844,25 @@ impl Driver {
         }
     }
 
+    /// Writes the IP ranking to its file, if one is configured; atomic like the heartbeat
+    /// state.
+    fn save_ranking_state(&self) {
+        let Some(path) = &self.ranking_state else {
+            return;
+        };
+        let mut state = self.engine.ranking_state();
+        state.saved_at_unix = Some(unix_now());
+        let tmp = path.with_extension("tmp");
+        let written =
+            std::fs::write(&tmp, state.to_json()).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            warn!(path = %path.display(), error = %e, "could not save the ip ranking state");
+        }
+    }
+
     fn teardown(&mut self) {
         self.save_heartbeat_state();
+        self.save_ranking_state();
         let n = self.waiters.len();
         // Dropping the reply senders resolves each handle with `LocalError::Reset`.
         self.waiters.clear();
@@ -872,6 +957,37 @@ const READS_PER_POLL: usize = 4;
 const READ_MIN: usize = 4 * 1024;
 /// Largest read buffer (Mars reads up to 64 KiB per readiness).
 const READ_MAX: usize = 64 * 1024;
+
+/// Reads the IP ranking from `path`. A missing file is a fresh start; a corrupt,
+/// other-version or expired one is ignored with a warning naming the file and the reason.
+fn load_ranking_state(path: &Path) -> Option<RankingState> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "ip ranking state ignored: unreadable");
+            return None;
+        }
+    };
+    match RankingState::from_json(&text) {
+        Ok(state) if state.is_expired(unix_now()) => {
+            warn!(path = %path.display(), saved_at = ?state.saved_at_unix, "ip ranking state ignored: older than a day");
+            None
+        }
+        Ok(state) => Some(state),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "ip ranking state ignored");
+            None
+        }
+    }
+}
+
+/// Wall-clock seconds since the Unix epoch (only for the ranking file's age).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Restores the heartbeat policy's state from `path`. A missing file is a fresh start; an
 /// unreadable or rejected one is ignored with a warning, never an error.

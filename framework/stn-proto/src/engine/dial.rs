@@ -1,48 +1,87 @@
-//! Which addresses a link tries, and in what order and rhythm (§9, §10).
+//! The connect race of one cycle (§9; RFC 8305 for the Phobos profile).
 //!
-//! This is the one place that turns resolved addresses into connect attempts, so the later
-//! IP-ranking work replaces [`plan_addresses`] and the race tuning lives in [`Dialer`].
+//! # Internal API (shared by the long link and the short link)
+//!
+//! A cycle's candidates come from [`Ranking::plan`](super::ranking::Ranking::plan). A
+//! [`Dialer`] then races them: the owner calls [`Dialer::step`] and, for
+//! [`DialStep::Start`], opens the attempt, arms its own per-attempt timeout and calls
+//! [`Dialer::started`] with the stagger before the next start (fixed for Mars, adapted from
+//! RTTs for Phobos: [`stagger`]); it reports results with [`Dialer::failed`] and
+//! [`Dialer::won`] and calls `step` again after each. [`Dialer::attempts`] is the log the
+//! cycle report is built from. The dialer holds no timer and reads no clock.
 
 use std::time::{Duration, Instant};
 
-use phobos_plugin_api::{IpPort, ResolvedAddr};
+use phobos_plugin_api::IpPort;
 
-use crate::io::{ConnId, DialError};
+use super::ranking::Candidate;
+use crate::config::{Config, ConnectProfile};
+use crate::io::{AttemptOutcome, ConnId, DialError};
 
-/// Orders a link's candidate addresses: resolved addresses in the order given, each combined
-/// with its own port or every configured port, duplicates dropped, at most `max`.
+/// How a [`Dialer`] paces its starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DialRules {
+    /// At most this many attempts in flight.
+    pub(crate) max_concurrent: usize,
+    /// Start the next address as soon as an attempt fails (Phobos, RFC 8305 §5). Mars waits
+    /// for the step unless nothing is left in flight.
+    pub(crate) start_on_failure: bool,
+}
+
+impl DialRules {
+    /// The rules of the config's profile.
+    pub(crate) fn for_config(cfg: &Config) -> Self {
+        match cfg.connect_profile {
+            ConnectProfile::MarsClassic => DialRules {
+                max_concurrent: cfg.timing.race_max_concurrent,
+                start_on_failure: false,
+            },
+            _ => DialRules {
+                max_concurrent: cfg.racing.max_concurrent,
+                start_on_failure: true,
+            },
+        }
+    }
+}
+
+/// The delay between starting an attempt to an address and starting the next one.
 ///
-/// Hook: IP ranking and bans (§11) replace this function.
-pub(crate) fn plan_addresses(resolved: &[ResolvedAddr], ports: &[u16], max: usize) -> Vec<IpPort> {
-    let mut out: Vec<IpPort> = Vec::new();
-    for r in resolved {
-        let ports: &[u16] = match &r.port {
-            Some(p) => std::slice::from_ref(p),
-            None => ports,
-        };
-        for &port in ports {
-            let addr = IpPort::new(r.ip, port);
-            if !out.contains(&addr) {
-                out.push(addr);
+/// Mars: the fixed [`Timing::race_interval`](crate::Timing::race_interval). Phobos:
+/// `clamp(2 × rtt, stagger_min, stagger_max)` with `rtt` the address's own last connect time,
+/// else the network's smoothed connect time, else [`Racing::stagger`](crate::Racing::stagger).
+pub(crate) fn stagger(
+    cfg: &Config,
+    addr_rtt: Option<Duration>,
+    srtt: Option<Duration>,
+) -> Duration {
+    match cfg.connect_profile {
+        ConnectProfile::MarsClassic => cfg.timing.race_interval,
+        _ => {
+            let r = &cfg.racing;
+            match addr_rtt.or(srtt) {
+                Some(rtt) => (rtt * 2).clamp(r.stagger_min, r.stagger_max),
+                None => r.stagger,
             }
         }
     }
-    out.truncate(max);
-    out
 }
 
-/// One connect cycle over an ordered address list: a staggered race (§9) with exact
-/// deadlines. Start address 0 at once; start the next one `interval` after the previous
-/// start while fewer than `max_concurrent` attempts are in flight; each attempt fails on its
-/// own after `timeout`; the first attempt to connect wins.
+/// One connect cycle's race over an ordered candidate list, with exact deadlines. Address 0
+/// starts at once; the next one when its stagger has passed and fewer than
+/// `max_concurrent` attempts are in flight, or at once when nothing is in flight (and, for
+/// Phobos, when an attempt has failed since the last start). The first attempt to connect
+/// wins.
 #[derive(Debug)]
 pub(crate) struct Dialer {
-    addrs: Vec<IpPort>,
+    candidates: Vec<Candidate>,
+    rules: DialRules,
     next: usize,
     pub(crate) in_flight: Vec<InFlight>,
-    last_start: Option<Instant>,
+    next_due: Option<Instant>,
+    failed_since_start: bool,
     /// Failures so far: `None` for a timeout.
     failures: Vec<Option<DialError>>,
+    log: Vec<AttemptLog>,
 }
 
 /// An attempt in progress.
@@ -53,6 +92,15 @@ pub(crate) struct InFlight {
     /// Position of the address in the cycle's list.
     pub(crate) index: usize,
     pub(crate) started: Instant,
+}
+
+/// One attempt of the cycle, for its report.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttemptLog {
+    pub(crate) candidate: Candidate,
+    pub(crate) conn: ConnId,
+    pub(crate) started: Instant,
+    pub(crate) ended: Option<(Instant, AttemptOutcome)>,
 }
 
 /// What the dialer wants done next.
@@ -69,62 +117,102 @@ pub(crate) enum DialStep {
 }
 
 impl Dialer {
-    pub(crate) fn new(addrs: Vec<IpPort>) -> Self {
+    pub(crate) fn new(candidates: Vec<Candidate>, rules: DialRules) -> Self {
         Dialer {
-            addrs,
+            candidates,
+            rules,
             next: 0,
             in_flight: Vec::new(),
-            last_start: None,
+            next_due: None,
+            failed_since_start: false,
             failures: Vec::new(),
+            log: Vec::new(),
         }
     }
 
     /// The next step at `now`. Call [`Dialer::started`] after acting on `Start`.
-    pub(crate) fn step(&self, now: Instant, interval: Duration, max_concurrent: usize) -> DialStep {
-        if self.next >= self.addrs.len() {
+    pub(crate) fn step(&self, now: Instant) -> DialStep {
+        if self.next >= self.candidates.len() {
             return if self.in_flight.is_empty() {
                 DialStep::Exhausted
             } else {
                 DialStep::Idle
             };
         }
-        let due = self.last_start.map_or(now, |t| t + interval);
+        let next = self.candidates[self.next].addr;
         // Design: with nothing in flight (every earlier address already failed) there is
         // nothing to wait for, so the next address starts at once instead of after the step
         // (Mars waits the full step even after a refusal, §9).
-        if self.in_flight.is_empty() || (due <= now && self.in_flight.len() < max_concurrent) {
-            return DialStep::Start(self.addrs[self.next]);
+        if self.in_flight.is_empty() {
+            return DialStep::Start(next);
         }
-        if self.in_flight.len() >= max_concurrent {
+        if self.in_flight.len() >= self.rules.max_concurrent {
             return DialStep::Idle;
+        }
+        let due = self.next_due.unwrap_or(now);
+        if due <= now || (self.rules.start_on_failure && self.failed_since_start) {
+            return DialStep::Start(next);
         }
         DialStep::WaitUntil(due)
     }
 
-    pub(crate) fn started(&mut self, now: Instant, conn: ConnId) {
-        let addr = self.addrs[self.next];
-        self.next += 1;
-        self.last_start = Some(now);
+    /// The attempt asked for by `Start` is under way as `conn`; the next start is due
+    /// `stagger` from now.
+    pub(crate) fn started(&mut self, now: Instant, conn: ConnId, stagger: Duration) {
+        let candidate = self.candidates[self.next];
         self.in_flight.push(InFlight {
             conn,
-            addr,
-            index: self.next - 1,
+            addr: candidate.addr,
+            index: self.next,
             started: now,
         });
+        self.log.push(AttemptLog {
+            candidate,
+            conn,
+            started: now,
+            ended: None,
+        });
+        self.next += 1;
+        self.next_due = Some(now + stagger);
+        self.failed_since_start = false;
     }
 
-    /// Removes a failed attempt; `None` for a timeout. Returns its address if it was ours.
-    pub(crate) fn failed(&mut self, conn: ConnId, error: Option<DialError>) -> Option<IpPort> {
+    /// Removes a failed attempt; `None` for a timeout. Returns it if it was ours.
+    pub(crate) fn failed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        error: Option<DialError>,
+    ) -> Option<InFlight> {
         let pos = self.in_flight.iter().position(|a| a.conn == conn)?;
         let attempt = self.in_flight.swap_remove(pos);
         self.failures.push(error);
-        Some(attempt.addr)
+        self.failed_since_start = true;
+        let outcome = match error {
+            None => AttemptOutcome::TimedOut,
+            Some(DialError::Refused) => AttemptOutcome::Refused,
+            Some(e) => AttemptOutcome::Failed(e),
+        };
+        self.end(conn, now, outcome);
+        Some(attempt)
     }
 
-    /// Takes the winner out; the rest of `in_flight` are losers to abort.
-    pub(crate) fn won(&mut self, conn: ConnId) -> Option<InFlight> {
+    /// Takes the winner out; the rest of `in_flight` are losers to [`abort_all`].
+    ///
+    /// [`abort_all`]: Self::abort_all
+    pub(crate) fn won(&mut self, now: Instant, conn: ConnId) -> Option<InFlight> {
         let pos = self.in_flight.iter().position(|a| a.conn == conn)?;
+        self.end(conn, now, AttemptOutcome::Won);
         Some(self.in_flight.swap_remove(pos))
+    }
+
+    /// Takes every attempt still in flight out, logged as aborted.
+    pub(crate) fn abort_all(&mut self, now: Instant) -> Vec<InFlight> {
+        let all = std::mem::take(&mut self.in_flight);
+        for a in &all {
+            self.end(a.conn, now, AttemptOutcome::Aborted);
+        }
+        all
     }
 
     /// The cycle's failure: a connect timeout if every address timed out, else the last
@@ -134,13 +222,30 @@ impl Dialer {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.addrs.is_empty()
+        self.candidates.is_empty()
+    }
+
+    /// How many addresses the cycle planned.
+    pub(crate) fn planned(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Every attempt started so far, in start order.
+    pub(crate) fn attempts(&self) -> &[AttemptLog] {
+        &self.log
+    }
+
+    fn end(&mut self, conn: ConnId, now: Instant, outcome: AttemptOutcome) {
+        if let Some(l) = self.log.iter_mut().find(|l| l.conn == conn) {
+            l.ended = Some((now, outcome));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
+    use std::sync::Arc;
 
     use phobos_plugin_api::AddrSource;
 
@@ -150,59 +255,115 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
     }
 
-    #[test]
-    fn plan_combines_ports_dedups_and_truncates() {
-        let r = |i, port| ResolvedAddr {
-            ip: ip(i),
-            port,
-            source: AddrSource::SystemDns,
-        };
-        let plan = plan_addresses(
-            &[r(1, None), r(2, Some(9)), r(1, None), r(3, None)],
-            &[80, 443],
-            4,
-        );
-        assert_eq!(
-            plan,
-            vec![
-                IpPort::new(ip(1), 80),
-                IpPort::new(ip(1), 443),
-                IpPort::new(ip(2), 9),
-                IpPort::new(ip(3), 80),
-            ]
-        );
+    fn candidates(n: u8) -> Vec<Candidate> {
+        (1..=n)
+            .map(|i| Candidate {
+                addr: IpPort::new(ip(i), 80),
+                source: AddrSource::NewDns,
+            })
+            .collect()
     }
+
+    const MARS: DialRules = DialRules {
+        max_concurrent: 3,
+        start_on_failure: false,
+    };
 
     #[test]
     fn race_staggers_starts_and_caps_concurrency() {
         let t0 = crate::tests::epoch::epoch();
         let i = Duration::from_millis(2_500);
-        let addrs: Vec<IpPort> = (1..=5).map(|n| IpPort::new(ip(n), 80)).collect();
-        let mut d = Dialer::new(addrs.clone());
-        assert_eq!(d.step(t0, i, 3), DialStep::Start(addrs[0]));
-        d.started(t0, ConnId(1));
-        assert_eq!(d.step(t0, i, 3), DialStep::WaitUntil(t0 + i));
-        d.started(t0 + i, ConnId(2));
-        d.started(t0 + i * 2, ConnId(3));
-        assert_eq!(d.step(t0 + i * 3, i, 3), DialStep::Idle);
-        assert_eq!(d.failed(ConnId(1), None), Some(addrs[0]));
-        assert_eq!(d.step(t0 + i * 3, i, 3), DialStep::Start(addrs[3]));
-        assert_eq!(d.won(ConnId(2)).map(|a| a.addr), Some(addrs[1]));
+        let c = candidates(5);
+        let addrs: Vec<IpPort> = c.iter().map(|c| c.addr).collect();
+        let mut d = Dialer::new(c, MARS);
+        assert_eq!(d.step(t0), DialStep::Start(addrs[0]));
+        d.started(t0, ConnId(1), i);
+        assert_eq!(d.step(t0), DialStep::WaitUntil(t0 + i));
+        d.started(t0 + i, ConnId(2), i);
+        d.started(t0 + i * 2, ConnId(3), i);
+        assert_eq!(d.step(t0 + i * 3), DialStep::Idle);
+        assert_eq!(
+            d.failed(t0 + i * 3, ConnId(1), None).map(|a| a.addr),
+            Some(addrs[0])
+        );
+        assert_eq!(d.step(t0 + i * 3), DialStep::Start(addrs[3]));
+        assert_eq!(d.won(t0 + i * 3, ConnId(2)).map(|a| a.addr), Some(addrs[1]));
         assert_eq!(d.in_flight.len(), 1);
+        let aborted = d.abort_all(t0 + i * 3);
+        assert_eq!(aborted.len(), 1);
+        let outcomes: Vec<_> = d.attempts().iter().map(|l| l.ended.unwrap().1).collect();
+        assert_eq!(
+            outcomes,
+            vec![
+                AttemptOutcome::TimedOut,
+                AttemptOutcome::Won,
+                AttemptOutcome::Aborted
+            ]
+        );
     }
 
     #[test]
     fn a_refusal_with_nothing_in_flight_starts_the_next_address_at_once() {
         let t0 = crate::tests::epoch::epoch();
         let i = Duration::from_millis(2_500);
-        let addrs: Vec<IpPort> = (1..=2).map(|n| IpPort::new(ip(n), 80)).collect();
-        let mut d = Dialer::new(addrs.clone());
-        d.started(t0, ConnId(1));
-        d.failed(ConnId(1), Some(DialError::Refused));
-        assert_eq!(d.step(t0, i, 3), DialStep::Start(addrs[1]));
-        d.started(t0, ConnId(2));
-        d.failed(ConnId(2), None);
-        assert_eq!(d.step(t0, i, 3), DialStep::Exhausted);
+        let c = candidates(2);
+        let mut d = Dialer::new(c.clone(), MARS);
+        d.started(t0, ConnId(1), i);
+        d.failed(t0, ConnId(1), Some(DialError::Refused));
+        assert_eq!(d.step(t0), DialStep::Start(c[1].addr));
+        d.started(t0, ConnId(2), i);
+        d.failed(t0, ConnId(2), None);
+        assert_eq!(d.step(t0), DialStep::Exhausted);
         assert_eq!(d.last_error(), Some(DialError::Refused));
+    }
+
+    #[test]
+    fn phobos_starts_the_next_address_when_one_fails_even_with_others_in_flight() {
+        let t0 = crate::tests::epoch::epoch();
+        let s = Duration::from_millis(250);
+        let c = candidates(3);
+        let rules = DialRules {
+            max_concurrent: 4,
+            start_on_failure: true,
+        };
+        let mut d = Dialer::new(c.clone(), rules);
+        d.started(t0, ConnId(1), s);
+        d.started(t0 + s, ConnId(2), s);
+        assert_eq!(d.step(t0 + s), DialStep::WaitUntil(t0 + s * 2));
+        d.failed(t0 + s + s / 2, ConnId(1), Some(DialError::Unreachable));
+        assert_eq!(d.step(t0 + s + s / 2), DialStep::Start(c[2].addr));
+        // Mars would wait for the step.
+        let mut d = Dialer::new(c.clone(), MARS);
+        d.started(t0, ConnId(1), s);
+        d.started(t0 + s, ConnId(2), s);
+        d.failed(t0 + s + s / 2, ConnId(1), Some(DialError::Unreachable));
+        assert_eq!(d.step(t0 + s + s / 2), DialStep::WaitUntil(t0 + s * 2));
+    }
+
+    #[test]
+    fn the_stagger_adapts_to_rtt_within_bounds() {
+        let codec = Arc::new(phobos_codec_mars::MarsCodec::default());
+        let addr = IpPort::new(ip(1), 80);
+        let cfg = Config::builder(codec)
+            .link(crate::LinkConfig::new("l").addrs([addr]))
+            .build()
+            .unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(stagger(&cfg, None, None), ms(250));
+        assert_eq!(stagger(&cfg, None, Some(ms(80))), ms(160));
+        assert_eq!(
+            stagger(&cfg, Some(ms(300)), Some(ms(80))),
+            ms(600),
+            "own RTT first"
+        );
+        assert_eq!(stagger(&cfg, Some(ms(1)), None), ms(100), "lower bound");
+        assert_eq!(
+            stagger(&cfg, Some(ms(5_000)), None),
+            ms(2_000),
+            "upper bound"
+        );
+        let mut mars = cfg.clone();
+        mars.connect_profile = ConnectProfile::MarsClassic;
+        assert_eq!(stagger(&mars, Some(ms(1)), None), ms(2_500));
     }
 }

@@ -1,39 +1,50 @@
 //! [`Engine`]: the long-link task engine state machine.
 
+mod chain;
 mod dial;
 mod limits;
 mod monitor;
+mod ranking;
 mod short;
 mod timeouts;
+
+pub use self::ranking::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use phobos_plugin_api::{
-    AuthError, CmdId, Decoded, FrameHead, FrameKind, HeartbeatContext, HeartbeatPolicy,
-    IdentifyRequest, IdentifyVerdict, IpPort, NetKind, RawFrame, ResolveError, ResolvedAddr, Seq,
-    TaskId,
+    AddrSource, AuthError, CmdId, Decoded, FrameHead, FrameKind, HeartbeatContext, HeartbeatPolicy,
+    IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, RawFrame, ResolveError,
+    ResolvedAddr, Seq, TaskId,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{Config, ConfigError, ResponseVerdict};
+use crate::config::{Config, ConfigError, ResponseVerdict, SourceSpec};
 use crate::error::{
     AuthFailure, CodecFailure, DialFailure, LimitKind, LinkError, LocalError, ParamError,
     SocketFailure, TaskError, TimeoutLevel,
 };
-use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName, LinkStatus, Stats};
+use crate::io::{
+    Action, AttemptReport, CloseCause, ConnId, ConnectReport, DialError, Event, LinkName,
+    LinkStatus, Stats,
+};
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use self::dial::{plan_addresses, DialStep, Dialer};
+use self::chain::ChainWalk;
+use self::dial::{stagger, DialRules, DialStep, Dialer};
 use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
+use self::ranking::{Candidate, PlanRules, Ranking};
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 
-pub use self::short::{ExchangeError, HttpRequest, HttpResponse};
+pub use self::short::{
+    ExchangeError, HttpRequest, HttpResponse, ShortLinkConfig, SHORT_LINK, SHORT_REQUEST_INVALID,
+};
 
 /// The sans-IO long-link task engine: task queue, scheduling, retries, multi-level timeouts,
 /// long-link lifecycle (connect race, identify, heartbeat, reconnect pacing), limits and
@@ -85,6 +96,12 @@ pub struct Engine {
     stats: Stats,
     /// Last time the weak-network detector saw a sign of a weak network (§15.2).
     weak_mark: Option<Instant>,
+    /// Per-address history and bans (§11).
+    ranking: Ranking,
+    /// Smoothed connect time on the current network (EWMA, gain 1/8), for the stagger.
+    srtt: Option<Duration>,
+    /// Short-link tasks and their attempts (`short.rs`).
+    short: short::ShortLink,
 }
 
 /// One task the engine holds (queued or running).
@@ -147,7 +164,9 @@ struct Link {
 
 enum LinkState {
     Idle,
-    Resolving,
+    Resolving {
+        walk: ChainWalk,
+    },
     Connecting {
         dialer: Dialer,
         cycle_start: Instant,
@@ -264,6 +283,9 @@ impl Engine {
             scratch: Vec::new(),
             stats: Stats::default(),
             weak_mark: None,
+            short: short::ShortLink::default(),
+            ranking: Ranking::new("default"),
+            srtt: None,
         })
     }
 
@@ -281,6 +303,10 @@ impl Engine {
         }
         let profile = TaskProfile::new(now);
         let link = match self.admit(&spec) {
+            Ok(SHORT_TASK) => {
+                self.short_start(now, id, spec, profile);
+                return id;
+            }
             Ok(link) => link,
             Err(error) => {
                 self.emit_end(id, Err(error), profile, now);
@@ -314,6 +340,9 @@ impl Engine {
     /// [`TaskError::Canceled`], so every started task gets exactly one end. A request already
     /// handed to the link cannot be withdrawn; its response is dropped when it arrives.
     pub fn cancel_task(&mut self, now: Instant, id: TaskId) -> bool {
+        if self.short_cancel(now, id) {
+            return true;
+        }
         if let Some(task) = self.remove_task(id) {
             self.emit_end(id, Err(TaskError::Canceled), task.profile, now);
             self.pump(now);
@@ -365,9 +394,13 @@ impl Engine {
         self.net = kind;
         self.net_label = label.to_owned();
         self.estimator.reset();
+        // §11.6: a new network lifts every ban and forgets the connect-time estimate.
+        self.ranking.set_network(label);
+        self.srtt = None;
         for li in 0..self.links.len() {
             self.link_down(li, now, LinkError::NetworkChange, false);
         }
+        self.short_interrupt(now, LocalError::Interrupted.into());
         if kind.is_available() {
             for li in 0..self.links.len() {
                 let l = &self.links[li];
@@ -406,6 +439,7 @@ impl Engine {
     /// [`LocalError::Interrupted`] (retried if retries are left), reconnect links that are
     /// keep-alive or have tasks at once, and restart zombies.
     pub fn redo_tasks(&mut self, now: Instant) {
+        self.short_interrupt(now, LocalError::Interrupted.into());
         for li in 0..self.links.len() {
             self.link_down(li, now, LinkError::Reset, false);
             if self.cfg.links[li].keep_alive || !self.links[li].queue.is_empty() {
@@ -437,6 +471,7 @@ impl Engine {
     /// Design: Mars drops zombies silently here; they end with `Reset` too, so every task
     /// still gets exactly one end.
     pub fn reset(&mut self, now: Instant) {
+        self.short_end_all(now, LocalError::Reset.into());
         let mut ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         ids.sort();
         for id in ids {
@@ -486,38 +521,67 @@ impl Engine {
 
     // ----- IO results ---------------------------------------------------------------------
 
-    /// The driver resolved `link`'s hosts (answer to [`Action::Resolve`]). An error or an
-    /// empty list fails the connect cycle with [`LinkError::NoAddress`].
+    /// Source `source` answered about `host` for `link` (answer to [`Action::Resolve`]).
+    /// The core moves on along the chain (an error or an empty list: the next source); when
+    /// the chain is done it plans and races the addresses, or fails the connect cycle with
+    /// [`LinkError::NoAddress`] when there are none. Late answers (the call already timed
+    /// out) are ignored.
     pub fn handle_resolved(
         &mut self,
         now: Instant,
         link: &str,
+        host: &str,
+        source: usize,
         result: Result<Vec<ResolvedAddr>, ResolveError>,
     ) {
+        if self.short_resolved(now, link, host, source, result.clone()) {
+            return;
+        }
         let Some(&li) = self.link_by_name.get(link) else {
             return;
         };
-        if !matches!(self.links[li].state, LinkState::Resolving) {
+        let LinkState::Resolving { walk, .. } = &mut self.links[li].state else {
+            return;
+        };
+        if !walk.is_current(host, source) {
             return;
         }
+        walk.answer(result.unwrap_or_default());
         self.timers.cancel(TimerKind::Resolve(li));
-        let lc = &self.cfg.links[li];
-        let addrs = match result {
-            Ok(list) => plan_addresses(&list, &lc.ports, lc.max_addrs),
-            Err(_) => Vec::new(),
-        };
-        self.begin_dial(li, now, addrs);
+        self.walk_chain(li, now);
         self.pump(now);
+    }
+
+    /// The persisted form of the IP ranking (every network's per-address history), for the
+    /// driver to save. The core reads no clock: the driver sets
+    /// [`RankingState::saved_at_unix`].
+    pub fn ranking_state(&self) -> RankingState {
+        self.ranking.state()
+    }
+
+    /// Replaces the IP ranking's records with a saved state (typically at start-up; Mars
+    /// only loads after the first network change, §18.9). Restored records are never banned
+    /// before a new failure.
+    pub fn restore_ranking(&mut self, state: &RankingState) {
+        self.ranking.restore(state);
+    }
+
+    /// Whether `addr` is banned on the current network at `now` (§11.2).
+    pub fn is_banned(&self, now: Instant, addr: IpPort) -> bool {
+        self.ranking.is_banned(now, &addr)
     }
 
     /// A connect attempt succeeded (answer to [`Action::Connect`]).
     pub fn handle_connected(&mut self, now: Instant, attempt: ConnId) {
+        if self.short.owns(attempt) {
+            return self.short_connected(now, attempt);
+        }
         let li = self.conns.get(&attempt).copied();
         let won = li.and_then(|li| match &mut self.links[li].state {
             LinkState::Connecting {
                 dialer,
                 cycle_start,
-            } => dialer.won(attempt).map(|w| (li, w, *cycle_start)),
+            } => dialer.won(now, attempt).map(|w| (li, w, *cycle_start)),
             _ => None,
         });
         let Some((li, winner, cycle_start)) = won else {
@@ -534,21 +598,15 @@ impl Engine {
         self.timers.cancel(TimerKind::ReconnectWake(li));
         // Design: attempts that lost the race are aborted but not reported as failures: they
         // were only slower, not broken (Mars reports them failed).
-        if let LinkState::Connecting { dialer, .. } = &mut self.links[li].state {
-            for loser in std::mem::take(&mut dialer.in_flight) {
-                self.conns.remove(&loser.conn);
-                self.timers.cancel(TimerKind::ConnectAttempt(loser.conn));
-                self.actions.push_back(Action::Abort {
-                    attempt: loser.conn,
-                });
-            }
-        }
-        let name = self.links[li].name.clone();
-        self.events.push_back(Event::AddrOutcome {
-            link: name.clone(),
-            addr: winner.addr,
-            success: true,
+        self.abort_race(li, now);
+        let rtt = now.saturating_duration_since(winner.started);
+        self.srtt = Some(match self.srtt {
+            None => rtt,
+            Some(s) => (s * 7 + rtt) / 8,
         });
+        self.record_addr(li, now, winner.addr, true, Some(rtt));
+        self.report_cycle(li, now, true);
+        let name = self.links[li].name.clone();
         let ctx = self.heartbeat_ctx();
         let heartbeat = self.cfg.heartbeat.build(now, &ctx);
         let identify = if self.cfg.auth.is_some() {
@@ -587,17 +645,20 @@ impl Engine {
 
     /// A connect attempt failed (answer to [`Action::Connect`]).
     pub fn handle_connect_failed(&mut self, now: Instant, attempt: ConnId, error: DialError) {
+        if self.short.owns(attempt) {
+            return self.short_connect_failed(now, attempt, Some(error));
+        }
         let Some(li) = self.conns.remove(&attempt) else {
             return;
         };
         self.timers.cancel(TimerKind::ConnectAttempt(attempt));
         let failed = match &mut self.links[li].state {
-            LinkState::Connecting { dialer, .. } => dialer.failed(attempt, Some(error)),
+            LinkState::Connecting { dialer, .. } => dialer.failed(now, attempt, Some(error)),
             _ => None,
         };
-        if let Some(addr) = failed {
+        if let Some(a) = failed {
             self.stats.connects_failed += 1;
-            self.report_addr(li, addr, false);
+            self.record_addr(li, now, a.addr, false, None);
             self.advance_dial(li, now);
         }
         self.pump(now);
@@ -665,6 +726,13 @@ impl Engine {
 
     /// An established connection ended (EOF or an IO error).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId, cause: CloseCause) {
+        if self.short.owns(conn) {
+            let error = match cause {
+                CloseCause::Io(errno) => DialError::Io(errno),
+                _ => DialError::Refused,
+            };
+            return self.short_connect_failed(now, conn, Some(error));
+        }
         let Some(&li) = self.conns.get(&conn) else {
             return;
         };
@@ -738,6 +806,7 @@ impl Engine {
         while let Some((at, kind)) = self.timers.pop_due(now) {
             self.on_timer(kind, at, now);
         }
+        self.short_timeouts(now);
         self.pump(now);
     }
 
@@ -756,7 +825,11 @@ impl Engine {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when no timer
     /// is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next().map(|(at, _)| at)
+        let long = self.timers.next().map(|(at, _)| at);
+        match (long, self.short.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ----- getters ------------------------------------------------------------------------
@@ -789,12 +862,12 @@ impl Engine {
 
     /// Whether the task is queued, running or a zombie (Mars's `HasTask`).
     pub fn has_task(&self, id: TaskId) -> bool {
-        self.tasks.contains_key(&id) || self.zombies.contains_key(&id)
+        self.tasks.contains_key(&id) || self.zombies.contains_key(&id) || self.short.has(id)
     }
 
-    /// Tasks queued or running (zombies excluded).
+    /// Tasks queued or running, short-link tasks included (zombies excluded).
     pub fn task_count(&self) -> usize {
-        self.tasks.len()
+        self.tasks.len() + self.short.len()
     }
 
     /// Tasks kept as zombies.
@@ -855,8 +928,10 @@ impl Engine {
             if spec.short_hosts.is_empty() {
                 return Err(ParamError::NoShortLinkHost.into());
             }
-            // Hook: the short link (a later issue) takes these tasks.
-            return Err(LocalError::NoChannel.into());
+            if spec.network_sensitive && !self.net.is_available() {
+                return Err(LocalError::NoNetwork.into());
+            }
+            return Ok(SHORT_TASK);
         }
         let Some(&li) = self.link_by_name.get(&spec.link) else {
             return Err(ParamError::UnknownLink(spec.link.to_string()).into());
@@ -873,6 +948,10 @@ impl Engine {
         if spec.network_sensitive && !self.net.is_available() && !connected {
             return Err(LocalError::NoNetwork.into());
         }
+        // §3.2 step 7: a task that may use either goes short when the long link is down.
+        if short && !connected && !spec.send_only && !spec.short_hosts.is_empty() {
+            return Ok(SHORT_TASK);
+        }
         if self.links[li].refused {
             return Err(AuthFailure::IdentifyRejected(spec.link.to_string()).into());
         }
@@ -887,6 +966,7 @@ impl Engine {
             if id == 0
                 || self.cfg.codec.is_reserved_seq(Seq(id))
                 || self.tasks.contains_key(&tid)
+                || self.short.has(tid)
                 || self.zombies.contains_key(&tid)
             {
                 continue;
@@ -1286,6 +1366,13 @@ impl Engine {
                     extension,
                 };
                 self.finish(id, now, Ok(response));
+                // §11.5: a task success is a success of the link's address (rate-limited in
+                // the ranking, so a busy link costs one lookup per task).
+                if let LinkState::Connected(s) = &self.links[li].state {
+                    if self.net.is_available() {
+                        self.ranking.record(now, s.addr, true, None);
+                    }
+                }
                 // Any network success restarts zombies (§14).
                 if !self.zombies.is_empty() {
                     self.restart_all_zombies(now);
@@ -1550,24 +1637,65 @@ impl Engine {
         });
         let lc = &self.cfg.links[li];
         if !lc.addrs.is_empty() {
-            let mut addrs = lc.addrs.clone();
-            addrs.truncate(lc.max_addrs);
-            self.begin_dial(li, now, addrs);
+            // A fixed list is a debug list: used alone, in the order given (§10.2).
+            let candidates = lc
+                .addrs
+                .iter()
+                .take(lc.max_addrs)
+                .map(|&addr| Candidate {
+                    addr,
+                    source: AddrSource::Debug,
+                })
+                .collect();
+            self.begin_dial(li, now, candidates);
             return;
         }
-        link.state = LinkState::Resolving;
-        self.actions.push_back(Action::Resolve {
-            link: link.name.clone(),
-            hosts: lc.hosts.clone(),
-        });
-        self.timers.set(
-            TimerKind::Resolve(li),
-            now + self.cfg.timing.resolve_timeout,
-        );
+        link.state = LinkState::Resolving {
+            walk: ChainWalk::new(lc.hosts.clone()),
+        };
+        self.walk_chain(li, now);
     }
 
-    fn begin_dial(&mut self, li: usize, now: Instant, addrs: Vec<IpPort>) {
-        let dialer = Dialer::new(addrs);
+    /// The chain's sources: the configured ones, or one implicit primary source.
+    fn sources(&self) -> Vec<SourceSpec> {
+        if self.cfg.ip_sources.is_empty() {
+            vec![SourceSpec::primary(self.cfg.timing.resolve_timeout)]
+        } else {
+            self.cfg.ip_sources.clone()
+        }
+    }
+
+    /// Asks the next source of the chain, or, when the walk is over, plans the addresses
+    /// and starts the race.
+    fn walk_chain(&mut self, li: usize, now: Instant) {
+        let sources = self.sources();
+        let LinkState::Resolving { walk, .. } = &mut self.links[li].state else {
+            return;
+        };
+        if let Some((host, source)) = walk.next_call(&sources) {
+            self.actions.push_back(Action::Resolve {
+                link: self.links[li].name.clone(),
+                host,
+                source,
+                purpose: LinkPurpose::LongLink,
+            });
+            self.timers
+                .set(TimerKind::Resolve(li), now + sources[source].limit);
+            return;
+        }
+        let lc = &self.cfg.links[li];
+        let rules = PlanRules {
+            profile: self.cfg.connect_profile,
+            ports: &lc.ports,
+            room: lc.max_addrs,
+            active: self.activity.active,
+        };
+        let candidates = self.ranking.plan(walk.answers(), rules, now, &mut self.rng);
+        self.begin_dial(li, now, candidates);
+    }
+
+    fn begin_dial(&mut self, li: usize, now: Instant, candidates: Vec<Candidate>) {
+        let dialer = Dialer::new(candidates, DialRules::for_config(&self.cfg));
         if dialer.is_empty() {
             self.links[li].state = LinkState::Idle;
             self.cycle_failed(li, now, LinkError::NoAddress);
@@ -1581,6 +1709,55 @@ impl Engine {
         self.advance_dial(li, now);
     }
 
+    /// Aborts every attempt of link `li`'s race still in flight (another one won, or the
+    /// cycle is interrupted).
+    fn abort_race(&mut self, li: usize, now: Instant) {
+        let LinkState::Connecting { dialer, .. } = &mut self.links[li].state else {
+            return;
+        };
+        self.timers.cancel(TimerKind::RaceStep(li));
+        for a in dialer.abort_all(now) {
+            self.conns.remove(&a.conn);
+            self.timers.cancel(TimerKind::ConnectAttempt(a.conn));
+            self.actions.push_back(Action::Abort { attempt: a.conn });
+        }
+    }
+
+    /// Emits the [`Event::ConnectCycle`] of link `li`'s race (state still `Connecting`).
+    fn report_cycle(&mut self, li: usize, now: Instant, connected: bool) {
+        let LinkState::Connecting {
+            dialer,
+            cycle_start,
+        } = &self.links[li].state
+        else {
+            return;
+        };
+        let start = *cycle_start;
+        let since = |t: Instant| t.saturating_duration_since(start);
+        let attempts = dialer
+            .attempts()
+            .iter()
+            .map(|l| {
+                let (ended, outcome) = l.ended.unwrap_or((now, crate::io::AttemptOutcome::Aborted));
+                AttemptReport {
+                    addr: l.candidate.addr,
+                    source: l.candidate.source,
+                    started_after: since(l.started),
+                    ended_after: since(ended),
+                    outcome,
+                }
+            })
+            .collect();
+        self.events.push_back(Event::ConnectCycle(ConnectReport {
+            link: self.links[li].name.clone(),
+            profile: self.cfg.connect_profile,
+            attempts,
+            planned: dialer.planned(),
+            connected_after: connected.then(|| since(now)),
+            elapsed: since(now),
+        }));
+    }
+
     /// Starts whatever attempts the race allows now and arms the next step.
     fn advance_dial(&mut self, li: usize, now: Instant) {
         let timing = &self.cfg.timing;
@@ -1588,11 +1765,12 @@ impl Engine {
             let LinkState::Connecting { dialer, .. } = &mut self.links[li].state else {
                 return;
             };
-            match dialer.step(now, timing.race_interval, timing.race_max_concurrent) {
+            match dialer.step(now) {
                 DialStep::Start(addr) => {
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
-                    dialer.started(now, conn);
+                    let delay = stagger(&self.cfg, self.ranking.rtt(&addr), self.srtt);
+                    dialer.started(now, conn, delay);
                     self.stats.connects_started += 1;
                     self.conns.insert(conn, li);
                     self.timers.set(
@@ -1618,6 +1796,7 @@ impl Engine {
                         None => LinkError::ConnectTimeout,
                         Some(e) => LinkError::Dial(dial_failure(e)),
                     };
+                    self.report_cycle(li, now, false);
                     self.links[li].state = LinkState::Idle;
                     self.cycle_failed(li, now, error);
                     return;
@@ -1631,13 +1810,13 @@ impl Engine {
             return;
         };
         let failed = match &mut self.links[li].state {
-            LinkState::Connecting { dialer, .. } => dialer.failed(conn, None),
+            LinkState::Connecting { dialer, .. } => dialer.failed(now, conn, None),
             _ => None,
         };
         self.actions.push_back(Action::Abort { attempt: conn });
-        if let Some(addr) = failed {
+        if let Some(a) = failed {
             self.stats.connects_failed += 1;
-            self.report_addr(li, addr, false);
+            self.record_addr(li, now, a.addr, false, None);
             self.advance_dial(li, now);
         }
     }
@@ -1684,6 +1863,22 @@ impl Engine {
         self.dirty[li] = true;
     }
 
+    /// An outcome of `addr` (§11.5): into the ranking (ignored without a network, like
+    /// Mars) and out as [`Event::AddrOutcome`].
+    fn record_addr(
+        &mut self,
+        li: usize,
+        now: Instant,
+        addr: IpPort,
+        success: bool,
+        rtt: Option<Duration>,
+    ) {
+        if self.net.is_available() {
+            self.ranking.record(now, addr, success, rtt);
+        }
+        self.report_addr(li, addr, success);
+    }
+
     fn report_addr(&mut self, li: usize, addr: IpPort, success: bool) {
         self.events.push_back(Event::AddrOutcome {
             link: self.links[li].name.clone(),
@@ -1700,7 +1895,7 @@ impl Engine {
         let local = matches!(error, LinkError::NetworkChange | LinkError::Reset);
         match old {
             LinkState::Idle => return,
-            LinkState::Resolving => {
+            LinkState::Resolving { .. } => {
                 self.timers.cancel(TimerKind::Resolve(li));
                 self.events.push_back(Event::LinkStatus {
                     link: name.clone(),
@@ -1708,13 +1903,11 @@ impl Engine {
                     reason: Some(error.clone()),
                 });
             }
-            LinkState::Connecting { dialer, .. } => {
-                self.timers.cancel(TimerKind::RaceStep(li));
-                for a in &dialer.in_flight {
-                    self.conns.remove(&a.conn);
-                    self.timers.cancel(TimerKind::ConnectAttempt(a.conn));
-                    self.actions.push_back(Action::Abort { attempt: a.conn });
-                }
+            old @ LinkState::Connecting { .. } => {
+                self.links[li].state = old;
+                self.abort_race(li, now);
+                self.report_cycle(li, now, false);
+                self.links[li].state = LinkState::Idle;
                 self.events.push_back(Event::LinkStatus {
                     link: name.clone(),
                     status: LinkStatus::ConnectFailed,
@@ -1741,7 +1934,7 @@ impl Engine {
                 // Design: local disconnects (network change, app reset) are not the server's
                 // fault and are not reported as address failures (Mars does, §18.8).
                 if !local {
-                    self.report_addr(li, s.addr, false);
+                    self.record_addr(li, now, s.addr, false, None);
                 }
                 self.events.push_back(Event::LinkStatus {
                     link: name.clone(),
@@ -1818,9 +2011,11 @@ impl Engine {
                 self.dirty[li] = true;
             }
             TimerKind::Resolve(li) => {
-                if matches!(self.links[li].state, LinkState::Resolving) {
-                    self.links[li].state = LinkState::Idle;
-                    self.cycle_failed(li, now, LinkError::NoAddress);
+                // The source in flight took too long: it counts as an empty answer and the
+                // walk moves on to the next source.
+                if let LinkState::Resolving { walk, .. } = &mut self.links[li].state {
+                    walk.answer(Vec::new());
+                    self.walk_chain(li, now);
                 }
             }
             TimerKind::ConnectAttempt(conn) => self.on_connect_timeout(conn, now),
@@ -2218,6 +2413,8 @@ const WEAK_LAPSE: Duration = Duration::from_millis(60_000);
 
 /// Mars's default retry count.
 const DEFAULT_RETRIES: u32 = 1;
+/// What [`Engine::admit`] returns for a task that goes to the short link.
+const SHORT_TASK: usize = usize::MAX;
 /// Admission limits (§3.2 step 1).
 const MAX_RETRIES: u32 = 30;
 const MAX_SERVER_COST: Duration = Duration::from_millis(120_000);

@@ -1,12 +1,61 @@
 //! The short link (spec §8): one HTTP/1.1 POST per attempt.
 //!
-//! This file holds the plain types the core and the driver exchange about a short-link
-//! attempt.
+//! # Attempt flow
+//!
+//! A short-link task owns its attempts; nothing is shared with other tasks except the IP
+//! ranking and the connect race rules, which are the long link's own
+//! ([`Ranking::plan`](super::ranking::Ranking::plan), [`Dialer`]):
+//!
+//! 1. **Addresses.** Hosts that are IP literals (`"10.0.0.1"`, `"10.0.0.1:8080"`,
+//!    `"[::1]:80"`) need no resolution; a list of literals only is used alone, in order (a
+//!    debug list). Names walk the IP source chain ([`Action::Resolve`] with
+//!    [`LinkPurpose::ShortLink`], the link named `short#<task id>`). The answers are ranked
+//!    with the short link's port ([`ShortLinkConfig::port`], or the host's own `:port`).
+//! 2. **Switching IP on retry (§8.4).** Addresses that failed earlier attempts of the task
+//!    move to the end of the plan, so a retry starts with the next address; failures are
+//!    also recorded in the ranking (which bans repeat offenders for every task).
+//! 3. **Connect race**: [`Action::ShortConnect`] per started address, the race and
+//!    per-attempt connect timeout of the config's profile.
+//! 4. **Exchange.** The winner gets [`Action::HttpExchange`] with the request the codec shaped
+//!    (`shortlink_headers`, `shortlink_body`; `Host` is the host the winning address came
+//!    from). The driver reports every read with
+//!    [`Engine::handle_http_progress`], then [`Engine::handle_http_response`] or
+//!    [`Engine::handle_http_failed`].
+//! 5. **Timeouts** (§6.2): first packet (no response byte yet), packet to packet (bytes
+//!    stopped), read/write (whole exchange), all from the moment the request was handed
+//!    over, with Mars's formulas; the task total (§6.1) over everything. A timed-out
+//!    exchange is [`Action::Abort`]ed and its address recorded as failed.
+//! 6. **Outcome.** A complete response goes through the codec's `shortlink_check_response`
+//!    (a refused status is [`HttpFailure::Status`]) and the configured
+//!    [`ResponseCheck`](crate::ResponseCheck). A failed attempt is retried after
+//!    [`Timing::retry_pause`](crate::Timing::retry_pause) while retries remain (Mars's
+//!    default fail handle retries every HTTP and socket failure).
+//!
+//! Not carried over from Mars: zombies, the anti-avalanche limits and auth gating apply to
+//! long-link tasks only; short-link tasks end after their retries or total timeout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use phobos_plugin_api::{
+    AddrSource, EncodeError, IpPort, LinkPurpose, ResolveError, ResolvedAddr, ShortLinkReject,
+    ShortLinkRequest, TaskId,
+};
+use rustc_hash::FxHashMap;
 
-use crate::error::HttpFailure;
-use crate::io::CloseCause;
+use super::chain::ChainWalk;
+use super::dial::{stagger, DialRules, DialStep, Dialer};
+use super::ranking::{Answers, Candidate, PlanRules};
+use super::timeouts::{self, AttemptTimeouts, NetQuality};
+use super::{dial_failure, Engine};
+use crate::config::ResponseVerdict;
+use crate::error::{
+    CodecFailure, DialFailure, HttpFailure, SocketFailure, TaskError, TimeoutLevel,
+};
+use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName};
+use crate::task::{Response, TaskProfile, TaskSpec};
 
 /// A short-link request, shaped by the codec's
 /// [`shortlink_headers`](phobos_plugin_api::PacketCodec::shortlink_headers) and
@@ -63,9 +112,1010 @@ pub enum ExchangeError {
     Request,
 }
 
+/// Short-link settings ([`Config::short_link`](crate::Config::short_link)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShortLinkConfig {
+    /// The port for hosts that name none (Mars: 80).
+    pub port: u16,
+    /// Addresses planned per attempt (Mars's `kNumMakeCount`, 5).
+    pub max_addrs: usize,
+    /// The largest response body accepted (the driver enforces it; default 16 MiB).
+    pub max_response_len: usize,
+    /// The largest response head (status line and headers; Mars: 128 KiB).
+    pub max_head_len: usize,
+}
+
+impl Default for ShortLinkConfig {
+    fn default() -> Self {
+        ShortLinkConfig {
+            port: 80,
+            max_addrs: 5,
+            max_response_len: 16 * 1024 * 1024,
+            max_head_len: 128 * 1024,
+        }
+    }
+}
+
+impl ShortLinkConfig {
+    /// Sets [`port`](Self::port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Sets [`max_response_len`](Self::max_response_len).
+    pub fn max_response_len(mut self, len: usize) -> Self {
+        self.max_response_len = len;
+        self
+    }
+}
+
+/// The short link's state inside the [`Engine`].
+#[derive(Debug, Default)]
+pub(super) struct ShortLink {
+    tasks: BTreeMap<TaskId, ShortTask>,
+    /// Connect attempts and exchanges, by connection.
+    conns: FxHashMap<ConnId, TaskId>,
+    timers: ShortTimers,
+    /// Exchanges in progress (the queue position of §6.2's formula).
+    exchanging: usize,
+}
+
+impl ShortLink {
+    /// Whether `id` is a short-link task.
+    pub(super) fn has(&self, id: TaskId) -> bool {
+        self.tasks.contains_key(&id)
+    }
+
+    /// Whether `conn` belongs to a short-link attempt.
+    pub(super) fn owns(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// Short-link tasks in the engine.
+    pub(super) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The earliest short-link deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next().map(|(at, _)| at)
+    }
+}
+
+#[derive(Debug)]
+struct ShortTask {
+    spec: TaskSpec,
+    retries_left: u32,
+    attempts: u32,
+    profile: TaskProfile,
+    state: State,
+    /// Addresses that failed earlier attempts: tried last.
+    failed: Vec<IpPort>,
+    /// Which host each resolved IP came from (for the `Host` header).
+    ip_hosts: Vec<(IpAddr, usize)>,
+    /// The current attempt handed its request over (else it failed while connecting).
+    sent: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the retry pause.
+    Waiting,
+    /// Walking the IP source chain.
+    Resolving {
+        walk: ChainWalk,
+        /// The name hosts being walked, as indexes into the task's host list.
+        names: Vec<usize>,
+        /// Literal addresses per host.
+        literal: Vec<Vec<ResolvedAddr>>,
+    },
+    /// Racing connects.
+    Connecting { dialer: Dialer, started: Instant },
+    /// The request is with the driver.
+    Exchanging(Exchange),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Exchange {
+    conn: ConnId,
+    addr: IpPort,
+    sent_at: Instant,
+    timeouts: AttemptTimeouts,
+    last_progress: Option<Instant>,
+    received: usize,
+    sent_len: usize,
+}
+
+/// The short link's timers (kept apart from the long link's table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Timer {
+    /// The task's whole budget (§6.1).
+    Total(TaskId),
+    /// The retry pause after a failed attempt (1 s).
+    Retry(TaskId),
+    /// The IP source call in flight takes too long.
+    Resolve(TaskId),
+    /// The race may start its next address.
+    RaceStep(TaskId),
+    /// One connect attempt's own timeout.
+    Connect(ConnId),
+    /// No response byte within the first-packet timeout.
+    FirstPacket(TaskId),
+    /// Response bytes stopped for the packet-to-packet timeout.
+    PacketToPacket(TaskId),
+    /// The exchange's read/write budget ends.
+    ReadWrite(TaskId),
+}
+
+#[derive(Debug, Default)]
+struct ShortTimers {
+    by_kind: FxHashMap<Timer, Instant>,
+    order: BTreeSet<(Instant, Timer)>,
+}
+
+impl ShortTimers {
+    fn set(&mut self, kind: Timer, at: Instant) {
+        if let Some(old) = self.by_kind.insert(kind, at) {
+            self.order.remove(&(old, kind));
+        }
+        self.order.insert((at, kind));
+    }
+
+    fn cancel(&mut self, kind: Timer) {
+        if let Some(old) = self.by_kind.remove(&kind) {
+            self.order.remove(&(old, kind));
+        }
+    }
+
+    fn next(&self) -> Option<(Instant, Timer)> {
+        self.order.first().copied()
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let (at, kind) = self.next()?;
+        if at > now {
+            return None;
+        }
+        self.order.remove(&(at, kind));
+        self.by_kind.remove(&kind);
+        Some(kind)
+    }
+}
+
+impl Engine {
+    // ----- inputs from the driver (public) -------------------------------------------------
+
+    /// Bytes of a short-link response arrived on `conn` (answer to
+    /// [`Action::HttpExchange`]; call once per read, with its length). Restarts the
+    /// packet-to-packet timer and stops the first-packet one.
+    pub fn handle_http_progress(&mut self, now: Instant, conn: ConnId, len: usize) {
+        let Some(id) = self.short_exchange_of(conn) else {
+            return;
+        };
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        let State::Exchanging(ex) = &mut task.state else {
+            return;
+        };
+        ex.last_progress = Some(now);
+        ex.received += len;
+        task.profile.first_byte.get_or_insert(now);
+        task.profile.last_byte = Some(now);
+        task.profile.received_bytes = ex.received;
+        self.stats.bytes_received += len as u64;
+        let p2p = ex.timeouts.packet_to_packet;
+        self.short.timers.cancel(Timer::FirstPacket(id));
+        self.short.timers.set(Timer::PacketToPacket(id), now + p2p);
+    }
+
+    /// A complete short-link response arrived on `conn` (answer to
+    /// [`Action::HttpExchange`]). The driver owns the connection from here (it closes it or
+    /// keeps it for reuse).
+    pub fn handle_http_response(&mut self, now: Instant, conn: ConnId, response: HttpResponse) {
+        let Some(id) = self.short_exchange_of(conn) else {
+            return;
+        };
+        let Some(ex) = self.short_end_exchange(id, conn) else {
+            return;
+        };
+        let check = self.cfg.codec.shortlink_check_response(
+            response.status,
+            &response.headers,
+            &response.body,
+        );
+        if let Err(reject) = check {
+            let failure = match reject {
+                ShortLinkReject::Status(s) => HttpFailure::Status(s),
+                ShortLinkReject::Other(code) => HttpFailure::Rejected(code),
+                _ => HttpFailure::Rejected(u32::MAX),
+            };
+            // A server error or a malformed answer blames the address; a client error
+            // (4xx) or a codec refusal does not.
+            let blame = !matches!(failure, HttpFailure::Status(s) if s < 500);
+            self.short_record(now, ex.addr, !blame, None);
+            self.short_failed(id, now, failure.into());
+            return;
+        }
+        self.short_record(now, ex.addr, true, None);
+        let cmd_id = self.short.tasks[&id].spec.cmd_id;
+        let verdict = match &self.cfg.response_check {
+            Some(check) => check.check(id, cmd_id, &response.body),
+            None => ResponseVerdict::Accept,
+        };
+        match verdict {
+            ResponseVerdict::Retry { code } => {
+                self.short_failed(id, now, CodecFailure::Response { code }.into());
+            }
+            ResponseVerdict::End { code } => {
+                self.short_finish(id, now, Err(TaskError::Server { code }));
+            }
+            _ => {
+                let cost = now.saturating_duration_since(ex.sent_at);
+                let size = ex.sent_len + response.body.len();
+                self.estimator
+                    .record(now, self.net.is_mobile(), size, Some(cost));
+                if let Some(t) = self.short.tasks.get_mut(&id) {
+                    t.profile.decoded_at = Some(now);
+                }
+                let response = Response {
+                    cmd_id,
+                    body: response.body,
+                    extension: None,
+                };
+                self.short_finish(id, now, Ok(response));
+            }
+        }
+    }
+
+    /// The short-link exchange on `conn` failed (answer to [`Action::HttpExchange`]).
+    pub fn handle_http_failed(&mut self, now: Instant, conn: ConnId, error: ExchangeError) {
+        let Some(id) = self.short_exchange_of(conn) else {
+            return;
+        };
+        let Some(ex) = self.short_end_exchange(id, conn) else {
+            return;
+        };
+        let error = match error {
+            ExchangeError::Http(h) => TaskError::Http(h),
+            ExchangeError::Closed(CloseCause::Io(errno)) => SocketFailure::Io { errno }.into(),
+            ExchangeError::Closed(_) => SocketFailure::RemoteClosed.into(),
+            ExchangeError::Request => {
+                // The codec shaped a request HTTP cannot carry: no retry can fix that.
+                let e = CodecFailure::Encode(EncodeError::Other(SHORT_REQUEST_INVALID));
+                self.short_finish(id, now, Err(e.into()));
+                return;
+            }
+        };
+        self.estimator.record(now, self.net.is_mobile(), 0, None);
+        self.short_record(now, ex.addr, false, None);
+        self.short_failed(id, now, error);
+    }
+
+    // ----- hooks called by the engine ------------------------------------------------------
+
+    /// Admits a short-link task (already validated) and starts its first attempt.
+    pub(super) fn short_start(
+        &mut self,
+        now: Instant,
+        id: TaskId,
+        spec: TaskSpec,
+        profile: TaskProfile,
+    ) {
+        let retries = spec.retry_count.unwrap_or(super::DEFAULT_RETRIES);
+        let total = timeouts::task_total(
+            spec.server_cost,
+            retries,
+            spec.long_polling,
+            spec.total_timeout,
+        );
+        self.short.tasks.insert(
+            id,
+            ShortTask {
+                spec,
+                retries_left: retries,
+                attempts: 0,
+                profile,
+                state: State::Waiting,
+                failed: Vec::new(),
+                ip_hosts: Vec::new(),
+                sent: false,
+            },
+        );
+        self.short.timers.set(Timer::Total(id), now + total);
+        self.short_begin(id, now);
+    }
+
+    /// Cancels a short-link task; `false` when it is not one.
+    pub(super) fn short_cancel(&mut self, now: Instant, id: TaskId) -> bool {
+        if !self.short.has(id) {
+            return false;
+        }
+        self.short_finish(id, now, Err(TaskError::Canceled));
+        true
+    }
+
+    /// An answer of the IP source chain for a short-link task (its link is `short#<id>`).
+    /// Returns `false` when `link` is not a short-link name.
+    pub(super) fn short_resolved(
+        &mut self,
+        now: Instant,
+        link: &str,
+        host: &str,
+        source: usize,
+        result: Result<Vec<ResolvedAddr>, ResolveError>,
+    ) -> bool {
+        let Some(id) = parse_link_name(link) else {
+            return false;
+        };
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return true;
+        };
+        let State::Resolving { walk, .. } = &mut task.state else {
+            return true;
+        };
+        if !walk.is_current(host, source) {
+            return true;
+        }
+        walk.answer(result.unwrap_or_default());
+        self.short.timers.cancel(Timer::Resolve(id));
+        self.short_walk(id, now);
+        true
+    }
+
+    /// A short-link connect attempt succeeded.
+    pub(super) fn short_connected(&mut self, now: Instant, conn: ConnId) {
+        let Some(&id) = self.short.conns.get(&conn) else {
+            return;
+        };
+        self.short.timers.cancel(Timer::Connect(conn));
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        let State::Connecting { dialer, started } = &mut task.state else {
+            self.short.conns.remove(&conn);
+            self.actions.push_back(Action::Abort { attempt: conn });
+            return;
+        };
+        let started = *started;
+        let Some(winner) = dialer.won(now, conn) else {
+            self.short.conns.remove(&conn);
+            self.actions.push_back(Action::Abort { attempt: conn });
+            return;
+        };
+        let losers = dialer.abort_all(now);
+        self.short.timers.cancel(Timer::RaceStep(id));
+        for l in losers {
+            self.short.conns.remove(&l.conn);
+            self.short.timers.cancel(Timer::Connect(l.conn));
+            self.actions.push_back(Action::Abort { attempt: l.conn });
+        }
+        let rtt = now.saturating_duration_since(winner.started);
+        self.short_record(now, winner.addr, true, Some(rtt));
+        self.short_send(id, conn, winner.addr, started, now);
+    }
+
+    /// A short-link connect attempt failed (or the connection closed before the exchange).
+    pub(super) fn short_connect_failed(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        error: Option<DialError>,
+    ) {
+        let Some(id) = self.short.conns.remove(&conn) else {
+            return;
+        };
+        self.short.timers.cancel(Timer::Connect(conn));
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        match &mut task.state {
+            State::Connecting { dialer, .. } => {
+                if let Some(a) = dialer.failed(now, conn, error) {
+                    self.stats.connects_failed += 1;
+                    self.short_record(now, a.addr, false, None);
+                    self.short_advance(id, now);
+                }
+            }
+            State::Exchanging(ex) if ex.conn == conn => {
+                // The driver lost the connection before it could report the exchange.
+                let cause = match error {
+                    Some(DialError::Io(errno)) => CloseCause::Io(errno),
+                    _ => CloseCause::RemoteClosed,
+                };
+                self.short.conns.insert(conn, id);
+                self.handle_http_failed(now, conn, ExchangeError::Closed(cause));
+            }
+            _ => {}
+        }
+    }
+
+    /// Fires the short link's due timers.
+    pub(super) fn short_timeouts(&mut self, now: Instant) {
+        while let Some(kind) = self.short.timers.pop_due(now) {
+            match kind {
+                Timer::Total(id) => {
+                    self.short_finish(id, now, Err(TaskError::Timeout(TimeoutLevel::Total)));
+                }
+                Timer::Retry(id) => self.short_begin(id, now),
+                Timer::Resolve(id) => {
+                    if let Some(ShortTask {
+                        state: State::Resolving { walk, .. },
+                        ..
+                    }) = self.short.tasks.get_mut(&id)
+                    {
+                        walk.answer(Vec::new());
+                        self.short_walk(id, now);
+                    }
+                }
+                Timer::RaceStep(id) => self.short_advance(id, now),
+                Timer::Connect(conn) => {
+                    self.short_connect_failed(now, conn, None);
+                    self.actions.push_back(Action::Abort { attempt: conn });
+                }
+                Timer::FirstPacket(id) => {
+                    self.short_attempt_timeout(id, TimeoutLevel::FirstPacket, now)
+                }
+                Timer::PacketToPacket(id) => {
+                    self.short_attempt_timeout(id, TimeoutLevel::PacketToPacket, now)
+                }
+                Timer::ReadWrite(id) => {
+                    self.short_attempt_timeout(id, TimeoutLevel::ReadWrite, now)
+                }
+            }
+        }
+    }
+
+    /// Ends every short-link task with `error` (engine reset).
+    pub(super) fn short_end_all(&mut self, now: Instant, error: TaskError) {
+        let ids: Vec<TaskId> = self.short.tasks.keys().copied().collect();
+        for id in ids {
+            self.short_finish(id, now, Err(error.clone()));
+        }
+    }
+
+    /// Interrupts every attempt in progress (network change, redo): each counts as failed
+    /// with `error` and is retried if the task may.
+    pub(super) fn short_interrupt(&mut self, now: Instant, error: TaskError) {
+        let ids: Vec<TaskId> = self
+            .short
+            .tasks
+            .iter()
+            .filter(|(_, t)| !matches!(t.state, State::Waiting))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.short_drop_attempt(id, now);
+            self.short_failed(id, now, error.clone());
+        }
+    }
+
+    // ----- the attempt ---------------------------------------------------------------------
+
+    /// Starts an attempt: resolve the names (if any), then race.
+    fn short_begin(&mut self, id: TaskId, now: Instant) {
+        let port = self.cfg.short_link.port;
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        task.sent = false;
+        let mut literal: Vec<Vec<ResolvedAddr>> = Vec::new();
+        let mut names: Vec<usize> = Vec::new();
+        let mut name_hosts: Vec<String> = Vec::new();
+        for (i, host) in task.spec.short_hosts.iter().enumerate() {
+            match parse_host(host) {
+                HostSpec::Addr(ip, p) => literal.push(vec![ResolvedAddr {
+                    ip,
+                    port: Some(p.unwrap_or(port)),
+                    source: AddrSource::Debug,
+                }]),
+                HostSpec::Name(name, _) => {
+                    literal.push(Vec::new());
+                    names.push(i);
+                    name_hosts.push(name.to_owned());
+                }
+            }
+        }
+        task.state = State::Resolving {
+            walk: ChainWalk::new(name_hosts),
+            names,
+            literal,
+        };
+        self.short_walk(id, now);
+    }
+
+    /// Asks the next IP source, or plans and starts the race when the walk is over.
+    fn short_walk(&mut self, id: TaskId, now: Instant) {
+        let sources = self.sources();
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        let State::Resolving {
+            walk,
+            names,
+            literal,
+        } = &mut task.state
+        else {
+            return;
+        };
+        if let Some((host, source)) = walk.next_call(&sources) {
+            self.actions.push_back(Action::Resolve {
+                link: link_name(id),
+                host,
+                source,
+                purpose: LinkPurpose::ShortLink,
+            });
+            self.short
+                .timers
+                .set(Timer::Resolve(id), now + sources[source].limit);
+            return;
+        }
+        // Merge: literal hosts keep their place among the resolved ones.
+        let found = walk.answers();
+        let default_port = self.cfg.short_link.port;
+        let mut per_host = std::mem::take(literal);
+        for (k, &host_index) in names.iter().enumerate() {
+            let explicit = match parse_host(&task.spec.short_hosts[host_index]) {
+                HostSpec::Name(_, p) => p,
+                HostSpec::Addr(..) => None,
+            };
+            per_host[host_index] = found.hosts[k]
+                .iter()
+                .map(|a| ResolvedAddr {
+                    port: a.port.or(explicit),
+                    ..*a
+                })
+                .collect();
+        }
+        task.ip_hosts = per_host
+            .iter()
+            .enumerate()
+            .flat_map(|(h, list)| list.iter().map(move |a| (a.ip, h)))
+            .collect();
+        let all_literal = names.is_empty();
+        let answers = if all_literal {
+            // Literal addresses only: a debug list, used alone and in order.
+            Answers {
+                debug: per_host.into_iter().flatten().collect(),
+                ..Answers::default()
+            }
+        } else {
+            for list in &mut per_host {
+                for a in list.iter_mut() {
+                    if a.source == AddrSource::Debug {
+                        a.source = AddrSource::NewDns;
+                    }
+                }
+            }
+            Answers {
+                hosts: per_host,
+                backups: found.backups.clone(),
+                debug: found.debug.clone(),
+            }
+        };
+        let rules = PlanRules {
+            profile: self.cfg.connect_profile,
+            ports: std::slice::from_ref(&default_port),
+            room: self.cfg.short_link.max_addrs,
+            active: self.activity.active,
+        };
+        let mut candidates: Vec<Candidate> = self.ranking.plan(&answers, rules, now, &mut self.rng);
+        // §8.4: addresses that failed this task's earlier attempts go last.
+        candidates.sort_by_key(|c| task.failed.contains(&c.addr));
+        if candidates.is_empty() {
+            task.state = State::Waiting;
+            self.short_failed(id, now, DialFailure::NoAddress.into());
+            return;
+        }
+        task.state = State::Connecting {
+            dialer: Dialer::new(candidates, DialRules::for_config(&self.cfg)),
+            started: now,
+        };
+        self.short_advance(id, now);
+    }
+
+    /// Starts what the race allows now and arms its next step.
+    fn short_advance(&mut self, id: TaskId, now: Instant) {
+        loop {
+            let Some(task) = self.short.tasks.get_mut(&id) else {
+                return;
+            };
+            let State::Connecting { dialer, .. } = &mut task.state else {
+                return;
+            };
+            match dialer.step(now) {
+                DialStep::Start(addr) => {
+                    let conn = ConnId(self.next_conn);
+                    self.next_conn += 1;
+                    let delay = stagger(&self.cfg, self.ranking.rtt(&addr), self.srtt);
+                    dialer.started(now, conn, delay);
+                    self.stats.connects_started += 1;
+                    self.short.conns.insert(conn, id);
+                    self.short
+                        .timers
+                        .set(Timer::Connect(conn), now + self.cfg.timing.connect_timeout);
+                    let host = host_for(task, addr);
+                    self.actions.push_back(Action::ShortConnect {
+                        task: id,
+                        attempt: conn,
+                        addr,
+                        host,
+                    });
+                }
+                DialStep::WaitUntil(at) => {
+                    self.short.timers.set(Timer::RaceStep(id), at);
+                    return;
+                }
+                DialStep::Idle => {
+                    self.short.timers.cancel(Timer::RaceStep(id));
+                    return;
+                }
+                DialStep::Exhausted => {
+                    let error = match dialer.last_error() {
+                        None => TaskError::Timeout(TimeoutLevel::Connect),
+                        Some(e) => TaskError::Dial(dial_failure(e)),
+                    };
+                    task.state = State::Waiting;
+                    self.short.timers.cancel(Timer::RaceStep(id));
+                    self.estimator.record(now, self.net.is_mobile(), 0, None);
+                    self.short_failed(id, now, error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands the request to the driver on the winning connection and arms the timeouts.
+    fn short_send(
+        &mut self,
+        id: TaskId,
+        conn: ConnId,
+        addr: IpPort,
+        started: Instant,
+        now: Instant,
+    ) {
+        let excellent = self.estimator.quality() == NetQuality::Excellent;
+        let mobile = self.net.is_mobile();
+        let ahead = self.short.exchanging;
+        let codec = self.cfg.codec.clone();
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        let host = host_for(task, addr);
+        let spec = &task.spec;
+        let req = ShortLinkRequest {
+            path: &spec.path,
+            host: &host,
+            body: &spec.body,
+            task_headers: &spec.headers,
+        };
+        let mut headers = Vec::new();
+        codec.shortlink_headers(&req, &mut headers);
+        let mut body = Vec::with_capacity(spec.body.len());
+        codec.shortlink_body(&req, &mut body);
+        let t = timeouts::attempt(
+            &self.cfg.timing,
+            mobile,
+            spec.server_cost,
+            spec.long_polling,
+            spec.body.len(),
+            ahead,
+            excellent,
+        );
+        let sent_len = body.len();
+        let request = HttpRequest {
+            path: spec.path.clone(),
+            headers,
+            body: Bytes::from(body),
+        };
+        task.attempts += 1;
+        task.sent = true;
+        let p = &mut task.profile;
+        p.attempts = task.attempts;
+        p.link = Some(LinkName::new(SHORT_LINK));
+        p.addr = Some(addr);
+        p.connect_start = Some(started);
+        p.connect_end = Some(now);
+        p.send_start = Some(now);
+        p.send_end = Some(now);
+        p.first_byte = None;
+        p.last_byte = None;
+        p.sent_bytes = sent_len;
+        p.received_bytes = 0;
+        p.first_packet_timeout = Some(t.first_packet);
+        task.state = State::Exchanging(Exchange {
+            conn,
+            addr,
+            sent_at: now,
+            timeouts: t,
+            last_progress: None,
+            received: 0,
+            sent_len,
+        });
+        self.short.exchanging += 1;
+        self.stats.requests_sent += 1;
+        self.stats.bytes_sent += sent_len as u64;
+        self.short
+            .timers
+            .set(Timer::FirstPacket(id), now + t.first_packet);
+        self.short
+            .timers
+            .set(Timer::ReadWrite(id), now + t.read_write);
+        self.actions.push_back(Action::HttpExchange {
+            conn,
+            task: id,
+            request,
+        });
+        self.events.push_back(Event::TaskSent {
+            id,
+            link: LinkName::new(SHORT_LINK),
+            first_packet_timeout: t.first_packet,
+        });
+    }
+
+    /// A per-attempt timeout: abort the exchange, blame the address, fail the attempt.
+    fn short_attempt_timeout(&mut self, id: TaskId, level: TimeoutLevel, now: Instant) {
+        let Some(ShortTask {
+            state: State::Exchanging(ex),
+            ..
+        }) = self.short.tasks.get(&id)
+        else {
+            return;
+        };
+        let ex = *ex;
+        self.short_drop_attempt(id, now);
+        self.estimator.record(now, self.net.is_mobile(), 0, None);
+        self.short_record(now, ex.addr, false, None);
+        self.short_failed(id, now, TaskError::Timeout(level));
+    }
+
+    /// The exchange on `conn` ended (the driver reported it): clears its timers and state.
+    fn short_end_exchange(&mut self, id: TaskId, conn: ConnId) -> Option<Exchange> {
+        self.short.conns.remove(&conn);
+        let task = self.short.tasks.get_mut(&id)?;
+        let State::Exchanging(ex) = task.state else {
+            return None;
+        };
+        task.state = State::Waiting;
+        self.short.exchanging = self.short.exchanging.saturating_sub(1);
+        for kind in [
+            Timer::FirstPacket(id),
+            Timer::PacketToPacket(id),
+            Timer::ReadWrite(id),
+        ] {
+            self.short.timers.cancel(kind);
+        }
+        Some(ex)
+    }
+
+    /// The task whose exchange runs on `conn`.
+    fn short_exchange_of(&self, conn: ConnId) -> Option<TaskId> {
+        let &id = self.short.conns.get(&conn)?;
+        match &self.short.tasks.get(&id)?.state {
+            State::Exchanging(ex) if ex.conn == conn => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Stops whatever the task's attempt is doing (connects, exchange), telling the driver.
+    fn short_drop_attempt(&mut self, id: TaskId, now: Instant) {
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        let state = std::mem::replace(&mut task.state, State::Waiting);
+        let conns: Vec<ConnId> = match state {
+            State::Connecting { mut dialer, .. } => {
+                dialer.abort_all(now).into_iter().map(|a| a.conn).collect()
+            }
+            State::Exchanging(ex) => {
+                self.short.exchanging = self.short.exchanging.saturating_sub(1);
+                vec![ex.conn]
+            }
+            State::Waiting | State::Resolving { .. } => Vec::new(),
+        };
+        for conn in conns {
+            self.short.conns.remove(&conn);
+            self.short.timers.cancel(Timer::Connect(conn));
+            self.actions.push_back(Action::Abort { attempt: conn });
+        }
+        for kind in [
+            Timer::Retry(id),
+            Timer::Resolve(id),
+            Timer::RaceStep(id),
+            Timer::FirstPacket(id),
+            Timer::PacketToPacket(id),
+            Timer::ReadWrite(id),
+        ] {
+            self.short.timers.cancel(kind);
+        }
+    }
+
+    /// An attempt failed: retry after the pause while retries remain, else end.
+    fn short_failed(&mut self, id: TaskId, now: Instant, error: TaskError) {
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        if let Some(addr) = task.profile.addr {
+            if !task.failed.contains(&addr) && blames_address(&error) {
+                task.failed.push(addr);
+            }
+        }
+        let retryable = !matches!(
+            error,
+            TaskError::Timeout(TimeoutLevel::Total)
+                | TaskError::Server { .. }
+                | TaskError::Param(_)
+                | TaskError::Canceled
+                | TaskError::Codec(CodecFailure::Encode(_))
+                | TaskError::Dial(DialFailure::Certificate)
+        );
+        if !task.sent {
+            // Failed before a request went out (no address, every connect failed): still
+            // an attempt.
+            task.attempts += 1;
+            task.profile.attempts = task.attempts;
+            task.sent = true;
+        }
+        if !retryable || task.retries_left == 0 {
+            self.short_finish(id, now, Err(error));
+            return;
+        }
+        task.retries_left -= 1;
+        task.state = State::Waiting;
+        self.stats.retries += 1;
+        let attempt = task.attempts;
+        self.short
+            .timers
+            .set(Timer::Retry(id), now + self.cfg.timing.retry_pause);
+        self.events
+            .push_back(Event::TaskRetrying { id, attempt, error });
+    }
+
+    /// Ends the task with `outcome` (exactly once).
+    fn short_finish(&mut self, id: TaskId, now: Instant, outcome: Result<Response, TaskError>) {
+        self.short_drop_attempt(id, now);
+        self.short.timers.cancel(Timer::Total(id));
+        let Some(task) = self.short.tasks.remove(&id) else {
+            return;
+        };
+        self.emit_end(id, outcome, task.profile, now);
+    }
+
+    /// An outcome of a short-link address, into the ranking and out as an event.
+    fn short_record(&mut self, now: Instant, addr: IpPort, success: bool, rtt: Option<Duration>) {
+        if self.net.is_available() {
+            self.ranking.record(now, addr, success, rtt);
+        }
+        self.events.push_back(Event::AddrOutcome {
+            link: LinkName::new(SHORT_LINK),
+            addr,
+            success,
+        });
+    }
+}
+
+/// Whether a failure is the address's fault (so the next attempt tries another first).
+fn blames_address(error: &TaskError) -> bool {
+    match error {
+        TaskError::Http(HttpFailure::Status(s)) => *s >= 500,
+        TaskError::Http(_) | TaskError::Socket(_) | TaskError::Dial(_) => true,
+        TaskError::Timeout(level) => *level != TimeoutLevel::Total,
+        _ => false,
+    }
+}
+
+/// The host a planned address came from (first host when unknown).
+fn host_for(task: &ShortTask, addr: IpPort) -> String {
+    let index = task
+        .ip_hosts
+        .iter()
+        .find(|(ip, _)| *ip == addr.ip)
+        .map_or(0, |(_, h)| *h);
+    task.spec
+        .short_hosts
+        .get(index)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A short-link host string, parsed.
+enum HostSpec<'a> {
+    /// An IP literal, with its port if given.
+    Addr(IpAddr, Option<u16>),
+    /// A name to resolve, with its port if given.
+    Name(&'a str, Option<u16>),
+}
+
+fn parse_host(host: &str) -> HostSpec<'_> {
+    if let Ok(sa) = host.parse::<SocketAddr>() {
+        return HostSpec::Addr(sa.ip(), Some(sa.port()));
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return HostSpec::Addr(ip, None);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => match port.parse::<u16>() {
+            Ok(p) => HostSpec::Name(name, Some(p)),
+            Err(_) => HostSpec::Name(host, None),
+        },
+        None => HostSpec::Name(host, None),
+    }
+}
+
+/// The link name a short-link task's resolutions carry.
+fn link_name(id: TaskId) -> LinkName {
+    LinkName::from(format!("{SHORT_LINK}#{}", id.0))
+}
+
+/// The task of a `short#<id>` link name.
+fn parse_link_name(link: &str) -> Option<TaskId> {
+    let rest = link.strip_prefix(SHORT_LINK)?.strip_prefix('#')?;
+    rest.parse().ok().map(TaskId)
+}
+
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
+}
+
+/// The name short-link attempts carry in events and profiles.
+pub const SHORT_LINK: &str = "short";
+/// [`EncodeError::Other`] code of a request the driver could not write as HTTP.
+pub const SHORT_REQUEST_INVALID: u32 = 0x5348;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_as_literals_or_names() {
+        assert!(matches!(parse_host("10.0.0.1"), HostSpec::Addr(_, None)));
+        assert!(matches!(
+            parse_host("10.0.0.1:81"),
+            HostSpec::Addr(_, Some(81))
+        ));
+        assert!(matches!(
+            parse_host("[::1]:81"),
+            HostSpec::Addr(_, Some(81))
+        ));
+        assert!(matches!(parse_host("[::1]"), HostSpec::Addr(_, None)));
+        assert!(matches!(
+            parse_host("s.example"),
+            HostSpec::Name("s.example", None)
+        ));
+        assert!(matches!(
+            parse_host("s.example:8080"),
+            HostSpec::Name("s.example", Some(8080))
+        ));
+    }
+
+    #[test]
+    fn link_names_round_trip() {
+        let name = link_name(TaskId(42));
+        assert_eq!(name.as_str(), "short#42");
+        assert_eq!(parse_link_name(&name), Some(TaskId(42)));
+        assert_eq!(parse_link_name("default-longlink"), None);
+        assert_eq!(parse_link_name("short#x"), None);
+    }
+
+    #[test]
+    fn timers_pop_in_deadline_order_and_rearm() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut t = ShortTimers::default();
+        t.set(Timer::Total(TaskId(1)), t0 + Duration::from_secs(5));
+        t.set(Timer::Retry(TaskId(1)), t0 + Duration::from_secs(1));
+        t.set(Timer::Total(TaskId(1)), t0 + Duration::from_secs(2));
+        assert_eq!(t.pop_due(t0), None);
+        assert_eq!(
+            t.pop_due(t0 + Duration::from_secs(9)),
+            Some(Timer::Retry(TaskId(1)))
+        );
+        t.cancel(Timer::Total(TaskId(1)));
+        assert_eq!(t.next(), None);
+    }
 }

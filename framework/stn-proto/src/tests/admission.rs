@@ -65,7 +65,7 @@ fn invalid_parameters_end_at_once_with_a_param_error() {
 }
 
 #[test]
-fn short_link_tasks_are_validated_then_refused_without_spinning() {
+fn short_link_tasks_are_validated_then_handed_to_the_short_link() {
     let mut sim = Sim::new();
     let mut s = spec(0, b"x").with_channel(ChannelSelect::Short);
     s.path = "/cgi-bin/x".into();
@@ -75,11 +75,15 @@ fn short_link_tasks_are_validated_then_refused_without_spinning() {
         Err(TaskError::Param(ParamError::NoShortLinkHost))
     );
     s.short_hosts = vec!["s.example".into()];
-    let no_short_link = sim.start(s.clone());
-    assert_eq!(
-        sim.ends[&no_short_link].1.outcome,
-        Err(TaskError::Local(LocalError::NoChannel))
+    let short = sim.start(s.clone());
+    assert!(
+        !sim.ends.contains_key(&short),
+        "a valid short-link task runs"
     );
+    let resolves_for_it = sim.actions.iter().any(|(_, a)| {
+        matches!(a, Action::Resolve { link, .. } if link.as_str() == format!("short#{}", short.0))
+    });
+    assert!(resolves_for_it, "its host is resolved for the short link");
     let send_only = sim.start(s.send_only());
     assert_eq!(
         sim.ends[&send_only].1.outcome,

@@ -90,7 +90,7 @@ enum Delivery {
     ToServer(ConnId, Vec<u8>),
     ToClient(ConnId, Vec<u8>),
     ClosedByServer(ConnId),
-    Resolved(LinkName, Vec<ResolvedAddr>),
+    Resolved(LinkName, String, usize, Vec<ResolvedAddr>),
     Auth(String),
 }
 
@@ -125,6 +125,9 @@ pub(crate) struct Sim {
     pub(crate) auth_answer: Option<Result<(), AuthError>>,
     /// The resolver never answers.
     pub(crate) resolve_silent: bool,
+    /// Answers by source index (`None`: that source never answers); source 0 defaults to
+    /// `resolved`, the others to an empty answer.
+    pub(crate) source_answers: HashMap<usize, Option<Vec<ResolvedAddr>>>,
 }
 
 /// The address of the default test server.
@@ -176,6 +179,7 @@ impl Sim {
             }],
             auth_answer: Some(Ok(())),
             resolve_silent: false,
+            source_answers: HashMap::new(),
         }
     }
 
@@ -284,7 +288,10 @@ impl Sim {
             Delivery::ClosedByServer(c) => {
                 self.engine.handle_closed(now, c, CloseCause::RemoteClosed)
             }
-            Delivery::Resolved(link, addrs) => self.engine.handle_resolved(now, &link, Ok(addrs)),
+            Delivery::Resolved(link, host, source, addrs) => {
+                self.engine
+                    .handle_resolved(now, &link, &host, source, Ok(addrs))
+            }
             Delivery::Auth(host) => {
                 if let Some(answer) = self.auth_answer.clone() {
                     self.engine.handle_auth(now, &host, answer);
@@ -341,13 +348,26 @@ impl Sim {
                 self.server_conns.remove(&conn);
             }
             Action::Resolve { .. } if self.resolve_silent => {}
-            Action::Resolve { link, .. } => {
-                let addrs = self.resolved.clone();
-                self.schedule(Duration::from_millis(10), Delivery::Resolved(link, addrs));
+            Action::Resolve {
+                link, host, source, ..
+            } => {
+                let answer = match self.source_answers.get(&source) {
+                    Some(answer) => answer.clone(),
+                    None if source == 0 => Some(self.resolved.clone()),
+                    None => Some(Vec::new()),
+                };
+                if let Some(addrs) = answer {
+                    self.schedule(
+                        Duration::from_millis(10),
+                        Delivery::Resolved(link, host, source, addrs),
+                    );
+                }
             }
             Action::EnsureAuth { host } => {
                 self.schedule(Duration::from_millis(50), Delivery::Auth(host));
             }
+            // The short link has its own scenario tests (`tests/short.rs`).
+            Action::ShortConnect { .. } | Action::HttpExchange { .. } => {}
         }
     }
 

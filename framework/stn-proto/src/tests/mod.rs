@@ -12,6 +12,8 @@ mod limits;
 mod links;
 mod matrix;
 mod props;
+mod racing;
 mod reconnect;
+mod short;
 mod timeouts;
 mod zombies;

@@ -1,0 +1,930 @@
+//! IP ranking, bans and their persistence (spec §11), and the address plan built on them
+//! (§10.3, §10.6).
+//!
+//! # Internal API (shared by the long link and the short link)
+//!
+//! - [`Ranking::record`] feeds one outcome of an address (a connect result, a link failure,
+//!   a task success); [`Ranking::is_banned`] and [`Ranking::rtt`] read it back.
+//! - [`Ranking::plan`] turns the answers of the IP source chain ([`Answers`]) into the
+//!   ordered candidate list of one connect cycle, for either [`ConnectProfile`]. A short-link
+//!   attempt calls it with its single port and its own room.
+//! - [`Ranking::set_network`] switches the network label and lifts every ban (§11.6).
+//! - [`Ranking::state`] / [`Ranking::restore`] convert to and from the persisted
+//!   [`RankingState`].
+//!
+//! # The rules
+//!
+//! Each IP:port keeps Mars's 8-bit register of recent outcomes (1 = failure, newest in bit
+//! 0), a 64-bit long history, success/failure counters, the last connect RTT and the
+//! instants of the last recorded failure and success. A success is recorded at most once per
+//! 10 s per address and a failure likewise (Mars's rate limit); an RTT is always kept.
+//!
+//! **Ban** (§11.2): at least 3 failures among the last 8 recorded outcomes and the last
+//! failure less than the ban time ago: 6 min, plus 6 min for each trailing consecutive
+//! failure beyond 3, at most 30 min. Banned addresses leave the primary (DNS) part of a plan;
+//! backups are never filtered. A network change lifts every ban (the registers stay, so a
+//! flaky address still ranks low); a restored record has no failure instant, so it is never
+//! banned before a new failure (§11.4).
+//!
+//! **Phobos order**: sort by (failures among the last 8, last failure oldest first — never
+//! failed first, a known success before none, last RTT lowest first), ties broken by a
+//! random key from the engine's seeded generator (so equally good addresses share the load,
+//! and runs replay); addresses of one IP are then spread apart (de-cluster, §11.3 step 3)
+//! and IPv6/IPv4 interleaved starting with the family of the best address (RFC 8305 §4,
+//! first address family count 1).
+//!
+//! **Mars order** (`MarsClassic`): §11.3 exactly: filter bans, shuffle, de-cluster, split
+//! into history and new, sort history, then the IPv6-aware weighted merge.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use phobos_plugin_api::{AddrSource, IpPort, ResolvedAddr};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConnectProfile;
+
+/// One address of a plan, with where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Candidate {
+    /// Where to connect.
+    pub(crate) addr: IpPort,
+    /// The source that named it.
+    pub(crate) source: AddrSource,
+}
+
+/// What the IP source chain found for one connect cycle.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Answers {
+    /// Primary (DNS-like) addresses per host, in host order; a host without an answer has an
+    /// empty list.
+    pub(crate) hosts: Vec<Vec<ResolvedAddr>>,
+    /// Backup addresses, every host's, in order.
+    pub(crate) backups: Vec<ResolvedAddr>,
+    /// A debug list: used alone, in order, when non-empty.
+    pub(crate) debug: Vec<ResolvedAddr>,
+}
+
+/// The inputs of [`Ranking::plan`] besides the answers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PlanRules<'a> {
+    /// How to order.
+    pub(crate) profile: ConnectProfile,
+    /// Ports for addresses that carry none (long link: every configured port, §10.6; short
+    /// link: its one port).
+    pub(crate) ports: &'a [u16],
+    /// Mars's `kNumMakeCount` (5).
+    pub(crate) room: usize,
+    /// Whether the app is active (§10.3 spreads fewer primary items when inactive).
+    pub(crate) active: bool,
+}
+
+/// Per-address records of every network seen, and the current network's label.
+#[derive(Debug)]
+pub(crate) struct Ranking {
+    label: String,
+    nets: BTreeMap<String, BTreeMap<IpPort, Record>>,
+}
+
+/// What the core remembers about one IP:port on one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Record {
+    /// Recent recorded outcomes, newest in bit 0; 1 = failure.
+    recent: u8,
+    /// The long history (64 outcomes), persisted.
+    history: u64,
+    successes: u32,
+    failures: u32,
+    rtt: Option<Duration>,
+    last_fail: Option<Instant>,
+    last_success: Option<Instant>,
+}
+
+impl Ranking {
+    /// Empty records on the network `label`.
+    pub(crate) fn new(label: &str) -> Self {
+        Ranking {
+            label: label.to_owned(),
+            nets: BTreeMap::new(),
+        }
+    }
+
+    /// The network changed: later records go to `label`, and every ban is lifted (§11.6).
+    pub(crate) fn set_network(&mut self, label: &str) {
+        self.label = label.to_owned();
+        for records in self.nets.values_mut() {
+            for r in records.values_mut() {
+                r.last_fail = None;
+            }
+        }
+    }
+
+    /// Records one outcome of `addr`. `rtt`: the connect time of a successful connect.
+    /// Rate-limited like Mars: one success and one failure per 10 s per address.
+    pub(crate) fn record(
+        &mut self,
+        now: Instant,
+        addr: IpPort,
+        success: bool,
+        rtt: Option<Duration>,
+    ) {
+        if !self.nets.contains_key(&self.label) {
+            self.nets.insert(self.label.clone(), BTreeMap::new());
+        }
+        let Some(records) = self.nets.get_mut(&self.label) else {
+            return;
+        };
+        let r = records.entry(addr).or_default();
+        if let Some(rtt) = rtt {
+            r.rtt = Some(rtt);
+        }
+        let last = if success { r.last_success } else { r.last_fail };
+        if last.is_some_and(|t| now.saturating_duration_since(t) <= RECORD_RATE_LIMIT) {
+            return;
+        }
+        let bit = u8::from(!success);
+        r.recent = (r.recent << 1) | bit;
+        r.history = (r.history << 1) | u64::from(bit);
+        if success {
+            r.successes = r.successes.saturating_add(1);
+            r.last_success = Some(now);
+        } else {
+            r.failures = r.failures.saturating_add(1);
+            r.last_fail = Some(now);
+        }
+    }
+
+    /// The record of `addr` on the current network.
+    pub(crate) fn get(&self, addr: &IpPort) -> Option<&Record> {
+        self.nets.get(&self.label)?.get(addr)
+    }
+
+    /// Whether `addr` is banned at `now` (§11.2).
+    pub(crate) fn is_banned(&self, now: Instant, addr: &IpPort) -> bool {
+        self.get(addr).is_some_and(|r| r.is_banned(now))
+    }
+
+    /// When the ban of `addr` ends, if it is banned at `now`.
+    #[cfg(test)]
+    pub(crate) fn ban_ends(&self, now: Instant, addr: &IpPort) -> Option<Instant> {
+        let r = self.get(addr)?;
+        r.is_banned(now)
+            .then(|| r.last_fail.map(|t| t + r.ban_time()))
+            .flatten()
+    }
+
+    /// The last connect RTT measured for `addr` on this network.
+    pub(crate) fn rtt(&self, addr: &IpPort) -> Option<Duration> {
+        self.get(addr)?.rtt
+    }
+
+    /// The ordered candidates of one connect cycle.
+    pub(crate) fn plan(
+        &self,
+        answers: &Answers,
+        rules: PlanRules<'_>,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<Candidate> {
+        if !answers.debug.is_empty() {
+            let mut out = expand(&answers.debug, rules.ports);
+            out.truncate(rules.room);
+            return out;
+        }
+        let room = rules.room;
+        let producing: Vec<usize> = (0..answers.hosts.len())
+            .filter(|&h| !answers.hosts[h].is_empty())
+            .collect();
+        // §10.3: inactive apps spread room − 1 primary items over the hosts, leaving room
+        // for backups; active apps fill host by host.
+        let primary_room = if rules.active {
+            room
+        } else {
+            room.saturating_sub(1).max(1)
+        };
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut carry = 0;
+        for (i, &h) in producing.iter().enumerate() {
+            let left = primary_room.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let quota = if rules.active {
+                left
+            } else {
+                let n = producing.len();
+                let base = primary_room / n + usize::from(i < primary_room % n);
+                (base + carry).min(left)
+            };
+            let items: Vec<Candidate> = expand(&answers.hosts[h], rules.ports)
+                .into_iter()
+                .filter(|c| !self.is_banned(now, &c.addr))
+                .filter(|c| !out.iter().any(|o| o.addr == c.addr))
+                .collect();
+            let mut ranked = match rules.profile {
+                ConnectProfile::MarsClassic => self.mars_order(items, rng),
+                _ => self.phobos_order(items, rng),
+            };
+            carry = quota.saturating_sub(ranked.len());
+            ranked.truncate(quota);
+            out.extend(ranked);
+        }
+        if !matches!(rules.profile, ConnectProfile::MarsClassic) {
+            out = interleave_families(out);
+        }
+        // §10.3: one host filling the room still leaves one place for a backup.
+        let limit = if rules.active && producing.len() == 1 && out.len() >= room {
+            room + 1
+        } else {
+            room
+        };
+        let backups: Vec<Candidate> = expand(&answers.backups, rules.ports)
+            .into_iter()
+            .filter(|c| !out.iter().any(|o| o.addr == c.addr))
+            .collect();
+        let backups = match rules.profile {
+            ConnectProfile::MarsClassic => {
+                let mut b = backups;
+                b.shuffle(rng);
+                b
+            }
+            _ => self.phobos_order(backups, rng),
+        };
+        for b in backups {
+            if out.len() >= limit {
+                break;
+            }
+            out.push(b);
+        }
+        out
+    }
+
+    /// Phobos order: by record, random among equals, IPs spread apart.
+    fn phobos_order(&self, items: Vec<Candidate>, rng: &mut ChaCha8Rng) -> Vec<Candidate> {
+        let mut keyed: Vec<(RankKey, u64, Candidate)> = items
+            .into_iter()
+            .map(|c| (self.rank_key(&c.addr), rng.gen::<u64>(), c))
+            .collect();
+        keyed.sort_by_key(|k| (k.0, k.1));
+        decluster(keyed.into_iter().map(|k| k.2).collect())
+    }
+
+    fn rank_key(&self, addr: &IpPort) -> RankKey {
+        match self.get(addr) {
+            None => RankKey {
+                failures: 0,
+                last_fail: None,
+                no_success: true,
+                rtt: Duration::MAX,
+            },
+            Some(r) => RankKey {
+                failures: r.recent.count_ones(),
+                last_fail: r.last_fail,
+                no_success: r.last_success.is_none() && r.successes == 0,
+                rtt: r.rtt.unwrap_or(Duration::MAX),
+            },
+        }
+    }
+
+    /// Mars's §11.3 order.
+    fn mars_order(&self, mut items: Vec<Candidate>, rng: &mut ChaCha8Rng) -> Vec<Candidate> {
+        items.shuffle(rng);
+        let items = decluster(items);
+        let (mut history, new): (Vec<Candidate>, Vec<Candidate>) =
+            items.into_iter().partition(|c| self.get(&c.addr).is_some());
+        history.sort_by(|a, b| {
+            let (ra, rb) = (self.get(&a.addr), self.get(&b.addr));
+            let key = |r: Option<&Record>| {
+                let r = r.cloned().unwrap_or_default();
+                (
+                    r.recent.count_ones(),
+                    r.last_fail,
+                    std::cmp::Reverse(r.last_success),
+                )
+            };
+            key(ra).cmp(&key(rb))
+        });
+        // History re-ordered v6, v4, v6, … with leftovers appended.
+        let (h6, h4): (Vec<Candidate>, Vec<Candidate>) =
+            history.into_iter().partition(|c| c.addr.is_ipv6());
+        let mut hist = interleave(h6, h4, true);
+        hist.reverse();
+        let (mut n6, mut n4): (Vec<Candidate>, Vec<Candidate>) =
+            new.into_iter().partition(|c| c.addr.is_ipv6());
+        n6.reverse();
+        n4.reverse();
+        let mut out = Vec::new();
+        let mut v6_turn = true;
+        while !(hist.is_empty() && n6.is_empty() && n4.is_empty()) {
+            let new_fam = if v6_turn { &mut n6 } else { &mut n4 };
+            let hist_front_matches = hist.last().is_some_and(|c| c.addr.is_ipv6() == v6_turn);
+            if hist_front_matches {
+                let (h, n) = (hist.len(), new_fam.len());
+                let take_hist = n == 0 || rng.gen_range(0..h + n) < h;
+                let c = if take_hist { hist.pop() } else { new_fam.pop() };
+                out.extend(c);
+            } else if let Some(c) = new_fam.pop() {
+                out.push(c);
+            }
+            v6_turn = !v6_turn;
+        }
+        out
+    }
+
+    /// The persisted form of every network's records.
+    pub(crate) fn state(&self) -> RankingState {
+        let networks = self
+            .nets
+            .iter()
+            .filter(|(_, recs)| !recs.is_empty())
+            .map(|(label, recs)| NetworkRecords {
+                label: label.clone(),
+                addrs: recs
+                    .iter()
+                    .map(|(addr, r)| AddrRecord {
+                        addr: *addr,
+                        history: r.history,
+                        successes: r.successes,
+                        failures: r.failures,
+                        rtt_ms: r
+                            .rtt
+                            .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u32),
+                    })
+                    .collect(),
+            })
+            .collect();
+        RankingState {
+            version: RankingState::VERSION,
+            saved_at_unix: None,
+            networks,
+        }
+    }
+
+    /// Replaces every record with `state`'s. Restored records are not banned until a new
+    /// failure; the 8-bit register is folded from the 64-bit history, one bit per byte
+    /// ("any failure in that byte", §11.4).
+    pub(crate) fn restore(&mut self, state: &RankingState) {
+        self.nets.clear();
+        for net in &state.networks {
+            let recs = self.nets.entry(net.label.clone()).or_default();
+            for a in &net.addrs {
+                let mut recent = 0u8;
+                for byte in 0..8 {
+                    if (a.history >> (byte * 8)) & 0xFF != 0 {
+                        recent |= 1 << byte;
+                    }
+                }
+                recs.insert(
+                    a.addr,
+                    Record {
+                        recent,
+                        history: a.history,
+                        successes: a.successes,
+                        failures: a.failures,
+                        rtt: a.rtt_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+                        last_fail: None,
+                        last_success: None,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Record {
+    fn trailing_failures(&self) -> u32 {
+        self.recent.trailing_ones()
+    }
+
+    /// §11.2: 6 min, plus 6 min per trailing consecutive failure beyond 3, at most 30 min.
+    fn ban_time(&self) -> Duration {
+        let extra = self.trailing_failures().saturating_sub(3).min(4);
+        BAN_STEP * (1 + extra)
+    }
+
+    fn is_banned(&self, now: Instant) -> bool {
+        self.recent.count_ones() >= BAN_FAILURES
+            && self
+                .last_fail
+                .is_some_and(|t| now.saturating_duration_since(t) < self.ban_time())
+    }
+}
+
+/// The persisted IP ranking: every network's per-address history. Versioned; a driver
+/// stores it with [`to_json`](Self::to_json) and reads it back with
+/// [`from_json`](Self::from_json), which refuses another version.
+///
+/// ```
+/// use phobos_stn_proto::RankingState;
+///
+/// let state = RankingState::default();
+/// let text = state.to_json();
+/// assert_eq!(RankingState::from_json(&text).unwrap(), state);
+/// assert!(RankingState::from_json("{").is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RankingState {
+    /// The format version ([`RankingState::VERSION`]).
+    pub version: u32,
+    /// When it was saved (seconds since the Unix epoch), set by the driver (the core reads
+    /// no clock). Records older than a day are dropped on load (§11.4).
+    pub saved_at_unix: Option<u64>,
+    /// Records per network label.
+    pub networks: Vec<NetworkRecords>,
+}
+
+/// The records of one network (Mars's `<record netinfo="LABEL">`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecords {
+    /// The network label given to [`Engine::set_network`](crate::Engine::set_network).
+    pub label: String,
+    /// One entry per IP:port.
+    pub addrs: Vec<AddrRecord>,
+}
+
+/// The persisted record of one IP:port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrRecord {
+    /// The address.
+    pub addr: IpPort,
+    /// The last 64 recorded outcomes, newest in bit 0; 1 = failure.
+    pub history: u64,
+    /// Recorded successes.
+    pub successes: u32,
+    /// Recorded failures.
+    pub failures: u32,
+    /// The last connect time, in milliseconds.
+    pub rtt_ms: Option<u32>,
+}
+
+/// Why a persisted [`RankingState`] was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RankingStateError {
+    /// Not a ranking state (not JSON, or the wrong shape).
+    #[error("malformed ranking state: {0}")]
+    Malformed(String),
+    /// Written by another format version.
+    #[error("ranking state version {found}, expected {expected}")]
+    Version {
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+}
+
+impl RankingState {
+    /// The format version this build writes and reads.
+    pub const VERSION: u32 = 1;
+
+    /// The state as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs of numbers and strings cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Reads a state written by [`to_json`](Self::to_json).
+    ///
+    /// # Errors
+    ///
+    /// [`RankingStateError::Version`] for another format version, else
+    /// [`RankingStateError::Malformed`] when the text is not a ranking state.
+    pub fn from_json(text: &str) -> Result<Self, RankingStateError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let v: Versioned =
+            serde_json::from_str(text).map_err(|e| RankingStateError::Malformed(e.to_string()))?;
+        if v.version != Self::VERSION {
+            return Err(RankingStateError::Version {
+                found: v.version,
+                expected: Self::VERSION,
+            });
+        }
+        serde_json::from_str(text).map_err(|e| RankingStateError::Malformed(e.to_string()))
+    }
+
+    /// Whether the state is too old to use at `now_unix` (saved a day or more ago, or in the
+    /// future; §11.4). A state without a save time is never expired.
+    pub fn is_expired(&self, now_unix: u64) -> bool {
+        self.saved_at_unix
+            .is_some_and(|t| t > now_unix || now_unix - t >= RECORD_MAX_AGE_SECS)
+    }
+}
+
+impl Default for RankingState {
+    fn default() -> Self {
+        RankingState {
+            version: Self::VERSION,
+            saved_at_unix: None,
+            networks: Vec::new(),
+        }
+    }
+}
+
+/// Sort key of the Phobos order (lower is better).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RankKey {
+    failures: u32,
+    last_fail: Option<Instant>,
+    no_success: bool,
+    rtt: Duration,
+}
+
+/// Each address with its own port, or with every port (§10.6); duplicates dropped.
+fn expand(list: &[ResolvedAddr], ports: &[u16]) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    for r in list {
+        let ports: &[u16] = match &r.port {
+            Some(p) => std::slice::from_ref(p),
+            None => ports,
+        };
+        for &port in ports {
+            let addr = IpPort::new(r.ip, port);
+            if !out.iter().any(|c| c.addr == addr) {
+                out.push(Candidate {
+                    addr,
+                    source: r.source,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// §11.3 step 3: where an item repeats the previous item's IP, swap in the next later item
+/// with another IP (stop if there is none).
+fn decluster(mut items: Vec<Candidate>) -> Vec<Candidate> {
+    for i in 1..items.len() {
+        if items[i].addr.ip != items[i - 1].addr.ip {
+            continue;
+        }
+        let prev = items[i - 1].addr.ip;
+        match (i + 1..items.len()).find(|&j| items[j].addr.ip != prev) {
+            Some(j) => items.swap(i, j),
+            None => break,
+        }
+    }
+    items
+}
+
+/// RFC 8305 §4 with a first address family count of 1: alternate families, starting with
+/// the family of the first item, each family keeping its order.
+fn interleave_families(items: Vec<Candidate>) -> Vec<Candidate> {
+    let Some(first) = items.first() else {
+        return items;
+    };
+    let v6_first = first.addr.is_ipv6();
+    let (v6, v4): (Vec<Candidate>, Vec<Candidate>) =
+        items.into_iter().partition(|c| c.addr.is_ipv6());
+    interleave(v6, v4, v6_first)
+}
+
+/// Alternates `v6` and `v4` starting with `v6` when `v6_first`; leftovers appended.
+fn interleave(v6: Vec<Candidate>, v4: Vec<Candidate>, v6_first: bool) -> Vec<Candidate> {
+    let (a, b) = if v6_first { (v6, v4) } else { (v4, v6) };
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    loop {
+        let x = a.next();
+        let y = b.next();
+        if x.is_none() && y.is_none() {
+            return out;
+        }
+        out.extend(x);
+        out.extend(y);
+    }
+}
+
+/// A success (or a failure) is recorded at most once per this interval per address.
+const RECORD_RATE_LIMIT: Duration = Duration::from_millis(10_000);
+/// Failures among the last 8 recorded outcomes that ban an address.
+const BAN_FAILURES: u32 = 3;
+/// Ban time step (6 min).
+const BAN_STEP: Duration = Duration::from_secs(6 * 60);
+/// Persisted records older than this are dropped (Mars: 86 400 s).
+const RECORD_MAX_AGE_SECS: u64 = 86_400;
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn v4(last: u8, port: u16) -> IpPort {
+        IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), port)
+    }
+
+    fn v6(last: u16, port: u16) -> IpPort {
+        IpPort::new(
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last)),
+            port,
+        )
+    }
+
+    fn dns(addrs: &[IpPort]) -> Vec<ResolvedAddr> {
+        addrs
+            .iter()
+            .map(|a| ResolvedAddr {
+                ip: a.ip,
+                port: Some(a.port),
+                source: AddrSource::NewDns,
+            })
+            .collect()
+    }
+
+    fn rules(profile: ConnectProfile) -> PlanRules<'static> {
+        PlanRules {
+            profile,
+            ports: &[],
+            room: 5,
+            active: true,
+        }
+    }
+
+    fn addrs(plan: &[Candidate]) -> Vec<IpPort> {
+        plan.iter().map(|c| c.addr).collect()
+    }
+
+    #[test]
+    fn three_failures_ban_for_six_minutes_and_longer_runs_for_longer() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("wifi");
+        let a = v4(1, 80);
+        let s = Duration::from_secs;
+        r.record(t0, a, false, None);
+        r.record(t0 + s(11), a, false, None);
+        assert!(!r.is_banned(t0 + s(11), &a));
+        // Within the rate limit: not recorded.
+        r.record(t0 + s(15), a, false, None);
+        assert!(!r.is_banned(t0 + s(15), &a));
+        r.record(t0 + s(22), a, false, None);
+        assert!(r.is_banned(t0 + s(22), &a));
+        assert_eq!(r.ban_ends(t0 + s(22), &a), Some(t0 + s(22 + 360)));
+        assert!(!r.is_banned(t0 + s(22 + 360), &a), "the ban expires");
+        // Two more consecutive failures: 5 trailing → 18 min.
+        r.record(t0 + s(400), a, false, None);
+        r.record(t0 + s(411), a, false, None);
+        assert_eq!(r.ban_ends(t0 + s(411), &a), Some(t0 + s(411 + 18 * 60)));
+        // Many more: capped at 30 min.
+        for i in 0..6 {
+            r.record(t0 + s(500 + 11 * i), a, false, None);
+        }
+        let last = t0 + s(500 + 55);
+        assert_eq!(r.ban_ends(last, &a), Some(last + s(30 * 60)));
+        // A network change lifts the ban.
+        r.set_network("mobile");
+        r.set_network("wifi");
+        assert!(!r.is_banned(last, &a));
+    }
+
+    #[test]
+    fn banned_addresses_leave_the_plan_but_backups_stay() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("n");
+        let bad = v4(1, 80);
+        for i in 0..3 {
+            r.record(t0 + Duration::from_secs(11 * i), bad, false, None);
+        }
+        let now = t0 + Duration::from_secs(30);
+        let answers = Answers {
+            hosts: vec![dns(&[bad, v4(2, 80)])],
+            backups: vec![ResolvedAddr {
+                ip: bad.ip,
+                port: Some(81),
+                source: AddrSource::Backup,
+            }],
+            debug: vec![],
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for p in [ConnectProfile::Phobos, ConnectProfile::MarsClassic] {
+            let plan = r.plan(&answers, rules(p), now, &mut rng);
+            assert_eq!(addrs(&plan), vec![v4(2, 80), v4(1, 81)], "{p:?}");
+            assert_eq!(plan[1].source, AddrSource::Backup);
+        }
+    }
+
+    #[test]
+    fn phobos_ranks_by_failures_then_success_then_rtt() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("n");
+        let (fast, slow, flaky, fresh) = (v4(1, 80), v4(2, 80), v4(3, 80), v4(4, 80));
+        r.record(t0, fast, true, Some(Duration::from_millis(20)));
+        r.record(t0, slow, true, Some(Duration::from_millis(200)));
+        r.record(t0, flaky, true, Some(Duration::from_millis(5)));
+        r.record(t0 + Duration::from_secs(1), flaky, false, None);
+        let answers = Answers {
+            hosts: vec![dns(&[flaky, fresh, slow, fast])],
+            ..Answers::default()
+        };
+        for seed in 0..20 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let plan = r.plan(&answers, rules(ConnectProfile::Phobos), t0, &mut rng);
+            assert_eq!(addrs(&plan), vec![fast, slow, fresh, flaky]);
+        }
+    }
+
+    #[test]
+    fn equals_are_spread_at_random_yet_replayable() {
+        let t0 = crate::tests::epoch::epoch();
+        let r = Ranking::new("n");
+        let list: Vec<IpPort> = (1..=5).map(|i| v4(i, 80)).collect();
+        let answers = Answers {
+            hosts: vec![dns(&list)],
+            ..Answers::default()
+        };
+        let plan_with = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            addrs(&r.plan(&answers, rules(ConnectProfile::Phobos), t0, &mut rng))
+        };
+        assert_eq!(plan_with(7), plan_with(7), "same seed, same order");
+        let firsts: std::collections::BTreeSet<IpPort> = (0..50).map(|s| plan_with(s)[0]).collect();
+        assert_eq!(firsts.len(), 5, "every equal address gets to go first");
+    }
+
+    #[test]
+    fn phobos_interleaves_families_and_spreads_one_ip_apart() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("n");
+        let good6 = v6(1, 80);
+        r.record(t0, good6, true, Some(Duration::from_millis(10)));
+        let answers = Answers {
+            hosts: vec![vec![
+                ResolvedAddr {
+                    ip: good6.ip,
+                    port: None,
+                    source: AddrSource::SystemDns,
+                },
+                ResolvedAddr {
+                    ip: v6(2, 0).ip,
+                    port: None,
+                    source: AddrSource::SystemDns,
+                },
+                ResolvedAddr {
+                    ip: v4(1, 0).ip,
+                    port: None,
+                    source: AddrSource::SystemDns,
+                },
+            ]],
+            ..Answers::default()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let rules = PlanRules {
+            ports: &[80, 443],
+            room: 6,
+            ..rules(ConnectProfile::Phobos)
+        };
+        let plan = addrs(&r.plan(&answers, rules, t0, &mut rng));
+        assert_eq!(plan.len(), 6);
+        assert_eq!(plan[0], good6, "the best address first");
+        let families: Vec<bool> = plan.iter().map(|a| a.is_ipv6()).collect();
+        assert_eq!(
+            families,
+            vec![true, false, true, false, true, true],
+            "families alternate while both last: {plan:?}"
+        );
+        let v6: Vec<IpAddr> = plan.iter().filter(|a| a.is_ipv6()).map(|a| a.ip).collect();
+        for w in v6.windows(2) {
+            assert_ne!(w[0], w[1], "one IP's ports are spread apart: {plan:?}");
+        }
+    }
+
+    #[test]
+    fn list_size_follows_mars_active_and_inactive_rules() {
+        let t0 = crate::tests::epoch::epoch();
+        let r = Ranking::new("n");
+        let ip = |i: u8| ResolvedAddr {
+            ip: v4(i, 0).ip,
+            port: None,
+            source: AddrSource::NewDns,
+        };
+        let backup = ResolvedAddr {
+            ip: v4(99, 0).ip,
+            port: None,
+            source: AddrSource::Backup,
+        };
+        // §10.3 example: 1 host, 2 ports, 3 IPs → 5 DNS items + 1 backup.
+        let answers = Answers {
+            hosts: vec![vec![ip(1), ip(2), ip(3)]],
+            backups: vec![backup],
+            debug: vec![],
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for p in [ConnectProfile::Phobos, ConnectProfile::MarsClassic] {
+            let rules = PlanRules {
+                ports: &[80, 443],
+                ..rules(p)
+            };
+            let plan = r.plan(&answers, rules, t0, &mut rng);
+            assert_eq!(plan.len(), 6, "{p:?}");
+            assert_eq!(plan[5].source, AddrSource::Backup);
+            assert!(plan[..5].iter().all(|c| c.source == AddrSource::NewDns));
+            // Inactive: 4 DNS items, then backups fill to 5.
+            let inactive = PlanRules {
+                active: false,
+                ..rules
+            };
+            let plan = r.plan(&answers, inactive, t0, &mut rng);
+            assert_eq!(plan.len(), 5);
+            assert_eq!(plan[4].source, AddrSource::Backup);
+        }
+        // Two hosts, inactive: 2 + 2 DNS items.
+        let answers = Answers {
+            hosts: vec![vec![ip(1), ip(2), ip(3)], vec![ip(4), ip(5), ip(6)]],
+            ..Answers::default()
+        };
+        let rules = PlanRules {
+            ports: &[80],
+            active: false,
+            ..rules(ConnectProfile::Phobos)
+        };
+        let plan = r.plan(&answers, rules, t0, &mut rng);
+        assert_eq!(plan.len(), 4);
+        let first_host = plan.iter().filter(|c| c.addr.ip <= v4(3, 0).ip).count();
+        assert_eq!(first_host, 2);
+        // A debug list is used alone, in order.
+        let answers = Answers {
+            debug: dns(&[v4(9, 1), v4(8, 1)]),
+            hosts: vec![vec![ip(1)]],
+            backups: vec![backup],
+        };
+        let plan = r.plan(&answers, rules, t0, &mut rng);
+        assert_eq!(addrs(&plan), vec![v4(9, 1), v4(8, 1)]);
+    }
+
+    #[test]
+    fn mars_order_puts_history_by_failures_and_alternates_v6_first() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("n");
+        let (h1, h2) = (v4(1, 80), v4(2, 80));
+        r.record(t0, h1, false, None);
+        r.record(t0, h2, true, None);
+        let answers = Answers {
+            hosts: vec![dns(&[h1, h2, v6(1, 80), v6(2, 80)])],
+            ..Answers::default()
+        };
+        for seed in 0..20 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let plan = addrs(&r.plan(&answers, rules(ConnectProfile::MarsClassic), t0, &mut rng));
+            assert_eq!(plan.len(), 4);
+            assert!(plan[0].is_ipv6(), "v6 turn first: {plan:?}");
+            let p1 = plan.iter().position(|a| *a == h1).unwrap();
+            let p2 = plan.iter().position(|a| *a == h2).unwrap();
+            assert!(p2 < p1, "fewer failures first: {plan:?}");
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_restored_records_are_not_banned() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("wifi_home");
+        let a = v4(1, 80);
+        for i in 0..3 {
+            r.record(t0 + Duration::from_secs(11 * i), a, false, None);
+        }
+        r.record(t0, v4(2, 80), true, Some(Duration::from_millis(42)));
+        let now = t0 + Duration::from_secs(30);
+        assert!(r.is_banned(now, &a));
+        let state = r.state();
+        let text = state.to_json();
+        let back = RankingState::from_json(&text).unwrap();
+        assert_eq!(back, state);
+        let mut r2 = Ranking::new("wifi_home");
+        r2.restore(&back);
+        assert!(
+            !r2.is_banned(now, &a),
+            "restored records carry no failure instant"
+        );
+        assert_eq!(
+            r2.get(&a).unwrap().recent.count_ones(),
+            1,
+            "folded per byte"
+        );
+        assert_eq!(r2.rtt(&v4(2, 80)), Some(Duration::from_millis(42)));
+        assert_eq!(r2.state(), state);
+        let wrong = text.replace("\"version\": 1", "\"version\": 9");
+        assert_eq!(
+            RankingState::from_json(&wrong),
+            Err(RankingStateError::Version {
+                found: 9,
+                expected: 1
+            })
+        );
+        assert!(matches!(
+            RankingState::from_json("not json"),
+            Err(RankingStateError::Malformed(_))
+        ));
+        let mut old = state.clone();
+        old.saved_at_unix = Some(1_000);
+        assert!(!old.is_expired(1_000 + 86_399));
+        assert!(old.is_expired(1_000 + 86_400));
+        assert!(old.is_expired(999));
+    }
+}

@@ -1,0 +1,535 @@
+//! Short-link scenarios (spec §8), driven by hand in virtual time: the test plays the
+//! driver, answering `ShortConnect`, `Resolve` and `HttpExchange` itself.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use phobos_plugin_api::{AddrSource, CmdId, IpPort, LinkPurpose, ResolvedAddr, TaskId};
+
+use super::epoch::epoch;
+use super::harness::config_with;
+use crate::{
+    Action, ChannelSelect, ConnId, DialError, Engine, ErrorKind, Event, ExchangeError, HttpFailure,
+    HttpRequest, HttpResponse, LocalError, SocketFailure, TaskEnd, TaskError, TaskSpec,
+    TimeoutLevel,
+};
+
+/// The engine plus the actions and events it produced, in virtual time.
+struct Drive {
+    engine: Engine,
+    t0: Instant,
+    now: Instant,
+    actions: Vec<Action>,
+    events: Vec<Event>,
+}
+
+impl Drive {
+    fn new() -> Self {
+        let t0 = epoch();
+        let long = IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 8080);
+        let engine = Engine::new(config_with(&[long]).build().unwrap(), t0).unwrap();
+        Drive {
+            engine,
+            t0,
+            now: t0,
+            actions: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(a) = self.engine.poll_action() {
+            self.actions.push(a);
+        }
+        while let Some(e) = self.engine.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn start(&mut self, spec: TaskSpec) -> TaskId {
+        let id = self.engine.start_task(self.now, spec);
+        self.drain();
+        id
+    }
+
+    /// Moves time to `at`, firing every deadline on the way.
+    fn advance_to(&mut self, at: Instant) {
+        while let Some(d) = self.engine.poll_timeout().filter(|d| *d <= at) {
+            self.now = d.max(self.now);
+            self.engine.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = at.max(self.now);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.advance_to(self.now + by);
+    }
+
+    /// The `ShortConnect` actions so far, oldest first, taken out.
+    fn connects(&mut self) -> Vec<(ConnId, IpPort, String)> {
+        let mut out = Vec::new();
+        self.actions.retain(|a| match a {
+            Action::ShortConnect {
+                attempt,
+                addr,
+                host,
+                ..
+            } => {
+                out.push((*attempt, *addr, host.clone()));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    /// The `HttpExchange` actions so far, taken out.
+    fn exchanges(&mut self) -> Vec<(ConnId, HttpRequest)> {
+        let mut out = Vec::new();
+        self.actions.retain(|a| match a {
+            Action::HttpExchange { conn, request, .. } => {
+                out.push((*conn, request.clone()));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    fn aborted(&self, conn: ConnId) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Abort { attempt } if *attempt == conn))
+    }
+
+    fn connected(&mut self, conn: ConnId) {
+        self.engine.handle_connected(self.now, conn);
+        self.drain();
+    }
+
+    fn respond(&mut self, conn: ConnId, status: u16, body: &'static [u8]) {
+        self.engine
+            .handle_http_progress(self.now, conn, 64 + body.len());
+        self.engine.handle_http_response(
+            self.now,
+            conn,
+            HttpResponse {
+                status,
+                headers: vec![("content-length".into(), body.len().to_string())],
+                body: Bytes::from_static(body),
+            },
+        );
+        self.drain();
+    }
+
+    fn end(&self, id: TaskId) -> Option<&TaskEnd> {
+        self.events.iter().find_map(|e| match e {
+            Event::TaskEnded(end) if end.id == id => Some(end),
+            _ => None,
+        })
+    }
+
+    fn retries(&self, id: TaskId) -> Vec<TaskError> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::TaskRetrying { id: i, error, .. } if *i == id => Some(error.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn first_packet_timeout(&self) -> Duration {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::TaskSent {
+                    first_packet_timeout,
+                    ..
+                } => Some(*first_packet_timeout),
+                _ => None,
+            })
+            .expect("a request was sent")
+    }
+}
+
+fn addr(last: u8) -> IpPort {
+    IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), 80)
+}
+
+fn short_task(hosts: &[&str]) -> TaskSpec {
+    TaskSpec::new(CmdId(0), &b"hello"[..])
+        .with_channel(ChannelSelect::Short)
+        .with_short_link("/cgi-bin/x", hosts.iter().copied())
+}
+
+#[test]
+fn a_short_task_posts_the_codec_shaped_request_and_ends_with_the_body() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_header("X-Trace", "7"));
+    let connects = d.connects();
+    assert_eq!(connects.len(), 1);
+    let (conn, a, host) = connects[0].clone();
+    assert_eq!((a, host.as_str()), (addr(1), "10.0.0.1:80"));
+    d.now += Duration::from_millis(30);
+    d.connected(conn);
+    let (xconn, req) = d.exchanges().pop().expect("exchange asked for");
+    assert_eq!(xconn, conn);
+    assert_eq!(req.path, "/cgi-bin/x");
+    assert_eq!(&req.body[..], b"hello");
+    let names: Vec<&str> = req.headers.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "Accept",
+            "Cache-Control",
+            "Connection",
+            "Content-Length",
+            "Content-Type",
+            "Host",
+            "User-Agent",
+            "X-Trace"
+        ]
+    );
+    assert_eq!(req.header("host"), Some("10.0.0.1:80"));
+    assert_eq!(req.header("content-length"), Some("5"));
+    d.now += Duration::from_millis(40);
+    d.respond(conn, 200, b"pong");
+    let end = d.end(id).expect("ended");
+    assert_eq!(&end.outcome.as_ref().unwrap().body[..], b"pong");
+    let p = &end.profile;
+    assert_eq!(p.attempts, 1);
+    assert_eq!(p.addr, Some(addr(1)));
+    assert_eq!(p.link.as_ref().map(|l| l.as_str()), Some(crate::SHORT_LINK));
+    assert_eq!(p.connect_end, Some(d.t0 + Duration::from_millis(30)));
+    assert_eq!(p.first_byte, Some(d.t0 + Duration::from_millis(70)));
+    assert_eq!(d.engine.task_count(), 0);
+    assert_eq!(d.engine.poll_timeout(), d.engine.next_timer().map(|t| t.0));
+}
+
+#[test]
+fn a_stalled_server_hits_the_first_packet_timeout_and_the_retry_uses_the_next_address() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80", "10.0.0.2:80"]));
+    let (conn, a, _) = d.connects()[0].clone();
+    assert_eq!(a, addr(1));
+    d.connected(conn);
+    assert_eq!(d.exchanges().len(), 1);
+    let sent = d.now;
+    let fp = d.first_packet_timeout();
+    assert_eq!(fp, Duration::from_millis(12_000), "Wi-Fi base, 5-byte body");
+    d.advance_to(sent + fp - Duration::from_millis(1));
+    assert!(d.retries(id).is_empty());
+    d.advance_to(sent + fp);
+    assert!(d.aborted(conn), "the stalled exchange is dropped");
+    assert_eq!(
+        d.retries(id),
+        vec![TaskError::Timeout(TimeoutLevel::FirstPacket)]
+    );
+    assert!(d.events.iter().any(|e| matches!(
+        e,
+        Event::AddrOutcome { addr: a, success: false, .. } if *a == addr(1)
+    )));
+    // After the 1 s retry pause the next attempt starts with the other address.
+    d.advance(Duration::from_millis(999));
+    assert!(d.connects().is_empty());
+    d.advance(Duration::from_millis(1));
+    let next = d.connects();
+    assert_eq!(next[0].1, addr(2), "switches to the next IP");
+    d.connected(next[0].0);
+    d.respond(next[0].0, 200, b"ok");
+    let end = d.end(id).unwrap();
+    assert!(end.outcome.is_ok());
+    assert_eq!(end.profile.attempts, 2);
+    assert_eq!(end.profile.addr, Some(addr(2)));
+}
+
+#[test]
+fn bytes_that_stop_arriving_hit_the_packet_to_packet_timeout() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(0));
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.advance(Duration::from_millis(500));
+    d.engine.handle_http_progress(d.now, conn, 100);
+    d.drain();
+    let last = d.now;
+    d.advance_to(last + Duration::from_millis(7_999));
+    assert!(d.end(id).is_none());
+    d.advance_to(last + Duration::from_millis(8_000));
+    let end = d.end(id).expect("ended");
+    assert_eq!(
+        end.outcome,
+        Err(TaskError::Timeout(TimeoutLevel::PacketToPacket))
+    );
+    assert_eq!(end.profile.received_bytes, 100);
+    assert!(d.aborted(conn));
+}
+
+#[test]
+fn a_5xx_status_is_retried_then_ends_as_an_http_error() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80"]));
+    for round in 0..2 {
+        if round == 1 {
+            d.advance(Duration::from_secs(1));
+        }
+        let (conn, ..) = d.connects()[0].clone();
+        d.connected(conn);
+        d.respond(conn, 503, b"busy");
+    }
+    let end = d.end(id).expect("ended after its one retry");
+    let err = end.outcome.clone().unwrap_err();
+    assert_eq!(err, TaskError::Http(HttpFailure::Status(503)));
+    assert_eq!(err.kind(), ErrorKind::Http);
+    assert_eq!(err.mars_code(), (5, 503));
+    assert_eq!(d.retries(id), vec![err]);
+}
+
+#[test]
+fn broken_responses_end_with_their_typed_errors() {
+    let cases = [
+        (
+            ExchangeError::Http(HttpFailure::BadStatusLine),
+            TaskError::Http(HttpFailure::BadStatusLine),
+            (5, -10195),
+        ),
+        (
+            ExchangeError::Http(HttpFailure::BodyTooLarge { limit: 10 }),
+            TaskError::Http(HttpFailure::BodyTooLarge { limit: 10 }),
+            (5, -10194),
+        ),
+        (
+            ExchangeError::Closed(crate::CloseCause::RemoteClosed),
+            TaskError::Socket(SocketFailure::RemoteClosed),
+            (4, -10090),
+        ),
+    ];
+    for (reported, want, mars) in cases {
+        let mut d = Drive::new();
+        let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(0));
+        let (conn, ..) = d.connects()[0].clone();
+        d.connected(conn);
+        d.engine.handle_http_failed(d.now, conn, reported);
+        d.drain();
+        let end = d.end(id).expect("ended");
+        assert_eq!(end.outcome, Err(want.clone()));
+        assert_eq!(want.mars_code(), mars);
+    }
+    // A request the driver cannot write is not retried.
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80"]));
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.engine
+        .handle_http_failed(d.now, conn, ExchangeError::Request);
+    d.drain();
+    assert_eq!(
+        d.end(id).unwrap().outcome.clone().unwrap_err().kind(),
+        ErrorKind::Codec
+    );
+}
+
+#[test]
+fn a_refused_address_falls_through_the_race_within_one_attempt() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80", "10.0.0.2:80"]));
+    let first = d.connects()[0].clone();
+    d.engine
+        .handle_connect_failed(d.now, first.0, DialError::Refused);
+    d.drain();
+    let second = d.connects();
+    assert_eq!(
+        second[0].1,
+        addr(2),
+        "nothing in flight: the next address starts at once"
+    );
+    d.connected(second[0].0);
+    d.respond(second[0].0, 200, b"ok");
+    let end = d.end(id).unwrap();
+    assert!(end.outcome.is_ok());
+    assert_eq!(end.profile.attempts, 1);
+}
+
+#[test]
+fn every_address_refused_ends_with_a_dial_error_after_the_retries() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(1));
+    for round in 0..2 {
+        if round == 1 {
+            d.advance(Duration::from_secs(1));
+        }
+        let (conn, ..) = d.connects()[0].clone();
+        d.engine
+            .handle_connect_failed(d.now, conn, DialError::Refused);
+        d.drain();
+    }
+    let end = d.end(id).unwrap();
+    assert_eq!(end.outcome.clone().unwrap_err().kind(), ErrorKind::Dial);
+    assert_eq!(end.profile.attempts, 2);
+}
+
+#[test]
+fn a_silent_address_times_out_at_the_connect_timeout() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(0));
+    let (conn, ..) = d.connects()[0].clone();
+    d.advance(Duration::from_millis(9_999));
+    assert!(d.end(id).is_none());
+    d.advance(Duration::from_millis(1));
+    assert!(d.aborted(conn));
+    assert_eq!(
+        d.end(id).unwrap().outcome,
+        Err(TaskError::Timeout(TimeoutLevel::Connect))
+    );
+}
+
+#[test]
+fn the_total_timeout_ends_a_running_exchange() {
+    let mut d = Drive::new();
+    let id = d.start(
+        short_task(&["10.0.0.1:80"])
+            .with_total_timeout(Duration::from_secs(5))
+            .with_server_cost(Duration::from_secs(30)),
+    );
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.advance(Duration::from_secs(5));
+    assert_eq!(
+        d.end(id).unwrap().outcome,
+        Err(TaskError::Timeout(TimeoutLevel::Total))
+    );
+    assert!(d.aborted(conn));
+    // A late answer for the aborted exchange is ignored.
+    d.respond(conn, 200, b"late");
+    assert_eq!(
+        d.events
+            .iter()
+            .filter(|e| matches!(e, Event::TaskEnded(_)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn names_are_resolved_through_the_chain_for_the_short_link() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["s.example:8081"]));
+    let resolve = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Resolve {
+                link,
+                host,
+                source,
+                purpose,
+            } => Some((link.clone(), host.clone(), *source, *purpose)),
+            _ => None,
+        })
+        .expect("resolution asked for");
+    assert_eq!(resolve.0.as_str(), format!("short#{}", id.0));
+    assert_eq!(resolve.1, "s.example");
+    assert_eq!(resolve.3, LinkPurpose::ShortLink);
+    let found = vec![ResolvedAddr {
+        ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+        port: None,
+        source: AddrSource::SystemDns,
+    }];
+    d.engine
+        .handle_resolved(d.now, &resolve.0, &resolve.1, resolve.2, Ok(found));
+    d.drain();
+    let (conn, a, host) = d.connects()[0].clone();
+    assert_eq!(a, IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)), 8081));
+    assert_eq!(host, "s.example:8081");
+    d.connected(conn);
+    let (_, req) = d.exchanges().pop().unwrap();
+    assert_eq!(req.header("Host"), Some("s.example:8081"));
+}
+
+#[test]
+fn an_empty_resolution_ends_with_no_address() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["s.example"]).with_retry_count(0));
+    let (link, host, source) = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Resolve {
+                link, host, source, ..
+            } => Some((link.clone(), host.clone(), *source)),
+            _ => None,
+        })
+        .unwrap();
+    d.engine
+        .handle_resolved(d.now, &link, &host, source, Ok(Vec::new()));
+    d.drain();
+    assert_eq!(
+        d.end(id).unwrap().outcome,
+        Err(TaskError::Dial(crate::DialFailure::NoAddress))
+    );
+}
+
+#[test]
+fn cancel_and_reset_end_short_tasks_once_and_abort_their_connections() {
+    let mut d = Drive::new();
+    let a = d.start(short_task(&["10.0.0.1:80"]));
+    let b = d.start(short_task(&["10.0.0.2:80"]));
+    let conns = d.connects();
+    d.connected(conns[0].0);
+    assert!(d.engine.cancel_task(d.now, a));
+    d.drain();
+    assert_eq!(d.end(a).unwrap().outcome, Err(TaskError::Canceled));
+    assert!(d.aborted(conns[0].0));
+    d.engine.reset(d.now);
+    d.drain();
+    assert_eq!(
+        d.end(b).unwrap().outcome,
+        Err(TaskError::Local(LocalError::Reset))
+    );
+    assert!(d.aborted(conns[1].0));
+    assert_eq!(d.engine.task_count(), 0);
+    assert_eq!(d.engine.poll_timeout(), d.engine.next_timer().map(|t| t.0));
+}
+
+#[test]
+fn either_goes_short_while_the_long_link_is_down() {
+    let mut d = Drive::new();
+    let id = d.start(
+        TaskSpec::new(CmdId(9), &b"x"[..])
+            .with_channel(ChannelSelect::Either)
+            .with_short_link("/cgi-bin/y", ["10.0.0.3:80"]),
+    );
+    assert_eq!(
+        d.connects()[0].1,
+        IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)), 80)
+    );
+    assert!(d.engine.has_task(id));
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Connect { .. })),
+        "the long link is not asked for"
+    );
+}
+
+#[test]
+fn a_network_change_interrupts_the_exchange_and_retries() {
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80"]));
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.engine
+        .set_network(d.now, phobos_plugin_api::NetKind::Mobile, "cell");
+    d.drain();
+    assert!(d.aborted(conn));
+    assert_eq!(
+        d.retries(id),
+        vec![TaskError::Local(LocalError::Interrupted)]
+    );
+    d.advance(Duration::from_secs(1));
+    assert_eq!(d.connects().len(), 1, "retried after the pause");
+}
