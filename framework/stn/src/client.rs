@@ -157,6 +157,9 @@ impl Client {
         let (links, _) = broadcast::channel(LINK_EVENT_BUFFER);
         let statuses = Arc::new(Mutex::new(HashMap::new()));
         let (weak_pushes, weak_links) = (pushes.downgrade(), links.downgrade());
+        if config.watches_network_changes() {
+            crate::netwatch::spawn_client_watcher(commands.downgrade(), links.subscribe());
+        }
         let outputs = driver::Outputs {
             pushes,
             links,

@@ -32,6 +32,7 @@ pub struct ClientConfig {
     connector: Arc<dyn Connector>,
     watchdog_threshold: Duration,
     heartbeat_state: Option<PathBuf>,
+    watch_network: bool,
     ranking_state: Option<PathBuf>,
 }
 
@@ -42,6 +43,7 @@ pub struct ClientConfigBuilder {
     connector: Arc<dyn Connector>,
     watchdog_threshold: Duration,
     heartbeat_state: Option<PathBuf>,
+    watch_network: bool,
     ranking_state: Option<PathBuf>,
     /// Which sources were added with [`ClientConfigBuilder::backup_ip_source`].
     backup_sources: Vec<bool>,
@@ -57,6 +59,7 @@ impl ClientConfig {
             connector: Arc::new(TcpConnector::new()),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
             heartbeat_state: None,
+            watch_network: false,
             ranking_state: None,
             backup_sources: Vec::new(),
         }
@@ -90,6 +93,7 @@ impl ClientConfig {
             connector: Arc::new(TcpConnector::new()),
             watchdog_threshold: DEFAULT_WATCHDOG_THRESHOLD,
             heartbeat_state: None,
+            watch_network: false,
             ranking_state: None,
         }
     }
@@ -112,6 +116,12 @@ impl ClientConfig {
     /// Where the heartbeat policy's state is kept, if anywhere.
     pub fn heartbeat_state_file(&self) -> Option<&Path> {
         self.heartbeat_state.as_deref()
+    }
+
+    /// Whether the client watches the OS for network changes (see
+    /// [`ClientConfigBuilder::watch_network_changes`]).
+    pub fn watches_network_changes(&self) -> bool {
+        self.watch_network
     }
 
     /// Where the IP ranking (per-address history) is kept, if anywhere.
@@ -238,6 +248,18 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Watches the OS for network changes (Linux: netlink address and route notifications,
+    /// debounced; see [`netwatch`](crate::netwatch)) and reacts as to
+    /// [`Client::set_network`](crate::Client::set_network) with the watcher's kind
+    /// ([`NetKind::Other`](phobos_plugin_api::NetKind::Other), or `None` without a default
+    /// route) and an address-set label. Default off: apps that know the network kind (Wi-Fi or
+    /// mobile) call `set_network` themselves. Elsewhere than Linux it logs a warning and does
+    /// nothing.
+    pub fn watch_network_changes(mut self, watch: bool) -> Self {
+        self.watch_network = watch;
+        self
+    }
+
     /// Chooses how connect cycles order and race addresses: [`ConnectProfile::Phobos`] (the
     /// default, RFC 8305-style) or [`ConnectProfile::MarsClassic`] (Mars's 2.5 s stagger,
     /// 3 concurrent attempts, 10 s connect timeout and Mars's address order).
@@ -291,6 +313,7 @@ impl ClientConfigBuilder {
             connector: self.connector,
             watchdog_threshold: self.watchdog_threshold,
             heartbeat_state: self.heartbeat_state,
+            watch_network: self.watch_network,
             ranking_state: self.ranking_state,
         })
     }

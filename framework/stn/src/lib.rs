@@ -84,6 +84,7 @@ mod config;
 mod connector;
 mod driver;
 pub mod metrics;
+pub mod netwatch;
 mod short;
 mod tls;
 mod watchdog;

@@ -1,0 +1,285 @@
+//! The netlink network watcher, in a network namespace each test creates (`ip netns add`),
+//! with a veth pair inside it. The watcher binds on a thread that has entered the namespace
+//! (`setns`), so the root namespace's interfaces are never touched. Needs root (CI is root);
+//! skipped with a printed reason otherwise.
+#![cfg(target_os = "linux")]
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sched::{setns, CloneFlags};
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::NetKind;
+use phobos_stn::netwatch::{NetChange, NetEvent, NetWatchConfig, NetWatcher};
+use phobos_stn::{Client, ClientConfig, LinkError, LinkStatus};
+use phobos_test_support::MockLongLinkServer;
+
+/// A network namespace, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// A fresh namespace with `lo` up and a veth pair `v0`/`v1` up, or `None` (with the
+    /// reason printed) when namespaces cannot be made here.
+    fn create() -> Option<Netns> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        if !is_root() {
+            println!("skipped: network namespaces need root");
+            return None;
+        }
+        let name = format!(
+            "phobos-nw-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let out = Command::new("ip").args(["netns", "add", &name]).output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                println!(
+                    "skipped: `ip netns add` failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                println!("skipped: cannot run `ip`: {e}");
+                return None;
+            }
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        ns.ip(&["link", "set", "v0", "up"]);
+        ns.ip(&["link", "set", "v1", "up"]);
+        Some(ns)
+    }
+
+    /// Runs `ip -n <ns> args…` and requires success.
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a thread inside the namespace, with a current-thread tokio runtime.
+    fn run<T: Send>(&self, f: impl AsyncFnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = File::open(&path).expect("open namespace");
+                setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(f())
+            })
+            .join()
+            .expect("namespace thread")
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn config() -> NetWatchConfig {
+    NetWatchConfig::default().debounce(Duration::from_millis(50))
+}
+
+/// Changes until one satisfies `done`; a hang guard (not a timing assertion) stops a broken
+/// watcher from blocking the suite.
+async fn until(w: &mut NetWatcher, mut done: impl FnMut(&NetChange) -> bool) -> Vec<NetChange> {
+    let mut seen = Vec::new();
+    loop {
+        let change = tokio::time::timeout(Duration::from_secs(30), w.next_change())
+            .await
+            .expect("no network change reported")
+            .expect("netlink read");
+        let stop = done(&change);
+        seen.push(change);
+        if stop {
+            return seen;
+        }
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn added(c: &NetChange, want: IpAddr) -> bool {
+    c.events
+        .iter()
+        .any(|e| matches!(e, NetEvent::AddressAdded(a) if a.addr == want))
+}
+
+fn removed(c: &NetChange, want: IpAddr) -> bool {
+    c.events
+        .iter()
+        .any(|e| matches!(e, NetEvent::AddressRemoved(a) if a.addr == want))
+}
+
+#[test]
+fn an_address_added_and_removed_in_the_namespace_is_reported() {
+    let Some(ns) = Netns::create() else { return };
+    ns.run(async || {
+        let mut w = NetWatcher::bind(config()).unwrap();
+        let a = ip("10.77.0.1");
+        assert!(w.state().addresses().all(|x| x.addr != a));
+        ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "v0"]);
+        let seen = until(&mut w, |c| added(c, a)).await;
+        let last = seen.last().unwrap();
+        let entry = last.state.addresses().find(|x| x.addr == a).unwrap();
+        assert_eq!(entry.prefix_len, 24);
+        // The prefix route comes with the address.
+        assert!(last
+            .state
+            .routes()
+            .any(|r| r.destination == Some(ip("10.77.0.0"))));
+
+        ns.ip(&["addr", "del", "10.77.0.1/24", "dev", "v0"]);
+        let seen = until(&mut w, |c| removed(c, a)).await;
+        assert!(seen.last().unwrap().state.addresses().all(|x| x.addr != a));
+        assert!(w.state().addresses().all(|x| x.addr != a));
+    });
+}
+
+#[test]
+fn the_initial_state_lists_existing_addresses_but_not_loopback() {
+    let Some(ns) = Netns::create() else { return };
+    ns.ip(&["addr", "add", "10.78.0.1/24", "dev", "v0"]);
+    ns.ip(&["addr", "add", "fd00:78::1/64", "dev", "v0", "nodad"]);
+    ns.run(async || {
+        let w = NetWatcher::bind(config()).unwrap();
+        let addrs: Vec<IpAddr> = w.state().addresses().map(|a| a.addr).collect();
+        assert!(addrs.contains(&ip("10.78.0.1")), "{addrs:?}");
+        assert!(addrs.contains(&ip("fd00:78::1")), "{addrs:?}");
+        assert!(addrs.iter().all(|a| !a.is_loopback()), "{addrs:?}");
+        // No default route yet: no network.
+        assert!(!w.state().is_available());
+        assert_eq!(w.state().net_kind(), NetKind::None);
+    });
+}
+
+#[test]
+fn a_burst_becomes_one_change() {
+    let Some(ns) = Netns::create() else { return };
+    ns.run(async || {
+        let mut w = NetWatcher::bind(config()).unwrap();
+        // All three are queued on the socket before the watcher reads: one debounced batch.
+        for a in ["10.79.0.1/24", "10.79.1.1/24", "10.79.2.1/24"] {
+            ns.ip(&["addr", "add", a, "dev", "v0"]);
+        }
+        let change = w.next_change().await.unwrap();
+        for a in ["10.79.0.1", "10.79.1.1", "10.79.2.1"] {
+            assert!(
+                added(&change, ip(a)),
+                "{a} missing from {:?}",
+                change.events
+            );
+        }
+    });
+}
+
+#[test]
+fn a_default_route_makes_the_network_available_and_changes_the_label() {
+    let Some(ns) = Netns::create() else { return };
+    ns.ip(&["addr", "add", "10.80.0.1/24", "dev", "v0"]);
+    ns.run(async || {
+        let mut w = NetWatcher::bind(config()).unwrap();
+        assert_eq!(w.state().label(), "none");
+        ns.ip(&["route", "add", "default", "via", "10.80.0.2", "dev", "v0"]);
+        let seen = until(&mut w, |c| c.state.is_available()).await;
+        let state = &seen.last().unwrap().state;
+        assert_eq!(state.net_kind(), NetKind::Other);
+        let label = state.label();
+        assert!(label.starts_with("net_"), "{label}");
+        let route = state.default_routes().next().unwrap();
+        assert_eq!(route.gateway, Some(ip("10.80.0.2")));
+
+        // Another address on the same network: a different label (a different address set).
+        ns.ip(&["addr", "add", "10.80.0.9/24", "dev", "v0"]);
+        let seen = until(&mut w, |c| added(c, ip("10.80.0.9"))).await;
+        assert_ne!(seen.last().unwrap().state.label(), label);
+
+        ns.ip(&["route", "del", "default"]);
+        let seen = until(&mut w, |c| !c.state.is_available()).await;
+        assert!(seen
+            .last()
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| matches!(e, NetEvent::RouteRemoved(r) if r.is_default())));
+        assert_eq!(w.state().net_kind(), NetKind::None);
+    });
+}
+
+#[test]
+fn a_watching_client_reconnects_when_the_namespace_network_changes() {
+    let Some(ns) = Netns::create() else { return };
+    ns.run(async || {
+        // The server listens on the namespace's own loopback.
+        let codec = Arc::new(MarsCodec::default());
+        let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+        let config = ClientConfig::builder(codec)
+            .link_addrs("default-longlink", [server.ip_port()])
+            .watch_network_changes(true)
+            .build()
+            .unwrap();
+        assert!(config.watches_network_changes());
+        let client = Client::start(config).unwrap();
+        client.set_foreground(true);
+        let mut events = client.link_events();
+        client.make_sure_connected("default-longlink");
+        server.wait_for_connections(1).await;
+
+        // A new address and default route: the watcher reports a new network, the link is
+        // dropped for it and comes back.
+        ns.ip(&["addr", "add", "10.81.0.1/24", "dev", "v0"]);
+        ns.ip(&["route", "add", "default", "via", "10.81.0.2", "dev", "v0"]);
+        let down = tokio::time::timeout(
+            Duration::from_secs(30),
+            events.wait_for("default-longlink", |e| {
+                e.reason == Some(LinkError::NetworkChange)
+            }),
+        )
+        .await
+        .expect("the network change reached the driver")
+        .unwrap();
+        assert!(!matches!(down.status, LinkStatus::Connected(_)), "{down:?}");
+        tokio::time::timeout(Duration::from_secs(30), server.wait_for_connections(2))
+            .await
+            .expect("the link reconnected");
+        client.shutdown().await;
+    });
+}
