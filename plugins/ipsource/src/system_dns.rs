@@ -14,8 +14,11 @@ use serde::{Deserialize, Serialize};
 /// (spec §10.4); with [`ipv4_only`](SystemDnsConfig::ipv4_only), IPv6 answers too. A host
 /// that is an IP literal (`10.0.0.1`, `::1`, `[::1]`) answers itself, under the same filter.
 ///
-/// It has no time limit of its own: the framework bounds every source in its chain (Mars:
-/// 2 s). It needs a tokio runtime; without one it fails with [`ResolveError::Failed`].
+/// A lookup taking longer than [`timeout_ms`](SystemDnsConfig::timeout_ms) (Mars: 1 s inside
+/// the chain's 2 s) ends with [`ResolveError::Timeout`] (the resolver thread finishes in the
+/// background); a name the resolver says does not exist gives [`ResolveError::NoSuchHost`];
+/// other resolver errors give [`ResolveError::Failed`]. It needs a tokio runtime; without one
+/// it fails with [`ResolveError::Failed`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SystemDns {
     config: SystemDnsConfig,
@@ -55,13 +58,38 @@ impl IpSource for SystemDns {
                         "system DNS needs a tokio runtime".to_owned(),
                     ));
                 }
-                tokio::net::lookup_host((host.trim(), 0))
-                    .await
-                    .map_err(|e| ResolveError::Failed(e.to_string()))?
-                    .map(|sa| sa.ip())
-                    .collect()
+                let host = host.trim().to_owned();
+                self.bounded(async move {
+                    tokio::net::lookup_host((host.as_str(), 0))
+                        .await
+                        .map(|addrs| addrs.map(|sa| sa.ip()).collect())
+                })
+                .await?
             }
         };
+        Ok(self.sanitised(ips))
+    }
+}
+
+impl SystemDns {
+    /// Runs `lookup` under the configured time limit and maps its error.
+    async fn bounded(
+        &self,
+        lookup: impl std::future::Future<Output = std::io::Result<Vec<IpAddr>>>,
+    ) -> Result<Vec<IpAddr>, ResolveError> {
+        let result = if self.config.timeout_ms == 0 {
+            lookup.await
+        } else {
+            let limit = std::time::Duration::from_millis(self.config.timeout_ms);
+            tokio::time::timeout(limit, lookup)
+                .await
+                .map_err(|_| ResolveError::Timeout)?
+        };
+        result.map_err(|e| lookup_error(&e))
+    }
+
+    /// The answers that pass [`keeps`](Self::keeps), deduplicated, tagged.
+    fn sanitised(&self, ips: Vec<IpAddr>) -> Vec<ResolvedAddr> {
         let mut out: Vec<ResolvedAddr> = Vec::with_capacity(ips.len());
         for ip in ips {
             if self.keeps(ip) && out.iter().all(|a| a.ip != ip) {
@@ -72,7 +100,7 @@ impl IpSource for SystemDns {
                 });
             }
         }
-        Ok(out)
+        out
     }
 }
 
@@ -83,14 +111,44 @@ impl IpSource for SystemDns {
 ///
 /// let c: SystemDnsConfig = serde_json::from_str(r#"{"allow_loopback": true}"#).unwrap();
 /// assert!(c.allow_loopback && !c.ipv4_only);
+/// assert_eq!(c.timeout_ms, 1000);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SystemDnsConfig {
     /// Keep loopback answers (Mars discards them). For tests and local development.
     pub allow_loopback: bool,
     /// Discard IPv6 answers (Mars asks for IPv4 only when the local stack has no IPv6).
     pub ipv4_only: bool,
+    /// The time limit of one lookup in milliseconds; 0 for none (the framework's per-source
+    /// limit still applies). Default 1000, Mars's `getaddrinfo` limit.
+    pub timeout_ms: u64,
+}
+
+impl Default for SystemDnsConfig {
+    fn default() -> Self {
+        SystemDnsConfig {
+            allow_loopback: false,
+            ipv4_only: false,
+            timeout_ms: 1000,
+        }
+    }
+}
+
+/// A resolver error as the chain sees it: glibc's "name not known" and "no address" answers
+/// (`EAI_NONAME`, `EAI_NODATA`; std only passes their text on) are
+/// [`ResolveError::NoSuchHost`], anything else [`ResolveError::Failed`].
+fn lookup_error(e: &std::io::Error) -> ResolveError {
+    let text = e.to_string();
+    const NO_SUCH_HOST: [&str; 3] = [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname provided",
+    ];
+    if NO_SUCH_HOST.iter().any(|m| text.contains(m)) {
+        return ResolveError::NoSuchHost;
+    }
+    ResolveError::Failed(text)
 }
 
 /// Whether a resolver's answer `ip` is usable (spec §10.4): never the unspecified or broadcast
@@ -134,7 +192,70 @@ mod tests {
         SystemDns::new(SystemDnsConfig {
             allow_loopback,
             ipv4_only,
+            ..SystemDnsConfig::default()
         })
+    }
+
+    #[tokio::test]
+    async fn junk_answers_never_leave_the_source() {
+        let d = dns(false, false);
+        let answer = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "::",
+            "127.0.0.1",
+            "192.0.2.9",
+            "192.0.2.9",
+        ];
+        let got = d.sanitised(answer.iter().map(|s| ip(s)).collect());
+        assert_eq!(
+            got.iter().map(|a| a.ip).collect::<Vec<_>>(),
+            [ip("192.0.2.9")]
+        );
+        let lenient = dns(true, false).sanitised(answer.iter().map(|s| ip(s)).collect());
+        assert_eq!(lenient.len(), 2, "{lenient:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lookup_past_the_limit_is_a_timeout() {
+        let d = dns(false, false);
+        let started = tokio::time::Instant::now();
+        let got = d.bounded(std::future::pending()).await;
+        assert_eq!(got, Err(ResolveError::Timeout));
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(1000));
+        // With no limit of its own, a finished lookup is never cut short.
+        let unbounded = SystemDns::new(SystemDnsConfig {
+            timeout_ms: 0,
+            ..SystemDnsConfig::default()
+        });
+        let slow = async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            Ok(vec![ip("192.0.2.1")])
+        };
+        assert_eq!(unbounded.bounded(slow).await, Ok(vec![ip("192.0.2.1")]));
+    }
+
+    #[tokio::test]
+    async fn resolver_errors_are_typed() {
+        let d = dns(false, false);
+        let gai = |msg: &str| {
+            std::io::Error::other(format!("failed to lookup address information: {msg}"))
+        };
+        let nonexistent = gai("Name or service not known");
+        assert_eq!(
+            d.bounded(async { Err(nonexistent) }).await,
+            Err(ResolveError::NoSuchHost)
+        );
+        let nodata = gai("No address associated with hostname");
+        assert_eq!(
+            d.bounded(async { Err(nodata) }).await,
+            Err(ResolveError::NoSuchHost)
+        );
+        let other = gai("Temporary failure in name resolution");
+        assert!(matches!(
+            d.bounded(async { Err(other) }).await,
+            Err(ResolveError::Failed(m)) if m.contains("Temporary failure")
+        ));
     }
 
     #[test]

@@ -70,7 +70,7 @@ phobos_plugin_testkit::ipsource_conformance!(
     system_dns_loopback,
     || Arc::new(SystemDns::new(SystemDnsConfig {
         allow_loopback: true,
-        ipv4_only: false
+        ..SystemDnsConfig::default()
     })),
     AddrSource::SystemDns,
     ["localhost", "127.0.0.1", "::1"],
