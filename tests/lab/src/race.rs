@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use phobos_stn::LinkStatus;
+use phobos_stn_proto::ConnectReport;
 
 use crate::contender::{Contender, ContenderClient, TaskResult, LINK};
 use crate::netns::{Lab, LabError, NetFaults, Side};
@@ -45,6 +46,8 @@ pub struct RaceResult {
     pub time_to_connected: Option<Duration>,
     /// Whether the client reported the link connected and an echo task succeeded over it.
     pub task_ok: bool,
+    /// The connect cycle as the client itself reported it on its link events.
+    pub cycle: Option<ConnectReport>,
 }
 
 impl RaceResult {
@@ -104,7 +107,7 @@ pub fn run_race(
     };
     lab.apply(&faults)?;
     let client_addrs = addrs.clone();
-    let (attempts, time_to_connected, task_ok) = lab
+    let (attempts, time_to_connected, task_ok, cycle) = lab
         .run_in(Side::Client, move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -124,14 +127,16 @@ pub fn run_race(
                 })
                 .await;
                 let mut task_ok = false;
-                if matches!(connected, Ok(Ok(_))) {
+                let mut cycle = None;
+                if let Ok(Ok(event)) = connected {
+                    cycle = event.cycle;
                     let body = Bytes::from_static(b"race");
                     task_ok = started.run_task(body, limit).await == TaskResult::Success;
                 }
                 let attempts = connector.attempts();
                 let ttc = connector.time_to_connected();
                 started.shutdown().await;
-                Ok((attempts, ttc, task_ok))
+                Ok((attempts, ttc, task_ok, cycle))
             })
         })?
         .map_err(|e| LabError::Io {
@@ -147,14 +152,15 @@ pub fn run_race(
         attempts,
         time_to_connected,
         task_ok,
+        cycle,
     })
 }
 
 /// A Markdown table of race results, one row per result.
 pub fn markdown_table(results: &[RaceResult]) -> String {
     let mut s = String::from(
-        "| client | dead first | addresses | time to connected | tried (outcome @ start) | echo |\n\
-         |---|---|---|---|---|---|\n",
+        "| client | dead first | addresses | time to connected (connector / client's cycle \
+         report) | tried (outcome @ start) | echo |\n|---|---|---|---|---|---|\n",
     );
     for r in results {
         let tried: Vec<String> = r
@@ -169,14 +175,20 @@ pub fn markdown_table(results: &[RaceResult]) -> String {
                 )
             })
             .collect();
+        let reported = r
+            .cycle
+            .as_ref()
+            .and_then(|c| c.connected_after)
+            .map_or("–".to_string(), |d| format!("{:.3} s", d.as_secs_f64()));
         s.push_str(&format!(
-            "| {} | {} × {} | {} | {} | {} | {} |\n",
+            "| {} | {} × {} | {} | {} / {} | {} | {} |\n",
             r.contender,
             r.dead,
             r.dead_kind.name(),
             r.addrs.len(),
             r.time_to_connected
                 .map_or("never".to_string(), |d| format!("{:.3} s", d.as_secs_f64())),
+            reported,
             tried.join(", "),
             if r.task_ok { "ok" } else { "failed" },
         ));

@@ -25,6 +25,20 @@ fn check(r: &RaceResult, dead_outcome: AttemptOutcome) {
         assert_eq!(a.outcome, dead_outcome, "{r:?}");
     }
     assert_eq!(r.attempts[dead].outcome, AttemptOutcome::Connected, "{r:?}");
+    // The client's own connect-cycle report names the same attempts, the live one winning.
+    let cycle = r
+        .cycle
+        .as_ref()
+        .expect("the connected event carries its cycle");
+    let reported: Vec<std::net::SocketAddr> =
+        cycle.attempts.iter().map(|a| a.addr.into()).collect();
+    assert_eq!(reported, r.tried(), "{r:?}");
+    assert_eq!(
+        cycle.attempts.last().map(|a| a.outcome),
+        Some(phobos_stn_proto::AttemptOutcome::Won),
+        "{r:?}"
+    );
+    assert!(cycle.connected_after.is_some(), "{r:?}");
     // Starts are staggered in order.
     assert!(
         r.attempts.windows(2).all(|w| w[0].started <= w[1].started),
