@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use phobos_plugin_api::{AuthCheck, HeartbeatPolicyFactory, IpPort, IpSource, PacketCodec};
-use phobos_stn_proto::{Config, ConfigBuilder, ConfigError, LinkConfig, LinkName, SourceSpec};
+use phobos_stn_proto::{
+    Config, ConfigBuilder, ConfigError, LinkConfig, LinkName, ShortLinkConfig, SourceSpec,
+};
 
 use crate::connector::{Connector, TcpConnector};
+use crate::short::ShortSettings;
+use crate::{Proxy, TlsConfig};
 
 /// Everything a [`Client`](crate::Client) is started from. Built with
 /// [`ClientConfig::builder`], or from a finished core config with
@@ -34,6 +38,7 @@ pub struct ClientConfig {
     heartbeat_state: Option<PathBuf>,
     watch_network: bool,
     ranking_state: Option<PathBuf>,
+    short: ShortSettings,
 }
 
 /// Builds a [`ClientConfig`].
@@ -47,6 +52,7 @@ pub struct ClientConfigBuilder {
     ranking_state: Option<PathBuf>,
     /// Which sources were added with [`ClientConfigBuilder::backup_ip_source`].
     backup_sources: Vec<bool>,
+    short: ShortSettings,
 }
 
 impl ClientConfig {
@@ -62,6 +68,7 @@ impl ClientConfig {
             watch_network: false,
             ranking_state: None,
             backup_sources: Vec::new(),
+            short: ShortSettings::default(),
         }
     }
 
@@ -95,7 +102,26 @@ impl ClientConfig {
             heartbeat_state: None,
             watch_network: false,
             ranking_state: None,
+            short: ShortSettings::default(),
         }
+    }
+
+    /// The short link's connector: plain TCP (or the one set with
+    /// [`ClientConfigBuilder::short_link_connector`]), through the
+    /// [`proxy`](ClientConfigBuilder::proxy) if one is set, under TLS if
+    /// [`short_link_tls`](ClientConfigBuilder::short_link_tls) is set.
+    pub fn short_link_connector(&self) -> Arc<dyn Connector> {
+        self.short.connector()
+    }
+
+    /// The proxy the short link goes through, if any.
+    pub fn proxy(&self) -> Option<&Proxy> {
+        self.short.proxy.as_ref()
+    }
+
+    /// Whether the short link runs over TLS.
+    pub fn short_link_uses_tls(&self) -> bool {
+        self.short.tls.is_some()
     }
 
     /// The core's config.
@@ -293,6 +319,45 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// Sends short-link requests through `proxy` (HTTP CONNECT or SOCKS5, spec §8.6). The
+    /// tunnel goes to the address the engine chose, so IP ranking stays the client's.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # let codec = Arc::new(phobos_codec_mars::MarsCodec::default());
+    /// use phobos_stn::{ClientConfig, Proxy};
+    ///
+    /// let config = ClientConfig::builder(codec)
+    ///     .link_addrs("default-longlink", ["127.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap().into()])
+    ///     .proxy(Proxy::http_connect("127.0.0.1:3128".parse().unwrap()))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(config.proxy().is_some());
+    /// ```
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.short.proxy = Some(proxy);
+        self
+    }
+
+    /// Runs the short link over TLS with `tls` (through the proxy, if any, end to end).
+    pub fn short_link_tls(mut self, tls: TlsConfig) -> Self {
+        self.short.tls = Some(tls);
+        self
+    }
+
+    /// Replaces the connector that reaches the short link's server or proxy (default: plain
+    /// TCP with default socket options).
+    pub fn short_link_connector(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.short.base = connector;
+        self
+    }
+
+    /// Sets the short link's core settings (default port, response limits).
+    pub fn short_link(mut self, short_link: ShortLinkConfig) -> Self {
+        self.core = self.core.short_link(short_link);
+        self
+    }
+
     /// Finishes the config.
     ///
     /// # Errors
@@ -315,6 +380,7 @@ impl ClientConfigBuilder {
             heartbeat_state: self.heartbeat_state,
             watch_network: self.watch_network,
             ranking_state: self.ranking_state,
+            short: self.short,
         })
     }
 }

@@ -46,6 +46,7 @@ use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, LinkStream};
 use crate::metrics as m;
+use crate::short::runner::{ShortEvent, ShortIo};
 use crate::watchdog::Watchdog;
 
 /// A command from a [`Client`](crate::Client).
@@ -105,6 +106,15 @@ pub(crate) async fn run(
         }
     }
     let (io_tx, io_rx) = mpsc::unbounded_channel();
+    let short_tx = io_tx.clone();
+    let short = ShortIo::new(
+        config.short_link_connector(),
+        config.short_link_uses_tls(),
+        &config.core().short_link,
+        Arc::new(move |ev| {
+            let _ = short_tx.send(IoEvent::Short(ev));
+        }),
+    );
     let mut driver = Driver {
         engine,
         ip_sources: config.ip_sources().to_vec().into(),
@@ -126,6 +136,7 @@ pub(crate) async fn run(
         heartbeat_state,
         ranking_state,
         pending_cycle: None,
+        short,
     };
     let done = driver.run(commands, io_rx).await;
     driver.teardown();
@@ -137,6 +148,8 @@ pub(crate) async fn run(
 
 /// Something an IO task reports.
 enum IoEvent {
+    /// A short-link connect or exchange reported.
+    Short(ShortEvent),
     Connected {
         attempt: ConnId,
         stream: Box<dyn LinkStream>,
@@ -190,6 +203,8 @@ struct Driver {
     ranking_state: Option<PathBuf>,
     /// The last connect cycle's report, until the link status event it belongs to.
     pending_cycle: Option<ConnectReport>,
+    /// Short-link connects and exchanges (`short/runner.rs`).
+    short: ShortIo,
 }
 
 /// An open connection, read and written by the driver itself (no task per socket): reads
@@ -387,6 +402,7 @@ impl Driver {
                 debug!(host = %host, ok = result.is_ok(), "auth finished");
                 self.engine.handle_auth(t, &host, result);
             }
+            IoEvent::Short(ev) => self.short.on_event(&mut self.engine, t, ev),
         }
     }
 
@@ -414,6 +430,7 @@ impl Driver {
             Command::SetNetwork { kind, label } => {
                 info!(?kind, label = %label, "network changed");
                 self.engine.set_network(t, kind, &label);
+                self.short.clear_pool();
                 self.save_ranking_state();
             }
             Command::MakeSureConnected { link } => {
@@ -428,6 +445,7 @@ impl Driver {
             }
             Command::RedoTasks => {
                 info!("redo tasks");
+                self.short.clear_pool();
                 self.engine.redo_tasks(t);
             }
             Command::KeepSignalling => {
@@ -446,6 +464,8 @@ impl Driver {
                     watchdog_stalls: self.watchdog.reported(),
                     connect_attempts: self.connect_attempts,
                     write_waits: self.write_waits,
+                    short_link_in_flight: self.short.in_flight(),
+                    short_link_pooled: self.short.pooled(),
                 });
             }
             Command::Shutdown(done) => return Some(done),
@@ -575,6 +595,9 @@ impl Driver {
                 self.attempts.insert(attempt, (link, task.abort_handle()));
             }
             Action::Abort { attempt } => {
+                if self.short.abort(attempt) {
+                    debug!(conn = %attempt, "short-link connection aborted");
+                }
                 if let Some((link, task)) = self.attempts.remove(&attempt) {
                     debug!(link = %link, conn = %attempt, "connect attempt aborted");
                     task.abort();
@@ -595,6 +618,19 @@ impl Driver {
                 purpose,
             } => self.spawn_resolve(link, host, source, purpose),
             Action::EnsureAuth { host } => self.spawn_auth(host),
+            Action::ShortConnect {
+                attempt,
+                addr,
+                host,
+                ..
+            } => {
+                self.connect_attempts += 1;
+                self.short.connect(now(), attempt, addr, host);
+            }
+            Action::HttpExchange { conn, request, .. } => {
+                metrics::counter!(m::BYTES_SENT).increment(request.body.len() as u64);
+                self.short.exchange(conn, request);
+            }
             other => warn!(?other, "action not supported by this driver"),
         }
     }
@@ -871,6 +907,7 @@ impl Driver {
         for (_, (_, task)) in self.attempts.drain() {
             task.abort();
         }
+        self.short.shutdown();
         info!(unfinished_tasks = n, "driver stopped");
     }
 }
@@ -899,6 +936,7 @@ fn outcome_label(
         K::Auth => "auth",
         K::Canceled => "canceled",
         K::Limited(_) => "limited",
+        K::Http => "http",
         _ => "other",
     }
 }
@@ -941,6 +979,7 @@ static OUTCOME_KEYS: &[(&str, metrics::Key, metrics::Key)] = outcome_keys_table!
     "auth",
     "canceled",
     "limited",
+    "http",
     "other",
 );
 

@@ -42,9 +42,14 @@
 //! - **Late IO is harmless.** Connections are named by the engine's `ConnId`; input from a
 //!   socket the engine dropped (an `Abort`, a `Close`) is discarded by the driver and
 //!   ignored by the engine.
-//! - **Blocking plugins are watched**, not trusted: each `IpSource::resolve` (also limited to
-//!   the engine's `resolve_timeout` per source) and `AuthCheck::ensure_authed` runs in its own
-//!   task under a [`Watchdog`] guard.
+//! - **Blocking plugins are watched**, not trusted: each `IpSource::resolve` (one source call
+//!   per engine `Resolve` action; the engine walks the chain and times each call) and
+//!   `AuthCheck::ensure_authed` runs in its own task under a [`Watchdog`] guard.
+//! - **The IP ranking survives restarts** when [`ClientConfigBuilder::ranking_state_file`]
+//!   names a file (JSON, versioned): read at start, written atomically when a link goes
+//!   down, on a network change and at shutdown; a corrupt or other-version file is ignored
+//!   with a warning. Each connect cycle is logged (target `phobos_stn::connect`) and rides on
+//!   the link's status event as [`LinkEvent::cycle`].
 //! - **Streams are lossy by design.** Pushes and link events go through `broadcast`
 //!   channels (128 and 32 slots per client, allocated up front); a subscriber that falls
 //!   behind gets [`StreamError::Lagged`] rather than stalling the driver.
@@ -53,8 +58,19 @@
 //!   [`ClientConfigBuilder::heartbeat_state_file`] names a file: read at start, written
 //!   atomically whenever a link goes down and at shutdown.
 //!
-//! What it does not do (yet): short links (HTTP), the connection race in the connector
-//! (the engine races attempts), persisting IP ranking state.
+//! - **The short link** (HTTP/1.1 POST per attempt, spec §8): the engine plans, races and
+//!   times each attempt like the long link's connects and asks for the exchange; the driver
+//!   runs it with `hyper`'s connection-level client on the stream it opened itself (so the
+//!   address the engine ranked is the one used), optionally through a [`Proxy`] (HTTP
+//!   CONNECT or SOCKS5, [`ClientConfigBuilder::proxy`]) and under TLS
+//!   ([`ClientConfigBuilder::short_link_tls`]). A task asks for it with
+//!   [`TaskSpec::with_short_link`]; `Connection: Keep-Alive` in its headers lets the driver
+//!   reuse the connection (spec §8.5). Failures name their level: an HTTP status or a
+//!   malformed response is [`ErrorKind::Http`] ([`HttpFailure`]), a truncated body a socket
+//!   error, a stalled server a first-packet or packet-to-packet timeout.
+//!
+//! What it does not do (yet): the connection race in the connector (the engine races
+//! attempts).
 //!
 //! # Example
 //!
@@ -108,3 +124,4 @@ pub use phobos_stn_proto::{
     ChannelSelect, Config, ConfigError, ConnectProfile, ErrorKind, LinkConfig, LinkError, LinkName,
     LinkStatus, LocalError, Response, TaskEnd, TaskError, TaskProfile, TaskSpec, TimeoutLevel,
 };
+pub use phobos_stn_proto::{HttpFailure, ShortLinkConfig};

@@ -85,6 +85,9 @@ impl MockShortLinkServer {
         let accept_shared = shared.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // Without it a reply can wait for a delayed ACK, which paused time turns into
+                // seconds.
+                let _ = stream.set_nodelay(true);
                 accept_shared.accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(serve_conn(stream, accept_shared.clone()));
             }

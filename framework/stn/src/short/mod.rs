@@ -14,14 +14,60 @@
 //!    [`ExchangeError`](phobos_stn_proto::ExchangeError) at the end;
 //! 3. drops the connection (or caches it, §8.5) when the engine is done with it.
 
-// Wired into the driver in the next step.
-#[allow(dead_code)]
 pub(crate) mod exchange;
-#[allow(dead_code)]
 pub(crate) mod pool;
 pub(crate) mod proxy;
+pub(crate) mod runner;
+
+use std::fmt;
+use std::sync::Arc;
 
 pub use proxy::{Proxy, ProxyAuth, ProxyConnector, ProxyError};
+
+use crate::connector::{Connector, TcpConnector};
+use crate::{TlsConfig, TlsConnector};
+
+/// The driver-side short-link settings of a [`ClientConfig`](crate::ClientConfig).
+#[derive(Clone)]
+pub(crate) struct ShortSettings {
+    /// Reaches the server (or the proxy).
+    pub(crate) base: Arc<dyn Connector>,
+    pub(crate) proxy: Option<Proxy>,
+    pub(crate) tls: Option<TlsConfig>,
+}
+
+impl Default for ShortSettings {
+    fn default() -> Self {
+        ShortSettings {
+            base: Arc::new(TcpConnector::new()),
+            proxy: None,
+            tls: None,
+        }
+    }
+}
+
+impl ShortSettings {
+    /// The connector chain: base, then the proxy tunnel, then TLS end to end.
+    pub(crate) fn connector(&self) -> Arc<dyn Connector> {
+        let mut c = self.base.clone();
+        if let Some(proxy) = &self.proxy {
+            c = Arc::new(ProxyConnector::over(c, proxy.clone()));
+        }
+        if let Some(tls) = &self.tls {
+            c = Arc::new(TlsConnector::over(c, tls.clone()));
+        }
+        c
+    }
+}
+
+impl fmt::Debug for ShortSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShortSettings")
+            .field("proxy", &self.proxy)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Entry points for the fuzz targets in `tests/fuzz` (and their proptest replay). Not a
 /// stable API.

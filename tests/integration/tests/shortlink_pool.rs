@@ -1,0 +1,106 @@
+//! The short link's keep-alive pool (spec §8.5): a task asking `Connection: Keep-Alive`
+//! leaves its connection cached when the server keeps it alive, and the next task to the
+//! same address and host reuses it; default tasks (`Connection: close`) never do.
+
+use phobos_plugin_api::CmdId;
+use phobos_stn::{ChannelSelect, Client, ClientConfig, TaskSpec};
+use phobos_test_support::{refused_addr, MockShortLinkServer, ShortReply};
+
+mod common;
+use common::codec;
+
+async fn client() -> Client {
+    let unused = refused_addr().await.unwrap();
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [unused.into()])
+        .build()
+        .unwrap();
+    Client::start(config).unwrap()
+}
+
+fn keep_alive(host: String, body: &'static [u8]) -> TaskSpec {
+    TaskSpec::new(CmdId(0), body)
+        .with_channel(ChannelSelect::Short)
+        .with_short_link("/cgi-bin/ka", [host])
+        .with_header("Connection", "Keep-Alive")
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_tasks_reuse_one_connection() {
+    let server =
+        MockShortLinkServer::start(|n| ShortReply::KeepAlive(format!("r{n}").into_bytes()))
+            .await
+            .unwrap();
+    let client = client().await;
+    for n in 0..3 {
+        let resp = client
+            .start_task(keep_alive(server.host(), b"x"))
+            .await
+            .unwrap();
+        assert_eq!(resp.body, format!("r{n}").into_bytes());
+    }
+    assert_eq!(
+        server.connection_count(),
+        1,
+        "one connection for three requests"
+    );
+    assert_eq!(server.requests().len(), 3);
+    let first = String::from_utf8(server.requests()[0].clone()).unwrap();
+    assert!(first.contains("\r\nConnection: Keep-Alive\r\n"), "{first}");
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.short_link_pooled, 1);
+    assert_eq!(stats.short_link_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_closes_or_a_default_task_gets_no_reuse() {
+    let server = MockShortLinkServer::start(|_| ShortReply::Ok(b"closing".to_vec()))
+        .await
+        .unwrap();
+    let client = client().await;
+    for _ in 0..2 {
+        client
+            .start_task(keep_alive(server.host(), b"x"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        server.connection_count(),
+        2,
+        "the server said Connection: close"
+    );
+    let ka = MockShortLinkServer::start(|_| ShortReply::KeepAlive(b"ka".to_vec()))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let plain = TaskSpec::new(CmdId(0), &b"x"[..])
+            .with_channel(ChannelSelect::Short)
+            .with_short_link("/cgi-bin/ka", [ka.host()]);
+        client.start_task(plain).await.unwrap();
+    }
+    assert_eq!(
+        ka.connection_count(),
+        2,
+        "default requests say Connection: close"
+    );
+    assert_eq!(client.stats().await.unwrap().short_link_pooled, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_connection_expires_with_the_servers_keep_alive_timeout() {
+    let server = MockShortLinkServer::start(|_| ShortReply::KeepAlive(b"ka".to_vec()))
+        .await
+        .unwrap();
+    let client = client().await;
+    client
+        .start_task(keep_alive(server.host(), b"x"))
+        .await
+        .unwrap();
+    // The mock says `Keep-Alive: timeout=30`.
+    tokio::time::sleep(std::time::Duration::from_secs(31)).await;
+    client
+        .start_task(keep_alive(server.host(), b"x"))
+        .await
+        .unwrap();
+    assert_eq!(server.connection_count(), 2);
+}

@@ -1,0 +1,141 @@
+//! The short link over TLS: `ClientConfigBuilder::short_link_tls` against a tokio-rustls
+//! server with a certificate from a CA made here with `rcgen`; an untrusted certificate
+//! ends the task with `ErrorKind::Certificate` at once (no retry can fix it).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use phobos_plugin_api::CmdId;
+use phobos_stn::{ChannelSelect, Client, ClientConfig, ErrorKind, TaskSpec, TlsConfig};
+use phobos_test_support::mock_shortlink::{serve_conn, Shared};
+use phobos_test_support::{refused_addr, ShortReply};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+mod common;
+use common::codec;
+
+const HOST: &str = "phobos.test";
+
+struct TestCa {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// A server certificate for `phobos.test` signed by this CA: (cert, PKCS#8 key).
+    fn leaf(&self) -> (CertificateDer<'static>, Vec<u8>) {
+        let mut params = CertificateParams::new(vec![HOST.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, HOST);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.der().clone(), key.serialize_der())
+    }
+}
+
+/// An HTTPS mock: TLS with `leaf`, then the mock short-link server's logic.
+async fn https_server(
+    leaf: (CertificateDer<'static>, Vec<u8>),
+    reply: ShortReply,
+) -> (std::net::SocketAddr, Arc<Shared>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.0],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.1)),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let shared = Shared::new(move |_| reply.clone());
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = shared.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tcp.set_nodelay(true).unwrap();
+            let acceptor = acceptor.clone();
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve_conn(tls, state).await;
+                }
+            });
+        }
+    });
+    (addr, shared)
+}
+
+async fn tls_client(trusted: &TestCa) -> Client {
+    let unused = refused_addr().await.unwrap();
+    let tls = TlsConfig::builder(HOST)
+        .ca_der(trusted.cert.der().to_vec())
+        .build()
+        .unwrap();
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [unused.into()])
+        .short_link_tls(tls)
+        .build()
+        .unwrap();
+    assert!(config.short_link_uses_tls());
+    Client::start(config).unwrap()
+}
+
+fn short(host: String) -> TaskSpec {
+    TaskSpec::new(CmdId(0), &b"secret"[..])
+        .with_channel(ChannelSelect::Short)
+        .with_short_link("/cgi-bin/tls", [host])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_link_over_tls_round_trips() {
+    let ca = TestCa::new("Phobos Test CA");
+    let (addr, shared) = https_server(ca.leaf(), ShortReply::Ok(b"over tls".to_vec())).await;
+    let client = tls_client(&ca).await;
+    let resp = client.start_task(short(addr.to_string())).await.unwrap();
+    assert_eq!(&resp.body[..], b"over tls");
+    let req = String::from_utf8(shared.requests()[0].clone()).unwrap();
+    assert!(req.starts_with("POST /cgi-bin/tls HTTP/1.1\r\n"), "{req}");
+    assert!(req.ends_with("\r\n\r\nsecret"), "{req}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_untrusted_certificate_ends_the_task_at_once() {
+    let ca = TestCa::new("Phobos Test CA");
+    let other = TestCa::new("Someone Else");
+    let (addr, shared) = https_server(other.leaf(), ShortReply::Ok(Vec::new())).await;
+    let client = tls_client(&ca).await;
+    let end = client
+        .start_task(short(addr.to_string()).with_retry_count(3))
+        .end()
+        .await
+        .unwrap();
+    assert_eq!(
+        end.outcome.unwrap_err().kind(),
+        ErrorKind::Certificate,
+        "a refused certificate is not a network failure"
+    );
+    assert_eq!(end.profile.attempts, 1, "not retried");
+    assert!(
+        shared.requests().is_empty(),
+        "nothing was sent in the clear"
+    );
+}
