@@ -115,8 +115,10 @@ pub const WIFI_MSS: u32 = 1400;
 
 /// Options [`TcpConnector`] sets on each socket before connecting.
 ///
-/// Built from [`Default`] with the chaining setters; every field is public for struct-literal
-/// use too. [`check`](Self::check) tells whether the kernel would accept the values.
+/// Built from [`Default`] with the chaining setters (the fields are public to read; the type is
+/// `#[non_exhaustive]` so options can be added). [`check`](Self::check) tells whether the kernel
+/// would accept the values. A TLS or proxy connector keeps them by wrapping the
+/// [`TcpConnector`] ([`TlsConnector::over`](crate::TlsConnector::over)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SocketOptions {

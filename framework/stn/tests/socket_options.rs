@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use phobos_plugin_api::IpPort;
-use phobos_stn::{Connector, Keepalive, SocketOptions, TcpConnector, WIFI_MSS};
+use phobos_stn::{
+    Connector, Keepalive, SocketOptions, TcpConnector, TlsConfig, TlsConnector, WIFI_MSS,
+};
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,4 +102,23 @@ async fn a_refused_connect_is_an_io_error() {
     drop(listener);
     let err = TcpConnector::new().connect_tcp(addr).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
+#[tokio::test]
+async fn a_tls_connector_over_a_configured_tcp_connector_keeps_its_options() {
+    // The server only accepts and reports the MSS it negotiated, then hangs up: the TLS
+    // handshake fails, but the TCP connect already carried the clamp.
+    let (listener, addr) = listener().await;
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        SockRef::from(&stream).tcp_mss().unwrap()
+    });
+    let tcp = TcpConnector::with_options(SocketOptions::default().mss(Some(WIFI_MSS))).unwrap();
+    let tls = TlsConnector::over(
+        std::sync::Arc::new(tcp),
+        TlsConfig::builder("phobos.test").build().unwrap(),
+    );
+    assert!(tls.connect(IpPort::from(addr)).await.is_err());
+    let server_mss = server.await.unwrap();
+    assert!(server_mss <= WIFI_MSS, "server MSS {server_mss}");
 }
