@@ -30,8 +30,10 @@
 //!   packet to packet, read/write, total), frequency and flow limits, zombie tasks. Every
 //!   started task gets **exactly one** [`Event::TaskEnded`], cancel included
 //!   ([`TaskError::Canceled`]).
-//! - **Links**: one state machine per named long link: resolve → staggered connect race →
-//!   identify → pipelined requests matched by sequence number → heartbeats (first one right
+//! - **Links**: one state machine per named long link: the IP source chain (one source call
+//!   at a time, each with its own limit, §10) → ranked address plan (§11) → staggered connect
+//!   race (RFC 8305-style by default, [`ConnectProfile`]) → identify → pipelined requests
+//!   matched by sequence number → heartbeats (first one right
 //!   after connect, reply timeout detected) → reconnect pacing by app state.
 //! - **Time**: every deadline lives in one table ([`TimerKind`]) and fires exactly, not on a
 //!   1 s loop.
@@ -54,6 +56,17 @@
 //! - **Exact deadlines** everywhere: timeouts fire at their instant, not on a 1 s loop; the
 //!   connect race notices silent addresses on time (§9); a refused address with nothing else
 //!   in flight lets the next one start at once; race losers are aborted, not blamed.
+//! - **Racing** ([`ConnectProfile::Phobos`], the default; [`ConnectProfile::MarsClassic`]
+//!   keeps Mars's 2.5 s / 3 / 10 s race and order): attempts start a stagger apart, where the
+//!   stagger is `clamp(2 × RTT, 100 ms, 2 s)` from the address's last connect time, else the
+//!   network's smoothed one, else 250 ms ([`Racing`]); a failure starts the next address at
+//!   once; at most 4 attempts in flight; IPv6 and IPv4 interleaved (RFC 8305 §4); every cycle
+//!   is reported as [`Event::ConnectCycle`].
+//! - **Ranking** (§11 without its defects): Mars's 8-outcome failure register, 10 s rate
+//!   limit and ban rule (≥ 3 of 8 failed, 6–30 min); ordering by failures, then oldest
+//!   failure, then known success, then lowest RTT, equals in a seeded random order; a network
+//!   change lifts bans; persisted records ([`RankingState`]) load at start-up (§18.9) and are
+//!   never banned before a new failure.
 //! - **Heartbeats as intended** (§18.1, §18.2): the first one (or the identify frame) right
 //!   after connect, every write restarts the interval, an unanswered heartbeat drops the link
 //!   after 8 s (5 s when the slot fired ≥ 15 min late).
@@ -78,10 +91,8 @@
 //! - **Short link**: short-only tasks are validated (§18.4: no host → [`ParamError`]) and
 //!   then end with [`LocalError::NoChannel`]; `Either` tasks use the long link. The hook is
 //!   the end of admission (`Engine::admit`).
-//! - **IP ranking, bans, backup-IP check** (§10, §11, §15.3): the address order is decided in
-//!   one place (`engine/dial.rs`, `plan_addresses`), fed by [`Action::Resolve`]; every
-//!   address outcome is already reported as [`Event::AddrOutcome`], and the race (`Dialer`)
-//!   is a small self-contained state machine.
+//! - **Backup-IP check, server bans** (§15.3, `AddServerBan`): the ranking
+//!   (`engine/ranking.rs`) and the chain walk (`engine/chain.rs`) are where they would go.
 //! - **Smart heartbeat**: plugged in through
 //!   [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory) (`phobos-heartbeat`).
 //! - Minor links, `channel_id`, proxies, QUIC, connection-status aggregation (§15.5, needs

@@ -1041,3 +1041,76 @@ fn load_heartbeat_state(factory: &dyn HeartbeatPolicyFactory, path: &Path) {
         Err(e) => warn!(path = %path.display(), error = %e, "heartbeat state ignored"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    use super::*;
+
+    /// Collects the warnings emitted while it is the default subscriber, as text.
+    #[derive(Clone, Default)]
+    struct Warnings(Arc<Mutex<Vec<String>>>);
+
+    struct Text(String);
+
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, "{}={:?} ", field.name(), value);
+        }
+    }
+
+    impl Subscriber for Warnings {
+        fn enabled(&self, m: &Metadata<'_>) -> bool {
+            *m.level() == tracing::Level::WARN
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, e: &Event<'_>) {
+            let mut t = Text(String::new());
+            e.record(&mut t);
+            self.0.lock().unwrap().push(t.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn a_corrupt_or_other_version_ranking_file_is_ignored_with_a_warning_naming_it() {
+        let dir = std::env::temp_dir().join(format!("phobos-ranking-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.json");
+        let corrupt = dir.join("corrupt.json");
+        let other = dir.join("other.json");
+        let good = dir.join("good.json");
+        std::fs::write(&corrupt, "{ nope").unwrap();
+        std::fs::write(
+            &other,
+            RankingState::default()
+                .to_json()
+                .replace("\"version\": 1", "\"version\": 7"),
+        )
+        .unwrap();
+        std::fs::write(&good, RankingState::default().to_json()).unwrap();
+        let warnings = Warnings::default();
+        tracing::subscriber::with_default(warnings.clone(), || {
+            assert_eq!(load_ranking_state(&missing), None);
+            assert_eq!(load_ranking_state(&corrupt), None);
+            assert_eq!(load_ranking_state(&other), None);
+            assert_eq!(load_ranking_state(&good), Some(RankingState::default()));
+        });
+        let got = warnings.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 2, "no warning for a missing file: {got:?}");
+        assert!(got[0].contains("corrupt.json") && got[0].contains("malformed"), "{got:?}");
+        assert!(got[1].contains("other.json") && got[1].contains("version 7"), "{got:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

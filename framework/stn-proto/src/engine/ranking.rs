@@ -881,6 +881,61 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the history: no duplicates, no banned primary address, the list size
+        /// rule holds, backups come last, and the same seed gives the same plan.
+        #[test]
+        fn plans_respect_bans_size_and_order(
+            history in proptest::collection::vec((0u8..8, proptest::bool::ANY, 0u64..200), 0..60),
+            hosts in proptest::collection::vec(proptest::collection::vec(0u8..8, 0..5), 1..3),
+            backups in proptest::collection::vec(0u8..10, 0..3),
+            mars in proptest::bool::ANY,
+            active in proptest::bool::ANY,
+            seed in 0u64..1_000,
+        ) {
+            let t0 = crate::tests::epoch::epoch();
+            let mut r = Ranking::new("n");
+            let addr = |i: u8| if i % 2 == 0 { v4(i, 80) } else { v6(u16::from(i), 80) };
+            let mut now = t0;
+            for (i, ok, secs) in history {
+                now += Duration::from_secs(secs);
+                r.record(now, addr(i), ok, ok.then(|| Duration::from_millis(secs)));
+            }
+            let answers = Answers {
+                hosts: hosts
+                    .iter()
+                    .map(|h| dns(&h.iter().map(|&i| addr(i)).collect::<Vec<_>>()))
+                    .collect(),
+                backups: backups
+                    .iter()
+                    .map(|&i| ResolvedAddr { ip: addr(i).ip, port: None, source: AddrSource::Backup })
+                    .collect(),
+                debug: vec![],
+            };
+            let profile = if mars { ConnectProfile::MarsClassic } else { ConnectProfile::Phobos };
+            let rules = PlanRules { profile, ports: &[80], room: 5, active };
+            let plan = r.plan(&answers, rules, now, &mut ChaCha8Rng::seed_from_u64(seed));
+            let again = r.plan(&answers, rules, now, &mut ChaCha8Rng::seed_from_u64(seed));
+            proptest::prop_assert_eq!(&plan, &again);
+            proptest::prop_assert!(plan.len() <= 6);
+            let mut seen = std::collections::BTreeSet::new();
+            for c in &plan {
+                proptest::prop_assert!(seen.insert(c.addr), "duplicate {:?}", c.addr);
+                if c.source != AddrSource::Backup {
+                    proptest::prop_assert!(!r.is_banned(now, &c.addr));
+                }
+            }
+            if let Some(first_backup) = plan.iter().position(|c| c.source == AddrSource::Backup) {
+                proptest::prop_assert!(plan[first_backup..].iter().all(|c| c.source == AddrSource::Backup));
+            }
+            let primaries = plan.iter().filter(|c| c.source != AddrSource::Backup).count();
+            let primary_room = if active { 5 } else { 4 };
+            proptest::prop_assert!(primaries <= primary_room);
+        }
+    }
+
     #[test]
     fn state_round_trips_and_restored_records_are_not_banned() {
         let t0 = crate::tests::epoch::epoch();
