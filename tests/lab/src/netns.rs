@@ -554,10 +554,13 @@ fn loss_ruleset(dev: &str, rules: &[String], loss_percent: u8) -> String {
     for r in rules {
         s.push_str(&format!("    iifname \"{dev}\" {r}\n"));
     }
-    if loss_percent > 0 {
-        s.push_str(&format!(
-            "    iifname \"{dev}\" numgen random mod 100 < {loss_percent} counter drop\n"
-        ));
+    // nft refuses `< 100` (the value is outside 0–99): total loss is a plain drop.
+    match loss_percent {
+        0 => {}
+        100.. => s.push_str(&format!("    iifname \"{dev}\" counter drop\n")),
+        n => s.push_str(&format!(
+            "    iifname \"{dev}\" numgen random mod 100 < {n} counter drop\n"
+        )),
     }
     s.push_str("  }\n}\n");
     s
@@ -642,6 +645,12 @@ mod tests {
             .lines()
             .filter(|l| l.contains("iifname"))
             .all(|l| l.contains("\"veth1\"")));
+    }
+
+    #[test]
+    fn total_loss_is_a_plain_drop() {
+        let r = loss_ruleset("veth0", &[], 100);
+        assert!(r.contains("iifname \"veth0\" counter drop") && !r.contains("numgen"));
     }
 
     #[test]
