@@ -758,6 +758,7 @@ impl Engine {
     /// [`AuthError::Rejected`] ends them; a transient failure asks again after
     /// [`Timing::auth_retry`](crate::Timing::auth_retry).
     pub fn handle_auth(&mut self, now: Instant, host: &str, result: Result<(), AuthError>) {
+        self.short_auth(now, host, &result);
         let Some(idx) = self.auth_hosts.iter().position(|h| h.host == host) else {
             return;
         };

@@ -31,8 +31,14 @@
 //!    [`Timing::retry_pause`](crate::Timing::retry_pause) while retries remain (Mars's
 //!    default fail handle retries every HTTP and socket failure).
 //!
-//! Not carried over from Mars: zombies, the anti-avalanche limits and auth gating apply to
-//! long-link tasks only; short-link tasks end after their retries or total timeout.
+//! **Auth** (§8.1): a task that [`needs_auth`](crate::TaskSpec::needs_auth) waits before each
+//! attempt until the [`AuthCheck`](phobos_plugin_api::AuthCheck) says its host (the task's
+//! `auth_host`, else its first short-link host) is authenticated, sharing the long link's
+//! [`Action::EnsureAuth`] requests; a rejection ends it with
+//! [`AuthFailure::Rejected`](crate::AuthFailure::Rejected).
+//!
+//! Not carried over from Mars: zombies and the anti-avalanche limits apply to long-link
+//! tasks only; short-link tasks end after their retries or total timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -40,8 +46,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use phobos_plugin_api::{
-    AddrSource, EncodeError, IpPort, LinkPurpose, ResolveError, ResolvedAddr, ShortLinkReject,
-    ShortLinkRequest, TaskId,
+    AddrSource, AuthError, EncodeError, IpPort, LinkPurpose, ResolveError, ResolvedAddr,
+    ShortLinkReject, ShortLinkRequest, TaskId,
 };
 use rustc_hash::FxHashMap;
 
@@ -52,7 +58,7 @@ use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{dial_failure, Engine};
 use crate::config::ResponseVerdict;
 use crate::error::{
-    CodecFailure, DialFailure, HttpFailure, SocketFailure, TaskError, TimeoutLevel,
+    AuthFailure, CodecFailure, DialFailure, HttpFailure, SocketFailure, TaskError, TimeoutLevel,
 };
 use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName};
 use crate::task::{Response, TaskProfile, TaskSpec};
@@ -197,12 +203,16 @@ struct ShortTask {
     ip_hosts: Vec<(IpAddr, usize)>,
     /// The current attempt handed its request over (else it failed while connecting).
     sent: bool,
+    /// The auth plugin reported success for this attempt's host.
+    auth_passed: bool,
 }
 
 #[derive(Debug)]
 enum State {
     /// Waiting for the retry pause.
     Waiting,
+    /// Waiting for the auth check to pass for this host.
+    WaitingAuth { host: String },
     /// Walking the IP source chain.
     Resolving {
         walk: ChainWalk,
@@ -422,6 +432,7 @@ impl Engine {
                 failed: Vec::new(),
                 ip_hosts: Vec::new(),
                 sent: false,
+                auth_passed: false,
             },
         );
         self.short.timers.set(Timer::Total(id), now + total);
@@ -583,7 +594,7 @@ impl Engine {
             .short
             .tasks
             .iter()
-            .filter(|(_, t)| !matches!(t.state, State::Waiting))
+            .filter(|(_, t)| !matches!(t.state, State::Waiting | State::WaitingAuth { .. }))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -594,12 +605,54 @@ impl Engine {
 
     // ----- the attempt ---------------------------------------------------------------------
 
-    /// Starts an attempt: resolve the names (if any), then race.
+    /// The driver ran the auth check for `host`: waiting short-link tasks go on, end
+    /// (rejected) or ask again after [`Timing::auth_retry`](crate::Timing::auth_retry).
+    pub(super) fn short_auth(&mut self, now: Instant, host: &str, result: &Result<(), AuthError>) {
+        let waiting: Vec<TaskId> = self
+            .short
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(&t.state, State::WaitingAuth { host: h } if h == host))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            match result {
+                Ok(()) => {
+                    if let Some(t) = self.short.tasks.get_mut(&id) {
+                        t.auth_passed = true;
+                    }
+                    self.short_begin(id, now);
+                }
+                Err(AuthError::Rejected(reason)) => {
+                    let error = AuthFailure::Rejected(reason.clone()).into();
+                    self.short_finish(id, now, Err(error));
+                }
+                Err(_) => {
+                    let at = now + self.cfg.timing.auth_retry;
+                    self.short.timers.set(Timer::Retry(id), at);
+                }
+            }
+        }
+    }
+
+    /// Starts an attempt: wait for auth if needed, resolve the names (if any), then race.
     fn short_begin(&mut self, id: TaskId, now: Instant) {
         let port = self.cfg.short_link.port;
         let Some(task) = self.short.tasks.get_mut(&id) else {
             return;
         };
+        if task.spec.needs_auth && !std::mem::take(&mut task.auth_passed) {
+            let host = match &task.spec.auth_host {
+                Some(h) => h.clone(),
+                None => task.spec.short_hosts.first().cloned().unwrap_or_default(),
+            };
+            let authed = self.cfg.auth.as_ref().is_none_or(|a| a.is_authed(&host));
+            if !authed {
+                task.state = State::WaitingAuth { host: host.clone() };
+                self.request_auth(&host);
+                return;
+            }
+        }
         task.sent = false;
         let mut literal: Vec<Vec<ResolvedAddr>> = Vec::new();
         let mut names: Vec<usize> = Vec::new();
@@ -913,7 +966,7 @@ impl Engine {
                 self.short.exchanging = self.short.exchanging.saturating_sub(1);
                 vec![ex.conn]
             }
-            State::Waiting | State::Resolving { .. } => Vec::new(),
+            State::Waiting | State::WaitingAuth { .. } | State::Resolving { .. } => Vec::new(),
         };
         for conn in conns {
             self.short.conns.remove(&conn);

@@ -26,9 +26,13 @@ struct Drive {
 
 impl Drive {
     fn new() -> Self {
+        Self::with(|b| b)
+    }
+
+    fn with(f: impl FnOnce(crate::ConfigBuilder) -> crate::ConfigBuilder) -> Self {
         let t0 = epoch();
         let long = IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 8080);
-        let engine = Engine::new(config_with(&[long]).build().unwrap(), t0).unwrap();
+        let engine = Engine::new(f(config_with(&[long])).build().unwrap(), t0).unwrap();
         Drive {
             engine,
             t0,
@@ -532,4 +536,63 @@ fn a_network_change_interrupts_the_exchange_and_retries() {
     );
     d.advance(Duration::from_secs(1));
     assert_eq!(d.connects().len(), 1, "retried after the pause");
+}
+
+/// An auth check that passes once `authed` is set.
+#[derive(Debug, Default)]
+struct Gate {
+    authed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl phobos_plugin_api::AuthCheck for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+
+    fn is_authed(&self, _host: &str) -> bool {
+        self.authed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn ensure_authed(&self, _host: &str) -> Result<(), phobos_plugin_api::AuthError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_task_needing_auth_waits_for_the_login_of_its_first_host() {
+    let gate = std::sync::Arc::new(Gate::default());
+    let mut d = Drive::with(|b| b.auth(gate.clone()));
+    let id = d.start(short_task(&["10.0.0.1:80"]).needs_auth());
+    assert!(d.connects().is_empty(), "nothing connects before auth");
+    assert!(d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::EnsureAuth { host } if host == "10.0.0.1:80")));
+    d.engine.handle_auth(d.now, "10.0.0.1:80", Ok(()));
+    d.drain();
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.respond(conn, 200, b"authed");
+    assert!(d.end(id).unwrap().outcome.is_ok());
+}
+
+#[test]
+fn a_rejected_login_ends_the_waiting_task() {
+    let gate = std::sync::Arc::new(Gate::default());
+    let mut d = Drive::with(|b| b.auth(gate.clone()));
+    let id = d.start(short_task(&["10.0.0.1:80"]).needs_auth());
+    d.engine.handle_auth(
+        d.now,
+        "10.0.0.1:80",
+        Err(phobos_plugin_api::AuthError::Rejected(
+            "bad password".into(),
+        )),
+    );
+    d.drain();
+    assert_eq!(
+        d.end(id).unwrap().outcome.clone().unwrap_err().kind(),
+        ErrorKind::Auth
+    );
+    assert!(d.connects().is_empty());
 }
