@@ -15,6 +15,33 @@
 //!
 //! Everything here needs root and stays inside the namespaces it creates; tests skip (and
 //! say why) without root unless `PHOBOS_LAB_REQUIRED` is set.
+//!
+//! # Running it
+//!
+//! ```text
+//! cargo test -p phobos-lab                                   # lab, race and short-matrix tests
+//! cargo run --release -p phobos-lab --bin lab-race           # docs/lab/race.md
+//! cargo run --release -p phobos-lab --bin lab-matrix         # docs/lab/matrix.md + matrix.svg
+//! cargo run --release -p phobos-lab --bin load               # 1,000 links × 100,000 tasks
+//! ```
+//!
+//! # Design notes
+//!
+//! - **Fresh namespaces per lab, veth created inside them.** No interface, rule or qdisc ever
+//!   exists in the caller's namespace, and deleting the two namespaces removes everything, so
+//!   cleanup cannot miss anything. Every lab can reuse `10.77.0.0/24` because no two labs
+//!   share a namespace. Names carry the pid (`phobos-lab-<pid>-<n>-<c|s>`), so a sweep can
+//!   tell leftovers of killed runs from labs in use.
+//! - **Loss on input, per direction.** Each namespace drops N % of what arrives on its veth
+//!   end, so a request/response pair crosses two independent N % losses, as on a real path.
+//! - **Latency from the fault proxy, not netem** (no `sch_netem` here). The proxy delays the
+//!   byte stream, not packets, so ACK clocking and retransmission timers see the bare veth
+//!   RTT; loss (nft) acts on packets, so TCP's own recovery is exercised for real.
+//! - **Attempts are recorded by the connector**, independently of the client under test, and
+//!   cross-checked against the client's own connect-cycle report.
+//! - **Tests assert structure, never time**: which addresses were tried in which order, how
+//!   each attempt ended, one end per task, that faults bite. Timings are printed and written by
+//!   the bins.
 
 pub mod contender;
 pub mod matrix;

@@ -2,8 +2,8 @@
 //!
 //! A lab gets `total` server addresses; the first `dead` of them are killed with `nft`
 //! (SYNs dropped, so a connect times out; or answered with a TCP reset, so it is refused),
-//! the rest reach an echo server. A Phobos client, with the chosen [`ConnectProfile`] and
-//! the addresses in that order, is asked to connect; its [`RecordingConnector`] gives the
+//! the rest reach an echo server. A Phobos client, with the chosen [`ConnectProfile`](phobos_stn::ConnectProfile) and
+//! the addresses in that order, is asked to connect; its [`RecordingConnector`](crate::recording::RecordingConnector) gives the
 //! addresses tried, how each attempt ended and the time to the first completed handshake.
 //! One echo task then checks that the link works.
 
