@@ -96,6 +96,7 @@ async fn a_cached_connection_expires_with_the_servers_keep_alive_timeout() {
         .start_task(keep_alive(server.host(), b"x"))
         .await
         .unwrap();
+    assert_eq!(client.stats().await.unwrap().short_link_pooled, 1);
     // The mock says `Keep-Alive: timeout=30`.
     tokio::time::sleep(std::time::Duration::from_secs(31)).await;
     client
