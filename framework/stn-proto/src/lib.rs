@@ -1,5 +1,5 @@
-//! Sans-IO core of the Phobos signalling transmission network (STN): the long-link task
-//! engine.
+//! Sans-IO core of the Phobos signalling transmission network (STN): the task engine for
+//! the long link and the short link.
 //!
 //! [`Engine`] holds the task queue, the long links and every timer. It is told what happened
 //! (`handle_*`), what the app wants (`start_task`, `cancel_task`, `set_foreground`,
@@ -35,6 +35,14 @@
 //!   race (RFC 8305-style by default, [`ConnectProfile`]) → identify → pipelined requests
 //!   matched by sequence number → heartbeats (first one right
 //!   after connect, reply timeout detected) → reconnect pacing by app state.
+//! - **Short link** (§8, `engine/short.rs`): one HTTP/1.1 POST per attempt. The core plans
+//!   and races the addresses exactly as for the long link (same ranking, same race rules),
+//!   asks the driver to connect ([`Action::ShortConnect`]) and to run the exchange
+//!   ([`Action::HttpExchange`] with the request the codec shaped), applies the same timeouts
+//!   (connect, first packet, packet to packet, read/write, total) and retries, moving
+//!   addresses that failed the task to the end of the next attempt's plan (§8.4). A complete
+//!   response goes through the codec's `shortlink_check_response`; HTTP failures are
+//!   [`TaskError::Http`] ([`HttpFailure`]).
 //! - **Time**: every deadline lives in one table ([`TimerKind`]) and fires exactly, not on a
 //!   1 s loop.
 //!
@@ -88,15 +96,14 @@
 //!
 //! # What it does not do (yet), and the hooks left for it
 //!
-//! - **Short link**: short-only tasks are validated (§18.4: no host → [`ParamError`]) and
-//!   then end with [`LocalError::NoChannel`]; `Either` tasks use the long link. The hook is
-//!   the end of admission (`Engine::admit`).
+//! - **Short link extras**: zombies and anti-avalanche limits apply to long-link tasks only;
+//!   the proxy flip on the last attempt (§8.6) and per-family connect timeouts are not done
+//!   (the driver's proxy is used on every attempt).
 //! - **Backup-IP check, server bans** (§15.3, `AddServerBan`): the ranking
 //!   (`engine/ranking.rs`) and the chain walk (`engine/chain.rs`) are where they would go.
 //! - **Smart heartbeat**: plugged in through
 //!   [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory) (`phobos-heartbeat`).
-//! - Minor links, `channel_id`, proxies, QUIC, connection-status aggregation (§15.5, needs
-//!   the short link), net check and task intercept (no effect on STN behaviour).
+//! - Minor links, `channel_id`, QUIC, connection-status aggregation (§15.5), net check and task intercept (no effect on STN behaviour).
 
 //! # Example
 //!
