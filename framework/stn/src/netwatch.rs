@@ -96,6 +96,10 @@ mod linux {
         /// A change is reported at the latest this long after its first notification, even if
         /// notifications keep coming (a flapping link). Default 3 s.
         pub max_delay: Duration,
+        /// The socket's receive buffer in bytes (`SO_RCVBUF`; the kernel doubles it). A burst
+        /// beyond it loses notifications, which the watcher repairs by re-reading the whole
+        /// state. Default 256 KiB.
+        pub recv_buffer: usize,
     }
 
     impl NetWatchConfig {
@@ -110,6 +114,12 @@ mod linux {
             self.max_delay = max_delay;
             self
         }
+
+        /// Sets [`recv_buffer`](Self::recv_buffer).
+        pub fn recv_buffer(mut self, bytes: usize) -> Self {
+            self.recv_buffer = bytes;
+            self
+        }
     }
 
     impl Default for NetWatchConfig {
@@ -117,6 +127,7 @@ mod linux {
             NetWatchConfig {
                 debounce: Duration::from_millis(500),
                 max_delay: Duration::from_secs(3),
+                recv_buffer: RECV_BUFFER,
             }
         }
     }
@@ -286,6 +297,9 @@ mod linux {
         running_dump: Option<u32>,
         /// During a resynchronisation: what the dumps have listed so far (mark and sweep).
         resync: Option<NetState>,
+        /// Notifications were lost while a dump ran: resync once it ends (the kernel runs one
+        /// dump per socket at a time).
+        resync_pending: bool,
         seq: u32,
         buf: Vec<u8>,
     }
@@ -302,7 +316,7 @@ mod linux {
             let mut socket = Socket::new(NETLINK_ROUTE)?;
             socket.bind(&SocketAddr::new(0, GROUPS))?;
             // A burst larger than the buffer loses notifications (ENOBUFS); then we resync.
-            socket.set_rx_buf_sz(RECV_BUFFER)?;
+            socket.set_rx_buf_sz(config.recv_buffer)?;
             let mut w = NetWatcher {
                 socket: Sock::Blocking(socket),
                 config,
@@ -310,6 +324,7 @@ mod linux {
                 dumps: VecDeque::new(),
                 running_dump: None,
                 resync: None,
+                resync_pending: false,
                 seq: 0,
                 buf: vec![0; RECV_BUFFER],
             };
@@ -319,9 +334,9 @@ mod linux {
                 let Sock::Blocking(socket) = &w.socket else {
                     unreachable!("bind owns a blocking socket");
                 };
-                let n = socket.recv(&mut &mut w.buf[..], 0)?;
+                let received = socket.recv(&mut &mut w.buf[..], 0);
                 let mut ignored = Vec::new();
-                w.handle_datagram(n, &mut ignored)?;
+                w.handle_received(received, &mut ignored)?;
             }
             Ok(w)
         }
@@ -370,19 +385,23 @@ mod linux {
 
         /// Registers the socket with the runtime on first use.
         fn make_async(&mut self) -> io::Result<()> {
-            if let Sock::Blocking(_) = self.socket {
-                let Sock::Blocking(socket) = std::mem::replace(&mut self.socket, Sock::Moving)
-                else {
-                    unreachable!("checked just above");
-                };
-                socket.set_non_blocking(true)?;
-                // Design: `AsyncFd::new` is deprecated for I/O safety (a registered fd closed
-                // behind tokio's back); here the `AsyncFd` owns the socket, so the fd lives exactly
-                // as long as the registration. The alternative, `register`, is `unsafe`.
-                #[allow(deprecated)]
-                let fd = AsyncFd::new(socket)?;
-                self.socket = Sock::Async(fd);
+            let socket = match std::mem::replace(&mut self.socket, Sock::Moving) {
+                Sock::Blocking(socket) => socket,
+                registered => {
+                    self.socket = registered;
+                    return Ok(());
+                }
+            };
+            if let Err(e) = socket.set_non_blocking(true) {
+                self.socket = Sock::Blocking(socket);
+                return Err(e);
             }
+            // Design: `AsyncFd::new` is deprecated for I/O safety (a registered fd closed
+            // behind tokio's back); here the `AsyncFd` owns the socket, so the fd lives exactly
+            // as long as the registration. The alternative, `register`, is `unsafe`.
+            #[allow(deprecated)]
+            let fd = AsyncFd::new(socket)?;
+            self.socket = Sock::Async(fd);
             Ok(())
         }
 
@@ -398,11 +417,25 @@ mod linux {
                     Err(_would_block) => continue,
                 }
             };
+            self.handle_received(received, events)
+        }
+
+        /// Handles the outcome of one `recv`.
+        fn handle_received(
+            &mut self,
+            received: io::Result<usize>,
+            events: &mut Vec<NetEvent>,
+        ) -> io::Result<()> {
             match received {
                 Ok(n) => self.handle_datagram(n, events),
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
                     warn!("netlink notifications were lost; re-reading the network state");
-                    self.start_resync()
+                    if self.running_dump.is_some() {
+                        self.resync_pending = true;
+                        Ok(())
+                    } else {
+                        self.start_resync()
+                    }
                 }
                 Err(e) => Err(e),
             }
@@ -436,9 +469,20 @@ mod linux {
                         if Some(seq) == self.running_dump =>
                     {
                         self.running_dump = None;
-                        self.next_dump()?;
-                        if self.running_dump.is_none() {
-                            self.finish_resync(events);
+                        if let NetlinkPayload::Error(e) = &msg.payload {
+                            if e.code.is_some() {
+                                // A refused dump (say EBUSY): the listing is incomplete.
+                                warn!(code = ?e.code, "netlink dump refused; retrying");
+                                self.resync_pending = true;
+                            }
+                        }
+                        if std::mem::take(&mut self.resync_pending) {
+                            self.start_resync()?;
+                        } else {
+                            self.next_dump()?;
+                            if self.running_dump.is_none() {
+                                self.finish_resync(events);
+                            }
                         }
                     }
                     _ => {}
@@ -679,7 +723,7 @@ mod linux {
 
     /// `RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE`.
     const GROUPS: u32 = 0x10 | 0x40 | 0x100 | 0x400;
-    /// The receive buffer asked for, and the size of one read.
+    /// The default receive buffer, and the size of one read (a datagram never exceeds it).
     const RECV_BUFFER: usize = 256 * 1024;
     /// Linux's "no buffer space": the kernel dropped notifications for this socket.
     const ENOBUFS: i32 = 105;

@@ -74,6 +74,23 @@ impl Netns {
         );
     }
 
+    /// Runs `ip -n <ns> -batch -` with `commands` on stdin and requires success.
+    fn ip_batch(&self, commands: &str) {
+        use std::io::Write as _;
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ip");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(commands.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "ip -batch failed");
+    }
+
     /// Runs `f` on a thread inside the namespace, with a current-thread tokio runtime.
     fn run<T: Send>(&self, f: impl AsyncFnOnce() -> T + Send) -> T {
         let path = format!("/run/netns/{}", self.name);
@@ -281,5 +298,37 @@ fn a_watching_client_reconnects_when_the_namespace_network_changes() {
             .await
             .expect("the link reconnected");
         client.shutdown().await;
+    });
+}
+
+#[test]
+fn lost_notifications_are_repaired_by_rereading_the_state() {
+    let Some(ns) = Netns::create() else { return };
+    ns.ip(&["addr", "add", "10.90.255.1/24", "dev", "v0"]);
+    ns.run(async || {
+        // A tiny receive buffer: a burst of 300 changes overflows it (ENOBUFS).
+        let mut w = NetWatcher::bind(config().recv_buffer(1)).unwrap();
+        let mut batch = String::new();
+        for i in 0..300 {
+            batch.push_str(&format!(
+                "addr add 10.90.{}.{}/32 dev v0\n",
+                i / 200,
+                i % 200 + 1
+            ));
+        }
+        batch.push_str("addr del 10.90.255.1/24 dev v0\n");
+        ns.ip_batch(&batch);
+        let want: Vec<IpAddr> = (0..300)
+            .map(|i| ip(&format!("10.90.{}.{}", i / 200, i % 200 + 1)))
+            .collect();
+        let gone = ip("10.90.255.1");
+        let complete = |s: &phobos_stn::netwatch::NetState| {
+            let have: Vec<IpAddr> = s.addresses().map(|a| a.addr).collect();
+            want.iter().all(|a| have.contains(a)) && !have.contains(&gone)
+        };
+        let seen = until(&mut w, |c| complete(&c.state)).await;
+        // The removal is reported even if its notification was among the lost ones.
+        assert!(seen.iter().any(|c| removed(c, gone)));
+        assert!(complete(w.state()));
     });
 }
