@@ -104,6 +104,13 @@ impl Config {
                 return Err(ConfigError::Zero("max_addrs"));
             }
         }
+        let short = &self.short_link;
+        if short.max_addrs == 0 {
+            return Err(ConfigError::Zero("short_link.max_addrs"));
+        }
+        if short.max_response_len == 0 {
+            return Err(ConfigError::Zero("short_link.max_response_len"));
+        }
         let t = &self.timing;
         let nonzero = [
             (t.connect_timeout, "connect_timeout"),

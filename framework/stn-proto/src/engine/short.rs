@@ -150,6 +150,18 @@ impl ShortLinkConfig {
         self
     }
 
+    /// Sets [`max_addrs`](Self::max_addrs).
+    pub fn max_addrs(mut self, n: usize) -> Self {
+        self.max_addrs = n;
+        self
+    }
+
+    /// Sets [`max_head_len`](Self::max_head_len).
+    pub fn max_head_len(mut self, len: usize) -> Self {
+        self.max_head_len = len;
+        self
+    }
+
     /// Sets [`max_response_len`](Self::max_response_len).
     pub fn max_response_len(mut self, len: usize) -> Self {
         self.max_response_len = len;
@@ -1124,6 +1136,27 @@ pub const SHORT_REQUEST_INVALID: u32 = 0x5348;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_short_link_limits_are_refused() {
+        let codec = std::sync::Arc::new(phobos_codec_mars::MarsCodec::default());
+        let addr = IpPort::new(IpAddr::from([10, 0, 0, 1]), 80);
+        let build = |c: ShortLinkConfig| {
+            crate::Config::builder(codec.clone())
+                .link(crate::LinkConfig::new("l").addrs([addr]))
+                .short_link(c)
+                .build()
+        };
+        assert!(build(ShortLinkConfig::default()).is_ok());
+        assert_eq!(
+            build(ShortLinkConfig::default().max_addrs(0)).unwrap_err(),
+            crate::ConfigError::Zero("short_link.max_addrs")
+        );
+        assert_eq!(
+            build(ShortLinkConfig::default().max_response_len(0)).unwrap_err(),
+            crate::ConfigError::Zero("short_link.max_response_len")
+        );
+    }
 
     #[test]
     fn hosts_parse_as_literals_or_names() {
