@@ -20,6 +20,18 @@
 //! [`SystemDns`] discards `0.0.0.0`, `::`, `255.255.255.255` and, unless
 //! [`SystemDnsConfig::allow_loopback`] is set, loopback addresses: a resolver answering those
 //! is broken or hijacked. Tests on loopback therefore use a list source, or allow loopback.
+//! [`DohSource`] applies the same filter (filtering DoH providers answer `0.0.0.0` for blocked
+//! names). Both have a time limit of their own ([`SystemDnsConfig::timeout_ms`], 1 s as Mars's
+//! `getaddrinfo`; [`DohConfig::timeout_ms`], 2 s) ending in
+//! [`ResolveError::Timeout`](phobos_plugin_api::ResolveError::Timeout), and report a name that
+//! does not exist as [`ResolveError::NoSuchHost`](phobos_plugin_api::ResolveError::NoSuchHost).
+//!
+//! # Why these crates
+//!
+//! DoH uses `hickory-resolver` 0.25 (features `tokio`, `https-ring`, no defaults): a maintained
+//! resolver with RFC 8484 over HTTP/2, connection reuse, TTL caching and A/AAAA strategies,
+//! built on the workspace's rustls 0.23 with the *ring* provider, so it adds no second crypto
+//! stack (no aws-lc). 0.26 needs Rust 1.88, above the workspace's 1.85.
 //!
 //! # Example
 //!
