@@ -73,7 +73,9 @@
 //! - **Ranking** (§11 without its defects): Mars's 8-outcome failure register, 10 s rate
 //!   limit and ban rule (≥ 3 of 8 failed, 6–30 min); ordering by failures, then oldest
 //!   failure, then known success, then lowest RTT, equals in a seeded random order; a network
-//!   change lifts bans; persisted records ([`RankingState`]) load at start-up (§18.9) and are
+//!   change lifts bans, server bans included ([`Engine::ban_server`], 30 min); when bans
+//!   leave nothing to try, Phobos tries the banned addresses rather than fail; persisted
+//!   records ([`RankingState`]) load at start-up (§18.9) and are
 //!   never banned before a new failure.
 //! - **Heartbeats as intended** (§18.1, §18.2): the first one (or the identify frame) right
 //!   after connect, every write restarts the interval, an unanswered heartbeat drops the link
@@ -99,8 +101,9 @@
 //! - **Short link extras**: zombies and anti-avalanche limits apply to long-link tasks only;
 //!   the proxy flip on the last attempt (§8.6) and per-family connect timeouts are not done
 //!   (the driver's proxy is used on every attempt).
-//! - **Backup-IP check, server bans** (§15.3, `AddServerBan`): the ranking
-//!   (`engine/ranking.rs`) and the chain walk (`engine/chain.rs`) are where they would go.
+//! - **Backup-IP check** (§15.3: moving a link that runs on a backup IP back to a DNS one):
+//!   the ranking (`engine/ranking.rs`) and the chain walk (`engine/chain.rs`) are where it
+//!   would go.
 //! - **Smart heartbeat**: plugged in through
 //!   [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory) (`phobos-heartbeat`).
 //! - Minor links, `channel_id`, QUIC, connection-status aggregation (§15.5), net check and task intercept (no effect on STN behaviour).

@@ -571,6 +571,12 @@ impl Engine {
         self.ranking.is_banned(now, &addr)
     }
 
+    /// The server asked the client to avoid `ip` (Mars's `AddServerBan`): every port of it
+    /// leaves the primary address plans for 30 min, or until the network changes.
+    pub fn ban_server(&mut self, now: Instant, ip: std::net::IpAddr) {
+        self.ranking.ban_server(now, ip);
+    }
+
     /// A connect attempt succeeded (answer to [`Action::Connect`]).
     pub fn handle_connected(&mut self, now: Instant, attempt: ConnId) {
         if self.short.owns(attempt) {

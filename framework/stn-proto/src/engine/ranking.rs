@@ -22,7 +22,8 @@
 //! **Ban** (§11.2): at least 3 failures among the last 8 recorded outcomes and the last
 //! failure less than the ban time ago: 6 min, plus 6 min for each trailing consecutive
 //! failure beyond 3, at most 30 min. Banned addresses leave the primary (DNS) part of a plan;
-//! backups are never filtered. A network change lifts every ban (the registers stay, so a
+//! backups are never filtered. When that leaves nothing at all, Phobos tries the banned
+//! addresses anyway (ban ending soonest first) instead of failing the cycle; Mars fails. A network change lifts every ban (the registers stay, so a
 //! flaky address still ranks low); a restored record has no failure instant, so it is never
 //! banned before a new failure (§11.4).
 //!
@@ -37,6 +38,7 @@
 //! into history and new, sort history, then the IPv6-aware weighted merge.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use phobos_plugin_api::{AddrSource, IpPort, ResolvedAddr};
@@ -87,6 +89,8 @@ pub(crate) struct PlanRules<'a> {
 pub(crate) struct Ranking {
     label: String,
     nets: BTreeMap<String, BTreeMap<IpPort, Record>>,
+    /// Server bans (Mars's `AddServerBan`): every port of the IP, until the instant.
+    server_bans: BTreeMap<IpAddr, Instant>,
 }
 
 /// What the core remembers about one IP:port on one network.
@@ -109,12 +113,14 @@ impl Ranking {
         Ranking {
             label: label.to_owned(),
             nets: BTreeMap::new(),
+            server_bans: BTreeMap::new(),
         }
     }
 
     /// The network changed: later records go to `label`, and every ban is lifted (§11.6).
     pub(crate) fn set_network(&mut self, label: &str) {
         self.label = label.to_owned();
+        self.server_bans.clear();
         for records in self.nets.values_mut() {
             for r in records.values_mut() {
                 r.last_fail = None;
@@ -162,18 +168,25 @@ impl Ranking {
         self.nets.get(&self.label)?.get(addr)
     }
 
-    /// Whether `addr` is banned at `now` (§11.2).
+    /// Whether `addr` is banned at `now` (§11.2): by its own failures or by a server ban.
     pub(crate) fn is_banned(&self, now: Instant, addr: &IpPort) -> bool {
-        self.get(addr).is_some_and(|r| r.is_banned(now))
+        self.server_bans
+            .get(&addr.ip)
+            .is_some_and(|&until| now < until)
+            || self.get(addr).is_some_and(|r| r.is_banned(now))
+    }
+
+    /// The server asked to avoid `ip` (every port) for [`SERVER_BAN`] (Mars's
+    /// `AddServerBan`, 30 min). Lifted by a network change.
+    pub(crate) fn ban_server(&mut self, now: Instant, ip: IpAddr) {
+        self.server_bans.retain(|_, until| *until > now);
+        self.server_bans.insert(ip, now + SERVER_BAN);
     }
 
     /// When the ban of `addr` ends, if it is banned at `now`.
     #[cfg(test)]
     pub(crate) fn ban_ends(&self, now: Instant, addr: &IpPort) -> Option<Instant> {
-        let r = self.get(addr)?;
-        r.is_banned(now)
-            .then(|| r.last_fail.map(|t| t + r.ban_time()))
-            .flatten()
+        self.ban_end(now, addr)
     }
 
     /// The last connect RTT measured for `addr` on this network.
@@ -259,7 +272,41 @@ impl Ranking {
             }
             out.push(b);
         }
+        if out.is_empty() && !matches!(rules.profile, ConnectProfile::MarsClassic) {
+            out = self.last_resort(answers, rules, now);
+        }
         out
+    }
+
+    /// Phobos: when bans leave nothing to try (and there is no backup), the banned primary
+    /// addresses are tried anyway, the ban ending soonest first, rather than failing the
+    /// cycle with no address for up to 30 min after a short outage (Mars does fail).
+    fn last_resort(&self, answers: &Answers, rules: PlanRules<'_>, now: Instant) -> Vec<Candidate> {
+        let mut all: Vec<Candidate> = Vec::new();
+        for host in &answers.hosts {
+            for c in expand(host, rules.ports) {
+                if !all.iter().any(|o| o.addr == c.addr) {
+                    all.push(c);
+                }
+            }
+        }
+        all.sort_by_key(|c| self.ban_end(now, &c.addr));
+        all.truncate(rules.room);
+        all
+    }
+
+    /// When the ban of `addr` ends (`None` when not banned at `now`).
+    fn ban_end(&self, now: Instant, addr: &IpPort) -> Option<Instant> {
+        let server = self
+            .server_bans
+            .get(&addr.ip)
+            .copied()
+            .filter(|&until| now < until);
+        let own = self
+            .get(addr)
+            .filter(|r| r.is_banned(now))
+            .and_then(|r| r.last_fail.map(|t| t + r.ban_time()));
+        server.max(own)
     }
 
     /// Phobos order: by record, random among equals, IPs spread apart.
@@ -605,6 +652,8 @@ fn interleave(v6: Vec<Candidate>, v4: Vec<Candidate>, v6_first: bool) -> Vec<Can
 const RECORD_RATE_LIMIT: Duration = Duration::from_millis(10_000);
 /// Failures among the last 8 recorded outcomes that ban an address.
 const BAN_FAILURES: u32 = 3;
+/// How long a server ban lasts (Mars: 30 min).
+pub(crate) const SERVER_BAN: Duration = Duration::from_secs(30 * 60);
 /// Ban time step (6 min).
 const BAN_STEP: Duration = Duration::from_secs(6 * 60);
 /// Persisted records older than this are dropped (Mars: 86 400 s).
@@ -683,6 +732,23 @@ mod tests {
         r.set_network("mobile");
         r.set_network("wifi");
         assert!(!r.is_banned(last, &a));
+    }
+
+    #[test]
+    fn a_server_ban_covers_every_port_for_thirty_minutes_until_the_network_changes() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("n");
+        r.ban_server(t0, v4(1, 0).ip);
+        assert!(r.is_banned(t0, &v4(1, 80)));
+        assert!(r.is_banned(t0, &v4(1, 443)));
+        assert!(!r.is_banned(t0, &v4(2, 80)));
+        let end = t0 + Duration::from_secs(30 * 60);
+        assert_eq!(r.ban_ends(t0, &v4(1, 80)), Some(end));
+        assert!(r.is_banned(end - Duration::from_millis(1), &v4(1, 80)));
+        assert!(!r.is_banned(end, &v4(1, 80)));
+        r.ban_server(t0, v4(1, 0).ip);
+        r.set_network("m");
+        assert!(!r.is_banned(t0, &v4(1, 80)));
     }
 
     #[test]
@@ -882,7 +948,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+        ))]
 
         /// Whatever the history: no duplicates, no banned primary address, the list size
         /// rule holds, backups come last, and the same seed gives the same plan.
@@ -923,9 +991,16 @@ mod tests {
             let mut seen = std::collections::BTreeSet::new();
             for c in &plan {
                 proptest::prop_assert!(seen.insert(c.addr), "duplicate {:?}", c.addr);
-                if c.source != AddrSource::Backup {
-                    proptest::prop_assert!(!r.is_banned(now, &c.addr));
-                }
+            }
+            // Banned primaries only as Phobos's last resort: then nothing else is planned.
+            let banned = plan
+                .iter()
+                .filter(|c| c.source != AddrSource::Backup && r.is_banned(now, &c.addr))
+                .count();
+            if banned > 0 {
+                proptest::prop_assert!(!mars);
+                proptest::prop_assert!(plan.iter().all(|c| r.is_banned(now, &c.addr)));
+                proptest::prop_assert!(answers.backups.is_empty());
             }
             if let Some(first_backup) = plan.iter().position(|c| c.source == AddrSource::Backup) {
                 proptest::prop_assert!(plan[first_backup..].iter().all(|c| c.source == AddrSource::Backup));

@@ -287,25 +287,27 @@ fn three_failures_ban_an_address_until_the_ban_expires_or_the_network_changes() 
     }
     assert!(sim.engine.is_banned(sim.now, a));
     assert!(sim.engine.is_banned(sim.now, b));
-    // Both banned: the cycle has no address.
+    // Both banned and no backup: Phobos still tries them (Mars would fail with no address,
+    // see `mars_classic_fails_with_no_address_when_every_address_is_banned`).
     let before = starts(&sim).len();
-    sim.events.clear();
     connect(&mut sim);
-    assert_eq!(starts(&sim).len(), before);
-    let reason = sim.events.iter().find_map(|(_, e)| match e {
-        Event::LinkStatus {
-            status: LinkStatus::ConnectFailed,
-            reason,
-            ..
-        } => reason.clone(),
-        _ => None,
-    });
-    assert_eq!(reason, Some(LinkError::NoAddress));
-    // The ban lasts 6 min from the last failure.
-    sim.run_for(secs(6 * 60));
-    assert!(!sim.engine.is_banned(sim.now, a));
-    connect(&mut sim);
-    assert!(starts(&sim).len() > before, "banned addresses come back");
+    assert_eq!(
+        starts(&sim).len(),
+        before + 2,
+        "last resort: the banned ones"
+    );
+    // That was a's 4th failure in a row: banned for 12 min from it (6 min per failure from
+    // the 3rd on), and not a moment longer.
+    let last_fail = sim
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::AddrOutcome { addr, success: false, .. } if *addr == a))
+        .map(|(t, _)| *t)
+        .last()
+        .unwrap();
+    let ends = last_fail + secs(12 * 60);
+    assert!(sim.engine.is_banned(ends - ms(1), a));
+    assert!(!sim.engine.is_banned(ends, a));
 
     // Banned again; a network change lifts the bans and reconnects at once.
     sim.script.reach.insert(b, Live);
@@ -332,6 +334,44 @@ fn three_failures_ban_an_address_until_the_ban_expires_or_the_network_changes() 
         .map(|s| s.0)
         .collect();
     assert_eq!(after.first(), Some(&(t + ms(10))), "re-raced at once");
+}
+
+#[test]
+fn mars_classic_fails_with_no_address_when_every_address_is_banned() {
+    let (a, b) = (server_addr(1), server_addr(2));
+    let cfg = Config::builder(Arc::new(MarsCodec::default()))
+        .link(LinkConfig::new(LINK).hosts(["h"]).ports([8080]))
+        .connect_profile(ConnectProfile::MarsClassic)
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.resolved = [a, b]
+        .iter()
+        .map(|x| ResolvedAddr {
+            ip: x.ip,
+            port: None,
+            source: AddrSource::NewDns,
+        })
+        .collect();
+    sim.script.reach.insert(a, Refused);
+    sim.script.reach.insert(b, Refused);
+    for _ in 0..3 {
+        connect(&mut sim);
+        sim.run_for(secs(11));
+    }
+    let before = starts(&sim).len();
+    sim.events.clear();
+    connect(&mut sim);
+    assert_eq!(starts(&sim).len(), before);
+    let reason = sim.events.iter().find_map(|(_, e)| match e {
+        Event::LinkStatus {
+            status: LinkStatus::ConnectFailed,
+            reason,
+            ..
+        } => reason.clone(),
+        _ => None,
+    });
+    assert_eq!(reason, Some(LinkError::NoAddress));
 }
 
 #[test]
