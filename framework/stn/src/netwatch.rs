@@ -287,7 +287,7 @@ mod linux {
         pub state: NetState,
     }
 
-    /// Listens to the kernel's address and route notifications (see the [module](self) doc).
+    /// Listens to the kernel's address and route notifications (see the [module](crate::netwatch) doc).
     pub struct NetWatcher {
         socket: Sock,
         config: NetWatchConfig,
