@@ -1939,8 +1939,9 @@ impl Engine {
                     });
                 }
                 // Design: local disconnects (network change, app reset) are not the server's
-                // fault and are not reported as address failures (Mars does, §18.8).
-                if !local {
+                // fault and are not reported as address failures (Mars does, §18.8); nor is
+                // a refused identify (an account problem: every address would refuse it).
+                if !local && !matches!(error, LinkError::IdentifyRejected) {
                     self.record_addr(li, now, s.addr, false, None);
                 }
                 self.events.push_back(Event::LinkStatus {

@@ -281,6 +281,11 @@ fn rejected_identify_drops_the_link_ends_its_tasks_and_blocks_reconnects() {
         link_down_reasons(&sim),
         vec![(ms(85), LinkError::IdentifyRejected)]
     );
+    // An account problem, not the address's: no address failure is recorded.
+    assert!(!sim
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::AddrOutcome { success: false, .. })));
     let later = sim.start(TaskSpec::new(CmdId(1), &b"y"[..]));
     assert_eq!(
         sim.ends[&later].1.outcome.clone().unwrap_err().kind(),
