@@ -58,6 +58,8 @@ pub struct ChatOptions {
     pub http: SocketAddr,
     /// TLS for the long link: the CA to trust and the name to verify; `None` for plain TCP.
     pub tls: Option<TrustedServer>,
+    /// TLS for the short link (HTTPS), verified the same way; `None` for plain HTTP.
+    pub http_tls: Option<TrustedServer>,
     /// Extra attempts per send after the first.
     pub retry_count: u32,
     /// The longest a send may take, retries included.
@@ -148,9 +150,6 @@ pub enum ChatError {
     /// The server's answer is not what the protocol says.
     #[error("unexpected answer from the server: {0}")]
     BadAnswer(String),
-    /// The short-link request failed.
-    #[error("short link: {0}")]
-    ShortLink(String),
 }
 
 /// Why the client could not start.
@@ -200,12 +199,17 @@ impl ChatClient {
             .link_addrs(LINK, [opts.long_link.into()])
             .auth(auth)
             .heartbeat(plugins.heartbeat.clone());
-        if let Some(tls) = &opts.tls {
-            let tls = TlsConfig::builder(tls.server_name.clone())
-                .ca_der(tls.ca_der.clone())
+        let tls_config = |t: &TrustedServer| {
+            TlsConfig::builder(t.server_name.clone())
+                .ca_der(t.ca_der.clone())
                 .build()
-                .map_err(|e| StartError::Tls(e.to_string()))?;
-            config = config.connector(Arc::new(TlsConnector::new(tls)));
+                .map_err(|e| StartError::Tls(e.to_string()))
+        };
+        if let Some(tls) = &opts.tls {
+            config = config.connector(Arc::new(TlsConnector::new(tls_config(tls)?)));
+        }
+        if let Some(tls) = &opts.http_tls {
+            config = config.short_link_tls(tls_config(tls)?);
         }
         let config = config
             .build()
@@ -404,7 +408,15 @@ impl Inner {
             request: req,
         })
         .map_err(|e| ChatError::BadAnswer(e.to_string()))?;
-        let resp = crate::shortlink::post(&self.stn, self.http, path, Bytes::from(body)).await?;
+        let resp = crate::shortlink::post(
+            &self.stn,
+            self.http,
+            path,
+            Bytes::from(body),
+            self.retry_count,
+            self.send_timeout,
+        )
+        .await?;
         parse_reply(&resp)
     }
 
@@ -445,7 +457,10 @@ impl Inner {
     /// comes from the server (over the long link, behind the identify frame), so conversations
     /// that began while the link was down are included.
     async fn catch_up_all(&self, events: &mpsc::UnboundedSender<ChatEvent>) {
-        let convs: Vec<Conversation> = match self.call(proto::CMD_CONVERSATIONS, &serde_json::json!({})).await {
+        let convs: Vec<Conversation> = match self
+            .call(proto::CMD_CONVERSATIONS, &serde_json::json!({}))
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 let _ = events.send(ChatEvent::CatchUpFailed {

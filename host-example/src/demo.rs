@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use crate::chat::{ChatClient, ChatEvent, ChatOptions, TrustedServer, Via};
 use crate::config::HostConfig;
 use crate::plugins::LoadedPlugins;
-use crate::proto::Target;
+use crate::proto::{self, Target};
 use crate::server::{Server, ServerConfig, ServerHandle};
 use crate::tls::{DemoTls, SERVER_NAME};
 use crate::tokens::TokenIssuer;
@@ -102,12 +102,19 @@ pub struct DemoReport {
     pub elapsed: Duration,
     /// The server's long-link address.
     pub server_addr: String,
+    /// Short-link requests of the final cross-check (conversation lists, history pages).
+    pub short_requests: usize,
+    /// Clients whose history over the short link disagreed with what they were delivered.
+    pub history_mismatches: usize,
 }
 
 impl DemoReport {
     /// True when every message was delivered exactly once and every send succeeded.
     pub fn is_clean(&self) -> bool {
-        self.send_failures == 0 && self.delivered == self.expected && self.duplicates == 0
+        self.send_failures == 0
+            && self.delivered == self.expected
+            && self.duplicates == 0
+            && self.history_mismatches == 0
     }
 
     /// The `p`-th latency percentile (0.0 to 1.0).
@@ -140,7 +147,9 @@ pub fn codec_roundtrip(codec: &dyn PacketCodec) -> anyhow::Result<(usize, String
             wire.len()
         ),
     };
-    if frame.head != head || wire.get(frame.body.clone()) != Some(&body[..]) || frame.len != wire.len()
+    if frame.head != head
+        || wire.get(frame.body.clone()) != Some(&body[..])
+        || frame.len != wire.len()
     {
         bail!("codec {} did not round-trip a frame", codec.name());
     }
@@ -169,6 +178,7 @@ pub async fn run(
     };
     let mut server_config = ServerConfig::new(plugins.codec.clone(), tokens.clone());
     server_config.tls = tls.as_ref().map(|t| t.server.clone());
+    server_config.http_tls = server_config.tls.clone();
     server_config.identify_cmd_id = plugins.identify_cmd_id();
     server_config.history_limit = config.server.history_limit;
     server_config.dedupe_window = config.server.dedupe_window;
@@ -178,7 +188,7 @@ pub async fn run(
     match &tls {
         Some(_) => println!(
             "Server: long link {} over TLS (certificate for {SERVER_NAME}, signed by a CA made \
-             for this run; the clients trust only that CA), short link http://{}",
+             for this run; the clients trust only that CA), short link https://{}",
             server.long_link_addr(),
             server.http_addr()
         ),
@@ -275,6 +285,10 @@ async fn run_clients(
         ProgressBar::hidden()
     };
     let delivered_count = Arc::new(AtomicUsize::new(0));
+    let trusted = tls.map(|t| TrustedServer {
+        ca_der: t.ca_der.clone(),
+        server_name: SERVER_NAME.to_owned(),
+    });
 
     for (i, user) in users.iter().enumerate() {
         let (client, mut events) = ChatClient::start(
@@ -283,10 +297,8 @@ async fn run_clients(
                 token: tokens.issue(user).context("issuing a token")?,
                 long_link: server.long_link_addr(),
                 http: server.http_addr(),
-                tls: tls.map(|t| TrustedServer {
-                    ca_der: t.ca_der.clone(),
-                    server_name: SERVER_NAME.to_owned(),
-                }),
+                tls: trusted.clone(),
+                http_tls: trusted.clone(),
                 retry_count: config.client.retry_count,
                 send_timeout: Duration::from_millis(config.client.send_timeout_ms),
             },
@@ -414,8 +426,7 @@ async fn run_clients(
         senders.spawn(async move {
             let mut failures = 0usize;
             for j in 0..messages {
-                let (to, recipients) = if direct_every > 0 && j % direct_every == direct_every - 1
-                {
+                let (to, recipients) = if direct_every > 0 && j % direct_every == direct_every - 1 {
                     let peer = (i + 1 + j % (n - 1)) % n;
                     let peer = if peer == i { (i + 1) % n } else { peer };
                     (Target::User(format!("user{:02}", peer + 1)), vec![peer])
@@ -481,7 +492,10 @@ async fn run_clients(
             .restart_after(opts.restart_downtime)
             .await
             .context("restarting the server")?;
-        say(&bar, "  [server] listening again on the same addresses".to_owned());
+        say(
+            &bar,
+            "  [server] listening again on the same addresses".to_owned(),
+        );
         restarted_at = Some(at);
     }
 
@@ -512,6 +526,51 @@ async fn run_clients(
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
+
+    // Cross-check over the short link: each client's conversation list and the history of
+    // each conversation must hold exactly the messages it was delivered (plus its own).
+    let mut short_requests = 0usize;
+    let mut history_mismatches = 0usize;
+    for (i, client) in clients.iter().enumerate() {
+        let delivered_to_i = {
+            let t = tally.lock().unwrap_or_else(|e| e.into_inner());
+            t.arrivals.keys().filter(|(r, _, _)| *r == i).count()
+        };
+        let convs = client
+            .conversations()
+            .await
+            .with_context(|| format!("{}: conversation list over the short link", users[i]))?;
+        short_requests += 1;
+        let mut from_others = 0usize;
+        for conv in convs {
+            let mut after = 0;
+            loop {
+                let page = client
+                    .history(&conv.id, after, proto::MAX_HISTORY_PAGE)
+                    .await
+                    .with_context(|| format!("{}: history of {}", users[i], conv.id))?;
+                short_requests += 1;
+                from_others += page.messages.iter().filter(|m| m.from != users[i]).count();
+                match page.messages.last() {
+                    Some(last) if page.more => after = last.seq,
+                    _ => break,
+                }
+            }
+        }
+        if from_others != delivered_to_i {
+            history_mismatches += 1;
+            log.log_message(
+                Level::Error,
+                "demo",
+                format!(
+                    "{}: history holds {from_others} messages from others, {delivered_to_i} \
+                     were delivered",
+                    users[i]
+                )
+                .as_bytes(),
+            );
+        }
+    }
 
     let mut reconnect_counts = Vec::with_capacity(n);
     for (i, client) in clients.iter().enumerate() {
@@ -558,6 +617,8 @@ async fn run_clients(
         restarted_at,
         elapsed,
         server_addr: String::new(),
+        short_requests,
+        history_mismatches,
     })
 }
 
@@ -597,7 +658,10 @@ pub fn print_summary(report: &DemoReport, opts: &DemoOptions, plugins: &LoadedPl
         "| delivered | {} ({} by push, {} from history after a gap or reconnect) |",
         report.delivered, report.via_push, report.via_history
     );
-    println!("| lost | {} |", report.expected - report.delivered.min(report.expected));
+    println!(
+        "| lost | {} |",
+        report.expected - report.delivered.min(report.expected)
+    );
     println!("| duplicates | {} |", report.duplicates);
     println!(
         "| pushes already had, dropped by sequence | {} |",
@@ -615,9 +679,7 @@ pub fn print_summary(report: &DemoReport, opts: &DemoOptions, plugins: &LoadedPl
         ),
         None => println!("| server restart | none |"),
     }
-    println!(
-        "| reconnects per client (min / max / total) | {min} / {max} / {total_reconnects} |"
-    );
+    println!("| reconnects per client (min / max / total) | {min} / {max} / {total_reconnects} |");
     if !report.down_reasons.is_empty() {
         let reasons: Vec<String> = report
             .down_reasons
@@ -629,13 +691,19 @@ pub fn print_summary(report: &DemoReport, opts: &DemoOptions, plugins: &LoadedPl
     println!(
         "| TLS | {} |",
         if opts.tls {
-            "on (rustls; certificate verified against the run's CA)"
+            "on, long and short link (rustls; certificate verified against the run's CA)"
         } else {
             "off"
         }
     );
     println!("| codec | {} |", plugins.codec_label());
     println!("| log cipher | {} |", plugins.cipher_label());
+    println!(
+        "| short-link cross-check | {} requests over {}; histories disagreeing with deliveries: {} |",
+        report.short_requests,
+        if opts.tls { "HTTPS" } else { "HTTP" },
+        report.history_mismatches
+    );
     println!("| message phase | {:.2?} |", report.elapsed);
 }
 

@@ -118,6 +118,40 @@ pub fn decode_tail(
     Ok((file, bytes.len() as u64, tail))
 }
 
+/// Every `.xlog` file at `path` (a file, or a folder in name order), decoded with the
+/// configured cipher.
+///
+/// # Errors
+///
+/// `path` cannot be read or holds no log file.
+pub fn decode_all(path: &Path, plugins: &LoadedPlugins) -> anyhow::Result<String> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "xlog"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_owned()]
+    };
+    if files.is_empty() {
+        bail!("no .xlog file in {}", path.display());
+    }
+    let mut decoder = phobos_xlog_decode::Decoder::builder();
+    if let Some(cipher) = &plugins.cipher {
+        decoder = decoder.cipher(cipher.clone());
+    }
+    let decoder = decoder.build();
+    let mut out = String::new();
+    for file in files {
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        out.push_str(&String::from_utf8_lossy(&decoder.decode(&bytes)));
+    }
+    Ok(out)
+}
+
 fn xlog_level(level: LogLevel) -> phobos_xlog::Level {
     match level {
         LogLevel::Trace => phobos_xlog::Level::Verbose,

@@ -9,6 +9,8 @@
 //! - `token --user NAME` — prints the user's login token (the demo's stand-in for a login
 //!   service).
 //! - `plugins` — loads and lists the configured plugins and runs a codec round trip.
+//! - `decode-log PATH` — decodes xlog files (a file or a folder) with the configured cipher,
+//!   plugin ciphers included.
 //!
 //! Every subcommand takes `--config FILE` (one TOML file for server and client; see
 //! `docs/HOST_EXAMPLE.md`) and any number of `--plugin PATH` (a plugin library whose plugins
@@ -77,7 +79,7 @@ enum Command {
         /// Short-link (HTTP) listen address (overrides `[server] http`).
         #[arg(long)]
         http: Option<SocketAddr>,
-        /// Plain TCP instead of TLS on the long link.
+        /// Plain TCP and HTTP instead of TLS.
         #[arg(long)]
         no_tls: bool,
     },
@@ -100,7 +102,7 @@ enum Command {
         /// The CA file to trust (overrides `[client] ca`).
         #[arg(long)]
         ca: Option<PathBuf>,
-        /// Plain TCP instead of TLS.
+        /// Plain TCP and HTTP instead of TLS.
         #[arg(long)]
         no_tls: bool,
         /// Where to write the xlog files (overrides `[xlog] dir`).
@@ -119,6 +121,13 @@ enum Command {
     Plugins {
         #[command(flatten)]
         common: Common,
+    },
+    /// Decode xlog files (a file, or every .xlog in a folder) with the configured cipher.
+    DecodeLog {
+        #[command(flatten)]
+        common: Common,
+        /// A .xlog file or a folder of them.
+        path: PathBuf,
     },
 }
 
@@ -215,6 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.client.ca = Some(std::path::absolute(&ca).unwrap_or(ca));
             }
             config.client.tls &= !no_tls;
+            config.client.http_tls &= !no_tls;
             proto::check_name("user", &user)?;
             proto::check_name("room", &room)?;
             let log = LogSetup::open(&config, &plugins, &format!("client-{user}"), log_dir)?;
@@ -240,6 +250,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", plugins.describe());
             let (len, header) = demo::codec_roundtrip(plugins.codec.as_ref())?;
             println!("Codec round trip: {len} bytes on the wire, header {header}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DecodeLog { common, path } => {
+            let (_, plugins) = common.load()?;
+            print!("{}", logging::decode_all(&path, &plugins)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -280,8 +295,13 @@ fn run_demo(
         plugins.cipher.is_some()
     );
     println!(
-        "Its last lines, decoded with phobos-xlog-decode (the whole folder: `cargo run -p \
-         phobos-xlog-decode -- {}`):",
+        "Its last lines, decoded with the {} cipher (the whole folder: `cargo run -p \
+         phobos-host-example -- decode-log{} {}`):",
+        plugins.cipher_label(),
+        config
+            .origin
+            .as_ref()
+            .map_or(String::new(), |p| format!(" --config {}", p.display())),
         dir.display()
     );
     for line in tail {
@@ -292,8 +312,13 @@ fn run_demo(
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
-            "\nerror: {} of {} deliveries arrived, {} duplicates, {} sends failed",
-            report.delivered, report.expected, report.duplicates, report.send_failures
+            "\nerror: {} of {} deliveries arrived, {} duplicates, {} sends failed, {} histories \
+             disagree",
+            report.delivered,
+            report.expected,
+            report.duplicates,
+            report.send_failures,
+            report.history_mismatches
         );
         Ok(ExitCode::FAILURE)
     }
@@ -315,11 +340,15 @@ async fn run_server(
     server_config.identify_cmd_id = plugins.identify_cmd_id();
     server_config.history_limit = config.server.history_limit;
     server_config.dedupe_window = config.server.dedupe_window;
-    let tls = if config.server.tls && !no_tls {
+    let tls = if (config.server.tls || config.server.http_tls) && !no_tls {
         Some(match (&config.server.cert, &config.server.key) {
             (Some(cert), Some(key)) => {
                 let (cert, key) = (config.resolve(cert), config.resolve(key));
-                println!("TLS certificate {} and key {}", cert.display(), key.display());
+                println!(
+                    "TLS certificate {} and key {}",
+                    cert.display(),
+                    key.display()
+                );
                 demo_tls::server_config_from_files(&cert, &key)?
             }
             _ => {
@@ -337,16 +366,21 @@ async fn run_server(
     } else {
         None
     };
-    server_config.tls = tls.clone();
+    server_config.tls = tls.clone().filter(|_| config.server.tls);
     if config.server.http_tls {
         server_config.http_tls = tls;
     }
     let server = Server::start(server_config).await?;
     println!(
-        "Serving codec {} on {} ({}), short link on {}; Ctrl-C stops.",
+        "Serving codec {} on {} ({}), short link on {}://{}; Ctrl-C stops.",
         plugins.codec_label(),
         server.long_link_addr(),
         if server.is_tls() { "TLS" } else { "plain TCP" },
+        if config.server.http_tls && !no_tls {
+            "https"
+        } else {
+            "http"
+        },
         server.http_addr()
     );
     tokio::signal::ctrl_c()
@@ -372,7 +406,7 @@ async fn run_client(
         Some(t) => t.clone(),
         None => TokenIssuer::new(&config.server.auth_secret).issue(user)?,
     };
-    let tls = if config.client.tls {
+    let trusted = if config.client.tls || config.client.http_tls {
         let ca_path = config.client_ca();
         let ca_der = demo_tls::read_ca(&ca_path).with_context(|| {
             format!(
@@ -394,7 +428,8 @@ async fn run_client(
             token,
             long_link: config.client.server,
             http: config.client.http,
-            tls,
+            tls: trusted.clone().filter(|_| config.client.tls),
+            http_tls: trusted.filter(|_| config.client.http_tls),
             retry_count: config.client.retry_count,
             send_timeout: Duration::from_millis(config.client.send_timeout_ms),
         },
@@ -405,7 +440,11 @@ async fn run_client(
         "{user} → {} ({}); type a message for #{room}, or /join ROOM, /room ROOM, /to USER TEXT, \
          /list, /history CONVERSATION, /quit",
         config.client.server,
-        if config.client.tls { "TLS" } else { "plain TCP" }
+        if config.client.tls {
+            "TLS"
+        } else {
+            "plain TCP"
+        }
     );
 
     // Link status and messages as they arrive.

@@ -78,6 +78,11 @@ impl LoadedPlugins {
             Some(table) => PluginsConfig::from_table(table).map_err(cfg_err)?,
             None => PluginsConfig::default(),
         };
+        // This app's server identifies users by the token plugin's identify frame, so that is
+        // the default here (the registry's own default is "none").
+        if plugins_config.auth.is_none() {
+            plugins_config.auth = Some(PluginSpec::named("token"));
+        }
         // Library paths in the file are relative to the file, not the working directory.
         let specs = [
             plugins_config.codec.as_mut(),
@@ -212,6 +217,14 @@ mod tests {
             plugins.identify_cmd_id(),
             phobos_auth_basic::DEFAULT_IDENTIFY_CMD
         );
+    }
+
+    #[test]
+    fn the_auth_plugin_defaults_to_token() {
+        let plugins = load_text("[plugins]\ncodec = \"mars\"\n").unwrap();
+        assert_eq!(plugins.set.auth.name(), "token");
+        let plugins = load_text("").unwrap();
+        assert_eq!(plugins.set.auth.name(), "token");
     }
 
     #[test]

@@ -539,11 +539,7 @@ impl Inner {
     }
 
     /// Stores and fans out a message (or recognises a retry).
-    fn send(
-        &self,
-        user: &str,
-        req: SendRequest,
-    ) -> Result<SendAck, ServerError> {
+    fn send(&self, user: &str, req: SendRequest) -> Result<SendAck, ServerError> {
         proto::check_name("client_msg_id", &req.client_msg_id)?;
         if req.text.len() > proto::MAX_TEXT_LEN {
             return Err(ServerError::new(

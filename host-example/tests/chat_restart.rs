@@ -26,16 +26,18 @@ fn client(
     plugins: &LoadedPlugins,
     user: &str,
 ) -> (ChatClient, ChatEvents) {
+    let trusted = TrustedServer {
+        ca_der: tls.ca_der.clone(),
+        server_name: SERVER_NAME.to_owned(),
+    };
     ChatClient::start(
         ChatOptions {
             user: user.to_owned(),
             token: tokens.issue(user).unwrap(),
             long_link: server.long_link_addr(),
             http: server.http_addr(),
-            tls: Some(TrustedServer {
-                ca_der: tls.ca_der.clone(),
-                server_name: SERVER_NAME.to_owned(),
-            }),
+            tls: Some(trusted.clone()),
+            http_tls: Some(trusted),
             retry_count: 10,
             send_timeout: Duration::from_secs(30),
         },
@@ -77,6 +79,7 @@ async fn two_clients_get_every_message_once_and_in_order_across_a_server_restart
     let tokens = TokenIssuer::new("test-secret");
     let mut server_config = ServerConfig::new(plugins.codec.clone(), tokens.clone());
     server_config.tls = Some(tls.server.clone());
+    server_config.http_tls = Some(tls.server.clone());
     let server = Server::start(server_config).await.unwrap();
 
     let (alice, mut alice_events) = client(&server, &tokens, &tls, &plugins, "alice");

@@ -24,12 +24,18 @@ fn demo_delivers_every_message_once_across_the_restart_and_exits_zero() {
     assert!(stdout.contains("| lost | 0 |"), "{stdout}");
     assert!(stdout.contains("| duplicates | 0 |"), "{stdout}");
     assert!(stdout.contains("| sends failed | 0 |"), "{stdout}");
-    assert!(stdout.contains("| server restart | once, after"), "{stdout}");
+    assert!(
+        stdout.contains("| server restart | once, after"),
+        "{stdout}"
+    );
     assert!(stdout.contains("[server] restarting after"), "{stdout}");
     assert!(stdout.contains("[link] user01: link down"), "{stdout}");
     assert!(stdout.contains("codec      mars"), "{stdout}");
     assert!(stdout.contains("| codec | mars (built-in) |"), "{stdout}");
-    assert!(stdout.contains("| log cipher | mars-tea (built-in) |"), "{stdout}");
+    assert!(
+        stdout.contains("| log cipher | mars-tea (built-in) |"),
+        "{stdout}"
+    );
     assert!(stdout.contains("| TLS | on"), "{stdout}");
     assert!(
         stdout.contains("Every message was delivered exactly once."),

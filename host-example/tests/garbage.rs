@@ -44,6 +44,7 @@ async fn a_client_talking_to_a_junk_server_reports_a_malformed_frame_and_fails_i
             long_link: addr,
             http: addr,
             tls: None,
+            http_tls: None,
             retry_count: 1,
             send_timeout: Duration::from_secs(5),
         },
@@ -128,8 +129,8 @@ async fn the_server_survives_random_bytes_on_both_ports_over_tls() {
     let tcp = tokio::net::TcpStream::connect(server.long_link_addr())
         .await
         .unwrap();
-    let name = rustls::pki_types::ServerName::try_from(phobos_host_example::tls::SERVER_NAME)
-        .unwrap();
+    let name =
+        rustls::pki_types::ServerName::try_from(phobos_host_example::tls::SERVER_NAME).unwrap();
     connector.connect(name, tcp).await.expect("handshake");
     server.shutdown().await;
 }

@@ -1,5 +1,9 @@
 //! ACME's Phobos plugins: what a team that owns its own server protocol writes instead of
-//! patching Mars's C++ packer.
+//! patching Mars's C++ packer and log encryption.
+//!
+//! - [`AcmeCodec`] (`"acme"`): the long-link frame format, below.
+//! - [`AcmeCipher`] (`"acme-aes256gcm"`): the xlog cipher, X25519 + HKDF-SHA256 +
+//!   AES-256-GCM in ACME's own header and record format (see the [`cipher`] module).
 //!
 //! [`AcmeCodec`] frames the long link with ACME's header: a magic, a version, the routing
 //! fields, the body length and a CRC-32 of the body, so a corrupted or foreign frame is caught
@@ -30,15 +34,18 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Built with `--features dynamic` the crate is a plugin library offering the codec `"acme"`;
-//! see `docs/PLUGINS.md` for the walk-through.
+//! Built with `--features dynamic` the crate is a plugin library offering the codec `"acme"`
+//! and the cipher `"acme-aes256gcm"`; see `docs/PLUGINS.md` for the walk-through.
 
 use phobos_plugin_api::codec::{DecodeError, Decoded, EncodeError, FrameHead, FrameKind, RawFrame};
 use phobos_plugin_api::{CmdId, PacketCodec, Seq};
 use serde::Deserialize;
 
+pub mod cipher;
 #[cfg(feature = "dynamic")]
 mod dynamic;
+
+pub use cipher::{AcmeCipher, AcmeCipherConfig};
 
 /// ACME's long-link codec.
 #[derive(Clone, Debug)]
