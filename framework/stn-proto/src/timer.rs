@@ -31,11 +31,13 @@ pub enum TimerKind {
     ZombieRestart,
     /// The link's retry pause (1 s after a failure) ends: retried tasks may go again.
     RetryPause(usize),
-    /// The driver took too long to resolve the link's hosts: the connect cycle fails.
+    /// The IP source call in flight for the link took longer than the source's limit (§10,
+    /// default 2 s): it counts as an empty answer and the chain moves on to the next source.
     Resolve(usize),
     /// One connect attempt's own timeout (10 s).
     ConnectAttempt(ConnId),
-    /// The race may start the link's next address (2.5 s after the previous start).
+    /// The race may start the link's next address: the stagger after the previous start
+    /// (`MarsClassic` 2.5 s; `Phobos` 250 ms, adapted to measured connect times).
     RaceStep(usize),
     /// The link's next heartbeat slot (the policy's interval after the last write).
     Heartbeat(usize),
