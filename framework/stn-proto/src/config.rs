@@ -479,8 +479,11 @@ pub enum ConnectProfile {
 /// After starting an attempt to address *a*, the next attempt is due after
 /// `clamp(2 × rtt, stagger_min, stagger_max)`, where `rtt` is *a*'s last measured connect
 /// time if known, else the smoothed connect time of this network (EWMA, gain 1/8, reset on a
-/// network change), else the stagger is [`stagger`](Self::stagger). Twice the RTT because a
-/// handshake that has not finished after two round trips has most likely lost a packet.
+/// network change), else the stagger is [`stagger`](Self::stagger). RFC 8305 §5 asks the delay
+/// to approximate when the previous attempt would send its second SYN, i.e. TCP's
+/// retransmission timeout (RFC 6298: from 3 × RTT after the first sample down to about 1 × RTT
+/// on a steady path); twice the RTT sits in that range: a handshake that has not finished
+/// after two round trips has most likely lost a packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Racing {
     /// Stagger before any connect time is known (RFC 8305's recommended 250 ms).

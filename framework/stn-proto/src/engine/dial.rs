@@ -23,8 +23,9 @@ use crate::io::{AttemptOutcome, ConnId, DialError};
 pub(crate) struct DialRules {
     /// At most this many attempts in flight.
     pub(crate) max_concurrent: usize,
-    /// Start the next address as soon as an attempt fails (Phobos, RFC 8305 §5). Mars waits
-    /// for the step unless nothing is left in flight.
+    /// Start the next address as soon as an attempt fails (Phobos: a refusal says nothing
+    /// about the next address, so waiting out the stagger only adds latency). Mars waits for
+    /// the step unless nothing is left in flight.
     pub(crate) start_on_failure: bool,
 }
 
