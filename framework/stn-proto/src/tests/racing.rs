@@ -126,6 +126,20 @@ fn attempts_are_staggered_by_250_ms_before_any_rtt_is_known() {
 }
 
 #[test]
+fn three_silent_addresses_delay_a_live_fourth_by_three_staggers_only() {
+    let mut sim = fixed(&[Dead, Dead, Dead, Live]);
+    assert!(connect(&mut sim));
+    assert_eq!(sim.elapsed(), ms(790), "MarsClassic: 10.04 s (links.rs)");
+    let r = &reports(&sim)[0];
+    let aborted = r
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == AttemptOutcome::Aborted)
+        .count();
+    assert_eq!(aborted, 3);
+}
+
+#[test]
 fn losers_are_aborted_and_the_cycle_report_names_every_outcome() {
     let mut sim = fixed(&[Dead, Refused, Live, Dead]);
     assert!(connect(&mut sim));
