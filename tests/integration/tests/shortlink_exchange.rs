@@ -258,3 +258,54 @@ async fn names_resolve_through_the_ip_sources_for_the_short_link() {
     let req = String::from_utf8(server.requests()[0].clone()).unwrap();
     assert!(req.contains("\r\nHost: s.example\r\n"), "{req}");
 }
+
+#[tokio::test]
+async fn an_either_task_takes_the_short_link_while_the_long_link_is_down() {
+    let server = MockShortLinkServer::start(|_| ShortReply::Ok(b"short".to_vec()))
+        .await
+        .unwrap();
+    let client = client().await;
+    let end = client
+        .start_task(
+            TaskSpec::new(CmdId(7), &b"either"[..])
+                .with_channel(ChannelSelect::Either)
+                .with_short_link("/cgi-bin/e", [server.host()]),
+        )
+        .end()
+        .await
+        .unwrap();
+    assert_eq!(&end.outcome.unwrap().body[..], b"short");
+    assert_eq!(
+        end.profile.link.as_ref().map(|l| l.as_str()),
+        Some(phobos_stn_proto::SHORT_LINK)
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_that_stops_midway_hits_the_packet_to_packet_timeout() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part".to_vec();
+    let sent = head.len();
+    let server = MockShortLinkServer::start(move |_| ShortReply::PartialThenStall(head.clone()))
+        .await
+        .unwrap();
+    let client = client().await;
+    let t0 = tokio::time::Instant::now();
+    let end = client
+        .start_task(short(&[server.host()]).with_retry_count(0))
+        .end()
+        .await
+        .unwrap();
+    assert_eq!(
+        end.outcome.unwrap_err(),
+        TaskError::Timeout(TimeoutLevel::PacketToPacket)
+    );
+    // 8 s (Wi-Fi) after the last byte, well before the 12 s first-packet timeout.
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(9),
+        "{waited:?}"
+    );
+    assert!(end.profile.first_byte.is_some());
+    assert_eq!(end.profile.received_bytes, sent);
+}

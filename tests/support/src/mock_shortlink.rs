@@ -32,6 +32,9 @@ pub enum ShortReply {
     Raw(Vec<u8>),
     /// Never answer (the connection stays open until the client gives up).
     Stall,
+    /// These bytes, then nothing more (the connection stays open until the client gives
+    /// up): a response that stops midway.
+    PartialThenStall(Vec<u8>),
 }
 
 /// Gives the reply for request number `n` (0-based, over the whole server).
@@ -162,9 +165,13 @@ pub async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared
             }
             ShortReply::Raw(bytes) => bytes,
             ShortReply::Stall => {
-                // Hold the connection open until the client closes it.
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                hold(&mut stream).await;
+                return;
+            }
+            ShortReply::PartialThenStall(bytes) => {
+                if stream.write_all(&bytes).await.is_ok() {
+                    hold(&mut stream).await;
+                }
                 return;
             }
         };
@@ -176,6 +183,12 @@ pub async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared
             return;
         }
     }
+}
+
+/// Holds the connection open until the client closes it.
+async fn hold<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut sink = [0u8; 1024];
+    while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 /// Reads one request (head, then `Content-Length` bytes) from `stream`; `None` at EOF or on
