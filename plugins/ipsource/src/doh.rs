@@ -70,7 +70,13 @@ impl DohSource {
     /// [`DohConfigError`] when the config names no server, has a TLS name that is not a DNS
     /// name or IP, a path not starting with `/`, a zero port or timeout, or a `ca_pem` without
     /// a readable certificate.
-    pub fn new(config: DohConfig) -> Result<Self, DohConfigError> {
+    pub fn new(mut config: DohConfig) -> Result<Self, DohConfigError> {
+        if let Some(url) = config.url.take() {
+            let (tls_name, port, path) = parse_url(&url)?;
+            config.tls_name = tls_name;
+            config.port = port;
+            config.path = path;
+        }
         if config.server_ips.is_empty() {
             return Err(DohConfigError::NoServer);
         }
@@ -201,6 +207,10 @@ impl IpSource for DohSource {
 pub struct DohConfig {
     /// The server's addresses, asked in order (a second one is a fallback).
     pub server_ips: Vec<IpAddr>,
+    /// The endpoint as a URL, `https://<tls name>[:port][/path]`; when set it gives
+    /// `tls_name`, `port` and `path` (443 and `/dns-query` when left out), replacing those
+    /// fields.
+    pub url: Option<String>,
     /// The HTTPS port. Default 443.
     pub port: u16,
     /// The name the server's certificate must carry (also sent as SNI).
@@ -222,6 +232,7 @@ impl Default for DohConfig {
     fn default() -> Self {
         DohConfig {
             server_ips: Vec::new(),
+            url: None,
             port: 443,
             tls_name: String::new(),
             path: "/dns-query".to_owned(),
@@ -252,9 +263,39 @@ pub enum DohConfigError {
     /// `path` does not start with `/`.
     #[error("DoH path {0:?} must start with '/'")]
     Path(String),
+    /// `url` is not `https://host[:port][/path]`.
+    #[error("{0:?} is not an https:// URL with a host")]
+    Url(String),
     /// `ca_pem` holds no readable certificate, or one rustls refuses as a trust anchor.
     #[error("unusable ca_pem: {0}")]
     Ca(String),
+}
+
+/// Splits `https://host[:port][/path]` into TLS name, port and path.
+fn parse_url(url: &str) -> Result<(String, u16, String), DohConfigError> {
+    let bad = || DohConfigError::Url(url.to_owned());
+    let rest = url.trim().strip_prefix("https://").ok_or_else(bad)?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_owned()),
+        None => (rest, "/dns-query".to_owned()),
+    };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() || authority.contains('@') {
+        return Err(bad());
+    }
+    let port = match port {
+        None => 443,
+        Some(p) => p.parse::<u16>().map_err(|_| bad())?,
+    };
+    Ok((host.to_owned(), port, path))
 }
 
 /// The rustls client config: ring provider, Mozilla roots or the given CA certificates.
@@ -341,6 +382,43 @@ mod tests {
     }
 
     #[test]
+    fn a_url_gives_name_port_and_path() {
+        let cases = [
+            (
+                "https://dns.example/dns-query",
+                ("dns.example", 443, "/dns-query"),
+            ),
+            ("https://dns.example:8443/q", ("dns.example", 8443, "/q")),
+            ("https://dns.example", ("dns.example", 443, "/dns-query")),
+            ("https://[2001:db8::53]:444/x", ("2001:db8::53", 444, "/x")),
+        ];
+        for (url, (name, port, path)) in cases {
+            assert_eq!(
+                parse_url(url),
+                Ok((name.to_owned(), port, path.to_owned())),
+                "{url}"
+            );
+        }
+        for bad in [
+            "http://dns.example/",
+            "https://",
+            "https://:443/",
+            "https://a:x/",
+            "https://u@h/",
+        ] {
+            assert_eq!(
+                parse_url(bad),
+                Err(DohConfigError::Url(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        let mut c = config();
+        c.tls_name = String::new();
+        c.url = Some("https://dns.example:8443/q".to_owned());
+        assert!(DohSource::new(c).is_ok());
+    }
+
+    #[test]
     fn config_reads_from_json_with_defaults_and_refuses_unknown_keys() {
         let c: DohConfig = serde_json::from_str(
             r#"{"server_ips": ["192.0.2.53"], "tls_name": "doh.example", "timeout_ms": 500}"#,
@@ -353,7 +431,7 @@ mod tests {
                 ..config()
             }
         );
-        assert!(serde_json::from_str::<DohConfig>(r#"{"url": "https://x"}"#).is_err());
+        assert!(serde_json::from_str::<DohConfig>(r#"{"server": "https://x"}"#).is_err());
     }
 
     #[tokio::test]

@@ -256,7 +256,14 @@ async fn a_and_aaaa_answers_come_back_tagged_doh() {
 async fn ipv4_only_asks_for_a_records_only() {
     let ca = TestCa::new();
     let server = DohServer::start(&ca).await;
-    let doh = server.source(&ca, |c| c.ipv4_only = true);
+    // Configured by URL this time: the URL's name, port and path replace the fields.
+    let port = server.addr.port();
+    let doh = server.source(&ca, |c| {
+        c.ipv4_only = true;
+        c.url = Some(format!("https://{TLS_NAME}:{port}/dns-query"));
+        c.tls_name = "ignored.example".to_owned();
+        c.port = 1;
+    });
     let got = doh.resolve("a.test", LinkPurpose::LongLink).await.unwrap();
     assert_eq!(ips(&got), [ip("192.0.2.1"), ip("192.0.2.2")]);
     assert!(server.asked().iter().all(|a| a.kind == RecordType::A));
