@@ -367,7 +367,7 @@ async fn run_clients(
                                     .or_insert(0) += 1;
                                 format!("{user}: link down ({reason}); reconnecting")
                             }
-                            (other, None) => format!("{user}: {other:?}; reconnecting"),
+                            (other, None) => format!("{user}: link down ({other:?}); reconnecting"),
                         };
                         log.log_message(Level::Info, "demo", line.as_bytes());
                         if i == 0 {

@@ -467,7 +467,7 @@ async fn run_client(
                     (LinkStatus::Connecting, _) => "* connecting…".to_owned(),
                     (LinkStatus::Connected(addr), _) => format!("* connected to {addr}"),
                     (_, Some(reason)) => format!("* link down: {reason}; reconnecting"),
-                    (other, None) => format!("* {other:?}; reconnecting"),
+                    (other, None) => format!("* link down: {other:?}; reconnecting"),
                 },
                 ChatEvent::CaughtUp {
                     conversation,

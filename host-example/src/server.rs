@@ -113,7 +113,9 @@ impl ServerConfig {
 #[derive(Debug)]
 pub struct Server;
 
-/// A running server. Cloning gives another handle to the same server.
+/// A running server. Cloning gives another handle to the same server. Dropping the handles
+/// does not stop it (its tasks keep serving until the runtime ends): call
+/// [`shutdown`](Self::shutdown).
 #[derive(Clone, Debug)]
 pub struct ServerHandle {
     inner: Arc<Inner>,
