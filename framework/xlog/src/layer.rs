@@ -36,8 +36,17 @@ impl XlogLayer {
     }
 }
 
+/// Per-thread buffers: the message, then the other fields (joined after the message).
+struct Buffers {
+    message: String,
+    fields: String,
+}
+
 thread_local! {
-    static MESSAGE: RefCell<String> = RefCell::new(String::with_capacity(256));
+    static MESSAGE: RefCell<Buffers> = RefCell::new(Buffers {
+        message: String::with_capacity(256),
+        fields: String::with_capacity(128),
+    });
 }
 
 impl<S: Subscriber> Layer<S> for XlogLayer {
@@ -57,71 +66,64 @@ impl<S: Subscriber> Layer<S> for XlogLayer {
             let Ok(mut m) = m.try_borrow_mut() else {
                 return; // re-entrant event from inside a field's Debug impl
             };
-            m.clear();
+            let m = &mut *m;
+            m.message.clear();
+            m.fields.clear();
             event.record(&mut FieldVisitor {
-                out: &mut m,
+                message: &mut m.message,
+                fields: &mut m.fields,
                 had_message: false,
             });
+            if !m.fields.is_empty() {
+                if !m.message.is_empty() {
+                    m.message.push(' ');
+                }
+                m.message.push_str(&m.fields);
+            }
             let record = Record {
                 level,
                 tag: meta.target(),
                 file: meta.file().unwrap_or(""),
                 line: meta.line().unwrap_or(0),
                 func: meta.module_path().unwrap_or(""),
-                message: m.as_bytes(),
+                message: m.message.as_bytes(),
             };
             self.xlog.log(&record);
         });
     }
 }
 
+/// Writes the `message` field into `message` and every other field as `name=value` into
+/// `fields`, so the line reads `message k=v k=v` whatever the field order, without allocating.
 struct FieldVisitor<'a> {
-    out: &'a mut String,
+    message: &'a mut String,
+    fields: &'a mut String,
     had_message: bool,
 }
 
 impl FieldVisitor<'_> {
-    fn sep(&mut self, field: &Field) {
-        if field.name() == "message" {
-            return;
+    /// Where `field`'s value goes; writes the `name=` prefix for a non-message field.
+    fn target(&mut self, field: &Field) -> &mut String {
+        if field.name() == "message" && !self.had_message {
+            self.had_message = true;
+            return self.message;
         }
-        if !self.out.is_empty() {
-            self.out.push(' ');
+        if !self.fields.is_empty() {
+            self.fields.push(' ');
         }
-        self.out.push_str(field.name());
-        self.out.push('=');
+        self.fields.push_str(field.name());
+        self.fields.push('=');
+        self.fields
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" && !self.had_message {
-            self.had_message = true;
-            if !self.out.is_empty() {
-                self.out.insert(0, ' ');
-            }
-            self.out.insert_str(0, value);
-            return;
-        }
-        self.sep(field);
-        self.out.push_str(value);
+        self.target(field).push_str(value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" && !self.had_message {
-            self.had_message = true;
-            let mut s = String::with_capacity(128);
-            let _ = write!(s, "{value:?}");
-            if self.out.is_empty() {
-                *self.out = s;
-            } else {
-                s.push(' ');
-                self.out.insert_str(0, &s);
-            }
-            return;
-        }
-        self.sep(field);
-        let _ = write!(self.out, "{value:?}");
+        let _ = write!(self.target(field), "{value:?}");
     }
 }
 

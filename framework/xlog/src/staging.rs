@@ -43,7 +43,7 @@
 //! exactly-once: if the crash came after (part of) the append reached the log file, recovery
 //! finds it there and does not append it twice.
 
-use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha20;
 use phobos_plugin_api::cipher::{BlockEncryptor, CipherError, CipherKind};
 use rand_core::{OsRng, RngCore};
@@ -184,7 +184,50 @@ pub(crate) struct StreamStaging {
     /// `kind | n | wrapped K`: the body prefix without the nonce.
     head: Vec<u8>,
     /// The keystream of the block being staged.
-    cipher: Option<ChaCha20>,
+    cipher: Option<Keystream>,
+    /// A keystream computed ahead of time by the writer thread for the block generation it
+    /// names (see [`Stager::install_keystream`]).
+    prepared: Option<(u64, Vec<u8>)>,
+    /// The last block's precomputed keystream buffer, for the writer thread to refill.
+    spent: Option<Vec<u8>>,
+}
+
+/// The ChaCha20 keystream of one staged block: precomputed bytes when the writer thread made
+/// them in time (a line then costs an XOR), else computed as lines come.
+struct Keystream {
+    pre: Vec<u8>,
+    cipher: ChaCha20,
+    pos: usize,
+}
+
+impl Keystream {
+    fn apply(&mut self, data: &mut [u8]) {
+        let end = self.pos + data.len();
+        if let Some(ks) = self.pre.get(self.pos..end) {
+            for (d, k) in data.iter_mut().zip(ks) {
+                *d ^= k;
+            }
+        } else {
+            self.cipher.seek(self.pos as u64);
+            self.cipher.apply_keystream(data);
+        }
+        self.pos = end;
+    }
+}
+
+/// The ChaCha20 cipher of staged block `gen` under `key` (nonce: `gen` LE, then 4 zeros).
+fn block_cipher(key: &[u8; 32], gen: u64) -> ChaCha20 {
+    let mut nonce = [0u8; 12];
+    nonce[..8].copy_from_slice(&gen.to_le_bytes());
+    ChaCha20::new(key.into(), &nonce.into())
+}
+
+/// Fills `buf` with the first [`SLOT_LEN`] keystream bytes of staged block `gen` (what
+/// the writer thread precomputes).
+pub(crate) fn compute_keystream(key: &[u8; 32], gen: u64, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.resize(SLOT_LEN, 0);
+    block_cipher(key, gen).apply_keystream(buf);
 }
 
 impl std::fmt::Debug for StreamStaging {
@@ -222,7 +265,14 @@ impl StreamStaging {
             key,
             head,
             cipher: None,
+            prepared: None,
+            spent: None,
         })
+    }
+
+    /// The session key (for the writer thread's keystream precomputation).
+    pub(crate) fn key(&self) -> [u8; 32] {
+        self.key
     }
 }
 
@@ -275,9 +325,18 @@ impl Stager {
         if let Some(s) = self.stream.as_mut() {
             let mut prefix = s.head.clone();
             prefix.extend_from_slice(&gen.to_le_bytes());
-            let mut nonce = [0u8; 12];
-            nonce[..8].copy_from_slice(&gen.to_le_bytes());
-            s.cipher = Some(ChaCha20::new(&s.key.into(), &nonce.into()));
+            let pre = match s.prepared.take() {
+                Some((g, buf)) if g == gen => buf,
+                other => {
+                    s.prepared = other;
+                    Vec::new()
+                }
+            };
+            s.cipher = Some(Keystream {
+                pre,
+                cipher: block_cipher(&s.key, gen),
+                pos: 0,
+            });
             store.put(Area::Block, HEADER_LEN, &prefix);
             body_len = prefix.len();
         }
@@ -321,7 +380,7 @@ impl Stager {
             if HEADER_LEN + active.body_len + self.comp.len() + 1 > SLOT_LEN {
                 return Err(StageError::NoRoom);
             }
-            cipher.apply_keystream(&mut self.comp);
+            cipher.apply(&mut self.comp);
             new_tail_len = 0;
             write_pos = active.body_len;
             data = &self.comp;
@@ -375,7 +434,11 @@ impl Stager {
         hour: u8,
     ) -> Result<usize, StageError> {
         if let Some(s) = self.stream.as_mut() {
-            s.cipher = None;
+            if let Some(ks) = s.cipher.take() {
+                if ks.pre.capacity() > 0 {
+                    s.spent = Some(ks.pre);
+                }
+            }
         } else if let Some(enc) = self.encryptor.as_mut() {
             self.enc.clear();
             enc.finish_block(&active.tail, &mut self.enc)?;
@@ -395,6 +458,25 @@ impl Stager {
         store.put(Area::Block, END_HOUR_OFFSET, &[hour]);
         store.put(Area::Block, HEADER_LEN + active.body_len, &[MAGIC_END]);
         Ok(HEADER_LEN + active.body_len + 1)
+    }
+
+    /// The staging stream's session key, if lines are staged with it.
+    #[cfg(test)]
+    pub(crate) fn stream_key(&self) -> Option<[u8; 32]> {
+        self.stream.as_ref().map(StreamStaging::key)
+    }
+
+    /// A spent keystream buffer to refill (none: allocate one).
+    pub(crate) fn take_spent_keystream(&mut self) -> Option<Vec<u8>> {
+        self.stream.as_mut().and_then(|s| s.spent.take())
+    }
+
+    /// Hands over the keystream the writer thread computed for block generation `gen`; it is
+    /// used if that block is the next one to begin.
+    pub(crate) fn install_keystream(&mut self, gen: u64, buf: Vec<u8>) {
+        if let Some(s) = self.stream.as_mut() {
+            s.prepared = Some((gen, buf));
+        }
     }
 
     /// The header key of this session (zeros without a cipher).

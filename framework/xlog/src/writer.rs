@@ -21,8 +21,8 @@ use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
-    recover, write_intent, Active, Region, StageError, Stager, StreamStaging, FILE_LEN, META_BASE,
-    META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
+    compute_keystream, recover, write_intent, Active, Region, StageError, Stager, StreamStaging,
+    FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
 };
 
 /// Why a writer could not be built.
@@ -286,6 +286,10 @@ struct Finisher {
     body: Vec<u8>,
     enc: Vec<u8>,
     out: Vec<u8>,
+    /// The staging stream's key, to precompute keystreams (keyed writers).
+    stream_key: Option<[u8; 32]>,
+    /// A keystream buffer that was not used, for the next precomputation.
+    keystream: Option<Vec<u8>>,
 }
 
 impl Finisher {
@@ -584,6 +588,8 @@ impl Xlog {
             body: Vec::new(),
             enc: Vec::new(),
             out: Vec::new(),
+            stream_key: stream.as_ref().map(StreamStaging::key),
+            keystream: None,
         };
         // Lines are staged uncompressed (stored deflate / raw zstd blocks); a keyed writer
         // encrypts them with the staging stream cipher. The 8-byte padding keeps Mars's TEA
@@ -1137,6 +1143,24 @@ impl Inner {
                         self.seal(&mut st);
                     }
                     self.done.notify_all();
+                    // Precompute the staging keystream of the next block to begin, so that
+                    // logging threads only XOR (outside every lock).
+                    if let Some(key) = finisher.stream_key {
+                        let gen = st.next_gen;
+                        let mut buf = st
+                            .stager
+                            .take_spent_keystream()
+                            .or_else(|| finisher.keystream.take())
+                            .unwrap_or_default();
+                        drop(st);
+                        compute_keystream(&key, gen, &mut buf);
+                        let mut st = self.lock_state();
+                        if st.next_gen == gen {
+                            st.stager.install_keystream(gen, buf);
+                        } else {
+                            finisher.keystream = Some(buf);
+                        }
+                    }
                 }
                 None => {
                     let st = self.lock_state();
