@@ -166,6 +166,9 @@ pub enum Action {
         addr: IpPort,
         /// The host the address belongs to (the `Host` header; the keep-alive pool key).
         host: String,
+        /// Go through the driver's short-link proxy (only ever `true` when
+        /// [`ShortLinkConfig::proxy`](crate::ShortLinkConfig::proxy) says there is one).
+        proxy: bool,
     },
     /// Run one HTTP/1.1 exchange on the short-link connection `conn`: write `request` as a
     /// `POST`, report each read with

@@ -99,8 +99,7 @@
 //! # What it does not do (yet), and the hooks left for it
 //!
 //! - **Short link extras**: zombies and anti-avalanche limits apply to long-link tasks only;
-//!   the proxy flip on the last attempt (§8.6) and per-family connect timeouts are not done
-//!   (the driver's proxy is used on every attempt).
+//!   per-family connect timeouts (`SetIpConnectTimeout`) are not done.
 //! - **Backup-IP check** (§15.3: moving a link that runs on a backup IP back to a DNS one):
 //!   the ranking (`engine/ranking.rs`) and the chain walk (`engine/chain.rs`) are where it
 //!   would go.

@@ -114,6 +114,11 @@ impl ClientConfig {
         self.short.connector()
     }
 
+    /// The short link's driver settings.
+    pub(crate) fn short_settings(&self) -> &ShortSettings {
+        &self.short
+    }
+
     /// The proxy the short link goes through, if any.
     pub fn proxy(&self) -> Option<&Proxy> {
         self.short.proxy.as_ref()
@@ -369,6 +374,7 @@ impl ClientConfigBuilder {
             return Err(ConfigError::Zero("watchdog_threshold"));
         }
         let mut core = self.core.build()?;
+        core.short_link.proxy = self.short.proxy.is_some();
         if core.ip_sources.is_empty() {
             core.ip_sources = chain_specs(&core, &self.ip_sources, &self.backup_sources);
         }

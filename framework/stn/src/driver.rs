@@ -108,8 +108,7 @@ pub(crate) async fn run(
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let short_tx = io_tx.clone();
     let short = ShortIo::new(
-        config.short_link_connector(),
-        config.short_link_uses_tls(),
+        config.short_settings(),
         &config.core().short_link,
         Arc::new(move |ev| {
             let _ = short_tx.send(IoEvent::Short(ev));
@@ -622,10 +621,11 @@ impl Driver {
                 attempt,
                 addr,
                 host,
+                proxy,
                 ..
             } => {
                 self.connect_attempts += 1;
-                self.short.connect(now(), attempt, addr, host);
+                self.short.connect(now(), attempt, addr, host, proxy);
             }
             Action::HttpExchange { conn, request, .. } => {
                 metrics::counter!(m::BYTES_SENT).increment(request.body.len() as u64);
@@ -1109,8 +1109,14 @@ mod tests {
         });
         let got = warnings.0.lock().unwrap().clone();
         assert_eq!(got.len(), 2, "no warning for a missing file: {got:?}");
-        assert!(got[0].contains("corrupt.json") && got[0].contains("malformed"), "{got:?}");
-        assert!(got[1].contains("other.json") && got[1].contains("version 7"), "{got:?}");
+        assert!(
+            got[0].contains("corrupt.json") && got[0].contains("malformed"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].contains("other.json") && got[1].contains("version 7"),
+            "{got:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

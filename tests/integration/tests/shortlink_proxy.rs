@@ -209,3 +209,25 @@ async fn socks5_refusals_end_with_dial_errors() {
     );
     assert_eq!(server.connection_count(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_proxy_still_leaves_a_direct_last_try() {
+    let server = MockShortLinkServer::start(|_| ShortReply::Ok(b"direct".to_vec()))
+        .await
+        .unwrap();
+    let (proxy, seen) = connect_proxy(503).await;
+    let client = client_via(Proxy::http_connect(proxy)).await;
+    let end = client
+        .start_task(short(server.host()).with_retry_count(1))
+        .end()
+        .await
+        .unwrap();
+    assert_eq!(&end.outcome.unwrap().body[..], b"direct");
+    assert_eq!(end.profile.attempts, 2);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only the first attempt used the proxy"
+    );
+    assert_eq!(server.connection_count(), 1);
+}

@@ -31,6 +31,11 @@
 //!    [`Timing::retry_pause`](crate::Timing::retry_pause) while retries remain (Mars's
 //!    default fail handle retries every HTTP and socket failure).
 //!
+//! **Proxy** (§8.6): with [`ShortLinkConfig::proxy`] set, attempts go through the driver's
+//! proxy ([`Action::ShortConnect`]'s `proxy` flag), except a task's last retry, which flips
+//! the last choice that succeeded (through the proxy when nothing has succeeded yet, so the
+//! last retry goes direct).
+//!
 //! **Auth** (§8.1): a task that [`needs_auth`](crate::TaskSpec::needs_auth) waits before each
 //! attempt until the [`AuthCheck`](phobos_plugin_api::AuthCheck) says its host (the task's
 //! `auth_host`, else its first short-link host) is authenticated, sharing the long link's
@@ -130,6 +135,11 @@ pub struct ShortLinkConfig {
     pub max_response_len: usize,
     /// The largest response head (status line and headers; Mars: 128 KiB).
     pub max_head_len: usize,
+    /// The driver has a proxy for the short link: attempts use it, except that a task's
+    /// last retry flips to the opposite of the last choice that succeeded (Mars §8.6: a
+    /// broken proxy, or a network that only works through one, still gets one try the other
+    /// way). Set by the driver's config; default off.
+    pub proxy: bool,
 }
 
 impl Default for ShortLinkConfig {
@@ -139,6 +149,7 @@ impl Default for ShortLinkConfig {
             max_addrs: 5,
             max_response_len: 16 * 1024 * 1024,
             max_head_len: 128 * 1024,
+            proxy: false,
         }
     }
 }
@@ -178,6 +189,8 @@ pub(super) struct ShortLink {
     timers: ShortTimers,
     /// Exchanges in progress (the queue position of §6.2's formula).
     exchanging: usize,
+    /// Whether the last successful exchange went through the proxy (§8.6).
+    last_proxy_ok: Option<bool>,
 }
 
 impl ShortLink {
@@ -217,6 +230,8 @@ struct ShortTask {
     sent: bool,
     /// The auth plugin reported success for this attempt's host.
     auth_passed: bool,
+    /// Whether this attempt goes through the driver's proxy.
+    use_proxy: bool,
 }
 
 #[derive(Debug)]
@@ -381,6 +396,9 @@ impl Engine {
                     .record(now, self.net.is_mobile(), size, Some(cost));
                 if let Some(t) = self.short.tasks.get_mut(&id) {
                     t.profile.decoded_at = Some(now);
+                    if self.cfg.short_link.proxy {
+                        self.short.last_proxy_ok = Some(t.use_proxy);
+                    }
                 }
                 let response = Response {
                     cmd_id,
@@ -445,6 +463,7 @@ impl Engine {
                 ip_hosts: Vec::new(),
                 sent: false,
                 auth_passed: false,
+                use_proxy: false,
             },
         );
         self.short.timers.set(Timer::Total(id), now + total);
@@ -666,6 +685,14 @@ impl Engine {
             }
         }
         task.sent = false;
+        task.use_proxy = if !self.cfg.short_link.proxy {
+            false
+        } else if task.retries_left == 0 && task.attempts > 0 {
+            // §8.6: the last retry flips the last choice that worked (proxy first).
+            !self.short.last_proxy_ok.unwrap_or(true)
+        } else {
+            true
+        };
         let mut literal: Vec<Vec<ResolvedAddr>> = Vec::new();
         let mut names: Vec<usize> = Vec::new();
         let mut name_hosts: Vec<String> = Vec::new();
@@ -807,6 +834,7 @@ impl Engine {
                         attempt: conn,
                         addr,
                         host,
+                        proxy: task.use_proxy,
                     });
                 }
                 DialStep::WaitUntil(at) => {

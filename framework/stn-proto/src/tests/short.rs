@@ -22,6 +22,8 @@ struct Drive {
     now: Instant,
     actions: Vec<Action>,
     events: Vec<Event>,
+    /// The newest connection [`Drive::connects_keep`] returned.
+    seen: ConnId,
 }
 
 impl Drive {
@@ -39,6 +41,7 @@ impl Drive {
             now: t0,
             actions: Vec::new(),
             events: Vec::new(),
+            seen: ConnId(0),
         }
     }
 
@@ -86,6 +89,23 @@ impl Drive {
             }
             _ => true,
         });
+        out
+    }
+
+    /// The connections of the `ShortConnect` actions not yet seen by this method (the
+    /// actions stay, so their `proxy` flags can be read).
+    fn connects_keep(&mut self) -> Vec<ConnId> {
+        let out: Vec<ConnId> = self
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ShortConnect { attempt, .. } if *attempt > self.seen => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        if let Some(last) = out.last() {
+            self.seen = *last;
+        }
         out
     }
 
@@ -595,4 +615,57 @@ fn a_rejected_login_ends_the_waiting_task() {
         ErrorKind::Auth
     );
     assert!(d.connects().is_empty());
+}
+
+#[test]
+fn with_a_proxy_the_last_retry_flips_the_last_choice_that_worked() {
+    let proxied = crate::ShortLinkConfig {
+        proxy: true,
+        ..crate::ShortLinkConfig::default()
+    };
+    let mut d = Drive::with(|b| b.short_link(proxied));
+    let proxy_flags = |d: &mut Drive| -> Vec<bool> {
+        let mut out = Vec::new();
+        d.actions.retain(|a| match a {
+            Action::ShortConnect { proxy, .. } => {
+                out.push(*proxy);
+                false
+            }
+            _ => true,
+        });
+        out
+    };
+    // Nothing has worked yet: attempts go through the proxy, the last retry goes direct.
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(2));
+    for round in 0..3 {
+        if round > 0 {
+            d.advance(Duration::from_secs(1));
+        }
+        let conns = d.connects_keep();
+        d.engine
+            .handle_connect_failed(d.now, conns[0], DialError::Unreachable);
+        d.drain();
+    }
+    assert_eq!(proxy_flags(&mut d), vec![true, true, false]);
+    assert!(d.end(id).is_some());
+    // A direct success makes the next task's last retry try the proxy.
+    let ok = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(1));
+    let first = d.connects_keep()[0];
+    d.engine
+        .handle_connect_failed(d.now, first, DialError::Unreachable);
+    d.drain();
+    d.advance(Duration::from_secs(1));
+    let second = d.connects_keep()[0];
+    d.connected(second);
+    d.respond(second, 200, b"direct");
+    assert!(d.end(ok).unwrap().outcome.is_ok());
+    assert_eq!(proxy_flags(&mut d), vec![true, false]);
+    let next = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(1));
+    let c = d.connects_keep()[0];
+    d.engine
+        .handle_connect_failed(d.now, c, DialError::Unreachable);
+    d.drain();
+    d.advance(Duration::from_secs(1));
+    assert_eq!(proxy_flags(&mut d), vec![true, true]);
+    assert!(d.engine.has_task(next));
 }

@@ -49,8 +49,13 @@ impl Default for ShortSettings {
 impl ShortSettings {
     /// The connector chain: base, then the proxy tunnel, then TLS end to end.
     pub(crate) fn connector(&self) -> Arc<dyn Connector> {
+        self.connector_with(true)
+    }
+
+    /// The chain with or without the proxy (the engine may try one attempt without it).
+    pub(crate) fn connector_with(&self, use_proxy: bool) -> Arc<dyn Connector> {
         let mut c = self.base.clone();
-        if let Some(proxy) = &self.proxy {
+        if let Some(proxy) = self.proxy.as_ref().filter(|_| use_proxy) {
             c = Arc::new(ProxyConnector::over(c, proxy.clone()));
         }
         if let Some(tls) = &self.tls {

@@ -17,6 +17,7 @@ use tracing::{debug, trace};
 use super::exchange::{H1Conn, Limits};
 use super::pool::{wants_keep_alive, Pool, PoolKey};
 use super::proxy::ProxyError;
+use super::ShortSettings;
 use crate::connector::{dial_error, Connector, LinkStream};
 
 /// What a short-link IO task reports.
@@ -48,6 +49,8 @@ pub(crate) type Sink = Arc<dyn Fn(ShortEvent) + Send + Sync>;
 /// The driver's short-link state.
 pub(crate) struct ShortIo {
     connector: Arc<dyn Connector>,
+    /// The same chain without the proxy (for the attempts the engine sends direct).
+    direct: Arc<dyn Connector>,
     tls: bool,
     limits: Limits,
     sink: Sink,
@@ -61,15 +64,11 @@ pub(crate) struct ShortIo {
 }
 
 impl ShortIo {
-    pub(crate) fn new(
-        connector: Arc<dyn Connector>,
-        tls: bool,
-        config: &ShortLinkConfig,
-        sink: Sink,
-    ) -> Self {
+    pub(crate) fn new(settings: &ShortSettings, config: &ShortLinkConfig, sink: Sink) -> Self {
         ShortIo {
-            connector,
-            tls,
+            connector: settings.connector(),
+            direct: settings.connector_with(false),
+            tls: settings.tls.is_some(),
             limits: Limits {
                 max_head: config.max_head_len,
                 max_body: config.max_response_len,
@@ -84,7 +83,14 @@ impl ShortIo {
 
     /// `Action::ShortConnect`: a live pooled connection for the same address and host, else
     /// a new one through the connector.
-    pub(crate) fn connect(&mut self, now: Instant, attempt: ConnId, addr: IpPort, host: String) {
+    pub(crate) fn connect(
+        &mut self,
+        now: Instant,
+        attempt: ConnId,
+        addr: IpPort,
+        host: String,
+        proxy: bool,
+    ) {
         let key = PoolKey {
             addr,
             host,
@@ -102,8 +108,12 @@ impl ShortIo {
             self.connecting.insert(attempt, (key, task.abort_handle()));
             return;
         }
-        debug!(conn = %attempt, %addr, "short link: connecting");
-        let connector = self.connector.clone();
+        debug!(conn = %attempt, %addr, proxy, "short link: connecting");
+        let connector = if proxy {
+            self.connector.clone()
+        } else {
+            self.direct.clone()
+        };
         let sink = self.sink.clone();
         let task = tokio::spawn(async move {
             let ev = match connector.connect(addr).await {
