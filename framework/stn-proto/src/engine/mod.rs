@@ -1,5 +1,6 @@
 //! [`Engine`]: the long-link task engine state machine.
 
+mod batch;
 mod dial;
 mod limits;
 mod monitor;
@@ -82,6 +83,9 @@ pub struct Engine {
     stats: Stats,
     /// Last time the weak-network detector saw a sign of a weak network (§15.2).
     weak_mark: Option<Instant>,
+    /// Set by [`queue_task`](Self::queue_task): admission leaves the dispatch pass to
+    /// [`send_queued`](Self::send_queued).
+    defer_dispatch: bool,
 }
 
 /// One task the engine holds (queued or running).
@@ -225,7 +229,7 @@ impl Engine {
             .enumerate()
             .map(|(i, l)| (l.name.clone(), i))
             .collect();
-        let mut timers = TimerTable::default();
+        let mut timers = TimerTable::new(now);
         timers.set(TimerKind::Inactivity, now + config.timing.inactive_after);
         // The main link starts down: timing sync runs until it connects (§15.4).
         timers.set(TimerKind::TimingSync, now + config.timing.timing_sync.0);
@@ -261,6 +265,7 @@ impl Engine {
             scratch: Vec::new(),
             stats: Stats::default(),
             weak_mark: None,
+            defer_dispatch: false,
         })
     }
 
@@ -301,7 +306,9 @@ impl Engine {
             spec,
         });
         self.enqueue(task, now);
-        self.pump(now);
+        if !self.defer_dispatch {
+            self.pump(now);
+        }
         id
     }
 
@@ -1981,14 +1988,7 @@ impl Engine {
         let link = &mut self.links[task.link];
         link.queue.remove(&(task.spec.priority, task.order, id));
         link.running.remove(&id);
-        for kind in [
-            TimerKind::TaskTotal(id),
-            TimerKind::FirstPacket(id),
-            TimerKind::PacketToPacket(id),
-            TimerKind::ReadWrite(id),
-        ] {
-            self.timers.cancel(kind);
-        }
+        self.timers.cancel_task(id);
         Some(task)
     }
 
