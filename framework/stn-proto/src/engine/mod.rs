@@ -4,9 +4,10 @@ mod batch;
 mod dial;
 mod limits;
 mod monitor;
+mod queue;
 mod timeouts;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,6 +32,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use self::dial::{plan_addresses, DialStep, Dialer};
 use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
+use self::queue::TaskQueue;
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 
 /// The sans-IO long-link task engine: task queue, scheduling, retries, multi-level timeouts,
@@ -102,7 +104,8 @@ struct Task {
     state: TaskState,
     limits_checked: bool,
     auth_cleared: bool,
-    profile: TaskProfile,
+    /// Boxed from admission on, so the task's end carries it without copying it.
+    profile: Box<TaskProfile>,
 }
 
 #[derive(Debug)]
@@ -136,7 +139,7 @@ struct Link {
     name: LinkName,
     state: LinkState,
     /// Queued tasks by (priority, admission order).
-    queue: BTreeSet<(u8, u64, TaskId)>,
+    queue: TaskQueue,
     /// Design: a hash set, not an ordered one: it changes twice per task, and the one walk
     /// over it (the link going down) sorts its ids so tasks fail in id order.
     running: FxHashSet<TaskId>,
@@ -217,7 +220,7 @@ impl Engine {
             .map(|l| Link {
                 name: l.name.clone(),
                 state: LinkState::Idle,
-                queue: BTreeSet::new(),
+                queue: TaskQueue::default(),
                 running: FxHashSet::default(),
                 retry_pause_until: None,
                 monitor: Monitor::default(),
@@ -281,7 +284,7 @@ impl Engine {
         if !self.zombies.is_empty() {
             self.schedule_zombie_restart();
         }
-        let profile = TaskProfile::new(now);
+        let profile = Box::new(TaskProfile::new(now));
         let link = match self.admit(&spec) {
             Ok(link) => link,
             Err(error) => {
@@ -2077,7 +2080,7 @@ impl Engine {
         &mut self,
         id: TaskId,
         outcome: TaskOutcome,
-        mut profile: TaskProfile,
+        mut profile: Box<TaskProfile>,
         now: Instant,
     ) {
         profile.ended_at = now;
