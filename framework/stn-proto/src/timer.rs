@@ -130,6 +130,12 @@ impl TimerTable {
         self.tasks.cancel_all(id);
     }
 
+    /// Moves the per-task timers changed since the last call into their heap (see
+    /// [`TaskTimers`]). Only a matter of cost: the table is exact either way.
+    pub(crate) fn settle(&mut self) {
+        self.tasks.settle();
+    }
+
     /// When `kind` fires, if armed.
     pub(crate) fn deadline(&self, kind: TimerKind) -> Option<Instant> {
         match task_level(kind) {
@@ -155,6 +161,7 @@ impl TimerTable {
 
     /// Removes and returns the earliest timer due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
+        self.tasks.settle();
         let (at, kind) = self.next()?;
         if at > now {
             return None;
@@ -215,27 +222,46 @@ fn task_level(kind: TimerKind) -> Option<(TaskId, usize)> {
 
 /// The deadlines of one task by level (see [`task_level`]), as [`TaskTimers::ns`] values;
 /// [`UNARMED`] for a level not armed.
-type Slots = [u64; 4];
+#[derive(Clone, Copy, Debug)]
+struct Slots {
+    at: [u64; 4],
+    /// The earliest deadline changed and is not in the heap yet (the task is listed in
+    /// [`TaskTimers::pending`]); the task's heap entries, if any, are outdated.
+    pending: bool,
+}
 
 /// A level not armed.
 const UNARMED: u64 = u64::MAX;
 
+/// Pending tasks beyond which a change settles them at once (a driver admits up to a few
+/// hundred tasks per input; `next` scans the pending list only when asked mid-input).
+const MAX_PENDING: usize = 1024;
+
 /// The per-task timers.
 ///
-/// Design: one map entry per task holding its four deadlines, and one live heap entry per
-/// task: its earliest `(deadline, level)`. A typical task arms three timers and ends with
-/// all of them disarmed, which costs three map lookups, two heap pushes (total at admission,
-/// then first packet when sent) and the pops of those entries, instead of seven map writes
-/// and three pushes. An entry is live while it equals its task's earliest deadline; the top
-/// is kept live after every change and the heap is rebuilt when outdated entries outnumber
-/// the tasks, as in [`TimerTable`]. Deadlines are kept as nanoseconds from an epoch and a
-/// heap key packs `(deadline, level, task)` into one `u128`, so the heap compares integers;
-/// that order is the `TimerKind` order of these kinds, so ties fire exactly as in one table.
+/// Design: one map entry per task holding its four deadlines, and at most one live heap
+/// entry per task: its earliest `(deadline, level)`. A change of a task's earliest deadline
+/// does not touch the heap at once: the task joins a short pending list, and
+/// [`settle`](Self::settle) (which the engine calls at the end of every input) pushes the
+/// earliest deadline of each pending task. So a task admitted and sent within one input —
+/// total timeout armed, then first-packet and read/write — costs one push, and its end one
+/// map removal and, when its entry is on top, one pop (a table with one entry per timer
+/// paid seven map writes, three pushes and three pops). [`next`](Self::next) looks at the
+/// heap top and the pending tasks, so it is exact whether or not `settle` ran.
+///
+/// An entry is live while its task is not pending and the entry equals the task's earliest
+/// deadline; the top is kept live after every change, and the heap is rebuilt when outdated
+/// entries outnumber the tasks, as in [`TimerTable`]. Deadlines are nanoseconds from an
+/// epoch and a heap key packs `(deadline, level, task)` into one `u128`, so the heap
+/// compares integers; that order is the `TimerKind` order of these kinds, so ties fire
+/// exactly as in one table.
 #[derive(Debug)]
 struct TaskTimers {
     epoch: Instant,
     slots: FxHashMap<TaskId, Slots>,
     heap: BinaryHeap<Reverse<u128>>,
+    /// Tasks whose earliest deadline is not in the heap (may hold ended tasks' ids).
+    pending: Vec<TaskId>,
     /// Armed deadlines (not tasks), for [`TimerTable::len`].
     armed: usize,
 }
@@ -248,7 +274,7 @@ fn key(ns: u64, level: usize, id: TaskId) -> u128 {
 /// A task's earliest deadline and its level (the lower level first on a tie).
 fn earliest(slots: &Slots) -> Option<(u64, usize)> {
     let mut best = (UNARMED, 0);
-    for (level, &ns) in slots.iter().enumerate() {
+    for (level, &ns) in slots.at.iter().enumerate() {
         if ns < best.0 {
             best = (ns, level);
         }
@@ -262,6 +288,7 @@ impl TaskTimers {
             epoch,
             slots: FxHashMap::default(),
             heap: BinaryHeap::new(),
+            pending: Vec::new(),
             armed: 0,
         }
     }
@@ -295,52 +322,89 @@ impl TaskTimers {
 
     fn set(&mut self, id: TaskId, level: usize, at: Instant) {
         let ns = self.ns(at);
-        let slots = self.slots.entry(id).or_insert([UNARMED; 4]);
-        if slots[level] == ns {
+        let slots = self.slots.entry(id).or_insert(Slots {
+            at: [UNARMED; 4],
+            pending: false,
+        });
+        if slots.at[level] == ns {
             return;
         }
         let before = earliest(slots);
-        if slots[level] == UNARMED {
+        if slots.at[level] == UNARMED {
             self.armed += 1;
         }
-        slots[level] = ns;
-        let after = earliest(slots);
-        self.moved(id, before, after);
+        slots.at[level] = ns;
+        if slots.pending || earliest(slots) == before {
+            return;
+        }
+        slots.pending = true;
+        self.pending.push(id);
+        self.outdated(before.map(|(ns, level)| key(ns, level, id)));
+        if self.pending.len() > MAX_PENDING {
+            self.settle();
+        }
     }
 
     fn cancel(&mut self, id: TaskId, level: usize) {
         let Some(slots) = self.slots.get_mut(&id) else {
             return;
         };
-        if slots[level] == UNARMED {
+        if slots.at[level] == UNARMED {
             return;
         }
         let before = earliest(slots);
-        slots[level] = UNARMED;
+        slots.at[level] = UNARMED;
         self.armed -= 1;
         let after = earliest(slots);
-        if after.is_none() {
-            self.slots.remove(&id);
+        if after == before {
+            return;
         }
-        self.moved(id, before, after);
+        let was_pending = slots.pending;
+        if after.is_none() {
+            // Its id may stay in `pending`; `settle` and `next` skip ids without slots.
+            self.slots.remove(&id);
+        } else if !was_pending {
+            slots.pending = true;
+            self.pending.push(id);
+        }
+        if !was_pending {
+            self.outdated(before.map(|(ns, level)| key(ns, level, id)));
+            if self.pending.len() > MAX_PENDING {
+                self.settle();
+            }
+        }
     }
 
     fn cancel_all(&mut self, id: TaskId) {
         let Some(slots) = self.slots.remove(&id) else {
             return;
         };
-        self.armed -= slots.iter().filter(|&&ns| ns != UNARMED).count();
-        self.moved(id, earliest(&slots), None);
+        self.armed -= slots.at.iter().filter(|&&ns| ns != UNARMED).count();
+        if !slots.pending {
+            self.outdated(earliest(&slots).map(|(ns, level)| key(ns, level, id)));
+        }
     }
 
     fn deadline(&self, id: TaskId, level: usize) -> Option<Instant> {
-        let ns = self.slots.get(&id)?[level];
+        let ns = self.slots.get(&id)?.at[level];
         (ns != UNARMED).then(|| self.instant(ns))
     }
 
     /// The earliest armed per-task timer.
     fn next(&self) -> Option<(Instant, TimerKind)> {
-        let &Reverse(k) = self.heap.peek()?;
+        let mut best = self.heap.peek().map(|r| r.0);
+        for &id in &self.pending {
+            let Some(slots) = self.slots.get(&id).filter(|s| s.pending) else {
+                continue;
+            };
+            if let Some((ns, level)) = earliest(slots) {
+                let k = key(ns, level, id);
+                if best.is_none_or(|b| k < b) {
+                    best = Some(k);
+                }
+            }
+        }
+        let k = best?;
         let id = TaskId(k as u32);
         let kind = match (k >> 32) as u32 {
             0 => TimerKind::TaskTotal(id),
@@ -351,31 +415,35 @@ impl TaskTimers {
         Some((self.instant((k >> 64) as u64), kind))
     }
 
-    /// Task `id`'s earliest deadline went from `before` to `after`: push the new entry, and
-    /// uncover the next live one if the old entry was the top.
-    fn moved(&mut self, id: TaskId, before: Option<(u64, usize)>, after: Option<(u64, usize)>) {
-        if before == after {
-            return;
-        }
-        if let Some((ns, level)) = after {
-            self.heap.push(Reverse(key(ns, level, id)));
-            if self.heap.len() > 2 * self.slots.len() + 64 {
-                self.rebuild();
-                return;
+    /// Pushes the earliest deadline of every pending task into the heap.
+    fn settle(&mut self) {
+        for id in std::mem::take(&mut self.pending) {
+            let Some(slots) = self.slots.get_mut(&id).filter(|s| s.pending) else {
+                continue;
+            };
+            slots.pending = false;
+            if let Some((ns, level)) = earliest(slots) {
+                self.heap.push(Reverse(key(ns, level, id)));
             }
         }
-        if let Some((ns, level)) = before {
-            if self.heap.peek() == Some(&Reverse(key(ns, level, id))) {
-                self.tidy();
-            }
+        if self.heap.len() > 2 * self.slots.len() + 64 {
+            self.rebuild();
         }
     }
 
-    /// Whether a heap key is its task's earliest deadline.
+    /// The heap entry `entry` is no longer live: if it is the top, uncover the next live one.
+    fn outdated(&mut self, entry: Option<u128>) {
+        if entry.is_some() && self.heap.peek().map(|r| r.0) == entry {
+            self.tidy();
+        }
+    }
+
+    /// Whether a heap key is its task's earliest deadline (and the task is not pending).
     fn is_live(&self, k: u128) -> bool {
         let id = TaskId(k as u32);
         self.slots
             .get(&id)
+            .filter(|s| !s.pending)
             .and_then(earliest)
             .is_some_and(|(ns, level)| key(ns, level, id) == k)
     }
@@ -392,11 +460,13 @@ impl TaskTimers {
     fn rebuild(&mut self) {
         let mut entries = std::mem::take(&mut self.heap).into_vec();
         entries.clear();
-        entries.extend(
-            self.slots
-                .iter()
-                .filter_map(|(&id, s)| earliest(s).map(|(ns, level)| Reverse(key(ns, level, id)))),
-        );
+        self.pending.clear();
+        for (&id, s) in self.slots.iter_mut() {
+            s.pending = false;
+            if let Some((ns, level)) = earliest(s) {
+                entries.push(Reverse(key(ns, level, id)));
+            }
+        }
         self.heap = BinaryHeap::from(entries);
     }
 }
@@ -498,6 +568,7 @@ mod tests {
             };
             let at = now + Duration::from_millis(rand(50));
             match rand(11) {
+                9 if rand(2) == 0 => t.settle(),
                 10 => {
                     // Every per-task timer of one task at once.
                     let id = TaskId(rand(40) as u32);
@@ -536,6 +607,7 @@ mod tests {
             assert_eq!(t.is_armed(kind), model.iter().any(|e| e.1 == kind));
             assert!(t.heap.len() <= 2 * t.by_kind.len() + 65);
             assert!(t.tasks.heap.len() <= 2 * t.tasks.slots.len() + 65);
+            assert!(t.tasks.pending.len() <= MAX_PENDING + 1);
         }
     }
 }

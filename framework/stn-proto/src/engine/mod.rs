@@ -936,6 +936,8 @@ impl Engine {
                 break;
             }
         }
+        // Every input ends here: move this input's per-task timer changes into the heap.
+        self.timers.settle();
     }
 
     fn mark_all_dirty(&mut self) {
