@@ -1,20 +1,36 @@
-//! Long-link throughput and latency: Phobos vs a raw tokio client, side by side, plus memory
-//! per idle long link.
+//! Long-link throughput and latency: Phobos vs two hand-written tokio clients, side by
+//! side, plus memory per idle long link.
 //!
 //! Run: `cargo bench -p phobos-stn --bench longlink_throughput`
 //!
-//! Both clients talk to the same echo server on loopback, run in a child process (this
+//! All clients talk to the same echo server on loopback, run in a child process (this
 //! binary started again with `PHOBOS_BENCH_SERVER=1`), so server work does not share the
 //! client's address space or runtime. The server echoes bytes as they come, which answers
-//! every Mars frame (requests and heartbeats) with itself.
+//! every Mars frame (requests and heartbeats) with itself. Every client sends the same
+//! frames (`MarsCodec`, command 7, a 100-byte body, sequence = request number), keeps
+//! exactly `N` requests outstanding, and counts a request done only when its response has
+//! come back, been decoded and been matched to the request by sequence number (an
+//! unexpected or repeated sequence, or a wrong body length, fails the run). Latency is from
+//! the request's creation to the match.
 //!
-//! - **raw**: one tokio task, one connection, Mars frames encoded with `MarsCodec`, keeping
-//!   `N` requests pipelined and writing replacements in one batch per read: the best a
-//!   hand-written client can do.
-//! - **raw-mux**: the smallest hand-written client with Phobos's calling shape: `N` caller
-//!   tasks, each encoding its frame, registering a oneshot by sequence number and awaiting
-//!   it; one writer task coalescing queued frames, one reader task routing responses.
-//! - **phobos**: one `Client`, `N` concurrent callers each awaiting `start_task` in a loop.
+//! - **raw** (the ceiling): one tokio task owns the socket. It writes `N` frames, then on
+//!   every read decodes the complete responses, matches each to its request, and writes
+//!   one replacement per response, all replacements of one read in one write. No future,
+//!   channel or allocation per request: this is as fast as a client over one TCP
+//!   connection can go, but it is not a shape an app can call (the requests are not
+//!   independent callers).
+//! - **raw-mux** (the same calling shape as Phobos, nothing else): `N` caller tasks, each
+//!   encoding its frame, registering a oneshot under its sequence number in a shared map,
+//!   queueing the frame to one writer task (which coalesces whatever is queued into one
+//!   write) and awaiting its oneshot; one reader task decodes responses and completes the
+//!   matching oneshot. No timeouts, retries, priorities, heartbeats, reconnects or
+//!   metrics.
+//! - **phobos**: one `Client` (engine + driver, default config), `N` caller tasks each
+//!   awaiting `start_task` in a loop (limits off, so the frequency limit does not refuse
+//!   the identical bodies).
+//!
+//! The ratio that isolates Phobos's own cost is phobos / raw-mux: both pay the per-request
+//! task wake-ups, channel hops and oneshots of independent callers, which raw does not.
 //!
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
@@ -180,18 +196,24 @@ async fn raw_pipeline(
     total: usize,
 ) -> Vec<Duration> {
     let mut sent_at: Vec<Instant> = Vec::with_capacity(total + 1);
+    // Whether request `seq - 1` still waits for its response.
+    let mut waiting: Vec<bool> = Vec::with_capacity(total + 1);
     let mut latencies = Vec::with_capacity(total);
     let mut out = Vec::new();
     let mut sent = 0usize;
-    let send_one = |out: &mut Vec<u8>, sent: &mut usize, sent_at: &mut Vec<Instant>| {
+    let send_one = |out: &mut Vec<u8>,
+                    sent: &mut usize,
+                    sent_at: &mut Vec<Instant>,
+                    waiting: &mut Vec<bool>| {
         *sent += 1;
         sent_at.push(Instant::now());
+        waiting.push(true);
         codec
             .encode(FrameHead::new(CmdId(7), Seq(*sent as u32)), body, &[], out)
             .expect("encode");
     };
     while sent < in_flight.min(total) {
-        send_one(&mut out, &mut sent, &mut sent_at);
+        send_one(&mut out, &mut sent, &mut sent_at, &mut waiting);
     }
     sock.write_all(&out).await.expect("write");
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -203,11 +225,21 @@ async fn raw_pipeline(
         out.clear();
         let mut at = 0;
         while let Ok(Decoded::Frame(f)) = codec.decode(&buf[at..]) {
+            assert_eq!(f.body.len(), body.len(), "response body");
             at += f.len;
+            // Match the response to its request.
             let seq = f.head.seq.0 as usize;
+            let slot = seq.checked_sub(1).and_then(|i| waiting.get_mut(i));
+            assert!(
+                slot.as_ref().is_some_and(|w| **w),
+                "unexpected sequence {seq}"
+            );
+            if let Some(w) = slot {
+                *w = false;
+            }
             latencies.push(sent_at[seq - 1].elapsed());
             if sent < total {
-                send_one(&mut out, &mut sent, &mut sent_at);
+                send_one(&mut out, &mut sent, &mut sent_at, &mut waiting);
             }
         }
         buf.drain(..at);
@@ -254,9 +286,8 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
                 let body = Bytes::copy_from_slice(&buf[at + f.body.start..at + f.body.end]);
                 at += f.len;
                 let tx = routes.lock().expect("lock").remove(&f.head.seq.0);
-                if let Some(tx) = tx {
-                    let _ = tx.send(body);
-                }
+                let tx = tx.unwrap_or_else(|| panic!("unexpected sequence {}", f.head.seq.0));
+                let _ = tx.send(body);
             }
             buf.drain(..at);
         }
