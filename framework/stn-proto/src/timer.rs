@@ -67,8 +67,9 @@ pub enum TimerKind {
 ///
 /// The four per-task kinds (total, first packet, packet-to-packet, read/write) live apart,
 /// in [`TaskTimers`]: they are armed and disarmed several times per task, so they get one
-/// map entry and one live heap entry per *task* (its earliest deadline) instead of one per
-/// timer. The two heaps are merged on the way out, so the order is the same as one table's.
+/// map entry and at most one live heap entry per *task* (its earliest deadline) instead of
+/// one per timer, and reach that heap once per input ([`settle`](Self::settle)). The two
+/// heaps are merged on the way out, so the order is the same as one table's.
 #[derive(Debug)]
 pub(crate) struct TimerTable {
     heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
