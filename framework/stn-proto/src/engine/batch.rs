@@ -35,4 +35,27 @@ impl Engine {
     pub fn send_queued(&mut self, now: Instant) {
         self.pump(now);
     }
+
+    /// The (empty) buffer a dispatch pass encodes its frames into.
+    ///
+    /// Design: one buffer kept across passes, and each write copies it into an exactly
+    /// sized `Vec` (whose `Bytes` then needs no second allocation): a fresh `Vec` per pass
+    /// grew by reallocation and ended with spare capacity, which costs `Bytes::from` an
+    /// extra allocation.
+    pub(super) fn take_send_buf(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.send_buf);
+        buf.clear();
+        buf
+    }
+
+    /// Keeps `buf` for the next pass, unless a burst made it large (an idle engine should
+    /// not hold on to it).
+    pub(super) fn return_send_buf(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= MAX_KEPT_SEND_BUF {
+            self.send_buf = buf;
+        }
+    }
 }
+
+/// Largest encode buffer kept between dispatch passes.
+const MAX_KEPT_SEND_BUF: usize = 64 * 1024;

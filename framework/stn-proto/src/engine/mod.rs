@@ -88,6 +88,8 @@ pub struct Engine {
     /// Set by [`queue_task`](Self::queue_task): admission leaves the dispatch pass to
     /// [`send_queued`](Self::send_queued).
     defer_dispatch: bool,
+    /// Reused buffer the dispatch pass encodes a link's frames into (see `batch.rs`).
+    send_buf: Vec<u8>,
 }
 
 /// One task the engine holds (queued or running).
@@ -269,6 +271,7 @@ impl Engine {
             stats: Stats::default(),
             weak_mark: None,
             defer_dispatch: false,
+            send_buf: Vec::new(),
         })
     }
 
@@ -1006,14 +1009,15 @@ impl Engine {
             self.scratch = ready;
             return;
         }
-        let mut out = Vec::new();
+        let mut out = self.take_send_buf();
         for &id in &ready {
             self.send_task(li, id, now, &mut out);
         }
         self.scratch = ready;
         if !out.is_empty() {
-            self.write(li, now, out);
+            self.write(li, now, out.to_vec());
         }
+        self.return_send_buf(out);
     }
 
     /// Frames one task onto `out` and marks it running (or ends it: limits, encode error,
