@@ -287,7 +287,7 @@ impl Engine {
         if !self.zombies.is_empty() {
             self.schedule_zombie_restart();
         }
-        let profile = Box::new(TaskProfile::new(now));
+        let profile = TaskProfile::new(now);
         let link = match self.admit(&spec) {
             Ok(link) => link,
             Err(error) => {
@@ -308,7 +308,7 @@ impl Engine {
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
-            profile,
+            profile: Box::new(profile),
             spec,
         });
         self.enqueue(task, now);
@@ -2086,9 +2086,10 @@ impl Engine {
         &mut self,
         id: TaskId,
         outcome: TaskOutcome,
-        mut profile: Box<TaskProfile>,
+        profile: impl Into<Box<TaskProfile>>,
         now: Instant,
     ) {
+        let mut profile = profile.into();
         profile.ended_at = now;
         profile.weak_network = self.is_weak(now);
         match &outcome {
