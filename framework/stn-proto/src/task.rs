@@ -240,7 +240,10 @@ pub struct TaskEnd {
     /// The response or the error.
     pub outcome: TaskOutcome,
     /// When things happened.
-    pub profile: TaskProfile,
+    ///
+    /// Design: boxed, so the end (which travels through several queues and a channel on
+    /// its way to the caller) stays a few words long.
+    pub profile: Box<TaskProfile>,
 }
 
 /// Timestamps and counts of one task, for reporting (Mars's task profile).

@@ -1,20 +1,41 @@
-//! Long-link throughput and latency: Phobos vs a raw tokio client, side by side, plus memory
-//! per idle long link.
+//! Long-link throughput and latency: Phobos vs two hand-written tokio clients, side by
+//! side, plus memory per idle long link.
 //!
 //! Run: `cargo bench -p phobos-stn --bench longlink_throughput`
 //!
-//! Both clients talk to the same echo server on loopback, run in a child process (this
+//! All clients talk to the same echo server on loopback, run in a child process (this
 //! binary started again with `PHOBOS_BENCH_SERVER=1`), so server work does not share the
 //! client's address space or runtime. The server echoes bytes as they come, which answers
-//! every Mars frame (requests and heartbeats) with itself.
+//! every Mars frame (requests and heartbeats) with itself. Every client sends the same
+//! frames (`MarsCodec`, command 7, a 100-byte body, sequence = request number), keeps
+//! exactly `N` requests outstanding, and counts a request done only when its response has
+//! come back, been decoded and been matched to the request by sequence number (an
+//! unexpected or repeated sequence, or a wrong body length, fails the run). Latency is from
+//! the request's creation to the match.
 //!
-//! - **raw**: one tokio task, one connection, Mars frames encoded with `MarsCodec`, keeping
-//!   `N` requests pipelined and writing replacements in one batch per read: the best a
-//!   hand-written client can do.
-//! - **raw-mux**: the smallest hand-written client with Phobos's calling shape: `N` caller
-//!   tasks, each encoding its frame, registering a oneshot by sequence number and awaiting
-//!   it; one writer task coalescing queued frames, one reader task routing responses.
-//! - **phobos**: one `Client`, `N` concurrent callers each awaiting `start_task` in a loop.
+//! - **raw** (the ceiling): one tokio task owns the socket. It writes `N` frames, then on
+//!   every read decodes the complete responses, matches each to its request, and writes
+//!   one replacement per response, all replacements of one read in one write. No future,
+//!   channel or allocation per request: this is as fast as a client over one TCP
+//!   connection can go, but it is not a shape an app can call (the requests are not
+//!   independent callers).
+//! - **raw-mux** (the same calling shape as Phobos, nothing else): `N` caller tasks, each
+//!   encoding its frame, registering a oneshot under its sequence number in a shared map,
+//!   queueing the frame to one writer task (which coalesces whatever is queued into one
+//!   write) and awaiting its oneshot; one reader task decodes responses and completes the
+//!   matching oneshot. No timeouts, retries, priorities, heartbeats, reconnects or
+//!   metrics.
+//! - **phobos**: one `Client` (engine + driver, default config), `N` caller tasks each
+//!   awaiting `start_task` in a loop (limits off, so the frequency limit does not refuse
+//!   the identical bodies).
+//!
+//! The ratio that isolates Phobos's own cost is phobos / raw-mux: both pay the per-request
+//! task wake-ups, channel hops and oneshots of independent callers, which raw does not.
+//!
+//! Besides tasks/s and latency, each run reports the client process's CPU time per task
+//! (all its threads, from `/proc/self/task/*/schedstat`; the server is another process).
+//! On a machine shared with other work, wall-clock throughput swings with the load while
+//! CPU per task barely moves, so the CPU ratios are the steadier comparison.
 //!
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
@@ -75,8 +96,8 @@ fn main() {
          {rounds} alternating rounds"
     );
     println!(
-        "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8}",
-        "in flight", "client", "tasks/s", "p50 ms", "p99 ms", "ratio"
+        "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8} {:>9}",
+        "in flight", "client", "tasks/s", "p50 ms", "p99 ms", "ratio", "cpu µs/t"
     );
     let only = std::env::var("PHOBOS_BENCH_ONLY").unwrap_or_default();
     rt.block_on(async {
@@ -105,10 +126,13 @@ fn main() {
             mux.print(n, "raw-mux", Some(mux.tasks_per_sec / raw.tasks_per_sec));
             pho.print(n, "phobos", Some(pho.tasks_per_sec / raw.tasks_per_sec));
             println!(
-                "{:>9} {:>8} phobos / raw-mux = {:.0} %",
+                "{:>9} {:>8} phobos / raw-mux = {:.0} % of the throughput; CPU per task: \
+                 phobos / raw = {:.2}, phobos / raw-mux = {:.2}",
                 "",
                 "",
-                pho.tasks_per_sec / mux.tasks_per_sec * 100.0
+                pho.tasks_per_sec / mux.tasks_per_sec * 100.0,
+                pho.cpu_us_per_task / raw.cpu_us_per_task,
+                pho.cpu_us_per_task / mux.cpu_us_per_task,
             );
         }
         if only != "throughput" {
@@ -122,41 +146,63 @@ fn main() {
     let _ = server.wait();
 }
 
-/// The result with the median throughput; its latencies come from that same run.
+/// The result with the median throughput (its latencies come from that same run), with the
+/// median CPU time per task over all runs.
 fn median(mut runs: Vec<RunResult>) -> RunResult {
+    let mut cpu: Vec<f64> = runs.iter().map(|r| r.cpu_us_per_task).collect();
+    cpu.sort_by(f64::total_cmp);
     runs.sort_by(|a, b| a.tasks_per_sec.total_cmp(&b.tasks_per_sec));
     let mid = runs.len() / 2;
-    runs.swap_remove(mid)
+    let mut r = runs.swap_remove(mid);
+    r.cpu_us_per_task = cpu[cpu.len() / 2];
+    r
 }
 
 struct RunResult {
     tasks_per_sec: f64,
     p50: Duration,
     p99: Duration,
+    /// Client CPU time (all threads) per task, in microseconds.
+    cpu_us_per_task: f64,
 }
 
 impl RunResult {
-    fn from(elapsed: Duration, mut latencies: Vec<Duration>) -> Self {
+    fn from(elapsed: Duration, cpu: Duration, mut latencies: Vec<Duration>) -> Self {
         latencies.sort_unstable();
         let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
         RunResult {
             tasks_per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
             p50: pct(0.50),
             p99: pct(0.99),
+            cpu_us_per_task: cpu.as_secs_f64() * 1e6 / latencies.len() as f64,
         }
     }
 
     fn print(&self, n: usize, client: &str, ratio: Option<f64>) {
         println!(
-            "{:>9} {:>8} {:>12.0} {:>10.3} {:>10.3} {:>8}",
+            "{:>9} {:>8} {:>12.0} {:>10.3} {:>10.3} {:>8} {:>9.2}",
             n,
             client,
             self.tasks_per_sec,
             self.p50.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
             ratio.map_or(String::new(), |r| format!("{:.0} %", r * 100.0)),
+            self.cpu_us_per_task,
         );
     }
+}
+
+/// CPU time used so far by all threads of this process (0 where unavailable).
+fn cpu_time() -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
 }
 
 /// The baseline: hand-written pipelining over one socket.
@@ -167,9 +213,9 @@ async fn raw_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
     let body = vec![0xABu8; BODY_LEN];
     // Warm up with the same pattern, then measure.
     raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_time());
     let lat = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
-    RunResult::from(t0.elapsed(), lat)
+    RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat)
 }
 
 async fn raw_pipeline(
@@ -180,18 +226,24 @@ async fn raw_pipeline(
     total: usize,
 ) -> Vec<Duration> {
     let mut sent_at: Vec<Instant> = Vec::with_capacity(total + 1);
+    // Whether request `seq - 1` still waits for its response.
+    let mut waiting: Vec<bool> = Vec::with_capacity(total + 1);
     let mut latencies = Vec::with_capacity(total);
     let mut out = Vec::new();
     let mut sent = 0usize;
-    let send_one = |out: &mut Vec<u8>, sent: &mut usize, sent_at: &mut Vec<Instant>| {
+    let send_one = |out: &mut Vec<u8>,
+                    sent: &mut usize,
+                    sent_at: &mut Vec<Instant>,
+                    waiting: &mut Vec<bool>| {
         *sent += 1;
         sent_at.push(Instant::now());
+        waiting.push(true);
         codec
             .encode(FrameHead::new(CmdId(7), Seq(*sent as u32)), body, &[], out)
             .expect("encode");
     };
     while sent < in_flight.min(total) {
-        send_one(&mut out, &mut sent, &mut sent_at);
+        send_one(&mut out, &mut sent, &mut sent_at, &mut waiting);
     }
     sock.write_all(&out).await.expect("write");
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -203,11 +255,21 @@ async fn raw_pipeline(
         out.clear();
         let mut at = 0;
         while let Ok(Decoded::Frame(f)) = codec.decode(&buf[at..]) {
+            assert_eq!(f.body.len(), body.len(), "response body");
             at += f.len;
+            // Match the response to its request.
             let seq = f.head.seq.0 as usize;
+            let slot = seq.checked_sub(1).and_then(|i| waiting.get_mut(i));
+            assert!(
+                slot.as_ref().is_some_and(|w| **w),
+                "unexpected sequence {seq}"
+            );
+            if let Some(w) = slot {
+                *w = false;
+            }
             latencies.push(sent_at[seq - 1].elapsed());
             if sent < total {
-                send_one(&mut out, &mut sent, &mut sent_at);
+                send_one(&mut out, &mut sent, &mut sent_at, &mut waiting);
             }
         }
         buf.drain(..at);
@@ -254,9 +316,8 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
                 let body = Bytes::copy_from_slice(&buf[at + f.body.start..at + f.body.end]);
                 at += f.len;
                 let tx = routes.lock().expect("lock").remove(&f.head.seq.0);
-                if let Some(tx) = tx {
-                    let _ = tx.send(body);
-                }
+                let tx = tx.unwrap_or_else(|| panic!("unexpected sequence {}", f.head.seq.0));
+                let _ = tx.send(body);
             }
             buf.drain(..at);
         }
@@ -299,12 +360,12 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
     for c in run(total / 10 + 1) {
         c.await.expect("caller");
     }
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_time());
     let mut all = Vec::with_capacity(total);
     for c in run(total) {
         all.extend(c.await.expect("caller"));
     }
-    let result = RunResult::from(t0.elapsed(), all);
+    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), all);
     writer.abort();
     reader.abort();
     result
@@ -319,9 +380,9 @@ async fn phobos_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
     let client = Client::start(config).expect("client");
     let body = Bytes::from(vec![0xABu8; BODY_LEN]);
     phobos_callers(&client, &body, in_flight, total / 10 + 1).await;
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_time());
     let lat = phobos_callers(&client, &body, in_flight, total).await;
-    let result = RunResult::from(t0.elapsed(), lat);
+    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat);
     client.shutdown().await;
     result
 }

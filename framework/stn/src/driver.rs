@@ -320,6 +320,9 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
+                    // The batch's tasks were only admitted: one dispatch pass frames them
+                    // all, so they leave in one write.
+                    self.engine.send_queued(t);
                     t
                 }
                 got = std::future::poll_fn(|cx| self.poll_io(cx)), if !self.conns.is_empty() => {
@@ -356,7 +359,7 @@ impl Driver {
                 if !self.conns.contains_key(&conn) {
                     return;
                 }
-                metrics::counter!(m::BYTES_RECEIVED).increment(bytes.len() as u64);
+                m::count(&m::BYTES_RECEIVED_KEY, bytes.len() as u64);
                 self.engine.handle_bytes(t, conn, &bytes);
             }
             IoEvent::Connected { attempt, stream } => {
@@ -410,8 +413,8 @@ impl Driver {
         match cmd {
             Command::Start { key, spec, reply } => {
                 let link = spec.link.clone();
-                let id = self.engine.start_task(t, *spec);
-                metrics::counter!(m::TASKS_STARTED).increment(1);
+                let id = self.engine.queue_task(t, *spec);
+                m::count(&m::TASKS_STARTED_KEY, 1);
                 trace!(task = %id, link = %link, "task started");
                 self.keys.insert(key, id);
                 self.waiters.insert(id, Waiter { key, link, reply });
@@ -564,7 +567,7 @@ impl Driver {
         match action {
             Action::Send { conn, bytes, .. } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    metrics::counter!(m::BYTES_SENT).increment(bytes.len() as u64);
+                    m::count(&m::BYTES_SENT_KEY, bytes.len() as u64);
                     if c.out.is_empty() {
                         self.unflushed.push(conn);
                     }

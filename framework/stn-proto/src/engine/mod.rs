@@ -1,16 +1,18 @@
 //! [`Engine`]: the long-link task engine state machine.
 
+mod batch;
 mod chain;
 mod dial;
 mod limits;
 mod monitor;
+mod queue;
 mod ranking;
 mod short;
 mod timeouts;
 
 pub use self::ranking::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -40,6 +42,7 @@ use self::dial::{stagger, DialRules, DialStep, Dialer};
 use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
 use self::ranking::{Candidate, PlanRules, Ranking};
+use self::queue::TaskQueue;
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 
 pub use self::short::{
@@ -102,6 +105,11 @@ pub struct Engine {
     srtt: Option<Duration>,
     /// Short-link tasks and their attempts (`short.rs`).
     short: short::ShortLink,
+    /// Set by [`queue_task`](Self::queue_task): admission leaves the dispatch pass to
+    /// [`send_queued`](Self::send_queued).
+    defer_dispatch: bool,
+    /// Reused buffer the dispatch pass encodes a link's frames into (see `batch.rs`).
+    send_buf: Vec<u8>,
 }
 
 /// One task the engine holds (queued or running).
@@ -118,7 +126,8 @@ struct Task {
     state: TaskState,
     limits_checked: bool,
     auth_cleared: bool,
-    profile: TaskProfile,
+    /// Boxed from admission on, so the task's end carries it without copying it.
+    profile: Box<TaskProfile>,
 }
 
 #[derive(Debug)]
@@ -152,7 +161,7 @@ struct Link {
     name: LinkName,
     state: LinkState,
     /// Queued tasks by (priority, admission order).
-    queue: BTreeSet<(u8, u64, TaskId)>,
+    queue: TaskQueue,
     /// Design: a hash set, not an ordered one: it changes twice per task, and the one walk
     /// over it (the link going down) sorts its ids so tasks fail in id order.
     running: FxHashSet<TaskId>,
@@ -235,7 +244,7 @@ impl Engine {
             .map(|l| Link {
                 name: l.name.clone(),
                 state: LinkState::Idle,
-                queue: BTreeSet::new(),
+                queue: TaskQueue::default(),
                 running: FxHashSet::default(),
                 retry_pause_until: None,
                 monitor: Monitor::default(),
@@ -247,7 +256,7 @@ impl Engine {
             .enumerate()
             .map(|(i, l)| (l.name.clone(), i))
             .collect();
-        let mut timers = TimerTable::default();
+        let mut timers = TimerTable::new(now);
         timers.set(TimerKind::Inactivity, now + config.timing.inactive_after);
         // The main link starts down: timing sync runs until it connects (§15.4).
         timers.set(TimerKind::TimingSync, now + config.timing.timing_sync.0);
@@ -286,6 +295,8 @@ impl Engine {
             short: short::ShortLink::default(),
             ranking: Ranking::new("default"),
             srtt: None,
+            defer_dispatch: false,
+            send_buf: Vec::new(),
         })
     }
 
@@ -326,11 +337,13 @@ impl Engine {
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
-            profile,
+            profile: Box::new(profile),
             spec,
         });
         self.enqueue(task, now);
-        self.pump(now);
+        if !self.defer_dispatch {
+            self.pump(now);
+        }
         id
     }
 
@@ -1016,6 +1029,8 @@ impl Engine {
                 break;
             }
         }
+        // Every input ends here: move this input's per-task timer changes into the heap.
+        self.timers.settle();
     }
 
     fn mark_all_dirty(&mut self) {
@@ -1084,14 +1099,15 @@ impl Engine {
             self.scratch = ready;
             return;
         }
-        let mut out = Vec::new();
+        let mut out = self.take_send_buf();
         for &id in &ready {
             self.send_task(li, id, now, &mut out);
         }
         self.scratch = ready;
         if !out.is_empty() {
-            self.write(li, now, out);
+            self.write(li, now, out.to_vec());
         }
+        self.return_send_buf(out);
     }
 
     /// Frames one task onto `out` and marks it running (or ends it: limits, encode error,
@@ -2187,14 +2203,7 @@ impl Engine {
         let link = &mut self.links[task.link];
         link.queue.remove(&(task.spec.priority, task.order, id));
         link.running.remove(&id);
-        for kind in [
-            TimerKind::TaskTotal(id),
-            TimerKind::FirstPacket(id),
-            TimerKind::PacketToPacket(id),
-            TimerKind::ReadWrite(id),
-        ] {
-            self.timers.cancel(kind);
-        }
+        self.timers.cancel_task(id);
         Some(task)
     }
 
@@ -2283,9 +2292,10 @@ impl Engine {
         &mut self,
         id: TaskId,
         outcome: TaskOutcome,
-        mut profile: TaskProfile,
+        profile: impl Into<Box<TaskProfile>>,
         now: Instant,
     ) {
+        let mut profile = profile.into();
         profile.ended_at = now;
         profile.weak_network = self.is_weak(now);
         match &outcome {

@@ -7,6 +7,7 @@ pub(crate) mod epoch;
 mod harness;
 
 mod admission;
+mod batch;
 mod heartbeat;
 mod limits;
 mod links;

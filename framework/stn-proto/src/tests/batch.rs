@@ -1,0 +1,109 @@
+//! Admitting several tasks with one dispatch pass (`queue_task` + `send_queued`).
+
+use std::time::Duration;
+
+use phobos_plugin_api::{CmdId, TaskId};
+
+use super::harness::{secs, Sim};
+use crate::{Action, Event, TaskSpec};
+
+fn connected() -> Sim {
+    let mut sim = Sim::new();
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    assert!(sim.run_until(secs(5), |s| s.engine.is_connected("default-longlink")));
+    sim
+}
+
+fn specs() -> Vec<TaskSpec> {
+    [5u8, 3, 0, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| TaskSpec::new(CmdId(10 + i as u32), vec![i as u8; 8]).with_priority(p))
+        .collect()
+}
+
+/// The `TaskSent` events since `from`, as (task, first-packet timeout).
+fn sent(sim: &Sim, from: usize) -> Vec<(TaskId, Duration)> {
+    sim.events[from..]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::TaskSent {
+                id,
+                first_packet_timeout,
+                ..
+            } => Some((*id, *first_packet_timeout)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_batch_goes_out_in_one_write_in_priority_order_and_every_task_ends_once() {
+    let mut sim = connected();
+    let (actions, events) = (sim.actions.len(), sim.events.len());
+    let ids: Vec<TaskId> = specs()
+        .into_iter()
+        .map(|s| sim.engine.queue_task(sim.now, s))
+        .collect();
+    // Nothing leaves before the pass.
+    assert!(sim.engine.poll_action().is_none());
+    sim.engine.send_queued(sim.now);
+    sim.drain();
+    let sends: Vec<usize> = sim.actions[actions..]
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::Send { bytes, .. } => Some(bytes.len()),
+            _ => None,
+        })
+        .collect();
+    // Four 8-byte bodies in 20-byte Mars headers, in one write.
+    assert_eq!(sends, vec![4 * 28]);
+    let order: Vec<TaskId> = sent(&sim, events).into_iter().map(|s| s.0).collect();
+    assert_eq!(order, vec![ids[2], ids[1], ids[3], ids[0]]);
+    for id in ids {
+        let (_, end) = sim.run_until_end(id, secs(5));
+        assert!(end.outcome.is_ok());
+    }
+    assert_eq!(sim.engine.task_count(), 0);
+    assert_eq!(
+        sim.engine.poll_timeout(),
+        sim.engine.next_timer().map(|t| t.0)
+    );
+}
+
+#[test]
+fn a_batch_chooses_the_same_timeouts_as_tasks_started_one_by_one() {
+    let mut one_by_one = connected();
+    let from = one_by_one.events.len();
+    let mut by_priority = specs();
+    by_priority.sort_by_key(|s| s.priority);
+    for s in by_priority {
+        one_by_one.start(s);
+    }
+    let mut batch = connected();
+    let from_batch = batch.events.len();
+    for s in specs() {
+        batch.engine.queue_task(batch.now, s);
+    }
+    batch.engine.send_queued(batch.now);
+    batch.drain();
+    let a: Vec<Duration> = sent(&one_by_one, from).into_iter().map(|s| s.1).collect();
+    let b: Vec<Duration> = sent(&batch, from_batch).into_iter().map(|s| s.1).collect();
+    assert_eq!(a.len(), 4);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_refused_task_in_a_batch_ends_at_once() {
+    let mut sim = connected();
+    let bad = TaskSpec::new(CmdId(1), vec![1]).with_priority(9);
+    let good = TaskSpec::new(CmdId(2), vec![2]);
+    let bad_id = sim.engine.queue_task(sim.now, bad);
+    let good_id = sim.engine.queue_task(sim.now, good);
+    sim.engine.send_queued(sim.now);
+    sim.drain();
+    assert!(sim.ends[&bad_id].1.outcome.is_err());
+    let (_, end) = sim.run_until_end(good_id, secs(5));
+    assert!(end.outcome.is_ok());
+}
