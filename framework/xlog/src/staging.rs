@@ -222,11 +222,15 @@ fn block_cipher(key: &[u8; 32], gen: u64) -> ChaCha20 {
     ChaCha20::new(key.into(), &nonce.into())
 }
 
-/// Fills `buf` with the first [`SLOT_LEN`] keystream bytes of staged block `gen` (what
-/// the writer thread precomputes).
+/// Keystream bytes precomputed per block: enough for a block sealed at [`SOFT_LIMIT`]; a
+/// block that grows further (the writer fell behind) computes the rest as lines come.
+const PRECOMPUTED_KEYSTREAM: usize = SOFT_LIMIT + 4096;
+
+/// Fills `buf` with the first keystream bytes of staged block `gen` (what the writer thread
+/// precomputes).
 pub(crate) fn compute_keystream(key: &[u8; 32], gen: u64, buf: &mut Vec<u8>) {
     buf.clear();
-    buf.resize(SLOT_LEN, 0);
+    buf.resize(PRECOMPUTED_KEYSTREAM, 0);
     block_cipher(key, gen).apply_keystream(buf);
 }
 

@@ -1128,7 +1128,30 @@ impl Inner {
                         }
                     }
                     sealed.region.clear_after_write();
+                    // Precompute the staging keystream of the next block to begin, so that
+                    // logging threads only XOR. Done before the slot is handed back: when the
+                    // callers wait for it, the next block cannot begin before it is ready.
+                    let keystream = finisher.stream_key.map(|key| {
+                        let (gen, mut buf) = {
+                            let mut st = self.lock_state();
+                            let buf = st
+                                .stager
+                                .take_spent_keystream()
+                                .or_else(|| finisher.keystream.take())
+                                .unwrap_or_default();
+                            (st.next_gen, buf)
+                        };
+                        compute_keystream(&key, gen, &mut buf);
+                        (gen, buf)
+                    });
                     let mut st = self.lock_state();
+                    if let Some((gen, buf)) = keystream {
+                        if st.next_gen == gen {
+                            st.stager.install_keystream(gen, buf);
+                        } else {
+                            finisher.keystream = Some(buf);
+                        }
+                    }
                     st.written_gen = st.written_gen.max(sealed.gen);
                     let mut plain = std::mem::take(&mut sealed.plain);
                     plain.clear();
@@ -1143,24 +1166,6 @@ impl Inner {
                         self.seal(&mut st);
                     }
                     self.done.notify_all();
-                    // Precompute the staging keystream of the next block to begin, so that
-                    // logging threads only XOR (outside every lock).
-                    if let Some(key) = finisher.stream_key {
-                        let gen = st.next_gen;
-                        let mut buf = st
-                            .stager
-                            .take_spent_keystream()
-                            .or_else(|| finisher.keystream.take())
-                            .unwrap_or_default();
-                        drop(st);
-                        compute_keystream(&key, gen, &mut buf);
-                        let mut st = self.lock_state();
-                        if st.next_gen == gen {
-                            st.stager.install_keystream(gen, buf);
-                        } else {
-                            finisher.keystream = Some(buf);
-                        }
-                    }
                 }
                 None => {
                     let st = self.lock_state();
