@@ -47,12 +47,12 @@ pub enum ContenderClient {
 }
 
 /// How one task ended, as the lab counts it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskResult {
     /// The echo came back intact.
     Success,
-    /// The client reported an error (timeout, connect failure, reset…).
-    Failed,
+    /// The client reported an error (timeout, connect failure, reset…), in its words.
+    Failed(String),
     /// The client answered with the wrong body.
     WrongBody,
 }
@@ -136,14 +136,18 @@ impl ContenderClient {
         let got = match self {
             ContenderClient::Stn { client, .. } => {
                 let spec = TaskSpec::new(ECHO_CMD, body.clone()).with_total_timeout(timeout);
-                client.start_task(spec).await.map(|r| r.body).ok()
+                client
+                    .start_task(spec)
+                    .await
+                    .map(|r| r.body)
+                    .map_err(|e| e.to_string())
             }
-            ContenderClient::Naive(n) => n.run_task(body.clone()).await.ok(),
+            ContenderClient::Naive(n) => n.run_task(body.clone()).await.map_err(str::to_owned),
         };
         match got {
-            Some(b) if b == body => TaskResult::Success,
-            Some(_) => TaskResult::WrongBody,
-            None => TaskResult::Failed,
+            Ok(b) if b == body => TaskResult::Success,
+            Ok(_) => TaskResult::WrongBody,
+            Err(reason) => TaskResult::Failed(reason),
         }
     }
 

@@ -11,6 +11,7 @@
 //! connect attempts and reconnects (completed handshakes beyond the first), and the bytes the
 //! veth pair carried (IP packets, headers and retransmissions included).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +68,8 @@ pub struct CellResult {
     pub successes: usize,
     /// Tasks whose response body differed from the request.
     pub wrong_bodies: usize,
+    /// Failed tasks by the client's reason.
+    pub failures: BTreeMap<String, usize>,
     /// Completion times of the successful tasks, sorted.
     pub completions: Vec<Duration>,
     /// Connect attempts.
@@ -299,6 +302,12 @@ pub fn run_cell(
             .iter()
             .filter(|(r, _)| *r == TaskResult::WrongBody)
             .count(),
+        failures: run.tasks.iter().fold(BTreeMap::new(), |mut m, (r, _)| {
+            if let TaskResult::Failed(reason) = r {
+                *m.entry(reason.clone()).or_insert(0) += 1;
+            }
+            m
+        }),
         completions,
         dials: run.dials,
         reconnects: run.connects.saturating_sub(1),
@@ -354,8 +363,8 @@ pub fn run_matrix(
 /// The matrix as Markdown: one row per (scenario, contender).
 pub fn markdown_table(results: &[CellResult]) -> String {
     let mut s = String::from(
-        "| scenario | client | success | p50 | p99 | dials | reconnects | wire bytes (up / down) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "| scenario | client | success | p50 | p99 | dials | reconnects | wire bytes (up / down) \
+         | most frequent failure |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {
         let q = |q: f64| {
@@ -364,7 +373,7 @@ pub fn markdown_table(results: &[CellResult]) -> String {
             })
         };
         s.push_str(&format!(
-            "| {} | {} | {}/{} ({:.0} %) | {} | {} | {} | {} | {} / {} |\n",
+            "| {} | {} | {}/{} ({:.0} %) | {} | {} | {} | {} | {} / {} | {} |\n",
             r.scenario.name,
             r.contender,
             r.successes,
@@ -376,6 +385,10 @@ pub fn markdown_table(results: &[CellResult]) -> String {
             r.reconnects,
             r.wire.client_to_server,
             r.wire.server_to_client,
+            r.failures
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map_or("–".to_string(), |(why, n)| format!("{n} × {why}")),
         ));
     }
     s
