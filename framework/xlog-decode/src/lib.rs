@@ -12,8 +12,10 @@
 //!   chunked format.
 //! - **Encryption**: through any [`LogCipher`](phobos_plugin_api::LogCipher): Mars's
 //!   ECDH + TEA (`phobos-cipher-mars`) for magics `0x07`/`0x0C`, an authenticated cipher
-//!   (`phobos-cipher-modern`) for Phobos's magics `0x27`/`0x2C`. A missing or wrong key is
-//!   reported on the block's line and decoding goes on.
+//!   (`phobos-cipher-modern`) for Phobos's magics `0x27`/`0x2C`, and the staged blocks a keyed
+//!   Phobos writer leaves after a crash (`0x47`/`0x4C`: ChaCha20 under a session key wrapped
+//!   by either cipher). A missing or wrong key is reported on the block's line and decoding
+//!   goes on.
 //! - **Staging files** ([`mmap3`]): the block in progress in a `.mmap3` file.
 //! - **Output** ([`Decoder::decode`]): the text, plus the Python decoder's lines
 //!   `[F]decode_log_file.py decode error len=…, result:… `, `… log seq:…-… is missing` and
