@@ -94,9 +94,10 @@
 //!
 //! Levels apply to the whole-block compression on the background thread. Defaults: zlib 2
 //! (zlib-rs `deflate_fast` with dynamic Huffman trees), zstd 1 (window log 17, covering the
-//! block). On the benchmark's 1 M lines of ~190 bytes (`benches/`), zlib 2 writes 46.2 MB and
-//! zstd 1 writes 38.2 MB, against 49 MB and 56 MB for Mars (zlib 9 and zstd 6, one flush per
-//! line); zlib 1 (`deflate_quick`, fixed codes) is cheaper but 62 MB.
+//! block). On the benchmark's 1 M lines of ~183 bytes (`benches/`), zlib 2 writes 46.2 MB and
+//! zstd 1 writes 38.2 MB; Mars's settings on the same lines (zlib 9 and zstd 6 with window log
+//! 16, one flush per line) give 55.4 MB and 61.6 MB. zlib 1 (`deflate_quick`, fixed codes) is
+//! cheaper but 62 MB; zlib 4 gives 41.3 MB and zlib 6 38.8 MB at 2–2.7× the CPU of level 2.
 //!
 //! # Differences from Mars worth knowing
 //!
