@@ -490,7 +490,10 @@ mod tests {
         let mut cut = [r1, r2].concat();
         cut.extend_from_slice(&r3[..r3.len() - 1]);
         let mut out = Vec::new();
-        assert_eq!(dec.decrypt_block(&cut, &mut out), Err(CipherError::Integrity));
+        assert_eq!(
+            dec.decrypt_block(&cut, &mut out),
+            Err(CipherError::Integrity)
+        );
         assert_eq!(out, b"onetwo");
     }
 

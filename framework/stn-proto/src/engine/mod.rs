@@ -41,8 +41,8 @@ use self::chain::ChainWalk;
 use self::dial::{stagger, DialRules, DialStep, Dialer};
 use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
-use self::ranking::{Candidate, PlanRules, Ranking};
 use self::queue::TaskQueue;
+use self::ranking::{Candidate, PlanRules, Ranking};
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 
 pub use self::short::{
