@@ -1,5 +1,5 @@
 //! The example IM server: the long link (frames through the configured codec, TLS by default)
-//! and the short link (HTTP/1.1, HTTPS when TLS is on), one in-memory [`Hub`] behind both.
+//! and the short link (HTTP/1.1, HTTPS when TLS is on), one in-memory `Hub` behind both.
 //!
 //! What it answers is described in [`crate::proto`]. In short: a connection identifies with a
 //! token (see [`crate::tokens`]) and is then bound to its user; a send is stored in its
@@ -22,7 +22,7 @@
 //!
 //! # What a production server would replace
 //!
-//! - **State**: the [`Hub`] is process memory (conversations, history, room membership, the
+//! - **State**: the `Hub` is process memory (conversations, history, room membership, the
 //!   dedupe window). A real service keeps messages in a database, membership in a directory
 //!   service and the dedupe keys in a store with a TTL, so it survives restarts and scales past
 //!   one process. [`ServerHandle::restart`] keeps the hub to stand in for that durable state.

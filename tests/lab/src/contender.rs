@@ -120,6 +120,10 @@ impl Contender {
             .build()
             .map_err(|e| e.to_string())?;
         let client = Client::start(config).map_err(|e| e.to_string())?;
+        // The app under test is in use: an IM app reports foreground at start (Mars apps call
+        // `OnForeground(true)`), which selects the foreground rows of the reconnect table
+        // (task-driven reconnect after 5 s instead of the background's 30 s).
+        client.set_foreground(true);
         Ok(ContenderClient::Stn { client, connector })
     }
 }
