@@ -16,44 +16,16 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use phobos_ipsource::{DohConfig, DohSource};
 use phobos_plugin_api::{AddrSource, IpSource, LinkPurpose, ResolveError};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use phobos_test_support::certs::TestCa;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 const TLS_NAME: &str = "doh.phobos.test";
 
-/// A test certificate authority.
-struct TestCa {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Phobos DoH Test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).unwrap();
-        TestCa { cert, key }
-    }
-
-    /// A server certificate for [`TLS_NAME`], signed by this CA.
-    fn leaf(&self) -> (Certificate, KeyPair) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![TLS_NAME.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, TLS_NAME);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert, key)
-    }
+/// A server certificate for [`TLS_NAME`], signed by `ca`.
+fn leaf(ca: &TestCa) -> (rcgen::Certificate, rcgen::KeyPair) {
+    ca.server_cert(&[TLS_NAME])
 }
 
 /// One DNS question the server received.
@@ -72,7 +44,7 @@ struct DohServer {
 impl DohServer {
     /// Serves DoH on `127.0.0.1:0` with a certificate from `ca`.
     async fn start(ca: &TestCa) -> Self {
-        let (cert, key) = ca.leaf();
+        let (cert, key) = leaf(ca);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -118,7 +90,7 @@ impl DohServer {
             server_ips: vec![self.addr.ip()],
             port: self.addr.port(),
             tls_name: TLS_NAME.to_owned(),
-            ca_pem: Some(ca.cert.pem()),
+            ca_pem: Some(ca.pem()),
             ..DohConfig::default()
         };
         edit(&mut config);
@@ -213,7 +185,7 @@ fn ip(s: &str) -> IpAddr {
 
 #[tokio::test]
 async fn a_and_aaaa_answers_come_back_tagged_doh() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let doh = server.source(&ca, |_| {});
     let got = doh.resolve("A.test", LinkPurpose::LongLink).await.unwrap();
@@ -254,7 +226,7 @@ async fn a_and_aaaa_answers_come_back_tagged_doh() {
 
 #[tokio::test]
 async fn ipv4_only_asks_for_a_records_only() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     // Configured by URL this time: the URL's name, port and path replace the fields.
     let port = server.addr.port();
@@ -271,7 +243,7 @@ async fn ipv4_only_asks_for_a_records_only() {
 
 #[tokio::test]
 async fn a_name_with_only_an_a_record_gives_just_that() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let doh = server.source(&ca, |_| {});
     let got = doh.resolve("v4.test", LinkPurpose::LongLink).await.unwrap();
@@ -283,7 +255,7 @@ async fn a_name_with_only_an_a_record_gives_just_that() {
 
 #[tokio::test]
 async fn junk_and_loopback_answers_are_filtered() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let strict = server.source(&ca, |_| {});
     assert_eq!(
@@ -305,7 +277,7 @@ async fn junk_and_loopback_answers_are_filtered() {
 
 #[tokio::test]
 async fn nxdomain_is_no_such_host() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let doh = server.source(&ca, |_| {});
     assert_eq!(
@@ -316,7 +288,7 @@ async fn nxdomain_is_no_such_host() {
 
 #[tokio::test]
 async fn a_server_failure_is_a_failed_lookup() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let doh = server.source(&ca, |_| {});
     match doh.resolve("broken.test", LinkPurpose::LongLink).await {
@@ -328,7 +300,7 @@ async fn a_server_failure_is_a_failed_lookup() {
 #[tokio::test(start_paused = true)]
 async fn a_server_that_never_answers_times_out() {
     // Virtual time: the 2 s limit passes as soon as everything is idle, waiting on the server.
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let doh = server.source(&ca, |c| c.timeout_ms = 2000);
     let started = tokio::time::Instant::now();
@@ -345,9 +317,9 @@ async fn a_server_that_never_answers_times_out() {
 
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
-    let stranger = TestCa::new();
+    let stranger = TestCa::new("Phobos DoH Test CA");
     let doh = server.source(&stranger, |_| {});
     assert!(matches!(
         doh.resolve("a.test", LinkPurpose::LongLink).await,
@@ -361,7 +333,7 @@ async fn a_certificate_from_another_ca_is_refused() {
 
 #[tokio::test]
 async fn a_certificate_for_another_name_is_refused() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let doh = server.source(&ca, |c| c.tls_name = "other.phobos.test".to_owned());
     assert!(matches!(
@@ -373,7 +345,7 @@ async fn a_certificate_for_another_name_is_refused() {
 
 #[tokio::test]
 async fn the_public_roots_do_not_trust_a_private_ca() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos DoH Test CA");
     let server = DohServer::start(&ca).await;
     let doh = server.source(&ca, |c| c.ca_pem = None);
     assert!(matches!(

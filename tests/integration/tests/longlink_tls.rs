@@ -13,11 +13,9 @@ use phobos_stn::{
     TlsConfig, TlsConfigBuilder, TlsConnector, TlsError, TlsFailure,
 };
 use phobos_stn_proto::{DialError, DialFailure, Timing};
+use phobos_test_support::certs::{server_params, TestCa};
 use phobos_test_support::MockLongLinkServer;
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,33 +26,9 @@ use common::codec;
 
 const HOST: &str = "phobos.test";
 
-/// A test certificate authority.
-struct TestCa {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl TestCa {
-    fn new() -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Phobos Test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    fn der(&self) -> Vec<u8> {
-        self.cert.der().to_vec()
-    }
-
-    /// A server certificate for `phobos.test` and 127.0.0.1 signed by this CA.
-    fn leaf(&self) -> Leaf {
-        Leaf::new(leaf_params(), Some(self))
-    }
+/// A server certificate for `phobos.test` and 127.0.0.1 signed by `ca`.
+fn ca_leaf(ca: &TestCa) -> Leaf {
+    Leaf::new(leaf_params(), Some(ca))
 }
 
 /// A server certificate with its key.
@@ -67,10 +41,12 @@ struct Leaf {
 
 impl Leaf {
     fn new(params: CertificateParams, issuer: Option<&TestCa>) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let cert = match issuer {
-            Some(ca) => params.signed_by(&key, &ca.cert, &ca.key).unwrap(),
-            None => params.self_signed(&key).unwrap(),
+        let (cert, key) = match issuer {
+            Some(ca) => ca.sign(params),
+            None => {
+                let key = KeyPair::generate().unwrap();
+                (params.self_signed(&key).unwrap(), key)
+            }
         };
         Self {
             cert: cert.der().clone(),
@@ -81,11 +57,7 @@ impl Leaf {
 }
 
 fn leaf_params() -> CertificateParams {
-    let mut params = CertificateParams::new(vec![HOST.to_string(), "127.0.0.1".to_string()])
-        .expect("valid subject alternative names");
-    params.distinguished_name.push(DnType::CommonName, HOST);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params
+    server_params(&[HOST, "127.0.0.1"])
 }
 
 fn spki_pin(key: &KeyPair) -> String {
@@ -223,8 +195,8 @@ async fn dial_fails_with(leaf: &Leaf, tls: TlsConfigBuilder, expected: TlsError)
 
 #[tokio::test(start_paused = true)]
 async fn a_valid_chain_carries_tasks() {
-    let ca = TestCa::new();
-    let leaf = ca.leaf();
+    let ca = TestCa::new("Phobos Test CA");
+    let leaf = ca_leaf(&ca);
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(&leaf, server.addr()).await;
     let (client, connector, seen) = tls_client(
@@ -248,12 +220,12 @@ async fn a_valid_chain_carries_tasks() {
 
 #[tokio::test(start_paused = true)]
 async fn roots_load_from_a_pem_file_and_ip_names_verify() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ca.pem");
-    std::fs::write(&path, ca.cert.pem()).unwrap();
+    std::fs::write(&path, ca.pem()).unwrap();
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let front = tls_front(&ca.leaf(), server.addr()).await;
+    let front = tls_front(&ca_leaf(&ca), server.addr()).await;
     let (client, _, _) = tls_client(
         front.addr,
         TlsConfig::builder("127.0.0.1").ca_pem_file(&path),
@@ -270,9 +242,9 @@ async fn roots_load_from_a_pem_file_and_ip_names_verify() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wrong_host_name_is_not_valid_for_name() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     dial_fails_with(
-        &ca.leaf(),
+        &ca_leaf(&ca),
         TlsConfig::builder("other.test").ca_der(ca.der()),
         TlsError::NotValidForName,
     )
@@ -281,7 +253,7 @@ async fn a_wrong_host_name_is_not_valid_for_name() {
 
 #[tokio::test(start_paused = true)]
 async fn a_self_signed_leaf_has_an_unknown_issuer() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let self_signed = Leaf::new(leaf_params(), None);
     dial_fails_with(
         &self_signed,
@@ -293,9 +265,9 @@ async fn a_self_signed_leaf_has_an_unknown_issuer() {
 
 #[tokio::test(start_paused = true)]
 async fn the_default_roots_do_not_trust_a_private_ca() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     dial_fails_with(
-        &ca.leaf(),
+        &ca_leaf(&ca),
         TlsConfig::builder(HOST),
         TlsError::UnknownIssuer,
     )
@@ -304,7 +276,7 @@ async fn the_default_roots_do_not_trust_a_private_ca() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_certificate_is_expired() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let mut params = leaf_params();
     params.not_before = rcgen::date_time_ymd(2001, 1, 1);
     params.not_after = rcgen::date_time_ymd(2002, 1, 1);
@@ -319,10 +291,10 @@ async fn an_expired_certificate_is_expired() {
 
 #[tokio::test(start_paused = true)]
 async fn a_pin_mismatch_fails_even_with_a_valid_chain() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let other_key = KeyPair::generate().unwrap();
     dial_fails_with(
-        &ca.leaf(),
+        &ca_leaf(&ca),
         TlsConfig::builder(HOST)
             .ca_der(ca.der())
             .pin_sha256(spki_pin(&other_key)),
@@ -333,15 +305,15 @@ async fn a_pin_mismatch_fails_even_with_a_valid_chain() {
 
 #[tokio::test(start_paused = true)]
 async fn a_matching_pin_succeeds_alongside_a_backup_pin() {
-    let ca = TestCa::new();
-    let leaf = ca.leaf();
+    let ca = TestCa::new("Phobos Test CA");
+    let leaf = ca_leaf(&ca);
     let backup = spki_pin(&KeyPair::generate().unwrap());
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(&leaf, server.addr()).await;
     let (client, connector, _) = tls_client(
         front.addr,
         TlsConfig::builder(HOST)
-            .ca_pem(ca.cert.pem())
+            .ca_pem(ca.pem())
             .pin_sha256(backup)
             .pin_sha256(format!("sha256/{}", leaf.pin.to_uppercase())),
     );
@@ -352,7 +324,7 @@ async fn a_matching_pin_succeeds_alongside_a_backup_pin() {
 
 #[tokio::test(start_paused = true)]
 async fn a_pin_never_rescues_an_untrusted_chain() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let self_signed = Leaf::new(leaf_params(), None);
     let pin = self_signed.pin.clone();
     dial_fails_with(
@@ -368,7 +340,7 @@ async fn a_silent_server_is_bounded_by_the_connect_timeout() {
     // Accepts TCP (the kernel's backlog) but never answers the ClientHello.
     let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr: IpPort = silent.local_addr().unwrap().into();
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let (client, connector, _) = tls_client(addr, TlsConfig::builder(HOST).ca_der(ca.der()));
     let t0 = tokio::time::Instant::now();
     let err = client
@@ -392,9 +364,9 @@ async fn a_silent_server_is_bounded_by_the_connect_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn the_connector_returns_the_reason_inside_the_io_error() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let front = tls_front(&ca.leaf(), server.addr()).await;
+    let front = tls_front(&ca_leaf(&ca), server.addr()).await;
     let connector = TlsConnector::new(
         TlsConfig::builder("other.test")
             .ca_der(ca.der())
@@ -419,7 +391,7 @@ async fn the_connector_returns_the_reason_inside_the_io_error() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_tcp_connect_stays_a_refusal_under_tls() {
     let dead = phobos_test_support::refused_addr().await.unwrap();
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let (client, connector, seen) =
         tls_client(dead.into(), TlsConfig::builder(HOST).ca_der(ca.der()));
     let err = client
@@ -434,7 +406,7 @@ async fn a_refused_tcp_connect_stays_a_refusal_under_tls() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_certificate_ends_the_task_without_spending_its_retries() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("Phobos Test CA");
     let self_signed = Leaf::new(leaf_params(), None);
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(&self_signed, server.addr()).await;

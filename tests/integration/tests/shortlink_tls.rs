@@ -7,12 +7,9 @@ use std::sync::Arc;
 
 use phobos_plugin_api::CmdId;
 use phobos_stn::{ChannelSelect, Client, ClientConfig, ErrorKind, TaskSpec, TlsConfig};
+use phobos_test_support::certs::TestCa;
 use phobos_test_support::mock_shortlink::{serve_conn, Shared};
 use phobos_test_support::{refused_addr, ShortReply};
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -22,31 +19,10 @@ use common::codec;
 
 const HOST: &str = "phobos.test";
 
-struct TestCa {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-impl TestCa {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).unwrap();
-        TestCa { cert, key }
-    }
-
-    /// A server certificate for `phobos.test` signed by this CA: (cert, PKCS#8 key).
-    fn leaf(&self) -> (CertificateDer<'static>, Vec<u8>) {
-        let mut params = CertificateParams::new(vec![HOST.to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, HOST);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.der().clone(), key.serialize_der())
-    }
+/// A server certificate for `phobos.test` signed by `ca`: (cert, PKCS#8 key).
+fn leaf(ca: &TestCa) -> (CertificateDer<'static>, Vec<u8>) {
+    let (cert, key) = ca.server_cert(&[HOST]);
+    (cert.der().clone(), key.serialize_der())
 }
 
 /// An HTTPS mock: TLS with `leaf`, then the mock short-link server's logic.
@@ -87,7 +63,7 @@ async fn https_server(
 async fn tls_client(trusted: &TestCa) -> Client {
     let unused = refused_addr().await.unwrap();
     let tls = TlsConfig::builder(HOST)
-        .ca_der(trusted.cert.der().to_vec())
+        .ca_der(trusted.der())
         .build()
         .unwrap();
     let config = ClientConfig::builder(codec())
@@ -108,7 +84,7 @@ fn short(host: String) -> TaskSpec {
 #[tokio::test(start_paused = true)]
 async fn a_short_link_over_tls_round_trips() {
     let ca = TestCa::new("Phobos Test CA");
-    let (addr, shared) = https_server(ca.leaf(), ShortReply::Ok(b"over tls".to_vec())).await;
+    let (addr, shared) = https_server(leaf(&ca), ShortReply::Ok(b"over tls".to_vec())).await;
     let client = tls_client(&ca).await;
     let resp = client.start_task(short(addr.to_string())).await.unwrap();
     assert_eq!(&resp.body[..], b"over tls");
@@ -121,7 +97,7 @@ async fn a_short_link_over_tls_round_trips() {
 async fn an_untrusted_certificate_ends_the_task_at_once() {
     let ca = TestCa::new("Phobos Test CA");
     let other = TestCa::new("Someone Else");
-    let (addr, shared) = https_server(other.leaf(), ShortReply::Ok(Vec::new())).await;
+    let (addr, shared) = https_server(leaf(&other), ShortReply::Ok(Vec::new())).await;
     let client = tls_client(&ca).await;
     let end = client
         .start_task(short(addr.to_string()).with_retry_count(3))

@@ -16,6 +16,7 @@
 //!
 //! What this crate does not do: anything outside loopback.
 
+pub mod certs;
 pub mod frames;
 pub mod mock_longlink;
 pub mod mock_shortlink;
