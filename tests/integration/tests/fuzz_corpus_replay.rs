@@ -10,6 +10,10 @@ use proptest::prelude::*;
 #[path = "../../fuzz/entries/xlog_staged_block.rs"]
 mod xlog_staged_block;
 
+// The same file the cargo-fuzz target `plugins_config` includes.
+#[path = "../../fuzz/entries/plugins_config.rs"]
+mod plugins_config_entry;
+
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")
@@ -27,32 +31,6 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
             (p, bytes)
         })
         .collect()
-}
-
-fn plugins_config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(config) = phobos_plugin_registry::PluginsConfig::from_toml_str(text) else {
-        return;
-    };
-    let specs = [
-        &config.codec,
-        &config.auth,
-        &config.heartbeat,
-        &config.cipher,
-    ];
-    let names_library = specs
-        .iter()
-        .any(|s| s.as_ref().is_some_and(|s| s.library.is_some()))
-        || config
-            .ip_sources
-            .iter()
-            .flatten()
-            .any(|s| s.library.is_some());
-    if !names_library {
-        let _ = phobos_plugin_registry::Registry::with_builtins().build(&config);
-    }
 }
 
 #[test]
@@ -83,7 +61,7 @@ fn xlog_mmap3_corpus_replays_cleanly() {
 fn plugins_config_corpus_replays_cleanly() {
     for (path, bytes) in corpus("plugins_config") {
         eprintln!("{}", path.display());
-        plugins_config(&bytes);
+        plugins_config_entry::run(&bytes);
     }
 }
 
@@ -147,7 +125,7 @@ proptest! {
 
     #[test]
     fn config_entry_survives_mutated_corpus(bytes in mutated("plugins_config")) {
-        plugins_config(&bytes);
+        plugins_config_entry::run(&bytes);
     }
 
     #[test]
