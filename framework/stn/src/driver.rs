@@ -432,7 +432,6 @@ impl Driver {
             Command::SetNetwork { kind, label } => {
                 info!(?kind, label = %label, "network changed");
                 self.engine.set_network(t, kind, &label);
-                self.short.clear_pool();
                 self.save_ranking_state();
             }
             Command::MakeSureConnected { link } => {
@@ -447,7 +446,6 @@ impl Driver {
             }
             Command::RedoTasks => {
                 info!("redo tasks");
-                self.short.clear_pool();
                 self.engine.redo_tasks(t);
             }
             Command::KeepSignalling => {
@@ -628,7 +626,7 @@ impl Driver {
                 ..
             } => {
                 self.connect_attempts += 1;
-                self.short.connect(now(), attempt, addr, host, proxy);
+                self.short.connect(attempt, addr, &host, proxy);
             }
             Action::HttpExchange { conn, request, .. } => {
                 metrics::counter!(m::BYTES_SENT).increment(request.body.len() as u64);

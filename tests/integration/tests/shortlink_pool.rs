@@ -105,3 +105,38 @@ async fn a_cached_connection_expires_with_the_servers_keep_alive_timeout() {
         .unwrap();
     assert_eq!(server.connection_count(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_the_server_closes_is_not_reused_and_costs_no_ban() {
+    // Request 0: a keep-alive answer, then the server closes anyway (before its own
+    // advertised timeout). Later requests: ordinary keep-alive answers.
+    let server = MockShortLinkServer::start(|n| match n {
+        0 => ShortReply::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\
+              Keep-Alive: timeout=30\r\n\r\nr0"
+                .to_vec(),
+        ),
+        n => ShortReply::KeepAlive(format!("r{n}").into_bytes()),
+    })
+    .await
+    .unwrap();
+    let client = client().await;
+    let first = client
+        .start_task(keep_alive(server.host(), b"x"))
+        .await
+        .unwrap();
+    assert_eq!(first.body, b"r0".to_vec());
+    // Let the client notice the close.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(client.stats().await.unwrap().short_link_pooled, 0);
+    for n in 1..3 {
+        let task = keep_alive(server.host(), b"x").with_retry_count(0);
+        let resp = client.start_task(task).await.unwrap();
+        assert_eq!(resp.body, format!("r{n}").into_bytes());
+    }
+    assert_eq!(
+        server.connection_count(),
+        2,
+        "a fresh connection for request 1, reused by request 2 (no ban)"
+    );
+}

@@ -31,6 +31,26 @@
 //!    [`Timing::retry_pause`](crate::Timing::retry_pause) while retries remain (Mars's
 //!    default fail handle retries every HTTP and socket failure).
 //!
+//! **Keep-alive pool** (§8.5), decided here, held by the driver:
+//!
+//! - Only a request that asks for reuse with its own `Connection: Keep-Alive` header (the
+//!   codec's default says `close`) may leave its connection behind, and only after a
+//!   complete `200` response on a connection the driver found reusable
+//!   ([`HttpResponse::reusable`]: HTTP/1.1, neither side said `close`).
+//! - Such a connection stays idle for the server's `Keep-Alive: timeout=N` when
+//!   `0 < N < 60`, else 5 s; at most [`MAX_IDLE`] are kept (the soonest to expire goes
+//!   first), so a server that keeps everything alive cannot make the client hoard sockets.
+//! - Before connecting to an address, an idle connection for the same address, `Host` and
+//!   proxy choice is used instead: the task's [`Action::HttpExchange`] names the idle
+//!   connection, and no [`Action::ShortConnect`] is sent.
+//! - A reused connection that then gives no response (failure or per-attempt timeout) bans
+//!   reuse for 5 min and closes every idle connection.
+//! - A network change or [`Engine::redo_tasks`] closes every idle connection.
+//! - Contract with the driver: after [`Engine::handle_http_response`] the connection stays
+//!   the driver's until the core sends [`Action::Abort`] for it (sent at once when it is not
+//!   kept; on expiry, eviction or a ban when it is). The driver reports an idle connection
+//!   the server closed with [`Engine::handle_closed`].
+//!
 //! **Proxy** (§8.6): with [`ShortLinkConfig::proxy`] set, attempts go through the driver's
 //! proxy ([`Action::ShortConnect`]'s `proxy` flag), except a task's last retry, which flips
 //! the last choice that succeeded (through the proxy when nothing has succeeded yet, so the
@@ -98,6 +118,9 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The whole body (content length or chunked, de-chunked).
     pub body: Bytes,
+    /// The connection can carry another request: HTTP/1.1 with neither side asking to
+    /// close it, the body read to its end. Only then may the core keep it (§8.5).
+    pub reusable: bool,
 }
 
 impl HttpResponse {
@@ -191,6 +214,58 @@ pub(super) struct ShortLink {
     exchanging: usize,
     /// Whether the last successful exchange went through the proxy (§8.6).
     last_proxy_ok: Option<bool>,
+    /// Idle keep-alive connections (§8.5).
+    pool: KeepAlivePool,
+}
+
+/// Idle keep-alive connections the driver holds for the core (§8.5).
+#[derive(Debug, Default)]
+struct KeepAlivePool {
+    idle: Vec<IdleConn>,
+    /// Reuse is off until then (a reused connection failed).
+    banned_until: Option<Instant>,
+}
+
+/// One idle connection and what it is good for.
+#[derive(Debug)]
+struct IdleConn {
+    conn: ConnId,
+    addr: IpPort,
+    host: String,
+    proxy: bool,
+    expires: Instant,
+}
+
+impl KeepAlivePool {
+    fn is_banned(&self, now: Instant) -> bool {
+        self.banned_until.is_some_and(|t| now < t)
+    }
+
+    /// Takes the idle connection for (`addr`, `host`, `proxy`), if reuse is allowed.
+    fn take(&mut self, addr: IpPort, host: &str, proxy: bool, now: Instant) -> Option<ConnId> {
+        if self.is_banned(now) {
+            return None;
+        }
+        let pos = self.idle.iter().position(|i| {
+            i.addr == addr && i.host == host && i.proxy == proxy && i.expires > now
+        })?;
+        Some(self.idle.swap_remove(pos).conn)
+    }
+
+    /// Forgets `conn`; whether it was idle here.
+    fn remove(&mut self, conn: ConnId) -> bool {
+        match self.idle.iter().position(|i| i.conn == conn) {
+            Some(pos) => {
+                self.idle.swap_remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn holds(&self, conn: ConnId) -> bool {
+        self.idle.iter().any(|i| i.conn == conn)
+    }
 }
 
 impl ShortLink {
@@ -199,9 +274,9 @@ impl ShortLink {
         self.tasks.contains_key(&id)
     }
 
-    /// Whether `conn` belongs to a short-link attempt.
+    /// Whether `conn` belongs to a short-link attempt or is an idle keep-alive connection.
     pub(super) fn owns(&self, conn: ConnId) -> bool {
-        self.conns.contains_key(&conn)
+        self.conns.contains_key(&conn) || self.pool.holds(conn)
     }
 
     /// Short-link tasks in the engine.
@@ -263,6 +338,10 @@ struct Exchange {
     last_progress: Option<Instant>,
     received: usize,
     sent_len: usize,
+    /// The connection came from the keep-alive pool.
+    reused: bool,
+    /// The request asked to keep the connection (`Connection: Keep-Alive`).
+    keep_alive: bool,
 }
 
 /// The short link's timers (kept apart from the long link's table).
@@ -284,6 +363,8 @@ enum Timer {
     PacketToPacket(TaskId),
     /// The exchange's read/write budget ends.
     ReadWrite(TaskId),
+    /// An idle keep-alive connection expires.
+    Idle(ConnId),
 }
 
 #[derive(Debug, Default)]
@@ -322,6 +403,11 @@ impl ShortTimers {
 }
 
 impl Engine {
+    /// Idle short-link keep-alive connections the core keeps now (§8.5).
+    pub fn short_link_idle(&self) -> usize {
+        self.short.pool.idle.len()
+    }
+
     // ----- inputs from the driver (public) -------------------------------------------------
 
     /// Bytes of a short-link response arrived on `conn` (answer to
@@ -349,15 +435,26 @@ impl Engine {
     }
 
     /// A complete short-link response arrived on `conn` (answer to
-    /// [`Action::HttpExchange`]). The driver owns the connection from here (it closes it or
-    /// keeps it for reuse).
+    /// [`Action::HttpExchange`]). The driver keeps the connection (if it is still usable)
+    /// until an [`Action::Abort`] for it: the core sends one at once unless it keeps the
+    /// connection in its keep-alive pool (see the module docs).
     pub fn handle_http_response(&mut self, now: Instant, conn: ConnId, response: HttpResponse) {
         let Some(id) = self.short_exchange_of(conn) else {
+            // Canceled or timed out meanwhile: the connection is not wanted.
+            self.actions.push_back(Action::Abort { attempt: conn });
             return;
         };
         let Some(ex) = self.short_end_exchange(id, conn) else {
+            self.actions.push_back(Action::Abort { attempt: conn });
             return;
         };
+        let keep = (ex.keep_alive && response.reusable && response.status == 200)
+            .then(|| keep_alive_timeout(response.header("keep-alive")));
+        let (host, proxy) = match self.short.tasks.get(&id) {
+            Some(t) => (host_for(t, ex.addr), t.use_proxy),
+            None => (String::new(), false),
+        };
+        self.short_release(now, conn, (ex.addr, host, proxy), keep);
         let check = self.cfg.codec.shortlink_check_response(
             response.status,
             &response.headers,
@@ -429,6 +526,9 @@ impl Engine {
                 return;
             }
         };
+        if ex.reused {
+            self.short_ban_pool(now);
+        }
         self.estimator.record(now, self.net.is_mobile(), 0, None);
         self.short_record(now, ex.addr, false, None);
         self.short_failed(id, now, error);
@@ -509,6 +609,12 @@ impl Engine {
 
     /// A short-link connect attempt succeeded.
     pub(super) fn short_connected(&mut self, now: Instant, conn: ConnId) {
+        self.short_won(now, conn, false);
+    }
+
+    /// `conn` (a fresh connection, or an idle one taken from the pool when `reused`) wins
+    /// its task's race: the others are aborted and the request goes out on it.
+    fn short_won(&mut self, now: Instant, conn: ConnId, reused: bool) {
         let Some(&id) = self.short.conns.get(&conn) else {
             return;
         };
@@ -534,9 +640,11 @@ impl Engine {
             self.short.timers.cancel(Timer::Connect(l.conn));
             self.actions.push_back(Action::Abort { attempt: l.conn });
         }
-        let rtt = now.saturating_duration_since(winner.started);
-        self.short_record(now, winner.addr, true, Some(rtt));
-        self.short_send(id, conn, winner.addr, started, now);
+        if !reused {
+            let rtt = now.saturating_duration_since(winner.started);
+            self.short_record(now, winner.addr, true, Some(rtt));
+        }
+        self.short_send(id, conn, winner.addr, started, now, reused);
     }
 
     /// A short-link connect attempt failed (or the connection closed before the exchange).
@@ -546,6 +654,11 @@ impl Engine {
         conn: ConnId,
         error: Option<DialError>,
     ) {
+        if self.short.pool.remove(conn) {
+            // An idle keep-alive connection closed (the server's idle timeout, most often).
+            self.short.timers.cancel(Timer::Idle(conn));
+            return;
+        }
         let Some(id) = self.short.conns.remove(&conn) else {
             return;
         };
@@ -606,6 +719,11 @@ impl Engine {
                 Timer::ReadWrite(id) => {
                     self.short_attempt_timeout(id, TimeoutLevel::ReadWrite, now)
                 }
+                Timer::Idle(conn) => {
+                    if self.short.pool.remove(conn) {
+                        self.actions.push_back(Action::Abort { attempt: conn });
+                    }
+                }
             }
         }
     }
@@ -619,8 +737,9 @@ impl Engine {
     }
 
     /// Interrupts every attempt in progress (network change, redo): each counts as failed
-    /// with `error` and is retried if the task may.
+    /// with `error` and is retried if the task may. Idle keep-alive connections are closed.
     pub(super) fn short_interrupt(&mut self, now: Instant, error: TaskError) {
+        self.short_clear_pool();
         let ids: Vec<TaskId> = self
             .short
             .tasks
@@ -819,16 +938,25 @@ impl Engine {
             };
             match dialer.step(now) {
                 DialStep::Start(addr) => {
+                    let delay = stagger(&self.cfg, self.ranking.rtt(&addr), self.srtt);
+                    let host = host_of(&task.ip_hosts, &task.spec.short_hosts, addr);
+                    if let Some(idle) = self.short.pool.take(addr, &host, task.use_proxy, now) {
+                        // §8.5: an idle connection to this address and host replaces the
+                        // connect.
+                        self.short.timers.cancel(Timer::Idle(idle));
+                        dialer.started(now, idle, delay);
+                        self.short.conns.insert(idle, id);
+                        self.short_won(now, idle, true);
+                        return;
+                    }
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
-                    let delay = stagger(&self.cfg, self.ranking.rtt(&addr), self.srtt);
                     dialer.started(now, conn, delay);
                     self.stats.connects_started += 1;
                     self.short.conns.insert(conn, id);
                     self.short
                         .timers
                         .set(Timer::Connect(conn), now + self.cfg.timing.connect_timeout);
-                    let host = host_for(task, addr);
                     self.actions.push_back(Action::ShortConnect {
                         task: id,
                         attempt: conn,
@@ -868,6 +996,7 @@ impl Engine {
         addr: IpPort,
         started: Instant,
         now: Instant,
+        reused: bool,
     ) {
         let excellent = self.estimator.quality() == NetQuality::Excellent;
         let mobile = self.net.is_mobile();
@@ -898,6 +1027,7 @@ impl Engine {
             excellent,
         );
         let sent_len = body.len();
+        let keep_alive = wants_keep_alive(&headers);
         let request = HttpRequest {
             path: spec.path.clone(),
             headers,
@@ -926,6 +1056,8 @@ impl Engine {
             last_progress: None,
             received: 0,
             sent_len,
+            reused,
+            keep_alive,
         });
         self.short.exchanging += 1;
         self.stats.requests_sent += 1;
@@ -959,6 +1091,9 @@ impl Engine {
         };
         let ex = *ex;
         self.short_drop_attempt(id, now);
+        if ex.reused {
+            self.short_ban_pool(now);
+        }
         self.estimator.record(now, self.net.is_mobile(), 0, None);
         self.short_record(now, ex.addr, false, None);
         self.short_failed(id, now, TaskError::Timeout(level));
@@ -1076,6 +1211,59 @@ impl Engine {
         self.emit_end(id, outcome, task.profile, now);
     }
 
+    /// The exchange on `conn` is over with a response: keep the connection idle for
+    /// `keep` (when given and reuse is not banned), else have the driver close it.
+    fn short_release(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        (addr, host, proxy): (IpPort, String, bool),
+        keep: Option<Duration>,
+    ) {
+        let Some(keep) = keep.filter(|_| !self.short.pool.is_banned(now)) else {
+            self.actions.push_back(Action::Abort { attempt: conn });
+            return;
+        };
+        if self.short.pool.idle.len() >= MAX_IDLE {
+            let oldest = self
+                .short
+                .pool
+                .idle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, i)| i.expires)
+                .map(|(n, i)| (n, i.conn));
+            if let Some((n, old)) = oldest {
+                self.short.pool.idle.swap_remove(n);
+                self.short.timers.cancel(Timer::Idle(old));
+                self.actions.push_back(Action::Abort { attempt: old });
+            }
+        }
+        let expires = now + keep;
+        self.short.pool.idle.push(IdleConn {
+            conn,
+            addr,
+            host,
+            proxy,
+            expires,
+        });
+        self.short.timers.set(Timer::Idle(conn), expires);
+    }
+
+    /// §8.5: a reused connection failed: no reuse for [`POOL_BAN`], idle connections closed.
+    fn short_ban_pool(&mut self, now: Instant) {
+        self.short.pool.banned_until = Some(now + POOL_BAN);
+        self.short_clear_pool();
+    }
+
+    /// Closes every idle keep-alive connection.
+    fn short_clear_pool(&mut self) {
+        for idle in std::mem::take(&mut self.short.pool.idle) {
+            self.short.timers.cancel(Timer::Idle(idle.conn));
+            self.actions.push_back(Action::Abort { attempt: idle.conn });
+        }
+    }
+
     /// An outcome of a short-link address, into the ranking and out as an event.
     fn short_record(&mut self, now: Instant, addr: IpPort, success: bool, rtt: Option<Duration>) {
         if self.net.is_available() {
@@ -1089,6 +1277,40 @@ impl Engine {
     }
 }
 
+/// How long a connection may stay idle: the server's `Keep-Alive: timeout=N` when
+/// `0 < N < 60`, else [`DEFAULT_KEEP_ALIVE`] (Mars's rule, §8.5).
+pub(crate) fn keep_alive_timeout(header: Option<&str>) -> Duration {
+    let n = header.and_then(|h| {
+        h.split(',').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("timeout")
+                .then(|| v.trim().parse::<u64>().ok())
+                .flatten()
+        })
+    });
+    match n {
+        Some(n) if n > 0 && n < 60 => Duration::from_secs(n),
+        _ => DEFAULT_KEEP_ALIVE,
+    }
+}
+
+/// Whether request headers ask for a reusable connection (`Connection: Keep-Alive`).
+pub(crate) fn wants_keep_alive(headers: &[(String, String)]) -> bool {
+    headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("connection")
+            && v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("keep-alive"))
+    })
+}
+
+/// Keep-alive time when the server names none (or an out-of-range one).
+pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How long a failed reuse turns the keep-alive pool off.
+pub(crate) const POOL_BAN: Duration = Duration::from_secs(300);
+/// Most idle keep-alive connections kept.
+pub(crate) const MAX_IDLE: usize = 16;
+
 /// Whether a failure is the address's fault (so the next attempt tries another first).
 fn blames_address(error: &TaskError) -> bool {
     match error {
@@ -1101,16 +1323,16 @@ fn blames_address(error: &TaskError) -> bool {
 
 /// The host a planned address came from (first host when unknown).
 fn host_for(task: &ShortTask, addr: IpPort) -> String {
-    let index = task
-        .ip_hosts
+    host_of(&task.ip_hosts, &task.spec.short_hosts, addr)
+}
+
+/// [`host_for`] from the task's parts (while its state is borrowed).
+fn host_of(ip_hosts: &[(IpAddr, usize)], hosts: &[String], addr: IpPort) -> String {
+    let index = ip_hosts
         .iter()
         .find(|(ip, _)| *ip == addr.ip)
         .map_or(0, |(_, h)| *h);
-    task.spec
-        .short_hosts
-        .get(index)
-        .cloned()
-        .unwrap_or_default()
+    hosts.get(index).cloned().unwrap_or_default()
 }
 
 /// A short-link host string, parsed.
@@ -1164,6 +1386,27 @@ pub const SHORT_REQUEST_INVALID: u32 = 0x5348;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_alive_timeout_follows_mars_bounds() {
+        let secs = Duration::from_secs;
+        assert_eq!(keep_alive_timeout(None), secs(5));
+        assert_eq!(keep_alive_timeout(Some("timeout=30, max=100")), secs(30));
+        assert_eq!(keep_alive_timeout(Some("max=3, Timeout = 7")), secs(7));
+        assert_eq!(keep_alive_timeout(Some("timeout=0")), secs(5));
+        assert_eq!(keep_alive_timeout(Some("timeout=59")), secs(59));
+        assert_eq!(keep_alive_timeout(Some("timeout=60")), secs(5));
+        assert_eq!(keep_alive_timeout(Some("timeout=x")), secs(5));
+    }
+
+    #[test]
+    fn keep_alive_is_asked_by_the_connection_header() {
+        let h = |v: &str| vec![("Connection".to_owned(), v.to_owned())];
+        assert!(wants_keep_alive(&h("Keep-Alive")));
+        assert!(wants_keep_alive(&h("Upgrade, keep-alive")));
+        assert!(!wants_keep_alive(&h("close")));
+        assert!(!wants_keep_alive(&[]));
+    }
 
     #[test]
     fn zero_short_link_limits_are_refused() {

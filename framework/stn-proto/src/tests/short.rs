@@ -143,9 +143,43 @@ impl Drive {
                 status,
                 headers: vec![("content-length".into(), body.len().to_string())],
                 body: Bytes::from_static(body),
+                reusable: false,
             },
         );
         self.drain();
+    }
+
+    /// A `200` on a connection the driver found reusable, with the server's `Keep-Alive`
+    /// header (if any).
+    fn respond_reusable(&mut self, conn: ConnId, keep_alive: Option<&str>) {
+        let mut headers = vec![("content-length".to_owned(), "4".to_owned())];
+        if let Some(k) = keep_alive {
+            headers.push(("keep-alive".to_owned(), k.to_owned()));
+        }
+        self.engine.handle_http_progress(self.now, conn, 80);
+        self.engine.handle_http_response(
+            self.now,
+            conn,
+            HttpResponse {
+                status: 200,
+                headers,
+                body: Bytes::from_static(b"pong"),
+                reusable: true,
+            },
+        );
+        self.drain();
+    }
+
+    /// Runs a keep-alive task to `10.0.0.1:80` on a fresh connection up to its `200`; the
+    /// connection it used.
+    fn fresh_keep_alive_exchange(&mut self, keep_alive: Option<&str>) -> ConnId {
+        let id = self.start(keep_alive_task());
+        let (conn, _, _) = self.connects().pop().expect("a connect");
+        self.connected(conn);
+        assert_eq!(self.exchanges().len(), 1);
+        self.respond_reusable(conn, keep_alive);
+        assert!(self.end(id).is_some_and(|e| e.outcome.is_ok()));
+        conn
     }
 
     fn end(&self, id: TaskId) -> Option<&TaskEnd> {
@@ -668,4 +702,244 @@ fn with_a_proxy_the_last_retry_flips_the_last_choice_that_worked() {
     d.advance(Duration::from_secs(1));
     assert_eq!(proxy_flags(&mut d), vec![true, true]);
     assert!(d.engine.has_task(next));
+}
+
+fn keep_alive_task() -> TaskSpec {
+    short_task(&["10.0.0.1:80"]).with_header("Connection", "Keep-Alive")
+}
+
+#[test]
+fn a_keep_alive_connection_is_reused_by_the_next_task_to_the_same_host() {
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=30, max=100"));
+    assert!(!d.aborted(conn), "kept, not closed");
+    assert_eq!(d.engine.short_link_idle(), 1);
+
+    d.now += Duration::from_secs(29);
+    let id = d.start(keep_alive_task());
+    assert!(
+        d.connects().is_empty(),
+        "no connect: the idle connection is used"
+    );
+    let (xconn, req) = d
+        .exchanges()
+        .pop()
+        .expect("exchange on the idle connection");
+    assert_eq!(xconn, conn);
+    assert_eq!(req.header("connection"), Some("Keep-Alive"));
+    assert_eq!(d.engine.short_link_idle(), 0);
+    d.respond_reusable(conn, Some("timeout=30"));
+    assert!(d.end(id).is_some_and(|e| e.outcome.is_ok()));
+    assert_eq!(d.engine.short_link_idle(), 1, "back in the pool");
+}
+
+#[test]
+fn an_idle_connection_expires_after_the_servers_keep_alive_timeout() {
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=7"));
+    d.advance(Duration::from_millis(6_999));
+    assert!(!d.aborted(conn));
+    d.advance(Duration::from_millis(1));
+    assert!(d.aborted(conn), "closed at the server's timeout");
+    assert_eq!(d.engine.short_link_idle(), 0);
+    d.start(keep_alive_task());
+    assert_eq!(d.connects().len(), 1, "a fresh connect after expiry");
+}
+
+#[test]
+fn out_of_range_keep_alive_timeouts_fall_back_to_five_seconds() {
+    for header in [
+        None,
+        Some("timeout=0"),
+        Some("timeout=60"),
+        Some("max=3"),
+        Some("timeout=x"),
+    ] {
+        let mut d = Drive::new();
+        let conn = d.fresh_keep_alive_exchange(header);
+        d.advance(Duration::from_millis(4_999));
+        assert!(!d.aborted(conn), "{header:?}");
+        d.advance(Duration::from_millis(1));
+        assert!(d.aborted(conn), "{header:?}");
+    }
+}
+
+#[test]
+fn connections_are_not_kept_without_keep_alive_a_200_or_a_reusable_connection() {
+    // The codec's default request says `Connection: close`.
+    let mut d = Drive::new();
+    d.start(short_task(&["10.0.0.1:80"]));
+    let (conn, _, _) = d.connects().pop().unwrap();
+    d.connected(conn);
+    d.exchanges();
+    d.respond_reusable(conn, Some("timeout=30"));
+    assert!(d.aborted(conn));
+    assert_eq!(d.engine.short_link_idle(), 0);
+
+    // Keep-Alive asked, but the server's connection is not reusable (it said close).
+    let mut d = Drive::new();
+    d.start(keep_alive_task());
+    let (conn, _, _) = d.connects().pop().unwrap();
+    d.connected(conn);
+    d.exchanges();
+    d.respond(conn, 200, b"pong");
+    assert!(d.aborted(conn));
+
+    // Keep-Alive asked, reusable, but not a 200.
+    let mut d = Drive::new();
+    d.start(keep_alive_task().with_retry_count(0));
+    let (conn, _, _) = d.connects().pop().unwrap();
+    d.connected(conn);
+    d.exchanges();
+    d.engine.handle_http_response(
+        d.now,
+        conn,
+        HttpResponse {
+            status: 404,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            reusable: true,
+        },
+    );
+    d.drain();
+    assert!(d.aborted(conn));
+    assert_eq!(d.engine.short_link_idle(), 0);
+}
+
+#[test]
+fn a_failed_reuse_bans_the_pool_for_five_minutes() {
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    let id = d.start(keep_alive_task());
+    let (xconn, _) = d.exchanges().pop().expect("reused");
+    assert_eq!(xconn, conn);
+    d.engine.handle_http_failed(
+        d.now,
+        conn,
+        ExchangeError::Closed(crate::CloseCause::RemoteClosed),
+    );
+    d.drain();
+    assert_eq!(d.retries(id).len(), 1);
+    // The retry (after the 1 s pause) connects afresh and its reusable 200 is not kept.
+    d.advance(Duration::from_secs(1));
+    let (fresh, _, _) = d.connects().pop().expect("fresh connect");
+    assert_ne!(fresh, conn);
+    d.connected(fresh);
+    d.exchanges();
+    d.respond_reusable(fresh, Some("timeout=30"));
+    assert!(d.end(id).is_some_and(|e| e.outcome.is_ok()));
+    assert!(d.aborted(fresh), "banned: not kept");
+    assert_eq!(d.engine.short_link_idle(), 0);
+
+    // After 5 min, reuse is back.
+    d.advance(Duration::from_secs(300));
+    let again = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    assert!(!d.aborted(again));
+    assert_eq!(d.engine.short_link_idle(), 1);
+}
+
+#[test]
+fn a_reused_connection_that_stalls_bans_the_pool_too() {
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=59"));
+    let id = d.start(keep_alive_task());
+    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(conn));
+    let fp = d.first_packet_timeout();
+    d.advance(fp);
+    assert!(d.aborted(conn));
+    assert_eq!(
+        d.retries(id),
+        vec![TaskError::Timeout(TimeoutLevel::FirstPacket)]
+    );
+    d.advance(Duration::from_secs(1));
+    let (fresh, _, _) = d.connects().pop().expect("fresh connect");
+    d.connected(fresh);
+    d.exchanges();
+    d.respond_reusable(fresh, None);
+    assert!(d.aborted(fresh), "banned: not kept");
+}
+
+#[test]
+fn an_idle_connection_the_server_closed_is_forgotten() {
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    d.engine
+        .handle_closed(d.now, conn, crate::CloseCause::RemoteClosed);
+    d.drain();
+    assert_eq!(d.engine.short_link_idle(), 0);
+    let id = d.start(keep_alive_task());
+    let (fresh, _, _) = d
+        .connects()
+        .pop()
+        .expect("a fresh connect, not the closed one");
+    assert_ne!(fresh, conn);
+    assert!(d.retries(id).is_empty());
+}
+
+#[test]
+fn idle_connections_are_keyed_by_address_and_host() {
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    // Another address: its own connect.
+    d.start(short_task(&["10.0.0.2:80"]).with_header("Connection", "Keep-Alive"));
+    let c = d.connects();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].1, addr(2));
+    assert_eq!(d.engine.short_link_idle(), 1, "the idle one stays");
+    assert!(!d.aborted(conn));
+}
+
+#[test]
+fn a_network_change_or_redo_closes_idle_connections() {
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    d.engine.redo_tasks(d.now);
+    d.drain();
+    assert!(d.aborted(conn));
+    assert_eq!(d.engine.short_link_idle(), 0);
+
+    let mut d = Drive::new();
+    let conn = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    d.engine
+        .set_network(d.now, phobos_plugin_api::NetKind::Mobile, "cell-1");
+    d.drain();
+    assert!(d.aborted(conn));
+    assert_eq!(d.engine.short_link_idle(), 0);
+}
+
+#[test]
+fn at_most_sixteen_idle_connections_are_kept_the_soonest_to_expire_going_first() {
+    let mut d = Drive::new();
+    let mut kept = Vec::new();
+    for i in 1..=17u8 {
+        let id = d.start(
+            short_task(&[&format!("10.0.1.{i}:80")]).with_header("Connection", "Keep-Alive"),
+        );
+        let (conn, _, _) = d.connects().pop().unwrap();
+        d.connected(conn);
+        d.exchanges();
+        // The first one has the shortest keep-alive.
+        let t = if i == 1 { "timeout=10" } else { "timeout=50" };
+        d.respond_reusable(conn, Some(t));
+        assert!(d.end(id).is_some());
+        kept.push(conn);
+    }
+    assert_eq!(d.engine.short_link_idle(), 16);
+    assert!(d.aborted(kept[0]), "the soonest to expire was evicted");
+    assert!(kept[1..].iter().all(|c| !d.aborted(*c)));
+}
+
+#[test]
+fn a_response_for_a_connection_the_core_gave_up_is_closed() {
+    let mut d = Drive::new();
+    let id = d.start(keep_alive_task());
+    let (conn, _, _) = d.connects().pop().unwrap();
+    d.connected(conn);
+    d.exchanges();
+    d.engine.cancel_task(d.now, id);
+    d.drain();
+    d.actions.clear();
+    d.respond_reusable(conn, Some("timeout=30"));
+    assert!(d.aborted(conn));
+    assert_eq!(d.engine.short_link_idle(), 0);
 }

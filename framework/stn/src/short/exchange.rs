@@ -18,6 +18,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use phobos_stn_proto::{CloseCause, ExchangeError, HttpFailure, HttpRequest, HttpResponse};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::connector::{close_cause, LinkStream};
@@ -40,14 +41,8 @@ pub(crate) struct H1Conn {
     sender: SendRequest<Full<Bytes>>,
     meter: Arc<Meter>,
     driver: JoinHandle<()>,
-}
-
-/// What an exchange gave besides the response.
-pub(crate) struct Exchanged {
-    /// The response.
-    pub(crate) response: HttpResponse,
-    /// Both sides allow the connection to carry another request.
-    pub(crate) reusable: bool,
+    /// Turns `true` when the connection has ended (either side closed it, or an error).
+    closed: watch::Receiver<bool>,
 }
 
 impl H1Conn {
@@ -71,15 +66,28 @@ impl H1Conn {
             .handshake::<_, Full<Bytes>>(io)
             .await
             .map_err(|e| map_error(&e, &meter))?;
+        let (closed_tx, closed) = watch::channel(false);
         let driver = tokio::spawn(async move {
             // Errors reach the pending request; the connection just ends.
             let _ = conn.await;
+            let _ = closed_tx.send(true);
         });
         Ok(H1Conn {
             sender,
             meter,
             driver,
+            closed,
         })
+    }
+
+    /// Resolves when the connection has ended (the server closed an idle connection, most
+    /// often).
+    pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closed.clone();
+        async move {
+            // An error means the connection task is gone: closed as well.
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
     }
 
     /// Whether the connection can take another request (not closed by either side).
@@ -93,21 +101,22 @@ impl H1Conn {
         req: &HttpRequest,
         limits: Limits,
         on_read: OnRead,
-    ) -> Result<Exchanged, ExchangeError> {
+    ) -> Result<HttpResponse, ExchangeError> {
         let request = build_request(req)?;
         self.meter.start(on_read);
         let result = self.run(request, limits).await;
         self.meter.stop();
-        let (response, server_keeps) = result?;
-        let reusable = server_keeps && !wants_close(&req.headers);
-        Ok(Exchanged { response, reusable })
+        let mut response = result?;
+        // Both sides must allow the connection to carry another request.
+        response.reusable &= !wants_close(&req.headers);
+        Ok(response)
     }
 
     async fn run(
         &mut self,
         request: Request<Full<Bytes>>,
         limits: Limits,
-    ) -> Result<(HttpResponse, bool), ExchangeError> {
+    ) -> Result<HttpResponse, ExchangeError> {
         let meter = self.meter.clone();
         self.sender
             .ready()
@@ -151,14 +160,12 @@ impl H1Conn {
                 buf.extend_from_slice(&data);
             }
         }
-        Ok((
-            HttpResponse {
-                status,
-                headers,
-                body: buf.freeze(),
-            },
-            keeps,
-        ))
+        Ok(HttpResponse {
+            status,
+            headers,
+            body: buf.freeze(),
+            reusable: keeps,
+        })
     }
 }
 
@@ -367,7 +374,7 @@ mod tests {
 
     /// Runs one exchange against a server that reads the request head and answers `reply`
     /// (then closes).
-    async fn against(reply: &'static [u8]) -> (Result<Exchanged, ExchangeError>, usize) {
+    async fn against(reply: &'static [u8]) -> (Result<HttpResponse, ExchangeError>, usize) {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             let mut buf = vec![0; 4096];
@@ -395,9 +402,9 @@ mod tests {
         let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc";
         let (res, read) = against(reply).await;
         let ex = res.unwrap();
-        assert_eq!(ex.response.status, 200);
-        assert_eq!(&ex.response.body[..], b"abc");
-        assert_eq!(ex.response.header("x-a"), Some("b"));
+        assert_eq!(ex.status, 200);
+        assert_eq!(&ex.body[..], b"abc");
+        assert_eq!(ex.header("x-a"), Some("b"));
         assert_eq!(read, reply.len());
     }
 
@@ -405,7 +412,7 @@ mod tests {
     async fn reads_a_chunked_response() {
         let reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         let (res, _) = against(reply).await;
-        assert_eq!(&res.unwrap().response.body[..], b"abcde");
+        assert_eq!(&res.unwrap().body[..], b"abcde");
     }
 
     #[tokio::test]

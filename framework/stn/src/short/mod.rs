@@ -6,16 +6,17 @@
 //! retries. The driver:
 //!
 //! 1. connects each attempt through the short-link connector (plain TCP, optionally a
-//!    [`ProxyConnector`], optionally TLS over either), or takes a live connection from the
-//!    keep-alive [`pool`];
+//!    [`ProxyConnector`], optionally TLS over either), or runs the exchange on an idle
+//!    keep-alive connection the engine chose to reuse;
 //! 2. runs the exchange with `hyper`'s connection-level HTTP/1.1 client
 //!    ([`exchange::H1Conn`]), reporting every read to the engine (its first-packet and
 //!    packet-to-packet timers count any response byte) and the complete response or a typed
 //!    [`ExchangeError`](phobos_stn_proto::ExchangeError) at the end;
-//! 3. drops the connection (or caches it, §8.5) when the engine is done with it.
+//! 3. holds a connection whose response was reusable until the engine reuses or aborts it
+//!    (the engine's keep-alive pool decides, §8.5), and tells the engine when the server
+//!    closes such an idle connection.
 
 pub(crate) mod exchange;
-pub(crate) mod pool;
 pub(crate) mod proxy;
 pub(crate) mod runner;
 
@@ -109,7 +110,7 @@ pub mod fuzzing {
                 body: Bytes::from_static(b"x"),
             };
             if let Ok(ex) = conn.exchange(&req, LIMITS, Box::new(|_| {})).await {
-                assert!(ex.response.body.len() <= LIMITS.max_body);
+                assert!(ex.body.len() <= LIMITS.max_body);
             }
         });
     }

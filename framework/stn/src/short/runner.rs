@@ -1,6 +1,12 @@
 //! [`ShortIo`]: what the driver does for the short-link actions (`ShortConnect`,
 //! `HttpExchange`, `Abort`), one tokio task per connect attempt and per exchange, results
 //! reported back through the driver's channel as [`ShortEvent`]s.
+//!
+//! The keep-alive pool's decisions (what to keep, for how long, what to reuse, bans) are
+//! the core's (`phobos_stn_proto`'s short link, §8.5). The driver only holds the sockets:
+//! a connection whose response was reusable stays here, idle, until the core either names
+//! it in another `HttpExchange` or aborts it; if the server closes it meanwhile, the core
+//! hears it through `handle_closed`.
 
 use std::io;
 use std::sync::Arc;
@@ -8,22 +14,25 @@ use std::time::Instant;
 
 use phobos_plugin_api::IpPort;
 use phobos_stn_proto::{
-    ConnId, DialError, Engine, ExchangeError, HttpRequest, HttpResponse, ShortLinkConfig,
+    CloseCause, ConnId, DialError, Engine, ExchangeError, HttpRequest, HttpResponse,
+    ShortLinkConfig,
 };
 use rustc_hash::FxHashMap;
 use tokio::task::AbortHandle;
 use tracing::{debug, trace};
 
 use super::exchange::{H1Conn, Limits};
-use super::pool::{wants_keep_alive, Pool, PoolKey};
 use super::proxy::ProxyError;
 use super::ShortSettings;
 use crate::connector::{dial_error, Connector, LinkStream};
 
 /// What a short-link IO task reports.
 pub(crate) enum ShortEvent {
-    /// A connect attempt gave a connection (fresh or from the pool).
-    Connected { attempt: ConnId, conn: Ready },
+    /// A connect attempt gave a connection.
+    Connected {
+        attempt: ConnId,
+        conn: Box<dyn LinkStream>,
+    },
     /// A connect attempt failed.
     ConnectFailed { attempt: ConnId, error: DialError },
     /// Bytes of a response were read.
@@ -32,9 +41,11 @@ pub(crate) enum ShortEvent {
     Done {
         conn: ConnId,
         result: Result<HttpResponse, ExchangeError>,
-        /// The connection, when it may be reused.
+        /// The connection, when the response says it may carry another request.
         keep: Option<H1Conn>,
     },
+    /// An idle connection ended (the server closed it).
+    IdleClosed { conn: ConnId },
 }
 
 /// A connection waiting for its request.
@@ -54,13 +65,15 @@ pub(crate) struct ShortIo {
     tls: bool,
     limits: Limits,
     sink: Sink,
-    pool: Pool,
     /// Connect attempts in flight.
-    connecting: FxHashMap<ConnId, (PoolKey, AbortHandle)>,
+    connecting: FxHashMap<ConnId, AbortHandle>,
     /// Connected, waiting for the engine's `HttpExchange`.
-    ready: FxHashMap<ConnId, (PoolKey, Ready)>,
-    /// Exchanges running: the pool key and whether the connection was reused.
-    exchanging: FxHashMap<ConnId, (PoolKey, bool, AbortHandle)>,
+    ready: FxHashMap<ConnId, Ready>,
+    /// Exchanges running.
+    exchanging: FxHashMap<ConnId, AbortHandle>,
+    /// Connections kept for the core's keep-alive pool, each with the task watching for
+    /// the server closing it.
+    idle: FxHashMap<ConnId, (H1Conn, AbortHandle)>,
 }
 
 impl ShortIo {
@@ -74,41 +87,17 @@ impl ShortIo {
                 max_body: config.max_response_len,
             },
             sink,
-            pool: Pool::default(),
             connecting: FxHashMap::default(),
             ready: FxHashMap::default(),
             exchanging: FxHashMap::default(),
+            idle: FxHashMap::default(),
         }
     }
 
-    /// `Action::ShortConnect`: a live pooled connection for the same address and host, else
-    /// a new one through the connector.
-    pub(crate) fn connect(
-        &mut self,
-        now: Instant,
-        attempt: ConnId,
-        addr: IpPort,
-        host: String,
-        proxy: bool,
-    ) {
-        let key = PoolKey {
-            addr,
-            host,
-            tls: self.tls,
-        };
-        if let Some(conn) = self.pool.take(&key, now) {
-            debug!(conn = %attempt, %addr, "short link: reusing a keep-alive connection");
-            let sink = self.sink.clone();
-            let task = tokio::spawn(async move {
-                sink(ShortEvent::Connected {
-                    attempt,
-                    conn: Ready::Reused(conn),
-                });
-            });
-            self.connecting.insert(attempt, (key, task.abort_handle()));
-            return;
-        }
-        debug!(conn = %attempt, %addr, proxy, "short link: connecting");
+    /// `Action::ShortConnect`: a new connection through the connector (TLS and the proxy as
+    /// configured).
+    pub(crate) fn connect(&mut self, attempt: ConnId, addr: IpPort, host: &str, proxy: bool) {
+        debug!(conn = %attempt, %addr, host, proxy, tls = self.tls, "short link: connecting");
         let connector = if proxy {
             self.connector.clone()
         } else {
@@ -119,7 +108,7 @@ impl ShortIo {
             let ev = match connector.connect(addr).await {
                 Ok(stream) => ShortEvent::Connected {
                     attempt,
-                    conn: Ready::Fresh(stream),
+                    conn: stream,
                 },
                 Err(e) => ShortEvent::ConnectFailed {
                     attempt,
@@ -128,16 +117,22 @@ impl ShortIo {
             };
             sink(ev);
         });
-        self.connecting.insert(attempt, (key, task.abort_handle()));
+        self.connecting.insert(attempt, task.abort_handle());
     }
 
-    /// `Action::HttpExchange`: runs the exchange on the connection `conn` in a task.
+    /// `Action::HttpExchange`: runs the exchange on the connection `conn` (a fresh one, or
+    /// an idle one the core chose to reuse) in a task.
     pub(crate) fn exchange(&mut self, conn: ConnId, request: HttpRequest) {
-        let Some((key, ready)) = self.ready.remove(&conn) else {
+        let ready = if let Some(ready) = self.ready.remove(&conn) {
+            ready
+        } else if let Some((h1, watch)) = self.idle.remove(&conn) {
+            watch.abort();
+            debug!(%conn, "short link: reusing a keep-alive connection");
+            Ready::Reused(h1)
+        } else {
             // Not connected (aborted meanwhile): the engine hears nothing, its timers decide.
             return;
         };
-        let reused = matches!(ready, Ready::Reused(_));
         let limits = self.limits;
         let sink = self.sink.clone();
         let task = tokio::spawn(async move {
@@ -158,14 +153,11 @@ impl ShortIo {
             };
             let on_read = Box::new(move |len| progress(ShortEvent::Progress { conn, len }));
             let ev = match h1.exchange(&request, limits, on_read).await {
-                Ok(ex) => {
-                    let keep = (ex.reusable
-                        && ex.response.status == 200
-                        && wants_keep_alive(&request.headers))
-                    .then_some(h1);
+                Ok(response) => {
+                    let keep = (response.reusable && h1.is_open()).then_some(h1);
                     ShortEvent::Done {
                         conn,
-                        result: Ok(ex.response),
+                        result: Ok(response),
                         keep,
                     }
                 }
@@ -177,22 +169,25 @@ impl ShortIo {
             };
             sink(ev);
         });
-        self.exchanging
-            .insert(conn, (key, reused, task.abort_handle()));
+        self.exchanging.insert(conn, task.abort_handle());
     }
 
-    /// `Action::Abort`: drops the attempt, the waiting connection or the exchange. Returns
-    /// whether `conn` was a short-link one.
+    /// `Action::Abort`: drops the attempt, the waiting or idle connection, or the exchange.
+    /// Returns whether `conn` was a short-link one.
     pub(crate) fn abort(&mut self, conn: ConnId) -> bool {
-        if let Some((_, task)) = self.connecting.remove(&conn) {
+        if let Some(task) = self.connecting.remove(&conn) {
             task.abort();
             return true;
         }
         if self.ready.remove(&conn).is_some() {
             return true;
         }
-        if let Some((_, _, task)) = self.exchanging.remove(&conn) {
+        if let Some(task) = self.exchanging.remove(&conn) {
             task.abort();
+            return true;
+        }
+        if let Some((_, watch)) = self.idle.remove(&conn) {
+            watch.abort();
             return true;
         }
         false
@@ -203,10 +198,10 @@ impl ShortIo {
     pub(crate) fn on_event(&mut self, engine: &mut Engine, t: Instant, ev: ShortEvent) {
         match ev {
             ShortEvent::Connected { attempt, conn } => {
-                let Some((key, _)) = self.connecting.remove(&attempt) else {
+                if self.connecting.remove(&attempt).is_none() {
                     return; // aborted meanwhile: dropping closes it
-                };
-                self.ready.insert(attempt, (key, conn));
+                }
+                self.ready.insert(attempt, Ready::Fresh(conn));
                 engine.handle_connected(t, attempt);
             }
             ShortEvent::ConnectFailed { attempt, error } => {
@@ -221,45 +216,59 @@ impl ShortIo {
                 }
             }
             ShortEvent::Done { conn, result, keep } => {
-                let Some((key, reused, _)) = self.exchanging.remove(&conn) else {
+                if self.exchanging.remove(&conn).is_none() {
                     return;
-                };
+                }
                 match result {
-                    Ok(response) => {
+                    Ok(mut response) => {
                         trace!(%conn, status = response.status, len = response.body.len(), "short link: response");
-                        if let Some(h1) = keep {
-                            self.pool.put(key, h1, response.header("keep-alive"), t);
+                        match keep {
+                            // Held until the core reuses or aborts it (it aborts at once
+                            // what it does not keep).
+                            Some(h1) => self.hold_idle(conn, h1),
+                            // Closed meanwhile: not reusable after all.
+                            None => response.reusable = false,
                         }
                         engine.handle_http_response(t, conn, response);
                     }
                     Err(error) => {
-                        debug!(%conn, %error, reused, "short link: exchange failed");
-                        if reused {
-                            // §8.5: a reused connection that gives no response bans reuse.
-                            self.pool.ban(t);
-                        }
+                        debug!(%conn, %error, "short link: exchange failed");
                         engine.handle_http_failed(t, conn, error);
                     }
+                }
+            }
+            ShortEvent::IdleClosed { conn } => {
+                if self.idle.remove(&conn).is_some() {
+                    debug!(%conn, "short link: idle keep-alive connection closed by the server");
+                    engine.handle_closed(t, conn, CloseCause::RemoteClosed);
                 }
             }
         }
     }
 
-    /// Drops every cached keep-alive connection (network change, redo).
-    pub(crate) fn clear_pool(&mut self) {
-        self.pool.clear();
+    /// Keeps `h1` idle for the core, watching for the server closing it.
+    fn hold_idle(&mut self, conn: ConnId, h1: H1Conn) {
+        let closed = h1.closed();
+        let sink = self.sink.clone();
+        let watch = tokio::spawn(async move {
+            closed.await;
+            sink(ShortEvent::IdleClosed { conn });
+        });
+        self.idle.insert(conn, (h1, watch.abort_handle()));
     }
 
     /// Stops everything (driver shutdown).
     pub(crate) fn shutdown(&mut self) {
-        for (_, (_, task)) in self.connecting.drain() {
+        for (_, task) in self.connecting.drain() {
             task.abort();
         }
-        for (_, (_, _, task)) in self.exchanging.drain() {
+        for (_, task) in self.exchanging.drain() {
             task.abort();
+        }
+        for (_, (_, watch)) in self.idle.drain() {
+            watch.abort();
         }
         self.ready.clear();
-        self.pool.clear();
     }
 
     /// Connect attempts in flight plus exchanges running (for stats).
@@ -267,9 +276,9 @@ impl ShortIo {
         self.connecting.len() + self.ready.len() + self.exchanging.len()
     }
 
-    /// Idle keep-alive connections cached.
+    /// Idle keep-alive connections held for the core.
     pub(crate) fn pooled(&self) -> usize {
-        self.pool.len()
+        self.idle.len()
     }
 }
 
