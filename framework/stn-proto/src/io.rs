@@ -99,7 +99,10 @@ pub enum Action {
     /// times each call itself, spec §10): run `IpSource` number `source` (in the driver's
     /// configured order) on `host` for `purpose`, then call
     /// [`Engine::handle_resolved`](crate::Engine::handle_resolved) with the same link, host
-    /// and source. A source index the driver does not have is answered with an error.
+    /// and source. A source index the driver does not have is answered with an error. The
+    /// core times the call itself (the source's limit) and sends
+    /// [`Action::CancelResolve`] when it stops waiting; the driver needs no timeout of its
+    /// own.
     Resolve {
         /// The link that needs addresses.
         link: LinkName,
@@ -109,6 +112,17 @@ pub enum Action {
         source: usize,
         /// What the addresses are for.
         purpose: LinkPurpose,
+    },
+    /// The core gave up the IP source call named by `link`, `host` and `source` (its limit
+    /// passed, or the link or task no longer needs it): stop the call if it still runs. An
+    /// answer that comes anyway is ignored by the core.
+    CancelResolve {
+        /// The link of the call.
+        link: LinkName,
+        /// The host of the call.
+        host: String,
+        /// The source of the call (index into the chain).
+        source: usize,
     },
     /// Open a TCP (or TLS) connection to `addr`; report with
     /// [`handle_connected`](crate::Engine::handle_connected) or

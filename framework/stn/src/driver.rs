@@ -119,7 +119,8 @@ pub(crate) async fn run(
         ip_sources: config.ip_sources().to_vec().into(),
         auth: config.core().auth.clone(),
         connector: config.connector().clone(),
-        resolve_limit: config.core().timing.resolve_timeout,
+        resolving: FxHashMap::default(),
+        next_call: 0,
         io_tx,
         conns: FxHashMap::default(),
         unflushed: Vec::new(),
@@ -166,6 +167,8 @@ enum IoEvent {
         cause: CloseCause,
     },
     Resolved {
+        /// Which call (see `Driver::resolving`).
+        call: u64,
         link: LinkName,
         host: String,
         source: usize,
@@ -182,7 +185,11 @@ struct Driver {
     ip_sources: Arc<[Arc<dyn IpSource>]>,
     auth: Option<Arc<dyn AuthCheck>>,
     connector: Arc<dyn Connector>,
-    resolve_limit: std::time::Duration,
+    /// IP source calls running, by (link, host, source): the call number and its task. The
+    /// core times every call and cancels it ([`Action::CancelResolve`]); an answer whose
+    /// call number is no longer here was given up and is dropped.
+    resolving: FxHashMap<(LinkName, String, usize), (u64, AbortHandle)>,
+    next_call: u64,
     io_tx: mpsc::UnboundedSender<IoEvent>,
     conns: FxHashMap<ConnId, Conn>,
     unflushed: Vec<ConnId>,
@@ -385,11 +392,21 @@ impl Driver {
                 self.engine.handle_closed(t, conn, cause);
             }
             IoEvent::Resolved {
+                call,
                 link,
                 host,
                 source,
                 result,
             } => {
+                let key = (link, host, source);
+                match self.resolving.get(&key) {
+                    Some((c, _)) if *c == call => {
+                        self.resolving.remove(&key);
+                    }
+                    // Canceled by the core, or replaced by a newer call: not its answer.
+                    _ => return,
+                }
+                let (link, host, source) = key;
                 match &result {
                     Ok(addrs) => {
                         debug!(link = %link, host = %host, source, count = addrs.len(), "resolved")
@@ -617,6 +634,11 @@ impl Driver {
                 source,
                 purpose,
             } => self.spawn_resolve(link, host, source, purpose),
+            Action::CancelResolve { link, host, source } => {
+                if let Some((_, task)) = self.resolving.remove(&(link, host, source)) {
+                    task.abort();
+                }
+            }
             Action::EnsureAuth { host } => self.spawn_auth(host),
             Action::ShortConnect {
                 attempt,
@@ -805,45 +827,51 @@ impl Driver {
 
     /// Runs ONE source of the chain on one host and reports back; the core walks the chain
     /// and times each call (its own deadline); the timeout here only bounds the task.
-    fn spawn_resolve(&self, link: LinkName, host: String, source: usize, purpose: LinkPurpose) {
+    fn spawn_resolve(&mut self, link: LinkName, host: String, source: usize, purpose: LinkPurpose) {
         let io = self.io_tx.clone();
+        let call = self.next_call;
+        self.next_call += 1;
+        let key = (link.clone(), host.clone(), source);
         let Some(src) = self.ip_sources.get(source).cloned() else {
             warn!(link = %link, source, "no such ip source");
-            let _ = io.send(IoEvent::Resolved {
-                link,
-                host,
-                source,
-                result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
+            let task = tokio::spawn(async move {
+                let _ = io.send(IoEvent::Resolved {
+                    call,
+                    link,
+                    host,
+                    source,
+                    result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
+                });
             });
+            self.track_resolve(key, call, task.abort_handle());
             return;
         };
         let watchdog = self.watchdog.clone();
-        let limit = self
-            .engine
-            .config()
-            .ip_sources
-            .get(source)
-            .map_or(self.resolve_limit, |s| s.limit);
-        tokio::spawn(async move {
+        // No timeout here: the core times the call (the source's limit) and sends
+        // `CancelResolve`, which aborts this task.
+        let task = tokio::spawn(async move {
             let _guard = watchdog.call(format!("ipsource {}", src.name()), now());
-            let result = match tokio::time::timeout(limit, src.resolve(&host, purpose)).await {
-                Ok(Ok(found)) => Ok(found),
-                Ok(Err(e)) => {
-                    warn!(source = src.name(), host = %host, error = %e, "ip source failed");
-                    Err(e)
-                }
-                Err(_) => {
-                    warn!(source = src.name(), host = %host, "ip source timed out");
-                    Err(ResolveError::Timeout)
-                }
-            };
+            let result = src.resolve(&host, purpose).await;
+            if let Err(e) = &result {
+                warn!(source = src.name(), host = %host, error = %e, "ip source failed");
+            }
             let _ = io.send(IoEvent::Resolved {
+                call,
                 link,
                 host,
                 source,
                 result,
             });
         });
+        self.track_resolve(key, call, task.abort_handle());
+    }
+
+    /// Remembers the running call `call` for `key`; an older call for the same key is
+    /// stale (the core asks again only after giving the old one up) and is stopped.
+    fn track_resolve(&mut self, key: (LinkName, String, usize), call: u64, task: AbortHandle) {
+        if let Some((_, old)) = self.resolving.insert(key, (call, task)) {
+            old.abort();
+        }
     }
 
     fn spawn_auth(&self, host: String) {
@@ -906,6 +934,9 @@ impl Driver {
         self.keys.clear();
         self.conns.clear();
         for (_, (_, task)) in self.attempts.drain() {
+            task.abort();
+        }
+        for (_, (_, task)) in self.resolving.drain() {
             task.abort();
         }
         self.short.shutdown();

@@ -66,6 +66,11 @@ impl ChainWalk {
         None
     }
 
+    /// The call in flight, as `(host, source index)`.
+    pub(crate) fn in_flight(&self) -> Option<(String, usize)> {
+        self.current.map(|(h, s)| (self.hosts[h].clone(), s))
+    }
+
     /// Whether `host`/`source` is the call in flight.
     pub(crate) fn is_current(&self, host: &str, source: usize) -> bool {
         self.current

@@ -1918,8 +1918,15 @@ impl Engine {
         let local = matches!(error, LinkError::NetworkChange | LinkError::Reset);
         match old {
             LinkState::Idle => return,
-            LinkState::Resolving { .. } => {
+            LinkState::Resolving { walk, .. } => {
                 self.timers.cancel(TimerKind::Resolve(li));
+                if let Some((host, source)) = walk.in_flight() {
+                    self.actions.push_back(Action::CancelResolve {
+                        link: name.clone(),
+                        host,
+                        source,
+                    });
+                }
                 self.events.push_back(Event::LinkStatus {
                     link: name.clone(),
                     status: LinkStatus::ConnectFailed,
@@ -2037,7 +2044,15 @@ impl Engine {
             TimerKind::Resolve(li) => {
                 // The source in flight took too long: it counts as an empty answer and the
                 // walk moves on to the next source.
-                if let LinkState::Resolving { walk, .. } = &mut self.links[li].state {
+                let link = &mut self.links[li];
+                if let LinkState::Resolving { walk, .. } = &mut link.state {
+                    if let Some((host, source)) = walk.in_flight() {
+                        self.actions.push_back(Action::CancelResolve {
+                            link: link.name.clone(),
+                            host,
+                            source,
+                        });
+                    }
                     walk.answer(Vec::new());
                     self.walk_chain(li, now);
                 }

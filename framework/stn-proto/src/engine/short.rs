@@ -701,6 +701,13 @@ impl Engine {
                         ..
                     }) = self.short.tasks.get_mut(&id)
                     {
+                        if let Some((host, source)) = walk.in_flight() {
+                            self.actions.push_back(Action::CancelResolve {
+                                link: link_name(id),
+                                host,
+                                source,
+                            });
+                        }
                         walk.answer(Vec::new());
                         self.short_walk(id, now);
                     }
@@ -1141,7 +1148,17 @@ impl Engine {
                 self.short.exchanging = self.short.exchanging.saturating_sub(1);
                 vec![ex.conn]
             }
-            State::Waiting | State::WaitingAuth { .. } | State::Resolving { .. } => Vec::new(),
+            State::Resolving { walk, .. } => {
+                if let Some((host, source)) = walk.in_flight() {
+                    self.actions.push_back(Action::CancelResolve {
+                        link: link_name(id),
+                        host,
+                        source,
+                    });
+                }
+                Vec::new()
+            }
+            State::Waiting | State::WaitingAuth { .. } => Vec::new(),
         };
         for conn in conns {
             self.short.conns.remove(&conn);

@@ -157,6 +157,18 @@ fn no_address_or_a_silent_resolver_fails_the_cycle_with_no_address() {
         secs(2),
         "one implicit source, limited by the resolve timeout"
     );
+    // The core tells the driver to stop the call it no longer waits for.
+    let cancels: Vec<_> = sim
+        .actions
+        .iter()
+        .filter_map(|(t, a)| match a {
+            Action::CancelResolve { host, source, .. } => Some((*t, host.clone(), *source)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    assert_eq!(cancels[0].0, sim.t0 + secs(2));
+    assert_eq!(cancels[0].2, 0);
 }
 
 #[test]

@@ -1,0 +1,132 @@
+//! IP source calls through the real driver: the core times each call at the source's limit
+//! and tells the driver to stop it (`Action::CancelResolve`), so a source that never answers
+//! costs its limit once, its future is dropped (nothing keeps running in the background), and
+//! the chain moves on to the next source.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use phobos_plugin_api::{AddrSource, CmdId, IpSource, LinkPurpose, ResolveError, ResolvedAddr};
+use phobos_stn::{Client, ClientConfig, TaskSpec};
+use phobos_test_support::MockLongLinkServer;
+
+mod common;
+use common::codec;
+
+const HOST: &str = "im.example";
+
+type ResolveFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<ResolvedAddr>, ResolveError>> + Send + 'a>>;
+
+/// Counts drops of the futures it is held by.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A source that never answers; counts the calls started and the calls dropped.
+#[derive(Debug, Default)]
+struct Silent {
+    started: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl IpSource for Silent {
+    fn name(&self) -> &str {
+        "silent-test"
+    }
+
+    fn resolve<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        _host: &'life1 str,
+        _purpose: LinkPurpose,
+    ) -> ResolveFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let guard = DropCount(self.dropped.clone());
+        Box::pin(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            unreachable!("never answers")
+        })
+    }
+}
+
+/// A source that answers `HOST` with one address.
+#[derive(Debug)]
+struct Fixed(std::net::SocketAddr);
+
+impl IpSource for Fixed {
+    fn name(&self) -> &str {
+        "fixed-test"
+    }
+
+    fn resolve<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        host: &'life1 str,
+        _purpose: LinkPurpose,
+    ) -> ResolveFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        let addr = self.0;
+        let host = host.to_owned();
+        Box::pin(async move {
+            if host != HOST {
+                return Err(ResolveError::NoSuchHost);
+            }
+            Ok(vec![ResolvedAddr {
+                ip: addr.ip(),
+                port: Some(addr.port()),
+                source: AddrSource::NewDns,
+            }])
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_source_costs_its_limit_once_and_its_call_is_stopped() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let silent = Arc::new(Silent::default());
+    let config = ClientConfig::builder(codec())
+        .link_hosts("default-longlink", [HOST], [server.addr().port()])
+        .ip_source(silent.clone())
+        .ip_source(Arc::new(Fixed(server.addr())))
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let started = tokio::time::Instant::now();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(7), &b"ping"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"ping");
+    let took = started.elapsed();
+    // Virtual time: the silent source's 2 s limit, then the fixed source and a loopback
+    // connect (no virtual time).
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(2_100),
+        "{took:?}"
+    );
+    // Let the abort land.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(silent.started.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        silent.dropped.load(Ordering::SeqCst),
+        1,
+        "the call the core gave up was stopped"
+    );
+    client.shutdown().await;
+}
