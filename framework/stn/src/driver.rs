@@ -448,6 +448,12 @@ impl Driver {
             }
             Command::SetNetwork { kind, label } => {
                 info!(?kind, label = %label, "network changed");
+                for source in self.ip_sources.iter() {
+                    let _guard = self
+                        .watchdog
+                        .call(format!("ipsource {} network_changed", source.name()), now());
+                    source.network_changed();
+                }
                 self.engine.set_network(t, kind, &label);
                 self.save_ranking_state();
             }

@@ -35,6 +35,9 @@ pub trait FfiIpSource: Send + Sync + 'static {
         host: RStr<'_>,
         purpose: FfiLinkPurpose,
     ) -> RResult<RVec<FfiResolvedAddr>, FfiResolveError>;
+    /// `IpSource::network_changed` (API 0.1.1). A plugin built before it has no such entry
+    /// in its vtable; the default body (nothing to forget) runs instead.
+    fn network_changed(&self) {}
 }
 
 /// An owned, type-erased FFI IP source object.
@@ -95,6 +98,11 @@ impl<T: IpSource> FfiIpSource for IpSourceExport<T> {
             )),
         }
     }
+
+    fn network_changed(&self) {
+        // A panic stays on the plugin's side of the boundary; there is nothing to report.
+        let _ = catch(|| self.inner.network_changed());
+    }
 }
 
 struct ImportedIpSource {
@@ -128,6 +136,10 @@ impl IpSource for ImportedIpSource {
             RResult::ROk(addrs) => Ok(addrs.into_iter().map(ResolvedAddr::from).collect()),
             RResult::RErr(e) => Err(e.into()),
         }
+    }
+
+    fn network_changed(&self) {
+        self.obj.network_changed();
     }
 }
 
@@ -170,6 +182,65 @@ mod tests {
                 _ => Err(ResolveError::Failed("unknown".into())),
             }
         }
+    }
+
+    /// Counts `network_changed` calls; panics on the second one.
+    #[derive(Debug, Default)]
+    struct Caching {
+        changes: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl IpSource for Caching {
+        fn name(&self) -> &str {
+            "caching"
+        }
+        async fn resolve(
+            &self,
+            _: &str,
+            _: LinkPurpose,
+        ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+            Ok(Vec::new())
+        }
+        fn network_changed(&self) {
+            let n = self
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(n == 0, "second network change");
+        }
+    }
+
+    #[test]
+    fn network_changes_cross_the_boundary_and_a_panic_stays_behind_it() {
+        let source = Arc::new(Caching::default());
+        struct Shared(Arc<Caching>);
+        impl fmt::Debug for Shared {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("Shared")
+            }
+        }
+        #[async_trait::async_trait]
+        impl IpSource for Shared {
+            fn name(&self) -> &str {
+                self.0.name()
+            }
+            async fn resolve(
+                &self,
+                host: &str,
+                purpose: LinkPurpose,
+            ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+                self.0.resolve(host, purpose).await
+            }
+            fn network_changed(&self) {
+                self.0.network_changed();
+            }
+        }
+        let imported = import_ip_source(export_ip_source(Shared(source.clone())).unwrap(), "test");
+        imported.network_changed();
+        assert_eq!(source.changes.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The plugin panics: caught on its side, the host goes on.
+        imported.network_changed();
+        assert_eq!(source.changes.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub trait IpSource: Send + Sync + fmt::Debug + 'static {
         host: &str,
         purpose: LinkPurpose,
     ) -> Result<Vec<ResolvedAddr>, ResolveError>;
+
+    /// The device's network changed (the driver calls this on every change it learns of,
+    /// before the links re-resolve): forget cached answers that belong to the old network.
+    /// Called on the driver's loop, so it must be quick; the default does nothing (for
+    /// sources without a cache).
+    fn network_changed(&self) {}
 }
 
 /// One address from an [`IpSource`].

@@ -85,4 +85,4 @@ pub use types::{ChannelKind, CmdId, IpPort, LinkPurpose, NetKind, Seq, TaskId};
 ///
 /// `phobos-plugin-abi` embeds it in every plugin library and the host refuses a library whose
 /// major version differs (or, while the major version is 0, whose minor version differs).
-pub const API_VERSION: (u16, u16, u16) = (0, 1, 0);
+pub const API_VERSION: (u16, u16, u16) = (0, 1, 1);

@@ -161,6 +161,11 @@ impl IpSource for DohSource {
         Self::NAME
     }
 
+    /// Forgets the resolver's cached answers: they may not hold on the new network.
+    fn network_changed(&self) {
+        self.clear_cache();
+    }
+
     async fn resolve(
         &self,
         host: &str,

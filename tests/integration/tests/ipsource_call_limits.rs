@@ -1,7 +1,8 @@
 //! IP source calls through the real driver: the core times each call at the source's limit
 //! and tells the driver to stop it (`Action::CancelResolve`), so a source that never answers
 //! costs its limit once, its future is dropped (nothing keeps running in the background), and
-//! the chain moves on to the next source.
+//! the chain moves on to the next source. Sources hear of network changes (to drop their
+//! caches).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,11 +31,13 @@ impl Drop for DropCount {
     }
 }
 
-/// A source that never answers; counts the calls started and the calls dropped.
+/// A source that never answers; counts the calls started and the calls dropped, and the
+/// network changes it was told of.
 #[derive(Debug, Default)]
 struct Silent {
     started: Arc<AtomicUsize>,
     dropped: Arc<AtomicUsize>,
+    network_changes: AtomicUsize,
 }
 
 impl IpSource for Silent {
@@ -59,6 +62,10 @@ impl IpSource for Silent {
             std::future::pending::<()>().await;
             unreachable!("never answers")
         })
+    }
+
+    fn network_changed(&self) {
+        self.network_changes.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -128,5 +135,22 @@ async fn a_silent_source_costs_its_limit_once_and_its_call_is_stopped() {
         1,
         "the call the core gave up was stopped"
     );
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_source_hears_of_a_network_change() {
+    let silent = Arc::new(Silent::default());
+    let config = ClientConfig::builder(codec())
+        .link_hosts("default-longlink", [HOST], [443])
+        .ip_source(silent.clone())
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_network(phobos_plugin_api::NetKind::Wifi, "wifi-1");
+    client.set_network(phobos_plugin_api::NetKind::Mobile, "cell-1");
+    // A round trip through the driver: the commands before it have been handled.
+    client.stats().await.unwrap();
+    assert_eq!(silent.network_changes.load(Ordering::SeqCst), 2);
     client.shutdown().await;
 }
