@@ -523,3 +523,75 @@ fn a_wrong_key_is_hinted_on_stderr() {
     let lines = String::from_utf8_lossy(&out.stdout).lines().count();
     assert_eq!(lines, 6, "one decompress err line per block");
 }
+
+#[path = "../../../plugin-api/abi/tests/common/mod.rs"]
+mod plugin_fixtures;
+
+#[test]
+fn a_cipher_from_a_plugin_library_decodes_its_blocks() {
+    use phobos_plugin_registry::{PluginSpec, Registry};
+    use phobos_xlog::{Level, Mode, Xlog};
+
+    // The fixture library's `xor` cipher (authenticated kind), loaded as a real dylib.
+    let lib = &plugin_fixtures::fixtures().multi;
+    let mut registry = Registry::with_builtins();
+    registry.load_library(lib).unwrap();
+    let cipher = registry
+        .log_cipher(&PluginSpec::named("xor"), "test")
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let guard = Xlog::builder()
+        .log_dir(tmp.path())
+        .name_prefix("plug")
+        .mode(Mode::Sync)
+        .cipher(std::sync::Arc::clone(cipher.get()))
+        .banners(false)
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        guard
+            .xlog()
+            .log_message(Level::Info, "t", format!("plugin line {n}").as_bytes());
+    }
+    drop(guard);
+    let file = xlog_files(tmp.path()).pop().expect("a log file");
+
+    // Without the cipher: said per block, no plaintext.
+    let out = run(&[os("decode"), file.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("plugin line"));
+
+    let out = run(&[
+        os("decode"),
+        os("--plugin"),
+        lib.as_os_str(),
+        os("--cipher"),
+        os("xor"),
+        file.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for n in 0..3 {
+        assert!(text.contains(&format!("][plugin line {n}\n")), "{text}");
+    }
+
+    // A name no library offers, and a library that is not one: clear errors, exit 1.
+    let out = run(&[os("decode"), os("--cipher"), os("nope"), file.as_os_str()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("nope") && err.contains("mars-tea"), "{err}");
+    let out = run(&[
+        os("decode"),
+        os("--plugin"),
+        file.as_os_str(),
+        os("--cipher"),
+        os("xor"),
+        file.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot load plugin library"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use phobos_cipher_modern::ModernCipher;
+use phobos_plugin_registry::{PluginKind, PluginSpec, Registry};
 use phobos_xlog_decode::format::find_block_start;
 use phobos_xlog_decode::{Decoder, Event, MagicSet, StartRule, Summary};
 
@@ -28,6 +29,17 @@ pub(crate) struct DecodeArgs {
     /// X25519 private key for Phobos's authenticated blocks (magics 0x27/0x2C), 64 hex chars.
     #[arg(long, value_name = "HEX")]
     modern_key: Option<String>,
+    /// A log cipher plugin by name, for the blocks of its kind (it takes the place of
+    /// --key/--modern-key for that kind): built-in `mars-tea` and `x25519-chacha20poly1305`,
+    /// or one from a --plugin library.
+    #[arg(long, value_name = "NAME")]
+    cipher: Option<String>,
+    /// The --cipher plugin's config as JSON, e.g. '{"private_key": "<64 hex>"}'.
+    #[arg(long, value_name = "JSON", requires = "cipher")]
+    cipher_config: Option<String>,
+    /// A plugin library (repeatable): its ciphers can be named by --cipher.
+    #[arg(long = "plugin", value_name = "LIB", requires = "cipher")]
+    plugins: Vec<PathBuf>,
     /// Write the text here instead of standard output.
     #[arg(short, long, value_name = "OUT", conflicts_with = "each")]
     output: Option<PathBuf>,
@@ -198,7 +210,33 @@ fn build_decoder(args: &DecodeArgs) -> Result<Decoder> {
         let modern = ModernCipher::from_private_key_hex(hex).context("bad --modern-key")?;
         builder = builder.cipher(Arc::new(modern));
     }
+    if let Some(name) = &args.cipher {
+        builder = builder.cipher(plugin_cipher(name, args)?);
+    }
     Ok(builder.build())
+}
+
+/// The `--cipher` plugin, built by the plugin registry (built-ins plus `--plugin` libraries).
+fn plugin_cipher(name: &str, args: &DecodeArgs) -> Result<Arc<dyn phobos_plugin_api::LogCipher>> {
+    let mut registry = Registry::with_builtins();
+    for lib in &args.plugins {
+        registry
+            .load_library(lib)
+            .with_context(|| format!("cannot load plugin library {}", lib.display()))?;
+    }
+    let mut spec = PluginSpec::named(name);
+    if let Some(json) = &args.cipher_config {
+        let value: toml::Value = serde_json::from_str(json)
+            .with_context(|| format!("--cipher-config is not a JSON object: {json}"))?;
+        spec.config = Some(value);
+    }
+    let plugin = registry.log_cipher(&spec, "--cipher").with_context(|| {
+        format!(
+            "no usable cipher {name:?} (available: {})",
+            registry.available(PluginKind::LogCipher).join(", ")
+        )
+    })?;
+    Ok(Arc::clone(plugin.get()))
 }
 
 /// Files as given, directories as their `*.xlog` files in name order (numbers compared as
