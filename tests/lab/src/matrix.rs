@@ -579,6 +579,18 @@ impl CellSummary {
         quantile(&self.completions, q)
     }
 
+    /// The pooled `q` quantile (0–1) of the completion times of *all* tasks, a failed task
+    /// counting as never completing: `None` when more than `1 − q` of the tasks failed
+    /// (the quantile lies beyond the task timeout). Unlike [`quantile`](Self::quantile), a
+    /// client cannot look fast by failing its slow tasks.
+    pub fn quantile_all(&self, q: f64) -> Option<Duration> {
+        if self.tasks == 0 {
+            return None;
+        }
+        let rank = ((q * self.tasks as f64).ceil() as usize).clamp(1, self.tasks);
+        self.completions.get(rank - 1).copied()
+    }
+
     /// The lowest and highest per-run success, in percent.
     pub fn success_range(&self) -> (f64, f64) {
         self.runs
@@ -737,7 +749,8 @@ fn fmt_mean(v: f64) -> String {
 }
 
 /// The worst scenarios of `link`, worst first: those where the lowest pooled success over
-/// the contenders is lowest, ties broken by the highest pooled p99 over the contenders.
+/// the contenders is lowest, ties broken by the highest pooled p99 of all tasks
+/// ([`CellSummary::quantile_all`], beyond the timeout first) over the contenders.
 /// Each entry holds the scenario's summaries in [`Contender::ALL`] order (contenders that
 /// did not run left out).
 pub fn worst_cells(summaries: &[CellSummary], link: Link, n: usize) -> Vec<Vec<&CellSummary>> {
@@ -765,9 +778,10 @@ pub fn worst_cells(summaries: &[CellSummary], link: Link, n: usize) -> Vec<Vec<&
             .iter()
             .map(|s| s.success_percent())
             .fold(f64::INFINITY, f64::min);
+        // `None` (beyond the timeout) ranks above every time.
         let max_p99 = g
             .iter()
-            .filter_map(|s| s.quantile(0.99))
+            .map(|s| s.quantile_all(0.99).unwrap_or(Duration::MAX))
             .max()
             .unwrap_or_default();
         (min_success, max_p99)
@@ -784,7 +798,16 @@ pub fn worst_cells(summaries: &[CellSummary], link: Link, n: usize) -> Vec<Vec<&
 /// `other ÷ phobos` for the worst-cell table: `×r`, or how the two compare when a ratio
 /// cannot be formed.
 fn ratio(other: f64, phobos: f64) -> String {
-    if phobos > 0.0 {
+    if phobos.is_infinite() {
+        // Phobos beyond the timeout: only "worse" can be said of it, not by how much.
+        if other.is_infinite() {
+            "–".to_owned()
+        } else {
+            "×0".to_owned()
+        }
+    } else if other.is_infinite() {
+        "×∞".to_owned()
+    } else if phobos > 0.0 {
         format!("×{:.2}", other / phobos)
     } else if other > 0.0 {
         "×∞".to_owned()
@@ -795,7 +818,8 @@ fn ratio(other: f64, phobos: f64) -> String {
 
 /// The worst-cell section: for each link in `links`, the `n` worst scenarios
 /// ([`worst_cells`]) with every contender side by side and the ratios to Phobos (failed
-/// tasks and pooled p99; above 1 means Phobos did better).
+/// tasks, and the pooled p99 of all tasks with failures counting as never; above 1 means
+/// Phobos did better).
 pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize) -> String {
     let mut md = String::new();
     for &link in links {
@@ -826,18 +850,24 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
                         s.success_percent(),
                         s.successes,
                         s.tasks,
-                        opt_ms(s.quantile(0.99))
+                        s.quantile_all(0.99).map_or("> timeout".to_owned(), ms)
                     )
                 })
             };
-            let p99 = |c: Contender| get(c).and_then(|s| s.quantile(0.99));
+            // Beyond the timeout counts as infinitely slow.
+            let p99 = |c: Contender| {
+                get(c).map(|s| {
+                    s.quantile_all(0.99)
+                        .map_or(f64::INFINITY, |d| d.as_secs_f64())
+                })
+            };
             let failed = |c: Contender| get(c).map(|s| s.failed() as f64);
             let cmp_failed = |c: Contender| match (failed(c), failed(Contender::Phobos)) {
                 (Some(o), Some(p)) => ratio(o, p),
                 _ => "–".to_owned(),
             };
             let cmp_p99 = |c: Contender| match (p99(c), p99(Contender::Phobos)) {
-                (Some(o), Some(p)) => ratio(o.as_secs_f64(), p.as_secs_f64()),
+                (Some(o), Some(p)) => ratio(o, p),
                 _ => "–".to_owned(),
             };
             md.push_str(&format!(
@@ -990,6 +1020,10 @@ mod tests {
         assert_eq!(p.success_range(), (50.0, 100.0));
         assert_eq!(p.quantile(0.5), Some(Duration::from_millis(30)));
         assert_eq!(p.quantile(0.99), Some(Duration::from_millis(60)));
+        // Over all 8 tasks, 2 of which failed.
+        assert_eq!(p.quantile_all(0.5), Some(Duration::from_millis(40)));
+        assert_eq!(p.quantile_all(0.75), Some(Duration::from_millis(60)));
+        assert_eq!(p.quantile_all(0.99), None);
         assert_eq!(
             p.p99_range(),
             Some((Duration::from_millis(40), Duration::from_millis(60)))
@@ -1022,10 +1056,26 @@ mod tests {
         assert_eq!(names, [bad.name.as_str(), slow.name.as_str()]);
         assert!(worst_cells(&sums, Link::Long, 2).is_empty());
         let md = worst_cells_markdown(&sums, &[Link::Short], 2);
-        // bad: phobos failed 1, naive 3; p99 300 vs 900 ms.
-        assert!(md.contains("| 75.0 % (3/4), p99 300 ms | – | 25.0 % (1/4), p99 900 ms | – | ×3.00 | – | ×3.00 |"), "{md}");
+        // bad: phobos failed 1, naive 3; both p99s of all tasks lie beyond the timeout.
+        assert!(
+            md.contains(
+                "| 75.0 % (3/4), p99 > timeout | – | 25.0 % (1/4), p99 > timeout | – | ×3.00 \
+                 | – | – |"
+            ),
+            "{md}"
+        );
         // slow: nobody failed, p99 200 vs 800 ms.
         assert!(md.contains("| – | – | – | ×4.00 |"), "{md}");
+    }
+
+    #[test]
+    fn ratios_say_who_did_better_even_beyond_the_timeout() {
+        assert_eq!(ratio(3.0, 1.5), "×2.00");
+        assert_eq!(ratio(2.0, 0.0), "×∞");
+        assert_eq!(ratio(0.0, 0.0), "–");
+        assert_eq!(ratio(f64::INFINITY, 2.0), "×∞");
+        assert_eq!(ratio(2.0, f64::INFINITY), "×0");
+        assert_eq!(ratio(f64::INFINITY, f64::INFINITY), "–");
     }
 
     #[test]

@@ -236,9 +236,12 @@ fn render(r: &Report<'_>) -> String {
         md.push_str("## Worst cells\n\n");
         md.push_str(
             "The scenarios where the weakest client did worst (lowest pooled success, then \
-             highest pooled p99), every client side by side. Ratios are the other client's \
-             figure over Phobos's: failed tasks and p99 above 1 mean Phobos did better. \
-             ×∞ means Phobos failed no task where the other did.\n\n",
+             highest pooled p99), every client side by side, pooled over the runs. Here p99 \
+             is over *all* tasks, a failed task counting as never done (\"> timeout\" when \
+             more than 1 % failed), so a client cannot look fast by failing its slow tasks; \
+             the tables below give the p99 of the successful tasks. Ratios are the other \
+             client's figure over Phobos's: above 1 means Phobos did better; ×∞ means Phobos \
+             failed no task (or finished within the timeout) where the other did not.\n\n",
         );
         md.push_str(&matrix::worst_cells_markdown(
             r.summaries,
