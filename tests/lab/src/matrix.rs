@@ -705,6 +705,8 @@ pub fn markdown_table(summaries: &[CellSummary], link: Link) -> String {
         let (lo, hi) = r.success_range();
         let spread = if r.runs.len() <= 1 {
             "–".to_owned()
+        } else if format!("{lo:.0}") == format!("{hi:.0}") {
+            format!("{lo:.0} % each")
         } else {
             format!("{lo:.0}–{hi:.0} %")
         };
@@ -1035,6 +1037,15 @@ mod tests {
         assert!(table.contains("| 6/8 (75.0 %) | 50–100 % |"), "{table}");
         assert!(table.contains("| connections |"), "{table}");
         assert!(markdown_table(&sums, Link::Long).lines().count() == 2);
+        let same = [
+            result(&s, Contender::Naive, 0, &[10, 20], 2),
+            result(&s, Contender::Naive, 1, &[30, 40], 2),
+        ];
+        let table = markdown_table(&summarize(&same), Link::Short);
+        assert!(
+            table.contains("| 4/4 (100.0 %) | 100 % each | 20 ms | 40 ms | 20–40 ms |"),
+            "{table}"
+        );
     }
 
     #[test]
