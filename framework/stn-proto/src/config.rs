@@ -52,6 +52,9 @@ pub struct Config {
     pub connect_profile: ConnectProfile,
     /// The numbers of the [`ConnectProfile::Phobos`] race (stagger bounds, concurrency).
     pub racing: Racing,
+    /// How the [`ConnectProfile::Phobos`] profile recovers from a link that breaks or stalls
+    /// (resend window, reconnect after progress, stall probe).
+    pub recovery: Recovery,
     /// The IP source chain, in order (see [`SourceSpec`]). Empty: one primary source limited
     /// by [`Timing::resolve_timeout`].
     pub ip_sources: Vec<SourceSpec>,
@@ -75,6 +78,7 @@ impl Config {
                 limits: Limits::default(),
                 connect_profile: ConnectProfile::default(),
                 racing: Racing::default(),
+                recovery: Recovery::default(),
                 ip_sources: Vec::new(),
                 short_link: crate::ShortLinkConfig::default(),
             },
@@ -146,10 +150,30 @@ impl Config {
         {
             return Err(ConfigError::StaggerBounds);
         }
+        let rec = &self.recovery;
+        if rec.resend_window == 0 {
+            return Err(ConfigError::Zero("recovery.resend_window"));
+        }
+        if rec.probe_after.0.is_zero()
+            || rec.probe_after.0 > rec.probe_after.1
+            || rec.probe_timeout.0.is_zero()
+            || rec.probe_timeout.0 > rec.probe_timeout.1
+        {
+            return Err(ConfigError::ProbeBounds);
+        }
         if self.ip_sources.iter().any(|s| s.limit.is_zero()) {
             return Err(ConfigError::Zero("ip_sources[].limit"));
         }
         Ok(())
+    }
+
+    /// The recovery settings in force: [`Config::recovery`] on the Phobos profile, every
+    /// mechanism off on [`ConnectProfile::MarsClassic`].
+    pub(crate) fn active_recovery(&self) -> Option<&Recovery> {
+        match self.connect_profile {
+            ConnectProfile::MarsClassic => None,
+            _ => Some(&self.recovery),
+        }
     }
 
     /// The index of the main link.
@@ -229,6 +253,12 @@ impl ConfigBuilder {
     /// Replaces the numbers of the [`ConnectProfile::Phobos`] race.
     pub fn racing(mut self, racing: Racing) -> Self {
         self.config.racing = racing;
+        self
+    }
+
+    /// Replaces the [`ConnectProfile::Phobos`] recovery settings.
+    pub fn recovery(mut self, recovery: Recovery) -> Self {
+        self.config.recovery = recovery;
         self
     }
 
@@ -438,6 +468,9 @@ pub enum ConfigError {
     /// [`Racing`] needs 10 ms ≤ `stagger_min` ≤ `stagger` ≤ `stagger_max`.
     #[error("racing: need 10 ms <= stagger_min <= stagger <= stagger_max")]
     StaggerBounds,
+    /// [`Recovery`] needs non-zero `min <= max` in `probe_after` and `probe_timeout`.
+    #[error("recovery: need 0 < min <= max in probe_after and probe_timeout")]
+    ProbeBounds,
 }
 
 /// How a connect cycle orders its addresses and races them.
@@ -494,6 +527,13 @@ pub struct Racing {
     pub stagger_max: Duration,
     /// At most this many attempts in flight at once (4).
     pub max_concurrent: usize,
+    /// Dial hedging: when every planned address has been started, an attempt is still
+    /// pending after the stagger and fewer than [`max_concurrent`](Self::max_concurrent)
+    /// are in flight, a fresh attempt to the address of the oldest pending one starts, at
+    /// most this many times per cycle (3). A fresh SYN beats the kernel's SYN back-off
+    /// (Linux resends a lost SYN only after 1 s, 3 s, 7 s…), so one lost packet no longer
+    /// costs a second of connect time on a lossy network. 0 turns hedging off.
+    pub hedges: usize,
 }
 
 impl Default for Racing {
@@ -503,7 +543,89 @@ impl Default for Racing {
             stagger_min: Duration::from_millis(100),
             stagger_max: Duration::from_millis(2_000),
             max_concurrent: 4,
+            hedges: 3,
         }
+    }
+}
+
+/// How the [`ConnectProfile::Phobos`] profile recovers from a long link that breaks or
+/// stalls under load. [`ConnectProfile::MarsClassic`] ignores all of it (Mars pipelines every
+/// queued task on a new connection, paces every reconnect by its table, and only notices a
+/// stalled link through the first-packet timeout or an unanswered periodic heartbeat).
+///
+/// - **Resend window**: after a link broke (any cause but a local one: network change,
+///   reset), the next connection is not trusted yet. At most
+///   [`resend_window`](Self::resend_window) tasks are in flight on it at first; every
+///   response lets one more go (slow start: the window doubles per round trip), and once the
+///   window reaches [`proven_window`](Self::proven_window) the link counts as proven and every
+///   queued task goes at once, as on a first connection. A connection that dies after a few
+///   requests then still completes tasks instead of losing the whole backlog at once.
+/// - **Reconnect after progress**: a connection that delivered at least one task response
+///   before it broke earned a reconnect at once when tasks wait (Mars waits for its task row,
+///   5 s in the foreground, which is meant for failed connects). A drop with no response on
+///   the connection falls back to the interval table, so a server that accepts and then
+///   breaks every connection still cannot cause a connect storm: every fast reconnect is paid
+///   for by a completed task.
+/// - **Stall probe**: when a task is owed a response and the link has received nothing for
+///   `clamp(4 × rtt, probe_after.0, probe_after.1)` (rtt: the link's smoothed heartbeat round
+///   trip, at first its connect time), one heartbeat goes out as a probe; if nothing at all
+///   arrives within `clamp(6 × rtt, probe_timeout.0, probe_timeout.1)` the link is dropped as
+///   stalled and its tasks are retried on a new connection. An answered probe proves the
+///   link alive (the server is only slow): the task keeps its normal timeouts and the next
+///   probe waits twice as long. Long-polling tasks and a task's declared server cost are not
+///   counted as owed.
+/// - **Dial hedging** (see [`Racing::hedges`]) lives with the race numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Tasks in flight at first on a connection made after a link broke (2).
+    pub resend_window: usize,
+    /// The resend window at which the connection counts as proven and the window is lifted
+    /// (16: fourteen responses on the connection).
+    pub proven_window: usize,
+    /// Reconnect at once, when tasks wait, after a connection that delivered a response
+    /// broke (true).
+    pub reconnect_after_progress: bool,
+    /// Whether the stall probe runs (true).
+    pub stall_probe: bool,
+    /// Bounds of the quiet time before a probe (1 s, 4 s).
+    pub probe_after: (Duration, Duration),
+    /// Bounds of the probe's reply timeout (2 s, 8 s).
+    pub probe_timeout: (Duration, Duration),
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            resend_window: 2,
+            proven_window: 16,
+            reconnect_after_progress: true,
+            stall_probe: true,
+            probe_after: (Duration::from_millis(1_000), Duration::from_millis(4_000)),
+            probe_timeout: (Duration::from_millis(2_000), Duration::from_millis(8_000)),
+        }
+    }
+}
+
+impl Recovery {
+    /// Every mechanism off: what [`ConnectProfile::MarsClassic`] does.
+    pub fn off() -> Self {
+        Recovery {
+            resend_window: usize::MAX,
+            proven_window: usize::MAX,
+            reconnect_after_progress: false,
+            stall_probe: false,
+            ..Recovery::default()
+        }
+    }
+
+    /// Quiet time with a task owed before a probe, for a link round trip `rtt`.
+    pub(crate) fn probe_after(&self, rtt: Duration) -> Duration {
+        (rtt * 4).clamp(self.probe_after.0, self.probe_after.1)
+    }
+
+    /// A probe's reply timeout, for a link round trip `rtt`.
+    pub(crate) fn probe_timeout(&self, rtt: Duration) -> Duration {
+        (rtt * 6).clamp(self.probe_timeout.0, self.probe_timeout.1)
     }
 }
 

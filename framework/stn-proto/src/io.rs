@@ -433,6 +433,9 @@ pub struct Stats {
     pub heartbeats_sent: u64,
     /// Heartbeats that went unanswered.
     pub heartbeat_timeouts: u64,
+    /// Stall probes sent (heartbeats sent because a task was owed a response on a quiet
+    /// link; also counted in `heartbeats_sent`).
+    pub stall_probes: u64,
     /// Pushes received.
     pub pushes: u64,
 }

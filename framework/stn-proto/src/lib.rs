@@ -165,7 +165,7 @@ mod tests;
 
 pub use config::{
     Config, ConfigBuilder, ConfigError, ConnectProfile, FixedHeartbeat, Limits, LinkConfig, Racing,
-    ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing,
+    Recovery, ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing,
 };
 pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use engine::{

@@ -11,7 +11,9 @@
 //! (`TCP_MAXSEG`) only shapes the MSS option of the SYN when it is set first, and keepalive and
 //! `TCP_NODELAY` then hold from the first byte. The defaults follow Mars: Nagle off (Mars
 //! disables it on every long link), no TCP keepalive (the long link's own heartbeat detects dead
-//! links sooner and also keeps NAT entries alive), no MSS clamp. Mars forces an MSS of
+//! links sooner and also keeps NAT entries alive), no MSS clamp; and, unlike Mars,
+//! `TCP_THIN_LINEAR_TIMEOUTS` on Linux (see [`SocketOptions::thin_linear_timeouts`]). Mars
+//! forces an MSS of
 //! [`WIFI_MSS`] on Wi-Fi; an app that wants that gives the connector
 //! `SocketOptions::default().mss(Some(WIFI_MSS))`.
 
@@ -132,6 +134,13 @@ pub struct SocketOptions {
     /// option in the SYN. Default: none (the kernel uses the path's MTU). Mars uses
     /// [`WIFI_MSS`] on Wi-Fi, where some access points drop large segments.
     pub mss: Option<u32>,
+    /// `TCP_THIN_LINEAR_TIMEOUTS` (Linux and Android; ignored elsewhere): while fewer than four
+    /// segments are in flight, the kernel retransmits after a fixed RTO for the first six
+    /// retransmissions instead of doubling it each time. Default: on. An IM long link is a
+    /// thin stream (a few small frames at a time, so fast retransmit rarely triggers) and
+    /// exponential back-off is what turns a few lost packets on a lossy network into
+    /// multi-second stalls. Mars leaves it off.
+    pub thin_linear_timeouts: bool,
 }
 
 impl SocketOptions {
@@ -144,6 +153,12 @@ impl SocketOptions {
     /// Sets [`keepalive`](Self::keepalive).
     pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
         self.keepalive = keepalive;
+        self
+    }
+
+    /// Sets [`thin_linear_timeouts`](Self::thin_linear_timeouts).
+    pub fn thin_linear_timeouts(mut self, on: bool) -> Self {
+        self.thin_linear_timeouts = on;
         self
     }
 
@@ -194,6 +209,10 @@ impl SocketOptions {
         if let Some(mss) = self.mss {
             socket.set_tcp_mss(mss)?;
         }
+        #[cfg(any(target_os = "android", target_os = "linux"))]
+        if self.thin_linear_timeouts {
+            socket.set_tcp_thin_linear_timeouts(true)?;
+        }
         Ok(())
     }
 }
@@ -204,6 +223,7 @@ impl Default for SocketOptions {
             nodelay: true,
             keepalive: None,
             mss: None,
+            thin_linear_timeouts: true,
         }
     }
 }

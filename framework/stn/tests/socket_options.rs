@@ -35,6 +35,16 @@ async fn default_options_turn_nagle_off_and_leave_keepalive_off() {
     assert!(!sock.keepalive().unwrap());
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn thin_linear_timeouts_are_on_by_default_and_can_be_turned_off() {
+    let (client, _server) = connect(SocketOptions::default()).await;
+    assert!(SockRef::from(&client).tcp_thin_linear_timeouts().unwrap());
+    let options = SocketOptions::default().thin_linear_timeouts(false);
+    let (client, _server) = connect(options).await;
+    assert!(!SockRef::from(&client).tcp_thin_linear_timeouts().unwrap());
+}
+
 #[tokio::test]
 async fn nodelay_can_be_turned_off() {
     let (client, _server) = connect(SocketOptions::default().nodelay(false)).await;

@@ -1,8 +1,17 @@
 //! The clients the lab compares: Phobos with its defaults, Phobos with the `mars-classic`
-//! connect profile, and a [`NaiveClient`] (one connection, fixed timeouts, no retry).
+//! connect profile, and a naive client (fixed timeouts, no retry), each on either [`Link`].
 //!
-//! All three speak Mars framing to the same echo server and run the same workload through
-//! [`ContenderClient`], so a table row differs only in the client.
+//! - **Long link**: all three speak Mars framing to the same echo server over a persistent
+//!   connection; the naive one is a [`NaiveClient`] (one shared connection, redialled only
+//!   after it broke).
+//! - **Short link**: one HTTP/1.1 `POST` per task to the lab's HTTP echo server. Phobos sends
+//!   it through its short link (`ChannelSelect::Short`, Mars's request shape: the task's body
+//!   raw, `Connection: close`, so one connection per attempt); the naive one is a
+//!   [`NaiveHttpClient`] (hyper's connection-level client, one connection per task, the same
+//!   headers, no retry).
+//!
+//! Every contender runs the same workload through [`ContenderClient`], so a table row differs
+//! only in the client.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,10 +20,17 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::io;
+
+use async_trait::async_trait;
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, FrameKind, IpPort, PacketCodec, Seq};
-use phobos_stn::{Client, ClientConfig, ConnectProfile, TaskSpec};
+use phobos_stn::{
+    ChannelSelect, Client, ClientConfig, ConnectProfile, Connector, LinkStream, TaskSpec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +48,47 @@ pub enum Contender {
     Naive,
 }
 
+/// Which link a cell's tasks travel on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Link {
+    /// A persistent connection carrying Mars frames.
+    Long,
+    /// One HTTP/1.1 `POST` per task (per attempt, for Phobos).
+    Short,
+}
+
+impl Link {
+    /// Both links, in table order.
+    pub const ALL: [Link; 2] = [Link::Long, Link::Short];
+
+    /// The name used on the command line (`long`, `short`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Long => "long",
+            Link::Short => "short",
+        }
+    }
+
+    /// The name used in headings (`long link`, `short link`).
+    pub fn title(self) -> &'static str {
+        match self {
+            Link::Long => "long link",
+            Link::Short => "short link",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn parse(s: &str) -> Option<Link> {
+        Link::ALL.into_iter().find(|l| l.name() == s)
+    }
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.title())
+    }
+}
+
 /// A started client of any [`Contender`], running tasks against one server.
 #[derive(Debug)]
 pub enum ContenderClient {
@@ -39,11 +96,16 @@ pub enum ContenderClient {
     Stn {
         /// The client.
         client: Client,
-        /// Its connector.
+        /// The connector of the link under test (the short link's for [`Link::Short`]).
         connector: RecordingConnector,
+        /// For [`Link::Short`]: the hosts every task names (`ip:port`); empty for the long
+        /// link.
+        short_hosts: Vec<String>,
     },
-    /// The naive client.
+    /// The naive long-link client.
     Naive(NaiveClient),
+    /// The naive short-link client.
+    NaiveHttp(NaiveHttpClient),
 }
 
 /// How one task ended, as the lab counts it.
@@ -87,24 +149,61 @@ impl Contender {
         }
     }
 
-    /// Starts this client against `addrs` (the naive client uses the first only). Must run
-    /// inside a tokio runtime.
+    /// Every contender's name, for error messages.
+    pub fn names() -> String {
+        Contender::ALL.map(Contender::name).join(", ")
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn parse(s: &str) -> Option<Contender> {
+        Contender::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// Starts this client on the long link against `addrs` (see [`start_on`](Self::start_on)).
     ///
     /// # Errors
     ///
-    /// The config error of a Phobos client, as text.
+    /// As [`start_on`](Self::start_on).
     pub fn start(
         self,
         addrs: &[SocketAddr],
         task_timeout: Duration,
         seed: u64,
     ) -> Result<ContenderClient, String> {
-        let profile = match self {
-            Contender::Phobos => ConnectProfile::default(),
-            Contender::MarsClassic => ConnectProfile::MarsClassic,
-            Contender::Naive => {
-                let first = *addrs.first().ok_or("no address")?;
+        self.start_on(Link::Long, addrs, task_timeout, seed)
+    }
+
+    /// Starts this client for `link` against `addrs` (the naive clients use the first only).
+    /// Must run inside a tokio runtime.
+    ///
+    /// A Phobos client for the short link still needs a long link in its config: that one
+    /// goes to a reserved address through a connector that refuses at once without opening
+    /// a socket, so it puts nothing on the wire and shares no address (ranking, bans) with
+    /// the short link under test.
+    ///
+    /// # Errors
+    ///
+    /// No address, or the config error of a Phobos client, as text.
+    pub fn start_on(
+        self,
+        link: Link,
+        addrs: &[SocketAddr],
+        task_timeout: Duration,
+        seed: u64,
+    ) -> Result<ContenderClient, String> {
+        let first = *addrs.first().ok_or("no address")?;
+        let profile = match (self, link) {
+            (Contender::Phobos, _) => ConnectProfile::default(),
+            (Contender::MarsClassic, _) => ConnectProfile::MarsClassic,
+            (Contender::Naive, Link::Long) => {
                 return Ok(ContenderClient::Naive(NaiveClient::new(
+                    first,
+                    NAIVE_CONNECT_TIMEOUT.min(task_timeout),
+                    task_timeout,
+                )));
+            }
+            (Contender::Naive, Link::Short) => {
+                return Ok(ContenderClient::NaiveHttp(NaiveHttpClient::new(
                     first,
                     NAIVE_CONNECT_TIMEOUT.min(task_timeout),
                     task_timeout,
@@ -112,19 +211,35 @@ impl Contender {
             }
         };
         let connector = RecordingConnector::new();
-        let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
-            .link_addrs(LINK, addrs.iter().map(|a| IpPort::from(*a)))
-            .connector(Arc::new(connector.clone()))
+        let builder = ClientConfig::builder(Arc::new(MarsCodec::default()))
             .connect_profile(profile)
-            .core(|c| c.seed(seed))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .core(|c| c.seed(seed));
+        let (builder, short_hosts) = match link {
+            Link::Long => (
+                builder
+                    .link_addrs(LINK, addrs.iter().map(|a| IpPort::from(*a)))
+                    .connector(Arc::new(connector.clone())),
+                Vec::new(),
+            ),
+            Link::Short => (
+                builder
+                    .link_addrs(LINK, [IpPort::from(UNUSED_LONG_LINK)])
+                    .connector(Arc::new(NoLongLink))
+                    .short_link_connector(Arc::new(connector.clone())),
+                addrs.iter().map(SocketAddr::to_string).collect(),
+            ),
+        };
+        let config = builder.build().map_err(|e| e.to_string())?;
         let client = Client::start(config).map_err(|e| e.to_string())?;
         // The app under test is in use: an IM app reports foreground at start (Mars apps call
         // `OnForeground(true)`), which selects the foreground rows of the reconnect table
         // (task-driven reconnect after 5 s instead of the background's 30 s).
         client.set_foreground(true);
-        Ok(ContenderClient::Stn { client, connector })
+        Ok(ContenderClient::Stn {
+            client,
+            connector,
+            short_hosts,
+        })
     }
 }
 
@@ -138,8 +253,17 @@ impl ContenderClient {
     /// Runs one echo task with `body` and a total timeout of `timeout`.
     pub async fn run_task(&self, body: Bytes, timeout: Duration) -> TaskResult {
         let got = match self {
-            ContenderClient::Stn { client, .. } => {
-                let spec = TaskSpec::new(ECHO_CMD, body.clone()).with_total_timeout(timeout);
+            ContenderClient::Stn {
+                client,
+                short_hosts,
+                ..
+            } => {
+                let mut spec = TaskSpec::new(ECHO_CMD, body.clone()).with_total_timeout(timeout);
+                if !short_hosts.is_empty() {
+                    spec = spec
+                        .with_channel(ChannelSelect::Short)
+                        .with_short_link(ECHO_PATH, short_hosts.iter().cloned());
+                }
                 client
                     .start_task(spec)
                     .await
@@ -147,6 +271,7 @@ impl ContenderClient {
                     .map_err(|e| e.to_string())
             }
             ContenderClient::Naive(n) => n.run_task(body.clone()).await.map_err(str::to_owned),
+            ContenderClient::NaiveHttp(n) => n.run_task(body.clone()).await,
         };
         match got {
             Ok(b) if b == body => TaskResult::Success,
@@ -160,6 +285,7 @@ impl ContenderClient {
         match self {
             ContenderClient::Stn { connector, .. } => connector.attempts().len() as u64,
             ContenderClient::Naive(n) => n.dials.load(Ordering::SeqCst),
+            ContenderClient::NaiveHttp(n) => n.dials.load(Ordering::SeqCst),
         }
     }
 
@@ -172,6 +298,7 @@ impl ContenderClient {
                 .filter(|a| a.outcome == AttemptOutcome::Connected)
                 .count() as u64,
             ContenderClient::Naive(n) => n.connects.load(Ordering::SeqCst),
+            ContenderClient::NaiveHttp(n) => n.connects.load(Ordering::SeqCst),
         }
     }
 
@@ -180,6 +307,7 @@ impl ContenderClient {
         match self {
             ContenderClient::Stn { client, .. } => client.shutdown().await,
             ContenderClient::Naive(n) => drop(n.conn.lock().await.take()),
+            ContenderClient::NaiveHttp(_) => {}
         }
     }
 }
@@ -324,6 +452,143 @@ impl Drop for NaiveConn {
         }
     }
 }
+
+/// One HTTP/1.1 `POST` per task on a connection of its own, a fixed connect timeout and a
+/// fixed task timeout, no retry: what an app gets from a plain HTTP client with
+/// `Connection: close`.
+///
+/// The request has the same shape as Phobos's short link (Mars's headers, the body raw), so
+/// the two put the same bytes on the wire per attempt; it is written with hyper's
+/// connection-level HTTP/1.1 client over a socket this client dials itself (so its dials
+/// are counted).
+#[derive(Debug)]
+pub struct NaiveHttpClient {
+    addr: SocketAddr,
+    host: String,
+    connect_timeout: Duration,
+    task_timeout: Duration,
+    dials: AtomicU64,
+    connects: AtomicU64,
+}
+
+impl NaiveHttpClient {
+    /// A client posting to [`ECHO_PATH`] on `addr`: each dial may take `connect_timeout`,
+    /// each task `task_timeout` (the dial included).
+    pub fn new(addr: SocketAddr, connect_timeout: Duration, task_timeout: Duration) -> Self {
+        NaiveHttpClient {
+            addr,
+            host: addr.to_string(),
+            connect_timeout,
+            task_timeout,
+            dials: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        }
+    }
+
+    /// Posts `body` and returns the response body of a `200`.
+    ///
+    /// # Errors
+    ///
+    /// A short reason: the dial failed or timed out, the exchange failed, the status was not
+    /// 200, the body was too large, or the task timed out.
+    pub async fn run_task(&self, body: Bytes) -> Result<Bytes, String> {
+        let run = async {
+            self.dials.fetch_add(1, Ordering::SeqCst);
+            let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+                .await
+                .map_err(|_| "connect timeout".to_owned())?
+                .map_err(|_| "connect failed".to_owned())?;
+            self.connects.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_nodelay(true);
+            let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+                .title_case_headers(true)
+                .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("http handshake: {e}"))?;
+            // Drives the socket; dropped (closing it) when the task ends or times out.
+            let driver = AbortOnDrop(tokio::spawn(async move {
+                let _ = conn.await;
+            }));
+            let request = hyper::Request::post(ECHO_PATH)
+                .header("Accept", "*/*")
+                .header("Cache-Control", "no-cache")
+                .header("Connection", "close")
+                .header("Content-Length", body.len())
+                .header("Content-Type", "application/octet-stream")
+                .header("Host", self.host.as_str())
+                .header("User-Agent", "MicroMessenger Client")
+                .body(Full::new(body))
+                .map_err(|e| format!("request: {e}"))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("exchange failed: {}", hyper_reason(&e)))?;
+            if response.status() != hyper::StatusCode::OK {
+                return Err(format!("status {}", response.status().as_u16()));
+            }
+            let body = Limited::new(response.into_body(), MAX_ECHO_BODY)
+                .collect()
+                .await
+                .map_err(|e| format!("body failed: {e}"))?
+                .to_bytes();
+            drop(driver);
+            Ok(body)
+        };
+        tokio::time::timeout(self.task_timeout, run)
+            .await
+            .map_err(|_| "task timeout".to_owned())?
+    }
+}
+
+/// hyper's error in a few words (its `Display` for the kind, without the source chain, so
+/// a cell's failures group by kind).
+fn hyper_reason(e: &hyper::Error) -> &'static str {
+    if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        "connection closed"
+    } else if e.is_parse() {
+        "bad response"
+    } else if e.is_timeout() {
+        "timeout"
+    } else {
+        "io error"
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The long-link connector of a short-link cell's Phobos client: refuses every attempt at
+/// once and opens no socket.
+#[derive(Debug)]
+struct NoLongLink;
+
+#[async_trait]
+impl Connector for NoLongLink {
+    async fn connect(&self, _addr: IpPort) -> io::Result<Box<dyn LinkStream>> {
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "no long link in a short-link cell",
+        ))
+    }
+}
+
+/// Where the unused long link of a short-link cell points (never dialled: [`NoLongLink`]).
+const UNUSED_LONG_LINK: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)),
+    9,
+);
+
+/// The path of the short-link echo.
+pub const ECHO_PATH: &str = "/phobos-lab/echo";
+
+/// The largest echo body a lab client or the lab server accepts.
+pub const MAX_ECHO_BODY: usize = 1024 * 1024;
 
 /// The long link's name in every lab client.
 pub const LINK: &str = "default-longlink";

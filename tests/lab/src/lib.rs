@@ -4,14 +4,16 @@
 //! - [`netns`]: [`Lab`](netns::Lab), two fresh namespaces joined by a veth pair with random
 //!   loss, SYN drop, TCP reset and `tbf` rate limits between them; code runs inside one on a
 //!   thread of its own.
-//! - [`server`]: [`LabServer`](server::LabServer), an echo long-link server behind the
-//!   fault proxy (latency, jitter, stream faults) inside the server namespace.
-//! - [`contender`]: the clients compared: Phobos defaults, `mars-classic`, and a naive
-//!   client.
+//! - [`server`]: [`LabServer`](server::LabServer), an echo server (long link: Mars frames;
+//!   short link: HTTP/1.1 `POST`) behind the fault proxy (latency, jitter, stream faults)
+//!   inside the server namespace.
+//! - [`contender`]: the clients compared, on either link: Phobos defaults, `mars-classic`,
+//!   and a naive client.
 //! - [`recording`]: a connector that records every connect attempt.
 //! - [`race`]: the connect race with dead addresses first.
-//! - [`matrix`]: the scenario matrix (loss × latency and stream faults, every contender);
-//!   [`plot`] draws it as SVG.
+//! - [`matrix`]: the scenario matrix (loss × latency and stream faults, both links, every
+//!   contender, repeated runs pooled, the worst cells side by side); [`plot`] draws it as
+//!   SVG.
 //!
 //! Everything here needs root and stays inside the namespaces it creates; tests skip (and
 //! say why) without root unless `PHOBOS_LAB_REQUIRED` is set.
@@ -21,7 +23,8 @@
 //! ```text
 //! cargo test -p phobos-lab                                   # lab, race and short-matrix tests
 //! cargo run --release -p phobos-lab --bin lab-race           # docs/lab/race.md
-//! cargo run --release -p phobos-lab --bin lab-matrix         # docs/lab/matrix.md + matrix.svg
+//! cargo run --release -p phobos-lab --bin lab-matrix         # docs/lab/matrix.md + SVGs
+//! cargo run --release -p phobos-lab --bin lab-matrix -- --cells "30 %" --runs 5 --out /tmp/m
 //! cargo run --release -p phobos-lab --bin load               # 1,000 links × 100,000 tasks
 //! ```
 //!

@@ -115,7 +115,10 @@ pub fn run_race(
                 .map_err(|e| e.to_string())?;
             rt.block_on(async move {
                 let started = contender.start(&client_addrs, limit, 1)?;
-                let ContenderClient::Stn { client, connector } = &started else {
+                let ContenderClient::Stn {
+                    client, connector, ..
+                } = &started
+                else {
                     return Err("not a Phobos client".to_string());
                 };
                 let mut events = client.link_events();

@@ -1,20 +1,31 @@
-//! [`LabServer`]: an echo long-link server behind a [`FaultProxy`], both running inside a
-//! lab's server namespace.
+//! [`LabServer`]: an echo server behind a [`FaultProxy`], both running inside a lab's server
+//! namespace.
 //!
-//! The echo server ([`MockLongLinkServer`], Mars framing) listens on the namespace's
-//! loopback; the proxy listens on `0.0.0.0:<port>` of the namespace, so every server address
-//! of the [`Lab`] reaches it, and adds whatever latency, jitter and stream faults the
+//! The echo server listens on the namespace's loopback: for the long link a
+//! [`MockLongLinkServer`] (Mars framing, each request frame answered with its body), for the
+//! short link an HTTP/1.1 server ([`serve_http_echo`]) answering `POST` [`ECHO_PATH`] with
+//! the request body. The proxy listens on `0.0.0.0:<port>` of the namespace, so every server
+//! address of the [`Lab`] reaches it, and adds whatever latency, jitter and stream faults the
 //! [`ServerFaults`] ask for (netem is not available, so latency comes from here).
 
+use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use phobos_codec_mars::MarsCodec;
 use phobos_test_support::proxy::{Direction, SegmentDelay};
 use phobos_test_support::{DirectionFaults, FaultProxy, MockLongLinkServer, ProxyConfig};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tokio::task::JoinSet;
 
+use crate::contender::{Link, ECHO_PATH, MAX_ECHO_BODY};
 use crate::netns::{Lab, LabError, NsThread, Side};
 
 /// A running lab server. [`stop`](Self::stop) it to get its counters; dropping it also stops
@@ -62,12 +73,21 @@ impl ServerFaults {
 }
 
 impl LabServer {
-    /// Starts the echo server and its proxy in `lab`'s server namespace.
+    /// Starts the long-link echo server and its proxy in `lab`'s server namespace.
     ///
     /// # Errors
     ///
     /// When the namespace cannot be entered or a socket cannot be bound.
     pub fn start(lab: &Lab, faults: ServerFaults) -> Result<LabServer, LabError> {
+        Self::start_for(lab, faults, Link::Long)
+    }
+
+    /// Starts the echo server for `link` and its proxy in `lab`'s server namespace.
+    ///
+    /// # Errors
+    ///
+    /// When the namespace cannot be entered or a socket cannot be bound.
+    pub fn start_for(lab: &Lab, faults: ServerFaults, link: Link) -> Result<LabServer, LabError> {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = lab.spawn_in(Side::Server, move || {
@@ -81,7 +101,7 @@ impl LabServer {
                     return ServerStats::default();
                 }
             };
-            rt.block_on(serve(faults, port_tx, stop_rx))
+            rt.block_on(serve(faults, link, port_tx, stop_rx))
         })?;
         let port = match port_rx.recv() {
             Ok(Ok(port)) => port,
@@ -134,16 +154,118 @@ impl Drop for LabServer {
     }
 }
 
+/// The echo server behind the proxy; dropping it stops it.
+enum Upstream {
+    Long(MockLongLinkServer),
+    Short(HttpEcho),
+}
+
+impl Upstream {
+    async fn start(link: Link) -> std::io::Result<Upstream> {
+        Ok(match link {
+            Link::Long => Upstream::Long(
+                MockLongLinkServer::builder(Arc::new(MarsCodec::default()))
+                    .record(false)
+                    .start()
+                    .await?,
+            ),
+            Link::Short => {
+                let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+                let addr = listener.local_addr()?;
+                let task = tokio::spawn(serve_http_echo(listener));
+                Upstream::Short(HttpEcho { addr, task })
+            }
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Upstream::Long(s) => s.addr(),
+            Upstream::Short(s) => s.addr,
+        }
+    }
+}
+
+struct HttpEcho {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HttpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves the short-link echo on `listener` until the task is aborted (which closes every
+/// connection): HTTP/1.1 with keep-alive as the client asks (Phobos's short link and the
+/// naive client both send `Connection: close`, so hyper closes after each response).
+///
+/// `POST` [`ECHO_PATH`] answers `200` with the request body (`application/octet-stream`);
+/// another path is `404`, another method `405`, a body over [`MAX_ECHO_BODY`] `413`.
+pub async fn serve_http_echo(listener: TcpListener) {
+    let mut conns = JoinSet::new();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or an aborted handshake: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        conns.spawn(async move {
+            let service = hyper::service::service_fn(echo);
+            // A connection that breaks (faults do that) just ends.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        // Reap finished connections so the set does not grow with every short link.
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let status = if req.uri().path() != ECHO_PATH {
+        StatusCode::NOT_FOUND
+    } else if req.method() != Method::POST {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        match Limited::new(req.into_body(), MAX_ECHO_BODY).collect().await {
+            Ok(body) => return Ok(reply(StatusCode::OK, body.to_bytes())),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            // The connection broke mid-body: hyper drops the response anyway.
+            Err(_) => StatusCode::BAD_REQUEST,
+        }
+    };
+    Ok(reply(status, Bytes::new()))
+}
+
+fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
+
 async fn serve(
     faults: ServerFaults,
+    link: Link,
     port_tx: std::sync::mpsc::Sender<std::io::Result<u16>>,
     stop: oneshot::Receiver<()>,
 ) -> ServerStats {
     let started = async {
-        let server = MockLongLinkServer::builder(Arc::new(MarsCodec::default()))
-            .record(false)
-            .start()
-            .await?;
+        let server = Upstream::start(link).await?;
         let config = ProxyConfig::new(server.addr(), faults.seed)
             .listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
             .client_to_server(faults.client_to_server.clone())

@@ -1,14 +1,68 @@
-//! A short scenario matrix in network namespaces: a clean link, loss with added latency, and
-//! a stall, for all three clients. Asserts what must hold whatever the timing: every task
-//! ends exactly once, echoes are never wrong, a clean link serves every task for every
-//! client, the naive client cannot get past a stall, and bytes cross the wire.
+//! A short scenario matrix in network namespaces. Long link: a clean link, loss with added
+//! latency, and a stall, for all three clients. Short link: a clean link and a proxy that
+//! closes every connection before the request is through, for all three clients.
+//!
+//! Asserts what must hold whatever the timing: every task ends exactly once, echoes are
+//! never wrong, a clean link serves every task for every client, the naive long-link client
+//! cannot get past a stall, the short link opens one connection per task on a clean link
+//! (the server's proxy counts the same), Phobos's short link retries a broken exchange while
+//! the naive HTTP client does not, and bytes cross the wire.
 
 use std::time::Duration;
 
-use phobos_lab::contender::Contender;
-use phobos_lab::matrix::{markdown_table, run_matrix, CellResult, Scenario, Workload};
+use phobos_lab::contender::{Contender, Link};
+use phobos_lab::matrix::{
+    markdown_table, run_matrix, summarize, worst_cells_markdown, CellResult, Plan, Scenario,
+    Workload,
+};
 use phobos_lab::server::ServerFaults;
 use phobos_test_support::DirectionFaults;
+
+fn upstream(faults: DirectionFaults) -> ServerFaults {
+    ServerFaults {
+        client_to_server: faults,
+        ..Default::default()
+    }
+}
+
+fn run(scenarios: Vec<Scenario>, links: Vec<Link>, workload: Workload) -> Vec<CellResult> {
+    let plan = Plan {
+        scenarios,
+        links,
+        contenders: Contender::ALL.to_vec(),
+        runs: 1,
+        workload,
+        seed: 1,
+    };
+    let results: Vec<CellResult> = run_matrix(&plan, plan.cells(), &|_| {})
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(results.len(), plan.cells());
+    for r in &results {
+        assert_eq!(r.ends, r.tasks, "one end per task: {r:?}");
+        assert_eq!(r.wrong_bodies, 0, "{r:?}");
+        assert!(r.successes <= r.tasks);
+        assert!(
+            r.wire.client_to_server > 0 && r.wire.server_to_client > 0,
+            "{r:?}"
+        );
+        assert!(r.dials >= 1, "{r:?}");
+    }
+    results
+}
+
+fn find<'a>(
+    results: &'a [CellResult],
+    scenario: &Scenario,
+    link: Link,
+    contender: Contender,
+) -> &'a CellResult {
+    results
+        .iter()
+        .find(|r| r.scenario == *scenario && r.link == link && r.contender == contender)
+        .unwrap()
+}
 
 #[test]
 fn short_matrix_counts_every_task_once_and_the_faults_bite() {
@@ -25,43 +79,28 @@ fn short_matrix_counts_every_task_once_and_the_faults_bite() {
     let lossy = Scenario::grid(15, Duration::from_millis(100));
     let stall = Scenario::fault(
         "stall after 1 kB",
-        ServerFaults {
-            client_to_server: DirectionFaults {
-                stall_after: Some(1_000),
-                ..Default::default()
-            },
+        upstream(DirectionFaults {
+            stall_after: Some(1_000),
             ..Default::default()
-        },
+        }),
         None,
     );
-    let scenarios = [clean.clone(), lossy, stall.clone()];
-    let results: Vec<CellResult> = run_matrix(&scenarios, &Contender::ALL, workload, 9, &|_| {})
-        .into_iter()
-        .map(|r| r.unwrap())
-        .collect();
-    println!("{}", markdown_table(&results));
-    assert_eq!(results.len(), 9);
-    for r in &results {
-        assert_eq!(r.ends, r.tasks, "one end per task: {r:?}");
-        assert_eq!(r.wrong_bodies, 0, "{r:?}");
-        assert!(r.successes <= r.tasks);
-        assert!(
-            r.wire.client_to_server > 0 && r.wire.server_to_client > 0,
-            "{r:?}"
-        );
-        assert!(r.dials >= 1, "{r:?}");
-    }
+    let results = run(
+        vec![clean.clone(), lossy, stall.clone()],
+        vec![Link::Long],
+        workload,
+    );
+    let summaries = summarize(&results);
+    println!("{}", markdown_table(&summaries, Link::Long));
     for r in results.iter().filter(|r| r.scenario == clean) {
         assert_eq!(
             r.successes, r.tasks,
             "a clean link serves everything: {r:?}"
         );
         assert_eq!(r.reconnects, 0, "{r:?}");
+        assert_eq!(r.server_connections, 1, "{r:?}");
     }
-    let naive_stalled = results
-        .iter()
-        .find(|r| r.scenario == stall && r.contender == Contender::Naive)
-        .unwrap();
+    let naive_stalled = find(&results, &stall, Link::Long, Contender::Naive);
     // 10 requests of 200+ bytes cannot all pass a 1 kB stall without a new connection, and
     // the naive client only redials after its connection broke (a stall never breaks it).
     assert!(
@@ -69,4 +108,57 @@ fn short_matrix_counts_every_task_once_and_the_faults_bite() {
         "{naive_stalled:?}"
     );
     assert_eq!(naive_stalled.dials, 1, "{naive_stalled:?}");
+}
+
+#[test]
+fn short_link_cells_post_one_connection_per_task_and_only_phobos_retries() {
+    if !phobos_lab::lab_available() {
+        return;
+    }
+    let workload = Workload {
+        tasks: 6,
+        interval: Duration::from_millis(200),
+        task_timeout: Duration::from_secs(8),
+        body_len: 200,
+    };
+    let clean = Scenario::grid(0, Duration::ZERO);
+    // The request head alone is longer than 100 bytes: no exchange can complete.
+    let cut = Scenario::fault(
+        "close after 100 B",
+        upstream(DirectionFaults {
+            close_after: Some(100),
+            ..Default::default()
+        }),
+        None,
+    );
+    let results = run(
+        vec![clean.clone(), cut.clone()],
+        vec![Link::Short],
+        workload,
+    );
+    let summaries = summarize(&results);
+    println!("{}", markdown_table(&summaries, Link::Short));
+    println!("{}", worst_cells_markdown(&summaries, &[Link::Short], 2));
+    for c in Contender::ALL {
+        let r = find(&results, &clean, Link::Short, c);
+        assert_eq!(
+            r.successes, r.tasks,
+            "a clean link serves everything: {r:?}"
+        );
+        // `Connection: close`: one connection per task, and both ends count the same.
+        assert_eq!(r.connects as usize, r.tasks, "{r:?}");
+        assert_eq!(r.dials, r.connects, "{r:?}");
+        assert_eq!(r.server_connections, r.connects, "{r:?}");
+        let cut = find(&results, &cut, Link::Short, c);
+        assert_eq!(cut.successes, 0, "{cut:?}");
+        assert!(!cut.failures.is_empty(), "{cut:?}");
+    }
+    // Phobos (either profile) retries a broken exchange on a new connection; the naive
+    // client makes exactly one attempt per task.
+    for c in [Contender::Phobos, Contender::MarsClassic] {
+        let r = find(&results, &cut, Link::Short, c);
+        assert!(r.dials > r.tasks as u64, "retried: {r:?}");
+    }
+    let naive = find(&results, &cut, Link::Short, Contender::Naive);
+    assert_eq!(naive.dials, naive.tasks as u64, "{naive:?}");
 }

@@ -27,6 +27,12 @@ pub(crate) struct DialRules {
     /// about the next address, so waiting out the stagger only adds latency). Mars waits for
     /// the step unless nothing is left in flight.
     pub(crate) start_on_failure: bool,
+    /// Extra attempts to an address already being tried, once every address has started
+    /// (Phobos's [`Racing::hedges`](crate::Racing::hedges); Mars: none).
+    pub(crate) hedges: usize,
+    /// Hedges start only within this time of the original attempt's start (half the
+    /// connect timeout: later, the kernel's own SYN retransmissions are as good).
+    pub(crate) hedge_within: Duration,
 }
 
 impl DialRules {
@@ -36,10 +42,14 @@ impl DialRules {
             ConnectProfile::MarsClassic => DialRules {
                 max_concurrent: cfg.timing.race_max_concurrent,
                 start_on_failure: false,
+                hedges: 0,
+                hedge_within: Duration::ZERO,
             },
             _ => DialRules {
                 max_concurrent: cfg.racing.max_concurrent,
                 start_on_failure: true,
+                hedges: cfg.racing.hedges,
+                hedge_within: cfg.timing.connect_timeout / 2,
             },
         }
     }
@@ -71,7 +81,9 @@ pub(crate) fn stagger(
 /// starts at once; the next one when its stagger has passed and fewer than
 /// `max_concurrent` attempts are in flight, or at once when nothing is in flight (and, for
 /// Phobos, when an attempt has failed since the last start). The first attempt to connect
-/// wins.
+/// wins. Once every address has started, a *hedge* (a fresh attempt to the address of the
+/// oldest attempt still pending) starts when the stagger has passed, while hedges are left
+/// and fewer than `max_concurrent` attempts are in flight.
 #[derive(Debug)]
 pub(crate) struct Dialer {
     candidates: Vec<Candidate>,
@@ -80,6 +92,8 @@ pub(crate) struct Dialer {
     pub(crate) in_flight: Vec<InFlight>,
     next_due: Option<Instant>,
     failed_since_start: bool,
+    /// Hedged attempts still allowed this cycle.
+    hedges_left: usize,
     /// Failures so far: `None` for a timeout.
     failures: Vec<Option<DialError>>,
     log: Vec<AttemptLog>,
@@ -93,6 +107,10 @@ pub(crate) struct InFlight {
     /// Position of the address in the cycle's list.
     pub(crate) index: usize,
     pub(crate) started: Instant,
+    /// When the attempt this one belongs to started (a hedge's original attempt).
+    pub(crate) origin: Instant,
+    /// A hedge: a repeat of an attempt already in flight.
+    pub(crate) hedge: bool,
 }
 
 /// One attempt of the cycle, for its report.
@@ -126,6 +144,7 @@ impl Dialer {
             in_flight: Vec::new(),
             next_due: None,
             failed_since_start: false,
+            hedges_left: rules.hedges,
             failures: Vec::new(),
             log: Vec::new(),
         }
@@ -134,11 +153,20 @@ impl Dialer {
     /// The next step at `now`. Call [`Dialer::started`] after acting on `Start`.
     pub(crate) fn step(&self, now: Instant) -> DialStep {
         if self.next >= self.candidates.len() {
-            return if self.in_flight.is_empty() {
-                DialStep::Exhausted
-            } else {
-                DialStep::Idle
-            };
+            if self.in_flight.is_empty() {
+                return DialStep::Exhausted;
+            }
+            // Design: every address has started and one is still silent after the stagger:
+            // its SYN (or the SYN-ACK) was most likely lost, and the kernel resends it only
+            // after 1 s, then 3 s, 7 s. A fresh attempt to the same address is cheaper.
+            if let Some(target) = self.hedge_target(now) {
+                let due = self.next_due.unwrap_or(now);
+                if due <= now {
+                    return DialStep::Start(target.addr);
+                }
+                return DialStep::WaitUntil(due);
+            }
+            return DialStep::Idle;
         }
         let next = self.candidates[self.next].addr;
         // Design: with nothing in flight (every earlier address already failed) there is
@@ -158,14 +186,28 @@ impl Dialer {
     }
 
     /// The attempt asked for by `Start` is under way as `conn`; the next start is due
-    /// `stagger` from now.
-    pub(crate) fn started(&mut self, now: Instant, conn: ConnId, stagger: Duration) {
-        let candidate = self.candidates[self.next];
+    /// `stagger` from now. Returns the instant its connect timeout counts from: `now`, or,
+    /// for a hedge, the start of the attempt it repeats (a hedge is a second SYN of that
+    /// attempt, so it does not lengthen the cycle).
+    pub(crate) fn started(&mut self, now: Instant, conn: ConnId, stagger: Duration) -> Instant {
+        let (index, origin, hedge) = match self.hedge_target(now) {
+            Some(target) if self.next >= self.candidates.len() => {
+                self.hedges_left -= 1;
+                (target.index, target.origin, true)
+            }
+            _ => {
+                self.next += 1;
+                (self.next - 1, now, false)
+            }
+        };
+        let candidate = self.candidates[index];
         self.in_flight.push(InFlight {
             conn,
             addr: candidate.addr,
-            index: self.next,
+            index,
             started: now,
+            origin,
+            hedge,
         });
         self.log.push(AttemptLog {
             candidate,
@@ -173,9 +215,9 @@ impl Dialer {
             started: now,
             ended: None,
         });
-        self.next += 1;
         self.next_due = Some(now + stagger);
         self.failed_since_start = false;
+        origin
     }
 
     /// Removes a failed attempt; `None` for a timeout. Returns it if it was ours.
@@ -220,6 +262,18 @@ impl Dialer {
     /// reported error.
     pub(crate) fn last_error(&self) -> Option<DialError> {
         self.failures.iter().rev().find_map(|f| *f)
+    }
+
+    /// The attempt a hedge would repeat (the oldest one in flight), if a hedge may start.
+    fn hedge_target(&self, now: Instant) -> Option<InFlight> {
+        if self.hedges_left == 0 || self.in_flight.len() >= self.rules.max_concurrent {
+            return None;
+        }
+        self.in_flight
+            .iter()
+            .min_by_key(|a| a.origin)
+            .filter(|a| now < a.origin + self.rules.hedge_within)
+            .copied()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -268,6 +322,8 @@ mod tests {
     const MARS: DialRules = DialRules {
         max_concurrent: 3,
         start_on_failure: false,
+        hedges: 0,
+        hedge_within: Duration::ZERO,
     };
 
     #[test]
@@ -326,6 +382,8 @@ mod tests {
         let rules = DialRules {
             max_concurrent: 4,
             start_on_failure: true,
+            hedges: 0,
+            hedge_within: Duration::ZERO,
         };
         let mut d = Dialer::new(c.clone(), rules);
         d.started(t0, ConnId(1), s);

@@ -169,6 +169,9 @@ struct Link {
     monitor: Monitor,
     /// The server rejected the identify frame: no reconnect until the app asks.
     refused: bool,
+    /// A connection of this link broke and no later one has proven itself yet: new
+    /// connections start with the resend window ([`Recovery`](crate::Recovery)).
+    suspect: bool,
 }
 
 enum LinkState {
@@ -197,6 +200,18 @@ struct Session {
     heartbeat_interval: Option<Duration>,
     heartbeat_sent: Option<Instant>,
     identify: Identify,
+    /// At most this many tasks in flight (the resend window after a drop); `None`: no limit.
+    window: Option<usize>,
+    /// Task responses this connection delivered.
+    responses: u32,
+    /// The link's smoothed round trip: the connect time, then heartbeat replies (EWMA 1/8).
+    rtt: Duration,
+    /// A stall probe waits for any byte (the heartbeat in flight has the probe's deadline).
+    probing: bool,
+    /// The heartbeat in flight was sent by the stall probe, not by the policy's schedule.
+    probe_heartbeat: bool,
+    /// Probes answered since a task last made progress (each doubles the next quiet time).
+    probes_answered: u32,
 }
 
 enum Identify {
@@ -249,6 +264,7 @@ impl Engine {
                 retry_pause_until: None,
                 monitor: Monitor::default(),
                 refused: false,
+                suspect: false,
             })
             .collect();
         let link_by_name = links
@@ -633,6 +649,11 @@ impl Engine {
         } else {
             Identify::Finished
         };
+        // A connection after a drop is not trusted with the whole backlog at once.
+        let window = match self.cfg.active_recovery() {
+            Some(r) if self.links[li].suspect => Some(r.resend_window),
+            _ => None,
+        };
         self.links[li].state = LinkState::Connected(Box::new(Session {
             conn: attempt,
             addr: winner.addr,
@@ -645,6 +666,12 @@ impl Engine {
             heartbeat_interval: None,
             heartbeat_sent: None,
             identify,
+            window,
+            responses: 0,
+            rtt,
+            probing: false,
+            probe_heartbeat: false,
+            probes_answered: 0,
         }));
         self.events.push_back(Event::LinkStatus {
             link: name,
@@ -701,6 +728,12 @@ impl Engine {
         if s.heartbeat_sent.is_some() {
             let reply = self.cfg.timing.heartbeat_reply_timeout;
             self.timers.set(TimerKind::HeartbeatReply(li), now + reply);
+        }
+        // Any byte answers a stall probe: the link is alive (the reply itself may be queued
+        // behind a long response). The next probe waits twice as long.
+        if std::mem::take(&mut s.probing) {
+            s.probes_answered = s.probes_answered.saturating_add(1);
+            self.timers.set(TimerKind::StallProbe(li), now);
         }
         self.stats.bytes_received += data.len() as u64;
         let mut buf = std::mem::take(&mut s.rx);
@@ -1063,6 +1096,13 @@ impl Engine {
             None => false,
         };
         let connected = matches!(self.links[li].state, LinkState::Connected(_));
+        // The resend window leaves this many more tasks go (`None`: no limit).
+        let room = match &self.links[li].state {
+            LinkState::Connected(s) => s
+                .window
+                .map(|w| w.saturating_sub(self.links[li].running.len())),
+            _ => None,
+        };
         let mut ready = std::mem::take(&mut self.scratch);
         ready.clear();
         let mut wants_link = false;
@@ -1085,6 +1125,9 @@ impl Engine {
             }
             if !connected {
                 wants_link = true;
+                break;
+            }
+            if room.is_some_and(|r| ready.len() >= r) {
                 break;
             }
             ready.push(id);
@@ -1206,6 +1249,12 @@ impl Engine {
             addr_index,
         });
         link.running.insert(id);
+        if let Some(r) = self.cfg.active_recovery().filter(|r| r.stall_probe) {
+            let kind = TimerKind::StallProbe(li);
+            if !self.timers.is_armed(kind) {
+                self.timers.set(kind, now + r.probe_after(s.rtt));
+            }
+        }
         self.timers
             .set(TimerKind::FirstPacket(id), now + t.first_packet);
         self.timers
@@ -1335,6 +1384,9 @@ impl Engine {
         }
         let gap = now.saturating_duration_since(a.last_progress.unwrap_or(a.sent_at));
         a.last_progress = Some(now);
+        if let LinkState::Connected(s) = &mut self.links[li].state {
+            s.probes_answered = 0;
+        }
         task.profile.first_byte.get_or_insert(now);
         task.profile.last_byte = Some(now);
         let p2p = a.timeouts.packet_to_packet;
@@ -1396,6 +1448,7 @@ impl Engine {
                         self.ranking.record(now, s.addr, true, None);
                     }
                 }
+                self.on_link_progress(li);
                 // Any network success restarts zombies (§14).
                 if !self.zombies.is_empty() {
                     self.restart_all_zombies(now);
@@ -1407,6 +1460,35 @@ impl Engine {
             ResponseVerdict::End { code } => {
                 self.finish(id, now, Err(TaskError::Server { code }));
             }
+        }
+    }
+
+    /// A task response arrived on link `li`: the resend window grows by one (slow start)
+    /// and is lifted once it reaches the proven size.
+    fn on_link_progress(&mut self, li: usize) {
+        let proven = self
+            .cfg
+            .active_recovery()
+            .map_or(usize::MAX, |r| r.proven_window);
+        if self.links[li].running.is_empty() {
+            // Nothing owed any more: no wake-up for the stall probe.
+            self.timers.cancel(TimerKind::StallProbe(li));
+        }
+        let link = &mut self.links[li];
+        let LinkState::Connected(s) = &mut link.state else {
+            return;
+        };
+        s.responses = s.responses.saturating_add(1);
+        s.probes_answered = 0;
+        if let Some(w) = s.window {
+            let grown = w.saturating_add(1);
+            if grown >= proven {
+                s.window = None;
+                link.suspect = false;
+            } else {
+                s.window = Some(grown);
+            }
+            self.dirty[li] = true;
         }
     }
 
@@ -1486,7 +1568,12 @@ impl Engine {
             return;
         };
         let rtt = now.saturating_duration_since(sent);
-        s.heartbeat.on_ack(now, rtt);
+        s.rtt = (s.rtt * 7 + rtt) / 8;
+        s.probing = false;
+        // A stall probe is not one of the policy's heartbeats.
+        if !std::mem::take(&mut s.probe_heartbeat) {
+            s.heartbeat.on_ack(now, rtt);
+        }
         self.timers.cancel(TimerKind::HeartbeatReply(li));
         self.events.push_back(Event::HeartbeatAcked {
             link: self.links[li].name.clone(),
@@ -1526,6 +1613,73 @@ impl Engine {
             // Retry (and verdicts this core does not know): ask again at the next slot.
             _ => {}
         }
+    }
+
+    /// The stall probe of link `li` (Phobos, see [`Recovery`](crate::Recovery)): when a task
+    /// is owed a response and the link has been quiet for the probe time, a heartbeat goes
+    /// out with the probe's short reply timeout (or the one in flight gets that deadline);
+    /// otherwise the check is re-armed for when it could be due.
+    fn stall_probe(&mut self, li: usize, now: Instant) {
+        let Some(rec) = self.cfg.active_recovery().filter(|r| r.stall_probe) else {
+            return;
+        };
+        let link = &self.links[li];
+        let LinkState::Connected(s) = &link.state else {
+            return;
+        };
+        // Since when the link owes a byte: the oldest running task's last progress, or its
+        // send time plus its declared server cost. Long polls owe nothing.
+        let owed = link
+            .running
+            .iter()
+            .filter_map(|id| {
+                let t = self.tasks.get(id)?;
+                let TaskState::Running(a) = &t.state else {
+                    return None;
+                };
+                if t.spec.long_polling.is_some() {
+                    return None;
+                }
+                Some(match a.last_progress {
+                    Some(p) => p,
+                    None => a.sent_at + t.spec.server_cost.unwrap_or_default(),
+                })
+            })
+            .min();
+        let Some(owed) = owed else {
+            // Nothing owed: the next send arms the check again.
+            return;
+        };
+        let quiet_since = s.last_recv.map_or(owed, |r| r.max(owed));
+        let after = rec.probe_after(s.rtt) * (1u32 << s.probes_answered.min(4));
+        if now < quiet_since + after {
+            self.timers
+                .set(TimerKind::StallProbe(li), quiet_since + after);
+            return;
+        }
+        let reply_due = now + rec.probe_timeout(s.rtt);
+        if s.heartbeat_sent.is_some() {
+            // A heartbeat (or identify) is already unanswered: it is the probe.
+            if let LinkState::Connected(s) = &mut self.links[li].state {
+                s.probing = true;
+            }
+            self.timers
+                .set_earliest(TimerKind::HeartbeatReply(li), reply_due);
+            return;
+        }
+        let mut frame = Vec::new();
+        if self.cfg.codec.encode_heartbeat(&mut frame).is_err() || frame.is_empty() {
+            return;
+        }
+        if let LinkState::Connected(s) = &mut self.links[li].state {
+            s.heartbeat_sent = Some(now);
+            s.probing = true;
+            s.probe_heartbeat = true;
+        }
+        self.stats.heartbeats_sent += 1;
+        self.stats.stall_probes += 1;
+        self.timers.set(TimerKind::HeartbeatReply(li), reply_due);
+        self.write(li, now, frame);
     }
 
     fn heartbeat_ctx(&self) -> HeartbeatContext {
@@ -1793,12 +1947,12 @@ impl Engine {
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
                     let delay = stagger(&self.cfg, self.ranking.rtt(&addr), self.srtt);
-                    dialer.started(now, conn, delay);
+                    let origin = dialer.started(now, conn, delay);
                     self.stats.connects_started += 1;
                     self.conns.insert(conn, li);
                     self.timers.set(
                         TimerKind::ConnectAttempt(conn),
-                        now + timing.connect_timeout,
+                        origin + timing.connect_timeout,
                     );
                     self.actions.push_back(Action::Connect {
                         link: self.links[li].name.clone(),
@@ -1839,7 +1993,10 @@ impl Engine {
         self.actions.push_back(Action::Abort { attempt: conn });
         if let Some(a) = failed {
             self.stats.connects_failed += 1;
-            self.record_addr(li, now, a.addr, false, None);
+            // A hedge times out with the attempt it repeats: one failure, not several.
+            if !a.hedge {
+                self.record_addr(li, now, a.addr, false, None);
+            }
             self.advance_dial(li, now);
         }
     }
@@ -1949,10 +2106,21 @@ impl Engine {
                 self.conns.remove(&s.conn);
                 self.timers.cancel(TimerKind::Heartbeat(li));
                 self.timers.cancel(TimerKind::HeartbeatReply(li));
-                if matches!(error, LinkError::Socket(SocketFailure::HeartbeatTimeout)) {
+                self.timers.cancel(TimerKind::StallProbe(li));
+                // An unanswered stall probe says nothing about the policy's interval.
+                let hb_timeout =
+                    matches!(error, LinkError::Socket(SocketFailure::HeartbeatTimeout));
+                if hb_timeout && !s.probe_heartbeat && !s.probing {
                     s.heartbeat.on_timeout(now);
                 } else {
                     s.heartbeat.on_disconnect(now);
+                }
+                if let Some(r) = self.cfg.active_recovery() {
+                    if !local {
+                        let link = &mut self.links[li];
+                        link.suspect = true;
+                        link.monitor.fast_reconnect = r.reconnect_after_progress && s.responses > 0;
+                    }
                 }
                 if !by_driver {
                     self.actions.push_back(Action::Close {
@@ -1991,7 +2159,12 @@ impl Engine {
             self.fail_attempt(id, now, task_error.clone());
         }
         if !local {
-            self.pause_retries(li, now);
+            // Design (Phobos): after a connection that delivered responses, the retried tasks
+            // go out on the next connection without the retry pause: the reconnect is the
+            // pause, and the resend window paces them on it.
+            if !self.links[li].monitor.fast_reconnect {
+                self.pause_retries(li, now);
+            }
             if self.cfg.links[li].keep_alive && !self.links[li].refused {
                 self.timers.set(
                     TimerKind::ReconnectWake(li),
@@ -2073,6 +2246,7 @@ impl Engine {
                     false,
                 );
             }
+            TimerKind::StallProbe(li) => self.stall_probe(li, now),
             TimerKind::ReconnectWake(li) => self.want_connect(li, now, Trigger::Automatic),
             TimerKind::Reconnect(li) => self.want_connect(li, now, Trigger::Rebuild),
             TimerKind::Inactivity => {

@@ -78,6 +78,10 @@ pub(crate) struct Monitor {
     pub(crate) last_attempt: Option<Instant>,
     /// Index into [`INACTIVE_BACKOFF`].
     backoff: usize,
+    /// The last connection delivered a task response before it broke: a task waiting for
+    /// the link reconnects at once (Phobos's [`Recovery`](crate::Recovery)); cleared when a
+    /// cycle starts.
+    pub(crate) fast_reconnect: bool,
 }
 
 impl Monitor {
@@ -102,6 +106,12 @@ impl Monitor {
         if matches!(trigger, Trigger::NetworkChange | Trigger::Rebuild) {
             return Duration::ZERO;
         }
+        // Design: the task row's wait is for connects that fail; a connection that carried
+        // a response and then broke is paid for by that response, so one reconnect goes at
+        // once (the flag clears when the cycle starts, so a failing reconnect is paced).
+        if trigger == Trigger::Task && self.fast_reconnect {
+            return Duration::ZERO;
+        }
         if env.bucket != Bucket::Inactive {
             let interval = interval(trigger, env, rng);
             return interval.saturating_sub(posttime);
@@ -122,6 +132,7 @@ impl Monitor {
             0
         };
         self.last_attempt = Some(now);
+        self.fast_reconnect = false;
     }
 
     fn next_backoff(&self, posttime: Duration) -> usize {

@@ -958,12 +958,13 @@ impl Engine {
                     }
                     let conn = ConnId(self.next_conn);
                     self.next_conn += 1;
-                    dialer.started(now, conn, delay);
+                    let origin = dialer.started(now, conn, delay);
                     self.stats.connects_started += 1;
                     self.short.conns.insert(conn, id);
-                    self.short
-                        .timers
-                        .set(Timer::Connect(conn), now + self.cfg.timing.connect_timeout);
+                    self.short.timers.set(
+                        Timer::Connect(conn),
+                        origin + self.cfg.timing.connect_timeout,
+                    );
                     self.actions.push_back(Action::ShortConnect {
                         task: id,
                         attempt: conn,

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     Action, CloseCause, Config, ConfigBuilder, ConnId, DialError, Engine, Event, LinkConfig,
-    LinkName, TaskEnd, TaskSpec,
+    LinkName, Recovery, TaskEnd, TaskSpec,
 };
 
 /// How a server address answers a connect.
@@ -67,6 +67,14 @@ pub(crate) struct ServerScript {
     pub(crate) heartbeat_replies: bool,
     /// Whether the identify frame is answered.
     pub(crate) identify_replies: bool,
+    /// A middlebox that closes every connection once the server has received this many
+    /// bytes on it (the rest of the chunk is lost).
+    pub(crate) close_after: Option<usize>,
+    /// A middlebox that forwards this many bytes per connection to the server and swallows
+    /// every later one (the connection stays open).
+    pub(crate) stall_after: Option<usize>,
+    /// This many connect attempts (the first ones) are lost: no answer at all.
+    pub(crate) lost_connects: usize,
 }
 
 impl Default for ServerScript {
@@ -78,6 +86,9 @@ impl Default for ServerScript {
             process_delay: Duration::from_millis(5),
             heartbeat_replies: true,
             identify_replies: true,
+            close_after: None,
+            stall_after: None,
+            lost_connects: 0,
         }
     }
 }
@@ -111,6 +122,8 @@ pub(crate) struct Sim {
     next_delivery: u64,
     /// Server-side receive buffers of open connections.
     server_conns: HashMap<ConnId, Vec<u8>>,
+    /// Bytes that reached the server per connection (for the middlebox faults).
+    server_rx: HashMap<ConnId, usize>,
     /// Every event with its time.
     pub(crate) events: Vec<(Instant, Event)>,
     /// Every action with its time.
@@ -152,6 +165,20 @@ impl Sim {
         Sim::with_config(config_with(&[server_addr(1)]).build().unwrap())
     }
 
+    /// A sim like [`Sim::new`] with the Phobos stall probe off, for tests of the per-task
+    /// timeouts and heartbeat deadlines the probe would otherwise pre-empt.
+    pub(crate) fn without_probe() -> Self {
+        Sim::with_config(
+            config_with(&[server_addr(1)])
+                .recovery(Recovery {
+                    stall_probe: false,
+                    ..Recovery::default()
+                })
+                .build()
+                .unwrap(),
+        )
+    }
+
     pub(crate) fn with_config(config: Config) -> Self {
         let t0 = crate::tests::epoch::epoch();
         let engine = Engine::new(config, t0).unwrap();
@@ -168,6 +195,7 @@ impl Sim {
             deliveries: HashMap::new(),
             next_delivery: 0,
             server_conns: HashMap::new(),
+            server_rx: HashMap::new(),
             events: Vec::new(),
             actions: Vec::new(),
             ends: BTreeMap::new(),
@@ -319,6 +347,9 @@ impl Sim {
     fn act(&mut self, a: Action) {
         let rtt = self.latency * 2;
         match a {
+            Action::Connect { .. } if self.script.lost_connects > 0 => {
+                self.script.lost_connects -= 1;
+            }
             Action::Connect { attempt, addr, .. } => {
                 match self
                     .script
@@ -415,6 +446,12 @@ impl Sim {
         let Some(buf) = self.server_conns.get_mut(&conn) else {
             return;
         };
+        let seen = self.server_rx.entry(conn).or_default();
+        let limit = self.script.close_after.or(self.script.stall_after);
+        let room = limit.map_or(usize::MAX, |l| l.saturating_sub(*seen));
+        let bytes = &bytes[..bytes.len().min(room)];
+        *seen += bytes.len();
+        let cut = room <= bytes.len();
         buf.extend_from_slice(bytes);
         let mut frames = Vec::new();
         loop {
@@ -429,6 +466,11 @@ impl Sim {
                     break;
                 }
             }
+        }
+        if cut && self.script.close_after.is_some() {
+            // The middlebox kills the connection before the server answers anything more.
+            self.server_close(conn);
+            return;
         }
         for (head, body) in frames {
             self.server_log.push((self.now, conn, head));

@@ -58,7 +58,7 @@ fn first_heartbeat_right_after_connect_then_every_interval_restarted_by_writes()
 
 #[test]
 fn unanswered_first_heartbeat_drops_the_link_after_eight_seconds() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::without_probe();
     sim.script.heartbeat_replies = false;
     sim.script.answer = Answer::Never;
     let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0));
@@ -357,7 +357,7 @@ fn signalling_keeper_sends_every_five_quiet_seconds_for_twenty_seconds() {
 
 #[test]
 fn a_reply_stuck_behind_a_long_response_does_not_drop_a_busy_link() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::without_probe();
     connect(&mut sim);
     sim.run_for(secs(1));
     // A long response dribbles in for 60 s; the heartbeat slot falls in the middle and its

@@ -15,6 +15,7 @@ mod matrix;
 mod props;
 mod racing;
 mod reconnect;
+mod recovery;
 mod short;
 mod timeouts;
 mod zombies;

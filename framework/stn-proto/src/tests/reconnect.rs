@@ -116,9 +116,10 @@ fn a_waiting_task_does_not_escalate_the_inactive_backoff() {
 
 #[test]
 fn a_waiting_task_reconnects_on_the_task_row() {
-    // Background active: task row 30 s (the automatic row would wait 300 s).
+    // Background active: task row 30 s (the automatic row would wait 300 s). The task is slow
+    // (5 s) and the link delivers no response before it breaks.
     let mut sim = Sim::new();
-    sim.script.process_delay = secs(5);
+    sim.script.answer = Answer::Delay(secs(5));
     let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
     sim.run_for(secs(1));
     let conn = sim.open_conns()[0];
@@ -131,7 +132,7 @@ fn a_waiting_task_reconnects_on_the_task_row() {
     // waits for 5 s since the last attempt.
     let mut sim = Sim::new();
     sim.foreground(true);
-    sim.script.process_delay = secs(5);
+    sim.script.answer = Answer::Delay(secs(5));
     let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
     sim.run_for(secs(1));
     let conn = sim.open_conns()[0];

@@ -28,7 +28,7 @@ fn closes(sim: &Sim) -> Vec<(std::time::Duration, LinkError)> {
 /// 1 s pause over a new connection and times out 12 000 ms after its own send.
 #[test]
 fn silent_server_first_packet_timeout_reconnects_and_retries_once() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::without_probe();
     sim.foreground(true);
     sim.script.answer = Answer::Never;
     let id = sim.start(spec(1, b"x"));
@@ -117,7 +117,7 @@ fn default_task_total_timeout_is_forty_seconds_and_is_never_retried() {
 
 #[test]
 fn packet_to_packet_timeout_when_the_response_stops_midway() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::without_probe();
     // 80-byte frame in 2 pieces, the second 30 s later: the header arrives at 85 ms.
     sim.script.answer = Answer::Dribble {
         chunks: 2,
@@ -141,7 +141,7 @@ fn packet_to_packet_timeout_when_the_response_stops_midway() {
 
 #[test]
 fn read_write_timeout_when_the_server_dribbles_but_the_link_is_spared() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::without_probe();
     // Mars's test: the server sends 16 bytes every 4 s. A 220-byte frame takes 14 pieces.
     sim.script.answer = Answer::Dribble {
         chunks: 14,
@@ -211,7 +211,7 @@ fn a_timed_out_task_on_a_healthy_link_fails_alone_and_is_retried_on_the_same_lin
 /// the timeout that detected the stall and the link is dropped.
 #[test]
 fn a_stalled_link_fails_every_running_task_and_reconnects() {
-    let mut sim = Sim::new();
+    let mut sim = Sim::without_probe();
     sim.script.answer = Answer::Never;
     let a = sim.start(spec(1, b"a").with_retry_count(0));
     let b = sim.start(spec(1, b"b").with_retry_count(0));

@@ -1,0 +1,299 @@
+//! Phobos's recovery on weak links ([`Recovery`], [`Racing::hedges`]): resend window after a
+//! drop, reconnect after progress, stall probe, dial hedging. Each scenario also runs on
+//! [`ConnectProfile::MarsClassic`], which must keep Mars's behaviour (and does worse).
+
+use std::time::Duration;
+
+use phobos_plugin_api::codec::HEARTBEAT_CMD;
+use phobos_plugin_api::{CmdId, Seq};
+
+use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
+use crate::{
+    Action, ConnectProfile, Event, LinkError, LinkStatus, SocketFailure, TaskError, TaskSpec,
+};
+
+/// The lab's workload: 40 echo tasks of 200 bytes, one every 250 ms, 15 s total timeout
+/// each, in the foreground. Returns how many succeeded.
+fn workload(sim: &mut Sim) -> usize {
+    sim.foreground(true);
+    let mut ids = Vec::new();
+    for i in 0..40u8 {
+        let spec = TaskSpec::new(CmdId(1), vec![i; 200]).with_total_timeout(secs(15));
+        ids.push(sim.start(spec));
+        sim.run_for(ms(250));
+    }
+    sim.run_for(secs(20));
+    ids.iter()
+        .filter(|id| sim.ends.get(id).is_some_and(|(_, e)| e.outcome.is_ok()))
+        .count()
+}
+
+fn sim(profile: ConnectProfile) -> Sim {
+    Sim::with_config(
+        config_with(&[server_addr(1)])
+            .connect_profile(profile)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn heartbeat_len(sim: &Sim) -> usize {
+    sim.frame(HEARTBEAT_CMD, Seq(0), &[]).len()
+}
+
+fn connects(sim: &Sim) -> Vec<Duration> {
+    sim.action_times(|a| matches!(a, Action::Connect { .. }))
+}
+
+fn link_downs(sim: &Sim) -> Vec<(Duration, LinkError)> {
+    sim.events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::LinkStatus {
+                status: LinkStatus::Disconnected,
+                reason: Some(r),
+                ..
+            } => Some((t.duration_since(sim.t0), r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_closed_after_two_kilobytes_still_completes_every_task() {
+    let mut phobos = sim(ConnectProfile::Phobos);
+    phobos.script.close_after = Some(2_000);
+    assert_eq!(workload(&mut phobos), 40);
+
+    // Mars pipelines the whole backlog on each new connection (which dies before answering
+    // it) and waits 5 s between reconnects.
+    let mut mars = sim(ConnectProfile::MarsClassic);
+    mars.script.close_after = Some(2_000);
+    let done = workload(&mut mars);
+    assert!(done < 20, "mars-classic completed {done}");
+}
+
+#[test]
+fn a_stall_after_two_kilobytes_is_probed_and_the_tasks_move_to_a_new_connection() {
+    let mut phobos = sim(ConnectProfile::Phobos);
+    phobos.script.stall_after = Some(2_000);
+    let done = workload(&mut phobos);
+    assert_eq!(done, 40);
+    // Every drop is a probe that went unanswered, a few seconds after the stall.
+    let downs = link_downs(&phobos);
+    assert!(downs.len() >= 3, "{downs:?}");
+    assert!(downs
+        .iter()
+        .all(|(_, r)| *r == LinkError::Socket(SocketFailure::HeartbeatTimeout)));
+
+    let mut mars = sim(ConnectProfile::MarsClassic);
+    mars.script.stall_after = Some(2_000);
+    let done = workload(&mut mars);
+    assert!(done < 25, "mars-classic completed {done}");
+}
+
+#[test]
+fn after_a_drop_the_backlog_goes_out_under_a_window_that_grows_per_response() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    sim.script.answer = Answer::Delay(ms(100));
+    let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_until_end(first, secs(5));
+    // The link breaks, then ten tasks queue while it is down.
+    let conn = sim.open_conns()[0];
+    sim.server_close(conn);
+    sim.run_for(ms(30));
+    assert!(!sim.engine.is_connected("default-longlink"));
+    for i in 0..10u8 {
+        sim.engine
+            .start_task(sim.now, TaskSpec::new(CmdId(2), vec![i; 10]));
+    }
+    sim.drain();
+    let ok = sim.run_until(secs(10), |s| {
+        s.ends.values().filter(|(_, e)| e.outcome.is_ok()).count() == 11
+    });
+    assert!(ok, "every task succeeds");
+    // Requests on the new connection, grouped by arrival instant: 2, then one more per
+    // response (the server answers each after 100 ms), so the window doubles per round
+    // trip: 2, 4, and the last 4.
+    let mut bursts: Vec<(Duration, usize)> = Vec::new();
+    for (t, c, h) in &sim.server_log {
+        if *c == conn || h.cmd_id != CmdId(2) {
+            continue;
+        }
+        let t = t.duration_since(sim.t0);
+        match bursts.last_mut() {
+            Some((at, n)) if *at == t => *n += 1,
+            _ => bursts.push((t, 1)),
+        }
+    }
+    let sizes: Vec<usize> = bursts.iter().map(|b| b.1).collect();
+    assert_eq!(sizes, vec![2, 4, 4], "{bursts:?}");
+
+    // Mars sends the whole backlog at once.
+    let mut mars = super::recovery::sim(ConnectProfile::MarsClassic);
+    mars.foreground(true);
+    let first = mars.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    mars.run_until_end(first, secs(5));
+    let conn = mars.open_conns()[0];
+    mars.server_close(conn);
+    mars.run_for(ms(30));
+    for i in 0..10u8 {
+        mars.engine
+            .start_task(mars.now, TaskSpec::new(CmdId(2), vec![i; 10]));
+    }
+    mars.drain();
+    mars.run_for(secs(10));
+    let times: Vec<Duration> = mars
+        .server_log
+        .iter()
+        .filter(|(_, c, h)| *c != conn && h.cmd_id == CmdId(2))
+        .map(|(t, _, _)| t.duration_since(mars.t0))
+        .collect();
+    assert_eq!(times.len(), 10);
+    assert!(times.iter().all(|t| *t == times[0]), "{times:?}");
+}
+
+#[test]
+fn a_link_that_delivered_a_response_reconnects_at_once_one_that_did_not_is_paced() {
+    // Productive: a response came back before the server closed.
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_until_end(first, secs(5));
+    sim.run_for(secs(1));
+    let conn = sim.open_conns()[0];
+    sim.server_close(conn);
+    sim.run_for(ms(100));
+    let second = sim.start(TaskSpec::new(CmdId(1), &b"b"[..]));
+    let (at, end) = sim.run_until_end(second, secs(10));
+    assert!(end.outcome.is_ok());
+    let c = connects(&sim);
+    assert_eq!(c.len(), 2);
+    // The task started 100 ms after the close connects right away.
+    assert_eq!(c[1], ms(1_085 + 100));
+    assert!(at < c[1] + ms(200));
+
+    // Unproductive: the server closed before answering anything; the task row (5 s since
+    // the last cycle start) applies, as in Mars.
+    let mut sim = super::recovery::sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    sim.script.answer = Answer::Close;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]).with_retry_count(1));
+    sim.run_until_end(id, secs(30));
+    assert_eq!(connects(&sim)[..2], [ms(0), secs(5)]);
+
+    // Mars: the task row even after a productive link.
+    let mut mars = super::recovery::sim(ConnectProfile::MarsClassic);
+    mars.foreground(true);
+    let first = mars.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    mars.run_until_end(first, secs(5));
+    mars.run_for(secs(1));
+    let conn = mars.open_conns()[0];
+    mars.server_close(conn);
+    mars.run_for(ms(100));
+    let second = mars.start(TaskSpec::new(CmdId(1), &b"b"[..]));
+    mars.run_until_end(second, secs(10));
+    assert_eq!(connects(&mars)[1], secs(5));
+}
+
+#[test]
+fn a_slow_task_on_a_live_link_is_probed_but_spared() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.script.answer = Answer::Delay(secs(9));
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"slow"[..]));
+    let (at, end) = sim.run_until_end(id, secs(30));
+    assert!(end.outcome.is_ok());
+    assert_eq!(
+        at,
+        ms(40 + 9_000 + 40 + 5 - 5),
+        "answered on the first connection"
+    );
+    assert!(link_downs(&sim).is_empty());
+    // Probes after 1 s of quiet, then 2 s, then 4 s after each answer: 3 probes plus the
+    // heartbeat at connect.
+    assert_eq!(sim.engine.stats().stall_probes, 3);
+    assert_eq!(connects(&sim).len(), 1);
+}
+
+#[test]
+fn a_silent_link_is_dropped_by_the_probe_and_the_task_retried_on_a_new_one() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    // A middlebox passes the heartbeat and one request per connection, then nothing.
+    let per_conn = heartbeat_len(&sim) + sim.frame(CmdId(1), Seq(1), b"warm").len();
+    sim.script.stall_after = Some(per_conn);
+    let warm = sim.start(TaskSpec::new(CmdId(1), &b"warm"[..]));
+    sim.run_until_end(warm, secs(5));
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let sent = sim.elapsed();
+    let (at, end) = sim.run_until_end(id, secs(30));
+    assert!(end.outcome.is_ok());
+    // Quiet for 1 s (4 × the 40 ms round trip is below the floor), then 2 s for the
+    // probe's reply.
+    assert_eq!(
+        link_downs(&sim),
+        vec![(
+            sent + secs(3),
+            LinkError::Socket(SocketFailure::HeartbeatTimeout)
+        )]
+    );
+    assert!(
+        at < sent + secs(5),
+        "retried well within the first-packet timeout"
+    );
+
+    // Mars notices only at the first-packet timeout (12 s).
+    let mut mars = super::recovery::sim(ConnectProfile::MarsClassic);
+    mars.foreground(true);
+    mars.script.stall_after = Some(per_conn);
+    let warm = mars.start(TaskSpec::new(CmdId(1), &b"warm"[..]));
+    mars.run_until_end(warm, secs(5));
+    let id = mars.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let (at, _) = mars.run_until_end(id, secs(60));
+    assert!(at > secs(12), "{at:?}");
+}
+
+#[test]
+fn a_lost_syn_is_hedged_with_a_fresh_attempt_to_the_same_address() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.script.lost_connects = 1;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let (at, end) = sim.run_until_end(id, secs(30));
+    assert!(end.outcome.is_ok());
+    // The hedge goes after the 250 ms stagger and connects one round trip later.
+    assert_eq!(connects(&sim), vec![ms(0), ms(250)]);
+    assert_eq!(at, ms(250 + 40 + 45));
+    let cycle = sim
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::ConnectCycle(r) => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(cycle.attempts.len(), 2);
+    assert_eq!(cycle.attempts[0].addr, cycle.attempts[1].addr);
+
+    // Mars waits for the connect timeout (10 s) and starts a new cycle.
+    let mut mars = super::recovery::sim(ConnectProfile::MarsClassic);
+    mars.script.lost_connects = 1;
+    let id = mars.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let (at, _) = mars.run_until_end(id, secs(60));
+    assert!(at > secs(10), "{at:?}");
+}
+
+#[test]
+fn hedges_share_the_connect_timeout_of_the_attempt_they_repeat() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.script.lost_connects = 100;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0));
+    let (at, end) = sim.run_until_end(id, secs(60));
+    assert_eq!(
+        end.outcome,
+        Err(TaskError::Timeout(crate::TimeoutLevel::Connect))
+    );
+    assert_eq!(at, secs(10), "the cycle still ends at the connect timeout");
+    // One attempt and three hedges, a stagger apart.
+    assert_eq!(connects(&sim), vec![ms(0), ms(250), ms(500), ms(750)]);
+}
