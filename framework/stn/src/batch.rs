@@ -173,16 +173,13 @@ impl TaskBatch {
     /// Waits until at least one task has ended, then appends every end available now to
     /// `out` and returns how many. Returns 0 at once when no task is outstanding.
     pub async fn recv_many(&mut self, out: &mut Vec<BatchEnd>) -> usize {
-        if self.ready.is_empty() {
-            if self.outstanding == 0 {
-                return 0;
-            }
+        if self.ready.is_empty() && self.outstanding > 0 {
             // The batch holds a sender itself, so the channel never closes.
             if let Some(ends) = self.rx.recv().await {
-                self.ready.extend(ends);
+                return self.take_ready(out, ends);
             }
         }
-        self.take_ready(out)
+        self.take_ready(out, Vec::new())
     }
 
     /// Like [`recv_many`](Self::recv_many), blocking the thread (outside async code; see
@@ -192,15 +189,12 @@ impl TaskBatch {
     ///
     /// When called from inside an async context.
     pub fn blocking_recv_many(&mut self, out: &mut Vec<BatchEnd>) -> usize {
-        if self.ready.is_empty() {
-            if self.outstanding == 0 {
-                return 0;
-            }
+        if self.ready.is_empty() && self.outstanding > 0 {
             if let Some(ends) = self.rx.blocking_recv() {
-                self.ready.extend(ends);
+                return self.take_ready(out, ends);
             }
         }
-        self.take_ready(out)
+        self.take_ready(out, Vec::new())
     }
 
     /// The next end; `None` when no task is outstanding.
@@ -215,13 +209,22 @@ impl TaskBatch {
         Some(end)
     }
 
-    fn take_ready(&mut self, out: &mut Vec<BatchEnd>) -> usize {
-        // Whatever else the driver already sent.
-        while let Ok(ends) = self.rx.try_recv() {
-            self.ready.extend(ends);
-        }
-        let n = self.ready.len();
+    /// Moves `first` (just received), whatever [`recv`](Self::recv) left over and whatever
+    /// else the driver already sent into `out`.
+    ///
+    /// Design: a received `Vec` is moved into an empty `out` whole, not copied end by end.
+    fn take_ready(&mut self, out: &mut Vec<BatchEnd>, mut first: Vec<BatchEnd>) -> usize {
+        let before = out.len();
         out.extend(self.ready.drain(..));
+        if out.is_empty() {
+            std::mem::swap(out, &mut first);
+        } else {
+            out.append(&mut first);
+        }
+        while let Ok(mut ends) = self.rx.try_recv() {
+            out.append(&mut ends);
+        }
+        let n = out.len() - before;
         self.outstanding -= n;
         n
     }
