@@ -46,7 +46,7 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|raw`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -111,21 +111,21 @@ fn main() {
             .ok()
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
             .unwrap_or_else(|| IN_FLIGHT.to_vec());
-        if only == "phobos" || only == "phobos-batch" {
-            // Profiling aid: one Phobos client alone.
+        if matches!(only.as_str(), "phobos" | "phobos-batch" | "raw") {
+            // Profiling aid: one client alone.
             for &n in &levels {
-                if only == "phobos" {
-                    phobos_run(addr, n, total).await.print(n, "phobos", None);
-                } else {
-                    phobos_batch_run(addr, n, total)
+                match only.as_str() {
+                    "phobos" => phobos_run(addr, n, total).await.print(n, "phobos", None),
+                    "raw" => raw_run(addr, n, total).await.print(n, "raw", None),
+                    _ => phobos_batch_run(addr, n, total)
                         .await
-                        .print(n, "pho-batch", None);
+                        .print(n, "pho-batch", None),
                 }
             }
             return;
         }
         for n in levels.into_iter().filter(|_| only != "memory") {
-            // Rounds alternate the three clients, so a load change on the machine hits all
+            // Rounds alternate the four clients, so a load change on the machine hits all
             // of them; each figure is the median over the rounds.
             let (mut raw, mut mux, mut pho, mut bat) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -230,15 +230,21 @@ fn cpu_time() -> Duration {
 
 /// The baseline: hand-written pipelining over one socket.
 async fn raw_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
-    let codec = MarsCodec::default();
-    let mut sock = TcpStream::connect(addr).await.expect("connect");
-    sock.set_nodelay(true).expect("nodelay");
-    let body = vec![0xABu8; BODY_LEN];
-    // Warm up with the same pattern, then measure.
-    raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
-    let (t0, c0) = (Instant::now(), cpu_time());
-    let lat = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
-    RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat)
+    // A runtime task like every other client's callers (not the `block_on` thread, whose
+    // wake-ups cross threads).
+    tokio::spawn(async move {
+        let codec = MarsCodec::default();
+        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        sock.set_nodelay(true).expect("nodelay");
+        let body = vec![0xABu8; BODY_LEN];
+        // Warm up with the same pattern, then measure.
+        raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
+        let (t0, c0) = (Instant::now(), cpu_time());
+        let lat = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
+        RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat)
+    })
+    .await
+    .expect("raw client")
 }
 
 async fn raw_pipeline(
