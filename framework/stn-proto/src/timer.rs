@@ -92,6 +92,22 @@ impl TimerTable {
         }
     }
 
+    /// Arms (or re-arms) `kind` at `now + after`: the same as `set(kind, now + after)`.
+    ///
+    /// Design: a task timer's deadline is kept as nanoseconds since the table's epoch, and
+    /// converting an `Instant` costs a timespec subtraction; every task timer is armed
+    /// relative to the input's `now`, so `now` is converted once per input, not once per
+    /// timer.
+    pub(crate) fn set_after(&mut self, kind: TimerKind, now: Instant, after: Duration) {
+        match task_level(kind) {
+            Some((id, level)) => {
+                let ns = self.tasks.ns_after(now, after);
+                self.tasks.set_ns(id, level, ns);
+            }
+            None => self.set(kind, now + after),
+        }
+    }
+
     /// Arms (or re-arms) `kind` at `at`.
     pub(crate) fn set(&mut self, kind: TimerKind, at: Instant) {
         if let Some((id, level)) = task_level(kind) {
@@ -270,6 +286,8 @@ struct TaskTimers {
     pending: Vec<TaskId>,
     /// Armed deadlines (not tasks), for [`TimerTable::len`].
     armed: usize,
+    /// The last `now` given to [`ns_after`](Self::ns_after), converted.
+    now_ns: Option<(Instant, u64)>,
 }
 
 /// Packs a heap key.
@@ -296,6 +314,7 @@ impl TaskTimers {
             heap: BinaryHeap::new(),
             pending: Vec::new(),
             armed: 0,
+            now_ns: None,
         }
     }
 
@@ -326,8 +345,26 @@ impl TaskTimers {
         }
     }
 
+    /// `ns(now + after)`, converting `now` only when it changed since the last call.
+    fn ns_after(&mut self, now: Instant, after: Duration) -> u64 {
+        let base = match self.now_ns {
+            Some((at, ns)) if at == now => ns,
+            _ => {
+                let ns = self.ns(now);
+                self.now_ns = Some((now, ns));
+                ns
+            }
+        };
+        // `ns` saturates at twice its midpoint (2^63); so does this.
+        (u128::from(base) + after.as_nanos()).min(1 << 63) as u64
+    }
+
     fn set(&mut self, id: TaskId, level: usize, at: Instant) {
         let ns = self.ns(at);
+        self.set_ns(id, level, ns);
+    }
+
+    fn set_ns(&mut self, id: TaskId, level: usize, ns: u64) {
         let slots = self.slots.entry(id).or_insert(Slots {
             at: [UNARMED; 4],
             pending: false,
@@ -480,6 +517,38 @@ impl TaskTimers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_after_arms_exactly_what_set_arms() {
+        let t0 = crate::tests::epoch::epoch();
+        let (mut a, mut b) = (TimerTable::new(t0), TimerTable::new(t0));
+        let mut now = t0;
+        for i in 0..200u32 {
+            // Several timers per `now` (the cached conversion), then a new `now`.
+            if i % 3 == 0 {
+                now += Duration::from_nanos(u64::from(i) * 7_919_333);
+            }
+            let after = Duration::from_nanos(u64::from(i % 17) * 123_456_789 + 1);
+            let kind = match i % 4 {
+                0 => TimerKind::TaskTotal(TaskId(i % 50)),
+                1 => TimerKind::FirstPacket(TaskId(i % 50)),
+                2 => TimerKind::ReadWrite(TaskId(i % 50)),
+                _ => TimerKind::Heartbeat(i as usize % 3),
+            };
+            a.set_after(kind, now, after);
+            b.set(kind, now + after);
+            assert_eq!(a.deadline(kind), b.deadline(kind));
+            a.settle();
+            b.settle();
+            assert_eq!(a.next(), b.next());
+        }
+        assert_eq!(a.len(), b.len());
+        let late = now + Duration::from_secs(100);
+        while let Some(x) = b.pop_due(late) {
+            assert_eq!(a.pop_due(late), Some(x));
+        }
+        assert_eq!(a.pop_due(late), None);
+    }
 
     #[test]
     fn rearming_moves_the_deadline_and_pop_is_in_order() {

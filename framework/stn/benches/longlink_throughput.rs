@@ -29,8 +29,14 @@
 //!   awaiting `start_task` in a loop (limits off, so the frequency limit does not refuse
 //!   the identical bodies).
 //!
+//! - **phobos-batch** (the same shape as raw, through the public API): one caller keeping `N`
+//!   tasks outstanding on one [`TaskBatch`](phobos_stn::TaskBatch): it starts `N`, then on
+//!   every batch of ends it receives checks each end and starts one replacement per end,
+//!   all replacements of one batch in one `start` call.
+//!
 //! The ratio that isolates Phobos's own cost is phobos / raw-mux: both pay the per-request
 //! task wake-ups, channel hops and oneshots of independent callers, which raw does not.
+//! Likewise phobos-batch / raw: both are one loop replacing completions in batches.
 //!
 //! Besides tasks/s and latency, each run reports the client process's CPU time per task
 //! (all its threads, from `/proc/self/task/*/schedstat`; the server is another process).
@@ -40,7 +46,7 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|raw`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -53,7 +59,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec, Seq};
-use phobos_stn::{Client, ClientConfig, LinkStatus, TaskSpec};
+use phobos_stn::{BatchEnd, Client, ClientConfig, LinkStatus, TaskSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -105,26 +111,35 @@ fn main() {
             .ok()
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
             .unwrap_or_else(|| IN_FLIGHT.to_vec());
-        if only == "phobos" {
-            // Profiling aid: Phobos alone.
+        if matches!(only.as_str(), "phobos" | "phobos-batch" | "raw") {
+            // Profiling aid: one client alone.
             for &n in &levels {
-                phobos_run(addr, n, total).await.print(n, "phobos", None);
+                match only.as_str() {
+                    "phobos" => phobos_run(addr, n, total).await.print(n, "phobos", None),
+                    "raw" => raw_run(addr, n, total).await.print(n, "raw", None),
+                    _ => phobos_batch_run(addr, n, total)
+                        .await
+                        .print(n, "pho-batch", None),
+                }
             }
             return;
         }
         for n in levels.into_iter().filter(|_| only != "memory") {
-            // Rounds alternate the three clients, so a load change on the machine hits all
+            // Rounds alternate the four clients, so a load change on the machine hits all
             // of them; each figure is the median over the rounds.
-            let (mut raw, mut mux, mut pho) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut raw, mut mux, mut pho, mut bat) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 raw.push(raw_run(addr, n, total).await);
                 mux.push(mux_run(addr, n, total).await);
                 pho.push(phobos_run(addr, n, total).await);
+                bat.push(phobos_batch_run(addr, n, total).await);
             }
-            let (raw, mux, pho) = (median(raw), median(mux), median(pho));
+            let (raw, mux, pho, bat) = (median(raw), median(mux), median(pho), median(bat));
             raw.print(n, "raw", None);
             mux.print(n, "raw-mux", Some(mux.tasks_per_sec / raw.tasks_per_sec));
             pho.print(n, "phobos", Some(pho.tasks_per_sec / raw.tasks_per_sec));
+            bat.print(n, "pho-batch", Some(bat.tasks_per_sec / raw.tasks_per_sec));
             println!(
                 "{:>9} {:>8} phobos / raw-mux = {:.0} % of the throughput; CPU per task: \
                  phobos / raw = {:.2}, phobos / raw-mux = {:.2}",
@@ -133,6 +148,14 @@ fn main() {
                 pho.tasks_per_sec / mux.tasks_per_sec * 100.0,
                 pho.cpu_us_per_task / raw.cpu_us_per_task,
                 pho.cpu_us_per_task / mux.cpu_us_per_task,
+            );
+            println!(
+                "{:>9} {:>8} phobos-batch / raw = {:.0} % of the throughput; CPU per task: \
+                 phobos-batch / raw = {:.2}",
+                "",
+                "",
+                bat.tasks_per_sec / raw.tasks_per_sec * 100.0,
+                bat.cpu_us_per_task / raw.cpu_us_per_task,
             );
         }
         if only != "throughput" {
@@ -207,15 +230,21 @@ fn cpu_time() -> Duration {
 
 /// The baseline: hand-written pipelining over one socket.
 async fn raw_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
-    let codec = MarsCodec::default();
-    let mut sock = TcpStream::connect(addr).await.expect("connect");
-    sock.set_nodelay(true).expect("nodelay");
-    let body = vec![0xABu8; BODY_LEN];
-    // Warm up with the same pattern, then measure.
-    raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
-    let (t0, c0) = (Instant::now(), cpu_time());
-    let lat = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
-    RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat)
+    // A runtime task like every other client's callers (not the `block_on` thread, whose
+    // wake-ups cross threads).
+    tokio::spawn(async move {
+        let codec = MarsCodec::default();
+        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        sock.set_nodelay(true).expect("nodelay");
+        let body = vec![0xABu8; BODY_LEN];
+        // Warm up with the same pattern, then measure.
+        raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
+        let (t0, c0) = (Instant::now(), cpu_time());
+        let lat = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
+        RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat)
+    })
+    .await
+    .expect("raw client")
 }
 
 async fn raw_pipeline(
@@ -416,6 +445,82 @@ async fn phobos_callers(
         all.extend(c.await.expect("caller"));
     }
     all
+}
+
+/// Phobos through the batch API: one caller keeps `in_flight` tasks outstanding on one
+/// `TaskBatch`, replacing each batch of ends with one `start` call.
+async fn phobos_batch_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
+        .link_addrs("default-longlink", [addr.into()])
+        .build()
+        .expect("config");
+    let client = Client::start(config).expect("client");
+    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
+    phobos_batch(&client, &body, in_flight, total / 10 + 1).await;
+    let (t0, c0) = (Instant::now(), cpu_time());
+    let lat = phobos_batch(&client, &body, in_flight, total).await;
+    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat);
+    client.shutdown().await;
+    result
+}
+
+async fn phobos_batch(
+    client: &Client,
+    body: &Bytes,
+    in_flight: usize,
+    total: usize,
+) -> Vec<Duration> {
+    // A runtime task like the callers of the `phobos` row (not the `block_on` thread).
+    let (client, body) = (client.clone(), body.clone());
+    tokio::spawn(async move { phobos_batch_caller(&client, &body, in_flight, total).await })
+        .await
+        .expect("caller")
+}
+
+async fn phobos_batch_caller(
+    client: &Client,
+    body: &Bytes,
+    in_flight: usize,
+    total: usize,
+) -> Vec<Duration> {
+    let spec = || TaskSpec::new(CmdId(7), body.clone()).with_limits(false, false);
+    let mut batch = client.task_batch();
+    // Indexed by key - base (this caller is the client's only one, so its keys are
+    // consecutive): when the task started, and whether it still waits for its end.
+    let mut started_at: Vec<Instant> = Vec::with_capacity(total + 1);
+    let mut waiting: Vec<bool> = Vec::with_capacity(total + 1);
+    let mut latencies = Vec::with_capacity(total);
+    let first = in_flight.min(total);
+    let t = Instant::now();
+    let keys = batch.start((0..first).map(|_| spec()));
+    let base = keys.first().expect("at least one task").get();
+    started_at.resize(first, t);
+    waiting.resize(first, true);
+    let mut sent = first;
+    let mut ends: Vec<BatchEnd> = Vec::with_capacity(in_flight);
+    while latencies.len() < total {
+        ends.clear();
+        assert!(batch.recv_many(&mut ends).await > 0, "tasks outstanding");
+        for end in &ends {
+            let resp = end.outcome.as_ref().expect("task");
+            assert_eq!(resp.body.len(), BODY_LEN, "response body");
+            let i = end.key.get().checked_sub(base).expect("own key") as usize;
+            let slot = waiting.get_mut(i).expect("own key");
+            assert!(*slot, "one end per task");
+            *slot = false;
+            latencies.push(started_at[i].elapsed());
+        }
+        let more = ends.len().min(total - sent);
+        if more > 0 {
+            let t = Instant::now();
+            let keys = batch.start((0..more).map(|_| spec()));
+            assert_eq!(keys.first().map(|k| k.get()), Some(base + sent as u64));
+            started_at.resize(sent + more, t);
+            waiting.resize(sent + more, true);
+            sent += more;
+        }
+    }
+    latencies
 }
 
 /// RSS of this process with `n` idle, connected long links (one `Client` each), against the

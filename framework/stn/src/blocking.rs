@@ -7,6 +7,7 @@ use phobos_plugin_api::NetKind;
 use phobos_stn_proto::{ConfigError, LinkName, LinkStatus, Response, TaskError, TaskSpec};
 use tokio::sync::oneshot;
 
+use crate::batch::TaskBatch;
 use crate::client::{
     Client, DriverStats, LinkEvents, PushStream, StreamError, TaskHandle, TaskKey,
 };
@@ -93,6 +94,12 @@ impl BlockingClient {
     /// The [`TaskError`] that ended the task.
     pub fn run_task(&self, spec: TaskSpec) -> Result<Response, TaskError> {
         self.client.start_task(spec).wait()
+    }
+
+    /// Starts many tasks with one command (see [`Client::start_tasks`]);
+    /// [`TaskBatch::blocking_recv_many`] blocks for their ends.
+    pub fn start_tasks(&self, specs: impl IntoIterator<Item = TaskSpec>) -> TaskBatch {
+        self.client.start_tasks(specs)
     }
 
     /// Cancels a task (see [`Client::cancel`]).

@@ -15,6 +15,7 @@ use phobos_stn_proto::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::batch::TaskBatch;
 use crate::config::ClientConfig;
 use crate::driver::{self, Command};
 
@@ -68,6 +69,15 @@ pub struct TaskHandle {
 /// Names a task started through a [`Client`], for [`Client::cancel`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskKey(pub(crate) u64);
+
+impl TaskKey {
+    /// The key as a number: one client numbers its tasks 1, 2, 3, … in the order they are
+    /// started (a [`TaskBatch::start`](crate::TaskBatch::start) call takes consecutive
+    /// numbers).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
 
 /// A frame the server pushed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +211,20 @@ impl Client {
         }
     }
 
+    /// A new, empty [`TaskBatch`]: many tasks started with one command each round and their
+    /// ends delivered together (see the [`TaskBatch`] docs).
+    pub fn task_batch(&self) -> TaskBatch {
+        TaskBatch::new(self.clone())
+    }
+
+    /// Starts every task of `specs` in one command to the driver and returns the batch that
+    /// receives their ends (see [`TaskBatch::start`]); start more through it.
+    pub fn start_tasks(&self, specs: impl IntoIterator<Item = TaskSpec>) -> TaskBatch {
+        let mut batch = self.task_batch();
+        let _ = batch.start(specs);
+        batch
+    }
+
     /// Cancels a task: it ends with [`TaskError::Canceled`] unless it already ended.
     pub fn cancel(&self, key: TaskKey) {
         let _ = self.inner.commands.send(Command::Cancel { key });
@@ -296,6 +320,11 @@ impl Client {
         if self.inner.commands.send(Command::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Reserves `n` consecutive task keys; returns the first.
+    pub(crate) fn next_keys(&self, n: u64) -> u64 {
+        self.inner.next_key.fetch_add(n, Ordering::Relaxed)
     }
 
     pub(crate) fn send(&self, cmd: Command) -> bool {

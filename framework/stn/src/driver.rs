@@ -42,6 +42,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn};
 
+use crate::batch::{BatchOut, BatchReply, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, LinkStream};
@@ -57,6 +58,8 @@ pub(crate) enum Command {
         spec: Box<TaskSpec>,
         reply: oneshot::Sender<TaskEnd>,
     },
+    /// Several tasks whose ends go back together ([`TaskBatch`](crate::TaskBatch)).
+    StartBatch(BatchStart),
     Cancel {
         key: TaskKey,
     },
@@ -127,6 +130,7 @@ pub(crate) async fn run(
         attempts: FxHashMap::default(),
         keys: FxHashMap::default(),
         waiters: FxHashMap::default(),
+        batch_out: BatchOut::default(),
         outputs,
         watchdog,
         connect_attempts: 0,
@@ -196,6 +200,8 @@ struct Driver {
     attempts: FxHashMap<ConnId, (LinkName, AbortHandle)>,
     keys: FxHashMap<TaskKey, TaskId>,
     waiters: FxHashMap<TaskId, Waiter>,
+    /// Ends of batch tasks, sent once per iteration.
+    batch_out: BatchOut,
     outputs: Outputs,
     watchdog: Watchdog,
     connect_attempts: u64,
@@ -235,7 +241,15 @@ enum ConnRead {
 struct Waiter {
     key: TaskKey,
     link: LinkName,
-    reply: oneshot::Sender<TaskEnd>,
+    reply: Reply,
+}
+
+/// Where a task's end goes.
+enum Reply {
+    /// A [`TaskHandle`](crate::TaskHandle).
+    One(oneshot::Sender<TaskEnd>),
+    /// A [`TaskBatch`](crate::TaskBatch).
+    Batch(BatchReply),
 }
 
 impl Conn {
@@ -356,6 +370,8 @@ impl Driver {
             }
             self.drain();
             self.flush(t);
+            // After the writes: the batches' callers wake once per iteration.
+            self.batch_out.flush();
             self.watchdog.leave(now());
         }
     }
@@ -434,7 +450,27 @@ impl Driver {
                 m::count(&m::TASKS_STARTED_KEY, 1);
                 trace!(task = %id, link = %link, "task started");
                 self.keys.insert(key, id);
-                self.waiters.insert(id, Waiter { key, link, reply });
+                self.waiters.insert(
+                    id,
+                    Waiter {
+                        key,
+                        link,
+                        reply: Reply::One(reply),
+                    },
+                );
+            }
+            Command::StartBatch(mut batch) => {
+                let (first, specs, sink) = batch.take();
+                m::count(&m::TASKS_STARTED_KEY, specs.len() as u64);
+                for (i, spec) in specs.into_iter().enumerate() {
+                    let key = TaskKey(first + i as u64);
+                    let link = spec.link.clone();
+                    let id = self.engine.queue_task(t, spec);
+                    trace!(task = %id, link = %link, "task started");
+                    self.keys.insert(key, id);
+                    let reply = Reply::Batch(BatchReply::new(key, sink.clone()));
+                    self.waiters.insert(id, Waiter { key, link, reply });
+                }
             }
             Command::Cancel { key } => {
                 if let Some(id) = self.keys.get(&key) {
@@ -754,7 +790,12 @@ impl Driver {
                 "task ended: failed"
             ),
         }
-        let _ = w.reply.send(end);
+        match w.reply {
+            Reply::One(tx) => {
+                let _ = tx.send(end);
+            }
+            Reply::Batch(reply) => self.batch_out.push(reply, end.outcome, end.profile),
+        }
     }
 
     fn link_status(
@@ -935,7 +976,9 @@ impl Driver {
         self.save_heartbeat_state();
         self.save_ranking_state();
         let n = self.waiters.len();
-        // Dropping the reply senders resolves each handle with `LocalError::Reset`.
+        self.batch_out.flush();
+        // Dropping the reply senders resolves each handle with `LocalError::Reset` (and
+        // sends each batch task's reset end).
         self.waiters.clear();
         self.keys.clear();
         self.conns.clear();

@@ -94,6 +94,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod blocking;
 mod client;
 mod config;
@@ -105,6 +106,7 @@ mod short;
 mod tls;
 mod watchdog;
 
+pub use batch::{BatchEnd, TaskBatch, TaskKeys};
 pub use blocking::{BlockingClient, StartError};
 pub use client::{
     Client, DriverStats, LinkEvent, LinkEvents, Push, PushStream, StreamError, TaskHandle, TaskKey,

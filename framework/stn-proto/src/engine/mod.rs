@@ -1038,7 +1038,8 @@ impl Engine {
         );
         task.budget_start = now;
         task.state = TaskState::Queued;
-        self.timers.set(TimerKind::TaskTotal(task.id), now + total);
+        self.timers
+            .set_after(TimerKind::TaskTotal(task.id), now, total);
         let link = &mut self.links[task.link];
         link.queue.insert((task.spec.priority, task.order, task.id));
         self.dirty[task.link] = true;
@@ -1256,9 +1257,9 @@ impl Engine {
             }
         }
         self.timers
-            .set(TimerKind::FirstPacket(id), now + t.first_packet);
+            .set_after(TimerKind::FirstPacket(id), now, t.first_packet);
         self.timers
-            .set(TimerKind::ReadWrite(id), now + t.read_write);
+            .set_after(TimerKind::ReadWrite(id), now, t.read_write);
     }
 
     fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
@@ -1391,7 +1392,8 @@ impl Engine {
         task.profile.last_byte = Some(now);
         let p2p = a.timeouts.packet_to_packet;
         self.timers.cancel(TimerKind::FirstPacket(id));
-        self.timers.set(TimerKind::PacketToPacket(id), now + p2p);
+        self.timers
+            .set_after(TimerKind::PacketToPacket(id), now, p2p);
         if gap > WEAK_PACKET_GAP {
             self.mark_weak(now);
         }

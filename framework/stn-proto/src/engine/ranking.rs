@@ -91,6 +91,12 @@ pub(crate) struct Ranking {
     nets: BTreeMap<String, BTreeMap<IpPort, Record>>,
     /// Server bans (Mars's `AddServerBan`): every port of the IP, until the instant.
     server_bans: BTreeMap<IpAddr, Instant>,
+    /// An address and its `last_success` on the current network, as last seen by
+    /// [`record`](Self::record).
+    ///
+    /// Design: a busy link reports a success per task, and all but one per 10 s are
+    /// rate-limited away; this lets those return before the two map lookups.
+    recent_success: Option<(IpPort, Instant)>,
 }
 
 /// What the core remembers about one IP:port on one network.
@@ -114,12 +120,14 @@ impl Ranking {
             label: label.to_owned(),
             nets: BTreeMap::new(),
             server_bans: BTreeMap::new(),
+            recent_success: None,
         }
     }
 
     /// The network changed: later records go to `label`, and every ban is lifted (§11.6).
     pub(crate) fn set_network(&mut self, label: &str) {
         self.label = label.to_owned();
+        self.recent_success = None;
         self.server_bans.clear();
         for records in self.nets.values_mut() {
             for r in records.values_mut() {
@@ -137,6 +145,12 @@ impl Ranking {
         success: bool,
         rtt: Option<Duration>,
     ) {
+        if let Some((a, t)) = self.recent_success {
+            let limited = now.saturating_duration_since(t) <= RECORD_RATE_LIMIT;
+            if success && rtt.is_none() && a == addr && limited {
+                return;
+            }
+        }
         if !self.nets.contains_key(&self.label) {
             self.nets.insert(self.label.clone(), BTreeMap::new());
         }
@@ -148,6 +162,14 @@ impl Ranking {
             r.rtt = Some(rtt);
         }
         let last = if success { r.last_success } else { r.last_fail };
+        if success {
+            // After this call `last_success` is `last` (rate-limited) or `now`.
+            let kept = match last {
+                Some(t) if now.saturating_duration_since(t) <= RECORD_RATE_LIMIT => t,
+                _ => now,
+            };
+            self.recent_success = Some((addr, kept));
+        }
         if last.is_some_and(|t| now.saturating_duration_since(t) <= RECORD_RATE_LIMIT) {
             return;
         }
@@ -414,6 +436,7 @@ impl Ranking {
     /// failure; the 8-bit register is folded from the 64-bit history, one bit per byte
     /// ("any failure in that byte", §11.4).
     pub(crate) fn restore(&mut self, state: &RankingState) {
+        self.recent_success = None;
         self.nets.clear();
         for net in &state.networks {
             let recs = self.nets.entry(net.label.clone()).or_default();
@@ -732,6 +755,40 @@ mod tests {
         r.set_network("mobile");
         r.set_network("wifi");
         assert!(!r.is_banned(last, &a));
+    }
+
+    #[test]
+    fn successes_are_recorded_once_per_ten_seconds_per_address_on_each_network() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut r = Ranking::new("wifi");
+        let (a, b) = (v4(1, 80), v4(2, 80));
+        let ms = Duration::from_millis;
+        // Every 1.5 s for a minute, on two addresses in turn and in bursts (the fast path
+        // for a repeated address, the maps for the other).
+        for i in 0..40u64 {
+            let at = t0 + ms(1_500 * i);
+            r.record(at, a, true, None);
+            r.record(at, a, true, None);
+            if i % 2 == 0 {
+                r.record(at, b, true, None);
+            }
+        }
+        // Recorded at 0, 10.5, 21, 31.5, 42, 52.5 s (a) and 0, 12, 24, 36, 48 s (b).
+        assert_eq!(r.get(&a).map(|x| x.successes), Some(6));
+        assert_eq!(r.get(&b).map(|x| x.successes), Some(5));
+        // A connect success carries its rtt even inside the rate limit.
+        let rtt = Some(ms(30));
+        r.record(t0 + ms(58_600), a, true, rtt);
+        assert_eq!(r.get(&a).and_then(|x| x.rtt), rtt);
+        // Another network has its own records, from the first success on.
+        r.set_network("mobile");
+        r.record(t0 + ms(58_700), a, true, None);
+        assert_eq!(r.get(&a).map(|x| x.successes), Some(1));
+        r.set_network("wifi");
+        r.record(t0 + ms(58_800), a, true, None);
+        assert_eq!(r.get(&a).map(|x| x.successes), Some(6));
+        r.record(t0 + ms(63_000), a, true, None);
+        assert_eq!(r.get(&a).map(|x| x.successes), Some(7));
     }
 
     #[test]

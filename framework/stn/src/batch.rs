@@ -1,0 +1,350 @@
+//! Many tasks at once: [`TaskBatch`], for apps that start tasks in bulk (message sync, bulk
+//! acks).
+//!
+//! A batch sends all its task specs to the driver in one command, and the driver hands the
+//! ends back in one message per driver iteration (every task of the batch that ended in
+//! that iteration), so a batch costs one channel hop and one wake-up of the caller per
+//! round, not per task. Each task is otherwise exactly a [`Client::start_task`] task: the
+//! same admission, limits, timeouts, retries and cancellation, and exactly one end.
+//!
+//! How "exactly one end" holds when the driver goes away: each task's reply, while the
+//! driver holds it, is a [`BatchReply`] whose `Drop` sends a [`LocalError::Reset`] end if
+//! the task never ended (the way a dropped `oneshot` resolves a [`TaskHandle`]), and a
+//! batch command the driver never took ends all its tasks the same way when it is dropped.
+//!
+//! [`TaskHandle`]: crate::TaskHandle
+
+use phobos_stn_proto::{LocalError, TaskError, TaskOutcome, TaskProfile, TaskSpec};
+use tokio::sync::mpsc;
+
+use crate::client::{Client, TaskKey};
+use crate::driver::Command;
+
+/// The end of one task of a [`TaskBatch`].
+#[derive(Debug)]
+pub struct BatchEnd {
+    /// The task (one of the keys [`TaskBatch::start`] returned).
+    pub key: TaskKey,
+    /// The response, or the error whose [`kind`](TaskError::kind) says which level failed.
+    pub outcome: TaskOutcome,
+    /// When things happened; `None` when the driver stopped before the task ended (the
+    /// outcome is then [`LocalError::Reset`]).
+    pub profile: Option<Box<TaskProfile>>,
+}
+
+/// The keys of the tasks one [`TaskBatch::start`] call started, in the order of its specs:
+/// consecutive, so a task's position in the call is `key - first`
+/// ([`position`](Self::position)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskKeys {
+    start: u64,
+    end: u64,
+}
+
+impl TaskKeys {
+    /// How many tasks the call started.
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Whether the call started no task.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The key of the call's first spec (`None` for an empty call).
+    pub fn first(&self) -> Option<TaskKey> {
+        (!self.is_empty()).then_some(TaskKey(self.start))
+    }
+
+    /// The position of `key`'s spec in the call, or `None` when another call started it.
+    pub fn position(&self, key: TaskKey) -> Option<usize> {
+        (self.start..self.end)
+            .contains(&key.0)
+            .then(|| (key.0 - self.start) as usize)
+    }
+}
+
+impl Iterator for TaskKeys {
+    type Item = TaskKey;
+
+    fn next(&mut self) -> Option<TaskKey> {
+        (self.start < self.end).then(|| {
+            self.start += 1;
+            TaskKey(self.start - 1)
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.len(), Some(self.len()))
+    }
+}
+
+impl ExactSizeIterator for TaskKeys {}
+
+/// A group of tasks sharing one channel for their ends (from [`Client::task_batch`] or
+/// [`Client::start_tasks`]).
+///
+/// Start tasks with [`start`](Self::start) (as often as you like: a caller keeping `N`
+/// tasks outstanding starts replacements for the ends it just received) and collect the
+/// ends with [`recv_many`](Self::recv_many) or [`recv`](Self::recv). Every task started
+/// gets exactly one [`BatchEnd`]; ends come in the order tasks finish. Dropping the batch
+/// does not cancel its tasks (cancel them with [`cancel`](Self::cancel) first); their ends
+/// are then discarded.
+///
+/// ```no_run
+/// # async fn demo(client: phobos_stn::Client) {
+/// use phobos_plugin_api::CmdId;
+/// use phobos_stn::TaskSpec;
+///
+/// let acks = (0..100u32).map(|i| TaskSpec::new(CmdId(9), i.to_be_bytes().to_vec()));
+/// let mut batch = client.start_tasks(acks);
+/// let mut ends = Vec::new();
+/// while batch.recv_many(&mut ends).await > 0 {
+///     for end in ends.drain(..) {
+///         println!("{:?}: {}", end.key, end.outcome.is_ok());
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a batch's ends arrive only through it"]
+pub struct TaskBatch {
+    client: Client,
+    tx: BatchSink,
+    rx: mpsc::UnboundedReceiver<Vec<BatchEnd>>,
+    /// Ends received but not handed out yet (by [`recv`](Self::recv)).
+    ready: std::collections::VecDeque<BatchEnd>,
+    outstanding: usize,
+}
+
+/// Where the driver sends a batch's ends: one `Vec` per driver iteration.
+pub(crate) type BatchSink = mpsc::UnboundedSender<Vec<BatchEnd>>;
+
+impl TaskBatch {
+    pub(crate) fn new(client: Client) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        TaskBatch {
+            client,
+            tx,
+            rx,
+            ready: std::collections::VecDeque::new(),
+            outstanding: 0,
+        }
+    }
+
+    /// Starts every task of `specs` with one command to the driver, which admits them all
+    /// in one pass (their frames leave in one write per link). Each task is admitted,
+    /// limited, timed and retried exactly like [`Client::start_task`]; a task refused at
+    /// admission ends at once with its [`ParamError`](phobos_stn_proto::ParamError).
+    pub fn start(&mut self, specs: impl IntoIterator<Item = TaskSpec>) -> TaskKeys {
+        let specs: Vec<TaskSpec> = specs.into_iter().collect();
+        let n = specs.len() as u64;
+        let start = self.client.next_keys(n);
+        let keys = TaskKeys {
+            start,
+            end: start + n,
+        };
+        if n == 0 {
+            return keys;
+        }
+        self.outstanding += specs.len();
+        // A send error means the driver is gone: the command comes back and dropping it
+        // ends every task with `LocalError::Reset`.
+        let _ = self.client.send(Command::StartBatch(BatchStart {
+            first: start,
+            specs,
+            sink: self.tx.clone(),
+        }));
+        keys
+    }
+
+    /// Cancels one task of the batch: it ends with [`TaskError::Canceled`] unless it already
+    /// ended.
+    pub fn cancel(&self, key: TaskKey) {
+        self.client.cancel(key);
+    }
+
+    /// Tasks started and not yet received.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// Waits until at least one task has ended, then appends every end available now to
+    /// `out` and returns how many. Returns 0 at once when no task is outstanding.
+    pub async fn recv_many(&mut self, out: &mut Vec<BatchEnd>) -> usize {
+        if self.ready.is_empty() && self.outstanding > 0 {
+            // The batch holds a sender itself, so the channel never closes.
+            if let Some(ends) = self.rx.recv().await {
+                return self.take_ready(out, ends);
+            }
+        }
+        self.take_ready(out, Vec::new())
+    }
+
+    /// Like [`recv_many`](Self::recv_many), blocking the thread (outside async code; see
+    /// [`BlockingClient`](crate::BlockingClient)).
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async context.
+    pub fn blocking_recv_many(&mut self, out: &mut Vec<BatchEnd>) -> usize {
+        if self.ready.is_empty() && self.outstanding > 0 {
+            if let Some(ends) = self.rx.blocking_recv() {
+                return self.take_ready(out, ends);
+            }
+        }
+        self.take_ready(out, Vec::new())
+    }
+
+    /// The next end; `None` when no task is outstanding.
+    pub async fn recv(&mut self) -> Option<BatchEnd> {
+        if self.ready.is_empty() && self.outstanding > 0 {
+            if let Some(ends) = self.rx.recv().await {
+                self.ready.extend(ends);
+            }
+        }
+        let end = self.ready.pop_front()?;
+        self.outstanding -= 1;
+        Some(end)
+    }
+
+    /// Moves `first` (just received), whatever [`recv`](Self::recv) left over and whatever
+    /// else the driver already sent into `out`.
+    ///
+    /// Design: a received `Vec` is moved into an empty `out` whole, not copied end by end.
+    fn take_ready(&mut self, out: &mut Vec<BatchEnd>, mut first: Vec<BatchEnd>) -> usize {
+        let before = out.len();
+        out.extend(self.ready.drain(..));
+        if out.is_empty() {
+            std::mem::swap(out, &mut first);
+        } else {
+            out.append(&mut first);
+        }
+        while let Ok(mut ends) = self.rx.try_recv() {
+            out.append(&mut ends);
+        }
+        let n = out.len() - before;
+        self.outstanding -= n;
+        n
+    }
+}
+
+/// The `StartBatch` command: tasks for the driver to admit.
+#[derive(Debug)]
+pub(crate) struct BatchStart {
+    /// The key of `specs[0]`; the others follow.
+    pub(crate) first: u64,
+    pub(crate) specs: Vec<TaskSpec>,
+    pub(crate) sink: BatchSink,
+}
+
+impl BatchStart {
+    /// Takes the specs out (the driver admits them); what stays is not ended on drop.
+    pub(crate) fn take(&mut self) -> (u64, Vec<TaskSpec>, BatchSink) {
+        (
+            self.first,
+            std::mem::take(&mut self.specs),
+            self.sink.clone(),
+        )
+    }
+}
+
+impl Drop for BatchStart {
+    /// A command the driver never took (it stopped first): each of its tasks ends with a
+    /// reset.
+    fn drop(&mut self) {
+        if self.specs.is_empty() {
+            return;
+        }
+        let ends = (0..self.specs.len() as u64)
+            .map(|i| reset(TaskKey(self.first + i)))
+            .collect();
+        let _ = self.sink.send(ends);
+    }
+}
+
+/// One batch task's way back, held by the driver while the task runs.
+#[derive(Debug)]
+pub(crate) struct BatchReply {
+    key: TaskKey,
+    /// `None` once the end was handed over.
+    sink: Option<BatchSink>,
+}
+
+impl BatchReply {
+    pub(crate) fn new(key: TaskKey, sink: BatchSink) -> Self {
+        BatchReply {
+            key,
+            sink: Some(sink),
+        }
+    }
+}
+
+impl Drop for BatchReply {
+    /// The driver dropped the task without ending it (it stopped): the task ends with a
+    /// reset.
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            let _ = sink.send(vec![reset(self.key)]);
+        }
+    }
+}
+
+/// The ends of batch tasks that ended during one driver iteration, grouped by batch, sent
+/// at the end of the iteration (one message and one wake-up per batch).
+#[derive(Debug, Default)]
+pub(crate) struct BatchOut {
+    pending: Vec<(BatchSink, Vec<BatchEnd>)>,
+}
+
+impl BatchOut {
+    /// Queues `reply`'s end.
+    pub(crate) fn push(
+        &mut self,
+        mut reply: BatchReply,
+        outcome: TaskOutcome,
+        profile: Box<TaskProfile>,
+    ) {
+        let Some(sink) = reply.sink.take() else {
+            return;
+        };
+        let end = BatchEnd {
+            key: reply.key,
+            outcome,
+            profile: Some(profile),
+        };
+        // Usually every end of an iteration belongs to the same batch or a few.
+        match self
+            .pending
+            .iter_mut()
+            .rev()
+            .find(|(s, _)| s.same_channel(&sink))
+        {
+            Some((_, ends)) => ends.push(end),
+            None => self.pending.push((sink, vec![end])),
+        }
+    }
+
+    /// Sends what was queued.
+    pub(crate) fn flush(&mut self) {
+        for (sink, ends) in self.pending.drain(..) {
+            let _ = sink.send(ends);
+        }
+    }
+}
+
+impl Drop for BatchOut {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The end of a task the driver could not finish.
+fn reset(key: TaskKey) -> BatchEnd {
+    BatchEnd {
+        key,
+        outcome: Err(TaskError::Local(LocalError::Reset)),
+        profile: None,
+    }
+}
