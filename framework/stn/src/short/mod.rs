@@ -79,8 +79,8 @@ impl fmt::Debug for ShortSettings {
 /// stable API.
 pub mod fuzzing {
     use bytes::Bytes;
-    use phobos_stn_proto::HttpRequest;
-    use tokio::io::AsyncWriteExt;
+    use phobos_stn_proto::{ExchangeError, HttpRequest, HttpResponse};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::exchange::{H1Conn, Limits};
 
@@ -88,31 +88,46 @@ pub mod fuzzing {
     /// server sends (then the server closes), in a current-thread runtime. Never panics,
     /// never hangs: any input ends in a response or a typed error.
     pub fn short_response(data: &[u8]) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
-            return;
-        };
+        if let Some(Ok(response)) = exchange_with(data) {
+            assert!(response.body.len() <= LIMITS.max_body);
+        }
+    }
+
+    /// [`short_response`]'s exchange, with its outcome (`None` only if no runtime could be
+    /// built or the HTTP handshake failed).
+    pub fn exchange_with(data: &[u8]) -> Option<Result<HttpResponse, ExchangeError>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
         let data = data.to_vec();
         rt.block_on(async move {
             let (client, mut server) = tokio::io::duplex(16 * 1024);
             tokio::spawn(async move {
+                // Read the request first, as a server does: answering before the request is
+                // read would race the client's write against the close.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match server.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = server.write_all(&data).await;
                 let _ = server.shutdown().await;
                 // Keep the read side open until the client is done.
                 let mut sink = tokio::io::sink();
                 let _ = tokio::io::copy(&mut server, &mut sink).await;
             });
-            let Ok(mut conn) = H1Conn::handshake(Box::new(client), LIMITS).await else {
-                return;
-            };
+            let mut conn = H1Conn::handshake(Box::new(client), LIMITS).await.ok()?;
             let req = HttpRequest {
                 path: "/fuzz".to_owned(),
                 headers: vec![("Content-Length".to_owned(), "1".to_owned())],
                 body: Bytes::from_static(b"x"),
             };
-            if let Ok(ex) = conn.exchange(&req, LIMITS, Box::new(|_| {})).await {
-                assert!(ex.body.len() <= LIMITS.max_body);
-            }
-        });
+            Some(conn.exchange(&req, LIMITS, Box::new(|_| {})).await)
+        })
     }
 
     const LIMITS: Limits = Limits {
@@ -122,7 +137,19 @@ pub mod fuzzing {
 
     #[cfg(test)]
     mod tests {
-        use super::short_response;
+        use super::{exchange_with, short_response};
+
+        #[test]
+        fn the_fuzz_entry_reaches_the_response_parser() {
+            // A fuzz target that never got past the handshake would find nothing: make sure
+            // good and bad answers both get parsed.
+            let ok = exchange_with(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+                .expect("exchange ran")
+                .expect("a response");
+            assert_eq!((ok.status, &ok.body[..]), (200, &b"x"[..]));
+            let bad = exchange_with(b"zzzz").expect("exchange ran");
+            assert!(bad.is_err(), "{bad:?}");
+        }
 
         #[test]
         fn odd_responses_do_not_panic() {
