@@ -497,12 +497,15 @@ pub enum ConnectProfile {
     /// is known, see [`Racing`]); a failed attempt starts the next one at once; at most
     /// [`Racing::max_concurrent`] attempts in flight; each attempt times out after
     /// [`Timing::connect_timeout`]; the first to connect wins and the others are aborted.
+    /// Once every address has started, a silent attempt is hedged ([`Racing::hedges`]). The
+    /// link recovers from drops and stalls as [`Recovery`] says.
     #[default]
     Phobos,
     /// Mars's race (§9) with exact deadlines: Mars's address order (§11.3: shuffle, history
     /// by failures, IPv6/IPv4 weighted merge), a fixed [`Timing::race_interval`] (2.5 s)
     /// between starts, [`Timing::race_max_concurrent`] (3) attempts at most, each timing out
-    /// after [`Timing::connect_timeout`] (10 s).
+    /// after [`Timing::connect_timeout`] (10 s). No hedging and no [`Recovery`]: Mars's
+    /// pipelining, reconnect table, retry pause and timeouts as they are.
     MarsClassic,
 }
 
@@ -587,7 +590,8 @@ pub struct Recovery {
     pub reconnect_after_progress: bool,
     /// Whether the stall probe runs (true).
     pub stall_probe: bool,
-    /// Bounds of the quiet time before a probe (1 s, 4 s).
+    /// Bounds of the quiet time before a probe (2 s, 4 s: above the common sub-2 s latency
+    /// spikes of mobile radios, well below Mars's 12 s first-packet timeout).
     pub probe_after: (Duration, Duration),
     /// Bounds of the probe's reply timeout (2 s, 8 s).
     pub probe_timeout: (Duration, Duration),
@@ -600,7 +604,7 @@ impl Default for Recovery {
             proven_window: 16,
             reconnect_after_progress: true,
             stall_probe: true,
-            probe_after: (Duration::from_millis(1_000), Duration::from_millis(4_000)),
+            probe_after: (Duration::from_millis(2_000), Duration::from_millis(4_000)),
             probe_timeout: (Duration::from_millis(2_000), Duration::from_millis(8_000)),
         }
     }

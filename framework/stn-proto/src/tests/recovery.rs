@@ -210,9 +210,9 @@ fn a_slow_task_on_a_live_link_is_probed_but_spared() {
         "answered on the first connection"
     );
     assert!(link_downs(&sim).is_empty());
-    // Probes after 1 s of quiet, then 2 s, then 4 s after each answer: 3 probes plus the
-    // heartbeat at connect.
-    assert_eq!(sim.engine.stats().stall_probes, 3);
+    // Probes after 2 s of quiet, then 4 s after the answer (the next would be due after
+    // 8 s more): 2 probes besides the heartbeat at connect.
+    assert_eq!(sim.engine.stats().stall_probes, 2);
     assert_eq!(connects(&sim).len(), 1);
 }
 
@@ -229,12 +229,12 @@ fn a_silent_link_is_dropped_by_the_probe_and_the_task_retried_on_a_new_one() {
     let sent = sim.elapsed();
     let (at, end) = sim.run_until_end(id, secs(30));
     assert!(end.outcome.is_ok());
-    // Quiet for 1 s (4 × the 40 ms round trip is below the floor), then 2 s for the
+    // Quiet for 2 s (4 × the 40 ms round trip is below the floor), then 2 s for the
     // probe's reply.
     assert_eq!(
         link_downs(&sim),
         vec![(
-            sent + secs(3),
+            sent + secs(4),
             LinkError::Socket(SocketFailure::HeartbeatTimeout)
         )]
     );
