@@ -535,7 +535,10 @@ pub struct Racing {
     /// are in flight, a fresh attempt to the address of the oldest pending one starts, at
     /// most this many times per cycle (3). A fresh SYN beats the kernel's SYN back-off
     /// (Linux resends a lost SYN only after 1 s, 3 s, 7 s…), so one lost packet no longer
-    /// costs a second of connect time on a lossy network. 0 turns hedging off.
+    /// costs a second of connect time on a lossy network. Hedges start only within half the
+    /// connect timeout of the attempt they repeat, share its timeout, and stop once any
+    /// attempt of the cycle has failed (an answer that came back shows the path works, so
+    /// the silent address is more likely filtered). 0 turns hedging off.
     pub hedges: usize,
 }
 
