@@ -497,12 +497,15 @@ pub enum ConnectProfile {
     /// is known, see [`Racing`]); a failed attempt starts the next one at once; at most
     /// [`Racing::max_concurrent`] attempts in flight; each attempt times out after
     /// [`Timing::connect_timeout`]; the first to connect wins and the others are aborted.
+    /// Once every address has started, a silent attempt is hedged ([`Racing::hedges`]). The
+    /// link recovers from drops and stalls as [`Recovery`] says.
     #[default]
     Phobos,
     /// Mars's race (§9) with exact deadlines: Mars's address order (§11.3: shuffle, history
     /// by failures, IPv6/IPv4 weighted merge), a fixed [`Timing::race_interval`] (2.5 s)
     /// between starts, [`Timing::race_max_concurrent`] (3) attempts at most, each timing out
-    /// after [`Timing::connect_timeout`] (10 s).
+    /// after [`Timing::connect_timeout`] (10 s). No hedging and no [`Recovery`]: Mars's
+    /// pipelining, reconnect table, retry pause and timeouts as they are.
     MarsClassic,
 }
 
@@ -532,7 +535,10 @@ pub struct Racing {
     /// are in flight, a fresh attempt to the address of the oldest pending one starts, at
     /// most this many times per cycle (3). A fresh SYN beats the kernel's SYN back-off
     /// (Linux resends a lost SYN only after 1 s, 3 s, 7 s…), so one lost packet no longer
-    /// costs a second of connect time on a lossy network. 0 turns hedging off.
+    /// costs a second of connect time on a lossy network. Hedges start only within half the
+    /// connect timeout of the attempt they repeat, share its timeout, and stop once any
+    /// attempt of the cycle has failed (an answer that came back shows the path works, so
+    /// the silent address is more likely filtered). 0 turns hedging off.
     pub hedges: usize,
 }
 
@@ -587,7 +593,8 @@ pub struct Recovery {
     pub reconnect_after_progress: bool,
     /// Whether the stall probe runs (true).
     pub stall_probe: bool,
-    /// Bounds of the quiet time before a probe (1 s, 4 s).
+    /// Bounds of the quiet time before a probe (2 s, 4 s: above the common sub-2 s latency
+    /// spikes of mobile radios, well below Mars's 12 s first-packet timeout).
     pub probe_after: (Duration, Duration),
     /// Bounds of the probe's reply timeout (2 s, 8 s).
     pub probe_timeout: (Duration, Duration),
@@ -600,7 +607,7 @@ impl Default for Recovery {
             proven_window: 16,
             reconnect_after_progress: true,
             stall_probe: true,
-            probe_after: (Duration::from_millis(1_000), Duration::from_millis(4_000)),
+            probe_after: (Duration::from_millis(2_000), Duration::from_millis(4_000)),
             probe_timeout: (Duration::from_millis(2_000), Duration::from_millis(8_000)),
         }
     }

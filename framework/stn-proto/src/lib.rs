@@ -70,6 +70,17 @@
 //!   network's smoothed one, else 250 ms ([`Racing`]); a failure starts the next address at
 //!   once; at most 4 attempts in flight; IPv6 and IPv4 interleaved (RFC 8305 §4); every cycle
 //!   is reported as [`Event::ConnectCycle`].
+//! - **Recovery on weak links** ([`ConnectProfile::Phobos`] only, numbers in [`Recovery`] and
+//!   [`Racing::hedges`]): once every address has started, a silent attempt is *hedged* with a
+//!   fresh attempt to the same address after the stagger (a lost SYN otherwise costs the
+//!   kernel's 1 s, 3 s, 7 s back-off); after a connection broke, the next one takes the
+//!   backlog under a *resend window* (2 tasks, +1 per response, lifted at 16); a connection
+//!   that delivered a response before breaking *reconnects at once* when tasks wait, and its
+//!   retried tasks skip the retry pause (the reconnect is the pause); a task owed a response
+//!   on a link quiet for `clamp(4 × rtt, 2 s, 4 s)` triggers a *stall probe* (one heartbeat):
+//!   no byte within `clamp(6 × rtt, 2 s, 8 s)` drops the link and its tasks move to a new
+//!   one, any byte spares it. Mars notices such a stall only at the 12 s first-packet
+//!   timeout, sends the whole backlog at once and waits 5 s to reconnect.
 //! - **Ranking** (§11 without its defects): Mars's 8-outcome failure register, 10 s rate
 //!   limit and ban rule (≥ 3 of 8 failed, 6–30 min); ordering by failures, then oldest
 //!   failure, then known success, then lowest RTT, equals in a seeded random order; a network

@@ -44,7 +44,7 @@ pub enum TimerKind {
     /// The link's heartbeat or identify reply is overdue (8 s; 5 s after a late slot).
     HeartbeatReply(usize),
     /// Phobos stall probe of the link (see [`Recovery`](crate::Recovery)): a task is owed a
-    /// response and the link has been quiet for `clamp(4 × rtt, 1 s, 4 s)`: send a probe.
+    /// response and the link has been quiet for `clamp(4 × rtt, 2 s, 4 s)`: send a probe.
     StallProbe(usize),
     /// 500 ms after the link went down: evaluate the automatic reconnect (§7.9).
     ReconnectWake(usize),

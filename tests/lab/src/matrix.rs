@@ -508,6 +508,10 @@ pub fn run_matrix(
         .collect()
 }
 
+/// The failure reason the tables give a task whose echo came back different from what it
+/// sent (corruption the protocol did not catch).
+pub const WRONG_ECHO: &str = "wrong echo (damaged, no error)";
+
 /// One run of a [`CellSummary`], for the spread.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RunStats {
@@ -613,12 +617,15 @@ impl CellSummary {
         total as f64 / self.runs.len().max(1) as f64
     }
 
-    /// The most frequent failure reason and its count.
+    /// The most frequent reason a task did not succeed and its count: the client's error,
+    /// or [`WRONG_ECHO`] for an echo that came back damaged (the client saw no error).
     pub fn top_failure(&self) -> Option<(&str, usize)> {
+        let wrong = (self.wrong_bodies > 0).then_some((WRONG_ECHO, self.wrong_bodies));
         self.failures
             .iter()
-            .max_by_key(|(_, n)| **n)
             .map(|(why, n)| (why.as_str(), *n))
+            .chain(wrong)
+            .max_by_key(|(_, n)| *n)
     }
 }
 
@@ -1033,6 +1040,13 @@ mod tests {
         assert_eq!(p.per_run(p.dials), 5.0);
         assert_eq!(p.wire.client_to_server, 2000);
         assert_eq!(p.top_failure(), Some(("total timeout", 2)));
+        let mut damaged = result(&s, Contender::Naive, 0, &[10], 4);
+        damaged.failures = BTreeMap::from([("task timeout".to_owned(), 1)]);
+        damaged.wrong_bodies = 2;
+        assert_eq!(
+            summarize(&[damaged])[0].top_failure(),
+            Some((WRONG_ECHO, 2))
+        );
         let table = markdown_table(&sums, Link::Short);
         assert!(table.contains("| 6/8 (75.0 %) | 50–100 % |"), "{table}");
         assert!(table.contains("| connections |"), "{table}");

@@ -265,8 +265,15 @@ impl Dialer {
     }
 
     /// The attempt a hedge would repeat (the oldest one in flight), if a hedge may start.
+    ///
+    /// Design: no hedge once an attempt of the cycle has failed: an answer that came back
+    /// (a refusal, an unreachable) shows the path carries packets, so a silent address beside
+    /// it is more likely filtered than unlucky, and more SYNs to it would only add load.
     fn hedge_target(&self, now: Instant) -> Option<InFlight> {
-        if self.hedges_left == 0 || self.in_flight.len() >= self.rules.max_concurrent {
+        if self.hedges_left == 0
+            || self.in_flight.len() >= self.rules.max_concurrent
+            || !self.failures.is_empty()
+        {
             return None;
         }
         self.in_flight

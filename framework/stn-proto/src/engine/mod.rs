@@ -206,12 +206,16 @@ struct Session {
     responses: u32,
     /// The link's smoothed round trip: the connect time, then heartbeat replies (EWMA 1/8).
     rtt: Duration,
-    /// A stall probe waits for any byte (the heartbeat in flight has the probe's deadline).
-    probing: bool,
+    /// A stall probe waits for any byte (the heartbeat in flight has the probe's deadline);
+    /// the timeout level the owed task reports if none comes.
+    probing: Option<TimeoutLevel>,
     /// The heartbeat in flight was sent by the stall probe, not by the policy's schedule.
     probe_heartbeat: bool,
     /// Probes answered since a task last made progress (each doubles the next quiet time).
     probes_answered: u32,
+    /// When the last probe's reply arrived: it proves the connection alive but not that the
+    /// server answers tasks, so it does not spare a link in the shared-fate judgment.
+    last_probe_reply: Option<Instant>,
 }
 
 enum Identify {
@@ -669,9 +673,10 @@ impl Engine {
             window,
             responses: 0,
             rtt,
-            probing: false,
+            probing: None,
             probe_heartbeat: false,
             probes_answered: 0,
+            last_probe_reply: None,
         }));
         self.events.push_back(Event::LinkStatus {
             link: name,
@@ -731,7 +736,7 @@ impl Engine {
         }
         // Any byte answers a stall probe: the link is alive (the reply itself may be queued
         // behind a long response). The next probe waits twice as long.
-        if std::mem::take(&mut s.probing) {
+        if s.probing.take().is_some() {
             s.probes_answered = s.probes_answered.saturating_add(1);
             self.timers.set(TimerKind::StallProbe(li), now);
         }
@@ -1571,9 +1576,11 @@ impl Engine {
         };
         let rtt = now.saturating_duration_since(sent);
         s.rtt = (s.rtt * 7 + rtt) / 8;
-        s.probing = false;
+        s.probing = None;
         // A stall probe is not one of the policy's heartbeats.
-        if !std::mem::take(&mut s.probe_heartbeat) {
+        if std::mem::take(&mut s.probe_heartbeat) {
+            s.last_probe_reply = Some(now);
+        } else {
             s.heartbeat.on_ack(now, rtt);
         }
         self.timers.cancel(TimerKind::HeartbeatReply(li));
@@ -1643,12 +1650,15 @@ impl Engine {
                     return None;
                 }
                 Some(match a.last_progress {
-                    Some(p) => p,
-                    None => a.sent_at + t.spec.server_cost.unwrap_or_default(),
+                    Some(p) => (p, TimeoutLevel::PacketToPacket),
+                    None => (
+                        a.sent_at + t.spec.server_cost.unwrap_or_default(),
+                        TimeoutLevel::FirstPacket,
+                    ),
                 })
             })
             .min();
-        let Some(owed) = owed else {
+        let Some((owed, level)) = owed else {
             // Nothing owed: the next send arms the check again.
             return;
         };
@@ -1663,7 +1673,7 @@ impl Engine {
         if s.heartbeat_sent.is_some() {
             // A heartbeat (or identify) is already unanswered: it is the probe.
             if let LinkState::Connected(s) = &mut self.links[li].state {
-                s.probing = true;
+                s.probing = Some(level);
             }
             self.timers
                 .set_earliest(TimerKind::HeartbeatReply(li), reply_due);
@@ -1675,7 +1685,7 @@ impl Engine {
         }
         if let LinkState::Connected(s) = &mut self.links[li].state {
             s.heartbeat_sent = Some(now);
-            s.probing = true;
+            s.probing = Some(level);
             s.probe_heartbeat = true;
         }
         self.stats.heartbeats_sent += 1;
@@ -2112,7 +2122,7 @@ impl Engine {
                 // An unanswered stall probe says nothing about the policy's interval.
                 let hb_timeout =
                     matches!(error, LinkError::Socket(SocketFailure::HeartbeatTimeout));
-                if hb_timeout && !s.probe_heartbeat && !s.probing {
+                if hb_timeout && !s.probe_heartbeat && s.probing.is_none() {
                     s.heartbeat.on_timeout(now);
                 } else {
                     s.heartbeat.on_disconnect(now);
@@ -2239,6 +2249,16 @@ impl Engine {
                 self.heartbeat_slot(li, now, late);
             }
             TimerKind::HeartbeatReply(li) => {
+                // Design: an unanswered stall probe is the owed task's timeout, found early:
+                // the link is dropped as stalled, as the task's own timeout would have done.
+                // (A heartbeat of the policy that the probe only hurried stays a heartbeat
+                // timeout.)
+                if let LinkState::Connected(s) = &self.links[li].state {
+                    if let (Some(level), true) = (s.probing, s.probe_heartbeat) {
+                        self.link_down(li, now, LinkError::Stalled(level), false);
+                        return;
+                    }
+                }
                 // §18.1: an unanswered heartbeat drops the link.
                 self.stats.heartbeat_timeouts += 1;
                 self.link_down(
@@ -2302,9 +2322,12 @@ impl Engine {
         };
         let own = a.last_progress.unwrap_or(a.sent_at);
         let window = a.timeouts.packet_to_packet;
+        // Bytes that were only a stall probe's reply do not count: the server may answer
+        // heartbeats on a connection whose requests it no longer serves.
         let alive = s.last_recv.is_some_and(|t| {
             (level == TimeoutLevel::ReadWrite || t > own)
                 && now.saturating_duration_since(t) < window
+                && s.last_probe_reply != Some(t)
         });
         self.estimator.record(now, self.net.is_mobile(), 0, None);
         if alive {

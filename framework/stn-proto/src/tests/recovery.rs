@@ -9,7 +9,7 @@ use phobos_plugin_api::{CmdId, Seq};
 
 use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
 use crate::{
-    Action, ConnectProfile, Event, LinkError, LinkStatus, SocketFailure, TaskError, TaskSpec,
+    Action, ConnectProfile, Event, LinkError, LinkStatus, TaskError, TaskSpec, TimeoutLevel,
 };
 
 /// The lab's workload: 40 echo tasks of 200 bytes, one every 250 ms, 15 s total timeout
@@ -84,7 +84,7 @@ fn a_stall_after_two_kilobytes_is_probed_and_the_tasks_move_to_a_new_connection(
     assert!(downs.len() >= 3, "{downs:?}");
     assert!(downs
         .iter()
-        .all(|(_, r)| *r == LinkError::Socket(SocketFailure::HeartbeatTimeout)));
+        .all(|(_, r)| *r == LinkError::Stalled(TimeoutLevel::FirstPacket)));
 
     let mut mars = sim(ConnectProfile::MarsClassic);
     mars.script.stall_after = Some(2_000);
@@ -210,9 +210,9 @@ fn a_slow_task_on_a_live_link_is_probed_but_spared() {
         "answered on the first connection"
     );
     assert!(link_downs(&sim).is_empty());
-    // Probes after 1 s of quiet, then 2 s, then 4 s after each answer: 3 probes plus the
-    // heartbeat at connect.
-    assert_eq!(sim.engine.stats().stall_probes, 3);
+    // Probes after 2 s of quiet, then 4 s after the answer (the next would be due after
+    // 8 s more): 2 probes besides the heartbeat at connect.
+    assert_eq!(sim.engine.stats().stall_probes, 2);
     assert_eq!(connects(&sim).len(), 1);
 }
 
@@ -229,13 +229,13 @@ fn a_silent_link_is_dropped_by_the_probe_and_the_task_retried_on_a_new_one() {
     let sent = sim.elapsed();
     let (at, end) = sim.run_until_end(id, secs(30));
     assert!(end.outcome.is_ok());
-    // Quiet for 1 s (4 × the 40 ms round trip is below the floor), then 2 s for the
+    // Quiet for 2 s (4 × the 40 ms round trip is below the floor), then 2 s for the
     // probe's reply.
     assert_eq!(
         link_downs(&sim),
         vec![(
-            sent + secs(3),
-            LinkError::Socket(SocketFailure::HeartbeatTimeout)
+            sent + secs(4),
+            LinkError::Stalled(TimeoutLevel::FirstPacket)
         )]
     );
     assert!(
@@ -289,11 +289,42 @@ fn hedges_share_the_connect_timeout_of_the_attempt_they_repeat() {
     sim.script.lost_connects = 100;
     let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0));
     let (at, end) = sim.run_until_end(id, secs(60));
-    assert_eq!(
-        end.outcome,
-        Err(TaskError::Timeout(crate::TimeoutLevel::Connect))
-    );
+    assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Connect)));
     assert_eq!(at, secs(10), "the cycle still ends at the connect timeout");
     // One attempt and three hedges, a stagger apart.
     assert_eq!(connects(&sim), vec![ms(0), ms(250), ms(500), ms(750)]);
+}
+
+#[test]
+fn no_hedge_once_another_address_answered_with_a_refusal() {
+    let dead = server_addr(1);
+    let refusing = server_addr(2);
+    let mut sim = Sim::with_config(config_with(&[dead, refusing]).build().unwrap());
+    sim.script
+        .reach
+        .insert(dead, super::harness::Reach::Blackhole);
+    sim.script
+        .reach
+        .insert(refusing, super::harness::Reach::Refuse);
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0));
+    sim.run_until_end(id, secs(60));
+    assert_eq!(connects(&sim), vec![ms(0), ms(250)]);
+}
+
+#[test]
+fn a_server_that_answers_probes_but_not_the_task_still_costs_the_link() {
+    // The probe's replies prove the connection alive, not that the server serves it: at the
+    // first-packet timeout the link is dropped and the retry goes on a new connection.
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    sim.script.answer = Answer::Never;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_until_end(id, secs(60));
+    let downs = link_downs(&sim);
+    assert_eq!(
+        downs[0],
+        (ms(12_040), LinkError::Stalled(TimeoutLevel::FirstPacket))
+    );
+    assert!(sim.engine.stats().stall_probes >= 2);
+    assert_eq!(connects(&sim).len(), 2);
 }
