@@ -580,6 +580,12 @@ impl Default for Racing {
 ///   link alive (the server is only slow): the task keeps its normal timeouts and the next
 ///   probe waits twice as long. Long-polling tasks and a task's declared server cost are not
 ///   counted as owed.
+/// - **Short-link attempt share**: a short-link attempt's first-packet and read/write
+///   timeouts are capped at an equal share of what is left of the task's budget for the
+///   attempts it still has (`(left − retry pauses) ÷ attempts`, never below
+///   [`min_attempt`](Self::min_attempt)), so a retry after a stall still fits in the task's
+///   total timeout. HTTP has no heartbeat to probe a stalled exchange with; Mars's fixed 12 s
+///   first packet would spend a 15 s task on one attempt. Long-polling tasks are exempt.
 /// - **Dial hedging** (see [`Racing::hedges`]) lives with the race numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovery {
@@ -598,6 +604,11 @@ pub struct Recovery {
     pub probe_after: (Duration, Duration),
     /// Bounds of the probe's reply timeout (2 s, 8 s).
     pub probe_timeout: (Duration, Duration),
+    /// Whether short-link attempts share the task's budget (true).
+    pub short_attempt_share: bool,
+    /// The least first-packet timeout the share may leave an attempt (4 s: a server's usual
+    /// processing time plus a few round trips on a slow path).
+    pub min_attempt: Duration,
 }
 
 impl Default for Recovery {
@@ -609,6 +620,8 @@ impl Default for Recovery {
             stall_probe: true,
             probe_after: (Duration::from_millis(2_000), Duration::from_millis(4_000)),
             probe_timeout: (Duration::from_millis(2_000), Duration::from_millis(8_000)),
+            short_attempt_share: true,
+            min_attempt: Duration::from_secs(4),
         }
     }
 }
@@ -621,6 +634,7 @@ impl Recovery {
             proven_window: usize::MAX,
             reconnect_after_progress: false,
             stall_probe: false,
+            short_attempt_share: false,
             ..Recovery::default()
         }
     }

@@ -1025,7 +1025,7 @@ impl Engine {
         codec.shortlink_headers(&req, &mut headers);
         let mut body = Vec::with_capacity(spec.body.len());
         codec.shortlink_body(&req, &mut body);
-        let t = timeouts::attempt(
+        let mut t = timeouts::attempt(
             &self.cfg.timing,
             mobile,
             spec.server_cost,
@@ -1034,6 +1034,20 @@ impl Engine {
             ahead,
             excellent,
         );
+        if let Some(rec) = self.cfg.active_recovery() {
+            if rec.short_attempt_share && spec.long_polling.is_none() {
+                // What is left of the task's budget, shared by the attempts it still has.
+                let total_at = self.short.timers.by_kind.get(&Timer::Total(id)).copied();
+                if let Some(total_at) = total_at {
+                    let left = total_at.saturating_duration_since(now);
+                    let pauses = self.cfg.timing.retry_pause * task.retries_left;
+                    let share = left.saturating_sub(pauses) / (task.retries_left + 1);
+                    let cap = share.max(rec.min_attempt);
+                    t.first_packet = t.first_packet.min(cap);
+                    t.read_write = t.read_write.min(cap.max(t.first_packet));
+                }
+            }
+        }
         let sent_len = body.len();
         let keep_alive = wants_keep_alive(&headers);
         let request = HttpRequest {

@@ -943,3 +943,53 @@ fn a_response_for_a_connection_the_core_gave_up_is_closed() {
     assert!(d.aborted(conn));
     assert_eq!(d.engine.short_link_idle(), 0);
 }
+
+#[test]
+fn a_short_budget_is_shared_by_the_attempts_so_the_retry_fits() {
+    // 15 s for two attempts: Mars's 12 s first packet would leave the retry 2 s after its
+    // 1 s pause; Phobos caps each attempt at (15 s − 1 s) ÷ 2 = 7 s.
+    let budget = Duration::from_secs(15);
+    let mut d = Drive::new();
+    let id = d.start(short_task(&["10.0.0.1:80", "10.0.0.2:80"]).with_total_timeout(budget));
+    let (conn, _, _) = d.connects()[0].clone();
+    d.connected(conn);
+    assert_eq!(d.exchanges().len(), 1);
+    let sent = d.now;
+    assert_eq!(d.first_packet_timeout(), Duration::from_secs(7));
+    d.advance_to(sent + Duration::from_secs(7));
+    assert_eq!(
+        d.retries(id),
+        vec![TaskError::Timeout(TimeoutLevel::FirstPacket)]
+    );
+    d.advance(Duration::from_secs(1));
+    let (retry, a, _) = d.connects().pop().expect("the retry connects");
+    assert_eq!(a, addr(2));
+    d.connected(retry);
+    d.exchanges();
+    // What is left (7 s) is this last attempt's.
+    assert_eq!(d.first_packet_timeout(), Duration::from_secs(7));
+    d.respond(retry, 200, b"late but in time");
+    assert!(d.end(id).is_some_and(|e| e.outcome.is_ok()));
+
+    // Mars keeps its 12 s.
+    let mut d = Drive::with(|b| b.connect_profile(crate::ConnectProfile::MarsClassic));
+    d.start(short_task(&["10.0.0.1:80"]).with_total_timeout(budget));
+    let (conn, _, _) = d.connects()[0].clone();
+    d.connected(conn);
+    d.exchanges();
+    assert_eq!(d.first_packet_timeout(), Duration::from_secs(12));
+
+    // Long budgets keep Mars's numbers; the share never goes below 4 s.
+    let mut d = Drive::new();
+    d.start(short_task(&["10.0.0.1:80"]));
+    let (conn, _, _) = d.connects()[0].clone();
+    d.connected(conn);
+    d.exchanges();
+    assert_eq!(d.first_packet_timeout(), Duration::from_secs(12));
+    let mut d = Drive::new();
+    d.start(short_task(&["10.0.0.1:80"]).with_total_timeout(Duration::from_secs(5)));
+    let (conn, _, _) = d.connects()[0].clone();
+    d.connected(conn);
+    d.exchanges();
+    assert_eq!(d.first_packet_timeout(), Duration::from_secs(4));
+}
