@@ -4,12 +4,11 @@
 //! the chain moves on to the next source. Sources hear of network changes (to drop their
 //! caches).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use phobos_plugin_api::{AddrSource, CmdId, IpSource, LinkPurpose, ResolveError, ResolvedAddr};
 use phobos_stn::{Client, ClientConfig, TaskSpec};
 use phobos_test_support::MockLongLinkServer;
@@ -18,9 +17,6 @@ mod common;
 use common::codec;
 
 const HOST: &str = "im.example";
-
-type ResolveFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<ResolvedAddr>, ResolveError>> + Send + 'a>>;
 
 /// Counts drops of the futures it is held by.
 struct DropCount(Arc<AtomicUsize>);
@@ -40,28 +36,21 @@ struct Silent {
     network_changes: AtomicUsize,
 }
 
+#[async_trait]
 impl IpSource for Silent {
     fn name(&self) -> &str {
         "silent-test"
     }
 
-    fn resolve<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        _host: &'life1 str,
+    async fn resolve(
+        &self,
+        _host: &str,
         _purpose: LinkPurpose,
-    ) -> ResolveFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
+    ) -> Result<Vec<ResolvedAddr>, ResolveError> {
         self.started.fetch_add(1, Ordering::SeqCst);
-        let guard = DropCount(self.dropped.clone());
-        Box::pin(async move {
-            let _guard = guard;
-            std::future::pending::<()>().await;
-            unreachable!("never answers")
-        })
+        let _guard = DropCount(self.dropped.clone());
+        std::future::pending::<()>().await;
+        unreachable!("never answers")
     }
 
     fn network_changed(&self) {
@@ -73,33 +62,25 @@ impl IpSource for Silent {
 #[derive(Debug)]
 struct Fixed(std::net::SocketAddr);
 
+#[async_trait]
 impl IpSource for Fixed {
     fn name(&self) -> &str {
         "fixed-test"
     }
 
-    fn resolve<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        host: &'life1 str,
+    async fn resolve(
+        &self,
+        host: &str,
         _purpose: LinkPurpose,
-    ) -> ResolveFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        let addr = self.0;
-        let host = host.to_owned();
-        Box::pin(async move {
-            if host != HOST {
-                return Err(ResolveError::NoSuchHost);
-            }
-            Ok(vec![ResolvedAddr {
-                ip: addr.ip(),
-                port: Some(addr.port()),
-                source: AddrSource::NewDns,
-            }])
-        })
+    ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+        if host != HOST {
+            return Err(ResolveError::NoSuchHost);
+        }
+        Ok(vec![ResolvedAddr {
+            ip: self.0.ip(),
+            port: Some(self.0.port()),
+            source: AddrSource::NewDns,
+        }])
     }
 }
 

@@ -2,12 +2,11 @@
 //! the ranking is kept in a file across client runs (written atomically at shutdown), and a
 //! corrupt or other-version file is ignored (a fresh start), never fatal.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use phobos_plugin_api::{
     AddrSource, IpPort, IpSource, LinkPurpose, NetKind, ResolveError, ResolvedAddr,
 };
@@ -27,38 +26,29 @@ struct AppDns {
     addrs: Vec<IpPort>,
 }
 
-type ResolveFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<ResolvedAddr>, ResolveError>> + Send + 'a>>;
-
+#[async_trait]
 impl IpSource for AppDns {
     fn name(&self) -> &str {
         "app-dns-test"
     }
 
-    fn resolve<'life0, 'life1, 'async_trait>(
-        &'life0 self,
-        host: &'life1 str,
+    async fn resolve(
+        &self,
+        host: &str,
         _purpose: LinkPurpose,
-    ) -> ResolveFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        'life1: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            if host != HOST {
-                return Err(ResolveError::NoSuchHost);
-            }
-            Ok(self
-                .addrs
-                .iter()
-                .map(|a| ResolvedAddr {
-                    ip: a.ip,
-                    port: Some(a.port),
-                    source: AddrSource::NewDns,
-                })
-                .collect())
-        })
+    ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+        if host != HOST {
+            return Err(ResolveError::NoSuchHost);
+        }
+        Ok(self
+            .addrs
+            .iter()
+            .map(|a| ResolvedAddr {
+                ip: a.ip,
+                port: Some(a.port),
+                source: AddrSource::NewDns,
+            })
+            .collect())
     }
 }
 
