@@ -1044,7 +1044,7 @@ impl Engine {
                     let share = left.saturating_sub(pauses) / (task.retries_left + 1);
                     let cap = share.max(rec.min_attempt);
                     t.first_packet = t.first_packet.min(cap);
-                    t.read_write = t.read_write.min(cap.max(t.first_packet));
+                    t.read_write = t.read_write.min(cap);
                 }
             }
         }
