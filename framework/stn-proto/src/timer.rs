@@ -625,13 +625,9 @@ mod tests {
         let mut t = TimerTable::new(t0);
         let mut model: Vec<(Instant, TimerKind)> = Vec::new();
         let mut now = t0;
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut rand = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng =
+            <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x2545_f491_4f6c_dd1d);
+        let mut rand = |n: u64| rand::Rng::gen_range(&mut rng, 0..n);
         for _ in 0..20_000 {
             let kind = match rand(6) {
                 0 => TimerKind::TaskTotal(TaskId(rand(40) as u32)),

@@ -95,13 +95,9 @@ mod tests {
         let mut model: BTreeSet<QueueKey> = BTreeSet::new();
         let mut known: Vec<QueueKey> = Vec::new();
         let mut next_order = 0u64;
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rand = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng =
+            <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x9e37_79b9_7f4a_7c15);
+        let mut rand = |n: u64| rand::Rng::gen_range(&mut rng, 0..n);
         for _ in 0..20_000 {
             match rand(6) {
                 0 | 1 => {
