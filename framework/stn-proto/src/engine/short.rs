@@ -118,8 +118,9 @@ pub struct HttpResponse {
     pub headers: Vec<(String, String)>,
     /// The whole body (content length or chunked, de-chunked).
     pub body: Bytes,
-    /// The connection can carry another request: HTTP/1.1 with neither side asking to
-    /// close it, the body read to its end. Only then may the core keep it (§8.5).
+    /// The server lets the connection carry another request (HTTP/1.1, no
+    /// `Connection: close`, the body read to its end, the connection still open). The core
+    /// keeps it (§8.5) only when, besides, the request asked for reuse.
     pub reusable: bool,
 }
 

@@ -106,10 +106,10 @@ impl H1Conn {
         self.meter.start(on_read);
         let result = self.run(request, limits).await;
         self.meter.stop();
-        let mut response = result?;
-        // Both sides must allow the connection to carry another request.
-        response.reusable &= !wants_close(&req.headers);
-        Ok(response)
+        // `reusable` is the server's side only: whether the request asked for reuse is the
+        // core's to judge (it keeps a connection only for a `Connection: Keep-Alive` request),
+        // and hyper itself closes a connection whose request said `close`.
+        result
     }
 
     async fn run(
