@@ -31,7 +31,7 @@ use crate::error::{
 };
 use crate::io::{
     Action, AttemptReport, CloseCause, ConnId, ConnectReport, DialError, Event, LinkName,
-    LinkStatus, Stats,
+    LinkStatus, Stats, TransportFacts,
 };
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
@@ -211,6 +211,9 @@ struct Session {
     probing: Option<TimeoutLevel>,
     /// The heartbeat in flight was sent by the stall probe, not by the policy's schedule.
     probe_heartbeat: bool,
+    /// The heartbeat reply is overdue and the transport's facts were asked for
+    /// ([`Action::InspectTransport`]); not answered yet.
+    inspecting: bool,
     /// Probes answered since a task last made progress (each doubles the next quiet time).
     probes_answered: u32,
     /// When the last probe's reply arrived: it proves the connection alive but not that the
@@ -675,6 +678,7 @@ impl Engine {
             rtt,
             probing: None,
             probe_heartbeat: false,
+            inspecting: false,
             probes_answered: 0,
             last_probe_reply: None,
         }));
@@ -727,6 +731,7 @@ impl Engine {
             return;
         }
         s.last_recv = Some(now);
+        s.inspecting = false;
         // Design: bytes arriving while a heartbeat reply is due prove the link alive; the
         // reply may be queued behind a long response, so its deadline moves (Mars would drop
         // a link that is busy delivering a large response).
@@ -779,6 +784,51 @@ impl Engine {
         }
         self.data_event(now);
         self.pump(now);
+    }
+
+    /// The transport's facts about the long-link connection `conn`, asked for with
+    /// [`Action::InspectTransport`] when its heartbeat reply was overdue; `None` when the
+    /// transport cannot tell. Decides whether the silence is loss (the deadline moves) or a
+    /// dead link (it is dropped); see [`Recovery`](crate::Recovery).
+    pub fn handle_transport(&mut self, now: Instant, conn: ConnId, facts: Option<TransportFacts>) {
+        let Some(&li) = self.conns.get(&conn) else {
+            return;
+        };
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return;
+        };
+        if s.conn != conn || !s.inspecting {
+            // Answered meanwhile, or never asked: nothing to judge.
+            return;
+        }
+        let Some(sent) = s.heartbeat_sent else {
+            s.inspecting = false;
+            return;
+        };
+        let wait = facts.and_then(|f| {
+            // Design: first the time loss alone can explain: the heartbeat (or the server's
+            // reply) retransmitted three times, each timeout twice the last, plus the trip.
+            let patience = sent + f.base_rto() * crate::PATIENCE_RTOS + s.rtt;
+            if now < patience {
+                return Some(patience);
+            }
+            // Then a path the peer still acknowledges on while our bytes are being
+            // retransmitted is lossy, not dead: one more retransmission timeout.
+            let acked_since = f.since_last_ack < now.saturating_duration_since(sent);
+            (f.unacked > 0 && acked_since).then(|| now + f.rto.max(f.base_rto()))
+        });
+        match wait {
+            Some(until) => {
+                s.inspecting = false;
+                self.stats.transport_waits += 1;
+                self.timers.set(TimerKind::HeartbeatReply(li), until);
+            }
+            None => {
+                self.timers.cancel(TimerKind::HeartbeatReply(li));
+                self.heartbeat_unanswered(li, now);
+                self.pump(now);
+            }
+        }
     }
 
     /// An established connection ended (EOF or an IO error).
@@ -1577,6 +1627,7 @@ impl Engine {
         let rtt = now.saturating_duration_since(sent);
         s.rtt = (s.rtt * 7 + rtt) / 8;
         s.probing = None;
+        s.inspecting = false;
         // A stall probe is not one of the policy's heartbeats.
         if std::mem::take(&mut s.probe_heartbeat) {
             s.last_probe_reply = Some(now);
@@ -2249,24 +2300,26 @@ impl Engine {
                 self.heartbeat_slot(li, now, late);
             }
             TimerKind::HeartbeatReply(li) => {
-                // Design: an unanswered stall probe is the owed task's timeout, found early:
-                // the link is dropped as stalled, as the task's own timeout would have done.
-                // (A heartbeat of the policy that the probe only hurried stays a heartbeat
-                // timeout.)
-                if let LinkState::Connected(s) = &self.links[li].state {
-                    if let (Some(level), true) = (s.probing, s.probe_heartbeat) {
-                        self.link_down(li, now, LinkError::Stalled(level), false);
+                // Silence may be loss: ask the transport first (Phobos's transport patience;
+                // the answer comes back through `handle_transport`).
+                let patience = self
+                    .cfg
+                    .active_recovery()
+                    .is_some_and(|r| r.transport_patience);
+                let link = &mut self.links[li];
+                if let LinkState::Connected(s) = &mut link.state {
+                    if patience && !s.inspecting {
+                        s.inspecting = true;
+                        self.timers
+                            .set(TimerKind::HeartbeatReply(li), now + crate::INSPECT_GRACE);
+                        self.actions.push_back(Action::InspectTransport {
+                            link: link.name.clone(),
+                            conn: s.conn,
+                        });
                         return;
                     }
                 }
-                // §18.1: an unanswered heartbeat drops the link.
-                self.stats.heartbeat_timeouts += 1;
-                self.link_down(
-                    li,
-                    now,
-                    LinkError::Socket(SocketFailure::HeartbeatTimeout),
-                    false,
-                );
+                self.heartbeat_unanswered(li, now);
             }
             TimerKind::StallProbe(li) => self.stall_probe(li, now),
             TimerKind::ReconnectWake(li) => self.want_connect(li, now, Trigger::Automatic),
@@ -2297,6 +2350,28 @@ impl Engine {
                 self.mark_all_dirty();
             }
         }
+    }
+
+    /// The heartbeat reply of link `li` is overdue, and the transport (if asked) did not
+    /// explain the silence: the link is dropped.
+    fn heartbeat_unanswered(&mut self, li: usize, now: Instant) {
+        // Design: an unanswered stall probe is the owed task's timeout, found early: the link
+        // is dropped as stalled, as the task's own timeout would have done. (A heartbeat of
+        // the policy that the probe only hurried stays a heartbeat timeout.)
+        if let LinkState::Connected(s) = &self.links[li].state {
+            if let (Some(level), true) = (s.probing, s.probe_heartbeat) {
+                self.link_down(li, now, LinkError::Stalled(level), false);
+                return;
+            }
+        }
+        // §18.1: an unanswered heartbeat drops the link.
+        self.stats.heartbeat_timeouts += 1;
+        self.link_down(
+            li,
+            now,
+            LinkError::Socket(SocketFailure::HeartbeatTimeout),
+            false,
+        );
     }
 
     /// A per-attempt timeout of a running task.
