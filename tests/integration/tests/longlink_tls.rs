@@ -219,6 +219,24 @@ async fn a_valid_chain_carries_tasks() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_tls_stream_reports_the_facts_of_the_tcp_under_it() {
+    let ca = TestCa::new("Phobos Test CA");
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&ca_leaf(&ca), server.addr()).await;
+    let connector = TlsConnector::new(TlsConfig::builder(HOST).ca_der(ca.der()).build().unwrap());
+    let stream = connector.connect(front.addr).await.unwrap();
+    // Read through the TLS layer from the socket under it: nothing lost on loopback, and
+    // Linux's 200 ms floor on the retransmission timeout. (The client's last handshake
+    // flight may still be unacknowledged at this instant.)
+    let facts = stream.transport_facts().expect("TCP_INFO through TLS");
+    assert_eq!(facts.backoff, 0);
+    assert!(
+        facts.rto >= std::time::Duration::from_millis(200),
+        "{facts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn roots_load_from_a_pem_file_and_ip_names_verify() {
     let ca = TestCa::new("Phobos Test CA");
     let dir = tempfile::tempdir().unwrap();
