@@ -12,6 +12,7 @@
 //! link); the default `DIR` is `docs/lab` of the workspace. `--cells` keeps the scenarios
 //! whose name contains the substring (case-insensitive), e.g. `--cells "30 %"` or
 //! `--cells stall`, with the same seeds as in the full matrix.
+//! `RUST_LOG` (e.g. `RUST_LOG=phobos_stn=info`) logs the clients' link events to stderr.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +29,13 @@ const USAGE: &str = "lab-matrix [--runs R] [--tasks N] [--parallel P] [--seed S]
 const DEFAULT_RUNS: usize = 4;
 
 fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=phobos_stn=info` (for example) shows why links went down, on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut plan = Plan {
         scenarios: Vec::new(),
         links: Link::ALL.to_vec(),
