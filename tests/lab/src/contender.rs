@@ -30,6 +30,7 @@ use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, FrameKind, IpPort, PacketCodec, Seq};
 use phobos_stn::{
     ChannelSelect, Client, ClientConfig, ConnectProfile, Connector, LinkStream, TaskSpec,
+    TlsConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,6 +47,11 @@ pub enum Contender {
     MarsClassic,
     /// [`NaiveClient`].
     Naive,
+    /// `phobos_stn::Client` with every default but over TLS ([`TlsConnector`] over the
+    /// recording connector) to a TLS front of the server: what Phobos can add and Mars
+    /// cannot, end-to-end integrity (a damaged record fails its check, the connection
+    /// breaks, the task is retried instead of answered with damaged bytes).
+    PhobosTls,
 }
 
 /// Which link a cell's tasks travel on.
@@ -137,8 +143,17 @@ pub struct NaiveClient {
 }
 
 impl Contender {
-    /// Every contender, in table order.
+    /// The matrix's contenders by default, in table order.
     pub const ALL: [Contender; 3] = [Contender::Phobos, Contender::MarsClassic, Contender::Naive];
+
+    /// Every contender, in table order: [`ALL`](Self::ALL) and the ones run on request
+    /// (`--contenders`).
+    pub const EVERY: [Contender; 4] = [
+        Contender::Phobos,
+        Contender::MarsClassic,
+        Contender::Naive,
+        Contender::PhobosTls,
+    ];
 
     /// The name used in tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -146,17 +161,23 @@ impl Contender {
             Contender::Phobos => "phobos",
             Contender::MarsClassic => "mars-classic",
             Contender::Naive => "naive",
+            Contender::PhobosTls => "phobos-tls",
         }
+    }
+
+    /// Whether its server must speak TLS.
+    pub fn uses_tls(self) -> bool {
+        self == Contender::PhobosTls
     }
 
     /// Every contender's name, for error messages.
     pub fn names() -> String {
-        Contender::ALL.map(Contender::name).join(", ")
+        Contender::EVERY.map(Contender::name).join(", ")
     }
 
     /// Parses [`name`](Self::name).
     pub fn parse(s: &str) -> Option<Contender> {
-        Contender::ALL.into_iter().find(|c| c.name() == s)
+        Contender::EVERY.into_iter().find(|c| c.name() == s)
     }
 
     /// Starts this client on the long link against `addrs` (see [`start_on`](Self::start_on)).
@@ -193,7 +214,7 @@ impl Contender {
     ) -> Result<ContenderClient, String> {
         let first = *addrs.first().ok_or("no address")?;
         let profile = match (self, link) {
-            (Contender::Phobos, _) => ConnectProfile::default(),
+            (Contender::Phobos | Contender::PhobosTls, _) => ConnectProfile::default(),
             (Contender::MarsClassic, _) => ConnectProfile::MarsClassic,
             (Contender::Naive, Link::Long) => {
                 return Ok(ContenderClient::Naive(NaiveClient::new(
@@ -211,6 +232,16 @@ impl Contender {
             }
         };
         let connector = RecordingConnector::new();
+        // The link under test dials through the recording connector, under TLS for
+        // `phobos-tls`.
+        let dialer: Arc<dyn Connector> = if self.uses_tls() {
+            Arc::new(TlsConnector::over(
+                Arc::new(connector.clone()),
+                crate::tls::client_config(),
+            ))
+        } else {
+            Arc::new(connector.clone())
+        };
         let builder = ClientConfig::builder(Arc::new(MarsCodec::default()))
             .connect_profile(profile)
             .core(|c| c.seed(seed));
@@ -218,14 +249,14 @@ impl Contender {
             Link::Long => (
                 builder
                     .link_addrs(LINK, addrs.iter().map(|a| IpPort::from(*a)))
-                    .connector(Arc::new(connector.clone())),
+                    .connector(dialer),
                 Vec::new(),
             ),
             Link::Short => (
                 builder
                     .link_addrs(LINK, [IpPort::from(UNUSED_LONG_LINK)])
                     .connector(Arc::new(NoLongLink))
-                    .short_link_connector(Arc::new(connector.clone())),
+                    .short_link_connector(dialer),
                 addrs.iter().map(SocketAddr::to_string).collect(),
             ),
         };

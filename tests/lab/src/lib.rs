@@ -53,6 +53,7 @@ pub mod plot;
 pub mod race;
 pub mod recording;
 pub mod server;
+pub mod tls;
 
 /// Whether lab tests can run here. Without root (or without `nft`, which it tries to
 /// install), prints why and returns `false` — unless the environment variable

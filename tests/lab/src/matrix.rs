@@ -378,7 +378,7 @@ pub fn run_cell(
     proxy.client_to_server.latency += scenario.rtt / 2;
     proxy.server_to_client.latency += scenario.rtt / 2;
     proxy.seed = seeds.proxy;
-    let server = LabServer::start_for(&lab, proxy, link)?;
+    let server = LabServer::start_for(&lab, proxy, link, contender.uses_tls())?;
     let addr = SocketAddr::new(IpAddr::V4(lab.server_addrs()[0]), server.port());
     let before = lab.wire_bytes()?;
     let outcome = lab.run_in(Side::Client, move || {
@@ -760,7 +760,7 @@ fn fmt_mean(v: f64) -> String {
 /// The worst scenarios of `link`, worst first: those where the lowest pooled success over
 /// the contenders is lowest, ties broken by the highest pooled p99 of all tasks
 /// ([`CellSummary::quantile_all`], beyond the timeout first) over the contenders.
-/// Each entry holds the scenario's summaries in [`Contender::ALL`] order (contenders that
+/// Each entry holds the scenario's summaries in [`Contender::EVERY`] order (contenders that
 /// did not run left out).
 pub fn worst_cells(summaries: &[CellSummary], link: Link, n: usize) -> Vec<Vec<&CellSummary>> {
     let mut names: Vec<&str> = Vec::new();
@@ -772,7 +772,7 @@ pub fn worst_cells(summaries: &[CellSummary], link: Link, n: usize) -> Vec<Vec<&
     let mut groups: Vec<Vec<&CellSummary>> = names
         .iter()
         .map(|name| {
-            Contender::ALL
+            Contender::EVERY
                 .iter()
                 .filter_map(|c| {
                     summaries
@@ -847,9 +847,17 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
         ));
         md.push_str(
             "| scenario | phobos | mars-classic | naive | failed: mars-classic ÷ phobos | \
-             failed: naive ÷ phobos | p99: mars-classic ÷ phobos | p99: naive ÷ phobos |\n\
-             |---|---|---|---|---|---|---|---|\n",
+             failed: naive ÷ phobos | p99: mars-classic ÷ phobos | p99: naive ÷ phobos |",
         );
+        // `phobos-tls` runs only on request: its column only when it ran.
+        let tls = summaries
+            .iter()
+            .any(|s| s.contender == Contender::PhobosTls);
+        md.push_str(if tls {
+            " phobos-tls |\n|---|---|---|---|---|---|---|---|---|\n"
+        } else {
+            "\n|---|---|---|---|---|---|---|---|\n"
+        });
         for group in worst {
             let get = |c: Contender| group.iter().find(|s| s.contender == c).copied();
             let cell = |c: Contender| {
@@ -880,7 +888,7 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
                 _ => "–".to_owned(),
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 group[0].scenario.name,
                 cell(Contender::Phobos),
                 cell(Contender::MarsClassic),
@@ -890,6 +898,10 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
                 cmp_p99(Contender::MarsClassic),
                 cmp_p99(Contender::Naive),
             ));
+            if tls {
+                md.push_str(&format!(" {} |", cell(Contender::PhobosTls)));
+            }
+            md.push('\n');
         }
         md.push('\n');
     }

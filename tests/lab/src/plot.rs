@@ -75,7 +75,10 @@ pub fn matrix_svg(
                 .y_desc(what)
                 .draw()
                 .map_err(|e| e.to_string())?;
-            for (i, contender) in Contender::ALL.iter().enumerate() {
+            for (i, contender) in Contender::EVERY.iter().enumerate() {
+                if !cells.iter().any(|r| r.contender == *contender) {
+                    continue;
+                }
                 let color = Palette99::pick(i).to_rgba();
                 // Points of the contenders sit side by side so their bars do not hide
                 // each other.

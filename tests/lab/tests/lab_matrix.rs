@@ -3,7 +3,7 @@
 //! closes every connection before the request is through, for all three clients.
 //!
 //! Asserts what must hold whatever the timing: every task ends exactly once, echoes are
-//! never wrong, a clean link serves every task for every client, the naive long-link client
+//! never wrong (on a path that does not corrupt bytes; on one that does, never over TLS), a clean link serves every task for every client, the naive long-link client
 //! cannot get past a stall, the short link opens one connection per task on a clean link
 //! (the server's proxy counts the same), Phobos's short link retries a broken exchange while
 //! the naive HTTP client does not, and bytes cross the wire.
@@ -161,4 +161,58 @@ fn short_link_cells_post_one_connection_per_task_and_only_phobos_retries() {
     }
     let naive = find(&results, &cut, Link::Short, Contender::Naive);
     assert_eq!(naive.dials, naive.tasks as u64, "{naive:?}");
+}
+
+#[test]
+fn under_corruption_tls_hands_no_damaged_echo_to_the_app() {
+    if !phobos_lab::lab_available() {
+        return;
+    }
+    let workload = Workload {
+        tasks: 10,
+        interval: Duration::from_millis(200),
+        task_timeout: Duration::from_secs(8),
+        body_len: 200,
+    };
+    // About one damaged byte per two echoes each way: Mars frames carry no checksum.
+    let corrupt = Scenario::fault(
+        "corrupt 0.25 % of bytes",
+        ServerFaults {
+            client_to_server: DirectionFaults {
+                corrupt_probability: 0.0025,
+                ..Default::default()
+            },
+            server_to_client: DirectionFaults {
+                corrupt_probability: 0.0025,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        None,
+    );
+    let plan = Plan {
+        scenarios: vec![corrupt],
+        links: vec![Link::Long],
+        contenders: vec![Contender::Phobos, Contender::PhobosTls],
+        runs: 1,
+        workload,
+        seed: 1,
+    };
+    let results: Vec<CellResult> = run_matrix(&plan, plan.cells(), &|_| {})
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let plain = results.iter().find(|r| r.contender == Contender::Phobos);
+    let tls = results.iter().find(|r| r.contender == Contender::PhobosTls);
+    let (plain, tls) = (plain.unwrap(), tls.unwrap());
+    for r in [plain, tls] {
+        assert_eq!(r.ends, r.tasks, "one end per task: {r:?}");
+    }
+    // Plain Mars frames hand some damaged echoes to the app as answers; TLS turns each
+    // damaged record into a broken connection (and the task into a retry or a timeout),
+    // never into a wrong answer. (At this rate few TLS handshakes get through whole: what
+    // TLS buys is integrity, not throughput.)
+    assert!(plain.wrong_bodies > 0, "{plain:?}");
+    assert_eq!(tls.wrong_bodies, 0, "{tls:?}");
+    assert!(tls.dials > 1, "the broken connection was replaced: {tls:?}");
 }

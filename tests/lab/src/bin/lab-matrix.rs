@@ -281,7 +281,10 @@ fn render(r: &Report<'_>) -> String {
          short link, Phobos posts each task through its short link (`ChannelSelect::Short`, \
          Mars's request shape: the body raw, `Connection: close`, its own retries within \
          the task timeout), and `naive` is hyper's HTTP/1.1 client posting the same request \
-         on a connection of its own per task (5 s connect timeout, no retry).\n\n\
+         on a connection of its own per task (5 s connect timeout, no retry). `phobos-tls` \
+         is `phobos` over TLS 1.3 (rustls, a test CA) to a TLS front of the same echo server, \
+         behind the same fault proxy: what Phobos adds that Mars cannot, end-to-end \
+         integrity.\n\n\
          Loss is `nft` (`numgen random mod 100 < N drop`) on each namespace's input, so each \
          direction loses N %; it cannot be seeded, hence the runs. Added RTT comes from the \
          fault proxy in front of the server (half each way; netem is not available). The \
