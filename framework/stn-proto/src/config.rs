@@ -580,6 +580,11 @@ impl Default for Racing {
 ///   link alive (the server is only slow): the task keeps its normal timeouts and the next
 ///   probe waits twice as long. Long-polling tasks and a task's declared server cost are not
 ///   counted as owed.
+/// - **After damaged bytes**: a connection that broke on damaged bytes (a malformed frame,
+///   a TLS record that failed its integrity check) without delivering a response also earns
+///   a reconnect at once, at most [`damaged_reconnects`](Self::damaged_reconnects) times in
+///   a row before a response comes: the path carries bytes, only not intact ones, and a
+///   server that speaks another protocol still cannot cause a connect storm.
 /// - **Transport patience**: when a heartbeat's reply (a stall probe's or the policy's) is
 ///   due and nothing came, the core first asks the driver what the transport knows
 ///   ([`Action::InspectTransport`](crate::Action::InspectTransport): the kernel's TCP
@@ -619,6 +624,8 @@ pub struct Recovery {
     pub probe_after: (Duration, Duration),
     /// Bounds of the probe's reply timeout (2 s, 8 s).
     pub probe_timeout: (Duration, Duration),
+    /// Reconnects at once after damaged bytes, in a row without a response (3).
+    pub damaged_reconnects: u32,
     /// Whether an unanswered heartbeat first asks the transport whether the path is only
     /// lossy (true; see *transport patience* above).
     pub transport_patience: bool,
@@ -638,6 +645,7 @@ impl Default for Recovery {
             stall_probe: true,
             probe_after: (Duration::from_millis(2_000), Duration::from_millis(4_000)),
             probe_timeout: (Duration::from_millis(2_000), Duration::from_millis(8_000)),
+            damaged_reconnects: 3,
             transport_patience: true,
             short_attempt_share: true,
             min_attempt: Duration::from_secs(4),
@@ -653,6 +661,7 @@ impl Recovery {
             proven_window: usize::MAX,
             reconnect_after_progress: false,
             stall_probe: false,
+            damaged_reconnects: 0,
             transport_patience: false,
             short_attempt_share: false,
             ..Recovery::default()

@@ -423,6 +423,9 @@ pub enum CloseCause {
     RemoteClosed,
     /// A read or write failed with this OS error number (or a driver-defined negative code).
     Io(i32),
+    /// The transport found received bytes damaged and gave up the connection (a TLS record
+    /// that failed its integrity check, or a TLS alert saying the peer found one).
+    Damaged,
 }
 
 /// Why a connect attempt failed, as the driver saw it.

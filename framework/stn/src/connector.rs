@@ -372,12 +372,23 @@ pub fn dial_error(err: &io::Error) -> DialError {
     }
 }
 
-/// The core's view of a failed read or write.
+/// The core's view of a failed read or write: a TLS failure is damaged bytes, an
+/// unexpected EOF the peer closing, anything else its OS error.
 pub fn close_cause(err: &io::Error) -> CloseCause {
+    if is_tls_failure(err) {
+        return CloseCause::Damaged;
+    }
     match err.kind() {
         io::ErrorKind::UnexpectedEof => CloseCause::RemoteClosed,
         _ => CloseCause::Io(errno(err)),
     }
+}
+
+/// Whether `err` is rustls giving up an established session: a record that failed its
+/// integrity check, a malformed message, or an alert from a peer that found one.
+pub(crate) fn is_tls_failure(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
 /// The OS error number, or -1 when the error has none.
@@ -410,6 +421,16 @@ mod tests {
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(close_cause(&eof), CloseCause::RemoteClosed);
         assert_eq!(close_cause(&io::Error::other("x")), CloseCause::Io(-1));
+        // What tokio-rustls returns for a record that failed its check.
+        let tls = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert_eq!(close_cause(&tls), CloseCause::Damaged);
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac),
+        );
+        assert_eq!(close_cause(&alert), CloseCause::Damaged);
+        let other = io::Error::new(io::ErrorKind::InvalidData, "chunk size");
+        assert_eq!(close_cause(&other), CloseCause::Io(-1));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The clients the lab compares: Phobos with its defaults, Phobos with the `mars-classic`
-//! connect profile, and a naive client (fixed timeouts, no retry), each on either [`Link`].
+//! connect profile, a naive client (fixed timeouts, no retry), and Phobos with its defaults
+//! over TLS (`phobos-tls`, to a TLS front of the same server), each on either [`Link`].
 //!
-//! - **Long link**: all three speak Mars framing to the same echo server over a persistent
+//! - **Long link**: all of them speak Mars framing to the same echo server over a persistent
 //!   connection; the naive one is a [`NaiveClient`] (one shared connection, redialled only
 //!   after it broke).
 //! - **Short link**: one HTTP/1.1 `POST` per task to the lab's HTTP echo server. Phobos sends
@@ -143,12 +144,8 @@ pub struct NaiveClient {
 }
 
 impl Contender {
-    /// The matrix's contenders by default, in table order.
-    pub const ALL: [Contender; 3] = [Contender::Phobos, Contender::MarsClassic, Contender::Naive];
-
-    /// Every contender, in table order: [`ALL`](Self::ALL) and the ones run on request
-    /// (`--contenders`).
-    pub const EVERY: [Contender; 4] = [
+    /// Every contender, in table order.
+    pub const ALL: [Contender; 4] = [
         Contender::Phobos,
         Contender::MarsClassic,
         Contender::Naive,
@@ -172,12 +169,12 @@ impl Contender {
 
     /// Every contender's name, for error messages.
     pub fn names() -> String {
-        Contender::EVERY.map(Contender::name).join(", ")
+        Contender::ALL.map(Contender::name).join(", ")
     }
 
     /// Parses [`name`](Self::name).
     pub fn parse(s: &str) -> Option<Contender> {
-        Contender::EVERY.into_iter().find(|c| c.name() == s)
+        Contender::ALL.into_iter().find(|c| c.name() == s)
     }
 
     /// Starts this client on the long link against `addrs` (see [`start_on`](Self::start_on)).

@@ -8,7 +8,8 @@
 //!   short link: HTTP/1.1 `POST`) behind the fault proxy (latency, jitter, stream faults)
 //!   inside the server namespace.
 //! - [`contender`]: the clients compared, on either link: Phobos defaults, `mars-classic`,
-//!   and a naive client.
+//!   a naive client, and Phobos over TLS.
+//! - [`tls`]: the lab's test CA and certificates for Phobos over TLS.
 //! - [`recording`]: a connector that records every connect attempt.
 //! - [`race`]: the connect race with dead addresses first.
 //! - [`matrix`]: the scenario matrix (loss × latency and stream faults, both links, every

@@ -760,7 +760,7 @@ fn fmt_mean(v: f64) -> String {
 /// The worst scenarios of `link`, worst first: those where the lowest pooled success over
 /// the contenders is lowest, ties broken by the highest pooled p99 of all tasks
 /// ([`CellSummary::quantile_all`], beyond the timeout first) over the contenders.
-/// Each entry holds the scenario's summaries in [`Contender::EVERY`] order (contenders that
+/// Each entry holds the scenario's summaries in [`Contender::ALL`] order (contenders that
 /// did not run left out).
 pub fn worst_cells(summaries: &[CellSummary], link: Link, n: usize) -> Vec<Vec<&CellSummary>> {
     let mut names: Vec<&str> = Vec::new();
@@ -772,7 +772,7 @@ pub fn worst_cells(summaries: &[CellSummary], link: Link, n: usize) -> Vec<Vec<&
     let mut groups: Vec<Vec<&CellSummary>> = names
         .iter()
         .map(|name| {
-            Contender::EVERY
+            Contender::ALL
                 .iter()
                 .filter_map(|c| {
                     summaries
@@ -849,7 +849,7 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
             "| scenario | phobos | mars-classic | naive | failed: mars-classic ÷ phobos | \
              failed: naive ÷ phobos | p99: mars-classic ÷ phobos | p99: naive ÷ phobos |",
         );
-        // `phobos-tls` runs only on request: its column only when it ran.
+        // Its column only when `phobos-tls` ran (`--contenders` may leave it out).
         let tls = summaries
             .iter()
             .any(|s| s.contender == Contender::PhobosTls);
@@ -1160,7 +1160,7 @@ mod tests {
             workload: Workload::full(),
             seed: 1,
         };
-        assert_eq!(plan.cells(), 22 * 2 * 3);
+        assert_eq!(plan.cells(), 22 * 2 * 4);
         plan.filter_scenarios("LOSS 30 %");
         assert_eq!(plan.scenarios.len(), 3);
         assert!(plan.scenarios.iter().all(|s| s.loss_percent == 30));

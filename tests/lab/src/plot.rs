@@ -75,7 +75,7 @@ pub fn matrix_svg(
                 .y_desc(what)
                 .draw()
                 .map_err(|e| e.to_string())?;
-            for (i, contender) in Contender::EVERY.iter().enumerate() {
+            for (i, contender) in Contender::ALL.iter().enumerate() {
                 if !cells.iter().any(|r| r.contender == *contender) {
                     continue;
                 }

@@ -172,6 +172,10 @@ struct Link {
     /// A connection of this link broke and no later one has proven itself yet: new
     /// connections start with the resend window ([`Recovery`](crate::Recovery)).
     suspect: bool,
+    /// Reconnects at once after damaged bytes broke a connection that delivered no response
+    /// ([`Recovery::damaged_reconnects`](crate::Recovery::damaged_reconnects)), since the
+    /// last connection that did.
+    damaged_reconnects: u32,
 }
 
 enum LinkState {
@@ -272,6 +276,7 @@ impl Engine {
                 monitor: Monitor::default(),
                 refused: false,
                 suspect: false,
+                damaged_reconnects: 0,
             })
             .collect();
         let link_by_name = links
@@ -836,6 +841,7 @@ impl Engine {
         if self.short.owns(conn) {
             let error = match cause {
                 CloseCause::Io(errno) => DialError::Io(errno),
+                CloseCause::Damaged => DialError::Handshake,
                 _ => DialError::Refused,
             };
             return self.short_connect_failed(now, conn, Some(error));
@@ -848,12 +854,14 @@ impl Engine {
             let failure = match cause {
                 CloseCause::RemoteClosed => SocketFailure::RemoteClosed,
                 CloseCause::Io(errno) => SocketFailure::Io { errno },
+                CloseCause::Damaged => SocketFailure::Damaged,
             };
             self.link_down(li, now, LinkError::Socket(failure), true);
         } else {
             let error = match cause {
                 CloseCause::RemoteClosed => DialError::Refused,
                 CloseCause::Io(errno) => DialError::Io(errno),
+                CloseCause::Damaged => DialError::Handshake,
             };
             self.handle_connect_failed(now, conn, error);
         }
@@ -2182,7 +2190,26 @@ impl Engine {
                     if !local {
                         let link = &mut self.links[li];
                         link.suspect = true;
-                        link.monitor.fast_reconnect = r.reconnect_after_progress && s.responses > 0;
+                        // Design: damaged bytes (a malformed frame, a TLS record that failed
+                        // its check) show a path that carries bytes, only not intact ones: a
+                        // new connection is worth trying at once, a few times without a
+                        // response in between, then the table paces again (a server that
+                        // speaks another protocol must not cause a connect storm).
+                        let damaged = matches!(
+                            error,
+                            LinkError::Decode(_) | LinkError::Socket(SocketFailure::Damaged)
+                        );
+                        if s.responses > 0 {
+                            link.damaged_reconnects = 0;
+                        }
+                        let unpaid = s.responses == 0
+                            && damaged
+                            && link.damaged_reconnects < r.damaged_reconnects;
+                        if unpaid {
+                            link.damaged_reconnects += 1;
+                        }
+                        link.monitor.fast_reconnect =
+                            r.reconnect_after_progress && (s.responses > 0 || unpaid);
                     }
                 }
                 if !by_driver {

@@ -519,6 +519,7 @@ impl Engine {
         let error = match error {
             ExchangeError::Http(h) => TaskError::Http(h),
             ExchangeError::Closed(CloseCause::Io(errno)) => SocketFailure::Io { errno }.into(),
+            ExchangeError::Closed(CloseCause::Damaged) => SocketFailure::Damaged.into(),
             ExchangeError::Closed(_) => SocketFailure::RemoteClosed.into(),
             ExchangeError::Request => {
                 // The codec shaped a request HTTP cannot carry: no retry can fix that.
@@ -679,6 +680,7 @@ impl Engine {
                 // The driver lost the connection before it could report the exchange.
                 let cause = match error {
                     Some(DialError::Io(errno)) => CloseCause::Io(errno),
+                    Some(DialError::Handshake) => CloseCause::Damaged,
                     _ => CloseCause::RemoteClosed,
                 };
                 self.short.conns.insert(conn, id);

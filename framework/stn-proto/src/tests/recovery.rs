@@ -507,3 +507,60 @@ fn on_a_very_lossy_path_the_transport_spares_links_the_probe_alone_would_drop() 
         "{with} drops with the facts, {without} without"
     );
 }
+
+// ----- after damaged bytes --------------------------------------------------------------------
+
+#[test]
+fn damaged_bytes_earn_a_few_reconnects_at_once_then_the_table_paces() {
+    // Every answer is garbage: each connection breaks on a malformed frame before any
+    // response. Three reconnects go at once, then the foreground table's 5 s paces again.
+    let run = |profile| {
+        let mut sim = sim(profile);
+        sim.foreground(true);
+        sim.script.answer = Answer::Garbage;
+        let spec = TaskSpec::new(CmdId(1), &b"x"[..])
+            .with_retry_count(10)
+            .with_total_timeout(secs(30));
+        let id = sim.start(spec);
+        sim.run_until_end(id, secs(40));
+        sim
+    };
+    let phobos = run(ConnectProfile::Phobos);
+    let at = connects(&phobos);
+    assert!(at.len() >= 5, "{at:?}");
+    assert!(at[3] < ms(1_000), "three at once: {at:?}");
+    assert!(at[4] - at[3] >= secs(4), "then paced: {at:?}");
+    assert!(link_downs(&phobos)
+        .iter()
+        .all(|(_, e)| matches!(e, LinkError::Decode(_))));
+
+    let mars = run(ConnectProfile::MarsClassic);
+    let at = connects(&mars);
+    assert!(at[1] >= secs(4), "Mars paces from the first: {at:?}");
+}
+
+#[test]
+fn a_connection_the_transport_found_damaged_is_replaced_at_once() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    sim.script.answer = Answer::Never;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(ms(100));
+    let conn = sim.open_conns()[0];
+    // The driver's TLS layer found a record damaged.
+    sim.engine
+        .handle_closed(sim.now, conn, crate::CloseCause::Damaged);
+    sim.drain();
+    sim.script.answer = Answer::Echo;
+    let (_, end) = sim.run_until_end(id, secs(30));
+    assert!(end.outcome.is_ok());
+    assert_eq!(
+        link_downs(&sim),
+        vec![(ms(100), LinkError::Socket(crate::SocketFailure::Damaged))]
+    );
+    assert_eq!(connects(&sim), vec![ms(0), ms(100)], "at once");
+    assert_eq!(
+        LinkError::Socket(crate::SocketFailure::Damaged).mars_code(),
+        10004
+    );
+}
