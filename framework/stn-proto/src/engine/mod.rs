@@ -807,7 +807,9 @@ impl Engine {
             return;
         }
         let Some(sent) = s.heartbeat_sent else {
+            // No heartbeat owed any more: nothing to judge, nothing to wake up for.
             s.inspecting = false;
+            self.timers.cancel(TimerKind::HeartbeatReply(li));
             return;
         };
         let wait = facts.and_then(|f| {
