@@ -461,6 +461,9 @@ pub enum DialError {
     Unreachable,
     /// A TLS or proxy handshake failed.
     Handshake,
+    /// A TLS handshake failed on damaged bytes (a record or message that failed its check,
+    /// or the peer's alert saying it found one): the path answers, its bytes were spoiled.
+    Damaged,
     /// The server's TLS certificate was refused (untrusted issuer, wrong name, expired, pin
     /// mismatch).
     Certificate,

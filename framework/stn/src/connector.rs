@@ -359,15 +359,16 @@ pub enum SocketOptionsError {
     KeepaliveCount(u32),
 }
 
-/// The core's view of a failed connect. A TLS failure (an error carrying a [`TlsError`](crate::TlsError))
-/// is [`DialError::Certificate`] when the server's certificate was refused, else
+/// The core's view of a failed connect. A TLS failure (an error carrying a
+/// [`TlsError`](crate::TlsError)) is [`DialError::Damaged`] when its bytes arrived damaged,
+/// [`DialError::Certificate`] when the server's certificate was refused, else
 /// [`DialError::Handshake`].
 pub fn dial_error(err: &io::Error) -> DialError {
     if let Some(tls) = crate::TlsError::from_io(err) {
-        return if tls.is_certificate_error() {
-            DialError::Certificate
-        } else {
-            DialError::Handshake
+        return match tls {
+            crate::TlsError::Damaged(_) => DialError::Damaged,
+            t if t.is_certificate_error() => DialError::Certificate,
+            _ => DialError::Handshake,
         };
     }
     match err.kind() {

@@ -87,13 +87,17 @@ pub enum TlsError {
     /// alert from the server, the connection closing mid-handshake.
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
+    /// The handshake's bytes arrived damaged: a record that failed decryption, a malformed
+    /// message, or the server's alert that it received one. Worth an immediate new try.
+    #[error("TLS handshake bytes were damaged: {0}")]
+    Damaged(String),
 }
 
 impl TlsError {
     /// Whether the failure is about the server certificate (the server is not who it
     /// claims to be, or is not trusted), rather than the handshake itself.
     pub fn is_certificate_error(&self) -> bool {
-        !matches!(self, TlsError::Handshake(_))
+        !matches!(self, TlsError::Handshake(_) | TlsError::Damaged(_))
     }
 
     /// The [`TlsError`] inside an error returned by [`TlsConnector`], if it is one.
@@ -122,6 +126,13 @@ impl TlsError {
                 }
                 other => TlsError::InvalidCertificate(format!("{other:?}")),
             },
+            rustls::Error::DecryptError
+            | rustls::Error::InvalidMessage(_)
+            | rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadRecordMac
+                | rustls::AlertDescription::DecodeError
+                | rustls::AlertDescription::DecryptError,
+            ) => TlsError::Damaged(err.to_string()),
             other => TlsError::Handshake(other.to_string()),
         }
     }
@@ -625,6 +636,31 @@ mod tests {
         0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52,
         0xb8, 0x55,
     ];
+
+    #[test]
+    fn damaged_handshake_bytes_are_told_from_other_failures() {
+        let damaged = [
+            rustls::Error::DecryptError,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac),
+            rustls::Error::AlertReceived(rustls::AlertDescription::DecodeError),
+        ];
+        for e in damaged {
+            let err = TlsError::from_rustls(&e);
+            assert!(matches!(err, TlsError::Damaged(_)), "{e:?}");
+            assert!(!err.is_certificate_error());
+            let io = io::Error::new(io::ErrorKind::InvalidData, err);
+            assert_eq!(crate::dial_error(&io), phobos_stn_proto::DialError::Damaged);
+        }
+        let other = TlsError::from_rustls(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        assert!(matches!(other, TlsError::Handshake(_)));
+        let io = io::Error::new(io::ErrorKind::InvalidData, other);
+        assert_eq!(
+            crate::dial_error(&io),
+            phobos_stn_proto::DialError::Handshake
+        );
+    }
 
     #[test]
     fn pins_parse_from_hex_and_base64() {

@@ -241,10 +241,12 @@ impl Dialer {
         let attempt = self.in_flight.swap_remove(pos);
         self.failures.push(error);
         self.failed_since_start = true;
-        // Design: a handshake that broke (TLS or proxy, not a certificate verdict) got an
-        // answer, so the path works; its bytes were damaged or cut. Dialing the same address
-        // again at once is cheaper than the next cycle (Phobos, from the hedge budget).
-        if error == Some(DialError::Handshake) && self.hedges_left > 0 {
+        // Design: a TLS handshake that broke on damaged bytes got an answer, so the path
+        // works; only its bytes were spoiled. Dialing the same address again at once is
+        // cheaper than the next cycle (Phobos, from the hedge budget). A handshake refused
+        // for any other reason (a proxy's refusal, a protocol mismatch, a certificate) is a
+        // verdict and is not repeated.
+        if error == Some(DialError::Damaged) && self.hedges_left > 0 {
             self.hedges_left -= 1;
             self.redial.push(attempt.index);
         }
@@ -384,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_handshake_redials_the_same_address_at_once_within_the_hedges() {
+    fn a_damaged_handshake_redials_the_same_address_at_once_within_the_hedges() {
         let t0 = crate::tests::epoch::epoch();
         let s = Duration::from_millis(250);
         let c = candidates(2);
@@ -397,26 +399,26 @@ mod tests {
         let mut d = Dialer::new(c.clone(), rules);
         d.started(t0, ConnId(1), s);
         let t1 = t0 + Duration::from_millis(30);
-        d.failed(t1, ConnId(1), Some(DialError::Handshake));
+        d.failed(t1, ConnId(1), Some(DialError::Damaged));
         // The same address again, ahead of the next one, with a fresh connect timeout.
         assert_eq!(d.step(t1), DialStep::Start(c[0].addr));
         assert_eq!(d.started(t1, ConnId(2), s), t1);
         assert_eq!(d.step(t1), DialStep::WaitUntil(t1 + s));
-        d.failed(t1, ConnId(2), Some(DialError::Handshake));
+        d.failed(t1, ConnId(2), Some(DialError::Damaged));
         assert_eq!(d.step(t1), DialStep::Start(c[0].addr));
         d.started(t1, ConnId(3), s);
         // The budget is spent: the third broken handshake moves on to the next address.
-        d.failed(t1, ConnId(3), Some(DialError::Handshake));
+        d.failed(t1, ConnId(3), Some(DialError::Damaged));
         assert_eq!(d.step(t1), DialStep::Start(c[1].addr));
         d.started(t1, ConnId(4), s);
-        // A certificate verdict is final: no redial.
-        d.failed(t1, ConnId(4), Some(DialError::Certificate));
+        // A handshake refused for another reason is a verdict: no redial.
+        d.failed(t1, ConnId(4), Some(DialError::Handshake));
         assert_eq!(d.step(t1), DialStep::Exhausted);
 
         // Mars (no hedges) never redials.
         let mut d = Dialer::new(c.clone(), MARS);
         d.started(t0, ConnId(1), s);
-        d.failed(t1, ConnId(1), Some(DialError::Handshake));
+        d.failed(t1, ConnId(1), Some(DialError::Damaged));
         assert_eq!(d.step(t1), DialStep::Start(c[1].addr));
     }
 

@@ -845,7 +845,7 @@ impl Engine {
         if self.short.owns(conn) {
             let error = match cause {
                 CloseCause::Io(errno) => DialError::Io(errno),
-                CloseCause::Damaged => DialError::Handshake,
+                CloseCause::Damaged => DialError::Damaged,
                 _ => DialError::Refused,
             };
             return self.short_connect_failed(now, conn, Some(error));
@@ -865,7 +865,7 @@ impl Engine {
             let error = match cause {
                 CloseCause::RemoteClosed => DialError::Refused,
                 CloseCause::Io(errno) => DialError::Io(errno),
-                CloseCause::Damaged => DialError::Handshake,
+                CloseCause::Damaged => DialError::Damaged,
             };
             self.handle_connect_failed(now, conn, error);
         }
@@ -2735,7 +2735,7 @@ fn dial_failure(e: DialError) -> DialFailure {
     match e {
         DialError::Refused => DialFailure::Refused,
         DialError::Unreachable => DialFailure::Unreachable,
-        DialError::Handshake => DialFailure::Handshake,
+        DialError::Handshake | DialError::Damaged => DialFailure::Handshake,
         DialError::Certificate => DialFailure::Certificate,
         DialError::Io(errno) => DialFailure::Io { errno },
     }

@@ -684,7 +684,7 @@ impl Engine {
                 // The driver lost the connection before it could report the exchange.
                 let cause = match error {
                     Some(DialError::Io(errno)) => CloseCause::Io(errno),
-                    Some(DialError::Handshake) => CloseCause::Damaged,
+                    Some(DialError::Damaged) => CloseCause::Damaged,
                     _ => CloseCause::RemoteClosed,
                 };
                 self.short.conns.insert(conn, id);
