@@ -383,7 +383,7 @@ impl Driver {
                     return;
                 }
                 m::count(&m::BYTES_RECEIVED_KEY, bytes.len() as u64);
-                self.engine.handle_bytes(t, conn, &bytes);
+                self.engine.handle_data(t, conn, bytes);
             }
             IoEvent::Connected { attempt, stream } => {
                 let Some((link, _)) = self.attempts.remove(&attempt) else {

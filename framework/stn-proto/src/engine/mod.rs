@@ -716,7 +716,25 @@ impl Engine {
     }
 
     /// Bytes arrived on a connection.
+    ///
+    /// The bytes are copied; a driver that owns its read buffers should prefer
+    /// [`handle_data`](Self::handle_data), which keeps response bodies as slices of them.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        if !self.conns.contains_key(&conn) || data.is_empty() {
+            return;
+        }
+        self.handle_data(now, conn, Bytes::copy_from_slice(data));
+    }
+
+    /// Bytes arrived on a connection, handed over: the same as
+    /// [`handle_bytes`](Self::handle_bytes), except that the body of every frame lying wholly
+    /// in `data` (and in the bytes kept from earlier reads) is a slice of it
+    /// ([`Bytes::slice`]), not a copy.
+    ///
+    /// Design: zero-copy responses. A response body then keeps its read chunk alive while the
+    /// app holds it; a driver reading into exactly sized chunks (as `phobos-stn` does) keeps
+    /// that overhead to the chunk's other frames.
+    pub fn handle_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
         let Some(&li) = self.conns.get(&conn) else {
             return;
         };
@@ -741,31 +759,25 @@ impl Engine {
             self.timers.set(TimerKind::StallProbe(li), now);
         }
         self.stats.bytes_received += data.len() as u64;
-        let mut buf = std::mem::take(&mut s.rx);
-        let from_data = buf.is_empty();
-        if !from_data {
-            buf.extend_from_slice(data);
-        }
-        let consumed = {
-            let input: &[u8] = if from_data { data } else { &buf };
-            match self.read_frames(li, conn, input, now) {
-                Some(n) => n,
-                None => {
-                    self.pump(now);
-                    return;
-                }
-            }
-        };
-        if from_data {
-            buf.extend_from_slice(&data[consumed..]);
+        // The bytes to decode: `data` itself, or the partial frame kept from the last read
+        // followed by `data` (moved into one shared buffer, so its bodies are slices too).
+        let input = if s.rx.is_empty() {
+            data
         } else {
-            buf.drain(..consumed);
-        }
+            let mut buf = std::mem::take(&mut s.rx);
+            buf.extend_from_slice(&data);
+            Bytes::from(buf)
+        };
+        let Some(consumed) = self.read_frames(li, conn, &input, now) else {
+            self.pump(now);
+            return;
+        };
+        let rest = &input[consumed..];
         // A codec that keeps asking for more past its own frame limit would let the buffer
         // grow without bound; treat that as a malformed stream.
         let max = self.cfg.codec.max_frame_len();
-        if buf.len() > max {
-            let len = buf.len() as u64;
+        if rest.len() > max {
+            let len = rest.len() as u64;
             let error = phobos_plugin_api::DecodeError::TooLarge {
                 len,
                 max: max as u64,
@@ -775,7 +787,7 @@ impl Engine {
             return;
         }
         if let LinkState::Connected(s) = &mut self.links[li].state {
-            s.rx = buf;
+            s.rx.extend_from_slice(rest);
         }
         self.data_event(now);
         self.pump(now);
@@ -1301,7 +1313,7 @@ impl Engine {
         &mut self,
         li: usize,
         conn: ConnId,
-        input: &[u8],
+        input: &Bytes,
         now: Instant,
     ) -> Option<usize> {
         let codec = self.cfg.codec.clone();
@@ -1314,8 +1326,9 @@ impl Engine {
                         self.link_down(li, now, LinkError::Decode(BAD_FRAME_LEN), false);
                         return None;
                     }
-                    pos += frame.len;
-                    self.on_frame(li, rest, frame, now);
+                    let len = frame.len;
+                    self.on_frame(li, input, pos, frame, now);
+                    pos += len;
                     if !self.is_current(li, conn) {
                         return None;
                     }
@@ -1341,22 +1354,26 @@ impl Engine {
         matches!(&self.links[li].state, LinkState::Connected(s) if s.conn == conn)
     }
 
-    fn on_frame(&mut self, li: usize, buf: &[u8], frame: RawFrame, now: Instant) {
+    /// One decoded frame: `frame`'s ranges are relative to `input[at..]`.
+    fn on_frame(&mut self, li: usize, input: &Bytes, at: usize, frame: RawFrame, now: Instant) {
+        let buf = &input[at..];
         let Some(body) = buf.get(frame.body.clone()) else {
             self.link_down(li, now, LinkError::Decode(BAD_FRAME_LEN), false);
             return;
         };
+        // Checked just above: the body lies within the input.
+        let shared = |r: std::ops::Range<usize>| input.slice(at + r.start..at + r.end);
         match self.cfg.codec.classify(&frame.head) {
             FrameKind::Response(seq) => {
                 let ext = frame
                     .extension
-                    .and_then(|r| buf.get(r))
-                    .map(Bytes::copy_from_slice);
+                    .filter(|r| buf.get(r.clone()).is_some())
+                    .map(shared);
                 self.on_response(
                     li,
                     TaskId(seq.0),
                     frame.head.cmd_id,
-                    body,
+                    shared(frame.body.clone()),
                     ext,
                     frame.len,
                     now,
@@ -1367,7 +1384,7 @@ impl Engine {
                 self.events.push_back(Event::Push {
                     link: self.links[li].name.clone(),
                     cmd_id: frame.head.cmd_id,
-                    body: Bytes::copy_from_slice(body),
+                    body: shared(frame.body.clone()),
                 });
             }
             FrameKind::HeartbeatReply => self.on_heartbeat_reply(li, now),
@@ -1410,7 +1427,7 @@ impl Engine {
         li: usize,
         id: TaskId,
         cmd_id: CmdId,
-        body: &[u8],
+        body: Bytes,
         extension: Option<Bytes>,
         frame_len: usize,
         now: Instant,
@@ -1430,7 +1447,7 @@ impl Engine {
         p.decoded_at = Some(now);
         p.received_bytes = frame_len;
         let verdict = match &self.cfg.response_check {
-            Some(check) => check.check(id, cmd_id, body),
+            Some(check) => check.check(id, cmd_id, &body),
             None => ResponseVerdict::Accept,
         };
         match verdict {
@@ -1444,7 +1461,7 @@ impl Engine {
                 );
                 let response = Response {
                     cmd_id,
-                    body: Bytes::copy_from_slice(body),
+                    body,
                     extension,
                 };
                 self.finish(id, now, Ok(response));
