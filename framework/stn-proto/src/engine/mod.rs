@@ -8,6 +8,7 @@ mod monitor;
 mod queue;
 mod ranking;
 mod short;
+mod tasks;
 mod timeouts;
 
 pub use self::ranking::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
@@ -43,6 +44,7 @@ use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
 use self::queue::TaskQueue;
 use self::ranking::{Candidate, PlanRules, Ranking};
+use self::tasks::TaskTable;
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 
 pub use self::short::{
@@ -71,9 +73,8 @@ pub use self::short::{
 pub struct Engine {
     cfg: Config,
     rng: ChaCha8Rng,
-    /// Design: tasks are boxed so the map, the zombie list and the hand-offs between them
-    /// move a pointer, not the ~600-byte task.
-    tasks: FxHashMap<TaskId, Box<Task>>,
+    /// Queued and running tasks, unboxed in a slab ([`TaskTable`]).
+    tasks: TaskTable,
     links: Vec<Link>,
     link_by_name: FxHashMap<LinkName, usize>,
     conns: FxHashMap<ConnId, usize>,
@@ -116,6 +117,9 @@ pub struct Engine {
 #[derive(Debug)]
 struct Task {
     id: TaskId,
+    /// Where [`Engine::tasks`] stores it (set on insertion); its per-task timers are keyed
+    /// by it.
+    slot: u32,
     spec: TaskSpec,
     link: usize,
     order: u64,
@@ -126,8 +130,8 @@ struct Task {
     state: TaskState,
     limits_checked: bool,
     auth_cleared: bool,
-    /// Boxed from admission on, so the task's end carries it without copying it.
-    profile: Box<TaskProfile>,
+    /// Boxed when the task ends (the end carries it boxed).
+    profile: TaskProfile,
 }
 
 #[derive(Debug)]
@@ -150,6 +154,8 @@ struct Attempt {
 }
 
 /// A failed task kept to be retried later within its total timeout (§14).
+///
+/// Design: boxed, so the zombie map moves a pointer, not the ~600-byte task.
 #[derive(Debug)]
 struct Zombie {
     task: Box<Task>,
@@ -285,7 +291,7 @@ impl Engine {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             has_account: config.has_account,
             cfg: config,
-            tasks: FxHashMap::default(),
+            tasks: TaskTable::default(),
             links,
             link_by_name,
             conns: FxHashMap::default(),
@@ -347,8 +353,9 @@ impl Engine {
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let order = self.next_order;
         self.next_order += 1;
-        let task = Box::new(Task {
+        let task = Task {
             id,
+            slot: 0,
             link,
             order,
             retries_left: retries,
@@ -357,10 +364,12 @@ impl Engine {
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
-            profile: Box::new(profile),
+            profile,
             spec,
-        });
-        self.enqueue(task, now);
+        };
+        // Stored first and queued in place: the ~600-byte task is not moved again.
+        let slot = self.tasks.insert(task);
+        self.enqueue(slot, now);
         if !self.defer_dispatch {
             self.pump(now);
         }
@@ -1046,7 +1055,10 @@ impl Engine {
     }
 
     /// Puts a (new or restarted) task in its link's queue with a fresh total-timeout timer.
-    fn enqueue(&mut self, mut task: Box<Task>, now: Instant) {
+    fn enqueue(&mut self, slot: u32, now: Instant) {
+        let Some(task) = self.tasks.at_slot_mut(slot) else {
+            return;
+        };
         let total = timeouts::task_total(
             task.spec.server_cost,
             task.retries_left,
@@ -1055,12 +1067,12 @@ impl Engine {
         );
         task.budget_start = now;
         task.state = TaskState::Queued;
+        let (id, li) = (task.id, task.link);
+        let link = &mut self.links[li];
+        link.queue.insert((task.spec.priority, task.order, id));
+        self.dirty[li] = true;
         self.timers
-            .set_after(TimerKind::TaskTotal(task.id), now, total);
-        let link = &mut self.links[task.link];
-        link.queue.insert((task.spec.priority, task.order, task.id));
-        self.dirty[task.link] = true;
-        self.tasks.insert(task.id, task);
+            .set_task_after(slot, TimerKind::TaskTotal(id), now, total);
     }
 
     // ----- scheduling ---------------------------------------------------------------------
@@ -1080,8 +1092,6 @@ impl Engine {
                 break;
             }
         }
-        // Every input ends here: move this input's per-task timer changes into the heap.
-        self.timers.settle();
     }
 
     fn mark_all_dirty(&mut self) {
@@ -1273,10 +1283,11 @@ impl Engine {
                 self.timers.set(kind, now + r.probe_after(s.rtt));
             }
         }
+        let slot = task.slot;
         self.timers
-            .set_after(TimerKind::FirstPacket(id), now, t.first_packet);
+            .set_task_after(slot, TimerKind::FirstPacket(id), now, t.first_packet);
         self.timers
-            .set_after(TimerKind::ReadWrite(id), now, t.read_write);
+            .set_task_after(slot, TimerKind::ReadWrite(id), now, t.read_write);
     }
 
     fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
@@ -1412,10 +1423,11 @@ impl Engine {
         }
         task.profile.first_byte.get_or_insert(now);
         task.profile.last_byte = Some(now);
-        let p2p = a.timeouts.packet_to_packet;
-        self.timers.cancel(TimerKind::FirstPacket(id));
+        let (p2p, slot) = (a.timeouts.packet_to_packet, task.slot);
         self.timers
-            .set_after(TimerKind::PacketToPacket(id), now, p2p);
+            .cancel_task_timer(slot, TimerKind::FirstPacket(id));
+        self.timers
+            .set_task_after(slot, TimerKind::PacketToPacket(id), now, p2p);
         if gap > WEAK_PACKET_GAP {
             self.mark_weak(now);
         }
@@ -2380,25 +2392,6 @@ impl Engine {
                 .is_some_and(|t| now.saturating_duration_since(t) < WEAK_LAPSE)
     }
 
-    /// A task ends: slow successes and failures after a fallback address mark the network
-    /// weak; fast successes relieve it.
-    fn judge_weak(&mut self, task: &Task, outcome: &TaskOutcome, now: Instant) {
-        if task.attempts == 0 {
-            return;
-        }
-        let took = now.saturating_duration_since(task.profile.queued_at);
-        match outcome {
-            Ok(_) if took >= WEAK_SLOW_TASK => self.mark_weak(now),
-            Ok(_) if took < WEAK_FAST_TASK => self.relieve_weak(now),
-            Ok(_) | Err(TaskError::Codec(_)) | Err(TaskError::Canceled) => {}
-            Err(_) => {
-                if matches!(task.state, TaskState::Running(a) if a.addr_index > 0) {
-                    self.mark_weak(now);
-                }
-            }
-        }
-    }
-
     // ----- timing sync --------------------------------------------------------------------
 
     /// The timing-sync period for the current state (§15.4).
@@ -2429,42 +2422,68 @@ impl Engine {
     // ----- ending and retrying ------------------------------------------------------------
 
     /// Removes a task from the engine (queue, running set, timers) and returns it.
-    fn remove_task(&mut self, id: TaskId) -> Option<Box<Task>> {
-        let task = self.tasks.remove(&id)?;
-        let link = &mut self.links[task.link];
-        link.queue.remove(&(task.spec.priority, task.order, id));
+    fn remove_task(&mut self, id: TaskId) -> Option<Task> {
+        self.unlink(id);
+        self.tasks.remove(&id)
+    }
+
+    /// Takes a stored task out of its link's queue and running set and disarms its timers.
+    fn unlink(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        let (li, key, slot) = (task.link, (task.spec.priority, task.order, id), task.slot);
+        let link = &mut self.links[li];
+        link.queue.remove(&key);
         link.running.remove(&id);
-        self.timers.cancel_task(id);
-        Some(task)
+        self.timers.cancel_task(slot);
     }
 
     /// Ends a task (or keeps it as a zombie, §14).
     fn finish(&mut self, id: TaskId, now: Instant, outcome: TaskOutcome) {
-        let Some(mut task) = self.remove_task(id) else {
+        let Some(task) = self.tasks.get(&id) else {
             return;
         };
-        self.judge_weak(&task, &outcome, now);
-        if let Err(error) = &outcome {
-            if let Some(remaining) = self.zombie_budget(&task, error, now) {
-                task.state = TaskState::Queued;
-                task.profile.zombie_rounds += 1;
-                self.stats.zombies_saved += 1;
-                self.events.push_back(Event::TaskZombie { id, remaining });
-                self.timers
-                    .set(TimerKind::ZombieExpiry(id), now + remaining);
-                self.zombies.insert(
-                    id,
-                    Zombie {
-                        task,
-                        saved_at: now,
-                        remaining,
-                    },
-                );
-                self.schedule_zombie_restart();
-                return;
-            }
+        let weak = weak_verdict(task, &outcome, now);
+        let zombie = match &outcome {
+            Err(error) => self.zombie_budget(task, error, now),
+            Ok(_) => None,
+        };
+        match weak {
+            Some(Weak::Mark) => self.mark_weak(now),
+            Some(Weak::Relieve) => self.relieve_weak(now),
+            None => {}
         }
-        self.emit_end(id, outcome, task.profile, now);
+        if let Some(remaining) = zombie {
+            let Some(mut task) = self.remove_task(id) else {
+                return;
+            };
+            task.state = TaskState::Queued;
+            task.profile.zombie_rounds += 1;
+            self.stats.zombies_saved += 1;
+            self.events.push_back(Event::TaskZombie { id, remaining });
+            self.timers
+                .set(TimerKind::ZombieExpiry(id), now + remaining);
+            self.zombies.insert(
+                id,
+                Zombie {
+                    task: Box::new(task),
+                    saved_at: now,
+                    remaining,
+                },
+            );
+            self.schedule_zombie_restart();
+            return;
+        }
+        // The usual end: the task is dropped where it is stored; only its profile leaves.
+        self.unlink(id);
+        let fresh = TaskProfile::new(now);
+        let taken = self
+            .tasks
+            .remove_with(&id, |t| std::mem::replace(&mut t.profile, fresh));
+        if let Some(profile) = taken {
+            self.emit_end(id, outcome, profile, now);
+        }
     }
 
     /// One attempt failed: retry if the task may, else end it.
@@ -2509,7 +2528,7 @@ impl Engine {
             TimerKind::PacketToPacket(id),
             TimerKind::ReadWrite(id),
         ] {
-            self.timers.cancel(kind);
+            self.timers.cancel_task_timer(task.slot, kind);
         }
         self.dirty[task.link] = true;
         self.events.push_back(Event::TaskRetrying {
@@ -2620,11 +2639,12 @@ impl Engine {
             );
             return;
         };
-        let mut task = z.task;
+        let mut task = *z.task;
         task.retries_left = 0;
         task.spec.retry_count = Some(0);
         task.spec.total_timeout = Some(left);
-        self.enqueue(task, now);
+        let slot = self.tasks.insert(task);
+        self.enqueue(slot, now);
     }
 }
 
@@ -2639,6 +2659,32 @@ impl std::fmt::Debug for Engine {
             .field("foreground", &self.activity.foreground)
             .field("active", &self.activity.active)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a task's end says about the network (§15.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Weak {
+    /// A sign of a weak network.
+    Mark,
+    /// A sign that the network is fine again.
+    Relieve,
+}
+
+/// What the end of `task` with `outcome` at `now` tells the weak-network detector.
+fn weak_verdict(task: &Task, outcome: &TaskOutcome, now: Instant) -> Option<Weak> {
+    if task.attempts == 0 {
+        return None;
+    }
+    let took = now.saturating_duration_since(task.profile.queued_at);
+    match outcome {
+        Ok(_) if took >= WEAK_SLOW_TASK => Some(Weak::Mark),
+        Ok(_) if took < WEAK_FAST_TASK => Some(Weak::Relieve),
+        Ok(_) | Err(TaskError::Codec(_)) | Err(TaskError::Canceled) => None,
+        Err(_) => {
+            let other_addr = matches!(task.state, TaskState::Running(a) if a.addr_index > 0);
+            other_addr.then_some(Weak::Mark)
+        }
     }
 }
 
