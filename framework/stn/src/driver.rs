@@ -102,6 +102,9 @@ pub(crate) async fn run(
         load_heartbeat_state(heartbeat.as_ref(), path);
     }
     let mut engine = engine;
+    // The driver only traces `TaskSent`: without a subscriber for that, the core need not
+    // build the event for every attempt (checked once, at start).
+    engine.set_task_sent_events(tracing::enabled!(tracing::Level::TRACE));
     let ranking_state = config.ranking_state_file().map(|p| p.to_owned());
     if let Some(path) = &ranking_state {
         if let Some(state) = load_ranking_state(path) {

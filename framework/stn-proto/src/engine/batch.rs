@@ -36,6 +36,13 @@ impl Engine {
         self.pump(now);
     }
 
+    /// Whether a task's [`Event::TaskSent`](crate::Event::TaskSent) is emitted (default
+    /// true). A driver that does nothing with the event turns it off, which spares an event
+    /// per attempt; nothing else changes (task ends, profiles and timeouts are the same).
+    pub fn set_task_sent_events(&mut self, emit: bool) {
+        self.task_sent_events = emit;
+    }
+
     /// The (empty) buffer a dispatch pass encodes its frames into.
     ///
     /// Design: one buffer kept across passes, and each write copies it into an exactly

@@ -96,7 +96,8 @@ pub struct Engine {
     keeper: Keeper,
     auth_hosts: Vec<AuthHost>,
     dirty: Vec<bool>,
-    scratch: Vec<TaskId>,
+    /// The dispatch pass's ready tasks: (id, slot).
+    scratch: Vec<(TaskId, u32)>,
     stats: Stats,
     /// Last time the weak-network detector saw a sign of a weak network (§15.2).
     weak_mark: Option<Instant>,
@@ -111,6 +112,8 @@ pub struct Engine {
     defer_dispatch: bool,
     /// Reused buffer the dispatch pass encodes a link's frames into (see `batch.rs`).
     send_buf: Vec<u8>,
+    /// Whether [`Event::TaskSent`] is emitted ([`set_task_sent_events`](Self::set_task_sent_events)).
+    task_sent_events: bool,
 }
 
 /// One task the engine holds (queued or running).
@@ -323,6 +326,7 @@ impl Engine {
             srtt: None,
             defer_dispatch: false,
             send_buf: Vec::new(),
+            task_sent_events: true,
         })
     }
 
@@ -1158,7 +1162,7 @@ impl Engine {
             if room.is_some_and(|r| ready.len() >= r) {
                 break;
             }
-            ready.push(id);
+            ready.push((id, t.slot));
         }
         for host in auth_needed {
             self.request_auth(&host);
@@ -1171,8 +1175,8 @@ impl Engine {
             return;
         }
         let mut out = self.take_send_buf();
-        for &id in &ready {
-            self.send_task(li, id, now, &mut out);
+        for &(id, slot) in &ready {
+            self.send_task(li, id, slot, now, &mut out);
         }
         self.scratch = ready;
         if !out.is_empty() {
@@ -1183,29 +1187,33 @@ impl Engine {
 
     /// Frames one task onto `out` and marks it running (or ends it: limits, encode error,
     /// send-only).
-    fn send_task(&mut self, li: usize, id: TaskId, now: Instant, out: &mut Vec<u8>) {
-        let Some(task) = self.tasks.get_mut(&id) else {
+    ///
+    /// `slot` is where the task is stored (read by the pass a moment ago).
+    fn send_task(&mut self, li: usize, id: TaskId, slot: u32, now: Instant, out: &mut Vec<u8>) {
+        let Some(task) = self.tasks.at_slot_mut(slot).filter(|t| t.id == id) else {
             return;
         };
         // Design: limits count a task once, on its first dispatch (Mars may count a task
         // twice when the link was down, §18.11).
         if !task.limits_checked {
             task.limits_checked = true;
-            let (freq, flow) = (task.spec.limit_frequency, task.spec.limit_flow);
-            let body = task.spec.body.clone();
-            if freq && self.cfg.limits.frequency {
-                if let Err(since) = self.freq.check(now, &body) {
-                    self.limited(id, LimitKind::Frequency, since, now);
+            let freq = task.spec.limit_frequency && self.cfg.limits.frequency;
+            let flow = task.spec.limit_flow && self.cfg.limits.flow && self.net.is_mobile();
+            if freq || flow {
+                let body = task.spec.body.clone();
+                if freq {
+                    if let Err(since) = self.freq.check(now, &body) {
+                        self.limited(id, LimitKind::Frequency, since, now);
+                        return;
+                    }
+                }
+                if flow && self.flow.check(now, body.len()).is_err() {
+                    self.limited(id, LimitKind::Flow, body.len() as u64, now);
                     return;
                 }
             }
-            let flow_limited = flow && self.cfg.limits.flow && self.net.is_mobile();
-            if flow_limited && self.flow.check(now, body.len()).is_err() {
-                self.limited(id, LimitKind::Flow, body.len() as u64, now);
-                return;
-            }
         }
-        let Some(task) = self.tasks.get_mut(&id) else {
+        let Some(task) = self.tasks.at_slot_mut(slot).filter(|t| t.id == id) else {
             return;
         };
         let before = out.len();
@@ -1253,11 +1261,13 @@ impl Engine {
         p.first_packet_timeout = Some(t.first_packet);
         let conn = s.conn;
         let addr_index = s.addr_index;
-        self.events.push_back(Event::TaskSent {
-            id,
-            link: link.name.clone(),
-            first_packet_timeout: t.first_packet,
-        });
+        if self.task_sent_events {
+            self.events.push_back(Event::TaskSent {
+                id,
+                link: link.name.clone(),
+                first_packet_timeout: t.first_packet,
+            });
+        }
         if task.spec.send_only {
             let cmd_id = task.spec.cmd_id;
             let response = Response {
@@ -2434,8 +2444,12 @@ impl Engine {
         };
         let (li, key, slot) = (task.link, (task.spec.priority, task.order, id), task.slot);
         let link = &mut self.links[li];
-        link.queue.remove(&key);
-        link.running.remove(&id);
+        // A queued task is in the queue, a running one in the running set (`send_task`,
+        // `fail_attempt`).
+        match task.state {
+            TaskState::Queued => link.queue.remove(&key),
+            TaskState::Running(_) => link.running.remove(&id),
+        };
         self.timers.cancel_task(slot);
     }
 

@@ -139,3 +139,36 @@ fn response_bodies_are_slices_of_the_bytes_handed_over() {
     assert_eq!(&second[..], b"second body");
     assert_eq!(sim.engine.task_count(), 0);
 }
+
+#[test]
+fn without_task_sent_events_tasks_end_the_same_and_no_sent_event_is_built() {
+    let mut with = connected();
+    let mut without = connected();
+    without.engine.set_task_sent_events(false);
+    let (from_with, from_without) = (with.events.len(), without.events.len());
+    let a = with.start(TaskSpec::new(CmdId(7), vec![1; 8]));
+    let b = without.start(TaskSpec::new(CmdId(7), vec![1; 8]));
+    let (_, end_a) = with.run_until_end(a, secs(5));
+    let (_, end_b) = without.run_until_end(b, secs(5));
+    assert_eq!(sent(&with, from_with).len(), 1);
+    assert!(sent(&without, from_without).is_empty());
+    assert_eq!(end_a.outcome, end_b.outcome);
+    // The same profile, up to the two sims' clocks.
+    let shift = without.t0 - with.t0;
+    let mut moved = (*end_a.profile).clone();
+    for t in [&mut moved.queued_at, &mut moved.ended_at] {
+        *t += shift;
+    }
+    for t in [
+        &mut moved.connect_start,
+        &mut moved.connect_end,
+        &mut moved.send_start,
+        &mut moved.send_end,
+        &mut moved.first_byte,
+        &mut moved.last_byte,
+        &mut moved.decoded_at,
+    ] {
+        *t = t.map(|t| t + shift);
+    }
+    assert_eq!(moved, *end_b.profile);
+}
