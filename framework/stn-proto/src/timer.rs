@@ -131,6 +131,13 @@ impl TimerTable {
         self.tasks.cancel_all(slot);
     }
 
+    /// Drops the per-task entries disarmed since the last call from the front of their
+    /// lanes (see [`TaskTimers`]): the engine calls it at the end of every input. Only a
+    /// matter of cost: the table is exact either way.
+    pub(crate) fn settle(&mut self) {
+        self.tasks.settle();
+    }
+
     /// Arms (or re-arms) `kind` at `at`. A per-task kind is found by a scan of the armed
     /// tasks: the engine uses [`set_task_after`](Self::set_task_after) for those.
     pub(crate) fn set(&mut self, kind: TimerKind, at: Instant) {
@@ -198,6 +205,7 @@ impl TimerTable {
 
     /// Removes and returns the earliest timer due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, TimerKind)> {
+        self.tasks.settle();
         let (at, kind) = self.next()?;
         if at > now {
             return None;
@@ -423,9 +431,6 @@ impl TaskTimers {
             self.armed += 1;
         }
         self.push(key(ns, level, id, slot));
-        if old != UNARMED {
-            self.outdated(key(old, level, id, slot));
-        }
         if self.entries > 2 * self.armed + 64 {
             self.rebuild();
         }
@@ -458,20 +463,14 @@ impl TaskTimers {
         }
         s.at[level] = UNARMED;
         self.armed -= 1;
-        self.outdated(key(old, level, id, slot));
     }
 
     fn cancel_all(&mut self, slot: u32) {
         let Some(s) = self.slots.get_mut(slot as usize) else {
             return;
         };
-        let (id, at) = (s.id, std::mem::replace(&mut s.at, [UNARMED; 4]));
-        for (level, ns) in at.into_iter().enumerate() {
-            if ns != UNARMED {
-                self.armed -= 1;
-                self.outdated(key(ns, level, id, slot));
-            }
-        }
+        let at = std::mem::replace(&mut s.at, [UNARMED; 4]);
+        self.armed -= at.iter().filter(|&&ns| ns != UNARMED).count();
     }
 
     fn deadline(&self, slot: u32, id: TaskId, level: usize) -> Option<Instant> {
@@ -479,10 +478,24 @@ impl TaskTimers {
         (s.at[level] != UNARMED).then(|| self.instant(s.at[level]))
     }
 
-    /// The earliest key.
+    /// The earliest live key: the first live entry of each lane and the heap (right at the
+    /// front once [`settle`](Self::settle) ran).
     fn first(&self) -> Option<u128> {
-        let fronts = self.lanes.iter().filter_map(|l| l.front().copied());
-        fronts.chain(self.overflow.peek().map(|r| r.0)).min()
+        let live = |l: &VecDeque<u128>| l.iter().copied().find(|&k| self.is_live(k));
+        let fronts = self.lanes.iter().filter_map(live);
+        let top = match self.overflow.peek() {
+            Some(r) if self.is_live(r.0) => Some(r.0),
+            // Outdated entries below a live top are reached by `settle`; an outdated top
+            // means the heap was not settled: look at every entry.
+            Some(_) => self
+                .overflow
+                .iter()
+                .map(|r| r.0)
+                .filter(|&k| self.is_live(k))
+                .min(),
+            None => None,
+        };
+        fronts.chain(top).min()
     }
 
     /// The earliest armed per-task timer.
@@ -505,12 +518,11 @@ impl TaskTimers {
         }
     }
 
-    /// The entry `k` is no longer live: if it is a lane front or the heap top, uncover the
-    /// next live one there. (Only those matter; other outdated entries wait for their turn
-    /// or a rebuild.)
-    fn outdated(&mut self, k: u128) {
-        let level = unkey(k).1;
-        if self.lanes[level].front() == Some(&k) {
+    /// Drops the outdated entries at the front of every lane and the top of the heap, so
+    /// the next [`first`](Self::first) is a peek. Only a matter of cost: lookups are exact
+    /// either way.
+    fn settle(&mut self) {
+        for level in 0..self.lanes.len() {
             while let Some(&f) = self.lanes[level].front() {
                 if self.is_live(f) {
                     break;
@@ -519,14 +531,12 @@ impl TaskTimers {
                 self.entries -= 1;
             }
         }
-        if self.overflow.peek().map(|r| r.0) == Some(k) {
-            while let Some(&Reverse(f)) = self.overflow.peek() {
-                if self.is_live(f) {
-                    break;
-                }
-                self.overflow.pop();
-                self.entries -= 1;
+        while let Some(&Reverse(f)) = self.overflow.peek() {
+            if self.is_live(f) {
+                break;
             }
+            self.overflow.pop();
+            self.entries -= 1;
         }
     }
 
@@ -559,17 +569,18 @@ impl TaskTimers {
         }
     }
 
-    /// Every lane is sorted, every entry is counted, and every front is live (tests).
+    /// Every lane is sorted, every entry is counted, and once settled every front is live
+    /// (tests).
     #[cfg(test)]
-    fn check(&self) {
+    fn check(&self, settled: bool) {
         let n: usize = self.lanes.iter().map(VecDeque::len).sum();
         assert_eq!(n + self.overflow.len(), self.entries);
         for (level, lane) in self.lanes.iter().enumerate() {
             assert!(lane.iter().zip(lane.iter().skip(1)).all(|(a, b)| a <= b));
             assert!(lane.iter().all(|&k| unkey(k).1 == level));
-            assert!(lane.front().is_none_or(|&k| self.is_live(k)));
+            assert!(!settled || lane.front().is_none_or(|&k| self.is_live(k)));
         }
-        assert!(self.overflow.peek().is_none_or(|r| self.is_live(r.0)));
+        assert!(!settled || self.overflow.peek().is_none_or(|r| self.is_live(r.0)));
         assert!(self.entries <= 2 * self.armed + 65);
         let armed: usize = self
             .slots
@@ -740,7 +751,11 @@ mod tests {
             assert_eq!(t.len(), model.len());
             assert_eq!(t.is_armed(kind), model.iter().any(|e| e.1 == kind));
             assert!(t.heap.len() <= 2 * t.by_kind.len() + 65);
-            t.tasks.check();
+            let settled = rand(2) == 0;
+            if settled {
+                t.settle();
+            }
+            t.tasks.check(settled);
         }
     }
 
@@ -798,7 +813,11 @@ mod tests {
             }
             overflowed |= !t.tasks.overflow.is_empty();
             // Also: outdated entries never outnumber armed deadlines by much (the rebuild).
-            t.tasks.check();
+            let settled = rand(2) == 0;
+            if settled {
+                t.settle();
+            }
+            t.tasks.check(settled);
             model.sort();
             assert_eq!(t.next(), model.first().copied());
             assert_eq!(t.len(), model.len());

@@ -1096,6 +1096,8 @@ impl Engine {
                 break;
             }
         }
+        // Every input ends here: drop the per-task timers disarmed during it.
+        self.timers.settle();
     }
 
     fn mark_all_dirty(&mut self) {
