@@ -20,14 +20,15 @@
 //!
 //! [`Client`]: crate::Client
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use phobos_plugin_api::{
     AuthCheck, AuthError, HeartbeatPolicyFactory, IpSource, LinkPurpose, NetKind, ResolveError,
     ResolvedAddr,
@@ -228,8 +229,10 @@ struct Driver {
 struct Conn {
     link: LinkName,
     stream: Box<dyn LinkStream>,
-    /// Bytes the engine asked to send and the socket has not taken yet.
-    out: BytesMut,
+    /// Bytes the engine asked to send and the socket has not taken yet, as the engine
+    /// handed them over (no copy; written with one vectored write where the stream takes
+    /// one).
+    out: VecDeque<Bytes>,
     /// Read buffer: starts small (an idle link should cost little) and doubles up to
     /// [`READ_MAX`] while reads fill it.
     rbuf: Vec<u8>,
@@ -279,14 +282,23 @@ impl Conn {
     /// Writes as much of `out` as the socket takes now. `Ready(Ok)` once `out` is empty,
     /// `Pending` (with `cx` registered) while the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.out.is_empty() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.out) {
+        while let Some(front) = self.out.front() {
+            let stream = Pin::new(&mut self.stream);
+            let written = if self.out.len() > 1 && stream.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+                for (slice, piece) in slices.iter_mut().zip(self.out.iter()) {
+                    *slice = IoSlice::new(piece);
+                }
+                let n = self.out.len().min(MAX_WRITE_SLICES);
+                stream.poll_write_vectored(cx, &slices[..n])
+            } else {
+                stream.poll_write(cx, front)
+            };
+            match written {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => {
-                    let _ = self.out.split_to(n);
-                }
+                Poll::Ready(Ok(n)) => consume(&mut self.out, n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -594,13 +606,13 @@ impl Driver {
         let mut wrote = false;
         for (&id, c) in self.conns.iter_mut() {
             if !c.out.is_empty() {
-                let before = c.out.len();
+                let before = c.out.iter().map(Bytes::len).sum::<usize>();
                 match c.poll_write_out(cx) {
                     Poll::Ready(Err(e)) => {
                         got.push((id, ConnRead::Closed(close_cause(&e))));
                         continue;
                     }
-                    _ => wrote |= c.out.len() != before,
+                    _ => wrote |= c.out.iter().map(Bytes::len).sum::<usize>() != before,
                 }
             }
             for _ in 0..READS_PER_POLL {
@@ -631,7 +643,9 @@ impl Driver {
                     if c.out.is_empty() {
                         self.unflushed.push(conn);
                     }
-                    c.out.extend_from_slice(&bytes);
+                    if !bytes.is_empty() {
+                        c.out.push_back(bytes);
+                    }
                 }
             }
             Action::Connect {
@@ -869,7 +883,7 @@ impl Driver {
             Conn {
                 link,
                 stream,
-                out: BytesMut::new(),
+                out: VecDeque::new(),
                 rbuf: vec![0; READ_MIN],
             },
         );
@@ -1072,6 +1086,23 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Drops the first `n` bytes of `out` (the socket took them).
+fn consume(out: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = out.front_mut() else {
+            return;
+        };
+        if front.len() > n {
+            front.advance(n);
+            return;
+        }
+        n -= front.len();
+        out.pop_front();
+    }
+}
+
+/// Most pieces of a connection's output written by one vectored write.
+const MAX_WRITE_SLICES: usize = 16;
 /// Inputs handled per wake-up before the engine's outputs are drained.
 const BATCH: usize = 256;
 /// Reads per connection per poll before the engine sees them.
@@ -1165,6 +1196,22 @@ mod tests {
         }
         fn enter(&self, _: &Id) {}
         fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn consuming_written_bytes_walks_across_pieces() {
+        let mut out: VecDeque<Bytes> = ["abc", "de", "fghij"]
+            .into_iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
+        consume(&mut out, 4);
+        assert_eq!(out, [&b"e"[..], b"fghij"]);
+        consume(&mut out, 0);
+        assert_eq!(out.len(), 2);
+        consume(&mut out, 3);
+        assert_eq!(out, [&b"hij"[..]]);
+        consume(&mut out, 10);
+        assert!(out.is_empty());
     }
 
     #[test]

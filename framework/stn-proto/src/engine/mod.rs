@@ -110,8 +110,8 @@ pub struct Engine {
     /// Set by [`queue_task`](Self::queue_task): admission leaves the dispatch pass to
     /// [`send_queued`](Self::send_queued).
     defer_dispatch: bool,
-    /// Reused buffer the dispatch pass encodes a link's frames into (see `batch.rs`).
-    send_buf: Vec<u8>,
+    /// The average frame of the last dispatch pass, in bytes (see `batch.rs`).
+    frame_len_hint: usize,
     /// Whether [`Event::TaskSent`] is emitted ([`set_task_sent_events`](Self::set_task_sent_events)).
     task_sent_events: bool,
 }
@@ -325,7 +325,7 @@ impl Engine {
             ranking: Ranking::new("default"),
             srtt: None,
             defer_dispatch: false,
-            send_buf: Vec::new(),
+            frame_len_hint: 0,
             task_sent_events: true,
         })
     }
@@ -1176,15 +1176,15 @@ impl Engine {
             self.scratch = ready;
             return;
         }
-        let mut out = self.take_send_buf();
+        let mut out = self.send_buffer(ready.len());
         for &(id, slot) in &ready {
             self.send_task(li, id, slot, now, &mut out);
         }
+        self.note_frame_len(out.len(), ready.len());
         self.scratch = ready;
         if !out.is_empty() {
-            self.write(li, now, out.to_vec());
+            self.write(li, now, out);
         }
-        self.return_send_buf(out);
     }
 
     /// Frames one task onto `out` and marks it running (or ends it: limits, encode error,
