@@ -18,7 +18,16 @@ pub struct LinkName(Arc<str>);
 impl LinkName {
     /// A link name.
     pub fn new(name: &str) -> Self {
+        if name == DEFAULT_LINK {
+            return LinkName::default();
+        }
         LinkName(Arc::from(name))
+    }
+
+    /// Whether both are the same allocation (then they are equal; equal names made
+    /// separately are not the same). A shortcut before a map lookup by name.
+    pub(crate) fn is_same(&self, other: &LinkName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The name as text.
@@ -33,7 +42,9 @@ impl Default for LinkName {
         // Design: every `TaskSpec::new` names the default link; sharing one allocation
         // makes that a reference-count increment instead of an allocation per task.
         static DEFAULT: OnceLock<LinkName> = OnceLock::new();
-        DEFAULT.get_or_init(|| LinkName::new(DEFAULT_LINK)).clone()
+        DEFAULT
+            .get_or_init(|| LinkName(Arc::from(DEFAULT_LINK)))
+            .clone()
     }
 }
 
@@ -58,6 +69,9 @@ impl From<&str> for LinkName {
 
 impl From<String> for LinkName {
     fn from(s: String) -> Self {
+        if s == DEFAULT_LINK {
+            return LinkName::default();
+        }
         LinkName(Arc::from(s))
     }
 }
@@ -438,4 +452,24 @@ pub struct Stats {
     pub stall_probes: u64,
     /// Pushes received.
     pub pushes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_link_name_is_one_allocation_and_others_compare_by_text() {
+        let made = [
+            LinkName::default(),
+            LinkName::new(DEFAULT_LINK),
+            LinkName::from(DEFAULT_LINK.to_owned()),
+            LinkName::from(DEFAULT_LINK),
+        ];
+        assert!(made.iter().all(|n| n.is_same(&made[0])));
+        let (a, b) = (LinkName::new("push"), LinkName::from("push".to_owned()));
+        assert!(!a.is_same(&b));
+        assert_eq!(a, b);
+        assert_ne!(a, made[0]);
+    }
 }

@@ -132,7 +132,6 @@ pub(crate) async fn run(
         conns: FxHashMap::default(),
         unflushed: Vec::new(),
         attempts: FxHashMap::default(),
-        keys: FxHashMap::default(),
         waiters: FxHashMap::default(),
         batch_out: BatchOut::default(),
         outputs,
@@ -202,7 +201,6 @@ struct Driver {
     conns: FxHashMap<ConnId, Conn>,
     unflushed: Vec<ConnId>,
     attempts: FxHashMap<ConnId, (LinkName, AbortHandle)>,
-    keys: FxHashMap<TaskKey, TaskId>,
     waiters: FxHashMap<TaskId, Waiter>,
     /// Ends of batch tasks, sent once per iteration.
     batch_out: BatchOut,
@@ -464,7 +462,6 @@ impl Driver {
                 let id = self.engine.queue_task(t, *spec);
                 m::count(&m::TASKS_STARTED_KEY, 1);
                 trace!(task = %id, link = %link, "task started");
-                self.keys.insert(key, id);
                 self.waiters.insert(
                     id,
                     Waiter {
@@ -482,15 +479,18 @@ impl Driver {
                     let link = spec.link.clone();
                     let id = self.engine.queue_task(t, spec);
                     trace!(task = %id, link = %link, "task started");
-                    self.keys.insert(key, id);
                     let reply = Reply::Batch(BatchReply::new(key, sink.clone()));
                     self.waiters.insert(id, Waiter { key, link, reply });
                 }
             }
             Command::Cancel { key } => {
-                if let Some(id) = self.keys.get(&key) {
+                // Design: found by a scan of the tasks in flight rather than kept in a
+                // second map: a cancel is rare, and the map cost an insert and a removal
+                // on every task.
+                let found = self.waiters.iter().find(|(_, w)| w.key == key);
+                if let Some((&id, _)) = found {
                     debug!(task = %id, "cancel");
-                    self.engine.cancel_task(t, *id);
+                    self.engine.cancel_task(t, id);
                 }
             }
             Command::SetForeground(fg) => {
@@ -779,7 +779,6 @@ impl Driver {
         let Some(w) = self.waiters.remove(&end.id) else {
             return;
         };
-        self.keys.remove(&w.key);
         let outcome = outcome_label(&end.outcome);
         let p = &end.profile;
         let elapsed = p.elapsed();
@@ -997,7 +996,6 @@ impl Driver {
         // Dropping the reply senders resolves each handle with `LocalError::Reset` (and
         // sends each batch task's reset end).
         self.waiters.clear();
-        self.keys.clear();
         self.conns.clear();
         for (_, (_, task)) in self.attempts.drain() {
             task.abort();

@@ -1016,7 +1016,10 @@ impl Engine {
             }
             return Ok(SHORT_TASK);
         }
-        let Some(&li) = self.link_by_name.get(&spec.link) else {
+        // Most specs name a link by the same allocation as the config (the default
+        // link's name is shared): found without hashing the name.
+        let same = self.links.iter().position(|l| l.name.is_same(&spec.link));
+        let Some(li) = same.or_else(|| self.link_by_name.get(&spec.link).copied()) else {
             return Err(ParamError::UnknownLink(spec.link.to_string()).into());
         };
         let max = self.cfg.codec.max_frame_len();

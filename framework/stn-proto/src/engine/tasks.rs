@@ -20,7 +20,7 @@ pub(super) struct TaskTable {
 impl TaskTable {
     /// Stores `task` (whose id must not be here) and returns its slot, also written to
     /// [`Task::slot`].
-    #[inline]
+    #[inline(always)]
     pub(super) fn insert(&mut self, mut task: Task) -> u32 {
         let id = task.id;
         task.slot = self.slab.next_index();
