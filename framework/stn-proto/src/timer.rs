@@ -100,6 +100,7 @@ impl TimerTable {
     /// converting an `Instant` costs a timespec subtraction; every task timer is armed
     /// relative to the input's `now`, so `now` is converted once per input, not once per
     /// timer.
+    #[inline]
     pub(crate) fn set_task_after(
         &mut self,
         slot: u32,
@@ -381,6 +382,7 @@ impl TaskTimers {
     }
 
     /// `ns(now + after)`, converting `now` only when it changed since the last call.
+    #[inline]
     fn ns_after(&mut self, now: Instant, after: Duration) -> u64 {
         let base = match self.now_ns {
             Some((at, ns)) if at == now => ns,
@@ -406,7 +408,49 @@ impl TaskTimers {
         }
     }
 
+    /// Arms `level` of the task `id` stored at `slot` at `ns`.
+    ///
+    /// Design: inlined, with the rare paths (a new slot, a slot the last task left armed,
+    /// an out-of-order deadline, a rebuild) out of line: this runs three times per task.
+    #[inline]
     fn set_ns(&mut self, slot: u32, id: TaskId, level: usize, ns: u64) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return self.set_ns_new_slot(slot, id, level, ns);
+        };
+        if s.id != id {
+            if s.at != [UNARMED; 4] {
+                return self.set_ns_new_slot(slot, id, level, ns);
+            }
+            // A new task in a slot whose last task left nothing armed.
+            s.id = id;
+        }
+        let old = s.at[level];
+        if old == ns {
+            return;
+        }
+        s.at[level] = ns;
+        if old == UNARMED {
+            self.armed += 1;
+        }
+        let k = key(ns, level, id, slot);
+        let lane = &mut self.lanes[level];
+        match lane.back() {
+            Some(&last) if last > k => self.push_out_of_order(k),
+            _ => {
+                lane.push_back(k);
+                self.entries += 1;
+            }
+        }
+        if self.entries > 2 * self.armed + 64 {
+            self.rebuild();
+        }
+    }
+
+    /// [`set_ns`](Self::set_ns) for a slot not seen yet, or one whose last task left
+    /// deadlines armed (they are outdated now).
+    #[cold]
+    #[inline(never)]
+    fn set_ns_new_slot(&mut self, slot: u32, id: TaskId, level: usize, ns: u64) {
         let i = slot as usize;
         if i >= self.slots.len() {
             self.slots.resize(
@@ -417,39 +461,23 @@ impl TaskTimers {
                 },
             );
         }
-        if self.slots[i].id != id {
-            // A new task in the slot: whatever the old one left armed is outdated.
-            self.cancel_all(slot);
-            self.slots[i].id = id;
-        }
-        let old = self.slots[i].at[level];
-        if old == ns {
-            return;
-        }
-        self.slots[i].at[level] = ns;
-        if old == UNARMED {
-            self.armed += 1;
-        }
-        self.push(key(ns, level, id, slot));
-        if self.entries > 2 * self.armed + 64 {
-            self.rebuild();
-        }
+        self.cancel_all(slot);
+        self.slots[i].id = id;
+        self.set_ns(slot, id, level, ns);
     }
 
-    /// Adds a live entry to its lane (or the overflow heap).
-    fn push(&mut self, k: u128) {
+    /// Adds a live entry that sorts before the last of its lane: into the lane near its
+    /// back, or onto the overflow heap.
+    #[cold]
+    #[inline(never)]
+    fn push_out_of_order(&mut self, k: u128) {
         self.entries += 1;
         let lane = &mut self.lanes[unkey(k).1];
-        match lane.back() {
-            Some(&last) if last > k => {
-                let at = lane.partition_point(|&e| e < k);
-                if lane.len() - at > MAX_LANE_SHIFT {
-                    self.overflow.push(Reverse(k));
-                } else {
-                    lane.insert(at, k);
-                }
-            }
-            _ => lane.push_back(k),
+        let at = lane.partition_point(|&e| e < k);
+        if lane.len() - at > MAX_LANE_SHIFT {
+            self.overflow.push(Reverse(k));
+        } else {
+            lane.insert(at, k);
         }
     }
 
@@ -549,6 +577,8 @@ impl TaskTimers {
     }
 
     /// Keeps only the live entries, one per armed deadline, in sorted lanes.
+    #[cold]
+    #[inline(never)]
     fn rebuild(&mut self) {
         let mut live: Vec<u128> = Vec::with_capacity(self.armed);
         for (slot, s) in self.slots.iter().enumerate() {

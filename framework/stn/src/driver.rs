@@ -43,7 +43,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn};
 
-use crate::batch::{BatchOut, BatchReply, BatchStart};
+use crate::batch::{BatchIndex, BatchOut, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, LinkStream};
@@ -252,8 +252,8 @@ struct Waiter {
 enum Reply {
     /// A [`TaskHandle`](crate::TaskHandle).
     One(oneshot::Sender<TaskEnd>),
-    /// A [`TaskBatch`](crate::TaskBatch).
-    Batch(BatchReply),
+    /// A [`TaskBatch`](crate::TaskBatch), by its entry in [`Driver::batch_out`].
+    Batch(BatchIndex),
 }
 
 impl Conn {
@@ -474,12 +474,13 @@ impl Driver {
             Command::StartBatch(mut batch) => {
                 let (first, specs, sink) = batch.take();
                 m::count(&m::TASKS_STARTED_KEY, specs.len() as u64);
+                let index = self.batch_out.hold(&sink, specs.len());
                 for (i, spec) in specs.into_iter().enumerate() {
                     let key = TaskKey(first + i as u64);
                     let link = spec.link.clone();
                     let id = self.engine.queue_task(t, spec);
                     trace!(task = %id, link = %link, "task started");
-                    let reply = Reply::Batch(BatchReply::new(key, sink.clone()));
+                    let reply = Reply::Batch(index);
                     self.waiters.insert(id, Waiter { key, link, reply });
                 }
             }
@@ -810,7 +811,10 @@ impl Driver {
             Reply::One(tx) => {
                 let _ = tx.send(end);
             }
-            Reply::Batch(reply) => self.batch_out.push(reply, end.outcome, end.profile),
+            Reply::Batch(batch) => {
+                self.batch_out
+                    .push(batch, w.key, end.outcome, Some(end.profile))
+            }
         }
     }
 
@@ -988,14 +992,22 @@ impl Driver {
         }
     }
 
+    /// Ends every task still held with `LocalError::Reset`: dropping a handle's reply
+    /// sender resolves it so; each batch task gets a reset end.
+    fn end_held_tasks(&mut self) {
+        let batch_tasks = self.waiters.values().filter_map(|w| match w.reply {
+            Reply::Batch(batch) => Some((batch, w.key)),
+            Reply::One(_) => None,
+        });
+        self.batch_out.reset(batch_tasks);
+        self.waiters.clear();
+    }
+
     fn teardown(&mut self) {
         self.save_heartbeat_state();
         self.save_ranking_state();
         let n = self.waiters.len();
-        self.batch_out.flush();
-        // Dropping the reply senders resolves each handle with `LocalError::Reset` (and
-        // sends each batch task's reset end).
-        self.waiters.clear();
+        self.end_held_tasks();
         self.conns.clear();
         for (_, (_, task)) in self.attempts.drain() {
             task.abort();
@@ -1005,6 +1017,14 @@ impl Driver {
         }
         self.short.shutdown();
         info!(unfinished_tasks = n, "driver stopped");
+    }
+}
+
+impl Drop for Driver {
+    /// A driver dropped without its teardown (its runtime shut down) still gives every task
+    /// it holds exactly one end.
+    fn drop(&mut self) {
+        self.end_held_tasks();
     }
 }
 
