@@ -18,9 +18,6 @@ pub struct LinkName(Arc<str>);
 impl LinkName {
     /// A link name.
     pub fn new(name: &str) -> Self {
-        if name == DEFAULT_LINK {
-            return LinkName::default();
-        }
         LinkName(Arc::from(name))
     }
 
@@ -69,9 +66,6 @@ impl From<&str> for LinkName {
 
 impl From<String> for LinkName {
     fn from(s: String) -> Self {
-        if s == DEFAULT_LINK {
-            return LinkName::default();
-        }
         LinkName(Arc::from(s))
     }
 }
@@ -460,16 +454,11 @@ mod tests {
 
     #[test]
     fn the_default_link_name_is_one_allocation_and_others_compare_by_text() {
-        let made = [
-            LinkName::default(),
-            LinkName::new(DEFAULT_LINK),
-            LinkName::from(DEFAULT_LINK.to_owned()),
-            LinkName::from(DEFAULT_LINK),
-        ];
-        assert!(made.iter().all(|n| n.is_same(&made[0])));
-        let (a, b) = (LinkName::new("push"), LinkName::from("push".to_owned()));
-        assert!(!a.is_same(&b));
+        assert!(LinkName::default().is_same(&LinkName::default()));
+        let (a, b) = (LinkName::new(DEFAULT_LINK), LinkName::from(DEFAULT_LINK));
+        assert!(!a.is_same(&b) && !a.is_same(&LinkName::default()));
         assert_eq!(a, b);
-        assert_ne!(a, made[0]);
+        assert_eq!(a, LinkName::default());
+        assert_ne!(a, LinkName::new("push"));
     }
 }

@@ -112,6 +112,8 @@ pub struct Engine {
     defer_dispatch: bool,
     /// The average frame of the last dispatch pass, in bytes (see `batch.rs`).
     frame_len_hint: usize,
+    /// The shared default link name ([`LinkName::default`]) and its link, if configured.
+    default_link: Option<(LinkName, usize)>,
     /// Whether [`Event::TaskSent`] is emitted ([`set_task_sent_events`](Self::set_task_sent_events)).
     task_sent_events: bool,
 }
@@ -280,11 +282,15 @@ impl Engine {
                 suspect: false,
             })
             .collect();
-        let link_by_name = links
+        let link_by_name: FxHashMap<LinkName, usize> = links
             .iter()
             .enumerate()
             .map(|(i, l)| (l.name.clone(), i))
             .collect();
+        let default_link = LinkName::default();
+        let default_link = link_by_name
+            .get(&default_link)
+            .map(|&li| (default_link, li));
         let mut timers = TimerTable::new(now);
         timers.set(TimerKind::Inactivity, now + config.timing.inactive_after);
         // The main link starts down: timing sync runs until it connects (§15.4).
@@ -327,6 +333,7 @@ impl Engine {
             defer_dispatch: false,
             frame_len_hint: 0,
             task_sent_events: true,
+            default_link,
         })
     }
 
@@ -1016,10 +1023,13 @@ impl Engine {
             }
             return Ok(SHORT_TASK);
         }
-        // Most specs name a link by the same allocation as the config (the default
-        // link's name is shared): found without hashing the name.
-        let same = self.links.iter().position(|l| l.name.is_same(&spec.link));
-        let Some(li) = same.or_else(|| self.link_by_name.get(&spec.link).copied()) else {
+        // Most specs name the default link by its shared name (`TaskSpec::new`): found
+        // without hashing the name.
+        let default = match &self.default_link {
+            Some((name, li)) if name.is_same(&spec.link) => Some(*li),
+            _ => None,
+        };
+        let Some(li) = default.or_else(|| self.link_by_name.get(&spec.link).copied()) else {
             return Err(ParamError::UnknownLink(spec.link.to_string()).into());
         };
         let max = self.cfg.codec.max_frame_len();
