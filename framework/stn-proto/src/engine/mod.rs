@@ -1469,7 +1469,10 @@ impl Engine {
         frame_len: usize,
         now: Instant,
     ) {
-        let Some(task) = self.tasks.get_mut(&id) else {
+        let Some(slot) = self.tasks.slot_of(&id) else {
+            return;
+        };
+        let Some(task) = self.tasks.at_slot_mut(slot) else {
             return;
         };
         let TaskState::Running(a) = task.state else {
@@ -1501,7 +1504,7 @@ impl Engine {
                     body,
                     extension,
                 };
-                self.finish(id, now, Ok(response));
+                self.finish_at(slot, now, Ok(response));
                 // §11.5: a task success is a success of the link's address (rate-limited in
                 // the ranking, so a busy link costs one lookup per task).
                 if let LinkState::Connected(s) = &self.links[li].state {
@@ -2454,10 +2457,18 @@ impl Engine {
 
     /// Takes a stored task out of its link's queue and running set and disarms its timers.
     fn unlink(&mut self, id: TaskId) {
-        let Some(task) = self.tasks.get(&id) else {
+        if let Some(slot) = self.tasks.slot_of(&id) {
+            self.unlink_at(slot);
+        }
+    }
+
+    /// [`unlink`](Self::unlink) for the task stored at `slot`.
+    fn unlink_at(&mut self, slot: u32) {
+        let Some(task) = self.tasks.at_slot(slot) else {
             return;
         };
-        let (li, key, slot) = (task.link, (task.spec.priority, task.order, id), task.slot);
+        let id = task.id;
+        let (li, key) = (task.link, (task.spec.priority, task.order, id));
         let link = &mut self.links[li];
         // A queued task is in the queue, a running one in the running set (`send_task`,
         // `fail_attempt`).
@@ -2470,9 +2481,17 @@ impl Engine {
 
     /// Ends a task (or keeps it as a zombie, §14).
     fn finish(&mut self, id: TaskId, now: Instant, outcome: TaskOutcome) {
-        let Some(task) = self.tasks.get(&id) else {
+        if let Some(slot) = self.tasks.slot_of(&id) {
+            self.finish_at(slot, now, outcome);
+        }
+    }
+
+    /// [`finish`](Self::finish) for the task stored at `slot`.
+    fn finish_at(&mut self, slot: u32, now: Instant, outcome: TaskOutcome) {
+        let Some(task) = self.tasks.at_slot(slot) else {
             return;
         };
+        let id = task.id;
         let weak = weak_verdict(task, &outcome, now);
         let zombie = match &outcome {
             Err(error) => self.zombie_budget(task, error, now),
@@ -2505,7 +2524,7 @@ impl Engine {
             return;
         }
         // The usual end: the task is dropped where it is stored; only its profile leaves.
-        self.unlink(id);
+        self.unlink_at(slot);
         let fresh = TaskProfile::new(now);
         let taken = self
             .tasks

@@ -45,6 +45,16 @@ impl TaskTable {
         self.slots.contains_key(id)
     }
 
+    /// Where the task `id` is stored.
+    pub(super) fn slot_of(&self, id: &TaskId) -> Option<u32> {
+        self.slots.get(id).copied()
+    }
+
+    /// The task stored at `slot`.
+    pub(super) fn at_slot(&self, slot: u32) -> Option<&Task> {
+        self.slab.get(slot)
+    }
+
     /// The task stored at `slot`.
     pub(super) fn at_slot_mut(&mut self, slot: u32) -> Option<&mut Task> {
         self.slab.get_mut(slot)
