@@ -7,9 +7,10 @@
 //! round, not per task. Each task is otherwise exactly a [`Client::start_task`] task: the
 //! same admission, limits, timeouts, retries and cancellation, and exactly one end.
 //!
-//! How "exactly one end" holds when the driver goes away: each task's reply, while the
-//! driver holds it, is a [`BatchReply`] whose `Drop` sends a [`LocalError::Reset`] end if
-//! the task never ended (the way a dropped `oneshot` resolves a [`TaskHandle`]), and a
+//! How "exactly one end" holds when the driver goes away: while the driver holds a batch
+//! task it names the task's batch in its [`BatchOut`], and when the driver stops — by its
+//! teardown or by being dropped with its runtime — every task it still holds gets a
+//! [`LocalError::Reset`] end (the way a dropped `oneshot` resolves a [`TaskHandle`]); a
 //! batch command the driver never took ends all its tasks the same way when it is dropped.
 //!
 //! [`TaskHandle`]: crate::TaskHandle
