@@ -117,6 +117,18 @@ impl TimerTable {
         }
     }
 
+    /// Arms (or re-arms) the per-task timer `kind` of the task stored at `slot` at `at`
+    /// (see [`set_task_after`](Self::set_task_after); any other kind as [`set`](Self::set)).
+    pub(crate) fn set_task_at(&mut self, slot: u32, kind: TimerKind, at: Instant) {
+        match task_level(kind) {
+            Some((id, level)) => {
+                let ns = self.tasks.ns(at);
+                self.tasks.set_ns(slot, id, level, ns);
+            }
+            None => self.set(kind, at),
+        }
+    }
+
     /// Disarms the per-task timer `kind` of the task stored at `slot` (any other kind as
     /// [`cancel`](Self::cancel) does).
     pub(crate) fn cancel_task_timer(&mut self, slot: u32, kind: TimerKind) {
@@ -642,7 +654,11 @@ mod tests {
                 2 => TimerKind::ReadWrite(TaskId(i % 50)),
                 _ => TimerKind::Heartbeat(i as usize % 3),
             };
-            a.set_task_after(i % 50, kind, now, after);
+            if i % 5 == 0 {
+                a.set_task_at(i % 50, kind, now + after);
+            } else {
+                a.set_task_after(i % 50, kind, now, after);
+            }
             b.set(kind, now + after);
             assert_eq!(a.deadline(kind), b.deadline(kind));
             assert_eq!(a.next(), b.next());

@@ -1308,11 +1308,14 @@ impl Engine {
                 self.timers.set(kind, now + r.probe_after(s.rtt));
             }
         }
+        // Design: the read/write timer is armed at the first response byte (`on_progress`),
+        // at `sent_at + read_write`. It never ends before the first-packet timer (read/write
+        // = first packet + the 64 KiB allowance), which until then fires first, or ties and
+        // fires first by kind, and fails the attempt; so the timers fire exactly as if both
+        // were armed here, and the usual task (answered in one piece) arms one timer less.
         let slot = task.slot;
         self.timers
             .set_task_after(slot, TimerKind::FirstPacket(id), now, t.first_packet);
-        self.timers
-            .set_task_after(slot, TimerKind::ReadWrite(id), now, t.read_write);
     }
 
     fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
@@ -1449,10 +1452,14 @@ impl Engine {
         task.profile.first_byte.get_or_insert(now);
         task.profile.last_byte = Some(now);
         let (p2p, slot) = (a.timeouts.packet_to_packet, task.slot);
+        let read_write = a.sent_at + a.timeouts.read_write;
         self.timers
             .cancel_task_timer(slot, TimerKind::FirstPacket(id));
         self.timers
             .set_task_after(slot, TimerKind::PacketToPacket(id), now, p2p);
+        // Armed at the first progress (see `send_task`); later progress leaves it as is.
+        self.timers
+            .set_task_at(slot, TimerKind::ReadWrite(id), read_write);
         if gap > WEAK_PACKET_GAP {
             self.mark_weak(now);
         }
