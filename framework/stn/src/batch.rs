@@ -336,13 +336,20 @@ impl BatchOut {
             outcome,
             profile,
         };
+        let mut held = 0;
         if let Some(b) = self.batches.get_mut(batch.0 as usize) {
+            held = b.held;
             b.held = b.held.saturating_sub(1);
         }
         // Usually every end of an iteration belongs to the same batch or a few.
         match self.pending.iter_mut().rev().find(|(b, _)| *b == batch) {
             Some((_, ends)) => ends.push(end),
-            None => self.pending.push((batch, vec![end])),
+            None => {
+                // Room for every end of the batch this iteration might bring.
+                let mut ends = Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED));
+                ends.push(end);
+                self.pending.push((batch, ends));
+            }
         }
     }
 
@@ -380,6 +387,9 @@ impl Drop for BatchOut {
         self.flush();
     }
 }
+
+/// Most ends reserved up front for one batch's message of one iteration.
+const MAX_ENDS_RESERVED: usize = 1024;
 
 /// The end of a task the driver could not finish.
 fn reset(key: TaskKey) -> BatchEnd {
