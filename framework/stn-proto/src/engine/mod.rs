@@ -2535,7 +2535,7 @@ impl Engine {
         let fresh = TaskProfile::new(now);
         let taken = self
             .tasks
-            .remove_with(&id, |t| std::mem::replace(&mut t.profile, fresh));
+            .remove_with(&id, |t| Box::new(std::mem::replace(&mut t.profile, fresh)));
         if let Some(profile) = taken {
             self.emit_end(id, outcome, profile, now);
         }
