@@ -580,6 +580,26 @@ impl Default for Racing {
 ///   link alive (the server is only slow): the task keeps its normal timeouts and the next
 ///   probe waits twice as long. Long-polling tasks and a task's declared server cost are not
 ///   counted as owed.
+/// - **After damaged bytes**: a connection that broke on damaged bytes (a malformed frame,
+///   a TLS record that failed its integrity check) without delivering a response also earns
+///   a reconnect at once, at most [`damaged_reconnects`](Self::damaged_reconnects) times in
+///   a row before a response comes: the path carries bytes, only not intact ones, and a
+///   server that speaks another protocol still cannot cause a connect storm.
+/// - **Transport patience**: when a heartbeat's reply (a stall probe's or the policy's) is
+///   due and nothing came, the core first asks the driver what the transport knows
+///   ([`Action::InspectTransport`](crate::Action::InspectTransport): the kernel's TCP
+///   retransmission timeout, its backoff, the segments not yet acknowledged and when the peer
+///   last acknowledged anything). Silence is what loss looks like for a while, so the link
+///   is not judged before [`PATIENCE_RTOS`] base retransmission timeouts plus a round trip
+///   have passed since the heartbeat went out (the original and three doubling
+///   retransmissions, of ours or of the server's reply). After that, a path whose peer
+///   acknowledged something since the heartbeat while our bytes are still being retransmitted
+///   is lossy, not dead: the deadline moves by one current retransmission timeout at a time
+///   (the owed tasks' own timeouts still run). Anything else drops the link as before: a
+///   peer whose TCP acknowledges everything but whose server sends nothing (half-open), a
+///   peer that acknowledges nothing (a dead path), or a transport that cannot tell (a
+///   connector without facts). On a clean path the patience (7 × 200 ms + the round trip) is
+///   below the 2 s probe floor, so nothing changes there.
 /// - **Short-link attempt share**: a short-link attempt's first-packet and read/write
 ///   timeouts are capped at an equal share of what is left of the task's budget for the
 ///   attempts it still has (`(left − retry pauses) ÷ attempts`, never below
@@ -604,6 +624,11 @@ pub struct Recovery {
     pub probe_after: (Duration, Duration),
     /// Bounds of the probe's reply timeout (2 s, 8 s).
     pub probe_timeout: (Duration, Duration),
+    /// Reconnects at once after damaged bytes, in a row without a response (3).
+    pub damaged_reconnects: u32,
+    /// Whether an unanswered heartbeat first asks the transport whether the path is only
+    /// lossy (true; see *transport patience* above).
+    pub transport_patience: bool,
     /// Whether short-link attempts share the task's budget (true).
     pub short_attempt_share: bool,
     /// The least first-packet timeout the share may leave an attempt (4 s: a server's usual
@@ -620,6 +645,8 @@ impl Default for Recovery {
             stall_probe: true,
             probe_after: (Duration::from_millis(2_000), Duration::from_millis(4_000)),
             probe_timeout: (Duration::from_millis(2_000), Duration::from_millis(8_000)),
+            damaged_reconnects: 3,
+            transport_patience: true,
             short_attempt_share: true,
             min_attempt: Duration::from_secs(4),
         }
@@ -634,6 +661,8 @@ impl Recovery {
             proven_window: usize::MAX,
             reconnect_after_progress: false,
             stall_probe: false,
+            damaged_reconnects: 0,
+            transport_patience: false,
             short_attempt_share: false,
             ..Recovery::default()
         }
@@ -649,6 +678,17 @@ impl Recovery {
         (rtt * 6).clamp(self.probe_timeout.0, self.probe_timeout.1)
     }
 }
+
+/// Base retransmission timeouts an unanswered heartbeat is given, from when it went out,
+/// before the transport's facts can spare the link (see [`Recovery`]): the original send and
+/// three retransmissions, each waiting twice as long as the last (1 + 2 + 4).
+pub const PATIENCE_RTOS: u32 = 7;
+
+/// How long the core waits for the answer to an
+/// [`Action::InspectTransport`](crate::Action::InspectTransport) before it judges the link
+/// without the transport's facts. The driver answers in the same turn of its loop; this only
+/// bounds a driver that does not answer at all.
+pub const INSPECT_GRACE: Duration = Duration::from_millis(50);
 
 /// One source of the IP source chain (spec §10.2), as the core sees it: the driver runs the
 /// actual [`IpSource`](phobos_plugin_api::IpSource) at the same index.

@@ -89,6 +89,7 @@ impl TaskError {
             TaskError::Socket(SocketFailure::RemoteClosed) => (4, -10090),
             TaskError::Socket(SocketFailure::HeartbeatTimeout) => (4, -10091),
             TaskError::Socket(SocketFailure::Io { errno }) => (4, *errno),
+            TaskError::Socket(SocketFailure::Damaged) => (6, -10504),
             TaskError::Timeout(level) => match level {
                 TimeoutLevel::Connect => (4, -10087),
                 TimeoutLevel::FirstPacket => (6, -500),
@@ -303,6 +304,10 @@ pub enum SocketFailure {
     /// A heartbeat went unanswered (Mars −10091).
     #[error("heartbeat unanswered")]
     HeartbeatTimeout,
+    /// The transport found received bytes damaged (a TLS record that failed its integrity
+    /// check). Mars has no such check; its codes are those of a malformed frame.
+    #[error("damaged bytes (integrity check failed)")]
+    Damaged,
 }
 
 /// Why framing failed.
@@ -426,6 +431,7 @@ impl LinkError {
             LinkError::Socket(SocketFailure::RemoteClosed) => 10001,
             LinkError::Socket(SocketFailure::HeartbeatTimeout) => 10003,
             LinkError::Socket(SocketFailure::Io { .. }) => 10005,
+            LinkError::Socket(SocketFailure::Damaged) => 10004,
             LinkError::Decode(_) => 10004,
             LinkError::Stalled(_) => 10007,
             LinkError::NetworkChange => 10009,

@@ -206,6 +206,54 @@ pub enum Action {
         /// What to send.
         request: crate::HttpRequest,
     },
+    /// Tell the core what the transport under the long-link connection `conn` knows about
+    /// it, with [`handle_transport`](crate::Engine::handle_transport): a heartbeat reply is
+    /// overdue and the core asks whether the path is lossy or dead before it drops the link
+    /// (see [`Recovery`](crate::Recovery)). Answer at once, with `None` when the transport
+    /// cannot tell; a driver that never answers gets the link judged without the facts a
+    /// moment later ([`INSPECT_GRACE`](crate::INSPECT_GRACE)).
+    InspectTransport {
+        /// The link.
+        link: LinkName,
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// What the transport under a connection (the kernel's TCP) says about its health, read
+/// when the core asks with [`Action::InspectTransport`]. On Linux these are fields of
+/// `TCP_INFO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportFacts {
+    /// The retransmission timeout in force now, backoff included (`tcpi_rto`).
+    pub rto: Duration,
+    /// Retransmission timeouts in a row so far for the oldest unacknowledged segment: the
+    /// current timeout is the base one doubled this many times (`tcpi_backoff`).
+    pub backoff: u8,
+    /// Segments sent and not acknowledged yet (`tcpi_unacked`).
+    pub unacked: u32,
+    /// Time since the peer last acknowledged anything, duplicate acknowledgements and data
+    /// included (`tcpi_last_ack_recv`).
+    pub since_last_ack: Duration,
+}
+
+impl TransportFacts {
+    /// Facts from their four values.
+    pub fn new(rto: Duration, backoff: u8, unacked: u32, since_last_ack: Duration) -> Self {
+        TransportFacts {
+            rto,
+            backoff,
+            unacked,
+            since_last_ack,
+        }
+    }
+
+    /// The retransmission timeout before any backoff (never below 1 ms).
+    pub fn base_rto(&self) -> Duration {
+        let base = self.rto / (1u32 << self.backoff.min(16));
+        base.max(Duration::from_millis(1))
+    }
 }
 
 /// Something the app (or the driver's metrics) should learn. Drained with
@@ -383,6 +431,9 @@ pub enum CloseCause {
     RemoteClosed,
     /// A read or write failed with this OS error number (or a driver-defined negative code).
     Io(i32),
+    /// The transport found received bytes damaged and gave up the connection (a TLS record
+    /// that failed its integrity check, or a TLS alert saying the peer found one).
+    Damaged,
 }
 
 /// Why a connect attempt failed, as the driver saw it.
@@ -444,6 +495,9 @@ pub struct Stats {
     /// Stall probes sent (heartbeats sent because a task was owed a response on a quiet
     /// link; also counted in `heartbeats_sent`).
     pub stall_probes: u64,
+    /// Overdue heartbeat replies whose deadline the transport's facts moved (the path was
+    /// lossy, not dead; see [`Recovery`](crate::Recovery)).
+    pub transport_waits: u64,
     /// Pushes received.
     pub pushes: u64,
 }

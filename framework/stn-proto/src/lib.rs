@@ -177,7 +177,8 @@ mod tests;
 
 pub use config::{
     Config, ConfigBuilder, ConfigError, ConnectProfile, FixedHeartbeat, Limits, LinkConfig, Racing,
-    Recovery, ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing,
+    Recovery, ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing, INSPECT_GRACE,
+    PATIENCE_RTOS,
 };
 pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use engine::{
@@ -190,7 +191,7 @@ pub use error::{
 };
 pub use io::{
     Action, AttemptOutcome, AttemptReport, CloseCause, ConnId, ConnectReport, DialError, Event,
-    LinkName, LinkStatus, Stats, DEFAULT_LINK,
+    LinkName, LinkStatus, Stats, TransportFacts, DEFAULT_LINK,
 };
 pub use phobos_plugin_api::{CmdId, IpPort, NetKind, TaskId};
 pub use task::{

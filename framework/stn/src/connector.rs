@@ -24,15 +24,100 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use phobos_plugin_api::IpPort;
-use phobos_stn_proto::{CloseCause, DialError};
+use phobos_stn_proto::{CloseCause, DialError, TransportFacts};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A connected byte stream the driver can read and write.
-pub trait LinkStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+///
+/// Implemented for tokio's [`TcpStream`] (which reports `TCP_INFO` on Linux and Android),
+/// for rustls client streams over any `LinkStream` (they report what the stream under them
+/// does), for boxes, and for the in-memory [`DuplexStream`](tokio::io::DuplexStream). A
+/// stream of your own implements it in one line, `impl LinkStream for MyStream {}`, or
+/// overrides [`transport_facts`](Self::transport_facts) when it wraps a stream that can
+/// tell.
+pub trait LinkStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// What the transport under this stream knows about the connection's health, asked for
+    /// when a heartbeat reply is overdue (see [`Recovery`](phobos_stn_proto::Recovery)):
+    /// `None` (the default) when it cannot tell, and the link is judged on silence alone.
+    fn transport_facts(&self) -> Option<TransportFacts> {
+        None
+    }
+}
 
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> LinkStream for T {}
+impl LinkStream for TcpStream {
+    fn transport_facts(&self) -> Option<TransportFacts> {
+        tcp_info::facts(self)
+    }
+}
+
+impl<T: LinkStream + ?Sized> LinkStream for Box<T> {
+    fn transport_facts(&self) -> Option<TransportFacts> {
+        (**self).transport_facts()
+    }
+}
+
+impl<S: LinkStream> LinkStream for tokio_rustls::client::TlsStream<S> {
+    fn transport_facts(&self) -> Option<TransportFacts> {
+        self.get_ref().0.transport_facts()
+    }
+}
+
+impl LinkStream for tokio::io::DuplexStream {}
+
+/// `TCP_INFO`, the kernel's own view of a TCP connection.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[allow(unsafe_code)]
+mod tcp_info {
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use phobos_stn_proto::TransportFacts;
+    use tokio::net::TcpStream;
+
+    /// Reads the socket's `TCP_INFO`; `None` if the kernel refuses.
+    pub(super) fn facts(stream: &TcpStream) -> Option<TransportFacts> {
+        // SAFETY: `tcp_info` is plain old data (integers only), so all zeroes is a valid
+        // value.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: the descriptor is the stream's open socket, borrowed for the call; the
+        // kernel writes at most `len` bytes into `info`, which is that large, and reports the
+        // length it wrote back through `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&raw mut info).cast(),
+                &mut len,
+            )
+        };
+        // The fields used here are all in the first, oldest part of the structure.
+        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_last_ack_recv) + 4;
+        if rc != 0 || (len as usize) < needed {
+            return None;
+        }
+        Some(TransportFacts::new(
+            Duration::from_micros(u64::from(info.tcpi_rto)),
+            info.tcpi_backoff,
+            info.tcpi_unacked,
+            Duration::from_millis(u64::from(info.tcpi_last_ack_recv)),
+        ))
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod tcp_info {
+    use phobos_stn_proto::TransportFacts;
+    use tokio::net::TcpStream;
+
+    /// No `TCP_INFO` to read here.
+    pub(super) fn facts(_stream: &TcpStream) -> Option<TransportFacts> {
+        None
+    }
+}
 
 /// Opens one connection to one address.
 #[async_trait]
@@ -287,12 +372,23 @@ pub fn dial_error(err: &io::Error) -> DialError {
     }
 }
 
-/// The core's view of a failed read or write.
+/// The core's view of a failed read or write: a TLS failure is damaged bytes, an
+/// unexpected EOF the peer closing, anything else its OS error.
 pub fn close_cause(err: &io::Error) -> CloseCause {
+    if is_tls_failure(err) {
+        return CloseCause::Damaged;
+    }
     match err.kind() {
         io::ErrorKind::UnexpectedEof => CloseCause::RemoteClosed,
         _ => CloseCause::Io(errno(err)),
     }
+}
+
+/// Whether `err` is rustls giving up an established session: a record that failed its
+/// integrity check, a malformed message, or an alert from a peer that found one.
+pub(crate) fn is_tls_failure(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
 /// The OS error number, or -1 when the error has none.
@@ -325,6 +421,16 @@ mod tests {
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(close_cause(&eof), CloseCause::RemoteClosed);
         assert_eq!(close_cause(&io::Error::other("x")), CloseCause::Io(-1));
+        // What tokio-rustls returns for a record that failed its check.
+        let tls = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert_eq!(close_cause(&tls), CloseCause::Damaged);
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac),
+        );
+        assert_eq!(close_cause(&alert), CloseCause::Damaged);
+        let other = io::Error::new(io::ErrorKind::InvalidData, "chunk size");
+        assert_eq!(close_cause(&other), CloseCause::Io(-1));
     }
 
     #[test]
@@ -362,5 +468,44 @@ mod tests {
             assert_eq!(TcpConnector::with_options(options), Err(want));
         }
         assert!(SocketOptions::default().mss(Some(WIFI_MSS)).check().is_ok());
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn a_tcp_stream_reports_the_kernels_view_through_any_box() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+            s
+        });
+        let mut stream: Box<dyn LinkStream> = TcpConnector::new()
+            .connect(IpPort::from(addr))
+            .await
+            .unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        let mut back = [0u8; 5];
+        stream.read_exact(&mut back).await.unwrap();
+        let _server = server.await.unwrap();
+
+        let facts = stream.transport_facts().expect("TCP_INFO on Linux");
+        // Everything was answered, so everything was acknowledged and nothing is being
+        // retransmitted; Linux never goes below its 200 ms minimum timeout.
+        assert_eq!(facts.unacked, 0);
+        assert_eq!(facts.backoff, 0);
+        assert!(facts.rto >= Duration::from_millis(200), "{facts:?}");
+        assert_eq!(facts.base_rto(), facts.rto);
+    }
+
+    #[test]
+    fn a_stream_without_a_transport_cannot_tell() {
+        let (a, _b) = tokio::io::duplex(64);
+        let boxed: Box<dyn LinkStream> = Box::new(a);
+        assert_eq!(boxed.transport_facts(), None);
     }
 }

@@ -714,6 +714,14 @@ impl Driver {
                 metrics::counter!(m::BYTES_SENT).increment(request.body.len() as u64);
                 self.short.exchange(conn, request);
             }
+            Action::InspectTransport { link, conn } => {
+                let facts = self
+                    .conns
+                    .get(&conn)
+                    .and_then(|c| c.stream.transport_facts());
+                debug!(link = %link, conn = %conn, ?facts, "heartbeat reply overdue: transport facts");
+                self.engine.handle_transport(now(), conn, facts);
+            }
             other => warn!(?other, "action not supported by this driver"),
         }
     }

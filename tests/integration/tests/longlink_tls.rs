@@ -14,12 +14,12 @@ use phobos_stn::{
 };
 use phobos_stn_proto::{DialError, DialFailure, Timing};
 use phobos_test_support::certs::{server_params, TestCa};
-use phobos_test_support::MockLongLinkServer;
+use phobos_test_support::tls_front::server_config;
+use phobos_test_support::{MockLongLinkServer, TlsFront, TlsSession};
 use rcgen::{CertificateParams, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
 
 mod common;
 use common::codec;
@@ -65,71 +65,29 @@ fn spki_pin(key: &KeyPair) -> String {
 }
 
 /// What the TLS front saw of one completed handshake.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Session {
-    sni: Option<String>,
-    alpn: Option<Vec<u8>>,
-}
+type Session = TlsSession;
 
-/// A TLS-terminating front in front of a plaintext server.
 struct Front {
     addr: IpPort,
-    sessions: Arc<Mutex<Vec<Session>>>,
+    inner: TlsFront,
 }
 
 impl Front {
     fn sessions(&self) -> Vec<Session> {
-        self.sessions.lock().unwrap().clone()
+        self.inner.sessions()
     }
 }
 
 /// Terminates TLS with `leaf` on a loopback port (offering ALPN "mars") and pipes each
 /// session to `backend`.
 async fn tls_front(leaf: &Leaf, backend: SocketAddr) -> Front {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.cert.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key.clone())),
-        )
+    let config = server_config(leaf.cert.clone(), leaf.key.clone(), &[b"mars"]);
+    let inner = TlsFront::start(config, (Ipv4Addr::LOCALHOST, 0).into(), backend)
+        .await
         .unwrap();
-    config.alpn_protocols = vec![b"mars".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let sessions = Arc::new(Mutex::new(Vec::new()));
-    let seen = sessions.clone();
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let seen = seen.clone();
-            // Without it the reply after the session tickets waits for a delayed ACK, which
-            // paused time turns into seconds.
-            tcp.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                // A client that rejects the certificate aborts here.
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let conn = tls.get_ref().1;
-                seen.lock().unwrap().push(Session {
-                    sni: conn.server_name().map(str::to_owned),
-                    alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
-                });
-                let Ok(mut plain) = TcpStream::connect(backend).await else {
-                    return;
-                };
-                plain.set_nodelay(true).unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
     Front {
-        addr: addr.into(),
-        sessions,
+        addr: inner.addr().into(),
+        inner,
     }
 }
 
@@ -216,6 +174,24 @@ async fn a_valid_chain_carries_tasks() {
     assert_eq!(connector.last_error(), None);
     assert!(seen.lock().unwrap().is_empty());
     client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tls_stream_reports_the_facts_of_the_tcp_under_it() {
+    let ca = TestCa::new("Phobos Test CA");
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&ca_leaf(&ca), server.addr()).await;
+    let connector = TlsConnector::new(TlsConfig::builder(HOST).ca_der(ca.der()).build().unwrap());
+    let stream = connector.connect(front.addr).await.unwrap();
+    // Read through the TLS layer from the socket under it: nothing lost on loopback, and
+    // Linux's 200 ms floor on the retransmission timeout. (The client's last handshake
+    // flight may still be unacknowledged at this instant.)
+    let facts = stream.transport_facts().expect("TCP_INFO through TLS");
+    assert_eq!(facts.backoff, 0);
+    assert!(
+        facts.rto >= std::time::Duration::from_millis(200),
+        "{facts:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

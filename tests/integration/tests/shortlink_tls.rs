@@ -9,8 +9,9 @@ use phobos_plugin_api::CmdId;
 use phobos_stn::{ChannelSelect, Client, ClientConfig, ErrorKind, TaskSpec, TlsConfig};
 use phobos_test_support::certs::TestCa;
 use phobos_test_support::mock_shortlink::{serve_conn, Shared};
+use phobos_test_support::tls_front::server_config;
 use phobos_test_support::{refused_addr, ShortReply};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -30,17 +31,8 @@ async fn https_server(
     leaf: (CertificateDer<'static>, Vec<u8>),
     reply: ShortReply,
 ) -> (std::net::SocketAddr, Arc<Shared>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.0],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.1)),
-        )
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let config = server_config(leaf.0, leaf.1, &[]);
+    let acceptor = TlsAcceptor::from(config);
     let shared = Shared::new(move |_| reply.clone());
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();

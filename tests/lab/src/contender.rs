@@ -1,7 +1,8 @@
 //! The clients the lab compares: Phobos with its defaults, Phobos with the `mars-classic`
-//! connect profile, and a naive client (fixed timeouts, no retry), each on either [`Link`].
+//! connect profile, a naive client (fixed timeouts, no retry), and Phobos with its defaults
+//! over TLS (`phobos-tls`, to a TLS front of the same server), each on either [`Link`].
 //!
-//! - **Long link**: all three speak Mars framing to the same echo server over a persistent
+//! - **Long link**: all of them speak Mars framing to the same echo server over a persistent
 //!   connection; the naive one is a [`NaiveClient`] (one shared connection, redialled only
 //!   after it broke).
 //! - **Short link**: one HTTP/1.1 `POST` per task to the lab's HTTP echo server. Phobos sends
@@ -30,6 +31,7 @@ use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, FrameKind, IpPort, PacketCodec, Seq};
 use phobos_stn::{
     ChannelSelect, Client, ClientConfig, ConnectProfile, Connector, LinkStream, TaskSpec,
+    TlsConnector,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,6 +48,11 @@ pub enum Contender {
     MarsClassic,
     /// [`NaiveClient`].
     Naive,
+    /// `phobos_stn::Client` with every default but over TLS ([`TlsConnector`] over the
+    /// recording connector) to a TLS front of the server: what Phobos can add and Mars
+    /// cannot, end-to-end integrity (a damaged record fails its check, the connection
+    /// breaks, the task is retried instead of answered with damaged bytes).
+    PhobosTls,
 }
 
 /// Which link a cell's tasks travel on.
@@ -138,7 +145,12 @@ pub struct NaiveClient {
 
 impl Contender {
     /// Every contender, in table order.
-    pub const ALL: [Contender; 3] = [Contender::Phobos, Contender::MarsClassic, Contender::Naive];
+    pub const ALL: [Contender; 4] = [
+        Contender::Phobos,
+        Contender::MarsClassic,
+        Contender::Naive,
+        Contender::PhobosTls,
+    ];
 
     /// The name used in tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -146,7 +158,13 @@ impl Contender {
             Contender::Phobos => "phobos",
             Contender::MarsClassic => "mars-classic",
             Contender::Naive => "naive",
+            Contender::PhobosTls => "phobos-tls",
         }
+    }
+
+    /// Whether its server must speak TLS.
+    pub fn uses_tls(self) -> bool {
+        self == Contender::PhobosTls
     }
 
     /// Every contender's name, for error messages.
@@ -193,7 +211,7 @@ impl Contender {
     ) -> Result<ContenderClient, String> {
         let first = *addrs.first().ok_or("no address")?;
         let profile = match (self, link) {
-            (Contender::Phobos, _) => ConnectProfile::default(),
+            (Contender::Phobos | Contender::PhobosTls, _) => ConnectProfile::default(),
             (Contender::MarsClassic, _) => ConnectProfile::MarsClassic,
             (Contender::Naive, Link::Long) => {
                 return Ok(ContenderClient::Naive(NaiveClient::new(
@@ -211,6 +229,16 @@ impl Contender {
             }
         };
         let connector = RecordingConnector::new();
+        // The link under test dials through the recording connector, under TLS for
+        // `phobos-tls`.
+        let dialer: Arc<dyn Connector> = if self.uses_tls() {
+            Arc::new(TlsConnector::over(
+                Arc::new(connector.clone()),
+                crate::tls::client_config(),
+            ))
+        } else {
+            Arc::new(connector.clone())
+        };
         let builder = ClientConfig::builder(Arc::new(MarsCodec::default()))
             .connect_profile(profile)
             .core(|c| c.seed(seed));
@@ -218,14 +246,14 @@ impl Contender {
             Link::Long => (
                 builder
                     .link_addrs(LINK, addrs.iter().map(|a| IpPort::from(*a)))
-                    .connector(Arc::new(connector.clone())),
+                    .connector(dialer),
                 Vec::new(),
             ),
             Link::Short => (
                 builder
                     .link_addrs(LINK, [IpPort::from(UNUSED_LONG_LINK)])
                     .connector(Arc::new(NoLongLink))
-                    .short_link_connector(Arc::new(connector.clone())),
+                    .short_link_connector(dialer),
                 addrs.iter().map(SocketAddr::to_string).collect(),
             ),
         };

@@ -8,7 +8,8 @@
 //!   short link: HTTP/1.1 `POST`) behind the fault proxy (latency, jitter, stream faults)
 //!   inside the server namespace.
 //! - [`contender`]: the clients compared, on either link: Phobos defaults, `mars-classic`,
-//!   and a naive client.
+//!   a naive client, and Phobos over TLS.
+//! - [`tls`]: the lab's test CA and certificates for Phobos over TLS.
 //! - [`recording`]: a connector that records every connect attempt.
 //! - [`race`]: the connect race with dead addresses first.
 //! - [`matrix`]: the scenario matrix (loss × latency and stream faults, both links, every
@@ -53,6 +54,7 @@ pub mod plot;
 pub mod race;
 pub mod recording;
 pub mod server;
+pub mod tls;
 
 /// Whether lab tests can run here. Without root (or without `nft`, which it tries to
 /// install), prints why and returns `false` — unless the environment variable

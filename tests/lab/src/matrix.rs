@@ -378,7 +378,7 @@ pub fn run_cell(
     proxy.client_to_server.latency += scenario.rtt / 2;
     proxy.server_to_client.latency += scenario.rtt / 2;
     proxy.seed = seeds.proxy;
-    let server = LabServer::start_for(&lab, proxy, link)?;
+    let server = LabServer::start_for(&lab, proxy, link, contender.uses_tls())?;
     let addr = SocketAddr::new(IpAddr::V4(lab.server_addrs()[0]), server.port());
     let before = lab.wire_bytes()?;
     let outcome = lab.run_in(Side::Client, move || {
@@ -847,9 +847,17 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
         ));
         md.push_str(
             "| scenario | phobos | mars-classic | naive | failed: mars-classic ÷ phobos | \
-             failed: naive ÷ phobos | p99: mars-classic ÷ phobos | p99: naive ÷ phobos |\n\
-             |---|---|---|---|---|---|---|---|\n",
+             failed: naive ÷ phobos | p99: mars-classic ÷ phobos | p99: naive ÷ phobos |",
         );
+        // Its column only when `phobos-tls` ran (`--contenders` may leave it out).
+        let tls = summaries
+            .iter()
+            .any(|s| s.contender == Contender::PhobosTls);
+        md.push_str(if tls {
+            " phobos-tls |\n|---|---|---|---|---|---|---|---|---|\n"
+        } else {
+            "\n|---|---|---|---|---|---|---|---|\n"
+        });
         for group in worst {
             let get = |c: Contender| group.iter().find(|s| s.contender == c).copied();
             let cell = |c: Contender| {
@@ -880,7 +888,7 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
                 _ => "–".to_owned(),
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 group[0].scenario.name,
                 cell(Contender::Phobos),
                 cell(Contender::MarsClassic),
@@ -890,6 +898,10 @@ pub fn worst_cells_markdown(summaries: &[CellSummary], links: &[Link], n: usize)
                 cmp_p99(Contender::MarsClassic),
                 cmp_p99(Contender::Naive),
             ));
+            if tls {
+                md.push_str(&format!(" {} |", cell(Contender::PhobosTls)));
+            }
+            md.push('\n');
         }
         md.push('\n');
     }
@@ -1148,7 +1160,7 @@ mod tests {
             workload: Workload::full(),
             seed: 1,
         };
-        assert_eq!(plan.cells(), 22 * 2 * 3);
+        assert_eq!(plan.cells(), 22 * 2 * 4);
         plan.filter_scenarios("LOSS 30 %");
         assert_eq!(plan.scenarios.len(), 3);
         assert!(plan.scenarios.iter().all(|s| s.loss_percent == 30));

@@ -76,6 +76,9 @@ pub fn matrix_svg(
                 .draw()
                 .map_err(|e| e.to_string())?;
             for (i, contender) in Contender::ALL.iter().enumerate() {
+                if !cells.iter().any(|r| r.contender == *contender) {
+                    continue;
+                }
                 let color = Palette99::pick(i).to_rgba();
                 // Points of the contenders sit side by side so their bars do not hide
                 // each other.

@@ -20,7 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use phobos_codec_mars::MarsCodec;
 use phobos_test_support::proxy::{Direction, SegmentDelay};
-use phobos_test_support::{DirectionFaults, FaultProxy, MockLongLinkServer, ProxyConfig};
+use phobos_test_support::{DirectionFaults, FaultProxy, MockLongLinkServer, ProxyConfig, TlsFront};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
@@ -79,15 +79,21 @@ impl LabServer {
     ///
     /// When the namespace cannot be entered or a socket cannot be bound.
     pub fn start(lab: &Lab, faults: ServerFaults) -> Result<LabServer, LabError> {
-        Self::start_for(lab, faults, Link::Long)
+        Self::start_for(lab, faults, Link::Long, false)
     }
 
-    /// Starts the echo server for `link` and its proxy in `lab`'s server namespace.
+    /// Starts the echo server for `link` and its proxy in `lab`'s server namespace; with
+    /// `tls`, a TLS front ([`crate::tls`]) sits between the proxy and the echo server.
     ///
     /// # Errors
     ///
     /// When the namespace cannot be entered or a socket cannot be bound.
-    pub fn start_for(lab: &Lab, faults: ServerFaults, link: Link) -> Result<LabServer, LabError> {
+    pub fn start_for(
+        lab: &Lab,
+        faults: ServerFaults,
+        link: Link,
+        tls: bool,
+    ) -> Result<LabServer, LabError> {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = lab.spawn_in(Side::Server, move || {
@@ -101,7 +107,7 @@ impl LabServer {
                     return ServerStats::default();
                 }
             };
-            rt.block_on(serve(faults, link, port_tx, stop_rx))
+            rt.block_on(serve(faults, link, tls, port_tx, stop_rx))
         })?;
         let port = match port_rx.recv() {
             Ok(Ok(port)) => port,
@@ -261,21 +267,34 @@ fn reply(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 async fn serve(
     faults: ServerFaults,
     link: Link,
+    tls: bool,
     port_tx: std::sync::mpsc::Sender<std::io::Result<u16>>,
     stop: oneshot::Receiver<()>,
 ) -> ServerStats {
     let started = async {
         let server = Upstream::start(link).await?;
-        let config = ProxyConfig::new(server.addr(), faults.seed)
+        let front = match tls {
+            true => Some(
+                TlsFront::start(
+                    crate::tls::server_config(),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                    server.addr(),
+                )
+                .await?,
+            ),
+            false => None,
+        };
+        let target = front.as_ref().map_or(server.addr(), TlsFront::addr);
+        let config = ProxyConfig::new(target, faults.seed)
             .listen(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
             .client_to_server(faults.client_to_server.clone())
             .server_to_client(faults.server_to_client.clone())
             .segment_delay(Direction::ClientToServer, faults.segment_delay)
             .segment_delay(Direction::ServerToClient, faults.segment_delay);
         let proxy = FaultProxy::start(config).await?;
-        std::io::Result::Ok((server, proxy))
+        std::io::Result::Ok((server, front, proxy))
     };
-    let (server, proxy) = match started.await {
+    let (server, front, proxy) = match started.await {
         Ok(v) => v,
         Err(e) => {
             let _ = port_tx.send(Err(e));
@@ -305,6 +324,7 @@ async fn serve(
         server_to_client: proxy.bytes_forwarded(Direction::ServerToClient),
     };
     drop(proxy);
+    drop(front);
     drop(server);
     stats
 }

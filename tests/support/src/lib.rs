@@ -22,6 +22,7 @@ pub mod mock_longlink;
 pub mod mock_shortlink;
 pub mod plugins;
 pub mod proxy;
+pub mod tls_front;
 
 pub use mock_longlink::{
     refused_addr, ClientFrameKind, ConnScript, HeartbeatMode, IdentifyMode, Malformation,
@@ -30,3 +31,4 @@ pub use mock_longlink::{
 pub use mock_shortlink::{MockShortLinkServer, ShortReply};
 pub use plugins::{StaticIpSource, TestAuth};
 pub use proxy::{Direction, DirectionFaults, FaultProxy, ProxyConfig};
+pub use tls_front::{TlsFront, TlsSession};

@@ -94,6 +94,8 @@ pub(crate) struct Dialer {
     failed_since_start: bool,
     /// Hedged attempts still allowed this cycle.
     hedges_left: usize,
+    /// Addresses (by index) to dial again at once: their handshake broke.
+    redial: Vec<usize>,
     /// Failures so far: `None` for a timeout.
     failures: Vec<Option<DialError>>,
     log: Vec<AttemptLog>,
@@ -145,6 +147,7 @@ impl Dialer {
             next_due: None,
             failed_since_start: false,
             hedges_left: rules.hedges,
+            redial: Vec::new(),
             failures: Vec::new(),
             log: Vec::new(),
         }
@@ -152,6 +155,11 @@ impl Dialer {
 
     /// The next step at `now`. Call [`Dialer::started`] after acting on `Start`.
     pub(crate) fn step(&self, now: Instant) -> DialStep {
+        if let Some(&index) = self.redial.first() {
+            if self.in_flight.len() < self.rules.max_concurrent {
+                return DialStep::Start(self.candidates[index].addr);
+            }
+        }
         if self.next >= self.candidates.len() {
             if self.in_flight.is_empty() {
                 return DialStep::Exhausted;
@@ -190,7 +198,9 @@ impl Dialer {
     /// for a hedge, the start of the attempt it repeats (a hedge is a second SYN of that
     /// attempt, so it does not lengthen the cycle).
     pub(crate) fn started(&mut self, now: Instant, conn: ConnId, stagger: Duration) -> Instant {
+        let redial = !self.redial.is_empty() && self.in_flight.len() < self.rules.max_concurrent;
         let (index, origin, hedge) = match self.hedge_target(now) {
+            _ if redial => (self.redial.remove(0), now, true),
             Some(target) if self.next >= self.candidates.len() => {
                 self.hedges_left -= 1;
                 (target.index, target.origin, true)
@@ -231,6 +241,13 @@ impl Dialer {
         let attempt = self.in_flight.swap_remove(pos);
         self.failures.push(error);
         self.failed_since_start = true;
+        // Design: a handshake that broke (TLS or proxy, not a certificate verdict) got an
+        // answer, so the path works; its bytes were damaged or cut. Dialing the same address
+        // again at once is cheaper than the next cycle (Phobos, from the hedge budget).
+        if error == Some(DialError::Handshake) && self.hedges_left > 0 {
+            self.hedges_left -= 1;
+            self.redial.push(attempt.index);
+        }
         let outcome = match error {
             None => AttemptOutcome::TimedOut,
             Some(DialError::Refused) => AttemptOutcome::Refused,
@@ -364,6 +381,43 @@ mod tests {
                 AttemptOutcome::Aborted
             ]
         );
+    }
+
+    #[test]
+    fn a_broken_handshake_redials_the_same_address_at_once_within_the_hedges() {
+        let t0 = crate::tests::epoch::epoch();
+        let s = Duration::from_millis(250);
+        let c = candidates(2);
+        let rules = DialRules {
+            max_concurrent: 4,
+            start_on_failure: true,
+            hedges: 2,
+            hedge_within: Duration::from_secs(5),
+        };
+        let mut d = Dialer::new(c.clone(), rules);
+        d.started(t0, ConnId(1), s);
+        let t1 = t0 + Duration::from_millis(30);
+        d.failed(t1, ConnId(1), Some(DialError::Handshake));
+        // The same address again, ahead of the next one, with a fresh connect timeout.
+        assert_eq!(d.step(t1), DialStep::Start(c[0].addr));
+        assert_eq!(d.started(t1, ConnId(2), s), t1);
+        assert_eq!(d.step(t1), DialStep::WaitUntil(t1 + s));
+        d.failed(t1, ConnId(2), Some(DialError::Handshake));
+        assert_eq!(d.step(t1), DialStep::Start(c[0].addr));
+        d.started(t1, ConnId(3), s);
+        // The budget is spent: the third broken handshake moves on to the next address.
+        d.failed(t1, ConnId(3), Some(DialError::Handshake));
+        assert_eq!(d.step(t1), DialStep::Start(c[1].addr));
+        d.started(t1, ConnId(4), s);
+        // A certificate verdict is final: no redial.
+        d.failed(t1, ConnId(4), Some(DialError::Certificate));
+        assert_eq!(d.step(t1), DialStep::Exhausted);
+
+        // Mars (no hedges) never redials.
+        let mut d = Dialer::new(c.clone(), MARS);
+        d.started(t0, ConnId(1), s);
+        d.failed(t1, ConnId(1), Some(DialError::Handshake));
+        assert_eq!(d.step(t1), DialStep::Start(c[1].addr));
     }
 
     #[test]

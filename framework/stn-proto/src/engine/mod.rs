@@ -32,7 +32,7 @@ use crate::error::{
 };
 use crate::io::{
     Action, AttemptReport, CloseCause, ConnId, ConnectReport, DialError, Event, LinkName,
-    LinkStatus, Stats,
+    LinkStatus, Stats, TransportFacts,
 };
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
@@ -183,6 +183,10 @@ struct Link {
     /// A connection of this link broke and no later one has proven itself yet: new
     /// connections start with the resend window ([`Recovery`](crate::Recovery)).
     suspect: bool,
+    /// Reconnects at once after damaged bytes broke a connection that delivered no response
+    /// ([`Recovery::damaged_reconnects`](crate::Recovery::damaged_reconnects)), since the
+    /// last connection that did.
+    damaged_reconnects: u32,
 }
 
 enum LinkState {
@@ -222,6 +226,9 @@ struct Session {
     probing: Option<TimeoutLevel>,
     /// The heartbeat in flight was sent by the stall probe, not by the policy's schedule.
     probe_heartbeat: bool,
+    /// The heartbeat reply is overdue and the transport's facts were asked for
+    /// ([`Action::InspectTransport`]); not answered yet.
+    inspecting: bool,
     /// Probes answered since a task last made progress (each doubles the next quiet time).
     probes_answered: u32,
     /// When the last probe's reply arrived: it proves the connection alive but not that the
@@ -280,6 +287,7 @@ impl Engine {
                 monitor: Monitor::default(),
                 refused: false,
                 suspect: false,
+                damaged_reconnects: 0,
             })
             .collect();
         let link_by_name: FxHashMap<LinkName, usize> = links
@@ -695,6 +703,7 @@ impl Engine {
             rtt,
             probing: None,
             probe_heartbeat: false,
+            inspecting: false,
             probes_answered: 0,
             last_probe_reply: None,
         }));
@@ -765,6 +774,7 @@ impl Engine {
             return;
         }
         s.last_recv = Some(now);
+        s.inspecting = false;
         // Design: bytes arriving while a heartbeat reply is due prove the link alive; the
         // reply may be queued behind a long response, so its deadline moves (Mars would drop
         // a link that is busy delivering a large response).
@@ -813,11 +823,57 @@ impl Engine {
         self.pump(now);
     }
 
+    /// The transport's facts about the long-link connection `conn`, asked for with
+    /// [`Action::InspectTransport`] when its heartbeat reply was overdue; `None` when the
+    /// transport cannot tell. Decides whether the silence is loss (the deadline moves) or a
+    /// dead link (it is dropped); see [`Recovery`](crate::Recovery).
+    pub fn handle_transport(&mut self, now: Instant, conn: ConnId, facts: Option<TransportFacts>) {
+        let Some(&li) = self.conns.get(&conn) else {
+            return;
+        };
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return;
+        };
+        if s.conn != conn || !s.inspecting {
+            // Answered meanwhile, or never asked: nothing to judge.
+            return;
+        }
+        let Some(sent) = s.heartbeat_sent else {
+            s.inspecting = false;
+            return;
+        };
+        let wait = facts.and_then(|f| {
+            // Design: first the time loss alone can explain: the heartbeat (or the server's
+            // reply) retransmitted three times, each timeout twice the last, plus the trip.
+            let patience = sent + f.base_rto() * crate::PATIENCE_RTOS + s.rtt;
+            if now < patience {
+                return Some(patience);
+            }
+            // Then a path the peer still acknowledges on while our bytes are being
+            // retransmitted is lossy, not dead: one more retransmission timeout.
+            let acked_since = f.since_last_ack < now.saturating_duration_since(sent);
+            (f.unacked > 0 && acked_since).then(|| now + f.rto.max(f.base_rto()))
+        });
+        match wait {
+            Some(until) => {
+                s.inspecting = false;
+                self.stats.transport_waits += 1;
+                self.timers.set(TimerKind::HeartbeatReply(li), until);
+            }
+            None => {
+                self.timers.cancel(TimerKind::HeartbeatReply(li));
+                self.heartbeat_unanswered(li, now);
+                self.pump(now);
+            }
+        }
+    }
+
     /// An established connection ended (EOF or an IO error).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId, cause: CloseCause) {
         if self.short.owns(conn) {
             let error = match cause {
                 CloseCause::Io(errno) => DialError::Io(errno),
+                CloseCause::Damaged => DialError::Handshake,
                 _ => DialError::Refused,
             };
             return self.short_connect_failed(now, conn, Some(error));
@@ -830,12 +886,14 @@ impl Engine {
             let failure = match cause {
                 CloseCause::RemoteClosed => SocketFailure::RemoteClosed,
                 CloseCause::Io(errno) => SocketFailure::Io { errno },
+                CloseCause::Damaged => SocketFailure::Damaged,
             };
             self.link_down(li, now, LinkError::Socket(failure), true);
         } else {
             let error = match cause {
                 CloseCause::RemoteClosed => DialError::Refused,
                 CloseCause::Io(errno) => DialError::Io(errno),
+                CloseCause::Damaged => DialError::Handshake,
             };
             self.handle_connect_failed(now, conn, error);
         }
@@ -1641,6 +1699,7 @@ impl Engine {
         let rtt = now.saturating_duration_since(sent);
         s.rtt = (s.rtt * 7 + rtt) / 8;
         s.probing = None;
+        s.inspecting = false;
         // A stall probe is not one of the policy's heartbeats.
         if std::mem::take(&mut s.probe_heartbeat) {
             s.last_probe_reply = Some(now);
@@ -2195,7 +2254,26 @@ impl Engine {
                     if !local {
                         let link = &mut self.links[li];
                         link.suspect = true;
-                        link.monitor.fast_reconnect = r.reconnect_after_progress && s.responses > 0;
+                        // Design: damaged bytes (a malformed frame, a TLS record that failed
+                        // its check) show a path that carries bytes, only not intact ones: a
+                        // new connection is worth trying at once, a few times without a
+                        // response in between, then the table paces again (a server that
+                        // speaks another protocol must not cause a connect storm).
+                        let damaged = matches!(
+                            error,
+                            LinkError::Decode(_) | LinkError::Socket(SocketFailure::Damaged)
+                        );
+                        if s.responses > 0 {
+                            link.damaged_reconnects = 0;
+                        }
+                        let unpaid = s.responses == 0
+                            && damaged
+                            && link.damaged_reconnects < r.damaged_reconnects;
+                        if unpaid {
+                            link.damaged_reconnects += 1;
+                        }
+                        link.monitor.fast_reconnect =
+                            r.reconnect_after_progress && (s.responses > 0 || unpaid);
                     }
                 }
                 if !by_driver {
@@ -2313,24 +2391,26 @@ impl Engine {
                 self.heartbeat_slot(li, now, late);
             }
             TimerKind::HeartbeatReply(li) => {
-                // Design: an unanswered stall probe is the owed task's timeout, found early:
-                // the link is dropped as stalled, as the task's own timeout would have done.
-                // (A heartbeat of the policy that the probe only hurried stays a heartbeat
-                // timeout.)
-                if let LinkState::Connected(s) = &self.links[li].state {
-                    if let (Some(level), true) = (s.probing, s.probe_heartbeat) {
-                        self.link_down(li, now, LinkError::Stalled(level), false);
+                // Silence may be loss: ask the transport first (Phobos's transport patience;
+                // the answer comes back through `handle_transport`).
+                let patience = self
+                    .cfg
+                    .active_recovery()
+                    .is_some_and(|r| r.transport_patience);
+                let link = &mut self.links[li];
+                if let LinkState::Connected(s) = &mut link.state {
+                    if patience && !s.inspecting {
+                        s.inspecting = true;
+                        self.timers
+                            .set(TimerKind::HeartbeatReply(li), now + crate::INSPECT_GRACE);
+                        self.actions.push_back(Action::InspectTransport {
+                            link: link.name.clone(),
+                            conn: s.conn,
+                        });
                         return;
                     }
                 }
-                // §18.1: an unanswered heartbeat drops the link.
-                self.stats.heartbeat_timeouts += 1;
-                self.link_down(
-                    li,
-                    now,
-                    LinkError::Socket(SocketFailure::HeartbeatTimeout),
-                    false,
-                );
+                self.heartbeat_unanswered(li, now);
             }
             TimerKind::StallProbe(li) => self.stall_probe(li, now),
             TimerKind::ReconnectWake(li) => self.want_connect(li, now, Trigger::Automatic),
@@ -2361,6 +2441,28 @@ impl Engine {
                 self.mark_all_dirty();
             }
         }
+    }
+
+    /// The heartbeat reply of link `li` is overdue, and the transport (if asked) did not
+    /// explain the silence: the link is dropped.
+    fn heartbeat_unanswered(&mut self, li: usize, now: Instant) {
+        // Design: an unanswered stall probe is the owed task's timeout, found early: the link
+        // is dropped as stalled, as the task's own timeout would have done. (A heartbeat of
+        // the policy that the probe only hurried stays a heartbeat timeout.)
+        if let LinkState::Connected(s) = &self.links[li].state {
+            if let (Some(level), true) = (s.probing, s.probe_heartbeat) {
+                self.link_down(li, now, LinkError::Stalled(level), false);
+                return;
+            }
+        }
+        // §18.1: an unanswered heartbeat drops the link.
+        self.stats.heartbeat_timeouts += 1;
+        self.link_down(
+            li,
+            now,
+            LinkError::Socket(SocketFailure::HeartbeatTimeout),
+            false,
+        );
     }
 
     /// A per-attempt timeout of a running task.

@@ -295,6 +295,9 @@ impl ShortLink {
 struct ShortTask {
     spec: TaskSpec,
     retries_left: u32,
+    /// Attempts broken by damaged bytes that were repeated without spending a retry
+    /// ([`Recovery::damaged_reconnects`](crate::Recovery::damaged_reconnects)).
+    damaged_retries: u32,
     attempts: u32,
     profile: TaskProfile,
     state: State,
@@ -519,6 +522,7 @@ impl Engine {
         let error = match error {
             ExchangeError::Http(h) => TaskError::Http(h),
             ExchangeError::Closed(CloseCause::Io(errno)) => SocketFailure::Io { errno }.into(),
+            ExchangeError::Closed(CloseCause::Damaged) => SocketFailure::Damaged.into(),
             ExchangeError::Closed(_) => SocketFailure::RemoteClosed.into(),
             ExchangeError::Request => {
                 // The codec shaped a request HTTP cannot carry: no retry can fix that.
@@ -557,6 +561,7 @@ impl Engine {
             ShortTask {
                 spec,
                 retries_left: retries,
+                damaged_retries: 0,
                 attempts: 0,
                 profile,
                 state: State::Waiting,
@@ -679,6 +684,7 @@ impl Engine {
                 // The driver lost the connection before it could report the exchange.
                 let cause = match error {
                     Some(DialError::Io(errno)) => CloseCause::Io(errno),
+                    Some(DialError::Handshake) => CloseCause::Damaged,
                     _ => CloseCause::RemoteClosed,
                 };
                 self.short.conns.insert(conn, id);
@@ -1197,6 +1203,10 @@ impl Engine {
 
     /// An attempt failed: retry after the pause while retries remain, else end.
     fn short_failed(&mut self, id: TaskId, now: Instant, error: TaskError) {
+        let damaged_budget = self
+            .cfg
+            .active_recovery()
+            .map_or(0, |r| r.damaged_reconnects);
         let Some(task) = self.short.tasks.get_mut(&id) else {
             return;
         };
@@ -1221,17 +1231,28 @@ impl Engine {
             task.profile.attempts = task.attempts;
             task.sent = true;
         }
-        if !retryable || task.retries_left == 0 {
+        // Design (Phobos): damaged bytes are the path's fault, not the request's; a few
+        // attempts they broke are repeated at once without spending a retry, as the long
+        // link reconnects at once after them.
+        let free = matches!(error, TaskError::Socket(SocketFailure::Damaged))
+            && task.damaged_retries < damaged_budget;
+        if free {
+            task.damaged_retries += 1;
+        } else if !retryable || task.retries_left == 0 {
             self.short_finish(id, now, Err(error));
             return;
+        } else {
+            task.retries_left -= 1;
         }
-        task.retries_left -= 1;
         task.state = State::Waiting;
         self.stats.retries += 1;
         let attempt = task.attempts;
-        self.short
-            .timers
-            .set(Timer::Retry(id), now + self.cfg.timing.retry_pause);
+        let pause = if free {
+            Duration::ZERO
+        } else {
+            self.cfg.timing.retry_pause
+        };
+        self.short.timers.set(Timer::Retry(id), now + pause);
         self.events
             .push_back(Event::TaskRetrying { id, attempt, error });
     }

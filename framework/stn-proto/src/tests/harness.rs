@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     Action, CloseCause, Config, ConfigBuilder, ConnId, DialError, Engine, Event, LinkConfig,
-    LinkName, Recovery, TaskEnd, TaskSpec,
+    LinkName, Recovery, TaskEnd, TaskSpec, TransportFacts,
 };
 
 /// How a server address answers a connect.
@@ -75,6 +75,8 @@ pub(crate) struct ServerScript {
     pub(crate) stall_after: Option<usize>,
     /// This many connect attempts (the first ones) are lost: no answer at all.
     pub(crate) lost_connects: usize,
+    /// The path is dead: from now on nothing sent either way arrives (no RST, no FIN).
+    pub(crate) path_dead: bool,
 }
 
 impl Default for ServerScript {
@@ -89,8 +91,22 @@ impl Default for ServerScript {
             close_after: None,
             stall_after: None,
             lost_connects: 0,
+            path_dead: false,
         }
     }
+}
+
+/// How the simulated driver answers [`Action::InspectTransport`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TransportAnswer {
+    /// Facts from the simulated network ([`Sim::transport_facts`]).
+    Modelled,
+    /// `None` at once: a transport that cannot tell.
+    Unknown,
+    /// These facts, whatever the network did.
+    Fixed(TransportFacts),
+    /// Never answers (a driver that ignores the action).
+    Silent,
 }
 
 /// Something travelling on the simulated network.
@@ -114,7 +130,7 @@ pub(crate) struct Sim {
     pub(crate) script: ServerScript,
     /// One-way latency.
     pub(crate) latency: Duration,
-    /// Chance that a delivery is delayed by a retransmission (200 ms, doubling).
+    /// Chance that a delivery is delayed by a retransmission ([`Sim::rto`], doubling).
     pub(crate) loss: f64,
     rng: ChaCha8Rng,
     queue: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -141,6 +157,14 @@ pub(crate) struct Sim {
     /// Answers by source index (`None`: that source never answers); source 0 defaults to
     /// `resolved`, the others to an empty answer.
     pub(crate) source_answers: HashMap<usize, Option<Vec<ResolvedAddr>>>,
+    /// How transport inspections are answered.
+    pub(crate) transport: TransportAnswer,
+    /// Client-to-server segments not delivered yet, per connection: delivery key → send
+    /// time (segments a dead path swallowed stay here for good).
+    unacked: HashMap<ConnId, BTreeMap<u64, Instant>>,
+    /// When the client last got an acknowledgement, per connection: one latency after the
+    /// server's side received a segment.
+    acked_at: HashMap<ConnId, Instant>,
 }
 
 /// The address of the default test server.
@@ -208,7 +232,15 @@ impl Sim {
             auth_answer: Some(Ok(())),
             resolve_silent: false,
             source_answers: HashMap::new(),
+            transport: TransportAnswer::Modelled,
+            unacked: HashMap::new(),
+            acked_at: HashMap::new(),
         }
+    }
+
+    /// Draws the network's random delays from `seed` instead of the default.
+    pub(crate) fn reseed(&mut self, seed: u64) {
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
     }
 
     /// Seconds since the start, as f64 (for readable assertions).
@@ -298,6 +330,13 @@ impl Sim {
             }
             self.queue.pop();
             let delivery = self.deliveries.remove(&key).expect("queued delivery");
+            if let Delivery::ToServer(conn, _) = &delivery {
+                if let Some(pending) = self.unacked.get_mut(conn) {
+                    pending.remove(&key);
+                }
+                let ack = self.now + self.latency;
+                self.acked_at.insert(*conn, ack);
+            }
             self.deliver(delivery);
             self.drain();
         }
@@ -360,6 +399,7 @@ impl Sim {
                 {
                     Reach::Accept => {
                         self.server_conns.insert(attempt, Vec::new());
+                        self.acked_at.insert(attempt, self.now + rtt);
                         self.schedule(rtt, Delivery::Connected(attempt));
                     }
                     Reach::Refuse => {
@@ -372,8 +412,15 @@ impl Sim {
                 self.server_conns.remove(&attempt);
             }
             Action::Send { conn, bytes, .. } => {
-                let d = self.link_delay();
-                self.schedule(d, Delivery::ToServer(conn, bytes.to_vec()));
+                let key = self.next_delivery;
+                self.unacked.entry(conn).or_default().insert(key, self.now);
+                if self.script.path_dead {
+                    // Swallowed: it stays unacknowledged for good.
+                    self.next_delivery += 1;
+                } else {
+                    let d = self.link_delay();
+                    self.schedule(d, Delivery::ToServer(conn, bytes.to_vec()));
+                }
             }
             Action::Close { conn, .. } => {
                 self.server_conns.remove(&conn);
@@ -401,12 +448,53 @@ impl Sim {
             Action::ShortConnect { .. } | Action::HttpExchange { .. } => {}
             // Calls are answered by the schedule; a late answer is the core's to ignore.
             Action::CancelResolve { .. } => {}
+            Action::InspectTransport { conn, .. } => {
+                let facts = match self.transport {
+                    TransportAnswer::Modelled => Some(self.transport_facts(conn)),
+                    TransportAnswer::Unknown => None,
+                    TransportAnswer::Fixed(f) => Some(f),
+                    TransportAnswer::Silent => return,
+                };
+                self.engine.handle_transport(self.now, conn, facts);
+            }
         }
+    }
+
+    /// What a TCP stack would report for `conn` on the simulated network: the oldest
+    /// unacknowledged segment's retransmission timeouts so far ([`Sim::rto`], doubling, as
+    /// in [`Sim::link_delay`]), the segments not delivered yet, and when an acknowledgement
+    /// last arrived.
+    pub(crate) fn transport_facts(&self, conn: ConnId) -> TransportFacts {
+        let base = self.rto();
+        let oldest = self
+            .unacked
+            .get(&conn)
+            .and_then(|p| p.values().min().copied());
+        let unacked = self.unacked.get(&conn).map_or(0, |p| p.len()) as u32;
+        let mut backoff = 0u8;
+        if let Some(sent) = oldest {
+            // Timeouts that expired: at sent + 1, 3, 7, ... base timeouts.
+            let mut expiry = sent + base;
+            while expiry <= self.now && backoff < 16 {
+                backoff += 1;
+                expiry += base * (1u32 << backoff);
+            }
+        }
+        let since_last_ack = self.acked_at.get(&conn).map_or(self.now - self.t0, |&t| {
+            self.now.saturating_duration_since(t)
+        });
+        TransportFacts::new(base * (1u32 << backoff), backoff, unacked, since_last_ack)
+    }
+
+    /// The simulated TCP's base retransmission timeout: the round trip plus Linux's 200 ms
+    /// floor for the variance term.
+    pub(crate) fn rto(&self) -> Duration {
+        self.latency * 2 + Duration::from_millis(200)
     }
 
     fn link_delay(&mut self) -> Duration {
         let mut d = self.latency;
-        let mut rto = Duration::from_millis(200);
+        let mut rto = self.rto();
         while self.loss > 0.0 && self.rng.gen_bool(self.loss) {
             d += rto;
             rto *= 2;
@@ -423,6 +511,9 @@ impl Sim {
 
     /// Sends raw bytes from the server to the client on `conn` (after the latency).
     pub(crate) fn server_send(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        if self.script.path_dead {
+            return;
+        }
         let d = self.link_delay();
         self.schedule(d, Delivery::ToClient(conn, bytes));
     }
@@ -526,6 +617,9 @@ impl Sim {
     }
 
     fn later_send(&mut self, conn: ConnId, delay: Duration, bytes: Vec<u8>) {
+        if self.script.path_dead {
+            return;
+        }
         let d = delay + self.link_delay();
         self.schedule(d, Delivery::ToClient(conn, bytes));
     }

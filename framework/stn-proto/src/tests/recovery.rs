@@ -7,9 +7,10 @@ use std::time::Duration;
 use phobos_plugin_api::codec::HEARTBEAT_CMD;
 use phobos_plugin_api::{CmdId, Seq};
 
-use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
+use super::harness::{config_with, ms, secs, server_addr, Answer, Sim, TransportAnswer};
 use crate::{
-    Action, ConnectProfile, Event, LinkError, LinkStatus, TaskError, TaskSpec, TimeoutLevel,
+    Action, ConnectProfile, Event, LinkError, LinkStatus, TaskEnd, TaskError, TaskSpec,
+    TimeoutLevel, TransportFacts,
 };
 
 /// The lab's workload: 40 echo tasks of 200 bytes, one every 250 ms, 15 s total timeout
@@ -327,4 +328,239 @@ fn a_server_that_answers_probes_but_not_the_task_still_costs_the_link() {
     );
     assert!(sim.engine.stats().stall_probes >= 2);
     assert_eq!(connects(&sim).len(), 2);
+}
+
+// ----- transport patience -------------------------------------------------------------------
+
+/// A Phobos sim whose server answers tasks after `answer_after` and never answers a
+/// heartbeat, its transport inspections answered with `transport`; runs one task to its end.
+fn silent_heartbeats(transport: TransportAnswer, answer_after: Duration) -> (Sim, TaskEnd) {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.transport = transport;
+    sim.script.answer = Answer::Delay(answer_after);
+    sim.script.heartbeat_replies = false;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let (_, end) = sim.run_until_end(id, secs(60));
+    (sim, end)
+}
+
+fn inspections(sim: &Sim) -> Vec<Duration> {
+    sim.action_times(|a| matches!(a, Action::InspectTransport { .. }))
+}
+
+#[test]
+fn an_overdue_reply_on_a_path_that_still_acknowledges_waits_while_our_bytes_are_retransmitted() {
+    // Our bytes are being retransmitted (backoff 1, one segment unacknowledged) and the peer
+    // acknowledged something 10 ms ago: a lossy path, not a dead one.
+    let lossy = TransportFacts::new(ms(800), 1, 1, ms(10));
+    let (sim, end) = silent_heartbeats(TransportAnswer::Fixed(lossy), secs(8));
+    assert!(end.outcome.is_ok());
+    assert!(link_downs(&sim).is_empty());
+    assert_eq!(connects(&sim).len(), 1);
+    // The probe's deadline (2 s of quiet, then 2 s) is past the patience (7 × 400 ms + the
+    // trip from the connect-time heartbeat): from there one current timeout (800 ms) at a
+    // time until the answer arrives.
+    assert_eq!(
+        inspections(&sim),
+        [4_040, 4_840, 5_640, 6_440, 7_240, 8_040].map(ms)
+    );
+    assert_eq!(sim.engine.stats().transport_waits, 6);
+
+    // A transport that cannot tell: the same silence drops the link at the deadline.
+    let (sim, _) = silent_heartbeats(TransportAnswer::Unknown, secs(8));
+    let downs = link_downs(&sim);
+    assert_eq!(downs[0].0, ms(4_040));
+    assert_eq!(connects(&sim).len(), 2);
+}
+
+#[test]
+fn silence_is_given_seven_base_timeouts_and_a_round_trip_from_the_heartbeat() {
+    // Everything acknowledged, nothing retransmitting: only the patience applies. A base
+    // timeout of 1 s makes it 0.04 s (the heartbeat) + 7 s + the 40 ms round trip.
+    let acked = TransportFacts::new(secs(1), 0, 0, ms(10));
+    let (sim, end) = silent_heartbeats(TransportAnswer::Fixed(acked), secs(6));
+    assert!(end.outcome.is_ok(), "answered within the patience");
+    assert!(link_downs(&sim).is_empty());
+    assert_eq!(inspections(&sim), vec![ms(4_040)]);
+
+    let (sim, _) = silent_heartbeats(TransportAnswer::Fixed(acked), secs(9));
+    assert_eq!(inspections(&sim)[..2], [ms(4_040), ms(7_080)]);
+    assert_eq!(
+        link_downs(&sim)[0].0,
+        ms(7_080),
+        "the server stays silent past it"
+    );
+}
+
+#[test]
+fn a_server_whose_tcp_acknowledges_everything_but_answers_nothing_is_dropped_at_the_deadline() {
+    // The simulated network delivered every byte (so they were acknowledged) and the server
+    // sends nothing: half-open. The patience (7 × 240 ms + 40 ms) is below the probe's
+    // 2 s, so the link goes exactly when it went before the transport was asked.
+    let (modelled, _) = silent_heartbeats(TransportAnswer::Modelled, secs(8));
+    let (unknown, _) = silent_heartbeats(TransportAnswer::Unknown, secs(8));
+    assert_eq!(link_downs(&modelled)[0].0, ms(4_040));
+    assert_eq!(link_downs(&modelled), link_downs(&unknown));
+    assert_eq!(modelled.engine.stats().transport_waits, 0);
+}
+
+#[test]
+fn a_dead_path_is_found_as_fast_as_without_the_transport() {
+    let run = |transport| {
+        let mut sim = sim(ConnectProfile::Phobos);
+        sim.transport = transport;
+        let warm = sim.start(TaskSpec::new(CmdId(1), &b"warm"[..]));
+        sim.run_until_end(warm, secs(5));
+        // Nothing gets through any more, and nothing says so (no RST, no FIN).
+        sim.script.path_dead = true;
+        let sent = sim.elapsed();
+        let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+        sim.run_until(secs(10), |s| !link_downs(s).is_empty());
+        let first = sim.actions.iter().find_map(|(_, a)| match a {
+            Action::Connect { attempt, .. } => Some(*attempt),
+            _ => None,
+        });
+        let facts = sim.transport_facts(first.unwrap());
+        (sim.elapsed() - sent, link_downs(&sim), facts, id)
+    };
+    let (after, downs, facts, _) = run(TransportAnswer::Modelled);
+    // Quiet 2 s, the probe's 2 s: the task and the probe are unacknowledged and nothing was
+    // acknowledged since the probe went out.
+    assert_eq!(after, secs(4));
+    assert_eq!(downs[0].1, LinkError::Stalled(TimeoutLevel::FirstPacket));
+    assert_eq!(facts.unacked, 2);
+    assert!(facts.backoff >= 2, "{facts:?}");
+    let (unknown_after, unknown_downs, _, _) = run(TransportAnswer::Unknown);
+    assert_eq!((after, &downs), (unknown_after, &unknown_downs));
+}
+
+#[test]
+fn a_driver_that_never_answers_gets_the_link_judged_after_the_grace() {
+    let (sim, _) = silent_heartbeats(TransportAnswer::Silent, secs(8));
+    assert_eq!(inspections(&sim)[0], ms(4_040));
+    assert_eq!(
+        link_downs(&sim)[0].0,
+        ms(4_040) + crate::INSPECT_GRACE,
+        "no answer is no excuse"
+    );
+}
+
+#[test]
+fn an_overdue_heartbeat_of_the_policy_gets_the_same_patience() {
+    // No probe here: the fixed heartbeat's own reply is overdue on a lossy path.
+    let run = |transport| {
+        let mut sim = Sim::without_probe();
+        sim.transport = transport;
+        sim.script.heartbeat_replies = false;
+        let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+        sim.run_until_end(id, secs(5));
+        sim.run_for(secs(60));
+        sim
+    };
+    let sim = run(TransportAnswer::Fixed(TransportFacts::new(
+        ms(800),
+        1,
+        1,
+        ms(10),
+    )));
+    assert!(link_downs(&sim).is_empty());
+    assert!(sim.engine.stats().transport_waits > 0);
+    assert_eq!(sim.engine.stats().heartbeat_timeouts, 0);
+
+    let sim = run(TransportAnswer::Unknown);
+    assert_eq!(sim.engine.stats().heartbeat_timeouts, 1);
+}
+
+#[test]
+fn mars_classic_never_asks_the_transport() {
+    let mut mars = sim(ConnectProfile::MarsClassic);
+    mars.transport = TransportAnswer::Fixed(TransportFacts::new(ms(800), 1, 1, ms(10)));
+    mars.script.heartbeat_replies = false;
+    mars.script.answer = Answer::Never;
+    let id = mars.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    mars.run_until_end(id, secs(60));
+    assert!(inspections(&mars).is_empty());
+    assert!(!link_downs(&mars).is_empty());
+}
+
+#[test]
+fn on_a_very_lossy_path_the_transport_spares_links_the_probe_alone_would_drop() {
+    // The simulated loss delays each delivery by doubling retransmission timeouts; over a
+    // few seeded runs of the lab's workload, asking the transport drops fewer links.
+    let drops = |transport| {
+        (0..8u64)
+            .map(|seed| {
+                let mut sim = sim(ConnectProfile::Phobos);
+                sim.reseed(seed);
+                sim.transport = transport;
+                sim.latency = ms(150);
+                sim.loss = 0.5;
+                workload(&mut sim);
+                link_downs(&sim).len()
+            })
+            .sum::<usize>()
+    };
+    let with = drops(TransportAnswer::Modelled);
+    let without = drops(TransportAnswer::Unknown);
+    assert!(
+        with < without,
+        "{with} drops with the facts, {without} without"
+    );
+}
+
+// ----- after damaged bytes --------------------------------------------------------------------
+
+#[test]
+fn damaged_bytes_earn_a_few_reconnects_at_once_then_the_table_paces() {
+    // Every answer is garbage: each connection breaks on a malformed frame before any
+    // response. Three reconnects go at once, then the foreground table's 5 s paces again.
+    let run = |profile| {
+        let mut sim = sim(profile);
+        sim.foreground(true);
+        sim.script.answer = Answer::Garbage;
+        let spec = TaskSpec::new(CmdId(1), &b"x"[..])
+            .with_retry_count(10)
+            .with_total_timeout(secs(30));
+        let id = sim.start(spec);
+        sim.run_until_end(id, secs(40));
+        sim
+    };
+    let phobos = run(ConnectProfile::Phobos);
+    let at = connects(&phobos);
+    assert!(at.len() >= 5, "{at:?}");
+    assert!(at[3] < ms(1_000), "three at once: {at:?}");
+    assert!(at[4] - at[3] >= secs(4), "then paced: {at:?}");
+    assert!(link_downs(&phobos)
+        .iter()
+        .all(|(_, e)| matches!(e, LinkError::Decode(_))));
+
+    let mars = run(ConnectProfile::MarsClassic);
+    let at = connects(&mars);
+    assert!(at[1] >= secs(4), "Mars paces from the first: {at:?}");
+}
+
+#[test]
+fn a_connection_the_transport_found_damaged_is_replaced_at_once() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    sim.script.answer = Answer::Never;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(ms(100));
+    let conn = sim.open_conns()[0];
+    // The driver's TLS layer found a record damaged.
+    sim.engine
+        .handle_closed(sim.now, conn, crate::CloseCause::Damaged);
+    sim.drain();
+    sim.script.answer = Answer::Echo;
+    let (_, end) = sim.run_until_end(id, secs(30));
+    assert!(end.outcome.is_ok());
+    assert_eq!(
+        link_downs(&sim),
+        vec![(ms(100), LinkError::Socket(crate::SocketFailure::Damaged))]
+    );
+    assert_eq!(connects(&sim), vec![ms(0), ms(100)], "at once");
+    assert_eq!(
+        LinkError::Socket(crate::SocketFailure::Damaged).mars_code(),
+        10004
+    );
 }

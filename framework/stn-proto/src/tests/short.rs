@@ -348,6 +348,43 @@ fn a_5xx_status_is_retried_then_ends_as_an_http_error() {
 }
 
 #[test]
+fn exchanges_broken_by_damaged_bytes_are_repeated_at_once_a_few_times_for_free() {
+    let damaged = || ExchangeError::Closed(crate::CloseCause::Damaged);
+    let mut d = Drive::new();
+    // No retry of its own: only the free repeats can save it.
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(0));
+    for _ in 0..3 {
+        let (conn, ..) = d.connects()[0].clone();
+        d.connected(conn);
+        d.engine.handle_http_failed(d.now, conn, damaged());
+        d.drain();
+        assert!(d.end(id).is_none());
+        // At once: no retry pause.
+        d.advance(Duration::ZERO);
+    }
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.engine.handle_http_failed(d.now, conn, damaged());
+    d.drain();
+    let end = d
+        .end(id)
+        .expect("the fourth damaged attempt spends the (absent) retry");
+    let err = end.outcome.clone().unwrap_err();
+    assert_eq!(err, TaskError::Socket(SocketFailure::Damaged));
+    assert_eq!(err.mars_code(), (6, -10504));
+    assert_eq!(end.profile.attempts, 4);
+
+    // Mars-classic spends the task's retries on them like on any socket error.
+    let mut d = Drive::with(|b| b.connect_profile(crate::ConnectProfile::MarsClassic));
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(0));
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.engine.handle_http_failed(d.now, conn, damaged());
+    d.drain();
+    assert!(d.end(id).is_some());
+}
+
+#[test]
 fn broken_responses_end_with_their_typed_errors() {
     let cases = [
         (

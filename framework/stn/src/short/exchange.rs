@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::connector::{close_cause, LinkStream};
+use crate::connector::{close_cause, is_tls_failure, LinkStream};
 
 /// Size limits applied to a response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +207,7 @@ fn wants_close(headers: &[(String, String)]) -> bool {
 /// | other parse error (headers, content length, head too large) | [`HttpFailure::BadHeaders`] |
 /// | message incomplete, connection closed | [`CloseCause::RemoteClosed`] |
 /// | body read failed: unexpected EOF | [`CloseCause::RemoteClosed`] |
+/// | a TLS failure under HTTP (a damaged record, a peer's alert) | [`CloseCause::Damaged`] |
 /// | body read failed: invalid data (chunk framing) | [`HttpFailure::BadBody`] |
 /// | another IO error | [`CloseCause::Io`] with its errno |
 /// | the request itself was refused (user error) | [`ExchangeError::Request`] |
@@ -225,6 +226,9 @@ fn map_error(err: &hyper::Error, meter: &Meter) -> ExchangeError {
         return ExchangeError::Closed(CloseCause::RemoteClosed);
     }
     if let Some(io) = io_source(err) {
+        if is_tls_failure(io) {
+            return ExchangeError::Closed(CloseCause::Damaged);
+        }
         return match io.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput => {
                 ExchangeError::Http(HttpFailure::BadBody)

@@ -12,6 +12,7 @@
 //! link); the default `DIR` is `docs/lab` of the workspace. `--cells` keeps the scenarios
 //! whose name contains the substring (case-insensitive), e.g. `--cells "30 %"` or
 //! `--cells stall`, with the same seeds as in the full matrix.
+//! `RUST_LOG` (e.g. `RUST_LOG=phobos_stn=info`) logs the clients' link events to stderr.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -28,6 +29,13 @@ const USAGE: &str = "lab-matrix [--runs R] [--tasks N] [--parallel P] [--seed S]
 const DEFAULT_RUNS: usize = 4;
 
 fn main() -> anyhow::Result<()> {
+    // `RUST_LOG=phobos_stn=info` (for example) shows why links went down, on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut plan = Plan {
         scenarios: Vec::new(),
         links: Link::ALL.to_vec(),
@@ -273,7 +281,10 @@ fn render(r: &Report<'_>) -> String {
          short link, Phobos posts each task through its short link (`ChannelSelect::Short`, \
          Mars's request shape: the body raw, `Connection: close`, its own retries within \
          the task timeout), and `naive` is hyper's HTTP/1.1 client posting the same request \
-         on a connection of its own per task (5 s connect timeout, no retry).\n\n\
+         on a connection of its own per task (5 s connect timeout, no retry). `phobos-tls` \
+         is `phobos` over TLS 1.3 (rustls, a test CA) to a TLS front of the same echo server, \
+         behind the same fault proxy: what Phobos adds that Mars cannot, end-to-end \
+         integrity.\n\n\
          Loss is `nft` (`numgen random mod 100 < N drop`) on each namespace's input, so each \
          direction loses N %; it cannot be seeded, hence the runs. Added RTT comes from the \
          fault proxy in front of the server (half each way; netem is not available). The \
