@@ -4,6 +4,7 @@
 //! [`Engine::poll_timeout`](crate::Engine::poll_timeout)); there is no periodic tick like
 //! Mars's 1 s task loop. Link fields are indexes into [`Config::links`](crate::Config::links).
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
@@ -78,6 +79,12 @@ pub enum TimerKind {
 pub(crate) struct TimerTable {
     heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
     by_kind: FxHashMap<TimerKind, Instant>,
+    /// The last [`deadline`](Self::deadline) answer for a kind in `by_kind`, until that map
+    /// changes.
+    ///
+    /// Design: the dispatch pass asks whether the link's stall probe is armed once per task
+    /// sent; with this, a pass hashes the kind once.
+    last_lookup: Cell<Option<(TimerKind, Option<Instant>)>>,
     tasks: TaskTimers,
 }
 
@@ -87,6 +94,7 @@ impl TimerTable {
         TimerTable {
             heap: BinaryHeap::new(),
             by_kind: FxHashMap::default(),
+            last_lookup: Cell::new(None),
             tasks: TaskTimers::new(epoch),
         }
     }
@@ -160,6 +168,7 @@ impl TimerTable {
             self.tasks.set_ns(slot, id, level, ns);
             return;
         }
+        self.last_lookup.set(None);
         let old = self.by_kind.insert(kind, at);
         if old == Some(at) {
             // Same deadline: its heap entry is still live.
@@ -188,6 +197,7 @@ impl TimerTable {
             self.tasks.cancel(slot, id, level);
             return;
         }
+        self.last_lookup.set(None);
         if let Some(old) = self.by_kind.remove(&kind) {
             self.outdated(old, kind);
         }
@@ -197,7 +207,16 @@ impl TimerTable {
     pub(crate) fn deadline(&self, kind: TimerKind) -> Option<Instant> {
         match task_level(kind) {
             Some((id, level)) => self.tasks.deadline(self.tasks.slot_of(id), id, level),
-            None => self.by_kind.get(&kind).copied(),
+            None => {
+                if let Some((k, at)) = self.last_lookup.get() {
+                    if k == kind {
+                        return at;
+                    }
+                }
+                let at = self.by_kind.get(&kind).copied();
+                self.last_lookup.set(Some((kind, at)));
+                at
+            }
         }
     }
 
@@ -228,6 +247,7 @@ impl TimerTable {
             return Some((at, kind));
         }
         self.heap.pop();
+        self.last_lookup.set(None);
         self.by_kind.remove(&kind);
         self.tidy();
         Some((at, kind))
