@@ -592,13 +592,15 @@ impl Default for Racing {
 ///   last acknowledged anything). Silence is what loss looks like for a while, so the link
 ///   is not judged before [`PATIENCE_RTOS`] base retransmission timeouts plus a round trip
 ///   have passed since the heartbeat went out (the original and three doubling
-///   retransmissions, of ours or of the server's reply). After that, a path whose peer
-///   acknowledged something since the heartbeat while our bytes are still being retransmitted
-///   is lossy, not dead: the deadline moves by one current retransmission timeout at a time
-///   (the owed tasks' own timeouts still run). Anything else drops the link as before: a
-///   peer whose TCP acknowledges everything but whose server sends nothing (half-open), a
-///   peer that acknowledges nothing (a dead path), or a transport that cannot tell (a
-///   connector without facts). On a clean path the patience (7 × 200 ms + the round trip) is
+///   retransmissions, of ours or of the server's reply). After that, while our bytes are
+///   still being retransmitted, a path whose peer acknowledged something since the heartbeat,
+///   or whose connection has retransmitted at least [`LOSSY_RETRANSMIT_PERCENT`] of its data
+///   segments so far, is lossy, not dead: the deadline moves by one current retransmission
+///   timeout at a time (the owed tasks' own timeouts still run, so a dead lossy path is
+///   found by them, as Mars finds every dead path). Anything else drops the link as before:
+///   a peer whose TCP acknowledges everything but whose server sends nothing (half-open), a
+///   clean path that suddenly acknowledges nothing (a dead path), or a transport that cannot
+///   tell (a connector without facts). On a clean path the patience (7 × 200 ms + the round trip) is
 ///   below the 2 s probe floor, so nothing changes there.
 /// - **Short-link attempt share**: a short-link attempt's first-packet and read/write
 ///   timeouts are capped at an equal share of what is left of the task's budget for the
@@ -683,6 +685,11 @@ impl Recovery {
 /// before the transport's facts can spare the link (see [`Recovery`]): the original send and
 /// three retransmissions, each waiting twice as long as the last (1 + 2 + 4).
 pub const PATIENCE_RTOS: u32 = 7;
+
+/// The share of a connection's data segments, in percent, that must have been retransmitted
+/// for its history to count as lossy (see [`Recovery`]): a path that drops one segment in ten
+/// is expected to go silent for a few retransmission timeouts now and then.
+pub const LOSSY_RETRANSMIT_PERCENT: u32 = 10;
 
 /// How long the core waits for the answer to an
 /// [`Action::InspectTransport`](crate::Action::InspectTransport) before it judges the link

@@ -236,17 +236,40 @@ pub struct TransportFacts {
     /// Time since the peer last acknowledged anything, duplicate acknowledgements and data
     /// included (`tcpi_last_ack_recv`).
     pub since_last_ack: Duration,
+    /// Data segments sent on the connection so far (`tcpi_data_segs_out`; 0 if unknown).
+    pub data_segments_sent: u32,
+    /// Segments retransmitted on the connection so far (`tcpi_total_retrans`).
+    pub retransmitted: u32,
 }
 
 impl TransportFacts {
-    /// Facts from their four values.
+    /// Facts from their four values, with no history (see
+    /// [`with_history`](Self::with_history)).
     pub fn new(rto: Duration, backoff: u8, unacked: u32, since_last_ack: Duration) -> Self {
         TransportFacts {
             rto,
             backoff,
             unacked,
             since_last_ack,
+            data_segments_sent: 0,
+            retransmitted: 0,
         }
+    }
+
+    /// The connection's history: data segments sent and segments retransmitted so far.
+    pub fn with_history(mut self, data_segments_sent: u32, retransmitted: u32) -> Self {
+        self.data_segments_sent = data_segments_sent;
+        self.retransmitted = retransmitted;
+        self
+    }
+
+    /// Whether the connection's history shows a lossy path: at least
+    /// [`LOSSY_RETRANSMIT_PERCENT`](crate::LOSSY_RETRANSMIT_PERCENT) of its data segments
+    /// were retransmitted (false without a history).
+    pub fn lossy_history(&self) -> bool {
+        self.data_segments_sent > 0
+            && u64::from(self.retransmitted) * 100
+                >= u64::from(self.data_segments_sent) * u64::from(crate::LOSSY_RETRANSMIT_PERCENT)
     }
 
     /// The retransmission timeout before any backoff (never below 1 ms).

@@ -94,17 +94,24 @@ mod tcp_info {
                 &mut len,
             )
         };
-        // The fields used here are all in the first, oldest part of the structure.
+        // The four facts are all in the first, oldest part of the structure.
         let needed = std::mem::offset_of!(libc::tcp_info, tcpi_last_ack_recv) + 4;
         if rc != 0 || (len as usize) < needed {
             return None;
         }
-        Some(TransportFacts::new(
+        let facts = TransportFacts::new(
             Duration::from_micros(u64::from(info.tcpi_rto)),
             info.tcpi_backoff,
             info.tcpi_unacked,
             Duration::from_millis(u64::from(info.tcpi_last_ack_recv)),
-        ))
+        );
+        // The history fields came later (Linux 4.6); an older kernel writes less.
+        let history = std::mem::offset_of!(libc::tcp_info, tcpi_data_segs_out) + 4;
+        Some(if (len as usize) >= history {
+            facts.with_history(info.tcpi_data_segs_out, info.tcpi_total_retrans)
+        } else {
+            facts
+        })
     }
 }
 
@@ -500,6 +507,10 @@ mod tests {
         assert_eq!(facts.backoff, 0);
         assert!(facts.rto >= Duration::from_millis(200), "{facts:?}");
         assert_eq!(facts.base_rto(), facts.rto);
+        // Our one data segment, never retransmitted: a clean history.
+        assert!(facts.data_segments_sent >= 1, "{facts:?}");
+        assert_eq!(facts.retransmitted, 0);
+        assert!(!facts.lossy_history());
     }
 
     #[test]

@@ -839,7 +839,9 @@ impl Engine {
             return;
         }
         let Some(sent) = s.heartbeat_sent else {
+            // No heartbeat owed any more: nothing to judge, nothing to wake up for.
             s.inspecting = false;
+            self.timers.cancel(TimerKind::HeartbeatReply(li));
             return;
         };
         let wait = facts.and_then(|f| {
@@ -849,10 +851,12 @@ impl Engine {
             if now < patience {
                 return Some(patience);
             }
-            // Then a path the peer still acknowledges on while our bytes are being
-            // retransmitted is lossy, not dead: one more retransmission timeout.
+            // Then, while our bytes are being retransmitted, a path the peer still
+            // acknowledges on, or one that has been losing segments all along, is lossy,
+            // not dead: one more retransmission timeout.
             let acked_since = f.since_last_ack < now.saturating_duration_since(sent);
-            (f.unacked > 0 && acked_since).then(|| now + f.rto.max(f.base_rto()))
+            (f.unacked > 0 && (acked_since || f.lossy_history()))
+                .then(|| now + f.rto.max(f.base_rto()))
         });
         match wait {
             Some(until) => {

@@ -165,6 +165,10 @@ pub(crate) struct Sim {
     /// When the client last got an acknowledgement, per connection: one latency after the
     /// server's side received a segment.
     acked_at: HashMap<ConnId, Instant>,
+    /// Client-to-server sends and their retransmissions so far, per connection.
+    sent_history: HashMap<ConnId, (u32, u32)>,
+    /// Retransmissions the last [`Sim::link_delay`] drew.
+    last_losses: u32,
 }
 
 /// The address of the default test server.
@@ -235,6 +239,8 @@ impl Sim {
             transport: TransportAnswer::Modelled,
             unacked: HashMap::new(),
             acked_at: HashMap::new(),
+            sent_history: HashMap::new(),
+            last_losses: 0,
         }
     }
 
@@ -419,6 +425,9 @@ impl Sim {
                     self.next_delivery += 1;
                 } else {
                     let d = self.link_delay();
+                    let history = self.sent_history.entry(conn).or_default();
+                    history.0 += 1;
+                    history.1 += self.last_losses;
                     self.schedule(d, Delivery::ToServer(conn, bytes.to_vec()));
                 }
             }
@@ -462,8 +471,8 @@ impl Sim {
 
     /// What a TCP stack would report for `conn` on the simulated network: the oldest
     /// unacknowledged segment's retransmission timeouts so far ([`Sim::rto`], doubling, as
-    /// in [`Sim::link_delay`]), the segments not delivered yet, and when an acknowledgement
-    /// last arrived.
+    /// in [`Sim::link_delay`]), the segments not delivered yet, when an acknowledgement
+    /// last arrived, and the sends and retransmissions so far.
     pub(crate) fn transport_facts(&self, conn: ConnId) -> TransportFacts {
         let base = self.rto();
         let oldest = self
@@ -483,7 +492,9 @@ impl Sim {
         let since_last_ack = self.acked_at.get(&conn).map_or(self.now - self.t0, |&t| {
             self.now.saturating_duration_since(t)
         });
+        let (sent, retransmitted) = self.sent_history.get(&conn).copied().unwrap_or_default();
         TransportFacts::new(base * (1u32 << backoff), backoff, unacked, since_last_ack)
+            .with_history(sent, retransmitted)
     }
 
     /// The simulated TCP's base retransmission timeout: the round trip plus Linux's 200 ms
@@ -495,9 +506,11 @@ impl Sim {
     fn link_delay(&mut self) -> Duration {
         let mut d = self.latency;
         let mut rto = self.rto();
+        self.last_losses = 0;
         while self.loss > 0.0 && self.rng.gen_bool(self.loss) {
             d += rto;
             rto *= 2;
+            self.last_losses += 1;
         }
         d
     }

@@ -564,3 +564,27 @@ fn a_connection_the_transport_found_damaged_is_replaced_at_once() {
         10004
     );
 }
+
+#[test]
+fn a_path_that_has_been_losing_segments_is_not_judged_dead_on_silence_alone() {
+    // Nothing acknowledged since the heartbeat, our bytes in their third backoff: on a
+    // clean history that is a dead path; on a connection that retransmitted 30 % of its
+    // segments it is the loss it has shown all along.
+    let silent = TransportFacts::new(ms(1_600), 3, 2, secs(5));
+    let (sim, end) = silent_heartbeats(
+        TransportAnswer::Fixed(silent.with_history(100, 30)),
+        secs(8),
+    );
+    assert!(end.outcome.is_ok());
+    assert!(link_downs(&sim).is_empty());
+    assert!(sim.engine.stats().transport_waits > 0);
+
+    let (sim, _) = silent_heartbeats(TransportAnswer::Fixed(silent.with_history(100, 5)), secs(8));
+    assert_eq!(
+        link_downs(&sim)[0].0,
+        ms(4_040),
+        "5 % is not a lossy history"
+    );
+    assert!(!silent.lossy_history(), "no history, no verdict");
+    assert!(silent.with_history(10, 1).lossy_history());
+}

@@ -63,7 +63,11 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             "--out" => {
-                out = PathBuf::from(value()?);
+                let dir = value()?;
+                out = PathBuf::from(&dir);
+                // Shown as given, so the regenerate command writes to the same place.
+                shown_args.push(a.clone());
+                shown_args.push(dir);
                 continue;
             }
             _ => value()?,
