@@ -21,6 +21,12 @@ impl LinkName {
         LinkName(Arc::from(name))
     }
 
+    /// Whether both are the same allocation (then they are equal; equal names made
+    /// separately are not the same). A shortcut before a map lookup by name.
+    pub(crate) fn is_same(&self, other: &LinkName) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -33,7 +39,9 @@ impl Default for LinkName {
         // Design: every `TaskSpec::new` names the default link; sharing one allocation
         // makes that a reference-count increment instead of an allocation per task.
         static DEFAULT: OnceLock<LinkName> = OnceLock::new();
-        DEFAULT.get_or_init(|| LinkName::new(DEFAULT_LINK)).clone()
+        DEFAULT
+            .get_or_init(|| LinkName(Arc::from(DEFAULT_LINK)))
+            .clone()
     }
 }
 
@@ -518,4 +526,19 @@ pub struct Stats {
     pub transport_waits: u64,
     /// Pushes received.
     pub pushes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_link_name_is_one_allocation_and_others_compare_by_text() {
+        assert!(LinkName::default().is_same(&LinkName::default()));
+        let (a, b) = (LinkName::new(DEFAULT_LINK), LinkName::from(DEFAULT_LINK));
+        assert!(!a.is_same(&b) && !a.is_same(&LinkName::default()));
+        assert_eq!(a, b);
+        assert_eq!(a, LinkName::default());
+        assert_ne!(a, LinkName::new("push"));
+    }
 }

@@ -168,6 +168,7 @@ mod config;
 mod engine;
 mod error;
 mod io;
+mod slab;
 mod task;
 mod timer;
 

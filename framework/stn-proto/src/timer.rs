@@ -4,8 +4,9 @@
 //! [`Engine::poll_timeout`](crate::Engine::poll_timeout)); there is no periodic tick like
 //! Mars's 1 s task loop. Link fields are indexes into [`Config::links`](crate::Config::links).
 
+use std::cell::Cell;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
 
 use phobos_plugin_api::TaskId;
@@ -72,13 +73,18 @@ pub enum TimerKind {
 ///
 /// The four per-task kinds (total, first packet, packet-to-packet, read/write) live apart,
 /// in [`TaskTimers`]: they are armed and disarmed several times per task, so they get one
-/// map entry and at most one live heap entry per *task* (its earliest deadline) instead of
-/// one per timer, and reach that heap once per input ([`settle`](Self::settle)). The two
-/// heaps are merged on the way out, so the order is the same as one table's.
+/// map entry per *task* and sorted lanes where arming is a push at the back. The two
+/// structures are merged on the way out, so the order is the same as one table's.
 #[derive(Debug)]
 pub(crate) struct TimerTable {
     heap: BinaryHeap<Reverse<(Instant, TimerKind)>>,
     by_kind: FxHashMap<TimerKind, Instant>,
+    /// The last [`deadline`](Self::deadline) answer for a kind in `by_kind`, until that map
+    /// changes.
+    ///
+    /// Design: the dispatch pass asks whether the link's stall probe is armed once per task
+    /// sent; with this, a pass hashes the kind once.
+    last_lookup: Cell<Option<(TimerKind, Option<Instant>)>>,
     tasks: TaskTimers,
 }
 
@@ -88,32 +94,81 @@ impl TimerTable {
         TimerTable {
             heap: BinaryHeap::new(),
             by_kind: FxHashMap::default(),
+            last_lookup: Cell::new(None),
             tasks: TaskTimers::new(epoch),
         }
     }
 
-    /// Arms (or re-arms) `kind` at `now + after`: the same as `set(kind, now + after)`.
+    /// Arms (or re-arms) the per-task timer `kind` of the task stored at `slot` at
+    /// `now + after`. `kind` names the task; `slot` is where the engine stores it, which the
+    /// per-task timers are indexed by (see [`TaskTimers`]). Any other kind is armed as by
+    /// [`set`](Self::set).
     ///
     /// Design: a task timer's deadline is kept as nanoseconds since the table's epoch, and
     /// converting an `Instant` costs a timespec subtraction; every task timer is armed
     /// relative to the input's `now`, so `now` is converted once per input, not once per
     /// timer.
-    pub(crate) fn set_after(&mut self, kind: TimerKind, now: Instant, after: Duration) {
+    #[inline]
+    pub(crate) fn set_task_after(
+        &mut self,
+        slot: u32,
+        kind: TimerKind,
+        now: Instant,
+        after: Duration,
+    ) {
         match task_level(kind) {
             Some((id, level)) => {
                 let ns = self.tasks.ns_after(now, after);
-                self.tasks.set_ns(id, level, ns);
+                self.tasks.set_ns(slot, id, level, ns);
             }
             None => self.set(kind, now + after),
         }
     }
 
-    /// Arms (or re-arms) `kind` at `at`.
+    /// Arms (or re-arms) the per-task timer `kind` of the task stored at `slot` at `at`
+    /// (see [`set_task_after`](Self::set_task_after); any other kind as [`set`](Self::set)).
+    pub(crate) fn set_task_at(&mut self, slot: u32, kind: TimerKind, at: Instant) {
+        match task_level(kind) {
+            Some((id, level)) => {
+                let ns = self.tasks.ns(at);
+                self.tasks.set_ns(slot, id, level, ns);
+            }
+            None => self.set(kind, at),
+        }
+    }
+
+    /// Disarms the per-task timer `kind` of the task stored at `slot` (any other kind as
+    /// [`cancel`](Self::cancel) does).
+    pub(crate) fn cancel_task_timer(&mut self, slot: u32, kind: TimerKind) {
+        match task_level(kind) {
+            Some((id, level)) => self.tasks.cancel(slot, id, level),
+            None => self.cancel(kind),
+        }
+    }
+
+    /// Disarms every per-task timer (total, first packet, packet-to-packet, read/write) of
+    /// the task stored at `slot` at once.
+    pub(crate) fn cancel_task(&mut self, slot: u32) {
+        self.tasks.cancel_all(slot);
+    }
+
+    /// Drops the per-task entries disarmed since the last call from the front of their
+    /// lanes (see [`TaskTimers`]): the engine calls it at the end of every input. Only a
+    /// matter of cost: the table is exact either way.
+    pub(crate) fn settle(&mut self) {
+        self.tasks.settle();
+    }
+
+    /// Arms (or re-arms) `kind` at `at`. A per-task kind is found by a scan of the armed
+    /// tasks: the engine uses [`set_task_after`](Self::set_task_after) for those.
     pub(crate) fn set(&mut self, kind: TimerKind, at: Instant) {
         if let Some((id, level)) = task_level(kind) {
-            self.tasks.set(id, level, at);
+            let slot = self.tasks.slot_of(id);
+            let ns = self.tasks.ns(at);
+            self.tasks.set_ns(slot, id, level, ns);
             return;
         }
+        self.last_lookup.set(None);
         let old = self.by_kind.insert(kind, at);
         if old == Some(at) {
             // Same deadline: its heap entry is still live.
@@ -135,34 +190,33 @@ impl TimerTable {
         }
     }
 
-    /// Disarms `kind`.
+    /// Disarms `kind` (a per-task kind by a scan, as in [`set`](Self::set)).
     pub(crate) fn cancel(&mut self, kind: TimerKind) {
         if let Some((id, level)) = task_level(kind) {
-            self.tasks.cancel(id, level);
+            let slot = self.tasks.slot_of(id);
+            self.tasks.cancel(slot, id, level);
             return;
         }
+        self.last_lookup.set(None);
         if let Some(old) = self.by_kind.remove(&kind) {
             self.outdated(old, kind);
         }
     }
 
-    /// Disarms every per-task timer of `id` (total, first packet, packet-to-packet,
-    /// read/write) at once.
-    pub(crate) fn cancel_task(&mut self, id: TaskId) {
-        self.tasks.cancel_all(id);
-    }
-
-    /// Moves the per-task timers changed since the last call into their heap (see
-    /// [`TaskTimers`]). Only a matter of cost: the table is exact either way.
-    pub(crate) fn settle(&mut self) {
-        self.tasks.settle();
-    }
-
-    /// When `kind` fires, if armed.
+    /// When `kind` fires, if armed (a per-task kind by a scan, as in [`set`](Self::set)).
     pub(crate) fn deadline(&self, kind: TimerKind) -> Option<Instant> {
         match task_level(kind) {
-            Some((id, level)) => self.tasks.deadline(id, level),
-            None => self.by_kind.get(&kind).copied(),
+            Some((id, level)) => self.tasks.deadline(self.tasks.slot_of(id), id, level),
+            None => {
+                if let Some((k, at)) = self.last_lookup.get() {
+                    if k == kind {
+                        return at;
+                    }
+                }
+                let at = self.by_kind.get(&kind).copied();
+                self.last_lookup.set(Some((kind, at)));
+                at
+            }
         }
     }
 
@@ -188,11 +242,12 @@ impl TimerTable {
         if at > now {
             return None;
         }
-        if let Some((id, level)) = task_level(kind) {
-            self.tasks.cancel(id, level);
+        if task_level(kind).is_some() {
+            self.tasks.pop_front();
             return Some((at, kind));
         }
         self.heap.pop();
+        self.last_lookup.set(None);
         self.by_kind.remove(&kind);
         self.tidy();
         Some((at, kind))
@@ -242,77 +297,90 @@ fn task_level(kind: TimerKind) -> Option<(TaskId, usize)> {
     }
 }
 
-/// The deadlines of one task by level (see [`task_level`]), as [`TaskTimers::ns`] values;
-/// [`UNARMED`] for a level not armed.
+/// The per-task deadlines of the task stored at one slot.
 #[derive(Clone, Copy, Debug)]
 struct Slots {
+    /// The task they belong to (a slot is reused by later tasks).
+    id: TaskId,
+    /// By level (see [`task_level`]), as [`TaskTimers::ns`] values; [`UNARMED`] for a level
+    /// not armed.
     at: [u64; 4],
-    /// The earliest deadline changed and is not in the heap yet (the task is listed in
-    /// [`TaskTimers::pending`]); the task's heap entries, if any, are outdated.
-    pending: bool,
 }
 
 /// A level not armed.
 const UNARMED: u64 = u64::MAX;
 
-/// Pending tasks beyond which a change settles them at once (a driver admits up to a few
-/// hundred tasks per input; `next` scans the pending list only when asked mid-input).
-const MAX_PENDING: usize = 1024;
+/// How far from the back of its lane an out-of-order deadline may be inserted; one further
+/// in goes to the overflow heap instead (so an insert moves at most this many entries).
+const MAX_LANE_SHIFT: usize = 32;
+
+/// Bits of a key holding the slot.
+const SLOT_BITS: u32 = 30;
 
 /// The per-task timers.
 ///
-/// Design: one map entry per task holding its four deadlines, and at most one live heap
-/// entry per task: its earliest `(deadline, level)`. A change of a task's earliest deadline
-/// does not touch the heap at once: the task joins a short pending list, and
-/// [`settle`](Self::settle) (which the engine calls at the end of every input) pushes the
-/// earliest deadline of each pending task. So a task admitted and sent within one input —
-/// total timeout armed, then first-packet and read/write — costs one push, and its end one
-/// map removal and, when its entry is on top, one pop (a table with one entry per timer
-/// paid seven map writes, three pushes and three pops). [`next`](Self::next) looks at the
-/// heap top and the pending tasks, so it is exact whether or not `settle` ran.
+/// Design: deadlines indexed by the task's slot in the engine's task slab, and sorted lanes
+/// with lazy deletion. Each level (total, first packet, packet-to-packet, read/write) has a
+/// lane: a deque of keys sorted by `(deadline, task)`. A task's timers of one level are
+/// mostly armed with the same duration at a non-decreasing `now`, so a new deadline is
+/// almost always the lane's latest and arming is a push at the back; the rare earlier one is
+/// inserted near the back by binary search, or — when it belongs more than
+/// [`MAX_LANE_SHIFT`] entries in — pushed on a small overflow heap. Disarming touches only
+/// the slot's deadlines: the lane entry stays, outdated, and is dropped when it reaches the
+/// front. So a task armed at admission and at sending and ended by its response costs three
+/// pushes at a lane's back and three pops at its front, and no hashing (the binary heap and
+/// id-keyed map this replaces paid two pushes, pops through ~8 levels and seven hash
+/// lookups).
 ///
-/// An entry is live while its task is not pending and the entry equals the task's earliest
-/// deadline; the top is kept live after every change, and the heap is rebuilt when outdated
-/// entries outnumber the tasks, as in [`TimerTable`]. Deadlines are nanoseconds from an
-/// epoch and a heap key packs `(deadline, level, task)` into one `u128`, so the heap
-/// compares integers; that order is the `TimerKind` order of these kinds, so ties fire
-/// exactly as in one table.
+/// An entry is live while its slot still holds its task and its deadline at its level.
+/// Every lane front and the heap top are kept live after every change, so
+/// [`next`](Self::next) is a peek at five entries; when outdated entries outnumber the
+/// armed deadlines (a long-lived task at a lane's front holds back the outdated entries
+/// behind it), everything live is rebuilt into sorted lanes, so memory stays proportional to
+/// armed timers. A key packs `(deadline, level, task, slot)` into one `u128` whose order is
+/// the `TimerKind` order of these kinds, so ties fire exactly as in one table.
 #[derive(Debug)]
 struct TaskTimers {
     epoch: Instant,
-    slots: FxHashMap<TaskId, Slots>,
-    heap: BinaryHeap<Reverse<u128>>,
-    /// Tasks whose earliest deadline is not in the heap (may hold ended tasks' ids).
-    pending: Vec<TaskId>,
+    /// By slot.
+    slots: Vec<Slots>,
+    lanes: [VecDeque<u128>; 4],
+    overflow: BinaryHeap<Reverse<u128>>,
+    /// Entries in the lanes and the overflow heap, live or not.
+    entries: usize,
     /// Armed deadlines (not tasks), for [`TimerTable::len`].
     armed: usize,
     /// The last `now` given to [`ns_after`](Self::ns_after), converted.
     now_ns: Option<(Instant, u64)>,
 }
 
-/// Packs a heap key.
-fn key(ns: u64, level: usize, id: TaskId) -> u128 {
-    (u128::from(ns) << 64) | ((level as u128) << 32) | u128::from(id.0)
+/// Packs a key.
+fn key(ns: u64, level: usize, id: TaskId, slot: u32) -> u128 {
+    debug_assert!(slot < 1 << SLOT_BITS, "slot {slot} out of range");
+    (u128::from(ns) << 64)
+        | ((level as u128) << 62)
+        | (u128::from(id.0) << SLOT_BITS)
+        | u128::from(slot & ((1 << SLOT_BITS) - 1))
 }
 
-/// A task's earliest deadline and its level (the lower level first on a tie).
-fn earliest(slots: &Slots) -> Option<(u64, usize)> {
-    let mut best = (UNARMED, 0);
-    for (level, &ns) in slots.at.iter().enumerate() {
-        if ns < best.0 {
-            best = (ns, level);
-        }
-    }
-    (best.0 != UNARMED).then_some(best)
+/// The parts of a key: deadline, level, task, slot.
+fn unkey(k: u128) -> (u64, usize, TaskId, u32) {
+    (
+        (k >> 64) as u64,
+        ((k >> 62) & 3) as usize,
+        TaskId((k >> SLOT_BITS) as u32),
+        (k & ((1 << SLOT_BITS) - 1)) as u32,
+    )
 }
 
 impl TaskTimers {
     fn new(epoch: Instant) -> Self {
         TaskTimers {
             epoch,
-            slots: FxHashMap::default(),
-            heap: BinaryHeap::new(),
-            pending: Vec::new(),
+            slots: Vec::new(),
+            lanes: Default::default(),
+            overflow: BinaryHeap::new(),
+            entries: 0,
             armed: 0,
             now_ns: None,
         }
@@ -346,6 +414,7 @@ impl TaskTimers {
     }
 
     /// `ns(now + after)`, converting `now` only when it changed since the last call.
+    #[inline]
     fn ns_after(&mut self, now: Instant, after: Duration) -> u64 {
         let base = match self.now_ns {
             Some((at, ns)) if at == now => ns,
@@ -359,158 +428,228 @@ impl TaskTimers {
         (u128::from(base) + after.as_nanos()).min(1 << 63) as u64
     }
 
-    fn set(&mut self, id: TaskId, level: usize, at: Instant) {
-        let ns = self.ns(at);
-        self.set_ns(id, level, ns);
+    /// The slot holding armed deadlines of `id`, else one holding none (only for the
+    /// scanning [`TimerTable`] methods).
+    fn slot_of(&self, id: TaskId) -> u32 {
+        let armed = |s: &Slots| s.id == id && s.at != [UNARMED; 4];
+        let free = |s: &Slots| s.at == [UNARMED; 4];
+        let found = self.slots.iter().position(armed);
+        match found.or_else(|| self.slots.iter().position(free)) {
+            Some(i) => i as u32,
+            None => self.slots.len() as u32,
+        }
     }
 
-    fn set_ns(&mut self, id: TaskId, level: usize, ns: u64) {
-        let slots = self.slots.entry(id).or_insert(Slots {
-            at: [UNARMED; 4],
-            pending: false,
-        });
-        if slots.at[level] == ns {
+    /// Arms `level` of the task `id` stored at `slot` at `ns`.
+    ///
+    /// Design: inlined, with the rare paths (a new slot, a slot the last task left armed,
+    /// an out-of-order deadline, a rebuild) out of line: this runs three times per task.
+    #[inline]
+    fn set_ns(&mut self, slot: u32, id: TaskId, level: usize, ns: u64) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return self.set_ns_new_slot(slot, id, level, ns);
+        };
+        if s.id != id {
+            if s.at != [UNARMED; 4] {
+                return self.set_ns_new_slot(slot, id, level, ns);
+            }
+            // A new task in a slot whose last task left nothing armed.
+            s.id = id;
+        }
+        let old = s.at[level];
+        if old == ns {
             return;
         }
-        let before = earliest(slots);
-        if slots.at[level] == UNARMED {
+        s.at[level] = ns;
+        if old == UNARMED {
             self.armed += 1;
         }
-        slots.at[level] = ns;
-        if slots.pending || earliest(slots) == before {
-            return;
-        }
-        slots.pending = true;
-        self.pending.push(id);
-        self.outdated(before.map(|(ns, level)| key(ns, level, id)));
-        if self.pending.len() > MAX_PENDING {
-            self.settle();
-        }
-    }
-
-    fn cancel(&mut self, id: TaskId, level: usize) {
-        let Some(slots) = self.slots.get_mut(&id) else {
-            return;
-        };
-        if slots.at[level] == UNARMED {
-            return;
-        }
-        let before = earliest(slots);
-        slots.at[level] = UNARMED;
-        self.armed -= 1;
-        let after = earliest(slots);
-        if after == before {
-            return;
-        }
-        let was_pending = slots.pending;
-        if after.is_none() {
-            // Its id may stay in `pending`; `settle` and `next` skip ids without slots.
-            self.slots.remove(&id);
-        } else if !was_pending {
-            slots.pending = true;
-            self.pending.push(id);
-        }
-        if !was_pending {
-            self.outdated(before.map(|(ns, level)| key(ns, level, id)));
-            if self.pending.len() > MAX_PENDING {
-                self.settle();
+        let k = key(ns, level, id, slot);
+        let lane = &mut self.lanes[level];
+        match lane.back() {
+            Some(&last) if last > k => self.push_out_of_order(k),
+            _ => {
+                lane.push_back(k);
+                self.entries += 1;
             }
         }
-    }
-
-    fn cancel_all(&mut self, id: TaskId) {
-        let Some(slots) = self.slots.remove(&id) else {
-            return;
-        };
-        self.armed -= slots.at.iter().filter(|&&ns| ns != UNARMED).count();
-        if !slots.pending {
-            self.outdated(earliest(&slots).map(|(ns, level)| key(ns, level, id)));
+        if self.entries > 2 * self.armed + 64 {
+            self.rebuild();
         }
     }
 
-    fn deadline(&self, id: TaskId, level: usize) -> Option<Instant> {
-        let ns = self.slots.get(&id)?.at[level];
-        (ns != UNARMED).then(|| self.instant(ns))
+    /// [`set_ns`](Self::set_ns) for a slot not seen yet, or one whose last task left
+    /// deadlines armed (they are outdated now).
+    #[cold]
+    #[inline(never)]
+    fn set_ns_new_slot(&mut self, slot: u32, id: TaskId, level: usize, ns: u64) {
+        let i = slot as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(
+                i + 1,
+                Slots {
+                    id,
+                    at: [UNARMED; 4],
+                },
+            );
+        }
+        self.cancel_all(slot);
+        self.slots[i].id = id;
+        self.set_ns(slot, id, level, ns);
+    }
+
+    /// Adds a live entry that sorts before the last of its lane: into the lane near its
+    /// back, or onto the overflow heap.
+    #[cold]
+    #[inline(never)]
+    fn push_out_of_order(&mut self, k: u128) {
+        self.entries += 1;
+        let lane = &mut self.lanes[unkey(k).1];
+        let at = lane.partition_point(|&e| e < k);
+        if lane.len() - at > MAX_LANE_SHIFT {
+            self.overflow.push(Reverse(k));
+        } else {
+            lane.insert(at, k);
+        }
+    }
+
+    fn cancel(&mut self, slot: u32, id: TaskId, level: usize) {
+        let Some(s) = self.slots.get_mut(slot as usize).filter(|s| s.id == id) else {
+            return;
+        };
+        let old = s.at[level];
+        if old == UNARMED {
+            return;
+        }
+        s.at[level] = UNARMED;
+        self.armed -= 1;
+    }
+
+    fn cancel_all(&mut self, slot: u32) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let at = std::mem::replace(&mut s.at, [UNARMED; 4]);
+        self.armed -= at.iter().filter(|&&ns| ns != UNARMED).count();
+    }
+
+    fn deadline(&self, slot: u32, id: TaskId, level: usize) -> Option<Instant> {
+        let s = self.slots.get(slot as usize).filter(|s| s.id == id)?;
+        (s.at[level] != UNARMED).then(|| self.instant(s.at[level]))
+    }
+
+    /// The earliest live key: the first live entry of each lane and the heap (right at the
+    /// front once [`settle`](Self::settle) ran).
+    fn first(&self) -> Option<u128> {
+        let live = |l: &VecDeque<u128>| l.iter().copied().find(|&k| self.is_live(k));
+        let fronts = self.lanes.iter().filter_map(live);
+        let top = match self.overflow.peek() {
+            Some(r) if self.is_live(r.0) => Some(r.0),
+            // Outdated entries below a live top are reached by `settle`; an outdated top
+            // means the heap was not settled: look at every entry.
+            Some(_) => self
+                .overflow
+                .iter()
+                .map(|r| r.0)
+                .filter(|&k| self.is_live(k))
+                .min(),
+            None => None,
+        };
+        fronts.chain(top).min()
     }
 
     /// The earliest armed per-task timer.
     fn next(&self) -> Option<(Instant, TimerKind)> {
-        let mut best = self.heap.peek().map(|r| r.0);
-        for &id in &self.pending {
-            let Some(slots) = self.slots.get(&id).filter(|s| s.pending) else {
-                continue;
-            };
-            if let Some((ns, level)) = earliest(slots) {
-                let k = key(ns, level, id);
-                if best.is_none_or(|b| k < b) {
-                    best = Some(k);
-                }
-            }
-        }
-        let k = best?;
-        let id = TaskId(k as u32);
-        let kind = match (k >> 32) as u32 {
+        let (ns, level, id, _) = unkey(self.first()?);
+        let kind = match level {
             0 => TimerKind::TaskTotal(id),
             1 => TimerKind::FirstPacket(id),
             2 => TimerKind::PacketToPacket(id),
             _ => TimerKind::ReadWrite(id),
         };
-        Some((self.instant((k >> 64) as u64), kind))
+        Some((self.instant(ns), kind))
     }
 
-    /// Pushes the earliest deadline of every pending task into the heap.
+    /// Disarms the earliest armed per-task timer.
+    fn pop_front(&mut self) {
+        if let Some(k) = self.first() {
+            let (_, level, id, slot) = unkey(k);
+            self.cancel(slot, id, level);
+        }
+    }
+
+    /// Drops the outdated entries at the front of every lane and the top of the heap, so
+    /// the next [`first`](Self::first) is a peek. Only a matter of cost: lookups are exact
+    /// either way.
     fn settle(&mut self) {
-        for id in std::mem::take(&mut self.pending) {
-            let Some(slots) = self.slots.get_mut(&id).filter(|s| s.pending) else {
-                continue;
-            };
-            slots.pending = false;
-            if let Some((ns, level)) = earliest(slots) {
-                self.heap.push(Reverse(key(ns, level, id)));
+        for level in 0..self.lanes.len() {
+            while let Some(&f) = self.lanes[level].front() {
+                if self.is_live(f) {
+                    break;
+                }
+                self.lanes[level].pop_front();
+                self.entries -= 1;
             }
         }
-        if self.heap.len() > 2 * self.slots.len() + 64 {
-            self.rebuild();
-        }
-    }
-
-    /// The heap entry `entry` is no longer live: if it is the top, uncover the next live one.
-    fn outdated(&mut self, entry: Option<u128>) {
-        if entry.is_some() && self.heap.peek().map(|r| r.0) == entry {
-            self.tidy();
-        }
-    }
-
-    /// Whether a heap key is its task's earliest deadline (and the task is not pending).
-    fn is_live(&self, k: u128) -> bool {
-        let id = TaskId(k as u32);
-        self.slots
-            .get(&id)
-            .filter(|s| !s.pending)
-            .and_then(earliest)
-            .is_some_and(|(ns, level)| key(ns, level, id) == k)
-    }
-
-    fn tidy(&mut self) {
-        while let Some(&Reverse(k)) = self.heap.peek() {
-            if self.is_live(k) {
+        while let Some(&Reverse(f)) = self.overflow.peek() {
+            if self.is_live(f) {
                 break;
             }
-            self.heap.pop();
+            self.overflow.pop();
+            self.entries -= 1;
         }
     }
 
+    /// Whether a key is its task's armed deadline at its level.
+    fn is_live(&self, k: u128) -> bool {
+        let (ns, level, id, slot) = unkey(k);
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.id == id && s.at[level] == ns)
+    }
+
+    /// Keeps only the live entries, one per armed deadline, in sorted lanes.
+    #[cold]
+    #[inline(never)]
     fn rebuild(&mut self) {
-        let mut entries = std::mem::take(&mut self.heap).into_vec();
-        entries.clear();
-        self.pending.clear();
-        for (&id, s) in self.slots.iter_mut() {
-            s.pending = false;
-            if let Some((ns, level)) = earliest(s) {
-                entries.push(Reverse(key(ns, level, id)));
+        let mut live: Vec<u128> = Vec::with_capacity(self.armed);
+        for (slot, s) in self.slots.iter().enumerate() {
+            for (level, &ns) in s.at.iter().enumerate() {
+                if ns != UNARMED {
+                    live.push(key(ns, level, s.id, slot as u32));
+                }
             }
         }
-        self.heap = BinaryHeap::from(entries);
+        live.sort_unstable();
+        for lane in &mut self.lanes {
+            lane.clear();
+        }
+        self.overflow.clear();
+        self.entries = live.len();
+        for k in live {
+            self.lanes[unkey(k).1].push_back(k);
+        }
+    }
+
+    /// Every lane is sorted, every entry is counted, and once settled every front is live
+    /// (tests).
+    #[cfg(test)]
+    fn check(&self, settled: bool) {
+        let n: usize = self.lanes.iter().map(VecDeque::len).sum();
+        assert_eq!(n + self.overflow.len(), self.entries);
+        for (level, lane) in self.lanes.iter().enumerate() {
+            assert!(lane.iter().zip(lane.iter().skip(1)).all(|(a, b)| a <= b));
+            assert!(lane.iter().all(|&k| unkey(k).1 == level));
+            assert!(!settled || lane.front().is_none_or(|&k| self.is_live(k)));
+        }
+        assert!(!settled || self.overflow.peek().is_none_or(|r| self.is_live(r.0)));
+        assert!(self.entries <= 2 * self.armed + 65);
+        let armed: usize = self
+            .slots
+            .iter()
+            .map(|s| s.at.iter().filter(|&&ns| ns != UNARMED).count())
+            .sum();
+        assert_eq!(armed, self.armed);
     }
 }
 
@@ -535,11 +674,13 @@ mod tests {
                 2 => TimerKind::ReadWrite(TaskId(i % 50)),
                 _ => TimerKind::Heartbeat(i as usize % 3),
             };
-            a.set_after(kind, now, after);
+            if i % 5 == 0 {
+                a.set_task_at(i % 50, kind, now + after);
+            } else {
+                a.set_task_after(i % 50, kind, now, after);
+            }
             b.set(kind, now + after);
             assert_eq!(a.deadline(kind), b.deadline(kind));
-            a.settle();
-            b.settle();
             assert_eq!(a.next(), b.next());
         }
         assert_eq!(a.len(), b.len());
@@ -639,11 +780,10 @@ mod tests {
             };
             let at = now + Duration::from_millis(rand(50));
             match rand(11) {
-                9 if rand(2) == 0 => t.settle(),
                 10 => {
                     // Every per-task timer of one task at once.
                     let id = TaskId(rand(40) as u32);
-                    t.cancel_task(id);
+                    t.cancel_task(t.tasks.slot_of(id));
                     model.retain(|e| task_level(e.1).is_none_or(|(i, _)| i != id));
                 }
                 0..=4 => {
@@ -677,8 +817,81 @@ mod tests {
             assert_eq!(t.len(), model.len());
             assert_eq!(t.is_armed(kind), model.iter().any(|e| e.1 == kind));
             assert!(t.heap.len() <= 2 * t.by_kind.len() + 65);
-            assert!(t.tasks.heap.len() <= 2 * t.tasks.slots.len() + 65);
-            assert!(t.tasks.pending.len() <= MAX_PENDING + 1);
+            let settled = rand(2) == 0;
+            if settled {
+                t.settle();
+            }
+            t.tasks.check(settled);
         }
+    }
+
+    /// The lanes against a plain list with many tasks and mostly increasing deadlines (the
+    /// shape lanes are built for) mixed with early ones far inside a lane (the overflow heap)
+    /// and long-lived ones holding back outdated entries (the rebuild).
+    #[test]
+    fn lanes_match_a_plain_list_with_out_of_order_and_long_lived_deadlines() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut t = TimerTable::new(t0);
+        let mut model: Vec<(Instant, TimerKind)> = Vec::new();
+        let mut now = t0;
+        let mut rng =
+            <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0x51ab_1e5e_ed00_0001);
+        let mut rand = |n: u64| rand::Rng::gen_range(&mut rng, 0..n);
+        let mut overflowed = false;
+        for _ in 0..30_000 {
+            let id = TaskId(rand(300) as u32);
+            let kind = match rand(4) {
+                0 => TimerKind::TaskTotal(id),
+                1 => TimerKind::FirstPacket(id),
+                2 => TimerKind::PacketToPacket(id),
+                _ => TimerKind::ReadWrite(id),
+            };
+            let after = match rand(20) {
+                // Early: lands far inside its lane.
+                0 => Duration::from_millis(rand(5)),
+                // Long-lived: stays at a lane's front.
+                1 => Duration::from_secs(3600),
+                _ => Duration::from_millis(500 + rand(3)),
+            };
+            match rand(10) {
+                0..=4 => {
+                    t.set_task_after(id.0, kind, now, after);
+                    model.retain(|e| e.1 != kind);
+                    model.push((now + after, kind));
+                }
+                5 | 6 => {
+                    t.cancel(kind);
+                    model.retain(|e| e.1 != kind);
+                }
+                7 => {
+                    t.cancel_task(id.0);
+                    model.retain(|e| task_level(e.1).is_none_or(|(i, _)| i != id));
+                }
+                _ => {
+                    now += Duration::from_millis(rand(30));
+                    model.sort();
+                    while let Some(&first) = model.first().filter(|e| e.0 <= now) {
+                        assert_eq!(t.pop_due(now), Some(first));
+                        model.remove(0);
+                    }
+                    assert_eq!(t.pop_due(now), None);
+                }
+            }
+            overflowed |= !t.tasks.overflow.is_empty();
+            // Also: outdated entries never outnumber armed deadlines by much (the rebuild).
+            let settled = rand(2) == 0;
+            if settled {
+                t.settle();
+            }
+            t.tasks.check(settled);
+            model.sort();
+            assert_eq!(t.next(), model.first().copied());
+            assert_eq!(t.len(), model.len());
+            assert_eq!(
+                t.deadline(kind),
+                model.iter().find(|e| e.1 == kind).map(|e| e.0)
+            );
+        }
+        assert!(overflowed, "the overflow heap was never used");
     }
 }

@@ -7,9 +7,10 @@
 //! round, not per task. Each task is otherwise exactly a [`Client::start_task`] task: the
 //! same admission, limits, timeouts, retries and cancellation, and exactly one end.
 //!
-//! How "exactly one end" holds when the driver goes away: each task's reply, while the
-//! driver holds it, is a [`BatchReply`] whose `Drop` sends a [`LocalError::Reset`] end if
-//! the task never ended (the way a dropped `oneshot` resolves a [`TaskHandle`]), and a
+//! How "exactly one end" holds when the driver goes away: while the driver holds a batch
+//! task it names the task's batch in its [`BatchOut`], and when the driver stops — by its
+//! teardown or by being dropped with its runtime — every task it still holds gets a
+//! [`LocalError::Reset`] end (the way a dropped `oneshot` resolves a [`TaskHandle`]); a
 //! batch command the driver never took ends all its tasks the same way when it is dropped.
 //!
 //! [`TaskHandle`]: crate::TaskHandle
@@ -264,73 +265,120 @@ impl Drop for BatchStart {
     }
 }
 
-/// One batch task's way back, held by the driver while the task runs.
-#[derive(Debug)]
-pub(crate) struct BatchReply {
-    key: TaskKey,
-    /// `None` once the end was handed over.
-    sink: Option<BatchSink>,
-}
-
-impl BatchReply {
-    pub(crate) fn new(key: TaskKey, sink: BatchSink) -> Self {
-        BatchReply {
-            key,
-            sink: Some(sink),
-        }
-    }
-}
-
-impl Drop for BatchReply {
-    /// The driver dropped the task without ending it (it stopped): the task ends with a
-    /// reset.
-    fn drop(&mut self) {
-        if let Some(sink) = self.sink.take() {
-            let _ = sink.send(vec![reset(self.key)]);
-        }
-    }
-}
-
-/// The ends of batch tasks that ended during one driver iteration, grouped by batch, sent
-/// at the end of the iteration (one message and one wake-up per batch).
+/// The batches whose tasks the driver holds, and the ends of batch tasks that ended during
+/// one driver iteration, sent at the end of the iteration (one message and one wake-up per
+/// batch).
+///
+/// Design: a running batch task names its batch by index here ([`BatchIndex`]), not by a
+/// clone of the batch's channel sender (two atomic increments per task, and two decrements
+/// at its end, on a cache line the caller's thread also writes). "Exactly one end" when the
+/// driver goes away holds the way it did with a sender per task: [`reset`](Self::reset)
+/// (which the driver calls when it stops, and on drop) sends a reset end for every task
+/// still held.
 #[derive(Debug, Default)]
 pub(crate) struct BatchOut {
-    pending: Vec<(BatchSink, Vec<BatchEnd>)>,
+    batches: Vec<Batch>,
+    /// Ends queued this iteration, by batch index.
+    pending: Vec<(BatchIndex, Vec<BatchEnd>)>,
+}
+
+/// Which [`BatchOut`] entry a task's end goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BatchIndex(u32);
+
+#[derive(Debug)]
+struct Batch {
+    /// `None` while the entry is free.
+    sink: Option<BatchSink>,
+    /// Tasks of the batch the driver holds.
+    held: usize,
 }
 
 impl BatchOut {
-    /// Queues `reply`'s end.
+    /// Registers `n` more tasks of the batch whose channel is `sink`; they end through the
+    /// index returned.
+    pub(crate) fn hold(&mut self, sink: &BatchSink, n: usize) -> BatchIndex {
+        let found = self
+            .batches
+            .iter()
+            .position(|b| b.sink.as_ref().is_some_and(|s| s.same_channel(sink)));
+        let i = match found {
+            Some(i) => i,
+            None => match self.batches.iter().position(|b| b.sink.is_none()) {
+                Some(i) => {
+                    self.batches[i].sink = Some(sink.clone());
+                    i
+                }
+                None => {
+                    self.batches.push(Batch {
+                        sink: Some(sink.clone()),
+                        held: 0,
+                    });
+                    self.batches.len() - 1
+                }
+            },
+        };
+        self.batches[i].held += n;
+        // As many batches as the app runs at once: far below `u32::MAX`.
+        BatchIndex(i as u32)
+    }
+
+    /// Queues the end of task `key` of batch `batch`.
     pub(crate) fn push(
         &mut self,
-        mut reply: BatchReply,
+        batch: BatchIndex,
+        key: TaskKey,
         outcome: TaskOutcome,
-        profile: Box<TaskProfile>,
+        profile: Option<Box<TaskProfile>>,
     ) {
-        let Some(sink) = reply.sink.take() else {
-            return;
-        };
         let end = BatchEnd {
-            key: reply.key,
+            key,
             outcome,
-            profile: Some(profile),
+            profile,
         };
+        let mut held = 0;
+        if let Some(b) = self.batches.get_mut(batch.0 as usize) {
+            held = b.held;
+            b.held = b.held.saturating_sub(1);
+        }
         // Usually every end of an iteration belongs to the same batch or a few.
-        match self
-            .pending
-            .iter_mut()
-            .rev()
-            .find(|(s, _)| s.same_channel(&sink))
-        {
+        match self.pending.iter_mut().rev().find(|(b, _)| *b == batch) {
             Some((_, ends)) => ends.push(end),
-            None => self.pending.push((sink, vec![end])),
+            None => {
+                // Room for every end of the batch this iteration might bring.
+                let mut ends = Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED));
+                ends.push(end);
+                self.pending.push((batch, ends));
+            }
         }
     }
 
-    /// Sends what was queued.
+    /// Sends what was queued, and frees the entries of batches with no task held.
     pub(crate) fn flush(&mut self) {
-        for (sink, ends) in self.pending.drain(..) {
-            let _ = sink.send(ends);
+        for (batch, ends) in self.pending.drain(..) {
+            if let Some(sink) = self
+                .batches
+                .get(batch.0 as usize)
+                .and_then(|b| b.sink.as_ref())
+            {
+                let _ = sink.send(ends);
+            }
         }
+        for b in &mut self.batches {
+            if b.held == 0 {
+                b.sink = None;
+            }
+        }
+    }
+
+    /// The driver stops: each of `tasks` (the batch tasks it still holds) ends with a reset,
+    /// and everything queued is sent.
+    pub(crate) fn reset(&mut self, tasks: impl IntoIterator<Item = (BatchIndex, TaskKey)>) {
+        for (batch, key) in tasks {
+            let end = reset(key);
+            self.push(batch, end.key, end.outcome, end.profile);
+        }
+        self.flush();
     }
 }
 
@@ -339,6 +387,9 @@ impl Drop for BatchOut {
         self.flush();
     }
 }
+
+/// Most ends reserved up front for one batch's message of one iteration.
+const MAX_ENDS_RESERVED: usize = 1024;
 
 /// The end of a task the driver could not finish.
 fn reset(key: TaskKey) -> BatchEnd {

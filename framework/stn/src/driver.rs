@@ -20,14 +20,15 @@
 //!
 //! [`Client`]: crate::Client
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use phobos_plugin_api::{
     AuthCheck, AuthError, HeartbeatPolicyFactory, IpSource, LinkPurpose, NetKind, ResolveError,
     ResolvedAddr,
@@ -42,7 +43,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn};
 
-use crate::batch::{BatchOut, BatchReply, BatchStart};
+use crate::batch::{BatchIndex, BatchOut, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, LinkStream};
@@ -102,6 +103,9 @@ pub(crate) async fn run(
         load_heartbeat_state(heartbeat.as_ref(), path);
     }
     let mut engine = engine;
+    // The driver only traces `TaskSent`: without a subscriber for that, the core need not
+    // build the event for every attempt (checked once, at start).
+    engine.set_task_sent_events(tracing::enabled!(tracing::Level::TRACE));
     let ranking_state = config.ranking_state_file().map(|p| p.to_owned());
     if let Some(path) = &ranking_state {
         if let Some(state) = load_ranking_state(path) {
@@ -128,7 +132,6 @@ pub(crate) async fn run(
         conns: FxHashMap::default(),
         unflushed: Vec::new(),
         attempts: FxHashMap::default(),
-        keys: FxHashMap::default(),
         waiters: FxHashMap::default(),
         batch_out: BatchOut::default(),
         outputs,
@@ -198,7 +201,6 @@ struct Driver {
     conns: FxHashMap<ConnId, Conn>,
     unflushed: Vec<ConnId>,
     attempts: FxHashMap<ConnId, (LinkName, AbortHandle)>,
-    keys: FxHashMap<TaskKey, TaskId>,
     waiters: FxHashMap<TaskId, Waiter>,
     /// Ends of batch tasks, sent once per iteration.
     batch_out: BatchOut,
@@ -225,8 +227,10 @@ struct Driver {
 struct Conn {
     link: LinkName,
     stream: Box<dyn LinkStream>,
-    /// Bytes the engine asked to send and the socket has not taken yet.
-    out: BytesMut,
+    /// Bytes the engine asked to send and the socket has not taken yet, as the engine
+    /// handed them over (no copy; written with one vectored write where the stream takes
+    /// one).
+    out: VecDeque<Bytes>,
     /// Read buffer: starts small (an idle link should cost little) and doubles up to
     /// [`READ_MAX`] while reads fill it.
     rbuf: Vec<u8>,
@@ -248,8 +252,8 @@ struct Waiter {
 enum Reply {
     /// A [`TaskHandle`](crate::TaskHandle).
     One(oneshot::Sender<TaskEnd>),
-    /// A [`TaskBatch`](crate::TaskBatch).
-    Batch(BatchReply),
+    /// A [`TaskBatch`](crate::TaskBatch), by its entry in [`Driver::batch_out`].
+    Batch(BatchIndex),
 }
 
 impl Conn {
@@ -276,14 +280,23 @@ impl Conn {
     /// Writes as much of `out` as the socket takes now. `Ready(Ok)` once `out` is empty,
     /// `Pending` (with `cx` registered) while the socket is full.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        while !self.out.is_empty() {
-            match Pin::new(&mut self.stream).poll_write(cx, &self.out) {
+        while let Some(front) = self.out.front() {
+            let stream = Pin::new(&mut self.stream);
+            let written = if self.out.len() > 1 && stream.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+                for (slice, piece) in slices.iter_mut().zip(self.out.iter()) {
+                    *slice = IoSlice::new(piece);
+                }
+                let n = self.out.len().min(MAX_WRITE_SLICES);
+                stream.poll_write_vectored(cx, &slices[..n])
+            } else {
+                stream.poll_write(cx, front)
+            };
+            match written {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => {
-                    let _ = self.out.split_to(n);
-                }
+                Poll::Ready(Ok(n)) => consume(&mut self.out, n),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -383,7 +396,7 @@ impl Driver {
                     return;
                 }
                 m::count(&m::BYTES_RECEIVED_KEY, bytes.len() as u64);
-                self.engine.handle_bytes(t, conn, &bytes);
+                self.engine.handle_data(t, conn, bytes);
             }
             IoEvent::Connected { attempt, stream } => {
                 let Some((link, _)) = self.attempts.remove(&attempt) else {
@@ -449,7 +462,6 @@ impl Driver {
                 let id = self.engine.queue_task(t, *spec);
                 m::count(&m::TASKS_STARTED_KEY, 1);
                 trace!(task = %id, link = %link, "task started");
-                self.keys.insert(key, id);
                 self.waiters.insert(
                     id,
                     Waiter {
@@ -462,20 +474,24 @@ impl Driver {
             Command::StartBatch(mut batch) => {
                 let (first, specs, sink) = batch.take();
                 m::count(&m::TASKS_STARTED_KEY, specs.len() as u64);
+                let index = self.batch_out.hold(&sink, specs.len());
                 for (i, spec) in specs.into_iter().enumerate() {
                     let key = TaskKey(first + i as u64);
                     let link = spec.link.clone();
                     let id = self.engine.queue_task(t, spec);
                     trace!(task = %id, link = %link, "task started");
-                    self.keys.insert(key, id);
-                    let reply = Reply::Batch(BatchReply::new(key, sink.clone()));
+                    let reply = Reply::Batch(index);
                     self.waiters.insert(id, Waiter { key, link, reply });
                 }
             }
             Command::Cancel { key } => {
-                if let Some(id) = self.keys.get(&key) {
+                // Design: found by a scan of the tasks in flight rather than kept in a
+                // second map: a cancel is rare, and the map cost an insert and a removal
+                // on every task.
+                let found = self.waiters.iter().find(|(_, w)| w.key == key);
+                if let Some((&id, _)) = found {
                     debug!(task = %id, "cancel");
-                    self.engine.cancel_task(t, *id);
+                    self.engine.cancel_task(t, id);
                 }
             }
             Command::SetForeground(fg) => {
@@ -591,13 +607,13 @@ impl Driver {
         let mut wrote = false;
         for (&id, c) in self.conns.iter_mut() {
             if !c.out.is_empty() {
-                let before = c.out.len();
+                let before = c.out.iter().map(Bytes::len).sum::<usize>();
                 match c.poll_write_out(cx) {
                     Poll::Ready(Err(e)) => {
                         got.push((id, ConnRead::Closed(close_cause(&e))));
                         continue;
                     }
-                    _ => wrote |= c.out.len() != before,
+                    _ => wrote |= c.out.iter().map(Bytes::len).sum::<usize>() != before,
                 }
             }
             for _ in 0..READS_PER_POLL {
@@ -628,7 +644,9 @@ impl Driver {
                     if c.out.is_empty() {
                         self.unflushed.push(conn);
                     }
-                    c.out.extend_from_slice(&bytes);
+                    if !bytes.is_empty() {
+                        c.out.push_back(bytes);
+                    }
                 }
             }
             Action::Connect {
@@ -770,7 +788,6 @@ impl Driver {
         let Some(w) = self.waiters.remove(&end.id) else {
             return;
         };
-        self.keys.remove(&w.key);
         let outcome = outcome_label(&end.outcome);
         let p = &end.profile;
         let elapsed = p.elapsed();
@@ -802,7 +819,10 @@ impl Driver {
             Reply::One(tx) => {
                 let _ = tx.send(end);
             }
-            Reply::Batch(reply) => self.batch_out.push(reply, end.outcome, end.profile),
+            Reply::Batch(batch) => {
+                self.batch_out
+                    .push(batch, w.key, end.outcome, Some(end.profile))
+            }
         }
     }
 
@@ -874,7 +894,7 @@ impl Driver {
             Conn {
                 link,
                 stream,
-                out: BytesMut::new(),
+                out: VecDeque::new(),
                 rbuf: vec![0; READ_MIN],
             },
         );
@@ -980,15 +1000,22 @@ impl Driver {
         }
     }
 
+    /// Ends every task still held with `LocalError::Reset`: dropping a handle's reply
+    /// sender resolves it so; each batch task gets a reset end.
+    fn end_held_tasks(&mut self) {
+        let batch_tasks = self.waiters.values().filter_map(|w| match w.reply {
+            Reply::Batch(batch) => Some((batch, w.key)),
+            Reply::One(_) => None,
+        });
+        self.batch_out.reset(batch_tasks);
+        self.waiters.clear();
+    }
+
     fn teardown(&mut self) {
         self.save_heartbeat_state();
         self.save_ranking_state();
         let n = self.waiters.len();
-        self.batch_out.flush();
-        // Dropping the reply senders resolves each handle with `LocalError::Reset` (and
-        // sends each batch task's reset end).
-        self.waiters.clear();
-        self.keys.clear();
+        self.end_held_tasks();
         self.conns.clear();
         for (_, (_, task)) in self.attempts.drain() {
             task.abort();
@@ -998,6 +1025,14 @@ impl Driver {
         }
         self.short.shutdown();
         info!(unfinished_tasks = n, "driver stopped");
+    }
+}
+
+impl Drop for Driver {
+    /// A driver dropped without its teardown (its runtime shut down) still gives every task
+    /// it holds exactly one end.
+    fn drop(&mut self) {
+        self.end_held_tasks();
     }
 }
 
@@ -1077,6 +1112,23 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Drops the first `n` bytes of `out` (the socket took them).
+fn consume(out: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = out.front_mut() else {
+            return;
+        };
+        if front.len() > n {
+            front.advance(n);
+            return;
+        }
+        n -= front.len();
+        out.pop_front();
+    }
+}
+
+/// Most pieces of a connection's output written by one vectored write.
+const MAX_WRITE_SLICES: usize = 16;
 /// Inputs handled per wake-up before the engine's outputs are drained.
 const BATCH: usize = 256;
 /// Reads per connection per poll before the engine sees them.
@@ -1170,6 +1222,22 @@ mod tests {
         }
         fn enter(&self, _: &Id) {}
         fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn consuming_written_bytes_walks_across_pieces() {
+        let mut out: VecDeque<Bytes> = ["abc", "de", "fghij"]
+            .into_iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
+        consume(&mut out, 4);
+        assert_eq!(out, [&b"e"[..], b"fghij"]);
+        consume(&mut out, 0);
+        assert_eq!(out.len(), 2);
+        consume(&mut out, 3);
+        assert_eq!(out, [&b"hij"[..]]);
+        consume(&mut out, 10);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -195,3 +195,45 @@ fn the_blocking_facade_starts_a_batch_and_blocks_for_its_ends() {
     assert!(ends.iter().all(|e| e.outcome.is_ok()));
     client.shutdown();
 }
+
+#[test]
+fn a_runtime_dropped_mid_batch_still_ends_every_task_with_reset() {
+    // The mock server runs on its own runtime, which outlives the client's.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt
+        .block_on(
+            MockLongLinkServer::builder(codec())
+                .script(ConnScript::echo().default_reply(Reply::stall()))
+                .start(),
+        )
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut batch = client_rt.block_on(async {
+        let client = client_for(&server);
+        let batch = client.start_tasks((0..10).map(spec));
+        server.wait_for_task_frames(10).await;
+        batch
+    });
+    // The driver never gets to its teardown: it is dropped with the runtime.
+    drop(client_rt);
+    let mut ends = Vec::new();
+    while batch.blocking_recv_many(&mut ends) > 0 {}
+    assert_eq!(ends.len(), 10);
+    for end in &ends {
+        assert_eq!(
+            end.outcome.as_ref().unwrap_err(),
+            &TaskError::Local(LocalError::Reset)
+        );
+    }
+    let mut keys: Vec<u64> = ends.iter().map(|e| e.key.get()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 10, "one end per task");
+}

@@ -36,26 +36,30 @@ impl Engine {
         self.pump(now);
     }
 
-    /// The (empty) buffer a dispatch pass encodes its frames into.
-    ///
-    /// Design: one buffer kept across passes, and each write copies it into an exactly
-    /// sized `Vec` (whose `Bytes` then needs no second allocation): a fresh `Vec` per pass
-    /// grew by reallocation and ended with spare capacity, which costs `Bytes::from` an
-    /// extra allocation.
-    pub(super) fn take_send_buf(&mut self) -> Vec<u8> {
-        let mut buf = std::mem::take(&mut self.send_buf);
-        buf.clear();
-        buf
+    /// Whether a task's [`Event::TaskSent`](crate::Event::TaskSent) is emitted (default
+    /// true). A driver that does nothing with the event turns it off, which spares an event
+    /// per attempt; nothing else changes (task ends, profiles and timeouts are the same).
+    pub fn set_task_sent_events(&mut self, emit: bool) {
+        self.task_sent_events = emit;
     }
 
-    /// Keeps `buf` for the next pass, unless a burst made it large (an idle engine should
-    /// not hold on to it).
-    pub(super) fn return_send_buf(&mut self, buf: Vec<u8>) {
-        if buf.capacity() <= MAX_KEPT_SEND_BUF {
-            self.send_buf = buf;
+    /// An empty buffer for a dispatch pass of `frames` frames to encode into.
+    ///
+    /// Design: the pass's buffer becomes the [`Action::Send`](crate::Action::Send) bytes as
+    /// it is (no copy), so it is sized from the last pass's average frame up front, which
+    /// usually spares it a reallocation while growing.
+    pub(super) fn send_buffer(&self, frames: usize) -> Vec<u8> {
+        let guess = frames.saturating_mul(self.frame_len_hint);
+        Vec::with_capacity(guess.min(MAX_SEND_BUFFER_GUESS))
+    }
+
+    /// Remembers the average frame of a pass that encoded `frames` frames into `len` bytes.
+    pub(super) fn note_frame_len(&mut self, len: usize, frames: usize) {
+        if frames > 0 && len > 0 {
+            self.frame_len_hint = len.div_ceil(frames);
         }
     }
 }
 
-/// Largest encode buffer kept between dispatch passes.
-const MAX_KEPT_SEND_BUF: usize = 64 * 1024;
+/// Largest buffer reserved up front for one dispatch pass (a larger pass grows its buffer).
+const MAX_SEND_BUFFER_GUESS: usize = 1024 * 1024;

@@ -8,6 +8,7 @@ mod monitor;
 mod queue;
 mod ranking;
 mod short;
+mod tasks;
 mod timeouts;
 
 pub use self::ranking::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
@@ -43,6 +44,7 @@ use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
 use self::queue::TaskQueue;
 use self::ranking::{Candidate, PlanRules, Ranking};
+use self::tasks::TaskTable;
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
 
 pub use self::short::{
@@ -71,9 +73,8 @@ pub use self::short::{
 pub struct Engine {
     cfg: Config,
     rng: ChaCha8Rng,
-    /// Design: tasks are boxed so the map, the zombie list and the hand-offs between them
-    /// move a pointer, not the ~600-byte task.
-    tasks: FxHashMap<TaskId, Box<Task>>,
+    /// Queued and running tasks, unboxed in a slab ([`TaskTable`]).
+    tasks: TaskTable,
     links: Vec<Link>,
     link_by_name: FxHashMap<LinkName, usize>,
     conns: FxHashMap<ConnId, usize>,
@@ -95,7 +96,8 @@ pub struct Engine {
     keeper: Keeper,
     auth_hosts: Vec<AuthHost>,
     dirty: Vec<bool>,
-    scratch: Vec<TaskId>,
+    /// The dispatch pass's ready tasks: (id, slot).
+    scratch: Vec<(TaskId, u32)>,
     stats: Stats,
     /// Last time the weak-network detector saw a sign of a weak network (§15.2).
     weak_mark: Option<Instant>,
@@ -108,14 +110,21 @@ pub struct Engine {
     /// Set by [`queue_task`](Self::queue_task): admission leaves the dispatch pass to
     /// [`send_queued`](Self::send_queued).
     defer_dispatch: bool,
-    /// Reused buffer the dispatch pass encodes a link's frames into (see `batch.rs`).
-    send_buf: Vec<u8>,
+    /// The average frame of the last dispatch pass, in bytes (see `batch.rs`).
+    frame_len_hint: usize,
+    /// The shared default link name ([`LinkName::default`]) and its link, if configured.
+    default_link: Option<(LinkName, usize)>,
+    /// Whether [`Event::TaskSent`] is emitted ([`set_task_sent_events`](Self::set_task_sent_events)).
+    task_sent_events: bool,
 }
 
 /// One task the engine holds (queued or running).
 #[derive(Debug)]
 struct Task {
     id: TaskId,
+    /// Where [`Engine::tasks`] stores it (set on insertion); its per-task timers are keyed
+    /// by it.
+    slot: u32,
     spec: TaskSpec,
     link: usize,
     order: u64,
@@ -126,8 +135,8 @@ struct Task {
     state: TaskState,
     limits_checked: bool,
     auth_cleared: bool,
-    /// Boxed from admission on, so the task's end carries it without copying it.
-    profile: Box<TaskProfile>,
+    /// Boxed when the task ends (the end carries it boxed).
+    profile: TaskProfile,
 }
 
 #[derive(Debug)]
@@ -150,6 +159,8 @@ struct Attempt {
 }
 
 /// A failed task kept to be retried later within its total timeout (§14).
+///
+/// Design: boxed, so the zombie map moves a pointer, not the ~600-byte task.
 #[derive(Debug)]
 struct Zombie {
     task: Box<Task>,
@@ -279,11 +290,15 @@ impl Engine {
                 damaged_reconnects: 0,
             })
             .collect();
-        let link_by_name = links
+        let link_by_name: FxHashMap<LinkName, usize> = links
             .iter()
             .enumerate()
             .map(|(i, l)| (l.name.clone(), i))
             .collect();
+        let default_link = LinkName::default();
+        let default_link = link_by_name
+            .get(&default_link)
+            .map(|&li| (default_link, li));
         let mut timers = TimerTable::new(now);
         timers.set(TimerKind::Inactivity, now + config.timing.inactive_after);
         // The main link starts down: timing sync runs until it connects (§15.4).
@@ -293,7 +308,7 @@ impl Engine {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             has_account: config.has_account,
             cfg: config,
-            tasks: FxHashMap::default(),
+            tasks: TaskTable::default(),
             links,
             link_by_name,
             conns: FxHashMap::default(),
@@ -324,7 +339,9 @@ impl Engine {
             ranking: Ranking::new("default"),
             srtt: None,
             defer_dispatch: false,
-            send_buf: Vec::new(),
+            frame_len_hint: 0,
+            task_sent_events: true,
+            default_link,
         })
     }
 
@@ -355,8 +372,9 @@ impl Engine {
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let order = self.next_order;
         self.next_order += 1;
-        let task = Box::new(Task {
+        let task = Task {
             id,
+            slot: 0,
             link,
             order,
             retries_left: retries,
@@ -365,10 +383,12 @@ impl Engine {
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
-            profile: Box::new(profile),
+            profile,
             spec,
-        });
-        self.enqueue(task, now);
+        };
+        // Stored first and queued in place: the ~600-byte task is not moved again.
+        let slot = self.tasks.insert(task);
+        self.enqueue(slot, now);
         if !self.defer_dispatch {
             self.pump(now);
         }
@@ -725,7 +745,25 @@ impl Engine {
     }
 
     /// Bytes arrived on a connection.
+    ///
+    /// The bytes are copied; a driver that owns its read buffers should prefer
+    /// [`handle_data`](Self::handle_data), which keeps response bodies as slices of them.
     pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        if !self.conns.contains_key(&conn) || data.is_empty() {
+            return;
+        }
+        self.handle_data(now, conn, Bytes::copy_from_slice(data));
+    }
+
+    /// Bytes arrived on a connection, handed over: the same as
+    /// [`handle_bytes`](Self::handle_bytes), except that the body of every frame lying wholly
+    /// in `data` (and in the bytes kept from earlier reads) is a slice of it
+    /// ([`Bytes::slice`]), not a copy.
+    ///
+    /// Design: zero-copy responses. A response body then keeps its read chunk alive while the
+    /// app holds it; a driver reading into exactly sized chunks (as `phobos-stn` does) keeps
+    /// that overhead to the chunk's other frames.
+    pub fn handle_data(&mut self, now: Instant, conn: ConnId, data: Bytes) {
         let Some(&li) = self.conns.get(&conn) else {
             return;
         };
@@ -751,31 +789,25 @@ impl Engine {
             self.timers.set(TimerKind::StallProbe(li), now);
         }
         self.stats.bytes_received += data.len() as u64;
-        let mut buf = std::mem::take(&mut s.rx);
-        let from_data = buf.is_empty();
-        if !from_data {
-            buf.extend_from_slice(data);
-        }
-        let consumed = {
-            let input: &[u8] = if from_data { data } else { &buf };
-            match self.read_frames(li, conn, input, now) {
-                Some(n) => n,
-                None => {
-                    self.pump(now);
-                    return;
-                }
-            }
-        };
-        if from_data {
-            buf.extend_from_slice(&data[consumed..]);
+        // The bytes to decode: `data` itself, or the partial frame kept from the last read
+        // followed by `data` (moved into one shared buffer, so its bodies are slices too).
+        let input = if s.rx.is_empty() {
+            data
         } else {
-            buf.drain(..consumed);
-        }
+            let mut buf = std::mem::take(&mut s.rx);
+            buf.extend_from_slice(&data);
+            Bytes::from(buf)
+        };
+        let Some(consumed) = self.read_frames(li, conn, &input, now) else {
+            self.pump(now);
+            return;
+        };
+        let rest = &input[consumed..];
         // A codec that keeps asking for more past its own frame limit would let the buffer
         // grow without bound; treat that as a malformed stream.
         let max = self.cfg.codec.max_frame_len();
-        if buf.len() > max {
-            let len = buf.len() as u64;
+        if rest.len() > max {
+            let len = rest.len() as u64;
             let error = phobos_plugin_api::DecodeError::TooLarge {
                 len,
                 max: max as u64,
@@ -785,7 +817,7 @@ impl Engine {
             return;
         }
         if let LinkState::Connected(s) = &mut self.links[li].state {
-            s.rx = buf;
+            s.rx.extend_from_slice(rest);
         }
         self.data_event(now);
         self.pump(now);
@@ -1053,7 +1085,13 @@ impl Engine {
             }
             return Ok(SHORT_TASK);
         }
-        let Some(&li) = self.link_by_name.get(&spec.link) else {
+        // Most specs name the default link by its shared name (`TaskSpec::new`): found
+        // without hashing the name.
+        let default = match &self.default_link {
+            Some((name, li)) if name.is_same(&spec.link) => Some(*li),
+            _ => None,
+        };
+        let Some(li) = default.or_else(|| self.link_by_name.get(&spec.link).copied()) else {
             return Err(ParamError::UnknownLink(spec.link.to_string()).into());
         };
         let max = self.cfg.codec.max_frame_len();
@@ -1096,7 +1134,10 @@ impl Engine {
     }
 
     /// Puts a (new or restarted) task in its link's queue with a fresh total-timeout timer.
-    fn enqueue(&mut self, mut task: Box<Task>, now: Instant) {
+    fn enqueue(&mut self, slot: u32, now: Instant) {
+        let Some(task) = self.tasks.at_slot_mut(slot) else {
+            return;
+        };
         let total = timeouts::task_total(
             task.spec.server_cost,
             task.retries_left,
@@ -1105,12 +1146,12 @@ impl Engine {
         );
         task.budget_start = now;
         task.state = TaskState::Queued;
+        let (id, li) = (task.id, task.link);
+        let link = &mut self.links[li];
+        link.queue.insert((task.spec.priority, task.order, id));
+        self.dirty[li] = true;
         self.timers
-            .set_after(TimerKind::TaskTotal(task.id), now, total);
-        let link = &mut self.links[task.link];
-        link.queue.insert((task.spec.priority, task.order, task.id));
-        self.dirty[task.link] = true;
-        self.tasks.insert(task.id, task);
+            .set_task_after(slot, TimerKind::TaskTotal(id), now, total);
     }
 
     // ----- scheduling ---------------------------------------------------------------------
@@ -1130,7 +1171,7 @@ impl Engine {
                 break;
             }
         }
-        // Every input ends here: move this input's per-task timer changes into the heap.
+        // Every input ends here: drop the per-task timers disarmed during it.
         self.timers.settle();
     }
 
@@ -1198,7 +1239,7 @@ impl Engine {
             if room.is_some_and(|r| ready.len() >= r) {
                 break;
             }
-            ready.push(id);
+            ready.push((id, t.slot));
         }
         for host in auth_needed {
             self.request_auth(&host);
@@ -1210,42 +1251,46 @@ impl Engine {
             self.scratch = ready;
             return;
         }
-        let mut out = self.take_send_buf();
-        for &id in &ready {
-            self.send_task(li, id, now, &mut out);
+        let mut out = self.send_buffer(ready.len());
+        for &(id, slot) in &ready {
+            self.send_task(li, id, slot, now, &mut out);
         }
+        self.note_frame_len(out.len(), ready.len());
         self.scratch = ready;
         if !out.is_empty() {
-            self.write(li, now, out.to_vec());
+            self.write(li, now, out);
         }
-        self.return_send_buf(out);
     }
 
     /// Frames one task onto `out` and marks it running (or ends it: limits, encode error,
     /// send-only).
-    fn send_task(&mut self, li: usize, id: TaskId, now: Instant, out: &mut Vec<u8>) {
-        let Some(task) = self.tasks.get_mut(&id) else {
+    ///
+    /// `slot` is where the task is stored (read by the pass a moment ago).
+    fn send_task(&mut self, li: usize, id: TaskId, slot: u32, now: Instant, out: &mut Vec<u8>) {
+        let Some(task) = self.tasks.at_slot_mut(slot).filter(|t| t.id == id) else {
             return;
         };
         // Design: limits count a task once, on its first dispatch (Mars may count a task
         // twice when the link was down, §18.11).
         if !task.limits_checked {
             task.limits_checked = true;
-            let (freq, flow) = (task.spec.limit_frequency, task.spec.limit_flow);
-            let body = task.spec.body.clone();
-            if freq && self.cfg.limits.frequency {
-                if let Err(since) = self.freq.check(now, &body) {
-                    self.limited(id, LimitKind::Frequency, since, now);
+            let freq = task.spec.limit_frequency && self.cfg.limits.frequency;
+            let flow = task.spec.limit_flow && self.cfg.limits.flow && self.net.is_mobile();
+            if freq || flow {
+                let body = task.spec.body.clone();
+                if freq {
+                    if let Err(since) = self.freq.check(now, &body) {
+                        self.limited(id, LimitKind::Frequency, since, now);
+                        return;
+                    }
+                }
+                if flow && self.flow.check(now, body.len()).is_err() {
+                    self.limited(id, LimitKind::Flow, body.len() as u64, now);
                     return;
                 }
             }
-            let flow_limited = flow && self.cfg.limits.flow && self.net.is_mobile();
-            if flow_limited && self.flow.check(now, body.len()).is_err() {
-                self.limited(id, LimitKind::Flow, body.len() as u64, now);
-                return;
-            }
         }
-        let Some(task) = self.tasks.get_mut(&id) else {
+        let Some(task) = self.tasks.at_slot_mut(slot).filter(|t| t.id == id) else {
             return;
         };
         let before = out.len();
@@ -1293,11 +1338,13 @@ impl Engine {
         p.first_packet_timeout = Some(t.first_packet);
         let conn = s.conn;
         let addr_index = s.addr_index;
-        self.events.push_back(Event::TaskSent {
-            id,
-            link: link.name.clone(),
-            first_packet_timeout: t.first_packet,
-        });
+        if self.task_sent_events {
+            self.events.push_back(Event::TaskSent {
+                id,
+                link: link.name.clone(),
+                first_packet_timeout: t.first_packet,
+            });
+        }
         if task.spec.send_only {
             let cmd_id = task.spec.cmd_id;
             let response = Response {
@@ -1323,10 +1370,14 @@ impl Engine {
                 self.timers.set(kind, now + r.probe_after(s.rtt));
             }
         }
+        // Design: the read/write timer is armed at the first response byte (`on_progress`),
+        // at `sent_at + read_write`. It never ends before the first-packet timer (read/write
+        // = first packet + the 64 KiB allowance), which until then fires first, or ties and
+        // fires first by kind, and fails the attempt; so the timers fire exactly as if both
+        // were armed here, and the usual task (answered in one piece) arms one timer less.
+        let slot = task.slot;
         self.timers
-            .set_after(TimerKind::FirstPacket(id), now, t.first_packet);
-        self.timers
-            .set_after(TimerKind::ReadWrite(id), now, t.read_write);
+            .set_task_after(slot, TimerKind::FirstPacket(id), now, t.first_packet);
     }
 
     fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
@@ -1363,7 +1414,7 @@ impl Engine {
         &mut self,
         li: usize,
         conn: ConnId,
-        input: &[u8],
+        input: &Bytes,
         now: Instant,
     ) -> Option<usize> {
         let codec = self.cfg.codec.clone();
@@ -1376,8 +1427,9 @@ impl Engine {
                         self.link_down(li, now, LinkError::Decode(BAD_FRAME_LEN), false);
                         return None;
                     }
-                    pos += frame.len;
-                    self.on_frame(li, rest, frame, now);
+                    let len = frame.len;
+                    self.on_frame(li, input, pos, frame, now);
+                    pos += len;
                     if !self.is_current(li, conn) {
                         return None;
                     }
@@ -1403,22 +1455,26 @@ impl Engine {
         matches!(&self.links[li].state, LinkState::Connected(s) if s.conn == conn)
     }
 
-    fn on_frame(&mut self, li: usize, buf: &[u8], frame: RawFrame, now: Instant) {
+    /// One decoded frame: `frame`'s ranges are relative to `input[at..]`.
+    fn on_frame(&mut self, li: usize, input: &Bytes, at: usize, frame: RawFrame, now: Instant) {
+        let buf = &input[at..];
         let Some(body) = buf.get(frame.body.clone()) else {
             self.link_down(li, now, LinkError::Decode(BAD_FRAME_LEN), false);
             return;
         };
+        // Checked just above: the body lies within the input.
+        let shared = |r: std::ops::Range<usize>| input.slice(at + r.start..at + r.end);
         match self.cfg.codec.classify(&frame.head) {
             FrameKind::Response(seq) => {
                 let ext = frame
                     .extension
-                    .and_then(|r| buf.get(r))
-                    .map(Bytes::copy_from_slice);
+                    .filter(|r| buf.get(r.clone()).is_some())
+                    .map(shared);
                 self.on_response(
                     li,
                     TaskId(seq.0),
                     frame.head.cmd_id,
-                    body,
+                    shared(frame.body.clone()),
                     ext,
                     frame.len,
                     now,
@@ -1429,7 +1485,7 @@ impl Engine {
                 self.events.push_back(Event::Push {
                     link: self.links[li].name.clone(),
                     cmd_id: frame.head.cmd_id,
-                    body: Bytes::copy_from_slice(body),
+                    body: shared(frame.body.clone()),
                 });
             }
             FrameKind::HeartbeatReply => self.on_heartbeat_reply(li, now),
@@ -1457,10 +1513,15 @@ impl Engine {
         }
         task.profile.first_byte.get_or_insert(now);
         task.profile.last_byte = Some(now);
-        let p2p = a.timeouts.packet_to_packet;
-        self.timers.cancel(TimerKind::FirstPacket(id));
+        let (p2p, slot) = (a.timeouts.packet_to_packet, task.slot);
+        let read_write = a.sent_at + a.timeouts.read_write;
         self.timers
-            .set_after(TimerKind::PacketToPacket(id), now, p2p);
+            .cancel_task_timer(slot, TimerKind::FirstPacket(id));
+        self.timers
+            .set_task_after(slot, TimerKind::PacketToPacket(id), now, p2p);
+        // Armed at the first progress (see `send_task`); later progress leaves it as is.
+        self.timers
+            .set_task_at(slot, TimerKind::ReadWrite(id), read_write);
         if gap > WEAK_PACKET_GAP {
             self.mark_weak(now);
         }
@@ -1472,12 +1533,15 @@ impl Engine {
         li: usize,
         id: TaskId,
         cmd_id: CmdId,
-        body: &[u8],
+        body: Bytes,
         extension: Option<Bytes>,
         frame_len: usize,
         now: Instant,
     ) {
-        let Some(task) = self.tasks.get_mut(&id) else {
+        let Some(slot) = self.tasks.slot_of(&id) else {
+            return;
+        };
+        let Some(task) = self.tasks.at_slot_mut(slot) else {
             return;
         };
         let TaskState::Running(a) = task.state else {
@@ -1492,7 +1556,7 @@ impl Engine {
         p.decoded_at = Some(now);
         p.received_bytes = frame_len;
         let verdict = match &self.cfg.response_check {
-            Some(check) => check.check(id, cmd_id, body),
+            Some(check) => check.check(id, cmd_id, &body),
             None => ResponseVerdict::Accept,
         };
         match verdict {
@@ -1506,10 +1570,10 @@ impl Engine {
                 );
                 let response = Response {
                     cmd_id,
-                    body: Bytes::copy_from_slice(body),
+                    body,
                     extension,
                 };
-                self.finish(id, now, Ok(response));
+                self.finish_at(slot, now, Ok(response));
                 // §11.5: a task success is a success of the link's address (rate-limited in
                 // the ranking, so a busy link costs one lookup per task).
                 if let LinkState::Connected(s) = &self.links[li].state {
@@ -2469,25 +2533,6 @@ impl Engine {
                 .is_some_and(|t| now.saturating_duration_since(t) < WEAK_LAPSE)
     }
 
-    /// A task ends: slow successes and failures after a fallback address mark the network
-    /// weak; fast successes relieve it.
-    fn judge_weak(&mut self, task: &Task, outcome: &TaskOutcome, now: Instant) {
-        if task.attempts == 0 {
-            return;
-        }
-        let took = now.saturating_duration_since(task.profile.queued_at);
-        match outcome {
-            Ok(_) if took >= WEAK_SLOW_TASK => self.mark_weak(now),
-            Ok(_) if took < WEAK_FAST_TASK => self.relieve_weak(now),
-            Ok(_) | Err(TaskError::Codec(_)) | Err(TaskError::Canceled) => {}
-            Err(_) => {
-                if matches!(task.state, TaskState::Running(a) if a.addr_index > 0) {
-                    self.mark_weak(now);
-                }
-            }
-        }
-    }
-
     // ----- timing sync --------------------------------------------------------------------
 
     /// The timing-sync period for the current state (§15.4).
@@ -2518,42 +2563,88 @@ impl Engine {
     // ----- ending and retrying ------------------------------------------------------------
 
     /// Removes a task from the engine (queue, running set, timers) and returns it.
-    fn remove_task(&mut self, id: TaskId) -> Option<Box<Task>> {
-        let task = self.tasks.remove(&id)?;
-        let link = &mut self.links[task.link];
-        link.queue.remove(&(task.spec.priority, task.order, id));
-        link.running.remove(&id);
-        self.timers.cancel_task(id);
-        Some(task)
+    fn remove_task(&mut self, id: TaskId) -> Option<Task> {
+        self.unlink(id);
+        self.tasks.remove(&id)
+    }
+
+    /// Takes a stored task out of its link's queue and running set and disarms its timers.
+    fn unlink(&mut self, id: TaskId) {
+        if let Some(slot) = self.tasks.slot_of(&id) {
+            self.unlink_at(slot);
+        }
+    }
+
+    /// [`unlink`](Self::unlink) for the task stored at `slot`.
+    fn unlink_at(&mut self, slot: u32) {
+        let Some(task) = self.tasks.at_slot(slot) else {
+            return;
+        };
+        let id = task.id;
+        let (li, key) = (task.link, (task.spec.priority, task.order, id));
+        let link = &mut self.links[li];
+        // A queued task is in the queue, a running one in the running set (`send_task`,
+        // `fail_attempt`).
+        match task.state {
+            TaskState::Queued => link.queue.remove(&key),
+            TaskState::Running(_) => link.running.remove(&id),
+        };
+        self.timers.cancel_task(slot);
     }
 
     /// Ends a task (or keeps it as a zombie, §14).
     fn finish(&mut self, id: TaskId, now: Instant, outcome: TaskOutcome) {
-        let Some(mut task) = self.remove_task(id) else {
+        if let Some(slot) = self.tasks.slot_of(&id) {
+            self.finish_at(slot, now, outcome);
+        }
+    }
+
+    /// [`finish`](Self::finish) for the task stored at `slot`.
+    fn finish_at(&mut self, slot: u32, now: Instant, outcome: TaskOutcome) {
+        let Some(task) = self.tasks.at_slot(slot) else {
             return;
         };
-        self.judge_weak(&task, &outcome, now);
-        if let Err(error) = &outcome {
-            if let Some(remaining) = self.zombie_budget(&task, error, now) {
-                task.state = TaskState::Queued;
-                task.profile.zombie_rounds += 1;
-                self.stats.zombies_saved += 1;
-                self.events.push_back(Event::TaskZombie { id, remaining });
-                self.timers
-                    .set(TimerKind::ZombieExpiry(id), now + remaining);
-                self.zombies.insert(
-                    id,
-                    Zombie {
-                        task,
-                        saved_at: now,
-                        remaining,
-                    },
-                );
-                self.schedule_zombie_restart();
-                return;
-            }
+        let id = task.id;
+        let weak = weak_verdict(task, &outcome, now);
+        let zombie = match &outcome {
+            Err(error) => self.zombie_budget(task, error, now),
+            Ok(_) => None,
+        };
+        match weak {
+            Some(Weak::Mark) => self.mark_weak(now),
+            Some(Weak::Relieve) => self.relieve_weak(now),
+            None => {}
         }
-        self.emit_end(id, outcome, task.profile, now);
+        if let Some(remaining) = zombie {
+            let Some(mut task) = self.remove_task(id) else {
+                return;
+            };
+            task.state = TaskState::Queued;
+            task.profile.zombie_rounds += 1;
+            self.stats.zombies_saved += 1;
+            self.events.push_back(Event::TaskZombie { id, remaining });
+            self.timers
+                .set(TimerKind::ZombieExpiry(id), now + remaining);
+            self.zombies.insert(
+                id,
+                Zombie {
+                    task: Box::new(task),
+                    saved_at: now,
+                    remaining,
+                },
+            );
+            self.schedule_zombie_restart();
+            return;
+        }
+        // The usual end: the task is dropped where it is stored; only its profile leaves.
+        self.unlink_at(slot);
+        let fresh = TaskProfile::new(now);
+        let taken = self
+            .tasks
+            .remove_with(&id, |t| Box::new(std::mem::replace(&mut t.profile, fresh)));
+        if let Some(profile) = taken {
+            self.emit_end(id, outcome, profile, now);
+        }
     }
 
     /// One attempt failed: retry if the task may, else end it.
@@ -2598,7 +2689,7 @@ impl Engine {
             TimerKind::PacketToPacket(id),
             TimerKind::ReadWrite(id),
         ] {
-            self.timers.cancel(kind);
+            self.timers.cancel_task_timer(task.slot, kind);
         }
         self.dirty[task.link] = true;
         self.events.push_back(Event::TaskRetrying {
@@ -2709,11 +2800,12 @@ impl Engine {
             );
             return;
         };
-        let mut task = z.task;
+        let mut task = *z.task;
         task.retries_left = 0;
         task.spec.retry_count = Some(0);
         task.spec.total_timeout = Some(left);
-        self.enqueue(task, now);
+        let slot = self.tasks.insert(task);
+        self.enqueue(slot, now);
     }
 }
 
@@ -2728,6 +2820,32 @@ impl std::fmt::Debug for Engine {
             .field("foreground", &self.activity.foreground)
             .field("active", &self.activity.active)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a task's end says about the network (§15.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Weak {
+    /// A sign of a weak network.
+    Mark,
+    /// A sign that the network is fine again.
+    Relieve,
+}
+
+/// What the end of `task` with `outcome` at `now` tells the weak-network detector.
+fn weak_verdict(task: &Task, outcome: &TaskOutcome, now: Instant) -> Option<Weak> {
+    if task.attempts == 0 {
+        return None;
+    }
+    let took = now.saturating_duration_since(task.profile.queued_at);
+    match outcome {
+        Ok(_) if took >= WEAK_SLOW_TASK => Some(Weak::Mark),
+        Ok(_) if took < WEAK_FAST_TASK => Some(Weak::Relieve),
+        Ok(_) | Err(TaskError::Codec(_)) | Err(TaskError::Canceled) => None,
+        Err(_) => {
+            let other_addr = matches!(task.state, TaskState::Running(a) if a.addr_index > 0);
+            other_addr.then_some(Weak::Mark)
+        }
     }
 }
 

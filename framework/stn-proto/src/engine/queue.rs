@@ -40,14 +40,18 @@ impl TaskQueue {
     /// Removes `key`; false when it was not there.
     pub(super) fn remove(&mut self, key: &QueueKey) -> bool {
         let level = &mut self.levels[level_of(key.0)];
-        let at = match level.front() {
-            Some(first) if first == key => 0,
+        match level.front() {
+            // The usual case: the task leaves from the front.
+            Some(first) if first == key => {
+                level.pop_front();
+            }
             _ => match level.binary_search_by_key(&key.1, |k| k.1) {
-                Ok(at) if level[at] == *key => at,
+                Ok(at) if level[at] == *key => {
+                    level.remove(at);
+                }
                 _ => return false,
             },
-        };
-        level.remove(at);
+        }
         self.len -= 1;
         true
     }

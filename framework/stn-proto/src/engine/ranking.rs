@@ -91,11 +91,12 @@ pub(crate) struct Ranking {
     nets: BTreeMap<String, BTreeMap<IpPort, Record>>,
     /// Server bans (Mars's `AddServerBan`): every port of the IP, until the instant.
     server_bans: BTreeMap<IpAddr, Instant>,
-    /// An address and its `last_success` on the current network, as last seen by
-    /// [`record`](Self::record).
+    /// An address and the end of the rate-limited period after its `last_success` on the
+    /// current network, as last seen by [`record`](Self::record).
     ///
     /// Design: a busy link reports a success per task, and all but one per 10 s are
-    /// rate-limited away; this lets those return before the two map lookups.
+    /// rate-limited away; this lets those return before the two map lookups, with one
+    /// comparison of instants.
     recent_success: Option<(IpPort, Instant)>,
 }
 
@@ -145,9 +146,9 @@ impl Ranking {
         success: bool,
         rtt: Option<Duration>,
     ) {
-        if let Some((a, t)) = self.recent_success {
-            let limited = now.saturating_duration_since(t) <= RECORD_RATE_LIMIT;
-            if success && rtt.is_none() && a == addr && limited {
+        if let Some((a, until)) = self.recent_success {
+            // `until` is the last success plus the rate limit: one comparison.
+            if success && rtt.is_none() && a == addr && now <= until {
                 return;
             }
         }
@@ -168,7 +169,9 @@ impl Ranking {
                 Some(t) if now.saturating_duration_since(t) <= RECORD_RATE_LIMIT => t,
                 _ => now,
             };
-            self.recent_success = Some((addr, kept));
+            self.recent_success = kept
+                .checked_add(RECORD_RATE_LIMIT)
+                .map(|until| (addr, until));
         }
         if last.is_some_and(|t| now.saturating_duration_since(t) <= RECORD_RATE_LIMIT) {
             return;

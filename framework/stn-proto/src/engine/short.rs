@@ -1102,11 +1102,13 @@ impl Engine {
             task: id,
             request,
         });
-        self.events.push_back(Event::TaskSent {
-            id,
-            link: LinkName::new(SHORT_LINK),
-            first_packet_timeout: t.first_packet,
-        });
+        if self.task_sent_events {
+            self.events.push_back(Event::TaskSent {
+                id,
+                link: LinkName::new(SHORT_LINK),
+                first_packet_timeout: t.first_packet,
+            });
+        }
     }
 
     /// A per-attempt timeout: abort the exchange, blame the address, fail the attempt.

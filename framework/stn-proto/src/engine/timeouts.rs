@@ -99,7 +99,8 @@ pub(crate) struct Estimator {
     last_big_good: Option<Instant>,
     ring: [bool; 10],
     cursor: usize,
-    window_start: Option<Instant>,
+    /// When the current 5-minute window ends (its start plus [`WINDOW`]).
+    window_end: Option<Instant>,
 }
 
 impl Estimator {
@@ -110,7 +111,7 @@ impl Estimator {
             last_big_good: None,
             ring: [true; 10],
             cursor: 9,
-            window_start: None,
+            window_end: None,
         }
     }
 
@@ -132,15 +133,12 @@ impl Estimator {
         size: usize,
         cost: Option<Duration>,
     ) {
-        if self
-            .window_start
-            .is_none_or(|w| now.saturating_duration_since(w) > WINDOW)
-        {
-            self.window_start = Some(now);
+        if self.window_end.is_none_or(|end| now > end) {
+            self.window_end = now.checked_add(WINDOW);
             self.cursor = 9;
             self.ring = [self.state != NetQuality::Bad; 10];
         }
-        self.cursor = (self.cursor + 1) % 10;
+        self.cursor = if self.cursor >= 9 { 0 } else { self.cursor + 1 };
         let class = classify(mobile, size, cost);
         match class {
             Class::Meet | Class::MidMeet => {
@@ -175,7 +173,7 @@ impl Estimator {
                     self.state = NetQuality::Excellent;
                 } else if ones <= 6 {
                     self.state = NetQuality::Bad;
-                    self.window_start = Some(now);
+                    self.window_end = now.checked_add(WINDOW);
                 }
             }
             NetQuality::Excellent => {
@@ -186,7 +184,7 @@ impl Estimator {
             NetQuality::Bad => {
                 if ones > 6 {
                     self.state = NetQuality::Evaluating;
-                    self.window_start = Some(now);
+                    self.window_end = now.checked_add(WINDOW);
                 }
             }
         }
@@ -207,17 +205,19 @@ fn classify(mobile: bool, size: usize, cost: Option<Duration>) -> Class {
     let Some(cost) = cost else {
         return Class::Failed;
     };
-    let c = cost.as_millis() as u64;
+    // `cost` at most `ms` whole milliseconds (Mars compares integer milliseconds), without
+    // dividing.
+    let within = |ms: u64| cost < Duration::from_millis(ms + 1);
     let (small, mid, big, bigger) = if mobile {
         (1_000, 3_000, 5_000, 7_000)
     } else {
         (500, 2_000, 4_000, 6_000)
     };
-    if size < 3_072 && c <= small {
+    if size < 3_072 && within(small) {
         Class::Meet
-    } else if (size <= 10_240 && c <= mid)
-        || (size > 10_240 && size <= 30_720 && c <= big)
-        || (size > 30_720 && c <= bigger)
+    } else if (size <= 10_240 && within(mid))
+        || (size > 10_240 && size <= 30_720 && within(big))
+        || (size > 30_720 && within(bigger))
     {
         Class::MidMeet
     } else {
@@ -230,6 +230,47 @@ const WINDOW: Duration = Duration::from_millis(300_000);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `classify` compares durations where Mars compares whole milliseconds: the same
+    /// classes on and around every threshold.
+    #[test]
+    fn classify_matches_whole_millisecond_thresholds() {
+        fn by_millis(mobile: bool, size: usize, cost: Duration) -> Class {
+            let c = cost.as_millis() as u64;
+            let (small, mid, big, bigger) = if mobile {
+                (1_000, 3_000, 5_000, 7_000)
+            } else {
+                (500, 2_000, 4_000, 6_000)
+            };
+            if size < 3_072 && c <= small {
+                Class::Meet
+            } else if (size <= 10_240 && c <= mid)
+                || (size > 10_240 && size <= 30_720 && c <= big)
+                || (size > 30_720 && c <= bigger)
+            {
+                Class::MidMeet
+            } else {
+                Class::Normal
+            }
+        }
+        for mobile in [false, true] {
+            for size in [0, 3_071, 3_072, 10_240, 10_241, 30_720, 30_721] {
+                for ms in [
+                    0, 499, 500, 501, 1_000, 1_001, 2_000, 3_000, 4_000, 5_001, 7_000,
+                ] {
+                    for extra_ns in [0, 1, 999_999] {
+                        let cost = Duration::from_millis(ms) + Duration::from_nanos(extra_ns);
+                        assert_eq!(
+                            classify(mobile, size, Some(cost)),
+                            by_millis(mobile, size, cost),
+                            "{mobile} {size} {cost:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(classify(false, 0, None), Class::Failed);
+    }
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use phobos_plugin_api::{CmdId, TaskId};
+use bytes::Bytes;
+use phobos_plugin_api::{CmdId, Seq, TaskId};
 
 use super::harness::{secs, Sim};
 use crate::{Action, Event, TaskSpec};
@@ -106,4 +107,68 @@ fn a_refused_task_in_a_batch_ends_at_once() {
     assert!(sim.ends[&bad_id].1.outcome.is_err());
     let (_, end) = sim.run_until_end(good_id, secs(5));
     assert!(end.outcome.is_ok());
+}
+
+#[test]
+fn response_bodies_are_slices_of_the_bytes_handed_over() {
+    let mut sim = connected();
+    let a = sim
+        .engine
+        .queue_task(sim.now, TaskSpec::new(CmdId(7), vec![1; 8]));
+    let b = sim
+        .engine
+        .queue_task(sim.now, TaskSpec::new(CmdId(7), vec![2; 8]));
+    sim.engine.send_queued(sim.now);
+    // The requests leave; the test answers them itself.
+    while sim.engine.poll_action().is_some() {}
+    let conn = sim.open_conns()[0];
+    let mut data = sim.frame(CmdId(7), Seq(a.0), b"first body");
+    // The second response straddles two reads.
+    let split = data.len() + 5;
+    data.extend_from_slice(&sim.frame(CmdId(7), Seq(b.0), b"second body"));
+    let data = Bytes::from(data);
+    sim.engine.handle_data(sim.now, conn, data.slice(..split));
+    sim.drain();
+    let first = sim.ends[&a].1.outcome.clone().unwrap().body;
+    assert_eq!(&first[..], b"first body");
+    assert!(data.as_ptr_range().contains(&first.as_ptr()), "not a copy");
+    assert!(!sim.ends.contains_key(&b));
+    sim.engine.handle_data(sim.now, conn, data.slice(split..));
+    sim.drain();
+    let second = sim.ends[&b].1.outcome.clone().unwrap().body;
+    assert_eq!(&second[..], b"second body");
+    assert_eq!(sim.engine.task_count(), 0);
+}
+
+#[test]
+fn without_task_sent_events_tasks_end_the_same_and_no_sent_event_is_built() {
+    let mut with = connected();
+    let mut without = connected();
+    without.engine.set_task_sent_events(false);
+    let (from_with, from_without) = (with.events.len(), without.events.len());
+    let a = with.start(TaskSpec::new(CmdId(7), vec![1; 8]));
+    let b = without.start(TaskSpec::new(CmdId(7), vec![1; 8]));
+    let (_, end_a) = with.run_until_end(a, secs(5));
+    let (_, end_b) = without.run_until_end(b, secs(5));
+    assert_eq!(sent(&with, from_with).len(), 1);
+    assert!(sent(&without, from_without).is_empty());
+    assert_eq!(end_a.outcome, end_b.outcome);
+    // The same profile, up to the two sims' clocks.
+    let shift = without.t0 - with.t0;
+    let mut moved = (*end_a.profile).clone();
+    for t in [&mut moved.queued_at, &mut moved.ended_at] {
+        *t += shift;
+    }
+    for t in [
+        &mut moved.connect_start,
+        &mut moved.connect_end,
+        &mut moved.send_start,
+        &mut moved.send_end,
+        &mut moved.first_byte,
+        &mut moved.last_byte,
+        &mut moved.decoded_at,
+    ] {
+        *t = t.map(|t| t + shift);
+    }
+    assert_eq!(moved, *end_b.profile);
 }
