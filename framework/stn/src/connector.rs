@@ -395,8 +395,7 @@ pub fn close_cause(err: &io::Error) -> CloseCause {
 /// Whether `err` is rustls giving up an established session: a record that failed its
 /// integrity check, a malformed message, or an alert from a peer that found one.
 pub(crate) fn is_tls_failure(err: &io::Error) -> bool {
-    err.get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    crate::tls::rustls_error(err).is_some()
 }
 
 /// The OS error number, or -1 when the error has none.

@@ -139,14 +139,16 @@ impl TlsError {
 
     /// Classifies an error from the handshake future.
     fn from_handshake(err: &io::Error) -> Self {
-        match err
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
+        match rustls_error(err) {
             Some(tls) => TlsError::from_rustls(tls),
             None => TlsError::Handshake(err.to_string()),
         }
     }
+}
+
+/// The rustls error inside an IO error from a TLS stream or handshake, if it is one.
+pub(crate) fn rustls_error(err: &io::Error) -> Option<&rustls::Error> {
+    err.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// One failed handshake, as remembered by [`TlsConnector::last_error`] and passed to the
