@@ -36,7 +36,7 @@ use crate::io::{
 };
 use crate::task::{Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use self::chain::ChainWalk;
 use self::dial::{stagger, DialRules, DialStep, Dialer};
@@ -82,6 +82,8 @@ pub struct Engine {
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
     next_task: u32,
+    /// Whether task ids have wrapped around: until then a new id cannot be in use.
+    ids_wrapped: bool,
     next_conn: u64,
     next_order: u64,
     activity: Activity,
@@ -135,8 +137,27 @@ struct Task {
     state: TaskState,
     limits_checked: bool,
     auth_cleared: bool,
-    /// Boxed when the task ends (the end carries it boxed).
-    profile: TaskProfile,
+    /// Boxed from admission, and taken (leaving `None`) when the task ends.
+    ///
+    /// Design: the end carries the profile boxed; boxing it at admission keeps the stored
+    /// task small, and taking it out of the `Option` lets the task be dropped where it is
+    /// stored instead of being moved out of the slab (a few hundred bytes copied several
+    /// times over).
+    profile: Option<Box<TaskProfile>>,
+}
+
+impl Task {
+    /// The profile: always there while the task is stored.
+    fn profile_mut(&mut self) -> Option<&mut TaskProfile> {
+        self.profile.as_deref_mut()
+    }
+
+    /// Takes the profile for the task's end (a fresh one should it be gone).
+    fn take_profile(&mut self, now: Instant) -> Box<TaskProfile> {
+        self.profile
+            .take()
+            .unwrap_or_else(|| Box::new(TaskProfile::new(now)))
+    }
 }
 
 #[derive(Debug)]
@@ -173,9 +194,11 @@ struct Link {
     state: LinkState,
     /// Queued tasks by (priority, admission order).
     queue: TaskQueue,
-    /// Design: a hash set, not an ordered one: it changes twice per task, and the one walk
-    /// over it (the link going down) sorts its ids so tasks fail in id order.
-    running: FxHashSet<TaskId>,
+    /// How many of its tasks are running (their request is on the link).
+    ///
+    /// Design: a count, not a set: it changes twice per task, while the walks over the
+    /// running tasks (the link going down, a stall probe) are rare and scan the task slab.
+    running: usize,
     retry_pause_until: Option<Instant>,
     monitor: Monitor,
     /// The server rejected the identify frame: no reconnect until the app asks.
@@ -282,7 +305,7 @@ impl Engine {
                 name: l.name.clone(),
                 state: LinkState::Idle,
                 queue: TaskQueue::default(),
-                running: FxHashSet::default(),
+                running: 0,
                 retry_pause_until: None,
                 monitor: Monitor::default(),
                 refused: false,
@@ -316,6 +339,7 @@ impl Engine {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             next_task: 1,
+            ids_wrapped: false,
             next_conn: 1,
             next_order: 0,
             activity: Activity::new(now),
@@ -383,10 +407,10 @@ impl Engine {
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
-            profile,
+            profile: Some(Box::new(profile)),
             spec,
         };
-        // Stored first and queued in place: the ~600-byte task is not moved again.
+        // Stored first and queued in place: the task is not moved again.
         let slot = self.tasks.insert(task);
         self.enqueue(slot, now);
         if !self.defer_dispatch {
@@ -404,15 +428,17 @@ impl Engine {
         if self.short_cancel(now, id) {
             return true;
         }
-        if let Some(task) = self.remove_task(id) {
-            self.emit_end(id, Err(TaskError::Canceled), task.profile, now);
+        if let Some(mut task) = self.remove_task(id) {
+            let profile = task.take_profile(now);
+            self.emit_end(id, Err(TaskError::Canceled), profile, now);
             self.pump(now);
             return true;
         }
-        if let Some(z) = self.zombies.remove(&id) {
+        if let Some(mut z) = self.zombies.remove(&id) {
             self.timers.cancel(TimerKind::ZombieExpiry(id));
             self.schedule_zombie_restart();
-            self.emit_end(id, Err(TaskError::Canceled), z.task.profile, now);
+            let profile = z.task.take_profile(now);
+            self.emit_end(id, Err(TaskError::Canceled), profile, now);
             return true;
         }
         false
@@ -536,13 +562,15 @@ impl Engine {
         let mut ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         ids.sort();
         for id in ids {
-            if let Some(task) = self.remove_task(id) {
-                self.emit_end(id, Err(LocalError::Reset.into()), task.profile, now);
+            if let Some(mut task) = self.remove_task(id) {
+                let profile = task.take_profile(now);
+                self.emit_end(id, Err(LocalError::Reset.into()), profile, now);
             }
         }
-        for (id, z) in std::mem::take(&mut self.zombies) {
+        for (id, mut z) in std::mem::take(&mut self.zombies) {
             self.timers.cancel(TimerKind::ZombieExpiry(id));
-            self.emit_end(id, Err(LocalError::Reset.into()), z.task.profile, now);
+            let profile = z.task.take_profile(now);
+            self.emit_end(id, Err(LocalError::Reset.into()), profile, now);
         }
         self.timers.cancel(TimerKind::ZombieRestart);
         for li in 0..self.links.len() {
@@ -1041,6 +1069,7 @@ impl Engine {
     #[cfg(test)]
     pub(crate) fn set_next_task_id(&mut self, id: u32) {
         self.next_task = id;
+        self.ids_wrapped = true;
     }
 
     // ----- admission ----------------------------------------------------------------------
@@ -1119,13 +1148,19 @@ impl Engine {
     fn alloc_task_id(&mut self) -> TaskId {
         loop {
             let id = self.next_task;
-            self.next_task = if id >= TASK_ID_WRAP { 1 } else { id + 1 };
+            if id >= TASK_ID_WRAP {
+                self.next_task = 1;
+                self.ids_wrapped = true;
+            } else {
+                self.next_task = id + 1;
+            }
             let tid = TaskId(id);
             if id == 0
                 || self.cfg.codec.is_reserved_seq(Seq(id))
-                || self.tasks.contains_key(&tid)
-                || self.short.has(tid)
-                || self.zombies.contains_key(&tid)
+                || (self.ids_wrapped
+                    && (self.tasks.contains_key(&tid)
+                        || self.short.has(tid)
+                        || self.zombies.contains_key(&tid)))
             {
                 continue;
             }
@@ -1148,7 +1183,8 @@ impl Engine {
         task.state = TaskState::Queued;
         let (id, li) = (task.id, task.link);
         let link = &mut self.links[li];
-        link.queue.insert((task.spec.priority, task.order, id));
+        link.queue
+            .insert((task.spec.priority, task.order, id, slot));
         self.dirty[li] = true;
         self.timers
             .set_task_after(slot, TimerKind::TaskTotal(id), now, total);
@@ -1207,9 +1243,7 @@ impl Engine {
         let connected = matches!(self.links[li].state, LinkState::Connected(_));
         // The resend window leaves this many more tasks go (`None`: no limit).
         let room = match &self.links[li].state {
-            LinkState::Connected(s) => s
-                .window
-                .map(|w| w.saturating_sub(self.links[li].running.len())),
+            LinkState::Connected(s) => s.window.map(|w| w.saturating_sub(self.links[li].running)),
             _ => None,
         };
         let mut ready = std::mem::take(&mut self.scratch);
@@ -1218,8 +1252,11 @@ impl Engine {
         let mut auth_needed: Vec<String> = Vec::new();
         // Design: while the link is down the pass stops at the first task that could go,
         // so a long queue costs O(1) per input, not O(queue).
-        for &(_, _, id) in &self.links[li].queue {
-            let t = &self.tasks[&id];
+        for &(_, _, id, slot) in &self.links[li].queue {
+            // Every queued task is stored at its slot (`enqueue`, `unlink_at`).
+            let Some(t) = self.tasks.at_slot(slot).filter(|t| t.id == id) else {
+                continue;
+            };
             if paused && t.attempts > 0 {
                 continue;
             }
@@ -1239,7 +1276,7 @@ impl Engine {
             if room.is_some_and(|r| ready.len() >= r) {
                 break;
             }
-            ready.push((id, t.slot));
+            ready.push((id, slot));
         }
         for host in auth_needed {
             self.request_auth(&host);
@@ -1317,25 +1354,28 @@ impl Engine {
             task.spec.server_cost,
             task.spec.long_polling,
             task.spec.body.len(),
-            link.running.len(),
+            link.running,
             excellent,
         );
-        link.queue.remove(&(task.spec.priority, task.order, id));
+        link.queue
+            .remove(&(task.spec.priority, task.order, id, slot));
         task.attempts += 1;
-        let p = &mut task.profile;
-        p.attempts = task.attempts;
-        p.link = Some(link.name.clone());
-        p.addr = Some(s.addr);
-        p.connect_start = Some(s.connect_start);
-        p.connect_end = Some(s.connected_at);
-        p.send_start = Some(now);
-        p.send_end = Some(now);
-        p.first_byte = None;
-        p.last_byte = None;
-        p.decoded_at = None;
-        p.sent_bytes = sent_len;
-        p.received_bytes = 0;
-        p.first_packet_timeout = Some(t.first_packet);
+        let attempts = task.attempts;
+        if let Some(p) = task.profile_mut() {
+            p.attempts = attempts;
+            p.link = Some(link.name.clone());
+            p.addr = Some(s.addr);
+            p.connect_start = Some(s.connect_start);
+            p.connect_end = Some(s.connected_at);
+            p.send_start = Some(now);
+            p.send_end = Some(now);
+            p.first_byte = None;
+            p.last_byte = None;
+            p.decoded_at = None;
+            p.sent_bytes = sent_len;
+            p.received_bytes = 0;
+            p.first_packet_timeout = Some(t.first_packet);
+        }
         let conn = s.conn;
         let addr_index = s.addr_index;
         if self.task_sent_events {
@@ -1363,7 +1403,7 @@ impl Engine {
             sent_len,
             addr_index,
         });
-        link.running.insert(id);
+        link.running += 1;
         if let Some(r) = self.cfg.active_recovery().filter(|r| r.stall_probe) {
             let kind = TimerKind::StallProbe(li);
             if !self.timers.is_armed(kind) {
@@ -1511,10 +1551,12 @@ impl Engine {
         if let LinkState::Connected(s) = &mut self.links[li].state {
             s.probes_answered = 0;
         }
-        task.profile.first_byte.get_or_insert(now);
-        task.profile.last_byte = Some(now);
         let (p2p, slot) = (a.timeouts.packet_to_packet, task.slot);
         let read_write = a.sent_at + a.timeouts.read_write;
+        if let Some(p) = task.profile_mut() {
+            p.first_byte.get_or_insert(now);
+            p.last_byte = Some(now);
+        }
         self.timers
             .cancel_task_timer(slot, TimerKind::FirstPacket(id));
         self.timers
@@ -1550,11 +1592,12 @@ impl Engine {
         if task.link != li {
             return;
         }
-        let p = &mut task.profile;
-        p.first_byte.get_or_insert(now);
-        p.last_byte = Some(now);
-        p.decoded_at = Some(now);
-        p.received_bytes = frame_len;
+        if let Some(p) = task.profile_mut() {
+            p.first_byte.get_or_insert(now);
+            p.last_byte = Some(now);
+            p.decoded_at = Some(now);
+            p.received_bytes = frame_len;
+        }
         let verdict = match &self.cfg.response_check {
             Some(check) => check.check(id, cmd_id, &body),
             None => ResponseVerdict::Accept,
@@ -1603,7 +1646,7 @@ impl Engine {
             .cfg
             .active_recovery()
             .map_or(usize::MAX, |r| r.proven_window);
-        if self.links[li].running.is_empty() {
+        if self.links[li].running == 0 {
             // Nothing owed any more: no wake-up for the stall probe.
             self.timers.cancel(TimerKind::StallProbe(li));
         }
@@ -1765,11 +1808,11 @@ impl Engine {
         };
         // Since when the link owes a byte: the oldest running task's last progress, or its
         // send time plus its declared server cost. Long polls owe nothing.
-        let owed = link
-            .running
-            .iter()
-            .filter_map(|id| {
-                let t = self.tasks.get(id)?;
+        let owed = self
+            .tasks
+            .values()
+            .filter(|t| t.link == li)
+            .filter_map(|t| {
                 let TaskState::Running(a) = &t.state else {
                     return None;
                 };
@@ -2311,7 +2354,7 @@ impl Engine {
             LinkError::IdentifyRejected => AuthFailure::IdentifyRejected(name.to_string()).into(),
             _ => LocalError::Interrupted.into(),
         };
-        let mut running: Vec<TaskId> = self.links[li].running.iter().copied().collect();
+        let mut running = self.running_on(li);
         running.sort_unstable();
         for id in running {
             self.fail_attempt(id, now, task_error.clone());
@@ -2357,12 +2400,13 @@ impl Engine {
             }
             TimerKind::ReadWrite(id) => self.on_attempt_timeout(id, TimeoutLevel::ReadWrite, now),
             TimerKind::ZombieExpiry(id) => {
-                if let Some(z) = self.zombies.remove(&id) {
+                if let Some(mut z) = self.zombies.remove(&id) {
                     self.schedule_zombie_restart();
+                    let profile = z.task.take_profile(now);
                     self.emit_end(
                         id,
                         Err(TaskError::Timeout(TimeoutLevel::Total)),
-                        z.task.profile,
+                        profile,
                         now,
                     );
                 }
@@ -2575,19 +2619,31 @@ impl Engine {
         }
     }
 
+    /// The tasks running on link `li` (a scan of every stored task: for rare events).
+    fn running_on(&self, li: usize) -> Vec<TaskId> {
+        self.tasks
+            .values()
+            .filter(|t| t.link == li && matches!(t.state, TaskState::Running(_)))
+            .map(|t| t.id)
+            .collect()
+    }
+
     /// [`unlink`](Self::unlink) for the task stored at `slot`.
     fn unlink_at(&mut self, slot: u32) {
         let Some(task) = self.tasks.at_slot(slot) else {
             return;
         };
         let id = task.id;
-        let (li, key) = (task.link, (task.spec.priority, task.order, id));
+        let (li, key) = (task.link, (task.spec.priority, task.order, id, slot));
         let link = &mut self.links[li];
-        // A queued task is in the queue, a running one in the running set (`send_task`,
+        // A queued task is in the queue, a running one in the running count (`send_task`,
         // `fail_attempt`).
         match task.state {
             TaskState::Queued => link.queue.remove(&key),
-            TaskState::Running(_) => link.running.remove(&id),
+            TaskState::Running(_) => {
+                link.running -= 1;
+                true
+            }
         };
         self.timers.cancel_task(slot);
     }
@@ -2620,7 +2676,9 @@ impl Engine {
                 return;
             };
             task.state = TaskState::Queued;
-            task.profile.zombie_rounds += 1;
+            if let Some(p) = task.profile_mut() {
+                p.zombie_rounds += 1;
+            }
             self.stats.zombies_saved += 1;
             self.events.push_back(Event::TaskZombie { id, remaining });
             self.timers
@@ -2638,11 +2696,7 @@ impl Engine {
         }
         // The usual end: the task is dropped where it is stored; only its profile leaves.
         self.unlink_at(slot);
-        let fresh = TaskProfile::new(now);
-        let taken = self
-            .tasks
-            .remove_with(&id, |t| Box::new(std::mem::replace(&mut t.profile, fresh)));
-        if let Some(profile) = taken {
+        if let Some(profile) = self.tasks.remove_with(&id, |t| t.take_profile(now)) {
             self.emit_end(id, outcome, profile, now);
         }
     }
@@ -2668,22 +2722,31 @@ impl Engine {
             if task.attempts == 0 {
                 // Failed while waiting for the link: still one attempt for the profile.
                 task.attempts = 1;
-                task.profile.attempts = 1;
+                if let Some(p) = task.profile_mut() {
+                    p.attempts = 1;
+                }
             }
             self.finish(id, now, Err(error));
             return;
         }
         task.retries_left -= 1;
         self.stats.retries += 1;
-        if matches!(task.state, TaskState::Queued) {
+        let was_running = matches!(task.state, TaskState::Running(_));
+        if !was_running {
             // Failed while waiting for a connection: this counts as an attempt.
             task.attempts += 1;
-            task.profile.attempts = task.attempts;
+            let attempts = task.attempts;
+            if let Some(p) = task.profile_mut() {
+                p.attempts = attempts;
+            }
         }
         task.state = TaskState::Queued;
         let link = &mut self.links[task.link];
-        link.running.remove(&id);
-        link.queue.insert((task.spec.priority, task.order, id));
+        if was_running {
+            link.running -= 1;
+        }
+        link.queue
+            .insert((task.spec.priority, task.order, id, task.slot));
         for kind in [
             TimerKind::FirstPacket(id),
             TimerKind::PacketToPacket(id),
@@ -2786,16 +2849,17 @@ impl Engine {
 
     /// A zombie becomes a normal task again: no retries, the rest of its budget.
     fn restart_zombie(&mut self, id: TaskId, now: Instant) {
-        let Some(z) = self.zombies.remove(&id) else {
+        let Some(mut z) = self.zombies.remove(&id) else {
             return;
         };
         self.timers.cancel(TimerKind::ZombieExpiry(id));
         let waited = now.saturating_duration_since(z.saved_at);
         let Some(left) = z.remaining.checked_sub(waited).filter(|d| !d.is_zero()) else {
+            let profile = z.task.take_profile(now);
             self.emit_end(
                 id,
                 Err(TaskError::Timeout(TimeoutLevel::Total)),
-                z.task.profile,
+                profile,
                 now,
             );
             return;
@@ -2837,7 +2901,10 @@ fn weak_verdict(task: &Task, outcome: &TaskOutcome, now: Instant) -> Option<Weak
     if task.attempts == 0 {
         return None;
     }
-    let took = now.saturating_duration_since(task.profile.queued_at);
+    let Some(p) = &task.profile else {
+        return None;
+    };
+    let took = now.saturating_duration_since(p.queued_at);
     match outcome {
         Ok(_) if took >= WEAK_SLOW_TASK => Some(Weak::Mark),
         Ok(_) if took < WEAK_FAST_TASK => Some(Weak::Relieve),

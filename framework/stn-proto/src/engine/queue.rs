@@ -7,7 +7,11 @@ use phobos_plugin_api::TaskId;
 use crate::task::MAX_PRIORITY;
 
 /// A queued task: (priority, admission order, id).
-pub(super) type QueueKey = (u8, u64, TaskId);
+/// (priority, admission order, task, the task's slot in the engine's task table).
+///
+/// Design: the slot rides along so the dispatch pass reaches each queued task without a
+/// lookup by id.
+pub(super) type QueueKey = (u8, u64, TaskId, u32);
 
 /// The queued tasks of one link, iterated by priority, then admission order.
 ///
@@ -105,7 +109,12 @@ mod tests {
         for _ in 0..20_000 {
             match rand(6) {
                 0 | 1 => {
-                    let key = (rand(6) as u8, next_order, TaskId(next_order as u32));
+                    let key = (
+                        rand(6) as u8,
+                        next_order,
+                        TaskId(next_order as u32),
+                        rand(1000) as u32,
+                    );
                     next_order += 1;
                     known.push(key);
                     assert_eq!(q.insert(key), model.insert(key));
