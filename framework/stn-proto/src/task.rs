@@ -237,6 +237,14 @@ pub type TaskOutcome = Result<Response, TaskError>;
 pub struct TaskEnd {
     /// The task.
     pub id: TaskId,
+    /// The tag the task was started with ([`Engine::start_task_tagged`]); 0 otherwise.
+    ///
+    /// Design: a driver keeps what it must do with each end (whom to answer) in a table of
+    /// its own; the tag is its index there, so an end finds its caller without a lookup by
+    /// task id.
+    ///
+    /// [`Engine::start_task_tagged`]: crate::Engine::start_task_tagged
+    pub tag: u64,
     /// The response or the error.
     pub outcome: TaskOutcome,
     /// When things happened.

@@ -38,6 +38,7 @@ use phobos_stn_proto::{
     RankingState, TaskEnd, TaskId, TaskSpec,
 };
 use rustc_hash::FxHashMap;
+use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -132,8 +133,9 @@ pub(crate) async fn run(
         conns: FxHashMap::default(),
         unflushed: Vec::new(),
         attempts: FxHashMap::default(),
-        waiters: FxHashMap::default(),
+        waiters: Slab::new(),
         batch_out: BatchOut::default(),
+        end_metrics: EndMetrics::default(),
         outputs,
         watchdog,
         connect_attempts: 0,
@@ -201,9 +203,13 @@ struct Driver {
     conns: FxHashMap<ConnId, Conn>,
     unflushed: Vec<ConnId>,
     attempts: FxHashMap<ConnId, (LinkName, AbortHandle)>,
-    waiters: FxHashMap<TaskId, Waiter>,
+    /// Who waits for each task's end, at the index the task carries as its tag
+    /// ([`TaskEnd::tag`]): an end finds its caller without a lookup by task id.
+    waiters: Slab<Waiter>,
     /// Ends of batch tasks, sent once per iteration.
     batch_out: BatchOut,
+    /// The task-end metrics of this iteration.
+    end_metrics: EndMetrics,
     outputs: Outputs,
     watchdog: Watchdog,
     connect_attempts: u64,
@@ -243,8 +249,8 @@ enum ConnRead {
 }
 
 struct Waiter {
+    id: TaskId,
     key: TaskKey,
-    link: LinkName,
     reply: Reply,
 }
 
@@ -385,6 +391,7 @@ impl Driver {
             self.flush(t);
             // After the writes: the batches' callers wake once per iteration.
             self.batch_out.flush();
+            self.end_metrics.flush();
             self.watchdog.leave(now());
         }
     }
@@ -458,18 +465,8 @@ impl Driver {
     fn handle_command(&mut self, t: Instant, cmd: Command) -> Option<oneshot::Sender<()>> {
         match cmd {
             Command::Start { key, spec, reply } => {
-                let link = spec.link.clone();
-                let id = self.engine.queue_task(t, *spec);
                 m::count(&m::TASKS_STARTED_KEY, 1);
-                trace!(task = %id, link = %link, "task started");
-                self.waiters.insert(
-                    id,
-                    Waiter {
-                        key,
-                        link,
-                        reply: Reply::One(reply),
-                    },
-                );
+                self.start(t, *spec, key, Reply::One(reply));
             }
             Command::StartBatch(mut batch) => {
                 let (first, specs, sink) = batch.take();
@@ -477,11 +474,7 @@ impl Driver {
                 let index = self.batch_out.hold(&sink, specs.len());
                 for (i, spec) in specs.into_iter().enumerate() {
                     let key = TaskKey(first + i as u64);
-                    let link = spec.link.clone();
-                    let id = self.engine.queue_task(t, spec);
-                    trace!(task = %id, link = %link, "task started");
-                    let reply = Reply::Batch(index);
-                    self.waiters.insert(id, Waiter { key, link, reply });
+                    self.start(t, spec, key, Reply::Batch(index));
                 }
             }
             Command::Cancel { key } => {
@@ -489,7 +482,7 @@ impl Driver {
                 // second map: a cancel is rare, and the map cost an insert and a removal
                 // on every task.
                 let found = self.waiters.iter().find(|(_, w)| w.key == key);
-                if let Some((&id, _)) = found {
+                if let Some(id) = found.map(|(_, w)| w.id) {
                     debug!(task = %id, "cancel");
                     self.engine.cancel_task(t, id);
                 }
@@ -546,6 +539,19 @@ impl Driver {
             Command::Shutdown(done) => return Some(done),
         }
         None
+    }
+
+    /// Admits a task, to be dispatched at the end of the command batch
+    /// ([`Engine::send_queued`]), and notes who waits for its end.
+    fn start(&mut self, t: Instant, spec: TaskSpec, key: TaskKey, reply: Reply) {
+        let entry = self.waiters.vacant_entry();
+        let tag = entry.key() as u64;
+        let link = tracing::enabled!(tracing::Level::TRACE).then(|| spec.link.clone());
+        let id = self.engine.queue_task_tagged(t, spec, tag);
+        if let Some(link) = link {
+            trace!(task = %id, link = %link, "task started");
+        }
+        entry.insert(Waiter { id, key, reply });
     }
 
     /// Drains the engine's outputs: actions first, then events, until both are empty.
@@ -787,32 +793,24 @@ impl Driver {
     }
 
     fn task_ended(&mut self, end: TaskEnd) {
-        let Some(w) = self.waiters.remove(&end.id) else {
+        let tag = end.tag as usize;
+        if self.waiters.get(tag).is_none_or(|w| w.id != end.id) {
             return;
-        };
-        let outcome = outcome_label(&end.outcome);
+        }
+        let w = self.waiters.remove(tag);
+        let kind = outcome_index(&end.outcome);
+        let outcome = OUTCOME_KEYS[kind].0;
         let p = &end.profile;
         let elapsed = p.elapsed();
-        match OUTCOME_KEYS.iter().find(|k| k.0 == outcome) {
-            Some((_, ended, seconds)) => metrics::with_recorder(|r| {
-                r.register_counter(ended, &METRICS_META).increment(1);
-                r.register_histogram(seconds, &METRICS_META)
-                    .record(elapsed.as_secs_f64());
-            }),
-            None => {
-                metrics::counter!(m::TASKS_ENDED, "outcome" => outcome).increment(1);
-                metrics::histogram!(m::TASK_SECONDS, "outcome" => outcome)
-                    .record(elapsed.as_secs_f64());
-            }
-        }
+        self.end_metrics.record(kind, elapsed.as_secs_f64());
         match &end.outcome {
             Ok(r) => debug!(
-                task = %end.id, link = %w.link, attempts = p.attempts,
+                task = %end.id, link = ?p.link, attempts = p.attempts,
                 elapsed_us = elapsed.as_micros() as u64, sent = p.sent_bytes,
                 received = p.received_bytes, len = r.body.len(), "task ended: ok"
             ),
             Err(e) => info!(
-                task = %end.id, link = %w.link, attempts = p.attempts,
+                task = %end.id, link = ?p.link, attempts = p.attempts,
                 elapsed_us = elapsed.as_micros() as u64, error = %e, kind = %outcome,
                 "task ended: failed"
             ),
@@ -1005,12 +1003,13 @@ impl Driver {
     /// Ends every task still held with `LocalError::Reset`: dropping a handle's reply
     /// sender resolves it so; each batch task gets a reset end.
     fn end_held_tasks(&mut self) {
-        let batch_tasks = self.waiters.values().filter_map(|w| match w.reply {
+        let batch_tasks = self.waiters.iter().filter_map(|(_, w)| match w.reply {
             Reply::Batch(batch) => Some((batch, w.key)),
             Reply::One(_) => None,
         });
         self.batch_out.reset(batch_tasks);
         self.waiters.clear();
+        self.end_metrics.flush();
     }
 
     fn teardown(&mut self) {
@@ -1039,31 +1038,68 @@ impl Drop for Driver {
 }
 
 /// A static label for a task's outcome (no allocation per task).
-fn outcome_label(
+/// The outcome's entry in [`OUTCOME_KEYS`] (its label is the entry's first part).
+fn outcome_index(
     outcome: &Result<phobos_stn_proto::Response, phobos_stn_proto::TaskError>,
-) -> &'static str {
+) -> usize {
     use phobos_stn_proto::{ErrorKind as K, TimeoutLevel as L};
     let Err(e) = outcome else {
-        return "ok";
+        return 0;
     };
     match e.kind() {
-        K::Param => "param",
-        K::Local => "local",
-        K::Dial => "dial",
-        K::Socket => "socket",
-        K::Timeout(L::Connect) => "timeout_connect",
-        K::Timeout(L::FirstPacket) => "timeout_first_packet",
-        K::Timeout(L::PacketToPacket) => "timeout_packet_to_packet",
-        K::Timeout(L::ReadWrite) => "timeout_read_write",
-        K::Timeout(L::Total) => "timeout_total",
-        K::Timeout(_) => "timeout",
-        K::Codec => "codec",
-        K::Server => "server",
-        K::Auth => "auth",
-        K::Canceled => "canceled",
-        K::Limited(_) => "limited",
-        K::Http => "http",
-        _ => "other",
+        K::Param => 1,
+        K::Local => 2,
+        K::Dial => 3,
+        K::Socket => 4,
+        K::Timeout(L::Connect) => 5,
+        K::Timeout(L::FirstPacket) => 6,
+        K::Timeout(L::PacketToPacket) => 7,
+        K::Timeout(L::ReadWrite) => 8,
+        K::Timeout(L::Total) => 9,
+        K::Timeout(_) => 10,
+        K::Codec => 11,
+        K::Server => 12,
+        K::Auth => 13,
+        K::Canceled => 14,
+        K::Limited(_) => 15,
+        K::Http => 16,
+        _ => 17,
+    }
+}
+
+/// The task-end metrics of one driver iteration, by [`outcome_index`].
+///
+/// Design: an outcome's counter and histogram are registered with the recorder at its first
+/// end in the iteration (not at every end), and its count is added once when the iteration
+/// ends; each end still records its own duration.
+#[derive(Default)]
+struct EndMetrics {
+    open: Vec<Option<(metrics::Counter, metrics::Histogram, u64)>>,
+}
+
+impl EndMetrics {
+    fn record(&mut self, kind: usize, seconds: f64) {
+        if self.open.len() <= kind {
+            self.open.resize_with(kind + 1, || None);
+        }
+        let (_, histogram, count) = self.open[kind].get_or_insert_with(|| {
+            let (_, ended, secs) = &OUTCOME_KEYS[kind];
+            metrics::with_recorder(|r| {
+                (
+                    r.register_counter(ended, &METRICS_META),
+                    r.register_histogram(secs, &METRICS_META),
+                    0,
+                )
+            })
+        });
+        histogram.record(seconds);
+        *count += 1;
+    }
+
+    fn flush(&mut self) {
+        for (counter, _, count) in self.open.iter_mut().filter_map(Option::take) {
+            counter.increment(count);
+        }
     }
 }
 

@@ -25,8 +25,14 @@ impl Engine {
     /// timeouts, same send instant), except that the batch's tasks go out in priority order
     /// rather than arrival order — which is Mars's order within one loop run (§7.4).
     pub fn queue_task(&mut self, now: Instant, spec: TaskSpec) -> TaskId {
+        self.queue_task_tagged(now, spec, 0)
+    }
+
+    /// [`queue_task`](Self::queue_task) with a tag, as
+    /// [`start_task_tagged`](Self::start_task_tagged).
+    pub fn queue_task_tagged(&mut self, now: Instant, spec: TaskSpec, tag: u64) -> TaskId {
         self.defer_dispatch = true;
-        let id = self.start_task(now, spec);
+        let id = self.start_task_tagged(now, spec, tag);
         self.defer_dispatch = false;
         id
     }

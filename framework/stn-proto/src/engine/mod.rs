@@ -127,6 +127,8 @@ struct Task {
     /// Where [`Engine::tasks`] stores it (set on insertion); its per-task timers are keyed
     /// by it.
     slot: u32,
+    /// The starter's tag, given back on the end ([`TaskEnd::tag`]).
+    tag: u64,
     spec: TaskSpec,
     link: usize,
     order: u64,
@@ -375,6 +377,12 @@ impl Engine {
     /// including when the spec is refused at once (a [`TaskError::Param`] or
     /// [`TaskError::Local`] end is then queued before this returns).
     pub fn start_task(&mut self, now: Instant, spec: TaskSpec) -> TaskId {
+        self.start_task_tagged(now, spec, 0)
+    }
+
+    /// [`start_task`](Self::start_task) with a tag of the caller's choosing, given back on
+    /// the task's end ([`TaskEnd::tag`]).
+    pub fn start_task_tagged(&mut self, now: Instant, spec: TaskSpec, tag: u64) -> TaskId {
         let id = self.alloc_task_id();
         self.stats.tasks_started += 1;
         self.last_start = Some(now);
@@ -384,12 +392,12 @@ impl Engine {
         let profile = TaskProfile::new(now);
         let link = match self.admit(&spec) {
             Ok(SHORT_TASK) => {
-                self.short_start(now, id, spec, profile);
+                self.short_start(now, id, tag, spec, profile);
                 return id;
             }
             Ok(link) => link,
             Err(error) => {
-                self.emit_end(id, Err(error), profile, now);
+                self.emit_end(id, tag, Err(error), profile, now);
                 return id;
             }
         };
@@ -399,6 +407,7 @@ impl Engine {
         let task = Task {
             id,
             slot: 0,
+            tag,
             link,
             order,
             retries_left: retries,
@@ -430,7 +439,7 @@ impl Engine {
         }
         if let Some(mut task) = self.remove_task(id) {
             let profile = task.take_profile(now);
-            self.emit_end(id, Err(TaskError::Canceled), profile, now);
+            self.emit_end(id, task.tag, Err(TaskError::Canceled), profile, now);
             self.pump(now);
             return true;
         }
@@ -438,7 +447,7 @@ impl Engine {
             self.timers.cancel(TimerKind::ZombieExpiry(id));
             self.schedule_zombie_restart();
             let profile = z.task.take_profile(now);
-            self.emit_end(id, Err(TaskError::Canceled), profile, now);
+            self.emit_end(id, z.task.tag, Err(TaskError::Canceled), profile, now);
             return true;
         }
         false
@@ -564,13 +573,13 @@ impl Engine {
         for id in ids {
             if let Some(mut task) = self.remove_task(id) {
                 let profile = task.take_profile(now);
-                self.emit_end(id, Err(LocalError::Reset.into()), profile, now);
+                self.emit_end(id, task.tag, Err(LocalError::Reset.into()), profile, now);
             }
         }
         for (id, mut z) in std::mem::take(&mut self.zombies) {
             self.timers.cancel(TimerKind::ZombieExpiry(id));
             let profile = z.task.take_profile(now);
-            self.emit_end(id, Err(LocalError::Reset.into()), profile, now);
+            self.emit_end(id, z.task.tag, Err(LocalError::Reset.into()), profile, now);
         }
         self.timers.cancel(TimerKind::ZombieRestart);
         for li in 0..self.links.len() {
@@ -2405,6 +2414,7 @@ impl Engine {
                     let profile = z.task.take_profile(now);
                     self.emit_end(
                         id,
+                        z.task.tag,
                         Err(TaskError::Timeout(TimeoutLevel::Total)),
                         profile,
                         now,
@@ -2696,8 +2706,11 @@ impl Engine {
         }
         // The usual end: the task is dropped where it is stored; only its profile leaves.
         self.unlink_at(slot);
-        if let Some(profile) = self.tasks.remove_with(&id, |t| t.take_profile(now)) {
-            self.emit_end(id, outcome, profile, now);
+        if let Some((tag, profile)) = self
+            .tasks
+            .remove_with(&id, |t| (t.tag, t.take_profile(now)))
+        {
+            self.emit_end(id, tag, outcome, profile, now);
         }
     }
 
@@ -2765,6 +2778,7 @@ impl Engine {
     fn emit_end(
         &mut self,
         id: TaskId,
+        tag: u64,
         outcome: TaskOutcome,
         profile: impl Into<Box<TaskProfile>>,
         now: Instant,
@@ -2779,6 +2793,7 @@ impl Engine {
         }
         self.events.push_back(Event::TaskEnded(TaskEnd {
             id,
+            tag,
             outcome,
             profile,
         }));
@@ -2858,6 +2873,7 @@ impl Engine {
             let profile = z.task.take_profile(now);
             self.emit_end(
                 id,
+                z.task.tag,
                 Err(TaskError::Timeout(TimeoutLevel::Total)),
                 profile,
                 now,

@@ -294,6 +294,8 @@ impl ShortLink {
 #[derive(Debug)]
 struct ShortTask {
     spec: TaskSpec,
+    /// The starter's tag ([`TaskEnd::tag`](crate::TaskEnd::tag)).
+    tag: u64,
     retries_left: u32,
     /// Attempts broken by damaged bytes that were repeated without spending a retry
     /// ([`Recovery::damaged_reconnects`](crate::Recovery::damaged_reconnects)).
@@ -546,6 +548,7 @@ impl Engine {
         &mut self,
         now: Instant,
         id: TaskId,
+        tag: u64,
         spec: TaskSpec,
         profile: TaskProfile,
     ) {
@@ -560,6 +563,7 @@ impl Engine {
             id,
             ShortTask {
                 spec,
+                tag,
                 retries_left: retries,
                 damaged_retries: 0,
                 attempts: 0,
@@ -1264,7 +1268,7 @@ impl Engine {
         let Some(task) = self.short.tasks.remove(&id) else {
             return;
         };
-        self.emit_end(id, outcome, task.profile, now);
+        self.emit_end(id, task.tag, outcome, task.profile, now);
     }
 
     /// The exchange on `conn` is over with a response: keep the connection idle for
