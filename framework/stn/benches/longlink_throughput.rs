@@ -46,7 +46,7 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|raw`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|raw|raw-mux`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -111,12 +111,13 @@ fn main() {
             .ok()
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
             .unwrap_or_else(|| IN_FLIGHT.to_vec());
-        if matches!(only.as_str(), "phobos" | "phobos-batch" | "raw") {
+        if matches!(only.as_str(), "phobos" | "phobos-batch" | "raw" | "raw-mux") {
             // Profiling aid: one client alone.
             for &n in &levels {
                 match only.as_str() {
                     "phobos" => phobos_run(addr, n, total).await.print(n, "phobos", None),
                     "raw" => raw_run(addr, n, total).await.print(n, "raw", None),
+                    "raw-mux" => mux_run(addr, n, total).await.print(n, "raw-mux", None),
                     _ => phobos_batch_run(addr, n, total)
                         .await
                         .print(n, "pho-batch", None),
