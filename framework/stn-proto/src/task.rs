@@ -298,7 +298,8 @@ pub struct TaskProfile {
 }
 
 impl TaskProfile {
-    pub(crate) fn new(now: Instant) -> Self {
+    /// The profile of a task admitted at `now`, before anything else happened to it.
+    pub fn new(now: Instant) -> Self {
         TaskProfile {
             queued_at: now,
             ended_at: now,

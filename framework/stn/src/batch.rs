@@ -30,7 +30,12 @@ pub struct BatchEnd {
     pub outcome: TaskOutcome,
     /// When things happened; `None` when the driver stopped before the task ended (the
     /// outcome is then [`LocalError::Reset`]).
-    pub profile: Option<Box<TaskProfile>>,
+    ///
+    /// Design: inline, not boxed like [`TaskEnd::profile`](phobos_stn_proto::TaskEnd): the
+    /// driver copies it out of the engine's box and frees the box on its own thread, where
+    /// the next task's profile reuses the memory at once, instead of every end costing the
+    /// app a free of memory allocated on another thread.
+    pub profile: Option<TaskProfile>,
 }
 
 /// The keys of the tasks one [`TaskBatch::start`] call started, in the order of its specs:
@@ -329,7 +334,7 @@ impl BatchOut {
         batch: BatchIndex,
         key: TaskKey,
         outcome: TaskOutcome,
-        profile: Option<Box<TaskProfile>>,
+        profile: Option<TaskProfile>,
     ) {
         let end = BatchEnd {
             key,

@@ -35,7 +35,7 @@ use phobos_plugin_api::{
 };
 use phobos_stn_proto::{
     Action, CloseCause, ConnId, ConnectReport, DialError, Engine, Event, LinkName, LinkStatus,
-    RankingState, TaskEnd, TaskId, TaskSpec,
+    RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -820,8 +820,11 @@ impl Driver {
                 let _ = tx.send(end);
             }
             Reply::Batch(batch) => {
-                self.batch_out
-                    .push(batch, w.key, end.outcome, Some(end.profile))
+                let mut profile = end.profile;
+                let blank = TaskProfile::new(profile.ended_at);
+                let inline = std::mem::replace(&mut *profile, blank);
+                self.batch_out.push(batch, w.key, end.outcome, Some(inline));
+                self.engine.recycle_profile(profile);
             }
         }
     }

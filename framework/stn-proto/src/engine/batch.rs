@@ -12,7 +12,7 @@ use std::time::Instant;
 use phobos_plugin_api::TaskId;
 
 use super::Engine;
-use crate::task::TaskSpec;
+use crate::task::{TaskProfile, TaskSpec};
 
 impl Engine {
     /// Admits a task like [`start_task`](Self::start_task) but leaves its dispatch to the
@@ -35,6 +35,30 @@ impl Engine {
         let id = self.start_task_tagged(now, spec, tag);
         self.defer_dispatch = false;
         id
+    }
+
+    /// Gives back the profile box of an end whose profile the driver has copied out, for a
+    /// later task to reuse (at most [`MAX_SPARE_PROFILES`] are kept).
+    ///
+    /// Design: a batch of tasks allocates its profiles in a row and frees them in a row,
+    /// which defeats the allocator's per-thread cache (a few entries per size): that cost
+    /// more than any other single step of a task. A driver that hands ends over without the
+    /// box (`phobos-stn` does for its `TaskBatch`) returns the boxes here instead.
+    pub fn recycle_profile(&mut self, profile: Box<TaskProfile>) {
+        if self.spare_profiles.len() < MAX_SPARE_PROFILES {
+            self.spare_profiles.push(profile);
+        }
+    }
+
+    /// A box holding `profile`: a spare one when there is one.
+    pub(crate) fn profile_box(&mut self, profile: TaskProfile) -> Box<TaskProfile> {
+        match self.spare_profiles.pop() {
+            Some(mut spare) => {
+                *spare = profile;
+                spare
+            }
+            None => Box::new(profile),
+        }
     }
 
     /// Runs the dispatch pass for tasks admitted with [`queue_task`](Self::queue_task).
@@ -69,3 +93,7 @@ impl Engine {
 
 /// Largest buffer reserved up front for one dispatch pass (a larger pass grows its buffer).
 const MAX_SEND_BUFFER_GUESS: usize = 1024 * 1024;
+
+/// Most profile boxes [`Engine::recycle_profile`] keeps (about 230 KB): more than the tasks
+/// one driver iteration usually ends.
+pub const MAX_SPARE_PROFILES: usize = 1024;

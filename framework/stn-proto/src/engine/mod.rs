@@ -11,6 +11,7 @@ mod short;
 mod tasks;
 mod timeouts;
 
+pub use self::batch::MAX_SPARE_PROFILES;
 pub use self::ranking::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -95,6 +96,10 @@ pub struct Engine {
     flow: FlowLimit,
     zombies: BTreeMap<TaskId, Zombie>,
     last_start: Option<Instant>,
+    /// Profile boxes given back by the driver ([`Engine::recycle_profile`]), reused for new
+    /// tasks. The boxes themselves are what is kept (each end carries one).
+    #[allow(clippy::vec_box)]
+    spare_profiles: Vec<Box<TaskProfile>>,
     keeper: Keeper,
     auth_hosts: Vec<AuthHost>,
     dirty: Vec<bool>,
@@ -352,6 +357,7 @@ impl Engine {
             flow: FlowLimit::new(now),
             zombies: BTreeMap::new(),
             last_start: None,
+            spare_profiles: Vec::new(),
             keeper: Keeper {
                 keeping: false,
                 last_touch: None,
@@ -416,7 +422,7 @@ impl Engine {
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
-            profile: Some(Box::new(profile)),
+            profile: Some(self.profile_box(profile)),
             spec,
         };
         // Stored first and queued in place: the task is not moved again.

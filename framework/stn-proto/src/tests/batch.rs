@@ -6,7 +6,7 @@ use bytes::Bytes;
 use phobos_plugin_api::{CmdId, Seq, TaskId};
 
 use super::harness::{secs, Sim};
-use crate::{Action, Event, TaskSpec};
+use crate::{Action, Event, TaskProfile, TaskSpec};
 
 fn connected() -> Sim {
     let mut sim = Sim::new();
@@ -171,4 +171,37 @@ fn without_task_sent_events_tasks_end_the_same_and_no_sent_event_is_built() {
         *t = t.map(|t| t + shift);
     }
     assert_eq!(moved, *end_b.profile);
+}
+
+#[test]
+fn a_recycled_profile_box_is_reused_and_tasks_start_with_a_blank_profile() {
+    let mut sim = connected();
+    let a = sim.start(TaskSpec::new(CmdId(7), vec![1; 8]));
+    let (_, end_a) = sim.run_until_end(a, secs(5));
+    assert_eq!(end_a.profile.attempts, 1);
+    let a_ended = end_a.profile.ended_at;
+    // The driver copied the profile out and gives the box back, still full of task a.
+    let mut used = end_a.profile;
+    used.zombie_rounds = 3;
+    let at = std::ptr::addr_of!(*used);
+    sim.engine.recycle_profile(used);
+    let reused = sim.engine.profile_box(TaskProfile::new(sim.now));
+    assert_eq!(
+        std::ptr::addr_of!(*reused),
+        at,
+        "the spare box is handed out again"
+    );
+    assert_eq!(
+        *reused,
+        TaskProfile::new(sim.now),
+        "holding only the new profile"
+    );
+    sim.engine.recycle_profile(reused);
+    // A task admitted now gets that box, blank.
+    sim.run_for(secs(1));
+    let b = sim.start(TaskSpec::new(CmdId(7), vec![2; 8]));
+    let (_, end_b) = sim.run_until_end(b, secs(5));
+    let p = &end_b.profile;
+    assert_eq!((p.attempts, p.zombie_rounds), (1, 0));
+    assert!(p.queued_at > a_ended);
 }
