@@ -32,9 +32,9 @@ pub struct BatchEnd {
     /// outcome is then [`LocalError::Reset`]).
     ///
     /// Design: inline, not boxed like [`TaskEnd::profile`](phobos_stn_proto::TaskEnd): the
-    /// driver copies it out of the engine's box and frees the box on its own thread, where
-    /// the next task's profile reuses the memory at once, instead of every end costing the
-    /// app a free of memory allocated on another thread.
+    /// driver copies it out of the engine's box and gives the box back to the engine for a
+    /// later task ([`Engine::recycle_profile`](phobos_stn_proto::Engine::recycle_profile)),
+    /// so a batch allocates no profile per task and the app frees none.
     pub profile: Option<TaskProfile>,
 }
 
