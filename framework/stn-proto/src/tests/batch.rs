@@ -205,3 +205,32 @@ fn a_recycled_profile_box_is_reused_and_tasks_start_with_a_blank_profile() {
     assert_eq!((p.attempts, p.zombie_rounds), (1, 0));
     assert!(p.queued_at > a_ended);
 }
+
+#[test]
+fn every_end_carries_the_tag_its_task_was_started_with() {
+    let mut sim = connected();
+    let answered = sim
+        .engine
+        .start_task_tagged(sim.now, TaskSpec::new(CmdId(7), vec![1; 8]), 41);
+    let untagged = sim
+        .engine
+        .start_task(sim.now, TaskSpec::new(CmdId(7), vec![2; 8]));
+    // Refused at admission (no such priority): ended at once, tag and all.
+    let refused = sim.engine.queue_task_tagged(
+        sim.now,
+        TaskSpec::new(CmdId(7), vec![3; 8]).with_priority(200),
+        42,
+    );
+    let canceled = sim
+        .engine
+        .queue_task_tagged(sim.now, TaskSpec::new(CmdId(7), vec![4; 8]), 43);
+    sim.engine.cancel_task(sim.now, canceled);
+    sim.drain();
+    assert!(sim.run_until(secs(5), |s| s.ends.len() == 4));
+    let tag = |id: TaskId| sim.ends[&id].1.tag;
+    assert_eq!(
+        [tag(answered), tag(untagged), tag(refused), tag(canceled)],
+        [41, 0, 42, 43]
+    );
+    assert!(sim.ends[&answered].1.outcome.is_ok());
+}
