@@ -40,7 +40,7 @@ use phobos_stn_proto::{
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn};
 
@@ -48,6 +48,7 @@ use crate::batch::{BatchIndex, BatchOut, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, LinkStream};
+use crate::fanout::Publisher;
 use crate::metrics as m;
 use crate::short::runner::{ShortEvent, ShortIo};
 use crate::watchdog::Watchdog;
@@ -84,8 +85,8 @@ pub(crate) enum Command {
 /// Where the driver publishes what the app may observe.
 #[derive(Debug)]
 pub(crate) struct Outputs {
-    pub(crate) pushes: broadcast::Sender<Push>,
-    pub(crate) links: broadcast::Sender<LinkEvent>,
+    pub(crate) pushes: Publisher<Push>,
+    pub(crate) links: Publisher<LinkEvent>,
     pub(crate) statuses: Arc<Mutex<HashMap<LinkName, LinkStatus>>>,
 }
 
@@ -740,7 +741,7 @@ impl Driver {
             Event::Push { link, cmd_id, body } => {
                 metrics::counter!(m::PUSHES, "link" => link.to_string()).increment(1);
                 trace!(link = %link, %cmd_id, len = body.len(), "push");
-                let _ = self.outputs.pushes.send(Push { link, cmd_id, body });
+                self.outputs.pushes.send(Push { link, cmd_id, body });
             }
             Event::LinkStatus {
                 link,
@@ -880,7 +881,7 @@ impl Driver {
             }
             _ => None,
         };
-        let _ = self.outputs.links.send(LinkEvent {
+        self.outputs.links.send(LinkEvent {
             link,
             status,
             reason,
