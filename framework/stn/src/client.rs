@@ -179,7 +179,7 @@ impl Client {
             links,
             statuses: statuses.clone(),
         };
-        tokio::spawn(driver::run(engine, config, rx, outputs));
+        tokio::spawn(driver::run(Box::new((engine, config)), rx, outputs));
         Ok(Client {
             inner: Arc::new(Inner {
                 commands,
