@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::batch::TaskBatch;
 use crate::config::ClientConfig;
 use crate::driver::{self, Command};
+use crate::fanout::{fanout, Fanout};
 
 /// A cheap, clonable handle to one running STN engine.
 ///
@@ -50,9 +51,9 @@ pub struct Client {
 struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     next_key: AtomicU64,
-    // Weak, so the streams close when the driver (the only strong holder) stops.
-    pushes: broadcast::WeakSender<Push>,
-    links: broadcast::WeakSender<LinkEvent>,
+    // The streams close when the driver (the only publisher) stops.
+    pushes: Fanout<Push>,
+    links: Fanout<LinkEvent>,
     statuses: Arc<Mutex<HashMap<LinkName, LinkStatus>>>,
 }
 
@@ -167,25 +168,24 @@ impl Client {
             tokio::time::Instant::now().into_std(),
         )?;
         let (commands, rx) = mpsc::unbounded_channel();
-        let (pushes, _) = broadcast::channel(PUSH_BUFFER);
-        let (links, _) = broadcast::channel(LINK_EVENT_BUFFER);
+        let (push_streams, pushes) = fanout(PUSH_BUFFER);
+        let (link_streams, links) = fanout(LINK_EVENT_BUFFER);
         let statuses = Arc::new(Mutex::new(HashMap::new()));
-        let (weak_pushes, weak_links) = (pushes.downgrade(), links.downgrade());
         if config.watches_network_changes() {
-            crate::netwatch::spawn_client_watcher(commands.downgrade(), links.subscribe());
+            crate::netwatch::spawn_client_watcher(commands.downgrade(), link_streams.subscribe());
         }
         let outputs = driver::Outputs {
             pushes,
             links,
             statuses: statuses.clone(),
         };
-        tokio::spawn(driver::run(engine, config, rx, outputs));
+        tokio::spawn(driver::run(Box::new((engine, config)), rx, outputs));
         Ok(Client {
             inner: Arc::new(Inner {
                 commands,
                 next_key: AtomicU64::new(1),
-                pushes: weak_pushes,
-                links: weak_links,
+                pushes: push_streams,
+                links: link_streams,
                 statuses,
             }),
         })
@@ -233,14 +233,14 @@ impl Client {
     /// A stream of server pushes from now on.
     pub fn subscribe_pushes(&self) -> PushStream {
         PushStream {
-            rx: subscribe(&self.inner.pushes),
+            rx: self.inner.pushes.subscribe(),
         }
     }
 
     /// A stream of link status changes from now on.
     pub fn link_events(&self) -> LinkEvents {
         LinkEvents {
-            rx: subscribe(&self.inner.links),
+            rx: self.inner.links.subscribe(),
         }
     }
 
@@ -427,14 +427,6 @@ impl LinkEvents {
     }
 }
 
-/// A receiver on the driver's channel, or an already closed one when the driver is gone.
-fn subscribe<T: Clone>(weak: &broadcast::WeakSender<T>) -> broadcast::Receiver<T> {
-    match weak.upgrade() {
-        Some(tx) => tx.subscribe(),
-        None => broadcast::channel(1).1,
-    }
-}
-
 fn stream_error(e: broadcast::error::RecvError) -> StreamError {
     match e {
         broadcast::error::RecvError::Closed => StreamError::Closed,
@@ -443,7 +435,7 @@ fn stream_error(e: broadcast::error::RecvError) -> StreamError {
 }
 
 /// How many pushes a slow subscriber may fall behind before it loses some. Every slot is
-/// allocated up front for every client, so this is kept small (it dominated an idle link's
+/// allocated at the first subscription, so this is kept small (it dominated an idle link's
 /// memory at 1024).
 const PUSH_BUFFER: usize = 128;
 /// How many link events a slow subscriber may fall behind before it loses some.

@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -40,7 +41,7 @@ use phobos_stn_proto::{
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn};
 
@@ -48,6 +49,7 @@ use crate::batch::{BatchIndex, BatchOut, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, LinkStream};
+use crate::fanout::Publisher;
 use crate::metrics as m;
 use crate::short::runner::{ShortEvent, ShortIo};
 use crate::watchdog::Watchdog;
@@ -84,18 +86,37 @@ pub(crate) enum Command {
 /// Where the driver publishes what the app may observe.
 #[derive(Debug)]
 pub(crate) struct Outputs {
-    pub(crate) pushes: broadcast::Sender<Push>,
-    pub(crate) links: broadcast::Sender<LinkEvent>,
+    pub(crate) pushes: Publisher<Push>,
+    pub(crate) links: Publisher<LinkEvent>,
     pub(crate) statuses: Arc<Mutex<HashMap<LinkName, LinkStatus>>>,
 }
 
 /// Runs the driver until every client is gone or one asks for shutdown.
+///
+/// The engine and the config arrive boxed and are taken apart in a plain fn: an `async fn`
+/// keeps its arguments in the task next to every local built from them (and the `Driver`
+/// holds the engine again), which cost an idle client about 7 KB of task memory.
 pub(crate) async fn run(
-    engine: Engine,
-    config: ClientConfig,
+    setup: Box<(Engine, ClientConfig)>,
     commands: mpsc::UnboundedReceiver<Command>,
     outputs: Outputs,
 ) {
+    let (mut driver, io_rx, watch_task) = start(setup, outputs);
+    let done = driver.run(commands, io_rx).await;
+    driver.teardown();
+    watch_task.abort();
+    if let Some(done) = done {
+        let _ = done.send(());
+    }
+}
+
+/// Everything [`run`] does before its loop (nothing here is kept in the task, the box of
+/// `setup` included).
+fn start(
+    setup: Box<(Engine, ClientConfig)>,
+    outputs: Outputs,
+) -> (Driver, mpsc::UnboundedReceiver<IoEvent>, AbortHandle) {
+    let (engine, config) = *setup;
     let watchdog = Watchdog::new(config.watchdog_threshold());
     let watch_task = tokio::spawn(watchdog.clone().run());
     let heartbeat = config.core().heartbeat.clone();
@@ -119,10 +140,10 @@ pub(crate) async fn run(
         config.short_settings(),
         &config.core().short_link,
         Arc::new(move |ev| {
-            let _ = short_tx.send(IoEvent::Short(ev));
+            let _ = short_tx.send(IoEvent::Short(Box::new(ev)));
         }),
     );
-    let mut driver = Driver {
+    let driver = Driver {
         engine,
         ip_sources: config.ip_sources().to_vec().into(),
         auth: config.core().auth.clone(),
@@ -147,18 +168,14 @@ pub(crate) async fn run(
         pending_cycle: None,
         short,
     };
-    let done = driver.run(commands, io_rx).await;
-    driver.teardown();
-    watch_task.abort();
-    if let Some(done) = done {
-        let _ = done.send(());
-    }
+    (driver, io_rx, watch_task.abort_handle())
 }
 
-/// Something an IO task reports.
+/// Something an IO task reports. The large events are boxed: the channel allocates its slots
+/// 32 at a time at the size of the largest event, the first 32 when the driver starts.
 enum IoEvent {
     /// A short-link connect or exchange reported.
-    Short(ShortEvent),
+    Short(Box<ShortEvent>),
     Connected {
         attempt: ConnId,
         stream: Box<dyn LinkStream>,
@@ -175,18 +192,24 @@ enum IoEvent {
         conn: ConnId,
         cause: CloseCause,
     },
-    Resolved {
-        /// Which call (see `Driver::resolving`).
-        call: u64,
-        link: LinkName,
-        host: String,
-        source: usize,
-        result: Result<Vec<ResolvedAddr>, ResolveError>,
-    },
-    Authed {
-        host: String,
-        result: Result<(), AuthError>,
-    },
+    Resolved(Box<Resolved>),
+    Authed(Box<Authed>),
+}
+
+/// An IP source call's answer.
+struct Resolved {
+    /// Which call (see `Driver::resolving`).
+    call: u64,
+    link: LinkName,
+    host: String,
+    source: usize,
+    result: Result<Vec<ResolvedAddr>, ResolveError>,
+}
+
+/// An auth check's answer.
+struct Authed {
+    host: String,
+    result: Result<(), AuthError>,
 }
 
 struct Driver {
@@ -237,8 +260,8 @@ struct Conn {
     /// handed them over (no copy; written with one vectored write where the stream takes
     /// one).
     out: VecDeque<Bytes>,
-    /// Read buffer: starts small (an idle link should cost little) and doubles up to
-    /// [`READ_MAX`] while reads fill it.
+    /// Read buffer: none until a read fills [`READ_MIN`] bytes (an idle link should cost
+    /// little), then doubles up to [`READ_MAX`] while reads fill it.
     rbuf: Vec<u8>,
 }
 
@@ -265,17 +288,25 @@ enum Reply {
 impl Conn {
     /// Reads what the socket has now.
     fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<ConnRead> {
-        let mut rb = ReadBuf::new(&mut self.rbuf);
+        // Until a read fills [`READ_MIN`] bytes the buffer is on the stack: what is read is
+        // copied out anyway, and an idle link then keeps no read buffer.
+        let mut first = [MaybeUninit::<u8>::uninit(); READ_MIN];
+        let mut rb = if self.rbuf.is_empty() {
+            ReadBuf::uninit(&mut first)
+        } else {
+            ReadBuf::new(&mut self.rbuf)
+        };
         match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(ConnRead::Closed(close_cause(&e))),
             Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
+                let filled = rb.filled();
+                let n = filled.len();
                 if n == 0 {
                     return Poll::Ready(ConnRead::Closed(CloseCause::RemoteClosed));
                 }
-                let data = Bytes::copy_from_slice(&self.rbuf[..n]);
-                if n == self.rbuf.len() && n < READ_MAX {
+                let data = Bytes::copy_from_slice(filled);
+                if n == rb.capacity() && n < READ_MAX {
                     self.rbuf.resize((n * 2).min(READ_MAX), 0);
                 }
                 Poll::Ready(ConnRead::Data(data))
@@ -427,13 +458,14 @@ impl Driver {
                 info!(link = %c.link, conn = %conn, ?cause, "connection closed");
                 self.engine.handle_closed(t, conn, cause);
             }
-            IoEvent::Resolved {
-                call,
-                link,
-                host,
-                source,
-                result,
-            } => {
+            IoEvent::Resolved(resolved) => {
+                let Resolved {
+                    call,
+                    link,
+                    host,
+                    source,
+                    result,
+                } = *resolved;
                 let key = (link, host, source);
                 match self.resolving.get(&key) {
                     Some((c, _)) if *c == call => {
@@ -453,11 +485,12 @@ impl Driver {
                 }
                 self.engine.handle_resolved(t, &link, &host, source, result);
             }
-            IoEvent::Authed { host, result } => {
+            IoEvent::Authed(authed) => {
+                let Authed { host, result } = *authed;
                 debug!(host = %host, ok = result.is_ok(), "auth finished");
                 self.engine.handle_auth(t, &host, result);
             }
-            IoEvent::Short(ev) => self.short.on_event(&mut self.engine, t, ev),
+            IoEvent::Short(ev) => self.short.on_event(&mut self.engine, t, *ev),
         }
     }
 
@@ -740,7 +773,7 @@ impl Driver {
             Event::Push { link, cmd_id, body } => {
                 metrics::counter!(m::PUSHES, "link" => link.to_string()).increment(1);
                 trace!(link = %link, %cmd_id, len = body.len(), "push");
-                let _ = self.outputs.pushes.send(Push { link, cmd_id, body });
+                self.outputs.pushes.send(Push { link, cmd_id, body });
             }
             Event::LinkStatus {
                 link,
@@ -883,7 +916,7 @@ impl Driver {
             }
             _ => None,
         };
-        let _ = self.outputs.links.send(LinkEvent {
+        self.outputs.links.send(LinkEvent {
             link,
             status,
             reason,
@@ -898,7 +931,7 @@ impl Driver {
                 link,
                 stream,
                 out: VecDeque::new(),
-                rbuf: vec![0; READ_MIN],
+                rbuf: Vec::new(),
             },
         );
     }
@@ -913,13 +946,13 @@ impl Driver {
         let Some(src) = self.ip_sources.get(source).cloned() else {
             warn!(link = %link, source, "no such ip source");
             let task = tokio::spawn(async move {
-                let _ = io.send(IoEvent::Resolved {
+                let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
                     call,
                     link,
                     host,
                     source,
                     result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
-                });
+                })));
             });
             self.track_resolve(key, call, task.abort_handle());
             return;
@@ -933,13 +966,13 @@ impl Driver {
             if let Err(e) = &result {
                 warn!(source = src.name(), host = %host, error = %e, "ip source failed");
             }
-            let _ = io.send(IoEvent::Resolved {
+            let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
                 call,
                 link,
                 host,
                 source,
                 result,
-            });
+            })));
         });
         self.track_resolve(key, call, task.abort_handle());
     }
@@ -956,17 +989,17 @@ impl Driver {
         let io = self.io_tx.clone();
         let Some(auth) = self.auth.clone() else {
             // No auth plugin: every host counts as authenticated.
-            let _ = io.send(IoEvent::Authed {
+            let _ = io.send(IoEvent::Authed(Box::new(Authed {
                 host,
                 result: Ok(()),
-            });
+            })));
             return;
         };
         let watchdog = self.watchdog.clone();
         tokio::spawn(async move {
             let _guard = watchdog.call(format!("auth {}", auth.name()), now());
             let result = auth.ensure_authed(&host).await;
-            let _ = io.send(IoEvent::Authed { host, result });
+            let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
         });
     }
 

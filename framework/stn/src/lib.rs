@@ -100,6 +100,7 @@ mod client;
 mod config;
 mod connector;
 mod driver;
+mod fanout;
 pub mod metrics;
 pub mod netwatch;
 mod short;

@@ -31,7 +31,9 @@ struct FreqRecord {
 impl FrequencyLimit {
     pub(crate) fn new(now: Instant) -> Self {
         FrequencyLimit {
-            records: Vec::with_capacity(FREQ_RECORDS),
+            // Grown by the first tasks, not allocated up front for a client that may
+            // never send one.
+            records: Vec::new(),
             last_cleanup: now,
         }
     }
