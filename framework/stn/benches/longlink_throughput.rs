@@ -125,6 +125,11 @@ fn main() {
             }
             return;
         }
+        // Memory first, in a process whose heap the throughput runs have not grown yet (the
+        // idle clients would otherwise reuse freed memory, and RSS would hide what they cost).
+        if only != "throughput" {
+            idle_memory(addr, idle_links).await;
+        }
         for n in levels.into_iter().filter(|_| only != "memory") {
             // Rounds alternate the four clients, so a load change on the machine hits all
             // of them; each figure is the median over the rounds.
@@ -158,9 +163,6 @@ fn main() {
                 bat.tasks_per_sec / raw.tasks_per_sec * 100.0,
                 bat.cpu_us_per_task / raw.cpu_us_per_task,
             );
-        }
-        if only != "throughput" {
-            idle_memory(addr, idle_links).await;
         }
     });
     drop(rt);
