@@ -153,6 +153,22 @@ struct Task {
     profile: Option<Box<TaskProfile>>,
 }
 
+impl Link {
+    /// One of the link's running tasks stopped running (ended, or went back to the queue).
+    ///
+    /// Every decrement pairs with the increment of `send_task`; a miscount would be a bug,
+    /// caught by the debug assertion in tests, and must not wrap in a release build (the
+    /// resend window would then let nothing out).
+    fn ended_running(&mut self) {
+        debug_assert!(
+            self.running > 0,
+            "running count of {} underflows",
+            self.name
+        );
+        self.running = self.running.saturating_sub(1);
+    }
+}
+
 impl Task {
     /// The profile: always there while the task is stored.
     fn profile_mut(&mut self) -> Option<&mut TaskProfile> {
@@ -2657,7 +2673,7 @@ impl Engine {
         match task.state {
             TaskState::Queued => link.queue.remove(&key),
             TaskState::Running(_) => {
-                link.running -= 1;
+                link.ended_running();
                 true
             }
         };
@@ -2762,7 +2778,7 @@ impl Engine {
         task.state = TaskState::Queued;
         let link = &mut self.links[task.link];
         if was_running {
-            link.running -= 1;
+            link.ended_running();
         }
         link.queue
             .insert((task.spec.priority, task.order, id, task.slot));
