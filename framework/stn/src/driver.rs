@@ -831,11 +831,17 @@ impl Driver {
             return;
         }
         let w = self.waiters.remove(tag);
-        let kind = outcome_index(&end.outcome);
-        let outcome = OUTCOME_KEYS[kind].0;
+        let outcome = outcome_label(&end.outcome);
         let p = &end.profile;
         let elapsed = p.elapsed();
-        self.end_metrics.record(kind, elapsed.as_secs_f64());
+        match OUTCOME_KEYS.iter().position(|k| k.0 == outcome) {
+            Some(kind) => self.end_metrics.record(kind, elapsed.as_secs_f64()),
+            None => {
+                metrics::counter!(m::TASKS_ENDED, "outcome" => outcome).increment(1);
+                metrics::histogram!(m::TASK_SECONDS, "outcome" => outcome)
+                    .record(elapsed.as_secs_f64());
+            }
+        }
         match &end.outcome {
             Ok(r) => debug!(
                 task = %end.id, link = ?p.link, attempts = p.attempts,
@@ -1074,36 +1080,35 @@ impl Drop for Driver {
 }
 
 /// A static label for a task's outcome (no allocation per task).
-/// The outcome's entry in [`OUTCOME_KEYS`] (its label is the entry's first part).
-fn outcome_index(
+fn outcome_label(
     outcome: &Result<phobos_stn_proto::Response, phobos_stn_proto::TaskError>,
-) -> usize {
+) -> &'static str {
     use phobos_stn_proto::{ErrorKind as K, TimeoutLevel as L};
     let Err(e) = outcome else {
-        return 0;
+        return "ok";
     };
     match e.kind() {
-        K::Param => 1,
-        K::Local => 2,
-        K::Dial => 3,
-        K::Socket => 4,
-        K::Timeout(L::Connect) => 5,
-        K::Timeout(L::FirstPacket) => 6,
-        K::Timeout(L::PacketToPacket) => 7,
-        K::Timeout(L::ReadWrite) => 8,
-        K::Timeout(L::Total) => 9,
-        K::Timeout(_) => 10,
-        K::Codec => 11,
-        K::Server => 12,
-        K::Auth => 13,
-        K::Canceled => 14,
-        K::Limited(_) => 15,
-        K::Http => 16,
-        _ => 17,
+        K::Param => "param",
+        K::Local => "local",
+        K::Dial => "dial",
+        K::Socket => "socket",
+        K::Timeout(L::Connect) => "timeout_connect",
+        K::Timeout(L::FirstPacket) => "timeout_first_packet",
+        K::Timeout(L::PacketToPacket) => "timeout_packet_to_packet",
+        K::Timeout(L::ReadWrite) => "timeout_read_write",
+        K::Timeout(L::Total) => "timeout_total",
+        K::Timeout(_) => "timeout",
+        K::Codec => "codec",
+        K::Server => "server",
+        K::Auth => "auth",
+        K::Canceled => "canceled",
+        K::Limited(_) => "limited",
+        K::Http => "http",
+        _ => "other",
     }
 }
 
-/// The task-end metrics of one driver iteration, by [`outcome_index`].
+/// The task-end metrics of one driver iteration, by entry of [`OUTCOME_KEYS`].
 ///
 /// Design: an outcome's counter and histogram are registered with the recorder at its first
 /// end in the iteration (not at every end), and its count is added once when the iteration
