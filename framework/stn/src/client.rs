@@ -14,6 +14,7 @@ use phobos_stn_proto::{
     TaskEnd, TaskError, TaskSpec,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::batch::TaskBatch;
 use crate::config::ClientConfig;
@@ -155,6 +156,9 @@ pub struct DriverStats {
 impl Client {
     /// Starts the driver for `config` on the current tokio runtime and returns its handle.
     ///
+    /// The driver, and every task it spawns, logs inside the `tracing` span current at this
+    /// call: an app running several clients starts each in a span naming it.
+    ///
     /// # Errors
     ///
     /// The core's [`ConfigError`] when the engine refuses the config.
@@ -179,7 +183,7 @@ impl Client {
             links,
             statuses: statuses.clone(),
         };
-        tokio::spawn(driver::run(Box::new((engine, config)), rx, outputs));
+        tokio::spawn(driver::run(Box::new((engine, config)), rx, outputs).in_current_span());
         Ok(Client {
             inner: Arc::new(Inner {
                 commands,

@@ -43,7 +43,7 @@ use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, info, trace, warn, Instrument};
 
 use crate::batch::{BatchIndex, BatchOut, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
@@ -118,7 +118,7 @@ fn start(
 ) -> (Driver, mpsc::UnboundedReceiver<IoEvent>, AbortHandle) {
     let (engine, config) = *setup;
     let watchdog = Watchdog::new(config.watchdog_threshold());
-    let watch_task = tokio::spawn(watchdog.clone().run());
+    let watch_task = tokio::spawn(watchdog.clone().run().in_current_span());
     let heartbeat = config.core().heartbeat.clone();
     let heartbeat_state = config.heartbeat_state_file().map(|p| p.to_owned());
     if let Some(path) = &heartbeat_state {
@@ -700,16 +700,19 @@ impl Driver {
                 debug!(link = %link, conn = %attempt, %addr, "connecting");
                 let connector = self.connector.clone();
                 let io = self.io_tx.clone();
-                let task = tokio::spawn(async move {
-                    let ev = match connector.connect(addr).await {
-                        Ok(stream) => IoEvent::Connected { attempt, stream },
-                        Err(e) => IoEvent::ConnectFailed {
-                            attempt,
-                            error: dial_error(&e),
-                        },
-                    };
-                    let _ = io.send(ev);
-                });
+                let task = tokio::spawn(
+                    async move {
+                        let ev = match connector.connect(addr).await {
+                            Ok(stream) => IoEvent::Connected { attempt, stream },
+                            Err(e) => IoEvent::ConnectFailed {
+                                attempt,
+                                error: dial_error(&e),
+                            },
+                        };
+                        let _ = io.send(ev);
+                    }
+                    .in_current_span(),
+                );
                 self.attempts.insert(attempt, (link, task.abort_handle()));
             }
             Action::Abort { attempt } => {
@@ -951,35 +954,41 @@ impl Driver {
         let key = (link.clone(), host.clone(), source);
         let Some(src) = self.ip_sources.get(source).cloned() else {
             warn!(link = %link, source, "no such ip source");
-            let task = tokio::spawn(async move {
-                let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
-                    call,
-                    link,
-                    host,
-                    source,
-                    result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
-                })));
-            });
+            let task = tokio::spawn(
+                async move {
+                    let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
+                        call,
+                        link,
+                        host,
+                        source,
+                        result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
+                    })));
+                }
+                .in_current_span(),
+            );
             self.track_resolve(key, call, task.abort_handle());
             return;
         };
         let watchdog = self.watchdog.clone();
         // No timeout here: the core times the call (the source's limit) and sends
         // `CancelResolve`, which aborts this task.
-        let task = tokio::spawn(async move {
-            let _guard = watchdog.call(format!("ipsource {}", src.name()), now());
-            let result = src.resolve(&host, purpose).await;
-            if let Err(e) = &result {
-                warn!(source = src.name(), host = %host, error = %e, "ip source failed");
+        let task = tokio::spawn(
+            async move {
+                let _guard = watchdog.call(format!("ipsource {}", src.name()), now());
+                let result = src.resolve(&host, purpose).await;
+                if let Err(e) = &result {
+                    warn!(source = src.name(), host = %host, error = %e, "ip source failed");
+                }
+                let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
+                    call,
+                    link,
+                    host,
+                    source,
+                    result,
+                })));
             }
-            let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
-                call,
-                link,
-                host,
-                source,
-                result,
-            })));
-        });
+            .in_current_span(),
+        );
         self.track_resolve(key, call, task.abort_handle());
     }
 
@@ -1002,11 +1011,14 @@ impl Driver {
             return;
         };
         let watchdog = self.watchdog.clone();
-        tokio::spawn(async move {
-            let _guard = watchdog.call(format!("auth {}", auth.name()), now());
-            let result = auth.ensure_authed(&host).await;
-            let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
-        });
+        tokio::spawn(
+            async move {
+                let _guard = watchdog.call(format!("auth {}", auth.name()), now());
+                let result = auth.ensure_authed(&host).await;
+                let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
+            }
+            .in_current_span(),
+        );
     }
 
     /// Ends the driver: every waiting task resolves with a reset, every socket closes.

@@ -80,7 +80,7 @@ mod linux {
     use tokio::io::unix::AsyncFd;
     use tokio::sync::{broadcast, mpsc};
     use tokio::time::Instant;
-    use tracing::{debug, info, warn};
+    use tracing::{debug, info, warn, Instrument};
 
     use crate::client::LinkEvent;
     use crate::driver::Command;
@@ -601,7 +601,7 @@ mod linux {
                     }
                 }
             }
-        });
+        }.in_current_span());
     }
 
     /// The socket, blocking until the first `next_change`, then registered with tokio.

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use phobos_test_support::proxy::SegmentDelay;
 use phobos_test_support::DirectionFaults;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::contender::{Contender, Link, TaskResult};
 use crate::netns::{Lab, LabError, NetFaults, Side, WireBytes};
@@ -381,12 +382,20 @@ pub fn run_cell(
     let server = LabServer::start_for(&lab, proxy, link, contender.uses_tls())?;
     let addr = SocketAddr::new(IpAddr::V4(lab.server_addrs()[0]), server.port());
     let before = lab.wire_bytes()?;
+    // Every log line of the client names its cell and run (cells run in parallel).
+    let span = tracing::info_span!(
+        "cell",
+        scenario = %scenario.name,
+        %link,
+        %contender,
+        run
+    );
     let outcome = lab.run_in(Side::Client, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(drive(contender, link, addr, workload, seeds.client))
+        rt.block_on(drive(contender, link, addr, workload, seeds.client).instrument(span))
     })?;
     let after = lab.wire_bytes()?;
     let server_stats = server.stop()?;

@@ -20,6 +20,7 @@ use phobos_stn_proto::{CloseCause, ExchangeError, HttpFailure, HttpRequest, Http
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::connector::{close_cause, is_tls_failure, LinkStream};
 
@@ -67,11 +68,14 @@ impl H1Conn {
             .await
             .map_err(|e| map_error(&e, &meter))?;
         let (closed_tx, closed) = watch::channel(false);
-        let driver = tokio::spawn(async move {
-            // Errors reach the pending request; the connection just ends.
-            let _ = conn.await;
-            let _ = closed_tx.send(true);
-        });
+        let driver = tokio::spawn(
+            async move {
+                // Errors reach the pending request; the connection just ends.
+                let _ = conn.await;
+                let _ = closed_tx.send(true);
+            }
+            .in_current_span(),
+        );
         Ok(H1Conn {
             sender,
             meter,

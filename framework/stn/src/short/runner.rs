@@ -19,7 +19,7 @@ use phobos_stn_proto::{
 };
 use rustc_hash::FxHashMap;
 use tokio::task::AbortHandle;
-use tracing::{debug, trace};
+use tracing::{debug, trace, Instrument};
 
 use super::exchange::{H1Conn, Limits};
 use super::proxy::ProxyError;
@@ -104,19 +104,22 @@ impl ShortIo {
             self.direct.clone()
         };
         let sink = self.sink.clone();
-        let task = tokio::spawn(async move {
-            let ev = match connector.connect(addr).await {
-                Ok(stream) => ShortEvent::Connected {
-                    attempt,
-                    conn: stream,
-                },
-                Err(e) => ShortEvent::ConnectFailed {
-                    attempt,
-                    error: short_dial_error(&e),
-                },
-            };
-            sink(ev);
-        });
+        let task = tokio::spawn(
+            async move {
+                let ev = match connector.connect(addr).await {
+                    Ok(stream) => ShortEvent::Connected {
+                        attempt,
+                        conn: stream,
+                    },
+                    Err(e) => ShortEvent::ConnectFailed {
+                        attempt,
+                        error: short_dial_error(&e),
+                    },
+                };
+                sink(ev);
+            }
+            .in_current_span(),
+        );
         self.connecting.insert(attempt, task.abort_handle());
     }
 
@@ -135,40 +138,43 @@ impl ShortIo {
         };
         let limits = self.limits;
         let sink = self.sink.clone();
-        let task = tokio::spawn(async move {
-            let progress = sink.clone();
-            let mut h1 = match ready {
-                Ready::Reused(h1) => h1,
-                Ready::Fresh(stream) => match H1Conn::handshake(stream, limits).await {
-                    Ok(h1) => h1,
-                    Err(e) => {
-                        sink(ShortEvent::Done {
+        let task = tokio::spawn(
+            async move {
+                let progress = sink.clone();
+                let mut h1 = match ready {
+                    Ready::Reused(h1) => h1,
+                    Ready::Fresh(stream) => match H1Conn::handshake(stream, limits).await {
+                        Ok(h1) => h1,
+                        Err(e) => {
+                            sink(ShortEvent::Done {
+                                conn,
+                                result: Err(e),
+                                keep: None,
+                            });
+                            return;
+                        }
+                    },
+                };
+                let on_read = Box::new(move |len| progress(ShortEvent::Progress { conn, len }));
+                let ev = match h1.exchange(&request, limits, on_read).await {
+                    Ok(response) => {
+                        let keep = (response.reusable && h1.is_open()).then_some(h1);
+                        ShortEvent::Done {
                             conn,
-                            result: Err(e),
-                            keep: None,
-                        });
-                        return;
+                            result: Ok(response),
+                            keep,
+                        }
                     }
-                },
-            };
-            let on_read = Box::new(move |len| progress(ShortEvent::Progress { conn, len }));
-            let ev = match h1.exchange(&request, limits, on_read).await {
-                Ok(response) => {
-                    let keep = (response.reusable && h1.is_open()).then_some(h1);
-                    ShortEvent::Done {
+                    Err(e) => ShortEvent::Done {
                         conn,
-                        result: Ok(response),
-                        keep,
-                    }
-                }
-                Err(e) => ShortEvent::Done {
-                    conn,
-                    result: Err(e),
-                    keep: None,
-                },
-            };
-            sink(ev);
-        });
+                        result: Err(e),
+                        keep: None,
+                    },
+                };
+                sink(ev);
+            }
+            .in_current_span(),
+        );
         self.exchanging.insert(conn, task.abort_handle());
     }
 
@@ -250,10 +256,13 @@ impl ShortIo {
     fn hold_idle(&mut self, conn: ConnId, h1: H1Conn) {
         let closed = h1.closed();
         let sink = self.sink.clone();
-        let watch = tokio::spawn(async move {
-            closed.await;
-            sink(ShortEvent::IdleClosed { conn });
-        });
+        let watch = tokio::spawn(
+            async move {
+                closed.await;
+                sink(ShortEvent::IdleClosed { conn });
+            }
+            .in_current_span(),
+        );
         self.idle.insert(conn, (h1, watch.abort_handle()));
     }
 
