@@ -12,8 +12,10 @@
 //! link); the default `DIR` is `docs/lab` of the workspace. `--cells` keeps the scenarios
 //! whose name contains the substring (case-insensitive), e.g. `--cells "30 %"` or
 //! `--cells stall`, with the same seeds as in the full matrix.
-//! `RUST_LOG` (e.g. `RUST_LOG=phobos_stn=info`) logs the clients' link events to stderr.
+//! `RUST_LOG` (e.g. `RUST_LOG=phobos_stn=info`) logs the clients' link events to stderr, each
+//! line prefixed with its cell and run (`cell{scenario=… link=… contender=… run=…}`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,11 +31,16 @@ const USAGE: &str = "lab-matrix [--runs R] [--tasks N] [--parallel P] [--seed S]
 const DEFAULT_RUNS: usize = 4;
 
 fn main() -> anyhow::Result<()> {
-    // `RUST_LOG=phobos_stn=info` (for example) shows why links went down, on stderr.
+    // `RUST_LOG=phobos_stn=info` (for example) shows why links went down, on stderr; the
+    // lab's own `cell` span is always on, so each line names its cell and run.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::from_default_env()
+                    .add_directive("phobos_lab=info".parse()?),
+            )
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     let mut plan = Plan {
