@@ -597,7 +597,12 @@ impl Default for Racing {
 ///   or whose connection has retransmitted at least [`LOSSY_RETRANSMIT_PERCENT`] of its data
 ///   segments so far, is lossy, not dead: the deadline moves by one current retransmission
 ///   timeout at a time (the owed tasks' own timeouts still run, so a dead lossy path is
-///   found by them, as Mars finds every dead path). Anything else drops the link as before:
+///   found by them, as Mars finds every dead path). The wait never goes past the point where
+///   the running tasks could still each be retried with [`min_attempt`](Self::min_attempt)
+///   left before their total timeouts: a connection whose TCP has backed off to a
+///   retransmission timeout of several seconds would otherwise hold them, one attempt each,
+///   until their total timeouts (the lab saw it about once in fifty runs at 30 % loss), while a
+///   new connection starts its timers afresh. Anything else drops the link as before:
 ///   a peer whose TCP acknowledges everything but whose server sends nothing (half-open), a
 ///   clean path that suddenly acknowledges nothing (a dead path), or a transport that cannot
 ///   tell (a connector without facts). On a clean path the patience (7 × 200 ms + the round trip) is
@@ -634,7 +639,8 @@ pub struct Recovery {
     /// Whether short-link attempts share the task's budget (true).
     pub short_attempt_share: bool,
     /// The least first-packet timeout the share may leave an attempt (4 s: a server's usual
-    /// processing time plus a few round trips on a slow path).
+    /// processing time plus a few round trips on a slow path); also the time transport
+    /// patience keeps for a retry of the running tasks.
     pub min_attempt: Duration,
 }
 

@@ -137,6 +137,15 @@ impl TimerTable {
         }
     }
 
+    /// When the per-task timer `kind` of the task stored at `slot` fires, if armed (any other
+    /// kind as [`deadline`](Self::deadline)); unlike `deadline`, no scan for the slot.
+    pub(crate) fn task_deadline(&self, slot: u32, kind: TimerKind) -> Option<Instant> {
+        match task_level(kind) {
+            Some((id, level)) => self.tasks.deadline(slot, id, level),
+            None => self.deadline(kind),
+        }
+    }
+
     /// Disarms the per-task timer `kind` of the task stored at `slot` (any other kind as
     /// [`cancel`](Self::cancel) does).
     pub(crate) fn cancel_task_timer(&mut self, slot: u32, kind: TimerKind) {

@@ -890,6 +890,7 @@ impl Engine {
         let Some(&li) = self.conns.get(&conn) else {
             return;
         };
+        let retry_by = self.owed_retry_by(li);
         let LinkState::Connected(s) = &mut self.links[li].state else {
             return;
         };
@@ -917,6 +918,13 @@ impl Engine {
             (f.unacked > 0 && (acked_since || f.lossy_history()))
                 .then(|| now + f.rto.max(f.base_rto()))
         });
+        // Design: waiting on a lossy connection is a bet that its retransmissions get through
+        // before a fresh connection would. It is only worth it while the owed tasks could
+        // still be retried should it fail: a connection whose TCP has backed off (a
+        // retransmission timeout of several seconds) would otherwise keep them until their
+        // total timeouts, with one attempt each, while a new connection starts its timers
+        // afresh.
+        let wait = wait.filter(|until| retry_by.is_none_or(|by| *until <= by));
         match wait {
             Some(until) => {
                 s.inspecting = false;
@@ -929,6 +937,29 @@ impl Engine {
                 self.pump(now);
             }
         }
+    }
+
+    /// The last instant at which the tasks running on link `li` (long polls aside) could
+    /// still each be retried with at least [`Recovery::min_attempt`] left before their total
+    /// timeouts; `None` when none is running.
+    fn owed_retry_by(&self, li: usize) -> Option<Instant> {
+        let min_attempt = self
+            .cfg
+            .active_recovery()
+            .map_or(Duration::ZERO, |r| r.min_attempt);
+        self.tasks
+            .values()
+            .filter(|t| {
+                t.link == li
+                    && matches!(t.state, TaskState::Running(_))
+                    && t.spec.long_polling.is_none()
+            })
+            .filter_map(|t| {
+                self.timers
+                    .task_deadline(t.slot, TimerKind::TaskTotal(t.id))
+            })
+            .min()
+            .map(|end| end.checked_sub(min_attempt).unwrap_or(end))
     }
 
     /// An established connection ended (EOF or an IO error).
