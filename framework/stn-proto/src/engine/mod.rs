@@ -2434,6 +2434,14 @@ impl Engine {
                     now + self.cfg.timing.reconnect_wake,
                 );
             }
+            // Design (Phobos): tasks this drop saved as zombies wait for the main link to
+            // connect (§14 restarts them then), so they want it back as queued tasks do: the
+            // task row of the reconnect table (at once after a connection that delivered
+            // responses), not the automatic row, whose 15 s outlast most task budgets.
+            let zombies_wait = self.zombies.values().any(|z| z.task.link == li);
+            if zombies_wait && li == self.cfg.main_link() && self.cfg.active_recovery().is_some() {
+                self.want_connect(li, now, Trigger::Task);
+            }
         }
         self.dirty[li] = true;
     }

@@ -612,3 +612,37 @@ fn patience_never_outlasts_the_owed_tasks_budget() {
     );
     assert_eq!(phobos.engine.stats().transport_waits, 0);
 }
+
+#[test]
+fn tasks_saved_as_zombies_by_a_drop_bring_the_link_back_like_queued_ones() {
+    // A connection answers a few tasks, then stalls; the task on it has no retry left, so
+    // the drop saves it as a zombie (§14), to be restarted when the main link connects.
+    let run = |profile| {
+        let mut sim = sim(profile);
+        sim.foreground(true);
+        sim.script.stall_after = Some(400);
+        for i in 0..3u8 {
+            let warm = sim.start(TaskSpec::new(CmdId(1), vec![i; 60]));
+            sim.run_until_end(warm, secs(5));
+        }
+        let spec = TaskSpec::new(CmdId(1), vec![9; 200])
+            .with_retry_count(0)
+            .with_total_timeout(secs(12));
+        let id = sim.start(spec);
+        let (_, end) = sim.run_until_end(id, secs(20));
+        (sim, end)
+    };
+    let (phobos, end) = run(ConnectProfile::Phobos);
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    assert_eq!(end.profile.zombie_rounds, 1);
+    // Dropped by the probe, reconnected at once (that connection had delivered responses),
+    // and the zombie went out on the new one.
+    let downs = link_downs(&phobos);
+    assert_eq!(downs.len(), 1);
+    assert_eq!(connects(&phobos)[1], downs[0].0);
+
+    // Mars's zombie waits for the automatic reconnect (15 s in the first foreground minute),
+    // past its 12 s budget.
+    let (_, end) = run(ConnectProfile::MarsClassic);
+    assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Total)));
+}
