@@ -278,6 +278,11 @@ pub struct Summary {
     pub encrypted_blocks: usize,
     /// Encrypted blocks that failed (no key, wrong key, damage).
     pub failed_encrypted_blocks: usize,
+    /// Encrypted blocks that decoded, but to no text or to bytes no log holds (control
+    /// characters other than tab, line feed, carriage return and escape): what a wrong key
+    /// gives when the bytes it decrypts to happen to inflate (a raw deflate stream has no
+    /// check, and Mars never ends its streams).
+    pub garbled_encrypted_blocks: usize,
 }
 
 impl Summary {
@@ -289,10 +294,13 @@ impl Summary {
                 self.skipped_bytes += skipped;
             }
             Event::SeqGap { .. } => self.seq_gaps += 1,
-            Event::Text { block, .. } => {
+            Event::Text { block, text } => {
                 self.blocks += 1;
                 if block.magic.encryption() != Encryption::None {
                     self.encrypted_blocks += 1;
+                    if is_garbled(text) {
+                        self.garbled_encrypted_blocks += 1;
+                    }
                 }
             }
             Event::Failed { block, .. } => {
@@ -305,16 +313,28 @@ impl Summary {
         }
     }
 
-    /// Whether encrypted blocks were met and none of them decoded: with a key given, the key
-    /// is most likely wrong (Mars's TEA has no integrity check to say so directly).
+    /// Whether encrypted blocks were met and none of them decoded to text (each failed or
+    /// was [garbled](Self::garbled_encrypted_blocks)): with a key given, the key is most
+    /// likely wrong (Mars's TEA has no integrity check to say so directly).
     pub fn all_encrypted_blocks_failed(&self) -> bool {
-        self.encrypted_blocks > 0 && self.failed_encrypted_blocks == self.encrypted_blocks
+        self.encrypted_blocks > 0
+            && self.failed_encrypted_blocks + self.garbled_encrypted_blocks == self.encrypted_blocks
     }
 
     /// Whether any block, good or failed, was found.
     pub fn found_blocks(&self) -> bool {
         self.blocks + self.failed_blocks > 0
     }
+}
+
+/// Whether decoded block text cannot be log text: empty, or holding a control character other
+/// than tab, line feed, carriage return and escape (which no log line holds, in any encoding,
+/// and which random bytes hold about once in eleven).
+fn is_garbled(text: &[u8]) -> bool {
+    text.is_empty()
+        || text
+            .iter()
+            .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x1b))
 }
 
 impl fmt::Display for Summary {
@@ -529,4 +549,23 @@ struct Session {
     kind: CipherKind,
     header_key: [u8; HEADER_KEY_LEN],
     decryptor: Result<Box<dyn BlockDecryptor>, CipherError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_garbled;
+
+    #[test]
+    fn log_text_in_any_encoding_is_not_garbled_junk_and_nothing_are() {
+        assert!(!is_garbled(
+            b"[I][2026-11-26 +8.0 15:00:00.000][1, 2][tag][x.cc, f, 7][hi\tthere\r\n"
+        ));
+        assert!(!is_garbled("中文日志\n".as_bytes()));
+        // GBK bytes are not UTF-8 but are log text all the same.
+        assert!(!is_garbled(&[0xd6, 0xd0, 0xce, 0xc4, b'\n']));
+        assert!(!is_garbled(b"\x1b[31mred\x1b[0m\n"));
+        assert!(is_garbled(b""));
+        assert!(is_garbled(&[0x9c, 0x03, 0x41, 0x00, 0x17]));
+        assert!(is_garbled(b"almost text\x01"));
+    }
 }

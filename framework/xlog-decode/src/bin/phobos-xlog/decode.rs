@@ -149,7 +149,7 @@ fn decode_one(
     }
     if summary.all_encrypted_blocks_failed() && decoder.has_ciphers() {
         eprintln!(
-            "phobos-xlog: {}: none of the {} encrypted blocks decoded: is the key right?",
+            "phobos-xlog: {}: none of the {} encrypted blocks decoded to log text: is the key right?",
             path.display(),
             summary.encrypted_blocks
         );
