@@ -947,13 +947,7 @@ impl Engine {
             .cfg
             .active_recovery()
             .map_or(Duration::ZERO, |r| r.min_attempt);
-        self.tasks
-            .values()
-            .filter(|t| {
-                t.link == li
-                    && matches!(t.state, TaskState::Running(_))
-                    && t.spec.long_polling.is_none()
-            })
+        self.owed_on(li)
             .filter_map(|t| {
                 self.timers
                     .task_deadline(t.slot, TimerKind::TaskTotal(t.id))
@@ -1871,16 +1865,11 @@ impl Engine {
         // Since when the link owes a byte: the oldest running task's last progress, or its
         // send time plus its declared server cost. Long polls owe nothing.
         let owed = self
-            .tasks
-            .values()
-            .filter(|t| t.link == li)
+            .owed_on(li)
             .filter_map(|t| {
                 let TaskState::Running(a) = &t.state else {
                     return None;
                 };
-                if t.spec.long_polling.is_some() {
-                    return None;
-                }
                 Some(match a.last_progress {
                     Some(p) => (p, TimeoutLevel::PacketToPacket),
                     None => (
@@ -2691,6 +2680,17 @@ impl Engine {
     }
 
     /// The tasks running on link `li` (a scan of every stored task: for rare events).
+    /// The tasks link `li` owes a response: its running tasks, long polls aside (a long poll
+    /// owes nothing before its own timeout). The stall probe watches them, and transport
+    /// patience keeps time for their retry.
+    fn owed_on(&self, li: usize) -> impl Iterator<Item = &Task> + '_ {
+        self.tasks.values().filter(move |t| {
+            t.link == li
+                && matches!(t.state, TaskState::Running(_))
+                && t.spec.long_polling.is_none()
+        })
+    }
+
     fn running_on(&self, li: usize) -> Vec<TaskId> {
         self.tasks
             .values()
