@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use phobos_plugin_api::{
     AuthCheck, AuthError, HeartbeatPolicyFactory, IpSource, LinkPurpose, NetKind, ResolveError,
     ResolvedAddr,
@@ -261,8 +261,11 @@ struct Conn {
     /// one).
     out: VecDeque<Bytes>,
     /// Read buffer: none until a read fills [`READ_MIN`] bytes (an idle link should cost
-    /// little), then doubles up to [`READ_MAX`] while reads fill it.
-    rbuf: Vec<u8>,
+    /// little), then room for `read_size` bytes, which doubles up to [`READ_MAX`] while
+    /// reads fill it. What a read fills is split off and handed to the engine as it is.
+    rbuf: BytesMut,
+    /// How much room each read gets once `rbuf` is in use.
+    read_size: usize,
 }
 
 /// What one poll of a connection's read side gave.
@@ -287,15 +290,35 @@ enum Reply {
 
 impl Conn {
     /// Reads what the socket has now.
+    ///
+    /// Design: once the link is busy, reads go straight into `rbuf`'s spare room and the
+    /// filled part is split off and frozen, so the engine (and the response bodies it slices
+    /// out) share the read's memory: no copy per read. The room is reclaimed in place when
+    /// every piece of it has been dropped, else the next read gets a fresh block.
     fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<ConnRead> {
-        // Until a read fills [`READ_MIN`] bytes the buffer is on the stack: what is read is
-        // copied out anyway, and an idle link then keeps no read buffer.
+        if self.rbuf.capacity() == 0 {
+            return self.poll_read_small(cx);
+        }
+        self.rbuf.reserve(self.read_size);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(ConnRead::Closed(close_cause(&e))),
+            Poll::Ready(Ok(0)) => Poll::Ready(ConnRead::Closed(CloseCause::RemoteClosed)),
+            Poll::Ready(Ok(n)) => {
+                if n >= self.read_size && self.read_size < READ_MAX {
+                    self.read_size = (self.read_size * 2).min(READ_MAX);
+                }
+                Poll::Ready(ConnRead::Data(self.rbuf.split().freeze()))
+            }
+        }
+    }
+
+    /// [`poll_read_chunk`](Self::poll_read_chunk) while the link is quiet: until a read fills
+    /// [`READ_MIN`] bytes the buffer is on the stack and what is read is copied out, so an
+    /// idle link keeps no read buffer.
+    fn poll_read_small(&mut self, cx: &mut Context<'_>) -> Poll<ConnRead> {
         let mut first = [MaybeUninit::<u8>::uninit(); READ_MIN];
-        let mut rb = if self.rbuf.is_empty() {
-            ReadBuf::uninit(&mut first)
-        } else {
-            ReadBuf::new(&mut self.rbuf)
-        };
+        let mut rb = ReadBuf::uninit(&mut first);
         match Pin::new(&mut self.stream).poll_read(cx, &mut rb) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(ConnRead::Closed(close_cause(&e))),
@@ -305,11 +328,11 @@ impl Conn {
                 if n == 0 {
                     return Poll::Ready(ConnRead::Closed(CloseCause::RemoteClosed));
                 }
-                let data = Bytes::copy_from_slice(filled);
-                if n == rb.capacity() && n < READ_MAX {
-                    self.rbuf.resize((n * 2).min(READ_MAX), 0);
+                if n == READ_MIN {
+                    self.read_size = 2 * READ_MIN;
+                    self.rbuf = BytesMut::with_capacity(self.read_size);
                 }
-                Poll::Ready(ConnRead::Data(data))
+                Poll::Ready(ConnRead::Data(Bytes::copy_from_slice(filled)))
             }
         }
     }
@@ -940,7 +963,8 @@ impl Driver {
                 link,
                 stream,
                 out: VecDeque::new(),
-                rbuf: Vec::new(),
+                rbuf: BytesMut::new(),
+                read_size: 0,
             },
         );
     }
