@@ -125,6 +125,14 @@ impl TimerTable {
         }
     }
 
+    /// `now` as nanoseconds on the table's own scale (converted once per input, like the
+    /// deadlines of [`set_task_after`](Self::set_task_after)): for the engine's per-task
+    /// stamps, whose differences then cost a subtraction, not a timespec subtraction each.
+    #[inline]
+    pub(crate) fn now_ns(&mut self, now: Instant) -> u64 {
+        self.tasks.ns_after(now, Duration::ZERO)
+    }
+
     /// Arms (or re-arms) the per-task timer `kind` of the task stored at `slot` at `at`
     /// (see [`set_task_after`](Self::set_task_after); any other kind as [`set`](Self::set)).
     pub(crate) fn set_task_at(&mut self, slot: u32, kind: TimerKind, at: Instant) {
@@ -343,10 +351,15 @@ const SLOT_BITS: u32 = 30;
 ///
 /// An entry is live while its slot still holds its task and its deadline at its level.
 /// Every lane front and the heap top are kept live after every change, so
-/// [`next`](Self::next) is a peek at five entries; when outdated entries outnumber the
-/// armed deadlines (a long-lived task at a lane's front holds back the outdated entries
-/// behind it), everything live is rebuilt into sorted lanes, so memory stays proportional to
-/// armed timers. A key packs `(deadline, level, task, slot)` into one `u128` whose order is
+/// [`next`](Self::next) is a peek at five entries; when outdated entries (a long-lived task
+/// at a lane's front holds back the outdated entries behind it) outnumber twice the slots
+/// (the most tasks the engine has held at once), everything live is rebuilt into sorted
+/// lanes, so memory stays proportional to the slot table. The bound is the slots, not the
+/// armed deadlines: right after a read ended a link's tasks but one, a new batch arms few
+/// deadlines behind that one's many outdated entries, and a bound on armed deadlines then
+/// rebuilt the whole table once per round of a busy link (a sort of every live deadline,
+/// about 60 instructions per task). A rebuild scans every slot, so it now comes at most once
+/// per two slots' worth of arming. A key packs `(deadline, level, task, slot)` into one `u128` whose order is
 /// the `TimerKind` order of these kinds, so ties fire exactly as in one table.
 #[derive(Debug)]
 struct TaskTimers {
@@ -482,7 +495,7 @@ impl TaskTimers {
                 self.entries += 1;
             }
         }
-        if self.entries > 2 * self.armed + 64 {
+        if self.entries > self.armed + 2 * self.slots.len() + 64 {
             self.rebuild();
         }
     }
@@ -652,7 +665,7 @@ impl TaskTimers {
             assert!(!settled || lane.front().is_none_or(|&k| self.is_live(k)));
         }
         assert!(!settled || self.overflow.peek().is_none_or(|r| self.is_live(r.0)));
-        assert!(self.entries <= 2 * self.armed + 65);
+        assert!(self.entries <= self.armed + 2 * self.slots.len() + 65);
         let armed: usize = self
             .slots
             .iter()

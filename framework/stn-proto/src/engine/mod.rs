@@ -123,6 +123,8 @@ pub struct Engine {
     default_link: Option<(LinkName, usize)>,
     /// Whether [`Event::TaskSent`] is emitted ([`set_task_sent_events`](Self::set_task_sent_events)).
     task_sent_events: bool,
+    /// The dispatch pass's per-attempt timeouts, remembered from task to task.
+    attempt_memo: timeouts::AttemptMemo,
 }
 
 /// One task the engine holds (queued or running).
@@ -141,6 +143,9 @@ struct Task {
     attempts: u32,
     /// When the current budget started (admission, or a zombie restart).
     budget_start: Instant,
+    /// When the task was admitted, on the timer table's nanosecond scale
+    /// ([`TimerTable::now_ns`]).
+    queued_ns: u64,
     state: TaskState,
     limits_checked: bool,
     auth_cleared: bool,
@@ -195,6 +200,8 @@ enum TaskState {
 struct Attempt {
     conn: ConnId,
     sent_at: Instant,
+    /// `sent_at` on the timer table's nanosecond scale ([`TimerTable::now_ns`]).
+    sent_ns: u64,
     timeouts: AttemptTimeouts,
     last_progress: Option<Instant>,
     sent_len: usize,
@@ -389,6 +396,7 @@ impl Engine {
             defer_dispatch: false,
             frame_len_hint: 0,
             task_sent_events: true,
+            attempt_memo: timeouts::AttemptMemo::default(),
             default_link,
         })
     }
@@ -435,6 +443,7 @@ impl Engine {
             retries_left: retries,
             attempts: 0,
             budget_start: now,
+            queued_ns: self.timers.now_ns(now),
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
@@ -1345,8 +1354,12 @@ impl Engine {
             return;
         }
         let mut out = self.send_buffer(ready.len());
+        let running_before = self.links[li].running;
         for &(id, slot) in &ready {
             self.send_task(li, id, slot, now, &mut out);
+        }
+        if self.links[li].running > running_before {
+            self.arm_stall_probe(li, now);
         }
         self.note_frame_len(out.len(), ready.len());
         self.scratch = ready;
@@ -1404,7 +1417,7 @@ impl Engine {
             return;
         };
         let excellent = self.estimator.quality() == NetQuality::Excellent;
-        let t = timeouts::attempt(
+        let t = self.attempt_memo.attempt(
             &self.cfg.timing,
             self.net.is_mobile(),
             task.spec.server_cost,
@@ -1454,18 +1467,13 @@ impl Engine {
         task.state = TaskState::Running(Attempt {
             conn,
             sent_at: now,
+            sent_ns: self.timers.now_ns(now),
             timeouts: t,
             last_progress: None,
             sent_len,
             addr_index,
         });
         link.running += 1;
-        if let Some(r) = self.cfg.active_recovery().filter(|r| r.stall_probe) {
-            let kind = TimerKind::StallProbe(li);
-            if !self.timers.is_armed(kind) {
-                self.timers.set(kind, now + r.probe_after(s.rtt));
-            }
-        }
         // Design: the read/write timer is armed at the first response byte (`on_progress`),
         // at `sent_at + read_write`. It never ends before the first-packet timer (read/write
         // = first packet + the 64 KiB allowance), which until then fires first, or ties and
@@ -1474,6 +1482,25 @@ impl Engine {
         let slot = task.slot;
         self.timers
             .set_task_after(slot, TimerKind::FirstPacket(id), now, t.first_packet);
+    }
+
+    /// Tasks started running on link `li`: its stall probe (if on) is armed unless it
+    /// already is.
+    ///
+    /// Design: called once per dispatch pass, not per task sent: every task of a pass is
+    /// sent at the same `now` over the same connection, so the first would arm the probe
+    /// and the others would find it armed.
+    fn arm_stall_probe(&mut self, li: usize, now: Instant) {
+        let Some(r) = self.cfg.active_recovery().filter(|r| r.stall_probe) else {
+            return;
+        };
+        let LinkState::Connected(s) = &self.links[li].state else {
+            return;
+        };
+        let kind = TimerKind::StallProbe(li);
+        if !self.timers.is_armed(kind) {
+            self.timers.set(kind, now + r.probe_after(s.rtt));
+        }
     }
 
     fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
@@ -1660,7 +1687,7 @@ impl Engine {
         };
         match verdict {
             ResponseVerdict::Accept => {
-                let cost = now.saturating_duration_since(a.sent_at);
+                let cost = Duration::from_nanos(self.timers.now_ns(now).saturating_sub(a.sent_ns));
                 self.estimator.record(
                     now,
                     self.net.is_mobile(),
@@ -2732,7 +2759,8 @@ impl Engine {
             return;
         };
         let id = task.id;
-        let weak = weak_verdict(task, &outcome, now);
+        let took = Duration::from_nanos(self.timers.now_ns(now).saturating_sub(task.queued_ns));
+        let weak = weak_verdict(task, &outcome, took);
         let zombie = match &outcome {
             Err(error) => self.zombie_budget(task, error, now),
             Ok(_) => None,
@@ -2973,15 +3001,12 @@ enum Weak {
     Relieve,
 }
 
-/// What the end of `task` with `outcome` at `now` tells the weak-network detector.
-fn weak_verdict(task: &Task, outcome: &TaskOutcome, now: Instant) -> Option<Weak> {
+/// What the end of `task` with `outcome` tells the weak-network detector (§15.2); `took` is
+/// the time since its admission.
+fn weak_verdict(task: &Task, outcome: &TaskOutcome, took: Duration) -> Option<Weak> {
     if task.attempts == 0 {
         return None;
     }
-    let Some(p) = &task.profile else {
-        return None;
-    };
-    let took = now.saturating_duration_since(p.queued_at);
     match outcome {
         Ok(_) if took >= WEAK_SLOW_TASK => Some(Weak::Mark),
         Ok(_) if took < WEAK_FAST_TASK => Some(Weak::Relieve),

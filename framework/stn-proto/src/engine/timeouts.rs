@@ -34,6 +34,63 @@ pub(crate) struct AttemptTimeouts {
     pub(crate) packet_to_packet: Duration,
 }
 
+/// [`attempt`] with a memory of its last answer.
+///
+/// Design: a dispatch pass computes the timeouts of many tasks in a row, and past the fifth
+/// running task the formula's inputs are usually the same from one task to the next (same
+/// network, same body length, no server cost); repeating the last answer costs a comparison,
+/// the formula a few dozen instructions of duration arithmetic.
+#[derive(Debug, Default)]
+pub(crate) struct AttemptMemo {
+    last: Option<(AttemptInputs, AttemptTimeouts)>,
+}
+
+/// The inputs of [`attempt`] besides the configuration (which does not change).
+type AttemptInputs = (bool, Option<Duration>, Option<Duration>, usize, usize, bool);
+
+impl AttemptMemo {
+    /// [`attempt`] for the same arguments.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attempt(
+        &mut self,
+        timing: &Timing,
+        mobile: bool,
+        server_cost: Option<Duration>,
+        long_polling: Option<Duration>,
+        send_len: usize,
+        queued_ahead: usize,
+        excellent: bool,
+    ) -> AttemptTimeouts {
+        let inputs = (
+            mobile,
+            server_cost,
+            long_polling,
+            send_len,
+            queued_ahead.min(MAX_QUEUED_AHEAD),
+            excellent,
+        );
+        match self.last {
+            Some((last, t)) if last == inputs => t,
+            _ => {
+                let t = attempt(
+                    timing,
+                    mobile,
+                    server_cost,
+                    long_polling,
+                    send_len,
+                    queued_ahead,
+                    excellent,
+                );
+                self.last = Some((inputs, t));
+                t
+            }
+        }
+    }
+}
+
+/// Running tasks past this many add no queueing delay to the first-packet timeout.
+const MAX_QUEUED_AHEAD: usize = 5;
+
 /// Per-attempt timeouts (§6.2) with integer millisecond arithmetic as Mars does.
 ///
 /// `send_len` is the request body's length (Mars's `bufreq` length, not the frame) and
@@ -59,7 +116,7 @@ pub(crate) fn attempt(
         timing.min_rate.0
     }
     .max(1);
-    let n = queued_ahead.min(5) as u64;
+    let n = queued_ahead.min(MAX_QUEUED_AHEAD) as u64;
     let delay = ms(pick(timing.queue_delay));
     let len = send_len as u64;
     let cost = server_cost.filter(|c| !c.is_zero());
