@@ -300,8 +300,11 @@ fn render(r: &Report<'_>) -> String {
          direction loses N %; it cannot be seeded, hence the runs. Added RTT comes from the \
          fault proxy in front of the server (half each way; netem is not available). The \
          fault rows have neither loss nor added RTT; the proxy's faults are seeded per \
-         scenario and run (the same draws for every client), so they replay. \
-         `--cells SUBSTRING` reruns only the scenarios whose name contains it, with the \
+         scenario and run (the same draws for every client), so they replay. The \
+         \"after 2 kB\" faults count every byte a connection carries upstream, TLS \
+         handshake and record overhead included, so a `phobos-tls` connection carries fewer \
+         tasks before the fault than a plain one and needs more reconnects in the same \
+         time. `--cells SUBSTRING` reruns only the scenarios whose name contains it, with the \
          same seeds.\n\n",
     );
     for &link in &r.plan.links {
