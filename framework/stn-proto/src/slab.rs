@@ -43,6 +43,27 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Stores the value `make` builds from its index, and returns the index.
+    ///
+    /// Design: the value is built where it is stored rather than moved in, which for a
+    /// few-hundred-byte task spares a copy.
+    #[inline(always)]
+    pub(crate) fn insert_with(&mut self, make: impl FnOnce(u32) -> T) -> u32 {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = Some(make(i));
+                i
+            }
+            None => {
+                // The core stores tasks, numbered by `u32` ids: never more than fit.
+                let i = self.entries.len() as u32;
+                self.entries.push(Some(make(i)));
+                i
+            }
+        }
+    }
+
     /// The index the next [`insert`](Self::insert) will return.
     pub(crate) fn next_index(&self) -> u32 {
         match self.free.last() {

@@ -336,24 +336,50 @@ impl BatchOut {
         outcome: TaskOutcome,
         profile: Option<TaskProfile>,
     ) {
-        let end = BatchEnd {
+        self.ends_of(batch).push(BatchEnd {
             key,
             outcome,
             profile,
-        };
+        });
+    }
+
+    /// [`push`](Self::push) with the profile taken out of `profile` (left blank, for the
+    /// engine to reuse the box).
+    ///
+    /// Design: the profile is moved out right into the end's place in the batch's message,
+    /// not through the stack: an end is about 300 bytes, and each move is a copy.
+    pub(crate) fn push_profile(
+        &mut self,
+        batch: BatchIndex,
+        key: TaskKey,
+        outcome: TaskOutcome,
+        profile: &mut TaskProfile,
+    ) {
+        let blank = TaskProfile::new(profile.ended_at);
+        let ends = self.ends_of(batch);
+        ends.push(BatchEnd {
+            key,
+            outcome,
+            profile: Some(std::mem::replace(profile, blank)),
+        });
+    }
+
+    /// The message of this iteration for `batch` (one end is about to be added to it).
+    fn ends_of(&mut self, batch: BatchIndex) -> &mut Vec<BatchEnd> {
         let mut held = 0;
         if let Some(b) = self.batches.get_mut(batch.0 as usize) {
             held = b.held;
             b.held = b.held.saturating_sub(1);
         }
         // Usually every end of an iteration belongs to the same batch or a few.
-        match self.pending.iter_mut().rev().find(|(b, _)| *b == batch) {
-            Some((_, ends)) => ends.push(end),
+        match self.pending.iter().rposition(|(b, _)| *b == batch) {
+            Some(i) => &mut self.pending[i].1,
             None => {
                 // Room for every end of the batch this iteration might bring.
-                let mut ends = Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED));
-                ends.push(end);
+                let ends = Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED));
                 self.pending.push((batch, ends));
+                let last = self.pending.len() - 1;
+                &mut self.pending[last].1
             }
         }
     }

@@ -36,7 +36,7 @@ use phobos_plugin_api::{
 };
 use phobos_stn_proto::{
     Action, CloseCause, ConnId, ConnectReport, DialError, Engine, Event, LinkName, LinkStatus,
-    RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
+    RankingState, TaskEnd, TaskId, TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -886,9 +886,8 @@ impl Driver {
             }
             Reply::Batch(batch) => {
                 let mut profile = end.profile;
-                let blank = TaskProfile::new(profile.ended_at);
-                let inline = std::mem::replace(&mut *profile, blank);
-                self.batch_out.push(batch, w.key, end.outcome, Some(inline));
+                self.batch_out
+                    .push_profile(batch, w.key, end.outcome, &mut profile);
                 self.engine.recycle_profile(profile);
             }
         }

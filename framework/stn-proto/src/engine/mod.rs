@@ -434,24 +434,25 @@ impl Engine {
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let order = self.next_order;
         self.next_order += 1;
-        let task = Task {
+        let profile = Some(self.profile_box(profile));
+        let queued_ns = self.timers.now_ns(now);
+        // Built where it is stored and queued in place: the task is not moved again.
+        let slot = self.tasks.insert_with(id, |slot| Task {
             id,
-            slot: 0,
+            slot,
             tag,
             link,
             order,
             retries_left: retries,
             attempts: 0,
             budget_start: now,
-            queued_ns: self.timers.now_ns(now),
+            queued_ns,
             state: TaskState::Queued,
             limits_checked: false,
             auth_cleared: false,
-            profile: Some(self.profile_box(profile)),
+            profile,
             spec,
-        };
-        // Stored first and queued in place: the task is not moved again.
-        let slot = self.tasks.insert(task);
+        });
         self.enqueue(slot, now);
         if !self.defer_dispatch {
             self.pump(now);

@@ -33,6 +33,18 @@ impl TaskTable {
         slot
     }
 
+    /// Stores the task `make` builds from its slot (its id is `id`, which must not be here)
+    /// and returns the slot (see [`Slab::insert_with`]).
+    #[inline(always)]
+    pub(super) fn insert_with(&mut self, id: TaskId, make: impl FnOnce(u32) -> Task) -> u32 {
+        let slot = self.slab.insert_with(make);
+        if let Some(old) = self.slots.insert(id, slot) {
+            // As in `insert`.
+            self.slab.remove(old);
+        }
+        slot
+    }
+
     pub(super) fn get(&self, id: &TaskId) -> Option<&Task> {
         self.slab.get(*self.slots.get(id)?)
     }
