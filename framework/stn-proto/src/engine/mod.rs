@@ -1420,12 +1420,14 @@ impl Engine {
         let excellent = self.estimator.quality() == NetQuality::Excellent;
         let t = self.attempt_memo.attempt(
             &self.cfg.timing,
-            self.net.is_mobile(),
-            task.spec.server_cost,
-            task.spec.long_polling,
-            task.spec.body.len(),
-            link.running,
-            excellent,
+            timeouts::AttemptInputs {
+                mobile: self.net.is_mobile(),
+                server_cost: task.spec.server_cost,
+                long_polling: task.spec.long_polling,
+                send_len: task.spec.body.len(),
+                queued_ahead: link.running,
+                excellent,
+            },
         );
         link.queue
             .remove(&(task.spec.priority, task.order, id, slot));

@@ -45,46 +45,41 @@ pub(crate) struct AttemptMemo {
     last: Option<(AttemptInputs, AttemptTimeouts)>,
 }
 
-/// The inputs of [`attempt`] besides the configuration (which does not change).
-type AttemptInputs = (bool, Option<Duration>, Option<Duration>, usize, usize, bool);
+/// The arguments of [`attempt`] besides the configuration (which does not change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AttemptInputs {
+    pub(crate) mobile: bool,
+    pub(crate) server_cost: Option<Duration>,
+    pub(crate) long_polling: Option<Duration>,
+    pub(crate) send_len: usize,
+    pub(crate) queued_ahead: usize,
+    pub(crate) excellent: bool,
+}
 
 impl AttemptMemo {
-    /// [`attempt`] for the same arguments.
-    #[allow(clippy::too_many_arguments)]
+    /// [`attempt`] for `inputs`.
     pub(crate) fn attempt(
         &mut self,
         timing: &Timing,
-        mobile: bool,
-        server_cost: Option<Duration>,
-        long_polling: Option<Duration>,
-        send_len: usize,
-        queued_ahead: usize,
-        excellent: bool,
+        mut inputs: AttemptInputs,
     ) -> AttemptTimeouts {
-        let inputs = (
-            mobile,
-            server_cost,
-            long_polling,
-            send_len,
-            queued_ahead.min(MAX_QUEUED_AHEAD),
-            excellent,
-        );
-        match self.last {
-            Some((last, t)) if last == inputs => t,
-            _ => {
-                let t = attempt(
-                    timing,
-                    mobile,
-                    server_cost,
-                    long_polling,
-                    send_len,
-                    queued_ahead,
-                    excellent,
-                );
-                self.last = Some((inputs, t));
-                t
-            }
+        // The formula caps it: tasks that differ only beyond the cap get the same answer.
+        inputs.queued_ahead = inputs.queued_ahead.min(MAX_QUEUED_AHEAD);
+        if let Some((_, t)) = self.last.filter(|(last, _)| *last == inputs) {
+            return t;
         }
+        let i = inputs;
+        let t = attempt(
+            timing,
+            i.mobile,
+            i.server_cost,
+            i.long_polling,
+            i.send_len,
+            i.queued_ahead,
+            i.excellent,
+        );
+        self.last = Some((inputs, t));
+        t
     }
 }
 
@@ -287,6 +282,55 @@ const WINDOW: Duration = Duration::from_millis(300_000);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memo answers exactly what the formula answers, whatever the order of the calls
+    /// (repeats, changes of one input, queue positions on both sides of the cap).
+    #[test]
+    fn the_attempt_memo_answers_what_the_formula_answers() {
+        let timing = Timing::default();
+        let mut memo = AttemptMemo::default();
+        let costs = [None, Some(Duration::ZERO), Some(Duration::from_secs(3))];
+        let polls = [None, Some(Duration::from_secs(60))];
+        let mut calls = 0;
+        for round in 0..2 {
+            for mobile in [false, true] {
+                for &server_cost in &costs {
+                    for &long_polling in &polls {
+                        for send_len in [0, 100, 100, 200_000] {
+                            for queued_ahead in [0, 4, 5, 6, 9, 9, 3] {
+                                for excellent in [false, true] {
+                                    let i = AttemptInputs {
+                                        mobile,
+                                        server_cost,
+                                        long_polling,
+                                        send_len,
+                                        queued_ahead,
+                                        excellent,
+                                    };
+                                    let want = attempt(
+                                        &timing,
+                                        mobile,
+                                        server_cost,
+                                        long_polling,
+                                        send_len,
+                                        queued_ahead,
+                                        excellent,
+                                    );
+                                    assert_eq!(
+                                        memo.attempt(&timing, i),
+                                        want,
+                                        "{i:?} (round {round})"
+                                    );
+                                    calls += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(calls > 1000);
+    }
 
     /// `classify` compares durations where Mars compares whole milliseconds: the same
     /// classes on and around every threshold.
