@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Instructions per task of the long-link bench's client process, by callgrind: one run of
+# 2,000 and one of 12,000 measured tasks (each adds a tenth plus one as warm-up: 2,201 and
+# 13,201 in all), and the difference divided by the 11,000 tasks between them, so start-up,
+# connect and teardown cancel out. Unlike wall-clock figures, the count does not depend on
+# the machine's load. The echo server runs in a child process, which callgrind does not follow.
+#
+# Usage: instructions-per-task.sh <client> [in-flight] [bench binary]
+#   client: raw | raw-mux | phobos | phobos-batch; in-flight: 100 by default; the bench
+#   binary defaults to a fresh `cargo bench --no-run` build (give an older build's binary
+#   to compare versions side by side). Needs valgrind.
+set -euo pipefail
+who=${1:?client: raw, raw-mux, phobos or phobos-batch}
+inf=${2:-100}
+bin=${3:-}
+if [[ -z $bin ]]; then
+    bin=$(cargo bench -p phobos-stn --bench longlink_throughput --no-run --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*longlink_throughput[^"]*\)".*/\1/p' | tail -1)
+fi
+count() {
+    PHOBOS_BENCH_ONLY=$who PHOBOS_BENCH_IN_FLIGHT=$inf PHOBOS_BENCH_TASKS=$1 PHOBOS_BENCH_ROUNDS=1 \
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --bench 2>&1 |
+        sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+small=$(count 2000)
+large=$(count 12000)
+echo "$who at $inf in flight: $(( (large - small) / 11000 )) instructions per task ($(basename "$bin"))"
