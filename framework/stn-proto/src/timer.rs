@@ -359,8 +359,9 @@ const SLOT_BITS: u32 = 30;
 /// deadlines behind that one's many outdated entries, and a bound on armed deadlines then
 /// rebuilt the whole table once per round of a busy link (a sort of every live deadline,
 /// about 60 instructions per task). A rebuild scans every slot, so it now comes at most once
-/// per two slots' worth of arming. A key packs `(deadline, level, task, slot)` into one `u128` whose order is
-/// the `TimerKind` order of these kinds, so ties fire exactly as in one table.
+/// per two slots' worth of arming. A key packs `(deadline, level, task, slot)` into one
+/// `u128` whose order is the `TimerKind` order of these kinds, so ties fire exactly as in one
+/// table.
 #[derive(Debug)]
 struct TaskTimers {
     epoch: Instant,
