@@ -613,6 +613,15 @@ impl Default for Racing {
 ///   [`min_attempt`](Self::min_attempt)), so a retry after a stall still fits in the task's
 ///   total timeout. HTTP has no heartbeat to probe a stalled exchange with; Mars's fixed 12 s
 ///   first packet would spend a 15 s task on one attempt. Long-polling tasks are exempt.
+/// - **Long-link retry room**: a long-link attempt of a task that may still be retried
+///   gets a first-packet timeout that leaves the retry [`min_attempt`](Self::min_attempt)
+///   and the retry pause before the task's total timeout, where the budget has room for both
+///   attempts to get `min_attempt` (a smaller budget keeps the formula's timeout: one attempt
+///   in effect, as in Mars). Mars's first-packet timeout (12 s and more) would otherwise spend a 15 s task
+///   on one attempt: on a connection stuck behind a retransmission, the task then ended at
+///   its total timeout with its retry unused (the lab saw whole runs lose their last tasks so
+///   at 30 % loss over TLS). A task whose budget is larger than the formula's timeout plus
+///   that room is unchanged; long polls are exempt.
 /// - **Dial hedging** (see [`Racing::hedges`]) lives with the race numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovery {
@@ -638,9 +647,12 @@ pub struct Recovery {
     pub transport_patience: bool,
     /// Whether short-link attempts share the task's budget (true).
     pub short_attempt_share: bool,
+    /// Whether a long-link attempt leaves room for a retry before the task's total timeout
+    /// (true; see *long-link retry room* above).
+    pub long_retry_room: bool,
     /// The least first-packet timeout the share may leave an attempt (4 s: a server's usual
     /// processing time plus a few round trips on a slow path); also the time transport
-    /// patience keeps for a retry of the running tasks.
+    /// patience and the long-link retry room keep for a retry of the running tasks.
     pub min_attempt: Duration,
 }
 
@@ -656,6 +668,7 @@ impl Default for Recovery {
             damaged_reconnects: 3,
             transport_patience: true,
             short_attempt_share: true,
+            long_retry_room: true,
             min_attempt: Duration::from_secs(4),
         }
     }
@@ -672,6 +685,7 @@ impl Recovery {
             damaged_reconnects: 0,
             transport_patience: false,
             short_attempt_share: false,
+            long_retry_room: false,
             ..Recovery::default()
         }
     }

@@ -154,6 +154,15 @@ impl TimerTable {
         }
     }
 
+    /// When the total-timeout timer of task `id` stored at `slot` fires, on the
+    /// [`now_ns`](Self::now_ns) scale, if armed: a comparison with stamps on that scale costs
+    /// no timespec arithmetic.
+    #[inline]
+    pub(crate) fn total_deadline_ns(&self, slot: u32, id: TaskId) -> Option<u64> {
+        let s = self.tasks.slots.get(slot as usize).filter(|s| s.id == id)?;
+        (s.at[0] != UNARMED).then_some(s.at[0])
+    }
+
     /// Disarms the per-task timer `kind` of the task stored at `slot` (any other kind as
     /// [`cancel`](Self::cancel) does).
     pub(crate) fn cancel_task_timer(&mut self, slot: u32, kind: TimerKind) {

@@ -125,6 +125,8 @@ pub struct Engine {
     task_sent_events: bool,
     /// The dispatch pass's per-attempt timeouts, remembered from task to task.
     attempt_memo: timeouts::AttemptMemo,
+    /// The long-link retry room, if on ([`Recovery::long_retry_room`](crate::Recovery)).
+    retry_room: Option<RetryRoom>,
 }
 
 /// One task the engine holds (queued or running).
@@ -272,8 +274,11 @@ struct Session {
     window: Option<usize>,
     /// Task responses this connection delivered.
     responses: u32,
-    /// The link's smoothed round trip: the connect time, then heartbeat replies (EWMA 1/8).
+    /// The link's smoothed round trip: the connect time until the first heartbeat reply,
+    /// which replaces it; then heartbeat replies (EWMA 1/8).
     rtt: Duration,
+    /// Whether `rtt` holds a heartbeat's round trip yet (not just the connect time).
+    rtt_measured: bool,
     /// A stall probe waits for any byte (the heartbeat in flight has the probe's deadline);
     /// the timeout level the owed task reports if none comes.
     probing: Option<TimeoutLevel>,
@@ -287,6 +292,11 @@ struct Session {
     /// When the last probe's reply arrived: it proves the connection alive but not that the
     /// server answers tasks, so it does not spare a link in the shared-fate judgment.
     last_probe_reply: Option<Instant>,
+    /// Of the tasks this connection answered, the one sent last: (when it was sent, on the
+    /// timer table's nanosecond scale; when its response came). The shared-fate judgment
+    /// spares the link for a timed-out task only if a task sent after it was answered since
+    /// (see `on_attempt_timeout`).
+    newest_answered: Option<(u64, Instant)>,
 }
 
 enum Identify {
@@ -357,6 +367,7 @@ impl Engine {
         // The main link starts down: timing sync runs until it connects (§15.4).
         timers.set(TimerKind::TimingSync, now + config.timing.timing_sync.0);
         let n = links.len();
+        let retry_room = RetryRoom::of(&config);
         Ok(Engine {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             has_account: config.has_account,
@@ -397,6 +408,7 @@ impl Engine {
             frame_len_hint: 0,
             task_sent_events: true,
             attempt_memo: timeouts::AttemptMemo::default(),
+            retry_room,
             default_link,
         })
     }
@@ -775,6 +787,8 @@ impl Engine {
             inspecting: false,
             probes_answered: 0,
             last_probe_reply: None,
+            newest_answered: None,
+            rtt_measured: false,
         }));
         self.events.push_back(Event::LinkStatus {
             link: name,
@@ -1429,6 +1443,10 @@ impl Engine {
                 excellent,
             },
         );
+        let t = match self.retry_room {
+            Some(room) => retry_room(room, &mut self.timers, task, now, t),
+            None => t,
+        };
         link.queue
             .remove(&(task.spec.priority, task.order, id, slot));
         task.attempts += 1;
@@ -1684,6 +1702,11 @@ impl Engine {
             p.decoded_at = Some(now);
             p.received_bytes = frame_len;
         }
+        if let LinkState::Connected(s) = &mut self.links[li].state {
+            if s.conn == a.conn && s.newest_answered.is_none_or(|(sent, _)| a.sent_ns >= sent) {
+                s.newest_answered = Some((a.sent_ns, now));
+            }
+        }
         let verdict = match &self.cfg.response_check {
             Some(check) => check.check(id, cmd_id, &body),
             None => ResponseVerdict::Accept,
@@ -1830,7 +1853,17 @@ impl Engine {
             return;
         };
         let rtt = now.saturating_duration_since(sent);
-        s.rtt = (s.rtt * 7 + rtt) / 8;
+        // Design: the first reply replaces the connect time (as RFC 6298 takes the first
+        // sample whole). A connect time includes the handshakes and any lost SYN's 1 s
+        // resend: averaged in at 1/8 it kept the stall probe's timings several times the
+        // path's round trip for dozens of replies (the lab, at 30 % loss and 300 ms: a
+        // 1.3 s connect gave probes 4 s of quiet and a 7 s reply timeout, later than the
+        // tasks' own first-packet timeouts).
+        s.rtt = if std::mem::replace(&mut s.rtt_measured, true) {
+            (s.rtt * 7 + rtt) / 8
+        } else {
+            rtt
+        };
         s.probing = None;
         s.inspecting = false;
         // A stall probe is not one of the policy's heartbeats.
@@ -2607,12 +2640,16 @@ impl Engine {
     ///
     /// Design (shared fate, §6.2/§7.10): Mars fails every running task of the link and
     /// drops it whenever one task times out. Here the link is judged by its traffic: if it
-    /// delivered bytes *for other frames* after this task's last progress, within the last
-    /// packet-to-packet interval, the link is alive and only this task's attempt fails (it
-    /// is retried after the retry pause, the link and its other tasks are spared). For a
-    /// read/write timeout any recent byte counts, the task's own included, since that
-    /// timeout measures the task, not the link. Otherwise the link is stalled: every
-    /// running task fails with this timeout and the link is dropped and reconnected.
+    /// answered a task *sent after this one* since this task's last progress, within the
+    /// last packet-to-packet interval, the server has read past this request and the link
+    /// is alive: only this task's attempt fails (it is retried after the retry pause, the
+    /// link and its other tasks are spared). Answers to earlier requests do not count: a
+    /// connection stuck behind a retransmission delivers those, in order, while everything
+    /// behind the lost segment waits (the lab's 30 % loss runs over TLS showed it: a retry
+    /// on the same connection waited behind the same segment). For a read/write timeout any
+    /// recent byte counts, the task's own included, since that timeout measures the task,
+    /// not the link. Otherwise the link is stalled: every running task fails with this
+    /// timeout and the link is dropped and reconnected.
     fn on_attempt_timeout(&mut self, id: TaskId, level: TimeoutLevel, now: Instant) {
         let Some(task) = self.tasks.get(&id) else {
             return;
@@ -2626,13 +2663,20 @@ impl Engine {
         };
         let own = a.last_progress.unwrap_or(a.sent_at);
         let window = a.timeouts.packet_to_packet;
-        // Bytes that were only a stall probe's reply do not count: the server may answer
-        // heartbeats on a connection whose requests it no longer serves.
-        let alive = s.last_recv.is_some_and(|t| {
-            (level == TimeoutLevel::ReadWrite || t > own)
-                && now.saturating_duration_since(t) < window
-                && s.last_probe_reply != Some(t)
-        });
+        let recent = |t: Instant| now.saturating_duration_since(t) < window;
+        let alive = if level == TimeoutLevel::ReadWrite {
+            // The task's own bytes count too, but not a stall probe's reply: the server may
+            // answer heartbeats on a connection whose requests it no longer serves.
+            s.last_recv
+                .is_some_and(|t| recent(t) && s.last_probe_reply != Some(t))
+        } else {
+            // Only the answer to a task sent *after* this one shows the connection moving past
+            // it: answers to earlier requests are what a connection stuck behind a
+            // retransmission still delivers, in order, while this task's answer waits behind
+            // the lost segment (or its request never got through).
+            s.newest_answered
+                .is_some_and(|(sent, at)| sent > a.sent_ns && at > own && recent(at))
+        };
         self.estimator.record(now, self.net.is_mobile(), 0, None);
         if alive {
             self.fail_attempt(id, now, TaskError::Timeout(level));
@@ -3002,6 +3046,63 @@ enum Weak {
     Mark,
     /// A sign that the network is fine again.
     Relieve,
+}
+
+/// `t` with the first-packet timeout shortened so that a retry of `task`, sent at `now`,
+/// still fits before its total timeout (Phobos's long-link retry room, see
+/// [`Recovery`](crate::Recovery)); `room` is the engine's [`RetryRoom`].
+///
+/// Design: compared on the timer table's nanosecond scale, so the usual task, whose
+/// budget leaves room, costs a lookup and two integer comparisons here.
+#[inline]
+fn retry_room(
+    room: RetryRoom,
+    timers: &mut TimerTable,
+    task: &Task,
+    now: Instant,
+    mut t: AttemptTimeouts,
+) -> AttemptTimeouts {
+    if task.retries_left == 0 || task.spec.long_polling.is_some() {
+        return t;
+    }
+    let Some(total_ns) = timers.total_deadline_ns(task.slot, task.id) else {
+        return t;
+    };
+    let now_ns = timers.now_ns(now);
+    let latest = total_ns.saturating_sub(room.reserve_ns);
+    let fp = &t.first_packet;
+    let fp_ns = fp.as_secs().saturating_mul(1_000_000_000) + u64::from(fp.subsec_nanos());
+    if now_ns.saturating_add(fp_ns) <= latest {
+        return t;
+    }
+    // A budget too small for two attempts of `min_attempt` keeps the formula's timeout: the
+    // task has one attempt in effect, as in Mars.
+    let capped = latest.saturating_sub(now_ns);
+    if capped >= room.min_attempt_ns {
+        t.first_packet = Duration::from_nanos(capped);
+    }
+    t
+}
+
+/// What the long-link retry room keeps, in nanoseconds (from the configuration, once).
+#[derive(Clone, Copy, Debug)]
+struct RetryRoom {
+    /// `min_attempt` plus the retry pause: what a retry needs before the total timeout.
+    reserve_ns: u64,
+    /// `min_attempt`: the least first-packet timeout the room may leave an attempt.
+    min_attempt_ns: u64,
+}
+
+impl RetryRoom {
+    /// The room of `cfg`, `None` when the profile or the configuration turns it off.
+    fn of(cfg: &Config) -> Option<Self> {
+        let rec = cfg.active_recovery().filter(|r| r.long_retry_room)?;
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Some(RetryRoom {
+            reserve_ns: ns(rec.min_attempt).saturating_add(ns(cfg.timing.retry_pause)),
+            min_attempt_ns: ns(rec.min_attempt),
+        })
+    }
 }
 
 /// What the end of `task` with `outcome` tells the weak-network detector (§15.2); `took` is

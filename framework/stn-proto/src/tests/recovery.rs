@@ -646,3 +646,127 @@ fn tasks_saved_as_zombies_by_a_drop_bring_the_link_back_like_queued_ones() {
     let (_, end) = run(ConnectProfile::MarsClassic);
     assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Total)));
 }
+
+/// Shared fate: the answer to a request sent *before* a timed-out task does not spare the
+/// link. Here a middlebox passes one request per connection: the first task's request gets
+/// through (answered late), the second's never does. When the second task's first-packet
+/// timeout comes, the link's last answer is the first task's, which the connection would
+/// deliver even if it were stuck behind a lost segment: the link is dropped and the task
+/// retried on a new connection, where it is answered. (Sparing the link, as an answer to
+/// any request did before, retried the task on the same connection, where it never got
+/// through.)
+#[test]
+fn an_answer_to_an_earlier_request_does_not_spare_the_link_of_a_later_one() {
+    let mut sim = Sim::without_probe();
+    sim.script
+        .answer_by_cmd
+        .insert(CmdId(1), Answer::Delay(secs(10)));
+    let per_conn = heartbeat_len(&sim) + sim.frame(CmdId(1), Seq(1), b"a").len();
+    sim.script.stall_after = Some(per_conn);
+    let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_for(secs(1));
+    let second = sim.start(TaskSpec::new(CmdId(2), &b"b"[..]));
+    let sent = sim.elapsed();
+    let (_, end) = sim.run_until_end(first, secs(30));
+    assert!(
+        end.outcome.is_ok(),
+        "the first task is answered on the first connection"
+    );
+    let (at, end) = sim.run_until_end(second, secs(60));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    // The second task's first attempt: 12 s (a 1-byte body adds nothing) and 1.5 s for the
+    // one task running ahead of it; the first task's answer came 3.5 s before.
+    let timeout = sent + ms(13_500);
+    assert_eq!(
+        link_downs(&sim),
+        vec![(timeout, LinkError::Stalled(TimeoutLevel::FirstPacket))],
+        "dropped at the second task's first-packet timeout"
+    );
+    assert_eq!(end.profile.attempts, 2);
+    assert!(
+        at < timeout + secs(1),
+        "answered on the new connection: {at:?}"
+    );
+    assert_eq!(connects(&sim).len(), 2);
+}
+
+/// Long-link retry room: a task whose total timeout leaves room for two attempts does not
+/// spend it on one. The 15 s task of the lab gets a first-packet timeout of 10 s (15 s less
+/// the retry pause and `min_attempt`), so its retry on a new connection, answered in 3.5 s,
+/// ends before the total timeout; with Mars's 12 s it could not. Mars-classic keeps the 12 s.
+/// (The stall probe is off: in the lab it was late, its timing inflated by a slow connect,
+/// and the first-packet timeout is what found the stall.)
+#[test]
+fn a_task_with_a_retry_left_keeps_room_for_it_before_its_total_timeout() {
+    let run = |profile: ConnectProfile| {
+        let mut sim = Sim::with_config(
+            config_with(&[server_addr(1)])
+                .connect_profile(profile)
+                .recovery(crate::Recovery {
+                    stall_probe: false,
+                    ..crate::Recovery::default()
+                })
+                .build()
+                .unwrap(),
+        );
+        sim.foreground(true);
+        // The first connection swallows the request; every answer takes 3.5 s.
+        let per_conn = heartbeat_len(&sim) + sim.frame(CmdId(1), Seq(1), &[7; 200]).len();
+        sim.script.stall_after = Some(per_conn);
+        sim.script.process_delay = ms(3_500);
+        let warm = sim.start(TaskSpec::new(CmdId(1), vec![7; 200]));
+        sim.run_until_end(warm, secs(10));
+        // The warm-up used the first connection's allowance: break it with a second one
+        // and then the task, so that the task's request is swallowed.
+        let id = sim.start(TaskSpec::new(CmdId(1), vec![7; 200]).with_total_timeout(secs(15)));
+        let started = sim.elapsed();
+        let (at, end) = sim.run_until_end(id, secs(30));
+        (at - started, end)
+    };
+    let (took, end) = run(ConnectProfile::Phobos);
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    assert_eq!(end.profile.attempts, 2);
+    assert!(took < secs(15), "{took:?}");
+    // The retry's own budget had no room for a third attempt: the formula's timeout.
+    assert!(end.profile.first_packet_timeout.unwrap() > secs(4));
+
+    let (took, end) = run(ConnectProfile::MarsClassic);
+    assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Total)));
+    assert_eq!(took, secs(15));
+    assert!(end.profile.first_packet_timeout.unwrap() > secs(12));
+}
+
+/// The stall probe's timings follow the link's round trip from its first heartbeat reply:
+/// a slow connect (a lost SYN, a long handshake) no longer holds them high. Here the connect
+/// takes 1.2 s and the heartbeat's round trip 625 ms (600 ms there, the server's 5 ms, 20 ms
+/// back); when the path then dies, the probe goes after 2.5 s of quiet (4 × 625 ms) and the
+/// link is dropped 3.75 s later (6 × 625 ms), where averaging the connect time in at 1/8
+/// gave 4 s and 6.8 s.
+#[test]
+fn the_first_heartbeat_reply_replaces_the_connect_time_as_the_links_round_trip() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    // A transport that cannot tell: the probe's own deadline decides.
+    sim.transport = super::harness::TransportAnswer::Unknown;
+    sim.latency = ms(600);
+    let warm = sim.start(TaskSpec::new(CmdId(1), &b"warm"[..]));
+    // Connected after 1.2 s; the heartbeat sent then reaches the server 600 ms later, and
+    // its reply (like everything after) takes 20 ms.
+    sim.run_for(ms(1_210));
+    assert!(sim.engine.is_connected("default-longlink"));
+    sim.latency = ms(20);
+    sim.run_until_end(warm, secs(10));
+    sim.run_for(secs(1));
+    sim.script.path_dead = true;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let sent = sim.elapsed();
+    sim.run_until_end(id, secs(60));
+    let downs = link_downs(&sim);
+    assert_eq!(
+        downs.first(),
+        Some(&(
+            sent + ms(2_500 + 3_750),
+            LinkError::Stalled(TimeoutLevel::FirstPacket)
+        )),
+        "{downs:?}"
+    );
+}
