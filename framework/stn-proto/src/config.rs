@@ -574,7 +574,8 @@ impl Default for Racing {
 ///   for by a completed task.
 /// - **Stall probe**: when a task is owed a response and the link has received nothing for
 ///   `clamp(4 × rtt, probe_after.0, probe_after.1)` (rtt: the link's smoothed heartbeat round
-///   trip, at first its connect time), one heartbeat goes out as a probe; if nothing at all
+///   trip; its connect time until the first heartbeat reply, which replaces it), one
+///   heartbeat goes out as a probe; if nothing at all
 ///   arrives within `clamp(6 × rtt, probe_timeout.0, probe_timeout.1)` the link is dropped as
 ///   stalled and its tasks are retried on a new connection. An answered probe proves the
 ///   link alive (the server is only slow): the task keeps its normal timeouts and the next
