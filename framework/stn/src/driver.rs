@@ -264,7 +264,7 @@ struct Conn {
     /// little), then room for `read_size` bytes, which doubles up to [`READ_MAX`] while
     /// reads fill it. What a read fills is split off and handed to the engine as it is.
     rbuf: BytesMut,
-    /// How much room each read gets once `rbuf` is in use.
+    /// How much room each read gets once `rbuf` is in use; 0 until then.
     read_size: usize,
 }
 
@@ -296,7 +296,7 @@ impl Conn {
     /// out) share the read's memory: no copy per read. The room is reclaimed in place when
     /// every piece of it has been dropped, else the next read gets a fresh block.
     fn poll_read_chunk(&mut self, cx: &mut Context<'_>) -> Poll<ConnRead> {
-        if self.rbuf.capacity() == 0 {
+        if self.read_size == 0 {
             return self.poll_read_small(cx);
         }
         self.rbuf.reserve(self.read_size);
@@ -329,8 +329,8 @@ impl Conn {
                     return Poll::Ready(ConnRead::Closed(CloseCause::RemoteClosed));
                 }
                 if n == READ_MIN {
+                    // Busy: from now on reads go to `rbuf` (allocated by the next read).
                     self.read_size = 2 * READ_MIN;
-                    self.rbuf = BytesMut::with_capacity(self.read_size);
                 }
                 Poll::Ready(ConnRead::Data(Bytes::copy_from_slice(filled)))
             }
