@@ -26,23 +26,6 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
-    /// Stores `value` and returns its index.
-    #[inline(always)]
-    pub(crate) fn insert(&mut self, value: T) -> u32 {
-        self.len += 1;
-        match self.free.pop() {
-            Some(i) => {
-                self.entries[i as usize] = Some(value);
-                i
-            }
-            None => {
-                self.entries.push(Some(value));
-                // The core stores tasks, numbered by `u32` ids: never more than fit.
-                (self.entries.len() - 1) as u32
-            }
-        }
-    }
-
     /// Stores the value `make` builds from its index, and returns the index.
     ///
     /// Design: the value is built where it is stored rather than moved in, which for a
@@ -61,14 +44,6 @@ impl<T> Slab<T> {
                 self.entries.push(Some(make(i)));
                 i
             }
-        }
-    }
-
-    /// The index the next [`insert`](Self::insert) will return.
-    pub(crate) fn next_index(&self) -> u32 {
-        match self.free.last() {
-            Some(&i) => i,
-            None => self.entries.len() as u32,
         }
     }
 
@@ -131,9 +106,12 @@ mod tests {
         for step in 0..20_000u64 {
             match rand(5) {
                 0 | 1 => {
-                    let next = slab.next_index();
-                    let i = slab.insert(step);
-                    assert_eq!(i, next);
+                    let mut next = None;
+                    let i = slab.insert_with(|i| {
+                        next = Some(i);
+                        step
+                    });
+                    assert_eq!(Some(i), next);
                     assert_eq!(model.insert(i, step), None, "index {i} was in use");
                 }
                 2 | 3 => {

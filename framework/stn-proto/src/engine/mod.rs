@@ -3070,9 +3070,7 @@ fn retry_room(
     };
     let now_ns = timers.now_ns(now);
     let latest = total_ns.saturating_sub(room.reserve_ns);
-    let fp = &t.first_packet;
-    let fp_ns = fp.as_secs().saturating_mul(1_000_000_000) + u64::from(fp.subsec_nanos());
-    if now_ns.saturating_add(fp_ns) <= latest {
+    if now_ns.saturating_add(nanos(t.first_packet)) <= latest {
         return t;
     }
     // A budget too small for two attempts of `min_attempt` keeps the formula's timeout: the
@@ -3097,12 +3095,19 @@ impl RetryRoom {
     /// The room of `cfg`, `None` when the profile or the configuration turns it off.
     fn of(cfg: &Config) -> Option<Self> {
         let rec = cfg.active_recovery().filter(|r| r.long_retry_room)?;
-        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Some(RetryRoom {
-            reserve_ns: ns(rec.min_attempt).saturating_add(ns(cfg.timing.retry_pause)),
-            min_attempt_ns: ns(rec.min_attempt),
+            reserve_ns: nanos(rec.min_attempt).saturating_add(nanos(cfg.timing.retry_pause)),
+            min_attempt_ns: nanos(rec.min_attempt),
         })
     }
+}
+
+/// `d` in nanoseconds, saturating (a `Duration` past 584 years does not occur here).
+#[inline]
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 /// What the end of `task` with `outcome` tells the weak-network detector (§15.2); `took` is

@@ -22,15 +22,10 @@ impl TaskTable {
     /// [`Task::slot`].
     #[inline(always)]
     pub(super) fn insert(&mut self, mut task: Task) -> u32 {
-        let id = task.id;
-        task.slot = self.slab.next_index();
-        let slot = self.slab.insert(task);
-        if let Some(old) = self.slots.insert(id, slot) {
-            // Ids are unique among stored tasks (`alloc_task_id`); should one repeat, the
-            // older task goes rather than stay unreachable.
-            self.slab.remove(old);
-        }
-        slot
+        self.insert_with(task.id, |slot| {
+            task.slot = slot;
+            task
+        })
     }
 
     /// Stores the task `make` builds from its slot (its id is `id`, which must not be here)
@@ -39,7 +34,8 @@ impl TaskTable {
     pub(super) fn insert_with(&mut self, id: TaskId, make: impl FnOnce(u32) -> Task) -> u32 {
         let slot = self.slab.insert_with(make);
         if let Some(old) = self.slots.insert(id, slot) {
-            // As in `insert`.
+            // Ids are unique among stored tasks (`alloc_task_id`); should one repeat, the
+            // older task goes rather than stay unreachable.
             self.slab.remove(old);
         }
         slot

@@ -68,18 +68,24 @@ impl AttemptMemo {
         if let Some((_, t)) = self.last.filter(|(last, _)| *last == inputs) {
             return t;
         }
-        let i = inputs;
-        let t = attempt(
-            timing,
-            i.mobile,
-            i.server_cost,
-            i.long_polling,
-            i.send_len,
-            i.queued_ahead,
-            i.excellent,
-        );
+        let t = inputs.timeouts(timing);
         self.last = Some((inputs, t));
         t
+    }
+}
+
+impl AttemptInputs {
+    /// [`attempt`] for these inputs.
+    pub(crate) fn timeouts(self, timing: &Timing) -> AttemptTimeouts {
+        attempt(
+            timing,
+            self.mobile,
+            self.server_cost,
+            self.long_polling,
+            self.send_len,
+            self.queued_ahead,
+            self.excellent,
+        )
     }
 }
 
@@ -307,18 +313,9 @@ mod tests {
                                         queued_ahead,
                                         excellent,
                                     };
-                                    let want = attempt(
-                                        &timing,
-                                        mobile,
-                                        server_cost,
-                                        long_polling,
-                                        send_len,
-                                        queued_ahead,
-                                        excellent,
-                                    );
                                     assert_eq!(
                                         memo.attempt(&timing, i),
-                                        want,
+                                        i.timeouts(&timing),
                                         "{i:?} (round {round})"
                                     );
                                     calls += 1;
