@@ -252,6 +252,9 @@ pub struct TaskEnd {
     /// Design: boxed, so the end (which travels through several queues and a channel on
     /// its way to the caller) stays a few words long.
     pub profile: Box<TaskProfile>,
+    /// Time from admission to end: [`TaskProfile::elapsed`], worked out by the core on its
+    /// own clock scale, where it costs a subtraction.
+    pub elapsed: Duration,
 }
 
 /// Timestamps and counts of one task, for reporting (Mars's task profile).

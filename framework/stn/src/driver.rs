@@ -859,7 +859,7 @@ impl Driver {
         let w = self.waiters.remove(tag);
         let outcome = outcome_label(&end.outcome);
         let p = &end.profile;
-        let elapsed = p.elapsed();
+        let elapsed = end.elapsed;
         match OUTCOME_KEYS.iter().position(|k| k.0 == outcome) {
             Some(kind) => self.end_metrics.record(kind, elapsed.as_secs_f64()),
             None => {

@@ -127,6 +127,13 @@ pub struct Engine {
     attempt_memo: timeouts::AttemptMemo,
     /// The long-link retry room, if on ([`Recovery::long_retry_room`](crate::Recovery)).
     retry_room: Option<RetryRoom>,
+    /// A response of the read being decoded already counted as a success of the link's
+    /// address (`on_response`).
+    ///
+    /// Design: every frame of one read has the same `now` and address, so the ranking's
+    /// rate limit (one success per address per 10 s) would turn the later calls away: they
+    /// are not made.
+    ranked_this_read: bool,
 }
 
 /// One task the engine holds (queued or running).
@@ -409,6 +416,7 @@ impl Engine {
             task_sent_events: true,
             attempt_memo: timeouts::AttemptMemo::default(),
             retry_room,
+            ranked_this_read: false,
             default_link,
         })
     }
@@ -1563,6 +1571,7 @@ impl Engine {
     ) -> Option<usize> {
         let codec = self.cfg.codec.clone();
         let mut pos = 0;
+        self.ranked_this_read = false;
         while pos < input.len() {
             let rest = &input[pos..];
             match codec.decode(rest) {
@@ -1729,8 +1738,9 @@ impl Engine {
                 // §11.5: a task success is a success of the link's address (rate-limited in
                 // the ranking, so a busy link costs one lookup per task).
                 if let LinkState::Connected(s) = &self.links[li].state {
-                    if self.net.is_available() {
+                    if !self.ranked_this_read && self.net.is_available() {
                         self.ranking.record(now, s.addr, true, None);
+                        self.ranked_this_read = true;
                     }
                 }
                 self.on_link_progress(li);
@@ -2846,7 +2856,7 @@ impl Engine {
             .tasks
             .remove_with(&id, |t| (t.tag, t.take_profile(now)))
         {
-            self.emit_end(id, tag, outcome, profile, now);
+            self.emit_end_after(id, tag, outcome, profile, now, took);
         }
     }
 
@@ -2919,7 +2929,22 @@ impl Engine {
         profile: impl Into<Box<TaskProfile>>,
         now: Instant,
     ) {
-        let mut profile = profile.into();
+        let profile = profile.into();
+        let elapsed = now.saturating_duration_since(profile.queued_at);
+        self.emit_end_after(id, tag, outcome, profile, now, elapsed);
+    }
+
+    /// [`emit_end`](Self::emit_end) of a task admitted `elapsed` ago (known on the timer
+    /// table's nanosecond scale: no timespec arithmetic).
+    fn emit_end_after(
+        &mut self,
+        id: TaskId,
+        tag: u64,
+        outcome: TaskOutcome,
+        mut profile: Box<TaskProfile>,
+        now: Instant,
+        elapsed: Duration,
+    ) {
         profile.ended_at = now;
         profile.weak_network = self.is_weak(now);
         match &outcome {
@@ -2932,6 +2957,7 @@ impl Engine {
             tag,
             outcome,
             profile,
+            elapsed,
         }));
     }
 

@@ -384,6 +384,12 @@ impl Sim {
             if let Event::TaskEnded(end) = &e {
                 let prev = self.ends.insert(end.id, (self.now, end.clone()));
                 assert!(prev.is_none(), "{} ended twice", end.id);
+                assert_eq!(
+                    end.elapsed,
+                    end.profile.elapsed(),
+                    "{}: the end's elapsed time is not its profile's",
+                    end.id
+                );
             }
             self.events.push((self.now, e));
         }
