@@ -158,6 +158,9 @@ impl Config {
             || rec.probe_after.0 > rec.probe_after.1
             || rec.probe_timeout.0.is_zero()
             || rec.probe_timeout.0 > rec.probe_timeout.1
+            || rec
+                .handshake_timeout
+                .is_some_and(|(low, high)| low.is_zero() || low > high)
         {
             return Err(ConfigError::ProbeBounds);
         }
@@ -468,8 +471,9 @@ pub enum ConfigError {
     /// [`Racing`] needs 10 ms ≤ `stagger_min` ≤ `stagger` ≤ `stagger_max`.
     #[error("racing: need 10 ms <= stagger_min <= stagger <= stagger_max")]
     StaggerBounds,
-    /// [`Recovery`] needs non-zero `min <= max` in `probe_after` and `probe_timeout`.
-    #[error("recovery: need 0 < min <= max in probe_after and probe_timeout")]
+    /// [`Recovery`] needs non-zero `min <= max` in `probe_after`, `probe_timeout` and
+    /// `handshake_timeout`.
+    #[error("recovery: need 0 < min <= max in probe_after, probe_timeout and handshake_timeout")]
     ProbeBounds,
 }
 
@@ -623,6 +627,17 @@ impl Default for Racing {
 ///   its total timeout with its retry unused (the lab saw whole runs lose their last tasks so
 ///   at 30 % loss over TLS). A task whose budget is larger than the formula's timeout plus
 ///   that room is unchanged; long polls are exempt.
+/// - **Handshake timeout**: when the driver reports that a connect attempt's transport is
+///   up and a handshake (TLS) follows ([`Engine::handle_established`](crate::Engine::handle_established)),
+///   the handshake gets `clamp(6 × the attempt's TCP connect time,
+///   handshake_timeout.0, handshake_timeout.1)` rather than what is left of the 10 s connect
+///   timeout; one that runs out is dialed again at once, at most [`HANDSHAKE_REDIALS`] times
+///   per connect cycle. A path that accepts TCP and then swallows the handshake (a
+///   middlebox, a connection made during an outage) would otherwise hold the link for the
+///   whole connect timeout, while the tasks waiting for it run out of time (the lab saw a
+///   TLS link lose tasks so after a 6 s half-open outage: its reconnect, made during the
+///   outage, stayed in its handshake for 10 s). A TCP connect that took long (a lost SYN,
+///   a slow path) gives its handshake as long as six of it, up to the upper bound.
 /// - **Dial hedging** (see [`Racing::hedges`]) lives with the race numbers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovery {
@@ -655,7 +670,14 @@ pub struct Recovery {
     /// processing time plus a few round trips on a slow path); also the time transport
     /// patience and the long-link retry room keep for a retry of the running tasks.
     pub min_attempt: Duration,
+    /// Bounds of a connect attempt's handshake timeout (3 s, 8 s; see *handshake timeout*
+    /// above); `None`: the handshake has what is left of the connect timeout, as in Mars.
+    pub handshake_timeout: Option<(Duration, Duration)>,
 }
+
+/// Handshakes that ran out of time are dialed again at once at most this many times per
+/// connect cycle (see [`Recovery`]); later ones fail like a connect timeout.
+pub const HANDSHAKE_REDIALS: usize = 2;
 
 impl Default for Recovery {
     fn default() -> Self {
@@ -671,6 +693,7 @@ impl Default for Recovery {
             short_attempt_share: true,
             long_retry_room: true,
             min_attempt: Duration::from_secs(4),
+            handshake_timeout: Some((Duration::from_secs(3), Duration::from_secs(8))),
         }
     }
 }
@@ -687,6 +710,7 @@ impl Recovery {
             transport_patience: false,
             short_attempt_share: false,
             long_retry_room: false,
+            handshake_timeout: None,
             ..Recovery::default()
         }
     }
@@ -694,6 +718,12 @@ impl Recovery {
     /// Quiet time with a task owed before a probe, for a link round trip `rtt`.
     pub(crate) fn probe_after(&self, rtt: Duration) -> Duration {
         (rtt * 4).clamp(self.probe_after.0, self.probe_after.1)
+    }
+
+    /// The handshake timeout of an attempt whose TCP connect took `connect_time`, if on.
+    pub(crate) fn handshake_timeout(&self, connect_time: Duration) -> Option<Duration> {
+        let (low, high) = self.handshake_timeout?;
+        Some((connect_time * 6).clamp(low, high))
     }
 
     /// A probe's reply timeout, for a link round trip `rtt`.

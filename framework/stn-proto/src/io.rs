@@ -414,6 +414,9 @@ pub enum AttemptOutcome {
     Refused,
     /// Its own connect timeout passed.
     TimedOut,
+    /// Its transport was up, and its handshake ran out of the handshake timeout
+    /// ([`Recovery::handshake_timeout`](crate::Recovery::handshake_timeout)).
+    HandshakeTimedOut,
     /// Another attempt won, or the cycle was interrupted (network change, reset).
     Aborted,
     /// Another dial error.
@@ -426,6 +429,7 @@ impl fmt::Display for AttemptOutcome {
             AttemptOutcome::Won => f.write_str("won"),
             AttemptOutcome::Refused => f.write_str("refused"),
             AttemptOutcome::TimedOut => f.write_str("timed out"),
+            AttemptOutcome::HandshakeTimedOut => f.write_str("handshake timed out"),
             AttemptOutcome::Aborted => f.write_str("aborted"),
             AttemptOutcome::Failed(e) => write!(f, "error {e:?}"),
         }

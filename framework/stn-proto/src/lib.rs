@@ -177,8 +177,8 @@ mod tests;
 
 pub use config::{
     Config, ConfigBuilder, ConfigError, ConnectProfile, FixedHeartbeat, Limits, LinkConfig, Racing,
-    Recovery, ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing, INSPECT_GRACE,
-    LOSSY_RETRANSMIT_PERCENT, PATIENCE_RTOS,
+    Recovery, ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing, HANDSHAKE_REDIALS,
+    INSPECT_GRACE, LOSSY_RETRANSMIT_PERCENT, PATIENCE_RTOS,
 };
 pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use engine::{

@@ -136,6 +136,52 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     /// The IO error that made the attempt fail; the driver turns it into a
     /// [`DialError`] for the core with [`dial_error`].
     async fn connect(&self, addr: IpPort) -> io::Result<Box<dyn LinkStream>>;
+
+    /// [`connect`](Self::connect), telling `established` when the transport is up and a
+    /// handshake (TLS, a proxy's) follows, so that the core can give the handshake a timeout
+    /// of its own ([`Recovery::handshake_timeout`](phobos_stn_proto::Recovery)). The driver
+    /// calls this one for long-link attempts.
+    ///
+    /// The default calls `connect` and never `established`: right for a connector without
+    /// a handshake. A connector with one should override it and call `established` at most
+    /// once, between its transport connect and its handshake.
+    async fn connect_reporting(
+        &self,
+        addr: IpPort,
+        established: Established,
+    ) -> io::Result<Box<dyn LinkStream>> {
+        let _ = established;
+        self.connect(addr).await
+    }
+}
+
+/// What a [`Connector::connect_reporting`] calls when its transport is up and its handshake
+/// starts.
+pub struct Established(Option<Box<dyn FnOnce() + Send>>);
+
+impl Established {
+    /// Runs `f` when [`report`](Self::report) is called.
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Self {
+        Established(Some(Box::new(f)))
+    }
+
+    /// Reports nothing (for calling a [`Connector::connect_reporting`] outside a driver).
+    pub fn ignore() -> Self {
+        Established(None)
+    }
+
+    /// The transport is up and the handshake starts.
+    pub fn report(mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl fmt::Debug for Established {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Established")
+    }
 }
 
 /// Plain TCP with [`SocketOptions`] (by default `TCP_NODELAY` on, as Mars does on every long

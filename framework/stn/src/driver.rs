@@ -48,7 +48,7 @@ use tracing::{debug, info, trace, warn, Instrument};
 use crate::batch::{BatchIndex, BatchOut, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
-use crate::connector::{close_cause, dial_error, Connector, LinkStream};
+use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
 use crate::fanout::Publisher;
 use crate::metrics as m;
 use crate::short::runner::{ShortEvent, ShortIo};
@@ -176,6 +176,8 @@ fn start(
 enum IoEvent {
     /// A short-link connect or exchange reported.
     Short(Box<ShortEvent>),
+    /// A connect attempt's transport is up; its handshake follows.
+    Established(ConnId),
     Connected {
         attempt: ConnId,
         stream: Box<dyn LinkStream>,
@@ -459,6 +461,12 @@ impl Driver {
                 m::count(&m::BYTES_RECEIVED_KEY, bytes.len() as u64);
                 self.engine.handle_data(t, conn, bytes);
             }
+            IoEvent::Established(attempt) => {
+                if let Some((link, _)) = self.attempts.get(&attempt) {
+                    debug!(link = %link, conn = %attempt, "transport up, handshaking");
+                    self.engine.handle_established(t, attempt);
+                }
+            }
             IoEvent::Connected { attempt, stream } => {
                 let Some((link, _)) = self.attempts.remove(&attempt) else {
                     return; // aborted meanwhile: dropping the stream closes it
@@ -723,9 +731,13 @@ impl Driver {
                 debug!(link = %link, conn = %attempt, %addr, "connecting");
                 let connector = self.connector.clone();
                 let io = self.io_tx.clone();
+                let up = self.io_tx.clone();
+                let established = Established::new(move || {
+                    let _ = up.send(IoEvent::Established(attempt));
+                });
                 let task = tokio::spawn(
                     async move {
-                        let ev = match connector.connect(addr).await {
+                        let ev = match connector.connect_reporting(addr, established).await {
                             Ok(stream) => IoEvent::Connected { attempt, stream },
                             Err(e) => IoEvent::ConnectFailed {
                                 attempt,

@@ -52,7 +52,7 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore,
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-use crate::connector::{Connector, LinkStream, TcpConnector};
+use crate::connector::{Connector, Established, LinkStream, TcpConnector};
 
 /// Why a TLS handshake failed, as precise as the certificate check allows.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -608,7 +608,18 @@ impl fmt::Debug for TlsConnector {
 #[async_trait]
 impl Connector for TlsConnector {
     async fn connect(&self, addr: IpPort) -> io::Result<Box<dyn LinkStream>> {
+        self.connect_reporting(addr, Established::ignore()).await
+    }
+
+    /// Reports the TCP connection before the TLS handshake, so the core can time the
+    /// handshake on its own.
+    async fn connect_reporting(
+        &self,
+        addr: IpPort,
+        established: Established,
+    ) -> io::Result<Box<dyn LinkStream>> {
         let stream = self.inner.connect(addr).await?;
+        established.report();
         match self
             .tls
             .connect(self.config.server_name.clone(), stream)

@@ -6,13 +6,14 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use phobos_plugin_api::{CmdId, IpPort};
 use phobos_stn::{
     dial_error, Client, ClientConfig, Connector, ErrorKind, TaskError, TaskSpec, TimeoutLevel,
     TlsConfig, TlsConfigBuilder, TlsConnector, TlsError, TlsFailure,
 };
-use phobos_stn_proto::{DialError, DialFailure, Timing};
+use phobos_stn_proto::{ConnectProfile, DialError, DialFailure, Racing, Recovery, Timing};
 use phobos_test_support::certs::{server_params, TestCa};
 use phobos_test_support::tls_front::server_config;
 use phobos_test_support::{MockLongLinkServer, TlsFront, TlsSession};
@@ -312,7 +313,7 @@ async fn a_pin_never_rescues_an_untrusted_chain() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_silent_server_is_bounded_by_the_connect_timeout() {
+async fn a_silent_server_is_bounded_by_the_handshake_timeouts() {
     // Accepts TCP (the kernel's backlog) but never answers the ClientHello.
     let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr: IpPort = silent.local_addr().unwrap().into();
@@ -324,17 +325,125 @@ async fn a_silent_server_is_bounded_by_the_connect_timeout() {
         .await
         .unwrap_err();
     let waited = t0.elapsed();
-    // The engine's per-attempt deadline (10 s) covers the handshake: the attempt is
-    // dropped there, with no timer in the connector.
+    // The connector reports the TCP connection, so the engine times each handshake on its
+    // own (3 s here) and dials again twice; when those stall too the cycle fails, before
+    // the 10 s connect timeout, with no timer in the connector.
     assert_eq!(
         err.kind(),
         ErrorKind::Timeout(TimeoutLevel::Connect),
         "{err:?}"
     );
-    assert_eq!(waited, Timing::default().connect_timeout);
-    // The attempt was abandoned, not failed: no handshake error was recorded.
+    let floor = Recovery::default().handshake_timeout.unwrap().0;
+    assert!(waited >= floor * 2, "{waited:?}");
+    assert!(waited < Timing::default().connect_timeout, "{waited:?}");
+    // The attempts were abandoned, not failed: no handshake error was recorded.
     assert_eq!(connector.last_error(), None);
     drop(silent);
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_mars_timing_a_silent_server_is_bounded_by_the_connect_timeout() {
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr: IpPort = silent.local_addr().unwrap().into();
+    let ca = TestCa::new("Phobos Test CA");
+    let tls = TlsConfig::builder(HOST).ca_der(ca.der()).build().unwrap();
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [addr])
+        .connector(Arc::new(TlsConnector::new(tls)))
+        .connect_profile(ConnectProfile::MarsClassic)
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let t0 = tokio::time::Instant::now();
+    let err = client
+        .start_task(TaskSpec::new(CmdId(7), &b"x"[..]).with_retry_count(0))
+        .await
+        .unwrap_err();
+    // The engine's per-attempt deadline (10 s) covers the handshake.
+    assert_eq!(err.kind(), ErrorKind::Timeout(TimeoutLevel::Connect));
+    assert_eq!(t0.elapsed(), Timing::default().connect_timeout);
+    drop(silent);
+    client.shutdown().await;
+}
+
+/// A path in front of `target` that takes the first `swallow` TCP connections and never
+/// passes a byte of them on (a middlebox, or an outage that ate the handshake), and pipes
+/// the later ones through.
+async fn swallowing_path(target: IpPort, swallow: usize) -> (IpPort, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr: IpPort = listener.local_addr().unwrap().into();
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let n = {
+                let mut c = count.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            if n <= swallow {
+                held.push(stream);
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut upstream = tokio::net::TcpStream::connect(SocketAddr::from(target))
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+// Real time: the path's extra hop is real IO, which a paused clock would jump past.
+#[tokio::test]
+async fn a_swallowed_handshake_is_dialed_again_within_the_tasks_budget() {
+    let ca = TestCa::new("Phobos Test CA");
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let front = tls_front(&ca_leaf(&ca), server.addr()).await;
+    // The first attempt and the first redial are swallowed; the second redial gets through.
+    let (path, accepted) = swallowing_path(front.addr, 2).await;
+    let tls = TlsConfig::builder(HOST).ca_der(ca.der()).build().unwrap();
+    let handshake = Duration::from_millis(300);
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [path])
+        .connector(Arc::new(TlsConnector::new(tls)))
+        // No hedges: only the handshake timeout can free the link before the connect
+        // timeout, and the connections the path sees are exactly the attempt and redials.
+        .core(|c| {
+            c.racing(Racing {
+                hedges: 0,
+                ..Racing::default()
+            })
+            .recovery(Recovery {
+                handshake_timeout: Some((handshake, handshake)),
+                ..Recovery::default()
+            })
+        })
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    // 8 s: less than the 10 s connect timeout a swallowed handshake would otherwise hold
+    // the link for (the task would end with a total timeout).
+    let spec = TaskSpec::new(CmdId(7), &b"through"[..])
+        .with_retry_count(0)
+        .with_total_timeout(Duration::from_secs(8));
+    let response = client
+        .start_task(spec)
+        .await
+        .expect("the redial gets through");
+    assert_eq!(&response.body[..], b"through");
+    assert_eq!(
+        *accepted.lock().unwrap(),
+        3,
+        "two swallowed, then one through"
+    );
+    assert_eq!(front.sessions().len(), 1);
     client.shutdown().await;
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use phobos_plugin_api::IpPort;
 
 use super::ranking::Candidate;
-use crate::config::{Config, ConnectProfile};
+use crate::config::{Config, ConnectProfile, HANDSHAKE_REDIALS};
 use crate::io::{AttemptOutcome, ConnId, DialError};
 
 /// How a [`Dialer`] paces its starts.
@@ -96,6 +96,9 @@ pub(crate) struct Dialer {
     hedges_left: usize,
     /// Addresses (by index) to dial again at once: their handshake broke.
     redial: Vec<usize>,
+    /// Redials left this cycle for handshakes that ran out of time
+    /// ([`HANDSHAKE_REDIALS`]).
+    stalled_redials_left: usize,
     /// Failures so far: `None` for a timeout.
     failures: Vec<Option<DialError>>,
     log: Vec<AttemptLog>,
@@ -148,6 +151,7 @@ impl Dialer {
             failed_since_start: false,
             hedges_left: rules.hedges,
             redial: Vec::new(),
+            stalled_redials_left: HANDSHAKE_REDIALS,
             failures: Vec::new(),
             log: Vec::new(),
         }
@@ -257,6 +261,29 @@ impl Dialer {
         };
         self.end(conn, now, outcome);
         Some(attempt)
+    }
+
+    /// Removes an attempt whose transport was up and whose handshake ran out of time;
+    /// returns it if it was ours. It counts as a timeout, and its address is dialed again
+    /// at once while the cycle's stalled-handshake redials last: the path took the
+    /// connection, so a fresh one may well get through (the stall was on that
+    /// connection: a middlebox's state, bytes lost in an outage).
+    pub(crate) fn handshake_timed_out(&mut self, now: Instant, conn: ConnId) -> Option<InFlight> {
+        let pos = self.in_flight.iter().position(|a| a.conn == conn)?;
+        let attempt = self.in_flight.swap_remove(pos);
+        self.failures.push(None);
+        self.failed_since_start = true;
+        if self.stalled_redials_left > 0 {
+            self.stalled_redials_left -= 1;
+            self.redial.push(attempt.index);
+        }
+        self.end(conn, now, AttemptOutcome::HandshakeTimedOut);
+        Some(attempt)
+    }
+
+    /// The attempt `conn` if it is in flight.
+    pub(crate) fn in_flight(&self, conn: ConnId) -> Option<&InFlight> {
+        self.in_flight.iter().find(|a| a.conn == conn)
     }
 
     /// Takes the winner out; the rest of `in_flight` are losers to [`abort_all`].

@@ -727,6 +727,43 @@ impl Engine {
         self.ranking.ban_server(now, ip);
     }
 
+    /// The transport of connect attempt `attempt` is up and a handshake (TLS) follows; its
+    /// [`handle_connected`](Self::handle_connected) or
+    /// [`handle_connect_failed`](Self::handle_connect_failed) comes when the handshake ends.
+    ///
+    /// Optional: a driver whose connections have no handshake need not call it. On the
+    /// Phobos profile the handshake then gets its own timeout
+    /// ([`Recovery::handshake_timeout`](crate::Recovery)), derived from how long the TCP
+    /// connect took; without the call it has what is left of the connect timeout. Short-link
+    /// attempts and unknown attempts are ignored (a short-link exchange has its own
+    /// first-packet timeout).
+    pub fn handle_established(&mut self, now: Instant, attempt: ConnId) {
+        let Some(rec) = self.cfg.active_recovery() else {
+            return;
+        };
+        let Some(&li) = self.conns.get(&attempt) else {
+            return;
+        };
+        let LinkState::Connecting { dialer, .. } = &self.links[li].state else {
+            return;
+        };
+        let Some(a) = dialer.in_flight(attempt) else {
+            return;
+        };
+        let Some(limit) = rec.handshake_timeout(now.saturating_duration_since(a.started)) else {
+            return;
+        };
+        let at = now + limit;
+        // Past the attempt's connect deadline the connect timeout fires first anyway.
+        if self
+            .timers
+            .deadline(TimerKind::ConnectAttempt(attempt))
+            .is_none_or(|deadline| at < deadline)
+        {
+            self.timers.set(TimerKind::Handshake(attempt), at);
+        }
+    }
+
     /// A connect attempt succeeded (answer to [`Action::Connect`]).
     pub fn handle_connected(&mut self, now: Instant, attempt: ConnId) {
         if self.short.owns(attempt) {
@@ -746,6 +783,7 @@ impl Engine {
             return;
         };
         self.timers.cancel(TimerKind::ConnectAttempt(attempt));
+        self.timers.cancel(TimerKind::Handshake(attempt));
         if winner.index > 0 || now.saturating_duration_since(winner.started) > WEAK_CONNECT_RTT {
             self.mark_weak(now);
         }
@@ -823,6 +861,7 @@ impl Engine {
             return;
         };
         self.timers.cancel(TimerKind::ConnectAttempt(attempt));
+        self.timers.cancel(TimerKind::Handshake(attempt));
         let failed = match &mut self.links[li].state {
             LinkState::Connecting { dialer, .. } => dialer.failed(now, attempt, Some(error)),
             _ => None,
@@ -2202,6 +2241,7 @@ impl Engine {
         for a in dialer.abort_all(now) {
             self.conns.remove(&a.conn);
             self.timers.cancel(TimerKind::ConnectAttempt(a.conn));
+            self.timers.cancel(TimerKind::Handshake(a.conn));
             self.actions.push_back(Action::Abort { attempt: a.conn });
         }
     }
@@ -2288,7 +2328,32 @@ impl Engine {
         }
     }
 
+    /// The handshake of attempt `conn` ran out of time (see
+    /// [`handle_established`](Self::handle_established)): the attempt fails as a timeout and
+    /// its address may be dialed again at once ([`Dialer::handshake_timed_out`]).
+    fn on_handshake_timeout(&mut self, conn: ConnId, now: Instant) {
+        let Some(&li) = self.conns.get(&conn) else {
+            return;
+        };
+        let failed = match &mut self.links[li].state {
+            LinkState::Connecting { dialer, .. } => dialer.handshake_timed_out(now, conn),
+            _ => None,
+        };
+        let Some(a) = failed else {
+            return;
+        };
+        self.conns.remove(&conn);
+        self.timers.cancel(TimerKind::ConnectAttempt(conn));
+        self.actions.push_back(Action::Abort { attempt: conn });
+        self.stats.connects_failed += 1;
+        if !a.hedge {
+            self.record_addr(li, now, a.addr, false, None);
+        }
+        self.advance_dial(li, now);
+    }
+
     fn on_connect_timeout(&mut self, conn: ConnId, now: Instant) {
+        self.timers.cancel(TimerKind::Handshake(conn));
         let Some(li) = self.conns.remove(&conn) else {
             return;
         };
@@ -2566,6 +2631,7 @@ impl Engine {
                 }
             }
             TimerKind::ConnectAttempt(conn) => self.on_connect_timeout(conn, now),
+            TimerKind::Handshake(conn) => self.on_handshake_timeout(conn, now),
             TimerKind::RaceStep(li) => self.advance_dial(li, now),
             TimerKind::Heartbeat(li) => {
                 let late = now.saturating_duration_since(at);

@@ -77,6 +77,12 @@ pub(crate) struct ServerScript {
     pub(crate) lost_connects: usize,
     /// The path is dead: from now on nothing sent either way arrives (no RST, no FIN).
     pub(crate) path_dead: bool,
+    /// Connections have a handshake (TLS): an accepted attempt reports
+    /// [`Engine::handle_established`] after a round trip and connects one round trip later.
+    pub(crate) handshake: bool,
+    /// This many accepted attempts (the first ones, with `handshake`) never finish their
+    /// handshake: their transport is up, then nothing.
+    pub(crate) stalled_handshakes: usize,
 }
 
 impl Default for ServerScript {
@@ -92,6 +98,8 @@ impl Default for ServerScript {
             stall_after: None,
             lost_connects: 0,
             path_dead: false,
+            handshake: false,
+            stalled_handshakes: 0,
         }
     }
 }
@@ -112,6 +120,7 @@ pub(crate) enum TransportAnswer {
 /// Something travelling on the simulated network.
 #[derive(Debug)]
 enum Delivery {
+    Established(ConnId),
     Connected(ConnId),
     ConnectFailed(ConnId, DialError),
     ToServer(ConnId, Vec<u8>),
@@ -355,6 +364,7 @@ impl Sim {
     fn deliver(&mut self, d: Delivery) {
         let now = self.now;
         match d {
+            Delivery::Established(c) => self.engine.handle_established(now, c),
             Delivery::Connected(c) => self.engine.handle_connected(now, c),
             Delivery::ConnectFailed(c, e) => self.engine.handle_connect_failed(now, c, e),
             Delivery::ToClient(c, bytes) => self.engine.handle_bytes(now, c, &bytes),
@@ -409,6 +419,16 @@ impl Sim {
                     .copied()
                     .unwrap_or(Reach::Accept)
                 {
+                    Reach::Accept if self.script.handshake => {
+                        self.schedule(rtt, Delivery::Established(attempt));
+                        if self.script.stalled_handshakes > 0 {
+                            self.script.stalled_handshakes -= 1;
+                        } else {
+                            self.server_conns.insert(attempt, Vec::new());
+                            self.acked_at.insert(attempt, self.now + rtt * 2);
+                            self.schedule(rtt * 2, Delivery::Connected(attempt));
+                        }
+                    }
                     Reach::Accept => {
                         self.server_conns.insert(attempt, Vec::new());
                         self.acked_at.insert(attempt, self.now + rtt);

@@ -770,3 +770,116 @@ fn the_first_heartbeat_reply_replaces_the_connect_time_as_the_links_round_trip()
         "{downs:?}"
     );
 }
+
+/// The connect cycle reports of `sim`, in order.
+fn cycles(sim: &Sim) -> Vec<(Duration, crate::ConnectReport)> {
+    sim.events
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::ConnectCycle(r) => Some((t.duration_since(sim.t0), r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_handshake_that_stalls_is_dialed_again_after_its_own_timeout() {
+    // A TLS link: the transport comes up after a round trip (40 ms), the handshake takes
+    // another. The first attempt and its three hedges (a stagger apart) all stall in their
+    // handshakes, as on a path where an outage swallowed them.
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.script.handshake = true;
+    sim.script.stalled_handshakes = 4;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0));
+    let (at, end) = sim.run_until_end(id, secs(30));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    // The first handshake runs out at 40 ms + 3 s (the floor: 6 × 40 ms is less); its
+    // address is dialed again at once, and that handshake completes.
+    assert_eq!(
+        connects(&sim),
+        vec![ms(0), ms(250), ms(500), ms(750), ms(3_040)]
+    );
+    let (_, cycle) = &cycles(&sim)[0];
+    let outcomes: Vec<_> = cycle.attempts.iter().map(|a| a.outcome).collect();
+    use crate::AttemptOutcome::*;
+    assert_eq!(
+        outcomes,
+        vec![HandshakeTimedOut, Aborted, Aborted, Aborted, Won]
+    );
+    assert!(at < secs(4), "{at:?}");
+    // The winner's timer is gone: the link stays up.
+    let more = sim.start(TaskSpec::new(CmdId(1), &b"y"[..]));
+    sim.run_until_end(more, secs(5));
+    sim.run_for(secs(60));
+    assert!(link_downs(&sim).is_empty(), "{:?}", link_downs(&sim));
+
+    // Mars has no handshake timeout: the link waits out the connect timeout (10 s), so a
+    // task with an 8 s budget ends without a link.
+    let mut mars = super::recovery::sim(ConnectProfile::MarsClassic);
+    mars.script.handshake = true;
+    mars.script.stalled_handshakes = 1;
+    let spec = TaskSpec::new(CmdId(1), &b"x"[..]).with_total_timeout(secs(8));
+    let id = mars.start(spec);
+    let (_, end) = mars.run_until_end(id, secs(30));
+    assert!(end.outcome.is_err());
+}
+
+#[test]
+fn a_slow_tcp_connect_gives_its_handshake_six_times_as_long_up_to_the_bound() {
+    // Hedges off, so only the handshake timeout frees the link: the TCP connect takes a
+    // round trip (2 × latency), its handshake gets 6 × that within [3 s, 8 s].
+    for (latency, timeout) in [(ms(20), secs(3)), (ms(400), ms(4_800)), (ms(800), secs(8))] {
+        let mut sim = Sim::with_config(
+            config_with(&[server_addr(1)])
+                .racing(crate::Racing {
+                    hedges: 0,
+                    ..crate::Racing::default()
+                })
+                .build()
+                .unwrap(),
+        );
+        sim.latency = latency;
+        sim.script.handshake = true;
+        sim.script.stalled_handshakes = 1;
+        let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_total_timeout(secs(60)));
+        let (_, end) = sim.run_until_end(id, secs(60));
+        assert!(end.outcome.is_ok());
+        let rtt = latency * 2;
+        assert_eq!(
+            connects(&sim),
+            vec![ms(0), rtt + timeout],
+            "latency {latency:?}"
+        );
+    }
+}
+
+#[test]
+fn stalled_handshakes_are_dialed_again_twice_per_cycle_then_the_cycle_fails() {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.script.handshake = true;
+    sim.script.stalled_handshakes = 1_000;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_total_timeout(secs(60)));
+    sim.run_for(secs(8));
+    // One attempt, three hedges, two redials (at the first two handshake timeouts); the
+    // redials' own handshakes run out at 3.04 + 3.04 and 3.29 + 3.04 s, and the cycle ends
+    // there, before the 10 s connect timeout.
+    assert_eq!(
+        connects(&sim),
+        vec![ms(0), ms(250), ms(500), ms(750), ms(3_040), ms(3_290)]
+    );
+    let (at, cycle) = &cycles(&sim)[0];
+    assert_eq!(*at, ms(6_330));
+    assert!(cycle.connected_after.is_none());
+    assert_eq!(
+        cycle
+            .attempts
+            .iter()
+            .filter(|a| a.outcome == crate::AttemptOutcome::HandshakeTimedOut)
+            .count(),
+        6
+    );
+    assert!(
+        !sim.ends.contains_key(&id),
+        "the task waits for the next cycle"
+    );
+}

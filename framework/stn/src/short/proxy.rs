@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use phobos_plugin_api::IpPort;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::connector::{Connector, LinkStream, TcpConnector};
+use crate::connector::{Connector, Established, LinkStream, TcpConnector};
 
 /// A proxy the short link connects through.
 ///
@@ -198,7 +198,17 @@ impl fmt::Debug for ProxyConnector {
 #[async_trait]
 impl Connector for ProxyConnector {
     async fn connect(&self, addr: IpPort) -> io::Result<Box<dyn LinkStream>> {
+        self.connect_reporting(addr, Established::ignore()).await
+    }
+
+    /// Reports the connection to the proxy before the proxy's handshake.
+    async fn connect_reporting(
+        &self,
+        addr: IpPort,
+        established: Established,
+    ) -> io::Result<Box<dyn LinkStream>> {
         let mut stream = self.inner.connect(self.proxy.addr().into()).await?;
+        established.report();
         let target = SocketAddr::from(addr);
         match &self.proxy {
             Proxy::HttpConnect { auth, .. } => {
