@@ -202,6 +202,20 @@ impl Sim {
         Sim::with_config(config_with(&[server_addr(1)]).build().unwrap())
     }
 
+    /// A sim like [`Sim::new`] with no dial hedging (`Racing::hedges` 0): a connect cycle
+    /// tries exactly the attempts the test plans for.
+    pub(crate) fn without_hedges() -> Self {
+        Sim::with_config(
+            config_with(&[server_addr(1)])
+                .racing(crate::Racing {
+                    hedges: 0,
+                    ..crate::Racing::default()
+                })
+                .build()
+                .unwrap(),
+        )
+    }
+
     /// A sim like [`Sim::new`] with the Phobos stall probe off, for tests of the per-task
     /// timeouts and heartbeat deadlines the probe would otherwise pre-empt.
     pub(crate) fn without_probe() -> Self {

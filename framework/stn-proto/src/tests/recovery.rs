@@ -829,15 +829,7 @@ fn a_slow_tcp_connect_gives_its_handshake_six_times_as_long_up_to_the_bound() {
     // Hedges off, so only the handshake timeout frees the link: the TCP connect takes a
     // round trip (2 × latency), its handshake gets 6 × that within [3 s, 8 s].
     for (latency, timeout) in [(ms(20), secs(3)), (ms(400), ms(4_800)), (ms(800), secs(8))] {
-        let mut sim = Sim::with_config(
-            config_with(&[server_addr(1)])
-                .racing(crate::Racing {
-                    hedges: 0,
-                    ..crate::Racing::default()
-                })
-                .build()
-                .unwrap(),
-        );
+        let mut sim = Sim::without_hedges();
         sim.latency = latency;
         sim.script.handshake = true;
         sim.script.stalled_handshakes = 1;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use phobos_plugin_api::CmdId;
 
-use super::harness::{config_with, secs, server_addr, Reach, Sim};
+use super::harness::{secs, server_addr, Reach, Sim};
 use crate::{Action, Event, TaskError, TaskSpec, TimeoutLevel};
 
 fn zombie_times(sim: &Sim) -> Vec<Duration> {
@@ -51,15 +51,7 @@ fn a_zombie_restarts_when_the_main_link_connects_and_succeeds() {
 fn zombie_restart_waits_sixty_seconds_of_quiet_after_the_last_start() {
     // No dial hedging: the address comes back in the middle of the cycle started at 70 s,
     // and a hedge would connect (and restart the zombie) right then.
-    let mut sim = Sim::with_config(
-        config_with(&[server_addr(1)])
-            .racing(crate::Racing {
-                hedges: 0,
-                ..crate::Racing::default()
-            })
-            .build()
-            .unwrap(),
-    );
+    let mut sim = Sim::without_hedges();
     sim.script.reach.insert(server_addr(1), Reach::Blackhole);
     let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_total_timeout(secs(300)));
     sim.run_for(secs(70));
