@@ -875,3 +875,51 @@ fn stalled_handshakes_are_dialed_again_twice_per_cycle_then_the_cycle_fails() {
         "the task waits for the next cycle"
     );
 }
+
+#[test]
+fn the_resend_window_never_holds_a_task_past_the_point_of_min_attempt_left() {
+    // A backlog of ten 8 s tasks queues while the link is down; the new connection's server
+    // takes 3 s per answer, so the window (2, then one more per response) would send the
+    // last four only after 6 s, and their answers would come after their budgets. Each goes
+    // when only `min_attempt` (4 s) of its budget is left instead, and all ten succeed.
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_until_end(first, secs(5));
+    let conn = sim.open_conns()[0];
+    sim.server_close(conn);
+    sim.run_for(ms(30));
+    assert!(!sim.engine.is_connected("default-longlink"));
+    sim.script.answer = Answer::Delay(secs(3));
+    let t0 = sim.now;
+    let ids: Vec<_> = (0..10u8)
+        .map(|i| {
+            let spec = TaskSpec::new(CmdId(2), vec![i; 10]).with_total_timeout(secs(8));
+            sim.engine.start_task(sim.now, spec)
+        })
+        .collect();
+    sim.drain();
+    sim.run_for(secs(10));
+    let ok = ids
+        .iter()
+        .filter(|id| sim.ends.get(id).is_some_and(|(_, e)| e.outcome.is_ok()))
+        .count();
+    assert_eq!(ok, 10);
+    // Requests on the new connection by arrival: 2 at connect, 4 after the first answers
+    // (3 s later), and the last 4 at 8 s − 4 s after admission, not after the next answers.
+    let mut bursts: Vec<(Duration, usize)> = Vec::new();
+    for (t, c, h) in &sim.server_log {
+        if *c == conn || h.cmd_id != CmdId(2) {
+            continue;
+        }
+        let t = t.duration_since(t0);
+        match bursts.last_mut() {
+            Some((at, n)) if *at == t => *n += 1,
+            _ => bursts.push((t, 1)),
+        }
+    }
+    let sizes: Vec<usize> = bursts.iter().map(|b| b.1).collect();
+    assert_eq!(sizes, vec![2, 4, 4], "{bursts:?}");
+    let last = bursts[2].0;
+    assert!(last > secs(4) && last < secs(5), "{bursts:?}");
+}
