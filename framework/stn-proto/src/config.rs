@@ -569,10 +569,7 @@ impl Default for Racing {
 ///   response lets one more go (slow start: the window doubles per round trip), and once the
 ///   window reaches [`proven_window`](Self::proven_window) the link counts as proven and every
 ///   queued task goes at once, as on a first connection. A connection that dies after a few
-///   requests then still completes tasks instead of losing the whole backlog at once. A task
-///   the window holds back goes anyway once only [`min_attempt`](Self::min_attempt) of its
-///   total timeout is left: on a slow connection the window opens one round trip at a time,
-///   and the back of the backlog would otherwise run out of budget in the queue.
+///   requests then still completes tasks instead of losing the whole backlog at once.
 /// - **Reconnect after progress**: a connection that delivered at least one task response
 ///   before it broke earned a reconnect at once when tasks wait (Mars waits for its task row,
 ///   5 s in the foreground, which is meant for failed connects). A drop with no response on
@@ -671,8 +668,7 @@ pub struct Recovery {
     pub long_retry_room: bool,
     /// The least first-packet timeout the share may leave an attempt (4 s: a server's usual
     /// processing time plus a few round trips on a slow path); also the time transport
-    /// patience and the long-link retry room keep for a retry of the running tasks, and the
-    /// budget left at which a task held back by the resend window goes anyway.
+    /// patience and the long-link retry room keep for a retry of the running tasks.
     pub min_attempt: Duration,
     /// Bounds of a connect attempt's handshake timeout (3 s, 8 s; see *handshake timeout*
     /// above); `None`: the handshake has what is left of the connect timeout, as in Mars.

@@ -43,10 +43,6 @@ pub enum TimerKind {
     /// The race may start the link's next address: the stagger after the previous start
     /// (`MarsClassic` 2.5 s; `Phobos` 250 ms, adapted to measured connect times).
     RaceStep(usize),
-    /// A task queued behind the link's resend window reaches the point where only
-    /// [`Recovery::min_attempt`](crate::Recovery::min_attempt) of its budget is left: it goes
-    /// regardless of the window.
-    ResendWindow(usize),
     /// The link's next heartbeat slot (the policy's interval after the last write).
     Heartbeat(usize),
     /// The link's heartbeat or identify reply is overdue (8 s; 5 s after a late slot).
@@ -159,11 +155,6 @@ impl TimerTable {
             Some((id, level)) => self.tasks.deadline(slot, id, level),
             None => self.deadline(kind),
         }
-    }
-
-    /// The instant of a value on the [`now_ns`](Self::now_ns) scale.
-    pub(crate) fn instant_of_ns(&self, ns: u64) -> Instant {
-        self.tasks.instant(ns)
     }
 
     /// When the total-timeout timer of task `id` stored at `slot` fires, on the

@@ -1377,14 +1377,6 @@ impl Engine {
         ready.clear();
         let mut wants_link = false;
         let mut auth_needed: Vec<String> = Vec::new();
-        // Behind a full resend window, a task goes anyway once only `min_attempt` of its
-        // budget is left (`urgent_ns`: that point, on the timer table's scale); the earliest
-        // such point of the tasks still held back wakes the link again.
-        let urgent_ns = match (room, self.cfg.active_recovery()) {
-            (Some(_), Some(r)) => Some((self.timers.now_ns(now), nanos(r.min_attempt))),
-            _ => None,
-        };
-        let mut next_urgent: Option<u64> = None;
         // Design: while the link is down the pass stops at the first task that could go,
         // so a long queue costs O(1) per input, not O(queue).
         for &(_, _, id, slot) in &self.links[li].queue {
@@ -1409,26 +1401,9 @@ impl Engine {
                 break;
             }
             if room.is_some_and(|r| ready.len() >= r) {
-                let Some((now_ns, min_attempt)) = urgent_ns else {
-                    break;
-                };
-                // Without a total-timeout deadline (none armed) the task can wait.
-                let Some(due) = self.timers.total_deadline_ns(slot, id) else {
-                    continue;
-                };
-                let urgent_at = due.saturating_sub(min_attempt);
-                if urgent_at > now_ns {
-                    next_urgent = Some(next_urgent.map_or(urgent_at, |n| n.min(urgent_at)));
-                    continue;
-                }
+                break;
             }
             ready.push((id, slot));
-        }
-        match next_urgent {
-            Some(at) => self
-                .timers
-                .set(TimerKind::ResendWindow(li), self.timers.instant_of_ns(at)),
-            None => self.timers.cancel(TimerKind::ResendWindow(li)),
         }
         for host in auth_needed {
             self.request_auth(&host);
@@ -2635,7 +2610,6 @@ impl Engine {
                 }
             }
             TimerKind::ZombieRestart => self.restart_due_zombies(now),
-            TimerKind::ResendWindow(li) => self.dirty[li] = true,
             TimerKind::RetryPause(li) => {
                 self.links[li].retry_pause_until = None;
                 self.dirty[li] = true;
