@@ -415,7 +415,7 @@ pub enum AttemptOutcome {
     /// Its own connect timeout passed.
     TimedOut,
     /// Its transport was up, and its handshake ran out of the handshake timeout
-    /// ([`Recovery::handshake_timeout`](crate::Recovery::handshake_timeout)).
+    /// ([`Recovery::handshake_timeout`](crate::Recovery#structfield.handshake_timeout)).
     HandshakeTimedOut,
     /// Another attempt won, or the cycle was interrupted (network change, reset).
     Aborted,

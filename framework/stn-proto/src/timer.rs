@@ -38,7 +38,7 @@ pub enum TimerKind {
     /// One connect attempt's own timeout (10 s).
     ConnectAttempt(ConnId),
     /// The handshake of a connect attempt whose transport is up ran out of time (Phobos
-    /// [`Recovery::handshake_timeout`](crate::Recovery::handshake_timeout)).
+    /// [`Recovery::handshake_timeout`](crate::Recovery#structfield.handshake_timeout)).
     Handshake(ConnId),
     /// The race may start the link's next address: the stagger after the previous start
     /// (`MarsClassic` 2.5 s; `Phobos` 250 ms, adapted to measured connect times).
