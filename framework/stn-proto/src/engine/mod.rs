@@ -782,8 +782,7 @@ impl Engine {
             self.actions.push_back(Action::Abort { attempt });
             return;
         };
-        self.timers.cancel(TimerKind::ConnectAttempt(attempt));
-        self.timers.cancel(TimerKind::Handshake(attempt));
+        self.cancel_attempt_timers(attempt);
         if winner.index > 0 || now.saturating_duration_since(winner.started) > WEAK_CONNECT_RTT {
             self.mark_weak(now);
         }
@@ -860,8 +859,7 @@ impl Engine {
         let Some(li) = self.conns.remove(&attempt) else {
             return;
         };
-        self.timers.cancel(TimerKind::ConnectAttempt(attempt));
-        self.timers.cancel(TimerKind::Handshake(attempt));
+        self.cancel_attempt_timers(attempt);
         let failed = match &mut self.links[li].state {
             LinkState::Connecting { dialer, .. } => dialer.failed(now, attempt, Some(error)),
             _ => None,
@@ -2240,8 +2238,7 @@ impl Engine {
         self.timers.cancel(TimerKind::RaceStep(li));
         for a in dialer.abort_all(now) {
             self.conns.remove(&a.conn);
-            self.timers.cancel(TimerKind::ConnectAttempt(a.conn));
-            self.timers.cancel(TimerKind::Handshake(a.conn));
+            self.cancel_attempt_timers(a.conn);
             self.actions.push_back(Action::Abort { attempt: a.conn });
         }
     }
@@ -2328,39 +2325,28 @@ impl Engine {
         }
     }
 
-    /// The handshake of attempt `conn` ran out of time (see
-    /// [`handle_established`](Self::handle_established)): the attempt fails as a timeout and
-    /// its address may be dialed again at once ([`Dialer::handshake_timed_out`]).
-    fn on_handshake_timeout(&mut self, conn: ConnId, now: Instant) {
+    /// A deadline of connect attempt `conn` passed: its connect timeout, or (`handshake`)
+    /// the handshake timeout armed by [`handle_established`](Self::handle_established). The
+    /// attempt fails as a timeout; after a handshake timeout its address may be dialed again
+    /// at once ([`Dialer::handshake_timed_out`]).
+    fn on_attempt_deadline(&mut self, conn: ConnId, now: Instant, handshake: bool) {
+        self.cancel_attempt_timers(conn);
         let Some(&li) = self.conns.get(&conn) else {
             return;
         };
         let failed = match &mut self.links[li].state {
-            LinkState::Connecting { dialer, .. } => dialer.handshake_timed_out(now, conn),
-            _ => None,
-        };
-        let Some(a) = failed else {
-            return;
-        };
-        self.conns.remove(&conn);
-        self.timers.cancel(TimerKind::ConnectAttempt(conn));
-        self.actions.push_back(Action::Abort { attempt: conn });
-        self.stats.connects_failed += 1;
-        if !a.hedge {
-            self.record_addr(li, now, a.addr, false, None);
-        }
-        self.advance_dial(li, now);
-    }
-
-    fn on_connect_timeout(&mut self, conn: ConnId, now: Instant) {
-        self.timers.cancel(TimerKind::Handshake(conn));
-        let Some(li) = self.conns.remove(&conn) else {
-            return;
-        };
-        let failed = match &mut self.links[li].state {
+            LinkState::Connecting { dialer, .. } if handshake => {
+                dialer.handshake_timed_out(now, conn)
+            }
             LinkState::Connecting { dialer, .. } => dialer.failed(now, conn, None),
             _ => None,
         };
+        // A handshake deadline outlived by its attempt (which connected meanwhile) is
+        // nothing; a connect deadline always ends the attempt.
+        if handshake && failed.is_none() {
+            return;
+        }
+        self.conns.remove(&conn);
         self.actions.push_back(Action::Abort { attempt: conn });
         if let Some(a) = failed {
             self.stats.connects_failed += 1;
@@ -2370,6 +2356,12 @@ impl Engine {
             }
             self.advance_dial(li, now);
         }
+    }
+
+    /// Disarms both deadlines of connect attempt `conn` (connect and handshake).
+    fn cancel_attempt_timers(&mut self, conn: ConnId) {
+        self.timers.cancel(TimerKind::ConnectAttempt(conn));
+        self.timers.cancel(TimerKind::Handshake(conn));
     }
 
     /// A connect cycle failed: tasks waiting for the link lose an attempt.
@@ -2630,8 +2622,8 @@ impl Engine {
                     self.walk_chain(li, now);
                 }
             }
-            TimerKind::ConnectAttempt(conn) => self.on_connect_timeout(conn, now),
-            TimerKind::Handshake(conn) => self.on_handshake_timeout(conn, now),
+            TimerKind::ConnectAttempt(conn) => self.on_attempt_deadline(conn, now, false),
+            TimerKind::Handshake(conn) => self.on_attempt_deadline(conn, now, true),
             TimerKind::RaceStep(li) => self.advance_dial(li, now),
             TimerKind::Heartbeat(li) => {
                 let late = now.saturating_duration_since(at);
