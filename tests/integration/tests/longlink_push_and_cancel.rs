@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use phobos_plugin_api::CmdId;
-use phobos_stn::{ErrorKind, TaskError, TaskSpec};
+use phobos_stn::{ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
 
 mod common;
@@ -100,4 +100,107 @@ async fn canceling_an_ended_task_changes_nothing() {
     client.cancel(key);
     let stats = client.stats().await.unwrap();
     assert_eq!(stats.tasks_in_flight, 0);
+}
+
+/// Cancels every task of `keys` (`what` kind, for the printout) in an order shuffled by `seed`, then collects the batch's
+/// ends: how many of them were `Canceled`, after checking each key ended exactly once.
+async fn cancel_all_shuffled(
+    what: &str,
+    batch: &mut TaskBatch,
+    mut keys: Vec<TaskKey>,
+    seed: u64,
+) -> usize {
+    let mut x = seed;
+    for i in (1..keys.len()).rev() {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        keys.swap(i, (x >> 33) as usize % (i + 1));
+    }
+    let started = std::time::Instant::now();
+    for key in &keys {
+        batch.cancel(*key);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut canceled = 0;
+    let mut ends = Vec::new();
+    while seen.len() < keys.len() {
+        ends.clear();
+        assert!(batch.recv_many(&mut ends).await > 0, "every task ends");
+        for end in &ends {
+            assert!(seen.insert(end.key), "{:?} ended twice", end.key);
+            canceled += usize::from(end.outcome.as_ref().err() == Some(&TaskError::Canceled));
+        }
+    }
+    // Shown, not asserted (wall clock): with a scan per cancel, 100,000 took seconds.
+    eprintln!(
+        "{} {what} cancels answered in {:?}",
+        keys.len(),
+        started.elapsed()
+    );
+    canceled
+}
+
+/// How many tasks the cancel-burst tests start: 20,000, or `PHOBOS_CANCEL_BURST` (the
+/// figures in `docs/DEFAULTS.md` come from 100,000, `--release`).
+fn burst_size() -> usize {
+    std::env::var("PHOBOS_CANCEL_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000)
+}
+
+/// Many tasks started at once, for the cancel-burst tests.
+fn burst(n: usize) -> impl Iterator<Item = TaskSpec> {
+    (0..n).map(|i| TaskSpec::new(CmdId(1), i.to_be_bytes().to_vec()).with_limits(false, false))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_every_task_of_a_large_burst_in_flight_ends_each_once_and_the_link_goes_on() {
+    let n = burst_size();
+    let mut script = ConnScript::echo();
+    for _ in 0..n {
+        script = script.reply(Reply::stall());
+    }
+    let server = MockLongLinkServer::builder(codec())
+        .script(script)
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let mut batch = client.task_batch();
+    let keys: Vec<TaskKey> = batch.start(burst(n)).collect();
+    server.wait_for_task_frames(n).await;
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, n);
+
+    assert_eq!(
+        cancel_all_shuffled("in-flight", &mut batch, keys, 7).await,
+        n
+    );
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
+    // The link was not dropped for it, and answers the next task.
+    let next = client.start_task(TaskSpec::new(CmdId(1), &b"after"[..]));
+    assert_eq!(&next.await.unwrap().body[..], b"after");
+    assert_eq!(server.connection_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canceling_every_task_of_a_large_queued_burst_in_any_order_ends_each_once() {
+    let n = burst_size();
+    // Nothing listens there: every task waits in the queue for a connection.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let config = phobos_stn::ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [addr.into()])
+        .build()
+        .unwrap();
+    let client = phobos_stn::Client::start(config).unwrap();
+    client.set_foreground(true);
+    let mut batch = client.task_batch();
+    let keys: Vec<TaskKey> = batch.start(burst(n)).collect();
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, n);
+
+    assert_eq!(cancel_all_shuffled("queued", &mut batch, keys, 11).await, n);
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
 }

@@ -1377,7 +1377,7 @@ impl Engine {
         let mut auth_needed: Vec<String> = Vec::new();
         // Design: while the link is down the pass stops at the first task that could go,
         // so a long queue costs O(1) per input, not O(queue).
-        for &(_, _, id, slot) in &self.links[li].queue {
+        for &(_, _, id, slot) in self.links[li].queue.iter() {
             // Every queued task is stored at its slot (`enqueue`, `unlink_at`).
             let Some(t) = self.tasks.at_slot(slot).filter(|t| t.id == id) else {
                 continue;
