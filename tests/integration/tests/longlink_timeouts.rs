@@ -109,3 +109,41 @@ async fn a_refused_address_ends_the_task_with_a_dial_error() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Dial, "{err:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_link_saving_a_large_burst_as_zombies_recovers_every_task() {
+    // 20,000 tasks with a total timeout stall on the first connection; its first-packet
+    // timeout drops it (shared fate) and saves them all as zombies, which restart on the
+    // next connection. (Saving each zombie once scanned all the others: at 100,000 tasks that
+    // blocked the driver for 44 s, past every task's budget.)
+    const N: usize = 20_000;
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .default_script(ConnScript::echo())
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let t0 = Instant::now();
+    let mut batch = client.start_tasks((0..N).map(|i| {
+        TaskSpec::new(CmdId(1), (i as u32).to_be_bytes().to_vec())
+            .with_limits(false, false)
+            .with_retry_count(0)
+            .with_total_timeout(Duration::from_secs(40))
+    }));
+    let mut seen = std::collections::HashSet::new();
+    let mut ends = Vec::new();
+    while seen.len() < N {
+        ends.clear();
+        assert!(batch.recv_many(&mut ends).await > 0);
+        for end in &ends {
+            assert!(seen.insert(end.key), "{:?} ended twice", end.key);
+            let profile = end.profile.as_ref().expect("a profile");
+            assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
+            assert_eq!(profile.zombie_rounds, 1);
+        }
+    }
+    assert!(t0.elapsed() >= FIRST_PACKET);
+    assert_eq!(server.connection_count(), 2);
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
+}

@@ -10,11 +10,12 @@ mod ranking;
 mod short;
 mod tasks;
 mod timeouts;
+mod zombies;
 
 pub use self::batch::MAX_SPARE_PROFILES;
 pub use self::ranking::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -47,6 +48,7 @@ use self::queue::TaskQueue;
 use self::ranking::{Candidate, PlanRules, Ranking};
 use self::tasks::TaskTable;
 use self::timeouts::{AttemptTimeouts, Estimator, NetQuality};
+use self::zombies::Zombies;
 
 pub use self::short::{
     ExchangeError, HttpRequest, HttpResponse, ShortLinkConfig, SHORT_LINK, SHORT_REQUEST_INVALID,
@@ -94,7 +96,7 @@ pub struct Engine {
     estimator: Estimator,
     freq: FrequencyLimit,
     flow: FlowLimit,
-    zombies: BTreeMap<TaskId, Zombie>,
+    zombies: Zombies,
     last_start: Option<Instant>,
     /// Profile boxes given back by the driver ([`Engine::recycle_profile`]), reused for new
     /// tasks. The boxes themselves are what is kept (each end carries one).
@@ -396,7 +398,7 @@ impl Engine {
             estimator: Estimator::new(),
             freq: FrequencyLimit::new(now),
             flow: FlowLimit::new(now),
-            zombies: BTreeMap::new(),
+            zombies: Zombies::default(),
             last_start: None,
             spare_profiles: Vec::new(),
             keeper: Keeper {
@@ -628,7 +630,7 @@ impl Engine {
                 self.emit_end(id, task.tag, Err(LocalError::Reset.into()), profile, now);
             }
         }
-        for (id, mut z) in std::mem::take(&mut self.zombies) {
+        for (id, mut z) in self.zombies.take_all() {
             self.timers.cancel(TimerKind::ZombieExpiry(id));
             let profile = z.task.take_profile(now);
             self.emit_end(id, z.task.tag, Err(LocalError::Reset.into()), profile, now);
@@ -3044,7 +3046,7 @@ impl Engine {
 
     fn schedule_zombie_restart(&mut self) {
         let min_age = self.cfg.timing.zombie_min_age;
-        let Some(oldest) = self.zombies.values().map(|z| z.saved_at).min() else {
+        let Some(oldest) = self.zombies.oldest() else {
             self.timers.cancel(TimerKind::ZombieRestart);
             return;
         };
@@ -3061,13 +3063,7 @@ impl Engine {
             .last_start
             .is_none_or(|t| now.saturating_duration_since(t) >= min_age);
         if quiet {
-            let due: Vec<TaskId> = self
-                .zombies
-                .iter()
-                .filter(|(_, z)| now.saturating_duration_since(z.saved_at) >= min_age)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in due {
+            for id in self.zombies.aged(now, min_age) {
                 self.restart_zombie(id, now);
             }
         }
@@ -3075,8 +3071,7 @@ impl Engine {
     }
 
     fn restart_all_zombies(&mut self, now: Instant) {
-        let ids: Vec<TaskId> = self.zombies.keys().copied().collect();
-        for id in ids {
+        for id in self.zombies.ids() {
             self.restart_zombie(id, now);
         }
         self.schedule_zombie_restart();
