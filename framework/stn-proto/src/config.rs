@@ -115,6 +115,9 @@ impl Config {
         if short.max_response_len == 0 {
             return Err(ConfigError::Zero("short_link.max_response_len"));
         }
+        if short.max_running == 0 {
+            return Err(ConfigError::Zero("short_link.max_running"));
+        }
         let t = &self.timing;
         let nonzero = [
             (t.connect_timeout, "connect_timeout"),

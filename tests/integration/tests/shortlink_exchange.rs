@@ -309,3 +309,41 @@ async fn a_response_that_stops_midway_hits_the_packet_to_packet_timeout() {
     assert!(end.profile.first_byte.is_some());
     assert_eq!(end.profile.received_bytes, sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_tasks_runs_a_few_at_a_time_and_every_task_succeeds() {
+    // 2,000 tasks at once. Running them all at once (as Mars does, a thread each) opened a
+    // socket or more per task: under a 1,024-descriptor limit 257 of 3,000 succeeded. The
+    // engine runs `ShortLinkConfig::max_running` (16) at a time; the rest wait their turn.
+    // `PHOBOS_SHORT_BURST` sets another size.
+    let n: usize = std::env::var("PHOBOS_SHORT_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let server = MockShortLinkServer::start(|n| ShortReply::Ok(format!("r{n}").into_bytes()))
+        .await
+        .unwrap();
+    let client = client().await;
+    let started = std::time::Instant::now();
+    let mut batch = client.start_tasks((0..n).map(|_| short(&[server.host()])));
+    let mut seen = std::collections::HashSet::new();
+    let mut ends = Vec::new();
+    while seen.len() < n {
+        ends.clear();
+        assert!(batch.recv_many(&mut ends).await > 0);
+        for end in &ends {
+            assert!(seen.insert(end.key), "{:?} ended twice", end.key);
+            assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
+        }
+    }
+    assert_eq!(server.requests().len(), n);
+    // At most 16 attempts at once, each racing at most 3 connections (and on loopback the
+    // first connect wins at once).
+    let peak = server.peak_open_connections();
+    // Shown, not asserted (wall clock).
+    eprintln!(
+        "{n} tasks in {:?}, at most {peak} connections at once",
+        started.elapsed()
+    );
+    assert!(peak <= 3 * 16, "{peak} connections open at once");
+}

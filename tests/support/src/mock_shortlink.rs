@@ -52,6 +52,9 @@ pub struct Shared {
     script: ShortScript,
     requests: Mutex<Vec<Vec<u8>>>,
     accepted: AtomicUsize,
+    /// Connections being served now, and the most at once.
+    open: AtomicUsize,
+    peak_open: AtomicUsize,
 }
 
 impl Shared {
@@ -61,6 +64,8 @@ impl Shared {
             script: Arc::new(script),
             requests: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            peak_open: AtomicUsize::new(0),
         })
     }
 
@@ -122,6 +127,11 @@ impl MockShortLinkServer {
     pub fn connection_count(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
     }
+
+    /// The most connections served at once so far.
+    pub fn peak_open_connections(&self) -> usize {
+        self.shared.peak_open.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for MockShortLinkServer {
@@ -132,6 +142,9 @@ impl Drop for MockShortLinkServer {
 
 /// Serves HTTP/1.1 requests on `stream` until a reply closes it or the client does.
 pub async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: Arc<Shared>) {
+    let now_open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+    shared.peak_open.fetch_max(now_open, Ordering::SeqCst);
+    let _open = OpenGuard(&shared);
     let mut buf = Vec::new();
     loop {
         let Some(request) = read_request(&mut stream, &mut buf).await else {
@@ -279,5 +292,14 @@ mod tests {
         );
         assert_eq!(server.requests(), vec![req.to_vec(), req.to_vec()]);
         assert_eq!(server.connection_count(), 1);
+    }
+}
+
+/// Counts a connection out of [`Shared::open`] when its [`serve_conn`] ends, however it ends.
+struct OpenGuard<'a>(&'a Shared);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -1030,3 +1030,90 @@ fn a_short_budget_is_shared_by_the_attempts_so_the_retry_fits() {
     d.exchanges();
     assert_eq!(d.first_packet_timeout(), Duration::from_secs(4));
 }
+
+/// The `ShortConnect` actions so far, as (task, connection), taken out.
+fn connects_by_task(d: &mut Drive) -> Vec<(TaskId, ConnId)> {
+    let mut out = Vec::new();
+    d.actions.retain(|a| match a {
+        Action::ShortConnect { task, attempt, .. } => {
+            out.push((*task, *attempt));
+            false
+        }
+        _ => true,
+    });
+    out
+}
+
+#[test]
+fn a_burst_runs_at_most_max_running_attempts_and_the_rest_wait_in_priority_order() {
+    let mut d = Drive::with(|b| b.short_link(crate::ShortLinkConfig::default().max_running(2)));
+    let spec = |p: u8| short_task(&["10.0.0.1:80"]).with_priority(p);
+    let a = d.start(spec(3));
+    let b = d.start(spec(3));
+    let c = d.start(spec(3));
+    let urgent = d.start(spec(0));
+    let e = d.start(spec(3));
+    // Two places: the first two tasks connect; the others wait.
+    let first = connects_by_task(&mut d);
+    assert_eq!(first.iter().map(|c| c.0).collect::<Vec<_>>(), [a, b]);
+    // A task that ends hands its place to the most urgent waiting one.
+    d.connected(first[0].1);
+    d.respond(first[0].1, 200, b"ok");
+    assert!(d.end(a).is_some_and(|e| e.outcome.is_ok()));
+    let next = connects_by_task(&mut d);
+    assert_eq!(next.iter().map(|c| c.0).collect::<Vec<_>>(), [urgent]);
+    let urgent_conn = next[0].1;
+    // A failed attempt frees its place during the retry pause: the next waiting task
+    // gets it, and the retry waits its turn.
+    d.connected(first[1].1);
+    d.respond(first[1].1, 503, b"busy");
+    assert_eq!(d.retries(b).len(), 1);
+    let next = connects_by_task(&mut d);
+    assert_eq!(next.iter().map(|c| c.0).collect::<Vec<_>>(), [c]);
+    let c_conn = next[0].1;
+    d.advance(Duration::from_millis(1500));
+    let early = connects_by_task(&mut d);
+    assert!(
+        early.iter().all(|&(t, _)| t != b),
+        "no place for the retry yet"
+    );
+    // A canceled waiting task ends at once and takes no place.
+    assert!(d.engine.cancel_task(d.now, e));
+    d.drain();
+    assert_eq!(
+        d.end(e).map(|end| end.outcome.clone().unwrap_err()),
+        Some(TaskError::Canceled)
+    );
+    // Places free up: the retry of `b` goes, and nothing else is left.
+    for conn in [urgent_conn, c_conn] {
+        d.connected(conn);
+        d.respond(conn, 200, b"ok");
+    }
+    let retry = connects_by_task(&mut d);
+    assert_eq!(retry.iter().map(|c| c.0).collect::<Vec<_>>(), [b]);
+    d.connected(retry[0].1);
+    d.respond(retry[0].1, 200, b"ok");
+    for id in [a, b, c, urgent] {
+        assert!(d.end(id).is_some_and(|e| e.outcome.is_ok()), "{id:?}");
+    }
+    assert_eq!(d.engine.task_count(), 0);
+}
+
+#[test]
+fn a_waiting_task_still_ends_at_its_total_timeout() {
+    let mut d = Drive::with(|b| b.short_link(crate::ShortLinkConfig::default().max_running(1)));
+    let busy = d.start(short_task(&["10.0.0.1:80"]));
+    let waiting = d.start(short_task(&["10.0.0.1:80"]).with_total_timeout(Duration::from_secs(3)));
+    let (task, conn) = connects_by_task(&mut d)[0];
+    assert_eq!(task, busy);
+    d.connected(conn);
+    // The server stalls `busy`; `waiting` never gets a place and times out on its own clock.
+    d.advance(Duration::from_secs(3));
+    let end = d.end(waiting).expect("the waiting task ended");
+    assert_eq!(
+        end.outcome.clone().unwrap_err(),
+        TaskError::Timeout(TimeoutLevel::Total)
+    );
+    assert!(d.end(busy).is_none());
+    assert!(connects_by_task(&mut d).is_empty());
+}
