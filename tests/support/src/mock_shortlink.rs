@@ -267,6 +267,15 @@ fn reason(status: u16) -> &'static str {
 /// The largest request head the mock reads.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Counts a connection out of [`Shared::open`] when its [`serve_conn`] ends, however it ends.
+struct OpenGuard<'a>(&'a Shared);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,14 +301,5 @@ mod tests {
         );
         assert_eq!(server.requests(), vec![req.to_vec(), req.to_vec()]);
         assert_eq!(server.connection_count(), 1);
-    }
-}
-
-/// Counts a connection out of [`Shared::open`] when its [`serve_conn`] ends, however it ends.
-struct OpenGuard<'a>(&'a Shared);
-
-impl Drop for OpenGuard<'_> {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
