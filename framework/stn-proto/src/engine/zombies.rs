@@ -130,7 +130,7 @@ mod tests {
         let mut model: BTreeMap<TaskId, Instant> = BTreeMap::new();
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(3);
         let mut rand = |n: u64| rand::Rng::gen_range(&mut rng, 0..n);
-        let start = Instant::now();
+        let start = crate::tests::epoch::epoch();
         let mut now = start + Duration::from_secs(100);
         let age = Duration::from_secs(3);
         for step in 0..20_000 {
