@@ -7,7 +7,7 @@ use phobos_stn::{ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
 
 mod common;
-use common::{client_for, codec};
+use common::{client_for, codec, ends_once};
 
 #[tokio::test(start_paused = true)]
 async fn pushes_on_connect_and_on_demand_reach_every_subscriber() {
@@ -121,17 +121,11 @@ async fn cancel_all_shuffled(
     for key in &keys {
         batch.cancel(*key);
     }
-    let mut seen = std::collections::HashSet::new();
-    let mut canceled = 0;
-    let mut ends = Vec::new();
-    while seen.len() < keys.len() {
-        ends.clear();
-        assert!(batch.recv_many(&mut ends).await > 0, "every task ends");
-        for end in &ends {
-            assert!(seen.insert(end.key), "{:?} ended twice", end.key);
-            canceled += usize::from(end.outcome.as_ref().err() == Some(&TaskError::Canceled));
-        }
-    }
+    let canceled = ends_once(batch, keys.len())
+        .await
+        .iter()
+        .filter(|end| end.outcome.as_ref().err() == Some(&TaskError::Canceled))
+        .count();
     // Shown, not asserted (wall clock): with a scan per cancel, 100,000 took seconds.
     eprintln!(
         "{} {what} cancels answered in {:?}",
@@ -158,12 +152,8 @@ fn burst(n: usize) -> impl Iterator<Item = TaskSpec> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceling_every_task_of_a_large_burst_in_flight_ends_each_once_and_the_link_goes_on() {
     let n = burst_size();
-    let mut script = ConnScript::echo();
-    for _ in 0..n {
-        script = script.reply(Reply::stall());
-    }
     let server = MockLongLinkServer::builder(codec())
-        .script(script)
+        .script(ConnScript::echo().replies(n, Reply::stall()))
         .start()
         .await
         .unwrap();

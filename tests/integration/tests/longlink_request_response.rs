@@ -129,12 +129,10 @@ async fn large_requests_wait_for_a_server_that_is_slow_to_read_then_go_out() {
     // of 8 requests (6 MB in all, more than the socket buffers hold). Nothing but the socket
     // becoming writable again can move the later frames out of the driver before the
     // heartbeat reply deadline (8 s).
-    let mut script = ConnScript::echo()
+    let script = ConnScript::echo()
         .drop_heartbeats()
-        .on_connect(vec![Step::Wait(Duration::from_secs(3))]);
-    for _ in 0..7 {
-        script = script.reply(Reply::stall());
-    }
+        .on_connect(vec![Step::Wait(Duration::from_secs(3))])
+        .replies(7, Reply::stall());
     let server = MockLongLinkServer::builder(codec())
         .script(script)
         .start()

@@ -10,7 +10,7 @@ use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 use tokio::time::Instant;
 
 mod common;
-use common::{client_for, codec};
+use common::{client_for, codec, ends_once};
 
 /// Mars's base first-packet timeout on Wi-Fi.
 const FIRST_PACKET: Duration = Duration::from_secs(12);
@@ -131,17 +131,10 @@ async fn a_stalled_link_saving_a_large_burst_as_zombies_recovers_every_task() {
             .with_retry_count(0)
             .with_total_timeout(Duration::from_secs(40))
     }));
-    let mut seen = std::collections::HashSet::new();
-    let mut ends = Vec::new();
-    while seen.len() < N {
-        ends.clear();
-        assert!(batch.recv_many(&mut ends).await > 0);
-        for end in &ends {
-            assert!(seen.insert(end.key), "{:?} ended twice", end.key);
-            let profile = end.profile.as_ref().expect("a profile");
-            assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
-            assert_eq!(profile.zombie_rounds, 1);
-        }
+    for end in ends_once(&mut batch, N).await {
+        let profile = end.profile.as_ref().expect("a profile");
+        assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
+        assert_eq!(profile.zombie_rounds, 1);
     }
     assert!(t0.elapsed() >= FIRST_PACKET);
     assert_eq!(server.connection_count(), 2);

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 mod common;
-use common::codec;
+use common::{codec, ends_once};
 
 /// A client whose tasks go to the short link (the long link is configured but never used).
 async fn client() -> Client {
@@ -326,15 +326,8 @@ async fn a_burst_of_tasks_runs_a_few_at_a_time_and_every_task_succeeds() {
     let client = client().await;
     let started = std::time::Instant::now();
     let mut batch = client.start_tasks((0..n).map(|_| short(&[server.host()])));
-    let mut seen = std::collections::HashSet::new();
-    let mut ends = Vec::new();
-    while seen.len() < n {
-        ends.clear();
-        assert!(batch.recv_many(&mut ends).await > 0);
-        for end in &ends {
-            assert!(seen.insert(end.key), "{:?} ended twice", end.key);
-            assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
-        }
+    for end in ends_once(&mut batch, n).await {
+        assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
     }
     assert_eq!(server.requests().len(), n);
     // At most 16 attempts at once, each racing at most 3 connections (and on loopback the

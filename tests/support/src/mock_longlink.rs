@@ -426,6 +426,12 @@ impl ConnScript {
         self
     }
 
+    /// Adds `reply` to the next `n` unscripted requests on this connection.
+    pub fn replies(mut self, n: usize, reply: Reply) -> Self {
+        self.replies.extend(std::iter::repeat_n(reply, n));
+        self
+    }
+
     /// The reply for requests after the scripted ones (default: echo).
     pub fn default_reply(mut self, reply: Reply) -> Self {
         self.default_reply = reply;

@@ -25,3 +25,19 @@ pub fn client_for(server: &MockLongLinkServer) -> Client {
     client.set_foreground(true);
     client
 }
+
+/// Receives the ends of `n` tasks from `batch`, checking that no task ends twice.
+pub async fn ends_once(batch: &mut phobos_stn::TaskBatch, n: usize) -> Vec<phobos_stn::BatchEnd> {
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::with_capacity(n);
+    let mut ends = Vec::new();
+    while all.len() < n {
+        ends.clear();
+        assert!(batch.recv_many(&mut ends).await > 0, "every task ends");
+        for end in ends.drain(..) {
+            assert!(seen.insert(end.key), "{:?} ended twice", end.key);
+            all.push(end);
+        }
+    }
+    all
+}
