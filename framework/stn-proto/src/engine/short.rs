@@ -62,6 +62,11 @@
 //! [`Action::EnsureAuth`] requests; a rejection ends it with
 //! [`AuthFailure::Rejected`](crate::AuthFailure::Rejected).
 //!
+//! **Places** (Phobos): at most [`ShortLinkConfig::max_running`] tasks are in an attempt
+//! (steps 1–4) at once. A task that finds no place waits, in (priority, id) order, with its
+//! total timeout running; a place passes on when an attempt ends (the task ended, or waits
+//! out its retry pause without one).
+//!
 //! Not carried over from Mars: zombies and the anti-avalanche limits apply to long-link
 //! tasks only; short-link tasks end after their retries or total timeout.
 
