@@ -62,10 +62,11 @@
 //! [`Action::EnsureAuth`] requests; a rejection ends it with
 //! [`AuthFailure::Rejected`](crate::AuthFailure::Rejected).
 //!
-//! **Places** (Phobos): at most [`ShortLinkConfig::max_running`] tasks are in an attempt
-//! (steps 1–4) at once. A task that finds no place waits, in (priority, id) order, with its
-//! total timeout running; a place passes on when an attempt ends (the task ended, or waits
-//! out its retry pause without one).
+//! **Places** (Phobos): at most [`ShortLinkConfig::max_running`] tasks per host (a task's
+//! first short-link host) are in an attempt (steps 1–4) at once. A task that finds no place
+//! waits, in (priority, id) order, with its total timeout running; a place passes on to the
+//! same host's next task when an attempt ends (the task ended, or waits out its retry pause
+//! without one). Per host, so a dead host holding its places does not hold up the others.
 //!
 //! Not carried over from Mars: zombies and the anti-avalanche limits apply to long-link
 //! tasks only; short-link tasks end after their retries or total timeout.
@@ -169,12 +170,15 @@ pub struct ShortLinkConfig {
     /// broken proxy, or a network that only works through one, still gets one try the other
     /// way). Set by the driver's config; default off.
     pub proxy: bool,
-    /// Tasks in an attempt (resolving, connecting or exchanging) at once; the others wait
-    /// for a place in priority order, their total timeouts running (default 16).
+    /// Tasks per host (a task's first short-link host) in an attempt (resolving, connecting
+    /// or exchanging) at once; the others wait for a place in priority order, their total
+    /// timeouts running (default 16).
     ///
     /// Design: Mars runs every short-link task at once (a thread each). A burst of
     /// thousands then opens thousands of sockets (three per racing attempt) and, under a
     /// 1,024-descriptor limit, fails most of its tasks: 257 of 3,000 succeeded that way.
+    /// Per host, as browsers count, so a host that does not answer holds up only its own
+    /// tasks.
     pub max_running: usize,
 }
 
@@ -234,15 +238,24 @@ pub(super) struct ShortLink {
     exchanging: usize,
     /// Whether the last successful exchange went through the proxy (§8.6).
     last_proxy_ok: Option<bool>,
-    /// Tasks holding one of the [`ShortLinkConfig::max_running`] places.
-    running: usize,
-    /// Tasks waiting for a place, by (priority, id).
-    queued: BTreeSet<(u8, TaskId)>,
-    /// A place is being handed on ([`Engine::short_promote`]); a place freed meanwhile is
-    /// handed on by the same loop.
+    /// The [`ShortLinkConfig::max_running`] places of each host with tasks in an attempt
+    /// or waiting for one (an entry goes when neither is left).
+    places: FxHashMap<String, Places>,
+    /// Hosts with a place freed and not yet handed on ([`Engine::short_promote`]).
+    freed: Vec<String>,
+    /// A place is being handed on; places freed meanwhile are handed on by the same loop.
     promoting: bool,
     /// Idle keep-alive connections (§8.5).
     pool: KeepAlivePool,
+}
+
+/// One host's places.
+#[derive(Debug, Default)]
+struct Places {
+    /// Tasks holding a place.
+    running: usize,
+    /// Tasks waiting for one, by (priority, id).
+    queued: BTreeSet<(u8, TaskId)>,
 }
 
 /// Idle keep-alive connections the driver holds for the core (§8.5).
@@ -859,14 +872,14 @@ impl Engine {
             }
         }
         if !task.holds_place {
-            if self.short.running >= self.cfg.short_link.max_running {
+            let places = self.short.places.entry(place_host(task)).or_default();
+            if places.running >= self.cfg.short_link.max_running {
                 task.state = State::Queued;
-                let key = (task.spec.priority, id);
-                self.short.queued.insert(key);
+                places.queued.insert((task.spec.priority, id));
                 return;
             }
             task.holds_place = true;
-            self.short.running += 1;
+            places.running += 1;
         }
         task.sent = false;
         task.use_proxy = if !self.cfg.short_link.proxy {
@@ -1297,7 +1310,7 @@ impl Engine {
         }
         task.state = State::Waiting;
         self.stats.retries += 1;
-        let freed = std::mem::take(&mut task.holds_place);
+        let freed = std::mem::take(&mut task.holds_place).then(|| place_host(task));
         let attempt = task.attempts;
         let pause = if free {
             Duration::ZERO
@@ -1307,9 +1320,8 @@ impl Engine {
         self.short.timers.set(Timer::Retry(id), now + pause);
         self.events
             .push_back(Event::TaskRetrying { id, attempt, error });
-        if freed {
-            self.short.running -= 1;
-            self.short_promote(now);
+        if let Some(host) = freed {
+            self.short_free_place(now, host);
         }
     }
 
@@ -1320,31 +1332,64 @@ impl Engine {
         let Some(task) = self.short.tasks.remove(&id) else {
             return;
         };
-        self.short.queued.remove(&(task.spec.priority, id));
+        let host = place_host(&task);
+        if let Some(places) = self.short.places.get_mut(&host) {
+            places.queued.remove(&(task.spec.priority, id));
+        }
         self.emit_end(id, task.tag, outcome, task.profile, now);
         if task.holds_place {
-            self.short.running -= 1;
-            self.short_promote(now);
+            self.short_free_place(now, host);
+        } else {
+            self.short_forget_host(&host);
         }
     }
 
-    /// Hands free places ([`ShortLinkConfig::max_running`]) to the queued tasks, in
-    /// priority order.
+    /// A task of `host` gave its place up: the place goes to that host's next waiting task.
+    fn short_free_place(&mut self, now: Instant, host: String) {
+        if let Some(places) = self.short.places.get_mut(&host) {
+            places.running -= 1;
+        }
+        self.short.freed.push(host);
+        self.short_promote(now);
+    }
+
+    /// Hands the freed places ([`ShortLinkConfig::max_running`]) to the waiting tasks of
+    /// their hosts, in priority order.
     ///
     /// Design: a task given a place may fail at once (no address) and free it again; the
-    /// `promoting` flag keeps that from recursing, the loop below hands it on instead.
+    /// `promoting` flag keeps that from recursing: the place joins `freed`, and the loop
+    /// below hands it on.
     fn short_promote(&mut self, now: Instant) {
         if self.short.promoting {
             return;
         }
         self.short.promoting = true;
-        while self.short.running < self.cfg.short_link.max_running {
-            let Some((_, id)) = self.short.queued.pop_first() else {
-                break;
-            };
-            self.short_begin(id, now);
+        while let Some(host) = self.short.freed.pop() {
+            loop {
+                let next = match self.short.places.get_mut(&host) {
+                    Some(p) if p.running < self.cfg.short_link.max_running => p.queued.pop_first(),
+                    _ => None,
+                };
+                let Some((_, id)) = next else {
+                    break;
+                };
+                self.short_begin(id, now);
+            }
+            self.short_forget_host(&host);
         }
         self.short.promoting = false;
+    }
+
+    /// Drops `host`'s places once no task of it holds or waits for one.
+    fn short_forget_host(&mut self, host: &str) {
+        if self
+            .short
+            .places
+            .get(host)
+            .is_some_and(|p| p.running == 0 && p.queued.is_empty())
+        {
+            self.short.places.remove(host);
+        }
     }
 
     /// The exchange on `conn` is over with a response: keep the connection idle for
@@ -1448,6 +1493,12 @@ pub(crate) const POOL_BAN: Duration = Duration::from_secs(300);
 pub(crate) const MAX_IDLE: usize = 16;
 
 /// Whether a failure is the address's fault (so the next attempt tries another first).
+/// The host whose places ([`ShortLinkConfig::max_running`]) a task takes: its first
+/// short-link host (admission makes sure it has one).
+fn place_host(task: &ShortTask) -> String {
+    task.spec.short_hosts.first().cloned().unwrap_or_default()
+}
+
 fn blames_address(error: &TaskError) -> bool {
     match error {
         TaskError::Http(HttpFailure::Status(s)) => *s >= 500,

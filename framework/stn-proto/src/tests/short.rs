@@ -1117,3 +1117,23 @@ fn a_waiting_task_still_ends_at_its_total_timeout() {
     assert!(d.end(busy).is_none());
     assert!(connects_by_task(&mut d).is_empty());
 }
+
+#[test]
+fn places_are_per_host_so_a_silent_host_does_not_hold_up_another() {
+    let mut d = Drive::with(|b| b.short_link(crate::ShortLinkConfig::default().max_running(2)));
+    let silent: Vec<TaskId> = (0..4)
+        .map(|_| d.start(short_task(&["10.0.0.1:80"])))
+        .collect();
+    let other = d.start(short_task(&["10.0.0.2:80"]));
+    let started = connects_by_task(&mut d);
+    // Two of the silent host's tasks hold its places, two wait; the other host's task goes.
+    let tasks: Vec<TaskId> = started.iter().map(|c| c.0).collect();
+    assert_eq!(tasks, [silent[0], silent[1], other]);
+    let other_conn = started[2].1;
+    d.connected(other_conn);
+    d.respond(other_conn, 200, b"ok");
+    assert!(d.end(other).is_some_and(|e| e.outcome.is_ok()));
+    // The other host's end frees none of the silent host's places.
+    assert!(connects_by_task(&mut d).is_empty());
+    assert!(d.end(silent[2]).is_none() && d.end(silent[3]).is_none());
+}
