@@ -44,12 +44,11 @@ impl<Z> Default for Zombies<Z> {
 impl<Z: Saved> Zombies<Z> {
     /// Keeps `zombie` as `id` (replacing a zombie of that id, which the engine never has).
     pub(super) fn insert(&mut self, id: TaskId, zombie: Z) {
-        self.by_age.insert((zombie.saved_at(), id));
+        let saved_at = zombie.saved_at();
         if let Some(old) = self.by_id.insert(id, zombie) {
-            if old.saved_at() != self.by_id[&id].saved_at() {
-                self.by_age.remove(&(old.saved_at(), id));
-            }
+            self.by_age.remove(&(old.saved_at(), id));
         }
+        self.by_age.insert((saved_at, id));
     }
 
     /// Takes zombie `id` out.
