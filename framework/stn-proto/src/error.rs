@@ -220,11 +220,11 @@ pub enum ParamError {
     #[error("send-only tasks need the long link")]
     SendOnlyOnShortLink,
     /// The body does not fit in one frame of the codec.
-    #[error("body of {len} bytes exceeds the frame limit of {max}")]
+    #[error("body of {len} bytes exceeds the longest body one frame holds, {max} bytes")]
     BodyTooLarge {
         /// The body length.
         len: usize,
-        /// The codec's frame limit.
+        /// The longest body one frame holds: the codec's frame limit less its head.
         max: usize,
     },
 }

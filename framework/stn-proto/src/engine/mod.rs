@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use phobos_plugin_api::{
     AddrSource, AuthError, CmdId, Decoded, FrameHead, FrameKind, HeartbeatContext, HeartbeatPolicy,
-    IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, RawFrame, ResolveError,
-    ResolvedAddr, Seq, TaskId,
+    IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, PacketCodec, RawFrame,
+    ResolveError, ResolvedAddr, Seq, TaskId,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -121,6 +121,8 @@ pub struct Engine {
     defer_dispatch: bool,
     /// The average frame of the last dispatch pass, in bytes (see `batch.rs`).
     frame_len_hint: usize,
+    /// The longest long-link body admitted ([`max_body_len`]).
+    max_body_len: usize,
     /// The shared default link name ([`LinkName::default`]) and its link, if configured.
     default_link: Option<(LinkName, usize)>,
     /// Whether [`Event::TaskSent`] is emitted ([`set_task_sent_events`](Self::set_task_sent_events)).
@@ -377,6 +379,7 @@ impl Engine {
         timers.set(TimerKind::TimingSync, now + config.timing.timing_sync.0);
         let n = links.len();
         let retry_room = RetryRoom::of(&config);
+        let max_body_len = max_body_len(config.codec.as_ref());
         Ok(Engine {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             has_account: config.has_account,
@@ -420,6 +423,7 @@ impl Engine {
             retry_room,
             ranked_this_read: false,
             default_link,
+            max_body_len,
         })
     }
 
@@ -1279,11 +1283,10 @@ impl Engine {
         let Some(li) = default.or_else(|| self.link_by_name.get(&spec.link).copied()) else {
             return Err(ParamError::UnknownLink(spec.link.to_string()).into());
         };
-        let max = self.cfg.codec.max_frame_len();
-        if spec.body.len() > max {
+        if spec.body.len() > self.max_body_len {
             return Err(ParamError::BodyTooLarge {
                 len: spec.body.len(),
-                max,
+                max: self.max_body_len,
             }
             .into());
         }
@@ -3212,6 +3215,24 @@ impl RetryRoom {
 
 /// `d` in nanoseconds, saturating (a `Duration` past 584 years does not occur here).
 #[inline]
+/// The longest body `codec` can put in one frame: its frame limit less the head it adds to
+/// an empty body (the whole limit when it cannot frame one).
+///
+/// Design: a body that passed a check against the frame limit alone but not the head with
+/// it failed only when its turn to be sent came (an encode error, after waiting for a
+/// connection). The plugin API states the limit for whole frames, so the head is measured
+/// once here rather than asked of every codec; a codec whose head grows with the body (or
+/// with an extension) still refuses what does not fit when encoding.
+fn max_body_len(codec: &dyn PacketCodec) -> usize {
+    let mut probe = Vec::new();
+    let head = FrameHead::new(CmdId(1), Seq(1));
+    let overhead = match codec.encode(head, &[], &[], &mut probe) {
+        Ok(()) => probe.len(),
+        Err(_) => 0,
+    };
+    codec.max_frame_len().saturating_sub(overhead)
+}
+
 fn nanos(d: Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1_000_000_000)

@@ -359,3 +359,20 @@ fn trigger_heartbeat_sends_one_now() {
         vec![ms(60), ms(10_020)]
     );
 }
+
+#[test]
+fn a_body_that_fits_the_frame_limit_only_without_the_head_is_refused_at_once() {
+    // The Mars codec's frames hold at most 1 MiB, its 20-byte head included.
+    let max = 1_048_576 - 20;
+    let mut sim = Sim::new();
+    let id = sim.start(spec(42, &vec![7; max + 1]).with_limits(false, false));
+    let (at, end) = sim.ends[&id].clone();
+    assert_eq!(at, sim.t0, "ends at once, before any connect");
+    assert_eq!(
+        end.outcome.unwrap_err(),
+        TaskError::Param(ParamError::BodyTooLarge { len: max + 1, max })
+    );
+    let fits = sim.start(spec(42, &vec![7; max]).with_limits(false, false));
+    let (_, end) = sim.run_until_end(fits, secs(30));
+    assert_eq!(end.outcome.expect("sent and answered").body.len(), max);
+}
