@@ -147,6 +147,9 @@ pub struct DriverStats {
     pub connect_attempts: u64,
     /// How often frames had to wait for a full socket to become writable.
     pub write_waits: u64,
+    /// Long-link socket writes that took bytes, so far: against the tasks started, how well
+    /// frames are gathered into writes.
+    pub writes: u64,
     /// Short-link connects and exchanges in progress.
     pub short_link_in_flight: usize,
     /// Idle keep-alive short-link connections cached (spec §8.5).

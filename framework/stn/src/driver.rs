@@ -163,6 +163,7 @@ fn start(
         connect_attempts: 0,
         connected: 0,
         write_waits: 0,
+        writes: 0,
         heartbeat,
         heartbeat_state,
         ranking_state,
@@ -243,6 +244,8 @@ struct Driver {
     connect_attempts: u64,
     connected: usize,
     write_waits: u64,
+    /// Long-link socket writes so far ([`DriverStats::writes`]).
+    writes: u64,
     /// The heartbeat factory, whose state is persisted.
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
     /// Where that state is kept.
@@ -394,7 +397,12 @@ impl Conn {
 
     /// Writes as much of `out` as the socket takes now. `Ready(Ok)` once `out` is empty,
     /// `Pending` (with `cx` registered) while the socket is full.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    /// `writes` counts the socket writes that took bytes.
+    fn poll_write_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        writes: &mut u64,
+    ) -> Poll<std::io::Result<()>> {
         while let Some(front) = self.out.front() {
             let stream = Pin::new(&mut self.stream);
             let written = if self.out.len() > 1 && stream.is_write_vectored() {
@@ -411,7 +419,10 @@ impl Conn {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
-                Poll::Ready(Ok(n)) => consume(&mut self.out, n),
+                Poll::Ready(Ok(n)) => {
+                    *writes += 1;
+                    consume(&mut self.out, n);
+                }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -453,9 +464,19 @@ impl Driver {
                     t
                 }
                 cmd = commands.recv() => {
+                    let cmd = cmd?;
+                    // Design: callers of `start_task` woken by the last iteration's ends run
+                    // one after another, and each one's command wakes the driver into the
+                    // worker's next slot (tokio's LIFO slot), ahead of the other callers: the
+                    // driver then took one task per wake-up and wrote one frame per system
+                    // call. Letting the other runnable tasks go first, once, when other tasks
+                    // are in flight (so their callers may be about to start more), gathers
+                    // their commands into one iteration and one write.
+                    if matches!(cmd, Command::Start { .. }) && self.waiters.len() > 1 {
+                        tokio::task::yield_now().await;
+                    }
                     let t = now();
                     self.watchdog.enter(t);
-                    let cmd = cmd?;
                     if let Some(done) = self.handle_command(t, cmd) {
                         return Some(done);
                     }
@@ -646,6 +667,7 @@ impl Driver {
                     watchdog_stalls: self.watchdog.reported(),
                     connect_attempts: self.connect_attempts,
                     write_waits: self.write_waits,
+                    writes: self.writes,
                     short_link_in_flight: self.short.in_flight(),
                     short_link_pooled: self.short.pooled(),
                 });
@@ -698,7 +720,7 @@ impl Driver {
                 let Some(c) = self.conns.get_mut(&conn) else {
                     continue;
                 };
-                if let Poll::Ready(Err(e)) = c.poll_write_out(&mut cx) {
+                if let Poll::Ready(Err(e)) = c.poll_write_out(&mut cx, &mut self.writes) {
                     failed.push((conn, close_cause(&e)));
                 }
             }
@@ -731,7 +753,7 @@ impl Driver {
                 // Any write shortens the front piece or drops pieces: no need to sum them.
                 let mark = |out: &VecDeque<Bytes>| (out.len(), out.front().map_or(0, Bytes::len));
                 let before = mark(&c.out);
-                match c.poll_write_out(cx) {
+                match c.poll_write_out(cx, &mut self.writes) {
                     Poll::Ready(Err(e)) => {
                         got.push((id, ConnRead::Closed(close_cause(&e))));
                         continue;

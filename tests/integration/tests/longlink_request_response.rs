@@ -161,3 +161,62 @@ async fn large_requests_wait_for_a_server_that_is_slow_to_read_then_go_out() {
         "the socket was full"
     );
 }
+
+/// Many callers, each awaiting one task at a time, on a runtime with one worker: the frames
+/// of the tasks they start after each round of responses leave together, not one write each.
+///
+/// The old driver took one command per wake-up here (each caller's command put the driver in
+/// the worker's next slot, ahead of the other callers) and made about one write per task.
+#[test]
+fn the_tasks_of_many_callers_leave_in_few_writes() {
+    const CALLERS: usize = 50;
+    const ROUNDS: usize = 20;
+    // The server on its own runtime, so the client's one worker runs only the client.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt
+        .block_on(MockLongLinkServer::start_echo(codec()))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = rt.block_on(async {
+        let client = client_for(&server);
+        client
+            .start_task(TaskSpec::new(CmdId(7), &b"warm"[..]))
+            .await
+            .unwrap();
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|c| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    for r in 0..ROUNDS {
+                        let body = format!("{c}/{r}").into_bytes();
+                        let resp = client
+                            .start_task(TaskSpec::new(CmdId(7), body.clone()))
+                            .await
+                            .unwrap();
+                        assert_eq!(resp.body, body);
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.await.unwrap();
+        }
+        let stats = client.stats().await.unwrap();
+        client.shutdown().await;
+        stats
+    });
+    let tasks = (CALLERS * ROUNDS) as u64;
+    assert!(
+        stats.writes <= tasks / 5,
+        "{} writes for {tasks} tasks",
+        stats.writes
+    );
+}
