@@ -112,6 +112,9 @@ impl Config {
         if short.max_addrs == 0 {
             return Err(ConfigError::Zero("short_link.max_addrs"));
         }
+        if short.max_head_len == 0 {
+            return Err(ConfigError::Zero("short_link.max_head_len"));
+        }
         if short.max_response_len == 0 {
             return Err(ConfigError::Zero("short_link.max_response_len"));
         }

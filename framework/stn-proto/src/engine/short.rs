@@ -163,7 +163,9 @@ pub struct ShortLinkConfig {
     pub max_addrs: usize,
     /// The largest response body accepted (the driver enforces it; default 16 MiB).
     pub max_response_len: usize,
-    /// The largest response head (status line and headers; Mars: 128 KiB).
+    /// The largest response head (status line and headers; Mars: 128 KiB), exactly. It also
+    /// sets how many header lines a head may have: one per 128 bytes of it, at least 100 and
+    /// at most 1,024 (the driver enforces both).
     pub max_head_len: usize,
     /// The driver has a proxy for the short link: attempts use it, except that a task's
     /// last retry flips to the opposite of the last choice that succeeded (Mars §8.6: a

@@ -60,9 +60,17 @@ impl H1Conn {
         let mut builder = Builder::new();
         // Design: Mars writes `Content-Length`, `User-Agent`… in title case; hyper keeps
         // names lower case unless asked.
+        //
+        // The head limit is hyper's `max_header_size`, checked against the parsed head: its
+        // read buffer limit (`max_buf_size`, at least 8 KiB) alone is checked only between
+        // reads, and let heads of 1.6–1.9 times the limit through. hyper's default of 100
+        // header lines refused valid heads far below the limit; the count now scales with it
+        // (`max_header_lines`).
         builder
             .title_case_headers(true)
-            .max_buf_size(limits.max_head.max(MIN_HEAD_BUFFER));
+            .max_buf_size(limits.max_head.max(MIN_HEAD_BUFFER))
+            .max_header_size(limits.max_head)
+            .max_headers(max_header_lines(limits.max_head));
         let (sender, conn) = builder
             .handshake::<_, Full<Bytes>>(io)
             .await
@@ -154,22 +162,78 @@ impl H1Conn {
         }
         let keeps = resp.version() == hyper::Version::HTTP_11 && !wants_close(&headers);
         let mut body = resp.into_body();
-        let mut buf = BytesMut::new();
+        let mut buf = BodyBuf::new(declared, limits.max_body);
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| map_error(&e, &meter))?;
             if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limits.max_body {
-                    return Err(ExchangeError::Http(too_large));
-                }
-                buf.extend_from_slice(&data);
+                buf.push(&data)
+                    .map_err(|()| ExchangeError::Http(too_large))?;
             }
         }
         Ok(HttpResponse {
             status,
             headers,
-            body: buf.freeze(),
+            body: buf.finish(),
             reusable: keeps,
         })
+    }
+}
+
+/// A response body being read.
+///
+/// Design: the body is the app's to keep, so it should not hold more memory than its length.
+/// A declared length (already checked against the limit) is reserved exactly; otherwise the
+/// buffer doubles, but never past the limit, and a result with much unused room is copied
+/// into an exact one. Letting it grow freely kept up to 1.8 times the body alive with the
+/// response, and reached twice the limit while reading.
+struct BodyBuf {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl BodyBuf {
+    /// An empty body of at most `max` bytes; `declared` is its `Content-Length`, if any (at
+    /// most `max`).
+    fn new(declared: Option<u64>, max: usize) -> Self {
+        let exact = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max).min(max));
+        BodyBuf {
+            buf: BytesMut::with_capacity(exact),
+            max,
+        }
+    }
+
+    /// Appends `data`; `Err` when the body would pass the limit.
+    fn push(&mut self, data: &[u8]) -> Result<(), ()> {
+        let need = self.buf.len() + data.len();
+        if need > self.max {
+            return Err(());
+        }
+        if need > self.buf.capacity() {
+            // `BytesMut::reserve` may double past what it is asked for: grow by hand.
+            let grown = need
+                .max(self.buf.capacity().saturating_mul(2))
+                .min(self.max);
+            let mut bigger = BytesMut::with_capacity(grown);
+            bigger.extend_from_slice(&self.buf);
+            self.buf = bigger;
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Whether [`finish`](Self::finish) copies the body into an exact buffer: when more than
+    /// an eighth of the buffer's room would go unused.
+    fn copies(&self) -> bool {
+        self.buf.capacity() - self.buf.len() > self.buf.len() / 8
+    }
+
+    /// The body, holding at most an eighth more memory than its length.
+    fn finish(self) -> Bytes {
+        if self.copies() {
+            Bytes::copy_from_slice(&self.buf)
+        } else {
+            self.buf.freeze()
+        }
     }
 }
 
@@ -359,6 +423,13 @@ const STATUS_PREFIX: &[u8] = b"HTTP/";
 /// hyper's smallest accepted read buffer.
 const MIN_HEAD_BUFFER: usize = 8 * 1024;
 
+/// The most header lines a response head of at most `max_head` bytes may have: one per 128
+/// bytes of the limit, at least hyper's default 100 and at most 1,024 (hyper sets room for
+/// every allowed line aside for each response, about 64 bytes each).
+fn max_header_lines(max_head: usize) -> usize {
+    (max_head / 128).clamp(100, 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,20 +454,28 @@ mod tests {
     /// Runs one exchange against a server that reads the request head and answers `reply`
     /// (then closes).
     async fn against(reply: &'static [u8]) -> (Result<HttpResponse, ExchangeError>, usize) {
+        against_with(reply.to_vec(), LIMITS).await
+    }
+
+    /// [`against`] with other limits.
+    async fn against_with(
+        reply: Vec<u8>,
+        limits: Limits,
+    ) -> (Result<HttpResponse, ExchangeError>, usize) {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             let mut buf = vec![0; 4096];
             let _ = server.read(&mut buf).await;
-            let _ = server.write_all(reply).await;
+            let _ = server.write_all(&reply).await;
             let _ = server.shutdown().await;
         });
-        let mut conn = H1Conn::handshake(Box::new(client), LIMITS).await.unwrap();
+        let mut conn = H1Conn::handshake(Box::new(client), limits).await.unwrap();
         let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = reads.clone();
         let res = conn
             .exchange(
                 &request(b"hello"),
-                LIMITS,
+                limits,
                 Box::new(move |n| {
                     counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }),
@@ -503,5 +582,90 @@ mod tests {
         req.headers.push(("Bad Name".to_owned(), "x".to_owned()));
         let res = conn.exchange(&req, LIMITS, Box::new(|_| {})).await;
         assert_eq!(res.err(), Some(ExchangeError::Request));
+    }
+
+    /// A head of `lines` header lines padded to `len` bytes in all, then a 2-byte body.
+    fn head_of(lines: usize, len: usize) -> Vec<u8> {
+        let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+        for i in 0..lines {
+            head.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        let pad = len.saturating_sub(head.len() + b"X-Pad: \r\n\r\n".len());
+        head.extend_from_slice(b"X-Pad: ");
+        head.extend(std::iter::repeat_n(b'p', pad));
+        head.extend_from_slice(b"\r\n\r\n");
+        head.extend_from_slice(b"ok");
+        head
+    }
+
+    #[tokio::test]
+    async fn a_head_of_many_lines_within_the_limit_is_read() {
+        let limits = Limits {
+            max_head: 128 * 1024,
+            max_body: 1024,
+        };
+        // hyper's own default refused more than 100 lines.
+        let (res, _) = against_with(head_of(500, 0), limits).await;
+        assert_eq!(&res.unwrap().body[..], b"ok");
+        let (res, _) = against_with(head_of(1100, 0), limits).await;
+        assert_eq!(
+            res.unwrap_err(),
+            ExchangeError::Http(HttpFailure::BadHeaders),
+            "more lines than 1,024"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_head_limit_is_exact() {
+        for max_head in [1024, 16 * 1024, 128 * 1024] {
+            let limits = Limits {
+                max_head,
+                max_body: 1024,
+            };
+            let (res, _) = against_with(head_of(3, max_head - 64), limits).await;
+            assert_eq!(&res.unwrap().body[..], b"ok", "a head within {max_head}");
+            // Heads up to 1.9 times the limit used to pass.
+            let (res, _) = against_with(head_of(3, max_head + max_head / 2), limits).await;
+            assert_eq!(
+                res.unwrap_err(),
+                ExchangeError::Http(HttpFailure::BadHeaders),
+                "a head of 1.5 times {max_head}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_keeps_little_more_memory_than_its_length() {
+        let max = 16 * 1024 * 1024;
+        // Read in pieces without a declared length, as a chunked body is.
+        for (piece, count) in [(9000, 1034), (8192, 1136), (9000, 900), (1, 5000)] {
+            let mut body = BodyBuf::new(None, max);
+            for _ in 0..count {
+                body.push(&vec![7u8; piece]).unwrap();
+                assert!(body.buf.capacity() <= max, "never past the limit");
+            }
+            let len = piece * count;
+            // Growth by doubling: never more than twice the body while reading.
+            assert!(body.buf.capacity() <= 2 * len, "{piece} × {count}");
+            let kept = if body.copies() {
+                len
+            } else {
+                body.buf.capacity()
+            };
+            assert!(kept <= len + len / 8, "{piece} × {count}: {kept} kept");
+            assert_eq!(body.finish().len(), len);
+        }
+        // A declared length is reserved exactly, once.
+        let mut body = BodyBuf::new(Some(9_300_000), max);
+        assert_eq!(body.buf.capacity(), 9_300_000);
+        for _ in 0..93 {
+            body.push(&[1u8; 100_000]).unwrap();
+        }
+        assert_eq!(body.buf.capacity(), 9_300_000);
+        // The limit holds whatever the pieces.
+        let mut body = BodyBuf::new(None, 1000);
+        body.push(&[0u8; 600]).unwrap();
+        assert!(body.push(&[0u8; 401]).is_err());
+        assert!(body.buf.capacity() <= 1000);
     }
 }

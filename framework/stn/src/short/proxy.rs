@@ -236,7 +236,9 @@ async fn http_connect(
     stream.flush().await?;
     // Read the reply head one byte at a time: whatever follows it belongs to the tunnel.
     let mut head = Vec::with_capacity(128);
-    while !head.ends_with(b"\r\n\r\n") {
+    // RFC 9112 §2.2: a bare LF ends a line too (a proxy answering `HTTP/1.1 200 OK\n\n`
+    // otherwise held the attempt until the connect timeout).
+    while !(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
         if head.len() >= MAX_CONNECT_REPLY {
             return Err(ProxyError::Malformed.into_io());
         }
@@ -376,6 +378,42 @@ mod tests {
 
     #[allow(dead_code)]
     fn object_safe(_: Box<dyn Connector>) {}
+
+    /// Runs `http_connect` against a proxy that reads the CONNECT head and answers `reply`,
+    /// keeping the connection open.
+    async fn connect_reply(reply: &'static [u8]) -> io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut proxy) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                head.push(proxy.read_u8().await.unwrap());
+            }
+            proxy.write_all(reply).await.unwrap();
+            // Keep the tunnel open.
+            std::future::pending::<()>().await;
+        });
+        let mut stream: Box<dyn LinkStream> = Box::new(client);
+        let target = SocketAddr::from(([127, 0, 0, 1], 9));
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            http_connect(&mut stream, target, None),
+        )
+        .await
+        .expect("the reply head was seen to end")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_reply_ending_lines_with_a_bare_lf_is_read() {
+        connect_reply(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        // RFC 9112 §2.2: a bare LF ends a line; this one used to wait for the connect timeout.
+        connect_reply(b"HTTP/1.1 200 OK\n\n").await.unwrap();
+        connect_reply(b"HTTP/1.1 200 Connection established\nVia: p\r\n\n")
+            .await
+            .unwrap();
+        let refused = connect_reply(b"HTTP/1.1 407 Who\n\n").await.unwrap_err();
+        assert!(refused.to_string().contains("407"), "{refused}");
+    }
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
