@@ -340,3 +340,52 @@ async fn a_burst_of_tasks_runs_a_few_at_a_time_and_every_task_succeeds() {
     );
     assert!(peak <= 3 * 16, "{peak} connections open at once");
 }
+
+/// A server that answers a large upload before reading it all (`413`, then close): the task
+/// ends with the server's answer, not with the broken pipe its unread body caused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_sent_before_the_whole_request_was_read_is_the_tasks_end() {
+    // A small receive buffer, so the client is still writing when the server closes.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\
+                          Content-Length: 0\r\n\r\n",
+                    )
+                    .await;
+                let _ = s.shutdown().await;
+                // Dropping it with the body unread resets the connection.
+            });
+        }
+    });
+    let client = client().await;
+    for len in [16 * 1024, 4 * 1024 * 1024] {
+        let spec = TaskSpec::new(CmdId(0), vec![b'q'; len])
+            .with_channel(ChannelSelect::Short)
+            .with_short_link("/cgi-bin/x", [addr.to_string()])
+            .with_retry_count(0);
+        let end = client.start_task(spec).await;
+        assert_eq!(
+            end.unwrap_err(),
+            TaskError::Http(HttpFailure::Status(413)),
+            "a {len}-byte upload"
+        );
+    }
+    client.shutdown().await;
+}

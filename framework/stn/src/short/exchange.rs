@@ -134,11 +134,14 @@ impl H1Conn {
             .ready()
             .await
             .map_err(|e| map_error(&e, &meter))?;
-        let resp = self
-            .sender
-            .send_request(request)
-            .await
-            .map_err(|e| map_error(&e, &meter))?;
+        let sent = self.sender.send_request(request).await;
+        let refused = meter.write_error();
+        let resp = match (sent, refused) {
+            (Ok(resp), _) => resp,
+            // The request could not be written and no answer came: the write's error.
+            (Err(_), Some(e)) => return Err(ExchangeError::Closed(close_cause(&e))),
+            (Err(e), None) => return Err(map_error(&e, &meter)),
+        };
         let status = resp.status().as_u16();
         let headers: Vec<(String, String)> = resp
             .headers()
@@ -160,7 +163,10 @@ impl H1Conn {
         if declared.is_some_and(|n| n > limits.max_body as u64) {
             return Err(ExchangeError::Http(too_large));
         }
-        let keeps = resp.version() == hyper::Version::HTTP_11 && !wants_close(&headers);
+        // A connection whose request was refused part way is not used again.
+        let keeps = resp.version() == hyper::Version::HTTP_11
+            && !wants_close(&headers)
+            && meter.write_error().is_none();
         let mut body = resp.into_body();
         let mut buf = BodyBuf::new(declared, limits.max_body);
         while let Some(frame) = body.frame().await {
@@ -333,6 +339,8 @@ struct MeterState {
     on_read: Option<OnRead>,
     /// The first bytes of the current response.
     prefix: Vec<u8>,
+    /// A write the server refused (see [`Metered::poll_write`]): its error kind and errno.
+    write_failed: Option<(io::ErrorKind, Option<i32>)>,
 }
 
 impl Meter {
@@ -340,6 +348,22 @@ impl Meter {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         s.on_read = Some(on_read);
         s.prefix.clear();
+        s.write_failed = None;
+    }
+
+    /// Notes a write the server refused.
+    fn write_failed(&self, e: &io::Error) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.write_failed.get_or_insert((e.kind(), e.raw_os_error()));
+    }
+
+    /// The refused write, if one was: as the error it was.
+    fn write_error(&self) -> Option<io::Error> {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.write_failed.map(|(kind, errno)| match errno {
+            Some(n) => io::Error::from_raw_os_error(n),
+            None => io::Error::from(kind),
+        })
     }
 
     fn stop(&self) {
@@ -388,16 +412,62 @@ impl AsyncRead for Metered {
     }
 }
 
+impl Metered {
+    /// A write's result as hyper should see it.
+    ///
+    /// Design: a server may answer before it has read the whole request (a `413` to a large
+    /// upload) and close; writing the rest of the body then fails (`EPIPE`, `ECONNRESET`),
+    /// and hyper gave up on the request with that error, dropping the complete answer it
+    /// could still read. So a refused write is noted and reported to hyper as done: hyper
+    /// goes on to read the response, and only when none comes does the exchange fail, with
+    /// the write's error (what it failed with before). Any other write error is hyper's at
+    /// once.
+    fn written(&self, res: Poll<io::Result<usize>>, len: usize) -> Poll<io::Result<usize>> {
+        match res {
+            Poll::Ready(Err(e)) if refused(&e) => {
+                self.meter.write_failed(&e);
+                Poll::Ready(Ok(len))
+            }
+            other => other,
+        }
+    }
+
+    /// Whether a write was already refused: the rest of the request goes nowhere.
+    fn refusing(&self) -> bool {
+        let s = self
+            .meter
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        s.write_failed.is_some()
+    }
+}
+
+/// Whether a write error says the server no longer takes the request.
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
 impl AsyncWrite for Metered {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        if self.refusing() {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.written(res, buf.len())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.refusing() {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -410,7 +480,12 @@ impl AsyncWrite for Metered {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if self.refusing() {
+            return Poll::Ready(Ok(len));
+        }
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.written(res, len)
     }
 
     fn is_write_vectored(&self) -> bool {
