@@ -44,14 +44,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// An engine whose task `id` is running on a connected link, and that link's connection.
-fn running_task(
-    body_len_hint: usize,
+/// A connected engine with `n` tasks running on its link: the engine, its codec, the
+/// link's connection, the tasks' sequence numbers, and the start instant.
+fn running_tasks(
+    n: usize,
 ) -> (
     Engine,
     Arc<dyn PacketCodec>,
     phobos_stn_proto::ConnId,
-    Seq,
+    Vec<Seq>,
     Instant,
 ) {
     let codec: Arc<dyn PacketCodec> = Arc::new(MarsCodec::default());
@@ -65,23 +66,24 @@ fn running_task(
         .build()
         .unwrap();
     let mut engine = Engine::new(config, t0).unwrap();
-    let id = engine.start_task(
-        t0,
-        TaskSpec::new(CmdId(42), vec![0u8; body_len_hint.min(64)]),
-    );
+    let spec = || TaskSpec::new(CmdId(42), &b"q"[..]).with_limits(false, false);
+    let seqs = (0..n)
+        .map(|_| Seq(engine.start_task(t0, spec()).0))
+        .collect();
     let Some(Action::Connect { attempt, .. }) = engine.poll_action() else {
         panic!("expected a connect")
     };
     engine.handle_connected(t0 + Duration::from_millis(40), attempt);
     while engine.poll_action().is_some() {}
-    (engine, codec, attempt, Seq(id.0), t0)
+    (engine, codec, attempt, seqs, t0)
 }
 
 #[test]
 fn a_large_response_in_small_reads_is_put_together_in_linear_memory() {
     const BODY: usize = 1000 * 1024;
     const READ: usize = 1024;
-    let (mut engine, codec, conn, seq, t0) = running_task(BODY);
+    let (mut engine, codec, conn, seqs, t0) = running_tasks(1);
+    let seq = seqs[0];
     let body: Vec<u8> = (0..BODY).map(|i| (i % 251) as u8).collect();
     let mut frame = Vec::new();
     codec
@@ -116,44 +118,15 @@ fn a_large_response_in_small_reads_is_put_together_in_linear_memory() {
 
 #[test]
 fn many_responses_cut_at_odd_places_all_arrive_whole() {
-    let codec: Arc<dyn PacketCodec> = Arc::new(MarsCodec::default());
-    let t0 = Instant::now();
-    let addr = "10.0.0.1:8080"
-        .parse::<std::net::SocketAddr>()
-        .unwrap()
-        .into();
-    let config = Config::builder(codec.clone())
-        .link(LinkConfig::new("default-longlink").addrs([addr]))
-        .build()
-        .unwrap();
-    let mut engine = Engine::new(config, t0).unwrap();
     // Bodies from 0 bytes to 24 KB, so frames end anywhere within a read and span up to
     // 25 reads.
     let lens: Vec<usize> = (0..200).map(|i| (i * 7919) % 24_000).collect();
-    let ids: Vec<_> = lens
-        .iter()
-        .map(|_| {
-            engine.start_task(
-                t0,
-                TaskSpec::new(CmdId(42), &b"q"[..]).with_limits(false, false),
-            )
-        })
-        .collect();
-    let Some(Action::Connect { attempt, .. }) = engine.poll_action() else {
-        panic!("expected a connect")
-    };
-    engine.handle_connected(t0 + Duration::from_millis(40), attempt);
-    while engine.poll_action().is_some() {}
+    let (mut engine, codec, attempt, seqs, t0) = running_tasks(lens.len());
     let mut stream = Vec::new();
-    for (id, &len) in ids.iter().zip(&lens) {
-        let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ id.0) as u8).collect();
+    for (seq, &len) in seqs.iter().zip(&lens) {
+        let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ seq.0) as u8).collect();
         codec
-            .encode(
-                FrameHead::new(CmdId(42), Seq(id.0)),
-                &body,
-                &[],
-                &mut stream,
-            )
+            .encode(FrameHead::new(CmdId(42), *seq), &body, &[], &mut stream)
             .unwrap();
     }
     let t = t0 + Duration::from_millis(100);
@@ -165,7 +138,7 @@ fn many_responses_cut_at_odd_places_all_arrive_whole() {
     let mut ended = 0;
     while let Some(event) = engine.poll_event() {
         if let Event::TaskEnded(end) = event {
-            let i = ids.iter().position(|id| *id == end.id).expect("own task");
+            let i = seqs.iter().position(|s| s.0 == end.id.0).expect("own task");
             let body = end.outcome.expect("a response").body;
             assert_eq!(body.len(), lens[i]);
             assert!(body
@@ -175,7 +148,7 @@ fn many_responses_cut_at_odd_places_all_arrive_whole() {
             ended += 1;
         }
     }
-    assert_eq!(ended, ids.len());
+    assert_eq!(ended, seqs.len());
     // The reads themselves (copied here) and the kept partial frames: each byte is kept at
     // most once after the read it came in, plus buffer growth and the tasks' ends.
     assert!(
