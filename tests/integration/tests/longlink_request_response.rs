@@ -11,7 +11,7 @@ use phobos_test_support::{
 };
 
 mod common;
-use common::{client_for, codec};
+use common::{client_for, codec, one_worker_runtime};
 
 #[tokio::test(start_paused = true)]
 async fn a_task_gets_the_servers_response() {
@@ -172,20 +172,12 @@ fn the_tasks_of_many_callers_leave_in_few_writes() {
     const CALLERS: usize = 50;
     const ROUNDS: usize = 20;
     // The server on its own runtime, so the client's one worker runs only the client.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server_rt = one_worker_runtime();
     let server = server_rt
         .block_on(MockLongLinkServer::start_echo(codec()))
         .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let stats = rt.block_on(async {
+    // The client on a runtime of one worker, where the callers take turns with the driver.
+    let stats = one_worker_runtime().block_on(async {
         let client = client_for(&server);
         client
             .start_task(TaskSpec::new(CmdId(7), &b"warm"[..]))

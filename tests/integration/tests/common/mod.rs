@@ -41,3 +41,12 @@ pub async fn ends_once(batch: &mut phobos_stn::TaskBatch, n: usize) -> Vec<phobo
     }
     all
 }
+
+/// A multi-thread runtime with one worker, as a small app or a server beside it would use.
+pub fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
