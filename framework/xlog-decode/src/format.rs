@@ -32,6 +32,31 @@
 //! is ChaCha20 (IETF, nonce = the 8 nonce bytes then 4 zero bytes, counter from 0) over a raw
 //! deflate or zstd stream.
 //!
+//! # Length bounds
+//!
+//! The official decoder accepts any length that fits in the file. We also require the length
+//! to be one a writer can produce for the magic ([`Magic::max_length`]), because the resync
+//! scan (format doc §9.2) stops on magic-looking bytes inside compressed data, and a random
+//! length field that happens to fit would make one such "block" swallow megabytes of real
+//! blocks:
+//!
+//! - Async magics (and the legacy ones, which no current writer produces) are flushed from
+//!   the 150 KiB staging buffer, header and trailer included (format doc §4.1; Mars's recovery
+//!   clamps to the same, §4.4): at most `153 600 − header − 1` bytes of body, 153 526 for a
+//!   73-byte header. `phobos-xlog` stages in slots of the same size and appends a compressed
+//!   copy only when it is smaller; its keyed sync-mode lines (one line per async-magic block)
+//!   are far below that.
+//! - Sync magics hold one formatted line or a tip: Mars formats into 16 KiB and frames into
+//!   16 KiB (`__WriteSync`, header and trailer included), its tips are at most 4 095 bytes
+//!   (§5.2, §5.6), and `phobos-xlog` cuts lines to `MAX_LINE_LEN`, 16 KiB with the newline.
+//!   Bound: 16 384 bytes.
+//!
+//! The bound is checked only after the official decoder's own checks pass, so wherever that
+//! decoder rejects a block we report its reason, word for word; a block it would accept with an
+//! impossible length is [`BlockError::LengthTooLarge`]. No Mars file written by Mars
+//! (`shared/testdata/xlog`) holds such a block, so the decoded text of every vector is
+//! unchanged.
+//!
 //! All functions here take untrusted bytes and never panic.
 //!
 //! ```
@@ -150,12 +175,7 @@ impl Magic {
             0x4C => Self::AsyncZstdStaged,
             _ => return None,
         };
-        if set == MagicSet::Mars
-            && matches!(
-                magic.encryption(),
-                Encryption::Authenticated | Encryption::Staged
-            )
-        {
+        if set == MagicSet::Mars && !magic.is_mars() {
             return None;
         }
         Some(magic)
@@ -238,6 +258,28 @@ impl Magic {
         }
     }
 
+    /// The largest body length a writer produces under this magic (see the module docs,
+    /// "Length bounds"): [`MAX_SYNC_LEN`] for sync magics, what the 150 KiB staging buffer
+    /// holds for the others.
+    pub fn max_length(self) -> u32 {
+        match self {
+            Self::SyncZlibCrypt | Self::SyncZlib | Self::SyncZstdCrypt | Self::SyncZstd => {
+                MAX_SYNC_LEN
+            }
+            // At most 153 600 − 14: fits in u32.
+            _ => (BUFFER_LEN - self.header_len() - 1) as u32,
+        }
+    }
+
+    /// Whether Mars's official decoder knows this magic (`0x03`–`0x0D`); `false` for
+    /// Phobos's `0x27`, `0x2C`, `0x47` and `0x4C`.
+    pub fn is_mars(self) -> bool {
+        !matches!(
+            self.encryption(),
+            Encryption::Authenticated | Encryption::Staged
+        )
+    }
+
     /// Whether a Mars writer (or Phobos's) can leave a block of this magic in a `.mmap3`
     /// staging file: the eight current Mars magics and Phobos's authenticated ones.
     pub fn is_current(self) -> bool {
@@ -317,6 +359,27 @@ pub enum BlockError {
         /// Its value.
         byte: u8,
     },
+    /// The block passes the official decoder's checks, but its length is more than any
+    /// writer puts under its magic ([`Magic::max_length`]): damage, or bytes inside another
+    /// block that only look like a header. (The official decoder would decode it.)
+    LengthTooLarge {
+        /// The magic byte.
+        magic: u8,
+        /// The length field.
+        length: u32,
+        /// The largest length a writer produces for this magic.
+        max: u32,
+    },
+    /// The block passes every check, but a block confirmed by its successor starts inside it
+    /// and it is not confirmed itself: its length field is damaged, or it is bytes inside
+    /// another block that only look like a header (reported by the decoder, not by
+    /// [`check_block`]; the official decoder would decode it and skip the blocks it covers).
+    RunsOverBlock {
+        /// The length field.
+        length: u32,
+        /// Offset of the confirmed block inside it.
+        next: usize,
+    },
 }
 
 impl fmt::Display for BlockError {
@@ -334,6 +397,15 @@ impl fmt::Display for BlockError {
             Self::BadTrailer { length, pos, byte } => {
                 write!(f, "log length:{length}, buffer[{pos}]:{byte} != MAGIC_END")
             }
+            Self::LengthTooLarge { magic, length, max } => {
+                write!(
+                    f,
+                    "log length:{length} > {max}, the most for magic {magic:#04x}"
+                )
+            }
+            Self::RunsOverBlock { length, next } => {
+                write!(f, "log length:{length} runs over the block at {next}")
+            }
         }
     }
 }
@@ -342,12 +414,13 @@ impl std::error::Error for BlockError {}
 
 /// The official decoder's structural check of one block at `offset` (format doc §9.1 step 2):
 /// a recognised magic, room for the header plus two bytes, room for body and trailer, and a
-/// `0x00` trailer. Nothing about the body is checked.
+/// `0x00` trailer; then our own: a length no larger than [`Magic::max_length`]. Nothing about
+/// the body is checked.
 ///
 /// # Errors
 ///
-/// A [`BlockError`] saying which check failed. An `offset` at or past the end is
-/// [`BlockError::HeaderPastEnd`].
+/// A [`BlockError`] saying which check failed, in that order. An `offset` at or past the end
+/// is [`BlockError::HeaderPastEnd`].
 pub fn check_block(input: &[u8], offset: usize, set: MagicSet) -> Result<Block, BlockError> {
     let size = input.len();
     let Some(&byte) = input.get(offset) else {
@@ -378,6 +451,14 @@ pub fn check_block(input: &[u8], offset: usize, set: MagicSet) -> Result<Block, 
             length,
             pos: trailer,
             byte: end_byte,
+        });
+    }
+    let max = magic.max_length();
+    if length > max {
+        return Err(BlockError::LengthTooLarge {
+            magic: byte,
+            length,
+            max,
         });
     }
     Ok(Block {
@@ -414,6 +495,33 @@ pub fn find_block_start(input: &[u8], from: usize, count: usize, set: MagicSet) 
         Magic::from_byte(input[at], set).is_some() && is_good_run(input, at, count, set)
     })
 }
+
+/// Whether `block` (a good block of `input`) is confirmed by what follows it: another good
+/// block, the end of the input, or a block cut short by the end of the input (a recognised
+/// magic whose header or body runs past the end, with a length its magic allows), as a crash
+/// during an append leaves it. Bytes inside compressed data that happen to look like a block
+/// are almost never followed by one; real blocks are.
+pub fn is_confirmed(input: &[u8], block: &Block, set: MagicSet) -> bool {
+    let next = block.end;
+    if next == input.len() {
+        return true;
+    }
+    match check_block(input, next, set) {
+        Ok(_) => true,
+        Err(BlockError::HeaderPastEnd { .. }) => true,
+        Err(BlockError::BodyPastEnd { length, .. }) => {
+            Magic::from_byte(input[next], set).is_some_and(|m| length <= m.max_length())
+        }
+        Err(_) => false,
+    }
+}
+
+/// The largest body of a sync block: one formatted line of at most 16 KiB (format doc §5.2;
+/// `phobos-xlog`'s `MAX_LINE_LEN`), or a tip of at most 4 095 bytes.
+pub const MAX_SYNC_LEN: u32 = 16 * 1024;
+/// The staging buffer size (Mars's `kBufferBlockLength`, 150 KiB): a whole async block,
+/// header and trailer included, fits in it.
+pub const BUFFER_LEN: usize = 150 * 1024;
 
 /// The length of the fixed header part before the key field.
 pub const FIXED_HEADER_LEN: usize = 9;
@@ -513,6 +621,62 @@ mod tests {
             check_block(&b, 0, MagicSet::default()),
             Err(BlockError::BodyPastEnd { .. })
         ));
+    }
+
+    #[test]
+    fn lengths_past_what_writers_produce_are_refused_after_pythons_checks() {
+        // Sync: one line of at most 16 KiB.
+        let b = block(0x08, 0, &vec![b'x'; 16 * 1024]);
+        assert!(check_block(&b, 0, MagicSet::default()).is_ok());
+        let b = block(0x08, 0, &vec![b'x'; 16 * 1024 + 1]);
+        assert_eq!(
+            check_block(&b, 0, MagicSet::default())
+                .unwrap_err()
+                .to_string(),
+            "log length:16385 > 16384, the most for magic 0x08"
+        );
+        // Async, Mars's and Phobos's: what fits the 150 KiB buffer with header and trailer.
+        for magic in [0x09, 0x07, 0x0D, 0x27, 0x2C, 0x47, 0x4C] {
+            let b = block(magic, 1, &vec![1; 153_600 - 74]);
+            assert_eq!(b.len(), 153_600);
+            assert!(check_block(&b, 0, MagicSet::default()).is_ok());
+            let b = block(magic, 1, &vec![1; 153_600 - 73]);
+            assert!(matches!(
+                check_block(&b, 0, MagicSet::default()),
+                Err(BlockError::LengthTooLarge { max: 153_526, .. })
+            ));
+        }
+        // Legacy: 13-byte header, same buffer.
+        assert_eq!(Magic::LegacyZlib.max_length(), 153_600 - 14);
+        // Python's own reasons come first: a too-long body past the end is "end pos".
+        let mut b = block(0x09, 1, b"x");
+        b[5..9].copy_from_slice(&200_000u32.to_le_bytes());
+        assert!(matches!(
+            check_block(&b, 0, MagicSet::default()),
+            Err(BlockError::BodyPastEnd { .. })
+        ));
+    }
+
+    #[test]
+    fn a_block_is_confirmed_by_a_good_block_the_end_or_a_block_cut_by_the_end() {
+        let first = block(0x09, 1, b"a");
+        let second = block(0x09, 2, b"bb");
+        let check = |file: &[u8]| {
+            let b = check_block(file, 0, MagicSet::default()).unwrap();
+            is_confirmed(file, &b, MagicSet::default())
+        };
+        assert!(check(&first));
+        assert!(check(&[&first[..], &second].concat()));
+        assert!(check(&[&first[..], &second[..10]].concat()));
+        assert!(check(&[&first[..], &second[..second.len() - 1]].concat()));
+        assert!(!check(&[&first[..], b"junk"].concat()));
+        assert!(!check(
+            &[&first[..], &second[..second.len() - 1], b"\x55"].concat()
+        ));
+        // A cut block must have a length its magic allows.
+        let mut huge = second.clone();
+        huge[5..9].copy_from_slice(&200_000u32.to_le_bytes());
+        assert!(!check(&[&first[..], &huge].concat()));
     }
 
     #[test]

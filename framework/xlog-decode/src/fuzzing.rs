@@ -10,7 +10,7 @@
 //! ```
 
 use crate::body;
-use crate::decoder::{DecodeOptions, Decoder, Event, StartRule};
+use crate::decoder::{DecodeOptions, Decoder, Event, ResyncRule, StartRule};
 use crate::format::{check_block, find_block_start, MagicSet};
 use crate::mmap3;
 
@@ -24,10 +24,13 @@ use crate::mmap3;
 /// corpus file showed exactly that).
 pub fn decode_file(data: &[u8]) {
     for start in [StartRule::TwoGoodBlocks, StartRule::OneGoodBlock] {
-        for magics in [MagicSet::Mars, MagicSet::MarsAndAuthenticated] {
-            let decoder = Decoder::builder()
-                .options(DecodeOptions::new(start, magics))
-                .build();
+        for (magics, resync) in [
+            (MagicSet::Mars, ResyncRule::Mars),
+            (MagicSet::MarsAndAuthenticated, ResyncRule::Mars),
+            (MagicSet::MarsAndAuthenticated, ResyncRule::Confirmed),
+        ] {
+            let options = DecodeOptions::new(start, magics).with_resync_rule(resync);
+            let decoder = Decoder::builder().options(options).build();
             let mut rendered = Vec::new();
             let mut last_end = 0;
             for event in decoder.events(data) {
@@ -61,6 +64,7 @@ pub fn scan_blocks(data: &[u8]) {
         if let Ok(block) = check_block(data, at, MagicSet::default()) {
             assert!(block.end <= data.len());
             assert!(block.body(data).len() == block.length as usize);
+            assert!(block.length <= block.magic.max_length());
         }
     }
     if let Some(at) = find_block_start(data, 0, 1, MagicSet::default()) {

@@ -21,9 +21,18 @@
 //!   `[F]decode_log_file.py decode error len=…, result:… `, `… log seq:…-… is missing` and
 //!   `… decompress err, …`.
 //!
-//! One deliberate difference: the Python decoder keeps at most 1 000 000 bytes of text per
-//! zstd block (a quirk, format doc §9.1); we decode the whole block (up to
-//! [`body::MAX_TEXT_PER_BLOCK`], a bound against decompression bombs).
+//! Deliberate differences:
+//! - The Python decoder keeps at most 1 000 000 bytes of text per zstd block (a quirk, format
+//!   doc §9.1); we decode the whole block (up to [`body::MAX_TEXT_PER_BLOCK`], a bound
+//!   against decompression bombs).
+//! - A block whose length is larger than any writer produces for its magic
+//!   ([`Magic::max_length`]: 150 KiB of staging buffer for async blocks, a 16 KiB line for
+//!   sync ones) is damage, not a block: after damage, the Python decoder's scan can take bytes
+//!   inside compressed data for a block megabytes long and skip all of it. Files that Mars
+//!   wrote never hold one, so their text is the same; only damaged files can differ.
+//! - After damage, a candidate block with one of Phobos's magics must be confirmed by the
+//!   block after it; [`ResyncRule::Confirmed`] asks that of every candidate, losing the
+//!   fewest lines (see [`decoder`]'s "Design: resync").
 //!
 //! What it deliberately does not do: write logs (that is `phobos-xlog`), accept Mars's C
 //! decoder's variants of the legacy magics `0x01`–`0x05`, or keep Python's exact exception
@@ -69,6 +78,8 @@ pub mod fuzzing;
 pub mod mmap3;
 
 pub use body::BodyError;
-pub use decoder::{DecodeOptions, Decoder, DecoderBuilder, Event, Events, StartRule, Summary};
+pub use decoder::{
+    DecodeOptions, Decoder, DecoderBuilder, Event, Events, ResyncRule, StartRule, Summary,
+};
 pub use format::{Block, BlockError, Magic, MagicSet};
 pub use mmap3::Mmap3Error;

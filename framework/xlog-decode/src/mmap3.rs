@@ -59,14 +59,18 @@ pub fn recovered_block(input: &[u8], set: MagicSet) -> Result<Vec<u8>, Mmap3Erro
         return Err(Mmap3Error::TooShort { size: input.len() });
     };
     let byte = header[0];
-    if !Magic::from_byte(byte, set).is_some_and(Magic::is_current) {
+    let Some(magic) = Magic::from_byte(byte, set).filter(|m| m.is_current()) else {
         return Err(Mmap3Error::NoBlock { byte });
-    }
+    };
     let mut length = u32::from_le_bytes([header[5], header[6], header[7], header[8]]) as usize;
     if HEADER_LEN.saturating_add(length) >= BUFFER_LEN {
         length = BUFFER_LEN - HEADER_LEN - 1;
     }
-    length = length.min(input.len() - HEADER_LEN);
+    // For async magics that is the clamp above; a sync magic (never staged by a writer) is cut
+    // to what a sync block holds, so the result always passes `check_block`.
+    length = length
+        .min(magic.max_length() as usize)
+        .min(input.len() - HEADER_LEN);
     if length == 0 {
         return Err(Mmap3Error::Empty);
     }
@@ -145,7 +149,7 @@ const PHOBOS_META_LEN: usize = 512;
 const PHOBOS_META_BASE: usize = PHOBOS_SLOTS * BUFFER_LEN;
 
 /// The size of Mars's staging buffer (`kBufferBlockLength`, 150 KiB).
-pub const BUFFER_LEN: usize = 150 * 1024;
+pub const BUFFER_LEN: usize = crate::format::BUFFER_LEN;
 
 #[cfg(test)]
 mod tests {
@@ -223,6 +227,16 @@ mod tests {
             recovered_blocks(&zeros, MagicSet::default()),
             Err(Mmap3Error::NoBlock { byte: 0 })
         );
+    }
+
+    #[test]
+    fn a_sync_magic_is_cut_to_what_a_sync_block_holds() {
+        let mut staging = vec![b'x'; BUFFER_LEN];
+        staging[0] = 0x08;
+        staging[5..9].copy_from_slice(&100_000u32.to_le_bytes());
+        let block = recovered_block(&staging, MagicSet::default()).unwrap();
+        assert_eq!(block.len(), HEADER_LEN + 16 * 1024 + 1);
+        assert!(crate::format::check_block(&block, 0, MagicSet::default()).is_ok());
     }
 
     #[test]

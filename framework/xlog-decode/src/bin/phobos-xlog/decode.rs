@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use phobos_cipher_modern::ModernCipher;
 use phobos_plugin_registry::{PluginKind, PluginSpec, Registry};
 use phobos_xlog_decode::format::find_block_start;
-use phobos_xlog_decode::{Decoder, Event, MagicSet, StartRule, Summary};
+use phobos_xlog_decode::{Decoder, Event, MagicSet, ResyncRule, StartRule, Summary};
 
 use crate::keys;
 
@@ -46,11 +46,14 @@ pub(crate) struct DecodeArgs {
     /// Like Mars's script: write each input's text to `<input>.log` (none when empty).
     #[arg(long)]
     each: bool,
-    /// Start at the first good block even if the next one is damaged (Mars's decoder needs
-    /// two good blocks to start, and prints nothing for a file of one block plus a partial).
+    /// Recover the most lines from damaged files, at the cost of Mars's exact damage reports:
+    /// start at the first good block even if the next one is damaged (Mars's decoder needs
+    /// two good blocks to start, and prints nothing for a file of one block plus a partial),
+    /// and after damage resume only at a block confirmed by the one after it (or by the end
+    /// of the file), so bytes in compressed data that look like a block are not decoded.
     #[arg(long)]
     lenient: bool,
-    /// Recognise only Mars's magics 0x03-0x0D (exactly the official decoder's resync).
+    /// Recognise only Mars's magics 0x03-0x0D (the official decoder's resync scan).
     #[arg(long)]
     mars_only: bool,
     /// Print a per-file summary (blocks, failures, resyncs, gaps) on standard error.
@@ -195,6 +198,11 @@ fn build_decoder(args: &DecodeArgs) -> Result<Decoder> {
             MagicSet::Mars
         } else {
             MagicSet::MarsAndAuthenticated
+        })
+        .resync_rule(if args.lenient {
+            ResyncRule::Confirmed
+        } else {
+            ResyncRule::Mars
         });
     let key = match (&args.key, &args.key_file) {
         (Some(hex), _) => Some(hex.clone()),
