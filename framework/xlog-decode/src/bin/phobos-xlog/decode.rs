@@ -14,6 +14,7 @@ use phobos_plugin_registry::{PluginKind, PluginSpec, Registry};
 use phobos_xlog_decode::format::find_block_start;
 use phobos_xlog_decode::{Decoder, Event, MagicSet, ResyncRule, StartRule, Summary};
 
+use crate::input::Input;
 use crate::keys;
 
 /// Arguments of `decode`.
@@ -88,26 +89,15 @@ pub(crate) fn run(args: DecodeArgs) -> Result<()> {
     };
 
     for path in &inputs {
-        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let input = Input::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         match &mut shared {
             Some(sink) => {
-                decode_one(&decoder, &args, path, &bytes, &mut progress, &mut **sink)
+                decode_one(&decoder, &args, path, &input, &mut progress, sink)
                     .context("cannot write output")?;
             }
-            None => {
-                // Like Mars's script: `<input>.log`, and no file when there is no text.
-                let mut text = Vec::new();
-                decode_one(&decoder, &args, path, &bytes, &mut progress, &mut text)?;
-                if !text.is_empty() {
-                    let mut out_path = path.clone().into_os_string();
-                    out_path.push(".log");
-                    fs::write(&out_path, &text).with_context(|| {
-                        format!("cannot write {}", PathBuf::from(&out_path).display())
-                    })?;
-                }
-            }
+            None => decode_each(&decoder, &args, path, &input, &mut progress)?,
         }
-        progress.done += bytes.len() as u64;
+        progress.done += input.len() as u64;
         progress.show(0);
     }
     if let Some(sink) = &mut shared {
@@ -119,16 +109,56 @@ pub(crate) fn run(args: DecodeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Like Mars's script: the text of `path` goes to `<path>.log`, and no file is made when there
+/// is no text. The text is streamed into a temporary file beside the target, renamed over it
+/// at the end; an empty result or a failure removes the temporary file and leaves an existing
+/// `<path>.log` alone.
+fn decode_each(
+    decoder: &Decoder,
+    args: &DecodeArgs,
+    path: &Path,
+    input: &Input,
+    progress: &mut Progress,
+) -> Result<()> {
+    let mut out_path = path.as_os_str().to_owned();
+    out_path.push(".log");
+    let out_path = PathBuf::from(out_path);
+    let dir = match out_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let cannot_write = || format!("cannot write {}", out_path.display());
+    let temp = tempfile::Builder::new()
+        .prefix(".phobos-xlog-")
+        .suffix(".log.tmp")
+        .tempfile_in(dir)
+        .with_context(cannot_write)?;
+    let mut sink = io::BufWriter::new(temp);
+    decode_one(decoder, args, path, input, progress, &mut sink).with_context(cannot_write)?;
+    let temp = sink
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)
+        .with_context(cannot_write)?;
+    if temp.as_file().metadata().with_context(cannot_write)?.len() == 0 {
+        return Ok(()); // Dropping `temp` removes it.
+    }
+    temp.persist(&out_path)
+        .map_err(|e| e.error)
+        .with_context(cannot_write)?;
+    Ok(())
+}
+
 /// Decodes one input into `sink`, streaming block by block. Problems with the file's content
 /// are reported inline or on standard error; only a failing `sink` is an error.
 fn decode_one(
     decoder: &Decoder,
     args: &DecodeArgs,
     path: &Path,
-    bytes: &[u8],
+    input: &Input,
     progress: &mut Progress,
     sink: &mut dyn Write,
 ) -> io::Result<()> {
+    let bytes: &[u8] = input;
     if is_mmap3(path) {
         match decoder.decode_mmap3(bytes) {
             Ok(text) => sink.write_all(&text)?,
@@ -141,6 +171,8 @@ fn decode_one(
     for event in decoder.events(bytes) {
         if let Event::Text { block, .. } | Event::Failed { block, .. } = &event {
             progress.show(block.end as u64);
+            // Blocks come in file order and a resync only scans forward.
+            input.release_before(block.offset);
         }
         summary.record(&event);
         buf.clear();

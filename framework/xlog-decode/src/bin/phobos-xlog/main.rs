@@ -14,6 +14,7 @@
 
 mod append;
 mod decode;
+mod input;
 mod keys;
 
 use std::process::ExitCode;
