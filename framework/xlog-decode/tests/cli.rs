@@ -593,6 +593,28 @@ fn decoding_a_large_file_holds_neither_the_input_nor_the_text_in_memory() {
 }
 
 #[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `phobos-xlog decode f | head`: 20 copies of the vector give 1.9 MB of text, far more
+    // than a pipe holds, so the decoder is still writing when the reader closes its end.
+    let file = data("01_async_zlib_nocrypt/demo_20261126.xlog");
+    let mut child = bin()
+        .arg("decode")
+        .args(std::iter::repeat_n(&file, 20))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"^^^^^^^^^^");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stderr(&out), "");
+    assert!(out.status.success(), "{:?}", out.status);
+}
+
+#[test]
 fn a_tiny_mmap3_is_reported_not_fatal() {
     let tmp = tempfile::tempdir().unwrap();
     let tiny = tmp.path().join("t.mmap3");

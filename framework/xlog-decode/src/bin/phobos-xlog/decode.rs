@@ -92,8 +92,12 @@ pub(crate) fn run(args: DecodeArgs) -> Result<()> {
         let input = Input::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         match &mut shared {
             Some(sink) => {
-                decode_one(&decoder, &args, path, &input, &mut progress, sink)
-                    .context("cannot write output")?;
+                let written = decode_one(&decoder, &args, path, &input, &mut progress, sink);
+                if is_broken_pipe(&written) {
+                    // The reader went away (`phobos-xlog decode f | head`): a normal end.
+                    return Ok(());
+                }
+                written.context("cannot write output")?;
             }
             None => decode_each(&decoder, &args, path, &input, &mut progress)?,
         }
@@ -101,7 +105,10 @@ pub(crate) fn run(args: DecodeArgs) -> Result<()> {
         progress.show(0);
     }
     if let Some(sink) = &mut shared {
-        sink.flush().context("cannot write output")?;
+        let flushed = sink.flush();
+        if !is_broken_pipe(&flushed) {
+            flushed.context("cannot write output")?;
+        }
     }
     if let Some(bar) = progress.bar {
         bar.finish_and_clear();
@@ -146,6 +153,11 @@ fn decode_each(
         .map_err(|e| e.error)
         .with_context(cannot_write)?;
     Ok(())
+}
+
+/// Whether writing failed because the reading end of a pipe was closed.
+fn is_broken_pipe<T>(result: &io::Result<T>) -> bool {
+    matches!(result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 /// Decodes one input into `sink`, streaming block by block. Problems with the file's content

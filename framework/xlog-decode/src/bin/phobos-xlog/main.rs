@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Exit status: 0 on success (damaged blocks are reported inline in the output, as Mars's
-//! decoder does), 1 on a fatal error (missing input, unreadable directory, bad key, write
-//! failure), 2 on bad usage.
+//! decoder does, and output cut short because its reader went away, as `| head` does), 1 on
+//! a fatal error (missing input, unreadable directory, bad key, write failure), 2 on bad
+//! usage.
 
 mod append;
 mod decode;
