@@ -141,3 +141,28 @@ fn a_staging_file_left_behind_decodes_to_the_staged_lines() {
         assert_all_in_order(&text, &msgs);
     }
 }
+
+#[test]
+fn the_longest_lines_the_writer_makes_fit_the_decoders_length_bounds() {
+    // The decoder bounds block lengths by what writers produce (it treats anything longer as
+    // damage), without importing the writer: these are the writer's numbers it relies on.
+    use phobos_xlog_decode::format::{self, Magic, MagicSet};
+    assert!(phobos_xlog::format::MAX_LINE_LEN as u64 <= u64::from(format::MAX_SYNC_LEN));
+    assert_eq!(phobos_xlog::block::BUFFER_BLOCK_LEN, format::BUFFER_LEN);
+
+    // And the writer's longest sync line, a message cut to the line cap, decodes.
+    let dir = tempfile::tempdir().unwrap();
+    let guard = builder(dir.path(), Compression::Zlib, Mode::Sync)
+        .banners(false)
+        .build()
+        .unwrap();
+    guard.log_message(Level::Info, "t", "x".repeat(40 << 10).as_bytes());
+    drop(guard);
+    let files = xlog_files(dir.path());
+    let block = format::check_block(&files[0], 0, MagicSet::default()).unwrap();
+    assert_eq!(block.magic, Magic::SyncZlib);
+    assert_eq!(block.length as usize, phobos_xlog::format::MAX_LINE_LEN);
+    let text = Decoder::new().decode(&files[0]);
+    assert_eq!(text.len(), phobos_xlog::format::MAX_LINE_LEN);
+    assert!(text.ends_with(b"xxx\n"));
+}
