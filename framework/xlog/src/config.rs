@@ -53,6 +53,8 @@ pub struct XlogConfig {
     /// (async mode only; sync mode always writes before returning).
     pub durability: Durability,
     /// Flush the staged block at least this often even if it is small (Mars: 15 minutes).
+    /// Values under one second are raised to one second; a value too large for the monotonic
+    /// clock (such as `u64::MAX` seconds) means "only when full, flushed or closed".
     #[serde(with = "duration_secs")]
     pub flush_interval: Duration,
 }

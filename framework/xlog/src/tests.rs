@@ -377,3 +377,97 @@ fn housekeeping_deletes_expired_logs() {
     assert!(!dir.path().join("x_20000101.xlog").exists());
     drop(g);
 }
+
+/// Runs `f` on another thread and returns its result, or panics if it has not returned after
+/// a minute: a hang detector for tests whose failure mode is waiting forever, not a timing
+/// threshold (each case finishes in milliseconds).
+fn without_hanging<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{what} hung"))
+}
+
+#[test]
+fn a_flush_interval_too_large_for_the_clock_means_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    // As loaded from a JSON config (seconds).
+    let cfg: crate::XlogConfig = serde_json::from_str(&format!(
+        r#"{{"log_dir": {:?}, "name_prefix": "fi", "flush_interval": {}}}"#,
+        path.display().to_string(),
+        u64::MAX
+    ))
+    .unwrap();
+    assert_eq!(cfg.flush_interval.as_secs(), u64::MAX);
+    let text = without_hanging("logging with a huge flush interval", move || {
+        let g = Xlog::builder()
+            .config(cfg)
+            .banners(false)
+            .clock(clock())
+            .build()
+            .unwrap();
+        g.log_message(Level::Info, "t", b"first");
+        g.flush().unwrap();
+        g.log_message(Level::Info, "t", b"second");
+        assert_eq!(g.dropped_lines(), 0);
+        drop(g);
+        text_of(&path)
+    });
+    assert_eq!(lines_of(&text).len(), 2, "{text}");
+}
+
+#[test]
+fn a_dead_writer_thread_blocks_no_caller() {
+    for durability in [crate::Durability::Durable, crate::Durability::Buffered] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let g = Xlog::builder()
+            .log_dir(&path)
+            .name_prefix("dw")
+            .durability(durability)
+            .banners(false)
+            .clock(clock())
+            .build()
+            .unwrap();
+        g.log_message(Level::Info, "t", b"written before");
+        g.flush().unwrap();
+        g.panic_writer_thread();
+        let (flushed, dropped) = without_hanging("logging to a dead writer", move || {
+            g.log_message(Level::Info, "t", b"staged, then the writer dies");
+            let first = g.flush();
+            // Fill both slots and more: lines are dropped, not waited for.
+            let line = vec![b'y'; 4000];
+            for _ in 0..200 {
+                g.log_message(Level::Info, "t", &line);
+            }
+            let second = g.flush();
+            let dropped = g.dropped_lines();
+            drop(g);
+            ((first, second), dropped)
+        });
+        assert!(
+            matches!(flushed.1, Err(crate::FlushError::WriterDied)),
+            "{durability:?}: {flushed:?}"
+        );
+        assert!(dropped > 0, "{durability:?}");
+        // What the dead writer did not write stays in the buffer file for the next start.
+        let g = Xlog::builder()
+            .log_dir(&path)
+            .name_prefix("dw")
+            .banners(false)
+            .clock(clock())
+            .build()
+            .unwrap();
+        drop(g);
+        let text = text_of(&path);
+        assert_eq!(text.matches("written before").count(), 1, "{durability:?}");
+        assert_eq!(
+            text.matches("staged, then the writer dies").count(),
+            1,
+            "{durability:?}"
+        );
+    }
+}

@@ -58,6 +58,10 @@ pub enum FlushError {
     /// The writer was closed.
     #[error("xlog writer is closed")]
     Closed,
+    /// The background writer thread died (it panicked): staged lines stay in the buffer file
+    /// for the next start to recover, new lines are dropped once it is full.
+    #[error("the xlog writer thread died")]
+    WriterDied,
 }
 
 /// Builds an [`Xlog`]. See the crate docs for an example.
@@ -216,6 +220,12 @@ struct Inner {
     dropped: AtomicU64,
     seq: AtomicU16,
     closed: AtomicBool,
+    /// Set (under the state lock, waking every waiter) when the writer thread has ended, by
+    /// returning or by panicking: from then on nobody waits for it.
+    writer_gone: AtomicBool,
+    /// Test hook: the writer thread panics at its next job.
+    #[cfg(test)]
+    panic_writer: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Buffered durability: lines waiting for the compressor thread.
     pending: Mutex<Pending>,
@@ -258,6 +268,23 @@ struct Pending {
     sleeping: bool,
     stop: bool,
 }
+
+/// Marks the writer thread gone when it ends, by returning or by unwinding from a panic, and
+/// wakes everyone waiting for it (they check the flag under the state lock, so none misses it).
+struct WriterGone<'a>(&'a Inner);
+
+impl Drop for WriterGone<'_> {
+    fn drop(&mut self) {
+        let inner = self.0;
+        inner.writer_gone.store(true, Ordering::SeqCst);
+        let _st = inner.lock_state();
+        inner.done.notify_all();
+        inner.work.notify_all();
+    }
+}
+
+/// Shortest flush interval; smaller configured values are raised to it.
+const MIN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most bytes queued in [`Durability::Buffered`] mode before the overflow policy applies.
 const PENDING_MAX: usize = 4 << 20;
@@ -399,7 +426,8 @@ impl Xlog {
     ///
     /// # Errors
     ///
-    /// [`FlushError::Closed`] after the writer was closed.
+    /// [`FlushError::Closed`] after the writer was closed; [`FlushError::WriterDied`] if the
+    /// background thread died (a bug): then this returns at once instead of waiting forever.
     pub fn flush(&self) -> Result<(), FlushError> {
         let inner = &self.inner;
         inner.drain_pending();
@@ -407,15 +435,23 @@ impl Xlog {
         if st.shutdown {
             return Err(FlushError::Closed);
         }
+        if inner.is_writer_gone() {
+            return Err(FlushError::WriterDied);
+        }
         if st.active.as_ref().is_some_and(|a| a.lines > 0) {
-            while st.spare.is_none() && !st.shutdown {
+            while st.spare.is_none() && !st.shutdown && !inner.is_writer_gone() {
                 st = inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            inner.seal(&mut st);
+            if st.spare.is_some() {
+                inner.seal(&mut st);
+            }
         }
         let target = st.sealed_gen;
-        while st.written_gen < target && !st.shutdown {
+        while st.written_gen < target && !st.shutdown && !inner.is_writer_gone() {
             st = inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.written_gen < target && inner.is_writer_gone() {
+            return Err(FlushError::WriterDied);
         }
         Ok(())
     }
@@ -486,7 +522,8 @@ impl Xlog {
         loop {
             let _ = self.flush();
             let mut st = inner.lock_state();
-            if st.active.as_ref().is_none_or(|a| a.lines == 0) {
+            // A dead writer cannot take the last lines; they stay in the buffer file.
+            if st.active.as_ref().is_none_or(|a| a.lines == 0) || inner.is_writer_gone() {
                 st.shutdown = true;
                 inner.work.notify_all();
                 inner.done.notify_all();
@@ -501,8 +538,15 @@ impl Xlog {
         if let Some(h) = handle {
             let _ = h.join();
         }
-        // Clean close: the buffer holds nothing to recover (Mars leaves it all zeros).
+        // Clean close: the buffer holds nothing to recover (Mars leaves it all zeros). After
+        // the writer thread died, what it did not write stays there for the next start.
+        if inner.is_writer_gone() && !inner.lock_state().queue.is_empty() {
+            return;
+        }
         let mut guard = inner.lock_state();
+        if guard.active.as_ref().is_some_and(|a| a.lines > 0) {
+            return;
+        }
         let st = &mut *guard;
         for r in [st.cur.as_mut(), st.spare.as_mut()].into_iter().flatten() {
             r.block.fill(0);
@@ -514,6 +558,13 @@ impl Xlog {
     #[cfg(test)]
     pub(crate) fn simulate_dropped_lines(&self, n: u64) {
         self.inner.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Test hook: makes the writer thread panic at its next job.
+    #[cfg(test)]
+    pub(crate) fn panic_writer_thread(&self) {
+        self.inner.panic_writer.store(true, Ordering::SeqCst);
+        self.inner.work.notify_all();
     }
 
     /// Test hook: runs `f` while holding the staging lock (the writer cannot stage).
@@ -713,6 +764,9 @@ impl Xlog {
             dropped: AtomicU64::new(0),
             seq: AtomicU16::new(0),
             closed: AtomicBool::new(false),
+            writer_gone: AtomicBool::new(false),
+            #[cfg(test)]
+            panic_writer: AtomicBool::new(false),
             thread: Mutex::new(None),
             pending: Mutex::new(Pending::default()),
             pending_work: Condvar::new(),
@@ -801,6 +855,15 @@ impl Inner {
 
     fn lock_files(&self) -> MutexGuard<'_, LogFiles> {
         self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_writer_gone(&self) -> bool {
+        self.writer_gone.load(Ordering::SeqCst)
+    }
+
+    /// The flush interval in use: at least [`MIN_FLUSH_INTERVAL`].
+    fn flush_interval(&self) -> Duration {
+        self.config.flush_interval.max(MIN_FLUSH_INTERVAL)
     }
 
     fn write_async(&self, line: &[u8], fatal: bool, now: WallTime) {
@@ -921,7 +984,8 @@ impl Inner {
 
     /// Waits for a free slot (Overflow::Block) or reports that the line must be dropped.
     fn wait_for_room<'a>(&'a self, st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
-        if self.config.overflow == Overflow::Drop {
+        // Nobody makes room once the writer thread is gone.
+        if self.config.overflow == Overflow::Drop || self.is_writer_gone() {
             return (st, false);
         }
         self.work.notify_one();
@@ -1069,6 +1133,7 @@ impl Inner {
     }
 
     fn run_writer(self: Arc<Self>, _buffer_file: BufferFile, mut finisher: Finisher) {
+        let _gone = WriterGone(&self);
         let opened = Instant::now();
         let mut deleted = false;
         let mut moved = false;
@@ -1081,10 +1146,10 @@ impl Inner {
                 if st.shutdown {
                     break None;
                 }
-                let interval = self.config.flush_interval.max(Duration::from_secs(1));
-                let due = st.last_seal + interval;
+                // An interval too large for the monotonic clock means "never" (not a panic).
+                let due = st.last_seal.checked_add(self.flush_interval());
                 let now = Instant::now();
-                if now >= due {
+                if due.is_some_and(|d| now >= d) {
                     st.last_seal = now;
                     if st.active.as_ref().is_some_and(|a| a.lines > 0) && st.spare.is_some() {
                         self.seal(&mut st);
@@ -1094,22 +1159,33 @@ impl Inner {
                 let house = [(deleted, 120), (moved, 180)]
                     .iter()
                     .filter(|(done, _)| !done)
-                    .map(|(_, s)| opened + Duration::from_secs(*s))
+                    .filter_map(|(_, s)| opened.checked_add(Duration::from_secs(*s)))
                     .min();
-                let wake = house.map_or(due, |h| h.min(due));
                 if house.is_some_and(|h| now >= h) {
                     break None;
                 }
-                let wait = wake
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(1));
-                st = self
-                    .work
-                    .wait_timeout(st, wait)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                let wake = match (house, due) {
+                    (Some(h), Some(d)) => Some(h.min(d)),
+                    (h, d) => h.or(d),
+                };
+                st = match wake {
+                    Some(w) => {
+                        let wait = w
+                            .saturating_duration_since(now)
+                            .max(Duration::from_millis(1));
+                        self.work
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                    None => self.work.wait(st).unwrap_or_else(|e| e.into_inner()),
+                };
             };
             drop(st);
+            #[cfg(test)]
+            if self.panic_writer.load(Ordering::SeqCst) {
+                panic!("test hook: the xlog writer thread panics");
+            }
             match job {
                 Some(mut sealed) => {
                     let now = self.clock.now();
