@@ -180,7 +180,14 @@ impl LogFiles {
         bytes: &[u8],
         before: impl FnOnce(&Intent),
     ) -> io::Result<()> {
-        if self.open.as_ref().is_none_or(|(p, _)| *p != target.path) {
+        // The cached handle is used only while it still is the file at the path: an uploader
+        // may have renamed the day's file away, or someone deleted it (Mars reopens the file
+        // for every flush, so it never writes into a moved file).
+        if self
+            .open
+            .as_ref()
+            .is_none_or(|(p, f)| *p != target.path || !is_file_at(f, p))
+        {
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -353,6 +360,27 @@ impl LogFiles {
             moved += 1;
         }
         moved
+    }
+}
+
+/// Whether the open file `f` still is the file at `path`: same device and inode, and not
+/// deleted. On other platforms only the path's existence is checked.
+fn is_file_at(f: &File, path: &Path) -> bool {
+    let Ok(at_path) = fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(open) = f.metadata() else {
+            return false;
+        };
+        open.dev() == at_path.dev() && open.ino() == at_path.ino() && open.nlink() > 0
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (f, at_path);
+        true
     }
 }
 

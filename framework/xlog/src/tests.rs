@@ -471,3 +471,38 @@ fn a_dead_writer_thread_blocks_no_caller() {
         );
     }
 }
+
+#[test]
+fn lines_after_the_day_file_is_renamed_or_deleted_go_to_a_new_file_at_its_path() {
+    for deleted in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Xlog::builder()
+            .log_dir(dir.path())
+            .name_prefix("mv")
+            .banners(false)
+            .clock(clock())
+            .build()
+            .unwrap();
+        let day = dir.path().join("mv_20240314.xlog");
+        g.log_message(Level::Info, "t", b"before the move");
+        g.flush().unwrap();
+        let moved = dir.path().join("uploaded.bin");
+        if deleted {
+            fs::remove_file(&day).unwrap();
+        } else {
+            fs::rename(&day, &moved).unwrap();
+        }
+        g.log_message(Level::Info, "t", b"after the move");
+        g.flush().unwrap();
+        g.log_message(Level::Info, "t", b"and later");
+        drop(g);
+        let now = String::from_utf8(decode_file(&fs::read(&day).unwrap())).unwrap();
+        assert_eq!(lines_of(&now).len(), 2, "deleted={deleted}: {now}");
+        assert!(now.contains("after the move") && now.contains("and later"));
+        assert!(!now.contains("before the move"));
+        if !deleted {
+            let old = String::from_utf8(decode_file(&fs::read(&moved).unwrap())).unwrap();
+            assert_eq!(lines_of(&old).len(), 1, "{old}");
+        }
+    }
+}
