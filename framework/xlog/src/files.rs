@@ -197,12 +197,14 @@ impl LogFiles {
         let Some((_, f)) = self.open.as_mut() else {
             return Err(io::Error::other("log file not open"));
         };
-        let offset = f.metadata()?.len();
+        let meta = f.metadata()?;
+        let offset = meta.len();
         before(&Intent {
             in_cache: target.in_cache,
             name: target.name.clone(),
             offset,
             written: Some((bytes.len() as u32, crc32(bytes))),
+            file_id: file_id(&meta),
         });
         if let Err(e) = f.write_all(bytes) {
             // Mars: cut the file back to where it was, then note the error in the file.
@@ -213,22 +215,32 @@ impl LogFiles {
         Ok(())
     }
 
-    /// Whether the block recorded in `intent` (its length and CRC-32; in files of older
-    /// writers, the staged block `bytes` itself) is already in the file named by `intent` at
-    /// its offset. If the file holds only part of it, the part is cut off.
+    /// Whether the block recorded in `intent` (its length and CRC-32, or without them the
+    /// staged block `bytes` itself) is already in the file named by `intent` at its offset.
+    /// If the file holds only part of it, the part is cut off, but only when the intent is
+    /// plausible: the block no longer than the staged one, the offset within the file, and the
+    /// file the one the intent was recorded for.
     pub(crate) fn settle_intent(&mut self, intent: &Intent, bytes: &[u8]) -> bool {
         let path = self.dir(intent.in_cache).join(&intent.name);
         let Ok(mut f) = OpenOptions::new().read(true).write(true).open(&path) else {
             return false;
         };
-        let Ok(len) = f.metadata().map(|m| m.len()) else {
+        let Ok(meta) = f.metadata() else {
             return false;
         };
-        // The block being appended was either the staged block itself (older writers) or a
-        // compressed copy of it, known by its length and CRC-32.
+        let len = meta.len();
+        // The block being appended was either the staged block itself or a compressed copy
+        // of it (never longer: the writer appends the staged block when compression did not
+        // make it smaller), known by its length and CRC-32.
         let written_len = intent
             .written
             .map_or(bytes.len() as u64, |(l, _)| u64::from(l));
+        if written_len > bytes.len() as u64 || intent.offset > len {
+            return false;
+        }
+        if intent.file_id != 0 && file_id(&meta) != intent.file_id {
+            return false;
+        }
         let end = intent.offset.saturating_add(written_len);
         if len >= end {
             let mut have = vec![0u8; written_len as usize];
@@ -363,6 +375,20 @@ impl LogFiles {
     }
 }
 
+/// The inode of a file (0 where there is none).
+fn file_id(meta: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        meta.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        0
+    }
+}
+
 /// Whether the open file `f` still is the file at `path`: same device and inode, and not
 /// deleted. On other platforms only the path's existence is checked.
 fn is_file_at(f: &File, path: &Path) -> bool {
@@ -450,6 +476,40 @@ mod tests {
         fs::write(&tg.path, b"headBLO").unwrap();
         assert!(!f.settle_intent(&intent, b"BLOCK"));
         assert_eq!(fs::read(&tg.path).unwrap(), b"head");
+    }
+
+    #[test]
+    fn settle_intent_never_truncates_on_an_implausible_intent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
+        f.append(t(0), b"head", true, |_| {}).unwrap();
+        let mut intent = None;
+        let tg = f
+            .append(t(0), b"BLOCK", true, |i| intent = Some(i.clone()))
+            .unwrap();
+        let intent = intent.unwrap();
+        fs::write(&tg.path, b"headBLO").unwrap();
+        let bogus = [
+            // Longer than the staged block.
+            Intent {
+                written: Some((u32::MAX, 0)),
+                ..intent.clone()
+            },
+            // Past the end of the file.
+            Intent {
+                offset: 100,
+                ..intent.clone()
+            },
+            // Recorded for another file.
+            Intent {
+                file_id: intent.file_id ^ 1,
+                ..intent.clone()
+            },
+        ];
+        for i in &bogus {
+            assert!(!f.settle_intent(i, b"BLOCK"), "{i:?}");
+            assert_eq!(fs::read(&tg.path).unwrap(), b"headBLO", "{i:?}");
+        }
     }
 
     #[test]

@@ -50,8 +50,10 @@
 //! `~~~~~ end of mmap ~~~~~[pid,tid][time]`. A staged block is a valid block at every
 //! moment: without a key it is an ordinary Mars block (magic `0x09`/`0x0D`) with stored /
 //! raw contents, which Mars's tools read. A write intent (target file, offset, length and
-//! CRC-32 of the compressed block) recorded before a block is appended makes the append
-//! exactly-once across a crash (no duplicated lines). A power failure before the kernel writes
+//! CRC-32 of the compressed block, bound to the staged block by its generation and length,
+//! with a CRC of its own) recorded before a block is appended makes the append exactly-once
+//! across a crash (no duplicated lines); an intent that fails these checks is ignored, so it
+//! can neither hide staged lines nor cut a log file. A power failure before the kernel writes
 //! the pages back can still lose recent lines; xlog, like Mars, does not `fsync`. If the buffer
 //! file cannot be mapped, heap memory is used and crash recovery is off ([`Xlog::is_mapped`]).
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are

@@ -24,13 +24,25 @@
 //! | 8 | 1 | 1 while the block is being appended to a log file (write intent) |
 //! | 9 | 1 | intent directory: 0 log dir, 1 cache dir |
 //! | 10 | 2 | intent file name length |
+//! | 12 | 4 | intent: CRC-32 of the intent record (see below) |
 //! | 16 | 8 | intent: log file length before the append |
 //! | 24 | 4 | undo: body length whose clear tail is saved below |
 //! | 28 | 1 | undo: tail length (≤ 64) |
 //! | 32 | 64 | undo: tail bytes |
 //! | 96 | 4 | intent: length of the block being appended (0: the staged block itself) |
 //! | 100 | 4 | intent: CRC-32 of the block being appended |
+//! | 104 | 8 | intent: generation of the staged block it belongs to |
+//! | 112 | 4 | intent: body length of that staged block |
+//! | 120 | 8 | intent: the log file's inode (0: unknown) |
 //! | 128 | ≤ 255 | intent file name |
+//!
+//! The intent record is bytes 8–23 and 96–127 plus the name; its CRC-32 covers bytes 8–11,
+//! 16–23, 96–127 and the name, with the flag byte set. Recovery uses an intent only if that
+//! CRC matches and it names the slot's own block (generation and body length): a stale or
+//! damaged record then never hides a staged block nor truncates a log file. The whole record
+//! is zeroed once its block reached the file. Intents written by older versions of this crate
+//! carry no CRC and are ignored: their block is appended again, at worst a second time, and
+//! nothing is truncated.
 //!
 //! # Crash safety
 //!
@@ -78,6 +90,10 @@ const M_UNDO_TAIL_LEN: usize = 28;
 const M_UNDO_TAIL: usize = 32;
 const M_WRITTEN_LEN: usize = 96;
 const M_WRITTEN_CRC: usize = 100;
+const M_INTENT_CRC: usize = 12;
+const M_INTENT_GEN: usize = 104;
+const M_INTENT_STAGED_LEN: usize = 112;
+const M_INTENT_FILE_ID: usize = 120;
 const M_NAME: usize = 128;
 const MAX_NAME: usize = 255;
 
@@ -118,20 +134,29 @@ pub(crate) struct Intent {
     pub(crate) name: String,
     pub(crate) offset: u64,
     /// Length and CRC-32 of the block being appended when it is not the staged block itself
-    /// (the writer appends a compressed copy); `None` in files of older writers.
+    /// (the writer appends a compressed copy).
     pub(crate) written: Option<(u32, u32)>,
+    /// The log file's inode when the intent was recorded (0: unknown).
+    pub(crate) file_id: u64,
 }
 
 impl Region {
-    /// Marks the slot empty after its block reached the log file: magic first, then intent.
+    /// Marks the slot empty after its block reached the log file: magic first, then the whole
+    /// intent record (not just its flag, so no stale target survives for a later block).
     pub(crate) fn clear_after_write(&mut self) {
         self.put(Area::Block, 0, &[0]);
-        self.put(Area::Meta, M_INTENT, &[0]);
+        self.put(Area::Meta, M_INTENT, &[0; M_UNDO_LEN - M_INTENT]);
+        self.put(
+            Area::Meta,
+            M_WRITTEN_LEN,
+            &[0; M_NAME + MAX_NAME - M_WRITTEN_LEN],
+        );
     }
 }
 
-/// Records in a slot's meta where its sealed block is about to be appended.
-pub(crate) fn write_intent(meta: &mut [u8], intent: &Intent) {
+/// Records in a slot's meta where its sealed block (generation `gen`, staged body length
+/// `staged_len`) is about to be appended. The flag byte is stored last.
+pub(crate) fn write_intent(meta: &mut [u8], intent: &Intent, gen: u64, staged_len: u32) {
     let name = intent.name.as_bytes();
     let n = name.len().min(MAX_NAME);
     meta[M_DIR] = u8::from(intent.in_cache);
@@ -141,7 +166,23 @@ pub(crate) fn write_intent(meta: &mut [u8], intent: &Intent) {
     let (len, crc) = intent.written.unwrap_or((0, 0));
     meta[M_WRITTEN_LEN..M_WRITTEN_LEN + 4].copy_from_slice(&len.to_le_bytes());
     meta[M_WRITTEN_CRC..M_WRITTEN_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    meta[M_INTENT_GEN..M_INTENT_GEN + 8].copy_from_slice(&gen.to_le_bytes());
+    meta[M_INTENT_STAGED_LEN..M_INTENT_STAGED_LEN + 4].copy_from_slice(&staged_len.to_le_bytes());
+    meta[M_INTENT_FILE_ID..M_INTENT_FILE_ID + 8].copy_from_slice(&intent.file_id.to_le_bytes());
+    let crc = intent_crc(meta, n);
+    meta[M_INTENT_CRC..M_INTENT_CRC + 4].copy_from_slice(&crc.to_le_bytes());
     meta[M_INTENT] = 1;
+}
+
+/// CRC-32 of the intent record with a name of `n` bytes, computed as if the flag were set.
+fn intent_crc(m: &[u8], n: usize) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(&[1]);
+    c.update(&m[M_DIR..M_INTENT_CRC]);
+    c.update(&m[M_OFFSET..M_UNDO_LEN]);
+    c.update(&m[M_WRITTEN_LEN..M_NAME]);
+    c.update(&m[M_NAME..M_NAME + n]);
+    c.sum()
 }
 
 /// In-memory state of the block being filled.
@@ -545,7 +586,10 @@ pub(crate) fn recover(file: &[u8], hour: u8) -> Vec<Recovered> {
             if undo_len == body.len() && t > 0 && t <= MAX_TAIL && t <= undo_len {
                 body[undo_len - t..].copy_from_slice(&m[M_UNDO_TAIL..M_UNDO_TAIL + t]);
             }
-            intent = parse_intent(m);
+            // Only an intent naming this very block counts (see the module docs).
+            intent = parse_intent(m).and_then(|(i, g, staged_len)| {
+                (g == gen && staged_len as usize == body.len()).then_some(i)
+            });
         }
         let h = BlockHeader {
             end_hour: hour,
@@ -564,17 +608,22 @@ pub(crate) fn recover(file: &[u8], hour: u8) -> Vec<Recovered> {
     out
 }
 
-fn parse_intent(m: &[u8]) -> Option<Intent> {
+/// The intent in `m` with the generation and staged body length it is bound to, if the flag
+/// is set and the record's CRC matches.
+fn parse_intent(m: &[u8]) -> Option<(Intent, u64, u32)> {
     if m[M_INTENT] != 1 {
         return None;
     }
     let n = usize::from(u16::from_le_bytes([m[M_NAME_LEN], m[M_NAME_LEN + 1]]));
-    let name = std::str::from_utf8(m.get(M_NAME..M_NAME + n.min(MAX_NAME))?).ok()?;
+    if n > MAX_NAME || intent_crc(m, n) != u32_at(m, M_INTENT_CRC) {
+        return None;
+    }
+    let name = std::str::from_utf8(m.get(M_NAME..M_NAME + n)?).ok()?;
     // Only a plain file name is accepted: the bytes are untrusted.
     if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
         return None;
     }
-    Some(Intent {
+    let intent = Intent {
         in_cache: m[M_DIR] == 1,
         name: name.to_owned(),
         offset: u64_at(m, M_OFFSET),
@@ -582,7 +631,13 @@ fn parse_intent(m: &[u8]) -> Option<Intent> {
             0 => None,
             len => Some((len, u32_at(m, M_WRITTEN_CRC))),
         },
-    })
+        file_id: u64_at(m, M_INTENT_FILE_ID),
+    };
+    Some((
+        intent,
+        u64_at(m, M_INTENT_GEN),
+        u32_at(m, M_INTENT_STAGED_LEN),
+    ))
 }
 
 fn u64_at(m: &[u8], off: usize) -> u64 {

@@ -506,3 +506,97 @@ fn lines_after_the_day_file_is_renamed_or_deleted_go_to_a_new_file_at_its_path()
         }
     }
 }
+
+/// Logs `blocks` flushed blocks of `n` lines, then `n` staged lines, and "crashes": returns
+/// the buffer file and the day's log as they are then.
+fn crash_with_staged_lines(prefix: &str, blocks: usize, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix(prefix)
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap();
+    for b in 0..=blocks {
+        for i in 0..n {
+            g.log_message(Level::Info, "t", format!("block {b} line {i}").as_bytes());
+        }
+        if b < blocks {
+            g.flush().unwrap();
+        }
+    }
+    let staged = fs::read(dir.path().join(format!("{prefix}.mmap3"))).unwrap();
+    let log = fs::read(dir.path().join(format!("{prefix}_20240314.xlog"))).unwrap();
+    std::mem::forget(g);
+    (staged, log)
+}
+
+/// Opens a writer on `staged` and `log` (a restart after the crash); returns its directory
+/// and the day's log after it closed.
+fn restart_after_crash(prefix: &str, staged: &[u8], log: &[u8]) -> (tempfile::TempDir, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(format!("{prefix}.mmap3")), staged).unwrap();
+    let day = dir.path().join(format!("{prefix}_20240314.xlog"));
+    fs::write(&day, log).unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix(prefix)
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap();
+    drop(g);
+    let after = fs::read(&day).unwrap();
+    (dir, after)
+}
+
+#[test]
+fn a_stale_intent_whose_flag_byte_flips_hides_no_staged_line() {
+    use crate::staging::{META_BASE, META_LEN};
+    let (mut staged, log) = crash_with_staged_lines("fl", 2, 10);
+    for slot in 0..2 {
+        // Byte 8 of a slot's meta is the write-intent flag.
+        staged[META_BASE + slot * META_LEN + 8] = 1;
+    }
+    let (dir, _) = restart_after_crash("fl", &staged, &log);
+    let text = text_of(dir.path());
+    for b in 0..3 {
+        for i in 0..10 {
+            let line = format!("block {b} line {i}\n");
+            assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_bogus_intent_does_not_truncate_the_days_log() {
+    use crate::staging::{META_BASE, META_LEN, SLOT_LEN};
+    let (mut staged, log) = crash_with_staged_lines("bi", 1, 10);
+    let slot = (0..2).find(|s| staged[s * SLOT_LEN] != 0).unwrap();
+    let m = &mut staged[META_BASE + slot * META_LEN..][..META_LEN];
+    // An intent naming the day's file at offset 10 with a huge block length (flag, dir,
+    // name length, offset, written length and CRC, name).
+    let name = b"bi_20240314.xlog";
+    m[8] = 1;
+    m[9] = 0;
+    m[10..12].copy_from_slice(&(name.len() as u16).to_le_bytes());
+    m[16..24].copy_from_slice(&10u64.to_le_bytes());
+    m[96..100].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
+    m[100..104].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+    m[128..128 + name.len()].copy_from_slice(name);
+    let (dir, after) = restart_after_crash("bi", &staged, &log);
+    assert!(
+        after.starts_with(&log),
+        "the day's log was cut: {} bytes before, now starts with {:?}",
+        log.len(),
+        &after[..after.len().min(12)]
+    );
+    let text = text_of(dir.path());
+    for b in 0..2 {
+        for i in 0..10 {
+            let line = format!("block {b} line {i}\n");
+            assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
+        }
+    }
+}

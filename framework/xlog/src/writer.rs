@@ -1196,7 +1196,10 @@ impl Inner {
                         let bytes = finisher.finish(staged, &sealed.plain).unwrap_or(staged);
                         let meta = &mut region.meta;
                         let mut files = self.lock_files();
-                        let res = files.append(now, bytes, true, |i| write_intent(meta, i));
+                        let staged_len = (sealed.len - HEADER_LEN - 1) as u32;
+                        let res = files.append(now, bytes, true, |i| {
+                            write_intent(meta, i, sealed.gen, staged_len)
+                        });
                         if res.is_err() {
                             // Mars notes write errors in the file; with the disk failing that
                             // rarely works, so the lost lines are counted instead.

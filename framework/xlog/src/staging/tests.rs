@@ -239,7 +239,10 @@ fn slots_are_recovered_in_generation_order_with_intents() {
                     name: "a_1.xlog".into(),
                     offset: 99,
                     written: Some((1234, 0xDEAD_BEEF)),
+                    file_id: 42,
                 },
+                gen,
+                active.body_len as u32,
             );
         }
         file[slot * SLOT_LEN..(slot + 1) * SLOT_LEN].copy_from_slice(&rec.block);
@@ -256,6 +259,7 @@ fn slots_are_recovered_in_generation_order_with_intents() {
             name: "a_1.xlog".into(),
             offset: 99,
             written: Some((1234, 0xDEAD_BEEF)),
+            file_id: 42,
         })
     );
     assert_eq!(r[1].intent, None);
@@ -314,4 +318,59 @@ fn precomputed_and_computed_keystreams_stage_the_same_recoverable_text() {
         }
         assert_ne!(blocks[0], blocks[1]);
     }
+}
+
+#[test]
+fn an_intent_counts_only_when_intact_and_bound_to_the_slots_block() {
+    let mut st = stager(Compression::Zlib, false);
+    let mut rec = Recorder {
+        block: vec![0; SLOT_LEN],
+        meta: vec![0; META_LEN],
+        ops: Vec::new(),
+    };
+    let mut active = st.begin(&mut rec, 5, 1, 0).unwrap();
+    st.append(&mut rec, &mut active, b"line\n").unwrap();
+    st.seal(&mut rec, &mut active, 2).unwrap();
+    let intent = Intent {
+        in_cache: false,
+        name: "a.xlog".into(),
+        offset: 7,
+        written: Some((30, 0x1234)),
+        file_id: 0,
+    };
+    let body = active.body_len as u32;
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut meta = rec.meta.clone();
+        f(&mut meta);
+        recover(&as_file(&rec.block, &meta), 1)[0].intent.clone()
+    };
+    assert_eq!(
+        with(&|m| write_intent(m, &intent, 5, body)),
+        Some(intent.clone())
+    );
+    // Another block's intent (generation or length), a damaged record, or a cleared one.
+    assert_eq!(with(&|m| write_intent(m, &intent, 4, body)), None);
+    assert_eq!(with(&|m| write_intent(m, &intent, 5, body + 1)), None);
+    assert_eq!(
+        with(&|m| {
+            write_intent(m, &intent, 5, body);
+            m[M_WRITTEN_LEN + 3] ^= 0x80;
+        }),
+        None
+    );
+    let mut region = Region {
+        block: Backing::Heap(rec.block.clone()),
+        meta: Backing::Heap(rec.meta.clone()),
+    };
+    write_intent(&mut region.meta, &intent, 5, body);
+    region.clear_after_write();
+    assert!(region.meta[M_INTENT..].iter().all(|&b| b == 0));
+    // Even with the flag set again, nothing is left to match.
+    let mut meta = region.meta.to_vec();
+    meta[M_INTENT] = 1;
+    assert_eq!(
+        parse_intent(&meta).map(|(i, _, _)| i),
+        None,
+        "a cleared record is no intent"
+    );
 }
