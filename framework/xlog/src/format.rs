@@ -23,8 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::{LocalDateTime, WallTime};
 
-/// Largest formatted line, in bytes; longer messages are cut (Mars formats into 16 KiB).
+/// Largest formatted line, in bytes, newline included (Mars formats into 16 KiB). The tag,
+/// file and function are cut to [`MAX_FIELD_LEN`] bytes each and the message to what is left,
+/// so every line, whatever its fields, fits.
 pub const MAX_LINE_LEN: usize = 16 * 1024;
+
+/// Largest tag, file name or function name printed, in bytes (cut at a character boundary).
+pub const MAX_FIELD_LEN: usize = 1024;
 
 /// Severity of a record. Ordered: `Verbose < Debug < … < Fatal`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -174,13 +179,13 @@ pub fn format_line(out: &mut Vec<u8>, record: &Record<'_>, time: WallTime, ids: 
         out.push(b'*');
     }
     out.extend_from_slice(b"][");
-    out.extend_from_slice(record.tag.as_bytes());
+    out.extend_from_slice(capped(record.tag).as_bytes());
     out.extend_from_slice(b"][");
-    out.extend_from_slice(file_name(record.file).as_bytes());
+    out.extend_from_slice(capped(file_name(record.file)).as_bytes());
     out.push(b':');
     push_i64(out, i64::from(record.line));
     out.extend_from_slice(b", ");
-    out.extend_from_slice(record.func.as_bytes());
+    out.extend_from_slice(capped(record.func).as_bytes());
     out.extend_from_slice(b"][");
     push_message(out, start, record.message);
 }
@@ -227,6 +232,15 @@ fn push_message(out: &mut Vec<u8>, start: usize, message: &[u8]) {
     if msg.last() != Some(&b'\n') {
         out.push(b'\n');
     }
+}
+
+/// `field` cut to at most [`MAX_FIELD_LEN`] bytes, at a character boundary.
+fn capped(field: &str) -> &str {
+    let mut end = field.len().min(MAX_FIELD_LEN);
+    while !field.is_char_boundary(end) {
+        end -= 1;
+    }
+    &field[..end]
 }
 
 fn file_name(path: &str) -> &str {
@@ -422,6 +436,33 @@ mod tests {
         );
         assert_eq!(out.len(), MAX_LINE_LEN);
         assert_eq!(out.last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn huge_tag_file_and_function_are_cut_so_the_line_fits() {
+        let big = "é".repeat(200_000);
+        let mut out = Vec::new();
+        format_line(
+            &mut out,
+            &Record {
+                tag: &big,
+                file: &big,
+                func: &big,
+                ..Record::new(Level::Info, b"the message")
+            },
+            WallTime::new(1, 0, 0),
+            ids(),
+        );
+        assert!(out.len() <= MAX_LINE_LEN, "{}", out.len());
+        assert!(out.ends_with(b"][the message\n"));
+        assert!(
+            std::str::from_utf8(&out).is_ok(),
+            "cut at character boundaries"
+        );
+        let tag = "é".repeat(MAX_FIELD_LEN / 2);
+        assert!(out
+            .windows(tag.len() + 2)
+            .any(|w| w == format!("[{tag}]").as_bytes()));
     }
 
     #[test]

@@ -189,6 +189,8 @@ fn intent_crc(m: &[u8], n: usize) -> u32 {
 #[derive(Debug, Default)]
 pub(crate) struct Active {
     pub(crate) gen: u64,
+    /// The sequence number in the block's header.
+    pub(crate) seq: u16,
     /// Bytes in the body, clear tail included.
     pub(crate) body_len: usize,
     /// Cipher input not consumed yet; also the last bytes of the body, in clear.
@@ -402,6 +404,7 @@ impl Stager {
         store.put(Area::Block, 0, &hb[..1]);
         Ok(Active {
             gen,
+            seq,
             body_len,
             ..Active::default()
         })

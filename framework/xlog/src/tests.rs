@@ -600,3 +600,40 @@ fn a_bogus_intent_does_not_truncate_the_days_log() {
         }
     }
 }
+
+#[test]
+fn a_line_with_a_huge_tag_is_cut_to_fit_and_leaves_no_sequence_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("big")
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"before");
+    g.flush().unwrap();
+    let tag = "T".repeat(400_000);
+    g.log_message(Level::Info, &tag, b"the big one");
+    g.flush().unwrap();
+    g.log_message(Level::Info, "t", b"after");
+    assert_eq!(g.dropped_lines(), 0);
+    drop(g);
+    let raw = fs::read(dir.path().join("big_20240314.xlog")).unwrap();
+    let mut seqs = Vec::new();
+    let mut off = 0;
+    while off < raw.len() {
+        let v = crate::block::BlockView::parse(&raw[off..]).unwrap();
+        seqs.push(v.header.seq);
+        off += v.total_len();
+    }
+    assert_eq!(
+        seqs,
+        [1, 2, 3],
+        "one block per flush, numbered without gaps"
+    );
+    let text = text_of(dir.path());
+    let big = text.lines().find(|l| l.ends_with("the big one")).unwrap();
+    assert!(big.len() < crate::format::MAX_LINE_LEN, "{}", big.len());
+    assert_eq!(lines_of(&text).len(), 3);
+}

@@ -358,13 +358,13 @@ impl Finisher {
 
 /// The block sequence: 1, 2, …, 65535, 1, … (0 is skipped). Mars shares one counter between
 /// all appenders of a process, which makes each file show false gaps; here each writer has its
-/// own, starting at 1 as in a fresh Mars process.
-fn next_seq(seq: &AtomicU16) -> u16 {
-    loop {
-        let s = seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
-        if s != 0 {
-            return s;
-        }
+/// own, starting at 1 as in a fresh Mars process. This is the number the next block gets; it
+/// is taken (stored back into `seq`) only once the block's first line is committed, so a block
+/// abandoned before that leaves no gap for the decoder to report as missing.
+fn peek_seq(seq: &AtomicU16) -> u16 {
+    match seq.load(Ordering::Relaxed).wrapping_add(1) {
+        0 => 1,
+        s => s,
     }
 }
 
@@ -947,7 +947,7 @@ impl Inner {
             let gen = st.next_gen;
             match st
                 .stager
-                .begin(region, gen, next_seq(&self.seq), now.local().hour as u8)
+                .begin(region, gen, peek_seq(&self.seq), now.local().hour as u8)
             {
                 Ok(mut a) => {
                     st.next_gen += 1;
@@ -964,7 +964,12 @@ impl Inner {
             return false;
         };
         match st.stager.append(region, active, line) {
-            Ok(()) => true,
+            Ok(()) => {
+                if active.lines == 1 {
+                    self.seq.store(active.seq, Ordering::Relaxed);
+                }
+                true
+            }
             Err(StageError::NoRoom | StageError::Cipher(_)) => {
                 // The compressor may now be ahead of the block: close the block where it is
                 // (it ends after the last committed line) and start afresh.
