@@ -92,6 +92,12 @@
 //! ([`Xlog::dropped_lines`]) and logs `[W]… xlog dropped N lines: the writer fell behind`
 //! before the next line that gets through. In buffered mode the same applies to the queue.
 //!
+//! Lines whose block could not be appended to the log file (disk full, I/O error) are counted
+//! apart ([`Xlog::write_failed_lines`], [`Xlog::last_write_error`]) and reported as
+//! `[W]… xlog lost N lines: writing the log file failed: <OS error>`. A loss counts as
+//! reported only once the block holding its warning reached the file; if that block fails
+//! too, the next one reports the losses again.
+//!
 //! # Compression levels
 //!
 //! Levels apply to the whole-block compression on the background thread. Defaults: zlib 2

@@ -637,3 +637,45 @@ fn a_line_with_a_huge_tag_is_cut_to_fit_and_leaves_no_sequence_gap() {
     assert!(big.len() < crate::format::MAX_LINE_LEN, "{}", big.len());
     assert_eq!(lines_of(&text).len(), 3);
 }
+
+#[test]
+fn failed_writes_are_counted_apart_and_reported_once_a_block_gets_through() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where the day's file belongs: every append fails.
+    let day = dir.path().join("wf_20240314.xlog");
+    fs::create_dir(&day).unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("wf")
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        g.log_message(Level::Info, "t", format!("lost {i}").as_bytes());
+    }
+    g.flush().unwrap();
+    assert_eq!(g.write_failed_lines(), 3);
+    // This block carries the warning about the 3 lines, and fails too.
+    g.log_message(Level::Info, "t", b"lost as well");
+    g.flush().unwrap();
+    assert_eq!(g.write_failed_lines(), 5, "the warning and the line");
+    fs::remove_dir(&day).unwrap();
+    g.log_message(Level::Info, "t", b"gets through");
+    g.flush().unwrap();
+    assert_eq!(g.dropped_lines(), 0);
+    let err = g.last_write_error().unwrap();
+    drop(g);
+    let text = text_of(dir.path());
+    let warn: Vec<&str> = text.lines().filter(|l| l.starts_with("[W]")).collect();
+    assert_eq!(warn.len(), 1, "{text}");
+    assert!(
+        warn[0].ends_with(&format!(
+            "][xlog][:0, ][xlog lost 5 lines: writing the log file failed: {err}"
+        )),
+        "{}",
+        warn[0]
+    );
+    assert!(err.contains("os error"), "{err}");
+    assert!(text.contains("gets through"));
+}

@@ -218,6 +218,10 @@ struct Inner {
     done: Condvar,
     files: Mutex<LogFiles>,
     dropped: AtomicU64,
+    /// Lines lost because appending their block to the log file failed.
+    write_failed: AtomicU64,
+    /// The OS error of the last failed append.
+    last_write_error: Mutex<Option<String>>,
     seq: AtomicU16,
     closed: AtomicBool,
     /// Set (under the state lock, waking every waiter) when the writer thread has ended, by
@@ -249,7 +253,12 @@ struct State {
     next_gen: u64,
     sealed_gen: u64,
     written_gen: u64,
-    reported_dropped: u64,
+    /// Losses covered by warning lines staged so far.
+    staged_report: Losses,
+    /// Losses covered by warning lines that reached the log file.
+    written_report: Losses,
+    /// The losses the warnings staged in the active block cover: (before, after).
+    active_report: Option<(Losses, Losses)>,
     shutdown: bool,
     /// The active block's stream is unusable (a failed line); seal it at the next chance.
     poisoned: bool,
@@ -289,12 +298,23 @@ const MIN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Most bytes queued in [`Durability::Buffered`] mode before the overflow policy applies.
 const PENDING_MAX: usize = 4 << 20;
 
+/// Lines lost so far, by cause (counters, as reported by warning lines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Losses {
+    /// Dropped: the writer fell behind, was closed, or a line could not be staged.
+    dropped: u64,
+    /// In blocks whose append to the log file failed.
+    write_failed: u64,
+}
+
 #[derive(Debug)]
 struct Sealed {
     region: Region,
     len: usize,
     gen: u64,
     lines: u64,
+    /// The losses the block's warning lines report: (before, after).
+    report: Option<(Losses, Losses)>,
     /// The block's text, for the compressed copy.
     plain: Vec<u8>,
 }
@@ -457,9 +477,25 @@ impl Xlog {
     }
 
     /// Lines dropped so far because the writer fell behind ([`Overflow::Drop`]), the writer
-    /// was closed, or compression/encryption failed.
+    /// was closed, or compression/encryption failed. Lines lost to failed writes are counted
+    /// by [`Xlog::write_failed_lines`] instead.
     pub fn dropped_lines(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines lost so far because appending them to the log file failed (disk full, I/O
+    /// error, the file's directory gone…); see [`Xlog::last_write_error`] for why.
+    pub fn write_failed_lines(&self) -> u64 {
+        self.inner.write_failed.load(Ordering::Relaxed)
+    }
+
+    /// The OS error of the last failed append to a log file, as text, if any failed.
+    pub fn last_write_error(&self) -> Option<String> {
+        self.inner
+            .last_write_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The configuration in use.
@@ -752,7 +788,9 @@ impl Xlog {
                 next_gen,
                 sealed_gen: 0,
                 written_gen: 0,
-                reported_dropped: 0,
+                staged_report: Losses::default(),
+                written_report: Losses::default(),
+                active_report: None,
                 shutdown: false,
                 poisoned: false,
                 last_seal: Instant::now(),
@@ -762,6 +800,8 @@ impl Xlog {
             done: Condvar::new(),
             files: Mutex::new(files),
             dropped: AtomicU64::new(0),
+            write_failed: AtomicU64::new(0),
+            last_write_error: Mutex::new(None),
             seq: AtomicU16::new(0),
             closed: AtomicBool::new(false),
             writer_gone: AtomicBool::new(false),
@@ -867,25 +907,7 @@ impl Inner {
     }
 
     fn write_async(&self, line: &[u8], fatal: bool, now: WallTime) {
-        let mut st = self.lock_state();
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        if dropped > st.reported_dropped {
-            let msg = format!(
-                "xlog dropped {} lines: the writer fell behind",
-                dropped - st.reported_dropped
-            );
-            let mut warn = Vec::with_capacity(200);
-            let rec = Record {
-                tag: "xlog",
-                ..Record::new(Level::Warn, msg.as_bytes())
-            };
-            format_line(&mut warn, &rec, now, ThreadIds::current());
-            let (g, ok) = self.stage(st, &warn, now);
-            st = g;
-            if ok {
-                st.reported_dropped = dropped;
-            }
-        }
+        let st = self.stage_loss_reports(self.lock_state(), now);
         let (mut st, ok) = self.stage(st, line, now);
         if !ok {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -895,6 +917,78 @@ impl Inner {
         if (full || fatal) && st.spare.is_some() {
             self.seal(&mut st);
         }
+    }
+
+    /// Stages a warning line for each kind of loss not yet covered by a staged warning. A
+    /// warning counts as reported only once its block reached the file: if that append
+    /// fails, the losses are reported again (see `run_writer`).
+    fn stage_loss_reports<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        now: WallTime,
+    ) -> MutexGuard<'a, State> {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let failed = self.write_failed.load(Ordering::Relaxed);
+        let before = st.staged_report;
+        if dropped > before.dropped {
+            let msg = format!(
+                "xlog dropped {} lines: the writer fell behind",
+                dropped - before.dropped
+            );
+            let (g, ok) = self.stage_warning(st, &msg, now);
+            st = g;
+            if ok {
+                st.staged_report.dropped = dropped;
+            }
+        }
+        if failed > before.write_failed {
+            let err = self
+                .last_write_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            let msg = format!(
+                "xlog lost {} lines: writing the log file failed: {err}",
+                failed - before.write_failed
+            );
+            let (g, ok) = self.stage_warning(st, &msg, now);
+            st = g;
+            if ok {
+                st.staged_report.write_failed = failed;
+            }
+        }
+        if st.staged_report != before {
+            let after = st.staged_report;
+            // The warnings are in the active block: it carries what they report.
+            let from = st.active_report.map_or(before, |(from, _)| from);
+            st.active_report = Some((from, after));
+        }
+        st
+    }
+
+    fn stage_warning<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        msg: &str,
+        now: WallTime,
+    ) -> (MutexGuard<'a, State>, bool) {
+        let mut warn = Vec::with_capacity(200);
+        let rec = Record {
+            tag: "xlog",
+            ..Record::new(Level::Warn, msg.as_bytes())
+        };
+        format_line(&mut warn, &rec, now, ThreadIds::current());
+        self.stage(st, &warn, now)
+    }
+
+    /// Counts the `lines` of a block whose append failed with `e`.
+    fn note_write_failure(&self, lines: u64, e: &io::Error) {
+        *self
+            .last_write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        self.write_failed.fetch_add(lines, Ordering::Relaxed);
     }
 
     /// Stages one line; false if it was dropped.
@@ -1012,6 +1106,7 @@ impl Inner {
             return;
         }
         let hour = self.clock.now().local().hour as u8;
+        let report = st.active_report.take();
         match st.stager.seal(&mut region, &mut active, hour) {
             Ok(len) => {
                 st.sealed_gen = active.gen;
@@ -1020,6 +1115,7 @@ impl Inner {
                     len,
                     gen: active.gen,
                     lines: active.lines,
+                    report,
                     plain: std::mem::take(&mut active.plain),
                 });
                 st.cur = st.spare.take();
@@ -1032,6 +1128,7 @@ impl Inner {
                 self.dropped.fetch_add(active.lines, Ordering::Relaxed);
                 region.clear_after_write();
                 st.cur = Some(region);
+                st.staged_report = st.written_report;
             }
         }
     }
@@ -1132,8 +1229,8 @@ impl Inner {
             }
         }
         let mut files = self.lock_files();
-        if files.append(now, &block, false, |_| {}).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = files.append(now, &block, false, |_| {}) {
+            self.note_write_failure(1, &e);
         }
     }
 
@@ -1194,6 +1291,7 @@ impl Inner {
             match job {
                 Some(mut sealed) => {
                     let now = self.clock.now();
+                    let written_ok;
                     {
                         let region = &mut sealed.region;
                         let staged = &region.block[..sealed.len];
@@ -1205,11 +1303,13 @@ impl Inner {
                         let res = files.append(now, bytes, true, |i| {
                             write_intent(meta, i, sealed.gen, staged_len)
                         });
-                        if res.is_err() {
+                        if let Err(e) = &res {
                             // Mars notes write errors in the file; with the disk failing that
-                            // rarely works, so the lost lines are counted instead.
-                            self.dropped.fetch_add(sealed.lines, Ordering::Relaxed);
+                            // rarely works, so the lost lines are counted, and reported in
+                            // the log by the next block that gets through.
+                            self.note_write_failure(sealed.lines, e);
                         }
+                        written_ok = res.is_ok();
                     }
                     sealed.region.clear_after_write();
                     // Precompute the staging keystream of the next block to begin, so that
@@ -1237,6 +1337,20 @@ impl Inner {
                         }
                     }
                     st.written_gen = st.written_gen.max(sealed.gen);
+                    if let Some((from, to)) = sealed.report {
+                        if !written_ok {
+                            // The warnings were lost with their block: report again.
+                            st.staged_report = st.written_report;
+                        } else {
+                            let w = &mut st.written_report;
+                            if from.dropped <= w.dropped {
+                                w.dropped = w.dropped.max(to.dropped);
+                            }
+                            if from.write_failed <= w.write_failed {
+                                w.write_failed = w.write_failed.max(to.write_failed);
+                            }
+                        }
+                    }
                     let mut plain = std::mem::take(&mut sealed.plain);
                     plain.clear();
                     st.plain_pool.push(plain);
