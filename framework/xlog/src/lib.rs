@@ -57,7 +57,12 @@
 //! the pages back can still lose recent lines; xlog, like Mars, does not `fsync`. If the buffer
 //! file cannot be mapped, heap memory is used and crash recovery is off ([`Xlog::is_mapped`]).
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
-//! recovered too.
+//! recovered too. If the recovered blocks cannot be appended (disk full), the writer opens
+//! anyway, logs a warning and keeps them in their slots of the buffer file; the writer thread
+//! appends them before the next block once writing works again
+//! ([`Xlog::pending_recovered_blocks`]), and a close before that puts them back into the buffer
+//! file for the next start. Only if logging needs their slot before then do they wait in
+//! memory alone.
 //!
 //! [`Durability::Buffered`] is the named non-durable alternative: the caller only formats the
 //! line and queues it (≤ 4 MiB); another thread stages it. Lines still queued when the process

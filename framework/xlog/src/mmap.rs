@@ -98,6 +98,35 @@ impl BufferFile {
         self.file.flush()
     }
 
+    /// Grows the file to at least `len` bytes by writing zeros after its end (not sparse),
+    /// leaving what it holds untouched. On failure the file is cut back to its old length.
+    pub(crate) fn extend_zeroed(&mut self, len: usize) -> io::Result<()> {
+        let old = self.file.metadata()?.len();
+        let Some(mut left) = (len as u64).checked_sub(old).filter(|&n| n > 0) else {
+            return Ok(());
+        };
+        let res = (|| {
+            self.file.seek(SeekFrom::Start(old))?;
+            let zeros = vec![0u8; 64 * 1024];
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                self.file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            self.file.flush()
+        })();
+        if res.is_err() {
+            let _ = self.file.set_len(old);
+        }
+        res
+    }
+
+    /// Overwrites the byte at `offset` with zero (an existing byte: needs no new disk space).
+    pub(crate) fn clear_byte(&self, offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&[0], offset)
+    }
+
     /// Maps `len` bytes at `offset` shared and writable; heap memory if that fails.
     pub(crate) fn map(&self, offset: u64, len: usize) -> Backing {
         // SAFETY: the file is ours, locked against other xlog writers, and never truncated

@@ -145,6 +145,24 @@ impl Region {
     /// intent record (not just its flag, so no stale target survives for a later block).
     pub(crate) fn clear_after_write(&mut self) {
         self.put(Area::Block, 0, &[0]);
+        self.clear_intent();
+    }
+
+    /// Puts a recovered block (as [`recover`] returns it) back into this empty slot as a
+    /// staged block of generation `gen`, for the next start to recover again.
+    pub(crate) fn restore_recovered(&mut self, gen: u64, block: &[u8]) {
+        // The block without its end byte; magic last.
+        let staged = &block[..block.len().saturating_sub(1)];
+        if staged.len() <= HEADER_LEN || staged.len() > SLOT_LEN {
+            return;
+        }
+        self.put(Area::Meta, M_GEN, &gen.to_le_bytes());
+        self.put(Area::Block, 1, &staged[1..]);
+        self.put(Area::Block, 0, &staged[..1]);
+    }
+
+    /// Zeroes the write-intent record (the block, its generation and undo data stay).
+    pub(crate) fn clear_intent(&mut self) {
         self.put(Area::Meta, M_INTENT, &[0; M_UNDO_LEN - M_INTENT]);
         self.put(
             Area::Meta,
@@ -560,6 +578,8 @@ fn save_undo(store: &mut impl Store, body_len: usize, tail: &[u8]) {
 /// A block found in the staging file at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Recovered {
+    /// The slot it was found in.
+    pub(crate) slot: usize,
     pub(crate) gen: u64,
     /// The complete block (end hour set, end byte added).
     pub(crate) block: Vec<u8>,
@@ -605,7 +625,12 @@ pub(crate) fn recover(file: &[u8], hour: u8) -> Vec<Recovered> {
         block.extend_from_slice(&hb);
         block.extend_from_slice(&body);
         block.push(MAGIC_END);
-        out.push(Recovered { gen, block, intent });
+        out.push(Recovered {
+            slot: i,
+            gen,
+            block,
+            intent,
+        });
     }
     out.sort_by_key(|r| r.gen);
     out

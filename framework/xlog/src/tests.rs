@@ -386,8 +386,11 @@ fn without_hanging<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(std::time::Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("{what} hung"))
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what} hung"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
 }
 
 #[test]
@@ -678,4 +681,112 @@ fn failed_writes_are_counted_apart_and_reported_once_a_block_gets_through() {
     );
     assert!(err.contains("os error"), "{err}");
     assert!(text.contains("gets through"));
+}
+
+#[test]
+fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later() {
+    let (staged, log) = crash_with_staged_lines("df", 1, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let mmap = dir.path().join("df.mmap3");
+    let day = dir.path().join("df_20240314.xlog");
+    let recovered_lines = |file: &[u8]| {
+        let mut text = Vec::new();
+        for r in crate::staging::recover(file, 0) {
+            text.extend_from_slice(&decode_file(&r.block));
+        }
+        lines_of(&String::from_utf8(text).unwrap()).len()
+    };
+    fs::write(&mmap, &staged).unwrap();
+    // The day's file cannot be written (a directory stands in for a full disk).
+    fs::create_dir(&day).unwrap();
+    let open = || {
+        Xlog::builder()
+            .log_dir(dir.path())
+            .name_prefix("df")
+            .banners(false)
+            .clock(clock())
+            .build()
+            .unwrap()
+    };
+    // Opened and closed while writing fails: the staged lines stay in the buffer file.
+    let g = open();
+    assert_eq!(g.pending_recovered_blocks(), 1);
+    assert_eq!(recovered_lines(&fs::read(&mmap).unwrap()), 10);
+    g.log_message(Level::Info, "t", b"lost while failing");
+    g.flush().unwrap();
+    assert_eq!(g.pending_recovered_blocks(), 1);
+    assert_eq!(recovered_lines(&fs::read(&mmap).unwrap()), 10);
+    assert_eq!(g.write_failed_lines(), 2, "the open warning and the line");
+    drop(g);
+    assert_eq!(recovered_lines(&fs::read(&mmap).unwrap()), 10);
+    // Open again, still failing, then writing works again while the writer runs.
+    let g = open();
+    assert_eq!(g.pending_recovered_blocks(), 1);
+    fs::remove_dir(&day).unwrap();
+    fs::write(&day, &log).unwrap();
+    g.log_message(Level::Info, "t", b"after the disk came back");
+    g.flush().unwrap();
+    assert_eq!(g.pending_recovered_blocks(), 0);
+    drop(g);
+    assert!(fs::read(&mmap).unwrap().iter().all(|&b| b == 0));
+    let text = text_of(dir.path());
+    for b in 0..2 {
+        for i in 0..10 {
+            let line = format!("block {b} line {i}\n");
+            assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
+        }
+    }
+    assert_eq!(text.matches("~~~~~ begin of mmap ~~~~~").count(), 1);
+    assert!(text.contains("after the disk came back"));
+    // The second open's warning got through with the line after it.
+    assert!(text.contains(
+        "[xlog could not append the 1 blocks recovered from {} to the log file: \
+         Is a directory (os error 21); they are kept and appended once writing works again\n"
+            .replace("{}", &mmap.display().to_string())
+            .as_str()
+    ));
+    assert!(!text.contains("lost while failing"));
+}
+
+#[test]
+fn with_both_slots_holding_unwritten_recovered_blocks_logging_goes_on() {
+    use crate::staging::{META_BASE, META_LEN, SLOT_LEN};
+    let (mut staged, _) = crash_with_staged_lines("d2", 1, 10);
+    // A second staged block (a copy, one generation later) in the other slot.
+    let a = (0..2).find(|s| staged[s * SLOT_LEN] != 0).unwrap();
+    let b = 1 - a;
+    staged.copy_within(a * SLOT_LEN..(a + 1) * SLOT_LEN, b * SLOT_LEN);
+    let (ma, mb) = (META_BASE + a * META_LEN, META_BASE + b * META_LEN);
+    staged.copy_within(ma..ma + META_LEN, mb);
+    let gen = u64::from_le_bytes(staged[mb..mb + 8].try_into().unwrap()) + 1;
+    staged[mb..mb + 8].copy_from_slice(&gen.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    fs::write(path.join("d2.mmap3"), &staged).unwrap();
+    let day = path.join("d2_20240314.xlog");
+    fs::create_dir(&day).unwrap();
+    let text = without_hanging("logging with both slots held", move || {
+        let g = Xlog::builder()
+            .log_dir(&path)
+            .name_prefix("d2")
+            .clock(clock())
+            .build()
+            .unwrap();
+        assert_eq!(g.pending_recovered_blocks(), 2);
+        for i in 0..5 {
+            g.log_message(Level::Info, "t", format!("while failing {i}").as_bytes());
+            g.flush().unwrap();
+        }
+        fs::remove_dir(&day).unwrap();
+        g.log_message(Level::Info, "t", b"after");
+        g.flush().unwrap();
+        assert_eq!(g.pending_recovered_blocks(), 0);
+        drop(g);
+        text_of(&path)
+    });
+    for i in 0..10 {
+        let line = format!("block 1 line {i}\n");
+        assert_eq!(text.matches(&line).count(), 2, "{line:?} in:\n{text}");
+    }
+    assert!(text.contains("after"));
 }

@@ -265,6 +265,16 @@ struct State {
     last_seal: Instant,
     /// Text buffers of written blocks, for reuse by the next blocks.
     plain_pool: Vec<Vec<u8>>,
+    /// Blocks recovered at open whose append failed (disk full…): retried by the writer
+    /// thread before each block it writes, put back into the buffer file at close if still
+    /// unwritten.
+    unwritten_recovery: Vec<Vec<u8>>,
+    /// Slots still holding those blocks in the buffer file. A slot is taken back for logging
+    /// only when no other slot is free or in flight; its block then lives in memory only.
+    held: Vec<Region>,
+    /// With the buffer file not mapped: the slots of the file that hold those blocks, cleared
+    /// through the file once they are written.
+    held_in_file: Vec<usize>,
 }
 
 /// Lines queued by callers in [`Durability::Buffered`] mode.
@@ -459,10 +469,16 @@ impl Xlog {
             return Err(FlushError::WriterDied);
         }
         if st.active.as_ref().is_some_and(|a| a.lines > 0) {
-            while st.spare.is_none() && !st.shutdown && !inner.is_writer_gone() {
+            // A slot holding a recovered block counts as room: logging takes it back if the
+            // writer has not made room otherwise.
+            while st.spare.is_none()
+                && st.held.is_empty()
+                && !st.shutdown
+                && !inner.is_writer_gone()
+            {
                 st = inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
             }
-            if st.spare.is_some() {
+            if st.spare.is_some() || !st.held.is_empty() {
                 inner.seal(&mut st);
             }
         }
@@ -496,6 +512,13 @@ impl Xlog {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// How many blocks recovered at open are still waiting to be appended to the log file
+    /// (their append failed, e.g. on a full disk; the writer retries before each block it
+    /// writes). Normally 0.
+    pub fn pending_recovered_blocks(&self) -> usize {
+        self.inner.lock_state().unwritten_recovery.len()
     }
 
     /// The configuration in use.
@@ -584,9 +607,21 @@ impl Xlog {
             return;
         }
         let st = &mut *guard;
-        for r in [st.cur.as_mut(), st.spare.as_mut()].into_iter().flatten() {
+        let mut slots: Vec<&mut Region> = [st.cur.as_mut(), st.spare.as_mut()]
+            .into_iter()
+            .flatten()
+            .chain(st.held.iter_mut())
+            .collect();
+        for r in &mut slots {
             r.block.fill(0);
             r.meta.fill(0);
+        }
+        // Recovered blocks that could not be written go back into the buffer file, for the
+        // next start (unmapped: they never left it).
+        for ((gen, blk), r) in (1..).zip(&st.unwritten_recovery).zip(slots) {
+            if r.block.is_mapped() {
+                r.restore_recovered(gen, blk);
+            }
         }
     }
 
@@ -731,33 +766,33 @@ impl Xlog {
                     continue;
                 }
             }
-            pending.push(&r.block);
+            pending.push(r);
         }
+        // Design: a failed append of the recovered blocks (disk full) does not stop the
+        // writer from opening: they stay in their slots of the buffer file and the writer
+        // thread retries them; logging starts in the other slots.
+        let mut held_slots = Vec::new();
+        let mut unwritten_recovery = Vec::new();
+        let mut recovery_error = None;
         if !pending.is_empty() {
-            let mut out = Vec::new();
-            emit_block(
-                &mut out,
-                tip_magic,
-                0,
-                hour,
-                &key,
-                b"~~~~~ begin of mmap ~~~~~\n",
-            );
-            for blk in pending {
-                out.extend_from_slice(blk);
+            let blocks: Vec<&[u8]> = pending.iter().map(|r| r.block.as_slice()).collect();
+            let out = recovery_bytes(tip_magic, &key, now, &blocks);
+            if let Err(e) = files.append(now, &out, false, |_| {}) {
+                held_slots = pending.iter().map(|r| r.slot).collect();
+                unwritten_recovery = pending.iter().map(|r| r.block.clone()).collect();
+                recovery_error = Some(e);
             }
-            let end = format!(
-                "~~~~~ end of mmap ~~~~~{}\n",
-                mark_info(now, ThreadIds::current())
-            );
-            emit_block(&mut out, tip_magic, 0, hour, &key, end.as_bytes());
-            files
-                .append(now, &out, false, |_| {})
-                .map_err(io_err("appending the recovered block".to_owned()))?;
         }
-        let zeroed = bf.zero(FILE_LEN).is_ok();
-        let mut regions = (0..SLOTS).map(|i| {
-            let (block, meta) = if zeroed {
+        let ready = if held_slots.is_empty() {
+            bf.zero(FILE_LEN).is_ok()
+        } else {
+            // Keep the file's contents; make sure every slot exists (a Mars file has one).
+            bf.extend_zeroed(FILE_LEN).is_ok()
+        };
+        let mut free = Vec::new();
+        let mut held = Vec::new();
+        for i in 0..SLOTS {
+            let (block, meta) = if ready {
                 (
                     bf.map((i * SLOT_LEN) as u64, SLOT_LEN),
                     bf.map((META_BASE + i * META_LEN) as u64, META_LEN),
@@ -768,11 +803,29 @@ impl Xlog {
                     crate::mmap::Backing::Heap(vec![0; META_LEN]),
                 )
             };
-            Region { block, meta }
-        });
-        let cur = regions.next();
-        let spare = regions.next();
-        let mapped = cur.as_ref().is_some_and(|r| r.block.is_mapped());
+            let mut r = Region { block, meta };
+            if !r.block.is_mapped() {
+                free.push(r);
+            } else if held_slots.contains(&i) {
+                // Its intent has been settled; a retry appends the block afresh.
+                r.clear_intent();
+                held.push(r);
+            } else {
+                r.block.fill(0);
+                r.meta.fill(0);
+                free.push(r);
+            }
+        }
+        let held_in_file = if held.is_empty() {
+            held_slots
+        } else {
+            Vec::new()
+        };
+        let mapped = free.iter().chain(&held).any(|r| r.block.is_mapped());
+        // With both slots held, the first line takes one back (`wait_for_room`).
+        let mut free = free.into_iter();
+        let cur = free.next();
+        let spare = free.next();
         let mmap_ms = started.elapsed().as_millis();
         let next_gen = recovered.iter().map(|r| r.gen).max().unwrap_or(0) + 1;
 
@@ -795,6 +848,9 @@ impl Xlog {
                 poisoned: false,
                 last_seal: Instant::now(),
                 plain_pool: Vec::new(),
+                unwritten_recovery,
+                held,
+                held_in_file,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -833,6 +889,16 @@ impl Xlog {
         let xlog = Xlog { inner };
         if xlog.inner.banners {
             xlog.log_open_banner(now, mmap_ms);
+        }
+        if let Some(e) = recovery_error {
+            xlog.inner.note_write_failure(0, &e);
+            let msg = format!(
+                "xlog could not append the {} blocks recovered from {} to the log file: {e}; \
+                 they are kept and appended once writing works again",
+                pending.len(),
+                buf_path.display()
+            );
+            xlog.log_message(Level::Warn, "xlog", msg.as_bytes());
         }
         Ok(xlog)
     }
@@ -873,6 +939,36 @@ impl Xlog {
             self.log_plain(l.as_bytes());
         }
     }
+}
+
+/// The recovered `blocks` between Mars's tips, as appended to the log file at `now`.
+fn recovery_bytes(tip_magic: u8, key: &[u8; 64], now: WallTime, blocks: &[&[u8]]) -> Vec<u8> {
+    let hour = now.local().hour as u8;
+    let mut out = Vec::new();
+    emit_block(
+        &mut out,
+        tip_magic,
+        0,
+        hour,
+        key,
+        b"~~~~~ begin of mmap ~~~~~\n",
+    );
+    for blk in blocks {
+        out.extend_from_slice(blk);
+    }
+    let end = format!(
+        "~~~~~ end of mmap ~~~~~{}\n",
+        mark_info(now, ThreadIds::current())
+    );
+    emit_block(&mut out, tip_magic, 0, hour, key, end.as_bytes());
+    out
+}
+
+/// A slot taken back from holding a recovered block, emptied for logging.
+fn reclaimed(mut r: Region) -> Region {
+    r.block.fill(0);
+    r.meta.fill(0);
+    r
 }
 
 /// `Nov 26 2026^^^00:41:32`-shaped stamp of the open time (Mars prints its compile time).
@@ -982,6 +1078,46 @@ impl Inner {
         self.stage(st, &warn, now)
     }
 
+    /// Appends the blocks recovered at open if an earlier attempt failed, and frees their
+    /// slots once they are in the log file.
+    fn retry_recovery(&self, buffer_file: &BufferFile) {
+        let out = {
+            let st = self.lock_state();
+            if st.unwritten_recovery.is_empty() {
+                return;
+            }
+            let blocks: Vec<&[u8]> = st.unwritten_recovery.iter().map(Vec::as_slice).collect();
+            let tip_magic = sync_magic(self.config.compression, self.encryption);
+            recovery_bytes(
+                tip_magic,
+                &st.stager.header_key(),
+                self.clock.now(),
+                &blocks,
+            )
+        };
+        let res = self
+            .lock_files()
+            .append(self.clock.now(), &out, true, |_| {});
+        if let Err(e) = res {
+            self.note_write_failure(0, &e);
+            return;
+        }
+        let mut st = self.lock_state();
+        st.unwritten_recovery.clear();
+        for slot in std::mem::take(&mut st.held_in_file) {
+            let _ = buffer_file.clear_byte((slot * SLOT_LEN) as u64);
+        }
+        while let Some(mut r) = st.held.pop() {
+            r.clear_after_write();
+            if st.cur.is_none() {
+                st.cur = Some(r);
+            } else if st.spare.is_none() {
+                st.spare = Some(r);
+            }
+        }
+        self.done.notify_all();
+    }
+
     /// Counts the `lines` of a block whose append failed with `e`.
     fn note_write_failure(&self, lines: u64, e: &io::Error) {
         *self
@@ -1082,7 +1218,20 @@ impl Inner {
     }
 
     /// Waits for a free slot (Overflow::Block) or reports that the line must be dropped.
-    fn wait_for_room<'a>(&'a self, st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
+    fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
+        // No slot free and none in flight: take back a slot holding a recovered block (which
+        // then waits in memory only).
+        if st.sealed_gen == st.written_gen && (st.cur.is_none() || st.spare.is_none()) {
+            if let Some(r) = st.held.pop() {
+                let r = reclaimed(r);
+                if st.cur.is_none() {
+                    st.cur = Some(r);
+                } else {
+                    st.spare = Some(r);
+                }
+                return (st, true);
+            }
+        }
         // Nobody makes room once the writer thread is gone.
         if self.config.overflow == Overflow::Drop || self.is_writer_gone() {
             return (st, false);
@@ -1234,7 +1383,7 @@ impl Inner {
         }
     }
 
-    fn run_writer(self: Arc<Self>, _buffer_file: BufferFile, mut finisher: Finisher) {
+    fn run_writer(self: Arc<Self>, buffer_file: BufferFile, mut finisher: Finisher) {
         let _gone = WriterGone(&self);
         let opened = Instant::now();
         let mut deleted = false;
@@ -1288,6 +1437,7 @@ impl Inner {
             if self.panic_writer.load(Ordering::SeqCst) {
                 panic!("test hook: the xlog writer thread panics");
             }
+            self.retry_recovery(&buffer_file);
             match job {
                 Some(mut sealed) => {
                     let now = self.clock.now();
