@@ -745,3 +745,44 @@ fn a_cipher_from_a_plugin_library_decodes_its_blocks() {
         stderr(&out)
     );
 }
+
+#[test]
+fn append_fails_when_lines_cannot_be_written() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+
+    // Learn today's file name from a run that works, then put a directory in its place (a
+    // write then fails as on a full disk). Tried twice in case the day changes in between.
+    let mut last = None;
+    for _ in 0..2 {
+        let ok = append(&[], "first\n");
+        let name = xlog_files(ok.path())[0].file_name().unwrap().to_owned();
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join(&name)).unwrap();
+        let mut child = bin()
+            .arg("append")
+            .arg("--dir")
+            .arg(tmp.path())
+            .args(["--prefix", "cli"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"one\ntwo\nthree\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        if !out.status.success() {
+            let err = stderr(&out);
+            assert!(err.contains("lost"), "{err}");
+            assert!(err.contains("os error"), "{err}");
+            return;
+        }
+        last = Some(out);
+    }
+    panic!("append succeeded with its log file blocked: {last:?}");
+}

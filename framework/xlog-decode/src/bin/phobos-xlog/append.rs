@@ -57,11 +57,20 @@ pub(crate) fn run(args: AppendArgs) -> Result<()> {
     }
     let guard = builder.build().context("cannot open the log")?;
     let lines = append_lines(&guard, io::stdin().lock(), &args.tag).context("append failed")?;
+    // Flushed first, so lines lost to a failing write are counted before they are reported.
+    let flushed = guard.flush();
     let dropped = guard.dropped_lines();
+    let failed = guard.write_failed_lines();
+    let write_error = guard.last_write_error();
     // Dropping the guard logs the close banner, flushes and stops the writer thread.
     drop(guard);
+    flushed.context("cannot flush the log")?;
     if dropped > 0 {
         eprintln!("phobos-xlog: {lines} lines read, {dropped} dropped by the writer");
+    }
+    if failed > 0 {
+        let why = write_error.unwrap_or_else(|| "unknown error".to_owned());
+        bail!("{lines} lines read, {failed} lost: writing the log file failed: {why}");
     }
     Ok(())
 }
