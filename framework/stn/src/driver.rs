@@ -274,6 +274,15 @@ struct Conn {
     rbuf: BytesMut,
     /// How much room each read gets once `rbuf` is in use; 0 until then.
     read_size: usize,
+    /// Bytes were written since the stream was last flushed.
+    ///
+    /// Design: a TLS stream (tokio-rustls) takes plaintext into its own buffer and reports
+    /// it written even when the socket took none of the encrypted records; they leave on the
+    /// next write or a flush. With the last frames of a burst written that way and no later
+    /// write, they stayed unsent and their tasks timed out on a healthy link (3 runs of 12
+    /// in a probe behind a slow reader). So a connection's output is done only once its
+    /// stream is flushed too (a no-op for plain TCP).
+    unflushed: bool,
 }
 
 /// What one poll of a connection's read side gave.
@@ -395,8 +404,9 @@ impl Conn {
         }
     }
 
-    /// Writes as much of `out` as the socket takes now. `Ready(Ok)` once `out` is empty,
-    /// `Pending` (with `cx` registered) while the socket is full.
+    /// Writes as much of `out` as the socket takes now, then flushes the stream. `Ready(Ok)`
+    /// once `out` is empty and the stream flushed, `Pending` (with `cx` registered) while the
+    /// socket is full.
     /// `writes` counts the socket writes that took bytes.
     fn poll_write_out(
         &mut self,
@@ -421,13 +431,26 @@ impl Conn {
                 }
                 Poll::Ready(Ok(n)) => {
                     *writes += 1;
+                    self.unflushed = true;
                     consume(&mut self.out, n);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
         }
+        if self.unflushed {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
         Poll::Ready(Ok(()))
+    }
+
+    /// Whether output waits: frames the socket has not taken, or a flush still due.
+    fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.unflushed
     }
 }
 
@@ -729,7 +752,7 @@ impl Driver {
             self.unflushed.extend(
                 self.conns
                     .iter()
-                    .filter(|(_, c)| !c.out.is_empty())
+                    .filter(|(_, c)| c.has_output())
                     .map(|(id, _)| *id),
             );
             self.write_waits += (self.unflushed.len() - before) as u64;
@@ -749,7 +772,7 @@ impl Driver {
         let mut got = Vec::new();
         let mut wrote = false;
         for (&id, c) in self.conns.iter_mut() {
-            if !c.out.is_empty() {
+            if c.has_output() {
                 // Any write shortens the front piece or drops pieces: no need to sum them.
                 let mark = |out: &VecDeque<Bytes>| (out.len(), out.front().map_or(0, Bytes::len));
                 let before = mark(&c.out);
@@ -786,7 +809,7 @@ impl Driver {
             Action::Send { conn, bytes, .. } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     m::count(&m::BYTES_SENT_KEY, bytes.len() as u64);
-                    if c.out.is_empty() {
+                    if !c.has_output() {
                         self.unflushed.push(conn);
                     }
                     if !bytes.is_empty() {
@@ -1050,6 +1073,7 @@ impl Driver {
                 out: VecDeque::new(),
                 rbuf: BytesMut::new(),
                 read_size: 0,
+                unflushed: false,
             },
         );
     }
@@ -1394,6 +1418,73 @@ mod tests {
     use tracing::{Event, Metadata, Subscriber};
 
     use super::*;
+
+    /// A stream that, like a TLS stream, takes what is written into its own buffer and puts
+    /// it on the wire only when flushed.
+    struct Buffering {
+        held: Vec<u8>,
+        wire: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl tokio::io::AsyncRead for Buffering {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Buffering {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            let held = std::mem::take(&mut self.held);
+            self.wire.lock().unwrap().extend_from_slice(&held);
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl LinkStream for Buffering {}
+
+    #[test]
+    fn written_frames_are_flushed_out_of_a_buffering_stream() {
+        let wire = Arc::new(Mutex::new(Vec::new()));
+        let mut conn = Conn {
+            link: LinkName::default(),
+            stream: Box::new(Buffering {
+                held: Vec::new(),
+                wire: wire.clone(),
+            }),
+            out: VecDeque::from([
+                Bytes::from_static(b"frame one"),
+                Bytes::from_static(b"+two"),
+            ]),
+            rbuf: BytesMut::new(),
+            read_size: 0,
+            unflushed: false,
+        };
+        let mut writes = 0;
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            conn.poll_write_out(&mut cx, &mut writes),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(!conn.has_output());
+        assert_eq!(&wire.lock().unwrap()[..], b"frame one+two");
+    }
 
     /// Collects the warnings emitted while it is the default subscriber, as text.
     #[derive(Clone, Default)]
