@@ -55,7 +55,7 @@ struct Inner {
     // The streams close when the driver (the only publisher) stops.
     pushes: Fanout<Push>,
     links: Fanout<LinkEvent>,
-    statuses: Arc<Mutex<HashMap<LinkName, LinkStatus>>>,
+    statuses: Statuses,
 }
 
 /// A started task. Await it for the task's one end: the response, or a [`TaskError`] whose
@@ -117,7 +117,12 @@ pub struct PushStream {
 #[derive(Debug)]
 pub struct LinkEvents {
     rx: broadcast::Receiver<LinkEvent>,
+    /// Every link's last status (as [`Client::link_status`] reads it).
+    statuses: Statuses,
 }
+
+/// Every link's last status, kept by the driver.
+pub(crate) type Statuses = Arc<Mutex<HashMap<LinkName, LinkStatus>>>;
 
 /// Why a stream gave no item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -176,7 +181,9 @@ impl Client {
         )?;
         let (commands, rx) = mpsc::unbounded_channel();
         let (push_streams, pushes) = fanout(PUSH_BUFFER);
-        let (link_streams, links) = fanout(LINK_EVENT_BUFFER);
+        // A network change or a reset moves every link at once, a few events each.
+        let events = LINK_EVENT_BUFFER.max(LINK_EVENTS_PER_LINK * config.core().links.len());
+        let (link_streams, links) = fanout(events);
         let statuses = Arc::new(Mutex::new(HashMap::new()));
         if config.watches_network_changes() {
             crate::netwatch::spawn_client_watcher(commands.downgrade(), link_streams.subscribe());
@@ -248,6 +255,7 @@ impl Client {
     pub fn link_events(&self) -> LinkEvents {
         LinkEvents {
             rx: self.inner.links.subscribe(),
+            statuses: self.inner.statuses.clone(),
         }
     }
 
@@ -416,6 +424,10 @@ impl LinkEvents {
 
     /// Waits for the next change of `link` to a status for which `pred` holds.
     ///
+    /// When this receiver fell behind and events were lost, the change waited for may have
+    /// been among them: the link's current status then stands in for them, as an event
+    /// without `reason` or `cycle`, and is returned if `pred` holds for it.
+    ///
     /// # Errors
     ///
     /// [`StreamError::Closed`] after shutdown.
@@ -427,7 +439,27 @@ impl LinkEvents {
         loop {
             match self.recv().await {
                 Ok(ev) if &*ev.link == link && pred(&ev) => return Ok(ev),
-                Ok(_) | Err(StreamError::Lagged(_)) => {}
+                Ok(_) => {}
+                Err(StreamError::Lagged(_)) => {
+                    let name = LinkName::new(link);
+                    let status = self
+                        .statuses
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&name)
+                        .copied();
+                    if let Some(status) = status {
+                        let now = LinkEvent {
+                            link: name,
+                            status,
+                            reason: None,
+                            cycle: None,
+                        };
+                        if pred(&now) {
+                            return Ok(now);
+                        }
+                    }
+                }
                 Err(StreamError::Closed) => return Err(StreamError::Closed),
             }
         }
@@ -445,5 +477,62 @@ fn stream_error(e: broadcast::error::RecvError) -> StreamError {
 /// allocated at the first subscription, so this is kept small (it dominated an idle link's
 /// memory at 1024).
 const PUSH_BUFFER: usize = 128;
-/// How many link events a slow subscriber may fall behind before it loses some.
+/// How many link events a slow subscriber may fall behind before it loses some: at least
+/// this many, and [`LINK_EVENTS_PER_LINK`] per configured link (with 100 links, one network
+/// change published about 300 events at once, and a buffer of 32 lost most of them).
 const LINK_EVENT_BUFFER: usize = 32;
+/// Link events kept per configured link.
+const LINK_EVENTS_PER_LINK: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use phobos_stn_proto::IpPort;
+
+    use super::*;
+
+    fn event(link: &str, status: LinkStatus) -> LinkEvent {
+        LinkEvent {
+            link: LinkName::new(link),
+            status,
+            reason: None,
+            cycle: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_sees_a_change_lost_to_lag_in_the_current_status() {
+        let (tx, rx) = broadcast::channel(2);
+        let statuses: Statuses = Arc::default();
+        let mut events = LinkEvents {
+            rx,
+            statuses: statuses.clone(),
+        };
+        // "a" connected, then more events of other links than the receiver holds.
+        statuses
+            .lock()
+            .unwrap()
+            .insert(LinkName::new("a"), LinkStatus::Connecting);
+        tx.send(event("a", LinkStatus::Connecting)).unwrap();
+        let addr: IpPort = "10.0.0.1:80"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into();
+        statuses
+            .lock()
+            .unwrap()
+            .insert(LinkName::new("a"), LinkStatus::Connected(addr));
+        tx.send(event("a", LinkStatus::Connected(addr))).unwrap();
+        for _ in 0..3 {
+            tx.send(event("b", LinkStatus::Connecting)).unwrap();
+        }
+        let connected = |e: &LinkEvent| matches!(e.status, LinkStatus::Connected(_));
+        let got = tokio::time::timeout(Duration::from_secs(60), events.wait_for("a", connected))
+            .await
+            .expect("no event is coming: the current status must answer")
+            .unwrap();
+        assert_eq!(got.status, LinkStatus::Connected(addr));
+        assert!(got.reason.is_none() && got.cycle.is_none());
+    }
+}

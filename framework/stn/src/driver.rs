@@ -20,12 +20,12 @@
 //!
 //! [`Client`]: crate::Client
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -88,7 +88,7 @@ pub(crate) enum Command {
 pub(crate) struct Outputs {
     pub(crate) pushes: Publisher<Push>,
     pub(crate) links: Publisher<LinkEvent>,
-    pub(crate) statuses: Arc<Mutex<HashMap<LinkName, LinkStatus>>>,
+    pub(crate) statuses: crate::client::Statuses,
 }
 
 /// Runs the driver until every client is gone or one asks for shutdown.

@@ -82,3 +82,46 @@ async fn the_signalling_keeper_sends_keep_frames_until_its_keep_time_passes() {
     assert!(keeps.iter().all(|f| f.head.cmd_id == CmdId(243)));
     client.stop_signalling();
 }
+
+/// With many links, one network change moves them all at once: a listener sees every link's
+/// change (a buffer of 32 events kept only the last links' of about 300).
+#[tokio::test(start_paused = true)]
+async fn a_network_change_over_many_links_reaches_a_listener_for_each_link() {
+    const LINKS: usize = 100;
+    let codec = Arc::new(MarsCodec::default());
+    let server = MockLongLinkServer::builder(codec.clone())
+        .record(false)
+        .start()
+        .await
+        .unwrap();
+    let mut builder = ClientConfig::builder(codec);
+    for i in 0..LINKS {
+        builder = builder.link_addrs(format!("link-{i}"), [server.ip_port()]);
+    }
+    let client = Client::start(builder.build().unwrap()).unwrap();
+    // Paused time runs ahead while everything waits: a lost event fails this at once.
+    let listened = tokio::time::timeout(std::time::Duration::from_secs(600), async {
+        let mut events = client.link_events();
+        for i in 0..LINKS {
+            client.make_sure_connected(format!("link-{i}"));
+        }
+        let mut up = 0;
+        while up < LINKS {
+            let e = events.recv().await.expect("no event lost");
+            up += usize::from(matches!(e.status, LinkStatus::Connected(_)));
+        }
+        let mut events = client.link_events();
+        client.set_network(NetKind::Mobile, "mobile_test");
+        let mut down = 0;
+        while down < LINKS {
+            let e = events.recv().await.expect("no event lost");
+            if e.status == LinkStatus::Disconnected {
+                assert_eq!(e.reason, Some(LinkError::NetworkChange));
+                down += 1;
+            }
+        }
+    })
+    .await;
+    assert!(listened.is_ok(), "every link's events arrived");
+    client.shutdown().await;
+}
