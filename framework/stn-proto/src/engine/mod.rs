@@ -300,6 +300,10 @@ struct Session {
     inspecting: bool,
     /// Probes answered since a task last made progress (each doubles the next quiet time).
     probes_answered: u32,
+    /// When everything written on the connection so far has left at the network's minimum
+    /// rate (`Timing::min_rate`), if that is still ahead: the stall probe does not count
+    /// the link quiet before then (see [`Engine::stall_probe`]).
+    upload_until: Option<Instant>,
     /// When the last probe's reply arrived: it proves the connection alive but not that the
     /// server answers tasks, so it does not spare a link in the shared-fate judgment.
     last_probe_reply: Option<Instant>,
@@ -837,6 +841,7 @@ impl Engine {
             probe_heartbeat: false,
             inspecting: false,
             probes_answered: 0,
+            upload_until: None,
             last_probe_reply: None,
             newest_answered: None,
             rtt_measured: false,
@@ -1617,6 +1622,15 @@ impl Engine {
             return;
         };
         self.stats.bytes_sent += bytes.len() as u64;
+        let rate = if self.net.is_mobile() {
+            self.cfg.timing.min_rate.1
+        } else {
+            self.cfg.timing.min_rate.0
+        }
+        .max(1);
+        let upload = Duration::from_millis(bytes.len() as u64 * 1000 / rate);
+        let from = s.upload_until.filter(|t| *t > now).unwrap_or(now);
+        s.upload_until = Some(from + upload);
         self.actions.push_back(Action::Send {
             link: link.name.clone(),
             conn: s.conn,
@@ -2029,9 +2043,15 @@ impl Engine {
         };
         let quiet_since = s.last_recv.map_or(owed, |r| r.max(owed));
         let after = rec.probe_after(s.rtt) * (1u32 << s.probes_answered.min(4));
-        if now < quiet_since + after {
-            self.timers
-                .set(TimerKind::StallProbe(li), quiet_since + after);
+        // Design: a probe queues behind what was written before it, so while a large
+        // request may still be leaving (at the minimum rate the first-packet timeout allows
+        // for, `1000 × len / rate`), its reply cannot come in time: a 900 KB request on a
+        // 160 KB/s uplink had the link dropped as stalled every 4–5 s and never got through.
+        // No probe goes before the writes should have left; the first-packet timeout still
+        // bounds a link that stalls meanwhile.
+        let due = (quiet_since + after).max(s.upload_until.unwrap_or(now));
+        if now < due {
+            self.timers.set(TimerKind::StallProbe(li), due);
             return;
         }
         let reply_due = now + rec.probe_timeout(s.rtt);

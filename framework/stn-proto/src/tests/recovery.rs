@@ -875,3 +875,30 @@ fn stalled_handshakes_are_dialed_again_twice_per_cycle_then_the_cycle_fails() {
         "the task waits for the next cycle"
     );
 }
+
+#[test]
+fn a_large_request_still_leaving_is_not_probed_as_a_stall() {
+    // 900 KB takes 73 s to leave at Wi-Fi's minimum rate of 12 KiB/s: the link is not
+    // judged quiet meanwhile. Heartbeats go unanswered, as they would queued behind the
+    // upload; the answer comes after 6 s.
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.script.heartbeat_replies = false;
+    sim.script.answer = Answer::Delay(secs(6));
+    let id = sim.start(TaskSpec::new(CmdId(1), vec![7; 900_000]).with_retry_count(0));
+    let (_, end) = sim.run_until_end(id, secs(30));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    assert!(link_downs(&sim).is_empty(), "{:?}", link_downs(&sim));
+    assert_eq!(sim.engine.stats().stall_probes, 0);
+
+    // A small request is probed as before: the link is dropped after 2 s of quiet and 2 s
+    // for the reply (to the heartbeat already unanswered, which serves as the probe).
+    let mut sim = super::recovery::sim(ConnectProfile::Phobos);
+    sim.script.heartbeat_replies = false;
+    sim.script.answer = Answer::Delay(secs(6));
+    let id = sim.start(TaskSpec::new(CmdId(1), vec![7; 100]).with_retry_count(0));
+    sim.run_until_end(id, secs(30));
+    assert_eq!(
+        link_downs(&sim).first().map(|(at, _)| *at),
+        Some(ms(40) + secs(4))
+    );
+}
