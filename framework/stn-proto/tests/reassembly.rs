@@ -44,6 +44,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Held by each test while it counts: the counter is the process's, and tests run on
+/// parallel threads.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`COUNTING`] (a test that failed holding it does not stop the others).
+fn counting() -> std::sync::MutexGuard<'static, ()> {
+    COUNTING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A connected engine with `n` tasks running on its link: the engine, its codec, the
 /// link's connection, the tasks' sequence numbers, and the start instant.
 fn running_tasks(
@@ -80,6 +89,7 @@ fn running_tasks(
 
 #[test]
 fn a_large_response_in_small_reads_is_put_together_in_linear_memory() {
+    let _counting = counting();
     const BODY: usize = 1000 * 1024;
     const READ: usize = 1024;
     let (mut engine, codec, conn, seqs, t0) = running_tasks(1);
@@ -118,6 +128,7 @@ fn a_large_response_in_small_reads_is_put_together_in_linear_memory() {
 
 #[test]
 fn many_responses_cut_at_odd_places_all_arrive_whole() {
+    let _counting = counting();
     // Bodies from 0 bytes to 24 KB, so frames end anywhere within a read and span up to
     // 25 reads.
     let lens: Vec<usize> = (0..200).map(|i| (i * 7919) % 24_000).collect();
