@@ -247,14 +247,21 @@ fn keygen_output_feeds_key_file() {
 
 /// Runs `append` with `lines` on stdin and returns the log directory.
 fn append(extra: &[&str], lines: &str) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = append_in(tmp.path(), extra, lines);
+    assert!(out.status.success(), "append {extra:?}: {}", stderr(&out));
+    tmp
+}
+
+/// Runs `append` into `dir` with `lines` on stdin.
+fn append_in(dir: &Path, extra: &[&str], lines: &str) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
 
-    let tmp = tempfile::tempdir().unwrap();
     let mut child = bin()
         .arg("append")
         .arg("--dir")
-        .arg(tmp.path())
+        .arg(dir)
         .args(["--prefix", "cli"])
         .args(extra)
         .stdin(Stdio::piped())
@@ -268,9 +275,7 @@ fn append(extra: &[&str], lines: &str) -> tempfile::TempDir {
         .unwrap()
         .write_all(lines.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "append {extra:?}: {}", stderr(&out));
-    tmp
+    child.wait_with_output().unwrap()
 }
 
 fn xlog_files(dir: &Path) -> Vec<PathBuf> {
@@ -748,9 +753,6 @@ fn a_cipher_from_a_plugin_library_decodes_its_blocks() {
 
 #[test]
 fn append_fails_when_lines_cannot_be_written() {
-    use std::io::Write as _;
-    use std::process::Stdio;
-
     // Learn today's file name from a run that works, then put a directory in its place (a
     // write then fails as on a full disk). Tried twice in case the day changes in between.
     let mut last = None;
@@ -759,23 +761,7 @@ fn append_fails_when_lines_cannot_be_written() {
         let name = xlog_files(ok.path())[0].file_name().unwrap().to_owned();
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir(tmp.path().join(&name)).unwrap();
-        let mut child = bin()
-            .arg("append")
-            .arg("--dir")
-            .arg(tmp.path())
-            .args(["--prefix", "cli"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"one\ntwo\nthree\n")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = append_in(tmp.path(), &[], "one\ntwo\nthree\n");
         if !out.status.success() {
             let err = stderr(&out);
             assert!(err.contains("lost"), "{err}");

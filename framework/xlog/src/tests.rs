@@ -564,12 +564,7 @@ fn a_stale_intent_whose_flag_byte_flips_hides_no_staged_line() {
     }
     let (dir, _) = restart_after_crash("fl", &staged, &log);
     let text = text_of(dir.path());
-    for b in 0..3 {
-        for i in 0..10 {
-            let line = format!("block {b} line {i}\n");
-            assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
-        }
-    }
+    assert_each_line_once(&text, 3, 10);
 }
 
 #[test]
@@ -596,12 +591,7 @@ fn a_bogus_intent_does_not_truncate_the_days_log() {
         &after[..after.len().min(12)]
     );
     let text = text_of(dir.path());
-    for b in 0..2 {
-        for i in 0..10 {
-            let line = format!("block {b} line {i}\n");
-            assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
-        }
-    }
+    assert_each_line_once(&text, 2, 10);
 }
 
 #[test]
@@ -730,12 +720,7 @@ fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later(
     drop(g);
     assert!(fs::read(&mmap).unwrap().iter().all(|&b| b == 0));
     let text = text_of(dir.path());
-    for b in 0..2 {
-        for i in 0..10 {
-            let line = format!("block {b} line {i}\n");
-            assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
-        }
-    }
+    assert_each_line_once(&text, 2, 10);
     assert_eq!(text.matches("~~~~~ begin of mmap ~~~~~").count(), 1);
     assert!(text.contains("after the disk came back"));
     // The second open's warning got through with the line after it.
@@ -789,4 +774,14 @@ fn with_both_slots_holding_unwritten_recovered_blocks_logging_goes_on() {
         assert_eq!(text.matches(&line).count(), 2, "{line:?} in:\n{text}");
     }
     assert!(text.contains("after"));
+}
+
+/// Every line `block b line i` (b < `blocks`, i < `lines`) is in `text` exactly once.
+fn assert_each_line_once(text: &str, blocks: usize, lines: usize) {
+    for b in 0..blocks {
+        for i in 0..lines {
+            let line = format!("block {b} line {i}\n");
+            assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
+        }
+    }
 }
