@@ -244,13 +244,7 @@ fn closed_writer_drops_and_flush_errors() {
 #[test]
 fn append_lines_logs_levels_and_raw_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let g = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix("a")
-        .banners(false)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let g = quiet_logger(dir.path(), "a");
     let input: &[u8] = b"[E]bad thing\nplain line\r\n\xff\xfebinary\nno newline at end";
     let n = crate::append_lines(&g, input, "cli").unwrap();
     assert_eq!(n, 4);
@@ -479,13 +473,7 @@ fn a_dead_writer_thread_blocks_no_caller() {
 fn lines_after_the_day_file_is_renamed_or_deleted_go_to_a_new_file_at_its_path() {
     for deleted in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let g = Xlog::builder()
-            .log_dir(dir.path())
-            .name_prefix("mv")
-            .banners(false)
-            .clock(clock())
-            .build()
-            .unwrap();
+        let g = quiet_logger(dir.path(), "mv");
         let day = dir.path().join("mv_20240314.xlog");
         g.log_message(Level::Info, "t", b"before the move");
         g.flush().unwrap();
@@ -597,13 +585,7 @@ fn a_bogus_intent_does_not_truncate_the_days_log() {
 #[test]
 fn a_line_with_a_huge_tag_is_cut_to_fit_and_leaves_no_sequence_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let g = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix("big")
-        .banners(false)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let g = quiet_logger(dir.path(), "big");
     g.log_message(Level::Info, "t", b"before");
     g.flush().unwrap();
     let tag = "T".repeat(400_000);
@@ -637,13 +619,7 @@ fn failed_writes_are_counted_apart_and_reported_once_a_block_gets_through() {
     // A directory where the day's file belongs: every append fails.
     let day = dir.path().join("wf_20240314.xlog");
     fs::create_dir(&day).unwrap();
-    let g = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix("wf")
-        .banners(false)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let g = quiet_logger(dir.path(), "wf");
     for i in 0..3 {
         g.log_message(Level::Info, "t", format!("lost {i}").as_bytes());
     }
@@ -689,15 +665,7 @@ fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later(
     fs::write(&mmap, &staged).unwrap();
     // The day's file cannot be written (a directory stands in for a full disk).
     fs::create_dir(&day).unwrap();
-    let open = || {
-        Xlog::builder()
-            .log_dir(dir.path())
-            .name_prefix("df")
-            .banners(false)
-            .clock(clock())
-            .build()
-            .unwrap()
-    };
+    let open = || quiet_logger(dir.path(), "df");
     // Opened and closed while writing fails: the staged lines stay in the buffer file.
     let g = open();
     assert_eq!(g.pending_recovered_blocks(), 1);
@@ -784,4 +752,15 @@ fn assert_each_line_once(text: &str, blocks: usize, lines: usize) {
             assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
         }
     }
+}
+
+/// A logger in `dir` named `prefix`, without banners, on the test clock.
+fn quiet_logger(dir: &std::path::Path, prefix: &str) -> crate::XlogGuard {
+    Xlog::builder()
+        .log_dir(dir)
+        .name_prefix(prefix)
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap()
 }
