@@ -51,8 +51,10 @@
 //!   with a warning. Each connect cycle is logged (target `phobos_stn::connect`) and rides on
 //!   the link's status event as [`LinkEvent::cycle`].
 //! - **Streams are lossy by design.** Pushes and link events go through `broadcast`
-//!   channels (128 and 32 slots per client, allocated up front); a subscriber that falls
-//!   behind gets [`StreamError::Lagged`] rather than stalling the driver.
+//!   channels (128 pushes, and 8 link events per configured link but at least 32, allocated
+//!   at the first subscription); a subscriber that falls behind gets
+//!   [`StreamError::Lagged`] rather than stalling the driver, and
+//!   [`LinkEvents::wait_for`] takes a link's current status in place of the events it lost.
 //!
 //! - **Learnt heartbeat state survives restarts** when
 //!   [`ClientConfigBuilder::heartbeat_state_file`] names a file: read at start, written
