@@ -300,10 +300,6 @@ struct Session {
     inspecting: bool,
     /// Probes answered since a task last made progress (each doubles the next quiet time).
     probes_answered: u32,
-    /// When everything written on the connection so far has left at the network's minimum
-    /// rate (`Timing::min_rate`), if that is still ahead: the stall probe does not count
-    /// the link quiet before then (see [`Engine::stall_probe`]).
-    upload_until: Option<Instant>,
     /// When the last probe's reply arrived: it proves the connection alive but not that the
     /// server answers tasks, so it does not spare a link in the shared-fate judgment.
     last_probe_reply: Option<Instant>,
@@ -841,7 +837,6 @@ impl Engine {
             probe_heartbeat: false,
             inspecting: false,
             probes_answered: 0,
-            upload_until: None,
             last_probe_reply: None,
             newest_answered: None,
             rtt_measured: false,
@@ -1622,15 +1617,6 @@ impl Engine {
             return;
         };
         self.stats.bytes_sent += bytes.len() as u64;
-        let rate = if self.net.is_mobile() {
-            self.cfg.timing.min_rate.1
-        } else {
-            self.cfg.timing.min_rate.0
-        }
-        .max(1);
-        let upload = Duration::from_millis(bytes.len() as u64 * 1000 / rate);
-        let from = s.upload_until.filter(|t| *t > now).unwrap_or(now);
-        s.upload_until = Some(from + upload);
         self.actions.push_back(Action::Send {
             link: link.name.clone(),
             conn: s.conn,
@@ -2021,7 +2007,14 @@ impl Engine {
             return;
         };
         // Since when the link owes a byte: the oldest running task's last progress, or its
-        // send time plus its declared server cost. Long polls owe nothing.
+        // send time plus its declared server cost. Long polls owe nothing. With it, when a
+        // task without progress may still be leaving: its request at the minimum rate.
+        let rate = if self.net.is_mobile() {
+            self.cfg.timing.min_rate.1
+        } else {
+            self.cfg.timing.min_rate.0
+        }
+        .max(1);
         let owed = self
             .owed_on(li)
             .filter_map(|t| {
@@ -2029,15 +2022,16 @@ impl Engine {
                     return None;
                 };
                 Some(match a.last_progress {
-                    Some(p) => (p, TimeoutLevel::PacketToPacket),
+                    Some(p) => (p, TimeoutLevel::PacketToPacket, p),
                     None => (
                         a.sent_at + t.spec.server_cost.unwrap_or_default(),
                         TimeoutLevel::FirstPacket,
+                        a.sent_at + Duration::from_millis(a.sent_len as u64 * 1000 / rate),
                     ),
                 })
             })
             .min();
-        let Some((owed, level)) = owed else {
+        let Some((owed, level, sent_by)) = owed else {
             // Nothing owed: the next send arms the check again.
             return;
         };
@@ -2047,9 +2041,10 @@ impl Engine {
         // request may still be leaving (at the minimum rate the first-packet timeout allows
         // for, `1000 × len / rate`), its reply cannot come in time: a 900 KB request on a
         // 160 KB/s uplink had the link dropped as stalled every 4–5 s and never got through.
-        // No probe goes before the writes should have left; the first-packet timeout still
-        // bounds a link that stalls meanwhile.
-        let due = (quiet_since + after).max(s.upload_until.unwrap_or(now));
+        // No probe goes before the owed request should have left; the first-packet timeout
+        // still bounds a link that stalls meanwhile. (Counted per request, not for all that
+        // was written: at the minimum rate a busy link's total would run hours ahead.)
+        let due = (quiet_since + after).max(sent_by);
         if now < due {
             self.timers.set(TimerKind::StallProbe(li), due);
             return;

@@ -902,3 +902,27 @@ fn a_large_request_still_leaving_is_not_probed_as_a_stall() {
         Some(ms(40) + secs(4))
     );
 }
+
+#[test]
+fn a_busy_link_that_goes_silent_is_still_probed_at_once() {
+    // 2 MB of echoes first: counted at the minimum rate that would be 170 s of upload, but
+    // each was answered, so none is owed.
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    let ids: Vec<_> = (0..2_000)
+        .map(|_| sim.start(TaskSpec::new(CmdId(1), vec![7; 1_000]).with_limits(false, false)))
+        .collect();
+    for id in ids {
+        assert!(sim.run_until_end(id, secs(60)).1.outcome.is_ok());
+    }
+    sim.script.answer = Answer::Never;
+    sim.script.heartbeat_replies = false;
+    let id = sim.start(TaskSpec::new(CmdId(1), vec![7; 100]).with_retry_count(0));
+    let sent = sim.elapsed();
+    sim.run_until_end(id, secs(60));
+    let first_down = link_downs(&sim).first().map(|(at, _)| *at);
+    assert!(
+        first_down.is_some_and(|at| at <= sent + secs(5)),
+        "{first_down:?} after sending at {sent:?}"
+    );
+}
