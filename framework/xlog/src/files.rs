@@ -460,8 +460,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn settle_intent_detects_written_and_partial_blocks() {
+    /// Log files in a new directory with `head` appended, then `BLOCK` with its intent: the
+    /// directory (kept alive), the files, `BLOCK`'s target and its intent.
+    fn block_after_head() -> (tempfile::TempDir, LogFiles, Target, Intent) {
         let dir = tempfile::tempdir().unwrap();
         let mut f = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
         f.append(t(0), b"head", true, |_| {}).unwrap();
@@ -469,7 +470,12 @@ mod tests {
         let tg = f
             .append(t(0), b"BLOCK", true, |i| intent = Some(i.clone()))
             .unwrap();
-        let intent = intent.unwrap();
+        (dir, f, tg, intent.unwrap())
+    }
+
+    #[test]
+    fn settle_intent_detects_written_and_partial_blocks() {
+        let (_dir, mut f, tg, intent) = block_after_head();
         assert_eq!(intent.offset, 4);
         assert!(f.settle_intent(&intent, b"BLOCK"));
         // Simulate a partial append.
@@ -480,14 +486,7 @@ mod tests {
 
     #[test]
     fn settle_intent_never_truncates_on_an_implausible_intent() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut f = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
-        f.append(t(0), b"head", true, |_| {}).unwrap();
-        let mut intent = None;
-        let tg = f
-            .append(t(0), b"BLOCK", true, |i| intent = Some(i.clone()))
-            .unwrap();
-        let intent = intent.unwrap();
+        let (_dir, mut f, tg, intent) = block_after_head();
         fs::write(&tg.path, b"headBLO").unwrap();
         let bogus = [
             // Longer than the staged block.

@@ -502,13 +502,7 @@ fn lines_after_the_day_file_is_renamed_or_deleted_go_to_a_new_file_at_its_path()
 /// the buffer file and the day's log as they are then.
 fn crash_with_staged_lines(prefix: &str, blocks: usize, n: usize) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
-    let g = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix(prefix)
-        .banners(false)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let g = quiet_logger(dir.path(), prefix);
     for b in 0..=blocks {
         for i in 0..n {
             g.log_message(Level::Info, "t", format!("block {b} line {i}").as_bytes());
@@ -530,13 +524,7 @@ fn restart_after_crash(prefix: &str, staged: &[u8], log: &[u8]) -> (tempfile::Te
     fs::write(dir.path().join(format!("{prefix}.mmap3")), staged).unwrap();
     let day = dir.path().join(format!("{prefix}_20240314.xlog"));
     fs::write(&day, log).unwrap();
-    let g = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix(prefix)
-        .banners(false)
-        .clock(clock())
-        .build()
-        .unwrap();
+    let g = quiet_logger(dir.path(), prefix);
     drop(g);
     let after = fs::read(&day).unwrap();
     (dir, after)
