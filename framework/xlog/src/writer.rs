@@ -306,7 +306,7 @@ impl Drop for WriterGone<'_> {
 const MIN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Most bytes queued in [`Durability::Buffered`] mode before the overflow policy applies.
-const PENDING_MAX: usize = 4 << 20;
+pub(crate) const PENDING_MAX: usize = 4 << 20;
 
 /// Lines lost so far, by cause (counters, as reported by warning lines).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
