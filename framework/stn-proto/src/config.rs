@@ -173,7 +173,66 @@ impl Config {
         if self.ip_sources.iter().any(|s| s.limit.is_zero()) {
             return Err(ConfigError::Zero("ip_sources[].limit"));
         }
+        for (d, name) in self.durations() {
+            if d > MAX_DURATION_SETTING {
+                return Err(ConfigError::TooLong(name));
+            }
+        }
         Ok(())
+    }
+
+    /// Every duration setting, by name (for [`validate`](Self::validate)'s upper bound).
+    fn durations(&self) -> Vec<(Duration, &'static str)> {
+        let t = &self.timing;
+        let (r, rec) = (&self.racing, &self.recovery);
+        let mut all = vec![
+            (t.connect_timeout, "connect_timeout"),
+            (t.race_interval, "race_interval"),
+            (t.resolve_timeout, "resolve_timeout"),
+            (t.retry_pause, "retry_pause"),
+            (t.heartbeat_reply_timeout, "heartbeat_reply_timeout"),
+            (
+                t.late_heartbeat_reply_timeout,
+                "late_heartbeat_reply_timeout",
+            ),
+            (t.late_heartbeat_threshold, "late_heartbeat_threshold"),
+            (t.reconnect_wake, "reconnect_wake"),
+            (t.inactive_after, "inactive_after"),
+            (t.zombie_min_age, "zombie_min_age"),
+            (t.signal_keep_period, "signal_keep_period"),
+            (t.signal_keep_time, "signal_keep_time"),
+            (t.auth_retry, "auth_retry"),
+            (t.timing_sync.0, "timing_sync"),
+            (t.timing_sync.1, "timing_sync"),
+            (t.timing_sync.2, "timing_sync"),
+            (r.stagger, "racing.stagger"),
+            (r.stagger_min, "racing.stagger_min"),
+            (r.stagger_max, "racing.stagger_max"),
+            (rec.min_attempt, "recovery.min_attempt"),
+        ];
+        let pairs = [
+            (t.first_packet, "first_packet"),
+            (t.first_packet_max, "first_packet_max"),
+            (t.first_packet_excellent, "first_packet_excellent"),
+            (t.queue_delay, "queue_delay"),
+            (t.packet_to_packet, "packet_to_packet"),
+            (rec.probe_after, "recovery.probe_after"),
+            (rec.probe_timeout, "recovery.probe_timeout"),
+        ];
+        for ((a, b), name) in pairs {
+            all.push((a, name));
+            all.push((b, name));
+        }
+        if let Some((a, b)) = rec.handshake_timeout {
+            all.push((a, "recovery.handshake_timeout"));
+            all.push((b, "recovery.handshake_timeout"));
+        }
+        all.extend(
+            self.ip_sources
+                .iter()
+                .map(|s| (s.limit, "ip_sources[].limit")),
+        );
+        all
     }
 
     /// The recovery settings in force: [`Config::recovery`] on the Phobos profile, every
@@ -481,7 +540,18 @@ pub enum ConfigError {
     /// `handshake_timeout`.
     #[error("recovery: need 0 < min <= max in probe_after, probe_timeout and handshake_timeout")]
     ProbeBounds,
+    /// A duration setting longer than [`MAX_DURATION_SETTING`].
+    #[error("{0} must not exceed 365 days")]
+    TooLong(&'static str),
 }
+
+/// The longest any duration setting may be (365 days); longer ones are refused by
+/// [`Config::validate`], and a heartbeat interval a plugin asks for is cut to it.
+///
+/// Design: deadlines are `now + setting`, which overflows (and panics) for values near
+/// `Duration::MAX`, a natural way to write "never"; a year is longer than any link lives and
+/// keeps every sum and product of settings the core forms far from overflow.
+pub const MAX_DURATION_SETTING: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How a connect cycle orders its addresses and races them.
 ///

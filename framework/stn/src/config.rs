@@ -9,6 +9,7 @@ use std::time::Duration;
 use phobos_plugin_api::{AuthCheck, HeartbeatPolicyFactory, IpPort, IpSource, PacketCodec};
 use phobos_stn_proto::{
     Config, ConfigBuilder, ConfigError, LinkConfig, LinkName, ShortLinkConfig, SourceSpec,
+    MAX_DURATION_SETTING,
 };
 
 use crate::connector::{Connector, TcpConnector};
@@ -179,9 +180,10 @@ impl ClientConfig {
         self
     }
 
-    /// Replaces the watchdog threshold.
+    /// Replaces the watchdog threshold, kept within 1 ms and
+    /// [`MAX_DURATION_SETTING`] (the bounds [`ClientConfigBuilder::build`] checks).
     pub fn with_watchdog_threshold(mut self, threshold: Duration) -> Self {
-        self.watchdog_threshold = threshold;
+        self.watchdog_threshold = threshold.clamp(Duration::from_millis(1), MAX_DURATION_SETTING);
         self
     }
 }
@@ -368,10 +370,14 @@ impl ClientConfigBuilder {
     /// # Errors
     ///
     /// The core's [`ConfigError`] for contradictory settings, or
-    /// [`ConfigError::Zero`] for a zero watchdog threshold.
+    /// [`ConfigError::Zero`] for a zero watchdog threshold, [`ConfigError::TooLong`] for one
+    /// beyond [`MAX_DURATION_SETTING`].
     pub fn build(self) -> Result<ClientConfig, ConfigError> {
         if self.watchdog_threshold.is_zero() {
             return Err(ConfigError::Zero("watchdog_threshold"));
+        }
+        if self.watchdog_threshold > MAX_DURATION_SETTING {
+            return Err(ConfigError::TooLong("watchdog_threshold"));
         }
         let mut core = self.core.build()?;
         core.short_link.proxy = self.short.proxy.is_some();

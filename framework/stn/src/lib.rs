@@ -129,4 +129,4 @@ pub use phobos_stn_proto::{
     ChannelSelect, Config, ConfigError, ConnectProfile, ErrorKind, LinkConfig, LinkError, LinkName,
     LinkStatus, LocalError, Response, TaskEnd, TaskError, TaskProfile, TaskSpec, TimeoutLevel,
 };
-pub use phobos_stn_proto::{HttpFailure, ShortLinkConfig};
+pub use phobos_stn_proto::{HttpFailure, ShortLinkConfig, MAX_DURATION_SETTING};

@@ -46,6 +46,22 @@ fn an_invalid_config_is_refused_when_built() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("watchdog"), "{err}");
+    // "Never" written as the largest duration is refused, not a panic later.
+    let err = ClientConfig::builder(codec())
+        .link_addrs(
+            "a",
+            ["127.0.0.1:1"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into()],
+        )
+        .watchdog_threshold(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "watchdog_threshold must not exceed 365 days"
+    );
 }
 
 #[tokio::test(start_paused = true)]

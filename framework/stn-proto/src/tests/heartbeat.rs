@@ -417,3 +417,39 @@ fn smart_heartbeat_stretches_the_interval_on_an_inactive_app() {
     assert_eq!(gaps[..want.len()], want[..], "{gaps:?}");
     assert!(link_down_reasons(&sim).is_empty());
 }
+
+/// A policy whose only answer is "never" written as the largest duration.
+#[derive(Debug)]
+struct Never;
+
+impl HeartbeatPolicyFactory for Never {
+    fn name(&self) -> &str {
+        "never"
+    }
+
+    fn build(&self, _now: Instant, _ctx: &HeartbeatContext) -> Box<dyn HeartbeatPolicy> {
+        Box::new(Never)
+    }
+}
+
+impl HeartbeatPolicy for Never {
+    fn next_interval(&mut self, _now: Instant, _ctx: &HeartbeatContext) -> Option<Duration> {
+        Some(Duration::MAX)
+    }
+}
+
+#[test]
+fn a_policy_asking_for_the_largest_interval_gets_a_year_and_tasks_go_on() {
+    // `now + Duration::MAX` overflows: the interval is cut to the longest setting.
+    let cfg = config_with(&[server_addr(1)])
+        .heartbeat(Arc::new(Never))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    connect(&mut sim);
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let (_, end) = sim.run_until_end(id, secs(10));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    sim.run_for(secs(3600));
+    assert_eq!(sim.server_frames(HEARTBEAT_CMD), vec![ms(60)]);
+}

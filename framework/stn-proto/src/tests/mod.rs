@@ -8,6 +8,7 @@ mod harness;
 
 mod admission;
 mod batch;
+mod config;
 mod heartbeat;
 mod limits;
 mod links;
