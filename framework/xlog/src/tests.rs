@@ -307,7 +307,10 @@ fn drop_policy_drops_instead_of_waiting_when_the_queue_is_full() {
         }
         g.dropped_lines()
     });
-    assert!(dropped > 0, "the queue and one batch cannot hold twice the limit");
+    assert!(
+        dropped > 0,
+        "the queue and one batch cannot hold twice the limit"
+    );
     g.flush().unwrap();
     drop(g);
     let t = text_of(dir.path());
