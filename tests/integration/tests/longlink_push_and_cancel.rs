@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use phobos_plugin_api::CmdId;
-use phobos_stn::{ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec};
+use phobos_stn::{Client, ClientConfig, ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec};
+use phobos_stn_proto::{Racing, Recovery};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
 
 mod common;
@@ -157,7 +158,32 @@ async fn canceling_every_task_of_a_large_burst_in_flight_ends_each_once_and_the_
         .start()
         .await
         .unwrap();
-    let client = client_for(&server);
+    // Real sockets in real time, so two of the engine's timers can race the test on a loaded
+    // machine, and both are turned off here (this test is about cancels):
+    // - dial hedging: a connect still pending after the 250 ms stagger gets a second dial
+    //   to the same address. The server gives its first accepted connection the stalling
+    //   script and later ones the echoing default; when the hedge won, the 20,000 tasks
+    //   were echoed at once and none was left in flight to cancel.
+    // - the stall probe: 2 s after the first task went out unanswered it sends a heartbeat
+    //   and drops the link if no byte came back 2 s later. The server answers it only after
+    //   decoding the 20,000 frames ahead of it, which took longer under load: the link was
+    //   dropped and a second connection made.
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .core(|c| {
+            c.racing(Racing {
+                hedges: 0,
+                ..Racing::default()
+            })
+            .recovery(Recovery {
+                stall_probe: false,
+                ..Recovery::default()
+            })
+        })
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
     let mut batch = client.task_batch();
     let keys: Vec<TaskKey> = batch.start(burst(n)).collect();
     server.wait_for_task_frames(n).await;
