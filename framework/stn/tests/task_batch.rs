@@ -198,7 +198,9 @@ fn the_blocking_facade_starts_a_batch_and_blocks_for_its_ends() {
 
 #[test]
 fn a_runtime_dropped_mid_batch_still_ends_every_task_with_reset() {
-    // The mock server runs on its own runtime, which outlives the client's.
+    // The mock server runs on its own runtime, which outlives the client's. Real time: every
+    // connection stalls (`default_script`), since a connect seen late under load gets a
+    // hedge, a second connection the client may keep.
     let server_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -207,7 +209,7 @@ fn a_runtime_dropped_mid_batch_still_ends_every_task_with_reset() {
     let server = server_rt
         .block_on(
             MockLongLinkServer::builder(codec())
-                .script(ConnScript::echo().default_reply(Reply::stall()))
+                .default_script(ConnScript::echo().default_reply(Reply::stall()))
                 .start(),
         )
         .unwrap();

@@ -8,6 +8,11 @@ use phobos_stn::{BlockingClient, ClientConfig, LocalError, TaskError, TaskSpec};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
 
 /// The mock server runs on its own runtime; the test thread never enters it.
+///
+/// These tests run in real time, where a connect the driver sees complete only after the
+/// 250 ms stagger (a loaded machine) gets a hedge: a second connection to the same address,
+/// which the client may keep. So a script the tests rely on is every connection's
+/// (`default_script`), not only the first accepted one's (`script`).
 fn server_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -56,7 +61,7 @@ fn shutdown_ends_a_waiting_task_with_reset() {
     let server = rt
         .block_on(
             MockLongLinkServer::builder(Arc::new(MarsCodec::default()))
-                .script(ConnScript::echo().default_reply(Reply::stall()))
+                .default_script(ConnScript::echo().default_reply(Reply::stall()))
                 .start(),
         )
         .unwrap();
@@ -76,7 +81,7 @@ fn pushes_can_be_received_blocking() {
     let server = rt
         .block_on(
             MockLongLinkServer::builder(Arc::new(MarsCodec::default()))
-                .script(ConnScript::echo().on_connect(vec![Step::Push {
+                .default_script(ConnScript::echo().on_connect(vec![Step::Push {
                     cmd: CmdId(77),
                     body: b"hi".to_vec(),
                 }]))
