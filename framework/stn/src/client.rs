@@ -59,13 +59,22 @@ struct Inner {
 }
 
 /// A started task. Await it for the task's one end: the response, or a [`TaskError`] whose
-/// [`kind`](TaskError::kind) says which level failed.
+/// [`kind`](TaskError::kind) says which level failed. A handle does not keep the driver
+/// running: once the last [`Client`] clone is gone, an unfinished task ends with
+/// [`LocalError::Reset`].
 #[derive(Debug)]
 #[must_use = "a task handle does nothing unless awaited; drop it to ignore the result"]
 pub struct TaskHandle {
     key: TaskKey,
     end: oneshot::Receiver<TaskEnd>,
-    commands: mpsc::UnboundedSender<Command>,
+    /// For [`cancel`](Self::cancel) only.
+    ///
+    /// Design: weak, so a handle does not keep the driver alive: with a strong sender, a
+    /// handle kept after its task ended (in a collection, unawaited) kept the driver, its
+    /// connections and their heartbeats running after the last [`Client`] was dropped (still
+    /// open after 30 min in a probe), and a pending handle's task ran on, retries and all,
+    /// instead of ending with `LocalError::Reset` as the `Client` docs promise.
+    commands: mpsc::WeakUnboundedSender<Command>,
 }
 
 /// Names a task started through a [`Client`], for [`Client::cancel`].
@@ -221,7 +230,7 @@ impl Client {
         TaskHandle {
             key,
             end,
-            commands: self.inner.commands.clone(),
+            commands: self.inner.commands.downgrade(),
         }
     }
 
@@ -356,7 +365,10 @@ impl TaskHandle {
     /// Cancels the task (see [`Client::cancel`]); the handle still resolves, usually with
     /// [`TaskError::Canceled`].
     pub fn cancel(&self) {
-        let _ = self.commands.send(Command::Cancel { key: self.key });
+        // No sender left means the driver stopped (or is stopping): the task ends anyway.
+        if let Some(commands) = self.commands.upgrade() {
+            let _ = commands.send(Command::Cancel { key: self.key });
+        }
     }
 
     /// Waits for the task's end with its id and profile. `None` when the driver stopped

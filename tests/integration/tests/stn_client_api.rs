@@ -64,6 +64,64 @@ fn an_invalid_config_is_refused_when_built() {
     );
 }
 
+/// `Client` docs: "When the last clone is dropped ... the driver ends every unfinished task
+/// with `LocalError::Reset` and closes its connections."
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_client_ends_a_pending_handle_with_reset_and_closes_the_link() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let h = client.start_task(TaskSpec::new(CmdId(1), &b"x"[..]));
+    server.wait_for_task_frames(1).await;
+    let t0 = tokio::time::Instant::now();
+    drop(client);
+    let end = tokio::time::timeout(Duration::from_secs(3600), h)
+        .await
+        .expect("the handle resolves");
+    let waited = t0.elapsed();
+    assert_eq!(
+        end,
+        Err(TaskError::Local(LocalError::Reset)),
+        "after {waited:?} (virtual)"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(3600),
+        server.wait_until(|s| s.open_connections() == 0),
+    )
+    .await
+    .expect("the link closes");
+}
+
+/// A handle whose task already ended (kept, not awaited, e.g. in a collection) must not keep
+/// the driver, its socket and its heartbeats alive after the last client is dropped.
+#[tokio::test(start_paused = true)]
+async fn an_ended_unawaited_handle_does_not_keep_the_link_open_after_drop() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let kept = client.start_task(TaskSpec::new(CmdId(1), &b"kept"[..]));
+    client
+        .start_task(TaskSpec::new(CmdId(1), &b"awaited"[..]))
+        .await
+        .unwrap();
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
+    drop(client);
+    let closed = tokio::time::timeout(
+        Duration::from_secs(1800),
+        server.wait_until(|s| s.open_connections() == 0),
+    )
+    .await;
+    let hb = server.frames().len();
+    assert!(
+        closed.is_ok(),
+        "the link is still open 30 min (virtual) after the last client was dropped; \
+         {hb} frames received so far"
+    );
+    drop(kept);
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_unfinished_tasks_with_reset_and_closes_the_link() {
     let server = MockLongLinkServer::builder(codec())
