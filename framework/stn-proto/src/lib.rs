@@ -178,7 +178,8 @@ mod tests;
 pub use config::{
     Config, ConfigBuilder, ConfigError, ConnectProfile, FixedHeartbeat, Limits, LinkConfig, Racing,
     Recovery, ResponseCheck, ResponseVerdict, SourceRole, SourceSpec, Timing, HANDSHAKE_REDIALS,
-    INSPECT_GRACE, LOSSY_RETRANSMIT_PERCENT, MAX_DURATION_SETTING, PATIENCE_RTOS,
+    INSPECT_GRACE, LOSSY_RETRANSMIT_PERCENT, MAX_DURATION_SETTING, MIN_HEARTBEAT_INTERVAL,
+    PATIENCE_RTOS,
 };
 pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use engine::{

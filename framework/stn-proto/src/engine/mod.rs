@@ -27,7 +27,9 @@ use phobos_plugin_api::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{Config, ConfigError, ResponseVerdict, SourceSpec, MAX_DURATION_SETTING};
+use crate::config::{
+    Config, ConfigError, ResponseVerdict, SourceSpec, MAX_DURATION_SETTING, MIN_HEARTBEAT_INTERVAL,
+};
 use crate::error::{
     AuthFailure, CodecFailure, DialFailure, LimitKind, LinkError, LocalError, ParamError,
     SocketFailure, TaskError, TimeoutLevel,
@@ -1903,13 +1905,14 @@ impl Engine {
         if frame.is_empty() && codec.encode_heartbeat(&mut frame).is_err() {
             frame.clear();
         }
-        // A plugin's "never" (`Duration::MAX`) would overflow the deadline: cut to a year.
+        // A plugin's "never" (`Duration::MAX`) would overflow the deadline: cut to a year. A
+        // nanosecond would send heartbeats as fast as the loop turns: raised to a second.
         s.heartbeat_interval = match codec.heartbeat_interval() {
             Some(iv) => Some(iv),
             None => s.heartbeat.next_interval(now, &ctx),
         }
         .filter(|iv| !iv.is_zero())
-        .map(|iv| iv.min(MAX_DURATION_SETTING));
+        .map(|iv| iv.clamp(MIN_HEARTBEAT_INTERVAL, MAX_DURATION_SETTING));
         if frame.is_empty() {
             // Nothing could be framed: keep the schedule, expect no reply.
             if let Some(iv) = s.heartbeat_interval {

@@ -453,3 +453,39 @@ fn a_policy_asking_for_the_largest_interval_gets_a_year_and_tasks_go_on() {
     sim.run_for(secs(3600));
     assert_eq!(sim.server_frames(HEARTBEAT_CMD), vec![ms(60)]);
 }
+
+/// A policy asking for the shortest interval it can write.
+#[derive(Debug)]
+struct Eager;
+
+impl HeartbeatPolicyFactory for Eager {
+    fn name(&self) -> &str {
+        "eager"
+    }
+
+    fn build(&self, _now: Instant, _ctx: &HeartbeatContext) -> Box<dyn HeartbeatPolicy> {
+        Box::new(Eager)
+    }
+}
+
+impl HeartbeatPolicy for Eager {
+    fn next_interval(&mut self, _now: Instant, _ctx: &HeartbeatContext) -> Option<Duration> {
+        Some(Duration::from_nanos(1))
+    }
+}
+
+#[test]
+fn a_policy_asking_for_a_nanosecond_gets_a_heartbeat_a_second() {
+    // Before the floor: thousands of heartbeats a second, as fast as the loop turned.
+    let cfg = config_with(&[server_addr(1)])
+        .heartbeat(Arc::new(Eager))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    connect(&mut sim);
+    sim.run_for(secs(5));
+    assert_eq!(
+        sim.server_frames(HEARTBEAT_CMD),
+        vec![ms(60), ms(1_060), ms(2_060), ms(3_060), ms(4_060)]
+    );
+}
