@@ -98,6 +98,10 @@ impl ExactSizeIterator for TaskKeys {}
 /// does not cancel its tasks (cancel them with [`cancel`](Self::cancel) first); their ends
 /// are then discarded.
 ///
+/// A batch can start tasks, so it counts as a [`Client`] clone: the driver and its links
+/// stay up while a batch lives, even after every `Client` is dropped. (A
+/// [`TaskHandle`](crate::TaskHandle), which cannot start tasks, does not keep them up.)
+///
 /// ```no_run
 /// # async fn demo(client: phobos_stn::Client) {
 /// use phobos_plugin_api::CmdId;
