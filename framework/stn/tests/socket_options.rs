@@ -108,8 +108,11 @@ async fn the_connector_trait_carries_bytes_over_ipv4_and_ipv6() {
 
 #[tokio::test]
 async fn a_refused_connect_is_an_io_error() {
-    let (listener, addr) = listener().await;
-    drop(listener);
+    // Bound but not listening (and kept so, so no parallel test can take the port): a SYN
+    // is answered with a reset, as on a closed port.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = closed.local_addr().unwrap();
     let err = TcpConnector::new().connect_tcp(addr).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }

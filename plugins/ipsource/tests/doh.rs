@@ -356,10 +356,11 @@ async fn the_public_roots_do_not_trust_a_private_ca() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_failure_or_timeout_not_a_hang() {
-    // A port nobody listens on: the connect is refused at once.
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    // A port nobody listens on (bound, not listening, and kept so, so no parallel test can
+    // take it): the connect is refused at once.
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let addr = closed.local_addr().unwrap();
     let doh = DohSource::new(DohConfig {
         server_ips: vec![addr.ip()],
         port: addr.port(),

@@ -533,13 +533,20 @@ impl Malformation {
 
 /// An address on loopback where nothing listens (connecting is refused).
 ///
+/// Design: the port stays bound, never listening, until the process ends: a port freed
+/// after a probe bind could be taken by a test running in parallel, whose server would
+/// then answer the connects meant to be refused. A bound socket that does not listen
+/// answers a SYN with a reset, as a closed port does.
+///
 /// # Errors
 ///
-/// When binding the probe listener fails.
+/// When binding the socket fails.
 pub async fn refused_addr() -> io::Result<SocketAddr> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let addr = l.local_addr()?;
-    drop(l);
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((Ipv4Addr::LOCALHOST, 0).into())?;
+    let addr = socket.local_addr()?;
+    // Kept open (and the port taken) for the rest of the process.
+    std::mem::forget(socket);
     Ok(addr)
 }
 
