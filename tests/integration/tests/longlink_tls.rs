@@ -408,7 +408,10 @@ async fn a_swallowed_handshake_is_dialed_again_within_the_tasks_budget() {
     // The first attempt and the first redial are swallowed; the second redial gets through.
     let (path, accepted) = swallowing_path(front.addr, 2).await;
     let tls = TlsConfig::builder(HOST).ca_der(ca.der()).build().unwrap();
-    let handshake = Duration::from_millis(300);
+    // Long enough that the real handshake, in a debug build on a loaded machine, ends
+    // within it (at 300 ms a slow one was cut too and the path saw a fourth connection);
+    // two swallowed ones then cost 3 s of the task's 8.
+    let handshake = Duration::from_millis(1500);
     let config = ClientConfig::builder(codec())
         .link_addrs("default-longlink", [path])
         .connector(Arc::new(TlsConnector::new(tls)))
