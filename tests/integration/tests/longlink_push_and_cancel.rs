@@ -1,14 +1,39 @@
 //! Server pushes reach subscribers; canceled tasks end with `Canceled`.
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_plugin_api::CmdId;
-use phobos_stn::{Client, ClientConfig, ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec};
-use phobos_stn_proto::{Racing, Recovery};
+use phobos_plugin_api::{CmdId, IpPort};
+use phobos_stn::{
+    Client, ClientConfig, Connector, ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec,
+    MAX_DURATION_SETTING,
+};
+use phobos_stn_proto::{Racing, Recovery, Timing};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
 
 mod common;
 use common::{client_for, codec, ends_once};
+
+/// A connector whose connects never finish (and never touch the network).
+#[derive(Debug)]
+struct NeverConnects;
+
+type ConnectFuture<'a> =
+    Pin<Box<dyn Future<Output = io::Result<Box<dyn phobos_stn::LinkStream>>> + Send + 'a>>;
+
+impl Connector for NeverConnects {
+    fn connect<'life0, 'async_trait>(&'life0 self, _addr: IpPort) -> ConnectFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(std::future::pending())
+    }
+}
 
 #[tokio::test(start_paused = true)]
 async fn pushes_on_connect_and_on_demand_reach_every_subscriber() {
@@ -203,18 +228,30 @@ async fn canceling_every_task_of_a_large_burst_in_flight_ends_each_once_and_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canceling_every_task_of_a_large_queued_burst_in_any_order_ends_each_once() {
     let n = burst_size();
-    // Nothing listens there: every task waits in the queue for a connection.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    // Every task waits in the queue for a connection that never comes, and nothing but the
+    // cancels can end it in real time on a loaded machine: the connect never finishes, its
+    // timeout and the tasks' own are far away. (With a refused address the failed connect
+    // cycles ended the tasks with dial errors after about 5 s; on a loaded machine the
+    // cancels took up to 3.4 s.)
+    let timing = Timing {
+        connect_timeout: MAX_DURATION_SETTING,
+        ..Timing::default()
+    };
     let config = phobos_stn::ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [addr.into()])
+        .link_addrs(
+            "default-longlink",
+            ["127.0.0.1:9".parse::<SocketAddr>().unwrap().into()],
+        )
+        .connector(Arc::new(NeverConnects))
+        .core(|c| c.timing(timing))
         .build()
         .unwrap();
     let client = phobos_stn::Client::start(config).unwrap();
     client.set_foreground(true);
     let mut batch = client.task_batch();
-    let keys: Vec<TaskKey> = batch.start(burst(n)).collect();
+    let keys: Vec<TaskKey> = batch
+        .start(burst(n).map(|t| t.with_total_timeout(Duration::from_secs(600))))
+        .collect();
     assert_eq!(client.stats().await.unwrap().tasks_in_flight, n);
 
     assert_eq!(cancel_all_shuffled("queued", &mut batch, keys, 11).await, n);
