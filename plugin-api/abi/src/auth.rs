@@ -3,8 +3,9 @@
 //! `ensure_authed` is async in the trait. Across the boundary it is one **synchronous** call:
 //! the plugin side drives the plugin's future to completion on the calling thread with a
 //! minimal executor (`pollster`), and the host-side adapter's `async fn` makes that call.
-//! A dynamically loaded auth plugin therefore blocks the thread that awaits it, which is why
-//! the driver runs `ensure_authed` off its event loop (as it does for every IO plugin). The
+//! A dynamically loaded auth plugin therefore blocks the thread that awaits it: the adapter
+//! answers `true` to [`AuthCheck::is_blocking`] (the method does not cross the boundary), and
+//! the driver runs its `ensure_authed` on a thread of its own, not on its event loop. The
 //! plugin's future must not need a specific async runtime (no tokio reactor is running on
 //! that thread); a plugin needing one brings its own.
 //!
@@ -183,6 +184,11 @@ impl AuthCheck for ImportedAuth {
             .map_err(AuthError::from)
     }
 
+    fn is_blocking(&self) -> bool {
+        // `ensure_authed` above holds its thread for the whole plugin call.
+        true
+    }
+
     fn identify_request(&self, link: &str) -> IdentifyRequest {
         match self.obj.identify_request(link.into()) {
             FfiIdentifyRequest::Now { cmd_id, body, hash } => IdentifyRequest::Now {
@@ -343,6 +349,13 @@ mod tests {
             direct.is_authed("good.example")
         );
         assert!(format!("{loaded:?}").contains("test"));
+    }
+
+    #[test]
+    fn an_imported_auth_plugin_says_it_blocks() {
+        assert!(!TokenAuth::default().is_blocking());
+        let loaded = import_auth(export_auth(TokenAuth::default()).unwrap(), "test");
+        assert!(loaded.is_blocking());
     }
 
     #[test]

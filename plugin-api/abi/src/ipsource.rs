@@ -3,9 +3,11 @@
 //!
 //! `resolve` is async in the trait and one **synchronous** call across the boundary: the
 //! plugin side runs the plugin's future to completion on the calling thread (`pollster`), the
-//! host-side adapter's `async fn` makes that blocking call. The driver already runs IP sources
-//! off its event loop, so a loaded source blocking that thread is expected. The plugin's
-//! future must not need a specific async runtime.
+//! host-side adapter's `async fn` makes that blocking call. The adapter therefore answers
+//! `true` to [`IpSource::is_blocking`] (whatever the plugin would say: the call blocks either
+//! way, and the method does not cross the boundary), and the driver runs its calls on a thread
+//! of its own, not on its event loop. The plugin's future must not need a specific async
+//! runtime.
 //!
 //! # Panics in the plugin
 //!
@@ -141,6 +143,11 @@ impl IpSource for ImportedIpSource {
     fn network_changed(&self) {
         self.obj.network_changed();
     }
+
+    fn is_blocking(&self) -> bool {
+        // `resolve` above holds its thread for the whole plugin call.
+        true
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +278,13 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_imported_source_says_it_blocks() {
+        assert!(!StaticList.is_blocking());
+        let loaded = import_ip_source(export_ip_source(StaticList).unwrap(), "test");
+        assert!(loaded.is_blocking());
     }
 
     #[test]

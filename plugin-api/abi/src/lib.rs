@@ -63,8 +63,9 @@
 //! `IpSource::resolve` and `AuthCheck::ensure_authed` cross the boundary as synchronous
 //! calls: the plugin side drives the plugin's future to completion with a minimal executor,
 //! and the host-side adapter's `async fn` blocks its thread for the duration. Dynamically
-//! loaded IO plugins therefore block the calling thread; the driver calls them off its event
-//! loop.
+//! loaded IO plugins therefore block the calling thread; their adapters say so
+//! (`is_blocking()` is `true`), and the driver runs those calls on a thread of its own, never
+//! on its event loop or a runtime worker.
 //!
 //! # What this crate does not do
 //!

@@ -5,7 +5,8 @@
 //! - **Auth gate** (`MakesureAuthed`): tasks marked `needs_auth` wait until
 //!   [`AuthCheck::is_authed`] holds. When it does not, the driver runs
 //!   [`AuthCheck::ensure_authed`] (which may log in over the network) off the core's loop and
-//!   reports the result back.
+//!   reports the result back. A plugin whose `ensure_authed` blocks its thread says so with
+//!   [`AuthCheck::is_blocking`], and the driver runs it on a thread of its own.
 //! - **Identify** ("synccheck"): the first frame on every new long link may be an identify
 //!   frame built by [`AuthCheck::identify_request`]; the server's reply is judged by
 //!   [`AuthCheck::on_identify_response`]. These two are synchronous and must not block: the
@@ -35,6 +36,18 @@ pub trait AuthCheck: Send + Sync + fmt::Debug + 'static {
     /// An [`AuthError`] when authentication failed; waiting tasks stay queued until their own
     /// timeout unless the error is [`AuthError::Rejected`], which ends them.
     async fn ensure_authed(&self, host: &str) -> Result<(), AuthError>;
+
+    /// Whether [`ensure_authed`](Self::ensure_authed) blocks the thread that polls it instead
+    /// of yielding while it waits: a synchronous login, or a plugin loaded from a dynamic
+    /// library (its adapter runs the plugin's future to completion in one call and answers
+    /// `true`). The driver runs a blocking plugin's calls on a thread of its own (tokio's
+    /// blocking pool), never on its event loop or a runtime worker.
+    ///
+    /// The default is `false`: `ensure_authed` is a well-behaved future, run on the driver's
+    /// runtime. The other methods are called inline and must never block.
+    fn is_blocking(&self) -> bool {
+        false
+    }
 
     /// What to send as the identify frame on a new long link named `link`.
     ///

@@ -5,7 +5,9 @@
 //! sources differently (Mars: debug IPs are used alone; backup IPs are never ban-filtered).
 //! Sources are chained by the framework with a time limit each.
 //!
-//! `resolve` is async and called by the driver, never by the sans-IO core.
+//! `resolve` is async and called by the driver, never by the sans-IO core. A source whose
+//! `resolve` blocks its thread says so with [`IpSource::is_blocking`], and the driver then runs
+//! it on a thread of its own instead of its event loop.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -41,6 +43,19 @@ pub trait IpSource: Send + Sync + fmt::Debug + 'static {
     /// Called on the driver's loop, so it must be quick; the default does nothing (for
     /// sources without a cache).
     fn network_changed(&self) {}
+
+    /// Whether [`resolve`](Self::resolve) blocks the thread that polls it instead of
+    /// yielding while it waits: a synchronous lookup, or a source loaded from a dynamic
+    /// library (its adapter runs the plugin's future to completion in one call and answers
+    /// `true`). The driver runs a blocking source's calls on a thread of its own (tokio's
+    /// blocking pool), never on its event loop or a runtime worker; a call it stops waiting
+    /// for runs on there until it returns and its answer is dropped.
+    ///
+    /// The default is `false`: `resolve` is a well-behaved future, run on the driver's
+    /// runtime and dropped when the driver stops waiting for it.
+    fn is_blocking(&self) -> bool {
+        false
+    }
 }
 
 /// One address from an [`IpSource`].

@@ -6,8 +6,8 @@
 //! | Trait | Kind | Called by |
 //! |---|---|---|
 //! | [`PacketCodec`] | pure, synchronous | the sans-IO core, inline, for every frame |
-//! | [`AuthCheck`] | async `ensure_authed` + synchronous identify hooks | the driver (async part), the core (identify) |
-//! | [`IpSource`] | async | the driver, off the core's loop |
+//! | [`AuthCheck`] | async `ensure_authed` + synchronous identify hooks | the driver (async part, on a thread of its own when [`is_blocking`](AuthCheck::is_blocking)), the core (identify) |
+//! | [`IpSource`] | async | the driver, off the core's loop (on a thread of its own when [`is_blocking`](IpSource::is_blocking)) |
 //! | [`LogCipher`] | pure, synchronous | xlog's writer thread and the decoder |
 //! | [`HeartbeatPolicyFactory`] / [`HeartbeatPolicy`] | pure, synchronous | the sans-IO core |
 //!
