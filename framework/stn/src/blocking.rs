@@ -18,7 +18,8 @@ use crate::driver::Command;
 /// `phobos-stn`). Every method may be called from any thread outside async code; nothing
 /// here needs a runtime. Dropping it (or [`shutdown`](Self::shutdown)) stops the driver and
 /// joins the thread; unfinished tasks end with
-/// [`LocalError::Reset`](phobos_stn_proto::LocalError::Reset).
+/// [`LocalError::Reset`](phobos_stn_proto::LocalError::Reset). It does not wait for a call
+/// into a blocking (loaded) plugin that is still running: that call ends on its own thread.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
@@ -71,6 +72,10 @@ impl BlockingClient {
                     let _ = stop_rx.await;
                     client.shutdown().await;
                 });
+                // Design: not a plain drop, which would wait for every call still running on
+                // the blocking pool: a loaded plugin blocked in a call the driver gave up
+                // would hold the join. It finishes on its own thread; its answer is dropped.
+                runtime.shutdown_background();
             })?;
         let client = client_rx
             .recv()

@@ -12,7 +12,10 @@
 //!   when the socket was full (so a response reaches its caller with no task hop between
 //!   the socket and the engine);
 //! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
-//!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`].
+//!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`]; a call into a plugin that
+//!   blocks its thread ([`IpSource::is_blocking`], [`AuthCheck::is_blocking`]: every loaded
+//!   plugin) runs on tokio's blocking pool instead, never on the driver's thread or a runtime
+//!   worker.
 //!
 //! Connects, resolutions and logins report back over one channel; socket IO happens in the
 //! driver task. Either way the engine sees every input in a single order. Time is `tokio::time`, converted to `std::time::Instant` at the edge, so paused
@@ -1102,27 +1105,28 @@ impl Driver {
             self.track_resolve(key, call, task.abort_handle());
             return;
         };
-        let watchdog = self.watchdog.clone();
+        let guard = self
+            .watchdog
+            .call(format!("ipsource {}", src.name()), now());
+        let blocking = src.is_blocking();
         // No timeout here: the core times the call (the source's limit) and sends
-        // `CancelResolve`, which aborts this task.
-        let task = tokio::spawn(
-            async move {
-                let _guard = watchdog.call(format!("ipsource {}", src.name()), now());
-                let result = src.resolve(&host, purpose).await;
-                if let Err(e) = &result {
-                    warn!(source = src.name(), host = %host, error = %e, "ip source failed");
-                }
-                let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
-                    call,
-                    link,
-                    host,
-                    source,
-                    result,
-                })));
+        // `CancelResolve`, which stops this task (or, for a blocking call already running,
+        // leaves it to finish with an answer nobody waits for).
+        let task = spawn_plugin_call(blocking, async move {
+            let _guard = guard;
+            let result = src.resolve(&host, purpose).await;
+            if let Err(e) = &result {
+                warn!(source = src.name(), host = %host, error = %e, "ip source failed");
             }
-            .in_current_span(),
-        );
-        self.track_resolve(key, call, task.abort_handle());
+            let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
+                call,
+                link,
+                host,
+                source,
+                result,
+            })));
+        });
+        self.track_resolve(key, call, task);
     }
 
     /// Remembers the running call `call` for `key`; an older call for the same key is
@@ -1143,15 +1147,15 @@ impl Driver {
             })));
             return;
         };
-        let watchdog = self.watchdog.clone();
-        tokio::spawn(
-            async move {
-                let _guard = watchdog.call(format!("auth {}", auth.name()), now());
-                let result = auth.ensure_authed(&host).await;
-                let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
-            }
-            .in_current_span(),
-        );
+        let guard = self.watchdog.call(format!("auth {}", auth.name()), now());
+        let blocking = auth.is_blocking();
+        // Not stopped by the driver: the core has one call per host in flight and waiting
+        // tasks keep their own timeouts.
+        spawn_plugin_call(blocking, async move {
+            let _guard = guard;
+            let result = auth.ensure_authed(&host).await;
+            let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
+        });
     }
 
     /// Ends the driver: every waiting task resolves with a reset, every socket closes.
@@ -1335,6 +1339,36 @@ static OUTCOME_KEYS: &[(&str, metrics::Key, metrics::Key)] = outcome_keys_table!
 /// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// Runs an IO plugin call (`call` awaits the plugin and reports back) off the driver's loop,
+/// in the current span. A well-behaved future runs as a task on the runtime. A call that
+/// blocks its thread (`blocking`: the plugin's `is_blocking`, which every loaded plugin's
+/// adapter answers `true`) runs on tokio's blocking pool instead: as a plain task it would
+/// hold a runtime thread, which on a current-thread runtime (the [`BlockingClient`]'s) is the
+/// driver's own, so every link and every timer would wait for the plugin.
+///
+/// Design: the returned handle stops a task, or a blocking call not started yet; a blocking
+/// call already running cannot be stopped and runs to its end, and the driver drops its late
+/// answer (see `Driver::resolving`). It holds nothing the driver needs, only its watchdog
+/// guard, so the watchdog keeps reporting it while it is blocked. Under paused tokio time a
+/// blocking call holds virtual time still while it runs (tokio does not auto-advance past a
+/// running blocking task), as the same call made inline did.
+///
+/// [`BlockingClient`]: crate::BlockingClient
+fn spawn_plugin_call<F>(blocking: bool, call: F) -> AbortHandle
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let call = call.in_current_span();
+    if !blocking {
+        return tokio::spawn(call).abort_handle();
+    }
+    let runtime = tokio::runtime::Handle::current();
+    // The plugin's future holds the blocking-pool thread until it is done (a loaded plugin's
+    // completes in its first poll); `Handle::block_on` gives it the runtime's context, as a
+    // task would have.
+    tokio::task::spawn_blocking(move || runtime.block_on(call)).abort_handle()
 }
 
 /// Drops the first `n` bytes of `out` (the socket took them).

@@ -4,8 +4,9 @@
 //! The protocol lives in the sans-IO [`phobos_stn_proto::Engine`]; this crate owns one engine
 //! per client inside one tokio task and does its IO: connects (through a [`Connector`]),
 //! reads and writes sockets, runs the async plugins ([`IpSource`](phobos_plugin_api::IpSource),
-//! [`AuthCheck::ensure_authed`](phobos_plugin_api::AuthCheck::ensure_authed)) off the loop,
-//! and hands results and pushes to the app. It makes no protocol decision: retries, address
+//! [`AuthCheck::ensure_authed`](phobos_plugin_api::AuthCheck::ensure_authed)) off the loop
+//! (on tokio's blocking pool when they block their thread, as loaded plugins do), and hands
+//! results and pushes to the app. It makes no protocol decision: retries, address
 //! choice and every timeout are the engine's.
 //!
 //! Only `tokio::time` is used, so under `#[tokio::test(start_paused = true)]` the whole stack

@@ -3,6 +3,12 @@
 //! costs its limit once, its future is dropped (nothing keeps running in the background), and
 //! the chain moves on to the next source. Sources hear of network changes (to drop their
 //! caches).
+//!
+//! A loaded source blocks its thread for the whole call (the ABI adapter runs the plugin's
+//! future to completion), so the driver runs it on a thread of its own: neither another link
+//! nor the source's limit waits for it. Such a call cannot be stopped; the chain moves on at
+//! the limit all the same and the late answer is dropped. While a blocking call runs, tokio's
+//! paused clock does not advance by itself, so those tests move it with `advance`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,10 +17,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use phobos_plugin_api::{AddrSource, CmdId, IpSource, LinkPurpose, ResolveError, ResolvedAddr};
 use phobos_stn::{Client, ClientConfig, TaskSpec};
+use phobos_stn_proto::Timing;
 use phobos_test_support::MockLongLinkServer;
 
 mod common;
-use common::codec;
+use common::{codec, GatedSource};
 
 const HOST: &str = "im.example";
 
@@ -133,5 +140,93 @@ async fn every_source_hears_of_a_network_change() {
     // A round trip through the driver: the commands before it have been handled.
     client.stats().await.unwrap();
     assert_eq!(silent.network_changes.load(Ordering::SeqCst), 2);
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loaded_source_blocked_in_a_call_does_not_hold_up_another_link() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let (gated, blocker, gate) = GatedSource::new(server.addr());
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .link_hosts("b", [HOST], [server.addr().port()])
+        .ip_source(gated.loaded())
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    // The default link is up (its addresses are given, nothing to resolve).
+    client
+        .start_task(TaskSpec::new(CmdId(7), &b"warm"[..]))
+        .await
+        .unwrap();
+    // Link "b" asks the source, which blocks.
+    let on_b = tokio::spawn(client.start_task(TaskSpec::new(CmdId(7), &b"b"[..]).with_link("b")));
+    blocker.entered.notified().await;
+
+    let on_a = client
+        .start_task(TaskSpec::new(CmdId(7), &b"a"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&on_a.body[..], b"a");
+    assert!(
+        !blocker.has_returned(),
+        "the task on the default link waited for link b's source"
+    );
+
+    // Answered within its limit: link "b" uses the answer.
+    gate.open();
+    let on_b = on_b.await.unwrap().unwrap();
+    assert_eq!(&on_b.body[..], b"b");
+    client.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loaded_source_blocked_past_its_limit_is_left_behind_at_the_limit() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let limit = Duration::from_secs(2);
+    let (gated, blocker, gate) = GatedSource::new(server.addr());
+    let config = ClientConfig::builder(codec())
+        .link_hosts("default-longlink", [HOST], [server.addr().port()])
+        .ip_source(gated.loaded())
+        .ip_source(Arc::new(Fixed(server.addr())))
+        .core(|c| {
+            c.timing(Timing {
+                resolve_timeout: limit,
+                ..Timing::default()
+            })
+        })
+        .watchdog_threshold(limit / 2)
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(client.start_task(TaskSpec::new(CmdId(7), &b"ping"[..])));
+    blocker.entered.notified().await;
+
+    // The paused clock stands still while the call blocks; move it to just before the limit.
+    tokio::time::advance(limit - Duration::from_millis(1)).await;
+    client.stats().await.unwrap();
+    assert!(!task.is_finished(), "the chain moved on before the limit");
+    // At the limit the chain moves on to the next source, whose answer serves the task.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let resp = task.await.unwrap().unwrap();
+    assert_eq!(&resp.body[..], b"ping");
+    let took = started.elapsed();
+    assert!(
+        took >= limit && took < limit + Duration::from_millis(50),
+        "{took:?}"
+    );
+    assert!(
+        !blocker.has_returned(),
+        "the task waited for the blocked source"
+    );
+    // The watchdog saw the call blocked past its threshold (half the limit).
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.watchdog_stalls, 1, "{stats:?}");
+
+    // Its answer, when it comes, is for a call given up: dropped.
+    gate.open();
     client.shutdown().await;
 }

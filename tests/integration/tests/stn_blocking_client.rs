@@ -1,11 +1,16 @@
 //! The blocking facade, used from plain threads (as an FFI host would).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{BlockingClient, ClientConfig, LocalError, TaskError, TaskSpec};
-use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
+use phobos_stn_proto::Timing;
+use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, StaticIpSource, Step};
+
+mod common;
+use common::GatedSource;
 
 /// The mock server runs on its own runtime; the test thread never enters it.
 ///
@@ -93,4 +98,66 @@ fn pushes_can_be_received_blocking() {
     client.make_sure_connected("default-longlink");
     let p = pushes.blocking_recv().unwrap();
     assert_eq!((p.cmd_id, &p.body[..]), (CmdId(77), &b"hi"[..]));
+}
+
+/// The driver's runtime has one thread; a loaded IP source blocks the thread it is called on
+/// for the whole call. Called there, it would stop every link and timer of the client.
+#[test]
+fn a_loaded_ip_source_blocked_in_a_call_leaves_the_driver_running() {
+    let rt = server_runtime();
+    let server = rt
+        .block_on(MockLongLinkServer::start_echo(Arc::new(
+            MarsCodec::default(),
+        )))
+        .unwrap();
+    let limit = Duration::from_millis(300);
+    let (gated, blocker, gate) = GatedSource::new(server.addr());
+    let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
+        .link_addrs("default-longlink", [server.ip_port()])
+        .link_hosts("b", ["b.example"], [server.addr().port()])
+        .ip_source(gated.loaded())
+        .ip_source(Arc::new(
+            StaticIpSource::new().with_host("b.example", [server.ip_port()]),
+        ))
+        .core(|c| {
+            c.timing(Timing {
+                resolve_timeout: limit,
+                ..Timing::default()
+            })
+        })
+        .watchdog_threshold(limit / 6)
+        .build()
+        .unwrap();
+    let client = BlockingClient::start(config).unwrap();
+    client.set_foreground(true);
+    client
+        .run_task(TaskSpec::new(CmdId(4), &b"warm"[..]))
+        .unwrap();
+
+    // Link "b" asks the loaded source first, which blocks until the gate opens.
+    let on_b = client.start_task(TaskSpec::new(CmdId(4), &b"b"[..]).with_link("b"));
+    rt.block_on(blocker.entered.notified());
+    let on_a = client.run_task(TaskSpec::new(CmdId(4), &b"a"[..])).unwrap();
+    assert_eq!(&on_a.body[..], b"a");
+    assert!(
+        !blocker.has_returned(),
+        "the task on the default link waited for link b's source"
+    );
+    // At the source's limit the chain moves on to the next source.
+    let on_b = on_b.wait().unwrap();
+    assert_eq!(&on_b.body[..], b"b");
+    assert!(
+        !blocker.has_returned(),
+        "link b waited past the limit for the blocked source"
+    );
+    // The watchdog ran meanwhile and reported the call blocked past its threshold.
+    assert!(client.stats().unwrap().watchdog_stalls >= 1);
+
+    // Stopping the client does not wait for the call either.
+    client.shutdown();
+    assert!(
+        !blocker.has_returned(),
+        "the shutdown waited for the blocked source"
+    );
+    gate.open();
 }

@@ -11,7 +11,7 @@ use phobos_stn::{
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, StaticIpSource, TestAuth};
 
 mod common;
-use common::{client_for, codec};
+use common::{client_for, codec, GatedAuth};
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_spec_ends_at_once_with_a_param_error() {
@@ -232,6 +232,40 @@ async fn a_task_needing_auth_waits_for_the_login_run_off_the_loop() {
     assert_eq!(&resp.body[..], b"authed");
     assert!(t0.elapsed() >= Duration::from_secs(2));
     assert_eq!(auth.logins(), 1);
+}
+
+/// A loaded auth plugin blocks its thread for the whole login; the driver runs it on a thread
+/// of its own, so tasks that need no login go on meanwhile.
+#[tokio::test(start_paused = true)]
+async fn a_loaded_auth_plugin_blocked_in_a_login_does_not_hold_up_other_tasks() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let (auth, blocker, gate) = GatedAuth::new();
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .auth(auth.loaded())
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let authed =
+        tokio::spawn(client.start_task(TaskSpec::new(CmdId(1), &b"authed"[..]).needs_auth()));
+    blocker.entered.notified().await;
+
+    let open = client
+        .start_task(TaskSpec::new(CmdId(1), &b"open"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&open.body[..], b"open");
+    assert!(
+        !blocker.has_returned(),
+        "a task needing no login waited for the login"
+    );
+    assert!(!authed.is_finished());
+
+    gate.open();
+    let authed = authed.await.unwrap().unwrap();
+    assert_eq!(&authed.body[..], b"authed");
+    client.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]

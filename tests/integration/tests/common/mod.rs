@@ -50,3 +50,154 @@ pub fn one_worker_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a runtime")
 }
+
+/// Blocks the thread of a plugin call until the test opens its [`Gate`], as a loaded plugin
+/// blocks by design (the ABI adapter runs the plugin's future to completion on the calling
+/// thread).
+///
+/// If the gate stays shut for [`Blocker::GIVE_UP`] of real time the call returns anyway, so
+/// a driver that waits for it fails its test instead of hanging it.
+#[derive(Debug)]
+pub struct Blocker {
+    gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    /// Told when a call has started blocking.
+    pub entered: Arc<tokio::sync::Notify>,
+    /// Set when a call returned.
+    pub returned: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Opens a [`Blocker`]'s gate.
+#[derive(Debug)]
+pub struct Gate(std::sync::mpsc::Sender<()>);
+
+impl Blocker {
+    /// The real time after which a call returns with its gate still shut.
+    pub const GIVE_UP: std::time::Duration = std::time::Duration::from_secs(15);
+
+    /// A shut blocker and its gate.
+    pub fn new() -> (Self, Gate) {
+        let (open, gate) = std::sync::mpsc::channel();
+        let blocker = Blocker {
+            gate: std::sync::Mutex::new(gate),
+            entered: Arc::new(tokio::sync::Notify::new()),
+            returned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        (blocker, Gate(open))
+    }
+
+    /// Whether a call returned.
+    pub fn has_returned(&self) -> bool {
+        self.returned.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Blocks the calling thread until the gate opens.
+    fn block(&self) {
+        self.entered.notify_one();
+        let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        // Open (the sender dropped) ends the wait at once.
+        let _ = gate.recv_timeout(Self::GIVE_UP);
+        drop(gate);
+        self.returned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Gate {
+    /// Lets every call, running or to come, return.
+    pub fn open(self) {
+        drop(self);
+    }
+}
+
+/// An IP source whose `resolve` blocks (see [`Blocker`]), then answers `addr`. Use it
+/// through [`GatedSource::loaded`]: the export and import adapters a dynamic library's source
+/// goes through.
+#[derive(Debug)]
+pub struct GatedSource {
+    addr: std::net::SocketAddr,
+    blocker: Arc<Blocker>,
+}
+
+impl GatedSource {
+    /// A source answering `addr` once the gate is open, the blocker (to watch the calls)
+    /// and the gate.
+    pub fn new(addr: std::net::SocketAddr) -> (Self, Arc<Blocker>, Gate) {
+        let (blocker, gate) = Blocker::new();
+        let blocker = Arc::new(blocker);
+        let source = GatedSource {
+            addr,
+            blocker: blocker.clone(),
+        };
+        (source, blocker, gate)
+    }
+
+    /// This source as the host sees a loaded one.
+    pub fn loaded(self) -> Arc<dyn phobos_plugin_api::IpSource> {
+        let ffi = phobos_plugin_abi::export_ip_source(self).expect("the source exports");
+        phobos_plugin_abi::import_ip_source(ffi, "gated-test")
+    }
+}
+
+#[async_trait::async_trait]
+impl phobos_plugin_api::IpSource for GatedSource {
+    fn name(&self) -> &str {
+        "gated-test"
+    }
+
+    async fn resolve(
+        &self,
+        _host: &str,
+        _purpose: phobos_plugin_api::LinkPurpose,
+    ) -> Result<Vec<phobos_plugin_api::ResolvedAddr>, phobos_plugin_api::ResolveError> {
+        self.blocker.block();
+        Ok(vec![phobos_plugin_api::ResolvedAddr {
+            ip: self.addr.ip(),
+            port: Some(self.addr.port()),
+            source: phobos_plugin_api::AddrSource::NewDns,
+        }])
+    }
+}
+
+/// An auth check whose `ensure_authed` blocks (see [`Blocker`]), then logs in. Use it
+/// through [`GatedAuth::loaded`].
+#[derive(Debug)]
+pub struct GatedAuth {
+    authed: std::sync::atomic::AtomicBool,
+    blocker: Arc<Blocker>,
+}
+
+impl GatedAuth {
+    /// A check that logs in once the gate is open, the blocker and the gate.
+    pub fn new() -> (Self, Arc<Blocker>, Gate) {
+        let (blocker, gate) = Blocker::new();
+        let blocker = Arc::new(blocker);
+        let auth = GatedAuth {
+            authed: std::sync::atomic::AtomicBool::new(false),
+            blocker: blocker.clone(),
+        };
+        (auth, blocker, gate)
+    }
+
+    /// This check as the host sees a loaded one.
+    pub fn loaded(self) -> Arc<dyn phobos_plugin_api::AuthCheck> {
+        let ffi = phobos_plugin_abi::export_auth(self).expect("the check exports");
+        phobos_plugin_abi::import_auth(ffi, "gated-test")
+    }
+}
+
+#[async_trait::async_trait]
+impl phobos_plugin_api::AuthCheck for GatedAuth {
+    fn name(&self) -> &str {
+        "gated-test"
+    }
+
+    fn is_authed(&self, _host: &str) -> bool {
+        self.authed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn ensure_authed(&self, _host: &str) -> Result<(), phobos_plugin_api::AuthError> {
+        self.blocker.block();
+        self.authed.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
