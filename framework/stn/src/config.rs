@@ -308,6 +308,9 @@ impl ClientConfigBuilder {
     /// when the client starts, written atomically (temporary file + rename) whenever a link
     /// goes down, on a network change and at shutdown. A missing file is a fresh start; a
     /// corrupt, expired or other-version file is ignored with a warning naming the file.
+    /// Bounded: records unused for a day are dropped, and at most 16 networks of 64
+    /// addresses each are kept, the least recently used dropped first
+    /// ([`RankingState`](phobos_stn_proto::RankingState)).
     pub fn ranking_state_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ranking_state = Some(path.into());
         self

@@ -134,7 +134,7 @@ fn start(
     let ranking_state = config.ranking_state_file().map(|p| p.to_owned());
     if let Some(path) = &ranking_state {
         if let Some(state) = load_ranking_state(path) {
-            engine.restore_ranking(&state);
+            engine.restore_ranking(&state, unix_now());
         }
     }
     let (io_tx, io_rx) = mpsc::unbounded_channel();
@@ -1181,8 +1181,7 @@ impl Driver {
         let Some(path) = &self.ranking_state else {
             return;
         };
-        let mut state = self.engine.ranking_state();
-        state.saved_at_unix = Some(unix_now());
+        let state = self.engine.ranking_state(now(), unix_now());
         let tmp = path.with_extension("tmp");
         let written =
             std::fs::write(&tmp, state.to_json()).and_then(|()| std::fs::rename(&tmp, path));
@@ -1421,7 +1420,7 @@ fn load_ranking_state(path: &Path) -> Option<RankingState> {
     }
 }
 
-/// Wall-clock seconds since the Unix epoch (only for the ranking file's age).
+/// Wall-clock seconds since the Unix epoch (only for the ranking records' ages).
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

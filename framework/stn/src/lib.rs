@@ -49,7 +49,8 @@
 //! - **The IP ranking survives restarts** when [`ClientConfigBuilder::ranking_state_file`]
 //!   names a file (JSON, versioned): read at start, written atomically when a link goes
 //!   down, on a network change and at shutdown; a corrupt or other-version file is ignored
-//!   with a warning. Each connect cycle is logged (target `phobos_stn::connect`) and rides on
+//!   with a warning. Records unused for a day are dropped; at most 16 networks of 64
+//!   addresses are kept. Each connect cycle is logged (target `phobos_stn::connect`) and rides on
 //!   the link's status event as [`LinkEvent::cycle`].
 //! - **Streams are lossy by design.** Pushes and link events go through `broadcast`
 //!   channels (128 pushes, and 8 link events per configured link but at least 32, allocated

@@ -551,7 +551,7 @@ impl Engine {
         self.net_label = label.to_owned();
         self.estimator.reset();
         // §11.6: a new network lifts every ban and forgets the connect-time estimate.
-        self.ranking.set_network(label);
+        self.ranking.set_network(now, label);
         self.srtt = None;
         for li in 0..self.links.len() {
             self.link_down(li, now, LinkError::NetworkChange, false);
@@ -710,18 +710,22 @@ impl Engine {
         self.pump(now);
     }
 
-    /// The persisted form of the IP ranking (every network's per-address history), for the
-    /// driver to save. The core reads no clock: the driver sets
-    /// [`RankingState::saved_at_unix`].
-    pub fn ranking_state(&self) -> RankingState {
-        self.ranking.state()
+    /// The persisted form of the IP ranking (every network's per-address history, each
+    /// with its last use), for the driver to save. The core reads no clock: `now_unix` is
+    /// the wall-clock time at `now`, in seconds since the Unix epoch; it dates the records
+    /// and becomes [`RankingState::saved_at_unix`]. Records unused for a day are left out.
+    pub fn ranking_state(&self, now: Instant, now_unix: u64) -> RankingState {
+        self.ranking.state(now, now_unix)
     }
 
     /// Replaces the IP ranking's records with a saved state (typically at start-up; Mars
-    /// only loads after the first network change, §18.9). Restored records are never banned
-    /// before a new failure.
-    pub fn restore_ranking(&mut self, state: &RankingState) {
-        self.ranking.restore(state);
+    /// only loads after the first network change, §18.9), as of the wall-clock time
+    /// `now_unix` (seconds since the Unix epoch). Records unused for a day are dropped, and
+    /// of the rest at most 16 networks (the current one first, then the most recently
+    /// used) and 64 addresses each (the most recently used) are kept. Restored records are
+    /// never banned before a new failure.
+    pub fn restore_ranking(&mut self, state: &RankingState, now_unix: u64) {
+        self.ranking.restore(state, now_unix);
     }
 
     /// Whether `addr` is banned on the current network at `now` (§11.2).

@@ -36,6 +36,13 @@
 //!
 //! **Mars order** (`MarsClassic`): §11.3 exactly: filter bans, shuffle, de-cluster, split
 //! into history and new, sort history, then the IPv6-aware weighted merge.
+//!
+//! **Age and bounds** (§11.4): each network and each address remembers its last use (an
+//! instant of this run, or the wall-clock seconds it was saved with); what was unused for a
+//! day is left out of [`Ranking::state`] and dropped by [`Ranking::restore`]. At most
+//! [`MAX_NETWORKS`] networks and [`MAX_ADDRS_PER_NETWORK`] addresses per network are kept;
+//! a new one takes the place of the least recently used. Mars dates a network's record at
+//! its creation and never refreshes it, and sets no bound.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -88,7 +95,8 @@ pub(crate) struct PlanRules<'a> {
 #[derive(Debug)]
 pub(crate) struct Ranking {
     label: String,
-    nets: BTreeMap<String, BTreeMap<IpPort, Record>>,
+    /// At most [`MAX_NETWORKS`], each with at most [`MAX_ADDRS_PER_NETWORK`] records.
+    nets: BTreeMap<String, Network>,
     /// Server bans (Mars's `AddServerBan`): every port of the IP, until the instant.
     server_bans: BTreeMap<IpAddr, Instant>,
     /// An address and the end of the rate-limited period after its `last_success` on the
@@ -98,6 +106,31 @@ pub(crate) struct Ranking {
     /// rate-limited away; this lets those return before the two map lookups, with one
     /// comparison of instants.
     recent_success: Option<(IpPort, Instant)>,
+}
+
+/// One network's records and when it was last in use.
+#[derive(Debug, Default)]
+struct Network {
+    records: BTreeMap<IpPort, Record>,
+    /// Last current (left by a network change, or a record written while current).
+    used: LastUse,
+}
+
+/// When a network or an address was last in use: in this run (an instant of the engine's
+/// clock) or, for what was restored and not used since, in the saved state (wall-clock
+/// seconds).
+///
+/// Design: the core reads no clock, and a monotonic instant cannot be placed before the
+/// process started (nor does it count a device's sleep), so a restored age stays in
+/// wall-clock seconds until the thing is used again. The derived order is "least recently
+/// used first": any use in this run (`Some` instant) is newer than any saved one, and
+/// saved uses in the same second keep their order in the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct LastUse {
+    run: Option<Instant>,
+    saved_unix: Option<u64>,
+    /// Position in the saved list (networks are saved least recently used first).
+    saved_order: usize,
 }
 
 /// What the core remembers about one IP:port on one network.
@@ -112,6 +145,8 @@ pub(crate) struct Record {
     rtt: Option<Duration>,
     last_fail: Option<Instant>,
     last_success: Option<Instant>,
+    /// The last outcome or RTT seen (to within the 10 s rate limit), or the saved age.
+    used: LastUse,
 }
 
 impl Ranking {
@@ -125,13 +160,17 @@ impl Ranking {
         }
     }
 
-    /// The network changed: later records go to `label`, and every ban is lifted (§11.6).
-    pub(crate) fn set_network(&mut self, label: &str) {
+    /// The network changed at `now`: later records go to `label`, and every ban is lifted
+    /// (§11.6). The network left was in use until `now`.
+    pub(crate) fn set_network(&mut self, now: Instant, label: &str) {
+        if let Some(left) = self.nets.get_mut(&self.label) {
+            left.used.run = Some(now);
+        }
         self.label = label.to_owned();
         self.recent_success = None;
         self.server_bans.clear();
-        for records in self.nets.values_mut() {
-            for r in records.values_mut() {
+        for net in self.nets.values_mut() {
+            for r in net.records.values_mut() {
                 r.last_fail = None;
             }
         }
@@ -153,12 +192,22 @@ impl Ranking {
             }
         }
         if !self.nets.contains_key(&self.label) {
-            self.nets.insert(self.label.clone(), BTreeMap::new());
+            // A new network takes the place of the least recently used one.
+            keep_most_recent(&mut self.nets, MAX_NETWORKS - 1, |_, n| n.used);
+            self.nets.insert(self.label.clone(), Network::default());
         }
-        let Some(records) = self.nets.get_mut(&self.label) else {
+        let Some(net) = self.nets.get_mut(&self.label) else {
             return;
         };
-        let r = records.entry(addr).or_default();
+        net.used.run = Some(now);
+        if net.records.len() >= MAX_ADDRS_PER_NETWORK && !net.records.contains_key(&addr) {
+            // A new address takes the place of the least recently used one (which may be
+            // the fast path's).
+            keep_most_recent(&mut net.records, MAX_ADDRS_PER_NETWORK - 1, |_, r| r.used);
+            self.recent_success = None;
+        }
+        let r = net.records.entry(addr).or_default();
+        r.used.run = Some(now);
         if let Some(rtt) = rtt {
             r.rtt = Some(rtt);
         }
@@ -190,7 +239,7 @@ impl Ranking {
 
     /// The record of `addr` on the current network.
     pub(crate) fn get(&self, addr: &IpPort) -> Option<&Record> {
-        self.nets.get(&self.label)?.get(addr)
+        self.nets.get(&self.label)?.records.get(addr)
     }
 
     /// Whether `addr` is banned at `now` (§11.2): by its own failures or by a server ban.
@@ -406,17 +455,32 @@ impl Ranking {
         out
     }
 
-    /// The persisted form of every network's records.
-    pub(crate) fn state(&self) -> RankingState {
-        let networks = self
-            .nets
-            .iter()
-            .filter(|(_, recs)| !recs.is_empty())
-            .map(|(label, recs)| NetworkRecords {
-                label: label.clone(),
-                addrs: recs
+    /// The persisted form of every network's records at `now` (`now_unix` seconds since the
+    /// Unix epoch by the wall clock): each network and address with its last use, those
+    /// unused for [`RECORD_MAX_AGE_SECS`] left out (§11.4).
+    pub(crate) fn state(&self, now: Instant, now_unix: u64) -> RankingState {
+        let unix = |u: LastUse| u.unix(now, now_unix).unwrap_or(now_unix);
+        // Least recently used first, the current network last: a restore tells networks
+        // used in the same second apart by their order.
+        let mut by_use: Vec<(&String, &Network)> = self.nets.iter().collect();
+        by_use.sort_by_key(|&(label, net)| (*label == self.label, net.used));
+        let networks = by_use
+            .into_iter()
+            .filter_map(|(label, net)| {
+                let net_used = if *label == self.label {
+                    now_unix
+                } else {
+                    unix(net.used)
+                };
+                if is_too_old(net_used, now_unix) {
+                    return None;
+                }
+                let addrs: Vec<AddrRecord> = net
+                    .records
                     .iter()
-                    .map(|(addr, r)| AddrRecord {
+                    .map(|(addr, r)| (addr, r, unix(r.used)))
+                    .filter(|&(_, _, used)| !is_too_old(used, now_unix))
+                    .map(|(addr, r, used)| AddrRecord {
                         addr: *addr,
                         history: r.history,
                         successes: r.successes,
@@ -424,33 +488,58 @@ impl Ranking {
                         rtt_ms: r
                             .rtt
                             .map(|d| d.as_millis().min(u128::from(u32::MAX)) as u32),
+                        last_used_unix: Some(used),
                     })
-                    .collect(),
+                    .collect();
+                (!addrs.is_empty()).then(|| NetworkRecords {
+                    label: label.clone(),
+                    last_used_unix: Some(net_used),
+                    addrs,
+                })
             })
             .collect();
         RankingState {
             version: RankingState::VERSION,
-            saved_at_unix: None,
+            saved_at_unix: Some(now_unix),
             networks,
         }
     }
 
-    /// Replaces every record with `state`'s. Restored records are not banned until a new
-    /// failure; the 8-bit register is folded from the 64-bit history, one bit per byte
-    /// ("any failure in that byte", §11.4).
-    pub(crate) fn restore(&mut self, state: &RankingState) {
+    /// Replaces every record with `state`'s, as of `now_unix` (wall-clock seconds since the
+    /// Unix epoch). Records unused for [`RECORD_MAX_AGE_SECS`] or used in the future are
+    /// dropped; of the rest, the most recently used [`MAX_NETWORKS`] networks (the current
+    /// one first) and [`MAX_ADDRS_PER_NETWORK`] addresses per network are kept. A file
+    /// written before records had ages dates them by its save time.
+    ///
+    /// Restored records are not banned until a new failure; the 8-bit register is folded
+    /// from the 64-bit history, one bit per byte ("any failure in that byte", §11.4).
+    pub(crate) fn restore(&mut self, state: &RankingState, now_unix: u64) {
         self.recent_success = None;
         self.nets.clear();
-        for net in &state.networks {
-            let recs = self.nets.entry(net.label.clone()).or_default();
+        let file_time = state.saved_at_unix.unwrap_or(now_unix);
+        for (order, net) in state.networks.iter().enumerate() {
+            let net_used = net.last_used_unix.unwrap_or(file_time);
+            if is_too_old(net_used, now_unix) {
+                continue;
+            }
+            let entry = self.nets.entry(net.label.clone()).or_default();
+            let saved = LastUse {
+                saved_order: order,
+                ..LastUse::saved(net_used)
+            };
+            entry.used = entry.used.max(saved);
             for a in &net.addrs {
+                let used = a.last_used_unix.unwrap_or(net_used);
+                if is_too_old(used, now_unix) {
+                    continue;
+                }
                 let mut recent = 0u8;
                 for byte in 0..8 {
                     if (a.history >> (byte * 8)) & 0xFF != 0 {
                         recent |= 1 << byte;
                     }
                 }
-                recs.insert(
+                entry.records.insert(
                     a.addr,
                     Record {
                         recent,
@@ -460,9 +549,38 @@ impl Ranking {
                         rtt: a.rtt_ms.map(|ms| Duration::from_millis(u64::from(ms))),
                         last_fail: None,
                         last_success: None,
+                        used: LastUse::saved(used),
                     },
                 );
             }
+        }
+        self.nets.retain(|_, net| !net.records.is_empty());
+        for net in self.nets.values_mut() {
+            keep_most_recent(&mut net.records, MAX_ADDRS_PER_NETWORK, |_, r| r.used);
+        }
+        // The current network is kept first, whatever its age.
+        let current = &self.label;
+        keep_most_recent(&mut self.nets, MAX_NETWORKS, |label, n| {
+            (label == current, n.used)
+        });
+    }
+}
+
+impl LastUse {
+    fn saved(unix: u64) -> Self {
+        LastUse {
+            run: None,
+            saved_unix: Some(unix),
+            saved_order: 0,
+        }
+    }
+
+    /// Wall-clock seconds of the last use, given the engine's `now` and the wall clock's
+    /// `now_unix`; `None` when never used.
+    fn unix(self, now: Instant, now_unix: u64) -> Option<u64> {
+        match self.run {
+            Some(t) => Some(now_unix.saturating_sub(now.saturating_duration_since(t).as_secs())),
+            None => self.saved_unix,
         }
     }
 }
@@ -502,8 +620,11 @@ impl Record {
 pub struct RankingState {
     /// The format version ([`RankingState::VERSION`]).
     pub version: u32,
-    /// When it was saved (seconds since the Unix epoch), set by the driver (the core reads
-    /// no clock). Records older than a day are dropped on load (§11.4).
+    /// When it was saved (seconds since the Unix epoch, by the wall-clock time the driver
+    /// gave [`Engine::ranking_state`](crate::Engine::ranking_state)). A state saved a day
+    /// or more ago is ignored whole (§11.4); records without their own
+    /// [`last_used_unix`](AddrRecord::last_used_unix) (files of earlier builds) count as
+    /// used at this time.
     pub saved_at_unix: Option<u64>,
     /// Records per network label.
     pub networks: Vec<NetworkRecords>,
@@ -514,6 +635,11 @@ pub struct RankingState {
 pub struct NetworkRecords {
     /// The network label given to [`Engine::set_network`](crate::Engine::set_network).
     pub label: String,
+    /// When the network was last in use (seconds since the Unix epoch); the network is
+    /// dropped a day later. Missing in files of earlier builds: the state's
+    /// [`saved_at_unix`](RankingState::saved_at_unix) stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_unix: Option<u64>,
     /// One entry per IP:port.
     pub addrs: Vec<AddrRecord>,
 }
@@ -531,6 +657,12 @@ pub struct AddrRecord {
     pub failures: u32,
     /// The last connect time, in milliseconds.
     pub rtt_ms: Option<u32>,
+    /// When the address last had an outcome recorded (seconds since the Unix epoch, to
+    /// within the 10 s rate limit); the record is dropped a day later. Missing in files of
+    /// earlier builds: the network's [`last_used_unix`](NetworkRecords::last_used_unix)
+    /// stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_unix: Option<u64>,
 }
 
 /// Why a persisted [`RankingState`] was refused.
@@ -585,8 +717,7 @@ impl RankingState {
     /// Whether the state is too old to use at `now_unix` (saved a day or more ago, or in the
     /// future; §11.4). A state without a save time is never expired.
     pub fn is_expired(&self, now_unix: u64) -> bool {
-        self.saved_at_unix
-            .is_some_and(|t| t > now_unix || now_unix - t >= RECORD_MAX_AGE_SECS)
+        self.saved_at_unix.is_some_and(|t| is_too_old(t, now_unix))
     }
 }
 
@@ -598,6 +729,33 @@ impl Default for RankingState {
             networks: Vec::new(),
         }
     }
+}
+
+/// Keeps the `keep` entries of `map` with the greatest `recency` (ties: the lower keys),
+/// dropping the others.
+fn keep_most_recent<K: Ord + Clone, V, R: Ord>(
+    map: &mut BTreeMap<K, V>,
+    keep: usize,
+    recency: impl Fn(&K, &V) -> R,
+) {
+    if map.len() <= keep {
+        return;
+    }
+    let mut keys: Vec<(R, K)> = map
+        .iter()
+        .map(|(k, v)| (recency(k, v), k.clone()))
+        .collect();
+    // Stable, so equals stay in key order.
+    keys.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, k) in keys.into_iter().skip(keep) {
+        map.remove(&k);
+    }
+}
+
+/// Whether a last use at `used_unix` is too old to keep at `now_unix`: a day or more ago,
+/// or in the future (the wall clock was set back; Mars drops those too, §11.4).
+fn is_too_old(used_unix: u64, now_unix: u64) -> bool {
+    used_unix > now_unix || now_unix - used_unix >= RECORD_MAX_AGE_SECS
 }
 
 /// Sort key of the Phobos order (lower is better).
@@ -698,8 +856,12 @@ const BAN_FAILURES: u32 = 3;
 pub(crate) const SERVER_BAN: Duration = Duration::from_secs(30 * 60);
 /// Ban time step (6 min).
 const BAN_STEP: Duration = Duration::from_secs(6 * 60);
-/// Persisted records older than this are dropped (Mars: 86 400 s).
+/// Persisted records unused for this long are dropped (Mars: 86 400 s after creation).
 const RECORD_MAX_AGE_SECS: u64 = 86_400;
+/// Networks whose records are kept, least recently used dropped first (Mars: no limit).
+pub(crate) const MAX_NETWORKS: usize = 16;
+/// Addresses kept per network, least recently used dropped first (Mars: no limit).
+pub(crate) const MAX_ADDRS_PER_NETWORK: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -742,6 +904,19 @@ mod tests {
 
     fn addrs(plan: &[Candidate]) -> Vec<IpPort> {
         plan.iter().map(|c| c.addr).collect()
+    }
+
+    /// A wall-clock time for the tests (seconds since the Unix epoch).
+    const UNIX_T0: u64 = 1_700_000_000;
+    const HOUR: u64 = 3_600;
+
+    /// The labels and addresses of a state, for comparisons.
+    fn contents(state: &RankingState) -> Vec<(String, Vec<IpPort>)> {
+        state
+            .networks
+            .iter()
+            .map(|n| (n.label.clone(), n.addrs.iter().map(|a| a.addr).collect()))
+            .collect()
     }
 
     #[test]
@@ -826,8 +1001,8 @@ mod tests {
         let last = t0 + s(500 + 55);
         assert_eq!(r.ban_ends(last, &a), Some(last + s(30 * 60)));
         // A network change lifts the ban.
-        r.set_network("mobile");
-        r.set_network("wifi");
+        r.set_network(last, "mobile");
+        r.set_network(last, "wifi");
         assert!(!r.is_banned(last, &a));
     }
 
@@ -855,10 +1030,10 @@ mod tests {
         r.record(t0 + ms(58_600), a, true, rtt);
         assert_eq!(r.get(&a).and_then(|x| x.rtt), rtt);
         // Another network has its own records, from the first success on.
-        r.set_network("mobile");
+        r.set_network(t0 + ms(58_650), "mobile");
         r.record(t0 + ms(58_700), a, true, None);
         assert_eq!(r.get(&a).map(|x| x.successes), Some(1));
-        r.set_network("wifi");
+        r.set_network(t0 + ms(58_750), "wifi");
         r.record(t0 + ms(58_800), a, true, None);
         assert_eq!(r.get(&a).map(|x| x.successes), Some(6));
         r.record(t0 + ms(63_000), a, true, None);
@@ -878,7 +1053,7 @@ mod tests {
         assert!(r.is_banned(end - Duration::from_millis(1), &v4(1, 80)));
         assert!(!r.is_banned(end, &v4(1, 80)));
         r.ban_server(t0, v4(1, 0).ip);
-        r.set_network("m");
+        r.set_network(t0, "m");
         assert!(!r.is_banned(t0, &v4(1, 80)));
     }
 
@@ -1153,12 +1328,12 @@ mod tests {
         r.record(t0, v4(2, 80), true, Some(Duration::from_millis(42)));
         let now = t0 + Duration::from_secs(30);
         assert!(r.is_banned(now, &a));
-        let state = r.state();
+        let state = r.state(now, UNIX_T0);
         let text = state.to_json();
         let back = RankingState::from_json(&text).unwrap();
         assert_eq!(back, state);
         let mut r2 = Ranking::new("wifi_home");
-        r2.restore(&back);
+        r2.restore(&back, UNIX_T0);
         assert!(
             !r2.is_banned(now, &a),
             "restored records carry no failure instant"
@@ -1169,7 +1344,7 @@ mod tests {
             "folded per byte"
         );
         assert_eq!(r2.rtt(&v4(2, 80)), Some(Duration::from_millis(42)));
-        assert_eq!(r2.state(), state);
+        assert_eq!(r2.state(t0, UNIX_T0), state);
         let wrong = text.replace("\"version\": 1", "\"version\": 9");
         assert_eq!(
             RankingState::from_json(&wrong),
@@ -1187,5 +1362,163 @@ mod tests {
         assert!(!old.is_expired(1_000 + 86_399));
         assert!(old.is_expired(1_000 + 86_400));
         assert!(old.is_expired(999));
+    }
+
+    #[test]
+    fn a_record_unused_for_a_day_is_dropped_though_the_state_is_saved_daily() {
+        let t0 = crate::tests::epoch::epoch();
+        let s = Duration::from_secs;
+        let (home, home_once, cafe) = (v4(1, 443), v4(2, 443), v4(3, 443));
+        // Day 0: a café's network, then home, where one address is used only today.
+        let mut r = Ranking::new("wifi_cafe");
+        r.record(t0, cafe, true, Some(Duration::from_millis(30)));
+        r.set_network(t0 + s(HOUR), "wifi_home");
+        r.record(t0 + s(HOUR), home, true, None);
+        r.record(t0 + s(HOUR), home_once, false, None);
+        let mut state = r.state(t0 + s(2 * HOUR), UNIX_T0 + 2 * HOUR);
+        let mut kept = Vec::new();
+        // Then a run every 20 h at home, each restoring and saving the state.
+        for run in 1..=3 {
+            let unix = UNIX_T0 + run * 20 * HOUR;
+            let mut r = Ranking::new("wifi_home");
+            r.restore(&state, unix);
+            r.record(t0, home, true, None);
+            state = r.state(t0 + s(60), unix + 60);
+            assert!(!state.is_expired(unix + 60));
+            kept.push(contents(&state));
+        }
+        let cafe_net = ("wifi_cafe".to_owned(), vec![cafe]);
+        assert_eq!(
+            kept[0],
+            vec![cafe_net, ("wifi_home".to_owned(), vec![home, home_once])],
+            "20 h later everything is still there"
+        );
+        let home_only = vec![("wifi_home".to_owned(), vec![home])];
+        assert_eq!(
+            kept[1], home_only,
+            "the café and the unused address age out"
+        );
+        assert_eq!(kept[2], home_only);
+        // Ages are the last use, not the save time.
+        let rec = &state.networks[0].addrs[0];
+        assert_eq!(rec.last_used_unix, Some(UNIX_T0 + 60 * HOUR));
+        assert_eq!(state.saved_at_unix, Some(UNIX_T0 + 60 * HOUR + 60));
+        // A state dated in the future (the wall clock went back) is dropped, as in Mars.
+        let mut r = Ranking::new("wifi_home");
+        r.restore(&state, UNIX_T0);
+        assert!(r.state(t0, UNIX_T0).networks.is_empty());
+    }
+
+    #[test]
+    fn at_most_16_networks_and_64_addresses_each_are_kept_least_recently_used_dropped_first() {
+        let t0 = crate::tests::epoch::epoch();
+        let addr = |i: u16| v4(1, 1_000 + i);
+        let mut now = t0;
+        let mut tick = || {
+            now += Duration::from_secs(1);
+            now
+        };
+        let mut r = Ranking::new("net_0");
+        for n in 0..10 {
+            r.set_network(tick(), &format!("net_{n}"));
+            r.record(tick(), addr(0), true, None);
+        }
+        // Back to net_0, then 14 more networks: net_0 and the newest 15 stay.
+        r.set_network(tick(), "net_0");
+        r.record(tick(), addr(1), true, None);
+        for n in 10..24 {
+            r.set_network(tick(), &format!("net_{n}"));
+            r.record(tick(), addr(0), true, None);
+        }
+        // 70 addresses on the last network, address 0 used again after the 64th.
+        for i in 0..64 {
+            r.record(tick(), addr(i), true, None);
+        }
+        r.record(tick(), addr(0), false, None);
+        for i in 64..70 {
+            r.record(tick(), addr(i), true, None);
+        }
+        let state = r.state(tick(), UNIX_T0);
+        let labels: Vec<&str> = state.networks.iter().map(|n| n.label.as_str()).collect();
+        let mut expected = vec!["net_9".to_owned(), "net_0".to_owned()];
+        expected.extend((10..24).map(|n| format!("net_{n}")));
+        assert_eq!(
+            labels, expected,
+            "least recently used first, the current last"
+        );
+        let net_0 = state.networks.iter().find(|n| n.label == "net_0").unwrap();
+        assert_eq!(net_0.addrs.len(), 2, "a kept network keeps its records");
+        let last = state.networks.iter().find(|n| n.label == "net_23").unwrap();
+        let kept: Vec<IpPort> = last.addrs.iter().map(|a| a.addr).collect();
+        let mut expected: Vec<IpPort> = std::iter::once(0).chain(7..70).map(addr).collect();
+        expected.sort();
+        assert_eq!(
+            kept, expected,
+            "addresses 1 to 6 were the least recently used"
+        );
+        assert_eq!(last.addrs[0].failures, 1, "address 0 kept its history");
+    }
+
+    #[test]
+    fn a_large_saved_state_is_cut_to_the_current_and_most_recently_used_records() {
+        let t0 = crate::tests::epoch::epoch();
+        // 30 networks of 100 addresses, each network and address used a minute apart.
+        let networks = (0..30u64)
+            .map(|n| NetworkRecords {
+                label: format!("net_{n}"),
+                last_used_unix: Some(UNIX_T0 - 2 * HOUR + n * 60),
+                addrs: (0..100u16)
+                    .map(|i| AddrRecord {
+                        addr: v4(1, 1_000 + i),
+                        history: 0,
+                        successes: 1,
+                        failures: 0,
+                        rtt_ms: None,
+                        last_used_unix: Some(UNIX_T0 - 2 * HOUR + u64::from(i) * 60),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let big = RankingState {
+            version: RankingState::VERSION,
+            saved_at_unix: Some(UNIX_T0 - HOUR),
+            networks,
+        };
+        // The current network is the oldest in the file.
+        let mut r = Ranking::new("net_0");
+        r.restore(&big, UNIX_T0);
+        let state = r.state(t0, UNIX_T0);
+        let labels: Vec<&str> = state.networks.iter().map(|n| n.label.as_str()).collect();
+        let mut expected: Vec<String> = (15..30).map(|n| format!("net_{n}")).collect();
+        expected.push("net_0".to_owned());
+        assert_eq!(labels, expected);
+        for net in &state.networks {
+            let kept: Vec<IpPort> = net.addrs.iter().map(|a| a.addr).collect();
+            let newest: Vec<IpPort> = (36..100).map(|i| v4(1, 1_000 + i)).collect();
+            assert_eq!(kept, newest, "{}", net.label);
+        }
+    }
+
+    #[test]
+    fn a_file_without_ages_loads_and_dates_its_records_by_its_save_time() {
+        let t0 = crate::tests::epoch::epoch();
+        // As earlier builds wrote it: no `last_used_unix` anywhere.
+        let saved = UNIX_T0 - HOUR;
+        let text = format!(
+            r#"{{"version": 1, "saved_at_unix": {saved}, "networks": [
+                {{"label": "wifi_a", "addrs": [{{"addr": {{"ip": "10.0.0.1", "port": 80}},
+                  "history": 1, "successes": 2, "failures": 1, "rtt_ms": 40}}]}}]}}"#
+        );
+        let old = RankingState::from_json(&text).unwrap();
+        let mut r = Ranking::new("wifi_b");
+        r.restore(&old, UNIX_T0);
+        let state = r.state(t0, UNIX_T0);
+        assert_eq!(state.networks[0].addrs[0].rtt_ms, Some(40));
+        assert_eq!(state.networks[0].last_used_unix, Some(saved));
+        assert_eq!(state.networks[0].addrs[0].last_used_unix, Some(saved));
+        // A day after that save, they are gone.
+        let mut r = Ranking::new("wifi_b");
+        r.restore(&old, saved + 86_400);
+        assert!(r.state(t0, saved + 86_400).networks.is_empty());
     }
 }

@@ -1,0 +1,96 @@
+//! The IP ranking's state file through the real driver: it stays bounded however many
+//! networks a client sees, records unused for a day leave it even when it is saved daily,
+//! and writing it never holds up the driver.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use phobos_plugin_api::{CmdId, NetKind};
+use phobos_stn::{Client, ClientConfig, TaskSpec};
+use phobos_stn_proto::RankingState;
+use phobos_test_support::MockLongLinkServer;
+
+mod common;
+use common::codec;
+
+fn client_with_state(server: &MockLongLinkServer, path: &Path) -> Client {
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .ranking_state_file(path)
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    client
+}
+
+fn read_state(path: &Path) -> RankingState {
+    RankingState::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn labels(state: &RankingState) -> Vec<String> {
+    state.networks.iter().map(|n| n.label.clone()).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn the_state_file_keeps_the_16_most_recently_used_networks_over_many_sessions() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ranking.json");
+    // One session a network, 24 networks (before: every one stayed in the file forever).
+    for i in 0..24 {
+        let c = client_with_state(&server, &path);
+        c.set_network(NetKind::Wifi, format!("wifi_ssid_{i:02}"));
+        c.start_task(TaskSpec::new(CmdId(1), &b"x"[..]))
+            .await
+            .unwrap();
+        c.shutdown().await;
+    }
+    let state = read_state(&path);
+    let expected: Vec<String> = (8..24).map(|i| format!("wifi_ssid_{i:02}")).collect();
+    assert_eq!(labels(&state), expected);
+}
+
+#[tokio::test]
+async fn a_network_unused_for_a_day_leaves_the_state_file_though_the_file_is_recent() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ranking.json");
+    let now = unix_now();
+    let network = |label: &str, used: u64| {
+        format!(
+            r#"{{"label":"{label}","last_used_unix":{used},"addrs":[{{"addr":{{"ip":"10.0.0.1","port":443}},"history":1,"successes":3,"failures":1,"rtt_ms":40,"last_used_unix":{used}}}]}}"#
+        )
+    };
+    // Saved an hour ago by a client that runs daily; one network last used two days ago.
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"version":1,"saved_at_unix":{},"networks":[{},{}]}}"#,
+            now - 3_600,
+            network("wifi_two_days_ago", now - 2 * 86_400),
+            network("wifi_two_hours_ago", now - 2 * 3_600),
+        ),
+    )
+    .unwrap();
+    let c = client_with_state(&server, &path);
+    c.start_task(TaskSpec::new(CmdId(1), &b"x"[..]))
+        .await
+        .unwrap();
+    c.shutdown().await;
+    let state = read_state(&path);
+    assert_eq!(labels(&state), vec!["wifi_two_hours_ago", "default"]);
+    let kept = &state.networks[0];
+    assert_eq!(
+        kept.last_used_unix,
+        Some(now - 2 * 3_600),
+        "its age is kept"
+    );
+}
