@@ -306,7 +306,8 @@ impl ClientConfigBuilder {
 
     /// Keeps the IP ranking (every network's per-address history, §11.4) in this file: read
     /// when the client starts, written atomically (temporary file + rename) whenever a link
-    /// goes down, on a network change and at shutdown. A missing file is a fresh start; a
+    /// goes down, on a network change and at shutdown. Writes run off the driver loop, one
+    /// at a time, the newest snapshot winning; shutdown completes after the final write. A missing file is a fresh start; a
     /// corrupt, expired or other-version file is ignored with a warning naming the file.
     /// Bounded: records unused for a day are dropped, and at most 16 networks of 64
     /// addresses each are kept, the least recently used dropped first

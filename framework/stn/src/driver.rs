@@ -15,7 +15,9 @@
 //!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`]; a call into a plugin that
 //!   blocks its thread ([`IpSource::is_blocking`], [`AuthCheck::is_blocking`]: every loaded
 //!   plugin) runs on tokio's blocking pool instead, never on the driver's thread or a runtime
-//!   worker.
+//!   worker;
+//! - the IP ranking's file written on the blocking pool (`ranking_file.rs`), never in the
+//!   loop.
 //!
 //! Connects, resolutions and logins report back over one channel; socket IO happens in the
 //! driver task. Either way the engine sees every input in a single order. Time is `tokio::time`, converted to `std::time::Instant` at the edge, so paused
@@ -54,6 +56,7 @@ use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
 use crate::fanout::Publisher;
 use crate::metrics as m;
+use crate::ranking_file::RankingWriter;
 use crate::short::runner::{ShortEvent, ShortIo};
 use crate::watchdog::Watchdog;
 
@@ -106,8 +109,13 @@ pub(crate) async fn run(
 ) {
     let (mut driver, io_rx, watch_task) = start(setup, outputs);
     let done = driver.run(commands, io_rx).await;
-    driver.teardown();
+    let final_save = driver.teardown();
     watch_task.abort();
+    if let Some(final_save) = final_save {
+        // Shutdown completes once the final state is on disk (written off the runtime's
+        // worker threads like every save).
+        let _ = final_save.await;
+    }
     if let Some(done) = done {
         let _ = done.send(());
     }
@@ -131,12 +139,12 @@ fn start(
     // The driver only traces `TaskSent`: without a subscriber for that, the core need not
     // build the event for every attempt (checked once, at start).
     engine.set_task_sent_events(tracing::enabled!(tracing::Level::TRACE));
-    let ranking_state = config.ranking_state_file().map(|p| p.to_owned());
-    if let Some(path) = &ranking_state {
+    let ranking_state = config.ranking_state_file().map(|path| {
         if let Some(state) = load_ranking_state(path) {
             engine.restore_ranking(&state, unix_now());
         }
-    }
+        RankingWriter::new(path.to_owned())
+    });
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let short_tx = io_tx.clone();
     let short = ShortIo::new(
@@ -253,8 +261,8 @@ struct Driver {
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
     /// Where that state is kept.
     heartbeat_state: Option<PathBuf>,
-    /// Where the IP ranking is kept.
-    ranking_state: Option<PathBuf>,
+    /// Writes the IP ranking to its file, if one is configured.
+    ranking_state: Option<RankingWriter>,
     /// The last connect cycle's report, until the link status event it belongs to.
     pending_cycle: Option<ConnectReport>,
     /// Short-link connects and exchanges (`short/runner.rs`).
@@ -1175,19 +1183,13 @@ impl Driver {
         }
     }
 
-    /// Writes the IP ranking to its file, if one is configured; atomic like the heartbeat
-    /// state.
-    fn save_ranking_state(&self) {
-        let Some(path) = &self.ranking_state else {
+    /// Hands a snapshot of the IP ranking to its writer, if a file is configured: written
+    /// off the loop (atomically, like the heartbeat state), the newest snapshot winning.
+    fn save_ranking_state(&mut self) {
+        let Some(writer) = &mut self.ranking_state else {
             return;
         };
-        let state = self.engine.ranking_state(now(), unix_now());
-        let tmp = path.with_extension("tmp");
-        let written =
-            std::fs::write(&tmp, state.to_json()).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
-            warn!(path = %path.display(), error = %e, "could not save the ip ranking state");
-        }
+        writer.save(self.engine.ranking_state(now(), unix_now()));
     }
 
     /// Ends every task still held with `LocalError::Reset`: dropping a handle's reply
@@ -1203,9 +1205,13 @@ impl Driver {
         self.end_metrics.flush();
     }
 
-    fn teardown(&mut self) {
+    /// Ends the driver; returns the write of the final IP ranking, to be awaited.
+    fn teardown(&mut self) -> Option<tokio::task::JoinHandle<()>> {
         self.save_heartbeat_state();
-        self.save_ranking_state();
+        let final_save = self
+            .ranking_state
+            .as_mut()
+            .and_then(|w| w.finish(self.engine.ranking_state(now(), unix_now())));
         let n = self.waiters.len();
         self.end_held_tasks();
         self.conns.clear();
@@ -1217,6 +1223,7 @@ impl Driver {
         }
         self.short.shutdown();
         info!(unfinished_tasks = n, "driver stopped");
+        final_save
     }
 }
 

@@ -48,10 +48,11 @@
 //!   `AuthCheck::ensure_authed` runs in its own task under a [`Watchdog`] guard.
 //! - **The IP ranking survives restarts** when [`ClientConfigBuilder::ranking_state_file`]
 //!   names a file (JSON, versioned): read at start, written atomically when a link goes
-//!   down, on a network change and at shutdown; a corrupt or other-version file is ignored
+//!   down, on a network change and at shutdown (off the driver loop, the newest snapshot
+//!   winning; shutdown waits for the last); a corrupt or other-version file is ignored
 //!   with a warning. Records unused for a day are dropped; at most 16 networks of 64
-//!   addresses are kept. Each connect cycle is logged (target `phobos_stn::connect`) and rides on
-//!   the link's status event as [`LinkEvent::cycle`].
+//!   addresses are kept. Each connect cycle is logged (target `phobos_stn::connect`) and
+//!   rides on the link's status event as [`LinkEvent::cycle`].
 //! - **Streams are lossy by design.** Pushes and link events go through `broadcast`
 //!   channels (128 pushes, and 8 link events per configured link but at least 32, allocated
 //!   at the first subscription); a subscriber that falls behind gets
@@ -107,6 +108,7 @@ mod driver;
 mod fanout;
 pub mod metrics;
 pub mod netwatch;
+mod ranking_file;
 mod short;
 mod tls;
 mod watchdog;
