@@ -133,6 +133,7 @@ impl Config {
             ),
             (t.signal_keep_period, "signal_keep_period"),
             (t.auth_retry, "auth_retry"),
+            (t.auth_limit, "auth_limit"),
             (t.timing_sync.0, "timing_sync"),
             (t.timing_sync.1, "timing_sync"),
             (t.timing_sync.2, "timing_sync"),
@@ -202,6 +203,7 @@ impl Config {
             (t.signal_keep_period, "signal_keep_period"),
             (t.signal_keep_time, "signal_keep_time"),
             (t.auth_retry, "auth_retry"),
+            (t.auth_limit, "auth_limit"),
             (t.timing_sync.0, "timing_sync"),
             (t.timing_sync.1, "timing_sync"),
             (t.timing_sync.2, "timing_sync"),
@@ -462,6 +464,11 @@ pub struct Timing {
     /// Delay before asking again to authenticate after a transient failure (1 s, Mars's loop
     /// tick).
     pub auth_retry: Duration,
+    /// How long one [`AuthCheck::ensure_authed`](phobos_plugin_api::AuthCheck::ensure_authed)
+    /// call may go unanswered before the core counts it a transient failure and asks again
+    /// after `auth_retry` (30 s; Mars has no limit: a login that never answers holds its
+    /// tasks until they time out, and no new login is tried).
+    pub auth_limit: Duration,
     /// Timing sync while the main link is down: (active with account, active without
     /// account, inactive) = (90 s, 240 s, 600 s); tripled without network.
     pub timing_sync: (Duration, Duration, Duration),
@@ -491,6 +498,7 @@ impl Default for Timing {
             signal_keep_period: ms(5_000),
             signal_keep_time: ms(20_000),
             auth_retry: ms(1_000),
+            auth_limit: ms(30_000),
             timing_sync: (ms(90_000), ms(240_000), ms(600_000)),
         }
     }

@@ -60,6 +60,8 @@ pub enum TimerKind {
     SignalKeep,
     /// Ask the driver again to authenticate this host (index into the engine's host list).
     AuthRetry(usize),
+    /// An `EnsureAuth` call for the auth host at this index ran out of its limit.
+    AuthLimit(usize),
     /// While the main link is down: ask the app to poll (90 s / 240 s without account /
     /// 600 s inactive, ×3 without network; §15.4).
     TimingSync,

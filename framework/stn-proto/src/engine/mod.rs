@@ -1108,6 +1108,7 @@ impl Engine {
             return;
         };
         self.timers.cancel(TimerKind::AuthRetry(idx));
+        self.timers.cancel(TimerKind::AuthLimit(idx));
         let waiting: Vec<TaskId> = self
             .tasks
             .values()
@@ -1444,7 +1445,7 @@ impl Engine {
             ready.push((id, slot));
         }
         for host in auth_needed {
-            self.request_auth(&host);
+            self.request_auth(now, &host);
         }
         if !connected {
             if wants_link {
@@ -2144,7 +2145,7 @@ impl Engine {
         self.cfg.auth.as_ref().is_none_or(|a| a.is_authed(host))
     }
 
-    fn request_auth(&mut self, host: &str) {
+    fn request_auth(&mut self, now: Instant, host: &str) {
         let idx = match self.auth_hosts.iter().position(|h| h.host == host) {
             Some(i) => i,
             None => {
@@ -2157,6 +2158,8 @@ impl Engine {
         };
         if self.auth_hosts[idx].state == AuthState::Idle {
             self.auth_hosts[idx].state = AuthState::InFlight;
+            self.timers
+                .set(TimerKind::AuthLimit(idx), now + self.cfg.timing.auth_limit);
             self.actions.push_back(Action::EnsureAuth {
                 host: host.to_owned(),
             });
@@ -2736,6 +2739,25 @@ impl Engine {
                     h.state = AuthState::Idle;
                 }
                 self.mark_all_dirty();
+            }
+            TimerKind::AuthLimit(idx) => {
+                // Design: a login that never answers would hold its host's tasks until their
+                // own timeouts, and no new login would start. It counts as a transient
+                // failure: asked again after `auth_retry`. Its late answer, if one comes, is
+                // still the plugin's verdict and is taken as any answer is.
+                let host = match self.auth_hosts.get(idx) {
+                    Some(h) if h.state == AuthState::InFlight => h.host.clone(),
+                    _ => return,
+                };
+                let limit = self.cfg.timing.auth_limit;
+                self.handle_auth(
+                    now,
+                    &host,
+                    Err(AuthError::Transient(format!(
+                        "no answer within {} ms",
+                        limit.as_millis()
+                    ))),
+                );
             }
         }
     }

@@ -869,7 +869,7 @@ impl Engine {
             let authed = self.cfg.auth.as_ref().is_none_or(|a| a.is_authed(&host));
             if !authed {
                 task.state = State::WaitingAuth { host: host.clone() };
-                self.request_auth(&host);
+                self.request_auth(now, &host);
                 return;
             }
         }

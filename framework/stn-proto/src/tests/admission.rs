@@ -296,6 +296,25 @@ fn rejected_auth_ends_waiting_tasks_and_transient_failure_asks_again() {
 }
 
 #[test]
+fn a_login_that_never_answers_is_asked_again_after_its_limit() {
+    // Before the limit: one EnsureAuth, then nothing; the task waited out its own budget.
+    let (mut sim, _gate) = gated_sim(None);
+    let id = sim.start(spec(1, b"g").needs_auth().with_total_timeout(secs(120)));
+    sim.run_for(ms(31_010));
+    assert_eq!(
+        sim.action_times(|a| matches!(a, Action::EnsureAuth { .. })),
+        vec![ms(0), ms(31_000)],
+        "30 s limit, then 1 s before asking again"
+    );
+    assert!(!sim.ends.contains_key(&id));
+    // The second call answers (50 ms after it was made): the task goes.
+    sim.auth_answer = Some(Ok(()));
+    let (t, end) = sim.run_until_end(id, secs(5));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    assert!(t < ms(32_000), "{t:?}");
+}
+
+#[test]
 fn frequency_limit_refuses_the_106th_identical_body() {
     let mut sim = Sim::new();
     let ids: Vec<_> = (0..106).map(|_| sim.start(spec(1, &[9; 128]))).collect();

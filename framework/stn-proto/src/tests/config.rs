@@ -29,6 +29,7 @@ fn all_durations(d: Duration) -> (Timing, Racing, Recovery) {
     t.signal_keep_period = d;
     t.signal_keep_time = d;
     t.auth_retry = d;
+    t.auth_limit = d;
     t.timing_sync = (d, d, d);
     let mut r = Racing::default();
     r.stagger = d;
