@@ -274,7 +274,7 @@ pub enum DialFailure {
     #[error("server unreachable")]
     Unreachable,
     /// The last address failed with this OS error.
-    #[error("OS error {errno}")]
+    #[error("{}", os_error(*errno))]
     Io {
         /// The OS error number (or a driver-defined negative code).
         errno: i32,
@@ -296,7 +296,7 @@ pub enum SocketFailure {
     #[error("closed by the server")]
     RemoteClosed,
     /// A read or write failed with this OS error.
-    #[error("OS error {errno}")]
+    #[error("{}", os_error(*errno))]
     Io {
         /// The OS error number (or a driver-defined negative code).
         errno: i32,
@@ -441,6 +441,17 @@ impl LinkError {
     }
 }
 
+/// An OS error number as text: the system's description with the number (`Too many open
+/// files (os error 24)`), or just the number for a driver-defined negative code.
+fn os_error(errno: i32) -> String {
+    if errno > 0 {
+        // Formatting only (the C library's message table): no IO.
+        std::io::Error::from_raw_os_error(errno).to_string()
+    } else {
+        format!("OS error {errno}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +492,17 @@ mod tests {
             (4, -10091)
         );
         assert_eq!(LinkError::NetworkChange.mars_code(), 10009);
+    }
+
+    #[test]
+    fn an_os_error_reads_as_the_system_describes_it() {
+        // "OS error 24" left the user to look the number up.
+        let e = TaskError::Dial(DialFailure::Io { errno: 24 }).to_string();
+        assert!(e.ends_with(" (os error 24)"), "{e}");
+        #[cfg(target_os = "linux")]
+        assert_eq!(e, "could not connect: Too many open files (os error 24)");
+        let e = SocketFailure::Io { errno: -3 }.to_string();
+        assert_eq!(e, "OS error -3");
     }
 
     #[test]
