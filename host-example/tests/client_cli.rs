@@ -96,16 +96,17 @@ async fn the_client_logs_in_sends_shows_pushes_and_link_status_and_names_its_log
         }
     };
 
-    let seen = tokio::task::block_in_place(|| wait_for("* joined #lobby"));
+    let mut seen = tokio::task::block_in_place(|| wait_for("* joined #lobby"));
     assert!(
         seen.iter().any(|l| l.starts_with("Logging to ")),
         "{seen:#?}"
     );
-    // The long link's status was reported before the join completed.
-    assert!(
-        seen.iter().any(|l| l.starts_with("* connected to ")),
-        "{seen:#?}"
-    );
+    // The long link's status is reported too. Not necessarily before the join's line: the
+    // status goes through the chat client's event task to the printer task, the join's
+    // result straight to the terminal, and on a loaded machine the join can print first.
+    if !seen.iter().any(|l| l.starts_with("* connected to ")) {
+        seen.extend(tokio::task::block_in_place(|| wait_for("* connected to ")));
+    }
 
     writeln!(stdin, "hello from the terminal").unwrap();
     let got = tokio::time::timeout(GUARD, async {
