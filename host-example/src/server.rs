@@ -437,7 +437,16 @@ where
                     if let Some(reply) = reply {
                         let mut out = Vec::new();
                         if codec.encode(frame.head, &reply, &[], &mut out).is_err() {
-                            break 'conn;
+                            // Too large for a frame: answer with an error rather than
+                            // leaving the request unanswered.
+                            out.clear();
+                            let err: Reply<()> = Reply::Error(ServerError::new(
+                                ErrorCode::BadRequest,
+                                "the reply does not fit in a frame",
+                            ));
+                            if codec.encode(frame.head, &err.to_body(), &[], &mut out).is_err() {
+                                break 'conn;
+                            }
                         }
                         let _ = tx.send(out);
                     }
@@ -659,13 +668,31 @@ impl Inner {
             ));
         }
         let limit = req.limit.clamp(1, proto::MAX_HISTORY_PAGE) as usize;
-        let messages: Vec<Message> = conv
+        // A page must fit in one long-link frame: 500 messages of 4 KiB text (more once JSON
+        // escapes it) do not fit in the codec's 1 MiB, and a reply that cannot be encoded
+        // would leave the caller (the client's catch-up) without an answer. Stop at the
+        // frame's budget; `more` tells the caller to ask for the rest. At least one message
+        // is always returned, so paging makes progress.
+        let budget = self
+            .config
+            .codec
+            .max_frame_len()
+            .saturating_sub(REPLY_OVERHEAD);
+        let mut used = 0usize;
+        let mut messages: Vec<Message> = Vec::new();
+        for m in conv
             .messages
             .iter()
             .filter(|m| m.seq > req.after_seq)
             .take(limit)
-            .cloned()
-            .collect();
+        {
+            let size = serde_json::to_vec(m).map_or(0, |v| v.len()) + 1;
+            if !messages.is_empty() && used + size > budget {
+                break;
+            }
+            used += size;
+            messages.push(m.clone());
+        }
         let more = messages.last().is_some_and(|last| last.seq < conv.last_seq);
         Ok(HistoryPage { messages, more })
     }
@@ -858,6 +885,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_HTTP_BODY: usize = 64 * 1024;
+/// Room left in a frame for the codec's header and a history page's envelope
+/// (`{"ok":{"messages":[…],"more":false}}`).
+const REPLY_OVERHEAD: usize = 1024;
 const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
