@@ -9,7 +9,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 
-use crate::format::{Level, Record};
+use crate::format::{Level, Record, MAX_LINE_LEN};
 use crate::writer::Xlog;
 
 /// A tracing [`Layer`] that writes every event as a Mars line: level letter from the event
@@ -109,21 +109,56 @@ impl FieldVisitor<'_> {
             return self.message;
         }
         if !self.fields.is_empty() {
-            self.fields.push(' ');
+            push_capped(self.fields, " ");
         }
-        self.fields.push_str(field.name());
-        self.fields.push('=');
+        push_capped(self.fields, field.name());
+        push_capped(self.fields, "=");
         self.fields
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.target(field).push_str(value);
+        push_capped(self.target(field), value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let _ = write!(self.target(field), "{value:?}");
+        // The error a full buffer returns stops the value's formatting early.
+        let _ = write!(Capped(self.target(field)), "{value:?}");
+    }
+}
+
+/// Text kept per buffer: a line is cut to [`MAX_LINE_LEN`] anyway, so formatting more of a
+/// huge field only costs time and leaves a buffer that large on the thread for good.
+const BUFFER_CAP: usize = MAX_LINE_LEN;
+
+/// Appends `s` to `buf` up to [`BUFFER_CAP`] bytes (ending on a character boundary); whether
+/// all of it fitted.
+fn push_capped(buf: &mut String, s: &str) -> bool {
+    let room = BUFFER_CAP.saturating_sub(buf.len());
+    if s.len() <= room {
+        buf.push_str(s);
+        return true;
+    }
+    // At least `room` bytes, so the line is cut where it would have been.
+    let mut end = room;
+    while !s.is_char_boundary(end) {
+        end += 1;
+    }
+    buf.push_str(&s[..end]);
+    false
+}
+
+/// A [`fmt::Write`] into a buffer that fails once [`BUFFER_CAP`] is reached.
+struct Capped<'a>(&'a mut String);
+
+impl fmt::Write for Capped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if push_capped(self.0, s) {
+            Ok(())
+        } else {
+            Err(fmt::Error)
+        }
     }
 }
 
@@ -138,16 +173,36 @@ pub struct XlogWriter {
 
 impl io::Write for XlogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(buf);
-        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
-            self.xlog.log_plain(&self.pending[..=i]);
-            self.pending.drain(..=i);
+        // Each line is logged straight from `buf` (no shifting of a pending buffer per line,
+        // which made one large write quadratic); only an unfinished line is kept, and only
+        // its first MAX_LINE_LEN bytes: the line is cut there anyway.
+        let mut rest = buf;
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            let (line, tail) = rest.split_at(i + 1);
+            if self.pending.is_empty() {
+                self.xlog.log_plain(line);
+            } else {
+                self.keep(line);
+                self.xlog.log_plain(&self.pending);
+                self.pending.clear();
+            }
+            rest = tail;
         }
+        self.keep(rest);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl XlogWriter {
+    /// Appends to the unfinished line, up to [`MAX_LINE_LEN`] bytes.
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE_LEN.saturating_sub(self.pending.len());
+        self.pending
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 }
 
