@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use phobos_host_example::chat::{ChatClient, ChatEvent, ChatOptions, TrustedServer, Via};
-use phobos_host_example::config::HostConfig;
+use phobos_host_example::config::{HostConfig, MAX_DEMO_CLIENTS};
 use phobos_host_example::demo::{self, DemoOptions};
 use phobos_host_example::logging::{self, LogSetup};
 use phobos_host_example::plugins::LoadedPlugins;
@@ -177,8 +177,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (config, plugins) = common.load()?;
             let mut opts = DemoOptions::from_config(&config);
             if let Some(c) = clients {
-                if c < 2 {
-                    bail!("--clients must be at least 2");
+                if !(2..=MAX_DEMO_CLIENTS).contains(&c) {
+                    bail!("--clients must be 2 to {MAX_DEMO_CLIENTS}, got {c}");
                 }
                 opts.clients = c;
             }

@@ -1,0 +1,71 @@
+//! The binary refuses what it cannot do at once and says why, once.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_phobos-host-example"))
+}
+
+#[test]
+fn a_demo_with_a_million_clients_is_refused_up_front() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let mut child = bin()
+        .args(["demo", "--no-tls", "--clients", "1000000", "--log-dir"])
+        .arg(logs.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the demo");
+    // Before: it started creating a million clients (~600 MB more every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the demo was still running 10 s after being asked for a million clients");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--clients must be 2 to 1000, got 1000000"),
+        "{stderr}"
+    );
+
+    let config =
+        phobos_host_example::config::HostConfig::from_toml_str("[demo]\nclients = 1000000\n", None);
+    let err = config
+        .expect_err("a million demo clients in the config")
+        .to_string();
+    assert!(err.contains("demo.clients must be 2 to 1000"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_names_the_os_error_once() {
+    let out = bin()
+        .args([
+            "token",
+            "--user",
+            "alice",
+            "--config",
+            "/nonexistent/phobos.toml",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("reading config file /nonexistent/phobos.toml"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
