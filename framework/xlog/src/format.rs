@@ -258,24 +258,34 @@ thread_local! {
 }
 
 fn push_time_prefix(out: &mut Vec<u8>, time: WallTime) {
-    TIME_CACHE.with(|c| {
+    let text = |time: WallTime| {
+        let l: LocalDateTime = time.local();
+        format!(
+            "{:04}-{:02}-{:02} {} {:02}:{:02}:{:02}",
+            l.year,
+            l.month,
+            l.day,
+            offset_hours(time.utc_offset_secs),
+            l.hour,
+            l.minute,
+            l.second
+        )
+    };
+    let cached = TIME_CACHE.try_with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != time.unix_secs || c.1 != time.utc_offset_secs {
-            let l: LocalDateTime = time.local();
-            let s = format!(
-                "{:04}-{:02}-{:02} {} {:02}:{:02}:{:02}",
-                l.year,
-                l.month,
-                l.day,
-                offset_hours(time.utc_offset_secs),
-                l.hour,
-                l.minute,
-                l.second
+            *c = (
+                time.unix_secs,
+                time.utc_offset_secs,
+                text(time).into_bytes(),
             );
-            *c = (time.unix_secs, time.utc_offset_secs, s.into_bytes());
         }
         out.extend_from_slice(&c.2);
     });
+    if cached.is_err() {
+        // Logging from a thread-local destructor, after the cache is gone.
+        out.extend_from_slice(text(time).as_bytes());
+    }
 }
 
 fn push_i64(out: &mut Vec<u8>, v: i64) {
@@ -320,7 +330,8 @@ fn current_pid() -> i64 {
 
 /// The calling thread's kernel thread id (cached per thread).
 pub fn current_tid() -> i64 {
-    TID.with(|t| *t)
+    // From a thread-local destructor the cache may be gone: read the id again.
+    TID.try_with(|t| *t).unwrap_or_else(|_| read_tid())
 }
 
 fn read_tid() -> i64 {

@@ -42,11 +42,17 @@ struct Buffers {
     fields: String,
 }
 
+impl Buffers {
+    fn new() -> Self {
+        Buffers {
+            message: String::with_capacity(256),
+            fields: String::with_capacity(128),
+        }
+    }
+}
+
 thread_local! {
-    static MESSAGE: RefCell<Buffers> = RefCell::new(Buffers {
-        message: String::with_capacity(256),
-        fields: String::with_capacity(128),
-    });
+    static MESSAGE: RefCell<Buffers> = RefCell::new(Buffers::new());
 }
 
 impl<S: Subscriber> Layer<S> for XlogLayer {
@@ -62,11 +68,7 @@ impl<S: Subscriber> Layer<S> for XlogLayer {
         if level < self.xlog.config().level {
             return;
         }
-        MESSAGE.with(|m| {
-            let Ok(mut m) = m.try_borrow_mut() else {
-                return; // re-entrant event from inside a field's Debug impl
-            };
-            let m = &mut *m;
+        let write = |m: &mut Buffers| {
             m.message.clear();
             m.fields.clear();
             event.record(&mut FieldVisitor {
@@ -89,7 +91,17 @@ impl<S: Subscriber> Layer<S> for XlogLayer {
                 message: m.message.as_bytes(),
             };
             self.xlog.log(&record);
+        };
+        let done = MESSAGE.try_with(|m| match m.try_borrow_mut() {
+            Ok(mut m) => write(&mut m),
+            // Re-entrant: an event from inside a field's Debug impl, or from a panic hook
+            // while that impl panics (the panic's own line). Format it in buffers of its own.
+            Err(_) => write(&mut Buffers::new()),
         });
+        if done.is_err() {
+            // The thread's buffers are gone (an event from a thread-local destructor).
+            write(&mut Buffers::new());
+        }
     }
 }
 

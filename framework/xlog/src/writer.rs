@@ -402,6 +402,24 @@ thread_local! {
     static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
+/// Runs `f` with the thread's (cleared) line buffer, or with a buffer of its own when that
+/// one is in use (a log call from inside a log call) or gone
+/// (a log call from a thread-local destructor): either would otherwise panic.
+fn with_line_buffer(f: impl FnOnce(&mut Vec<u8>)) {
+    let mut f = Some(f);
+    let _ = LINE.try_with(|buf| {
+        if let Ok(mut buf) = buf.try_borrow_mut() {
+            buf.clear();
+            if let Some(f) = f.take() {
+                f(&mut buf);
+            }
+        }
+    });
+    if let Some(f) = f {
+        f(&mut Vec::with_capacity(1024));
+    }
+}
+
 impl Xlog {
     /// Starts building a writer with the default [`XlogConfig`] and the system clock.
     pub fn builder() -> XlogBuilder {
@@ -424,22 +442,18 @@ impl Xlog {
             return;
         }
         let now = self.inner.clock.now();
-        LINE.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.clear();
-            format_line(&mut buf, record, now, ThreadIds::current());
-            self.write_formatted(&buf, record.level == Level::Fatal, now);
+        with_line_buffer(|buf| {
+            format_line(buf, record, now, ThreadIds::current());
+            self.write_formatted(buf, record.level == Level::Fatal, now);
         });
     }
 
     /// Logs a line without metadata: just `message` (plus `\n`), like Mars's banner lines.
     pub fn log_plain(&self, message: &[u8]) {
         let now = self.inner.clock.now();
-        LINE.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.clear();
-            format_plain(&mut buf, message);
-            self.write_formatted(&buf, false, now);
+        with_line_buffer(|buf| {
+            format_plain(buf, message);
+            self.write_formatted(buf, false, now);
         });
     }
 
@@ -555,11 +569,9 @@ impl Xlog {
                 "$$$$$$$$$${stamp}$$$$$$$$$${}\n",
                 mark_info(now, ThreadIds::current())
             );
-            LINE.with(|b| {
-                let mut b = b.borrow_mut();
-                b.clear();
+            with_line_buffer(|b| {
                 b.extend_from_slice(line.as_bytes());
-                self.write_formatted(&b, false, now);
+                self.write_formatted(b, false, now);
             });
         }
         let _ = self.flush();
