@@ -296,3 +296,62 @@ async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> String {
     s.read_to_end(&mut out).await.unwrap();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test]
+async fn a_history_page_too_large_for_one_frame_is_cut_and_the_rest_can_be_paged() {
+    // The client's catch-up asks for 500 messages at once: a page that would not fit in one
+    // frame is cut to fit, so a member can always page through a conversation.
+    let (server, tokens) = start().await;
+    let mut alice = Raw::login(server.long_link_addr(), &tokens.issue("alice").unwrap()).await;
+
+    // 60 messages of the longest text, each of whose bytes JSON writes as `\u0001`
+    // (~24 KiB a message): ~1.4 MiB in all, more than the codec's 1 MiB frame.
+    let text = "\u{1}".repeat(proto::MAX_TEXT_LEN);
+    let total = 60u64;
+    for i in 0..total {
+        let req = SendRequest {
+            client_msg_id: format!("m{i}"),
+            to: Target::Room("big".into()),
+            text: text.clone(),
+        };
+        let (reply, _) = alice
+            .call(proto::CMD_SEND, &serde_json::to_vec(&req).unwrap())
+            .await;
+        assert!(matches!(
+            serde_json::from_slice::<Reply<SendAck>>(&reply),
+            Ok(Reply::Ok(_))
+        ));
+    }
+
+    let mut after_seq = 0;
+    let mut pages = 0;
+    loop {
+        let req = HistoryRequest {
+            conversation: proto::room_conversation("big"),
+            after_seq,
+            limit: proto::MAX_HISTORY_PAGE,
+        };
+        // A reply, not a closed link (`call` panics on one).
+        let (reply, _) = alice
+            .call(proto::CMD_HISTORY, &serde_json::to_vec(&req).unwrap())
+            .await;
+        let page = match serde_json::from_slice::<Reply<HistoryPage>>(&reply).unwrap() {
+            Reply::Ok(page) => page,
+            Reply::Error(e) => panic!("history refused: {e}"),
+        };
+        pages += 1;
+        for m in &page.messages {
+            assert_eq!(m.seq, after_seq + 1, "pages are contiguous");
+            assert_eq!(m.text, text);
+            after_seq = m.seq;
+        }
+        if !page.more {
+            break;
+        }
+        assert!(pages < 10, "paging makes progress");
+    }
+    assert_eq!(after_seq, total, "every message came back");
+    assert!(pages >= 2, "the page was cut to fit a frame");
+    assert_eq!(server.stats().long_link_open, 1, "the link stayed up");
+    server.shutdown().await;
+}
