@@ -145,9 +145,22 @@ pub fn decode_all(path: &Path, plugins: &LoadedPlugins) -> anyhow::Result<String
     }
     let decoder = decoder.build();
     let mut out = String::new();
+    let mut text = Vec::new();
     for file in files {
         let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-        out.push_str(&String::from_utf8_lossy(&decoder.decode(&bytes)));
+        text.clear();
+        let summary = decoder.decode_into(&bytes, &mut text);
+        // Said on stderr, as `phobos-xlog` says it: a file that is not an xlog, or a wrong
+        // key, would otherwise decode to nothing without a word.
+        if !summary.found_blocks() {
+            eprintln!("{}: no xlog blocks found", file.display());
+        } else if summary.all_encrypted_blocks_failed() && plugins.cipher.is_some() {
+            eprintln!(
+                "{}: no encrypted block decoded to log text: is the key right?",
+                file.display()
+            );
+        }
+        out.push_str(&String::from_utf8_lossy(&text));
     }
     Ok(out)
 }

@@ -69,3 +69,22 @@ fn a_missing_config_file_names_the_os_error_once() {
         "{stderr}"
     );
 }
+
+#[test]
+fn decoding_a_file_that_is_not_an_xlog_says_so() {
+    // Before: nothing on stdout or stderr, as if the log were empty.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-log.xlog");
+    let noise: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&file, noise).expect("write");
+    let out = bin().arg("decode-log").arg(&file).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        stderr.trim(),
+        format!("{}: no xlog blocks found", file.display())
+    );
+}
