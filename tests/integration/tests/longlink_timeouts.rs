@@ -10,18 +10,14 @@ use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 use tokio::time::Instant;
 
 mod common;
-use common::{client_for, codec, ends_once};
+use common::{client_for, codec, ends_once, first_connection_stalls};
 
 /// Mars's base first-packet timeout on Wi-Fi.
 const FIRST_PACKET: Duration = Duration::from_secs(12);
 
 #[tokio::test(start_paused = true)]
 async fn a_stall_costs_a_first_packet_timeout_and_the_retry_uses_a_new_connection() {
-    let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().default_reply(Reply::stall()))
-        .start()
-        .await
-        .unwrap();
+    let server = first_connection_stalls().await;
     let client = client_for(&server);
     let t0 = Instant::now();
     let resp = client
@@ -40,11 +36,7 @@ async fn a_stall_costs_a_first_packet_timeout_and_the_retry_uses_a_new_connectio
 
 #[tokio::test(start_paused = true)]
 async fn without_retries_a_stall_ends_with_a_first_packet_timeout() {
-    let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().default_reply(Reply::stall()))
-        .start()
-        .await
-        .unwrap();
+    let server = first_connection_stalls().await;
     let client = client_for(&server);
     let t0 = Instant::now();
     let err = client

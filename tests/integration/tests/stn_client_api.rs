@@ -11,7 +11,7 @@ use phobos_stn::{
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, StaticIpSource, TestAuth};
 
 mod common;
-use common::{client_for, codec, GatedAuth};
+use common::{client_for, codec, first_connection_stalls, GatedAuth};
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_spec_ends_at_once_with_a_param_error() {
@@ -58,11 +58,7 @@ fn an_invalid_config_is_refused_when_built() {
 /// with `LocalError::Reset` and closes its connections."
 #[tokio::test(start_paused = true)]
 async fn dropping_the_last_client_ends_a_pending_handle_with_reset_and_closes_the_link() {
-    let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().default_reply(Reply::stall()))
-        .start()
-        .await
-        .unwrap();
+    let server = first_connection_stalls().await;
     let client = client_for(&server);
     let h = client.start_task(TaskSpec::new(CmdId(1), &b"x"[..]));
     server.wait_for_task_frames(1).await;
@@ -114,11 +110,7 @@ async fn an_ended_unawaited_handle_does_not_keep_the_link_open_after_drop() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_ends_unfinished_tasks_with_reset_and_closes_the_link() {
-    let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().default_reply(Reply::stall()))
-        .start()
-        .await
-        .unwrap();
+    let server = first_connection_stalls().await;
     let client = client_for(&server);
     let h = client.start_task(TaskSpec::new(CmdId(1), &b"x"[..]));
     server.wait_for_task_frames(1).await;

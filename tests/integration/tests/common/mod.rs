@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use phobos_codec_mars::MarsCodec;
 use phobos_stn::{Client, ClientConfig};
-use phobos_test_support::MockLongLinkServer;
+use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
 /// The Mars codec with default settings.
 pub fn codec() -> Arc<MarsCodec> {
@@ -24,6 +24,16 @@ pub fn client_for(server: &MockLongLinkServer) -> Client {
     let client = Client::start(config).expect("the client starts");
     client.set_foreground(true);
     client
+}
+
+/// A server whose first connection takes every request and never answers one (later
+/// connections echo).
+pub async fn first_connection_stalls() -> MockLongLinkServer {
+    MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .expect("the mock server starts")
 }
 
 /// Receives the ends of `n` tasks from `batch`, checking that no task ends twice.
