@@ -144,7 +144,8 @@ impl TaskBatch {
     }
 
     /// Starts every task of `specs` with one command to the driver, which admits them all
-    /// in one pass (their frames leave in one write per link). Each task is admitted,
+    /// in one go (their frames leave in a few writes per link: equal pieces of at most 24
+    /// tasks, the first written while the rest are framed). Each task is admitted,
     /// limited, timed and retried exactly like [`Client::start_task`]; a task refused at
     /// admission ends at once with its [`ParamError`](phobos_stn_proto::ParamError).
     pub fn start(&mut self, specs: impl IntoIterator<Item = TaskSpec>) -> TaskKeys {

@@ -8,8 +8,9 @@
 //! - one task per connect attempt (through the [`Connector`](crate::Connector)), reporting
 //!   the stream or the failure back;
 //! - no task per open connection: the driver polls every socket's reads from its select and
-//!   writes the frames of each iteration itself, in one write, resuming from the select
-//!   when the socket was full (so a response reaches its caller with no task hop between
+//!   writes the frames of each iteration itself (in pieces of at most [`PASS_TASKS`] tasks
+//!   when many tasks were started at once, see [`Driver::send_piece`]), resuming from the
+//!   select when the socket was full (so a response reaches its caller with no task hop between
 //!   the socket and the engine);
 //! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
 //!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`]; a call into a plugin that
@@ -175,6 +176,8 @@ fn start(
         connected: 0,
         write_waits: 0,
         writes: 0,
+        admitted: 0,
+        piece: PASS_TASKS,
         heartbeat,
         heartbeat_state,
         ranking_state,
@@ -257,6 +260,11 @@ struct Driver {
     write_waits: u64,
     /// Long-link socket writes so far ([`DriverStats::writes`]).
     writes: u64,
+    /// Tasks admitted in this iteration since its last dispatch pass.
+    admitted: usize,
+    /// How many admitted tasks make a piece written at once ([`Driver::send_piece`]):
+    /// [`PASS_TASKS`], or a batch's equal share of it.
+    piece: usize,
     /// The heartbeat factory, whose state is persisted.
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
     /// Where that state is kept.
@@ -524,8 +532,9 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
-                    // The batch's tasks were only admitted: one dispatch pass frames them
-                    // all, so they leave in one write.
+                    // The batch's tasks were only admitted: one dispatch pass frames the
+                    // rest of them (`start` sent each earlier piece of `PASS_TASKS`).
+                    self.admitted = 0;
                     self.engine.send_queued(t);
                     t
                 }
@@ -645,10 +654,15 @@ impl Driver {
                 let (first, specs, sink) = batch.take();
                 m::count(&m::TASKS_STARTED_KEY, specs.len() as u64);
                 let index = self.batch_out.hold(&sink, specs.len());
+                // Equal pieces of at most `PASS_TASKS`: no runt piece (one more system
+                // call on each side) at the end of a batch.
+                let pieces = specs.len().div_ceil(PASS_TASKS).max(1);
+                self.piece = specs.len().div_ceil(pieces).max(1);
                 for (i, spec) in specs.into_iter().enumerate() {
                     let key = TaskKey(first + i as u64);
                     self.start(t, spec, key, Reply::Batch(index));
                 }
+                self.piece = PASS_TASKS;
             }
             Command::Cancel { key } => {
                 if let Some(id) = self.cancel_index.waiter(&self.waiters, key).map(|w| w.id) {
@@ -723,6 +737,30 @@ impl Driver {
         }
         entry.insert(Waiter { id, key, reply });
         self.cancel_index.started(key, tag as usize);
+        self.admitted += 1;
+        if self.admitted >= self.piece {
+            self.send_piece(t);
+        }
+    }
+
+    /// Sends the tasks admitted so far in this iteration: a dispatch pass, and the write of
+    /// its frames, while later commands of the iteration still wait to be admitted.
+    ///
+    /// Design: when a window of tasks leaves in one write, the server and the client take
+    /// turns: the server idles while the client frames the window, and the client while the
+    /// server answers it. Writing every [`PASS_TASKS`] tasks (a batch command's tasks in
+    /// equal pieces of at most that) lets the server start on the first piece while the
+    /// client frames the next; its answers come back in pieces too, so after a few rounds
+    /// the two work at the same time (on two cores). Each piece costs one more system call
+    /// on each side, which is why the piece is not smaller. Tasks of one priority keep
+    /// their order on the wire; each piece is framed in priority order, so a higher-priority
+    /// task admitted in a later piece of the same iteration goes out after the earlier
+    /// piece.
+    fn send_piece(&mut self, t: Instant) {
+        self.admitted = 0;
+        self.engine.send_queued(t);
+        self.drain();
+        self.flush(t);
     }
 
     /// Drains the engine's outputs: actions first, then events, until both are empty.
@@ -1396,6 +1434,9 @@ fn consume(out: &mut VecDeque<Bytes>, mut n: usize) {
 const MAX_WRITE_SLICES: usize = 16;
 /// Inputs handled per wake-up before the engine's outputs are drained.
 const BATCH: usize = 256;
+/// Tasks admitted in one iteration before their frames are written, while the iteration's
+/// later tasks wait (see [`Driver::send_piece`]).
+const PASS_TASKS: usize = 24;
 /// Reads per connection per poll before the engine sees them.
 const READS_PER_POLL: usize = 4;
 /// First read buffer size of a connection.

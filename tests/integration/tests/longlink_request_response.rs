@@ -212,3 +212,40 @@ fn the_tasks_of_many_callers_leave_in_few_writes() {
         stats.writes
     );
 }
+
+/// A batch of 100 tasks on a connected link leaves in five writes of 20 frames (equal pieces
+/// of at most the driver's 24), not one: the server starts on the first piece while the
+/// client frames the next. The frames keep their order, and every task ends with its own
+/// response.
+#[tokio::test(start_paused = true)]
+async fn a_large_batch_leaves_in_equal_pieces_in_order() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    client
+        .start_task(TaskSpec::new(CmdId(7), &b"warm"[..]))
+        .await
+        .unwrap();
+    let before = client.stats().await.unwrap().writes;
+    let specs = (0..100u32).map(|i| TaskSpec::new(CmdId(3), i.to_be_bytes().to_vec()));
+    let mut batch = client.task_batch();
+    let keys = batch.start(specs);
+    let mut ends = Vec::new();
+    while batch.recv_many(&mut ends).await > 0 {}
+    assert_eq!(ends.len(), 100);
+    for end in &ends {
+        let i = keys.position(end.key).unwrap() as u32;
+        let resp = end.outcome.as_ref().unwrap();
+        assert_eq!(resp.body[..], i.to_be_bytes());
+    }
+    let writes = client.stats().await.unwrap().writes - before;
+    assert_eq!(writes, 5, "100 tasks in pieces of 20");
+    let bodies: Vec<Vec<u8>> = server
+        .task_frames()
+        .iter()
+        .filter(|f| f.head.cmd_id == CmdId(3))
+        .map(|f| f.body.to_vec())
+        .collect();
+    let sent: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(bodies, sent);
+    client.shutdown().await;
+}
