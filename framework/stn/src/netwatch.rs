@@ -183,7 +183,8 @@ mod linux {
     }
 
     /// The network as the watcher sees it: global addresses (no loopback, link-local or
-    /// host-scope ones) and main-table unicast routes.
+    /// host-scope ones, and no IPv6 temporary addresses, which rotate on the same network)
+    /// and main-table unicast routes.
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
     pub struct NetState {
         addrs: BTreeSet<IfAddr>,
@@ -637,6 +638,23 @@ mod linux {
         if addr.is_loopback() || is_link_local(addr) {
             return None;
         }
+        // Design: an IPv6 temporary (privacy) address is replaced about once a day, and the
+        // old one removed days later, on the same network. Tracked, each of those changed the
+        // fingerprint: every link was dropped and the label (which keys the smart heartbeat's
+        // learning and the IP ranking) started afresh. The stable address it is made from
+        // stays, so the network is still seen. IFA_FLAGS (32 bits) supersedes the header's
+        // 8-bit copy.
+        let flags = m
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                AddressAttribute::Flags(f) => Some(f.bits()),
+                _ => None,
+            })
+            .unwrap_or(u32::from(m.header.flags.bits()));
+        if addr.is_ipv6() && flags & IFA_F_TEMPORARY != 0 {
+            return None;
+        }
         Some(IfAddr {
             index: m.header.index,
             addr,
@@ -725,11 +743,16 @@ mod linux {
     const GROUPS: u32 = 0x10 | 0x40 | 0x100 | 0x400;
     /// The default receive buffer, and the size of one read (a datagram never exceeds it).
     const RECV_BUFFER: usize = 256 * 1024;
+    /// `IFA_F_TEMPORARY`: an IPv6 temporary (privacy) address (for IPv4 the same bit means
+    /// `IFA_F_SECONDARY`, a further address in a subnet the interface already has).
+    const IFA_F_TEMPORARY: u32 = 0x01;
     /// Linux's "no buffer space": the kernel dropped notifications for this socket.
     const ENOBUFS: i32 = 105;
 
     #[cfg(test)]
     mod tests {
+        use netlink_packet_route::address::AddressHeaderFlags;
+
         use super::*;
 
         fn addr(index: u32, ip: &str) -> IfAddr {
@@ -785,6 +808,59 @@ mod linux {
             assert_ne!(d.fingerprint(), base);
             // Pinned value: the label keys persisted state, so the digest must never drift.
             assert_eq!(NetState::default().fingerprint(), 0xAF64_724C_8602_EB6E);
+        }
+
+        fn address_message(ip: &str, flags: Option<u32>) -> AddressMessage {
+            use netlink_packet_route::address::AddressFlags;
+            use netlink_packet_route::AddressFamily;
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut m = AddressMessage::default();
+            m.header.family = if ip.is_ipv6() {
+                AddressFamily::Inet6
+            } else {
+                AddressFamily::Inet
+            };
+            m.header.prefix_len = 64;
+            m.header.scope = AddressScope::Universe;
+            m.header.index = 2;
+            m.attributes.push(AddressAttribute::Address(ip));
+            if let Some(bits) = flags {
+                m.attributes
+                    .push(AddressAttribute::Flags(AddressFlags::from_bits_retain(
+                        bits,
+                    )));
+            }
+            m
+        }
+
+        /// A privacy address rotating on the same network (a new one about daily, the old
+        /// one removed days later) changes neither the state nor the label.
+        #[test]
+        fn ipv6_temporary_addresses_do_not_change_the_network() {
+            let mut s = NetState::default();
+            let stable = address_message("2001:db8::5", Some(0x80 | 0x100));
+            let added = s.apply(&RouteNetlinkMessage::NewAddress(stable));
+            assert!(matches!(added, Some(NetEvent::AddressAdded(_))));
+            s.routes.insert(RouteInfo {
+                ipv6: true,
+                gateway: Some("2001:db8::1".parse().unwrap()),
+                ..default_route(2)
+            });
+            let label = s.label();
+            for temporary in ["2001:db8::a1b2:c3d4", "2001:db8::e5f6:7788"] {
+                let new = address_message(temporary, Some(IFA_F_TEMPORARY));
+                assert_eq!(s.apply(&RouteNetlinkMessage::NewAddress(new.clone())), None);
+                assert_eq!(s.label(), label, "{temporary} added");
+                assert_eq!(s.apply(&RouteNetlinkMessage::DelAddress(new)), None);
+            }
+            // The header's 8-bit flags say the same when IFA_FLAGS is absent.
+            let mut old_kernel = address_message("2001:db8::99", None);
+            old_kernel.header.flags = AddressHeaderFlags::Secondary;
+            assert_eq!(if_addr(&old_kernel), None);
+            assert_eq!(s.label(), label);
+            // For IPv4 the bit means a secondary address: a real one.
+            let secondary = address_message("10.0.0.6", Some(IFA_F_TEMPORARY));
+            assert!(if_addr(&secondary).is_some());
         }
 
         #[test]

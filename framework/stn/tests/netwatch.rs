@@ -208,6 +208,89 @@ fn the_initial_state_lists_existing_addresses_but_not_loopback() {
     });
 }
 
+/// IPv6 privacy addresses (the kernel makes one beside each `mngtmpaddr` address while
+/// `use_tempaddr` is on, and replaces it about daily on the same network) are not part of the
+/// network: neither one appearing nor one going away is a change.
+#[test]
+fn ipv6_temporary_addresses_are_not_tracked() {
+    let Some(ns) = Netns::create() else { return };
+    // No duplicate address detection: the kernel announces an address only once it is
+    // done, and the temporary address must be announced before the test removes it.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sysctl", "-qw"])
+        .args([
+            "net.ipv6.conf.v0.use_tempaddr=2",
+            "net.ipv6.conf.v0.accept_dad=0",
+        ])
+        .output()
+        .expect("run sysctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ns.run(async || {
+        let mut w = NetWatcher::bind(config()).unwrap();
+        let stable = ip("2001:db8:81::5");
+        ns.ip(&[
+            "addr",
+            "add",
+            "2001:db8:81::5/64",
+            "dev",
+            "v0",
+            "mngtmpaddr",
+            "nodad",
+            "valid_lft",
+            "3600",
+            "preferred_lft",
+            "1800",
+        ]);
+        let listed = Command::new("ip")
+            .args([
+                "-n",
+                &ns.name,
+                "-6",
+                "-o",
+                "addr",
+                "show",
+                "dev",
+                "v0",
+                "temporary",
+            ])
+            .output()
+            .expect("run ip");
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        let temporary: Vec<IpAddr> = listed
+            .split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .map(ip)
+            .into_iter()
+            .collect();
+        assert_eq!(
+            temporary.len(),
+            1,
+            "the kernel made a temporary address: {listed}"
+        );
+        let temporary = temporary[0];
+        let mut seen = until(&mut w, |c| added(c, stable)).await;
+        // The address going away (as the old one does days after its replacement came),
+        // then a real change to know the watcher has read past it.
+        ns.ip(&["addr", "del", &format!("{temporary}/64"), "dev", "v0"]);
+        ns.ip(&["addr", "add", "10.81.0.1/24", "dev", "v0"]);
+        seen.extend(until(&mut w, |c| added(c, ip("10.81.0.1"))).await);
+        for change in &seen {
+            assert!(
+                !added(change, temporary) && !removed(change, temporary),
+                "{temporary} was reported: {:?}",
+                change.events
+            );
+            assert!(change.state.addresses().all(|a| a.addr != temporary));
+        }
+    });
+}
+
 #[test]
 fn a_burst_becomes_one_change() {
     let Some(ns) = Netns::create() else { return };
