@@ -59,6 +59,7 @@ use crate::fanout::Publisher;
 use crate::metrics as m;
 use crate::ranking_file::RankingWriter;
 use crate::short::runner::{ShortEvent, ShortIo};
+use crate::state_file;
 use crate::watchdog::Watchdog;
 
 /// A command from a [`Client`](crate::Client).
@@ -132,10 +133,10 @@ fn start(
     let watchdog = Watchdog::new(config.watchdog_threshold());
     let watch_task = tokio::spawn(watchdog.clone().run().in_current_span());
     let heartbeat = config.core().heartbeat.clone();
-    let heartbeat_state = config.heartbeat_state_file().map(|p| p.to_owned());
-    if let Some(path) = &heartbeat_state {
+    let heartbeat_state = config.heartbeat_state_file().map(|path| {
         load_heartbeat_state(heartbeat.as_ref(), path);
-    }
+        (path.to_owned(), state_file::temp_path(path))
+    });
     let mut engine = engine;
     // The driver only traces `TaskSent`: without a subscriber for that, the core need not
     // build the event for every attempt (checked once, at start).
@@ -267,8 +268,8 @@ struct Driver {
     piece: usize,
     /// The heartbeat factory, whose state is persisted.
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
-    /// Where that state is kept.
-    heartbeat_state: Option<PathBuf>,
+    /// Where that state is kept, and the temporary file its saves go through.
+    heartbeat_state: Option<(PathBuf, PathBuf)>,
     /// Writes the IP ranking to its file, if one is configured.
     ranking_state: Option<RankingWriter>,
     /// The last connect cycle's report, until the link status event it belongs to.
@@ -1208,15 +1209,13 @@ impl Driver {
     /// Writes the heartbeat policy's state to its file, if one is configured. Atomic: a
     /// temporary file renamed over the old one, so a crash never leaves half a file.
     fn save_heartbeat_state(&self) {
-        let Some(path) = &self.heartbeat_state else {
+        let Some((path, tmp)) = &self.heartbeat_state else {
             return;
         };
         let Some(state) = self.heartbeat.export_state() else {
             return;
         };
-        let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, state).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
+        if let Err(e) = state_file::write_atomically(path, tmp, state.as_bytes()) {
             warn!(path = %path.display(), error = %e, "could not save the heartbeat state");
         }
     }

@@ -110,6 +110,7 @@ pub mod metrics;
 pub mod netwatch;
 mod ranking_file;
 mod short;
+mod state_file;
 mod tls;
 mod watchdog;
 

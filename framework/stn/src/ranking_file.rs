@@ -18,10 +18,14 @@ use phobos_stn_proto::RankingState;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use crate::state_file;
+
 /// Writes snapshots of the IP ranking to one file, off the caller's task.
 #[derive(Debug)]
 pub(crate) struct RankingWriter {
     path: PathBuf,
+    /// The temporary file each write goes through.
+    tmp: PathBuf,
     slot: Arc<Mutex<Slot>>,
     /// The writer task last started (running, or ended).
     writer: Option<JoinHandle<()>>,
@@ -38,6 +42,7 @@ impl RankingWriter {
     /// A writer of `path`.
     pub(crate) fn new(path: PathBuf) -> Self {
         RankingWriter {
+            tmp: state_file::temp_path(&path),
             path,
             slot: Arc::default(),
             writer: None,
@@ -55,9 +60,9 @@ impl RankingWriter {
         }
         slot.writing = true;
         drop(slot);
-        let (slot, path) = (Arc::clone(&self.slot), self.path.clone());
+        let (slot, path, tmp) = (Arc::clone(&self.slot), self.path.clone(), self.tmp.clone());
         self.writer = Some(tokio::task::spawn_blocking(move || {
-            write_queued(&slot, &path)
+            write_queued(&slot, &path, &tmp)
         }));
     }
 
@@ -72,7 +77,7 @@ impl RankingWriter {
 }
 
 /// The writer: writes queued snapshots until the slot is empty.
-fn write_queued(slot: &Mutex<Slot>, path: &Path) {
+fn write_queued(slot: &Mutex<Slot>, path: &Path, tmp: &Path) {
     loop {
         let state = {
             let mut slot = lock(slot);
@@ -84,10 +89,7 @@ fn write_queued(slot: &Mutex<Slot>, path: &Path) {
                 }
             }
         };
-        let tmp = path.with_extension("tmp");
-        let written =
-            std::fs::write(&tmp, state.to_json()).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
+        if let Err(e) = state_file::write_atomically(path, tmp, state.to_json().as_bytes()) {
             warn!(path = %path.display(), error = %e, "could not save the ip ranking state");
         }
     }
@@ -133,13 +135,13 @@ mod tests {
     async fn saves_never_wait_for_the_disk_and_the_newest_snapshot_wins() {
         let dir = scratch("held_up");
         let path = dir.join("ranking.json");
-        let tmp = path.with_extension("tmp");
+        let mut w = RankingWriter::new(path.clone());
+        let tmp = w.tmp.clone();
         let made = std::process::Command::new("mkfifo")
             .arg(&tmp)
             .status()
             .unwrap();
         assert!(made.success());
-        let mut w = RankingWriter::new(path.clone());
         w.save(state(1));
         // Once the writer has taken the first snapshot, it is held up opening the FIFO.
         while lock(&w.slot).next.is_some() {

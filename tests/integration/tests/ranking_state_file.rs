@@ -104,12 +104,16 @@ async fn a_network_unused_for_a_day_leaves_the_state_file_though_the_file_is_rec
 async fn the_driver_answers_while_a_save_is_held_up() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ranking.json");
+    let path = dir.path().join("held_up.json");
     let c = client_with_state(&server, &path);
     c.start_task(TaskSpec::new(CmdId(1), &b"x"[..]))
         .await
         .unwrap();
-    let tmp = path.with_extension("tmp");
+    // The first writer of a `held_up.json` in this process (the client runs in the test's,
+    // and no other test uses that name).
+    let tmp = dir
+        .path()
+        .join(format!(".held_up.json.{}.tmp", std::process::id()));
     let made = std::process::Command::new("mkfifo")
         .arg(&tmp)
         .status()

@@ -140,3 +140,61 @@ async fn a_state_the_policy_rejects_is_ignored() {
         format!("acks={}", factory.acks.load(Ordering::SeqCst))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_folder_where_the_state_file_should_be_is_left_alone_and_nothing_else_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("heartbeat.state");
+    std::fs::create_dir(&file).unwrap();
+    std::fs::write(file.join("keep"), "inside").unwrap();
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let factory = Arc::new(Counting::default());
+    let c = client(&server, factory.clone(), &file);
+    let resp = c
+        .start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"hi");
+    // The save at shutdown cannot replace a folder: a warning, and no temporary file left
+    // behind beside it.
+    c.shutdown().await;
+    assert!(factory.imported.lock().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(file.join("keep")).unwrap(),
+        "inside"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["heartbeat.state"]);
+}
+
+/// Two clients configured with one state file, saving at once: the file always ends as one
+/// client's whole state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_one_state_file_each_write_a_whole_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("heartbeat.state");
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    for _ in 0..10 {
+        // Nothing to import: each client keeps the count it is given.
+        let _ = std::fs::remove_file(&file);
+        let factories = [Arc::new(Counting::default()), Arc::new(Counting::default())];
+        factories[0].acks.store(7, Ordering::SeqCst);
+        factories[1].acks.store(1_234_567, Ordering::SeqCst);
+        let clients: Vec<Client> = factories
+            .iter()
+            .map(|f| client(&server, f.clone(), &file))
+            .collect();
+        let [a, b] = [&clients[0], &clients[1]];
+        tokio::join!(a.shutdown(), b.shutdown());
+        let saved = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            saved == "acks=7" || saved == "acks=1234567",
+            "a mixed state: {saved:?}"
+        );
+    }
+    let left = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(left, 1, "no temporary file is left behind");
+}

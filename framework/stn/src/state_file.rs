@@ -1,0 +1,143 @@
+//! Atomic writes of the driver's state files (the heartbeat state and the IP ranking).
+//!
+//! A state is written to a temporary file next to its target and renamed over it, so a
+//! reader (or a crash) never sees half a file. Each writer has a temporary file of its own
+//! ([`temp_path`]), named after the whole target name, the process and, from the second
+//! writer of a name in the process on, a counter.
+//!
+//! Design: the temporary file used to be the target with its extension replaced by `tmp`.
+//! Two writers then shared one temporary file whenever they wrote the same target (two
+//! clients, in one process or two, configured with one heartbeat file) or two targets that
+//! differ only in their extension (`state.heartbeat` and `state.ranking`): one writer's
+//! rename could move the other's half-written file into place, or a mix of both, and the
+//! other's rename then failed. A failed rename also left the temporary file behind.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+/// A temporary file for one writer of `path`: in the same folder (so the rename stays on
+/// one file system), named `.<file name>.<process id>.tmp` for the first writer of that file
+/// name in this process and `.<file name>.<process id>-<n>.tmp` for the `n`th after it. One
+/// writer must not write two states at once through the same temporary file.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    // How many writers of each file name this process has made. Keyed by the file name
+    // alone, so one target spelled two ways still gets two temporary files.
+    static WRITERS: Mutex<BTreeMap<OsString, u64>> = Mutex::new(BTreeMap::new());
+    let name = path.file_name().unwrap_or_default();
+    let n = {
+        let mut writers = WRITERS.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = writers.entry(name.to_owned()).or_insert(0);
+        *count += 1;
+        *count - 1
+    };
+    let (name, pid) = (name.to_string_lossy(), std::process::id());
+    path.with_file_name(match n {
+        0 => format!(".{name}.{pid}.tmp"),
+        n => format!(".{name}.{pid}-{n}.tmp"),
+    })
+}
+
+/// Writes `contents` to `tmp`, then renames it over `path`. On failure the temporary file
+/// is removed and `path` is left as it was.
+///
+/// # Errors
+///
+/// The error of the write or the rename.
+pub(crate) fn write_atomically(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<()> {
+    let written = std::fs::write(tmp, contents).and_then(|()| std::fs::rename(tmp, path));
+    if written.is_err() {
+        // Nothing to do if it cannot be removed either (it may not exist).
+        let _ = std::fs::remove_file(tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory for one test.
+    fn scratch(test: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("phobos-state-file-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn targets_that_differ_in_their_extension_get_their_own_temporary_files() {
+        let dir = scratch("extensions");
+        let heartbeat = dir.join("state.heartbeat");
+        let ranking = dir.join("state.ranking");
+        let (a, b) = (temp_path(&heartbeat), temp_path(&ranking));
+        assert_ne!(a, b);
+        assert_ne!(a, heartbeat);
+        assert_ne!(temp_path(&heartbeat), a, "two writers of one target");
+        assert_eq!(a.parent(), Some(dir.as_path()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Writers sharing one target (clients configured with one state file) each leave a
+    /// complete file: whatever a reader sees at any moment is one writer's whole state.
+    #[test]
+    fn concurrent_writers_of_one_file_never_leave_a_mixed_or_failed_write() {
+        let dir = scratch("concurrent");
+        let path = dir.join("heartbeat.state");
+        std::fs::write(&path, "initial").unwrap();
+        let states: Vec<String> = (0..4)
+            .map(|w| format!("[writer{w}]\n{}", "x".repeat(2_000 + 3_000 * w)))
+            .collect();
+        let writers: Vec<_> = states
+            .iter()
+            .cloned()
+            .map(|state| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let tmp = temp_path(&path);
+                    for _ in 0..200 {
+                        write_atomically(&path, &tmp, state.as_bytes())?;
+                    }
+                    Ok::<_, io::Error>(())
+                })
+            })
+            .collect();
+        for _ in 0..200 {
+            let seen = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                seen == "initial" || states.contains(&seen),
+                "a mixed file of {} bytes",
+                seen.len()
+            );
+        }
+        for w in writers {
+            w.join().unwrap().expect("every write succeeds");
+        }
+        let last = std::fs::read_to_string(&path).unwrap();
+        assert!(states.contains(&last));
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_the_target_alone_and_no_temporary_file() {
+        let dir = scratch("failed");
+        // A folder where the file should be: the rename over it fails.
+        let path = dir.join("heartbeat.state");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), "inside").unwrap();
+        let tmp = temp_path(&path);
+        assert!(write_atomically(&path, &tmp, b"state").is_err());
+        assert!(path.join("keep").exists());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["heartbeat.state"], "the temporary file is removed");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
