@@ -118,10 +118,12 @@ async fn the_ranking_is_saved_at_shutdown_and_ranks_a_failed_address_last_after_
     assert_eq!((rec(refused).failures, rec(refused).successes), (1, 0));
     assert_eq!((rec(live).failures, rec(live).successes), (0, 1));
     assert!(rec(live).rtt_ms.is_some());
-    assert!(
-        !dir.path().join("ranking.tmp").exists(),
-        "renamed into place"
-    );
+    let temporary: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temporary.is_empty(), "renamed into place: {temporary:?}");
 
     // Same seed, restored history: the live address now goes first.
     let c = start(vec![refused, live], &file, seed);
