@@ -274,8 +274,10 @@ impl ClientConfigBuilder {
     }
 
     /// Keeps the heartbeat policy's learnt state (the smart heartbeat's interval per network)
-    /// in this file: read when the client starts, written whenever a link goes down and at
-    /// shutdown. A missing file is a fresh start; an unreadable one is ignored with a warning.
+    /// in this file: read when the client starts; written (off the driver loop, atomically)
+    /// after every answered heartbeat that changed the state, whenever a link goes down and
+    /// at shutdown, so an app the OS kills loses nothing learnt. A missing file is a fresh
+    /// start; an unreadable one is ignored with a warning.
     pub fn heartbeat_state_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.heartbeat_state = Some(path.into());
         self

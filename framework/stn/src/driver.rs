@@ -17,8 +17,8 @@
 //!   blocks its thread ([`IpSource::is_blocking`], [`AuthCheck::is_blocking`]: every loaded
 //!   plugin) runs on tokio's blocking pool instead, never on the driver's thread or a runtime
 //!   worker;
-//! - the IP ranking's file written on the blocking pool (`ranking_file.rs`), never in the
-//!   loop.
+//! - the IP ranking's and the heartbeat state's files written on the blocking pool
+//!   (`ranking_file.rs`), never in the loop.
 //!
 //! Connects, resolutions and logins report back over one channel; socket IO happens in the
 //! driver task. Either way the engine sees every input in a single order. Time is `tokio::time`, converted to `std::time::Instant` at the edge, so paused
@@ -29,7 +29,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -57,9 +57,8 @@ use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
 use crate::fanout::Publisher;
 use crate::metrics as m;
-use crate::ranking_file::RankingWriter;
+use crate::ranking_file::{HeartbeatState, RankingWriter, StateWriter};
 use crate::short::runner::{ShortEvent, ShortIo};
-use crate::state_file;
 use crate::watchdog::Watchdog;
 
 /// A command from a [`Client`](crate::Client).
@@ -111,12 +110,12 @@ pub(crate) async fn run(
 ) {
     let (mut driver, io_rx, watch_task) = start(setup, outputs);
     let done = driver.run(commands, io_rx).await;
-    let final_save = driver.teardown();
+    let final_saves = driver.teardown();
     watch_task.abort();
-    if let Some(final_save) = final_save {
-        // Shutdown completes once the final state is on disk (written off the runtime's
-        // worker threads like every save).
-        let _ = final_save.await;
+    // Shutdown completes once the final states are on disk (written off the runtime's
+    // worker threads like every save).
+    for save in final_saves {
+        let _ = save.await;
     }
     if let Some(done) = done {
         let _ = done.send(());
@@ -135,7 +134,7 @@ fn start(
     let heartbeat = config.core().heartbeat.clone();
     let heartbeat_state = config.heartbeat_state_file().map(|path| {
         load_heartbeat_state(heartbeat.as_ref(), path);
-        (path.to_owned(), state_file::temp_path(path))
+        StateWriter::new(path.to_owned())
     });
     let mut engine = engine;
     // The driver only traces `TaskSent`: without a subscriber for that, the core need not
@@ -181,6 +180,7 @@ fn start(
         piece: PASS_TASKS,
         heartbeat,
         heartbeat_state,
+        heartbeat_saved: None,
         ranking_state,
         pending_cycle: None,
         short,
@@ -268,8 +268,10 @@ struct Driver {
     piece: usize,
     /// The heartbeat factory, whose state is persisted.
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
-    /// Where that state is kept, and the temporary file its saves go through.
-    heartbeat_state: Option<(PathBuf, PathBuf)>,
+    /// Writes that state to its file, if one is configured.
+    heartbeat_state: Option<StateWriter<HeartbeatState>>,
+    /// The heartbeat state last handed to that writer.
+    heartbeat_saved: Option<String>,
     /// Writes the IP ranking to its file, if one is configured.
     ranking_state: Option<RankingWriter>,
     /// The last connect cycle's report, until the link status event it belongs to.
@@ -979,6 +981,7 @@ impl Driver {
             Event::HeartbeatAcked { link, rtt } => {
                 metrics::counter!(m::HEARTBEAT_ACKS, "link" => link.to_string()).increment(1);
                 debug!(link = %link, ?rtt, "heartbeat answered");
+                self.save_heartbeat_state();
             }
             other => debug!(event = ?other, "engine event"),
         }
@@ -1205,19 +1208,26 @@ impl Driver {
         });
     }
 
-    /// Ends the driver: every waiting task resolves with a reset, every socket closes.
-    /// Writes the heartbeat policy's state to its file, if one is configured. Atomic: a
-    /// temporary file renamed over the old one, so a crash never leaves half a file.
-    fn save_heartbeat_state(&self) {
-        let Some((path, tmp)) = &self.heartbeat_state else {
+    /// Hands the heartbeat policy's state to its writer, if a file is configured and the
+    /// state changed since the last save: written off the loop, atomically (a temporary file
+    /// renamed over the old one, so a crash never leaves half a file).
+    ///
+    /// Design: saved after every answered heartbeat, not only when a link goes down and at
+    /// shutdown: a mobile app is usually killed by the OS, not shut down, and everything
+    /// learnt since the last drop was lost with it (Mars saves after each heartbeat result
+    /// too). Unchanged states are not written again.
+    fn save_heartbeat_state(&mut self) {
+        let Some(writer) = &mut self.heartbeat_state else {
             return;
         };
         let Some(state) = self.heartbeat.export_state() else {
             return;
         };
-        if let Err(e) = state_file::write_atomically(path, tmp, state.as_bytes()) {
-            warn!(path = %path.display(), error = %e, "could not save the heartbeat state");
+        if self.heartbeat_saved.as_ref() == Some(&state) {
+            return;
         }
+        writer.save(HeartbeatState(state.clone()));
+        self.heartbeat_saved = Some(state);
     }
 
     /// Hands a snapshot of the IP ranking to its writer, if a file is configured: written
@@ -1242,13 +1252,17 @@ impl Driver {
         self.end_metrics.flush();
     }
 
-    /// Ends the driver; returns the write of the final IP ranking, to be awaited.
-    fn teardown(&mut self) -> Option<tokio::task::JoinHandle<()>> {
-        self.save_heartbeat_state();
-        let final_save = self
-            .ranking_state
-            .as_mut()
-            .and_then(|w| w.finish(self.engine.ranking_state(now(), unix_now())));
+    /// Ends the driver: every waiting task resolves with a reset, every socket closes.
+    /// Returns the writes of the final states (IP ranking, heartbeat), to be awaited.
+    fn teardown(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut final_saves = Vec::new();
+        let heartbeat = self.heartbeat.export_state();
+        if let (Some(writer), Some(state)) = (&mut self.heartbeat_state, heartbeat) {
+            final_saves.extend(writer.finish(HeartbeatState(state)));
+        }
+        if let Some(writer) = &mut self.ranking_state {
+            final_saves.extend(writer.finish(self.engine.ranking_state(now(), unix_now())));
+        }
         let n = self.waiters.len();
         self.end_held_tasks();
         self.conns.clear();
@@ -1260,7 +1274,7 @@ impl Driver {
         }
         self.short.shutdown();
         info!(unfinished_tasks = n, "driver stopped");
-        final_save
+        final_saves
     }
 }
 

@@ -1,7 +1,8 @@
-//! Writing the IP ranking's file off the driver loop.
+//! Writing the driver's state files (the IP ranking, the heartbeat policy's state) off the
+//! driver loop.
 //!
-//! The driver hands each snapshot ([`RankingState`]) to a [`RankingWriter`] and goes on at
-//! once. Serialising and writing happen on tokio's blocking pool, one write at a time; a
+//! The driver hands each snapshot ([`RankingState`], [`HeartbeatState`]) to its
+//! [`StateWriter`] and goes on at once. Serialising and writing happen on tokio's blocking pool, one write at a time; a
 //! snapshot handed over while a write runs waits in a one-place slot, and a newer one
 //! replaces it there, so a burst of link drops costs at most two writes and the file ends
 //! with the newest state. Each write is atomic: a temporary file renamed over the old one.
@@ -9,7 +10,8 @@
 //! Design: a save used to run inside the driver loop, so every link drop and network
 //! change stalled every task and socket for the time of the write (2.75 s for a 20.9 MB
 //! state in a debug build). The bounds on the ranking now keep the file small, but a slow
-//! disk (or flash under load) would still stall the loop.
+//! disk (or flash under load) would still stall the loop. The heartbeat state, saved after
+//! every answered heartbeat that changed it, goes the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,28 +22,67 @@ use tracing::warn;
 
 use crate::state_file;
 
-/// Writes snapshots of the IP ranking to one file, off the caller's task.
+/// A state the driver keeps in a file.
+pub(crate) trait Snapshot: Send + 'static {
+    /// What the file holds, for the warning when a write fails.
+    const WHAT: &'static str;
+    /// The file's contents (serialised on the blocking pool, not in the loop).
+    fn contents(&self) -> String;
+}
+
+impl Snapshot for RankingState {
+    const WHAT: &'static str = "ip ranking state";
+    fn contents(&self) -> String {
+        self.to_json()
+    }
+}
+
+/// The heartbeat policy's state, as its factory exported it
+/// ([`HeartbeatPolicyFactory::export_state`](phobos_plugin_api::HeartbeatPolicyFactory::export_state)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeartbeatState(pub(crate) String);
+
+impl Snapshot for HeartbeatState {
+    const WHAT: &'static str = "heartbeat state";
+    fn contents(&self) -> String {
+        self.0.clone()
+    }
+}
+
+/// Writes snapshots of one state to one file, off the caller's task.
 #[derive(Debug)]
-pub(crate) struct RankingWriter {
+pub(crate) struct StateWriter<S> {
     path: PathBuf,
     /// The temporary file each write goes through.
     tmp: PathBuf,
-    slot: Arc<Mutex<Slot>>,
+    slot: Arc<Mutex<Slot<S>>>,
     /// The writer task last started (running, or ended).
     writer: Option<JoinHandle<()>>,
 }
 
+/// The writer of the IP ranking's file.
+pub(crate) type RankingWriter = StateWriter<RankingState>;
+
 /// The snapshot waiting for the writer, and whether a writer runs.
-#[derive(Debug, Default)]
-struct Slot {
-    next: Option<RankingState>,
+#[derive(Debug)]
+struct Slot<S> {
+    next: Option<S>,
     writing: bool,
 }
 
-impl RankingWriter {
+impl<S> Default for Slot<S> {
+    fn default() -> Self {
+        Slot {
+            next: None,
+            writing: false,
+        }
+    }
+}
+
+impl<S: Snapshot> StateWriter<S> {
     /// A writer of `path`.
     pub(crate) fn new(path: PathBuf) -> Self {
-        RankingWriter {
+        StateWriter {
             tmp: state_file::temp_path(&path),
             path,
             slot: Arc::default(),
@@ -51,7 +92,7 @@ impl RankingWriter {
 
     /// Queues `state` to be written, replacing any snapshot not yet being written, and
     /// starts a writer on the blocking pool unless one runs. Never waits for the disk.
-    pub(crate) fn save(&mut self, state: RankingState) {
+    pub(crate) fn save(&mut self, state: S) {
         let mut slot = lock(&self.slot);
         slot.next = Some(state);
         if slot.writing {
@@ -68,7 +109,7 @@ impl RankingWriter {
 
     /// Queues the final `state`; the returned task ends once it is written (or its write
     /// failed, with a warning).
-    pub(crate) fn finish(&mut self, state: RankingState) -> Option<JoinHandle<()>> {
+    pub(crate) fn finish(&mut self, state: S) -> Option<JoinHandle<()>> {
         self.save(state);
         // Whether this `save` started a writer or one was running, it is the last one
         // started, and it writes the slot's contents before it ends.
@@ -77,7 +118,7 @@ impl RankingWriter {
 }
 
 /// The writer: writes queued snapshots until the slot is empty.
-fn write_queued(slot: &Mutex<Slot>, path: &Path, tmp: &Path) {
+fn write_queued<S: Snapshot>(slot: &Mutex<Slot<S>>, path: &Path, tmp: &Path) {
     loop {
         let state = {
             let mut slot = lock(slot);
@@ -89,15 +130,15 @@ fn write_queued(slot: &Mutex<Slot>, path: &Path, tmp: &Path) {
                 }
             }
         };
-        if let Err(e) = state_file::write_atomically(path, tmp, state.to_json().as_bytes()) {
-            warn!(path = %path.display(), error = %e, "could not save the ip ranking state");
+        if let Err(e) = state_file::write_atomically(path, tmp, state.contents().as_bytes()) {
+            warn!(path = %path.display(), error = %e, "could not save the {}", S::WHAT);
         }
     }
 }
 
 /// Locks the slot. A panic while it was held (none is possible: it only moves values) would
 /// leave it consistent, so a poisoned lock is used as it is.
-fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+fn lock<S>(slot: &Mutex<Slot<S>>) -> std::sync::MutexGuard<'_, Slot<S>> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

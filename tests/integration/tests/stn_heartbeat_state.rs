@@ -100,6 +100,37 @@ async fn learnt_heartbeat_state_is_saved_at_shutdown_and_restored_at_start() {
     c.shutdown().await;
 }
 
+/// What the policy learns is on disk after each answered heartbeat, with no link drop and no
+/// shutdown: a mobile app is usually killed by the OS, and then nothing else saves it.
+#[tokio::test(start_paused = true)]
+async fn learnt_heartbeat_state_is_on_disk_after_each_answer_before_any_drop_or_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("heartbeat.state");
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let factory = Arc::new(Counting::default());
+    let c = client(&server, factory.clone(), &file);
+    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+        .await
+        .unwrap();
+    // Answers right after connect and at 60 s and 120 s; the next one is due at 180 s.
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    let acks = factory.acks.load(Ordering::SeqCst);
+    assert!(acks >= 3, "{acks} heartbeats answered");
+    // Written on the blocking pool: give the write a moment (virtual seconds, well before
+    // the next heartbeat).
+    let mut saved = String::new();
+    for _ in 0..20 {
+        saved = std::fs::read_to_string(&file).unwrap_or_default();
+        if saved == format!("acks={acks}") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(saved, format!("acks={acks}"), "saved while the link is up");
+    assert_eq!(server.connection_count(), 1, "no link drop");
+    c.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_unreadable_state_file_is_ignored_and_the_client_works() {
     let dir = tempfile::tempdir().unwrap();
