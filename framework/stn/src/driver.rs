@@ -59,6 +59,7 @@ use crate::fanout::Publisher;
 use crate::metrics as m;
 use crate::ranking_file::{HeartbeatState, RankingWriter, StateWriter};
 use crate::short::runner::{ShortEvent, ShortIo};
+use crate::state_file;
 use crate::watchdog::Watchdog;
 
 /// A command from a [`Client`](crate::Client).
@@ -1460,9 +1461,9 @@ const READ_MAX: usize = 64 * 1024;
 /// Reads the IP ranking from `path`. A missing file is a fresh start; a corrupt,
 /// other-version or expired one is ignored with a warning naming the file and the reason.
 fn load_ranking_state(path: &Path) -> Option<RankingState> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+    let text = match state_file::read(path) {
+        Ok(Some(text)) => text,
+        Ok(None) => return None,
         Err(e) => {
             warn!(path = %path.display(), error = %e, "ip ranking state ignored: unreadable");
             return None;
@@ -1491,13 +1492,13 @@ fn unix_now() -> u64 {
 /// Restores the heartbeat policy's state from `path`. A missing file is a fresh start; an
 /// unreadable or rejected one is ignored with a warning, never an error.
 fn load_heartbeat_state(factory: &dyn HeartbeatPolicyFactory, path: &Path) {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
+    match state_file::read(path) {
+        Ok(Some(text)) => {
             if !factory.import_state(&text) {
                 warn!(path = %path.display(), "heartbeat state ignored: the policy could not read it");
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(None) => {}
         Err(e) => warn!(path = %path.display(), error = %e, "heartbeat state ignored"),
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -40,13 +40,64 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     })
 }
 
-/// Writes `contents` to `tmp`, then renames it over `path`. On failure the temporary file
-/// is removed and `path` is left as it was.
+/// The largest state file read (the heartbeat state is a few hundred bytes, the bounded IP
+/// ranking some hundred kilobytes).
+pub(crate) const MAX_STATE_FILE: u64 = 8 * 1024 * 1024;
+
+/// Reads the state file at `path`: `Ok(None)` when there is none.
+///
+/// Design: only a regular file of at most [`MAX_STATE_FILE`] bytes is read. A FIFO named by
+/// mistake made `Client::start` wait forever for a writer, and a device such as
+/// `/dev/zero` read until memory ran out.
 ///
 /// # Errors
 ///
-/// The error of the write or the rename.
+/// An error naming the problem: not a regular file, too large, unreadable, not UTF-8.
+pub(crate) fn read(path: &Path) -> io::Result<Option<String>> {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() {
+        return Err(not_a_file());
+    }
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_STATE_FILE} bytes"),
+        )
+    };
+    if meta.len() > MAX_STATE_FILE {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    // Bounded again while reading: the file may grow meanwhile.
+    std::fs::File::open(path)?
+        .take(MAX_STATE_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_STATE_FILE {
+        return Err(too_large());
+    }
+    Ok(Some(text))
+}
+
+fn not_a_file() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
+}
+
+/// Writes `contents` to `tmp`, then renames it over `path`. On failure the temporary file
+/// is removed and `path` is left as it was; so is a `path` that exists and is not a regular
+/// file (a folder, a FIFO, a device: the rename would replace a device node when running
+/// as root).
+///
+/// # Errors
+///
+/// The error of the write or the rename, or "not a regular file".
 pub(crate) fn write_atomically(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_a_file());
+    }
     let written = std::fs::write(tmp, contents).and_then(|()| std::fs::rename(tmp, path));
     if written.is_err() {
         // Nothing to do if it cannot be removed either (it may not exist).

@@ -229,3 +229,58 @@ async fn clients_sharing_one_state_file_each_write_a_whole_state() {
     let left = std::fs::read_dir(dir.path()).unwrap().count();
     assert_eq!(left, 1, "no temporary file is left behind");
 }
+
+/// State files named by mistake as FIFOs: the client starts, works and shuts down, and
+/// neither FIFO is replaced. (Reading one waited for a writer forever: the driver never
+/// started.)
+#[cfg(unix)]
+#[test]
+fn fifos_where_the_state_files_should_be_are_left_alone_and_the_client_works() {
+    use std::os::unix::fs::FileTypeExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let heartbeat = dir.path().join("heartbeat.state");
+    let ranking = dir.path().join("ranking.json");
+    for fifo in [&heartbeat, &ranking] {
+        let made = std::process::Command::new("mkfifo")
+            .arg(fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let files = (heartbeat.clone(), ranking.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let body = rt.block_on(async move {
+            let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+            let config = ClientConfig::builder(codec())
+                .link_addrs("default-longlink", [server.ip_port()])
+                .heartbeat(Arc::new(Counting::default()))
+                .heartbeat_state_file(&files.0)
+                .ranking_state_file(&files.1)
+                .build()
+                .unwrap();
+            let c = Client::start(config).unwrap();
+            let resp = c
+                .start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+                .await
+                .unwrap();
+            c.shutdown().await;
+            resp.body
+        });
+        let _ = tx.send(body);
+    });
+    // Generous: a loaded machine is slow, and the old code never got here at all.
+    let body = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the client started, worked and shut down");
+    assert_eq!(&body[..], b"hi");
+    for fifo in [&heartbeat, &ranking] {
+        let kind = std::fs::metadata(fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "{} was replaced", fifo.display());
+    }
+}
