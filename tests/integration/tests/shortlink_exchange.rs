@@ -141,6 +141,17 @@ async fn http_and_broken_responses_end_with_typed_errors() {
             ShortReply::Raw(Vec::new()),
             TaskError::Socket(SocketFailure::RemoteClosed),
         ),
+        (
+            // Interim responses without end (here 20,000, then a final one).
+            ShortReply::Raw(
+                [
+                    b"HTTP/1.1 100 Continue\r\n\r\n".repeat(20_000),
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+                ]
+                .concat(),
+            ),
+            TaskError::Http(HttpFailure::BadHeaders),
+        ),
     ];
     let client =
         client_with(|b| b.short_link(ShortLinkConfig::default().max_response_len(1024))).await;

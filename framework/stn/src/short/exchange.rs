@@ -126,10 +126,12 @@ impl H1Conn {
 
     async fn run(
         &mut self,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
         limits: Limits,
     ) -> Result<HttpResponse, ExchangeError> {
         let meter = self.meter.clone();
+        let counter = meter.clone();
+        hyper::ext::on_informational(&mut request, move |_| counter.interim());
         self.sender
             .ready()
             .await
@@ -277,6 +279,7 @@ fn wants_close(headers: &[(String, String)]) -> bool {
 ///
 /// | hyper says | core gets |
 /// |---|---|
+/// | more than [`MAX_INTERIM`] interim (1xx) responses | [`HttpFailure::BadHeaders`] |
 /// | parse error and the response does not start with `HTTP/`, or a bad version or status | [`HttpFailure::BadStatusLine`] |
 /// | other parse error (headers, content length, head too large) | [`HttpFailure::BadHeaders`] |
 /// | message incomplete, connection closed | [`CloseCause::RemoteClosed`] |
@@ -286,6 +289,9 @@ fn wants_close(headers: &[(String, String)]) -> bool {
 /// | another IO error | [`CloseCause::Io`] with its errno |
 /// | the request itself was refused (user error) | [`ExchangeError::Request`] |
 fn map_error(err: &hyper::Error, meter: &Meter) -> ExchangeError {
+    if meter.too_many_interim() {
+        return ExchangeError::Http(HttpFailure::BadHeaders);
+    }
     if err.is_parse_status() || (err.is_parse() && meter.bad_status_line()) {
         return ExchangeError::Http(HttpFailure::BadStatusLine);
     }
@@ -341,6 +347,8 @@ struct MeterState {
     prefix: Vec<u8>,
     /// A write the server refused (see [`Metered::poll_write`]): its error kind and errno.
     write_failed: Option<(io::ErrorKind, Option<i32>)>,
+    /// Interim (1xx) responses before the current response's final one.
+    interim: usize,
 }
 
 impl Meter {
@@ -349,6 +357,19 @@ impl Meter {
         s.on_read = Some(on_read);
         s.prefix.clear();
         s.write_failed = None;
+        s.interim = 0;
+    }
+
+    /// Notes an interim (1xx) response hyper skipped.
+    fn interim(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.interim += 1;
+    }
+
+    /// More interim responses came than [`MAX_INTERIM`]: the response fails.
+    fn too_many_interim(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.interim > MAX_INTERIM
     }
 
     /// Notes a write the server refused.
@@ -400,6 +421,13 @@ impl AsyncRead for Metered {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.meter.too_many_interim() {
+            // hyper reads on past any number of them: stop it here.
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "too many interim responses",
+            )));
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
@@ -497,6 +525,14 @@ impl AsyncWrite for Metered {
 const STATUS_PREFIX: &[u8] = b"HTTP/";
 /// hyper's smallest accepted read buffer.
 const MIN_HEAD_BUFFER: usize = 8 * 1024;
+/// The most interim (1xx) responses accepted before a final one.
+///
+/// Design: hyper skips interim responses without limit, parsing each. A server sending
+/// `100 Continue` endlessly kept a runtime worker parsing them until the read/write timeout,
+/// and the driver waiting behind it (its timers fired seconds late, stats went unanswered).
+/// Real servers send one or two (`100 Continue`, `103 Early Hints`); past this many the
+/// response fails as a bad head, after at most one more read buffer of them (the head limit).
+const MAX_INTERIM: usize = 32;
 
 /// The most header lines a response head of at most `max_head` bytes may have: one per 128
 /// bytes of the limit, at least hyper's default 100 and at most 1,024 (hyper sets room for
@@ -627,6 +663,25 @@ mod tests {
             Some(ExchangeError::Http(HttpFailure::BodyTooLarge {
                 limit: 1024
             }))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endless_run_of_interim_responses_is_a_bad_head() {
+        let with_interim = |n: usize| {
+            let mut reply = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(n);
+            reply.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            reply
+        };
+        // A few are skipped, as before.
+        let (res, _) = against_with(with_interim(MAX_INTERIM), LIMITS).await;
+        assert_eq!(&res.unwrap().body[..], b"ok");
+        // hyper read on through any number of them (an endless run held a worker until the
+        // timeouts).
+        let (res, _) = against_with(with_interim(20_000), LIMITS).await;
+        assert_eq!(
+            res.unwrap_err(),
+            ExchangeError::Http(HttpFailure::BadHeaders)
         );
     }
 
