@@ -82,21 +82,32 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<String>> {
     Ok(Some(text))
 }
 
+#[cfg(unix)]
+fn is_device(kind: &std::fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    kind.is_char_device() || kind.is_block_device()
+}
+
+#[cfg(not(unix))]
+fn is_device(_: &std::fs::FileType) -> bool {
+    false
+}
+
 fn not_a_file() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
 }
 
 /// Writes `contents` to `tmp`, then renames it over `path`. On failure the temporary file
-/// is removed and `path` is left as it was; so is a `path` that exists and is not a regular
-/// file (a folder, a FIFO, a device: the rename would replace a device node when running
-/// as root).
+/// is removed and `path` is left as it was; so is a `path` that is a device (running as
+/// root, the rename would replace the device node). A FIFO or socket at `path` (never read,
+/// see [`read`]) is replaced by the state; a folder makes the rename fail.
 ///
 /// # Errors
 ///
-/// The error of the write or the rename, or "not a regular file".
+/// The error of the write or the rename, or "a device".
 pub(crate) fn write_atomically(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<()> {
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Err(not_a_file());
+    if std::fs::metadata(path).is_ok_and(|m| is_device(&m.file_type())) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a device"));
     }
     let written = std::fs::write(tmp, contents).and_then(|()| std::fs::rename(tmp, path));
     if written.is_err() {
@@ -117,6 +128,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// A device node named as a state file is never replaced (as root the rename would).
+    /// The node is made in a scratch folder; without the right to make one, there is
+    /// nothing to check.
+    #[cfg(unix)]
+    #[test]
+    fn a_device_is_neither_read_nor_replaced() {
+        let dir = scratch("device");
+        let node = dir.join("zero");
+        let made = std::process::Command::new("mknod")
+            .arg(&node)
+            .args(["c", "1", "5"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            eprintln!("mknod not permitted: nothing to check");
+            return;
+        }
+        assert!(read(&node).is_err(), "a device is not read");
+        let tmp = temp_path(&node);
+        assert!(write_atomically(&node, &tmp, b"state").is_err());
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&node)
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        assert!(!tmp.exists());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
