@@ -8,8 +8,8 @@
 //! - one task per connect attempt (through the [`Connector`](crate::Connector)), reporting
 //!   the stream or the failure back;
 //! - no task per open connection: the driver polls every socket's reads from its select and
-//!   writes the frames of each iteration itself (in pieces of at most [`PASS_TASKS`] tasks
-//!   when many tasks were started at once, see [`Driver::send_piece`]), resuming from the
+//!   writes the frames of each iteration itself (the first few pieces of a burst of tasks
+//!   early, see [`Driver::send_piece`]), resuming from the
 //!   select when the socket was full (so a response reaches its caller with no task hop between
 //!   the socket and the engine);
 //! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
@@ -179,6 +179,7 @@ fn start(
         writes: 0,
         admitted: 0,
         piece: PASS_TASKS,
+        early_pieces: 0,
         heartbeat,
         heartbeat_state,
         heartbeat_saved: None,
@@ -265,8 +266,11 @@ struct Driver {
     /// Tasks admitted in this iteration since its last dispatch pass.
     admitted: usize,
     /// How many admitted tasks make a piece written at once ([`Driver::send_piece`]):
-    /// [`PASS_TASKS`], or a batch's equal share of it.
+    /// [`PASS_TASKS`], or a batch's equal share.
     piece: usize,
+    /// Pieces written early in this iteration (at most [`EARLY_PIECES`]; none when the
+    /// iteration began with tasks in flight).
+    early_pieces: usize,
     /// The heartbeat factory, whose state is persisted.
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
     /// Writes that state to its file, if one is configured.
@@ -523,6 +527,8 @@ impl Driver {
                     }
                     let t = now();
                     self.watchdog.enter(t);
+                    // Early pieces only when no task is in flight (see `send_piece`).
+                    self.early_pieces = if self.waiters.is_empty() { 0 } else { EARLY_PIECES };
                     if let Some(done) = self.handle_command(t, cmd) {
                         return Some(done);
                     }
@@ -537,7 +543,7 @@ impl Driver {
                         }
                     }
                     // The batch's tasks were only admitted: one dispatch pass frames the
-                    // rest of them (`start` sent each earlier piece of `PASS_TASKS`).
+                    // rest of them (`start` sent the early pieces).
                     self.admitted = 0;
                     self.engine.send_queued(t);
                     t
@@ -658,9 +664,10 @@ impl Driver {
                 let (first, specs, sink) = batch.take();
                 m::count(&m::TASKS_STARTED_KEY, specs.len() as u64);
                 let index = self.batch_out.hold(&sink, specs.len());
-                // Equal pieces of at most `PASS_TASKS`: no runt piece (one more system
-                // call on each side) at the end of a batch.
-                let pieces = specs.len().div_ceil(PASS_TASKS).max(1);
+                // Equal pieces, of `PASS_TASKS` or more, at most `EARLY_PIECES + 1` of
+                // them: no runt piece (one more system call on each side) at the end of a
+                // batch.
+                let pieces = specs.len().div_ceil(PASS_TASKS).clamp(1, EARLY_PIECES + 1);
                 self.piece = specs.len().div_ceil(pieces).max(1);
                 for (i, spec) in specs.into_iter().enumerate() {
                     let key = TaskKey(first + i as u64);
@@ -742,7 +749,8 @@ impl Driver {
         entry.insert(Waiter { id, key, reply });
         self.cancel_index.started(key, tag as usize);
         self.admitted += 1;
-        if self.admitted >= self.piece {
+        if self.admitted >= self.piece && self.early_pieces < EARLY_PIECES {
+            self.early_pieces += 1;
             self.send_piece(t);
         }
     }
@@ -752,14 +760,18 @@ impl Driver {
     ///
     /// Design: when a window of tasks leaves in one write, the server and the client take
     /// turns: the server idles while the client frames the window, and the client while the
-    /// server answers it. Writing every [`PASS_TASKS`] tasks (a batch command's tasks in
-    /// equal pieces of at most that) lets the server start on the first piece while the
-    /// client frames the next; its answers come back in pieces too, so after a few rounds
-    /// the two work at the same time (on two cores). Each piece costs one more system call
-    /// on each side, which is why the piece is not smaller. Tasks of one priority keep
-    /// their order on the wire; each piece is framed in priority order, so a higher-priority
-    /// task admitted in a later piece of the same iteration goes out after the earlier
-    /// piece.
+    /// server answers it. So when an iteration starts tasks while none is in flight (the
+    /// server has nothing to do), it writes the first [`PASS_TASKS`] at once (a batch
+    /// command's tasks in equal pieces of at least that), then the next, at most
+    /// [`EARLY_PIECES`] times before its last write: the server starts on the first piece
+    /// while the client frames the next, and its answers come back in pieces too, so the
+    /// ends, and the caller's next tasks, come in pieces from then on, and the two work at
+    /// the same time (on two cores). Each piece costs one more system call on each side,
+    /// which is why a piece is not smaller, and why there are none while tasks are in
+    /// flight: the server then has work already, and at 300 and 1,000 tasks in flight
+    /// pieces cost more than they hid. Tasks of one priority keep their order on the wire;
+    /// each piece is framed in priority order, so a higher-priority task admitted in a later
+    /// piece of the same iteration goes out after the earlier piece.
     fn send_piece(&mut self, t: Instant) {
         self.admitted = 0;
         self.engine.send_queued(t);
@@ -1451,6 +1463,8 @@ const BATCH: usize = 256;
 /// Tasks admitted in one iteration before their frames are written, while the iteration's
 /// later tasks wait (see [`Driver::send_piece`]).
 const PASS_TASKS: usize = 24;
+/// Pieces one iteration writes before its last write (see [`Driver::send_piece`]).
+const EARLY_PIECES: usize = 3;
 /// Reads per connection per poll before the engine sees them.
 const READS_PER_POLL: usize = 4;
 /// First read buffer size of a connection.

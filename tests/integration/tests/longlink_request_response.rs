@@ -213,12 +213,14 @@ fn the_tasks_of_many_callers_leave_in_few_writes() {
     );
 }
 
-/// A batch of 100 tasks on a connected link leaves in five writes of 20 frames (equal pieces
-/// of at most the driver's 24), not one: the server starts on the first piece while the
-/// client frames the next. The frames keep their order, and every task ends with its own
+/// Batches started while no task is in flight leave in pieces: the first 100 in four writes
+/// of 25 (equal pieces of at least the driver's 24, at most three of them early), so the
+/// server starts on the first piece while the client frames the next. A second batch
+/// started in the same iteration goes with the first one's last piece (three early pieces
+/// at most per iteration). The frames keep their order, and every task ends with its own
 /// response.
 #[tokio::test(start_paused = true)]
-async fn a_large_batch_leaves_in_equal_pieces_in_order() {
+async fn batches_started_with_nothing_in_flight_leave_in_a_few_pieces_in_order() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let client = client_for(&server);
     client
@@ -226,26 +228,30 @@ async fn a_large_batch_leaves_in_equal_pieces_in_order() {
         .await
         .unwrap();
     let before = client.stats().await.unwrap().writes;
-    let specs = (0..100u32).map(|i| TaskSpec::new(CmdId(3), i.to_be_bytes().to_vec()));
+    let body = |i: u32| i.to_be_bytes().to_vec();
     let mut batch = client.task_batch();
-    let keys = batch.start(specs);
+    // Both commands are queued before the driver runs (one thread): one iteration.
+    let first = batch.start((0..100).map(|i| TaskSpec::new(CmdId(3), body(i))));
+    let second = batch.start((100..200).map(|i| TaskSpec::new(CmdId(3), body(i))));
     let mut ends = Vec::new();
     while batch.recv_many(&mut ends).await > 0 {}
-    assert_eq!(ends.len(), 100);
+    assert_eq!(ends.len(), 200);
     for end in &ends {
-        let i = keys.position(end.key).unwrap() as u32;
-        let resp = end.outcome.as_ref().unwrap();
-        assert_eq!(resp.body[..], i.to_be_bytes());
+        let i = match (first.position(end.key), second.position(end.key)) {
+            (Some(i), None) => i as u32,
+            (None, Some(i)) => 100 + i as u32,
+            other => panic!("{:?} in {other:?}", end.key),
+        };
+        assert_eq!(end.outcome.as_ref().unwrap().body[..], body(i));
     }
     let writes = client.stats().await.unwrap().writes - before;
-    assert_eq!(writes, 5, "100 tasks in pieces of 20");
-    let bodies: Vec<Vec<u8>> = server
+    assert_eq!(writes, 4, "three early pieces of 25, then the rest");
+    let sent: Vec<Vec<u8>> = server
         .task_frames()
         .iter()
         .filter(|f| f.head.cmd_id == CmdId(3))
         .map(|f| f.body.to_vec())
         .collect();
-    let sent: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_be_bytes().to_vec()).collect();
-    assert_eq!(bodies, sent);
+    assert_eq!(sent, (0..200).map(body).collect::<Vec<_>>());
     client.shutdown().await;
 }
