@@ -9,9 +9,8 @@
 //!   the stream or the failure back;
 //! - no task per open connection: the driver polls every socket's reads from its select and
 //!   writes the frames of each iteration itself (the first few pieces of a burst of tasks
-//!   early, see [`Driver::send_piece`]), resuming from the
-//!   select when the socket was full (so a response reaches its caller with no task hop between
-//!   the socket and the engine);
+//!   early, see [`Driver::send_piece`]), resuming from the select when the socket was full
+//!   (so a response reaches its caller with no task hop between the socket and the engine);
 //! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
 //!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`]; a call into a plugin that
 //!   blocks its thread ([`IpSource::is_blocking`], [`AuthCheck::is_blocking`]: every loaded

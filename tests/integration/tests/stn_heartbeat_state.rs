@@ -69,19 +69,25 @@ fn client(server: &MockLongLinkServer, factory: Arc<Counting>, file: &std::path:
     client
 }
 
+/// An echo server, and a client with a fresh counting policy keeping its state in `file`,
+/// connected (one task done) and then left running for 150 s: heartbeats are answered right
+/// after connect and at 60 s and 120 s; the next one is due at 180 s.
+async fn after_150_s(file: &std::path::Path) -> (MockLongLinkServer, Arc<Counting>, Client) {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let factory = Arc::new(Counting::default());
+    let c = client(&server, factory.clone(), file);
+    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    (server, factory, c)
+}
+
 #[tokio::test(start_paused = true)]
 async fn learnt_heartbeat_state_is_saved_at_shutdown_and_restored_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("heartbeat.state");
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-
-    let first = Arc::new(Counting::default());
-    let c = client(&server, first.clone(), &file);
-    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
-        .await
-        .unwrap();
-    // The first heartbeat goes out right after connect, then one a minute.
-    tokio::time::sleep(Duration::from_secs(150)).await;
+    let (server, first, c) = after_150_s(&file).await;
     c.shutdown().await;
     let acks = first.acks.load(Ordering::SeqCst);
     assert!(acks >= 2, "{acks} heartbeats answered");
@@ -106,14 +112,7 @@ async fn learnt_heartbeat_state_is_saved_at_shutdown_and_restored_at_start() {
 async fn learnt_heartbeat_state_is_on_disk_after_each_answer_before_any_drop_or_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("heartbeat.state");
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let factory = Arc::new(Counting::default());
-    let c = client(&server, factory.clone(), &file);
-    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
-        .await
-        .unwrap();
-    // Answers right after connect and at 60 s and 120 s; the next one is due at 180 s.
-    tokio::time::sleep(Duration::from_secs(150)).await;
+    let (server, factory, c) = after_150_s(&file).await;
     let acks = factory.acks.load(Ordering::SeqCst);
     assert!(acks >= 3, "{acks} heartbeats answered");
     // Written on the blocking pool: give the write a moment (virtual seconds, well before
