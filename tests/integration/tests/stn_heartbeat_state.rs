@@ -70,17 +70,25 @@ fn client(server: &MockLongLinkServer, factory: Arc<Counting>, file: &std::path:
 }
 
 /// An echo server, and a client with a fresh counting policy keeping its state in `file`,
-/// connected (one task done) and then left running for 150 s: heartbeats are answered right
-/// after connect and at 60 s and 120 s; the next one is due at 180 s.
-async fn after_150_s(file: &std::path::Path) -> (MockLongLinkServer, Arc<Counting>, Client) {
+/// connected: its first task got its answer.
+async fn connected(file: &std::path::Path) -> (MockLongLinkServer, Arc<Counting>, Client) {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let factory = Arc::new(Counting::default());
     let c = client(&server, factory.clone(), file);
-    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
+    let resp = c
+        .start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(150)).await;
+    assert_eq!(&resp.body[..], b"hi");
     (server, factory, c)
+}
+
+/// [`connected`], then left running for 150 s: heartbeats are answered right after connect
+/// and at 60 s and 120 s; the next one is due at 180 s.
+async fn after_150_s(file: &std::path::Path) -> (MockLongLinkServer, Arc<Counting>, Client) {
+    let running = connected(file).await;
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    running
 }
 
 #[tokio::test(start_paused = true)]
@@ -135,14 +143,7 @@ async fn an_unreadable_state_file_is_ignored_and_the_client_works() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("heartbeat.state");
     std::fs::write(&file, b"\xff\xfe not a state").unwrap();
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let factory = Arc::new(Counting::default());
-    let c = client(&server, factory.clone(), &file);
-    let resp = c
-        .start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
-        .await
-        .unwrap();
-    assert_eq!(&resp.body[..], b"hi");
+    let (_server, factory, c) = connected(&file).await;
     // Not UTF-8: never handed to the policy.
     assert!(factory.imported.lock().unwrap().is_empty());
     c.shutdown().await;
@@ -155,12 +156,7 @@ async fn a_state_the_policy_rejects_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("heartbeat.state");
     std::fs::write(&file, "garbage").unwrap();
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let factory = Arc::new(Counting::default());
-    let c = client(&server, factory.clone(), &file);
-    c.start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
-        .await
-        .unwrap();
+    let (_server, factory, c) = connected(&file).await;
     assert_eq!(*factory.imported.lock().unwrap(), ["garbage".to_owned()]);
     c.shutdown().await;
     // The rejected text did not survive: shutdown wrote the policy's own state over it.
@@ -177,14 +173,7 @@ async fn a_folder_where_the_state_file_should_be_is_left_alone_and_nothing_else_
     let file = dir.path().join("heartbeat.state");
     std::fs::create_dir(&file).unwrap();
     std::fs::write(file.join("keep"), "inside").unwrap();
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let factory = Arc::new(Counting::default());
-    let c = client(&server, factory.clone(), &file);
-    let resp = c
-        .start_task(TaskSpec::new(CmdId(1), &b"hi"[..]))
-        .await
-        .unwrap();
-    assert_eq!(&resp.body[..], b"hi");
+    let (_server, factory, c) = connected(&file).await;
     // The save at shutdown cannot replace a folder: a warning, and no temporary file left
     // behind beside it.
     c.shutdown().await;
