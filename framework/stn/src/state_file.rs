@@ -47,8 +47,8 @@ pub(crate) const MAX_STATE_FILE: u64 = 8 * 1024 * 1024;
 /// Reads the state file at `path`: `Ok(None)` when there is none.
 ///
 /// Design: only a regular file of at most [`MAX_STATE_FILE`] bytes is read. A FIFO named by
-/// mistake made `Client::start` wait forever for a writer, and a device such as
-/// `/dev/zero` read until memory ran out.
+/// mistake held the driver's start (and the runtime thread it ran on) forever, waiting for a
+/// writer, and a device such as `/dev/zero` was read until memory ran out.
 ///
 /// # Errors
 ///
