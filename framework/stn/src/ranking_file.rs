@@ -2,10 +2,11 @@
 //! driver loop.
 //!
 //! The driver hands each snapshot ([`RankingState`], [`HeartbeatState`]) to its
-//! [`StateWriter`] and goes on at once. Serialising and writing happen on tokio's blocking pool, one write at a time; a
-//! snapshot handed over while a write runs waits in a one-place slot, and a newer one
-//! replaces it there, so a burst of link drops costs at most two writes and the file ends
-//! with the newest state. Each write is atomic: a temporary file renamed over the old one.
+//! [`StateWriter`] and goes on at once. Serialising and writing happen on tokio's blocking
+//! pool, one write at a time; a snapshot handed over while a write runs waits in a one-place
+//! slot, and a newer one replaces it there, so a burst of link drops costs at most two
+//! writes and the file ends with the newest state. Each write is atomic: a temporary file
+//! renamed over the old one.
 //!
 //! Design: a save used to run inside the driver loop, so every link drop and network
 //! change stalled every task and socket for the time of the write (2.75 s for a 20.9 MB
