@@ -1,39 +1,18 @@
 //! Server pushes reach subscribers; canceled tasks end with `Canceled`.
 
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use phobos_plugin_api::{CmdId, IpPort};
 use phobos_stn::{
-    Client, ClientConfig, Connector, ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec,
-    MAX_DURATION_SETTING,
+    Client, ClientConfig, ErrorKind, TaskBatch, TaskError, TaskKey, TaskSpec, MAX_DURATION_SETTING,
 };
 use phobos_stn_proto::{Racing, Recovery, Timing};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, Step};
 
 mod common;
-use common::{client_for, codec, ends_once};
-
-/// A connector whose connects never finish (and never touch the network).
-#[derive(Debug)]
-struct NeverConnects;
-
-type ConnectFuture<'a> =
-    Pin<Box<dyn Future<Output = io::Result<Box<dyn phobos_stn::LinkStream>>> + Send + 'a>>;
-
-impl Connector for NeverConnects {
-    fn connect<'life0, 'async_trait>(&'life0 self, _addr: IpPort) -> ConnectFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(std::future::pending())
-    }
-}
+use common::{client_for, codec, ends_once, Blackhole};
 
 #[tokio::test(start_paused = true)]
 async fn pushes_on_connect_and_on_demand_reach_every_subscriber() {
@@ -237,12 +216,11 @@ async fn canceling_every_task_of_a_large_queued_burst_in_any_order_ends_each_onc
         connect_timeout: MAX_DURATION_SETTING,
         ..Timing::default()
     };
+    // The link's only address, whose connects never finish (and never touch the network).
+    let never: IpPort = "127.0.0.1:9".parse::<SocketAddr>().unwrap().into();
     let config = phobos_stn::ClientConfig::builder(codec())
-        .link_addrs(
-            "default-longlink",
-            ["127.0.0.1:9".parse::<SocketAddr>().unwrap().into()],
-        )
-        .connector(Arc::new(NeverConnects))
+        .link_addrs("default-longlink", [never])
+        .connector(Arc::new(Blackhole::new([never])))
         .core(|c| c.timing(timing))
         .build()
         .unwrap();

@@ -2,49 +2,20 @@
 //! (`ConnectProfile::Phobos`) staggers attempts by 250 ms, `MarsClassic` by 2.5 s, and every
 //! cycle is reported on the link-event stream.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::time::Duration;
 
 use phobos_plugin_api::IpPort;
-use phobos_stn::{
-    Client, ClientConfig, ConnectProfile, Connector, LinkEvent, LinkStatus, TcpConnector,
-};
+use phobos_stn::{Client, ClientConfig, ConnectProfile, LinkEvent, LinkStatus};
 use phobos_stn_proto::AttemptOutcome;
 use phobos_test_support::{refused_addr, MockLongLinkServer};
 
 mod common;
-use common::codec;
-
-/// Plain TCP, except that connects to `silent` addresses never finish (a blackholed SYN).
-#[derive(Debug)]
-struct Blackhole {
-    silent: Vec<IpPort>,
-}
-
-type ConnectFuture<'a> =
-    Pin<Box<dyn Future<Output = io::Result<Box<dyn phobos_stn::LinkStream>>> + Send + 'a>>;
-
-impl Connector for Blackhole {
-    fn connect<'life0, 'async_trait>(&'life0 self, addr: IpPort) -> ConnectFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            if self.silent.contains(&addr) {
-                std::future::pending::<()>().await;
-            }
-            TcpConnector::default().connect(addr).await
-        })
-    }
-}
+use common::{codec, Blackhole};
 
 fn start(addrs: Vec<IpPort>, silent: Vec<IpPort>, profile: Option<ConnectProfile>) -> Client {
     let mut b = ClientConfig::builder(codec())
         .link_addrs("default-longlink", addrs)
-        .connector(std::sync::Arc::new(Blackhole { silent }));
+        .connector(std::sync::Arc::new(Blackhole::new(silent)));
     if let Some(p) = profile {
         b = b.connect_profile(p);
     }

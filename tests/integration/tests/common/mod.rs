@@ -211,3 +211,45 @@ impl phobos_plugin_api::AuthCheck for GatedAuth {
         Ok(())
     }
 }
+
+/// Plain TCP, except that connects to `silent` addresses never finish (a blackholed SYN) and
+/// never touch the network.
+#[derive(Debug)]
+pub struct Blackhole {
+    silent: Vec<phobos_plugin_api::IpPort>,
+}
+
+impl Blackhole {
+    /// Connects to any of `silent` hang; the others go through [`phobos_stn::TcpConnector`].
+    pub fn new(silent: impl IntoIterator<Item = phobos_plugin_api::IpPort>) -> Self {
+        Blackhole {
+            silent: silent.into_iter().collect(),
+        }
+    }
+}
+
+type ConnectFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = std::io::Result<Box<dyn phobos_stn::LinkStream>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+impl phobos_stn::Connector for Blackhole {
+    fn connect<'life0, 'async_trait>(
+        &'life0 self,
+        addr: phobos_plugin_api::IpPort,
+    ) -> ConnectFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if self.silent.contains(&addr) {
+                std::future::pending::<()>().await;
+            }
+            phobos_stn::TcpConnector::default().connect(addr).await
+        })
+    }
+}
