@@ -8,30 +8,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use phobos_xlog::format::MAX_LINE_LEN;
-use phobos_xlog::{Xlog, XlogGuard, XlogLayer};
+use phobos_xlog::XlogLayer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
-fn open(dir: &std::path::Path) -> XlogGuard {
-    Xlog::builder()
-        .log_dir(dir)
-        .name_prefix("t")
-        .banners(false)
-        .build()
-        .unwrap()
-}
-
-/// Every line the folder's files hold.
-fn decoded(dir: &std::path::Path) -> String {
-    let mut text = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "xlog") {
-            text.extend(phobos_xlog_decode::Decoder::new().decode(&std::fs::read(path).unwrap()));
-        }
-    }
-    String::from_utf8(text).unwrap()
-}
+mod common;
+use common::{decoded, open};
 
 /// A value whose `Debug` writes up to 256 MiB, counting what the formatter accepted.
 struct Huge<'a>(&'a AtomicUsize);

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use phobos_xlog::{Xlog, XlogLayer};
-use tracing_subscriber::prelude::*;
+mod common;
+use common::{decoded, global_logger};
 
 /// Logs an event of its own while being formatted.
 struct LogsWhileFormatted;
@@ -28,16 +28,9 @@ impl fmt::Debug for PanicsWhileFormatted {
 #[test]
 fn events_emitted_while_an_event_is_formatted_are_logged() {
     let dir = tempfile::tempdir().unwrap();
-    let guard = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix("r")
-        .banners(false)
-        .build()
-        .unwrap();
     // The global dispatcher (a scoped one drops nested events before any layer sees them);
     // this file holds one test, so it is the only one to set it.
-    let sub = tracing_subscriber::registry().with(XlogLayer::new(guard.xlog()));
-    tracing::subscriber::set_global_default(sub).unwrap();
+    let guard = global_logger(dir.path());
     tracing::info!(v = ?LogsWhileFormatted, "outer");
     // A panic hook that logs the panic, as apps do: the panic happens inside the layer.
     let previous = std::panic::take_hook();
@@ -50,14 +43,7 @@ fn events_emitted_while_an_event_is_formatted_are_logged() {
     tracing::info!("afterwards");
     drop(guard);
 
-    let mut text = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "xlog") {
-            text.extend(phobos_xlog_decode::Decoder::new().decode(&std::fs::read(path).unwrap()));
-        }
-    }
-    let text = String::from_utf8(text).unwrap();
+    let text = decoded(dir.path());
     assert!(text.contains("][from inside a field\n"), "{text}");
     assert!(text.contains("][outer v=outer-value\n"), "{text}");
     assert!(text.contains("panicked: panicked at"), "{text}");
