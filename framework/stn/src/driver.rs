@@ -17,7 +17,7 @@
 //!   plugin) runs on tokio's blocking pool instead, never on the driver's thread or a runtime
 //!   worker;
 //! - the IP ranking's and the heartbeat state's files written on the blocking pool
-//!   (`ranking_file.rs`), never in the loop.
+//!   (`state_writer.rs`), never in the loop.
 //!
 //! Connects, resolutions and logins report back over one channel; socket IO happens in the
 //! driver task. Either way the engine sees every input in a single order. Time is `tokio::time`, converted to `std::time::Instant` at the edge, so paused
@@ -56,9 +56,9 @@ use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
 use crate::fanout::Publisher;
 use crate::metrics as m;
-use crate::ranking_file::{HeartbeatState, RankingWriter, StateWriter};
 use crate::short::runner::{ShortEvent, ShortIo};
 use crate::state_file;
+use crate::state_writer::{HeartbeatState, RankingWriter, StateWriter};
 use crate::watchdog::Watchdog;
 
 /// A command from a [`Client`](crate::Client).

@@ -108,9 +108,9 @@ mod driver;
 mod fanout;
 pub mod metrics;
 pub mod netwatch;
-mod ranking_file;
 mod short;
 mod state_file;
+mod state_writer;
 mod tls;
 mod watchdog;
 
