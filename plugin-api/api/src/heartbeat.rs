@@ -23,7 +23,9 @@ pub trait HeartbeatPolicyFactory: Send + Sync + fmt::Debug + 'static {
     fn build(&self, now: Instant, ctx: &HeartbeatContext) -> Box<dyn HeartbeatPolicy>;
 
     /// The state worth keeping across restarts, as text the factory can read back. The driver
-    /// writes it to a file; the default keeps nothing.
+    /// asks for it after every answered heartbeat, when a link goes down and at shutdown, and
+    /// writes it to a file (off its loop) when it changed; the call itself runs on the
+    /// driver's loop, so it should be cheap. The default keeps nothing.
     fn export_state(&self) -> Option<String> {
         None
     }
