@@ -144,11 +144,9 @@ impl TaskBatch {
     }
 
     /// Starts every task of `specs` with one command to the driver, which admits them all
-    /// in one go (their frames leave in one write per link, or, when no task was in flight,
-    /// in up to four equal pieces, the first written while the rest are framed). Each task
-    /// is admitted, limited, timed and retried exactly like [`Client::start_task`]; a task
-    /// refused at admission ends at once with its
-    /// [`ParamError`](phobos_stn_proto::ParamError).
+    /// in one pass (their frames leave in one write per link). Each task is admitted,
+    /// limited, timed and retried exactly like [`Client::start_task`]; a task refused at
+    /// admission ends at once with its [`ParamError`](phobos_stn_proto::ParamError).
     pub fn start(&mut self, specs: impl IntoIterator<Item = TaskSpec>) -> TaskKeys {
         let specs: Vec<TaskSpec> = specs.into_iter().collect();
         let n = specs.len() as u64;

@@ -8,9 +8,9 @@
 //! - one task per connect attempt (through the [`Connector`](crate::Connector)), reporting
 //!   the stream or the failure back;
 //! - no task per open connection: the driver polls every socket's reads from its select and
-//!   writes the frames of each iteration itself (the first few pieces of a burst of tasks
-//!   early, see [`Driver::send_piece`]), resuming from the select when the socket was full
-//!   (so a response reaches its caller with no task hop between the socket and the engine);
+//!   writes the frames of each iteration itself, in one write, resuming from the select
+//!   when the socket was full (so a response reaches its caller with no task hop between
+//!   the socket and the engine);
 //! - one task per `Resolve` (the [`IpSource`] chain) and per `EnsureAuth`
 //!   ([`AuthCheck::ensure_authed`]), watched by the [`Watchdog`]; a call into a plugin that
 //!   blocks its thread ([`IpSource::is_blocking`], [`AuthCheck::is_blocking`]: every loaded
@@ -176,9 +176,6 @@ fn start(
         connected: 0,
         write_waits: 0,
         writes: 0,
-        admitted: 0,
-        piece: PASS_TASKS,
-        early_pieces: 0,
         heartbeat,
         heartbeat_state,
         heartbeat_saved: None,
@@ -262,14 +259,6 @@ struct Driver {
     write_waits: u64,
     /// Long-link socket writes so far ([`DriverStats::writes`]).
     writes: u64,
-    /// Tasks admitted in this iteration since its last dispatch pass.
-    admitted: usize,
-    /// How many admitted tasks make a piece written at once ([`Driver::send_piece`]):
-    /// [`PASS_TASKS`], or a batch's equal share.
-    piece: usize,
-    /// Pieces written early in this iteration (at most [`EARLY_PIECES`]; none when the
-    /// iteration began with tasks in flight).
-    early_pieces: usize,
     /// The heartbeat factory, whose state is persisted.
     heartbeat: Arc<dyn HeartbeatPolicyFactory>,
     /// Writes that state to its file, if one is configured.
@@ -526,8 +515,6 @@ impl Driver {
                     }
                     let t = now();
                     self.watchdog.enter(t);
-                    // Early pieces only when no task is in flight (see `send_piece`).
-                    self.early_pieces = if self.waiters.is_empty() { 0 } else { EARLY_PIECES };
                     if let Some(done) = self.handle_command(t, cmd) {
                         return Some(done);
                     }
@@ -541,9 +528,8 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
-                    // The batch's tasks were only admitted: one dispatch pass frames the
-                    // rest of them (`start` sent the early pieces).
-                    self.admitted = 0;
+                    // The batch's tasks were only admitted: one dispatch pass frames them
+                    // all, so they leave in one write.
                     self.engine.send_queued(t);
                     t
                 }
@@ -663,16 +649,10 @@ impl Driver {
                 let (first, specs, sink) = batch.take();
                 m::count(&m::TASKS_STARTED_KEY, specs.len() as u64);
                 let index = self.batch_out.hold(&sink, specs.len());
-                // Equal pieces, of `PASS_TASKS` or more, at most `EARLY_PIECES + 1` of
-                // them: no runt piece (one more system call on each side) at the end of a
-                // batch.
-                let pieces = specs.len().div_ceil(PASS_TASKS).clamp(1, EARLY_PIECES + 1);
-                self.piece = specs.len().div_ceil(pieces).max(1);
                 for (i, spec) in specs.into_iter().enumerate() {
                     let key = TaskKey(first + i as u64);
                     self.start(t, spec, key, Reply::Batch(index));
                 }
-                self.piece = PASS_TASKS;
             }
             Command::Cancel { key } => {
                 if let Some(id) = self.cancel_index.waiter(&self.waiters, key).map(|w| w.id) {
@@ -747,35 +727,6 @@ impl Driver {
         }
         entry.insert(Waiter { id, key, reply });
         self.cancel_index.started(key, tag as usize);
-        self.admitted += 1;
-        if self.admitted >= self.piece && self.early_pieces < EARLY_PIECES {
-            self.early_pieces += 1;
-            self.send_piece(t);
-        }
-    }
-
-    /// Sends the tasks admitted so far in this iteration: a dispatch pass, and the write of
-    /// its frames, while later commands of the iteration still wait to be admitted.
-    ///
-    /// Design: when a window of tasks leaves in one write, the server and the client take
-    /// turns: the server idles while the client frames the window, and the client while the
-    /// server answers it. So when an iteration starts tasks while none is in flight (the
-    /// server has nothing to do), it writes the first [`PASS_TASKS`] at once (a batch
-    /// command's tasks in equal pieces of at least that), then the next, at most
-    /// [`EARLY_PIECES`] times before its last write: the server starts on the first piece
-    /// while the client frames the next, and its answers come back in pieces too, so the
-    /// ends, and the caller's next tasks, come in pieces from then on, and the two work at
-    /// the same time (on two cores). Each piece costs one more system call on each side,
-    /// which is why a piece is not smaller, and why there are none while tasks are in
-    /// flight: the server then has work already, and at 300 and 1,000 tasks in flight
-    /// pieces cost more than they hid. Tasks of one priority keep their order on the wire;
-    /// each piece is framed in priority order, so a higher-priority task admitted in a later
-    /// piece of the same iteration goes out after the earlier piece.
-    fn send_piece(&mut self, t: Instant) {
-        self.admitted = 0;
-        self.engine.send_queued(t);
-        self.drain();
-        self.flush(t);
     }
 
     /// Drains the engine's outputs: actions first, then events, until both are empty.
@@ -1459,11 +1410,6 @@ fn consume(out: &mut VecDeque<Bytes>, mut n: usize) {
 const MAX_WRITE_SLICES: usize = 16;
 /// Inputs handled per wake-up before the engine's outputs are drained.
 const BATCH: usize = 256;
-/// Tasks admitted in one iteration before their frames are written, while the iteration's
-/// later tasks wait (see [`Driver::send_piece`]).
-const PASS_TASKS: usize = 24;
-/// Pieces one iteration writes before its last write (see [`Driver::send_piece`]).
-const EARLY_PIECES: usize = 3;
 /// Reads per connection per poll before the engine sees them.
 const READS_PER_POLL: usize = 4;
 /// First read buffer size of a connection.
