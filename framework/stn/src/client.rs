@@ -168,6 +168,10 @@ pub struct DriverStats {
     pub short_link_in_flight: usize,
     /// Idle keep-alive short-link connections cached (spec §8.5).
     pub short_link_pooled: usize,
+    /// IP source and auth calls not made, so far, because the same call (same link, host
+    /// and source; same login host) was still running past its limit: a plugin that hangs
+    /// holds one thread, not one more per attempt.
+    pub plugin_calls_refused: u64,
 }
 
 impl Client {

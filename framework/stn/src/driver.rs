@@ -30,7 +30,7 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -161,6 +161,8 @@ fn start(
         auth: config.core().auth.clone(),
         connector: config.connector().clone(),
         resolving: FxHashMap::default(),
+        plugin_calls: FxHashMap::default(),
+        plugin_calls_refused: 0,
         next_call: 0,
         io_tx,
         conns: FxHashMap::default(),
@@ -238,6 +240,12 @@ struct Driver {
     /// core times every call and cancels it ([`Action::CancelResolve`]); an answer whose
     /// call number is no longer here was given up and is dropped.
     resolving: FxHashMap<(LinkName, String, usize), (u64, AbortHandle)>,
+    /// Plugin calls that may still be running, each watched through a token the call holds
+    /// until it ends (see [`Driver::begin_plugin_call`]).
+    plugin_calls: FxHashMap<PluginCall, Weak<()>>,
+    /// Plugin calls not made because the same call was still running
+    /// ([`DriverStats::plugin_calls_refused`]).
+    plugin_calls_refused: u64,
     next_call: u64,
     io_tx: mpsc::UnboundedSender<IoEvent>,
     conns: FxHashMap<ConnId, Conn>,
@@ -708,6 +716,7 @@ impl Driver {
                     writes: self.writes,
                     short_link_in_flight: self.short.in_flight(),
                     short_link_pooled: self.short.pooled(),
+                    plugin_calls_refused: self.plugin_calls_refused,
                 });
             }
             Command::Shutdown(done) => return Some(done),
@@ -1118,10 +1127,47 @@ impl Driver {
             self.track_resolve(key, call, task.abort_handle());
             return;
         };
+        let blocking = src.is_blocking();
+        // A blocking call cannot be stopped: while one the core gave up on still runs, the
+        // same call is not made again (see `begin_plugin_call`). A task is stopped by
+        // `CancelResolve`, so it needs no such guard.
+        let token = if blocking {
+            let running = PluginCall::Resolve {
+                link: link.clone(),
+                host: host.clone(),
+                source,
+            };
+            match self.begin_plugin_call(running) {
+                Some(token) => Some(token),
+                None => {
+                    // The watchdog reports the blocked call itself; this repeats each cycle.
+                    debug!(
+                        link = %link, host = %host, source = src.name(),
+                        "ip source still blocked in the call given up before: not asked again"
+                    );
+                    let error = "the source's previous call for this host is still running";
+                    let task = tokio::spawn(
+                        async move {
+                            let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
+                                call,
+                                link,
+                                host,
+                                source,
+                                result: Err(ResolveError::Failed(error.into())),
+                            })));
+                        }
+                        .in_current_span(),
+                    );
+                    self.track_resolve(key, call, task.abort_handle());
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let guard = self
             .watchdog
             .call(format!("ipsource {}", src.name()), now());
-        let blocking = src.is_blocking();
         // No timeout here: the core times the call (the source's limit) and sends
         // `CancelResolve`, which stops this task (or, for a blocking call already running,
         // leaves it to finish with an answer nobody waits for).
@@ -1131,6 +1177,8 @@ impl Driver {
             if let Err(e) = &result {
                 warn!(source = src.name(), host = %host, error = %e, "ip source failed");
             }
+            // Ended before its answer is seen, so the core may ask again at once.
+            drop(token);
             let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
                 call,
                 link,
@@ -1150,7 +1198,7 @@ impl Driver {
         }
     }
 
-    fn spawn_auth(&self, host: String) {
+    fn spawn_auth(&mut self, host: String) {
         let io = self.io_tx.clone();
         let Some(auth) = self.auth.clone() else {
             // No auth plugin: every host counts as authenticated.
@@ -1160,15 +1208,55 @@ impl Driver {
             })));
             return;
         };
+        // Not stopped by the driver: the core has one call per host in flight and waiting
+        // tasks keep their own timeouts. The core asks again after a call ran past its limit
+        // (`Timing::auth_limit`); while that call still runs, it is not made a second time.
+        let Some(token) = self.begin_plugin_call(PluginCall::Auth { host: host.clone() }) else {
+            // The watchdog reports the hung call itself; this repeats at every retry.
+            debug!(
+                host = %host, auth = auth.name(),
+                "login still running past its limit: not started again"
+            );
+            let result = Err(AuthError::Transient(
+                "the previous login for this host is still running".into(),
+            ));
+            let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
+            return;
+        };
         let guard = self.watchdog.call(format!("auth {}", auth.name()), now());
         let blocking = auth.is_blocking();
-        // Not stopped by the driver: the core has one call per host in flight and waiting
-        // tasks keep their own timeouts.
         spawn_plugin_call(blocking, async move {
             let _guard = guard;
             let result = auth.ensure_authed(&host).await;
+            // Ended before its answer is seen, so the core may ask again at once.
+            drop(token);
             let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
         });
+    }
+
+    /// A token for the plugin call `call`, which the call holds until it ends (answers, or
+    /// is dropped); `None` (and one more refusal counted) while the same call still runs.
+    ///
+    /// Design: a call into a blocking plugin cannot be stopped, and an auth call is never
+    /// stopped. When one hangs, the core gives up at its limit and later asks again; made
+    /// each time, every such call would hold another thread (or task) for as long as the
+    /// plugin hangs, until tokio's blocking pool (512 threads) is used up, and with it the
+    /// pool the state files are written on. So at most one call per key runs: a repeat
+    /// while it runs is answered at once as a failure (the core then moves on, or retries
+    /// later, as for any failure), and the hung call's answer, if it ever comes, is taken
+    /// as any late answer is.
+    fn begin_plugin_call(&mut self, call: PluginCall) -> Option<Arc<()>> {
+        if self
+            .plugin_calls
+            .get(&call)
+            .is_some_and(|running| running.strong_count() > 0)
+        {
+            self.plugin_calls_refused += 1;
+            return None;
+        }
+        let token = Arc::new(());
+        self.plugin_calls.insert(call, Arc::downgrade(&token));
+        Some(token)
     }
 
     /// Hands the heartbeat policy's state to its writer, if a file is configured and the
@@ -1355,6 +1443,20 @@ static OUTCOME_KEYS: &[(&str, metrics::Key, metrics::Key)] = outcome_keys_table!
     "http",
     "other",
 );
+
+/// What a plugin call is for: at most one of each runs at a time
+/// ([`Driver::begin_plugin_call`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PluginCall {
+    /// An IP source asked for a host on behalf of a link.
+    Resolve {
+        link: LinkName,
+        host: String,
+        source: usize,
+    },
+    /// A login for a host.
+    Auth { host: String },
+}
 
 /// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.
 fn now() -> Instant {

@@ -230,3 +230,68 @@ async fn a_loaded_source_blocked_past_its_limit_is_left_behind_at_the_limit() {
     gate.open();
     client.shutdown().await;
 }
+
+/// A loaded source blocked past its limit is not asked again while that call still runs: the
+/// next connect cycle (after a network change) finds the call refused at once and moves on
+/// to the next source, so a source that hangs holds one thread, not one more per cycle.
+#[tokio::test(start_paused = true)]
+async fn a_loaded_source_still_blocked_in_a_given_up_call_is_not_called_again() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let limit = Duration::from_secs(2);
+    let (gated, blocker, gate) = GatedSource::new(server.addr());
+    let config = ClientConfig::builder(codec())
+        .link_hosts("default-longlink", [HOST], [server.addr().port()])
+        .ip_source(gated.loaded())
+        .ip_source(Arc::new(Fixed(server.addr())))
+        .core(|c| {
+            c.timing(Timing {
+                resolve_timeout: limit,
+                ..Timing::default()
+            })
+        })
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let task = tokio::spawn(client.start_task(TaskSpec::new(CmdId(7), &b"first"[..])));
+    blocker.entered.notified().await;
+    // The paused clock stands still while the call blocks: move it to the limit, where the
+    // chain moves on to the fixed source.
+    tokio::time::advance(limit).await;
+    assert_eq!(&task.await.unwrap().unwrap().body[..], b"first");
+
+    // A new network: the link connects again and walks the chain from its first source,
+    // whose given-up call still blocks.
+    client.set_network(phobos_plugin_api::NetKind::Wifi, "wifi-2");
+    let started = tokio::time::Instant::now();
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(7), &b"second"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"second");
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the chain waited for the blocked source again"
+    );
+    assert_eq!(blocker.calls(), 1, "the blocked source was called again");
+    assert!(!blocker.has_returned());
+    assert_eq!(client.stats().await.unwrap().plugin_calls_refused, 1);
+
+    // Once the call returns, the source is asked again as before. (The paused clock moves
+    // only once the blocking call has ended.)
+    gate.open();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    client.set_network(phobos_plugin_api::NetKind::Wifi, "wifi-3");
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(7), &b"third"[..]))
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"third");
+    assert_eq!(
+        blocker.calls(),
+        2,
+        "the source was not asked once it returned"
+    );
+    client.shutdown().await;
+}

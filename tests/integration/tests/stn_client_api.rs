@@ -250,6 +250,59 @@ async fn a_loaded_auth_plugin_blocked_in_a_login_does_not_hold_up_other_tasks() 
     client.shutdown().await;
 }
 
+/// A loaded auth plugin blocked in a login past its limit is not asked again while that
+/// login still runs: each retry is answered at once as a transient failure, so a plugin that
+/// hangs holds one thread, not one more per retry. Its late answer still lets the task go.
+#[tokio::test(start_paused = true)]
+async fn a_loaded_auth_plugin_still_blocked_in_a_login_is_not_asked_again() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let (auth, blocker, gate) = GatedAuth::new();
+    let (limit, retry) = (Duration::from_secs(2), Duration::from_secs(1));
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .auth(auth.loaded())
+        .core(|c| {
+            c.timing(phobos_stn_proto::Timing {
+                auth_limit: limit,
+                auth_retry: retry,
+                ..phobos_stn_proto::Timing::default()
+            })
+        })
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let task = tokio::spawn(
+        client.start_task(
+            TaskSpec::new(CmdId(1), &b"authed"[..])
+                .needs_auth()
+                .with_total_timeout(Duration::from_secs(60)),
+        ),
+    );
+    blocker.entered.notified().await;
+    // The paused clock stands still while the login blocks: move it past the limit, then
+    // through three retries.
+    tokio::time::advance(limit).await;
+    for _ in 0..3 {
+        client.stats().await.unwrap();
+        tokio::time::advance(retry).await;
+        client.stats().await.unwrap();
+    }
+    let stats = client.stats().await.unwrap();
+    assert!(stats.plugin_calls_refused >= 1, "{stats:?}");
+    assert!(!task.is_finished());
+
+    // The login answers at last: the task goes.
+    gate.open();
+    let resp = task.await.unwrap().unwrap();
+    assert_eq!(&resp.body[..], b"authed");
+    // The paused clock moves only once every blocking call has ended: any second login
+    // has been made by then.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(blocker.calls(), 1, "the blocked plugin was asked again");
+    client.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_rejected_login_ends_the_waiting_task_with_an_auth_error() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();

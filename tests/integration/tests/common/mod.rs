@@ -74,6 +74,8 @@ pub struct Blocker {
     pub entered: Arc<tokio::sync::Notify>,
     /// Set when a call returned.
     pub returned: Arc<std::sync::atomic::AtomicBool>,
+    /// Calls made so far.
+    calls: std::sync::atomic::AtomicUsize,
 }
 
 /// Opens a [`Blocker`]'s gate.
@@ -91,6 +93,7 @@ impl Blocker {
             gate: std::sync::Mutex::new(gate),
             entered: Arc::new(tokio::sync::Notify::new()),
             returned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            calls: std::sync::atomic::AtomicUsize::new(0),
         };
         (blocker, Gate(open))
     }
@@ -100,8 +103,14 @@ impl Blocker {
         self.returned.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// How many calls were made (returned or not).
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Blocks the calling thread until the gate opens.
     fn block(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.entered.notify_one();
         let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
         // Open (the sender dropped) ends the wait at once.
