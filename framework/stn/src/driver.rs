@@ -36,19 +36,19 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use phobos_plugin_api::{
-    AuthCheck, AuthError, HeartbeatPolicyFactory, IpSource, LinkPurpose, NetKind, ResolveError,
-    ResolvedAddr,
+    AuthCheck, AuthError, CmdId, HeartbeatPolicyFactory, IpSource, LinkPurpose, NetKind,
+    ResolveError, ResolvedAddr,
 };
 use phobos_stn_proto::{
     Action, CloseCause, ConnId, ConnectReport, DialError, Engine, Event, LinkName, LinkStatus,
-    RankingState, TaskEnd, TaskId, TaskSpec,
+    RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tracing::{debug, info, trace, warn, Instrument};
+use tracing::{debug, info, trace, warn, Instrument, Span};
 
 use crate::batch::{BatchIndex, BatchOut, BatchStart};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
@@ -163,6 +163,7 @@ fn start(
         resolving: FxHashMap::default(),
         plugin_calls: FxHashMap::default(),
         plugin_calls_refused: 0,
+        task_spans: FxHashMap::default(),
         next_call: 0,
         io_tx,
         conns: FxHashMap::default(),
@@ -246,6 +247,9 @@ struct Driver {
     /// Plugin calls not made because the same call was still running
     /// ([`DriverStats::plugin_calls_refused`]).
     plugin_calls_refused: u64,
+    /// The spans of tasks in flight ([`task_span`]) by waiter index, when a subscriber wants
+    /// them (kept apart from the waiters, which then stay as small as without spans).
+    task_spans: FxHashMap<usize, Span>,
     next_call: u64,
     io_tx: mpsc::UnboundedSender<IoEvent>,
     conns: FxHashMap<ConnId, Conn>,
@@ -730,9 +734,14 @@ impl Driver {
         let entry = self.waiters.vacant_entry();
         let tag = entry.key() as u64;
         let link = tracing::enabled!(tracing::Level::TRACE).then(|| spec.link.clone());
+        let cmd = spec.cmd_id;
         let id = self.engine.queue_task_tagged(t, spec, tag);
         if let Some(link) = link {
             trace!(task = %id, link = %link, "task started");
+        }
+        let span = task_span(id, cmd);
+        if !span.is_disabled() {
+            self.task_spans.insert(tag as usize, span);
         }
         entry.insert(Waiter { id, key, reply });
         self.cancel_index.started(key, tag as usize);
@@ -925,6 +934,7 @@ impl Driver {
         }
     }
 
+    #[inline]
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::TaskEnded(end) => self.task_ended(end),
@@ -1002,6 +1012,10 @@ impl Driver {
                     .record(elapsed.as_secs_f64());
             }
         }
+        let in_span = match self.task_spans.is_empty() {
+            true => None,
+            false => self.enter_task_span(tag, outcome, p, elapsed),
+        };
         match &end.outcome {
             Ok(r) => debug!(
                 task = %end.id, link = ?p.link, attempts = p.attempts,
@@ -1014,6 +1028,7 @@ impl Driver {
                 "task ended: failed"
             ),
         }
+        drop(in_span);
         match w.reply {
             Reply::One(tx) => {
                 let _ = tx.send(end);
@@ -1025,6 +1040,22 @@ impl Driver {
                 self.engine.recycle_profile(profile);
             }
         }
+    }
+
+    /// The span of the task that had waiter `tag`, if it has one, with the task's end
+    /// recorded into it, entered for the end's own log line.
+    #[cold]
+    #[inline(never)]
+    fn enter_task_span(
+        &mut self,
+        tag: usize,
+        outcome: &str,
+        profile: &TaskProfile,
+        elapsed: std::time::Duration,
+    ) -> Option<tracing::span::EnteredSpan> {
+        let span = self.task_spans.remove(&tag)?;
+        record_profile(&span, outcome, profile, elapsed);
+        Some(span.entered())
     }
 
     fn link_status(
@@ -1443,6 +1474,80 @@ static OUTCOME_KEYS: &[(&str, metrics::Key, metrics::Key)] = outcome_keys_table!
     "http",
     "other",
 );
+
+/// The `tracing` span of task `id`, opened when it is admitted and closed when it ends:
+/// target `phobos_stn::task`, level DEBUG, name `task`, with the task id and command id,
+/// and the task's profile recorded into it at its end ([`record_profile`]).
+///
+/// Design: a span per task lets a subscriber time the task from admission to end and nest
+/// the task's own log lines (its end, its retries) under it; its parent is the client's
+/// span, which the driver runs in. The phases come as fields in microseconds rather than
+/// as child spans: the engine learns when each phase began only as the task ends, and a
+/// span's start is the moment it is made. With no subscriber for the target, the span is
+/// disabled and costs a level check per task.
+fn task_span(id: TaskId, cmd: CmdId) -> Span {
+    use tracing::field::Empty;
+    tracing::debug_span!(
+        target: "phobos_stn::task",
+        "task",
+        task = %id,
+        cmd = cmd.0,
+        outcome = Empty,
+        link = Empty,
+        addr = Empty,
+        attempts = Empty,
+        queued_us = Empty,
+        connect_us = Empty,
+        send_us = Empty,
+        first_byte_us = Empty,
+        last_byte_us = Empty,
+        decode_us = Empty,
+        elapsed_us = Empty,
+        sent_bytes = Empty,
+        received_bytes = Empty,
+        zombie_rounds = Empty,
+        weak_network = Empty,
+    )
+}
+
+/// Records a task's end into its span ([`task_span`]): the outcome (the metrics' label),
+/// where it ran, and each phase of its last attempt in microseconds, where both of the
+/// phase's stamps exist: `queued_us` admission to send start, `connect_us` the connection's
+/// connect, `send_us` send start to end, `first_byte_us` send end to the first response
+/// byte, `last_byte_us` first to last byte, `decode_us` last byte to decoded,
+/// `elapsed_us` admission to end.
+fn record_profile(span: &Span, outcome: &str, p: &TaskProfile, elapsed: std::time::Duration) {
+    let us = |from: Option<Instant>, to: Option<Instant>| match (from, to) {
+        (Some(from), Some(to)) => Some(to.saturating_duration_since(from).as_micros() as u64),
+        _ => None,
+    };
+    span.record("outcome", outcome);
+    if let Some(link) = &p.link {
+        span.record("link", link.as_str());
+    }
+    if let Some(addr) = &p.addr {
+        span.record("addr", tracing::field::display(addr));
+    }
+    span.record("attempts", p.attempts);
+    let phases = [
+        ("queued_us", us(Some(p.queued_at), p.send_start)),
+        ("connect_us", us(p.connect_start, p.connect_end)),
+        ("send_us", us(p.send_start, p.send_end)),
+        ("first_byte_us", us(p.send_end, p.first_byte)),
+        ("last_byte_us", us(p.first_byte, p.last_byte)),
+        ("decode_us", us(p.last_byte, p.decoded_at)),
+    ];
+    for (field, value) in phases {
+        if let Some(value) = value {
+            span.record(field, value);
+        }
+    }
+    span.record("elapsed_us", elapsed.as_micros() as u64);
+    span.record("sent_bytes", p.sent_bytes as u64);
+    span.record("received_bytes", p.received_bytes as u64);
+    span.record("zombie_rounds", p.zombie_rounds);
+    span.record("weak_network", p.weak_network);
+}
 
 /// What a plugin call is for: at most one of each runs at a time
 /// ([`Driver::begin_plugin_call`]).
