@@ -5,15 +5,20 @@
 //! counted over the whole server). A reply that keeps the connection alive lets the next
 //! request arrive on the same connection; every other reply closes it. [`serve_conn`] runs
 //! the same logic on any stream, so a test can put TLS in front.
+//!
+//! [`MockShortLinkServer::close_open_connections`] closes the connections still open from
+//! the test's own code, as a server's idle timeout does: the FIN is at the client's socket
+//! before the call returns, and the client learns of it only when something reads there.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use phobos_plugin_api::IpPort;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// What the server answers to one request.
@@ -55,6 +60,9 @@ pub struct Shared {
     /// Connections being served now, and the most at once.
     open: AtomicUsize,
     peak_open: AtomicUsize,
+    /// A second handle on each tracked connection's socket ([`Shared::track`]), by key.
+    sockets: Mutex<HashMap<usize, std::net::TcpStream>>,
+    next_key: AtomicUsize,
 }
 
 impl Shared {
@@ -66,7 +74,50 @@ impl Shared {
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             peak_open: AtomicUsize::new(0),
+            sockets: Mutex::new(HashMap::new()),
+            next_key: AtomicUsize::new(0),
         })
+    }
+
+    /// Takes an accepted connection in: counts it ([`connection_count`](Self::connection_count))
+    /// and makes it one [`close_open_connections`](Self::close_open_connections) can close,
+    /// until the returned [`Tracked`] is dropped (drop it when the connection's
+    /// [`serve_conn`] has returned).
+    ///
+    /// # Errors
+    ///
+    /// The socket could not be taken off tokio's reactor, duplicated or put back.
+    pub fn track(self: &Arc<Self>, stream: TcpStream) -> io::Result<(TcpStream, Tracked)> {
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        let std = stream.into_std()?;
+        let second = std.try_clone()?;
+        let stream = TcpStream::from_std(std)?;
+        let key = self.next_key.fetch_add(1, Ordering::SeqCst);
+        self.sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, second);
+        let tracked = Tracked {
+            shared: self.clone(),
+            key,
+        };
+        Ok((stream, tracked))
+    }
+
+    /// Shuts down every tracked connection still open (both ways: the client gets a FIN,
+    /// and a request it sends afterwards gets a reset, as a closed socket answers). The
+    /// shutdown is done on the calling thread, so it has happened when this returns; each
+    /// connection's [`serve_conn`] then reads its end and returns.
+    pub fn close_open_connections(&self) {
+        let sockets: Vec<_> = self
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        for (_, socket) in sockets {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
     }
 
     /// Every request received so far, raw (head and body), in arrival order.
@@ -75,6 +126,11 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Connections taken in by [`track`](Self::track) so far.
+    pub fn connection_count(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -96,8 +152,14 @@ impl MockShortLinkServer {
                 // Without it a reply can wait for a delayed ACK, which paused time turns into
                 // seconds.
                 let _ = stream.set_nodelay(true);
-                accept_shared.accepted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_conn(stream, accept_shared.clone()));
+                let Ok((stream, tracked)) = accept_shared.track(stream) else {
+                    continue;
+                };
+                let shared = accept_shared.clone();
+                tokio::spawn(async move {
+                    serve_conn(stream, shared).await;
+                    drop(tracked);
+                });
             }
         });
         Ok(MockShortLinkServer { addr, shared, task })
@@ -125,12 +187,33 @@ impl MockShortLinkServer {
 
     /// Connections accepted so far.
     pub fn connection_count(&self) -> usize {
-        self.shared.accepted.load(Ordering::SeqCst)
+        self.shared.connection_count()
     }
 
     /// The most connections served at once so far.
     pub fn peak_open_connections(&self) -> usize {
         self.shared.peak_open.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection still open, now: see [`Shared::close_open_connections`].
+    pub fn close_open_connections(&self) {
+        self.shared.close_open_connections();
+    }
+}
+
+/// A connection [`Shared::track`] made closable; forgotten when this is dropped.
+pub struct Tracked {
+    shared: Arc<Shared>,
+    key: usize,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.shared
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
     }
 }
 
@@ -301,5 +384,34 @@ mod tests {
         );
         assert_eq!(server.requests(), vec![req.to_vec(), req.to_vec()]);
         assert_eq!(server.connection_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_open_connections_sends_a_fin_before_returning() {
+        let server = MockShortLinkServer::start(|_| ShortReply::KeepAlive(b"ka".to_vec()))
+            .await
+            .unwrap();
+        let s = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let mut s = s.into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
+        let answer = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            s.write_all(b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            let mut got = vec![0; 1024];
+            let n = s.read(&mut got).unwrap();
+            got.truncate(n);
+            (s, got)
+        });
+        let (s, got) = answer.await.unwrap();
+        assert!(got.ends_with(b"ka"), "{}", String::from_utf8_lossy(&got));
+        server.close_open_connections();
+        // Nothing else ran meanwhile: the FIN came from the call itself.
+        s.set_nonblocking(true).unwrap();
+        assert_eq!(
+            s.peek(&mut [0u8; 8]).unwrap(),
+            0,
+            "the server's FIN is there"
+        );
     }
 }
