@@ -197,9 +197,12 @@ pub enum Action {
     /// [`handle_http_progress`](crate::Engine::handle_http_progress), then the response with
     /// [`handle_http_response`](crate::Engine::handle_http_response) or the failure with
     /// [`handle_http_failed`](crate::Engine::handle_http_failed). The core times the exchange;
-    /// an [`Action::Abort`] for `conn` ends it.
+    /// an [`Action::Abort`] for `conn` ends it. On an idle keep-alive connection, the driver
+    /// first makes sure the server has not closed it meanwhile, and reports
+    /// [`ExchangeError::NotSent`](crate::ExchangeError::NotSent) without writing when it has.
     HttpExchange {
-        /// The connection (from a [`Action::ShortConnect`] that succeeded).
+        /// The connection (from a [`Action::ShortConnect`] that succeeded, or an idle one the
+        /// core reuses).
         conn: ConnId,
         /// The task.
         task: TaskId,

@@ -43,8 +43,12 @@
 //! - Before connecting to an address, an idle connection for the same address, `Host` and
 //!   proxy choice is used instead: the task's [`Action::HttpExchange`] names the idle
 //!   connection, and no [`Action::ShortConnect`] is sent.
-//! - A reused connection that then gives no response (failure or per-attempt timeout) bans
-//!   reuse for 5 min and closes every idle connection.
+//! - A reused connection the driver finds closed before it wrote the request
+//!   ([`ExchangeError::NotSent`]: the server closed it while it was idle, the ordinary
+//!   keep-alive race) is stale, not failed: the attempt starts over at once on a fresh
+//!   connection, and nothing is held against the task's retries, the address or the pool.
+//! - A reused connection that gives no response once the request went out (failure or
+//!   per-attempt timeout) bans reuse for 5 min and closes every idle connection.
 //! - A network change or [`Engine::redo_tasks`] closes every idle connection.
 //! - Contract with the driver: after [`Engine::handle_http_response`] the connection stays
 //!   the driver's until the core sends [`Action::Abort`] for it (sent at once when it is not
@@ -113,6 +117,12 @@ impl HttpRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)
     }
+
+    /// Whether the request asks to keep its connection (`Connection: Keep-Alive`): only
+    /// such an exchange may leave its connection in the keep-alive pool (§8.5).
+    pub fn wants_keep_alive(&self) -> bool {
+        wants_keep_alive(&self.headers)
+    }
 }
 
 /// A complete short-link response, as the driver read it.
@@ -147,6 +157,12 @@ pub enum ExchangeError {
     /// The connection closed or failed before the response was complete.
     #[error("connection ended: {0:?}")]
     Closed(CloseCause),
+    /// The connection had ended before the request was written: the driver wrote no byte of
+    /// it, so the server cannot have acted on it. A driver reports this when it finds a
+    /// reused keep-alive connection closed by the server (or holding bytes no request asked
+    /// for) before writing, or when its HTTP client gives the request back unsent.
+    #[error("connection ended before the request was sent: {0:?}")]
+    NotSent(CloseCause),
     /// The request could not be written as given (the codec's headers are not valid
     /// HTTP, or its `Content-Length` does not match the body).
     #[error("request not writable")]
@@ -559,7 +575,8 @@ impl Engine {
         }
     }
 
-    /// The short-link exchange on `conn` failed (answer to [`Action::HttpExchange`]).
+    /// The short-link exchange on `conn` failed (answer to [`Action::HttpExchange`]). The
+    /// connection is the driver's to drop.
     pub fn handle_http_failed(&mut self, now: Instant, conn: ConnId, error: ExchangeError) {
         let Some(id) = self.short_exchange_of(conn) else {
             return;
@@ -567,11 +584,17 @@ impl Engine {
         let Some(ex) = self.short_end_exchange(id, conn) else {
             return;
         };
+        if ex.reused && matches!(error, ExchangeError::NotSent(_)) {
+            self.short_stale(id, now);
+            return;
+        }
         let error = match error {
             ExchangeError::Http(h) => TaskError::Http(h),
-            ExchangeError::Closed(CloseCause::Io(errno)) => SocketFailure::Io { errno }.into(),
-            ExchangeError::Closed(CloseCause::Damaged) => SocketFailure::Damaged.into(),
-            ExchangeError::Closed(_) => SocketFailure::RemoteClosed.into(),
+            ExchangeError::Closed(cause) | ExchangeError::NotSent(cause) => match cause {
+                CloseCause::Io(errno) => SocketFailure::Io { errno }.into(),
+                CloseCause::Damaged => SocketFailure::Damaged.into(),
+                _ => SocketFailure::RemoteClosed.into(),
+            },
             ExchangeError::Request => {
                 // The codec shaped a request HTTP cannot carry: no retry can fix that.
                 let e = CodecFailure::Encode(EncodeError::Other(SHORT_REQUEST_INVALID));
@@ -1175,6 +1198,34 @@ impl Engine {
                 first_packet_timeout: t.first_packet,
             });
         }
+    }
+
+    /// §8.5: the idle connection the task's attempt took from the pool had ended before the
+    /// request was written ([`ExchangeError::NotSent`]). The attempt starts over at once.
+    ///
+    /// Design: Mars peeks at a cached socket before reusing it and connects afresh when the
+    /// peer has closed it; here the core picks the idle connection and the driver checks it
+    /// just before writing, so the core takes the choice back. The attempt is undone (it
+    /// sent nothing) and begun again with a new plan, whose race finds no idle connection
+    /// for that address unless another one is kept (each stale one leaves the pool for good,
+    /// so this ends). Nothing is held against the task's retries, the address, the network
+    /// estimate or the pool: a server may close an idle connection at any time (RFC 9112
+    /// §9.6), and a request that never left may go out again whatever its method (RFC 9112
+    /// §9.3.1). Mars's 5-minute ban would have cost every later keep-alive task its reuse
+    /// for one connection the server closed on schedule. A reused connection that fails
+    /// *after* the request went out is still a failed attempt that bans the pool (Mars):
+    /// the request may have been acted on, and a path that breaks idle connections (a NAT
+    /// dropping its mapping) looks like that.
+    fn short_stale(&mut self, id: TaskId, now: Instant) {
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
+        task.attempts = task.attempts.saturating_sub(1);
+        task.profile.attempts = task.attempts;
+        task.sent = false;
+        // The attempt already passed its auth check (if it needed one).
+        task.auth_passed = task.spec.needs_auth;
+        self.short_begin(id, now);
     }
 
     /// A per-attempt timeout: abort the exchange, blame the address, fail the attempt.

@@ -897,6 +897,98 @@ fn a_reused_connection_that_stalls_bans_the_pool_too() {
 }
 
 #[test]
+fn a_reused_connection_found_closed_before_the_request_went_out_is_replaced_at_once() {
+    let mut d = Drive::new();
+    let idle = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    let id = d.start(keep_alive_task().with_retry_count(0));
+    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(idle), "reused");
+    d.engine.handle_http_failed(
+        d.now,
+        idle,
+        ExchangeError::NotSent(crate::CloseCause::RemoteClosed),
+    );
+    d.drain();
+    assert!(d.retries(id).is_empty(), "not a failed attempt");
+    assert!(d.end(id).is_none());
+    let (fresh, to, _) = d.connects().pop().expect("a fresh connect, at once");
+    assert_eq!(to, addr(1));
+    d.connected(fresh);
+    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
+    d.respond_reusable(fresh, Some("timeout=30"));
+    let end = d.end(id).expect("ended");
+    assert!(end.outcome.is_ok());
+    assert_eq!(end.profile.attempts, 1, "the stale try was no attempt");
+    assert!(!d.aborted(fresh), "kept: reuse is not banned");
+    assert_eq!(d.engine.short_link_idle(), 1);
+    // Nor is the address blamed: the next task reuses the new connection.
+    d.start(keep_alive_task());
+    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
+}
+
+#[test]
+fn stale_idle_connections_are_tried_one_by_one_then_a_fresh_one_is_opened() {
+    let mut d = Drive::new();
+    // Two tasks at once: two connections to the same address, both kept.
+    let ids = [d.start(keep_alive_task()), d.start(keep_alive_task())];
+    let conns: Vec<ConnId> = d.connects().into_iter().map(|c| c.0).collect();
+    assert_eq!(conns.len(), 2);
+    for &c in &conns {
+        d.connected(c);
+    }
+    d.exchanges();
+    for &c in &conns {
+        d.respond_reusable(c, Some("timeout=30"));
+    }
+    assert!(ids.iter().all(|id| d.end(*id).is_some()));
+    assert_eq!(d.engine.short_link_idle(), 2);
+
+    // Both were closed by the server meanwhile.
+    let id = d.start(keep_alive_task().with_retry_count(0));
+    let mut tried = Vec::new();
+    while let Some((conn, _)) = d.exchanges().pop() {
+        assert!(conns.contains(&conn), "an idle one");
+        tried.push(conn);
+        d.engine.handle_http_failed(
+            d.now,
+            conn,
+            ExchangeError::NotSent(crate::CloseCause::Io(104)),
+        );
+        d.drain();
+    }
+    tried.sort();
+    assert_eq!(tried, conns, "each tried once");
+    assert_eq!(d.engine.short_link_idle(), 0);
+    let (fresh, _, _) = d.connects().pop().expect("then a fresh connect");
+    d.connected(fresh);
+    d.exchanges();
+    d.respond(fresh, 200, b"ok");
+    assert!(d.end(id).is_some_and(|e| e.outcome.is_ok()));
+}
+
+#[test]
+fn a_fresh_connection_that_ends_before_the_request_went_out_is_a_failed_attempt() {
+    let mut d = Drive::new();
+    let id = d.start(keep_alive_task());
+    let (conn, _, _) = d.connects().pop().unwrap();
+    d.connected(conn);
+    d.exchanges();
+    d.engine.handle_http_failed(
+        d.now,
+        conn,
+        ExchangeError::NotSent(crate::CloseCause::RemoteClosed),
+    );
+    d.drain();
+    // A server that closes new connections is at fault: the usual retry after the pause.
+    assert_eq!(
+        d.retries(id),
+        vec![TaskError::Socket(SocketFailure::RemoteClosed)]
+    );
+    assert!(d.connects().is_empty(), "not at once");
+    d.advance(Duration::from_secs(1));
+    assert_eq!(d.connects().len(), 1);
+}
+
+#[test]
 fn an_idle_connection_the_server_closed_is_forgotten() {
     let mut d = Drive::new();
     let conn = d.fresh_keep_alive_exchange(Some("timeout=30"));
