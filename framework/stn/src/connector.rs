@@ -44,11 +44,25 @@ pub trait LinkStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {
     fn transport_facts(&self) -> Option<TransportFacts> {
         None
     }
+
+    /// A [`PeerProbe`] on the socket under this stream, which tells later, without blocking
+    /// and without taking anything from the stream, whether the peer has closed the
+    /// connection or sent bytes nobody has read. The driver takes one for each short-link
+    /// connection that may be kept alive (the stream itself then belongs to the HTTP client)
+    /// and asks it before reusing the idle connection. `None` (the default) when the stream
+    /// cannot tell: the driver then goes by what the HTTP client has read.
+    fn peer_probe(&self) -> Option<PeerProbe> {
+        None
+    }
 }
 
 impl LinkStream for TcpStream {
     fn transport_facts(&self) -> Option<TransportFacts> {
         tcp_info::facts(self)
+    }
+
+    fn peer_probe(&self) -> Option<PeerProbe> {
+        PeerProbe::of_tcp(self).ok()
     }
 }
 
@@ -56,12 +70,100 @@ impl<T: LinkStream + ?Sized> LinkStream for Box<T> {
     fn transport_facts(&self) -> Option<TransportFacts> {
         (**self).transport_facts()
     }
+
+    fn peer_probe(&self) -> Option<PeerProbe> {
+        (**self).peer_probe()
+    }
 }
 
 impl<S: LinkStream> LinkStream for tokio_rustls::client::TlsStream<S> {
     fn transport_facts(&self) -> Option<TransportFacts> {
         self.get_ref().0.transport_facts()
     }
+
+    /// The probe of the stream under TLS: any record waiting there on an idle connection (an
+    /// alert such as `close_notify`, most likely) counts as bytes nobody asked for.
+    fn peer_probe(&self) -> Option<PeerProbe> {
+        self.get_ref().0.peer_probe()
+    }
+}
+
+/// A second handle on a TCP socket that looks at what the peer sent without reading it
+/// ([`LinkStream::peer_probe`]).
+///
+/// Design: Mars peeks at a cached keep-alive socket before reusing it, so a connection the
+/// server closed while it sat idle is dropped instead of failing the next request. Here an
+/// idle connection's stream belongs to hyper's connection task, and hyper only learns of a
+/// FIN when tokio's reactor has reported it and that task has run; a task started in between
+/// would write its request into a dead connection. The probe holds a duplicate of the
+/// socket's descriptor and peeks one byte on it (non-blocking, `MSG_PEEK`): the kernel's
+/// receive queue at the moment of the call, FIN and reset included, whatever tokio has
+/// seen. It costs one descriptor while it lives, and the socket stays open until both
+/// handles are closed, so it is kept and dropped with its connection. Unix only: elsewhere
+/// [`of_tcp`](Self::of_tcp) reports [`io::ErrorKind::Unsupported`].
+#[derive(Debug)]
+pub struct PeerProbe {
+    socket: std::net::TcpStream,
+}
+
+impl PeerProbe {
+    /// A probe on `stream`'s socket.
+    ///
+    /// # Errors
+    ///
+    /// Duplicating the descriptor failed (the process has none left), or the platform has
+    /// no probe.
+    pub fn of_tcp(stream: &TcpStream) -> io::Result<PeerProbe> {
+        let socket = duplicate(stream)?;
+        // The duplicate shares the socket's flags, and tokio's sockets are non-blocking;
+        // said again so that a peek can never block the driver.
+        socket.set_nonblocking(true)?;
+        Ok(PeerProbe { socket })
+    }
+
+    /// What the peer has done, as the kernel knows it now. Nothing is read.
+    pub fn check(&self) -> PeerState {
+        let mut byte = [0u8; 1];
+        loop {
+            return match self.socket.peek(&mut byte) {
+                Ok(0) => PeerState::Closed,
+                Ok(_) => PeerState::Unread,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => PeerState::Quiet,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => PeerState::Failed(errno(&e)),
+            };
+        }
+    }
+}
+
+/// What a [`PeerProbe`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerState {
+    /// Nothing waits to be read.
+    Quiet,
+    /// Bytes wait to be read. On an idle HTTP connection they answer no request (a server's
+    /// `408` before it closes, a TLS alert).
+    Unread,
+    /// The peer closed its side: a FIN waits to be read.
+    Closed,
+    /// The socket failed (a reset, most often): its OS error number, or -1.
+    Failed(i32),
+}
+
+/// A second descriptor for `stream`'s socket.
+#[cfg(unix)]
+fn duplicate(stream: &TcpStream) -> io::Result<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+
+    Ok(std::net::TcpStream::from(
+        stream.as_fd().try_clone_to_owned()?,
+    ))
+}
+
+#[cfg(not(unix))]
+fn duplicate(_stream: &TcpStream) -> io::Result<std::net::TcpStream> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 impl LinkStream for tokio::io::DuplexStream {}
@@ -564,5 +666,79 @@ mod tests {
         let (a, _b) = tokio::io::duplex(64);
         let boxed: Box<dyn LinkStream> = Box::new(a);
         assert_eq!(boxed.transport_facts(), None);
+        assert!(boxed.peer_probe().is_none());
+    }
+
+    /// A connected pair on loopback: (client stream, boxed as the driver holds it; server
+    /// side, blocking std socket).
+    #[cfg(unix)]
+    async fn pair() -> (Box<dyn LinkStream>, std::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpConnector::new()
+            .connect(IpPort::from(addr))
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let server = server.into_std().unwrap();
+        server.set_nonblocking(false).unwrap();
+        (client, server)
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_probe_sees_what_the_peer_did_without_reading_it() {
+        use std::io::Write;
+        use tokio::io::AsyncReadExt;
+
+        let (mut client, mut server) = pair().await;
+        let probe = client.peer_probe().expect("a probe on Unix");
+        assert_eq!(probe.check(), PeerState::Quiet);
+        server.write_all(b"x").unwrap();
+        assert_eq!(probe.check(), PeerState::Unread);
+        assert_eq!(probe.check(), PeerState::Unread, "nothing was taken");
+        let mut got = [0u8; 1];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"x", "the stream still reads the byte");
+        assert_eq!(probe.check(), PeerState::Quiet);
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(probe.check(), PeerState::Closed);
+
+        // A reset (the peer closed with SO_LINGER 0).
+        let (client, server) = pair().await;
+        let probe = client.peer_probe().unwrap();
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(server);
+        assert_eq!(
+            probe.check(),
+            PeerState::Failed(libc::ECONNRESET),
+            "the reset is the socket's error"
+        );
+        assert_eq!(
+            probe.check(),
+            PeerState::Closed,
+            "then the end of the stream"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_probe_keeps_the_socket_open_until_it_is_dropped_too() {
+        let (client, server) = pair().await;
+        server.set_nonblocking(true).unwrap();
+        let probe = client.peer_probe().unwrap();
+        let mut buf = [0u8; 1];
+        drop(client);
+        // Loopback delivers a FIN within the close call: none came.
+        let err = server.peek(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "no FIN yet");
+        drop(probe);
+        assert_eq!(
+            server.peek(&mut buf).unwrap(),
+            0,
+            "the FIN once both are gone"
+        );
     }
 }

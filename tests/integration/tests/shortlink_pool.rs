@@ -140,3 +140,48 @@ async fn an_idle_connection_the_server_closes_is_not_reused_and_costs_no_ban() {
         "a fresh connection for request 1, reused by request 2 (no ban)"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_closed_as_the_next_task_starts_is_replaced_by_a_fresh_one() {
+    let server =
+        MockShortLinkServer::start(|n| ShortReply::KeepAlive(format!("r{n}").into_bytes()))
+            .await
+            .unwrap();
+    let client = client().await;
+    let task = || keep_alive(server.host(), b"x").with_retry_count(0);
+    assert_eq!(client.start_task(task()).await.unwrap().body, &b"r0"[..]);
+    assert_eq!(client.stats().await.unwrap().short_link_pooled, 1);
+    // The server's idle timeout closes the connection just as the app starts its next task:
+    // the FIN is at the client's socket, and nothing on the client has read it yet.
+    server.close_open_connections();
+    let second = client.start_task(task()).await;
+    assert_eq!(
+        second.map(|r| r.body.to_vec()),
+        Ok(b"r1".to_vec()),
+        "the task goes on with a fresh connection, no retry needed"
+    );
+    assert_eq!(server.connection_count(), 2);
+    assert_eq!(server.requests().len(), 2, "nothing reached the closed one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_closed_as_the_next_task_starts_costs_no_ban() {
+    let server =
+        MockShortLinkServer::start(|n| ShortReply::KeepAlive(format!("r{n}").into_bytes()))
+            .await
+            .unwrap();
+    let client = client().await;
+    let task = || keep_alive(server.host(), b"x");
+    client.start_task(task()).await.unwrap();
+    server.close_open_connections();
+    let started = tokio::time::Instant::now();
+    assert_eq!(client.start_task(task()).await.unwrap().body, &b"r1"[..]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "no retry pause: the attempt was not failed"
+    );
+    // Reuse is not banned: the third task takes the second's connection.
+    assert_eq!(client.start_task(task()).await.unwrap().body, &b"r2"[..]);
+    assert_eq!(server.connection_count(), 2);
+    assert_eq!(client.stats().await.unwrap().short_link_pooled, 1);
+}

@@ -26,7 +26,8 @@ fn leaf(ca: &TestCa) -> (CertificateDer<'static>, Vec<u8>) {
     (cert.der().clone(), key.serialize_der())
 }
 
-/// An HTTPS mock: TLS with `leaf`, then the mock short-link server's logic.
+/// An HTTPS mock: TLS with `leaf`, then the mock short-link server's logic (its
+/// [`Shared`] counts the connections and can close them).
 async fn https_server(
     leaf: (CertificateDer<'static>, Vec<u8>),
     reply: ShortReply,
@@ -42,10 +43,12 @@ async fn https_server(
             tcp.set_nodelay(true).unwrap();
             let acceptor = acceptor.clone();
             let state = state.clone();
+            let (tcp, tracked) = state.track(tcp).unwrap();
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {
                     serve_conn(tls, state).await;
                 }
+                drop(tracked);
             });
         }
     });
@@ -106,4 +109,30 @@ async fn an_untrusted_certificate_ends_the_task_at_once() {
         shared.requests().is_empty(),
         "nothing was sent in the clear"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_tls_connection_the_server_closed_is_replaced_by_a_fresh_one() {
+    let ca = TestCa::new("Phobos Test CA");
+    let (addr, shared) = https_server(leaf(&ca), ShortReply::KeepAlive(b"ka".to_vec())).await;
+    let client = tls_client(&ca).await;
+    let task = || {
+        short(addr.to_string())
+            .with_header("Connection", "Keep-Alive")
+            .with_retry_count(0)
+    };
+    client.start_task(task()).await.unwrap();
+    client.start_task(task()).await.unwrap();
+    assert_eq!(
+        shared.connection_count(),
+        1,
+        "the second task reused the first's"
+    );
+    // The server drops the connection under TLS (a FIN, no close_notify) just as the app
+    // starts its next task; nothing on the client has read the FIN yet.
+    shared.close_open_connections();
+    let resp = client.start_task(task()).await;
+    assert_eq!(resp.map(|r| r.body.to_vec()), Ok(b"ka".to_vec()));
+    assert_eq!(shared.connection_count(), 2);
+    assert_eq!(shared.requests().len(), 3, "nothing reached the closed one");
 }

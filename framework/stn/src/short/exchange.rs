@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::connector::{close_cause, is_tls_failure, LinkStream};
+use crate::connector::{close_cause, is_tls_failure, LinkStream, PeerProbe, PeerState};
 
 /// Size limits applied to a response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,12 +44,16 @@ pub(crate) struct H1Conn {
     driver: JoinHandle<()>,
     /// Turns `true` when the connection has ended (either side closed it, or an error).
     closed: watch::Receiver<bool>,
+    /// Looks at the socket under hyper before an idle connection is reused.
+    probe: Option<PeerProbe>,
 }
 
 impl H1Conn {
-    /// Starts HTTP/1.1 on `stream`.
+    /// Starts HTTP/1.1 on `stream`; `probe` (from the stream, for a connection that may be
+    /// kept alive) lets [`check_idle`](Self::check_idle) look at the socket later.
     pub(crate) async fn handshake(
         stream: Box<dyn LinkStream>,
+        probe: Option<PeerProbe>,
         limits: Limits,
     ) -> Result<H1Conn, ExchangeError> {
         let meter = Arc::new(Meter::default());
@@ -89,6 +93,7 @@ impl H1Conn {
             meter,
             driver,
             closed,
+            probe,
         })
     }
 
@@ -105,6 +110,22 @@ impl H1Conn {
     /// Whether the connection can take another request (not closed by either side).
     pub(crate) fn is_open(&self) -> bool {
         !self.sender.is_closed() && !self.driver.is_finished()
+    }
+
+    /// Whether this idle connection can take a request now; `Err` with how it ended when
+    /// hyper has seen it close, or its probe finds that the server closed it (a FIN or a
+    /// reset waiting) or sent bytes no request asked for (such a connection is closing, or
+    /// out of step: nothing could tell its bytes from the next response's). Without a probe
+    /// only what hyper has read counts.
+    pub(crate) fn check_idle(&self) -> Result<(), CloseCause> {
+        if !self.is_open() {
+            return Err(CloseCause::RemoteClosed);
+        }
+        match self.probe.as_ref().map(PeerProbe::check) {
+            None | Some(PeerState::Quiet) => Ok(()),
+            Some(PeerState::Failed(errno)) => Err(CloseCause::Io(errno)),
+            Some(_) => Err(CloseCause::RemoteClosed),
+        }
     }
 
     /// Sends `req` and reads the whole response, calling `on_read` for every read.
@@ -132,17 +153,24 @@ impl H1Conn {
         let meter = self.meter.clone();
         let counter = meter.clone();
         hyper::ext::on_informational(&mut request, move |_| counter.interim());
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| map_error(&e, &meter))?;
-        let sent = self.sender.send_request(request).await;
+        if let Err(e) = self.sender.ready().await {
+            // The connection ended before the request was handed to it.
+            return Err(not_sent(map_error(&e, &meter)));
+        }
+        // Design: `try_send_request`, so that hyper gives the request back when the
+        // connection ended before it wrote any of it (the core may then send it elsewhere,
+        // whatever its method: RFC 9112 §9.3.1); `send_request` reported that case like a
+        // failure after the request went out.
+        let sent = self.sender.try_send_request(request).await;
         let refused = meter.write_error();
         let resp = match (sent, refused) {
             (Ok(resp), _) => resp,
+            (Err(e), _) if e.message().is_some() => {
+                return Err(not_sent(map_error(e.error(), &meter)))
+            }
             // The request could not be written and no answer came: the write's error.
             (Err(_), Some(e)) => return Err(ExchangeError::Closed(close_cause(&e))),
-            (Err(e), None) => return Err(map_error(&e, &meter)),
+            (Err(e), None) => return Err(map_error(e.error(), &meter)),
         };
         let status = resp.status().as_u16();
         let headers: Vec<(String, String)> = resp
@@ -320,6 +348,15 @@ fn map_error(err: &hyper::Error, meter: &Meter) -> ExchangeError {
         return ExchangeError::Request;
     }
     ExchangeError::Closed(CloseCause::Io(-1))
+}
+
+/// `err` for a request of which nothing was written: an ended connection is
+/// [`ExchangeError::NotSent`].
+fn not_sent(err: ExchangeError) -> ExchangeError {
+    match err {
+        ExchangeError::Closed(cause) => ExchangeError::NotSent(cause),
+        other => other,
+    }
 }
 
 /// The first `io::Error` in the error's source chain.
@@ -580,7 +617,9 @@ mod tests {
             let _ = server.write_all(&reply).await;
             let _ = server.shutdown().await;
         });
-        let mut conn = H1Conn::handshake(Box::new(client), limits).await.unwrap();
+        let mut conn = H1Conn::handshake(Box::new(client), None, limits)
+            .await
+            .unwrap();
         let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = reads.clone();
         let res = conn
@@ -705,9 +744,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_for_a_connection_that_already_ended_is_not_sent() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut conn = H1Conn::handshake(Box::new(client), None, LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(conn.check_idle(), Ok(()));
+        drop(server);
+        conn.closed().await;
+        assert_eq!(conn.check_idle(), Err(CloseCause::RemoteClosed));
+        // Before, this was a failure like any other (`Closed`), as if the request had gone
+        // out.
+        let res = conn
+            .exchange(&request(b"x"), LIMITS, Box::new(|_| {}))
+            .await;
+        assert_eq!(
+            res.err(),
+            Some(ExchangeError::NotSent(CloseCause::RemoteClosed))
+        );
+    }
+
+    #[tokio::test]
     async fn an_invalid_header_name_is_a_request_error() {
         let (client, _server) = tokio::io::duplex(1024);
-        let mut conn = H1Conn::handshake(Box::new(client), LIMITS).await.unwrap();
+        let mut conn = H1Conn::handshake(Box::new(client), None, LIMITS)
+            .await
+            .unwrap();
         let mut req = request(b"");
         req.headers.push(("Bad Name".to_owned(), "x".to_owned()));
         let res = conn.exchange(&req, LIMITS, Box::new(|_| {})).await;

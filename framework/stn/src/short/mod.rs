@@ -14,7 +14,13 @@
 //!    [`ExchangeError`](phobos_stn_proto::ExchangeError) at the end;
 //! 3. holds a connection whose response was reusable until the engine reuses or aborts it
 //!    (the engine's keep-alive pool decides, §8.5), and tells the engine when the server
-//!    closes such an idle connection.
+//!    closes such an idle connection. Before writing a request into an idle connection it
+//!    checks that the server has not closed it meanwhile (a [`PeerProbe`] peek at the
+//!    socket, as Mars does), and reports
+//!    [`ExchangeError::NotSent`](phobos_stn_proto::ExchangeError::NotSent) without writing
+//!    when it has: the engine then goes on with a fresh connection.
+//!
+//! [`PeerProbe`]: crate::PeerProbe
 
 pub(crate) mod exchange;
 pub(crate) mod proxy;
@@ -120,7 +126,9 @@ pub mod fuzzing {
                 let mut sink = tokio::io::sink();
                 let _ = tokio::io::copy(&mut server, &mut sink).await;
             });
-            let mut conn = H1Conn::handshake(Box::new(client), LIMITS).await.ok()?;
+            let mut conn = H1Conn::handshake(Box::new(client), None, LIMITS)
+                .await
+                .ok()?;
             let req = HttpRequest {
                 path: "/fuzz".to_owned(),
                 headers: vec![("Content-Length".to_owned(), "1".to_owned())],

@@ -138,22 +138,41 @@ impl ShortIo {
         };
         let limits = self.limits;
         let sink = self.sink.clone();
+        let keep_alive = request.wants_keep_alive();
         let task = tokio::spawn(
             async move {
                 let progress = sink.clone();
                 let mut h1 = match ready {
-                    Ready::Reused(h1) => h1,
-                    Ready::Fresh(stream) => match H1Conn::handshake(stream, limits).await {
-                        Ok(h1) => h1,
-                        Err(e) => {
+                    Ready::Reused(h1) => {
+                        // §8.5: the server may have closed it while it was idle, and hyper
+                        // may not have seen that yet. Nothing is written then.
+                        if let Err(cause) = h1.check_idle() {
+                            debug!(%conn, ?cause, "short link: the idle connection was closed meanwhile");
                             sink(ShortEvent::Done {
                                 conn,
-                                result: Err(e),
+                                result: Err(ExchangeError::NotSent(cause)),
                                 keep: None,
                             });
                             return;
                         }
-                    },
+                        h1
+                    }
+                    Ready::Fresh(stream) => {
+                        // Design: a probe costs a descriptor for the connection's life, so
+                        // only a connection the core may keep gets one.
+                        let probe = if keep_alive { stream.peer_probe() } else { None };
+                        match H1Conn::handshake(stream, probe, limits).await {
+                            Ok(h1) => h1,
+                            Err(e) => {
+                                sink(ShortEvent::Done {
+                                    conn,
+                                    result: Err(e),
+                                    keep: None,
+                                });
+                                return;
+                            }
+                        }
+                    }
                 };
                 let on_read = Box::new(move |len| progress(ShortEvent::Progress { conn, len }));
                 let ev = match h1.exchange(&request, limits, on_read).await {
