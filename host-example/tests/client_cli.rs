@@ -1,8 +1,7 @@
 //! The interactive `client` command, driven through its stdin against an in-process server.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
 use std::time::Duration;
 
 use phobos_host_example::chat::{ChatClient, ChatEvent, ChatOptions, TrustedServer};
@@ -13,8 +12,7 @@ use phobos_host_example::server::{Server, ServerConfig};
 use phobos_host_example::tls::{DemoTls, SERVER_NAME};
 use phobos_host_example::tokens::TokenIssuer;
 
-/// A guard against hangs, not a timing assertion.
-const GUARD: Duration = Duration::from_secs(60);
+use crate::common::{TerminalClient, GUARD};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_logs_in_sends_shows_pushes_and_link_status_and_names_its_log_folder() {
@@ -55,48 +53,17 @@ async fn the_client_logs_in_sends_shows_pushes_and_link_status_and_names_its_log
     .unwrap();
     bob.join("lobby").await.unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phobos-host-example"))
-        .args(["client", "--user", "alice", "--room", "lobby", "--server"])
-        .arg(server.long_link_addr().to_string())
-        .arg("--http")
-        .arg(server.http_addr().to_string())
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--log-dir")
-        .arg(dir.path().join("logs"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the client");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if lines_tx.send(line).is_err() {
-                return;
-            }
-        }
+    let mut alice = TerminalClient::start(|cmd| {
+        cmd.args(["--user", "alice", "--room", "lobby", "--server"])
+            .arg(server.long_link_addr().to_string())
+            .arg("--http")
+            .arg(server.http_addr().to_string())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--log-dir")
+            .arg(dir.path().join("logs"))
     });
-    let wait_for = |what: &str| -> Vec<String> {
-        let mut seen = Vec::new();
-        loop {
-            match lines_rx.recv_timeout(GUARD) {
-                Ok(line) => {
-                    let hit = line.contains(what);
-                    seen.push(line);
-                    if hit {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!("no line with {what:?}; saw {seen:#?}"),
-            }
-        }
-    };
-
-    let mut seen = tokio::task::block_in_place(|| wait_for("* joined #lobby"));
+    let mut seen = tokio::task::block_in_place(|| alice.wait_for("* joined #lobby"));
     assert!(
         seen.iter().any(|l| l.starts_with("Logging to ")),
         "{seen:#?}"
@@ -105,10 +72,12 @@ async fn the_client_logs_in_sends_shows_pushes_and_link_status_and_names_its_log
     // status goes through the chat client's event task to the printer task, the join's
     // result straight to the terminal, and on a loaded machine the join can print first.
     if !seen.iter().any(|l| l.starts_with("* connected to ")) {
-        seen.extend(tokio::task::block_in_place(|| wait_for("* connected to ")));
+        seen.extend(tokio::task::block_in_place(|| {
+            alice.wait_for("* connected to ")
+        }));
     }
 
-    writeln!(stdin, "hello from the terminal").unwrap();
+    alice.type_line("hello from the terminal");
     let got = tokio::time::timeout(GUARD, async {
         loop {
             if let Some(ChatEvent::Message { message, .. }) = bob_events.recv().await {
@@ -125,17 +94,17 @@ async fn the_client_logs_in_sends_shows_pushes_and_link_status_and_names_its_log
     bob.send(Target::Room("lobby".into()), "hi alice")
         .await
         .unwrap();
-    tokio::task::block_in_place(|| wait_for("bob: hi alice"));
+    tokio::task::block_in_place(|| alice.wait_for("bob: hi alice"));
 
     // The server restarts: the client reports its link going down and coming back.
     server.restart().await.unwrap();
     tokio::task::block_in_place(|| {
-        wait_for("* link down");
-        wait_for("* connected to ");
+        alice.wait_for("* link down");
+        alice.wait_for("* connected to ");
     });
 
-    writeln!(stdin, "/quit").unwrap();
-    let status = tokio::task::block_in_place(|| child.wait()).unwrap();
+    alice.type_line("/quit");
+    let (status, _) = tokio::task::block_in_place(|| alice.wait_exit());
     assert!(status.success());
     let logs: Vec<_> = std::fs::read_dir(dir.path().join("logs"))
         .unwrap()
