@@ -16,6 +16,7 @@
 //! `docs/HOST_EXAMPLE.md`) and any number of `--plugin PATH` (a plugin library whose plugins
 //! then become available by name in the config).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,18 +24,21 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use phobos_host_example::chat::{ChatClient, ChatEvent, ChatOptions, TrustedServer, Via};
+use phobos_host_example::chat::{
+    ChatClient, ChatError, ChatEvent, ChatOptions, TrustedServer, Via,
+};
 use phobos_host_example::config::{HostConfig, MAX_DEMO_CLIENTS};
 use phobos_host_example::demo::{self, DemoOptions};
 use phobos_host_example::logging::{self, LogSetup};
 use phobos_host_example::plugins::LoadedPlugins;
-use phobos_host_example::proto::{self, Target};
+use phobos_host_example::proto::{self, Conversation, Target};
 use phobos_host_example::server::{Server, ServerConfig};
 use phobos_host_example::tls::{self as demo_tls, DemoTls};
 use phobos_host_example::tokens::TokenIssuer;
 use phobos_stn::LinkStatus;
 use phobos_xlog::Level;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::task::{JoinError, JoinSet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -484,88 +488,347 @@ async fn run_client(
         }
     });
 
-    let joined = client.join(room).await;
-    match joined {
-        Ok(conv) => println!(
-            "* joined #{room} ({} members, {} earlier messages; /history {} shows them)",
-            conv.members.len(),
-            conv.last_seq,
-            conv.id
-        ),
-        Err(e) => println!("* joining #{room} failed: {e}"),
-    }
-    if let Err(e) = client.start_from_now().await {
-        println!("* conversation list over the short link failed: {e}");
+    let mut terminal = Terminal::new(client, room);
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let read = terminal.run(&mut lines).await;
+    terminal.close().await;
+    let _ = printer.await;
+    read.context("reading stdin")
+}
+
+/// The terminal's side of a chat session: what it typed, which of it the server has answered.
+///
+/// Messages and joins go to the server one at a time, in the order typed, and a message goes
+/// to the room that is current when its turn comes: the room of the last join before it that
+/// went through, as if each line waited for the one before. `/list` and `/history` run beside
+/// them. None of them holds up the input: a line is read and acted on while any number of
+/// requests wait on a server that is down, so `/quit` always ends the session at once.
+///
+/// Design: one request at a time rather than one task per line keeps the server's order of a
+/// user's messages the order they were typed, also when retries cross a reconnect.
+#[derive(Debug)]
+struct Terminal {
+    client: ChatClient,
+    /// Where plain text goes.
+    current: String,
+    /// Messages and joins not started yet, in the order typed.
+    waiting: VecDeque<Ordered>,
+    /// The message or join on its way to the server; its task is the one in `ordered`.
+    in_flight: Option<Ordered>,
+    /// At most one task: `in_flight`'s.
+    ordered: JoinSet<Outcome>,
+    /// `/list`, `/history` and the conversation list at start (all over the short link);
+    /// each prints its own answer.
+    reads: JoinSet<()>,
+}
+
+/// A line that goes to the server in order.
+#[derive(Debug)]
+enum Ordered {
+    /// Plain text for the current room.
+    Say(String),
+    /// `/to USER TEXT`.
+    To { peer: String, text: String },
+    /// `/join ROOM`, or `--room` at start (`first`).
+    Join { room: String, first: bool },
+}
+
+/// How an [`Ordered`] request ended.
+#[derive(Debug)]
+enum Outcome {
+    Sent(Result<proto::SendAck, ChatError>),
+    Joined(Result<Conversation, ChatError>),
+}
+
+/// Whether the session goes on after a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Quit,
+}
+
+impl Terminal {
+    /// A session that joins `room` first and marks the user's other conversations read.
+    fn new(client: ChatClient, room: &str) -> Self {
+        let mut terminal = Terminal {
+            client,
+            current: room.to_owned(),
+            waiting: VecDeque::new(),
+            in_flight: None,
+            ordered: JoinSet::new(),
+            reads: JoinSet::new(),
+        };
+        terminal.push(Ordered::Join {
+            room: room.to_owned(),
+            first: true,
+        });
+        let client = terminal.client.clone();
+        terminal.reads.spawn(async move {
+            if let Err(e) = client.start_from_now().await {
+                println!("* conversation list over the short link failed: {e}");
+            }
+        });
+        terminal
     }
 
-    let mut current = room.to_owned();
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Some(line) = lines.next_line().await.context("reading stdin")? {
+    /// Reads and carries out lines until `/quit`, or until the input ends and every request
+    /// has been answered. Requests still waiting at `/quit` are left to [`Terminal::close`].
+    async fn run(&mut self, lines: &mut Lines<BufReader<tokio::io::Stdin>>) -> std::io::Result<()> {
+        let mut reading = true;
+        loop {
+            if !reading && self.is_idle() {
+                return Ok(());
+            }
+            tokio::select! {
+                // `next_line` is cancel safe: a line read while a request ends is kept.
+                line = lines.next_line(), if reading => match line? {
+                    Some(line) => {
+                        if self.on_line(&line) == Flow::Quit {
+                            return Ok(());
+                        }
+                    }
+                    None => {
+                        reading = false;
+                        let pending = self.pending();
+                        if pending > 0 {
+                            println!("* end of input: waiting for {pending} request(s) to finish");
+                        }
+                    }
+                },
+                Some(end) = self.ordered.join_next() => self.on_ordered_end(end),
+                Some(end) = self.reads.join_next() => {
+                    // Only a task that panicked ends with an error; each prints its own result.
+                    if let Err(e) = end {
+                        println!("* a short-link request failed: {e}");
+                    }
+                }
+                // Not reached: with the input ended, the check above returns once both task
+                // sets are empty (a waiting request always has one in flight before it).
+                else => return Ok(()),
+            }
+        }
+    }
+
+    /// Carries out one line of input.
+    fn on_line(&mut self, line: &str) -> Flow {
         let line = line.trim();
         if line.is_empty() {
-            continue;
+            return Flow::Continue;
         }
         let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
         let rest = rest.trim();
         match cmd {
-            "/quit" => break,
-            "/join" | "/room" => match client.join(rest).await {
-                Ok(conv) => {
-                    current = rest.to_owned();
-                    println!("* now in #{rest} ({} members)", conv.members.len());
-                }
+            "/quit" => return Flow::Quit,
+            "/join" | "/room" => match proto::check_name("room", rest) {
+                Ok(()) => self.push(Ordered::Join {
+                    room: rest.to_owned(),
+                    first: false,
+                }),
                 Err(e) => println!("* {e}"),
             },
-            "/to" => {
-                let Some((peer, text)) = rest.split_once(' ') else {
-                    println!("* usage: /to USER TEXT");
-                    continue;
-                };
-                report_send(client.send(Target::User(peer.to_owned()), text).await);
-            }
-            "/list" => match client.conversations().await {
-                Ok(convs) => {
-                    for c in convs {
-                        println!(
-                            "* {} — {} messages, members {}",
-                            c.id,
-                            c.last_seq,
-                            c.members.join(", ")
-                        );
+            "/to" => match rest.split_once(' ') {
+                Some((peer, text)) => self.push(Ordered::To {
+                    peer: peer.to_owned(),
+                    text: text.trim().to_owned(),
+                }),
+                None => println!("* usage: /to USER TEXT"),
+            },
+            "/list" => {
+                let client = self.client.clone();
+                self.reads.spawn(async move {
+                    match client.conversations().await {
+                        Ok(convs) if convs.is_empty() => println!("* no conversations yet"),
+                        Ok(convs) => {
+                            for c in convs {
+                                println!(
+                                    "* {} — {} messages, members {}",
+                                    c.id,
+                                    c.last_seq,
+                                    c.members.join(", ")
+                                );
+                            }
+                        }
+                        Err(e) => println!("* /list failed: {e}"),
                     }
-                }
-                Err(e) => println!("* {e}"),
-            },
+                });
+            }
             "/history" => {
                 let conv = if rest.is_empty() {
-                    proto::room_conversation(&current)
+                    proto::room_conversation(self.typed_room())
                 } else {
                     rest.to_owned()
                 };
-                match client.history(&conv, 0, proto::MAX_HISTORY_PAGE).await {
-                    Ok(page) => {
-                        for m in page.messages {
-                            println!("  [{} #{}] {}: {}", m.conversation, m.seq, m.from, m.text);
+                let client = self.client.clone();
+                self.reads.spawn(async move {
+                    match client.history(&conv, 0, proto::MAX_HISTORY_PAGE).await {
+                        Ok(page) if page.messages.is_empty() => {
+                            println!("* no messages in {conv}")
                         }
+                        Ok(page) => {
+                            for m in page.messages {
+                                println!(
+                                    "  [{} #{}] {}: {}",
+                                    m.conversation, m.seq, m.from, m.text
+                                );
+                            }
+                        }
+                        Err(e) => println!("* /history {conv} failed: {e}"),
                     }
-                    Err(e) => println!("* {e}"),
-                }
+                });
             }
             c if c.starts_with('/') => println!("* unknown command {c}"),
-            _ => report_send(client.send(Target::Room(current.clone()), line).await),
+            _ => self.push(Ordered::Say(line.to_owned())),
+        }
+        Flow::Continue
+    }
+
+    /// Queues a message or join behind the ones typed before it.
+    fn push(&mut self, request: Ordered) {
+        self.waiting.push_back(request);
+        self.start_next();
+    }
+
+    /// Starts the next waiting message or join unless one is on its way.
+    fn start_next(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some(request) = self.waiting.pop_front() else {
+            return;
+        };
+        let client = self.client.clone();
+        match &request {
+            Ordered::Say(text) => {
+                let (to, text) = (Target::Room(self.current.clone()), text.clone());
+                self.ordered
+                    .spawn(async move { Outcome::Sent(client.send(to, text).await) });
+            }
+            Ordered::To { peer, text } => {
+                let (to, text) = (Target::User(peer.clone()), text.clone());
+                self.ordered
+                    .spawn(async move { Outcome::Sent(client.send(to, text).await) });
+            }
+            Ordered::Join { room, .. } => {
+                let room = room.clone();
+                self.ordered
+                    .spawn(async move { Outcome::Joined(client.join(&room).await) });
+            }
+        }
+        self.in_flight = Some(request);
+    }
+
+    /// Reports how the request in flight ended and starts the next one.
+    fn on_ordered_end(&mut self, end: Result<Outcome, JoinError>) {
+        let Some(request) = self.in_flight.take() else {
+            return;
+        };
+        match (request, end) {
+            (Ordered::Join { room, first }, Ok(Outcome::Joined(Ok(conv)))) => {
+                if first {
+                    println!(
+                        "* joined #{room} ({} members, {} earlier messages; /history {} shows \
+                         them)",
+                        conv.members.len(),
+                        conv.last_seq,
+                        conv.id
+                    );
+                } else {
+                    println!("* now in #{room} ({} members)", conv.members.len());
+                }
+                self.current = room;
+            }
+            (Ordered::Join { room, first }, Ok(Outcome::Joined(Err(e)))) => {
+                if first {
+                    println!("* joining #{room} failed: {e}");
+                } else {
+                    println!("* joining #{room} failed: {e}; still in #{}", self.current);
+                }
+            }
+            (request, Ok(Outcome::Sent(result))) => report_send(&request, result),
+            (request, Ok(Outcome::Joined(_)) | Err(_)) => {
+                // A join's task gives a join's outcome; only a task that panicked gets here.
+                println!("* {}: the request's task failed", request.line())
+            }
+        }
+        self.start_next();
+    }
+
+    /// The room plain text will go to once the joins typed so far went through.
+    fn typed_room(&self) -> &str {
+        self.waiting
+            .iter()
+            .rev()
+            .chain(&self.in_flight)
+            .find_map(|r| match r {
+                Ordered::Join { room, .. } => Some(room.as_str()),
+                _ => None,
+            })
+            .unwrap_or(&self.current)
+    }
+
+    /// Requests not answered yet.
+    fn pending(&self) -> usize {
+        self.waiting.len() + usize::from(self.in_flight.is_some()) + self.reads.len()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// Stops the client and tells the user which messages the server has not confirmed: the
+    /// one on its way (the server may or may not have it) and those never sent. `/list` and
+    /// `/history` requests still waiting are dropped; they change nothing.
+    async fn close(mut self) {
+        self.reads.shutdown().await;
+        // Ends the request in flight at once: with its answer if the server gave one in time,
+        // otherwise with an error.
+        self.client.shutdown().await;
+        let mut unconfirmed = 0;
+        if let Some(request) = self.in_flight.take() {
+            let end = self.ordered.join_next().await;
+            match (request, end) {
+                (request, Some(Ok(Outcome::Sent(Ok(ack))))) => report_send(&request, Ok(ack)),
+                (Ordered::Join { .. }, Some(Ok(Outcome::Joined(Ok(_))))) => {}
+                (Ordered::Join { room, .. }, _) => println!("* not joined: #{room}"),
+                (request, _) => {
+                    unconfirmed += 1;
+                    println!("* not confirmed: {}", request.line());
+                }
+            }
+        }
+        for request in self.waiting {
+            match request {
+                Ordered::Join { room, .. } => println!("* not joined: #{room}"),
+                request => {
+                    unconfirmed += 1;
+                    println!("* not sent: {}", request.line());
+                }
+            }
+        }
+        if unconfirmed > 0 {
+            println!("* quit with {unconfirmed} message(s) not confirmed by the server");
         }
     }
-    client.shutdown().await;
-    let _ = printer.await;
-    Ok(())
 }
 
-fn report_send(result: Result<proto::SendAck, phobos_host_example::chat::ChatError>) {
+impl Ordered {
+    /// The request as the user typed it.
+    fn line(&self) -> String {
+        match self {
+            Ordered::Say(text) => text.clone(),
+            Ordered::To { peer, text } => format!("/to {peer} {text}"),
+            Ordered::Join { room, .. } => format!("/join {room}"),
+        }
+    }
+}
+
+/// Says how a message ended unless it simply arrived (its push shows it).
+fn report_send(request: &Ordered, result: Result<proto::SendAck, ChatError>) {
     match result {
         Ok(ack) if ack.duplicate => {
             println!("* sent ({} #{}, a retry)", ack.conversation, ack.seq)
         }
         Ok(_) => {}
-        Err(e) => println!("* not sent: {e}"),
+        Err(e) => println!("* not sent ({e}): {}", request.line()),
     }
 }

@@ -1,0 +1,173 @@
+//! The terminal client while its server is down: it keeps reading its input, `/quit` ends it
+//! at once and names the messages the server never confirmed, `/list` and `/history` answer
+//! with an error.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use phobos_host_example::config::HostConfig;
+use phobos_host_example::plugins::LoadedPlugins;
+use phobos_host_example::server::{Server, ServerConfig, ServerHandle};
+use phobos_host_example::tokens::TokenIssuer;
+
+use crate::common::TerminalClient;
+
+/// The test config: a send waits up to 600 s for the server (the most the config allows),
+/// ten times the hang guard, so a client that finishes a send before reading the next line
+/// cannot pass.
+const CONFIG: &str =
+    "[server]\nauth_secret = \"down-secret\"\n[client]\nsend_timeout_ms = 600000\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quit_ends_the_client_at_once_while_the_server_is_down_and_names_unconfirmed_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path()).await;
+    let mut alice = start_client(dir.path(), server.long_link_addr(), server.http_addr());
+    wait_until_joined_and_connected(&alice);
+
+    server.shutdown().await;
+    tokio::task::block_in_place(|| alice.wait_for("* link down"));
+    alice.type_line("typed while the server is down");
+    alice.type_line("/to bob typed after it");
+    alice.type_line("/quit");
+
+    let (status, printed) = tokio::task::block_in_place(|| alice.wait_exit());
+    assert!(status.success(), "{status}; {printed:#?}");
+    for line in [
+        "* not confirmed: typed while the server is down",
+        "* not sent: /to bob typed after it",
+        "* quit with 2 message(s) not confirmed by the server",
+    ] {
+        assert!(
+            printed.iter().any(|l| l == line),
+            "{line:?} in {printed:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_history_answer_with_an_error_while_the_server_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path()).await;
+    let mut alice = start_client(dir.path(), server.long_link_addr(), server.http_addr());
+    wait_until_joined_and_connected(&alice);
+
+    server.shutdown().await;
+    tokio::task::block_in_place(|| alice.wait_for("* link down"));
+    // A message waiting for the server must not hold up the commands typed after it.
+    alice.type_line("typed while the server is down");
+    alice.type_line("/list");
+    alice.type_line("/history");
+    tokio::task::block_in_place(|| {
+        alice.wait_for("* /list failed: task failed: ");
+        alice.wait_for("* /history room:lobby failed: task failed: ");
+    });
+
+    alice.type_line("/quit");
+    let (status, printed) = tokio::task::block_in_place(|| alice.wait_exit());
+    assert!(status.success(), "{status}; {printed:#?}");
+    assert!(
+        printed
+            .iter()
+            .any(|l| l == "* quit with 1 message(s) not confirmed by the server"),
+        "{printed:#?}"
+    );
+}
+
+#[test]
+fn a_client_whose_server_was_never_up_quits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("host.toml"), CONFIG).unwrap();
+    let mut alice = start_client(dir.path(), dead_port(), dead_port());
+    alice.wait_for("type a message for #lobby");
+    alice.type_line("hello?");
+    alice.type_line("/quit");
+
+    let (status, printed) = alice.wait_exit();
+    assert!(status.success(), "{status}; {printed:#?}");
+    for line in [
+        "* not joined: #lobby",
+        "* not sent: hello?",
+        "* quit with 1 message(s) not confirmed by the server",
+    ] {
+        assert!(
+            printed.iter().any(|l| l == line),
+            "{line:?} in {printed:#?}"
+        );
+    }
+}
+
+#[test]
+fn at_the_end_of_its_input_the_client_waits_for_its_requests_and_names_the_failed_ones() {
+    // Sends give up after 1 s without retries, so the client has an answer for each soon.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("host.toml"),
+        "[server]\nauth_secret = \"down-secret\"\n[client]\nsend_timeout_ms = 1000\n\
+         retry_count = 0\n",
+    )
+    .unwrap();
+    let mut alice = start_client(dir.path(), dead_port(), dead_port());
+    alice.wait_for("type a message for #lobby");
+    alice.type_line("first");
+    alice.type_line("/to bob second");
+    alice.close_input();
+
+    let (status, printed) = alice.wait_exit();
+    assert!(status.success(), "{status}; {printed:#?}");
+    let failed: Vec<&str> = printed
+        .iter()
+        .filter_map(|l| l.strip_prefix("* not sent ("))
+        .filter_map(|l| l.split_once("): ").map(|(_, line)| line))
+        .collect();
+    assert_eq!(failed, ["first", "/to bob second"], "{printed:#?}");
+    for start in ["* end of input: waiting for ", "* joining #lobby failed: "] {
+        assert!(
+            printed.iter().any(|l| l.starts_with(start)),
+            "{start:?} in {printed:#?}"
+        );
+    }
+}
+
+/// A plain-TCP server on loopback, and the config file the client reads, in `dir`.
+async fn start_server(dir: &Path) -> ServerHandle {
+    let config_path = dir.join("host.toml");
+    std::fs::write(&config_path, CONFIG).unwrap();
+    let config = HostConfig::load(Some(&config_path)).unwrap();
+    let plugins = LoadedPlugins::load(&config, &[]).unwrap();
+    let sc = ServerConfig::new(plugins.codec.clone(), TokenIssuer::new("down-secret"));
+    Server::start(sc).await.unwrap()
+}
+
+/// `client --user alice --room lobby --no-tls` with `dir`'s config and log folder.
+fn start_client(dir: &Path, long_link: SocketAddr, http: SocketAddr) -> TerminalClient {
+    let config_path: PathBuf = dir.join("host.toml");
+    TerminalClient::start(|cmd| {
+        cmd.args(["--user", "alice", "--room", "lobby", "--no-tls", "--server"])
+            .arg(long_link.to_string())
+            .arg("--http")
+            .arg(http.to_string())
+            .arg("--config")
+            .arg(config_path)
+            .arg("--log-dir")
+            .arg(dir.join("logs"))
+    })
+}
+
+/// Waits for the join's line and the link's; they may come in either order.
+fn wait_until_joined_and_connected(client: &TerminalClient) {
+    tokio::task::block_in_place(|| {
+        let seen = client.wait_for("* joined #lobby");
+        if !seen.iter().any(|l| l.starts_with("* connected to ")) {
+            client.wait_for("* connected to ");
+        }
+    });
+}
+
+/// A loopback address nothing listens on: a port the system just handed out and took back.
+fn dead_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
