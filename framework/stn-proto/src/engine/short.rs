@@ -585,6 +585,9 @@ impl Engine {
             return;
         };
         if ex.reused && matches!(error, ExchangeError::NotSent(_)) {
+            // Counted as sent when it was handed over; it never left.
+            self.stats.requests_sent = self.stats.requests_sent.saturating_sub(1);
+            self.stats.bytes_sent = self.stats.bytes_sent.saturating_sub(ex.sent_len as u64);
             self.short_stale(id, now);
             return;
         }

@@ -902,6 +902,7 @@ fn a_reused_connection_found_closed_before_the_request_went_out_is_replaced_at_o
     let idle = d.fresh_keep_alive_exchange(Some("timeout=30"));
     let id = d.start(keep_alive_task().with_retry_count(0));
     assert_eq!(d.exchanges().pop().map(|x| x.0), Some(idle), "reused");
+    let sent_before = d.engine.stats().requests_sent;
     d.engine.handle_http_failed(
         d.now,
         idle,
@@ -918,6 +919,11 @@ fn a_reused_connection_found_closed_before_the_request_went_out_is_replaced_at_o
     let end = d.end(id).expect("ended");
     assert!(end.outcome.is_ok());
     assert_eq!(end.profile.attempts, 1, "the stale try was no attempt");
+    assert_eq!(
+        d.engine.stats().requests_sent,
+        sent_before,
+        "the request that never left is not counted as sent"
+    );
     assert!(!d.aborted(fresh), "kept: reuse is not banned");
     assert_eq!(d.engine.short_link_idle(), 1);
     // Nor is the address blamed: the next task reuses the new connection.
