@@ -88,6 +88,10 @@ impl LocalDateTime {
 /// Source of wall-clock time and the local time zone.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time and the UTC offset in force at that time.
+    ///
+    /// It may log through the writer it serves, but not at every call: every logged line asks
+    /// the clock for its time first. A line logged while the writer holds its own locks is
+    /// written once they are released.
     fn now(&self) -> WallTime;
 }
 

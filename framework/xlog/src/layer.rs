@@ -16,6 +16,12 @@ use crate::writer::Xlog;
 /// level (TRACE → `V`), the target as tag, file and line from the metadata, the module path as
 /// function, and the message followed by the other fields as ` key=value`.
 ///
+/// An event emitted from inside the writer while it writes another line (by the
+/// [`LogCipher`](phobos_plugin_api::cipher::LogCipher) while it encrypts, by the clock, by
+/// code they call) is logged after that line, as [`Xlog::log`] does with any line logged from
+/// there. This needs the layer under the global subscriber: a scoped dispatcher
+/// (`with_default`, `set_default`) discards such an event itself, before any layer sees it.
+///
 /// ```
 /// use tracing_subscriber::prelude::*;
 /// let dir = tempfile::tempdir().unwrap();

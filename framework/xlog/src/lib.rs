@@ -103,6 +103,18 @@
 //! reported only once the block holding its warning reached the file; if that block fails
 //! too, the next one reports the losses again.
 //!
+//! # Logging from inside the writer
+//!
+//! A [`LogCipher`](phobos_plugin_api::cipher::LogCipher) may log while it encrypts (through
+//! [`Xlog::log`] or a `tracing` event reaching `XlogLayer`), and so may a [`Clock`]. Such a
+//! line comes back into the writer while it holds its locks, or on the writer thread that
+//! makes room for new lines; it is therefore kept aside and written, on the same thread, once
+//! the write that called the plugin has returned, so it follows the line being written. At
+//! most 64 KiB of such lines wait per thread, and a line logged while they are written (a
+//! cipher logging at every call) is dropped and counted ([`Xlog::dropped_lines`]). From
+//! there, [`Xlog::flush`] fails with [`FlushError::Reentrant`] and [`Xlog::close`] does
+//! nothing.
+//!
 //! # Compression levels
 //!
 //! Levels apply to the whole-block compression on the background thread. Defaults: zlib 2

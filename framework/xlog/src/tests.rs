@@ -2,10 +2,15 @@
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::testutil::{decode_file, toy};
-use crate::{Compression, FixedClock, Level, Mode, Overflow, Record, WallTime, Xlog};
+use phobos_plugin_api::cipher::{
+    BlockDecryptor, BlockEncryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,
+};
+
+use crate::testutil::{decode_file, toy, ToyCipher};
+use crate::{Clock, Compression, FixedClock, Level, Mode, Overflow, Record, WallTime, Xlog};
 
 fn clock() -> Arc<FixedClock> {
     // 2024-03-14 10:26:53.137 in +8.
@@ -756,4 +761,281 @@ fn quiet_logger(dir: &std::path::Path, prefix: &str) -> crate::XlogGuard {
         .clock(clock())
         .build()
         .unwrap()
+}
+
+/// The toy cipher, with encryptors that log through the writer in `target` from inside
+/// `encrypt`, as a plugin calling the logger directly would: `lines` lines of `len` bytes on
+/// each of the next `calls` calls (after the writer is built and put into `target`).
+#[derive(Debug)]
+struct LogsWhileEncrypting {
+    target: Arc<Mutex<Option<Xlog>>>,
+    calls: Arc<AtomicUsize>,
+    lines: usize,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct LoggingEnc {
+    toy: Box<dyn BlockEncryptor>,
+    target: Arc<Mutex<Option<Xlog>>>,
+    calls: Arc<AtomicUsize>,
+    lines: usize,
+    len: usize,
+}
+
+impl LogsWhileEncrypting {
+    /// The cipher, and the handle to put the writer into.
+    fn new(calls: usize, lines: usize, len: usize) -> (Arc<Self>, Arc<Mutex<Option<Xlog>>>) {
+        let target = Arc::new(Mutex::new(None));
+        let cipher = LogsWhileEncrypting {
+            target: Arc::clone(&target),
+            calls: Arc::new(AtomicUsize::new(calls)),
+            lines,
+            len,
+        };
+        (Arc::new(cipher), target)
+    }
+}
+
+impl LogCipher for LogsWhileEncrypting {
+    fn name(&self) -> &str {
+        "logs-while-encrypting"
+    }
+    fn kind(&self) -> CipherKind {
+        CipherKind::MarsCompatible
+    }
+    fn new_encryptor(&self) -> Result<Box<dyn BlockEncryptor>, CipherError> {
+        Ok(Box::new(LoggingEnc {
+            toy: ToyCipher.new_encryptor()?,
+            target: Arc::clone(&self.target),
+            calls: Arc::clone(&self.calls),
+            lines: self.lines,
+            len: self.len,
+        }))
+    }
+    fn new_decryptor(
+        &self,
+        key: &[u8; HEADER_KEY_LEN],
+    ) -> Result<Box<dyn BlockDecryptor>, CipherError> {
+        ToyCipher.new_decryptor(key)
+    }
+}
+
+impl BlockEncryptor for LoggingEnc {
+    fn header_key(&self) -> [u8; HEADER_KEY_LEN] {
+        self.toy.header_key()
+    }
+    fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<usize, CipherError> {
+        let target = self.target.lock().unwrap().clone();
+        let armed = self
+            .calls
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if let (Some(xlog), true) = (target, armed) {
+            for i in 0..self.lines {
+                let mut msg = format!("from the cipher {i} ").into_bytes();
+                msg.resize(self.len.max(msg.len()), b'c');
+                xlog.log_message(Level::Warn, "cipher", &msg);
+            }
+        }
+        self.toy.encrypt(plain, out)
+    }
+    fn finish_block(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
+        self.toy.finish_block(rest, out)
+    }
+}
+
+/// A writer using `cipher` in `mode`, handed to `target` for the cipher to log into.
+fn logged_into_by(
+    dir: &Path,
+    mode: Mode,
+    cipher: Arc<LogsWhileEncrypting>,
+    target: &Mutex<Option<Xlog>>,
+) -> crate::XlogGuard {
+    let g = Xlog::builder()
+        .log_dir(dir)
+        .name_prefix("re")
+        .mode(mode)
+        .banners(false)
+        .clock(clock())
+        .cipher(cipher)
+        .build()
+        .unwrap();
+    *target.lock().unwrap() = Some(g.xlog());
+    g
+}
+
+#[test]
+fn a_line_the_cipher_logs_in_sync_mode_follows_the_line_it_was_encrypting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let (text, dropped) = without_hanging("a cipher logging while it encrypts", move || {
+        let (cipher, target) = LogsWhileEncrypting::new(0, 1, 0);
+        let g = logged_into_by(&path, Mode::Sync, Arc::clone(&cipher), &target);
+        for i in 0..3 {
+            // Sync mode encrypts every line on the caller's thread, under the staging lock.
+            cipher.calls.store(1, Ordering::SeqCst);
+            g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
+        }
+        target.lock().unwrap().take();
+        let dropped = g.dropped_lines();
+        drop(g);
+        (text_of(&path), dropped)
+    });
+    assert_eq!(dropped, 0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for (i, pair) in lines.chunks(2).enumerate() {
+        assert!(pair[0].ends_with(&format!("][line {i}")), "{text}");
+        assert!(pair[1].starts_with("[W]"), "{text}");
+        assert!(pair[1].ends_with("][from the cipher 0 "), "{text}");
+    }
+}
+
+#[test]
+fn a_cipher_that_logs_at_every_call_cannot_feed_itself_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let (text, dropped) = without_hanging("a cipher logging at every call", move || {
+        let (cipher, target) = LogsWhileEncrypting::new(usize::MAX, 1, 0);
+        let g = logged_into_by(&path, Mode::Sync, cipher, &target);
+        for i in 0..3 {
+            g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
+        }
+        target.lock().unwrap().take();
+        let dropped = g.dropped_lines();
+        drop(g);
+        (text_of(&path), dropped)
+    });
+    // Each line's encryption logs a line, written after it; that line's own encryption logs
+    // another, which is dropped and counted rather than written (and so on for ever).
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    for (i, pair) in lines.chunks(2).enumerate() {
+        assert!(pair[0].ends_with(&format!("][line {i}")), "{text}");
+        assert!(pair[1].ends_with("][from the cipher 0 "), "{text}");
+    }
+    assert_eq!(dropped, 3);
+}
+
+#[test]
+fn lines_the_cipher_logs_on_the_writer_thread_are_written_or_counted_never_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    // More than a staging slot holds: the writer thread, holding the other slot while it
+    // encrypts, can never make room for them itself.
+    let (lines, len) = (40, 8000);
+    let (text, dropped) = without_hanging("a cipher logging on the writer thread", move || {
+        let (cipher, target) = LogsWhileEncrypting::new(0, lines, len);
+        let g = logged_into_by(&path, Mode::Async, Arc::clone(&cipher), &target);
+        g.log_message(Level::Info, "t", b"before");
+        // In async mode only the writer thread calls the cipher: once per block it writes.
+        cipher.calls.store(1, Ordering::SeqCst);
+        g.flush().unwrap();
+        g.log_message(Level::Info, "t", b"after");
+        g.flush().unwrap();
+        target.lock().unwrap().take();
+        let dropped = g.dropped_lines();
+        drop(g);
+        (text_of(&path), dropped)
+    });
+    assert!(text.contains("][before\n"), "{text}");
+    assert!(text.contains("][after\n"), "{text}");
+    let logged = text.matches("][from the cipher ").count() as u64;
+    assert!(logged > 0, "{text}");
+    assert_eq!(
+        logged + dropped,
+        lines as u64,
+        "each line written or counted"
+    );
+    if dropped > 0 {
+        let report = format!("xlog dropped {dropped} lines");
+        assert!(text.contains(&report), "{report:?} missing");
+    }
+}
+
+/// The test clock, which the next time it is asked for the time on thread `fires_on` (by
+/// name; `None`: an unnamed thread) after `armed` is set, logs a line through the writer in
+/// `target` and tries to flush it.
+#[derive(Debug, Default)]
+struct LogsWhenAsked {
+    target: Mutex<Option<Xlog>>,
+    fires_on: Option<&'static str>,
+    armed: AtomicBool,
+    flushed: Mutex<Option<Result<(), crate::FlushError>>>,
+}
+
+impl Clock for LogsWhenAsked {
+    fn now(&self) -> WallTime {
+        let target = self.target.lock().unwrap().clone();
+        let here = std::thread::current().name() == self.fires_on;
+        if let (Some(xlog), true) = (target, here) {
+            if self.armed.swap(false, Ordering::SeqCst) {
+                xlog.log_message(Level::Warn, "clock", b"from the clock");
+                *self.flushed.lock().unwrap() = Some(xlog.flush());
+            }
+        }
+        clock().now()
+    }
+}
+
+#[test]
+fn a_clock_that_logs_while_a_block_is_sealed_is_logged_after_that() {
+    use crate::Durability::{Buffered, Durable};
+    // Durable: `flush` seals on the caller's thread; buffered: the compressor thread seals the
+    // block a Fatal line ends. Both ask the clock under the staging lock.
+    let cases = [
+        (Durable, None, Level::Info),
+        (Buffered, Some("xlog-compressor"), Level::Fatal),
+    ];
+    for (durability, fires_on, level) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let what = format!("{durability:?}: a clock logging while a block is sealed");
+        let (text, flushed) = without_hanging(&what, move || {
+            let clock = Arc::new(LogsWhenAsked {
+                fires_on,
+                ..LogsWhenAsked::default()
+            });
+            let g = Xlog::builder()
+                .log_dir(&path)
+                .name_prefix("ck")
+                .durability(durability)
+                .banners(false)
+                .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+                .build()
+                .unwrap();
+            *clock.target.lock().unwrap() = Some(g.xlog());
+            // The compressor may seal before `log_message` returns: arm it before. The
+            // caller's thread asks the clock in `log_message` too, outside the write path:
+            // arm it after, for the seal in `flush`.
+            let on_caller = fires_on.is_none();
+            if !on_caller {
+                clock.armed.store(true, Ordering::SeqCst);
+            }
+            g.log_message(level, "t", b"first");
+            if on_caller {
+                clock.armed.store(true, Ordering::SeqCst);
+            }
+            g.flush().unwrap();
+            g.log_message(Level::Info, "t", b"after");
+            clock.target.lock().unwrap().take();
+            let flushed = clock.flushed.lock().unwrap().take();
+            drop(g);
+            (text_of(&path), flushed)
+        });
+        // A flush from inside the write path would wait for the writing that called it.
+        assert!(
+            matches!(flushed, Some(Err(crate::FlushError::Reentrant))),
+            "{durability:?}: {flushed:?}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{durability:?}: {text}");
+        assert!(lines[0].ends_with("][first"), "{durability:?}: {text}");
+        assert!(
+            lines[1].ends_with("][from the clock"),
+            "{durability:?}: {text}"
+        );
+        assert!(lines[2].ends_with("][after"), "{durability:?}: {text}");
+    }
 }

@@ -25,6 +25,8 @@ use crate::staging::{
     FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
 };
 
+mod nested;
+
 /// Why a writer could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -62,6 +64,10 @@ pub enum FlushError {
     /// for the next start to recover, new lines are dropped once it is full.
     #[error("the xlog writer thread died")]
     WriterDied,
+    /// Called from inside the writer's own write path (by a cipher while it encrypts, or a
+    /// clock), where a flush would wait for the writing that called it.
+    #[error("xlog flush called from inside the writer's own write path")]
+    Reentrant,
 }
 
 /// Builds an [`Xlog`]. See the crate docs for an example.
@@ -471,8 +477,14 @@ impl Xlog {
     /// # Errors
     ///
     /// [`FlushError::Closed`] after the writer was closed; [`FlushError::WriterDied`] if the
-    /// background thread died (a bug): then this returns at once instead of waiting forever.
+    /// background thread died (a bug): then this returns at once instead of waiting forever;
+    /// [`FlushError::Reentrant`] when called by a cipher or clock from inside the writer's
+    /// own write path.
     pub fn flush(&self) -> Result<(), FlushError> {
+        // Lines a clock logs while the block is sealed below are written when this returns.
+        let Some(_path) = nested::WritePath::try_enter() else {
+            return Err(FlushError::Reentrant);
+        };
         let inner = &self.inner;
         inner.drain_pending();
         let mut st = inner.lock_state();
@@ -557,8 +569,14 @@ impl Xlog {
 
     /// Closes the writer: logs the close banner, flushes, stops the background thread and
     /// zeroes the buffer file. Later logging calls are dropped. Idempotent.
+    ///
+    /// Called by a cipher or clock from inside the writer's own write path, it does nothing:
+    /// it would wait for the writing that called it (the guard still closes the writer).
     pub fn close(&self) {
         let inner = &self.inner;
+        if nested::is_inside() {
+            return;
+        }
         if inner.closed.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -657,17 +675,10 @@ impl Xlog {
         f()
     }
 
+    /// Writes a formatted line, or defers it if this thread is inside a write path already
+    /// (a cipher or clock logging; see `nested`).
     fn write_formatted(&self, line: &[u8], fatal: bool, now: WallTime) {
-        let inner = &self.inner;
-        if inner.closed.load(Ordering::Relaxed) && !fatal && !line.starts_with(b"$$$$$$$$$$") {
-            inner.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        match (inner.config.mode, inner.config.durability) {
-            (Mode::Async, Durability::Durable) => inner.write_async(line, fatal, now),
-            (Mode::Async, Durability::Buffered) => inner.enqueue(line, fatal, now),
-            (Mode::Sync, _) => inner.write_sync(line, now),
-        }
+        nested::write(&self.inner, line, fatal, now);
     }
 
     fn open(b: XlogBuilder) -> Result<Xlog, BuildError> {
@@ -1009,6 +1020,20 @@ impl Inner {
         self.writer_gone.load(Ordering::SeqCst)
     }
 
+    /// Writes a formatted line as the mode says (dropped once closed, but for the close
+    /// banner and Fatal lines).
+    fn write_line(&self, line: &[u8], fatal: bool, now: WallTime) {
+        if self.closed.load(Ordering::Relaxed) && !fatal && !line.starts_with(b"$$$$$$$$$$") {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match (self.config.mode, self.config.durability) {
+            (Mode::Async, Durability::Durable) => self.write_async(line, fatal, now),
+            (Mode::Async, Durability::Buffered) => self.enqueue(line, fatal, now),
+            (Mode::Sync, _) => self.write_sync(line, now),
+        }
+    }
+
     /// The flush interval in use: at least [`MIN_FLUSH_INTERVAL`].
     fn flush_interval(&self) -> Duration {
         self.config.flush_interval.max(MIN_FLUSH_INTERVAL)
@@ -1244,8 +1269,9 @@ impl Inner {
                 return (st, true);
             }
         }
-        // Nobody makes room once the writer thread is gone.
-        if self.config.overflow == Overflow::Drop || self.is_writer_gone() {
+        // Nobody makes room once the writer thread is gone; the writer's own threads do not
+        // wait for the room they make.
+        if self.config.overflow == Overflow::Drop || self.is_writer_gone() || !nested::may_wait() {
             return (st, false);
         }
         self.work.notify_one();
@@ -1305,7 +1331,8 @@ impl Inner {
             if q.bytes.is_empty() || q.bytes.len() + line.len() <= PENDING_MAX {
                 break;
             }
-            if self.config.overflow == Overflow::Drop {
+            // The compressor thread does not wait for the room it makes.
+            if self.config.overflow == Overflow::Drop || !nested::may_wait() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -1334,6 +1361,7 @@ impl Inner {
     }
 
     fn run_compressor(self: Arc<Self>) {
+        let _background = nested::BackgroundThread::enter();
         let mut bytes = Vec::new();
         let mut lines = Vec::new();
         loop {
@@ -1361,6 +1389,9 @@ impl Inner {
             let n = lines.len() as u64;
             bytes.clear();
             lines.clear();
+            // Lines a clock logged while this thread sealed a block join the queue, before the
+            // batch counts as processed: a flush waiting for it returns after them.
+            nested::drain_background();
             let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             q.processed += n;
             self.pending_done.notify_all();
@@ -1397,6 +1428,9 @@ impl Inner {
 
     fn run_writer(self: Arc<Self>, buffer_file: BufferFile, mut finisher: Finisher) {
         let _gone = WriterGone(&self);
+        // Lines the cipher or clock log on this thread are staged between jobs: staged from
+        // inside a job they could wait for room that only this thread makes.
+        let _background = nested::BackgroundThread::enter();
         let opened = Instant::now();
         let mut deleted = false;
         let mut moved = false;
@@ -1546,6 +1580,7 @@ impl Inner {
                     }
                 }
             }
+            nested::drain_background();
         }
     }
 }
