@@ -21,7 +21,7 @@ use phobos_stn_proto::Timing;
 use phobos_test_support::MockLongLinkServer;
 
 mod common;
-use common::{codec, GatedSource};
+use common::{codec, Blocker, Gate, GatedSource};
 
 const HOST: &str = "im.example";
 
@@ -181,10 +181,13 @@ async fn a_loaded_source_blocked_in_a_call_does_not_hold_up_another_link() {
     client.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_loaded_source_blocked_past_its_limit_is_left_behind_at_the_limit() {
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let limit = Duration::from_secs(2);
+/// The limit of every source call in the tests of a loaded, blocking source.
+const LIMIT: Duration = Duration::from_secs(2);
+
+/// A started client whose default link names `HOST`, resolved first by a loaded source that
+/// blocks until its gate opens, then by one answering `server` at once; each source call
+/// limited to [`LIMIT`], and the watchdog's threshold half of it. Also the blocker and gate.
+fn gated_then_fixed(server: &MockLongLinkServer) -> (Client, Arc<Blocker>, Gate) {
     let (gated, blocker, gate) = GatedSource::new(server.addr());
     let config = ClientConfig::builder(codec())
         .link_hosts("default-longlink", [HOST], [server.addr().port()])
@@ -192,21 +195,28 @@ async fn a_loaded_source_blocked_past_its_limit_is_left_behind_at_the_limit() {
         .ip_source(Arc::new(Fixed(server.addr())))
         .core(|c| {
             c.timing(Timing {
-                resolve_timeout: limit,
+                resolve_timeout: LIMIT,
                 ..Timing::default()
             })
         })
-        .watchdog_threshold(limit / 2)
+        .watchdog_threshold(LIMIT / 2)
         .build()
         .unwrap();
     let client = Client::start(config).unwrap();
     client.set_foreground(true);
+    (client, blocker, gate)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loaded_source_blocked_past_its_limit_is_left_behind_at_the_limit() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let (client, blocker, gate) = gated_then_fixed(&server);
     let started = tokio::time::Instant::now();
     let task = tokio::spawn(client.start_task(TaskSpec::new(CmdId(7), &b"ping"[..])));
     blocker.entered.notified().await;
 
     // The paused clock stands still while the call blocks; move it to just before the limit.
-    tokio::time::advance(limit - Duration::from_millis(1)).await;
+    tokio::time::advance(LIMIT - Duration::from_millis(1)).await;
     client.stats().await.unwrap();
     assert!(!task.is_finished(), "the chain moved on before the limit");
     // At the limit the chain moves on to the next source, whose answer serves the task.
@@ -215,7 +225,7 @@ async fn a_loaded_source_blocked_past_its_limit_is_left_behind_at_the_limit() {
     assert_eq!(&resp.body[..], b"ping");
     let took = started.elapsed();
     assert!(
-        took >= limit && took < limit + Duration::from_millis(50),
+        took >= LIMIT && took < LIMIT + Duration::from_millis(50),
         "{took:?}"
     );
     assert!(
@@ -237,27 +247,12 @@ async fn a_loaded_source_blocked_past_its_limit_is_left_behind_at_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn a_loaded_source_still_blocked_in_a_given_up_call_is_not_called_again() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let limit = Duration::from_secs(2);
-    let (gated, blocker, gate) = GatedSource::new(server.addr());
-    let config = ClientConfig::builder(codec())
-        .link_hosts("default-longlink", [HOST], [server.addr().port()])
-        .ip_source(gated.loaded())
-        .ip_source(Arc::new(Fixed(server.addr())))
-        .core(|c| {
-            c.timing(Timing {
-                resolve_timeout: limit,
-                ..Timing::default()
-            })
-        })
-        .build()
-        .unwrap();
-    let client = Client::start(config).unwrap();
-    client.set_foreground(true);
+    let (client, blocker, gate) = gated_then_fixed(&server);
     let task = tokio::spawn(client.start_task(TaskSpec::new(CmdId(7), &b"first"[..])));
     blocker.entered.notified().await;
     // The paused clock stands still while the call blocks: move it to the limit, where the
     // chain moves on to the fixed source.
-    tokio::time::advance(limit).await;
+    tokio::time::advance(LIMIT).await;
     assert_eq!(&task.await.unwrap().unwrap().body[..], b"first");
 
     // A new network: the link connects again and walks the chain from its first source,
