@@ -1143,19 +1143,14 @@ impl Driver {
         let key = (link.clone(), host.clone(), source);
         let Some(src) = self.ip_sources.get(source).cloned() else {
             warn!(link = %link, source, "no such ip source");
-            let task = tokio::spawn(
-                async move {
-                    let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
-                        call,
-                        link,
-                        host,
-                        source,
-                        result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
-                    })));
-                }
-                .in_current_span(),
-            );
-            self.track_resolve(key, call, task.abort_handle());
+            let failed = Resolved {
+                call,
+                link,
+                host,
+                source,
+                result: Err(ResolveError::Failed(format!("no ip source #{source}"))),
+            };
+            self.resolve_failed(key, failed);
             return;
         };
         let blocking = src.is_blocking();
@@ -1177,19 +1172,14 @@ impl Driver {
                         "ip source still blocked in the call given up before: not asked again"
                     );
                     let error = "the source's previous call for this host is still running";
-                    let task = tokio::spawn(
-                        async move {
-                            let _ = io.send(IoEvent::Resolved(Box::new(Resolved {
-                                call,
-                                link,
-                                host,
-                                source,
-                                result: Err(ResolveError::Failed(error.into())),
-                            })));
-                        }
-                        .in_current_span(),
-                    );
-                    self.track_resolve(key, call, task.abort_handle());
+                    let failed = Resolved {
+                        call,
+                        link,
+                        host,
+                        source,
+                        result: Err(ResolveError::Failed(error.into())),
+                    };
+                    self.resolve_failed(key, failed);
                     return;
                 }
             }
@@ -1219,6 +1209,20 @@ impl Driver {
             })));
         });
         self.track_resolve(key, call, task);
+    }
+
+    /// Answers the resolve call `failed.call` for `key` with its failure, from a task (as a
+    /// source's answer would come), tracked like a running call.
+    fn resolve_failed(&mut self, key: (LinkName, String, usize), failed: Resolved) {
+        let io = self.io_tx.clone();
+        let call = failed.call;
+        let task = tokio::spawn(
+            async move {
+                let _ = io.send(IoEvent::Resolved(Box::new(failed)));
+            }
+            .in_current_span(),
+        );
+        self.track_resolve(key, call, task.abort_handle());
     }
 
     /// Remembers the running call `call` for `key`; an older call for the same key is
