@@ -1,0 +1,245 @@
+//! The writer's runtime rules for files (format doc §5.3–§5.5): which file a block goes to
+//! as the date and the clock change, what housekeeping may touch, and what happens when the
+//! directories are not what they were. Time comes from a clock the test sets; nothing sleeps.
+
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use phobos_xlog::{Clock, Level, WallTime, Xlog, XlogGuard};
+use phobos_xlog_decode::{Decoder, StartRule};
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+struct HandClock(Mutex<WallTime>);
+
+impl HandClock {
+    /// Starts at `unix_secs` with the local offset `offset_secs`.
+    fn at(unix_secs: i64, offset_secs: i32) -> Arc<HandClock> {
+        Arc::new(HandClock(Mutex::new(WallTime::new(
+            unix_secs,
+            0,
+            offset_secs,
+        ))))
+    }
+
+    fn set(&self, unix_secs: i64) {
+        let mut t = self.0.lock().unwrap();
+        *t = WallTime::new(unix_secs, 0, t.utc_offset_secs);
+    }
+}
+
+impl Clock for HandClock {
+    fn now(&self) -> WallTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// 2024-03-14 00:00:00 UTC.
+const MAR_14_UTC: i64 = 1_710_374_400;
+const HOUR: i64 = 3600;
+const DAY: i64 = 86_400;
+
+fn logger(dir: &Path, prefix: &str, clock: &Arc<HandClock>) -> XlogGuard {
+    Xlog::builder()
+        .log_dir(dir)
+        .name_prefix(prefix)
+        .banners(false)
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+/// The text of one log file (a file of a single block decodes too).
+fn text_of_file(path: &Path) -> String {
+    let d = Decoder::builder()
+        .start_rule(StartRule::OneGoodBlock)
+        .build();
+    String::from_utf8(d.decode(&fs::read(path).unwrap())).unwrap()
+}
+
+/// The names of the `.xlog` files in `dir`, sorted.
+fn xlog_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".xlog"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The text of every `.xlog` file in `dir`, in name order.
+fn text_of_dir(dir: &Path) -> String {
+    xlog_names(dir)
+        .iter()
+        .map(|n| text_of_file(&dir.join(n)))
+        .collect()
+}
+
+fn set_mtime(path: &Path, unix_secs: i64) {
+    let t = UNIX_EPOCH + Duration::from_secs(unix_secs as u64);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+#[test]
+fn files_change_at_local_midnight_not_utc_midnight() {
+    // Local midnight of the 15th: 16:00 UTC on the 14th at +8:00, 05:00 UTC on the 15th at -5:00.
+    for (offset, local_midnight) in [
+        (8 * HOUR, MAR_14_UTC + 16 * HOUR),
+        (-5 * HOUR, MAR_14_UTC + 29 * HOUR),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = HandClock::at(local_midnight - 1, offset as i32);
+        let g = logger(dir.path(), "mid", &clock);
+        g.log_message(Level::Info, "t", b"last second of the day");
+        g.flush().unwrap();
+        clock.set(local_midnight);
+        g.log_message(Level::Info, "t", b"first second of the next");
+        g.flush().unwrap();
+        drop(g);
+        let (before, after) = ("mid_20240314.xlog", "mid_20240315.xlog");
+        assert_eq!(xlog_names(dir.path()), [before, after], "offset {offset}");
+        assert!(text_of_file(&dir.path().join(before)).contains("last second of the day"));
+        assert!(text_of_file(&dir.path().join(after)).contains("first second of the next"));
+    }
+}
+
+#[test]
+fn a_block_goes_to_the_file_of_the_day_it_is_written() {
+    // Mars names the file by the time of the write, not of the lines (§5.3).
+    let dir = tempfile::tempdir().unwrap();
+    let midnight = MAR_14_UTC + 16 * HOUR;
+    let clock = HandClock::at(midnight - 1, 8 * HOUR as i32);
+    let g = logger(dir.path(), "fl", &clock);
+    g.log_message(Level::Info, "t", b"logged before midnight");
+    clock.set(midnight + 1);
+    g.flush().unwrap();
+    drop(g);
+    assert_eq!(xlog_names(dir.path()), ["fl_20240315.xlog"]);
+    assert!(text_of_dir(dir.path()).contains("logged before midnight"));
+}
+
+#[test]
+fn split_files_continue_at_the_highest_index_of_the_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    // A previous run left _3 (small) and nothing in between.
+    fs::write(dir.path().join("ix_20240314_3.xlog"), b"").unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("ix")
+        .banners(false)
+        .max_file_size(100_000)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"continues at 3");
+    drop(g);
+    assert_eq!(xlog_names(dir.path()), ["ix_20240314_3.xlog"]);
+    assert!(text_of_dir(dir.path()).contains("continues at 3"));
+}
+
+#[test]
+fn many_threads_log_every_line_once_and_each_threads_lines_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let g = logger(dir.path(), "mt", &clock);
+    const THREADS: usize = 8;
+    const LINES: usize = 4000;
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let x = g.xlog();
+            s.spawn(move || {
+                for i in 0..LINES {
+                    x.log_message(
+                        Level::Info,
+                        "t",
+                        format!("thread {t} line {i} {}", "p".repeat(i % 97)).as_bytes(),
+                    );
+                }
+            });
+        }
+    });
+    drop(g);
+    let text = text_of_dir(dir.path());
+    let mut next = [0usize; THREADS];
+    for l in text.lines().filter(|l| l.starts_with("[I]")) {
+        let msg = l.rsplit("][").next().unwrap();
+        let mut w = msg.split(' ');
+        let t: usize = w.nth(1).unwrap().parse().unwrap();
+        let i: usize = w.nth(1).unwrap().parse().unwrap();
+        assert_eq!(i, next[t], "thread {t} out of order");
+        next[t] += 1;
+    }
+    assert_eq!(next, [LINES; THREADS]);
+}
+
+#[test]
+fn a_very_long_message_is_cut_and_the_lines_around_it_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let g = logger(dir.path(), "long", &clock);
+    g.log_message(Level::Info, "t", b"before");
+    g.log_message(Level::Info, "t", &vec![b'L'; 5 << 20]);
+    g.log_message(Level::Info, "t", b"after");
+    drop(g);
+    let text = text_of_dir(dir.path());
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("[I]")).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].ends_with("before") && lines[2].ends_with("after"));
+    assert!(lines[1].len() < phobos_xlog::format::MAX_LINE_LEN);
+}
+
+#[test]
+fn a_damaged_buffer_file_neither_stops_the_writer_nor_panics() {
+    // A buffer whose header claims more bytes than the file holds, one of a few bytes, and
+    // one of a foreign size full of noise.
+    let mut huge_len = vec![0u8; 200];
+    huge_len[0] = 0x09;
+    huge_len[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+    let noise: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (what, bytes) in [
+        ("huge length", huge_len),
+        ("tiny", vec![0x09, 1, 0]),
+        ("noise", noise),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("dmg.mmap3"), &bytes).unwrap();
+        let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+        let g = logger(dir.path(), "dmg", &clock);
+        g.log_message(Level::Info, "t", b"fresh line");
+        drop(g);
+        assert!(text_of_dir(dir.path()).contains("fresh line"), "{what}");
+        assert!(
+            fs::read(dir.path().join("dmg.mmap3"))
+                .unwrap()
+                .iter()
+                .all(|&b| b == 0),
+            "{what}: a clean close leaves a zeroed buffer"
+        );
+    }
+}
+
+#[test]
+fn mtimes_in_the_future_are_not_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = MAR_14_UTC + 2 * HOUR;
+    let clock = HandClock::at(now, 8 * HOUR as i32);
+    let f = dir.path().join("fut_20240101.xlog");
+    fs::write(&f, b"x").unwrap();
+    set_mtime(&f, now + 365 * DAY);
+    let g = logger(dir.path(), "fut", &clock);
+    assert_eq!(g.run_housekeeping().0, 0);
+    drop(g);
+    assert!(f.exists());
+}
