@@ -57,6 +57,10 @@ impl LogFiles {
         max_file_size: u64,
         cache_days: u32,
     ) -> Self {
+        // Design: a cache dir that is the log dir (another spelling, a symlink) is no cache
+        // dir. Otherwise the day's file "exists in the cache dir", is appended to itself as
+        // the move to the log dir and then removed: every line written so far is lost.
+        let cache_dir = cache_dir.filter(|c| !same_dir(c, &log_dir));
         LogFiles {
             log_dir,
             cache_dir,
@@ -410,8 +414,21 @@ fn is_file_at(f: &File, path: &Path) -> bool {
     }
 }
 
+/// Whether `a` and `b` name the same directory (compared after resolving `.`, `..` and
+/// symlinks; as written when either cannot be resolved).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Appends the whole of `src` to `dst`; on a short append `dst` is cut back.
 fn append_file(src: &Path, dst: &Path) -> io::Result<()> {
+    // The caller removes `src` afterwards: appending a file to itself would lose it.
+    if fs::canonicalize(dst).is_ok_and(|d| fs::canonicalize(src).is_ok_and(|s| s == d)) {
+        return Err(io::Error::other("appending a file to itself"));
+    }
     let data = fs::read(src)?;
     let mut f = OpenOptions::new().create(true).append(true).open(dst)?;
     let before = f.metadata()?.len();

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use phobos_xlog::{Clock, Level, WallTime, Xlog, XlogGuard};
+use phobos_xlog::{Clock, Level, WallTime, Xlog, XlogConfig, XlogGuard};
 use phobos_xlog_decode::{Decoder, StartRule};
 
 /// A clock the test moves by hand.
@@ -242,4 +242,43 @@ fn mtimes_in_the_future_are_not_expired() {
     assert_eq!(g.run_housekeeping().0, 0);
     drop(g);
     assert!(f.exists());
+}
+
+#[test]
+fn a_cache_dir_that_is_the_log_dir_loses_nothing() {
+    for cache_days in [0, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+        let mut cfg = XlogConfig::default();
+        cfg.log_dir = dir.path().into();
+        // The same directory, spelt differently.
+        cfg.cache_dir = Some(dir.path().join("."));
+        cfg.name_prefix = "same".into();
+        cfg.cache_days = cache_days;
+        let g = Xlog::builder()
+            .config(cfg)
+            .banners(false)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for i in 0..3 {
+            g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
+            g.flush().unwrap();
+        }
+        // Housekeeping as if days had passed.
+        clock.set(MAR_14_UTC + 30 * DAY);
+        g.run_housekeeping();
+        clock.set(MAR_14_UTC + 2 * HOUR);
+        g.log_message(Level::Info, "t", b"line 3");
+        drop(g);
+        let text = text_of_dir(dir.path());
+        for i in 0..4 {
+            let line = format!("][line {i}\n");
+            assert_eq!(
+                text.matches(&line).count(),
+                1,
+                "cache_days {cache_days}: {line:?} in:\n{text}"
+            );
+        }
+    }
 }
