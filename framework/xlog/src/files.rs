@@ -101,7 +101,12 @@ impl LogFiles {
                 if size == 0 || size + len <= self.max_file_size {
                     break;
                 }
-                index += 1;
+                // A file of the largest index (only a stray file can have one) takes the
+                // block over the limit rather than overflowing the index.
+                let Some(next) = index.checked_add(1) else {
+                    break;
+                };
+                index = next;
             }
         }
         self.index = Some((ymd.clone(), index));

@@ -282,3 +282,26 @@ fn a_cache_dir_that_is_the_log_dir_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn a_foreign_file_with_the_largest_index_does_not_stop_logging() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    // A stray file (copied in by hand, another tool) with the largest index a name can hold,
+    // already over the size limit.
+    let stray = dir.path().join(format!("mx_20240314_{}.xlog", u32::MAX));
+    fs::write(&stray, vec![b'x'; 200]).unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("mx")
+        .banners(false)
+        .max_file_size(100)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"still logged");
+    g.flush().unwrap();
+    assert_eq!(g.write_failed_lines() + g.dropped_lines(), 0);
+    drop(g);
+    assert!(text_of_dir(dir.path()).contains("still logged"));
+}
