@@ -11,7 +11,8 @@
 //!   the log dir has no file of that name yet and the cache file system has ≥ 1 GiB
 //!   available; an existing cache file of that name is always used, and when caching is no
 //!   longer chosen it is appended to the log dir's file and removed after a background write.
-//!   If writing to the log dir fails, the cache dir is used. [`LogFiles::move_old_cache_files`]
+//!   If writing to the log dir fails, the cache dir is used. A directory removed while the
+//!   writer runs is made again before the next block. [`LogFiles::move_old_cache_files`]
 //!   moves cache files older than `cache_days` (Mars runs it 3 minutes after open).
 //! - [`LogFiles::delete_expired`] removes `.xlog` files and `YYYYMMDD` folders older than the
 //!   max alive time from both directories (Mars runs it 2 minutes after open).
@@ -197,10 +198,23 @@ impl LogFiles {
             .as_ref()
             .is_none_or(|(p, f)| *p != target.path || !is_file_at(f, p))
         {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&target.path)?;
+            let open = || {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&target.path)
+            };
+            let f = match open() {
+                // Design: a directory removed while the writer runs (an app's "clear cache")
+                // is made again, as at open; otherwise every later line would be lost until
+                // the next start.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let dir = self.dir(target.in_cache).to_owned();
+                    fs::create_dir_all(dir)?;
+                    open()?
+                }
+                r => r?,
+            };
             self.open = Some((target.path.clone(), f));
         }
         let Some((_, f)) = self.open.as_mut() else {

@@ -305,3 +305,20 @@ fn a_foreign_file_with_the_largest_index_does_not_stop_logging() {
     drop(g);
     assert!(text_of_dir(dir.path()).contains("still logged"));
 }
+
+#[test]
+fn logging_goes_on_after_the_log_dir_is_removed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let g = logger(&dir, "gone", &clock);
+    g.log_message(Level::Info, "t", b"before");
+    g.flush().unwrap();
+    // An app's "clear cache" removes the folder while the writer runs.
+    fs::remove_dir_all(&dir).unwrap();
+    g.log_message(Level::Info, "t", b"after the folder was removed");
+    g.flush().unwrap();
+    assert_eq!(g.write_failed_lines(), 0, "{:?}", g.last_write_error());
+    drop(g);
+    assert!(text_of_dir(&dir).contains("after the folder was removed"));
+}
