@@ -1,7 +1,8 @@
 //! Log file names, splitting by size, the cache directory and deletion of old files.
 //!
 //! - Names: `<prefix>_<YYYYMMDD>.xlog`, then `<prefix>_<YYYYMMDD>_1.xlog`, `_2`, … The date is
-//!   the local date when the block is written (as Mars).
+//!   the local date when the block is written (as Mars). When the wall clock went back since
+//!   the last block, the file in use is kept until the clock catches up (as Mars).
 //! - Splitting (`max_file_size > 0`): before every block the current file's size (log dir plus
 //!   cache dir, as Mars counts it) is checked, and a block that would take a non-empty file
 //!   past the limit goes to the next index. Mars checks only when it opens a file, so its files
@@ -47,6 +48,8 @@ pub(crate) struct LogFiles {
     cache_days: u32,
     /// Date and index of the current file.
     index: Option<(String, u32)>,
+    /// The latest time a file was picked by its date (Unix seconds).
+    picked_at: i64,
     open: Option<(PathBuf, File)>,
 }
 
@@ -69,6 +72,7 @@ impl LogFiles {
             max_file_size,
             cache_days,
             index: None,
+            picked_at: i64::MIN,
             open: None,
         }
     }
@@ -91,7 +95,16 @@ impl LogFiles {
 
     /// Picks the file for a block of `len` bytes written at `now`.
     pub(crate) fn target(&mut self, now: WallTime, len: u64) -> Target {
-        let ymd = now.local().ymd_compact();
+        let ymd = match &self.index {
+            // Design: as Mars (§5.3), a wall clock set back since the last pick keeps the
+            // file in use, rather than going back to an earlier day's file (or, after a
+            // device reset, starting one dated years ago), until the clock has caught up.
+            Some((day, _)) if now.unix_secs < self.picked_at => day.clone(),
+            _ => {
+                self.picked_at = now.unix_secs;
+                now.local().ymd_compact()
+            }
+        };
         let mut index = match &self.index {
             Some((d, i)) if *d == ymd => *i,
             _ => self.highest_index(&ymd),

@@ -322,3 +322,48 @@ fn logging_goes_on_after_the_log_dir_is_removed() {
     drop(g);
     assert!(text_of_dir(&dir).contains("after the folder was removed"));
 }
+
+#[test]
+fn a_clock_set_back_keeps_appending_to_the_file_in_use() {
+    // Mars (§5.3, clock sanity): when the wall clock went backwards since the last file open,
+    // it keeps appending to the file it used last instead of reopening an earlier day's.
+    let dir = tempfile::tempdir().unwrap();
+    let midnight = MAR_14_UTC + 16 * HOUR;
+    let clock = HandClock::at(midnight + 5, 8 * HOUR as i32);
+    let g = logger(dir.path(), "back", &clock);
+    g.log_message(Level::Info, "t", b"after midnight");
+    g.flush().unwrap();
+    // Corrected by a few seconds, back into the previous day; then a device reset to 2001.
+    for t in [midnight - 3, 1_000_000_000] {
+        clock.set(t);
+        g.log_message(Level::Info, "t", format!("clock at {t}").as_bytes());
+        g.flush().unwrap();
+    }
+    drop(g);
+    assert_eq!(xlog_names(dir.path()), ["back_20240315.xlog"]);
+    let text = text_of_dir(dir.path());
+    assert!(text.contains("after midnight") && text.contains("clock at 1000000000"));
+}
+
+#[test]
+fn a_new_day_after_a_clock_set_back_starts_its_own_file() {
+    // Once the clock has caught up with the day in use, the date rule applies again.
+    let dir = tempfile::tempdir().unwrap();
+    let midnight = MAR_14_UTC + 16 * HOUR;
+    let clock = HandClock::at(midnight + 5, 8 * HOUR as i32);
+    let g = logger(dir.path(), "nd", &clock);
+    g.log_message(Level::Info, "t", b"one");
+    g.flush().unwrap();
+    clock.set(midnight - 3);
+    g.log_message(Level::Info, "t", b"two");
+    g.flush().unwrap();
+    clock.set(midnight + DAY + 1);
+    g.log_message(Level::Info, "t", b"three");
+    g.flush().unwrap();
+    drop(g);
+    assert_eq!(
+        xlog_names(dir.path()),
+        ["nd_20240315.xlog", "nd_20240316.xlog"]
+    );
+    assert!(text_of_file(&dir.path().join("nd_20240316.xlog")).contains("three"));
+}
