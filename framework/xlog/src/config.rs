@@ -41,8 +41,9 @@ pub struct XlogConfig {
     /// Split a day's file into `_1`, `_2`, … before it would exceed this many bytes
     /// (0 = no splitting). Applies while running, before every block.
     pub max_file_size: u64,
-    /// Delete `.xlog` files (and `YYYYMMDD` folders) older than this; Mars's default is 10 days
-    /// and values under one day are raised to one day.
+    /// Delete this writer's log files (`<prefix>_<YYYYMMDD>[_<N>].xlog`, in the log and cache
+    /// dirs) and `YYYYMMDD` folders older than this; Mars's default is 10 days (Mars deletes
+    /// every `.xlog` in the folder). Values under one day are raised to one day.
     #[serde(with = "duration_secs")]
     pub max_alive: Duration,
     /// Lowest level that is written.

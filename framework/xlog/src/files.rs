@@ -14,9 +14,15 @@
 //!   longer chosen it is appended to the log dir's file and removed after a background write.
 //!   If writing to the log dir fails, the cache dir is used. A directory removed while the
 //!   writer runs is made again before the next block. [`LogFiles::move_old_cache_files`]
-//!   moves cache files older than `cache_days` (Mars runs it 3 minutes after open).
-//! - [`LogFiles::delete_expired`] removes `.xlog` files and `YYYYMMDD` folders older than the
-//!   max alive time from both directories (Mars runs it 2 minutes after open).
+//!   moves this prefix's cache files older than `cache_days` (Mars runs it 3 minutes after
+//!   open).
+//! - [`LogFiles::delete_expired`] removes this prefix's log files and `YYYYMMDD` folders older
+//!   than the max alive time from both directories (Mars runs it 2 minutes after open).
+//!
+//! Design: housekeeping touches only this writer's files, `<prefix>_<YYYYMMDD>[_<N>].xlog`.
+//! Mars deletes every `.xlog` in the folder and moves every cache file whose name starts with
+//! the prefix, so of two loggers sharing a folder the one with the shorter max alive time
+//! deleted the other's files early, and prefix `app` moved `app2`'s files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -296,6 +302,23 @@ impl LogFiles {
         false
     }
 
+    /// Whether `name` is one of this writer's log files: `<prefix>_<YYYYMMDD>.xlog` or
+    /// `<prefix>_<YYYYMMDD>_<N>.xlog`.
+    fn is_own_log(&self, name: &str) -> bool {
+        let Some(rest) = name
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('_'))
+            .and_then(|r| r.strip_suffix(".xlog"))
+        else {
+            return false;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let (Some(date), Some(index)) = (rest.get(..8), rest.get(8..)) else {
+            return false;
+        };
+        digits(date) && (index.is_empty() || index.strip_prefix('_').is_some_and(digits))
+    }
+
     fn size_of(&self, name: &str) -> u64 {
         let log = fs::metadata(self.log_dir.join(name))
             .map(|m| m.len())
@@ -336,8 +359,9 @@ impl LogFiles {
         best
     }
 
-    /// Deletes `.xlog` files and `YYYYMMDD` folders older than `max_alive` (by modification
-    /// time against `now`) in the log and cache dirs. Returns how many entries were removed.
+    /// Deletes this prefix's log files and `YYYYMMDD` folders older than `max_alive` (by
+    /// modification time against `now`) in the log and cache dirs. Returns how many entries
+    /// were removed.
     pub(crate) fn delete_expired(&mut self, now: WallTime, max_alive: Duration) -> usize {
         let max_alive = max_alive.max(Duration::from_secs(86_400));
         let now = UNIX_EPOCH + Duration::from_secs(now.unix_secs.max(0) as u64);
@@ -357,7 +381,7 @@ impl LogFiles {
                 if !old {
                     continue;
                 }
-                let is_log = meta.is_file() && name.ends_with(".xlog");
+                let is_log = meta.is_file() && self.is_own_log(&name);
                 let is_day_dir =
                     meta.is_dir() && name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit());
                 let ok = if is_log {
@@ -389,7 +413,7 @@ impl LogFiles {
         for e in rd.flatten() {
             let name = e.file_name();
             let name = name.to_string_lossy().into_owned();
-            if !name.starts_with(&self.prefix) || !name.ends_with("xlog") {
+            if !self.is_own_log(&name) {
                 continue;
             }
             if self.cache_days > 0 {
@@ -566,16 +590,17 @@ mod tests {
         let old = SystemTime::now() - Duration::from_secs(20 * 86_400);
         fs::create_dir(dir.path().join("20240101")).unwrap();
         fs::create_dir(dir.path().join("20240102")).unwrap();
-        for n in ["a.xlog", "b.txt"] {
+        // Old: this prefix's log (deleted), another prefix's log and a text file (kept).
+        for n in ["p_20240101.xlog", "a.xlog", "b.txt"] {
             fs::write(dir.path().join(n), b"x").unwrap();
         }
-        for n in ["a.xlog", "b.txt", "20240101"] {
+        for n in ["p_20240101.xlog", "a.xlog", "b.txt", "20240101"] {
             File::open(dir.path().join(n))
                 .unwrap()
                 .set_modified(old)
                 .unwrap();
         }
-        fs::write(dir.path().join("new.xlog"), b"x").unwrap();
+        fs::write(dir.path().join("p_20240301.xlog"), b"x").unwrap();
         let now_secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -586,11 +611,36 @@ mod tests {
             Duration::from_secs(10 * 86_400),
         );
         assert_eq!(removed, 2);
-        assert!(!dir.path().join("a.xlog").exists());
+        assert!(!dir.path().join("p_20240101.xlog").exists());
         assert!(!dir.path().join("20240101").exists());
         assert!(dir.path().join("20240102").exists());
+        assert!(dir.path().join("a.xlog").exists());
         assert!(dir.path().join("b.txt").exists());
-        assert!(dir.path().join("new.xlog").exists());
+        assert!(dir.path().join("p_20240301.xlog").exists());
+    }
+
+    #[test]
+    fn own_log_names_are_the_prefix_a_date_and_an_optional_index() {
+        let f = LogFiles::new(".".into(), None, "app".into(), 0, 0);
+        for n in [
+            "app_20240101.xlog",
+            "app_20240101_1.xlog",
+            "app_20240101_12.xlog",
+        ] {
+            assert!(f.is_own_log(n), "{n}");
+        }
+        for n in [
+            "app_2024010.xlog",
+            "app_20240101_.xlog",
+            "app_20240101_x.xlog",
+            "app_20240101.xlog.bak",
+            "app2_20240101.xlog",
+            "app_x_20240101.xlog",
+            "app_20240101",
+            "other_20240101.xlog",
+        ] {
+            assert!(!f.is_own_log(n), "{n}");
+        }
     }
 
     #[test]

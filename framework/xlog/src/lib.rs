@@ -129,6 +129,9 @@
 //! - Size splitting applies while running, before each block (Mars: when a file is opened, so
 //!   its files overshoot and sync mode never splits within a day).
 //! - Close flushes after the writer thread stops (Mars can lose the last lines).
+//! - Expiry and the cache-dir move touch only this prefix's files,
+//!   `<prefix>_<YYYYMMDD>[_<N>].xlog` (Mars: every `.xlog` in the folder, and every cache file
+//!   whose name starts with the prefix).
 //! - Each writer has its own block sequence counter (Mars shares one per process, so files of
 //!   concurrent appenders show false "missing" ranges).
 //! - The open banner's `^^^^^^^^^^date^^^time^^^^^^^^^^` carries the open time (Mars: its

@@ -367,3 +367,73 @@ fn a_new_day_after_a_clock_set_back_starts_its_own_file() {
     );
     assert!(text_of_file(&dir.path().join("nd_20240316.xlog")).contains("three"));
 }
+
+#[test]
+fn expiry_deletes_only_this_prefixs_old_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = MAR_14_UTC + 2 * HOUR;
+    let clock = HandClock::at(now, 8 * HOUR as i32);
+    let old = now - 20 * DAY;
+    let names = [
+        "ex_20240220.xlog",     // ours, old: deleted
+        "ex_20240220_2.xlog",   // ours, old, split: deleted
+        "ex_20240310.xlog",     // ours, new: kept
+        "other_20240220.xlog",  // another logger's: kept
+        "ex_sub_20240220.xlog", // the logger "ex_sub": kept
+        "ex_20240220.xlog.bak", // not a log file: kept
+        "notes.txt",            // kept
+    ];
+    for n in names {
+        fs::write(dir.path().join(n), b"x").unwrap();
+        set_mtime(&dir.path().join(n), old);
+    }
+    set_mtime(&dir.path().join("ex_20240310.xlog"), now - 4 * DAY);
+    let g = logger(dir.path(), "ex", &clock);
+    let (deleted, _) = g.run_housekeeping();
+    drop(g);
+    let left: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| dir.path().join(n).exists())
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "ex_20240310.xlog",
+            "other_20240220.xlog",
+            "ex_sub_20240220.xlog",
+            "ex_20240220.xlog.bak",
+            "notes.txt"
+        ]
+    );
+    assert_eq!(deleted, 2);
+}
+
+#[test]
+fn old_cache_files_of_another_prefix_stay_in_the_cache_dir() {
+    let log = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let now = MAR_14_UTC + 2 * HOUR;
+    let clock = HandClock::at(now, 8 * HOUR as i32);
+    for n in ["mv_20240301.xlog", "mv2_20240301.xlog"] {
+        fs::write(cache.path().join(n), b"x").unwrap();
+        set_mtime(&cache.path().join(n), now - 10 * DAY);
+    }
+    let mut cfg = XlogConfig::default();
+    cfg.log_dir = log.path().into();
+    cfg.cache_dir = Some(cache.path().into());
+    cfg.name_prefix = "mv".into();
+    cfg.cache_days = 3;
+    let g = Xlog::builder()
+        .config(cfg)
+        .banners(false)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (_, moved) = g.run_housekeeping();
+    drop(g);
+    assert_eq!(moved, 1);
+    assert!(log.path().join("mv_20240301.xlog").exists());
+    assert!(cache.path().join("mv2_20240301.xlog").exists());
+    assert!(!log.path().join("mv2_20240301.xlog").exists());
+}
