@@ -25,6 +25,7 @@ pub struct XlogConfig {
     /// Directory of the `.xlog` files.
     pub log_dir: PathBuf,
     /// File name prefix: files are `<prefix>_YYYYMMDD[_N].xlog`, the buffer `<prefix>.mmap3`.
+    /// A plain file name of at most 230 bytes (room for the longest log file name).
     pub name_prefix: String,
     /// Optional cache directory (Mars's `cachedir`): holds the buffer file and, while
     /// `cache_days > 0`, the day's log file until it is moved to `log_dir`.

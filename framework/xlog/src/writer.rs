@@ -311,6 +311,10 @@ impl Drop for WriterGone<'_> {
 /// Shortest flush interval; smaller configured values are raised to it.
 const MIN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Longest name prefix: the longest log file name, `<prefix>_YYYYMMDD_4294967295.xlog`, must
+/// fit in the 255 bytes file systems allow for a name (otherwise every block is lost).
+const MAX_PREFIX_LEN: usize = 255 - "_YYYYMMDD_4294967295.xlog".len();
+
 /// Most bytes queued in [`Durability::Buffered`] mode before the overflow policy applies.
 pub(crate) const PENDING_MAX: usize = 4 << 20;
 
@@ -690,6 +694,13 @@ impl Xlog {
             return Err(BuildError::InvalidConfig(format!(
                 "name prefix {:?} must be a plain, non-empty file name",
                 config.name_prefix
+            )));
+        }
+        if config.name_prefix.len() > MAX_PREFIX_LEN {
+            return Err(BuildError::InvalidConfig(format!(
+                "name prefix is {} bytes long; at most {MAX_PREFIX_LEN} leave room in a file \
+                 name for `_YYYYMMDD_N.xlog`",
+                config.name_prefix.len()
             )));
         }
         let io_err = |what: String| move |source| BuildError::Io { what, source };

@@ -437,3 +437,40 @@ fn old_cache_files_of_another_prefix_stay_in_the_cache_dir() {
     assert!(cache.path().join("mv2_20240301.xlog").exists());
     assert!(!log.path().join("mv2_20240301.xlog").exists());
 }
+
+#[test]
+fn a_prefix_too_long_for_the_file_names_is_refused_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    // `<prefix>.mmap3` would fit in 255 bytes, `<prefix>_20240314.xlog` would not.
+    let e = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("p".repeat(245))
+        .build();
+    assert!(
+        matches!(e, Err(phobos_xlog::BuildError::InvalidConfig(_))),
+        "{:?}",
+        e.map(|_| "built")
+    );
+    // The longest prefix accepted (255 bytes less `_YYYYMMDD_4294967295.xlog`) logs, into
+    // split files too.
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let prefix = "q".repeat(230);
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix(prefix.clone())
+        .banners(false)
+        .max_file_size(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
+        g.flush().unwrap();
+    }
+    assert_eq!(g.write_failed_lines(), 0, "{:?}", g.last_write_error());
+    drop(g);
+    assert!(dir
+        .path()
+        .join(format!("{prefix}_20240314_2.xlog"))
+        .exists());
+}
