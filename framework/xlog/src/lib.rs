@@ -55,7 +55,8 @@
 //! across a crash (no duplicated lines); an intent that fails these checks is ignored, so it
 //! can neither hide staged lines nor cut a log file. A power failure before the kernel writes
 //! the pages back can still lose recent lines; xlog, like Mars, does not `fsync`. If the buffer
-//! file cannot be mapped, heap memory is used and crash recovery is off ([`Xlog::is_mapped`]).
+//! file cannot be opened or mapped, heap memory is used and crash recovery is off
+//! ([`Xlog::is_mapped`]; a warning line names a buffer file that could not be opened).
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
 //! recovered too. If the recovered blocks cannot be appended (disk full), the writer opens
 //! anyway, logs a warning and keeps them in their slots of the buffer file; the writer thread

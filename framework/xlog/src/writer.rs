@@ -775,19 +775,27 @@ impl Xlog {
             .clone()
             .unwrap_or_else(|| config.log_dir.clone());
         let buf_path = buf_dir.join(format!("{}.mmap3", config.name_prefix));
-        let mut bf = BufferFile::open_locked(&buf_path).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                BuildError::BufferInUse(buf_path.clone())
-            } else {
-                BuildError::Io {
-                    what: format!("opening {}", buf_path.display()),
-                    source: e,
-                }
+        // Design: as Mars (§4.1), a buffer file that cannot be opened (its folder not
+        // writable, a directory in its place) leaves the writer working in heap memory,
+        // without crash recovery, rather than leaving the app without logs. Only a file held
+        // by another writer is an error: two writers would mix their blocks.
+        let mut buffer_error = None;
+        let mut bf = match BufferFile::open_locked(&buf_path) {
+            Ok(bf) => Some(bf),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(BuildError::BufferInUse(buf_path));
             }
-        })?;
-        let old = bf
-            .read_all()
-            .map_err(io_err(format!("reading {}", buf_path.display())))?;
+            Err(e) => {
+                buffer_error = Some(e);
+                None
+            }
+        };
+        let old = match bf.as_mut() {
+            Some(bf) => bf
+                .read_all()
+                .map_err(io_err(format!("reading {}", buf_path.display())))?,
+            None => Vec::new(),
+        };
         let now = b.clock.now();
         let hour = now.local().hour as u8;
         let tip_magic = sync_magic(config.compression, encryption);
@@ -817,16 +825,16 @@ impl Xlog {
                 recovery_error = Some(e);
             }
         }
-        let ready = if held_slots.is_empty() {
-            bf.zero(FILE_LEN).is_ok()
-        } else {
+        let ready = match bf.as_mut() {
+            None => false,
+            Some(bf) if held_slots.is_empty() => bf.zero(FILE_LEN).is_ok(),
             // Keep the file's contents; make sure every slot exists (a Mars file has one).
-            bf.extend_zeroed(FILE_LEN).is_ok()
+            Some(bf) => bf.extend_zeroed(FILE_LEN).is_ok(),
         };
         let mut free = Vec::new();
         let mut held = Vec::new();
         for i in 0..SLOTS {
-            let (block, meta) = if ready {
+            let (block, meta) = if let Some(bf) = bf.as_ref().filter(|_| ready) {
                 (
                     bf.map((i * SLOT_LEN) as u64, SLOT_LEN),
                     bf.map((META_BASE + i * META_LEN) as u64, META_LEN),
@@ -923,6 +931,13 @@ impl Xlog {
         let xlog = Xlog { inner };
         if xlog.inner.banners {
             xlog.log_open_banner(now, mmap_ms);
+        }
+        if let Some(e) = buffer_error {
+            let msg = format!(
+                "xlog could not open the buffer file {}: {e}; logging without crash recovery",
+                buf_path.display()
+            );
+            xlog.log_message(Level::Warn, "xlog", msg.as_bytes());
         }
         if let Some(e) = recovery_error {
             xlog.inner.note_write_failure(0, &e);
@@ -1128,7 +1143,7 @@ impl Inner {
 
     /// Appends the blocks recovered at open if an earlier attempt failed, and frees their
     /// slots once they are in the log file.
-    fn retry_recovery(&self, buffer_file: &BufferFile) {
+    fn retry_recovery(&self, buffer_file: Option<&BufferFile>) {
         let out = {
             let st = self.lock_state();
             if st.unwritten_recovery.is_empty() {
@@ -1153,7 +1168,9 @@ impl Inner {
         let mut st = self.lock_state();
         st.unwritten_recovery.clear();
         for slot in std::mem::take(&mut st.held_in_file) {
-            let _ = buffer_file.clear_byte((slot * SLOT_LEN) as u64);
+            if let Some(f) = buffer_file {
+                let _ = f.clear_byte((slot * SLOT_LEN) as u64);
+            }
         }
         while let Some(mut r) = st.held.pop() {
             r.clear_after_write();
@@ -1437,7 +1454,7 @@ impl Inner {
         }
     }
 
-    fn run_writer(self: Arc<Self>, buffer_file: BufferFile, mut finisher: Finisher) {
+    fn run_writer(self: Arc<Self>, buffer_file: Option<BufferFile>, mut finisher: Finisher) {
         let _gone = WriterGone(&self);
         // Lines the cipher or clock log on this thread are staged between jobs: staged from
         // inside a job they could wait for room that only this thread makes.
@@ -1494,7 +1511,7 @@ impl Inner {
             if self.panic_writer.load(Ordering::SeqCst) {
                 panic!("test hook: the xlog writer thread panics");
             }
-            self.retry_recovery(&buffer_file);
+            self.retry_recovery(buffer_file.as_ref());
             match job {
                 Some(mut sealed) => {
                     let now = self.clock.now();

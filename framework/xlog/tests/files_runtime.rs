@@ -474,3 +474,21 @@ fn a_prefix_too_long_for_the_file_names_is_refused_at_build() {
         .join(format!("{prefix}_20240314_2.xlog"))
         .exists());
 }
+
+#[test]
+fn a_buffer_file_that_cannot_be_opened_leaves_logging_in_memory() {
+    // Mars (§4.1): without a mapping, a heap buffer is used; only crash recovery is lost.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("hb.mmap3")).unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let g = logger(dir.path(), "hb", &clock);
+    assert!(!g.is_mapped());
+    g.log_message(Level::Info, "t", b"kept in memory");
+    drop(g);
+    let text = text_of_dir(dir.path());
+    assert!(text.contains("kept in memory"), "{text}");
+    assert!(
+        text.contains("hb.mmap3") && text.contains("without crash recovery"),
+        "the reason is logged: {text}"
+    );
+}
