@@ -492,3 +492,125 @@ fn a_buffer_file_that_cannot_be_opened_leaves_logging_in_memory() {
         "the reason is logged: {text}"
     );
 }
+
+#[test]
+fn closing_while_threads_log_leaves_every_line_written_or_counted() {
+    use phobos_xlog::{Durability, Overflow};
+    const THREADS: usize = 4;
+    const LINES: usize = 3000;
+    for (overflow, durability) in [
+        (Overflow::Block, Durability::Durable),
+        (Overflow::Drop, Durability::Durable),
+        (Overflow::Block, Durability::Buffered),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+        let g = Xlog::builder()
+            .log_dir(dir.path())
+            .name_prefix("cl")
+            .banners(false)
+            .overflow(overflow)
+            .durability(durability)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let x = g.xlog();
+        let (started, wait_started) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let x = g.xlog();
+                let started = started.clone();
+                s.spawn(move || {
+                    for i in 0..LINES {
+                        if i == LINES / 3 {
+                            let _ = started.send(());
+                        }
+                        x.log_message(Level::Info, "t", format!("thread {t} line {i}").as_bytes());
+                    }
+                });
+            }
+            // Close once every thread is a third of the way through.
+            for _ in 0..THREADS {
+                wait_started.recv().unwrap();
+            }
+            x.close();
+        });
+        let dropped = x.dropped_lines();
+        assert_eq!(x.write_failed_lines(), 0);
+        drop(g);
+        let text = text_of_dir(dir.path());
+        let written = text
+            .lines()
+            .filter(|l| l.starts_with("[I]") && l.contains("][thread "))
+            .count() as u64;
+        assert_eq!(
+            written + dropped,
+            (THREADS * LINES) as u64,
+            "{overflow:?} {durability:?}: {written} written, {dropped} dropped"
+        );
+        if overflow == Overflow::Block {
+            // Every line logged before the close got through.
+            assert!(
+                written >= (THREADS * LINES / 3) as u64,
+                "{durability:?}: {written} written"
+            );
+        }
+    }
+}
+
+#[test]
+fn sync_mode_files_split_within_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("sy")
+        .banners(false)
+        .mode(phobos_xlog::Mode::Sync)
+        .max_file_size(1000)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for i in 0..60 {
+        g.log_message(Level::Info, "t", format!("sync line {i}").as_bytes());
+    }
+    drop(g);
+    let names = xlog_names(dir.path());
+    assert!(names.len() >= 3, "{names:?}");
+    for n in &names {
+        assert!(
+            fs::metadata(dir.path().join(n)).unwrap().len() <= 1000,
+            "{n}"
+        );
+    }
+    let text = text_of_dir(dir.path());
+    assert_eq!(text.matches("][sync line ").count(), 60);
+}
+
+#[test]
+fn a_crash_is_recovered_by_a_writer_with_another_compression() {
+    // The recovered block keeps its own magic (§4.4), whatever the new writer's settings.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("cc")
+        .banners(false)
+        .compression(phobos_xlog::Compression::Zstd)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        g.log_message(Level::Info, "t", format!("staged {i}").as_bytes());
+    }
+    let staged = fs::read(dir.path().join("cc.mmap3")).unwrap();
+    std::mem::forget(g);
+    let dir2 = tempfile::tempdir().unwrap();
+    fs::write(dir2.path().join("cc.mmap3"), staged).unwrap();
+    let g = logger(dir2.path(), "cc", &clock);
+    g.log_message(Level::Info, "t", b"zlib now");
+    drop(g);
+    let text = text_of_dir(dir2.path());
+    assert_eq!(text.matches("][staged ").count(), 50, "{text}");
+    assert!(text.contains("zlib now"));
+}
