@@ -308,19 +308,36 @@ fn a_foreign_file_with_the_largest_index_does_not_stop_logging() {
 
 #[test]
 fn logging_goes_on_after_the_log_dir_is_removed() {
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("logs");
-    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
-    let g = logger(&dir, "gone", &clock);
-    g.log_message(Level::Info, "t", b"before");
-    g.flush().unwrap();
-    // An app's "clear cache" removes the folder while the writer runs.
-    fs::remove_dir_all(&dir).unwrap();
-    g.log_message(Level::Info, "t", b"after the folder was removed");
-    g.flush().unwrap();
-    assert_eq!(g.write_failed_lines(), 0, "{:?}", g.last_write_error());
-    drop(g);
-    assert!(text_of_dir(&dir).contains("after the folder was removed"));
+    for mode in [phobos_xlog::Mode::Async, phobos_xlog::Mode::Sync] {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("logs");
+        let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+        let g = Xlog::builder()
+            .log_dir(&dir)
+            .name_prefix("gone")
+            .banners(false)
+            .mode(mode)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        g.log_message(Level::Info, "t", b"before");
+        g.flush().unwrap();
+        // An app's "clear cache" removes the folder while the writer runs.
+        fs::remove_dir_all(&dir).unwrap();
+        g.log_message(Level::Info, "t", b"after the folder was removed");
+        g.flush().unwrap();
+        assert_eq!(
+            g.write_failed_lines(),
+            0,
+            "{mode:?}: {:?}",
+            g.last_write_error()
+        );
+        drop(g);
+        assert!(
+            text_of_dir(&dir).contains("after the folder was removed"),
+            "{mode:?}"
+        );
+    }
 }
 
 #[test]
@@ -613,4 +630,47 @@ fn a_crash_is_recovered_by_a_writer_with_another_compression() {
     let text = text_of_dir(dir2.path());
     assert_eq!(text.matches("][staged ").count(), 50, "{text}");
     assert!(text.contains("zlib now"));
+}
+
+#[test]
+fn two_writers_of_one_prefix_with_their_own_buffers_share_the_days_file_whole() {
+    // One log dir, two cache dirs (so two buffer files): both append to the same day's file.
+    let log = tempfile::tempdir().unwrap();
+    let caches = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let writers: Vec<XlogGuard> = caches
+        .iter()
+        .map(|c| {
+            let mut cfg = XlogConfig::default();
+            cfg.log_dir = log.path().into();
+            cfg.cache_dir = Some(c.path().into());
+            cfg.name_prefix = "sh".into();
+            Xlog::builder()
+                .config(cfg)
+                .banners(false)
+                .clock(clock.clone())
+                .build()
+                .unwrap()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for (w, g) in writers.iter().enumerate() {
+            let x = g.xlog();
+            s.spawn(move || {
+                for i in 0..2000 {
+                    x.log_message(Level::Info, "t", format!("writer {w} line {i}").as_bytes());
+                    if i % 100 == 99 {
+                        x.flush().unwrap();
+                    }
+                }
+            });
+        }
+    });
+    drop(writers);
+    assert_eq!(xlog_names(log.path()), ["sh_20240314.xlog"]);
+    let text = text_of_dir(log.path());
+    for w in 0..2 {
+        assert_eq!(text.matches(&format!("][writer {w} line ")).count(), 2000);
+    }
+    assert!(!text.contains("decode error"), "{text}");
 }
