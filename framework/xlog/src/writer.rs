@@ -688,7 +688,7 @@ impl Xlog {
     fn open(b: XlogBuilder) -> Result<Xlog, BuildError> {
         let config = b.config;
         if config.name_prefix.is_empty()
-            || config.name_prefix.contains(['/', '\\'])
+            || config.name_prefix.contains(['/', '\\', '\0'])
             || config.name_prefix.starts_with('.')
         {
             return Err(BuildError::InvalidConfig(format!(

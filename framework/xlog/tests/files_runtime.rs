@@ -508,6 +508,16 @@ fn a_buffer_file_that_cannot_be_opened_leaves_logging_in_memory() {
         text.contains("hb.mmap3") && text.contains("without crash recovery"),
         "the reason is logged: {text}"
     );
+    // A prefix no file can be named with is an error, not a writer that loses every line.
+    let e = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("nul\0byte")
+        .build();
+    assert!(
+        matches!(e, Err(phobos_xlog::BuildError::InvalidConfig(_))),
+        "{:?}",
+        e.map(|_| "built")
+    );
 }
 
 #[test]
