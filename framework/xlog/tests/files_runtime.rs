@@ -684,3 +684,49 @@ fn two_writers_of_one_prefix_with_their_own_buffers_share_the_days_file_whole() 
     }
     assert!(!text.contains("decode error"), "{text}");
 }
+
+#[test]
+fn blocks_the_log_dir_refuses_wait_in_the_cache_dir_and_move_over_in_order() {
+    let log = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+    let mut cfg = XlogConfig::default();
+    cfg.log_dir = log.path().into();
+    cfg.cache_dir = Some(cache.path().into());
+    cfg.name_prefix = "fb".into();
+    let g = Xlog::builder()
+        .config(cfg)
+        .banners(false)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let day = "fb_20240314.xlog";
+    g.log_message(Level::Info, "t", b"line 0");
+    g.flush().unwrap();
+    // The day's file cannot be written (a directory in its place stands in for a read-only
+    // folder or a full disk; the tests may run as root, which ignores permissions).
+    let moved = log.path().join("moved.bin");
+    fs::rename(log.path().join(day), &moved).unwrap();
+    fs::create_dir(log.path().join(day)).unwrap();
+    for i in 1..3 {
+        g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
+        g.flush().unwrap();
+    }
+    assert!(
+        cache.path().join(day).exists(),
+        "the cache dir took the blocks"
+    );
+    assert_eq!(g.write_failed_lines(), 0);
+    fs::remove_dir(log.path().join(day)).unwrap();
+    fs::rename(&moved, log.path().join(day)).unwrap();
+    g.log_message(Level::Info, "t", b"line 3");
+    g.flush().unwrap();
+    drop(g);
+    assert!(!cache.path().join(day).exists(), "moved to the log dir");
+    let text = text_of_file(&log.path().join(day));
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("[I]")).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.ends_with(&format!("line {i}")), "{text}");
+    }
+}
