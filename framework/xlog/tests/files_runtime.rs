@@ -51,6 +51,12 @@ fn logger(dir: &Path, prefix: &str, clock: &Arc<HandClock>) -> XlogGuard {
         .unwrap()
 }
 
+/// Logs `line` and flushes it: a block of its own, written at the clock's time.
+fn block(g: &XlogGuard, line: &[u8]) {
+    g.log_message(Level::Info, "t", line);
+    g.flush().unwrap();
+}
+
 /// The text of one log file (a file of a single block decodes too).
 fn text_of_file(path: &Path) -> String {
     let d = Decoder::builder()
@@ -99,11 +105,9 @@ fn files_change_at_local_midnight_not_utc_midnight() {
         let dir = tempfile::tempdir().unwrap();
         let clock = HandClock::at(local_midnight - 1, offset as i32);
         let g = logger(dir.path(), "mid", &clock);
-        g.log_message(Level::Info, "t", b"last second of the day");
-        g.flush().unwrap();
+        block(&g, b"last second of the day");
         clock.set(local_midnight);
-        g.log_message(Level::Info, "t", b"first second of the next");
-        g.flush().unwrap();
+        block(&g, b"first second of the next");
         drop(g);
         let (before, after) = ("mid_20240314.xlog", "mid_20240315.xlog");
         assert_eq!(xlog_names(dir.path()), [before, after], "offset {offset}");
@@ -262,8 +266,7 @@ fn a_cache_dir_that_is_the_log_dir_loses_nothing() {
             .build()
             .unwrap();
         for i in 0..3 {
-            g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
-            g.flush().unwrap();
+            block(&g, format!("line {i}").as_bytes());
         }
         // Housekeeping as if days had passed.
         clock.set(MAR_14_UTC + 30 * DAY);
@@ -299,8 +302,7 @@ fn a_foreign_file_with_the_largest_index_does_not_stop_logging() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    g.log_message(Level::Info, "t", b"still logged");
-    g.flush().unwrap();
+    block(&g, b"still logged");
     assert_eq!(g.write_failed_lines() + g.dropped_lines(), 0);
     drop(g);
     assert!(text_of_dir(dir.path()).contains("still logged"));
@@ -320,12 +322,10 @@ fn logging_goes_on_after_the_log_dir_is_removed() {
             .clock(clock.clone())
             .build()
             .unwrap();
-        g.log_message(Level::Info, "t", b"before");
-        g.flush().unwrap();
+        block(&g, b"before");
         // An app's "clear cache" removes the folder while the writer runs.
         fs::remove_dir_all(&dir).unwrap();
-        g.log_message(Level::Info, "t", b"after the folder was removed");
-        g.flush().unwrap();
+        block(&g, b"after the folder was removed");
         assert_eq!(
             g.write_failed_lines(),
             0,
@@ -348,13 +348,11 @@ fn a_clock_set_back_keeps_appending_to_the_file_in_use() {
     let midnight = MAR_14_UTC + 16 * HOUR;
     let clock = HandClock::at(midnight + 5, 8 * HOUR as i32);
     let g = logger(dir.path(), "back", &clock);
-    g.log_message(Level::Info, "t", b"after midnight");
-    g.flush().unwrap();
+    block(&g, b"after midnight");
     // Corrected by a few seconds, back into the previous day; then a device reset to 2001.
     for t in [midnight - 3, 1_000_000_000] {
         clock.set(t);
-        g.log_message(Level::Info, "t", format!("clock at {t}").as_bytes());
-        g.flush().unwrap();
+        block(&g, format!("clock at {t}").as_bytes());
     }
     drop(g);
     assert_eq!(xlog_names(dir.path()), ["back_20240315.xlog"]);
@@ -369,14 +367,11 @@ fn a_new_day_after_a_clock_set_back_starts_its_own_file() {
     let midnight = MAR_14_UTC + 16 * HOUR;
     let clock = HandClock::at(midnight + 5, 8 * HOUR as i32);
     let g = logger(dir.path(), "nd", &clock);
-    g.log_message(Level::Info, "t", b"one");
-    g.flush().unwrap();
+    block(&g, b"one");
     clock.set(midnight - 3);
-    g.log_message(Level::Info, "t", b"two");
-    g.flush().unwrap();
+    block(&g, b"two");
     clock.set(midnight + DAY + 1);
-    g.log_message(Level::Info, "t", b"three");
-    g.flush().unwrap();
+    block(&g, b"three");
     drop(g);
     assert_eq!(
         xlog_names(dir.path()),
@@ -481,8 +476,7 @@ fn a_prefix_too_long_for_the_file_names_is_refused_at_build() {
         .build()
         .unwrap();
     for i in 0..3 {
-        g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
-        g.flush().unwrap();
+        block(&g, format!("line {i}").as_bytes());
     }
     assert_eq!(g.write_failed_lines(), 0, "{:?}", g.last_write_error());
     drop(g);
@@ -701,16 +695,14 @@ fn blocks_the_log_dir_refuses_wait_in_the_cache_dir_and_move_over_in_order() {
         .build()
         .unwrap();
     let day = "fb_20240314.xlog";
-    g.log_message(Level::Info, "t", b"line 0");
-    g.flush().unwrap();
+    block(&g, b"line 0");
     // The day's file cannot be written (a directory in its place stands in for a read-only
     // folder or a full disk; the tests may run as root, which ignores permissions).
     let moved = log.path().join("moved.bin");
     fs::rename(log.path().join(day), &moved).unwrap();
     fs::create_dir(log.path().join(day)).unwrap();
     for i in 1..3 {
-        g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
-        g.flush().unwrap();
+        block(&g, format!("line {i}").as_bytes());
     }
     assert!(
         cache.path().join(day).exists(),
@@ -719,8 +711,7 @@ fn blocks_the_log_dir_refuses_wait_in_the_cache_dir_and_move_over_in_order() {
     assert_eq!(g.write_failed_lines(), 0);
     fs::remove_dir(log.path().join(day)).unwrap();
     fs::rename(&moved, log.path().join(day)).unwrap();
-    g.log_message(Level::Info, "t", b"line 3");
-    g.flush().unwrap();
+    block(&g, b"line 3");
     drop(g);
     assert!(!cache.path().join(day).exists(), "moved to the log dir");
     let text = text_of_file(&log.path().join(day));
