@@ -196,7 +196,7 @@ pub use io::{
 };
 pub use phobos_plugin_api::{CmdId, IpPort, NetKind, TaskId};
 pub use task::{
-    ChannelSelect, Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, DEFAULT_PRIORITY,
-    MAX_PRIORITY,
+    ChannelSelect, EncodeContext, EncodeVia, EncodedRequest, RequestEncoder, Response, TaskEnd,
+    TaskOutcome, TaskProfile, TaskSpec, DEFAULT_PRIORITY, MAX_PRIORITY,
 };
 pub use timer::TimerKind;

@@ -134,4 +134,7 @@ pub use phobos_stn_proto::{
     ChannelSelect, Config, ConfigError, ConnectProfile, ErrorKind, LinkConfig, LinkError, LinkName,
     LinkStatus, LocalError, Response, TaskEnd, TaskError, TaskProfile, TaskSpec, TimeoutLevel,
 };
-pub use phobos_stn_proto::{HttpFailure, ShortLinkConfig, MAX_DURATION_SETTING};
+pub use phobos_stn_proto::{
+    EncodeContext, EncodeVia, EncodedRequest, HttpFailure, RequestEncoder, ShortLinkConfig,
+    MAX_DURATION_SETTING,
+};

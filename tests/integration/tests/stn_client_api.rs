@@ -367,3 +367,33 @@ async fn link_events_report_each_status_with_its_reason() {
     assert_eq!(seen[2].status, LinkStatus::Disconnected);
     assert!(seen[2].reason.is_some());
 }
+
+/// A task whose request is built by its encoder as it goes out: the server gets (and the echo
+/// server returns) the encoder's body, built once for the one attempt.
+#[tokio::test(start_paused = true)]
+async fn a_request_encoder_builds_the_request_as_it_goes_out() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = calls.clone();
+    let encoder = phobos_stn::RequestEncoder::new(move |cx| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let link = match cx.via {
+            phobos_stn::EncodeVia::LongLink(link) => link.as_str().to_owned(),
+            _ => "?".to_owned(),
+        };
+        Ok(phobos_stn::EncodedRequest::body(format!(
+            "{} on {link}",
+            cx.task
+        )))
+    });
+    let spec = TaskSpec::new(CmdId(7), Vec::new()).with_encoder(encoder);
+    let resp = client.start_task(spec).await.unwrap();
+    let body = String::from_utf8(resp.body.to_vec()).unwrap();
+    assert!(body.ends_with(" on default-longlink"), "{body}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let frames = server.task_frames();
+    assert_eq!(frames.len(), 1);
+    assert_eq!(&frames[0].body[..], body.as_bytes());
+    client.shutdown().await;
+}

@@ -395,3 +395,86 @@ fn a_body_that_fits_the_frame_limit_only_without_the_head_is_refused_at_once() {
     let (_, end) = sim.run_until_end(fits, secs(30));
     assert_eq!(end.outcome.expect("sent and answered").body.len(), max);
 }
+
+/// The calls a test encoder received: (task, attempt, where).
+type EncoderCalls = Arc<std::sync::Mutex<Vec<(phobos_plugin_api::TaskId, u32, String)>>>;
+
+/// An encoder whose body names the attempt, recording each call.
+fn attempt_encoder(calls: &EncoderCalls) -> crate::RequestEncoder {
+    let calls = calls.clone();
+    crate::RequestEncoder::new(move |cx| {
+        let via = match cx.via {
+            crate::EncodeVia::LongLink(link) => link.as_str().to_owned(),
+            crate::EncodeVia::ShortLink { host } => host.to_owned(),
+        };
+        calls.lock().unwrap().push((cx.task, cx.attempt, via));
+        Ok(crate::EncodedRequest::body(format!(
+            "attempt {}",
+            cx.attempt
+        )))
+    })
+}
+
+#[test]
+fn a_request_encoder_builds_each_attempts_request_as_it_goes_out() {
+    let mut sim = Sim::new();
+    sim.script.process_delay = secs(2);
+    let calls = EncoderCalls::default();
+    let id = sim.start(spec(1, b"").with_encoder(attempt_encoder(&calls)));
+    // Nothing is built while the link is still connecting (Mars built and threw it away).
+    assert!(calls.lock().unwrap().is_empty());
+    sim.run_for(secs(1));
+    // A network change interrupts the first attempt; the retry is built anew.
+    sim.engine.set_network(sim.now, NetKind::Mobile, "mobile_1");
+    sim.drain();
+    let (_, end) = sim.run_until_end(id, secs(60));
+    assert_eq!(end.profile.attempts, 2);
+    assert_eq!(&end.outcome.expect("success").body[..], b"attempt 2");
+    let link = "default-longlink".to_owned();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [(id, 1, link.clone()), (id, 2, link)]
+    );
+}
+
+#[test]
+fn a_request_encoder_that_refuses_ends_the_task_at_once_without_a_retry() {
+    let mut sim = Sim::new();
+    let refuse = crate::RequestEncoder::new(|_| Err(77));
+    let id = sim.start(spec(1, b"").with_retry_count(3).with_encoder(refuse));
+    let (at, end) = sim.run_until_end(id, secs(10));
+    // At the first dispatch, once connected (40 ms).
+    assert_eq!(at, ms(40));
+    assert_eq!(
+        end.outcome,
+        Err(TaskError::Codec(crate::CodecFailure::Encode(
+            phobos_plugin_api::EncodeError::Other(77)
+        )))
+    );
+    assert!(
+        sim.server_log.iter().all(|(_, _, h)| h.cmd_id != CmdId(1)),
+        "nothing was sent"
+    );
+}
+
+#[test]
+fn the_limits_check_the_body_a_request_encoder_built() {
+    let mut sim = Sim::new();
+    // Identical bodies built by the encoder: the frequency limit (105 within its window)
+    // refuses the 106th, though every spec's own body is empty and different tasks'.
+    let same = crate::RequestEncoder::new(|_| Ok(crate::EncodedRequest::body("same")));
+    let ids: Vec<_> = (0..106)
+        .map(|i| sim.start(spec(1, &[i as u8]).with_encoder(same.clone())))
+        .collect();
+    sim.run_for(secs(5));
+    let limited: Vec<_> = ids
+        .iter()
+        .filter(|id| {
+            matches!(
+                sim.ends.get(id).map(|e| &e.1.outcome),
+                Some(Err(TaskError::Limited(LimitKind::Frequency)))
+            )
+        })
+        .collect();
+    assert_eq!(limited, [&ids[105]]);
+}

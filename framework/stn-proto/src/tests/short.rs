@@ -1235,3 +1235,54 @@ fn places_are_per_host_so_a_silent_host_does_not_hold_up_another() {
     assert!(connects_by_task(&mut d).is_empty());
     assert!(d.end(silent[2]).is_none() && d.end(silent[3]).is_none());
 }
+
+#[test]
+fn a_request_encoder_builds_the_short_link_body_of_each_attempt_with_the_first_host() {
+    let mut d = Drive::new();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let encoder = crate::RequestEncoder::new(move |cx| {
+        if let crate::EncodeVia::ShortLink { host } = cx.via {
+            record.lock().unwrap().push((cx.attempt, host.to_owned()));
+        }
+        Ok(crate::EncodedRequest::body(format!("try {}", cx.attempt)))
+    });
+    let id = d.start(
+        short_task(&["10.0.0.1:80", "10.0.0.2:80"])
+            .with_retry_count(1)
+            .with_encoder(encoder),
+    );
+    for attempt in 1..=2 {
+        let (conn, ..) = d.connects()[0].clone();
+        d.connected(conn);
+        let (_, req) = d.exchanges().pop().expect("exchange asked for");
+        assert_eq!(req.body, Bytes::from(format!("try {attempt}")));
+        assert_eq!(req.header("content-length"), Some("5"));
+        if attempt == 1 {
+            d.respond(conn, 503, b"busy");
+            // The retry pause.
+            d.now += Duration::from_secs(1);
+            d.engine.handle_timeout(d.now);
+            d.drain();
+        } else {
+            d.respond(conn, 200, b"done");
+        }
+    }
+    assert!(d.end(id).expect("ended").outcome.is_ok());
+    let first = "10.0.0.1:80".to_owned();
+    assert_eq!(*seen.lock().unwrap(), [(1, first.clone()), (2, first)]);
+}
+
+#[test]
+fn a_short_link_request_encoder_that_refuses_ends_the_task_before_any_connect() {
+    let mut d = Drive::new();
+    let encoder = crate::RequestEncoder::new(|_| Err(9));
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_encoder(encoder));
+    assert!(d.connects().is_empty());
+    assert_eq!(
+        d.end(id).expect("ended").outcome,
+        Err(TaskError::Codec(crate::CodecFailure::Encode(
+            phobos_plugin_api::EncodeError::Other(9)
+        )))
+    );
+}
