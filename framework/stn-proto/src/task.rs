@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use phobos_plugin_api::{CmdId, IpPort, TaskId};
 
-use crate::error::TaskError;
+use crate::error::{CodecFailure, TaskError};
 use crate::io::LinkName;
 
 /// Which transports a task may use (Mars's `channel_select`).
@@ -320,6 +320,30 @@ impl TaskSpec {
     pub fn with_long_polling(mut self, timeout: Duration) -> Self {
         self.long_polling = Some(timeout);
         self
+    }
+
+    /// Builds the request of attempt `attempt` of task `task` with the
+    /// [`encoder`](Self::encoder), if the spec has one: its body and extension replace the
+    /// spec's. A refusal is the task's end (an encode error).
+    #[inline]
+    pub(crate) fn build_request(
+        &mut self,
+        task: TaskId,
+        attempt: u32,
+        via: EncodeVia<'_>,
+    ) -> Result<(), TaskError> {
+        let Some(encoder) = &self.encoder else {
+            return Ok(());
+        };
+        let cx = EncodeContext { task, attempt, via };
+        let request = encoder.encode(&cx).map_err(|code| {
+            TaskError::Codec(CodecFailure::Encode(phobos_plugin_api::EncodeError::Other(
+                code,
+            )))
+        })?;
+        self.body = request.body;
+        self.extension = request.extension;
+        Ok(())
     }
 
     /// Sets [`encoder`](Self::encoder): the request is built just before each attempt.

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use phobos_plugin_api::{
-    AddrSource, AuthError, CmdId, Decoded, EncodeError, FrameHead, FrameKind, HeartbeatContext,
-    HeartbeatPolicy, IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, PacketCodec,
-    RawFrame, ResolveError, ResolvedAddr, Seq, TaskId,
+    AddrSource, AuthError, CmdId, Decoded, FrameHead, FrameKind, HeartbeatContext, HeartbeatPolicy,
+    IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, PacketCodec, RawFrame,
+    ResolveError, ResolvedAddr, Seq, TaskId,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,9 +38,7 @@ use crate::io::{
     Action, AttemptReport, CloseCause, ConnId, ConnectReport, DialError, Event, LinkName,
     LinkStatus, Stats, TransportFacts,
 };
-use crate::task::{
-    EncodeContext, EncodeVia, Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY,
-};
+use crate::task::{EncodeVia, Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, MAX_PRIORITY};
 use crate::timer::{TimerKind, TimerTable};
 use rustc_hash::FxHashMap;
 
@@ -1481,23 +1479,10 @@ impl Engine {
         };
         // The attempt's request, built now if the task has an encoder (Mars's `Req2Buf`):
         // before the limits, which check the first attempt's body.
-        if let Some(encoder) = task.spec.encoder.clone() {
-            let cx = EncodeContext {
-                task: id,
-                attempt: task.attempts + 1,
-                via: EncodeVia::LongLink(&self.links[li].name),
-            };
-            match encoder.encode(&cx) {
-                Ok(request) => {
-                    task.spec.body = request.body;
-                    task.spec.extension = request.extension;
-                }
-                Err(code) => {
-                    let error = CodecFailure::Encode(EncodeError::Other(code));
-                    self.finish(id, now, Err(error.into()));
-                    return;
-                }
-            }
+        let via = EncodeVia::LongLink(&self.links[li].name);
+        if let Err(error) = task.spec.build_request(id, task.attempts + 1, via) {
+            self.finish(id, now, Err(error));
+            return;
         }
         // Design: limits count a task once, on its first dispatch (Mars may count a task
         // twice when the link was down, §18.11).

@@ -96,7 +96,7 @@ use crate::error::{
     AuthFailure, CodecFailure, DialFailure, HttpFailure, SocketFailure, TaskError, TimeoutLevel,
 };
 use crate::io::{Action, CloseCause, ConnId, DialError, Event, LinkName};
-use crate::task::{EncodeContext, EncodeVia, Response, TaskProfile, TaskSpec};
+use crate::task::{EncodeVia, Response, TaskProfile, TaskSpec};
 
 /// A short-link request, shaped by the codec's
 /// [`shortlink_headers`](phobos_plugin_api::PacketCodec::shortlink_headers) and
@@ -912,23 +912,12 @@ impl Engine {
         // The attempt's request, built now if the task has an encoder (Mars's `Req2Buf`,
         // with the first host). An attempt begun again because its keep-alive connection was
         // stale (`short_stale`) is built again.
-        if let Some(encoder) = task.spec.encoder.clone() {
+        if task.spec.encoder.is_some() {
             let host = task.spec.short_hosts.first().cloned().unwrap_or_default();
-            let cx = EncodeContext {
-                task: id,
-                attempt: task.attempts + 1,
-                via: EncodeVia::ShortLink { host: &host },
-            };
-            match encoder.encode(&cx) {
-                Ok(request) => {
-                    task.spec.body = request.body;
-                    task.spec.extension = request.extension;
-                }
-                Err(code) => {
-                    let error = CodecFailure::Encode(EncodeError::Other(code));
-                    self.short_finish(id, now, Err(error.into()));
-                    return;
-                }
+            let via = EncodeVia::ShortLink { host: &host };
+            if let Err(error) = task.spec.build_request(id, task.attempts + 1, via) {
+                self.short_finish(id, now, Err(error));
+                return;
             }
         }
         task.sent = false;
