@@ -235,6 +235,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Logging to {} (xlog)", log.dir.display());
             logging::init_tracing(Some(log.xlog()), config.xlog.level);
             let result = runtime.block_on(run_client(&config, &plugins, &user, &room, &log));
+            // After Ctrl-C a read of stdin is still blocked on tokio's blocking pool, and a
+            // dropped runtime would wait for it (for the next line the user types).
+            runtime.shutdown_background();
             drop(log);
             result?;
             Ok(ExitCode::SUCCESS)
@@ -575,11 +578,23 @@ impl Terminal {
     /// has been answered. Requests still waiting at `/quit` are left to [`Terminal::close`].
     async fn run(&mut self, lines: &mut Lines<BufReader<tokio::io::Stdin>>) -> std::io::Result<()> {
         let mut reading = true;
+        // Ctrl-C ends the session like `/quit`, so what the server never confirmed is named.
+        let interrupt = tokio::signal::ctrl_c();
+        tokio::pin!(interrupt);
+        let mut watching = true;
         loop {
             if !reading && self.is_idle() {
                 return Ok(());
             }
             tokio::select! {
+                signal = &mut interrupt, if watching => match signal {
+                    Ok(()) => {
+                        println!("* interrupted");
+                        return Ok(());
+                    }
+                    // No handler could be installed: Ctrl-C keeps its default.
+                    Err(_) => watching = false,
+                },
                 // `next_line` is cancel safe: a line read while a request ends is kept.
                 line = lines.next_line(), if reading => match line? {
                     Some(line) => {

@@ -42,6 +42,27 @@ async fn quit_ends_the_client_at_once_while_the_server_is_down_and_names_unconfi
     }
 }
 
+/// Ctrl-C ends the client like `/quit`: it names what the server never confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_the_client_like_quit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = connected_then_server_down(dir.path()).await;
+    alice.type_line("typed before ctrl-c");
+    alice.interrupt();
+
+    let (status, printed) = tokio::task::block_in_place(|| alice.wait_exit());
+    assert!(status.success(), "{status}; {printed:#?}");
+    for line in [
+        "* interrupted",
+        "* quit with 1 message(s) not confirmed by the server",
+    ] {
+        assert!(
+            printed.iter().any(|l| l == line),
+            "{line:?} in {printed:#?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_history_answer_with_an_error_while_the_server_is_down() {
     let dir = tempfile::tempdir().unwrap();

@@ -59,6 +59,16 @@ impl TerminalClient {
     }
 
     /// Ends the client's input (Ctrl-D at a terminal).
+    /// Sends the client SIGINT, as Ctrl-C in its terminal would.
+    pub fn interrupt(&self) {
+        let sent = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -INT failed: {sent}");
+    }
+
     pub fn close_input(&mut self) {
         self.stdin = None;
     }
