@@ -28,18 +28,16 @@ async fn quit_ends_the_client_at_once_while_the_server_is_down_and_names_unconfi
     alice.type_line("/to bob typed after it");
     alice.type_line("/quit");
 
-    let (status, printed) = tokio::task::block_in_place(|| alice.wait_exit());
-    assert!(status.success(), "{status}; {printed:#?}");
-    for line in [
-        "* not confirmed: typed while the server is down",
-        "* not sent: /to bob typed after it",
-        "* quit with 2 message(s) not confirmed by the server",
-    ] {
-        assert!(
-            printed.iter().any(|l| l == line),
-            "{line:?} in {printed:#?}"
-        );
-    }
+    tokio::task::block_in_place(|| {
+        exits_printing(
+            alice,
+            &[
+                "* not confirmed: typed while the server is down",
+                "* not sent: /to bob typed after it",
+                "* quit with 2 message(s) not confirmed by the server",
+            ],
+        )
+    });
 }
 
 /// Ctrl-C ends the client like `/quit`: it names what the server never confirmed.
@@ -50,17 +48,15 @@ async fn ctrl_c_ends_the_client_like_quit() {
     alice.type_line("typed before ctrl-c");
     alice.interrupt();
 
-    let (status, printed) = tokio::task::block_in_place(|| alice.wait_exit());
-    assert!(status.success(), "{status}; {printed:#?}");
-    for line in [
-        "* interrupted",
-        "* quit with 1 message(s) not confirmed by the server",
-    ] {
-        assert!(
-            printed.iter().any(|l| l == line),
-            "{line:?} in {printed:#?}"
-        );
-    }
+    tokio::task::block_in_place(|| {
+        exits_printing(
+            alice,
+            &[
+                "* interrupted",
+                "* quit with 1 message(s) not confirmed by the server",
+            ],
+        )
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,14 +77,12 @@ async fn list_and_history_answer_with_an_error_while_the_server_is_down() {
     });
 
     alice.type_line("/quit");
-    let (status, printed) = tokio::task::block_in_place(|| alice.wait_exit());
-    assert!(status.success(), "{status}; {printed:#?}");
-    assert!(
-        printed
-            .iter()
-            .any(|l| l == "* quit with 1 message(s) not confirmed by the server"),
-        "{printed:#?}"
-    );
+    tokio::task::block_in_place(|| {
+        exits_printing(
+            alice,
+            &["* quit with 1 message(s) not confirmed by the server"],
+        )
+    });
 }
 
 #[test]
@@ -100,18 +94,14 @@ fn a_client_whose_server_was_never_up_quits_at_once() {
     alice.type_line("hello?");
     alice.type_line("/quit");
 
-    let (status, printed) = alice.wait_exit();
-    assert!(status.success(), "{status}; {printed:#?}");
-    for line in [
-        "* not joined: #lobby",
-        "* not sent: hello?",
-        "* quit with 1 message(s) not confirmed by the server",
-    ] {
-        assert!(
-            printed.iter().any(|l| l == line),
-            "{line:?} in {printed:#?}"
-        );
-    }
+    exits_printing(
+        alice,
+        &[
+            "* not joined: #lobby",
+            "* not sent: hello?",
+            "* quit with 1 message(s) not confirmed by the server",
+        ],
+    );
 }
 
 #[test]
@@ -142,6 +132,18 @@ fn at_the_end_of_its_input_the_client_waits_for_its_requests_and_names_the_faile
         assert!(
             printed.iter().any(|l| l.starts_with(start)),
             "{start:?} in {printed:#?}"
+        );
+    }
+}
+
+/// Waits for `client` to exit; checks that it exited cleanly and printed each of `lines`.
+fn exits_printing(client: TerminalClient, lines: &[&str]) {
+    let (status, printed) = client.wait_exit();
+    assert!(status.success(), "{status}; {printed:#?}");
+    for line in lines {
+        assert!(
+            printed.iter().any(|l| l == line),
+            "{line:?} in {printed:#?}"
         );
     }
 }
