@@ -183,8 +183,8 @@ pub use config::{
 };
 pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use engine::{
-    Engine, ExchangeError, HttpRequest, HttpResponse, ShortLinkConfig, MAX_SPARE_PROFILES,
-    SHORT_LINK, SHORT_REQUEST_INVALID,
+    Engine, ExchangeError, HttpRequest, HttpResponse, LikeTask, ShortLinkConfig,
+    MAX_SPARE_PROFILES, SHORT_LINK, SHORT_REQUEST_INVALID,
 };
 pub use error::{
     AuthFailure, CodecFailure, DialFailure, ErrorKind, HttpFailure, LimitKind, LinkError,

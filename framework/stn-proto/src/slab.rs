@@ -84,6 +84,12 @@ impl<T> Slab<T> {
     pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
         self.entries.iter().flatten()
     }
+
+    /// The indexes holding a value, in index order.
+    pub(crate) fn indexes(&self) -> impl Iterator<Item = u32> + '_ {
+        let held = self.entries.iter().enumerate();
+        held.filter(|(_, e)| e.is_some()).map(|(i, _)| i as u32)
+    }
 }
 
 #[cfg(test)]

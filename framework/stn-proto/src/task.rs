@@ -222,6 +222,104 @@ impl EncodedRequest {
 }
 
 impl TaskSpec {
+    /// A copy of everything but the body and extension (left empty): the parameters a
+    /// batch lane group shares.
+    pub(crate) fn clone_params(&self) -> TaskSpec {
+        let TaskSpec {
+            cmd_id,
+            body: _,
+            extension: _,
+            channel,
+            link,
+            priority,
+            retry_count,
+            total_timeout,
+            server_cost,
+            send_only,
+            needs_auth,
+            long_polling,
+            auth_host,
+            limit_flow,
+            limit_frequency,
+            network_sensitive,
+            short_hosts,
+            path,
+            headers,
+            encoder,
+        } = self;
+        TaskSpec {
+            cmd_id: *cmd_id,
+            body: Bytes::new(),
+            extension: Bytes::new(),
+            channel: *channel,
+            link: link.clone(),
+            priority: *priority,
+            retry_count: *retry_count,
+            total_timeout: *total_timeout,
+            server_cost: *server_cost,
+            send_only: *send_only,
+            needs_auth: *needs_auth,
+            long_polling: *long_polling,
+            auth_host: auth_host.clone(),
+            limit_flow: *limit_flow,
+            limit_frequency: *limit_frequency,
+            network_sensitive: *network_sensitive,
+            short_hosts: short_hosts.clone(),
+            path: path.clone(),
+            headers: headers.clone(),
+            encoder: encoder.clone(),
+        }
+    }
+
+    /// Whether `other` has the same parameters: everything but the command id, body and
+    /// extension is equal.
+    ///
+    /// Design: written out field by field (the destructuring names every field), so a new
+    /// field of the spec does not compile until it is compared here.
+    pub(crate) fn same_params(&self, other: &TaskSpec) -> bool {
+        let TaskSpec {
+            cmd_id: _,
+            body: _,
+            extension: _,
+            channel,
+            link,
+            priority,
+            retry_count,
+            total_timeout,
+            server_cost,
+            send_only,
+            needs_auth,
+            long_polling,
+            auth_host,
+            limit_flow,
+            limit_frequency,
+            network_sensitive,
+            short_hosts,
+            path,
+            headers,
+            encoder,
+        } = self;
+        // The flags and numbers first, then what needs a pointer or a length compared.
+        let scalars = *channel == other.channel
+            && *priority == other.priority
+            && *send_only == other.send_only
+            && *needs_auth == other.needs_auth
+            && *limit_flow == other.limit_flow
+            && *limit_frequency == other.limit_frequency
+            && *network_sensitive == other.network_sensitive
+            && *retry_count == other.retry_count
+            && *total_timeout == other.total_timeout
+            && *server_cost == other.server_cost
+            && *long_polling == other.long_polling;
+        scalars
+            && (link.is_same(&other.link) || *link == other.link)
+            && *encoder == other.encoder
+            && auth_host.as_deref() == other.auth_host.as_deref()
+            && path.as_str() == other.path.as_str()
+            && short_hosts.as_slice() == other.short_hosts.as_slice()
+            && headers.as_slice() == other.headers.as_slice()
+    }
+
     /// A long-link task with Mars's defaults: priority 3, one retry, formula timeouts, flow
     /// and frequency limits on.
     pub fn new(cmd_id: CmdId, body: impl Into<Bytes>) -> Self {

@@ -65,6 +65,10 @@ pub enum TimerKind {
     /// While the main link is down: ask the app to poll (90 s / 240 s without account /
     /// 600 s inactive, ×3 without network; §15.4).
     TimingSync,
+    /// A task of the batch lane may reach one of its deadlines: its tasks become regular
+    /// tasks, with their own timers (see `engine/lane.rs`). Armed no later than the
+    /// earliest such deadline.
+    LaneWake,
 }
 
 /// Deadlines by kind, ordered by time.
@@ -127,6 +131,28 @@ impl TimerTable {
                 self.tasks.set_ns(slot, id, level, ns);
             }
             None => self.set(kind, now + after),
+        }
+    }
+
+    /// `now + after` on the [`now_ns`](Self::now_ns) scale: the deadline
+    /// [`set_task_after`](Self::set_task_after) would arm.
+    #[inline]
+    pub(crate) fn ns_after(&mut self, now: Instant, after: Duration) -> u64 {
+        self.tasks.ns_after(now, after)
+    }
+
+    /// `base + after` on the [`now_ns`](Self::now_ns) scale, saturating as
+    /// [`ns_after`](Self::ns_after) does.
+    #[inline]
+    pub(crate) fn ns_plus(&self, base: u64, after: Duration) -> u64 {
+        (u128::from(base) + after.as_nanos()).min(1 << 63) as u64
+    }
+
+    /// Arms the per-task timer `kind` of the task stored at `slot` at `ns` (on the
+    /// [`now_ns`](Self::now_ns) scale). Any other kind is ignored.
+    pub(crate) fn set_task_ns(&mut self, slot: u32, kind: TimerKind, ns: u64) {
+        if let Some((id, level)) = task_level(kind) {
+            self.tasks.set_ns(slot, id, level, ns);
         }
     }
 

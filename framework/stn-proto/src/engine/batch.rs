@@ -9,10 +9,38 @@
 
 use std::time::Instant;
 
-use phobos_plugin_api::TaskId;
+use bytes::Bytes;
+use phobos_plugin_api::{CmdId, TaskId};
 
+use super::lane::Request;
 use super::Engine;
 use crate::task::{TaskProfile, TaskSpec};
+
+/// One task of [`Engine::queue_tasks_like`]: what differs from the batch's parameters, and
+/// (once admitted) its id.
+#[derive(Clone, Debug)]
+pub struct LikeTask {
+    /// The long-link command id.
+    pub cmd_id: CmdId,
+    /// The request body (taken by the engine).
+    pub body: Bytes,
+    /// The tag given back on the task's end ([`TaskEnd::tag`](crate::TaskEnd::tag)).
+    pub tag: u64,
+    /// The task's id, written by the engine (`TaskId(0)` until then).
+    pub id: TaskId,
+}
+
+impl LikeTask {
+    /// A task with this command, body and tag.
+    pub fn new(cmd_id: CmdId, body: impl Into<Bytes>, tag: u64) -> Self {
+        LikeTask {
+            cmd_id,
+            body: body.into(),
+            tag,
+            id: TaskId(0),
+        }
+    }
+}
 
 impl Engine {
     /// Admits a task like [`start_task`](Self::start_task) but leaves its dispatch to the
@@ -35,6 +63,72 @@ impl Engine {
         let id = self.start_task_tagged(now, spec, tag);
         self.defer_dispatch = false;
         id
+    }
+
+    /// Admits one task per entry of `tasks`, each with `params`' parameters (its body and
+    /// extension aside) and the entry's command id, body and tag, and writes each task's id
+    /// into its entry. The same as [`queue_task_tagged`](Self::queue_task_tagged) with a
+    /// copy of `params` per task, in order, but cheaper: the parameters are looked at once,
+    /// not once per task. Call [`send_queued`](Self::send_queued) after the last call of
+    /// the batch, as after `queue_task`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use phobos_plugin_api::{CmdId, PacketCodec, TaskId};
+    /// use phobos_stn_proto::{Config, Engine, LikeTask, LinkConfig, TaskSpec};
+    ///
+    /// fn acks(codec: Arc<dyn PacketCodec>, now: Instant) {
+    ///     let addr = "10.0.0.1:8080".parse::<std::net::SocketAddr>().unwrap().into();
+    ///     let config = Config::builder(codec)
+    ///         .link(LinkConfig::new("default-longlink").addrs([addr]))
+    ///         .build()
+    ///         .unwrap();
+    ///     let mut engine = Engine::new(config, now).unwrap();
+    ///     let params = TaskSpec::new(CmdId(0), Vec::new()).with_retry_count(0);
+    ///     let mut tasks: Vec<LikeTask> = (0..3u8)
+    ///         .map(|i| LikeTask::new(CmdId(9), vec![i], u64::from(i)))
+    ///         .collect();
+    ///     engine.queue_tasks_like(now, &params, &mut tasks);
+    ///     engine.send_queued(now);
+    ///     assert!(tasks.iter().all(|t| t.id != TaskId(0) && engine.has_task(t.id)));
+    /// }
+    /// ```
+    pub fn queue_tasks_like(&mut self, now: Instant, params: &TaskSpec, tasks: &mut [LikeTask]) {
+        self.defer_dispatch = true;
+        // The group the first task opened (or joined), which the others may join as they
+        // are: same parameters, same input.
+        let mut group = None;
+        for task in tasks.iter_mut() {
+            let body = std::mem::take(&mut task.body);
+            let fits = body.len() <= self.max_body_len;
+            match group.filter(|g| fits && self.lane_waits(*g)) {
+                Some(group) => {
+                    let id = self.begin_task(now);
+                    let request = Request {
+                        cmd_id: task.cmd_id,
+                        body,
+                        extension: Bytes::new(),
+                    };
+                    self.join(group, id, task.tag, request);
+                    task.id = id;
+                }
+                None => {
+                    let mut spec = params.clone_params();
+                    spec.cmd_id = task.cmd_id;
+                    spec.body = body;
+                    spec.extension = Bytes::new();
+                    task.id = self.start_task_tagged(now, spec, task.tag);
+                    // Joined or opened the waiting group: the tasks after it may join as they
+                    // are. (With a group waiting, a task goes this way only for a body too
+                    // large, which ends it at admission; the group still waits.)
+                    if self.in_lane(task.id) {
+                        group = self.lane_waiting();
+                    }
+                }
+            }
+        }
+        self.defer_dispatch = false;
     }
 
     /// Gives back the profile box of an end whose profile the driver has copied out, for a

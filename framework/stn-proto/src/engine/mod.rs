@@ -1,8 +1,10 @@
 //! [`Engine`]: the long-link task engine state machine.
 
 mod batch;
+pub use batch::LikeTask;
 mod chain;
 mod dial;
+mod lane;
 mod limits;
 mod monitor;
 mod queue;
@@ -140,6 +142,8 @@ pub struct Engine {
     /// rate limit (one success per address per 10 s) would turn the later calls away: they
     /// are not made.
     ranked_this_read: bool,
+    /// The batch lane's groups and members (`lane.rs`).
+    lane: lane::Lane,
 }
 
 /// One task the engine holds (queued or running).
@@ -424,6 +428,7 @@ impl Engine {
             attempt_memo: timeouts::AttemptMemo::default(),
             retry_room,
             ranked_this_read: false,
+            lane: lane::Lane::new(),
             default_link,
             max_body_len,
         })
@@ -440,12 +445,13 @@ impl Engine {
 
     /// [`start_task`](Self::start_task) with a tag of the caller's choosing, given back on
     /// the task's end ([`TaskEnd::tag`]).
-    pub fn start_task_tagged(&mut self, now: Instant, spec: TaskSpec, tag: u64) -> TaskId {
-        let id = self.alloc_task_id();
-        self.stats.tasks_started += 1;
-        self.last_start = Some(now);
-        if !self.zombies.is_empty() {
-            self.schedule_zombie_restart();
+    pub fn start_task_tagged(&mut self, now: Instant, mut spec: TaskSpec, tag: u64) -> TaskId {
+        let id = self.begin_task(now);
+        if self.lane.enabled {
+            if let Some(group) = self.fits_waiting(&spec) {
+                self.join(group, id, tag, lane::Request::take(&mut spec));
+                return self.admitted(now, id);
+            }
         }
         let profile = TaskProfile::new(now);
         let link = match self.admit(&spec) {
@@ -459,6 +465,10 @@ impl Engine {
                 return id;
             }
         };
+        if self.lane.enabled && self.opens_group(link, &spec) {
+            self.open_group(now, link, id, tag, &mut spec);
+            return self.admitted(now, id);
+        }
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let order = self.next_order;
         self.next_order += 1;
@@ -482,6 +492,24 @@ impl Engine {
             spec,
         });
         self.enqueue(slot, now);
+        self.admitted(now, id)
+    }
+
+    /// A new task's id and counts, before its admission.
+    #[inline]
+    fn begin_task(&mut self, now: Instant) -> TaskId {
+        let id = self.alloc_task_id();
+        self.stats.tasks_started += 1;
+        self.last_start = Some(now);
+        if !self.zombies.is_empty() {
+            self.schedule_zombie_restart();
+        }
+        id
+    }
+
+    /// Task `id` was admitted: dispatch now unless the caller batches
+    /// ([`queue_task`](Self::queue_task)).
+    fn admitted(&mut self, now: Instant, id: TaskId) -> TaskId {
         if !self.defer_dispatch {
             self.pump(now);
         }
@@ -494,6 +522,7 @@ impl Engine {
     /// [`TaskError::Canceled`], so every started task gets exactly one end. A request already
     /// handed to the link cannot be withdrawn; its response is dropped when it arrives.
     pub fn cancel_task(&mut self, now: Instant, id: TaskId) -> bool {
+        self.demote_all();
         if self.short_cancel(now, id) {
             return true;
         }
@@ -515,6 +544,7 @@ impl Engine {
 
     /// The app went to the foreground (`true`) or background (Mars's `OnForeground`).
     pub fn set_foreground(&mut self, now: Instant, foreground: bool) {
+        self.demote_all();
         if self.activity.foreground == foreground {
             return;
         }
@@ -544,6 +574,7 @@ impl Engine {
     ///
     /// Nothing happens when kind and label are unchanged.
     pub fn set_network(&mut self, now: Instant, kind: NetKind, label: &str) {
+        self.demote_all();
         if kind == self.net && label == self.net_label {
             return;
         }
@@ -572,6 +603,7 @@ impl Engine {
 
     /// Whether the user is logged in (changes the automatic reconnect intervals, §7.9).
     pub fn set_account(&mut self, now: Instant, has_account: bool) {
+        self.demote_all();
         self.has_account = has_account;
         self.pump(now);
     }
@@ -580,6 +612,7 @@ impl Engine {
     /// `MakesureLonglinkConnected`). Also lifts the block left by a rejected identify.
     /// Returns `false` for an unknown link.
     pub fn connect_link(&mut self, now: Instant, link: &str) -> bool {
+        self.demote_all();
         let Some(&li) = self.link_by_name.get(link) else {
             return false;
         };
@@ -595,6 +628,7 @@ impl Engine {
     /// [`LocalError::Interrupted`] (retried if retries are left), reconnect links that are
     /// keep-alive or have tasks at once, and restart zombies.
     pub fn redo_tasks(&mut self, now: Instant) {
+        self.demote_all();
         self.short_interrupt(now, LocalError::Interrupted.into());
         for li in 0..self.links.len() {
             self.link_down(li, now, LinkError::Reset, false);
@@ -610,6 +644,7 @@ impl Engine {
     /// (Mars's `TrigNoop`; works even when periodic heartbeats are disabled). Returns whether
     /// one was sent.
     pub fn trigger_heartbeat(&mut self, now: Instant, link: &str) -> bool {
+        self.demote_all();
         let Some(&li) = self.link_by_name.get(link) else {
             return false;
         };
@@ -627,6 +662,7 @@ impl Engine {
     /// Design: Mars drops zombies silently here; they end with `Reset` too, so every task
     /// still gets exactly one end.
     pub fn reset(&mut self, now: Instant) {
+        self.demote_all();
         self.short_end_all(now, LocalError::Reset.into());
         let mut ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         ids.sort();
@@ -662,6 +698,7 @@ impl Engine {
     /// per period of quiet, until the keep time has passed since the last call (§7.11, TCP
     /// mode).
     pub fn keep_signalling(&mut self, now: Instant) {
+        self.demote_all();
         self.keeper.last_touch = Some(now);
         if !self.keeper.keeping {
             self.keeper.keeping = true;
@@ -672,6 +709,7 @@ impl Engine {
 
     /// Stops the signalling keeper.
     pub fn stop_signalling(&mut self, now: Instant) {
+        self.demote_all();
         self.keeper.keeping = false;
         self.timers.cancel(TimerKind::SignalKeep);
         self.pump(now);
@@ -692,6 +730,7 @@ impl Engine {
         source: usize,
         result: Result<Vec<ResolvedAddr>, ResolveError>,
     ) {
+        self.demote_all();
         if self.short_resolved(now, link, host, source, result.clone()) {
             return;
         }
@@ -736,6 +775,7 @@ impl Engine {
     /// The server asked the client to avoid `ip` (Mars's `AddServerBan`): every port of it
     /// leaves the primary address plans for 30 min, or until the network changes.
     pub fn ban_server(&mut self, now: Instant, ip: std::net::IpAddr) {
+        self.demote_all();
         self.ranking.ban_server(now, ip);
     }
 
@@ -750,6 +790,7 @@ impl Engine {
     /// attempts and unknown attempts are ignored (a short-link exchange has its own
     /// first-packet timeout).
     pub fn handle_established(&mut self, now: Instant, attempt: ConnId) {
+        self.demote_all();
         let Some(rec) = self.cfg.active_recovery() else {
             return;
         };
@@ -778,6 +819,7 @@ impl Engine {
 
     /// A connect attempt succeeded (answer to [`Action::Connect`]).
     pub fn handle_connected(&mut self, now: Instant, attempt: ConnId) {
+        self.demote_all();
         if self.short.owns(attempt) {
             return self.short_connected(now, attempt);
         }
@@ -865,6 +907,7 @@ impl Engine {
 
     /// A connect attempt failed (answer to [`Action::Connect`]).
     pub fn handle_connect_failed(&mut self, now: Instant, attempt: ConnId, error: DialError) {
+        self.demote_all();
         if self.short.owns(attempt) {
             return self.short_connect_failed(now, attempt, Some(error));
         }
@@ -997,6 +1040,7 @@ impl Engine {
     /// transport cannot tell. Decides whether the silence is loss (the deadline moves) or a
     /// dead link (it is dropped); see [`Recovery`](crate::Recovery).
     pub fn handle_transport(&mut self, now: Instant, conn: ConnId, facts: Option<TransportFacts>) {
+        self.demote_all();
         let Some(&li) = self.conns.get(&conn) else {
             return;
         };
@@ -1068,6 +1112,7 @@ impl Engine {
 
     /// An established connection ended (EOF or an IO error).
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId, cause: CloseCause) {
+        self.demote_all();
         if self.short.owns(conn) {
             let error = match cause {
                 CloseCause::Io(errno) => DialError::Io(errno),
@@ -1103,6 +1148,7 @@ impl Engine {
     /// [`AuthError::Rejected`] ends them; a transient failure asks again after
     /// [`Timing::auth_retry`](crate::Timing::auth_retry).
     pub fn handle_auth(&mut self, now: Instant, host: &str, result: Result<(), AuthError>) {
+        self.demote_all();
         self.short_auth(now, host, &result);
         let Some(idx) = self.auth_hosts.iter().position(|h| h.host == host) else {
             return;
@@ -1150,6 +1196,7 @@ impl Engine {
     /// Fires every timer due at `now`. Call it when [`poll_timeout`](Self::poll_timeout)'s
     /// instant has come (calling it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.demote_all();
         while let Some((at, kind)) = self.timers.pop_due(now) {
             self.on_timer(kind, at, now);
         }
@@ -1214,7 +1261,7 @@ impl Engine {
 
     /// Tasks queued or running, short-link tasks included (zombies excluded).
     pub fn task_count(&self) -> usize {
-        self.tasks.len() + self.short.len()
+        self.tasks.len() + self.lane.len() + self.short.len()
     }
 
     /// Tasks kept as zombies.
@@ -1383,6 +1430,9 @@ impl Engine {
 
     /// Sends what can be sent on link `li`, asks for auth, or asks for a connection.
     fn dispatch(&mut self, li: usize, now: Instant) {
+        if self.dispatch_lane(li, now) {
+            return;
+        }
         if self.links[li].queue.is_empty() {
             return;
         }
@@ -1735,6 +1785,11 @@ impl Engine {
 
     /// Response bytes for task `id` are arriving (header seen).
     fn on_progress(&mut self, li: usize, conn: ConnId, id: TaskId, now: Instant) {
+        if let Some(slot) = self.tasks.slot_of(&id).filter(|s| s & lane::LANE_SLOT != 0) {
+            // A response in pieces: the member becomes a regular task, whose timers follow
+            // the pieces.
+            self.demote_member(slot & !lane::LANE_SLOT);
+        }
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
         };
@@ -1778,9 +1833,32 @@ impl Engine {
         frame_len: usize,
         now: Instant,
     ) {
-        let Some(slot) = self.tasks.slot_of(&id) else {
+        let Some(mut slot) = self.tasks.slot_of(&id) else {
             return;
         };
+        // The response check's verdict when a lane member's response is refused: the member
+        // is demoted and the regular path goes on with it (the check is asked once).
+        let mut verdict = None;
+        if slot & lane::LANE_SLOT != 0 {
+            let m = slot & !lane::LANE_SLOT;
+            if !self.lane_expects(li, m, id) {
+                return;
+            }
+            match self.check_response(id, cmd_id, &body) {
+                ResponseVerdict::Accept => {
+                    self.lane_response(li, m, id, cmd_id, body, extension, frame_len, now);
+                    return self.after_success(li, now);
+                }
+                refused => {
+                    self.demote_member(m);
+                    let Some(s) = self.tasks.slot_of(&id) else {
+                        return;
+                    };
+                    slot = s;
+                    verdict = Some(refused);
+                }
+            }
+        }
         let Some(task) = self.tasks.at_slot_mut(slot) else {
             return;
         };
@@ -1801,9 +1879,9 @@ impl Engine {
                 s.newest_answered = Some((a.sent_ns, now));
             }
         }
-        let verdict = match &self.cfg.response_check {
-            Some(check) => check.check(id, cmd_id, &body),
-            None => ResponseVerdict::Accept,
+        let verdict = match verdict {
+            Some(v) => v,
+            None => self.check_response(id, cmd_id, &body),
         };
         match verdict {
             ResponseVerdict::Accept => {
@@ -1820,19 +1898,7 @@ impl Engine {
                     extension,
                 };
                 self.finish_at(slot, now, Ok(response));
-                // §11.5: a task success is a success of the link's address (rate-limited in
-                // the ranking, so a busy link costs one lookup per task).
-                if let LinkState::Connected(s) = &self.links[li].state {
-                    if !self.ranked_this_read && self.net.is_available() {
-                        self.ranking.record(now, s.addr, true, None);
-                        self.ranked_this_read = true;
-                    }
-                }
-                self.on_link_progress(li);
-                // Any network success restarts zombies (§14).
-                if !self.zombies.is_empty() {
-                    self.restart_all_zombies(now);
-                }
+                self.after_success(li, now);
             }
             ResponseVerdict::Retry { code } => {
                 self.fail_attempt(id, now, CodecFailure::Response { code }.into());
@@ -1840,6 +1906,31 @@ impl Engine {
             ResponseVerdict::End { code } => {
                 self.finish(id, now, Err(TaskError::Server { code }));
             }
+        }
+    }
+
+    /// The response check's verdict on a response to task `id` (accepted without a check).
+    fn check_response(&self, id: TaskId, cmd_id: CmdId, body: &[u8]) -> ResponseVerdict {
+        match &self.cfg.response_check {
+            Some(check) => check.check(id, cmd_id, body),
+            None => ResponseVerdict::Accept,
+        }
+    }
+
+    /// A task on link `li` ended with its response: what that says about the link.
+    fn after_success(&mut self, li: usize, now: Instant) {
+        // §11.5: a task success is a success of the link's address (rate-limited in the
+        // ranking, so a busy link costs one lookup per task).
+        if let LinkState::Connected(s) = &self.links[li].state {
+            if !self.ranked_this_read && self.net.is_available() {
+                self.ranking.record(now, s.addr, true, None);
+                self.ranked_this_read = true;
+            }
+        }
+        self.on_link_progress(li);
+        // Any network success restarts zombies (§14).
+        if !self.zombies.is_empty() {
+            self.restart_all_zombies(now);
         }
     }
 
@@ -2501,6 +2592,7 @@ impl Engine {
     /// Takes link `li` down for `error`. `by_driver`: the driver reported the close, so no
     /// [`Action::Close`] is needed.
     fn link_down(&mut self, li: usize, now: Instant, error: LinkError, by_driver: bool) {
+        self.demote_all();
         let old = std::mem::replace(&mut self.links[li].state, LinkState::Idle);
         let name = self.links[li].name.clone();
         let local = matches!(error, LinkError::NetworkChange | LinkError::Reset);
@@ -2734,6 +2826,8 @@ impl Engine {
                     self.send_keep_frame(now);
                 }
             }
+            // Its work was done on the way in: `handle_timeout` demotes every lane member.
+            TimerKind::LaneWake => {}
             TimerKind::TimingSync => {
                 if self.net.is_available() {
                     self.events.push_back(Event::RequestSync);
@@ -3193,6 +3287,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("tasks", &self.tasks.len())
+            .field("lane", &self.lane.len())
             .field("zombies", &self.zombies.len())
             .field("links", &self.links.len())
             .field("timers", &self.timers.len())
@@ -3224,15 +3319,28 @@ fn retry_room(
     timers: &mut TimerTable,
     task: &Task,
     now: Instant,
-    mut t: AttemptTimeouts,
+    t: AttemptTimeouts,
 ) -> AttemptTimeouts {
-    if task.retries_left == 0 || task.spec.long_polling.is_some() {
+    if task.spec.long_polling.is_some() {
         return t;
     }
-    let Some(total_ns) = timers.total_deadline_ns(task.slot, task.id) else {
+    let total_ns = timers.total_deadline_ns(task.slot, task.id);
+    retry_room_ns(room, timers.now_ns(now), total_ns, task.retries_left, t)
+}
+
+/// [`retry_room`] of an attempt sent at `now_ns` by a task (not a long poll) with
+/// `retries_left` and the total deadline `total_ns`, both on the timer table's scale.
+#[inline]
+fn retry_room_ns(
+    room: RetryRoom,
+    now_ns: u64,
+    total_ns: Option<u64>,
+    retries_left: u32,
+    mut t: AttemptTimeouts,
+) -> AttemptTimeouts {
+    let Some(total_ns) = total_ns.filter(|_| retries_left > 0) else {
         return t;
     };
-    let now_ns = timers.now_ns(now);
     let latest = total_ns.saturating_sub(room.reserve_ns);
     if now_ns.saturating_add(nanos(t.first_packet)) <= latest {
         return t;

@@ -482,6 +482,7 @@ impl Engine {
     /// [`Action::HttpExchange`]; call once per read, with its length). Restarts the
     /// packet-to-packet timer and stops the first-packet one.
     pub fn handle_http_progress(&mut self, now: Instant, conn: ConnId, len: usize) {
+        self.demote_all();
         let Some(id) = self.short_exchange_of(conn) else {
             return;
         };
@@ -507,6 +508,7 @@ impl Engine {
     /// until an [`Action::Abort`] for it: the core sends one at once unless it keeps the
     /// connection in its keep-alive pool (see the module docs).
     pub fn handle_http_response(&mut self, now: Instant, conn: ConnId, response: HttpResponse) {
+        self.demote_all();
         let Some(id) = self.short_exchange_of(conn) else {
             // Canceled or timed out meanwhile: the connection is not wanted.
             self.actions.push_back(Action::Abort { attempt: conn });
@@ -578,6 +580,7 @@ impl Engine {
     /// The short-link exchange on `conn` failed (answer to [`Action::HttpExchange`]). The
     /// connection is the driver's to drop.
     pub fn handle_http_failed(&mut self, now: Instant, conn: ConnId, error: ExchangeError) {
+        self.demote_all();
         let Some(id) = self.short_exchange_of(conn) else {
             return;
         };

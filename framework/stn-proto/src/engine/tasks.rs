@@ -155,6 +155,23 @@ impl TaskTable {
         slot
     }
 
+    /// Maps `id` to `slot` without storing a task: a batch-lane member's slot
+    /// ([`LANE_SLOT`](super::lane::LANE_SLOT) set), which no slab index reaches, so every
+    /// lookup of a task by id or slot here finds nothing for it but
+    /// [`slot_of`](Self::slot_of) and [`contains_key`](Self::contains_key).
+    #[inline]
+    pub(super) fn insert_lane(&mut self, id: TaskId, slot: u32) {
+        if let Some(old) = self.slots.insert(id, slot) {
+            self.slab.remove(old);
+        }
+    }
+
+    /// Forgets the id of a lane member (see [`insert_lane`](Self::insert_lane)).
+    #[inline]
+    pub(super) fn remove_lane(&mut self, id: &TaskId) {
+        self.slots.remove(id);
+    }
+
     pub(super) fn get(&self, id: &TaskId) -> Option<&Task> {
         self.slab.get(self.slots.get(id)?)
     }

@@ -90,7 +90,7 @@ impl AttemptInputs {
 }
 
 /// Running tasks past this many add no queueing delay to the first-packet timeout.
-const MAX_QUEUED_AHEAD: usize = 5;
+pub(crate) const MAX_QUEUED_AHEAD: usize = 5;
 
 /// Per-attempt timeouts (§6.2) with integer millisecond arithmetic as Mars does.
 ///

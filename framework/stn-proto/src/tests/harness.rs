@@ -231,7 +231,12 @@ impl Sim {
     }
 
     pub(crate) fn with_config(config: Config) -> Self {
-        let t0 = crate::tests::epoch::epoch();
+        Sim::with_config_at(config, crate::tests::epoch::epoch())
+    }
+
+    /// [`with_config`](Self::with_config) with virtual time starting at `t0` (two sims
+    /// compared instant for instant start at the same one).
+    pub(crate) fn with_config_at(config: Config, t0: Instant) -> Self {
         let engine = Engine::new(config, t0).unwrap();
         Sim {
             engine,
@@ -286,6 +291,36 @@ impl Sim {
         let id = self.engine.start_task(self.now, spec);
         self.drain();
         id
+    }
+
+    /// Admits `specs` as one batch ([`Engine::queue_task`], then one dispatch pass).
+    pub(crate) fn start_batch(&mut self, specs: impl IntoIterator<Item = TaskSpec>) -> Vec<TaskId> {
+        let now = self.now;
+        let ids = specs
+            .into_iter()
+            .map(|spec| self.engine.queue_task(now, spec))
+            .collect();
+        self.engine.send_queued(now);
+        self.drain();
+        ids
+    }
+
+    /// Admits one task per `(command, body)` with `params`' parameters, as one batch
+    /// ([`Engine::queue_tasks_like`], then one dispatch pass).
+    pub(crate) fn start_batch_like(
+        &mut self,
+        params: &TaskSpec,
+        requests: impl IntoIterator<Item = (CmdId, Vec<u8>)>,
+    ) -> Vec<TaskId> {
+        let now = self.now;
+        let mut tasks: Vec<crate::LikeTask> = requests
+            .into_iter()
+            .map(|(cmd, body)| crate::LikeTask::new(cmd, body, 0))
+            .collect();
+        self.engine.queue_tasks_like(now, params, &mut tasks);
+        self.engine.send_queued(now);
+        self.drain();
+        tasks.iter().map(|t| t.id).collect()
     }
 
     pub(crate) fn foreground(&mut self, fg: bool) {

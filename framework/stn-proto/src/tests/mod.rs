@@ -10,6 +10,7 @@ mod admission;
 mod batch;
 mod config;
 mod heartbeat;
+mod lane;
 mod limits;
 mod links;
 mod matrix;

@@ -1,0 +1,708 @@
+//! The batch lane: a cheaper home for the usual task of a batch.
+//!
+//! A driver that admits many tasks per input ([`Engine::queue_task`]) mostly admits tasks
+//! that differ only in command id and body, over a link that is up, and mostly sees each of
+//! them sent and answered and nothing else. The lane keeps such tasks as members of a
+//! *group*: the group holds what they share (the spec's parameters, the admission instant
+//! and total deadline, the connection and instant of the pass that sent them) and a member
+//! holds only its id, tag, order, command, body and attempt timeouts. Admitting a member,
+//! framing it and ending it on its response then skip the regular task's spec copy, queue,
+//! per-task timers and profile box.
+//!
+//! # Exactly a regular task
+//!
+//! A member behaves exactly as the regular task it stands for; the lane changes only the
+//! bookkeeping. That holds because the lane takes part in only three inputs: admission
+//! ([`Engine::queue_task`] / [`Engine::start_task`]), the dispatch pass, and the response
+//! that ends the member (in [`Engine::handle_data`]). Anything else turns members back into
+//! regular tasks first (*demotion*), with the state, timers, queue place and profile the
+//! regular path would have given them, and the regular code takes it from there:
+//!
+//! - every other input of the engine (a timer, a cancel, the link closing, a network change,
+//!   an auth result, …) demotes every member before it does anything else;
+//! - inside `handle_data`: response bytes arriving in pieces, a response the response check
+//!   does not accept, and the link going down (a malformed frame, a rejected identify)
+//!   demote the members concerned first;
+//! - at dispatch, a group whose link cannot take it in one pass as it is (not connected, a
+//!   resend window, regular tasks waiting) is demoted into the link's queue; a member that a
+//!   limit refuses or the codec cannot frame is demoted and ended by the regular code.
+//!
+//! The lane's timer ([`TimerKind::LaneWake`]) is armed no later than the earliest total or
+//! first-packet deadline of any member, so demotion (at the start of
+//! [`Engine::handle_timeout`]) always comes before a member's own deadline would have fired.
+//! A test drives random scripts through two engines, one with the lane and one without, and
+//! compares every action and event (`tests/lane.rs`).
+//!
+//! Which tasks join: tasks admitted to a long link that is connected, with no resend
+//! window and no regular task waiting, whose spec has no encoder, is not send-only, needs no
+//! auth and is not a long poll. Tasks of one input with the same parameters share one group
+//! (one group per input may be waiting for its dispatch pass): a spec is compared with the
+//! waiting group's parameters, or, through [`Engine::queue_tasks_like`], a whole call's
+//! tasks join the group its first task opened without a comparison each.
+//!
+//! What a usual batch task saves: at 100 tasks in flight on loopback, 3,465 instructions
+//! per task before the lane, 2,807 with it, 2,501 through `queue_tasks_like`
+//! (`docs/lab/throughput.md`).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use phobos_plugin_api::{CmdId, FrameHead, IpPort, Seq, TaskId};
+
+use super::timeouts::{self, AttemptTimeouts, NetQuality};
+use super::{
+    retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES, WEAK_FAST_TASK,
+    WEAK_SLOW_TASK,
+};
+use crate::error::{CodecFailure, LimitKind};
+use crate::io::{ConnId, Event};
+use crate::slab::Slab;
+use crate::task::{Response, TaskProfile, TaskSpec};
+use crate::timer::TimerKind;
+
+/// Marks a slot in the engine's id index as a lane member's (the rest is its index in
+/// [`Lane::members`]); regular slots are slab indexes, far below it.
+pub(super) const LANE_SLOT: u32 = 1 << 31;
+
+/// The lane's groups and members.
+#[derive(Debug)]
+pub(super) struct Lane {
+    /// Whether tasks may join ([`Engine::set_batch_lane`]).
+    pub(super) enabled: bool,
+    groups: Slab<Group>,
+    members: Slab<Member>,
+    /// The group of this input waiting for its dispatch pass: (link, group).
+    waiting: Option<(usize, u32)>,
+    /// When [`TimerKind::LaneWake`] is armed.
+    wake: Option<Instant>,
+    /// Tasks the lane ended itself (for tests).
+    ended: u64,
+}
+
+impl Lane {
+    /// An empty lane, turned on.
+    pub(super) fn new() -> Self {
+        Lane {
+            enabled: true,
+            groups: Slab::default(),
+            members: Slab::default(),
+            waiting: None,
+            wake: None,
+            ended: 0,
+        }
+    }
+
+    /// Members held.
+    pub(super) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether no member is held.
+    pub(super) fn is_empty(&self) -> bool {
+        self.members.len() == 0
+    }
+}
+
+/// What the members of one group share.
+#[derive(Debug)]
+struct Group {
+    /// The spec's parameters (its body and extension are the members').
+    spec: TaskSpec,
+    link: usize,
+    /// Admission: the budget's start, as an instant and on the timer table's scale.
+    admitted: Instant,
+    admitted_ns: u64,
+    /// The total deadline on the timer table's scale.
+    total_ns: u64,
+    retries: u32,
+    /// Members in admission order, with their ids (a slot is reused once its member left).
+    members: Vec<(u32, TaskId)>,
+    /// Members still held.
+    live: u32,
+    /// The pass that sent the group.
+    sent: Option<Sent>,
+}
+
+/// The dispatch pass that sent a group: one connection, one instant.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    conn: ConnId,
+    at: Instant,
+    ns: u64,
+    addr: IpPort,
+    addr_index: usize,
+    connect_start: Instant,
+    connected_at: Instant,
+}
+
+/// One task of a group.
+#[derive(Debug)]
+struct Member {
+    id: TaskId,
+    tag: u64,
+    order: u64,
+    group: u32,
+    cmd_id: CmdId,
+    body: Bytes,
+    extension: Bytes,
+    /// Set when the pass sent it: its attempt's timeouts and frame length.
+    sent: Option<(AttemptTimeouts, usize)>,
+}
+
+/// What a member holds of its spec.
+pub(super) struct Request {
+    pub(super) cmd_id: CmdId,
+    pub(super) body: Bytes,
+    pub(super) extension: Bytes,
+}
+
+impl Request {
+    /// The command, body and extension of `spec` (taken out of it).
+    pub(super) fn take(spec: &mut TaskSpec) -> Request {
+        Request {
+            cmd_id: spec.cmd_id,
+            body: std::mem::take(&mut spec.body),
+            extension: std::mem::take(&mut spec.extension),
+        }
+    }
+}
+
+/// Whether a spec may join the lane (what the lane does not carry).
+fn joins(spec: &TaskSpec) -> bool {
+    spec.encoder.is_none() && !spec.send_only && !spec.needs_auth && spec.long_polling.is_none()
+}
+
+impl Engine {
+    /// Turns the batch lane on or off (on by default). With it on, the usual task of a
+    /// batch costs less to admit, send and end; what the engine does is the same (see the
+    /// `lane` module's documentation), so this is for comparisons: a differential test runs
+    /// random scripts both ways and compares every action and event. Turning it off lets
+    /// no new task in; the tasks already there stay until they end or are demoted.
+    pub fn set_batch_lane(&mut self, on: bool) {
+        self.lane.enabled = on;
+    }
+
+    /// Whether the lane is on (for tests).
+    #[cfg(test)]
+    pub(crate) fn lane_on(&self) -> bool {
+        self.lane.enabled
+    }
+
+    /// Tasks the lane ended itself, not demoted first.
+    #[cfg(test)]
+    pub(crate) fn lane_ended(&self) -> u64 {
+        self.lane.ended
+    }
+
+    /// The group waiting for this input's dispatch pass, as (link, group), when `spec` may
+    /// join it.
+    ///
+    /// Design: the group's spec passed admission for the same link state in this input, so
+    /// a member only needs the body check.
+    #[inline]
+    pub(super) fn fits_waiting(&self, spec: &TaskSpec) -> Option<(usize, u32)> {
+        let (li, g) = self.lane.waiting?;
+        let group = self.lane.groups.get(g)?;
+        (spec.body.len() <= self.max_body_len && spec.same_params(&group.spec)).then_some((li, g))
+    }
+
+    /// The group waiting for this input's dispatch pass, as (link, group).
+    pub(super) fn lane_waiting(&self) -> Option<(usize, u32)> {
+        self.lane.waiting
+    }
+
+    /// Whether `(link, group)` is still the group waiting for this input's dispatch pass.
+    pub(super) fn lane_waits(&self, group: (usize, u32)) -> bool {
+        self.lane.waiting == Some(group)
+    }
+
+    /// Admits task `id` (its command, body and extension) into group `g` of link `li` (see
+    /// [`fits_waiting`](Self::fits_waiting)).
+    pub(super) fn join(&mut self, (li, g): (usize, u32), id: TaskId, tag: u64, request: Request) {
+        self.add_member(g, id, tag, request);
+        self.dirty[li] = true;
+    }
+
+    /// Whether task `id` is a lane member.
+    pub(super) fn in_lane(&self, id: TaskId) -> bool {
+        self.tasks.slot_of(&id).is_some_and(|s| s & LANE_SLOT != 0)
+    }
+
+    /// Whether task `id`, admitted to link `li`, may open a group: the spec has what the lane
+    /// carries and the link takes it in one pass now.
+    #[inline]
+    pub(super) fn opens_group(&self, li: usize, spec: &TaskSpec) -> bool {
+        self.lane.waiting.is_none() && joins(spec) && self.takes_group(li)
+    }
+
+    /// Whether link `li` can take a group in one pass as it is: connected, no resend window,
+    /// no regular task waiting.
+    fn takes_group(&self, li: usize) -> bool {
+        let link = &self.links[li];
+        matches!(&link.state, LinkState::Connected(s) if s.window.is_none())
+            && link.queue.is_empty()
+            && !link.refused
+    }
+
+    /// Opens a group for task `id` on link `li` (see [`opens_group`](Self::opens_group)),
+    /// with `spec`'s parameters; the task is its first member.
+    pub(super) fn open_group(
+        &mut self,
+        now: Instant,
+        li: usize,
+        id: TaskId,
+        tag: u64,
+        spec: &mut TaskSpec,
+    ) {
+        let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
+        let total = timeouts::task_total(
+            spec.server_cost,
+            retries,
+            spec.long_polling,
+            spec.total_timeout,
+        );
+        let admitted_ns = self.timers.now_ns(now);
+        let total_ns = self.timers.ns_after(now, total);
+        let template = spec.clone_params();
+        let g = self.lane.groups.insert_with(|_| Group {
+            spec: template,
+            link: li,
+            admitted: now,
+            admitted_ns,
+            total_ns,
+            retries,
+            members: Vec::new(),
+            live: 0,
+            sent: None,
+        });
+        self.add_member(g, id, tag, Request::take(spec));
+        self.lane.waiting = Some((li, g));
+        self.dirty[li] = true;
+        self.lane_wake_by(now + total);
+    }
+
+    fn add_member(&mut self, g: u32, id: TaskId, tag: u64, request: Request) {
+        let order = self.next_order;
+        self.next_order += 1;
+        let m = self.lane.members.insert_with(|_| Member {
+            id,
+            tag,
+            order,
+            group: g,
+            cmd_id: request.cmd_id,
+            body: request.body,
+            extension: request.extension,
+            sent: None,
+        });
+        self.tasks.insert_lane(id, LANE_SLOT | m);
+        if let Some(group) = self.lane.groups.get_mut(g) {
+            group.members.push((m, id));
+            group.live += 1;
+        }
+    }
+
+    /// Arms the lane's timer at `at` unless it is armed earlier.
+    fn lane_wake_by(&mut self, at: Instant) {
+        if self.lane.wake.is_none_or(|w| at < w) {
+            self.lane.wake = Some(at);
+            self.timers.set(TimerKind::LaneWake, at);
+        }
+    }
+
+    /// The start of link `li`'s dispatch pass: sends the group waiting for it, when the link
+    /// takes it as it is (returns true: the pass is done), or demotes it into the link's
+    /// queue for the regular pass (returns false).
+    pub(super) fn dispatch_lane(&mut self, li: usize, now: Instant) -> bool {
+        let Some((wl, g)) = self.lane.waiting else {
+            return false;
+        };
+        if wl != li {
+            return false;
+        }
+        self.lane.waiting = None;
+        if !self.takes_group(li) {
+            self.demote_group(g);
+            return false;
+        }
+        self.send_group(li, g, now);
+        true
+    }
+
+    /// Frames every member of group `g` onto one write to link `li` (connected, nothing
+    /// else queued): the regular pass's `send_task` for each, in admission order.
+    fn send_group(&mut self, li: usize, g: u32, now: Instant) {
+        let LinkState::Connected(s) = &self.links[li].state else {
+            return;
+        };
+        let sent = Sent {
+            conn: s.conn,
+            at: now,
+            ns: self.timers.now_ns(now),
+            addr: s.addr,
+            addr_index: s.addr_index,
+            connect_start: s.connect_start,
+            connected_at: s.connected_at,
+        };
+        let Some(group) = self.lane.groups.get_mut(g) else {
+            return;
+        };
+        group.sent = Some(sent);
+        let members = std::mem::take(&mut group.members);
+        let (freq, flow) = (
+            group.spec.limit_frequency && self.cfg.limits.frequency,
+            group.spec.limit_flow && self.cfg.limits.flow && self.net.is_mobile(),
+        );
+        let (server_cost, total_ns, retries) =
+            (group.spec.server_cost, group.total_ns, group.retries);
+        let mobile = self.net.is_mobile();
+        let excellent = self.estimator.quality() == NetQuality::Excellent;
+        let n = members.len();
+        let mut out = self.send_buffer(n);
+        let running_before = self.links[li].running;
+        let mut earliest: Option<Duration> = None;
+        // The last member's timeouts and the inputs they came from (see the loop).
+        let mut last = None;
+        for &(m, id) in &members {
+            let Some(member) = self.lane.members.get(m).filter(|x| x.id == id) else {
+                continue;
+            };
+            if freq || flow {
+                let body = member.body.clone();
+                if freq {
+                    if let Err(since) = self.freq.check(now, &body) {
+                        self.demote_member(m);
+                        self.limited(id, LimitKind::Frequency, since, now);
+                        continue;
+                    }
+                }
+                if flow && self.flow.check(now, body.len()).is_err() {
+                    self.demote_member(m);
+                    self.limited(id, LimitKind::Flow, body.len() as u64, now);
+                    continue;
+                }
+            }
+            let Some(member) = self.lane.members.get_mut(m).filter(|x| x.id == id) else {
+                continue;
+            };
+            let before = out.len();
+            let head = FrameHead::new(member.cmd_id, Seq::from(id));
+            if let Err(e) = self
+                .cfg
+                .codec
+                .encode(head, &member.body, &member.extension, &mut out)
+            {
+                out.truncate(before);
+                self.demote_member(m);
+                self.finish(id, now, Err(CodecFailure::Encode(e).into()));
+                continue;
+            }
+            let sent_len = out.len() - before;
+            self.stats.requests_sent += 1;
+            let link = &mut self.links[li];
+            // The formula's inputs that vary within a pass: the body's length and the
+            // running tasks ahead (capped).
+            let inputs = (
+                member.body.len(),
+                link.running.min(timeouts::MAX_QUEUED_AHEAD),
+            );
+            let t = match last {
+                Some((same, t)) if same == inputs => t,
+                _ => {
+                    let t = self.attempt_memo.attempt(
+                        &self.cfg.timing,
+                        timeouts::AttemptInputs {
+                            mobile,
+                            server_cost,
+                            long_polling: None,
+                            send_len: member.body.len(),
+                            queued_ahead: link.running,
+                            excellent,
+                        },
+                    );
+                    let t = match self.retry_room {
+                        Some(room) => retry_room_ns(room, sent.ns, Some(total_ns), retries, t),
+                        None => t,
+                    };
+                    last = Some((inputs, t));
+                    t
+                }
+            };
+            member.sent = Some((t, sent_len));
+            link.running += 1;
+            if self.task_sent_events {
+                self.events.push_back(Event::TaskSent {
+                    id,
+                    link: link.name.clone(),
+                    first_packet_timeout: t.first_packet,
+                });
+            }
+            earliest = Some(earliest.map_or(t.first_packet, |e| e.min(t.first_packet)));
+        }
+        if let Some(group) = self.lane.groups.get_mut(g) {
+            group.members = members;
+        }
+        if self.links[li].running > running_before {
+            self.arm_stall_probe(li, now);
+        }
+        self.note_frame_len(out.len(), n);
+        if let Some(first_packet) = earliest {
+            self.lane_wake_by(now + first_packet);
+        }
+        if !out.is_empty() {
+            self.write(li, now, out);
+        }
+    }
+
+    /// Whether member `m` (task `id`) is running on link `li`, so a response there is its
+    /// (the regular path's test: a task not running, or on another link, drops it).
+    pub(super) fn lane_expects(&self, li: usize, m: u32, id: TaskId) -> bool {
+        let Some(member) = self.lane.members.get(m).filter(|x| x.id == id) else {
+            return false;
+        };
+        let group = self.lane.groups.get(member.group);
+        member.sent.is_some() && group.is_some_and(|g| g.link == li && g.sent.is_some())
+    }
+
+    /// The accepted response of member `m` (task `id`, which
+    /// [`lane_expects`](Self::lane_expects) on link `li`) arrived whole: `on_response`'s
+    /// accepted path up to the task's end.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn lane_response(
+        &mut self,
+        li: usize,
+        m: u32,
+        id: TaskId,
+        cmd_id: CmdId,
+        body: Bytes,
+        extension: Option<Bytes>,
+        frame_len: usize,
+        now: Instant,
+    ) {
+        let Some(member) = self.lane.members.get(m).filter(|x| x.id == id) else {
+            return;
+        };
+        let Some((t, sent_len)) = member.sent else {
+            return;
+        };
+        let Some(group) = self.lane.groups.get(member.group) else {
+            return;
+        };
+        let Some(sent) = group.sent else {
+            return;
+        };
+        let (admitted, admitted_ns) = (group.admitted, group.admitted_ns);
+        let (tag, g) = (member.tag, member.group);
+        let link = &mut self.links[li];
+        if let LinkState::Connected(s) = &mut link.state {
+            if s.conn == sent.conn && s.newest_answered.is_none_or(|(at, _)| sent.ns >= at) {
+                s.newest_answered = Some((sent.ns, now));
+            }
+        }
+        let now_ns = self.timers.now_ns(now);
+        let cost = Duration::from_nanos(now_ns.saturating_sub(sent.ns));
+        self.estimator
+            .record(now, self.net.is_mobile(), sent_len + frame_len, Some(cost));
+        let took = Duration::from_nanos(now_ns.saturating_sub(admitted_ns));
+        if took >= WEAK_SLOW_TASK {
+            self.mark_weak(now);
+        } else if took < WEAK_FAST_TASK {
+            self.relieve_weak(now);
+        }
+        self.links[li].ended_running();
+        self.leave(m, id, g, |_| ());
+        // Written into a spare box where it lies (no profile built aside and copied in).
+        let mut profile = match self.spare_profiles.pop() {
+            Some(spare) => spare,
+            None => Box::new(TaskProfile::new(admitted)),
+        };
+        // Every field named, so a new one cannot be left holding an earlier task's value.
+        let TaskProfile {
+            queued_at,
+            ended_at,
+            attempts,
+            link,
+            addr,
+            connect_start,
+            connect_end,
+            send_start,
+            send_end,
+            first_byte,
+            last_byte,
+            decoded_at,
+            sent_bytes,
+            received_bytes,
+            first_packet_timeout,
+            zombie_rounds,
+            weak_network,
+        } = &mut *profile;
+        *queued_at = admitted;
+        *ended_at = now;
+        *attempts = 1;
+        *link = Some(self.links[li].name.clone());
+        *addr = Some(sent.addr);
+        *connect_start = Some(sent.connect_start);
+        *connect_end = Some(sent.connected_at);
+        *send_start = Some(sent.at);
+        *send_end = Some(sent.at);
+        *first_byte = Some(now);
+        *last_byte = Some(now);
+        *decoded_at = Some(now);
+        *sent_bytes = sent_len;
+        *received_bytes = frame_len;
+        *first_packet_timeout = Some(t.first_packet);
+        *zombie_rounds = 0;
+        *weak_network = false;
+        let response = Response {
+            cmd_id,
+            body,
+            extension,
+        };
+        self.emit_end_after(id, tag, Ok(response), profile, now, took);
+        self.lane.ended += 1;
+    }
+
+    /// Member `m` (task `id` of group `g`) leaves the lane; `take` gets what is needed of it
+    /// first (it is then dropped where it is stored).
+    fn leave<R>(
+        &mut self,
+        m: u32,
+        id: TaskId,
+        g: u32,
+        take: impl FnOnce(&mut Member) -> R,
+    ) -> Option<R> {
+        let r = self.lane.members.remove_with(m, take)?;
+        self.tasks.remove_lane(&id);
+        let empty = match self.lane.groups.get_mut(g) {
+            Some(group) => {
+                group.live -= 1;
+                group.live == 0
+            }
+            None => false,
+        };
+        if empty {
+            self.lane.groups.remove(g);
+            if self.lane.waiting.is_some_and(|(_, w)| w == g) {
+                self.lane.waiting = None;
+            }
+            if self.lane.is_empty() && self.lane.wake.take().is_some() {
+                self.timers.cancel(TimerKind::LaneWake);
+            }
+        }
+        Some(r)
+    }
+
+    /// Demotes every member: the lane is empty afterwards.
+    pub(super) fn demote_all(&mut self) {
+        if self.lane.is_empty() {
+            return;
+        }
+        let groups: Vec<u32> = self.lane.groups.indexes().collect();
+        for g in groups {
+            self.demote_group(g);
+        }
+    }
+
+    /// Demotes every member of group `g`, in admission order.
+    fn demote_group(&mut self, g: u32) {
+        let Some(group) = self.lane.groups.get_mut(g) else {
+            return;
+        };
+        let members = std::mem::take(&mut group.members);
+        for (m, id) in members {
+            if self.lane.members.get(m).is_some_and(|x| x.id == id) {
+                self.demote_member(m);
+            }
+        }
+    }
+
+    /// Turns member `m` into the regular task it stands for: queued (in its link's queue)
+    /// or running, with the timers, profile and counts the regular path would have given it.
+    /// (A member the dispatch pass refuses is demoted and ended at once: whether its limits
+    /// count as checked does not matter.)
+    pub(super) fn demote_member(&mut self, m: u32) {
+        let Some(member) = self.lane.members.get(m) else {
+            return;
+        };
+        let (id, g) = (member.id, member.group);
+        let Some(group) = self.lane.groups.get(g) else {
+            return;
+        };
+        let mut spec = group.spec.clone_params();
+        let (li, admitted, admitted_ns, total_ns, retries, sent) = (
+            group.link,
+            group.admitted,
+            group.admitted_ns,
+            group.total_ns,
+            group.retries,
+            group.sent,
+        );
+        let taken = self.leave(m, id, g, |x| {
+            spec.cmd_id = x.cmd_id;
+            spec.body = std::mem::take(&mut x.body);
+            spec.extension = std::mem::take(&mut x.extension);
+            (x.tag, x.order, x.sent)
+        });
+        let Some((tag, order, member_sent)) = taken else {
+            return;
+        };
+        let mut profile = TaskProfile::new(admitted);
+        let (state, attempts) = match (member_sent, sent) {
+            (Some((t, sent_len)), Some(sent)) => {
+                profile.attempts = 1;
+                profile.link = Some(self.links[li].name.clone());
+                profile.addr = Some(sent.addr);
+                profile.connect_start = Some(sent.connect_start);
+                profile.connect_end = Some(sent.connected_at);
+                profile.send_start = Some(sent.at);
+                profile.send_end = Some(sent.at);
+                profile.sent_bytes = sent_len;
+                profile.first_packet_timeout = Some(t.first_packet);
+                let attempt = Attempt {
+                    conn: sent.conn,
+                    sent_at: sent.at,
+                    sent_ns: sent.ns,
+                    timeouts: t,
+                    last_progress: None,
+                    sent_len,
+                    addr_index: sent.addr_index,
+                };
+                (TaskState::Running(attempt), 1)
+            }
+            _ => (TaskState::Queued, 0),
+        };
+        let priority = spec.priority;
+        let profile = Some(self.profile_box(profile));
+        let running = matches!(state, TaskState::Running(_));
+        let first_packet = match &state {
+            TaskState::Running(a) => Some(self.timers.ns_plus(a.sent_ns, a.timeouts.first_packet)),
+            TaskState::Queued => None,
+        };
+        let slot = self.tasks.insert_with(id, |slot| Task {
+            id,
+            slot,
+            tag,
+            link: li,
+            order,
+            retries_left: retries,
+            attempts,
+            budget_start: admitted,
+            queued_ns: admitted_ns,
+            state,
+            limits_checked: running,
+            auth_cleared: false,
+            profile,
+            spec,
+        });
+        self.timers
+            .set_task_ns(slot, TimerKind::TaskTotal(id), total_ns);
+        match first_packet {
+            Some(ns) => self
+                .timers
+                .set_task_ns(slot, TimerKind::FirstPacket(id), ns),
+            None => {
+                self.links[li].queue.insert((priority, order, id, slot));
+                self.dirty[li] = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! The batch lane (`engine/lane.rs`) changes the engine's bookkeeping, never what it does:
+//! random scripts run through two engines, one with the lane and one without, must give
+//! the same actions and events at the same instants.
+//!
+//! The scripts admit tasks in batches (most of them lane material, some not: send-only,
+//! gated by auth, on another link, with other parameters) and mix in every fault the
+//! simulated server and network can produce, so that members are demoted on every path:
+//! a timer, a cancel, the link closing or sending garbage, responses in pieces, a response
+//! the response check refuses, the frequency limit, network and app state changes, a reset.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use phobos_plugin_api::{AuthCheck, AuthError, CmdId, NetKind, Seq, TaskId};
+use proptest::prelude::*;
+
+use super::harness::{config_with, ms, secs, server_addr, Answer, Reach, Sim};
+use crate::{ConnectProfile, LinkConfig, ResponseCheck, ResponseVerdict, TaskSpec};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Wait(u32),
+    /// `n` tasks in one batch: `kind` picks their parameters per task (see `spec`). With
+    /// `like`, the engine with the lane admits a batch of one kind whose parameters do not
+    /// vary by task through [`Engine::queue_tasks_like`](crate::Engine::queue_tasks_like)
+    /// (the other engine admits each spec).
+    Batch {
+        n: u8,
+        kinds: Vec<u8>,
+        body: u8,
+        like: bool,
+    },
+    Cancel(usize),
+    /// One task alone, its response arriving in three pieces.
+    Dribble,
+    ServerClose,
+    Garbage,
+    HalfFrame,
+    Stall(bool),
+    HeartbeatReplies(bool),
+    Reach(u8),
+    NetworkChange(bool),
+    Foreground(bool),
+    Redo,
+    Reset,
+    AuthAnswer(u8),
+}
+
+/// A script step: waits and batches, and faults (each one of `fault()`) at `faults` to 24
+/// against them; with `lasting`, faults that last until the script undoes them too.
+fn op(faults: u32, lasting: bool) -> impl Strategy<Value = Op> {
+    let kinds = proptest::collection::vec(prop_oneof![6 => 0u8..8, 1 => 8u8..16], 1..4);
+    prop_oneof![
+        10 => (1u32..20_000).prop_map(Op::Wait),
+        14 => (1u8..40, kinds, any::<u8>(), any::<bool>())
+            .prop_map(|(n, kinds, body, like)| Op::Batch { n, kinds, body, like }),
+        faults => prop_oneof![
+            fault(),
+            if lasting { lasting_fault().boxed() } else { fault().boxed() },
+        ],
+    ]
+}
+
+/// Faults that happen once.
+fn fault() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0usize..256).prop_map(Op::Cancel),
+        Just(Op::Dribble),
+        Just(Op::ServerClose),
+        Just(Op::Garbage),
+        Just(Op::HalfFrame),
+        any::<bool>().prop_map(Op::NetworkChange),
+        any::<bool>().prop_map(Op::Foreground),
+        Just(Op::Redo),
+        Just(Op::Reset),
+    ]
+}
+
+/// Faults that last until the script undoes them.
+fn lasting_fault() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..4).prop_map(Op::AuthAnswer),
+        any::<bool>().prop_map(Op::Stall),
+        any::<bool>().prop_map(Op::HeartbeatReplies),
+        (0u8..3).prop_map(Op::Reach),
+    ]
+}
+
+/// The spec of task `i` of a batch: mostly lane material with a few parameter sets, some
+/// not (send-only, needs auth, another link, a long poll).
+fn spec(kind: u8, i: u8, body: u8) -> TaskSpec {
+    // Bodies repeat within a batch now and then, for the frequency limit; a first byte of
+    // 0xEE or 0xEF draws a refusal from the response check.
+    let first = match body % 16 {
+        0 => 0xEE,
+        1 => 0xEF,
+        _ => body,
+    };
+    let freq = kind % 5 == 0;
+    // Tasks under the frequency limit all carry one body, so that scripts reach the limit
+    // (105 identical bodies an hour).
+    let payload = if freq {
+        vec![0x42; 4]
+    } else {
+        vec![first, i % 3, body, 7]
+    };
+    let cmd = CmdId(1 + u32::from(kind % 3));
+    let spec = TaskSpec::new(cmd, payload).with_limits(true, freq);
+    match kind {
+        0..=7 => spec,
+        8 => spec.with_retry_count(u32::from(i % 3)),
+        9 => spec.with_retry_count(2),
+        // A budget the retry room shortens first-packet timeouts for.
+        10 => spec.with_total_timeout(secs(14)),
+        11 => spec.send_only(),
+        12 => spec.needs_auth(),
+        13 => spec.with_link("extra"),
+        14 => spec.with_priority(i % 6),
+        _ => spec.with_long_polling(secs(30)),
+    }
+}
+
+/// Refuses responses whose body starts with 0xEE (retry) or 0xEF (end).
+#[derive(Debug)]
+struct Picky;
+
+impl ResponseCheck for Picky {
+    fn check(&self, _id: TaskId, _cmd: CmdId, body: &[u8]) -> ResponseVerdict {
+        match body.first() {
+            Some(0xEE) => ResponseVerdict::Retry { code: 5 },
+            Some(0xEF) => ResponseVerdict::End { code: 6 },
+            _ => ResponseVerdict::Accept,
+        }
+    }
+}
+
+/// An auth plugin that never considers the session authenticated on its own.
+#[derive(Debug)]
+struct NeverAuthed;
+
+#[async_trait::async_trait]
+impl AuthCheck for NeverAuthed {
+    fn name(&self) -> &str {
+        "never"
+    }
+    fn is_authed(&self, _host: &str) -> bool {
+        false
+    }
+    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
+        Ok(())
+    }
+}
+
+/// How the compared engines are set up.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    seed: u64,
+    /// With a response check that refuses some responses.
+    picky: bool,
+    /// Mars's connect profile: no stall probe, resend window or retry room, so per-task
+    /// timeouts fire.
+    classic: bool,
+    /// Delays on the simulated network (5 % of deliveries).
+    lossy: bool,
+    /// The app starts in the foreground (where the weak-network detector works).
+    foreground: bool,
+}
+
+impl Arbitrary for Setup {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Setup>;
+
+    fn arbitrary_with(_: ()) -> Self::Strategy {
+        let flags = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
+        (any::<u64>(), flags)
+            .prop_map(|(seed, (picky, classic, lossy, foreground))| Setup {
+                seed,
+                picky,
+                classic,
+                lossy,
+                foreground,
+            })
+            .boxed()
+    }
+}
+
+fn sim(lane: bool, setup: Setup, t0: Instant) -> Sim {
+    let mut cfg = config_with(&[server_addr(1), server_addr(2)])
+        .link(LinkConfig::new("extra").addrs([server_addr(3)]))
+        .auth(Arc::new(NeverAuthed))
+        .seed(setup.seed);
+    if setup.picky {
+        cfg = cfg.response_check(Arc::new(Picky));
+    }
+    if setup.classic {
+        cfg = cfg.connect_profile(ConnectProfile::MarsClassic);
+    }
+    let mut sim = Sim::with_config_at(cfg.build().unwrap(), t0);
+    sim.engine.set_batch_lane(lane);
+    if setup.foreground {
+        sim.foreground(true);
+    }
+    sim.loss = if setup.lossy { 0.05 } else { 0.0 };
+    sim.reseed(setup.seed);
+    // A slow command (its tasks outlive other inputs and timers). Responses in pieces come
+    // from `Op::HalfFrame` and from `Op::Dribble` (one task alone in flight: the simulated
+    // server would interleave the pieces with other responses).
+    // Past the weak-network mark (5 s), within the first-packet timeout.
+    sim.script
+        .answer_by_cmd
+        .insert(CmdId(3), Answer::Delay(ms(5_500)));
+    sim
+}
+
+/// Runs `ops` on `sim`; returns the ids started.
+fn play(sim: &mut Sim, ops: &[Op]) -> Vec<TaskId> {
+    let mut started = Vec::new();
+    for op in ops {
+        match op {
+            Op::Wait(ms_) => sim.run_for(ms(u64::from(*ms_))),
+            Op::Batch {
+                n,
+                kinds,
+                body,
+                like,
+            } => {
+                let alike = *like && kinds.len() == 1 && ![8, 14].contains(&kinds[0]);
+                if alike && sim.engine.lane_on() {
+                    let params = spec(kinds[0], 0, *body);
+                    let requests = (0..*n).map(|i| {
+                        let task = spec(kinds[0], i, *body);
+                        (task.cmd_id, task.body.to_vec())
+                    });
+                    started.extend(sim.start_batch_like(&params, requests));
+                } else {
+                    let specs =
+                        (0..*n).map(|i| spec(kinds[usize::from(i) % kinds.len()], i, *body));
+                    started.extend(sim.start_batch(specs));
+                }
+            }
+            Op::Cancel(i) => {
+                if let Some(&id) = started.get(i % started.len().max(1)) {
+                    sim.engine.cancel_task(sim.now, id);
+                    sim.drain();
+                }
+            }
+            Op::Dribble => {
+                // Whatever is in flight ends first (a minute covers every answer and retry).
+                sim.run_until(Duration::from_secs(60), |s| s.engine.task_count() == 0);
+                sim.script.answer_by_cmd.insert(
+                    CmdId(9),
+                    Answer::Dribble {
+                        chunks: 3,
+                        every: ms(700),
+                    },
+                );
+                started.extend(sim.start_batch([TaskSpec::new(CmdId(9), vec![9; 30])]));
+            }
+            Op::ServerClose => {
+                if let Some(&c) = sim.open_conns().first() {
+                    sim.server_close(c);
+                }
+            }
+            Op::Garbage => {
+                if let Some(&c) = sim.open_conns().last() {
+                    sim.server_send(c, vec![0xAB; 33]);
+                }
+            }
+            Op::HalfFrame => {
+                if let (Some(&c), Some(&id)) = (sim.open_conns().first(), started.last()) {
+                    let frame = sim.frame(CmdId(1), Seq(id.0), &[1; 50]);
+                    sim.server_send(c, frame[..30].to_vec());
+                }
+            }
+            Op::Stall(on) => sim.script.answer = if *on { Answer::Never } else { Answer::Echo },
+            Op::HeartbeatReplies(on) => sim.script.heartbeat_replies = *on,
+            Op::Reach(r) => {
+                let reach = [Reach::Accept, Reach::Refuse, Reach::Blackhole][usize::from(*r)];
+                for a in 1..=3 {
+                    sim.script.reach.insert(server_addr(a), reach);
+                }
+            }
+            Op::NetworkChange(mobile) => {
+                let (kind, label) = if *mobile {
+                    (NetKind::Mobile, "mobile")
+                } else {
+                    (NetKind::Wifi, "wifi")
+                };
+                sim.engine.set_network(sim.now, kind, label);
+                sim.drain();
+            }
+            Op::Foreground(fg) => sim.foreground(*fg),
+            Op::Redo => {
+                sim.engine.redo_tasks(sim.now);
+                sim.drain();
+            }
+            Op::AuthAnswer(a) => {
+                sim.auth_answer = match a {
+                    0 => Some(Ok(())),
+                    1 => Some(Err(AuthError::Transient("busy".into()))),
+                    2 => Some(Err(AuthError::Rejected("no".into()))),
+                    _ => None,
+                };
+            }
+            Op::Reset => {
+                sim.engine.reset(sim.now);
+                sim.drain();
+            }
+        }
+    }
+    sim.script = Default::default();
+    sim.loss = 0.0;
+    sim.run_for(Duration::from_secs(30 * 60));
+    started
+}
+
+/// Every action and event as text, with its time.
+fn log(sim: &Sim) -> (Vec<String>, Vec<String>) {
+    let at = |t: std::time::Instant| t.duration_since(sim.t0).as_nanos();
+    let actions = sim
+        .actions
+        .iter()
+        .map(|(t, a)| format!("{} {a:?}", at(*t)))
+        .collect();
+    let events = sim
+        .events
+        .iter()
+        .map(|(t, e)| format!("{} {e:?}", at(*t)))
+        .collect();
+    (actions, events)
+}
+
+/// Runs `ops` with and without the lane and compares everything; returns how many tasks
+/// the lane ended itself (so a test can check that it was used at all).
+fn compare(ops: &[Op], setup: Setup) -> u64 {
+    let t0 = crate::tests::epoch::epoch();
+    let mut plain = sim(false, setup, t0);
+    let mut laned = sim(true, setup, t0);
+    let a = play(&mut plain, ops);
+    let b = play(&mut laned, ops);
+    assert_eq!(a, b);
+    let (pa, pe) = log(&plain);
+    let (la, le) = log(&laned);
+    for (i, (x, y)) in pa.iter().zip(&la).enumerate() {
+        assert_eq!(x, y, "action {i} differs");
+    }
+    assert_eq!(pa.len(), la.len(), "action counts differ");
+    for (i, (x, y)) in pe.iter().zip(&le).enumerate() {
+        assert_eq!(x, y, "event {i} differs");
+    }
+    assert_eq!(pe.len(), le.len(), "event counts differ");
+    assert_eq!(
+        format!("{:?}", plain.engine.stats()),
+        format!("{:?}", laned.engine.stats())
+    );
+    for id in &a {
+        assert!(laned.ends.contains_key(id), "{id} never ended");
+    }
+    assert_eq!(laned.engine.task_count(), 0);
+    laned.engine.lane_ended()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    /// Faults as often as batches.
+    #[test]
+    fn the_lane_changes_no_action_and_no_event(
+        ops in proptest::collection::vec(op(14, true), 1..50),
+        setup in any::<Setup>(),
+    ) {
+        let ended = compare(&ops, setup);
+        if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
+            eprintln!("lane ended {ended}");
+        }
+    }
+
+    /// Rare faults that pass, so most batches find the link up and take the lane, and the
+    /// faults that come find members to demote.
+    #[test]
+    fn the_lane_changes_nothing_when_faults_are_rare(
+        ops in proptest::collection::vec(op(3, false), 1..50),
+        setup in any::<Setup>(),
+    ) {
+        let ended = compare(&ops, setup);
+        if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
+            eprintln!("lane ended {ended}");
+        }
+    }
+}
+
+/// Batches on a healthy link end in the lane: the comparison above is not vacuous.
+#[test]
+fn a_healthy_link_ends_batches_in_the_lane() {
+    let batch = |n, body, like| Op::Batch {
+        n,
+        kinds: if like { vec![4] } else { vec![3, 4, 6] },
+        body,
+        like,
+    };
+    let ops = [
+        batch(5, 2, false),
+        Op::Wait(2_000),
+        batch(30, 3, false),
+        Op::Wait(1_000),
+        batch(30, 4, true),
+        Op::Wait(5_000),
+    ];
+    let setup = Setup {
+        seed: 9,
+        picky: false,
+        classic: false,
+        lossy: false,
+        foreground: true,
+    };
+    let ended = compare(&ops, setup);
+    assert!(ended >= 60, "the lane ended {ended} tasks");
+}
+
+/// A dense script with a fault of each kind while batches are in flight.
+#[test]
+fn a_dense_fault_script_gives_the_same_run() {
+    let batch = |n, kinds: &[u8], body| Op::Batch {
+        n,
+        kinds: kinds.to_vec(),
+        body,
+        like: true,
+    };
+    let ops = vec![
+        batch(8, &[2], 3),
+        Op::Wait(10),
+        batch(20, &[1, 2, 11], 16),
+        Op::Wait(100),
+        batch(10, &[2, 12, 3], 17),
+        Op::HalfFrame,
+        Op::Wait(300),
+        batch(12, &[0, 5], 5),
+        Op::Stall(true),
+        batch(12, &[4, 10], 6),
+        Op::Wait(9_000),
+        Op::Cancel(3),
+        Op::Garbage,
+        Op::Wait(3_000),
+        batch(6, &[3, 13], 8),
+        Op::ServerClose,
+        Op::Stall(false),
+        Op::Wait(2_000),
+        batch(9, &[2, 14], 9),
+        Op::NetworkChange(true),
+        batch(9, &[2], 10),
+        Op::Wait(1_000),
+        Op::Foreground(false),
+        batch(4, &[2], 11),
+        Op::Redo,
+        batch(4, &[2], 12),
+        Op::Wait(500),
+        Op::Reset,
+        Op::Wait(20_000),
+    ];
+    for (picky, classic) in [(false, false), (true, false), (false, true), (true, true)] {
+        let setup = Setup {
+            seed: 3,
+            picky,
+            classic,
+            lossy: true,
+            foreground: true,
+        };
+        compare(&ops, setup);
+    }
+}
+
+/// A batch of like tasks with a body too large in the middle: that task ends at admission
+/// (as a spec of its own would), the others go on in the lane.
+#[test]
+fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
+    let setup = Setup {
+        seed: 5,
+        picky: false,
+        classic: false,
+        lossy: false,
+        foreground: false,
+    };
+    let t0 = crate::tests::epoch::epoch();
+    let mut plain = sim(false, setup, t0);
+    let mut laned = sim(true, setup, t0);
+    let params = TaskSpec::new(CmdId(1), Vec::new());
+    let max = phobos_plugin_api::PacketCodec::max_frame_len(&*plain.codec);
+    let bodies =
+        |round: u8| (0..6u8).map(move |i| if i == 3 { vec![1; max] } else { vec![round, i] });
+    for round in 0..3u8 {
+        let specs = bodies(round).map(|b| TaskSpec::new(CmdId(1), b));
+        let a = plain.start_batch(specs);
+        let b = laned.start_batch_like(&params, bodies(round).map(|b| (CmdId(1), b)));
+        assert_eq!(a, b);
+        plain.run_for(ms(500));
+        laned.run_for(ms(500));
+    }
+    assert_eq!(log(&plain), log(&laned));
+    assert_eq!(laned.engine.lane_ended(), 10, "rounds 2 and 3 in the lane");
+    let too_large = laned
+        .ends
+        .values()
+        .filter(|(_, end)| {
+            matches!(
+                end.outcome,
+                Err(crate::TaskError::Param(
+                    crate::ParamError::BodyTooLarge { .. }
+                ))
+            )
+        })
+        .count();
+    assert_eq!(too_large, 3);
+}
