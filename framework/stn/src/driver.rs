@@ -40,8 +40,8 @@ use phobos_plugin_api::{
     ResolveError, ResolvedAddr,
 };
 use phobos_stn_proto::{
-    Action, CloseCause, ConnId, ConnectReport, DialError, Engine, Event, LinkName, LinkStatus,
-    RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
+    Action, CloseCause, ConnId, ConnectReport, DialError, Engine, Event, LikeTask, LinkName,
+    LinkStatus, RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn, Instrument, Span};
 
-use crate::batch::{BatchIndex, BatchOut, BatchStart};
+use crate::batch::{BatchIndex, BatchOut, BatchStart, BatchTasks};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
@@ -172,6 +172,7 @@ fn start(
         waiters: Slab::new(),
         cancel_index: CancelIndex::default(),
         batch_out: BatchOut::default(),
+        like_scratch: Vec::new(),
         end_metrics: EndMetrics::default(),
         outputs,
         watchdog,
@@ -262,6 +263,9 @@ struct Driver {
     cancel_index: CancelIndex,
     /// Ends of batch tasks, sent once per iteration.
     batch_out: BatchOut,
+    /// The tasks of one `start_like` command on their way into the engine (kept for its
+    /// allocation).
+    like_scratch: Vec<LikeTask>,
     /// The task-end metrics of this iteration.
     end_metrics: EndMetrics,
     outputs: Outputs,
@@ -658,12 +662,19 @@ impl Driver {
                 self.start(t, *spec, key, Reply::One(reply));
             }
             Command::StartBatch(mut batch) => {
-                let (first, specs, sink) = batch.take();
-                m::count(&m::TASKS_STARTED_KEY, specs.len() as u64);
-                let index = self.batch_out.hold(&sink, specs.len());
-                for (i, spec) in specs.into_iter().enumerate() {
-                    let key = TaskKey(first + i as u64);
-                    self.start(t, spec, key, Reply::Batch(index));
+                let (first, tasks, sink) = batch.take();
+                m::count(&m::TASKS_STARTED_KEY, tasks.len() as u64);
+                let index = self.batch_out.hold(&sink, tasks.len());
+                match tasks {
+                    BatchTasks::Specs(specs) => {
+                        for (i, spec) in specs.into_iter().enumerate() {
+                            let key = TaskKey(first + i as u64);
+                            self.start(t, spec, key, Reply::Batch(index));
+                        }
+                    }
+                    BatchTasks::Like { params, requests } => {
+                        self.start_like(t, &params, requests, first, index);
+                    }
                 }
             }
             Command::Cancel { key } => {
@@ -745,6 +756,51 @@ impl Driver {
         }
         entry.insert(Waiter { id, key, reply });
         self.cancel_index.started(key, tag as usize);
+    }
+
+    /// Admits the tasks of a [`TaskBatch::start_like`](crate::TaskBatch::start_like) call
+    /// (keys from `first` on), to be dispatched at the end of the command batch, and notes
+    /// who waits for their ends: [`start`](Self::start) for each, with the parameters looked
+    /// at once ([`Engine::queue_tasks_like`]).
+    fn start_like(
+        &mut self,
+        t: Instant,
+        params: &TaskSpec,
+        requests: Vec<(CmdId, Bytes)>,
+        first: u64,
+        batch: BatchIndex,
+    ) {
+        let mut tasks = std::mem::take(&mut self.like_scratch);
+        tasks.clear();
+        for (i, (cmd, body)) in requests.into_iter().enumerate() {
+            let key = TaskKey(first + i as u64);
+            let entry = self.waiters.vacant_entry();
+            let tag = entry.key();
+            // The id is the engine's to give, a moment later.
+            entry.insert(Waiter {
+                id: TaskId(0),
+                key,
+                reply: Reply::Batch(batch),
+            });
+            self.cancel_index.started(key, tag);
+            tasks.push(LikeTask::new(cmd, body, tag as u64));
+        }
+        self.engine.queue_tasks_like(t, params, &mut tasks);
+        let trace = tracing::enabled!(tracing::Level::TRACE);
+        for task in &tasks {
+            let tag = task.tag as usize;
+            if let Some(w) = self.waiters.get_mut(tag) {
+                w.id = task.id;
+            }
+            if trace {
+                trace!(task = %task.id, link = %params.link, "task started");
+            }
+            let span = task_span(task.id, task.cmd_id);
+            if !span.is_disabled() {
+                self.task_spans.insert(tag, span);
+            }
+        }
+        self.like_scratch = tasks;
     }
 
     /// Drains the engine's outputs: actions first, then events, until both are empty.

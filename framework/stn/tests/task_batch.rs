@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{
     BatchEnd, BlockingClient, Client, ClientConfig, ErrorKind, LocalError, TaskBatch, TaskError,
-    TaskKey, TaskSpec,
+    TaskKey, TaskKeys, TaskSpec,
 };
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
@@ -238,4 +239,127 @@ fn a_runtime_dropped_mid_batch_still_ends_every_task_with_reset() {
     keys.sort_unstable();
     keys.dedup();
     assert_eq!(keys.len(), 10, "one end per task");
+}
+
+/// `start_like`: one set of parameters, a command id and body per task.
+fn like(batch: &mut TaskBatch, params: &TaskSpec, range: std::ops::Range<u32>) -> TaskKeys {
+    let requests = range.map(|i| (CmdId(8), Bytes::from(format!("like {i}").into_bytes())));
+    batch.start_like(params, requests)
+}
+
+#[tokio::test(start_paused = true)]
+async fn like_tasks_each_get_their_own_response_once_with_the_shared_parameters() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let mut batch = client.task_batch();
+    // The first call finds the link down (regular tasks); the later ones find it up.
+    let params = TaskSpec::new(CmdId(0), &b"ignored"[..]).with_retry_count(0);
+    let mut all = Vec::new();
+    for round in 0..3u32 {
+        let keys = like(&mut batch, &params, round * 50..round * 50 + 50);
+        assert_eq!(keys.len(), 50);
+        all.push(keys);
+        let ends = all_ends(&mut batch).await;
+        assert_eq!(ends.len(), 50);
+        for (i, key) in keys.enumerate() {
+            let end = &ends[&key];
+            let response = end.outcome.as_ref().expect("echoed");
+            assert_eq!(response.cmd_id, CmdId(8));
+            assert_eq!(
+                &response.body[..],
+                format!("like {}", round * 50 + i as u32).as_bytes()
+            );
+            let profile = end.profile.as_ref().unwrap();
+            assert_eq!(profile.attempts, 1);
+            assert!(profile.send_start.is_some() && profile.decoded_at.is_some());
+            assert_eq!(profile.link.as_ref().unwrap().as_str(), "default-longlink");
+        }
+    }
+    // The parameters' body was not sent: every frame carries its own.
+    let frames = server.task_frames();
+    assert_eq!(frames.len(), 150);
+    assert!(frames.iter().all(|f| f.head.cmd_id == CmdId(8)));
+    assert!(frames.iter().all(|f| !f.body.starts_with(b"ignored")));
+    assert!(batch.start_like(&params, Vec::new()).is_empty());
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn like_tasks_refused_by_their_parameters_all_end_with_the_parameter_error() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let mut batch = client.task_batch();
+    let bad = TaskSpec::new(CmdId(0), Bytes::new()).with_priority(9);
+    let keys = like(&mut batch, &bad, 0..5);
+    let ends = all_ends(&mut batch).await;
+    for key in keys {
+        assert_eq!(
+            ends[&key].outcome.as_ref().unwrap_err().kind(),
+            ErrorKind::Param
+        );
+    }
+    assert_eq!(server.task_frames().len(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn like_tasks_survive_the_link_dying_and_a_cancel_exactly_once() {
+    // The first connection answers a warm-up task and five more, then stalls the rest until
+    // the server closes it after the cancel; the next connection answers everything.
+    let mut first = ConnScript::echo();
+    for _ in 0..6 {
+        first = first.reply(Reply::echo());
+    }
+    let server = MockLongLinkServer::builder(codec())
+        .script(first.default_reply(Reply::stall()))
+        .default_script(ConnScript::echo())
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    // Connected before the batch, so its tasks go the lane's way.
+    let warm_up = client.start_task(spec(0)).await;
+    assert!(warm_up.is_ok());
+    let mut batch = client.task_batch();
+    let params = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(2);
+    let keys: Vec<TaskKey> = like(&mut batch, &params, 0..20).collect();
+    server.wait_for_task_frames(20).await;
+    let mut ends = Vec::new();
+    while ends.len() < 5 {
+        batch.recv_many(&mut ends).await;
+    }
+    batch.cancel(keys[19]);
+    assert!(server.close(0));
+    let mut rest = all_ends(&mut batch).await;
+    for end in ends {
+        assert!(rest.insert(end.key, end).is_none(), "ended twice");
+    }
+    assert_eq!(rest.len(), 20);
+    assert_eq!(
+        rest[&keys[19]].outcome.as_ref().unwrap_err(),
+        &TaskError::Canceled
+    );
+    let ok = rest.values().filter(|e| e.outcome.is_ok()).count();
+    assert_eq!(
+        ok, 19,
+        "the others succeed, on the second connection if need be"
+    );
+    assert!(server.connection_count() >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn like_tasks_started_after_shutdown_end_with_reset() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let mut batch = client.task_batch();
+    client.shutdown().await;
+    let params = TaskSpec::new(CmdId(0), Bytes::new());
+    let keys = like(&mut batch, &params, 0..4);
+    let ends = all_ends(&mut batch).await;
+    assert_eq!(ends.len(), 4);
+    for key in keys {
+        assert_eq!(
+            ends[&key].outcome.as_ref().unwrap_err(),
+            &TaskError::Local(LocalError::Reset)
+        );
+    }
 }
