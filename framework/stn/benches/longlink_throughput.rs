@@ -33,6 +33,8 @@
 //!   tasks outstanding on one [`TaskBatch`](phobos_stn::TaskBatch): it starts `N`, then on
 //!   every batch of ends it receives checks each end and starts one replacement per end,
 //!   all replacements of one batch in one `start` call.
+//! - **pho-like**: phobos-batch with its replacements started by `start_like` (one set of
+//!   parameters, a command id and body per task) instead of one spec per task.
 //!
 //! The ratio that isolates Phobos's own cost is phobos / raw-mux: both pay the per-request
 //! task wake-ups, channel hops and oneshots of independent callers, which raw does not.
@@ -46,7 +48,8 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|raw|raw-mux`, `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux`,
+//! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -111,14 +114,20 @@ fn main() {
             .ok()
             .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
             .unwrap_or_else(|| IN_FLIGHT.to_vec());
-        if matches!(only.as_str(), "phobos" | "phobos-batch" | "raw" | "raw-mux") {
+        if matches!(
+            only.as_str(),
+            "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux"
+        ) {
             // Profiling aid: one client alone.
             for &n in &levels {
                 match only.as_str() {
                     "phobos" => phobos_run(addr, n, total).await.print(n, "phobos", None),
                     "raw" => raw_run(addr, n, total).await.print(n, "raw", None),
                     "raw-mux" => mux_run(addr, n, total).await.print(n, "raw-mux", None),
-                    _ => phobos_batch_run(addr, n, total)
+                    "phobos-like" => phobos_batch_run(addr, n, total, true)
+                        .await
+                        .print(n, "pho-like", None),
+                    _ => phobos_batch_run(addr, n, total, false)
                         .await
                         .print(n, "pho-batch", None),
                 }
@@ -133,19 +142,22 @@ fn main() {
         for n in levels.into_iter().filter(|_| only != "memory") {
             // Rounds alternate the four clients, so a load change on the machine hits all
             // of them; each figure is the median over the rounds.
-            let (mut raw, mut mux, mut pho, mut bat) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut raw, mut mux, mut pho, mut bat, mut like) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 raw.push(raw_run(addr, n, total).await);
                 mux.push(mux_run(addr, n, total).await);
                 pho.push(phobos_run(addr, n, total).await);
-                bat.push(phobos_batch_run(addr, n, total).await);
+                bat.push(phobos_batch_run(addr, n, total, false).await);
+                like.push(phobos_batch_run(addr, n, total, true).await);
             }
-            let (raw, mux, pho, bat) = (median(raw), median(mux), median(pho), median(bat));
+            let (raw, mux, pho) = (median(raw), median(mux), median(pho));
+            let (bat, like) = (median(bat), median(like));
             raw.print(n, "raw", None);
             mux.print(n, "raw-mux", Some(mux.tasks_per_sec / raw.tasks_per_sec));
             pho.print(n, "phobos", Some(pho.tasks_per_sec / raw.tasks_per_sec));
             bat.print(n, "pho-batch", Some(bat.tasks_per_sec / raw.tasks_per_sec));
+            like.print(n, "pho-like", Some(like.tasks_per_sec / raw.tasks_per_sec));
             println!(
                 "{:>9} {:>8} phobos / raw-mux = {:.0} % of the throughput; CPU per task: \
                  phobos / raw = {:.2}, phobos / raw-mux = {:.2}",
@@ -452,16 +464,22 @@ async fn phobos_callers(
 
 /// Phobos through the batch API: one caller keeps `in_flight` tasks outstanding on one
 /// `TaskBatch`, replacing each batch of ends with one `start` call.
-async fn phobos_batch_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+/// The phobos-batch client (`like`: the pho-like one).
+async fn phobos_batch_run(
+    addr: SocketAddr,
+    in_flight: usize,
+    total: usize,
+    like: bool,
+) -> RunResult {
     let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
         .link_addrs("default-longlink", [addr.into()])
         .build()
         .expect("config");
     let client = Client::start(config).expect("client");
     let body = Bytes::from(vec![0xABu8; BODY_LEN]);
-    phobos_batch(&client, &body, in_flight, total / 10 + 1).await;
+    phobos_batch(&client, &body, in_flight, total / 10 + 1, like).await;
     let (t0, c0) = (Instant::now(), cpu_time());
-    let lat = phobos_batch(&client, &body, in_flight, total).await;
+    let lat = phobos_batch(&client, &body, in_flight, total, like).await;
     let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat);
     client.shutdown().await;
     result
@@ -472,10 +490,11 @@ async fn phobos_batch(
     body: &Bytes,
     in_flight: usize,
     total: usize,
+    like: bool,
 ) -> Vec<Duration> {
     // A runtime task like the callers of the `phobos` row (not the `block_on` thread).
     let (client, body) = (client.clone(), body.clone());
-    tokio::spawn(async move { phobos_batch_caller(&client, &body, in_flight, total).await })
+    tokio::spawn(async move { phobos_batch_caller(&client, &body, in_flight, total, like).await })
         .await
         .expect("caller")
 }
@@ -485,9 +504,19 @@ async fn phobos_batch_caller(
     body: &Bytes,
     in_flight: usize,
     total: usize,
+    like: bool,
 ) -> Vec<Duration> {
     let spec = || TaskSpec::new(CmdId(7), body.clone()).with_limits(false, false);
+    let params = TaskSpec::new(CmdId(7), Bytes::new()).with_limits(false, false);
     let mut batch = client.task_batch();
+    // `n` more tasks, by one spec each or one set of parameters.
+    let start = |batch: &mut phobos_stn::TaskBatch, n: usize| {
+        if like {
+            batch.start_like(&params, (0..n).map(|_| (CmdId(7), body.clone())))
+        } else {
+            batch.start((0..n).map(|_| spec()))
+        }
+    };
     // Indexed by key - base (this caller is the client's only one, so its keys are
     // consecutive): when the task started, and whether it still waits for its end.
     let mut started_at: Vec<Instant> = Vec::with_capacity(total + 1);
@@ -495,7 +524,7 @@ async fn phobos_batch_caller(
     let mut latencies = Vec::with_capacity(total);
     let first = in_flight.min(total);
     let t = Instant::now();
-    let keys = batch.start((0..first).map(|_| spec()));
+    let keys = start(&mut batch, first);
     let base = keys.first().expect("at least one task").get();
     started_at.resize(first, t);
     waiting.resize(first, true);
@@ -516,7 +545,7 @@ async fn phobos_batch_caller(
         let more = ends.len().min(total - sent);
         if more > 0 {
             let t = Instant::now();
-            let keys = batch.start((0..more).map(|_| spec()));
+            let keys = start(&mut batch, more);
             assert_eq!(keys.first().map(|k| k.get()), Some(base + sent as u64));
             started_at.resize(sent + more, t);
             waiting.resize(sent + more, true);
