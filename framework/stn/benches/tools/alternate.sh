@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Alternating runs of bench binaries (say the previous version's and this one's), each run
-# all four clients once at one in-flight level against a fresh echo server, printing each
-# run's raw, pho-batch and phobos tasks/s (CPU µs per task in brackets) and pho-batch ÷ raw
-# of that same run. Machine load moves every figure; alternating spreads it over all
+# all the clients once at one in-flight level against a fresh echo server, printing each
+# run's raw, pho-batch and phobos tasks/s (CPU µs per task in brackets), pho-batch ÷ raw of
+# that same run, and pho-like with its ratio (builds that have the row). Machine load moves
+# every figure; alternating spreads it over all
 # binaries, so compare medians over the rounds.
 #
 # Usage: alternate.sh <rounds> <in-flight> <bench binary>...
@@ -14,8 +15,10 @@ for r in $(seq 1 $rounds); do
     raw=$(echo "$out" | awk -v n=$inf '$1==n && $2=="raw"{print $3}')
     bat=$(echo "$out" | awk -v n=$inf '$1==n && $2=="pho-batch"{print $3}')
     pho=$(echo "$out" | awk -v n=$inf '$1==n && $2=="phobos"{print $3}')
+    like=$(echo "$out" | awk -v n=$inf '$1==n && $2=="pho-like"{print $3}')
     batcpu=$(echo "$out" | awk -v n=$inf '$1==n && $2=="pho-batch"{print $NF}')
     rawcpu=$(echo "$out" | awk -v n=$inf '$1==n && $2=="raw"{print $NF}')
-    echo "$r $(basename "$b") raw=$raw ($rawcpu) pho-batch=$bat ($batcpu) phobos=$pho ratio=$(awk -v a=$bat -v b=$raw 'BEGIN{printf "%.0f", 100*a/b}')%"
+    ratio() { awk -v a="$1" -v b="$raw" 'BEGIN{if (a == "") print "-"; else printf "%.0f%%", 100*a/b}'; }
+    echo "$r $(basename "$b") raw=$raw ($rawcpu) pho-batch=$bat ($batcpu) phobos=$pho ratio=$(ratio "$bat") pho-like=${like:--} like-ratio=$(ratio "$like")"
   done
 done
