@@ -77,7 +77,12 @@ pub(super) struct Lane {
     wake: Option<Instant>,
     /// Tasks the lane ended itself (for tests).
     ended: u64,
+    /// Member lists of freed groups, kept for their allocation.
+    spare_lists: Vec<Vec<(u32, TaskId)>>,
 }
+
+/// Most member lists [`Lane::spare_lists`] keeps.
+const SPARE_LISTS: usize = 16;
 
 impl Lane {
     /// An empty lane, turned on.
@@ -89,6 +94,7 @@ impl Lane {
             waiting: None,
             wake: None,
             ended: 0,
+            spare_lists: Vec::new(),
         }
     }
 
@@ -264,6 +270,7 @@ impl Engine {
         let admitted_ns = self.timers.now_ns(now);
         let total_ns = self.timers.ns_after(now, total);
         let template = spec.clone_params();
+        let members = self.lane.spare_lists.pop().unwrap_or_default();
         let g = self.lane.groups.insert_with(|_| Group {
             spec: template,
             link: li,
@@ -271,7 +278,7 @@ impl Engine {
             admitted_ns,
             total_ns,
             retries,
-            members: Vec::new(),
+            members,
             live: 0,
             sent: None,
         });
@@ -579,8 +586,13 @@ impl Engine {
             }
             None => false,
         };
-        if empty {
-            self.lane.groups.remove(g);
+        if let Some(mut group) = empty.then(|| self.lane.groups.remove(g)).flatten() {
+            if self.lane.spare_lists.len() < SPARE_LISTS {
+                group.members.clear();
+                self.lane
+                    .spare_lists
+                    .push(std::mem::take(&mut group.members));
+            }
             if self.lane.waiting.is_some_and(|(_, w)| w == g) {
                 self.lane.waiting = None;
             }
