@@ -162,8 +162,9 @@ impl TaskBatch {
     /// the order of `requests`.
     ///
     /// Design: the driver and the core look at the parameters once per call, not once per
-    /// task, and no spec is built, moved or dropped per task; at 100 tasks in flight that is
-    /// about a sixth of a batch task's cost (`docs/lab/throughput.md`).
+    /// task, and no spec is built, moved or dropped per task; in the benchmark at 100 tasks
+    /// in flight that is about 320 of a batch task's 2,800 instructions
+    /// (`docs/lab/throughput.md`).
     ///
     /// ```no_run
     /// # async fn demo(client: phobos_stn::Client) {
