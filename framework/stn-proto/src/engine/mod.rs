@@ -3444,6 +3444,6 @@ const MAX_RETRIES: u32 = 30;
 const MAX_SERVER_COST: Duration = Duration::from_millis(120_000);
 const MAX_TOTAL_TIMEOUT: Duration = Duration::from_millis(600_000);
 /// Task ids wrap back to 1 here (Mars's app-side generator).
-const TASK_ID_WRAP: u32 = 0xFFFF_FFF0;
+pub(crate) const TASK_ID_WRAP: u32 = 0xFFFF_FFF0;
 /// Reported when a codec returns a frame whose ranges do not fit the buffer.
 const BAD_FRAME_LEN: phobos_plugin_api::DecodeError = phobos_plugin_api::DecodeError::Other(0);
