@@ -225,49 +225,10 @@ impl TaskSpec {
     /// A copy of everything but the body and extension (left empty): the parameters a
     /// batch lane group shares.
     pub(crate) fn clone_params(&self) -> TaskSpec {
-        let TaskSpec {
-            cmd_id,
-            body: _,
-            extension: _,
-            channel,
-            link,
-            priority,
-            retry_count,
-            total_timeout,
-            server_cost,
-            send_only,
-            needs_auth,
-            long_polling,
-            auth_host,
-            limit_flow,
-            limit_frequency,
-            network_sensitive,
-            short_hosts,
-            path,
-            headers,
-            encoder,
-        } = self;
         TaskSpec {
-            cmd_id: *cmd_id,
             body: Bytes::new(),
             extension: Bytes::new(),
-            channel: *channel,
-            link: link.clone(),
-            priority: *priority,
-            retry_count: *retry_count,
-            total_timeout: *total_timeout,
-            server_cost: *server_cost,
-            send_only: *send_only,
-            needs_auth: *needs_auth,
-            long_polling: *long_polling,
-            auth_host: auth_host.clone(),
-            limit_flow: *limit_flow,
-            limit_frequency: *limit_frequency,
-            network_sensitive: *network_sensitive,
-            short_hosts: short_hosts.clone(),
-            path: path.clone(),
-            headers: headers.clone(),
-            encoder: encoder.clone(),
+            ..self.clone()
         }
     }
 

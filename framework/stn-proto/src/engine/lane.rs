@@ -47,14 +47,14 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use phobos_plugin_api::{CmdId, FrameHead, IpPort, Seq, TaskId};
+use phobos_plugin_api::{CmdId, IpPort, TaskId};
 
 use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{
-    retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES, WEAK_FAST_TASK,
-    WEAK_SLOW_TASK,
+    frame, limits_of, retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES,
+    WEAK_FAST_TASK, WEAK_SLOW_TASK,
 };
-use crate::error::{CodecFailure, LimitKind};
+use crate::error::CodecFailure;
 use crate::io::{ConnId, Event};
 use crate::slab::Slab;
 use crate::task::{Response, TaskProfile, TaskSpec};
@@ -355,10 +355,7 @@ impl Engine {
         };
         group.sent = Some(sent);
         let members = std::mem::take(&mut group.members);
-        let (freq, flow) = (
-            group.spec.limit_frequency && self.cfg.limits.frequency,
-            group.spec.limit_flow && self.cfg.limits.flow && self.net.is_mobile(),
-        );
+        let (freq, flow) = limits_of(&self.cfg, self.net, &group.spec);
         let (server_cost, total_ns, retries) =
             (group.spec.server_cost, group.total_ns, group.retries);
         let mobile = self.net.is_mobile();
@@ -375,35 +372,24 @@ impl Engine {
             };
             if freq || flow {
                 let body = member.body.clone();
-                if freq {
-                    if let Err(since) = self.freq.check(now, &body) {
-                        self.demote_member(m);
-                        self.limited(id, LimitKind::Frequency, since, now);
-                        continue;
-                    }
-                }
-                if flow && self.flow.check(now, body.len()).is_err() {
+                if let Some((kind, param)) = self.check_limits(now, &body, freq, flow) {
                     self.demote_member(m);
-                    self.limited(id, LimitKind::Flow, body.len() as u64, now);
+                    self.limited(id, kind, param, now);
                     continue;
                 }
             }
             let Some(member) = self.lane.members.get_mut(m).filter(|x| x.id == id) else {
                 continue;
             };
-            let before = out.len();
-            let head = FrameHead::new(member.cmd_id, Seq::from(id));
-            if let Err(e) = self
-                .cfg
-                .codec
-                .encode(head, &member.body, &member.extension, &mut out)
-            {
-                out.truncate(before);
-                self.demote_member(m);
-                self.finish(id, now, Err(CodecFailure::Encode(e).into()));
-                continue;
-            }
-            let sent_len = out.len() - before;
+            let (cmd, body, ext) = (member.cmd_id, &member.body, &member.extension);
+            let sent_len = match frame(&*self.cfg.codec, cmd, id, body, ext, &mut out) {
+                Ok(len) => len,
+                Err(e) => {
+                    self.demote_member(m);
+                    self.finish(id, now, Err(CodecFailure::Encode(e).into()));
+                    continue;
+                }
+            };
             self.stats.requests_sent += 1;
             let link = &mut self.links[li];
             // The formula's inputs that vary within a pass: the body's length and the
@@ -473,15 +459,11 @@ impl Engine {
     /// The accepted response of member `m` (task `id`, which
     /// [`lane_expects`](Self::lane_expects) on link `li`) arrived whole: `on_response`'s
     /// accepted path up to the task's end.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn lane_response(
         &mut self,
         li: usize,
-        m: u32,
-        id: TaskId,
-        cmd_id: CmdId,
-        body: Bytes,
-        extension: Option<Bytes>,
+        (m, id): (u32, TaskId),
+        response: Response,
         frame_len: usize,
         now: Instant,
     ) {
@@ -559,11 +541,6 @@ impl Engine {
         *first_packet_timeout = Some(t.first_packet);
         *zombie_rounds = 0;
         *weak_network = false;
-        let response = Response {
-            cmd_id,
-            body,
-            extension,
-        };
         self.emit_end_after(id, tag, Ok(response), profile, now, took);
         self.lane.ended += 1;
     }

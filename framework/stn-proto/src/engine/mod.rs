@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use phobos_plugin_api::{
-    AddrSource, AuthError, CmdId, Decoded, FrameHead, FrameKind, HeartbeatContext, HeartbeatPolicy,
-    IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, PacketCodec, RawFrame,
-    ResolveError, ResolvedAddr, Seq, TaskId,
+    AddrSource, AuthError, CmdId, Decoded, EncodeError, FrameHead, FrameKind, HeartbeatContext,
+    HeartbeatPolicy, IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, PacketCodec,
+    RawFrame, ResolveError, ResolvedAddr, Seq, TaskId,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -1538,18 +1538,11 @@ impl Engine {
         // twice when the link was down, §18.11).
         if !task.limits_checked {
             task.limits_checked = true;
-            let freq = task.spec.limit_frequency && self.cfg.limits.frequency;
-            let flow = task.spec.limit_flow && self.cfg.limits.flow && self.net.is_mobile();
+            let (freq, flow) = limits_of(&self.cfg, self.net, &task.spec);
             if freq || flow {
                 let body = task.spec.body.clone();
-                if freq {
-                    if let Err(since) = self.freq.check(now, &body) {
-                        self.limited(id, LimitKind::Frequency, since, now);
-                        return;
-                    }
-                }
-                if flow && self.flow.check(now, body.len()).is_err() {
-                    self.limited(id, LimitKind::Flow, body.len() as u64, now);
+                if let Some((kind, param)) = self.check_limits(now, &body, freq, flow) {
+                    self.limited(id, kind, param, now);
                     return;
                 }
             }
@@ -1557,18 +1550,14 @@ impl Engine {
         let Some(task) = self.tasks.at_slot_mut(slot).filter(|t| t.id == id) else {
             return;
         };
-        let before = out.len();
-        let head = FrameHead::new(task.spec.cmd_id, Seq::from(id));
-        if let Err(e) = self
-            .cfg
-            .codec
-            .encode(head, &task.spec.body, &task.spec.extension, out)
-        {
-            out.truncate(before);
-            self.finish(id, now, Err(CodecFailure::Encode(e).into()));
-            return;
-        }
-        let sent_len = out.len() - before;
+        let (cmd, body, ext) = (task.spec.cmd_id, &task.spec.body, &task.spec.extension);
+        let sent_len = match frame(&*self.cfg.codec, cmd, id, body, ext, out) {
+            Ok(len) => len,
+            Err(e) => {
+                self.finish(id, now, Err(CodecFailure::Encode(e).into()));
+                return;
+            }
+        };
         self.stats.requests_sent += 1;
         let link = &mut self.links[li];
         let LinkState::Connected(s) = &link.state else {
@@ -1646,6 +1635,26 @@ impl Engine {
         let slot = task.slot;
         self.timers
             .set_task_after(slot, TimerKind::FirstPacket(id), now, t.first_packet);
+    }
+
+    /// Runs the limits a task is subject to (`freq`, `flow`) on its `body`: the limit that
+    /// refuses it and the refusal's parameter, if one does.
+    fn check_limits(
+        &mut self,
+        now: Instant,
+        body: &[u8],
+        freq: bool,
+        flow: bool,
+    ) -> Option<(LimitKind, u64)> {
+        if freq {
+            if let Err(since) = self.freq.check(now, body) {
+                return Some((LimitKind::Frequency, since));
+            }
+        }
+        if flow && self.flow.check(now, body.len()).is_err() {
+            return Some((LimitKind::Flow, body.len() as u64));
+        }
+        None
     }
 
     /// Tasks started running on link `li`: its stall probe (if on) is armed unless it
@@ -1846,7 +1855,12 @@ impl Engine {
             }
             match self.check_response(id, cmd_id, &body) {
                 ResponseVerdict::Accept => {
-                    self.lane_response(li, m, id, cmd_id, body, extension, frame_len, now);
+                    let response = Response {
+                        cmd_id,
+                        body,
+                        extension,
+                    };
+                    self.lane_response(li, (m, id), response, frame_len, now);
                     return self.after_success(li, now);
                 }
                 refused => {
@@ -3371,6 +3385,35 @@ impl RetryRoom {
             reserve_ns: nanos(rec.min_attempt).saturating_add(nanos(cfg.timing.retry_pause)),
             min_attempt_ns: nanos(rec.min_attempt),
         })
+    }
+}
+
+/// Which limits a task of `spec` is subject to on its first dispatch, under `cfg` on network
+/// `net`: (frequency, flow).
+fn limits_of(cfg: &Config, net: NetKind, spec: &TaskSpec) -> (bool, bool) {
+    let freq = spec.limit_frequency && cfg.limits.frequency;
+    let flow = spec.limit_flow && cfg.limits.flow && net.is_mobile();
+    (freq, flow)
+}
+
+/// Frames a request for task `id` onto `out` with `codec`; returns the frame's length, or
+/// the codec's error with `out` as it was.
+fn frame(
+    codec: &dyn PacketCodec,
+    cmd_id: CmdId,
+    id: TaskId,
+    body: &[u8],
+    extension: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, EncodeError> {
+    let before = out.len();
+    let head = FrameHead::new(cmd_id, Seq::from(id));
+    match codec.encode(head, body, extension, out) {
+        Ok(()) => Ok(out.len() - before),
+        Err(e) => {
+            out.truncate(before);
+            Err(e)
+        }
     }
 }
 

@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use phobos_plugin_api::{AuthCheck, AuthError, CmdId, NetKind, Seq, TaskId};
+use phobos_plugin_api::{CmdId, TaskId};
 use proptest::prelude::*;
 
-use super::harness::{config_with, ms, secs, server_addr, Answer, Reach, Sim};
+use super::faults::{any_fault, once, Fault, NeverAuthed};
+use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
 use crate::{ChannelSelect, ConnectProfile, LinkConfig, ResponseCheck, ResponseVerdict, TaskSpec};
 
 #[derive(Clone, Debug)]
@@ -30,59 +31,25 @@ enum Op {
         body: u8,
         like: bool,
     },
-    Cancel(usize),
     /// One task alone, its response arriving in three pieces.
     Dribble,
-    ServerClose,
-    Garbage,
-    HalfFrame,
-    Stall(bool),
-    HeartbeatReplies(bool),
-    Reach(u8),
-    NetworkChange(bool),
-    Foreground(bool),
-    Redo,
-    Reset,
-    AuthAnswer(u8),
+    Fault(Fault),
 }
 
-/// A script step: waits and batches, and faults (each one of `fault()`) at `faults` to 24
-/// against them; with `lasting`, faults that last until the script undoes them too.
+/// A script step: waits and batches, and faults at `faults` to 24 against them; with
+/// `lasting`, faults that last until the script undoes them too.
 fn op(faults: u32, lasting: bool) -> impl Strategy<Value = Op> {
     let kinds = proptest::collection::vec(prop_oneof![6 => 0u8..8, 1 => 8u8..16], 1..4);
+    let fault = if lasting {
+        any_fault().boxed()
+    } else {
+        once().boxed()
+    };
     prop_oneof![
         10 => (1u32..20_000).prop_map(Op::Wait),
         14 => (1u8..40, kinds, any::<u8>(), any::<bool>())
             .prop_map(|(n, kinds, body, like)| Op::Batch { n, kinds, body, like }),
-        faults => prop_oneof![
-            fault(),
-            if lasting { lasting_fault().boxed() } else { fault().boxed() },
-        ],
-    ]
-}
-
-/// Faults that happen once.
-fn fault() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (0usize..256).prop_map(Op::Cancel),
-        Just(Op::Dribble),
-        Just(Op::ServerClose),
-        Just(Op::Garbage),
-        Just(Op::HalfFrame),
-        any::<bool>().prop_map(Op::NetworkChange),
-        any::<bool>().prop_map(Op::Foreground),
-        Just(Op::Redo),
-        Just(Op::Reset),
-    ]
-}
-
-/// Faults that last until the script undoes them.
-fn lasting_fault() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        (0u8..4).prop_map(Op::AuthAnswer),
-        any::<bool>().prop_map(Op::Stall),
-        any::<bool>().prop_map(Op::HeartbeatReplies),
-        (0u8..3).prop_map(Op::Reach),
+        faults => prop_oneof![8 => fault.prop_map(Op::Fault), 1 => Just(Op::Dribble)],
     ]
 }
 
@@ -140,23 +107,6 @@ impl ResponseCheck for Picky {
     }
 }
 
-/// An auth plugin that never considers the session authenticated on its own.
-#[derive(Debug)]
-struct NeverAuthed;
-
-#[async_trait::async_trait]
-impl AuthCheck for NeverAuthed {
-    fn name(&self) -> &str {
-        "never"
-    }
-    fn is_authed(&self, _host: &str) -> bool {
-        false
-    }
-    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
-        Ok(())
-    }
-}
-
 /// How the compared engines are set up.
 #[derive(Clone, Copy, Debug)]
 struct Setup {
@@ -209,7 +159,7 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> Sim {
     sim.loss = if setup.lossy { 0.05 } else { 0.0 };
     sim.reseed(setup.seed);
     // A slow command (its tasks outlive other inputs and timers). Responses in pieces come
-    // from `Op::HalfFrame` and from `Op::Dribble` (one task alone in flight: the simulated
+    // from `Op::Fault(Fault::HalfFrame)` and from `Op::Dribble` (one task alone in flight: the simulated
     // server would interleave the pieces with other responses).
     // Past the weak-network mark (5 s), within the first-packet timeout.
     sim.script
@@ -244,12 +194,6 @@ fn play(sim: &mut Sim, ops: &[Op]) -> Vec<TaskId> {
                     started.extend(sim.start_batch(specs));
                 }
             }
-            Op::Cancel(i) => {
-                if let Some(&id) = started.get(i % started.len().max(1)) {
-                    sim.engine.cancel_task(sim.now, id);
-                    sim.drain();
-                }
-            }
             Op::Dribble => {
                 // Whatever is in flight ends first (a minute covers every answer and retry).
                 sim.run_until(Duration::from_secs(60), |s| s.engine.task_count() == 0);
@@ -262,56 +206,7 @@ fn play(sim: &mut Sim, ops: &[Op]) -> Vec<TaskId> {
                 );
                 started.extend(sim.start_batch([TaskSpec::new(CmdId(9), vec![9; 30])]));
             }
-            Op::ServerClose => {
-                if let Some(&c) = sim.open_conns().first() {
-                    sim.server_close(c);
-                }
-            }
-            Op::Garbage => {
-                if let Some(&c) = sim.open_conns().last() {
-                    sim.server_send(c, vec![0xAB; 33]);
-                }
-            }
-            Op::HalfFrame => {
-                if let (Some(&c), Some(&id)) = (sim.open_conns().first(), started.last()) {
-                    let frame = sim.frame(CmdId(1), Seq(id.0), &[1; 50]);
-                    sim.server_send(c, frame[..30].to_vec());
-                }
-            }
-            Op::Stall(on) => sim.script.answer = if *on { Answer::Never } else { Answer::Echo },
-            Op::HeartbeatReplies(on) => sim.script.heartbeat_replies = *on,
-            Op::Reach(r) => {
-                let reach = [Reach::Accept, Reach::Refuse, Reach::Blackhole][usize::from(*r)];
-                for a in 1..=3 {
-                    sim.script.reach.insert(server_addr(a), reach);
-                }
-            }
-            Op::NetworkChange(mobile) => {
-                let (kind, label) = if *mobile {
-                    (NetKind::Mobile, "mobile")
-                } else {
-                    (NetKind::Wifi, "wifi")
-                };
-                sim.engine.set_network(sim.now, kind, label);
-                sim.drain();
-            }
-            Op::Foreground(fg) => sim.foreground(*fg),
-            Op::Redo => {
-                sim.engine.redo_tasks(sim.now);
-                sim.drain();
-            }
-            Op::AuthAnswer(a) => {
-                sim.auth_answer = match a {
-                    0 => Some(Ok(())),
-                    1 => Some(Err(AuthError::Transient("busy".into()))),
-                    2 => Some(Err(AuthError::Rejected("no".into()))),
-                    _ => None,
-                };
-            }
-            Op::Reset => {
-                sim.engine.reset(sim.now);
-                sim.drain();
-            }
+            Op::Fault(fault) => fault.apply(sim, &started),
         }
     }
     sim.script = Default::default();
@@ -441,29 +336,29 @@ fn a_dense_fault_script_gives_the_same_run() {
         batch(20, &[1, 2, 11], 16),
         Op::Wait(100),
         batch(10, &[2, 12, 3], 17),
-        Op::HalfFrame,
+        Op::Fault(Fault::HalfFrame),
         Op::Wait(300),
         batch(12, &[0, 5], 5),
-        Op::Stall(true),
+        Op::Fault(Fault::Stall(true)),
         batch(12, &[4, 10], 6),
         Op::Wait(9_000),
-        Op::Cancel(3),
-        Op::Garbage,
+        Op::Fault(Fault::Cancel(3)),
+        Op::Fault(Fault::Garbage),
         Op::Wait(3_000),
         batch(6, &[3, 13], 8),
-        Op::ServerClose,
-        Op::Stall(false),
+        Op::Fault(Fault::ServerClose),
+        Op::Fault(Fault::Stall(false)),
         Op::Wait(2_000),
         batch(9, &[2, 14], 9),
-        Op::NetworkChange(true),
+        Op::Fault(Fault::NetworkChange(true)),
         batch(9, &[2], 10),
         Op::Wait(1_000),
-        Op::Foreground(false),
+        Op::Fault(Fault::Foreground(false)),
         batch(4, &[2], 11),
-        Op::Redo,
+        Op::Fault(Fault::Redo),
         batch(4, &[2], 12),
         Op::Wait(500),
-        Op::Reset,
+        Op::Fault(Fault::Reset),
         Op::Wait(20_000),
     ];
     for (picky, classic) in [(false, false), (true, false), (false, true), (true, true)] {

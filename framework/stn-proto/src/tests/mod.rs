@@ -9,6 +9,7 @@ mod harness;
 mod admission;
 mod batch;
 mod config;
+mod faults;
 mod heartbeat;
 mod lane;
 mod limits;

@@ -7,14 +7,13 @@
 
 use std::time::Duration;
 
-use phobos_plugin_api::{CmdId, NetKind, Seq};
+use phobos_plugin_api::{CmdId, Seq};
 use proptest::prelude::*;
 
 use std::sync::Arc;
 
-use phobos_plugin_api::{AuthCheck, AuthError};
-
-use super::harness::{config_with, ms, secs, server_addr, Answer, Reach, Sim};
+use super::faults::{any_fault, Fault, NeverAuthed};
+use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
 use crate::{LinkConfig, TaskSpec};
 
 #[derive(Clone, Debug)]
@@ -28,18 +27,7 @@ enum Op {
         extra_link: bool,
         needs_auth: bool,
     },
-    Cancel(usize),
-    ServerClose,
-    Garbage,
-    HalfFrame,
-    Stall(bool),
-    HeartbeatReplies(bool),
-    Reach(u8),
-    NetworkChange(bool),
-    Foreground(bool),
-    Redo,
-    Reset,
-    AuthAnswer(u8),
+    Fault(Fault),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -54,18 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
                 extra_link,
                 needs_auth: needs_auth && cmd == 2,
             }),
-        1 => (0u8..4).prop_map(Op::AuthAnswer),
-        1 => (0usize..64).prop_map(Op::Cancel),
-        1 => Just(Op::ServerClose),
-        1 => Just(Op::Garbage),
-        1 => Just(Op::HalfFrame),
-        1 => any::<bool>().prop_map(Op::Stall),
-        1 => any::<bool>().prop_map(Op::HeartbeatReplies),
-        1 => (0u8..3).prop_map(Op::Reach),
-        1 => any::<bool>().prop_map(Op::NetworkChange),
-        1 => any::<bool>().prop_map(Op::Foreground),
-        1 => Just(Op::Redo),
-        1 => Just(Op::Reset),
+        12 => any_fault().prop_map(Op::Fault),
     ]
 }
 
@@ -114,62 +91,7 @@ fn run(ops: &[Op], seed: u64) {
                 }
                 started.push(sim.start(spec));
             }
-            Op::Cancel(i) => {
-                if let Some(&id) = started.get(i % started.len().max(1)) {
-                    sim.engine.cancel_task(sim.now, id);
-                    sim.drain();
-                }
-            }
-            Op::ServerClose => {
-                if let Some(&c) = sim.open_conns().first() {
-                    sim.server_close(c);
-                }
-            }
-            Op::Garbage => {
-                if let Some(&c) = sim.open_conns().last() {
-                    sim.server_send(c, vec![0xAB; 33]);
-                }
-            }
-            Op::HalfFrame => {
-                if let (Some(&c), Some(&id)) = (sim.open_conns().first(), started.last()) {
-                    let frame = sim.frame(CmdId(1), Seq(id.0), &[1; 50]);
-                    sim.server_send(c, frame[..30].to_vec());
-                }
-            }
-            Op::Stall(on) => sim.script.answer = if *on { Answer::Never } else { Answer::Echo },
-            Op::HeartbeatReplies(on) => sim.script.heartbeat_replies = *on,
-            Op::Reach(r) => {
-                let reach = [Reach::Accept, Reach::Refuse, Reach::Blackhole][usize::from(*r)];
-                for a in 1..=3 {
-                    sim.script.reach.insert(server_addr(a), reach);
-                }
-            }
-            Op::NetworkChange(mobile) => {
-                let (kind, label) = if *mobile {
-                    (NetKind::Mobile, "mobile")
-                } else {
-                    (NetKind::Wifi, "wifi")
-                };
-                sim.engine.set_network(sim.now, kind, label);
-                sim.drain();
-            }
-            Op::Foreground(fg) => sim.foreground(*fg),
-            Op::Redo => {
-                sim.engine.redo_tasks(sim.now);
-                sim.drain();
-            }
-            Op::AuthAnswer(a) => {
-                sim.auth_answer = match a {
-                    0 => Some(Ok(())),
-                    1 => Some(Err(AuthError::Transient("busy".into()))),
-                    2 => Some(Err(AuthError::Rejected("no".into()))),
-                    _ => None,
-                };
-            }
-            Op::Reset => {
-                sim.engine.reset(sim.now);
-                sim.drain();
-            }
+            Op::Fault(fault) => fault.apply(&mut sim, &started),
         }
     }
     // Heal and settle: every budget is at most 200 s (+ zombie life within it).
@@ -222,7 +144,7 @@ fn a_dense_fault_script_settles() {
             needs_auth: false,
         },
         Op::Wait(50),
-        Op::Stall(true),
+        Op::Fault(Fault::Stall(true)),
         Op::Start {
             cmd: 3,
             retries: 1,
@@ -231,18 +153,18 @@ fn a_dense_fault_script_settles() {
             extra_link: false,
             needs_auth: false,
         },
-        Op::HalfFrame,
+        Op::Fault(Fault::HalfFrame),
         Op::Wait(9_000),
-        Op::Garbage,
-        Op::Reach(2),
-        Op::ServerClose,
+        Op::Fault(Fault::Garbage),
+        Op::Fault(Fault::Reach(2)),
+        Op::Fault(Fault::ServerClose),
         Op::Wait(20_000),
-        Op::NetworkChange(true),
-        Op::Cancel(1),
-        Op::Reach(0),
-        Op::HeartbeatReplies(false),
+        Op::Fault(Fault::NetworkChange(true)),
+        Op::Fault(Fault::Cancel(1)),
+        Op::Fault(Fault::Reach(0)),
+        Op::Fault(Fault::HeartbeatReplies(false)),
         Op::Wait(25_000),
-        Op::Redo,
+        Op::Fault(Fault::Redo),
         Op::Start {
             cmd: 1,
             retries: 0,
@@ -251,28 +173,10 @@ fn a_dense_fault_script_settles() {
             extra_link: false,
             needs_auth: false,
         },
-        Op::Foreground(true),
+        Op::Fault(Fault::Foreground(true)),
         Op::Wait(29_000),
     ];
     run(&ops, 1);
-}
-
-/// An auth plugin that never considers the session authenticated on its own: gated tasks
-/// depend entirely on the (scripted) `EnsureAuth` answers.
-#[derive(Debug)]
-struct NeverAuthed;
-
-#[async_trait::async_trait]
-impl AuthCheck for NeverAuthed {
-    fn name(&self) -> &str {
-        "never"
-    }
-    fn is_authed(&self, _host: &str) -> bool {
-        false
-    }
-    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
-        Ok(())
-    }
 }
 
 proptest! {
