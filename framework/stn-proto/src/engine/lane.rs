@@ -34,8 +34,10 @@
 //! compares every action and event (`tests/lane.rs`).
 //!
 //! Which tasks join: tasks admitted to a long link that is connected, with no resend
-//! window and no regular task waiting, whose spec has no encoder, is not send-only, needs no
-//! auth and is not a long poll. Tasks of one input with the same parameters share one group
+//! window and no regular task waiting, whose spec has no encoder, is not send-only and is
+//! not a long poll. A group of tasks that need auth goes out in the lane only if the auth
+//! plugin says their host is authenticated when the pass runs (asked once per group, see
+//! `group_authed`). Tasks of one input with the same parameters share one group
 //! (one group per input may be waiting for its dispatch pass): a spec is compared with the
 //! waiting group's parameters, or, through [`Engine::queue_tasks_like`], a whole call's
 //! tasks join the group its first task opened without a comparison each.
@@ -175,7 +177,7 @@ impl Request {
 
 /// Whether a spec may join the lane (what the lane does not carry).
 fn joins(spec: &TaskSpec) -> bool {
-    spec.encoder.is_none() && !spec.send_only && !spec.needs_auth && spec.long_polling.is_none()
+    spec.encoder.is_none() && !spec.send_only && spec.long_polling.is_none()
 }
 
 impl Engine {
@@ -327,12 +329,33 @@ impl Engine {
             return false;
         }
         self.lane.waiting = None;
-        if !self.takes_group(li) {
+        if !self.takes_group(li) || !self.group_authed(g) {
             self.demote_group(g);
             return false;
         }
         self.send_group(li, g, now);
         true
+    }
+
+    /// Whether the members of group `g` may be sent as far as auth goes: they need none, or
+    /// the auth plugin says their host is authenticated.
+    ///
+    /// Design: the regular pass asks [`AuthCheck::is_authed`] once per task; the members of
+    /// a group share their host, so the lane asks once per group. The two agree as long as
+    /// the plugin's answer does not change in the middle of one dispatch pass (the trait
+    /// asks for a cheap query; a login that completes during the pass then counts as
+    /// completed just after it). A group that may not go is demoted: the regular pass asks
+    /// for the login and holds the tasks.
+    ///
+    /// [`AuthCheck::is_authed`]: phobos_plugin_api::AuthCheck::is_authed
+    fn group_authed(&self, g: u32) -> bool {
+        let Some(group) = self.lane.groups.get(g) else {
+            return false;
+        };
+        if !group.spec.needs_auth {
+            return true;
+        }
+        self.is_authed(self.auth_host_for(&group.spec, group.link))
     }
 
     /// Frames every member of group `g` onto one write to link `li` (connected, nothing

@@ -2244,12 +2244,15 @@ impl Engine {
     // ----- auth ---------------------------------------------------------------------------
 
     fn auth_host_of<'a>(&'a self, task: &'a Task) -> &'a str {
-        match &task.spec.auth_host {
+        self.auth_host_for(&task.spec, task.link)
+    }
+
+    /// The host a task of `spec` on link `li` authenticates with: its own, or the link's
+    /// first.
+    fn auth_host_for<'a>(&'a self, spec: &'a TaskSpec, li: usize) -> &'a str {
+        match &spec.auth_host {
             Some(h) => h,
-            None => self.cfg.links[task.link]
-                .hosts
-                .first()
-                .map_or("", String::as_str),
+            None => self.cfg.links[li].hosts.first().map_or("", String::as_str),
         }
     }
 

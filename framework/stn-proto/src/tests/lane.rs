@@ -8,10 +8,11 @@
 //! a timer, a cancel, the link closing or sending garbage, responses in pieces, a response
 //! the response check refuses, the frequency limit, network and app state changes, a reset.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use phobos_plugin_api::{CmdId, TaskId};
+use phobos_plugin_api::{AuthCheck, AuthError, CmdId, TaskId};
 use proptest::prelude::*;
 
 use super::faults::{any_fault, once, Fault, NeverAuthed};
@@ -33,6 +34,8 @@ enum Op {
     },
     /// One task alone, its response arriving in three pieces.
     Dribble,
+    /// The auth plugin says hosts are authenticated, or not (with [`Setup::flag_auth`]).
+    AuthFlag(bool),
     Fault(Fault),
 }
 
@@ -49,7 +52,11 @@ fn op(faults: u32, lasting: bool) -> impl Strategy<Value = Op> {
         10 => (1u32..20_000).prop_map(Op::Wait),
         14 => (1u8..40, kinds, any::<u8>(), any::<bool>())
             .prop_map(|(n, kinds, body, like)| Op::Batch { n, kinds, body, like }),
-        faults => prop_oneof![8 => fault.prop_map(Op::Fault), 1 => Just(Op::Dribble)],
+        faults => prop_oneof![
+            8 => fault.prop_map(Op::Fault),
+            1 => Just(Op::Dribble),
+            2 => any::<bool>().prop_map(Op::AuthFlag),
+        ],
     ]
 }
 
@@ -120,6 +127,9 @@ struct Setup {
     lossy: bool,
     /// The app starts in the foreground (where the weak-network detector works).
     foreground: bool,
+    /// An auth plugin whose answer the script sets ([`Op::AuthFlag`]; it starts with
+    /// "authenticated"), instead of one that never says so.
+    flag_auth: bool,
 }
 
 impl Arbitrary for Setup {
@@ -127,23 +137,57 @@ impl Arbitrary for Setup {
     type Strategy = BoxedStrategy<Setup>;
 
     fn arbitrary_with(_: ()) -> Self::Strategy {
-        let flags = (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>());
+        let flags = (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        );
         (any::<u64>(), flags)
-            .prop_map(|(seed, (picky, classic, lossy, foreground))| Setup {
-                seed,
-                picky,
-                classic,
-                lossy,
-                foreground,
-            })
+            .prop_map(
+                |(seed, (picky, classic, lossy, foreground, flag_auth))| Setup {
+                    seed,
+                    picky,
+                    classic,
+                    lossy,
+                    foreground,
+                    flag_auth,
+                },
+            )
             .boxed()
     }
 }
 
-fn sim(lane: bool, setup: Setup, t0: Instant) -> Sim {
+/// An auth plugin answering what its flag says.
+#[derive(Debug)]
+struct FlagAuth(Arc<AtomicBool>);
+
+#[async_trait::async_trait]
+impl AuthCheck for FlagAuth {
+    fn name(&self) -> &str {
+        "flag"
+    }
+    fn is_authed(&self, _host: &str) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
+        Ok(())
+    }
+}
+
+/// A sim of `setup` (with the lane or without), and the flag of its auth plugin (set by
+/// [`Op::AuthFlag`]; only a [`Setup::flag_auth`] plugin reads it).
+fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
+    let flag = Arc::new(AtomicBool::new(true));
+    let auth: Arc<dyn AuthCheck> = if setup.flag_auth {
+        Arc::new(FlagAuth(flag.clone()))
+    } else {
+        Arc::new(NeverAuthed)
+    };
     let mut cfg = config_with(&[server_addr(1), server_addr(2)])
         .link(LinkConfig::new("extra").addrs([server_addr(3)]))
-        .auth(Arc::new(NeverAuthed))
+        .auth(auth)
         .seed(setup.seed);
     if setup.picky {
         cfg = cfg.response_check(Arc::new(Picky));
@@ -165,11 +209,11 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> Sim {
     sim.script
         .answer_by_cmd
         .insert(CmdId(3), Answer::Delay(ms(5_500)));
-    sim
+    (sim, flag)
 }
 
 /// Runs `ops` on `sim`; returns the ids started.
-fn play(sim: &mut Sim, ops: &[Op]) -> Vec<TaskId> {
+fn play((sim, flag): &mut (Sim, Arc<AtomicBool>), ops: &[Op]) -> Vec<TaskId> {
     let mut started = Vec::new();
     for op in ops {
         match op {
@@ -194,6 +238,7 @@ fn play(sim: &mut Sim, ops: &[Op]) -> Vec<TaskId> {
                     started.extend(sim.start_batch(specs));
                 }
             }
+            Op::AuthFlag(on) => flag.store(*on, Ordering::Relaxed),
             Op::Dribble => {
                 // Whatever is in flight ends first (a minute covers every answer and retry).
                 sim.run_until(Duration::from_secs(60), |s| s.engine.task_count() == 0);
@@ -239,6 +284,7 @@ fn compare(ops: &[Op], setup: Setup) -> u64 {
     let mut laned = sim(true, setup, t0);
     let a = play(&mut plain, ops);
     let b = play(&mut laned, ops);
+    let (plain, laned) = (plain.0, laned.0);
     assert_eq!(a, b);
     let (pa, pe) = log(&plain);
     let (la, le) = log(&laned);
@@ -316,6 +362,7 @@ fn a_healthy_link_ends_batches_in_the_lane() {
         classic: false,
         lossy: false,
         foreground: true,
+        flag_auth: false,
     };
     let ended = compare(&ops, setup);
     assert!(ended >= 60, "the lane ended {ended} tasks");
@@ -368,6 +415,7 @@ fn a_dense_fault_script_gives_the_same_run() {
             classic,
             lossy: true,
             foreground: true,
+            flag_auth: classic,
         };
         compare(&ops, setup);
     }
@@ -383,10 +431,11 @@ fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
         classic: false,
         lossy: false,
         foreground: false,
+        flag_auth: false,
     };
     let t0 = crate::tests::epoch::epoch();
-    let mut plain = sim(false, setup, t0);
-    let mut laned = sim(true, setup, t0);
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
     let params = TaskSpec::new(CmdId(1), Vec::new());
     let max = phobos_plugin_api::PacketCodec::max_frame_len(&*plain.codec);
     let bodies =
@@ -426,10 +475,11 @@ fn ids_wrap_around_with_members_in_flight_as_without() {
         classic: false,
         lossy: false,
         foreground: true,
+        flag_auth: false,
     };
     let t0 = crate::tests::epoch::epoch();
-    let mut plain = sim(false, setup, t0);
-    let mut laned = sim(true, setup, t0);
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
     // A slow command keeps the first batch in flight while the ids wrap under the second.
     for s in [&mut plain, &mut laned] {
         s.script
