@@ -122,8 +122,8 @@ impl Engine {
                     // Joined or opened the waiting group: the tasks after it may join as they
                     // are. (With a group waiting, a task goes this way only for a body too
                     // large, which ends it at admission; the group still waits.)
-                    if self.in_lane(task.id) {
-                        group = self.lane_waiting();
+                    if let Some(joined) = self.waiting_group_of(task.id) {
+                        group = Some(joined);
                     }
                 }
             }

@@ -57,7 +57,7 @@ use super::{
     WEAK_FAST_TASK, WEAK_SLOW_TASK,
 };
 use crate::error::CodecFailure;
-use crate::io::{ConnId, Event};
+use crate::io::{ConnId, Event, LinkName};
 use crate::slab::Slab;
 use crate::task::{Response, TaskProfile, TaskSpec};
 use crate::timer::TimerKind;
@@ -75,9 +75,11 @@ pub(super) struct Lane {
     members: Slab<Member>,
     /// The group of this input waiting for its dispatch pass: (link, group).
     waiting: Option<(usize, u32)>,
-    /// When [`TimerKind::LaneWake`] is armed.
+    /// When [`TimerKind::LaneWake`] is armed (the timer table knows too; kept here so that
+    /// opening a group costs a comparison, not a lookup by kind).
     wake: Option<Instant>,
-    /// Tasks the lane ended itself (for tests).
+    /// Tasks the lane ended itself.
+    #[cfg(test)]
     ended: u64,
     /// Member lists of freed groups, kept for their allocation.
     spare_lists: Vec<Vec<(u32, TaskId)>>,
@@ -95,6 +97,7 @@ impl Lane {
             members: Slab::default(),
             waiting: None,
             wake: None,
+            #[cfg(test)]
             ended: 0,
             spare_lists: Vec::new(),
         }
@@ -122,7 +125,6 @@ struct Group {
     admitted_ns: u64,
     /// The total deadline on the timer table's scale.
     total_ns: u64,
-    retries: u32,
     /// Members in admission order, with their ids (a slot is reused once its member left).
     members: Vec<(u32, TaskId)>,
     /// Members still held.
@@ -175,6 +177,41 @@ impl Request {
     }
 }
 
+/// A member's facts when its response arrives ([`Engine::lane_expects`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Answered {
+    m: u32,
+    id: TaskId,
+    g: u32,
+    tag: u64,
+    t: AttemptTimeouts,
+    sent_len: usize,
+    sent: Sent,
+    admitted: Instant,
+    admitted_ns: u64,
+}
+
+/// Stamps into `p` what the regular pass's send stamps into a task's profile, for a member
+/// sent in pass `sent` over `link` with timeouts `t` in a frame of `sent_len` bytes.
+#[inline]
+fn stamp_sent(
+    p: &mut TaskProfile,
+    link: LinkName,
+    sent: &Sent,
+    t: &AttemptTimeouts,
+    sent_len: usize,
+) {
+    p.attempts = 1;
+    p.link = Some(link);
+    p.addr = Some(sent.addr);
+    p.connect_start = Some(sent.connect_start);
+    p.connect_end = Some(sent.connected_at);
+    p.send_start = Some(sent.at);
+    p.send_end = Some(sent.at);
+    p.sent_bytes = sent_len;
+    p.first_packet_timeout = Some(t.first_packet);
+}
+
 /// Whether a spec may join the lane (what the lane does not carry).
 fn joins(spec: &TaskSpec) -> bool {
     spec.encoder.is_none() && !spec.send_only && spec.long_polling.is_none()
@@ -214,11 +251,6 @@ impl Engine {
         (spec.body.len() <= self.max_body_len && spec.same_params(&group.spec)).then_some((li, g))
     }
 
-    /// The group waiting for this input's dispatch pass, as (link, group).
-    pub(super) fn lane_waiting(&self) -> Option<(usize, u32)> {
-        self.lane.waiting
-    }
-
     /// Whether `(link, group)` is still the group waiting for this input's dispatch pass.
     pub(super) fn lane_waits(&self, group: (usize, u32)) -> bool {
         self.lane.waiting == Some(group)
@@ -231,9 +263,13 @@ impl Engine {
         self.dirty[li] = true;
     }
 
-    /// Whether task `id` is a lane member.
-    pub(super) fn in_lane(&self, id: TaskId) -> bool {
-        self.tasks.slot_of(&id).is_some_and(|s| s & LANE_SLOT != 0)
+    /// The group waiting for this input's dispatch pass, as (link, group), when task `id`
+    /// is one of its members.
+    pub(super) fn waiting_group_of(&self, id: TaskId) -> Option<(usize, u32)> {
+        let (li, g) = self.lane.waiting?;
+        let slot = self.tasks.slot_of(&id)?;
+        let member = self.lane.members.get(slot.checked_sub(LANE_SLOT)?)?;
+        (member.id == id && member.group == g).then_some((li, g))
     }
 
     /// Whether task `id`, admitted to link `li`, may open a group: the spec has what the lane
@@ -279,7 +315,6 @@ impl Engine {
             admitted: now,
             admitted_ns,
             total_ns,
-            retries,
             members,
             live: 0,
             sent: None,
@@ -379,8 +414,8 @@ impl Engine {
         group.sent = Some(sent);
         let members = std::mem::take(&mut group.members);
         let (freq, flow) = limits_of(&self.cfg, self.net, &group.spec);
-        let (server_cost, total_ns, retries) =
-            (group.spec.server_cost, group.total_ns, group.retries);
+        let (server_cost, total_ns) = (group.spec.server_cost, group.total_ns);
+        let retries = group.spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let mobile = self.net.is_mobile();
         let excellent = self.estimator.quality() == NetQuality::Excellent;
         let n = members.len();
@@ -469,41 +504,53 @@ impl Engine {
         }
     }
 
-    /// Whether member `m` (task `id`) is running on link `li`, so a response there is its
-    /// (the regular path's test: a task not running, or on another link, drops it).
-    pub(super) fn lane_expects(&self, li: usize, m: u32, id: TaskId) -> bool {
-        let Some(member) = self.lane.members.get(m).filter(|x| x.id == id) else {
-            return false;
-        };
-        let group = self.lane.groups.get(member.group);
-        member.sent.is_some() && group.is_some_and(|g| g.link == li && g.sent.is_some())
+    /// What the lane knows of member `m` (task `id`) when a response for it arrives on link
+    /// `li`, if it is running there (the regular path's test: a response for a task not
+    /// running, or running on another link, is dropped).
+    #[inline]
+    pub(super) fn lane_expects(&self, li: usize, m: u32, id: TaskId) -> Option<Answered> {
+        let member = self.lane.members.get(m).filter(|x| x.id == id)?;
+        let (t, sent_len) = member.sent?;
+        let group = self
+            .lane
+            .groups
+            .get(member.group)
+            .filter(|g| g.link == li)?;
+        Some(Answered {
+            m,
+            id,
+            g: member.group,
+            tag: member.tag,
+            t,
+            sent_len,
+            sent: group.sent?,
+            admitted: group.admitted,
+            admitted_ns: group.admitted_ns,
+        })
     }
 
-    /// The accepted response of member `m` (task `id`, which
-    /// [`lane_expects`](Self::lane_expects) on link `li`) arrived whole: `on_response`'s
-    /// accepted path up to the task's end.
+    /// The accepted response of the member `a` describes (from
+    /// [`lane_expects`](Self::lane_expects) on link `li`, this input) arrived whole:
+    /// `on_response`'s accepted path up to the task's end.
     pub(super) fn lane_response(
         &mut self,
         li: usize,
-        (m, id): (u32, TaskId),
+        a: Answered,
         response: Response,
         frame_len: usize,
         now: Instant,
     ) {
-        let Some(member) = self.lane.members.get(m).filter(|x| x.id == id) else {
-            return;
-        };
-        let Some((t, sent_len)) = member.sent else {
-            return;
-        };
-        let Some(group) = self.lane.groups.get(member.group) else {
-            return;
-        };
-        let Some(sent) = group.sent else {
-            return;
-        };
-        let (admitted, admitted_ns) = (group.admitted, group.admitted_ns);
-        let (tag, g) = (member.tag, member.group);
+        let Answered {
+            m,
+            id,
+            g,
+            tag,
+            t,
+            sent_len,
+            sent,
+            admitted,
+            admitted_ns,
+        } = a;
         let link = &mut self.links[li];
         if let LinkState::Connected(s) = &mut link.state {
             if s.conn == sent.conn && s.newest_answered.is_none_or(|(at, _)| sent.ns >= at) {
@@ -527,45 +574,47 @@ impl Engine {
             Some(spare) => spare,
             None => Box::new(TaskProfile::new(admitted)),
         };
-        // Every field named, so a new one cannot be left holding an earlier task's value.
+        stamp_sent(
+            &mut profile,
+            self.links[li].name.clone(),
+            &sent,
+            &t,
+            sent_len,
+        );
+        // Every other field named, so a new one cannot be left holding an earlier task's
+        // value.
         let TaskProfile {
             queued_at,
             ended_at,
-            attempts,
-            link,
-            addr,
-            connect_start,
-            connect_end,
-            send_start,
-            send_end,
+            attempts: _,
+            link: _,
+            addr: _,
+            connect_start: _,
+            connect_end: _,
+            send_start: _,
+            send_end: _,
             first_byte,
             last_byte,
             decoded_at,
-            sent_bytes,
+            sent_bytes: _,
             received_bytes,
-            first_packet_timeout,
+            first_packet_timeout: _,
             zombie_rounds,
             weak_network,
         } = &mut *profile;
         *queued_at = admitted;
         *ended_at = now;
-        *attempts = 1;
-        *link = Some(self.links[li].name.clone());
-        *addr = Some(sent.addr);
-        *connect_start = Some(sent.connect_start);
-        *connect_end = Some(sent.connected_at);
-        *send_start = Some(sent.at);
-        *send_end = Some(sent.at);
         *first_byte = Some(now);
         *last_byte = Some(now);
         *decoded_at = Some(now);
-        *sent_bytes = sent_len;
         *received_bytes = frame_len;
-        *first_packet_timeout = Some(t.first_packet);
         *zombie_rounds = 0;
         *weak_network = false;
         self.emit_end_after(id, tag, Ok(response), profile, now, took);
-        self.lane.ended += 1;
+        #[cfg(test)]
+        {
+            self.lane.ended += 1;
+        }
     }
 
     /// Member `m` (task `id` of group `g`) leaves the lane; `take` gets what is needed of it
@@ -640,14 +689,14 @@ impl Engine {
             return;
         };
         let mut spec = group.spec.clone_params();
-        let (li, admitted, admitted_ns, total_ns, retries, sent) = (
+        let (li, admitted, admitted_ns, total_ns, sent) = (
             group.link,
             group.admitted,
             group.admitted_ns,
             group.total_ns,
-            group.retries,
             group.sent,
         );
+        let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let taken = self.leave(m, id, g, |x| {
             spec.cmd_id = x.cmd_id;
             spec.body = std::mem::take(&mut x.body);
@@ -660,15 +709,13 @@ impl Engine {
         let mut profile = TaskProfile::new(admitted);
         let (state, attempts) = match (member_sent, sent) {
             (Some((t, sent_len)), Some(sent)) => {
-                profile.attempts = 1;
-                profile.link = Some(self.links[li].name.clone());
-                profile.addr = Some(sent.addr);
-                profile.connect_start = Some(sent.connect_start);
-                profile.connect_end = Some(sent.connected_at);
-                profile.send_start = Some(sent.at);
-                profile.send_end = Some(sent.at);
-                profile.sent_bytes = sent_len;
-                profile.first_packet_timeout = Some(t.first_packet);
+                stamp_sent(
+                    &mut profile,
+                    self.links[li].name.clone(),
+                    &sent,
+                    &t,
+                    sent_len,
+                );
                 let attempt = Attempt {
                     conn: sent.conn,
                     sent_at: sent.at,

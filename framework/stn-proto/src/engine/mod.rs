@@ -1850,9 +1850,9 @@ impl Engine {
         let mut verdict = None;
         if slot & lane::LANE_SLOT != 0 {
             let m = slot & !lane::LANE_SLOT;
-            if !self.lane_expects(li, m, id) {
+            let Some(answered) = self.lane_expects(li, m, id) else {
                 return;
-            }
+            };
             match self.check_response(id, cmd_id, &body) {
                 ResponseVerdict::Accept => {
                     let response = Response {
@@ -1860,7 +1860,7 @@ impl Engine {
                         body,
                         extension,
                     };
-                    self.lane_response(li, (m, id), response, frame_len, now);
+                    self.lane_response(li, answered, response, frame_len, now);
                     return self.after_success(li, now);
                 }
                 refused => {
