@@ -747,15 +747,21 @@ impl Driver {
         let link = tracing::enabled!(tracing::Level::TRACE).then(|| spec.link.clone());
         let cmd = spec.cmd_id;
         let id = self.engine.queue_task_tagged(t, spec, tag);
+        entry.insert(Waiter { id, key, reply });
+        self.cancel_index.started(key, tag as usize);
+        self.note_started(id, tag as usize, cmd, link.as_ref());
+    }
+
+    /// Task `id` (waiter `tag`) was admitted: its `tracing` line (with its link, when
+    /// tracing) and its span (when a subscriber wants spans).
+    fn note_started(&mut self, id: TaskId, tag: usize, cmd: CmdId, link: Option<&LinkName>) {
         if let Some(link) = link {
             trace!(task = %id, link = %link, "task started");
         }
         let span = task_span(id, cmd);
         if !span.is_disabled() {
-            self.task_spans.insert(tag as usize, span);
+            self.task_spans.insert(tag, span);
         }
-        entry.insert(Waiter { id, key, reply });
-        self.cancel_index.started(key, tag as usize);
     }
 
     /// Admits the tasks of a [`TaskBatch::start_like`](crate::TaskBatch::start_like) call
@@ -786,19 +792,13 @@ impl Driver {
             tasks.push(LikeTask::new(cmd, body, tag as u64));
         }
         self.engine.queue_tasks_like(t, params, &mut tasks);
-        let trace = tracing::enabled!(tracing::Level::TRACE);
+        let link = tracing::enabled!(tracing::Level::TRACE).then_some(&params.link);
         for task in &tasks {
             let tag = task.tag as usize;
             if let Some(w) = self.waiters.get_mut(tag) {
                 w.id = task.id;
             }
-            if trace {
-                trace!(task = %task.id, link = %params.link, "task started");
-            }
-            let span = task_span(task.id, task.cmd_id);
-            if !span.is_disabled() {
-                self.task_spans.insert(tag, span);
-            }
+            self.note_started(task.id, tag, task.cmd_id, link);
         }
         self.like_scratch = tasks;
     }

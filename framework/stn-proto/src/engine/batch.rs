@@ -117,7 +117,6 @@ impl Engine {
                     let mut spec = params.clone_params();
                     spec.cmd_id = task.cmd_id;
                     spec.body = body;
-                    spec.extension = Bytes::new();
                     task.id = self.start_task_tagged(now, spec, task.tag);
                     // Joined or opened the waiting group: the tasks after it may join as they
                     // are. (With a group waiting, a task goes this way only for a body too
