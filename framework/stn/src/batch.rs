@@ -188,11 +188,8 @@ impl TaskBatch {
         if requests.is_empty() {
             return self.send(BatchTasks::Specs(Vec::new()));
         }
-        let mut params = params.clone();
-        params.body = Bytes::new();
-        params.extension = Bytes::new();
         self.send(BatchTasks::Like {
-            params: Box::new(params),
+            params: Box::new(params.clone()),
             requests,
         })
     }
@@ -305,7 +302,7 @@ pub(crate) enum BatchTasks {
     /// One spec per task ([`TaskBatch::start`]).
     Specs(Vec<TaskSpec>),
     /// One request per task, all with the parameters of `params` ([`TaskBatch::start_like`];
-    /// its body and extension are empty).
+    /// its command id, body and extension are not used).
     Like {
         params: Box<TaskSpec>,
         requests: Vec<(CmdId, Bytes)>,
