@@ -9,7 +9,7 @@ use bytes::Bytes;
 use phobos_plugin_api::{AddrSource, CmdId, IpPort, LinkPurpose, TaskId};
 
 use crate::error::{LimitKind, LinkError, TaskError};
-use crate::task::TaskEnd;
+use crate::task::{EndBatch, TaskEnd};
 
 /// The name of a long link (Mars's channel name). Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -290,8 +290,14 @@ impl TransportFacts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A task ended: exactly once per started task.
+    /// A task ended: exactly once per started task (or as one of an
+    /// [`Event::TasksEnded`]).
     TaskEnded(TaskEnd),
+    /// Several tasks ended together, successfully: the [`Event::TaskEnded`] of each, in
+    /// order ([`EndBatch::into_ends`]). Only for a driver that asked for it with
+    /// [`Engine::set_end_batches`](crate::Engine::set_end_batches); a driver that did not
+    /// never sees one.
+    TasksEnded(EndBatch),
     /// The server pushed a frame.
     Push {
         /// The link it came on.

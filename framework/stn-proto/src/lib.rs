@@ -196,7 +196,7 @@ pub use io::{
 };
 pub use phobos_plugin_api::{CmdId, IpPort, NetKind, TaskId};
 pub use task::{
-    ChannelSelect, EncodeContext, EncodeVia, EncodedRequest, RequestEncoder, Response, TaskEnd,
-    TaskOutcome, TaskProfile, TaskSpec, DEFAULT_PRIORITY, MAX_PRIORITY,
+    BatchedEnd, ChannelSelect, EncodeContext, EncodeVia, EncodedRequest, EndBatch, RequestEncoder,
+    Response, TaskEnd, TaskOutcome, TaskProfile, TaskSpec, DEFAULT_PRIORITY, MAX_PRIORITY,
 };
 pub use timer::TimerKind;

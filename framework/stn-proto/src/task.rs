@@ -464,6 +464,83 @@ pub struct TaskEnd {
     pub elapsed: Duration,
 }
 
+/// The ends of several tasks that ended together, successfully, in one input: one
+/// [`Event::TasksEnded`](crate::Event::TasksEnded) in place of a
+/// [`TaskEnded`](crate::Event::TaskEnded) each, for drivers that asked for it
+/// ([`Engine::set_end_batches`](crate::Engine::set_end_batches)).
+///
+/// The tasks were admitted together, sent in one dispatch pass over one connection and
+/// answered in the same input, so their profiles differ only in the sent and received
+/// byte counts and the first-packet timeout: `profile` holds what they share and each
+/// [`BatchedEnd`] the rest. [`ends`](Self::ends) gives back exactly the [`TaskEnd`]s the
+/// engine would have emitted one by one, in the same order.
+///
+/// Design: ending the usual task of a batch then costs a response and four numbers
+/// pushed onto a list, not a profile stamped and moved through the event queue per task
+/// (`docs/lab/throughput.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndBatch {
+    /// What the tasks' profiles share: each end's [`profile_of`](Self::profile_of) is this
+    /// with the end's own `sent_bytes`, `received_bytes` and `first_packet_timeout`.
+    pub profile: Box<TaskProfile>,
+    /// Time from admission to end, the same for every task ([`TaskEnd::elapsed`]).
+    pub elapsed: Duration,
+    /// The tasks, in the order they ended.
+    pub ends: Vec<BatchedEnd>,
+}
+
+/// One task of an [`EndBatch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchedEnd {
+    /// The task.
+    pub id: TaskId,
+    /// Its tag ([`TaskEnd::tag`]).
+    pub tag: u64,
+    /// Its response.
+    pub response: Response,
+    /// [`TaskProfile::sent_bytes`].
+    pub sent_bytes: usize,
+    /// [`TaskProfile::received_bytes`].
+    pub received_bytes: usize,
+    /// [`TaskProfile::first_packet_timeout`].
+    pub first_packet_timeout: Duration,
+}
+
+impl EndBatch {
+    /// The profile of `end` (one of [`ends`](Self::ends)).
+    pub fn profile_of(&self, end: &BatchedEnd) -> TaskProfile {
+        TaskProfile {
+            link: self.profile.link.clone(),
+            sent_bytes: end.sent_bytes,
+            received_bytes: end.received_bytes,
+            first_packet_timeout: Some(end.first_packet_timeout),
+            ..*self.profile
+        }
+    }
+
+    /// The [`TaskEnd`]s this stands for, in order.
+    pub fn into_ends(self) -> impl Iterator<Item = TaskEnd> {
+        let EndBatch {
+            profile,
+            elapsed,
+            ends,
+        } = self;
+        ends.into_iter().map(move |end| TaskEnd {
+            id: end.id,
+            tag: end.tag,
+            profile: Box::new(TaskProfile {
+                link: profile.link.clone(),
+                sent_bytes: end.sent_bytes,
+                received_bytes: end.received_bytes,
+                first_packet_timeout: Some(end.first_packet_timeout),
+                ..*profile
+            }),
+            outcome: Ok(end.response),
+            elapsed,
+        })
+    }
+}
+
 /// Timestamps and counts of one task, for reporting (Mars's task profile).
 ///
 /// Attempt-level fields describe the last attempt that reached a link.

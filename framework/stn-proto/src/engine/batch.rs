@@ -166,6 +166,20 @@ impl Engine {
         self.task_sent_events = emit;
     }
 
+    /// Whether tasks that end together may come as one [`Event::TasksEnded`] (default
+    /// false: every task ends with its own [`Event::TaskEnded`](crate::Event::TaskEnded)). A driver that turns this
+    /// on must handle both; nothing else changes (an [`EndBatch`](crate::EndBatch) gives
+    /// back the very ends it stands for, in order).
+    ///
+    /// Which ends come together: those of lane members (the usual tasks of a batch, see
+    /// [`set_batch_lane`](Self::set_batch_lane)) of one admission, sent in one pass,
+    /// answered one after another in the same input.
+    ///
+    /// [`Event::TasksEnded`]: crate::Event::TasksEnded
+    pub fn set_end_batches(&mut self, on: bool) {
+        self.end_batches = on;
+    }
+
     /// An empty buffer for a dispatch pass of `frames` frames to encode into.
     ///
     /// Design: the pass's buffer becomes the [`Action::Send`](crate::Action::Send) bytes as

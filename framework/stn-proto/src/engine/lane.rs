@@ -59,7 +59,7 @@ use super::{
 use crate::error::CodecFailure;
 use crate::io::{ConnId, Event, LinkName};
 use crate::slab::Slab;
-use crate::task::{Response, TaskProfile, TaskSpec};
+use crate::task::{BatchedEnd, EndBatch, Response, TaskEnd, TaskProfile, TaskSpec};
 use crate::timer::TimerKind;
 
 /// Marks a slot in the engine's id index as a lane member's (the rest is its index in
@@ -83,10 +83,35 @@ pub(super) struct Lane {
     ended: u64,
     /// Member lists of freed groups, kept for their allocation.
     spare_lists: Vec<Vec<(u32, TaskId)>>,
+    /// The serial number of the next group.
+    next_serial: u64,
+    /// The last end the lane emitted, which the next one may join ([`Engine::set_end_batches`]).
+    tail: Option<Tail>,
+}
+
+/// The last end the lane emitted: its task and what its profile shares with the next
+/// member's end if that one may join it in one [`EndBatch`].
+#[derive(Clone, Copy, Debug)]
+struct Tail {
+    key: EndKey,
+    id: TaskId,
+}
+
+/// What a member's end shares with the ends of its group's other members that end in the
+/// same input: the group (by serial number: slab slots are reused), the instant, and
+/// whether the network counted as weak then. The profile and elapsed time follow from them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EndKey {
+    serial: u64,
+    now: Instant,
+    weak: bool,
 }
 
 /// Most member lists [`Lane::spare_lists`] keeps.
 const SPARE_LISTS: usize = 16;
+
+/// Most ends an [`EndBatch`] reserves room for when it is made.
+const MAX_ENDS_RESERVED: usize = 1024;
 
 impl Lane {
     /// An empty lane, turned on.
@@ -100,6 +125,8 @@ impl Lane {
             #[cfg(test)]
             ended: 0,
             spare_lists: Vec::new(),
+            next_serial: 0,
+            tail: None,
         }
     }
 
@@ -119,6 +146,8 @@ impl Lane {
 struct Group {
     /// The spec's parameters (its body and extension are the members').
     spec: TaskSpec,
+    /// Unique among the engine's groups ([`EndKey`]).
+    serial: u64,
     link: usize,
     /// Admission: the budget's start, as an instant and on the timer table's scale.
     admitted: Instant,
@@ -183,6 +212,7 @@ pub(super) struct Answered {
     m: u32,
     id: TaskId,
     g: u32,
+    serial: u64,
     tag: u64,
     t: AttemptTimeouts,
     sent_len: usize,
@@ -198,7 +228,7 @@ fn stamp_sent(
     p: &mut TaskProfile,
     link: LinkName,
     sent: &Sent,
-    t: &AttemptTimeouts,
+    first_packet_timeout: Duration,
     sent_len: usize,
 ) {
     p.attempts = 1;
@@ -209,7 +239,7 @@ fn stamp_sent(
     p.send_start = Some(sent.at);
     p.send_end = Some(sent.at);
     p.sent_bytes = sent_len;
-    p.first_packet_timeout = Some(t.first_packet);
+    p.first_packet_timeout = Some(first_packet_timeout);
 }
 
 /// Whether a spec may join the lane (what the lane does not carry).
@@ -309,8 +339,11 @@ impl Engine {
         let total_ns = self.timers.ns_after(now, total);
         let template = spec.clone_params();
         let members = self.lane.spare_lists.pop().unwrap_or_default();
+        let serial = self.lane.next_serial;
+        self.lane.next_serial += 1;
         let g = self.lane.groups.insert_with(|_| Group {
             spec: template,
+            serial,
             link: li,
             admitted: now,
             admitted_ns,
@@ -520,6 +553,7 @@ impl Engine {
             m,
             id,
             g: member.group,
+            serial: group.serial,
             tag: member.tag,
             t,
             sent_len,
@@ -544,6 +578,7 @@ impl Engine {
             m,
             id,
             g,
+            serial,
             tag,
             t,
             sent_len,
@@ -569,6 +604,55 @@ impl Engine {
         }
         self.links[li].ended_running();
         self.leave(m, id, g, |_| ());
+        #[cfg(test)]
+        {
+            self.lane.ended += 1;
+        }
+        let key = EndKey {
+            serial,
+            now,
+            weak: self.is_weak(now),
+        };
+        let previous = self.lane.tail.replace(Tail { key, id });
+        if self.end_batches && previous.is_some_and(|p| p.key == key) {
+            let end = BatchedEnd {
+                id,
+                tag,
+                response,
+                sent_bytes: sent_len,
+                received_bytes: frame_len,
+                first_packet_timeout: t.first_packet,
+            };
+            match self.join_tail(previous.map(|p| p.id), end) {
+                Ok(()) => {
+                    self.stats.tasks_succeeded += 1;
+                    return;
+                }
+                Err(end) => return self.lane_end(li, end, admitted, &sent, now, took),
+            }
+        }
+        let end = BatchedEnd {
+            id,
+            tag,
+            response,
+            sent_bytes: sent_len,
+            received_bytes: frame_len,
+            first_packet_timeout: t.first_packet,
+        };
+        self.lane_end(li, end, admitted, &sent, now, took);
+    }
+
+    /// Emits the [`Event::TaskEnded`] of a member's end (`end`), sent in pass `sent`,
+    /// admitted at `admitted`, answered `now`, `took` after admission.
+    fn lane_end(
+        &mut self,
+        li: usize,
+        end: BatchedEnd,
+        admitted: Instant,
+        sent: &Sent,
+        now: Instant,
+        took: Duration,
+    ) {
         // Written into a spare box where it lies (no profile built aside and copied in).
         let mut profile = match self.spare_profiles.pop() {
             Some(spare) => spare,
@@ -577,9 +661,9 @@ impl Engine {
         stamp_sent(
             &mut profile,
             self.links[li].name.clone(),
-            &sent,
-            &t,
-            sent_len,
+            sent,
+            end.first_packet_timeout,
+            end.sent_bytes,
         );
         // Every other field named, so a new one cannot be left holding an earlier task's
         // value.
@@ -607,14 +691,57 @@ impl Engine {
         *first_byte = Some(now);
         *last_byte = Some(now);
         *decoded_at = Some(now);
-        *received_bytes = frame_len;
+        *received_bytes = end.received_bytes;
         *zombie_rounds = 0;
         *weak_network = false;
-        self.emit_end_after(id, tag, Ok(response), profile, now, took);
-        #[cfg(test)]
-        {
-            self.lane.ended += 1;
+        self.emit_end_after(end.id, end.tag, Ok(end.response), profile, now, took);
+    }
+
+    /// Adds `end` to the end the lane emitted last (task `last`), which shares its
+    /// [`EndKey`], if that end is still the last event: into its [`EndBatch`], or turning it
+    /// into one. Gives `end` back otherwise (the driver took the events meanwhile, or another
+    /// event came after).
+    fn join_tail(&mut self, last: Option<TaskId>, end: BatchedEnd) -> Result<(), BatchedEnd> {
+        let Some(last) = last else {
+            return Err(end);
+        };
+        match self.events.back_mut() {
+            Some(Event::TasksEnded(batch)) if batch.ends.last().is_some_and(|e| e.id == last) => {
+                batch.ends.push(end);
+                return Ok(());
+            }
+            Some(Event::TaskEnded(e)) if e.id == last && e.outcome.is_ok() => {}
+            _ => return Err(end),
         }
+        let Some(Event::TaskEnded(TaskEnd {
+            id,
+            tag,
+            outcome: Ok(response),
+            profile,
+            elapsed,
+        })) = self.events.pop_back()
+        else {
+            // Checked just above.
+            return Err(end);
+        };
+        let first = BatchedEnd {
+            id,
+            tag,
+            response,
+            sent_bytes: profile.sent_bytes,
+            received_bytes: profile.received_bytes,
+            first_packet_timeout: profile.first_packet_timeout.unwrap_or_default(),
+        };
+        // Room for the members still held, which may end in this input too.
+        let mut ends = Vec::with_capacity(self.lane.len().min(MAX_ENDS_RESERVED) + 2);
+        ends.push(first);
+        ends.push(end);
+        self.events.push_back(Event::TasksEnded(EndBatch {
+            profile,
+            elapsed,
+            ends,
+        }));
+        Ok(())
     }
 
     /// Member `m` (task `id` of group `g`) leaves the lane; `take` gets what is needed of it
@@ -713,7 +840,7 @@ impl Engine {
                     &mut profile,
                     self.links[li].name.clone(),
                     &sent,
-                    &t,
+                    t.first_packet,
                     sent_len,
                 );
                 let attempt = Attempt {

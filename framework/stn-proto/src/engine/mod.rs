@@ -131,6 +131,9 @@ pub struct Engine {
     default_link: Option<(LinkName, usize)>,
     /// Whether [`Event::TaskSent`] is emitted ([`set_task_sent_events`](Self::set_task_sent_events)).
     task_sent_events: bool,
+    /// Whether tasks ending together may come as one [`Event::TasksEnded`]
+    /// ([`set_end_batches`](Self::set_end_batches)).
+    end_batches: bool,
     /// The dispatch pass's per-attempt timeouts, remembered from task to task.
     attempt_memo: timeouts::AttemptMemo,
     /// The long-link retry room, if on ([`Recovery::long_retry_room`](crate::Recovery)).
@@ -425,6 +428,7 @@ impl Engine {
             defer_dispatch: false,
             frame_len_hint: 0,
             task_sent_events: true,
+            end_batches: false,
             attempt_memo: timeouts::AttemptMemo::default(),
             retry_room,
             ranked_this_read: false,

@@ -42,6 +42,10 @@ pub(crate) enum Answer {
     Echo,
     /// Echoes the body after this delay instead of the processing delay.
     Delay(Duration),
+    /// Echoes the body followed by 0 to 3 more bytes (the body's second byte's low two
+    /// bits), after the processing delay: response lengths that differ from the request's
+    /// and from task to task.
+    Longer,
     /// Never answers.
     Never,
     /// Sends the echo in `chunks` pieces, `every` apart, starting after the delay.
@@ -155,6 +159,11 @@ pub(crate) struct Sim {
     pub(crate) actions: Vec<(Instant, Action)>,
     /// Ends by task; a second end for one task panics.
     pub(crate) ends: BTreeMap<TaskId, (Instant, TaskEnd)>,
+    /// [`Event::TasksEnded`] events seen (each recorded as its ends).
+    pub(crate) end_batches: u64,
+    /// Bytes for the client due at the same instant on one connection arrive in one read
+    /// (else one read per frame the server sent).
+    pub(crate) coalesce_reads: bool,
     /// Frames the server received: (time, conn, head).
     pub(crate) server_log: Vec<(Instant, ConnId, FrameHead)>,
     /// Addresses the resolver returns.
@@ -255,6 +264,8 @@ impl Sim {
             events: Vec::new(),
             actions: Vec::new(),
             ends: BTreeMap::new(),
+            end_batches: 0,
+            coalesce_reads: false,
             server_log: Vec::new(),
             resolved: vec![ResolvedAddr {
                 ip: server_addr(1).ip,
@@ -393,7 +404,10 @@ impl Sim {
                 break;
             }
             self.queue.pop();
-            let delivery = self.deliveries.remove(&key).expect("queued delivery");
+            let mut delivery = self.deliveries.remove(&key).expect("queued delivery");
+            if self.coalesce_reads {
+                self.coalesce(&mut delivery);
+            }
             if let Delivery::ToServer(conn, _) = &delivery {
                 if let Some(pending) = self.unacked.get_mut(conn) {
                     pending.remove(&key);
@@ -407,6 +421,24 @@ impl Sim {
         if self.engine.poll_timeout().is_some_and(|t| t <= self.now) {
             self.engine.handle_timeout(self.now);
             self.drain();
+        }
+    }
+
+    /// Appends to `delivery`, bytes for the client, the bytes for the same connection
+    /// due now right after it: one read, as a socket would give them.
+    fn coalesce(&mut self, delivery: &mut Delivery) {
+        let Delivery::ToClient(conn, bytes) = delivery else {
+            return;
+        };
+        while let Some(&Reverse((t, key))) = self.queue.peek() {
+            match self.deliveries.get(&key) {
+                Some(Delivery::ToClient(c, _)) if t <= self.now && c == conn => {}
+                _ => return,
+            }
+            self.queue.pop();
+            if let Some(Delivery::ToClient(_, more)) = self.deliveries.remove(&key) {
+                bytes.extend_from_slice(&more);
+            }
         }
     }
 
@@ -440,18 +472,35 @@ impl Sim {
             self.act(a);
         }
         while let Some(e) = self.engine.poll_event() {
-            if let Event::TaskEnded(end) = &e {
-                let prev = self.ends.insert(end.id, (self.now, end.clone()));
-                assert!(prev.is_none(), "{} ended twice", end.id);
-                assert_eq!(
-                    end.elapsed,
-                    end.profile.elapsed(),
-                    "{}: the end's elapsed time is not its profile's",
-                    end.id
-                );
+            // An end batch is recorded as the ends it stands for, so every test sees (and
+            // the lane's differential test compares) one `TaskEnded` per task.
+            if let Event::TasksEnded(batch) = e {
+                assert!(batch.ends.len() >= 2, "an end batch of one end");
+                self.end_batches += 1;
+                let profiles: Vec<_> = batch.ends.iter().map(|e| batch.profile_of(e)).collect();
+                for (end, profile) in batch.into_ends().zip(profiles) {
+                    assert_eq!(*end.profile, profile, "{}: profile_of", end.id);
+                    self.record_event(Event::TaskEnded(end));
+                }
+                continue;
             }
-            self.events.push((self.now, e));
+            self.record_event(e);
         }
+    }
+
+    /// Records event `e` (checking a task's end).
+    fn record_event(&mut self, e: Event) {
+        if let Event::TaskEnded(end) = &e {
+            let prev = self.ends.insert(end.id, (self.now, end.clone()));
+            assert!(prev.is_none(), "{} ended twice", end.id);
+            assert_eq!(
+                end.elapsed,
+                end.profile.elapsed(),
+                "{}: the end's elapsed time is not its profile's",
+                end.id
+            );
+        }
+        self.events.push((self.now, e));
     }
 
     fn act(&mut self, a: Action) {
@@ -690,6 +739,13 @@ impl Sim {
             Answer::Delay(d) => {
                 let frame = self.frame(head.cmd_id, head.seq, &body);
                 self.later_send(conn, d, frame);
+            }
+            Answer::Longer => {
+                let extra = body.get(1).map_or(0, |b| usize::from(b & 3));
+                let mut longer = body;
+                longer.resize(longer.len() + extra, 0x5A);
+                let frame = self.frame(head.cmd_id, head.seq, &longer);
+                self.later_send(conn, delay, frame);
             }
             Answer::Never => {}
             Answer::Dribble { chunks, every } => {

@@ -130,6 +130,11 @@ struct Setup {
     /// An auth plugin whose answer the script sets ([`Op::AuthFlag`]; it starts with
     /// "authenticated"), instead of one that never says so.
     flag_auth: bool,
+    /// Frames due at one instant arrive in one read ([`Sim::coalesce_reads`]).
+    coalesce: bool,
+    /// The engines emit end batches ([`Engine::set_end_batches`](crate::Engine::set_end_batches)),
+    /// which the sims record as the ends they stand for.
+    end_batches: bool,
 }
 
 impl Arbitrary for Setup {
@@ -143,16 +148,22 @@ impl Arbitrary for Setup {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
         );
         (any::<u64>(), flags)
             .prop_map(
-                |(seed, (picky, classic, lossy, foreground, flag_auth))| Setup {
-                    seed,
-                    picky,
-                    classic,
-                    lossy,
-                    foreground,
-                    flag_auth,
+                |(seed, (picky, classic, lossy, foreground, flag_auth, coalesce, end_batches))| {
+                    Setup {
+                        seed,
+                        picky,
+                        classic,
+                        lossy,
+                        foreground,
+                        flag_auth,
+                        coalesce,
+                        end_batches,
+                    }
                 },
             )
             .boxed()
@@ -197,6 +208,8 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
     }
     let mut sim = Sim::with_config_at(cfg.build().unwrap(), t0);
     sim.engine.set_batch_lane(lane);
+    sim.engine.set_end_batches(setup.end_batches);
+    sim.coalesce_reads = setup.coalesce;
     if setup.foreground {
         sim.foreground(true);
     }
@@ -209,6 +222,8 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
     sim.script
         .answer_by_cmd
         .insert(CmdId(3), Answer::Delay(ms(5_500)));
+    // Responses longer than their requests, by a different length per task.
+    sim.script.answer_by_cmd.insert(CmdId(2), Answer::Longer);
     (sim, flag)
 }
 
@@ -276,12 +291,19 @@ fn log(sim: &Sim) -> (Vec<String>, Vec<String>) {
     (actions, events)
 }
 
-/// Runs `ops` with and without the lane and compares everything; returns how many tasks
-/// the lane ended itself (so a test can check that it was used at all).
-fn compare(ops: &[Op], setup: Setup) -> u64 {
+/// Runs `ops` with and without the lane and compares everything; returns how much the
+/// lane was used (so a test can check that it was used at all).
+fn compare(ops: &[Op], setup: Setup) -> Used {
+    compare_with(ops, setup, |_| {})
+}
+
+/// [`compare`] with `tweak` applied to both sims first.
+fn compare_with(ops: &[Op], setup: Setup, tweak: impl Fn(&mut Sim)) -> Used {
     let t0 = crate::tests::epoch::epoch();
     let mut plain = sim(false, setup, t0);
     let mut laned = sim(true, setup, t0);
+    tweak(&mut plain.0);
+    tweak(&mut laned.0);
     let a = play(&mut plain, ops);
     let b = play(&mut laned, ops);
     let (plain, laned) = (plain.0, laned.0);
@@ -304,7 +326,23 @@ fn compare(ops: &[Op], setup: Setup) -> u64 {
         assert!(laned.ends.contains_key(id), "{id} never ended");
     }
     assert_eq!(laned.engine.task_count(), 0);
-    laned.engine.lane_ended()
+    assert_eq!(plain.end_batches, 0, "end batches without the lane");
+    if !setup.end_batches {
+        assert_eq!(laned.end_batches, 0, "end batches not asked for");
+    }
+    Used {
+        lane_ended: laned.engine.lane_ended(),
+        end_batches: laned.end_batches,
+    }
+}
+
+/// How much of the lane a comparison used.
+#[derive(Debug)]
+struct Used {
+    /// Tasks the lane ended itself.
+    lane_ended: u64,
+    /// End batches it emitted.
+    end_batches: u64,
 }
 
 proptest! {
@@ -319,9 +357,9 @@ proptest! {
         ops in proptest::collection::vec(op(14, true), 1..50),
         setup in any::<Setup>(),
     ) {
-        let ended = compare(&ops, setup);
+        let used = compare(&ops, setup);
         if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
-            eprintln!("lane ended {ended}");
+            eprintln!("lane used: {used:?}");
         }
     }
 
@@ -332,9 +370,30 @@ proptest! {
         ops in proptest::collection::vec(op(3, false), 1..50),
         setup in any::<Setup>(),
     ) {
-        let ended = compare(&ops, setup);
+        let used = compare(&ops, setup);
         if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
-            eprintln!("lane ended {ended}");
+            eprintln!("lane used: {used:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
+
+    /// Reads of many responses and end batches: the batches stand for exactly the ends the
+    /// engine without the lane emits.
+    #[test]
+    fn end_batches_change_no_action_and_no_event(
+        ops in proptest::collection::vec(op(6, false), 1..50),
+        setup in any::<Setup>(),
+    ) {
+        let setup = Setup { coalesce: true, end_batches: true, lossy: false, ..setup };
+        let used = compare(&ops, setup);
+        if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
+            eprintln!("lane used: {used:?}");
         }
     }
 }
@@ -363,9 +422,60 @@ fn a_healthy_link_ends_batches_in_the_lane() {
         lossy: false,
         foreground: true,
         flag_auth: false,
+        coalesce: false,
+        end_batches: false,
     };
-    let ended = compare(&ops, setup);
-    assert!(ended >= 60, "the lane ended {ended} tasks");
+    let used = compare(&ops, setup);
+    assert!(used.lane_ended >= 60, "{used:?}");
+    // Reads of many responses, ended in batches.
+    let setup = Setup {
+        coalesce: true,
+        end_batches: true,
+        ..setup
+    };
+    let used = compare(&ops, setup);
+    assert!(used.lane_ended >= 60 && used.end_batches >= 2, "{used:?}");
+}
+
+/// Two groups answered in one read (the first group's command waits 300 ms at the server,
+/// the second group is sent just before its answers leave): two end batches, each with its
+/// own group's profile, as the engine without the lane ends the tasks.
+#[test]
+fn two_groups_answered_in_one_read_end_in_two_batches() {
+    let batch = |n, kind, body| Op::Batch {
+        n,
+        kinds: vec![kind],
+        body,
+        like: true,
+    };
+    let ops = [
+        // Connects the link.
+        batch(2, 4, 1),
+        Op::Wait(1_000),
+        // Command 1: answered 300 ms after it reaches the server, 340 ms after it left.
+        batch(5, 6, 3),
+        Op::Wait(295),
+        // Command 2: answered 5 ms after it reaches the server, 45 ms after it left, with
+        // responses of varying length.
+        batch(5, 4, 4),
+        Op::Wait(2_000),
+    ];
+    let setup = Setup {
+        seed: 17,
+        picky: false,
+        classic: false,
+        lossy: false,
+        foreground: true,
+        flag_auth: false,
+        coalesce: true,
+        end_batches: true,
+    };
+    let used = compare_with(&ops, setup, |sim| {
+        sim.script
+            .answer_by_cmd
+            .insert(CmdId(1), Answer::Delay(ms(300)));
+    });
+    assert_eq!((used.lane_ended, used.end_batches), (10, 2), "{used:?}");
 }
 
 /// A dense script with a fault of each kind while batches are in flight.
@@ -416,6 +526,8 @@ fn a_dense_fault_script_gives_the_same_run() {
             lossy: true,
             foreground: true,
             flag_auth: classic,
+            coalesce: picky,
+            end_batches: picky || classic,
         };
         compare(&ops, setup);
     }
@@ -432,6 +544,8 @@ fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
         lossy: false,
         foreground: false,
         flag_auth: false,
+        coalesce: false,
+        end_batches: false,
     };
     let t0 = crate::tests::epoch::epoch();
     let (mut plain, _) = sim(false, setup, t0);
@@ -476,6 +590,8 @@ fn ids_wrap_around_with_members_in_flight_as_without() {
         lossy: false,
         foreground: true,
         flag_auth: false,
+        coalesce: false,
+        end_batches: false,
     };
     let t0 = crate::tests::epoch::epoch();
     let (mut plain, _) = sim(false, setup, t0);
