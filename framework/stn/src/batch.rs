@@ -15,6 +15,9 @@
 //!
 //! [`TaskHandle`]: crate::TaskHandle
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use phobos_plugin_api::CmdId;
 use phobos_stn_proto::{LocalError, TaskError, TaskOutcome, TaskProfile, TaskSpec};
@@ -24,20 +27,99 @@ use crate::client::{Client, TaskKey};
 use crate::driver::Command;
 
 /// The end of one task of a [`TaskBatch`].
-#[derive(Debug)]
 pub struct BatchEnd {
     /// The task (one of the keys [`TaskBatch::start`] returned).
     pub key: TaskKey,
     /// The response, or the error whose [`kind`](TaskError::kind) says which level failed.
     pub outcome: TaskOutcome,
+    /// What [`profile`](Self::profile) is built from.
+    profile: EndProfile,
+}
+
+/// A batch task's profile as its end carries it.
+///
+/// Design: the tasks of a batch that the core ends together
+/// ([`Event::TasksEnded`](phobos_stn_proto::Event::TasksEnded)) share every field of
+/// their profiles but three, so their ends share one profile and carry those three each:
+/// handing an end over then writes a few words, not a 200-byte profile per task, and the
+/// profile is built only if the app asks for it.
+///
+/// A task that ended on its own has its profile copied into its message's table of
+/// profiles ([`BatchOut::push_own`]), and the engine's box goes back to the engine for a
+/// later task: boxes that the app freed by the hundred cost more than any other step of a
+/// batch task (the allocator's per-thread cache holds a few per size).
+#[derive(Debug)]
+pub(crate) enum EndProfile {
+    /// The driver stopped before the task ended.
+    None,
+    /// Entry `index` of the table of the message the end is in (set when the message is
+    /// sent: [`BatchOut::flush`]).
+    Table {
+        table: Arc<Vec<TaskProfile>>,
+        index: usize,
+    },
+    /// Entry `index` of the table of the message being gathered (not sent yet).
+    Pending(usize),
+    /// A task that ended with others: their shared profile and its own fields.
+    Shared {
+        common: Arc<TaskProfile>,
+        sent_bytes: usize,
+        received_bytes: usize,
+        first_packet_timeout: Duration,
+    },
+}
+
+impl BatchEnd {
     /// When things happened; `None` when the driver stopped before the task ended (the
     /// outcome is then [`LocalError::Reset`]).
     ///
-    /// Design: inline, not boxed like [`TaskEnd::profile`](phobos_stn_proto::TaskEnd): the
-    /// driver copies it out of the engine's box and gives the box back to the engine for a
-    /// later task ([`Engine::recycle_profile`](phobos_stn_proto::Engine::recycle_profile)),
-    /// so a batch allocates no profile per task and the app frees none.
-    pub profile: Option<TaskProfile>,
+    /// Built when asked for: tasks that ended together share one profile but for their
+    /// byte counts and first-packet timeouts, and their ends carry only a pointer to it
+    /// and those three.
+    pub fn profile(&self) -> Option<TaskProfile> {
+        match &self.profile {
+            EndProfile::None | EndProfile::Pending(_) => None,
+            EndProfile::Table { table, index } => table.get(*index).cloned(),
+            EndProfile::Shared {
+                common,
+                sent_bytes,
+                received_bytes,
+                first_packet_timeout,
+            } => Some(shared_profile(
+                common,
+                *sent_bytes,
+                *received_bytes,
+                *first_packet_timeout,
+            )),
+        }
+    }
+}
+
+/// The profile of a task that ended with others: their `common` profile with its own byte
+/// counts and first-packet timeout.
+pub(crate) fn shared_profile(
+    common: &TaskProfile,
+    sent_bytes: usize,
+    received_bytes: usize,
+    first_packet_timeout: Duration,
+) -> TaskProfile {
+    TaskProfile {
+        link: common.link.clone(),
+        sent_bytes,
+        received_bytes,
+        first_packet_timeout: Some(first_packet_timeout),
+        ..*common
+    }
+}
+
+impl std::fmt::Debug for BatchEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchEnd")
+            .field("key", &self.key)
+            .field("outcome", &self.outcome)
+            .field("profile", &self.profile())
+            .finish()
+    }
 }
 
 /// The keys of the tasks one [`TaskBatch::start`] call started, in the order of its specs:
@@ -354,7 +436,17 @@ impl Drop for BatchStart {
 pub(crate) struct BatchOut {
     batches: Vec<Batch>,
     /// Ends queued this iteration, by batch index.
-    pending: Vec<(BatchIndex, Vec<BatchEnd>)>,
+    pending: Vec<Message>,
+}
+
+/// The ends of one batch gathered during a driver iteration, with the profiles of those
+/// that ended on their own.
+#[derive(Debug)]
+struct Message {
+    batch: BatchIndex,
+    ends: Vec<BatchEnd>,
+    /// Made with room for as many profiles as `ends` has for ends, at the first one.
+    profiles: Vec<TaskProfile>,
 }
 
 /// Which [`BatchOut`] entry a task's end goes to.
@@ -404,23 +496,19 @@ impl BatchOut {
         batch: BatchIndex,
         key: TaskKey,
         outcome: TaskOutcome,
-        profile: Option<TaskProfile>,
+        profile: EndProfile,
     ) {
-        self.ends_of(batch).push(BatchEnd {
+        self.message_of(batch).ends.push(BatchEnd {
             key,
             outcome,
             profile,
         });
     }
 
-    /// [`push`](Self::push) with the profile copied out of `profile`, whose link name is
-    /// taken (the rest is left as it was, for the engine to overwrite when it reuses the
-    /// box).
-    ///
-    /// Design: one copy of the profile, straight into the end; the name is the only part
-    /// that is not plain data. Leaving a blank behind, as this did, cost two more copies of
-    /// its 200 bytes per task.
-    pub(crate) fn push_profile(
+    /// [`push`](Self::push) for a task that ended on its own, with a copy of `profile`,
+    /// whose link name is taken (the rest is left as it was, for the engine to overwrite
+    /// when it reuses the box).
+    pub(crate) fn push_own(
         &mut self,
         batch: BatchIndex,
         key: TaskKey,
@@ -428,37 +516,62 @@ impl BatchOut {
         profile: &mut TaskProfile,
     ) {
         let link = profile.link.take();
-        let ends = self.ends_of(batch);
-        ends.push(BatchEnd {
+        let message = self.message_of(batch);
+        if message.profiles.capacity() == 0 {
+            message.profiles.reserve_exact(message.ends.capacity());
+        }
+        message.profiles.push(TaskProfile { link, ..*profile });
+        let index = message.profiles.len() - 1;
+        message.ends.push(BatchEnd {
             key,
             outcome,
-            profile: Some(TaskProfile { link, ..*profile }),
+            profile: EndProfile::Pending(index),
         });
     }
 
     /// The message of this iteration for `batch` (one end is about to be added to it).
-    fn ends_of(&mut self, batch: BatchIndex) -> &mut Vec<BatchEnd> {
+    fn message_of(&mut self, batch: BatchIndex) -> &mut Message {
         let mut held = 0;
         if let Some(b) = self.batches.get_mut(batch.0 as usize) {
             held = b.held;
             b.held = b.held.saturating_sub(1);
         }
         // Usually every end of an iteration belongs to the same batch or a few.
-        match self.pending.iter().rposition(|(b, _)| *b == batch) {
-            Some(i) => &mut self.pending[i].1,
+        match self.pending.iter().rposition(|m| m.batch == batch) {
+            Some(i) => &mut self.pending[i],
             None => {
                 // Room for every end of the batch this iteration might bring.
                 let ends = Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED));
-                self.pending.push((batch, ends));
+                self.pending.push(Message {
+                    batch,
+                    ends,
+                    profiles: Vec::new(),
+                });
                 let last = self.pending.len() - 1;
-                &mut self.pending[last].1
+                &mut self.pending[last]
             }
         }
     }
 
     /// Sends what was queued, and frees the entries of batches with no task held.
     pub(crate) fn flush(&mut self) {
-        for (batch, ends) in self.pending.drain(..) {
+        for Message {
+            batch,
+            mut ends,
+            profiles,
+        } in self.pending.drain(..)
+        {
+            if !profiles.is_empty() {
+                let table = Arc::new(profiles);
+                for end in &mut ends {
+                    if let EndProfile::Pending(index) = end.profile {
+                        end.profile = EndProfile::Table {
+                            table: table.clone(),
+                            index,
+                        };
+                    }
+                }
+            }
             if let Some(sink) = self
                 .batches
                 .get(batch.0 as usize)
@@ -479,7 +592,7 @@ impl BatchOut {
     pub(crate) fn reset(&mut self, tasks: impl IntoIterator<Item = (BatchIndex, TaskKey)>) {
         for (batch, key) in tasks {
             let end = reset(key);
-            self.push(batch, end.key, end.outcome, end.profile);
+            self.push(batch, end.key, end.outcome, EndProfile::None);
         }
         self.flush();
     }
@@ -499,6 +612,66 @@ fn reset(key: TaskKey) -> BatchEnd {
     BatchEnd {
         key,
         outcome: Err(TaskError::Local(LocalError::Reset)),
-        profile: None,
+        profile: EndProfile::None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use phobos_stn_proto::LinkName;
+
+    use super::*;
+
+    fn profile(sent: usize) -> TaskProfile {
+        TaskProfile {
+            sent_bytes: sent,
+            link: Some(LinkName::new("l")),
+            ..TaskProfile::new(Instant::now())
+        }
+    }
+
+    /// Ends of two batches in one iteration, each with its own table of profiles, plus a
+    /// shared-profile end and a reset: every end gets back its own profile.
+    #[test]
+    fn each_end_gets_its_own_profile_whichever_way_it_came() {
+        let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+        let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+        let mut out = BatchOut::default();
+        let a = out.hold(&tx_a, 3);
+        let b = out.hold(&tx_b, 2);
+        let ok = || Err(TaskError::Canceled);
+        out.push_own(a, TaskKey(1), ok(), &mut profile(11));
+        out.push_own(b, TaskKey(2), ok(), &mut profile(22));
+        let common = Arc::new(profile(0));
+        let shared = EndProfile::Shared {
+            common,
+            sent_bytes: 33,
+            received_bytes: 44,
+            first_packet_timeout: Duration::from_secs(5),
+        };
+        out.push(a, TaskKey(3), ok(), shared);
+        out.push_own(a, TaskKey(4), ok(), &mut profile(55));
+        out.push(b, TaskKey(5), ok(), EndProfile::None);
+        out.flush();
+        let sent = |end: &BatchEnd| end.profile().map(|p| p.sent_bytes);
+        let ends_a = rx_a.try_recv().unwrap();
+        let got: Vec<_> = ends_a.iter().map(|e| (e.key, sent(e))).collect();
+        assert_eq!(
+            got,
+            [
+                (TaskKey(1), Some(11)),
+                (TaskKey(3), Some(33)),
+                (TaskKey(4), Some(55))
+            ]
+        );
+        let p = ends_a[1].profile().unwrap();
+        assert_eq!(p.received_bytes, 44);
+        assert_eq!(p.first_packet_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(ends_a[0].profile().unwrap().link, Some(LinkName::new("l")));
+        let ends_b = rx_b.try_recv().unwrap();
+        let got: Vec<_> = ends_b.iter().map(|e| (e.key, sent(e))).collect();
+        assert_eq!(got, [(TaskKey(2), Some(22)), (TaskKey(5), None)]);
     }
 }

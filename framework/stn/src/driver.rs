@@ -40,8 +40,8 @@ use phobos_plugin_api::{
     ResolveError, ResolvedAddr,
 };
 use phobos_stn_proto::{
-    Action, CloseCause, ConnId, ConnectReport, DialError, Engine, Event, LikeTask, LinkName,
-    LinkStatus, RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
+    Action, CloseCause, ConnId, ConnectReport, DialError, EndBatch, Engine, Event, LikeTask,
+    LinkName, LinkStatus, RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn, Instrument, Span};
 
-use crate::batch::{BatchIndex, BatchOut, BatchStart, BatchTasks};
+use crate::batch::{shared_profile, BatchIndex, BatchOut, BatchStart, BatchTasks, EndProfile};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
@@ -140,6 +140,8 @@ fn start(
     // The driver only traces `TaskSent`: without a subscriber for that, the core need not
     // build the event for every attempt (checked once, at start).
     engine.set_task_sent_events(tracing::enabled!(tracing::Level::TRACE));
+    // Tasks that end together come as one event (see `tasks_ended`).
+    engine.set_end_batches(true);
     let ranking_state = config.ranking_state_file().map(|path| {
         if let Some(state) = load_ranking_state(path) {
             engine.restore_ranking(&state, unix_now());
@@ -994,6 +996,7 @@ impl Driver {
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::TaskEnded(end) => self.task_ended(end),
+            Event::TasksEnded(batch) => self.tasks_ended(batch),
             Event::Push { link, cmd_id, body } => {
                 metrics::counter!(m::PUSHES, "link" => link.to_string()).increment(1);
                 trace!(link = %link, %cmd_id, len = body.len(), "push");
@@ -1073,11 +1076,7 @@ impl Driver {
             false => self.enter_task_span(tag, outcome, p, elapsed),
         };
         match &end.outcome {
-            Ok(r) => debug!(
-                task = %end.id, link = ?p.link, attempts = p.attempts,
-                elapsed_us = elapsed.as_micros() as u64, sent = p.sent_bytes,
-                received = p.received_bytes, len = r.body.len(), "task ended: ok"
-            ),
+            Ok(r) => ended_ok(end.id, p, p.sent_bytes, p.received_bytes, r, elapsed),
             Err(e) => info!(
                 task = %end.id, link = ?p.link, attempts = p.attempts,
                 elapsed_us = elapsed.as_micros() as u64, error = %e, kind = %outcome,
@@ -1092,8 +1091,58 @@ impl Driver {
             Reply::Batch(batch) => {
                 let mut profile = end.profile;
                 self.batch_out
-                    .push_profile(batch, w.key, end.outcome, &mut profile);
+                    .push_own(batch, w.key, end.outcome, &mut profile);
                 self.engine.recycle_profile(profile);
+            }
+        }
+    }
+
+    /// The ends of tasks that ended together ([`Event::TasksEnded`]): each as
+    /// [`task_ended`](Self::task_ended) would end it, with its profile built once, straight
+    /// into its reply.
+    fn tasks_ended(&mut self, mut batch: EndBatch) {
+        if !self.task_spans.is_empty() {
+            // Spans get the ends one by one (their profiles are recorded into the spans).
+            for end in batch.into_ends() {
+                self.task_ended(end);
+            }
+            return;
+        }
+        let elapsed = batch.elapsed;
+        let seconds = elapsed.as_secs_f64();
+        let ends = std::mem::take(&mut batch.ends);
+        let common: Arc<TaskProfile> = Arc::from(batch.profile);
+        for end in ends {
+            let tag = end.tag as usize;
+            if self.waiters.get(tag).is_none_or(|w| w.id != end.id) {
+                continue;
+            }
+            let w = self.waiters.remove(tag);
+            self.cancel_index.ended(w.key);
+            self.end_metrics.record(OK_OUTCOME, seconds);
+            let (sent, received) = (end.sent_bytes, end.received_bytes);
+            ended_ok(end.id, &common, sent, received, &end.response, elapsed);
+            let fpt = end.first_packet_timeout;
+            match w.reply {
+                Reply::One(tx) => {
+                    let profile = shared_profile(&common, sent, received, fpt);
+                    let _ = tx.send(TaskEnd {
+                        id: end.id,
+                        tag: end.tag,
+                        outcome: Ok(end.response),
+                        profile: Box::new(profile),
+                        elapsed,
+                    });
+                }
+                Reply::Batch(b) => {
+                    let profile = EndProfile::Shared {
+                        common: common.clone(),
+                        sent_bytes: sent,
+                        received_bytes: received,
+                        first_packet_timeout: fpt,
+                    };
+                    self.batch_out.push(b, w.key, Ok(end.response), profile);
+                }
             }
         }
     }
@@ -1456,6 +1505,26 @@ fn outcome_label(
         _ => "other",
     }
 }
+
+/// The `tracing` line of task `id`'s successful end (`profile`'s link and attempts, its own
+/// byte counts).
+fn ended_ok(
+    id: TaskId,
+    profile: &TaskProfile,
+    sent: usize,
+    received: usize,
+    response: &phobos_stn_proto::Response,
+    elapsed: std::time::Duration,
+) {
+    debug!(
+        task = %id, link = ?profile.link, attempts = profile.attempts,
+        elapsed_us = elapsed.as_micros() as u64, sent, received,
+        len = response.body.len(), "task ended: ok"
+    );
+}
+
+/// The entry of "ok" in [`OUTCOME_KEYS`].
+const OK_OUTCOME: usize = 0;
 
 /// The task-end metrics of one driver iteration, by entry of [`OUTCOME_KEYS`].
 ///
@@ -1844,6 +1913,16 @@ mod tests {
             key: TaskKey(key),
             reply: Reply::One(oneshot::channel().0),
         }
+    }
+
+    #[test]
+    fn the_ok_entry_of_the_outcome_keys_is_the_label_of_a_response() {
+        let ok = Ok(phobos_stn_proto::Response {
+            cmd_id: CmdId(1),
+            body: Bytes::new(),
+            extension: None,
+        });
+        assert_eq!(OUTCOME_KEYS[OK_OUTCOME].0, outcome_label(&ok));
     }
 
     #[test]

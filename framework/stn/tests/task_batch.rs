@@ -66,7 +66,7 @@ async fn every_task_of_a_batch_gets_its_own_response_once() {
         assert_eq!(keys.position(key), Some(i));
         let body = &ends[&key].outcome.as_ref().expect("echoed").body;
         assert_eq!(&body[..], format!("task {i}").as_bytes());
-        assert!(ends[&key].profile.as_ref().unwrap().decoded_at.is_some());
+        assert!(ends[&key].profile().unwrap().decoded_at.is_some());
     }
     let refused = more.first().unwrap();
     assert_eq!(
@@ -174,7 +174,7 @@ async fn shutdown_mid_batch_ends_every_unfinished_task_with_reset() {
             end.outcome.as_ref().unwrap_err(),
             &TaskError::Local(LocalError::Reset)
         );
-        assert!(end.profile.is_none());
+        assert!(end.profile().is_none());
     }
 }
 
@@ -269,10 +269,15 @@ async fn like_tasks_each_get_their_own_response_once_with_the_shared_parameters(
                 &response.body[..],
                 format!("like {}", round * 50 + i as u32).as_bytes()
             );
-            let profile = end.profile.as_ref().unwrap();
+            let profile = end.profile().unwrap();
             assert_eq!(profile.attempts, 1);
             assert!(profile.send_start.is_some() && profile.decoded_at.is_some());
             assert_eq!(profile.link.as_ref().unwrap().as_str(), "default-longlink");
+            // Its own frames' lengths (20-byte heads), though its end may have come with
+            // others' in one event.
+            assert_eq!(profile.sent_bytes, 20 + response.body.len());
+            assert_eq!(profile.received_bytes, 20 + response.body.len());
+            assert!(profile.first_packet_timeout.is_some());
         }
     }
     // The parameters' body was not sent: every frame carries its own.

@@ -124,7 +124,7 @@ async fn a_stalled_link_saving_a_large_burst_as_zombies_recovers_every_task() {
             .with_total_timeout(Duration::from_secs(40))
     }));
     for end in ends_once(&mut batch, N).await {
-        let profile = end.profile.as_ref().expect("a profile");
+        let profile = end.profile().expect("a profile");
         assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
         assert_eq!(profile.zombie_rounds, 1);
     }
