@@ -156,6 +156,11 @@ pub(crate) struct Estimator {
     good_count: u32,
     last_big_good: Option<Instant>,
     ring: [bool; 10],
+    /// How many of `ring` are true.
+    ///
+    /// Design: kept as the ring changes rather than counted at each record, which every task
+    /// end pays.
+    ones: u8,
     cursor: usize,
     /// When the current 5-minute window ends (its start plus [`WINDOW`]).
     window_end: Option<Instant>,
@@ -168,6 +173,7 @@ impl Estimator {
             good_count: 0,
             last_big_good: None,
             ring: [true; 10],
+            ones: 10,
             cursor: 9,
             window_end: None,
         }
@@ -194,7 +200,9 @@ impl Estimator {
         if self.window_end.is_none_or(|end| now > end) {
             self.window_end = now.checked_add(WINDOW);
             self.cursor = 9;
-            self.ring = [self.state != NetQuality::Bad; 10];
+            let good = self.state != NetQuality::Bad;
+            self.ring = [good; 10];
+            self.ones = if good { 10 } else { 0 };
         }
         self.cursor = if self.cursor >= 9 { 0 } else { self.cursor + 1 };
         let class = classify(mobile, size, cost);
@@ -206,22 +214,22 @@ impl Estimator {
                 if self.state == NetQuality::Evaluating {
                     self.good_count += 1;
                 }
-                self.ring[self.cursor] = true;
+                self.set_ring(true);
             }
             Class::Normal => {
                 if self.state == NetQuality::Evaluating {
                     self.good_count = 0;
                     self.last_big_good = None;
                 }
-                self.ring[self.cursor] = true;
+                self.set_ring(true);
             }
             Class::Failed => {
                 self.good_count = 0;
                 self.last_big_good = None;
-                self.ring[self.cursor] = false;
+                self.set_ring(false);
             }
         }
-        let ones = self.ring.iter().filter(|b| **b).count();
+        let ones = self.ones;
         match self.state {
             NetQuality::Evaluating => {
                 let recent_big = self
@@ -244,6 +252,22 @@ impl Estimator {
                     self.state = NetQuality::Evaluating;
                     self.window_end = now.checked_add(WINDOW);
                 }
+            }
+        }
+    }
+}
+
+impl Estimator {
+    /// Sets the ring's entry at the cursor.
+    #[inline]
+    fn set_ring(&mut self, good: bool) {
+        let place = &mut self.ring[self.cursor];
+        if *place != good {
+            *place = good;
+            if good {
+                self.ones += 1;
+            } else {
+                self.ones -= 1;
             }
         }
     }
@@ -428,5 +452,28 @@ mod tests {
         assert_eq!(e.quality(), NetQuality::Bad);
         e.reset();
         assert_eq!(e.quality(), NetQuality::Evaluating);
+    }
+
+    /// The count of good entries kept beside the ring is the ring's, through every state
+    /// and window restart a pseudo-random run of exchanges brings.
+    #[test]
+    fn the_estimators_good_count_follows_its_ring() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut e = Estimator::new();
+        let mut x = 0x2545_f491_u64;
+        let mut now = t0;
+        let mut states = std::collections::HashSet::new();
+        for _ in 0..5_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            now += ms(x % 7_000);
+            let cost = (x % 5 != 0).then(|| ms((x >> 8) % 3_000));
+            e.record(now, x % 3 == 0, ((x >> 20) % 40_000) as usize, cost);
+            let ones = e.ring.iter().filter(|b| **b).count();
+            assert_eq!(usize::from(e.ones), ones);
+            states.insert(format!("{:?}", e.quality()));
+        }
+        assert_eq!(states.len(), 3, "the run visits every state: {states:?}");
     }
 }
