@@ -1865,7 +1865,7 @@ impl Engine {
                         extension,
                     };
                     self.lane_response(li, answered, response, frame_len, now);
-                    return self.after_success(li, now);
+                    return self.after_lane_success(li, now);
                 }
                 refused => {
                     self.demote_member(m);
@@ -1950,6 +1950,26 @@ impl Engine {
         if !self.zombies.is_empty() {
             self.restart_all_zombies(now);
         }
+    }
+
+    /// [`after_success`](Self::after_success) for a lane member's response, with the usual
+    /// case of a busy read first: the address's success already counted in this read, tasks
+    /// still running, no resend window and no zombies leave only the link's counts to move.
+    #[inline]
+    fn after_lane_success(&mut self, li: usize, now: Instant) {
+        let link = &mut self.links[li];
+        if let LinkState::Connected(s) = &mut link.state {
+            if self.ranked_this_read
+                && link.running > 0
+                && s.window.is_none()
+                && self.zombies.is_empty()
+            {
+                s.responses = s.responses.saturating_add(1);
+                s.probes_answered = 0;
+                return;
+            }
+        }
+        self.after_success(li, now);
     }
 
     /// A task response arrived on link `li`: the resend window grows by one (slow start)

@@ -322,6 +322,12 @@ fn compare_with(ops: &[Op], setup: Setup, tweak: impl Fn(&mut Sim)) -> Used {
         format!("{:?}", plain.engine.stats()),
         format!("{:?}", laned.engine.stats())
     );
+    // What the ends taught the address ranking (no action shows it until a later connect).
+    assert_eq!(
+        plain.engine.ranking_state(plain.now, 0),
+        laned.engine.ranking_state(laned.now, 0),
+        "ranking differs"
+    );
     for id in &a {
         assert!(laned.ends.contains_key(id), "{id} never ended");
     }
