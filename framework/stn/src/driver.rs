@@ -795,12 +795,17 @@ impl Driver {
         }
         self.engine.queue_tasks_like(t, params, &mut tasks);
         let link = tracing::enabled!(tracing::Level::TRACE).then_some(&params.link);
+        // Below DEBUG no task span can be enabled (`task_span`'s own first check), so the
+        // tasks need no per-task check.
+        let note = link.is_some() || tracing::level_enabled!(tracing::Level::DEBUG);
         for task in &tasks {
             let tag = task.tag as usize;
             if let Some(w) = self.waiters.get_mut(tag) {
                 w.id = task.id;
             }
-            self.note_started(task.id, tag, task.cmd_id, link);
+            if note {
+                self.note_started(task.id, tag, task.cmd_id, link);
+            }
         }
         self.like_scratch = tasks;
     }

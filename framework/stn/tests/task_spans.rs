@@ -213,3 +213,34 @@ fn every_task_of_a_batch_is_a_span() {
         assert_eq!(field(span, "cmd"), "9");
     }
 }
+
+/// Tasks started with `start_like` get their spans too, each with its own byte counts, also
+/// when a burst of them ends together (the later rounds find the link up).
+#[test]
+fn every_task_of_a_like_batch_is_a_span_with_its_own_byte_counts() {
+    let (spans, _) = with_client(false, |client| async move {
+        let mut batch = client.task_batch();
+        let params = TaskSpec::new(CmdId(0), Vec::new());
+        for _ in 0..3 {
+            let requests =
+                (0..5u8).map(|i| (CmdId(9), bytes::Bytes::from(vec![i; 1 + i as usize])));
+            batch.start_like(&params, requests);
+            let mut ends = Vec::new();
+            while batch.recv_many(&mut ends).await > 0 {}
+            assert_eq!(ends.len(), 5);
+        }
+    });
+    assert_eq!(spans.len(), 15, "{spans:#?}");
+    let mut sent: Vec<&str> = spans.iter().map(|s| field(s, "sent_bytes")).collect();
+    sent.sort();
+    let want: Vec<String> = (0..3)
+        .flat_map(|_| (0..5).map(|i| (21 + i).to_string()))
+        .collect();
+    let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(sent, want);
+    for span in &spans {
+        assert!(span.closed && field(span, "outcome") == "ok", "{span:#?}");
+        assert_eq!(field(span, "sent_bytes"), field(span, "received_bytes"));
+    }
+}
