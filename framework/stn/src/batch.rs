@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use phobos_plugin_api::CmdId;
-use phobos_stn_proto::{LocalError, TaskError, TaskOutcome, TaskProfile, TaskSpec};
+use phobos_stn_proto::{LikeTask, LocalError, TaskError, TaskOutcome, TaskProfile, TaskSpec};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, TaskKey};
@@ -266,7 +266,11 @@ impl TaskBatch {
         params: &TaskSpec,
         requests: impl IntoIterator<Item = (CmdId, Bytes)>,
     ) -> TaskKeys {
-        let requests: Vec<(CmdId, Bytes)> = requests.into_iter().collect();
+        // Collected as the core takes them (the driver adds each task's tag in place).
+        let requests: Vec<LikeTask> = requests
+            .into_iter()
+            .map(|(cmd, body)| LikeTask::new(cmd, body, 0))
+            .collect();
         if requests.is_empty() {
             return self.send(BatchTasks::Specs(Vec::new()));
         }
@@ -387,7 +391,7 @@ pub(crate) enum BatchTasks {
     /// its command id, body and extension are not used).
     Like {
         params: Box<TaskSpec>,
-        requests: Vec<(CmdId, Bytes)>,
+        requests: Vec<LikeTask>,
     },
 }
 

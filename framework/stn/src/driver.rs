@@ -174,7 +174,6 @@ fn start(
         waiters: Slab::new(),
         cancel_index: CancelIndex::default(),
         batch_out: BatchOut::default(),
-        like_scratch: Vec::new(),
         end_metrics: EndMetrics::default(),
         outputs,
         watchdog,
@@ -265,9 +264,6 @@ struct Driver {
     cancel_index: CancelIndex,
     /// Ends of batch tasks, sent once per iteration.
     batch_out: BatchOut,
-    /// The tasks of one `start_like` command on their way into the engine (kept for its
-    /// allocation).
-    like_scratch: Vec<LikeTask>,
     /// The task-end metrics of this iteration.
     end_metrics: EndMetrics,
     outputs: Outputs,
@@ -774,13 +770,11 @@ impl Driver {
         &mut self,
         t: Instant,
         params: &TaskSpec,
-        requests: Vec<(CmdId, Bytes)>,
+        mut tasks: Vec<LikeTask>,
         first: u64,
         batch: BatchIndex,
     ) {
-        let mut tasks = std::mem::take(&mut self.like_scratch);
-        tasks.clear();
-        for (i, (cmd, body)) in requests.into_iter().enumerate() {
+        for (i, task) in tasks.iter_mut().enumerate() {
             let key = TaskKey(first + i as u64);
             let entry = self.waiters.vacant_entry();
             let tag = entry.key();
@@ -791,7 +785,7 @@ impl Driver {
                 reply: Reply::Batch(batch),
             });
             self.cancel_index.started(key, tag);
-            tasks.push(LikeTask::new(cmd, body, tag as u64));
+            task.tag = tag as u64;
         }
         self.engine.queue_tasks_like(t, params, &mut tasks);
         let link = tracing::enabled!(tracing::Level::TRACE).then_some(&params.link);
@@ -807,7 +801,6 @@ impl Driver {
                 self.note_started(task.id, tag, task.cmd_id, link);
             }
         }
-        self.like_scratch = tasks;
     }
 
     /// Drains the engine's outputs: actions first, then events, until both are empty.
