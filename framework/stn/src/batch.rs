@@ -495,6 +495,7 @@ impl BatchOut {
     }
 
     /// Queues the end of task `key` of batch `batch`.
+    #[inline]
     pub(crate) fn push(
         &mut self,
         batch: BatchIndex,
@@ -534,6 +535,7 @@ impl BatchOut {
     }
 
     /// The message of this iteration for `batch` (one end is about to be added to it).
+    #[inline]
     fn message_of(&mut self, batch: BatchIndex) -> &mut Message {
         let mut held = 0;
         if let Some(b) = self.batches.get_mut(batch.0 as usize) {
