@@ -108,7 +108,6 @@ impl Engine {
                     let request = Request {
                         cmd_id: task.cmd_id,
                         body,
-                        extension: Bytes::new(),
                     };
                     self.join(group, id, task.tag, request);
                     task.id = id;

@@ -183,25 +183,22 @@ struct Member {
     group: u32,
     cmd_id: CmdId,
     body: Bytes,
-    extension: Bytes,
     /// Set when the pass sent it: its attempt's timeouts and frame length.
     sent: Option<(AttemptTimeouts, usize)>,
 }
 
-/// What a member holds of its spec.
+/// What a member holds of its spec (whose extension is empty: [`joins`]).
 pub(super) struct Request {
     pub(super) cmd_id: CmdId,
     pub(super) body: Bytes,
-    pub(super) extension: Bytes,
 }
 
 impl Request {
-    /// The command, body and extension of `spec` (taken out of it).
+    /// The command and body of `spec` (taken out of it).
     pub(super) fn take(spec: &mut TaskSpec) -> Request {
         Request {
             cmd_id: spec.cmd_id,
             body: std::mem::take(&mut spec.body),
-            extension: std::mem::take(&mut spec.extension),
         }
     }
 }
@@ -243,8 +240,14 @@ fn stamp_sent(
 }
 
 /// Whether a spec may join the lane (what the lane does not carry).
+///
+/// Design: a member carries no extension (the usual task has none), which spares every
+/// member a second buffer to store and drop.
 fn joins(spec: &TaskSpec) -> bool {
-    spec.encoder.is_none() && !spec.send_only && spec.long_polling.is_none()
+    spec.encoder.is_none()
+        && !spec.send_only
+        && spec.long_polling.is_none()
+        && spec.extension.is_empty()
 }
 
 impl Engine {
@@ -273,12 +276,15 @@ impl Engine {
     /// join it.
     ///
     /// Design: the group's spec passed admission for the same link state in this input, so
-    /// a member only needs the body check.
+    /// a member only needs the body check (and, as [`joins`] asks, no extension).
     #[inline]
     pub(super) fn fits_waiting(&self, spec: &TaskSpec) -> Option<(usize, u32)> {
         let (li, g) = self.lane.waiting?;
         let group = self.lane.groups.get(g)?;
-        (spec.body.len() <= self.max_body_len && spec.same_params(&group.spec)).then_some((li, g))
+        (spec.body.len() <= self.max_body_len
+            && spec.extension.is_empty()
+            && spec.same_params(&group.spec))
+        .then_some((li, g))
     }
 
     /// Whether `(link, group)` is still the group waiting for this input's dispatch pass.
@@ -286,7 +292,7 @@ impl Engine {
         self.lane.waiting == Some(group)
     }
 
-    /// Admits task `id` (its command, body and extension) into group `g` of link `li` (see
+    /// Admits task `id` (its command and body) into group `g` of link `li` (see
     /// [`fits_waiting`](Self::fits_waiting)).
     pub(super) fn join(&mut self, (li, g): (usize, u32), id: TaskId, tag: u64, request: Request) {
         self.add_member(g, id, tag, request);
@@ -368,7 +374,6 @@ impl Engine {
             group: g,
             cmd_id: request.cmd_id,
             body: request.body,
-            extension: request.extension,
             sent: None,
         });
         self.tasks.insert_lane(id, LANE_SLOT | m);
@@ -472,8 +477,8 @@ impl Engine {
             let Some(member) = self.lane.members.get_mut(m).filter(|x| x.id == id) else {
                 continue;
             };
-            let (cmd, body, ext) = (member.cmd_id, &member.body, &member.extension);
-            let sent_len = match frame(&*self.cfg.codec, cmd, id, body, ext, &mut out) {
+            let (cmd, body) = (member.cmd_id, &member.body);
+            let sent_len = match frame(&*self.cfg.codec, cmd, id, body, &[], &mut out) {
                 Ok(len) => len,
                 Err(e) => {
                     self.demote_member(m);
@@ -827,7 +832,6 @@ impl Engine {
         let taken = self.leave(m, id, g, |x| {
             spec.cmd_id = x.cmd_id;
             spec.body = std::mem::take(&mut x.body);
-            spec.extension = std::mem::take(&mut x.extension);
             (x.tag, x.order, x.sent)
         });
         let Some((tag, order, member_sent)) = taken else {
