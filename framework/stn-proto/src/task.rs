@@ -509,13 +509,8 @@ pub struct BatchedEnd {
 impl EndBatch {
     /// The profile of `end` (one of [`ends`](Self::ends)).
     pub fn profile_of(&self, end: &BatchedEnd) -> TaskProfile {
-        TaskProfile {
-            link: self.profile.link.clone(),
-            sent_bytes: end.sent_bytes,
-            received_bytes: end.received_bytes,
-            first_packet_timeout: Some(end.first_packet_timeout),
-            ..*self.profile
-        }
+        self.profile
+            .with_own(end.sent_bytes, end.received_bytes, end.first_packet_timeout)
     }
 
     /// The [`TaskEnd`]s this stands for, in order.
@@ -528,13 +523,11 @@ impl EndBatch {
         ends.into_iter().map(move |end| TaskEnd {
             id: end.id,
             tag: end.tag,
-            profile: Box::new(TaskProfile {
-                link: profile.link.clone(),
-                sent_bytes: end.sent_bytes,
-                received_bytes: end.received_bytes,
-                first_packet_timeout: Some(end.first_packet_timeout),
-                ..*profile
-            }),
+            profile: Box::new(profile.with_own(
+                end.sent_bytes,
+                end.received_bytes,
+                end.first_packet_timeout,
+            )),
             outcome: Ok(end.response),
             elapsed,
         })
@@ -611,6 +604,24 @@ impl TaskProfile {
     /// Time from admission to end.
     pub fn elapsed(&self) -> Duration {
         self.ended_at.saturating_duration_since(self.queued_at)
+    }
+
+    /// This profile with another task's byte counts and first-packet timeout: the profile
+    /// of a task of an [`EndBatch`] whose shared profile this is
+    /// ([`EndBatch::profile_of`]).
+    pub fn with_own(
+        &self,
+        sent_bytes: usize,
+        received_bytes: usize,
+        first_packet_timeout: Duration,
+    ) -> TaskProfile {
+        TaskProfile {
+            link: self.link.clone(),
+            sent_bytes,
+            received_bytes,
+            first_packet_timeout: Some(first_packet_timeout),
+            ..*self
+        }
     }
 }
 

@@ -85,30 +85,8 @@ impl BatchEnd {
                 sent_bytes,
                 received_bytes,
                 first_packet_timeout,
-            } => Some(shared_profile(
-                common,
-                *sent_bytes,
-                *received_bytes,
-                *first_packet_timeout,
-            )),
+            } => Some(common.with_own(*sent_bytes, *received_bytes, *first_packet_timeout)),
         }
-    }
-}
-
-/// The profile of a task that ended with others: their `common` profile with its own byte
-/// counts and first-packet timeout.
-pub(crate) fn shared_profile(
-    common: &TaskProfile,
-    sent_bytes: usize,
-    received_bytes: usize,
-    first_packet_timeout: Duration,
-) -> TaskProfile {
-    TaskProfile {
-        link: common.link.clone(),
-        sent_bytes,
-        received_bytes,
-        first_packet_timeout: Some(first_packet_timeout),
-        ..*common
     }
 }
 

@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn, Instrument, Span};
 
-use crate::batch::{shared_profile, BatchIndex, BatchOut, BatchStart, BatchTasks, EndProfile};
+use crate::batch::{BatchIndex, BatchOut, BatchStart, BatchTasks, EndProfile};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
@@ -1096,8 +1096,8 @@ impl Driver {
     }
 
     /// The ends of tasks that ended together ([`Event::TasksEnded`]): each as
-    /// [`task_ended`](Self::task_ended) would end it, with its profile built once, straight
-    /// into its reply.
+    /// [`task_ended`](Self::task_ended) would end it, a batch task's end pointing at the
+    /// tasks' one shared profile (a waiting caller gets the task's own profile built).
     fn tasks_ended(&mut self, mut batch: EndBatch) {
         if !self.task_spans.is_empty() {
             // Spans get the ends one by one (their profiles are recorded into the spans).
@@ -1123,7 +1123,7 @@ impl Driver {
             let fpt = end.first_packet_timeout;
             match w.reply {
                 Reply::One(tx) => {
-                    let profile = shared_profile(&common, sent, received, fpt);
+                    let profile = common.with_own(sent, received, fpt);
                     let _ = tx.send(TaskEnd {
                         id: end.id,
                         tag: end.tag,

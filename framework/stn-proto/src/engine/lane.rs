@@ -150,7 +150,7 @@ impl Lane {
 /// What the members of one group share.
 #[derive(Debug)]
 struct Group {
-    /// The spec's parameters (its body and extension are the members').
+    /// The spec's parameters (its body is the members'; its extension is empty).
     spec: TaskSpec,
     /// Unique among the engine's groups ([`EndKey`]).
     serial: u64,
@@ -625,23 +625,6 @@ impl Engine {
             weak: self.is_weak(now),
         };
         let previous = self.lane.tail.replace(Tail { key, id });
-        if self.end_batches && previous.is_some_and(|p| p.key == key) {
-            let end = BatchedEnd {
-                id,
-                tag,
-                response,
-                sent_bytes: sent_len,
-                received_bytes: frame_len,
-                first_packet_timeout: t.first_packet,
-            };
-            match self.join_tail(previous.map(|p| p.id), end) {
-                Ok(()) => {
-                    self.stats.tasks_succeeded += 1;
-                    return;
-                }
-                Err(end) => return self.lane_end(li, end, admitted, &sent, now, took),
-            }
-        }
         let end = BatchedEnd {
             id,
             tag,
@@ -650,7 +633,14 @@ impl Engine {
             received_bytes: frame_len,
             first_packet_timeout: t.first_packet,
         };
-        self.lane_end(li, end, admitted, &sent, now, took);
+        let joined = match previous.filter(|p| self.end_batches && p.key == key) {
+            Some(p) => self.join_tail(p.id, end),
+            None => Err(end),
+        };
+        match joined {
+            Ok(()) => self.stats.tasks_succeeded += 1,
+            Err(end) => self.lane_end(li, end, admitted, &sent, now, took),
+        }
     }
 
     /// Emits the [`Event::TaskEnded`] of a member's end (`end`), sent in pass `sent`,
@@ -712,10 +702,7 @@ impl Engine {
     /// [`EndKey`], if that end is still the last event: into its [`EndBatch`], or turning it
     /// into one. Gives `end` back otherwise (the driver took the events meanwhile, or another
     /// event came after).
-    fn join_tail(&mut self, last: Option<TaskId>, end: BatchedEnd) -> Result<(), BatchedEnd> {
-        let Some(last) = last else {
-            return Err(end);
-        };
+    fn join_tail(&mut self, last: TaskId, end: BatchedEnd) -> Result<(), BatchedEnd> {
         match self.events.back_mut() {
             Some(Event::TasksEnded(batch)) if batch.ends.last().is_some_and(|e| e.id == last) => {
                 batch.ends.push(end);
