@@ -146,6 +146,22 @@ struct Setup {
     end_batches: bool,
 }
 
+impl Setup {
+    /// Every option off (a background app, a lossless network, one read per frame).
+    fn quiet(seed: u64) -> Setup {
+        Setup {
+            seed,
+            picky: false,
+            classic: false,
+            lossy: false,
+            foreground: false,
+            flag_auth: false,
+            coalesce: false,
+            end_batches: false,
+        }
+    }
+}
+
 impl Arbitrary for Setup {
     type Parameters = ();
     type Strategy = BoxedStrategy<Setup>;
@@ -401,6 +417,13 @@ struct Used {
     end_batches: u64,
 }
 
+/// Prints how much of the lane a run used, when `PHOBOS_LANE_REPORT` is set.
+fn report(used: &Used) {
+    if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
+        eprintln!("lane used: {used:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
@@ -413,10 +436,7 @@ proptest! {
         ops in proptest::collection::vec(op(14, true), 1..50),
         setup in any::<Setup>(),
     ) {
-        let used = compare(&ops, setup);
-        if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
-            eprintln!("lane used: {used:?}");
-        }
+        report(&compare(&ops, setup));
     }
 
     /// Rare faults that pass, so most batches find the link up and take the lane, and the
@@ -426,18 +446,8 @@ proptest! {
         ops in proptest::collection::vec(op(3, false), 1..50),
         setup in any::<Setup>(),
     ) {
-        let used = compare(&ops, setup);
-        if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
-            eprintln!("lane used: {used:?}");
-        }
+        report(&compare(&ops, setup));
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
-        ..ProptestConfig::default()
-    })]
 
     /// Reads of many responses and end batches: the batches stand for exactly the ends the
     /// engine without the lane emits.
@@ -447,10 +457,7 @@ proptest! {
         setup in any::<Setup>(),
     ) {
         let setup = Setup { coalesce: true, end_batches: true, lossy: false, ..setup };
-        let used = compare(&ops, setup);
-        if std::env::var_os("PHOBOS_LANE_REPORT").is_some() {
-            eprintln!("lane used: {used:?}");
-        }
+        report(&compare(&ops, setup));
     }
 }
 
@@ -472,14 +479,8 @@ fn a_healthy_link_ends_batches_in_the_lane() {
         Op::Wait(5_000),
     ];
     let setup = Setup {
-        seed: 9,
-        picky: false,
-        classic: false,
-        lossy: false,
         foreground: true,
-        flag_auth: false,
-        coalesce: false,
-        end_batches: false,
+        ..Setup::quiet(9)
     };
     let used = compare(&ops, setup);
     assert!(used.lane_ended >= 60, "{used:?}");
@@ -517,14 +518,10 @@ fn two_groups_answered_in_one_read_end_in_two_batches() {
         Op::Wait(2_000),
     ];
     let setup = Setup {
-        seed: 17,
-        picky: false,
-        classic: false,
-        lossy: false,
         foreground: true,
-        flag_auth: false,
         coalesce: true,
         end_batches: true,
+        ..Setup::quiet(17)
     };
     let used = compare_with(&ops, setup, |sim| {
         sim.script
@@ -593,16 +590,7 @@ fn a_dense_fault_script_gives_the_same_run() {
 /// (as a spec of its own would), the others go on in the lane.
 #[test]
 fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
-    let setup = Setup {
-        seed: 5,
-        picky: false,
-        classic: false,
-        lossy: false,
-        foreground: false,
-        flag_auth: false,
-        coalesce: false,
-        end_batches: false,
-    };
+    let setup = Setup::quiet(5);
     let t0 = crate::tests::epoch::epoch();
     let (mut plain, _) = sim(false, setup, t0);
     let (mut laned, _) = sim(true, setup, t0);
@@ -640,14 +628,8 @@ fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
 #[test]
 fn ids_wrap_around_with_members_in_flight_as_without() {
     let setup = Setup {
-        seed: 11,
-        picky: false,
-        classic: false,
-        lossy: false,
         foreground: true,
-        flag_auth: false,
-        coalesce: false,
-        end_batches: false,
+        ..Setup::quiet(11)
     };
     let t0 = crate::tests::epoch::epoch();
     let (mut plain, _) = sim(false, setup, t0);
