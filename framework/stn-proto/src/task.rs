@@ -472,8 +472,8 @@ pub struct TaskEnd {
 /// The tasks were admitted together, sent in one dispatch pass over one connection and
 /// answered in the same input, so their profiles differ only in the sent and received
 /// byte counts and the first-packet timeout: `profile` holds what they share and each
-/// [`BatchedEnd`] the rest. [`ends`](Self::ends) gives back exactly the [`TaskEnd`]s the
-/// engine would have emitted one by one, in the same order.
+/// [`BatchedEnd`] the rest. [`into_ends`](Self::into_ends) gives back exactly the
+/// [`TaskEnd`]s the engine would have emitted one by one, in the same order.
 ///
 /// Design: ending the usual task of a batch then costs a response and four numbers
 /// pushed onto a list, not a profile stamped and moved through the event queue per task

@@ -166,7 +166,7 @@ impl Engine {
     }
 
     /// Whether tasks that end together may come as one [`Event::TasksEnded`] (default
-    /// false: every task ends with its own [`Event::TaskEnded`](crate::Event::TaskEnded)). A driver that turns this
+    /// false: every task ends with its own [`Event::TaskEnded`]). A driver that turns this
     /// on must handle both; nothing else changes (an [`EndBatch`](crate::EndBatch) gives
     /// back the very ends it stands for, in order).
     ///
@@ -175,6 +175,7 @@ impl Engine {
     /// answered one after another in the same input.
     ///
     /// [`Event::TasksEnded`]: crate::Event::TasksEnded
+    /// [`Event::TaskEnded`]: crate::Event::TaskEnded
     pub fn set_end_batches(&mut self, on: bool) {
         self.end_batches = on;
     }
