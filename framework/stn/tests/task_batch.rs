@@ -368,3 +368,26 @@ async fn like_tasks_started_after_shutdown_end_with_reset() {
         );
     }
 }
+
+/// Tasks started one by one that reach the driver in one turn share a group, and their
+/// responses, read together, end together: each caller still gets its own response and its
+/// own profile (its own frames' lengths).
+#[tokio::test(start_paused = true)]
+async fn tasks_started_together_one_by_one_end_with_their_own_profiles() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    // Connects the link, so the next tasks find it up.
+    client.start_task(spec(0)).await.expect("first");
+    let handles: Vec<_> = (1..=40u32).map(|i| client.start_task(spec(i))).collect();
+    for (i, handle) in (1..=40u32).zip(handles) {
+        let end = handle.end().await.expect("an end");
+        let response = end.outcome.expect("echoed");
+        let body = format!("task {i}");
+        assert_eq!(&response.body[..], body.as_bytes());
+        assert_eq!(end.profile.attempts, 1);
+        assert_eq!(end.profile.sent_bytes, 20 + body.len());
+        assert_eq!(end.profile.received_bytes, 20 + body.len());
+        assert!(end.profile.decoded_at.is_some());
+        assert_eq!(end.elapsed, end.profile.elapsed());
+    }
+}
