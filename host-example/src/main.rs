@@ -87,7 +87,9 @@ enum Command {
         #[arg(long)]
         no_tls: bool,
     },
-    /// Interactive chat in the terminal.
+    /// Interactive chat in the terminal. Exits with status 3 when a message typed in the
+    /// session was not confirmed by the server (its send failed, or it was still waiting at
+    /// `/quit`, Ctrl-C or the end of the input).
     Client {
         #[command(flatten)]
         common: Common,
@@ -152,6 +154,9 @@ impl Common {
         Ok((config, plugins))
     }
 }
+
+/// The client's exit status when messages of the session were not confirmed by the server.
+const UNCONFIRMED_EXIT: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -239,8 +244,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // dropped runtime would wait for it (for the next line the user types).
             runtime.shutdown_background();
             drop(log);
-            result?;
-            Ok(ExitCode::SUCCESS)
+            Ok(match result? {
+                0 => ExitCode::SUCCESS,
+                _ => ExitCode::from(UNCONFIRMED_EXIT),
+            })
         }
         Command::Token { common, user } => {
             let (config, _) = common.load()?;
@@ -402,13 +409,15 @@ async fn run_server(
     Ok(())
 }
 
+/// The terminal client until `/quit`, Ctrl-C or the end of its input; returns how many
+/// messages of the session the server did not confirm.
 async fn run_client(
     config: &HostConfig,
     plugins: &LoadedPlugins,
     user: &str,
     room: &str,
     log: &LogSetup,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let token = match &config.client.token {
         Some(t) => t.clone(),
         None => TokenIssuer::new(&config.server.auth_secret).issue(user)?,
@@ -494,9 +503,10 @@ async fn run_client(
     let mut terminal = Terminal::new(client, room);
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let read = terminal.run(&mut lines).await;
-    terminal.close().await;
+    let unconfirmed = terminal.close().await;
     let _ = printer.await;
-    read.context("reading stdin")
+    read.context("reading stdin")?;
+    Ok(unconfirmed)
 }
 
 /// The terminal's side of a chat session: what it typed, which of it the server has answered.
@@ -520,6 +530,8 @@ struct Terminal {
     in_flight: Option<Ordered>,
     /// At most one task: `in_flight`'s.
     ordered: JoinSet<Outcome>,
+    /// Messages whose send failed.
+    failed: usize,
     /// `/list`, `/history` and the conversation list at start (all over the short link);
     /// each prints its own answer.
     reads: JoinSet<()>,
@@ -559,6 +571,7 @@ impl Terminal {
             waiting: VecDeque::new(),
             in_flight: None,
             ordered: JoinSet::new(),
+            failed: 0,
             reads: JoinSet::new(),
         };
         terminal.push(Ordered::Join {
@@ -759,7 +772,11 @@ impl Terminal {
                     println!("* joining #{room} failed: {e}; still in #{}", self.current);
                 }
             }
-            (request, Ok(Outcome::Sent(result))) => report_send(&request, result),
+            (request, Ok(Outcome::Sent(result))) => {
+                if !report_send(&request, result) {
+                    self.failed += 1;
+                }
+            }
             (request, Ok(Outcome::Joined(_)) | Err(_)) => {
                 // A join's task gives a join's outcome; only a task that panicked gets here.
                 println!("* {}: the request's task failed", request.line())
@@ -792,8 +809,9 @@ impl Terminal {
 
     /// Stops the client and tells the user which messages the server has not confirmed: the
     /// one on its way (the server may or may not have it) and those never sent. `/list` and
-    /// `/history` requests still waiting are dropped; they change nothing.
-    async fn close(mut self) {
+    /// `/history` requests still waiting are dropped; they change nothing. Returns how many
+    /// messages of the session the server did not confirm, these and those whose send failed.
+    async fn close(mut self) -> usize {
         self.reads.shutdown().await;
         // Ends the request in flight at once: with its answer if the server gave one in time,
         // otherwise with an error.
@@ -802,7 +820,9 @@ impl Terminal {
         if let Some(request) = self.in_flight.take() {
             let end = self.ordered.join_next().await;
             match (request, end) {
-                (request, Some(Ok(Outcome::Sent(Ok(ack))))) => report_send(&request, Ok(ack)),
+                (request, Some(Ok(Outcome::Sent(Ok(ack))))) => {
+                    report_send(&request, Ok(ack));
+                }
                 (Ordered::Join { .. }, Some(Ok(Outcome::Joined(Ok(_))))) => {}
                 (Ordered::Join { room, .. }, _) => println!("* not joined: #{room}"),
                 (request, _) => {
@@ -823,6 +843,7 @@ impl Terminal {
         if unconfirmed > 0 {
             println!("* quit with {unconfirmed} message(s) not confirmed by the server");
         }
+        unconfirmed + self.failed
     }
 }
 
@@ -838,12 +859,17 @@ impl Ordered {
 }
 
 /// Says how a message ended unless it simply arrived (its push shows it).
-fn report_send(request: &Ordered, result: Result<proto::SendAck, ChatError>) {
+/// Returns whether the server confirmed the message.
+fn report_send(request: &Ordered, result: Result<proto::SendAck, ChatError>) -> bool {
     match result {
         Ok(ack) if ack.duplicate => {
-            println!("* sent ({} #{}, a retry)", ack.conversation, ack.seq)
+            println!("* sent ({} #{}, a retry)", ack.conversation, ack.seq);
+            true
         }
-        Ok(_) => {}
-        Err(e) => println!("* not sent ({e}): {}", request.line()),
+        Ok(_) => true,
+        Err(e) => {
+            println!("* not sent ({e}): {}", request.line());
+            false
+        }
     }
 }

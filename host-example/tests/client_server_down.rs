@@ -1,6 +1,6 @@
 //! The terminal client while its server is down: it keeps reading its input, `/quit` ends it
-//! at once and names the messages the server never confirmed, `/list` and `/history` answer
-//! with an error.
+//! at once and names the messages the server never confirmed (and exits with status 3),
+//! `/list` and `/history` answer with an error.
 
 mod common;
 
@@ -121,7 +121,8 @@ fn at_the_end_of_its_input_the_client_waits_for_its_requests_and_names_the_faile
     alice.close_input();
 
     let (status, printed) = alice.wait_exit();
-    assert!(status.success(), "{status}; {printed:#?}");
+    // Both sends failed: the status says so.
+    assert_eq!(status.code(), Some(UNCONFIRMED), "{status}; {printed:#?}");
     let failed: Vec<&str> = printed
         .iter()
         .filter_map(|l| l.strip_prefix("* not sent ("))
@@ -136,10 +137,14 @@ fn at_the_end_of_its_input_the_client_waits_for_its_requests_and_names_the_faile
     }
 }
 
-/// Waits for `client` to exit; checks that it exited cleanly and printed each of `lines`.
+/// The client's exit status when messages were not confirmed by the server.
+const UNCONFIRMED: i32 = 3;
+
+/// Waits for `client` to exit; checks that it exited with the status that says messages were
+/// not confirmed, and printed each of `lines`.
 fn exits_printing(client: TerminalClient, lines: &[&str]) {
     let (status, printed) = client.wait_exit();
-    assert!(status.success(), "{status}; {printed:#?}");
+    assert_eq!(status.code(), Some(UNCONFIRMED), "{status}; {printed:#?}");
     for line in lines {
         assert!(
             printed.iter().any(|l| l == line),
