@@ -145,7 +145,7 @@ impl TimerTable {
     /// [`ns_after`](Self::ns_after) does.
     #[inline]
     pub(crate) fn ns_plus(&self, base: u64, after: Duration) -> u64 {
-        (u128::from(base) + after.as_nanos()).min(1 << 63) as u64
+        ns_plus(base, after)
     }
 
     /// Arms the per-task timer `kind` of the task stored at `slot` at `ns` (on the
@@ -343,6 +343,13 @@ impl TimerTable {
     }
 }
 
+/// `base + after` on the nanosecond scale: `ns` saturates at twice its midpoint (2^63), and
+/// so does this.
+#[inline]
+fn ns_plus(base: u64, after: Duration) -> u64 {
+    (u128::from(base) + after.as_nanos()).min(1 << 63) as u64
+}
+
 /// The per-task kinds, as (task, level); level order is `TimerKind` order.
 fn task_level(kind: TimerKind) -> Option<(TaskId, usize)> {
     match kind {
@@ -487,8 +494,7 @@ impl TaskTimers {
                 ns
             }
         };
-        // `ns` saturates at twice its midpoint (2^63); so does this.
-        (u128::from(base) + after.as_nanos()).min(1 << 63) as u64
+        ns_plus(base, after)
     }
 
     /// The slot holding armed deadlines of `id`, else one holding none (only for the

@@ -382,7 +382,7 @@ impl Engine {
             body: request.body,
             sent: None,
         });
-        self.tasks.insert_lane(id, LANE_SLOT | m);
+        self.tasks.map_id(id, LANE_SLOT | m);
         if let Some(group) = self.lane.groups.get_mut(g) {
             group.members.push((m, id));
             group.live += 1;

@@ -147,26 +147,25 @@ impl TaskTable {
     #[inline(always)]
     pub(super) fn insert_with(&mut self, id: TaskId, make: impl FnOnce(u32) -> Task) -> u32 {
         let slot = self.slab.insert_with(make);
+        self.map_id(id, slot);
+        slot
+    }
+
+    /// Maps `id` to `slot` (what [`insert_with`](Self::insert_with) does once the task is
+    /// stored). Called alone, it stores no task: for a batch-lane member's slot
+    /// ([`LANE_SLOT`](super::lane::LANE_SLOT) set), which no slab index reaches, so every
+    /// lookup of a task by id or slot here finds nothing for it but
+    /// [`slot_of`](Self::slot_of) and [`contains_key`](Self::contains_key).
+    #[inline]
+    pub(super) fn map_id(&mut self, id: TaskId, slot: u32) {
         if let Some(old) = self.slots.insert(id, slot) {
             // Ids are unique among stored tasks (`alloc_task_id`); should one repeat, the
             // older task goes rather than stay unreachable.
             self.slab.remove(old);
         }
-        slot
     }
 
-    /// Maps `id` to `slot` without storing a task: a batch-lane member's slot
-    /// ([`LANE_SLOT`](super::lane::LANE_SLOT) set), which no slab index reaches, so every
-    /// lookup of a task by id or slot here finds nothing for it but
-    /// [`slot_of`](Self::slot_of) and [`contains_key`](Self::contains_key).
-    #[inline]
-    pub(super) fn insert_lane(&mut self, id: TaskId, slot: u32) {
-        if let Some(old) = self.slots.insert(id, slot) {
-            self.slab.remove(old);
-        }
-    }
-
-    /// Forgets the id of a lane member (see [`insert_lane`](Self::insert_lane)).
+    /// Forgets the id of a lane member (mapped with [`map_id`](Self::map_id)).
     #[inline]
     pub(super) fn remove_lane(&mut self, id: &TaskId) {
         self.slots.remove(id);
