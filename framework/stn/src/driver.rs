@@ -1053,11 +1053,9 @@ impl Driver {
 
     fn task_ended(&mut self, end: TaskEnd) {
         let tag = end.tag as usize;
-        if self.waiters.get(tag).is_none_or(|w| w.id != end.id) {
+        let Some(w) = self.take_waiter(tag, end.id) else {
             return;
-        }
-        let w = self.waiters.remove(tag);
-        self.cancel_index.ended(w.key);
+        };
         let outcome = outcome_label(&end.outcome);
         let p = &end.profile;
         let elapsed = end.elapsed;
@@ -1111,12 +1109,9 @@ impl Driver {
         let ends = std::mem::take(&mut batch.ends);
         let common: Arc<TaskProfile> = Arc::from(batch.profile);
         for end in ends {
-            let tag = end.tag as usize;
-            if self.waiters.get(tag).is_none_or(|w| w.id != end.id) {
+            let Some(w) = self.take_waiter(end.tag as usize, end.id) else {
                 continue;
-            }
-            let w = self.waiters.remove(tag);
-            self.cancel_index.ended(w.key);
+            };
             self.end_metrics.record(OK_OUTCOME, seconds);
             let (sent, received) = (end.sent_bytes, end.received_bytes);
             ended_ok(end.id, &common, sent, received, &end.response, elapsed);
@@ -1143,6 +1138,17 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The waiter at `tag` if it waits for task `id`, taken out.
+    #[inline]
+    fn take_waiter(&mut self, tag: usize, id: TaskId) -> Option<Waiter> {
+        if self.waiters.get(tag).is_none_or(|w| w.id != id) {
+            return None;
+        }
+        let w = self.waiters.remove(tag);
+        self.cancel_index.ended(w.key);
+        Some(w)
     }
 
     /// The span of the task that had waiter `tag`, if it has one, with the task's end
