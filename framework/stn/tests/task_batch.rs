@@ -30,6 +30,11 @@ fn client_for(server: &MockLongLinkServer) -> Client {
     client
 }
 
+/// A connection script that answers its first `n` requests.
+fn echoes(n: usize) -> ConnScript {
+    (0..n).fold(ConnScript::echo(), |script, _| script.reply(Reply::echo()))
+}
+
 /// A spec with a body naming it, so responses can be told apart.
 fn spec(i: u32) -> TaskSpec {
     TaskSpec::new(CmdId(7), format!("task {i}").into_bytes())
@@ -102,12 +107,8 @@ async fn recv_hands_out_ends_one_by_one_and_an_empty_start_is_a_no_op() {
 async fn the_link_dying_mid_batch_still_ends_every_task_exactly_once() {
     // The first connection answers five requests, then cuts the sixth response in half and
     // closes; every later connection is refused, so the rest fail after their retries.
-    let mut first = ConnScript::echo();
-    for _ in 0..5 {
-        first = first.reply(Reply::echo());
-    }
     let server = MockLongLinkServer::builder(codec())
-        .script(first.reply(Reply::close_mid_frame()))
+        .script(echoes(5).reply(Reply::close_mid_frame()))
         .default_script(ConnScript::refuse())
         .start()
         .await
@@ -310,12 +311,8 @@ async fn like_tasks_refused_by_their_parameters_all_end_with_the_parameter_error
 async fn like_tasks_survive_the_link_dying_and_a_cancel_exactly_once() {
     // The first connection answers a warm-up task and five more, then stalls the rest until
     // the server closes it after the cancel; the next connection answers everything.
-    let mut first = ConnScript::echo();
-    for _ in 0..6 {
-        first = first.reply(Reply::echo());
-    }
     let server = MockLongLinkServer::builder(codec())
-        .script(first.default_reply(Reply::stall()))
+        .script(echoes(6).default_reply(Reply::stall()))
         .default_script(ConnScript::echo())
         .start()
         .await

@@ -1254,9 +1254,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
-            std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
-        ))]
+        #![proptest_config(crate::tests::proptest_config(64))]
 
         /// Whatever the history: no duplicates, no banned primary address, the list size
         /// rule holds, backups come last, and the same seed gives the same plan.

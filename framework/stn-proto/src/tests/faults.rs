@@ -1,5 +1,8 @@
 //! Faults a random script can throw at a [`Sim`]: what the property tests share.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use phobos_plugin_api::{AuthCheck, AuthError, CmdId, NetKind, Seq, TaskId};
 use proptest::prelude::*;
 
@@ -127,18 +130,26 @@ impl Fault {
     }
 }
 
-/// An auth plugin that never considers the session authenticated on its own: gated tasks
-/// depend entirely on the (scripted) `EnsureAuth` answers ([`Fault::AuthAnswer`]).
+/// An auth plugin that considers a session authenticated while its flag says so; its
+/// `EnsureAuth` always succeeds.
 #[derive(Debug)]
-pub(crate) struct NeverAuthed;
+pub(crate) struct FlagAuth(pub(crate) Arc<AtomicBool>);
+
+impl FlagAuth {
+    /// One that never considers the session authenticated on its own: gated tasks depend
+    /// entirely on the (scripted) `EnsureAuth` answers ([`Fault::AuthAnswer`]).
+    pub(crate) fn never() -> FlagAuth {
+        FlagAuth(Arc::new(AtomicBool::new(false)))
+    }
+}
 
 #[async_trait::async_trait]
-impl AuthCheck for NeverAuthed {
+impl AuthCheck for FlagAuth {
     fn name(&self) -> &str {
-        "never"
+        "flag"
     }
     fn is_authed(&self, _host: &str) -> bool {
-        false
+        self.0.load(Ordering::Relaxed)
     }
     async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
         Ok(())

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::codec::{Decoded, EncodeError, FrameHead, FrameKind, PacketCodec};
-use phobos_plugin_api::{AuthCheck, AuthError, CmdId, DecodeError, TaskId};
+use phobos_plugin_api::{AuthCheck, CmdId, DecodeError, TaskId};
 use proptest::prelude::*;
 
-use super::faults::{any_fault, once, Fault, NeverAuthed};
+use super::faults::{any_fault, once, Fault, FlagAuth};
 use super::harness::{ms, secs, server_addr, Answer, Sim};
 use crate::{
     ChannelSelect, Config, ConnectProfile, LinkConfig, ResponseCheck, ResponseVerdict, TaskSpec,
@@ -231,23 +231,6 @@ impl PacketCodec for ExtInBody {
     }
 }
 
-/// An auth plugin answering what its flag says.
-#[derive(Debug)]
-struct FlagAuth(Arc<AtomicBool>);
-
-#[async_trait::async_trait]
-impl AuthCheck for FlagAuth {
-    fn name(&self) -> &str {
-        "flag"
-    }
-    fn is_authed(&self, _host: &str) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
-        Ok(())
-    }
-}
-
 /// A sim of `setup` (with the lane or without), and the flag of its auth plugin (set by
 /// [`Op::AuthFlag`]; only a [`Setup::flag_auth`] plugin reads it).
 fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
@@ -255,7 +238,7 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
     let auth: Arc<dyn AuthCheck> = if setup.flag_auth {
         Arc::new(FlagAuth(flag.clone()))
     } else {
-        Arc::new(NeverAuthed)
+        Arc::new(FlagAuth::never())
     };
     let mut cfg = Config::builder(Arc::new(ExtInBody::default()))
         .link(
@@ -425,10 +408,7 @@ fn report(used: &Used) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(super::proptest_config(64))]
 
     /// Faults as often as batches.
     #[test]

@@ -22,3 +22,13 @@ mod recovery;
 mod short;
 mod timeouts;
 mod zombies;
+
+/// A proptest config of `cases` cases, or of `PHOBOS_PROPTEST_CASES` when it is set (for
+/// longer runs by hand).
+pub(crate) fn proptest_config(cases: u32) -> proptest::prelude::ProptestConfig {
+    let cases = std::env::var("PHOBOS_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
+    proptest::prelude::ProptestConfig::with_cases(cases)
+}

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 
 use std::sync::Arc;
 
-use super::faults::{any_fault, Fault, NeverAuthed};
+use super::faults::{any_fault, Fault, FlagAuth};
 use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
 use crate::{LinkConfig, TaskSpec};
 
@@ -49,7 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(ops: &[Op], seed: u64) {
     let cfg = config_with(&[server_addr(1), server_addr(2)])
         .link(LinkConfig::new("extra").addrs([server_addr(3)]))
-        .auth(Arc::new(NeverAuthed))
+        .auth(Arc::new(FlagAuth::never()))
         .seed(seed)
         .build()
         .unwrap();
@@ -113,10 +113,7 @@ fn run(ops: &[Op], seed: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(super::proptest_config(48))]
 
     #[test]
     fn every_started_task_ends_exactly_once(ops in proptest::collection::vec(op(), 1..60), seed in any::<u64>()) {
@@ -180,10 +177,7 @@ fn a_dense_fault_script_settles() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PHOBOS_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(super::proptest_config(48))]
 
     /// Whatever bytes the server sends (random, or frames with random heads), the engine
     /// neither panics nor loses a task.
