@@ -41,15 +41,25 @@
 //! Likewise phobos-batch / raw: both are one loop replacing completions in batches.
 //!
 //! Besides tasks/s and latency, each run reports the client process's CPU time per task
-//! (all its threads, from `/proc/self/task/*/schedstat`; the server is another process).
-//! On a machine shared with other work, wall-clock throughput swings with the load while
-//! CPU per task barely moves, so the CPU ratios are the steadier comparison.
+//! (all its threads, from `/proc/self/task/*/schedstat`; the server is another process) and
+//! the client's socket writes per 100 tasks (`w/100t`: how its requests were cut into
+//! writes; raw-mux does not count them). On a machine shared with other work, wall-clock
+//! throughput swings with the load while CPU per task barely moves, so the CPU ratios are
+//! the steadier comparison.
+//!
+//! **Placement** (`place`). Client and server take turns, and whether they share a CPU
+//! changes what a turn costs threefold on a small VM (see [`Placement`]). So each echo
+//! server and client runtime is pinned: `same` runs the client's runtime threads and the
+//! server on one CPU, `split` the client on one and the server on another, `free` leaves
+//! both to the kernel. The default is `same` and `split`, side by side, where this process
+//! may use two CPUs; `free` elsewhere.
 //!
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
 //! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux`,
-//! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`.
+//! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`, `PHOBOS_BENCH_PLACEMENT=same,split` (any of `same`,
+//! `split`, `free`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -80,7 +90,248 @@ fn main() {
     let workers = env_usize("PHOBOS_BENCH_WORKERS", 2);
     let rounds = env_usize("PHOBOS_BENCH_ROUNDS", if quick { 1 } else { 3 }).max(1);
     let idle_links = env_usize("PHOBOS_BENCH_IDLE_LINKS", if quick { 20 } else { 1000 });
+    let only = std::env::var("PHOBOS_BENCH_ONLY").unwrap_or_default();
+    let levels: Vec<usize> = std::env::var("PHOBOS_BENCH_IN_FLIGHT")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| IN_FLIGHT.to_vec());
 
+    // One echo server and one client runtime per placement, each pinned as it says.
+    let allowed = cpus::allowed();
+    let mut setups = Vec::new();
+    for placement in placements(&allowed) {
+        let Some((client_cpus, server_cpus)) = placement.cpus(&allowed) else {
+            println!(
+                "placement {}: skipped, it needs two CPUs this process may use ({} here)",
+                placement.name(),
+                allowed.len()
+            );
+            continue;
+        };
+        // Threads and processes inherit the affinity of the thread that starts them.
+        cpus::pin(&server_cpus);
+        let (server, addr) = start_server();
+        cpus::pin(&client_cpus);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        cpus::pin(&allowed);
+        println!(
+            "placement {}: client runtime on CPUs {client_cpus:?}, echo server on CPUs {server_cpus:?}",
+            placement.name()
+        );
+        setups.push((placement, server, addr, rt));
+    }
+    println!(
+        "longlink_throughput: {total} tasks per run, {BODY_LEN}-byte bodies, loopback, \
+         client runtime {workers} workers, echo server in a child process, median of \
+         {rounds} alternating rounds"
+    );
+    println!(
+        "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8} {:>9} {:>7} {:>6}",
+        "in flight",
+        "client",
+        "tasks/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio",
+        "cpu µs/t",
+        "w/100t",
+        "place"
+    );
+    if matches!(
+        only.as_str(),
+        "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux"
+    ) {
+        // Profiling aid: one client alone.
+        for (placement, _, addr, rt) in &setups {
+            let (addr, place) = (*addr, placement.name());
+            rt.block_on(async {
+                for &n in &levels {
+                    match only.as_str() {
+                        "phobos" => phobos_run(addr, n, total)
+                            .await
+                            .print(n, "phobos", None, place),
+                        "raw" => raw_run(addr, n, total).await.print(n, "raw", None, place),
+                        "raw-mux" => mux_run(addr, n, total)
+                            .await
+                            .print(n, "raw-mux", None, place),
+                        "phobos-like" => phobos_batch_run(addr, n, total, true)
+                            .await
+                            .print(n, "pho-like", None, place),
+                        _ => phobos_batch_run(addr, n, total, false).await.print(
+                            n,
+                            "pho-batch",
+                            None,
+                            place,
+                        ),
+                    }
+                }
+            });
+        }
+    } else {
+        // Memory first, in a process whose heap the throughput runs have not grown yet (the
+        // idle clients would otherwise reuse freed memory, and RSS would hide what they cost).
+        if let Some((_, _, addr, rt)) = setups.first().filter(|_| only != "throughput") {
+            rt.block_on(idle_memory(*addr, idle_links));
+        }
+        for &n in levels.iter().filter(|_| only != "memory") {
+            for (placement, _, addr, rt) in &setups {
+                rt.block_on(throughput_level(*addr, n, total, rounds, placement.name()));
+            }
+        }
+    }
+    for (_, mut server, _, rt) in setups {
+        drop(rt);
+        if let Some(mut stdin) = server.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let _ = server.wait();
+    }
+}
+
+/// Every client at `n` in flight against the server at `addr`, in `rounds` alternating
+/// rounds (so a load change on the machine hits all of them); prints each one's median.
+async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usize, place: &str) {
+    let (mut raw, mut mux, mut pho, mut bat, mut like) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        raw.push(raw_run(addr, n, total).await);
+        mux.push(mux_run(addr, n, total).await);
+        pho.push(phobos_run(addr, n, total).await);
+        bat.push(phobos_batch_run(addr, n, total, false).await);
+        like.push(phobos_batch_run(addr, n, total, true).await);
+    }
+    let (raw, mux, pho) = (median(raw), median(mux), median(pho));
+    let (bat, like) = (median(bat), median(like));
+    let ratio = |r: &RunResult| Some(r.tasks_per_sec / raw.tasks_per_sec);
+    raw.print(n, "raw", None, place);
+    mux.print(n, "raw-mux", ratio(&mux), place);
+    pho.print(n, "phobos", ratio(&pho), place);
+    bat.print(n, "pho-batch", ratio(&bat), place);
+    like.print(n, "pho-like", ratio(&like), place);
+    println!(
+        "{:>9} {:>8} phobos / raw-mux = {:.0} % of the throughput; CPU per task: \
+         phobos / raw = {:.2}, phobos / raw-mux = {:.2}",
+        "",
+        "",
+        pho.tasks_per_sec / mux.tasks_per_sec * 100.0,
+        pho.cpu_us_per_task / raw.cpu_us_per_task,
+        pho.cpu_us_per_task / mux.cpu_us_per_task,
+    );
+    println!(
+        "{:>9} {:>8} CPU per task: phobos-batch / raw = {:.2}, pho-like / raw = {:.2}",
+        "",
+        "",
+        bat.cpu_us_per_task / raw.cpu_us_per_task,
+        like.cpu_us_per_task / raw.cpu_us_per_task,
+    );
+}
+
+/// Where the client's runtime threads and the echo server run.
+///
+/// Design: at 100 in flight client and server take turns, and where the kernel puts the two
+/// processes decides how much a turn costs. On one CPU the hand-over is a local wake-up and
+/// both keep their caches; on two, every turn wakes an idle CPU, which on a VM costs a trip
+/// through the hypervisor. On the 2-CPU VM of `docs/lab/throughput.md` the raw client ran
+/// at about 3.0 M tasks/s on one CPU and 1.0 M/s on two, and an unpinned run landed in
+/// either regime by chance, so unpinned figures swung threefold between runs of the same
+/// binary. Pinned, each regime is measured on purpose, side by side.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    /// Client and server on one CPU.
+    Same,
+    /// Client on one CPU, server on another.
+    Split,
+    /// Wherever the kernel puts them (unpinned).
+    Free,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Placement::Same => "same",
+            Placement::Split => "split",
+            Placement::Free => "free",
+        }
+    }
+
+    /// The client's and the server's CPUs, from the ones this process may use (`None`: not
+    /// enough of them).
+    fn cpus(self, allowed: &[usize]) -> Option<(Vec<usize>, Vec<usize>)> {
+        match (self, allowed) {
+            (Placement::Free, _) => Some((allowed.to_vec(), allowed.to_vec())),
+            (Placement::Same, [a, ..]) => Some((vec![*a], vec![*a])),
+            (Placement::Split, [a, b, ..]) => Some((vec![*a], vec![*b])),
+            _ => None,
+        }
+    }
+}
+
+/// The placements to run: `PHOBOS_BENCH_PLACEMENT` (a comma list of `same`, `split`,
+/// `free`), else `same,split` where this process may use two CPUs and can pin, else `free`.
+fn placements(allowed: &[usize]) -> Vec<Placement> {
+    let parse = |name: &str| match name.trim() {
+        "same" => Some(Placement::Same),
+        "split" => Some(Placement::Split),
+        "free" => Some(Placement::Free),
+        other => {
+            eprintln!("PHOBOS_BENCH_PLACEMENT: unknown placement {other:?} (same, split, free)");
+            None
+        }
+    };
+    match std::env::var("PHOBOS_BENCH_PLACEMENT") {
+        Ok(list) => list.split(',').filter_map(parse).collect(),
+        Err(_) if allowed.len() >= 2 && cpus::pin(allowed) => {
+            vec![Placement::Same, Placement::Split]
+        }
+        Err(_) => vec![Placement::Free],
+    }
+}
+
+/// CPU affinity of the calling thread (Linux; elsewhere every placement but `free` is
+/// skipped).
+#[cfg(target_os = "linux")]
+mod cpus {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+
+    /// The CPUs this thread may run on.
+    pub(super) fn allowed() -> Vec<usize> {
+        let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
+            return Vec::new();
+        };
+        (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect()
+    }
+
+    /// Pins the calling thread, and the threads and processes it starts from now on, to
+    /// `cpus`; false where that is refused.
+    pub(super) fn pin(cpus: &[usize]) -> bool {
+        let mut set = CpuSet::new();
+        if cpus.iter().any(|&c| set.set(c).is_err()) {
+            return false;
+        }
+        sched_setaffinity(Pid::from_raw(0), &set).is_ok()
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod cpus {
+    pub(super) fn allowed() -> Vec<usize> {
+        Vec::new()
+    }
+
+    pub(super) fn pin(_: &[usize]) -> bool {
+        false
+    }
+}
+
+/// Starts the echo server process; returns it and the address it listens on.
+fn start_server() -> (std::process::Child, SocketAddr) {
     let exe = std::env::current_exe().expect("own path");
     let mut server = Command::new(exe)
         .env("PHOBOS_BENCH_SERVER", "1")
@@ -93,95 +344,7 @@ fn main() {
         .read_line(&mut line)
         .expect("server address");
     let addr: SocketAddr = line.trim().parse().expect("server prints its address");
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    println!(
-        "longlink_throughput: {total} tasks per run, {BODY_LEN}-byte bodies, loopback, \
-         client runtime {workers} workers, echo server in a child process, median of \
-         {rounds} alternating rounds"
-    );
-    println!(
-        "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8} {:>9}",
-        "in flight", "client", "tasks/s", "p50 ms", "p99 ms", "ratio", "cpu µs/t"
-    );
-    let only = std::env::var("PHOBOS_BENCH_ONLY").unwrap_or_default();
-    rt.block_on(async {
-        let levels: Vec<usize> = std::env::var("PHOBOS_BENCH_IN_FLIGHT")
-            .ok()
-            .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-            .unwrap_or_else(|| IN_FLIGHT.to_vec());
-        if matches!(
-            only.as_str(),
-            "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux"
-        ) {
-            // Profiling aid: one client alone.
-            for &n in &levels {
-                match only.as_str() {
-                    "phobos" => phobos_run(addr, n, total).await.print(n, "phobos", None),
-                    "raw" => raw_run(addr, n, total).await.print(n, "raw", None),
-                    "raw-mux" => mux_run(addr, n, total).await.print(n, "raw-mux", None),
-                    "phobos-like" => phobos_batch_run(addr, n, total, true)
-                        .await
-                        .print(n, "pho-like", None),
-                    _ => phobos_batch_run(addr, n, total, false)
-                        .await
-                        .print(n, "pho-batch", None),
-                }
-            }
-            return;
-        }
-        // Memory first, in a process whose heap the throughput runs have not grown yet (the
-        // idle clients would otherwise reuse freed memory, and RSS would hide what they cost).
-        if only != "throughput" {
-            idle_memory(addr, idle_links).await;
-        }
-        for n in levels.into_iter().filter(|_| only != "memory") {
-            // Rounds alternate the four clients, so a load change on the machine hits all
-            // of them; each figure is the median over the rounds.
-            let (mut raw, mut mux, mut pho, mut bat, mut like) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..rounds {
-                raw.push(raw_run(addr, n, total).await);
-                mux.push(mux_run(addr, n, total).await);
-                pho.push(phobos_run(addr, n, total).await);
-                bat.push(phobos_batch_run(addr, n, total, false).await);
-                like.push(phobos_batch_run(addr, n, total, true).await);
-            }
-            let (raw, mux, pho) = (median(raw), median(mux), median(pho));
-            let (bat, like) = (median(bat), median(like));
-            raw.print(n, "raw", None);
-            mux.print(n, "raw-mux", Some(mux.tasks_per_sec / raw.tasks_per_sec));
-            pho.print(n, "phobos", Some(pho.tasks_per_sec / raw.tasks_per_sec));
-            bat.print(n, "pho-batch", Some(bat.tasks_per_sec / raw.tasks_per_sec));
-            like.print(n, "pho-like", Some(like.tasks_per_sec / raw.tasks_per_sec));
-            println!(
-                "{:>9} {:>8} phobos / raw-mux = {:.0} % of the throughput; CPU per task: \
-                 phobos / raw = {:.2}, phobos / raw-mux = {:.2}",
-                "",
-                "",
-                pho.tasks_per_sec / mux.tasks_per_sec * 100.0,
-                pho.cpu_us_per_task / raw.cpu_us_per_task,
-                pho.cpu_us_per_task / mux.cpu_us_per_task,
-            );
-            println!(
-                "{:>9} {:>8} phobos-batch / raw = {:.0} % of the throughput; CPU per task: \
-                 phobos-batch / raw = {:.2}",
-                "",
-                "",
-                bat.tasks_per_sec / raw.tasks_per_sec * 100.0,
-                bat.cpu_us_per_task / raw.cpu_us_per_task,
-            );
-        }
-    });
-    drop(rt);
-    if let Some(mut stdin) = server.stdin.take() {
-        let _ = stdin.write_all(b"stop\n");
-    }
-    let _ = server.wait();
+    (server, addr)
 }
 
 /// The result with the median throughput (its latencies come from that same run), with the
@@ -202,10 +365,18 @@ struct RunResult {
     p99: Duration,
     /// Client CPU time (all threads) per task, in microseconds.
     cpu_us_per_task: f64,
+    /// The client's socket writes per 100 tasks (`None`: not counted): how the windows of
+    /// requests were cut.
+    writes_per_100: Option<f64>,
 }
 
 impl RunResult {
-    fn from(elapsed: Duration, cpu: Duration, mut latencies: Vec<Duration>) -> Self {
+    fn from(
+        elapsed: Duration,
+        cpu: Duration,
+        writes: Option<u64>,
+        mut latencies: Vec<Duration>,
+    ) -> Self {
         latencies.sort_unstable();
         let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
         RunResult {
@@ -213,12 +384,13 @@ impl RunResult {
             p50: pct(0.50),
             p99: pct(0.99),
             cpu_us_per_task: cpu.as_secs_f64() * 1e6 / latencies.len() as f64,
+            writes_per_100: writes.map(|w| w as f64 * 100.0 / latencies.len() as f64),
         }
     }
 
-    fn print(&self, n: usize, client: &str, ratio: Option<f64>) {
+    fn print(&self, n: usize, client: &str, ratio: Option<f64>, place: &str) {
         println!(
-            "{:>9} {:>8} {:>12.0} {:>10.3} {:>10.3} {:>8} {:>9.2}",
+            "{:>9} {:>8} {:>12.0} {:>10.3} {:>10.3} {:>8} {:>9.2} {:>7} {:>6}",
             n,
             client,
             self.tasks_per_sec,
@@ -226,6 +398,9 @@ impl RunResult {
             self.p99.as_secs_f64() * 1e3,
             ratio.map_or(String::new(), |r| format!("{:.0} %", r * 100.0)),
             self.cpu_us_per_task,
+            self.writes_per_100
+                .map_or(String::new(), |w| format!("{w:.1}")),
+            place,
         );
     }
 }
@@ -255,8 +430,13 @@ async fn raw_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
         // Warm up with the same pattern, then measure.
         raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
         let (t0, c0) = (Instant::now(), cpu_time());
-        let lat = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
-        RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat)
+        let (lat, writes) = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
+        RunResult::from(
+            t0.elapsed(),
+            cpu_time().saturating_sub(c0),
+            Some(writes),
+            lat,
+        )
     })
     .await
     .expect("raw client")
@@ -268,7 +448,8 @@ async fn raw_pipeline(
     body: &[u8],
     in_flight: usize,
     total: usize,
-) -> Vec<Duration> {
+) -> (Vec<Duration>, u64) {
+    let mut writes = 1;
     let mut sent_at: Vec<Instant> = Vec::with_capacity(total + 1);
     // Whether request `seq - 1` still waits for its response.
     let mut waiting: Vec<bool> = Vec::with_capacity(total + 1);
@@ -318,10 +499,11 @@ async fn raw_pipeline(
         }
         buf.drain(..at);
         if !out.is_empty() {
+            writes += 1;
             sock.write_all(&out).await.expect("write");
         }
     }
-    latencies
+    (latencies, writes)
 }
 
 /// The minimal multiplexing client: same caller shape as Phobos, no engine.
@@ -409,10 +591,15 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
     for c in run(total) {
         all.extend(c.await.expect("caller"));
     }
-    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), all);
+    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), None, all);
     writer.abort();
     reader.abort();
     result
+}
+
+/// The client's long-link socket writes so far.
+async fn writes(client: &Client) -> u64 {
+    client.stats().await.expect("driver running").writes
 }
 
 /// Phobos: `in_flight` callers share one client and its one long link.
@@ -424,9 +611,11 @@ async fn phobos_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
     let client = Client::start(config).expect("client");
     let body = Bytes::from(vec![0xABu8; BODY_LEN]);
     phobos_callers(&client, &body, in_flight, total / 10 + 1).await;
-    let (t0, c0) = (Instant::now(), cpu_time());
+    let (t0, c0, w0) = (Instant::now(), cpu_time(), writes(&client).await);
     let lat = phobos_callers(&client, &body, in_flight, total).await;
-    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat);
+    let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
+    let writes = writes(&client).await - w0;
+    let result = RunResult::from(elapsed, cpu, Some(writes), lat);
     client.shutdown().await;
     result
 }
@@ -478,9 +667,11 @@ async fn phobos_batch_run(
     let client = Client::start(config).expect("client");
     let body = Bytes::from(vec![0xABu8; BODY_LEN]);
     phobos_batch(&client, &body, in_flight, total / 10 + 1, like).await;
-    let (t0, c0) = (Instant::now(), cpu_time());
+    let (t0, c0, w0) = (Instant::now(), cpu_time(), writes(&client).await);
     let lat = phobos_batch(&client, &body, in_flight, total, like).await;
-    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), lat);
+    let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
+    let writes = writes(&client).await - w0;
+    let result = RunResult::from(elapsed, cpu, Some(writes), lat);
     client.shutdown().await;
     result
 }

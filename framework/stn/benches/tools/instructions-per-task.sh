@@ -18,7 +18,7 @@ if [[ -z $bin ]]; then
         sed -n 's/.*"executable":"\([^"]*longlink_throughput[^"]*\)".*/\1/p' | tail -1)
 fi
 count() {
-    PHOBOS_BENCH_ONLY=$who PHOBOS_BENCH_IN_FLIGHT=$inf PHOBOS_BENCH_TASKS=$1 PHOBOS_BENCH_ROUNDS=1 \
+    PHOBOS_BENCH_PLACEMENT=same PHOBOS_BENCH_ONLY=$who PHOBOS_BENCH_IN_FLIGHT=$inf PHOBOS_BENCH_TASKS=$1 PHOBOS_BENCH_ROUNDS=1 \
         valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" --bench 2>&1 |
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
