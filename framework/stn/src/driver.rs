@@ -1108,13 +1108,18 @@ impl Driver {
         let seconds = elapsed.as_secs_f64();
         let ends = std::mem::take(&mut batch.ends);
         let common: Arc<TaskProfile> = Arc::from(batch.profile);
+        // Below DEBUG no end's log line can be enabled (the line's own first check).
+        let log = tracing::level_enabled!(tracing::Level::DEBUG);
+        let mut ended = 0;
         for end in ends {
             let Some(w) = self.take_waiter(end.tag as usize, end.id) else {
                 continue;
             };
-            self.end_metrics.record(OK_OUTCOME, seconds);
+            ended += 1;
             let (sent, received) = (end.sent_bytes, end.received_bytes);
-            ended_ok(end.id, &common, sent, received, &end.response, elapsed);
+            if log {
+                ended_ok(end.id, &common, sent, received, &end.response, elapsed);
+            }
             let fpt = end.first_packet_timeout;
             match w.reply {
                 Reply::One(tx) => {
@@ -1138,6 +1143,7 @@ impl Driver {
                 }
             }
         }
+        self.end_metrics.record_many(OK_OUTCOME, seconds, ended);
     }
 
     /// The waiter at `tag` if it waits for task `id`, taken out.
@@ -1542,6 +1548,15 @@ struct EndMetrics {
 
 impl EndMetrics {
     fn record(&mut self, kind: usize, seconds: f64) {
+        self.record_many(kind, seconds, 1);
+    }
+
+    /// [`record`](Self::record) for `n` ends that took the same time (the ends of one
+    /// [`EndBatch`]): one histogram call.
+    fn record_many(&mut self, kind: usize, seconds: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
         if self.open.len() <= kind {
             self.open.resize_with(kind + 1, || None);
         }
@@ -1555,8 +1570,11 @@ impl EndMetrics {
                 )
             })
         });
-        histogram.record(seconds);
-        *count += 1;
+        match n {
+            1 => histogram.record(seconds),
+            n => histogram.record_many(seconds, n as usize),
+        }
+        *count += n;
     }
 
     fn flush(&mut self) {

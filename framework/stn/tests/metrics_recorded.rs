@@ -4,18 +4,22 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
 };
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
-use phobos_stn::{metrics as m, Client, ClientConfig, TaskSpec};
+use phobos_stn::{metrics as m, BatchEnd, Client, ClientConfig, TaskSpec};
 use phobos_test_support::MockLongLinkServer;
 
-/// Counts every counter increment by full key (name and labels).
+/// Counts every counter increment, and every value a histogram records, by full key (name
+/// and labels).
 #[derive(Debug, Default)]
 struct Counting {
     counters: Mutex<HashMap<String, Arc<Count>>>,
+    histograms: Mutex<HashMap<String, Arc<Count>>>,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +34,24 @@ impl CounterFn for Count {
     }
 }
 
+/// A histogram counts the values it is given.
+impl HistogramFn for Count {
+    fn record(&self, _: f64) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn record_many(&self, _: f64, count: usize) {
+        self.0.fetch_add(count as u64, Ordering::SeqCst);
+    }
+}
+
+fn full_name(key: &Key) -> String {
+    let mut name = key.name().to_owned();
+    for l in key.labels() {
+        name.push_str(&format!("{{{}={}}}", l.key(), l.value()));
+    }
+    name
+}
+
 impl Counting {
     fn get(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
         let key = match label {
@@ -39,6 +61,13 @@ impl Counting {
         let map = self.counters.lock().unwrap();
         map.get(&key).map_or(0, |c| c.0.load(Ordering::SeqCst))
     }
+
+    /// How many values the histogram `name{label}` recorded.
+    fn recorded(&self, name: &str, (k, v): (&str, &str)) -> u64 {
+        let map = self.histograms.lock().unwrap();
+        map.get(&format!("{name}{{{k}={v}}}"))
+            .map_or(0, |c| c.0.load(Ordering::SeqCst))
+    }
 }
 
 impl Recorder for &'static Counting {
@@ -47,15 +76,11 @@ impl Recorder for &'static Counting {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let mut name = key.name().to_owned();
-        for l in key.labels() {
-            name.push_str(&format!("{{{}={}}}", l.key(), l.value()));
-        }
         let c = self
             .counters
             .lock()
             .unwrap()
-            .entry(name)
+            .entry(full_name(key))
             .or_default()
             .clone();
         Counter::from_arc(c)
@@ -65,8 +90,15 @@ impl Recorder for &'static Counting {
         Gauge::noop()
     }
 
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let h = self
+            .histograms
+            .lock()
+            .unwrap()
+            .entry(full_name(key))
+            .or_default()
+            .clone();
+        Histogram::from_arc(h)
     }
 }
 
@@ -88,6 +120,18 @@ async fn task_and_link_counters_are_recorded() {
             .await
             .unwrap();
     }
+    // A batch's tasks, answered in one read, end together: each end still counts, and
+    // each one's duration is recorded.
+    let mut batch = client.task_batch();
+    let params = TaskSpec::new(CmdId(1), &b""[..]);
+    batch.start_like(
+        &params,
+        (0..20).map(|_| (CmdId(1), Bytes::from_static(b"count us"))),
+    );
+    let mut ends: Vec<BatchEnd> = Vec::new();
+    while batch.recv_many(&mut ends).await > 0 {}
+    assert_eq!(ends.len(), 20);
+    assert!(ends.iter().all(|e| e.outcome.is_ok()));
     let err = client
         .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_priority(9))
         .await
@@ -95,8 +139,9 @@ async fn task_and_link_counters_are_recorded() {
     assert_eq!(err.kind(), phobos_stn::ErrorKind::Param);
     client.shutdown().await;
 
-    assert_eq!(counting.get(m::TASKS_STARTED, None), 4);
-    assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "ok"))), 3);
+    assert_eq!(counting.get(m::TASKS_STARTED, None), 24);
+    assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "ok"))), 23);
+    assert_eq!(counting.recorded(m::TASK_SECONDS, ("outcome", "ok")), 23);
     assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "param"))), 1);
     assert_eq!(
         counting.get(m::CONNECT_ATTEMPTS, Some(("link", "default-longlink"))),
