@@ -272,18 +272,22 @@ impl Placement {
 
 /// The placements to run: `PHOBOS_BENCH_PLACEMENT` (a comma list of `same`, `split`,
 /// `free`), else `same,split` where this process may use two CPUs and can pin, else `free`.
+/// Exits with status 2 on a name it does not know.
 fn placements(allowed: &[usize]) -> Vec<Placement> {
     let parse = |name: &str| match name.trim() {
-        "same" => Some(Placement::Same),
-        "split" => Some(Placement::Split),
-        "free" => Some(Placement::Free),
+        "same" => Placement::Same,
+        "split" => Placement::Split,
+        "free" => Placement::Free,
         other => {
-            eprintln!("PHOBOS_BENCH_PLACEMENT: unknown placement {other:?} (same, split, free)");
-            None
+            eprintln!(
+                "PHOBOS_BENCH_PLACEMENT: unknown placement {other:?} (a comma list of same, \
+                 split, free)"
+            );
+            std::process::exit(2);
         }
     };
     match std::env::var("PHOBOS_BENCH_PLACEMENT") {
-        Ok(list) => list.split(',').filter_map(parse).collect(),
+        Ok(list) => list.split(',').map(parse).collect(),
         Err(_) if allowed.len() >= 2 && cpus::pin(allowed) => {
             vec![Placement::Same, Placement::Split]
         }
