@@ -44,6 +44,12 @@ impl HistogramFn for Count {
     }
 }
 
+/// The count of `key` in `map`, made on first use.
+fn count_of(map: &Mutex<HashMap<String, Arc<Count>>>, key: &Key) -> Arc<Count> {
+    let mut map = map.lock().unwrap();
+    map.entry(full_name(key)).or_default().clone()
+}
+
 fn full_name(key: &Key) -> String {
     let mut name = key.name().to_owned();
     for l in key.labels() {
@@ -76,14 +82,7 @@ impl Recorder for &'static Counting {
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        let c = self
-            .counters
-            .lock()
-            .unwrap()
-            .entry(full_name(key))
-            .or_default()
-            .clone();
-        Counter::from_arc(c)
+        Counter::from_arc(count_of(&self.counters, key))
     }
 
     fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
@@ -91,14 +90,7 @@ impl Recorder for &'static Counting {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        let h = self
-            .histograms
-            .lock()
-            .unwrap()
-            .entry(full_name(key))
-            .or_default()
-            .clone();
-        Histogram::from_arc(h)
+        Histogram::from_arc(count_of(&self.histograms, key))
     }
 }
 
