@@ -109,9 +109,16 @@ fn main() {
             continue;
         };
         // Threads and processes inherit the affinity of the thread that starts them.
-        cpus::pin(&server_cpus);
+        if placement != Placement::Free && !cpus::pin(&server_cpus) {
+            println!("placement {}: skipped, pinning refused", placement.name());
+            continue;
+        }
         let (server, addr) = start_server();
-        cpus::pin(&client_cpus);
+        if placement != Placement::Free && !cpus::pin(&client_cpus) {
+            println!("placement {}: skipped, pinning refused", placement.name());
+            stop_server(server);
+            continue;
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .enable_all()
@@ -183,13 +190,18 @@ fn main() {
             }
         }
     }
-    for (_, mut server, _, rt) in setups {
+    for (_, server, _, rt) in setups {
         drop(rt);
-        if let Some(mut stdin) = server.stdin.take() {
-            let _ = stdin.write_all(b"stop\n");
-        }
-        let _ = server.wait();
+        stop_server(server);
     }
+}
+
+/// Asks the echo server process to exit (closing its stdin), and waits for it.
+fn stop_server(mut server: std::process::Child) {
+    if let Some(mut stdin) = server.stdin.take() {
+        let _ = stdin.write_all(b"stop\n");
+    }
+    let _ = server.wait();
 }
 
 /// Every client at `n` in flight against the server at `addr`, in `rounds` alternating
