@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
-use phobos_stn::{Client, ClientConfig, TaskSpec};
+use phobos_stn::{BatchEnd, Client, ClientConfig, TaskBatch, TaskSpec};
 use phobos_test_support::MockLongLinkServer;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -133,6 +133,13 @@ where
     (spans.all(), addr)
 }
 
+/// Every end `batch` still has coming.
+async fn all_ends(batch: &mut TaskBatch) -> Vec<BatchEnd> {
+    let mut ends = Vec::new();
+    while batch.recv_many(&mut ends).await > 0 {}
+    ends
+}
+
 fn field<'a>(span: &'a TaskSpan, name: &str) -> &'a str {
     span.fields
         .get(name)
@@ -200,9 +207,7 @@ fn every_task_of_a_batch_is_a_span() {
     let (spans, _) = with_client(false, |client| async move {
         let mut batch = client.task_batch();
         batch.start((0..5u8).map(|i| TaskSpec::new(CmdId(9), vec![i])));
-        let mut ends = Vec::new();
-        while batch.recv_many(&mut ends).await > 0 {}
-        assert_eq!(ends.len(), 5);
+        assert_eq!(all_ends(&mut batch).await.len(), 5);
     });
     assert_eq!(spans.len(), 5, "{spans:#?}");
     let mut ids: Vec<&str> = spans.iter().map(|s| field(s, "task")).collect();
@@ -225,9 +230,7 @@ fn every_task_of_a_like_batch_is_a_span_with_its_own_byte_counts() {
             let requests =
                 (0..5u8).map(|i| (CmdId(9), bytes::Bytes::from(vec![i; 1 + i as usize])));
             batch.start_like(&params, requests);
-            let mut ends = Vec::new();
-            while batch.recv_many(&mut ends).await > 0 {}
-            assert_eq!(ends.len(), 5);
+            assert_eq!(all_ends(&mut batch).await.len(), 5);
         }
     });
     assert_eq!(spans.len(), 15, "{spans:#?}");
