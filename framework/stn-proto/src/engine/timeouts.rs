@@ -155,7 +155,7 @@ pub(crate) struct Estimator {
     state: NetQuality,
     good_count: u32,
     last_big_good: Option<Instant>,
-    ring: [bool; 10],
+    ring: [bool; RING],
     /// How many of `ring` are true.
     ///
     /// Design: kept as the ring changes rather than counted at each record, which every task
@@ -172,9 +172,9 @@ impl Estimator {
             state: NetQuality::Evaluating,
             good_count: 0,
             last_big_good: None,
-            ring: [true; 10],
-            ones: 10,
-            cursor: 9,
+            ring: [true; RING],
+            ones: RING as u8,
+            cursor: RING - 1,
             window_end: None,
         }
     }
@@ -216,11 +216,7 @@ impl Estimator {
                 NetQuality::Bad => false,
             };
             if plain {
-                self.cursor = if self.cursor >= RING - 1 {
-                    0
-                } else {
-                    self.cursor + 1
-                };
+                self.advance();
                 if self.state == NetQuality::Evaluating {
                     self.good_count += 1;
                 }
@@ -234,12 +230,12 @@ impl Estimator {
     fn record_any(&mut self, now: Instant, mobile: bool, size: usize, cost: Option<Duration>) {
         if self.window_end.is_none_or(|end| now > end) {
             self.window_end = now.checked_add(WINDOW);
-            self.cursor = 9;
+            self.cursor = RING - 1;
             let good = self.state != NetQuality::Bad;
-            self.ring = [good; 10];
-            self.ones = if good { 10 } else { 0 };
+            self.ring = [good; RING];
+            self.ones = if good { RING as u8 } else { 0 };
         }
-        self.cursor = if self.cursor >= 9 { 0 } else { self.cursor + 1 };
+        self.advance();
         let class = classify(mobile, size, cost);
         match class {
             Class::Meet | Class::MidMeet => {
@@ -293,6 +289,16 @@ impl Estimator {
 }
 
 impl Estimator {
+    /// Moves the cursor to the ring's next entry.
+    #[inline]
+    fn advance(&mut self) {
+        self.cursor = if self.cursor >= RING - 1 {
+            0
+        } else {
+            self.cursor + 1
+        };
+    }
+
     /// Sets the ring's entry at the cursor.
     #[inline]
     fn set_ring(&mut self, good: bool) {
