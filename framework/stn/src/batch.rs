@@ -435,6 +435,14 @@ struct Message {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BatchIndex(u32);
 
+impl BatchIndex {
+    /// An index for unit tests of the modules that carry one.
+    #[cfg(test)]
+    pub(crate) fn for_test(i: u32) -> Self {
+        BatchIndex(i)
+    }
+}
+
 #[derive(Debug)]
 struct Batch {
     /// `None` while the entry is free.

@@ -55,6 +55,7 @@ use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
 use crate::fanout::Publisher;
+use crate::held::{HeldBatches, BATCH_TAG};
 use crate::metrics as m;
 use crate::short::runner::{ShortEvent, ShortIo};
 use crate::state_file;
@@ -172,6 +173,7 @@ fn start(
         unflushed: Vec::new(),
         attempts: FxHashMap::default(),
         waiters: Slab::new(),
+        held: HeldBatches::default(),
         cancel_index: CancelIndex::default(),
         batch_out: BatchOut::default(),
         end_metrics: EndMetrics::default(),
@@ -249,19 +251,23 @@ struct Driver {
     /// Plugin calls not made because the same call was still running
     /// ([`DriverStats::plugin_calls_refused`]).
     plugin_calls_refused: u64,
-    /// The spans of tasks in flight ([`task_span`]) by waiter index, when a subscriber wants
-    /// them (kept apart from the waiters, which then stay as small as without spans).
-    task_spans: FxHashMap<usize, Span>,
+    /// The spans of tasks in flight ([`task_span`]) by tag, when a subscriber wants them
+    /// (kept apart from the waiters, which then stay as small as without spans).
+    task_spans: FxHashMap<u64, Span>,
     next_call: u64,
     io_tx: mpsc::UnboundedSender<IoEvent>,
     conns: FxHashMap<ConnId, Conn>,
     unflushed: Vec<ConnId>,
     attempts: FxHashMap<ConnId, (LinkName, AbortHandle)>,
-    /// Who waits for each task's end, at the index the task carries as its tag
-    /// ([`TaskEnd::tag`]): an end finds its caller without a lookup by task id.
+    /// Who waits for each [`Client::start_task`](crate::Client::start_task) task's end, at
+    /// the index the task carries as its tag ([`TaskEnd::tag`]): an end finds its caller
+    /// without a lookup by task id.
     waiters: Slab<Waiter>,
     /// Finds a waiter by its task key, for cancels.
     cancel_index: CancelIndex,
+    /// The batch tasks held ([`TaskBatch`](crate::TaskBatch)), whose tags are their keys
+    /// with [`BATCH_TAG`] set.
+    held: HeldBatches,
     /// Ends of batch tasks, sent once per iteration.
     batch_out: BatchOut,
     /// The task-end metrics of this iteration.
@@ -323,7 +329,7 @@ enum ConnRead {
 struct Waiter {
     id: TaskId,
     key: TaskKey,
-    reply: Reply,
+    reply: oneshot::Sender<TaskEnd>,
 }
 
 /// Finds the waiter of a task key ([`Command::Cancel`]).
@@ -376,7 +382,7 @@ impl CancelIndex {
     }
 }
 
-/// Where a task's end goes.
+/// Who gets a task's end, once taken from the waiters or the held batch tasks.
 enum Reply {
     /// A [`TaskHandle`](crate::TaskHandle).
     One(oneshot::Sender<TaskEnd>),
@@ -524,7 +530,9 @@ impl Driver {
                     // call. Letting the other runnable tasks go first, once, when other tasks
                     // are in flight (so their callers may be about to start more), gathers
                     // their commands into one iteration and one write.
-                    if matches!(cmd, Command::Start { .. }) && self.waiters.len() > 1 {
+                    if matches!(cmd, Command::Start { .. })
+                        && self.waiters.len() + self.held.len() > 1
+                    {
                         tokio::task::yield_now().await;
                     }
                     let t = now();
@@ -657,26 +665,30 @@ impl Driver {
         match cmd {
             Command::Start { key, spec, reply } => {
                 m::count(&m::TASKS_STARTED_KEY, 1);
-                self.start(t, *spec, key, Reply::One(reply));
+                self.start(t, *spec, key, reply);
             }
             Command::StartBatch(mut batch) => {
                 let (first, tasks, sink) = batch.take();
                 m::count(&m::TASKS_STARTED_KEY, tasks.len() as u64);
                 let index = self.batch_out.hold(&sink, tasks.len());
+                self.held.hold(first, tasks.len(), index);
                 match tasks {
                     BatchTasks::Specs(specs) => {
                         for (i, spec) in specs.into_iter().enumerate() {
-                            let key = TaskKey(first + i as u64);
-                            self.start(t, spec, key, Reply::Batch(index));
+                            self.start_batch_task(t, spec, first + i as u64);
                         }
                     }
                     BatchTasks::Like { params, requests } => {
-                        self.start_like(t, &params, requests, first, index);
+                        self.start_like(t, &params, requests, first);
                     }
                 }
             }
             Command::Cancel { key } => {
-                if let Some(id) = self.cancel_index.waiter(&self.waiters, key).map(|w| w.id) {
+                let id = match self.held.id_of(key) {
+                    Some(id) => Some(id),
+                    None => self.cancel_index.waiter(&self.waiters, key).map(|w| w.id),
+                };
+                if let Some(id) = id {
                     debug!(task = %id, "cancel");
                     self.engine.cancel_task(t, id);
                 }
@@ -720,7 +732,7 @@ impl Driver {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(DriverStats {
-                    tasks_in_flight: self.waiters.len(),
+                    tasks_in_flight: self.waiters.len() + self.held.len(),
                     open_connections: self.conns.len(),
                     pending_connects: self.attempts.len(),
                     watchdog_stalls: self.watchdog.reported(),
@@ -739,7 +751,7 @@ impl Driver {
 
     /// Admits a task, to be dispatched at the end of the command batch
     /// ([`Engine::send_queued`]), and notes who waits for its end.
-    fn start(&mut self, t: Instant, spec: TaskSpec, key: TaskKey, reply: Reply) {
+    fn start(&mut self, t: Instant, spec: TaskSpec, key: TaskKey, reply: oneshot::Sender<TaskEnd>) {
         let entry = self.waiters.vacant_entry();
         let tag = entry.key() as u64;
         let link = tracing::enabled!(tracing::Level::TRACE).then(|| spec.link.clone());
@@ -747,12 +759,23 @@ impl Driver {
         let id = self.engine.queue_task_tagged(t, spec, tag);
         entry.insert(Waiter { id, key, reply });
         self.cancel_index.started(key, tag as usize);
-        self.note_started(id, tag as usize, cmd, link.as_ref());
+        self.note_started(id, tag, cmd, link.as_ref());
     }
 
-    /// Task `id` (waiter `tag`) was admitted: its `tracing` line (with its link, when
-    /// tracing) and its span (when a subscriber wants spans).
-    fn note_started(&mut self, id: TaskId, tag: usize, cmd: CmdId, link: Option<&LinkName>) {
+    /// [`start`](Self::start) for the task of key `key` of a batch command (held in
+    /// [`held`](Self::held) already).
+    fn start_batch_task(&mut self, t: Instant, spec: TaskSpec, key: u64) {
+        let tag = key | BATCH_TAG;
+        let link = tracing::enabled!(tracing::Level::TRACE).then(|| spec.link.clone());
+        let cmd = spec.cmd_id;
+        let id = self.engine.queue_task_tagged(t, spec, tag);
+        self.held.set_id(key, id);
+        self.note_started(id, tag, cmd, link.as_ref());
+    }
+
+    /// Task `id` (tag `tag`) was admitted: its `tracing` line (with its link, when tracing)
+    /// and its span (when a subscriber wants spans).
+    fn note_started(&mut self, id: TaskId, tag: u64, cmd: CmdId, link: Option<&LinkName>) {
         if let Some(link) = link {
             trace!(task = %id, link = %link, "task started");
         }
@@ -763,42 +786,21 @@ impl Driver {
     }
 
     /// Admits the tasks of a [`TaskBatch::start_like`](crate::TaskBatch::start_like) call
-    /// (keys from `first` on), to be dispatched at the end of the command batch, and notes
-    /// who waits for their ends: [`start`](Self::start) for each, with the parameters looked
-    /// at once ([`Engine::queue_tasks_like`]).
-    fn start_like(
-        &mut self,
-        t: Instant,
-        params: &TaskSpec,
-        mut tasks: Vec<LikeTask>,
-        first: u64,
-        batch: BatchIndex,
-    ) {
-        for (i, task) in tasks.iter_mut().enumerate() {
-            let key = TaskKey(first + i as u64);
-            let entry = self.waiters.vacant_entry();
-            let tag = entry.key();
-            // The id is the engine's to give, a moment later.
-            entry.insert(Waiter {
-                id: TaskId(0),
-                key,
-                reply: Reply::Batch(batch),
-            });
-            self.cancel_index.started(key, tag);
-            task.tag = tag as u64;
+    /// (keys from `first` on, held in [`held`](Self::held) already), to be dispatched at the
+    /// end of the command batch: [`start_batch_task`](Self::start_batch_task) for each, with
+    /// the parameters looked at once ([`Engine::queue_tasks_like`]).
+    fn start_like(&mut self, t: Instant, params: &TaskSpec, mut tasks: Vec<LikeTask>, first: u64) {
+        for (task, key) in tasks.iter_mut().zip(first..) {
+            task.tag = key | BATCH_TAG;
         }
         self.engine.queue_tasks_like(t, params, &mut tasks);
+        self.held.set_ids(first, tasks.iter().map(|task| task.id));
         let link = tracing::enabled!(tracing::Level::TRACE).then_some(&params.link);
         // Below DEBUG no task span can be enabled (`task_span`'s own first check), so the
         // tasks need no per-task check.
-        let note = link.is_some() || tracing::level_enabled!(tracing::Level::DEBUG);
-        for task in &tasks {
-            let tag = task.tag as usize;
-            if let Some(w) = self.waiters.get_mut(tag) {
-                w.id = task.id;
-            }
-            if note {
-                self.note_started(task.id, tag, task.cmd_id, link);
+        if link.is_some() || tracing::level_enabled!(tracing::Level::DEBUG) {
+            for task in &tasks {
+                self.note_started(task.id, task.tag, task.cmd_id, link);
             }
         }
     }
@@ -1052,8 +1054,8 @@ impl Driver {
     }
 
     fn task_ended(&mut self, end: TaskEnd) {
-        let tag = end.tag as usize;
-        let Some(w) = self.take_waiter(tag, end.id) else {
+        let tag = end.tag;
+        let Some((key, reply)) = self.take_waiter(tag, end.id) else {
             return;
         };
         let outcome = outcome_label(&end.outcome);
@@ -1080,14 +1082,14 @@ impl Driver {
             ),
         }
         drop(in_span);
-        match w.reply {
+        match reply {
             Reply::One(tx) => {
                 let _ = tx.send(end);
             }
             Reply::Batch(batch) => {
                 let mut profile = end.profile;
                 self.batch_out
-                    .push_own(batch, w.key, end.outcome, &mut profile);
+                    .push_own(batch, key, end.outcome, &mut profile);
                 self.engine.recycle_profile(profile);
             }
         }
@@ -1112,7 +1114,7 @@ impl Driver {
         let log = tracing::level_enabled!(tracing::Level::DEBUG);
         let mut ended = 0;
         for end in ends {
-            let Some(w) = self.take_waiter(end.tag as usize, end.id) else {
+            let Some((key, reply)) = self.take_waiter(end.tag, end.id) else {
                 continue;
             };
             ended += 1;
@@ -1121,7 +1123,7 @@ impl Driver {
                 ended_ok(end.id, &common, sent, received, &end.response, elapsed);
             }
             let fpt = end.first_packet_timeout;
-            match w.reply {
+            match reply {
                 Reply::One(tx) => {
                     let profile = common.with_own(sent, received, fpt);
                     let _ = tx.send(TaskEnd {
@@ -1139,31 +1141,37 @@ impl Driver {
                         received_bytes: received,
                         first_packet_timeout: fpt,
                     };
-                    self.batch_out.push(b, w.key, Ok(end.response), profile);
+                    self.batch_out.push(b, key, Ok(end.response), profile);
                 }
             }
         }
         self.end_metrics.record_many(OK_OUTCOME, seconds, ended);
     }
 
-    /// The waiter at `tag` if it waits for task `id`, taken out.
-    #[inline]
-    fn take_waiter(&mut self, tag: usize, id: TaskId) -> Option<Waiter> {
+    /// Who waits for the end of task `id` (tag `tag`), taken out: a batch's held task or a
+    /// waiter. `None` when nobody does (an end the task already had).
+    #[inline(always)]
+    fn take_waiter(&mut self, tag: u64, id: TaskId) -> Option<(TaskKey, Reply)> {
+        if tag & BATCH_TAG != 0 {
+            let (key, batch) = self.held.take(tag, id)?;
+            return Some((key, Reply::Batch(batch)));
+        }
+        let tag = tag as usize;
         if self.waiters.get(tag).is_none_or(|w| w.id != id) {
             return None;
         }
         let w = self.waiters.remove(tag);
         self.cancel_index.ended(w.key);
-        Some(w)
+        Some((w.key, Reply::One(w.reply)))
     }
 
-    /// The span of the task that had waiter `tag`, if it has one, with the task's end
-    /// recorded into it, entered for the end's own log line.
+    /// The span of the task of tag `tag`, if it has one, with the task's end recorded into
+    /// it, entered for the end's own log line.
     #[cold]
     #[inline(never)]
     fn enter_task_span(
         &mut self,
-        tag: usize,
+        tag: u64,
         outcome: &str,
         profile: &TaskProfile,
         elapsed: std::time::Duration,
@@ -1443,11 +1451,7 @@ impl Driver {
     /// Ends every task still held with `LocalError::Reset`: dropping a handle's reply
     /// sender resolves it so; each batch task gets a reset end.
     fn end_held_tasks(&mut self) {
-        let batch_tasks = self.waiters.iter().filter_map(|(_, w)| match w.reply {
-            Reply::Batch(batch) => Some((batch, w.key)),
-            Reply::One(_) => None,
-        });
-        self.batch_out.reset(batch_tasks);
+        self.batch_out.reset(self.held.drain());
         self.waiters.clear();
         self.cancel_index = CancelIndex::default();
         self.end_metrics.flush();
@@ -1464,7 +1468,7 @@ impl Driver {
         if let Some(writer) = &mut self.ranking_state {
             final_saves.extend(writer.finish(self.engine.ranking_state(now(), unix_now())));
         }
-        let n = self.waiters.len();
+        let n = self.waiters.len() + self.held.len();
         self.end_held_tasks();
         self.conns.clear();
         for (_, (_, task)) in self.attempts.drain() {
@@ -1933,7 +1937,7 @@ mod tests {
         Waiter {
             id: TaskId(key as u32),
             key: TaskKey(key),
-            reply: Reply::One(oneshot::channel().0),
+            reply: oneshot::channel().0,
         }
     }
 

@@ -106,6 +106,7 @@ mod config;
 mod connector;
 mod driver;
 mod fanout;
+mod held;
 pub mod metrics;
 pub mod netwatch;
 mod short;

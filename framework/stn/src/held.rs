@@ -1,0 +1,221 @@
+//! The batch tasks the driver holds: one record per `StartBatch` command, not one waiter
+//! per task.
+//!
+//! Design: the tasks of one command have consecutive keys and end into one batch, so the
+//! driver keeps, per command, the batch's index and each task's engine id while its end is
+//! owed (`TaskId(0)`, which no task has, once it ended). A task's tag (what its end carries
+//! back, [`TaskEnd::tag`](phobos_stn_proto::TaskEnd::tag)) is its key with [`BATCH_TAG`]
+//! set, so an end finds its record by key: usually the record the previous end hit, else by
+//! a binary search over the records (sorted by first key). Starting a task costs a store of
+//! its id, ending it a compare and a store, where a waiter per task cost a slab insert and
+//! removal.
+//!
+//! "Exactly one end" stays checked here as it was with waiters: an end whose task is not
+//! held (a second end, or a task the driver never started) finds another id in its place
+//! and is dropped.
+
+use phobos_stn_proto::TaskId;
+
+use crate::batch::BatchIndex;
+use crate::client::TaskKey;
+
+/// Set in the tag of every batch task (its key in the other bits); the tags of the other
+/// tasks, waiter indexes, never have it.
+pub(crate) const BATCH_TAG: u64 = 1 << 63;
+
+/// No task's id: the place of a task whose end is not owed.
+const ENDED: TaskId = TaskId(0);
+
+/// The batch tasks held, by command.
+#[derive(Debug, Default)]
+pub(crate) struct HeldBatches {
+    /// Sorted by first key; a record goes once none of its tasks is held. Few at a time
+    /// (the commands whose tasks are in flight), so removing one from the front moves few.
+    records: Vec<Record>,
+    /// The record the last lookup found (ends come mostly in start order).
+    last: usize,
+    /// Tasks held, over all records.
+    len: usize,
+}
+
+/// The tasks of one `StartBatch` command.
+#[derive(Debug)]
+struct Record {
+    /// The key of the first task; task `i` has key `first + i`.
+    first: u64,
+    batch: BatchIndex,
+    /// Task `i`'s engine id while its end is owed, else [`ENDED`].
+    ids: Vec<TaskId>,
+    /// Tasks of the record still owed an end.
+    live: usize,
+}
+
+impl Record {
+    /// The position of task `key` if the record covers it.
+    #[inline(always)]
+    fn position(&self, key: u64) -> Option<usize> {
+        let i = key.wrapping_sub(self.first);
+        (i < self.ids.len() as u64).then_some(i as usize)
+    }
+}
+
+impl HeldBatches {
+    /// Tasks held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Holds `n` tasks (keys `first..first + n`) ending into `batch`; their ids are set
+    /// with [`set_id`](Self::set_id) or [`set_ids`](Self::set_ids) as the engine gives them,
+    /// before any of their ends is taken.
+    pub(crate) fn hold(&mut self, first: u64, n: usize, batch: BatchIndex) {
+        if n == 0 {
+            return;
+        }
+        let record = Record {
+            first,
+            batch,
+            ids: vec![ENDED; n],
+            live: n,
+        };
+        // Commands come in key order unless two threads started batches at once.
+        let at = self.records.partition_point(|r| r.first < first);
+        self.records.insert(at, record);
+        self.len += n;
+    }
+
+    /// Task `key` (held) has engine id `id`.
+    pub(crate) fn set_id(&mut self, key: u64, id: TaskId) {
+        if let Some((r, i)) = self.find(key) {
+            self.records[r].ids[i] = id;
+        }
+    }
+
+    /// Sets the ids of the tasks from key `first` on (one command's, all held).
+    pub(crate) fn set_ids(&mut self, first: u64, ids: impl Iterator<Item = TaskId>) {
+        if let Some((r, 0)) = self.find(first) {
+            for (slot, id) in self.records[r].ids.iter_mut().zip(ids) {
+                *slot = id;
+            }
+        }
+    }
+
+    /// The record and position of task `key`, if a record covers it.
+    #[inline(always)]
+    fn find(&mut self, key: u64) -> Option<(usize, usize)> {
+        if let Some(i) = self.records.get(self.last).and_then(|r| r.position(key)) {
+            return Some((self.last, i));
+        }
+        self.find_other(key)
+    }
+
+    /// [`find`](Self::find) when the last record found does not cover `key`.
+    #[inline(never)]
+    fn find_other(&mut self, key: u64) -> Option<(usize, usize)> {
+        let r = self
+            .records
+            .partition_point(|r| r.first <= key)
+            .checked_sub(1)?;
+        let i = self.records[r].position(key)?;
+        self.last = r;
+        Some((r, i))
+    }
+
+    /// Takes the end of the task of tag `tag` ([`BATCH_TAG`] set) if task `id` is owed one
+    /// there: its key and batch.
+    #[inline(always)]
+    pub(crate) fn take(&mut self, tag: u64, id: TaskId) -> Option<(TaskKey, BatchIndex)> {
+        let key = tag & !BATCH_TAG;
+        let (r, i) = self.find(key)?;
+        let record = &mut self.records[r];
+        let place = &mut record.ids[i];
+        if *place != id || id == ENDED {
+            return None;
+        }
+        *place = ENDED;
+        record.live -= 1;
+        self.len -= 1;
+        let batch = record.batch;
+        if record.live == 0 {
+            self.records.remove(r);
+        }
+        Some((TaskKey(key), batch))
+    }
+
+    /// The engine id of task `key` if it is held (for a cancel).
+    pub(crate) fn id_of(&mut self, key: TaskKey) -> Option<TaskId> {
+        let (r, i) = self.find(key.0)?;
+        Some(self.records[r].ids[i]).filter(|id| *id != ENDED)
+    }
+
+    /// Every task held, as (batch, key), forgetting them all.
+    pub(crate) fn drain(&mut self) -> Vec<(BatchIndex, TaskKey)> {
+        let mut held = Vec::with_capacity(self.len);
+        for record in self.records.drain(..) {
+            let owed = record.ids.iter().zip(record.first..);
+            held.extend(
+                owed.filter(|(id, _)| **id != ENDED)
+                    .map(|(_, key)| (record.batch, TaskKey(key))),
+            );
+        }
+        self.len = 0;
+        held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(i: u32) -> BatchIndex {
+        BatchIndex::for_test(i)
+    }
+
+    /// Two commands (one of 70 tasks, one of 3 that came in out of key
+    /// order): each task's end is taken once, with its key and batch; a second end, an end
+    /// naming another id and a key nobody holds are refused; a record goes with its last
+    /// task.
+    #[test]
+    fn each_held_task_ends_once_with_its_key_and_batch() {
+        let mut held = HeldBatches::default();
+        held.hold(100, 3, batch(1));
+        held.hold(10, 70, batch(0));
+        assert_eq!(held.id_of(TaskKey(10)), None, "no id yet");
+        held.set_ids(10, (0..70).map(|i| TaskId(1000 + i)));
+        for i in 0..3 {
+            held.set_id(100 + i, TaskId(5000 + i as u32));
+        }
+        assert_eq!(held.len(), 73);
+        let tag = |key: u64| key | BATCH_TAG;
+        assert_eq!(
+            held.take(tag(101), TaskId(5001)),
+            Some((TaskKey(101), batch(1)))
+        );
+        assert_eq!(held.take(tag(101), TaskId(5001)), None, "a second end");
+        assert_eq!(held.take(tag(102), TaskId(1)), None, "another task's id");
+        assert_eq!(
+            held.take(tag(80), TaskId(1070)),
+            None,
+            "no record covers it"
+        );
+        assert_eq!(held.id_of(TaskKey(79)), Some(TaskId(1069)));
+        for i in 0..70 {
+            let key = 10 + i;
+            assert_eq!(
+                held.take(tag(key), TaskId(1000 + i as u32)),
+                Some((TaskKey(key), batch(0)))
+            );
+        }
+        assert_eq!(held.id_of(TaskKey(79)), None, "ended");
+        assert_eq!(
+            held.records.len(),
+            1,
+            "the first record went with its last task"
+        );
+        assert_eq!(held.len(), 2);
+        let rest = held.drain();
+        assert_eq!(rest, [(batch(1), TaskKey(100)), (batch(1), TaskKey(102))]);
+        assert_eq!(held.len(), 0);
+        assert_eq!(held.take(tag(100), TaskId(5000)), None);
+    }
+}
