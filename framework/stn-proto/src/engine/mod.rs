@@ -1720,6 +1720,7 @@ impl Engine {
         let codec = self.cfg.codec.clone();
         let mut pos = 0;
         self.ranked_this_read = false;
+        self.lane.run = None;
         while pos < input.len() {
             let rest = &input[pos..];
             match codec.decode(rest) {
@@ -1729,6 +1730,11 @@ impl Engine {
                         return None;
                     }
                     let len = frame.len;
+                    if self.lane_run(li, input, pos, &frame, now) {
+                        pos += len;
+                        continue;
+                    }
+                    self.lane.run = None;
                     self.on_frame(li, input, pos, frame, now);
                     pos += len;
                     if !self.is_current(li, conn) {
