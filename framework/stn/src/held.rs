@@ -29,9 +29,13 @@ const ENDED: TaskId = TaskId(0);
 /// The batch tasks held, by command.
 #[derive(Debug, Default)]
 pub(crate) struct HeldBatches {
-    /// Sorted by first key; a record goes once none of its tasks is held. Few at a time
-    /// (the commands whose tasks are in flight), so removing one from the front moves few.
+    /// Sorted by first key. A record whose tasks all ended is emptied where it is (it then
+    /// covers no key) and counted in `emptied`; the emptied ones are dropped together once
+    /// they are more than half, so ending a task costs O(1) amortized however many commands
+    /// are in flight (removing each record from the middle would move all the later ones).
     records: Vec<Record>,
+    /// Emptied records still in `records`.
+    emptied: usize,
     /// The record the last lookup found (ends come mostly in start order).
     last: usize,
     /// Tasks held, over all records.
@@ -137,7 +141,12 @@ impl HeldBatches {
         self.len -= 1;
         let batch = record.batch;
         if record.live == 0 {
-            self.records.remove(r);
+            record.ids = Vec::new();
+            self.emptied += 1;
+            if self.emptied > MIN_SWEEP && 2 * self.emptied > self.records.len() {
+                self.records.retain(|r| r.live > 0);
+                self.emptied = 0;
+            }
         }
         Some((TaskKey(key), batch))
     }
@@ -159,9 +168,13 @@ impl HeldBatches {
             );
         }
         self.len = 0;
+        self.emptied = 0;
         held
     }
 }
+
+/// Fewest emptied records dropped at once.
+const MIN_SWEEP: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -207,15 +220,53 @@ mod tests {
             );
         }
         assert_eq!(held.id_of(TaskKey(79)), None, "ended");
-        assert_eq!(
-            held.records.len(),
-            1,
-            "the first record went with its last task"
+        assert_eq!(held.records.len(), 2, "emptied in place");
+        assert!(
+            held.records[0].ids.is_empty(),
+            "the first record was emptied"
         );
         assert_eq!(held.len(), 2);
         let rest = held.drain();
         assert_eq!(rest, [(batch(1), TaskKey(100)), (batch(1), TaskKey(102))]);
         assert_eq!(held.len(), 0);
         assert_eq!(held.take(tag(100), TaskId(5000)), None);
+    }
+
+    /// Thousands of one-task commands in flight, ended in start order and then out of it:
+    /// every end is taken once, emptied records are swept so that few stay, and the keys of
+    /// the records left are still found.
+    #[test]
+    fn many_commands_end_in_any_order_and_emptied_records_are_swept() {
+        let mut held = HeldBatches::default();
+        let n = 5_000u64;
+        for key in 1..=n {
+            held.hold(key, 1, batch(0));
+            held.set_id(key, TaskId(key as u32));
+        }
+        let take =
+            |held: &mut HeldBatches, key: u64| held.take(key | BATCH_TAG, TaskId(key as u32));
+        // The first half in order, then every third of the rest, then the others backwards.
+        for key in 1..=n / 2 {
+            assert_eq!(take(&mut held, key), Some((TaskKey(key), batch(0))));
+        }
+        // Emptied records never outnumber the live ones by more than a sweep's worth.
+        let bounded = |held: &HeldBatches| held.records.len() <= 2 * held.len() + MIN_SWEEP + 1;
+        assert!(bounded(&held), "{} records", held.records.len());
+        let rest: Vec<u64> = (n / 2 + 1..=n).collect();
+        for &key in rest.iter().step_by(3) {
+            assert_eq!(take(&mut held, key), Some((TaskKey(key), batch(0))));
+        }
+        assert!(bounded(&held), "{} records", held.records.len());
+        for &key in rest.iter().rev() {
+            let owed = (key - (n / 2 + 1)) % 3 != 0;
+            assert_eq!(held.id_of(TaskKey(key)).is_some(), owed);
+            assert_eq!(take(&mut held, key).is_some(), owed, "key {key}");
+        }
+        assert_eq!(held.len(), 0);
+        assert!(
+            held.records.len() <= 2 * MIN_SWEEP + 1,
+            "{}",
+            held.records.len()
+        );
     }
 }
