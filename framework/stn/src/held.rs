@@ -141,14 +141,21 @@ impl HeldBatches {
         self.len -= 1;
         let batch = record.batch;
         if record.live == 0 {
-            record.ids = Vec::new();
-            self.emptied += 1;
-            if self.emptied > MIN_SWEEP && 2 * self.emptied > self.records.len() {
-                self.records.retain(|r| r.live > 0);
-                self.emptied = 0;
-            }
+            self.empty(r);
         }
         Some((TaskKey(key), batch))
+    }
+
+    /// Record `r`'s tasks all ended: it is emptied, and the emptied records are swept once
+    /// they are more than half.
+    #[inline(never)]
+    fn empty(&mut self, r: usize) {
+        self.records[r].ids = Vec::new();
+        self.emptied += 1;
+        if self.emptied > MIN_SWEEP && 2 * self.emptied > self.records.len() {
+            self.records.retain(|r| r.live > 0);
+            self.emptied = 0;
+        }
     }
 
     /// The engine id of task `key` if it is held (for a cancel).
