@@ -12,7 +12,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use phobos_plugin_api::{CmdId, TaskId};
 
-use super::lane::Request;
 use super::Engine;
 use crate::task::{TaskProfile, TaskSpec};
 
@@ -99,32 +98,27 @@ impl Engine {
         // The group the first task opened (or joined), which the others may join as they
         // are: same parameters, same input.
         let mut group = None;
-        for task in tasks.iter_mut() {
-            let body = std::mem::take(&mut task.body);
-            let fits = body.len() <= self.max_body_len;
-            match group.filter(|g| fits && self.lane_waits(*g)) {
-                Some(group) => {
-                    let id = self.begin_task(now);
-                    let request = Request {
-                        cmd_id: task.cmd_id,
-                        body,
-                    };
-                    self.join(group, id, task.tag, request);
-                    task.id = id;
-                }
-                None => {
-                    let mut spec = params.clone_params();
-                    spec.cmd_id = task.cmd_id;
-                    spec.body = body;
-                    task.id = self.start_task_tagged(now, spec, task.tag);
-                    // Joined or opened the waiting group: the tasks after it may join as they
-                    // are. (With a group waiting, a task goes this way only for a body too
-                    // large, which ends it at admission; the group still waits.)
-                    if let Some(joined) = self.waiting_group_of(task.id) {
-                        group = Some(joined);
-                    }
+        let mut i = 0;
+        while i < tasks.len() {
+            if let Some(g) = group.filter(|g| self.lane_waits(*g)) {
+                let joined = self.join_many(now, g, &mut tasks[i..]);
+                if joined > 0 {
+                    i += joined;
+                    continue;
                 }
             }
+            let task = &mut tasks[i];
+            let mut spec = params.clone_params();
+            spec.cmd_id = task.cmd_id;
+            spec.body = std::mem::take(&mut task.body);
+            task.id = self.start_task_tagged(now, spec, task.tag);
+            // Joined or opened the waiting group: the tasks after it may join as they are.
+            // (With a group waiting, a task goes this way only for a body too large, which
+            // ends it at admission; the group still waits.)
+            if let Some(joined) = self.waiting_group_of(task.id) {
+                group = Some(joined);
+            }
+            i += 1;
         }
         self.defer_dispatch = false;
     }

@@ -64,6 +64,7 @@ use bytes::Bytes;
 use phobos_plugin_api::codec::{FrameKind, RawFrame};
 use phobos_plugin_api::{CmdId, IpPort, TaskId};
 
+use super::batch::LikeTask;
 use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{
     frame, limits_of, retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES,
@@ -333,6 +334,53 @@ impl Engine {
     pub(super) fn join(&mut self, (li, g): (usize, u32), id: TaskId, tag: u64, request: Request) {
         self.add_member(g, id, tag, request);
         self.dirty[li] = true;
+    }
+
+    /// Admits the leading tasks of `tasks` whose bodies fit into group `g` of link `li`
+    /// (the waiting group, [`lane_waits`](Self::lane_waits)) as [`join`](Self::join) would
+    /// one by one, writing each one's id; returns how many joined.
+    ///
+    /// Design: the tasks of a [`queue_tasks_like`](Self::queue_tasks_like) call join in a
+    /// row, so their ids are given first and the group is looked up once for all of them.
+    /// Nothing between two joins reads what the other changes (ids come in sequence whether
+    /// or not the one before has its member yet; orders too), so the engine ends up as the
+    /// one-by-one joins leave it.
+    pub(super) fn join_many(
+        &mut self,
+        now: Instant,
+        (li, g): (usize, u32),
+        tasks: &mut [LikeTask],
+    ) -> usize {
+        let max = self.max_body_len;
+        let n = tasks.iter().take_while(|t| t.body.len() <= max).count();
+        if n == 0 || self.lane.groups.get(g).is_none() {
+            return 0;
+        }
+        for task in &mut tasks[..n] {
+            task.id = self.begin_task(now);
+        }
+        let Some(group) = self.lane.groups.get_mut(g) else {
+            return 0;
+        };
+        group.members.reserve(n);
+        for task in &mut tasks[..n] {
+            let (id, order) = (task.id, self.next_order);
+            self.next_order += 1;
+            let m = self.lane.members.insert_with(|_| Member {
+                id,
+                tag: task.tag,
+                order,
+                group: g,
+                cmd_id: task.cmd_id,
+                body: std::mem::take(&mut task.body),
+                sent: None,
+            });
+            self.tasks.map_id(id, LANE_SLOT | m);
+            group.members.push((m, id));
+            group.live += 1;
+        }
+        self.dirty[li] = true;
+        n
     }
 
     /// The group waiting for this input's dispatch pass, as (link, group), when task `id`
