@@ -683,19 +683,12 @@ impl Engine {
         }
         let now_ns = self.timers.now_ns(now);
         let cost = Duration::from_nanos(now_ns.saturating_sub(sent.ns));
-        self.estimator
-            .record(now, self.net.is_mobile(), sent_len + frame_len, Some(cost));
+        self.member_answered(li, (m, id, g), sent_len + frame_len, cost, now);
         let took = Duration::from_nanos(now_ns.saturating_sub(admitted_ns));
         if took >= WEAK_SLOW_TASK {
             self.mark_weak(now);
         } else if took < WEAK_FAST_TASK {
             self.relieve_weak(now);
-        }
-        self.links[li].ended_running();
-        self.leave(m, id, g, |_| ());
-        #[cfg(test)]
-        {
-            self.lane.ended += 1;
         }
         let key = EndKey {
             serial,
@@ -726,6 +719,29 @@ impl Engine {
                 });
             }
             Err(end) => self.lane_end(li, end, admitted, &sent, now, took),
+        }
+    }
+
+    /// Member `m` (task `id` of group `g`, running on link `li`) was answered: the round
+    /// trip (`size` bytes both ways, `cost` after its pass) is the estimator's sample, the
+    /// link runs one task fewer, and the member leaves the lane. What every member's
+    /// accepted response does, in a run ([`lane_run`](Self::lane_run)) or not.
+    #[inline]
+    fn member_answered(
+        &mut self,
+        li: usize,
+        (m, id, g): (u32, TaskId, u32),
+        size: usize,
+        cost: Duration,
+        now: Instant,
+    ) {
+        self.estimator
+            .record(now, self.net.is_mobile(), size, Some(cost));
+        self.links[li].ended_running();
+        self.leave(m, id, g, |_| ());
+        #[cfg(test)]
+        {
+            self.lane.ended += 1;
         }
     }
 
@@ -809,18 +825,7 @@ impl Engine {
         });
         s.responses = s.responses.saturating_add(1);
         s.probes_answered = 0;
-        link.ended_running();
-        self.estimator.record(
-            now,
-            self.net.is_mobile(),
-            sent_len + frame_len,
-            Some(run.cost),
-        );
-        self.leave(m, id, run.g, |_| ());
-        #[cfg(test)]
-        {
-            self.lane.ended += 1;
-        }
+        self.member_answered(li, (m, id, run.g), sent_len + frame_len, run.cost, now);
         self.lane.tail = Some(Tail { key: run.key, id });
         self.stats.tasks_succeeded += 1;
         true
