@@ -25,6 +25,13 @@
 //!   write) and awaiting its oneshot; one reader task decodes responses and completes the
 //!   matching oneshot. No timeouts, retries, priorities, heartbeats, reconnects or
 //!   metrics.
+//! - **raw-hop** (pho-like's shape, nothing else): one caller task and one socket task. The
+//!   caller sends its requests as one batch (a key, command and body each) over a channel;
+//!   the socket task frames everything queued into one write, and on every read slices
+//!   each response body out of the read buffer, finds its key by sequence number in a
+//!   table, and sends the read's responses back as one batch. No timeouts, retries,
+//!   heartbeats, reconnects, profiles, metrics or limits: what the engine and driver add
+//!   is the difference between this row and pho-like.
 //! - **phobos**: one `Client` (engine + driver, default config), `N` caller tasks each
 //!   awaiting `start_task` in a loop (limits off, so the frequency limit does not refuse
 //!   the identical bodies).
@@ -38,7 +45,7 @@
 //!
 //! The ratio that isolates Phobos's own cost is phobos / raw-mux: both pay the per-request
 //! task wake-ups, channel hops and oneshots of independent callers, which raw does not.
-//! Likewise phobos-batch / raw: both are one loop replacing completions in batches.
+//! Likewise pho-like / raw-hop: both are one caller and one socket task trading batches.
 //!
 //! Besides tasks/s and latency, each run reports the client process's CPU time per task
 //! (all its threads, from `/proc/self/task/*/schedstat`; the server is another process) and
@@ -57,7 +64,7 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux`,
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux|raw-hop`,
 //! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`, `PHOBOS_BENCH_PLACEMENT=same,split` (any of `same`,
 //! `split`, `free`).
 
@@ -150,7 +157,7 @@ fn main() {
     );
     if matches!(
         only.as_str(),
-        "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux"
+        "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux" | "raw-hop"
     ) {
         // Profiling aid: one client alone.
         for (placement, _, addr, rt) in &setups {
@@ -162,6 +169,9 @@ fn main() {
                             .await
                             .print(n, "phobos", None, place),
                         "raw" => raw_run(addr, n, total).await.print(n, "raw", None, place),
+                        "raw-hop" => hop_run(addr, n, total)
+                            .await
+                            .print(n, "raw-hop", None, place),
                         "raw-mux" => mux_run(addr, n, total)
                             .await
                             .print(n, "raw-mux", None, place),
@@ -207,20 +217,28 @@ fn stop_server(mut server: std::process::Child) {
 /// Every client at `n` in flight against the server at `addr`, in `rounds` alternating
 /// rounds (so a load change on the machine hits all of them); prints each one's median.
 async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usize, place: &str) {
-    let (mut raw, mut mux, mut pho, mut bat, mut like) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut raw, mut mux, mut hop, mut pho, mut bat, mut like) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for _ in 0..rounds {
         raw.push(raw_run(addr, n, total).await);
         mux.push(mux_run(addr, n, total).await);
+        hop.push(hop_run(addr, n, total).await);
         pho.push(phobos_run(addr, n, total).await);
         bat.push(phobos_batch_run(addr, n, total, false).await);
         like.push(phobos_batch_run(addr, n, total, true).await);
     }
-    let (raw, mux, pho) = (median(raw), median(mux), median(pho));
+    let (raw, mux, hop, pho) = (median(raw), median(mux), median(hop), median(pho));
     let (bat, like) = (median(bat), median(like));
     let ratio = |r: &RunResult| Some(r.tasks_per_sec / raw.tasks_per_sec);
     raw.print(n, "raw", None, place);
     mux.print(n, "raw-mux", ratio(&mux), place);
+    hop.print(n, "raw-hop", ratio(&hop), place);
     pho.print(n, "phobos", ratio(&pho), place);
     bat.print(n, "pho-batch", ratio(&bat), place);
     like.print(n, "pho-like", ratio(&like), place);
@@ -239,6 +257,14 @@ async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usiz
         "",
         bat.cpu_us_per_task / raw.cpu_us_per_task,
         like.cpu_us_per_task / raw.cpu_us_per_task,
+    );
+    println!(
+        "{:>9} {:>8} pho-like / raw-hop = {:.0} % of the throughput; CPU per task: pho-like / \
+         raw-hop = {:.2}",
+        "",
+        "",
+        like.tasks_per_sec / hop.tasks_per_sec * 100.0,
+        like.cpu_us_per_task / hop.cpu_us_per_task,
     );
 }
 
@@ -520,6 +546,137 @@ async fn raw_pipeline(
         }
     }
     (latencies, writes)
+}
+
+/// pho-like's shape without its engine: one caller task and one socket task, requests going
+/// in and responses coming out in batches over channels, response bodies sliced from the
+/// read buffer, sequence numbers matched through a table.
+async fn hop_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    // A runtime task like every other client's callers (not the `block_on` thread).
+    tokio::spawn(hop_client(addr, in_flight, total))
+        .await
+        .expect("raw-hop client")
+}
+
+async fn hop_client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    sock.set_nodelay(true).expect("nodelay");
+    let (req_tx, mut req_rx) = mpsc::unbounded_channel::<Vec<(u64, CmdId, Bytes)>>();
+    let (end_tx, mut end_rx) = mpsc::unbounded_channel::<Vec<(u64, Bytes)>>();
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = writes.clone();
+    let io = tokio::spawn(async move {
+        let codec = MarsCodec::default();
+        let cap = (in_flight * 2).next_power_of_two();
+        let mut table: Vec<(u32, u64)> = vec![(0, 0); cap];
+        let mut next_seq: u32 = 1;
+        let mut rbuf = bytes::BytesMut::with_capacity(64 * 1024);
+        let mut out = Vec::new();
+        loop {
+            if rbuf.capacity() - rbuf.len() < 16 * 1024 {
+                rbuf.reserve(64 * 1024);
+            }
+            tokio::select! {
+                reqs = req_rx.recv() => {
+                    let Some(mut reqs) = reqs else { return };
+                    out.clear();
+                    loop {
+                        for (key, cmd, body) in reqs.drain(..) {
+                            let seq = next_seq;
+                            next_seq += 1;
+                            table[seq as usize & (cap - 1)] = (seq, key);
+                            codec
+                                .encode(FrameHead::new(cmd, Seq(seq)), &body, &[], &mut out)
+                                .expect("encode");
+                        }
+                        match req_rx.try_recv() {
+                            Ok(more) => reqs = more,
+                            Err(_) => break,
+                        }
+                    }
+                    sock.write_all(&out).await.expect("write");
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                r = sock.read_buf(&mut rbuf) => {
+                    if r.expect("read") == 0 {
+                        return;
+                    }
+                    let input = rbuf.split().freeze();
+                    let mut ends = Vec::with_capacity(in_flight);
+                    let mut at = 0;
+                    while let Ok(Decoded::Frame(f)) = codec.decode(&input[at..]) {
+                        let (seq, key) = table[f.head.seq.0 as usize & (cap - 1)];
+                        assert_eq!(seq, f.head.seq.0, "unexpected sequence");
+                        ends.push((key, input.slice(at + f.body.start..at + f.body.end)));
+                        at += f.len;
+                    }
+                    rbuf.extend_from_slice(&input[at..]);
+                    if !ends.is_empty() && end_tx.send(ends).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
+    let warm = total / 10 + 1;
+    hop_pipeline(&req_tx, &mut end_rx, &body, 0, in_flight, warm).await;
+    let (t0, c0, w0) = (Instant::now(), cpu_time(), writes.load(Ordering::Relaxed));
+    let lat = hop_pipeline(&req_tx, &mut end_rx, &body, warm as u64, in_flight, total).await;
+    let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
+    let w = (writes.load(Ordering::Relaxed) - w0) as u64;
+    let result = RunResult::from(elapsed, cpu, Some(w), lat);
+    io.abort();
+    result
+}
+
+/// raw-hop's caller: keeps `in_flight` of `total` requests (keys from `base`) outstanding.
+async fn hop_pipeline(
+    req_tx: &mpsc::UnboundedSender<Vec<(u64, CmdId, Bytes)>>,
+    end_rx: &mut mpsc::UnboundedReceiver<Vec<(u64, Bytes)>>,
+    body: &Bytes,
+    base: u64,
+    in_flight: usize,
+    total: usize,
+) -> Vec<Duration> {
+    let start = |from: u64, n: usize| {
+        let reqs: Vec<_> = (from..from + n as u64)
+            .map(|k| (k, CmdId(7), body.clone()))
+            .collect();
+        req_tx.send(reqs).expect("io task");
+    };
+    let mut started_at: Vec<Instant> = Vec::with_capacity(total + 1);
+    let mut waiting: Vec<bool> = Vec::with_capacity(total + 1);
+    let mut latencies = Vec::with_capacity(total);
+    let first = in_flight.min(total);
+    let t = Instant::now();
+    start(base, first);
+    started_at.resize(first, t);
+    waiting.resize(first, true);
+    let mut sent = first;
+    while latencies.len() < total {
+        let mut ends = end_rx.recv().await.expect("io task");
+        while let Ok(more) = end_rx.try_recv() {
+            ends.extend(more);
+        }
+        for (key, resp) in &ends {
+            assert_eq!(resp.len(), BODY_LEN, "response body");
+            let i = (key - base) as usize;
+            let slot = waiting.get_mut(i).expect("own key");
+            assert!(*slot, "one end per task");
+            *slot = false;
+            latencies.push(started_at[i].elapsed());
+        }
+        let more = ends.len().min(total - sent);
+        if more > 0 {
+            let t = Instant::now();
+            start(base + sent as u64, more);
+            started_at.resize(sent + more, t);
+            waiting.resize(sent + more, true);
+            sent += more;
+        }
+    }
+    latencies
 }
 
 /// The minimal multiplexing client: same caller shape as Phobos, no engine.
