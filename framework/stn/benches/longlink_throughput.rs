@@ -645,38 +645,27 @@ async fn hop_pipeline(
             .collect();
         req_tx.send(reqs).expect("io task");
     };
-    let mut started_at: Vec<Instant> = Vec::with_capacity(total + 1);
-    let mut waiting: Vec<bool> = Vec::with_capacity(total + 1);
-    let mut latencies = Vec::with_capacity(total);
+    let mut out = Outstanding::new(base, total);
     let first = in_flight.min(total);
     let t = Instant::now();
     start(base, first);
-    started_at.resize(first, t);
-    waiting.resize(first, true);
-    let mut sent = first;
-    while latencies.len() < total {
+    out.started(first, t);
+    while out.done() < total {
         let mut ends = end_rx.recv().await.expect("io task");
         while let Ok(more) = end_rx.try_recv() {
             ends.extend(more);
         }
         for (key, resp) in &ends {
-            assert_eq!(resp.len(), BODY_LEN, "response body");
-            let i = (key - base) as usize;
-            let slot = waiting.get_mut(i).expect("own key");
-            assert!(*slot, "one end per task");
-            *slot = false;
-            latencies.push(started_at[i].elapsed());
+            out.ended(*key, resp.len());
         }
-        let more = ends.len().min(total - sent);
+        let more = ends.len().min(total - out.sent());
         if more > 0 {
             let t = Instant::now();
-            start(base + sent as u64, more);
-            started_at.resize(sent + more, t);
-            waiting.resize(sent + more, true);
-            sent += more;
+            start(base + out.sent() as u64, more);
+            out.started(more, t);
         }
     }
-    latencies
+    out.latencies
 }
 
 /// The minimal multiplexing client: same caller shape as Phobos, no engine.
@@ -881,42 +870,79 @@ async fn phobos_batch_caller(
             batch.start((0..n).map(|_| spec()))
         }
     };
-    // Indexed by key - base (this caller is the client's only one, so its keys are
-    // consecutive): when the task started, and whether it still waits for its end.
-    let mut started_at: Vec<Instant> = Vec::with_capacity(total + 1);
-    let mut waiting: Vec<bool> = Vec::with_capacity(total + 1);
-    let mut latencies = Vec::with_capacity(total);
     let first = in_flight.min(total);
     let t = Instant::now();
     let keys = start(&mut batch, first);
-    let base = keys.first().expect("at least one task").get();
-    started_at.resize(first, t);
-    waiting.resize(first, true);
-    let mut sent = first;
+    // This caller is the client's only one, so its keys are consecutive.
+    let mut out = Outstanding::new(keys.first().expect("at least one task").get(), total);
+    out.started(first, t);
     let mut ends: Vec<BatchEnd> = Vec::with_capacity(in_flight);
-    while latencies.len() < total {
+    while out.done() < total {
         ends.clear();
         assert!(batch.recv_many(&mut ends).await > 0, "tasks outstanding");
         for end in &ends {
             let resp = end.outcome.as_ref().expect("task");
-            assert_eq!(resp.body.len(), BODY_LEN, "response body");
-            let i = end.key.get().checked_sub(base).expect("own key") as usize;
-            let slot = waiting.get_mut(i).expect("own key");
-            assert!(*slot, "one end per task");
-            *slot = false;
-            latencies.push(started_at[i].elapsed());
+            out.ended(end.key.get(), resp.body.len());
         }
-        let more = ends.len().min(total - sent);
+        let more = ends.len().min(total - out.sent());
         if more > 0 {
             let t = Instant::now();
             let keys = start(&mut batch, more);
-            assert_eq!(keys.first().map(|k| k.get()), Some(base + sent as u64));
-            started_at.resize(sent + more, t);
-            waiting.resize(sent + more, true);
-            sent += more;
+            let next = out.base + out.sent() as u64;
+            assert_eq!(keys.first().map(|k| k.get()), Some(next));
+            out.started(more, t);
         }
     }
-    latencies
+    out.latencies
+}
+
+/// What a caller keeping requests outstanding in batches knows of them, indexed by key less
+/// the first key (its keys are consecutive): when each started, whether each still waits for
+/// its end, and the latencies of those that ended.
+struct Outstanding {
+    base: u64,
+    started_at: Vec<Instant>,
+    waiting: Vec<bool>,
+    latencies: Vec<Duration>,
+}
+
+impl Outstanding {
+    fn new(base: u64, total: usize) -> Self {
+        Outstanding {
+            base,
+            started_at: Vec::with_capacity(total + 1),
+            waiting: Vec::with_capacity(total + 1),
+            latencies: Vec::with_capacity(total),
+        }
+    }
+
+    /// Requests started so far.
+    fn sent(&self) -> usize {
+        self.started_at.len()
+    }
+
+    /// Requests that ended so far.
+    fn done(&self) -> usize {
+        self.latencies.len()
+    }
+
+    /// `n` more requests started at `t`.
+    fn started(&mut self, n: usize, t: Instant) {
+        let to = self.sent() + n;
+        self.started_at.resize(to, t);
+        self.waiting.resize(to, true);
+    }
+
+    /// The request of key `key` ended with a body of `body_len` bytes: it must be one of
+    /// this caller's, still waiting, with the body sent.
+    fn ended(&mut self, key: u64, body_len: usize) {
+        assert_eq!(body_len, BODY_LEN, "response body");
+        let i = key.checked_sub(self.base).expect("own key") as usize;
+        let slot = self.waiting.get_mut(i).expect("own key");
+        assert!(*slot, "one end per task");
+        *slot = false;
+        self.latencies.push(self.started_at[i].elapsed());
+    }
 }
 
 /// RSS of this process with `n` idle, connected long links (one `Client` each), against the
