@@ -3,8 +3,8 @@
 //!
 //! A batch sends all its task specs to the driver in one command, and the driver hands the
 //! ends back in one message per driver iteration (every task of the batch that ended in
-//! that iteration), so a batch costs one channel hop and one wake-up of the caller per
-//! round, not per task. Each task is otherwise exactly a [`Client::start_task`] task: the
+//! that iteration; a few when the core ended some of them together, see [`Delivery`]), so a
+//! batch costs one channel hop and one wake-up of the caller per round, not per task. Each task is otherwise exactly a [`Client::start_task`] task: the
 //! same admission, limits, timeouts, retries and cancellation, and exactly one end.
 //!
 //! How "exactly one end" holds when the driver goes away: while the driver holds a batch
@@ -20,11 +20,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use phobos_plugin_api::CmdId;
-use phobos_stn_proto::{LikeTask, LocalError, TaskError, TaskOutcome, TaskProfile, TaskSpec};
+use phobos_stn_proto::{
+    BatchedEnd, LikeTask, LocalError, TaskError, TaskOutcome, TaskProfile, TaskSpec,
+};
 use tokio::sync::mpsc;
 
 use crate::client::{Client, TaskKey};
 use crate::driver::Command;
+use crate::held::BATCH_TAG;
 
 /// The end of one task of a [`TaskBatch`].
 pub struct BatchEnd {
@@ -184,14 +187,77 @@ impl ExactSizeIterator for TaskKeys {}
 pub struct TaskBatch {
     client: Client,
     tx: BatchSink,
-    rx: mpsc::UnboundedReceiver<Vec<BatchEnd>>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
     /// Ends received but not handed out yet (by [`recv`](Self::recv)).
     ready: std::collections::VecDeque<BatchEnd>,
     outstanding: usize,
 }
 
-/// Where the driver sends a batch's ends: one `Vec` per driver iteration.
-pub(crate) type BatchSink = mpsc::UnboundedSender<Vec<BatchEnd>>;
+/// Where the driver sends a batch's ends: one [`Delivery`] per driver iteration, or a few.
+pub(crate) type BatchSink = mpsc::UnboundedSender<Delivery>;
+
+/// Ends of a batch's tasks, as the driver sends them.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// Ends ready to hand out.
+    Ends(Vec<BatchEnd>),
+    /// Tasks of the batch that the core ended together, as it ended them: `common` is their
+    /// shared profile ([`EndBatch`](phobos_stn_proto::EndBatch)), and each becomes its
+    /// [`BatchEnd`] when the app receives it.
+    ///
+    /// Design: the driver only checks that each end is owed ([`HeldBatches`]) and passes the
+    /// core's list on as it is; the app's thread, which moves every end once anyway, turns
+    /// them into `BatchEnd`s as it moves them. Converting them in the driver moved each end
+    /// twice and looked its batch's message up per end.
+    ///
+    /// [`HeldBatches`]: crate::held::HeldBatches
+    Together {
+        common: Arc<TaskProfile>,
+        ends: Vec<BatchedEnd>,
+    },
+}
+
+impl Delivery {
+    /// How many ends.
+    fn len(&self) -> usize {
+        match self {
+            Delivery::Ends(ends) => ends.len(),
+            Delivery::Together { ends, .. } => ends.len(),
+        }
+    }
+
+    /// Appends the ends to `out` (moving a whole `Vec` into an empty `out`).
+    fn append_to(self, out: &mut Vec<BatchEnd>) {
+        match self {
+            Delivery::Ends(mut ends) => {
+                if out.is_empty() {
+                    std::mem::swap(out, &mut ends);
+                } else {
+                    out.append(&mut ends);
+                }
+            }
+            Delivery::Together { common, ends } => {
+                out.reserve(ends.len());
+                out.extend(ends.into_iter().map(|end| shared_end(&common, end)));
+            }
+        }
+    }
+}
+
+/// The [`BatchEnd`] of `end`, a task ended with others whose shared profile is `common`.
+#[inline]
+fn shared_end(common: &Arc<TaskProfile>, end: BatchedEnd) -> BatchEnd {
+    BatchEnd {
+        key: TaskKey(end.tag & !BATCH_TAG),
+        outcome: Ok(end.response),
+        profile: EndProfile::Shared {
+            common: common.clone(),
+            sent_bytes: end.sent_bytes,
+            received_bytes: end.received_bytes,
+            first_packet_timeout: end.first_packet_timeout,
+        },
+    }
+}
 
 impl TaskBatch {
     pub(crate) fn new(client: Client) -> Self {
@@ -296,11 +362,11 @@ impl TaskBatch {
     pub async fn recv_many(&mut self, out: &mut Vec<BatchEnd>) -> usize {
         if self.ready.is_empty() && self.outstanding > 0 {
             // The batch holds a sender itself, so the channel never closes.
-            if let Some(ends) = self.rx.recv().await {
-                return self.take_ready(out, ends);
+            if let Some(first) = self.rx.recv().await {
+                return self.take_ready(out, Some(first));
             }
         }
-        self.take_ready(out, Vec::new())
+        self.take_ready(out, None)
     }
 
     /// Like [`recv_many`](Self::recv_many), blocking the thread (outside async code; see
@@ -311,17 +377,19 @@ impl TaskBatch {
     /// When called from inside an async context.
     pub fn blocking_recv_many(&mut self, out: &mut Vec<BatchEnd>) -> usize {
         if self.ready.is_empty() && self.outstanding > 0 {
-            if let Some(ends) = self.rx.blocking_recv() {
-                return self.take_ready(out, ends);
+            if let Some(first) = self.rx.blocking_recv() {
+                return self.take_ready(out, Some(first));
             }
         }
-        self.take_ready(out, Vec::new())
+        self.take_ready(out, None)
     }
 
     /// The next end; `None` when no task is outstanding.
     pub async fn recv(&mut self) -> Option<BatchEnd> {
         if self.ready.is_empty() && self.outstanding > 0 {
-            if let Some(ends) = self.rx.recv().await {
+            if let Some(first) = self.rx.recv().await {
+                let mut ends = Vec::with_capacity(first.len());
+                first.append_to(&mut ends);
                 self.ready.extend(ends);
             }
         }
@@ -333,17 +401,16 @@ impl TaskBatch {
     /// Moves `first` (just received), whatever [`recv`](Self::recv) left over and whatever
     /// else the driver already sent into `out`.
     ///
-    /// Design: a received `Vec` is moved into an empty `out` whole, not copied end by end.
-    fn take_ready(&mut self, out: &mut Vec<BatchEnd>, mut first: Vec<BatchEnd>) -> usize {
+    /// Design: a received `Vec` of ends is moved into an empty `out` whole, not copied end
+    /// by end.
+    fn take_ready(&mut self, out: &mut Vec<BatchEnd>, first: Option<Delivery>) -> usize {
         let before = out.len();
         out.extend(self.ready.drain(..));
-        if out.is_empty() {
-            std::mem::swap(out, &mut first);
-        } else {
-            out.append(&mut first);
+        if let Some(first) = first {
+            first.append_to(out);
         }
-        while let Ok(mut ends) = self.rx.try_recv() {
-            out.append(&mut ends);
+        while let Ok(more) = self.rx.try_recv() {
+            more.append_to(out);
         }
         let n = out.len() - before;
         self.outstanding -= n;
@@ -400,7 +467,7 @@ impl Drop for BatchStart {
             return;
         }
         let ends = (0..n).map(|i| reset(TaskKey(self.first + i))).collect();
-        let _ = self.sink.send(ends);
+        let _ = self.sink.send(Delivery::Ends(ends));
     }
 }
 
@@ -422,13 +489,16 @@ pub(crate) struct BatchOut {
 }
 
 /// The ends of one batch gathered during a driver iteration, with the profiles of those
-/// that ended on their own.
+/// that ended on their own; or the ends of one core's batch passed on as they are.
 #[derive(Debug)]
 struct Message {
     batch: BatchIndex,
     ends: Vec<BatchEnd>,
     /// Made with room for as many profiles as `ends` has for ends, at the first one.
     profiles: Vec<TaskProfile>,
+    /// Set (with `ends` empty) for a [`Delivery::Together`]; the ends of the batch queued
+    /// after it go into a new message, so that they reach the app in the order they came.
+    together: Option<(Arc<TaskProfile>, Vec<BatchedEnd>)>,
 }
 
 /// Which [`BatchOut`] entry a task's end goes to.
@@ -520,6 +590,25 @@ impl BatchOut {
         });
     }
 
+    /// Queues `ends`, tasks of batch `batch` that the core ended together (their shared
+    /// profile is `common`), to be passed on as they are ([`Delivery::Together`]).
+    pub(crate) fn push_together(
+        &mut self,
+        batch: BatchIndex,
+        common: Arc<TaskProfile>,
+        ends: Vec<BatchedEnd>,
+    ) {
+        if let Some(b) = self.batches.get_mut(batch.0 as usize) {
+            b.held = b.held.saturating_sub(ends.len());
+        }
+        self.pending.push(Message {
+            batch,
+            ends: Vec::new(),
+            profiles: Vec::new(),
+            together: Some((common, ends)),
+        });
+    }
+
     /// The message of this iteration for `batch` (one end is about to be added to it).
     #[inline]
     fn message_of(&mut self, batch: BatchIndex) -> &mut Message {
@@ -530,14 +619,15 @@ impl BatchOut {
         }
         // Usually every end of an iteration belongs to the same batch or a few.
         match self.pending.iter().rposition(|m| m.batch == batch) {
-            Some(i) => &mut self.pending[i],
-            None => {
+            Some(i) if self.pending[i].together.is_none() => &mut self.pending[i],
+            _ => {
                 // Room for every end of the batch this iteration might bring.
                 let ends = Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED));
                 self.pending.push(Message {
                     batch,
                     ends,
                     profiles: Vec::new(),
+                    together: None,
                 });
                 let last = self.pending.len() - 1;
                 &mut self.pending[last]
@@ -551,8 +641,19 @@ impl BatchOut {
             batch,
             mut ends,
             profiles,
+            together,
         } in self.pending.drain(..)
         {
+            let sink = self
+                .batches
+                .get(batch.0 as usize)
+                .and_then(|b| b.sink.as_ref());
+            if let Some((common, ends)) = together {
+                if let Some(sink) = sink {
+                    let _ = sink.send(Delivery::Together { common, ends });
+                }
+                continue;
+            }
             if !profiles.is_empty() {
                 let table = Arc::new(profiles);
                 for end in &mut ends {
@@ -564,12 +665,8 @@ impl BatchOut {
                     }
                 }
             }
-            if let Some(sink) = self
-                .batches
-                .get(batch.0 as usize)
-                .and_then(|b| b.sink.as_ref())
-            {
-                let _ = sink.send(ends);
+            if let Some(sink) = sink {
+                let _ = sink.send(Delivery::Ends(ends));
             }
         }
         for b in &mut self.batches {
@@ -624,6 +721,60 @@ mod tests {
         }
     }
 
+    /// What the app receives of `delivery`.
+    fn ends_of(delivery: Delivery) -> Vec<BatchEnd> {
+        let mut ends = Vec::new();
+        delivery.append_to(&mut ends);
+        ends
+    }
+
+    fn batched(key: u64, sent: usize) -> BatchedEnd {
+        BatchedEnd {
+            id: phobos_stn_proto::TaskId(key as u32 + 100),
+            tag: key | BATCH_TAG,
+            response: phobos_stn_proto::Response {
+                cmd_id: CmdId(7),
+                body: Bytes::from(vec![key as u8]),
+                extension: None,
+            },
+            sent_bytes: sent,
+            received_bytes: 2 * sent,
+            first_packet_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Ends passed on as the core made them, between ends queued one by one in the same
+    /// iteration: the app gets them all in the order they came, each with its key (from its
+    /// tag), its response and its profile (the shared one with its own fields).
+    #[test]
+    fn ends_passed_on_together_keep_their_place_and_their_own_fields() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut out = BatchOut::default();
+        let a = out.hold(&tx, 5);
+        out.push(a, TaskKey(1), Err(TaskError::Canceled), EndProfile::None);
+        let common = Arc::new(profile(0));
+        out.push_together(a, common, vec![batched(2, 20), batched(3, 30)]);
+        out.push_own(a, TaskKey(4), Err(TaskError::Canceled), &mut profile(40));
+        out.push(a, TaskKey(5), Err(TaskError::Canceled), EndProfile::None);
+        out.flush();
+        let mut got = Vec::new();
+        while let Ok(delivery) = rx.try_recv() {
+            delivery.append_to(&mut got);
+        }
+        let keys: Vec<u64> = got.iter().map(|e| e.key.get()).collect();
+        assert_eq!(keys, [1, 2, 3, 4, 5]);
+        let body = |e: &BatchEnd| e.outcome.as_ref().ok().map(|r| r.body.clone());
+        assert_eq!(body(&got[1]), Some(Bytes::from(vec![2u8])));
+        assert_eq!(body(&got[2]), Some(Bytes::from(vec![3u8])));
+        let p = got[2].profile().unwrap();
+        assert_eq!((p.sent_bytes, p.received_bytes), (30, 60));
+        assert_eq!(p.first_packet_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(p.link, Some(LinkName::new("l")));
+        assert_eq!(got[3].profile().map(|p| p.sent_bytes), Some(40));
+        // Every end held was sent: the batch's entry is free again.
+        assert!(out.batches.iter().all(|b| b.sink.is_none()));
+    }
+
     /// Ends of two batches in one iteration, each with its own table of profiles, plus a
     /// shared-profile end and a reset: every end gets back its own profile.
     #[test]
@@ -648,7 +799,7 @@ mod tests {
         out.push(b, TaskKey(5), ok(), EndProfile::None);
         out.flush();
         let sent = |end: &BatchEnd| end.profile().map(|p| p.sent_bytes);
-        let ends_a = rx_a.try_recv().unwrap();
+        let ends_a = ends_of(rx_a.try_recv().unwrap());
         let got: Vec<_> = ends_a.iter().map(|e| (e.key, sent(e))).collect();
         assert_eq!(
             got,
@@ -662,7 +813,7 @@ mod tests {
         assert_eq!(p.received_bytes, 44);
         assert_eq!(p.first_packet_timeout, Some(Duration::from_secs(5)));
         assert_eq!(ends_a[0].profile().unwrap().link, Some(LinkName::new("l")));
-        let ends_b = rx_b.try_recv().unwrap();
+        let ends_b = ends_of(rx_b.try_recv().unwrap());
         let got: Vec<_> = ends_b.iter().map(|e| (e.key, sent(e))).collect();
         assert_eq!(got, [(TaskKey(2), Some(22)), (TaskKey(5), None)]);
     }

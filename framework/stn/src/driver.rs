@@ -1108,12 +1108,40 @@ impl Driver {
         }
         let elapsed = batch.elapsed;
         let seconds = elapsed.as_secs_f64();
-        let ends = std::mem::take(&mut batch.ends);
+        let mut ends = std::mem::take(&mut batch.ends);
         let common: Arc<TaskProfile> = Arc::from(batch.profile);
         // Below DEBUG no end's log line can be enabled (the line's own first check).
         let log = tracing::level_enabled!(tracing::Level::DEBUG);
-        let mut ended = 0;
-        for end in ends {
+        // Usually every end is owed to one batch: those go on as the core made them
+        // (`Delivery::Together`), each taken from the held tasks here and made a `BatchEnd`
+        // when the app receives it. The first end that is not goes the way below, with all
+        // after it.
+        let mut to = None;
+        let together = ends
+            .iter()
+            .take_while(|end| {
+                let taken = (end.tag & BATCH_TAG != 0)
+                    .then(|| self.held.take_in(end.tag, end.id, to))
+                    .flatten();
+                to = to.or(taken);
+                taken.is_some()
+            })
+            .count();
+        let rest = match together {
+            0 => std::mem::take(&mut ends),
+            n => ends.split_off(n),
+        };
+        let mut ended = together as u64;
+        if let Some(b) = to {
+            if log {
+                for end in &ends {
+                    let (sent, received) = (end.sent_bytes, end.received_bytes);
+                    ended_ok(end.id, &common, sent, received, &end.response, elapsed);
+                }
+            }
+            self.batch_out.push_together(b, common.clone(), ends);
+        }
+        for end in rest {
             let Some((key, reply)) = self.take_waiter(end.tag, end.id) else {
                 continue;
             };

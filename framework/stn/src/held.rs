@@ -129,21 +129,33 @@ impl HeldBatches {
     /// there: its key and batch.
     #[inline(always)]
     pub(crate) fn take(&mut self, tag: u64, id: TaskId) -> Option<(TaskKey, BatchIndex)> {
-        let key = tag & !BATCH_TAG;
-        let (r, i) = self.find(key)?;
+        let batch = self.take_in(tag, id, None)?;
+        Some((TaskKey(tag & !BATCH_TAG), batch))
+    }
+
+    /// Takes the end of the task of tag `tag` ([`BATCH_TAG`] set) if task `id` is owed one
+    /// there and its batch is `batch` (any batch for `None`): the batch. Changes nothing
+    /// otherwise.
+    #[inline(always)]
+    pub(crate) fn take_in(
+        &mut self,
+        tag: u64,
+        id: TaskId,
+        batch: Option<BatchIndex>,
+    ) -> Option<BatchIndex> {
+        let (r, i) = self.find(tag & !BATCH_TAG)?;
         let record = &mut self.records[r];
-        let place = &mut record.ids[i];
-        if *place != id || id == ENDED {
+        if record.ids[i] != id || id == ENDED || batch.is_some_and(|b| b != record.batch) {
             return None;
         }
-        *place = ENDED;
+        record.ids[i] = ENDED;
         record.live -= 1;
         self.len -= 1;
         let batch = record.batch;
         if record.live == 0 {
             self.empty(r);
         }
-        Some((TaskKey(key), batch))
+        Some(batch)
     }
 
     /// Record `r`'s tasks all ended: it is emptied, and the emptied records are swept once

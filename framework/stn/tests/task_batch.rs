@@ -388,3 +388,48 @@ async fn tasks_started_together_one_by_one_end_with_their_own_profiles() {
         assert_eq!(end.elapsed, end.profile.elapsed());
     }
 }
+
+/// Two batches whose tasks the driver admits in one iteration, with the same parameters:
+/// the core keeps them in one group and ends their tasks together (one event for all of
+/// them when their responses come in one read), and each batch still gets exactly its own
+/// ends, in order: the driver passes ends on in bulk only to the batch they are owed to.
+#[tokio::test(start_paused = true)]
+async fn batches_admitted_together_each_get_only_their_own_ends() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    // Connects the link, so the batches' tasks find it up and join the lane.
+    client.start_task(spec(0)).await.expect("first");
+    let params = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(0);
+    for round in 0..3u32 {
+        let (mut a, mut b) = (client.task_batch(), client.task_batch());
+        // No await in between: one driver iteration takes all three commands.
+        let from = round * 100;
+        let keys_a = like(&mut a, &params, from..from + 30);
+        let keys_b = like(&mut b, &params, from + 30..from + 60);
+        let keys_a2 = like(&mut a, &params, from + 60..from + 70);
+        let calls_a = vec![(keys_a, from), (keys_a2, from + 60)];
+        let calls_b = vec![(keys_b, from + 30)];
+        for (batch, calls) in [(&mut a, calls_a), (&mut b, calls_b)] {
+            let mut got = Vec::new();
+            let mut ends = Vec::new();
+            let owed: usize = calls.iter().map(|(keys, _)| keys.len()).sum();
+            while got.len() < owed {
+                assert!(batch.recv_many(&mut ends).await > 0);
+                got.append(&mut ends);
+            }
+            assert_eq!(got.len(), owed, "only its own ends");
+            let expected = calls.into_iter().flat_map(|(keys, first)| {
+                keys.enumerate()
+                    .map(move |(i, key)| (key, first + i as u32))
+            });
+            for ((key, n), end) in expected.zip(&got) {
+                assert_eq!(end.key, key, "in the order they were answered");
+                let response = end.outcome.as_ref().expect("echoed");
+                let body = format!("like {n}");
+                assert_eq!(&response.body[..], body.as_bytes());
+                assert_eq!(end.profile().unwrap().sent_bytes, 20 + body.len());
+            }
+        }
+    }
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
+}
