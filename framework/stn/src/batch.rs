@@ -4,8 +4,9 @@
 //! A batch sends all its task specs to the driver in one command, and the driver hands the
 //! ends back in one message per driver iteration (every task of the batch that ended in
 //! that iteration; a few when the core ended some of them together, see [`Delivery`]), so a
-//! batch costs one channel hop and one wake-up of the caller per round, not per task. Each task is otherwise exactly a [`Client::start_task`] task: the
-//! same admission, limits, timeouts, retries and cancellation, and exactly one end.
+//! batch costs one channel hop and one wake-up of the caller per round, not per task. Each
+//! task is otherwise exactly a [`Client::start_task`] task: the same admission, limits,
+//! timeouts, retries and cancellation, and exactly one end.
 //!
 //! How "exactly one end" holds when the driver goes away: while the driver holds a batch
 //! task it names the task's batch in its [`BatchOut`], and when the driver stops — by its
