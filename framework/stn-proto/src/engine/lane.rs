@@ -65,6 +65,7 @@ use phobos_plugin_api::codec::{FrameKind, RawFrame};
 use phobos_plugin_api::{CmdId, IpPort, TaskId};
 
 use super::batch::LikeTask;
+use super::tasks::TaskTable;
 use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{
     frame, limits_of, retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES,
@@ -276,6 +277,26 @@ fn stamp_sent(
     p.first_packet_timeout = Some(first_packet_timeout);
 }
 
+/// Stores the member `member` makes, task `id` (of `group`, when that group exists): the
+/// member itself (made where it is stored), its id's slot in the engine's index and its
+/// place in the group's list. What admitting one member does, one by one
+/// ([`Engine::add_member`]) or a call's tasks in a row ([`Engine::join_many`]).
+#[inline(always)]
+fn push_member(
+    members: &mut Slab<Member>,
+    tasks: &mut TaskTable,
+    group: Option<&mut Group>,
+    id: TaskId,
+    member: impl FnOnce() -> Member,
+) {
+    let m = members.insert_with(|_| member());
+    tasks.map_id(id, LANE_SLOT | m);
+    if let Some(group) = group {
+        group.members.push((m, id));
+        group.live += 1;
+    }
+}
+
 /// Whether a spec may join the lane (what the lane does not carry).
 ///
 /// Design: a member carries no extension (the usual task has none), which spares every
@@ -364,20 +385,19 @@ impl Engine {
         };
         group.members.reserve(n);
         for task in &mut tasks[..n] {
-            let (id, order) = (task.id, self.next_order);
+            let order = self.next_order;
             self.next_order += 1;
-            let m = self.lane.members.insert_with(|_| Member {
-                id,
+            let member = || Member {
+                id: task.id,
                 tag: task.tag,
                 order,
                 group: g,
                 cmd_id: task.cmd_id,
                 body: std::mem::take(&mut task.body),
                 sent: None,
-            });
-            self.tasks.map_id(id, LANE_SLOT | m);
-            group.members.push((m, id));
-            group.live += 1;
+            };
+            let (members, tasks) = (&mut self.lane.members, &mut self.tasks);
+            push_member(members, tasks, Some(group), task.id, member);
         }
         self.dirty[li] = true;
         n
@@ -451,7 +471,7 @@ impl Engine {
     fn add_member(&mut self, g: u32, id: TaskId, tag: u64, request: Request) {
         let order = self.next_order;
         self.next_order += 1;
-        let m = self.lane.members.insert_with(|_| Member {
+        let member = || Member {
             id,
             tag,
             order,
@@ -459,12 +479,9 @@ impl Engine {
             cmd_id: request.cmd_id,
             body: request.body,
             sent: None,
-        });
-        self.tasks.map_id(id, LANE_SLOT | m);
-        if let Some(group) = self.lane.groups.get_mut(g) {
-            group.members.push((m, id));
-            group.live += 1;
-        }
+        };
+        let group = self.lane.groups.get_mut(g);
+        push_member(&mut self.lane.members, &mut self.tasks, group, id, member);
     }
 
     /// Arms the lane's timer at `at` unless it is armed earlier.
