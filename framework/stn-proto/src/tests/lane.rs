@@ -603,6 +603,50 @@ fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
     assert_eq!(too_large, 3);
 }
 
+/// Responses the check refuses among accepted ones, all in one read: each is judged (and
+/// ends its task with the check's verdict) though the accepted ones around it end together,
+/// as the engine without the lane ends them.
+#[test]
+fn a_refused_response_among_ends_taken_together_is_judged() {
+    let setup = Setup {
+        picky: true,
+        coalesce: true,
+        end_batches: true,
+        foreground: true,
+        ..Setup::quiet(7)
+    };
+    let t0 = crate::tests::epoch::epoch();
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
+    let params = TaskSpec::new(CmdId(1), Vec::new());
+    // Task 5 of each round draws an end from the check (0xEF), the others are accepted.
+    let bodies = |round: u8| {
+        (0..8u8).map(move |i| {
+            if i == 5 {
+                vec![0xEF, round]
+            } else {
+                vec![round, i]
+            }
+        })
+    };
+    for round in 0..3u8 {
+        let specs = bodies(round).map(|b| TaskSpec::new(CmdId(1), b));
+        let a = plain.start_batch(specs);
+        let b = laned.start_batch_like(&params, bodies(round).map(|b| (CmdId(1), b)));
+        assert_eq!(a, b);
+        plain.run_for(ms(500));
+        laned.run_for(ms(500));
+    }
+    assert_eq!(log(&plain), log(&laned));
+    assert!(laned.end_batches >= 2, "accepted ends taken together");
+    let refused = laned
+        .ends
+        .values()
+        .filter(|(_, end)| end.outcome.is_err())
+        .count();
+    assert_eq!(refused, 3, "one per round");
+}
+
 /// Task ids wrapping around while batches are in the lane: ids still held by members are
 /// skipped as ids of regular tasks are.
 #[test]
