@@ -728,12 +728,15 @@ impl Engine {
         match joined {
             Ok(()) => {
                 self.stats.tasks_succeeded += 1;
-                self.lane.run = Some(Run {
-                    g,
-                    key,
-                    cost,
-                    events: self.events.len(),
-                });
+                // A response check judges every response: none may skip it in a run.
+                if self.cfg.response_check.is_none() {
+                    self.lane.run = Some(Run {
+                        g,
+                        key,
+                        cost,
+                        events: self.events.len(),
+                    });
+                }
             }
             Err(end) => self.lane_end(li, end, admitted, &sent, now, took),
         }
@@ -778,7 +781,7 @@ impl Engine {
         let Some(run) = self.lane.run else {
             return false;
         };
-        if self.events.len() != run.events || self.cfg.response_check.is_some() {
+        if self.events.len() != run.events {
             return false;
         }
         let FrameKind::Response(seq) = self.cfg.codec.classify(&frame.head) else {
