@@ -566,18 +566,17 @@ fn a_dense_fault_script_gives_the_same_run() {
     }
 }
 
-/// A batch of like tasks with a body too large in the middle: that task ends at admission
-/// (as a spec of its own would), the others go on in the lane.
-#[test]
-fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
-    let setup = Setup::quiet(5);
+/// Three rounds, 500 ms apart, of a batch with the bodies `bodies(round)` (command 1): as
+/// one spec each through an engine without the lane, and through `start_like` through one
+/// with it. Both act and end alike; gives back the one with the lane.
+fn like_rounds<I>(setup: Setup, bodies: impl Fn(u8) -> I) -> Sim
+where
+    I: Iterator<Item = Vec<u8>>,
+{
     let t0 = crate::tests::epoch::epoch();
     let (mut plain, _) = sim(false, setup, t0);
     let (mut laned, _) = sim(true, setup, t0);
     let params = TaskSpec::new(CmdId(1), Vec::new());
-    let max = phobos_plugin_api::PacketCodec::max_frame_len(&*plain.codec);
-    let bodies =
-        |round: u8| (0..6u8).map(move |i| if i == 3 { vec![1; max] } else { vec![round, i] });
     for round in 0..3u8 {
         let specs = bodies(round).map(|b| TaskSpec::new(CmdId(1), b));
         let a = plain.start_batch(specs);
@@ -587,6 +586,18 @@ fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
         laned.run_for(ms(500));
     }
     assert_eq!(log(&plain), log(&laned));
+    laned
+}
+
+/// A batch of like tasks with a body too large in the middle: that task ends at admission
+/// (as a spec of its own would), the others go on in the lane.
+#[test]
+fn a_body_too_large_in_a_like_batch_ends_only_its_task() {
+    let setup = Setup::quiet(5);
+    let max = MarsCodec::default().max_frame_len();
+    let bodies =
+        |round: u8| (0..6u8).map(move |i| if i == 3 { vec![1; max] } else { vec![round, i] });
+    let laned = like_rounds(setup, bodies);
     assert_eq!(laned.engine.lane_ended(), 10, "rounds 2 and 3 in the lane");
     let too_large = laned
         .ends
@@ -615,10 +626,6 @@ fn a_refused_response_among_ends_taken_together_is_judged() {
         foreground: true,
         ..Setup::quiet(7)
     };
-    let t0 = crate::tests::epoch::epoch();
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
-    let params = TaskSpec::new(CmdId(1), Vec::new());
     // Task 5 of each round draws an end from the check (0xEF), the others are accepted.
     let bodies = |round: u8| {
         (0..8u8).map(move |i| {
@@ -629,15 +636,7 @@ fn a_refused_response_among_ends_taken_together_is_judged() {
             }
         })
     };
-    for round in 0..3u8 {
-        let specs = bodies(round).map(|b| TaskSpec::new(CmdId(1), b));
-        let a = plain.start_batch(specs);
-        let b = laned.start_batch_like(&params, bodies(round).map(|b| (CmdId(1), b)));
-        assert_eq!(a, b);
-        plain.run_for(ms(500));
-        laned.run_for(ms(500));
-    }
-    assert_eq!(log(&plain), log(&laned));
+    let laned = like_rounds(setup, bodies);
     assert!(laned.end_batches >= 2, "accepted ends taken together");
     let refused = laned
         .ends
