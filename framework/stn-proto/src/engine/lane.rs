@@ -5,7 +5,7 @@
 //! them sent and answered and nothing else. The lane keeps such tasks as members of a
 //! *group*: the group holds what they share (the spec's parameters, the admission instant
 //! and total deadline, the connection and instant of the pass that sent them) and a member
-//! holds only its id, tag, order, command, body and attempt timeouts. Admitting a member,
+//! holds only its tag, order, command, body and attempt timeouts. Admitting a member,
 //! framing it and ending it on its response then skip the regular task's spec copy, queue,
 //! per-task timers and profile box.
 //!
@@ -56,7 +56,24 @@
 //! 3,459 instructions per task to 2,795 with the lane (and the driver's cheaper batch
 //! ends), to 2,475 through `queue_tasks_like`, to 2,028 with end batches and smaller cuts,
 //! and (its pho-like form, through `queue_tasks_like`) from 1,937 to 1,785 with runs and to
-//! about 1,720 joining a call's tasks in one go (`docs/lab/throughput.md`).
+//! about 1,720 joining a call's tasks in one go, and from 1,606 to 1,541 with members held
+//! in their group by id (`docs/lab/throughput.md`).
+//!
+//! # Members by id
+//!
+//! The engine hands out task ids in sequence, so the members of a group, admitted in one
+//! input, mostly have consecutive ids. A group keeps its members in a list indexed by id
+//! less the group's first id, and the lane keeps its groups sorted by first id: a member is
+//! found by a binary search among the groups (or, in a run, straight in the run's group),
+//! and admitting or ending one touches only its place in the list. An id given to a task
+//! that did not join (another link's, a short-link task's) between two members is a *hole*
+//! in the list, found the regular way; a task whose id is further than [`MAX_GAP`] ids
+//! past the group's last one (the ids wrapped, or the codec reserves many in a row) does
+//! not join. Ranges never overlap: a group opens only at an id outside every other group's
+//! range and grows only up to the next group's first id. (Once ids have wrapped, a new
+//! task's id skips the ids of members held, as it skips those of regular tasks, so ids are
+//! given out as without the lane; one that falls in an older group's range, the id of a
+//! hole or of a member that ended, goes to a regular task.)
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +82,6 @@ use phobos_plugin_api::codec::{FrameKind, RawFrame};
 use phobos_plugin_api::{CmdId, IpPort, TaskId};
 
 use super::batch::LikeTask;
-use super::tasks::TaskTable;
 use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{
     frame, limits_of, retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES,
@@ -77,17 +93,16 @@ use crate::slab::Slab;
 use crate::task::{BatchedEnd, EndBatch, Response, TaskEnd, TaskProfile, TaskSpec};
 use crate::timer::TimerKind;
 
-/// Marks a slot in the engine's id index as a lane member's (the rest is its index in
-/// [`Lane::members`]); regular slots are slab indexes, far below it.
-pub(super) const LANE_SLOT: u32 = 1 << 31;
-
 /// The lane's groups and members.
 #[derive(Debug)]
 pub(super) struct Lane {
     /// Whether tasks may join ([`Engine::set_batch_lane`]).
     pub(super) enabled: bool,
     groups: Slab<Group>,
-    members: Slab<Member>,
+    /// The groups by first id, ascending: `(first, group)`.
+    by_first: Vec<(u32, u32)>,
+    /// Members held, in every group.
+    live: usize,
     /// The group of this input waiting for its dispatch pass: (link, group).
     waiting: Option<(usize, u32)>,
     /// When [`TimerKind::LaneWake`] is armed (the timer table knows too; kept here so that
@@ -97,7 +112,7 @@ pub(super) struct Lane {
     #[cfg(test)]
     ended: u64,
     /// Member lists of freed groups, kept for their allocation.
-    spare_lists: Vec<Vec<(u32, TaskId)>>,
+    spare_lists: Vec<Vec<Member>>,
     /// The serial number of the next group.
     next_serial: u64,
     /// The last end the lane emitted, which the next one may join ([`Engine::set_end_batches`]).
@@ -156,7 +171,8 @@ impl Lane {
         Lane {
             enabled: true,
             groups: Slab::default(),
-            members: Slab::default(),
+            by_first: Vec::new(),
+            live: 0,
             waiting: None,
             wake: None,
             #[cfg(test)]
@@ -170,12 +186,47 @@ impl Lane {
 
     /// Members held.
     pub(super) fn len(&self) -> usize {
-        self.members.len()
+        self.live
     }
 
     /// Whether no member is held.
     pub(super) fn is_empty(&self) -> bool {
-        self.members.len() == 0
+        self.live == 0
+    }
+
+    /// The group whose id range holds `id` (a member's, a hole's or a gone member's id), as
+    /// the group and the index of the id in its list.
+    #[inline]
+    fn range_of(&self, id: TaskId) -> Option<(u32, usize)> {
+        let k = self.by_first.partition_point(|&(first, _)| first <= id.0);
+        let &(first, g) = self.by_first.get(k.checked_sub(1)?)?;
+        let i = (id.0 - first) as usize;
+        (i < self.groups.get(g)?.members.len()).then_some((g, i))
+    }
+
+    /// Where the member of id `id` is held: its group and index.
+    #[inline]
+    pub(super) fn find(&self, id: TaskId) -> Option<(u32, usize)> {
+        let (g, i) = self.range_of(id)?;
+        self.groups.get(g)?.members[i].held.then_some((g, i))
+    }
+
+    /// The first id of the group after group `g` by first id (`u32::MAX` when there is
+    /// none): `g`'s range may not grow to it.
+    #[inline]
+    fn range_limit(&self, g: u32) -> Option<u32> {
+        let first = self.groups.get(g)?.first;
+        if self.by_first.last() == Some(&(first, g)) {
+            return Some(u32::MAX);
+        }
+        let k = self.by_first.partition_point(|&(f, _)| f <= first);
+        Some(self.by_first.get(k).map_or(u32::MAX, |&(f, _)| f))
+    }
+
+    /// Whether `id` lies in a group's id range, held or not: a task of such an id may not
+    /// open a group (the older group's members would be looked up in the new one).
+    pub(super) fn covers(&self, id: TaskId) -> bool {
+        self.range_of(id).is_some()
     }
 }
 
@@ -192,8 +243,11 @@ struct Group {
     admitted_ns: u64,
     /// The total deadline on the timer table's scale.
     total_ns: u64,
-    /// Members in admission order, with their ids (a slot is reused once its member left).
-    members: Vec<(u32, TaskId)>,
+    /// The id of `members[0]`.
+    first: u32,
+    /// Task `first + i` at `i`, in admission order: a member, a member that left, or a hole
+    /// (an id given to a task that did not join).
+    members: Vec<Member>,
     /// Members still held.
     live: u32,
     /// The pass that sent the group.
@@ -212,18 +266,34 @@ struct Sent {
     connected_at: Instant,
 }
 
-/// One task of a group.
+/// One task of a group, by its place in the group's id range.
 #[derive(Debug)]
 struct Member {
-    id: TaskId,
+    /// Whether the task is held here (false: it left, or its id is a hole).
+    held: bool,
     tag: u64,
     order: u64,
-    group: u32,
     cmd_id: CmdId,
     body: Bytes,
     /// Set when the pass sent it: its attempt's timeouts and frame length.
     sent: Option<(AttemptTimeouts, usize)>,
 }
+
+impl Member {
+    /// The place of an id that is not a member's.
+    const HOLE: Member = Member {
+        held: false,
+        tag: 0,
+        order: 0,
+        cmd_id: CmdId(0),
+        body: Bytes::new(),
+        sent: None,
+    };
+}
+
+/// Most ids a member may follow the group's last one by (the ids between become holes):
+/// tasks of the same input that did not join, or ids the codec reserves.
+const MAX_GAP: u32 = 64;
 
 /// What a member holds of its spec (whose extension is empty: [`joins`]).
 pub(super) struct Request {
@@ -244,7 +314,7 @@ impl Request {
 /// A member's facts when its response arrives ([`Engine::lane_expects`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Answered {
-    m: u32,
+    i: usize,
     id: TaskId,
     g: u32,
     serial: u64,
@@ -277,24 +347,28 @@ fn stamp_sent(
     p.first_packet_timeout = Some(first_packet_timeout);
 }
 
-/// Stores the member `member` makes, task `id` (of `group`, when that group exists): the
-/// member itself (made where it is stored), its id's slot in the engine's index and its
-/// place in the group's list. What admitting one member does, one by one
-/// ([`Engine::add_member`]) or a call's tasks in a row ([`Engine::join_many`]).
+/// Stores the member `member` makes, task `id`, at its place in `group` (holes before it
+/// for the ids between, see [`Engine::extends`]), made where it is stored; `live` counts the
+/// lane's members. What admitting one member does, one by one ([`Engine::add_member`]) or a
+/// call's tasks in a row ([`Engine::join_many`]).
 #[inline(always)]
-fn push_member(
-    members: &mut Slab<Member>,
-    tasks: &mut TaskTable,
-    group: Option<&mut Group>,
-    id: TaskId,
-    member: impl FnOnce() -> Member,
-) {
-    let m = members.insert_with(|_| member());
-    tasks.map_id(id, LANE_SLOT | m);
-    if let Some(group) = group {
-        group.members.push((m, id));
-        group.live += 1;
+fn push_member(group: &mut Group, live: &mut usize, id: TaskId, member: impl FnOnce() -> Member) {
+    let at = id.0.wrapping_sub(group.first) as usize;
+    if at > group.members.len() {
+        group.members.resize_with(at, || Member::HOLE);
     }
+    group.members.push(member());
+    group.live += 1;
+    *live += 1;
+}
+
+/// Whether task `id` may join `group` at its place, `id - first`: after the group's last id,
+/// by at most [`MAX_GAP`] ids. (That no other group's range begins in between is
+/// [`Lane::range_limit`]'s part.)
+#[inline]
+fn extends(group: &Group, id: TaskId) -> bool {
+    let next = group.first.wrapping_add(group.members.len() as u32);
+    id.0.checked_sub(next).is_some_and(|gap| gap <= MAX_GAP)
 }
 
 /// Whether a spec may join the lane (what the lane does not carry).
@@ -331,17 +405,19 @@ impl Engine {
     }
 
     /// The group waiting for this input's dispatch pass, as (link, group), when `spec` may
-    /// join it.
+    /// join it as task `id`.
     ///
     /// Design: the group's spec passed admission for the same link state in this input, so
     /// a member only needs the body check (and, as [`joins`] asks, no extension).
     #[inline]
-    pub(super) fn fits_waiting(&self, spec: &TaskSpec) -> Option<(usize, u32)> {
+    pub(super) fn fits_waiting(&self, spec: &TaskSpec, id: TaskId) -> Option<(usize, u32)> {
         let (li, g) = self.lane.waiting?;
         let group = self.lane.groups.get(g)?;
         (spec.body.len() <= self.max_body_len
             && spec.extension.is_empty()
-            && spec.same_params(&group.spec))
+            && spec.same_params(&group.spec)
+            && id.0 < self.lane.range_limit(g)?
+            && extends(group, id))
         .then_some((li, g))
     }
 
@@ -359,13 +435,14 @@ impl Engine {
 
     /// Admits the leading tasks of `tasks` whose bodies fit into group `g` of link `li`
     /// (the waiting group, [`lane_waits`](Self::lane_waits)) as [`join`](Self::join) would
-    /// one by one, writing each one's id; returns how many joined.
+    /// one by one, writing each one's id; returns how many it admitted. (A task given an id
+    /// the group cannot take, past a wrap of the ids or a long run of ids the codec
+    /// reserves, is admitted the regular way with that id, and is the last one counted.)
     ///
     /// Design: the tasks of a [`queue_tasks_like`](Self::queue_tasks_like) call join in a
-    /// row, so their ids are given first and the group is looked up once for all of them.
-    /// Nothing between two joins reads what the other changes (ids come in sequence whether
-    /// or not the one before has its member yet; orders too), so the engine ends up as the
-    /// one-by-one joins leave it.
+    /// row, so the group is looked up once for all of them. Nothing between two joins reads
+    /// what the other changes (ids come in sequence whether or not the one before has its
+    /// member yet; orders too), so the engine ends up as the one-by-one joins leave it.
     pub(super) fn join_many(
         &mut self,
         now: Instant,
@@ -374,49 +451,61 @@ impl Engine {
     ) -> usize {
         let max = self.max_body_len;
         let n = tasks.iter().take_while(|t| t.body.len() <= max).count();
-        if n == 0 || self.lane.groups.get(g).is_none() {
-            return 0;
-        }
-        for task in &mut tasks[..n] {
-            task.id = self.begin_task(now);
-        }
-        let Some(group) = self.lane.groups.get_mut(g) else {
+        let Some(limit) = self.lane.range_limit(g) else {
             return 0;
         };
-        group.members.reserve(n);
+        if n == 0 {
+            return 0;
+        }
+        if let Some(group) = self.lane.groups.get_mut(g) {
+            group.members.reserve(n);
+        }
+        let mut done = 0;
         for task in &mut tasks[..n] {
+            let id = self.begin_task(now);
+            task.id = id;
+            done += 1;
+            let Some(group) = self.lane.groups.get_mut(g) else {
+                break;
+            };
+            if id.0 >= limit || !extends(group, id) {
+                let mut spec = group.spec.clone_params();
+                spec.cmd_id = task.cmd_id;
+                spec.body = std::mem::take(&mut task.body);
+                self.admit_with_id(now, id, spec, task.tag);
+                break;
+            }
             let order = self.next_order;
             self.next_order += 1;
             let member = || Member {
-                id: task.id,
+                held: true,
                 tag: task.tag,
                 order,
-                group: g,
                 cmd_id: task.cmd_id,
                 body: std::mem::take(&mut task.body),
                 sent: None,
             };
-            let (members, tasks) = (&mut self.lane.members, &mut self.tasks);
-            push_member(members, tasks, Some(group), task.id, member);
+            push_member(group, &mut self.lane.live, id, member);
         }
         self.dirty[li] = true;
-        n
+        done
     }
 
     /// The group waiting for this input's dispatch pass, as (link, group), when task `id`
     /// is one of its members.
     pub(super) fn waiting_group_of(&self, id: TaskId) -> Option<(usize, u32)> {
         let (li, g) = self.lane.waiting?;
-        let slot = self.tasks.slot_of(&id)?;
-        let member = self.lane.members.get(slot.checked_sub(LANE_SLOT)?)?;
-        (member.id == id && member.group == g).then_some((li, g))
+        let (found, _) = self.lane.find(id)?;
+        (found == g).then_some((li, g))
     }
 
     /// Whether task `id`, admitted to link `li`, may open a group: the spec has what the lane
-    /// carries and the link takes it in one pass now.
+    /// carries, the link takes it in one pass now, and `id` lies outside every group's range
+    /// (after the ids wrapped, it may be the id of an older group's hole or of a member that
+    /// ended).
     #[inline]
-    pub(super) fn opens_group(&self, li: usize, spec: &TaskSpec) -> bool {
-        self.lane.waiting.is_none() && joins(spec) && self.takes_group(li)
+    pub(super) fn opens_group(&self, li: usize, id: TaskId, spec: &TaskSpec) -> bool {
+        self.lane.waiting.is_none() && joins(spec) && self.takes_group(li) && !self.lane.covers(id)
     }
 
     /// Whether link `li` can take a group in one pass as it is: connected, no resend window,
@@ -458,10 +547,15 @@ impl Engine {
             admitted: now,
             admitted_ns,
             total_ns,
+            first: id.0,
             members,
             live: 0,
             sent: None,
         });
+        // Ids only grow until they wrap: the new group usually goes last, and never into
+        // another's range (`opens_group`).
+        let k = self.lane.by_first.partition_point(|&(f, _)| f < id.0);
+        self.lane.by_first.insert(k, (id.0, g));
         self.add_member(g, id, tag, Request::take(spec));
         self.lane.waiting = Some((li, g));
         self.dirty[li] = true;
@@ -472,16 +566,16 @@ impl Engine {
         let order = self.next_order;
         self.next_order += 1;
         let member = || Member {
-            id,
+            held: true,
             tag,
             order,
-            group: g,
             cmd_id: request.cmd_id,
             body: request.body,
             sent: None,
         };
-        let group = self.lane.groups.get_mut(g);
-        push_member(&mut self.lane.members, &mut self.tasks, group, id, member);
+        if let Some(group) = self.lane.groups.get_mut(g) {
+            push_member(group, &mut self.lane.live, id, member);
+        }
     }
 
     /// Arms the lane's timer at `at` unless it is armed earlier.
@@ -551,42 +645,50 @@ impl Engine {
             return;
         };
         group.sent = Some(sent);
-        let members = std::mem::take(&mut group.members);
+        let (first, len, live) = (group.first, group.members.len(), group.live as usize);
         let (freq, flow) = limits_of(&self.cfg, self.net, &group.spec);
         let (server_cost, total_ns) = (group.spec.server_cost, group.total_ns);
         let retries = group.spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let mobile = self.net.is_mobile();
         let excellent = self.estimator.quality() == NetQuality::Excellent;
-        let n = members.len();
-        let mut out = self.send_buffer(n);
+        let mut out = self.send_buffer(live);
+        let mut frames = 0;
         let running_before = self.links[li].running;
         let mut earliest: Option<Duration> = None;
         // The last member's timeouts and the inputs they came from (see the loop).
         let mut last = None;
-        for &(m, id) in &members {
-            let Some(member) = self.lane.members.get(m).filter(|x| x.id == id) else {
-                continue;
-            };
+        for i in 0..len {
+            let id = TaskId(first + i as u32);
             if freq || flow {
+                let Some(group) = self.lane.groups.get(g) else {
+                    break;
+                };
+                let Some(member) = group.members.get(i).filter(|x| x.held) else {
+                    continue;
+                };
                 let body = member.body.clone();
                 if let Some((kind, param)) = self.check_limits(now, &body, freq, flow) {
-                    self.demote_member(m);
+                    self.demote_member(g, i);
                     self.limited(id, kind, param, now);
                     continue;
                 }
             }
-            let Some(member) = self.lane.members.get_mut(m).filter(|x| x.id == id) else {
+            let Some(group) = self.lane.groups.get_mut(g) else {
+                break;
+            };
+            let Some(member) = group.members.get_mut(i).filter(|x| x.held) else {
                 continue;
             };
             let (cmd, body) = (member.cmd_id, &member.body);
             let sent_len = match frame(&*self.cfg.codec, cmd, id, body, &[], &mut out) {
                 Ok(len) => len,
                 Err(e) => {
-                    self.demote_member(m);
+                    self.demote_member(g, i);
                     self.finish(id, now, Err(CodecFailure::Encode(e).into()));
                     continue;
                 }
             };
+            frames += 1;
             self.stats.requests_sent += 1;
             let link = &mut self.links[li];
             // The formula's inputs that vary within a pass: the body's length and the
@@ -628,13 +730,10 @@ impl Engine {
             }
             earliest = Some(earliest.map_or(t.first_packet, |e| e.min(t.first_packet)));
         }
-        if let Some(group) = self.lane.groups.get_mut(g) {
-            group.members = members;
-        }
         if self.links[li].running > running_before {
             self.arm_stall_probe(li, now);
         }
-        self.note_frame_len(out.len(), n);
+        self.note_frame_len(out.len(), frames);
         if let Some(first_packet) = earliest {
             self.lane_wake_by(now + first_packet);
         }
@@ -643,22 +742,18 @@ impl Engine {
         }
     }
 
-    /// What the lane knows of member `m` (task `id`) when a response for it arrives on link
-    /// `li`, if it is running there (the regular path's test: a response for a task not
-    /// running, or running on another link, is dropped).
+    /// What the lane knows of member `i` of group `g` (task `id`) when a response for it
+    /// arrives on link `li`, if it is running there (the regular path's test: a response
+    /// for a task not running, or running on another link, is dropped).
     #[inline]
-    pub(super) fn lane_expects(&self, li: usize, m: u32, id: TaskId) -> Option<Answered> {
-        let member = self.lane.members.get(m).filter(|x| x.id == id)?;
+    pub(super) fn lane_expects(&self, li: usize, g: u32, i: usize, id: TaskId) -> Option<Answered> {
+        let group = self.lane.groups.get(g).filter(|x| x.link == li)?;
+        let member = group.members.get(i).filter(|x| x.held)?;
         let (t, sent_len) = member.sent?;
-        let group = self
-            .lane
-            .groups
-            .get(member.group)
-            .filter(|g| g.link == li)?;
         Some(Answered {
-            m,
+            i,
             id,
-            g: member.group,
+            g,
             serial: group.serial,
             tag: member.tag,
             t,
@@ -681,7 +776,7 @@ impl Engine {
         now: Instant,
     ) {
         let Answered {
-            m,
+            i,
             id,
             g,
             serial,
@@ -700,7 +795,7 @@ impl Engine {
         }
         let now_ns = self.timers.now_ns(now);
         let cost = Duration::from_nanos(now_ns.saturating_sub(sent.ns));
-        self.member_answered(li, (m, id, g), sent_len + frame_len, cost, now);
+        self.member_answered(li, (g, i), sent_len + frame_len, cost, now);
         let took = Duration::from_nanos(now_ns.saturating_sub(admitted_ns));
         if took >= WEAK_SLOW_TASK {
             self.mark_weak(now);
@@ -742,7 +837,7 @@ impl Engine {
         }
     }
 
-    /// Member `m` (task `id` of group `g`, running on link `li`) was answered: the round
+    /// Member `i` of group `g` (running on link `li`) was answered: the round
     /// trip (`size` bytes both ways, `cost` after its pass) is the estimator's sample, the
     /// link runs one task fewer, and the member leaves the lane. What every member's
     /// accepted response does, in a run ([`lane_run`](Self::lane_run)) or not.
@@ -750,7 +845,7 @@ impl Engine {
     fn member_answered(
         &mut self,
         li: usize,
-        (m, id, g): (u32, TaskId, u32),
+        (g, i): (u32, usize),
         size: usize,
         cost: Duration,
         now: Instant,
@@ -758,7 +853,7 @@ impl Engine {
         self.estimator
             .record(now, self.net.is_mobile(), size, Some(cost));
         self.links[li].ended_running();
-        self.leave(m, id, g, |_| ());
+        self.leave(g, i, |_| ());
         #[cfg(test)]
         {
             self.lane.ended += 1;
@@ -788,19 +883,14 @@ impl Engine {
             return false;
         };
         let id = TaskId(seq.0);
-        let Some(m) = self
-            .tasks
-            .slot_of(&id)
-            .filter(|s| s & LANE_SLOT != 0)
-            .map(|s| s & !LANE_SLOT)
-        else {
+        let Some(group) = self.lane.groups.get(run.g) else {
             return false;
         };
-        let Some(member) = self.lane.members.get(m) else {
+        let i = id.0.wrapping_sub(group.first) as usize;
+        let Some(member) = group.members.get(i).filter(|x| x.held) else {
             return false;
         };
-        let (Some((t, sent_len)), true) = (member.sent, member.id == id && member.group == run.g)
-        else {
+        let Some((t, sent_len)) = member.sent else {
             return false;
         };
         let (tag, frame_len) = (member.tag, frame.len);
@@ -845,7 +935,7 @@ impl Engine {
         });
         s.responses = s.responses.saturating_add(1);
         s.probes_answered = 0;
-        self.member_answered(li, (m, id, run.g), sent_len + frame_len, run.cost, now);
+        self.member_answered(li, (run.g, i), sent_len + frame_len, run.cost, now);
         self.lane.tail = Some(Tail { key: run.key, id });
         self.stats.tasks_succeeded += 1;
         true
@@ -950,39 +1040,42 @@ impl Engine {
         Ok(())
     }
 
-    /// Member `m` (task `id` of group `g`) leaves the lane; `take` gets what is needed of it
-    /// first (it is then dropped where it is stored).
-    fn leave<R>(
-        &mut self,
-        m: u32,
-        id: TaskId,
-        g: u32,
-        take: impl FnOnce(&mut Member) -> R,
-    ) -> Option<R> {
-        let r = self.lane.members.remove_with(m, take)?;
-        self.tasks.remove_lane(&id);
-        let empty = match self.lane.groups.get_mut(g) {
-            Some(group) => {
-                group.live -= 1;
-                group.live == 0
-            }
-            None => false,
-        };
-        if let Some(mut group) = empty.then(|| self.lane.groups.remove(g)).flatten() {
-            if self.lane.spare_lists.len() < SPARE_LISTS {
-                group.members.clear();
-                self.lane
-                    .spare_lists
-                    .push(std::mem::take(&mut group.members));
-            }
-            if self.lane.waiting.is_some_and(|(_, w)| w == g) {
-                self.lane.waiting = None;
-            }
-            if self.lane.is_empty() && self.lane.wake.take().is_some() {
-                self.timers.cancel(TimerKind::LaneWake);
-            }
+    /// Member `i` of group `g` leaves the lane; `take` gets what is needed of it first (its
+    /// request body is dropped then). A group whose last member left is freed.
+    fn leave<R>(&mut self, g: u32, i: usize, take: impl FnOnce(&mut Member) -> R) -> Option<R> {
+        let group = self.lane.groups.get_mut(g)?;
+        let member = group.members.get_mut(i).filter(|x| x.held)?;
+        let r = take(member);
+        member.held = false;
+        member.body = Bytes::new();
+        group.live -= 1;
+        self.lane.live -= 1;
+        if group.live == 0 {
+            self.free_group(g);
         }
         Some(r)
+    }
+
+    /// Frees group `g`, whose members all left.
+    fn free_group(&mut self, g: u32) {
+        let Some(mut group) = self.lane.groups.remove(g) else {
+            return;
+        };
+        if let Ok(k) = self.lane.by_first.binary_search(&(group.first, g)) {
+            self.lane.by_first.remove(k);
+        }
+        if self.lane.spare_lists.len() < SPARE_LISTS {
+            group.members.clear();
+            self.lane
+                .spare_lists
+                .push(std::mem::take(&mut group.members));
+        }
+        if self.lane.waiting.is_some_and(|(_, w)| w == g) {
+            self.lane.waiting = None;
+        }
+        if self.lane.is_empty() && self.lane.wake.take().is_some() {
+            self.timers.cancel(TimerKind::LaneWake);
+        }
     }
 
     /// Demotes every member: the lane is empty afterwards.
@@ -998,29 +1091,31 @@ impl Engine {
 
     /// Demotes every member of group `g`, in admission order.
     fn demote_group(&mut self, g: u32) {
-        let Some(group) = self.lane.groups.get_mut(g) else {
-            return;
-        };
-        let members = std::mem::take(&mut group.members);
-        for (m, id) in members {
-            if self.lane.members.get(m).is_some_and(|x| x.id == id) {
-                self.demote_member(m);
+        let mut i = 0;
+        // The group is freed once its last member is demoted.
+        while let Some(group) = self.lane.groups.get(g) {
+            let Some(member) = group.members.get(i) else {
+                return;
+            };
+            if member.held {
+                self.demote_member(g, i);
             }
+            i += 1;
         }
     }
 
-    /// Turns member `m` into the regular task it stands for: queued (in its link's queue)
-    /// or running, with the timers, profile and counts the regular path would have given it.
-    /// (A member the dispatch pass refuses is demoted and ended at once: whether its limits
-    /// count as checked does not matter.)
-    pub(super) fn demote_member(&mut self, m: u32) {
-        let Some(member) = self.lane.members.get(m) else {
-            return;
-        };
-        let (id, g) = (member.id, member.group);
+    /// Turns member `i` of group `g` into the regular task it stands for: queued (in its
+    /// link's queue) or running, with the timers, profile and counts the regular path would
+    /// have given it. (A member the dispatch pass refuses is demoted and ended at once:
+    /// whether its limits count as checked does not matter.)
+    pub(super) fn demote_member(&mut self, g: u32, i: usize) {
         let Some(group) = self.lane.groups.get(g) else {
             return;
         };
+        if !group.members.get(i).is_some_and(|x| x.held) {
+            return;
+        }
+        let id = TaskId(group.first.wrapping_add(i as u32));
         let mut spec = group.spec.clone_params();
         let (li, admitted, admitted_ns, total_ns, sent) = (
             group.link,
@@ -1030,7 +1125,7 @@ impl Engine {
             group.sent,
         );
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
-        let taken = self.leave(m, id, g, |x| {
+        let taken = self.leave(g, i, |x| {
             spec.cmd_id = x.cmd_id;
             spec.body = std::mem::take(&mut x.body);
             (x.tag, x.order, x.sent)

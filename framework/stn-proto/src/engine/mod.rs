@@ -449,10 +449,16 @@ impl Engine {
 
     /// [`start_task`](Self::start_task) with a tag of the caller's choosing, given back on
     /// the task's end ([`TaskEnd::tag`]).
-    pub fn start_task_tagged(&mut self, now: Instant, mut spec: TaskSpec, tag: u64) -> TaskId {
+    pub fn start_task_tagged(&mut self, now: Instant, spec: TaskSpec, tag: u64) -> TaskId {
         let id = self.begin_task(now);
+        self.admit_with_id(now, id, spec, tag)
+    }
+
+    /// [`start_task_tagged`](Self::start_task_tagged) for task `id`, given by
+    /// [`begin_task`](Self::begin_task).
+    fn admit_with_id(&mut self, now: Instant, id: TaskId, mut spec: TaskSpec, tag: u64) -> TaskId {
         if self.lane.enabled {
-            if let Some(group) = self.fits_waiting(&spec) {
+            if let Some(group) = self.fits_waiting(&spec, id) {
                 self.join(group, id, tag, lane::Request::take(&mut spec));
                 return self.admitted(now, id);
             }
@@ -469,7 +475,7 @@ impl Engine {
                 return id;
             }
         };
-        if self.lane.enabled && self.opens_group(link, &spec) {
+        if self.lane.enabled && self.opens_group(link, id, &spec) {
             self.open_group(now, link, id, tag, &mut spec);
             return self.admitted(now, id);
         }
@@ -1376,6 +1382,7 @@ impl Engine {
                 || self.cfg.codec.is_reserved_seq(Seq(id))
                 || (self.ids_wrapped
                     && (self.tasks.contains_key(&tid)
+                        || self.lane.find(tid).is_some()
                         || self.short.has(tid)
                         || self.zombies.contains_key(&tid)))
             {
@@ -1804,10 +1811,10 @@ impl Engine {
 
     /// Response bytes for task `id` are arriving (header seen).
     fn on_progress(&mut self, li: usize, conn: ConnId, id: TaskId, now: Instant) {
-        if let Some(slot) = self.tasks.slot_of(&id).filter(|s| s & lane::LANE_SLOT != 0) {
+        if let Some((g, i)) = self.lane.find(id) {
             // A response in pieces: the member becomes a regular task, whose timers follow
             // the pieces.
-            self.demote_member(slot & !lane::LANE_SLOT);
+            self.demote_member(g, i);
         }
         let Some(task) = self.tasks.get_mut(&id) else {
             return;
@@ -1852,15 +1859,11 @@ impl Engine {
         frame_len: usize,
         now: Instant,
     ) {
-        let Some(mut slot) = self.tasks.slot_of(&id) else {
-            return;
-        };
         // The response check's verdict when a lane member's response is refused: the member
         // is demoted and the regular path goes on with it (the check is asked once).
         let mut verdict = None;
-        if slot & lane::LANE_SLOT != 0 {
-            let m = slot & !lane::LANE_SLOT;
-            let Some(answered) = self.lane_expects(li, m, id) else {
+        if let Some((g, i)) = self.lane.find(id) {
+            let Some(answered) = self.lane_expects(li, g, i, id) else {
                 return;
             };
             match self.check_response(id, cmd_id, &body) {
@@ -1874,15 +1877,14 @@ impl Engine {
                     return self.after_lane_success(li, now);
                 }
                 refused => {
-                    self.demote_member(m);
-                    let Some(s) = self.tasks.slot_of(&id) else {
-                        return;
-                    };
-                    slot = s;
+                    self.demote_member(g, i);
                     verdict = Some(refused);
                 }
             }
         }
+        let Some(slot) = self.tasks.slot_of(&id) else {
+            return;
+        };
         let Some(task) = self.tasks.at_slot_mut(slot) else {
             return;
         };

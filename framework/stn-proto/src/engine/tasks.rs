@@ -152,23 +152,14 @@ impl TaskTable {
     }
 
     /// Maps `id` to `slot` (what [`insert_with`](Self::insert_with) does once the task is
-    /// stored). Called alone, it stores no task: for a batch-lane member's slot
-    /// ([`LANE_SLOT`](super::lane::LANE_SLOT) set), which no slab index reaches, so every
-    /// lookup of a task by id or slot here finds nothing for it but
-    /// [`slot_of`](Self::slot_of) and [`contains_key`](Self::contains_key).
+    /// stored).
     #[inline]
-    pub(super) fn map_id(&mut self, id: TaskId, slot: u32) {
+    fn map_id(&mut self, id: TaskId, slot: u32) {
         if let Some(old) = self.slots.insert(id, slot) {
             // Ids are unique among stored tasks (`alloc_task_id`); should one repeat, the
             // older task goes rather than stay unreachable.
             self.slab.remove(old);
         }
-    }
-
-    /// Forgets the id of a lane member (mapped with [`map_id`](Self::map_id)).
-    #[inline]
-    pub(super) fn remove_lane(&mut self, id: &TaskId) {
-        self.slots.remove(id);
     }
 
     pub(super) fn get(&self, id: &TaskId) -> Option<&Task> {

@@ -647,7 +647,9 @@ fn a_refused_response_among_ends_taken_together_is_judged() {
 }
 
 /// Task ids wrapping around while batches are in the lane: ids still held by members are
-/// skipped as ids of regular tasks are.
+/// skipped as ids of regular tasks are. (A group's ids run in one range, so the batches
+/// that meet the wrap or ids held across it go the regular way; the batch after them takes
+/// the lane again.)
 #[test]
 fn ids_wrap_around_with_members_in_flight_as_without() {
     let setup = Setup {
@@ -678,6 +680,8 @@ fn ids_wrap_around_with_members_in_flight_as_without() {
         s.run_for(ms(100));
         s.engine.set_next_task_id(crate::engine::TASK_ID_WRAP - 25);
         s.start_batch((0..30).map(second));
+        s.run_for(ms(100));
+        s.start_batch((0..30).map(second));
         s.run_for(ms(5_000));
     }
     assert_eq!(log(&plain), log(&laned));
@@ -686,6 +690,104 @@ fn ids_wrap_around_with_members_in_flight_as_without() {
         "{}",
         laned.engine.lane_ended()
     );
-    assert_eq!(laned.ends.len(), 60);
+    assert_eq!(laned.ends.len(), 90);
     assert!(laned.ends.values().all(|(_, end)| end.outcome.is_ok()));
+}
+
+/// Tasks of another link admitted between a group's members take ids inside the group's
+/// range: they are holes in it, found the regular way, while the members around them still
+/// end in the lane; more ids between two members than a group leaves as holes end the
+/// group's growth (the next task goes the regular way, and the group with it).
+#[test]
+fn tasks_between_members_leave_holes_and_the_group_stays_in_the_lane() {
+    let setup = Setup {
+        foreground: true,
+        ..Setup::quiet(23)
+    };
+    let t0 = crate::tests::epoch::epoch();
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
+    let main = |i: u8| TaskSpec::new(CmdId(1), vec![i; 4]);
+    let extra = |i: u8| TaskSpec::new(CmdId(2), vec![i; 6]).with_link("extra");
+    for s in [&mut plain, &mut laned] {
+        // Connects both links.
+        s.start_batch([main(0), extra(0)]);
+        s.run_for(ms(1_000));
+        // Members with one, then two tasks of the other link between them.
+        s.start_batch([
+            main(1),
+            extra(1),
+            main(2),
+            extra(2),
+            extra(3),
+            main(3),
+            main(4),
+        ]);
+        s.run_for(ms(1_000));
+    }
+    assert_eq!(log(&plain), log(&laned));
+    // (The first batch finds the links down: it goes the regular way.)
+    assert_eq!(laned.engine.lane_ended(), 4, "the four members");
+    assert_eq!(laned.ends.len(), 9);
+    assert!(laned.ends.values().all(|(_, end)| end.outcome.is_ok()));
+
+    // Past the gap a group may leave: the task after it is admitted the regular way, which
+    // demotes its link's group (a regular task waits ahead of it).
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
+    for s in [&mut plain, &mut laned] {
+        s.start_batch([main(0), extra(0)]);
+        s.run_for(ms(1_000));
+        let far = std::iter::repeat_n(extra(4), 80);
+        s.start_batch(std::iter::once(main(5)).chain(far).chain([main(6)]));
+        s.run_for(ms(1_000));
+    }
+    assert_eq!(log(&plain), log(&laned));
+    assert_eq!(laned.engine.lane_ended(), 0, "the group was demoted");
+    assert_eq!(laned.ends.len(), 84);
+}
+
+/// After ids wrapped, new tasks get the ids of a held group's members that ended, as they
+/// would without the lane, but no group opens inside the older group's range (its members
+/// would be looked up in the new one): those tasks go the regular way.
+#[test]
+fn after_a_wrap_no_group_opens_inside_a_held_groups_range() {
+    let setup = Setup {
+        foreground: true,
+        ..Setup::quiet(29)
+    };
+    let t0 = crate::tests::epoch::epoch();
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
+    for s in [&mut plain, &mut laned] {
+        s.script
+            .answer_by_cmd
+            .insert(CmdId(5), Answer::Delay(ms(800)));
+    }
+    // Fast and slow commands in turn: the fast ones' members end, the group stays.
+    let mixed = |i: u8| TaskSpec::new(CmdId(if i % 2 == 0 { 1 } else { 5 }), vec![i; 3]);
+    let ids: Vec<Vec<TaskId>> = [&mut plain, &mut laned]
+        .into_iter()
+        .map(|s| {
+            s.start_batch([TaskSpec::new(CmdId(1), vec![0; 3])]);
+            s.run_for(ms(1_000));
+            let ids = s.start_batch((0..10).map(mixed));
+            s.run_for(ms(100));
+            // The ids wrapped, and the next one is that of an ended member.
+            s.ends.clear();
+            s.engine.set_next_task_id(ids[2].0);
+            let later = s.start_batch((0..6).map(|i| TaskSpec::new(CmdId(1), vec![i; 4])));
+            s.run_for(ms(2_000));
+            later
+        })
+        .collect();
+    assert_eq!(log(&plain), log(&laned));
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(
+        laned.ends.len(),
+        5 + 6,
+        "the slow members and the later tasks"
+    );
+    assert!(laned.ends.values().all(|(_, end)| end.outcome.is_ok()));
+    assert_eq!(laned.engine.lane_ended(), 10, "the members");
 }
