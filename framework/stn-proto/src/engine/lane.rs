@@ -78,7 +78,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use phobos_plugin_api::codec::{FrameKind, RawFrame};
+use phobos_plugin_api::codec::{Decoded, FrameKind};
 use phobos_plugin_api::{CmdId, IpPort, TaskId};
 
 use super::batch::LikeTask;
@@ -860,85 +860,114 @@ impl Engine {
         }
     }
 
-    /// A frame of the read on link `li` that the run may take (see [`Run`]): the accepted
-    /// response `frame` (at `at` in `input`) of the next member of the run's group, with the
-    /// link's usual busy state. Returns false, having changed nothing, for any other frame:
-    /// the caller then ends the run and takes the frame the regular way.
-    #[inline]
+    /// Takes the frames of the read on link `li` from `pos` on that the run may take (see
+    /// [`Run`]), one after another: accepted responses of the next members of the run's
+    /// group, with the link's usual busy state. Returns where the first frame it did not
+    /// take begins (`pos` itself when it took none), having changed nothing for that one:
+    /// the caller ends the run and takes that frame the regular way.
+    ///
+    /// Design: what holds for the first frame holds for the rest (nothing but this loop
+    /// changes the engine meanwhile), so the link's state, the batch and the group are
+    /// looked up once; each frame costs its decoding, its member's removal, the estimator's
+    /// sample, the link's counts and its place in the batch.
     pub(super) fn lane_run(
         &mut self,
         li: usize,
         input: &Bytes,
-        at: usize,
-        frame: &RawFrame,
+        mut pos: usize,
         now: Instant,
-    ) -> bool {
+    ) -> usize {
         let Some(run) = self.lane.run else {
-            return false;
+            return pos;
         };
-        if self.events.len() != run.events {
-            return false;
+        if self.events.len() != run.events || !self.ranked_this_read || !self.zombies.is_empty() {
+            return pos;
         }
-        let FrameKind::Response(seq) = self.cfg.codec.classify(&frame.head) else {
-            return false;
-        };
-        let id = TaskId(seq.0);
-        let Some(group) = self.lane.groups.get(run.g) else {
-            return false;
-        };
-        let i = id.0.wrapping_sub(group.first) as usize;
-        let Some(member) = group.members.get(i).filter(|x| x.held) else {
-            return false;
-        };
-        let Some((t, sent_len)) = member.sent else {
-            return false;
-        };
-        let (tag, frame_len) = (member.tag, frame.len);
-        // `after_lane_success`'s usual case, with tasks still running after this one.
-        let link = &mut self.links[li];
-        let LinkState::Connected(s) = &mut link.state else {
-            return false;
-        };
-        if !(self.ranked_this_read
-            && link.running > 1
-            && s.window.is_none()
-            && self.zombies.is_empty())
-        {
-            return false;
-        }
-        let buf = &input[at..];
-        let (Some(_), true) = (
-            buf.get(frame.body.clone()),
-            frame
-                .extension
-                .as_ref()
-                .is_none_or(|r| buf.get(r.clone()).is_some()),
-        ) else {
-            return false;
-        };
-        let shared = |r: &std::ops::Range<usize>| input.slice(at + r.start..at + r.end);
         // The run began with its batch as the last event, and no event came since.
         let Some(Event::TasksEnded(batch)) = self.events.back_mut() else {
-            return false;
+            return pos;
         };
-        batch.ends.push(BatchedEnd {
-            id,
-            tag,
-            response: Response {
-                cmd_id: frame.head.cmd_id,
-                body: shared(&frame.body),
-                extension: frame.extension.as_ref().map(shared),
-            },
-            sent_bytes: sent_len,
-            received_bytes: frame_len,
-            first_packet_timeout: t.first_packet,
-        });
-        s.responses = s.responses.saturating_add(1);
-        s.probes_answered = 0;
-        self.member_answered(li, (run.g, i), sent_len + frame_len, run.cost, now);
-        self.lane.tail = Some(Tail { key: run.key, id });
-        self.stats.tasks_succeeded += 1;
-        true
+        let link = &mut self.links[li];
+        let LinkState::Connected(s) = &mut link.state else {
+            return pos;
+        };
+        if s.window.is_some() {
+            return pos;
+        }
+        let Some(group) = self.lane.groups.get_mut(run.g) else {
+            return pos;
+        };
+        let codec = &*self.cfg.codec;
+        let mobile = self.net.is_mobile();
+        let mut last = None;
+        // `after_lane_success`'s usual case: tasks still running after this one.
+        while pos < input.len() && link.running > 1 {
+            let rest = &input[pos..];
+            let Ok(Decoded::Frame(frame)) = codec.decode(rest) else {
+                break;
+            };
+            let FrameKind::Response(seq) = codec.classify(&frame.head) else {
+                break;
+            };
+            let id = TaskId(seq.0);
+            let i = id.0.wrapping_sub(group.first) as usize;
+            let Some(member) = group.members.get_mut(i).filter(|x| x.held) else {
+                break;
+            };
+            let Some((t, sent_len)) = member.sent else {
+                break;
+            };
+            let frame_len = frame.len;
+            let whole = frame_len > 0
+                && frame_len <= rest.len()
+                && rest.get(frame.body.clone()).is_some()
+                && frame
+                    .extension
+                    .as_ref()
+                    .is_none_or(|r| rest.get(r.clone()).is_some());
+            if !whole {
+                break;
+            }
+            let shared = |r: &std::ops::Range<usize>| input.slice(pos + r.start..pos + r.end);
+            batch.ends.push(BatchedEnd {
+                id,
+                tag: member.tag,
+                response: Response {
+                    cmd_id: frame.head.cmd_id,
+                    body: shared(&frame.body),
+                    extension: frame.extension.as_ref().map(shared),
+                },
+                sent_bytes: sent_len,
+                received_bytes: frame_len,
+                first_packet_timeout: t.first_packet,
+            });
+            // (The run's first response set the link's answered probes to none; nothing in
+            // a read adds to them.)
+            s.responses = s.responses.saturating_add(1);
+            // What `member_answered` does.
+            self.estimator
+                .record(now, mobile, sent_len + frame_len, Some(run.cost));
+            link.running = link.running.saturating_sub(1);
+            member.held = false;
+            member.body = Bytes::new();
+            group.live -= 1;
+            self.lane.live -= 1;
+            #[cfg(test)]
+            {
+                self.lane.ended += 1;
+            }
+            self.stats.tasks_succeeded += 1;
+            last = Some(id);
+            pos += frame_len;
+        }
+        let emptied = group.live == 0;
+        if let Some(id) = last {
+            self.lane.tail = Some(Tail { key: run.key, id });
+        }
+        if emptied {
+            self.free_group(run.g);
+        }
+        pos
     }
 
     /// Emits the [`Event::TaskEnded`] of a member's end (`end`), sent in pass `sent`,

@@ -1729,6 +1729,14 @@ impl Engine {
         self.ranked_this_read = false;
         self.lane.run = None;
         while pos < input.len() {
+            if self.lane.run.is_some() {
+                // The frames a run takes, then the first it does not take, the regular way.
+                pos = self.lane_run(li, input, pos, now);
+                self.lane.run = None;
+                if pos >= input.len() {
+                    break;
+                }
+            }
             let rest = &input[pos..];
             match codec.decode(rest) {
                 Ok(Decoded::Frame(frame)) => {
@@ -1737,11 +1745,6 @@ impl Engine {
                         return None;
                     }
                     let len = frame.len;
-                    if self.lane_run(li, input, pos, &frame, now) {
-                        pos += len;
-                        continue;
-                    }
-                    self.lane.run = None;
                     self.on_frame(li, input, pos, frame, now);
                     pos += len;
                     if !self.is_current(li, conn) {

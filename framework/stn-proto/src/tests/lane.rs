@@ -381,6 +381,13 @@ fn compare_with(ops: &[Op], setup: Setup, tweak: impl Fn(&mut Sim)) -> Used {
         assert!(laned.ends.contains_key(id), "{id} never ended");
     }
     assert_eq!(laned.engine.task_count(), 0);
+    // With every task ended the lane holds nothing, and its timer is off: both engines wait
+    // for the same next deadline (a timer the lane left armed would wake the driver).
+    assert_eq!(
+        plain.engine.poll_timeout(),
+        laned.engine.poll_timeout(),
+        "next deadline differs"
+    );
     assert_eq!(plain.end_batches, 0, "end batches without the lane");
     if !setup.end_batches {
         assert_eq!(laned.end_batches, 0, "end batches not asked for");
@@ -790,4 +797,36 @@ fn after_a_wrap_no_group_opens_inside_a_held_groups_range() {
     );
     assert!(laned.ends.values().all(|(_, end)| end.outcome.is_ok()));
     assert_eq!(laned.engine.lane_ended(), 10, "the members");
+}
+
+/// A run that takes a link's last running task leaves the link as the regular path does:
+/// with nothing owed, no stall probe stays armed, so both engines wait for the same next
+/// deadline right after the read.
+#[test]
+fn a_run_that_ends_the_last_running_task_leaves_no_stall_probe() {
+    let setup = Setup {
+        foreground: true,
+        coalesce: true,
+        end_batches: true,
+        ..Setup::quiet(31)
+    };
+    let t0 = crate::tests::epoch::epoch();
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
+    for s in [&mut plain, &mut laned] {
+        s.start_batch([TaskSpec::new(CmdId(1), vec![0; 3])]);
+        s.run_for(ms(1_000));
+        s.start_batch((0..6).map(|i| TaskSpec::new(CmdId(1), vec![i; 4])));
+    }
+    // Run both until the batch's ends are in: all six answered in one read.
+    for s in [&mut plain, &mut laned] {
+        assert!(
+            s.run_until(ms(1_000), |s| s.ends.len() == 7),
+            "the batch ends"
+        );
+    }
+    assert_eq!(log(&plain), log(&laned));
+    assert_eq!(laned.engine.lane_ended(), 6);
+    assert_eq!(laned.end_batches, 1);
+    assert_eq!(plain.engine.poll_timeout(), laned.engine.poll_timeout());
 }
