@@ -900,6 +900,10 @@ impl Engine {
         let codec = &*self.cfg.codec;
         let mobile = self.net.is_mobile();
         let mut last = None;
+        // The estimator's samples: meets that take its shortcut are counted and recorded at
+        // once, in their place among the others.
+        let mut quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
+        let mut meets = 0;
         // `after_lane_success`'s usual case: tasks still running after this one.
         while pos < input.len() && link.running > 1 {
             let rest = &input[pos..];
@@ -945,8 +949,14 @@ impl Engine {
             // a read adds to them.)
             s.responses = s.responses.saturating_add(1);
             // What `member_answered` does.
-            self.estimator
-                .record(now, mobile, sent_len + frame_len, Some(run.cost));
+            let size = sent_len + frame_len;
+            if quick && size < timeouts::MEET_SIZE {
+                meets += 1;
+            } else {
+                self.estimator.record_meets(std::mem::take(&mut meets));
+                self.estimator.record(now, mobile, size, Some(run.cost));
+                quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
+            }
             link.running = link.running.saturating_sub(1);
             member.held = false;
             member.body = Bytes::new();
@@ -960,6 +970,7 @@ impl Engine {
             last = Some(id);
             pos += frame_len;
         }
+        self.estimator.record_meets(meets);
         let emptied = group.live == 0;
         if let Some(id) = last {
             self.lane.tail = Some(Tail { key: run.key, id });

@@ -1289,6 +1289,18 @@ impl Engine {
         self.activity.active
     }
 
+    /// The network quality the estimator has learnt (for tests).
+    #[cfg(test)]
+    pub(crate) fn net_quality(&self) -> timeouts::NetQuality {
+        self.estimator.quality()
+    }
+
+    /// Everything the estimator has learnt, down to its ring (for tests).
+    #[cfg(test)]
+    pub(crate) fn estimator_state(&self) -> String {
+        format!("{:?}", self.estimator)
+    }
+
     /// Makes the next allocated task id `id` (tests of the id wrap).
     #[cfg(test)]
     pub(crate) fn set_next_task_id(&mut self, id: u32) {

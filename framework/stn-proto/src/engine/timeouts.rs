@@ -226,6 +226,36 @@ impl Estimator {
         self.record_any(now, mobile, size, cost);
     }
 
+    /// Whether a meet (an exchange under [`MEET_SIZE`] bytes, `cost` after its send start)
+    /// recorded `now` would take [`record`](Self::record)'s shortcut. Then so would any
+    /// number of such meets after it at the same instant, which only move the ring's cursor
+    /// and add to the good count: [`record_meets`](Self::record_meets) records them at once.
+    #[inline]
+    pub(crate) fn meets_take_shortcut(&self, now: Instant, mobile: bool, cost: Duration) -> bool {
+        usize::from(self.ones) == RING
+            && self.window_end.is_some_and(|end| now <= end)
+            && classify(mobile, 0, Some(cost)) == Class::Meet
+            && match self.state {
+                NetQuality::Evaluating => self.last_big_good.is_none(),
+                NetQuality::Excellent => self.good_count > 0,
+                NetQuality::Bad => false,
+            }
+    }
+
+    /// Records `n` meets for which [`meets_take_shortcut`](Self::meets_take_shortcut)
+    /// held: what `n` calls of [`record`](Self::record) for them do.
+    ///
+    /// Design: a run of responses in one read (the lane's) ends many tasks at one instant
+    /// after one send, so their records differ only in size; one call for all of them costs
+    /// what one record costs.
+    #[inline]
+    pub(crate) fn record_meets(&mut self, n: usize) {
+        self.cursor = (self.cursor + n % RING) % RING;
+        if self.state == NetQuality::Evaluating {
+            self.good_count = self.good_count.saturating_add(n as u32);
+        }
+    }
+
     /// [`record`](Self::record), every case.
     fn record_any(&mut self, now: Instant, mobile: bool, size: usize, cost: Option<Duration>) {
         if self.window_end.is_none_or(|end| now > end) {
@@ -314,6 +344,9 @@ impl Estimator {
     }
 }
 
+/// Exchanges below this many bytes (request and response) are small: fast ones are meets.
+pub(crate) const MEET_SIZE: usize = 3_072;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Class {
     /// Small and fast.
@@ -336,7 +369,7 @@ fn classify(mobile: bool, size: usize, cost: Option<Duration>) -> Class {
     } else {
         (500, 2_000, 4_000, 6_000)
     };
-    if size < 3_072 && within(small) {
+    if size < MEET_SIZE && within(small) {
         Class::Meet
     } else if (size <= 10_240 && within(mid))
         || (size > 10_240 && size <= 30_720 && within(big))
@@ -570,5 +603,55 @@ mod tests {
         assert!(shortcuts.get("Evaluating") > Some(&300), "{shortcuts:?}");
         assert!(shortcuts.get("Excellent") > Some(&1_000), "{shortcuts:?}");
         assert_eq!(states.len(), 3, "every state: {states:?}");
+    }
+
+    /// Meets recorded at once ([`Estimator::record_meets`]) leave the estimator as the same
+    /// meets recorded one by one, from every state the shortcut may be asked in, and the
+    /// shortcut is promised only where `record` takes it.
+    #[test]
+    fn meets_recorded_at_once_are_recorded_one_by_one() {
+        let t0 = crate::tests::epoch::epoch();
+        let mut e = Estimator::new();
+        let mut x = 0x2545_f491_u64;
+        let mut now = t0;
+        let mut taken = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            now += if x % 300 == 0 {
+                ms(310_000)
+            } else {
+                ms(x % 50)
+            };
+            let mobile = (x >> 30) % 8 == 0;
+            let cost = ms((x >> 16) % 1_200);
+            let n = (x >> 40) as usize % 40;
+            let sizes: Vec<usize> = (0..n).map(|i| (i * 97 + x as usize) % MEET_SIZE).collect();
+            if e.meets_take_shortcut(now, mobile, cost) {
+                *taken.entry(format!("{:?}", e.quality())).or_insert(0) += 1;
+                let mut one_by_one = e.clone();
+                for &size in &sizes {
+                    let before = one_by_one.clone();
+                    one_by_one.record(now, mobile, size, Some(cost));
+                    // Each of them took the shortcut: the cursor moved, nothing else but
+                    // the good count.
+                    assert_eq!(one_by_one.ring, before.ring);
+                    assert_eq!(one_by_one.state, before.state);
+                }
+                e.record_meets(n);
+                assert_eq!(e, one_by_one, "{n} meets in {cost:?}");
+            }
+            // Every other kind of exchange in between, so every state comes up.
+            let size = if x % 5 == 0 { 20_000 } else { 100 };
+            let other = match (x >> 8) % 6 {
+                0 => None,
+                1 => Some(ms(2_500)),
+                _ => Some(cost),
+            };
+            e.record(now, mobile, size, other);
+        }
+        assert!(taken.get("Evaluating") > Some(&100), "{taken:?}");
+        assert!(taken.get("Excellent") > Some(&100), "{taken:?}");
     }
 }

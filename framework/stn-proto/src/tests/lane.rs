@@ -371,6 +371,13 @@ fn compare_with(ops: &[Op], setup: Setup, tweak: impl Fn(&mut Sim)) -> Used {
         format!("{:?}", plain.engine.stats()),
         format!("{:?}", laned.engine.stats())
     );
+    // What the ends taught the estimator, sample by sample (a state that no action shows
+    // yet may show later).
+    assert_eq!(
+        plain.engine.estimator_state(),
+        laned.engine.estimator_state(),
+        "estimator differs"
+    );
     // What the ends taught the address ranking (no action shows it until a later connect).
     assert_eq!(
         plain.engine.ranking_state(plain.now, 0),
@@ -829,4 +836,49 @@ fn a_run_that_ends_the_last_running_task_leaves_no_stall_probe() {
     assert_eq!(laned.engine.lane_ended(), 6);
     assert_eq!(laned.end_batches, 1);
     assert_eq!(plain.engine.poll_timeout(), laned.engine.poll_timeout());
+}
+
+/// Large responses within a run are the estimator's mid-size samples, as on the regular
+/// path (only small ones may be recorded together): the network turns excellent, and the
+/// next passes' first-packet timeouts show it, alike with and without the lane.
+#[test]
+fn large_responses_in_a_run_are_sampled_as_large() {
+    let setup = Setup {
+        foreground: true,
+        coalesce: true,
+        end_batches: true,
+        ..Setup::quiet(37)
+    };
+    let t0 = crate::tests::epoch::epoch();
+    let (mut plain, _) = sim(false, setup, t0);
+    let (mut laned, _) = sim(true, setup, t0);
+    let spec = |i: u8| {
+        // Large in the middle of the run only (the first two frames and the last go other
+        // ways), so the first large sample is one of the run's.
+        let len = if i % 3 == 1 && i > 1 { 2_000 } else { 100 };
+        TaskSpec::new(CmdId(1), vec![i; len])
+    };
+    for s in [&mut plain, &mut laned] {
+        s.start_batch([spec(0)]);
+        s.run_for(ms(1_000));
+        for _ in 0..3 {
+            s.start_batch((0..12).map(spec));
+            s.run_for(ms(1_000));
+        }
+    }
+    assert_eq!(log(&plain), log(&laned));
+    assert_eq!(
+        plain.engine.estimator_state(),
+        laned.engine.estimator_state()
+    );
+    assert!(
+        laned.engine.lane_ended() >= 30,
+        "{}",
+        laned.engine.lane_ended()
+    );
+    assert_eq!(
+        format!("{:?}", laned.engine.net_quality()),
+        "Excellent",
+        "large fast exchanges among small ones"
+    );
 }
