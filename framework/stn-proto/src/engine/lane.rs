@@ -461,8 +461,10 @@ impl Engine {
             group.members.reserve(n);
         }
         let mut done = 0;
+        // A task given an id the group cannot take, admitted after the joins.
+        let mut other = None;
         for task in &mut tasks[..n] {
-            let id = self.begin_task(now);
+            let id = self.alloc_task_id();
             task.id = id;
             done += 1;
             let Some(group) = self.lane.groups.get_mut(g) else {
@@ -472,7 +474,7 @@ impl Engine {
                 let mut spec = group.spec.clone_params();
                 spec.cmd_id = task.cmd_id;
                 spec.body = std::mem::take(&mut task.body);
-                self.admit_with_id(now, id, spec, task.tag);
+                other = Some((id, spec, task.tag));
                 break;
             }
             let order = self.next_order;
@@ -487,7 +489,12 @@ impl Engine {
             };
             push_member(group, &mut self.lane.live, id, member);
         }
+        // What `begin_task` does per task, which nothing in the loop reads.
+        self.tasks_begun(now, done);
         self.dirty[li] = true;
+        if let Some((id, spec, tag)) = other {
+            self.admit_with_id(now, id, spec, tag);
+        }
         done
     }
 

@@ -509,12 +509,19 @@ impl Engine {
     #[inline]
     fn begin_task(&mut self, now: Instant) -> TaskId {
         let id = self.alloc_task_id();
-        self.stats.tasks_started += 1;
+        self.tasks_begun(now, 1);
+        id
+    }
+
+    /// The counts of `n` tasks begun `now` (their ids given): what
+    /// [`begin_task`](Self::begin_task) does after the id, for all of them at once.
+    #[inline]
+    fn tasks_begun(&mut self, now: Instant, n: usize) {
+        self.stats.tasks_started += n as u64;
         self.last_start = Some(now);
         if !self.zombies.is_empty() {
             self.schedule_zombie_restart();
         }
-        id
     }
 
     /// Task `id` was admitted: dispatch now unless the caller batches
@@ -1380,7 +1387,27 @@ impl Engine {
         Ok(li)
     }
 
+    /// The next task id: the one after the last, skipping 0, the ids the codec reserves
+    /// and (once ids wrapped) those still in use.
+    #[inline(always)]
     fn alloc_task_id(&mut self) -> TaskId {
+        let id = self.next_task;
+        // Before the first wrap no id is in use past the last one given.
+        if id != 0
+            && id < TASK_ID_WRAP
+            && !self.ids_wrapped
+            && !self.cfg.codec.is_reserved_seq(Seq(id))
+        {
+            self.next_task = id + 1;
+            return TaskId(id);
+        }
+        self.alloc_task_id_slow()
+    }
+
+    /// [`alloc_task_id`](Self::alloc_task_id), every case.
+    #[cold]
+    #[inline(never)]
+    fn alloc_task_id_slow(&mut self) -> TaskId {
         loop {
             let id = self.next_task;
             if id >= TASK_ID_WRAP {
