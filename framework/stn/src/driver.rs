@@ -1116,17 +1116,7 @@ impl Driver {
         // (`Delivery::Together`), each taken from the held tasks here and made a `BatchEnd`
         // when the app receives it. The first end that is not goes the way below, with all
         // after it.
-        let mut to = None;
-        let together = ends
-            .iter()
-            .take_while(|end| {
-                let taken = (end.tag & BATCH_TAG != 0)
-                    .then(|| self.held.take_in(end.tag, end.id, to))
-                    .flatten();
-                to = to.or(taken);
-                taken.is_some()
-            })
-            .count();
+        let (together, to) = self.held.take_together(&ends);
         let rest = match together {
             0 => std::mem::take(&mut ends),
             n => ends.split_off(n),

@@ -14,7 +14,7 @@
 //! held (a second end, or a task the driver never started) finds another id in its place
 //! and is dropped.
 
-use phobos_stn_proto::TaskId;
+use phobos_stn_proto::{BatchedEnd, TaskId};
 
 use crate::batch::BatchIndex;
 use crate::client::TaskKey;
@@ -126,26 +126,12 @@ impl HeldBatches {
     }
 
     /// Takes the end of the task of tag `tag` ([`BATCH_TAG`] set) if task `id` is owed one
-    /// there: its key and batch.
+    /// there: its key and batch. Changes nothing otherwise.
     #[inline(always)]
     pub(crate) fn take(&mut self, tag: u64, id: TaskId) -> Option<(TaskKey, BatchIndex)> {
-        let batch = self.take_in(tag, id, None)?;
-        Some((TaskKey(tag & !BATCH_TAG), batch))
-    }
-
-    /// Takes the end of the task of tag `tag` ([`BATCH_TAG`] set) if task `id` is owed one
-    /// there and its batch is `batch` (any batch for `None`): the batch. Changes nothing
-    /// otherwise.
-    #[inline(always)]
-    pub(crate) fn take_in(
-        &mut self,
-        tag: u64,
-        id: TaskId,
-        batch: Option<BatchIndex>,
-    ) -> Option<BatchIndex> {
         let (r, i) = self.find(tag & !BATCH_TAG)?;
         let record = &mut self.records[r];
-        if record.ids[i] != id || id == ENDED || batch.is_some_and(|b| b != record.batch) {
+        if record.ids[i] != id || id == ENDED {
             return None;
         }
         record.ids[i] = ENDED;
@@ -155,7 +141,51 @@ impl HeldBatches {
         if record.live == 0 {
             self.empty(r);
         }
-        Some(batch)
+        Some((TaskKey(tag & !BATCH_TAG), batch))
+    }
+
+    /// Takes the ends of the leading tasks of `ends` that are owed one into a single batch
+    /// (the first one's), as [`take`](Self::take) would one by one: how many, and
+    /// that batch. Changes nothing for the first end it does not take.
+    ///
+    /// Design: ends that came together are usually a command's tasks in key order, so
+    /// each is looked for first in the record the end before it was in.
+    pub(crate) fn take_together(&mut self, ends: &[BatchedEnd]) -> (usize, Option<BatchIndex>) {
+        let mut batch = None;
+        let mut at: Option<usize> = None;
+        let mut n = 0;
+        for end in ends {
+            if end.tag & BATCH_TAG == 0 {
+                break;
+            }
+            let key = end.tag & !BATCH_TAG;
+            let found = match at.and_then(|r| Some((r, self.records.get(r)?.position(key)?))) {
+                Some(place) => Some(place),
+                None => self.find(key),
+            };
+            let Some((r, i)) = found else {
+                break;
+            };
+            let record = &mut self.records[r];
+            if record.ids[i] != end.id
+                || end.id == ENDED
+                || batch.is_some_and(|b| b != record.batch)
+            {
+                break;
+            }
+            record.ids[i] = ENDED;
+            record.live -= 1;
+            self.len -= 1;
+            batch = Some(record.batch);
+            n += 1;
+            at = Some(r);
+            if record.live == 0 {
+                // Emptying may sweep the records: the next end looks its record up.
+                self.empty(r);
+                at = None;
+            }
+        }
+        (n, batch)
     }
 
     /// Record `r`'s tasks all ended: it is emptied, and the emptied records are swept once
@@ -287,5 +317,59 @@ mod tests {
             "{}",
             held.records.len()
         );
+    }
+
+    /// Ends that came together are taken while they are owed and end into the first one's
+    /// batch, across commands of that batch (the first emptied on the way); the first end
+    /// that is not (a second end, another batch's task, a waiter's) and those after it stay.
+    #[test]
+    fn ends_together_are_taken_while_owed_into_one_batch() {
+        let mut held = HeldBatches::default();
+        held.hold(10, 3, batch(0));
+        held.hold(13, 2, batch(0));
+        held.hold(20, 2, batch(1));
+        held.set_ids(10, (0..3).map(|i| TaskId(100 + i)));
+        held.set_ids(13, (0..2).map(|i| TaskId(200 + i)));
+        held.set_ids(20, (0..2).map(|i| TaskId(300 + i)));
+        let end = |key: u64, id: u32| BatchedEnd {
+            id: TaskId(id),
+            tag: key | BATCH_TAG,
+            response: phobos_stn_proto::Response {
+                cmd_id: phobos_stn_proto::CmdId(1),
+                body: bytes::Bytes::new(),
+                extension: None,
+            },
+            sent_bytes: 0,
+            received_bytes: 0,
+            first_packet_timeout: std::time::Duration::ZERO,
+        };
+        // Across the first two commands, then another batch's task.
+        let ends = [
+            end(10, 100),
+            end(11, 101),
+            end(12, 102),
+            end(13, 200),
+            end(20, 300),
+        ];
+        assert_eq!(held.take_together(&ends), (4, Some(batch(0))));
+        assert_eq!(held.len(), 3);
+        assert_eq!(held.id_of(TaskKey(12)), None, "ended");
+        assert_eq!(held.id_of(TaskKey(20)), Some(TaskId(300)), "not taken");
+        // A second end first: nothing is taken.
+        assert_eq!(held.take_together(&[end(13, 200), end(14, 201)]), (0, None));
+        assert_eq!(held.len(), 3);
+        // Another id in a held place, then a waiter's end (no batch tag): taken up to them.
+        let mut waiter = end(21, 301);
+        waiter.tag = 5;
+        assert_eq!(
+            held.take_together(&[end(14, 201), end(20, 999), end(20, 300)]),
+            (1, Some(batch(0)))
+        );
+        assert_eq!(
+            held.take_together(&[end(20, 300), waiter]),
+            (1, Some(batch(1)))
+        );
+        assert_eq!(held.take_together(&[]), (0, None));
+        assert_eq!(held.drain(), [(batch(1), TaskKey(21))]);
     }
 }

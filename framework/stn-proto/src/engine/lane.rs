@@ -723,6 +723,8 @@ impl Engine {
                         None => t,
                     };
                     last = Some((inputs, t));
+                    // The same timeouts as the member before cannot be earlier.
+                    earliest = Some(earliest.map_or(t.first_packet, |e| e.min(t.first_packet)));
                     t
                 }
             };
@@ -735,7 +737,6 @@ impl Engine {
                     first_packet_timeout: t.first_packet,
                 });
             }
-            earliest = Some(earliest.map_or(t.first_packet, |e| e.min(t.first_packet)));
         }
         if self.links[li].running > running_before {
             self.arm_stall_probe(li, now);
