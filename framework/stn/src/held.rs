@@ -148,41 +148,44 @@ impl HeldBatches {
     /// (the first one's), as [`take`](Self::take) would one by one: how many, and
     /// that batch. Changes nothing for the first end it does not take.
     ///
-    /// Design: ends that came together are usually a command's tasks in key order, so
-    /// each is looked for first in the record the end before it was in.
+    /// Design: ends that came together are usually a command's tasks in key order, so the
+    /// record of the first is looked up and the ends that follow it in key order are
+    /// checked against the record's ids in a row; another record is looked up only where
+    /// that row breaks.
     pub(crate) fn take_together(&mut self, ends: &[BatchedEnd]) -> (usize, Option<BatchIndex>) {
         let mut batch = None;
-        let mut at: Option<usize> = None;
         let mut n = 0;
-        for end in ends {
-            if end.tag & BATCH_TAG == 0 {
+        // A record at a time: the ends of its tasks in key order that follow the first.
+        while let Some(first) = ends.get(n) {
+            if first.tag & BATCH_TAG == 0 {
                 break;
             }
-            let key = end.tag & !BATCH_TAG;
-            let found = match at.and_then(|r| Some((r, self.records.get(r)?.position(key)?))) {
-                Some(place) => Some(place),
-                None => self.find(key),
-            };
-            let Some((r, i)) = found else {
+            let Some((r, i)) = self.find(first.tag & !BATCH_TAG) else {
                 break;
             };
             let record = &mut self.records[r];
-            if record.ids[i] != end.id
-                || end.id == ENDED
-                || batch.is_some_and(|b| b != record.batch)
-            {
+            if batch.is_some_and(|b| b != record.batch) {
                 break;
             }
-            record.ids[i] = ENDED;
-            record.live -= 1;
-            self.len -= 1;
+            let mut tag = first.tag;
+            let mut taken = 0;
+            for (slot, end) in record.ids[i..].iter_mut().zip(&ends[n..]) {
+                if end.tag != tag || *slot != end.id || end.id == ENDED {
+                    break;
+                }
+                *slot = ENDED;
+                taken += 1;
+                tag = tag.wrapping_add(1);
+            }
+            if taken == 0 {
+                break;
+            }
+            record.live -= taken;
+            self.len -= taken;
             batch = Some(record.batch);
-            n += 1;
-            at = Some(r);
+            n += taken;
             if record.live == 0 {
-                // Emptying may sweep the records: the next end looks its record up.
                 self.empty(r);
-                at = None;
             }
         }
         (n, batch)
