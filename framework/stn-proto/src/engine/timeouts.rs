@@ -34,15 +34,20 @@ pub(crate) struct AttemptTimeouts {
     pub(crate) packet_to_packet: Duration,
 }
 
-/// [`attempt`] with a memory of its last answer.
+/// [`attempt`] with a memory of its answers for the last inputs but the queue position, one
+/// per position up to the cap.
 ///
-/// Design: a dispatch pass computes the timeouts of many tasks in a row, and past the fifth
-/// running task the formula's inputs are usually the same from one task to the next (same
-/// network, same body length, no server cost); repeating the last answer costs a comparison,
-/// the formula a few dozen instructions of duration arithmetic.
+/// Design: a dispatch pass computes the timeouts of many tasks in a row, and the formula's
+/// inputs are usually the same from one task to the next (same network, same body length,
+/// no server cost) but for the running tasks ahead, which count up to the cap in every pass
+/// that starts with few running; repeating a remembered answer costs a comparison, the
+/// formula a few dozen instructions of duration arithmetic.
 #[derive(Debug, Default)]
 pub(crate) struct AttemptMemo {
-    last: Option<(AttemptInputs, AttemptTimeouts)>,
+    /// The inputs the table answers for, with `queued_ahead` 0.
+    key: Option<AttemptInputs>,
+    /// The answer for each queue position up to [`MAX_QUEUED_AHEAD`], once computed.
+    by_queue: [Option<AttemptTimeouts>; MAX_QUEUED_AHEAD + 1],
 }
 
 /// The arguments of [`attempt`] besides the configuration (which does not change).
@@ -64,12 +69,21 @@ impl AttemptMemo {
         mut inputs: AttemptInputs,
     ) -> AttemptTimeouts {
         // The formula caps it: tasks that differ only beyond the cap get the same answer.
-        inputs.queued_ahead = inputs.queued_ahead.min(MAX_QUEUED_AHEAD);
-        if let Some((_, t)) = self.last.filter(|(last, _)| *last == inputs) {
+        let n = inputs.queued_ahead.min(MAX_QUEUED_AHEAD);
+        inputs.queued_ahead = 0;
+        if self.key != Some(inputs) {
+            self.key = Some(inputs);
+            self.by_queue = [None; MAX_QUEUED_AHEAD + 1];
+        }
+        if let Some(t) = self.by_queue[n] {
             return t;
         }
-        let t = inputs.timeouts(timing);
-        self.last = Some((inputs, t));
+        let t = AttemptInputs {
+            queued_ahead: n,
+            ..inputs
+        }
+        .timeouts(timing);
+        self.by_queue[n] = Some(t);
         t
     }
 }
@@ -428,6 +442,23 @@ mod tests {
             }
         }
         assert!(calls > 1000);
+        // Queue positions in a row for the same other inputs (what a dispatch pass asks),
+        // each remembered answer asked again, across the cap and back.
+        for excellent in [false, true] {
+            for send_len in [100, 200_000, 100] {
+                for queued_ahead in [0, 1, 2, 3, 4, 5, 6, 9, 3, 0, 5, 7, 1] {
+                    let i = AttemptInputs {
+                        mobile: false,
+                        server_cost: None,
+                        long_polling: None,
+                        send_len,
+                        queued_ahead,
+                        excellent,
+                    };
+                    assert_eq!(memo.attempt(&timing, i), i.timeouts(&timing), "{i:?}");
+                }
+            }
+        }
     }
 
     /// `classify` compares durations where Mars compares whole milliseconds: the same
