@@ -496,14 +496,23 @@ impl Driver {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut io_rx: mpsc::UnboundedReceiver<IoEvent>,
     ) -> Option<oneshot::Sender<()>> {
+        // The engine's next deadline as a timer, kept across iterations.
+        //
+        // Design: re-armed only for a deadline earlier than the one it is armed for (or once
+        // it fired). Deadlines mostly move later as traffic flows (a write pushes the
+        // heartbeat back, a pass the stall probe); waking at one that moved costs one look
+        // at the engine's timers, while re-arming on every iteration cost a timer-wheel
+        // update and removal each time.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            let deadline = self.engine.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
+            if let Some(d) = self.engine.poll_timeout() {
+                if armed.is_none_or(|a| d < a) {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
+                    armed = Some(d);
                 }
-            };
+            }
             // One clock read per wake-up: every input of this batch is stamped with it.
             // Not biased: a socket that always has data must not starve commands, nor the
             // other way round.
@@ -567,7 +576,8 @@ impl Driver {
                     }
                     t
                 }
-                () = sleep => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     let t = now();
                     self.watchdog.enter(t);
                     t
