@@ -224,11 +224,54 @@ impl EncodedRequest {
 impl TaskSpec {
     /// A copy of everything but the body and extension (left empty): the parameters a
     /// batch lane group shares.
+    ///
+    /// Design: written out field by field (the destructuring names every field, so a new
+    /// field does not compile until it is copied here), so that the body and extension are
+    /// not cloned only to be dropped.
     pub(crate) fn clone_params(&self) -> TaskSpec {
+        let TaskSpec {
+            cmd_id,
+            body: _,
+            extension: _,
+            channel,
+            link,
+            priority,
+            retry_count,
+            total_timeout,
+            server_cost,
+            send_only,
+            needs_auth,
+            long_polling,
+            auth_host,
+            limit_flow,
+            limit_frequency,
+            network_sensitive,
+            short_hosts,
+            path,
+            headers,
+            encoder,
+        } = self;
         TaskSpec {
+            cmd_id: *cmd_id,
             body: Bytes::new(),
             extension: Bytes::new(),
-            ..self.clone()
+            channel: *channel,
+            link: link.clone(),
+            priority: *priority,
+            retry_count: *retry_count,
+            total_timeout: *total_timeout,
+            server_cost: *server_cost,
+            send_only: *send_only,
+            needs_auth: *needs_auth,
+            long_polling: *long_polling,
+            auth_host: auth_host.clone(),
+            limit_flow: *limit_flow,
+            limit_frequency: *limit_frequency,
+            network_sensitive: *network_sensitive,
+            short_hosts: short_hosts.clone(),
+            path: path.clone(),
+            headers: headers.clone(),
+            encoder: encoder.clone(),
         }
     }
 

@@ -532,7 +532,7 @@ impl Engine {
         li: usize,
         id: TaskId,
         tag: u64,
-        spec: &mut TaskSpec,
+        mut spec: TaskSpec,
     ) {
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let total = timeouts::task_total(
@@ -543,7 +543,9 @@ impl Engine {
         );
         let admitted_ns = self.timers.now_ns(now);
         let total_ns = self.timers.ns_after(now, total);
-        let template = spec.clone_params();
+        // The spec itself is the group's parameters, its body taken out for the member.
+        let request = Request::take(&mut spec);
+        let template = spec;
         let members = self.lane.spare_lists.pop().unwrap_or_default();
         let serial = self.lane.next_serial;
         self.lane.next_serial += 1;
@@ -563,7 +565,7 @@ impl Engine {
         // another's range (`opens_group`).
         let k = self.lane.by_first.partition_point(|&(f, _)| f < id.0);
         self.lane.by_first.insert(k, (id.0, g));
-        self.add_member(g, id, tag, Request::take(spec));
+        self.add_member(g, id, tag, request);
         self.lane.waiting = Some((li, g));
         self.dirty[li] = true;
         self.lane_wake_by(now + total);

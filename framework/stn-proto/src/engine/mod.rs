@@ -476,7 +476,7 @@ impl Engine {
             }
         };
         if self.lane.enabled && self.opens_group(link, id, &spec) {
-            self.open_group(now, link, id, tag, &mut spec);
+            self.open_group(now, link, id, tag, spec);
             return self.admitted(now, id);
         }
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
