@@ -48,16 +48,18 @@
 //! verdict, and nothing else was emitted in between.
 //!
 //! Within one read, the responses of a group's members that follow an end joined into a
-//! batch form a *run* ([`Run`]): each then costs its member's removal, the estimator's sample,
-//! the link's counts and its place in the batch, everything else having been worked out for
-//! the run's first members.
+//! batch form a *run* ([`Run`]), taken in one loop ([`Engine::lane_run`]): each then costs
+//! its decoding, its member's removal, the estimator's sample (small fast ones counted and
+//! recorded together), the link's counts and its place in the batch, everything else having
+//! been worked out once for the run.
 //!
 //! What it saves: the benchmark's batch client at 100 tasks in flight on loopback went from
 //! 3,459 instructions per task to 2,795 with the lane (and the driver's cheaper batch
 //! ends), to 2,475 through `queue_tasks_like`, to 2,028 with end batches and smaller cuts,
 //! and (its pho-like form, through `queue_tasks_like`) from 1,937 to 1,785 with runs and to
-//! about 1,720 joining a call's tasks in one go, and from 1,606 to 1,541 with members held
-//! in their group by id (`docs/lab/throughput.md`).
+//! about 1,720 joining a call's tasks in one go, and from 1,608 to 1,543 with members held
+//! in their group by id, to 1,415 with a run's frames taken in one loop and to 1,363 with
+//! its estimator samples recorded together (`docs/lab/throughput.md`).
 //!
 //! # Members by id
 //!
@@ -137,7 +139,7 @@ pub(super) struct Run {
     key: EndKey,
     /// The cost of the group's round trip (the same for every member).
     cost: Duration,
-    /// How many events were queued when the run was last extended: the batch is the last.
+    /// How many events were queued when the run began: its batch is the last.
     events: usize,
 }
 
