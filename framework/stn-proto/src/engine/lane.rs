@@ -350,7 +350,7 @@ fn stamp_sent(
 }
 
 /// Stores the member `member` makes, task `id`, at its place in `group` (holes before it
-/// for the ids between, see [`Engine::extends`]), made where it is stored; `live` counts the
+/// for the ids between, see [`extends`]), made where it is stored; `live` counts the
 /// lane's members. What admitting one member does, one by one ([`Engine::add_member`]) or a
 /// call's tasks in a row ([`Engine::join_many`]).
 #[inline(always)]
