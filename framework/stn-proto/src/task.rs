@@ -315,13 +315,18 @@ impl TaskSpec {
             && *total_timeout == other.total_timeout
             && *server_cost == other.server_cost
             && *long_polling == other.long_polling;
+        // Empty on both sides (the usual task's path, hosts and headers) is told without a
+        // call to the slice comparison.
+        fn same<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+            a.len() == b.len() && (a.is_empty() || a == b)
+        }
         scalars
             && (link.is_same(&other.link) || *link == other.link)
             && *encoder == other.encoder
             && auth_host.as_deref() == other.auth_host.as_deref()
-            && path.as_str() == other.path.as_str()
-            && short_hosts.as_slice() == other.short_hosts.as_slice()
-            && headers.as_slice() == other.headers.as_slice()
+            && same(path.as_bytes(), other.path.as_bytes())
+            && same(short_hosts, &other.short_hosts)
+            && same(headers, &other.headers)
     }
 
     /// A long-link task with Mars's defaults: priority 3, one retry, formula timeouts, flow
@@ -672,3 +677,42 @@ impl TaskProfile {
 pub const DEFAULT_PRIORITY: u8 = 3;
 /// The lowest priority value accepted.
 pub const MAX_PRIORITY: u8 = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Specs that differ in command, body or extension only have the same parameters; one
+    /// that differs in the short link's path, hosts or headers (empty or not on either side)
+    /// or in the link does not, and copied parameters are the same as the original's.
+    #[test]
+    fn same_params_tells_every_parameter_apart() {
+        let base = || TaskSpec::new(CmdId(1), vec![1; 4]);
+        let a = base();
+        assert!(a.same_params(&TaskSpec::new(CmdId(2), vec![9; 7])));
+        let mut ext = base();
+        ext.extension = Bytes::from_static(b"x");
+        assert!(a.same_params(&ext));
+        assert!(a.same_params(&a.clone_params()));
+        let short = base().with_short_link("/cgi", ["h1", "h2"]);
+        let headed = short.clone().with_header("a", "1");
+        let others = [
+            short.clone(),
+            base().with_short_link("", ["h1"]),
+            base().with_short_link("/cgi", Vec::<String>::new()),
+            base().with_header("a", "1"),
+            base().with_link("extra"),
+            base().with_priority(1),
+            base().send_only(),
+            headed.clone(),
+        ];
+        for other in &others {
+            assert!(!a.same_params(other), "{other:?}");
+            assert!(!other.same_params(&a), "{other:?}");
+            assert!(other.same_params(&other.clone_params()), "{other:?}");
+        }
+        assert!(!short.same_params(&base().with_short_link("/cgi", ["h1", "h3"])));
+        assert!(!headed.same_params(&short.clone().with_header("a", "2")));
+        assert!(headed.same_params(&short.with_header("a", "1")));
+    }
+}
