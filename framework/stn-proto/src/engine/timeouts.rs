@@ -404,6 +404,13 @@ const RING: usize = 10;
 mod tests {
     use super::*;
 
+    /// The next value of the tests' xorshift sequence (`x` is the state).
+    fn next(x: &mut u64) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+    }
+
     /// The memo answers exactly what the formula answers, whatever the order of the calls
     /// (repeats, changes of one input, queue positions on both sides of the cap).
     #[test]
@@ -572,9 +579,7 @@ mod tests {
         let mut now = t0;
         let mut states = std::collections::HashSet::new();
         for _ in 0..5_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            next(&mut x);
             now += ms(x % 7_000);
             let cost = (x % 5 != 0).then(|| ms((x >> 8) % 3_000));
             e.record(now, x % 3 == 0, ((x >> 20) % 40_000) as usize, cost);
@@ -597,9 +602,7 @@ mod tests {
         let mut shortcuts = std::collections::HashMap::new();
         let mut states = std::collections::HashSet::new();
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            next(&mut x);
             now += if x % 500 == 0 {
                 ms(310_000)
             } else {
@@ -647,9 +650,7 @@ mod tests {
         let mut now = t0;
         let mut taken = std::collections::HashMap::new();
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            next(&mut x);
             now += if x % 300 == 0 {
                 ms(310_000)
             } else {

@@ -282,6 +282,39 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
     (sim, flag)
 }
 
+/// Two sims of `setup` from the same instant, without the lane and with it (for tests
+/// that drive both by hand).
+fn sims(setup: Setup) -> (Sim, Sim) {
+    let t0 = crate::tests::epoch::epoch();
+    (sim(false, setup, t0).0, sim(true, setup, t0).0)
+}
+
+/// [`sims`] of a foreground app on a quiet network (seed `seed`).
+fn foreground_sims(seed: u64) -> (Sim, Sim) {
+    sims(Setup {
+        foreground: true,
+        ..Setup::quiet(seed)
+    })
+}
+
+/// [`sims`] of a foreground app whose frames due at one instant arrive in one read, with
+/// end batches on (seed `seed`).
+fn burst_sims(seed: u64) -> (Sim, Sim) {
+    sims(Setup {
+        foreground: true,
+        coalesce: true,
+        end_batches: true,
+        ..Setup::quiet(seed)
+    })
+}
+
+/// The server answers command 5 after 800 ms: a batch of it stays in flight.
+fn slow_command_5(sim: &mut Sim) {
+    sim.script
+        .answer_by_cmd
+        .insert(CmdId(5), Answer::Delay(ms(800)));
+}
+
 /// Runs `ops` on `sim`; returns the ids started.
 fn play((sim, flag): &mut (Sim, Arc<AtomicBool>), ops: &[Op]) -> Vec<TaskId> {
     let mut started = Vec::new();
@@ -594,9 +627,7 @@ fn like_rounds<I>(setup: Setup, bodies: impl Fn(u8) -> I) -> Sim
 where
     I: Iterator<Item = Vec<u8>>,
 {
-    let t0 = crate::tests::epoch::epoch();
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
+    let (mut plain, mut laned) = sims(setup);
     let params = TaskSpec::new(CmdId(1), Vec::new());
     for round in 0..3u8 {
         let specs = bodies(round).map(|b| TaskSpec::new(CmdId(1), b));
@@ -673,18 +704,10 @@ fn a_refused_response_among_ends_taken_together_is_judged() {
 /// the lane again.)
 #[test]
 fn ids_wrap_around_with_members_in_flight_as_without() {
-    let setup = Setup {
-        foreground: true,
-        ..Setup::quiet(11)
-    };
-    let t0 = crate::tests::epoch::epoch();
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
+    let (mut plain, mut laned) = foreground_sims(11);
     // A slow command keeps the first batch in flight while the ids wrap under the second.
     for s in [&mut plain, &mut laned] {
-        s.script
-            .answer_by_cmd
-            .insert(CmdId(5), Answer::Delay(ms(800)));
+        slow_command_5(s);
     }
     let first = |i: u8| TaskSpec::new(CmdId(5), vec![i; 3]);
     let second = |i: u8| TaskSpec::new(CmdId(1), vec![i; 5]);
@@ -725,9 +748,7 @@ fn tasks_between_members_leave_holes_and_the_group_stays_in_the_lane() {
         foreground: true,
         ..Setup::quiet(23)
     };
-    let t0 = crate::tests::epoch::epoch();
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
+    let (mut plain, mut laned) = sims(setup);
     let main = |i: u8| TaskSpec::new(CmdId(1), vec![i; 4]);
     let extra = |i: u8| TaskSpec::new(CmdId(2), vec![i; 6]).with_link("extra");
     for s in [&mut plain, &mut laned] {
@@ -754,8 +775,7 @@ fn tasks_between_members_leave_holes_and_the_group_stays_in_the_lane() {
 
     // Past the gap a group may leave: the task after it is admitted the regular way, which
     // demotes its link's group (a regular task waits ahead of it).
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
+    let (mut plain, mut laned) = sims(setup);
     for s in [&mut plain, &mut laned] {
         s.start_batch([main(0), extra(0)]);
         s.run_for(ms(1_000));
@@ -773,17 +793,9 @@ fn tasks_between_members_leave_holes_and_the_group_stays_in_the_lane() {
 /// would be looked up in the new one): those tasks go the regular way.
 #[test]
 fn after_a_wrap_no_group_opens_inside_a_held_groups_range() {
-    let setup = Setup {
-        foreground: true,
-        ..Setup::quiet(29)
-    };
-    let t0 = crate::tests::epoch::epoch();
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
+    let (mut plain, mut laned) = foreground_sims(29);
     for s in [&mut plain, &mut laned] {
-        s.script
-            .answer_by_cmd
-            .insert(CmdId(5), Answer::Delay(ms(800)));
+        slow_command_5(s);
     }
     // Fast and slow commands in turn: the fast ones' members end, the group stays.
     let mixed = |i: u8| TaskSpec::new(CmdId(if i % 2 == 0 { 1 } else { 5 }), vec![i; 3]);
@@ -818,15 +830,7 @@ fn after_a_wrap_no_group_opens_inside_a_held_groups_range() {
 /// deadline right after the read.
 #[test]
 fn a_run_that_ends_the_last_running_task_leaves_no_stall_probe() {
-    let setup = Setup {
-        foreground: true,
-        coalesce: true,
-        end_batches: true,
-        ..Setup::quiet(31)
-    };
-    let t0 = crate::tests::epoch::epoch();
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
+    let (mut plain, mut laned) = burst_sims(31);
     for s in [&mut plain, &mut laned] {
         s.start_batch([TaskSpec::new(CmdId(1), vec![0; 3])]);
         s.run_for(ms(1_000));
@@ -850,15 +854,7 @@ fn a_run_that_ends_the_last_running_task_leaves_no_stall_probe() {
 /// next passes' first-packet timeouts show it, alike with and without the lane.
 #[test]
 fn large_responses_in_a_run_are_sampled_as_large() {
-    let setup = Setup {
-        foreground: true,
-        coalesce: true,
-        end_batches: true,
-        ..Setup::quiet(37)
-    };
-    let t0 = crate::tests::epoch::epoch();
-    let (mut plain, _) = sim(false, setup, t0);
-    let (mut laned, _) = sim(true, setup, t0);
+    let (mut plain, mut laned) = burst_sims(37);
     let spec = |i: u8| {
         // Large in the middle of the run only (the first two frames and the last go other
         // ways), so the first large sample is one of the run's.
