@@ -247,7 +247,7 @@ impl Delivery {
 
 /// The [`BatchEnd`] of `end`, a task ended with others whose shared profile is `common`.
 #[inline]
-fn shared_end(common: &Arc<TaskProfile>, end: BatchedEnd) -> BatchEnd {
+pub(crate) fn shared_end(common: &Arc<TaskProfile>, end: BatchedEnd) -> BatchEnd {
     BatchEnd {
         key: TaskKey(end.tag & !BATCH_TAG),
         outcome: Ok(end.response),
@@ -560,11 +560,19 @@ impl BatchOut {
         outcome: TaskOutcome,
         profile: EndProfile,
     ) {
-        self.message_of(batch).ends.push(BatchEnd {
-            key,
-            outcome,
-            profile,
-        });
+        self.push_end(
+            batch,
+            BatchEnd {
+                key,
+                outcome,
+                profile,
+            },
+        );
+    }
+
+    /// Queues `end`, made already, for batch `batch`.
+    pub(crate) fn push_end(&mut self, batch: BatchIndex, end: BatchEnd) {
+        self.message_of(batch).ends.push(end);
     }
 
     /// [`push`](Self::push) for a task that ended on its own, with a copy of `profile`,

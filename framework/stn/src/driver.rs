@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, trace, warn, Instrument, Span};
 
-use crate::batch::{BatchIndex, BatchOut, BatchStart, BatchTasks, EndProfile};
+use crate::batch::{shared_end, BatchIndex, BatchOut, BatchStart, BatchTasks};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
@@ -1142,7 +1142,7 @@ impl Driver {
             self.batch_out.push_together(b, common.clone(), ends);
         }
         for end in rest {
-            let Some((key, reply)) = self.take_waiter(end.tag, end.id) else {
+            let Some((_, reply)) = self.take_waiter(end.tag, end.id) else {
                 continue;
             };
             ended += 1;
@@ -1150,9 +1150,9 @@ impl Driver {
             if log {
                 ended_ok(end.id, &common, sent, received, &end.response, elapsed);
             }
-            let fpt = end.first_packet_timeout;
             match reply {
                 Reply::One(tx) => {
+                    let fpt = end.first_packet_timeout;
                     let profile = common.with_own(sent, received, fpt);
                     let _ = tx.send(TaskEnd {
                         id: end.id,
@@ -1162,15 +1162,8 @@ impl Driver {
                         elapsed,
                     });
                 }
-                Reply::Batch(b) => {
-                    let profile = EndProfile::Shared {
-                        common: common.clone(),
-                        sent_bytes: sent,
-                        received_bytes: received,
-                        first_packet_timeout: fpt,
-                    };
-                    self.batch_out.push(b, key, Ok(end.response), profile);
-                }
+                // Its key is its tag's (`HeldBatches::take`), which `shared_end` reads.
+                Reply::Batch(b) => self.batch_out.push_end(b, shared_end(&common, end)),
             }
         }
         self.end_metrics.record_many(OK_OUTCOME, seconds, ended);
