@@ -293,6 +293,19 @@ impl Member {
     };
 }
 
+impl Group {
+    /// Member `i` leaves: it is no longer held, its request body is dropped, and the group
+    /// counts one member fewer. (The lane's own count is the caller's.)
+    #[inline]
+    fn release(&mut self, i: usize) {
+        if let Some(member) = self.members.get_mut(i) {
+            member.held = false;
+            member.body = Bytes::new();
+            self.live -= 1;
+        }
+    }
+}
+
 /// Most ids a member may follow the group's last one by (the ids between become holes):
 /// tasks of the same input that did not join, or ids the codec reserves.
 const MAX_GAP: u32 = 64;
@@ -970,9 +983,7 @@ impl Engine {
                 quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
             }
             link.running = link.running.saturating_sub(1);
-            member.held = false;
-            member.body = Bytes::new();
-            group.live -= 1;
+            group.release(i);
             self.lane.live -= 1;
             #[cfg(test)]
             {
@@ -1096,11 +1107,8 @@ impl Engine {
     /// request body is dropped then). A group whose last member left is freed.
     fn leave<R>(&mut self, g: u32, i: usize, take: impl FnOnce(&mut Member) -> R) -> Option<R> {
         let group = self.lane.groups.get_mut(g)?;
-        let member = group.members.get_mut(i).filter(|x| x.held)?;
-        let r = take(member);
-        member.held = false;
-        member.body = Bytes::new();
-        group.live -= 1;
+        let r = take(group.members.get_mut(i).filter(|x| x.held)?);
+        group.release(i);
         self.lane.live -= 1;
         if group.live == 0 {
             self.free_group(g);
