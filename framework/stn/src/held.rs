@@ -135,12 +135,8 @@ impl HeldBatches {
             return None;
         }
         record.ids[i] = ENDED;
-        record.live -= 1;
-        self.len -= 1;
         let batch = record.batch;
-        if record.live == 0 {
-            self.empty(r);
-        }
+        self.ended(r, 1);
         Some((TaskKey(tag & !BATCH_TAG), batch))
     }
 
@@ -180,15 +176,23 @@ impl HeldBatches {
             if taken == 0 {
                 break;
             }
-            record.live -= taken;
-            self.len -= taken;
             batch = Some(record.batch);
             n += taken;
-            if record.live == 0 {
-                self.empty(r);
-            }
+            self.ended(r, taken);
         }
         (n, batch)
+    }
+
+    /// `n` tasks of record `r` ended (their places set to [`ENDED`]): the counts, and the
+    /// record emptied with its last.
+    #[inline]
+    fn ended(&mut self, r: usize, n: usize) {
+        let record = &mut self.records[r];
+        record.live -= n;
+        self.len -= n;
+        if record.live == 0 {
+            self.empty(r);
+        }
     }
 
     /// Record `r`'s tasks all ended: it is emptied, and the emptied records are swept once
