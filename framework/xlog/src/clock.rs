@@ -89,10 +89,45 @@ impl LocalDateTime {
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current time and the UTC offset in force at that time.
     ///
-    /// It may log through the writer it serves, but not at every call: every logged line asks
-    /// the clock for its time first. A line logged while the writer holds its own locks is
-    /// written once they are released.
+    /// It may log through the writer it serves, even at every call. Every logged line asks
+    /// the clock for its time first, so a line the clock logs is not timed by asking it
+    /// again: it gets the last time a clock gave its thread (the system clock's if none has
+    /// yet), and lands before the line whose time was being asked for. A line logged while
+    /// the writer holds its own locks is written once they are released.
     fn now(&self) -> WallTime;
+}
+
+thread_local! {
+    /// Whether this thread is inside a [`Clock::now`] call made by xlog.
+    static ASKING: Cell<bool> = const { Cell::new(false) };
+    /// The last time a clock gave this thread.
+    static LAST: Cell<Option<WallTime>> = const { Cell::new(None) };
+}
+
+/// `clock.now()`, as every part of xlog asks it: a call made from inside a clock's own
+/// `now` (the clock logged a line) does not ask again but gets the last time a clock gave
+/// this thread, or the system clock's when none has yet.
+///
+/// Design: a clock that logs at every call would otherwise recurse until the stack
+/// overflows, each line asking the clock whose line it is. The guard is per thread, not per
+/// clock, like the guard of the write path (`writer/nested.rs`): a clock logging into
+/// another writer, whose clock logs back, is stopped too.
+pub(crate) fn ask(clock: &dyn Clock) -> WallTime {
+    if ASKING.get() {
+        return LAST.get().unwrap_or_else(|| SystemClock.now());
+    }
+    /// Clears the flag however `now` returns (it may unwind).
+    struct Asking;
+    impl Drop for Asking {
+        fn drop(&mut self) {
+            ASKING.set(false);
+        }
+    }
+    ASKING.set(true);
+    let _asking = Asking;
+    let now = clock.now();
+    LAST.set(Some(now));
+    now
 }
 
 /// The system clock with the system's local time zone (`TZ`, `/etc/localtime`).

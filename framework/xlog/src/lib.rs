@@ -114,7 +114,9 @@
 //! most 64 KiB of such lines wait per thread, and a line logged while they are written (a
 //! cipher logging at every call) is dropped and counted ([`Xlog::dropped_lines`]). From
 //! there, [`Xlog::flush`] fails with [`FlushError::Reentrant`] and [`Xlog::close`] does
-//! nothing.
+//! nothing. A line a clock logs from inside [`Clock::now`] does not ask the clock again for
+//! its own time (a clock logging at every call would recurse without end): it carries the
+//! last time a clock gave its thread.
 //!
 //! # Compression levels
 //!

@@ -1039,3 +1039,83 @@ fn a_clock_that_logs_while_a_block_is_sealed_is_logged_after_that() {
         assert!(lines[2].ends_with("][after"), "{durability:?}: {text}");
     }
 }
+
+/// The test clock that logs a line through the writer in `target` at every call (counted in
+/// `logged`).
+#[derive(Debug, Default)]
+struct LogsAtEveryCall {
+    target: Mutex<Option<Xlog>>,
+    logged: AtomicUsize,
+}
+
+impl Clock for LogsAtEveryCall {
+    fn now(&self) -> WallTime {
+        let target = self.target.lock().unwrap().clone();
+        if let Some(xlog) = target {
+            self.logged.fetch_add(1, Ordering::SeqCst);
+            xlog.log_message(Level::Warn, "clock", b"from the clock");
+        }
+        clock().now()
+    }
+}
+
+#[test]
+fn a_clock_that_logs_at_every_call_does_not_recurse_and_loses_no_line() {
+    for mode in [Mode::Sync, Mode::Async] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_owned();
+        let what = format!("{mode:?}: a clock logging at every call");
+        let (text, dropped, logged) = without_hanging(&what, move || {
+            let clock = Arc::new(LogsAtEveryCall::default());
+            let g = Xlog::builder()
+                .log_dir(&path)
+                .name_prefix("ck")
+                .mode(mode)
+                .banners(false)
+                .clock(Arc::clone(&clock) as Arc<dyn Clock>)
+                .build()
+                .unwrap();
+            *clock.target.lock().unwrap() = Some(g.xlog());
+            for i in 0..3 {
+                g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
+            }
+            clock.target.lock().unwrap().take();
+            g.flush().unwrap();
+            let dropped = g.dropped_lines();
+            drop(g);
+            (text_of(&path), dropped, clock.logged.load(Ordering::SeqCst))
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        // Each line asks the clock, which logs a line (timed without asking it again) before
+        // the line that asked.
+        let ours: Vec<usize> = (0..3)
+            .map(|i| {
+                let at = lines
+                    .iter()
+                    .position(|l| l.ends_with(&format!("][line {i}")));
+                at.unwrap_or_else(|| panic!("{mode:?}: line {i} missing: {text}"))
+            })
+            .collect();
+        assert!(ours.windows(2).all(|w| w[0] < w[1]), "{mode:?}: {text}");
+        for &at in &ours {
+            assert!(at > 0, "{mode:?}: {text}");
+            assert!(
+                lines[at - 1].ends_with("][from the clock"),
+                "{mode:?}: {text}"
+            );
+        }
+        // Every line the clock logged is written or counted as dropped; none vanishes.
+        let written = text.matches("][from the clock\n").count();
+        assert!(logged >= 3, "{mode:?}: {logged}");
+        assert_eq!(written as u64 + dropped, logged as u64, "{mode:?}: {text}");
+        // After the first answer, a line logged from inside the clock carries the time the
+        // clock last gave (the fixed clock's), not the system's.
+        for l in lines
+            .iter()
+            .filter(|l| l.ends_with("][from the clock"))
+            .skip(1)
+        {
+            assert!(l.contains("2024-03-14"), "{mode:?}: {l}");
+        }
+    }
+}

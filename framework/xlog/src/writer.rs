@@ -14,7 +14,7 @@ use phobos_plugin_api::cipher::{BlockEncryptor, CipherError, LogCipher};
 use crate::block::{
     async_magic, emit_block, sync_magic, BlockHeader, Encryption, HEADER_LEN, MAGIC_END,
 };
-use crate::clock::{Clock, SystemClock, WallTime};
+use crate::clock::{ask, Clock, SystemClock, WallTime};
 use crate::compress::{BlockCompressor, StoredFramer};
 use crate::config::{Durability, Mode, Overflow, XlogConfig};
 use crate::files::LogFiles;
@@ -451,7 +451,7 @@ impl Xlog {
         if record.level < self.inner.config.level {
             return;
         }
-        let now = self.inner.clock.now();
+        let now = ask(&*self.inner.clock);
         with_line_buffer(|buf| {
             format_line(buf, record, now, ThreadIds::current());
             self.write_formatted(buf, record.level == Level::Fatal, now);
@@ -460,7 +460,7 @@ impl Xlog {
 
     /// Logs a line without metadata: just `message` (plus `\n`), like Mars's banner lines.
     pub fn log_plain(&self, message: &[u8]) {
-        let now = self.inner.clock.now();
+        let now = ask(&*self.inner.clock);
         with_line_buffer(|buf| {
             format_plain(buf, message);
             self.write_formatted(buf, false, now);
@@ -564,7 +564,7 @@ impl Xlog {
     /// Runs the housekeeping Mars schedules after open right now: deletes expired files and
     /// moves old cache files. Returns (deleted, moved).
     pub fn run_housekeeping(&self) -> (usize, usize) {
-        let now = self.inner.clock.now();
+        let now = ask(&*self.inner.clock);
         let mut files = self.inner.lock_files();
         let deleted = files.delete_expired(now, self.inner.config.max_alive);
         let moved = files.move_old_cache_files(now);
@@ -585,7 +585,7 @@ impl Xlog {
             return;
         }
         if inner.banners {
-            let now = inner.clock.now();
+            let now = ask(&*inner.clock);
             let stamp = banner_stamp(now, "$$$");
             let line = format!(
                 "$$$$$$$$$${stamp}$$$$$$$$$${}\n",
@@ -796,7 +796,7 @@ impl Xlog {
                 .map_err(io_err(format!("reading {}", buf_path.display())))?,
             None => Vec::new(),
         };
-        let now = b.clock.now();
+        let now = ask(&*b.clock);
         let hour = now.local().hour as u8;
         let tip_magic = sync_magic(config.compression, encryption);
         let key = stager.header_key();
@@ -1154,13 +1154,13 @@ impl Inner {
             recovery_bytes(
                 tip_magic,
                 &st.stager.header_key(),
-                self.clock.now(),
+                ask(&*self.clock),
                 &blocks,
             )
         };
         let res = self
             .lock_files()
-            .append(self.clock.now(), &out, true, |_| {});
+            .append(ask(&*self.clock), &out, true, |_| {});
         if let Err(e) = res {
             self.note_write_failure(0, &e);
             return;
@@ -1320,7 +1320,7 @@ impl Inner {
             st.cur = Some(region);
             return;
         }
-        let hour = self.clock.now().local().hour as u8;
+        let hour = ask(&*self.clock).local().hour as u8;
         let report = st.active_report.take();
         match st.stager.seal(&mut region, &mut active, hour) {
             Ok(len) => {
@@ -1514,7 +1514,7 @@ impl Inner {
             self.retry_recovery(buffer_file.as_ref());
             match job {
                 Some(mut sealed) => {
-                    let now = self.clock.now();
+                    let now = ask(&*self.clock);
                     let written_ok;
                     {
                         let region = &mut sealed.region;
@@ -1596,7 +1596,7 @@ impl Inner {
                         return;
                     }
                     drop(st);
-                    let now = self.clock.now();
+                    let now = ask(&*self.clock);
                     let mut files = self.lock_files();
                     if !deleted && opened.elapsed() >= Duration::from_secs(120) {
                         files.delete_expired(now, self.config.max_alive);
