@@ -6,21 +6,32 @@
 //! and a stream of tasks with random retry counts, budgets and cancels, all from one seed.
 //! The second test adds the fault proxy between client and server, with random latency,
 //! jitter, bandwidth caps, slicing, corruption, stalls, closes and resets per direction.
+//! The third test draws calmer scripts (mostly echoes) and more batch tasks, so that faults
+//! meet batches the lane is answering together.
+//! Some tasks go through one [`TaskBatch`] (both `start` and `start_like`, the batch lane's
+//! way), some canceled at random times: every key a batch call returned gets exactly one end.
 //! Cases: `PHOBOS_FAULT_CASES` (default 12). A failing case prints its seed.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
-use phobos_stn::{Client, ClientConfig, TaskSpec};
+use phobos_stn::{BatchEnd, Client, ClientConfig, TaskBatch, TaskKey, TaskSpec};
 use phobos_test_support::{
     ConnScript, DirectionFaults, FaultProxy, Malformation, MockLongLinkServer, ProxyConfig, Reply,
     Step,
 };
 use rand::{Rng, SeedableRng};
 
-fn random_reply(rng: &mut impl Rng) -> Reply {
+/// A random reply; with `calm`, nine in ten are plain echoes.
+fn random_reply(rng: &mut impl Rng, calm: bool) -> Reply {
+    if calm && rng.gen_bool(0.9) {
+        return Reply::echo();
+    }
     match rng.gen_range(0..100) {
         0..=39 => Reply::echo(),
         40..=49 => Reply::stall(),
@@ -42,7 +53,7 @@ fn random_reply(rng: &mut impl Rng) -> Reply {
     }
 }
 
-fn random_script(rng: &mut impl Rng) -> ConnScript {
+fn random_script(rng: &mut impl Rng, calm: bool) -> ConnScript {
     let mut s = match rng.gen_range(0..100) {
         0..=9 => return ConnScript::refuse(),
         10..=14 => return ConnScript::never_read(),
@@ -52,9 +63,9 @@ fn random_script(rng: &mut impl Rng) -> ConnScript {
         s = s.drop_heartbeats();
     }
     for _ in 0..rng.gen_range(0..6) {
-        s = s.reply(random_reply(rng));
+        s = s.reply(random_reply(rng, calm));
     }
-    s.default_reply(random_reply(rng))
+    s.default_reply(random_reply(rng, calm))
 }
 
 fn random_faults(rng: &mut impl Rng) -> DirectionFaults {
@@ -74,12 +85,14 @@ fn random_faults(rng: &mut impl Rng) -> DirectionFaults {
     }
 }
 
-async fn run_case(seed: u64, through_proxy: bool) {
+/// One case. `calm`: mostly echoes and more tasks by batch, so that batches run long in the
+/// batch lane (their responses ended together) before a fault meets them.
+async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let codec = Arc::new(MarsCodec::default());
     let mut builder = MockLongLinkServer::builder(codec.clone());
     for _ in 0..rng.gen_range(1..5) {
-        builder = builder.script(random_script(&mut rng));
+        builder = builder.script(random_script(&mut rng, calm));
     }
     let server = builder.start().await.unwrap();
     let mut target = server.ip_port();
@@ -102,7 +115,20 @@ async fn run_case(seed: u64, through_proxy: bool) {
 
     let n = rng.gen_range(1..30);
     let mut ends = Vec::new();
+    let mut batch = client.task_batch();
+    let mut batch_keys: Vec<TaskKey> = Vec::new();
     for i in 0..n {
+        // A batch task canceled at a random later point (maybe ended already: a no-op).
+        if !batch_keys.is_empty() && rng.gen_bool(if calm { 0.05 } else { 0.2 }) {
+            batch.cancel(batch_keys[rng.gen_range(0..batch_keys.len())]);
+        }
+        if rng.gen_bool(if calm { 0.5 } else { 0.2 }) {
+            start_batch_tasks(&mut rng, &mut batch, &mut batch_keys);
+            if rng.gen_bool(0.5) {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(0..3_000))).await;
+            }
+            continue;
+        }
         let mut spec = TaskSpec::new(
             CmdId(rng.gen_range(1..10)),
             vec![i as u8; rng.gen_range(0..200)],
@@ -128,9 +154,62 @@ async fn run_case(seed: u64, through_proxy: bool) {
             .unwrap();
         assert!(end.is_some(), "seed {seed}: task {i}: driver stopped");
     }
+    let batch_ends = tokio::time::timeout(Duration::from_secs(3600), all_ends(&mut batch))
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: a batch task never ended"));
+    let mut ended = HashSet::new();
+    for end in &batch_ends {
+        assert!(
+            ended.insert(end.key),
+            "seed {seed}: {:?} ended twice",
+            end.key
+        );
+    }
+    let started: HashSet<TaskKey> = batch_keys.iter().copied().collect();
+    assert_eq!(ended, started, "seed {seed}: batch tasks and their ends");
     let stats = client.stats().await.expect("driver alive");
     assert_eq!(stats.tasks_in_flight, 0, "seed {seed}");
     client.shutdown().await;
+}
+
+/// Starts a few tasks through `batch`, by specs or by one set of parameters (the batch
+/// lane's way), and adds their keys to `keys`.
+fn start_batch_tasks(rng: &mut impl Rng, batch: &mut TaskBatch, keys: &mut Vec<TaskKey>) {
+    let n = rng.gen_range(1..40);
+    let mut params = TaskSpec::new(CmdId(rng.gen_range(1..10)), Bytes::new())
+        .with_retry_count(rng.gen_range(0..3));
+    if rng.gen_bool(0.3) {
+        params = params.with_total_timeout(Duration::from_millis(rng.gen_range(1..60_000)));
+    }
+    let started: Vec<TaskKey> = if rng.gen_bool(0.5) {
+        let requests: Vec<(CmdId, Bytes)> = (0..n)
+            .map(|i| {
+                let len = rng.gen_range(0..200);
+                (CmdId(rng.gen_range(1..10)), Bytes::from(vec![i as u8; len]))
+            })
+            .collect();
+        batch.start_like(&params, requests).collect()
+    } else {
+        let specs: Vec<TaskSpec> = (0..n)
+            .map(|i| {
+                let mut spec = params.clone();
+                spec.cmd_id = CmdId(rng.gen_range(1..10));
+                spec.body = Bytes::from(vec![i as u8; rng.gen_range(0..200)]);
+                spec
+            })
+            .collect();
+        batch.start(specs).collect()
+    };
+    assert_eq!(started.len(), n);
+    keys.extend(started);
+}
+
+/// Every end of `batch`, until none is outstanding.
+async fn all_ends(batch: &mut TaskBatch) -> Vec<BatchEnd> {
+    let mut all = Vec::new();
+    while batch.recv_many(&mut all).await > 0 {}
+    assert_eq!(batch.outstanding(), 0);
+    all
 }
 
 #[tokio::test(start_paused = true)]
@@ -140,7 +219,7 @@ async fn every_task_gets_exactly_one_end_under_random_server_faults() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     for seed in 0..cases {
-        run_case(seed, false).await;
+        run_case(seed, false, false).await;
     }
 }
 
@@ -151,6 +230,17 @@ async fn every_task_gets_exactly_one_end_under_random_server_and_network_faults(
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
     for seed in 0..cases {
-        run_case(1_000 + seed, true).await;
+        run_case(1_000 + seed, true, false).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_batch_task_gets_exactly_one_end_when_faults_meet_busy_batches() {
+    let cases: u64 = std::env::var("PHOBOS_FAULT_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    for seed in 0..cases {
+        run_case(2_000 + seed, seed % 2 == 1, true).await;
     }
 }
