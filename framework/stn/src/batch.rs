@@ -489,17 +489,30 @@ pub(crate) struct BatchOut {
     pending: Vec<Message>,
 }
 
-/// The ends of one batch gathered during a driver iteration, with the profiles of those
-/// that ended on their own; or the ends of one core's batch passed on as they are.
+/// What one batch is sent at the end of a driver iteration, in the order its ends came: a
+/// batch may have several messages in one iteration.
 #[derive(Debug)]
 struct Message {
     batch: BatchIndex,
-    ends: Vec<BatchEnd>,
-    /// Made with room for as many profiles as `ends` has for ends, at the first one.
-    profiles: Vec<TaskProfile>,
-    /// Set (with `ends` empty) for a [`Delivery::Together`]; the ends of the batch queued
-    /// after it go into a new message, so that they reach the app in the order they came.
-    together: Option<(Arc<TaskProfile>, Vec<BatchedEnd>)>,
+    ends: Pending,
+}
+
+/// The ends of a [`Message`].
+#[derive(Debug)]
+enum Pending {
+    /// Ends gathered one by one, with the profiles of those that ended on their own
+    /// ([`EndProfile::Pending`] indexes; made with room for as many profiles as `ends` has
+    /// for ends, at the first one). Sent as a [`Delivery::Ends`].
+    Gathered {
+        ends: Vec<BatchEnd>,
+        profiles: Vec<TaskProfile>,
+    },
+    /// The ends of one core's batch, passed on as they are ([`Delivery::Together`]). Ends of
+    /// the batch queued after these go into a new message.
+    Together {
+        common: Arc<TaskProfile>,
+        ends: Vec<BatchedEnd>,
+    },
 }
 
 /// Which [`BatchOut`] entry a task's end goes to.
@@ -572,7 +585,7 @@ impl BatchOut {
 
     /// Queues `end`, made already, for batch `batch`.
     pub(crate) fn push_end(&mut self, batch: BatchIndex, end: BatchEnd) {
-        self.message_of(batch).ends.push(end);
+        self.gathered(batch).0.push(end);
     }
 
     /// [`push`](Self::push) for a task that ended on its own, with a copy of `profile`,
@@ -586,13 +599,13 @@ impl BatchOut {
         profile: &mut TaskProfile,
     ) {
         let link = profile.link.take();
-        let message = self.message_of(batch);
-        if message.profiles.capacity() == 0 {
-            message.profiles.reserve_exact(message.ends.capacity());
+        let (ends, profiles) = self.gathered(batch);
+        if profiles.capacity() == 0 {
+            profiles.reserve_exact(ends.capacity());
         }
-        message.profiles.push(TaskProfile { link, ..*profile });
-        let index = message.profiles.len() - 1;
-        message.ends.push(BatchEnd {
+        profiles.push(TaskProfile { link, ..*profile });
+        let index = profiles.len() - 1;
+        ends.push(BatchEnd {
             key,
             outcome,
             profile: EndProfile::Pending(index),
@@ -612,57 +625,58 @@ impl BatchOut {
         }
         self.pending.push(Message {
             batch,
-            ends: Vec::new(),
-            profiles: Vec::new(),
-            together: Some((common, ends)),
+            ends: Pending::Together { common, ends },
         });
     }
 
-    /// The message of this iteration for `batch` (one end is about to be added to it).
+    /// The ends and profiles gathered this iteration for `batch`, in its last message if
+    /// that gathers ends one by one, else in a new one (one end is about to be added).
     #[inline]
-    fn message_of(&mut self, batch: BatchIndex) -> &mut Message {
+    fn gathered(&mut self, batch: BatchIndex) -> (&mut Vec<BatchEnd>, &mut Vec<TaskProfile>) {
         let mut held = 0;
         if let Some(b) = self.batches.get_mut(batch.0 as usize) {
             held = b.held;
             b.held = b.held.saturating_sub(1);
         }
         // Usually every end of an iteration belongs to the same batch or a few.
-        match self.pending.iter().rposition(|m| m.batch == batch) {
-            Some(i) if self.pending[i].together.is_none() => &mut self.pending[i],
-            _ => {
-                // Room for every end of the batch this iteration might bring.
-                let ends = Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED));
+        let last = self.pending.iter().rposition(|m| m.batch == batch);
+        let open = last.filter(|&i| matches!(self.pending[i].ends, Pending::Gathered { .. }));
+        let i = match open {
+            Some(i) => i,
+            None => {
                 self.pending.push(Message {
                     batch,
-                    ends,
-                    profiles: Vec::new(),
-                    together: None,
+                    ends: Pending::Gathered {
+                        // Room for every end of the batch this iteration might bring.
+                        ends: Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED)),
+                        profiles: Vec::new(),
+                    },
                 });
-                let last = self.pending.len() - 1;
-                &mut self.pending[last]
+                self.pending.len() - 1
             }
+        };
+        match &mut self.pending[i].ends {
+            Pending::Gathered { ends, profiles } => (ends, profiles),
+            Pending::Together { .. } => unreachable!("message {i} was found or made gathering"),
         }
     }
 
     /// Sends what was queued, and frees the entries of batches with no task held.
     pub(crate) fn flush(&mut self) {
-        for Message {
-            batch,
-            mut ends,
-            profiles,
-            together,
-        } in self.pending.drain(..)
-        {
+        for Message { batch, ends } in self.pending.drain(..) {
             let sink = self
                 .batches
                 .get(batch.0 as usize)
                 .and_then(|b| b.sink.as_ref());
-            if let Some((common, ends)) = together {
-                if let Some(sink) = sink {
-                    let _ = sink.send(Delivery::Together { common, ends });
+            let (mut ends, profiles) = match ends {
+                Pending::Gathered { ends, profiles } => (ends, profiles),
+                Pending::Together { common, ends } => {
+                    if let Some(sink) = sink {
+                        let _ = sink.send(Delivery::Together { common, ends });
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             if !profiles.is_empty() {
                 let table = Arc::new(profiles);
                 for end in &mut ends {
