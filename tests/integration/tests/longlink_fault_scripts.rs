@@ -212,35 +212,31 @@ async fn all_ends(batch: &mut TaskBatch) -> Vec<BatchEnd> {
     all
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_task_gets_exactly_one_end_under_random_server_faults() {
-    let cases: u64 = std::env::var("PHOBOS_FAULT_CASES")
+/// Cases per test: `PHOBOS_FAULT_CASES`, default 12.
+fn cases() -> u64 {
+    std::env::var("PHOBOS_FAULT_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    for seed in 0..cases {
+        .unwrap_or(12)
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_task_gets_exactly_one_end_under_random_server_faults() {
+    for seed in 0..cases() {
         run_case(seed, false, false).await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_task_gets_exactly_one_end_under_random_server_and_network_faults() {
-    let cases: u64 = std::env::var("PHOBOS_FAULT_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    for seed in 0..cases {
+    for seed in 0..cases() {
         run_case(1_000 + seed, true, false).await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn every_batch_task_gets_exactly_one_end_when_faults_meet_busy_batches() {
-    let cases: u64 = std::env::var("PHOBOS_FAULT_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    for seed in 0..cases {
+    for seed in 0..cases() {
         run_case(2_000 + seed, seed % 2 == 1, true).await;
     }
 }
