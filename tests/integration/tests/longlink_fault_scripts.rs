@@ -6,10 +6,10 @@
 //! and a stream of tasks with random retry counts, budgets and cancels, all from one seed.
 //! The second test adds the fault proxy between client and server, with random latency,
 //! jitter, bandwidth caps, slicing, corruption, stalls, closes and resets per direction.
-//! The third test draws calmer scripts (mostly echoes) and more batch tasks, so that faults
-//! meet batches the lane is answering together.
 //! Some tasks go through one [`TaskBatch`] (both `start` and `start_like`, the batch lane's
 //! way), some canceled at random times: every key a batch call returned gets exactly one end.
+//! The third test draws calmer scripts (mostly echoes) and more batch tasks, so that faults
+//! meet batches the lane is answering together.
 //! Cases: `PHOBOS_FAULT_CASES` (default 12). A failing case prints its seed.
 
 use std::collections::HashSet;
@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{BatchEnd, Client, ClientConfig, TaskBatch, TaskKey, TaskSpec};
