@@ -325,7 +325,11 @@ pub enum Event {
         /// Why it failed.
         error: TaskError,
     },
-    /// A task's request was handed to a link.
+    /// A task's request was handed to a link: once per hand-over. A retry hands it over
+    /// again (after an [`Event::TaskRetrying`]), and so does a short-link attempt whose idle
+    /// keep-alive connection turns out to be closed before the request was written: that
+    /// attempt starts over on another connection, with no retry spent and no `TaskRetrying`,
+    /// and a second `TaskSent` follows.
     TaskSent {
         /// The task.
         id: TaskId,

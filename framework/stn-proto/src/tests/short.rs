@@ -926,6 +926,14 @@ fn a_reused_connection_found_closed_before_the_request_went_out_is_replaced_at_o
     );
     assert!(!d.aborted(fresh), "kept: reuse is not banned");
     assert_eq!(d.engine.short_link_idle(), 1);
+    // One `TaskSent` per hand-over (the `Event::TaskSent` docs): the stale one and the
+    // fresh one.
+    let sent = d
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::TaskSent { id: sent, .. } if *sent == id))
+        .count();
+    assert_eq!(sent, 2);
     // Nor is the address blamed: the next task reuses the new connection.
     d.start(keep_alive_task());
     assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
