@@ -67,6 +67,14 @@
 //! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux|raw-hop`,
 //! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`, `PHOBOS_BENCH_PLACEMENT=same,split` (any of `same`,
 //! `split`, `free`).
+//!
+//! Two knobs price a round's footprint (`docs/lab/throughput.md`): they make raw-hop's socket
+//! task do extra work once per write, which at 100 in flight is once per round of 100 tasks.
+//! `PHOBOS_BENCH_HOP_CODE=<n>` runs `n` distinct functions (at most 512, about 250 bytes of
+//! code each), `<n>:same` runs one of them `n` times (the same instructions, one function's
+//! code); `PHOBOS_BENCH_HOP_DATA=<n>` stores a word into each of the next `n` cache lines of
+//! a 256 KiB ring, `<n>:same` stores `n` words into one line. The difference between a
+//! knob's two forms is what `n` more lines of code, or of data, touched per round cost.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -572,6 +580,7 @@ async fn hop_client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
         let mut next_seq: u32 = 1;
         let mut rbuf = bytes::BytesMut::with_capacity(64 * 1024);
         let mut out = Vec::new();
+        let mut load = HopLoad::from_env();
         loop {
             if rbuf.capacity() - rbuf.len() < 16 * 1024 {
                 rbuf.reserve(64 * 1024);
@@ -594,6 +603,7 @@ async fn hop_client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
                             Err(_) => break,
                         }
                     }
+                    load.run(out.len() as u64);
                     sock.write_all(&out).await.expect("write");
                     counted.fetch_add(1, Ordering::Relaxed);
                 }
@@ -629,6 +639,143 @@ async fn hop_client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
     io.abort();
     result
 }
+
+/// The extra work of `PHOBOS_BENCH_HOP_CODE` and `PHOBOS_BENCH_HOP_DATA` (see the module
+/// docs): what raw-hop's socket task does once per write besides its own.
+struct HopLoad {
+    /// Functions to run, and whether they are all the same one.
+    code: (usize, bool),
+    /// Cache lines to store into, and whether they are all the same one.
+    data: (usize, bool),
+    ring: Vec<u64>,
+    /// The ring's next line.
+    at: usize,
+}
+
+/// The size of `PHOBOS_BENCH_HOP_DATA`'s ring: more than the L1 data cache, less than L2.
+const RING_BYTES: usize = 256 * 1024;
+
+/// Words in one 64-byte cache line.
+const LINE_WORDS: usize = 8;
+
+impl HopLoad {
+    fn from_env() -> Self {
+        let knob = |name: &str| -> (usize, bool) {
+            let Ok(v) = std::env::var(name) else {
+                return (0, false);
+            };
+            let (n, same) = match v.strip_suffix(":same") {
+                Some(n) => (n, true),
+                None => (v.as_str(), false),
+            };
+            let n = n
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: a count, or a count and `:same`"));
+            (n, same)
+        };
+        let code = knob("PHOBOS_BENCH_HOP_CODE");
+        assert!(
+            code.0 <= FILLERS.len(),
+            "PHOBOS_BENCH_HOP_CODE: at most {} functions",
+            FILLERS.len()
+        );
+        let data = knob("PHOBOS_BENCH_HOP_DATA");
+        let ring = if data.0 > 0 {
+            vec![0; RING_BYTES / 8]
+        } else {
+            Vec::new()
+        };
+        HopLoad {
+            code,
+            data,
+            ring,
+            at: 0,
+        }
+    }
+
+    /// One write's extra work, seeded with `x` so that none of it can be left out.
+    fn run(&mut self, x: u64) {
+        let (n, same) = self.code;
+        let mut y = x;
+        for f in &FILLERS[..n] {
+            let f = if same { FILLERS[0] } else { *f };
+            y = std::hint::black_box(f)(y);
+        }
+        // Both forms run the same instructions: only the lines stored into differ.
+        let (n, same) = self.data;
+        let lines = self.ring.len() / LINE_WORDS;
+        let step = usize::from(!same);
+        let mut line = self.at;
+        for i in 0..n {
+            self.ring[line * LINE_WORDS] = std::hint::black_box(y.wrapping_add(i as u64));
+            line += step;
+            if line == lines {
+                line = 0;
+            }
+        }
+        self.at = line;
+        std::hint::black_box(y);
+    }
+}
+
+/// A filler multiplier or mask: odd, and different for every `k` and step `i`.
+const fn mix(k: u64, i: u64) -> u64 {
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xBF58_476D_1CE4_E5B9)) | 1
+}
+
+/// A filler rotation, 1 to 63 bits.
+const fn rot(k: u64, i: u64) -> u32 {
+    ((k * 7 + i) % 63 + 1) as u32
+}
+
+/// One of [`FILLERS`]: eight dependent steps whose constants differ for every `K`, so every
+/// instance is code of its own (about 250 bytes).
+#[inline(never)]
+fn filler<const K: u64>(x: u64) -> u64 {
+    let mut y = x;
+    y = y.wrapping_mul(mix(K, 1)).rotate_left(rot(K, 1)) ^ mix(K, 2);
+    y = y.wrapping_mul(mix(K, 3)).rotate_left(rot(K, 3)) ^ mix(K, 4);
+    y = y.wrapping_mul(mix(K, 5)).rotate_left(rot(K, 5)) ^ mix(K, 6);
+    y = y.wrapping_mul(mix(K, 7)).rotate_left(rot(K, 7)) ^ mix(K, 8);
+    y = y.wrapping_mul(mix(K, 9)).rotate_left(rot(K, 9)) ^ mix(K, 10);
+    y = y.wrapping_mul(mix(K, 11)).rotate_left(rot(K, 11)) ^ mix(K, 12);
+    y = y.wrapping_mul(mix(K, 13)).rotate_left(rot(K, 13)) ^ mix(K, 14);
+    y = y.wrapping_mul(mix(K, 15)).rotate_left(rot(K, 15)) ^ mix(K, 16);
+    y
+}
+
+/// Eight fillers, `8 * h` to `8 * h + 7`.
+macro_rules! fillers8 {
+    ($h:literal) => {
+        [
+            filler::<{ $h * 8 }> as fn(u64) -> u64,
+            filler::<{ $h * 8 + 1 }>,
+            filler::<{ $h * 8 + 2 }>,
+            filler::<{ $h * 8 + 3 }>,
+            filler::<{ $h * 8 + 4 }>,
+            filler::<{ $h * 8 + 5 }>,
+            filler::<{ $h * 8 + 6 }>,
+            filler::<{ $h * 8 + 7 }>,
+        ]
+    };
+}
+
+/// Fillers by groups of eight.
+macro_rules! fillers {
+    ($($h:literal)*) => {
+        [$(fillers8!($h)),*]
+    };
+}
+
+/// 512 distinct functions for `PHOBOS_BENCH_HOP_CODE`.
+static FILLER_GROUPS: [[fn(u64) -> u64; 8]; 64] = fillers!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
+    62 63
+);
+
+/// [`FILLER_GROUPS`] as one list.
+static FILLERS: &[fn(u64) -> u64] = FILLER_GROUPS.as_flattened();
 
 /// raw-hop's caller: keeps `in_flight` of `total` requests (keys from `base`) outstanding.
 async fn hop_pipeline(
