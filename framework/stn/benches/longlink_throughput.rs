@@ -675,9 +675,9 @@ impl HopLoad {
         };
         let code = knob("PHOBOS_BENCH_HOP_CODE");
         assert!(
-            code.0 <= FILLERS.len(),
+            code.0 <= fillers().len(),
             "PHOBOS_BENCH_HOP_CODE: at most {} functions",
-            FILLERS.len()
+            fillers().len()
         );
         let data = knob("PHOBOS_BENCH_HOP_DATA");
         let ring = if data.0 > 0 {
@@ -697,8 +697,9 @@ impl HopLoad {
     fn run(&mut self, x: u64) {
         let (n, same) = self.code;
         let mut y = x;
-        for f in &FILLERS[..n] {
-            let f = if same { FILLERS[0] } else { *f };
+        let fillers = fillers();
+        for f in &fillers[..n] {
+            let f = if same { fillers[0] } else { *f };
             y = std::hint::black_box(f)(y);
         }
         // Both forms run the same instructions: only the lines stored into differ.
@@ -728,7 +729,7 @@ const fn rot(k: u64, i: u64) -> u32 {
     ((k * 7 + i) % 63 + 1) as u32
 }
 
-/// One of [`FILLERS`]: eight dependent steps whose constants differ for every `K`, so every
+/// One of [`fillers`]: eight dependent steps whose constants differ for every `K`, so every
 /// instance is code of its own (about 250 bytes).
 #[inline(never)]
 fn filler<const K: u64>(x: u64) -> u64 {
@@ -748,7 +749,7 @@ fn filler<const K: u64>(x: u64) -> u64 {
 macro_rules! fillers8 {
     ($h:literal) => {
         [
-            filler::<{ $h * 8 }> as fn(u64) -> u64,
+            filler::<{ $h * 8 }> as Filler,
             filler::<{ $h * 8 + 1 }>,
             filler::<{ $h * 8 + 2 }>,
             filler::<{ $h * 8 + 3 }>,
@@ -767,15 +768,20 @@ macro_rules! fillers {
     };
 }
 
-/// 512 distinct functions for `PHOBOS_BENCH_HOP_CODE`.
-static FILLER_GROUPS: [[fn(u64) -> u64; 8]; 64] = fillers!(
+/// A filler's type.
+type Filler = fn(u64) -> u64;
+
+/// 512 distinct functions for `PHOBOS_BENCH_HOP_CODE`, by groups of eight.
+static FILLER_GROUPS: [[Filler; 8]; 64] = fillers!(
     0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
     32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
     62 63
 );
 
 /// [`FILLER_GROUPS`] as one list.
-static FILLERS: &[fn(u64) -> u64] = FILLER_GROUPS.as_flattened();
+fn fillers() -> &'static [Filler] {
+    FILLER_GROUPS.as_flattened()
+}
 
 /// raw-hop's caller: keeps `in_flight` of `total` requests (keys from `base`) outstanding.
 async fn hop_pipeline(
