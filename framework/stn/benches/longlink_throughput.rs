@@ -42,6 +42,9 @@
 //!   all replacements of one batch in one `start` call.
 //! - **pho-like**: phobos-batch with its replacements started by `start_like` (one set of
 //!   parameters, a command id and body per task) instead of one spec per task.
+//! - **lean** (only with `PHOBOS_BENCH_ONLY=lean`): a design probe, not a Phobos client:
+//!   raw-hop with a small sans-IO core doing the per-task work of Phobos's usual batch path
+//!   (see the `lean` module).
 //!
 //! The ratio that isolates Phobos's own cost is phobos / raw-mux: both pay the per-request
 //! task wake-ups, channel hops and oneshots of independent callers, which raw does not.
@@ -64,7 +67,7 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux|raw-hop`,
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux|raw-hop|lean`,
 //! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`, `PHOBOS_BENCH_PLACEMENT=same,split` (any of `same`,
 //! `split`, `free`).
 //!
@@ -165,7 +168,7 @@ fn main() {
     );
     if matches!(
         only.as_str(),
-        "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux" | "raw-hop"
+        "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux" | "raw-hop" | "lean"
     ) {
         // Profiling aid: one client alone.
         for (placement, _, addr, rt) in &setups {
@@ -183,6 +186,9 @@ fn main() {
                         "raw-mux" => mux_run(addr, n, total)
                             .await
                             .print(n, "raw-mux", None, place),
+                        "lean" => lean::run(addr, n, total)
+                            .await
+                            .print(n, "lean", None, place),
                         "phobos-like" => phobos_batch_run(addr, n, total, true)
                             .await
                             .print(n, "pho-like", None, place),
@@ -638,6 +644,397 @@ async fn hop_client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
     let result = RunResult::from(elapsed, cpu, Some(w), lat);
     io.abort();
     result
+}
+
+/// **lean** (`PHOBOS_BENCH_ONLY=lean` only; a design probe, not a Phobos client): raw-hop's
+/// shape with a small sans-IO core that keeps, for every task, what Phobos's batch lane
+/// keeps on its usual path, written once where it can be: an id and the caller's tag, the
+/// request body until the answer (for a retry), the attempt's first-packet timeout by queue
+/// position, the frame sizes, a profile shared by the tasks of one call, the link's and the
+/// estimator's counts, and a timer heap re-armed as the engine's is (total deadline per call,
+/// earliest first packet, heartbeat and stall probe per pass). It has none of the paths off
+/// the usual one (failures, retries, demotion, limits, auth, priorities): those cost
+/// branches, not work, while the usual path runs. The row asks what the usual path could
+/// cost: `docs/lab/throughput.md`, "A lean core, priced".
+mod lean {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, VecDeque};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::{Bytes, BytesMut};
+    use phobos_codec_mars::MarsCodec;
+    use phobos_plugin_api::{CmdId, Decoded, FrameHead, FrameKind, PacketCodec, Seq};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::mpsc;
+
+    use super::{cpu_time, Outstanding, RunResult, BODY_LEN};
+
+    /// One task, held from admission to its answer.
+    struct Member {
+        held: bool,
+        tag: u64,
+        cmd: CmdId,
+        body: Bytes,
+        /// Set by the pass that sent it: frame length and first-packet timeout.
+        sent_len: u32,
+        first_packet: Duration,
+    }
+
+    /// What the tasks of one call share: their profile's common part.
+    pub(super) struct Shared {
+        pub(super) admitted: Instant,
+        pub(super) sent_at: Option<Instant>,
+        pub(super) answered_at: Instant,
+        pub(super) link: Arc<str>,
+    }
+
+    /// One task's end: the parts of its profile that are its own.
+    pub(super) struct End {
+        pub(super) id: u32,
+        pub(super) tag: u64,
+        pub(super) cmd: CmdId,
+        pub(super) body: Bytes,
+        pub(super) sent_bytes: u32,
+        pub(super) received_bytes: u32,
+        pub(super) first_packet: Duration,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Timer {
+        Total,
+        FirstPacket,
+        Heartbeat,
+        StallProbe,
+    }
+
+    /// The sans-IO core: admission, the dispatch pass, responses; no IO, no clock.
+    pub(super) struct Core {
+        codec: Arc<dyn PacketCodec>,
+        link: Arc<str>,
+        next_id: u32,
+        /// Task `base + i` at `i`.
+        base: u32,
+        members: VecDeque<Member>,
+        unsent_from: usize,
+        /// Admission instant of the last call and its first id.
+        calls: VecDeque<(u32, Instant, Option<Instant>)>,
+        timers: BinaryHeap<Reverse<(Instant, Timer, u32)>>,
+        heartbeat_due: Option<Instant>,
+        /// First-packet timeouts by queue position (the formula's inputs but the position are
+        /// the same in the usual pass).
+        memo: Vec<Option<Duration>>,
+        running: u32,
+        requests_sent: u64,
+        tasks_succeeded: u64,
+        bytes_sent: u64,
+        bytes_received: u64,
+        quick_meets: u64,
+    }
+
+    impl Core {
+        pub(super) fn new(codec: Arc<dyn PacketCodec>) -> Self {
+            Core {
+                codec,
+                link: Arc::from("default-longlink"),
+                next_id: 1,
+                base: 1,
+                members: VecDeque::new(),
+                unsent_from: 0,
+                calls: VecDeque::new(),
+                timers: BinaryHeap::new(),
+                heartbeat_due: None,
+                memo: vec![None; 64],
+                running: 0,
+                requests_sent: 0,
+                tasks_succeeded: 0,
+                bytes_sent: 0,
+                bytes_received: 0,
+                quick_meets: 0,
+            }
+        }
+
+        /// Admits one call's tasks, each a tag, command and body; returns the first id.
+        pub(super) fn admit(&mut self, now: Instant, tasks: Vec<(u64, CmdId, Bytes)>) -> u32 {
+            let first = self.next_id;
+            self.members.reserve(tasks.len());
+            for (tag, cmd, body) in tasks {
+                self.next_id += 1;
+                self.members.push_back(Member {
+                    held: true,
+                    tag,
+                    cmd,
+                    body,
+                    sent_len: 0,
+                    first_packet: Duration::ZERO,
+                });
+            }
+            self.calls.push_back((first, now, None));
+            self.timers.push(Reverse((
+                now + Duration::from_secs(30),
+                Timer::Total,
+                first,
+            )));
+            first
+        }
+
+        /// The formula of the first-packet timeout for a task with `ahead` tasks running.
+        fn first_packet(&mut self, ahead: u32) -> Duration {
+            let pos = (ahead as usize).min(self.memo.len() - 1);
+            if let Some(t) = self.memo[pos] {
+                return t;
+            }
+            let t = Duration::from_secs(5)
+                + Duration::from_millis(BODY_LEN as u64 / 10)
+                + Duration::from_millis(400) * pos as u32;
+            self.memo[pos] = Some(t);
+            t
+        }
+
+        /// The dispatch pass: frames every task not sent yet into `out`.
+        pub(super) fn dispatch(&mut self, now: Instant, out: &mut Vec<u8>) {
+            let mut earliest: Option<Duration> = None;
+            let codec = self.codec.clone();
+            for i in self.unsent_from..self.members.len() {
+                let id = self.base + i as u32;
+                let ahead = self.running;
+                let t = self.first_packet(ahead);
+                let m = &mut self.members[i];
+                if !m.held {
+                    continue;
+                }
+                let before = out.len();
+                codec
+                    .encode(FrameHead::new(m.cmd, Seq(id)), &m.body, &[], out)
+                    .expect("encode");
+                m.sent_len = (out.len() - before) as u32;
+                m.first_packet = t;
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                self.running += 1;
+                self.requests_sent += 1;
+            }
+            self.unsent_from = self.members.len();
+            for call in self.calls.iter_mut().rev() {
+                if call.2.is_some() {
+                    break;
+                }
+                call.2 = Some(now);
+            }
+            if let Some(t) = earliest {
+                self.timers.push(Reverse((now + t, Timer::FirstPacket, 0)));
+                self.timers.push(Reverse((
+                    now + Duration::from_secs(2),
+                    Timer::StallProbe,
+                    0,
+                )));
+                let due = now + Duration::from_secs(210);
+                self.heartbeat_due = Some(due);
+                self.timers.push(Reverse((due, Timer::Heartbeat, 0)));
+                self.bytes_sent += out.len() as u64;
+            }
+        }
+
+        /// The earliest timer still wanted; stale entries (their task or round gone, or
+        /// re-armed since) are dropped on the way.
+        pub(super) fn next_deadline(&mut self) -> Option<Instant> {
+            while let Some(&Reverse((at, kind, id))) = self.timers.peek() {
+                let live = match kind {
+                    Timer::Total => self.calls.iter().any(|c| c.0 == id),
+                    Timer::Heartbeat => self.heartbeat_due == Some(at),
+                    Timer::FirstPacket | Timer::StallProbe => self.running > 0,
+                };
+                if live {
+                    return Some(at);
+                }
+                self.timers.pop();
+            }
+            None
+        }
+
+        /// A read: every whole response ends its task into `ends`; returns the shared
+        /// profile of the call the first one belonged to, and the bytes left undecoded.
+        pub(super) fn on_data(
+            &mut self,
+            now: Instant,
+            input: &Bytes,
+            ends: &mut Vec<End>,
+        ) -> (Option<Arc<Shared>>, usize) {
+            self.bytes_received += input.len() as u64;
+            let mut at = 0;
+            let mut call = None;
+            while let Ok(Decoded::Frame(f)) = self.codec.decode(&input[at..]) {
+                let FrameKind::Response(seq) = self.codec.classify(&f.head) else {
+                    break;
+                };
+                let Some(m) = seq
+                    .0
+                    .checked_sub(self.base)
+                    .and_then(|i| self.members.get_mut(i as usize))
+                    .filter(|m| m.held && m.sent_len > 0)
+                else {
+                    break;
+                };
+                ends.push(End {
+                    id: seq.0,
+                    tag: m.tag,
+                    cmd: f.head.cmd_id,
+                    body: input.slice(at + f.body.start..at + f.body.end),
+                    sent_bytes: m.sent_len,
+                    received_bytes: f.len as u32,
+                    first_packet: m.first_packet,
+                });
+                m.held = false;
+                m.body = Bytes::new();
+                call.get_or_insert(seq.0);
+                self.running -= 1;
+                self.tasks_succeeded += 1;
+                self.quick_meets += 1;
+                at += f.len;
+            }
+            // Ended tasks leave from the front; a call leaves with its last task.
+            while self.members.front().is_some_and(|m| !m.held) {
+                self.members.pop_front();
+                self.base += 1;
+                self.unsent_from -= 1;
+            }
+            let shared = call.and_then(|id| {
+                let c = self.calls.iter().rev().find(|c| c.0 <= id)?;
+                Some(Arc::new(Shared {
+                    admitted: c.1,
+                    sent_at: c.2,
+                    answered_at: now,
+                    link: self.link.clone(),
+                }))
+            });
+            while self.calls.len() > 1 && self.calls[1].0 <= self.base {
+                self.calls.pop_front();
+            }
+            if self.members.is_empty() {
+                self.calls.clear();
+            }
+            (shared, at)
+        }
+    }
+
+    pub(super) async fn run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+        tokio::spawn(client(addr, in_flight, total))
+            .await
+            .expect("lean client")
+    }
+
+    type Batch = (Option<Arc<Shared>>, Vec<End>);
+
+    async fn client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        sock.set_nodelay(true).expect("nodelay");
+        let (req_tx, mut req_rx) = mpsc::unbounded_channel::<Vec<(u64, CmdId, Bytes)>>();
+        let (end_tx, mut end_rx) = mpsc::unbounded_channel::<Batch>();
+        let io = tokio::spawn(async move {
+            let mut core = Core::new(Arc::new(MarsCodec::default()));
+            let mut rbuf = BytesMut::with_capacity(64 * 1024);
+            let mut out = Vec::new();
+            let sleep = tokio::time::sleep(Duration::from_secs(3600));
+            tokio::pin!(sleep);
+            let mut armed: Option<Instant> = None;
+            loop {
+                if rbuf.capacity() - rbuf.len() < 16 * 1024 {
+                    rbuf.reserve(64 * 1024);
+                }
+                tokio::select! {
+                    reqs = req_rx.recv() => {
+                        let Some(mut reqs) = reqs else { return };
+                        let now = Instant::now();
+                        loop {
+                            core.admit(now, reqs);
+                            match req_rx.try_recv() {
+                                Ok(more) => reqs = more,
+                                Err(_) => break,
+                            }
+                        }
+                        out.clear();
+                        core.dispatch(now, &mut out);
+                        sock.write_all(&out).await.expect("write");
+                    }
+                    r = sock.read_buf(&mut rbuf) => {
+                        if r.expect("read") == 0 {
+                            return;
+                        }
+                        let now = Instant::now();
+                        let input = rbuf.split().freeze();
+                        let mut ends = Vec::with_capacity(in_flight);
+                        let (shared, used) = core.on_data(now, &input, &mut ends);
+                        rbuf.extend_from_slice(&input[used..]);
+                        if !ends.is_empty() && end_tx.send((shared, ends)).is_err() {
+                            return;
+                        }
+                    }
+                    () = &mut sleep => {
+                        armed = None;
+                    }
+                }
+                // One timer, re-armed only for an earlier deadline (as the driver does).
+                if let Some(at) = core.next_deadline() {
+                    if armed.is_none_or(|a| at < a) {
+                        armed = Some(at);
+                        sleep.as_mut().reset(at.into());
+                    }
+                }
+            }
+        });
+        let body = Bytes::from(vec![0xABu8; BODY_LEN]);
+        let warm = total / 10 + 1;
+        pipeline(&req_tx, &mut end_rx, &body, 0, in_flight, warm).await;
+        let (t0, c0) = (Instant::now(), cpu_time());
+        let lat = pipeline(&req_tx, &mut end_rx, &body, warm as u64, in_flight, total).await;
+        let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
+        let result = RunResult::from(elapsed, cpu, None, lat);
+        io.abort();
+        result
+    }
+
+    /// The caller: keeps `in_flight` of `total` requests (keys from `base`) outstanding,
+    /// and reads every end's profile as an app would.
+    async fn pipeline(
+        req_tx: &mpsc::UnboundedSender<Vec<(u64, CmdId, Bytes)>>,
+        end_rx: &mut mpsc::UnboundedReceiver<Batch>,
+        body: &Bytes,
+        base: u64,
+        in_flight: usize,
+        total: usize,
+    ) -> Vec<Duration> {
+        let start = |from: u64, n: usize| {
+            let reqs: Vec<_> = (from..from + n as u64)
+                .map(|k| (k, CmdId(7), body.clone()))
+                .collect();
+            req_tx.send(reqs).expect("io task");
+        };
+        let mut out = Outstanding::new(base, total);
+        let first = in_flight.min(total);
+        let t = Instant::now();
+        start(base, first);
+        out.started(first, t);
+        let mut seen = 0u64;
+        while out.done() < total {
+            let (shared, ends) = end_rx.recv().await.expect("io task");
+            let shared = shared.expect("a profile for every batch of ends");
+            for end in &ends {
+                assert!(end.sent_bytes > 0 && end.received_bytes > 0 && end.cmd == CmdId(7));
+                assert!(end.first_packet > Duration::ZERO && end.id > 0);
+                out.ended(end.tag, end.body.len());
+            }
+            seen += u64::from(shared.sent_at.is_some()) + shared.link.len() as u64;
+            std::hint::black_box((seen, shared.admitted, shared.answered_at));
+            let more = ends.len().min(total - out.sent());
+            if more > 0 {
+                let t = Instant::now();
+                start(base + out.sent() as u64, more);
+                out.started(more, t);
+            }
+        }
+        out.latencies
+    }
 }
 
 /// The extra work of `PHOBOS_BENCH_HOP_CODE` and `PHOBOS_BENCH_HOP_DATA` (see the module
