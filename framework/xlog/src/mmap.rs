@@ -75,6 +75,28 @@ impl BufferFile {
         Ok(BufferFile { file })
     }
 
+    /// Creates the staging file at `path`, which must not exist, with its folder if that is
+    /// gone too, and locks it (as [`open_locked`](Self::open_locked)).
+    ///
+    /// Design: only ever a new file: a file found at the path is another writer's, or what
+    /// one left for recovery, and is not to be taken over.
+    pub(crate) fn create_locked(path: &Path) -> io::Result<BufferFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        // SAFETY: as in `open_locked`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(BufferFile { file })
+    }
+
     /// The file's current contents (what a crashed writer left).
     pub(crate) fn read_all(&mut self) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
@@ -149,6 +171,13 @@ impl BufferFile {
     }
 }
 
+/// Whether nothing is at `path` any more: a staging file open and mapped here was removed
+/// (with its folder, as an app's "clear cache" does). False when something is there, or
+/// when the path cannot be looked at.
+pub(crate) fn is_gone(path: &Path) -> bool {
+    matches!(std::fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
 /// Capacity, free and available bytes of the file system holding `path` (`statvfs`).
 // The statvfs field types differ between platforms (u32 or u64).
 #[allow(clippy::unnecessary_cast)]
@@ -192,5 +221,28 @@ mod tests {
         let e = BufferFile::open_locked(&p).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         assert!(disk_space(dir.path()).is_some());
+    }
+
+    #[test]
+    fn a_removed_file_is_seen_gone_and_made_anew_only_where_nothing_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("cache");
+        let p = sub.join("x.mmap3");
+        std::fs::create_dir(&sub).unwrap();
+        let _f = BufferFile::open_locked(&p).unwrap();
+        assert!(!is_gone(&p));
+        // A file already there is not taken over.
+        let e = BufferFile::create_locked(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        std::fs::remove_dir_all(&sub).unwrap();
+        assert!(is_gone(&p));
+        let mut g = BufferFile::create_locked(&p).unwrap();
+        assert!(!is_gone(&p));
+        g.zero(4096).unwrap();
+        assert!(g.map(0, 4096).is_mapped());
+        assert_eq!(
+            BufferFile::open_locked(&p).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
     }
 }

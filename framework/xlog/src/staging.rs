@@ -115,6 +115,11 @@ pub(crate) trait Store {
 pub(crate) struct Region {
     pub(crate) block: Backing,
     pub(crate) meta: Backing,
+    /// The slot's index in the staging file.
+    pub(crate) slot: usize,
+    /// Which staging file the slot is mapped from: 0 the one opened with the writer, then
+    /// one more for every file made anew after it was removed (see `StagingFile`).
+    pub(crate) file: u32,
 }
 
 impl Store for Region {

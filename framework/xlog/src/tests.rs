@@ -541,6 +541,113 @@ fn restart_after_crash(prefix: &str, staged: &[u8], log: &[u8]) -> (tempfile::Te
 }
 
 #[test]
+fn a_staging_file_removed_with_its_folder_is_made_anew_and_lines_staged_later_survive_a_crash() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    fs::create_dir(&dir).unwrap();
+    let g = quiet_logger(&dir, "rm");
+    g.log_message(Level::Info, "t", b"before the removal");
+    g.flush().unwrap();
+    // An app clearing its cache folder while it logs.
+    fs::remove_dir_all(&dir).unwrap();
+    let lines = |what: &str| {
+        for i in 0..10 {
+            g.log_message(Level::Info, "t", format!("{what} line {i}").as_bytes());
+        }
+    };
+    // A crash now: what the staging file and the day's log hold is what the next start
+    // finds; each of `expected`'s lines must be there once.
+    let crash = |expected: &[&str]| {
+        let staged = fs::read(dir.join("rm.mmap3")).expect("a staging file made anew");
+        let log = fs::read(dir.join("rm_20240314.xlog")).unwrap();
+        let (after, _) = restart_after_crash("rm", &staged, &log);
+        let text = text_of(after.path());
+        for what in expected {
+            for i in 0..10 {
+                let line = format!("{what} line {i}\n");
+                assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
+            }
+        }
+    };
+    // The first block written after the removal makes the file anew and moves the free slot,
+    // which the next lines are staged into.
+    lines("written");
+    g.flush().unwrap();
+    lines("staged first");
+    crash(&["written", "staged first"]);
+    // The slot of the first block moved once that block was written: lines staged there
+    // survive too.
+    g.flush().unwrap();
+    lines("staged second");
+    crash(&["written", "staged first", "staged second"]);
+    std::mem::forget(g);
+}
+
+/// The fixed test clock, which holds the writer thread inside `now` while `hold` is set,
+/// until `release` is sent.
+#[derive(Debug)]
+struct HoldingClock {
+    hold: AtomicBool,
+    held: Mutex<std::sync::mpsc::Sender<()>>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Clock for HoldingClock {
+    fn now(&self) -> WallTime {
+        if std::thread::current().name() == Some("xlog-writer")
+            && self.hold.swap(false, Ordering::SeqCst)
+        {
+            let _ = self.held.lock().unwrap().send(());
+            let _ = self.release.lock().unwrap().recv();
+        }
+        clock().now()
+    }
+}
+
+#[test]
+fn a_block_started_when_the_staging_file_is_made_anew_keeps_its_lines() {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let holding = Arc::new(HoldingClock {
+        hold: AtomicBool::new(false),
+        held: Mutex::new(held_tx),
+        release: Mutex::new(release_rx),
+    });
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    let g = Xlog::builder()
+        .log_dir(&dir)
+        .name_prefix("st")
+        .banners(false)
+        .clock(holding.clone())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"first block");
+    fs::remove_dir_all(&dir).unwrap();
+    // The writer thread stops at the start of the first block's job, before it makes the
+    // file anew; meanwhile lines start the next block in the slot that will be free then.
+    holding.hold.store(true, Ordering::SeqCst);
+    let flusher = {
+        let g = g.clone();
+        std::thread::spawn(move || g.flush())
+    };
+    held_rx.recv().unwrap();
+    for i in 0..10 {
+        g.log_message(Level::Info, "t", format!("started line {i}").as_bytes());
+    }
+    release_tx.send(()).unwrap();
+    flusher.join().unwrap().unwrap();
+    // That block stays where it was begun until it is written, and loses nothing.
+    drop(g);
+    let text = text_of(&dir);
+    for i in 0..10 {
+        let line = format!("started line {i}\n");
+        assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
+    }
+    assert!(text.contains("first block\n"), "{text}");
+}
+
+#[test]
 fn a_stale_intent_whose_flag_byte_flips_hides_no_staged_line() {
     use crate::staging::{META_BASE, META_LEN};
     let (mut staged, log) = crash_with_staged_lines("fl", 2, 10);

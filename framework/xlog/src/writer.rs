@@ -845,7 +845,12 @@ impl Xlog {
                     crate::mmap::Backing::Heap(vec![0; META_LEN]),
                 )
             };
-            let mut r = Region { block, meta };
+            let mut r = Region {
+                block,
+                meta,
+                slot: i,
+                file: 0,
+            };
             if !r.block.is_mapped() {
                 free.push(r);
             } else if held_slots.contains(&i) {
@@ -915,9 +920,14 @@ impl Xlog {
             config,
         });
         let worker = Arc::clone(&inner);
+        let staging = StagingFile {
+            file: bf,
+            path: buf_path.clone(),
+            gen: 0,
+        };
         let handle = std::thread::Builder::new()
             .name("xlog-writer".to_owned())
-            .spawn(move || worker.run_writer(bf, finisher))
+            .spawn(move || worker.run_writer(staging, finisher))
             .map_err(io_err("spawning the writer thread".to_owned()))?;
         *inner.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         if inner.config.mode == Mode::Async && inner.config.durability == Durability::Buffered {
@@ -1018,6 +1028,70 @@ fn reclaimed(mut r: Region) -> Region {
     r.block.fill(0);
     r.meta.fill(0);
     r
+}
+
+/// The staging file as the writer thread keeps it: the open file, where it belongs, and
+/// which file it is.
+///
+/// Design: an app that clears its cache folder while it logs (Android's "clear cache", a
+/// cleanup of old files) removes the staging file under the writer. Its mapping stays valid
+/// but belongs to no file any more, so a crash would lose every line staged from then on,
+/// for the rest of the run. After writing a block, the writer thread looks whether the file
+/// is gone; if so it makes a new one at the same place (never taking over a file found
+/// there) and maps each slot to it that holds no started block: at once the slots that are
+/// free, later a slot whose block was started before, once that block is written. From then
+/// on staged lines survive a crash again. If the new file cannot be made (no folder, no
+/// space), the writer tries again after the next block.
+struct StagingFile {
+    /// `None` when the writer works in heap memory (no crash recovery from the start).
+    file: Option<BufferFile>,
+    path: PathBuf,
+    /// Which file `file` is: 0 the one opened with the writer, one more for every file made
+    /// anew ([`Region::file`]).
+    gen: u32,
+}
+
+impl StagingFile {
+    /// Makes the file anew if it is gone; true when it did.
+    fn renew_if_gone(&mut self) -> bool {
+        if self.file.is_none() || !crate::mmap::is_gone(&self.path) {
+            return false;
+        }
+        let made = BufferFile::create_locked(&self.path).and_then(|mut f| {
+            if let Err(e) = f.zero(FILE_LEN) {
+                // Leave nothing half made behind: the next try starts afresh.
+                let _ = std::fs::remove_file(&self.path);
+                return Err(e);
+            }
+            Ok(f)
+        });
+        match made {
+            Ok(f) => {
+                self.file = Some(f);
+                self.gen += 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Maps the free slot `r` from the current file if it is mapped from an earlier one.
+    fn refresh(&self, r: &mut Region) {
+        let Some(f) = &self.file else {
+            return;
+        };
+        if r.file == self.gen || !r.block.is_mapped() {
+            return;
+        }
+        let block = f.map((r.slot * SLOT_LEN) as u64, SLOT_LEN);
+        let meta = f.map((META_BASE + r.slot * META_LEN) as u64, META_LEN);
+        // A slot that cannot be mapped keeps its old mapping and is tried again next time.
+        if block.is_mapped() && meta.is_mapped() {
+            r.block = block;
+            r.meta = meta;
+            r.file = self.gen;
+        }
+    }
 }
 
 /// `Nov 26 2026^^^00:41:32`-shaped stamp of the open time (Mars prints its compile time).
@@ -1143,7 +1217,7 @@ impl Inner {
 
     /// Appends the blocks recovered at open if an earlier attempt failed, and frees their
     /// slots once they are in the log file.
-    fn retry_recovery(&self, buffer_file: Option<&BufferFile>) {
+    fn retry_recovery(&self, staging: &StagingFile) {
         let out = {
             let st = self.lock_state();
             if st.unwritten_recovery.is_empty() {
@@ -1168,12 +1242,13 @@ impl Inner {
         let mut st = self.lock_state();
         st.unwritten_recovery.clear();
         for slot in std::mem::take(&mut st.held_in_file) {
-            if let Some(f) = buffer_file {
+            if let Some(f) = &staging.file {
                 let _ = f.clear_byte((slot * SLOT_LEN) as u64);
             }
         }
         while let Some(mut r) = st.held.pop() {
             r.clear_after_write();
+            staging.refresh(&mut r);
             if st.cur.is_none() {
                 st.cur = Some(r);
             } else if st.spare.is_none() {
@@ -1454,7 +1529,7 @@ impl Inner {
         }
     }
 
-    fn run_writer(self: Arc<Self>, buffer_file: Option<BufferFile>, mut finisher: Finisher) {
+    fn run_writer(self: Arc<Self>, mut staging: StagingFile, mut finisher: Finisher) {
         let _gone = WriterGone(&self);
         // Lines the cipher or clock log on this thread are staged between jobs: staged from
         // inside a job they could wait for room that only this thread makes.
@@ -1511,7 +1586,7 @@ impl Inner {
             if self.panic_writer.load(Ordering::SeqCst) {
                 panic!("test hook: the xlog writer thread panics");
             }
-            self.retry_recovery(buffer_file.as_ref());
+            self.retry_recovery(&staging);
             match job {
                 Some(mut sealed) => {
                     let now = ask(&*self.clock);
@@ -1536,6 +1611,21 @@ impl Inner {
                         written_ok = res.is_ok();
                     }
                     sealed.region.clear_after_write();
+                    if staging.renew_if_gone() {
+                        // Free slots move to the new file at once (the next block's slot,
+                        // when no line has started its block yet, and the spare); a slot
+                        // holding a started block moves once that block has been written.
+                        let mut st = self.lock_state();
+                        if st.active.is_none() {
+                            if let Some(cur) = st.cur.as_mut() {
+                                staging.refresh(cur);
+                            }
+                        }
+                        if let Some(spare) = st.spare.as_mut() {
+                            staging.refresh(spare);
+                        }
+                    }
+                    staging.refresh(&mut sealed.region);
                     // Precompute the staging keystream of the next block to begin, so that
                     // logging threads only XOR. Done before the slot is handed back: when the
                     // callers wait for it, the next block cannot begin before it is ready.

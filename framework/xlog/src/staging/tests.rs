@@ -361,6 +361,8 @@ fn an_intent_counts_only_when_intact_and_bound_to_the_slots_block() {
     let mut region = Region {
         block: Backing::Heap(rec.block.clone()),
         meta: Backing::Heap(rec.meta.clone()),
+        slot: 0,
+        file: 0,
     };
     write_intent(&mut region.meta, &intent, 5, body);
     region.clear_after_write();
