@@ -807,6 +807,41 @@ fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later(
 }
 
 #[test]
+fn recovered_blocks_still_unwritten_when_the_staging_file_is_removed_go_into_a_new_one_at_close() {
+    let (staged, _) = crash_with_staged_lines("dr", 1, 10);
+    let root = tempfile::tempdir().unwrap();
+    let (logs, cache) = (root.path().join("logs"), root.path().join("cache"));
+    // Neither folder can take the day's file (a directory stands in for a full disk).
+    let block_writes = |dir: &Path| fs::create_dir_all(dir.join("dr_20240314.xlog")).unwrap();
+    block_writes(&logs);
+    block_writes(&cache);
+    let mmap = cache.join("dr.mmap3");
+    fs::write(&mmap, &staged).unwrap();
+    let g = Xlog::builder()
+        .log_dir(&logs)
+        .cache_dir(&cache)
+        .name_prefix("dr")
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"lost while failing");
+    g.flush().unwrap();
+    assert_eq!(g.pending_recovered_blocks(), 1);
+    // The cache folder is cleared and made again (still full) after the last block: the
+    // close makes the staging file anew and puts the recovered block into it.
+    fs::remove_dir_all(&cache).unwrap();
+    block_writes(&cache);
+    drop(g);
+    let mut lines = Vec::new();
+    for r in crate::staging::recover(&fs::read(&mmap).unwrap(), 0) {
+        lines.extend_from_slice(&decode_file(&r.block));
+    }
+    let text = String::from_utf8(lines).unwrap();
+    assert_eq!(lines_of(&text).len(), 10, "{text}");
+}
+
+#[test]
 fn with_both_slots_holding_unwritten_recovered_blocks_logging_goes_on() {
     use crate::staging::{META_BASE, META_LEN, SLOT_LEN};
     let (mut staged, _) = crash_with_staged_lines("d2", 1, 10);

@@ -1041,7 +1041,9 @@ fn reclaimed(mut r: Region) -> Region {
 /// there) and maps each slot to it that holds no started block: at once the slots that are
 /// free, later a slot whose block was started before, once that block is written. From then
 /// on staged lines survive a crash again. If the new file cannot be made (no folder, no
-/// space), the writer tries again after the next block.
+/// space), the writer tries again after the next block. At close, a file removed meanwhile is
+/// made anew only when the close has something to put into it (recovered blocks not written
+/// yet); a clean close leaves nothing to recover and so needs no file.
 struct StagingFile {
     /// `None` when the writer works in heap memory (no crash recovery from the start).
     file: Option<BufferFile>,
@@ -1680,8 +1682,19 @@ impl Inner {
                     self.done.notify_all();
                 }
                 None => {
-                    let st = self.lock_state();
+                    let mut st = self.lock_state();
                     if st.shutdown && st.queue.is_empty() {
+                        // What the close puts back into the staging file (recovered blocks
+                        // not written yet) must reach a file that is there.
+                        if !st.unwritten_recovery.is_empty() {
+                            staging.renew_if_gone();
+                        }
+                        let st = &mut *st;
+                        let idle = st.active.as_ref().is_none_or(|a| a.lines == 0);
+                        let cur = st.cur.as_mut().filter(|_| idle);
+                        for r in cur.into_iter().chain(st.spare.as_mut()).chain(&mut st.held) {
+                            staging.refresh(r);
+                        }
                         self.done.notify_all();
                         return;
                     }
