@@ -1004,12 +1004,7 @@ mod lean {
         in_flight: usize,
         total: usize,
     ) -> Vec<Duration> {
-        let start = |from: u64, n: usize| {
-            let reqs: Vec<_> = (from..from + n as u64)
-                .map(|k| (k, CmdId(7), body.clone()))
-                .collect();
-            req_tx.send(reqs).expect("io task");
-        };
+        let start = |from: u64, n: usize| super::send_requests(req_tx, body, from, n);
         let mut out = Outstanding::new(base, total);
         let first = in_flight.min(total);
         let t = Instant::now();
@@ -1026,12 +1021,7 @@ mod lean {
             }
             seen += u64::from(shared.sent_at.is_some()) + shared.link.len() as u64;
             std::hint::black_box((seen, shared.admitted, shared.answered_at));
-            let more = ends.len().min(total - out.sent());
-            if more > 0 {
-                let t = Instant::now();
-                start(base + out.sent() as u64, more);
-                out.started(more, t);
-            }
+            out.replace(ends.len(), start);
         }
         out.latencies
     }
@@ -1180,6 +1170,20 @@ fn fillers() -> &'static [Filler] {
     FILLER_GROUPS.as_flattened()
 }
 
+/// Sends requests `from..from + n` (key, command 7, `body`) to a socket task as one batch
+/// (raw-hop's and lean's callers).
+fn send_requests(
+    req_tx: &mpsc::UnboundedSender<Vec<(u64, CmdId, Bytes)>>,
+    body: &Bytes,
+    from: u64,
+    n: usize,
+) {
+    let reqs: Vec<_> = (from..from + n as u64)
+        .map(|k| (k, CmdId(7), body.clone()))
+        .collect();
+    req_tx.send(reqs).expect("io task");
+}
+
 /// raw-hop's caller: keeps `in_flight` of `total` requests (keys from `base`) outstanding.
 async fn hop_pipeline(
     req_tx: &mpsc::UnboundedSender<Vec<(u64, CmdId, Bytes)>>,
@@ -1189,12 +1193,7 @@ async fn hop_pipeline(
     in_flight: usize,
     total: usize,
 ) -> Vec<Duration> {
-    let start = |from: u64, n: usize| {
-        let reqs: Vec<_> = (from..from + n as u64)
-            .map(|k| (k, CmdId(7), body.clone()))
-            .collect();
-        req_tx.send(reqs).expect("io task");
-    };
+    let start = |from: u64, n: usize| send_requests(req_tx, body, from, n);
     let mut out = Outstanding::new(base, total);
     let first = in_flight.min(total);
     let t = Instant::now();
@@ -1208,12 +1207,7 @@ async fn hop_pipeline(
         for (key, resp) in &ends {
             out.ended(*key, resp.len());
         }
-        let more = ends.len().min(total - out.sent());
-        if more > 0 {
-            let t = Instant::now();
-            start(base + out.sent() as u64, more);
-            out.started(more, t);
-        }
+        out.replace(ends.len(), start);
     }
     out.latencies
 }
@@ -1434,14 +1428,10 @@ async fn phobos_batch_caller(
             let resp = end.outcome.as_ref().expect("task");
             out.ended(end.key.get(), resp.body.len());
         }
-        let more = ends.len().min(total - out.sent());
-        if more > 0 {
-            let t = Instant::now();
-            let keys = start(&mut batch, more);
-            let next = out.base + out.sent() as u64;
+        out.replace(ends.len(), |next, n| {
+            let keys = start(&mut batch, n);
             assert_eq!(keys.first().map(|k| k.get()), Some(next));
-            out.started(more, t);
-        }
+        });
     }
     out.latencies
 }
@@ -1451,6 +1441,8 @@ async fn phobos_batch_caller(
 /// its end, and the latencies of those that ended.
 struct Outstanding {
     base: u64,
+    /// Requests the run makes in all.
+    total: usize,
     started_at: Vec<Instant>,
     waiting: Vec<bool>,
     latencies: Vec<Duration>,
@@ -1460,6 +1452,7 @@ impl Outstanding {
     fn new(base: u64, total: usize) -> Self {
         Outstanding {
             base,
+            total,
             started_at: Vec::with_capacity(total + 1),
             waiting: Vec::with_capacity(total + 1),
             latencies: Vec::with_capacity(total),
@@ -1474,6 +1467,17 @@ impl Outstanding {
     /// Requests that ended so far.
     fn done(&self) -> usize {
         self.latencies.len()
+    }
+
+    /// Replaces `ended` requests that ended, as far as the run's total goes: `start(first
+    /// key, n)` starts `n` more.
+    fn replace(&mut self, ended: usize, start: impl FnOnce(u64, usize)) {
+        let more = ended.min(self.total - self.sent());
+        if more > 0 {
+            let t = Instant::now();
+            start(self.base + self.sent() as u64, more);
+            self.started(more, t);
+        }
     }
 
     /// `n` more requests started at `t`.

@@ -67,6 +67,11 @@ impl BufferFile {
             .create(true)
             .truncate(false)
             .open(path)?;
+        BufferFile::lock(file)
+    }
+
+    /// Takes `file` as the staging file once it holds the exclusive lock on it.
+    fn lock(file: File) -> io::Result<BufferFile> {
         // SAFETY: `flock` on a valid, open descriptor owned by `file`; no memory is shared.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -89,12 +94,7 @@ impl BufferFile {
             .write(true)
             .create_new(true)
             .open(path)?;
-        // SAFETY: as in `open_locked`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(BufferFile { file })
+        BufferFile::lock(file)
     }
 
     /// The file's current contents (what a crashed writer left).
