@@ -64,9 +64,9 @@
 //! ([`Xlog::pending_recovered_blocks`]), and a close before that puts them back into the buffer
 //! file for the next start. Only if logging needs their slot before then do they wait in
 //! memory alone. A buffer file removed while the writer runs (an app clearing its cache
-//! folder) is made anew at the same place after the next block is written, and the slots
-//! move to it as they come free, so crash recovery is back from then on rather than off for
-//! the rest of the run.
+//! folder) is made anew at the same place after the next block is written, and every slot
+//! moves to it with what it holds, so crash recovery is back from then on (lines staged
+//! before the removal included) rather than off for the rest of the run.
 //!
 //! [`Durability::Buffered`] is the named non-durable alternative: the caller only formats the
 //! line and queues it (≤ 4 MiB); another thread stages it. Lines still queued when the process

@@ -605,7 +605,7 @@ impl Clock for HoldingClock {
 }
 
 #[test]
-fn a_block_started_when_the_staging_file_is_made_anew_keeps_its_lines() {
+fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
     let holding = Arc::new(HoldingClock {
@@ -625,7 +625,7 @@ fn a_block_started_when_the_staging_file_is_made_anew_keeps_its_lines() {
     g.log_message(Level::Info, "t", b"first block");
     fs::remove_dir_all(&dir).unwrap();
     // The writer thread stops at the start of the first block's job, before it makes the
-    // file anew; meanwhile lines start the next block in the slot that will be free then.
+    // file anew; meanwhile lines start the next block, in the old file's mapping.
     holding.hold.store(true, Ordering::SeqCst);
     let flusher = {
         let g = g.clone();
@@ -637,14 +637,23 @@ fn a_block_started_when_the_staging_file_is_made_anew_keeps_its_lines() {
     }
     release_tx.send(()).unwrap();
     flusher.join().unwrap().unwrap();
-    // That block stays where it was begun until it is written, and loses nothing.
+    // A crash now: the block being staged moved to the new file with its lines.
+    let staged = fs::read(dir.join("st.mmap3")).expect("a staging file made anew");
+    let log = fs::read(dir.join("st_20240314.xlog")).unwrap();
+    let (after, _) = restart_after_crash("st", &staged, &log);
+    let text = text_of(after.path());
+    for i in 0..10 {
+        let line = format!("started line {i}\n");
+        assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
+    }
+    assert!(text.contains("first block\n"), "{text}");
+    // And the run goes on from the new file: every line reaches the log once.
     drop(g);
     let text = text_of(&dir);
     for i in 0..10 {
         let line = format!("started line {i}\n");
         assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
     }
-    assert!(text.contains("first block\n"), "{text}");
 }
 
 #[test]

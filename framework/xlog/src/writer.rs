@@ -1038,12 +1038,12 @@ fn reclaimed(mut r: Region) -> Region {
 /// but belongs to no file any more, so a crash would lose every line staged from then on,
 /// for the rest of the run. After writing a block, the writer thread looks whether the file
 /// is gone; if so it makes a new one at the same place (never taking over a file found
-/// there) and maps each slot to it that holds no started block: at once the slots that are
-/// free, later a slot whose block was started before, once that block is written. From then
-/// on staged lines survive a crash again. If the new file cannot be made (no folder, no
-/// space), the writer tries again after the next block. At close, a file removed meanwhile is
-/// made anew only when the close has something to put into it (recovered blocks not written
-/// yet); a clean close leaves nothing to recover and so needs no file.
+/// there) and moves every slot to it with what the slot holds: under the state lock, every
+/// slot but the one whose block it has just written, and that one right after. From then on
+/// a crash loses nothing staged, the lines staged before the removal included. If the new
+/// file cannot be made (no folder, no space), the writer tries again after the next block.
+/// At close, a file removed meanwhile is made anew only when the close has something to put
+/// into it (recovered blocks not written yet); a clean close leaves nothing to recover.
 struct StagingFile {
     /// `None` when the writer works in heap memory (no crash recovery from the start).
     file: Option<BufferFile>,
@@ -1077,21 +1077,42 @@ impl StagingFile {
         }
     }
 
-    /// Maps the free slot `r` from the current file if it is mapped from an earlier one.
-    fn refresh(&self, r: &mut Region) {
+    /// Moves slot `r`, with what it holds, to the current file if it is mapped from an
+    /// earlier one. The caller owns `r` or holds the state lock: no line is being staged into
+    /// it meanwhile.
+    fn move_here(&self, r: &mut Region) {
         let Some(f) = &self.file else {
             return;
         };
         if r.file == self.gen || !r.block.is_mapped() {
             return;
         }
-        let block = f.map((r.slot * SLOT_LEN) as u64, SLOT_LEN);
-        let meta = f.map((META_BASE + r.slot * META_LEN) as u64, META_LEN);
+        let mut block = f.map((r.slot * SLOT_LEN) as u64, SLOT_LEN);
+        let mut meta = f.map((META_BASE + r.slot * META_LEN) as u64, META_LEN);
         // A slot that cannot be mapped keeps its old mapping and is tried again next time.
         if block.is_mapped() && meta.is_mapped() {
+            // Block first, then meta: a crash in between finds the block without its intent,
+            // which is how a slot being staged into looks.
+            block.copy_from_slice(&r.block);
+            meta.copy_from_slice(&r.meta);
             r.block = block;
             r.meta = meta;
             r.file = self.gen;
+        }
+    }
+
+    /// Moves every slot the state holds (the one being staged into, the spare, sealed blocks
+    /// waiting for the writer thread, those holding recovered blocks) to the current file.
+    fn move_all(&self, st: &mut State) {
+        let queued = st.queue.iter_mut().map(|s| &mut s.region);
+        for r in st
+            .cur
+            .iter_mut()
+            .chain(st.spare.as_mut())
+            .chain(queued)
+            .chain(&mut st.held)
+        {
+            self.move_here(r);
         }
     }
 }
@@ -1250,7 +1271,7 @@ impl Inner {
         }
         while let Some(mut r) = st.held.pop() {
             r.clear_after_write();
-            staging.refresh(&mut r);
+            staging.move_here(&mut r);
             if st.cur.is_none() {
                 st.cur = Some(r);
             } else if st.spare.is_none() {
@@ -1614,20 +1635,9 @@ impl Inner {
                     }
                     sealed.region.clear_after_write();
                     if staging.renew_if_gone() {
-                        // Free slots move to the new file at once (the next block's slot,
-                        // when no line has started its block yet, and the spare); a slot
-                        // holding a started block moves once that block has been written.
-                        let mut st = self.lock_state();
-                        if st.active.is_none() {
-                            if let Some(cur) = st.cur.as_mut() {
-                                staging.refresh(cur);
-                            }
-                        }
-                        if let Some(spare) = st.spare.as_mut() {
-                            staging.refresh(spare);
-                        }
+                        staging.move_all(&mut self.lock_state());
                     }
-                    staging.refresh(&mut sealed.region);
+                    staging.move_here(&mut sealed.region);
                     // Precompute the staging keystream of the next block to begin, so that
                     // logging threads only XOR. Done before the slot is handed back: when the
                     // callers wait for it, the next block cannot begin before it is ready.
@@ -1689,12 +1699,7 @@ impl Inner {
                         if !st.unwritten_recovery.is_empty() {
                             staging.renew_if_gone();
                         }
-                        let st = &mut *st;
-                        let idle = st.active.as_ref().is_none_or(|a| a.lines == 0);
-                        let cur = st.cur.as_mut().filter(|_| idle);
-                        for r in cur.into_iter().chain(st.spare.as_mut()).chain(&mut st.held) {
-                            staging.refresh(r);
-                        }
+                        staging.move_all(&mut st);
                         self.done.notify_all();
                         return;
                     }
