@@ -922,6 +922,7 @@ impl Xlog {
         let worker = Arc::clone(&inner);
         let staging = StagingFile {
             file: bf,
+            mapped,
             path: buf_path.clone(),
             gen: 0,
         };
@@ -1045,8 +1046,11 @@ fn reclaimed(mut r: Region) -> Region {
 /// At close, a file removed meanwhile is made anew only when the close has something to put
 /// into it (recovered blocks not written yet); a clean close leaves nothing to recover.
 struct StagingFile {
-    /// `None` when the writer works in heap memory (no crash recovery from the start).
+    /// `None` when the file could not be opened.
     file: Option<BufferFile>,
+    /// Whether the slots are mapped from `file` (false: heap memory, no crash recovery from
+    /// the start, and nothing to make anew).
+    mapped: bool,
     path: PathBuf,
     /// Which file `file` is: 0 the one opened with the writer, one more for every file made
     /// anew ([`Region::file`]).
@@ -1056,7 +1060,7 @@ struct StagingFile {
 impl StagingFile {
     /// Makes the file anew if it is gone; true when it did.
     fn renew_if_gone(&mut self) -> bool {
-        if self.file.is_none() || !crate::mmap::is_gone(&self.path) {
+        if !self.mapped || self.file.is_none() || !crate::mmap::is_gone(&self.path) {
             return false;
         }
         let made = BufferFile::create_locked(&self.path).and_then(|mut f| {
