@@ -657,6 +657,69 @@ fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
 }
 
 #[test]
+fn lines_logged_by_several_threads_while_the_folder_is_taken_away_again_and_again_arrive_once() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    let g = quiet_logger(&dir, "mv");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each thread logs until told to stop, and says how many lines it logged.
+    let loggers: Vec<_> = (0..4)
+        .map(|t| {
+            let (g, stop) = (g.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) || i < 100 {
+                    g.log_message(Level::Info, "t", format!("thread {t} line {i}").as_bytes());
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    // The folder is moved away (its log files and staging file with it) over and over while
+    // the threads log: each time the writer makes the folder, the log and the staging file
+    // anew, and moves the slots while lines are being staged into them.
+    let mut moved = Vec::new();
+    for r in 0..30 {
+        g.flush().unwrap();
+        let to = root.path().join(format!("moved{r}"));
+        if fs::rename(&dir, &to).is_ok() {
+            moved.push(to);
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let counts: Vec<usize> = loggers.into_iter().map(|l| l.join().unwrap()).collect();
+    drop(g);
+    assert!(
+        moved.len() >= 3,
+        "the folder was moved {} times",
+        moved.len()
+    );
+    // (The folder is not there again if nothing was written after the last move.)
+    let mut text = if dir.exists() {
+        text_of(&dir)
+    } else {
+        String::new()
+    };
+    for d in &moved {
+        text.push_str(&text_of(d));
+    }
+    let mut seen = std::collections::HashMap::new();
+    for line in lines_of(&text) {
+        if let Some(at) = line.find("thread ") {
+            *seen.entry(&line[at..]).or_insert(0) += 1;
+        }
+    }
+    for (t, &n) in counts.iter().enumerate() {
+        for i in 0..n {
+            let line = format!("thread {t} line {i}");
+            assert_eq!(seen.get(line.as_str()), Some(&1), "{line:?}");
+        }
+    }
+    assert_eq!(seen.len(), counts.iter().sum::<usize>());
+}
+
+#[test]
 fn a_stale_intent_whose_flag_byte_flips_hides_no_staged_line() {
     use crate::staging::{META_BASE, META_LEN};
     let (mut staged, log) = crash_with_staged_lines("fl", 2, 10);
