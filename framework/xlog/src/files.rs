@@ -175,10 +175,10 @@ impl LogFiles {
         now: WallTime,
         bytes: &[u8],
         from_background: bool,
-        before: impl FnOnce(&Intent),
+        mut before: impl FnMut(&Intent),
     ) -> io::Result<Target> {
         let mut target = self.target(now, bytes.len() as u64);
-        let res = self.append_to(&target, bytes, before);
+        let res = self.append_to(&target, bytes, &mut before);
         let res = match res {
             Err(e) if !target.in_cache && self.cache_dir.is_some() => {
                 // Mars: when the log dir cannot be written, use the cache dir.
@@ -188,7 +188,9 @@ impl LogFiles {
                     path: cache.join(&target.name),
                     ..target
                 };
-                self.append_to(&target, bytes, |_| {}).map_err(|_| e)
+                // The intent is recorded again, for this file: after a crash the block is
+                // found where it went rather than appended a second time.
+                self.append_to(&target, bytes, &mut before).map_err(|_| e)
             }
             r => r,
         };
@@ -207,7 +209,7 @@ impl LogFiles {
         &mut self,
         target: &Target,
         bytes: &[u8],
-        before: impl FnOnce(&Intent),
+        before: &mut impl FnMut(&Intent),
     ) -> io::Result<()> {
         // The cached handle is used only while it still is the file at the path: an uploader
         // may have renamed the day's file away, or someone deleted it (Mars reopens the file
@@ -544,6 +546,29 @@ mod tests {
             .append(t(0), b"BLOCK", true, |i| intent = Some(i.clone()))
             .unwrap();
         (dir, f, tg, intent.unwrap())
+    }
+
+    #[test]
+    fn a_block_that_goes_to_the_cache_dir_has_its_intent_recorded_for_the_cache_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, cache) = (dir.path().join("logs"), dir.path().join("cache"));
+        let mut f = LogFiles::new(logs.clone(), Some(cache.clone()), "p".into(), 0, 0);
+        // The log dir cannot take the day's file (a directory stands in for a full disk).
+        let name = f.target(t(0), 5).name;
+        fs::create_dir_all(logs.join(&name)).unwrap();
+        assert!(!f.target(t(0), 5).in_cache, "the log dir is chosen first");
+        let mut intents = Vec::new();
+        let tg = f
+            .append(t(0), b"BLOCK", true, |i| intents.push(i.clone()))
+            .unwrap();
+        assert!(tg.in_cache);
+        assert_eq!(fs::read(&tg.path).unwrap(), b"BLOCK");
+        // The last intent names where the block went: after a crash it is found there, not
+        // appended again.
+        let last = intents.last().expect("an intent for the cache file");
+        assert!(last.in_cache);
+        assert_eq!(last.offset, 0);
+        assert!(f.settle_intent(last, b"BLOCK"));
     }
 
     #[test]
