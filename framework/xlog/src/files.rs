@@ -15,7 +15,9 @@
 //!   If writing to the log dir fails, the cache dir is used. A directory removed while the
 //!   writer runs is made again before the next block. [`LogFiles::move_old_cache_files`]
 //!   moves this prefix's cache files older than `cache_days` (Mars runs it 3 minutes after
-//!   open).
+//!   open). Both moves are crash-safe: a note beside the cache file says where its bytes went
+//!   until it is removed, and a move after a crash appends only what the log file lacks
+//!   (`move_file`).
 //! - [`LogFiles::delete_expired`] removes this prefix's log files and `YYYYMMDD` folders older
 //!   than the max alive time from both directories (Mars runs it 2 minutes after open).
 //!
@@ -198,9 +200,7 @@ impl LogFiles {
         if from_background && target.move_after {
             self.open = None;
             let dst = self.log_dir.join(&target.name);
-            if append_file(&target.path, &dst).is_ok() {
-                let _ = fs::remove_file(&target.path);
-            }
+            let _ = move_file(&target.path, &dst);
         }
         Ok(target)
     }
@@ -361,9 +361,9 @@ impl LogFiles {
         best
     }
 
-    /// Deletes this prefix's log files and `YYYYMMDD` folders older than `max_alive` (by
-    /// modification time against `now`) in the log and cache dirs. Returns how many entries
-    /// were removed.
+    /// Deletes this prefix's log files (and notes of moves left by a crash, [`MoveNote`]) and
+    /// `YYYYMMDD` folders older than `max_alive` (by modification time against `now`) in the
+    /// log and cache dirs. Returns how many entries were removed.
     pub(crate) fn delete_expired(&mut self, now: WallTime, max_alive: Duration) -> usize {
         let max_alive = max_alive.max(Duration::from_secs(86_400));
         let now = UNIX_EPOCH + Duration::from_secs(now.unix_secs.max(0) as u64);
@@ -383,7 +383,11 @@ impl LogFiles {
                 if !old {
                     continue;
                 }
-                let is_log = meta.is_file() && self.is_own_log(&name);
+                let is_log = meta.is_file()
+                    && (self.is_own_log(&name)
+                        || name
+                            .strip_suffix(".moving")
+                            .is_some_and(|log| self.is_own_log(log)));
                 let is_day_dir =
                     meta.is_dir() && name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit());
                 let ok = if is_log {
@@ -427,10 +431,9 @@ impl LogFiles {
                     continue;
                 }
             }
-            if append_file(&e.path(), &self.log_dir.join(&name)).is_err() {
+            if move_file(&e.path(), &self.log_dir.join(&name)).is_err() {
                 break;
             }
-            let _ = fs::remove_file(e.path());
             moved += 1;
         }
         moved
@@ -481,20 +484,140 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Appends the whole of `src` to `dst`; on a short append `dst` is cut back.
-fn append_file(src: &Path, dst: &Path) -> io::Result<()> {
-    // The caller removes `src` afterwards: appending a file to itself would lose it.
+/// Moves `src` (a cache-dir file) to the end of `dst` (the log dir's file of that name):
+/// appends what of it `dst` does not hold yet, then removes it. On a short append `dst` is
+/// cut back and `src` stays.
+///
+/// Design: a crash between the append and the removal used to leave `src` to be appended a
+/// second time by the next move, duplicating a day of logs. Before appending, a *move note*
+/// (`<src>.moving`, see [`MoveNote`]) records where in `dst` the bytes of `src` begin, and it
+/// is removed after `src`. The next move of a file with a note finds what it says `dst`
+/// holds already (all of `src` at the time, or the part a short write left; `src` may have
+/// grown since, when a restarted writer appended to it) and appends only the rest. Where `dst`
+/// does not hold those bytes (it was replaced or cut meanwhile), all of `src` is appended:
+/// a possible duplicate, never a loss.
+fn move_file(src: &Path, dst: &Path) -> io::Result<()> {
+    let note = append_noted(src, dst)?;
+    fs::remove_file(src)?;
+    let _ = fs::remove_file(note);
+    Ok(())
+}
+
+/// The first part of [`move_file`]: what of `src` `dst` does not hold yet is appended to it,
+/// under a move note; returns the note's path. (A crash after it leaves `src` and the note.)
+fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
+    // Appending a file to itself and removing it would lose it.
     if fs::canonicalize(dst).is_ok_and(|d| fs::canonicalize(src).is_ok_and(|s| s == d)) {
         return Err(io::Error::other("appending a file to itself"));
     }
+    let note_path = MoveNote::path_for(src);
     let data = fs::read(src)?;
-    let mut f = OpenOptions::new().create(true).append(true).open(dst)?;
-    let before = f.metadata()?.len();
-    if let Err(e) = f.write_all(&data) {
-        let _ = f.set_len(before);
-        return Err(e);
+    // Read too: a note's bytes are looked for in it.
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(dst)?;
+    let meta = f.metadata()?;
+    let before = meta.len();
+    let done = MoveNote::read(&note_path).map_or(0, |note| note.moved(&mut f, &meta, &data));
+    if done < data.len() {
+        let note = MoveNote {
+            offset: before - done as u64,
+            len: data.len() as u64,
+            file_id: file_id(&meta),
+        };
+        note.write(&note_path)?;
+        if let Err(e) = f.write_all(&data[done..]) {
+            let _ = f.set_len(before);
+            return Err(e);
+        }
     }
-    Ok(())
+    Ok(note_path)
+}
+
+/// What a move of a cache file into the log dir is about to do ([`move_file`]): the bytes of
+/// the cache file up to `len` go to the log file of inode `file_id` from `offset` on.
+///
+/// Stored beside the cache file as one line of text ending in a CRC-32 of the rest, so a note
+/// torn by a crash while it was written is not believed (the append had not begun then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MoveNote {
+    offset: u64,
+    len: u64,
+    file_id: u64,
+}
+
+impl MoveNote {
+    /// Where the note of a move of `src` is kept.
+    fn path_for(src: &Path) -> PathBuf {
+        let mut name = src.file_name().unwrap_or_default().to_owned();
+        name.push(".moving");
+        src.with_file_name(name)
+    }
+
+    fn encode(&self) -> String {
+        let body = format!(
+            "phobos-xlog-move 1 offset={} len={} file={}",
+            self.offset, self.len, self.file_id
+        );
+        let check = crc32(body.as_bytes());
+        format!("{body} check={check:08x}\n")
+    }
+
+    fn decode(text: &str) -> Option<MoveNote> {
+        let (body, check) = text.trim_end().rsplit_once(" check=")?;
+        if u32::from_str_radix(check, 16).ok()? != crc32(body.as_bytes()) {
+            return None;
+        }
+        let mut fields = body.strip_prefix("phobos-xlog-move 1 ")?.split(' ');
+        let mut field = |key: &str| -> Option<u64> {
+            fields
+                .next()?
+                .strip_prefix(key)?
+                .strip_prefix('=')?
+                .parse()
+                .ok()
+        };
+        Some(MoveNote {
+            offset: field("offset")?,
+            len: field("len")?,
+            file_id: field("file")?,
+        })
+    }
+
+    fn write(&self, path: &Path) -> io::Result<()> {
+        fs::write(path, self.encode())
+    }
+
+    /// The note at `path`, if there is one that reads whole.
+    fn read(path: &Path) -> Option<MoveNote> {
+        MoveNote::decode(&fs::read_to_string(path).ok()?)
+    }
+
+    /// How many leading bytes of `data` (the cache file now) the log file `f` (metadata
+    /// `meta`) already holds from this note's move: the part of the noted bytes found there
+    /// as they are in `data`, or 0 when they are not found (another file, cut, changed).
+    fn moved(&self, f: &mut File, meta: &fs::Metadata, data: &[u8]) -> usize {
+        let Ok(len) = usize::try_from(self.len) else {
+            return 0;
+        };
+        if len > data.len() || self.offset > meta.len() {
+            return 0;
+        }
+        if self.file_id != 0 && file_id(meta) != self.file_id {
+            return 0;
+        }
+        // A short write may have left only the first part.
+        let have = (meta.len() - self.offset).min(self.len) as usize;
+        let mut held = vec![0; have];
+        let read = f.seek(SeekFrom::Start(self.offset)).is_ok() && f.read_exact(&mut held).is_ok();
+        if read && held == data[..have] {
+            have
+        } else {
+            0
+        }
+    }
 }
 
 /// CRC-32 (IEEE) of `bytes`, as recorded in a write intent.
@@ -715,5 +838,140 @@ mod tests {
         );
         assert!(log.path().join("p_20240101.xlog").exists());
         assert!(cache.path().join("other.xlog").exists());
+    }
+    /// A cache file `A` (`cached`) and the log dir's file of that name holding `head`, both
+    /// in new directories (kept alive): the paths of the two files.
+    fn a_move(head: &[u8], cached: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("c.xlog"), dir.path().join("l.xlog"));
+        fs::write(&src, cached).unwrap();
+        fs::write(&dst, head).unwrap();
+        (dir, src, dst)
+    }
+
+    /// A crash right after a move's append (before the cache file was removed): the next
+    /// move appends nothing a second time, and cleans up.
+    #[test]
+    fn a_move_cut_short_by_a_crash_after_the_append_is_not_appended_again() {
+        let (_dir, src, dst) = a_move(b"head|", b"block-a|block-b|");
+        let note = append_noted(&src, &dst).unwrap();
+        assert!(note.exists() && src.exists());
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|block-b|");
+        assert!(!src.exists() && !note.exists());
+    }
+
+    /// After the crash a restarted writer appends to the cache file (it still exists): the
+    /// next move appends only what is new.
+    #[test]
+    fn after_a_crashed_move_only_what_the_cache_file_got_since_is_appended() {
+        let (_dir, src, dst) = a_move(b"head|", b"block-a|");
+        append_noted(&src, &dst).unwrap();
+        OpenOptions::new()
+            .append(true)
+            .open(&src)
+            .unwrap()
+            .write_all(b"block-b|")
+            .unwrap();
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|block-b|");
+    }
+
+    /// A crash in the middle of the append (part of the bytes written): the move carries on
+    /// where it stopped.
+    #[test]
+    fn a_move_cut_short_in_the_middle_of_the_append_carries_on_where_it_stopped() {
+        let (_dir, src, dst) = a_move(b"head|", b"block-a|block-b|");
+        append_noted(&src, &dst).unwrap();
+        let f = OpenOptions::new().write(true).open(&dst).unwrap();
+        f.set_len(b"head|block-a".len() as u64).unwrap();
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|block-b|");
+    }
+
+    /// When the log file no longer holds what the note says (replaced by another file, or
+    /// its bytes there differ), the whole cache file is appended: nothing is lost.
+    #[test]
+    fn a_note_the_log_file_does_not_bear_out_appends_the_whole_cache_file() {
+        let (_dir, src, dst) = a_move(b"head|", b"block-a|");
+        append_noted(&src, &dst).unwrap();
+        // Replaced by another file (another inode), even one with the same bytes: they may
+        // not be the ones the move wrote.
+        let other = dst.with_file_name("other");
+        fs::write(&other, b"head|block-a|").unwrap();
+        fs::rename(&other, &dst).unwrap();
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|block-a|");
+
+        // Same file, but the bytes at the note's offset are not the cache file's.
+        let (_dir, src, dst) = a_move(b"head|", b"block-a|");
+        append_noted(&src, &dst).unwrap();
+        let mut f = OpenOptions::new().write(true).open(&dst).unwrap();
+        f.seek(SeekFrom::Start(5)).unwrap();
+        f.write_all(b"BLOCK").unwrap();
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|BLOCK-a|block-a|");
+    }
+
+    /// A note torn by a crash while it was written (the append had not begun) is not
+    /// believed, and neither is a note whose numbers were changed.
+    #[test]
+    fn a_torn_or_altered_move_note_is_not_believed() {
+        let note = MoveNote {
+            offset: 5,
+            len: 8,
+            file_id: 77,
+        };
+        let text = note.encode();
+        assert_eq!(MoveNote::decode(&text), Some(note));
+        for cut in 0..text.len() - 1 {
+            assert_eq!(MoveNote::decode(&text[..cut]), None, "{:?}", &text[..cut]);
+        }
+        assert_eq!(MoveNote::decode(&text.replace("len=8", "len=9")), None);
+
+        let (_dir, src, dst) = a_move(b"head|", b"block-a|");
+        // As if the crash came while the note was being written, before the append.
+        fs::write(MoveNote::path_for(&src), &text[..text.len() / 2]).unwrap();
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|");
+    }
+
+    /// The cache file moved by a background write and by the housekeeping move both go
+    /// through the note: a note left by a crash is honoured by `move_old_cache_files`, and
+    /// an old note with no cache file left is deleted with the old logs.
+    #[test]
+    fn old_cache_files_move_once_after_a_crash_and_old_notes_are_deleted() {
+        let log = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let name = "p_20240101.xlog";
+        let (src, dst) = (cache.path().join(name), log.path().join(name));
+        fs::write(&src, b"block-a|").unwrap();
+        fs::write(&dst, b"head|").unwrap();
+        append_noted(&src, &dst).unwrap();
+        let mut f = LogFiles::new(
+            log.path().into(),
+            Some(cache.path().into()),
+            "p".into(),
+            0,
+            3,
+        );
+        let now_secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let later = WallTime::new(now_secs + 4 * 86_400, 0, 0);
+        assert_eq!(f.move_old_cache_files(later), 1);
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|");
+        assert!(!MoveNote::path_for(&src).exists());
+
+        // A note whose cache file is gone (a crash between the two removals).
+        let orphan = cache.path().join("p_20240102.xlog.moving");
+        fs::write(&orphan, b"x").unwrap();
+        let other = cache.path().join("q_20240102.xlog.moving");
+        fs::write(&other, b"x").unwrap();
+        let much_later = WallTime::new(now_secs + 40 * 86_400, 0, 0);
+        f.delete_expired(much_later, Duration::from_secs(86_400));
+        assert!(!orphan.exists(), "this prefix's old note is deleted");
+        assert!(other.exists(), "another prefix's is left alone");
     }
 }

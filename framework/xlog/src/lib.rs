@@ -138,6 +138,10 @@
 //! - Expiry and the cache-dir move touch only this prefix's files,
 //!   `<prefix>_<YYYYMMDD>[_<N>].xlog` (Mars: every `.xlog` in the folder, and every cache file
 //!   whose name starts with the prefix).
+//! - Moving a cache file into the log dir leaves a note beside it
+//!   (`<prefix>_<YYYYMMDD>.xlog.moving`) for the time of the move, so a crash between the
+//!   append and the removal does not make the next move append the file a second time (Mars
+//!   appends it again).
 //! - Each writer has its own block sequence counter (Mars shares one per process, so files of
 //!   concurrent appenders show false "missing" ranges).
 //! - The open banner's `^^^^^^^^^^date^^^time^^^^^^^^^^` carries the open time (Mars: its
