@@ -491,28 +491,21 @@ pub(crate) struct BatchOut {
 
 /// What one batch is sent at the end of a driver iteration, in the order its ends came: a
 /// batch may have several messages in one iteration.
+///
+/// A message either gathers ends one by one (`together` is `None`: sent as a
+/// [`Delivery::Ends`]) or passes on the ends of one core's batch as they are (`together`,
+/// sent as a [`Delivery::Together`], with `ends` and `profiles` empty). Ends of the batch
+/// queued after a `together` message go into a new message.
 #[derive(Debug)]
 struct Message {
     batch: BatchIndex,
-    ends: Pending,
-}
-
-/// The ends of a [`Message`].
-#[derive(Debug)]
-enum Pending {
-    /// Ends gathered one by one, with the profiles of those that ended on their own
-    /// ([`EndProfile::Pending`] indexes; made with room for as many profiles as `ends` has
-    /// for ends, at the first one). Sent as a [`Delivery::Ends`].
-    Gathered {
-        ends: Vec<BatchEnd>,
-        profiles: Vec<TaskProfile>,
-    },
-    /// The ends of one core's batch, passed on as they are ([`Delivery::Together`]). Ends of
-    /// the batch queued after these go into a new message.
-    Together {
-        common: Arc<TaskProfile>,
-        ends: Vec<BatchedEnd>,
-    },
+    /// Ends gathered one by one.
+    ends: Vec<BatchEnd>,
+    /// The profiles of the gathered ends that ended on their own ([`EndProfile::Pending`]
+    /// indexes; made with room for as many profiles as `ends` has for ends, at the first one).
+    profiles: Vec<TaskProfile>,
+    /// The ends of one core's batch and their shared profile.
+    together: Option<(Arc<TaskProfile>, Vec<BatchedEnd>)>,
 }
 
 /// Which [`BatchOut`] entry a task's end goes to.
@@ -625,7 +618,9 @@ impl BatchOut {
         }
         self.pending.push(Message {
             batch,
-            ends: Pending::Together { common, ends },
+            ends: Vec::new(),
+            profiles: Vec::new(),
+            together: Some((common, ends)),
         });
     }
 
@@ -640,43 +635,42 @@ impl BatchOut {
         }
         // Usually every end of an iteration belongs to the same batch or a few.
         let last = self.pending.iter().rposition(|m| m.batch == batch);
-        let open = last.filter(|&i| matches!(self.pending[i].ends, Pending::Gathered { .. }));
-        let i = match open {
+        let i = match last.filter(|&i| self.pending[i].together.is_none()) {
             Some(i) => i,
             None => {
                 self.pending.push(Message {
                     batch,
-                    ends: Pending::Gathered {
-                        // Room for every end of the batch this iteration might bring.
-                        ends: Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED)),
-                        profiles: Vec::new(),
-                    },
+                    // Room for every end of the batch this iteration might bring.
+                    ends: Vec::with_capacity(held.clamp(1, MAX_ENDS_RESERVED)),
+                    profiles: Vec::new(),
+                    together: None,
                 });
                 self.pending.len() - 1
             }
         };
-        match &mut self.pending[i].ends {
-            Pending::Gathered { ends, profiles } => (ends, profiles),
-            Pending::Together { .. } => unreachable!("message {i} was found or made gathering"),
-        }
+        let m = &mut self.pending[i];
+        (&mut m.ends, &mut m.profiles)
     }
 
     /// Sends what was queued, and frees the entries of batches with no task held.
     pub(crate) fn flush(&mut self) {
-        for Message { batch, ends } in self.pending.drain(..) {
+        for message in self.pending.drain(..) {
+            let Message {
+                batch,
+                mut ends,
+                profiles,
+                together,
+            } = message;
             let sink = self
                 .batches
                 .get(batch.0 as usize)
                 .and_then(|b| b.sink.as_ref());
-            let (mut ends, profiles) = match ends {
-                Pending::Gathered { ends, profiles } => (ends, profiles),
-                Pending::Together { common, ends } => {
-                    if let Some(sink) = sink {
-                        let _ = sink.send(Delivery::Together { common, ends });
-                    }
-                    continue;
+            if let Some((common, ends)) = together {
+                if let Some(sink) = sink {
+                    let _ = sink.send(Delivery::Together { common, ends });
                 }
-            };
+                continue;
+            }
             if !profiles.is_empty() {
                 let table = Arc::new(profiles);
                 for end in &mut ends {
