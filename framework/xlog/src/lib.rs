@@ -56,7 +56,10 @@
 //! can neither hide staged lines nor cut a log file. A power failure before the kernel writes
 //! the pages back can still lose recent lines; xlog, like Mars, does not `fsync`. If the buffer
 //! file cannot be opened or mapped, heap memory is used and crash recovery is off
-//! ([`Xlog::is_mapped`]; a warning line names a buffer file that could not be opened).
+//! ([`Xlog::is_mapped`]; a warning line names a buffer file that could not be opened). When
+//! it could not be opened at all (its folder not writable, a directory in its place), the
+//! writer tries to make it after each written block and, once it can, moves its slots into it
+//! with what they hold: crash recovery is on from then on.
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
 //! recovered too. If the recovered blocks cannot be appended (disk full), the writer opens
 //! anyway, logs a warning and keeps them in their slots of the buffer file; the writer thread

@@ -583,6 +583,49 @@ fn a_staging_file_removed_with_its_folder_is_made_anew_and_lines_staged_later_su
     std::mem::forget(g);
 }
 
+#[test]
+fn a_writer_in_heap_memory_makes_the_staging_file_once_it_can_and_later_lines_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hb.mmap3");
+    // A directory where the staging file belongs: the writer starts in heap memory.
+    fs::create_dir(&path).unwrap();
+    let g = quiet_logger(dir.path(), "hb");
+    assert!(!g.is_mapped());
+    let lines = |what: &str| {
+        for i in 0..10 {
+            g.log_message(Level::Info, "t", format!("{what} line {i}").as_bytes());
+        }
+    };
+    // A block written while the path is still blocked: no file can be made yet.
+    lines("in heap");
+    g.flush().unwrap();
+    assert!(!g.is_mapped() && path.is_dir());
+    fs::remove_dir(&path).unwrap();
+    // The next written block makes the file and moves the slots into it.
+    lines("written");
+    g.flush().unwrap();
+    assert!(g.is_mapped(), "the writer has its staging file");
+    lines("staged first");
+    let crash = |expected: &[&str]| {
+        let staged = fs::read(&path).expect("the staging file");
+        let log = fs::read(dir.path().join("hb_20240314.xlog")).unwrap();
+        let (after, _) = restart_after_crash("hb", &staged, &log);
+        let text = text_of(after.path());
+        for what in expected {
+            for i in 0..10 {
+                let line = format!("{what} line {i}\n");
+                assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
+            }
+        }
+    };
+    crash(&["in heap", "written", "staged first"]);
+    // The slot of the block written when the file was made moved too.
+    g.flush().unwrap();
+    lines("staged second");
+    crash(&["in heap", "written", "staged first", "staged second"]);
+    std::mem::forget(g);
+}
+
 /// The fixed test clock, which holds the writer thread inside `now` while `hold` is set,
 /// until `release` is sent.
 #[derive(Debug)]

@@ -244,7 +244,9 @@ struct Inner {
     /// Signals compressor progress (room in the queue, lines processed).
     pending_done: Condvar,
     compressor: Mutex<Option<JoinHandle<()>>>,
-    mapped: bool,
+    /// Whether the slots are mapped from the staging file ([`StagingFile::mapped`], which the
+    /// writer thread updates; read here by [`Xlog::is_mapped`] and the open banner).
+    mapped: AtomicBool,
     banners: bool,
 }
 
@@ -557,8 +559,12 @@ impl Xlog {
     }
 
     /// Whether the buffer file is memory-mapped (false: heap fallback, no crash recovery).
+    ///
+    /// A writer that could not open the file at the start works in heap memory until the
+    /// file can be made (its folder made or given back): after each written block it tries,
+    /// and from then on this is true.
     pub fn is_mapped(&self) -> bool {
-        self.inner.mapped
+        self.inner.mapped.load(Ordering::Relaxed)
     }
 
     /// Runs the housekeeping Mars schedules after open right now: deletes expired files and
@@ -915,7 +921,7 @@ impl Xlog {
             pending_work: Condvar::new(),
             pending_done: Condvar::new(),
             compressor: Mutex::new(None),
-            mapped,
+            mapped: AtomicBool::new(mapped),
             banners: b.banners,
             config,
         });
@@ -980,7 +986,7 @@ impl Xlog {
             format!(
                 "log appender mode:{}, use mmap:{}",
                 u8::from(c.mode == Mode::Sync),
-                u8::from(self.inner.mapped)
+                u8::from(self.inner.mapped.load(Ordering::Relaxed))
             ),
         ];
         if let Some(cd) = &c.cache_dir {
@@ -1045,11 +1051,16 @@ fn reclaimed(mut r: Region) -> Region {
 /// file cannot be made (no folder, no space), the writer tries again after the next block.
 /// At close, a file removed meanwhile is made anew only when the close has something to put
 /// into it (recovered blocks not written yet); a clean close leaves nothing to recover.
+///
+/// A writer that could not open the file at the start (its folder not writable, a directory
+/// in its place) works in heap memory, as Mars does, but not for the rest of the run: after
+/// each written block it tries to make the file, the same way, and once it can, moves its
+/// slots into it with what they hold. (A file that was opened but could not be sized or
+/// mapped keeps whatever it holds for the next start, and the writer stays in heap memory.)
 struct StagingFile {
-    /// `None` when the file could not be opened.
+    /// `None` when the file could not be opened, until it is made.
     file: Option<BufferFile>,
-    /// Whether the slots are mapped from `file` (false: heap memory, no crash recovery from
-    /// the start, and nothing to make anew).
+    /// Whether the slots are mapped from `file` (false: heap memory, no crash recovery).
     mapped: bool,
     path: PathBuf,
     /// Which file `file` is: 0 the one opened with the writer, one more for every file made
@@ -1058,11 +1069,22 @@ struct StagingFile {
 }
 
 impl StagingFile {
-    /// Makes the file anew if it is gone; true when it did.
+    /// Makes the file anew if it is gone, or, for a writer working in heap memory since it
+    /// could not open the file at the start, makes it if it can now; true when it did.
     fn renew_if_gone(&mut self) -> bool {
+        let from_heap = !self.mapped && self.file.is_none();
+        if from_heap {
+            return self.make_anew();
+        }
         if !self.mapped || self.file.is_none() || !crate::mmap::is_gone(&self.path) {
             return false;
         }
+        self.make_anew()
+    }
+
+    /// Makes a new file at the path (never taking over one found there), zeroed to its full
+    /// length; true when it did.
+    fn make_anew(&mut self) -> bool {
         let made = BufferFile::create_locked(&self.path).and_then(|mut f| {
             if let Err(e) = f.zero(FILE_LEN) {
                 // Leave nothing half made behind: the next try starts afresh.
@@ -1075,6 +1097,7 @@ impl StagingFile {
             Ok(f) => {
                 self.file = Some(f);
                 self.gen += 1;
+                self.mapped = true;
                 true
             }
             Err(_) => false,
@@ -1088,7 +1111,13 @@ impl StagingFile {
         let Some(f) = &self.file else {
             return;
         };
-        if r.file == self.gen || !r.block.is_mapped() {
+        // A slot in heap memory moves only into a file made here (zeroed to its full length):
+        // file 0 of a writer that works in heap memory is one it could not use.
+        let here = match r.block.is_mapped() {
+            true => r.file == self.gen,
+            false => self.gen == 0,
+        };
+        if here {
             return;
         }
         let mut block = f.map((r.slot * SLOT_LEN) as u64, SLOT_LEN);
@@ -1640,6 +1669,7 @@ impl Inner {
                     sealed.region.clear_after_write();
                     if staging.renew_if_gone() {
                         staging.move_all(&mut self.lock_state());
+                        self.mapped.store(staging.mapped, Ordering::Relaxed);
                     }
                     staging.move_here(&mut sealed.region);
                     // Precompute the staging keystream of the next block to begin, so that
