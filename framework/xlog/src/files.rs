@@ -385,9 +385,10 @@ impl LogFiles {
                 }
                 let is_log = meta.is_file()
                     && (self.is_own_log(&name)
-                        || name
-                            .strip_suffix(".moving")
-                            .is_some_and(|log| self.is_own_log(log)));
+                        || [".moving", ".moving.new"].iter().any(|note| {
+                            name.strip_suffix(note)
+                                .is_some_and(|log| self.is_own_log(log))
+                        }));
                 let is_day_dir =
                     meta.is_dir() && name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit());
                 let ok = if is_log {
@@ -586,8 +587,15 @@ impl MoveNote {
         })
     }
 
+    /// Writes the note at `path`, replacing any note there in one step (written aside, then
+    /// renamed over it): a crash while a note is rewritten (a move carrying on after an
+    /// earlier crash) leaves the old note or the new one, never neither.
     fn write(&self, path: &Path) -> io::Result<()> {
-        fs::write(path, self.encode())
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".new");
+        let aside = PathBuf::from(aside);
+        fs::write(&aside, self.encode())?;
+        fs::rename(&aside, path)
     }
 
     /// The note at `path`, if there is one that reads whole.
@@ -967,11 +975,14 @@ mod tests {
         // A note whose cache file is gone (a crash between the two removals).
         let orphan = cache.path().join("p_20240102.xlog.moving");
         fs::write(&orphan, b"x").unwrap();
+        let aside = cache.path().join("p_20240102.xlog.moving.new");
+        fs::write(&aside, b"x").unwrap();
         let other = cache.path().join("q_20240102.xlog.moving");
         fs::write(&other, b"x").unwrap();
         let much_later = WallTime::new(now_secs + 40 * 86_400, 0, 0);
         f.delete_expired(much_later, Duration::from_secs(86_400));
         assert!(!orphan.exists(), "this prefix's old note is deleted");
+        assert!(!aside.exists(), "and one written aside");
         assert!(other.exists(), "another prefix's is left alone");
     }
 }
