@@ -2639,8 +2639,9 @@ impl Engine {
             .iter()
             .map(|k| k.2)
             .filter(|id| {
-                let t = &self.tasks[id];
-                !(t.spec.needs_auth && !t.auth_cleared && !self.is_authed(self.auth_host_of(t)))
+                self.tasks.get(id).is_some_and(|t| {
+                    !(t.spec.needs_auth && !t.auth_cleared && !self.is_authed(self.auth_host_of(t)))
+                })
             })
             .collect();
         for id in waiting {

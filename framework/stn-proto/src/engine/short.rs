@@ -544,7 +544,10 @@ impl Engine {
             return;
         }
         self.short_record(now, ex.addr, true, None);
-        let cmd_id = self.short.tasks[&id].spec.cmd_id;
+        let Some(cmd_id) = self.short.tasks.get(&id).map(|t| t.spec.cmd_id) else {
+            // Its exchange was found, so the task is there; nothing to end otherwise.
+            return;
+        };
         let verdict = match &self.cfg.response_check {
             Some(check) => check.check(id, cmd_id, &response.body),
             None => ResponseVerdict::Accept,

@@ -220,19 +220,6 @@ impl TaskTable {
     }
 }
 
-impl std::ops::Index<&TaskId> for TaskTable {
-    type Output = Task;
-
-    /// The task `id`; panics when there is none (callers index only ids they just read
-    /// from a queue or running set, which hold only stored tasks).
-    fn index(&self, id: &TaskId) -> &Task {
-        match self.get(id) {
-            Some(t) => t,
-            None => panic!("task {id} is not stored"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
