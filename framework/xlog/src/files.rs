@@ -524,7 +524,8 @@ fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
     let done = MoveNote::read(&note_path).map_or(0, |note| note.moved(&mut f, &meta, &data));
     if done < data.len() {
         let note = MoveNote {
-            offset: before - done as u64,
+            offset: before,
+            from: done as u64,
             len: data.len() as u64,
             file_id: file_id(&meta),
         };
@@ -537,14 +538,16 @@ fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
     Ok(note_path)
 }
 
-/// What a move of a cache file into the log dir is about to do ([`move_file`]): the bytes of
-/// the cache file up to `len` go to the log file of inode `file_id` from `offset` on.
+/// What a move of a cache file into the log dir is about to do ([`move_file`]): the bytes
+/// `from..len` of the cache file go to the log file of inode `file_id` from `offset` on (its
+/// first `from` bytes are there already, moved by a move that a crash cut short).
 ///
 /// Stored beside the cache file as one line of text ending in a CRC-32 of the rest, so a note
 /// torn by a crash while it was written is not believed (the append had not begun then).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct MoveNote {
     offset: u64,
+    from: u64,
     len: u64,
     file_id: u64,
 }
@@ -559,8 +562,8 @@ impl MoveNote {
 
     fn encode(&self) -> String {
         let body = format!(
-            "phobos-xlog-move 1 offset={} len={} file={}",
-            self.offset, self.len, self.file_id
+            "phobos-xlog-move 1 offset={} from={} len={} file={}",
+            self.offset, self.from, self.len, self.file_id
         );
         let check = crc32(body.as_bytes());
         format!("{body} check={check:08x}\n")
@@ -582,6 +585,7 @@ impl MoveNote {
         };
         Some(MoveNote {
             offset: field("offset")?,
+            from: field("from")?,
             len: field("len")?,
             file_id: field("file")?,
         })
@@ -604,24 +608,27 @@ impl MoveNote {
     }
 
     /// How many leading bytes of `data` (the cache file now) the log file `f` (metadata
-    /// `meta`) already holds from this note's move: the part of the noted bytes found there
-    /// as they are in `data`, or 0 when they are not found (another file, cut, changed).
+    /// `meta`) already holds from this note's move: the bytes moved before it, and the part
+    /// of its own found at its offset as they are in `data`; 0 when they are not found there
+    /// (another file, cut, changed).
     fn moved(&self, f: &mut File, meta: &fs::Metadata, data: &[u8]) -> usize {
-        let Ok(len) = usize::try_from(self.len) else {
+        let (Ok(from), Ok(len)) = (usize::try_from(self.from), usize::try_from(self.len)) else {
             return 0;
         };
-        if len > data.len() || self.offset > meta.len() {
+        if from > len || len > data.len() || self.offset > meta.len() {
             return 0;
         }
         if self.file_id != 0 && file_id(meta) != self.file_id {
             return 0;
         }
-        // A short write may have left only the first part.
-        let have = (meta.len() - self.offset).min(self.len) as usize;
+        // A short write may have left only the first part, with nothing after it. (A short
+        // write followed by other bytes is not told apart from other bytes alone: nothing
+        // of this note's part counts as moved then, and it goes again.)
+        let have = (meta.len() - self.offset).min((len - from) as u64) as usize;
         let mut held = vec![0; have];
         let read = f.seek(SeekFrom::Start(self.offset)).is_ok() && f.read_exact(&mut held).is_ok();
-        if read && held == data[..have] {
-            have
+        if read && held == data[from..from + have] {
+            from + have
         } else {
             0
         }
@@ -897,6 +904,28 @@ mod tests {
         assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|block-b|");
     }
 
+    /// Two crashed moves in a row, the cache file and the log file both getting more bytes
+    /// between them: the third move still appends each byte of the cache file once.
+    #[test]
+    fn two_crashed_moves_in_a_row_still_move_each_byte_once() {
+        let (_dir, src, dst) = a_move(b"head|", b"block-a|");
+        // The first move crashed after its append.
+        append_noted(&src, &dst).unwrap();
+        // Then the cache file got a block, and the log file other bytes.
+        let append = |path: &Path, bytes: &[u8]| {
+            let mut f = OpenOptions::new().append(true).open(path).unwrap();
+            f.write_all(bytes).unwrap();
+        };
+        append(&src, b"block-b|");
+        append(&dst, b"other|");
+        // The second move crashed after its append too.
+        append_noted(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|other|block-b|");
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|other|block-b|");
+        assert!(!src.exists() && !MoveNote::path_for(&src).exists());
+    }
+
     /// When the log file no longer holds what the note says (replaced by another file, or
     /// its bytes there differ), the whole cache file is appended: nothing is lost.
     #[test]
@@ -927,6 +956,7 @@ mod tests {
     fn a_torn_or_altered_move_note_is_not_believed() {
         let note = MoveNote {
             offset: 5,
+            from: 2,
             len: 8,
             file_id: 77,
         };
