@@ -11,7 +11,8 @@
 //!   sequence on. So [`ChatEvents`] yields every message once, in sequence order per
 //!   conversation.
 //! - The conversation list and history browsing ([`ChatClient::conversations`],
-//!   [`ChatClient::history`]) go over the short link.
+//!   [`ChatClient::conversations_page`], [`ChatClient::history`]) go over the short link, a
+//!   page per request (see [`crate::proto`]'s "Paging").
 //!
 //! Design: the catch-up after a reconnect uses the long link, not the short link: on the long
 //! link the request travels behind the identify frame on the same connection, so the server
@@ -38,8 +39,8 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::plugins::LoadedPlugins;
 use crate::proto::{
-    self, Conversation, HistoryPage, HistoryRequest, JoinRequest, Message, Reply, SendAck,
-    SendRequest, ServerError, Target,
+    self, Conversation, ConversationPage, HistoryPage, HistoryRequest, JoinRequest, ListRequest,
+    Message, Reply, SendAck, SendRequest, ServerError, Target,
 };
 
 /// The long link's name.
@@ -326,15 +327,53 @@ impl ChatClient {
         Ok(convs)
     }
 
-    /// The user's conversations, over the short link.
+    /// All the user's conversations, in id order, over the short link: it asks for pages of
+    /// [`proto::MAX_LIST_PAGE`] (see [`conversations_page`](Self::conversations_page)) until
+    /// the last one. Each conversation the user had when it started comes back exactly once,
+    /// whatever is sent meanwhile; one joined meanwhile may or may not be included.
     ///
     /// # Errors
     ///
-    /// [`ChatError`].
+    /// [`ChatError`] of the first page request that failed (the pages already fetched are
+    /// dropped); [`ChatError::BadAnswer`] when the server's cursor does not move forward.
     pub async fn conversations(&self) -> Result<Vec<Conversation>, ChatError> {
-        self.inner
-            .short_call(proto::PATH_CONVERSATIONS, &serde_json::json!({}))
-            .await
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .conversations_page(after.as_deref(), proto::MAX_LIST_PAGE)
+                .await?;
+            all.extend(page.conversations);
+            match next_cursor(after.as_deref(), page.next)? {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of the user's conversations, over the short link: at most `limit` of them
+    /// (0 counts as 1, more than [`proto::MAX_LIST_PAGE`] as that many; the server may return
+    /// fewer to fit a page into one frame), in id order, starting after the conversation id
+    /// `after` (`None`: from the first). Pass the page's [`next`](ConversationPage::next) as
+    /// `after` to get the following page; it is `None` on the last page.
+    ///
+    /// `after` need not be one of the user's conversations: the page starts at the first one
+    /// whose id sorts after it, and is empty (with no `next`) past the last one.
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`]; a `after` that is not shaped like a conversation id (`room:NAME` or
+    /// `dm:A,B`) is refused by the server with [`proto::ErrorCode::BadRequest`].
+    pub async fn conversations_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ConversationPage, ChatError> {
+        let req = ListRequest {
+            after: after.map(str::to_owned),
+            limit,
+        };
+        self.inner.short_call(proto::PATH_CONVERSATIONS, &req).await
     }
 
     /// Up to `limit` messages of `conversation` after `after_seq`, over the short link.
@@ -455,28 +494,44 @@ impl Inner {
 
     /// Catches up every conversation with messages the client has not delivered: the list
     /// comes from the server (over the long link, behind the identify frame), so conversations
-    /// that began while the link was down are included.
+    /// that began while the link was down are included. The list is read a page at a time,
+    /// each page's conversations caught up before the next page is asked for.
     async fn catch_up_all(&self, events: &mpsc::UnboundedSender<ChatEvent>) {
-        let convs: Vec<Conversation> = match self
-            .call(proto::CMD_CONVERSATIONS, &serde_json::json!({}))
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = events.send(ChatEvent::CatchUpFailed {
-                    conversation: "(conversation list)".to_owned(),
-                    error: e.to_string(),
-                });
-                return;
-            }
-        };
-        for conv in convs {
-            let behind = {
-                let delivered = self.delivered.lock().await;
-                delivered.get(&conv.id).copied().unwrap_or(0) < conv.last_seq
+        let mut after: Option<String> = None;
+        loop {
+            let req = ListRequest {
+                after: after.clone(),
+                limit: proto::MAX_LIST_PAGE,
             };
-            if behind {
-                self.report_catch_up(&conv.id, events).await;
+            let page = self
+                .call::<_, ConversationPage>(proto::CMD_CONVERSATIONS, &req)
+                .await
+                .and_then(|page| {
+                    let next = next_cursor(after.as_deref(), page.next)?;
+                    Ok((page.conversations, next))
+                });
+            let (convs, next) = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = events.send(ChatEvent::CatchUpFailed {
+                        conversation: "(conversation list)".to_owned(),
+                        error: e.to_string(),
+                    });
+                    return;
+                }
+            };
+            for conv in convs {
+                let behind = {
+                    let delivered = self.delivered.lock().await;
+                    delivered.get(&conv.id).copied().unwrap_or(0) < conv.last_seq
+                };
+                if behind {
+                    self.report_catch_up(&conv.id, events).await;
+                }
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => return,
             }
         }
     }
@@ -578,10 +633,45 @@ fn parse_reply<T: DeserializeOwned>(body: &[u8]) -> Result<T, ChatError> {
     }
 }
 
+/// The cursor a conversation list page gives for the next page, checked to move forward past
+/// `after` (the cursor that page was asked for): a server answering with the same cursor again
+/// would otherwise keep a caller paging forever.
+fn next_cursor(after: Option<&str>, next: Option<String>) -> Result<Option<String>, ChatError> {
+    match (after, next) {
+        (Some(after), Some(next)) if next.as_str() <= after => Err(ChatError::BadAnswer(format!(
+            "the conversation list did not move forward: {next:?} came after {after:?}"
+        ))),
+        (_, next) => Ok(next),
+    }
+}
+
 /// A prefix that makes this process's client message ids unique across runs.
 fn run_nonce() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_conversation_cursor_must_move_forward() {
+        assert_eq!(next_cursor(None, None), Ok(None));
+        assert_eq!(
+            next_cursor(None, Some("room:a".into())),
+            Ok(Some("room:a".into()))
+        );
+        assert_eq!(
+            next_cursor(Some("room:a"), Some("room:b".into())),
+            Ok(Some("room:b".into()))
+        );
+        assert_eq!(next_cursor(Some("room:b"), None), Ok(None));
+        for stuck in ["room:b", "room:a"] {
+            let err = next_cursor(Some("room:b"), Some(stuck.into())).unwrap_err();
+            assert!(matches!(err, ChatError::BadAnswer(_)), "{err:?}");
+        }
+    }
 }

@@ -12,7 +12,7 @@
 //! | [`CMD_ECHO`] | anything | the same bytes |
 //! | [`CMD_SEND`] | [`SendRequest`] | [`Reply`] of [`SendAck`] |
 //! | [`CMD_JOIN`] | [`JoinRequest`] | [`Reply`] of [`Conversation`] |
-//! | [`CMD_CONVERSATIONS`] | `{}` | [`Reply`] of a list of [`Conversation`] |
+//! | [`CMD_CONVERSATIONS`] | [`ListRequest`] (an empty body: the first page) | [`Reply`] of [`ConversationPage`] |
 //! | [`CMD_HISTORY`] | [`HistoryRequest`] | [`Reply`] of [`HistoryPage`] |
 //!
 //! The server pushes every new message (sequence 0, command [`CMD_PUSH_MESSAGE`], a
@@ -25,12 +25,29 @@
 //!
 //! | Path | Request body | Answer |
 //! |---|---|---|
-//! | [`PATH_CONVERSATIONS`] | [`Authed`] of `{}` | [`Reply`] of a list of [`Conversation`] |
+//! | [`PATH_CONVERSATIONS`] | [`Authed`] of [`ListRequest`] (`request` absent or `null`: the first page) | [`Reply`] of [`ConversationPage`] |
 //! | [`PATH_HISTORY`] | [`Authed`] of [`HistoryRequest`] | [`Reply`] of [`HistoryPage`] |
 //! | [`PATH_ECHO`] | anything | the same bytes |
 //!
 //! A short-link request carries the same token the long link identified with, inside its body
 //! ([`Authed`]), so it needs no session on the server.
+//!
+//! # Paging
+//!
+//! Both lists a client reads are paged, so no answer grows with the data: a history page holds
+//! at most [`MAX_HISTORY_PAGE`] messages after a sequence number ([`HistoryRequest`]), a
+//! conversation list page at most [`MAX_LIST_PAGE`] conversations after a conversation id
+//! ([`ListRequest`]). The server also cuts a page short when it would not fit in one long-link
+//! frame (at least one item is always returned, so paging makes progress); the page says
+//! whether more follow ([`HistoryPage::more`], [`ConversationPage::next`]).
+//!
+//! Conversations are listed in the byte order of their ids. Design: an id never changes and a
+//! user's membership only grows, so each conversation keeps its place in that order for good,
+//! and a walk that continues after the last id it got ([`ConversationPage::next`]) returns
+//! every conversation that existed when it began exactly once, whatever is sent meanwhile.
+//! Ordering by last activity would move a conversation to the front at each new message, and
+//! a walk under traffic would skip or repeat conversations. A conversation the user joins
+//! during a walk shows up in it if its id sorts after the cursor, otherwise in the next walk.
 //!
 //! # Delivery guarantees
 //!
@@ -50,7 +67,7 @@ pub const CMD_ECHO: CmdId = CmdId(1);
 pub const CMD_SEND: CmdId = CmdId(10);
 /// Join a room ([`JoinRequest`] → [`Conversation`]).
 pub const CMD_JOIN: CmdId = CmdId(11);
-/// List the caller's conversations (→ `Vec<Conversation>`).
+/// A page of the caller's conversation list ([`ListRequest`] → [`ConversationPage`]).
 pub const CMD_CONVERSATIONS: CmdId = CmdId(12);
 /// A page of one conversation's history ([`HistoryRequest`] → [`HistoryPage`]).
 pub const CMD_HISTORY: CmdId = CmdId(13);
@@ -66,6 +83,13 @@ pub const PATH_ECHO: &str = "/v1/echo";
 
 /// The most messages one history page holds.
 pub const MAX_HISTORY_PAGE: u32 = 500;
+/// The most conversations one conversation list page holds; a [`ListRequest`] asking for more
+/// gets this many, and one without a `limit` gets this many too.
+///
+/// A listed conversation is its id, its member names and a number: usually well under 1 KiB,
+/// so a full page stays far below a long-link frame even for a user in hundreds of rooms (and
+/// a page of large rooms is cut to fit the frame anyway).
+pub const MAX_LIST_PAGE: u32 = 100;
 /// The longest message text, in bytes.
 pub const MAX_TEXT_LEN: usize = 4096;
 /// The longest user, room or client message id, in bytes.
@@ -163,6 +187,68 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+/// [`CMD_CONVERSATIONS`]'s request: where to continue the caller's conversation list, and how
+/// many conversations to return.
+///
+/// Both fields may be left out (`{}`, or an empty body on the long link): the first page, of
+/// [`MAX_LIST_PAGE`] conversations.
+///
+/// ```
+/// use phobos_host_example::proto::{ListRequest, MAX_LIST_PAGE};
+///
+/// let req = ListRequest { after: Some("room:lobby".into()), limit: 20 };
+/// let body = serde_json::to_string(&req).unwrap();
+/// assert_eq!(body, r#"{"after":"room:lobby","limit":20}"#);
+/// assert_eq!(serde_json::from_str::<ListRequest>(&body).unwrap(), req);
+///
+/// let first: ListRequest = serde_json::from_str("{}").unwrap();
+/// assert_eq!(first, ListRequest { after: None, limit: MAX_LIST_PAGE });
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListRequest {
+    /// Only conversations whose id sorts after this one (byte order): the previous page's
+    /// [`ConversationPage::next`]; `None` for the first page.
+    ///
+    /// It is a place in the order, not a reference: it need not be one of the caller's
+    /// conversations (the page starts at the first one after it; past the last one the page is
+    /// empty with no `next`). It must look like a conversation id (`room:NAME` or `dm:A,B`,
+    /// see [`check_conversation_id`]), or the request is a [`ErrorCode::BadRequest`].
+    pub after: Option<String>,
+    /// At most this many: 0 counts as 1, more than [`MAX_LIST_PAGE`] as [`MAX_LIST_PAGE`].
+    pub limit: u32,
+}
+
+/// [`CMD_CONVERSATIONS`]'s answer: a page of the caller's conversations in id order.
+///
+/// ```
+/// use phobos_host_example::proto::{Conversation, ConversationPage};
+///
+/// let page = ConversationPage {
+///     conversations: vec![Conversation {
+///         id: "room:lobby".into(),
+///         members: vec!["alice".into(), "bob".into()],
+///         last_seq: 3,
+///     }],
+///     next: None,
+/// };
+/// let body = serde_json::to_string(&page).unwrap();
+/// assert_eq!(
+///     body,
+///     r#"{"conversations":[{"id":"room:lobby","members":["alice","bob"],"last_seq":3}],"next":null}"#
+/// );
+/// assert_eq!(serde_json::from_str::<ConversationPage>(&body).unwrap(), page);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationPage {
+    /// The conversations, in the byte order of their ids.
+    pub conversations: Vec<Conversation>,
+    /// `Some` when more conversations follow: the [`ListRequest::after`] of the next page (the
+    /// last id of this page). `None` when this page ends the list.
+    pub next: Option<String>,
+}
+
 /// A short-link request: the token and the request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +293,16 @@ pub enum ErrorCode {
     Forbidden,
     /// No such conversation, or no such command.
     NotFound,
+}
+
+impl Default for ListRequest {
+    /// The first page, of [`MAX_LIST_PAGE`] conversations.
+    fn default() -> Self {
+        ListRequest {
+            after: None,
+            limit: MAX_LIST_PAGE,
+        }
+    }
 }
 
 impl ServerError {
@@ -262,6 +358,32 @@ pub fn check_name(what: &str, name: &str) -> Result<(), ServerError> {
     }
 }
 
+/// Checks that `id` has the shape of a conversation id: `room:NAME`, or `dm:A,B` with two user
+/// names, each name as [`check_name`] wants it.
+///
+/// # Errors
+///
+/// A [`ErrorCode::BadRequest`] naming `what`.
+pub fn check_conversation_id(what: &str, id: &str) -> Result<(), ServerError> {
+    let ok = if let Some(room) = id.strip_prefix("room:") {
+        check_name("room", room).is_ok()
+    } else if let Some(users) = id.strip_prefix("dm:") {
+        users
+            .split_once(',')
+            .is_some_and(|(a, b)| check_name("user", a).is_ok() && check_name("user", b).is_ok())
+    } else {
+        false
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ServerError::new(
+            ErrorCode::BadRequest,
+            format!("{what} must be a conversation id (room:NAME or dm:A,B), got {id:?}"),
+        ))
+    }
+}
+
 /// The conversation id of a room.
 pub fn room_conversation(room: &str) -> String {
     format!("room:{room}")
@@ -313,6 +435,35 @@ mod tests {
         assert!(check_name("user", "a b").is_err());
         assert!(check_name("user", "a,b").is_err());
         assert!(check_name("user", &"x".repeat(MAX_NAME_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn conversation_ids_are_checked() {
+        assert!(check_conversation_id("after", &room_conversation("lobby")).is_ok());
+        assert!(check_conversation_id("after", &direct_conversation("bob", "alice")).is_ok());
+        for bad in [
+            "",
+            "lobby",
+            "room:",
+            "room:a b",
+            "dm:alice",
+            "dm:alice,",
+            "dm:a,b,c",
+        ] {
+            let err = check_conversation_id("after", bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{bad:?}");
+            assert!(err.message.contains("after"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_list_request_without_fields_is_the_first_page_of_the_largest_size() {
+        let req: ListRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(req, ListRequest::default());
+        assert_eq!((req.after, req.limit), (None, MAX_LIST_PAGE));
+        let req: ListRequest = serde_json::from_str(r#"{"limit":0}"#).unwrap();
+        assert_eq!((req.after, req.limit), (None, 0));
+        assert!(serde_json::from_str::<ListRequest>(r#"{"cursor":"room:a"}"#).is_err());
     }
 
     #[test]

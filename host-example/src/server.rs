@@ -5,8 +5,8 @@
 //! token (see [`crate::tokens`]) and is then bound to its user; a send is stored in its
 //! conversation under the next sequence number and pushed to every online connection of the
 //! conversation's members (the sender's included); a retried send (same user, same client message id) is answered
-//! with the stored sequence and not stored or pushed again; conversation lists and history
-//! pages are served on both links.
+//! with the stored sequence and not stored or pushed again; conversation list pages and history
+//! pages are served on both links (see [`crate::proto`]'s "Paging").
 //!
 //! ```no_run
 //! # async fn demo(codec: std::sync::Arc<dyn phobos_plugin_api::PacketCodec>) -> anyhow::Result<()> {
@@ -42,6 +42,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -62,8 +63,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::proto::{
-    self, Authed, Conversation, ErrorCode, HistoryPage, HistoryRequest, JoinRequest, Message,
-    Reply, SendAck, SendRequest, ServerError, Target,
+    self, Authed, Conversation, ConversationPage, ErrorCode, HistoryPage, HistoryRequest,
+    JoinRequest, ListRequest, Message, Reply, SendAck, SendRequest, ServerError, Target,
 };
 use crate::tokens::TokenIssuer;
 
@@ -505,7 +506,15 @@ impl Inner {
                 Reply::from(result).to_body()
             }
             proto::CMD_JOIN => Reply::from(parse(body).and_then(|r| self.join(&user, r))).to_body(),
-            proto::CMD_CONVERSATIONS => Reply::Ok(self.conversations(&user)).to_body(),
+            proto::CMD_CONVERSATIONS => {
+                // An empty body (what the command took before it was paged) is the first page.
+                let req = if body.is_empty() {
+                    Ok(ListRequest::default())
+                } else {
+                    parse(body)
+                };
+                Reply::from(req.and_then(|r| self.conversations(&user, r))).to_body()
+            }
             proto::CMD_HISTORY => {
                 Reply::from(parse(body).and_then(|r| self.history(&user, r))).to_body()
             }
@@ -645,12 +654,55 @@ impl Inner {
         Ok(hub.summary(&conv_id))
     }
 
-    fn conversations(&self, user: &str) -> Vec<Conversation> {
+    /// One page of `user`'s conversations in id order (see [`crate::proto`]'s "Paging" for why
+    /// that order).
+    fn conversations(&self, user: &str, req: ListRequest) -> Result<ConversationPage, ServerError> {
+        if let Some(after) = &req.after {
+            proto::check_conversation_id("after", after)?;
+        }
+        let limit = req.limit.clamp(1, proto::MAX_LIST_PAGE) as usize;
+        // As for history: a page must fit in one long-link frame, and large rooms make large
+        // entries (every member is listed). Stop at the budget, keeping at least one entry so
+        // paging makes progress. The short link uses the same budget, which keeps its answers
+        // far below the client's response limit.
+        let budget = self.reply_budget();
         let hub = lock(&self.hub);
-        hub.user_convs
-            .get(user)
-            .map(|ids| ids.iter().map(|id| hub.summary(id)).collect())
-            .unwrap_or_default()
+        let Some(ids) = hub.user_convs.get(user) else {
+            return Ok(ConversationPage {
+                conversations: Vec::new(),
+                next: None,
+            });
+        };
+        let start = match &req.after {
+            Some(after) => Bound::Excluded(after.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut rest = ids.range::<str, _>((start, Bound::Unbounded)).peekable();
+        let mut conversations: Vec<Conversation> = Vec::new();
+        let mut used = 0usize;
+        while let Some(id) = rest.peek() {
+            if conversations.len() == limit {
+                break;
+            }
+            let summary = hub.summary(id);
+            let size = serde_json::to_vec(&summary).map_or(0, |v| v.len()) + 1;
+            if !conversations.is_empty() && used + size > budget {
+                break;
+            }
+            used += size;
+            conversations.push(summary);
+            rest.next();
+        }
+        // Something is left exactly when the loop stopped early; the cursor is the last id
+        // returned, so the next page starts right after it.
+        let next = match (rest.peek(), conversations.last()) {
+            (Some(_), Some(last)) => Some(last.id.clone()),
+            _ => None,
+        };
+        Ok(ConversationPage {
+            conversations,
+            next,
+        })
     }
 
     fn history(&self, user: &str, req: HistoryRequest) -> Result<HistoryPage, ServerError> {
@@ -673,11 +725,7 @@ impl Inner {
         // would leave the caller (the client's catch-up) without an answer. Stop at the
         // frame's budget; `more` tells the caller to ask for the rest. At least one message
         // is always returned, so paging makes progress.
-        let budget = self
-            .config
-            .codec
-            .max_frame_len()
-            .saturating_sub(REPLY_OVERHEAD);
+        let budget = self.reply_budget();
         let mut used = 0usize;
         let mut messages: Vec<Message> = Vec::new();
         for m in conv
@@ -697,15 +745,24 @@ impl Inner {
         Ok(HistoryPage { messages, more })
     }
 
+    /// The bytes a page's items may take so that the reply fits in one long-link frame.
+    fn reply_budget(&self) -> usize {
+        self.config
+            .codec
+            .max_frame_len()
+            .saturating_sub(REPLY_OVERHEAD)
+    }
+
     /// Answers one HTTP request (the short link).
     fn handle_http(&self, path: &str, body: &[u8]) -> (StatusCode, Vec<u8>) {
         self.counters.http.fetch_add(1, Ordering::Relaxed);
         match path {
             proto::PATH_ECHO => (StatusCode::OK, body.to_vec()),
             proto::PATH_CONVERSATIONS => {
+                // `request` absent or `null` is the first page.
                 let reply = self
-                    .authed::<serde_json::Value>(body)
-                    .map(|(user, _)| self.conversations(&user));
+                    .authed::<Option<ListRequest>>(body)
+                    .and_then(|(user, req)| self.conversations(&user, req.unwrap_or_default()));
                 (StatusCode::OK, Reply::from(reply).to_body())
             }
             proto::PATH_HISTORY => {
@@ -885,8 +942,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 const READ_CHUNK: usize = 16 * 1024;
 const MAX_HTTP_BODY: usize = 64 * 1024;
-/// Room left in a frame for the codec's header and a history page's envelope
-/// (`{"ok":{"messages":[…],"more":false}}`).
+/// Room left in a frame for the codec's header and a page's envelope
+/// (`{"ok":{"messages":[…],"more":false}}`, or `{"ok":{"conversations":[…],"next":"ID"}}`, an
+/// id being at most `dm:` and two 64-byte names).
 const REPLY_OVERHEAD: usize = 1024;
 const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 

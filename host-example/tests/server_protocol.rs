@@ -6,13 +6,14 @@ use std::sync::Arc;
 use phobos_host_example::config::HostConfig;
 use phobos_host_example::plugins::LoadedPlugins;
 use phobos_host_example::proto::{
-    self, Authed, Conversation, HistoryPage, HistoryRequest, Message, Reply, SendAck, SendRequest,
-    Target,
+    self, Authed, Conversation, ConversationPage, HistoryPage, HistoryRequest, ListRequest,
+    Message, Reply, SendAck, SendRequest, Target,
 };
 use phobos_host_example::server::{Server, ServerConfig, ServerHandle};
 use phobos_host_example::tokens::TokenIssuer;
 use phobos_plugin_api::codec::{IDENTIFY_SEQ, PUSH_SEQ};
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec, Seq};
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -39,16 +40,24 @@ struct Raw {
 
 impl Raw {
     async fn connect(addr: SocketAddr) -> Raw {
+        Raw::connect_with(addr, codec()).await
+    }
+
+    async fn connect_with(addr: SocketAddr, codec: Arc<dyn PacketCodec>) -> Raw {
         Raw {
             stream: TcpStream::connect(addr).await.expect("connect"),
-            codec: codec(),
+            codec,
             buf: Vec::new(),
             next_seq: 1,
         }
     }
 
     async fn login(addr: SocketAddr, token: &str) -> Raw {
-        let mut raw = Raw::connect(addr).await;
+        Raw::login_with(addr, codec(), token).await
+    }
+
+    async fn login_with(addr: SocketAddr, codec: Arc<dyn PacketCodec>, token: &str) -> Raw {
+        let mut raw = Raw::connect_with(addr, codec).await;
         let reply = raw.identify(token).await;
         assert_eq!(reply, vec![0x00], "token {token} accepted");
         raw
@@ -129,6 +138,15 @@ impl Raw {
             serde_json::from_slice::<Reply<Conversation>>(&reply),
             Ok(Reply::Ok(_))
         ));
+    }
+
+    /// A conversation list page for the raw request body `body`.
+    async fn list(&mut self, body: &[u8]) -> ConversationPage {
+        let (reply, _) = self.call(proto::CMD_CONVERSATIONS, body).await;
+        match serde_json::from_slice::<Reply<ConversationPage>>(&reply).expect("list reply") {
+            Reply::Ok(page) => page,
+            Reply::Error(e) => panic!("list refused: {e}"),
+        }
     }
 
     async fn next_push(&mut self) -> Message {
@@ -283,6 +301,14 @@ async fn history_and_conversations_survive_a_restart_and_are_served_over_http() 
     server.shutdown().await;
 }
 
+/// [`post`], expecting a 200 with a JSON [`Reply`].
+async fn post_reply<T: DeserializeOwned>(addr: SocketAddr, path: &str, body: &[u8]) -> Reply<T> {
+    let http = post(addr, path, body).await;
+    assert!(http.starts_with("HTTP/1.1 200"), "{http}");
+    let (_, body) = http.split_once("\r\n\r\n").expect("a head and a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 /// A minimal HTTP/1.1 POST; returns the whole response.
 async fn post(addr: SocketAddr, path: &str, body: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -353,5 +379,123 @@ async fn a_history_page_too_large_for_one_frame_is_cut_and_the_rest_can_be_paged
     assert_eq!(after_seq, total, "every message came back");
     assert!(pages >= 2, "the page was cut to fit a frame");
     assert_eq!(server.stats().long_link_open, 1, "the link stayed up");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_empty_list_request_is_the_first_page_of_the_largest_size_on_both_links() {
+    let (server, tokens) = start().await;
+    let token = tokens.issue("alice").unwrap();
+    let mut alice = Raw::login(server.long_link_addr(), &token).await;
+    // One more conversation than a page holds.
+    let max = proto::MAX_LIST_PAGE as usize;
+    for i in 0..=max {
+        alice.join(&format!("r-{i:03}")).await;
+    }
+    let first_page = |page: &ConversationPage| {
+        assert_eq!(page.conversations.len(), max);
+        assert_eq!(page.conversations[0].id, "room:r-000");
+        assert_eq!(
+            page.next.as_deref(),
+            Some(format!("room:r-{:03}", max - 1).as_str())
+        );
+    };
+
+    // The long link: no body, or an object without fields.
+    for body in [&b""[..], b"{}", br#"{"after":null}"#] {
+        first_page(&alice.list(body).await);
+    }
+    let last = alice
+        .list(
+            &serde_json::to_vec(&ListRequest {
+                after: Some(format!("room:r-{:03}", max - 1)),
+                limit: 5,
+            })
+            .unwrap(),
+        )
+        .await;
+    let ids: Vec<&str> = last.conversations.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [format!("room:r-{max:03}")]);
+    assert_eq!(last.next, None);
+
+    // The short link: `request` absent, `null`, or `{}`.
+    for body in [
+        format!(r#"{{"token":"{token}"}}"#),
+        format!(r#"{{"token":"{token}","request":null}}"#),
+        format!(r#"{{"token":"{token}","request":{{}}}}"#),
+    ] {
+        let reply = post_reply::<ConversationPage>(
+            server.http_addr(),
+            proto::PATH_CONVERSATIONS,
+            body.as_bytes(),
+        )
+        .await;
+        let Reply::Ok(page) = reply else {
+            panic!("refused: {reply:?} for {body}");
+        };
+        first_page(&page);
+    }
+    // A field the request does not have is refused, not ignored.
+    let (reply, _) = alice
+        .call(proto::CMD_CONVERSATIONS, br#"{"cursor":"room:r-005"}"#)
+        .await;
+    assert!(String::from_utf8_lossy(&reply).contains("bad_request"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_list_page_too_large_for_one_frame_is_cut_and_the_rest_can_be_paged() {
+    // A 4 KiB frame limit, and rooms of twelve members with 60-byte names: each listed room
+    // takes ~800 bytes, so six of them (a page of the default limit) do not fit in one frame.
+    let config = HostConfig::from_toml_str(
+        r#"
+        [plugins]
+        codec = { name = "mars", config = { client_version = 1, max_frame_len = 4096 } }
+        "#,
+        None,
+    )
+    .expect("config");
+    let small = LoadedPlugins::load(&config, &[]).expect("plugins").codec;
+    assert_eq!(small.max_frame_len(), 4096);
+    let tokens = TokenIssuer::new("test-secret");
+    let server = Server::start(ServerConfig::new(small.clone(), tokens.clone()))
+        .await
+        .expect("start");
+    let addr = server.long_link_addr();
+    let rooms = 6;
+    let mut first = None;
+    for u in 0..12 {
+        let user = format!("{u:0>60}");
+        let mut raw = Raw::login_with(addr, small.clone(), &tokens.issue(&user).unwrap()).await;
+        for r in 0..rooms {
+            raw.join(&format!("big-{r}")).await;
+        }
+        first.get_or_insert(raw);
+    }
+    let mut alice = first.expect("a member");
+
+    let mut walked = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let req = ListRequest {
+            after,
+            limit: proto::MAX_LIST_PAGE,
+        };
+        // A page, not an error saying the reply does not fit (`list` panics on one).
+        let page = alice.list(&serde_json::to_vec(&req).unwrap()).await;
+        pages += 1;
+        assert!(!page.conversations.is_empty(), "paging makes progress");
+        assert!(page.conversations.iter().all(|c| c.members.len() == 12));
+        walked.extend(page.conversations.into_iter().map(|c| c.id));
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+        assert!(pages < 10, "paging makes progress");
+    }
+    let want: Vec<String> = (0..rooms).map(|r| format!("room:big-{r}")).collect();
+    assert_eq!(walked, want, "every room once, in order");
+    assert!(pages >= 2, "the page was cut to fit a frame");
     server.shutdown().await;
 }
