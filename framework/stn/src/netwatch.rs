@@ -332,10 +332,11 @@ mod linux {
             w.dumps.extend([DumpKind::Addresses, DumpKind::Routes]);
             w.next_dump()?;
             while w.running_dump.is_some() {
-                let Sock::Blocking(socket) = &w.socket else {
-                    unreachable!("bind owns a blocking socket");
+                let received = match &w.socket {
+                    Sock::Blocking(socket) => socket.recv(&mut &mut w.buf[..], 0),
+                    // Not so while bind runs; an error rather than a panic all the same.
+                    _ => return Err(io::Error::other("netlink socket not blocking in bind")),
                 };
-                let received = socket.recv(&mut &mut w.buf[..], 0);
                 let mut ignored = Vec::new();
                 w.handle_received(received, &mut ignored)?;
             }
