@@ -825,23 +825,27 @@ mod tests {
         assert_eq!(fs::read(log.path().join(&name)).unwrap(), b"cached-new");
     }
 
+    /// Log files of prefix `p` in `log`, caching for 3 days in `cache`.
+    fn caching_files(log: &Path, cache: &Path) -> LogFiles {
+        LogFiles::new(log.into(), Some(cache.into()), "p".into(), 0, 3)
+    }
+
+    /// The system clock, in seconds since the epoch.
+    fn unix_now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
     #[test]
     fn old_cache_files_move_to_the_log_dir() {
         let log = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
         fs::write(cache.path().join("p_20240101.xlog"), b"x").unwrap();
         fs::write(cache.path().join("other.xlog"), b"x").unwrap();
-        let mut f = LogFiles::new(
-            log.path().into(),
-            Some(cache.path().into()),
-            "p".into(),
-            0,
-            3,
-        );
-        let now_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let mut f = caching_files(log.path(), cache.path());
+        let now_secs = unix_now();
         assert_eq!(
             f.move_old_cache_files(WallTime::new(now_secs, 0, 0)),
             0,
@@ -986,17 +990,8 @@ mod tests {
         fs::write(&src, b"block-a|").unwrap();
         fs::write(&dst, b"head|").unwrap();
         append_noted(&src, &dst).unwrap();
-        let mut f = LogFiles::new(
-            log.path().into(),
-            Some(cache.path().into()),
-            "p".into(),
-            0,
-            3,
-        );
-        let now_secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let mut f = caching_files(log.path(), cache.path());
+        let now_secs = unix_now();
         let later = WallTime::new(now_secs + 4 * 86_400, 0, 0);
         assert_eq!(f.move_old_cache_files(later), 1);
         assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|");

@@ -540,6 +540,29 @@ fn restart_after_crash(prefix: &str, staged: &[u8], log: &[u8]) -> (tempfile::Te
     (dir, after)
 }
 
+/// Logs ten lines labelled `what` (`"<what> line <i>"`).
+fn ten_lines(g: &Xlog, what: &str) {
+    for i in 0..10 {
+        g.log_message(Level::Info, "t", format!("{what} line {i}").as_bytes());
+    }
+}
+
+/// A crash now, of the writer of `prefix` in `dir`: what its staging file and the day's log
+/// hold is what the next start finds; each of the [`ten_lines`] of every label in `expected`
+/// must be in the log once after it.
+fn crash_keeps_each_line_once(dir: &Path, prefix: &str, expected: &[&str]) {
+    let staged = fs::read(dir.join(format!("{prefix}.mmap3"))).expect("a staging file");
+    let log = fs::read(dir.join(format!("{prefix}_20240314.xlog"))).unwrap();
+    let (after, _) = restart_after_crash(prefix, &staged, &log);
+    let text = text_of(after.path());
+    for what in expected {
+        for i in 0..10 {
+            let line = format!("{what} line {i}\n");
+            assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
+        }
+    }
+}
+
 #[test]
 fn a_staging_file_removed_with_its_folder_is_made_anew_and_lines_staged_later_survive_a_crash() {
     let root = tempfile::tempdir().unwrap();
@@ -550,25 +573,8 @@ fn a_staging_file_removed_with_its_folder_is_made_anew_and_lines_staged_later_su
     g.flush().unwrap();
     // An app clearing its cache folder while it logs.
     fs::remove_dir_all(&dir).unwrap();
-    let lines = |what: &str| {
-        for i in 0..10 {
-            g.log_message(Level::Info, "t", format!("{what} line {i}").as_bytes());
-        }
-    };
-    // A crash now: what the staging file and the day's log hold is what the next start
-    // finds; each of `expected`'s lines must be there once.
-    let crash = |expected: &[&str]| {
-        let staged = fs::read(dir.join("rm.mmap3")).expect("a staging file made anew");
-        let log = fs::read(dir.join("rm_20240314.xlog")).unwrap();
-        let (after, _) = restart_after_crash("rm", &staged, &log);
-        let text = text_of(after.path());
-        for what in expected {
-            for i in 0..10 {
-                let line = format!("{what} line {i}\n");
-                assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
-            }
-        }
-    };
+    let lines = |what: &str| ten_lines(&g, what);
+    let crash = |expected: &[&str]| crash_keeps_each_line_once(&dir, "rm", expected);
     // The first block written after the removal makes the file anew and moves the free slot,
     // which the next lines are staged into.
     lines("written");
@@ -591,11 +597,7 @@ fn a_writer_in_heap_memory_makes_the_staging_file_once_it_can_and_later_lines_su
     fs::create_dir(&path).unwrap();
     let g = quiet_logger(dir.path(), "hb");
     assert!(!g.is_mapped());
-    let lines = |what: &str| {
-        for i in 0..10 {
-            g.log_message(Level::Info, "t", format!("{what} line {i}").as_bytes());
-        }
-    };
+    let lines = |what: &str| ten_lines(&g, what);
     // A block written while the path is still blocked: no file can be made yet.
     lines("in heap");
     g.flush().unwrap();
@@ -606,18 +608,7 @@ fn a_writer_in_heap_memory_makes_the_staging_file_once_it_can_and_later_lines_su
     g.flush().unwrap();
     assert!(g.is_mapped(), "the writer has its staging file");
     lines("staged first");
-    let crash = |expected: &[&str]| {
-        let staged = fs::read(&path).expect("the staging file");
-        let log = fs::read(dir.path().join("hb_20240314.xlog")).unwrap();
-        let (after, _) = restart_after_crash("hb", &staged, &log);
-        let text = text_of(after.path());
-        for what in expected {
-            for i in 0..10 {
-                let line = format!("{what} line {i}\n");
-                assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
-            }
-        }
-    };
+    let crash = |expected: &[&str]| crash_keeps_each_line_once(dir.path(), "hb", expected);
     crash(&["in heap", "written", "staged first"]);
     // The slot of the block written when the file was made moved too.
     g.flush().unwrap();
