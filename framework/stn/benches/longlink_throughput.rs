@@ -600,9 +600,7 @@ async fn hop_client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
         let mut out = Vec::new();
         let mut load = HopLoad::from_env();
         loop {
-            if rbuf.capacity() - rbuf.len() < 16 * 1024 {
-                rbuf.reserve(64 * 1024);
-            }
+            keep_read_room(&mut rbuf);
             tokio::select! {
                 reqs = req_rx.recv() => {
                     let Some(mut reqs) = reqs else { return };
@@ -951,9 +949,7 @@ mod lean {
             tokio::pin!(sleep);
             let mut armed: Option<Instant> = None;
             loop {
-                if rbuf.capacity() - rbuf.len() < 16 * 1024 {
-                    rbuf.reserve(64 * 1024);
-                }
+                super::keep_read_room(&mut rbuf);
                 tokio::select! {
                     reqs = req_rx.recv() => {
                         let Some(mut reqs) = reqs else { return };
@@ -1036,6 +1032,14 @@ mod lean {
             out.replace(ends.len(), start);
         }
         out.latencies
+    }
+}
+
+/// Keeps at least 16 KiB free at the end of a socket task's read buffer (growing it by 64
+/// KiB), so one read can take a whole round of responses.
+fn keep_read_room(rbuf: &mut bytes::BytesMut) {
+    if rbuf.capacity() - rbuf.len() < 16 * 1024 {
+        rbuf.reserve(64 * 1024);
     }
 }
 
