@@ -1072,14 +1072,14 @@ impl StagingFile {
     /// Makes the file anew if it is gone, or, for a writer working in heap memory since it
     /// could not open the file at the start, makes it if it can now; true when it did.
     fn renew_if_gone(&mut self) -> bool {
-        let from_heap = !self.mapped && self.file.is_none();
-        if from_heap {
-            return self.make_anew();
-        }
-        if !self.mapped || self.file.is_none() || !crate::mmap::is_gone(&self.path) {
-            return false;
-        }
-        self.make_anew()
+        let wanted = match (&self.file, self.mapped) {
+            // In heap memory since the start: the file could not be opened.
+            (None, false) => true,
+            (Some(_), true) => crate::mmap::is_gone(&self.path),
+            // Opened but not usable (it keeps what it holds for the next start).
+            _ => false,
+        };
+        wanted && self.make_anew()
     }
 
     /// Makes a new file at the path (never taking over one found there), zeroed to its full
