@@ -385,10 +385,7 @@ impl LogFiles {
                 }
                 let is_log = meta.is_file()
                     && (self.is_own_log(&name)
-                        || [".moving", ".moving.new"].iter().any(|note| {
-                            name.strip_suffix(note)
-                                .is_some_and(|log| self.is_own_log(log))
-                        }));
+                        || MoveNote::log_of(&name).is_some_and(|log| self.is_own_log(log)));
                 let is_day_dir =
                     meta.is_dir() && name.len() == 8 && name.bytes().all(|b| b.is_ascii_digit());
                 let ok = if is_log {
@@ -553,10 +550,21 @@ struct MoveNote {
 }
 
 impl MoveNote {
+    /// Added to the cache file's name for its move's note.
+    const SUFFIX: &'static str = ".moving";
+    /// Added to the note's name while a new note is written aside.
+    const ASIDE: &'static str = ".new";
+
+    /// The name of the log file whose note (or note written aside) is named `name`.
+    fn log_of(name: &str) -> Option<&str> {
+        let note = name.strip_suffix(Self::ASIDE).unwrap_or(name);
+        note.strip_suffix(Self::SUFFIX)
+    }
+
     /// Where the note of a move of `src` is kept.
     fn path_for(src: &Path) -> PathBuf {
         let mut name = src.file_name().unwrap_or_default().to_owned();
-        name.push(".moving");
+        name.push(MoveNote::SUFFIX);
         src.with_file_name(name)
     }
 
@@ -596,7 +604,7 @@ impl MoveNote {
     /// earlier crash) leaves the old note or the new one, never neither.
     fn write(&self, path: &Path) -> io::Result<()> {
         let mut aside = path.as_os_str().to_owned();
-        aside.push(".new");
+        aside.push(MoveNote::ASIDE);
         let aside = PathBuf::from(aside);
         fs::write(&aside, self.encode())?;
         fs::rename(&aside, path)
