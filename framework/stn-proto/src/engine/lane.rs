@@ -81,13 +81,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use phobos_plugin_api::codec::{Decoded, FrameKind};
-use phobos_plugin_api::{CmdId, IpPort, TaskId};
+use phobos_plugin_api::{CmdId, IpPort, Seq, TaskId};
 
 use super::batch::LikeTask;
 use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{
     frame, limits_of, retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES,
-    WEAK_FAST_TASK, WEAK_SLOW_TASK,
+    TASK_ID_WRAP, WEAK_FAST_TASK, WEAK_SLOW_TASK,
 };
 use crate::error::CodecFailure;
 use crate::io::{ConnId, Event, LinkName};
@@ -480,10 +480,15 @@ impl Engine {
         if let Some(group) = self.lane.groups.get_mut(g) {
             group.members.reserve(n);
         }
-        let mut done = 0;
+        let mut done = self.join_block(g, limit, &mut tasks[..n]);
+        if done == n {
+            self.tasks_begun(now, done);
+            self.dirty[li] = true;
+            return done;
+        }
         // A task given an id the group cannot take, admitted after the joins.
         let mut other = None;
-        for task in &mut tasks[..n] {
+        for task in &mut tasks[done..n] {
             let id = self.alloc_task_id();
             task.id = id;
             done += 1;
@@ -516,6 +521,62 @@ impl Engine {
             self.admit_with_id(now, id, spec, tag);
         }
         done
+    }
+
+    /// The leading tasks of `tasks` (bodies checked) that join group `g` as one block of
+    /// ids: the ids the engine gives next, in a row, none the codec reserves, before any
+    /// wrap, and all below `limit` (the next group's first id; before a wrap no group
+    /// follows the waiting one, so this holds by itself). Writes each task's id and
+    /// member; returns how many. What [`join_many`](Self::join_many)'s loop does one by one
+    /// (ids, orders, places), with the checks made once for the block.
+    fn join_block(&mut self, g: u32, limit: u32, tasks: &mut [LikeTask]) -> usize {
+        let first = self.next_task;
+        if first == 0 || self.ids_wrapped {
+            return 0;
+        }
+        let room = (TASK_ID_WRAP.min(limit) as usize).saturating_sub(first as usize);
+        let codec = &*self.cfg.codec;
+        // The block ends before the first id the codec reserves.
+        let k = (first..)
+            .take(tasks.len().min(room))
+            .take_while(|&id| !codec.is_reserved_seq(Seq(id)))
+            .count();
+        let Some(group) = self.lane.groups.get_mut(g) else {
+            return 0;
+        };
+        if k == 0 || !extends(group, TaskId(first)) {
+            return 0;
+        }
+        let at = first.wrapping_sub(group.first) as usize;
+        if at > group.members.len() {
+            group.members.resize_with(at, || Member::HOLE);
+        }
+        let order = self.next_order;
+        group
+            .members
+            .extend(
+                tasks[..k]
+                    .iter_mut()
+                    .zip(first..)
+                    .zip(order..)
+                    .map(|((task, id), order)| {
+                        task.id = TaskId(id);
+                        Member {
+                            held: true,
+                            tag: task.tag,
+                            order,
+                            cmd_id: task.cmd_id,
+                            body: Some(std::mem::take(&mut task.body)),
+                            sent: None,
+                        }
+                    }),
+            );
+        group.live += k as u32;
+        self.lane.live += k;
+        self.next_order += k as u64;
+        // `k` ids from `first`, all below the wrap: the next is past them.
+        self.next_task = first + k as u32;
+        k
     }
 
     /// The group waiting for this input's dispatch pass, as (link, group), when task `id`
