@@ -41,7 +41,9 @@
 //!   every batch of ends it receives checks each end and starts one replacement per end,
 //!   all replacements of one batch in one `start` call.
 //! - **pho-like**: phobos-batch with its replacements started by `start_like` (one set of
-//!   parameters, a command id and body per task) instead of one spec per task.
+//!   parameters, a command id and body per task) instead of one spec per task, and (from
+//!   2026-11-28, 08:50 UTC) its ends read in place through `recv_group` instead of moved
+//!   into `BatchEnd`s by `recv_many`.
 //! - **lean** (only with `PHOBOS_BENCH_ONLY=lean`): a design probe, not a Phobos client:
 //!   raw-hop with a small sans-IO core doing the per-task work of Phobos's usual batch path
 //!   (see the `lean` module).
@@ -1438,13 +1440,24 @@ async fn phobos_batch_caller(
     out.started(first, t);
     let mut ends: Vec<BatchEnd> = Vec::with_capacity(in_flight);
     while out.done() < total {
-        ends.clear();
-        assert!(batch.recv_many(&mut ends).await > 0, "tasks outstanding");
-        for end in &ends {
-            let resp = end.outcome.as_ref().expect("task");
-            out.ended(end.key.get(), resp.body.len());
-        }
-        out.replace(ends.len(), |next, n| {
+        // pho-like reads its ends in place (`recv_group`); pho-batch as `BatchEnd`s.
+        let n = if like {
+            let group = batch.recv_group().await.expect("tasks outstanding");
+            for end in &group {
+                let resp = end.outcome().expect("task");
+                out.ended(end.key().get(), resp.body.len());
+            }
+            group.len()
+        } else {
+            ends.clear();
+            assert!(batch.recv_many(&mut ends).await > 0, "tasks outstanding");
+            for end in &ends {
+                let resp = end.outcome.as_ref().expect("task");
+                out.ended(end.key.get(), resp.body.len());
+            }
+            ends.len()
+        };
+        out.replace(n, |next, n| {
             let keys = start(&mut batch, n);
             assert_eq!(keys.first().map(|k| k.get()), Some(next));
         });

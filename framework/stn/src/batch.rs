@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use phobos_plugin_api::CmdId;
 use phobos_stn_proto::{
-    BatchedEnd, LikeTask, LocalError, TaskError, TaskOutcome, TaskProfile, TaskSpec,
+    BatchedEnd, LikeTask, LocalError, Response, TaskError, TaskOutcome, TaskProfile, TaskSpec,
 };
 use tokio::sync::mpsc;
 
@@ -399,6 +399,90 @@ impl TaskBatch {
         Some(end)
     }
 
+    /// Waits until at least one task has ended, then returns the ends of one delivery of
+    /// the driver's as they came, without making a [`BatchEnd`] of each; `None` when no task
+    /// is outstanding. Read them in place with [`EndGroup::iter`], or take them as
+    /// `BatchEnd`s with [`EndGroup::into_ends`]. A caller may mix this with
+    /// [`recv_many`](Self::recv_many) and [`recv`](Self::recv): every end comes once,
+    /// through one of them.
+    ///
+    /// Design: the tasks of a batch that the core ends together share their profile but for
+    /// three fields ([`Event::TasksEnded`](phobos_stn_proto::Event::TasksEnded)), and the
+    /// driver passes their ends on as the core made them. `recv_many` moves each into a
+    /// `BatchEnd` with its own pointer to the shared profile; a caller that reads its ends
+    /// and drops them (acks, message sync) is spared that second copy here.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: phobos_stn::Client) {
+    /// use bytes::Bytes;
+    /// use phobos_plugin_api::CmdId;
+    /// use phobos_stn::TaskSpec;
+    ///
+    /// let params = TaskSpec::new(CmdId(0), Bytes::new());
+    /// let mut batch = client.task_batch();
+    /// batch.start_like(&params, (0..100u32).map(|i| (CmdId(9), Bytes::from(i.to_be_bytes().to_vec()))));
+    /// while let Some(group) = batch.recv_group().await {
+    ///     for end in group.iter() {
+    ///         println!("{:?}: {}", end.key(), end.outcome().is_ok());
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv_group(&mut self) -> Option<EndGroup> {
+        if let Some(group) = self.take_left_over() {
+            return Some(group);
+        }
+        while self.outstanding > 0 {
+            // The batch holds a sender itself, so the channel never closes.
+            let delivery = self.rx.recv().await?;
+            if let Some(group) = self.group_of(delivery) {
+                return Some(group);
+            }
+        }
+        None
+    }
+
+    /// Like [`recv_group`](Self::recv_group), blocking the thread (outside async code; see
+    /// [`BlockingClient`](crate::BlockingClient)).
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async context.
+    pub fn blocking_recv_group(&mut self) -> Option<EndGroup> {
+        if let Some(group) = self.take_left_over() {
+            return Some(group);
+        }
+        while self.outstanding > 0 {
+            let delivery = self.rx.blocking_recv()?;
+            if let Some(group) = self.group_of(delivery) {
+                return Some(group);
+            }
+        }
+        None
+    }
+
+    /// The ends [`recv`](Self::recv) received but did not hand out yet, as a group.
+    fn take_left_over(&mut self) -> Option<EndGroup> {
+        if self.ready.is_empty() {
+            return None;
+        }
+        let ends: Vec<BatchEnd> = self.ready.drain(..).collect();
+        self.outstanding -= ends.len();
+        Some(EndGroup {
+            delivery: Delivery::Ends(ends),
+        })
+    }
+
+    /// `delivery`, just received, as a group (`None` when it holds no end).
+    fn group_of(&mut self, delivery: Delivery) -> Option<EndGroup> {
+        let n = delivery.len();
+        if n == 0 {
+            return None;
+        }
+        self.outstanding -= n;
+        Some(EndGroup { delivery })
+    }
+
     /// Moves `first` (just received), whatever [`recv`](Self::recv) left over and whatever
     /// else the driver already sent into `out`.
     ///
@@ -416,6 +500,134 @@ impl TaskBatch {
         let n = out.len() - before;
         self.outstanding -= n;
         n
+    }
+}
+
+/// The ends of one delivery of a batch's tasks, as [`TaskBatch::recv_group`] received them.
+#[derive(Debug)]
+pub struct EndGroup {
+    delivery: Delivery,
+}
+
+impl EndGroup {
+    /// How many ends.
+    pub fn len(&self) -> usize {
+        self.delivery.len()
+    }
+
+    /// Whether the group holds no end (a received group always holds one or more).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ends, in the order the tasks ended, read in place.
+    pub fn iter(&self) -> EndGroupIter<'_> {
+        EndGroupIter {
+            inner: match &self.delivery {
+                Delivery::Ends(ends) => IterInner::Own(ends.iter()),
+                Delivery::Together { common, ends } => IterInner::Shared(common, ends.iter()),
+            },
+        }
+    }
+
+    /// The ends as [`BatchEnd`]s (what [`TaskBatch::recv_many`] would have given), appended
+    /// to `out`.
+    pub fn append_to(self, out: &mut Vec<BatchEnd>) {
+        self.delivery.append_to(out);
+    }
+
+    /// The ends as [`BatchEnd`]s.
+    pub fn into_ends(self) -> Vec<BatchEnd> {
+        let mut out = Vec::with_capacity(self.len());
+        self.append_to(&mut out);
+        out
+    }
+}
+
+impl<'a> IntoIterator for &'a EndGroup {
+    type Item = GroupEnd<'a>;
+    type IntoIter = EndGroupIter<'a>;
+
+    fn into_iter(self) -> EndGroupIter<'a> {
+        self.iter()
+    }
+}
+
+/// The ends of an [`EndGroup`], in order ([`EndGroup::iter`]).
+#[derive(Clone, Debug)]
+pub struct EndGroupIter<'a> {
+    inner: IterInner<'a>,
+}
+
+#[derive(Clone, Debug)]
+enum IterInner<'a> {
+    Own(std::slice::Iter<'a, BatchEnd>),
+    Shared(&'a Arc<TaskProfile>, std::slice::Iter<'a, BatchedEnd>),
+}
+
+impl<'a> Iterator for EndGroupIter<'a> {
+    type Item = GroupEnd<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<GroupEnd<'a>> {
+        match &mut self.inner {
+            IterInner::Own(ends) => ends.next().map(|end| GroupEnd(EndRef::Own(end))),
+            IterInner::Shared(common, ends) => {
+                ends.next().map(|end| GroupEnd(EndRef::Shared(common, end)))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match &self.inner {
+            IterInner::Own(ends) => ends.len(),
+            IterInner::Shared(_, ends) => ends.len(),
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for EndGroupIter<'_> {}
+
+/// One end of an [`EndGroup`], read in place: what a [`BatchEnd`] holds, by reference.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupEnd<'a>(EndRef<'a>);
+
+#[derive(Clone, Copy, Debug)]
+enum EndRef<'a> {
+    /// An end the driver made a [`BatchEnd`] of.
+    Own(&'a BatchEnd),
+    /// An end the core made together with others, and their shared profile.
+    Shared(&'a Arc<TaskProfile>, &'a BatchedEnd),
+}
+
+impl<'a> GroupEnd<'a> {
+    /// The task (one of the keys its start call returned).
+    #[inline]
+    pub fn key(&self) -> TaskKey {
+        match self.0 {
+            EndRef::Own(end) => end.key,
+            EndRef::Shared(_, end) => TaskKey(end.tag & !BATCH_TAG),
+        }
+    }
+
+    /// The response, or the error whose [`kind`](TaskError::kind) says which level failed.
+    #[inline]
+    pub fn outcome(&self) -> Result<&'a Response, &'a TaskError> {
+        match self.0 {
+            EndRef::Own(end) => end.outcome.as_ref(),
+            EndRef::Shared(_, end) => Ok(&end.response),
+        }
+    }
+
+    /// When things happened, as [`BatchEnd::profile`].
+    pub fn profile(&self) -> Option<TaskProfile> {
+        match self.0 {
+            EndRef::Own(end) => end.profile(),
+            EndRef::Shared(common, end) => {
+                Some(common.with_own(end.sent_bytes, end.received_bytes, end.first_packet_timeout))
+            }
+        }
     }
 }
 
@@ -790,6 +1002,52 @@ mod tests {
         assert_eq!(got[3].profile().map(|p| p.sent_bytes), Some(40));
         // Every end held was sent: the batch's entry is free again.
         assert!(out.batches.iter().all(|b| b.sink.is_none()));
+    }
+
+    /// A group read in place gives each end the key, outcome and profile the `BatchEnd`
+    /// made of it gives, whichever way the driver passed it on.
+    #[test]
+    fn a_group_read_in_place_is_what_its_batch_ends_hold() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut out = BatchOut::default();
+        let a = out.hold(&tx, 5);
+        out.push(a, TaskKey(1), Err(TaskError::Canceled), EndProfile::None);
+        out.push_together(
+            a,
+            Arc::new(profile(0)),
+            vec![batched(2, 20), batched(3, 30)],
+        );
+        out.push_own(a, TaskKey(4), Err(TaskError::Canceled), &mut profile(40));
+        out.flush();
+        let mut seen = Vec::new();
+        while let Ok(delivery) = rx.try_recv() {
+            let group = EndGroup { delivery };
+            let read: Vec<_> = group
+                .iter()
+                .map(|e| {
+                    let outcome = e.outcome().map(|r| r.body.clone()).map_err(|e| e.kind());
+                    (e.key(), outcome, e.profile().map(|p| p.sent_bytes))
+                })
+                .collect();
+            assert_eq!(group.iter().len(), group.len());
+            let owned: Vec<_> = group
+                .into_ends()
+                .into_iter()
+                .map(|e| {
+                    let sent = e.profile().map(|p| p.sent_bytes);
+                    let outcome = e.outcome.map(|r| r.body).map_err(|e| e.kind());
+                    (e.key, outcome, sent)
+                })
+                .collect();
+            assert_eq!(read, owned);
+            seen.extend(read);
+        }
+        let keys: Vec<u64> = seen.iter().map(|e| e.0.get()).collect();
+        assert_eq!(keys, [1, 2, 3, 4]);
+        assert_eq!(seen[2].1, Ok(Bytes::from(vec![3u8])));
+        assert_eq!(seen[2].2, Some(30));
+        assert_eq!(seen[3].2, Some(40));
+        assert_eq!(seen[0].2, None);
     }
 
     /// Ends of two batches in one iteration, each with its own table of profiles, plus a

@@ -115,7 +115,7 @@ mod state_writer;
 mod tls;
 mod watchdog;
 
-pub use batch::{BatchEnd, TaskBatch, TaskKeys};
+pub use batch::{BatchEnd, EndGroup, EndGroupIter, GroupEnd, TaskBatch, TaskKeys};
 pub use blocking::{BlockingClient, StartError};
 pub use client::{
     Client, DriverStats, LinkEvent, LinkEvents, Push, PushStream, StreamError, TaskHandle, TaskKey,

@@ -195,6 +195,14 @@ fn the_blocking_facade_starts_a_batch_and_blocks_for_its_ends() {
     while batch.blocking_recv_many(&mut ends) > 0 {}
     assert_eq!(ends.len(), 10);
     assert!(ends.iter().all(|e| e.outcome.is_ok()));
+    // The same through groups.
+    let keys: Vec<TaskKey> = batch.start((10..20).map(spec)).collect();
+    let mut got = Vec::new();
+    while let Some(group) = batch.blocking_recv_group() {
+        got.extend(group.iter().map(|e| (e.key(), e.outcome().is_ok())));
+    }
+    got.sort_unstable();
+    assert_eq!(got, keys.into_iter().map(|k| (k, true)).collect::<Vec<_>>());
     client.shutdown();
 }
 
@@ -432,4 +440,81 @@ async fn batches_admitted_together_each_get_only_their_own_ends() {
         }
     }
     assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
+}
+
+/// `recv_group` reads ends in place, mixed with `recv` and `recv_many`: every task ends once
+/// through one of them, ends the core made together come as one group with the shared
+/// profile, and the group's view of an end is what its `BatchEnd` holds.
+#[tokio::test(start_paused = true)]
+async fn groups_read_in_place_end_every_task_once_mixed_with_the_other_receives() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    // Connected before the batch, so its tasks go the lane's way and end together.
+    assert!(client.start_task(spec(0)).await.is_ok());
+    let mut batch = client.task_batch();
+    assert!(batch.recv_group().await.is_none(), "nothing outstanding");
+    let params = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(0);
+    let mut seen: HashMap<TaskKey, Vec<u8>> = HashMap::new();
+    fn note(seen: &mut HashMap<TaskKey, Vec<u8>>, key: TaskKey, body: &[u8]) {
+        assert!(
+            seen.insert(key, body.to_vec()).is_none(),
+            "{key:?} ended twice"
+        );
+    }
+    let keys: Vec<TaskKey> = like(&mut batch, &params, 0..60).collect();
+    // One end by `recv`: the rest of its delivery waits for the next receive.
+    let first = batch.recv().await.expect("an end");
+    note(
+        &mut seen,
+        first.key,
+        &first.outcome.as_ref().expect("echoed").body,
+    );
+    let mut groups = 0;
+    let mut shared = 0;
+    while let Some(group) = batch.recv_group().await {
+        assert!(!group.is_empty());
+        groups += 1;
+        for end in &group {
+            let response = end.outcome().expect("echoed");
+            assert_eq!(response.cmd_id, CmdId(8));
+            let profile = end.profile().expect("a profile");
+            assert_eq!(profile.sent_bytes, 20 + response.body.len());
+            assert!(profile.decoded_at.is_some());
+            note(&mut seen, end.key(), &response.body);
+        }
+        let views: Vec<(TaskKey, usize)> = group
+            .iter()
+            .map(|e| (e.key(), e.profile().unwrap().received_bytes))
+            .collect();
+        let owned = group.into_ends();
+        shared = shared.max(owned.len());
+        let owned: Vec<(TaskKey, usize)> = owned
+            .iter()
+            .map(|e| (e.key, e.profile().unwrap().received_bytes))
+            .collect();
+        assert_eq!(views, owned);
+        if seen.len() >= 30 {
+            // The next batch of tasks comes through `recv_many`.
+            break;
+        }
+    }
+    assert!(groups >= 1 && shared >= 2, "ends came together");
+    let more: Vec<TaskKey> = like(&mut batch, &params, 60..80).collect();
+    let mut ends = Vec::new();
+    while batch.outstanding() > 0 {
+        ends.clear();
+        batch.recv_many(&mut ends).await;
+        for end in &ends {
+            note(
+                &mut seen,
+                end.key,
+                &end.outcome.as_ref().expect("echoed").body,
+            );
+        }
+    }
+    assert!(batch.recv_group().await.is_none());
+    assert_eq!(seen.len(), 80);
+    for (i, key) in keys.iter().chain(&more).enumerate() {
+        assert_eq!(seen[key], format!("like {i}").into_bytes());
+    }
 }
