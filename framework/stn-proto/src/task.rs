@@ -223,12 +223,13 @@ impl EncodedRequest {
 
 impl TaskSpec {
     /// A copy of everything but the body and extension (left empty): the parameters a
-    /// batch lane group shares.
+    /// batch lane group shares, or that [`Engine::queue_tasks_like`](crate::Engine::queue_tasks_like)
+    /// takes.
     ///
     /// Design: written out field by field (the destructuring names every field, so a new
     /// field does not compile until it is copied here), so that the body and extension are
     /// not cloned only to be dropped.
-    pub(crate) fn clone_params(&self) -> TaskSpec {
+    pub fn clone_params(&self) -> TaskSpec {
         let TaskSpec {
             cmd_id,
             body: _,
@@ -280,7 +281,7 @@ impl TaskSpec {
     ///
     /// Design: written out field by field (the destructuring names every field), so a new
     /// field of the spec does not compile until it is compared here.
-    pub(crate) fn same_params(&self, other: &TaskSpec) -> bool {
+    pub fn same_params(&self, other: &TaskSpec) -> bool {
         let TaskSpec {
             cmd_id: _,
             body: _,

@@ -192,6 +192,8 @@ pub struct TaskBatch {
     /// Ends received but not handed out yet (by [`recv`](Self::recv)).
     ready: std::collections::VecDeque<BatchEnd>,
     outstanding: usize,
+    /// The parameters of the last [`start_like`](Self::start_like) call.
+    like_params: Option<Arc<TaskSpec>>,
 }
 
 /// Where the driver sends a batch's ends: one [`Delivery`] per driver iteration, or a few.
@@ -269,6 +271,7 @@ impl TaskBatch {
             rx,
             ready: std::collections::VecDeque::new(),
             outstanding: 0,
+            like_params: None,
         }
     }
 
@@ -291,7 +294,10 @@ impl TaskBatch {
     /// Design: the driver and the core look at the parameters once per call, not once per
     /// task, and no spec is built, moved or dropped per task; in the benchmark at 100 tasks
     /// in flight that is about 320 of a batch task's 2,800 instructions
-    /// (`docs/lab/throughput.md`).
+    /// (`docs/lab/throughput.md`). The batch keeps the last call's parameters (without
+    /// body and extension) and shares them with the core's group of the call's tasks
+    /// when the next call's are the same, so a caller that starts calls with one set of
+    /// parameters has them copied once, not per call.
     ///
     /// ```no_run
     /// # async fn demo(client: phobos_stn::Client) {
@@ -319,10 +325,16 @@ impl TaskBatch {
         if requests.is_empty() {
             return self.send(BatchTasks::Specs(Vec::new()));
         }
-        self.send(BatchTasks::Like {
-            params: Box::new(params.clone()),
-            requests,
-        })
+        // The parameters of the last call, shared with the driver, when they are the same.
+        let params = match &self.like_params {
+            Some(last) if last.same_params(params) => last.clone(),
+            _ => {
+                let fresh = Arc::new(params.clone_params());
+                self.like_params = Some(fresh.clone());
+                fresh
+            }
+        };
+        self.send(BatchTasks::Like { params, requests })
     }
 
     /// Sends one `StartBatch` command for `tasks`; returns their keys.
@@ -648,7 +660,7 @@ pub(crate) enum BatchTasks {
     /// One request per task, all with the parameters of `params` ([`TaskBatch::start_like`];
     /// its command id, body and extension are not used).
     Like {
-        params: Box<TaskSpec>,
+        params: Arc<TaskSpec>,
         requests: Vec<LikeTask>,
     },
 }

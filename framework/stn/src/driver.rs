@@ -799,7 +799,13 @@ impl Driver {
     /// (keys from `first` on, held in [`held`](Self::held) already), to be dispatched at the
     /// end of the command batch: [`start_batch_task`](Self::start_batch_task) for each, with
     /// the parameters looked at once ([`Engine::queue_tasks_like`]).
-    fn start_like(&mut self, t: Instant, params: &TaskSpec, mut tasks: Vec<LikeTask>, first: u64) {
+    fn start_like(
+        &mut self,
+        t: Instant,
+        params: &Arc<TaskSpec>,
+        mut tasks: Vec<LikeTask>,
+        first: u64,
+    ) {
         for (task, key) in tasks.iter_mut().zip(first..) {
             task.tag = key | BATCH_TAG;
         }

@@ -518,3 +518,34 @@ async fn groups_read_in_place_end_every_task_once_mixed_with_the_other_receives(
         assert_eq!(seen[key], format!("like {i}").into_bytes());
     }
 }
+
+/// Calls of one batch with other parameters each get their own: the batch shares the
+/// last call's parameters with the driver only while they are the same.
+#[tokio::test(start_paused = true)]
+async fn like_calls_with_other_parameters_each_get_theirs() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    assert!(client.start_task(spec(0)).await.is_ok());
+    let mut batch = client.task_batch();
+    let good = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(1);
+    let unknown = good.clone().with_link("no-such-link");
+    let calls = [
+        (&good, true),
+        (&good, true),
+        (&unknown, false),
+        (&good, true),
+    ];
+    for (round, (params, ok)) in calls.into_iter().enumerate() {
+        let from = round as u32 * 10;
+        let keys = like(&mut batch, params, from..from + 10);
+        let ends = all_ends(&mut batch).await;
+        for key in keys {
+            let outcome = ends[&key].outcome.as_ref();
+            match ok {
+                true => assert!(outcome.is_ok(), "round {round}: {outcome:?}"),
+                false => assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Param),
+            }
+        }
+    }
+    assert_eq!(server.task_frames().len(), 1 + 30);
+}

@@ -7,6 +7,7 @@
 //!
 //! [`Action::Send`]: crate::Action::Send
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -84,7 +85,7 @@ impl Engine {
     ///         .build()
     ///         .unwrap();
     ///     let mut engine = Engine::new(config, now).unwrap();
-    ///     let params = TaskSpec::new(CmdId(0), Vec::new()).with_retry_count(0);
+    ///     let params = Arc::new(TaskSpec::new(CmdId(0), Vec::new()).with_retry_count(0));
     ///     let mut tasks: Vec<LikeTask> = (0..3u8)
     ///         .map(|i| LikeTask::new(CmdId(9), vec![i], u64::from(i)))
     ///         .collect();
@@ -93,7 +94,12 @@ impl Engine {
     ///     assert!(tasks.iter().all(|t| t.id != TaskId(0) && engine.has_task(t.id)));
     /// }
     /// ```
-    pub fn queue_tasks_like(&mut self, now: Instant, params: &TaskSpec, tasks: &mut [LikeTask]) {
+    pub fn queue_tasks_like(
+        &mut self,
+        now: Instant,
+        params: &Arc<TaskSpec>,
+        tasks: &mut [LikeTask],
+    ) {
         self.defer_dispatch = true;
         // The group the first task opened (or joined), which the others may join as they
         // are: same parameters, same input.
@@ -107,15 +113,10 @@ impl Engine {
                     continue;
                 }
             }
-            let task = &mut tasks[i];
-            let mut spec = params.clone_params();
-            spec.cmd_id = task.cmd_id;
-            spec.body = std::mem::take(&mut task.body);
-            task.id = self.start_task_tagged(now, spec, task.tag);
             // Joined or opened the waiting group: the tasks after it may join as they are.
             // (With a group waiting, a task goes this way only for a body too large, which
             // ends it at admission; the group still waits.)
-            if let Some(joined) = self.waiting_group_of(task.id) {
+            if let Some(joined) = self.admit_like(now, params, &mut tasks[i]) {
                 group = Some(joined);
             }
             i += 1;

@@ -77,6 +77,7 @@
 //! given out as without the lane; one that falls in an older group's range, the id of a
 //! hole or of a member that ended, goes to a regular task.)
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -87,7 +88,7 @@ use super::batch::LikeTask;
 use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{
     frame, limits_of, retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES,
-    TASK_ID_WRAP, WEAK_FAST_TASK, WEAK_SLOW_TASK,
+    SHORT_TASK, TASK_ID_WRAP, WEAK_FAST_TASK, WEAK_SLOW_TASK,
 };
 use crate::error::CodecFailure;
 use crate::io::{ConnId, Event, LinkName};
@@ -235,8 +236,14 @@ impl Lane {
 /// What the members of one group share.
 #[derive(Debug)]
 struct Group {
-    /// The spec's parameters (its body is the members'; its extension is empty).
-    spec: TaskSpec,
+    /// The parameters the members share: every field but the command, body and extension,
+    /// which are each member's own (a member has no extension) and are never read here.
+    ///
+    /// Design: shared, so that the calls of a [`TaskBatch`]-like caller with the same
+    /// parameters open their groups without a copy ([`Engine::queue_tasks_like`]).
+    ///
+    /// [`TaskBatch`]: https://docs.rs/phobos-stn
+    spec: Arc<TaskSpec>,
     /// Unique among the engine's groups ([`EndKey`]).
     serial: u64,
     link: usize,
@@ -396,10 +403,12 @@ fn extends(group: &Group, id: TaskId) -> bool {
 /// Design: a member carries no extension (the usual task has none), which spares every
 /// member a second buffer to store and drop.
 fn joins(spec: &TaskSpec) -> bool {
-    spec.encoder.is_none()
-        && !spec.send_only
-        && spec.long_polling.is_none()
-        && spec.extension.is_empty()
+    joins_params(spec) && spec.extension.is_empty()
+}
+
+/// [`joins`] for the parameters of a task without an extension (a like task's).
+fn joins_params(spec: &TaskSpec) -> bool {
+    spec.encoder.is_none() && !spec.send_only && spec.long_polling.is_none()
 }
 
 impl Engine {
@@ -424,17 +433,23 @@ impl Engine {
         self.lane.ended
     }
 
-    /// The group waiting for this input's dispatch pass, as (link, group), when `spec` may
-    /// join it as task `id`.
+    /// The group waiting for this input's dispatch pass, as (link, group), when a task with
+    /// `spec`'s parameters, no extension and a body of `body_len` bytes may join it as task
+    /// `id`.
     ///
     /// Design: the group's spec passed admission for the same link state in this input, so
-    /// a member only needs the body check (and, as [`joins`] asks, no extension).
+    /// a member only needs the body check (and, as [`joins`] asks, no extension: the
+    /// caller's check).
     #[inline]
-    pub(super) fn fits_waiting(&self, spec: &TaskSpec, id: TaskId) -> Option<(usize, u32)> {
+    pub(super) fn fits_waiting(
+        &self,
+        spec: &TaskSpec,
+        body_len: usize,
+        id: TaskId,
+    ) -> Option<(usize, u32)> {
         let (li, g) = self.lane.waiting?;
         let group = self.lane.groups.get(g)?;
-        (spec.body.len() <= self.max_body_len
-            && spec.extension.is_empty()
+        (body_len <= self.max_body_len
             && spec.same_params(&group.spec)
             && id.0 < self.lane.range_limit(g)?
             && extends(group, id))
@@ -451,6 +466,49 @@ impl Engine {
     pub(super) fn join(&mut self, (li, g): (usize, u32), id: TaskId, tag: u64, request: Request) {
         self.add_member(g, id, tag, request);
         self.dirty[li] = true;
+    }
+
+    /// Admits `task`, the first of a [`queue_tasks_like`](Self::queue_tasks_like) call (or
+    /// the first after a task that did not join), with `params`' parameters, exactly as
+    /// [`start_task_tagged`](Self::start_task_tagged) would admit a copy of them with the
+    /// task's command and body; returns the waiting group when the task joined or opened
+    /// it.
+    ///
+    /// Design: the usual first task opens a group whose parameters are `params` itself,
+    /// shared, after the one admission check a task gets: no spec is copied or dropped per
+    /// call. Any other case takes the regular way with a spec of its own.
+    pub(super) fn admit_like(
+        &mut self,
+        now: Instant,
+        params: &Arc<TaskSpec>,
+        task: &mut LikeTask,
+    ) -> Option<(usize, u32)> {
+        let id = self.begin_task(now);
+        task.id = id;
+        let (cmd_id, tag, len) = (task.cmd_id, task.tag, task.body.len());
+        if self.lane.enabled {
+            let request = |task: &mut LikeTask| Request {
+                cmd_id,
+                body: std::mem::take(&mut task.body),
+            };
+            if let Some(group) = self.fits_waiting(params, len, id) {
+                self.join(group, id, tag, request(task));
+                return Some(group);
+            }
+            if joins_params(params) {
+                if let Ok(li) = self.admit_parts(params, cmd_id, len) {
+                    if li != SHORT_TASK && self.opens_group_as(li, id) {
+                        self.open_group_with(now, li, id, tag, params.clone(), request(task));
+                        return self.lane.waiting;
+                    }
+                }
+            }
+        }
+        let mut spec = params.clone_params();
+        spec.cmd_id = cmd_id;
+        spec.body = std::mem::take(&mut task.body);
+        self.admit_with_id(now, id, spec, tag);
+        self.waiting_group_of(id)
     }
 
     /// Admits the leading tasks of `tasks` whose bodies fit into group `g` of link `li`
@@ -593,7 +651,12 @@ impl Engine {
     /// ended).
     #[inline]
     pub(super) fn opens_group(&self, li: usize, id: TaskId, spec: &TaskSpec) -> bool {
-        self.lane.waiting.is_none() && joins(spec) && self.takes_group(li) && !self.lane.covers(id)
+        joins(spec) && self.opens_group_as(li, id)
+    }
+
+    /// [`opens_group`](Self::opens_group) for a spec that [`joins`].
+    fn opens_group_as(&self, li: usize, id: TaskId) -> bool {
+        self.lane.waiting.is_none() && self.takes_group(li) && !self.lane.covers(id)
     }
 
     /// Whether link `li` can take a group in one pass as it is: connected, no resend window,
@@ -615,6 +678,22 @@ impl Engine {
         tag: u64,
         mut spec: TaskSpec,
     ) {
+        // The spec itself is the group's parameters, its body taken out for the member.
+        let request = Request::take(&mut spec);
+        self.open_group_with(now, li, id, tag, Arc::new(spec), request);
+    }
+
+    /// [`open_group`](Self::open_group) with the parameters and the first member's request
+    /// apart.
+    fn open_group_with(
+        &mut self,
+        now: Instant,
+        li: usize,
+        id: TaskId,
+        tag: u64,
+        spec: Arc<TaskSpec>,
+        request: Request,
+    ) {
         let retries = spec.retry_count.unwrap_or(DEFAULT_RETRIES);
         let total = timeouts::task_total(
             spec.server_cost,
@@ -624,8 +703,6 @@ impl Engine {
         );
         let admitted_ns = self.timers.now_ns(now);
         let total_ns = self.timers.ns_after(now, total);
-        // The spec itself is the group's parameters, its body taken out for the member.
-        let request = Request::take(&mut spec);
         let template = spec;
         let members = self.lane.spare_lists.pop().unwrap_or_default();
         let serial = self.lane.next_serial;

@@ -458,7 +458,11 @@ impl Engine {
     /// [`begin_task`](Self::begin_task).
     fn admit_with_id(&mut self, now: Instant, id: TaskId, mut spec: TaskSpec, tag: u64) -> TaskId {
         if self.lane.enabled {
-            if let Some(group) = self.fits_waiting(&spec, id) {
+            let fits = spec
+                .extension
+                .is_empty()
+                .then(|| self.fits_waiting(&spec, spec.body.len(), id));
+            if let Some(group) = fits.flatten() {
                 self.join(group, id, tag, lane::Request::take(&mut spec));
                 return self.admitted(now, id);
             }
@@ -1319,6 +1323,17 @@ impl Engine {
 
     /// Validates a spec (§3.2) and picks its link.
     fn admit(&self, spec: &TaskSpec) -> Result<usize, TaskError> {
+        self.admit_parts(spec, spec.cmd_id, spec.body.len())
+    }
+
+    /// [`admit`](Self::admit) for a task with `spec`'s parameters but command `cmd_id` and a
+    /// body of `body_len` bytes (a task of [`queue_tasks_like`](Self::queue_tasks_like)).
+    fn admit_parts(
+        &self,
+        spec: &TaskSpec,
+        cmd_id: CmdId,
+        body_len: usize,
+    ) -> Result<usize, TaskError> {
         if spec.priority > MAX_PRIORITY {
             return Err(ParamError::Priority(spec.priority).into());
         }
@@ -1340,7 +1355,7 @@ impl Engine {
         {
             return Err(ParamError::LongPollingTimeoutOutOfRange(t).into());
         }
-        let long = spec.channel.allows_long() && spec.cmd_id != CmdId(0);
+        let long = spec.channel.allows_long() && cmd_id != CmdId(0);
         let short = spec.channel.allows_short() && !spec.path.is_empty();
         if !long {
             if !short {
@@ -1366,9 +1381,9 @@ impl Engine {
         let Some(li) = default.or_else(|| self.link_by_name.get(&spec.link).copied()) else {
             return Err(ParamError::UnknownLink(spec.link.to_string()).into());
         };
-        if spec.body.len() > self.max_body_len {
+        if body_len > self.max_body_len {
             return Err(ParamError::BodyTooLarge {
-                len: spec.body.len(),
+                len: body_len,
                 max: self.max_body_len,
             }
             .into());

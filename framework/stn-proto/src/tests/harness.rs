@@ -328,7 +328,8 @@ impl Sim {
             .into_iter()
             .map(|(cmd, body)| crate::LikeTask::new(cmd, body, 0))
             .collect();
-        self.engine.queue_tasks_like(now, params, &mut tasks);
+        let params = std::sync::Arc::new(params.clone());
+        self.engine.queue_tasks_like(now, &params, &mut tasks);
         self.engine.send_queued(now);
         self.drain();
         tasks.iter().map(|t| t.id).collect()
