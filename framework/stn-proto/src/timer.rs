@@ -67,7 +67,8 @@ pub enum TimerKind {
     TimingSync,
     /// A task of the batch lane may reach one of its deadlines: its tasks become regular
     /// tasks, with their own timers (see `engine/lane.rs`). Armed no later than the
-    /// earliest such deadline.
+    /// earliest such deadline. Kept by the lane itself rather than in the timer table;
+    /// [`Engine::next_timer`](crate::Engine::next_timer) names it when it is the earliest.
     LaneWake,
 }
 

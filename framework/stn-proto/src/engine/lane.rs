@@ -59,7 +59,9 @@
 //! and (its pho-like form, through `queue_tasks_like`) from 1,937 to 1,785 with runs and to
 //! about 1,720 joining a call's tasks in one go, and from 1,608 to 1,543 with members held
 //! in their group by id, to 1,415 with a run's frames taken in one loop and to 1,363 with
-//! its estimator samples recorded together (`docs/lab/throughput.md`).
+//! its estimator samples recorded together; counted without the benchmark's own summary of
+//! a run, a call's tasks joining as one block of ids took it from 1,029 to 980
+//! (`docs/lab/throughput.md`).
 //!
 //! # Members by id
 //!
@@ -108,8 +110,13 @@ pub(super) struct Lane {
     live: usize,
     /// The group of this input waiting for its dispatch pass: (link, group).
     waiting: Option<(usize, u32)>,
-    /// When [`TimerKind::LaneWake`] is armed (the timer table knows too; kept here so that
-    /// opening a group costs a comparison, not a lookup by kind).
+    /// When [`TimerKind::LaneWake`] fires, if armed.
+    ///
+    /// Design: kept here, not in the engine's timer table: under steady traffic the lane
+    /// empties and fills again every round, and disarming and arming the timer in the table
+    /// each time cost about a thousand instructions a round (its heap drops outdated
+    /// entries as they surface). [`Engine::poll_timeout`] and [`Engine::next_timer`] take
+    /// it into account, so the engine wakes at the same instants.
     wake: Option<Instant>,
     /// Tasks the lane ended itself.
     #[cfg(test)]
@@ -749,8 +756,12 @@ impl Engine {
     fn lane_wake_by(&mut self, at: Instant) {
         if self.lane.wake.is_none_or(|w| at < w) {
             self.lane.wake = Some(at);
-            self.timers.set(TimerKind::LaneWake, at);
         }
+    }
+
+    /// When the lane's timer ([`TimerKind::LaneWake`]) fires, if armed.
+    pub(super) fn lane_wake(&self) -> Option<Instant> {
+        self.lane.wake
     }
 
     /// The start of link `li`'s dispatch pass: sends the group waiting for it, when the link
@@ -1276,8 +1287,8 @@ impl Engine {
         if self.lane.waiting.is_some_and(|(_, w)| w == g) {
             self.lane.waiting = None;
         }
-        if self.lane.is_empty() && self.lane.wake.take().is_some() {
-            self.timers.cancel(TimerKind::LaneWake);
+        if self.lane.is_empty() {
+            self.lane.wake = None;
         }
     }
 

@@ -1217,6 +1217,7 @@ impl Engine {
     /// Fires every timer due at `now`. Call it when [`poll_timeout`](Self::poll_timeout)'s
     /// instant has come (calling it early is harmless).
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Every member is demoted, which disarms the lane's timer ([`TimerKind::LaneWake`]).
         self.demote_all();
         while let Some((at, kind)) = self.timers.pop_due(now) {
             self.on_timer(kind, at, now);
@@ -1240,7 +1241,7 @@ impl Engine {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when no timer
     /// is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let long = self.timers.next().map(|(at, _)| at);
+        let long = self.next_timer().map(|(at, _)| at);
         match (long, self.short.next_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -1254,9 +1255,13 @@ impl Engine {
         &self.cfg
     }
 
-    /// The earliest armed timer and its kind (for logs and tests).
+    /// The earliest armed timer of the long-link side and its kind (for logs and tests).
     pub fn next_timer(&self) -> Option<(Instant, TimerKind)> {
-        self.timers.next()
+        let table = self.timers.next();
+        match self.lane_wake() {
+            Some(at) if table.is_none_or(|(t, _)| at < t) => Some((at, TimerKind::LaneWake)),
+            _ => table,
+        }
     }
 
     /// Whether the named link is connected.
@@ -2933,7 +2938,8 @@ impl Engine {
                     self.send_keep_frame(now);
                 }
             }
-            // Its work was done on the way in: `handle_timeout` demotes every lane member.
+            // Kept by the lane, not in the table (`lane::Lane::wake`), and its work is done
+            // on the way in: `handle_timeout` demotes every lane member.
             TimerKind::LaneWake => {}
             TimerKind::TimingSync => {
                 if self.net.is_available() {
