@@ -549,3 +549,37 @@ async fn like_calls_with_other_parameters_each_get_theirs() {
     }
     assert_eq!(server.task_frames().len(), 1 + 30);
 }
+
+/// Through `recv_group` too, a driver that stops ends every unfinished like task once with a
+/// reset, and tasks started after it stopped as well; then nothing is outstanding.
+#[tokio::test(start_paused = true)]
+async fn groups_bring_the_resets_of_a_driver_that_stopped() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(echoes(1).default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    assert!(client.start_task(spec(0)).await.is_ok());
+    let mut batch = client.task_batch();
+    let params = TaskSpec::new(CmdId(0), Bytes::new());
+    let mut keys: Vec<TaskKey> = like(&mut batch, &params, 0..20).collect();
+    server.wait_for_task_frames(21).await;
+    client.shutdown().await;
+    keys.extend(like(&mut batch, &params, 20..25));
+    let mut seen = Vec::new();
+    while let Some(group) = batch.recv_group().await {
+        for end in &group {
+            assert_eq!(
+                end.outcome().unwrap_err(),
+                &TaskError::Local(LocalError::Reset)
+            );
+            assert!(end.profile().is_none());
+            seen.push(end.key());
+        }
+    }
+    assert_eq!(batch.outstanding(), 0);
+    seen.sort_unstable();
+    keys.sort_unstable();
+    assert_eq!(seen, keys, "each task once");
+}
