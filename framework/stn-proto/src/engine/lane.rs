@@ -246,10 +246,9 @@ struct Group {
     /// The parameters the members share: every field but the command, body and extension,
     /// which are each member's own (a member has no extension) and are never read here.
     ///
-    /// Design: shared, so that the calls of a [`TaskBatch`]-like caller with the same
-    /// parameters open their groups without a copy ([`Engine::queue_tasks_like`]).
-    ///
-    /// [`TaskBatch`]: https://docs.rs/phobos-stn
+    /// Design: shared, so that the calls of a caller that starts many with the same
+    /// parameters (`phobos-stn`'s `TaskBatch::start_like`) open their groups without a copy
+    /// ([`Engine::queue_tasks_like`]).
     spec: Arc<TaskSpec>,
     /// Unique among the engine's groups ([`EndKey`]).
     serial: u64,

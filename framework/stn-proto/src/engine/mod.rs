@@ -457,12 +457,8 @@ impl Engine {
     /// [`start_task_tagged`](Self::start_task_tagged) for task `id`, given by
     /// [`begin_task`](Self::begin_task).
     fn admit_with_id(&mut self, now: Instant, id: TaskId, mut spec: TaskSpec, tag: u64) -> TaskId {
-        if self.lane.enabled {
-            let fits = spec
-                .extension
-                .is_empty()
-                .then(|| self.fits_waiting(&spec, spec.body.len(), id));
-            if let Some(group) = fits.flatten() {
+        if self.lane.enabled && spec.extension.is_empty() {
+            if let Some(group) = self.fits_waiting(&spec, spec.body.len(), id) {
                 self.join(group, id, tag, lane::Request::take(&mut spec));
                 return self.admitted(now, id);
             }
