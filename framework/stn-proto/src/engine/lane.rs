@@ -300,6 +300,19 @@ struct Member {
 }
 
 impl Member {
+    /// The member a like task becomes (its body taken), admitted `order`th.
+    #[inline]
+    fn of_like(task: &mut LikeTask, order: u64) -> Member {
+        Member {
+            held: true,
+            tag: task.tag,
+            order,
+            cmd_id: task.cmd_id,
+            body: Some(std::mem::take(&mut task.body)),
+            sent: None,
+        }
+    }
+
     /// The place of an id that is not a member's.
     const HOLE: Member = Member {
         held: false,
@@ -568,15 +581,9 @@ impl Engine {
             }
             let order = self.next_order;
             self.next_order += 1;
-            let member = || Member {
-                held: true,
-                tag: task.tag,
-                order,
-                cmd_id: task.cmd_id,
-                body: Some(std::mem::take(&mut task.body)),
-                sent: None,
-            };
-            push_member(group, &mut self.lane.live, id, member);
+            push_member(group, &mut self.lane.live, id, || {
+                Member::of_like(task, order)
+            });
         }
         // What `begin_task` does per task, which nothing in the loop reads.
         self.tasks_begun(now, done);
@@ -625,14 +632,7 @@ impl Engine {
                     .zip(order..)
                     .map(|((task, id), order)| {
                         task.id = TaskId(id);
-                        Member {
-                            held: true,
-                            tag: task.tag,
-                            order,
-                            cmd_id: task.cmd_id,
-                            body: Some(std::mem::take(&mut task.body)),
-                            sent: None,
-                        }
+                        Member::of_like(task, order)
                     }),
             );
         group.live += k as u32;
