@@ -304,8 +304,9 @@ struct Conn {
     /// one).
     out: VecDeque<Bytes>,
     /// Read buffer: none until a read fills [`READ_MIN`] bytes (an idle link should cost
-    /// little), then room for `read_size` bytes, which doubles up to [`READ_MAX`] while
-    /// reads fill it. What a read fills is split off and handed to the engine as it is.
+    /// little), then room for `read_size` bytes a read, which doubles up to [`READ_MAX`]
+    /// while reads fill it, in blocks of room for up to [`READ_BLOCK_READS`] reads (at most
+    /// [`READ_MAX`]). What a read fills is split off and handed to the engine as it is.
     rbuf: BytesMut,
     /// How much room each read gets once `rbuf` is in use; 0 until then.
     read_size: usize,
@@ -401,7 +402,15 @@ impl Conn {
         if self.read_size == 0 {
             return self.poll_read_small(cx);
         }
-        self.rbuf.reserve(self.read_size);
+        // Design: every read gets room for `read_size` bytes, and a fresh block holds room
+        // for up to four such reads (at most `READ_MAX`), so a block serves several reads.
+        // Reserving only `read_size` took a new block for nearly every read: what the last
+        // read filled is split off and held by its responses, so the block cannot be
+        // reused, and a busy link allocated (and wrote into fresh memory) a block a read.
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size {
+            self.rbuf
+                .reserve((READ_BLOCK_READS * self.read_size).clamp(self.read_size, READ_MAX));
+        }
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(ConnRead::Closed(close_cause(&e))),
@@ -1806,6 +1815,9 @@ const READ_MIN: usize = 4 * 1024;
 /// Largest read buffer (Mars reads up to 64 KiB per readiness).
 const READ_MAX: usize = 64 * 1024;
 
+/// Reads of `read_size` one fresh read block holds room for (up to [`READ_MAX`]).
+const READ_BLOCK_READS: usize = 4;
+
 /// Reads the IP ranking from `path`. A missing file is a fresh start; a corrupt,
 /// other-version or expired one is ignored with a warning naming the file and the reason.
 fn load_ranking_state(path: &Path) -> Option<RankingState> {
@@ -1927,6 +1939,94 @@ mod tests {
         ));
         assert!(!conn.has_output());
         assert_eq!(&wire.lock().unwrap()[..], b"frame one+two");
+    }
+
+    /// A stream that reads the chunks it was given, one per read, then waits.
+    struct Chunks(VecDeque<Vec<u8>>);
+
+    impl tokio::io::AsyncRead for Chunks {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let Some(chunk) = self.0.pop_front() else {
+                return Poll::Pending;
+            };
+            assert!(
+                chunk.len() <= buf.remaining(),
+                "a read got less room than asked"
+            );
+            buf.put_slice(&chunk);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Chunks {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl LinkStream for Chunks {}
+
+    /// A busy link's reads share a block, each read with room for `read_size` bytes: the
+    /// bytes of consecutive reads lie one after another until the block is used up, while
+    /// every read before keeps its bytes (they are slices the responses hold).
+    #[test]
+    fn a_busy_links_reads_share_a_block_and_keep_their_bytes() {
+        let chunk = |i: u8, n: usize| vec![i; n];
+        // The first read fills `READ_MIN` (the link turns busy); then reads of 5 KiB, each
+        // with 8 KiB of room; a block holds room for four.
+        let mut chunks = VecDeque::from([chunk(0, READ_MIN)]);
+        chunks.extend((1..=7).map(|i| chunk(i, 5 * 1024)));
+        let mut conn = Conn {
+            link: LinkName::default(),
+            stream: Box::new(Chunks(chunks)),
+            out: VecDeque::new(),
+            rbuf: BytesMut::new(),
+            read_size: 0,
+            unflushed: false,
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut reads = Vec::new();
+        while let Poll::Ready(ConnRead::Data(bytes)) = conn.poll_read_chunk(&mut cx) {
+            reads.push(bytes);
+        }
+        assert_eq!(reads.len(), 8);
+        for (i, bytes) in reads.iter().enumerate() {
+            assert!(
+                bytes.iter().all(|&b| b == i as u8),
+                "read {i} kept its bytes"
+            );
+        }
+        let follows = |a: &Bytes, b: &Bytes| a.as_ptr().wrapping_add(a.len()) == b.as_ptr();
+        // A block of 32 KiB: 5 KiB reads go into it while 8 KiB are left (five of them),
+        // then a fresh block.
+        for i in 1..5 {
+            assert!(
+                follows(&reads[i], &reads[i + 1]),
+                "read {} in the block",
+                i + 1
+            );
+        }
+        assert!(
+            !follows(&reads[5], &reads[6]),
+            "a fresh block once room ran short"
+        );
+        assert!(follows(&reads[6], &reads[7]));
     }
 
     /// Collects the warnings emitted while it is the default subscriber, as text.
