@@ -1875,19 +1875,30 @@ mod tests {
     use super::*;
 
     /// A stream that, like a TLS stream, takes what is written into its own buffer and puts
-    /// it on the wire only when flushed.
+    /// it on the wire only when flushed; it reads the chunks in `reads`, one per read, then
+    /// waits.
+    #[derive(Default)]
     struct Buffering {
         held: Vec<u8>,
         wire: Arc<Mutex<Vec<u8>>>,
+        reads: VecDeque<Vec<u8>>,
     }
 
     impl tokio::io::AsyncRead for Buffering {
         fn poll_read(
-            self: Pin<&mut Self>,
+            mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
-            _: &mut ReadBuf<'_>,
+            buf: &mut ReadBuf<'_>,
         ) -> Poll<std::io::Result<()>> {
-            Poll::Pending
+            let Some(chunk) = self.reads.pop_front() else {
+                return Poll::Pending;
+            };
+            assert!(
+                chunk.len() <= buf.remaining(),
+                "a read got less room than asked"
+            );
+            buf.put_slice(&chunk);
+            Poll::Ready(Ok(()))
         }
     }
 
@@ -1920,8 +1931,8 @@ mod tests {
         let mut conn = Conn {
             link: LinkName::default(),
             stream: Box::new(Buffering {
-                held: Vec::new(),
                 wire: wire.clone(),
+                ..Buffering::default()
             }),
             out: VecDeque::from([
                 Bytes::from_static(b"frame one"),
@@ -1941,47 +1952,6 @@ mod tests {
         assert_eq!(&wire.lock().unwrap()[..], b"frame one+two");
     }
 
-    /// A stream that reads the chunks it was given, one per read, then waits.
-    struct Chunks(VecDeque<Vec<u8>>);
-
-    impl tokio::io::AsyncRead for Chunks {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let Some(chunk) = self.0.pop_front() else {
-                return Poll::Pending;
-            };
-            assert!(
-                chunk.len() <= buf.remaining(),
-                "a read got less room than asked"
-            );
-            buf.put_slice(&chunk);
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl tokio::io::AsyncWrite for Chunks {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            b: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            Poll::Ready(Ok(b.len()))
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl LinkStream for Chunks {}
-
     /// A busy link's reads share a block, each read with room for `read_size` bytes: the
     /// bytes of consecutive reads lie one after another until the block is used up, while
     /// every read before keeps its bytes (they are slices the responses hold).
@@ -1994,7 +1964,10 @@ mod tests {
         chunks.extend((1..=7).map(|i| chunk(i, 5 * 1024)));
         let mut conn = Conn {
             link: LinkName::default(),
-            stream: Box::new(Chunks(chunks)),
+            stream: Box::new(Buffering {
+                reads: chunks,
+                ..Buffering::default()
+            }),
             out: VecDeque::new(),
             rbuf: BytesMut::new(),
             read_size: 0,
