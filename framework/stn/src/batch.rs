@@ -986,6 +986,19 @@ mod tests {
         }
     }
 
+    /// Queues the ends of tasks 1 to 4 of batch `a`, each way an end comes: 1 made by the
+    /// driver (no profile), 2 and 3 as the core ended them together (sent 20 and 30 bytes),
+    /// 4 on its own with its profile (sent 40).
+    fn queue_each_way(out: &mut BatchOut, a: BatchIndex) {
+        out.push(a, TaskKey(1), Err(TaskError::Canceled), EndProfile::None);
+        out.push_together(
+            a,
+            Arc::new(profile(0)),
+            vec![batched(2, 20), batched(3, 30)],
+        );
+        out.push_own(a, TaskKey(4), Err(TaskError::Canceled), &mut profile(40));
+    }
+
     /// Ends passed on as the core made them, between ends queued one by one in the same
     /// iteration: the app gets them all in the order they came, each with its key (from its
     /// tag), its response and its profile (the shared one with its own fields).
@@ -994,10 +1007,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut out = BatchOut::default();
         let a = out.hold(&tx, 5);
-        out.push(a, TaskKey(1), Err(TaskError::Canceled), EndProfile::None);
-        let common = Arc::new(profile(0));
-        out.push_together(a, common, vec![batched(2, 20), batched(3, 30)]);
-        out.push_own(a, TaskKey(4), Err(TaskError::Canceled), &mut profile(40));
+        queue_each_way(&mut out, a);
         out.push(a, TaskKey(5), Err(TaskError::Canceled), EndProfile::None);
         out.flush();
         let mut got = Vec::new();
@@ -1025,13 +1035,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut out = BatchOut::default();
         let a = out.hold(&tx, 5);
-        out.push(a, TaskKey(1), Err(TaskError::Canceled), EndProfile::None);
-        out.push_together(
-            a,
-            Arc::new(profile(0)),
-            vec![batched(2, 20), batched(3, 30)],
-        );
-        out.push_own(a, TaskKey(4), Err(TaskError::Canceled), &mut profile(40));
+        queue_each_way(&mut out, a);
         out.flush();
         let mut seen = Vec::new();
         while let Ok(delivery) = rx.try_recv() {

@@ -250,6 +250,16 @@ fn a_runtime_dropped_mid_batch_still_ends_every_task_with_reset() {
     assert_eq!(keys.len(), 10, "one end per task");
 }
 
+/// A client of `server` whose link is up (one task answered first, which the server's
+/// script must allow), and a batch of it: the batch's tasks go the lane's way and end
+/// together.
+async fn connected_batch(server: &MockLongLinkServer) -> (Client, TaskBatch) {
+    let client = client_for(server);
+    assert!(client.start_task(spec(0)).await.is_ok());
+    let batch = client.task_batch();
+    (client, batch)
+}
+
 /// `start_like`: one set of parameters, a command id and body per task.
 fn like(batch: &mut TaskBatch, params: &TaskSpec, range: std::ops::Range<u32>) -> TaskKeys {
     let requests = range.map(|i| (CmdId(8), Bytes::from(format!("like {i}").into_bytes())));
@@ -448,10 +458,7 @@ async fn batches_admitted_together_each_get_only_their_own_ends() {
 #[tokio::test(start_paused = true)]
 async fn groups_read_in_place_end_every_task_once_mixed_with_the_other_receives() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let client = client_for(&server);
-    // Connected before the batch, so its tasks go the lane's way and end together.
-    assert!(client.start_task(spec(0)).await.is_ok());
-    let mut batch = client.task_batch();
+    let (_client, mut batch) = connected_batch(&server).await;
     assert!(batch.recv_group().await.is_none(), "nothing outstanding");
     let params = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(0);
     let mut seen: HashMap<TaskKey, Vec<u8>> = HashMap::new();
@@ -524,9 +531,7 @@ async fn groups_read_in_place_end_every_task_once_mixed_with_the_other_receives(
 #[tokio::test(start_paused = true)]
 async fn like_calls_with_other_parameters_each_get_theirs() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let client = client_for(&server);
-    assert!(client.start_task(spec(0)).await.is_ok());
-    let mut batch = client.task_batch();
+    let (_client, mut batch) = connected_batch(&server).await;
     let good = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(1);
     let unknown = good.clone().with_link("no-such-link");
     let calls = [
@@ -559,9 +564,7 @@ async fn groups_bring_the_resets_of_a_driver_that_stopped() {
         .start()
         .await
         .unwrap();
-    let client = client_for(&server);
-    assert!(client.start_task(spec(0)).await.is_ok());
-    let mut batch = client.task_batch();
+    let (client, mut batch) = connected_batch(&server).await;
     let params = TaskSpec::new(CmdId(0), Bytes::new());
     let mut keys: Vec<TaskKey> = like(&mut batch, &params, 0..20).collect();
     server.wait_for_task_frames(21).await;
