@@ -26,6 +26,9 @@ pub(crate) const BATCH_TAG: u64 = 1 << 63;
 /// No task's id: the place of a task whose end is not owed.
 const ENDED: TaskId = TaskId(0);
 
+/// The longest id list kept for reuse (16 KiB): a rare huge command's list is freed.
+const MAX_SPARE_IDS: usize = 4096;
+
 /// The batch tasks held, by command.
 #[derive(Debug, Default)]
 pub(crate) struct HeldBatches {
@@ -40,6 +43,11 @@ pub(crate) struct HeldBatches {
     last: usize,
     /// Tasks held, over all records.
     len: usize,
+    /// The id list of the record emptied last, kept for the next record.
+    ///
+    /// Design: at 100 tasks in flight a command's record is made and emptied every round;
+    /// reusing its list saves an allocation and a free a command.
+    spare: Vec<TaskId>,
 }
 
 /// The tasks of one `StartBatch` command.
@@ -76,10 +84,13 @@ impl HeldBatches {
         if n == 0 {
             return;
         }
+        let mut ids = std::mem::take(&mut self.spare);
+        ids.clear();
+        ids.resize(n, ENDED);
         let record = Record {
             first,
             batch,
-            ids: vec![ENDED; n],
+            ids,
             live: n,
         };
         // Commands come in key order unless two threads started batches at once.
@@ -199,7 +210,10 @@ impl HeldBatches {
     /// they are more than half.
     #[inline(never)]
     fn empty(&mut self, r: usize) {
-        self.records[r].ids = Vec::new();
+        let ids = std::mem::take(&mut self.records[r].ids);
+        if ids.capacity() <= MAX_SPARE_IDS {
+            self.spare = ids;
+        }
         self.emptied += 1;
         if self.emptied > MIN_SWEEP && 2 * self.emptied > self.records.len() {
             self.records.retain(|r| r.live > 0);
@@ -238,6 +252,45 @@ mod tests {
 
     fn batch(i: u32) -> BatchIndex {
         BatchIndex::for_test(i)
+    }
+
+    /// A record made after another was emptied reuses its list, but none of its ids: its
+    /// tasks have none until the engine gives them theirs, and an end naming an old id is
+    /// refused.
+    #[test]
+    fn a_record_reusing_an_emptied_ones_list_starts_with_no_ids() {
+        let mut held = HeldBatches::default();
+        let tag = |key: u64| key | BATCH_TAG;
+        held.hold(0, 4, batch(0));
+        held.set_ids(0, (0..4).map(|i| TaskId(700 + i)));
+        let ends: Vec<BatchedEnd> = (0..4)
+            .map(|i| BatchedEnd {
+                id: TaskId(700 + i),
+                tag: tag(u64::from(i)),
+                response: phobos_stn_proto::Response {
+                    cmd_id: phobos_stn_proto::CmdId(1),
+                    body: bytes::Bytes::new(),
+                    extension: None,
+                },
+                sent_bytes: 0,
+                received_bytes: 0,
+                first_packet_timeout: std::time::Duration::ZERO,
+            })
+            .collect();
+        assert_eq!(held.take_together(&ends), (4, Some(batch(0))));
+        assert_eq!(held.spare.len(), 4, "the emptied record's list is kept");
+        held.hold(4, 3, batch(1));
+        assert!(
+            held.spare.is_empty() && held.spare.capacity() == 0,
+            "and reused"
+        );
+        for key in 4..7 {
+            assert_eq!(held.id_of(TaskKey(key)), None, "no id yet");
+        }
+        assert_eq!(held.take(tag(4), TaskId(700)), None, "an old id");
+        held.set_id(5, TaskId(901));
+        assert_eq!(held.take(tag(5), TaskId(901)), Some((TaskKey(5), batch(1))));
+        assert_eq!(held.len(), 2);
     }
 
     /// Two commands (one of 70 tasks, one of 3 that came in out of key

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
@@ -585,4 +586,47 @@ async fn groups_bring_the_resets_of_a_driver_that_stopped() {
     seen.sort_unstable();
     keys.sort_unstable();
     assert_eq!(seen, keys, "each task once");
+}
+
+/// The ends of one group share one profile, which the driver fills again in place for a
+/// later group once the app has let go of the last one: a group the app still holds keeps
+/// its own times, and every group shows its own.
+#[tokio::test(start_paused = true)]
+async fn every_group_shows_its_own_profile_whether_the_last_is_held_or_let_go() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let (_client, mut batch) = connected_batch(&server).await;
+    let params = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(0);
+    let mut held = Vec::new();
+    for round in 0..4u32 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let started = tokio::time::Instant::now().into_std();
+        let n = 10;
+        let _keys: Vec<TaskKey> = like(&mut batch, &params, round * n..(round + 1) * n).collect();
+        let mut got = 0;
+        while got < n as usize {
+            let group = batch.recv_group().await.expect("the round's ends");
+            for end in &group {
+                let profile = end.profile().expect("a profile");
+                assert_eq!(
+                    profile.queued_at, started,
+                    "round {round}: its own queue time"
+                );
+                assert!(profile.ended_at >= started);
+                got += 1;
+            }
+            // The first two rounds' groups stay held; the later ones are let go at once.
+            if round < 2 {
+                held.push((started, group));
+            }
+        }
+    }
+    for (started, group) in &held {
+        for end in group {
+            assert_eq!(
+                end.profile().unwrap().queued_at,
+                *started,
+                "a held group kept its times"
+            );
+        }
+    }
 }
