@@ -254,6 +254,22 @@ mod tests {
         BatchIndex::for_test(i)
     }
 
+    /// An empty response's end for batch task `key` (engine id `id`).
+    fn end(key: u64, id: u32) -> BatchedEnd {
+        BatchedEnd {
+            id: TaskId(id),
+            tag: key | BATCH_TAG,
+            response: phobos_stn_proto::Response {
+                cmd_id: phobos_stn_proto::CmdId(1),
+                body: bytes::Bytes::new(),
+                extension: None,
+            },
+            sent_bytes: 0,
+            received_bytes: 0,
+            first_packet_timeout: std::time::Duration::ZERO,
+        }
+    }
+
     /// A record made after another was emptied reuses its list, but none of its ids: its
     /// tasks have none until the engine gives them theirs, and an end naming an old id is
     /// refused.
@@ -263,20 +279,7 @@ mod tests {
         let tag = |key: u64| key | BATCH_TAG;
         held.hold(0, 4, batch(0));
         held.set_ids(0, (0..4).map(|i| TaskId(700 + i)));
-        let ends: Vec<BatchedEnd> = (0..4)
-            .map(|i| BatchedEnd {
-                id: TaskId(700 + i),
-                tag: tag(u64::from(i)),
-                response: phobos_stn_proto::Response {
-                    cmd_id: phobos_stn_proto::CmdId(1),
-                    body: bytes::Bytes::new(),
-                    extension: None,
-                },
-                sent_bytes: 0,
-                received_bytes: 0,
-                first_packet_timeout: std::time::Duration::ZERO,
-            })
-            .collect();
+        let ends: Vec<BatchedEnd> = (0..4).map(|i| end(u64::from(i), 700 + i)).collect();
         assert_eq!(held.take_together(&ends), (4, Some(batch(0))));
         assert_eq!(held.spare.len(), 4, "the emptied record's list is kept");
         held.hold(4, 3, batch(1));
@@ -391,18 +394,6 @@ mod tests {
         held.set_ids(10, (0..3).map(|i| TaskId(100 + i)));
         held.set_ids(13, (0..2).map(|i| TaskId(200 + i)));
         held.set_ids(20, (0..2).map(|i| TaskId(300 + i)));
-        let end = |key: u64, id: u32| BatchedEnd {
-            id: TaskId(id),
-            tag: key | BATCH_TAG,
-            response: phobos_stn_proto::Response {
-                cmd_id: phobos_stn_proto::CmdId(1),
-                body: bytes::Bytes::new(),
-                extension: None,
-            },
-            sent_bytes: 0,
-            received_bytes: 0,
-            first_packet_timeout: std::time::Duration::ZERO,
-        };
         // Across the first two commands, then another batch's task.
         let ends = [
             end(10, 100),
