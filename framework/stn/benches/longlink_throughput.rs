@@ -57,7 +57,10 @@
 //! the client's socket writes per 100 tasks (`w/100t`: how its requests were cut into
 //! writes; raw-mux does not count them). On a machine shared with other work, wall-clock
 //! throughput swings with the load while CPU per task barely moves, so the CPU ratios are
-//! the steadier comparison.
+//! the steadier comparison. The clients of a round run one after another, and a throughput
+//! ratio (`ratio`, and the summary lines under each level) is the median over the rounds of
+//! that round's ratio (from 2026-11-28, 10:45 UTC; before, the ratio of the medians): a
+//! change of the machine's load between rounds moves the clients of a round together.
 //!
 //! **Placement** (`place`). Client and server take turns, and whether they share a CPU
 //! changes what a turn costs threefold on a small VM (see [`Placement`]). So each echo
@@ -68,7 +71,7 @@
 //!
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
-//! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (3 alternating rounds,
+//! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (5 alternating rounds,
 //! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux|raw-hop|lean`,
 //! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`, `PHOBOS_BENCH_PLACEMENT=same,split` (any of `same`,
 //! `split`, `free`).
@@ -108,7 +111,7 @@ fn main() {
     let quick = std::env::var_os("PHOBOS_BENCH_QUICK").is_some();
     let total = env_usize("PHOBOS_BENCH_TASKS", if quick { 500 } else { 20_000 });
     let workers = env_usize("PHOBOS_BENCH_WORKERS", 2);
-    let rounds = env_usize("PHOBOS_BENCH_ROUNDS", if quick { 1 } else { 3 }).max(1);
+    let rounds = env_usize("PHOBOS_BENCH_ROUNDS", if quick { 1 } else { 5 }).max(1);
     let idle_links = env_usize("PHOBOS_BENCH_IDLE_LINKS", if quick { 20 } else { 1000 });
     let only = std::env::var("PHOBOS_BENCH_ONLY").unwrap_or_default();
     let levels: Vec<usize> = std::env::var("PHOBOS_BENCH_IN_FLIGHT")
@@ -153,8 +156,8 @@ fn main() {
     }
     println!(
         "longlink_throughput: {total} tasks per run, {BODY_LEN}-byte bodies, loopback, \
-         client runtime {workers} workers, echo server in a child process, median of \
-         {rounds} alternating rounds"
+         client runtime {workers} workers, echo server in a child process, medians of \
+         {rounds} alternating rounds (ratios: the median of the rounds' ratios)"
     );
     println!(
         "{:>9} {:>8} {:>12} {:>10} {:>10} {:>8} {:>9} {:>7} {:>6}",
@@ -249,21 +252,38 @@ async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usiz
         bat.push(phobos_batch_run(addr, n, total, false).await);
         like.push(phobos_batch_run(addr, n, total, true).await);
     }
+    // Each round's ratios, then their median: a change of the machine's load between rounds
+    // moves every client of a round together, so it leaves the ratios alone.
+    let ratio_to = |of: &[RunResult], to: &[RunResult]| {
+        let mut r: Vec<f64> = of
+            .iter()
+            .zip(to)
+            .map(|(a, b)| a.tasks_per_sec / b.tasks_per_sec)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    let (mux_raw, hop_raw, pho_raw) = (
+        ratio_to(&mux, &raw),
+        ratio_to(&hop, &raw),
+        ratio_to(&pho, &raw),
+    );
+    let (bat_raw, like_raw) = (ratio_to(&bat, &raw), ratio_to(&like, &raw));
+    let (pho_mux, like_hop) = (ratio_to(&pho, &mux), ratio_to(&like, &hop));
     let (raw, mux, hop, pho) = (median(raw), median(mux), median(hop), median(pho));
     let (bat, like) = (median(bat), median(like));
-    let ratio = |r: &RunResult| Some(r.tasks_per_sec / raw.tasks_per_sec);
     raw.print(n, "raw", None, place);
-    mux.print(n, "raw-mux", ratio(&mux), place);
-    hop.print(n, "raw-hop", ratio(&hop), place);
-    pho.print(n, "phobos", ratio(&pho), place);
-    bat.print(n, "pho-batch", ratio(&bat), place);
-    like.print(n, "pho-like", ratio(&like), place);
+    mux.print(n, "raw-mux", Some(mux_raw), place);
+    hop.print(n, "raw-hop", Some(hop_raw), place);
+    pho.print(n, "phobos", Some(pho_raw), place);
+    bat.print(n, "pho-batch", Some(bat_raw), place);
+    like.print(n, "pho-like", Some(like_raw), place);
     println!(
         "{:>9} {:>8} phobos / raw-mux = {:.0} % of the throughput; CPU per task: \
          phobos / raw = {:.2}, phobos / raw-mux = {:.2}",
         "",
         "",
-        pho.tasks_per_sec / mux.tasks_per_sec * 100.0,
+        pho_mux * 100.0,
         pho.cpu_us_per_task / raw.cpu_us_per_task,
         pho.cpu_us_per_task / mux.cpu_us_per_task,
     );
@@ -279,7 +299,7 @@ async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usiz
          raw-hop = {:.2}",
         "",
         "",
-        like.tasks_per_sec / hop.tasks_per_sec * 100.0,
+        like_hop * 100.0,
         like.cpu_us_per_task / hop.cpu_us_per_task,
     );
 }
