@@ -9,8 +9,8 @@ use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{
-    BatchEnd, BlockingClient, Client, ClientConfig, ErrorKind, LocalError, TaskBatch, TaskError,
-    TaskKey, TaskKeys, TaskSpec,
+    BatchEnd, BlockingClient, Client, ClientConfig, ErrorKind, LocalError, Response, TaskBatch,
+    TaskError, TaskKey, TaskKeys, TaskProfile, TaskSpec,
 };
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
@@ -627,6 +627,51 @@ async fn every_group_shows_its_own_profile_whether_the_last_is_held_or_let_go() 
                 *started,
                 "a held group kept its times"
             );
+        }
+    }
+}
+
+/// One batch task at a time: each end comes alone, and reaches the app as the ends of a
+/// batch do (sharing the driver's profile) with every field of its own profile, through
+/// each way of receiving.
+#[tokio::test(start_paused = true)]
+async fn lone_ends_of_a_batch_keep_their_own_profiles() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let (_client, mut batch) = connected_batch(&server).await;
+    let params = TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(0);
+    for i in 0..9u32 {
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let started = tokio::time::Instant::now().into_std();
+        let key = like(&mut batch, &params, i..i + 1).next().expect("a key");
+        let body = format!("like {i}");
+        let check = |k: TaskKey, response: &Response, p: &TaskProfile| {
+            assert_eq!(k, key);
+            assert_eq!(&response.body[..], body.as_bytes());
+            assert_eq!(p.queued_at, started);
+            assert_eq!(p.attempts, 1);
+            assert_eq!(p.sent_bytes, 20 + body.len());
+            assert_eq!(p.received_bytes, 20 + body.len());
+            assert!(p.first_packet_timeout.is_some_and(|t| t > Duration::ZERO));
+            assert!(p.decoded_at.is_some() && p.send_start.is_some());
+        };
+        match i % 3 {
+            0 => {
+                let end = batch.recv().await.expect("an end");
+                check(end.key, end.outcome.as_ref().unwrap(), &end.profile().unwrap());
+            }
+            1 => {
+                let mut ends = Vec::new();
+                batch.recv_many(&mut ends).await;
+                assert_eq!(ends.len(), 1);
+                let end = &ends[0];
+                check(end.key, end.outcome.as_ref().unwrap(), &end.profile().unwrap());
+            }
+            _ => {
+                let group = batch.recv_group().await.expect("an end");
+                assert_eq!(group.len(), 1);
+                let end = group.iter().next().unwrap();
+                check(end.key(), end.outcome().unwrap(), &end.profile().unwrap());
+            }
         }
     }
 }
