@@ -657,14 +657,22 @@ async fn lone_ends_of_a_batch_keep_their_own_profiles() {
         match i % 3 {
             0 => {
                 let end = batch.recv().await.expect("an end");
-                check(end.key, end.outcome.as_ref().unwrap(), &end.profile().unwrap());
+                check(
+                    end.key,
+                    end.outcome.as_ref().unwrap(),
+                    &end.profile().unwrap(),
+                );
             }
             1 => {
                 let mut ends = Vec::new();
                 batch.recv_many(&mut ends).await;
                 assert_eq!(ends.len(), 1);
                 let end = &ends[0];
-                check(end.key, end.outcome.as_ref().unwrap(), &end.profile().unwrap());
+                check(
+                    end.key,
+                    end.outcome.as_ref().unwrap(),
+                    &end.profile().unwrap(),
+                );
             }
             _ => {
                 let group = batch.recv_group().await.expect("an end");
