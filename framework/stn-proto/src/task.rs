@@ -556,6 +556,49 @@ pub struct BatchedEnd {
 }
 
 impl EndBatch {
+    /// `end`, a success, as a batch of one end with room for `capacity` ends (its profile
+    /// becomes the batch's, its own numbers the end's; a missing first-packet timeout
+    /// becomes zero). A failure is given back.
+    ///
+    /// Design: not inlined; it runs once per read at most, and the read path it is called
+    /// from inlines its per-response steps.
+    #[inline(never)]
+    pub fn of_one(end: TaskEnd, capacity: usize) -> Result<EndBatch, TaskEnd> {
+        let TaskEnd {
+            id,
+            tag,
+            outcome,
+            profile,
+            elapsed,
+        } = end;
+        let response = match outcome {
+            Ok(response) => response,
+            Err(error) => {
+                return Err(TaskEnd {
+                    id,
+                    tag,
+                    outcome: Err(error),
+                    profile,
+                    elapsed,
+                })
+            }
+        };
+        let mut ends = Vec::with_capacity(capacity.max(1));
+        ends.push(BatchedEnd {
+            id,
+            tag,
+            response,
+            sent_bytes: profile.sent_bytes,
+            received_bytes: profile.received_bytes,
+            first_packet_timeout: profile.first_packet_timeout.unwrap_or_default(),
+        });
+        Ok(EndBatch {
+            profile,
+            elapsed,
+            ends,
+        })
+    }
+
     /// The profile of `end` (one of [`ends`](Self::ends)).
     pub fn profile_of(&self, end: &BatchedEnd) -> TaskProfile {
         self.profile
@@ -682,6 +725,40 @@ pub const MAX_PRIORITY: u8 = 5;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A success becomes a batch of one that gives it back whole; a failure is given back.
+    #[test]
+    fn of_one_makes_a_success_a_batch_of_one_and_gives_a_failure_back() {
+        let now = Instant::now();
+        let mut profile = TaskProfile::new(now);
+        profile.sent_bytes = 31;
+        profile.received_bytes = 47;
+        profile.first_packet_timeout = Some(Duration::from_millis(5300));
+        let end = TaskEnd {
+            id: TaskId(9),
+            tag: 77,
+            outcome: Ok(Response {
+                cmd_id: CmdId(3),
+                body: Bytes::from_static(b"ok"),
+                extension: None,
+            }),
+            profile: Box::new(profile),
+            elapsed: Duration::from_millis(12),
+        };
+        let batch = EndBatch::of_one(end.clone(), 8).expect("a success");
+        assert_eq!(batch.ends.len(), 1);
+        assert!(batch.ends.capacity() >= 8);
+        assert_eq!(batch.ends[0].received_bytes, 47);
+        assert_eq!(
+            batch.into_ends().collect::<Vec<_>>(),
+            std::slice::from_ref(&end)
+        );
+        let failed = TaskEnd {
+            outcome: Err(TaskError::Canceled),
+            ..end
+        };
+        assert_eq!(EndBatch::of_one(failed.clone(), 1), Err(failed));
+    }
 
     /// Specs that differ in command, body or extension only have the same parameters; one
     /// that differs in the short link's path, hosts or headers (empty or not on either side)

@@ -40,8 +40,8 @@ use phobos_plugin_api::{
     ResolveError, ResolvedAddr,
 };
 use phobos_stn_proto::{
-    Action, BatchedEnd, CloseCause, ConnId, ConnectReport, DialError, EndBatch, Engine, Event,
-    LikeTask, LinkName, LinkStatus, RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
+    Action, CloseCause, ConnId, ConnectReport, DialError, EndBatch, Engine, Event, LikeTask,
+    LinkName, LinkStatus, RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -1809,39 +1809,7 @@ fn lone_batch(end: TaskEnd, no_spans: bool) -> Result<EndBatch, TaskEnd> {
     if !fits {
         return Err(end);
     }
-    let TaskEnd {
-        id,
-        tag,
-        outcome,
-        profile,
-        elapsed,
-    } = end;
-    let response = match outcome {
-        Ok(response) => response,
-        // Checked just above.
-        Err(error) => {
-            return Err(TaskEnd {
-                id,
-                tag,
-                outcome: Err(error),
-                profile,
-                elapsed,
-            })
-        }
-    };
-    let own = BatchedEnd {
-        id,
-        tag,
-        response,
-        sent_bytes: profile.sent_bytes,
-        received_bytes: profile.received_bytes,
-        first_packet_timeout: profile.first_packet_timeout.unwrap_or_default(),
-    };
-    Ok(EndBatch {
-        profile,
-        elapsed,
-        ends: vec![own],
-    })
+    EndBatch::of_one(end, 1)
 }
 
 fn now() -> Instant {

@@ -95,7 +95,7 @@ use super::{
 use crate::error::CodecFailure;
 use crate::io::{ConnId, Event, LinkName};
 use crate::slab::Slab;
-use crate::task::{BatchedEnd, EndBatch, Response, TaskEnd, TaskProfile, TaskSpec};
+use crate::task::{BatchedEnd, EndBatch, Response, TaskProfile, TaskSpec};
 use crate::timer::TimerKind;
 
 /// The lane's groups and members.
@@ -1225,35 +1225,24 @@ impl Engine {
             Some(Event::TaskEnded(e)) if e.id == last && e.outcome.is_ok() => {}
             _ => return Err(end),
         }
-        let Some(Event::TaskEnded(TaskEnd {
-            id,
-            tag,
-            outcome: Ok(response),
-            profile,
-            elapsed,
-        })) = self.events.pop_back()
-        else {
+        let Some(Event::TaskEnded(last_end)) = self.events.pop_back() else {
             // Checked just above.
             return Err(end);
         };
-        let first = BatchedEnd {
-            id,
-            tag,
-            response,
-            sent_bytes: profile.sent_bytes,
-            received_bytes: profile.received_bytes,
-            first_packet_timeout: profile.first_packet_timeout.unwrap_or_default(),
-        };
         // Room for the members still held, which may end in this input too.
-        let mut ends = Vec::with_capacity(self.lane.len().min(MAX_ENDS_RESERVED) + 2);
-        ends.push(first);
-        ends.push(end);
-        self.events.push_back(Event::TasksEnded(EndBatch {
-            profile,
-            elapsed,
-            ends,
-        }));
-        Ok(())
+        let room = self.lane.len().min(MAX_ENDS_RESERVED) + 2;
+        match EndBatch::of_one(last_end, room) {
+            Ok(mut batch) => {
+                batch.ends.push(end);
+                self.events.push_back(Event::TasksEnded(batch));
+                Ok(())
+            }
+            Err(last_end) => {
+                // Checked just above (a success): put back as it was.
+                self.events.push_back(Event::TaskEnded(last_end));
+                Err(end)
+            }
+        }
     }
 
     /// Member `i` of group `g` leaves the lane; `take` gets what is needed of it first (its
