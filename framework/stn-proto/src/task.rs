@@ -729,7 +729,7 @@ mod tests {
     /// A success becomes a batch of one that gives it back whole; a failure is given back.
     #[test]
     fn of_one_makes_a_success_a_batch_of_one_and_gives_a_failure_back() {
-        let now = Instant::now();
+        let now = crate::tests::epoch::epoch();
         let mut profile = TaskProfile::new(now);
         profile.sent_bytes = 31;
         profile.received_bytes = 47;
