@@ -1795,23 +1795,20 @@ enum PluginCall {
     Auth { host: String },
 }
 
-/// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.
 /// A batch task's lone success as a batch of one end ([`Driver::tasks_ended`]), when no task
 /// span waits for it (`no_spans`) and its profile holds its attempt's first-packet timeout:
 /// it then reaches the app as the ends of a batch do, sharing the driver's reused profile
 /// instead of getting a list, a profile table and its `Arc` of its own (three allocations
 /// a lone end; at one task in flight, every end is one). Anything else is given back.
 fn lone_batch(end: TaskEnd, no_spans: bool) -> Result<EndBatch, TaskEnd> {
-    let fits = no_spans
-        && end.tag & BATCH_TAG != 0
-        && end.outcome.is_ok()
-        && end.profile.first_packet_timeout.is_some();
-    if !fits {
+    if !no_spans || end.tag & BATCH_TAG == 0 || end.profile.first_packet_timeout.is_none() {
         return Err(end);
     }
+    // A failure comes back as it went.
     EndBatch::of_one(end, 1)
 }
 
+/// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
