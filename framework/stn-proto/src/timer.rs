@@ -331,7 +331,7 @@ impl TimerTable {
 
     /// How many timers are armed.
     pub(crate) fn len(&self) -> usize {
-        self.by_kind.len() + self.tasks.armed + self.links.armed
+        self.by_kind.len() + self.tasks.armed + self.links.armed()
     }
 
     /// The entry `(at, kind)` no longer counts: if it is the top, uncover the next live one.
@@ -379,8 +379,6 @@ struct LinkTimers {
     at: Vec<[Option<Instant>; 3]>,
     /// The earliest of them (ties by kind, as everywhere in the table).
     first: Option<(Instant, TimerKind)>,
-    /// How many are armed.
-    armed: usize,
 }
 
 impl LinkTimers {
@@ -423,7 +421,6 @@ impl LinkTimers {
         if old == at {
             return;
         }
-        self.armed = self.armed + usize::from(at.is_some()) - usize::from(old.is_some());
         let kind = Self::kind(li, i);
         match at {
             Some(at) if self.first.is_none_or(|f| (at, kind) < f) => self.first = Some((at, kind)),
@@ -431,6 +428,11 @@ impl LinkTimers {
             _ if self.first.is_some_and(|f| f.1 == kind) => self.first = self.scan(),
             _ => {}
         }
+    }
+
+    /// How many are armed (counted: only the table's `len` asks).
+    fn armed(&self) -> usize {
+        self.at.iter().flatten().filter(|at| at.is_some()).count()
     }
 
     /// The earliest armed place, by a scan.
