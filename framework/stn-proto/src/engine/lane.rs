@@ -1222,7 +1222,8 @@ impl Engine {
                 batch.ends.push(end);
                 return Ok(());
             }
-            Some(Event::TaskEnded(e)) if e.id == last && e.outcome.is_ok() => {}
+            // A failure cannot share a batch; `of_one` gives it back below.
+            Some(Event::TaskEnded(e)) if e.id == last => {}
             _ => return Err(end),
         }
         let Some(Event::TaskEnded(last_end)) = self.events.pop_back() else {
@@ -1238,7 +1239,7 @@ impl Engine {
                 Ok(())
             }
             Err(last_end) => {
-                // Checked just above (a success): put back as it was.
+                // A failure: put back as it was.
                 self.events.push_back(Event::TaskEnded(last_end));
                 Err(end)
             }
