@@ -100,6 +100,7 @@ impl TaskError {
             TaskError::Codec(CodecFailure::Decode(_)) => (6, -10504),
             TaskError::Codec(CodecFailure::Encode(_)) => (7, -1),
             TaskError::Codec(CodecFailure::Response { code }) => (7, *code),
+            TaskError::Codec(CodecFailure::NoSequence) => (7, -1),
             TaskError::Server { code } => (8, *code),
             TaskError::Auth(_) => (9, -3),
             TaskError::Canceled => (10, -10095),
@@ -327,6 +328,11 @@ pub enum CodecFailure {
         /// The code the response check gave.
         code: i32,
     },
+    /// The codec's [`is_reserved_seq`](phobos_plugin_api::PacketCodec::is_reserved_seq)
+    /// left the task no sequence number: it reserved every one the engine tried (two runs
+    /// of 65,536 in a row). Nothing was sent. A fault of the codec.
+    #[error("the codec reserves every sequence number tried")]
+    NoSequence,
 }
 
 /// Why a short-link HTTP exchange failed at the HTTP level (spec §8.3). Transport failures

@@ -112,6 +112,11 @@ pub trait PacketCodec: Send + Sync + fmt::Debug + 'static {
     }
 
     /// The sequence numbers tasks must not use because the codec gives them a meaning.
+    ///
+    /// Reserve few, or one range at the top: the engine takes a run of 65,536 reserved
+    /// numbers in a row as the end of the id space and starts again from 1, and when it
+    /// finds another such run before a free number, the task ends unsent with a codec
+    /// error (`CodecFailure::NoSequence` in `phobos-stn-proto`).
     fn is_reserved_seq(&self, seq: Seq) -> bool {
         seq == PUSH_SEQ || seq.0 >= SIGNAL_KEEP_SEQ.0
     }

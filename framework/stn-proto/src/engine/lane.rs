@@ -502,7 +502,14 @@ impl Engine {
         params: &Arc<TaskSpec>,
         task: &mut LikeTask,
     ) -> Option<(usize, u32)> {
-        let id = self.begin_task(now);
+        let id = match self.begin_task(now) {
+            Ok(id) => id,
+            Err(id) => {
+                task.id = id;
+                self.end_unsequenced(now, id, task.tag);
+                return None;
+            }
+        };
         task.id = id;
         let (cmd_id, tag, len) = (task.cmd_id, task.tag, task.body.len());
         if self.lane.enabled {
@@ -534,7 +541,8 @@ impl Engine {
     /// (the waiting group, [`lane_waits`](Self::lane_waits)) as [`join`](Self::join) would
     /// one by one, writing each one's id; returns how many it admitted. (A task given an id
     /// the group cannot take, past a wrap of the ids or a long run of ids the codec
-    /// reserves, is admitted the regular way with that id, and is the last one counted.)
+    /// reserves, is admitted the regular way with that id, and is the last one counted; so
+    /// is one given no sequence number, which ends at once.)
     ///
     /// Design: the tasks of a [`queue_tasks_like`](Self::queue_tasks_like) call join in a
     /// row, so the group is looked up once for all of them. Nothing between two joins reads
@@ -563,12 +571,21 @@ impl Engine {
             self.dirty[li] = true;
             return done;
         }
-        // A task given an id the group cannot take, admitted after the joins.
+        // A task given an id the group cannot take, admitted after the joins; or one given
+        // no sequence number, ended after them.
         let mut other = None;
+        let mut unsequenced = None;
         for task in &mut tasks[done..n] {
-            let id = self.alloc_task_id();
+            let (id, sequenced) = match self.alloc_task_id() {
+                Ok(id) => (id, true),
+                Err(id) => (id, false),
+            };
             task.id = id;
             done += 1;
+            if !sequenced {
+                unsequenced = Some((id, task.tag));
+                break;
+            }
             let Some(group) = self.lane.groups.get_mut(g) else {
                 break;
             };
@@ -590,6 +607,9 @@ impl Engine {
         self.dirty[li] = true;
         if let Some((id, spec, tag)) = other {
             self.admit_with_id(now, id, spec, tag);
+        }
+        if let Some((id, tag)) = unsequenced {
+            self.end_unsequenced(now, id, tag);
         }
         done
     }

@@ -450,8 +450,19 @@ impl Engine {
     /// [`start_task`](Self::start_task) with a tag of the caller's choosing, given back on
     /// the task's end ([`TaskEnd::tag`]).
     pub fn start_task_tagged(&mut self, now: Instant, spec: TaskSpec, tag: u64) -> TaskId {
-        let id = self.begin_task(now);
-        self.admit_with_id(now, id, spec, tag)
+        match self.begin_task(now) {
+            Ok(id) => self.admit_with_id(now, id, spec, tag),
+            Err(id) => self.end_unsequenced(now, id, tag),
+        }
+    }
+
+    /// Ends task `id`, which got no sequence number ([`alloc_task_id`](Self::alloc_task_id)),
+    /// before anything of it was sent.
+    #[cold]
+    fn end_unsequenced(&mut self, now: Instant, id: TaskId, tag: u64) -> TaskId {
+        let error = TaskError::Codec(CodecFailure::NoSequence);
+        self.emit_end(id, tag, Err(error), TaskProfile::new(now), now);
+        id
     }
 
     /// [`start_task_tagged`](Self::start_task_tagged) for task `id`, given by
@@ -505,9 +516,10 @@ impl Engine {
         self.admitted(now, id)
     }
 
-    /// A new task's id and counts, before its admission.
+    /// A new task's id and counts, before its admission; `Err` with the id of a task that
+    /// must end at once ([`end_unsequenced`](Self::end_unsequenced)).
     #[inline]
-    fn begin_task(&mut self, now: Instant) -> TaskId {
+    fn begin_task(&mut self, now: Instant) -> Result<TaskId, TaskId> {
         let id = self.alloc_task_id();
         self.tasks_begun(now, 1);
         id
@@ -1404,9 +1416,11 @@ impl Engine {
     }
 
     /// The next task id: the one after the last, skipping 0, the ids the codec reserves
-    /// and (once ids wrapped) those still in use.
+    /// and (once ids wrapped) those still in use. `Err` carries an id for a task that gets
+    /// no sequence number: the codec reserved every one tried
+    /// ([`alloc_task_id_slow`](Self::alloc_task_id_slow)).
     #[inline(always)]
-    fn alloc_task_id(&mut self) -> TaskId {
+    fn alloc_task_id(&mut self) -> Result<TaskId, TaskId> {
         let id = self.next_task;
         // Before the first wrap no id is in use past the last one given.
         if id != 0
@@ -1415,35 +1429,76 @@ impl Engine {
             && !self.cfg.codec.is_reserved_seq(Seq(id))
         {
             self.next_task = id + 1;
-            return TaskId(id);
+            return Ok(TaskId(id));
         }
         self.alloc_task_id_slow()
     }
 
     /// [`alloc_task_id`](Self::alloc_task_id), every case.
+    ///
+    /// Design: the search is bounded, so that a codec reserving far more than its few
+    /// sequence numbers (a range, or by a fault every one) cannot hold the engine in this
+    /// loop for billions of calls. A run of [`MAX_RESERVED_RUN`] reserved numbers counts as
+    /// the end of the id space: ids start again from 1, as at the wrap. A second such run
+    /// before an id is found means the codec leaves none here; the task gets an id no task
+    /// uses (never sent, so the codec's reservation does not matter) and ends at once
+    /// with [`CodecFailure::NoSequence`].
     #[cold]
     #[inline(never)]
-    fn alloc_task_id_slow(&mut self) -> TaskId {
+    fn alloc_task_id_slow(&mut self) -> Result<TaskId, TaskId> {
+        let start = self.next_task;
+        let mut run = 0u32;
+        let mut runs = 0u32;
         loop {
+            if run == MAX_RESERVED_RUN {
+                runs += 1;
+                if runs == 2 {
+                    self.next_task = start;
+                    return Err(self.unused_task_id());
+                }
+                self.next_task = 1;
+                self.ids_wrapped = true;
+                run = 0;
+            }
             let id = self.next_task;
             if id >= TASK_ID_WRAP {
                 self.next_task = 1;
                 self.ids_wrapped = true;
+                run = 0;
             } else {
                 self.next_task = id + 1;
             }
             let tid = TaskId(id);
-            if id == 0
-                || self.cfg.codec.is_reserved_seq(Seq(id))
-                || (self.ids_wrapped
-                    && (self.tasks.contains_key(&tid)
-                        || self.lane.find(tid).is_some()
-                        || self.short.has(tid)
-                        || self.zombies.contains_key(&tid)))
-            {
+            if id == 0 || (self.ids_wrapped && self.id_in_use(tid)) {
                 continue;
             }
-            return tid;
+            if self.cfg.codec.is_reserved_seq(Seq(id)) {
+                run += 1;
+                continue;
+            }
+            return Ok(tid);
+        }
+    }
+
+    /// Whether task id `id` belongs to a task that has not ended (only possible once ids
+    /// wrapped).
+    fn id_in_use(&self, id: TaskId) -> bool {
+        self.tasks.contains_key(&id)
+            || self.lane.find(id).is_some()
+            || self.short.has(id)
+            || self.zombies.contains_key(&id)
+    }
+
+    /// The next id, from where the failed search began, that is not 0 and no task uses,
+    /// whatever the codec reserves: the id of a task that ends without being sent. (Each
+    /// such task takes the next: their ids do not repeat.)
+    fn unused_task_id(&mut self) -> TaskId {
+        loop {
+            let id = self.next_task;
+            self.next_task = if id >= TASK_ID_WRAP { 1 } else { id + 1 };
+            if id != 0 && !(self.ids_wrapped && self.id_in_use(TaskId(id))) {
+                return TaskId(id);
+            }
         }
     }
 
@@ -3583,5 +3638,8 @@ const MAX_SERVER_COST: Duration = Duration::from_millis(120_000);
 const MAX_TOTAL_TIMEOUT: Duration = Duration::from_millis(600_000);
 /// Task ids wrap back to 1 here (Mars's app-side generator).
 pub(crate) const TASK_ID_WRAP: u32 = 0xFFFF_FFF0;
+/// The most sequence numbers in a row the codec may reserve before the id search counts
+/// them as the end of the id space ([`Engine::alloc_task_id_slow`]).
+pub(crate) const MAX_RESERVED_RUN: u32 = 1 << 16;
 /// Reported when a codec returns a frame whose ranges do not fit the buffer.
 const BAD_FRAME_LEN: phobos_plugin_api::DecodeError = phobos_plugin_api::DecodeError::Other(0);

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_plugin_api::{AuthCheck, AuthError, CmdId, NetKind, Seq};
+use phobos_plugin_api::codec::{Decoded, EncodeError, FrameHead, FrameKind, PacketCodec};
+use phobos_plugin_api::{AuthCheck, AuthError, CmdId, DecodeError, NetKind, Seq};
 
 use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
 use crate::{
-    Action, ChannelSelect, ErrorKind, Event, LimitKind, LocalError, ParamError, TaskError, TaskSpec,
+    Action, ChannelSelect, CodecFailure, ErrorKind, Event, LimitKind, LocalError, ParamError,
+    TaskError, TaskSpec,
 };
 
 fn spec(cmd: u32, body: &[u8]) -> TaskSpec {
@@ -477,4 +479,130 @@ fn the_limits_check_the_body_a_request_encoder_built() {
         })
         .collect();
     assert_eq!(limited, [&ids[105]]);
+}
+
+/// The Mars codec, reserving besides its own the sequence numbers `reserves` picks.
+struct Reserving(
+    phobos_codec_mars::MarsCodec,
+    Box<dyn Fn(u32) -> bool + Send + Sync>,
+);
+
+impl std::fmt::Debug for Reserving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reserving")
+    }
+}
+
+impl PacketCodec for Reserving {
+    fn name(&self) -> &str {
+        "mars-reserving"
+    }
+
+    fn encode(
+        &self,
+        head: FrameHead,
+        body: &[u8],
+        extension: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        self.0.encode(head, body, extension, out)
+    }
+
+    fn decode(&self, buf: &[u8]) -> Result<Decoded, DecodeError> {
+        self.0.decode(buf)
+    }
+
+    fn classify(&self, head: &FrameHead) -> FrameKind {
+        self.0.classify(head)
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.0.max_frame_len()
+    }
+
+    fn is_reserved_seq(&self, seq: Seq) -> bool {
+        self.0.is_reserved_seq(seq) || (self.1)(seq.0)
+    }
+}
+
+fn reserving_sim(reserves: impl Fn(u32) -> bool + Send + Sync + 'static, lane: bool) -> Sim {
+    let codec = Reserving(phobos_codec_mars::MarsCodec::default(), Box::new(reserves));
+    let cfg = crate::Config::builder(Arc::new(codec))
+        .link(
+            crate::LinkConfig::new("default-longlink")
+                .addrs([server_addr(1)])
+                .main(),
+        )
+        .seed(42)
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.engine.set_batch_lane(lane);
+    sim
+}
+
+#[test]
+fn a_codec_that_reserves_every_sequence_number_ends_each_task_with_a_codec_error() {
+    for lane in [false, true] {
+        let mut sim = reserving_sim(|_| true, lane);
+        let one = sim.start(spec(1, b"a"));
+        let like = sim.start_batch_like(&spec(1, b""), (0..3).map(|i| (CmdId(2), vec![i])));
+        let two = sim.start(spec(1, b"b"));
+        sim.run_for(secs(1));
+        let mut ids = vec![one, two];
+        ids.extend(&like);
+        for id in &ids {
+            assert_eq!(
+                sim.ends[id].1.outcome,
+                Err(TaskError::Codec(CodecFailure::NoSequence)),
+                "lane {lane}"
+            );
+        }
+        assert_eq!(sim.ends.len(), 5, "one end each, lane {lane}");
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 5, "ids stay distinct: {ids:?}");
+        assert!(
+            sim.server_log
+                .iter()
+                .all(|(_, _, h)| h.cmd_id != CmdId(1) && h.cmd_id != CmdId(2)),
+            "nothing was sent"
+        );
+    }
+}
+
+#[test]
+fn a_long_run_of_reserved_numbers_counts_as_the_end_of_the_id_space() {
+    // The codec reserves the upper half: past it ids start again from 1 (those still in use
+    // skipped), and tasks go on succeeding.
+    for lane in [false, true] {
+        let mut sim = reserving_sim(|s| s >= 1 << 31, lane);
+        sim.engine.set_next_task_id((1 << 31) - 2);
+        let held = sim.start(spec(1, b"held"));
+        let ids = sim.start_batch_like(&spec(1, b""), (0..4).map(|i| (CmdId(2), vec![i])));
+        assert_eq!(held.0, (1 << 31) - 2);
+        assert_eq!(ids[0].0, (1 << 31) - 1);
+        assert_eq!(ids[1].0, 1, "lane {lane}: {ids:?}");
+        assert_eq!(ids[2].0, 2);
+        sim.run_for(secs(1));
+        assert_eq!(sim.ends.len(), 5);
+        assert!(
+            sim.ends.values().all(|(_, e)| e.outcome.is_ok()),
+            "lane {lane}"
+        );
+    }
+}
+
+#[test]
+fn a_short_run_of_reserved_numbers_is_skipped() {
+    // A run shorter than the search's bound is skipped as reserved numbers always were.
+    let run = crate::engine::MAX_RESERVED_RUN - 1;
+    let mut sim = reserving_sim(move |s| (1000..1000 + run).contains(&s), false);
+    sim.engine.set_next_task_id(999);
+    let a = sim.start(spec(1, b"a"));
+    let b = sim.start(spec(1, b"b"));
+    assert_eq!((a.0, b.0), (999, 1000 + run));
+    sim.run_for(secs(1));
+    assert!(sim.ends.values().all(|(_, e)| e.outcome.is_ok()));
 }
