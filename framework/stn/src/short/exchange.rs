@@ -218,22 +218,32 @@ impl H1Conn {
 /// A response body being read.
 ///
 /// Design: the body is the app's to keep, so it should not hold more memory than its length.
-/// A declared length (already checked against the limit) is reserved exactly; otherwise the
-/// buffer doubles, but never past the limit, and a result with much unused room is copied
-/// into an exact one. Letting it grow freely kept up to 1.8 times the body alive with the
-/// response, and reached twice the limit while reading.
+/// A declared length (already checked against the limit) is the buffer's goal: up to
+/// [`RESERVE_UNSEEN`] of it is reserved at once, and the buffer doubles towards it as bytes
+/// arrive, ending exactly at it. Without one the buffer doubles, but never past the limit,
+/// and a result with much unused room is copied into an exact one. Letting it grow freely
+/// kept up to 1.8 times the body alive with the response, and reached twice the limit while
+/// reading; reserving a declared length whole let the server, by one header, make the
+/// client allocate the limit (the process aborted when that was more than memory).
 struct BodyBuf {
     buf: BytesMut,
+    /// The declared length, or the limit.
+    goal: usize,
     max: usize,
 }
+
+/// The most of a declared body length reserved before its bytes arrive.
+const RESERVE_UNSEEN: usize = 1024 * 1024;
 
 impl BodyBuf {
     /// An empty body of at most `max` bytes; `declared` is its `Content-Length`, if any (at
     /// most `max`).
     fn new(declared: Option<u64>, max: usize) -> Self {
-        let exact = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max).min(max));
+        let goal = declared.map_or(max, |n| usize::try_from(n).unwrap_or(max).min(max));
+        let first = declared.map_or(0, |_| goal.min(RESERVE_UNSEEN));
         BodyBuf {
-            buf: BytesMut::with_capacity(exact),
+            buf: BytesMut::with_capacity(first),
+            goal,
             max,
         }
     }
@@ -246,9 +256,12 @@ impl BodyBuf {
         }
         if need > self.buf.capacity() {
             // `BytesMut::reserve` may double past what it is asked for: grow by hand.
-            let grown = need
-                .max(self.buf.capacity().saturating_mul(2))
-                .min(self.max);
+            let grown = self
+                .buf
+                .capacity()
+                .saturating_mul(2)
+                .min(self.goal)
+                .max(need);
             let mut bigger = BytesMut::with_capacity(grown);
             bigger.extend_from_slice(&self.buf);
             self.buf = bigger;
@@ -635,6 +648,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_huge_declared_length_under_no_limit_fails_when_the_body_stops_short() {
+        let limits = Limits {
+            max_head: 16 * 1024,
+            max_body: usize::MAX,
+        };
+        let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\nabc".to_vec();
+        let (res, _) = against_with(reply, limits).await;
+        assert!(
+            matches!(res, Err(ExchangeError::Closed(_))),
+            "the server closed in the body: {res:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn reads_a_content_length_response_and_counts_its_bytes() {
         let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc";
         let (res, read) = against(reply).await;
@@ -847,13 +874,27 @@ mod tests {
             assert!(kept <= len + len / 8, "{piece} × {count}: {kept} kept");
             assert_eq!(body.finish().len(), len);
         }
-        // A declared length is reserved exactly, once.
+        // A declared length is reserved exactly when small.
+        let mut body = BodyBuf::new(Some(93_000), max);
+        assert_eq!(body.buf.capacity(), 93_000);
+        for _ in 0..93 {
+            body.push(&[1u8; 1000]).unwrap();
+        }
+        assert_eq!(body.buf.capacity(), 93_000);
+        assert!(!body.copies());
+        // A large one is reserved as its bytes come, and the buffer ends exactly at it.
         let mut body = BodyBuf::new(Some(9_300_000), max);
-        assert_eq!(body.buf.capacity(), 9_300_000);
+        assert_eq!(body.buf.capacity(), RESERVE_UNSEEN);
         for _ in 0..93 {
             body.push(&[1u8; 100_000]).unwrap();
+            assert!(body.buf.capacity() <= 2 * body.buf.len().max(RESERVE_UNSEEN));
         }
         assert_eq!(body.buf.capacity(), 9_300_000);
+        assert!(!body.copies());
+        // A length no memory holds, under a limit that does not stop it, reserves nothing
+        // it has not seen (it panicked, or aborted the process).
+        let body = BodyBuf::new(Some(1 << 63), usize::MAX);
+        assert_eq!(body.buf.capacity(), RESERVE_UNSEEN);
         // The limit holds whatever the pieces.
         let mut body = BodyBuf::new(None, 1000);
         body.push(&[0u8; 600]).unwrap();
