@@ -26,6 +26,14 @@ pub(crate) const BATCH_TAG: u64 = 1 << 63;
 /// No task's id: the place of a task whose end is not owed.
 const ENDED: TaskId = TaskId(0);
 
+/// No task's id either (the engine's ids stay below `0xFFFF_FFF0`): the place of a task
+/// held but not yet given its id. Its end is owed.
+///
+/// Design: a place starts as this, not as [`ENDED`], so that a driver dropped while it
+/// admits a command (a plugin or request encoder panicked) still owes, and gives, an end
+/// to the command's tasks that have no id yet ([`drain`](HeldBatches::drain)).
+const UNSET: TaskId = TaskId(u32::MAX);
+
 /// The longest id list kept for reuse (16 KiB): a rare huge command's list is freed.
 const MAX_SPARE_IDS: usize = 4096;
 
@@ -86,7 +94,7 @@ impl HeldBatches {
         }
         let mut ids = std::mem::take(&mut self.spare);
         ids.clear();
-        ids.resize(n, ENDED);
+        ids.resize(n, UNSET);
         let record = Record {
             first,
             batch,
@@ -142,7 +150,7 @@ impl HeldBatches {
     pub(crate) fn take(&mut self, tag: u64, id: TaskId) -> Option<(TaskKey, BatchIndex)> {
         let (r, i) = self.find(tag & !BATCH_TAG)?;
         let record = &mut self.records[r];
-        if record.ids[i] != id || id == ENDED {
+        if record.ids[i] != id || id == ENDED || id == UNSET {
             return None;
         }
         record.ids[i] = ENDED;
@@ -177,7 +185,7 @@ impl HeldBatches {
             let mut tag = first.tag;
             let mut taken = 0;
             for (slot, end) in record.ids[i..].iter_mut().zip(&ends[n..]) {
-                if end.tag != tag || *slot != end.id || end.id == ENDED {
+                if end.tag != tag || *slot != end.id || end.id == ENDED || end.id == UNSET {
                     break;
                 }
                 *slot = ENDED;
@@ -224,10 +232,10 @@ impl HeldBatches {
     /// The engine id of task `key` if it is held (for a cancel).
     pub(crate) fn id_of(&mut self, key: TaskKey) -> Option<TaskId> {
         let (r, i) = self.find(key.0)?;
-        Some(self.records[r].ids[i]).filter(|id| *id != ENDED)
+        Some(self.records[r].ids[i]).filter(|id| *id != ENDED && *id != UNSET)
     }
 
-    /// Every task held, as (batch, key), forgetting them all.
+    /// Every task held (given its id or not yet), as (batch, key), forgetting them all.
     pub(crate) fn drain(&mut self) -> Vec<(BatchIndex, TaskKey)> {
         let mut held = Vec::with_capacity(self.len);
         for record in self.records.drain(..) {
@@ -268,6 +276,23 @@ mod tests {
             received_bytes: 0,
             first_packet_timeout: std::time::Duration::ZERO,
         }
+    }
+
+    /// Tasks held but not yet given their ids (the driver was dropped while it admitted
+    /// their command) are owed their ends as much as the others: the drain gives them.
+    #[test]
+    fn tasks_without_their_ids_yet_are_drained_with_the_others() {
+        let mut held = HeldBatches::default();
+        held.hold(0, 2, batch(0));
+        held.set_ids(0, [TaskId(5), TaskId(6)].into_iter());
+        assert!(held.take(BATCH_TAG, TaskId(5)).is_some());
+        held.hold(2, 3, batch(1));
+        held.set_id(2, TaskId(7));
+        assert_eq!(held.id_of(TaskKey(3)), None, "no id yet");
+        assert_eq!(held.take(3 | BATCH_TAG, UNSET), None);
+        let keys: Vec<u64> = held.drain().iter().map(|(_, key)| key.0).collect();
+        assert_eq!(keys, [1, 2, 3, 4]);
+        assert_eq!(held.len(), 0);
     }
 
     /// A record made after another was emptied reuses its list, but none of its ids: its

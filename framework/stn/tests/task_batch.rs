@@ -683,3 +683,85 @@ async fn lone_ends_of_a_batch_keep_their_own_profiles() {
         }
     }
 }
+
+/// The Mars codec, which panics in `is_reserved_seq` once armed: an in-process plugin with
+/// a bug, called while the driver admits a command's tasks.
+#[derive(Debug, Default)]
+struct PanicsWhenArmed(MarsCodec, std::sync::atomic::AtomicBool);
+
+impl phobos_plugin_api::codec::PacketCodec for PanicsWhenArmed {
+    fn name(&self) -> &str {
+        "mars-panics-when-armed"
+    }
+
+    fn encode(
+        &self,
+        head: phobos_plugin_api::codec::FrameHead,
+        body: &[u8],
+        extension: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), phobos_plugin_api::codec::EncodeError> {
+        self.0.encode(head, body, extension, out)
+    }
+
+    fn decode(
+        &self,
+        buf: &[u8],
+    ) -> Result<phobos_plugin_api::codec::Decoded, phobos_plugin_api::DecodeError> {
+        self.0.decode(buf)
+    }
+
+    fn classify(
+        &self,
+        head: &phobos_plugin_api::codec::FrameHead,
+    ) -> phobos_plugin_api::codec::FrameKind {
+        self.0.classify(head)
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.0.max_frame_len()
+    }
+
+    fn is_reserved_seq(&self, seq: phobos_plugin_api::Seq) -> bool {
+        assert!(
+            !self.1.load(std::sync::atomic::Ordering::Relaxed),
+            "a plugin bug"
+        );
+        self.0.is_reserved_seq(seq)
+    }
+}
+
+/// A plugin panicking while the driver admits a batch's tasks (before the engine has given
+/// them ids) kills the driver; every task of the batch still ends, with a reset. (They got
+/// no end, and the batch waited for ever.)
+#[tokio::test(start_paused = true)]
+async fn a_plugin_panicking_while_a_batch_is_admitted_still_ends_its_tasks() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let codec = Arc::new(PanicsWhenArmed::default());
+    for like_tasks in [false, true] {
+        let config = ClientConfig::builder(codec.clone())
+            .link_addrs("default-longlink", [server.ip_port()])
+            .build()
+            .expect("config");
+        codec.1.store(false, std::sync::atomic::Ordering::Relaxed);
+        let client = Client::start(config).expect("client");
+        assert!(client.start_task(spec(0)).await.is_ok());
+        codec.1.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut batch = client.task_batch();
+        if like_tasks {
+            like(&mut batch, &TaskSpec::new(CmdId(7), Bytes::new()), 1..4);
+        } else {
+            batch.start((1..4).map(spec));
+        }
+        let ends = tokio::time::timeout(Duration::from_secs(600), all_ends(&mut batch))
+            .await
+            .expect("every task ends");
+        assert_eq!(ends.len(), 3, "like tasks: {like_tasks}");
+        for end in ends.values() {
+            assert_eq!(
+                end.outcome.as_ref().unwrap_err(),
+                &TaskError::Local(LocalError::Reset)
+            );
+        }
+    }
+}
