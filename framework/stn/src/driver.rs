@@ -110,9 +110,20 @@ pub(crate) async fn run(
     outputs: Outputs,
 ) {
     let (mut driver, io_rx, watch_task) = start(setup, outputs);
-    let done = driver.run(commands, io_rx).await;
+    let mut commands = commands;
+    let done = driver.run(&mut commands, io_rx).await;
     let final_saves = driver.teardown();
     watch_task.abort();
+    // Design: the commands sent after the loop stopped are dropped here, each ending its
+    // tasks with a reset (a start's reply is dropped, a batch's `BatchStart` sends the
+    // resets). Dropping the receiver dropped only the commands already in the channel; one
+    // a client was pushing at that moment stayed there until every client was gone, and a
+    // `TaskBatch`, which holds a client, waited for its own tasks for ever. `recv` after
+    // `close` waits for such a push and then ends.
+    commands.close();
+    while let Some(late) = commands.recv().await {
+        drop(late);
+    }
     // Shutdown completes once the final states are on disk (written off the runtime's
     // worker threads like every save).
     for save in final_saves {
@@ -514,7 +525,7 @@ impl Driver {
     /// The loop. Returns the shutdown acknowledgement when one was asked for.
     async fn run(
         &mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
         mut io_rx: mpsc::UnboundedReceiver<IoEvent>,
     ) -> Option<oneshot::Sender<()>> {
         // The engine's next deadline as a timer, kept across iterations.
