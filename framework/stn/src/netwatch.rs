@@ -301,6 +301,8 @@ mod linux {
         /// Notifications were lost while a dump ran: resync once it ends (the kernel runs one
         /// dump per socket at a time).
         resync_pending: bool,
+        /// Dumps the kernel refused since the last it completed.
+        refused: u32,
         seq: u32,
         buf: Vec<u8>,
     }
@@ -326,6 +328,7 @@ mod linux {
                 running_dump: None,
                 resync: None,
                 resync_pending: false,
+                refused: 0,
                 seq: 0,
                 buf: vec![0; RECV_BUFFER],
             };
@@ -471,12 +474,20 @@ mod linux {
                         if Some(seq) == self.running_dump =>
                     {
                         self.running_dump = None;
-                        if let NetlinkPayload::Error(e) = &msg.payload {
-                            if e.code.is_some() {
+                        match &msg.payload {
+                            NetlinkPayload::Error(e) if e.code.is_some() => {
                                 // A refused dump (say EBUSY): the listing is incomplete.
+                                self.refused += 1;
+                                if self.refused >= MAX_REFUSED_DUMPS {
+                                    return Err(io::Error::other(format!(
+                                        "the kernel refused {} netlink dumps in a row (last: {:?})",
+                                        self.refused, e.code
+                                    )));
+                                }
                                 warn!(code = ?e.code, "netlink dump refused; retrying");
                                 self.resync_pending = true;
                             }
+                            _ => self.refused = 0,
                         }
                         if std::mem::take(&mut self.resync_pending) {
                             self.start_resync()?;
@@ -750,6 +761,11 @@ mod linux {
     /// Linux's "no buffer space": the kernel dropped notifications for this socket.
     const ENOBUFS: i32 = 105;
 
+    /// Dumps refused in a row (none completed between them) after which the watcher gives
+    /// up with an error rather than ask again without end: a kernel or security policy that
+    /// refuses every dump held [`NetWatcher::bind`] (and so `Client::start`) in a loop.
+    const MAX_REFUSED_DUMPS: u32 = 8;
+
     #[cfg(test)]
     mod tests {
         use netlink_packet_route::address::AddressHeaderFlags;
@@ -862,6 +878,76 @@ mod linux {
             // For IPv4 the bit means a secondary address: a real one.
             let secondary = address_message("10.0.0.6", Some(IFA_F_TEMPORARY));
             assert!(if_addr(&secondary).is_some());
+        }
+
+        /// A watcher on an unbound netlink socket, with a dump of sequence number 1 running.
+        fn watcher_with_a_dump_running() -> NetWatcher {
+            NetWatcher {
+                socket: Sock::Blocking(Socket::new(NETLINK_ROUTE).unwrap()),
+                config: NetWatchConfig::default(),
+                state: NetState::default(),
+                dumps: VecDeque::new(),
+                running_dump: Some(1),
+                resync: None,
+                resync_pending: false,
+                refused: 0,
+                seq: 1,
+                buf: vec![0; RECV_BUFFER],
+            }
+        }
+
+        /// Puts the kernel's answer to dump `seq` in the watcher's buffer, as `recv` would:
+        /// an error with `code`, or the dump's end; returns its length.
+        fn answer(w: &mut NetWatcher, seq: u32, code: Option<i32>) -> usize {
+            let mut header = NetlinkHeader::default();
+            header.sequence_number = seq;
+            let payload = match code {
+                Some(code) => {
+                    let mut e = netlink_packet_core::ErrorMessage::default();
+                    e.code = std::num::NonZeroI32::new(code);
+                    NetlinkPayload::<RouteNetlinkMessage>::Error(e)
+                }
+                None => NetlinkPayload::Done(netlink_packet_core::DoneMessage::default()),
+            };
+            let mut msg = NetlinkMessage::new(header, payload);
+            msg.finalize();
+            let len = msg.buffer_len();
+            msg.serialize(&mut w.buf[..len]);
+            len
+        }
+
+        /// A dump refused again and again (say by a security policy) ends in an error after
+        /// a few tries; the watcher asked again for ever, and `bind` never returned.
+        #[test]
+        fn dumps_refused_again_and_again_end_in_an_error() {
+            const EBUSY: i32 = -16;
+            let mut w = watcher_with_a_dump_running();
+            let mut events = Vec::new();
+            let mut tries = 0;
+            let error = loop {
+                tries += 1;
+                assert!(tries <= 100, "still asking after {tries} refusals");
+                let seq = w.running_dump.expect("asked again");
+                let len = answer(&mut w, seq, Some(EBUSY));
+                if let Err(e) = w.handle_datagram(len, &mut events) {
+                    break e;
+                }
+            };
+            assert_eq!(tries, MAX_REFUSED_DUMPS as usize);
+            assert!(error.to_string().contains("refused"), "{error}");
+            // A dump that completes between refusals starts the count again.
+            let mut w = watcher_with_a_dump_running();
+            for _ in 0..3 * MAX_REFUSED_DUMPS {
+                let seq = w.running_dump.expect("a dump runs");
+                let len = answer(&mut w, seq, Some(EBUSY));
+                w.handle_datagram(len, &mut events).unwrap();
+                let seq = w.running_dump.expect("asked again");
+                let len = answer(&mut w, seq, None);
+                w.handle_datagram(len, &mut events).unwrap();
+                if w.running_dump.is_none() {
+                    w.running_dump = Some(w.seq);
+                }
+            }
         }
 
         #[test]
