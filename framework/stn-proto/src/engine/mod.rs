@@ -1090,7 +1090,10 @@ impl Engine {
         let wait = facts.and_then(|f| {
             // Design: first the time loss alone can explain: the heartbeat (or the server's
             // reply) retransmitted three times, each timeout twice the last, plus the trip.
-            let patience = sent + f.base_rto() * crate::PATIENCE_RTOS + s.rtt;
+            // (Checked: the facts come from the app's transport, which may say anything; a
+            // wait past what an instant holds is no wait.)
+            let loss = f.base_rto().saturating_mul(crate::PATIENCE_RTOS);
+            let patience = sent.checked_add(loss.saturating_add(s.rtt))?;
             if now < patience {
                 return Some(patience);
             }
@@ -1099,7 +1102,8 @@ impl Engine {
             // not dead: one more retransmission timeout.
             let acked_since = f.since_last_ack < now.saturating_duration_since(sent);
             (f.unacked > 0 && (acked_since || f.lossy_history()))
-                .then(|| now + f.rto.max(f.base_rto()))
+                .then(|| now.checked_add(f.rto.max(f.base_rto())))
+                .flatten()
         });
         // Design: waiting on a lossy connection is a bet that its retransmissions get through
         // before a fresh connection would. It is only worth it while the owed tasks could

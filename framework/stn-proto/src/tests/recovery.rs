@@ -374,6 +374,21 @@ fn an_overdue_reply_on_a_path_that_still_acknowledges_waits_while_our_bytes_are_
 }
 
 #[test]
+fn a_transport_reporting_timeouts_past_any_instant_is_not_waited_for() {
+    // A transport of the app's that says anything: a retransmission timeout no instant can
+    // be added to (the engine overflowed and panicked). No wait: the link goes at the
+    // deadline, as with a transport that cannot tell.
+    for facts in [
+        TransportFacts::new(Duration::MAX, 0, 0, ms(10)),
+        TransportFacts::new(Duration::MAX, 1, 1, ms(10)),
+    ] {
+        let (sim, _) = silent_heartbeats(TransportAnswer::Fixed(facts), secs(8));
+        assert_eq!(link_downs(&sim)[0].0, ms(4_040), "{facts:?}");
+        assert_eq!(sim.engine.stats().transport_waits, 0);
+    }
+}
+
+#[test]
 fn silence_is_given_seven_base_timeouts_and_a_round_trip_from_the_heartbeat() {
     // Everything acknowledged, nothing retransmitting: only the patience applies. A base
     // timeout of 1 s makes it 0.04 s (the heartbeat) + 7 s + the 40 ms round trip.
