@@ -690,6 +690,50 @@ fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
     }
 }
 
+/// A Fatal line logged while the writer thread holds the other slot (no spare to seal its
+/// block with) is written as soon as that slot comes back, without a flush. (It waited in
+/// the staging file until the block filled, a flush, or the flush interval.)
+#[test]
+fn a_fatal_line_logged_while_no_slot_is_spare_is_written_when_one_comes_back() {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    let holding = Arc::new(HoldingClock {
+        hold: AtomicBool::new(false),
+        held: Mutex::new(held_tx),
+        release: Mutex::new(release_rx),
+    });
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    let g = Xlog::builder()
+        .log_dir(&dir)
+        .name_prefix("fa")
+        .banners(false)
+        .clock(holding.clone())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"first block");
+    // The writer thread stops at the start of the first block's job: it holds that slot.
+    holding.hold.store(true, Ordering::SeqCst);
+    let flusher = {
+        let g = g.clone();
+        std::thread::spawn(move || g.flush())
+    };
+    held_rx.recv().unwrap();
+    g.log_message(Level::Fatal, "t", b"the fatal line");
+    release_tx.send(()).unwrap();
+    flusher.join().unwrap().unwrap();
+    // The flush returned once the writer gave the first block's slot back; by then the
+    // Fatal line's block was sealed. Wait for it to be written, without sealing anything.
+    assert_eq!(
+        g.wait_for_sealed_blocks(),
+        0,
+        "the Fatal line's block is open"
+    );
+    let text = text_of(&dir);
+    assert!(text.contains("the fatal line\n"), "{text}");
+    drop(g);
+}
+
 #[test]
 fn lines_logged_by_several_threads_while_the_folder_is_taken_away_again_and_again_arrive_once() {
     let root = tempfile::tempdir().unwrap();

@@ -270,6 +270,9 @@ struct State {
     shutdown: bool,
     /// The active block's stream is unusable (a failed line); seal it at the next chance.
     poisoned: bool,
+    /// The active block holds a Fatal line that found no spare slot to seal it with: sealed
+    /// as soon as a slot comes back (a Fatal line is written at once).
+    fatal_pending: bool,
     last_seal: Instant,
     /// Text buffers of written blocks, for reuse by the next blocks.
     plain_pool: Vec<Vec<u8>>,
@@ -486,6 +489,19 @@ impl Xlog {
     /// background thread died (a bug): then this returns at once instead of waiting forever;
     /// [`FlushError::Reentrant`] when called by a cipher or clock from inside the writer's
     /// own write path.
+    /// Waits until every sealed block is written, sealing nothing; returns the lines of the
+    /// block still open (tests of when blocks are sealed).
+    #[cfg(test)]
+    pub(crate) fn wait_for_sealed_blocks(&self) -> u64 {
+        let inner = &self.inner;
+        let mut st = inner.lock_state();
+        let target = st.sealed_gen;
+        while st.written_gen < target && !inner.is_writer_gone() {
+            st = inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.active.as_ref().map_or(0, |a| a.lines)
+    }
+
     pub fn flush(&self) -> Result<(), FlushError> {
         // Lines a clock logs while the block is sealed below are written when this returns.
         let Some(_path) = nested::WritePath::try_enter() else {
@@ -899,6 +915,7 @@ impl Xlog {
                 active_report: None,
                 shutdown: false,
                 poisoned: false,
+                fatal_pending: false,
                 last_seal: Instant::now(),
                 plain_pool: Vec::new(),
                 unwritten_recovery,
@@ -1205,6 +1222,8 @@ impl Inner {
         let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
         if (full || fatal) && st.spare.is_some() {
             self.seal(&mut st);
+        } else if fatal {
+            st.fatal_pending = true;
         }
     }
 
@@ -1310,6 +1329,9 @@ impl Inner {
             } else if st.spare.is_none() {
                 st.spare = Some(r);
             }
+        }
+        if st.fatal_pending && st.spare.is_some() {
+            self.seal(&mut st);
         }
         self.done.notify_all();
     }
@@ -1441,6 +1463,7 @@ impl Inner {
     /// Seals the active block (a spare slot must be available) and queues it for the writer.
     fn seal(&self, st: &mut State) {
         st.poisoned = false;
+        st.fatal_pending = false;
         let Some(mut active) = st.active.take() else {
             return;
         };
@@ -1720,7 +1743,7 @@ impl Inner {
                         st.spare = Some(sealed.region);
                     }
                     let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
-                    if full && st.spare.is_some() {
+                    if (full || st.fatal_pending) && st.spare.is_some() {
                         self.seal(&mut st);
                     }
                     self.done.notify_all();
