@@ -480,15 +480,6 @@ impl Xlog {
         });
     }
 
-    /// Writes the staged block to the log file and waits until it is there (in the page
-    /// cache; see the crate docs on durability). Does nothing in sync mode.
-    ///
-    /// # Errors
-    ///
-    /// [`FlushError::Closed`] after the writer was closed; [`FlushError::WriterDied`] if the
-    /// background thread died (a bug): then this returns at once instead of waiting forever;
-    /// [`FlushError::Reentrant`] when called by a cipher or clock from inside the writer's
-    /// own write path.
     /// Waits until every sealed block is written, sealing nothing; returns the lines of the
     /// block still open (tests of when blocks are sealed).
     #[cfg(test)]
@@ -502,6 +493,15 @@ impl Xlog {
         st.active.as_ref().map_or(0, |a| a.lines)
     }
 
+    /// Writes the staged block to the log file and waits until it is there (in the page
+    /// cache; see the crate docs on durability). Does nothing in sync mode.
+    ///
+    /// # Errors
+    ///
+    /// [`FlushError::Closed`] after the writer was closed; [`FlushError::WriterDied`] if the
+    /// background thread died (a bug): then this returns at once instead of waiting forever;
+    /// [`FlushError::Reentrant`] when called by a cipher or clock from inside the writer's
+    /// own write path.
     pub fn flush(&self) -> Result<(), FlushError> {
         // Lines a clock logs while the block is sealed below are written when this returns.
         let Some(_path) = nested::WritePath::try_enter() else {
