@@ -288,6 +288,10 @@ struct State {
     held_in_file: Vec<usize>,
 }
 
+/// The highest staged-block generation believed (2^48: a block a microsecond for eight
+/// years).
+const MAX_GEN: u64 = 1 << 48;
+
 /// Lines queued by callers in [`Durability::Buffered`] mode.
 #[derive(Debug, Default)]
 struct Pending {
@@ -896,7 +900,16 @@ impl Xlog {
         let cur = free.next();
         let spare = free.next();
         let mmap_ms = started.elapsed().as_millis();
-        let next_gen = recovered.iter().map(|r| r.gen).max().unwrap_or(0) + 1;
+        // Generations go up by one a block; one past `MAX_GEN` in the file (whose slot
+        // metadata has no checksum) is damage, not use, and counting on from it would
+        // overflow. Such a block is still recovered, in its place by generation.
+        let next_gen = recovered
+            .iter()
+            .map(|r| r.gen)
+            .filter(|g| *g <= MAX_GEN)
+            .max()
+            .unwrap_or(0)
+            + 1;
 
         let inner = Arc::new(Inner {
             clock: b.clock,

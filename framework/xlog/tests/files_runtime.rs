@@ -235,6 +235,43 @@ fn a_damaged_buffer_file_neither_stops_the_writer_nor_panics() {
 }
 
 #[test]
+fn a_buffer_file_whose_generations_are_near_the_top_neither_panics_nor_stalls_flushes() {
+    // The staging file's slot metadata has no checksum: a crashed run's first slot claims a
+    // generation at the top of the counter (counting on from it overflowed: a panic at
+    // open or at the first line, and flushes returning before the write once it wrapped).
+    const META_BASE: usize = 307_200;
+    for gen in [u64::MAX, u64::MAX - 1, 1 << 60] {
+        let clock = HandClock::at(MAR_14_UTC + 2 * HOUR, 8 * HOUR as i32);
+        // What a crash leaves: the running logger's buffer file, as it is, in a folder of
+        // its own (the running one keeps its lock).
+        let running = tempfile::tempdir().unwrap();
+        let g = logger(running.path(), "gen", &clock);
+        g.log_message(Level::Info, "t", b"staged before the crash");
+        let mut bytes = fs::read(running.path().join("gen.mmap3")).unwrap();
+        bytes[META_BASE..META_BASE + 8].copy_from_slice(&gen.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("gen.mmap3"), &bytes).unwrap();
+        let g = logger(dir.path(), "gen", &clock);
+        for i in 0..3 {
+            g.log_message(Level::Info, "t", format!("after {i}").as_bytes());
+            g.flush().unwrap();
+            // Flushed means written: the line is in the log file now.
+            assert!(
+                text_of_dir(dir.path()).contains(&format!("after {i}\n")),
+                "{gen}: line {i}"
+            );
+        }
+        drop(g);
+        let text = text_of_dir(dir.path());
+        assert_eq!(
+            text.matches("staged before the crash\n").count(),
+            1,
+            "{gen}: {text}"
+        );
+    }
+}
+
+#[test]
 fn mtimes_in_the_future_are_not_expired() {
     let dir = tempfile::tempdir().unwrap();
     let now = MAR_14_UTC + 2 * HOUR;
