@@ -503,13 +503,16 @@ fn move_file(src: &Path, dst: &Path) -> io::Result<()> {
 
 /// The first part of [`move_file`]: what of `src` `dst` does not hold yet is appended to it,
 /// under a move note; returns the note's path. (A crash after it leaves `src` and the note.)
+///
+/// Design: the bytes go across in pieces ([`COPY_PIECE`]), and `dst` is opened before `src`
+/// is read: a cache file holds up to a day of logs, and reading it whole put all of it in
+/// memory, again at every block while the log dir refused the move.
 fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
     // Appending a file to itself and removing it would lose it.
     if fs::canonicalize(dst).is_ok_and(|d| fs::canonicalize(src).is_ok_and(|s| s == d)) {
         return Err(io::Error::other("appending a file to itself"));
     }
     let note_path = MoveNote::path_for(src);
-    let data = fs::read(src)?;
     // Read too: a note's bytes are looked for in it.
     let mut f = OpenOptions::new()
         .create(true)
@@ -518,21 +521,66 @@ fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
         .open(dst)?;
     let meta = f.metadata()?;
     let before = meta.len();
-    let done = MoveNote::read(&note_path).map_or(0, |note| note.moved(&mut f, &meta, &data));
-    if done < data.len() {
+    let mut data = File::open(src)?;
+    let len = data.metadata()?.len();
+    let done =
+        MoveNote::read(&note_path).map_or(0, |note| note.moved(&mut f, &meta, &mut data, len));
+    if done < len {
         let note = MoveNote {
             offset: before,
-            from: done as u64,
-            len: data.len() as u64,
+            from: done,
+            len,
             file_id: file_id(&meta),
         };
         note.write(&note_path)?;
-        if let Err(e) = f.write_all(&data[done..]) {
+        if let Err(e) = append_part(&mut data, done..len, &mut f) {
             let _ = f.set_len(before);
             return Err(e);
         }
     }
     Ok(note_path)
+}
+
+/// The most of a file a move holds in memory at once.
+const COPY_PIECE: usize = 64 * 1024;
+
+/// Appends the bytes `range` of `src` to `dst`, a piece at a time; an error when `src`
+/// ends before the range does.
+fn append_part(src: &mut File, range: std::ops::Range<u64>, dst: &mut File) -> io::Result<()> {
+    src.seek(SeekFrom::Start(range.start))?;
+    let mut left = range.end - range.start;
+    let mut piece = vec![0; COPY_PIECE.min(usize::try_from(left).unwrap_or(COPY_PIECE))];
+    while left > 0 {
+        let n = piece
+            .len()
+            .min(usize::try_from(left).unwrap_or(piece.len()));
+        src.read_exact(&mut piece[..n])?;
+        dst.write_all(&piece[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Whether the bytes of `a` from `at_a` and of `b` from `at_b`, `len` of them, are the same
+/// (read a piece at a time); false when either cannot be read that far.
+fn same_bytes(a: &mut File, at_a: u64, b: &mut File, at_b: u64, len: u64) -> bool {
+    let mut pa = vec![0; COPY_PIECE.min(usize::try_from(len).unwrap_or(COPY_PIECE))];
+    let mut pb = pa.clone();
+    let mut done = 0;
+    while done < len {
+        let n = pa
+            .len()
+            .min(usize::try_from(len - done).unwrap_or(pa.len()));
+        let read = a.seek(SeekFrom::Start(at_a + done)).is_ok()
+            && a.read_exact(&mut pa[..n]).is_ok()
+            && b.seek(SeekFrom::Start(at_b + done)).is_ok()
+            && b.read_exact(&mut pb[..n]).is_ok();
+        if !read || pa[..n] != pb[..n] {
+            return false;
+        }
+        done += n as u64;
+    }
+    true
 }
 
 /// What a move of a cache file into the log dir is about to do ([`move_file`]): the bytes
@@ -615,15 +663,12 @@ impl MoveNote {
         MoveNote::decode(&fs::read_to_string(path).ok()?)
     }
 
-    /// How many leading bytes of `data` (the cache file now) the log file `f` (metadata
-    /// `meta`) already holds from this note's move: the bytes moved before it, and the part
-    /// of its own found at its offset as they are in `data`; 0 when they are not found there
-    /// (another file, cut, changed).
-    fn moved(&self, f: &mut File, meta: &fs::Metadata, data: &[u8]) -> usize {
-        let (Ok(from), Ok(len)) = (usize::try_from(self.from), usize::try_from(self.len)) else {
-            return 0;
-        };
-        if from > len || len > data.len() || self.offset > meta.len() {
+    /// How many leading bytes of `data` (the cache file now, `len` bytes) the log file `f`
+    /// (metadata `meta`) already holds from this note's move: the bytes moved before it,
+    /// and the part of its own found at its offset as they are in `data`; 0 when they are
+    /// not found there (another file, cut, changed).
+    fn moved(&self, f: &mut File, meta: &fs::Metadata, data: &mut File, len: u64) -> u64 {
+        if self.from > self.len || self.len > len || self.offset > meta.len() {
             return 0;
         }
         if self.file_id != 0 && file_id(meta) != self.file_id {
@@ -632,11 +677,9 @@ impl MoveNote {
         // A short write may have left only the first part, with nothing after it. (A short
         // write followed by other bytes is not told apart from other bytes alone: nothing
         // of this note's part counts as moved then, and it goes again.)
-        let have = (meta.len() - self.offset).min((len - from) as u64) as usize;
-        let mut held = vec![0; have];
-        let read = f.seek(SeekFrom::Start(self.offset)).is_ok() && f.read_exact(&mut held).is_ok();
-        if read && held == data[from..from + have] {
-            from + have
+        let have = (meta.len() - self.offset).min(self.len - self.from);
+        if same_bytes(f, self.offset, data, self.from, have) {
+            self.from + have
         } else {
             0
         }
@@ -914,6 +957,25 @@ mod tests {
         f.set_len(b"head|block-a".len() as u64).unwrap();
         move_file(&src, &dst).unwrap();
         assert_eq!(fs::read(&dst).unwrap(), b"head|block-a|block-b|");
+    }
+
+    /// A cache file of several pieces (the move holds one piece in memory at a time), cut
+    /// short in the middle of a piece and then moved again: every byte lands once, in order.
+    #[test]
+    fn a_cache_file_of_many_pieces_moves_whole_after_a_cut() {
+        let body: Vec<u8> = (0..(3 * COPY_PIECE + 1234) as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        let (_dir, src, dst) = a_move(b"head|", &body);
+        append_noted(&src, &dst).unwrap();
+        let mut want = b"head|".to_vec();
+        want.extend_from_slice(&body);
+        assert_eq!(fs::read(&dst).unwrap(), want);
+        let f = OpenOptions::new().write(true).open(&dst).unwrap();
+        f.set_len((5 + COPY_PIECE + COPY_PIECE / 3) as u64).unwrap();
+        move_file(&src, &dst).unwrap();
+        assert_eq!(fs::read(&dst).unwrap(), want);
+        assert!(!src.exists());
     }
 
     /// Two crashed moves in a row, the cache file and the log file both getting more bytes
