@@ -87,9 +87,12 @@ pub fn recovered_block(input: &[u8], set: MagicSet) -> Result<Vec<u8>, Mmap3Erro
 ///
 /// - Mars's layout (any size other than [`PHOBOS_FILE_LEN`]): the block at offset 0, as
 ///   [`recovered_block`].
-/// - `phobos-xlog`'s two-slot layout ([`PHOBOS_FILE_LEN`] bytes): every used slot (generation
-///   ≠ 0, a current magic, length > 0) in generation order; where a slot's undo record matches
-///   its length, the saved clear tail is put back first, as the writer's own recovery does.
+/// - `phobos-xlog`'s two-slot layout ([`PHOBOS_FILE_LEN`] bytes): every slot holding a block
+///   (a current magic, length > 0) in generation order, as the writer's own recovery takes
+///   them; where a slot's undo record matches its length, the saved clear tail is put back
+///   first. Generation 0 comes first: a Mars file whose block could not be written when
+///   `phobos-xlog` opened it is extended to this layout with that block in slot 0 and its
+///   metadata zeroed.
 ///
 /// # Errors
 ///
@@ -107,11 +110,10 @@ pub fn recovered_blocks(input: &[u8], set: MagicSet) -> Result<Vec<u8>, Mmap3Err
         let meta = &input[meta_at..meta_at + PHOBOS_META_LEN];
         let generation = u64::from_le_bytes(le_array(&meta[0..8]));
         match recovered_block(region, set) {
-            Ok(mut block) if generation != 0 => {
+            Ok(mut block) => {
                 restore_undo_tail(&mut block, meta);
                 slots.push((generation, block));
             }
-            Ok(_) => {}
             Err(e) => {
                 first_error.get_or_insert(e);
             }
@@ -215,13 +217,12 @@ mod tests {
         let blocks = recovered_blocks(&file, MagicSet::default()).unwrap();
         assert_eq!(crate::Decoder::new().decode(&blocks), b"first\nsecond\nXX");
 
-        // Unused slots (generation 0) are skipped; none used is an error.
-        file[PHOBOS_META_BASE] = 0;
-        file[PHOBOS_META_BASE + PHOBOS_META_LEN] = 0;
-        assert_eq!(
-            recovered_blocks(&file, MagicSet::default()),
-            Err(Mmap3Error::Empty)
-        );
+        // A Mars file's block, extended to two slots with its metadata zeroed (generation
+        // 0), is recovered as the writer recovers it; a slot with no block is skipped.
+        let mut mars = vec![0u8; PHOBOS_FILE_LEN];
+        slot(&mut mars[..BUFFER_LEN], 0, b"from mars\n");
+        let blocks = recovered_blocks(&mars, MagicSet::default()).unwrap();
+        assert_eq!(crate::Decoder::new().decode(&blocks), b"from mars\n");
         let zeros = vec![0u8; PHOBOS_FILE_LEN];
         assert_eq!(
             recovered_blocks(&zeros, MagicSet::default()),
