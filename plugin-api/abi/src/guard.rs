@@ -48,7 +48,20 @@ impl<T> Drop for Guarded<T> {
 /// when a panic reaches an `extern "C"` vtable shim.
 #[inline]
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| panic_message(payload.as_ref()))
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = panic_message(payload.as_ref());
+        drop_payload(payload);
+        message
+    })
+}
+
+/// Drops a panic's payload, whose own `drop` may panic as well (a plugin's `panic_any` with
+/// a value that panics when dropped): that second panic is caught too, and its payload
+/// forgotten, so that no panic leaves [`catch`] for the `extern "C"` shim (an abort).
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
+    }
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.
@@ -156,6 +169,27 @@ mod tests {
         assert_eq!(r, Err("boom 7".to_owned()));
         let r: Result<(), String> = catch(|| std::panic::panic_any(5u8));
         assert_eq!(r, Err("panic with a non-string payload".to_owned()));
+    }
+
+    /// A panic whose payload panics when dropped: no panic leaves `catch` (behind an
+    /// `extern "C"` shim, one that did aborted the process).
+    #[test]
+    fn a_payload_that_panics_when_dropped_is_contained() {
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("the payload's drop exploded");
+            }
+        }
+        let r: Result<(), String> = catch(|| std::panic::panic_any(PanicsOnDrop));
+        assert_eq!(r, Err("panic with a non-string payload".to_owned()));
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                std::panic::panic_any(PanicsOnDrop);
+            }
+        }
+        drop(Guarded::new(Bomb));
     }
 
     #[test]
