@@ -41,10 +41,14 @@
 //!   `counter (8 bytes LE) || 0x00000000`. Each (key, nonce) pair is used once.
 //! - The 12-byte record header is the AEAD's associated data, so a changed length or counter
 //!   fails authentication.
-//! - Within a block, counters must be consecutive: a removed or reordered record is an
-//!   [`CipherError::Integrity`] error. A block whose last record is cut short (a crash) is an
-//!   [`CipherError::Integrity`] error too, after the complete records have been appended to
-//!   the output.
+//! - Within a block, counters must be consecutive: a record removed from between two others,
+//!   or records reordered, is an [`CipherError::Integrity`] error. A block whose last record
+//!   is cut short (a crash) is an [`CipherError::Integrity`] error too, after the complete
+//!   records have been appended to the output.
+//! - What the records cannot show: records removed whole from the start or the end of a
+//!   block, like whole blocks removed. Counters run over the session, and a block carries
+//!   neither its first counter nor its record count, so such a block reads as a shorter
+//!   one. Each record that is there is authentic and in its place.
 //!
 //! Feature `dynamic`: the crate's `cdylib` exports the cipher as a Phobos plugin named
 //! `"x25519-chacha20poly1305"`, configured with a [`ModernCipherConfig`]
