@@ -476,6 +476,7 @@ impl Inner {
                 limit: proto::MAX_HISTORY_PAGE,
             };
             let page: HistoryPage = self.call(proto::CMD_HISTORY, &req).await?;
+            let before = *last;
             for message in page.messages {
                 if message.seq > *last {
                     *last = message.seq;
@@ -486,7 +487,7 @@ impl Inner {
                     });
                 }
             }
-            if !page.more {
+            if !more_history(before, *last, page.more)? {
                 return Ok(fetched);
             }
         }
@@ -645,6 +646,19 @@ fn next_cursor(after: Option<&str>, next: Option<String>) -> Result<Option<Strin
     }
 }
 
+/// Whether to ask for the history page after one that was asked for after sequence number
+/// `before` and left the client at `last`: when the page says there is `more`, checked to
+/// have moved forward (a server answering "more" with nothing new would otherwise keep the
+/// client asking, holding up delivery, for ever).
+fn more_history(before: u64, last: u64, more: bool) -> Result<bool, ChatError> {
+    if more && last <= before {
+        return Err(ChatError::BadAnswer(format!(
+            "a history page after {before} said there was more but brought nothing newer"
+        )));
+    }
+    Ok(more)
+}
+
 /// A prefix that makes this process's client message ids unique across runs.
 fn run_nonce() -> String {
     let nanos = std::time::SystemTime::now()
@@ -673,5 +687,14 @@ mod tests {
             let err = next_cursor(Some("room:b"), Some(stuck.into())).unwrap_err();
             assert!(matches!(err, ChatError::BadAnswer(_)), "{err:?}");
         }
+    }
+
+    #[test]
+    fn history_paging_must_move_forward() {
+        assert_eq!(more_history(3, 9, true), Ok(true));
+        assert_eq!(more_history(3, 9, false), Ok(false));
+        assert_eq!(more_history(3, 3, false), Ok(false), "an empty last page");
+        let err = more_history(3, 3, true).unwrap_err();
+        assert!(matches!(err, ChatError::BadAnswer(_)), "{err:?}");
     }
 }
