@@ -30,20 +30,25 @@
 //!   a presence service and a message bus to whichever node holds each connection.
 //! - **Login**: tokens come from a shared secret ([`TokenIssuer`]); a real deployment checks
 //!   expiring tokens issued by its login service.
-//! - **Flow control**: each connection's outgoing queue is unbounded here; a real server
-//!   bounds it and drops (the client resyncs) or disconnects slow readers.
+//! - **Flow control**: a connection whose outgoing queue passes [`MAX_QUEUED`] bytes (a
+//!   reader too slow for its replies and pushes), or whose write stalls for
+//!   [`WRITE_TIMEOUT`], is closed, and the client catches up from history when it
+//!   reconnects. A real server would rather drop pushes first and keep the connection.
 //!
 //! # Robustness
 //!
 //! Bytes that are not a frame of the codec close that connection only; a failed TLS
-//! handshake or malformed HTTP closes that connection only; bodies are size-limited. Nothing a
-//! peer sends panics the server.
+//! handshake or malformed HTTP closes that connection only; bodies are size-limited. A
+//! connection that has not identified within [`IDENTIFY_TIMEOUT`] of its accept (its TLS
+//! handshake included) is closed, so silent peers cannot hold the server's descriptors.
+//! Nothing a peer sends panics the server or makes it hold more than [`MAX_QUEUED`] bytes
+//! for a connection, besides one frame being read.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -165,6 +170,10 @@ pub struct ServerStats {
     pub restarts: u64,
     /// Send replies dropped on purpose ([`ServerHandle::lose_next_send_replies`]).
     pub replies_lost: u64,
+    /// Connections closed because they did not read what was sent to them
+    /// ([`MAX_QUEUED`], [`WRITE_TIMEOUT`]) or did not identify in time
+    /// ([`IDENTIFY_TIMEOUT`]).
+    pub stalled_closed: u64,
 }
 
 impl Server {
@@ -256,6 +265,7 @@ impl ServerHandle {
             http_requests: c.http.load(Ordering::Relaxed),
             restarts: c.restarts.load(Ordering::Relaxed),
             replies_lost: c.replies_lost.load(Ordering::Relaxed),
+            stalled_closed: c.stalled.load(Ordering::Relaxed),
         }
     }
 }
@@ -285,6 +295,7 @@ struct Counters {
     next_conn: AtomicU64,
     lose_replies: AtomicU64,
     replies_lost: AtomicU64,
+    stalled: AtomicU64,
 }
 
 impl Inner {
@@ -389,21 +400,62 @@ async fn accept_loop(
 
 async fn long_link_conn(inner: Arc<Inner>, stream: TcpStream) {
     let id = ConnId(inner.counters.next_conn.fetch_add(1, Ordering::Relaxed));
+    let identify_by = tokio::time::Instant::now() + IDENTIFY_TIMEOUT;
     match inner.config.tls.clone() {
-        None => serve_frames(inner, id, stream).await,
-        Some(tls) => match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
-            Ok(stream) => serve_frames(inner, id, stream).await,
-            Err(e) => tracing::debug!(conn = id.0, error = %e, "TLS handshake failed"),
-        },
+        None => serve_frames(inner, id, stream, identify_by).await,
+        Some(tls) => {
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            match tokio::time::timeout_at(identify_by, accept).await {
+                Ok(Ok(stream)) => serve_frames(inner, id, stream, identify_by).await,
+                Ok(Err(e)) => tracing::debug!(conn = id.0, error = %e, "TLS handshake failed"),
+                Err(_) => {
+                    inner.counters.stalled.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(conn = id.0, "TLS handshake too slow; closing");
+                }
+            }
+        }
     }
 }
 
-async fn serve_frames<S>(inner: Arc<Inner>, id: ConnId, stream: S)
-where
+/// What a connection's task writes, bounded: [`MAX_QUEUED`] bytes at most.
+#[derive(Clone, Debug)]
+struct Outbox {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes sent to the queue and not yet written.
+    queued: Arc<AtomicUsize>,
+    /// Told when a send found the queue full: the connection closes.
+    full: Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// Queues `bytes` for the connection; false when the connection is gone or its queue
+    /// is full (then it closes).
+    fn send(&self, bytes: Vec<u8>) -> bool {
+        let n = bytes.len();
+        if self.queued.fetch_add(n, Ordering::Relaxed) + n > MAX_QUEUED {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            self.full.notify_one();
+            return false;
+        }
+        self.tx.send(bytes).is_ok()
+    }
+}
+
+async fn serve_frames<S>(
+    inner: Arc<Inner>,
+    id: ConnId,
+    stream: S,
+    identify_by: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let tx = Outbox {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        full: Arc::new(tokio::sync::Notify::new()),
+    };
     lock(&inner.hub).conns.insert(
         id,
         Conn {
@@ -411,6 +463,15 @@ where
             tx: tx.clone(),
         },
     );
+    let identified = || {
+        lock(&inner.hub)
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.user.is_some())
+    };
+    let stalled = || {
+        inner.counters.stalled.fetch_add(1, Ordering::Relaxed);
+    };
     let codec = inner.config.codec.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
@@ -425,6 +486,13 @@ where
                 loop {
                     let frame = match codec.decode(&buf) {
                         Ok(Decoded::Frame(f)) => f,
+                        // A codec that keeps asking for more than a frame can hold (a
+                        // loaded plugin may) does not make this buffer grow without end.
+                        Ok(Decoded::Incomplete { .. }) if buf.len() > codec.max_frame_len() => {
+                            inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(conn = id.0, "no frame in a frame's length; closing");
+                            break 'conn;
+                        }
                         Ok(Decoded::Incomplete { .. }) => break,
                         Err(e) => {
                             inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
@@ -449,24 +517,47 @@ where
                                 break 'conn;
                             }
                         }
-                        let _ = tx.send(out);
+                        if !tx.send(out) {
+                            stalled();
+                            tracing::debug!(conn = id.0, "replies not read; closing");
+                            break 'conn;
+                        }
                     }
                     if close {
                         // Flush what is queued (the rejection), then close.
                         while let Ok(bytes) = rx.try_recv() {
-                            if wr.write_all(&bytes).await.is_err() {
+                            let write = wr.write_all(&bytes);
+                            if !matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(()))) {
                                 break;
                             }
                         }
-                        let _ = wr.shutdown().await;
+                        let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
                         break 'conn;
                     }
                 }
             }
             Some(bytes) = rx.recv() => {
-                if wr.write_all(&bytes).await.is_err() {
-                    break 'conn;
+                let n = bytes.len();
+                match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break 'conn,
+                    Err(_) => {
+                        stalled();
+                        tracing::debug!(conn = id.0, "write stalled; closing");
+                        break 'conn;
+                    }
                 }
+                tx.queued.fetch_sub(n, Ordering::Relaxed);
+            }
+            () = tx.full.notified() => {
+                stalled();
+                tracing::debug!(conn = id.0, "pushes not read; closing");
+                break 'conn;
+            }
+            () = tokio::time::sleep_until(identify_by), if !identified() => {
+                stalled();
+                tracing::debug!(conn = id.0, "no identify in time; closing");
+                break 'conn;
             }
         }
     }
@@ -632,7 +723,7 @@ impl Inner {
                 };
                 for conn in conns {
                     if let Some(c) = hub.conns.get(conn) {
-                        if c.tx.send(push.clone()).is_ok() {
+                        if c.tx.send(push.clone()) {
                             self.counters.pushes.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -849,7 +940,7 @@ struct Hub {
 #[derive(Debug)]
 struct Conn {
     user: Option<String>,
-    tx: mpsc::UnboundedSender<Vec<u8>>,
+    tx: Outbox,
 }
 
 #[derive(Debug, Default)]
@@ -941,6 +1032,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 const READ_CHUNK: usize = 16 * 1024;
+/// The most bytes queued for a connection (replies and pushes it has not read yet) before
+/// it is closed: a few of the largest replies (a history page fills a frame).
+pub const MAX_QUEUED: usize = 4 << 20;
+/// How long a write to a connection may stall before the connection is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after its accept a long-link connection has to identify (TLS handshake
+/// included).
+pub const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HTTP_BODY: usize = 64 * 1024;
 /// Room left in a frame for the codec's header and a page's envelope
 /// (`{"ok":{"messages":[…],"more":false}}`, or `{"ok":{"conversations":[…],"next":"ID"}}`, an

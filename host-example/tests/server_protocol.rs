@@ -499,3 +499,71 @@ async fn a_list_page_too_large_for_one_frame_is_cut_and_the_rest_can_be_paged() 
     assert!(pages >= 2, "the page was cut to fit a frame");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_member_that_asks_much_and_reads_nothing_is_closed_before_its_replies_pile_up() {
+    // ~1 MiB of history (60 messages of ~24 KiB of JSON), then a member writes 200 history
+    // requests of ~100 bytes in a row and reads nothing: every reply is a ~1 MiB page. The
+    // server queued all of them (200 MiB held for a connection that does not read); now it
+    // closes the connection once `MAX_QUEUED` bytes wait.
+    let (server, tokens) = start().await;
+    let mut alice = Raw::login(server.long_link_addr(), &tokens.issue("alice").unwrap()).await;
+    let text = "\u{1}".repeat(proto::MAX_TEXT_LEN);
+    for i in 0..60 {
+        let req = SendRequest {
+            client_msg_id: format!("m{i}"),
+            to: Target::Room("big".into()),
+            text: text.clone(),
+        };
+        alice
+            .call(proto::CMD_SEND, &serde_json::to_vec(&req).unwrap())
+            .await;
+    }
+    let req = HistoryRequest {
+        conversation: proto::room_conversation("big"),
+        after_seq: 0,
+        limit: proto::MAX_HISTORY_PAGE,
+    };
+    let body = serde_json::to_vec(&req).unwrap();
+    let mut burst = Vec::new();
+    for seq in 100..300 {
+        let head = FrameHead::new(proto::CMD_HISTORY, Seq(seq));
+        alice.codec.encode(head, &body, &[], &mut burst).unwrap();
+    }
+    alice.stream.write_all(&burst).await.unwrap();
+    // Now read: what the socket and the queue held, then the end of the connection
+    // (before, all 200 pages came, and the connection stayed).
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        alice.stream.read_to_end(&mut got),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the server closed the connection"
+    );
+    assert!(
+        got.len() < 100 << 20,
+        "{} bytes came: not every reply",
+        got.len()
+    );
+    assert_eq!(server.stats().stalled_closed, 1);
+    assert_eq!(server.stats().long_link_open, 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_never_identifies_is_closed() {
+    let (server, tokens) = start().await;
+    let mut silent = Raw::connect(server.long_link_addr()).await;
+    // Virtual time: the server's identify deadline passes while nothing else is to be done.
+    assert!(silent.read().await.is_none(), "closed");
+    assert_eq!(server.stats().stalled_closed, 1);
+    // One that identified in time stays.
+    let mut alice = Raw::login(server.long_link_addr(), &tokens.issue("alice").unwrap()).await;
+    tokio::time::sleep(phobos_host_example::server::IDENTIFY_TIMEOUT * 2).await;
+    alice.join("lobby").await;
+    assert_eq!(server.stats().stalled_closed, 1);
+    server.shutdown().await;
+}
