@@ -26,7 +26,7 @@ pub(crate) const BATCH_TAG: u64 = 1 << 63;
 /// No task's id: the place of a task whose end is not owed.
 const ENDED: TaskId = TaskId(0);
 
-/// No task's id either (the engine's ids stay below `0xFFFF_FFF0`): the place of a task
+/// No task's id either (the engine's ids are at most `0xFFFF_FFF0`): the place of a task
 /// held but not yet given its id. Its end is owed.
 ///
 /// Design: a place starts as this, not as [`ENDED`], so that a driver dropped while it

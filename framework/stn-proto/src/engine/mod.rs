@@ -1500,7 +1500,7 @@ impl Engine {
         loop {
             let id = self.next_task;
             self.next_task = if id >= TASK_ID_WRAP { 1 } else { id + 1 };
-            if id != 0 && !(self.ids_wrapped && self.id_in_use(TaskId(id))) {
+            if id != 0 && id <= TASK_ID_WRAP && !(self.ids_wrapped && self.id_in_use(TaskId(id))) {
                 return TaskId(id);
             }
         }
