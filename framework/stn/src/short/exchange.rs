@@ -224,7 +224,8 @@ impl H1Conn {
 /// and a result with much unused room is copied into an exact one. Letting it grow freely
 /// kept up to 1.8 times the body alive with the response, and reached twice the limit while
 /// reading; reserving a declared length whole let the server, by one header, make the
-/// client allocate the limit (the process aborted when that was more than memory).
+/// client allocate up to the limit (and, under a limit of `usize::MAX`, panic on a length
+/// no allocation can hold).
 struct BodyBuf {
     buf: BytesMut,
     /// The declared length, or the limit.
