@@ -638,8 +638,18 @@ impl Clock for HoldingClock {
     }
 }
 
-#[test]
-fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
+/// A logger of prefix `prefix` in `<root>/logs` whose clock is a [`HoldingClock`]: the root,
+/// the logger, the clock, where the clock says the writer thread is held, and where to
+/// release it.
+fn holding_logger(
+    prefix: &str,
+) -> (
+    tempfile::TempDir,
+    crate::XlogGuard,
+    Arc<HoldingClock>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
     let holding = Arc::new(HoldingClock {
@@ -648,14 +658,20 @@ fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
         release: Mutex::new(release_rx),
     });
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("logs");
     let g = Xlog::builder()
-        .log_dir(&dir)
-        .name_prefix("st")
+        .log_dir(root.path().join("logs"))
+        .name_prefix(prefix)
         .banners(false)
         .clock(holding.clone())
         .build()
         .unwrap();
+    (root, g, holding, held_rx, release_tx)
+}
+
+#[test]
+fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
+    let (root, g, holding, held_rx, release_tx) = holding_logger("st");
+    let dir = root.path().join("logs");
     g.log_message(Level::Info, "t", b"first block");
     fs::remove_dir_all(&dir).unwrap();
     // The writer thread stops at the start of the first block's job, before it makes the
@@ -695,22 +711,8 @@ fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
 /// the staging file until the block filled, a flush, or the flush interval.)
 #[test]
 fn a_fatal_line_logged_while_no_slot_is_spare_is_written_when_one_comes_back() {
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel();
-    let holding = Arc::new(HoldingClock {
-        hold: AtomicBool::new(false),
-        held: Mutex::new(held_tx),
-        release: Mutex::new(release_rx),
-    });
-    let root = tempfile::tempdir().unwrap();
+    let (root, g, holding, held_rx, release_tx) = holding_logger("fa");
     let dir = root.path().join("logs");
-    let g = Xlog::builder()
-        .log_dir(&dir)
-        .name_prefix("fa")
-        .banners(false)
-        .clock(holding.clone())
-        .build()
-        .unwrap();
     g.log_message(Level::Info, "t", b"first block");
     // The writer thread stops at the start of the first block's job: it holds that slot.
     holding.hold.store(true, Ordering::SeqCst);
