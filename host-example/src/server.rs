@@ -463,11 +463,15 @@ async fn serve_frames<S>(
             tx: tx.clone(),
         },
     );
-    let identified = || {
-        lock(&inner.hub)
-            .conns
-            .get(&id)
-            .is_some_and(|c| c.user.is_some())
+    // Once identified, always: the hub is not asked again.
+    let mut identified = false;
+    let mut is_identified = || {
+        identified = identified
+            || lock(&inner.hub)
+                .conns
+                .get(&id)
+                .is_some_and(|c| c.user.is_some());
+        identified
     };
     let stalled = || {
         inner.counters.stalled.fetch_add(1, Ordering::Relaxed);
@@ -554,7 +558,7 @@ async fn serve_frames<S>(
                 tracing::debug!(conn = id.0, "pushes not read; closing");
                 break 'conn;
             }
-            () = tokio::time::sleep_until(identify_by), if !identified() => {
+            () = tokio::time::sleep_until(identify_by), if !is_identified() => {
                 stalled();
                 tracing::debug!(conn = id.0, "no identify in time; closing");
                 break 'conn;
