@@ -18,6 +18,10 @@
 //!   open). Both moves are crash-safe: a note beside the cache file says where its bytes went
 //!   until it is removed, and a move after a crash appends only what the log file lacks
 //!   (`move_file`).
+//! - Sharing: writers of one prefix may share a log folder (each with its own buffer file).
+//!   A block is appended, and where it begins noted, under an exclusive lock on the log file
+//!   (`AppendLock`); so is a move into it, and the check after a crash of what a block's
+//!   append left.
 //! - [`LogFiles::delete_expired`] removes this prefix's log files and `YYYYMMDD` folders older
 //!   than the max alive time from both directories (Mars runs it 2 minutes after open).
 //!
@@ -32,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::clock::WallTime;
-use crate::mmap::disk_space;
+use crate::mmap::{disk_space, AppendLock};
 use crate::staging::Intent;
 
 const CACHE_MIN_FREE: u64 = 1 << 30;
@@ -238,25 +242,22 @@ impl LogFiles {
             };
             self.open = Some((target.path.clone(), f));
         }
-        let Some((_, f)) = self.open.as_mut() else {
+        let Some((_, f)) = self.open.as_ref() else {
             return Err(io::Error::other("log file not open"));
         };
-        let meta = f.metadata()?;
-        let offset = meta.len();
-        before(&Intent {
-            in_cache: target.in_cache,
-            name: target.name.clone(),
-            offset,
-            written: Some((bytes.len() as u32, crc32(bytes))),
-            file_id: file_id(&meta),
+        let res = append_locked(f, bytes, |offset, meta| {
+            before(&Intent {
+                in_cache: target.in_cache,
+                name: target.name.clone(),
+                offset,
+                written: Some((bytes.len() as u32, crc32(bytes))),
+                file_id: file_id(meta),
+            });
         });
-        if let Err(e) = f.write_all(bytes) {
-            // Mars: cut the file back to where it was, then note the error in the file.
-            let _ = f.set_len(offset);
+        if res.is_err() {
             self.open = None;
-            return Err(e);
         }
-        Ok(())
+        res
     }
 
     /// Whether the block recorded in `intent` (its length and CRC-32, or without them the
@@ -269,6 +270,12 @@ impl LogFiles {
         let Ok(mut f) = OpenOptions::new().read(true).write(true).open(&path) else {
             return false;
         };
+        // Under the lock: a partial append is cut off only while no other writer appends.
+        let lock_handle = match f.try_clone() {
+            Ok(h) => h,
+            Err(_) => return false,
+        };
+        let _lock = AppendLock::take(&lock_handle);
         let Ok(meta) = f.metadata() else {
             return false;
         };
@@ -473,6 +480,26 @@ fn is_file_at(f: &File, path: &Path) -> bool {
     }
 }
 
+/// Appends `bytes` to the log file `f` under its [`AppendLock`], after telling `before` the
+/// offset they will start at and the file's metadata; a failed append is cut back (Mars
+/// cuts the file back to where it was, then notes the error in the file).
+fn append_locked(
+    f: &File,
+    bytes: &[u8],
+    before: impl FnOnce(u64, &fs::Metadata),
+) -> io::Result<()> {
+    let _lock = AppendLock::take(f);
+    let meta = f.metadata()?;
+    let offset = meta.len();
+    before(offset, &meta);
+    let mut w = f;
+    if let Err(e) = w.write_all(bytes) {
+        let _ = f.set_len(offset);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Whether `a` and `b` name the same directory (compared after resolving `.`, `..` and
 /// symlinks; as written when either cannot be resolved).
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -519,6 +546,8 @@ fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
         .append(true)
         .read(true)
         .open(dst)?;
+    let lock_handle = f.try_clone()?;
+    let _lock = AppendLock::take(&lock_handle);
     let meta = f.metadata()?;
     let before = meta.len();
     let mut data = File::open(src)?;
@@ -722,6 +751,45 @@ mod tests {
             g.target(t(1), 40).name,
             format!("p_{}.xlog", t(1).local().ymd_compact())
         );
+    }
+
+    /// Two writers sharing a day's file: each one's block is appended, and its intent
+    /// recorded, under the file's lock, so the other's block cannot land between the offset
+    /// noted and the bytes written. Both blocks are found where their intents say.
+    #[test]
+    fn two_writers_append_to_a_shared_file_under_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
+        let mut b = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
+        let path = dir
+            .path()
+            .join(format!("p_{}.xlog", t(0).local().ymd_compact()));
+        a.append(t(0), b"head|", true, |_| {}).unwrap();
+        let (mut ia, mut ib, mut locked) = (None, None, false);
+        let (go, go_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let (b, ib) = (&mut b, &mut ib);
+            let writer_b = scope.spawn(move || {
+                go_rx.recv().unwrap();
+                b.append(t(0), b"block-b|", true, |i| *ib = Some(i.clone()))
+                    .unwrap();
+            });
+            a.append(t(0), b"block-a|", true, |i| {
+                locked = AppendLock::held_elsewhere(&path);
+                ia = Some(i.clone());
+                // The other writer starts its append now: it waits for the lock.
+                go.send(()).unwrap();
+            })
+            .unwrap();
+            writer_b.join().unwrap();
+        });
+        assert!(locked, "the lock was held while the intent was recorded");
+        assert_eq!(fs::read(&path).unwrap(), b"head|block-a|block-b|");
+        let (ia, ib) = (ia.unwrap(), ib.unwrap());
+        assert_eq!((ia.offset, ib.offset), (5, 13));
+        let mut c = LogFiles::new(dir.path().into(), None, "p".into(), 0, 0);
+        assert!(c.settle_intent(&ia, b"block-a|"));
+        assert!(c.settle_intent(&ib, b"block-b|"));
     }
 
     /// Log files in a new directory with `head` appended, then `BLOCK` with its intent: the

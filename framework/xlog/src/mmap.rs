@@ -201,6 +201,57 @@ pub(crate) fn disk_space(path: &Path) -> Option<(u64, u64, u64)> {
     ))
 }
 
+/// An exclusive advisory lock on a log file, held while a block is appended to it or its
+/// end is judged after a crash, and released when dropped.
+///
+/// Design: two writers may share a day's file (one log folder, each its own buffer). Each
+/// notes the file's length before appending, to record where its block begins and to cut a
+/// failed append back to it; without the lock the other writer's block could land in
+/// between, and be cut off (lost) or make the record point at the wrong bytes (a block
+/// appended twice after a crash). A file on which locks are not supported is appended to
+/// without one, as before.
+#[derive(Debug)]
+pub(crate) struct AppendLock<'a> {
+    file: Option<&'a File>,
+}
+
+impl<'a> AppendLock<'a> {
+    /// Waits for the lock on `file` (another writer holds it only while it appends a
+    /// block).
+    pub(crate) fn take(file: &'a File) -> AppendLock<'a> {
+        loop {
+            // SAFETY: `flock` on a valid, open descriptor owned by `file`; no memory is shared.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return AppendLock { file: Some(file) };
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return AppendLock { file: None };
+            }
+        }
+    }
+
+    /// Whether `file` is locked by another open description (tests).
+    #[cfg(test)]
+    pub(crate) fn held_elsewhere(path: &Path) -> bool {
+        let Ok(f) = File::open(path) else {
+            return false;
+        };
+        // SAFETY: as in `take`, on `f`'s own descriptor.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        rc != 0
+    }
+}
+
+impl Drop for AppendLock<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.file {
+            // SAFETY: as in `take`.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
