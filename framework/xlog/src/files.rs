@@ -63,6 +63,9 @@ pub(crate) struct LogFiles {
     /// The latest time a file was picked by its date (Unix seconds).
     picked_at: i64,
     open: Option<(PathBuf, File)>,
+    /// A cache file to move into the log dir (from, to), once the block just appended to
+    /// it is no longer staged ([`finish_move`](Self::finish_move)).
+    pending_move: Option<(PathBuf, PathBuf)>,
 }
 
 impl LogFiles {
@@ -86,6 +89,7 @@ impl LogFiles {
             index: None,
             picked_at: i64::MIN,
             open: None,
+            pending_move: None,
         }
     }
 
@@ -175,7 +179,9 @@ impl LogFiles {
     }
 
     /// Appends `bytes` to the file for `now`. `before` is called with the write intent (file
-    /// and its length before the append) right before the bytes are written.
+    /// and its length before the append) right before the bytes are written. A background
+    /// append to a cache file that is to move into the log dir leaves the move to
+    /// [`finish_move`](Self::finish_move).
     pub(crate) fn append(
         &mut self,
         now: WallTime,
@@ -202,11 +208,23 @@ impl LogFiles {
         };
         res?;
         if from_background && target.move_after {
-            self.open = None;
             let dst = self.log_dir.join(&target.name);
-            let _ = move_file(&target.path, &dst);
+            self.pending_move = Some((target.path.clone(), dst));
         }
         Ok(target)
+    }
+
+    /// Moves the cache file the last background append went to into the log dir, if it was
+    /// to move. The writer calls it once the block is cleared from its slot.
+    ///
+    /// Design: the slot's write intent names the cache file. Moved (and removed) before the
+    /// slot was cleared, a crash in between left an intent whose file was gone, and the
+    /// block, found in no file, was appended a second time at the next start.
+    pub(crate) fn finish_move(&mut self) {
+        if let Some((src, dst)) = self.pending_move.take() {
+            self.open = None;
+            let _ = move_file(&src, &dst);
+        }
     }
 
     fn append_to(
@@ -938,8 +956,26 @@ mod tests {
         );
         let name = f.file_name(&t(0).local().ymd_compact(), 0);
         fs::write(cache.path().join(&name), b"cached-").unwrap();
-        let tg = f.append(t(0), b"new", true, |_| {}).unwrap();
+        let mut intent = None;
+        let tg = f
+            .append(t(0), b"new", true, |i| intent = Some(i.clone()))
+            .unwrap();
         assert!(tg.in_cache);
+        // Until the writer has cleared the block's slot, the block stays where its intent
+        // says: a crash now finds it there and does not append it again.
+        let intent = intent.unwrap();
+        let mut after_crash = LogFiles::new(
+            log.path().into(),
+            Some(cache.path().into()),
+            "p".into(),
+            0,
+            0,
+        );
+        assert!(
+            after_crash.settle_intent(&intent, b"new"),
+            "found where it went"
+        );
+        f.finish_move();
         assert!(!cache.path().join(&name).exists());
         assert_eq!(fs::read(log.path().join(&name)).unwrap(), b"cached-new");
     }

@@ -1346,6 +1346,8 @@ impl Inner {
         if st.fatal_pending && st.spare.is_some() {
             self.seal(&mut st);
         }
+        drop(st);
+        self.lock_files().finish_move();
         self.done.notify_all();
     }
 
@@ -1703,6 +1705,7 @@ impl Inner {
                         written_ok = res.is_ok();
                     }
                     sealed.region.clear_after_write();
+                    self.lock_files().finish_move();
                     if staging.renew_if_gone() {
                         staging.move_all(&mut self.lock_state());
                         self.mapped.store(staging.mapped, Ordering::Relaxed);
