@@ -143,6 +143,12 @@ impl BufferFile {
         res
     }
 
+    /// Overwrites existing bytes at `offset` with `bytes` (needs no new disk space).
+    pub(crate) fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(bytes, offset)
+    }
+
     /// Overwrites the byte at `offset` with zero (an existing byte: needs no new disk space).
     pub(crate) fn clear_byte(&self, offset: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;

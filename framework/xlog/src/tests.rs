@@ -563,6 +563,36 @@ fn crash_keeps_each_line_once(dir: &Path, prefix: &str, expected: &[&str]) {
     }
 }
 
+/// A crash right after the next start appended the blocks it recovered, before it cleared
+/// the staging file: the start after that finds them in the log (their intents say where)
+/// and does not append them again. (Appended with no intent, they were appended twice.)
+#[test]
+fn recovered_blocks_are_appended_once_even_if_the_start_that_appended_them_crashed() {
+    let running = tempfile::tempdir().unwrap();
+    let g = quiet_logger(running.path(), "rc");
+    ten_lines(&g, "staged");
+    let staged = fs::read(running.path().join("rc.mmap3")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rc.mmap3"), &staged).unwrap();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(true));
+    let crashed = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("rc")
+        .banners(false)
+        .clock(clock())
+        .build();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(false));
+    assert!(crashed.is_err(), "stopped after the recovery");
+    assert!(text_of(dir.path()).contains("staged line 0\n"), "appended");
+    drop(quiet_logger(dir.path(), "rc"));
+    let text = text_of(dir.path());
+    for i in 0..10 {
+        let line = format!("staged line {i}\n");
+        assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
+    }
+    drop(g);
+}
+
 #[test]
 fn a_staging_file_removed_with_its_folder_is_made_anew_and_lines_staged_later_survive_a_crash() {
     let root = tempfile::tempdir().unwrap();

@@ -21,8 +21,8 @@ use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
-    compute_keystream, recover, write_intent, Active, Region, StageError, Stager, StreamStaging,
-    FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
+    compute_keystream, recover, write_intent, Active, Intent, Recovered, Region, StageError,
+    Stager, StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
 };
 
 mod nested;
@@ -843,13 +843,42 @@ impl Xlog {
         let mut unwritten_recovery = Vec::new();
         let mut recovery_error = None;
         if !pending.is_empty() {
-            let blocks: Vec<&[u8]> = pending.iter().map(|r| r.block.as_slice()).collect();
-            let out = recovery_bytes(tip_magic, &key, now, &blocks);
-            if let Err(e) = files.append(now, &out, false, |_| {}) {
-                held_slots = pending.iter().map(|r| r.slot).collect();
-                unwritten_recovery = pending.iter().map(|r| r.block.clone()).collect();
+            // Design: each recovered block is appended on its own, its write intent recorded
+            // in its slot first (as the writer thread does for every block), so that a crash
+            // before the staging file is cleared below finds the blocks already appended
+            // rather than appending them again. Only the tip lines around them may repeat.
+            let (begin, end) = recovery_tips(tip_magic, &key, now);
+            let mut written = 0;
+            let mut res = files.append(now, &begin, false, |_| {}).map(drop);
+            while res.is_ok() && written < pending.len() {
+                let r = pending[written];
+                res = files
+                    .append(now, &r.block, false, |i| {
+                        if let Some(bf) = bf.as_ref() {
+                            note_recovery_intent(bf, &old, r, i);
+                        }
+                    })
+                    .map(drop);
+                if res.is_ok() {
+                    written += 1;
+                }
+            }
+            if res.is_ok() {
+                res = files.append(now, &end, false, |_| {}).map(drop);
+            }
+            if let Err(e) = res {
+                let unwritten = &pending[written..];
+                held_slots = unwritten.iter().map(|r| r.slot).collect();
+                unwritten_recovery = unwritten.iter().map(|r| r.block.clone()).collect();
                 recovery_error = Some(e);
             }
+        }
+        #[cfg(test)]
+        if CRASH_AFTER_RECOVERY.with(std::cell::Cell::get) {
+            // A crash now (tests): the staging file keeps the recovered blocks.
+            return Err(BuildError::InvalidConfig(
+                "crashed after the recovery".into(),
+            ));
         }
         let ready = match bf.as_mut() {
             None => false,
@@ -1039,25 +1068,56 @@ impl Xlog {
 
 /// The recovered `blocks` between Mars's tips, as appended to the log file at `now`.
 fn recovery_bytes(tip_magic: u8, key: &[u8; 64], now: WallTime, blocks: &[&[u8]]) -> Vec<u8> {
+    let (mut out, end) = recovery_tips(tip_magic, key, now);
+    for blk in blocks {
+        out.extend_from_slice(blk);
+    }
+    out.extend_from_slice(&end);
+    out
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes `build` on this thread stop right after appending the blocks it recovered,
+    /// before it clears the staging file: a crash at that point (tests).
+    pub(crate) static CRASH_AFTER_RECOVERY: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
+}
+
+/// The blocks of the tip lines that go before and after recovered blocks.
+fn recovery_tips(tip_magic: u8, key: &[u8; 64], now: WallTime) -> (Vec<u8>, Vec<u8>) {
     let hour = now.local().hour as u8;
-    let mut out = Vec::new();
+    let mut begin = Vec::new();
     emit_block(
-        &mut out,
+        &mut begin,
         tip_magic,
         0,
         hour,
         key,
         b"~~~~~ begin of mmap ~~~~~\n",
     );
-    for blk in blocks {
-        out.extend_from_slice(blk);
-    }
-    let end = format!(
+    let mut end = Vec::new();
+    let text = format!(
         "~~~~~ end of mmap ~~~~~{}\n",
         mark_info(now, ThreadIds::current())
     );
-    emit_block(&mut out, tip_magic, 0, hour, key, end.as_bytes());
-    out
+    emit_block(&mut end, tip_magic, 0, hour, key, text.as_bytes());
+    (begin, end)
+}
+
+/// Records in the staging file, in the slot of recovered block `r` (the file read at open
+/// was `old`), the intent of its append at open. Nothing is recorded for a file without the
+/// slots' metadata (Mars's layout) or when the write fails: the block is then appended
+/// again after a crash, as before.
+fn note_recovery_intent(bf: &BufferFile, old: &[u8], r: &Recovered, intent: &Intent) {
+    let at = META_BASE + r.slot * META_LEN;
+    let Some(meta) = old.get(at..at + META_LEN) else {
+        return;
+    };
+    let mut meta = meta.to_vec();
+    let staged_len = (r.block.len() - HEADER_LEN - 1) as u32;
+    write_intent(&mut meta, intent, r.gen, staged_len);
+    let _ = bf.write_at(at as u64, &meta);
 }
 
 /// A slot taken back from holding a recovered block, emptied for logging.
