@@ -285,15 +285,12 @@ impl LogFiles {
     /// file the one the intent was recorded for.
     pub(crate) fn settle_intent(&mut self, intent: &Intent, bytes: &[u8]) -> bool {
         let path = self.dir(intent.in_cache).join(&intent.name);
-        let Ok(mut f) = OpenOptions::new().read(true).write(true).open(&path) else {
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
             return false;
         };
         // Under the lock: a partial append is cut off only while no other writer appends.
-        let lock_handle = match f.try_clone() {
-            Ok(h) => h,
-            Err(_) => return false,
-        };
-        let _lock = AppendLock::take(&lock_handle);
+        let _lock = AppendLock::take(&file);
+        let mut f = &file;
         let Ok(meta) = f.metadata() else {
             return false;
         };
@@ -559,19 +556,17 @@ fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
     }
     let note_path = MoveNote::path_for(src);
     // Read too: a note's bytes are looked for in it.
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
         .open(dst)?;
-    let lock_handle = f.try_clone()?;
-    let _lock = AppendLock::take(&lock_handle);
+    let _lock = AppendLock::take(&f);
     let meta = f.metadata()?;
     let before = meta.len();
-    let mut data = File::open(src)?;
+    let data = File::open(src)?;
     let len = data.metadata()?.len();
-    let done =
-        MoveNote::read(&note_path).map_or(0, |note| note.moved(&mut f, &meta, &mut data, len));
+    let done = MoveNote::read(&note_path).map_or(0, |note| note.moved(&f, &meta, &data, len));
     if done < len {
         let note = MoveNote {
             offset: before,
@@ -580,7 +575,7 @@ fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
             file_id: file_id(&meta),
         };
         note.write(&note_path)?;
-        if let Err(e) = append_part(&mut data, done..len, &mut f) {
+        if let Err(e) = append_part(&data, done..len, &f) {
             let _ = f.set_len(before);
             return Err(e);
         }
@@ -588,29 +583,23 @@ fn append_noted(src: &Path, dst: &Path) -> io::Result<PathBuf> {
     Ok(note_path)
 }
 
-/// The most of a file a move holds in memory at once.
+/// The most of a file a move compares in memory at once.
 const COPY_PIECE: usize = 64 * 1024;
 
-/// Appends the bytes `range` of `src` to `dst`, a piece at a time; an error when `src`
-/// ends before the range does.
-fn append_part(src: &mut File, range: std::ops::Range<u64>, dst: &mut File) -> io::Result<()> {
+/// Appends the bytes `range` of `src` to `dst` (`io::copy`: a small buffer at a time); an
+/// error when `src` ends before the range does.
+fn append_part(mut src: &File, range: std::ops::Range<u64>, mut dst: &File) -> io::Result<()> {
     src.seek(SeekFrom::Start(range.start))?;
-    let mut left = range.end - range.start;
-    let mut piece = vec![0; COPY_PIECE.min(usize::try_from(left).unwrap_or(COPY_PIECE))];
-    while left > 0 {
-        let n = piece
-            .len()
-            .min(usize::try_from(left).unwrap_or(piece.len()));
-        src.read_exact(&mut piece[..n])?;
-        dst.write_all(&piece[..n])?;
-        left -= n as u64;
+    let want = range.end - range.start;
+    if io::copy(&mut src.take(want), &mut dst)? < want {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
 }
 
 /// Whether the bytes of `a` from `at_a` and of `b` from `at_b`, `len` of them, are the same
 /// (read a piece at a time); false when either cannot be read that far.
-fn same_bytes(a: &mut File, at_a: u64, b: &mut File, at_b: u64, len: u64) -> bool {
+fn same_bytes(mut a: &File, at_a: u64, mut b: &File, at_b: u64, len: u64) -> bool {
     let mut pa = vec![0; COPY_PIECE.min(usize::try_from(len).unwrap_or(COPY_PIECE))];
     let mut pb = pa.clone();
     let mut done = 0;
@@ -714,7 +703,7 @@ impl MoveNote {
     /// (metadata `meta`) already holds from this note's move: the bytes moved before it,
     /// and the part of its own found at its offset as they are in `data`; 0 when they are
     /// not found there (another file, cut, changed).
-    fn moved(&self, f: &mut File, meta: &fs::Metadata, data: &mut File, len: u64) -> u64 {
+    fn moved(&self, f: &File, meta: &fs::Metadata, data: &File, len: u64) -> u64 {
         if self.from > self.len || self.len > len || self.offset > meta.len() {
             return 0;
         }
