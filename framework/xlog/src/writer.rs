@@ -1292,11 +1292,16 @@ impl Inner {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        st.fatal_pending |= fatal;
+        self.seal_when_due(&mut st);
+    }
+
+    /// Seals the active block when it is full or holds a Fatal line, and a spare slot is
+    /// there to go on in.
+    fn seal_when_due(&self, st: &mut State) {
         let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
-        if (full || fatal) && st.spare.is_some() {
-            self.seal(&mut st);
-        } else if fatal {
-            st.fatal_pending = true;
+        if (full || st.fatal_pending) && st.spare.is_some() {
+            self.seal(st);
         }
     }
 
@@ -1403,9 +1408,7 @@ impl Inner {
                 st.spare = Some(r);
             }
         }
-        if st.fatal_pending && st.spare.is_some() {
-            self.seal(&mut st);
-        }
+        self.seal_when_due(&mut st);
         drop(st);
         self.lock_files().finish_move();
         self.done.notify_all();
@@ -1818,10 +1821,7 @@ impl Inner {
                     } else {
                         st.spare = Some(sealed.region);
                     }
-                    let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
-                    if (full || st.fatal_pending) && st.spare.is_some() {
-                        self.seal(&mut st);
-                    }
+                    self.seal_when_due(&mut st);
                     self.done.notify_all();
                 }
                 None => {
