@@ -151,8 +151,7 @@ impl BufferFile {
 
     /// Overwrites the byte at `offset` with zero (an existing byte: needs no new disk space).
     pub(crate) fn clear_byte(&self, offset: u64) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file.write_all_at(&[0], offset)
+        self.write_at(offset, &[0])
     }
 
     /// Maps `len` bytes at `offset` shared and writable; heap memory if that fails.
