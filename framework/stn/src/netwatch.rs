@@ -320,18 +320,7 @@ mod linux {
             socket.bind(&SocketAddr::new(0, GROUPS))?;
             // A burst larger than the buffer loses notifications (ENOBUFS); then we resync.
             socket.set_rx_buf_sz(config.recv_buffer)?;
-            let mut w = NetWatcher {
-                socket: Sock::Blocking(socket),
-                config,
-                state: NetState::default(),
-                dumps: VecDeque::new(),
-                running_dump: None,
-                resync: None,
-                resync_pending: false,
-                refused: 0,
-                seq: 0,
-                buf: vec![0; RECV_BUFFER],
-            };
+            let mut w = NetWatcher::on(socket, config);
             w.dumps.extend([DumpKind::Addresses, DumpKind::Routes]);
             w.next_dump()?;
             while w.running_dump.is_some() {
@@ -344,6 +333,22 @@ mod linux {
                 w.handle_received(received, &mut ignored)?;
             }
             Ok(w)
+        }
+
+        /// A watcher on `socket` that knows nothing yet and has asked nothing.
+        fn on(socket: Socket, config: NetWatchConfig) -> NetWatcher {
+            NetWatcher {
+                socket: Sock::Blocking(socket),
+                config,
+                state: NetState::default(),
+                dumps: VecDeque::new(),
+                running_dump: None,
+                resync: None,
+                resync_pending: false,
+                refused: 0,
+                seq: 0,
+                buf: vec![0; RECV_BUFFER],
+            }
         }
 
         /// The current state.
@@ -882,18 +887,10 @@ mod linux {
 
         /// A watcher on an unbound netlink socket, with a dump of sequence number 1 running.
         fn watcher_with_a_dump_running() -> NetWatcher {
-            NetWatcher {
-                socket: Sock::Blocking(Socket::new(NETLINK_ROUTE).unwrap()),
-                config: NetWatchConfig::default(),
-                state: NetState::default(),
-                dumps: VecDeque::new(),
-                running_dump: Some(1),
-                resync: None,
-                resync_pending: false,
-                refused: 0,
-                seq: 1,
-                buf: vec![0; RECV_BUFFER],
-            }
+            let socket = Socket::new(NETLINK_ROUTE).unwrap();
+            let mut w = NetWatcher::on(socket, NetWatchConfig::default());
+            (w.running_dump, w.seq) = (Some(1), 1);
+            w
         }
 
         /// Puts the kernel's answer to dump `seq` in the watcher's buffer, as `recv` would:
