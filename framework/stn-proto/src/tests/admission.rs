@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use phobos_plugin_api::codec::{Decoded, EncodeError, FrameHead, FrameKind, PacketCodec};
-use phobos_plugin_api::{AuthCheck, AuthError, CmdId, DecodeError, NetKind, Seq};
+use phobos_plugin_api::{AuthCheck, AuthError, CmdId, NetKind, Seq};
 
-use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
+use super::harness::{config_with, ms, secs, server_addr, Answer, MarsTwisted, Sim};
 use crate::{
     Action, ChannelSelect, CodecFailure, ErrorKind, Event, LimitKind, LocalError, ParamError,
     TaskError, TaskSpec,
@@ -481,52 +480,9 @@ fn the_limits_check_the_body_a_request_encoder_built() {
     assert_eq!(limited, [&ids[105]]);
 }
 
-/// The Mars codec, reserving besides its own the sequence numbers `reserves` picks.
-struct Reserving(
-    phobos_codec_mars::MarsCodec,
-    Box<dyn Fn(u32) -> bool + Send + Sync>,
-);
-
-impl std::fmt::Debug for Reserving {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Reserving")
-    }
-}
-
-impl PacketCodec for Reserving {
-    fn name(&self) -> &str {
-        "mars-reserving"
-    }
-
-    fn encode(
-        &self,
-        head: FrameHead,
-        body: &[u8],
-        extension: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), EncodeError> {
-        self.0.encode(head, body, extension, out)
-    }
-
-    fn decode(&self, buf: &[u8]) -> Result<Decoded, DecodeError> {
-        self.0.decode(buf)
-    }
-
-    fn classify(&self, head: &FrameHead) -> FrameKind {
-        self.0.classify(head)
-    }
-
-    fn max_frame_len(&self) -> usize {
-        self.0.max_frame_len()
-    }
-
-    fn is_reserved_seq(&self, seq: Seq) -> bool {
-        self.0.is_reserved_seq(seq) || (self.1)(seq.0)
-    }
-}
-
-fn reserving_sim(reserves: impl Fn(u32) -> bool + Send + Sync + 'static, lane: bool) -> Sim {
-    let codec = Reserving(phobos_codec_mars::MarsCodec::default(), Box::new(reserves));
+/// A sim whose codec reserves, besides Mars's own, the sequence numbers `reserves` picks.
+fn reserving_sim(reserves: fn(u32) -> bool, lane: bool) -> Sim {
+    let codec = MarsTwisted::new(false, reserves);
     let cfg = crate::Config::builder(Arc::new(codec))
         .link(
             crate::LinkConfig::new("default-longlink")
@@ -597,12 +553,12 @@ fn a_long_run_of_reserved_numbers_counts_as_the_end_of_the_id_space() {
 #[test]
 fn a_short_run_of_reserved_numbers_is_skipped() {
     // A run shorter than the search's bound is skipped as reserved numbers always were.
-    let run = crate::engine::MAX_RESERVED_RUN - 1;
-    let mut sim = reserving_sim(move |s| (1000..1000 + run).contains(&s), false);
+    const RUN: u32 = crate::engine::MAX_RESERVED_RUN - 1;
+    let mut sim = reserving_sim(|s| (1000..1000 + RUN).contains(&s), false);
     sim.engine.set_next_task_id(999);
     let a = sim.start(spec(1, b"a"));
     let b = sim.start(spec(1, b"b"));
-    assert_eq!((a.0, b.0), (999, 1000 + run));
+    assert_eq!((a.0, b.0), (999, 1000 + RUN));
     sim.run_for(secs(1));
     assert!(sim.ends.values().all(|(_, e)| e.outcome.is_ok()));
 }

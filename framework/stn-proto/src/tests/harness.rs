@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use phobos_codec_mars::MarsCodec;
-use phobos_plugin_api::codec::{HEARTBEAT_CMD, IDENTIFY_SEQ};
+use phobos_plugin_api::codec::{EncodeError, FrameKind, HEARTBEAT_CMD, IDENTIFY_SEQ};
 use phobos_plugin_api::{
-    AddrSource, AuthError, CmdId, Decoded, FrameHead, IpPort, PacketCodec, ResolvedAddr, Seq,
-    TaskId,
+    AddrSource, AuthError, CmdId, DecodeError, Decoded, FrameHead, IpPort, PacketCodec,
+    ResolvedAddr, Seq, TaskId,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -192,6 +192,63 @@ pub(crate) struct Sim {
 /// The address of the default test server.
 pub(crate) fn server_addr(last: u8) -> IpPort {
     IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)), 8080)
+}
+
+/// The Mars codec with two twists for tests: it reserves, besides Mars's own, the sequence
+/// numbers `reserves` picks; and with `ext_in_body` a request's extension is sent after its
+/// body (the simulated server, which speaks plain Mars, echoes both), so a task's extension
+/// shows in its response.
+#[derive(Debug)]
+pub(crate) struct MarsTwisted {
+    mars: MarsCodec,
+    pub(crate) ext_in_body: bool,
+    pub(crate) reserves: fn(u32) -> bool,
+}
+
+impl MarsTwisted {
+    pub(crate) fn new(ext_in_body: bool, reserves: fn(u32) -> bool) -> Self {
+        MarsTwisted {
+            mars: MarsCodec::default(),
+            ext_in_body,
+            reserves,
+        }
+    }
+}
+
+impl PacketCodec for MarsTwisted {
+    fn name(&self) -> &str {
+        "mars-twisted"
+    }
+
+    fn encode(
+        &self,
+        head: FrameHead,
+        body: &[u8],
+        extension: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        if !self.ext_in_body || extension.is_empty() {
+            return self.mars.encode(head, body, extension, out);
+        }
+        self.mars
+            .encode(head, &[body, extension].concat(), &[], out)
+    }
+
+    fn decode(&self, buf: &[u8]) -> Result<Decoded, DecodeError> {
+        self.mars.decode(buf)
+    }
+
+    fn classify(&self, head: &FrameHead) -> FrameKind {
+        self.mars.classify(head)
+    }
+
+    fn max_frame_len(&self) -> usize {
+        self.mars.max_frame_len()
+    }
+
+    fn is_reserved_seq(&self, seq: Seq) -> bool {
+        self.mars.is_reserved_seq(seq) || (self.reserves)(seq.0)
+    }
 }
 
 /// A config builder with the Mars codec and one link with fixed addresses.

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use phobos_codec_mars::MarsCodec;
-use phobos_plugin_api::codec::{Decoded, EncodeError, FrameHead, FrameKind, PacketCodec};
-use phobos_plugin_api::{AuthCheck, CmdId, DecodeError, Seq, TaskId};
+use phobos_plugin_api::codec::PacketCodec;
+use phobos_plugin_api::{AuthCheck, CmdId, TaskId};
 use proptest::prelude::*;
 
 use super::faults::{any_fault, once, Fault, FlagAuth};
-use super::harness::{ms, secs, server_addr, Answer, Sim};
+use super::harness::{ms, secs, server_addr, Answer, MarsTwisted, Sim};
 use crate::{
     ChannelSelect, Config, ConnectProfile, LinkConfig, ResponseCheck, ResponseVerdict, TaskSpec,
 };
@@ -195,48 +195,6 @@ impl Arbitrary for Setup {
     }
 }
 
-/// The Mars codec, with a request's extension sent after its body (the simulated server,
-/// which speaks plain Mars, echoes both): a task's extension shows in its response. It
-/// also reserves every sequence number that ends in 7: task ids skip those, so groups
-/// get holes from reserved ids as well as from tasks that did not join.
-#[derive(Debug, Default)]
-struct ExtInBody(MarsCodec);
-
-impl PacketCodec for ExtInBody {
-    fn name(&self) -> &str {
-        "mars-ext-in-body"
-    }
-
-    fn encode(
-        &self,
-        head: FrameHead,
-        body: &[u8],
-        extension: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), EncodeError> {
-        if extension.is_empty() {
-            return self.0.encode(head, body, &[], out);
-        }
-        self.0.encode(head, &[body, extension].concat(), &[], out)
-    }
-
-    fn decode(&self, buf: &[u8]) -> Result<Decoded, DecodeError> {
-        self.0.decode(buf)
-    }
-
-    fn classify(&self, head: &FrameHead) -> FrameKind {
-        self.0.classify(head)
-    }
-
-    fn max_frame_len(&self) -> usize {
-        self.0.max_frame_len()
-    }
-
-    fn is_reserved_seq(&self, seq: Seq) -> bool {
-        self.0.is_reserved_seq(seq) || seq.0 % 10 == 7
-    }
-}
-
 /// A sim of `setup` (with the lane or without), and the flag of its auth plugin (set by
 /// [`Op::AuthFlag`]; only a [`Setup::flag_auth`] plugin reads it).
 fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
@@ -246,7 +204,7 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
     } else {
         Arc::new(FlagAuth::never())
     };
-    let mut cfg = Config::builder(Arc::new(ExtInBody::default()))
+    let mut cfg = Config::builder(Arc::new(MarsTwisted::new(true, |seq| seq % 10 == 7)))
         .link(
             LinkConfig::new("default-longlink")
                 .addrs([server_addr(1), server_addr(2)])
