@@ -991,6 +991,46 @@ fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later(
     assert!(!text.contains("lost while failing"));
 }
 
+/// A crash right after the writer thread appended the recovered blocks whose append at
+/// open failed, before it freed their slots: the next start finds them in the log (their
+/// intents say where) and does not append them again. (Appended with no intent, as one
+/// piece, they were appended twice.) The writer thread retries them with their slots still
+/// holding them when it wakes for its housekeeping before any block was sealed.
+#[test]
+fn recovered_blocks_appended_late_are_appended_once_even_if_the_writer_crashed_then() {
+    let (staged, log) = crash_with_staged_lines("rl", 1, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let mmap = dir.path().join("rl.mmap3");
+    let day = dir.path().join("rl_20240314.xlog");
+    fs::write(&mmap, &staged).unwrap();
+    // The day's file cannot be written at open (a directory stands in for a full disk).
+    fs::create_dir(&day).unwrap();
+    let g = quiet_logger(dir.path(), "rl");
+    assert_eq!(g.pending_recovered_blocks(), 1);
+    g.crash_after_retried_recovery();
+    fs::remove_dir(&day).unwrap();
+    fs::write(&day, &log).unwrap();
+    g.wake_writer_and_wait_until_gone();
+    let staged = fs::read(&mmap).unwrap();
+    let log = fs::read(&day).unwrap();
+    let before = String::from_utf8(decode_file(&log)).unwrap();
+    assert!(before.contains("block 1 line 0\n"), "appended: {before}");
+    let held = crate::staging::recover(&staged, 0);
+    assert!(
+        held.iter().any(|r| decode_file(&r.block)
+            .windows(14)
+            .any(|w| w == b"block 1 line 0")),
+        "its slot still holds it"
+    );
+    // The next start, in the same folder (an intent names its log file by inode too), on the
+    // files as the crash left them.
+    drop(g);
+    fs::write(&mmap, &staged).unwrap();
+    fs::write(&day, &log).unwrap();
+    drop(quiet_logger(dir.path(), "rl"));
+    assert_each_line_once(&text_of(dir.path()), 2, 10);
+}
+
 #[test]
 fn recovered_blocks_still_unwritten_when_the_staging_file_is_removed_go_into_a_new_one_at_close() {
     let (staged, _) = crash_with_staged_lines("dr", 1, 10);

@@ -236,6 +236,13 @@ struct Inner {
     /// Test hook: the writer thread panics at its next job.
     #[cfg(test)]
     panic_writer: AtomicBool,
+    /// Test hook: the writer thread panics after it appended recovered blocks, before it
+    /// frees their slots (a crash at that point).
+    #[cfg(test)]
+    crash_in_retry: AtomicBool,
+    /// Test hook: the writer thread wakes as for its housekeeping, once.
+    #[cfg(test)]
+    house_now: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Buffered durability: lines waiting for the compressor thread.
     pending: Mutex<Pending>,
@@ -279,13 +286,27 @@ struct State {
     /// Blocks recovered at open whose append failed (disk full…): retried by the writer
     /// thread before each block it writes, put back into the buffer file at close if still
     /// unwritten.
-    unwritten_recovery: Vec<Vec<u8>>,
+    unwritten_recovery: Vec<Unwritten>,
     /// Slots still holding those blocks in the buffer file. A slot is taken back for logging
     /// only when no other slot is free or in flight; its block then lives in memory only.
     held: Vec<Region>,
     /// With the buffer file not mapped: the slots of the file that hold those blocks, cleared
     /// through the file once they are written.
     held_in_file: Vec<usize>,
+}
+
+/// A block recovered at open and not yet appended to the log file.
+#[derive(Clone, Debug)]
+struct Unwritten {
+    /// The slot of the staging file it was found in (and stays in while held).
+    slot: usize,
+    /// Its generation there.
+    gen: u64,
+    /// The complete block (as [`recover`] returns it).
+    block: Vec<u8>,
+    /// The slot's metadata as read at open (empty for a file without it), for recording a
+    /// write intent through the file when the slot is not mapped.
+    meta: Vec<u8>,
 }
 
 /// The highest staged-block generation believed (2^48: a block a microsecond for eight
@@ -678,9 +699,9 @@ impl Xlog {
         }
         // Recovered blocks that could not be written go back into the buffer file, for the
         // next start (unmapped: they never left it).
-        for ((gen, blk), r) in (1..).zip(&st.unwritten_recovery).zip(slots) {
+        for ((gen, u), r) in (1..).zip(&st.unwritten_recovery).zip(slots) {
             if r.block.is_mapped() {
-                r.restore_recovered(gen, blk);
+                r.restore_recovered(gen, &u.block);
             }
         }
     }
@@ -689,6 +710,26 @@ impl Xlog {
     #[cfg(test)]
     pub(crate) fn simulate_dropped_lines(&self, n: u64) {
         self.inner.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Test hook: makes the writer thread panic once it has appended recovered blocks that an
+    /// earlier attempt failed to append, before it frees their slots.
+    #[cfg(test)]
+    pub(crate) fn crash_after_retried_recovery(&self) {
+        self.inner.crash_in_retry.store(true, Ordering::SeqCst);
+    }
+
+    /// Test hook: wakes the writer thread as its housekeeping timer does (no block to write),
+    /// then waits until it has ended.
+    #[cfg(test)]
+    pub(crate) fn wake_writer_and_wait_until_gone(&self) {
+        let inner = &self.inner;
+        inner.house_now.store(true, Ordering::SeqCst);
+        inner.work.notify_all();
+        let mut st = inner.lock_state();
+        while !inner.is_writer_gone() {
+            st = inner.done.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Test hook: makes the writer thread panic at its next job.
@@ -869,7 +910,18 @@ impl Xlog {
             if let Err(e) = res {
                 let unwritten = &pending[written..];
                 held_slots = unwritten.iter().map(|r| r.slot).collect();
-                unwritten_recovery = unwritten.iter().map(|r| r.block.clone()).collect();
+                unwritten_recovery = unwritten
+                    .iter()
+                    .map(|r| {
+                        let at = META_BASE + r.slot * META_LEN;
+                        Unwritten {
+                            slot: r.slot,
+                            gen: r.gen,
+                            block: r.block.clone(),
+                            meta: old.get(at..at + META_LEN).unwrap_or_default().to_vec(),
+                        }
+                    })
+                    .collect();
                 recovery_error = Some(e);
             }
         }
@@ -975,6 +1027,10 @@ impl Xlog {
             writer_gone: AtomicBool::new(false),
             #[cfg(test)]
             panic_writer: AtomicBool::new(false),
+            #[cfg(test)]
+            crash_in_retry: AtomicBool::new(false),
+            #[cfg(test)]
+            house_now: AtomicBool::new(false),
             thread: Mutex::new(None),
             pending: Mutex::new(Pending::default()),
             pending_work: Condvar::new(),
@@ -1064,16 +1120,6 @@ impl Xlog {
             self.log_plain(l.as_bytes());
         }
     }
-}
-
-/// The recovered `blocks` between Mars's tips, as appended to the log file at `now`.
-fn recovery_bytes(tip_magic: u8, key: &[u8; 64], now: WallTime, blocks: &[&[u8]]) -> Vec<u8> {
-    let (mut out, end) = recovery_tips(tip_magic, key, now);
-    for blk in blocks {
-        out.extend_from_slice(blk);
-    }
-    out.extend_from_slice(&end);
-    out
 }
 
 #[cfg(test)]
@@ -1370,48 +1416,94 @@ impl Inner {
 
     /// Appends the blocks recovered at open if an earlier attempt failed, and frees their
     /// slots once they are in the log file.
+    ///
+    /// Design: as at open, each block is appended on its own with its write intent recorded
+    /// in its slot first, and its slot is freed as soon as it is in; a crash between the
+    /// append and the freeing finds the block already in the log at the next start rather
+    /// than appending it a second time. A failure part way keeps the blocks not yet written
+    /// for the next try.
     fn retry_recovery(&self, staging: &StagingFile) {
-        let out = {
+        let (begin, end, blocks) = {
             let st = self.lock_state();
             if st.unwritten_recovery.is_empty() {
                 return;
             }
-            let blocks: Vec<&[u8]> = st.unwritten_recovery.iter().map(Vec::as_slice).collect();
             let tip_magic = sync_magic(self.config.compression, self.encryption);
-            recovery_bytes(
-                tip_magic,
-                &st.stager.header_key(),
-                ask(&*self.clock),
-                &blocks,
-            )
+            let (begin, end) = recovery_tips(tip_magic, &st.stager.header_key(), ask(&*self.clock));
+            (begin, end, st.unwritten_recovery.clone())
         };
-        let res = self
-            .lock_files()
-            .append(ask(&*self.clock), &out, true, |_| {});
-        if let Err(e) = res {
-            self.note_write_failure(0, &e);
+        let now = ask(&*self.clock);
+        let mut written = 0;
+        let res = {
+            let mut files = self.lock_files();
+            let mut res = files.append(now, &begin, true, |_| {}).map(drop);
+            while res.is_ok() && written < blocks.len() {
+                let u = &blocks[written];
+                res = files
+                    .append(now, &u.block, true, |i| {
+                        self.note_retry_intent(staging, u, i)
+                    })
+                    .map(drop);
+                if res.is_ok() {
+                    written += 1;
+                }
+            }
+            if res.is_ok() {
+                res = files.append(now, &end, true, |_| {}).map(drop);
+            }
+            res
+        };
+        #[cfg(test)]
+        if self.crash_in_retry.load(Ordering::SeqCst) && written > 0 {
+            // A crash now (tests): the blocks are in the log, their slots not yet freed.
+            panic!("test hook: the xlog writer thread crashes after appending recovered blocks");
+        }
+        if let Err(e) = &res {
+            self.note_write_failure(0, e);
+        }
+        if written == 0 {
             return;
         }
         let mut st = self.lock_state();
-        st.unwritten_recovery.clear();
-        for slot in std::mem::take(&mut st.held_in_file) {
-            if let Some(f) = &staging.file {
-                let _ = f.clear_byte((slot * SLOT_LEN) as u64);
-            }
-        }
-        while let Some(mut r) = st.held.pop() {
-            r.clear_after_write();
-            staging.move_here(&mut r);
-            if st.cur.is_none() {
-                st.cur = Some(r);
-            } else if st.spare.is_none() {
-                st.spare = Some(r);
+        for u in &blocks[..written] {
+            st.unwritten_recovery
+                .retain(|w| (w.slot, w.gen) != (u.slot, u.gen));
+            if let Some(at) = st.held.iter().position(|r| r.slot == u.slot) {
+                let mut r = st.held.swap_remove(at);
+                r.clear_after_write();
+                staging.move_here(&mut r);
+                if st.cur.is_none() {
+                    st.cur = Some(r);
+                } else if st.spare.is_none() {
+                    st.spare = Some(r);
+                }
+            } else if let Some(at) = st.held_in_file.iter().position(|s| *s == u.slot) {
+                st.held_in_file.swap_remove(at);
+                if let Some(f) = &staging.file {
+                    let _ = f.clear_byte((u.slot * SLOT_LEN) as u64);
+                }
             }
         }
         self.seal_when_due(&mut st);
         drop(st);
         self.lock_files().finish_move();
         self.done.notify_all();
+    }
+
+    /// Records in the slot holding recovered block `u` where its retried append goes. A slot
+    /// taken back for logging meanwhile gets nothing: the block is in memory only.
+    fn note_retry_intent(&self, staging: &StagingFile, u: &Unwritten, intent: &Intent) {
+        let staged_len = (u.block.len() - HEADER_LEN - 1) as u32;
+        let mut st = self.lock_state();
+        if let Some(r) = st.held.iter_mut().find(|r| r.slot == u.slot) {
+            write_intent(&mut r.meta, intent, u.gen, staged_len);
+        } else if st.held_in_file.contains(&u.slot) && u.meta.len() == META_LEN {
+            if let Some(f) = &staging.file {
+                let mut meta = u.meta.clone();
+                write_intent(&mut meta, intent, u.gen, staged_len);
+                let _ = f.write_at((META_BASE + u.slot * META_LEN) as u64, &meta);
+            }
+        }
     }
 
     /// Counts the `lines` of a block whose append failed with `e`.
@@ -1718,6 +1810,10 @@ impl Inner {
                     .filter(|(done, _)| !done)
                     .filter_map(|(_, s)| opened.checked_add(Duration::from_secs(*s)))
                     .min();
+                #[cfg(test)]
+                if self.house_now.swap(false, Ordering::SeqCst) {
+                    break None;
+                }
                 if house.is_some_and(|h| now >= h) {
                     break None;
                 }
