@@ -7,8 +7,13 @@
 //!     CPU time (all threads) and bytes on disk, for zlib, zlib+key, zstd, zstd+key, plus the
 //!     size the same workload takes with Mars's levels (zlib 9, zstd 6) for reference.
 //!
+//! (c) Sync mode (each line appended to the log file as the caller logs it), 1 and 4
+//!     threads: ns per line through [`Xlog::log_message`] versus a plain append of the same
+//!     formatted lines (`write` per line on a file opened for appending), and the ratio.
+//!
 //! Run: `cargo bench -p phobos-xlog --bench xlog_append` (environment: `XLOG_BENCH_LINES`,
-//! `XLOG_BENCH_EVENTS` to change the sizes; `-- --quick` for a smoke run).
+//! `XLOG_BENCH_EVENTS`, `XLOG_BENCH_SYNC_LINES` to change the sizes; `XLOG_BENCH_PART=a`,
+//! `b` or `c` for one part; `-- --quick` for a smoke run).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -64,12 +69,99 @@ fn main() {
         return;
     }
     let part = std::env::var("XLOG_BENCH_PART").unwrap_or_default();
-    if part != "b" {
+    if part.is_empty() || part == "a" {
         bench_part_a(events, &cipher);
     }
-    if part != "a" {
+    if part.is_empty() || part == "b" {
         bench_part_b(lines, &cipher);
     }
+    if part.is_empty() || part == "c" {
+        let sync_lines = env_num("XLOG_BENCH_SYNC_LINES", if quick { 5_000 } else { 100_000 });
+        bench_part_c(sync_lines);
+    }
+}
+
+/// Sync mode against a plain append of the same lines, per line, in alternating rounds.
+fn bench_part_c(lines: usize) {
+    println!("== (c) sync mode: ns per line ({lines} lines per thread, 3 alternating rounds) ==");
+    let input = make_input(lines);
+    let formatted = format_like_append(&input);
+    let msgs: Vec<&[u8]> = input
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    for threads in [1usize, 4] {
+        let mut ours = Vec::new();
+        let mut base = Vec::new();
+        for _ in 0..3 {
+            base.push(sync_plain_append(&formatted, threads));
+            ours.push(sync_xlog(&msgs, threads));
+        }
+        let (b, o) = (median(base), median(ours));
+        let per = |d: Duration| d.as_nanos() as f64 / (lines * threads) as f64;
+        println!(
+            "threads={threads}: plain append {:.0} ns/line | phobos sync {:.0} ns/line | \
+             ratio phobos/plain {:.2}",
+            per(b),
+            per(o),
+            o.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Wall time for `threads` threads to log every one of `msgs` through a sync-mode writer.
+fn sync_xlog(msgs: &[&[u8]], threads: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("bench")
+        .mode(phobos_xlog::Mode::Sync)
+        .banners(false)
+        .build()
+        .expect("open");
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for m in msgs {
+                    g.log_message(phobos_xlog::Level::Info, "append", m);
+                }
+            });
+        }
+    });
+    let wall = t0.elapsed();
+    drop(g);
+    wall
+}
+
+/// Wall time for `threads` threads to append every one of `lines` to one file opened for
+/// appending, a `write` per line.
+fn sync_plain_append(lines: &[Vec<u8>], threads: usize) -> Duration {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plain.log");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("open");
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut w = &f;
+                for l in lines {
+                    w.write_all(l).expect("write");
+                }
+            });
+        }
+    });
+    t0.elapsed()
 }
 
 fn bench_part_a(events: usize, cipher: &Arc<MarsCipher>) {
