@@ -311,8 +311,8 @@ impl Client {
         let _ = self.inner.commands.send(Command::SetAccount(has_account));
     }
 
-    /// Mars's `RedoTasks` (after the app changed server addresses): drops every link, retries
-    /// running attempts, reconnects at once.
+    /// Mars's `RedoTasks` (after the app changed server addresses): lifts every address and
+    /// server ban, drops every link, retries running attempts, reconnects at once.
     pub fn redo_tasks(&self) {
         let _ = self.inner.commands.send(Command::RedoTasks);
     }

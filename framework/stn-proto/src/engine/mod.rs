@@ -653,11 +653,13 @@ impl Engine {
         true
     }
 
-    /// Mars's `RedoTasks`: drop every link ([`LinkError::Reset`]), fail running attempts with
-    /// [`LocalError::Interrupted`] (retried if retries are left), reconnect links that are
-    /// keep-alive or have tasks at once, and restart zombies.
+    /// Mars's `RedoTasks`: lift every address and server ban (§11.6; the app calls it after
+    /// changing or repairing its servers), drop every link ([`LinkError::Reset`]), fail
+    /// running attempts with [`LocalError::Interrupted`] (retried if retries are left),
+    /// reconnect links that are keep-alive or have tasks at once, and restart zombies.
     pub fn redo_tasks(&mut self, now: Instant) {
         self.demote_all();
+        self.ranking.clear_bans();
         self.short_interrupt(now, LocalError::Interrupted.into());
         for li in 0..self.links.len() {
             self.link_down(li, now, LinkError::Reset, false);

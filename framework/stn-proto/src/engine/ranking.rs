@@ -168,6 +168,12 @@ impl Ranking {
         }
         self.label = label.to_owned();
         self.recent_success = None;
+        self.clear_bans();
+    }
+
+    /// Lifts every ban, of addresses and of servers; the records stay (Mars's `ClearCache`,
+    /// §11.6, which a network change and `RedoTasks` run).
+    pub(crate) fn clear_bans(&mut self) {
         self.server_bans.clear();
         for net in self.nets.values_mut() {
             for r in net.records.values_mut() {

@@ -350,6 +350,30 @@ fn three_failures_ban_an_address_until_the_ban_expires_or_the_network_changes() 
     assert_eq!(after.first(), Some(&(t + ms(10))), "re-raced at once");
 }
 
+/// Mars's `RedoTasks` runs `ClearCache` (§3.3, §11.6): the app calls it after changing or
+/// repairing its servers, and bans of up to 30 min must not outlive that.
+#[test]
+fn redo_tasks_lifts_address_and_server_bans() {
+    let (a, b) = (server_addr(1), server_addr(2));
+    let mut sim = resolved(&[a, b], 1);
+    sim.script.reach.insert(a, Refused);
+    sim.script.reach.insert(b, Refused);
+    for _ in 0..3 {
+        connect(&mut sim);
+        sim.run_for(secs(11));
+    }
+    assert!(sim.engine.is_banned(sim.now, a));
+    assert!(sim.engine.is_banned(sim.now, b));
+    let c = server_addr(3);
+    sim.engine.ban_server(sim.now, c.ip);
+    assert!(sim.engine.is_banned(sim.now, c));
+    sim.engine.redo_tasks(sim.now);
+    sim.drain();
+    assert!(!sim.engine.is_banned(sim.now, a));
+    assert!(!sim.engine.is_banned(sim.now, b));
+    assert!(!sim.engine.is_banned(sim.now, c));
+}
+
 #[test]
 fn mars_classic_fails_with_no_address_when_every_address_is_banned() {
     let (a, b) = (server_addr(1), server_addr(2));
