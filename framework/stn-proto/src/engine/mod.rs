@@ -3096,7 +3096,8 @@ impl Engine {
             s.newest_answered
                 .is_some_and(|(sent, at)| sent > a.sent_ns && at > own && recent(at))
         };
-        self.estimator.record(now, self.net.is_mobile(), 0, None);
+        // §6.3: the long link reports only successes to the estimator; its timeouts do not
+        // move it (short-link timeouts and failed connects do).
         if alive {
             self.fail_attempt(id, now, TaskError::Timeout(level));
             self.pause_retries(li, now);

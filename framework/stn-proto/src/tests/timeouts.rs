@@ -415,3 +415,25 @@ fn an_excellent_network_shortens_the_first_packet_timeout() {
     assert_eq!(timeouts[11], ms(7_000), "excellent");
     assert_eq!(timeouts[12], ms(3_000), "a server cost is not shortened");
 }
+
+/// §6.3: the long link reports only successes to the estimator; a first-packet timeout on
+/// it leaves an excellent network excellent (short-link timeouts and failed connects count).
+#[test]
+fn a_long_link_timeout_leaves_the_estimator_as_it_was() {
+    let mut sim = Sim::without_probe();
+    sim.script.answer_by_cmd.insert(CmdId(7), Answer::Never);
+    let big = sim.start(spec(1, &[1; 4_000]).with_limits(false, false));
+    sim.run_until_end(big, secs(5));
+    for i in 0..12u8 {
+        let id = sim.start(spec(1, &[i; 10]).with_limits(false, false));
+        sim.run_until_end(id, secs(5));
+    }
+    assert_eq!(format!("{:?}", sim.engine.net_quality()), "Excellent");
+    let stuck = sim.start(spec(7, b"z").with_retry_count(0));
+    let (_, end) = sim.run_until_end(stuck, secs(60));
+    assert_eq!(
+        end.outcome.unwrap_err(),
+        TaskError::Timeout(TimeoutLevel::FirstPacket)
+    );
+    assert_eq!(format!("{:?}", sim.engine.net_quality()), "Excellent");
+}
