@@ -349,9 +349,11 @@ enum AuthState {
 
 impl Engine {
     /// Builds an engine at `now`. The app starts in background and active (Mars's start
-    /// state); nothing connects until a task needs a link, the network changes (keep-alive
-    /// links then connect) or [`connect_link`](Self::connect_link) is called. A driver that
-    /// wants the main link up from the start calls `connect_link` once.
+    /// state); nothing connects until a task needs a link (a task that may use the long
+    /// link, started in the foreground, asks for it even when it goes short), the network
+    /// or the app's foreground state changes (keep-alive links then connect) or
+    /// [`connect_link`](Self::connect_link) is called. A driver that wants the main link up
+    /// from the start calls `connect_link` once.
     ///
     /// # Errors
     ///
@@ -477,6 +479,7 @@ impl Engine {
         let profile = TaskProfile::new(now);
         let link = match self.admit(&spec) {
             Ok(SHORT_TASK) => {
+                self.ask_for_long_link(now, &spec);
                 self.short_start(now, id, tag, spec, profile);
                 return id;
             }
@@ -2459,14 +2462,31 @@ impl Engine {
         }
     }
 
-    /// Keep-alive links that are down re-evaluate the automatic reconnect.
+    /// Keep-alive links that are down re-evaluate the automatic reconnect (§7.9: on every
+    /// foreground or activity change). A link never tried connects at once, as in Mars
+    /// (its previous attempt counts as long ago).
     fn reevaluate_keep_alive(&mut self, now: Instant) {
         for li in 0..self.links.len() {
             let idle = matches!(self.links[li].state, LinkState::Idle);
-            let known = self.links[li].monitor.last_attempt.is_some();
-            if idle && known && self.cfg.links[li].keep_alive {
+            if idle && self.cfg.links[li].keep_alive {
                 self.want_connect(li, now, Trigger::Automatic);
             }
+        }
+    }
+
+    /// §3.2 step 6: a task that may use the long link, started in the foreground within
+    /// [`TASK_CONNECT_WINDOW`] of the last foreground change while its link is down, asks
+    /// for the link (the task row of §7.9), though it goes short itself.
+    fn ask_for_long_link(&mut self, now: Instant, spec: &TaskSpec) {
+        if !spec.channel.allows_long()
+            || spec.cmd_id == CmdId(0)
+            || !self.activity.foreground
+            || now.saturating_duration_since(self.activity.last_change) > TASK_CONNECT_WINDOW
+        {
+            return;
+        }
+        if let Some(&li) = self.link_by_name.get(&spec.link) {
+            self.want_connect(li, now, Trigger::Task);
         }
     }
 
@@ -3639,6 +3659,10 @@ const WEAK_LAPSE: Duration = Duration::from_millis(60_000);
 const DEFAULT_RETRIES: u32 = 1;
 /// What [`Engine::admit`] returns for a task that goes to the short link.
 const SHORT_TASK: usize = usize::MAX;
+
+/// How long after the app came to the foreground a task that goes short asks for its long
+/// link (§3.2 step 6).
+const TASK_CONNECT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Admission limits (§3.2 step 1).
 const MAX_RETRIES: u32 = 30;
 const MAX_SERVER_COST: Duration = Duration::from_millis(120_000);

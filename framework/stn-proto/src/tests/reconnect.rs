@@ -27,6 +27,27 @@ fn reconnect_after_server_close(sim: &mut Sim) -> Duration {
     *connects(sim).last().unwrap()
 }
 
+/// Lets the server close the link (up, or brought up now), waits for the automatic
+/// reconnect, lets the server close that connection 1 s later, and returns the time
+/// between the two reconnect attempts: the pacing interval of the app's state.
+fn reconnect_interval(sim: &mut Sim) -> Duration {
+    let first = reconnect_after_server_close(sim);
+    sim.run_until(secs(60), |s| s.engine.is_connected("default-longlink"));
+    let second = reconnect_after_server_close(sim);
+    second - first
+}
+
+/// §7.9: going to the foreground re-evaluates the automatic reconnect of keep-alive links;
+/// a link never tried counts as tried long ago and connects at once.
+#[test]
+fn going_to_the_foreground_connects_a_keep_alive_link_never_tried() {
+    let mut sim = Sim::new();
+    sim.run_for(secs(3));
+    assert!(connects(&sim).is_empty(), "nothing asked for it yet");
+    sim.foreground(true);
+    assert_eq!(connects(&sim), vec![secs(3)]);
+}
+
 #[test]
 fn foreground_first_minute_reconnects_fifteen_seconds_after_the_last_attempt() {
     let mut sim = Sim::new();
@@ -39,7 +60,7 @@ fn foreground_first_ten_minutes_reconnects_after_thirty_seconds() {
     let mut sim = Sim::new();
     sim.foreground(true);
     sim.run_for(secs(100));
-    assert_eq!(reconnect_after_server_close(&mut sim), secs(130));
+    assert_eq!(reconnect_interval(&mut sim), secs(30));
 }
 
 #[test]
@@ -48,11 +69,11 @@ fn long_foreground_reconnects_after_120_to_139_seconds_reproducibly() {
         let mut sim = Sim::new();
         sim.foreground(true);
         sim.run_for(secs(700));
-        reconnect_after_server_close(&mut sim)
+        reconnect_interval(&mut sim)
     };
-    let at = run();
-    assert!(at >= secs(820) && at < secs(840), "{at:?}");
-    assert_eq!(run(), at, "jitter comes from the seeded generator");
+    let after = run();
+    assert!(after >= secs(120) && after < secs(140), "{after:?}");
+    assert_eq!(run(), after, "jitter comes from the seeded generator");
 }
 
 #[test]
@@ -65,7 +86,7 @@ fn long_foreground_without_account_waits_two_x_plus_300() {
     );
     sim.foreground(true);
     sim.run_for(secs(700));
-    assert_eq!(reconnect_after_server_close(&mut sim), secs(700 + 540));
+    assert_eq!(reconnect_interval(&mut sim), secs(540));
 }
 
 #[test]
@@ -283,4 +304,58 @@ fn without_network_tasks_wait_and_the_link_connects_when_it_returns() {
     assert!(end.outcome.is_ok());
     assert_eq!(connects(&sim), vec![secs(20)]);
     assert_eq!(at, secs(20) + ms(85));
+}
+
+/// A sim whose one link is not keep-alive: only tasks ask for it.
+fn on_demand_link() -> Sim {
+    let link = LinkConfig::new("default-longlink")
+        .addrs([server_addr(1)])
+        .main()
+        .keep_alive(false);
+    Sim::with_config(
+        crate::Config::builder(std::sync::Arc::new(phobos_codec_mars::MarsCodec::default()))
+            .link(link)
+            .seed(42)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn either_task() -> TaskSpec {
+    TaskSpec::new(CmdId(9), &b"x"[..])
+        .with_channel(crate::ChannelSelect::Either)
+        .with_short_link("/cgi", ["10.0.0.3:80"])
+}
+
+/// §3.2 step 6: a task that may use the long link, started in the foreground within 15 min
+/// of going there while the link is down, asks for the link (task row), though it goes short
+/// itself; later in the foreground, or in the background, it does not.
+#[test]
+fn a_task_that_goes_short_in_the_foreground_asks_for_the_long_link() {
+    let long_connects = |sim: &Sim| {
+        sim.actions
+            .iter()
+            .filter(|(_, a)| matches!(a, Action::Connect { addr, .. } if *addr == server_addr(1)))
+            .count()
+    };
+    let mut sim = on_demand_link();
+    sim.foreground(true);
+    sim.run_for(secs(2));
+    assert_eq!(long_connects(&sim), 0, "not keep-alive: nothing asked yet");
+    sim.start(either_task());
+    assert_eq!(long_connects(&sim), 1, "asked at once");
+    assert_eq!(connects(&sim)[0], secs(2));
+
+    for (fg, after, asks) in [(true, secs(15 * 60 + 1), false), (false, secs(1), false)] {
+        let mut sim = on_demand_link();
+        sim.foreground(fg);
+        sim.run_for(after);
+        sim.start(either_task());
+        sim.run_for(secs(30));
+        assert_eq!(
+            long_connects(&sim) > 0,
+            asks,
+            "foreground {fg}, after {after:?}"
+        );
+    }
 }

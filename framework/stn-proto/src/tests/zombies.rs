@@ -18,8 +18,8 @@ fn zombie_times(sim: &Sim) -> Vec<Duration> {
 #[test]
 fn unreachable_server_task_lives_as_a_zombie_until_its_total_timeout() {
     let mut sim = Sim::new();
-    sim.foreground(true);
     sim.script.reach.insert(server_addr(1), Reach::Blackhole);
+    sim.foreground(true);
     let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_total_timeout(secs(120)));
     let (at, end) = sim.run_until_end(id, secs(300));
     assert_eq!(at, secs(120));
