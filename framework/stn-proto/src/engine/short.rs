@@ -72,8 +72,11 @@
 //! same host's next task when an attempt ends (the task ended, or waits out its retry pause
 //! without one). Per host, so a dead host holding its places does not hold up the others.
 //!
-//! Not carried over from Mars: zombies and the anti-avalanche limits apply to long-link
-//! tasks only; short-link tasks end after their retries or total timeout.
+//! **Limits** (§13): the frequency and flow limits check a short-link task's first attempt's
+//! body once it is built, as on the long link (one count per task).
+//!
+//! Not carried over from Mars: zombies apply to long-link tasks only; short-link tasks end
+//! after their retries or total timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -373,6 +376,8 @@ struct ShortTask {
     /// The task holds one of the [`ShortLinkConfig::max_running`] places (from the start
     /// of an attempt to its end).
     holds_place: bool,
+    /// The anti-avalanche limits have seen the task (on its first attempt's request).
+    limits_checked: bool,
 }
 
 #[derive(Debug)]
@@ -653,6 +658,7 @@ impl Engine {
                 auth_passed: false,
                 use_proxy: false,
                 holds_place: false,
+                limits_checked: false,
             },
         );
         self.short.timers.set(Timer::Total(id), now + total);
@@ -926,6 +932,25 @@ impl Engine {
                 return;
             }
         }
+        // §13: the limits are checked after the request is built, on both links; as on the
+        // long link, a task counts once, with its first attempt's body.
+        if !task.limits_checked {
+            task.limits_checked = true;
+            let (freq, flow) = super::limits_of(&self.cfg, self.net, &task.spec);
+            if freq || flow {
+                let body = task.spec.body.clone();
+                if let Some((kind, param)) = self.check_limits(now, &body, freq, flow) {
+                    self.stats.tasks_limited += 1;
+                    self.events
+                        .push_back(Event::TaskLimited { id, kind, param });
+                    self.short_finish(id, now, Err(TaskError::Limited(kind)));
+                    return;
+                }
+            }
+        }
+        let Some(task) = self.short.tasks.get_mut(&id) else {
+            return;
+        };
         task.sent = false;
         task.use_proxy = if !self.cfg.short_link.proxy {
             false

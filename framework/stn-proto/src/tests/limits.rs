@@ -1,4 +1,5 @@
-//! The mobile flow limit (§13.2) through the engine. The frequency limit's scenario is in
+//! The mobile flow limit (§13.2) through the engine, and both limits on the short link. The
+//! long link's frequency-limit scenario is in
 //! `admission.rs`; the limiters' arithmetic is unit-tested in `engine/limits.rs`.
 
 use std::time::{Duration, Instant};
@@ -75,4 +76,63 @@ fn no_flow_limit_off_mobile() {
     let t0 = crate::tests::epoch::epoch();
     let mut e = connected(t0, NetKind::Wifi);
     assert!(start_megabytes(&mut e, t0, 100).is_empty());
+}
+
+/// Starts a short-link task with `body` and the given limits to a host of its own (so it
+/// gets a place at once); returns the limit that refused it, if one did.
+fn start_short(
+    e: &mut Engine,
+    now: Instant,
+    i: usize,
+    body: Bytes,
+    flow: bool,
+) -> Option<LimitKind> {
+    let host = format!("10.1.{}.{}:80", i / 250, i % 250 + 1);
+    let id = e.start_task(
+        now,
+        TaskSpec::new(CmdId(0), body)
+            .with_channel(crate::ChannelSelect::Short)
+            .with_short_link("/cgi", [host])
+            .with_limits(flow, !flow),
+    );
+    while e.poll_action().is_some() {}
+    let mut refused = None;
+    while let Some(ev) = e.poll_event() {
+        match ev {
+            Event::TaskLimited { id: lid, kind, .. } => {
+                assert_eq!(lid, id);
+                refused = Some(kind);
+            }
+            Event::TaskEnded(end) => {
+                assert_eq!(end.id, id);
+                assert_eq!(
+                    Some(end.outcome.unwrap_err()),
+                    refused.map(TaskError::Limited)
+                );
+            }
+            _ => {}
+        }
+    }
+    refused
+}
+
+/// §13: the limits are checked after `Req2Buf` on the short link too.
+#[test]
+fn short_link_tasks_are_subject_to_both_limits() {
+    let t0 = crate::tests::epoch::epoch();
+    let mut e = Engine::new(config_with(&[server_addr(1)]).build().unwrap(), t0).unwrap();
+    e.set_network(t0, NetKind::Mobile, "label");
+    // Frequency: the 106th identical body within the hour is refused.
+    let same = Bytes::from_static(b"the same body");
+    let refused: Vec<usize> = (0..110)
+        .filter(|&i| start_short(&mut e, t0, i, same.clone(), false).is_some())
+        .collect();
+    assert_eq!(refused, (105..110).collect::<Vec<_>>());
+    // Flow, on mobile: 83 × 1 MB fit in 80 MiB, the 84th does not.
+    let mb = Bytes::from(vec![0u8; 1_000_000]);
+    let refused: Vec<Option<LimitKind>> = (0..84)
+        .map(|i| start_short(&mut e, t0, 200 + i, mb.clone(), true))
+        .collect();
+    assert_eq!(refused[..83], [None; 83]);
+    assert_eq!(refused[83], Some(LimitKind::Flow));
 }
