@@ -902,9 +902,12 @@ pub trait ResponseCheck: Send + Sync + fmt::Debug + 'static {
 pub enum ResponseVerdict {
     /// The task succeeds with this response.
     Accept,
-    /// The response cannot be used: the attempt fails with
+    /// The response cannot be used (Mars's default fail handle): the attempt fails with
     /// [`CodecFailure::Response`](crate::CodecFailure::Response) and is retried if the task
-    /// has retries left (Mars's default fail handle). Only this task is affected.
+    /// has retries left. On a long link the connection is dropped
+    /// ([`LinkError::ResponseRefused`](crate::LinkError::ResponseRefused)) and every task
+    /// running on it fails its attempt the same way, as in Mars; on the short link only this
+    /// attempt fails.
     Retry {
         /// An app-defined code.
         code: i32,

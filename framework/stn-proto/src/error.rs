@@ -423,6 +423,14 @@ pub enum LinkError {
     /// The server rejected the identify frame.
     #[error("identify rejected")]
     IdentifyRejected,
+    /// The app's [`ResponseCheck`](crate::ResponseCheck) refused a response on the link
+    /// with [`ResponseVerdict::Retry`](crate::ResponseVerdict::Retry) (Mars's default fail
+    /// handle, disconnect reason 10007).
+    #[error("response refused by the response check (code {code})")]
+    ResponseRefused {
+        /// The check's code.
+        code: i32,
+    },
     /// Closed on request of the app ([`Engine::redo_tasks`](crate::Engine::redo_tasks),
     /// [`Engine::reset`](crate::Engine::reset); Mars 10000).
     #[error("closed by the app")]
@@ -439,7 +447,7 @@ impl LinkError {
             LinkError::Socket(SocketFailure::Io { .. }) => 10005,
             LinkError::Socket(SocketFailure::Damaged) => 10004,
             LinkError::Decode(_) => 10004,
-            LinkError::Stalled(_) => 10007,
+            LinkError::Stalled(_) | LinkError::ResponseRefused { .. } => 10007,
             LinkError::NetworkChange => 10009,
             LinkError::IdentifyRejected => 10018,
             LinkError::NoAddress | LinkError::Dial(_) | LinkError::ConnectTimeout => 0,

@@ -2049,7 +2049,11 @@ impl Engine {
                 self.after_success(li, now);
             }
             ResponseVerdict::Retry { code } => {
-                self.fail_attempt(id, now, CodecFailure::Response { code }.into());
+                // §4: Mars's default fail handle on the long link fails every running task
+                // of the link (this one included) and drops the connection: a response the
+                // app cannot use may come from a connection whose state (a session, a
+                // cipher) has gone wrong, and another attempt on it would fail the same way.
+                self.link_down(li, now, LinkError::ResponseRefused { code }, false);
             }
             ResponseVerdict::End { code } => {
                 self.finish(id, now, Err(TaskError::Server { code }));
@@ -2862,8 +2866,14 @@ impl Engine {
                 }
                 // Design: local disconnects (network change, app reset) are not the server's
                 // fault and are not reported as address failures (Mars does, §18.8); nor is
-                // a refused identify (an account problem: every address would refuse it).
-                if !local && !matches!(error, LinkError::IdentifyRejected) {
+                // a refused identify (an account problem: every address would refuse it) or
+                // a response the app refused (the app's verdict, not the address's).
+                if !local
+                    && !matches!(
+                        error,
+                        LinkError::IdentifyRejected | LinkError::ResponseRefused { .. }
+                    )
+                {
                     self.record_addr(li, now, s.addr, false, None);
                 }
                 self.events.push_back(Event::LinkStatus {
@@ -2882,6 +2892,7 @@ impl Engine {
             LinkError::Decode(e) => CodecFailure::Decode(*e).into(),
             LinkError::Stalled(level) => TaskError::Timeout(*level),
             LinkError::IdentifyRejected => AuthFailure::IdentifyRejected(name.to_string()).into(),
+            LinkError::ResponseRefused { code } => CodecFailure::Response { code: *code }.into(),
             _ => LocalError::Interrupted.into(),
         };
         let mut running = self.running_on(li);

@@ -311,30 +311,60 @@ impl ResponseCheck for Judge {
 }
 
 #[test]
-fn response_check_can_retry_or_end_with_a_server_error() {
+fn response_check_can_end_with_a_server_error_and_accept() {
     let cfg = config_with(&[server_addr(1)])
         .response_check(std::sync::Arc::new(Judge))
         .build()
         .unwrap();
     let mut sim = Sim::with_config(cfg);
-    let retry = sim.start(spec(1, b"r"));
     let end_now = sim.start(spec(2, b"e"));
     let ok = sim.start(spec(3, b"o"));
     sim.run_for(secs(5));
-    let r = &sim.ends[&retry].1;
-    assert_eq!(
-        r.outcome,
-        Err(TaskError::Codec(CodecFailure::Response { code: -1 }))
-    );
-    assert_eq!(r.profile.attempts, 2);
     let e = &sim.ends[&end_now].1;
     assert_eq!(e.outcome, Err(TaskError::Server { code: 403 }));
     assert_eq!(e.profile.attempts, 1);
     assert!(sim.ends[&ok].1.outcome.is_ok());
     assert!(
         closes(&sim).is_empty(),
-        "a refused response is not a link failure"
+        "a server error is not a link failure"
     );
+}
+
+/// §4: Mars's default fail handle (`Buf2Resp` → −1) on the long link fails every running
+/// task of the link with the check's code and drops the connection (10007); the tasks are
+/// retried on the next one.
+#[test]
+fn a_retry_verdict_drops_the_long_link_and_retries_every_running_task() {
+    let cfg = config_with(&[server_addr(1)])
+        .response_check(std::sync::Arc::new(Judge))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.foreground(true);
+    sim.script
+        .answer_by_cmd
+        .insert(CmdId(3), Answer::Delay(secs(1)));
+    let slow = sim.start(spec(3, b"o").with_retry_count(2));
+    let retry = sim.start(spec(1, b"r"));
+    sim.run_for(secs(60));
+    let r = &sim.ends[&retry].1;
+    assert_eq!(
+        r.outcome,
+        Err(TaskError::Codec(CodecFailure::Response { code: -1 }))
+    );
+    assert_eq!(r.profile.attempts, 2);
+    let dropped: Vec<_> = closes(&sim).into_iter().map(|(_, why)| why).collect();
+    assert_eq!(
+        dropped,
+        vec![LinkError::ResponseRefused { code: -1 }; 2],
+        "each refused response drops its connection"
+    );
+    assert_eq!(LinkError::ResponseRefused { code: -1 }.mars_code(), 10007);
+    // The task running beside it failed an attempt with each drop, and was retried.
+    let o = &sim.ends[&slow].1;
+    assert!(o.outcome.is_ok(), "{:?}", o.outcome);
+    assert_eq!(o.profile.attempts, 3);
+    assert_eq!(sim.server_frames(CmdId(1)).len(), 2);
 }
 
 #[test]
