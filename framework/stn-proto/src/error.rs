@@ -81,6 +81,8 @@ impl TaskError {
     /// Types: 2 Dial, 3 Dns, 4 Socket, 6 NetMsgXP, 7 EnDecode, 8 Server, 9 Local, 10 Canceled.
     pub fn mars_code(&self) -> (i32, i32) {
         match self {
+            // §3.2 step 8: the short link refusing a send-only task is `kEctLocalStartTaskFail`.
+            TaskError::Param(ParamError::SendOnlyOnShortLink) => (9, -3),
             TaskError::Param(_) => (9, -12),
             TaskError::Local(l) => (9, l.mars_code()),
             TaskError::Dial(DialFailure::NoAddress) => (3, -10606),
@@ -101,7 +103,8 @@ impl TaskError {
             TaskError::Codec(CodecFailure::Encode(_)) => (7, -1),
             TaskError::Codec(CodecFailure::Response { code }) => (7, *code),
             TaskError::Codec(CodecFailure::NoSequence) => (7, -1),
-            TaskError::Server { code } => (8, *code),
+            // §4: `Buf2Resp` returning TaskEnd ends the task with `(kEctEnDecode, err)`.
+            TaskError::Server { code } => (7, *code),
             TaskError::Auth(_) => (9, -3),
             TaskError::Canceled => (10, -10095),
             TaskError::Limited(_) => (9, -4),
@@ -410,7 +413,7 @@ pub enum LinkError {
     /// The established connection failed.
     #[error("{0}")]
     Socket(SocketFailure),
-    /// The server sent bytes that are not a frame (Mars disconnect reason 10004/10007).
+    /// The server sent bytes that are not a frame (Mars disconnect reason 10007).
     #[error("malformed frame: {0}")]
     Decode(DecodeError),
     /// The link stopped delivering bytes while tasks waited (a first-packet or
@@ -445,9 +448,12 @@ impl LinkError {
             LinkError::Socket(SocketFailure::RemoteClosed) => 10001,
             LinkError::Socket(SocketFailure::HeartbeatTimeout) => 10003,
             LinkError::Socket(SocketFailure::Io { .. }) => 10005,
+            // Bytes the TLS layer found damaged: no Mars counterpart; its "decode error".
             LinkError::Socket(SocketFailure::Damaged) => 10004,
-            LinkError::Decode(_) => 10004,
-            LinkError::Stalled(_) | LinkError::ResponseRefused { .. } => 10007,
+            // §5: Mars drops a link with an unusable frame as a batch failure, 10007.
+            LinkError::Decode(_) | LinkError::Stalled(_) | LinkError::ResponseRefused { .. } => {
+                10007
+            }
             LinkError::NetworkChange => 10009,
             LinkError::IdentifyRejected => 10018,
             LinkError::NoAddress | LinkError::Dial(_) | LinkError::ConnectTimeout => 0,
@@ -506,6 +512,19 @@ mod tests {
             (4, -10091)
         );
         assert_eq!(LinkError::NetworkChange.mars_code(), 10009);
+        assert_eq!(
+            TaskError::from(ParamError::SendOnlyOnShortLink).mars_code(),
+            (9, -3)
+        );
+        assert_eq!(
+            TaskError::from(ParamError::RetryCountTooLarge(31)).mars_code(),
+            (9, -12)
+        );
+        assert_eq!(TaskError::Server { code: 403 }.mars_code(), (7, 403));
+        assert_eq!(
+            LinkError::Decode(phobos_plugin_api::DecodeError::Other(0)).mars_code(),
+            10007
+        );
     }
 
     #[test]
