@@ -170,6 +170,7 @@ struct Task {
     queued_ns: u64,
     state: TaskState,
     limits_checked: bool,
+    /// The auth plugin answered `ensure_authed` for this attempt (cleared for the next one).
     auth_cleared: bool,
     /// Boxed from admission, and taken (leaving `None`) when the task ends.
     ///
@@ -3341,6 +3342,9 @@ impl Engine {
             }
         }
         task.state = TaskState::Queued;
+        // §4: the auth check runs for every attempt not yet sent (Mars's `MakesureAuthed`):
+        // the session may be what failed this one.
+        task.auth_cleared = false;
         let link = &mut self.links[task.link];
         if was_running {
             link.ended_running();
@@ -3477,6 +3481,7 @@ impl Engine {
             return;
         };
         let mut task = *z.task;
+        task.auth_cleared = false;
         task.retries_left = 0;
         task.spec.retry_count = Some(0);
         task.spec.total_timeout = Some(left);

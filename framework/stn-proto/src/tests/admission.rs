@@ -275,6 +275,27 @@ fn auth_gated_task_waits_for_ensure_auth_then_goes() {
     );
 }
 
+/// §4: `MakesureAuthed` is asked for every attempt not yet sent: a task that went out once
+/// on the plugin's word checks again before its retry (the session may be what failed).
+#[test]
+fn a_retried_auth_gated_task_checks_auth_again() {
+    let (mut sim, _gate) = gated_sim(Some(Ok(())));
+    sim.script.answer_by_cmd.insert(CmdId(1), Answer::Close);
+    let id = sim.start(spec(1, b"gated").needs_auth().with_retry_count(1));
+    let (_, end) = sim.run_until_end(id, secs(60));
+    assert!(end.outcome.is_err());
+    assert_eq!(end.profile.attempts, 2);
+    let asks = sim.action_times(|a| matches!(a, Action::EnsureAuth { .. }));
+    let sends = sim.server_frames(CmdId(1));
+    assert_eq!(sends.len(), 2);
+    assert_eq!(
+        asks.len(),
+        2,
+        "asked before each attempt: {asks:?}, sent {sends:?}"
+    );
+    assert!(asks[1] > sends[0] && asks[1] < sends[1]);
+}
+
 #[test]
 fn rejected_auth_ends_waiting_tasks_and_transient_failure_asks_again() {
     let (mut sim, _) = gated_sim(Some(Err(AuthError::Rejected("bad token".into()))));
