@@ -3420,6 +3420,9 @@ impl Engine {
                 | TaskError::Socket(_)
                 | TaskError::Timeout(_)
                 | TaskError::Codec(CodecFailure::Decode(_))
+                // §14: every failure but a TaskEnd verdict: a response refused with the
+                // default fail handle (`ResponseVerdict::Retry`) too.
+                | TaskError::Codec(CodecFailure::Response { .. })
                 | TaskError::Local(LocalError::Interrupted)
         );
         if !eligible {

@@ -95,3 +95,35 @@ fn canceling_a_zombie_ends_it_once() {
     sim.run_for(secs(600));
     assert_eq!(sim.engine.zombie_count(), 0);
 }
+
+#[derive(Debug)]
+struct RefuseFirst(std::sync::atomic::AtomicU32);
+
+impl crate::ResponseCheck for RefuseFirst {
+    fn check(&self, _id: crate::TaskId, _cmd: CmdId, _body: &[u8]) -> crate::ResponseVerdict {
+        use std::sync::atomic::Ordering;
+        if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+            crate::ResponseVerdict::Retry { code: -1 }
+        } else {
+            crate::ResponseVerdict::Accept
+        }
+    }
+}
+
+/// §14: only a TaskEnd verdict ends a task for good; one whose responses were refused with
+/// the default fail handle until its retries ran out is kept as a zombie, and its restart
+/// can still succeed.
+#[test]
+fn a_task_whose_responses_were_refused_lives_on_as_a_zombie() {
+    let cfg = super::harness::config_with(&[server_addr(1)])
+        .response_check(std::sync::Arc::new(RefuseFirst(0.into())))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.foreground(true);
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]).with_total_timeout(secs(300)));
+    let (_, end) = sim.run_until_end(id, secs(300));
+    assert_eq!(zombie_times(&sim).len(), 1);
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    assert_eq!(end.profile.zombie_rounds, 1);
+}
