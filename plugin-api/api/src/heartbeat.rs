@@ -49,9 +49,10 @@ pub trait HeartbeatPolicy: Send + fmt::Debug {
     /// A heartbeat went unanswered; the link is being dropped.
     fn on_timeout(&mut self, _now: Instant) {}
 
-    /// A heartbeat slot came: the interval timer fired `late` after its nominal deadline
-    /// (zero when on time). Called at every slot, so a policy can compare on-time and late
-    /// firings (device sleep; Mars's doze detection).
+    /// The interval timer fired `late` after its nominal deadline (zero when on time).
+    /// Called at every firing, so a policy can compare on-time and late firings (device
+    /// sleep; Mars's doze detection); not for the heartbeat sent right after connect or
+    /// one the app triggered, which no timer fired.
     fn on_fired_late(&mut self, _now: Instant, _late: Duration) {}
 
     /// The network changed while the link was up.

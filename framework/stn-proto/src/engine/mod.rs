@@ -684,7 +684,7 @@ impl Engine {
             return false;
         };
         let sent_before = self.stats.heartbeats_sent;
-        self.heartbeat_slot(li, now, Duration::ZERO);
+        self.heartbeat_slot(li, now, None);
         self.pump(now);
         self.stats.heartbeats_sent > sent_before
     }
@@ -931,7 +931,7 @@ impl Engine {
         });
         // §18.2: the first heartbeat (or the identify frame) goes out right after connect,
         // ahead of any task.
-        self.heartbeat_slot(li, now, Duration::ZERO);
+        self.heartbeat_slot(li, now, None);
         if li == self.cfg.main_link() {
             self.timers.cancel(TimerKind::TimingSync);
             self.restart_all_zombies(now);
@@ -2141,7 +2141,7 @@ impl Engine {
     /// A heartbeat slot: send the identify frame (while pending) or a heartbeat, arm the
     /// reply timeout and ask the policy for the next interval. `late` is how far past its
     /// nominal deadline the slot fired.
-    fn heartbeat_slot(&mut self, li: usize, now: Instant, late: Duration) {
+    fn heartbeat_slot(&mut self, li: usize, now: Instant, late: Option<Duration>) {
         let timing = &self.cfg.timing;
         let name = self.links[li].name.clone();
         let ctx = self.heartbeat_ctx();
@@ -2155,10 +2155,13 @@ impl Engine {
             }
             return;
         }
-        // Every slot reports its lateness (zero when on time): doze detection in the smart
-        // heartbeat counts on-time firings as evidence too.
-        s.heartbeat.on_fired_late(now, late);
-        let fired_late = late >= timing.late_heartbeat_threshold;
+        // Every firing of the interval timer reports its lateness (zero when on time): doze
+        // detection in the smart heartbeat counts on-time firings as evidence too. The slot
+        // right after connect and a triggered one are no firings (§12).
+        if let Some(late) = late {
+            s.heartbeat.on_fired_late(now, late);
+        }
+        let fired_late = late.is_some_and(|l| l >= timing.late_heartbeat_threshold);
         let mut frame = Vec::new();
         let codec = &self.cfg.codec;
         if matches!(s.identify, Identify::Pending) {
@@ -2988,7 +2991,7 @@ impl Engine {
             TimerKind::RaceStep(li) => self.advance_dial(li, now),
             TimerKind::Heartbeat(li) => {
                 let late = now.saturating_duration_since(at);
-                self.heartbeat_slot(li, now, late);
+                self.heartbeat_slot(li, now, Some(late));
             }
             TimerKind::HeartbeatReply(li) => {
                 // Silence may be loss: ask the transport first (Phobos's transport patience;
