@@ -506,6 +506,8 @@ impl Engine {
         let p2p = ex.timeouts.packet_to_packet;
         self.short.timers.cancel(Timer::FirstPacket(id));
         self.short.timers.set(Timer::PacketToPacket(id), now + p2p);
+        // §7.11: the signalling keeper hears short-link traffic too.
+        self.data_event(now);
     }
 
     /// A complete short-link response arrived on `conn` (answer to
@@ -1236,6 +1238,7 @@ impl Engine {
             task: id,
             request,
         });
+        self.data_event(now);
         if self.task_sent_events {
             self.events.push_back(Event::TaskSent {
                 id,

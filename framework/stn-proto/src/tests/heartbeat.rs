@@ -489,3 +489,42 @@ fn a_policy_asking_for_a_nanosecond_gets_a_heartbeat_a_second() {
         vec![ms(60), ms(1_060), ms(2_060), ms(3_060), ms(4_060)]
     );
 }
+
+/// §7.11: the keeper listens to all of STN's traffic: a short-link request written, or
+/// response bytes read, postpones the next keep frame as long-link traffic does.
+#[test]
+fn short_link_traffic_postpones_the_keep_frame() {
+    let mut sim = Sim::new();
+    connect(&mut sim);
+    sim.run_for(secs(10));
+    sim.engine.keep_signalling(sim.now);
+    sim.drain();
+    sim.run_for(secs(3));
+    sim.start(
+        TaskSpec::new(CmdId(0), &b"x"[..])
+            .with_channel(crate::ChannelSelect::Short)
+            .with_short_link("/cgi", ["10.0.0.3:80"]),
+    );
+    let attempt = sim
+        .actions
+        .iter()
+        .find_map(|(_, a)| match a {
+            Action::ShortConnect { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .expect("a short-link connect");
+    // Connected at 13 s: the request is written then.
+    sim.engine.handle_connected(sim.now, attempt);
+    sim.drain();
+    assert!(sim
+        .actions
+        .iter()
+        .any(|(_, a)| matches!(a, Action::HttpExchange { .. })));
+    sim.run_for(secs(3));
+    // Response bytes at 16 s.
+    sim.engine.handle_http_progress(sim.now, attempt, 100);
+    sim.drain();
+    sim.run_for(ms(5_500));
+    let keeps = sim.server_frames(SIGNAL_KEEP_CMD);
+    assert_eq!(keeps, vec![ms(10_020), ms(21_020)]);
+}
