@@ -141,7 +141,7 @@ async fn cancel_all_shuffled(
 }
 
 /// How many tasks the cancel-burst tests start: 20,000, or `PHOBOS_CANCEL_BURST` (the
-/// figures in `docs/DEFAULTS.md` come from 100,000, `--release`).
+/// figures in `docs/ARCHITECTURE.md` come from 100,000, `--release`).
 fn burst_size() -> usize {
     std::env::var("PHOBOS_CANCEL_BURST")
         .ok()
@@ -172,6 +172,15 @@ async fn canceling_every_task_of_a_large_burst_in_flight_ends_each_once_and_the_
     //   and drops the link if no byte came back 2 s later. The server answers it only after
     //   decoding the 20,000 frames ahead of it, which took longer under load: the link was
     //   dropped and a second connection made.
+    // The tasks' own deadlines are pushed out of reach too (first packet 12 s + 5 × 1.5 s
+    // queue allowance, 40 s in all): sending and canceling 20,000 tasks in a debug build on
+    // a loaded machine must not race them.
+    let timing = Timing {
+        first_packet: (MAX_DURATION_SETTING, MAX_DURATION_SETTING),
+        first_packet_max: (MAX_DURATION_SETTING, MAX_DURATION_SETTING),
+        queue_delay: (MAX_DURATION_SETTING, MAX_DURATION_SETTING),
+        ..Timing::default()
+    };
     let config = ClientConfig::builder(codec())
         .link_addrs("default-longlink", [server.ip_port()])
         .core(|c| {
@@ -183,13 +192,16 @@ async fn canceling_every_task_of_a_large_burst_in_flight_ends_each_once_and_the_
                 stall_probe: false,
                 ..Recovery::default()
             })
+            .timing(timing)
         })
         .build()
         .unwrap();
     let client = Client::start(config).unwrap();
     client.set_foreground(true);
     let mut batch = client.task_batch();
-    let keys: Vec<TaskKey> = batch.start(burst(n)).collect();
+    let keys: Vec<TaskKey> = batch
+        .start(burst(n).map(|t| t.with_total_timeout(Duration::from_secs(600))))
+        .collect();
     server.wait_for_task_frames(n).await;
     assert_eq!(client.stats().await.unwrap().tasks_in_flight, n);
 
