@@ -13,7 +13,8 @@ pub const GUARD: Duration = Duration::from_secs(60);
 
 /// A running `phobos-host-example client`.
 pub struct TerminalClient {
-    child: Child,
+    /// `None` once waited for.
+    child: Option<Child>,
     /// `None` once closed.
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
@@ -42,7 +43,7 @@ impl TerminalClient {
             }
         });
         TerminalClient {
-            child,
+            child: Some(child),
             stdin: Some(stdin),
             lines,
         }
@@ -63,7 +64,7 @@ impl TerminalClient {
     pub fn interrupt(&self) {
         let sent = Command::new("kill")
             .arg("-INT")
-            .arg(self.child.id().to_string())
+            .arg(self.child.as_ref().expect("running").id().to_string())
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -INT failed: {sent}");
@@ -106,18 +107,10 @@ impl TerminalClient {
     ///
     /// When the client is still running [`GUARD`] from now: it is killed first.
     pub fn wait_exit(mut self) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + GUARD;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("poll the client") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let printed: Vec<String> = self.lines.try_iter().collect();
-                panic!("the client was still running {GUARD:?} later; it printed {printed:#?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let child = self.child.take().expect("running");
+        let Some(status) = wait_or_kill(child, GUARD) else {
+            let printed: Vec<String> = self.lines.try_iter().collect();
+            panic!("the client was still running {GUARD:?} later; it printed {printed:#?}");
         };
         // The reader thread ends at the end of the output, which the exit has closed.
         let rest = self.lines.iter().collect();
@@ -125,10 +118,32 @@ impl TerminalClient {
     }
 }
 
+/// Waits for `child` to exit, at most `limit` (a guard against hangs, not a timing
+/// assertion): its status, or `None` when it was still running and has been killed.
+pub fn wait_or_kill(mut child: Child, limit: Duration) -> Option<ExitStatus> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(status) => Some(status.expect("wait for the child")),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let _ = rx.recv();
+            None
+        }
+    }
+}
+
 impl Drop for TerminalClient {
     fn drop(&mut self) {
         // A failed test leaves no client behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
