@@ -216,10 +216,12 @@ impl ChatClient {
             .build()
             .map_err(|e| StartError::Config(e.to_string()))?;
         let stn = Client::start(config).map_err(|e| StartError::Config(e.to_string()))?;
-        stn.set_foreground(true);
-        stn.set_account(true);
+        // Subscribed before anything can connect the link (going to the foreground connects
+        // a keep-alive link at once): the streams carry changes from now on.
         let pushes = stn.subscribe_pushes();
         let links = stn.link_events();
+        stn.set_foreground(true);
+        stn.set_account(true);
         stn.make_sure_connected(LINK);
         let inner = Arc::new(Inner {
             stn,

@@ -358,8 +358,8 @@ fn a_watching_client_reconnects_when_the_namespace_network_changes() {
             .unwrap();
         assert!(config.watches_network_changes());
         let client = Client::start(config).unwrap();
-        client.set_foreground(true);
         let mut events = client.link_events();
+        client.set_foreground(true);
         client.make_sure_connected("default-longlink");
         server.wait_for_connections(1).await;
 

@@ -25,8 +25,8 @@ async fn an_unanswered_heartbeat_drops_the_link_and_it_reconnects() {
         .build()
         .unwrap();
     let client = Client::start(config).unwrap();
-    client.set_foreground(true);
     let mut events = client.link_events();
+    client.set_foreground(true);
     client.make_sure_connected("default-longlink");
 
     events

@@ -19,13 +19,14 @@ fn start(addrs: Vec<IpPort>, silent: Vec<IpPort>, profile: Option<ConnectProfile
     if let Some(p) = profile {
         b = b.connect_profile(p);
     }
-    let client = Client::start(b.build().unwrap()).unwrap();
-    client.set_foreground(true);
-    client
+    Client::start(b.build().unwrap()).unwrap()
 }
 
+/// Subscribes to the link's events, then brings the app to the foreground (which connects
+/// the keep-alive link at once) and asks for the link: the event of its connect.
 async fn connected(client: &Client) -> LinkEvent {
     let mut events = client.link_events();
+    client.set_foreground(true);
     client.make_sure_connected("default-longlink");
     events
         .wait_for("default-longlink", |e| {
@@ -113,6 +114,7 @@ async fn a_cycle_where_every_address_fails_is_reported_on_the_connect_failed_eve
     let refused: IpPort = refused_addr().await.unwrap().into();
     let client = start(vec![silent_addr(), refused], vec![silent_addr()], None);
     let mut events = client.link_events();
+    client.set_foreground(true);
     client.make_sure_connected("default-longlink");
     let ev = events
         .wait_for("default-longlink", |e| {

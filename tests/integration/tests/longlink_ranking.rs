@@ -60,13 +60,14 @@ fn start(addrs: Vec<IpPort>, file: &Path, seed: u64) -> Client {
         .core(|c| c.seed(seed))
         .build()
         .unwrap();
-    let client = Client::start(config).unwrap();
-    client.set_foreground(true);
-    client
+    Client::start(config).unwrap()
 }
 
+/// Subscribes to the link's events, then brings the app to the foreground (which connects
+/// the keep-alive link at once) and asks for the link: the cycle's report.
 async fn connect_cycle(client: &Client) -> ConnectReport {
     let mut events = client.link_events();
+    client.set_foreground(true);
     client.make_sure_connected("default-longlink");
     let ev = events
         .wait_for("default-longlink", |e| {

@@ -11,12 +11,17 @@ use phobos_stn::{
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply, StaticIpSource, TestAuth};
 
 mod common;
-use common::{client_for, codec, first_connection_stalls, GatedAuth};
+use common::{client_and_events_for, client_for, codec, first_connection_stalls, GatedAuth};
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_spec_ends_at_once_with_a_param_error() {
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let client = client_for(&server);
+    // In the background, so that nothing but a task would connect the link.
+    let config = ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
     let err = client
         .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_priority(9))
         .await
@@ -353,8 +358,7 @@ async fn link_events_report_each_status_with_its_reason() {
         .start()
         .await
         .unwrap();
-    let client = client_for(&server);
-    let mut events = client.link_events();
+    let (client, mut events) = client_and_events_for(&server);
     let _ = client
         .start_task(TaskSpec::new(CmdId(1), &b"x"[..]).with_retry_count(0))
         .await;

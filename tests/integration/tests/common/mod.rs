@@ -16,14 +16,23 @@ pub fn codec() -> Arc<MarsCodec> {
 /// A client whose default long link goes straight to `server`, with the app in the
 /// foreground: there a task waits at most 5 s for a reconnect (Mars's FG_1MIN row); in the
 /// background it would be 30 s, longer than a no-retry task's 20 s budget.
+///
+/// Going to the foreground connects the (keep-alive) link at once (§7.9); a test that
+/// watches the link from its first connect subscribes first ([`client_and_events_for`]).
 pub fn client_for(server: &MockLongLinkServer) -> Client {
+    client_and_events_for(server).0
+}
+
+/// [`client_for`], and the link's events from before the app went to the foreground.
+pub fn client_and_events_for(server: &MockLongLinkServer) -> (Client, phobos_stn::LinkEvents) {
     let config = ClientConfig::builder(codec())
         .link_addrs("default-longlink", [server.ip_port()])
         .build()
         .expect("a valid client config");
     let client = Client::start(config).expect("the client starts");
+    let events = client.link_events();
     client.set_foreground(true);
-    client
+    (client, events)
 }
 
 /// A server whose first connection takes every request and never answers one (later
