@@ -237,9 +237,43 @@ struct Attempt {
 /// Design: boxed, so the zombie map moves a pointer, not the ~600-byte task.
 #[derive(Debug)]
 struct Zombie {
-    task: Box<Task>,
+    task: ZombieTask,
     saved_at: Instant,
     remaining: Duration,
+}
+
+/// The task a [`Zombie`] keeps: a long-link task, or a short-link one (§14: every task
+/// ended through Mars's `__CallBack`).
+#[derive(Debug)]
+enum ZombieTask {
+    Long(Box<Task>),
+    Short(Box<short::ShortTask>),
+}
+
+impl ZombieTask {
+    fn tag(&self) -> u64 {
+        match self {
+            ZombieTask::Long(t) => t.tag,
+            ZombieTask::Short(t) => t.tag,
+        }
+    }
+
+    fn take_profile(&mut self, now: Instant) -> Box<TaskProfile> {
+        match self {
+            ZombieTask::Long(t) => t.take_profile(now),
+            ZombieTask::Short(t) => {
+                Box::new(std::mem::replace(&mut t.profile, TaskProfile::new(now)))
+            }
+        }
+    }
+
+    /// The long link the task waits for, if it is a long-link task.
+    fn link(&self) -> Option<usize> {
+        match self {
+            ZombieTask::Long(t) => Some(t.link),
+            ZombieTask::Short(_) => None,
+        }
+    }
 }
 
 struct Link {
@@ -569,7 +603,7 @@ impl Engine {
             self.timers.cancel(TimerKind::ZombieExpiry(id));
             self.schedule_zombie_restart();
             let profile = z.task.take_profile(now);
-            self.emit_end(id, z.task.tag, Err(TaskError::Canceled), profile, now);
+            self.emit_end(id, z.task.tag(), Err(TaskError::Canceled), profile, now);
             return true;
         }
         false
@@ -710,7 +744,13 @@ impl Engine {
         for (id, mut z) in self.zombies.take_all() {
             self.timers.cancel(TimerKind::ZombieExpiry(id));
             let profile = z.task.take_profile(now);
-            self.emit_end(id, z.task.tag, Err(LocalError::Reset.into()), profile, now);
+            self.emit_end(
+                id,
+                z.task.tag(),
+                Err(LocalError::Reset.into()),
+                profile,
+                now,
+            );
         }
         self.timers.cancel(TimerKind::ZombieRestart);
         for li in 0..self.links.len() {
@@ -2921,7 +2961,7 @@ impl Engine {
             // connect (§14 restarts them then), so they want it back as queued tasks do: the
             // task row of the reconnect table (at once after a connection that delivered
             // responses), not the automatic row, whose 15 s outlast most task budgets.
-            let zombies_wait = self.zombies.values().any(|z| z.task.link == li);
+            let zombies_wait = self.zombies.values().any(|z| z.task.link() == Some(li));
             if zombies_wait && li == self.cfg.main_link() && self.cfg.active_recovery().is_some() {
                 self.want_connect(li, now, Trigger::Task);
             }
@@ -2958,7 +2998,7 @@ impl Engine {
                     let profile = z.task.take_profile(now);
                     self.emit_end(
                         id,
-                        z.task.tag,
+                        z.task.tag(),
                         Err(TaskError::Timeout(TimeoutLevel::Total)),
                         profile,
                         now,
@@ -3280,19 +3320,7 @@ impl Engine {
             if let Some(p) = task.profile_mut() {
                 p.zombie_rounds += 1;
             }
-            self.stats.zombies_saved += 1;
-            self.events.push_back(Event::TaskZombie { id, remaining });
-            self.timers
-                .set(TimerKind::ZombieExpiry(id), now + remaining);
-            self.zombies.insert(
-                id,
-                Zombie {
-                    task: Box::new(task),
-                    saved_at: now,
-                    remaining,
-                },
-            );
-            self.schedule_zombie_restart();
+            self.save_zombie(id, ZombieTask::Long(Box::new(task)), remaining, now);
             return;
         }
         // The usual end: the task is dropped where it is stored; only its profile leaves.
@@ -3435,6 +3463,23 @@ impl Engine {
         (!remaining.is_zero()).then_some(remaining)
     }
 
+    /// Keeps `task` (task `id`, failed) as a zombie with `remaining` of its budget (§14).
+    fn save_zombie(&mut self, id: TaskId, task: ZombieTask, remaining: Duration, now: Instant) {
+        self.stats.zombies_saved += 1;
+        self.events.push_back(Event::TaskZombie { id, remaining });
+        self.timers
+            .set(TimerKind::ZombieExpiry(id), now + remaining);
+        self.zombies.insert(
+            id,
+            Zombie {
+                task,
+                saved_at: now,
+                remaining,
+            },
+        );
+        self.schedule_zombie_restart();
+    }
+
     fn schedule_zombie_restart(&mut self) {
         let min_age = self.cfg.timing.zombie_min_age;
         let Some(oldest) = self.zombies.oldest() else {
@@ -3479,14 +3524,20 @@ impl Engine {
             let profile = z.task.take_profile(now);
             self.emit_end(
                 id,
-                z.task.tag,
+                z.task.tag(),
                 Err(TaskError::Timeout(TimeoutLevel::Total)),
                 profile,
                 now,
             );
             return;
         };
-        let mut task = *z.task;
+        let mut task = match z.task {
+            ZombieTask::Long(task) => *task,
+            ZombieTask::Short(task) => {
+                self.short_restart(id, *task, left, now);
+                return;
+            }
+        };
         task.auth_cleared = false;
         task.retries_left = 0;
         task.spec.retry_count = Some(0);

@@ -75,8 +75,9 @@
 //! **Limits** (§13): the frequency and flow limits check a short-link task's first attempt's
 //! body once it is built, as on the long link (one count per task).
 //!
-//! Not carried over from Mars: zombies apply to long-link tasks only; short-link tasks end
-//! after their retries or total timeout.
+//! **Zombies** (§14): a short-link task that fails with budget left under its
+//! `total_timeout` is kept and started again as a long-link one is; a short-link success
+//! restarts every zombie.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -352,16 +353,18 @@ impl ShortLink {
 }
 
 #[derive(Debug)]
-struct ShortTask {
+pub(super) struct ShortTask {
     spec: TaskSpec,
     /// The starter's tag ([`TaskEnd::tag`](crate::TaskEnd::tag)).
-    tag: u64,
+    pub(super) tag: u64,
+    /// When the current budget started (admission, or a zombie restart).
+    budget_start: Instant,
     retries_left: u32,
     /// Attempts broken by damaged bytes that were repeated without spending a retry
     /// ([`Recovery::damaged_reconnects`](crate::Recovery::damaged_reconnects)).
     damaged_retries: u32,
     attempts: u32,
-    profile: TaskProfile,
+    pub(super) profile: TaskProfile,
     state: State,
     /// Addresses that failed earlier attempts: tried last.
     failed: Vec<IpPort>,
@@ -583,6 +586,10 @@ impl Engine {
                     extension: None,
                 };
                 self.short_finish(id, now, Ok(response));
+                // §14: any network success, long or short, restarts the zombies.
+                if !self.zombies.is_empty() {
+                    self.restart_all_zombies(now);
+                }
             }
         }
     }
@@ -649,6 +656,7 @@ impl Engine {
             ShortTask {
                 spec,
                 tag,
+                budget_start: now,
                 retries_left: retries,
                 damaged_retries: 0,
                 attempts: 0,
@@ -663,6 +671,30 @@ impl Engine {
                 limits_checked: false,
             },
         );
+        self.short.timers.set(Timer::Total(id), now + total);
+        self.short_begin(id, now);
+    }
+
+    /// Starts zombie `task` (task `id`) again with `left` of its budget and no retries
+    /// (§14), as the long link restarts its zombies.
+    pub(super) fn short_restart(
+        &mut self,
+        id: TaskId,
+        mut task: ShortTask,
+        left: Duration,
+        now: Instant,
+    ) {
+        task.retries_left = 0;
+        task.spec.retry_count = Some(0);
+        task.spec.total_timeout = Some(left);
+        task.budget_start = now;
+        task.state = State::Waiting;
+        task.holds_place = false;
+        task.sent = false;
+        task.auth_passed = false;
+        let total =
+            timeouts::task_total(task.spec.server_cost, 0, task.spec.long_polling, Some(left));
+        self.short.tasks.insert(id, task);
         self.short.timers.set(Timer::Total(id), now + total);
         self.short_begin(id, now);
     }
@@ -1437,8 +1469,21 @@ impl Engine {
         if let Some(places) = self.short.places.get_mut(&host) {
             places.queued.remove(&(task.spec.priority, id));
         }
-        self.emit_end(id, task.tag, outcome, task.profile, now);
-        if task.holds_place {
+        let holds_place = task.holds_place;
+        let zombie = match &outcome {
+            Err(error) => short_zombie_budget(&task, error, now),
+            Ok(_) => None,
+        };
+        match zombie {
+            Some(remaining) => {
+                let mut task = Box::new(task);
+                task.profile.zombie_rounds += 1;
+                task.holds_place = false;
+                self.save_zombie(id, super::ZombieTask::Short(task), remaining, now);
+            }
+            None => self.emit_end(id, task.tag, outcome, task.profile, now),
+        }
+        if holds_place {
             self.short_free_place(now, host);
         } else {
             self.short_forget_host(&host);
@@ -1670,6 +1715,31 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
 pub const SHORT_LINK: &str = "short";
 /// [`EncodeError::Other`] code of a request the driver could not write as HTTP.
 pub const SHORT_REQUEST_INVALID: u32 = 0x5348;
+
+/// What is left of `task`'s total timeout if its failure with `error` keeps it as a zombie
+/// (§14), as the long link's `zombie_budget` decides: a total timeout set, not network
+/// sensitive, budget left, and a failure of the network or the response (not the app's
+/// parameters, a cancel or a server's TaskEnd verdict).
+fn short_zombie_budget(task: &ShortTask, error: &TaskError, now: Instant) -> Option<Duration> {
+    let total = task.spec.total_timeout?;
+    if task.spec.network_sensitive {
+        return None;
+    }
+    let eligible = matches!(
+        error,
+        TaskError::Dial(_)
+            | TaskError::Socket(_)
+            | TaskError::Timeout(_)
+            | TaskError::Http(_)
+            | TaskError::Codec(CodecFailure::Decode(_) | CodecFailure::Response { .. })
+            | TaskError::Local(crate::LocalError::Interrupted)
+    ) && !matches!(error, TaskError::Dial(DialFailure::Certificate));
+    if !eligible {
+        return None;
+    }
+    let remaining = total.checked_sub(now.saturating_duration_since(task.budget_start))?;
+    (!remaining.is_zero()).then_some(remaining)
+}
 
 #[cfg(test)]
 mod tests {

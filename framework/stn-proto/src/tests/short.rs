@@ -1294,3 +1294,67 @@ fn a_short_link_request_encoder_that_refuses_ends_the_task_before_any_connect() 
         )))
     );
 }
+
+/// §14: a short-link task that fails with budget left under its `total_timeout` is kept as
+/// a zombie, started again after 60 s of quiet, and can still succeed.
+#[test]
+fn a_failed_short_task_with_budget_left_lives_on_as_a_zombie() {
+    let mut d = Drive::new();
+    let id = d.start(
+        short_task(&["10.0.0.1:80"])
+            .with_retry_count(0)
+            .with_total_timeout(Duration::from_secs(120)),
+    );
+    let (conn, ..) = d.connects()[0].clone();
+    d.engine
+        .handle_connect_failed(d.now, conn, DialError::Refused);
+    d.drain();
+    assert!(d.end(id).is_none(), "kept, not ended");
+    assert!(d
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::TaskZombie { id: z, .. } if *z == id)));
+    assert!(d.engine.has_task(id));
+    assert_eq!(d.engine.zombie_count(), 1);
+    // Restarted once 60 s passed with no task started.
+    d.advance(Duration::from_secs(59));
+    assert!(d.connects().is_empty());
+    d.advance(Duration::from_secs(2));
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    assert_eq!(d.exchanges().len(), 1);
+    d.respond(conn, 200, b"late");
+    let end = d.end(id).expect("ended");
+    assert_eq!(&end.outcome.as_ref().unwrap().body[..], b"late");
+    assert_eq!(end.profile.zombie_rounds, 1);
+    assert_eq!(d.engine.zombie_count(), 0);
+}
+
+/// §14: any network success, short-link ones included, restarts the zombies at once.
+#[test]
+fn a_short_link_success_restarts_the_zombies() {
+    let mut d = Drive::new();
+    let zombie = d.start(
+        short_task(&["10.0.0.1:80"])
+            .with_retry_count(0)
+            .with_total_timeout(Duration::from_secs(120)),
+    );
+    let (conn, ..) = d.connects()[0].clone();
+    d.engine
+        .handle_connect_failed(d.now, conn, DialError::Refused);
+    d.drain();
+    assert_eq!(d.engine.zombie_count(), 1);
+    d.advance(Duration::from_secs(5));
+    let ok = d.start(
+        TaskSpec::new(CmdId(0), &b"other"[..])
+            .with_channel(ChannelSelect::Short)
+            .with_short_link("/cgi-bin/x", ["10.0.0.2:80"]),
+    );
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.respond(conn, 200, b"ok");
+    assert!(d.end(ok).unwrap().outcome.is_ok());
+    assert_eq!(d.engine.zombie_count(), 0, "restarted at once");
+    assert_eq!(d.connects().len(), 1, "the zombie's new attempt");
+    assert!(d.end(zombie).is_none());
+}
