@@ -336,7 +336,10 @@ async fn a_burst_of_tasks_runs_a_few_at_a_time_and_every_task_succeeds() {
         .unwrap();
     let client = client().await;
     let started = std::time::Instant::now();
-    let mut batch = client.start_tasks((0..n).map(|_| short(&[server.host()])));
+    // The same body 2,000 times would trip the frequency limit (the 106th within the hour),
+    // which this test is not about.
+    let mut batch =
+        client.start_tasks((0..n).map(|_| short(&[server.host()]).with_limits(false, false)));
     for end in ends_once(&mut batch, n).await {
         assert!(end.outcome.is_ok(), "{:?}: {:?}", end.key, end.outcome);
     }
