@@ -368,55 +368,70 @@ async fn on_mars_timing_a_silent_server_is_bounded_by_the_connect_timeout() {
     client.shutdown().await;
 }
 
-/// A path in front of `target` that takes the first `swallow` TCP connections and never
-/// passes a byte of them on (a middlebox, or an outage that ate the handshake), and pipes
-/// the later ones through.
-async fn swallowing_path(target: IpPort, swallow: usize) -> (IpPort, Arc<Mutex<usize>>) {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let addr: IpPort = listener.local_addr().unwrap().into();
-    let accepted = Arc::new(Mutex::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((mut stream, _)) = listener.accept().await {
+/// Under TLS: the first `swallow` connects get a stream whose far end never reads or answers
+/// (a middlebox, or an outage that ate the handshake; no network is touched), the later
+/// ones plain TCP.
+#[derive(Debug)]
+struct SwallowFirst {
+    swallow: usize,
+    connects: Mutex<usize>,
+    held: Mutex<Vec<tokio::io::DuplexStream>>,
+}
+
+impl SwallowFirst {
+    fn new(swallow: usize) -> Arc<SwallowFirst> {
+        Arc::new(SwallowFirst {
+            swallow,
+            connects: Mutex::new(0),
+            held: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn connects(&self) -> usize {
+        *self.connects.lock().unwrap()
+    }
+}
+
+type ConnectFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = io::Result<Box<dyn phobos_stn::LinkStream>>> + Send + 'a>,
+>;
+
+impl Connector for SwallowFirst {
+    fn connect<'life0, 'async_trait>(&'life0 self, addr: IpPort) -> ConnectFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
             let n = {
-                let mut c = count.lock().unwrap();
+                let mut c = self.connects.lock().unwrap();
                 *c += 1;
                 *c
             };
-            if n <= swallow {
-                held.push(stream);
-                continue;
+            if n <= self.swallow {
+                let (ours, far) = tokio::io::duplex(64 * 1024);
+                self.held.lock().unwrap().push(far);
+                return Ok(Box::new(ours) as Box<dyn phobos_stn::LinkStream>);
             }
-            tokio::spawn(async move {
-                let mut upstream = tokio::net::TcpStream::connect(SocketAddr::from(target))
-                    .await
-                    .unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await;
-            });
-        }
-    });
-    (addr, accepted)
+            phobos_stn::TcpConnector::default().connect(addr).await
+        })
+    }
 }
 
-// Real time: the path's extra hop is real IO, which a paused clock would jump past.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_swallowed_handshake_is_dialed_again_within_the_tasks_budget() {
     let ca = TestCa::new("Phobos Test CA");
     let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
     let front = tls_front(&ca_leaf(&ca), server.addr()).await;
     // The first attempt and the first redial are swallowed; the second redial gets through.
-    let (path, accepted) = swallowing_path(front.addr, 2).await;
+    let path = SwallowFirst::new(2);
     let tls = TlsConfig::builder(HOST).ca_der(ca.der()).build().unwrap();
-    // Long enough that the real handshake, in a debug build on a loaded machine, ends
-    // within it (at 300 ms a slow one was cut too and the path saw a fourth connection);
-    // two swallowed ones then cost 3 s of the task's 8.
     let handshake = Duration::from_millis(1500);
     let config = ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [path])
-        .connector(Arc::new(TlsConnector::new(tls)))
+        .link_addrs("default-longlink", [front.addr])
+        .connector(Arc::new(TlsConnector::over(path.clone(), tls)))
         // No hedges: only the handshake timeout can free the link before the connect
-        // timeout, and the connections the path sees are exactly the attempt and redials.
+        // timeout, and the connects are exactly the attempt and its redials.
         .core(|c| {
             c.racing(Racing {
                 hedges: 0,
@@ -441,11 +456,7 @@ async fn a_swallowed_handshake_is_dialed_again_within_the_tasks_budget() {
         .await
         .expect("the redial gets through");
     assert_eq!(&response.body[..], b"through");
-    assert_eq!(
-        *accepted.lock().unwrap(),
-        3,
-        "two swallowed, then one through"
-    );
+    assert_eq!(path.connects(), 3, "two swallowed, then one through");
     assert_eq!(front.sessions().len(), 1);
     client.shutdown().await;
 }
