@@ -55,7 +55,7 @@ fn a_huge_field_is_formatted_only_up_to_the_line_limit() {
 }
 
 #[test]
-fn one_write_of_two_million_lines_takes_linear_time() {
+fn one_write_of_two_million_lines_logs_or_counts_each_line() {
     let dir = tempfile::tempdir().unwrap();
     let guard = open(dir.path());
     let xlog = guard.xlog();
@@ -68,11 +68,12 @@ fn one_write_of_two_million_lines_takes_linear_time() {
         drop(w);
         done.send(xlog.dropped_lines()).unwrap();
     });
-    // Before: every line shifted the rest of the buffer down, ~8 TB of copying (minutes);
-    // now a few seconds even unoptimised.
+    // Before: every line shifted the rest of the buffer down, ~8 TB of copying (hours). The
+    // work is pinned by `layer::tests::the_writer_copies_only_unfinished_lines`; the bound
+    // here only keeps a regression from hanging the suite.
     let dropped = finished
-        .recv_timeout(Duration::from_secs(60))
-        .expect("2 million lines written within 60 s");
+        .recv_timeout(Duration::from_secs(600))
+        .expect("2 million lines written (a hang guard, not a timing)");
     writer.join().unwrap();
     drop(guard);
     let text = decoded(dir.path());
