@@ -160,18 +160,41 @@ pub mod fuzzing {
         }
 
         #[test]
-        fn odd_responses_do_not_panic() {
-            let inputs: [&[u8]; 8] = [
-                b"",
-                b"HTTP/1.1 200 OK\r\n\r\n",
-                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
-                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx",
-                b"\0\0\0\0\xff\xfe",
+        fn odd_responses_end_as_http_says() {
+            let ok = |input: &[u8], body: &[u8]| {
+                let r = exchange_with(input)
+                    .expect("exchange ran")
+                    .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(input)));
+                assert_eq!((r.status, &r.body[..]), (200, body), "{input:?}");
+            };
+            let err = |input: &[u8]| {
+                let r = exchange_with(input).expect("exchange ran");
+                assert!(r.is_err(), "{:?}: {r:?}", String::from_utf8_lossy(input));
+            };
+            // Nothing, or no HTTP at all.
+            err(b"");
+            err(b"\0\0\0\0\xff\xfe");
+            // No length: the body runs to the close (RFC 9112 §6.3, 8.).
+            ok(b"HTTP/1.1 200 OK\r\n\r\n", b"");
+            ok(
                 b"HTTP/1.0 200 OK\r\n\r\nclose-delimited body",
-            ];
-            for input in inputs {
+                b"close-delimited body",
+            );
+            // An interim response, then the final one.
+            ok(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+                b"x",
+            );
+            // A length past any integer, lengths that disagree (§6.3, 5.), a chunk that
+            // never comes: errors, not a truncated or invented body.
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n");
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx");
+            err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n");
+            // A body longer than the limit.
+            let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n".to_vec();
+            big.resize(big.len() + 70_000, b'x');
+            err(&big);
+            for input in [&b""[..], b"HTTP/1.1 200 OK\r\n\r\n", &big] {
                 short_response(input);
             }
         }
