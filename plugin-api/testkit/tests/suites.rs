@@ -488,8 +488,20 @@ fn differing_sources_are_caught() {
         port: Some(1),
         calls: AtomicU32::new(0),
     };
-    phobos_plugin_testkit::ipsource::assert_sources_identical(&a, &a, &["x"]);
     phobos_plugin_testkit::ipsource::assert_sources_identical(&a, &b, &["x"]);
+}
+
+/// The positive control of `differing_sources_are_caught`, on its own (inside a
+/// `should_panic` test a false report here would pass unnoticed): two sources that answer
+/// alike pass.
+#[test]
+fn sources_answering_alike_pass() {
+    let make = || Fixed {
+        tag: AddrSource::Debug,
+        port: Some(1),
+        calls: AtomicU32::new(0),
+    };
+    phobos_plugin_testkit::ipsource::assert_sources_identical(&make(), &make(), &["x", "y"]);
 }
 
 // ---- A toy auth: a token checked by the first reply byte; switchable bugs. ----

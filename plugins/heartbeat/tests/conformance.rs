@@ -30,10 +30,6 @@ fn two_smart_factories_on_the_same_clock_behave_identically() {
             .unwrap()
     };
     phobos_plugin_testkit::heartbeat::assert_factories_identical(&make(), &make());
-    phobos_plugin_testkit::heartbeat::assert_factories_identical(
-        &FixedHeartbeat::default(),
-        &FixedHeartbeat::default(),
-    );
 }
 
 #[test]
