@@ -84,13 +84,16 @@ impl DohServer {
         self.asked.lock().unwrap().clone()
     }
 
-    /// A source asking this server and trusting `ca`.
+    /// A source asking this server and trusting `ca`. Its limit is a minute, not the
+    /// default 2 s: these tests run a real TLS handshake in real time, which a loaded
+    /// machine may slow past 2 s (the limit's own test sets it).
     fn source(&self, ca: &TestCa, edit: impl FnOnce(&mut DohConfig)) -> DohSource {
         let mut config = DohConfig {
             server_ips: vec![self.addr.ip()],
             port: self.addr.port(),
             tls_name: TLS_NAME.to_owned(),
             ca_pem: Some(ca.pem()),
+            timeout_ms: 60_000,
             ..DohConfig::default()
         };
         edit(&mut config);
