@@ -25,6 +25,11 @@ pub(crate) async fn post(
         .with_short_link(path, [addr.to_string()]);
     spec.retry_count = Some(retry_count);
     spec.total_timeout = Some(timeout);
+    // Queries are interactive: one that failed its attempts ends with the error, rather
+    // than wait as a zombie (spec §14) for the rest of the send timeout, which may be
+    // minutes. Network-status sensitive tasks are never zombies (they also fail at once
+    // with no network, which suits a query too).
+    spec.network_sensitive = true;
     // Repeated identical requests (the same history page) are legitimate.
     spec.limit_frequency = false;
     let resp = stn.start_task(spec).await?;
