@@ -125,11 +125,27 @@ impl Labels {
         let oldest = self
             .0
             .iter()
-            .min_by_key(|(label, s)| (s.modify_time, (*label).clone()))
+            .min_by(|(la, a), (lb, b)| (a.modify_time, la).cmp(&(b.modify_time, lb)))
             .map(|(label, _)| label.clone());
         if let Some(label) = oldest {
             self.0.remove(&label);
         }
+    }
+
+    /// Keeps the [`MAX_LABELS`] newest labels (by modification time, then label): what
+    /// evicting the oldest one at a time keeps, in one sort.
+    ///
+    /// Design: a state file holds at most 20 labels as written, but one read back may hold
+    /// any number (damage, another writer): evicting one at a time scanned every label per
+    /// eviction, and 32,000 sections (1 MB) took 27 s of the client's start.
+    fn keep_newest(&mut self) {
+        if self.0.len() <= MAX_LABELS {
+            return;
+        }
+        let mut all: Vec<(String, LabelState)> = std::mem::take(&mut self.0).into_iter().collect();
+        all.sort_unstable_by(|(la, a), (lb, b)| (b.modify_time, lb).cmp(&(a.modify_time, la)));
+        all.truncate(MAX_LABELS);
+        self.0 = all.into_iter().collect();
     }
 
     /// The text form (see the module docs).
@@ -184,9 +200,7 @@ impl Labels {
                 labels.0.insert(label, state);
             }
         }
-        while labels.0.len() > MAX_LABELS {
-            labels.evict_oldest();
-        }
+        labels.keep_newest();
         Some(labels)
     }
 }
@@ -362,5 +376,37 @@ mod tests {
         assert!(!labels.0.contains_key("l1"));
         assert_eq!(labels.0["new"].net, NetKind::Mobile);
         assert_eq!(labels.0["new"].cur_ms(), MIN_HEART_MS);
+    }
+
+    /// A file of many sections (damage, another writer) keeps the newest 20, as evicting
+    /// the oldest one at a time would, and takes one sort to read: 50,000 sections took
+    /// minutes with an eviction scan per section over.
+    #[test]
+    fn a_file_of_many_labels_keeps_the_newest_twenty_at_once() {
+        let text = |n: u64| -> String {
+            (0..n)
+                .map(|i| {
+                    // Times repeat, so ties are broken by the label as the eviction does.
+                    let t = (i * 7_919) % 1_000;
+                    format!("[l{i}]\nmodifyTime={t}\ncurHeart=240000\n")
+                })
+                .collect()
+        };
+        let one_by_one = |text: &str| {
+            let mut sections = Labels::default();
+            for chunk in text.split("[l").skip(1) {
+                let one = Labels::import(&format!("[l{chunk}"), 2_000).unwrap();
+                sections.0.extend(one.0);
+            }
+            while sections.0.len() > MAX_LABELS {
+                sections.evict_oldest();
+            }
+            sections
+        };
+        let small = text(300);
+        assert_eq!(Labels::import(&small, 2_000).unwrap(), one_by_one(&small));
+        let big = Labels::import(&text(50_000), 2_000).unwrap();
+        assert_eq!(big.0.len(), MAX_LABELS);
+        assert!(big.0.values().all(|s| s.modify_time >= 990), "{big:?}");
     }
 }
