@@ -181,11 +181,11 @@ pub use config::{
     INSPECT_GRACE, LOSSY_RETRANSMIT_PERCENT, MAX_DURATION_SETTING, MIN_HEARTBEAT_INTERVAL,
     PATIENCE_RTOS,
 };
-pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use engine::{
-    Engine, ExchangeError, HttpRequest, HttpResponse, LikeTask, ShortLinkConfig,
+    is_dialable, Engine, ExchangeError, HttpRequest, HttpResponse, LikeTask, ShortLinkConfig,
     MAX_SPARE_PROFILES, SHORT_LINK, SHORT_REQUEST_INVALID,
 };
+pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use error::{
     AuthFailure, CodecFailure, DialFailure, ErrorKind, HttpFailure, LimitKind, LinkError,
     LocalError, ParamError, SocketFailure, TaskError, TimeoutLevel,

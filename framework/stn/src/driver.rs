@@ -714,7 +714,21 @@ impl Driver {
                 let (link, host, source) = key;
                 match &result {
                     Ok(addrs) => {
-                        debug!(link = %link, host = %host, source, count = addrs.len(), "resolved")
+                        debug!(link = %link, host = %host, source, count = addrs.len(), "resolved");
+                        let unusable: Vec<String> = addrs
+                            .iter()
+                            .filter(|a| !phobos_stn_proto::is_dialable(a))
+                            .map(|a| format!("{}:{}", a.ip, a.port.unwrap_or(0)))
+                            .collect();
+                        if !unusable.is_empty() {
+                            warn!(
+                                link = %link,
+                                host = %host,
+                                source,
+                                dropped = ?unusable,
+                                "the IP source answered addresses nothing can connect to; dropped"
+                            );
+                        }
                     }
                     Err(e) => {
                         info!(link = %link, host = %host, source, error = %e, "resolution failed")

@@ -79,10 +79,15 @@ impl ChainWalk {
 
     /// The answer to the call in flight (empty for a timeout or an error). Debug-tagged
     /// addresses end the walk: a debug list is used alone.
-    pub(crate) fn answer(&mut self, found: Vec<ResolvedAddr>) {
+    ///
+    /// Addresses nothing can connect to (see [`is_dialable`]) are dropped first: an answer
+    /// of only those (a filtering resolver's `0.0.0.0`) counts as no answer, and the next
+    /// source is asked (§10.2: system DNS is used when app DNS "returns nothing").
+    pub(crate) fn answer(&mut self, mut found: Vec<ResolvedAddr>) {
         let Some((h, _)) = self.current.take() else {
             return;
         };
+        found.retain(is_dialable);
         if found.iter().any(|a| a.source == AddrSource::Debug) {
             self.answers.debug = found
                 .into_iter()
@@ -106,6 +111,16 @@ impl ChainWalk {
     }
 }
 
+/// Whether an IP source's answer `addr` is one a connection can be made to: not the
+/// unspecified address (`0.0.0.0`, `::`), a multicast or the broadcast address, nor port 0.
+/// The engine drops the others from every answer.
+pub fn is_dialable(addr: &ResolvedAddr) -> bool {
+    !addr.ip.is_unspecified()
+        && !addr.ip.is_multicast()
+        && addr.ip != std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
+        && addr.port != Some(0)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
@@ -119,6 +134,44 @@ mod tests {
             port: None,
             source,
         }
+    }
+
+    /// An answer of only addresses nothing can connect to (a filtering resolver's
+    /// `0.0.0.0`, `::`, multicast, broadcast, port 0) counts as no answer: the next primary
+    /// source is asked; usable addresses beside them are kept.
+    #[test]
+    fn an_answer_of_only_unusable_addresses_falls_through() {
+        let l = Duration::from_secs(2);
+        let chain = [SourceSpec::primary(l), SourceSpec::primary(l)];
+        let at = |ip: IpAddr, port: Option<u16>| ResolvedAddr {
+            ip,
+            port,
+            source: AddrSource::NewDns,
+        };
+        let mut w = ChainWalk::new(vec!["a".into(), "b".into()]);
+        assert_eq!(w.next_call(&chain), Some(("a".into(), 0)));
+        w.answer(vec![
+            at(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None),
+            at("::".parse().unwrap(), None),
+            at(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 1)), None),
+            at(IpAddr::V4(Ipv4Addr::BROADCAST), None),
+            at(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), Some(0)),
+        ]);
+        assert_eq!(
+            w.next_call(&chain),
+            Some(("a".into(), 1)),
+            "system DNS asked"
+        );
+        w.answer(vec![addr(1, AddrSource::SystemDns)]);
+        assert_eq!(w.next_call(&chain), Some(("b".into(), 0)));
+        w.answer(vec![
+            at(IpAddr::V4(Ipv4Addr::UNSPECIFIED), None),
+            addr(2, AddrSource::NewDns),
+        ]);
+        assert_eq!(w.next_call(&chain), None);
+        let a = w.answers();
+        assert_eq!(a.hosts[0], vec![addr(1, AddrSource::SystemDns)]);
+        assert_eq!(a.hosts[1], vec![addr(2, AddrSource::NewDns)]);
     }
 
     #[test]

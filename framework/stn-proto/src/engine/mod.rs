@@ -15,6 +15,7 @@ mod timeouts;
 mod zombies;
 
 pub use self::batch::MAX_SPARE_PROFILES;
+pub use self::chain::is_dialable;
 pub use self::ranking::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 
 use std::collections::VecDeque;
