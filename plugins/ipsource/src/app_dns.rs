@@ -90,8 +90,9 @@ impl IpSource for AppDns {
                 .map_err(|_| panicked())?
         };
         let mut out: Vec<ResolvedAddr> = Vec::with_capacity(ips.len());
+        let mut seen = std::collections::HashSet::with_capacity(ips.len());
         for ip in ips {
-            if out.iter().all(|a| a.ip != ip) {
+            if seen.insert(ip) {
                 out.push(ResolvedAddr {
                     ip,
                     port: None,
@@ -124,6 +125,23 @@ mod tests {
             ("boom", _) => panic!("resolver bug"),
             _ => Vec::new(),
         }
+    }
+
+    /// A huge answer is deduplicated keeping the first order, by a set: by a scan of the
+    /// kept addresses, 80,000 took 2.9 s on the driver's runtime (uninterruptible).
+    #[test]
+    fn a_huge_answer_is_deduplicated_in_order() {
+        fn many(_: &str, _: LinkPurpose) -> Vec<IpAddr> {
+            let distinct = (0..60_000u32).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+            distinct.clone().chain(distinct.rev()).collect()
+        }
+        let dns = AppDns::new_inline(many);
+        let got = futures_lite_block_on(dns.resolve("x", LinkPurpose::LongLink)).unwrap();
+        assert_eq!(got.len(), 60_000);
+        assert!(got
+            .iter()
+            .zip(0x0a00_0000u32..)
+            .all(|(a, i)| a.ip == IpAddr::from(i.to_be_bytes())));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

