@@ -209,9 +209,15 @@ async fn clients_sharing_one_state_file_each_write_a_whole_state() {
         let [a, b] = [&clients[0], &clients[1]];
         tokio::join!(a.shutdown(), b.shutdown());
         let saved = std::fs::read_to_string(&file).unwrap();
+        // Each client saves its count at shutdown (a heartbeat answered since its start,
+        // on the link the foreground brought up, counts too).
+        let whole: Vec<String> = factories
+            .iter()
+            .map(|f| format!("acks={}", f.acks.load(Ordering::SeqCst)))
+            .collect();
         assert!(
-            saved == "acks=7" || saved == "acks=1234567",
-            "a mixed state: {saved:?}"
+            whole.contains(&saved),
+            "a mixed state: {saved:?}, not one of {whole:?}"
         );
     }
     let left = std::fs::read_dir(dir.path()).unwrap().count();
