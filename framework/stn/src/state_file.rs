@@ -97,19 +97,38 @@ fn not_a_file() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
 }
 
-/// Writes `contents` to `tmp`, then renames it over `path`. On failure the temporary file
-/// is removed and `path` is left as it was; so is a `path` that is a device (running as
-/// root, the rename would replace the device node). A FIFO or socket at `path` (never read,
-/// see [`read`]) is replaced by the state; a folder makes the rename fail.
+/// Writes `contents` to `tmp`, flushes it to the disk, then renames it over `path` (and
+/// flushes the folder, where the system allows). On failure the temporary file is removed
+/// and `path` is left as it was; so is a `path` that is a device (running as root, the
+/// rename would replace the device node). A FIFO or socket at `path` (never read, see
+/// [`read`]) is replaced by the state; a folder makes the rename fail.
+///
+/// Design: the flush before the rename keeps a power loss from leaving an empty file in
+/// place of the previous state on file systems that may commit the rename before the data
+/// (f2fs, common on Android's `/data`, or ext4 without `auto_da_alloc`); the write runs off
+/// the driver's loop, so its wait costs no task anything.
 ///
 /// # Errors
 ///
-/// The error of the write or the rename, or "a device".
+/// The error of the write, the flush or the rename, or "a device".
 pub(crate) fn write_atomically(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<()> {
+    use std::io::Write;
     if std::fs::metadata(path).is_ok_and(|m| is_device(&m.file_type())) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "a device"));
     }
-    let written = std::fs::write(tmp, contents).and_then(|()| std::fs::rename(tmp, path));
+    let written = std::fs::File::create(tmp)
+        .and_then(|mut f| {
+            f.write_all(contents)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(tmp, path));
+    if written.is_ok() {
+        // The rename itself reaches the disk with the folder; where a folder cannot be
+        // opened or flushed (some systems), the state is still in place.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+    }
     if written.is_err() {
         // Nothing to do if it cannot be removed either (it may not exist).
         let _ = std::fs::remove_file(tmp);
