@@ -3305,7 +3305,7 @@ impl Engine {
         let took = Duration::from_nanos(self.timers.now_ns(now).saturating_sub(task.queued_ns));
         let weak = weak_verdict(task, &outcome, took);
         let zombie = match &outcome {
-            Err(error) => self.zombie_budget(task, error, now),
+            Err(error) => zombie_budget(&task.spec, task.budget_start, error, now),
             Ok(_) => None,
         };
         match weak {
@@ -3440,30 +3440,6 @@ impl Engine {
 
     // ----- zombies ------------------------------------------------------------------------
 
-    /// The budget a failed task keeps as a zombie, if it becomes one (§14).
-    fn zombie_budget(&self, task: &Task, error: &TaskError, now: Instant) -> Option<Duration> {
-        let total = task.spec.total_timeout?;
-        if task.spec.network_sensitive {
-            return None;
-        }
-        let eligible = matches!(
-            error,
-            TaskError::Dial(_)
-                | TaskError::Socket(_)
-                | TaskError::Timeout(_)
-                | TaskError::Codec(CodecFailure::Decode(_))
-                // §14: every failure but a TaskEnd verdict: a response refused with the
-                // default fail handle (`ResponseVerdict::Retry`) too.
-                | TaskError::Codec(CodecFailure::Response { .. })
-                | TaskError::Local(LocalError::Interrupted)
-        );
-        if !eligible {
-            return None;
-        }
-        let remaining = total.checked_sub(now.saturating_duration_since(task.budget_start))?;
-        (!remaining.is_zero()).then_some(remaining)
-    }
-
     /// Keeps `task` (task `id`, failed) as a zombie with `remaining` of its budget (§14).
     fn save_zombie(&mut self, id: TaskId, task: ZombieTask, remaining: Duration, now: Instant) {
         self.stats.zombies_saved += 1;
@@ -3546,6 +3522,39 @@ impl Engine {
         let slot = self.tasks.insert(task);
         self.enqueue(slot, now);
     }
+}
+
+/// What is left of the total timeout of a task of `spec`, whose budget started at
+/// `budget_start`, if its failure with `error` keeps it as a zombie (§14, long link and
+/// short): a total timeout set, not network sensitive, budget left, and a failure of the
+/// network or of the response (a response refused with the default fail handle,
+/// `ResponseVerdict::Retry`, included). Not the app's parameters, a cancel, a limit, a
+/// server's TaskEnd verdict, or a refused certificate (refused again until something
+/// changes).
+fn zombie_budget(
+    spec: &TaskSpec,
+    budget_start: Instant,
+    error: &TaskError,
+    now: Instant,
+) -> Option<Duration> {
+    let total = spec.total_timeout?;
+    if spec.network_sensitive {
+        return None;
+    }
+    let eligible = matches!(
+        error,
+        TaskError::Dial(_)
+            | TaskError::Socket(_)
+            | TaskError::Timeout(_)
+            | TaskError::Http(_)
+            | TaskError::Codec(CodecFailure::Decode(_) | CodecFailure::Response { .. })
+            | TaskError::Local(LocalError::Interrupted)
+    ) && !matches!(error, TaskError::Dial(DialFailure::Certificate));
+    if !eligible {
+        return None;
+    }
+    let remaining = total.checked_sub(now.saturating_duration_since(budget_start))?;
+    (!remaining.is_zero()).then_some(remaining)
 }
 
 impl std::fmt::Debug for Engine {

@@ -1471,7 +1471,7 @@ impl Engine {
         }
         let holds_place = task.holds_place;
         let zombie = match &outcome {
-            Err(error) => short_zombie_budget(&task, error, now),
+            Err(error) => super::zombie_budget(&task.spec, task.budget_start, error, now),
             Ok(_) => None,
         };
         match zombie {
@@ -1715,31 +1715,6 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
 pub const SHORT_LINK: &str = "short";
 /// [`EncodeError::Other`] code of a request the driver could not write as HTTP.
 pub const SHORT_REQUEST_INVALID: u32 = 0x5348;
-
-/// What is left of `task`'s total timeout if its failure with `error` keeps it as a zombie
-/// (§14), as the long link's `zombie_budget` decides: a total timeout set, not network
-/// sensitive, budget left, and a failure of the network or the response (not the app's
-/// parameters, a cancel or a server's TaskEnd verdict).
-fn short_zombie_budget(task: &ShortTask, error: &TaskError, now: Instant) -> Option<Duration> {
-    let total = task.spec.total_timeout?;
-    if task.spec.network_sensitive {
-        return None;
-    }
-    let eligible = matches!(
-        error,
-        TaskError::Dial(_)
-            | TaskError::Socket(_)
-            | TaskError::Timeout(_)
-            | TaskError::Http(_)
-            | TaskError::Codec(CodecFailure::Decode(_) | CodecFailure::Response { .. })
-            | TaskError::Local(crate::LocalError::Interrupted)
-    ) && !matches!(error, TaskError::Dial(DialFailure::Certificate));
-    if !eligible {
-        return None;
-    }
-    let remaining = total.checked_sub(now.saturating_duration_since(task.budget_start))?;
-    (!remaining.is_zero()).then_some(remaining)
-}
 
 #[cfg(test)]
 mod tests {

@@ -1297,9 +1297,9 @@ fn a_short_link_request_encoder_that_refuses_ends_the_task_before_any_connect() 
 
 /// §14: a short-link task that fails with budget left under its `total_timeout` is kept as
 /// a zombie, started again after 60 s of quiet, and can still succeed.
-#[test]
-fn a_failed_short_task_with_budget_left_lives_on_as_a_zombie() {
-    let mut d = Drive::new();
+/// Starts a short-link task with 120 s of budget and no retries whose only connect is
+/// refused: kept as a zombie.
+fn short_zombie(d: &mut Drive) -> TaskId {
     let id = d.start(
         short_task(&["10.0.0.1:80"])
             .with_retry_count(0)
@@ -1309,6 +1309,13 @@ fn a_failed_short_task_with_budget_left_lives_on_as_a_zombie() {
     d.engine
         .handle_connect_failed(d.now, conn, DialError::Refused);
     d.drain();
+    id
+}
+
+#[test]
+fn a_failed_short_task_with_budget_left_lives_on_as_a_zombie() {
+    let mut d = Drive::new();
+    let id = short_zombie(&mut d);
     assert!(d.end(id).is_none(), "kept, not ended");
     assert!(d
         .events
@@ -1334,15 +1341,7 @@ fn a_failed_short_task_with_budget_left_lives_on_as_a_zombie() {
 #[test]
 fn a_short_link_success_restarts_the_zombies() {
     let mut d = Drive::new();
-    let zombie = d.start(
-        short_task(&["10.0.0.1:80"])
-            .with_retry_count(0)
-            .with_total_timeout(Duration::from_secs(120)),
-    );
-    let (conn, ..) = d.connects()[0].clone();
-    d.engine
-        .handle_connect_failed(d.now, conn, DialError::Refused);
-    d.drain();
+    let zombie = short_zombie(&mut d);
     assert_eq!(d.engine.zombie_count(), 1);
     d.advance(Duration::from_secs(5));
     let ok = d.start(
