@@ -288,8 +288,8 @@ fn a_failed_address_ranks_after_a_good_one_on_the_next_cycle() {
     }
 }
 
-#[test]
-fn three_failures_ban_an_address_until_the_ban_expires_or_the_network_changes() {
+/// A sim whose two resolved addresses refused three connect cycles in a row: both banned.
+fn both_banned() -> (Sim, IpPort, IpPort) {
     let (a, b) = (server_addr(1), server_addr(2));
     let mut sim = resolved(&[a, b], 1);
     sim.script.reach.insert(a, Refused);
@@ -301,6 +301,12 @@ fn three_failures_ban_an_address_until_the_ban_expires_or_the_network_changes() 
     }
     assert!(sim.engine.is_banned(sim.now, a));
     assert!(sim.engine.is_banned(sim.now, b));
+    (sim, a, b)
+}
+
+#[test]
+fn three_failures_ban_an_address_until_the_ban_expires_or_the_network_changes() {
+    let (mut sim, a, b) = both_banned();
     // Both banned and no backup: Phobos still tries them (Mars would fail with no address,
     // see `mars_classic_fails_with_no_address_when_every_address_is_banned`).
     let before = starts(&sim).len();
@@ -354,16 +360,7 @@ fn three_failures_ban_an_address_until_the_ban_expires_or_the_network_changes() 
 /// repairing its servers, and bans of up to 30 min must not outlive that.
 #[test]
 fn redo_tasks_lifts_address_and_server_bans() {
-    let (a, b) = (server_addr(1), server_addr(2));
-    let mut sim = resolved(&[a, b], 1);
-    sim.script.reach.insert(a, Refused);
-    sim.script.reach.insert(b, Refused);
-    for _ in 0..3 {
-        connect(&mut sim);
-        sim.run_for(secs(11));
-    }
-    assert!(sim.engine.is_banned(sim.now, a));
-    assert!(sim.engine.is_banned(sim.now, b));
+    let (mut sim, a, b) = both_banned();
     let c = server_addr(3);
     sim.engine.ban_server(sim.now, c.ip);
     assert!(sim.engine.is_banned(sim.now, c));
