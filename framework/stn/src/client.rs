@@ -264,7 +264,8 @@ impl Client {
         }
     }
 
-    /// A stream of link status changes from now on.
+    /// A stream of link status changes from now on: changes before the call are not in it
+    /// ([`link_status`](Self::link_status) has the last one).
     pub fn link_events(&self) -> LinkEvents {
         LinkEvents {
             rx: self.inner.links.subscribe(),
@@ -283,6 +284,10 @@ impl Client {
     }
 
     /// Tells the engine whether the app is in the foreground (Mars's `OnForeground`).
+    ///
+    /// A change connects every keep-alive link that is down, as the reconnect table allows
+    /// (spec §7.9): one never tried connects at once. Subscribe to
+    /// [`link_events`](Self::link_events) first to see that connect.
     pub fn set_foreground(&self, foreground: bool) {
         let _ = self.inner.commands.send(Command::SetForeground(foreground));
     }
