@@ -131,7 +131,21 @@ fn write_queued<S: Snapshot>(slot: &Mutex<Slot<S>>, path: &Path, tmp: &Path) {
                 }
             }
         };
-        if let Err(e) = state_file::write_atomically(path, tmp, state.contents().as_bytes()) {
+        let contents = state.contents();
+        // A state no start would read back (see `state_file::read`) is not written: it
+        // would replace a readable one, and be written again at every change. The file
+        // keeps the last state that fits.
+        if contents.len() as u64 > state_file::MAX_STATE_FILE {
+            warn!(
+                path = %path.display(),
+                len = contents.len(),
+                max = state_file::MAX_STATE_FILE,
+                "the {} is larger than a start reads; not saved",
+                S::WHAT
+            );
+            continue;
+        }
+        if let Err(e) = state_file::write_atomically(path, tmp, contents.as_bytes()) {
             warn!(path = %path.display(), error = %e, "could not save the {}", S::WHAT);
         }
     }
@@ -201,6 +215,23 @@ mod tests {
         w.finish(state(6)).unwrap().await.unwrap();
         assert_eq!(read(&path), state(6));
         assert!(!lock(&w.slot).writing);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A state larger than a start reads back is not written; the file keeps the last one
+    /// that fits.
+    #[tokio::test]
+    async fn a_state_too_large_to_read_back_is_not_written() {
+        let dir = scratch("too_large");
+        let path = dir.join("heartbeat.state");
+        let mut w = StateWriter::<HeartbeatState>::new(path.clone());
+        w.finish(HeartbeatState("small".into()))
+            .unwrap()
+            .await
+            .unwrap();
+        let huge = "x".repeat(state_file::MAX_STATE_FILE as usize + 1);
+        w.finish(HeartbeatState(huge)).unwrap().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "small");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
