@@ -320,12 +320,7 @@ mod tests {
         use tracing_subscriber::fmt::MakeWriter;
 
         let dir = tempfile::tempdir().unwrap();
-        let guard = Xlog::builder()
-            .log_dir(dir.path())
-            .name_prefix("wr")
-            .banners(false)
-            .build()
-            .unwrap();
+        let guard = crate::testutil::quiet_logger(dir.path(), "wr");
         let xlog = guard.xlog();
         let mut w = xlog.make_writer();
         w.write_all(&b"abc\n".repeat(100_000)).unwrap();

@@ -9,17 +9,8 @@ use phobos_plugin_api::cipher::{
     BlockDecryptor, BlockEncryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,
 };
 
-use crate::testutil::{decode_file, toy, ToyCipher};
-use crate::{Clock, Compression, FixedClock, Level, Mode, Overflow, Record, WallTime, Xlog};
-
-fn clock() -> Arc<FixedClock> {
-    // 2024-03-14 10:26:53.137 in +8.
-    Arc::new(FixedClock(WallTime::new(
-        1_710_383_213,
-        137_000_000,
-        8 * 3600,
-    )))
-}
+use crate::testutil::{clock, decode_file, quiet_logger, toy, ToyCipher};
+use crate::{Clock, Compression, Level, Mode, Overflow, Record, WallTime, Xlog};
 
 fn xlog_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
@@ -1117,17 +1108,6 @@ fn assert_each_line_once(text: &str, blocks: usize, lines: usize) {
             assert_eq!(text.matches(&line).count(), 1, "{line:?} in:\n{text}");
         }
     }
-}
-
-/// A logger in `dir` named `prefix`, without banners, on the test clock.
-fn quiet_logger(dir: &std::path::Path, prefix: &str) -> crate::XlogGuard {
-    Xlog::builder()
-        .log_dir(dir)
-        .name_prefix(prefix)
-        .banners(false)
-        .clock(clock())
-        .build()
-        .unwrap()
 }
 
 /// The toy cipher, with encryptors that log through the writer in `target` from inside

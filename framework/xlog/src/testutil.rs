@@ -9,6 +9,27 @@ use phobos_plugin_api::cipher::{
 
 use crate::block::{magic_info, BlockView, Encryption};
 use crate::config::Compression;
+use crate::{FixedClock, WallTime, Xlog, XlogGuard};
+
+/// The tests' fixed clock: 2024-03-14 10:26:53.137 in +8.
+pub(crate) fn clock() -> Arc<FixedClock> {
+    Arc::new(FixedClock(WallTime::new(
+        1_710_383_213,
+        137_000_000,
+        8 * 3600,
+    )))
+}
+
+/// A logger in `dir` named `prefix`, without banners, on the test clock.
+pub(crate) fn quiet_logger(dir: &std::path::Path, prefix: &str) -> XlogGuard {
+    Xlog::builder()
+        .log_dir(dir)
+        .name_prefix(prefix)
+        .banners(false)
+        .clock(clock())
+        .build()
+        .unwrap()
+}
 
 const PAD: [u8; 8] = [0x5A, 0xC3, 0x11, 0x7E, 0x99, 0x02, 0xF0, 0x3D];
 
