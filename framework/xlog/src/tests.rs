@@ -1,7 +1,7 @@
 //! Whole-writer tests (with the toy cipher and the minimal test decoder).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -930,12 +930,22 @@ fn failed_writes_are_counted_apart_and_reported_once_a_block_gets_through() {
     assert!(text.contains("gets through"));
 }
 
+/// A folder as a crashed writer of `prefix` left it (one staged block of 10 lines, a day's
+/// log with the block before it), where the day's file cannot be written (a directory stands
+/// in for a full disk): the folder, the staging file, the day's file and its log.
+fn crashed_with_a_full_disk(prefix: &str) -> (tempfile::TempDir, PathBuf, PathBuf, Vec<u8>) {
+    let (staged, log) = crash_with_staged_lines(prefix, 1, 10);
+    let dir = tempfile::tempdir().unwrap();
+    let mmap = dir.path().join(format!("{prefix}.mmap3"));
+    let day = dir.path().join(format!("{prefix}_20240314.xlog"));
+    fs::write(&mmap, &staged).unwrap();
+    fs::create_dir(&day).unwrap();
+    (dir, mmap, day, log)
+}
+
 #[test]
 fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later() {
-    let (staged, log) = crash_with_staged_lines("df", 1, 10);
-    let dir = tempfile::tempdir().unwrap();
-    let mmap = dir.path().join("df.mmap3");
-    let day = dir.path().join("df_20240314.xlog");
+    let (dir, mmap, day, log) = crashed_with_a_full_disk("df");
     let recovered_lines = |file: &[u8]| {
         let mut text = Vec::new();
         for r in crate::staging::recover(file, 0) {
@@ -943,9 +953,6 @@ fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later(
         }
         lines_of(&String::from_utf8(text).unwrap()).len()
     };
-    fs::write(&mmap, &staged).unwrap();
-    // The day's file cannot be written (a directory stands in for a full disk).
-    fs::create_dir(&day).unwrap();
     let open = || quiet_logger(dir.path(), "df");
     // Opened and closed while writing fails: the staged lines stay in the buffer file.
     let g = open();
@@ -989,13 +996,7 @@ fn a_writer_opens_when_recovered_lines_cannot_be_written_and_appends_them_later(
 /// holding them when it wakes for its housekeeping before any block was sealed.
 #[test]
 fn recovered_blocks_appended_late_are_appended_once_even_if_the_writer_crashed_then() {
-    let (staged, log) = crash_with_staged_lines("rl", 1, 10);
-    let dir = tempfile::tempdir().unwrap();
-    let mmap = dir.path().join("rl.mmap3");
-    let day = dir.path().join("rl_20240314.xlog");
-    fs::write(&mmap, &staged).unwrap();
-    // The day's file cannot be written at open (a directory stands in for a full disk).
-    fs::create_dir(&day).unwrap();
+    let (dir, mmap, day, log) = crashed_with_a_full_disk("rl");
     let g = quiet_logger(dir.path(), "rl");
     assert_eq!(g.pending_recovered_blocks(), 1);
     g.crash_after_retried_recovery();

@@ -326,13 +326,19 @@ fn identify_later_sends_a_heartbeat_and_asks_again_next_slot() {
     );
 }
 
-#[test]
-fn signalling_keeper_sends_every_five_quiet_seconds_for_twenty_seconds() {
+/// A connected sim whose app asked the signalling keeper to keep at 10 s.
+fn keeping_from_ten_seconds() -> Sim {
     let mut sim = Sim::new();
     connect(&mut sim);
     sim.run_for(secs(10));
     sim.engine.keep_signalling(sim.now);
     sim.drain();
+    sim
+}
+
+#[test]
+fn signalling_keeper_sends_every_five_quiet_seconds_for_twenty_seconds() {
+    let mut sim = keeping_from_ten_seconds();
     sim.run_for(secs(60));
     let keeps = sim.server_frames(SIGNAL_KEEP_CMD);
     let want: Vec<Duration> = (0..6).map(|i| ms(10_020 + i * 5_000)).collect();
@@ -494,11 +500,7 @@ fn a_policy_asking_for_a_nanosecond_gets_a_heartbeat_a_second() {
 /// response bytes read, postpones the next keep frame as long-link traffic does.
 #[test]
 fn short_link_traffic_postpones_the_keep_frame() {
-    let mut sim = Sim::new();
-    connect(&mut sim);
-    sim.run_for(secs(10));
-    sim.engine.keep_signalling(sim.now);
-    sim.drain();
+    let mut sim = keeping_from_ten_seconds();
     sim.run_for(secs(3));
     sim.start(
         TaskSpec::new(CmdId(0), &b"x"[..])

@@ -310,13 +310,18 @@ impl ResponseCheck for Judge {
     }
 }
 
-#[test]
-fn response_check_can_end_with_a_server_error_and_accept() {
+/// A sim whose responses [`Judge`] checks.
+fn judged() -> Sim {
     let cfg = config_with(&[server_addr(1)])
         .response_check(std::sync::Arc::new(Judge))
         .build()
         .unwrap();
-    let mut sim = Sim::with_config(cfg);
+    Sim::with_config(cfg)
+}
+
+#[test]
+fn response_check_can_end_with_a_server_error_and_accept() {
+    let mut sim = judged();
     let end_now = sim.start(spec(2, b"e"));
     let ok = sim.start(spec(3, b"o"));
     sim.run_for(secs(5));
@@ -335,11 +340,7 @@ fn response_check_can_end_with_a_server_error_and_accept() {
 /// retried on the next one.
 #[test]
 fn a_retry_verdict_drops_the_long_link_and_retries_every_running_task() {
-    let cfg = config_with(&[server_addr(1)])
-        .response_check(std::sync::Arc::new(Judge))
-        .build()
-        .unwrap();
-    let mut sim = Sim::with_config(cfg);
+    let mut sim = judged();
     sim.foreground(true);
     sim.script
         .answer_by_cmd
