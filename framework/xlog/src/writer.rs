@@ -21,8 +21,8 @@ use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
-    compute_keystream, recover, write_intent, Active, Intent, Recovered, Region, StageError,
-    Stager, StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
+    compute_keystream, recover, write_intent, Active, Intent, Region, StageError, Stager,
+    StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
 };
 
 mod nested;
@@ -896,7 +896,14 @@ impl Xlog {
                 res = files
                     .append(now, &r.block, false, |i| {
                         if let Some(bf) = bf.as_ref() {
-                            note_recovery_intent(bf, &old, r, i);
+                            note_intent_in_file(
+                                bf,
+                                r.slot,
+                                slot_meta(&old, r.slot),
+                                r.gen,
+                                &r.block,
+                                i,
+                            );
                         }
                     })
                     .map(drop);
@@ -912,14 +919,11 @@ impl Xlog {
                 held_slots = unwritten.iter().map(|r| r.slot).collect();
                 unwritten_recovery = unwritten
                     .iter()
-                    .map(|r| {
-                        let at = META_BASE + r.slot * META_LEN;
-                        Unwritten {
-                            slot: r.slot,
-                            gen: r.gen,
-                            block: r.block.clone(),
-                            meta: old.get(at..at + META_LEN).unwrap_or_default().to_vec(),
-                        }
+                    .map(|r| Unwritten {
+                        slot: r.slot,
+                        gen: r.gen,
+                        block: r.block.clone(),
+                        meta: slot_meta(&old, r.slot).unwrap_or_default().to_vec(),
                     })
                     .collect();
                 recovery_error = Some(e);
@@ -1151,19 +1155,36 @@ fn recovery_tips(tip_magic: u8, key: &[u8; 64], now: WallTime) -> (Vec<u8>, Vec<
     (begin, end)
 }
 
-/// Records in the staging file, in the slot of recovered block `r` (the file read at open
-/// was `old`), the intent of its append at open. Nothing is recorded for a file without the
-/// slots' metadata (Mars's layout) or when the write fails: the block is then appended
+/// The metadata of `slot` in the staging file read at open (`old`), if the file has it.
+fn slot_meta(old: &[u8], slot: usize) -> Option<&[u8]> {
+    let at = META_BASE + slot * META_LEN;
+    old.get(at..at + META_LEN)
+}
+
+/// Records through the staging file `bf`, in `slot` (whose metadata was `meta`), the intent
+/// of appending the recovered `block` of generation `gen`. Nothing is recorded for a slot
+/// without metadata (Mars's layout) or when the write fails: the block is then appended
 /// again after a crash, as before.
-fn note_recovery_intent(bf: &BufferFile, old: &[u8], r: &Recovered, intent: &Intent) {
-    let at = META_BASE + r.slot * META_LEN;
-    let Some(meta) = old.get(at..at + META_LEN) else {
+fn note_intent_in_file(
+    bf: &BufferFile,
+    slot: usize,
+    meta: Option<&[u8]>,
+    gen: u64,
+    block: &[u8],
+    intent: &Intent,
+) {
+    let Some(meta) = meta.filter(|m| m.len() == META_LEN) else {
         return;
     };
     let mut meta = meta.to_vec();
-    let staged_len = (r.block.len() - HEADER_LEN - 1) as u32;
-    write_intent(&mut meta, intent, r.gen, staged_len);
-    let _ = bf.write_at(at as u64, &meta);
+    write_intent(&mut meta, intent, gen, staged_len(block));
+    let _ = bf.write_at((META_BASE + slot * META_LEN) as u64, &meta);
+}
+
+/// The staged body length of a recovered `block` (as [`recover`] returns it: header, body,
+/// end byte).
+fn staged_len(block: &[u8]) -> u32 {
+    (block.len() - HEADER_LEN - 1) as u32
 }
 
 /// A slot taken back from holding a recovered block, emptied for logging.
@@ -1423,16 +1444,16 @@ impl Inner {
     /// than appending it a second time. A failure part way keeps the blocks not yet written
     /// for the next try.
     fn retry_recovery(&self, staging: &StagingFile) {
-        let (begin, end, blocks) = {
+        let (begin, end, blocks, now) = {
             let st = self.lock_state();
             if st.unwritten_recovery.is_empty() {
                 return;
             }
+            let now = ask(&*self.clock);
             let tip_magic = sync_magic(self.config.compression, self.encryption);
-            let (begin, end) = recovery_tips(tip_magic, &st.stager.header_key(), ask(&*self.clock));
-            (begin, end, st.unwritten_recovery.clone())
+            let (begin, end) = recovery_tips(tip_magic, &st.stager.header_key(), now);
+            (begin, end, st.unwritten_recovery.clone(), now)
         };
-        let now = ask(&*self.clock);
         let mut written = 0;
         let res = {
             let mut files = self.lock_files();
@@ -1493,15 +1514,12 @@ impl Inner {
     /// Records in the slot holding recovered block `u` where its retried append goes. A slot
     /// taken back for logging meanwhile gets nothing: the block is in memory only.
     fn note_retry_intent(&self, staging: &StagingFile, u: &Unwritten, intent: &Intent) {
-        let staged_len = (u.block.len() - HEADER_LEN - 1) as u32;
         let mut st = self.lock_state();
         if let Some(r) = st.held.iter_mut().find(|r| r.slot == u.slot) {
-            write_intent(&mut r.meta, intent, u.gen, staged_len);
-        } else if st.held_in_file.contains(&u.slot) && u.meta.len() == META_LEN {
+            write_intent(&mut r.meta, intent, u.gen, staged_len(&u.block));
+        } else if st.held_in_file.contains(&u.slot) {
             if let Some(f) = &staging.file {
-                let mut meta = u.meta.clone();
-                write_intent(&mut meta, intent, u.gen, staged_len);
-                let _ = f.write_at((META_BASE + u.slot * META_LEN) as u64, &meta);
+                note_intent_in_file(f, u.slot, Some(&u.meta), u.gen, &u.block, intent);
             }
         }
     }
