@@ -115,10 +115,7 @@ impl ChainWalk {
 /// unspecified address (`0.0.0.0`, `::`), a multicast or the broadcast address, nor port 0.
 /// The engine drops the others from every answer.
 pub fn is_dialable(addr: &ResolvedAddr) -> bool {
-    !addr.ip.is_unspecified()
-        && !addr.ip.is_multicast()
-        && addr.ip != std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
-        && addr.port != Some(0)
+    addr.port != Some(0) && super::ranking::dialable_ip(addr.ip)
 }
 
 #[cfg(test)]

@@ -1849,10 +1849,15 @@ impl Engine {
     }
 
     fn limited(&mut self, id: TaskId, kind: LimitKind, param: u64, now: Instant) {
+        self.note_limited(id, kind, param);
+        self.finish(id, now, Err(TaskError::Limited(kind)));
+    }
+
+    /// Counts and reports task `id` refused by limit `kind` (its end is the caller's).
+    fn note_limited(&mut self, id: TaskId, kind: LimitKind, param: u64) {
         self.stats.tasks_limited += 1;
         self.events
             .push_back(Event::TaskLimited { id, kind, param });
-        self.finish(id, now, Err(TaskError::Limited(kind)));
     }
 
     /// Hands bytes to the connection of link `li` and notes the write.

@@ -801,13 +801,16 @@ fn expand(list: &[ResolvedAddr], ports: &[u16]) -> Vec<Candidate> {
 
 /// Whether a TCP connection to `addr` can reach a server: not port 0, not an unspecified
 /// (`0.0.0.0`, `::`, which Linux takes as this host), multicast or IPv4 broadcast address.
-/// An IP source answering those (a bug, or a poisoned answer) gets them ignored rather
-/// than dialled.
+/// An address given that way (a link's fixed list, a port list with 0) is ignored rather
+/// than dialled; IP sources' answers were already filtered (`is_dialable`).
 fn dialable(addr: &IpPort) -> bool {
-    addr.port != 0
-        && !addr.ip.is_unspecified()
-        && !addr.ip.is_multicast()
-        && addr.ip != IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
+    addr.port != 0 && dialable_ip(addr.ip)
+}
+
+/// Whether `ip` is one a connection can be made to: not unspecified, multicast or the IPv4
+/// broadcast address.
+pub(crate) fn dialable_ip(ip: IpAddr) -> bool {
+    !ip.is_unspecified() && !ip.is_multicast() && ip != IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
 }
 
 /// §11.3 step 3: where an item repeats the previous item's IP, swap in the next later item

@@ -974,9 +974,7 @@ impl Engine {
             if freq || flow {
                 let body = task.spec.body.clone();
                 if let Some((kind, param)) = self.check_limits(now, &body, freq, flow) {
-                    self.stats.tasks_limited += 1;
-                    self.events
-                        .push_back(Event::TaskLimited { id, kind, param });
+                    self.note_limited(id, kind, param);
                     self.short_finish(id, now, Err(TaskError::Limited(kind)));
                     return;
                 }
