@@ -89,18 +89,9 @@ impl IpSource for AppDns {
             catch_unwind(AssertUnwindSafe(|| resolver.resolve(host, purpose)))
                 .map_err(|_| panicked())?
         };
-        let mut out: Vec<ResolvedAddr> = Vec::with_capacity(ips.len());
-        let mut seen = std::collections::HashSet::with_capacity(ips.len());
-        for ip in ips {
-            if seen.insert(ip) {
-                out.push(ResolvedAddr {
-                    ip,
-                    port: None,
-                    source: AddrSource::NewDns,
-                });
-            }
-        }
-        Ok(out)
+        Ok(crate::table::unique_answer(ips, AddrSource::NewDns, |_| {
+            true
+        }))
     }
 }
 

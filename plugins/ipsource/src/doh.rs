@@ -189,18 +189,9 @@ impl IpSource for DohSource {
                 }
             }
         };
-        let mut out: Vec<ResolvedAddr> = Vec::with_capacity(ips.len());
-        let mut seen = std::collections::HashSet::with_capacity(ips.len());
-        for ip in ips {
-            if sanitise(ip, self.allow_loopback, self.ipv4_only) && seen.insert(ip) {
-                out.push(ResolvedAddr {
-                    ip,
-                    port: None,
-                    source: AddrSource::Doh,
-                });
-            }
-        }
-        Ok(out)
+        Ok(crate::table::unique_answer(ips, AddrSource::Doh, |ip| {
+            sanitise(ip, self.allow_loopback, self.ipv4_only)
+        }))
     }
 }
 

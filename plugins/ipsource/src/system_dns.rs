@@ -90,18 +90,7 @@ impl SystemDns {
 
     /// The answers that pass [`keeps`](Self::keeps), deduplicated, tagged.
     fn sanitised(&self, ips: Vec<IpAddr>) -> Vec<ResolvedAddr> {
-        let mut out: Vec<ResolvedAddr> = Vec::with_capacity(ips.len());
-        let mut seen = std::collections::HashSet::with_capacity(ips.len());
-        for ip in ips {
-            if self.keeps(ip) && seen.insert(ip) {
-                out.push(ResolvedAddr {
-                    ip,
-                    port: None,
-                    source: AddrSource::SystemDns,
-                });
-            }
-        }
-        out
+        crate::table::unique_answer(ips, AddrSource::SystemDns, |ip| self.keeps(ip))
     }
 }
 

@@ -187,6 +187,27 @@ impl From<HostTable> for BTreeMap<String, Vec<AddrEntry>> {
     }
 }
 
+/// The resolver answer `ips` that `keep` accepts, each once in its first place, tagged with
+/// `source` (no port: the link's ports apply).
+///
+/// Design: by a set, not a scan of those kept: an answer of 80,000 addresses took 2.9 s to
+/// deduplicate by scanning, on the driver's runtime and beyond a cancel's reach.
+pub(crate) fn unique_answer(
+    ips: Vec<IpAddr>,
+    source: AddrSource,
+    keep: impl Fn(IpAddr) -> bool,
+) -> Vec<ResolvedAddr> {
+    let mut seen = std::collections::HashSet::with_capacity(ips.len());
+    ips.into_iter()
+        .filter(|&ip| keep(ip) && seen.insert(ip))
+        .map(|ip| ResolvedAddr {
+            ip,
+            port: None,
+            source,
+        })
+        .collect()
+}
+
 /// Tags `entries` with `source`.
 pub(crate) fn tag(entries: &[AddrEntry], source: AddrSource) -> Vec<ResolvedAddr> {
     entries.iter().map(|e| e.tagged(source)).collect()
