@@ -645,13 +645,7 @@ impl Engine {
         profile: TaskProfile,
     ) {
         let retries = spec.retry_count.unwrap_or(super::DEFAULT_RETRIES);
-        let total = timeouts::task_total(
-            spec.server_cost,
-            retries,
-            spec.long_polling,
-            spec.total_timeout,
-        );
-        self.short.tasks.insert(
+        self.short_launch(
             id,
             ShortTask {
                 spec,
@@ -670,7 +664,21 @@ impl Engine {
                 holds_place: false,
                 limits_checked: false,
             },
+            now,
         );
+    }
+
+    /// Keeps `task` as task `id`, arms its total timeout (for its spec and the retries it
+    /// has left) and begins its attempt: at admission and at a zombie's restart.
+    fn short_launch(&mut self, id: TaskId, task: ShortTask, now: Instant) {
+        let spec = &task.spec;
+        let total = timeouts::task_total(
+            spec.server_cost,
+            task.retries_left,
+            spec.long_polling,
+            spec.total_timeout,
+        );
+        self.short.tasks.insert(id, task);
         self.short.timers.set(Timer::Total(id), now + total);
         self.short_begin(id, now);
     }
@@ -692,11 +700,7 @@ impl Engine {
         task.holds_place = false;
         task.sent = false;
         task.auth_passed = false;
-        let total =
-            timeouts::task_total(task.spec.server_cost, 0, task.spec.long_polling, Some(left));
-        self.short.tasks.insert(id, task);
-        self.short.timers.set(Timer::Total(id), now + total);
-        self.short_begin(id, now);
+        self.short_launch(id, task, now);
     }
 
     /// Cancels a short-link task; `false` when it is not one.
