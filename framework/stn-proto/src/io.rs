@@ -150,7 +150,9 @@ pub enum Action {
         /// The attempt.
         attempt: ConnId,
     },
-    /// Write these bytes, in order, on the connection.
+    /// Write these bytes, in order, on the connection. Bytes the socket does not take at
+    /// once are reported with [`Engine::handle_unsent`](crate::Engine::handle_unsent) while
+    /// the driver holds them: a request's clocks start when its first byte is written.
     Send {
         /// The link (for logs).
         link: LinkName,

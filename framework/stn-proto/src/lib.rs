@@ -106,11 +106,18 @@
 //!   coming back connects at once.
 //! - **Busy links keep their heartbeat**: bytes arriving while a heartbeat reply is due move
 //!   its deadline (the reply may be queued behind a long response).
+//! - **A request is timed from its first byte** (§6.2, `OnSend`): the driver reports the
+//!   bytes it still holds ([`Engine::handle_unsent`]); a request framed behind them starts
+//!   its first-packet and read/write clocks when its first byte goes to the socket, so
+//!   uploads pipelined over a slow uplink are not failed (with the link) before they leave.
+//!   The socket taking held bytes shows the path alive, as received bytes do, to the stall
+//!   probe and to a heartbeat reply waiting behind them.
 //!
 //! # What it does not do (yet), and the hooks left for it
 //!
-//! - **Short link extras**: zombies and anti-avalanche limits apply to long-link tasks only;
-//!   per-family connect timeouts (`SetIpConnectTimeout`) are not done.
+//! - **Short link extras**: per-family connect timeouts (`SetIpConnectTimeout`, §8.4) are
+//!   not done; a short-link exchange is timed from its start, not from its request's first
+//!   byte (hyper writes the request; the driver reports only what it reads).
 //! - **Backup-IP check** (§15.3: moving a link that runs on a backup IP back to a DNS one):
 //!   the ranking (`engine/ranking.rs`) and the chain walk (`engine/chain.rs`) are where it
 //!   would go.

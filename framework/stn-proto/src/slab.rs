@@ -85,6 +85,11 @@ impl<T> Slab<T> {
         self.entries.iter().flatten()
     }
 
+    /// The stored values, mutably, by index.
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.entries.iter_mut().flatten()
+    }
+
     /// The indexes holding a value, in index order.
     pub(crate) fn indexes(&self) -> impl Iterator<Item = u32> + '_ {
         let held = self.entries.iter().enumerate();

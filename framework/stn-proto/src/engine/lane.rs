@@ -295,8 +295,9 @@ struct Member {
     /// cleared when its last member leaves, and dropping an empty `Bytes` per place was an
     /// indirect call each, about 15 instructions a task.
     body: Option<Bytes>,
-    /// Set when the pass sent it: its attempt's timeouts and frame length.
-    sent: Option<(AttemptTimeouts, usize)>,
+    /// Set when the pass sent it: its attempt's timeouts, frame length and frame start in
+    /// the connection's outgoing bytes.
+    sent: Option<(AttemptTimeouts, usize, u64)>,
 }
 
 impl Member {
@@ -689,7 +690,7 @@ impl Engine {
     /// no regular task waiting.
     fn takes_group(&self, li: usize) -> bool {
         let link = &self.links[li];
-        matches!(&link.state, LinkState::Connected(s) if s.window.is_none())
+        matches!(&link.state, LinkState::Connected(s) if s.window.is_none() && s.unsent == 0)
             && link.queue.is_empty()
             && !link.refused
     }
@@ -838,6 +839,8 @@ impl Engine {
             connect_start: s.connect_start,
             connected_at: s.connected_at,
         };
+        // The pass's bytes are handed over after every earlier write of the connection.
+        let emitted = s.emitted;
         let Some(group) = self.lane.groups.get_mut(g) else {
             return;
         };
@@ -877,6 +880,7 @@ impl Engine {
                 continue;
             };
             let (cmd, body) = (member.cmd_id, member.body.as_deref().unwrap_or_default());
+            let frame_start = emitted + out.len() as u64;
             let sent_len = match frame(&*self.cfg.codec, cmd, id, body, &[], &mut out) {
                 Ok(len) => len,
                 Err(e) => {
@@ -918,7 +922,7 @@ impl Engine {
                     t
                 }
             };
-            member.sent = Some((t, sent_len));
+            member.sent = Some((t, sent_len, frame_start));
             link.running += 1;
             if self.task_sent_events {
                 self.events.push_back(Event::TaskSent {
@@ -947,7 +951,7 @@ impl Engine {
     pub(super) fn lane_expects(&self, li: usize, g: u32, i: usize, id: TaskId) -> Option<Answered> {
         let group = self.lane.groups.get(g).filter(|x| x.link == li)?;
         let member = group.members.get(i).filter(|x| x.held)?;
-        let (t, sent_len) = member.sent?;
+        let (t, sent_len, _) = member.sent?;
         Some(Answered {
             i,
             id,
@@ -1116,7 +1120,7 @@ impl Engine {
             let Some(member) = group.members.get_mut(i).filter(|x| x.held) else {
                 break;
             };
-            let Some((t, sent_len)) = member.sent else {
+            let Some((t, sent_len, _)) = member.sent else {
                 break;
             };
             let frame_len = frame.len;
@@ -1358,7 +1362,7 @@ impl Engine {
         };
         let mut profile = TaskProfile::new(admitted);
         let (state, attempts) = match (member_sent, sent) {
-            (Some((t, sent_len)), Some(sent)) => {
+            (Some((t, sent_len, frame_start)), Some(sent)) => {
                 stamp_sent(
                     &mut profile,
                     self.links[li].name.clone(),
@@ -1374,6 +1378,10 @@ impl Engine {
                     last_progress: None,
                     sent_len,
                     addr_index: sent.addr_index,
+                    frame_start,
+                    // The lane holds no member while the driver holds bytes of the
+                    // connection (`takes_group`); a backlog that begins demotes them first.
+                    unwritten: false,
                 };
                 (TaskState::Running(attempt), 1)
             }

@@ -231,6 +231,13 @@ struct Attempt {
     sent_len: usize,
     /// The connection's address position in its connect cycle (0 = first choice).
     addr_index: usize,
+    /// Where the attempt's frame starts in the connection's outgoing bytes (counted from the
+    /// connection's first byte handed to the driver).
+    frame_start: u64,
+    /// The driver's last report said it still held the frame's first byte
+    /// ([`Engine::handle_unsent`]): the attempt's clocks have not started, and `sent_at` is
+    /// the dispatch instant until they do.
+    unwritten: bool,
 }
 
 /// A failed task kept to be retried later within its total timeout (§14).
@@ -353,6 +360,17 @@ struct Session {
     /// spares the link for a timed-out task only if a task sent after it was answered since
     /// (see `on_attempt_timeout`).
     newest_answered: Option<(u64, Instant)>,
+    /// Bytes handed to the driver on this connection ([`Action::Send`]), in all.
+    emitted: u64,
+    /// Of those, the bytes the driver last said it still held ([`Engine::handle_unsent`]).
+    unsent: u64,
+    /// When the driver last reported that the socket took bytes it had held: the peer is
+    /// acknowledging, so the path is alive.
+    write_progress: Option<Instant>,
+    /// Running attempts whose frame's first byte the driver still held at its last report,
+    /// in the order of the stream: (frame start, task, slot). An entry whose task ended or
+    /// moved on meanwhile is skipped when it comes up.
+    unwritten: VecDeque<(u64, TaskId, u32)>,
 }
 
 enum Identify {
@@ -964,6 +982,10 @@ impl Engine {
             last_probe_reply: None,
             newest_answered: None,
             rtt_measured: false,
+            emitted: 0,
+            unsent: 0,
+            write_progress: None,
+            unwritten: VecDeque::new(),
         }));
         self.events.push_back(Event::LinkStatus {
             link: name,
@@ -1098,6 +1120,115 @@ impl Engine {
         }
         self.data_event(now);
         self.pump(now);
+    }
+
+    /// Of the bytes asked for with [`Action::Send`] on connection `conn`, the driver still
+    /// holds `unsent`: the socket has not taken them yet.
+    ///
+    /// A request's first-packet and read/write clocks run from the moment its frame's first
+    /// byte is handed to the socket (spec §6.2), not from its dispatch: behind a slow uplink,
+    /// the frames pipelined after a large one wait in the driver, and timing them from
+    /// dispatch failed them (and, by shared fate, the link) before they had left. A driver
+    /// calls this whenever the number changes, except while it stays 0: the usual write, taken
+    /// whole at once, needs no call. The instant of the call is when the bytes that left since
+    /// the last call left. While the socket keeps taking bytes the peer is acknowledging, so
+    /// write progress also counts as a sign of life for the heartbeat reply and the stall
+    /// probe, as received bytes do.
+    pub fn handle_unsent(&mut self, now: Instant, conn: ConnId, unsent: u64) {
+        self.demote_all();
+        let Some(&li) = self.conns.get(&conn) else {
+            return;
+        };
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return;
+        };
+        if s.conn != conn {
+            return;
+        }
+        let unsent = unsent.min(s.emitted);
+        let before = std::mem::replace(&mut s.unsent, unsent);
+        let written = s.emitted - unsent;
+        if unsent < before {
+            s.write_progress = Some(now);
+            if s.heartbeat_sent.is_some() {
+                let reply = self.cfg.timing.heartbeat_reply_timeout;
+                self.timers.set(TimerKind::HeartbeatReply(li), now + reply);
+            }
+        }
+        if unsent > 0 && before == 0 {
+            // A backlog begins: the attempts whose first byte is still held stop their
+            // clocks. They are the last ones framed; earlier ones have left.
+            self.hold_unwritten(li, conn, written);
+        }
+        self.release_written(li, conn, written, now);
+        self.timers.settle();
+    }
+
+    /// The running attempts on connection `conn` of link `li` whose frames start at or after
+    /// `written` (the driver holds their first byte): their first-packet timers are
+    /// disarmed and they wait in the session's `unwritten` list.
+    fn hold_unwritten(&mut self, li: usize, conn: ConnId, written: u64) {
+        let mut held: Vec<(u64, TaskId, u32)> = Vec::new();
+        for t in self.tasks.values_mut() {
+            if t.link != li {
+                continue;
+            }
+            let TaskState::Running(a) = &mut t.state else {
+                continue;
+            };
+            if a.conn != conn || a.unwritten || a.frame_start < written {
+                continue;
+            }
+            a.unwritten = true;
+            held.push((a.frame_start, t.id, t.slot));
+        }
+        if held.is_empty() {
+            return;
+        }
+        held.sort_unstable();
+        for &(_, id, slot) in &held {
+            self.timers
+                .cancel_task_timer(slot, TimerKind::FirstPacket(id));
+        }
+        if let LinkState::Connected(s) = &mut self.links[li].state {
+            s.unwritten.extend(held);
+        }
+    }
+
+    /// The attempts held in link `li`'s `unwritten` list whose frames start before `written`
+    /// left at `now`: their clocks start.
+    fn release_written(&mut self, li: usize, conn: ConnId, written: u64, now: Instant) {
+        let now_ns = self.timers.now_ns(now);
+        loop {
+            let LinkState::Connected(s) = &mut self.links[li].state else {
+                return;
+            };
+            let Some(&(start, id, slot)) = s.unwritten.front() else {
+                return;
+            };
+            if start >= written {
+                return;
+            }
+            s.unwritten.pop_front();
+            let Some(task) = self.tasks.at_slot_mut(slot).filter(|t| t.id == id) else {
+                continue;
+            };
+            let TaskState::Running(a) = &mut task.state else {
+                continue;
+            };
+            if a.conn != conn || !a.unwritten || a.frame_start != start {
+                continue;
+            }
+            a.unwritten = false;
+            a.sent_at = now;
+            a.sent_ns = now_ns;
+            let first_packet = a.timeouts.first_packet;
+            if let Some(p) = task.profile_mut() {
+                p.send_start = Some(now);
+            }
+            self.timers
+                .set_task_after(slot, TimerKind::FirstPacket(id), now, first_packet);
+        }
     }
 
     /// The bytes kept for the next read (`len` of them) exceed the codec's frame limit: the
@@ -1723,6 +1854,7 @@ impl Engine {
             return;
         };
         let (cmd, body, ext) = (task.spec.cmd_id, &task.spec.body, &task.spec.extension);
+        let start_in_pass = out.len() as u64;
         let sent_len = match frame(&*self.cfg.codec, cmd, id, body, ext, out) {
             Ok(len) => len,
             Err(e) => {
@@ -1772,6 +1904,11 @@ impl Engine {
         }
         let conn = s.conn;
         let addr_index = s.addr_index;
+        // The pass's bytes are handed over after every earlier write of the connection.
+        let frame_start = s.emitted + start_in_pass;
+        // Behind bytes the driver still holds, the frame's clocks start when its first byte
+        // leaves (`handle_unsent`).
+        let unwritten = s.unsent > 0;
         if self.task_sent_events {
             self.events.push_back(Event::TaskSent {
                 id,
@@ -1797,6 +1934,8 @@ impl Engine {
             last_progress: None,
             sent_len,
             addr_index,
+            frame_start,
+            unwritten,
         });
         link.running += 1;
         // Design: the read/write timer is armed at the first response byte (`on_progress`),
@@ -1805,6 +1944,12 @@ impl Engine {
         // fires first by kind, and fails the attempt; so the timers fire exactly as if both
         // were armed here, and the usual task (answered in one piece) arms one timer less.
         let slot = task.slot;
+        if unwritten {
+            if let LinkState::Connected(s) = &mut link.state {
+                s.unwritten.push_back((frame_start, id, slot));
+            }
+            return;
+        }
         self.timers
             .set_task_after(slot, TimerKind::FirstPacket(id), now, t.first_packet);
     }
@@ -1867,6 +2012,7 @@ impl Engine {
             return;
         };
         self.stats.bytes_sent += bytes.len() as u64;
+        s.emitted += bytes.len() as u64;
         self.actions.push_back(Action::Send {
             link: link.name.clone(),
             conn: s.conn,
@@ -2365,7 +2511,10 @@ impl Engine {
             // Nothing owed: the next send arms the check again.
             return;
         };
-        let quiet_since = s.last_recv.map_or(owed, |r| r.max(owed));
+        // Bytes received, or bytes the socket took after holding them (the peer acknowledges
+        // them), show the path alive.
+        let alive_at = s.last_recv.max(s.write_progress);
+        let quiet_since = alive_at.map_or(owed, |r| r.max(owed));
         let after = rec.probe_after(s.rtt) * (1u32 << s.probes_answered.min(4));
         // Design: a probe queues behind what was written before it, so while a large
         // request may still be leaving (at the minimum rate the first-packet timeout allows
@@ -3261,7 +3410,7 @@ impl Engine {
     fn owed_on(&self, li: usize) -> impl Iterator<Item = &Task> + '_ {
         self.tasks.values().filter(move |t| {
             t.link == li
-                && matches!(t.state, TaskState::Running(_))
+                && matches!(&t.state, TaskState::Running(a) if !a.unwritten)
                 && t.spec.long_polling.is_none()
         })
     }

@@ -218,6 +218,11 @@ impl TaskTable {
     pub(super) fn values(&self) -> impl Iterator<Item = &Task> {
         self.slab.values()
     }
+
+    /// The tasks, mutably, in no particular order.
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut Task> {
+        self.slab.values_mut()
+    }
 }
 
 #[cfg(test)]

@@ -121,9 +121,44 @@ pub(crate) enum TransportAnswer {
     Silent,
 }
 
+/// A client uplink slower than the simulated network: the socket takes the client's bytes
+/// at `rate`, a piece at a time, and the simulated driver tells the
+/// engine what it still holds ([`Engine::handle_unsent`]), as `phobos-stn`'s driver does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Uplink {
+    /// Bytes per second the socket takes.
+    pub(crate) rate: u64,
+    /// The pieces in which it takes them (the first piece of a write is taken at once).
+    pub(crate) piece: usize,
+    /// After this many bytes per connection the socket takes none (a path that stopped
+    /// acknowledging, its send buffer full).
+    pub(crate) stop_after: Option<u64>,
+    /// After this many bytes per connection the socket takes none for this long, then goes
+    /// on (acknowledgements held up for a while).
+    pub(crate) pause: Option<(u64, Duration)>,
+    /// Whether the driver reports what it holds (a driver that does not: every attempt's
+    /// clocks run from its dispatch).
+    pub(crate) report: bool,
+}
+
+/// A connection's side of a limited [`Uplink`].
+#[derive(Debug, Default)]
+struct Pipe {
+    /// When the socket is done with the pieces planned so far.
+    free_at: Option<Instant>,
+    /// Bytes planned to be taken (every piece scheduled).
+    planned: u64,
+    /// Bytes the driver holds now.
+    unsent: u64,
+    /// `unsent` as last reported.
+    reported: u64,
+}
+
 /// Something travelling on the simulated network.
 #[derive(Debug)]
 enum Delivery {
+    /// The socket takes this many held bytes of a connection (a limited [`Uplink`]).
+    Taken(ConnId, u64),
     Established(ConnId),
     Connected(ConnId),
     ConnectFailed(ConnId, DialError),
@@ -187,6 +222,10 @@ pub(crate) struct Sim {
     sent_history: HashMap<ConnId, (u32, u32)>,
     /// Retransmissions the last [`Sim::link_delay`] drew.
     last_losses: u32,
+    /// The client's uplink, when limited.
+    pub(crate) uplink: Option<Uplink>,
+    /// Per connection, the limited uplink's state.
+    pipes: HashMap<ConnId, Pipe>,
 }
 
 /// The address of the default test server.
@@ -337,6 +376,8 @@ impl Sim {
             acked_at: HashMap::new(),
             sent_history: HashMap::new(),
             last_losses: 0,
+            uplink: None,
+            pipes: HashMap::new(),
         }
     }
 
@@ -520,6 +561,65 @@ impl Sim {
                 }
             }
             Delivery::ToServer(c, bytes) => self.server_receive(c, &bytes),
+            Delivery::Taken(c, n) => {
+                if let Some(pipe) = self.pipes.get_mut(&c) {
+                    pipe.unsent -= n;
+                }
+                self.report_unsent(c);
+            }
+        }
+    }
+
+    /// Hands `bytes` to a limited uplink's socket on `conn`: the pieces leave one after
+    /// another at the uplink's rate and reach the server a latency after each has left.
+    fn send_limited(&mut self, up: Uplink, conn: ConnId, bytes: &[u8]) {
+        let now = self.now;
+        let latency = self.latency;
+        let mut plan = Vec::new();
+        {
+            let pipe = self.pipes.entry(conn).or_default();
+            pipe.unsent += bytes.len() as u64;
+            for piece in bytes.chunks(up.piece.max(1)) {
+                if up.stop_after.is_some_and(|stop| pipe.planned >= stop) {
+                    break;
+                }
+                let mut start = pipe.free_at.map_or(now, |f| f.max(now));
+                if let Some((after, pause)) = up.pause {
+                    if pipe.planned < after && pipe.planned + piece.len() as u64 >= after {
+                        start += pause;
+                    }
+                }
+                let took = Duration::from_nanos(piece.len() as u64 * 1_000_000_000 / up.rate);
+                pipe.free_at = Some(start + took);
+                pipe.planned += piece.len() as u64;
+                if start == now {
+                    pipe.unsent -= piece.len() as u64;
+                }
+                plan.push((start, start + took, piece.to_vec()));
+            }
+        }
+        for (start, end, piece) in plan {
+            if start > now {
+                self.schedule(start - now, Delivery::Taken(conn, piece.len() as u64));
+            }
+            self.schedule(end - now + latency, Delivery::ToServer(conn, piece));
+        }
+        self.report_unsent(conn);
+    }
+
+    /// What a driver does after its writes: tells the engine what it holds on `conn`, if
+    /// that changed.
+    fn report_unsent(&mut self, conn: ConnId) {
+        if !self.uplink.is_some_and(|u| u.report) {
+            return;
+        }
+        let Some(pipe) = self.pipes.get_mut(&conn) else {
+            return;
+        };
+        if pipe.unsent != pipe.reported {
+            pipe.reported = pipe.unsent;
+            let unsent = pipe.unsent;
+            self.engine.handle_unsent(self.now, conn, unsent);
         }
     }
 
@@ -598,6 +698,10 @@ impl Sim {
             }
             Action::Abort { attempt } => {
                 self.server_conns.remove(&attempt);
+            }
+            Action::Send { conn, bytes, .. } if self.uplink.is_some() && !self.script.path_dead => {
+                let up = self.uplink.expect("checked");
+                self.send_limited(up, conn, &bytes);
             }
             Action::Send { conn, bytes, .. } => {
                 let key = self.next_delivery;

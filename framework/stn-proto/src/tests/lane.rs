@@ -18,7 +18,7 @@ use phobos_plugin_api::{AuthCheck, CmdId, TaskId};
 use proptest::prelude::*;
 
 use super::faults::{any_fault, once, Fault, FlagAuth};
-use super::harness::{ms, secs, server_addr, Answer, MarsTwisted, Sim};
+use super::harness::{ms, secs, server_addr, Answer, MarsTwisted, Sim, Uplink};
 use crate::{
     ChannelSelect, Config, ConnectProfile, LinkConfig, ResponseCheck, ResponseVerdict, TaskSpec,
 };
@@ -144,6 +144,10 @@ struct Setup {
     /// The engines emit end batches ([`Engine::set_end_batches`](crate::Engine::set_end_batches)),
     /// which the sims record as the ends they stand for.
     end_batches: bool,
+    /// The client's uplink takes 2 KiB a second in pieces of 16 bytes, so a batch's frames
+    /// wait in the driver,
+    /// which reports what it holds ([`Engine::handle_unsent`](crate::Engine::handle_unsent)).
+    slow_uplink: bool,
 }
 
 impl Setup {
@@ -158,6 +162,7 @@ impl Setup {
             flag_auth: false,
             coalesce: false,
             end_batches: false,
+            slow_uplink: false,
         }
     }
 }
@@ -175,10 +180,14 @@ impl Arbitrary for Setup {
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         );
         (any::<u64>(), flags)
             .prop_map(
-                |(seed, (picky, classic, lossy, foreground, flag_auth, coalesce, end_batches))| {
+                |(
+                    seed,
+                    (picky, classic, lossy, foreground, flag_auth, coalesce, end_batches, slow),
+                )| {
                     Setup {
                         seed,
                         picky,
@@ -188,6 +197,7 @@ impl Arbitrary for Setup {
                         flag_auth,
                         coalesce,
                         end_batches,
+                        slow_uplink: slow,
                     }
                 },
             )
@@ -227,6 +237,15 @@ fn sim(lane: bool, setup: Setup, t0: Instant) -> (Sim, Arc<AtomicBool>) {
         sim.foreground(true);
     }
     sim.loss = if setup.lossy { 0.05 } else { 0.0 };
+    if setup.slow_uplink {
+        sim.uplink = Some(Uplink {
+            rate: 2048,
+            piece: 16,
+            stop_after: None,
+            pause: None,
+            report: true,
+        });
+    }
     sim.reseed(setup.seed);
     // A slow command (its tasks outlive other inputs and timers). Responses in pieces come
     // from `Op::Fault(Fault::HalfFrame)` and from `Op::Dribble` (one task alone in flight: the simulated
@@ -563,7 +582,14 @@ fn a_dense_fault_script_gives_the_same_run() {
         Op::Fault(Fault::Reset),
         Op::Wait(20_000),
     ];
-    for (picky, classic) in [(false, false), (true, false), (false, true), (true, true)] {
+    for (picky, classic, slow_uplink) in [
+        (false, false, false),
+        (true, false, false),
+        (false, true, false),
+        (true, true, false),
+        (false, false, true),
+        (true, true, true),
+    ] {
         let setup = Setup {
             seed: 3,
             picky,
@@ -573,6 +599,7 @@ fn a_dense_fault_script_gives_the_same_run() {
             flag_auth: classic,
             coalesce: picky,
             end_batches: picky || classic,
+            slow_uplink,
         };
         compare(&ops, setup);
     }

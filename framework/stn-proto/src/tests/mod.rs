@@ -21,6 +21,7 @@ mod reconnect;
 mod recovery;
 mod short;
 mod timeouts;
+mod uplink;
 mod zombies;
 
 /// A proptest config of `cases` cases, or of `PHOBOS_PROPTEST_CASES` when it is set (for
