@@ -353,6 +353,10 @@ struct Conn {
     /// handed them over (no copy; written with one vectored write where the stream takes
     /// one).
     out: VecDeque<Bytes>,
+    /// The bytes in `out`.
+    unsent: u64,
+    /// `unsent` as last reported to the engine ([`Engine::handle_unsent`]).
+    reported: u64,
     /// Read buffer: none until a read fills [`READ_MIN`] bytes (an idle link should cost
     /// little), then room for `read_size` bytes a read, which doubles up to [`READ_MAX`]
     /// while reads fill it, in blocks of room for up to [`READ_BLOCK_READS`] reads (at most
@@ -527,6 +531,7 @@ impl Conn {
                     *writes += 1;
                     self.unflushed = true;
                     consume(&mut self.out, n);
+                    self.unsent = self.unsent.saturating_sub(n as u64);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -938,7 +943,8 @@ impl Driver {
                     .map(|(id, _)| *id),
             );
             self.write_waits += (self.unflushed.len() - before) as u64;
-            if failed.is_empty() {
+            let reported = self.report_unsent(t);
+            if failed.is_empty() && !reported {
                 return;
             }
             for (conn, cause) in failed {
@@ -946,6 +952,21 @@ impl Driver {
             }
             self.drain();
         }
+    }
+
+    /// Tells the engine how many bytes each connection still holds, where that changed since
+    /// the last report (so the usual write, taken whole, costs one comparison): the engine
+    /// starts a request's clocks when its first byte leaves. True if anything was reported.
+    fn report_unsent(&mut self, t: Instant) -> bool {
+        let mut reported = false;
+        for (&id, c) in self.conns.iter_mut() {
+            if c.unsent != c.reported {
+                c.reported = c.unsent;
+                self.engine.handle_unsent(t, id, c.unsent);
+                reported = true;
+            }
+        }
+        reported
     }
 
     /// Polls every connection: continues pending writes, then reads what is there (a few
@@ -997,6 +1018,7 @@ impl Driver {
                         self.unflushed.push(conn);
                     }
                     if !bytes.is_empty() {
+                        c.unsent += bytes.len() as u64;
                         c.out.push_back(bytes);
                     }
                 }
@@ -1379,6 +1401,8 @@ impl Driver {
                 link,
                 stream,
                 out: VecDeque::new(),
+                unsent: 0,
+                reported: 0,
                 rbuf: BytesMut::new(),
                 read_size: 0,
                 unflushed: false,
@@ -2044,6 +2068,8 @@ mod tests {
                 Bytes::from_static(b"frame one"),
                 Bytes::from_static(b"+two"),
             ]),
+            unsent: 13,
+            reported: 0,
             rbuf: BytesMut::new(),
             read_size: 0,
             unflushed: false,
@@ -2055,6 +2081,7 @@ mod tests {
             Poll::Ready(Ok(()))
         ));
         assert!(!conn.has_output());
+        assert_eq!(conn.unsent, 0, "every byte handed over is counted out");
         assert_eq!(&wire.lock().unwrap()[..], b"frame one+two");
     }
 
@@ -2075,6 +2102,8 @@ mod tests {
                 ..Buffering::default()
             }),
             out: VecDeque::new(),
+            unsent: 0,
+            reported: 0,
             rbuf: BytesMut::new(),
             read_size: 0,
             unflushed: false,
