@@ -925,6 +925,7 @@ impl Driver {
     fn flush(&mut self, t: Instant) {
         loop {
             let mut failed = Vec::new();
+            let mut reported = false;
             let mut cx = Context::from_waker(Waker::noop());
             for conn in self.unflushed.drain(..) {
                 let Some(c) = self.conns.get_mut(&conn) else {
@@ -932,6 +933,16 @@ impl Driver {
                 };
                 if let Poll::Ready(Err(e)) = c.poll_write_out(&mut cx, &mut self.writes) {
                     failed.push((conn, close_cause(&e)));
+                    continue;
+                }
+                // Design: every connection whose held bytes changed is here: one written to
+                // in this iteration, or one that had bytes left after the last (put back
+                // below, and kept here until they are all gone). So the usual write, taken
+                // whole, costs one comparison.
+                if c.unsent != c.reported {
+                    c.reported = c.unsent;
+                    self.engine.handle_unsent(t, conn, c.unsent);
+                    reported = true;
                 }
             }
             // Whatever is left waits for writability.
@@ -943,7 +954,6 @@ impl Driver {
                     .map(|(id, _)| *id),
             );
             self.write_waits += (self.unflushed.len() - before) as u64;
-            let reported = self.report_unsent(t);
             if failed.is_empty() && !reported {
                 return;
             }
@@ -952,21 +962,6 @@ impl Driver {
             }
             self.drain();
         }
-    }
-
-    /// Tells the engine how many bytes each connection still holds, where that changed since
-    /// the last report (so the usual write, taken whole, costs one comparison): the engine
-    /// starts a request's clocks when its first byte leaves. True if anything was reported.
-    fn report_unsent(&mut self, t: Instant) -> bool {
-        let mut reported = false;
-        for (&id, c) in self.conns.iter_mut() {
-            if c.unsent != c.reported {
-                c.reported = c.unsent;
-                self.engine.handle_unsent(t, id, c.unsent);
-                reported = true;
-            }
-        }
-        reported
     }
 
     /// Polls every connection: continues pending writes, then reads what is there (a few
