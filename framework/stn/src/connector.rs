@@ -355,6 +355,10 @@ impl Connector for TcpConnector {
 /// The MSS Mars forces on Wi-Fi links (bytes), for [`SocketOptions::mss`].
 pub const WIFI_MSS: u32 = 1400;
 
+/// The default [`SocketOptions::notsent_lowat`]: 16 KiB, a few segments' worth, which
+/// keeps a fast link's socket fed between two writes of the driver.
+pub const NOTSENT_LOWAT: u32 = 16 * 1024;
+
 /// Options [`TcpConnector`] sets on each socket before connecting.
 ///
 /// Built from [`Default`] with the chaining setters (the fields are public to read; the type is
@@ -381,6 +385,16 @@ pub struct SocketOptions {
     /// exponential back-off is what turns a few lost packets on a lossy network into
     /// multi-second stalls. Mars leaves it off.
     pub thin_linear_timeouts: bool,
+    /// `TCP_NOTSENT_LOWAT` (Linux and Android; ignored elsewhere): the kernel takes a write
+    /// only while it holds fewer than this many bytes not yet sent. `None` leaves the kernel's
+    /// default (no limit: the send buffer, which grows to megabytes, takes whatever fits).
+    /// Default: [`NOTSENT_LOWAT`] (16 KiB). A request's clocks start when its first byte is
+    /// handed to the socket (spec §6.2); with a deep send buffer on a slow uplink, that says
+    /// little about when it leaves: requests pipelined behind a large one waited there, their
+    /// first-packet timeouts running, until they failed with the link. With the limit, bytes
+    /// not yet sent wait in the driver, which tells the core when they go
+    /// ([`Engine::handle_unsent`](phobos_stn_proto::Engine::handle_unsent)).
+    pub notsent_lowat: Option<u32>,
 }
 
 impl SocketOptions {
@@ -408,8 +422,16 @@ impl SocketOptions {
         self
     }
 
+    /// Sets [`notsent_lowat`](Self::notsent_lowat).
+    pub fn notsent_lowat(mut self, lowat: Option<u32>) -> Self {
+        self.notsent_lowat = lowat;
+        self
+    }
+
     /// Whether every value is in the range Linux accepts: MSS in `88..=32767`; keepalive idle
-    /// time and interval whole seconds in `1..=32767`; probe count in `1..=127`.
+    /// time and interval whole seconds in `1..=32767`; probe count in `1..=127`; a not-sent
+    /// low-water mark of at least 1 byte (0 would take no write until everything was sent)
+    /// and at most `i32::MAX`.
     ///
     /// # Errors
     ///
@@ -418,6 +440,11 @@ impl SocketOptions {
         if let Some(mss) = self.mss {
             if !(MIN_MSS..=MAX_MSS).contains(&mss) {
                 return Err(SocketOptionsError::Mss(mss));
+            }
+        }
+        if let Some(lowat) = self.notsent_lowat {
+            if lowat == 0 || lowat > i32::MAX as u32 {
+                return Err(SocketOptionsError::NotsentLowat(lowat));
             }
         }
         if let Some(k) = self.keepalive {
@@ -453,6 +480,10 @@ impl SocketOptions {
         if self.thin_linear_timeouts {
             socket.set_tcp_thin_linear_timeouts(true)?;
         }
+        #[cfg(any(target_os = "android", target_os = "linux"))]
+        if let Some(lowat) = self.notsent_lowat {
+            socket.set_tcp_notsent_lowat(lowat)?;
+        }
         Ok(())
     }
 }
@@ -464,6 +495,7 @@ impl Default for SocketOptions {
             keepalive: None,
             mss: None,
             thin_linear_timeouts: true,
+            notsent_lowat: Some(NOTSENT_LOWAT),
         }
     }
 }
@@ -505,6 +537,9 @@ pub enum SocketOptionsError {
     /// The keepalive probe count is outside `1..=127`.
     #[error("keepalive probe count {0} is outside 1..=127")]
     KeepaliveCount(u32),
+    /// The not-sent low-water mark is 0 or above `i32::MAX`.
+    #[error("not-sent low-water mark {0} is outside 1..=2147483647")]
+    NotsentLowat(u32),
 }
 
 /// The core's view of a failed connect. A TLS failure (an error carrying a

@@ -123,7 +123,7 @@ pub use client::{
 pub use config::{ClientConfig, ClientConfigBuilder, DEFAULT_WATCHDOG_THRESHOLD};
 pub use connector::{
     close_cause, dial_error, Connector, Established, Keepalive, LinkStream, PeerProbe, PeerState,
-    SocketOptions, SocketOptionsError, TcpConnector, WIFI_MSS,
+    SocketOptions, SocketOptionsError, TcpConnector, NOTSENT_LOWAT, WIFI_MSS,
 };
 #[doc(hidden)]
 pub use short::fuzzing;

@@ -135,3 +135,23 @@ async fn a_tls_connector_over_a_configured_tcp_connector_keeps_its_options() {
     let server_mss = server.await.unwrap();
     assert!(server_mss <= WIFI_MSS, "server MSS {server_mss}");
 }
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_not_sent_low_water_mark_is_set_by_default_and_can_be_left_to_the_kernel() {
+    let (client, _server) = connect(SocketOptions::default()).await;
+    assert_eq!(
+        SockRef::from(&client).tcp_notsent_lowat().unwrap(),
+        phobos_stn::NOTSENT_LOWAT
+    );
+    let (client, _server) = connect(SocketOptions::default().notsent_lowat(None)).await;
+    // No setting of the socket's own: it reads back as 0, and the system-wide
+    // `net.ipv4.tcp_notsent_lowat` applies (no limit unless set).
+    assert_eq!(SockRef::from(&client).tcp_notsent_lowat().unwrap(), 0);
+}
+
+#[test]
+fn a_zero_not_sent_low_water_mark_is_refused() {
+    let options = SocketOptions::default().notsent_lowat(Some(0));
+    assert!(TcpConnector::with_options(options).is_err());
+}
