@@ -628,6 +628,56 @@ fn patience_never_outlasts_the_owed_tasks_budget() {
     assert_eq!(phobos.engine.stats().transport_waits, 0);
 }
 
+/// The lab's uplink capped at 12 KiB/s with fifteen 20 KiB uploads in flight: the stall
+/// probe's heartbeat waited behind them, and when its reply was overdue the transport said
+/// the peer had acknowledged 92 ms before, with ten segments in flight and a 6.5 s
+/// retransmission timeout (bufferbloat, not back-off). The patience that timeout gives
+/// (seven of them) runs past the tasks' budget, and the link used to be dropped at once,
+/// every upload going again. A path the peer acknowledges on is given the wait up to the
+/// last instant the owed tasks could still be retried; the answer comes meanwhile.
+#[test]
+fn an_acknowledging_path_is_given_the_wait_up_to_the_owed_tasks_retry() {
+    let acking = TransportFacts::new(ms(6_500), 0, 10, ms(92));
+    let mut phobos = sim(ConnectProfile::Phobos);
+    phobos.transport = TransportAnswer::Fixed(acking);
+    phobos.foreground(true);
+    phobos.run_for(secs(1));
+    // Answered after 9 s: the probe asks after 2 s of quiet and gives its reply 2 s.
+    phobos.script.answer = Answer::Delay(secs(9));
+    phobos.script.heartbeat_replies = false;
+    let id = phobos.start(TaskSpec::new(CmdId(1), vec![1; 200]));
+    let (_, end) = phobos.run_until_end(id, secs(60));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    assert_eq!(end.profile.attempts, 1);
+    assert_eq!(link_downs(&phobos), vec![]);
+    assert_eq!(inspections(&phobos).len(), 1);
+    assert_eq!(phobos.engine.stats().transport_waits, 1);
+
+    // Never answered, with a 14 s budget: the wait is cut at the last instant the task could
+    // still be retried (10 s after its start, its budget less `min_attempt`), and the task's
+    // own first-packet timeout, which the retry room puts at 9 s for the same reason, drops
+    // the link first; the retry runs on a new connection.
+    let mut phobos = sim(ConnectProfile::Phobos);
+    phobos.transport = TransportAnswer::Fixed(acking);
+    phobos.foreground(true);
+    phobos.run_for(secs(1));
+    phobos.script.answer = Answer::Never;
+    phobos.script.heartbeat_replies = false;
+    let start = phobos.elapsed();
+    let id = phobos.start(TaskSpec::new(CmdId(1), vec![1; 200]).with_total_timeout(secs(14)));
+    let (_, end) = phobos.run_until_end(id, secs(60));
+    let downs = link_downs(&phobos);
+    assert_eq!(
+        downs[0],
+        (
+            start + secs(9),
+            LinkError::Stalled(TimeoutLevel::FirstPacket)
+        )
+    );
+    assert_eq!(inspections(&phobos), vec![start + secs(4)]);
+    assert_eq!(end.profile.attempts, 2);
+}
+
 #[test]
 fn tasks_saved_as_zombies_by_a_drop_bring_the_link_back_like_queued_ones() {
     // A connection answers a few tasks, then stalls; the task on it has no retry left, so
