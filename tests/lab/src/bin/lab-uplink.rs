@@ -132,10 +132,16 @@ fn run_once(a: &Args, seed: u64) -> anyhow::Result<Run> {
 
 fn main() -> anyhow::Result<()> {
     let a = args()?;
-    // `PHOBOS_LAB_LOG=1`: the client's log (link drops and their reasons) on stderr.
-    if std::env::var_os("PHOBOS_LAB_LOG").is_some() {
+    // `PHOBOS_LAB_LOG=1`: the client's log (link drops and their reasons) on stderr;
+    // `PHOBOS_LAB_LOG=debug`: every task's progress too.
+    if let Some(level) = std::env::var_os("PHOBOS_LAB_LOG") {
+        let level = if level == "debug" {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        };
         tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
+            .with_max_level(level)
             .with_writer(std::io::stderr)
             .init();
     }
