@@ -676,6 +676,23 @@ fn an_acknowledging_path_is_given_the_wait_up_to_the_owed_tasks_retry() {
     );
     assert_eq!(inspections(&phobos), vec![start + secs(4)]);
     assert_eq!(end.profile.attempts, 2);
+
+    // The same base timeout with our bytes being retransmitted (back-off 1, so 13 s now):
+    // loss, not queueing, and the link goes at the inspection, as at 30 % loss
+    // (`patience_never_outlasts_the_owed_tasks_budget`).
+    let retransmitting = TransportFacts::new(ms(13_000), 1, 10, ms(92));
+    let mut phobos = sim(ConnectProfile::Phobos);
+    phobos.transport = TransportAnswer::Fixed(retransmitting);
+    phobos.foreground(true);
+    phobos.run_for(secs(1));
+    phobos.script.answer = Answer::Delay(secs(9));
+    phobos.script.heartbeat_replies = false;
+    let start = phobos.elapsed();
+    let id = phobos.start(TaskSpec::new(CmdId(1), vec![1; 200]));
+    let (_, end) = phobos.run_until_end(id, secs(60));
+    assert_eq!(link_downs(&phobos)[0].0, inspections(&phobos)[0]);
+    assert_eq!(inspections(&phobos)[0], start + secs(4));
+    assert_eq!(end.profile.attempts, 2);
 }
 
 #[test]
