@@ -647,8 +647,10 @@ pub struct TaskProfile {
     pub connect_end: Option<Instant>,
     /// When the last attempt's frame was handed to the driver.
     pub send_start: Option<Instant>,
-    /// When the last attempt's frame was fully handed over (the core hands a frame over in
-    /// one piece, so this equals `send_start`).
+    /// When the last attempt's frame started to leave the driver for the socket, and its
+    /// clocks started: `send_start`, unless the driver still held earlier bytes then; then
+    /// when it reported them gone ([`Engine::handle_unsent`](crate::Engine::handle_unsent)).
+    /// The difference is the time the frame waited behind them.
     pub send_end: Option<Instant>,
     /// When the first response byte for the last attempt arrived (header complete).
     pub first_byte: Option<Instant>,

@@ -1224,7 +1224,7 @@ impl Engine {
             a.sent_ns = now_ns;
             let first_packet = a.timeouts.first_packet;
             if let Some(p) = task.profile_mut() {
-                p.send_start = Some(now);
+                p.send_end = Some(now);
             }
             self.timers
                 .set_task_after(slot, TimerKind::FirstPacket(id), now, first_packet);

@@ -76,7 +76,8 @@ fn requests_queued_behind_a_slow_uplink_are_timed_from_their_first_byte() {
     // The last request's clocks started when its first byte left: 14 requests of 20 KiB
     // and their heads after the pass, at 12 KiB/s.
     let (_, last) = &sim.ends[&ids[14]];
-    let left = last.profile.send_start.unwrap().duration_since(pass);
+    let left = last.profile.send_end.unwrap().duration_since(pass);
+    assert_eq!(last.profile.send_start, Some(pass), "handed to the driver in the pass");
     assert!(
         left >= Duration::from_millis(23_333) && left < Duration::from_millis(23_500),
         "the last request left {left:?} after the pass"
