@@ -825,6 +825,17 @@ impl Sim {
         }
     }
 
+    /// Every connection the engine closed: (time since the start, why).
+    pub(crate) fn closes(&self) -> Vec<(Duration, crate::LinkError)> {
+        self.actions
+            .iter()
+            .filter_map(|(t, a)| match a {
+                Action::Close { reason, .. } => Some((t.duration_since(self.t0), reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Open server-side connections.
     pub(crate) fn open_conns(&self) -> Vec<ConnId> {
         let mut v: Vec<ConnId> = self.server_conns.keys().copied().collect();

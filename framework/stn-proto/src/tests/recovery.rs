@@ -637,14 +637,20 @@ fn patience_never_outlasts_the_owed_tasks_budget() {
 /// last instant the owed tasks could still be retried; the answer comes meanwhile.
 #[test]
 fn an_acknowledging_path_is_given_the_wait_up_to_the_owed_tasks_retry() {
+    // A connected sim whose transport always tells `facts`, whose server gives `answer` and
+    // never answers a heartbeat.
+    let connected = |facts, answer| {
+        let mut phobos = sim(ConnectProfile::Phobos);
+        phobos.transport = TransportAnswer::Fixed(facts);
+        phobos.foreground(true);
+        phobos.run_for(secs(1));
+        phobos.script.answer = answer;
+        phobos.script.heartbeat_replies = false;
+        phobos
+    };
     let acking = TransportFacts::new(ms(6_500), 0, 10, ms(92));
-    let mut phobos = sim(ConnectProfile::Phobos);
-    phobos.transport = TransportAnswer::Fixed(acking);
-    phobos.foreground(true);
-    phobos.run_for(secs(1));
     // Answered after 9 s: the probe asks after 2 s of quiet and gives its reply 2 s.
-    phobos.script.answer = Answer::Delay(secs(9));
-    phobos.script.heartbeat_replies = false;
+    let mut phobos = connected(acking, Answer::Delay(secs(9)));
     let id = phobos.start(TaskSpec::new(CmdId(1), vec![1; 200]));
     let (_, end) = phobos.run_until_end(id, secs(60));
     assert!(end.outcome.is_ok(), "{:?}", end.outcome);
@@ -657,12 +663,7 @@ fn an_acknowledging_path_is_given_the_wait_up_to_the_owed_tasks_retry() {
     // still be retried (10 s after its start, its budget less `min_attempt`), and the task's
     // own first-packet timeout, which the retry room puts at 9 s for the same reason, drops
     // the link first; the retry runs on a new connection.
-    let mut phobos = sim(ConnectProfile::Phobos);
-    phobos.transport = TransportAnswer::Fixed(acking);
-    phobos.foreground(true);
-    phobos.run_for(secs(1));
-    phobos.script.answer = Answer::Never;
-    phobos.script.heartbeat_replies = false;
+    let mut phobos = connected(acking, Answer::Never);
     let start = phobos.elapsed();
     let id = phobos.start(TaskSpec::new(CmdId(1), vec![1; 200]).with_total_timeout(secs(14)));
     let (_, end) = phobos.run_until_end(id, secs(60));
@@ -681,12 +682,7 @@ fn an_acknowledging_path_is_given_the_wait_up_to_the_owed_tasks_retry() {
     // loss, not queueing, and the link goes at the inspection, as at 30 % loss
     // (`patience_never_outlasts_the_owed_tasks_budget`).
     let retransmitting = TransportFacts::new(ms(13_000), 1, 10, ms(92));
-    let mut phobos = sim(ConnectProfile::Phobos);
-    phobos.transport = TransportAnswer::Fixed(retransmitting);
-    phobos.foreground(true);
-    phobos.run_for(secs(1));
-    phobos.script.answer = Answer::Delay(secs(9));
-    phobos.script.heartbeat_replies = false;
+    let mut phobos = connected(retransmitting, Answer::Delay(secs(9)));
     let start = phobos.elapsed();
     let id = phobos.start(TaskSpec::new(CmdId(1), vec![1; 200]));
     let (_, end) = phobos.run_until_end(id, secs(60));

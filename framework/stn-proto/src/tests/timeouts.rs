@@ -12,16 +12,6 @@ fn spec(cmd: u32, body: &[u8]) -> TaskSpec {
     TaskSpec::new(CmdId(cmd), body.to_vec())
 }
 
-fn closes(sim: &Sim) -> Vec<(std::time::Duration, LinkError)> {
-    sim.actions
-        .iter()
-        .filter_map(|(t, a)| match a {
-            Action::Close { reason, .. } => Some((t.duration_since(sim.t0), reason.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
 /// §20 "server accepts, never answers (defaults)": Mars ends (6, −500) at 27.0 s (timeout
 /// 13.0 s, reconnect 14.0 s, retry times out 27.0 s). Exact deadlines: the first-packet
 /// timeout of a 1-byte body is 12 000 ms after the send at 40 ms; the retry goes after the
@@ -44,7 +34,7 @@ fn silent_server_first_packet_timeout_reconnects_and_retries_once() {
     // 85 ms), so it is dropped as stalled.
     // The retry's link is silent too and is dropped the same way.
     assert_eq!(
-        closes(&sim),
+        sim.closes(),
         vec![
             (ms(12_040), LinkError::Stalled(TimeoutLevel::FirstPacket)),
             (ms(25_080), LinkError::Stalled(TimeoutLevel::FirstPacket)),
@@ -80,7 +70,7 @@ fn silent_server_with_total_timeout_five_seconds_ends_at_five_seconds() {
     assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Total)));
     assert_eq!(end.outcome.unwrap_err().mars_code(), (9, -1));
     // The total timeout of one task does not drop the link (§18.7).
-    assert!(closes(&sim).is_empty());
+    assert!(sim.closes().is_empty());
     assert!(sim.engine.is_connected("default-longlink"));
 }
 
@@ -134,7 +124,7 @@ fn packet_to_packet_timeout_when_the_response_stops_midway() {
     assert_eq!(end.profile.first_byte.map(|t| sim.secs(t)), Some(0.085));
     // A stalled stream is the link's problem: it is dropped.
     assert_eq!(
-        closes(&sim),
+        sim.closes(),
         vec![(ms(8_085), LinkError::Stalled(TimeoutLevel::PacketToPacket))]
     );
 }
@@ -157,7 +147,7 @@ fn read_write_timeout_when_the_server_dribbles_but_the_link_is_spared() {
     );
     assert_eq!(at, ms(40 + 12_016 + 5_333));
     // The link was delivering bytes: only the task failed.
-    assert!(closes(&sim).is_empty());
+    assert!(sim.closes().is_empty());
     // Let the rest of the old response arrive (it is dropped), then use the link again.
     sim.run_for(secs(40));
     sim.script.answer_by_cmd.insert(CmdId(2), Answer::Echo);
@@ -182,7 +172,7 @@ fn a_timed_out_task_on_a_healthy_link_fails_alone_and_is_retried_on_the_same_lin
         Err(TaskError::Timeout(TimeoutLevel::FirstPacket))
     );
     assert_eq!(at, ms(40 + 12_000 + 1_000 + 12_000));
-    assert!(closes(&sim).is_empty(), "the link survives");
+    assert!(sim.closes().is_empty(), "the link survives");
     assert_eq!(
         sim.action_times(|a| matches!(a, Action::Connect { .. }))
             .len(),
@@ -246,7 +236,7 @@ fn malformed_bytes_drop_the_link_and_the_task_is_retried_then_ends_with_a_codec_
         Err(TaskError::Codec(CodecFailure::Decode(_)))
     ));
     assert_eq!(end.profile.attempts, 2);
-    assert!(matches!(closes(&sim)[0].1, LinkError::Decode(_)));
+    assert!(matches!(sim.closes()[0].1, LinkError::Decode(_)));
 }
 
 #[test]
@@ -330,7 +320,7 @@ fn response_check_can_end_with_a_server_error_and_accept() {
     assert_eq!(e.profile.attempts, 1);
     assert!(sim.ends[&ok].1.outcome.is_ok());
     assert!(
-        closes(&sim).is_empty(),
+        sim.closes().is_empty(),
         "a server error is not a link failure"
     );
 }
@@ -354,7 +344,7 @@ fn a_retry_verdict_drops_the_long_link_and_retries_every_running_task() {
         Err(TaskError::Codec(CodecFailure::Response { code: -1 }))
     );
     assert_eq!(r.profile.attempts, 2);
-    let dropped: Vec<_> = closes(&sim).into_iter().map(|(_, why)| why).collect();
+    let dropped: Vec<_> = sim.closes().into_iter().map(|(_, why)| why).collect();
     assert_eq!(
         dropped,
         vec![LinkError::ResponseRefused { code: -1 }; 2],

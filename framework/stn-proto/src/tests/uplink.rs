@@ -9,7 +9,7 @@ use std::time::Duration;
 use phobos_plugin_api::CmdId;
 
 use super::harness::{secs, Answer, Sim, Uplink};
-use crate::{Action, Event, LinkError, TaskId, TaskSpec, TimeoutLevel};
+use crate::{Event, LinkError, TaskId, TaskSpec, TimeoutLevel};
 
 /// Mars's minimum Wi-Fi rate (§6.2), the slowest uplink its first-packet formula allows for.
 const WIFI_MIN_RATE: u64 = 12_288;
@@ -19,14 +19,18 @@ fn uploads(sim: &mut Sim, n: u8) -> Vec<TaskId> {
     sim.start_batch((0..n).map(|i| TaskSpec::new(CmdId(1), vec![i; 20 * 1024])))
 }
 
-fn closes(sim: &Sim) -> Vec<(Duration, LinkError)> {
-    sim.actions
-        .iter()
-        .filter_map(|(t, a)| match a {
-            Action::Close { reason, .. } => Some((t.duration_since(sim.t0), reason.clone())),
-            _ => None,
-        })
-        .collect()
+/// Runs `sim` until every task of `ids` ended (within 120 s), and checks that each
+/// succeeded on its first attempt and that no connection was closed: all went over the one
+/// connection.
+fn all_succeed_on_one_connection(sim: &mut Sim, ids: &[TaskId]) {
+    let all_ended = |s: &Sim| ids.iter().all(|id| s.ends.contains_key(id));
+    assert!(sim.run_until(secs(120), all_ended));
+    for id in ids {
+        let (_, end) = &sim.ends[id];
+        assert!(end.outcome.is_ok(), "{id}: {:?}", end.outcome);
+        assert_eq!(end.profile.attempts, 1, "{id}");
+    }
+    assert_eq!(sim.closes(), vec![]);
 }
 
 /// `sim` connected on Wi-Fi, its uplink then taking `rate` bytes a second.
@@ -65,19 +69,16 @@ fn requests_queued_behind_a_slow_uplink_are_timed_from_their_first_byte() {
     let mut sim = slow_uplink(Sim::new(), WIFI_MIN_RATE, None, true);
     let pass = sim.now;
     let ids = uploads(&mut sim, 15);
-    let all_ended = |s: &Sim| ids.iter().all(|id| s.ends.contains_key(id));
-    assert!(sim.run_until(secs(120), all_ended));
-    for id in &ids {
-        let (_, end) = &sim.ends[id];
-        assert!(end.outcome.is_ok(), "{id}: {:?}", end.outcome);
-        assert_eq!(end.profile.attempts, 1, "{id}");
-    }
-    assert_eq!(closes(&sim), vec![]);
+    all_succeed_on_one_connection(&mut sim, &ids);
     // The last request's clocks started when its first byte left: 14 requests of 20 KiB
     // and their heads after the pass, at 12 KiB/s.
     let (_, last) = &sim.ends[&ids[14]];
     let left = last.profile.send_end.unwrap().duration_since(pass);
-    assert_eq!(last.profile.send_start, Some(pass), "handed to the driver in the pass");
+    assert_eq!(
+        last.profile.send_start,
+        Some(pass),
+        "handed to the driver in the pass"
+    );
     assert!(
         left >= Duration::from_millis(23_333) && left < Duration::from_millis(23_500),
         "the last request left {left:?} after the pass"
@@ -93,7 +94,7 @@ fn without_reports_the_queued_requests_are_timed_from_their_dispatch() {
     let mut sim = slow_uplink(Sim::new(), WIFI_MIN_RATE, None, false);
     let ids = uploads(&mut sim, 15);
     sim.run_for(secs(25));
-    let first = closes(&sim).into_iter().next();
+    let first = sim.closes().into_iter().next();
     assert_eq!(
         first.map(|(_, reason)| reason),
         Some(LinkError::Stalled(TimeoutLevel::FirstPacket))
@@ -111,19 +112,12 @@ fn a_socket_taking_bytes_keeps_the_stall_probe_quiet() {
     let mut sim = slow_uplink(Sim::new(), WIFI_MIN_RATE / 2, None, true);
     let heartbeats = sim.engine.stats().heartbeats_sent;
     let ids = uploads(&mut sim, 10);
-    let all_ended = |s: &Sim| ids.iter().all(|id| s.ends.contains_key(id));
-    assert!(sim.run_until(secs(120), all_ended));
+    all_succeed_on_one_connection(&mut sim, &ids);
     assert_eq!(
         sim.engine.stats().heartbeats_sent,
         heartbeats,
         "no probe went while the socket took bytes"
     );
-    for id in &ids {
-        let (_, end) = &sim.ends[id];
-        assert!(end.outcome.is_ok(), "{id}: {:?}", end.outcome);
-        assert_eq!(end.profile.attempts, 1, "{id}");
-    }
-    assert_eq!(closes(&sim), vec![]);
 }
 
 /// The uplink holds everything up for 3 s early in the first upload (acknowledgements
@@ -139,18 +133,11 @@ fn a_heartbeat_behind_held_bytes_waits_while_the_socket_takes_them() {
     let mut sim = slow_uplink_pausing(sim, WIFI_MIN_RATE, None, Some((10 * 1024, secs(3))), true);
     let heartbeats = sim.engine.stats().heartbeats_sent;
     let ids = uploads(&mut sim, 15);
-    let all_ended = |s: &Sim| ids.iter().all(|id| s.ends.contains_key(id));
-    assert!(sim.run_until(secs(120), all_ended));
+    all_succeed_on_one_connection(&mut sim, &ids);
     assert!(
         sim.engine.stats().heartbeats_sent > heartbeats,
         "the pause made the probe ask"
     );
-    for id in &ids {
-        let (_, end) = &sim.ends[id];
-        assert!(end.outcome.is_ok(), "{id}: {:?}", end.outcome);
-        assert_eq!(end.profile.attempts, 1, "{id}");
-    }
-    assert_eq!(closes(&sim), vec![]);
 }
 
 /// An uplink that stops taking bytes (the path stopped acknowledging, the send buffer is
@@ -204,7 +191,7 @@ fn stalled_drop(sim: &Sim, ids: &[TaskId], pass: std::time::Instant) -> Duration
             "{id}"
         );
     }
-    let (at, reason) = closes(sim).first().expect("the link was dropped").clone();
+    let (at, reason) = sim.closes().first().expect("the link was dropped").clone();
     assert_eq!(reason, LinkError::Stalled(TimeoutLevel::FirstPacket));
     let at_instant = sim.t0 + at;
     let retried: Vec<TaskId> = sim
