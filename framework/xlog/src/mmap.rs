@@ -97,11 +97,15 @@ impl BufferFile {
         BufferFile::lock(file)
     }
 
-    /// The file's current contents (what a crashed writer left).
-    pub(crate) fn read_all(&mut self) -> io::Result<Vec<u8>> {
+    /// The file's first `limit` bytes, or all of it if shorter (what a crashed writer left).
+    ///
+    /// Design: bounded, because a staging file is only ever read up to its layout's length:
+    /// a damaged or foreign file of 2 GiB was read whole at every start (2 GiB of memory and
+    /// 14 s before the first line could be logged, enough for a phone to kill the app).
+    pub(crate) fn read_up_to(&mut self, limit: usize) -> io::Result<Vec<u8>> {
         let mut v = Vec::new();
         self.file.seek(SeekFrom::Start(0))?;
-        self.file.read_to_end(&mut v)?;
+        (&mut self.file).take(limit as u64).read_to_end(&mut v)?;
         Ok(v)
     }
 
@@ -271,9 +275,10 @@ mod tests {
         assert!(m.is_mapped());
         m[3] = 0xAB;
         drop(m);
-        let all = f.read_all().unwrap();
+        let all = f.read_up_to(usize::MAX).unwrap();
         assert_eq!(all.len(), 10_000);
         assert_eq!(all[5003], 0xAB);
+        assert_eq!(f.read_up_to(5004).unwrap(), all[..5004]);
         let e = BufferFile::open_locked(&p).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         assert!(disk_space(dir.path()).is_some());

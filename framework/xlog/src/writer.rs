@@ -859,7 +859,7 @@ impl Xlog {
         };
         let old = match bf.as_mut() {
             Some(bf) => bf
-                .read_all()
+                .read_up_to(FILE_LEN)
                 .map_err(io_err(format!("reading {}", buf_path.display())))?,
             None => Vec::new(),
         };
