@@ -88,6 +88,26 @@ fn decodes_files_and_mmap3_in_argument_order_to_an_output_file() {
     assert!(std::fs::read(&out_path).unwrap() == want);
 }
 
+/// An output that is also an input (named as a file, or as a folder's `*.xlog`) is refused
+/// before anything is written: creating it would empty the log before it was read.
+#[test]
+fn an_output_that_is_also_an_input_is_refused_and_the_log_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("copy.xlog");
+    let original = std::fs::read(data("01_async_zlib_nocrypt/demo_20261126.xlog")).unwrap();
+    std::fs::write(&log, &original).unwrap();
+    for input in [log.as_path(), tmp.path()] {
+        let out = run(&[os("decode"), os("-o"), log.as_os_str(), input.as_os_str()]);
+        assert!(!out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("is also an input"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(std::fs::read(&log).unwrap(), original, "the log was kept");
+    }
+}
+
 #[test]
 fn corrupted_file_reports_inline_and_exits_zero() {
     let out = run(&[

@@ -65,6 +65,26 @@ pub(crate) struct DecodeArgs {
     paths: Vec<PathBuf>,
 }
 
+/// Whether `a` and `b` name one existing file (the same device and inode; on other systems,
+/// the same canonical path).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (fs::canonicalize(a), fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
 /// Runs `decode`.
 pub(crate) fn run(args: DecodeArgs) -> Result<()> {
     let decoder = build_decoder(&args)?;
@@ -79,6 +99,17 @@ pub(crate) fn run(args: DecodeArgs) -> Result<()> {
         done: 0,
     };
 
+    if let (Some(out), false) = (&args.output, args.each) {
+        // Creating the output truncates it: one that is also an input would be emptied before
+        // it was read (and "no xlog blocks found", exit 0).
+        if let Some(same) = inputs.iter().find(|input| same_file(input, out)) {
+            anyhow::bail!(
+                "the output {} is also an input ({}); write the text somewhere else",
+                out.display(),
+                same.display()
+            );
+        }
+    }
     let mut shared: Option<Box<dyn Write>> = match (&args.output, args.each) {
         (_, true) => None,
         (Some(path), false) => Some(Box::new(io::BufWriter::new(
