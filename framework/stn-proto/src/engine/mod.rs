@@ -373,6 +373,17 @@ struct Session {
     unwritten: VecDeque<(u64, TaskId, u32)>,
 }
 
+/// Bytes moving on link `li`'s connection `s` (received, or taken by the socket after the
+/// driver held them) show the path alive: a transport inspection under way is moot, and a
+/// heartbeat reply that is due may be queued behind those bytes, so its deadline moves to
+/// `reply` from `now`. What [`Engine::handle_data`] and [`Engine::handle_unsent`] share.
+fn path_moving(s: &mut Session, timers: &mut TimerTable, reply: Duration, li: usize, now: Instant) {
+    s.inspecting = false;
+    if s.heartbeat_sent.is_some() {
+        timers.set(TimerKind::HeartbeatReply(li), now + reply);
+    }
+}
+
 enum Identify {
     /// Ask the auth plugin at the next heartbeat slot.
     Pending,
@@ -1055,14 +1066,11 @@ impl Engine {
             return;
         }
         s.last_recv = Some(now);
-        s.inspecting = false;
         // Design: bytes arriving while a heartbeat reply is due prove the link alive; the
         // reply may be queued behind a long response, so its deadline moves (Mars would drop
         // a link that is busy delivering a large response).
-        if s.heartbeat_sent.is_some() {
-            let reply = self.cfg.timing.heartbeat_reply_timeout;
-            self.timers.set(TimerKind::HeartbeatReply(li), now + reply);
-        }
+        let reply = self.cfg.timing.heartbeat_reply_timeout;
+        path_moving(s, &mut self.timers, reply, li, now);
         // Any byte answers a stall probe: the link is alive (the reply itself may be queued
         // behind a long response). The next probe waits twice as long.
         if s.probing.take().is_some() {
@@ -1150,10 +1158,8 @@ impl Engine {
         let written = s.emitted - unsent;
         if unsent < before {
             s.write_progress = Some(now);
-            if s.heartbeat_sent.is_some() {
-                let reply = self.cfg.timing.heartbeat_reply_timeout;
-                self.timers.set(TimerKind::HeartbeatReply(li), now + reply);
-            }
+            let reply = self.cfg.timing.heartbeat_reply_timeout;
+            path_moving(s, &mut self.timers, reply, li, now);
         }
         if unsent > 0 && before == 0 {
             // A backlog begins: the attempts whose first byte is still held stop their
