@@ -3,7 +3,7 @@
 //! uploads that takes longer to leave than a first-packet timeout still gets through on one
 //! connection.
 
-use std::future::Future;
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -96,24 +96,17 @@ struct SlowUplink {
     connects: Mutex<usize>,
 }
 
-type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Box<dyn LinkStream>>> + Send + 'a>>;
-
+#[async_trait::async_trait]
 impl Connector for SlowUplink {
-    fn connect<'life0, 'async_trait>(&'life0 self, addr: IpPort) -> ConnectFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            *self.connects.lock().unwrap() += 1;
-            let inner = phobos_stn::TcpConnector::default().connect(addr).await?;
-            Ok(Box::new(Throttled {
-                inner,
-                start: Instant::now(),
-                taken: 0,
-                wait: None,
-            }) as Box<dyn LinkStream>)
-        })
+    async fn connect(&self, addr: IpPort) -> io::Result<Box<dyn LinkStream>> {
+        *self.connects.lock().unwrap() += 1;
+        let inner = phobos_stn::TcpConnector::default().connect(addr).await?;
+        Ok(Box::new(Throttled {
+            inner,
+            start: Instant::now(),
+            taken: 0,
+            wait: None,
+        }))
     }
 }
 

@@ -392,29 +392,20 @@ impl SwallowFirst {
     }
 }
 
-type ConnectFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = io::Result<Box<dyn phobos_stn::LinkStream>>> + Send + 'a>,
->;
-
+#[async_trait::async_trait]
 impl Connector for SwallowFirst {
-    fn connect<'life0, 'async_trait>(&'life0 self, addr: IpPort) -> ConnectFuture<'async_trait>
-    where
-        'life0: 'async_trait,
-        Self: 'async_trait,
-    {
-        Box::pin(async move {
-            let n = {
-                let mut c = self.connects.lock().unwrap();
-                *c += 1;
-                *c
-            };
-            if n <= self.swallow {
-                let (ours, far) = tokio::io::duplex(64 * 1024);
-                self.held.lock().unwrap().push(far);
-                return Ok(Box::new(ours) as Box<dyn phobos_stn::LinkStream>);
-            }
-            phobos_stn::TcpConnector::default().connect(addr).await
-        })
+    async fn connect(&self, addr: IpPort) -> io::Result<Box<dyn phobos_stn::LinkStream>> {
+        let n = {
+            let mut c = self.connects.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        if n <= self.swallow {
+            let (ours, far) = tokio::io::duplex(64 * 1024);
+            self.held.lock().unwrap().push(far);
+            return Ok(Box::new(ours));
+        }
+        phobos_stn::TcpConnector::default().connect(addr).await
     }
 }
 
