@@ -1,9 +1,9 @@
 //! A burst of uploads over a slow link, through real kernel TCP: `n` long-link tasks of
 //! `body` bytes started at once by a Phobos client (default profile) against the lab's echo
-//! server, across a veth pair capped by `tbf` at `rate` bits a second each way. Counts, per
-//! run, the tasks that succeeded, the connections made during the burst (a new one means the
-//! link was dropped), and the time the burst took. Needs
-//! root.
+//! server, across a veth pair capped by `tbf` at `rate` bits a second each way: one cell of
+//! the scenario matrix ([`run_cell`]), run `runs` times. Counts, per run, the tasks that
+//! succeeded, the connections made after the first (a new one means the link was dropped),
+//! and when the last task ended. Needs root.
 //!
 //! ```text
 //! cargo run --release -p phobos-lab --bin lab-uplink -- [--rate BITS] [--tasks N] [--body BYTES] [--runs R]
@@ -12,16 +12,15 @@
 //! The defaults (98,304 bit/s, that is 12 KiB/s, Mars's minimum Wi-Fi rate; 15 tasks of
 //! 20 KiB; 3 runs) are the case of `framework/stn-proto/src/tests/uplink.rs`: each request
 //! fits its own first-packet timeout at that rate, but those pipelined behind it leave
-//! after it, up to 25 s later.
+//! after it, up to 25 s later. `RUST_LOG=phobos_stn=info` (or `debug`) shows the client's
+//! log on stderr: why a link went down, and each task's progress.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::io::IsTerminal;
+use std::time::Duration;
 
-use bytes::Bytes;
-use phobos_lab::contender::{Contender, TaskResult};
-use phobos_lab::netns::{Lab, NetFaults, Side};
-use phobos_lab::server::{LabServer, ServerFaults};
+use phobos_lab::contender::{Contender, Link};
+use phobos_lab::matrix::{run_cell, CellSeeds, Scenario, Workload};
+use phobos_lab::server::ServerFaults;
 
 struct Args {
     rate: u64,
@@ -60,93 +59,29 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// One run: a fresh lab, the burst, and what came of it.
-struct Run {
-    ok: usize,
-    failures: Vec<String>,
-    /// Connections made during the burst (after the first task's).
-    connects: u64,
-    took: Duration,
-}
-
-fn run_once(a: &Args, seed: u64) -> anyhow::Result<Run> {
-    let lab = Lab::create(1)?;
-    lab.apply(&NetFaults {
-        rate_bits: Some(a.rate),
-        ..NetFaults::default()
-    })?;
-    let server = LabServer::start(&lab, ServerFaults::default())?;
-    let addr = SocketAddr::from((lab.server_addrs()[0], server.port()));
-    let (tasks, body) = (a.tasks, a.body);
-    let run = lab.run_in(Side::Client, move || -> Result<Run, String> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(async move {
-            let client =
-                Arc::new(Contender::Phobos.start(&[addr], Duration::from_secs(40), seed)?);
-            // Connected first, so the burst is one dispatch pass over a link that is up.
-            let warm = client
-                .run_task(Bytes::from_static(b"warm"), Duration::from_secs(40))
-                .await;
-            if warm != TaskResult::Success {
-                return Err(format!("the first task: {warm:?}"));
-            }
-            let connects_before = client.connects();
-            let t0 = Instant::now();
-            let handles: Vec<_> = (0..tasks)
-                .map(|i| {
-                    let client = client.clone();
-                    let body = Bytes::from(vec![i as u8; body]);
-                    tokio::spawn(
-                        async move { client.run_task(body, Duration::from_secs(40)).await },
-                    )
-                })
-                .collect();
-            let mut ok = 0;
-            let mut failures = Vec::new();
-            for h in handles {
-                match h.await.map_err(|e| e.to_string())? {
-                    TaskResult::Success => ok += 1,
-                    other => failures.push(format!("{other:?}")),
-                }
-            }
-            let took = t0.elapsed();
-            let connects = client.connects() - connects_before;
-            if let Ok(client) = Arc::try_unwrap(client) {
-                client.shutdown().await;
-            }
-            Ok(Run {
-                ok,
-                failures,
-                connects,
-                took,
-            })
-        })
-    })?;
-    let _ = server.stop();
-    run.map_err(|e| anyhow::anyhow!(e))
-}
-
 fn main() -> anyhow::Result<()> {
     let a = args()?;
-    // `PHOBOS_LAB_LOG=1`: the client's log (link drops and their reasons) on stderr;
-    // `PHOBOS_LAB_LOG=debug`: every task's progress too.
-    if let Some(level) = std::env::var_os("PHOBOS_LAB_LOG") {
-        let level = if level == "debug" {
-            tracing::Level::DEBUG
-        } else {
-            tracing::Level::INFO
-        };
+    if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
-            .with_max_level(level)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     phobos_lab::netns::check_root()?;
     phobos_lab::netns::ensure_tools()?;
+    let scenario = Scenario::fault(
+        &format!("tbf {} bit/s", a.rate),
+        ServerFaults::default(),
+        Some(a.rate),
+    );
+    // Mars's default total timeout (40 s): a task's budget, as an app would have it.
+    let workload = Workload {
+        tasks: a.tasks,
+        interval: Duration::ZERO,
+        task_timeout: Duration::from_secs(40),
+        body_len: a.body,
+    };
     println!(
         "{} tasks of {} bytes at once over tbf {} bit/s each way, Phobos default profile \
          ({}; {})",
@@ -156,20 +91,30 @@ fn main() -> anyhow::Result<()> {
         phobos_lab::matrix::machine_description(),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
-    println!("| run | succeeded | new connections | burst took | failures |");
+    println!("| run | succeeded | new connections | last end | failures |");
     println!("|---|---|---|---|---|");
     for r in 0..a.runs {
-        let run = run_once(&a, 7 + r as u64)?;
-        let mut failures = run.failures.clone();
-        failures.sort();
-        failures.dedup();
+        let seeds = CellSeeds {
+            client: 7 + r as u64,
+            proxy: 7,
+        };
+        let cell = run_cell(&scenario, Link::Long, Contender::Phobos, workload, r, seeds)?;
+        let failures: Vec<String> = cell
+            .failures
+            .iter()
+            .map(|(reason, n)| format!("{n} × {reason}"))
+            .collect();
         println!(
             "| {} | {} of {} | {} | {:.1} s | {} |",
             r + 1,
-            run.ok,
-            a.tasks,
-            run.connects,
-            run.took.as_secs_f64(),
+            cell.successes,
+            cell.tasks,
+            cell.reconnects,
+            cell.completions
+                .last()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64(),
             if failures.is_empty() {
                 "none".to_string()
             } else {
