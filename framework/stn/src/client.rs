@@ -347,7 +347,9 @@ impl Client {
     }
 
     /// Stops the driver: unfinished tasks end with [`LocalError::Reset`], connections close.
-    /// Returns when the driver has stopped. Other clones then see every call fail quietly.
+    /// Returns when the driver has stopped and the final state files (IP ranking, heartbeat
+    /// state) are written, or after 5 s of waiting for the disk (the writes then go on in
+    /// the background). Other clones then see every call fail quietly.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(Command::Shutdown(tx)).is_ok() {

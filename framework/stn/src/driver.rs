@@ -59,7 +59,7 @@ use crate::held::{HeldBatches, BATCH_TAG};
 use crate::metrics as m;
 use crate::short::runner::{ShortEvent, ShortIo};
 use crate::state_file;
-use crate::state_writer::{HeartbeatState, RankingWriter, StateWriter};
+use crate::state_writer::{self, HeartbeatState, RankingWriter, StateWriter};
 use crate::watchdog::Watchdog;
 
 /// A command from a [`Client`](crate::Client).
@@ -114,9 +114,12 @@ pub(crate) async fn run(
     let final_saves = driver.teardown();
     watch_task.abort();
     // Shutdown completes once the final states are on disk (written off the runtime's
-    // worker threads like every save).
-    for save in final_saves {
-        let _ = save.await;
+    // worker threads like every save), or after `FINAL_SAVE_WAIT`.
+    if !state_writer::wait_final_saves(final_saves, state_writer::FINAL_SAVE_WAIT).await {
+        warn!(
+            wait = ?state_writer::FINAL_SAVE_WAIT,
+            "the final states were not written in time; shutdown goes on, their writes continue"
+        );
     }
     if let Some(done) = done {
         let _ = done.send(());
@@ -1606,15 +1609,15 @@ impl Driver {
     }
 
     /// Ends the driver: every waiting task resolves with a reset, every socket closes.
-    /// Returns the writes of the final states (IP ranking, heartbeat), to be awaited.
-    fn teardown(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Returns the writes of the final states (IP ranking, heartbeat), to be waited for.
+    fn teardown(&mut self) -> Vec<state_writer::FinalSave> {
         let mut final_saves = Vec::new();
         let heartbeat = self.heartbeat.export_state();
         if let (Some(writer), Some(state)) = (&mut self.heartbeat_state, heartbeat) {
-            final_saves.extend(writer.finish(HeartbeatState(state)));
+            final_saves.push(writer.finish(HeartbeatState(state)));
         }
         if let Some(writer) = &mut self.ranking_state {
-            final_saves.extend(writer.finish(self.engine.ranking_state(now(), unix_now())));
+            final_saves.push(writer.finish(self.engine.ranking_state(now(), unix_now())));
         }
         let n = self.waiters.len() + self.held.len();
         self.end_held_tasks();

@@ -82,6 +82,29 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<String>> {
     Ok(Some(text))
 }
 
+/// Creates `tmp` afresh for writing. Whatever is already at that name (a file left by a
+/// crash, a symbolic link, a FIFO) is removed first, never opened.
+///
+/// Design: the name is predictable (see [`temp_path`]). Opened the ordinary way, a FIFO
+/// there held the write (and the shutdown waiting for it) until a reader came, and a
+/// symbolic link had the state written into the file it points to. Created exclusively
+/// (`O_CREAT | O_EXCL`), the open follows no link and opens nothing that exists.
+fn create_temp(tmp: &Path) -> io::Result<std::fs::File> {
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+    };
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(tmp)?;
+            create()
+        }
+        other => other,
+    }
+}
+
 #[cfg(unix)]
 fn is_device(kind: &std::fs::FileType) -> bool {
     use std::os::unix::fs::FileTypeExt;
@@ -101,7 +124,8 @@ fn not_a_file() -> io::Error {
 /// flushes the folder, where the system allows). On failure the temporary file is removed
 /// and `path` is left as it was; so is a `path` that is a device (running as root, the
 /// rename would replace the device node). A FIFO or socket at `path` (never read, see
-/// [`read`]) is replaced by the state; a folder makes the rename fail.
+/// [`read`]) is replaced by the state; a folder makes the rename fail. Whatever is at
+/// `tmp` is removed, never opened or followed (a folder there fails the write).
 ///
 /// Design: the flush before the rename keeps a power loss from leaving an empty file in
 /// place of the previous state on file systems that may commit the rename before the data
@@ -116,7 +140,7 @@ pub(crate) fn write_atomically(path: &Path, tmp: &Path, contents: &[u8]) -> io::
     if std::fs::metadata(path).is_ok_and(|m| is_device(&m.file_type())) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "a device"));
     }
-    let written = std::fs::File::create(tmp)
+    let written = create_temp(tmp)
         .and_then(|mut f| {
             f.write_all(contents)?;
             f.sync_all()
@@ -175,6 +199,79 @@ mod tests {
             .file_type()
             .is_char_device());
         assert!(!tmp.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Runs `write_atomically` on a thread of its own and waits for it: `None` if it was
+    /// still held after a minute (a guard against a test that hangs, not a time limit on
+    /// the write: a working write takes milliseconds).
+    fn write_with_guard(path: &Path, tmp: &Path) -> Option<io::Result<()>> {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (path, tmp) = (path.to_owned(), tmp.to_owned());
+        std::thread::spawn(move || {
+            let _ = done_tx.send(write_atomically(&path, &tmp, b"state"));
+        });
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .ok()
+    }
+
+    /// A FIFO left at the temporary file's name (its name is predictable) is removed, not
+    /// opened: opening it for writing waited for a reader, holding the write and the
+    /// shutdown that waits for it.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_at_the_temporary_name_is_replaced_not_waited_on() {
+        let dir = scratch("fifo_tmp");
+        let path = dir.join("ranking.json");
+        let tmp = temp_path(&path);
+        let made = std::process::Command::new("mkfifo").arg(&tmp).status();
+        assert!(made.unwrap().success());
+        let written = write_with_guard(&path, &tmp);
+        if written.is_none() {
+            // Let the held write go before failing, so the thread ends.
+            let _ = std::fs::read(&tmp);
+        }
+        written.expect("the write waited on the FIFO").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "state");
+        assert!(!tmp.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A symbolic link at the temporary file's name is removed, not followed: the file it
+    /// points to keeps its contents.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_temporary_name_is_not_followed() {
+        let dir = scratch("link_tmp");
+        let path = dir.join("ranking.json");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let tmp = temp_path(&path);
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_with_guard(&path, &tmp).unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "state");
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "no temporary file left"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A folder at the temporary file's name is not removed: the write fails and leaves
+    /// the target as it was.
+    #[test]
+    fn a_folder_at_the_temporary_name_fails_the_write_and_keeps_the_state() {
+        let dir = scratch("folder_tmp");
+        let path = dir.join("ranking.json");
+        std::fs::write(&path, "old").unwrap();
+        let tmp = temp_path(&path);
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::write(tmp.join("inside"), "kept").unwrap();
+        assert!(write_with_guard(&path, &tmp).unwrap().is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(std::fs::read_to_string(tmp.join("inside")).unwrap(), "kept");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
