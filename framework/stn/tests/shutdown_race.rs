@@ -2,10 +2,13 @@
 //! before, during or after the shutdown, gets exactly one end (its response, or
 //! [`LocalError::Reset`]), and none waits forever.
 //!
-//! (The narrowest window, a start whose push into the command channel is under way at the
-//! instant the driver lets go of it, is a few instructions wide; the driver's `Commands`
-//! drop waits such a push out. This test does not reliably reach that window: with that
-//! wait taken out it still passed in five runs of its twenty rounds.)
+//! (The narrowest window is a start whose push into the command channel is under way at the
+//! instant the driver lets go of it; the driver's `Commands` drop waits such a push out.
+//! That wait used to end early whenever the driver's task had spent its tokio budget, and
+//! then a task waited for its end for ever: this test failed 2 of 8 runs and 2 of 5 runs
+//! that way, on 2026-11-29, and passed 24 of 24 once the wait ran unconstrained. With the
+//! wait taken out entirely it still passed 5 runs of 5, so the window proper is not
+//! reliably reached.)
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
