@@ -76,10 +76,24 @@ impl TaskError {
     }
 
     /// Mars's `(ErrCmdType, code)` pair for this error (spec §5), for hosts that report in
-    /// Mars's vocabulary.
+    /// Mars's vocabulary, as the long link reports it: its attempt timeouts are type 6
+    /// (`kEctNetMsgXP`). Mars types the short link's attempt timeouts 5 (`kEctHttp`), so for
+    /// a task that may have ended on either, use [`mars_code_on`](Self::mars_code_on) with
+    /// the link of its profile.
     ///
-    /// Types: 2 Dial, 3 Dns, 4 Socket, 6 NetMsgXP, 7 EnDecode, 8 Server, 9 Local, 10 Canceled.
+    /// Types: 2 Dial, 3 Dns, 4 Socket, 5 Http, 6 NetMsgXP, 7 EnDecode, 8 Server, 9 Local,
+    /// 10 Canceled.
     pub fn mars_code(&self) -> (i32, i32) {
+        self.mars_code_on("")
+    }
+
+    /// Mars's `(ErrCmdType, code)` pair for this error as a task that ended on `link`
+    /// reports it (the link of its [`TaskProfile`](crate::TaskProfile); `""` when it has
+    /// none): the first-packet, packet-to-packet and read/write timeouts are type 5
+    /// (`kEctHttp`) on the short link ([`SHORT_LINK`](crate::SHORT_LINK)) and 6 on a long
+    /// link, as in Mars's two `__RunOnTimeout`s (spec §6.2).
+    pub fn mars_code_on(&self, link: &str) -> (i32, i32) {
+        let attempt_timeout = if link == crate::SHORT_LINK { 5 } else { 6 };
         match self {
             // §3.2 step 8: the short link refusing a send-only task is `kEctLocalStartTaskFail`.
             TaskError::Param(ParamError::SendOnlyOnShortLink) => (9, -3),
@@ -94,12 +108,16 @@ impl TaskError {
             TaskError::Socket(SocketFailure::Damaged) => (6, -10504),
             TaskError::Timeout(level) => match level {
                 TimeoutLevel::Connect => (4, -10087),
-                TimeoutLevel::FirstPacket => (6, -500),
-                TimeoutLevel::PacketToPacket => (6, -501),
-                TimeoutLevel::ReadWrite => (6, -502),
+                TimeoutLevel::FirstPacket => (attempt_timeout, -500),
+                TimeoutLevel::PacketToPacket => (attempt_timeout, -501),
+                TimeoutLevel::ReadWrite => (attempt_timeout, -502),
+                TimeoutLevel::LongPolling => (5, -503),
                 TimeoutLevel::Total => (9, -1),
             },
             TaskError::Codec(CodecFailure::Decode(_)) => (6, -10504),
+            // §4: `Req2Buf` refusing ends the task with `(kEctEnDecode, err)`: the code a
+            // `RequestEncoder` (or a codec) refused with, as Mars's signed `int`.
+            TaskError::Codec(CodecFailure::Encode(EncodeError::Other(code))) => (7, *code as i32),
             TaskError::Codec(CodecFailure::Encode(_)) => (7, -1),
             TaskError::Codec(CodecFailure::Response { code }) => (7, *code),
             TaskError::Codec(CodecFailure::NoSequence) => (7, -1),
@@ -157,6 +175,10 @@ pub enum TimeoutLevel {
     PacketToPacket,
     /// The whole exchange took longer than the read/write timeout.
     ReadWrite,
+    /// A short-link long-polling task's response did not begin within its long-polling
+    /// timeout (spec §6.2; Mars's −503). On the short link this takes the place of the
+    /// first-packet timeout for a task with [`long_polling`](crate::TaskSpec::long_polling).
+    LongPolling,
     /// The task's whole budget (spec §6.1, or the task's own total timeout) is spent.
     Total,
 }
@@ -168,6 +190,7 @@ impl fmt::Display for TimeoutLevel {
             TimeoutLevel::FirstPacket => "first-packet",
             TimeoutLevel::PacketToPacket => "packet-to-packet",
             TimeoutLevel::ReadWrite => "read/write",
+            TimeoutLevel::LongPolling => "long-polling",
             TimeoutLevel::Total => "total",
         })
     }
@@ -521,6 +544,32 @@ mod tests {
             (9, -12)
         );
         assert_eq!(TaskError::Server { code: 403 }.mars_code(), (7, 403));
+        // §5: the short link's attempt timeouts are typed `kEctHttp`, the long link's
+        // `kEctNetMsgXP`; long polling is the short link's alone.
+        let short = crate::SHORT_LINK;
+        for (level, code) in [
+            (TimeoutLevel::FirstPacket, -500),
+            (TimeoutLevel::PacketToPacket, -501),
+            (TimeoutLevel::ReadWrite, -502),
+        ] {
+            assert_eq!(TaskError::Timeout(level).mars_code_on(short), (5, code));
+            assert_eq!(
+                TaskError::Timeout(level).mars_code_on("default-longlink"),
+                (6, code)
+            );
+            assert_eq!(TaskError::Timeout(level).mars_code(), (6, code));
+        }
+        let long_polling = TaskError::Timeout(TimeoutLevel::LongPolling);
+        assert_eq!(long_polling.mars_code_on(short), (5, -503));
+        assert_eq!(
+            TaskError::Timeout(TimeoutLevel::Total).mars_code_on(short),
+            (9, -1)
+        );
+        // §4: a refused `Req2Buf` keeps the app's code.
+        let refused = TaskError::Codec(CodecFailure::Encode(EncodeError::Other(42)));
+        assert_eq!(refused.mars_code(), (7, 42));
+        let negative = TaskError::Codec(CodecFailure::Encode(EncodeError::Other(-7i32 as u32)));
+        assert_eq!(negative.mars_code(), (7, -7));
         assert_eq!(
             LinkError::Decode(phobos_plugin_api::DecodeError::Other(0)).mars_code(),
             10007

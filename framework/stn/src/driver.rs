@@ -1665,6 +1665,7 @@ fn outcome_label(
         K::Timeout(L::FirstPacket) => "timeout_first_packet",
         K::Timeout(L::PacketToPacket) => "timeout_packet_to_packet",
         K::Timeout(L::ReadWrite) => "timeout_read_write",
+        K::Timeout(L::LongPolling) => "timeout_long_polling",
         K::Timeout(L::Total) => "timeout_total",
         K::Timeout(_) => "timeout",
         K::Codec => "codec",

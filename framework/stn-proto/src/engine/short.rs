@@ -1314,12 +1314,18 @@ impl Engine {
     fn short_attempt_timeout(&mut self, id: TaskId, level: TimeoutLevel, now: Instant) {
         let Some(ShortTask {
             state: State::Exchanging(ex),
+            spec,
             ..
         }) = self.short.tasks.get(&id)
         else {
             return;
         };
         let ex = *ex;
+        // §6.2: a long-polling task's first-packet check is the long-polling one (−503).
+        let level = match level {
+            TimeoutLevel::FirstPacket if spec.long_polling.is_some() => TimeoutLevel::LongPolling,
+            level => level,
+        };
         self.short_drop_attempt(id, now);
         if ex.reused {
             self.short_ban_pool(now);

@@ -305,6 +305,40 @@ fn a_stalled_server_hits_the_first_packet_timeout_and_the_retry_uses_the_next_ad
     assert_eq!(end.profile.addr, Some(addr(2)));
 }
 
+/// §6.2: a long-polling task's response must begin within its long-polling time, the
+/// short link's check in place of the first-packet one, reported as Mars's −503 (type
+/// `kEctHttp`, as every attempt timeout of the short link); an ordinary task's first-packet
+/// timeout there is −500 of the same type.
+#[test]
+fn a_silent_long_poll_ends_with_the_long_polling_timeout_as_mars_reports_it() {
+    let mut d = Drive::new();
+    let poll = short_task(&["10.0.0.1:80"])
+        .with_long_polling(Duration::from_secs(30))
+        .with_retry_count(0);
+    let id = d.start(poll);
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    let sent = d.now;
+    assert_eq!(d.first_packet_timeout(), Duration::from_secs(30));
+    d.advance_to(sent + Duration::from_secs(30));
+    let end = d.end(id).expect("ended");
+    let error = end.outcome.as_ref().unwrap_err();
+    assert_eq!(error, &TaskError::Timeout(TimeoutLevel::LongPolling));
+    assert_eq!(error.to_string(), "long-polling timeout");
+    let link = end.profile.link.as_ref().unwrap().as_str();
+    assert_eq!(error.mars_code_on(link), (5, -503));
+
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(0));
+    let (conn, ..) = d.connects()[0].clone();
+    d.connected(conn);
+    d.advance(d.first_packet_timeout());
+    let end = d.end(id).expect("ended");
+    let error = end.outcome.as_ref().unwrap_err();
+    assert_eq!(error, &TaskError::Timeout(TimeoutLevel::FirstPacket));
+    let link = end.profile.link.as_ref().unwrap().as_str();
+    assert_eq!(error.mars_code_on(link), (5, -500));
+}
+
 #[test]
 fn bytes_that_stop_arriving_hit_the_packet_to_packet_timeout() {
     let mut d = Drive::new();
