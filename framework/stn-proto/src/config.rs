@@ -121,6 +121,11 @@ impl Config {
         if short.max_running == 0 {
             return Err(ConfigError::Zero("short_link.max_running"));
         }
+        if let Some((v4, v6)) = short.family_connect_timeouts {
+            if v4.is_zero() || v6.is_zero() {
+                return Err(ConfigError::Zero("short_link.family_connect_timeouts"));
+            }
+        }
         let t = &self.timing;
         let nonzero = [
             (t.connect_timeout, "connect_timeout"),
@@ -228,6 +233,10 @@ impl Config {
         if let Some((a, b)) = rec.handshake_timeout {
             all.push((a, "recovery.handshake_timeout"));
             all.push((b, "recovery.handshake_timeout"));
+        }
+        if let Some((a, b)) = self.short_link.family_connect_timeouts {
+            all.push((a, "short_link.family_connect_timeouts"));
+            all.push((b, "short_link.family_connect_timeouts"));
         }
         all.extend(
             self.ip_sources

@@ -329,6 +329,11 @@ impl Dialer {
             .copied()
     }
 
+    /// Whether the cycle's list holds an IPv6 address.
+    pub(crate) fn has_ipv6(&self) -> bool {
+        self.candidates.iter().any(|c| c.addr.ip.is_ipv6())
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.candidates.is_empty()
     }

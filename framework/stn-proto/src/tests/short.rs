@@ -10,9 +10,9 @@ use phobos_plugin_api::{AddrSource, CmdId, IpPort, LinkPurpose, ResolvedAddr, Ta
 use super::epoch::epoch;
 use super::harness::config_with;
 use crate::{
-    Action, ChannelSelect, ConnId, DialError, Engine, ErrorKind, Event, ExchangeError, HttpFailure,
-    HttpRequest, HttpResponse, LocalError, SocketFailure, TaskEnd, TaskError, TaskSpec,
-    TimeoutLevel,
+    Action, ChannelSelect, ConnId, ConnectProfile, DialError, Engine, ErrorKind, Event,
+    ExchangeError, HttpFailure, HttpRequest, HttpResponse, LocalError, SocketFailure, TaskEnd,
+    TaskError, TaskSpec, TimeoutLevel,
 };
 
 /// The engine plus the actions and events it produced, in virtual time.
@@ -541,6 +541,86 @@ fn the_total_timeout_ends_a_running_exchange() {
             .count(),
         1
     );
+}
+
+/// Runs `d` in 10 ms steps until task `id` ends (a silent server: no attempt connects):
+/// each connect attempt's address and how long it ran before it was aborted.
+fn connect_lifetimes(d: &mut Drive, id: TaskId) -> Vec<(IpPort, Duration)> {
+    // (connection, address, start, lifetime once aborted)
+    let mut seen: Vec<(ConnId, IpPort, Instant, Option<Duration>)> = Vec::new();
+    while d.end(id).is_none() {
+        for (conn, addr, _) in d.connects() {
+            seen.push((conn, addr, d.now, None));
+        }
+        d.advance(Duration::from_millis(10));
+        assert!(
+            d.now - d.t0 < Duration::from_secs(120),
+            "the task never ended"
+        );
+        for (conn, _, start, lifetime) in &mut seen {
+            if lifetime.is_none() && d.aborted(*conn) {
+                *lifetime = Some(d.now - *start);
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|(_, addr, _, lifetime)| (addr, lifetime.expect("every attempt aborted")))
+        .collect()
+}
+
+/// An address's first attempt runs its whole `timeout`; a hedge of it (the Phobos
+/// profile's repeat of an attempt still pending) ends with it, so sooner.
+fn check_lifetimes(
+    lifetimes: &[(IpPort, Duration)],
+    timeout: impl Fn(&IpPort) -> Duration,
+    profile: ConnectProfile,
+) {
+    for (k, (a, lifetime)) in lifetimes.iter().enumerate() {
+        let first = lifetimes.iter().position(|(b, _)| b == a) == Some(k);
+        let ok = if first {
+            *lifetime == timeout(a)
+        } else {
+            *lifetime < timeout(a)
+        };
+        assert!(ok, "{profile:?}: {lifetimes:?}");
+    }
+}
+
+/// §8.4: per-family connect timeouts take the place of the one connect timeout when the
+/// attempt's list holds an IPv6 address, on both connect profiles; a list of IPv4
+/// addresses keeps the one timeout.
+#[test]
+fn per_family_connect_timeouts_apply_to_lists_with_ipv6() {
+    for profile in [ConnectProfile::Phobos, ConnectProfile::MarsClassic] {
+        let family = |b: crate::ConfigBuilder| {
+            b.connect_profile(profile)
+                .short_link(crate::ShortLinkConfig {
+                    family_connect_timeouts: Some((Duration::from_secs(4), Duration::from_secs(2))),
+                    ..crate::ShortLinkConfig::default()
+                })
+        };
+        let mut d = Drive::with(family);
+        let id = d.start(short_task(&["[fd00::1]:80", "10.0.0.1:80"]).with_retry_count(0));
+        let lifetimes = connect_lifetimes(&mut d, id);
+        assert!(
+            lifetimes.iter().any(|(a, _)| a.ip.is_ipv6()),
+            "{lifetimes:?}"
+        );
+        assert!(
+            lifetimes.iter().any(|(a, _)| *a == addr(1)),
+            "{lifetimes:?}"
+        );
+        let per_family = |a: &IpPort| Duration::from_secs(if a.ip.is_ipv6() { 2 } else { 4 });
+        check_lifetimes(&lifetimes, per_family, profile);
+        let end = d.end(id).unwrap();
+        assert_eq!(end.outcome, Err(TaskError::Timeout(TimeoutLevel::Connect)));
+
+        // IPv4 alone: the one connect timeout (10 s).
+        let mut d = Drive::with(family);
+        let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(0));
+        let lifetimes = connect_lifetimes(&mut d, id);
+        check_lifetimes(&lifetimes, |_| Duration::from_secs(10), profile);
+    }
 }
 
 #[test]
