@@ -21,7 +21,8 @@ use phobos_plugin_api::{
 /// `ShortLinkReject::Other`) when a loaded plugin panicked inside the call.
 pub const PLUGIN_PANICKED: u32 = 0xFFFF_FF01;
 /// Codec reason reported when a loaded codec returned a result that cannot be right (a decoded
-/// range outside the buffer, a zero-length frame).
+/// range outside the buffer, a zero-length frame, a "need more" asking for no more bytes than
+/// are already buffered or for more than the codec's `max_frame_len`).
 pub const INVALID_PLUGIN_OUTPUT: u32 = 0xFFFF_FF02;
 /// Codec reason reported for an error variant that this ABI version cannot carry.
 pub const UNMAPPED_VARIANT: u32 = 0xFFFF_FF03;
