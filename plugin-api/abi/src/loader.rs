@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::library::{
+    lib_header_from_raw_library, LibraryError, RawLibrary, ROOT_MODULE_LOADER_NAME_WITH_NUL,
+};
 use abi_stable::std_types::{ROption, RResult, RStr};
 use phobos_plugin_api::{
     AuthCheck, HeartbeatPolicyFactory, IpSource, LogCipher, PacketCodec, API_VERSION,
@@ -16,7 +18,9 @@ use crate::cipher::import_log_cipher;
 use crate::codec::import_codec;
 use crate::heartbeat::import_heartbeat;
 use crate::ipsource::import_ip_source;
-use crate::root::{FfiConstructError, PluginKind, PluginRootRef};
+use crate::root::{
+    ApiVersionSymbol, FfiConstructError, PluginKind, PluginRootRef, API_VERSION_SYMBOL,
+};
 
 /// A loaded plugin library. Libraries are loaded once per canonical path and never unloaded,
 /// so every plugin object built from one stays valid for the life of the process.
@@ -79,6 +83,21 @@ pub enum LoadError {
         /// The loader's message.
         reason: String,
     },
+    /// The library has a plugin root module but does not say which Phobos plugin API it was
+    /// built for: it lacks the version symbol ([`API_VERSION_SYMBOL`]) that every library
+    /// built with this crate's `export_plugin!` has, so it was built before libraries carried
+    /// one, or by other means.
+    #[error(
+        "{} does not say which Phobos plugin API it was built for (no {API_VERSION_SYMBOL} \
+         symbol): rebuild it against plugin API {host}",
+        .path.display()
+    )]
+    NoApiVersion {
+        /// The file.
+        path: PathBuf,
+        /// The host's API version.
+        host: ApiVersion,
+    },
     /// abi_stable's layout or version check failed: the library was built against
     /// incompatible ABI types.
     #[error("{} was built with an incompatible plugin ABI: {reason}", .path.display())]
@@ -96,7 +115,8 @@ pub enum LoadError {
         /// What failed.
         reason: String,
     },
-    /// The library was built for a Phobos API version this host is not compatible with.
+    /// The library was built for a Phobos API version this host is not compatible with (read
+    /// from its version symbol before anything else, and checked again in its root module).
     #[error(
         "{} was built for Phobos plugin API {found}, which is incompatible with this host's \
          API {host}",
@@ -166,9 +186,14 @@ impl PluginLibrary {
     /// # Errors
     ///
     /// [`LoadError::FileMissing`], [`NotALibrary`](LoadError::NotALibrary),
-    /// [`NoRootModule`](LoadError::NoRootModule), [`AbiMismatch`](LoadError::AbiMismatch),
-    /// [`RootModuleFailed`](LoadError::RootModuleFailed) or
-    /// [`IncompatibleApi`](LoadError::IncompatibleApi).
+    /// [`NoRootModule`](LoadError::NoRootModule), [`NoApiVersion`](LoadError::NoApiVersion),
+    /// [`IncompatibleApi`](LoadError::IncompatibleApi),
+    /// [`AbiMismatch`](LoadError::AbiMismatch) or
+    /// [`RootModuleFailed`](LoadError::RootModuleFailed).
+    ///
+    /// A library refused for its version symbol (`NoRootModule`, `NoApiVersion`,
+    /// `IncompatibleApi`) is unloaded again before this returns; one refused by abi_stable's
+    /// checks stays loaded, as abi_stable leaves it.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<PluginLibrary>, LoadError> {
         let path = path.as_ref();
         let canonical = match path.canonicalize() {
@@ -198,8 +223,19 @@ impl PluginLibrary {
     }
 
     fn open(path: &Path) -> Result<PluginLibrary, LoadError> {
-        // The library is leaked by abi_stable: it is never unloaded.
-        let header = lib_header_from_path(path).map_err(|e| classify(path, e))?;
+        let raw = RawLibrary::load_at(path).map_err(|e| classify(path, e))?;
+        // Design: the version symbol is read before abi_stable sees the library, so a library
+        // built for another API is refused as such (abi_stable's layout check would fail first
+        // on any changed type, with a report of several kilobytes), and so a refused library
+        // is unloaded: `raw` is dropped on the way out, and nothing from it was used.
+        Self::check_version_symbol(path, &raw)?;
+        // SAFETY: the header points into the library; `raw` is forgotten below, right after
+        // the header is found, so the library stays loaded for as long as the header is used
+        // (for ever). On an error nothing from the library is kept and `raw` unloads it.
+        let header = unsafe { lib_header_from_raw_library(&raw) }.map_err(|e| classify(path, e))?;
+        // From here on the library is never unloaded: abi_stable's checks and the root module,
+        // and every plugin object built from it, point into it.
+        std::mem::forget(raw);
         let root = header
             .init_root_module::<PluginRootRef>()
             .map_err(|e| classify(path, e))?;
@@ -239,6 +275,54 @@ impl PluginLibrary {
             features,
             plugins,
         })
+    }
+
+    /// Reads the library's [`API_VERSION_SYMBOL`] and refuses a library without one or with
+    /// an incompatible version.
+    fn check_version_symbol(path: &Path, raw: &RawLibrary) -> Result<(), LoadError> {
+        let name = format!("{API_VERSION_SYMBOL}\0");
+        // SAFETY: a symbol of this name is the address of a `static ApiVersionSymbol`
+        // (`export_plugin!` defines it). Only the address is taken here; it is read below
+        // after a null check, unaligned, as plain bytes whose every value is valid, and a
+        // same-named symbol of another shape is told apart by the magic bytes.
+        let found = unsafe { raw.get::<*const ApiVersionSymbol>(name.as_bytes()) }
+            .ok()
+            .map(|symbol| *symbol)
+            .filter(|address| !address.is_null())
+            // SAFETY: see above; the address is not null.
+            .map(|address| unsafe { address.read_unaligned() })
+            .filter(|symbol| symbol.magic == ApiVersionSymbol::MAGIC);
+        let Some(symbol) = found else {
+            // Tell a library that is no plugin at all from one built before the symbol.
+            // SAFETY: only whether the symbol exists is asked; its address is not used.
+            let has_root =
+                unsafe { raw.get::<*const ()>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) }
+                    .is_ok();
+            return Err(if has_root {
+                LoadError::NoApiVersion {
+                    path: path.to_owned(),
+                    host: ApiVersion::HOST,
+                }
+            } else {
+                LoadError::NoRootModule {
+                    path: path.to_owned(),
+                    reason: format!("nor a {API_VERSION_SYMBOL} symbol"),
+                }
+            });
+        };
+        let found = ApiVersion {
+            major: symbol.major,
+            minor: symbol.minor,
+            patch: symbol.patch,
+        };
+        if !ApiVersion::HOST.is_compatible_with(found) {
+            return Err(LoadError::IncompatibleApi {
+                path: path.to_owned(),
+                found,
+                host: ApiVersion::HOST,
+            });
+        }
+        Ok(())
     }
 
     /// The library's canonical path.

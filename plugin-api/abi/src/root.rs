@@ -11,6 +11,9 @@
 //! - the plugins the library offers, each a kind and a name;
 //! - one constructor per kind, taking the plugin name and its config as JSON text.
 //!
+//! Beside the root module, every library exports the plain C version symbol
+//! [`API_VERSION_SYMBOL`] ([`ApiVersionSymbol`]), which the loader reads first.
+//!
 //! Evolution is append-only: a new kind adds its constructor after the current
 //! `last_prefix_field`, plugin kinds travel as `u8` codes, and a host ignores entries of kinds
 //! it does not know.
@@ -115,6 +118,50 @@ pub struct FfiApiVersion {
     pub minor: u16,
     /// Patch.
     pub patch: u16,
+}
+
+/// The name of the plain C symbol every plugin library exports beside its root module (a
+/// `static` [`ApiVersionSymbol`]; [`export_plugin!`](crate::export_plugin) defines it).
+///
+/// The loader reads it with the system's dynamic loader before abi_stable looks at the library,
+/// so a library built for another API version is refused with
+/// [`LoadError::IncompatibleApi`](crate::LoadError::IncompatibleApi), not with abi_stable's
+/// layout report.
+pub const API_VERSION_SYMBOL: &str = "phobos_plugin_api_version";
+
+/// What the [`API_VERSION_SYMBOL`] symbol holds: the `phobos_plugin_api::API_VERSION` a library
+/// was built against.
+///
+/// Its layout is frozen for every API version, past and future (a host must be able to read
+/// it from a library of any version): 8 magic bytes ([`ApiVersionSymbol::MAGIC`]), then the
+/// major, minor and patch versions as native-endian `u16`s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiVersionSymbol {
+    /// [`ApiVersionSymbol::MAGIC`]: tells this symbol apart from a same-named one of another
+    /// shape.
+    pub magic: [u8; 8],
+    /// Major version.
+    pub major: u16,
+    /// Minor version.
+    pub minor: u16,
+    /// Patch version.
+    pub patch: u16,
+}
+
+impl ApiVersionSymbol {
+    /// The first 8 bytes of every version symbol.
+    pub const MAGIC: [u8; 8] = *b"PHOBOSv1";
+
+    /// The symbol for API version `(major, minor, patch)`.
+    pub const fn new(version: (u16, u16, u16)) -> Self {
+        ApiVersionSymbol {
+            magic: Self::MAGIC,
+            major: version.0,
+            minor: version.1,
+            patch: version.2,
+        }
+    }
 }
 
 /// One plugin a library offers.
