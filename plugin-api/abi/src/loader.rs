@@ -146,6 +146,22 @@ pub enum LoadError {
         /// What the library offers, as `kind "name"`.
         available: Vec<String>,
     },
+    /// The library lists the plugin, but its root module has no constructor for the plugin's
+    /// kind: it was built with an older plugin ABI, from before that kind's constructor was
+    /// added to the root module (or its plugin table was not written by `export_plugin!`).
+    #[error(
+        "{} lists {kind} plugin \"{name}\" but its root module has no {kind} constructor \
+         (built with an older plugin ABI)",
+        .path.display()
+    )]
+    MissingConstructor {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's kind.
+        kind: PluginKind,
+        /// The plugin's name.
+        name: String,
+    },
     /// The plugin refused its config (it did not deserialize, or the constructor returned an
     /// error).
     #[error(
@@ -361,14 +377,15 @@ impl PluginLibrary {
     ///
     /// # Errors
     ///
-    /// [`LoadError::UnknownPlugin`], [`ConfigRejected`](LoadError::ConfigRejected) or
+    /// [`LoadError::UnknownPlugin`], [`MissingConstructor`](LoadError::MissingConstructor),
+    /// [`ConfigRejected`](LoadError::ConfigRejected) or
     /// [`ConstructorPanicked`](LoadError::ConstructorPanicked).
     pub fn codec(
         &self,
         name: &str,
         config: Option<&str>,
     ) -> Result<Arc<dyn PacketCodec>, LoadError> {
-        let obj = self.construct(PluginKind::Codec, name, config, self.root.new_codec())?;
+        let obj = self.construct(PluginKind::Codec, name, config, Some(self.root.new_codec()))?;
         Ok(import_codec(obj, &self.origin()))
     }
 
@@ -378,7 +395,7 @@ impl PluginLibrary {
     ///
     /// As [`codec`](Self::codec).
     pub fn auth(&self, name: &str, config: Option<&str>) -> Result<Arc<dyn AuthCheck>, LoadError> {
-        let obj = self.construct(PluginKind::Auth, name, config, self.root.new_auth())?;
+        let obj = self.construct(PluginKind::Auth, name, config, Some(self.root.new_auth()))?;
         Ok(import_auth(obj, &self.origin()))
     }
 
@@ -396,7 +413,7 @@ impl PluginLibrary {
             PluginKind::IpSource,
             name,
             config,
-            self.root.new_ip_source(),
+            Some(self.root.new_ip_source()),
         )?;
         Ok(import_ip_source(obj, &self.origin()))
     }
@@ -415,7 +432,7 @@ impl PluginLibrary {
             PluginKind::LogCipher,
             name,
             config,
-            self.root.new_log_cipher(),
+            Some(self.root.new_log_cipher()),
         )?;
         Ok(import_log_cipher(obj, &self.origin()))
     }
@@ -434,7 +451,7 @@ impl PluginLibrary {
             PluginKind::Heartbeat,
             name,
             config,
-            self.root.new_heartbeat(),
+            Some(self.root.new_heartbeat()),
         )?;
         Ok(import_heartbeat(obj, &self.origin()))
     }
@@ -443,12 +460,20 @@ impl PluginLibrary {
         self.path.display().to_string()
     }
 
+    /// Builds plugin `name` of `kind` with `ctor`, the kind's constructor field of the root
+    /// module: `None` when the library's root module lacks that field.
+    ///
+    /// Design: every constructor field today is in the root module's prefix, which abi_stable
+    /// guarantees present (its accessor returns the value itself, and the callers wrap it in
+    /// `Some`). A kind added later gets its constructor after `last_prefix_field`, and
+    /// `missing_field(option)` makes that accessor return `None` for an older library, which
+    /// ends here as an error instead of a panic.
     fn construct<T>(
         &self,
         kind: PluginKind,
         name: &str,
         config: Option<&str>,
-        ctor: crate::root::ConstructFn<T>,
+        ctor: Option<crate::root::ConstructFn<T>>,
     ) -> Result<T, LoadError> {
         let unknown = || LoadError::UnknownPlugin {
             path: self.path.clone(),
@@ -463,6 +488,13 @@ impl PluginLibrary {
         if !self.has_plugin(kind, name) {
             return Err(unknown());
         }
+        let Some(ctor) = ctor else {
+            return Err(LoadError::MissingConstructor {
+                path: self.path.clone(),
+                kind,
+                name: name.to_owned(),
+            });
+        };
         let config: ROption<RStr<'_>> = config.map(RStr::from).into();
         match ctor(name.into(), config) {
             RResult::ROk(obj) => Ok(obj),
@@ -559,6 +591,70 @@ mod tests {
         assert!(!v(0, 1, 0).is_compatible_with(v(1, 1, 0)));
         assert!(v(1, 2, 0).is_compatible_with(v(1, 0, 3)));
         assert!(!v(1, 2, 0).is_compatible_with(v(2, 2, 0)));
+    }
+
+    /// A plugin table listing codec "listed", whose constructor is never reached.
+    struct ListsACodec;
+
+    impl crate::root::PluginTable for ListsACodec {
+        const ENTRIES: &'static [crate::root::FfiPluginEntry] =
+            &[crate::root::FfiPluginEntry::new(
+                PluginKind::Codec.code(),
+                "listed",
+            )];
+        const API_VERSION: (u16, u16, u16) = API_VERSION;
+        fn build(
+            _: u8,
+            _: &str,
+            _: Option<&str>,
+        ) -> Option<Result<crate::root::AnyPlugin, crate::root::Failure>> {
+            None
+        }
+    }
+
+    fn in_process_library() -> PluginLibrary {
+        PluginLibrary {
+            path: "/x/libold.so".into(),
+            root: crate::root::root_module::<ListsACodec>(),
+            api_version: ApiVersion::HOST,
+            features: Vec::new(),
+            plugins: vec![PluginInfo {
+                kind: PluginKind::Codec,
+                name: "listed".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_root_module_without_the_kinds_constructor_is_a_load_error() {
+        let lib = in_process_library();
+        // What the accessor of a constructor field added after `last_prefix_field` returns
+        // for a library built before the field existed.
+        let missing: Option<crate::root::ConstructFn<crate::FfiCodecBox>> = None;
+        let Err(err) = lib.construct(PluginKind::Codec, "listed", None, missing) else {
+            panic!("built a codec without a constructor");
+        };
+        assert_eq!(
+            err,
+            LoadError::MissingConstructor {
+                path: "/x/libold.so".into(),
+                kind: PluginKind::Codec,
+                name: "listed".into(),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "/x/libold.so lists codec plugin \"listed\" but its root module has no codec \
+             constructor (built with an older plugin ABI)"
+        );
+        // A plugin the library does not list is unknown, constructor or not.
+        let Err(err) = lib.construct(PluginKind::Codec, "other", None, missing) else {
+            panic!("built an unlisted codec");
+        };
+        assert!(matches!(err, LoadError::UnknownPlugin { .. }), "{err:?}");
+        // With the field present, the constructor is called (and says it has no such name).
+        let err = lib.codec("listed", None).unwrap_err();
+        assert!(matches!(err, LoadError::UnknownPlugin { .. }), "{err:?}");
     }
 
     #[test]
