@@ -321,9 +321,10 @@ impl PacketCodec for ImportedCodec {
 
     fn decode(&self, buf: &[u8]) -> Result<Decoded, DecodeError> {
         match self.obj.decode(buf.into()) {
-            RResult::ROk(d) => {
-                decoded_from_ffi(d, buf.len()).ok_or(DecodeError::Other(INVALID_PLUGIN_OUTPUT))
-            }
+            // The frame limit is asked only for an `Incomplete` answer: a whole frame is
+            // checked against the buffer, which bounds it already.
+            RResult::ROk(d) => decoded_from_ffi(d, buf.len(), || self.max_frame_len())
+                .ok_or(DecodeError::Other(INVALID_PLUGIN_OUTPUT)),
             RResult::RErr(e) => Err(e.into()),
         }
     }
@@ -444,13 +445,26 @@ fn decoded_to_ffi(d: Decoded) -> FfiDecoded {
     }
 }
 
-/// Converts a decode result from the other side, refusing ranges that do not fit `buf_len`.
-fn decoded_from_ffi(d: FfiDecoded, buf_len: usize) -> Option<Decoded> {
+/// Converts a decode result from the other side, refusing what cannot be right: ranges that do
+/// not fit `buf_len`, a zero-length frame, and a "need more" that asks for no more than is
+/// already buffered (the reader would wait forever, or call again at once and spin) or for more
+/// than the codec's own frame limit (`max_frame_len`; the reader would buffer without bound).
+fn decoded_from_ffi(
+    d: FfiDecoded,
+    buf_len: usize,
+    max_frame_len: impl FnOnce() -> usize,
+) -> Option<Decoded> {
     match d {
-        FfiDecoded::Incomplete { head, needed } => Some(Decoded::Incomplete {
-            head: head.into_option().map(FrameHead::from),
-            needed: usize::try_from(needed).ok()?,
-        }),
+        FfiDecoded::Incomplete { head, needed } => {
+            let needed = usize::try_from(needed).ok()?;
+            if needed <= buf_len || needed > max_frame_len() {
+                return None;
+            }
+            Some(Decoded::Incomplete {
+                head: head.into_option().map(FrameHead::from),
+                needed,
+            })
+        }
         FfiDecoded::Frame {
             head,
             body,

@@ -46,8 +46,11 @@
 //!
 //! A library is loaded once per file and never unloaded. The loader refuses, each with its own
 //! [`LoadError`] variant naming the file: a missing file, a file the dynamic loader refuses, a
-//! library without our root module, a failed abi_stable layout/version check, and a library
-//! built for a semver-incompatible Phobos API ([`ApiVersion::is_compatible_with`]).
+//! library without our root module, a plugin library without the version symbol
+//! ([`API_VERSION_SYMBOL`]), a library built for a semver-incompatible Phobos API
+//! ([`ApiVersion::is_compatible_with`]), and a failed abi_stable layout/version check. The
+//! version symbol is read before abi_stable looks at the library, and a library refused for it
+//! is unloaded again.
 //!
 //! # Panics
 //!
@@ -97,7 +100,9 @@ pub use heartbeat::{
 };
 pub use ipsource::{export_ip_source, import_ip_source, FfiIpSource, FfiIpSourceBox};
 pub use loader::{ApiVersion, LoadError, PluginInfo, PluginLibrary};
-pub use root::{PluginKind, PluginRoot, PluginRootRef, ABI_FEATURES};
+pub use root::{
+    ApiVersionSymbol, PluginKind, PluginRoot, PluginRootRef, ABI_FEATURES, API_VERSION_SYMBOL,
+};
 
 /// Exports plugins from a `cdylib`: the one line a plugin author writes.
 ///
@@ -121,8 +126,9 @@ pub use root::{PluginKind, PluginRoot, PluginRootRef, ABI_FEATURES};
 ///   [`LoadError::ConfigRejected`] with `E`'s message).
 ///
 /// Use it once per library. It generates the abi_stable root module (our API version, the
-/// feature list and the plugin table) under abi_stable's exported symbol name. Because that
-/// symbol has one fixed name, two crates expanding this macro cannot be linked into the same
+/// feature list and the plugin table) under abi_stable's exported symbol name, and the plain C
+/// version symbol [`API_VERSION_SYMBOL`] the loader checks first. Because those symbols have
+/// fixed names, two crates expanding this macro cannot be linked into the same
 /// binary: put the invocation behind a `dynamic` feature that is enabled only when the crate
 /// itself is built as the `cdylib` (`cargo build -p my-plugin --features dynamic`).
 #[macro_export]
@@ -140,6 +146,37 @@ macro_rules! export_plugin {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_plugin_with_version {
+    ($version:expr; $($kind:ident $name:literal => $ctor:expr),+ $(,)?) => {
+        $crate::__export_api_version!($version);
+        $crate::__export_plugin_root! {
+            $version;
+            $($kind $name => $ctor),+
+        }
+    };
+}
+
+/// The version symbol ([`API_VERSION_SYMBOL`]) of [`export_plugin!`] alone, claiming
+/// `$version`. Not part of the public API (the loader's tests use it).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_api_version {
+    ($version:expr) => {
+        const _: () = {
+            // The name is `API_VERSION_SYMBOL` (a unit test keeps the two equal).
+            #[allow(unsafe_code)]
+            #[unsafe(export_name = "phobos_plugin_api_version")]
+            static __PHOBOS_API_VERSION: $crate::__private::ApiVersionSymbol =
+                $crate::__private::ApiVersionSymbol::new($version);
+        };
+    };
+}
+
+/// The root module of [`export_plugin!`] alone, without the version symbol: what a library
+/// built before the symbol existed exports. Not part of the public API (the loader's tests use
+/// it).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_plugin_root {
     ($version:expr; $($kind:ident $name:literal => $ctor:expr),+ $(,)?) => {
         const _: () = {
             struct __PhobosPluginTable;
@@ -216,8 +253,8 @@ pub mod __private {
     pub use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult};
 
     pub use crate::root::{
-        kinds, parse_config, root_module, AnyPlugin, Constructed, Failure, FfiPluginEntry,
-        PluginRootRef, PluginTable, ViaResult, ViaValue,
+        kinds, parse_config, root_module, AnyPlugin, ApiVersionSymbol, Constructed, Failure,
+        FfiPluginEntry, PluginRootRef, PluginTable, ViaResult, ViaValue,
     };
 
     /// The API version this crate was built against.
@@ -232,5 +269,12 @@ mod tests {
             abi_stable::library::ROOT_MODULE_LOADER_NAME,
             "_1as_0lib_1header_0root_bmodule_bloader"
         );
+    }
+
+    #[test]
+    fn macro_exports_the_version_under_its_documented_name() {
+        let source = include_str!("lib.rs");
+        let spelled = format!("#[unsafe(export_name = \"{}\")]", crate::API_VERSION_SYMBOL);
+        assert!(source.contains(&spelled), "{spelled}");
     }
 }

@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::library::{
+    lib_header_from_raw_library, LibraryError, RawLibrary, ROOT_MODULE_LOADER_NAME_WITH_NUL,
+};
 use abi_stable::std_types::{ROption, RResult, RStr};
 use phobos_plugin_api::{
     AuthCheck, HeartbeatPolicyFactory, IpSource, LogCipher, PacketCodec, API_VERSION,
@@ -16,7 +18,9 @@ use crate::cipher::import_log_cipher;
 use crate::codec::import_codec;
 use crate::heartbeat::import_heartbeat;
 use crate::ipsource::import_ip_source;
-use crate::root::{FfiConstructError, PluginKind, PluginRootRef};
+use crate::root::{
+    ApiVersionSymbol, FfiConstructError, PluginKind, PluginRootRef, API_VERSION_SYMBOL,
+};
 
 /// A loaded plugin library. Libraries are loaded once per canonical path and never unloaded,
 /// so every plugin object built from one stays valid for the life of the process.
@@ -79,6 +83,21 @@ pub enum LoadError {
         /// The loader's message.
         reason: String,
     },
+    /// The library has a plugin root module but does not say which Phobos plugin API it was
+    /// built for: it lacks the version symbol ([`API_VERSION_SYMBOL`]) that every library
+    /// built with this crate's `export_plugin!` has, so it was built before libraries carried
+    /// one, or by other means.
+    #[error(
+        "{} does not say which Phobos plugin API it was built for (no {API_VERSION_SYMBOL} \
+         symbol): rebuild it against plugin API {host}",
+        .path.display()
+    )]
+    NoApiVersion {
+        /// The file.
+        path: PathBuf,
+        /// The host's API version.
+        host: ApiVersion,
+    },
     /// abi_stable's layout or version check failed: the library was built against
     /// incompatible ABI types.
     #[error("{} was built with an incompatible plugin ABI: {reason}", .path.display())]
@@ -96,7 +115,8 @@ pub enum LoadError {
         /// What failed.
         reason: String,
     },
-    /// The library was built for a Phobos API version this host is not compatible with.
+    /// The library was built for a Phobos API version this host is not compatible with (read
+    /// from its version symbol before anything else, and checked again in its root module).
     #[error(
         "{} was built for Phobos plugin API {found}, which is incompatible with this host's \
          API {host}",
@@ -125,6 +145,22 @@ pub enum LoadError {
         name: String,
         /// What the library offers, as `kind "name"`.
         available: Vec<String>,
+    },
+    /// The library lists the plugin, but its root module has no constructor for the plugin's
+    /// kind: it was built with an older plugin ABI, from before that kind's constructor was
+    /// added to the root module (or its plugin table was not written by `export_plugin!`).
+    #[error(
+        "{} lists {kind} plugin \"{name}\" but its root module has no {kind} constructor \
+         (built with an older plugin ABI)",
+        .path.display()
+    )]
+    MissingConstructor {
+        /// The file.
+        path: PathBuf,
+        /// The plugin's kind.
+        kind: PluginKind,
+        /// The plugin's name.
+        name: String,
     },
     /// The plugin refused its config (it did not deserialize, or the constructor returned an
     /// error).
@@ -166,9 +202,14 @@ impl PluginLibrary {
     /// # Errors
     ///
     /// [`LoadError::FileMissing`], [`NotALibrary`](LoadError::NotALibrary),
-    /// [`NoRootModule`](LoadError::NoRootModule), [`AbiMismatch`](LoadError::AbiMismatch),
-    /// [`RootModuleFailed`](LoadError::RootModuleFailed) or
-    /// [`IncompatibleApi`](LoadError::IncompatibleApi).
+    /// [`NoRootModule`](LoadError::NoRootModule), [`NoApiVersion`](LoadError::NoApiVersion),
+    /// [`IncompatibleApi`](LoadError::IncompatibleApi),
+    /// [`AbiMismatch`](LoadError::AbiMismatch) or
+    /// [`RootModuleFailed`](LoadError::RootModuleFailed).
+    ///
+    /// A library refused for its version symbol (`NoRootModule`, `NoApiVersion`,
+    /// `IncompatibleApi`) is unloaded again before this returns; one refused by abi_stable's
+    /// checks stays loaded, as abi_stable leaves it.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<PluginLibrary>, LoadError> {
         let path = path.as_ref();
         let canonical = match path.canonicalize() {
@@ -198,8 +239,19 @@ impl PluginLibrary {
     }
 
     fn open(path: &Path) -> Result<PluginLibrary, LoadError> {
-        // The library is leaked by abi_stable: it is never unloaded.
-        let header = lib_header_from_path(path).map_err(|e| classify(path, e))?;
+        let raw = RawLibrary::load_at(path).map_err(|e| classify(path, e))?;
+        // Design: the version symbol is read before abi_stable sees the library, so a library
+        // built for another API is refused as such (abi_stable's layout check would fail first
+        // on any changed type, with a report of several kilobytes), and so a refused library
+        // is unloaded: `raw` is dropped on the way out, and nothing from it was used.
+        Self::check_version_symbol(path, &raw)?;
+        // SAFETY: the header points into the library; `raw` is forgotten below, right after
+        // the header is found, so the library stays loaded for as long as the header is used
+        // (for ever). On an error nothing from the library is kept and `raw` unloads it.
+        let header = unsafe { lib_header_from_raw_library(&raw) }.map_err(|e| classify(path, e))?;
+        // From here on the library is never unloaded: abi_stable's checks and the root module,
+        // and every plugin object built from it, point into it.
+        std::mem::forget(raw);
         let root = header
             .init_root_module::<PluginRootRef>()
             .map_err(|e| classify(path, e))?;
@@ -241,6 +293,54 @@ impl PluginLibrary {
         })
     }
 
+    /// Reads the library's [`API_VERSION_SYMBOL`] and refuses a library without one or with
+    /// an incompatible version.
+    fn check_version_symbol(path: &Path, raw: &RawLibrary) -> Result<(), LoadError> {
+        let name = format!("{API_VERSION_SYMBOL}\0");
+        // SAFETY: a symbol of this name is the address of a `static ApiVersionSymbol`
+        // (`export_plugin!` defines it). Only the address is taken here; it is read below
+        // after a null check, unaligned, as plain bytes whose every value is valid, and a
+        // same-named symbol of another shape is told apart by the magic bytes.
+        let found = unsafe { raw.get::<*const ApiVersionSymbol>(name.as_bytes()) }
+            .ok()
+            .map(|symbol| *symbol)
+            .filter(|address| !address.is_null())
+            // SAFETY: see above; the address is not null.
+            .map(|address| unsafe { address.read_unaligned() })
+            .filter(|symbol| symbol.magic == ApiVersionSymbol::MAGIC);
+        let Some(symbol) = found else {
+            // Tell a library that is no plugin at all from one built before the symbol.
+            // SAFETY: only whether the symbol exists is asked; its address is not used.
+            let has_root =
+                unsafe { raw.get::<*const ()>(ROOT_MODULE_LOADER_NAME_WITH_NUL.as_bytes()) }
+                    .is_ok();
+            return Err(if has_root {
+                LoadError::NoApiVersion {
+                    path: path.to_owned(),
+                    host: ApiVersion::HOST,
+                }
+            } else {
+                LoadError::NoRootModule {
+                    path: path.to_owned(),
+                    reason: format!("nor a {API_VERSION_SYMBOL} symbol"),
+                }
+            });
+        };
+        let found = ApiVersion {
+            major: symbol.major,
+            minor: symbol.minor,
+            patch: symbol.patch,
+        };
+        if !ApiVersion::HOST.is_compatible_with(found) {
+            return Err(LoadError::IncompatibleApi {
+                path: path.to_owned(),
+                found,
+                host: ApiVersion::HOST,
+            });
+        }
+        Ok(())
+    }
+
     /// The library's canonical path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -277,14 +377,15 @@ impl PluginLibrary {
     ///
     /// # Errors
     ///
-    /// [`LoadError::UnknownPlugin`], [`ConfigRejected`](LoadError::ConfigRejected) or
+    /// [`LoadError::UnknownPlugin`], [`MissingConstructor`](LoadError::MissingConstructor),
+    /// [`ConfigRejected`](LoadError::ConfigRejected) or
     /// [`ConstructorPanicked`](LoadError::ConstructorPanicked).
     pub fn codec(
         &self,
         name: &str,
         config: Option<&str>,
     ) -> Result<Arc<dyn PacketCodec>, LoadError> {
-        let obj = self.construct(PluginKind::Codec, name, config, self.root.new_codec())?;
+        let obj = self.construct(PluginKind::Codec, name, config, Some(self.root.new_codec()))?;
         Ok(import_codec(obj, &self.origin()))
     }
 
@@ -294,7 +395,7 @@ impl PluginLibrary {
     ///
     /// As [`codec`](Self::codec).
     pub fn auth(&self, name: &str, config: Option<&str>) -> Result<Arc<dyn AuthCheck>, LoadError> {
-        let obj = self.construct(PluginKind::Auth, name, config, self.root.new_auth())?;
+        let obj = self.construct(PluginKind::Auth, name, config, Some(self.root.new_auth()))?;
         Ok(import_auth(obj, &self.origin()))
     }
 
@@ -312,7 +413,7 @@ impl PluginLibrary {
             PluginKind::IpSource,
             name,
             config,
-            self.root.new_ip_source(),
+            Some(self.root.new_ip_source()),
         )?;
         Ok(import_ip_source(obj, &self.origin()))
     }
@@ -331,7 +432,7 @@ impl PluginLibrary {
             PluginKind::LogCipher,
             name,
             config,
-            self.root.new_log_cipher(),
+            Some(self.root.new_log_cipher()),
         )?;
         Ok(import_log_cipher(obj, &self.origin()))
     }
@@ -350,7 +451,7 @@ impl PluginLibrary {
             PluginKind::Heartbeat,
             name,
             config,
-            self.root.new_heartbeat(),
+            Some(self.root.new_heartbeat()),
         )?;
         Ok(import_heartbeat(obj, &self.origin()))
     }
@@ -359,12 +460,20 @@ impl PluginLibrary {
         self.path.display().to_string()
     }
 
+    /// Builds plugin `name` of `kind` with `ctor`, the kind's constructor field of the root
+    /// module: `None` when the library's root module lacks that field.
+    ///
+    /// Design: every constructor field today is in the root module's prefix, which abi_stable
+    /// guarantees present (its accessor returns the value itself, and the callers wrap it in
+    /// `Some`). A kind added later gets its constructor after `last_prefix_field`, and
+    /// `missing_field(option)` makes that accessor return `None` for an older library, which
+    /// ends here as an error instead of a panic.
     fn construct<T>(
         &self,
         kind: PluginKind,
         name: &str,
         config: Option<&str>,
-        ctor: crate::root::ConstructFn<T>,
+        ctor: Option<crate::root::ConstructFn<T>>,
     ) -> Result<T, LoadError> {
         let unknown = || LoadError::UnknownPlugin {
             path: self.path.clone(),
@@ -379,6 +488,13 @@ impl PluginLibrary {
         if !self.has_plugin(kind, name) {
             return Err(unknown());
         }
+        let Some(ctor) = ctor else {
+            return Err(LoadError::MissingConstructor {
+                path: self.path.clone(),
+                kind,
+                name: name.to_owned(),
+            });
+        };
         let config: ROption<RStr<'_>> = config.map(RStr::from).into();
         match ctor(name.into(), config) {
             RResult::ROk(obj) => Ok(obj),
@@ -475,6 +591,70 @@ mod tests {
         assert!(!v(0, 1, 0).is_compatible_with(v(1, 1, 0)));
         assert!(v(1, 2, 0).is_compatible_with(v(1, 0, 3)));
         assert!(!v(1, 2, 0).is_compatible_with(v(2, 2, 0)));
+    }
+
+    /// A plugin table listing codec "listed", whose constructor is never reached.
+    struct ListsACodec;
+
+    impl crate::root::PluginTable for ListsACodec {
+        const ENTRIES: &'static [crate::root::FfiPluginEntry] =
+            &[crate::root::FfiPluginEntry::new(
+                PluginKind::Codec.code(),
+                "listed",
+            )];
+        const API_VERSION: (u16, u16, u16) = API_VERSION;
+        fn build(
+            _: u8,
+            _: &str,
+            _: Option<&str>,
+        ) -> Option<Result<crate::root::AnyPlugin, crate::root::Failure>> {
+            None
+        }
+    }
+
+    fn in_process_library() -> PluginLibrary {
+        PluginLibrary {
+            path: "/x/libold.so".into(),
+            root: crate::root::root_module::<ListsACodec>(),
+            api_version: ApiVersion::HOST,
+            features: Vec::new(),
+            plugins: vec![PluginInfo {
+                kind: PluginKind::Codec,
+                name: "listed".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_root_module_without_the_kinds_constructor_is_a_load_error() {
+        let lib = in_process_library();
+        // What the accessor of a constructor field added after `last_prefix_field` returns
+        // for a library built before the field existed.
+        let missing: Option<crate::root::ConstructFn<crate::FfiCodecBox>> = None;
+        let Err(err) = lib.construct(PluginKind::Codec, "listed", None, missing) else {
+            panic!("built a codec without a constructor");
+        };
+        assert_eq!(
+            err,
+            LoadError::MissingConstructor {
+                path: "/x/libold.so".into(),
+                kind: PluginKind::Codec,
+                name: "listed".into(),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "/x/libold.so lists codec plugin \"listed\" but its root module has no codec \
+             constructor (built with an older plugin ABI)"
+        );
+        // A plugin the library does not list is unknown, constructor or not.
+        let Err(err) = lib.construct(PluginKind::Codec, "other", None, missing) else {
+            panic!("built an unlisted codec");
+        };
+        assert!(matches!(err, LoadError::UnknownPlugin { .. }), "{err:?}");
+        // With the field present, the constructor is called (and says it has no such name).
+        let err = lib.codec("listed", None).unwrap_err();
+        assert!(matches!(err, LoadError::UnknownPlugin { .. }), "{err:?}");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - the plugins the library offers, each a kind and a name;
 //! - one constructor per kind, taking the plugin name and its config as JSON text.
 //!
+//! Beside the root module, every library exports the plain C version symbol
+//! [`API_VERSION_SYMBOL`] ([`ApiVersionSymbol`]), which the loader reads first.
+//!
 //! Evolution is append-only: a new kind adds its constructor after the current
 //! `last_prefix_field`, plugin kinds travel as `u8` codes, and a host ignores entries of kinds
 //! it does not know.
@@ -117,6 +120,50 @@ pub struct FfiApiVersion {
     pub patch: u16,
 }
 
+/// The name of the plain C symbol every plugin library exports beside its root module (a
+/// `static` [`ApiVersionSymbol`]; [`export_plugin!`](crate::export_plugin) defines it).
+///
+/// The loader reads it with the system's dynamic loader before abi_stable looks at the library,
+/// so a library built for another API version is refused with
+/// [`LoadError::IncompatibleApi`](crate::LoadError::IncompatibleApi), not with abi_stable's
+/// layout report.
+pub const API_VERSION_SYMBOL: &str = "phobos_plugin_api_version";
+
+/// What the [`API_VERSION_SYMBOL`] symbol holds: the `phobos_plugin_api::API_VERSION` a library
+/// was built against.
+///
+/// Its layout is frozen for every API version, past and future (a host must be able to read
+/// it from a library of any version): 8 magic bytes ([`ApiVersionSymbol::MAGIC`]), then the
+/// major, minor and patch versions as native-endian `u16`s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiVersionSymbol {
+    /// [`ApiVersionSymbol::MAGIC`]: tells this symbol apart from a same-named one of another
+    /// shape.
+    pub magic: [u8; 8],
+    /// Major version.
+    pub major: u16,
+    /// Minor version.
+    pub minor: u16,
+    /// Patch version.
+    pub patch: u16,
+}
+
+impl ApiVersionSymbol {
+    /// The first 8 bytes of every version symbol.
+    pub const MAGIC: [u8; 8] = *b"PHOBOSv1";
+
+    /// The symbol for API version `(major, minor, patch)`.
+    pub const fn new(version: (u16, u16, u16)) -> Self {
+        ApiVersionSymbol {
+            magic: Self::MAGIC,
+            major: version.0,
+            minor: version.1,
+            patch: version.2,
+        }
+    }
+}
+
 /// One plugin a library offers.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
@@ -158,7 +205,9 @@ pub(crate) type ConstructFn<T> =
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginRootRef)))]
-#[sabi(missing_field(panic))]
+// A field added after `last_prefix_field` is missing from older libraries: its accessor
+// returns `None` for them (which the loader turns into a `LoadError`), never panics.
+#[sabi(missing_field(option))]
 pub struct PluginRoot {
     /// The `phobos_plugin_api::API_VERSION` the library was built against.
     pub api_version: FfiApiVersion,
@@ -426,3 +475,108 @@ impl<T> ViaValue for Constructed<T> {
 }
 
 const TAKEN: &str = "constructor result taken twice";
+
+#[cfg(test)]
+mod tests {
+    //! How the root module evolves: a host whose root module has a field after
+    //! `last_prefix_field` reading the root module of a library built before that field,
+    //! in-process (a `LibHeader` is what a library exports).
+
+    use abi_stable::library::{CheckTypeLayout, LibHeader, RootModule, RootModuleResult};
+    use abi_stable::prefix_type::PrefixTypeTrait;
+    use abi_stable::sabi_types::VersionStrings;
+    use abi_stable::StableAbi;
+
+    /// The root module as an older library built it.
+    #[allow(dead_code)] // Its accessors are the host's business; only the newer one is read.
+    mod older {
+        use super::*;
+
+        #[repr(C)]
+        #[derive(StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = TestRootRef)))]
+        #[sabi(missing_field(option))]
+        pub(super) struct TestRoot {
+            #[sabi(last_prefix_field)]
+            pub(super) first: u32,
+        }
+
+        impl RootModule for TestRootRef {
+            abi_stable::declare_root_module_statics! {TestRootRef}
+            const BASE_NAME: &'static str = "test_root";
+            const NAME: &'static str = "test_root";
+            const VERSION_STRINGS: VersionStrings = abi_stable::package_version_strings!();
+        }
+    }
+
+    /// The same root module in a newer host: one field appended, with the policy of
+    /// `PluginRoot`.
+    mod newer {
+        use super::*;
+
+        #[repr(C)]
+        #[derive(StableAbi)]
+        #[sabi(kind(Prefix(prefix_ref = TestRootRef)))]
+        #[sabi(missing_field(option))]
+        pub(super) struct TestRoot {
+            #[sabi(last_prefix_field)]
+            pub(super) first: u32,
+            pub(super) second: u32,
+        }
+
+        impl RootModule for TestRootRef {
+            abi_stable::declare_root_module_statics! {TestRootRef}
+            const BASE_NAME: &'static str = "test_root";
+            const NAME: &'static str = "test_root";
+            const VERSION_STRINGS: VersionStrings = abi_stable::package_version_strings!();
+        }
+    }
+
+    extern "C" fn older_library() -> RootModuleResult {
+        abi_stable::library::__call_root_module_loader(|| {
+            older::TestRoot { first: 7 }.leak_into_prefix()
+        })
+    }
+
+    // SAFETY (both): `older_library` returns the erased `older::TestRootRef` named here.
+    static CHECKED: LibHeader = unsafe {
+        LibHeader::from_constructor::<older::TestRootRef>(older_library, CheckTypeLayout::Yes)
+    };
+    static UNCHECKED: LibHeader = unsafe {
+        LibHeader::from_constructor::<older::TestRootRef>(older_library, CheckTypeLayout::No)
+    };
+
+    #[test]
+    fn abi_stables_check_refuses_a_root_module_with_fewer_fields() {
+        let err = match CHECKED.init_root_module::<newer::TestRootRef>() {
+            Ok(_) => panic!("an older root module passed the layout check"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("too many fields"), "{err}");
+    }
+
+    #[test]
+    fn a_field_an_older_library_lacks_reads_as_none() {
+        // Only a library whose header skips the layout check gets this far.
+        let root = UNCHECKED
+            .init_root_module::<newer::TestRootRef>()
+            .unwrap_or_else(|e| panic!("an unchecked module is not checked: {e}"));
+        assert_eq!(root.first(), 7);
+        assert_eq!(root.second(), None);
+    }
+
+    #[test]
+    fn the_plugin_root_reads_missing_fields_as_none() {
+        // The attribute on `PluginRoot` itself; the test above shows what it does.
+        let source = include_str!("root.rs");
+        let declared = source
+            .split("pub struct PluginRoot {")
+            .next()
+            .and_then(|before| before.rsplit("#[derive(StableAbi)]").next())
+            .unwrap_or_default();
+        assert!(
+            declared.contains("#[sabi(missing_field(option))]"),
+            "PluginRoot's attributes: {declared}"
+        );
+    }
+}

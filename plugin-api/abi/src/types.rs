@@ -4,9 +4,11 @@
 //! not know yet to the `Other` code [`UNMAPPED_VARIANT`], so adding a variant upstream can never
 //! make a conversion fail.
 
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{ROption, RSlice, RStr, RString};
@@ -21,10 +23,18 @@ use phobos_plugin_api::{
 /// `ShortLinkReject::Other`) when a loaded plugin panicked inside the call.
 pub const PLUGIN_PANICKED: u32 = 0xFFFF_FF01;
 /// Codec reason reported when a loaded codec returned a result that cannot be right (a decoded
-/// range outside the buffer, a zero-length frame).
+/// range outside the buffer, a zero-length frame, a "need more" asking for no more bytes than
+/// are already buffered or for more than the codec's `max_frame_len`).
 pub const INVALID_PLUGIN_OUTPUT: u32 = 0xFFFF_FF02;
 /// Codec reason reported for an error variant that this ABI version cannot carry.
 pub const UNMAPPED_VARIANT: u32 = 0xFFFF_FF03;
+/// How many distinct unusual key names (besides `public` and `private`) a host keeps for
+/// `CipherError::MissingKey` errors coming from loaded ciphers. The error carries a
+/// `&'static str`, so each kept name stays allocated for the life of the process.
+pub const INTERNED_KEY_NAMES_MAX: usize = 64;
+/// The key name a `CipherError::MissingKey` from a loaded cipher carries once
+/// [`INTERNED_KEY_NAMES_MAX`] other names have been kept.
+pub const UNNAMED_KEY: &str = "(unnamed)";
 
 /// The host's output buffer, lent to the plugin for one call: the plugin appends bytes by
 /// calling back into the host, which extends its own `Vec<u8>` with its own allocator.
@@ -701,24 +711,38 @@ impl From<FfiCipherError> for CipherError {
 
 /// Turns the key-side name of `CipherError::MissingKey` back into a `&'static str`.
 ///
-/// The usual names are constants; any other name is leaked once and reused, so a plugin
-/// repeating an odd name cannot grow memory without bound.
+/// The usual names are constants; any other name is leaked once and reused. At most
+/// [`INTERNED_KEY_NAMES_MAX`] names are kept that way: past that, a name not kept already comes
+/// back as [`UNNAMED_KEY`] (with one warning for the process), so a plugin making up a new
+/// name per call cannot grow memory without bound.
 fn intern(s: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::Mutex;
-
-    match s {
-        "public" => return "public",
-        "private" => return "private",
-        _ => {}
-    }
     static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
     let mut names = NAMES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    intern_in(&mut names, s)
+}
+
+/// [`intern`] over a given set (the tests use their own).
+fn intern_in(names: &mut HashSet<&'static str>, s: &str) -> &'static str {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    match s {
+        "public" => return "public",
+        "private" => return "private",
+        _ => {}
+    }
     if let Some(found) = names.get(s) {
         return found;
+    }
+    if names.len() >= INTERNED_KEY_NAMES_MAX {
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a loaded log cipher reported more than {INTERNED_KEY_NAMES_MAX} distinct missing \
+                 key names; further new names are reported as \"{UNNAMED_KEY}\""
+            );
+        }
+        return UNNAMED_KEY;
     }
     let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
     names.insert(leaked);
@@ -800,6 +824,36 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn interned_key_names_stop_at_the_cap() {
+        let mut names = HashSet::new();
+        let kept: Vec<&'static str> = (0..INTERNED_KEY_NAMES_MAX)
+            .map(|i| intern_in(&mut names, &format!("key-{i}")))
+            .collect();
+        assert_eq!(kept[7], "key-7");
+        assert_eq!(names.len(), INTERNED_KEY_NAMES_MAX);
+        // A new name past the cap is not kept: it comes back as the placeholder, and the set
+        // does not grow however many more there are.
+        for i in 0..1000 {
+            assert_eq!(intern_in(&mut names, &format!("fresh-{i}")), UNNAMED_KEY);
+        }
+        assert_eq!(names.len(), INTERNED_KEY_NAMES_MAX);
+        // Names kept before the cap keep their own text and address.
+        let again = intern_in(&mut names, "key-7");
+        assert!(std::ptr::eq(again, kept[7]));
+    }
+
+    #[test]
+    fn the_usual_key_names_are_kept_past_the_cap() {
+        let mut names = HashSet::new();
+        for i in 0..=INTERNED_KEY_NAMES_MAX {
+            intern_in(&mut names, &format!("filler-{i}"));
+        }
+        assert_eq!(intern_in(&mut names, "public"), "public");
+        assert_eq!(intern_in(&mut names, "private"), "private");
+        assert_eq!(intern_in(&mut names, "yet-another"), UNNAMED_KEY);
     }
 
     #[test]

@@ -55,6 +55,16 @@ fn a_library_without_our_root_module_is_refused() {
 }
 
 #[test]
+fn a_same_named_symbol_of_another_shape_is_not_taken_for_a_version() {
+    // All zeros: read as a version it would be 0.0.0, refused as incompatible.
+    let err = load_err(&fixtures().impostor);
+    assert!(matches!(err, LoadError::NoRootModule { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_impostor"), "{msg}");
+    assert!(msg.contains("not a Phobos plugin library"), "{msg}");
+}
+
+#[test]
 fn a_library_whose_root_module_has_another_layout_fails_abi_stables_check() {
     let path = &fixtures().foreign_root;
     let err = load_err(path);
@@ -89,6 +99,93 @@ fn a_library_for_another_api_major_version_is_refused_naming_both_versions() {
     assert!(msg.contains(&ApiVersion::HOST.to_string()), "{msg}");
     // The refusal is stable: asking again gives the same error.
     assert_eq!(load_err(path), err);
+}
+
+#[test]
+fn a_library_for_an_api_whose_types_changed_is_refused_for_its_version_not_its_layout() {
+    let path = &fixtures().breaking_api;
+    let err = load_err(path);
+    let LoadError::IncompatibleApi { found, host, .. } = &err else {
+        panic!("expected IncompatibleApi, got {err:?}");
+    };
+    assert_eq!(
+        *found,
+        ApiVersion {
+            major: 1,
+            minor: 0,
+            patch: 0
+        }
+    );
+    assert_eq!(*host, ApiVersion::HOST);
+    // One short line, not abi_stable's layout report.
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_breaking_api"), "{msg}");
+    assert!(msg.contains("1.0.0"), "{msg}");
+    assert!(msg.len() < 300 && !msg.contains('\n'), "{msg}");
+}
+
+#[test]
+fn a_plugin_library_without_the_version_symbol_is_refused_as_too_old_to_say() {
+    let path = &fixtures().unversioned;
+    let err = load_err(path);
+    let LoadError::NoApiVersion { path: p, host } = &err else {
+        panic!("expected NoApiVersion, got {err:?}");
+    };
+    assert!(p.ends_with("libfixture_unversioned.so"), "{p:?}");
+    assert_eq!(*host, ApiVersion::HOST);
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_unversioned"), "{msg}");
+    assert!(msg.contains(phobos_plugin_abi::API_VERSION_SYMBOL), "{msg}");
+    assert!(msg.contains(&ApiVersion::HOST.to_string()), "{msg}");
+    assert!(msg.len() < 300 && !msg.contains('\n'), "{msg}");
+}
+
+/// Whether the process has a file mapped from `path` (Linux: `/proc/self/maps`).
+#[cfg(target_os = "linux")]
+fn is_mapped(path: &std::path::Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let path = path.to_str().unwrap();
+    maps.lines().any(|line| line.ends_with(path))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_library_refused_for_its_version_symbol_is_unloaded_again() {
+    // Copies under names of their own, so no other test has the same file loaded.
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().canonicalize().unwrap();
+    let copy = |from: &std::path::Path, name: &str| {
+        let to = dir.join(format!("lib{name}.so"));
+        std::fs::copy(from, &to).unwrap();
+        to
+    };
+    for (fixture, name) in [
+        (&fixtures().wrong_api, "refused_wrong_api"),
+        (&fixtures().breaking_api, "refused_breaking_api"),
+        (&fixtures().unversioned, "refused_unversioned"),
+        (&fixtures().no_root, "refused_no_root"),
+    ] {
+        let path = copy(fixture, name);
+        let err = load_err(&path);
+        assert!(
+            matches!(
+                err,
+                LoadError::IncompatibleApi { .. }
+                    | LoadError::NoApiVersion { .. }
+                    | LoadError::NoRootModule { .. }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            !is_mapped(&path),
+            "{} is still mapped after {err}",
+            path.display()
+        );
+    }
+    // The check sees a library that is loaded: one that loads stays mapped.
+    let kept = copy(&fixtures().multi, "kept_multi");
+    PluginLibrary::load(&kept).unwrap();
+    assert!(is_mapped(&kept));
 }
 
 #[test]

@@ -184,6 +184,39 @@ impl PacketCodec for Lying {
     }
 }
 
+/// Always answers "need more", asking for what its function computes from the buffered length;
+/// its frame limit is [`ASKING_MAX`].
+struct Asking(fn(usize) -> usize);
+
+const ASKING_MAX: usize = 100;
+
+impl fmt::Debug for Asking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Asking")
+    }
+}
+
+impl PacketCodec for Asking {
+    fn name(&self) -> &str {
+        "asking"
+    }
+    fn encode(&self, _: FrameHead, _: &[u8], _: &[u8], _: &mut Vec<u8>) -> Result<(), EncodeError> {
+        Ok(())
+    }
+    fn decode(&self, b: &[u8]) -> Result<Decoded, DecodeError> {
+        Ok(Decoded::Incomplete {
+            head: None,
+            needed: (self.0)(b.len()),
+        })
+    }
+    fn classify(&self, h: &FrameHead) -> FrameKind {
+        FrameKind::Response(h.seq)
+    }
+    fn max_frame_len(&self) -> usize {
+        ASKING_MAX
+    }
+}
+
 fn sample_frames() -> Vec<(FrameHead, Vec<u8>, Vec<u8>)> {
     vec![
         (FrameHead::new(CmdId(1), Seq(2)), b"hello".to_vec(), vec![]),
@@ -390,5 +423,52 @@ fn out_of_bounds_ranges_from_a_plugin_are_refused() {
         loaded.decode(b""),
         Err(DecodeError::Other(INVALID_PLUGIN_OUTPUT)),
         "a zero-length frame is refused too"
+    );
+}
+
+#[test]
+fn a_need_more_within_what_is_buffered_is_refused() {
+    let invalid = Err(DecodeError::Other(INVALID_PLUGIN_OUTPUT));
+    // Asking for exactly what is there, or less, would have the reader wait for bytes that
+    // never come, or call again at once and spin.
+    let same = import_codec(export_codec(Asking(|n| n)).unwrap(), "test");
+    assert_eq!(same.decode(b"abcdef"), invalid);
+    assert_eq!(same.decode(b""), invalid, "nothing buffered, nothing asked");
+    let fewer = import_codec(
+        export_codec(Asking(|n| n.saturating_sub(3))).unwrap(),
+        "test",
+    );
+    assert_eq!(fewer.decode(b"abcdef"), invalid);
+    // One byte more is a fair answer.
+    let more = import_codec(export_codec(Asking(|n| n + 1)).unwrap(), "test");
+    assert_eq!(
+        more.decode(b"abcdef"),
+        Ok(Decoded::Incomplete {
+            head: None,
+            needed: 7
+        })
+    );
+}
+
+#[test]
+fn a_need_more_above_the_frame_limit_is_refused() {
+    let over = import_codec(export_codec(Asking(|_| ASKING_MAX + 1)).unwrap(), "test");
+    assert_eq!(
+        over.decode(b"abc"),
+        Err(DecodeError::Other(INVALID_PLUGIN_OUTPUT))
+    );
+    let huge = import_codec(export_codec(Asking(|_| usize::MAX)).unwrap(), "test");
+    assert_eq!(
+        huge.decode(b"abc"),
+        Err(DecodeError::Other(INVALID_PLUGIN_OUTPUT))
+    );
+    // The limit itself may be asked for.
+    let at_limit = import_codec(export_codec(Asking(|_| ASKING_MAX)).unwrap(), "test");
+    assert_eq!(
+        at_limit.decode(b"abc"),
+        Ok(Decoded::Incomplete {
+            head: None,
+            needed: ASKING_MAX
+        })
     );
 }

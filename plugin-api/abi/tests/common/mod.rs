@@ -21,6 +21,12 @@ pub struct Fixtures {
     pub foreign_root: PathBuf,
     /// A plugin library claiming API 1.0.0.
     pub wrong_api: PathBuf,
+    /// A library whose version symbol says API 1.0.0 and whose root module has another layout.
+    pub breaking_api: PathBuf,
+    /// A plugin library with a root module but no version symbol.
+    pub unversioned: PathBuf,
+    /// A library exporting a same-named symbol of another shape, and no root module.
+    pub impostor: PathBuf,
     /// One plugin of every kind; codec "len" has a strict config.
     pub multi: PathBuf,
     /// Codec "boom" whose constructor panics.
@@ -71,6 +77,9 @@ fn build(release: bool) -> Result<Fixtures, String> {
         no_root: lib("fixture_no_root"),
         foreign_root: lib("fixture_foreign_root"),
         wrong_api: lib("fixture_wrong_api"),
+        breaking_api: lib("fixture_breaking_api"),
+        unversioned: lib("fixture_unversioned"),
+        impostor: lib("fixture_impostor"),
         multi: lib("fixture_multi"),
         panicking: lib("fixture_panicking"),
     })
