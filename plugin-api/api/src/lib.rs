@@ -85,4 +85,8 @@ pub use types::{ChannelKind, CmdId, IpPort, LinkPurpose, NetKind, Seq, TaskId};
 ///
 /// `phobos-plugin-abi` embeds it in every plugin library and the host refuses a library whose
 /// major version differs (or, while the major version is 0, whose minor version differs).
-pub const API_VERSION: (u16, u16, u16) = (0, 1, 1);
+///
+/// 0.2.0: every plugin library carries the plain version symbol the loader reads before
+/// anything else (`phobos-plugin-abi`'s `API_VERSION_SYMBOL`); libraries built for 0.1 lack
+/// it and must be rebuilt.
+pub const API_VERSION: (u16, u16, u16) = (0, 2, 0);
