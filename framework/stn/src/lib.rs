@@ -128,7 +128,10 @@ pub use connector::{
 #[doc(hidden)]
 pub use short::fuzzing;
 pub use short::{Proxy, ProxyAuth, ProxyConnector, ProxyError};
-pub use tls::{TlsConfig, TlsConfigBuilder, TlsConfigError, TlsConnector, TlsError, TlsFailure};
+pub use tls::{
+    TlsConfig, TlsConfigBuilder, TlsConfigError, TlsConnector, TlsError, TlsFailure,
+    TLS_SEND_BUFFER,
+};
 pub use watchdog::{CallGuard, Stall, Watchdog};
 
 pub use phobos_stn_proto::{

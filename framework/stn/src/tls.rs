@@ -54,6 +54,17 @@ use tracing::warn;
 
 use crate::connector::{Connector, Established, LinkStream, TcpConnector};
 
+/// The most encrypted bytes a TLS link holds beyond what its socket took (rustls's buffer
+/// limit, set on every connection [`TlsConnector`] makes).
+///
+/// Design: the driver tells the core how many bytes of a connection it still holds, so a
+/// request is timed from its first byte on the wire (spec §6.2), and the socket itself
+/// holds at most [`NOTSENT_LOWAT`](crate::NOTSENT_LOWAT) unsent. Under TLS, bytes the
+/// stream took wait in rustls's buffer until the socket takes them: 64 KiB by rustls's
+/// default, over five seconds of a 12 KiB/s uplink, counted as sent. 16 KiB is one full
+/// record: a writer never waits for room on a link that keeps up.
+pub const TLS_SEND_BUFFER: usize = 16 * 1024;
+
 /// Why a TLS handshake failed, as precise as the certificate check allows.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -625,7 +636,10 @@ impl Connector for TlsConnector {
             .connect(self.config.server_name.clone(), stream)
             .await
         {
-            Ok(tls) => Ok(Box::new(tls)),
+            Ok(mut tls) => {
+                tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
+                Ok(Box::new(tls))
+            }
             Err(err) => {
                 let error = TlsError::from_handshake(&err);
                 self.record(addr, error.clone());

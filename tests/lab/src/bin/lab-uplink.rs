@@ -3,10 +3,11 @@
 //! server, across a veth pair capped by `tbf` at `rate` bits a second each way: one cell of
 //! the scenario matrix ([`run_cell`]), run `runs` times. Counts, per run, the tasks that
 //! succeeded, the connections made after the first (a new one means the link was dropped),
-//! and when the last task ended. Needs root.
+//! and when the last task ended. `--tls` runs the client over TLS (the lab's `phobos-tls`
+//! contender) instead of plain TCP. Needs root.
 //!
 //! ```text
-//! cargo run --release -p phobos-lab --bin lab-uplink -- [--rate BITS] [--tasks N] [--body BYTES] [--runs R]
+//! cargo run --release -p phobos-lab --bin lab-uplink -- [--rate BITS] [--tasks N] [--body BYTES] [--runs R] [--tls]
 //! ```
 //!
 //! The defaults (98,304 bit/s, that is 12 KiB/s, Mars's minimum Wi-Fi rate; 15 tasks of
@@ -27,6 +28,7 @@ struct Args {
     tasks: usize,
     body: usize,
     runs: usize,
+    tls: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -35,6 +37,7 @@ fn args() -> anyhow::Result<Args> {
         tasks: 15,
         body: 20 * 1024,
         runs: 3,
+        tls: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,6 +47,10 @@ fn args() -> anyhow::Result<Args> {
                 .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
             Ok(v.parse()?)
         };
+        if flag == "--tls" {
+            a.tls = true;
+            continue;
+        }
         match flag.as_str() {
             "--rate" => a.rate = value()?,
             "--tasks" => a.tasks = value()? as usize,
@@ -83,11 +90,12 @@ fn main() -> anyhow::Result<()> {
         body_len: a.body,
     };
     println!(
-        "{} tasks of {} bytes at once over tbf {} bit/s each way, Phobos default profile \
+        "{} tasks of {} bytes at once over tbf {} bit/s each way, Phobos default profile{} \
          ({}; {})",
         a.tasks,
         a.body,
         a.rate,
+        if a.tls { " over TLS" } else { "" },
         phobos_lab::matrix::machine_description(),
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
@@ -98,7 +106,12 @@ fn main() -> anyhow::Result<()> {
             client: 7 + r as u64,
             proxy: 7,
         };
-        let cell = run_cell(&scenario, Link::Long, Contender::Phobos, workload, r, seeds)?;
+        let contender = if a.tls {
+            Contender::PhobosTls
+        } else {
+            Contender::Phobos
+        };
+        let cell = run_cell(&scenario, Link::Long, contender, workload, r, seeds)?;
         let failures: Vec<String> = cell
             .failures
             .iter()
