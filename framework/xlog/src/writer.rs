@@ -22,7 +22,7 @@ use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadI
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
     compute_keystream, recover, write_intent, Active, Intent, Region, StageError, Stager,
-    StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
+    StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
 };
 
 mod nested;
@@ -1366,7 +1366,8 @@ impl Inner {
     /// Seals the active block when it is full or holds a Fatal line, and a spare slot is
     /// there to go on in.
     fn seal_when_due(&self, st: &mut State) {
-        let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
+        let soft = st.stager.soft_limit();
+        let full = st.active.as_ref().is_some_and(|a| a.body_len >= soft);
         if (full || st.fatal_pending) && st.spare.is_some() {
             self.seal(st);
         }
