@@ -843,6 +843,10 @@ impl Xlog {
             config.name_prefix.clone(),
             config.max_file_size,
             config.cache_days,
+        )
+        .with_tips(
+            sync_magic(config.compression, encryption),
+            stager.header_key(),
         );
 
         // The buffer file: recover, then zero and map.
