@@ -146,9 +146,16 @@ fn reason_on_slow_path(body: &[u8]) -> Option<String> {
 /// frames), by driving the streaming decoder until the input is used up and no decoded bytes
 /// are pending.
 ///
-/// The Python decoder keeps only the first output chunk of `read_from(…, 1000000)`, i.e. at
-/// most 1 000 000 bytes per block (format doc §9.1, a **Quirk** unreachable at normal ratios).
-/// We do not copy that loss: the whole block is decoded, up to [`MAX_TEXT_PER_BLOCK`].
+/// The Python decoder keeps only the first output chunk of
+/// `read_from(reader, 100000, 1000000)`: python-zstandard reads `read_size` = 100 000 bytes of
+/// the body, feeds them all to the decompressor and yields what they decode to, and `next()`
+/// takes that one chunk. So it decodes only the first 100 000 bytes of a body and drops the
+/// rest without an error. The shared format doc (§9.1) reads the quirk as a cap of 1 000 000
+/// *output* bytes and calls it unreachable; that is wrong: a 150 KiB Mars block that
+/// compresses badly, or a block of raw zstd blocks (Phobos's staged form, appended as it is
+/// after a crash), passes 100 000 bytes. Phobos's writer keeps every zstd body below that
+/// (`phobos_xlog`'s staging caps it); Mars's own writer does not. We do not copy the loss:
+/// the whole block is decoded, up to [`MAX_TEXT_PER_BLOCK`].
 ///
 /// # Errors
 ///

@@ -60,6 +60,11 @@ impl StoredFramer {
         }
     }
 
+    /// Whether it frames zstd (else zlib).
+    pub(crate) fn is_zstd(&self) -> bool {
+        self.zstd
+    }
+
     /// Starts a new block (a new deflate stream / zstd frame).
     pub(crate) fn reset(&mut self) {
         self.pos = 0;

@@ -2,7 +2,10 @@
 //!
 //! - Names: `<prefix>_<YYYYMMDD>.xlog`, then `<prefix>_<YYYYMMDD>_1.xlog`, `_2`, … The date is
 //!   the local date when the block is written (as Mars). When the wall clock went back since
-//!   the last block, the file in use is kept until the clock catches up (as Mars).
+//!   the last block, the file in use is kept until the clock catches up (as Mars). When it
+//!   went forward by more than the monotonic time elapsed plus 300 s, a tip block
+//!   `[F][ last log file:<path> from <time> to <time>, time_diff:<s>, tick_diff:<ms>` goes
+//!   before the block (as Mars, §5.3).
 //! - Splitting (`max_file_size > 0`): before every block the current file's size (log dir plus
 //!   cache dir, as Mars counts it) is checked, and a block that would take a non-empty file
 //!   past the limit goes to the next index. Mars checks only when it opens a file, so its files
@@ -33,9 +36,11 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::block::{emit_block, HEADER_LEN};
 use crate::clock::WallTime;
+use crate::format::mark_time;
 use crate::mmap::{disk_space, AppendLock};
 use crate::staging::Intent;
 
@@ -62,6 +67,10 @@ pub(crate) struct LogFiles {
     index: Option<(String, u32)>,
     /// The latest time a file was picked by its date (Unix seconds).
     picked_at: i64,
+    /// That pick's wall and monotonic time, and the file it picked (for the clock-jump tip).
+    last_pick: Option<(WallTime, Instant, PathBuf)>,
+    /// The magic and header key of tip blocks (none: no tips are written).
+    tips: Option<(u8, [u8; 64])>,
     open: Option<(PathBuf, File)>,
     /// A cache file to move into the log dir (from, to), once the block just appended to
     /// it is no longer staged ([`finish_move`](Self::finish_move)).
@@ -88,9 +97,17 @@ impl LogFiles {
             cache_days,
             index: None,
             picked_at: i64::MIN,
+            last_pick: None,
+            tips: None,
             open: None,
             pending_move: None,
         }
+    }
+
+    /// Writes tip blocks (the clock-jump tip) with `magic` (a sync magic) and header `key`.
+    pub(crate) fn with_tips(mut self, magic: u8, key: [u8; 64]) -> Self {
+        self.tips = Some((magic, key));
+        self
     }
 
     pub(crate) fn dir(&self, in_cache: bool) -> &Path {
@@ -109,18 +126,43 @@ impl LogFiles {
         }
     }
 
-    /// Picks the file for a block of `len` bytes written at `now`.
-    pub(crate) fn target(&mut self, now: WallTime, len: u64) -> Target {
-        let ymd = match &self.index {
-            // Design: as Mars (§5.3), a wall clock set back since the last pick keeps the
-            // file in use, rather than going back to an earlier day's file (or, after a
-            // device reset, starting one dated years ago), until the clock has caught up.
-            Some((day, _)) if now.unix_secs < self.picked_at => day.clone(),
-            _ => {
-                self.picked_at = now.unix_secs;
-                now.local().ymd_compact()
-            }
-        };
+    /// Picks the file for a block of `len` bytes written at `now` (wall) and `tick`
+    /// (monotonic), with the text of the clock-jump tip to write before it if the wall clock
+    /// jumped forward since the last pick (and tips are written, [`with_tips`](Self::with_tips)).
+    pub(crate) fn target(
+        &mut self,
+        now: WallTime,
+        tick: Instant,
+        len: u64,
+    ) -> (Target, Option<String>) {
+        // Design: as Mars (§5.3), a wall clock set back since the last pick keeps the file in
+        // use, rather than going back to an earlier day's file (or, after a device reset,
+        // starting one dated years ago), until the clock has caught up.
+        if let Some((day, _)) = self
+            .index
+            .clone()
+            .filter(|_| now.unix_secs < self.picked_at)
+        {
+            return (self.pick(&day, len), None);
+        }
+        let jump = self
+            .last_pick
+            .as_ref()
+            .filter(|_| self.tips.is_some())
+            .and_then(|(then, then_tick, path)| clock_jump_tip(path, *then, *then_tick, now, tick));
+        // The tip goes into the same file: the size limit counts it.
+        let tip_len = jump
+            .as_ref()
+            .map_or(0, |t| (HEADER_LEN + t.len() + 1) as u64);
+        self.picked_at = now.unix_secs;
+        let target = self.pick(&now.local().ymd_compact(), len + tip_len);
+        self.last_pick = Some((now, tick, target.path.clone()));
+        (target, jump)
+    }
+
+    /// The file of date `ymd` for a block of `len` bytes.
+    fn pick(&mut self, ymd: &str, len: u64) -> Target {
+        let ymd = ymd.to_owned();
         let mut index = match &self.index {
             Some((d, i)) if *d == ymd => *i,
             _ => self.highest_index(&ymd),
@@ -187,9 +229,35 @@ impl LogFiles {
         now: WallTime,
         bytes: &[u8],
         from_background: bool,
+        before: impl FnMut(&Intent),
+    ) -> io::Result<Target> {
+        self.append_at(now, Instant::now(), bytes, from_background, before)
+    }
+
+    /// [`append`](Self::append) at monotonic time `tick`.
+    fn append_at(
+        &mut self,
+        now: WallTime,
+        tick: Instant,
+        bytes: &[u8],
+        from_background: bool,
         mut before: impl FnMut(&Intent),
     ) -> io::Result<Target> {
-        let mut target = self.target(now, bytes.len() as u64);
+        let (mut target, jump) = self.target(now, tick, bytes.len() as u64);
+        if let (Some(text), Some((magic, key))) = (jump, self.tips) {
+            // Mars writes the tip into the file it opens, before the data. Best effort: an
+            // append that fails here fails for the block as well, and is reported for it.
+            let mut tip = Vec::with_capacity(text.len() + 80);
+            emit_block(
+                &mut tip,
+                magic,
+                0,
+                now.local().hour as u8,
+                &key,
+                text.as_bytes(),
+            );
+            let _ = self.append_to(&target, &tip, &mut |_: &Intent| {});
+        }
         let res = self.append_to(&target, bytes, &mut before);
         let res = match res {
             Err(e) if !target.in_cache && self.cache_dir.is_some() => {
@@ -729,6 +797,38 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     c.sum()
 }
 
+/// Mars's clock-jump tip (§5.3, `__OpenLogFile`) for a pick at `now`/`tick` after the one at
+/// `then`/`then_tick` of file `last`, or `None` when the wall clock went forward by no more
+/// than the monotonic time elapsed (whole seconds, as Mars divides its milliseconds) plus
+/// 300 s.
+fn clock_jump_tip(
+    last: &Path,
+    then: WallTime,
+    then_tick: Instant,
+    now: WallTime,
+    tick: Instant,
+) -> Option<String> {
+    let time_diff = now.unix_secs.saturating_sub(then.unix_secs);
+    let tick_diff = tick.saturating_duration_since(then_tick);
+    let allowed = i64::try_from(tick_diff.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_add(CLOCK_JUMP_SLACK_SECS);
+    if time_diff <= allowed {
+        return None;
+    }
+    Some(format!(
+        "[F][ last log file:{} from {} to {}, time_diff:{time_diff}, tick_diff:{}\n",
+        last.display(),
+        mark_time(then),
+        mark_time(now),
+        tick_diff.as_millis()
+    ))
+}
+
+/// How far the wall clock may run ahead of the monotonic clock between two blocks before the
+/// clock-jump tip is written (Mars's 300 s).
+const CLOCK_JUMP_SLACK_SECS: i64 = 300;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,13 +851,96 @@ mod tests {
         assert_eq!(size(&format!("p_{ymd}_2.xlog")), 40);
         // A new writer continues at the highest index.
         let mut g = LogFiles::new(dir.path().into(), None, "p".into(), 100, 0);
-        let tg = g.target(t(0), 40);
+        let (tg, _) = g.target(t(0), Instant::now(), 40);
         assert_eq!(tg.name, format!("p_{ymd}_2.xlog"));
         // The next day starts again at index 0.
         assert_eq!(
-            g.target(t(1), 40).name,
+            g.target(t(1), Instant::now(), 40).0.name,
             format!("p_{}.xlog", t(1).local().ymd_compact())
         );
+    }
+
+    /// Mars's clock sanity (§5.3): a wall clock that went forward, since the last block, by more
+    /// than the monotonic time elapsed plus 300 s gets a tip block before the next block, in
+    /// the file that block goes to. (Only a clock set back was handled.)
+    #[test]
+    fn a_clock_jump_forward_is_noted_in_a_tip_before_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f =
+            LogFiles::new(dir.path().into(), None, "p".into(), 0, 0).with_tips(0x08, [0; 64]);
+        // 2024-03-10 00:00:00 in +8.
+        let wall = |secs: i64| WallTime::new(1_710_000_000 + secs, 0, 8 * 3600);
+        let start = Instant::now();
+        let tick = |secs: u64| start + Duration::from_secs(secs);
+        let steps: [(i64, u64); 6] = [
+            (0, 0),
+            // Wall ahead of monotonic by 300 s: no tip.
+            (1000, 700),
+            // 301 s: a tip.
+            (1301, 700),
+            // Set back: the file in use is kept, no tip.
+            (1200, 710),
+            // The next day, 86 400 s on the wall clock in 20 s: a tip, in the new day's file.
+            (1301 + 86_400, 720),
+            (1302 + 86_400, 721),
+        ];
+        for (i, (w, t)) in steps.into_iter().enumerate() {
+            let mut block = Vec::new();
+            let text = format!("block {i}\n");
+            emit_block(&mut block, 0x08, 0, 0, &[0; 64], text.as_bytes());
+            f.append_at(wall(w), tick(t), &block, false, |_| {})
+                .unwrap();
+        }
+        let text = |name: &str| {
+            let bytes = fs::read(dir.path().join(name)).unwrap();
+            let mut out = String::new();
+            let mut off = 0;
+            while off < bytes.len() {
+                let v = crate::block::BlockView::parse(&bytes[off..]).unwrap();
+                out.push_str(std::str::from_utf8(v.body).unwrap());
+                off += v.total_len();
+            }
+            out
+        };
+        let first = dir.path().join("p_20240310.xlog");
+        assert_eq!(
+            text("p_20240310.xlog"),
+            format!(
+                "block 0\nblock 1\n[F][ last log file:{} from 2024-03-10 +0800 00:16:40 to \
+                 2024-03-10 +0800 00:21:41, time_diff:301, tick_diff:0\nblock 2\nblock 3\n",
+                first.display()
+            )
+        );
+        assert_eq!(
+            text("p_20240311.xlog"),
+            format!(
+                "[F][ last log file:{} from 2024-03-10 +0800 00:21:41 to 2024-03-11 +0800 \
+                 00:21:41, time_diff:86400, tick_diff:20000\nblock 4\nblock 5\n",
+                first.display()
+            )
+        );
+    }
+
+    /// The clock-jump tip goes into the file of the block after it, and the size limit counts
+    /// it: a block that fits but not with the tip starts the next file.
+    #[test]
+    fn a_clock_jump_tip_counts_towards_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f =
+            LogFiles::new(dir.path().into(), None, "p".into(), 400, 0).with_tips(0x08, [0; 64]);
+        let tick = Instant::now();
+        let mut block = Vec::new();
+        emit_block(&mut block, 0x08, 0, 0, &[0; 64], &[b'x'; 26]);
+        assert_eq!(block.len(), 100);
+        f.append_at(t(0), tick, &block, false, |_| {}).unwrap();
+        let later = WallTime::new(t(0).unix_secs + 1000, 0, 0);
+        f.append_at(later, tick, &block, false, |_| {}).unwrap();
+        let ymd = t(0).local().ymd_compact();
+        let size = |n: &str| fs::metadata(dir.path().join(n)).unwrap().len();
+        assert_eq!(size(&format!("p_{ymd}.xlog")), 100);
+        let second = size(&format!("p_{ymd}_1.xlog"));
+        // The tip (about 210 bytes with a short temporary path) and the block.
+        assert!(second > 200 && second <= 400, "{second}");
     }
 
     /// Two writers sharing a day's file: each one's block is appended, and its intent
@@ -818,9 +1001,12 @@ mod tests {
         let (logs, cache) = (dir.path().join("logs"), dir.path().join("cache"));
         let mut f = LogFiles::new(logs.clone(), Some(cache.clone()), "p".into(), 0, 0);
         // The log dir cannot take the day's file (a directory stands in for a full disk).
-        let name = f.target(t(0), 5).name;
+        let name = f.target(t(0), Instant::now(), 5).0.name;
         fs::create_dir_all(logs.join(&name)).unwrap();
-        assert!(!f.target(t(0), 5).in_cache, "the log dir is chosen first");
+        assert!(
+            !f.target(t(0), Instant::now(), 5).0.in_cache,
+            "the log dir is chosen first"
+        );
         let mut intents = Vec::new();
         let tg = f
             .append(t(0), b"BLOCK", true, |i| intents.push(i.clone()))

@@ -198,11 +198,15 @@ pub fn format_plain(out: &mut Vec<u8>, message: &[u8]) {
 
 /// Mars's "mark info": `[pid,tid][YYYY-MM-DD +zzzz HH:MM:SS]` (note: `strftime %z` offset).
 pub fn mark_info(time: WallTime, ids: ThreadIds) -> String {
+    format!("[{},{}][{}]", ids.pid, ids.tid, mark_time(time))
+}
+
+/// `YYYY-MM-DD +zzzz HH:MM:SS`, local time: Mars's `strftime("%Y-%m-%d %z %H:%M:%S")`, the
+/// time in its mark info and clock-jump tip.
+pub(crate) fn mark_time(time: WallTime) -> String {
     let l = time.local();
     format!(
-        "[{},{}][{:04}-{:02}-{:02} {} {:02}:{:02}:{:02}]",
-        ids.pid,
-        ids.tid,
+        "{:04}-{:02}-{:02} {} {:02}:{:02}:{:02}",
         l.year,
         l.month,
         l.day,

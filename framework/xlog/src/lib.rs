@@ -30,8 +30,10 @@
 //! key encrypts the framed bytes with ChaCha20, and commits them plus the new length into a
 //! block staged in the memory-mapped buffer file `<cache or log dir>/<prefix>.mmap3`; the
 //! line's text is also kept in process memory. No compressor runs on the calling thread. When
-//! ≥ 100 KiB are staged (or on a Fatal line, [`Xlog::flush`], every
-//! [`XlogConfig::flush_interval`], close) the block is sealed and the background thread
+//! ≥ 100 KiB are staged (≥ 66 666 bytes with zstd, whose blocks stay below the 100 000 body
+//! bytes Mars's Python decoder reads; see `docs/DEFAULTS.md`), or on a Fatal line,
+//! [`Xlog::flush`], every [`XlogConfig::flush_interval`], close, the block is sealed and the
+//! background thread
 //! compresses its text in one piece (no per-line flush, so zlib builds real Huffman trees and
 //! zstd sees the whole block), encrypts it with the configured [`LogCipher`](
 //! phobos_plugin_api::cipher::LogCipher), and appends that Mars block to

@@ -72,11 +72,31 @@ pub(crate) const SLOT_LEN: usize = BUFFER_BLOCK_LEN;
 pub(crate) const META_LEN: usize = 512;
 pub(crate) const META_BASE: usize = SLOT_LEN * SLOTS;
 pub(crate) const FILE_LEN: usize = META_BASE + META_LEN * SLOTS;
-/// Seal the block once this much is staged. Mars seals at 1/3 of its buffer of *compressed*
-/// bytes; here lines are staged uncompressed and a sealed block is compressed as a whole, so a
-/// larger unit (about 500 lines of 200 bytes) compresses better and wakes the writer less often,
-/// while the last third of the slot still absorbs lines when the writer is busy.
+/// Seal the block once this much is staged (zlib). Mars seals at 1/3 of its buffer of
+/// *compressed* bytes; here lines are staged uncompressed and a sealed block is compressed as a
+/// whole, so a larger unit (about 500 lines of 200 bytes) compresses better and wakes the
+/// writer less often, while the last third of the slot still absorbs lines when the writer is
+/// busy.
 pub(crate) const SOFT_LIMIT: usize = SLOT_LEN * 2 / 3;
+/// The input bytes of a zstd body that Mars's Python decoder reads:
+/// `next(ZstdDecompressor().read_from(reader, 100000, 1000000))` feeds the first `read_size`
+/// = 100 000 bytes of the body to the decompressor and keeps only the output of that first
+/// read, so whatever a body holds past them is lost without an error.
+pub(crate) const MARS_ZSTD_READ_SIZE: usize = 100_000;
+/// The largest zstd body staged, hence written (see [`MARS_ZSTD_READ_SIZE`]).
+///
+/// Design: the cap is on the staged block, not on the written one. A staged block goes to the
+/// log as it is when it is recovered after a crash, or when compression does not make it
+/// smaller (incompressible lines), and the block the writer thread makes from it is never
+/// longer; a keyed writer's staged block cannot be cut up or compressed anew after a crash,
+/// since only the private key's holder can read it. So every zstd body, recovered or written,
+/// keyed or not, stays below what Mars's decoder reads, and no line is lost to it.
+pub(crate) const ZSTD_MAX_BODY: usize = MARS_ZSTD_READ_SIZE - 1;
+/// Seal a zstd block once this much is staged: two thirds of [`ZSTD_MAX_BODY`], as
+/// [`SOFT_LIMIT`] is of the slot, so the last third absorbs lines while the writer is busy.
+pub(crate) const ZSTD_SOFT_LIMIT: usize = ZSTD_MAX_BODY * 2 / 3;
+/// The largest zlib body staged: what fits in the slot with the header and the end byte.
+const ZLIB_MAX_BODY: usize = SLOT_LEN - HEADER_LEN - 1;
 /// Largest clear tail a cipher may leave unconsumed.
 pub(crate) const MAX_TAIL: usize = 64;
 
@@ -222,12 +242,14 @@ pub(crate) struct Active {
     /// The block's text (the lines as staged, before framing and encryption), kept in
     /// process memory for the writer thread to compress.
     pub(crate) plain: Vec<u8>,
+    /// The most body bytes the block may hold ([`Stager::max_body`]).
+    pub(crate) max_body: usize,
 }
 
 impl Active {
     /// Whether a line of `line_len` formatted bytes surely fits.
     pub(crate) fn fits(&self, line_len: usize) -> bool {
-        HEADER_LEN + self.body_len + bound(line_len) + MAX_TAIL < SLOT_LEN
+        self.body_len + bound(line_len) + MAX_TAIL <= self.max_body
     }
 }
 
@@ -288,7 +310,8 @@ fn block_cipher(key: &[u8; 32], gen: u64) -> ChaCha20 {
     ChaCha20::new(key.into(), &nonce.into())
 }
 
-/// Keystream bytes precomputed per block: enough for a block sealed at [`SOFT_LIMIT`]; a
+/// Keystream bytes precomputed per block: enough for a block sealed at [`SOFT_LIMIT`] (zstd
+/// blocks are sealed sooner, at [`ZSTD_SOFT_LIMIT`]); a
 /// block that grows further (the writer fell behind) computes the rest as lines come.
 const PRECOMPUTED_KEYSTREAM: usize = SOFT_LIMIT + 4096;
 
@@ -354,6 +377,8 @@ pub(crate) struct Stager {
     stream: Option<StreamStaging>,
     magic: u8,
     key: [u8; 64],
+    /// The most body bytes a block may hold: the slot for zlib, [`ZSTD_MAX_BODY`] for zstd.
+    max_body: usize,
     comp: Vec<u8>,
     joined: Vec<u8>,
     enc: Vec<u8>,
@@ -370,15 +395,30 @@ impl Stager {
             .as_ref()
             .map(|e| e.header_key())
             .unwrap_or([0; 64]);
+        let max_body = if framer.is_zstd() {
+            ZSTD_MAX_BODY
+        } else {
+            ZLIB_MAX_BODY
+        };
         Stager {
             framer,
             encryptor,
             stream,
             magic,
             key,
+            max_body,
             comp: Vec::with_capacity(1024),
             joined: Vec::with_capacity(1024),
             enc: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The staged length at which a block is sealed when a spare slot is there.
+    pub(crate) fn soft_limit(&self) -> usize {
+        if self.framer.is_zstd() {
+            ZSTD_SOFT_LIMIT
+        } else {
+            SOFT_LIMIT
         }
     }
 
@@ -429,6 +469,7 @@ impl Stager {
             gen,
             seq,
             body_len,
+            max_body: self.max_body,
             ..Active::default()
         })
     }
@@ -448,7 +489,7 @@ impl Stager {
         let new_tail_len;
         if let Some(cipher) = self.stream.as_mut().and_then(|s| s.cipher.as_mut()) {
             // Check the room first: the keystream must only advance for stored bytes.
-            if HEADER_LEN + active.body_len + self.comp.len() + 1 > SLOT_LEN {
+            if active.body_len + self.comp.len() > self.max_body {
                 return Err(StageError::NoRoom);
             }
             cipher.apply(&mut self.comp);
@@ -478,7 +519,7 @@ impl Stager {
             data = &self.comp;
         }
         let new_len = write_pos + data.len();
-        if HEADER_LEN + new_len + 1 > SLOT_LEN {
+        if new_len > self.max_body {
             return Err(StageError::NoRoom);
         }
         if !active.tail.is_empty() {
@@ -515,7 +556,7 @@ impl Stager {
             enc.finish_block(&active.tail, &mut self.enc)?;
             let write_pos = active.body_len - active.tail.len();
             let new_len = write_pos + self.enc.len();
-            if HEADER_LEN + new_len + 1 > SLOT_LEN {
+            if new_len > self.max_body {
                 return Err(StageError::NoRoom);
             }
             if !active.tail.is_empty() {

@@ -22,7 +22,7 @@ use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadI
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
     compute_keystream, recover, write_intent, Active, Intent, Region, StageError, Stager,
-    StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN, SOFT_LIMIT,
+    StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
 };
 
 mod nested;
@@ -355,6 +355,16 @@ struct Losses {
     dropped: u64,
     /// In blocks whose append to the log file failed.
     write_failed: u64,
+}
+
+impl Losses {
+    /// The larger count of each cause.
+    fn max(self, other: Losses) -> Losses {
+        Losses {
+            dropped: self.dropped.max(other.dropped),
+            write_failed: self.write_failed.max(other.write_failed),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -833,6 +843,10 @@ impl Xlog {
             config.name_prefix.clone(),
             config.max_file_size,
             config.cache_days,
+        )
+        .with_tips(
+            sync_magic(config.compression, encryption),
+            stager.header_key(),
         );
 
         // The buffer file: recover, then zero and map.
@@ -1307,6 +1321,17 @@ impl StagingFile {
     }
 }
 
+/// The formatted warning line (level Warn, tag `xlog`) that reports losses with `msg`.
+fn warning_line(msg: &str, now: WallTime) -> Vec<u8> {
+    let mut warn = Vec::with_capacity(200);
+    let rec = Record {
+        tag: "xlog",
+        ..Record::new(Level::Warn, msg.as_bytes())
+    };
+    format_line(&mut warn, &rec, now, ThreadIds::current());
+    warn
+}
+
 /// `Nov 26 2026^^^00:41:32`-shaped stamp of the open time (Mars prints its compile time).
 fn banner_stamp(now: WallTime, sep: &str) -> String {
     const MONTHS: [&str; 12] = [
@@ -1366,7 +1391,8 @@ impl Inner {
     /// Seals the active block when it is full or holds a Fatal line, and a spare slot is
     /// there to go on in.
     fn seal_when_due(&self, st: &mut State) {
-        let full = st.active.as_ref().is_some_and(|a| a.body_len >= SOFT_LIMIT);
+        let soft = st.stager.soft_limit();
+        let full = st.active.as_ref().is_some_and(|a| a.body_len >= soft);
         if (full || st.fatal_pending) && st.spare.is_some() {
             self.seal(st);
         }
@@ -1380,35 +1406,12 @@ impl Inner {
         mut st: MutexGuard<'a, State>,
         now: WallTime,
     ) -> MutexGuard<'a, State> {
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        let failed = self.write_failed.load(Ordering::Relaxed);
         let before = st.staged_report;
-        if dropped > before.dropped {
-            let msg = format!(
-                "xlog dropped {} lines: the writer fell behind",
-                dropped - before.dropped
-            );
+        for (msg, covered) in self.loss_warnings(before) {
             let (g, ok) = self.stage_warning(st, &msg, now);
             st = g;
             if ok {
-                st.staged_report.dropped = dropped;
-            }
-        }
-        if failed > before.write_failed {
-            let err = self
-                .last_write_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .unwrap_or_default();
-            let msg = format!(
-                "xlog lost {} lines: writing the log file failed: {err}",
-                failed - before.write_failed
-            );
-            let (g, ok) = self.stage_warning(st, &msg, now);
-            st = g;
-            if ok {
-                st.staged_report.write_failed = failed;
+                st.staged_report = st.staged_report.max(covered);
             }
         }
         if st.staged_report != before {
@@ -1420,19 +1423,54 @@ impl Inner {
         st
     }
 
+    /// The warnings for the losses `reported` does not cover, one per cause, each with the
+    /// losses reported once it is in the log.
+    fn loss_warnings(&self, reported: Losses) -> Vec<(String, Losses)> {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let failed = self.write_failed.load(Ordering::Relaxed);
+        let mut out = Vec::new();
+        if dropped > reported.dropped {
+            let msg = format!(
+                "xlog dropped {} lines: the writer fell behind",
+                dropped - reported.dropped
+            );
+            out.push((
+                msg,
+                Losses {
+                    dropped,
+                    ..reported
+                },
+            ));
+        }
+        if failed > reported.write_failed {
+            let err = self
+                .last_write_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_default();
+            let msg = format!(
+                "xlog lost {} lines: writing the log file failed: {err}",
+                failed - reported.write_failed
+            );
+            out.push((
+                msg,
+                Losses {
+                    write_failed: failed,
+                    ..reported
+                },
+            ));
+        }
+        out
+    }
+
     fn stage_warning<'a>(
         &'a self,
         st: MutexGuard<'a, State>,
         msg: &str,
         now: WallTime,
     ) -> (MutexGuard<'a, State>, bool) {
-        let mut warn = Vec::with_capacity(200);
-        let rec = Record {
-            tag: "xlog",
-            ..Record::new(Level::Warn, msg.as_bytes())
-        };
-        format_line(&mut warn, &rec, now, ThreadIds::current());
-        self.stage(st, &warn, now)
+        self.stage(st, &warning_line(msg, now), now)
     }
 
     /// Appends the blocks recovered at open if an earlier attempt failed, and frees their
@@ -1769,6 +1807,42 @@ impl Inner {
     }
 
     fn write_sync(&self, line: &[u8], now: WallTime) {
+        self.write_sync_loss_reports(now);
+        self.append_sync(line, now, 1);
+    }
+
+    /// Sync mode's [`Inner::stage_loss_reports`]: writes a warning line, as its own block
+    /// before the line being logged, for each kind of loss no warning covers yet. A warning is
+    /// claimed before it is written (so that two threads do not both write it) and counts as
+    /// reported once it is in the file; if it cannot be written the losses are reported again
+    /// with the next line.
+    ///
+    /// Design: a warning that cannot be written is not itself counted as lost (an async block's
+    /// warnings are, with the block's other lines). In sync mode every line is its own append,
+    /// so while the disk fails each line would add a lost warning to the count it reports.
+    fn write_sync_loss_reports(&self, now: WallTime) {
+        let claimed = {
+            let mut st = self.lock_state();
+            let warnings = self.loss_warnings(st.staged_report);
+            for (_, covered) in &warnings {
+                st.staged_report = st.staged_report.max(*covered);
+            }
+            warnings
+        };
+        for (msg, covered) in claimed {
+            let ok = self.append_sync(&warning_line(&msg, now), now, 0);
+            let mut st = self.lock_state();
+            if ok {
+                st.written_report = st.written_report.max(covered);
+            } else {
+                st.staged_report = st.written_report;
+            }
+        }
+    }
+
+    /// Appends `line` as one sync-mode block; false if that failed, which counts `lines` lost
+    /// lines (dropped if it could not be encrypted, else failed to write).
+    fn append_sync(&self, line: &[u8], now: WallTime, lines: u64) -> bool {
         let hour = now.local().hour as u8;
         let mut block = Vec::with_capacity(line.len() + 128);
         if self.encryption == Encryption::None {
@@ -1785,15 +1859,17 @@ impl Inner {
                     emit_block(&mut block, magic, 0, hour, &key, &body);
                 }
                 Err(_) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
+                    self.dropped.fetch_add(lines, Ordering::Relaxed);
+                    return false;
                 }
             }
         }
         let mut files = self.lock_files();
         if let Err(e) = files.append(now, &block, false, |_| {}) {
-            self.note_write_failure(1, &e);
+            self.note_write_failure(lines, &e);
+            return false;
         }
+        true
     }
 
     fn run_writer(self: Arc<Self>, mut staging: StagingFile, mut finisher: Finisher) {

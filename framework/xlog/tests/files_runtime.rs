@@ -398,6 +398,36 @@ fn a_clock_set_back_keeps_appending_to_the_file_in_use() {
 }
 
 #[test]
+fn a_clock_jump_forward_is_noted_in_the_log() {
+    // Mars (§5.3, clock sanity): a wall clock that went forward by more than the monotonic
+    // time elapsed plus 300 s since the last file open gets a tip in the file opened next.
+    // (Here the monotonic clock runs for real; the wall clock jumps a day in no time.)
+    let dir = tempfile::tempdir().unwrap();
+    let noon = MAR_14_UTC + 4 * HOUR;
+    let clock = HandClock::at(noon, 8 * HOUR as i32);
+    let g = logger(dir.path(), "jf", &clock);
+    block(&g, b"one");
+    clock.set(noon + 1);
+    block(&g, b"two");
+    clock.set(noon + 1 + DAY);
+    block(&g, b"three");
+    drop(g);
+    assert_eq!(
+        xlog_names(dir.path()),
+        ["jf_20240314.xlog", "jf_20240315.xlog"]
+    );
+    assert!(!text_of_file(&dir.path().join("jf_20240314.xlog")).contains("last log file"));
+    let text = text_of_file(&dir.path().join("jf_20240315.xlog"));
+    let tip = format!(
+        "[F][ last log file:{} from 2024-03-14 +0800 12:00:01 to 2024-03-15 +0800 12:00:01, \
+         time_diff:86400, tick_diff:",
+        dir.path().join("jf_20240314.xlog").display()
+    );
+    assert_eq!(text.matches(&tip).count(), 1, "{text}");
+    assert!(text.find(&tip) < text.find("three"), "{text}");
+}
+
+#[test]
 fn a_new_day_after_a_clock_set_back_starts_its_own_file() {
     // Once the clock has caught up with the day in use, the date rule applies again.
     let dir = tempfile::tempdir().unwrap();

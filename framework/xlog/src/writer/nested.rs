@@ -53,7 +53,7 @@ use std::sync::Arc;
 use super::Inner;
 use crate::clock::WallTime;
 use crate::format::MAX_LINE_LEN;
-use crate::staging::SOFT_LIMIT;
+use crate::staging::{SOFT_LIMIT, ZSTD_SOFT_LIMIT};
 
 /// Writes `line` through `inner` now, or defers or drops it if this thread is inside an xlog
 /// write path (see the module docs).
@@ -270,4 +270,4 @@ impl Drop for RestorePhase {
 const DEFERRED_MAX: usize = 4 * MAX_LINE_LEN;
 
 // The writer thread's deferred lines fit into a fresh block (see the module docs).
-const _: () = assert!(DEFERRED_MAX < SOFT_LIMIT);
+const _: () = assert!(DEFERRED_MAX < SOFT_LIMIT && DEFERRED_MAX < ZSTD_SOFT_LIMIT);
