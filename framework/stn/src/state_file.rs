@@ -71,15 +71,40 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<String>> {
     if meta.len() > MAX_STATE_FILE {
         return Err(too_large());
     }
+    let file = match open_regular(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut text = String::new();
     // Bounded again while reading: the file may grow meanwhile.
-    std::fs::File::open(path)?
-        .take(MAX_STATE_FILE + 1)
-        .read_to_string(&mut text)?;
+    file.take(MAX_STATE_FILE + 1).read_to_string(&mut text)?;
     if text.len() as u64 > MAX_STATE_FILE {
         return Err(too_large());
     }
     Ok(Some(text))
+}
+
+/// Opens `path` for reading without waiting (`O_NONBLOCK`, which a regular file's reads
+/// ignore) and checks that what was opened is a regular file.
+///
+/// Design: [`read`] looks at the path before it opens it, so a device is never opened (an
+/// open may do something, as a watchdog device's does). Something put at the path between
+/// that look and the open is caught here: a FIFO opened this way does not wait for a
+/// writer, and is refused.
+fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_a_file());
+    }
+    Ok(file)
 }
 
 /// Creates `tmp` afresh for writing. Whatever is already at that name (a file left by a
@@ -235,6 +260,31 @@ mod tests {
         written.expect("the write waited on the FIFO").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "state");
         assert!(!tmp.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// What is opened is checked too: a FIFO put at the path after [`read`] looked at it
+    /// is opened without waiting for a writer, and refused.
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_reaching_the_open_is_refused_without_waiting() {
+        let dir = scratch("fifo_open");
+        let path = dir.join("ranking.json");
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        assert!(made.unwrap().success());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(open_regular(&fifo).map(drop));
+        });
+        // A hang guard only (see `write_with_guard`).
+        let opened = done_rx.recv_timeout(std::time::Duration::from_secs(60));
+        if opened.is_err() {
+            // Let the held open go before failing, so the thread ends.
+            let _ = std::fs::write(&path, b"");
+        }
+        let err = opened.expect("the open waited for a writer").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
