@@ -2466,9 +2466,13 @@ impl Engine {
         let LinkState::Connected(s) = &mut self.links[li].state else {
             return;
         };
-        let Identify::Sent { hash } = std::mem::replace(&mut s.identify, Identify::Pending) else {
+        // §7.7: a frame is an identify reply only while an identify is outstanding; any other
+        // is dropped, and the link's identify state stays as it is.
+        let Identify::Sent { hash } = &mut s.identify else {
             return;
         };
+        let hash = std::mem::take(hash);
+        s.identify = Identify::Pending;
         let addr = s.addr;
         let verdict = match &self.cfg.auth {
             Some(auth) => auth.on_identify_response(&name, body, &hash),

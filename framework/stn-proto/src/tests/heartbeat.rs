@@ -265,6 +265,34 @@ fn identify_replaces_the_first_heartbeat_and_counts_as_its_reply() {
     assert!(link_down_reasons(&sim).is_empty());
 }
 
+/// §7.7: a frame is an identify reply only while an identify is outstanding. One that comes
+/// after the link identified (a confused or hostile server) is dropped: it used to set the
+/// link back to "identify pending", so the next heartbeat slot asked the auth plugin and
+/// sent an identify instead of a heartbeat.
+#[test]
+fn an_identify_reply_nobody_asked_for_changes_nothing() {
+    let mut sim = identify_sim(IdentifyVerdict::Accepted);
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_for(secs(10));
+    assert!(sim.ends[&id].1.outcome.is_ok());
+    let conn = sim.open_conns()[0];
+    let unsolicited = sim.frame(CmdId(0x99), IDENTIFY_SEQ, b"identified");
+    sim.server_send(conn, unsolicited);
+    sim.run_for(secs(490));
+    let identifies = sim
+        .server_log
+        .iter()
+        .filter(|(_, _, head)| head.seq == IDENTIFY_SEQ)
+        .count();
+    assert_eq!(identifies, 1, "identified once");
+    assert_eq!(
+        sim.server_frames(HEARTBEAT_CMD),
+        vec![ms(210_060), ms(420_060)],
+        "the slots after it send heartbeats"
+    );
+    assert!(link_down_reasons(&sim).is_empty());
+}
+
 #[test]
 fn rejected_identify_drops_the_link_ends_its_tasks_and_blocks_reconnects() {
     let mut sim = identify_sim(IdentifyVerdict::Rejected);
