@@ -2136,10 +2136,15 @@ impl Engine {
             }
             FrameKind::Push => {
                 self.stats.pushes += 1;
+                // Design: copied, not a slice of the input. A push is held as long as its
+                // slowest subscriber lags (the driver's push channel keeps 128), and a slice
+                // kept the whole read block alive (or, for a frame that arrived in pieces,
+                // the frame buffer grown to up to twice its size): 8 MiB held for 128
+                // pushes of 64 bytes. A response is its one caller's, so it stays a slice.
                 self.events.push_back(Event::Push {
                     link: self.links[li].name.clone(),
                     cmd_id: frame.head.cmd_id,
-                    body: shared(frame.body.clone()),
+                    body: Bytes::copy_from_slice(body),
                 });
             }
             FrameKind::HeartbeatReply => self.on_heartbeat_reply(li, now),
