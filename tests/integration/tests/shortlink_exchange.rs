@@ -138,6 +138,18 @@ async fn http_and_broken_responses_end_with_typed_errors() {
             TaskError::Http(HttpFailure::BodyTooLarge { limit: 1024 }),
         ),
         (
+            // A body in 1-byte chunks: a frame's work for each byte.
+            ShortReply::Raw(
+                [
+                    &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+                    &b"1\r\nx\r\n".repeat(2_000),
+                    b"0\r\n\r\n",
+                ]
+                .concat(),
+            ),
+            TaskError::Http(HttpFailure::BadBody),
+        ),
+        (
             ShortReply::Raw(Vec::new()),
             TaskError::Socket(SocketFailure::RemoteClosed),
         ),
