@@ -37,8 +37,9 @@ pub trait FfiIpSource: Send + Sync + 'static {
         host: RStr<'_>,
         purpose: FfiLinkPurpose,
     ) -> RResult<RVec<FfiResolvedAddr>, FfiResolveError>;
-    /// `IpSource::network_changed` (API 0.1.1). A plugin built before it has no such entry
-    /// in its vtable; the default body (nothing to forget) runs instead.
+    /// `IpSource::network_changed` (API 0.1.1). A library built before it is refused by
+    /// abi_stable's layout check (its vtable has one entry fewer, docs/PLUGIN_ABI.md); the
+    /// default body (nothing to forget) only runs for a vtable that skipped that check.
     fn network_changed(&self) {}
 }
 

@@ -309,3 +309,33 @@ fn a_library_is_loaded_once() {
         assert!(a.has_feature(f), "{f}");
     }
 }
+
+#[test]
+fn a_library_built_before_an_ffi_trait_method_was_added_fails_abi_stables_check() {
+    // The fixture is built against a copy of this crate whose `FfiIpSource` lacks
+    // `network_changed`, the method after `#[sabi(last_prefix_field)]` with a default body.
+    // abi_stable does not fill the missing vtable entry with that default: its layout check
+    // refuses a vtable with fewer entries than the host's (docs/PLUGIN_ABI.md, "Evolving it").
+    let path = &fixtures().older_ip_source;
+    let err = load_err(path);
+    let LoadError::AbiMismatch { reason, .. } = &err else {
+        panic!("expected AbiMismatch, got {err:?}");
+    };
+    // One error, and it is the IP source's vtable: the host's lists `network_changed`, the
+    // library's does not, and abi_stable calls that "too many fields".
+    assert_eq!(reason.matches("\nError:").count(), 1, "{reason}");
+    assert!(reason.contains("Error:too many fields"), "{reason}");
+    assert!(
+        reason.contains("type:VTable")
+            && reason.contains("mod:phobos_plugin_abi::ipsource::FfiIpSource_trait"),
+        "{reason}"
+    );
+    assert_eq!(
+        reason.matches("field_name:network_changed").count(),
+        1,
+        "only the host's vtable has the method: {reason}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_older_ipsource"), "{msg}");
+    assert!(msg.contains("incompatible plugin ABI"), "{msg}");
+}

@@ -31,6 +31,9 @@ pub struct Fixtures {
     pub multi: PathBuf,
     /// Codec "boom" whose constructor panics.
     pub panicking: PathBuf,
+    /// IP source "older", built against a copy of the ABI crate from before
+    /// `FfiIpSource::network_changed` (its own workspace, `tests/fixtures/older-ipsource`).
+    pub older_ip_source: PathBuf,
 }
 
 /// The fixtures in the debug profile, built on first use.
@@ -69,6 +72,17 @@ fn build(release: bool) -> Result<Fixtures, String> {
         &target,
         release,
     )?;
+    cargo(
+        &[
+            "build",
+            "--manifest-path",
+            &root
+                .join("tests/fixtures/older-ipsource/Cargo.toml")
+                .to_string_lossy(),
+        ],
+        &target,
+        release,
+    )?;
     build_mars(&target, release)?;
     let dir = target.join(if release { "release" } else { "debug" });
     let lib = |name: &str| lib_path(&dir, name);
@@ -82,6 +96,7 @@ fn build(release: bool) -> Result<Fixtures, String> {
         impostor: lib("fixture_impostor"),
         multi: lib("fixture_multi"),
         panicking: lib("fixture_panicking"),
+        older_ip_source: lib("fixture_older_ipsource"),
     })
 }
 
