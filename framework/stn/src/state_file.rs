@@ -227,18 +227,23 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Runs `write_atomically` on a thread of its own and waits for it: `None` if it was
-    /// still held after a minute (a guard against a test that hangs, not a time limit on
-    /// the write: a working write takes milliseconds).
-    fn write_with_guard(path: &Path, tmp: &Path) -> Option<io::Result<()>> {
+    /// Runs `f` on a thread of its own and waits for it: `None` if it was still held after
+    /// a minute (a guard against a test that hangs, not a time limit: a working call takes
+    /// milliseconds).
+    fn with_hang_guard<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let (path, tmp) = (path.to_owned(), tmp.to_owned());
         std::thread::spawn(move || {
-            let _ = done_tx.send(write_atomically(&path, &tmp, b"state"));
+            let _ = done_tx.send(f());
         });
         done_rx
             .recv_timeout(std::time::Duration::from_secs(60))
             .ok()
+    }
+
+    /// `write_atomically` of `"state"` under [`with_hang_guard`].
+    fn write_with_guard(path: &Path, tmp: &Path) -> Option<io::Result<()>> {
+        let (path, tmp) = (path.to_owned(), tmp.to_owned());
+        with_hang_guard(move || write_atomically(&path, &tmp, b"state"))
     }
 
     /// A FIFO left at the temporary file's name (its name is predictable) is removed, not
@@ -272,14 +277,9 @@ mod tests {
         let path = dir.join("ranking.json");
         let made = std::process::Command::new("mkfifo").arg(&path).status();
         assert!(made.unwrap().success());
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
         let fifo = path.clone();
-        std::thread::spawn(move || {
-            let _ = done_tx.send(open_regular(&fifo).map(drop));
-        });
-        // A hang guard only (see `write_with_guard`).
-        let opened = done_rx.recv_timeout(std::time::Duration::from_secs(60));
-        if opened.is_err() {
+        let opened = with_hang_guard(move || open_regular(&fifo).map(drop));
+        if opened.is_none() {
             // Let the held open go before failing, so the thread ends.
             let _ = std::fs::write(&path, b"");
         }
