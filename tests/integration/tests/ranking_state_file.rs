@@ -95,50 +95,56 @@ async fn a_network_unused_for_a_day_leaves_the_state_file_though_the_file_is_rec
     );
 }
 
-/// The save's temporary file is a FIFO that nobody reads: the write started by a network
-/// change cannot end until the test reads it. The driver must answer meanwhile (before, it
-/// wrote inside its loop, so it answered nothing until the write ended; with a 20.9 MB
-/// state that was 2.75 s of a debug build's loop).
-#[cfg(unix)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_driver_answers_while_a_save_is_held_up() {
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("held_up.json");
-    let c = client_with_state(&server, &path);
-    c.start_task(TaskSpec::new(CmdId(1), &b"x"[..]))
-        .await
+/// The save cannot run: the runtime's only blocking thread is taken, and saves run on the
+/// blocking pool. The driver must answer meanwhile (before, it wrote inside its loop, so it
+/// answered nothing until the write ended; with a 20.9 MB state that was 2.75 s of a debug
+/// build's loop).
+///
+/// (This test used to hold the write up with a FIFO at the temporary file's name; the write
+/// now removes whatever is at that name instead of opening it.)
+#[test]
+fn the_driver_answers_while_a_save_is_held_up() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
         .unwrap();
-    // The first writer of a `held_up.json` in this process (the client runs in the test's,
-    // and no other test uses that name).
-    let tmp = dir
-        .path()
-        .join(format!(".held_up.json.{}.tmp", std::process::id()));
-    let made = std::process::Command::new("mkfifo")
-        .arg(&tmp)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    // Drops the link and saves; the save stays held up in opening the FIFO.
-    c.set_network(NetKind::Wifi, "wifi_new");
-    // Only a hang guard: the answer comes at once, or (the write in the loop) never.
-    let answered = tokio::time::timeout(Duration::from_secs(10), c.stats()).await;
-    let done = tokio::time::timeout(
-        Duration::from_secs(10),
-        c.start_task(TaskSpec::new(CmdId(1), &b"y"[..])),
-    )
-    .await;
-    // Let the held-up save through either way, then check what it wrote.
-    let held_up = std::thread::spawn(move || std::fs::read_to_string(tmp).unwrap());
-    let written = held_up.join().unwrap();
-    assert!(answered.is_ok(), "stats waited for the save");
-    assert!(
-        matches!(done, Ok(Ok(_))),
-        "a task waited for the save: {done:?}"
-    );
-    let saved = RankingState::from_json(&written).unwrap();
-    assert_eq!(labels(&saved), vec!["default"]);
-    // Shutdown completes only once the final state is written.
-    c.shutdown().await;
-    assert_eq!(labels(&read_state(&path)), vec!["default", "wifi_new"]);
+    rt.block_on(async {
+        let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("held_up.json");
+        let c = client_with_state(&server, &path);
+        c.start_task(TaskSpec::new(CmdId(1), &b"x"[..]))
+            .await
+            .unwrap();
+        // Take the one blocking thread until the test lets it go.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (taken_tx, taken) = tokio::sync::oneshot::channel();
+        let blocker = tokio::task::spawn_blocking(move || {
+            let _ = taken_tx.send(());
+            let _ = held.recv();
+        });
+        taken.await.unwrap();
+        // Drops the link and saves; the save waits for the blocking thread.
+        c.set_network(NetKind::Wifi, "wifi_new");
+        // Only a hang guard: the answer comes at once, or (the write in the loop) never.
+        let answered = tokio::time::timeout(Duration::from_secs(10), c.stats()).await;
+        let done = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.start_task(TaskSpec::new(CmdId(1), &b"y"[..])),
+        )
+        .await;
+        assert!(!path.exists(), "the save ran although it could not");
+        release.send(()).unwrap();
+        blocker.await.unwrap();
+        assert!(answered.is_ok(), "stats waited for the save");
+        assert!(
+            matches!(done, Ok(Ok(_))),
+            "a task waited for the save: {done:?}"
+        );
+        // Shutdown completes only once the final state is written.
+        c.shutdown().await;
+        assert_eq!(labels(&read_state(&path)), vec!["default", "wifi_new"]);
+    });
 }
