@@ -256,18 +256,7 @@ impl PluginLibrary {
             .init_root_module::<PluginRootRef>()
             .map_err(|e| classify(path, e))?;
         let v = root.api_version();
-        let found = ApiVersion {
-            major: v.major,
-            minor: v.minor,
-            patch: v.patch,
-        };
-        if !ApiVersion::HOST.is_compatible_with(found) {
-            return Err(LoadError::IncompatibleApi {
-                path: path.to_owned(),
-                found,
-                host: ApiVersion::HOST,
-            });
-        }
+        let found = require_compatible(path, v.major, v.minor, v.patch)?;
         let features = root
             .features()
             .iter()
@@ -326,19 +315,7 @@ impl PluginLibrary {
                 }
             });
         };
-        let found = ApiVersion {
-            major: symbol.major,
-            minor: symbol.minor,
-            patch: symbol.patch,
-        };
-        if !ApiVersion::HOST.is_compatible_with(found) {
-            return Err(LoadError::IncompatibleApi {
-                path: path.to_owned(),
-                found,
-                host: ApiVersion::HOST,
-            });
-        }
-        Ok(())
+        require_compatible(path, symbol.major, symbol.minor, symbol.patch).map(drop)
     }
 
     /// The library's canonical path.
@@ -556,6 +533,29 @@ fn loaded_libraries() -> &'static Mutex<HashMap<PathBuf, Arc<PluginLibrary>>> {
 }
 
 /// Sorts abi_stable's errors into our variants.
+/// The API version `major.minor.patch` found in the library at `path` (its version symbol,
+/// then its root module), or `IncompatibleApi` unless it is compatible with this host's.
+fn require_compatible(
+    path: &Path,
+    major: u16,
+    minor: u16,
+    patch: u16,
+) -> Result<ApiVersion, LoadError> {
+    let found = ApiVersion {
+        major,
+        minor,
+        patch,
+    };
+    if ApiVersion::HOST.is_compatible_with(found) {
+        return Ok(found);
+    }
+    Err(LoadError::IncompatibleApi {
+        path: path.to_owned(),
+        found,
+        host: ApiVersion::HOST,
+    })
+}
+
 fn classify(path: &Path, e: LibraryError) -> LoadError {
     let path = path.to_owned();
     let reason = e.to_string();
