@@ -10,11 +10,13 @@ fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// Builds `acme-phobos-plugins` as a plugin library. A nested cargo must not use the main
-/// target directory: the outer `cargo test` holds its build lock.
+/// Builds `acme-phobos-plugins` as a plugin library, in the scratch directory cargo gives this
+/// test inside its own target directory (`CARGO_TARGET_TMPDIR`), so builds with different
+/// target directories do not share it. A nested cargo must not use the main target directory
+/// itself: the outer `cargo test` holds its build lock.
 fn build_acme_library() -> PathBuf {
     let root = workspace_root();
-    let target = root.join("target/plugin-fixtures");
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-fixtures");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .args([

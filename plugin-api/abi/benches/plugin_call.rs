@@ -2,8 +2,9 @@
 //!
 //! Encodes a frame with a 1 KiB body and decodes it again through the Mars codec, in-process
 //! and loaded from `plugins/codec-mars` built as a cdylib (release profile, built by this
-//! bench into `target/plugin-fixtures`). Both run in one process, side by side, and the bench
-//! prints the ratio dynamic / in-process at the end.
+//! bench into `target/tmp/plugin-fixtures`, in whatever target directory the bench is built).
+//! Both run in one process, side by side, and the bench prints the ratio dynamic / in-process
+//! at the end.
 //!
 //! Run: `cargo bench -p phobos-plugin-abi --bench plugin_call -- --measurement-time 2`
 //!

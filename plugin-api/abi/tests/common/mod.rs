@@ -1,8 +1,10 @@
 //! Builds the plugin libraries the tests load (once per test binary) and finds them.
 //!
-//! The fixtures are built with a nested `cargo build` into `<workspace>/target/plugin-fixtures`,
-//! never into the main target directory: the outer `cargo test` holds that directory's build
-//! lock, so a nested build there would wait forever.
+//! The fixtures are built with a nested `cargo build` into [`fixture_target_dir`], inside the
+//! target directory this test was built in (`CARGO_TARGET_DIR`, `--target-dir` or the default),
+//! so builds with different target directories never share, or clobber, fixture libraries.
+//! Never into that target directory itself: the outer `cargo test` holds its build lock, so a
+//! nested build there would wait forever.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -47,7 +49,7 @@ pub fn fixtures() -> &'static Fixtures {
 
 /// `plugins/codec-mars` as a plugin library in the release profile (for benchmarks).
 pub fn release_mars() -> PathBuf {
-    let target = workspace_root().join("target/plugin-fixtures");
+    let target = fixture_target_dir();
     if let Err(e) = build_mars(&target, true) {
         panic!("building the Mars plugin library failed:\n{e}");
     }
@@ -59,9 +61,16 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The target directory of the nested fixture builds: `plugin-fixtures` in the scratch
+/// directory cargo gives integration tests and benches inside the target directory they were
+/// built in (`CARGO_TARGET_TMPDIR`, `<target dir>/tmp`).
+pub fn fixture_target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-fixtures")
+}
+
 fn build(release: bool) -> Result<Fixtures, String> {
     let root = workspace_root();
-    let target = root.join("target/plugin-fixtures");
+    let target = fixture_target_dir();
     cargo(
         &[
             "build",
@@ -146,5 +155,23 @@ fn cargo(args: &[&str], target: &Path, release: bool) -> Result<(), String> {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ))
+    }
+}
+
+/// Runs in every test binary that includes this module.
+#[test]
+fn fixture_libraries_are_built_in_the_target_directory_of_the_tests_loading_them() {
+    // A test binary is `<target dir>/<profile>/deps/<name>` (`<target dir>/<triple>/...` with
+    // `--target`, whose scratch directory is in `<target dir>/<triple>` too).
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap();
+    for lib in [&fixtures().mars, &fixtures().multi] {
+        assert!(
+            lib.starts_with(target),
+            "{} is outside {}",
+            lib.display(),
+            target.display()
+        );
+        assert!(lib.exists(), "{}", lib.display());
     }
 }
