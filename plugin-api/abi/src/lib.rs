@@ -48,9 +48,9 @@
 //! [`LoadError`] variant naming the file: a missing file, a file the dynamic loader refuses, a
 //! library without our root module, a plugin library without the version symbol
 //! ([`API_VERSION_SYMBOL`]), a library built for a semver-incompatible Phobos API
-//! ([`ApiVersion::is_compatible_with`]), and a failed abi_stable layout/version check. The
-//! version symbol is read before abi_stable looks at the library, and a library refused for it
-//! is unloaded again.
+//! ([`ApiVersion::is_compatible_with`]), a library whose abi_stable header skips the layout
+//! check, and a failed abi_stable layout/version check. The version symbol is read before
+//! abi_stable looks at the library, and a library refused for it is unloaded again.
 //!
 //! # Panics
 //!

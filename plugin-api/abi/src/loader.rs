@@ -98,6 +98,20 @@ pub enum LoadError {
         /// The host's API version.
         host: ApiVersion,
     },
+    /// The library's abi_stable header leaves out its root module's layout (exported with
+    /// abi_stable's `#[unsafe_no_layout_constant]`, or `CheckTypeLayout::No`), so abi_stable
+    /// cannot check that the library's types are the host's; nothing else would. Libraries
+    /// built with `export_plugin!` always carry the layout.
+    #[error(
+        "{} leaves its plugin root module's layout out of its abi_stable header \
+         (unsafe_no_layout_constant), so nothing can check that its types match this host's: \
+         rebuild it with export_plugin!",
+        .path.display()
+    )]
+    LayoutUnchecked {
+        /// The file.
+        path: PathBuf,
+    },
     /// abi_stable's layout or version check failed: the library was built against
     /// incompatible ABI types.
     #[error("{} was built with an incompatible plugin ABI: {reason}", .path.display())]
@@ -204,12 +218,14 @@ impl PluginLibrary {
     /// [`LoadError::FileMissing`], [`NotALibrary`](LoadError::NotALibrary),
     /// [`NoRootModule`](LoadError::NoRootModule), [`NoApiVersion`](LoadError::NoApiVersion),
     /// [`IncompatibleApi`](LoadError::IncompatibleApi),
+    /// [`LayoutUnchecked`](LoadError::LayoutUnchecked),
     /// [`AbiMismatch`](LoadError::AbiMismatch) or
     /// [`RootModuleFailed`](LoadError::RootModuleFailed).
     ///
     /// A library refused for its version symbol (`NoRootModule`, `NoApiVersion`,
-    /// `IncompatibleApi`) is unloaded again before this returns; one refused by abi_stable's
-    /// checks stays loaded, as abi_stable leaves it.
+    /// `IncompatibleApi`) is unloaded again before this returns; one refused from its
+    /// abi_stable header on (`LayoutUnchecked` and abi_stable's own checks) stays loaded, as
+    /// abi_stable leaves it.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<PluginLibrary>, LoadError> {
         let path = path.as_ref();
         let canonical = match path.canonicalize() {
@@ -252,6 +268,15 @@ impl PluginLibrary {
         // From here on the library is never unloaded: abi_stable's checks and the root module,
         // and every plugin object built from it, point into it.
         std::mem::forget(raw);
+        // Design: abi_stable's layout check is what guarantees that the library's types are
+        // ours, and a header exported without the root module's layout makes abi_stable skip
+        // it silently; our version check cannot stand in for it (it trusts what the library
+        // says). So such a library is refused, whatever else it carries.
+        if header.layout().is_none() {
+            return Err(LoadError::LayoutUnchecked {
+                path: path.to_owned(),
+            });
+        }
         let root = header
             .init_root_module::<PluginRootRef>()
             .map_err(|e| classify(path, e))?;
@@ -532,7 +557,6 @@ fn loaded_libraries() -> &'static Mutex<HashMap<PathBuf, Arc<PluginLibrary>>> {
     LOADED.get_or_init(Default::default)
 }
 
-/// Sorts abi_stable's errors into our variants.
 /// The API version `major.minor.patch` found in the library at `path` (its version symbol,
 /// then its root module), or `IncompatibleApi` unless it is compatible with this host's.
 fn require_compatible(
@@ -556,6 +580,7 @@ fn require_compatible(
     })
 }
 
+/// Sorts abi_stable's errors into our variants.
 fn classify(path: &Path, e: LibraryError) -> LoadError {
     let path = path.to_owned();
     let reason = e.to_string();

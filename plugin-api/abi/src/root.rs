@@ -557,7 +557,8 @@ mod tests {
 
     #[test]
     fn a_field_an_older_library_lacks_reads_as_none() {
-        // Only a library whose header skips the layout check gets this far.
+        // Only a library whose header skips the layout check gets this far (in-process: the
+        // loader refuses such a library, `LoadError::LayoutUnchecked`).
         let root = UNCHECKED
             .init_root_module::<newer::TestRootRef>()
             .unwrap_or_else(|e| panic!("an unchecked module is not checked: {e}"));

@@ -125,6 +125,25 @@ fn a_library_for_an_api_whose_types_changed_is_refused_for_its_version_not_its_l
 }
 
 #[test]
+fn a_library_whose_header_skips_the_layout_check_is_refused() {
+    // Its root module is today's and its version symbol this host's: abi_stable would hand it
+    // over unchecked, and it would work, but nothing would have checked its types.
+    let path = &fixtures().unchecked_layout;
+    let err = load_err(path);
+    let LoadError::LayoutUnchecked { path: p } = &err else {
+        panic!("expected LayoutUnchecked, got {err:?}");
+    };
+    assert!(p.ends_with("libfixture_unchecked_layout.so"), "{p:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_unchecked_layout"), "{msg}");
+    assert!(msg.contains("unsafe_no_layout_constant"), "{msg}");
+    assert!(msg.contains("nothing can check"), "{msg}");
+    assert!(msg.len() < 300 && !msg.contains('\n'), "{msg}");
+    // The refusal is stable: asking again gives the same error.
+    assert_eq!(load_err(path), err);
+}
+
+#[test]
 fn a_plugin_library_without_the_version_symbol_is_refused_as_too_old_to_say() {
     let path = &fixtures().unversioned;
     let err = load_err(path);

@@ -33,6 +33,9 @@ pub struct Fixtures {
     pub multi: PathBuf,
     /// Codec "boom" whose constructor panics.
     pub panicking: PathBuf,
+    /// Codec "len" with today's root module, exported by abi_stable without the module's
+    /// layout (`#[unsafe_no_layout_constant]`), beside a version symbol claiming this host's API.
+    pub unchecked_layout: PathBuf,
     /// IP source "older", built against a copy of the ABI crate from before
     /// `FfiIpSource::network_changed` (its own workspace, `tests/fixtures/older-ipsource`).
     pub older_ip_source: PathBuf,
@@ -105,6 +108,7 @@ fn build(release: bool) -> Result<Fixtures, String> {
         impostor: lib("fixture_impostor"),
         multi: lib("fixture_multi"),
         panicking: lib("fixture_panicking"),
+        unchecked_layout: lib("fixture_unchecked_layout"),
         older_ip_source: lib("fixture_older_ipsource"),
     })
 }
