@@ -47,10 +47,12 @@
 //! A library is loaded once per file and never unloaded. The loader refuses, each with its own
 //! [`LoadError`] variant naming the file: a missing file, a file the dynamic loader refuses, a
 //! library without our root module, a plugin library without the version symbol
-//! ([`API_VERSION_SYMBOL`]), a library built for a semver-incompatible Phobos API
-//! ([`ApiVersion::is_compatible_with`]), a library whose abi_stable header skips the layout
-//! check, and a failed abi_stable layout/version check. The version symbol is read before
-//! abi_stable looks at the library, and a library refused for it is unloaded again.
+//! ([`API_VERSION_SYMBOL`]) or with one too small to hold a version, a library built for a
+//! semver-incompatible Phobos API ([`ApiVersion::is_compatible_with`]), a library whose
+//! abi_stable header skips the layout check, and a failed abi_stable layout/version check. The
+//! version symbol is read before abi_stable looks at the library (where libraries are ELF
+//! files, only once the file's dynamic symbol table says it is big enough), and a library
+//! refused for it is unloaded again.
 //!
 //! # Panics
 //!
@@ -87,6 +89,9 @@ pub mod heartbeat;
 pub mod ipsource;
 mod loader;
 mod root;
+// Where `object::read::NativeFile` is ELF (the same condition is on the dependency).
+#[cfg(all(unix, not(target_vendor = "apple"), not(target_os = "aix")))]
+mod symbol_table;
 pub mod types;
 
 pub use auth::{export_auth, import_auth, FfiAuthBox, FfiAuthCheck};

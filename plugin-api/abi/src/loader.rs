@@ -98,6 +98,23 @@ pub enum LoadError {
         /// The host's API version.
         host: ApiVersion,
     },
+    /// The library exports an [`API_VERSION_SYMBOL`] symbol that cannot be a whole
+    /// [`ApiVersionSymbol`]: its file's dynamic symbol table gives it fewer bytes than one has,
+    /// makes it something other than a data object, or places it outside the segments the
+    /// library maps. It is not read (reading a version symbol's 14 bytes there could run past
+    /// the end of mapped memory). Checked where libraries are ELF files (Linux, Android, the
+    /// BSDs); Mach-O and PE symbol tables record no sizes (`docs/PLUGIN_ABI.md`).
+    #[error(
+        "{} has a malformed {API_VERSION_SYMBOL} symbol, so its plugin API version cannot be \
+         read: {reason}",
+        .path.display()
+    )]
+    MalformedApiVersion {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the symbol.
+        reason: String,
+    },
     /// The library's abi_stable header leaves out its root module's layout (exported with
     /// abi_stable's `#[unsafe_no_layout_constant]`, or `CheckTypeLayout::No`), so abi_stable
     /// cannot check that the library's types are the host's; nothing else would. Libraries
@@ -217,12 +234,14 @@ impl PluginLibrary {
     ///
     /// [`LoadError::FileMissing`], [`NotALibrary`](LoadError::NotALibrary),
     /// [`NoRootModule`](LoadError::NoRootModule), [`NoApiVersion`](LoadError::NoApiVersion),
+    /// [`MalformedApiVersion`](LoadError::MalformedApiVersion),
     /// [`IncompatibleApi`](LoadError::IncompatibleApi),
     /// [`LayoutUnchecked`](LoadError::LayoutUnchecked),
     /// [`AbiMismatch`](LoadError::AbiMismatch) or
     /// [`RootModuleFailed`](LoadError::RootModuleFailed).
     ///
-    /// A library refused for its version symbol (`NoRootModule`, `NoApiVersion`,
+    /// A library refused for its version symbol (`NotALibrary` when its dynamic symbol table
+    /// cannot be read, `NoRootModule`, `NoApiVersion`, `MalformedApiVersion`,
     /// `IncompatibleApi`) is unloaded again before this returns; one refused from its
     /// abi_stable header on (`LayoutUnchecked` and abi_stable's own checks) stays loaded, as
     /// abi_stable leaves it.
@@ -307,20 +326,10 @@ impl PluginLibrary {
         })
     }
 
-    /// Reads the library's [`API_VERSION_SYMBOL`] and refuses a library without one or with
-    /// an incompatible version.
+    /// Reads the library's [`API_VERSION_SYMBOL`] and refuses a library without one, with a
+    /// malformed one or with an incompatible version.
     fn check_version_symbol(path: &Path, raw: &RawLibrary) -> Result<(), LoadError> {
-        let name = format!("{API_VERSION_SYMBOL}\0");
-        // SAFETY: a symbol of this name is the address of a `static ApiVersionSymbol`
-        // (`export_plugin!` defines it). Only the address is taken here; it is read below
-        // after a null check, unaligned, as plain bytes whose every value is valid, and a
-        // same-named symbol of another shape is told apart by the magic bytes.
-        let found = unsafe { raw.get::<*const ApiVersionSymbol>(name.as_bytes()) }
-            .ok()
-            .map(|symbol| *symbol)
-            .filter(|address| !address.is_null())
-            // SAFETY: see above; the address is not null.
-            .map(|address| unsafe { address.read_unaligned() })
+        let found = read_version_symbol(path, raw)?
             .filter(|symbol| symbol.magic == ApiVersionSymbol::MAGIC);
         let Some(symbol) = found else {
             // Tell a library that is no plugin at all from one built before the symbol.
@@ -555,6 +564,76 @@ impl fmt::Display for ApiVersion {
 fn loaded_libraries() -> &'static Mutex<HashMap<PathBuf, Arc<PluginLibrary>>> {
     static LOADED: OnceLock<Mutex<HashMap<PathBuf, Arc<PluginLibrary>>>> = OnceLock::new();
     LOADED.get_or_init(Default::default)
+}
+
+/// The library's [`API_VERSION_SYMBOL`], read only once its file's dynamic symbol table says
+/// the library defines it as a data object of at least an [`ApiVersionSymbol`]'s size, inside
+/// memory the library maps; `None` when the file exports no such symbol.
+#[cfg(all(unix, not(target_vendor = "apple"), not(target_os = "aix")))]
+fn read_version_symbol(
+    path: &Path,
+    raw: &RawLibrary,
+) -> Result<Option<ApiVersionSymbol>, LoadError> {
+    use crate::symbol_table::{exported_definition, Definition};
+
+    const EXPECTED: usize = std::mem::size_of::<ApiVersionSymbol>();
+    let malformed = |reason: String| LoadError::MalformedApiVersion {
+        path: path.to_owned(),
+        reason,
+    };
+    let definition =
+        exported_definition(path, API_VERSION_SYMBOL).map_err(|e| LoadError::NotALibrary {
+            path: path.to_owned(),
+            reason: format!("cannot read its dynamic symbol table: {e}"),
+        })?;
+    match definition {
+        Definition::Missing => Ok(None),
+        Definition::NotData => Err(malformed("it is not a data object".to_owned())),
+        Definition::OutsideSegments { size } => Err(malformed(format!(
+            "its {size} bytes do not lie inside the memory the library maps"
+        ))),
+        Definition::Data { size } if size < EXPECTED as u64 => Err(malformed(format!(
+            "it is {size} bytes long, a version symbol is {EXPECTED}"
+        ))),
+        // SAFETY: the file defines the symbol as a data object of at least `EXPECTED` bytes,
+        // all mapped; and the dynamic loader looks a name up in the library itself before its
+        // dependencies, so the address it gives is that definition's.
+        Definition::Data { .. } => Ok(unsafe { read_at_symbol(raw) }),
+    }
+}
+
+/// The library's [`API_VERSION_SYMBOL`] where the file format records no symbol sizes (Mach-O,
+/// PE): the bytes at the symbol's address are read as they are (`docs/PLUGIN_ABI.md`, "The
+/// version symbol").
+#[cfg(not(all(unix, not(target_vendor = "apple"), not(target_os = "aix"))))]
+fn read_version_symbol(
+    _path: &Path,
+    raw: &RawLibrary,
+) -> Result<Option<ApiVersionSymbol>, LoadError> {
+    // SAFETY: none of the size checks of the ELF version can be made here; a symbol of this
+    // name is `export_plugin!`'s `static ApiVersionSymbol`, unless a library defines the name
+    // for a smaller object of its own (documented as unsupported on these platforms).
+    Ok(unsafe { read_at_symbol(raw) })
+}
+
+/// Reads an [`ApiVersionSymbol`] at the address the dynamic loader gives for
+/// [`API_VERSION_SYMBOL`]; `None` when it gives none.
+///
+/// # Safety
+///
+/// When the library has a symbol of that name, at least `size_of::<ApiVersionSymbol>()` bytes
+/// must be readable at its address.
+unsafe fn read_at_symbol(raw: &RawLibrary) -> Option<ApiVersionSymbol> {
+    let name = format!("{API_VERSION_SYMBOL}\0");
+    // SAFETY: only the symbol's address is taken here.
+    let address = unsafe { raw.get::<*const ApiVersionSymbol>(name.as_bytes()) }
+        .ok()
+        .map(|symbol| *symbol)
+        .filter(|address| !address.is_null())?;
+    // SAFETY: the caller guarantees that the bytes are readable; they are read unaligned, as
+    // plain bytes whose every value is valid (a same-named symbol of another shape is told
+    // apart by the magic bytes).
+    Some(unsafe { address.read_unaligned() })
 }
 
 /// The API version `major.minor.patch` found in the library at `path` (its version symbol,

@@ -123,8 +123,11 @@ pub struct FfiApiVersion {
 /// The name of the plain C symbol every plugin library exports beside its root module (a
 /// `static` [`ApiVersionSymbol`]; [`export_plugin!`](crate::export_plugin) defines it).
 ///
-/// The loader reads it with the system's dynamic loader before abi_stable looks at the library,
-/// so a library built for another API version is refused with
+/// The loader reads it with the system's dynamic loader before abi_stable looks at the library
+/// (where libraries are ELF files, only once the file's dynamic symbol table says the library
+/// defines it as a data object at least as big as an [`ApiVersionSymbol`]; see
+/// `docs/PLUGIN_ABI.md` for other platforms), so a library built for another API version is
+/// refused with
 /// [`LoadError::IncompatibleApi`](crate::LoadError::IncompatibleApi), not with abi_stable's
 /// layout report.
 pub const API_VERSION_SYMBOL: &str = "phobos_plugin_api_version";
@@ -134,7 +137,10 @@ pub const API_VERSION_SYMBOL: &str = "phobos_plugin_api_version";
 ///
 /// Its layout is frozen for every API version, past and future (a host must be able to read
 /// it from a library of any version): 8 magic bytes ([`ApiVersionSymbol::MAGIC`]), then the
-/// major, minor and patch versions as native-endian `u16`s.
+/// major, minor and patch versions as native-endian `u16`s; 14 bytes in all. A library must
+/// not export [`API_VERSION_SYMBOL`] as anything smaller: the loader refuses it unread
+/// ([`LoadError::MalformedApiVersion`](crate::LoadError::MalformedApiVersion)) where it can
+/// learn the size.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiVersionSymbol {

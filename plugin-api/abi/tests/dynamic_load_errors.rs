@@ -124,6 +124,44 @@ fn a_library_for_an_api_whose_types_changed_is_refused_for_its_version_not_its_l
     assert!(msg.len() < 300 && !msg.contains('\n'), "{msg}");
 }
 
+#[cfg(all(unix, not(target_vendor = "apple"), not(target_os = "aix")))]
+#[test]
+fn a_version_symbol_shorter_than_a_version_is_refused_unread() {
+    // ELF only: elsewhere the loader cannot learn the symbol's size (docs/PLUGIN_ABI.md).
+    // Its 8 bytes are the magic ones; read as a whole version symbol, the 6 bytes after them
+    // would be taken for a version (or, at the end of a mapped page, fault).
+    let path = &fixtures().short_version;
+    let err = load_err(path);
+    let LoadError::MalformedApiVersion { path: p, reason } = &err else {
+        panic!("expected MalformedApiVersion, got {err:?}");
+    };
+    assert!(p.ends_with("libfixture_short_version.so"), "{p:?}");
+    assert_eq!(reason, "it is 8 bytes long, a version symbol is 14");
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_short_version"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "malformed {} symbol",
+            phobos_plugin_abi::API_VERSION_SYMBOL
+        )),
+        "{msg}"
+    );
+    assert!(msg.len() < 300 && !msg.contains('\n'), "{msg}");
+}
+
+#[cfg(all(unix, not(target_vendor = "apple"), not(target_os = "aix")))]
+#[test]
+fn a_version_symbol_that_is_not_data_is_refused_unread() {
+    // ELF only: elsewhere the loader cannot learn the symbol's kind (docs/PLUGIN_ABI.md).
+    let err = load_err(&fixtures().function_version);
+    let LoadError::MalformedApiVersion { reason, .. } = &err else {
+        panic!("expected MalformedApiVersion, got {err:?}");
+    };
+    assert_eq!(reason, "it is not a data object");
+    let msg = err.to_string();
+    assert!(msg.contains("libfixture_function_version"), "{msg}");
+}
+
 #[test]
 fn a_library_whose_header_skips_the_layout_check_is_refused() {
     // Its root module is today's and its version symbol this host's: abi_stable would hand it
@@ -183,6 +221,7 @@ fn a_library_refused_for_its_version_symbol_is_unloaded_again() {
         (&fixtures().breaking_api, "refused_breaking_api"),
         (&fixtures().unversioned, "refused_unversioned"),
         (&fixtures().no_root, "refused_no_root"),
+        (&fixtures().short_version, "refused_short_version"),
     ] {
         let path = copy(fixture, name);
         let err = load_err(&path);
@@ -192,6 +231,7 @@ fn a_library_refused_for_its_version_symbol_is_unloaded_again() {
                 LoadError::IncompatibleApi { .. }
                     | LoadError::NoApiVersion { .. }
                     | LoadError::NoRootModule { .. }
+                    | LoadError::MalformedApiVersion { .. }
             ),
             "{err:?}"
         );

@@ -36,6 +36,10 @@ pub struct Fixtures {
     /// Codec "len" with today's root module, exported by abi_stable without the module's
     /// layout (`#[unsafe_no_layout_constant]`), beside a version symbol claiming this host's API.
     pub unchecked_layout: PathBuf,
+    /// A plugin library whose version symbol is 8 bytes long: the magic bytes alone.
+    pub short_version: PathBuf,
+    /// A library exporting a function under the version symbol's name, and no root module.
+    pub function_version: PathBuf,
     /// IP source "older", built against a copy of the ABI crate from before
     /// `FfiIpSource::network_changed` (its own workspace, `tests/fixtures/older-ipsource`).
     pub older_ip_source: PathBuf,
@@ -109,6 +113,8 @@ fn build(release: bool) -> Result<Fixtures, String> {
         multi: lib("fixture_multi"),
         panicking: lib("fixture_panicking"),
         unchecked_layout: lib("fixture_unchecked_layout"),
+        short_version: lib("fixture_short_version"),
+        function_version: lib("fixture_function_version"),
         older_ip_source: lib("fixture_older_ipsource"),
     })
 }
