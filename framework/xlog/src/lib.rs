@@ -106,11 +106,22 @@
 //! ([`Xlog::dropped_lines`]) and logs `[W]… xlog dropped N lines: the writer fell behind`
 //! before the next line that gets through. In buffered mode the same applies to the queue.
 //!
+//! Lines are dropped for other causes too, each counted and reported apart, with its own
+//! reason after `xlog dropped N lines: `: `they could not be compressed or encrypted` (a
+//! cipher error; in sync mode with a key), `logged from inside the writer (by its cipher or
+//! clock)` (see below), `logged while the writer was closing`, and `the writer thread died`
+//! (which, the thread being the one that writes, rarely reaches the file).
+//!
 //! Lines whose block could not be appended to the log file (disk full, I/O error) are counted
 //! apart ([`Xlog::write_failed_lines`], [`Xlog::last_write_error`]) and reported as
 //! `[W]… xlog lost N lines: writing the log file failed: <OS error>`. A loss counts as
 //! reported only once the block holding its warning reached the file; if that block fails
 //! too, the next one reports the losses again.
+//!
+//! Losses no line logged after them reports yet are reported by [`Xlog::flush`], and so at
+//! close: with banners off too, a log whose last lines were dropped ends with the warning
+//! (with banners on it goes before the close banner, or after it if the banner itself was
+//! dropped).
 //!
 //! # Logging from inside the writer
 //!
