@@ -63,7 +63,12 @@
 //! writer tries to make it after each written block and, once it can, moves its slots into it
 //! with what they hold: crash recovery is on from then on.
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
-//! recovered too. If the recovered blocks cannot be appended (disk full), the writer opens
+//! recovered too. A zstd block among them without a key whose body is 100 000 bytes or more
+//! (Mars's 4/5 guard lets a block grow to about 123 000 bytes; earlier versions of this
+//! crate staged up to 150 KiB), which Mars's Python decoder would cut short, is decompressed
+//! and appended as blocks below that size instead, holding the same lines; a keyed one
+//! cannot be read without the private key and is appended as it is (see `docs/DEFAULTS.md`,
+//! "Recovered zstd blocks over the cap"). If the recovered blocks cannot be appended (disk full), the writer opens
 //! anyway, logs a warning and keeps them in their slots of the buffer file; the writer thread
 //! appends them before the next block once writing works again
 //! ([`Xlog::pending_recovered_blocks`]), and a close before that puts them back into the buffer

@@ -1666,17 +1666,29 @@ fn zstd_blocks_recovered_after_a_crash_lose_no_line_to_marss_python_decoder() {
 /// that module are installed; the test above is the guard where they are not).
 #[test]
 fn zstd_blocks_recovered_after_a_crash_decode_whole_with_python_zstandard() {
+    let (lines, day) = zstd_lines_recovered_after_a_crash(false);
+    let Some(text) = text_by_python_zstandard(&day) else {
+        eprintln!("skipped: python3 with the zstandard module is not installed");
+        return;
+    };
+    for l in &lines {
+        let line = format!("{l}\n");
+        assert_eq!(count_in(&text, line.as_bytes()), 1, "{line:?}");
+    }
+}
+
+/// The text of a file of no-key blocks (zstd async, plain sync) as Mars's Python decoder
+/// reads it, run by Python's `zstandard`; `None` when python3 or that module is missing.
+fn text_by_python_zstandard(day: &[u8]) -> Option<Vec<u8>> {
     let probe = std::process::Command::new("python3")
         .args(["-c", "import zstandard"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: python3 with the zstandard module is not installed");
-        return;
+        return None;
     }
-    let (lines, day) = zstd_lines_recovered_after_a_crash(false);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("day.xlog");
-    fs::write(&path, &day).unwrap();
+    fs::write(&path, day).unwrap();
     // Blocks walked as §9.1 does; zstd bodies read as `decode_mars_nocrypt_log_file.py` does
     // (`read_from` is `read_to_iter`'s old name in the `zstandard` module).
     let script = r#"
@@ -1710,10 +1722,7 @@ sys.stdout.buffer.write(bytes(out))
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    for l in &lines {
-        let line = format!("{l}\n");
-        assert_eq!(count_in(&run.stdout, line.as_bytes()), 1, "{line:?}");
-    }
+    Some(run.stdout)
 }
 
 /// Lines that do not compress, staged while the writer thread is busy with the block before:
@@ -1990,4 +1999,196 @@ fn a_line_logged_while_the_writer_closes_is_reported_as_such() {
         "{text}"
     );
     assert!(!text.contains("while closing\n"), "{text}");
+}
+
+/// Lines as a Mars-format zstd block left in a `.mmap3` holds them, and that block: magic
+/// `0x0D`, sequence 7, no key, its body a zstd frame fed line by line with a flush after each
+/// line and never finished (as Mars's zstd appender leaves it), grown until the body is at
+/// least `min_body` bytes. Each line ends in `chars` random characters. Returns the lines
+/// (with their `\n`) and the staged block (header and body, no end byte).
+fn mars_zstd_block(min_body: usize, chars: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+    use std::io::Write;
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 6).unwrap();
+    enc.window_log(16).unwrap();
+    enc.include_checksum(false).unwrap();
+    let mut lines = Vec::new();
+    let mut seed: u64 = 11;
+    while enc.get_ref().len() < min_body {
+        // Random base64-like text: compressed as a whole it is still most of its size, so
+        // the block's text does not fit one block under the cap.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let hex: String = (0..chars)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                char::from(ALPHABET[(seed >> 58) as usize])
+            })
+            .collect();
+        let line = format!(
+            "[I][2024-03-14 +8.0 09:12:44.{:03}][4242, 4242*][mars][app.cc:10, Run][line {:05} {hex}\n",
+            lines.len() % 1000,
+            lines.len()
+        );
+        enc.write_all(line.as_bytes()).unwrap();
+        enc.flush().unwrap();
+        lines.push(line.into_bytes());
+    }
+    let body = enc.get_ref().clone();
+    let mut block = vec![0u8; crate::block::HEADER_LEN];
+    crate::block::BlockHeader {
+        magic: 0x0D,
+        seq: 7,
+        begin_hour: 9,
+        end_hour: 9,
+        len: body.len() as u32,
+        key: [0; 64],
+    }
+    .emit((&mut block[..]).try_into().unwrap());
+    block.extend_from_slice(&body);
+    (lines, block)
+}
+
+/// How often each line (with its `\n`) occurs in `text`.
+fn line_counts(text: &[u8]) -> std::collections::HashMap<&[u8], usize> {
+    let mut counts = std::collections::HashMap::new();
+    for l in text.split_inclusive(|&b| b == b'\n') {
+        *counts.entry(l).or_default() += 1;
+    }
+    counts
+}
+
+/// The blocks of a file of well-formed blocks: (magic, sequence, body length).
+fn blocks_of(bytes: &[u8]) -> Vec<(u8, u16, usize)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < bytes.len() {
+        let v = crate::block::BlockView::parse(&bytes[off..]).expect("well-formed block");
+        out.push((v.header.magic, v.header.seq, v.body.len()));
+        off += v.total_len();
+    }
+    out
+}
+
+/// A zstd block of 100 000 body bytes or more, left in a `.mmap3` by Mars (whose 4/5 guard
+/// lets a block grow to about 123 000 compressed bytes), is recovered as blocks whose bodies
+/// Mars's Python decoder reads whole, every line once. (It was appended as it was, and that
+/// decoder kept only what the first 100 000 bytes decode to.) Those it cannot read stay as
+/// they are.
+#[test]
+fn a_mars_zstd_block_of_100000_bytes_or_more_is_recovered_in_blocks_marss_decoder_reads_whole() {
+    // Short lines: Mars's flush after each costs so much that the text, compressed as a
+    // whole, fits one block. Long lines of random text: it needs two or more.
+    for (chars, min_blocks) in [(40, 1), (2000, 2)] {
+        let (lines, block) = mars_zstd_block(120_000, chars);
+        assert!(block.len() - crate::block::HEADER_LEN >= 120_000);
+        // Mars's buffer file: one 150 KiB block, zeros after the staged bytes.
+        let mut mmap3 = block.clone();
+        mmap3.resize(crate::block::BUFFER_BLOCK_LEN, 0);
+        let (_dir, day) = restart_after_crash("mz", &mmap3, &[]);
+        // Tip, recovered blocks, tip: the first recovered one keeps the sequence, the others
+        // carry 0 (no gap for the decoder to report).
+        let blocks = blocks_of(&day);
+        let recovered = &blocks[1..blocks.len() - 1];
+        assert!(recovered.len() >= min_blocks, "{blocks:?}");
+        assert!(
+            recovered.iter().all(|b| b.0 == 0x0D && b.2 < 100_000),
+            "{blocks:?}"
+        );
+        assert_eq!(recovered[0].1, 7);
+        assert!(recovered[1..].iter().all(|b| b.1 == 0), "{blocks:?}");
+        let python = text_by_the_python_rule(&day);
+        let counts = line_counts(&python);
+        for l in &lines {
+            assert_eq!(
+                counts.get(&l[..]),
+                Some(&1),
+                "{}",
+                String::from_utf8_lossy(l)
+            );
+        }
+        let whole = decode_file(&day);
+        assert_eq!(count_in(&whole, &lines.concat()), 1, "the lines in order");
+        if let Some(python) = text_by_python_zstandard(&day) {
+            assert_eq!(
+                count_in(&python, &lines.concat()),
+                1,
+                "python zstandard, {chars}"
+            );
+        }
+    }
+    large_zstd_blocks_that_cannot_be_read_are_recovered_as_they_are();
+}
+
+/// The same block in a buffer file of this crate's layout (with slot metadata, as an older
+/// version left it): the write intent recorded for the new blocks makes the append
+/// exactly-once when the start that appended them crashed before clearing the file.
+#[test]
+fn a_zstd_block_cut_anew_at_recovery_is_appended_once_even_if_that_start_crashed() {
+    use crate::staging::{FILE_LEN, META_BASE};
+    let (lines, block) = mars_zstd_block(110_000, 2000);
+    let mut mmap3 = vec![0u8; FILE_LEN];
+    mmap3[..block.len()].copy_from_slice(&block);
+    mmap3[META_BASE..META_BASE + 8].copy_from_slice(&1u64.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("mc.mmap3"), &mmap3).unwrap();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(true));
+    let crashed = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("mc")
+        .banners(false)
+        .clock(clock())
+        .build();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(false));
+    assert!(crashed.is_err(), "stopped after the recovery");
+    drop(quiet_logger(dir.path(), "mc"));
+    let day = fs::read(dir.path().join("mc_20240314.xlog")).unwrap();
+    let python = text_by_the_python_rule(&day);
+    let counts = line_counts(&python);
+    for l in &lines {
+        assert_eq!(
+            counts.get(&l[..]),
+            Some(&1),
+            "{}",
+            String::from_utf8_lossy(l)
+        );
+    }
+}
+
+/// Large zstd blocks that cannot be cut anew are appended as they are, without a panic: a
+/// keyed one (Mars's `0x0C`: only the server's private key reads it) and one whose body is
+/// not zstd (damaged).
+fn large_zstd_blocks_that_cannot_be_read_are_recovered_as_they_are() {
+    let mut seed: u64 = 3;
+    let body: Vec<u8> = (0..110_000)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 56) as u8
+        })
+        .collect();
+    let (_, mars) = mars_zstd_block(110_000, 40);
+    for (what, magic, body) in [
+        ("keyed", 0x0C, &mars[crate::block::HEADER_LEN..]),
+        ("damaged", 0x0D, &body[..]),
+    ] {
+        let mut mmap3 = vec![0u8; crate::block::HEADER_LEN];
+        crate::block::BlockHeader {
+            magic,
+            seq: 7,
+            begin_hour: 9,
+            end_hour: 9,
+            len: body.len() as u32,
+            key: [0x11; 64],
+        }
+        .emit((&mut mmap3[..]).try_into().unwrap());
+        mmap3.extend_from_slice(body);
+        mmap3.resize(crate::block::BUFFER_BLOCK_LEN, 0);
+        let (_dir, day) = restart_after_crash("mk", &mmap3, &[]);
+        let blocks = blocks_of(&day);
+        assert_eq!(blocks.len(), 3, "{what}: {blocks:?}");
+        assert_eq!(blocks[1], (magic, 7, body.len()), "{what}");
+        assert_eq!(count_in(&day, body), 1, "{what}");
+    }
 }

@@ -21,8 +21,8 @@ use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
-    compute_keystream, recover, write_intent, Active, Intent, Region, StageError, Stager,
-    StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
+    compute_keystream, mars_readable, recover, write_intent, Active, Intent, Region, StageError,
+    Stager, StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
 };
 
 mod nested;
@@ -978,7 +978,7 @@ impl Xlog {
             while res.is_ok() && written < pending.len() {
                 let r = pending[written];
                 res = files
-                    .append(now, &r.block, false, |i| {
+                    .append(now, &mars_readable(&r.block), false, |i| {
                         if let Some(bf) = bf.as_ref() {
                             note_intent_in_file(
                                 bf,
@@ -1596,7 +1596,7 @@ impl Inner {
             while res.is_ok() && written < blocks.len() {
                 let u = &blocks[written];
                 res = files
-                    .append(now, &u.block, true, |i| {
+                    .append(now, &mars_readable(&u.block), true, |i| {
                         self.note_retry_intent(staging, u, i)
                     })
                     .map(drop);
