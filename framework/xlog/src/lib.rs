@@ -68,11 +68,14 @@
 //! crate staged up to 150 KiB), which Mars's Python decoder would cut short, is decompressed
 //! and appended as blocks below that size instead, holding the same lines; a keyed one
 //! cannot be read without the private key and is appended as it is (see `docs/DEFAULTS.md`,
-//! "Recovered zstd blocks over the cap"). If the recovered blocks cannot be appended (disk full), the writer opens
-//! anyway, logs a warning and keeps them in their slots of the buffer file; the writer thread
-//! appends them before the next block once writing works again
-//! ([`Xlog::pending_recovered_blocks`]), and a close before that puts them back into the buffer
-//! file for the next start. Only if logging needs their slot before then do they wait in
+//! "Recovered zstd blocks over the cap").
+//!
+//! If the recovered blocks cannot be appended (disk full), the writer opens anyway, logs a
+//! warning and keeps them in their slots of the buffer file; the writer thread appends them
+//! before the next block once writing works again ([`Xlog::pending_recovered_blocks`]), and a
+//! close before that puts them back into the buffer file for the next start. When logging
+//! needs their slot, the writer thread first tries once more to append them from it (with
+//! [`Overflow::Block`]); only if that fails too is the slot taken back, and they wait in
 //! memory alone. A buffer file removed while the writer runs (an app clearing its cache
 //! folder) is made anew at the same place after the next block is written, and every slot
 //! moves to it with what it holds, so crash recovery is back from then on (lines staged

@@ -289,11 +289,17 @@ struct State {
     /// unwritten.
     unwritten_recovery: Vec<Unwritten>,
     /// Slots still holding those blocks in the buffer file. A slot is taken back for logging
-    /// only when no other slot is free or in flight; its block then lives in memory only.
+    /// only when no other slot is free or in flight, and (for a caller that may wait) after
+    /// one more try at appending them has failed; its block then lives in memory only.
     held: Vec<Region>,
     /// With the buffer file not mapped: the slots of the file that hold those blocks, cleared
     /// through the file once they are written.
     held_in_file: Vec<usize>,
+    /// A logging thread about to take back a held slot asks the writer thread to try
+    /// appending the held blocks first (see [`Inner::wait_for_room`]).
+    retry_wanted: bool,
+    /// Tries made at such a request, counted so the thread that asked sees when one was.
+    retries_done: u64,
 }
 
 /// A block recovered at open and not yet appended to the log file.
@@ -668,7 +674,7 @@ impl Xlog {
 
     /// How many blocks recovered at open are still waiting to be appended to the log file
     /// (their append failed, e.g. on a full disk; the writer retries before each block it
-    /// writes). Normally 0.
+    /// writes, and before logging takes back a slot holding one). Normally 0.
     pub fn pending_recovered_blocks(&self) -> usize {
         self.inner.lock_state().unwritten_recovery.len()
     }
@@ -1103,6 +1109,8 @@ impl Xlog {
                 unwritten_recovery,
                 held,
                 held_in_file,
+                retry_wanted: false,
+                retries_done: 0,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -1771,7 +1779,31 @@ impl Inner {
     ) -> (MutexGuard<'a, State>, Result<(), DropCause>) {
         // No slot free and none in flight: take back a slot holding a recovered block (which
         // then waits in memory only).
-        if st.sealed_gen == st.written_gen && (st.cur.is_none() || st.spare.is_none()) {
+        //
+        // Design: a caller that may wait first has the writer thread try once more to append
+        // the held blocks, and waits for that try. Written (the disk works again), their
+        // slots come back with their blocks safe in the log; taken back unwritten, a block
+        // lives in memory only, and a crash before the next try loses it. Without this the
+        // try with the blocks still in their slots came only with the housekeeping wake,
+        // minutes after the start, long after logging had taken the slots back. The try is
+        // made once per call: when it fails the slot is taken back, so logging never waits
+        // for a disk that stays full.
+        if st.sealed_gen == st.written_gen
+            && (st.cur.is_none() || st.spare.is_none())
+            && !st.held.is_empty()
+        {
+            if overflow == Overflow::Block && nested::may_wait() && !self.is_writer_gone() {
+                let ticket = st.retries_done;
+                st.retry_wanted = true;
+                self.work.notify_one();
+                while st.retries_done == ticket && !st.shutdown && !self.is_writer_gone() {
+                    st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                let room = st.cur.is_some() && st.spare.is_some();
+                if st.shutdown || room || st.sealed_gen != st.written_gen {
+                    return (st, Ok(()));
+                }
+            }
             if let Some(r) = st.held.pop() {
                 let r = reclaimed(r);
                 if st.cur.is_none() {
@@ -1995,7 +2027,7 @@ impl Inner {
                 if let Some(s) = st.queue.pop_front() {
                     break Some(s);
                 }
-                if st.shutdown {
+                if st.shutdown || st.retry_wanted {
                     break None;
                 }
                 // An interval too large for the monotonic clock means "never" (not a panic).
@@ -2037,12 +2069,18 @@ impl Inner {
                     None => self.work.wait(st).unwrap_or_else(|e| e.into_inner()),
                 };
             };
+            let retry_asked = std::mem::take(&mut st.retry_wanted);
             drop(st);
             #[cfg(test)]
             if self.panic_writer.load(Ordering::SeqCst) {
                 panic!("test hook: the xlog writer thread panics");
             }
             self.retry_recovery(&staging);
+            if retry_asked {
+                let mut st = self.lock_state();
+                st.retries_done += 1;
+                self.done.notify_all();
+            }
             match job {
                 Some(mut sealed) => {
                     let now = ask(&*self.clock);
