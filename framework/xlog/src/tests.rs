@@ -2237,3 +2237,31 @@ fn a_held_recovered_block_is_appended_from_its_slot_before_logging_takes_the_slo
     let (_after, day_after) = restart_after_crash("hs", &staged, &log_now);
     assert_each_line_once(&String::from_utf8(decode_file(&day_after)).unwrap(), 2, 10);
 }
+
+/// In sync mode a line costs one `fstat` of the open file (its length, and whether it still
+/// is the file at the path) and one `stat` of the path; after the day's file is renamed
+/// away, the next line goes to a new file at the path. (The check and the length took two
+/// `fstat`s and a `stat` a line.)
+#[test]
+fn a_sync_mode_line_stats_the_open_file_once_and_its_path_once() {
+    use crate::files::STATS;
+    let dir = tempfile::tempdir().unwrap();
+    let g = sync_logger(dir.path(), "st", false);
+    g.log_message(Level::Info, "t", b"opens the file");
+    let before = STATS.with(std::cell::Cell::get);
+    for i in 0..50 {
+        g.log_message(Level::Info, "t", format!("line {i}").as_bytes());
+    }
+    assert_eq!(STATS.with(std::cell::Cell::get) - before, 2 * 50);
+    let day = dir.path().join("st_20240314.xlog");
+    let moved = dir.path().join("uploaded.bin");
+    fs::rename(&day, &moved).unwrap();
+    g.log_message(Level::Info, "t", b"after the move");
+    g.log_message(Level::Info, "t", b"and later");
+    drop(g);
+    let old = String::from_utf8(decode_file(&fs::read(&moved).unwrap())).unwrap();
+    assert_eq!(lines_of(&old).len(), 51, "{old}");
+    let now = String::from_utf8(decode_file(&fs::read(&day).unwrap())).unwrap();
+    assert_eq!(lines_of(&now).len(), 2, "{now}");
+    assert!(now.contains("][after the move\n") && now.contains("][and later\n"));
+}
