@@ -154,8 +154,10 @@ fn reason_on_slow_path(body: &[u8]) -> Option<String> {
 /// *output* bytes and calls it unreachable; that is wrong: a 150 KiB Mars block that
 /// compresses badly, or a block of raw zstd blocks (Phobos's staged form, appended as it is
 /// after a crash), passes 100 000 bytes. Phobos's writer keeps every zstd body below that
-/// (`phobos_xlog`'s staging caps it); Mars's own writer does not. We do not copy the loss:
-/// the whole block is decoded, up to [`MAX_TEXT_PER_BLOCK`].
+/// (`phobos_xlog`'s staging caps it, and its recovery cuts a longer keyless block left by
+/// Mars or an older Phobos anew); Mars's own writer does not, and a keyed block cannot be
+/// cut anew. We do not copy the loss: the whole block is decoded, up to
+/// [`MAX_TEXT_PER_BLOCK`].
 ///
 /// # Errors
 ///

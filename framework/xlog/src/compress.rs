@@ -226,6 +226,34 @@ impl BlockCompressor {
     }
 }
 
+/// Decompresses a zstd body: one or more frames, the last possibly unfinished (as Mars and
+/// this crate leave them). `None` if it is not valid zstd or would decompress to more than
+/// `cap` bytes (a damaged or hostile body cannot make it allocate without bound).
+pub(crate) fn zstd_decompress_capped(body: &[u8], cap: usize) -> Option<Vec<u8>> {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    let mut d = Decoder::new().ok()?;
+    let mut input = InBuffer::around(body);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let before = input.pos;
+        let mut ob = OutBuffer::around(&mut buf[..]);
+        d.run(&mut input, &mut ob).ok()?;
+        let n = ob.pos();
+        if out.len() + n > cap {
+            return None;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if input.pos >= body.len() && n < buf.len() {
+            return Some(out);
+        }
+        if input.pos == before && n == 0 {
+            // No progress with input left: cannot happen with a conforming decoder; never spin.
+            return None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read;

@@ -156,7 +156,8 @@ pub enum Overflow {
     #[default]
     Block,
     /// Drop the line and count it; the count is reported in the log by a `[W]` line before the
-    /// next line that gets through, and by [`crate::Xlog::dropped_lines`].
+    /// next line that gets through (or at the next flush or the close, whichever comes
+    /// first), and by [`crate::Xlog::dropped_lines`].
     Drop,
 }
 

@@ -304,46 +304,70 @@ impl LogFiles {
         // The cached handle is used only while it still is the file at the path: an uploader
         // may have renamed the day's file away, or someone deleted it (Mars reopens the file
         // for every flush, so it never writes into a moved file).
-        if self
-            .open
-            .as_ref()
-            .is_none_or(|(p, f)| *p != target.path || !is_file_at(f, p))
-        {
-            let open = || {
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&target.path)
+        //
+        // Design: that check is made under the append lock, on the file's metadata that the
+        // append reads anyway for its offset, so a block (in sync mode, every line) costs one
+        // `fstat` of the open file and one `stat` of the path, not two `fstat`s and a `stat`.
+        let mut fresh = false;
+        if self.open.as_ref().is_none_or(|(p, _)| *p != target.path) {
+            self.open_target(target)?;
+            fresh = true;
+        }
+        loop {
+            let Some((_, f)) = self.open.as_ref() else {
+                return Err(io::Error::other("log file not open"));
             };
-            let f = match open() {
-                // Design: a directory removed while the writer runs (an app's "clear cache")
-                // is made again, as at open; otherwise every later line would be lost until
-                // the next start.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let dir = self.dir(target.in_cache).to_owned();
-                    fs::create_dir_all(dir)?;
-                    open()?
+            let res = append_locked(
+                f,
+                bytes,
+                |meta| fresh || is_file_at(meta, &target.path),
+                |offset, meta| {
+                    before(&Intent {
+                        in_cache: target.in_cache,
+                        name: target.name.clone(),
+                        offset,
+                        written: Some((bytes.len() as u32, crc32(bytes))),
+                        file_id: file_id(meta),
+                    });
+                },
+            );
+            match res {
+                Ok(true) => return Ok(()),
+                // Not the file at the path any more: open the one there (once).
+                Ok(false) => {
+                    self.open_target(target)?;
+                    fresh = true;
                 }
-                r => r?,
-            };
-            self.open = Some((target.path.clone(), f));
+                Err(e) => {
+                    self.open = None;
+                    return Err(e);
+                }
+            }
         }
-        let Some((_, f)) = self.open.as_ref() else {
-            return Err(io::Error::other("log file not open"));
+    }
+
+    /// Opens (creating it) the file `target` names, as the cached handle.
+    fn open_target(&mut self, target: &Target) -> io::Result<()> {
+        self.open = None;
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&target.path)
         };
-        let res = append_locked(f, bytes, |offset, meta| {
-            before(&Intent {
-                in_cache: target.in_cache,
-                name: target.name.clone(),
-                offset,
-                written: Some((bytes.len() as u32, crc32(bytes))),
-                file_id: file_id(meta),
-            });
-        });
-        if res.is_err() {
-            self.open = None;
-        }
-        res
+        let f = match open() {
+            // Design: a directory removed while the writer runs (an app's "clear cache") is
+            // made again, as at open; otherwise every later line would be lost until the next
+            // start.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let dir = self.dir(target.in_cache).to_owned();
+                fs::create_dir_all(dir)?;
+                open()?
+            }
+            r => r?,
+        };
+        self.open = Some((target.path.clone(), f));
+        Ok(())
     }
 
     /// Whether the block recorded in `intent` (its length and CRC-32, or without them the
@@ -542,37 +566,39 @@ fn file_id(meta: &fs::Metadata) -> u64 {
     }
 }
 
-/// Whether the open file `f` still is the file at `path`: same device and inode, and not
-/// deleted. On other platforms only the path's existence is checked.
-fn is_file_at(f: &File, path: &Path) -> bool {
-    let Ok(at_path) = fs::metadata(path) else {
+/// Whether the open file whose metadata is `open` still is the file at `path`: same device
+/// and inode, and not deleted. On other platforms only the path's existence is checked.
+fn is_file_at(open: &fs::Metadata, path: &Path) -> bool {
+    let Ok(at_path) = stat_path(path) else {
         return false;
     };
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let Ok(open) = f.metadata() else {
-            return false;
-        };
         open.dev() == at_path.dev() && open.ino() == at_path.ino() && open.nlink() > 0
     }
     #[cfg(not(unix))]
     {
-        let _ = (f, at_path);
+        let _ = (open, at_path);
         true
     }
 }
 
-/// Appends `bytes` to the log file `f` under its [`AppendLock`], after telling `before` the
-/// offset they will start at and the file's metadata; a failed append is cut back (Mars
-/// cuts the file back to where it was, then notes the error in the file).
+/// Appends `bytes` to the log file `f` under its [`AppendLock`], if `check` accepts the
+/// file's metadata (read under the lock; false: nothing is written), after telling `before`
+/// the offset they will start at and that metadata; a failed append is cut back (Mars cuts
+/// the file back to where it was, then notes the error in the file). True when appended.
 fn append_locked(
     f: &File,
     bytes: &[u8],
+    check: impl FnOnce(&fs::Metadata) -> bool,
     before: impl FnOnce(u64, &fs::Metadata),
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let _lock = AppendLock::take(f);
-    let meta = f.metadata()?;
+    let meta = stat_file(f)?;
+    if !check(&meta) {
+        return Ok(false);
+    }
     let offset = meta.len();
     before(offset, &meta);
     let mut w = f;
@@ -580,7 +606,27 @@ fn append_locked(
         let _ = f.set_len(offset);
         return Err(e);
     }
-    Ok(())
+    Ok(true)
+}
+
+/// `fstat` of an open log file (counted in tests, see `STATS`).
+fn stat_file(f: &File) -> io::Result<fs::Metadata> {
+    #[cfg(test)]
+    STATS.with(|c| c.set(c.get() + 1));
+    f.metadata()
+}
+
+/// `stat` of a log file's path (counted in tests, see `STATS`).
+fn stat_path(path: &Path) -> io::Result<fs::Metadata> {
+    #[cfg(test)]
+    STATS.with(|c| c.set(c.get() + 1));
+    fs::metadata(path)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The stats an append made on this thread (tests of its system calls).
+    pub(crate) static STATS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether `a` and `b` name the same directory (compared after resolving `.`, `..` and

@@ -63,11 +63,19 @@
 //! writer tries to make it after each written block and, once it can, moves its slots into it
 //! with what they hold: crash recovery is on from then on.
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
-//! recovered too. If the recovered blocks cannot be appended (disk full), the writer opens
-//! anyway, logs a warning and keeps them in their slots of the buffer file; the writer thread
-//! appends them before the next block once writing works again
-//! ([`Xlog::pending_recovered_blocks`]), and a close before that puts them back into the buffer
-//! file for the next start. Only if logging needs their slot before then do they wait in
+//! recovered too. A zstd block among them without a key whose body is 100 000 bytes or more
+//! (Mars's 4/5 guard lets a block grow to about 123 000 bytes; earlier versions of this
+//! crate staged up to 150 KiB), which Mars's Python decoder would cut short, is decompressed
+//! and appended as blocks below that size instead, holding the same lines; a keyed one
+//! cannot be read without the private key and is appended as it is (see `docs/DEFAULTS.md`,
+//! "Recovered zstd blocks over the cap").
+//!
+//! If the recovered blocks cannot be appended (disk full), the writer opens anyway, logs a
+//! warning and keeps them in their slots of the buffer file; the writer thread appends them
+//! before the next block once writing works again ([`Xlog::pending_recovered_blocks`]), and a
+//! close before that puts them back into the buffer file for the next start. When logging
+//! needs their slot, the writer thread first tries once more to append them from it (with
+//! [`Overflow::Block`]); only if that fails too is the slot taken back, and they wait in
 //! memory alone. A buffer file removed while the writer runs (an app clearing its cache
 //! folder) is made anew at the same place after the next block is written, and every slot
 //! moves to it with what it holds, so crash recovery is back from then on (lines staged
@@ -106,11 +114,22 @@
 //! ([`Xlog::dropped_lines`]) and logs `[W]… xlog dropped N lines: the writer fell behind`
 //! before the next line that gets through. In buffered mode the same applies to the queue.
 //!
+//! Lines are dropped for other causes too, each counted and reported apart, with its own
+//! reason after `xlog dropped N lines: `: `they could not be compressed or encrypted` (a
+//! cipher error; in sync mode with a key), `logged from inside the writer (by its cipher or
+//! clock)` (see below), `logged while the writer was closing`, and `the writer thread died`
+//! (which, the thread being the one that writes, rarely reaches the file).
+//!
 //! Lines whose block could not be appended to the log file (disk full, I/O error) are counted
 //! apart ([`Xlog::write_failed_lines`], [`Xlog::last_write_error`]) and reported as
 //! `[W]… xlog lost N lines: writing the log file failed: <OS error>`. A loss counts as
 //! reported only once the block holding its warning reached the file; if that block fails
 //! too, the next one reports the losses again.
+//!
+//! Losses no line logged after them reports yet are reported by [`Xlog::flush`], and so at
+//! close: with banners off too, a log whose last lines were dropped ends with the warning
+//! (with banners on it goes before the close banner, or after it if the banner itself was
+//! dropped).
 //!
 //! # Logging from inside the writer
 //!

@@ -61,10 +61,12 @@ use phobos_plugin_api::cipher::{BlockEncryptor, CipherError, CipherKind};
 use rand_core::{OsRng, RngCore};
 
 use crate::block::{
-    staged_block, BlockHeader, BUFFER_BLOCK_LEN, END_HOUR_OFFSET, HEADER_LEN, LEN_OFFSET,
-    MAGIC_END, STAGED_KIND_AUTHENTICATED, STAGED_KIND_MARS,
+    async_magic, staged_block, BlockHeader, BlockView, Encryption, BUFFER_BLOCK_LEN,
+    END_HOUR_OFFSET, HEADER_LEN, LEN_OFFSET, MAGIC_END, STAGED_KIND_AUTHENTICATED,
+    STAGED_KIND_MARS,
 };
-use crate::compress::{bound, StoredFramer};
+use crate::compress::{bound, zstd_decompress_capped, BlockCompressor, StoredFramer};
+use crate::config::Compression;
 use crate::mmap::Backing;
 
 pub(crate) const SLOTS: usize = 2;
@@ -90,7 +92,9 @@ pub(crate) const MARS_ZSTD_READ_SIZE: usize = 100_000;
 /// smaller (incompressible lines), and the block the writer thread makes from it is never
 /// longer; a keyed writer's staged block cannot be cut up or compressed anew after a crash,
 /// since only the private key's holder can read it. So every zstd body, recovered or written,
-/// keyed or not, stays below what Mars's decoder reads, and no line is lost to it.
+/// keyed or not, stays below what Mars's decoder reads, and no line is lost to it. Blocks over
+/// the cap left by Mars or by older versions are cut anew at recovery when they have no key
+/// ([`mars_readable`]).
 pub(crate) const ZSTD_MAX_BODY: usize = MARS_ZSTD_READ_SIZE - 1;
 /// Seal a zstd block once this much is staged: two thirds of [`ZSTD_MAX_BODY`], as
 /// [`SOFT_LIMIT`] is of the slot, so the last third absorbs lines while the writer is busy.
@@ -681,6 +685,99 @@ pub(crate) fn recover(file: &[u8], hour: u8) -> Vec<Recovered> {
     out.sort_by_key(|r| r.gen);
     out
 }
+
+/// The bytes to append for a recovered `block` (as [`recover`] returns it): the block itself,
+/// or, for a zstd block without a key whose body Mars's Python decoder would cut short
+/// (longer than [`ZSTD_MAX_BODY`]: left by Mars, whose 4/5 guard lets a block reach about
+/// 123 000 compressed bytes, or by a version of this crate before the cap), the same text
+/// recompressed into blocks whose bodies it reads whole. Never panics, whatever the bytes.
+///
+/// Design: only such a block is cut anew; every other one is appended as it is.
+/// - A keyed block cannot be: Mars's (magic `0x0C`) is TEA under a key agreed between the
+///   crashed process's ephemeral private key, gone with it, and the server's public key; a
+///   writer holds only that public key, so only the server's private key reads the block.
+///   This crate's keyed staged blocks (`0x4C`) are ChaCha20 under a session key only the
+///   private key's holder can unwrap, and Mars's tools skip them anyway.
+/// - The first new block keeps the recovered block's sequence number and the others carry 0,
+///   which decoders leave out of their gap check (as for sync blocks and tips), so the cut
+///   adds no false "missing" range. Hours and magic are the block's.
+/// - The text is cut at line ends near the middle of each piece (into halves until each
+///   compresses below the cap), so a piece that fails to decode costs whole lines.
+/// - The new blocks are used only if together they are no longer than the block. A write
+///   intent recorded for the append (see the module docs) names the length and CRC of the
+///   bytes appended, and recovery believes it only for a copy no longer than the block; a
+///   longer one would be appended again after a crash in the middle. Lines of text always
+///   compress that well; a block whose text does not stays as it is.
+/// - A body that does not decode (damaged), or whose text would pass [`RECUT_MAX_TEXT`], is
+///   appended as it is: what Mars's decoder reads of it is all there was before, and
+///   `phobos-xlog decode` reads it whole.
+pub(crate) fn mars_readable(block: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    recut_for_mars(block).map_or(std::borrow::Cow::Borrowed(block), std::borrow::Cow::Owned)
+}
+
+fn recut_for_mars(block: &[u8]) -> Option<Vec<u8>> {
+    let v = BlockView::parse(block).ok()?;
+    let magic = async_magic(Compression::Zstd, Encryption::None);
+    if v.header.magic != magic || v.body.len() <= ZSTD_MAX_BODY {
+        return None;
+    }
+    let text = zstd_decompress_capped(v.body, RECUT_MAX_TEXT)?;
+    let mut c = BlockCompressor::new(Compression::Zstd, Compression::Zstd.default_level()).ok()?;
+    let mut bodies = Vec::new();
+    cut_and_compress(&text, &mut c, &mut bodies)?;
+    let len: usize = bodies.iter().map(|b| HEADER_LEN + b.len() + 1).sum();
+    if len > block.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(len);
+    for (i, body) in bodies.iter().enumerate() {
+        let h = BlockHeader {
+            seq: if i == 0 { v.header.seq } else { 0 },
+            len: body.len() as u32,
+            ..v.header
+        };
+        let mut hb = [0u8; HEADER_LEN];
+        h.emit(&mut hb);
+        out.extend_from_slice(&hb);
+        out.extend_from_slice(body);
+        out.push(MAGIC_END);
+    }
+    Some(out)
+}
+
+/// Compresses `text` into zstd bodies of at most [`ZSTD_MAX_BODY`] bytes each, in order,
+/// halving it at a line end until each piece fits. `None` if compression fails.
+fn cut_and_compress(text: &[u8], c: &mut BlockCompressor, out: &mut Vec<Vec<u8>>) -> Option<()> {
+    let mut body = Vec::new();
+    c.compress_block(text, &mut body).ok()?;
+    if body.len() <= ZSTD_MAX_BODY {
+        out.push(body);
+        return Some(());
+    }
+    // Any 64 KiB compresses below the cap, so a piece this long is at least 64 KiB: each cut
+    // leaves between a quarter and three quarters of it on each side.
+    let (lo, mid, hi) = (text.len() / 4, text.len() / 2, text.len() * 3 / 4);
+    let before = text[lo..mid]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|p| lo + p + 1);
+    let after = text[mid..hi]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| mid + p + 1);
+    let cut = match (before, after) {
+        (Some(b), Some(a)) if mid - b <= a - mid => b,
+        (_, Some(a)) => a,
+        (Some(b), None) => b,
+        (None, None) => mid,
+    };
+    cut_and_compress(&text[..cut], c, out)?;
+    cut_and_compress(&text[cut..], c, out)
+}
+
+/// The most text a recovered block is decompressed to for [`mars_readable`]: a 150 KiB body
+/// of log lines holds a few MiB at most.
+const RECUT_MAX_TEXT: usize = 16 << 20;
 
 /// The intent in `m` with the generation and staged body length it is bound to, if the flag
 /// is set and the record's CRC matches.

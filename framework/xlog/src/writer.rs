@@ -21,8 +21,8 @@ use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
-    compute_keystream, recover, write_intent, Active, Intent, Region, StageError, Stager,
-    StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
+    compute_keystream, mars_readable, recover, write_intent, Active, Intent, Region, StageError,
+    Stager, StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
 };
 
 mod nested;
@@ -223,7 +223,8 @@ struct Inner {
     /// Signals that a slot came back or a block reached the file.
     done: Condvar,
     files: Mutex<LogFiles>,
-    dropped: AtomicU64,
+    /// Lines dropped, by cause ([`DropCause`] as index).
+    dropped: [AtomicU64; DropCause::COUNT],
     /// Lines lost because appending their block to the log file failed.
     write_failed: AtomicU64,
     /// The OS error of the last failed append.
@@ -288,11 +289,17 @@ struct State {
     /// unwritten.
     unwritten_recovery: Vec<Unwritten>,
     /// Slots still holding those blocks in the buffer file. A slot is taken back for logging
-    /// only when no other slot is free or in flight; its block then lives in memory only.
+    /// only when no other slot is free or in flight, and (for a caller that may wait) after
+    /// one more try at appending them has failed; its block then lives in memory only.
     held: Vec<Region>,
     /// With the buffer file not mapped: the slots of the file that hold those blocks, cleared
     /// through the file once they are written.
     held_in_file: Vec<usize>,
+    /// A logging thread about to take back a held slot asks the writer thread to try
+    /// appending the held blocks first (see [`Inner::wait_for_room`]).
+    retry_wanted: bool,
+    /// Tries made at such a request, counted so the thread that asked sees when one was.
+    retries_done: u64,
 }
 
 /// A block recovered at open and not yet appended to the log file.
@@ -348,11 +355,53 @@ const MAX_PREFIX_LEN: usize = 255 - "_YYYYMMDD_4294967295.xlog".len();
 /// Most bytes queued in [`Durability::Buffered`] mode before the overflow policy applies.
 pub(crate) const PENDING_MAX: usize = 4 << 20;
 
+/// Why a line was dropped. Each cause is counted apart and reported by a warning line of its
+/// own, `xlog dropped N lines: <reason>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DropCause {
+    /// No room for it: both slots (or the buffered queue) were full with [`Overflow::Drop`],
+    /// or one of the writer's own threads found none while writing its deferred lines.
+    FellBehind,
+    /// It could not be compressed or encrypted (the compressor or the cipher failed).
+    Unencodable,
+    /// Logged from inside the writer's own write path (by its cipher or clock) while such
+    /// lines were being written, or beyond what a thread keeps of them (see `nested`).
+    Reentrant,
+    /// Logged while the writer was closing or after it was closed.
+    Closed,
+    /// The writer thread had died (a bug), so nothing made room for it.
+    WriterGone,
+}
+
+impl DropCause {
+    /// How many causes there are.
+    const COUNT: usize = 5;
+    /// Every cause, in the order their warnings are written.
+    const ALL: [DropCause; Self::COUNT] = [
+        DropCause::FellBehind,
+        DropCause::Unencodable,
+        DropCause::Reentrant,
+        DropCause::Closed,
+        DropCause::WriterGone,
+    ];
+
+    /// The end of the warning line reporting drops of this cause.
+    fn reason(self) -> &'static str {
+        match self {
+            DropCause::FellBehind => "the writer fell behind",
+            DropCause::Unencodable => "they could not be compressed or encrypted",
+            DropCause::Reentrant => "logged from inside the writer (by its cipher or clock)",
+            DropCause::Closed => "logged while the writer was closing",
+            DropCause::WriterGone => "the writer thread died",
+        }
+    }
+}
+
 /// Lines lost so far, by cause (counters, as reported by warning lines).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Losses {
-    /// Dropped: the writer fell behind, was closed, or a line could not be staged.
-    dropped: u64,
+    /// Dropped, by cause ([`DropCause`] as index).
+    dropped: [u64; DropCause::COUNT],
     /// In blocks whose append to the log file failed.
     write_failed: u64,
 }
@@ -360,9 +409,24 @@ struct Losses {
 impl Losses {
     /// The larger count of each cause.
     fn max(self, other: Losses) -> Losses {
-        Losses {
-            dropped: self.dropped.max(other.dropped),
-            write_failed: self.write_failed.max(other.write_failed),
+        let mut out = self;
+        for (o, d) in out.dropped.iter_mut().zip(other.dropped) {
+            *o = (*o).max(d);
+        }
+        out.write_failed = self.write_failed.max(other.write_failed);
+        out
+    }
+
+    /// Moves each count of `self` (the losses reported in the log) up to `to` where a block
+    /// whose warnings report the losses from `from` to `to` leaves no gap.
+    fn advance(&mut self, from: Losses, to: Losses) {
+        for i in 0..DropCause::COUNT {
+            if from.dropped[i] <= self.dropped[i] {
+                self.dropped[i] = self.dropped[i].max(to.dropped[i]);
+            }
+        }
+        if from.write_failed <= self.write_failed {
+            self.write_failed = self.write_failed.max(to.write_failed);
         }
     }
 }
@@ -529,7 +593,11 @@ impl Xlog {
     }
 
     /// Writes the staged block to the log file and waits until it is there (in the page
-    /// cache; see the crate docs on durability). Does nothing in sync mode.
+    /// cache; see the crate docs on durability). Lines lost since the last warning line
+    /// (dropped, or lost to failed writes) are reported first, by warning lines written with
+    /// the block, as the next logged line would: so losses after the last line logged reach
+    /// the log too, at the latest at close. In sync mode, where every line is in the file
+    /// already, only those warnings are written.
     ///
     /// # Errors
     ///
@@ -544,6 +612,7 @@ impl Xlog {
         };
         let inner = &self.inner;
         inner.drain_pending();
+        inner.report_losses();
         let mut st = inner.lock_state();
         if st.shutdown {
             return Err(FlushError::Closed);
@@ -576,10 +645,16 @@ impl Xlog {
     }
 
     /// Lines dropped so far because the writer fell behind ([`Overflow::Drop`]), the writer
-    /// was closed, or compression/encryption failed. Lines lost to failed writes are counted
-    /// by [`Xlog::write_failed_lines`] instead.
+    /// was closed, compression/encryption failed, or a cipher or clock logged more than the
+    /// writer keeps from inside its write path. The log reports each cause apart
+    /// (`xlog dropped N lines: <reason>`). Lines lost to failed writes are counted by
+    /// [`Xlog::write_failed_lines`] instead.
     pub fn dropped_lines(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner
+            .dropped
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Lines lost so far because appending them to the log file failed (disk full, I/O
@@ -599,7 +674,7 @@ impl Xlog {
 
     /// How many blocks recovered at open are still waiting to be appended to the log file
     /// (their append failed, e.g. on a full disk; the writer retries before each block it
-    /// writes). Normally 0.
+    /// writes, and before logging takes back a slot holding one). Normally 0.
     pub fn pending_recovered_blocks(&self) -> usize {
         self.inner.lock_state().unwritten_recovery.len()
     }
@@ -628,8 +703,9 @@ impl Xlog {
         (deleted, moved)
     }
 
-    /// Closes the writer: logs the close banner, flushes, stops the background thread and
-    /// zeroes the buffer file. Later logging calls are dropped. Idempotent.
+    /// Closes the writer: logs the close banner, flushes (reporting losses no warning line
+    /// covers yet, banners on or off), stops the background thread and zeroes the buffer
+    /// file. Later logging calls are dropped. Idempotent.
     ///
     /// Called by a cipher or clock from inside the writer's own write path, it does nothing:
     /// it would wait for the writing that called it (the guard still closes the writer).
@@ -716,10 +792,10 @@ impl Xlog {
         }
     }
 
-    /// Test hook: counts `n` lines as dropped.
+    /// Test hook: counts `n` lines as dropped because the writer fell behind.
     #[cfg(test)]
     pub(crate) fn simulate_dropped_lines(&self, n: u64) {
-        self.inner.dropped.fetch_add(n, Ordering::Relaxed);
+        self.inner.count_dropped(DropCause::FellBehind, n);
     }
 
     /// Test hook: makes the writer thread panic once it has appended recovered blocks that an
@@ -908,7 +984,7 @@ impl Xlog {
             while res.is_ok() && written < pending.len() {
                 let r = pending[written];
                 res = files
-                    .append(now, &r.block, false, |i| {
+                    .append(now, &mars_readable(&r.block), false, |i| {
                         if let Some(bf) = bf.as_ref() {
                             note_intent_in_file(
                                 bf,
@@ -1033,11 +1109,13 @@ impl Xlog {
                 unwritten_recovery,
                 held,
                 held_in_file,
+                retry_wanted: false,
+                retries_done: 0,
             }),
             work: Condvar::new(),
             done: Condvar::new(),
             files: Mutex::new(files),
-            dropped: AtomicU64::new(0),
+            dropped: Default::default(),
             write_failed: AtomicU64::new(0),
             last_write_error: Mutex::new(None),
             seq: AtomicU16::new(0),
@@ -1362,7 +1440,7 @@ impl Inner {
     /// banner and Fatal lines).
     fn write_line(&self, line: &[u8], fatal: bool, now: WallTime) {
         if self.closed.load(Ordering::Relaxed) && !fatal && !line.starts_with(b"$$$$$$$$$$") {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.count_dropped(DropCause::Closed, 1);
             return;
         }
         match (self.config.mode, self.config.durability) {
@@ -1378,10 +1456,11 @@ impl Inner {
     }
 
     fn write_async(&self, line: &[u8], fatal: bool, now: WallTime) {
-        let st = self.stage_loss_reports(self.lock_state(), now);
-        let (mut st, ok) = self.stage(st, line, now);
-        if !ok {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        let overflow = self.config.overflow;
+        let st = self.stage_loss_reports(self.lock_state(), now, overflow);
+        let (mut st, res) = self.stage(st, line, now, overflow);
+        if let Err(cause) = res {
+            self.count_dropped(cause, 1);
             return;
         }
         st.fatal_pending |= fatal;
@@ -1398,19 +1477,21 @@ impl Inner {
         }
     }
 
-    /// Stages a warning line for each kind of loss not yet covered by a staged warning. A
-    /// warning counts as reported only once its block reached the file: if that append
-    /// fails, the losses are reported again (see `run_writer`).
+    /// Stages a warning line for each kind of loss not yet covered by a staged warning
+    /// (waiting for room as `overflow` says). A warning counts as reported only once its
+    /// block reached the file: if that append fails, the losses are reported again (see
+    /// `run_writer`).
     fn stage_loss_reports<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
         now: WallTime,
+        overflow: Overflow,
     ) -> MutexGuard<'a, State> {
         let before = st.staged_report;
         for (msg, covered) in self.loss_warnings(before) {
-            let (g, ok) = self.stage_warning(st, &msg, now);
+            let (g, res) = self.stage(st, &warning_line(&msg, now), now, overflow);
             st = g;
-            if ok {
+            if res.is_ok() {
                 st.staged_report = st.staged_report.max(covered);
             }
         }
@@ -1423,24 +1504,57 @@ impl Inner {
         st
     }
 
+    /// Counts `n` lines dropped because of `cause`.
+    fn count_dropped(&self, cause: DropCause, n: u64) {
+        self.dropped[cause as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether some loss is not covered by `reported`.
+    fn has_unreported(&self, reported: Losses) -> bool {
+        let dropped = self
+            .dropped
+            .iter()
+            .zip(reported.dropped)
+            .any(|(c, r)| c.load(Ordering::Relaxed) > r);
+        dropped || self.write_failed.load(Ordering::Relaxed) > reported.write_failed
+    }
+
+    /// Writes a warning line for each kind of loss no warning covers yet, if there is one
+    /// (see [`Xlog::flush`]): staged, or in sync mode written as its own block.
+    fn report_losses(&self) {
+        {
+            let st = self.lock_state();
+            if st.shutdown || !self.has_unreported(st.staged_report) {
+                return;
+            }
+        }
+        let now = ask(&*self.clock);
+        match self.config.mode {
+            // The caller is flushing: it waits for room, whatever the overflow policy.
+            Mode::Async => drop(self.stage_loss_reports(self.lock_state(), now, Overflow::Block)),
+            Mode::Sync => self.write_sync_loss_reports(now),
+        }
+    }
+
     /// The warnings for the losses `reported` does not cover, one per cause, each with the
     /// losses reported once it is in the log.
     fn loss_warnings(&self, reported: Losses) -> Vec<(String, Losses)> {
-        let dropped = self.dropped.load(Ordering::Relaxed);
         let failed = self.write_failed.load(Ordering::Relaxed);
         let mut out = Vec::new();
-        if dropped > reported.dropped {
+        for cause in DropCause::ALL {
+            let i = cause as usize;
+            let dropped = self.dropped[i].load(Ordering::Relaxed);
+            if dropped <= reported.dropped[i] {
+                continue;
+            }
             let msg = format!(
-                "xlog dropped {} lines: the writer fell behind",
-                dropped - reported.dropped
+                "xlog dropped {} lines: {}",
+                dropped - reported.dropped[i],
+                cause.reason()
             );
-            out.push((
-                msg,
-                Losses {
-                    dropped,
-                    ..reported
-                },
-            ));
+            let mut covered = reported;
+            covered.dropped[i] = dropped;
+            out.push((msg, covered));
         }
         if failed > reported.write_failed {
             let err = self
@@ -1462,15 +1576,6 @@ impl Inner {
             ));
         }
         out
-    }
-
-    fn stage_warning<'a>(
-        &'a self,
-        st: MutexGuard<'a, State>,
-        msg: &str,
-        now: WallTime,
-    ) -> (MutexGuard<'a, State>, bool) {
-        self.stage(st, &warning_line(msg, now), now)
     }
 
     /// Appends the blocks recovered at open if an earlier attempt failed, and frees their
@@ -1499,7 +1604,7 @@ impl Inner {
             while res.is_ok() && written < blocks.len() {
                 let u = &blocks[written];
                 res = files
-                    .append(now, &u.block, true, |i| {
+                    .append(now, &mars_readable(&u.block), true, |i| {
                         self.note_retry_intent(staging, u, i)
                     })
                     .map(drop);
@@ -1571,36 +1676,38 @@ impl Inner {
         self.write_failed.fetch_add(lines, Ordering::Relaxed);
     }
 
-    /// Stages one line; false if it was dropped.
+    /// Stages one line, waiting for room as `overflow` says; the error says why it was
+    /// dropped (the caller counts it).
     fn stage<'a>(
         &'a self,
         mut st: MutexGuard<'a, State>,
         line: &[u8],
         now: WallTime,
-    ) -> (MutexGuard<'a, State>, bool) {
+        overflow: Overflow,
+    ) -> (MutexGuard<'a, State>, Result<(), DropCause>) {
         loop {
             if st.shutdown {
-                return (st, false);
+                return (st, Err(DropCause::Closed));
             }
             if st.cur.is_none() {
                 if let Some(r) = st.spare.take() {
                     st.cur = Some(r);
                     continue;
                 }
-                let (g, ok) = self.wait_for_room(st);
+                let (g, res) = self.wait_for_room(st, overflow);
                 st = g;
-                if !ok {
-                    return (st, false);
+                if res.is_err() {
+                    return (st, res);
                 }
                 continue;
             }
             let poisoned = st.poisoned && st.active.is_some();
             if poisoned || st.active.as_ref().is_some_and(|a| !a.fits(line.len())) {
                 if st.spare.is_none() {
-                    let (g, ok) = self.wait_for_room(st);
+                    let (g, res) = self.wait_for_room(st, overflow);
                     st = g;
-                    if !ok {
-                        return (st, false);
+                    if res.is_err() {
+                        return (st, res);
                     }
                     continue;
                 }
@@ -1609,8 +1716,11 @@ impl Inner {
             }
             break;
         }
-        let ok = self.stage_here(&mut st, line, now);
-        (st, ok)
+        let res = match self.stage_here(&mut st, line, now) {
+            true => Ok(()),
+            false => Err(DropCause::Unencodable),
+        };
+        (st, res)
     }
 
     fn stage_here(&self, st: &mut State, line: &[u8], now: WallTime) -> bool {
@@ -1661,11 +1771,39 @@ impl Inner {
         }
     }
 
-    /// Waits for a free slot (Overflow::Block) or reports that the line must be dropped.
-    fn wait_for_room<'a>(&'a self, mut st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
+    /// Waits for a free slot ([`Overflow::Block`]) or reports why the line must be dropped.
+    fn wait_for_room<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        overflow: Overflow,
+    ) -> (MutexGuard<'a, State>, Result<(), DropCause>) {
         // No slot free and none in flight: take back a slot holding a recovered block (which
         // then waits in memory only).
-        if st.sealed_gen == st.written_gen && (st.cur.is_none() || st.spare.is_none()) {
+        //
+        // Design: a caller that may wait first has the writer thread try once more to append
+        // the held blocks, and waits for that try. Written (the disk works again), their
+        // slots come back with their blocks safe in the log; taken back unwritten, a block
+        // lives in memory only, and a crash before the next try loses it. Without this the
+        // try with the blocks still in their slots came only with the housekeeping wake,
+        // minutes after the start, long after logging had taken the slots back. The try is
+        // made once per call: when it fails the slot is taken back, so logging never waits
+        // for a disk that stays full.
+        if st.sealed_gen == st.written_gen
+            && (st.cur.is_none() || st.spare.is_none())
+            && !st.held.is_empty()
+        {
+            if overflow == Overflow::Block && nested::may_wait() && !self.is_writer_gone() {
+                let ticket = st.retries_done;
+                st.retry_wanted = true;
+                self.work.notify_one();
+                while st.retries_done == ticket && !st.shutdown && !self.is_writer_gone() {
+                    st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                let room = st.cur.is_some() && st.spare.is_some();
+                if st.shutdown || room || st.sealed_gen != st.written_gen {
+                    return (st, Ok(()));
+                }
+            }
             if let Some(r) = st.held.pop() {
                 let r = reclaimed(r);
                 if st.cur.is_none() {
@@ -1673,17 +1811,20 @@ impl Inner {
                 } else {
                     st.spare = Some(r);
                 }
-                return (st, true);
+                return (st, Ok(()));
             }
         }
         // Nobody makes room once the writer thread is gone; the writer's own threads do not
         // wait for the room they make.
-        if self.config.overflow == Overflow::Drop || self.is_writer_gone() || !nested::may_wait() {
-            return (st, false);
+        if self.is_writer_gone() {
+            return (st, Err(DropCause::WriterGone));
+        }
+        if overflow == Overflow::Drop || !nested::may_wait() {
+            return (st, Err(DropCause::FellBehind));
         }
         self.work.notify_one();
         let st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
-        (st, true)
+        (st, Ok(()))
     }
 
     /// Seals the active block (a spare slot must be available) and queues it for the writer.
@@ -1720,7 +1861,7 @@ impl Inner {
             Err(_) => {
                 // Unreachable with Mars's cipher; drop the block's lines rather than write a
                 // block the decoder cannot read.
-                self.dropped.fetch_add(active.lines, Ordering::Relaxed);
+                self.count_dropped(DropCause::Unencodable, active.lines);
                 region.clear_after_write();
                 st.cur = Some(region);
                 st.staged_report = st.written_report;
@@ -1733,7 +1874,7 @@ impl Inner {
         let mut q = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if q.stop {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.count_dropped(DropCause::Closed, 1);
                 return;
             }
             if q.bytes.is_empty() || q.bytes.len() + line.len() <= PENDING_MAX {
@@ -1741,7 +1882,7 @@ impl Inner {
             }
             // The compressor thread does not wait for the room it makes.
             if self.config.overflow == Overflow::Drop || !nested::may_wait() {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.count_dropped(DropCause::FellBehind, 1);
                 return;
             }
             q = self.pending_done.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -1859,7 +2000,7 @@ impl Inner {
                     emit_block(&mut block, magic, 0, hour, &key, &body);
                 }
                 Err(_) => {
-                    self.dropped.fetch_add(lines, Ordering::Relaxed);
+                    self.count_dropped(DropCause::Unencodable, lines);
                     return false;
                 }
             }
@@ -1886,7 +2027,7 @@ impl Inner {
                 if let Some(s) = st.queue.pop_front() {
                     break Some(s);
                 }
-                if st.shutdown {
+                if st.shutdown || st.retry_wanted {
                     break None;
                 }
                 // An interval too large for the monotonic clock means "never" (not a panic).
@@ -1928,12 +2069,18 @@ impl Inner {
                     None => self.work.wait(st).unwrap_or_else(|e| e.into_inner()),
                 };
             };
+            let retry_asked = std::mem::take(&mut st.retry_wanted);
             drop(st);
             #[cfg(test)]
             if self.panic_writer.load(Ordering::SeqCst) {
                 panic!("test hook: the xlog writer thread panics");
             }
             self.retry_recovery(&staging);
+            if retry_asked {
+                let mut st = self.lock_state();
+                st.retries_done += 1;
+                self.done.notify_all();
+            }
             match job {
                 Some(mut sealed) => {
                     let now = ask(&*self.clock);
@@ -1994,13 +2141,7 @@ impl Inner {
                             // The warnings were lost with their block: report again.
                             st.staged_report = st.written_report;
                         } else {
-                            let w = &mut st.written_report;
-                            if from.dropped <= w.dropped {
-                                w.dropped = w.dropped.max(to.dropped);
-                            }
-                            if from.write_failed <= w.write_failed {
-                                w.write_failed = w.write_failed.max(to.write_failed);
-                            }
+                            st.written_report.advance(from, to);
                         }
                     }
                     let mut plain = std::mem::take(&mut sealed.plain);

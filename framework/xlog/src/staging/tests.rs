@@ -376,3 +376,95 @@ fn an_intent_counts_only_when_intact_and_bound_to_the_slots_block() {
         "a cleared record is no intent"
     );
 }
+
+/// A zstd block as a version of this crate before the 99 999-byte cap staged it (raw blocks,
+/// no key, up to the whole slot): `min_body` bytes or more of numbered lines. Returns the
+/// block as [`recover`] returns it and its text.
+fn uncapped_zstd_block(min_body: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut framer = StoredFramer::new(true, false);
+    let (mut body, mut text) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while body.len() < min_body {
+        let line = format!(
+            "[I][line {i:06}] {}\n",
+            "staged before the cap ".repeat(i % 7)
+        );
+        framer.frame_line(line.as_bytes(), &mut body);
+        text.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    let magic = async_magic(Compression::Zstd, Encryption::None);
+    let mut block = Vec::new();
+    crate::block::emit_block(&mut block, magic, 9, 3, &[0; 64], &body);
+    (block, text)
+}
+
+/// The blocks `bytes` is made of (panics if it is not a sequence of well-formed blocks).
+fn split_blocks(bytes: &[u8]) -> Vec<BlockView<'_>> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < bytes.len() {
+        let v = BlockView::parse(&bytes[off..]).expect("well-formed block");
+        off += v.total_len();
+        out.push(v);
+    }
+    out
+}
+
+/// A block an older version staged past the cap is cut anew into blocks below it, holding the
+/// same text in order, and no longer than it was; a block below the cap is left alone.
+#[test]
+fn an_uncapped_zstd_block_is_cut_anew_below_the_cap() {
+    let (block, text) = uncapped_zstd_block(SLOT_LEN - HEADER_LEN - 200);
+    let out = mars_readable(&block);
+    assert!(out.len() <= block.len());
+    let blocks = split_blocks(&out);
+    let mut decoded = Vec::new();
+    for (i, v) in blocks.iter().enumerate() {
+        assert!(v.body.len() <= ZSTD_MAX_BODY, "{}", v.body.len());
+        assert_eq!(v.header.seq, if i == 0 { 9 } else { 0 });
+        assert_eq!((v.header.begin_hour, v.header.end_hour), (3, 3));
+        decoded.extend_from_slice(&decode_body(v.header.magic, v.body));
+    }
+    assert_eq!(decoded, text);
+    let (small, _) = uncapped_zstd_block(ZSTD_MAX_BODY - 20_000);
+    assert!(matches!(
+        mars_readable(&small),
+        std::borrow::Cow::Borrowed(_)
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// A damaged large zstd block never makes the cut panic or hang: the result is the block
+    /// itself, or well-formed blocks below the cap and no longer than it.
+    #[test]
+    fn cutting_a_damaged_zstd_block_anew_never_panics(
+        flips in prop::collection::vec((0usize..120_000, any::<u8>()), 0..6),
+        truncate in 100_100usize..120_000,
+    ) {
+        let (block, _) = uncapped_zstd_block(110_000);
+        let mut block = block;
+        for (i, b) in flips {
+            if let Some(x) = block.get_mut(HEADER_LEN + i) {
+                *x ^= b;
+            }
+        }
+        // A shorter body, with the length field and end byte to match.
+        let body_len = (truncate).min(block.len() - HEADER_LEN - 1);
+        block.truncate(HEADER_LEN + body_len);
+        block[LEN_OFFSET..LEN_OFFSET + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        block.push(MAGIC_END);
+        let out = mars_readable(&block);
+        let readable = zstd_decompress_capped(&block[HEADER_LEN..block.len() - 1], 1 << 24);
+        // These lines compress far below the cap: a body that decodes is always cut anew.
+        prop_assert_eq!(readable.is_some(), out[..] != block[..]);
+        if out[..] != block[..] {
+            prop_assert!(out.len() <= block.len());
+            for v in split_blocks(&out) {
+                prop_assert!(v.body.len() <= ZSTD_MAX_BODY);
+            }
+        }
+    }
+}

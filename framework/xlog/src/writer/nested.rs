@@ -47,10 +47,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::Inner;
+use super::{DropCause, Inner};
 use crate::clock::WallTime;
 use crate::format::MAX_LINE_LEN;
 use crate::staging::{SOFT_LIMIT, ZSTD_SOFT_LIMIT};
@@ -64,9 +63,7 @@ pub(super) fn write(inner: &Arc<Inner>, line: &[u8], fatal: bool, now: WallTime)
             inner.write_line(line, fatal, now);
         }
         Phase::Writing => defer(inner, line, fatal, now),
-        Phase::Draining => {
-            inner.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        Phase::Draining => inner.count_dropped(DropCause::Reentrant, 1),
     }
 }
 
@@ -179,7 +176,7 @@ impl Deferred {
 impl Drop for Deferred {
     fn drop(&mut self) {
         if !self.written {
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            self.inner.count_dropped(DropCause::Reentrant, 1);
         }
     }
 }
