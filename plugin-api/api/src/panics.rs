@@ -100,6 +100,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 /// [`PacketCodec::classify`](crate::PacketCodec::classify)'s answer after a panic: the
 /// response to the task whose id is the frame's sequence (a response for no pending task is
 /// dropped by the engine).
+#[inline]
 pub fn fallback_classify(head: &FrameHead) -> FrameKind {
     FrameKind::Response(head.seq)
 }
@@ -107,6 +108,7 @@ pub fn fallback_classify(head: &FrameHead) -> FrameKind {
 /// The default rule of [`PacketCodec::is_reserved_seq`](crate::PacketCodec::is_reserved_seq),
 /// also its answer after a panic: push (`0`) and the top three sequences (signalling keeper,
 /// identify, heartbeat) are reserved.
+#[inline]
 pub fn fallback_is_reserved_seq(seq: Seq) -> bool {
     seq == PUSH_SEQ || seq.0 >= SIGNAL_KEEP_SEQ.0
 }

@@ -1455,15 +1455,23 @@ impl Engine {
     }
 
     /// The next thing the app should learn.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         match self.events.pop_front() {
             Some(event) => Some(event),
-            None if !self.caught.is_empty() => {
-                self.caught.drain_into(&mut self.events);
-                self.events.pop_front()
-            }
-            None => None,
+            None => self.poll_caught(),
         }
+    }
+
+    /// The events of plugin panics caught since the queue last ran empty (`plugins.rs`).
+    #[cold]
+    #[inline(never)]
+    fn poll_caught(&mut self) -> Option<Event> {
+        if self.caught.is_empty() {
+            return None;
+        }
+        self.caught.drain_into(&mut self.events);
+        self.events.pop_front()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when no timer

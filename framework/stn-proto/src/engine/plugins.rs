@@ -8,13 +8,14 @@
 //! Design: `catch_unwind` where the engine calls the plugin, not wrapper plugins applied
 //! once to the config, and on the batch lane's hot loops one guard per loop rather than per
 //! call. Measured as instructions per task of the long-link bench's batch client
-//! (`benches/tools/instructions-per-task.sh phobos-like 100`, starting point 888–892): a
-//! `CatchPanics` wrapper around the codec (a second indirect call and a guard in every codec
-//! call) cost about 95 more; a guard at every call site about 45 more (the guard's result
-//! passes through memory, and the per-frame `decode`/`classify` of the lane's run, the
-//! per-id `is_reserved_seq` of a block, took most of it); the guards as they are now, with
-//! the lane's run and a block's ids guarded once (see `lane.rs`) and moving closures, about
-//! 10 more, nearly all of it the per-task `encode`.
+//! (`benches/tools/instructions-per-task.sh phobos-like 100`; 888, 890 and 892 before any
+//! guard): a `CatchPanics` wrapper around the codec (a second indirect call and a guard in
+//! every codec call) 985; a guard at every call site 934 (the guard's result passes through
+//! memory; the lane run's per-frame `decode` and `classify`, a block's per-id
+//! `is_reserved_seq` took most of it); as it is now (moving closures, the lane's run and a
+//! block's ids guarded once, see `lane.rs`) 898–905. Taking the remaining per-task guard,
+//! `encode`'s, away again gave 898 and 903: what is left is within the count's spread of
+//! about ±10, not one guard's cost.
 //!
 //! Reports go to a [`PanicLog`] the engine drains into its event queue when that runs
 //! empty, so a guard needs only `&` access (`is_authed` is asked from `&self` methods).
