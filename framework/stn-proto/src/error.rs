@@ -420,6 +420,65 @@ pub enum AuthFailure {
     IdentifyRejected(String),
 }
 
+/// Which kind of plugin a [`PluginPanic`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PluginKind {
+    /// The [`PacketCodec`](phobos_plugin_api::PacketCodec).
+    Codec,
+    /// The [`AuthCheck`](phobos_plugin_api::AuthCheck).
+    Auth,
+    /// An [`IpSource`](phobos_plugin_api::IpSource).
+    IpSource,
+    /// The [`HeartbeatPolicyFactory`](phobos_plugin_api::HeartbeatPolicyFactory) or a
+    /// [`HeartbeatPolicy`](phobos_plugin_api::HeartbeatPolicy) it built.
+    Heartbeat,
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PluginKind::Codec => "codec",
+            PluginKind::Auth => "auth",
+            PluginKind::IpSource => "ip source",
+            PluginKind::Heartbeat => "heartbeat",
+        })
+    }
+}
+
+/// A plugin panicked in a call, and the panic was caught where the framework called it
+/// ([`Event::PluginPanicked`](crate::Event::PluginPanicked)).
+///
+/// The call was answered with the fallback `phobos_plugin_api::panics` documents (for a
+/// codec's `decode`, [`DecodeError::Other`] with
+/// [`PLUGIN_PANICKED`](phobos_plugin_api::panics::PLUGIN_PANICKED): the link is dropped as
+/// for a malformed frame); this says which plugin and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} plugin {name:?} panicked in {call}: {message}")]
+#[non_exhaustive]
+pub struct PluginPanic {
+    /// Which kind of plugin.
+    pub kind: PluginKind,
+    /// The plugin's `name()` (a placeholder if that panicked too).
+    pub name: String,
+    /// The trait method that panicked (`"decode"`, `"next_interval"`, …).
+    pub call: &'static str,
+    /// The panic's message (its `&str` or `String` payload, or a placeholder).
+    pub message: String,
+}
+
+impl PluginPanic {
+    /// A panic of the `kind` plugin named `name` in `call`, with `message`.
+    pub fn new(kind: PluginKind, name: String, call: &'static str, message: String) -> Self {
+        PluginPanic {
+            kind,
+            name,
+            call,
+            message,
+        }
+    }
+}
+
 /// Why a link went down, or failed to come up.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -585,6 +644,30 @@ mod tests {
         assert_eq!(e, "could not connect: Too many open files (os error 24)");
         let e = SocketFailure::Io { errno: -3 }.to_string();
         assert_eq!(e, "OS error -3");
+    }
+
+    #[test]
+    fn a_plugin_panic_names_the_plugin_and_carries_the_message() {
+        let p = PluginPanic::new(PluginKind::Codec, "acme".into(), "decode", "boom".into());
+        assert_eq!(
+            p.to_string(),
+            "codec plugin \"acme\" panicked in decode: boom"
+        );
+        // The typed errors a panicking codec leaves say so too, with Mars's codes of a
+        // malformed frame and a refused encode.
+        let panicked = phobos_plugin_api::panics::PLUGIN_PANICKED;
+        let link = LinkError::Decode(DecodeError::Other(panicked));
+        assert_eq!(
+            link.to_string(),
+            "malformed frame: malformed frame (the codec plugin panicked)"
+        );
+        assert_eq!(link.mars_code(), 10007);
+        let task = TaskError::Codec(CodecFailure::Encode(EncodeError::Other(panicked)));
+        assert_eq!(
+            task.to_string(),
+            "codec error: cannot frame request: cannot encode frame (the codec plugin panicked)"
+        );
+        assert_eq!(task.mars_code(), (7, -255));
     }
 
     #[test]

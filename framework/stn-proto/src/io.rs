@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use phobos_plugin_api::{AddrSource, CmdId, IpPort, LinkPurpose, TaskId};
 
-use crate::error::{LimitKind, LinkError, TaskError};
+use crate::error::{LimitKind, LinkError, PluginPanic, TaskError};
 use crate::task::{EndBatch, TaskEnd};
 
 /// The name of a long link (Mars's channel name). Cheap to clone.
@@ -375,6 +375,11 @@ pub enum Event {
     /// and how each attempt ended. Comes just before the link's
     /// [`LinkStatus::Connected`]/[`LinkStatus::ConnectFailed`] event.
     ConnectCycle(ConnectReport),
+    /// A plugin panicked in a call from the engine. The panic was caught and the call
+    /// answered with its fallback (`phobos_plugin_api::panics`); the outcome (a dropped link,
+    /// a task ended with a codec error, a fixed heartbeat interval, …) shows in the other
+    /// events. Comes after the events of the same input.
+    PluginPanicked(PluginPanic),
     /// A heartbeat was answered.
     HeartbeatAcked {
         /// The link.

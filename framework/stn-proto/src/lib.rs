@@ -195,7 +195,7 @@ pub use engine::{
 pub use engine::{AddrRecord, NetworkRecords, RankingState, RankingStateError};
 pub use error::{
     AuthFailure, CodecFailure, DialFailure, ErrorKind, HttpFailure, LimitKind, LinkError,
-    LocalError, ParamError, SocketFailure, TaskError, TimeoutLevel,
+    LocalError, ParamError, PluginKind, PluginPanic, SocketFailure, TaskError, TimeoutLevel,
 };
 pub use io::{
     Action, AttemptOutcome, AttemptReport, CloseCause, ConnId, ConnectReport, DialError, Event,

@@ -172,6 +172,11 @@ pub struct DriverStats {
     /// and source; same login host) was still running past its limit: a plugin that hangs
     /// holds one thread, not one more per attempt.
     pub plugin_calls_refused: u64,
+    /// Panics caught in calls into in-process plugins so far (each also logged as a
+    /// `tracing` error naming the plugin, with the panic's message). The calls were answered
+    /// with their documented fallbacks (`phobos_plugin_api::panics`). A plugin loaded from a
+    /// library catches its own panics in its adapter, which the driver does not see.
+    pub plugin_panics: u64,
 }
 
 impl Client {

@@ -30,31 +30,35 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use phobos_plugin_api::panics::{auth_panicked, catch, drop_caught, resolve_panicked};
 use phobos_plugin_api::{
     AuthCheck, AuthError, CmdId, HeartbeatPolicyFactory, IpSource, LinkPurpose, NetKind,
     ResolveError, ResolvedAddr,
 };
 use phobos_stn_proto::{
     Action, CloseCause, ConnId, ConnectReport, DialError, EndBatch, Engine, Event, LikeTask,
-    LinkName, LinkStatus, RankingState, TaskEnd, TaskId, TaskProfile, TaskSpec,
+    LinkName, LinkStatus, PluginKind, PluginPanic, RankingState, TaskEnd, TaskId, TaskProfile,
+    TaskSpec,
 };
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
-use tracing::{debug, info, trace, warn, Instrument, Span};
+use tracing::{debug, error, info, trace, warn, Instrument, Span};
 
 use crate::batch::{shared_end, BatchIndex, BatchOut, BatchStart, BatchTasks};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
 use crate::fanout::Publisher;
+use crate::guard;
 use crate::held::{HeldBatches, BATCH_TAG};
 use crate::metrics as m;
 use crate::short::runner::{ShortEvent, ShortIo};
@@ -112,6 +116,9 @@ pub(crate) async fn run(
     let (mut driver, io_rx, watch_task) = start(setup, outputs);
     let done = driver.run(Commands(commands), io_rx).await;
     let final_saves = driver.teardown();
+    // The engine and the plugins go with the driver: a plugin panicking in its `Drop` is
+    // contained (what it failed to release is leaked).
+    let _ = drop_caught(driver);
     watch_task.abort();
     // Shutdown completes once the final states are on disk (written off the runtime's
     // worker threads like every save), or after `FINAL_SAVE_WAIT`.
@@ -213,6 +220,7 @@ fn start(
         resolving: FxHashMap::default(),
         plugin_calls: FxHashMap::default(),
         plugin_calls_refused: 0,
+        plugin_panics: Arc::default(),
         task_spans: FxHashMap::default(),
         next_call: 0,
         io_tx,
@@ -300,6 +308,9 @@ struct Driver {
     /// Plugin calls not made because the same call was still running
     /// ([`DriverStats::plugin_calls_refused`]).
     plugin_calls_refused: u64,
+    /// Plugin panics caught, by the engine or by the guards of the driver's own calls
+    /// ([`DriverStats::plugin_panics`]; shared with the tasks running resolves and logins).
+    plugin_panics: Arc<AtomicU64>,
     /// The spans of tasks in flight ([`task_span`]) by tag, when a subscriber wants them
     /// (kept apart from the waiters, which then stay as small as without spans).
     task_spans: FxHashMap<u64, Span>,
@@ -802,7 +813,16 @@ impl Driver {
                     let _guard = self
                         .watchdog
                         .call(format!("ipsource {} network_changed", source.name()), now());
-                    source.network_changed();
+                    if let Err(message) = catch(|| source.network_changed()) {
+                        let name = guard::name_of(|| source.name().to_owned());
+                        let panic = PluginPanic::new(
+                            PluginKind::IpSource,
+                            name,
+                            "network_changed",
+                            message,
+                        );
+                        guard::report(&self.plugin_panics, &panic);
+                    }
                 }
                 self.engine.set_network(t, kind, &label);
                 self.save_ranking_state();
@@ -841,6 +861,7 @@ impl Driver {
                     short_link_in_flight: self.short.in_flight(),
                     short_link_pooled: self.short.pooled(),
                     plugin_calls_refused: self.plugin_calls_refused,
+                    plugin_panics: self.plugin_panics.load(Ordering::Relaxed),
                 });
             }
             Command::Shutdown(done) => return Some(done),
@@ -1146,6 +1167,7 @@ impl Driver {
                 debug!(link = %link, ?rtt, "heartbeat answered");
                 self.save_heartbeat_state();
             }
+            Event::PluginPanicked(panic) => guard::report(&self.plugin_panics, &panic),
             other => debug!(event = ?other, "engine event"),
         }
     }
@@ -1472,9 +1494,19 @@ impl Driver {
         // No timeout here: the core times the call (the source's limit) and sends
         // `CancelResolve`, which stops this task (or, for a blocking call already running,
         // leaves it to finish with an answer nobody waits for).
+        let panics = self.plugin_panics.clone();
         let task = spawn_plugin_call(blocking, async move {
             let _guard = guard;
-            let result = src.resolve(&host, purpose).await;
+            let result = match guard::call(|| src.resolve(&host, purpose)).await {
+                Ok(result) => result,
+                Err(message) => {
+                    let name = guard::name_of(|| src.name().to_owned());
+                    let error = resolve_panicked(&name, &message);
+                    let panic = PluginPanic::new(PluginKind::IpSource, name, "resolve", message);
+                    guard::report(&panics, &panic);
+                    Err(error)
+                }
+            };
             if let Err(e) = &result {
                 warn!(source = src.name(), host = %host, error = %e, "ip source failed");
             }
@@ -1540,9 +1572,19 @@ impl Driver {
         };
         let guard = self.watchdog.call(format!("auth {}", auth.name()), now());
         let blocking = auth.is_blocking();
+        let panics = self.plugin_panics.clone();
         spawn_plugin_call(blocking, async move {
             let _guard = guard;
-            let result = auth.ensure_authed(&host).await;
+            let result = match guard::call(|| auth.ensure_authed(&host)).await {
+                Ok(result) => result,
+                Err(message) => {
+                    let name = guard::name_of(|| auth.name().to_owned());
+                    let error = auth_panicked(&name, &message);
+                    let panic = PluginPanic::new(PluginKind::Auth, name, "ensure_authed", message);
+                    guard::report(&panics, &panic);
+                    Err(error)
+                }
+            };
             // Ended before its answer is seen, so the core may ask again at once.
             drop(token);
             let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
@@ -1583,15 +1625,18 @@ impl Driver {
     /// learnt since the last drop was lost with it (Mars saves after each heartbeat result
     /// too). Unchanged states are not written again.
     fn save_heartbeat_state(&mut self) {
-        let Some(writer) = &mut self.heartbeat_state else {
+        if self.heartbeat_state.is_none() {
             return;
-        };
-        let Some(state) = self.heartbeat.export_state() else {
+        }
+        let Some(state) = self.export_heartbeat_state() else {
             return;
         };
         if self.heartbeat_saved.as_ref() == Some(&state) {
             return;
         }
+        let Some(writer) = &mut self.heartbeat_state else {
+            return;
+        };
         writer.save(HeartbeatState(state.clone()));
         self.heartbeat_saved = Some(state);
     }
@@ -1603,6 +1648,19 @@ impl Driver {
             return;
         };
         writer.save(self.engine.ranking_state(now(), unix_now()));
+    }
+
+    /// The heartbeat factory's state to save; `None` (nothing saved) when it panicked.
+    fn export_heartbeat_state(&self) -> Option<String> {
+        match catch(|| self.heartbeat.export_state()) {
+            Ok(state) => state,
+            Err(message) => {
+                let name = guard::name_of(|| self.heartbeat.name().to_owned());
+                let panic = PluginPanic::new(PluginKind::Heartbeat, name, "export_state", message);
+                guard::report(&self.plugin_panics, &panic);
+                None
+            }
+        }
     }
 
     /// Ends every task still held with `LocalError::Reset`: dropping a handle's reply
@@ -1618,7 +1676,7 @@ impl Driver {
     /// Returns the writes of the final states (IP ranking, heartbeat), to be waited for.
     fn teardown(&mut self) -> Vec<state_writer::FinalSave> {
         let mut final_saves = Vec::new();
-        let heartbeat = self.heartbeat.export_state();
+        let heartbeat = self.export_heartbeat_state();
         if let (Some(writer), Some(state)) = (&mut self.heartbeat_state, heartbeat) {
             final_saves.push(writer.finish(HeartbeatState(state)));
         }
@@ -1989,7 +2047,15 @@ fn unix_now() -> u64 {
 fn load_heartbeat_state(factory: &dyn HeartbeatPolicyFactory, path: &Path) {
     match state_file::read(path) {
         Ok(Some(text)) => {
-            if !factory.import_state(&text) {
+            // A panic counts as unreadable state (`phobos_plugin_api::panics`).
+            let imported = catch(|| factory.import_state(&text));
+            if let Err(message) = &imported {
+                error!(
+                    path = %path.display(), plugin = %guard::name_of(|| factory.name().to_owned()),
+                    message = %message, "heartbeat plugin panicked in import_state; state ignored"
+                );
+            }
+            if !imported.unwrap_or(false) {
                 warn!(path = %path.display(), "heartbeat state ignored: the policy could not read it");
             }
         }

@@ -106,6 +106,7 @@ mod config;
 mod connector;
 mod driver;
 mod fanout;
+mod guard;
 mod held;
 pub mod metrics;
 pub mod netwatch;

@@ -11,9 +11,11 @@
 //!
 //! # Panics in the plugin
 //!
+//! As for an in-process plugin (`phobos_plugin_api::panics`, which defines these fallbacks):
+//!
 //! | Method | Result after a panic inside the plugin |
 //! |---|---|
-//! | `ensure_authed` | `AuthError::Transient("plugin panicked: …")` |
+//! | `ensure_authed` | `AuthError::Transient("auth plugin \"<name>\" panicked: …")` |
 //! | `is_authed` | `false` (tasks wait; `ensure_authed` will be asked) |
 //! | `identify_request` | `IdentifyRequest::Later` (ask again at the next heartbeat) |
 //! | `on_identify_response` | `IdentifyVerdict::Retry` |
@@ -26,6 +28,7 @@ use abi_stable::sabi_trait;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RBox, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
+use phobos_plugin_api::panics::{auth_panicked, FALLBACK_IDENTIFY_VERDICT, FALLBACK_IS_AUTHED};
 use phobos_plugin_api::{AuthCheck, AuthError, CmdId, IdentifyRequest, IdentifyVerdict};
 
 use crate::guard::{catch, Guarded};
@@ -111,16 +114,14 @@ impl<T: AuthCheck> FfiAuthCheck for AuthExport<T> {
     }
 
     fn is_authed(&self, host: RStr<'_>) -> bool {
-        catch(|| self.inner.is_authed(host.as_str())).unwrap_or(false)
+        catch(|| self.inner.is_authed(host.as_str())).unwrap_or(FALLBACK_IS_AUTHED)
     }
 
     fn ensure_authed(&self, host: RStr<'_>) -> RResult<(), FfiAuthError> {
         match catch(|| pollster::block_on(self.inner.ensure_authed(host.as_str()))) {
             Ok(Ok(())) => RResult::ROk(()),
             Ok(Err(e)) => RResult::RErr(e.into()),
-            Err(msg) => RResult::RErr(FfiAuthError::Transient(
-                format!("plugin panicked: {msg}").into(),
-            )),
+            Err(msg) => RResult::RErr(auth_panicked(&self.name, &msg).into()),
         }
     }
 
@@ -147,7 +148,10 @@ impl<T: AuthCheck> FfiAuthCheck for AuthExport<T> {
             self.inner
                 .on_identify_response(link.as_str(), body.as_slice(), hash.as_slice())
         })
-        .map_or(FfiIdentifyVerdict::Retry, FfiIdentifyVerdict::from)
+        .map_or(
+            FfiIdentifyVerdict::from(FALLBACK_IDENTIFY_VERDICT),
+            FfiIdentifyVerdict::from,
+        )
     }
 }
 

@@ -10,15 +10,17 @@
 //!
 //! # Panics in the plugin
 //!
+//! As for an in-process codec (`phobos_plugin_api::panics`, which defines these fallbacks):
+//!
 //! | Method | Result after a panic inside the plugin |
 //! |---|---|
 //! | `encode`, `encode_heartbeat`, `encode_identify` | `EncodeError::Other(PLUGIN_PANICKED)`, `out` unchanged |
 //! | `decode` | `DecodeError::Other(PLUGIN_PANICKED)` (the link is dropped) |
 //! | `shortlink_check_response` | `ShortLinkReject::Other(PLUGIN_PANICKED)` |
-//! | `classify` | `FrameKind::Response(head.seq)` (a response for no pending task is dropped) |
+//! | `classify` | `fallback_classify`: `FrameKind::Response(head.seq)` (a response for no pending task is dropped) |
 //! | `max_frame_len` | `DEFAULT_MAX_FRAME_LEN` |
 //! | `heartbeat_interval` | `None` (the heartbeat policy decides) |
-//! | `is_reserved_seq` | the trait's default rule (push and the top three sequences) |
+//! | `is_reserved_seq` | `fallback_is_reserved_seq`, the trait's default rule (push and the top three sequences) |
 //! | `shortlink_headers`, `shortlink_body` | the trait's default (Mars's) shape |
 //! | `name` | cannot panic: read once when the plugin is built |
 //!
@@ -37,6 +39,7 @@ use phobos_plugin_api::codec::{
     DecodeError, Decoded, EncodeError, FrameHead, FrameKind, PacketCodec, RawFrame,
     ShortLinkReject, ShortLinkRequest, DEFAULT_MAX_FRAME_LEN,
 };
+use phobos_plugin_api::panics::{fallback_classify, fallback_is_reserved_seq};
 use phobos_plugin_api::{CmdId, Seq};
 
 use crate::guard::{catch, Guarded, Scratch};
@@ -180,7 +183,7 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
         let head = FrameHead::from(head);
         match catch(|| self.inner.classify(&head)) {
             Ok(kind) => FfiFrameKind::from_kind(kind, &head),
-            Err(_) => FfiFrameKind::Response(head.seq.0),
+            Err(_) => FfiFrameKind::from_kind(fallback_classify(&head), &head),
         }
     }
 
@@ -220,7 +223,7 @@ impl<T: PacketCodec> FfiPacketCodec for CodecExport<T> {
 
     fn is_reserved_seq(&self, seq: u32) -> bool {
         catch(|| self.inner.is_reserved_seq(Seq(seq)))
-            .unwrap_or_else(|_| DefaultShape.is_reserved_seq(Seq(seq)))
+            .unwrap_or_else(|_| fallback_is_reserved_seq(Seq(seq)))
     }
 
     fn shortlink_headers(

@@ -1,11 +1,9 @@
 //! Keeping panics on the plugin's side of the boundary, and moving byte buffers across it
 //! without allocating.
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::types::FfiAppend;
 
@@ -38,42 +36,17 @@ impl<T> Drop for Guarded<T> {
         // SAFETY: this is the only place taking the value out, `drop` runs once, and the
         // `ManuallyDrop` is never used again afterwards.
         let value = unsafe { ManuallyDrop::take(&mut self.0) };
-        let _ = catch(move || drop(value));
+        let _ = drop_caught(value);
     }
 }
 
-/// Runs `f`, turning a panic into `Err(message)`.
+/// Runs `f`, turning a panic into `Err(message)`; a payload that panics again when dropped is
+/// contained too (`phobos_plugin_api::panics::catch`, shared with the in-process guards).
 ///
 /// Every plugin-side adapter method goes through this, because abi_stable aborts the process
 /// when a panic reaches an `extern "C"` vtable shim.
-#[inline]
-pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-        let message = panic_message(payload.as_ref());
-        drop_payload(payload);
-        message
-    })
-}
-
-/// Drops a panic's payload, whose own `drop` may panic as well (a plugin's `panic_any` with
-/// a value that panics when dropped): that second panic is caught too, and its payload
-/// forgotten, so that no panic leaves [`catch`] for the `extern "C"` shim (an abort).
-fn drop_payload(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
-    }
-}
-
-/// The text of a panic payload (`&str` or `String`), or a placeholder.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_owned()
-    }
-}
+pub(crate) use phobos_plugin_api::panics::catch;
+use phobos_plugin_api::panics::drop_caught;
 
 /// Plugin side: gives the plugin a `Vec<u8>` to append to and appends what it wrote to the
 /// host's buffer through `out`, only when `f` succeeds (so the host's buffer is untouched on

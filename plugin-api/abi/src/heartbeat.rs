@@ -8,6 +8,8 @@
 //!
 //! # Panics in the plugin
 //!
+//! As for an in-process plugin (`phobos_plugin_api::panics`, which defines these fallbacks):
+//!
 //! | Method | Result after a panic inside the plugin |
 //! |---|---|
 //! | `build` | a fallback policy with Mars's fixed `MinHeartInterval` (210 s), see [`FALLBACK_INTERVAL`] |
@@ -24,15 +26,15 @@ use std::time::{Duration, Instant};
 use abi_stable::sabi_trait;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RBox, ROption, RStr, RString};
+use phobos_plugin_api::panics::{FallbackHeartbeat, FALLBACK_HEARTBEAT_INTERVAL};
 use phobos_plugin_api::{HeartbeatContext, HeartbeatPolicy, HeartbeatPolicyFactory};
 
 use crate::guard::{catch, Guarded};
 use crate::types::{FfiDuration, FfiHeartbeatContext, FfiInstant};
 
-/// The interval used when a heartbeat plugin panicked: Mars's `MinHeartInterval`, the
-/// interval Mars itself uses when it has nothing smarter, short enough for common NAT
-/// timeouts.
-pub const FALLBACK_INTERVAL: Duration = Duration::from_millis(210_000);
+/// The interval used when a heartbeat plugin panicked: Mars's `MinHeartInterval`
+/// (`phobos_plugin_api::panics::FALLBACK_HEARTBEAT_INTERVAL`, shared with in-process plugins).
+pub const FALLBACK_INTERVAL: Duration = FALLBACK_HEARTBEAT_INTERVAL;
 
 /// The FFI-safe mirror of [`HeartbeatPolicyFactory`].
 #[sabi_trait]
@@ -114,7 +116,7 @@ impl<T: HeartbeatPolicyFactory> FfiHeartbeatFactory for FactoryExport<T> {
     fn build(&self, now: FfiInstant, ctx: FfiHeartbeatContext<'_>) -> FfiPolicyBox {
         let ctx = HeartbeatContext::from(ctx);
         let inner = catch(|| self.inner.build(now.into(), &ctx))
-            .unwrap_or_else(|_| Box::new(FallbackPolicy));
+            .unwrap_or_else(|_| Box::new(FallbackHeartbeat));
         FfiHeartbeatPolicy_TO::from_value(
             PolicyExport {
                 inner: Guarded::new(inner),
@@ -178,16 +180,6 @@ impl FfiHeartbeatPolicy for PolicyExport {
     fn on_disconnect(&mut self, now: FfiInstant) {
         let inner = &mut self.inner;
         let _ = catch(|| inner.on_disconnect(now.into()));
-    }
-}
-
-/// The policy used when the plugin's `build` panicked: a fixed [`FALLBACK_INTERVAL`].
-#[derive(Debug)]
-struct FallbackPolicy;
-
-impl HeartbeatPolicy for FallbackPolicy {
-    fn next_interval(&mut self, _now: Instant, _ctx: &HeartbeatContext) -> Option<Duration> {
-        Some(FALLBACK_INTERVAL)
     }
 }
 

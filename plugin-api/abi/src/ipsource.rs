@@ -11,8 +11,9 @@
 //!
 //! # Panics in the plugin
 //!
-//! `resolve` returns `ResolveError::Failed("plugin panicked: …")`; the chain moves on to the
-//! next source. Addresses whose source kind this ABI cannot carry are dropped.
+//! As for an in-process source (`phobos_plugin_api::panics`): `resolve` returns
+//! `ResolveError::Failed("ip source \"<name>\" panicked: …")`; the chain moves on to the next
+//! source. Addresses whose source kind this ABI cannot carry are dropped.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use abi_stable::sabi_trait;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RBox, RResult, RStr, RString, RVec};
+use phobos_plugin_api::panics::resolve_panicked;
 use phobos_plugin_api::{IpSource, LinkPurpose, ResolveError, ResolvedAddr};
 
 use crate::guard::{catch, Guarded};
@@ -96,9 +98,7 @@ impl<T: IpSource> FfiIpSource for IpSourceExport<T> {
                     .collect(),
             ),
             Ok(Err(e)) => RResult::RErr(e.into()),
-            Err(msg) => RResult::RErr(FfiResolveError::Failed(
-                format!("plugin panicked: {msg}").into(),
-            )),
+            Err(msg) => RResult::RErr(resolve_panicked(&self.name, &msg).into()),
         }
     }
 

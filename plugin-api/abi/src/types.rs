@@ -19,9 +19,7 @@ use phobos_plugin_api::{
     LinkPurpose, NetKind, ResolveError, ResolvedAddr, Seq,
 };
 
-/// Codec reason reported (as `DecodeError::Other`, `EncodeError::Other` or
-/// `ShortLinkReject::Other`) when a loaded plugin panicked inside the call.
-pub const PLUGIN_PANICKED: u32 = 0xFFFF_FF01;
+pub use phobos_plugin_api::panics::PLUGIN_PANICKED;
 /// Codec reason reported when a loaded codec returned a result that cannot be right (a decoded
 /// range outside the buffer, a zero-length frame, a "need more" asking for no more bytes than
 /// are already buffered or for more than the codec's `max_frame_len`).

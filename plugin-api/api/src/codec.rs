@@ -118,7 +118,7 @@ pub trait PacketCodec: Send + Sync + fmt::Debug + 'static {
     /// finds another such run before a free number, the task ends unsent with a codec
     /// error (`CodecFailure::NoSequence` in `phobos-stn-proto`).
     fn is_reserved_seq(&self, seq: Seq) -> bool {
-        seq == PUSH_SEQ || seq.0 >= SIGNAL_KEEP_SEQ.0
+        crate::panics::fallback_is_reserved_seq(seq)
     }
 
     /// Builds the headers of a short-link request, in the order they are written.
@@ -297,7 +297,7 @@ pub enum DecodeError {
     #[error("checksum mismatch")]
     Checksum,
     /// A codec-specific reason, as a code the codec documents.
-    #[error("malformed frame (codec reason {0})")]
+    #[error("malformed frame ({})", Reason(*.0))]
     Other(u32),
 }
 
@@ -314,7 +314,7 @@ pub enum EncodeError {
         max: u64,
     },
     /// A codec-specific reason, as a code the codec documents.
-    #[error("cannot encode frame (codec reason {0})")]
+    #[error("cannot encode frame ({})", Reason(*.0))]
     Other(u32),
 }
 
@@ -339,8 +339,22 @@ pub enum ShortLinkReject {
     #[error("HTTP status {0}")]
     Status(u16),
     /// A codec-specific reason.
-    #[error("response refused by the codec (reason {0})")]
+    #[error("response refused by the codec ({})", Reason(*.0))]
     Other(u32),
+}
+
+/// A codec-specific reason code as text: [`PLUGIN_PANICKED`](crate::panics::PLUGIN_PANICKED)
+/// says so in words.
+struct Reason(u32);
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == crate::panics::PLUGIN_PANICKED {
+            f.write_str("the codec plugin panicked")
+        } else {
+            write!(f, "codec reason {}", self.0)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +420,16 @@ mod tests {
         );
         assert_eq!(h[3].1, "5");
         assert_eq!(h[6].1, "Phobos");
+    }
+
+    #[test]
+    fn a_panic_reads_as_one() {
+        let e = DecodeError::Other(crate::panics::PLUGIN_PANICKED).to_string();
+        assert_eq!(e, "malformed frame (the codec plugin panicked)");
+        assert_eq!(
+            EncodeError::Other(7).to_string(),
+            "cannot encode frame (codec reason 7)"
+        );
     }
 
     #[test]

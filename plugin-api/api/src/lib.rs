@@ -26,6 +26,8 @@
 //! - Bytes come in as `&[u8]` and go out by appending to a caller's `Vec<u8>`.
 //! - Decoders tell "need more" apart from "malformed" and never panic, whatever the input.
 //! - Required methods are the minimum; optional hooks have default bodies.
+//! - A plugin does not panic; should one all the same, the framework catches it where it
+//!   calls the plugin and uses the fallback [`panics`] documents.
 //!
 //! # Example
 //!
@@ -69,6 +71,7 @@ pub mod cipher;
 pub mod codec;
 pub mod heartbeat;
 pub mod ipsource;
+pub mod panics;
 mod types;
 
 pub use auth::{AuthCheck, AuthError, IdentifyRequest, IdentifyVerdict};

@@ -79,11 +79,13 @@
 //! given out as without the lane; one that falls in an older group's range, the id of a
 //! hole or of a member that ended, goes to a regular task.)
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use phobos_plugin_api::codec::{Decoded, FrameKind};
+use phobos_plugin_api::panics::into_message;
 use phobos_plugin_api::{CmdId, IpPort, Seq, TaskId};
 
 use super::batch::LikeTask;
@@ -628,11 +630,19 @@ impl Engine {
         }
         let room = (TASK_ID_WRAP.min(limit) as usize).saturating_sub(first as usize);
         let codec = &*self.cfg.codec;
-        // The block ends before the first id the codec reserves.
-        let k = (first..)
-            .take(tasks.len().min(room))
-            .take_while(|&id| !codec.is_reserved_seq(Seq(id)))
-            .count();
+        // The block ends before the first id the codec reserves. One guard for the block
+        // (`plugins.rs`): a panic takes no block, and the one-by-one path asks again, under
+        // its own guard, and reports it.
+        let block = || {
+            (first..)
+                .take(tasks.len().min(room))
+                .take_while(|&id| !codec.is_reserved_seq(Seq(id)))
+                .count()
+        };
+        let k = catch_unwind(AssertUnwindSafe(block)).unwrap_or_else(|p| {
+            into_message(p);
+            0
+        });
         let Some(group) = self.lane.groups.get_mut(g) else {
             return 0;
         };
@@ -881,7 +891,8 @@ impl Engine {
             };
             let (cmd, body) = (member.cmd_id, member.body.as_deref().unwrap_or_default());
             let frame_start = emitted + out.len() as u64;
-            let sent_len = match frame(&*self.cfg.codec, cmd, id, body, &[], &mut out) {
+            let sent_len = match frame(&*self.cfg.codec, cmd, id, body, &[], &mut out, &self.caught)
+            {
                 Ok(len) => len,
                 Err(e) => {
                     self.demote_member(g, i);
@@ -1107,68 +1118,81 @@ impl Engine {
         let mut quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
         let mut meets = 0;
         // `after_lane_success`'s usual case: tasks still running after this one.
-        while pos < input.len() && link.running > 1 {
-            let rest = &input[pos..];
-            let Ok(Decoded::Frame(frame)) = codec.decode(rest) else {
-                break;
-            };
-            let FrameKind::Response(seq) = codec.classify(&frame.head) else {
-                break;
-            };
-            let id = TaskId(seq.0);
-            let i = id.0.wrapping_sub(group.first) as usize;
-            let Some(member) = group.members.get_mut(i).filter(|x| x.held) else {
-                break;
-            };
-            let Some((t, sent_len, _)) = member.sent else {
-                break;
-            };
-            let frame_len = frame.len;
-            let whole = frame_len > 0
-                && frame_len <= rest.len()
-                && rest.get(frame.body.clone()).is_some()
-                && frame
-                    .extension
-                    .as_ref()
-                    .is_none_or(|r| rest.get(r.clone()).is_some());
-            if !whole {
-                break;
+        //
+        // Design: one panic guard for the run, not one per codec call (`plugins.rs`; a guard
+        // per call cost the batch lane about 40 instructions a task). The codec is called
+        // only at the top of an iteration, before anything changes, and the rest of an
+        // iteration does not panic (its ranges are checked by `whole`), so after a panic
+        // every variable holds what the last whole iteration left. The run then ends where
+        // it is; the regular pass decodes the frame again under its own guard and answers
+        // the panic (a dropped link, a fallback kind).
+        let run_frames = || {
+            while pos < input.len() && link.running > 1 {
+                let rest = &input[pos..];
+                let Ok(Decoded::Frame(frame)) = codec.decode(rest) else {
+                    break;
+                };
+                let FrameKind::Response(seq) = codec.classify(&frame.head) else {
+                    break;
+                };
+                let id = TaskId(seq.0);
+                let i = id.0.wrapping_sub(group.first) as usize;
+                let Some(member) = group.members.get_mut(i).filter(|x| x.held) else {
+                    break;
+                };
+                let Some((t, sent_len, _)) = member.sent else {
+                    break;
+                };
+                let frame_len = frame.len;
+                let whole = frame_len > 0
+                    && frame_len <= rest.len()
+                    && rest.get(frame.body.clone()).is_some()
+                    && frame
+                        .extension
+                        .as_ref()
+                        .is_none_or(|r| rest.get(r.clone()).is_some());
+                if !whole {
+                    break;
+                }
+                let shared = |r: &std::ops::Range<usize>| input.slice(pos + r.start..pos + r.end);
+                batch.ends.push(BatchedEnd {
+                    id,
+                    tag: member.tag,
+                    response: Response {
+                        cmd_id: frame.head.cmd_id,
+                        body: shared(&frame.body),
+                        extension: frame.extension.as_ref().map(shared),
+                    },
+                    sent_bytes: sent_len,
+                    received_bytes: frame_len,
+                    first_packet_timeout: t.first_packet,
+                });
+                // (The run's first response set the link's answered probes to none; nothing in
+                // a read adds to them.)
+                s.responses = s.responses.saturating_add(1);
+                // What `member_answered` does.
+                let size = sent_len + frame_len;
+                if quick && size < timeouts::MEET_SIZE {
+                    meets += 1;
+                } else {
+                    self.estimator.record_meets(std::mem::take(&mut meets));
+                    self.estimator.record(now, mobile, size, Some(run.cost));
+                    quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
+                }
+                link.running = link.running.saturating_sub(1);
+                group.release(i);
+                self.lane.live -= 1;
+                #[cfg(test)]
+                {
+                    self.lane.ended += 1;
+                }
+                self.stats.tasks_succeeded += 1;
+                last = Some(id);
+                pos += frame_len;
             }
-            let shared = |r: &std::ops::Range<usize>| input.slice(pos + r.start..pos + r.end);
-            batch.ends.push(BatchedEnd {
-                id,
-                tag: member.tag,
-                response: Response {
-                    cmd_id: frame.head.cmd_id,
-                    body: shared(&frame.body),
-                    extension: frame.extension.as_ref().map(shared),
-                },
-                sent_bytes: sent_len,
-                received_bytes: frame_len,
-                first_packet_timeout: t.first_packet,
-            });
-            // (The run's first response set the link's answered probes to none; nothing in
-            // a read adds to them.)
-            s.responses = s.responses.saturating_add(1);
-            // What `member_answered` does.
-            let size = sent_len + frame_len;
-            if quick && size < timeouts::MEET_SIZE {
-                meets += 1;
-            } else {
-                self.estimator.record_meets(std::mem::take(&mut meets));
-                self.estimator.record(now, mobile, size, Some(run.cost));
-                quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
-            }
-            link.running = link.running.saturating_sub(1);
-            group.release(i);
-            self.lane.live -= 1;
-            #[cfg(test)]
-            {
-                self.lane.ended += 1;
-            }
-            self.stats.tasks_succeeded += 1;
-            last = Some(id);
-            pos += frame_len;
+        };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(run_frames)) {
+            into_message(p);
         }
         self.estimator.record_meets(meets);
         let emptied = group.live == 0;

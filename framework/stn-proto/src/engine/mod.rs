@@ -7,6 +7,7 @@ mod dial;
 mod lane;
 mod limits;
 mod monitor;
+mod plugins;
 mod queue;
 mod ranking;
 mod short;
@@ -24,8 +25,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use phobos_plugin_api::{
     AddrSource, AuthError, CmdId, Decoded, EncodeError, FrameHead, FrameKind, HeartbeatContext,
-    HeartbeatPolicy, IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, PacketCodec,
-    RawFrame, ResolveError, ResolvedAddr, Seq, TaskId,
+    IdentifyRequest, IdentifyVerdict, IpPort, LinkPurpose, NetKind, PacketCodec, RawFrame,
+    ResolveError, ResolvedAddr, Seq, TaskId,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -49,6 +50,7 @@ use self::chain::ChainWalk;
 use self::dial::{stagger, DialRules, DialStep, Dialer};
 use self::limits::{FlowLimit, FrequencyLimit};
 use self::monitor::{Activity, Monitor, PacingEnv, Trigger};
+use self::plugins::{PanicLog, Policy};
 use self::queue::TaskQueue;
 use self::ranking::{Candidate, PlanRules, Ranking};
 use self::tasks::TaskTable;
@@ -89,6 +91,8 @@ pub struct Engine {
     timers: TimerTable,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
+    /// Plugin panics caught since the last drain of `events` (`plugins.rs`).
+    caught: PanicLog,
     next_task: u32,
     /// Whether task ids have wrapped around: until then a new id cannot be in use.
     ids_wrapped: bool,
@@ -329,7 +333,7 @@ struct Session {
     connected_at: Instant,
     rx: BytesMut,
     last_recv: Option<Instant>,
-    heartbeat: Box<dyn HeartbeatPolicy>,
+    heartbeat: Policy,
     heartbeat_interval: Option<Duration>,
     heartbeat_sent: Option<Instant>,
     identify: Identify,
@@ -455,7 +459,8 @@ impl Engine {
         timers.set(TimerKind::TimingSync, now + config.timing.timing_sync.0);
         let n = links.len();
         let retry_room = RetryRoom::of(&config);
-        let max_body_len = max_body_len(config.codec.as_ref());
+        let caught = PanicLog::default();
+        let max_body_len = max_body_len(config.codec.as_ref(), &caught);
         Ok(Engine {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             has_account: config.has_account,
@@ -467,6 +472,7 @@ impl Engine {
             timers,
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            caught,
             next_task: 1,
             ids_wrapped: false,
             next_conn: 1,
@@ -960,7 +966,7 @@ impl Engine {
         self.report_cycle(li, now, true);
         let name = self.links[li].name.clone();
         let ctx = self.heartbeat_ctx();
-        let heartbeat = self.cfg.heartbeat.build(now, &ctx);
+        let heartbeat = Policy::build(&*self.cfg.heartbeat, now, &ctx, &self.caught);
         let identify = if self.cfg.auth.is_some() {
             Identify::Pending
         } else {
@@ -1100,7 +1106,7 @@ impl Engine {
         let input = if kept && consumed == 0 {
             match input.try_into_mut() {
                 Ok(buf) => {
-                    if buf.len() > self.cfg.codec.max_frame_len() {
+                    if buf.len() > plugins::max_frame_len(&*self.cfg.codec, &self.caught) {
                         self.rest_too_large(li, now, buf.len());
                         return;
                     }
@@ -1119,7 +1125,7 @@ impl Engine {
         let rest = &input[consumed..];
         // A codec that keeps asking for more past its own frame limit would let the buffer
         // grow without bound; treat that as a malformed stream.
-        if rest.len() > self.cfg.codec.max_frame_len() {
+        if rest.len() > plugins::max_frame_len(&*self.cfg.codec, &self.caught) {
             self.rest_too_large(li, now, rest.len());
             return;
         }
@@ -1242,7 +1248,7 @@ impl Engine {
     fn rest_too_large(&mut self, li: usize, now: Instant, len: usize) {
         let error = phobos_plugin_api::DecodeError::TooLarge {
             len: len as u64,
-            max: self.cfg.codec.max_frame_len() as u64,
+            max: plugins::max_frame_len(&*self.cfg.codec, &self.caught) as u64,
         };
         self.link_down(li, now, LinkError::Decode(error), false);
         self.pump(now);
@@ -1449,7 +1455,22 @@ impl Engine {
     }
 
     /// The next thing the app should learn.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
+        match self.events.pop_front() {
+            Some(event) => Some(event),
+            None => self.poll_caught(),
+        }
+    }
+
+    /// The events of plugin panics caught since the queue last ran empty (`plugins.rs`).
+    #[cold]
+    #[inline(never)]
+    fn poll_caught(&mut self) -> Option<Event> {
+        if self.caught.is_empty() {
+            return None;
+        }
+        self.caught.drain_into(&mut self.events);
         self.events.pop_front()
     }
 
@@ -1633,7 +1654,7 @@ impl Engine {
         if id != 0
             && id < TASK_ID_WRAP
             && !self.ids_wrapped
-            && !self.cfg.codec.is_reserved_seq(Seq(id))
+            && !plugins::is_reserved_seq(&*self.cfg.codec, Seq(id), &self.caught)
         {
             self.next_task = id + 1;
             return Ok(TaskId(id));
@@ -1679,7 +1700,7 @@ impl Engine {
             if id == 0 || (self.ids_wrapped && self.id_in_use(tid)) {
                 continue;
             }
-            if self.cfg.codec.is_reserved_seq(Seq(id)) {
+            if plugins::is_reserved_seq(&*self.cfg.codec, Seq(id), &self.caught) {
                 run += 1;
                 continue;
             }
@@ -1880,7 +1901,7 @@ impl Engine {
         };
         let (cmd, body, ext) = (task.spec.cmd_id, &task.spec.body, &task.spec.extension);
         let start_in_pass = out.len() as u64;
-        let sent_len = match frame(&*self.cfg.codec, cmd, id, body, ext, out) {
+        let sent_len = match frame(&*self.cfg.codec, cmd, id, body, ext, out, &self.caught) {
             Ok(len) => len,
             Err(e) => {
                 self.finish(id, now, Err(CodecFailure::Encode(e).into()));
@@ -2075,7 +2096,7 @@ impl Engine {
                 }
             }
             let rest = &input[pos..];
-            match codec.decode(rest) {
+            match plugins::decode(&*codec, rest, &self.caught) {
                 Ok(Decoded::Frame(frame)) => {
                     if frame.len == 0 || frame.len > rest.len() {
                         self.link_down(li, now, LinkError::Decode(BAD_FRAME_LEN), false);
@@ -2090,7 +2111,9 @@ impl Engine {
                 }
                 Ok(Decoded::Incomplete { head, .. }) => {
                     if let Some(head) = head {
-                        if let FrameKind::Response(seq) = codec.classify(&head) {
+                        if let FrameKind::Response(seq) =
+                            plugins::classify(&*codec, &head, &self.caught)
+                        {
                             self.on_progress(li, conn, TaskId(seq.0), now);
                         }
                     }
@@ -2118,7 +2141,7 @@ impl Engine {
         };
         // Checked just above: the body lies within the input.
         let shared = |r: std::ops::Range<usize>| input.slice(at + r.start..at + r.end);
-        match self.cfg.codec.classify(&frame.head) {
+        match plugins::classify(&*self.cfg.codec, &frame.head, &self.caught) {
             FrameKind::Response(seq) => {
                 let ext = frame
                     .extension
@@ -2381,19 +2404,22 @@ impl Engine {
         // detection in the smart heartbeat counts on-time firings as evidence too. The slot
         // right after connect and a triggered one are no firings (§12).
         if let Some(late) = late {
-            s.heartbeat.on_fired_late(now, late);
+            s.heartbeat.hook("on_fired_late", &self.caught, |p| {
+                p.on_fired_late(now, late)
+            });
         }
         let fired_late = late.is_some_and(|l| l >= timing.late_heartbeat_threshold);
         let mut frame = Vec::new();
         let codec = &self.cfg.codec;
         if matches!(s.identify, Identify::Pending) {
             let request = match &self.cfg.auth {
-                Some(auth) => auth.identify_request(&name),
+                Some(auth) => plugins::identify_request(&**auth, &name, &self.caught),
                 None => IdentifyRequest::Never,
             };
             match request {
                 IdentifyRequest::Now { cmd_id, body, hash } => {
-                    if codec.encode_identify(cmd_id, &body, &mut frame).is_ok() {
+                    let log = &self.caught;
+                    if plugins::encode_identify(&**codec, cmd_id, &body, &mut frame, log).is_ok() {
                         s.identify = Identify::Sent { hash };
                     } else {
                         frame.clear();
@@ -2403,14 +2429,16 @@ impl Engine {
                 _ => {}
             }
         }
-        if frame.is_empty() && codec.encode_heartbeat(&mut frame).is_err() {
+        if frame.is_empty()
+            && plugins::encode_heartbeat(&**codec, &mut frame, &self.caught).is_err()
+        {
             frame.clear();
         }
         // A plugin's "never" (`Duration::MAX`) would overflow the deadline: cut to a year. A
         // nanosecond would send heartbeats as fast as the loop turns: raised to a second.
-        s.heartbeat_interval = match codec.heartbeat_interval() {
+        s.heartbeat_interval = match plugins::heartbeat_interval(&**codec, &self.caught) {
             Some(iv) => Some(iv),
-            None => s.heartbeat.next_interval(now, &ctx),
+            None => s.heartbeat.next_interval(now, &ctx, &self.caught),
         }
         .filter(|iv| !iv.is_zero())
         .map(|iv| iv.clamp(MIN_HEARTBEAT_INTERVAL, MAX_DURATION_SETTING));
@@ -2457,7 +2485,8 @@ impl Engine {
         if std::mem::take(&mut s.probe_heartbeat) {
             s.last_probe_reply = Some(now);
         } else {
-            s.heartbeat.on_ack(now, rtt);
+            s.heartbeat
+                .hook("on_ack", &self.caught, |p| p.on_ack(now, rtt));
         }
         self.timers.cancel(TimerKind::HeartbeatReply(li));
         self.events.push_back(Event::HeartbeatAcked {
@@ -2480,7 +2509,7 @@ impl Engine {
         s.identify = Identify::Pending;
         let addr = s.addr;
         let verdict = match &self.cfg.auth {
-            Some(auth) => auth.on_identify_response(&name, body, &hash),
+            Some(auth) => plugins::on_identify_response(&**auth, &name, body, &hash, &self.caught),
             None => IdentifyVerdict::Accepted,
         };
         self.on_heartbeat_reply(li, now);
@@ -2573,7 +2602,9 @@ impl Engine {
             return;
         }
         let mut frame = Vec::new();
-        if self.cfg.codec.encode_heartbeat(&mut frame).is_err() || frame.is_empty() {
+        if plugins::encode_heartbeat(&*self.cfg.codec, &mut frame, &self.caught).is_err()
+            || frame.is_empty()
+        {
             return;
         }
         if let LinkState::Connected(s) = &mut self.links[li].state {
@@ -2605,7 +2636,9 @@ impl Engine {
             phobos_plugin_api::codec::SIGNAL_KEEP_SEQ,
         );
         let connected = matches!(self.links[li].state, LinkState::Connected(_));
-        if connected && self.cfg.codec.encode(head, &[], &[], &mut frame).is_ok() {
+        if connected
+            && plugins::encode(&*self.cfg.codec, head, &[], &[], &mut frame, &self.caught).is_ok()
+        {
             self.write(li, now, frame);
         } else {
             self.data_event(now);
@@ -2648,7 +2681,11 @@ impl Engine {
     }
 
     fn is_authed(&self, host: &str) -> bool {
-        self.cfg.auth.as_ref().is_none_or(|a| a.is_authed(host))
+        let log = &self.caught;
+        self.cfg
+            .auth
+            .as_ref()
+            .is_none_or(|a| plugins::is_authed(&**a, host, log))
     }
 
     fn request_auth(&mut self, now: Instant, host: &str) {
@@ -3060,9 +3097,11 @@ impl Engine {
                 let hb_timeout =
                     matches!(error, LinkError::Socket(SocketFailure::HeartbeatTimeout));
                 if hb_timeout && !s.probe_heartbeat && s.probing.is_none() {
-                    s.heartbeat.on_timeout(now);
+                    s.heartbeat
+                        .hook("on_timeout", &self.caught, |p| p.on_timeout(now));
                 } else {
-                    s.heartbeat.on_disconnect(now);
+                    s.heartbeat
+                        .hook("on_disconnect", &self.caught, |p| p.on_disconnect(now));
                 }
                 if let Some(r) = self.cfg.active_recovery() {
                     if !local {
@@ -3853,10 +3892,11 @@ fn frame(
     body: &[u8],
     extension: &[u8],
     out: &mut Vec<u8>,
+    log: &PanicLog,
 ) -> Result<usize, EncodeError> {
     let before = out.len();
     let head = FrameHead::new(cmd_id, Seq::from(id));
-    match codec.encode(head, body, extension, out) {
+    match plugins::encode(codec, head, body, extension, out, log) {
         Ok(()) => Ok(out.len() - before),
         Err(e) => {
             out.truncate(before);
@@ -3875,14 +3915,14 @@ fn frame(
 /// connection). The plugin API states the limit for whole frames, so the head is measured
 /// once here rather than asked of every codec; a codec whose head grows with the body (or
 /// with an extension) still refuses what does not fit when encoding.
-fn max_body_len(codec: &dyn PacketCodec) -> usize {
+fn max_body_len(codec: &dyn PacketCodec, log: &PanicLog) -> usize {
     let mut probe = Vec::new();
     let head = FrameHead::new(CmdId(1), Seq(1));
-    let overhead = match codec.encode(head, &[], &[], &mut probe) {
+    let overhead = match plugins::encode(codec, head, &[], &[], &mut probe, log) {
         Ok(()) => probe.len(),
         Err(_) => 0,
     };
-    codec.max_frame_len().saturating_sub(overhead)
+    plugins::max_frame_len(codec, log).saturating_sub(overhead)
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -92,6 +92,7 @@ use rustc_hash::FxHashMap;
 
 use super::chain::ChainWalk;
 use super::dial::{stagger, DialRules, DialStep, Dialer};
+use super::plugins;
 use super::ranking::{Answers, Candidate, PlanRules};
 use super::timeouts::{self, AttemptTimeouts, NetQuality};
 use super::{dial_failure, Engine};
@@ -551,10 +552,12 @@ impl Engine {
             None => (String::new(), false),
         };
         self.short_release(now, conn, (ex.addr, host, proxy), keep);
-        let check = self.cfg.codec.shortlink_check_response(
+        let check = plugins::shortlink_check_response(
+            &*self.cfg.codec,
             response.status,
             &response.headers,
             &response.body,
+            &self.caught,
         );
         if let Err(reject) = check {
             let failure = match reject {
@@ -958,7 +961,12 @@ impl Engine {
                 Some(h) => h.clone(),
                 None => task.spec.short_hosts.first().cloned().unwrap_or_default(),
             };
-            let authed = self.cfg.auth.as_ref().is_none_or(|a| a.is_authed(&host));
+            let log = &self.caught;
+            let authed = self
+                .cfg
+                .auth
+                .as_ref()
+                .is_none_or(|a| plugins::is_authed(&**a, &host, log));
             if !authed {
                 task.state = State::WaitingAuth { host: host.clone() };
                 self.request_auth(now, &host);
@@ -1215,9 +1223,9 @@ impl Engine {
             task_headers: &spec.headers,
         };
         let mut headers = Vec::new();
-        codec.shortlink_headers(&req, &mut headers);
+        plugins::shortlink_headers(&*codec, &req, &mut headers, &self.caught);
         let mut body = Vec::with_capacity(spec.body.len());
-        codec.shortlink_body(&req, &mut body);
+        plugins::shortlink_body(&*codec, &req, &mut body, &self.caught);
         let mut t = timeouts::attempt(
             &self.cfg.timing,
             mobile,

@@ -15,6 +15,7 @@ mod lane;
 mod limits;
 mod links;
 mod matrix;
+mod panics;
 mod props;
 mod racing;
 mod reconnect;
