@@ -181,6 +181,7 @@ mod compress;
 mod config;
 mod files;
 pub mod format;
+mod guarded;
 #[cfg(feature = "tracing")]
 mod layer;
 mod mmap;

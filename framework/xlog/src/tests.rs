@@ -2265,3 +2265,150 @@ fn a_sync_mode_line_stats_the_open_file_once_and_its_path_once() {
     assert_eq!(lines_of(&now).len(), 2, "{now}");
     assert!(now.contains("][after the move\n") && now.contains("][and later\n"));
 }
+
+/// The toy cipher, panicking: in `new_encryptor` when `at_make` is set, and in `encrypt`
+/// while `encrypts` is above 0 (one call each).
+#[derive(Debug, Default)]
+struct PanickyCipher {
+    at_make: bool,
+    encrypts: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct PanickyEnc {
+    toy: Box<dyn BlockEncryptor>,
+    encrypts: Arc<AtomicUsize>,
+}
+
+impl LogCipher for PanickyCipher {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    fn kind(&self) -> CipherKind {
+        CipherKind::MarsCompatible
+    }
+    fn new_encryptor(&self) -> Result<Box<dyn BlockEncryptor>, CipherError> {
+        assert!(!self.at_make, "test: new_encryptor panics");
+        Ok(Box::new(PanickyEnc {
+            toy: ToyCipher.new_encryptor()?,
+            encrypts: Arc::clone(&self.encrypts),
+        }))
+    }
+    fn new_decryptor(
+        &self,
+        key: &[u8; HEADER_KEY_LEN],
+    ) -> Result<Box<dyn BlockDecryptor>, CipherError> {
+        ToyCipher.new_decryptor(key)
+    }
+}
+
+impl BlockEncryptor for PanickyEnc {
+    fn header_key(&self) -> [u8; HEADER_KEY_LEN] {
+        self.toy.header_key()
+    }
+    fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<usize, CipherError> {
+        let panic = self
+            .encrypts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        assert!(!panic, "test: encrypt panics");
+        self.toy.encrypt(plain, out)
+    }
+    fn finish_block(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
+        self.toy.finish_block(rest, out)
+    }
+}
+
+/// An in-process cipher that panics while making its encryptor fails the writer's making
+/// with an error naming the cipher and the panic, not with a panic.
+#[test]
+fn a_cipher_panicking_when_the_writer_is_made_is_a_build_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("pm")
+        .clock(clock())
+        .cipher(Arc::new(PanickyCipher {
+            at_make: true,
+            ..PanickyCipher::default()
+        }))
+        .build();
+    let err = made.expect_err("a build error").to_string();
+    assert!(
+        err.contains("\"panicky\" panicked") && err.contains("new_encryptor panics"),
+        "{err}"
+    );
+}
+
+/// A line an in-process cipher panics on (sync mode: the logging thread encrypts) is lost
+/// and reported as a line that could not be encrypted; the panic does not reach the app's
+/// logging call, and the lines after it are written.
+#[test]
+fn a_line_the_cipher_panics_on_is_reported_lost_in_sync_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let cipher = Arc::new(PanickyCipher::default());
+    let encrypts = Arc::clone(&cipher.encrypts);
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("ps")
+        .mode(Mode::Sync)
+        .banners(false)
+        .clock(clock())
+        .cipher(cipher)
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"before");
+    encrypts.store(1, Ordering::SeqCst);
+    g.log_message(Level::Info, "t", b"the cipher panics on this one");
+    g.log_message(Level::Info, "t", b"after");
+    assert_eq!(g.dropped_lines(), 1);
+    drop(g);
+    let text = text_of(dir.path());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].ends_with("][before"), "{text}");
+    assert!(
+        lines[1].starts_with("[W]")
+            && lines[1]
+                .ends_with("][xlog dropped 1 lines: they could not be compressed or encrypted"),
+        "{text}"
+    );
+    assert!(lines[2].ends_with("][after"), "{text}");
+}
+
+/// In async mode the writer thread encrypts whole blocks: a panic there is answered as any
+/// failure to compress or encrypt a block, by appending the block as it was staged (its
+/// lines are kept), and the writer thread goes on with the next block.
+#[test]
+fn a_block_the_cipher_panics_on_is_kept_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cipher = Arc::new(PanickyCipher::default());
+    let encrypts = Arc::clone(&cipher.encrypts);
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("pa")
+        .banners(false)
+        .clock(clock())
+        .cipher(cipher)
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"first block");
+    g.flush().unwrap();
+    encrypts.store(1, Ordering::SeqCst);
+    g.log_message(Level::Info, "t", b"the cipher panics on this block");
+    g.flush().expect("the writer thread is alive");
+    assert_eq!(encrypts.load(Ordering::SeqCst), 0, "the cipher was asked");
+    g.log_message(Level::Info, "t", b"third block");
+    g.flush().expect("the writer thread is alive");
+    assert_eq!(g.dropped_lines(), 0);
+    drop(g);
+    let text = text_of(dir.path());
+    let lines = lines_of(&text);
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].ends_with("][first block"), "{text}");
+    assert!(
+        lines[1].ends_with("][the cipher panics on this block"),
+        "{text}"
+    );
+    assert!(lines[2].ends_with("][third block"), "{text}");
+}

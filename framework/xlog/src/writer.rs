@@ -19,6 +19,7 @@ use crate::compress::{BlockCompressor, StoredFramer};
 use crate::config::{Durability, Mode, Overflow, XlogConfig};
 use crate::files::LogFiles;
 use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadIds};
+use crate::guarded;
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
     compute_keystream, mars_readable, recover, write_intent, Active, Intent, Region, StageError,
@@ -865,17 +866,16 @@ impl Xlog {
             std::fs::create_dir_all(c)
                 .map_err(io_err(format!("creating cache dir {}", c.display())))?;
         }
-        let encryption = b
-            .cipher
-            .as_ref()
-            .map_or(Encryption::None, |c| Encryption::from_kind(c.kind()));
+        // Every call into the cipher (an in-process plugin) is guarded against panics.
+        let cipher_kind = b.cipher.as_deref().map(guarded::kind).transpose()?;
+        let encryption = cipher_kind.map_or(Encryption::None, Encryption::from_kind);
         let mut encryptor = match &b.cipher {
-            Some(c) => Some(c.new_encryptor()?),
+            Some(c) => Some(guarded::new_encryptor(c.as_ref())?),
             None => None,
         };
         // Keyed writers stage with ChaCha20 under a session key that `encryptor` wraps.
-        let stream = match (&mut encryptor, &b.cipher) {
-            (Some(e), Some(c)) => Some(StreamStaging::new(e.as_mut(), c.kind())?),
+        let stream = match (&mut encryptor, cipher_kind) {
+            (Some(e), Some(kind)) => Some(StreamStaging::new(e.as_mut(), kind)?),
             _ => None,
         };
         let level = config
@@ -884,7 +884,7 @@ impl Xlog {
         let compressor =
             BlockCompressor::new(config.compression, level).map_err(BuildError::Compressor)?;
         let finish_encryptor = match &b.cipher {
-            Some(c) => Some(c.new_encryptor()?),
+            Some(c) => Some(guarded::new_encryptor(c.as_ref())?),
             None => None,
         };
         let finisher = Finisher {

@@ -26,6 +26,9 @@
 //! | | `export_state` / `import_state` | `None` (nothing saved) / `false` (state ignored) |
 //! | `HeartbeatPolicy` | `next_interval` | `Some(FALLBACK_HEARTBEAT_INTERVAL)` |
 //! | | `on_*` hooks | ignored |
+//! | `LogCipher` (xlog's writer) | `kind`, `new_encryptor` | [`cipher_panicked`]: `CipherError::Crypto` naming the plugin; the writer is not made |
+//! | `BlockEncryptor` (xlog's writer) | `encrypt`, `finish_block` | [`cipher_panicked`]: a line is lost and reported (sync mode), a block is appended as staged (async) |
+//! | | `header_key` | read once, when the encryptor is made: a panic there fails the making |
 //! | any | the plugin's `Drop` | caught; whatever it failed to release is leaked |
 //!
 //! A panic whose payload panics again when dropped is contained as well ([`catch`]).
@@ -40,6 +43,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::auth::{AuthError, IdentifyRequest, IdentifyVerdict};
+use crate::cipher::CipherError;
 use crate::codec::{FrameHead, FrameKind, PUSH_SEQ, SIGNAL_KEEP_SEQ};
 use crate::heartbeat::{HeartbeatContext, HeartbeatPolicy};
 use crate::ipsource::ResolveError;
@@ -123,6 +127,12 @@ pub fn auth_panicked(plugin: &str, message: &str) -> AuthError {
 /// named `plugin`: the chain moves on to the next source.
 pub fn resolve_panicked(plugin: &str, message: &str) -> ResolveError {
     ResolveError::Failed(format!("ip source {plugin:?} panicked: {message}"))
+}
+
+/// The error a [`LogCipher`](crate::LogCipher) call (or one of its encryptor's or decryptor's)
+/// gives after a panic in the cipher named `plugin`.
+pub fn cipher_panicked(plugin: &str, message: &str) -> CipherError {
+    CipherError::Crypto(format!("log cipher {plugin:?} panicked: {message}"))
 }
 
 /// The heartbeat policy used when a factory's `build` panicked: a fixed
