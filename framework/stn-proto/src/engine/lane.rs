@@ -94,7 +94,7 @@ use super::{
     frame, limits_of, retry_room_ns, Attempt, Engine, LinkState, Task, TaskState, DEFAULT_RETRIES,
     SHORT_TASK, TASK_ID_WRAP, WEAK_FAST_TASK, WEAK_SLOW_TASK,
 };
-use crate::error::CodecFailure;
+use crate::error::{CodecFailure, PluginKind};
 use crate::io::{ConnId, Event, LinkName};
 use crate::slab::Slab;
 use crate::task::{BatchedEnd, EndBatch, Response, TaskProfile, TaskSpec};
@@ -631,8 +631,8 @@ impl Engine {
         let room = (TASK_ID_WRAP.min(limit) as usize).saturating_sub(first as usize);
         let codec = &*self.cfg.codec;
         // The block ends before the first id the codec reserves. One guard for the block
-        // (`plugins.rs`): a panic takes no block, and the one-by-one path asks again, under
-        // its own guard, and reports it.
+        // (`plugins.rs`): a panic, reported here, takes no block, and the one-by-one path
+        // asks again under its own guard.
         let block = || {
             (first..)
                 .take(tasks.len().min(room))
@@ -640,7 +640,13 @@ impl Engine {
                 .count()
         };
         let k = catch_unwind(AssertUnwindSafe(block)).unwrap_or_else(|p| {
-            into_message(p);
+            let m = into_message(p);
+            self.caught.record(
+                PluginKind::Codec,
+                &|| codec.name().to_owned(),
+                "is_reserved_seq",
+                m,
+            );
             0
         });
         let Some(group) = self.lane.groups.get_mut(g) else {
@@ -1192,7 +1198,15 @@ impl Engine {
             }
         };
         if let Err(p) = catch_unwind(AssertUnwindSafe(run_frames)) {
-            into_message(p);
+            // Reported here: a codec that panics only now would otherwise go unreported
+            // when the regular pass decodes the frame again without a panic.
+            let m = into_message(p);
+            self.caught.record(
+                PluginKind::Codec,
+                &|| self.cfg.codec.name().to_owned(),
+                "decode or classify",
+                m,
+            );
         }
         self.estimator.record_meets(meets);
         let emptied = group.live == 0;

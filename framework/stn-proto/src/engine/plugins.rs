@@ -49,7 +49,7 @@ impl PanicLog {
     /// Records a panic of the `kind` plugin (named by `name`, asked only now) in `call`.
     #[cold]
     #[inline(never)]
-    fn record(
+    pub(super) fn record(
         &self,
         kind: PluginKind,
         name: &dyn Fn() -> String,

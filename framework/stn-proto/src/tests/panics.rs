@@ -28,6 +28,8 @@ struct Shaky {
     inner: MarsCodec,
     /// `decode` panics on a whole frame with this command id.
     decode_cmd: AtomicU32,
+    /// Whether `decode` panics only once (`decode_cmd` is then cleared).
+    decode_once: AtomicBool,
     /// `encode` panics (after writing some bytes) for this command id.
     encode_cmd: AtomicU32,
     classify: AtomicBool,
@@ -41,6 +43,7 @@ impl Shaky {
         Arc::new(Shaky {
             inner: MarsCodec::default(),
             decode_cmd: AtomicU32::new(NEVER),
+            decode_once: AtomicBool::new(false),
             encode_cmd: AtomicU32::new(NEVER),
             classify: AtomicBool::new(false),
             reserved: AtomicBool::new(false),
@@ -69,6 +72,9 @@ impl PacketCodec for Shaky {
         let decoded = self.inner.decode(buf);
         if let Ok(Decoded::Frame(f)) = &decoded {
             if f.head.cmd_id.0 == self.decode_cmd.load(Ordering::Relaxed) {
+                if self.decode_once.load(Ordering::Relaxed) {
+                    self.decode_cmd.store(NEVER, Ordering::Relaxed);
+                }
                 panic!("decode exploded on cmd {}", f.head.cmd_id.0);
             }
         }
@@ -212,6 +218,46 @@ fn a_codec_panicking_in_decode_in_the_batch_lane_drops_the_link_and_the_rest_ret
     let later = sim.start(spec(2));
     let (_, end) = sim.run_until_end(later, secs(60));
     assert!(end.outcome.is_ok());
+}
+
+/// A codec that panics once, inside the batch lane's run: the run ends there and the
+/// regular pass decodes the frame again, now without a panic, so every member is answered
+/// and the link stays up; the panic is still reported, once.
+#[test]
+fn a_codec_panicking_once_in_the_batch_lanes_run_is_reported_and_costs_nothing_else() {
+    let codec = Shaky::new();
+    codec.decode_cmd.store(66, Ordering::Relaxed);
+    codec.decode_once.store(true, Ordering::Relaxed);
+    let mut sim = shaky_sim(&codec);
+    sim.coalesce_reads = true;
+    sim.engine.set_batch_lane(true);
+    sim.engine.set_end_batches(true);
+    sim.foreground(true);
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(ms(200));
+    let params = spec(1);
+    let requests = (0..10u8).map(|i| {
+        let cmd = if i == 6 { CmdId(66) } else { CmdId(1) };
+        (cmd, vec![i])
+    });
+    let ids = sim.start_batch_like(&params, requests);
+    sim.run_for(secs(60));
+    for id in &ids {
+        let end = &sim.ends[id].1;
+        assert!(end.outcome.is_ok(), "{id}: {:?}", end.outcome);
+        assert_eq!(end.profile.attempts, 1, "{id}");
+    }
+    assert!(sim.closes().is_empty(), "{:?}", sim.closes());
+    let all = panics(&sim);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_reported(
+        &sim,
+        PluginKind::Codec,
+        "shaky",
+        "decode or classify",
+        "exploded on cmd 66",
+    );
 }
 
 #[test]
