@@ -1848,16 +1848,21 @@ fn lines_dropped_after_the_last_line_are_reported_at_close_without_banners() {
     assert_eq!(lines_of(&text).len() as u64 + dropped, logged);
 }
 
-/// The toy cipher, whose encryption fails while `failing` is above 0 (one call each).
+/// The toy cipher, whose encryption fails while `failing` is above 0 (one call each): with an
+/// error, or with a panic when `panics` is set. With `at_make` set, making an encryptor
+/// panics.
 #[derive(Debug, Default)]
 struct FailingCipher {
     failing: Arc<AtomicUsize>,
+    panics: bool,
+    at_make: bool,
 }
 
 #[derive(Debug)]
 struct FailingEnc {
     toy: Box<dyn BlockEncryptor>,
     failing: Arc<AtomicUsize>,
+    panics: bool,
 }
 
 impl LogCipher for FailingCipher {
@@ -1868,9 +1873,11 @@ impl LogCipher for FailingCipher {
         CipherKind::MarsCompatible
     }
     fn new_encryptor(&self) -> Result<Box<dyn BlockEncryptor>, CipherError> {
+        assert!(!self.at_make, "test: new_encryptor panics");
         Ok(Box::new(FailingEnc {
             toy: ToyCipher.new_encryptor()?,
             failing: Arc::clone(&self.failing),
+            panics: self.panics,
         }))
     }
     fn new_decryptor(
@@ -1891,6 +1898,7 @@ impl BlockEncryptor for FailingEnc {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if fail {
+            assert!(!self.panics, "test: encrypt panics");
             return Err(CipherError::Crypto("test: the cipher fails".into()));
         }
         self.toy.encrypt(plain, out)
@@ -2266,59 +2274,6 @@ fn a_sync_mode_line_stats_the_open_file_once_and_its_path_once() {
     assert!(now.contains("][after the move\n") && now.contains("][and later\n"));
 }
 
-/// The toy cipher, panicking: in `new_encryptor` when `at_make` is set, and in `encrypt`
-/// while `encrypts` is above 0 (one call each).
-#[derive(Debug, Default)]
-struct PanickyCipher {
-    at_make: bool,
-    encrypts: Arc<AtomicUsize>,
-}
-
-#[derive(Debug)]
-struct PanickyEnc {
-    toy: Box<dyn BlockEncryptor>,
-    encrypts: Arc<AtomicUsize>,
-}
-
-impl LogCipher for PanickyCipher {
-    fn name(&self) -> &str {
-        "panicky"
-    }
-    fn kind(&self) -> CipherKind {
-        CipherKind::MarsCompatible
-    }
-    fn new_encryptor(&self) -> Result<Box<dyn BlockEncryptor>, CipherError> {
-        assert!(!self.at_make, "test: new_encryptor panics");
-        Ok(Box::new(PanickyEnc {
-            toy: ToyCipher.new_encryptor()?,
-            encrypts: Arc::clone(&self.encrypts),
-        }))
-    }
-    fn new_decryptor(
-        &self,
-        key: &[u8; HEADER_KEY_LEN],
-    ) -> Result<Box<dyn BlockDecryptor>, CipherError> {
-        ToyCipher.new_decryptor(key)
-    }
-}
-
-impl BlockEncryptor for PanickyEnc {
-    fn header_key(&self) -> [u8; HEADER_KEY_LEN] {
-        self.toy.header_key()
-    }
-    fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<usize, CipherError> {
-        let panic = self
-            .encrypts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        assert!(!panic, "test: encrypt panics");
-        self.toy.encrypt(plain, out)
-    }
-    fn finish_block(&mut self, rest: &[u8], out: &mut Vec<u8>) -> Result<(), CipherError> {
-        self.toy.finish_block(rest, out)
-    }
-}
-
 /// An in-process cipher that panics while making its encryptor fails the writer's making
 /// with an error naming the cipher and the panic, not with a panic.
 #[test]
@@ -2328,14 +2283,14 @@ fn a_cipher_panicking_when_the_writer_is_made_is_a_build_error() {
         .log_dir(dir.path())
         .name_prefix("pm")
         .clock(clock())
-        .cipher(Arc::new(PanickyCipher {
+        .cipher(Arc::new(FailingCipher {
             at_make: true,
-            ..PanickyCipher::default()
+            ..FailingCipher::default()
         }))
         .build();
     let err = made.expect_err("a build error").to_string();
     assert!(
-        err.contains("\"panicky\" panicked") && err.contains("new_encryptor panics"),
+        err.contains("\"failing\" panicked") && err.contains("new_encryptor panics"),
         "{err}"
     );
 }
@@ -2346,8 +2301,11 @@ fn a_cipher_panicking_when_the_writer_is_made_is_a_build_error() {
 #[test]
 fn a_line_the_cipher_panics_on_is_reported_lost_in_sync_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let cipher = Arc::new(PanickyCipher::default());
-    let encrypts = Arc::clone(&cipher.encrypts);
+    let cipher = Arc::new(FailingCipher {
+        panics: true,
+        ..FailingCipher::default()
+    });
+    let encrypts = Arc::clone(&cipher.failing);
     let g = Xlog::builder()
         .log_dir(dir.path())
         .name_prefix("ps")
@@ -2382,8 +2340,11 @@ fn a_line_the_cipher_panics_on_is_reported_lost_in_sync_mode() {
 #[test]
 fn a_block_the_cipher_panics_on_is_kept_and_the_writer_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let cipher = Arc::new(PanickyCipher::default());
-    let encrypts = Arc::clone(&cipher.encrypts);
+    let cipher = Arc::new(FailingCipher {
+        panics: true,
+        ..FailingCipher::default()
+    });
+    let encrypts = Arc::clone(&cipher.failing);
     let g = Xlog::builder()
         .log_dir(dir.path())
         .name_prefix("pa")

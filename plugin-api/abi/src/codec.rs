@@ -39,7 +39,7 @@ use phobos_plugin_api::codec::{
     DecodeError, Decoded, EncodeError, FrameHead, FrameKind, PacketCodec, RawFrame,
     ShortLinkReject, ShortLinkRequest, DEFAULT_MAX_FRAME_LEN,
 };
-use phobos_plugin_api::panics::{fallback_classify, fallback_is_reserved_seq};
+use phobos_plugin_api::panics::{fallback_classify, fallback_is_reserved_seq, DefaultShape};
 use phobos_plugin_api::{CmdId, Seq};
 
 use crate::guard::{catch, Guarded, Scratch};
@@ -396,25 +396,6 @@ impl PacketCodec for ImportedCodec {
             .shortlink_check_response(status, headers.as_slice().into(), body.into())
             .into_result()
             .map_err(ShortLinkReject::from)
-    }
-}
-
-/// A codec with only the trait's default methods, for the documented panic fallbacks.
-#[derive(Debug)]
-struct DefaultShape;
-
-impl PacketCodec for DefaultShape {
-    fn name(&self) -> &str {
-        "default"
-    }
-    fn encode(&self, _: FrameHead, _: &[u8], _: &[u8], _: &mut Vec<u8>) -> Result<(), EncodeError> {
-        Err(EncodeError::Other(PLUGIN_PANICKED))
-    }
-    fn decode(&self, _: &[u8]) -> Result<Decoded, DecodeError> {
-        Err(DecodeError::Other(PLUGIN_PANICKED))
-    }
-    fn classify(&self, head: &FrameHead) -> FrameKind {
-        FrameKind::Response(head.seq)
     }
 }
 

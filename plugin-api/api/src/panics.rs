@@ -15,7 +15,7 @@
 //! | | `max_frame_len` | [`DEFAULT_MAX_FRAME_LEN`] |
 //! | | `heartbeat_interval` | `None` (the heartbeat policy decides) |
 //! | | `is_reserved_seq` | [`fallback_is_reserved_seq`], the trait's default rule |
-//! | | `shortlink_headers`, `shortlink_body` | the trait's default (Mars's) shape |
+//! | | `shortlink_headers`, `shortlink_body` | the trait's default (Mars's) shape, [`DefaultShape`]'s |
 //! | `AuthCheck` | `ensure_authed` | [`auth_panicked`]: `AuthError::Transient` naming the plugin |
 //! | | `is_authed` | [`FALLBACK_IS_AUTHED`] (`false`: tasks wait, `ensure_authed` is asked) |
 //! | | `identify_request` | [`FALLBACK_IDENTIFY_REQUEST`] (`Later`: ask again at the next heartbeat) |
@@ -44,7 +44,9 @@ use std::time::{Duration, Instant};
 
 use crate::auth::{AuthError, IdentifyRequest, IdentifyVerdict};
 use crate::cipher::CipherError;
-use crate::codec::{FrameHead, FrameKind, PUSH_SEQ, SIGNAL_KEEP_SEQ};
+use crate::codec::{
+    DecodeError, Decoded, EncodeError, FrameHead, FrameKind, PacketCodec, PUSH_SEQ, SIGNAL_KEEP_SEQ,
+};
 use crate::heartbeat::{HeartbeatContext, HeartbeatPolicy};
 use crate::ipsource::ResolveError;
 use crate::types::Seq;
@@ -133,6 +135,28 @@ pub fn resolve_panicked(plugin: &str, message: &str) -> ResolveError {
 /// gives after a panic in the cipher named `plugin`.
 pub fn cipher_panicked(plugin: &str, message: &str) -> CipherError {
     CipherError::Crypto(format!("log cipher {plugin:?} panicked: {message}"))
+}
+
+/// A codec with only the trait's default methods: the fallback shape of
+/// `shortlink_headers` and `shortlink_body` (Mars's) after a codec's own panicked. Its
+/// required methods fail (`encode`, `decode`) or fall back ([`fallback_classify`]); only its
+/// default methods are meant to be called.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DefaultShape;
+
+impl PacketCodec for DefaultShape {
+    fn name(&self) -> &str {
+        "default"
+    }
+    fn encode(&self, _: FrameHead, _: &[u8], _: &[u8], _: &mut Vec<u8>) -> Result<(), EncodeError> {
+        Err(EncodeError::Other(PLUGIN_PANICKED))
+    }
+    fn decode(&self, _: &[u8]) -> Result<Decoded, DecodeError> {
+        Err(DecodeError::Other(PLUGIN_PANICKED))
+    }
+    fn classify(&self, head: &FrameHead) -> FrameKind {
+        fallback_classify(head)
+    }
 }
 
 /// The heartbeat policy used when a factory's `build` panicked: a fixed

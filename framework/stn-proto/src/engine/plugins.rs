@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use phobos_plugin_api::codec::{PacketCodec, ShortLinkRequest, DEFAULT_MAX_FRAME_LEN};
 use phobos_plugin_api::panics::{
-    catch, drop_caught, fallback_classify, fallback_is_reserved_seq, into_message,
+    catch, drop_caught, fallback_classify, fallback_is_reserved_seq, into_message, DefaultShape,
     FallbackHeartbeat, FALLBACK_HEARTBEAT_INTERVAL, FALLBACK_IDENTIFY_REQUEST,
     FALLBACK_IDENTIFY_VERDICT, FALLBACK_IS_AUTHED, PLUGIN_PANICKED,
 };
@@ -286,25 +286,6 @@ fn encode_panicked(
     );
     out.truncate(before);
     Err(EncodeError::Other(PLUGIN_PANICKED))
-}
-
-/// A codec with only the trait's default methods, for the short-link fallbacks.
-#[derive(Debug)]
-struct DefaultShape;
-
-impl PacketCodec for DefaultShape {
-    fn name(&self) -> &str {
-        "default"
-    }
-    fn encode(&self, _: FrameHead, _: &[u8], _: &[u8], _: &mut Vec<u8>) -> Result<(), EncodeError> {
-        Err(EncodeError::Other(PLUGIN_PANICKED))
-    }
-    fn decode(&self, _: &[u8]) -> Result<Decoded, DecodeError> {
-        Err(DecodeError::Other(PLUGIN_PANICKED))
-    }
-    fn classify(&self, head: &FrameHead) -> FrameKind {
-        fallback_classify(head)
-    }
 }
 
 // ----- auth --------------------------------------------------------------------------------

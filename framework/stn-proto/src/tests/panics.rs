@@ -13,7 +13,7 @@ use phobos_plugin_api::panics::PLUGIN_PANICKED;
 use phobos_plugin_api::{
     AuthCheck, AuthError, CmdId, DecodeError, Decoded, EncodeError, FrameHead, FrameKind,
     HeartbeatContext, HeartbeatPolicy, HeartbeatPolicyFactory, IdentifyRequest, IdentifyVerdict,
-    PacketCodec, Seq,
+    PacketCodec, Seq, TaskId,
 };
 
 use super::harness::{config_with, ms, secs, server_addr, Sim};
@@ -132,6 +132,26 @@ fn assert_reported(sim: &Sim, kind: PluginKind, name: &str, call: &str, message:
     );
 }
 
+/// A connected link with the batch lane on, and ten tasks started in one call, the seventh
+/// with command 66; their answers arrive in one read, so the lane's run takes the frames
+/// after the first and meets the seventh's.
+fn ten_in_the_lane(codec: &Arc<Shaky>) -> (Sim, Vec<TaskId>) {
+    let mut sim = shaky_sim(codec);
+    sim.coalesce_reads = true;
+    sim.engine.set_batch_lane(true);
+    sim.engine.set_end_batches(true);
+    sim.foreground(true);
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(ms(200));
+    let requests = (0..10u8).map(|i| {
+        let cmd = if i == 6 { CmdId(66) } else { CmdId(1) };
+        (cmd, vec![i])
+    });
+    let ids = sim.start_batch_like(&spec(1), requests);
+    (sim, ids)
+}
+
 const PANICKED_FRAME: LinkError = LinkError::Decode(DecodeError::Other(PLUGIN_PANICKED));
 
 #[test]
@@ -176,22 +196,7 @@ fn a_codec_panicking_in_decode_drops_the_link_like_a_malformed_frame() {
 fn a_codec_panicking_in_decode_in_the_batch_lane_drops_the_link_and_the_rest_retry() {
     let codec = Shaky::new();
     codec.decode_cmd.store(66, Ordering::Relaxed);
-    let mut sim = shaky_sim(&codec);
-    // The answers arrive in one read: the lane's run takes the frames after the first, and
-    // meets the panicking one.
-    sim.coalesce_reads = true;
-    sim.engine.set_batch_lane(true);
-    sim.engine.set_end_batches(true);
-    sim.foreground(true);
-    sim.engine.connect_link(sim.now, "default-longlink");
-    sim.drain();
-    sim.run_for(ms(200));
-    let params = spec(1);
-    let requests = (0..10u8).map(|i| {
-        let cmd = if i == 6 { CmdId(66) } else { CmdId(1) };
-        (cmd, vec![i])
-    });
-    let ids = sim.start_batch_like(&params, requests);
+    let (mut sim, ids) = ten_in_the_lane(&codec);
     sim.run_for(secs(120));
     // Every member ends once: the panicking one with the typed error after its retry, the
     // others answered, or (answered after it on a link it dropped, per the usual retry
@@ -228,20 +233,7 @@ fn a_codec_panicking_once_in_the_batch_lanes_run_is_reported_and_costs_nothing_e
     let codec = Shaky::new();
     codec.decode_cmd.store(66, Ordering::Relaxed);
     codec.decode_once.store(true, Ordering::Relaxed);
-    let mut sim = shaky_sim(&codec);
-    sim.coalesce_reads = true;
-    sim.engine.set_batch_lane(true);
-    sim.engine.set_end_batches(true);
-    sim.foreground(true);
-    sim.engine.connect_link(sim.now, "default-longlink");
-    sim.drain();
-    sim.run_for(ms(200));
-    let params = spec(1);
-    let requests = (0..10u8).map(|i| {
-        let cmd = if i == 6 { CmdId(66) } else { CmdId(1) };
-        (cmd, vec![i])
-    });
-    let ids = sim.start_batch_like(&params, requests);
+    let (mut sim, ids) = ten_in_the_lane(&codec);
     sim.run_for(secs(60));
     for id in &ids {
         let end = &sim.ends[id].1;
