@@ -136,26 +136,17 @@ const MAX_KEPT_SCRATCH: usize = 4 << 20;
 mod tests {
     use super::*;
 
+    /// A plugin object whose drop panics with a payload that panics again when dropped:
+    /// nothing leaves [`Guarded`]'s drop (behind an `extern "C"` shim, that would abort).
+    /// (`catch` itself is `phobos_plugin_api::panics`', tested there.)
     #[test]
-    fn catch_returns_the_panic_message() {
-        let r: Result<(), String> = catch(|| panic!("boom {}", 7));
-        assert_eq!(r, Err("boom 7".to_owned()));
-        let r: Result<(), String> = catch(|| std::panic::panic_any(5u8));
-        assert_eq!(r, Err("panic with a non-string payload".to_owned()));
-    }
-
-    /// A panic whose payload panics when dropped: no panic leaves `catch` (behind an
-    /// `extern "C"` shim, one that did aborted the process).
-    #[test]
-    fn a_payload_that_panics_when_dropped_is_contained() {
+    fn a_drop_panicking_with_a_payload_that_panics_when_dropped_is_contained() {
         struct PanicsOnDrop;
         impl Drop for PanicsOnDrop {
             fn drop(&mut self) {
                 panic!("the payload's drop exploded");
             }
         }
-        let r: Result<(), String> = catch(|| std::panic::panic_any(PanicsOnDrop));
-        assert_eq!(r, Err("panic with a non-string payload".to_owned()));
         struct Bomb;
         impl Drop for Bomb {
             fn drop(&mut self) {
