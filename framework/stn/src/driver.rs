@@ -1497,16 +1497,14 @@ impl Driver {
         let panics = self.plugin_panics.clone();
         let task = spawn_plugin_call(blocking, async move {
             let _guard = guard;
-            let result = match guard::call(|| src.resolve(&host, purpose)).await {
-                Ok(result) => result,
-                Err(message) => {
-                    let name = guard::name_of(|| src.name().to_owned());
-                    let error = resolve_panicked(&name, &message);
-                    let panic = PluginPanic::new(PluginKind::IpSource, name, "resolve", message);
-                    guard::report(&panics, &panic);
-                    Err(error)
-                }
-            };
+            let result = guard::call_or_fallback(
+                &panics,
+                (PluginKind::IpSource, "resolve"),
+                || src.name().to_owned(),
+                || src.resolve(&host, purpose),
+                resolve_panicked,
+            )
+            .await;
             if let Err(e) = &result {
                 warn!(source = src.name(), host = %host, error = %e, "ip source failed");
             }
@@ -1575,16 +1573,14 @@ impl Driver {
         let panics = self.plugin_panics.clone();
         spawn_plugin_call(blocking, async move {
             let _guard = guard;
-            let result = match guard::call(|| auth.ensure_authed(&host)).await {
-                Ok(result) => result,
-                Err(message) => {
-                    let name = guard::name_of(|| auth.name().to_owned());
-                    let error = auth_panicked(&name, &message);
-                    let panic = PluginPanic::new(PluginKind::Auth, name, "ensure_authed", message);
-                    guard::report(&panics, &panic);
-                    Err(error)
-                }
-            };
+            let result = guard::call_or_fallback(
+                &panics,
+                (PluginKind::Auth, "ensure_authed"),
+                || auth.name().to_owned(),
+                || auth.ensure_authed(&host),
+                auth_panicked,
+            )
+            .await;
             // Ended before its answer is seen, so the core may ask again at once.
             drop(token);
             let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use phobos_plugin_api::panics::{catch, drop_caught};
-use phobos_stn_proto::PluginPanic;
+use phobos_stn_proto::{PluginKind, PluginPanic};
 use tracing::error;
 
 /// Makes the plugin's future with `make` and runs it, each step under guard: `Err(message)`
@@ -24,6 +24,30 @@ where
 {
     let fut = catch(make)?;
     Caught(Some(fut)).await
+}
+
+/// [`call`] for a plugin call that answers `Result<T, E>`: a panic is reported ([`report`],
+/// the `kind` plugin named by `name` in `method`) and answered with `fallback(name,
+/// message)`, the error `phobos_plugin_api::panics` gives for it.
+pub(crate) async fn call_or_fallback<F, T, E>(
+    panics: &AtomicU64,
+    (kind, method): (PluginKind, &'static str),
+    name: impl FnOnce() -> String,
+    make: impl FnOnce() -> F,
+    fallback: impl FnOnce(&str, &str) -> E,
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>> + Unpin,
+{
+    match call(make).await {
+        Ok(result) => result,
+        Err(message) => {
+            let name = name_of(name);
+            let error = fallback(&name, &message);
+            report(panics, &PluginPanic::new(kind, name, method, message));
+            Err(error)
+        }
+    }
 }
 
 /// Logs a caught plugin panic (one `tracing` error naming the plugin and carrying the
