@@ -103,7 +103,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// [`PacketCodec::classify`](crate::PacketCodec::classify)'s answer after a panic: the
+/// [`PacketCodec::classify`]'s answer after a panic: the
 /// response to the task whose id is the frame's sequence (a response for no pending task is
 /// dropped by the engine).
 #[inline]
@@ -111,7 +111,7 @@ pub fn fallback_classify(head: &FrameHead) -> FrameKind {
     FrameKind::Response(head.seq)
 }
 
-/// The default rule of [`PacketCodec::is_reserved_seq`](crate::PacketCodec::is_reserved_seq),
+/// The default rule of [`PacketCodec::is_reserved_seq`],
 /// also its answer after a panic: push (`0`) and the top three sequences (signalling keeper,
 /// identify, heartbeat) are reserved.
 #[inline]
