@@ -64,18 +64,23 @@ fn no_retry(cmd: u32, body: &'static [u8]) -> TaskSpec {
     TaskSpec::new(CmdId(cmd), body).with_retry_count(0)
 }
 
+/// An echo server, and a client framing its long link with [`Shaky`].
+async fn shaky_client() -> (MockLongLinkServer, Client) {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let config = ClientConfig::builder(Arc::new(Shaky::default()))
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .unwrap();
+    (server, Client::start(config).unwrap())
+}
+
 async fn panics_counted(client: &Client) -> u64 {
     client.stats().await.unwrap().plugin_panics
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_codec_panicking_in_decode_drops_the_link_and_the_next_task_succeeds() {
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let config = ClientConfig::builder(Arc::new(Shaky::default()))
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .unwrap();
-    let client = Client::start(config).unwrap();
+    let (server, client) = shaky_client().await;
     let mut events = client.link_events();
     client.set_foreground(true);
     let err = client.start_task(no_retry(66, b"bad")).await.unwrap_err();
@@ -99,12 +104,7 @@ async fn a_codec_panicking_in_decode_drops_the_link_and_the_next_task_succeeds()
 
 #[tokio::test(start_paused = true)]
 async fn a_codec_panicking_in_encode_ends_that_task_and_the_link_stays_up() {
-    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
-    let config = ClientConfig::builder(Arc::new(Shaky::default()))
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .unwrap();
-    let client = Client::start(config).unwrap();
+    let (server, client) = shaky_client().await;
     client.set_foreground(true);
     let ok = client.start_task(no_retry(1, b"before")).await.unwrap();
     assert_eq!(&ok.body[..], b"before");
