@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use phobos_plugin_api::panics::catch;
 use phobos_plugin_api::{AuthCheck, HeartbeatPolicyFactory, IpPort, IpSource, PacketCodec};
 use phobos_stn_proto::{
     Config, ConfigBuilder, ConfigError, LinkConfig, LinkName, ShortLinkConfig, SourceSpec,
@@ -421,7 +422,8 @@ fn chain_specs(core: &Config, sources: &[Arc<dyn IpSource>], backups: &[bool]) -
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            if backups.get(i).copied().unwrap_or(false) || s.name() == BACKUP_SOURCE_NAME {
+            let named_backup = catch(|| s.name() == BACKUP_SOURCE_NAME).unwrap_or(false);
+            if backups.get(i).copied().unwrap_or(false) || named_backup {
                 SourceSpec::backup(limit)
             } else {
                 SourceSpec::primary(limit)

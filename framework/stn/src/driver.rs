@@ -810,9 +810,13 @@ impl Driver {
             Command::SetNetwork { kind, label } => {
                 info!(?kind, label = %label, "network changed");
                 for source in self.ip_sources.iter() {
-                    let _guard = self
-                        .watchdog
-                        .call(format!("ipsource {} network_changed", source.name()), now());
+                    let _guard = self.watchdog.call(
+                        format!(
+                            "ipsource {} network_changed",
+                            guard::name_of(|| source.name().to_owned())
+                        ),
+                        now(),
+                    );
                     if let Err(message) = catch(|| source.network_changed()) {
                         let name = guard::name_of(|| source.name().to_owned());
                         let panic = PluginPanic::new(
@@ -1064,7 +1068,8 @@ impl Driver {
                 });
                 let task = tokio::spawn(
                     async move {
-                        let ev = match connector.connect_reporting(addr, established).await {
+                        let connect = || connector.connect_reporting(addr, established);
+                        let ev = match guard::connect(connect).await {
                             Ok(stream) => IoEvent::Connected { attempt, stream },
                             Err(e) => IoEvent::ConnectFailed {
                                 attempt,
@@ -1470,7 +1475,7 @@ impl Driver {
                 None => {
                     // The watchdog reports the blocked call itself; this repeats each cycle.
                     debug!(
-                        link = %link, host = %host, source = src.name(),
+                        link = %link, host = %host, source = %guard::name_of(|| src.name().to_owned()),
                         "ip source still blocked in the call given up before: not asked again"
                     );
                     let error = "the source's previous call for this host is still running";
@@ -1488,9 +1493,10 @@ impl Driver {
         } else {
             None
         };
-        let guard = self
-            .watchdog
-            .call(format!("ipsource {}", src.name()), now());
+        let guard = self.watchdog.call(
+            format!("ipsource {}", guard::name_of(|| src.name().to_owned())),
+            now(),
+        );
         // No timeout here: the core times the call (the source's limit) and sends
         // `CancelResolve`, which stops this task (or, for a blocking call already running,
         // leaves it to finish with an answer nobody waits for).
@@ -1506,7 +1512,8 @@ impl Driver {
             )
             .await;
             if let Err(e) = &result {
-                warn!(source = src.name(), host = %host, error = %e, "ip source failed");
+                let source = guard::name_of(|| src.name().to_owned());
+                warn!(source = %source, host = %host, error = %e, "ip source failed");
             }
             // Ended before its answer is seen, so the core may ask again at once.
             drop(token);
@@ -1559,7 +1566,7 @@ impl Driver {
         let Some(token) = self.begin_plugin_call(PluginCall::Auth { host: host.clone() }) else {
             // The watchdog reports the hung call itself; this repeats at every retry.
             debug!(
-                host = %host, auth = auth.name(),
+                host = %host, auth = %guard::name_of(|| auth.name().to_owned()),
                 "login still running past its limit: not started again"
             );
             let result = Err(AuthError::Transient(
@@ -1568,7 +1575,8 @@ impl Driver {
             let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
             return;
         };
-        let guard = self.watchdog.call(format!("auth {}", auth.name()), now());
+        let name = guard::name_of(|| auth.name().to_owned());
+        let guard = self.watchdog.call(format!("auth {name}"), now());
         let blocking = auth.is_blocking();
         let panics = self.plugin_panics.clone();
         spawn_plugin_call(blocking, async move {

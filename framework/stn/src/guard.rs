@@ -6,15 +6,26 @@
 //! the engine ([`Event::PluginPanicked`](phobos_stn_proto::Event::PluginPanicked)).
 //!
 //! The fallbacks are `phobos_plugin_api::panics`'s, as for a plugin loaded from a library.
+//!
+//! The app's own transport is guarded the same way: a [`Connector`](crate::Connector)'s
+//! connect ([`connect`]) and the [`LinkStream`] it returns ([`GuardedStream`]). A panic there
+//! is an error of that connect or that connection, like a socket's: the core retries and
+//! reconnects as it would after one.
 
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use phobos_plugin_api::panics::{catch, drop_caught};
 use phobos_stn_proto::{PluginKind, PluginPanic};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::error;
+
+use phobos_stn_proto::TransportFacts;
+
+use crate::connector::{LinkStream, PeerProbe};
 
 /// Makes the plugin's future with `make` and runs it, each step under guard: `Err(message)`
 /// when the plugin panicked.
@@ -65,8 +76,170 @@ pub(crate) fn report(count: &AtomicU64, panic: &PluginPanic) {
 
 /// Calls `name` (a plugin's `name()`) under guard.
 pub(crate) fn name_of(name: impl FnOnce() -> String) -> String {
-    catch(name).unwrap_or_else(|_| "(its name() panicked)".to_owned())
+    phobos_plugin_api::panics::name_of(name)
 }
+
+/// Runs a connector's connect (made by `make`) under guard: a panic is logged and becomes
+/// an IO error, which the core counts as a failed connect.
+pub(crate) async fn connect<F>(make: impl FnOnce() -> F) -> io::Result<Box<dyn LinkStream>>
+where
+    F: Future<Output = io::Result<Box<dyn LinkStream>>> + Unpin,
+{
+    match call(make).await {
+        Ok(result) => result.map(GuardedStream::boxed),
+        Err(message) => {
+            error!(panic = %message, "a connector panicked; the connect failed");
+            Err(io::Error::other(format!(
+                "the connector panicked: {message}"
+            )))
+        }
+    }
+}
+
+/// A connection's stream whose calls run under guard.
+///
+/// Design: the stream may be the app's own (from its [`Connector`](crate::Connector)), and
+/// before this guard its panic ended the driver (every task then ended with
+/// `LocalError::Reset`) or, on the short link, hyper's connection task (which hyper
+/// reported as the request's own fault, not retried). Now the panic is logged once and the
+/// stream answers that call and every later one with an IO error without being called
+/// again: the connection fails like a broken socket, and the core retries and reconnects.
+/// The guard costs a call's unwinding landing pad, nothing on the path that does not panic.
+pub(crate) struct GuardedStream {
+    inner: Box<dyn LinkStream>,
+    panicked: bool,
+}
+
+impl GuardedStream {
+    /// `inner` under guard.
+    pub(crate) fn new(inner: Box<dyn LinkStream>) -> GuardedStream {
+        GuardedStream {
+            inner,
+            panicked: false,
+        }
+    }
+
+    fn boxed(inner: Box<dyn LinkStream>) -> Box<dyn LinkStream> {
+        Box::new(GuardedStream::new(inner))
+    }
+
+    fn poll<T>(
+        &mut self,
+        call: impl FnOnce(Pin<&mut dyn LinkStream>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if self.panicked {
+            return Poll::Ready(Err(stream_panicked()));
+        }
+        let inner = Pin::new(&mut *self.inner);
+        match catch(move || call(inner)) {
+            Ok(polled) => polled,
+            Err(message) => {
+                self.panicked = true;
+                error!(panic = %message, "a connection's stream panicked; the connection ends");
+                Poll::Ready(Err(stream_panicked()))
+            }
+        }
+    }
+}
+
+/// What every call on a stream that panicked answers.
+fn stream_panicked() -> io::Error {
+    io::Error::other("the connection's stream panicked")
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.poll(|inner| inner.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll(|inner| inner.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll(|inner| inner.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        !self.panicked && catch(|| self.inner.is_write_vectored()).unwrap_or(false)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll(|inner| inner.poll_flush(cx))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll(|inner| inner.poll_shutdown(cx))
+    }
+}
+
+impl LinkStream for GuardedStream {
+    fn transport_facts(&self) -> Option<TransportFacts> {
+        if self.panicked {
+            return None;
+        }
+        catch(|| self.inner.transport_facts()).unwrap_or(None)
+    }
+
+    fn peer_probe(&self) -> Option<PeerProbe> {
+        if self.panicked {
+            return None;
+        }
+        catch(|| self.inner.peer_probe()).unwrap_or(None)
+    }
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        let inner = std::mem::replace(&mut self.inner, Box::new(Closed));
+        if let Err(message) = drop_caught(inner) {
+            error!(panic = %message, "a connection's stream panicked as it was dropped");
+        }
+    }
+}
+
+/// What a [`GuardedStream`] holds while its own stream is dropped: no connection.
+struct Closed;
+
+impl AsyncRead for Closed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Closed {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::NotConnected.into()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl LinkStream for Closed {}
 
 /// A future polled under guard; the inner future is dropped under guard too.
 struct Caught<F>(Option<F>);

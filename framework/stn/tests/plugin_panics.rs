@@ -249,3 +249,70 @@ async fn an_auth_plugin_panicking_in_a_login_is_a_transient_failure_and_the_next
     assert_eq!(panics_counted(&client).await, 1);
     client.shutdown().await;
 }
+
+/// Answers `HOST` with the server's address; its `name()` panics.
+#[derive(Debug)]
+struct NamelessSource(std::net::SocketAddr);
+
+#[async_trait]
+impl IpSource for NamelessSource {
+    fn name(&self) -> &str {
+        panic!("name exploded");
+    }
+    async fn resolve(
+        &self,
+        host: &str,
+        purpose: LinkPurpose,
+    ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+        Fixed(self.0).resolve(host, purpose).await
+    }
+}
+
+/// Logs in at once; its `name()` panics.
+#[derive(Debug, Default)]
+struct NamelessAuth {
+    authed: AtomicBool,
+}
+
+#[async_trait]
+impl AuthCheck for NamelessAuth {
+    fn name(&self) -> &str {
+        panic!("name exploded");
+    }
+    fn is_authed(&self, _host: &str) -> bool {
+        self.authed.load(Ordering::SeqCst)
+    }
+    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
+        self.authed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A plugin's name is read for the watchdog's labels and log lines, around the calls that
+/// do work: before, a panicking `name()` there ended the driver (every task then ended with
+/// `LocalError::Reset`) or the build.
+#[tokio::test(start_paused = true)]
+async fn plugins_whose_name_panics_still_work() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let config = ClientConfig::builder(codec())
+        .link_hosts("default-longlink", [HOST], [server.addr().port()])
+        .ip_source(Arc::new(NamelessSource(server.addr())))
+        .auth(Arc::new(NamelessAuth::default()))
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    client.set_foreground(true);
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(7), &b"named"[..]).needs_auth())
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"named");
+    client.set_network(phobos_plugin_api::NetKind::Wifi, "wifi-1");
+    let resp = client
+        .start_task(TaskSpec::new(CmdId(7), &b"again"[..]).needs_auth())
+        .await
+        .unwrap();
+    assert_eq!(&resp.body[..], b"again");
+    assert_eq!(panics_counted(&client).await, 0, "no call panicked");
+    client.shutdown().await;
+}

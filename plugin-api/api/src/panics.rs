@@ -86,6 +86,15 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     }
 }
 
+/// What [`name_of`] answers for a plugin whose `name()` panicked.
+pub const NAME_PANICKED: &str = "(its name() panicked)";
+
+/// A plugin's name, read by `name` (a call of its `name()`) under [`catch`]:
+/// [`NAME_PANICKED`] if that panics. For log lines and labels, which must not fail.
+pub fn name_of(name: impl FnOnce() -> String) -> String {
+    catch(name).unwrap_or_else(|_| NAME_PANICKED.to_owned())
+}
+
 /// Drops `value` under [`catch`]: a panicking `Drop` (a plugin's, say) is contained, and
 /// whatever it failed to release is leaked. Returns the panic message, if any.
 pub fn drop_caught<T>(value: T) -> Result<(), String> {

@@ -9,6 +9,7 @@ use phobos_auth_basic::NoAuth;
 use phobos_codec_mars::MarsCodec;
 use phobos_heartbeat::FixedHeartbeat;
 use phobos_ipsource::SystemDns;
+use phobos_plugin_api::panics::name_of;
 use phobos_plugin_api::{AuthCheck, HeartbeatPolicyFactory, IpSource, LogCipher, PacketCodec};
 
 /// Where a plugin came from.
@@ -146,7 +147,7 @@ pub struct PluginsBuilder {
 impl PluginsBuilder {
     /// Uses this codec (origin [`Origin::App`], named by its `name()`).
     pub fn codec(self, codec: Arc<dyn PacketCodec>) -> Self {
-        let name = codec.name().to_owned();
+        let name = name_of(|| codec.name().to_owned());
         self.codec_entry(Plugin::new(codec, name, Origin::App))
     }
 
@@ -158,7 +159,7 @@ impl PluginsBuilder {
 
     /// Uses this auth plugin.
     pub fn auth(self, auth: Arc<dyn AuthCheck>) -> Self {
-        let name = auth.name().to_owned();
+        let name = name_of(|| auth.name().to_owned());
         self.auth_entry(Plugin::new(auth, name, Origin::App))
     }
 
@@ -170,7 +171,7 @@ impl PluginsBuilder {
 
     /// Uses this heartbeat policy factory.
     pub fn heartbeat(self, factory: Arc<dyn HeartbeatPolicyFactory>) -> Self {
-        let name = factory.name().to_owned();
+        let name = name_of(|| factory.name().to_owned());
         self.heartbeat_entry(Plugin::new(factory, name, Origin::App))
     }
 
@@ -182,7 +183,7 @@ impl PluginsBuilder {
 
     /// Appends an IP source. The first call replaces the default list.
     pub fn ip_source(self, source: Arc<dyn IpSource>) -> Self {
-        let name = source.name().to_owned();
+        let name = name_of(|| source.name().to_owned());
         self.ip_source_entry(Plugin::new(source, name, Origin::App))
     }
 
@@ -201,7 +202,7 @@ impl PluginsBuilder {
 
     /// Encrypts logs with this cipher.
     pub fn log_cipher(self, cipher: Arc<dyn LogCipher>) -> Self {
-        let name = cipher.name().to_owned();
+        let name = name_of(|| cipher.name().to_owned());
         self.log_cipher_entry(Plugin::new(cipher, name, Origin::App))
     }
 

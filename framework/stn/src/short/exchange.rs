@@ -925,4 +925,96 @@ mod tests {
         assert!(body.push(&[0u8; 401]).is_err());
         assert!(body.buf.capacity() <= 1000);
     }
+
+    /// Where a [`Panicking`] stream panics.
+    #[derive(Clone, Copy, Debug)]
+    enum PanicAt {
+        /// In its first write.
+        Write,
+        /// In its first read after it wrote something.
+        ReadAfterWrite,
+    }
+
+    /// A stream that panics once, at `at`.
+    struct Panicking {
+        inner: tokio::io::DuplexStream,
+        at: PanicAt,
+        wrote: bool,
+    }
+
+    impl AsyncRead for Panicking {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if matches!(self.at, PanicAt::ReadAfterWrite) && self.wrote {
+                panic!("a stream's read panicked");
+            }
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Panicking {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if matches!(self.at, PanicAt::Write) {
+                panic!("a stream's write panicked");
+            }
+            self.wrote = true;
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl LinkStream for Panicking {}
+
+    /// A stream under guard (as the runner's connects give them). Before, a stream's panic
+    /// ended hyper's connection task: a panicking write came back as
+    /// [`ExchangeError::Request`] (which the core fails for good as a request HTTP cannot
+    /// carry) and a panicking read as a close by the server.
+    #[tokio::test]
+    async fn a_stream_that_panics_is_a_broken_connection() {
+        for at in [PanicAt::Write, PanicAt::ReadAfterWrite] {
+            let (client, mut server) = tokio::io::duplex(64 * 1024);
+            let served = tokio::spawn(async move {
+                let mut buf = vec![0; 4096];
+                let _ = server.read(&mut buf).await;
+                let _ = server
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+                server
+            });
+            let stream = Panicking {
+                inner: client,
+                at,
+                wrote: false,
+            };
+            let stream = crate::guard::GuardedStream::new(Box::new(stream));
+            let mut conn = H1Conn::handshake(Box::new(stream), None, LIMITS)
+                .await
+                .unwrap();
+            let res = conn
+                .exchange(&request(b"x"), LIMITS, Box::new(|_| {}))
+                .await;
+            assert_eq!(
+                res.err(),
+                Some(ExchangeError::Closed(CloseCause::Io(-1))),
+                "{at:?}"
+            );
+            assert!(!conn.is_open(), "{at:?}: the connection is not used again");
+            drop(conn);
+            drop(served.await);
+        }
+    }
 }

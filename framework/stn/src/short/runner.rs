@@ -25,6 +25,7 @@ use super::exchange::{H1Conn, Limits};
 use super::proxy::ProxyError;
 use super::ShortSettings;
 use crate::connector::{dial_error, Connector, LinkStream};
+use crate::guard;
 
 /// What a short-link IO task reports.
 pub(crate) enum ShortEvent {
@@ -106,7 +107,7 @@ impl ShortIo {
         let sink = self.sink.clone();
         let task = tokio::spawn(
             async move {
-                let ev = match connector.connect(addr).await {
+                let ev = match guard::connect(|| connector.connect(addr)).await {
                     Ok(stream) => ShortEvent::Connected {
                         attempt,
                         conn: stream,
