@@ -398,3 +398,47 @@ fn a_library_built_before_an_ffi_trait_method_was_added_fails_abi_stables_check(
     assert!(msg.contains("libfixture_older_ipsource"), "{msg}");
     assert!(msg.contains("incompatible plugin ABI"), "{msg}");
 }
+
+/// A copy of a good plugin library whose dynamic symbol table says the version symbol is
+/// 1 GiB long: read whole, it would run far past the memory the library maps.
+#[cfg(all(unix, not(target_vendor = "apple"), not(target_os = "aix")))]
+#[test]
+fn a_version_symbol_reaching_outside_the_mapped_memory_is_refused_unread() {
+    use object::{Object, ObjectSection, ObjectSymbol};
+
+    let good = &fixtures().mars;
+    let mut bytes = std::fs::read(good).unwrap();
+    let (size_at, was) = {
+        let elf = object::File::parse(&*bytes).unwrap();
+        let dynsym = elf
+            .section_by_name(".dynsym")
+            .expect("a dynamic symbol table");
+        let (table, _) = dynsym.file_range().expect("in the file");
+        let symbol = elf
+            .dynamic_symbols()
+            .find(|s| s.name() == Ok(phobos_plugin_abi::API_VERSION_SYMBOL))
+            .expect("the version symbol");
+        // An `Elf64_Sym` is 24 bytes; `st_size` is its last 8.
+        (table as usize + symbol.index().0 * 24 + 16, symbol.size())
+    };
+    assert_eq!(
+        u64::from_le_bytes(bytes[size_at..size_at + 8].try_into().unwrap()),
+        was,
+        "found the symbol's size in the file"
+    );
+    bytes[size_at..size_at + 8].copy_from_slice(&(1u64 << 30).to_le_bytes());
+    let dir = std::env::temp_dir().join(format!("phobos-outside-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("libfixture_outside_segments.so");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = load_err(&path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let LoadError::MalformedApiVersion { path: p, reason } = &err else {
+        panic!("expected MalformedApiVersion, got {err:?}");
+    };
+    assert!(p.ends_with("libfixture_outside_segments.so"), "{p:?}");
+    assert_eq!(
+        reason,
+        "its 1073741824 bytes do not lie inside the memory the library maps"
+    );
+}
