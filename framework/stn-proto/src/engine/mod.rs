@@ -1179,6 +1179,13 @@ impl Engine {
     /// The running attempts on connection `conn` of link `li` whose frames start at or after
     /// `written` (the driver holds their first byte): their first-packet timers are
     /// disarmed and they wait in the session's `unwritten` list.
+    ///
+    /// Design: a scan of the task slab, as for the link's other walks over its running tasks
+    /// (see [`Link::running`]). It runs when a backlog begins, not while one lasts: once per
+    /// burst that fills the socket, and the tasks it finds are handled in the same call. A
+    /// per-connection list of the attempts not yet known written would make it proportional
+    /// to what it holds, at a push and a pop for every task on the usual path, where no
+    /// backlog ever begins.
     fn hold_unwritten(&mut self, li: usize, conn: ConnId, written: u64) {
         let mut held: Vec<(u64, TaskId, u32)> = Vec::new();
         for t in self.tasks.values_mut() {
