@@ -63,7 +63,8 @@
 //! writer tries to make it after each written block and, once it can, moves its slots into it
 //! with what they hold: crash recovery is on from then on.
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
-//! recovered too. A zstd block among them without a key whose body is 100 000 bytes or more
+//! recovered too, exactly-once as well: a Mars file (one block, no metadata) is first grown
+//! to this crate's layout, Mars's bytes left as they are, so that the intent has a place. A zstd block among them without a key whose body is 100 000 bytes or more
 //! (Mars's 4/5 guard lets a block grow to about 123 000 bytes; earlier versions of this
 //! crate staged up to 150 KiB), which Mars's Python decoder would cut short, is decompressed
 //! and appended as blocks below that size instead, holding the same lines; a keyed one

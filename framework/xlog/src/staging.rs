@@ -12,7 +12,9 @@
 //!
 //! Each slot holds one block exactly as Mars's 150 KiB buffer does: header at offset 0 whose
 //! length field covers the bytes staged so far, no end byte. Slot 0 sits where Mars's whole
-//! buffer is, so a `.mmap3` left by Mars (153 600 bytes, no meta) is recovered too. Two slots
+//! buffer is, so a `.mmap3` left by Mars (153 600 bytes, no meta) is recovered too. The writer
+//! first grows such a file to this layout with zeros after Mars's bytes (slot 0 unchanged, so
+//! Mars still reads it), so that its block's write intent has a place in slot 0's meta. Two slots
 //! let callers keep logging into one while the background thread appends the other to the log
 //! file, without copying.
 //!

@@ -584,6 +584,107 @@ fn recovered_blocks_are_appended_once_even_if_the_start_that_appended_them_crash
     drop(g);
 }
 
+/// The real buffer file Mars left when it was killed, and the text of its block (the decoder
+/// crate's copy of the shared test vectors, `06_crash_recovery`).
+fn mars_crash_vector() -> (Vec<u8>, Vec<u8>) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data");
+    let read = |rel: &str| fs::read(data.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    (
+        read("06_crash_recovery/after_crash/crash.mmap3"),
+        read("06_crash_recovery/expected_mmap3_block.log"),
+    )
+}
+
+/// `bytes` decoded with the private key of the shared test vectors (`keys.txt`).
+fn decode_with_the_vectors_key(bytes: &[u8]) -> Vec<u8> {
+    let keys = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data/keys.txt"),
+    )
+    .unwrap();
+    let private = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("private_key = "))
+        .unwrap()
+        .trim();
+    let cipher = phobos_cipher_mars::MarsCipher::from_private_key_hex(private).unwrap();
+    phobos_xlog_decode::Decoder::builder()
+        .cipher(Arc::new(cipher))
+        .build()
+        .decode(bytes)
+}
+
+/// A start that recovers Mars's buffer file `mars` in a new folder and crashes after appending
+/// its block, before clearing the buffer file (the test hook). Returns the folder.
+fn recovery_of_mars_buffer_crashed(mars: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("crash.mmap3"), mars).unwrap();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(true));
+    let crashed = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("crash")
+        .banners(false)
+        .clock(clock())
+        .build();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(false));
+    assert!(crashed.is_err(), "stopped after the recovery");
+    dir
+}
+
+/// A `.mmap3` of Mars's layout (one block, no slot metadata) recovered by a start that
+/// crashed at any point of its append: after the append, before clearing the buffer file
+/// (the test hook), and, the log it left cut in place, before the block's first byte, inside
+/// its header, inside its body, before its end byte and before the end tip. The start after
+/// that finds the block in the log (or cuts off the part there) and each of the block's 60
+/// lines is in the log once. (The Mars layout had nowhere to record the write intent: the
+/// block was appended twice.) Slot 0 stays byte for byte what Mars left, for Mars's own
+/// recovery to read.
+#[test]
+fn a_mars_buffer_file_is_recovered_once_whichever_point_the_start_recovering_it_crashed_at() {
+    let (mars, expected) = mars_crash_vector();
+    let lines: Vec<&[u8]> = expected.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), 60);
+    let dir = recovery_of_mars_buffer_crashed(&mars);
+    let staged = fs::read(dir.path().join("crash.mmap3")).unwrap();
+    assert_eq!(&staged[..mars.len()], &mars[..], "slot 0 as Mars left it");
+    // A crash once the file had grown, before the intent was recorded.
+    let mut grown = mars.clone();
+    grown.resize(crate::staging::FILE_LEN, 0);
+    let (_grown_dir, after) = restart_after_crash("crash", &grown, &[]);
+    let text = decode_with_the_vectors_key(&after);
+    assert!(lines.iter().all(|l| count_in(&text, l) == 1), "grown");
+    let log = fs::read(dir.path().join("crash_20240314.xlog")).unwrap();
+    let h = crate::block::BlockHeader::parse(&mars).unwrap();
+    let body = &mars[crate::block::HEADER_LEN..][..h.len as usize];
+    let at = log
+        .windows(body.len())
+        .position(|w| w == body)
+        .expect("the block appended")
+        - crate::block::HEADER_LEN;
+    let end = at + crate::block::HEADER_LEN + body.len() + 1;
+    for cut in [at, at + 1, at + 40, at + 1000, end - 1, end, log.len()] {
+        // In place: the write intent names the log file by its inode too.
+        let dir = recovery_of_mars_buffer_crashed(&mars);
+        let day = dir.path().join("crash_20240314.xlog");
+        assert_eq!(fs::read(&day).unwrap(), log, "the same crash");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&day)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        drop(quiet_logger(dir.path(), "crash"));
+        let text = decode_with_the_vectors_key(&fs::read(&day).unwrap());
+        for l in &lines {
+            assert_eq!(
+                count_in(&text, l),
+                1,
+                "cut at {cut} ({at}..{end}): {}",
+                String::from_utf8_lossy(l)
+            );
+        }
+    }
+}
+
 #[test]
 fn a_staging_file_removed_with_its_folder_is_made_anew_and_lines_staged_later_survive_a_crash() {
     let root = tempfile::tempdir().unwrap();

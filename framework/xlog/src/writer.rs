@@ -947,6 +947,20 @@ impl Xlog {
                 None
             }
         };
+        // Design: a buffer file of Mars's layout (one 150 KiB block, no slot metadata) is first
+        // grown to this crate's layout, with zeros after Mars's buffer, so that recovery
+        // records the write intent of its block in slot 0's metadata as for any staged block:
+        // a crash after the block was appended, before the file is cleared below, then does
+        // not append it a second time at the next start. Slot 0 keeps its bytes, so Mars's own
+        // recovery still reads the block. A shorter file (damaged) is left alone, since the
+        // zeros after its end would join its block's body; so is one that cannot grow (disk
+        // full): their block is appended without a record, and again after such a crash.
+        if let Some(bf) = bf.as_mut() {
+            let len = bf.file_len().unwrap_or(0);
+            if (SLOT_LEN as u64..FILE_LEN as u64).contains(&len) {
+                let _ = bf.extend_zeroed(FILE_LEN);
+            }
+        }
         let old = match bf.as_mut() {
             Some(bf) => bf
                 .read_up_to(FILE_LEN)
@@ -1255,8 +1269,8 @@ fn slot_meta(old: &[u8], slot: usize) -> Option<&[u8]> {
 
 /// Records through the staging file `bf`, in `slot` (whose metadata was `meta`), the intent
 /// of appending the recovered `block` of generation `gen`. Nothing is recorded for a slot
-/// without metadata (Mars's layout) or when the write fails: the block is then appended
-/// again after a crash, as before.
+/// without metadata (a Mars file that could not be grown, see `build`) or when the write
+/// fails: the block is then appended again after a crash, as before.
 fn note_intent_in_file(
     bf: &BufferFile,
     slot: usize,
