@@ -119,7 +119,11 @@
 //! reason after `xlog dropped N lines: `: `they could not be compressed or encrypted` (a
 //! cipher error; in sync mode with a key), `logged from inside the writer (by its cipher or
 //! clock)` (see below), `logged while the writer was closing`, and `the writer thread died`
-//! (which, the thread being the one that writes, rarely reaches the file).
+//! (a bug). The dead thread being the one that writes, that last warning is not staged: the
+//! thread that drops a line writes it straight to the log file, as sync mode does (at the
+//! 1st, 2nd, 4th, 8th… drop, so logging on costs a few appends), and [`Xlog::flush`] (which
+//! then returns [`FlushError::WriterDied`]) and close write what is left. The blocks the dead
+//! thread left staged are appended at the next start, after it.
 //!
 //! Lines whose block could not be appended to the log file (disk full, I/O error) are counted
 //! apart ([`Xlog::write_failed_lines`], [`Xlog::last_write_error`]) and reported as

@@ -62,7 +62,8 @@ pub enum FlushError {
     #[error("xlog writer is closed")]
     Closed,
     /// The background writer thread died (it panicked): staged lines stay in the buffer file
-    /// for the next start to recover, new lines are dropped once it is full.
+    /// for the next start to recover, new lines are dropped once it is full. The flush still
+    /// wrote the warning counting those drops straight to the log file.
     #[error("the xlog writer thread died")]
     WriterDied,
     /// Called from inside the writer's own write path (by a cipher while it encrypts, or a
@@ -1474,7 +1475,11 @@ impl Inner {
         let st = self.stage_loss_reports(self.lock_state(), now, overflow);
         let (mut st, res) = self.stage(st, line, now, overflow);
         if let Err(cause) = res {
+            drop(st);
             self.count_dropped(cause, 1);
+            if cause == DropCause::WriterGone {
+                self.report_for_dead_writer(now);
+            }
             return;
         }
         st.fatal_pending |= fatal;
@@ -1501,6 +1506,11 @@ impl Inner {
         now: WallTime,
         overflow: Overflow,
     ) -> MutexGuard<'a, State> {
+        // With the writer thread gone a staged warning would reach the file only at the next
+        // start: the warnings go straight to the file instead (`report_for_dead_writer`).
+        if self.is_writer_gone() {
+            return st;
+        }
         let before = st.staged_report;
         for (msg, covered) in self.loss_warnings(before) {
             let (g, res) = self.stage(st, &warning_line(&msg, now), now, overflow);
@@ -1516,6 +1526,23 @@ impl Inner {
             st.active_report = Some((from, after));
         }
         st
+    }
+
+    /// Reports lines dropped because the writer thread died, from the thread that dropped one.
+    ///
+    /// Design: with the writer thread gone nothing makes room in the slots, so a warning
+    /// staged like the others never reaches the file; it is written straight to the log file
+    /// instead, as sync mode writes it (its own block; with a key, encrypted). Once per drop
+    /// would make every later line an append; the thread whose drop brings the count of
+    /// such drops to a power of two writes it (the 1st, 2nd, 4th, 8th…), so the first loss
+    /// is in the file at once and logging on costs a few appends. [`Xlog::flush`] and close
+    /// write the rest ([`Inner::report_losses`]). The blocks the dead thread left unwritten
+    /// are appended at the next start, after the warning.
+    fn report_for_dead_writer(&self, now: WallTime) {
+        let n = self.dropped[DropCause::WriterGone as usize].load(Ordering::Relaxed);
+        if n.is_power_of_two() {
+            self.write_sync_loss_reports(now);
+        }
     }
 
     /// Counts `n` lines dropped because of `cause`.
@@ -1545,7 +1572,14 @@ impl Inner {
         let now = ask(&*self.clock);
         match self.config.mode {
             // The caller is flushing: it waits for room, whatever the overflow policy.
-            Mode::Async => drop(self.stage_loss_reports(self.lock_state(), now, Overflow::Block)),
+            Mode::Async => {
+                drop(self.stage_loss_reports(self.lock_state(), now, Overflow::Block));
+                // Nobody writes the slots any more: what could not be staged goes straight to
+                // the file (see `report_for_dead_writer`).
+                if self.is_writer_gone() {
+                    self.write_sync_loss_reports(now);
+                }
+            }
             Mode::Sync => self.write_sync_loss_reports(now),
         }
     }
@@ -1966,8 +2000,9 @@ impl Inner {
         self.append_sync(line, now, 1);
     }
 
-    /// Sync mode's [`Inner::stage_loss_reports`]: writes a warning line, as its own block
-    /// before the line being logged, for each kind of loss no warning covers yet. A warning is
+    /// Sync mode's [`Inner::stage_loss_reports`] (also async mode's once the writer thread
+    /// died): writes a warning line, as its own block before the line being logged, for each
+    /// kind of loss no warning covers yet. A warning is
     /// claimed before it is written (so that two threads do not both write it) and counts as
     /// reported once it is in the file; if it cannot be written the losses are reported again
     /// with the next line.
