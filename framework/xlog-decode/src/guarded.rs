@@ -3,12 +3,11 @@
 //! A [`LogCipher`] handed to [`DecoderBuilder::cipher`](crate::DecoderBuilder::cipher) runs
 //! in-process, on the thread that decodes. A panic in it would otherwise end the decoding
 //! (the `phobos-xlog` CLI, or the app calling the library) and lose every block after it.
-//! Here each call is made under [`catch`](phobos_plugin_api::panics::catch) and a panic
-//! becomes [`cipher_panicked`](phobos_plugin_api::panics::cipher_panicked), the same error a
-//! cipher loaded from a library gives: the block it was decrypting fails with that error on
-//! its `decompress err` line, and the next block is decrypted again (by a new decryptor, so
-//! whatever state the panic left half-changed is not used). This mirrors the writer's guard
-//! (`phobos-xlog`'s `guarded.rs`).
+//! Here each call is made under [`catch`] and a panic becomes [`cipher_panicked`], the same
+//! error a cipher loaded from a library gives: the block it was decrypting fails with that
+//! error on its `decompress err` line, and the next block is decrypted again (by a new
+//! decryptor, so whatever state the panic left half-changed is not used). This mirrors the
+//! writer's guard (`phobos-xlog`'s `guarded.rs`).
 
 use phobos_plugin_api::cipher::{
     BlockDecryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,
