@@ -64,12 +64,13 @@
 //! with what they hold: crash recovery is on from then on.
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
 //! recovered too, exactly-once as well: a Mars file (one block, no metadata) is first grown
-//! to this crate's layout, Mars's bytes left as they are, so that the intent has a place. A zstd block among them without a key whose body is 100 000 bytes or more
-//! (Mars's 4/5 guard lets a block grow to about 123 000 bytes; earlier versions of this
-//! crate staged up to 150 KiB), which Mars's Python decoder would cut short, is decompressed
-//! and appended as blocks below that size instead, holding the same lines; a keyed one
-//! cannot be read without the private key and is appended as it is (see `docs/DEFAULTS.md`,
-//! "Recovered zstd blocks over the cap").
+//! to this crate's layout, Mars's bytes left as they are, so that the intent has a place. A
+//! zstd block among them without a key whose body is 100 000 bytes or more (Mars's 4/5 guard
+//! lets a block grow to about 123 000 bytes; earlier versions of this crate staged up to
+//! 150 KiB), which Mars's Python decoder would cut short, is decompressed and appended as
+//! blocks below that size instead (at the configured zstd level, at most 15), holding the
+//! same lines; a keyed one cannot be read without the private key and is appended as it is
+//! (see `docs/DEFAULTS.md`, "Recovered zstd blocks over the cap").
 //!
 //! If the recovered blocks cannot be appended (disk full), the writer opens anyway, logs a
 //! warning and keeps them in their slots of the buffer file; the writer thread appends them

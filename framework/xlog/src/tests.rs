@@ -2234,6 +2234,95 @@ fn mars_zstd_block(min_body: usize, chars: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
     (lines, block)
 }
 
+/// A Mars zstd block (level 6, window log 16, a flush after each line) of 100 000 body bytes
+/// or more holding real log lines (the `01_async_zlib_nocrypt` vector's, numbered on), which
+/// compress far better as a whole; returns its text and the block.
+fn compressible_mars_zstd_block() -> (Vec<u8>, Vec<u8>) {
+    use std::io::Write;
+    let base = fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../xlog-decode/tests/data/01_async_zlib_nocrypt/expected.log"),
+    )
+    .unwrap();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 6).unwrap();
+    enc.window_log(16).unwrap();
+    enc.include_checksum(false).unwrap();
+    let mut text = Vec::new();
+    'fill: for i in 0.. {
+        for l in base.split_inclusive(|&b| b == b'\n') {
+            if enc.get_ref().len() >= 100_500 {
+                break 'fill;
+            }
+            let line = [&l[..l.len() - 1], format!(" r={i}\n").as_bytes()].concat();
+            enc.write_all(&line).unwrap();
+            enc.flush().unwrap();
+            text.extend_from_slice(&line);
+        }
+    }
+    let body = enc.get_ref().clone();
+    let mut block = vec![0u8; crate::block::HEADER_LEN];
+    crate::block::BlockHeader {
+        magic: 0x0D,
+        seq: 7,
+        begin_hour: 9,
+        end_hour: 9,
+        len: body.len() as u32,
+        key: [0; 64],
+    }
+    .emit((&mut block[..]).try_into().unwrap());
+    block.extend_from_slice(&body);
+    (text, block)
+}
+
+/// A Mars zstd block over the cap is cut anew at the writer's configured zstd level, as every
+/// block it writes (it was always level 1, so a writer set to compress harder got a recovered
+/// block twice the size); a zlib writer's level is a zlib level and does not apply, zstd's
+/// default does. Levels above [`RECUT_MAX_LEVEL`](crate::staging::RECUT_MAX_LEVEL) are
+/// capped: the cut runs at open, on the caller's thread.
+#[test]
+fn a_zstd_block_cut_anew_at_recovery_is_compressed_at_the_configured_zstd_level() {
+    let (text, block) = compressible_mars_zstd_block();
+    let mut mmap3 = block.clone();
+    mmap3.resize(crate::block::BUFFER_BLOCK_LEN, 0);
+    let at_level = |level: i32| {
+        let mut c = crate::compress::BlockCompressor::new(Compression::Zstd, level).unwrap();
+        let mut out = Vec::new();
+        c.compress_block(&text, &mut out).unwrap();
+        out
+    };
+    assert!(
+        at_level(9).len() < at_level(1).len() * 9 / 10,
+        "level 9 compresses better"
+    );
+    for (compression, level, used) in [
+        (Compression::Zstd, 9, 9),
+        (Compression::Zstd, 22, crate::staging::RECUT_MAX_LEVEL),
+        (Compression::Zlib, 9, Compression::Zstd.default_level()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("lv.mmap3"), &mmap3).unwrap();
+        let g = Xlog::builder()
+            .log_dir(dir.path())
+            .name_prefix("lv")
+            .compression(compression)
+            .compression_level(level)
+            .banners(false)
+            .clock(clock())
+            .build()
+            .unwrap();
+        drop(g);
+        let day = fs::read(dir.path().join("lv_20240314.xlog")).unwrap();
+        let blocks = blocks_of(&day);
+        assert_eq!(blocks.len(), 3, "{compression:?} {level}: {blocks:?}");
+        assert_eq!(
+            blocks[1],
+            (0x0D, 7, at_level(used).len()),
+            "{compression:?} {level}: cut at level {used}"
+        );
+        assert_eq!(count_in(&decode_file(&day), &text), 1);
+    }
+}
+
 /// How often each line (with its `\n`) occurs in `text`.
 fn line_counts(text: &[u8]) -> std::collections::HashMap<&[u8], usize> {
     let mut counts = std::collections::HashMap::new();

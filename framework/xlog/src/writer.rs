@@ -999,18 +999,23 @@ impl Xlog {
             while res.is_ok() && written < pending.len() {
                 let r = pending[written];
                 res = files
-                    .append(now, &mars_readable(&r.block), false, |i| {
-                        if let Some(bf) = bf.as_ref() {
-                            note_intent_in_file(
-                                bf,
-                                r.slot,
-                                slot_meta(&old, r.slot),
-                                r.gen,
-                                &r.block,
-                                i,
-                            );
-                        }
-                    })
+                    .append(
+                        now,
+                        &mars_readable(&r.block, recut_level(&config)),
+                        false,
+                        |i| {
+                            if let Some(bf) = bf.as_ref() {
+                                note_intent_in_file(
+                                    bf,
+                                    r.slot,
+                                    slot_meta(&old, r.slot),
+                                    r.gen,
+                                    &r.block,
+                                    i,
+                                );
+                            }
+                        },
+                    )
                     .map(drop);
                 if res.is_ok() {
                     written += 1;
@@ -1260,6 +1265,18 @@ fn recovery_tips(tip_magic: u8, key: &[u8; 64], now: WallTime) -> (Vec<u8>, Vec<
     );
     emit_block(&mut end, tip_magic, 0, hour, key, text.as_bytes());
     (begin, end)
+}
+
+/// The zstd level a recovered zstd block is cut anew at ([`mars_readable`]): the configured
+/// level of a zstd writer, as for every block it writes (capped at open-time cost, see
+/// `staging::RECUT_MAX_LEVEL`); zstd's default for a zlib writer, whose level is a zlib one.
+fn recut_level(config: &XlogConfig) -> i32 {
+    match config.compression {
+        crate::Compression::Zstd => config
+            .compression_level
+            .unwrap_or(crate::Compression::Zstd.default_level()),
+        crate::Compression::Zlib => crate::Compression::Zstd.default_level(),
+    }
 }
 
 /// The metadata of `slot` in the staging file read at open (`old`), if the file has it.
@@ -1652,9 +1669,12 @@ impl Inner {
             while res.is_ok() && written < blocks.len() {
                 let u = &blocks[written];
                 res = files
-                    .append(now, &mars_readable(&u.block), true, |i| {
-                        self.note_retry_intent(staging, u, i)
-                    })
+                    .append(
+                        now,
+                        &mars_readable(&u.block, recut_level(&self.config)),
+                        true,
+                        |i| self.note_retry_intent(staging, u, i),
+                    )
                     .map(drop);
                 if res.is_ok() {
                     written += 1;
