@@ -727,6 +727,16 @@ fn a_mars_buffer_file_is_recovered_once_whichever_point_the_start_recovering_it_
     let (_grown_dir, after) = restart_after_crash("crash", &grown, &[]);
     let text = decode_with_the_vectors_key(&after);
     assert!(lines.iter().all(|l| count_in(&text, l) == 1), "grown");
+    // A file cut short (Mars's, or ours in slot 1) is not grown: zeros would join a body.
+    for len in [100_000, crate::staging::SLOT_LEN + 1000] {
+        let mut cut = mars.clone();
+        cut.resize(len, 0);
+        let short = recovery_of_mars_buffer_crashed(&cut);
+        let left = fs::metadata(short.path().join("crash.mmap3"))
+            .unwrap()
+            .len();
+        assert_eq!(left, len as u64);
+    }
     let log = fs::read(dir.path().join("crash_20240314.xlog")).unwrap();
     let h = crate::block::BlockHeader::parse(&mars).unwrap();
     let body = &mars[crate::block::HEADER_LEN..][..h.len as usize];

@@ -953,12 +953,13 @@ impl Xlog {
         // records the write intent of its block in slot 0's metadata as for any staged block:
         // a crash after the block was appended, before the file is cleared below, then does
         // not append it a second time at the next start. Slot 0 keeps its bytes, so Mars's own
-        // recovery still reads the block. A shorter file (damaged) is left alone, since the
-        // zeros after its end would join its block's body; so is one that cannot grow (disk
-        // full): their block is appended without a record, and again after such a crash.
+        // recovery still reads the block. Only a file of Mars's exact size is grown (Mars
+        // makes it so): in a damaged one, cut short, the zeros after its end would join a
+        // block's body where recovery now stops at the end of the file. Such a file, and one
+        // that cannot grow (disk full), has its blocks appended without a record, and again
+        // after such a crash.
         if let Some(bf) = bf.as_mut() {
-            let len = bf.file_len().unwrap_or(0);
-            if (SLOT_LEN as u64..FILE_LEN as u64).contains(&len) {
+            if bf.file_len().is_ok_and(|len| len == SLOT_LEN as u64) {
                 let _ = bf.extend_zeroed(FILE_LEN);
             }
         }
