@@ -545,6 +545,48 @@ fn lines_dropped_because_the_writer_thread_died_are_reported_in_the_log() {
     }
 }
 
+/// With Mars's cipher, the warning written straight to the file after the writer thread died
+/// is a Mars block that the real decoder reads with the private key, with no error line.
+#[test]
+fn the_dead_writer_warning_of_a_mars_keyed_writer_decodes_with_the_private_key() {
+    let keys = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data/keys.txt"),
+    )
+    .unwrap();
+    let public = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = "))
+        .unwrap()
+        .trim();
+    let cipher = phobos_cipher_mars::MarsCipher::from_public_key_hex(public).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("dm")
+        .banners(false)
+        .cipher(Arc::new(cipher))
+        .clock(clock())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"written before");
+    g.flush().unwrap();
+    g.panic_writer_thread();
+    let dropped = without_hanging("logging to a dead writer", move || {
+        let line = vec![b'y'; 4000];
+        for _ in 0..200 {
+            g.log_message(Level::Info, "t", &line);
+        }
+        let dropped = g.dropped_lines();
+        drop(g);
+        dropped
+    });
+    assert!(dropped > 0);
+    let day = fs::read(dir.path().join("dm_20240314.xlog")).unwrap();
+    let text = String::from_utf8(decode_with_the_vectors_key(&day)).unwrap();
+    assert!(!text.contains("decode_log_file.py"), "{text}");
+    assert_eq!(reported_writer_gone_drops(&text), dropped, "{text}");
+}
+
 #[test]
 fn lines_after_the_day_file_is_renamed_or_deleted_go_to_a_new_file_at_its_path() {
     for deleted in [false, true] {
