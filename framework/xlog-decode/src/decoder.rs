@@ -53,13 +53,14 @@ use std::sync::Arc;
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::ChaCha20;
 use phobos_plugin_api::cipher::HEADER_KEY_LEN;
-use phobos_plugin_api::{BlockDecryptor, CipherError, CipherKind, LogCipher};
+use phobos_plugin_api::{CipherError, CipherKind, LogCipher};
 
 use crate::body::{self, BodyError};
 use crate::format::{
     check_block, find_block_start, is_confirmed, Block, BlockError, Compression, Encryption,
     MagicSet,
 };
+use crate::guarded::{self, GuardedDecryptor};
 use crate::mmap3::{self, Mmap3Error};
 
 /// Decodes xlog files and `.mmap3` staging files. Cheap to share; holds ciphers and options.
@@ -67,6 +68,9 @@ use crate::mmap3::{self, Mmap3Error};
 pub struct Decoder {
     mars: Option<Arc<dyn LogCipher>>,
     authenticated: Option<Arc<dyn LogCipher>>,
+    /// Why a cipher given to the builder could not be used (its `kind` panicked): the error
+    /// of every encrypted block that has no cipher for its kind.
+    unusable: Option<CipherError>,
     options: DecodeOptions,
 }
 
@@ -83,7 +87,7 @@ impl Decoder {
 
     /// Whether any cipher was given.
     pub fn has_ciphers(&self) -> bool {
-        self.mars.is_some() || self.authenticated.is_some()
+        self.mars.is_some() || self.authenticated.is_some() || self.unusable.is_some()
     }
 
     /// The options in force.
@@ -161,10 +165,17 @@ impl DecoderBuilder {
     /// [`kind`](LogCipher::kind) (Mars's `0x07`/`0x0C`, or the authenticated `0x27`/`0x2C`),
     /// replacing an earlier cipher of the same kind. Kinds this decoder does not know are
     /// treated as authenticated.
+    ///
+    /// The cipher's calls are guarded: a panic in one (an in-process plugin's bug) fails the
+    /// block being decrypted, with `log cipher "<name>" panicked: <message>` on its
+    /// `decompress err` line, and the next block is decrypted afresh. If `kind` panics, the
+    /// cipher is not used and every encrypted block without a cipher for its kind fails with
+    /// that error instead of "no private key was given".
     pub fn cipher(mut self, cipher: Arc<dyn LogCipher>) -> Self {
-        match cipher.kind() {
-            CipherKind::MarsCompatible => self.inner.mars = Some(cipher),
-            _ => self.inner.authenticated = Some(cipher),
+        match guarded::kind(&*cipher) {
+            Ok(CipherKind::MarsCompatible) => self.inner.mars = Some(cipher),
+            Ok(_) => self.inner.authenticated = Some(cipher),
+            Err(e) => self.inner.unusable = Some(e),
         }
         self
     }
@@ -640,8 +651,11 @@ impl<'a> Events<'a> {
             _ => self.decoder.authenticated.as_ref(),
         };
         let Some(cipher) = cipher else {
-            return Err(BodyError::MissingKey {
-                magic: block.magic.byte(),
+            return Err(match &self.decoder.unusable {
+                Some(e) => BodyError::Cipher(e.clone()),
+                None => BodyError::MissingKey {
+                    magic: block.magic.byte(),
+                },
             });
         };
         let key: [u8; HEADER_KEY_LEN] = block
@@ -657,20 +671,31 @@ impl<'a> Events<'a> {
         }
         let session = match &mut self.session {
             Some(session) => session,
-            None => self.session.insert(Session {
-                kind,
-                header_key: key,
-                decryptor: cipher.new_decryptor(&key),
-            }),
+            None => {
+                let decryptor = match guarded::new_decryptor(&**cipher, &key) {
+                    guarded::Made::Decryptor(d) => Ok(d),
+                    guarded::Made::Failed(e) => Err(e),
+                    // Not kept for the session: the next block asks the cipher again.
+                    guarded::Made::Panicked(e) => return Err(BodyError::Cipher(e)),
+                };
+                self.session.insert(Session {
+                    kind,
+                    header_key: key,
+                    decryptor,
+                })
+            }
         };
         let decryptor = session
             .decryptor
             .as_mut()
             .map_err(|e| BodyError::Cipher(e.clone()))?;
         let mut out = Vec::with_capacity(body.len());
-        decryptor
-            .decrypt_block(body, &mut out)
-            .map_err(BodyError::Cipher)?;
+        let res = decryptor.decrypt_block(body, &mut out);
+        if decryptor.has_panicked() {
+            // Its state may be half-changed: the next block gets a new decryptor.
+            self.session = None;
+        }
+        res.map_err(BodyError::Cipher)?;
         Ok(out)
     }
 }
@@ -685,7 +710,7 @@ enum State {
 struct Session {
     kind: CipherKind,
     header_key: [u8; HEADER_KEY_LEN],
-    decryptor: Result<Box<dyn BlockDecryptor>, CipherError>,
+    decryptor: Result<GuardedDecryptor, CipherError>,
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //!   (`phobos-cipher-modern`) for Phobos's magics `0x27`/`0x2C`, and the staged blocks a keyed
 //!   Phobos writer leaves after a crash (`0x47`/`0x4C`: ChaCha20 under a session key wrapped
 //!   by either cipher). A missing or wrong key is reported on the block's line and decoding
-//!   goes on.
+//!   goes on; so is a cipher that panics (its calls are guarded, as in the writer).
 //! - **Staging files** ([`mmap3`]): the block in progress in a `.mmap3` file.
 //! - **Output** ([`Decoder::decode`]): the text, plus the Python decoder's lines
 //!   `[F]decode_log_file.py decode error len=…, result:… `, `… log seq:…-… is missing` and
@@ -75,6 +75,7 @@ pub mod body;
 pub mod decoder;
 pub mod format;
 pub mod fuzzing;
+mod guarded;
 pub mod mmap3;
 
 pub use body::BodyError;

@@ -3,12 +3,10 @@
 //! A [`LogCipher`] handed to [`XlogBuilder::cipher`](crate::XlogBuilder::cipher) runs
 //! in-process, on the threads that log (staging) and on the writer thread (finishing a
 //! block). A panic in it would otherwise reach the app's logging call, or end the writer
-//! thread and with it every later line. Here each call is made under
-//! [`catch`](phobos_plugin_api::panics::catch) and a panic becomes
-//! [`cipher_panicked`](phobos_plugin_api::panics::cipher_panicked), the same error a cipher
-//! loaded from a library gives: making the writer fails with it, and a line or block the
-//! cipher could not encrypt is counted lost with the cause "could not be compressed or
-//! encrypted", as for any other cipher error.
+//! thread and with it every later line. Here each call is made under [`catch`] and a panic
+//! becomes [`cipher_panicked`], the same error a cipher loaded from a library gives: making
+//! the writer fails with it, and a line or block the cipher could not encrypt is counted lost
+//! with the cause "could not be compressed or encrypted", as for any other cipher error.
 
 use phobos_plugin_api::cipher::{
     BlockEncryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,

@@ -63,12 +63,14 @@
 //! writer tries to make it after each written block and, once it can, moves its slots into it
 //! with what they hold: crash recovery is on from then on.
 //! `.mmap3` files left by Mars or by earlier versions of this crate (compressed staging) are
-//! recovered too. A zstd block among them without a key whose body is 100 000 bytes or more
-//! (Mars's 4/5 guard lets a block grow to about 123 000 bytes; earlier versions of this
-//! crate staged up to 150 KiB), which Mars's Python decoder would cut short, is decompressed
-//! and appended as blocks below that size instead, holding the same lines; a keyed one
-//! cannot be read without the private key and is appended as it is (see `docs/DEFAULTS.md`,
-//! "Recovered zstd blocks over the cap").
+//! recovered too, exactly-once as well: a Mars file (one block, no metadata) is first grown
+//! to this crate's layout, Mars's bytes left as they are, so that the intent has a place. A
+//! zstd block among them without a key whose body is 100 000 bytes or more (Mars's 4/5 guard
+//! lets a block grow to about 123 000 bytes; earlier versions of this crate staged up to
+//! 150 KiB), which Mars's Python decoder would cut short, is decompressed and appended as
+//! blocks below that size instead (at the configured zstd level, at most 15), holding the
+//! same lines; a keyed one cannot be read without the private key and is appended as it is
+//! (see `docs/DEFAULTS.md`, "Recovered zstd blocks over the cap").
 //!
 //! If the recovered blocks cannot be appended (disk full), the writer opens anyway, logs a
 //! warning and keeps them in their slots of the buffer file; the writer thread appends them
@@ -118,7 +120,11 @@
 //! reason after `xlog dropped N lines: `: `they could not be compressed or encrypted` (a
 //! cipher error; in sync mode with a key), `logged from inside the writer (by its cipher or
 //! clock)` (see below), `logged while the writer was closing`, and `the writer thread died`
-//! (which, the thread being the one that writes, rarely reaches the file).
+//! (a bug). The dead thread being the one that writes, that last warning is not staged: the
+//! thread that drops a line writes it straight to the log file, as sync mode does (at the
+//! 1st, 2nd, 4th, 8th… drop, so logging on costs a few appends), and [`Xlog::flush`] (which
+//! then returns [`FlushError::WriterDied`]) and close write what is left. The blocks the dead
+//! thread left staged are appended at the next start, after it.
 //!
 //! Lines whose block could not be appended to the log file (disk full, I/O error) are counted
 //! apart ([`Xlog::write_failed_lines`], [`Xlog::last_write_error`]) and reported as

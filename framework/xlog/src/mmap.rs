@@ -109,6 +109,11 @@ impl BufferFile {
         Ok(v)
     }
 
+    /// The file's length in bytes.
+    pub(crate) fn file_len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
     /// Sets the file to `len` zero bytes, written out (not sparse: a store into a hole of a
     /// full disk would raise SIGBUS), and syncs it.
     pub(crate) fn zero(&mut self, len: usize) -> io::Result<()> {

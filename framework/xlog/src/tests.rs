@@ -470,6 +470,123 @@ fn a_dead_writer_thread_blocks_no_caller() {
     }
 }
 
+/// The counts of `xlog dropped N lines: the writer thread died` warnings in `text`, summed.
+fn reported_writer_gone_drops(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split("xlog dropped ").nth(1))
+        .filter_map(|l| l.strip_suffix(" lines: the writer thread died"))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Lines dropped because the writer thread died reach the log although the dead thread is the
+/// one that writes: the thread that drops one writes the warning straight to the log file (at
+/// the 1st, 2nd, 4th, 8th… such drop, so logging on costs a few appends, not one a line), and
+/// flush and close write what is left. Every dropped line is counted in the file exactly once,
+/// with and without a key. (Before, the warning was only ever staged, in slots nobody wrote:
+/// none reached the file.)
+#[test]
+fn lines_dropped_because_the_writer_thread_died_are_reported_in_the_log() {
+    for durability in [crate::Durability::Durable, crate::Durability::Buffered] {
+        for keyed in [false, true] {
+            let what = format!("{durability:?}, keyed {keyed}");
+            let dir = tempfile::tempdir().unwrap();
+            let mut b = Xlog::builder()
+                .log_dir(dir.path())
+                .name_prefix("dr")
+                .durability(durability)
+                .banners(false)
+                .clock(clock());
+            if keyed {
+                b = b.cipher(toy());
+            }
+            let g = b.build().unwrap();
+            g.log_message(Level::Info, "t", b"written before");
+            g.flush().unwrap();
+            g.panic_writer_thread();
+            let (g, dropped) = without_hanging("logging to a dead writer", move || {
+                let line = vec![b'y'; 4000];
+                for _ in 0..200 {
+                    g.log_message(Level::Info, "t", &line);
+                }
+                // Buffered: the lines are staged (and dropped) by the compressor thread; the
+                // flush waits for it. Durable: the logging thread itself reports.
+                if durability == crate::Durability::Buffered {
+                    let _ = g.flush();
+                }
+                let dropped = g.dropped_lines();
+                (g, dropped)
+            });
+            assert!(dropped > 0, "{what}");
+            let early = reported_writer_gone_drops(&text_of(dir.path()));
+            assert!(early > 0, "{what}: reported before the close");
+            for _ in 0..5 {
+                g.log_message(Level::Info, "t", b"dropped after the flush");
+            }
+            let dropped = g.dropped_lines();
+            without_hanging("closing a dead writer", move || drop(g));
+            let text = text_of(dir.path());
+            assert_eq!(reported_writer_gone_drops(&text), dropped, "{what}: {text}");
+            // The next start appends what the dead writer left staged, and no warning twice.
+            let mut b = Xlog::builder()
+                .log_dir(dir.path())
+                .name_prefix("dr")
+                .banners(false)
+                .clock(clock());
+            if keyed {
+                b = b.cipher(toy());
+            }
+            drop(b.build().unwrap());
+            let text = text_of(dir.path());
+            assert_eq!(reported_writer_gone_drops(&text), dropped, "{what}: {text}");
+            assert_eq!(text.matches("written before").count(), 1, "{what}");
+            assert!(text.contains(&"y".repeat(4000)), "{what}: the staged lines");
+        }
+    }
+}
+
+/// With Mars's cipher, the warning written straight to the file after the writer thread died
+/// is a Mars block that the real decoder reads with the private key, with no error line.
+#[test]
+fn the_dead_writer_warning_of_a_mars_keyed_writer_decodes_with_the_private_key() {
+    let keys = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data/keys.txt"),
+    )
+    .unwrap();
+    let public = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = "))
+        .unwrap()
+        .trim();
+    let cipher = phobos_cipher_mars::MarsCipher::from_public_key_hex(public).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let g = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("dm")
+        .banners(false)
+        .cipher(Arc::new(cipher))
+        .clock(clock())
+        .build()
+        .unwrap();
+    g.log_message(Level::Info, "t", b"written before");
+    g.flush().unwrap();
+    g.panic_writer_thread();
+    let dropped = without_hanging("logging to a dead writer", move || {
+        let line = vec![b'y'; 4000];
+        for _ in 0..200 {
+            g.log_message(Level::Info, "t", &line);
+        }
+        let dropped = g.dropped_lines();
+        drop(g);
+        dropped
+    });
+    assert!(dropped > 0);
+    let day = fs::read(dir.path().join("dm_20240314.xlog")).unwrap();
+    let text = String::from_utf8(decode_with_the_vectors_key(&day)).unwrap();
+    assert!(!text.contains("decode_log_file.py"), "{text}");
+    assert_eq!(reported_writer_gone_drops(&text), dropped, "{text}");
+}
+
 #[test]
 fn lines_after_the_day_file_is_renamed_or_deleted_go_to_a_new_file_at_its_path() {
     for deleted in [false, true] {
@@ -582,6 +699,117 @@ fn recovered_blocks_are_appended_once_even_if_the_start_that_appended_them_crash
         assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text}");
     }
     drop(g);
+}
+
+/// The real buffer file Mars left when it was killed, and the text of its block (the decoder
+/// crate's copy of the shared test vectors, `06_crash_recovery`).
+fn mars_crash_vector() -> (Vec<u8>, Vec<u8>) {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data");
+    let read = |rel: &str| fs::read(data.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    (
+        read("06_crash_recovery/after_crash/crash.mmap3"),
+        read("06_crash_recovery/expected_mmap3_block.log"),
+    )
+}
+
+/// `bytes` decoded with the private key of the shared test vectors (`keys.txt`).
+fn decode_with_the_vectors_key(bytes: &[u8]) -> Vec<u8> {
+    let keys = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data/keys.txt"),
+    )
+    .unwrap();
+    let private = keys
+        .lines()
+        .find_map(|l| l.strip_prefix("private_key = "))
+        .unwrap()
+        .trim();
+    let cipher = phobos_cipher_mars::MarsCipher::from_private_key_hex(private).unwrap();
+    phobos_xlog_decode::Decoder::builder()
+        .cipher(Arc::new(cipher))
+        .build()
+        .decode(bytes)
+}
+
+/// A start that recovers Mars's buffer file `mars` in a new folder and crashes after appending
+/// its block, before clearing the buffer file (the test hook). Returns the folder.
+fn recovery_of_mars_buffer_crashed(mars: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("crash.mmap3"), mars).unwrap();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(true));
+    let crashed = Xlog::builder()
+        .log_dir(dir.path())
+        .name_prefix("crash")
+        .banners(false)
+        .clock(clock())
+        .build();
+    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(false));
+    assert!(crashed.is_err(), "stopped after the recovery");
+    dir
+}
+
+/// A `.mmap3` of Mars's layout (one block, no slot metadata) recovered by a start that
+/// crashed at any point of its append: after the append, before clearing the buffer file
+/// (the test hook), and, the log it left cut in place, before the block's first byte, inside
+/// its header, inside its body, before its end byte and before the end tip. The start after
+/// that finds the block in the log (or cuts off the part there) and each of the block's 60
+/// lines is in the log once. (The Mars layout had nowhere to record the write intent: the
+/// block was appended twice.) Slot 0 stays byte for byte what Mars left, for Mars's own
+/// recovery to read.
+#[test]
+fn a_mars_buffer_file_is_recovered_once_whichever_point_the_start_recovering_it_crashed_at() {
+    let (mars, expected) = mars_crash_vector();
+    let lines: Vec<&[u8]> = expected.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), 60);
+    let dir = recovery_of_mars_buffer_crashed(&mars);
+    let staged = fs::read(dir.path().join("crash.mmap3")).unwrap();
+    assert_eq!(&staged[..mars.len()], &mars[..], "slot 0 as Mars left it");
+    // A crash once the file had grown, before the intent was recorded.
+    let mut grown = mars.clone();
+    grown.resize(crate::staging::FILE_LEN, 0);
+    let (_grown_dir, after) = restart_after_crash("crash", &grown, &[]);
+    let text = decode_with_the_vectors_key(&after);
+    assert!(lines.iter().all(|l| count_in(&text, l) == 1), "grown");
+    // A file cut short (Mars's, or ours in slot 1) is not grown: zeros would join a body.
+    for len in [100_000, crate::staging::SLOT_LEN + 1000] {
+        let mut cut = mars.clone();
+        cut.resize(len, 0);
+        let short = recovery_of_mars_buffer_crashed(&cut);
+        let left = fs::metadata(short.path().join("crash.mmap3"))
+            .unwrap()
+            .len();
+        assert_eq!(left, len as u64);
+    }
+    let log = fs::read(dir.path().join("crash_20240314.xlog")).unwrap();
+    let h = crate::block::BlockHeader::parse(&mars).unwrap();
+    let body = &mars[crate::block::HEADER_LEN..][..h.len as usize];
+    let at = log
+        .windows(body.len())
+        .position(|w| w == body)
+        .expect("the block appended")
+        - crate::block::HEADER_LEN;
+    let end = at + crate::block::HEADER_LEN + body.len() + 1;
+    for cut in [at, at + 1, at + 40, at + 1000, end - 1, end, log.len()] {
+        // In place: the write intent names the log file by its inode too.
+        let dir = recovery_of_mars_buffer_crashed(&mars);
+        let day = dir.path().join("crash_20240314.xlog");
+        assert_eq!(fs::read(&day).unwrap(), log, "the same crash");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&day)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        drop(quiet_logger(dir.path(), "crash"));
+        let text = decode_with_the_vectors_key(&fs::read(&day).unwrap());
+        for l in &lines {
+            assert_eq!(
+                count_in(&text, l),
+                1,
+                "cut at {cut} ({at}..{end}): {}",
+                String::from_utf8_lossy(l)
+            );
+        }
+    }
 }
 
 #[test]
@@ -2056,6 +2284,95 @@ fn mars_zstd_block(min_body: usize, chars: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
     .emit((&mut block[..]).try_into().unwrap());
     block.extend_from_slice(&body);
     (lines, block)
+}
+
+/// A Mars zstd block (level 6, window log 16, a flush after each line) of 100 000 body bytes
+/// or more holding real log lines (the `01_async_zlib_nocrypt` vector's, numbered on), which
+/// compress far better as a whole; returns its text and the block.
+fn compressible_mars_zstd_block() -> (Vec<u8>, Vec<u8>) {
+    use std::io::Write;
+    let base = fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../xlog-decode/tests/data/01_async_zlib_nocrypt/expected.log"),
+    )
+    .unwrap();
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 6).unwrap();
+    enc.window_log(16).unwrap();
+    enc.include_checksum(false).unwrap();
+    let mut text = Vec::new();
+    'fill: for i in 0.. {
+        for l in base.split_inclusive(|&b| b == b'\n') {
+            if enc.get_ref().len() >= 100_500 {
+                break 'fill;
+            }
+            let line = [&l[..l.len() - 1], format!(" r={i}\n").as_bytes()].concat();
+            enc.write_all(&line).unwrap();
+            enc.flush().unwrap();
+            text.extend_from_slice(&line);
+        }
+    }
+    let body = enc.get_ref().clone();
+    let mut block = vec![0u8; crate::block::HEADER_LEN];
+    crate::block::BlockHeader {
+        magic: 0x0D,
+        seq: 7,
+        begin_hour: 9,
+        end_hour: 9,
+        len: body.len() as u32,
+        key: [0; 64],
+    }
+    .emit((&mut block[..]).try_into().unwrap());
+    block.extend_from_slice(&body);
+    (text, block)
+}
+
+/// A Mars zstd block over the cap is cut anew at the writer's configured zstd level, as every
+/// block it writes (it was always level 1, so a writer set to compress harder got a recovered
+/// block twice the size); a zlib writer's level is a zlib level and does not apply, zstd's
+/// default does. Levels above [`RECUT_MAX_LEVEL`](crate::staging::RECUT_MAX_LEVEL) are
+/// capped: the cut runs at open, on the caller's thread.
+#[test]
+fn a_zstd_block_cut_anew_at_recovery_is_compressed_at_the_configured_zstd_level() {
+    let (text, block) = compressible_mars_zstd_block();
+    let mut mmap3 = block.clone();
+    mmap3.resize(crate::block::BUFFER_BLOCK_LEN, 0);
+    let at_level = |level: i32| {
+        let mut c = crate::compress::BlockCompressor::new(Compression::Zstd, level).unwrap();
+        let mut out = Vec::new();
+        c.compress_block(&text, &mut out).unwrap();
+        out
+    };
+    assert!(
+        at_level(9).len() < at_level(1).len() * 9 / 10,
+        "level 9 compresses better"
+    );
+    for (compression, level, used) in [
+        (Compression::Zstd, 9, 9),
+        (Compression::Zstd, 22, crate::staging::RECUT_MAX_LEVEL),
+        (Compression::Zlib, 9, Compression::Zstd.default_level()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("lv.mmap3"), &mmap3).unwrap();
+        let g = Xlog::builder()
+            .log_dir(dir.path())
+            .name_prefix("lv")
+            .compression(compression)
+            .compression_level(level)
+            .banners(false)
+            .clock(clock())
+            .build()
+            .unwrap();
+        drop(g);
+        let day = fs::read(dir.path().join("lv_20240314.xlog")).unwrap();
+        let blocks = blocks_of(&day);
+        assert_eq!(blocks.len(), 3, "{compression:?} {level}: {blocks:?}");
+        assert_eq!(
+            blocks[1],
+            (0x0D, 7, at_level(used).len()),
+            "{compression:?} {level}: cut at level {used}"
+        );
+        assert_eq!(count_in(&decode_file(&day), &text), 1);
+    }
 }
 
 /// How often each line (with its `\n`) occurs in `text`.

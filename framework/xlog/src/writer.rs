@@ -62,7 +62,8 @@ pub enum FlushError {
     #[error("xlog writer is closed")]
     Closed,
     /// The background writer thread died (it panicked): staged lines stay in the buffer file
-    /// for the next start to recover, new lines are dropped once it is full.
+    /// for the next start to recover, new lines are dropped once it is full. The flush still
+    /// wrote the warning counting those drops straight to the log file.
     #[error("the xlog writer thread died")]
     WriterDied,
     /// Called from inside the writer's own write path (by a cipher while it encrypts, or a
@@ -947,6 +948,21 @@ impl Xlog {
                 None
             }
         };
+        // Design: a buffer file of Mars's layout (one 150 KiB block, no slot metadata) is first
+        // grown to this crate's layout, with zeros after Mars's buffer, so that recovery
+        // records the write intent of its block in slot 0's metadata as for any staged block:
+        // a crash after the block was appended, before the file is cleared below, then does
+        // not append it a second time at the next start. Slot 0 keeps its bytes, so Mars's own
+        // recovery still reads the block. Only a file of Mars's exact size is grown (Mars
+        // makes it so): in a damaged one, cut short, the zeros after its end would join a
+        // block's body where recovery now stops at the end of the file. Such a file, and one
+        // that cannot grow (disk full), has its blocks appended without a record, and again
+        // after such a crash.
+        if let Some(bf) = bf.as_mut() {
+            if bf.file_len().is_ok_and(|len| len == SLOT_LEN as u64) {
+                let _ = bf.extend_zeroed(FILE_LEN);
+            }
+        }
         let old = match bf.as_mut() {
             Some(bf) => bf
                 .read_up_to(FILE_LEN)
@@ -984,18 +1000,23 @@ impl Xlog {
             while res.is_ok() && written < pending.len() {
                 let r = pending[written];
                 res = files
-                    .append(now, &mars_readable(&r.block), false, |i| {
-                        if let Some(bf) = bf.as_ref() {
-                            note_intent_in_file(
-                                bf,
-                                r.slot,
-                                slot_meta(&old, r.slot),
-                                r.gen,
-                                &r.block,
-                                i,
-                            );
-                        }
-                    })
+                    .append(
+                        now,
+                        &mars_readable(&r.block, recut_level(&config)),
+                        false,
+                        |i| {
+                            if let Some(bf) = bf.as_ref() {
+                                note_intent_in_file(
+                                    bf,
+                                    r.slot,
+                                    slot_meta(&old, r.slot),
+                                    r.gen,
+                                    &r.block,
+                                    i,
+                                );
+                            }
+                        },
+                    )
                     .map(drop);
                 if res.is_ok() {
                     written += 1;
@@ -1247,6 +1268,18 @@ fn recovery_tips(tip_magic: u8, key: &[u8; 64], now: WallTime) -> (Vec<u8>, Vec<
     (begin, end)
 }
 
+/// The zstd level a recovered zstd block is cut anew at ([`mars_readable`]): the configured
+/// level of a zstd writer, as for every block it writes (capped at open-time cost, see
+/// `staging::RECUT_MAX_LEVEL`); zstd's default for a zlib writer, whose level is a zlib one.
+fn recut_level(config: &XlogConfig) -> i32 {
+    match config.compression {
+        crate::Compression::Zstd => config
+            .compression_level
+            .unwrap_or(crate::Compression::Zstd.default_level()),
+        crate::Compression::Zlib => crate::Compression::Zstd.default_level(),
+    }
+}
+
 /// The metadata of `slot` in the staging file read at open (`old`), if the file has it.
 fn slot_meta(old: &[u8], slot: usize) -> Option<&[u8]> {
     let at = META_BASE + slot * META_LEN;
@@ -1255,8 +1288,8 @@ fn slot_meta(old: &[u8], slot: usize) -> Option<&[u8]> {
 
 /// Records through the staging file `bf`, in `slot` (whose metadata was `meta`), the intent
 /// of appending the recovered `block` of generation `gen`. Nothing is recorded for a slot
-/// without metadata (Mars's layout) or when the write fails: the block is then appended
-/// again after a crash, as before.
+/// without metadata (a Mars file that could not be grown, see `build`) or when the write
+/// fails: the block is then appended again after a crash, as before.
 fn note_intent_in_file(
     bf: &BufferFile,
     slot: usize,
@@ -1460,7 +1493,11 @@ impl Inner {
         let st = self.stage_loss_reports(self.lock_state(), now, overflow);
         let (mut st, res) = self.stage(st, line, now, overflow);
         if let Err(cause) = res {
+            drop(st);
             self.count_dropped(cause, 1);
+            if cause == DropCause::WriterGone {
+                self.report_for_dead_writer(now);
+            }
             return;
         }
         st.fatal_pending |= fatal;
@@ -1487,6 +1524,11 @@ impl Inner {
         now: WallTime,
         overflow: Overflow,
     ) -> MutexGuard<'a, State> {
+        // With the writer thread gone a staged warning would reach the file only at the next
+        // start: the warnings go straight to the file instead (`report_for_dead_writer`).
+        if self.is_writer_gone() {
+            return st;
+        }
         let before = st.staged_report;
         for (msg, covered) in self.loss_warnings(before) {
             let (g, res) = self.stage(st, &warning_line(&msg, now), now, overflow);
@@ -1502,6 +1544,23 @@ impl Inner {
             st.active_report = Some((from, after));
         }
         st
+    }
+
+    /// Reports lines dropped because the writer thread died, from the thread that dropped one.
+    ///
+    /// Design: with the writer thread gone nothing makes room in the slots, so a warning
+    /// staged like the others never reaches the file; it is written straight to the log file
+    /// instead, as sync mode writes it (its own block; with a key, encrypted). Once per drop
+    /// would make every later line an append; the thread whose drop brings the count of
+    /// such drops to a power of two writes it (the 1st, 2nd, 4th, 8th…), so the first loss
+    /// is in the file at once and logging on costs a few appends. [`Xlog::flush`] and close
+    /// write the rest ([`Inner::report_losses`]). The blocks the dead thread left unwritten
+    /// are appended at the next start, after the warning.
+    fn report_for_dead_writer(&self, now: WallTime) {
+        let n = self.dropped[DropCause::WriterGone as usize].load(Ordering::Relaxed);
+        if n.is_power_of_two() {
+            self.write_sync_loss_reports(now);
+        }
     }
 
     /// Counts `n` lines dropped because of `cause`.
@@ -1531,7 +1590,14 @@ impl Inner {
         let now = ask(&*self.clock);
         match self.config.mode {
             // The caller is flushing: it waits for room, whatever the overflow policy.
-            Mode::Async => drop(self.stage_loss_reports(self.lock_state(), now, Overflow::Block)),
+            Mode::Async => {
+                drop(self.stage_loss_reports(self.lock_state(), now, Overflow::Block));
+                // Nobody writes the slots any more: what could not be staged goes straight to
+                // the file (see `report_for_dead_writer`).
+                if self.is_writer_gone() {
+                    self.write_sync_loss_reports(now);
+                }
+            }
             Mode::Sync => self.write_sync_loss_reports(now),
         }
     }
@@ -1604,9 +1670,12 @@ impl Inner {
             while res.is_ok() && written < blocks.len() {
                 let u = &blocks[written];
                 res = files
-                    .append(now, &mars_readable(&u.block), true, |i| {
-                        self.note_retry_intent(staging, u, i)
-                    })
+                    .append(
+                        now,
+                        &mars_readable(&u.block, recut_level(&self.config)),
+                        true,
+                        |i| self.note_retry_intent(staging, u, i),
+                    )
                     .map(drop);
                 if res.is_ok() {
                     written += 1;
@@ -1952,8 +2021,9 @@ impl Inner {
         self.append_sync(line, now, 1);
     }
 
-    /// Sync mode's [`Inner::stage_loss_reports`]: writes a warning line, as its own block
-    /// before the line being logged, for each kind of loss no warning covers yet. A warning is
+    /// Sync mode's [`Inner::stage_loss_reports`] (also async mode's once the writer thread
+    /// died): writes a warning line, as its own block before the line being logged, for each
+    /// kind of loss no warning covers yet. A warning is
     /// claimed before it is written (so that two threads do not both write it) and counts as
     /// reported once it is in the file; if it cannot be written the losses are reported again
     /// with the next line.

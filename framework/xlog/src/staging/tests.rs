@@ -416,7 +416,7 @@ fn split_blocks(bytes: &[u8]) -> Vec<BlockView<'_>> {
 #[test]
 fn an_uncapped_zstd_block_is_cut_anew_below_the_cap() {
     let (block, text) = uncapped_zstd_block(SLOT_LEN - HEADER_LEN - 200);
-    let out = mars_readable(&block);
+    let out = mars_readable(&block, 1);
     assert!(out.len() <= block.len());
     let blocks = split_blocks(&out);
     let mut decoded = Vec::new();
@@ -429,7 +429,7 @@ fn an_uncapped_zstd_block_is_cut_anew_below_the_cap() {
     assert_eq!(decoded, text);
     let (small, _) = uncapped_zstd_block(ZSTD_MAX_BODY - 20_000);
     assert!(matches!(
-        mars_readable(&small),
+        mars_readable(&small, 1),
         std::borrow::Cow::Borrowed(_)
     ));
 }
@@ -456,7 +456,7 @@ proptest! {
         block.truncate(HEADER_LEN + body_len);
         block[LEN_OFFSET..LEN_OFFSET + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
         block.push(MAGIC_END);
-        let out = mars_readable(&block);
+        let out = mars_readable(&block, 1);
         let readable = zstd_decompress_capped(&block[HEADER_LEN..block.len() - 1], 1 << 24);
         // These lines compress far below the cap: a body that decodes is always cut anew.
         prop_assert_eq!(readable.is_some(), out[..] != block[..]);
