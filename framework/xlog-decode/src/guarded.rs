@@ -12,11 +12,11 @@
 use phobos_plugin_api::cipher::{
     BlockDecryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,
 };
-use phobos_plugin_api::panics::{catch, cipher_panicked, drop_caught};
+use phobos_plugin_api::panics::{self, catch, cipher_panicked, drop_caught};
 
 /// The cipher's name, for error messages (a name that panics is named as such).
 fn name_of(cipher: &dyn LogCipher) -> String {
-    catch(|| cipher.name().to_owned()).unwrap_or_else(|_| "(its name() panicked)".to_owned())
+    panics::name_of(|| cipher.name().to_owned())
 }
 
 /// [`LogCipher::kind`], guarded.
