@@ -873,80 +873,110 @@ impl Engine {
         let mut earliest: Option<Duration> = None;
         // The last member's timeouts and the inputs they came from (see the loop).
         let mut last = None;
-        for i in 0..len {
-            let id = TaskId(first + i as u32);
+        let mut i = 0;
+        while i < len {
             if freq || flow {
+                let id = TaskId(first + i as u32);
                 let Some(group) = self.lane.groups.get(g) else {
                     break;
                 };
                 let Some(member) = group.members.get(i).filter(|x| x.held) else {
+                    i += 1;
                     continue;
                 };
                 let body = member.body.clone().unwrap_or_default();
                 if let Some((kind, param)) = self.check_limits(now, &body, freq, flow) {
                     self.demote_member(g, i);
                     self.limited(id, kind, param, now);
+                    i += 1;
                     continue;
                 }
             }
+            // The members from `i` on that go out as they are, framed in one stretch: the
+            // group, the link and the codec looked up once for it. With limits, a stretch is
+            // the one member just checked; without, it ends at a member the codec cannot
+            // frame, which is demoted and ended before the next stretch.
+            //
+            // Design: the group and the link used to be looked up again for every member
+            // (the error path needs the whole engine); taking the lookups out of the usual
+            // loop cut the pass by about 36 instructions a task (callgrind, pho-like at 100
+            // in flight: `send_queued` 215 -> 179 a task).
+            let end = if freq || flow { i + 1 } else { len };
             let Some(group) = self.lane.groups.get_mut(g) else {
                 break;
             };
-            let Some(member) = group.members.get_mut(i).filter(|x| x.held) else {
-                continue;
+            let Some(members) = group.members.get_mut(i..end) else {
+                break;
             };
-            let (cmd, body) = (member.cmd_id, member.body.as_deref().unwrap_or_default());
-            let frame_start = emitted + out.len() as u64;
-            let sent_len = match frame(&*self.cfg.codec, cmd, id, body, &[], &mut out, &self.caught)
-            {
-                Ok(len) => len,
-                Err(e) => {
-                    self.demote_member(g, i);
-                    self.finish(id, now, Err(CodecFailure::Encode(e).into()));
+            let link = &mut self.links[li];
+            let codec = &*self.cfg.codec;
+            let before = frames;
+            let mut failed = None;
+            for (j, member) in (i..).zip(members.iter_mut()) {
+                if !member.held {
                     continue;
                 }
-            };
-            frames += 1;
-            self.stats.requests_sent += 1;
-            let link = &mut self.links[li];
-            // The formula's inputs that vary within a pass: the body's length and the
-            // running tasks ahead (capped).
-            let inputs = (
-                member.body.as_ref().map_or(0, Bytes::len),
-                link.running.min(timeouts::MAX_QUEUED_AHEAD),
-            );
-            let t = match last {
-                Some((same, t)) if same == inputs => t,
-                _ => {
-                    let t = self.attempt_memo.attempt(
-                        &self.cfg.timing,
-                        timeouts::AttemptInputs {
-                            mobile,
-                            server_cost,
-                            long_polling: None,
-                            send_len: member.body.as_ref().map_or(0, Bytes::len),
-                            queued_ahead: link.running,
-                            excellent,
-                        },
-                    );
-                    let t = match self.retry_room {
-                        Some(room) => retry_room_ns(room, sent.ns, Some(total_ns), retries, t),
-                        None => t,
+                let id = TaskId(first + j as u32);
+                let body = member.body.as_deref().unwrap_or_default();
+                let frame_start = emitted + out.len() as u64;
+                let sent_len =
+                    match frame(codec, member.cmd_id, id, body, &[], &mut out, &self.caught) {
+                        Ok(len) => len,
+                        Err(e) => {
+                            failed = Some((j, e));
+                            break;
+                        }
                     };
-                    last = Some((inputs, t));
-                    // The same timeouts as the member before cannot be earlier.
-                    earliest = Some(earliest.map_or(t.first_packet, |e| e.min(t.first_packet)));
-                    t
+                frames += 1;
+                // The formula's inputs that vary within a pass: the body's length and the
+                // running tasks ahead (capped).
+                let inputs = (body.len(), link.running.min(timeouts::MAX_QUEUED_AHEAD));
+                let t = match last {
+                    Some((same, t)) if same == inputs => t,
+                    _ => {
+                        let t = self.attempt_memo.attempt(
+                            &self.cfg.timing,
+                            timeouts::AttemptInputs {
+                                mobile,
+                                server_cost,
+                                long_polling: None,
+                                send_len: body.len(),
+                                queued_ahead: link.running,
+                                excellent,
+                            },
+                        );
+                        let t = match self.retry_room {
+                            Some(room) => retry_room_ns(room, sent.ns, Some(total_ns), retries, t),
+                            None => t,
+                        };
+                        last = Some((inputs, t));
+                        // The same timeouts as the member before cannot be earlier.
+                        earliest = Some(earliest.map_or(t.first_packet, |e| e.min(t.first_packet)));
+                        t
+                    }
+                };
+                member.sent = Some((t, sent_len, frame_start));
+                link.running += 1;
+                if self.task_sent_events {
+                    self.events.push_back(Event::TaskSent {
+                        id,
+                        link: link.name.clone(),
+                        first_packet_timeout: t.first_packet,
+                    });
                 }
-            };
-            member.sent = Some((t, sent_len, frame_start));
-            link.running += 1;
-            if self.task_sent_events {
-                self.events.push_back(Event::TaskSent {
-                    id,
-                    link: link.name.clone(),
-                    first_packet_timeout: t.first_packet,
-                });
+            }
+            self.stats.requests_sent += (frames - before) as u64;
+            match failed {
+                Some((j, e)) => {
+                    self.demote_member(g, j);
+                    self.finish(
+                        TaskId(first + j as u32),
+                        now,
+                        Err(CodecFailure::Encode(e).into()),
+                    );
+                    i = j + 1;
+                }
+                None => i = end,
             }
         }
         if self.links[li].running > running_before {
@@ -1118,11 +1148,20 @@ impl Engine {
         };
         let codec = &*self.cfg.codec;
         let mobile = self.net.is_mobile();
-        let mut last = None;
         // The estimator's samples: meets that take its shortcut are counted and recorded at
         // once, in their place among the others.
         let mut quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
         let mut meets = 0;
+        // The frames taken and the last one's task: the counts they move (the link's
+        // running tasks and answers, the lane's and the group's members, the tasks
+        // succeeded) are moved once, after the loop.
+        //
+        // Design: kept in locals, not written to the engine per frame (about five
+        // read-modify-writes of memory a task); after a panic they still hold what the last
+        // whole iteration left, as every variable does.
+        let running = link.running;
+        let mut taken = 0;
+        let mut last = TaskId(0);
         // `after_lane_success`'s usual case: tasks still running after this one.
         //
         // Design: one panic guard for the run, not one per codec call (`plugins.rs`; a guard
@@ -1133,7 +1172,7 @@ impl Engine {
         // it is; the regular pass decodes the frame again under its own guard and answers
         // the panic (a dropped link, a fallback kind).
         let run_frames = || {
-            while pos < input.len() && link.running > 1 {
+            while pos < input.len() && running - taken > 1 {
                 let rest = &input[pos..];
                 let Ok(Decoded::Frame(frame)) = codec.decode(rest) else {
                     break;
@@ -1173,9 +1212,6 @@ impl Engine {
                     received_bytes: frame_len,
                     first_packet_timeout: t.first_packet,
                 });
-                // (The run's first response set the link's answered probes to none; nothing in
-                // a read adds to them.)
-                s.responses = s.responses.saturating_add(1);
                 // What `member_answered` does.
                 let size = sent_len + frame_len;
                 if quick && size < timeouts::MEET_SIZE {
@@ -1185,15 +1221,11 @@ impl Engine {
                     self.estimator.record(now, mobile, size, Some(run.cost));
                     quick = self.estimator.meets_take_shortcut(now, mobile, run.cost);
                 }
-                link.running = link.running.saturating_sub(1);
-                group.release(i);
-                self.lane.live -= 1;
-                #[cfg(test)]
-                {
-                    self.lane.ended += 1;
-                }
-                self.stats.tasks_succeeded += 1;
-                last = Some(id);
+                // What `Group::release` does but the count.
+                member.held = false;
+                member.body = None;
+                taken += 1;
+                last = id;
                 pos += frame_len;
             }
         };
@@ -1209,9 +1241,27 @@ impl Engine {
             );
         }
         self.estimator.record_meets(meets);
+        // The loop ran while more than one task ran, so `taken < running`; each member taken
+        // was held in the group, so `taken <= group.live`.
+        link.running = running - taken;
+        // (The run's first response set the link's answered probes to none; nothing in a
+        // read adds to them.)
+        s.responses = s
+            .responses
+            .saturating_add(u32::try_from(taken).unwrap_or(u32::MAX));
+        group.live -= taken as u32;
+        self.lane.live -= taken;
+        #[cfg(test)]
+        {
+            self.lane.ended += taken as u64;
+        }
+        self.stats.tasks_succeeded += taken as u64;
         let emptied = group.live == 0;
-        if let Some(id) = last {
-            self.lane.tail = Some(Tail { key: run.key, id });
+        if taken > 0 {
+            self.lane.tail = Some(Tail {
+                key: run.key,
+                id: last,
+            });
         }
         if emptied {
             self.free_group(run.g);
