@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use phobos_plugin_api::codec::{PacketCodec, ShortLinkRequest, DEFAULT_MAX_FRAME_LEN};
 use phobos_plugin_api::panics::{
-    catch, drop_caught, fallback_classify, fallback_is_reserved_seq, into_message, DefaultShape,
-    FallbackHeartbeat, FALLBACK_HEARTBEAT_INTERVAL, FALLBACK_IDENTIFY_REQUEST,
+    self, catch, drop_caught, fallback_classify, fallback_is_reserved_seq, into_message,
+    DefaultShape, FallbackHeartbeat, FALLBACK_HEARTBEAT_INTERVAL, FALLBACK_IDENTIFY_REQUEST,
     FALLBACK_IDENTIFY_VERDICT, FALLBACK_IS_AUTHED, PLUGIN_PANICKED,
 };
 use phobos_plugin_api::{
@@ -357,8 +357,7 @@ impl Policy {
         ctx: &HeartbeatContext,
         log: &PanicLog,
     ) -> Self {
-        let name = catch(|| factory.name().to_owned())
-            .unwrap_or_else(|_| "(its name() panicked)".to_owned());
+        let name = panics::name_of(|| factory.name().to_owned());
         let inner = match catch(|| factory.build(now, ctx)) {
             Ok(policy) => policy,
             Err(m) => {
