@@ -212,6 +212,8 @@ fn start(
             let _ = short_tx.send(IoEvent::Short(Box::new(ev)));
         }),
     );
+    // The channel's senders that stay: the driver's own and the short link's sink's.
+    let io_senders = io_tx.strong_count();
     let driver = Driver {
         engine,
         ip_sources: config.ip_sources().to_vec().into(),
@@ -224,6 +226,7 @@ fn start(
         task_spans: FxHashMap::default(),
         next_call: 0,
         io_tx,
+        io_senders,
         conns: FxHashMap::default(),
         unflushed: Vec::new(),
         attempts: FxHashMap::default(),
@@ -316,6 +319,9 @@ struct Driver {
     task_spans: FxHashMap<u64, Span>,
     next_call: u64,
     io_tx: mpsc::UnboundedSender<IoEvent>,
+    /// The senders of `io_tx`'s channel held for the driver's whole life (`io_tx` itself and
+    /// the short link's sink's); any more belong to tasks that may still report.
+    io_senders: usize,
     conns: FxHashMap<ConnId, Conn>,
     unflushed: Vec<ConnId>,
     attempts: FxHashMap<ConnId, (LinkName, AbortHandle)>,
@@ -600,8 +606,9 @@ impl Driver {
             // One clock read per wake-up: every input of this batch is stamped with it.
             // Not biased: a socket that always has data must not starve commands, nor the
             // other way round.
+            let io_may_come = self.io_may_come(&io_rx);
             let t = tokio::select! {
-                Some(ev) = io_rx.recv() => {
+                Some(ev) = io_rx.recv(), if io_may_come => {
                     let t = now();
                     self.watchdog.enter(t);
                     self.handle_io(t, ev);
@@ -681,6 +688,26 @@ impl Driver {
             self.cancel_index.iteration_done();
             self.watchdog.leave(now());
         }
+    }
+
+    /// Whether an IO event may be in the channel now or come into it before the driver
+    /// looks again: one is queued, or something that may send one is alive (a connect,
+    /// resolve or login task, or a short-link task or connection).
+    ///
+    /// Design: on a busy long link every wake-up of the loop polled the channel, which is
+    /// then empty, twice a round (an empty `recv` registers the waker again: about 180
+    /// instructions). Only the driver makes new senders (it spawns every task that holds
+    /// one), so with none alive but its own nothing can arrive until it spawns one, and the
+    /// channel's branch is left out. A task sends before it drops its sender, so a count
+    /// seen back at its resting value (read with acquire ordering: the fence for the sink's
+    /// `Arc`, whose count is read relaxed) comes with its last event visible to `is_empty`.
+    #[inline]
+    fn io_may_come(&self, io_rx: &mpsc::UnboundedReceiver<IoEvent>) -> bool {
+        if self.io_tx.strong_count() > self.io_senders || self.short.may_report() {
+            return true;
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        !io_rx.is_empty()
     }
 
     fn handle_io(&mut self, t: Instant, ev: IoEvent) {
