@@ -691,23 +691,11 @@ impl Driver {
     }
 
     /// Whether an IO event may be in the channel now or come into it before the driver
-    /// looks again: one is queued, or something that may send one is alive (a connect,
-    /// resolve or login task, or a short-link task or connection).
-    ///
-    /// Design: on a busy long link every wake-up of the loop polled the channel, which is
-    /// then empty, twice a round (an empty `recv` registers the waker again: about 180
-    /// instructions). Only the driver makes new senders (it spawns every task that holds
-    /// one), so with none alive but its own nothing can arrive until it spawns one, and the
-    /// channel's branch is left out. A task sends before it drops its sender, so a count
-    /// seen back at its resting value (read with acquire ordering: the fence for the sink's
-    /// `Arc`, whose count is read relaxed) comes with its last event visible to `is_empty`.
+    /// looks again ([`may_receive`]): one is queued, or something that may send one is alive
+    /// (a connect, resolve or login task, or a short-link task or connection).
     #[inline]
     fn io_may_come(&self, io_rx: &mpsc::UnboundedReceiver<IoEvent>) -> bool {
-        if self.io_tx.strong_count() > self.io_senders || self.short.may_report() {
-            return true;
-        }
-        std::sync::atomic::fence(Ordering::Acquire);
-        !io_rx.is_empty()
+        may_receive(&self.io_tx, self.io_senders, self.short.may_report(), io_rx)
     }
 
     fn handle_io(&mut self, t: Instant, ev: IoEvent) {
@@ -1970,6 +1958,34 @@ fn lone_batch(end: TaskEnd, no_spans: bool) -> Result<EndBatch, TaskEnd> {
     EndBatch::of_one(end, 1)
 }
 
+/// Whether a message may be in `rx`'s channel or come into it: one is queued, or a sender
+/// is alive beyond the `resting` ones of `tx`'s channel (those its owner holds for good), or
+/// `other_senders` says something else that sends through one of them is.
+///
+/// Design: on a busy long link every wake-up of the driver's loop polled the IO channel,
+/// which is then empty, twice a round (an empty `recv` registers the waker again: about 180
+/// instructions), and the select now leaves the channel's branch out when this is false.
+/// Only the driver makes new senders (it spawns every task that holds one), so with none
+/// alive but its own nothing can arrive until it spawns one, which it does within an
+/// iteration, before the next select reads this again. A select that began with a sender
+/// alive keeps its branch to its end. The queue is looked at too: an event can be sent while
+/// the driver runs an iteration, or lose to another branch ready in the same poll, and its
+/// task be gone when the next select starts. A task sends before it drops its sender, so a
+/// count seen back at rest (read with acquire ordering; the fence covers a count read
+/// relaxed, such as an `Arc`'s) comes with the task's last event visible to `is_empty`.
+fn may_receive<T>(
+    tx: &mpsc::UnboundedSender<T>,
+    resting: usize,
+    other_senders: bool,
+    rx: &mpsc::UnboundedReceiver<T>,
+) -> bool {
+    if other_senders || tx.strong_count() > resting {
+        return true;
+    }
+    std::sync::atomic::fence(Ordering::Acquire);
+    !rx.is_empty()
+}
+
 /// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -2317,6 +2333,23 @@ mod tests {
         // Built again from the waiters by the next cancel.
         assert_eq!(found(&mut index, &waiters, 101), Some(TaskKey(101)));
         assert_eq!(found(&mut index, &waiters, 7), None);
+    }
+
+    #[test]
+    fn the_io_branch_is_left_out_only_with_no_sender_alive_and_nothing_queued() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let resting = tx.strong_count();
+        assert!(!may_receive(&tx, resting, false, &rx));
+        // A short-link task or connection holding the sink.
+        assert!(may_receive(&tx, resting, true, &rx));
+        let task = tx.clone();
+        assert!(may_receive(&tx, resting, false, &rx));
+        task.send(7).unwrap();
+        drop(task);
+        // The task is gone, its event is still queued.
+        assert!(may_receive(&tx, resting, false, &rx));
+        assert_eq!(rx.try_recv().ok(), Some(7));
+        assert!(!may_receive(&tx, resting, false, &rx));
     }
 
     #[test]
