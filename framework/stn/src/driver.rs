@@ -212,6 +212,8 @@ fn start(
             let _ = short_tx.send(IoEvent::Short(Box::new(ev)));
         }),
     );
+    // The channel's senders that stay: the driver's own and the short link's sink's.
+    let io_senders = io_tx.strong_count();
     let driver = Driver {
         engine,
         ip_sources: config.ip_sources().to_vec().into(),
@@ -224,6 +226,7 @@ fn start(
         task_spans: FxHashMap::default(),
         next_call: 0,
         io_tx,
+        io_senders,
         conns: FxHashMap::default(),
         unflushed: Vec::new(),
         attempts: FxHashMap::default(),
@@ -316,6 +319,9 @@ struct Driver {
     task_spans: FxHashMap<u64, Span>,
     next_call: u64,
     io_tx: mpsc::UnboundedSender<IoEvent>,
+    /// The senders of `io_tx`'s channel held for the driver's whole life (`io_tx` itself and
+    /// the short link's sink's); any more belong to tasks that may still report.
+    io_senders: usize,
     conns: FxHashMap<ConnId, Conn>,
     unflushed: Vec<ConnId>,
     attempts: FxHashMap<ConnId, (LinkName, AbortHandle)>,
@@ -600,8 +606,9 @@ impl Driver {
             // One clock read per wake-up: every input of this batch is stamped with it.
             // Not biased: a socket that always has data must not starve commands, nor the
             // other way round.
+            let io_may_come = self.io_may_come(&io_rx);
             let t = tokio::select! {
-                Some(ev) = io_rx.recv() => {
+                Some(ev) = io_rx.recv(), if io_may_come => {
                     let t = now();
                     self.watchdog.enter(t);
                     self.handle_io(t, ev);
@@ -681,6 +688,14 @@ impl Driver {
             self.cancel_index.iteration_done();
             self.watchdog.leave(now());
         }
+    }
+
+    /// Whether an IO event may be in the channel now or come into it before the driver
+    /// looks again ([`may_receive`]): one is queued, or something that may send one is alive
+    /// (a connect, resolve or login task, or a short-link task or connection).
+    #[inline]
+    fn io_may_come(&self, io_rx: &mpsc::UnboundedReceiver<IoEvent>) -> bool {
+        may_receive(&self.io_tx, self.io_senders, self.short.may_report(), io_rx)
     }
 
     fn handle_io(&mut self, t: Instant, ev: IoEvent) {
@@ -1951,6 +1966,34 @@ fn lone_batch(end: TaskEnd, no_spans: bool) -> Result<EndBatch, TaskEnd> {
     EndBatch::of_one(end, 1)
 }
 
+/// Whether a message may be in `rx`'s channel or come into it: one is queued, or a sender
+/// is alive beyond the `resting` ones of `tx`'s channel (those its owner holds for good), or
+/// `other_senders` says something else that sends through one of them is.
+///
+/// Design: on a busy long link every wake-up of the driver's loop polled the IO channel,
+/// which is then empty, twice a round (an empty `recv` registers the waker again: about 180
+/// instructions), and the select now leaves the channel's branch out when this is false.
+/// Only the driver makes new senders (it spawns every task that holds one), so with none
+/// alive but its own nothing can arrive until it spawns one, which it does within an
+/// iteration, before the next select reads this again. A select that began with a sender
+/// alive keeps its branch to its end. The queue is looked at too: an event can be sent while
+/// the driver runs an iteration, or lose to another branch ready in the same poll, and its
+/// task be gone when the next select starts. A task sends before it drops its sender, so a
+/// count seen back at rest (read with acquire ordering; the fence covers a count read
+/// relaxed, such as an `Arc`'s) comes with the task's last event visible to `is_empty`.
+fn may_receive<T>(
+    tx: &mpsc::UnboundedSender<T>,
+    resting: usize,
+    other_senders: bool,
+    rx: &mpsc::UnboundedReceiver<T>,
+) -> bool {
+    if other_senders || tx.strong_count() > resting {
+        return true;
+    }
+    std::sync::atomic::fence(Ordering::Acquire);
+    !rx.is_empty()
+}
+
 /// The engine's clock: tokio's (virtual under paused time), as a std `Instant`.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -2298,6 +2341,23 @@ mod tests {
         // Built again from the waiters by the next cancel.
         assert_eq!(found(&mut index, &waiters, 101), Some(TaskKey(101)));
         assert_eq!(found(&mut index, &waiters, 7), None);
+    }
+
+    #[test]
+    fn the_io_branch_is_left_out_only_with_no_sender_alive_and_nothing_queued() {
+        let (tx, mut rx) = mpsc::unbounded_channel::<u32>();
+        let resting = tx.strong_count();
+        assert!(!may_receive(&tx, resting, false, &rx));
+        // A short-link task or connection holding the sink.
+        assert!(may_receive(&tx, resting, true, &rx));
+        let task = tx.clone();
+        assert!(may_receive(&tx, resting, false, &rx));
+        task.send(7).unwrap();
+        drop(task);
+        // The task is gone, its event is still queued.
+        assert!(may_receive(&tx, resting, false, &rx));
+        assert_eq!(rx.try_recv().ok(), Some(7));
+        assert!(!may_receive(&tx, resting, false, &rx));
     }
 
     #[test]

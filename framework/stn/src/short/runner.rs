@@ -95,6 +95,12 @@ impl ShortIo {
         }
     }
 
+    /// Whether anything but this may still report through the sink: a task or a connection
+    /// holding a clone of it (see `Driver::io_may_come`).
+    pub(crate) fn may_report(&self) -> bool {
+        Arc::strong_count(&self.sink) > 1
+    }
+
     /// `Action::ShortConnect`: a new connection through the connector (TLS and the proxy as
     /// configured).
     pub(crate) fn connect(&mut self, attempt: ConnId, addr: IpPort, host: &str, proxy: bool) {
