@@ -2237,6 +2237,31 @@ fn a_line_logged_while_the_writer_closes_is_reported_as_such() {
     assert!(!text.contains("while closing\n"), "{text}");
 }
 
+/// A zstd encoder as Mars's zstd appender makes it: level 6, window log 16, no checksum.
+fn mars_zstd_encoder() -> zstd::stream::write::Encoder<'static, Vec<u8>> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 6).unwrap();
+    enc.window_log(16).unwrap();
+    enc.include_checksum(false).unwrap();
+    enc
+}
+
+/// `body` as a staged Mars zstd block (header and body, no end byte): magic `0x0D`, sequence
+/// 7, hour 9, no key.
+fn staged_mars_zstd_block(body: &[u8]) -> Vec<u8> {
+    let mut block = vec![0u8; crate::block::HEADER_LEN];
+    crate::block::BlockHeader {
+        magic: 0x0D,
+        seq: 7,
+        begin_hour: 9,
+        end_hour: 9,
+        len: body.len() as u32,
+        key: [0; 64],
+    }
+    .emit((&mut block[..]).try_into().unwrap());
+    block.extend_from_slice(body);
+    block
+}
+
 /// Lines as a Mars-format zstd block left in a `.mmap3` holds them, and that block: magic
 /// `0x0D`, sequence 7, no key, its body a zstd frame fed line by line with a flush after each
 /// line and never finished (as Mars's zstd appender leaves it), grown until the body is at
@@ -2244,9 +2269,7 @@ fn a_line_logged_while_the_writer_closes_is_reported_as_such() {
 /// (with their `\n`) and the staged block (header and body, no end byte).
 fn mars_zstd_block(min_body: usize, chars: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
     use std::io::Write;
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 6).unwrap();
-    enc.window_log(16).unwrap();
-    enc.include_checksum(false).unwrap();
+    let mut enc = mars_zstd_encoder();
     let mut lines = Vec::new();
     let mut seed: u64 = 11;
     while enc.get_ref().len() < min_body {
@@ -2271,18 +2294,7 @@ fn mars_zstd_block(min_body: usize, chars: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
         enc.flush().unwrap();
         lines.push(line.into_bytes());
     }
-    let body = enc.get_ref().clone();
-    let mut block = vec![0u8; crate::block::HEADER_LEN];
-    crate::block::BlockHeader {
-        magic: 0x0D,
-        seq: 7,
-        begin_hour: 9,
-        end_hour: 9,
-        len: body.len() as u32,
-        key: [0; 64],
-    }
-    .emit((&mut block[..]).try_into().unwrap());
-    block.extend_from_slice(&body);
+    let block = staged_mars_zstd_block(enc.get_ref());
     (lines, block)
 }
 
@@ -2296,9 +2308,7 @@ fn compressible_mars_zstd_block() -> (Vec<u8>, Vec<u8>) {
             .join("../xlog-decode/tests/data/01_async_zlib_nocrypt/expected.log"),
     )
     .unwrap();
-    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 6).unwrap();
-    enc.window_log(16).unwrap();
-    enc.include_checksum(false).unwrap();
+    let mut enc = mars_zstd_encoder();
     let mut text = Vec::new();
     'fill: for i in 0.. {
         for l in base.split_inclusive(|&b| b == b'\n') {
@@ -2311,18 +2321,7 @@ fn compressible_mars_zstd_block() -> (Vec<u8>, Vec<u8>) {
             text.extend_from_slice(&line);
         }
     }
-    let body = enc.get_ref().clone();
-    let mut block = vec![0u8; crate::block::HEADER_LEN];
-    crate::block::BlockHeader {
-        magic: 0x0D,
-        seq: 7,
-        begin_hour: 9,
-        end_hour: 9,
-        len: body.len() as u32,
-        key: [0; 64],
-    }
-    .emit((&mut block[..]).try_into().unwrap());
-    block.extend_from_slice(&body);
+    let block = staged_mars_zstd_block(enc.get_ref());
     (text, block)
 }
 
