@@ -177,6 +177,11 @@ pub struct DriverStats {
     /// with their documented fallbacks (`phobos_plugin_api::panics`). A plugin loaded from a
     /// library catches its own panics in its adapter, which the driver does not see.
     pub plugin_panics: u64,
+    /// Panics caught in the app's own transport so far: a [`Connector`](crate::Connector)'s connect, or a
+    /// [`LinkStream`](crate::LinkStream)'s read, write, flush or shutdown (each also logged
+    /// as a `tracing` error with the panic's message). Each failed its connect or ended its
+    /// connection like a socket error, and the tasks on it were retried by the usual rules.
+    pub transport_panics: u64,
 }
 
 impl Client {

@@ -205,12 +205,14 @@ fn start(
     });
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let short_tx = io_tx.clone();
+    let transport_panics = Arc::<AtomicU64>::default();
     let short = ShortIo::new(
         config.short_settings(),
         &config.core().short_link,
         Arc::new(move |ev| {
             let _ = short_tx.send(IoEvent::Short(Box::new(ev)));
         }),
+        transport_panics.clone(),
     );
     // The channel's senders that stay: the driver's own and the short link's sink's.
     let io_senders = io_tx.strong_count();
@@ -223,6 +225,7 @@ fn start(
         plugin_calls: FxHashMap::default(),
         plugin_calls_refused: 0,
         plugin_panics: Arc::default(),
+        transport_panics,
         task_spans: FxHashMap::default(),
         next_call: 0,
         io_tx,
@@ -314,6 +317,9 @@ struct Driver {
     /// Plugin panics caught, by the engine or by the guards of the driver's own calls
     /// ([`DriverStats::plugin_panics`]; shared with the tasks running resolves and logins).
     plugin_panics: Arc<AtomicU64>,
+    /// Panics caught in the app's connector and streams ([`DriverStats::transport_panics`];
+    /// shared with the connect tasks, the streams and the short link).
+    transport_panics: Arc<AtomicU64>,
     /// The spans of tasks in flight ([`task_span`]) by tag, when a subscriber wants them
     /// (kept apart from the waiters, which then stay as small as without spans).
     task_spans: FxHashMap<u64, Span>,
@@ -881,6 +887,7 @@ impl Driver {
                     short_link_pooled: self.short.pooled(),
                     plugin_calls_refused: self.plugin_calls_refused,
                     plugin_panics: self.plugin_panics.load(Ordering::Relaxed),
+                    transport_panics: self.transport_panics.load(Ordering::Relaxed),
                 });
             }
             Command::Shutdown(done) => return Some(done),
@@ -1076,6 +1083,7 @@ impl Driver {
                 metrics::counter!(m::CONNECT_ATTEMPTS, "link" => link.to_string()).increment(1);
                 debug!(link = %link, conn = %attempt, %addr, "connecting");
                 let connector = self.connector.clone();
+                let panics = self.transport_panics.clone();
                 let io = self.io_tx.clone();
                 let up = self.io_tx.clone();
                 let established = Established::new(move || {
@@ -1084,7 +1092,7 @@ impl Driver {
                 let task = tokio::spawn(
                     async move {
                         let connect = || connector.connect_reporting(addr, established);
-                        let ev = match guard::connect(connect).await {
+                        let ev = match guard::connect(&panics, connect).await {
                             Ok(stream) => IoEvent::Connected { attempt, stream },
                             Err(e) => IoEvent::ConnectFailed {
                                 attempt,

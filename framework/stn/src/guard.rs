@@ -16,6 +16,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use phobos_plugin_api::panics::{catch, drop_caught};
@@ -79,15 +80,20 @@ pub(crate) fn name_of(name: impl FnOnce() -> String) -> String {
     phobos_plugin_api::panics::name_of(name)
 }
 
-/// Runs a connector's connect (made by `make`) under guard: a panic is logged and becomes
-/// an IO error, which the core counts as a failed connect.
-pub(crate) async fn connect<F>(make: impl FnOnce() -> F) -> io::Result<Box<dyn LinkStream>>
+/// Runs a connector's connect (made by `make`) under guard: a panic is logged, counted in
+/// `panics` and becomes an IO error, which the core counts as a failed connect. The stream
+/// is guarded the same way, counting in `panics` too.
+pub(crate) async fn connect<F>(
+    panics: &Arc<AtomicU64>,
+    make: impl FnOnce() -> F,
+) -> io::Result<Box<dyn LinkStream>>
 where
     F: Future<Output = io::Result<Box<dyn LinkStream>>> + Unpin,
 {
     match call(make).await {
-        Ok(result) => result.map(GuardedStream::boxed),
+        Ok(result) => result.map(|stream| GuardedStream::boxed(stream, panics.clone())),
         Err(message) => {
+            panics.fetch_add(1, Ordering::Relaxed);
             error!(panic = %message, "a connector panicked; the connect failed");
             Err(io::Error::other(format!(
                 "the connector panicked: {message}"
@@ -108,19 +114,22 @@ where
 pub(crate) struct GuardedStream {
     inner: Box<dyn LinkStream>,
     panicked: bool,
+    /// Where its panics are counted.
+    panics: Arc<AtomicU64>,
 }
 
 impl GuardedStream {
-    /// `inner` under guard.
-    pub(crate) fn new(inner: Box<dyn LinkStream>) -> GuardedStream {
+    /// `inner` under guard, its panics counted in `panics`.
+    pub(crate) fn new(inner: Box<dyn LinkStream>, panics: Arc<AtomicU64>) -> GuardedStream {
         GuardedStream {
             inner,
             panicked: false,
+            panics,
         }
     }
 
-    fn boxed(inner: Box<dyn LinkStream>) -> Box<dyn LinkStream> {
-        Box::new(GuardedStream::new(inner))
+    fn boxed(inner: Box<dyn LinkStream>, panics: Arc<AtomicU64>) -> Box<dyn LinkStream> {
+        Box::new(GuardedStream::new(inner, panics))
     }
 
     fn poll<T>(
@@ -135,6 +144,7 @@ impl GuardedStream {
             Ok(polled) => polled,
             Err(message) => {
                 self.panicked = true;
+                self.panics.fetch_add(1, Ordering::Relaxed);
                 error!(panic = %message, "a connection's stream panicked; the connection ends");
                 Poll::Ready(Err(stream_panicked()))
             }
@@ -207,6 +217,7 @@ impl Drop for GuardedStream {
     fn drop(&mut self) {
         let inner = std::mem::replace(&mut self.inner, Box::new(Closed));
         if let Err(message) = drop_caught(inner) {
+            self.panics.fetch_add(1, Ordering::Relaxed);
             error!(panic = %message, "a connection's stream panicked as it was dropped");
         }
     }

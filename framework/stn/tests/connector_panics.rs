@@ -1,10 +1,10 @@
 //! The app's own transport panicking, through the real driver and loopback sockets: a
 //! [`Connector`] whose connect panics, and streams that panic in a read or a write. Each
-//! panic is an error of that connect or that connection, like a socket's; the task is retried
-//! on a new connection and succeeds, and the client keeps working. Before the guard, a long
-//! link stream's panic ended the driver (every task ended with `LocalError::Reset`), a
-//! connect's panic left the attempt to its connect timeout, and a short-link write's panic
-//! failed the task for good as a request HTTP cannot carry.
+//! panic is an error of that connect or that connection, like a socket's: the task is retried
+//! on a new connection and succeeds, the panic is counted (`DriverStats::transport_panics`),
+//! and the client keeps working. Before the guard, a long link stream's panic ended the
+//! driver (every task ended with `LocalError::Reset`), a connect's panic was never reported,
+//! and a short-link write's panic failed the task for good as a request HTTP cannot carry.
 
 use std::io;
 use std::pin::Pin;
@@ -134,6 +134,18 @@ async fn long_link_client(connector: Arc<Faulty>) -> (MockLongLinkServer, Client
     (server, Client::start(config).unwrap())
 }
 
+/// The panics the driver caught in the transport ([`DriverStats::transport_panics`]).
+///
+/// [`DriverStats::transport_panics`]: phobos_stn::DriverStats::transport_panics
+async fn transport_panics(client: &Client) -> u64 {
+    let stats = client.stats().await.unwrap();
+    assert_eq!(
+        stats.plugin_panics, 0,
+        "a transport panic is not a plugin's"
+    );
+    stats.transport_panics
+}
+
 /// The connection's error after the stream's panic: what every later call answers.
 fn stream_panicked() -> LinkError {
     LinkError::Socket(SocketFailure::Io { errno: -1 })
@@ -165,6 +177,7 @@ async fn a_stream_panicking_drops_the_link_and_the_task_is_retried() {
             .unwrap();
         assert_eq!(&again.body[..], b"again");
         assert_eq!(connector.connects(), 2, "{fault:?}");
+        assert_eq!(transport_panics(&client).await, 1, "{fault:?}");
         client.shutdown().await;
     }
 }
@@ -195,6 +208,7 @@ async fn a_connect_that_panics_is_a_failed_connect() {
         .unwrap();
     assert_eq!(&ok.body[..], b"after");
     assert_eq!(connector.connects(), 2);
+    assert_eq!(transport_panics(&client).await, 1);
     client.shutdown().await;
 }
 
@@ -223,6 +237,7 @@ async fn a_short_link_stream_panicking_fails_the_attempt_not_the_task() {
             "{fault:?}"
         );
         assert_eq!(connector.connects(), 2, "{fault:?}");
+        assert_eq!(transport_panics(&client).await, 1, "{fault:?}");
         client.shutdown().await;
     }
 }

@@ -9,6 +9,7 @@
 //! hears it through `handle_closed`.
 
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,6 +67,8 @@ pub(crate) struct ShortIo {
     tls: bool,
     limits: Limits,
     sink: Sink,
+    /// The driver's count of panics caught in the connector and its streams.
+    panics: Arc<AtomicU64>,
     /// Connect attempts in flight.
     connecting: FxHashMap<ConnId, AbortHandle>,
     /// Connected, waiting for the engine's `HttpExchange`.
@@ -78,7 +81,12 @@ pub(crate) struct ShortIo {
 }
 
 impl ShortIo {
-    pub(crate) fn new(settings: &ShortSettings, config: &ShortLinkConfig, sink: Sink) -> Self {
+    pub(crate) fn new(
+        settings: &ShortSettings,
+        config: &ShortLinkConfig,
+        sink: Sink,
+        panics: Arc<AtomicU64>,
+    ) -> Self {
         ShortIo {
             connector: settings.connector(),
             direct: settings.connector_with(false),
@@ -88,6 +96,7 @@ impl ShortIo {
                 max_body: config.max_response_len,
             },
             sink,
+            panics,
             connecting: FxHashMap::default(),
             ready: FxHashMap::default(),
             exchanging: FxHashMap::default(),
@@ -111,9 +120,10 @@ impl ShortIo {
             self.direct.clone()
         };
         let sink = self.sink.clone();
+        let panics = self.panics.clone();
         let task = tokio::spawn(
             async move {
-                let ev = match guard::connect(|| connector.connect(addr)).await {
+                let ev = match guard::connect(&panics, || connector.connect(addr)).await {
                     Ok(stream) => ShortEvent::Connected {
                         attempt,
                         conn: stream,
