@@ -110,7 +110,9 @@ where
 /// reported as the request's own fault, not retried). Now the panic is logged once and the
 /// stream answers that call and every later one with an IO error without being called
 /// again: the connection fails like a broken socket, and the core retries and reconnects.
-/// The guard costs a call's unwinding landing pad, nothing on the path that does not panic.
+/// The guard costs one more call through a `dyn` per poll and an unwinding landing pad:
+/// pho-like's instructions per task did not move (902 and 899 against 899 and 903 without it,
+/// `docs/lab/throughput.md`, "Session 31's tree").
 pub(crate) struct GuardedStream {
     inner: Box<dyn LinkStream>,
     panicked: bool,
