@@ -172,7 +172,7 @@ impl DecoderBuilder {
     /// cipher is not used and every encrypted block without a cipher for its kind fails with
     /// that error instead of "no private key was given".
     pub fn cipher(mut self, cipher: Arc<dyn LogCipher>) -> Self {
-        match guarded::kind(&*cipher) {
+        match phobos_plugin_api::panics::cipher_kind(&*cipher) {
             Ok(CipherKind::MarsCompatible) => self.inner.mars = Some(cipher),
             Ok(_) => self.inner.authenticated = Some(cipher),
             Err(e) => self.inner.unusable = Some(e),

@@ -9,20 +9,8 @@
 //! decryptor, so whatever state the panic left half-changed is not used). This mirrors the
 //! writer's guard (`phobos-xlog`'s `guarded.rs`).
 
-use phobos_plugin_api::cipher::{
-    BlockDecryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,
-};
-use phobos_plugin_api::panics::{self, catch, cipher_panicked, drop_caught};
-
-/// The cipher's name, for error messages (a name that panics is named as such).
-fn name_of(cipher: &dyn LogCipher) -> String {
-    panics::name_of(|| cipher.name().to_owned())
-}
-
-/// [`LogCipher::kind`], guarded.
-pub(crate) fn kind(cipher: &dyn LogCipher) -> Result<CipherKind, CipherError> {
-    catch(|| cipher.kind()).map_err(|m| cipher_panicked(&name_of(cipher), &m))
-}
+use phobos_plugin_api::cipher::{BlockDecryptor, CipherError, LogCipher, HEADER_KEY_LEN};
+use phobos_plugin_api::panics::{catch, cipher_name, cipher_panicked, drop_caught};
 
 /// What [`new_decryptor`] gives: the guarded decryptor, the cipher's own error, or the error
 /// standing for its panic.
@@ -35,7 +23,7 @@ pub(crate) enum Made {
 /// [`LogCipher::new_decryptor`] for `header_key`, guarded, and the decryptor it makes guarded
 /// in turn.
 pub(crate) fn new_decryptor(cipher: &dyn LogCipher, header_key: &[u8; HEADER_KEY_LEN]) -> Made {
-    let name = name_of(cipher);
+    let name = cipher_name(cipher);
     match catch(|| cipher.new_decryptor(header_key)) {
         Ok(Ok(inner)) => Made::Decryptor(GuardedDecryptor {
             name,

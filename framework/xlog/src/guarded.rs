@@ -8,27 +8,15 @@
 //! the writer fails with it, and a line or block the cipher could not encrypt is counted lost
 //! with the cause "could not be compressed or encrypted", as for any other cipher error.
 
-use phobos_plugin_api::cipher::{
-    BlockEncryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,
-};
-use phobos_plugin_api::panics::{self, catch, cipher_panicked, drop_caught};
-
-/// The cipher's name, for error messages (a name that panics is named as such).
-fn name_of(cipher: &dyn LogCipher) -> String {
-    panics::name_of(|| cipher.name().to_owned())
-}
-
-/// [`LogCipher::kind`], guarded.
-pub(crate) fn kind(cipher: &dyn LogCipher) -> Result<CipherKind, CipherError> {
-    catch(|| cipher.kind()).map_err(|m| cipher_panicked(&name_of(cipher), &m))
-}
+use phobos_plugin_api::cipher::{BlockEncryptor, CipherError, LogCipher, HEADER_KEY_LEN};
+use phobos_plugin_api::panics::{catch, cipher_name, cipher_panicked, drop_caught};
 
 /// [`LogCipher::new_encryptor`], guarded, and the encryptor it makes guarded in turn. The
 /// encryptor's header key is read here, once: a panic there fails the making.
 pub(crate) fn new_encryptor(
     cipher: &dyn LogCipher,
 ) -> Result<Box<dyn BlockEncryptor>, CipherError> {
-    let name = name_of(cipher);
+    let name = cipher_name(cipher);
     let inner = catch(|| cipher.new_encryptor()).map_err(|m| cipher_panicked(&name, &m))??;
     let key = match catch(|| inner.header_key()) {
         Ok(key) => key,

@@ -868,7 +868,11 @@ impl Xlog {
                 .map_err(io_err(format!("creating cache dir {}", c.display())))?;
         }
         // Every call into the cipher (an in-process plugin) is guarded against panics.
-        let cipher_kind = b.cipher.as_deref().map(guarded::kind).transpose()?;
+        let cipher_kind = b
+            .cipher
+            .as_deref()
+            .map(phobos_plugin_api::panics::cipher_kind)
+            .transpose()?;
         let encryption = cipher_kind.map_or(Encryption::None, Encryption::from_kind);
         let mut encryptor = match &b.cipher {
             Some(c) => Some(guarded::new_encryptor(c.as_ref())?),

@@ -43,7 +43,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use crate::auth::{AuthError, IdentifyRequest, IdentifyVerdict};
-use crate::cipher::CipherError;
+use crate::cipher::{CipherError, CipherKind, LogCipher};
 use crate::codec::{
     DecodeError, Decoded, EncodeError, FrameHead, FrameKind, PacketCodec, PUSH_SEQ, SIGNAL_KEEP_SEQ,
 };
@@ -140,7 +140,18 @@ pub fn resolve_panicked(plugin: &str, message: &str) -> ResolveError {
     ResolveError::Failed(format!("ip source {plugin:?} panicked: {message}"))
 }
 
-/// The error a [`LogCipher`](crate::LogCipher) call (or one of its encryptor's or decryptor's)
+/// A log cipher's name, read under guard ([`name_of`]).
+pub fn cipher_name(cipher: &dyn LogCipher) -> String {
+    name_of(|| cipher.name().to_owned())
+}
+
+/// [`LogCipher::kind`], called under guard: a panic is [`cipher_panicked`]. What the xlog
+/// writer and the decoder both ask first of an in-process cipher.
+pub fn cipher_kind(cipher: &dyn LogCipher) -> Result<CipherKind, CipherError> {
+    catch(|| cipher.kind()).map_err(|m| cipher_panicked(&cipher_name(cipher), &m))
+}
+
+/// The error a [`LogCipher`] call (or one of its encryptor's or decryptor's)
 /// gives after a panic in the cipher named `plugin`.
 pub fn cipher_panicked(plugin: &str, message: &str) -> CipherError {
     CipherError::Crypto(format!("log cipher {plugin:?} panicked: {message}"))
