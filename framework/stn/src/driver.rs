@@ -219,6 +219,14 @@ fn start(
     let driver = Driver {
         engine,
         ip_sources: config.ip_sources().to_vec().into(),
+        ip_source_names: config
+            .ip_sources()
+            .iter()
+            .map(|s| guard::name_of(|| s.name().to_owned()))
+            .collect(),
+        auth_name: (config.core().auth.as_ref())
+            .map(|a| guard::name_of(|| a.name().to_owned()))
+            .unwrap_or_default(),
         auth: config.core().auth.clone(),
         connector: config.connector().clone(),
         resolving: FxHashMap::default(),
@@ -302,7 +310,11 @@ struct Authed {
 struct Driver {
     engine: Engine,
     ip_sources: Arc<[Arc<dyn IpSource>]>,
+    /// The sources' names, read once (under guard) for labels and log lines.
+    ip_source_names: Vec<String>,
     auth: Option<Arc<dyn AuthCheck>>,
+    /// The auth plugin's name, read once (under guard); empty without one.
+    auth_name: String,
     connector: Arc<dyn Connector>,
     /// IP source calls running, by (link, host, source): the call number and its task. The
     /// core times every call and cancels it ([`Action::CancelResolve`]); an answer whose
@@ -830,19 +842,14 @@ impl Driver {
             }
             Command::SetNetwork { kind, label } => {
                 info!(?kind, label = %label, "network changed");
-                for source in self.ip_sources.iter() {
-                    let _guard = self.watchdog.call(
-                        format!(
-                            "ipsource {} network_changed",
-                            guard::name_of(|| source.name().to_owned())
-                        ),
-                        now(),
-                    );
+                for (source, name) in self.ip_sources.iter().zip(&self.ip_source_names) {
+                    let _guard = self
+                        .watchdog
+                        .call(format!("ipsource {name} network_changed"), now());
                     if let Err(message) = catch(|| source.network_changed()) {
-                        let name = guard::name_of(|| source.name().to_owned());
                         let panic = PluginPanic::new(
                             PluginKind::IpSource,
-                            name,
+                            name.clone(),
                             "network_changed",
                             message,
                         );
@@ -1498,7 +1505,7 @@ impl Driver {
                 None => {
                     // The watchdog reports the blocked call itself; this repeats each cycle.
                     debug!(
-                        link = %link, host = %host, source = %guard::name_of(|| src.name().to_owned()),
+                        link = %link, host = %host, source = %self.ip_source_names[source],
                         "ip source still blocked in the call given up before: not asked again"
                     );
                     let error = "the source's previous call for this host is still running";
@@ -1516,10 +1523,8 @@ impl Driver {
         } else {
             None
         };
-        let guard = self.watchdog.call(
-            format!("ipsource {}", guard::name_of(|| src.name().to_owned())),
-            now(),
-        );
+        let name = self.ip_source_names[source].clone();
+        let guard = self.watchdog.call(format!("ipsource {name}"), now());
         // No timeout here: the core times the call (the source's limit) and sends
         // `CancelResolve`, which stops this task (or, for a blocking call already running,
         // leaves it to finish with an answer nobody waits for).
@@ -1529,14 +1534,13 @@ impl Driver {
             let result = guard::call_or_fallback(
                 &panics,
                 (PluginKind::IpSource, "resolve"),
-                || src.name().to_owned(),
+                || name.clone(),
                 || src.resolve(&host, purpose),
                 resolve_panicked,
             )
             .await;
             if let Err(e) = &result {
-                let source = guard::name_of(|| src.name().to_owned());
-                warn!(source = %source, host = %host, error = %e, "ip source failed");
+                warn!(source = %name, host = %host, error = %e, "ip source failed");
             }
             // Ended before its answer is seen, so the core may ask again at once.
             drop(token);
@@ -1589,7 +1593,7 @@ impl Driver {
         let Some(token) = self.begin_plugin_call(PluginCall::Auth { host: host.clone() }) else {
             // The watchdog reports the hung call itself; this repeats at every retry.
             debug!(
-                host = %host, auth = %guard::name_of(|| auth.name().to_owned()),
+                host = %host, auth = %self.auth_name,
                 "login still running past its limit: not started again"
             );
             let result = Err(AuthError::Transient(
@@ -1598,7 +1602,7 @@ impl Driver {
             let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
             return;
         };
-        let name = guard::name_of(|| auth.name().to_owned());
+        let name = self.auth_name.clone();
         let guard = self.watchdog.call(format!("auth {name}"), now());
         let blocking = auth.is_blocking();
         let panics = self.plugin_panics.clone();
@@ -1607,7 +1611,7 @@ impl Driver {
             let result = guard::call_or_fallback(
                 &panics,
                 (PluginKind::Auth, "ensure_authed"),
-                || auth.name().to_owned(),
+                || name,
                 || auth.ensure_authed(&host),
                 auth_panicked,
             )
