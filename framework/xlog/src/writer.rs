@@ -1498,9 +1498,9 @@ impl Inner {
         let (mut st, res) = self.stage(st, line, now, overflow);
         if let Err(cause) = res {
             drop(st);
-            self.count_dropped(cause, 1);
+            let dropped = self.count_dropped(cause, 1);
             if cause == DropCause::WriterGone {
-                self.report_for_dead_writer(now);
+                self.report_for_dead_writer(now, dropped);
             }
             return;
         }
@@ -1560,16 +1560,19 @@ impl Inner {
     /// is in the file at once and logging on costs a few appends. [`Xlog::flush`] and close
     /// write the rest ([`Inner::report_losses`]). The blocks the dead thread left unwritten
     /// are appended at the next start, after the warning.
-    fn report_for_dead_writer(&self, now: WallTime) {
-        let n = self.dropped[DropCause::WriterGone as usize].load(Ordering::Relaxed);
-        if n.is_power_of_two() {
+    ///
+    /// `dropped` is the count this thread's drop made (what its `fetch_add` gave): each power
+    /// of two is seen by exactly one thread, where a load after the add could show two
+    /// threads the same count.
+    fn report_for_dead_writer(&self, now: WallTime, dropped: u64) {
+        if dropped.is_power_of_two() {
             self.write_sync_loss_reports(now);
         }
     }
 
-    /// Counts `n` lines dropped because of `cause`.
-    fn count_dropped(&self, cause: DropCause, n: u64) {
-        self.dropped[cause as usize].fetch_add(n, Ordering::Relaxed);
+    /// Counts `n` lines dropped because of `cause`; returns the count it made.
+    fn count_dropped(&self, cause: DropCause, n: u64) -> u64 {
+        self.dropped[cause as usize].fetch_add(n, Ordering::Relaxed) + n
     }
 
     /// Whether some loss is not covered by `reported`.

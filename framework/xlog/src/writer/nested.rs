@@ -63,7 +63,9 @@ pub(super) fn write(inner: &Arc<Inner>, line: &[u8], fatal: bool, now: WallTime)
             inner.write_line(line, fatal, now);
         }
         Phase::Writing => defer(inner, line, fatal, now),
-        Phase::Draining => inner.count_dropped(DropCause::Reentrant, 1),
+        Phase::Draining => {
+            inner.count_dropped(DropCause::Reentrant, 1);
+        }
     }
 }
 
