@@ -44,6 +44,10 @@
 //!   parameters, a command id and body per task) instead of one spec per task, and (from
 //!   2026-11-28, 08:50 UTC) its ends read in place through `recv_group` instead of moved
 //!   into `BatchEnd`s by `recv_many`.
+//! - **pho-hdl** (from 2026-11-29, 08:00 UTC): pho-like's caller as an end handler run on
+//!   the driver (`Client::run_on_driver`): the driver hands it each iteration's ends and
+//!   its replacements leave in the same iteration, with no channel hop or second task (the
+//!   raw client's shape, through the public API).
 //! - **lean** (only with `PHOBOS_BENCH_ONLY=lean`): a design probe, not a Phobos client:
 //!   raw-hop with a small sans-IO core doing the per-task work of Phobos's usual batch path
 //!   (see the `lean` module).
@@ -72,7 +76,7 @@
 //! Knobs (environment): `PHOBOS_BENCH_TASKS` (20000 per run), `PHOBOS_BENCH_WORKERS` (client
 //! runtime worker threads, 2), `PHOBOS_BENCH_IDLE_LINKS` (1000), `PHOBOS_BENCH_QUICK=1` (a
 //! smoke run: 500 tasks, 20 idle links, 1 round), `PHOBOS_BENCH_ROUNDS` (5 alternating rounds,
-//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|raw|raw-mux|raw-hop|lean`,
+//! medians reported), `PHOBOS_BENCH_ONLY=throughput|memory|phobos|phobos-batch|phobos-like|phobos-handler|raw|raw-mux|raw-hop|lean`,
 //! `PHOBOS_BENCH_IN_FLIGHT=1,10,100`, `PHOBOS_BENCH_PLACEMENT=same,split` (any of `same`,
 //! `split`, `free`).
 //!
@@ -95,7 +99,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::{CmdId, Decoded, FrameHead, PacketCodec, Seq};
-use phobos_stn::{BatchEnd, Client, ClientConfig, LinkStatus, TaskSpec};
+use phobos_stn::{
+    BatchEnd, Client, ClientConfig, EndGroup, EndHandler, LinkStatus, Starter, TaskSpec,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -173,7 +179,14 @@ fn main() {
     );
     if matches!(
         only.as_str(),
-        "phobos" | "phobos-batch" | "phobos-like" | "raw" | "raw-mux" | "raw-hop" | "lean"
+        "phobos"
+            | "phobos-batch"
+            | "phobos-like"
+            | "phobos-handler"
+            | "raw"
+            | "raw-mux"
+            | "raw-hop"
+            | "lean"
     ) {
         // Profiling aid: one client alone.
         for (placement, _, addr, rt) in &setups {
@@ -197,6 +210,9 @@ fn main() {
                         "phobos-like" => phobos_batch_run(addr, n, total, true)
                             .await
                             .print(n, "pho-like", None, place),
+                        "phobos-handler" => phobos_handler_run(addr, n, total)
+                            .await
+                            .print(n, "pho-hdl", None, place),
                         _ => phobos_batch_run(addr, n, total, false).await.print(
                             n,
                             "pho-batch",
@@ -236,7 +252,8 @@ fn stop_server(mut server: std::process::Child) {
 /// Every client at `n` in flight against the server at `addr`, in `rounds` alternating
 /// rounds (so a load change on the machine hits all of them); prints each one's median.
 async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usize, place: &str) {
-    let (mut raw, mut mux, mut hop, mut pho, mut bat, mut like) = (
+    let (mut raw, mut mux, mut hop, mut pho, mut bat, mut like, mut hdl) = (
+        Vec::new(),
         Vec::new(),
         Vec::new(),
         Vec::new(),
@@ -251,6 +268,7 @@ async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usiz
         pho.push(phobos_run(addr, n, total).await);
         bat.push(phobos_batch_run(addr, n, total, false).await);
         like.push(phobos_batch_run(addr, n, total, true).await);
+        hdl.push(phobos_handler_run(addr, n, total).await);
     }
     // Each round's ratios, then their median: a change of the machine's load between rounds
     // moves every client of a round together, so it leaves the ratios alone.
@@ -269,15 +287,17 @@ async fn throughput_level(addr: SocketAddr, n: usize, total: usize, rounds: usiz
         ratio_to(&pho, &raw),
     );
     let (bat_raw, like_raw) = (ratio_to(&bat, &raw), ratio_to(&like, &raw));
+    let hdl_raw = ratio_to(&hdl, &raw);
     let (pho_mux, like_hop) = (ratio_to(&pho, &mux), ratio_to(&like, &hop));
     let (raw, mux, hop, pho) = (median(raw), median(mux), median(hop), median(pho));
-    let (bat, like) = (median(bat), median(like));
+    let (bat, like, hdl) = (median(bat), median(like), median(hdl));
     raw.print(n, "raw", None, place);
     mux.print(n, "raw-mux", Some(mux_raw), place);
     hop.print(n, "raw-hop", Some(hop_raw), place);
     pho.print(n, "phobos", Some(pho_raw), place);
     bat.print(n, "pho-batch", Some(bat_raw), place);
     like.print(n, "pho-like", Some(like_raw), place);
+    hdl.print(n, "pho-hdl", Some(hdl_raw), place);
     println!(
         "{:>9} {:>8} phobos / raw-mux = {:.0} % of the throughput; CPU per task: \
          phobos / raw = {:.2}, phobos / raw-mux = {:.2}",
@@ -1483,6 +1503,80 @@ async fn phobos_batch_caller(
         });
     }
     out.latencies
+}
+
+/// Phobos through an end handler run on the driver (`Client::run_on_driver`): pho-like's
+/// caller as an [`EndHandler`], which the driver calls with each iteration's ends and whose
+/// replacements leave in the same iteration (the raw client's shape through the public API).
+async fn phobos_handler_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
+        .link_addrs("default-longlink", [addr.into()])
+        .build()
+        .expect("config");
+    let client = Client::start(config).expect("client");
+    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
+    phobos_handler(&client, &body, in_flight, total / 10 + 1).await;
+    let (t0, c0, w0) = (Instant::now(), cpu_time(), writes(&client).await);
+    let lat = phobos_handler(&client, &body, in_flight, total).await;
+    let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
+    let writes = writes(&client).await - w0;
+    let result = RunResult::from(elapsed, cpu, Some(writes), lat);
+    client.shutdown().await;
+    result
+}
+
+async fn phobos_handler(
+    client: &Client,
+    body: &Bytes,
+    in_flight: usize,
+    total: usize,
+) -> Vec<Duration> {
+    let handler = Keeper {
+        params: TaskSpec::new(CmdId(7), Bytes::new()).with_limits(false, false),
+        body: body.clone(),
+        in_flight: in_flight.min(total),
+        out: None,
+        total,
+    };
+    let done = client.run_on_driver(handler).await.expect("handler");
+    done.out.expect("started").latencies
+}
+
+/// pho-hdl's handler: keeps `in_flight` tasks outstanding until `total` have ended.
+struct Keeper {
+    params: TaskSpec,
+    body: Bytes,
+    in_flight: usize,
+    total: usize,
+    out: Option<Outstanding>,
+}
+
+impl EndHandler for Keeper {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        let t = Instant::now();
+        let body = &self.body;
+        let keys = tasks.start_like(
+            &self.params,
+            (0..self.in_flight).map(|_| (CmdId(7), body.clone())),
+        );
+        // The client's only starter, so its keys are consecutive.
+        let mut out = Outstanding::new(keys.first().expect("at least one task").get(), self.total);
+        out.started(self.in_flight, t);
+        self.out = Some(out);
+    }
+
+    fn on_ends(&mut self, ends: EndGroup, tasks: &mut Starter<'_>) {
+        let out = self.out.as_mut().expect("started");
+        for end in &ends {
+            let resp = end.outcome().expect("task");
+            out.ended(end.key().get(), resp.body.len());
+        }
+        let (params, body) = (&self.params, &self.body);
+        out.replace(ends.len(), |next, n| {
+            let keys = tasks.start_like(params, (0..n).map(|_| (CmdId(7), body.clone())));
+            assert_eq!(keys.first().map(|k| k.get()), Some(next));
+        });
+    }
 }
 
 /// What a caller keeping requests outstanding in batches knows of them, indexed by key less

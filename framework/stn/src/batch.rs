@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::client::{Client, TaskKey};
 use crate::driver::Command;
+use crate::handler::HandlerId;
 use crate::held::BATCH_TAG;
 
 /// The end of one task of a [`TaskBatch`].
@@ -114,6 +115,14 @@ pub struct TaskKeys {
 }
 
 impl TaskKeys {
+    /// The `n` keys from `first` on.
+    pub(crate) fn new(first: u64, n: usize) -> Self {
+        TaskKeys {
+            start: first,
+            end: first + n as u64,
+        }
+    }
+
     /// How many tasks the call started.
     pub fn len(&self) -> usize {
         (self.end - self.start) as usize
@@ -222,7 +231,7 @@ pub(crate) enum Delivery {
 
 impl Delivery {
     /// How many ends.
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Delivery::Ends(ends) => ends.len(),
             Delivery::Together { ends, .. } => ends.len(),
@@ -259,6 +268,29 @@ pub(crate) fn shared_end(common: &Arc<TaskProfile>, end: BatchedEnd) -> BatchEnd
             received_bytes: end.received_bytes,
             first_packet_timeout: end.first_packet_timeout,
         },
+    }
+}
+
+/// The requests of a `start_like` call, collected as the core takes them (the driver adds
+/// each task's tag in place).
+pub(crate) fn like_tasks(requests: impl IntoIterator<Item = (CmdId, Bytes)>) -> Vec<LikeTask> {
+    requests
+        .into_iter()
+        .map(|(cmd, body)| LikeTask::new(cmd, body, 0))
+        .collect()
+}
+
+/// The parameters of a `start_like` call as shared with the driver: the last call's
+/// (`last`) when they are the same, else a copy of `params` (without body and extension),
+/// kept in `last` for the next call.
+pub(crate) fn shared_params(last: &mut Option<Arc<TaskSpec>>, params: &TaskSpec) -> Arc<TaskSpec> {
+    match last {
+        Some(last) if last.same_params(params) => last.clone(),
+        _ => {
+            let fresh = Arc::new(params.clone_params());
+            *last = Some(fresh.clone());
+            fresh
+        }
     }
 }
 
@@ -317,23 +349,11 @@ impl TaskBatch {
         params: &TaskSpec,
         requests: impl IntoIterator<Item = (CmdId, Bytes)>,
     ) -> TaskKeys {
-        // Collected as the core takes them (the driver adds each task's tag in place).
-        let requests: Vec<LikeTask> = requests
-            .into_iter()
-            .map(|(cmd, body)| LikeTask::new(cmd, body, 0))
-            .collect();
+        let requests = like_tasks(requests);
         if requests.is_empty() {
             return self.send(BatchTasks::Specs(Vec::new()));
         }
-        // The parameters of the last call, shared with the driver, when they are the same.
-        let params = match &self.like_params {
-            Some(last) if last.same_params(params) => last.clone(),
-            _ => {
-                let fresh = Arc::new(params.clone_params());
-                self.like_params = Some(fresh.clone());
-                fresh
-            }
-        };
+        let params = shared_params(&mut self.like_params, params);
         self.send(BatchTasks::Like { params, requests })
     }
 
@@ -524,6 +544,11 @@ pub struct EndGroup {
 }
 
 impl EndGroup {
+    /// The ends of `delivery`.
+    pub(crate) fn of(delivery: Delivery) -> Self {
+        EndGroup { delivery }
+    }
+
     /// How many ends.
     pub fn len(&self) -> usize {
         self.delivery.len()
@@ -713,6 +738,8 @@ pub(crate) struct BatchOut {
     batches: Vec<Batch>,
     /// Ends queued this iteration, by batch index.
     pending: Vec<Message>,
+    /// Deliveries for handlers that [`flush`](Self::flush) set aside.
+    pub(crate) for_handlers: Vec<(HandlerId, Delivery)>,
 }
 
 /// What one batch is sent at the end of a driver iteration, in the order its ends came: a
@@ -734,6 +761,33 @@ struct Message {
     together: Option<(Arc<TaskProfile>, Vec<BatchedEnd>)>,
 }
 
+impl Message {
+    /// The message as the batch receives it.
+    fn into_delivery(self) -> Delivery {
+        let Message {
+            batch: _,
+            mut ends,
+            profiles,
+            together,
+        } = self;
+        if let Some((common, ends)) = together {
+            return Delivery::Together { common, ends };
+        }
+        if !profiles.is_empty() {
+            let table = Arc::new(profiles);
+            for end in &mut ends {
+                if let EndProfile::Pending(index) = end.profile {
+                    end.profile = EndProfile::Table {
+                        table: table.clone(),
+                        index,
+                    };
+                }
+            }
+        }
+        Delivery::Ends(ends)
+    }
+}
+
 /// Which [`BatchOut`] entry a task's end goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BatchIndex(u32);
@@ -749,19 +803,39 @@ impl BatchIndex {
 #[derive(Debug)]
 struct Batch {
     /// `None` while the entry is free.
-    sink: Option<BatchSink>,
+    sink: Option<Sink>,
     /// Tasks of the batch the driver holds.
     held: usize,
 }
 
+/// Where a batch's ends go.
+#[derive(Debug, Clone)]
+pub(crate) enum Sink {
+    /// A [`TaskBatch`]'s channel.
+    Channel(BatchSink),
+    /// A handler the driver runs ([`crate::handler`]): its ends are taken out of the
+    /// iteration's messages by [`BatchOut::take_for_handlers`].
+    Handler(HandlerId),
+}
+
+impl Sink {
+    fn same(&self, other: &Sink) -> bool {
+        match (self, other) {
+            (Sink::Channel(a), Sink::Channel(b)) => a.same_channel(b),
+            (Sink::Handler(a), Sink::Handler(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl BatchOut {
-    /// Registers `n` more tasks of the batch whose channel is `sink`; they end through the
+    /// Registers `n` more tasks of the batch whose ends go to `sink`; they end through the
     /// index returned.
-    pub(crate) fn hold(&mut self, sink: &BatchSink, n: usize) -> BatchIndex {
+    pub(crate) fn hold(&mut self, sink: &Sink, n: usize) -> BatchIndex {
         let found = self
             .batches
             .iter()
-            .position(|b| b.sink.as_ref().is_some_and(|s| s.same_channel(sink)));
+            .position(|b| b.sink.as_ref().is_some_and(|s| s.same(sink)));
         let i = match found {
             Some(i) => i,
             None => match self.batches.iter().position(|b| b.sink.is_none()) {
@@ -781,6 +855,15 @@ impl BatchOut {
         self.batches[i].held += n;
         // As many batches as the app runs at once: far below `u32::MAX`.
         BatchIndex(i as u32)
+    }
+
+    /// The index of the batch whose ends go to `sink`, if the driver holds tasks of it.
+    pub(crate) fn index_of(&self, sink: &Sink) -> Option<BatchIndex> {
+        let i = self
+            .batches
+            .iter()
+            .position(|b| b.sink.as_ref().is_some_and(|s| s.same(sink)))?;
+        Some(BatchIndex(i as u32))
     }
 
     /// Queues the end of task `key` of batch `batch`.
@@ -878,43 +961,54 @@ impl BatchOut {
         (&mut m.ends, &mut m.profiles)
     }
 
-    /// Sends what was queued, and frees the entries of batches with no task held.
+    /// Sends what was queued, and frees the entries of batches with no task held. Ends of
+    /// handlers' batches are left in [`for_handlers`](Self::for_handlers) (the driver hands
+    /// them over: [`take_for_handlers`](Self::take_for_handlers) takes them during an
+    /// iteration, this only when the driver stops).
     pub(crate) fn flush(&mut self) {
         for message in self.pending.drain(..) {
-            let Message {
-                batch,
-                mut ends,
-                profiles,
-                together,
-            } = message;
-            let sink = self
+            let batch = message.batch;
+            let Some(sink) = self
                 .batches
                 .get(batch.0 as usize)
-                .and_then(|b| b.sink.as_ref());
-            if let Some((common, ends)) = together {
-                if let Some(sink) = sink {
-                    let _ = sink.send(Delivery::Together { common, ends });
-                }
+                .and_then(|b| b.sink.as_ref())
+            else {
                 continue;
-            }
-            if !profiles.is_empty() {
-                let table = Arc::new(profiles);
-                for end in &mut ends {
-                    if let EndProfile::Pending(index) = end.profile {
-                        end.profile = EndProfile::Table {
-                            table: table.clone(),
-                            index,
-                        };
-                    }
+            };
+            let delivery = message.into_delivery();
+            match sink {
+                Sink::Channel(tx) => {
+                    let _ = tx.send(delivery);
                 }
-            }
-            if let Some(sink) = sink {
-                let _ = sink.send(Delivery::Ends(ends));
+                Sink::Handler(id) => self.for_handlers.push((*id, delivery)),
             }
         }
         for b in &mut self.batches {
             if b.held == 0 {
                 b.sink = None;
+            }
+        }
+    }
+
+    /// Moves the ends of handlers' batches queued so far to `out`, as deliveries (in the
+    /// order they came), leaving the channels' for [`flush`](Self::flush). Ends of batches
+    /// no handler runs any more are dropped.
+    pub(crate) fn take_for_handlers(&mut self, out: &mut Vec<(HandlerId, Delivery)>) {
+        out.append(&mut self.for_handlers);
+        let mut i = 0;
+        while i < self.pending.len() {
+            let batch = self.pending[i].batch;
+            let sink = self
+                .batches
+                .get(batch.0 as usize)
+                .and_then(|b| b.sink.as_ref());
+            match sink {
+                Some(Sink::Handler(id)) => {
+                    let id = *id;
+                    let message = self.pending.remove(i);
+                    out.push((id, message.into_delivery()));
+                }
+                _ => i += 1,
             }
         }
     }
@@ -1006,7 +1100,7 @@ mod tests {
     fn ends_passed_on_together_keep_their_place_and_their_own_fields() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut out = BatchOut::default();
-        let a = out.hold(&tx, 5);
+        let a = out.hold(&Sink::Channel(tx.clone()), 5);
         queue_each_way(&mut out, a);
         out.push(a, TaskKey(5), Err(TaskError::Canceled), EndProfile::None);
         out.flush();
@@ -1034,7 +1128,7 @@ mod tests {
     fn a_group_read_in_place_is_what_its_batch_ends_hold() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut out = BatchOut::default();
-        let a = out.hold(&tx, 5);
+        let a = out.hold(&Sink::Channel(tx.clone()), 5);
         queue_each_way(&mut out, a);
         out.flush();
         let mut seen = Vec::new();
@@ -1075,8 +1169,8 @@ mod tests {
         let (tx_a, mut rx_a) = mpsc::unbounded_channel();
         let (tx_b, mut rx_b) = mpsc::unbounded_channel();
         let mut out = BatchOut::default();
-        let a = out.hold(&tx_a, 3);
-        let b = out.hold(&tx_b, 2);
+        let a = out.hold(&Sink::Channel(tx_a.clone()), 3);
+        let b = out.hold(&Sink::Channel(tx_b.clone()), 2);
         let ok = || Err(TaskError::Canceled);
         out.push_own(a, TaskKey(1), ok(), &mut profile(11));
         out.push_own(b, TaskKey(2), ok(), &mut profile(22));

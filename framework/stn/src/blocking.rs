@@ -13,6 +13,7 @@ use crate::client::{
 };
 use crate::config::ClientConfig;
 use crate::driver::Command;
+use crate::handler::{EndHandler, HandlerError};
 
 /// A client whose driver runs on its own thread (a current-thread tokio runtime named
 /// `phobos-stn`). Every method may be called from any thread outside async code; nothing
@@ -105,6 +106,16 @@ impl BlockingClient {
     /// [`TaskBatch::blocking_recv_many`] blocks for their ends.
     pub fn start_tasks(&self, specs: impl IntoIterator<Item = TaskSpec>) -> TaskBatch {
         self.client.start_tasks(specs)
+    }
+
+    /// Runs `handler` on the driver (see [`Client::run_on_driver`]) and blocks the thread
+    /// until it finished.
+    ///
+    /// # Errors
+    ///
+    /// Why the handler did not finish: it panicked, or the client shut down first.
+    pub fn run_on_driver<H: EndHandler>(&self, handler: H) -> Result<H, HandlerError<H>> {
+        self.client.run_on_driver(handler).wait()
     }
 
     /// Cancels a task (see [`Client::cancel`]).

@@ -20,6 +20,7 @@ use crate::batch::TaskBatch;
 use crate::config::ClientConfig;
 use crate::driver::{self, Command};
 use crate::fanout::{fanout, Fanout};
+use crate::handler::{EndHandler, HandlerHandle};
 
 /// A cheap, clonable handle to one running STN engine.
 ///
@@ -51,7 +52,7 @@ pub struct Client {
 #[derive(Debug)]
 struct Inner {
     commands: mpsc::UnboundedSender<Command>,
-    next_key: AtomicU64,
+    next_key: Arc<AtomicU64>,
     // The streams close when the driver (the only publisher) stops.
     pushes: Fanout<Push>,
     links: Fanout<LinkEvent>,
@@ -177,6 +178,11 @@ pub struct DriverStats {
     /// with their documented fallbacks (`phobos_plugin_api::panics`). A plugin loaded from a
     /// library catches its own panics in its adapter, which the driver does not see.
     pub plugin_panics: u64,
+    /// End handlers running on the driver ([`Client::run_on_driver`]).
+    pub handlers_running: usize,
+    /// End handler calls that panicked (each handler stopped with
+    /// [`HandlerError::Panicked`](crate::HandlerError::Panicked)).
+    pub handler_panics: u64,
     /// Panics caught in the app's own transport so far: a [`Connector`](crate::Connector)'s connect, or a
     /// [`LinkStream`](crate::LinkStream)'s read, write, flush or shutdown (each also logged
     /// as a `tracing` error with the panic's message). Each failed its connect or ended its
@@ -211,7 +217,9 @@ impl Client {
         if config.watches_network_changes() {
             crate::netwatch::spawn_client_watcher(commands.downgrade(), link_streams.subscribe());
         }
+        let next_key = Arc::new(AtomicU64::new(1));
         let outputs = driver::Outputs {
+            next_key: next_key.clone(),
             pushes,
             links,
             statuses: statuses.clone(),
@@ -220,7 +228,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 commands,
-                next_key: AtomicU64::new(1),
+                next_key,
                 pushes: push_streams,
                 links: link_streams,
                 statuses,
@@ -252,6 +260,23 @@ impl Client {
     /// ends delivered together (see the [`TaskBatch`] docs).
     pub fn task_batch(&self) -> TaskBatch {
         TaskBatch::new(self.clone())
+    }
+
+    /// Runs `handler` on the driver: its [`start`](EndHandler::start) is called there, then
+    /// its [`on_ends`](EndHandler::on_ends) with the ends of the tasks it starts, which
+    /// leave in the same driver iteration (see [`crate::EndHandler`]). The handle resolves
+    /// with the handler once it has no task outstanding after a call, or with why it
+    /// stopped.
+    ///
+    /// The handler does not keep the driver up: once every [`Client`] (and
+    /// [`TaskBatch`]) is gone, the driver stops and the handle resolves with
+    /// [`HandlerError::Stopped`](crate::HandlerError::Stopped).
+    pub fn run_on_driver<H: EndHandler>(&self, handler: H) -> HandlerHandle<H> {
+        let (slot, handle) = crate::handler::slot(handler);
+        // A send error means the driver is gone: the command comes back and dropping it
+        // hands the handler back as stopped.
+        let _ = self.send(Command::RunHandler(slot));
+        handle
     }
 
     /// Starts every task of `specs` in one command to the driver and returns the batch that

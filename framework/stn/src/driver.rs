@@ -53,12 +53,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, trace, warn, Instrument, Span};
 
-use crate::batch::{shared_end, BatchIndex, BatchOut, BatchStart, BatchTasks};
+use crate::batch::{shared_end, BatchIndex, BatchOut, BatchStart, BatchTasks, EndGroup, Sink};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
 use crate::fanout::Publisher;
 use crate::guard;
+use crate::handler::{Called, ErasedHandler, HandlerId, Handlers};
 use crate::held::{HeldBatches, BATCH_TAG};
 use crate::metrics as m;
 use crate::short::runner::{ShortEvent, ShortIo};
@@ -76,6 +77,8 @@ pub(crate) enum Command {
     },
     /// Several tasks whose ends go back together ([`TaskBatch`](crate::TaskBatch)).
     StartBatch(BatchStart),
+    /// A handler to run on the driver ([`Client::run_on_driver`](crate::Client::run_on_driver)).
+    RunHandler(Box<dyn ErasedHandler>),
     Cancel {
         key: TaskKey,
     },
@@ -98,6 +101,8 @@ pub(crate) enum Command {
 /// Where the driver publishes what the app may observe.
 #[derive(Debug)]
 pub(crate) struct Outputs {
+    /// The clients' task-key counter (handlers' tasks take their keys from it too).
+    pub(crate) next_key: Arc<AtomicU64>,
     pub(crate) pushes: Publisher<Push>,
     pub(crate) links: Publisher<LinkEvent>,
     pub(crate) statuses: crate::client::Statuses,
@@ -216,8 +221,12 @@ fn start(
     );
     // The channel's senders that stay: the driver's own and the short link's sink's.
     let io_senders = io_tx.strong_count();
+    let handlers = Handlers::new(outputs.next_key.clone());
     let driver = Driver {
         engine,
+        handlers,
+        handlers_behind: false,
+        handler_panics: 0,
         ip_sources: config.ip_sources().to_vec().into(),
         ip_source_names: config
             .ip_sources()
@@ -309,6 +318,13 @@ struct Authed {
 
 struct Driver {
     engine: Engine,
+    /// The handlers running on the driver ([`crate::handler`]).
+    handlers: Handlers,
+    /// Ends for handlers are left over from the last iteration (it made its
+    /// [`HANDLER_PASSES`]): the next one starts at once, after other tasks had a turn.
+    handlers_behind: bool,
+    /// Handler calls that panicked ([`DriverStats::handler_panics`]).
+    handler_panics: u64,
     ip_sources: Arc<[Arc<dyn IpSource>]>,
     /// The sources' names, read once (under guard) for labels and log lines.
     ip_source_names: Vec<String>,
@@ -693,15 +709,26 @@ impl Driver {
                     self.watchdog.enter(t);
                     t
                 }
+                () = tokio::task::yield_now(), if self.handlers_behind => {
+                    let t = now();
+                    self.watchdog.enter(t);
+                    t
+                }
             };
             // Timers are checked after every input, so a busy socket cannot starve them.
             if self.engine.poll_timeout().is_some_and(|d| d <= t) {
                 self.engine.handle_timeout(t);
             }
             self.drain();
+            if !self.handlers.is_empty() || !self.batch_out.for_handlers.is_empty() {
+                self.run_handlers(t);
+            }
             self.flush(t);
             // After the writes: the batches' callers wake once per iteration.
             self.batch_out.flush();
+            // Ends for handlers that came after their pass (a write failed and the core
+            // ended tasks): handed over in an iteration that comes at once.
+            self.handlers_behind |= !self.batch_out.for_handlers.is_empty();
             self.end_metrics.flush();
             self.cancel_index.iteration_done();
             self.watchdog.leave(now());
@@ -812,19 +839,11 @@ impl Driver {
             }
             Command::StartBatch(mut batch) => {
                 let (first, tasks, sink) = batch.take();
-                m::count(&m::TASKS_STARTED_KEY, tasks.len() as u64);
-                let index = self.batch_out.hold(&sink, tasks.len());
-                self.held.hold(first, tasks.len(), index);
-                match tasks {
-                    BatchTasks::Specs(specs) => {
-                        for (i, spec) in specs.into_iter().enumerate() {
-                            self.start_batch_task(t, spec, first + i as u64);
-                        }
-                    }
-                    BatchTasks::Like { params, requests } => {
-                        self.start_like(t, &params, requests, first);
-                    }
-                }
+                self.admit_batch(t, first, tasks, &Sink::Channel(sink));
+            }
+            Command::RunHandler(handler) => {
+                let (id, called) = self.handlers.install(handler);
+                self.after_handler_call(t, id, called);
             }
             Command::Cancel { key } => {
                 let id = match self.held.id_of(key) {
@@ -895,11 +914,91 @@ impl Driver {
                     plugin_calls_refused: self.plugin_calls_refused,
                     plugin_panics: self.plugin_panics.load(Ordering::Relaxed),
                     transport_panics: self.transport_panics.load(Ordering::Relaxed),
+                    handlers_running: self.handlers.len(),
+                    handler_panics: self.handler_panics,
                 });
             }
             Command::Shutdown(done) => return Some(done),
         }
         None
+    }
+
+    /// Admits the tasks of one batch call (keys from `first` on), whose ends go to `sink`,
+    /// to be dispatched at the end of the command batch.
+    fn admit_batch(&mut self, t: Instant, first: u64, tasks: BatchTasks, sink: &Sink) {
+        m::count(&m::TASKS_STARTED_KEY, tasks.len() as u64);
+        let index = self.batch_out.hold(sink, tasks.len());
+        self.held.hold(first, tasks.len(), index);
+        match tasks {
+            BatchTasks::Specs(specs) => {
+                for (i, spec) in specs.into_iter().enumerate() {
+                    self.start_batch_task(t, spec, first + i as u64);
+                }
+            }
+            BatchTasks::Like { params, requests } => {
+                self.start_like(t, &params, requests, first);
+            }
+        }
+    }
+
+    /// Hands the ends of this iteration that belong to handlers to them, admits what they
+    /// start and dispatches it, and again for the ends that brings (a task refused at
+    /// admission ends at once), up to [`HANDLER_PASSES`] times; what is left waits for the
+    /// next iteration, which then comes at once ([`handlers_behind`](Self::handlers_behind)).
+    fn run_handlers(&mut self, t: Instant) {
+        let mut inbox = std::mem::take(&mut self.handlers.inbox);
+        self.handlers_behind = false;
+        for pass in 0..=HANDLER_PASSES {
+            self.batch_out.take_for_handlers(&mut inbox);
+            if inbox.is_empty() {
+                break;
+            }
+            if pass == HANDLER_PASSES {
+                // Handed over first in the next iteration.
+                self.batch_out.for_handlers.append(&mut inbox);
+                self.handlers_behind = true;
+                break;
+            }
+            for (id, delivery) in inbox.drain(..) {
+                let called = self.handlers.call(id, Some(delivery));
+                self.after_handler_call(t, id, called);
+            }
+            self.engine.send_queued(t);
+            self.drain();
+        }
+        self.handlers.inbox = inbox;
+    }
+
+    /// Carries out what handler `id`'s call left: its starts and cancels, or after a panic
+    /// the cancel of its tasks still running.
+    fn after_handler_call(&mut self, t: Instant, id: HandlerId, called: Called) {
+        match called {
+            Called::Running | Called::Finished => {
+                let mut starts = std::mem::take(&mut self.handlers.starts);
+                for (first, tasks) in starts.drain(..) {
+                    self.admit_batch(t, first, tasks, &Sink::Handler(id));
+                }
+                self.handlers.starts = starts;
+                let mut cancels = std::mem::take(&mut self.handlers.cancels);
+                for key in cancels.drain(..) {
+                    if let Some(task) = self.held.id_of(key) {
+                        debug!(task = %task, "cancel (end handler)");
+                        self.engine.cancel_task(t, task);
+                    }
+                }
+                self.handlers.cancels = cancels;
+            }
+            Called::Panicked(message) => {
+                self.handler_panics += 1;
+                error!(message = %message, "an end handler panicked; it is dropped and its tasks canceled");
+                if let Some(index) = self.batch_out.index_of(&Sink::Handler(id)) {
+                    for task in self.held.ids_of_batch(index) {
+                        self.engine.cancel_task(t, task);
+                    }
+                }
+            }
+            Called::Gone => {}
+        }
     }
 
     /// Admits a task, to be dispatched at the end of the command batch
@@ -1698,6 +1797,12 @@ impl Driver {
     /// sender resolves it so; each batch task gets a reset end.
     fn end_held_tasks(&mut self) {
         self.batch_out.reset(self.held.drain());
+        // Handlers get no more calls: their tasks' last ends are listed in their outcome.
+        for (id, delivery) in std::mem::take(&mut self.batch_out.for_handlers) {
+            let keys: Vec<TaskKey> = EndGroup::of(delivery).iter().map(|e| e.key()).collect();
+            self.handlers.stopped(id, keys);
+        }
+        self.handlers.stop_all();
         self.waiters.clear();
         self.cancel_index = CancelIndex::default();
         self.end_metrics.flush();
@@ -1736,6 +1841,10 @@ impl Drop for Driver {
         self.end_held_tasks();
     }
 }
+
+/// Most times one driver iteration hands ends to handlers (each time for the ends their
+/// last starts brought at once); the rest waits for the next iteration.
+const HANDLER_PASSES: usize = 8;
 
 /// A static label for a task's outcome (no allocation per task).
 fn outcome_label(

@@ -235,6 +235,17 @@ impl HeldBatches {
         Some(self.records[r].ids[i]).filter(|id| *id != ENDED && *id != UNSET)
     }
 
+    /// The ids of the tasks of batch `batch` whose ends are owed (rare: a scan of every
+    /// record).
+    pub(crate) fn ids_of_batch(&self, batch: BatchIndex) -> Vec<TaskId> {
+        self.records
+            .iter()
+            .filter(|r| r.batch == batch)
+            .flat_map(|r| r.ids.iter().copied())
+            .filter(|id| *id != ENDED && *id != UNSET)
+            .collect()
+    }
+
     /// Every task held (given its id or not yet), as (batch, key), forgetting them all.
     pub(crate) fn drain(&mut self) -> Vec<(BatchIndex, TaskKey)> {
         let mut held = Vec::with_capacity(self.len);

@@ -107,6 +107,7 @@ mod connector;
 mod driver;
 mod fanout;
 mod guard;
+mod handler;
 mod held;
 pub mod metrics;
 pub mod netwatch;
@@ -126,6 +127,7 @@ pub use connector::{
     close_cause, dial_error, Connector, Established, Keepalive, LinkStream, PeerProbe, PeerState,
     SocketOptions, SocketOptionsError, TcpConnector, NOTSENT_LOWAT, WIFI_MSS,
 };
+pub use handler::{EndHandler, HandlerError, HandlerHandle, Starter};
 #[doc(hidden)]
 pub use short::fuzzing;
 pub use short::{Proxy, ProxyAuth, ProxyConnector, ProxyError};

@@ -7,11 +7,12 @@
 # machine's load. The echo server runs in a child process, which callgrind does not follow.
 #
 # Usage: instructions-per-task.sh <client> [in-flight] [bench binary]
-#   client: raw | raw-mux | raw-hop | phobos | phobos-batch | phobos-like; in-flight: 100 by
-#   default; the bench binary defaults to a fresh `cargo bench --no-run` build (give an
-#   older build's binary to compare versions side by side). Needs valgrind.
+#   client: raw | raw-mux | raw-hop | phobos | phobos-batch | phobos-like | phobos-handler |
+#   lean; in-flight: 100 by default; the bench binary defaults to a fresh `cargo bench
+#   --no-run` build (give an older build's binary to compare versions side by side). Needs
+#   valgrind.
 set -euo pipefail
-who=${1:?client: raw, raw-mux, raw-hop, phobos, phobos-batch or phobos-like}
+who=${1:?client: raw, raw-mux, raw-hop, phobos, phobos-batch, phobos-like, phobos-handler or lean}
 inf=${2:-100}
 bin=${3:-}
 if [[ -z $bin ]]; then

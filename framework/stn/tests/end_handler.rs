@@ -1,0 +1,445 @@
+//! End handlers run on the driver ([`Client::run_on_driver`]) over a real socket against
+//! the mock server: every task a handler starts gets exactly one end, in a call of the
+//! handler or in the list of its stopped outcome, and a handler that panics or loops on
+//! refused tasks does not take the client down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use phobos_codec_mars::MarsCodec;
+use phobos_plugin_api::CmdId;
+use phobos_stn::{
+    BlockingClient, Client, ClientConfig, EndGroup, EndHandler, ErrorKind, HandlerError, Starter,
+    TaskKey, TaskSpec,
+};
+use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
+
+fn codec() -> Arc<MarsCodec> {
+    Arc::new(MarsCodec::default())
+}
+
+fn config_for(server: &MockLongLinkServer) -> ClientConfig {
+    ClientConfig::builder(codec())
+        .link_addrs("default-longlink", [server.ip_port()])
+        .build()
+        .expect("config")
+}
+
+fn client_for(server: &MockLongLinkServer) -> Client {
+    let client = Client::start(config_for(server)).expect("client");
+    client.set_foreground(true);
+    client
+}
+
+fn body(i: u32) -> Bytes {
+    Bytes::from(format!("task {i}").into_bytes())
+}
+
+/// What a handler saw: each task's end, by key (as the body's text, or the error's kind).
+type Seen = HashMap<TaskKey, Result<String, ErrorKind>>;
+
+/// Records an end, asserting it is the task's first.
+fn record(seen: &mut Seen, ends: &EndGroup) {
+    for end in ends {
+        let what = match end.outcome() {
+            Ok(r) => Ok(String::from_utf8_lossy(&r.body).into_owned()),
+            Err(e) => Err(e.kind()),
+        };
+        assert!(
+            seen.insert(end.key(), what).is_none(),
+            "{:?} ended twice",
+            end.key()
+        );
+    }
+}
+
+/// Keeps `in_flight` tasks outstanding until `total` started, half by `start_like`, half
+/// by `start`, and remembers which body each key carried.
+struct Chain {
+    in_flight: u32,
+    total: u32,
+    next: u32,
+    params: TaskSpec,
+    sent: HashMap<TaskKey, u32>,
+    seen: Seen,
+    calls: usize,
+}
+
+impl Chain {
+    fn new(in_flight: u32, total: u32) -> Self {
+        Chain {
+            in_flight,
+            total,
+            next: 0,
+            params: TaskSpec::new(CmdId(0), Bytes::new()).with_retry_count(1),
+            sent: HashMap::new(),
+            seen: Seen::new(),
+            calls: 0,
+        }
+    }
+
+    fn start_up_to(&mut self, n: u32, tasks: &mut Starter<'_>) {
+        let n = n.min(self.total - self.next);
+        if n == 0 {
+            return;
+        }
+        let first = self.next;
+        let keys = if first % 2 == 0 {
+            tasks.start_like(
+                &self.params,
+                (first..first + n).map(|i| (CmdId(7), body(i))),
+            )
+        } else {
+            tasks.start((first..first + n).map(|i| TaskSpec::new(CmdId(7), body(i))))
+        };
+        assert_eq!(keys.len(), n as usize);
+        for (key, i) in keys.zip(first..) {
+            self.sent.insert(key, i);
+        }
+        self.next += n;
+    }
+}
+
+impl EndHandler for Chain {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        self.start_up_to(self.in_flight, tasks);
+    }
+
+    fn on_ends(&mut self, ends: EndGroup, tasks: &mut Starter<'_>) {
+        self.calls += 1;
+        record(&mut self.seen, &ends);
+        self.start_up_to(ends.len() as u32, tasks);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_chains_its_tasks_and_gets_each_end_once() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let chain = client
+        .run_on_driver(Chain::new(30, 400))
+        .await
+        .expect("finished");
+    assert_eq!(chain.sent.len(), 400);
+    assert_eq!(chain.seen.len(), 400);
+    for (key, i) in &chain.sent {
+        assert_eq!(chain.seen[key], Ok(format!("task {i}")), "{key:?}");
+    }
+    // Every request went out once, on one connection, and nothing is left running.
+    assert_eq!(server.task_frames().len(), 400);
+    assert_eq!(server.connection_count(), 1);
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.tasks_in_flight, stats.handlers_running), (0, 0));
+    assert!(
+        chain.calls >= 400 / 30,
+        "ends come in groups: {} calls",
+        chain.calls
+    );
+    // The client's own tasks and handlers share one key space.
+    let key = client.start_task(TaskSpec::new(CmdId(7), body(0))).key();
+    assert!(chain.sent.keys().all(|k| *k != key));
+}
+
+/// Starts nothing.
+struct Idle;
+
+impl EndHandler for Idle {
+    fn start(&mut self, _: &mut Starter<'_>) {}
+    fn on_ends(&mut self, _: EndGroup, _: &mut Starter<'_>) {
+        unreachable!("no task, no end");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_starts_nothing_finishes_at_once() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    assert!(client.run_on_driver(Idle).await.is_ok());
+    assert_eq!(client.stats().await.unwrap().handlers_running, 0);
+}
+
+/// Starts one task refused at admission (a priority out of range) per end, `left` times.
+struct Refused {
+    left: usize,
+    seen: Seen,
+}
+
+impl Refused {
+    fn next(&mut self, tasks: &mut Starter<'_>) {
+        if self.left > 0 {
+            self.left -= 1;
+            tasks.start([TaskSpec::new(CmdId(7), body(0)).with_priority(9)]);
+        }
+    }
+}
+
+impl EndHandler for Refused {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        self.next(tasks);
+    }
+
+    fn on_ends(&mut self, ends: EndGroup, tasks: &mut Starter<'_>) {
+        record(&mut self.seen, &ends);
+        self.next(tasks);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_refused_at_once_come_back_to_the_handler_without_holding_up_the_driver() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    // Each refused task ends in the pass that admitted it, so the handler is called again
+    // at once: a chain far longer than one iteration's passes, which goes on in the
+    // iterations that follow at once (no timer has to fire for it: virtual time stands).
+    let t0 = tokio::time::Instant::now();
+    let refused = client.run_on_driver(Refused {
+        left: 5_000,
+        seen: Seen::new(),
+    });
+    // Meanwhile the client's other tasks are served.
+    let answered = client.start_task(TaskSpec::new(CmdId(7), body(1))).await;
+    assert_eq!(&answered.unwrap().body[..], b"task 1");
+    let refused = refused.await.expect("finished");
+    assert_eq!(refused.seen.len(), 5_000);
+    assert!(refused.seen.values().all(|e| *e == Err(ErrorKind::Param)));
+    assert_eq!(server.task_frames().len(), 1);
+    assert_eq!(t0.elapsed(), Duration::ZERO, "waited for a timer");
+}
+
+/// Starts `stalled` tasks the server never answers and one it answers, then panics when
+/// the answer comes.
+struct PanicsOnEnd {
+    stalled: u32,
+}
+
+impl EndHandler for PanicsOnEnd {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        let params = TaskSpec::new(CmdId(0), Bytes::new());
+        tasks.start_like(&params, (0..=self.stalled).map(|i| (CmdId(7), body(i))));
+    }
+
+    fn on_ends(&mut self, _: EndGroup, _: &mut Starter<'_>) {
+        panic!("the handler's own bug");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_is_stopped_its_tasks_canceled_and_the_client_serves_on() {
+    // Requests 1 to 3 stall, the fourth is answered.
+    let server = MockLongLinkServer::builder(codec())
+        .script(
+            ConnScript::echo()
+                .reply(Reply::stall())
+                .reply(Reply::stall())
+                .reply(Reply::stall())
+                .reply(Reply::echo()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let outcome = client.run_on_driver(PanicsOnEnd { stalled: 3 }).await;
+    match outcome {
+        Err(HandlerError::Panicked { message }) => {
+            assert!(message.contains("the handler's own bug"), "{message}")
+        }
+        other => panic!("expected a panic, got {:?}", other.map(|_| ())),
+    }
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.handler_panics, 1);
+    assert_eq!(stats.handlers_running, 0);
+    // The stalled tasks were canceled (no timeout needed to end them).
+    assert_eq!(stats.tasks_in_flight, 0);
+    let answered = client.start_task(TaskSpec::new(CmdId(7), body(9))).await;
+    assert_eq!(&answered.unwrap().body[..], b"task 9");
+}
+
+/// Starts `n` tasks and cancels the first when the others have ended.
+struct CancelsFirst {
+    n: u32,
+    first: Option<TaskKey>,
+    seen: Seen,
+}
+
+impl EndHandler for CancelsFirst {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        let keys = tasks.start((0..self.n).map(|i| TaskSpec::new(CmdId(7), body(i))));
+        self.first = keys.first();
+    }
+
+    fn on_ends(&mut self, ends: EndGroup, tasks: &mut Starter<'_>) {
+        record(&mut self.seen, &ends);
+        if self.seen.len() == self.n as usize - 1 {
+            tasks.cancel(self.first.unwrap());
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_cancels_its_task_and_gets_the_canceled_end() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let handler = CancelsFirst {
+        n: 4,
+        first: None,
+        seen: Seen::new(),
+    };
+    let done = client.run_on_driver(handler).await.expect("finished");
+    let first = done.first.unwrap();
+    assert_eq!(done.seen[&first], Err(ErrorKind::Canceled));
+    assert_eq!(done.seen.len(), 4);
+    assert!(done
+        .seen
+        .iter()
+        .all(|(k, e)| *k == first || e.as_ref().is_ok_and(|b| b.starts_with("task "))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_hands_a_running_handler_back_with_its_unended_tasks() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let handle = client.run_on_driver(Chain::new(20, 100));
+    server.wait_for_task_frames(20).await;
+    client.shutdown().await;
+    match handle.await {
+        Err(HandlerError::Stopped { handler, unended }) => {
+            let mut unended = unended;
+            unended.sort_unstable();
+            let mut sent: Vec<TaskKey> = handler.sent.keys().copied().collect();
+            sent.sort_unstable();
+            assert_eq!(unended, sent, "every task started and not ended is listed");
+            assert!(handler.seen.is_empty());
+        }
+        other => panic!("expected stopped, got {:?}", other.map(|_| ())),
+    }
+    // A handler given to a stopped client comes back at once, never called.
+    match client.run_on_driver(Chain::new(5, 5)).await {
+        Err(HandlerError::Stopped { handler, unended }) => {
+            assert!(unended.is_empty() && handler.sent.is_empty());
+        }
+        other => panic!("expected stopped, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_runtime_dropped_mid_handler_hands_it_back_as_stopped() {
+    // The mock server runs on its own runtime, which outlives the client's.
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt
+        .block_on(
+            MockLongLinkServer::builder(codec())
+                .default_script(ConnScript::echo().default_reply(Reply::stall()))
+                .start(),
+        )
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = client_rt.block_on(async {
+        let client = client_for(&server);
+        let handle = client.run_on_driver(Chain::new(10, 10));
+        server.wait_for_task_frames(10).await;
+        // The client stays alive: only the runtime's end stops the driver.
+        (client, handle)
+    });
+    let (client, handle) = handle;
+    drop(client_rt);
+    match handle.wait() {
+        Err(HandlerError::Stopped { handler, unended }) => {
+            assert_eq!(unended.len(), 10);
+            assert_eq!(handler.sent.len(), 10);
+        }
+        other => panic!("expected stopped, got {:?}", other.map(|_| ())),
+    }
+    drop(client);
+}
+
+#[test]
+fn the_blocking_facade_runs_a_handler_to_its_end() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(MockLongLinkServer::start_echo(codec()))
+        .unwrap();
+    let client = BlockingClient::start(config_for(&server)).unwrap();
+    let chain = client.run_on_driver(Chain::new(8, 50)).expect("finished");
+    assert_eq!(chain.seen.len(), 50);
+    assert!(chain.seen.values().all(|e| e.is_ok()));
+    client.shutdown();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_dying_under_a_handler_still_ends_each_task_once() {
+    // The first connection answers five requests and closes mid-frame; every later one is
+    // refused, so the rest fail after their retries.
+    let script = (0..5).fold(ConnScript::echo(), |s, _| s.reply(Reply::echo()));
+    let server = MockLongLinkServer::builder(codec())
+        .script(script.reply(Reply::close_mid_frame()))
+        .default_script(ConnScript::refuse())
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let chain = client
+        .run_on_driver(Chain::new(10, 60))
+        .await
+        .expect("finished");
+    assert_eq!(chain.seen.len(), 60);
+    assert_eq!(chain.sent.len(), 60);
+    let ok = chain.seen.values().filter(|e| e.is_ok()).count();
+    assert!(ok >= 5, "{ok} answered");
+    // The rest failed at the link (no reset: the driver ran on).
+    assert!(chain
+        .seen
+        .values()
+        .all(|e| e.is_ok() || *e != Err(ErrorKind::Local)));
+}
+
+/// Starts one task; panics when dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the handler's drop panicked");
+    }
+}
+
+impl EndHandler for PanicsOnDrop {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        tasks.start([TaskSpec::new(CmdId(7), body(0))]);
+    }
+
+    fn on_ends(&mut self, _: EndGroup, _: &mut Starter<'_>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_handler_nobody_waits_for_is_dropped_on_the_driver_under_guard() {
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    // Its handle is dropped at once: the handler finishes with nobody to take it back, and
+    // its `Drop` runs on the driver.
+    drop(client.run_on_driver(PanicsOnDrop));
+    server.wait_for_task_frames(1).await;
+    let answered = client.start_task(TaskSpec::new(CmdId(7), body(1))).await;
+    assert_eq!(&answered.unwrap().body[..], b"task 1");
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.handlers_running, stats.tasks_in_flight), (0, 0));
+}
