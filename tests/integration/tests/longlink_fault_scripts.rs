@@ -9,7 +9,9 @@
 //! Some tasks go through one [`TaskBatch`] (both `start` and `start_like`, the batch lane's
 //! way), some canceled at random times: every key a batch call returned gets exactly one end.
 //! The third test draws calmer scripts (mostly echoes) and more batch tasks, so that faults
-//! meet batches the lane is answering together.
+//! meet batches the lane is answering together. In every case an end handler runs on the
+//! driver beside them ([`Client::run_on_driver`]), starting and canceling tasks from its
+//! calls: every key it was given ends exactly once, in one of its calls.
 //! Cases: `PHOBOS_FAULT_CASES` (default 12). A failing case prints its seed.
 
 use std::collections::HashSet;
@@ -19,7 +21,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
-use phobos_stn::{BatchEnd, Client, ClientConfig, TaskBatch, TaskKey, TaskSpec};
+use phobos_stn::{
+    BatchEnd, Client, ClientConfig, EndGroup, EndHandler, Starter, TaskBatch, TaskKey, TaskSpec,
+};
 use phobos_test_support::{
     ConnScript, DirectionFaults, FaultProxy, Malformation, MockLongLinkServer, ProxyConfig, Reply,
     Step,
@@ -112,6 +116,13 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
     let client = Client::start(config).unwrap();
     client.set_foreground(rng.gen_bool(0.7));
 
+    let handler = client.run_on_driver(RandomHandler {
+        rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed),
+        left: rng.gen_range(0..if calm { 120 } else { 40 }),
+        started: Vec::new(),
+        ended: HashSet::new(),
+        twice: None,
+    });
     let n = rng.gen_range(1..30);
     let mut ends = Vec::new();
     let mut batch = client.task_batch();
@@ -166,28 +177,50 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
     }
     let started: HashSet<TaskKey> = batch_keys.iter().copied().collect();
     assert_eq!(ended, started, "seed {seed}: batch tasks and their ends");
+    let handler = tokio::time::timeout(Duration::from_secs(3600), handler)
+        .await
+        .unwrap_or_else(|_| panic!("seed {seed}: a handler's task never ended"))
+        .unwrap_or_else(|e| panic!("seed {seed}: the handler did not finish: {e}"));
+    assert_eq!(
+        handler.twice, None,
+        "seed {seed}: a handler's task ended twice"
+    );
+    let started: HashSet<TaskKey> = handler.started.iter().copied().collect();
+    assert_eq!(
+        started.len(),
+        handler.started.len(),
+        "seed {seed}: keys given twice"
+    );
+    assert_eq!(
+        handler.ended, started,
+        "seed {seed}: handler tasks and their ends"
+    );
     let stats = client.stats().await.expect("driver alive");
     assert_eq!(stats.tasks_in_flight, 0, "seed {seed}");
     client.shutdown().await;
 }
 
-/// Starts a few tasks through `batch`, by specs or by one set of parameters (the batch
-/// lane's way), and adds their keys to `keys`.
-fn start_batch_tasks(rng: &mut impl Rng, batch: &mut TaskBatch, keys: &mut Vec<TaskKey>) {
-    let n = rng.gen_range(1..40);
+/// A few random tasks: by specs, or by one set of parameters (the batch lane's way).
+enum Draw {
+    Like(TaskSpec, Vec<(CmdId, Bytes)>),
+    Specs(Vec<TaskSpec>),
+}
+
+fn draw_tasks(rng: &mut impl Rng, max: usize) -> Draw {
+    let n = rng.gen_range(1..=max);
     let mut params = TaskSpec::new(CmdId(rng.gen_range(1..10)), Bytes::new())
         .with_retry_count(rng.gen_range(0..3));
     if rng.gen_bool(0.3) {
         params = params.with_total_timeout(Duration::from_millis(rng.gen_range(1..60_000)));
     }
-    let started: Vec<TaskKey> = if rng.gen_bool(0.5) {
+    if rng.gen_bool(0.5) {
         let requests: Vec<(CmdId, Bytes)> = (0..n)
             .map(|i| {
                 let len = rng.gen_range(0..200);
                 (CmdId(rng.gen_range(1..10)), Bytes::from(vec![i as u8; len]))
             })
             .collect();
-        batch.start_like(&params, requests).collect()
+        Draw::Like(params, requests)
     } else {
         let specs: Vec<TaskSpec> = (0..n)
             .map(|i| {
@@ -197,10 +230,70 @@ fn start_batch_tasks(rng: &mut impl Rng, batch: &mut TaskBatch, keys: &mut Vec<T
                 spec
             })
             .collect();
-        batch.start(specs).collect()
+        Draw::Specs(specs)
+    }
+}
+
+/// Starts a few tasks through `batch` ([`draw_tasks`]) and adds their keys to `keys`.
+fn start_batch_tasks(rng: &mut impl Rng, batch: &mut TaskBatch, keys: &mut Vec<TaskKey>) {
+    let (n, started): (usize, Vec<TaskKey>) = match draw_tasks(rng, 39) {
+        Draw::Like(params, requests) => (
+            requests.len(),
+            batch.start_like(&params, requests).collect(),
+        ),
+        Draw::Specs(specs) => (specs.len(), batch.start(specs).collect()),
     };
     assert_eq!(started.len(), n);
     keys.extend(started);
+}
+
+/// An end handler run on the driver beside the other tasks: it starts random tasks
+/// ([`draw_tasks`]) until `left` is used up, cancels some of its own, and starts more from
+/// most of its calls. Every key it was given must end exactly once, in one of its calls.
+struct RandomHandler {
+    rng: rand::rngs::StdRng,
+    left: usize,
+    started: Vec<TaskKey>,
+    ended: HashSet<TaskKey>,
+    twice: Option<TaskKey>,
+}
+
+impl RandomHandler {
+    fn more(&mut self, tasks: &mut Starter<'_>) {
+        if !self.started.is_empty() && self.rng.gen_bool(0.1) {
+            tasks.cancel(self.started[self.rng.gen_range(0..self.started.len())]);
+        }
+        if self.left == 0 {
+            return;
+        }
+        let (n, keys): (usize, Vec<TaskKey>) = match draw_tasks(&mut self.rng, self.left.min(20)) {
+            Draw::Like(params, requests) => (
+                requests.len(),
+                tasks.start_like(&params, requests).collect(),
+            ),
+            Draw::Specs(specs) => (specs.len(), tasks.start(specs).collect()),
+        };
+        assert_eq!(keys.len(), n);
+        self.left -= n;
+        self.started.extend(keys);
+    }
+}
+
+impl EndHandler for RandomHandler {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        self.more(tasks);
+    }
+
+    fn on_ends(&mut self, ends: EndGroup, tasks: &mut Starter<'_>) {
+        for end in &ends {
+            if !self.ended.insert(end.key()) {
+                self.twice.get_or_insert(end.key());
+            }
+        }
+        if self.rng.gen_bool(0.7) {
+            self.more(tasks);
+        }
+    }
 }
 
 /// Every end of `batch`, until none is outstanding.
