@@ -117,7 +117,7 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
     client.set_foreground(rng.gen_bool(0.7));
 
     let handler = client.run_on_driver(RandomHandler {
-        rng: rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed),
+        rng: Box::new(rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed)),
         left: rng.gen_range(0..if calm { 120 } else { 40 }),
         started: Vec::new(),
         ended: HashSet::new(),
@@ -177,10 +177,11 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
     }
     let started: HashSet<TaskKey> = batch_keys.iter().copied().collect();
     assert_eq!(ended, started, "seed {seed}: batch tasks and their ends");
-    let handler = tokio::time::timeout(Duration::from_secs(3600), handler)
-        .await
-        .unwrap_or_else(|_| panic!("seed {seed}: a handler's task never ended"))
-        .unwrap_or_else(|e| panic!("seed {seed}: the handler did not finish: {e}"));
+    let handler = match tokio::time::timeout(Duration::from_secs(3600), handler).await {
+        Ok(Ok(handler)) => handler,
+        Ok(Err(e)) => panic!("seed {seed}: the handler did not finish: {e}"),
+        Err(_) => panic!("seed {seed}: a handler's task never ended"),
+    };
     assert_eq!(
         handler.twice, None,
         "seed {seed}: a handler's task ended twice"
@@ -202,7 +203,7 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
 
 /// A few random tasks: by specs, or by one set of parameters (the batch lane's way).
 enum Draw {
-    Like(TaskSpec, Vec<(CmdId, Bytes)>),
+    Like(Box<TaskSpec>, Vec<(CmdId, Bytes)>),
     Specs(Vec<TaskSpec>),
 }
 
@@ -220,7 +221,7 @@ fn draw_tasks(rng: &mut impl Rng, max: usize) -> Draw {
                 (CmdId(rng.gen_range(1..10)), Bytes::from(vec![i as u8; len]))
             })
             .collect();
-        Draw::Like(params, requests)
+        Draw::Like(Box::new(params), requests)
     } else {
         let specs: Vec<TaskSpec> = (0..n)
             .map(|i| {
@@ -251,7 +252,8 @@ fn start_batch_tasks(rng: &mut impl Rng, batch: &mut TaskBatch, keys: &mut Vec<T
 /// ([`draw_tasks`]) until `left` is used up, cancels some of its own, and starts more from
 /// most of its calls. Every key it was given must end exactly once, in one of its calls.
 struct RandomHandler {
-    rng: rand::rngs::StdRng,
+    /// Boxed: the handler comes back inside the outcome's `Result`.
+    rng: Box<rand::rngs::StdRng>,
     left: usize,
     started: Vec<TaskKey>,
     ended: HashSet<TaskKey>,
