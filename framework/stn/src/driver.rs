@@ -842,6 +842,7 @@ impl Driver {
                 self.admit_batch(t, first, tasks, &Sink::Channel(sink));
             }
             Command::RunHandler(handler) => {
+                self.watchdog.in_handler();
                 let (id, called) = self.handlers.install(handler);
                 self.after_handler_call(t, id, called);
             }
@@ -959,6 +960,7 @@ impl Driver {
                 self.handlers_behind = true;
                 break;
             }
+            self.watchdog.in_handler();
             for (id, delivery) in inbox.drain(..) {
                 let called = self.handlers.call(id, Some(delivery));
                 self.after_handler_call(t, id, called);

@@ -36,10 +36,10 @@ use crate::client::TaskKey;
 ///
 /// What a handler must not do is block (no blocking IO, no waiting on a lock another
 /// thread holds long): it runs inside the driver's loop, so while it runs no socket of the
-/// client is read or written and no timer fires. The watchdog reports a
-/// handler call that blocks the loop longer than its threshold as a blocked `"driver
-/// loop"` (see [`Watchdog`](crate::Watchdog)). Long work goes to another task; a handler
-/// that panics is stopped ([`HandlerError::Panicked`]) and the driver carries on.
+/// client is read or written and no timer fires. The watchdog reports a handler call that
+/// blocks the loop longer than its threshold as a blocked `"driver loop (in an end
+/// handler)"` (see [`Watchdog`](crate::Watchdog)). Long work goes to another task; a
+/// handler that panics is stopped ([`HandlerError::Panicked`]) and the driver carries on.
 ///
 /// How a handler ends: after any call that leaves it with no task outstanding (it started
 /// none, and every one it started has ended), it is finished and handed back through its

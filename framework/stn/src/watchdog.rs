@@ -15,14 +15,16 @@
 //! `tokio::time`, so paused-time tests see virtual time.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Something found blocked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stall {
-    /// What was blocked: `"driver loop"` or the plugin call's name.
+    /// What was blocked: `"driver loop"`, `"driver loop (in an end handler)"` (an
+    /// [`EndHandler`](crate::EndHandler) call still running or run in the blocked
+    /// iteration) or the plugin call's name.
     pub what: String,
     /// How long it had been blocked when reported.
     pub blocked: Duration,
@@ -39,6 +41,11 @@ struct Inner {
     threshold: Duration,
     state: Mutex<State>,
     reported: AtomicU64,
+    /// The loop's iteration has called an end handler ([`Watchdog::in_handler`]).
+    ///
+    /// Design: an atomic, not a field under the lock: it is set once per iteration that
+    /// calls handlers, on the busiest path there is, and read only when reporting.
+    in_handler: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -71,6 +78,7 @@ impl Watchdog {
                 threshold,
                 state: Mutex::new(State::default()),
                 reported: AtomicU64::new(0),
+                in_handler: AtomicBool::new(false),
             }),
         }
     }
@@ -87,7 +95,23 @@ impl Watchdog {
 
     /// The loop starts handling an input at `now`.
     pub fn enter(&self, now: Instant) {
+        self.inner.in_handler.store(false, Ordering::Relaxed);
         self.lock().busy = Some((now, false));
+    }
+
+    /// The loop's current iteration calls end handlers: a stall of this iteration is
+    /// reported as one in an end handler.
+    pub(crate) fn in_handler(&self) {
+        self.inner.in_handler.store(true, Ordering::Relaxed);
+    }
+
+    /// What a blocked iteration is reported as.
+    fn loop_name(&self) -> String {
+        if self.inner.in_handler.load(Ordering::Relaxed) {
+            "driver loop (in an end handler)".to_owned()
+        } else {
+            "driver loop".to_owned()
+        }
     }
 
     /// The loop is idle again at `now`. Returns the stall if the iteration was too long and
@@ -98,7 +122,7 @@ impl Watchdog {
         if reported || blocked <= self.inner.threshold {
             return None;
         }
-        Some(self.report("driver loop".to_owned(), blocked))
+        Some(self.report(self.loop_name(), blocked))
     }
 
     /// Starts watching a plugin call named `what` at `now`.
@@ -131,7 +155,7 @@ impl Watchdog {
                 let blocked = now.saturating_duration_since(*started);
                 if !*reported && blocked > threshold {
                     *reported = true;
-                    found.push(("driver loop".to_owned(), blocked));
+                    found.push((self.loop_name(), blocked));
                 }
             }
             for call in st.calls.values_mut() {
@@ -188,6 +212,24 @@ mod tests {
     use super::*;
 
     const T: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn an_iteration_that_called_an_end_handler_is_reported_as_one() {
+        let w = Watchdog::new(T);
+        let t0 = Instant::now();
+        w.enter(t0);
+        w.in_handler();
+        let stalls = w.check(t0 + 2 * T);
+        assert_eq!(stalls.len(), 1);
+        assert_eq!(stalls[0].what, "driver loop (in an end handler)");
+        assert_eq!(w.leave(t0 + 3 * T), None, "reported once");
+        // The next iteration calls none.
+        w.enter(t0 + 3 * T);
+        assert_eq!(
+            w.leave(t0 + 5 * T).map(|s| s.what),
+            Some("driver loop".to_owned())
+        );
+    }
 
     #[test]
     fn a_short_iteration_is_not_reported() {
