@@ -1368,15 +1368,29 @@ async fn writes(client: &Client) -> u64 {
 
 /// Phobos: `in_flight` callers share one client and its one long link.
 async fn phobos_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
+    phobos_timed(addr, total, |client, body, n| async move {
+        phobos_callers(&client, &body, in_flight, n).await
+    })
+    .await
+}
+
+/// One Phobos client's run against `addr`: a warm-up of a tenth of `total` tasks (plus one),
+/// then `total` tasks timed, each part run by `run(client, body, tasks)`, which returns the
+/// tasks' latencies.
+async fn phobos_timed<F, Fut>(addr: SocketAddr, total: usize, run: F) -> RunResult
+where
+    F: Fn(Client, Bytes, usize) -> Fut,
+    Fut: std::future::Future<Output = Vec<Duration>>,
+{
     let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
         .link_addrs("default-longlink", [addr.into()])
         .build()
         .expect("config");
     let client = Client::start(config).expect("client");
     let body = Bytes::from(vec![0xABu8; BODY_LEN]);
-    phobos_callers(&client, &body, in_flight, total / 10 + 1).await;
+    run(client.clone(), body.clone(), total / 10 + 1).await;
     let (t0, c0, w0) = (Instant::now(), cpu_time(), writes(&client).await);
-    let lat = phobos_callers(&client, &body, in_flight, total).await;
+    let lat = run(client.clone(), body, total).await;
     let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
     let writes = writes(&client).await - w0;
     let result = RunResult::from(elapsed, cpu, Some(writes), lat);
@@ -1424,20 +1438,10 @@ async fn phobos_batch_run(
     total: usize,
     like: bool,
 ) -> RunResult {
-    let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
-        .link_addrs("default-longlink", [addr.into()])
-        .build()
-        .expect("config");
-    let client = Client::start(config).expect("client");
-    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
-    phobos_batch(&client, &body, in_flight, total / 10 + 1, like).await;
-    let (t0, c0, w0) = (Instant::now(), cpu_time(), writes(&client).await);
-    let lat = phobos_batch(&client, &body, in_flight, total, like).await;
-    let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
-    let writes = writes(&client).await - w0;
-    let result = RunResult::from(elapsed, cpu, Some(writes), lat);
-    client.shutdown().await;
-    result
+    phobos_timed(addr, total, |client, body, n| async move {
+        phobos_batch(&client, &body, in_flight, n, like).await
+    })
+    .await
 }
 
 async fn phobos_batch(
@@ -1509,20 +1513,10 @@ async fn phobos_batch_caller(
 /// caller as an [`EndHandler`], which the driver calls with each iteration's ends and whose
 /// replacements leave in the same iteration (the raw client's shape through the public API).
 async fn phobos_handler_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
-    let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
-        .link_addrs("default-longlink", [addr.into()])
-        .build()
-        .expect("config");
-    let client = Client::start(config).expect("client");
-    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
-    phobos_handler(&client, &body, in_flight, total / 10 + 1).await;
-    let (t0, c0, w0) = (Instant::now(), cpu_time(), writes(&client).await);
-    let lat = phobos_handler(&client, &body, in_flight, total).await;
-    let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
-    let writes = writes(&client).await - w0;
-    let result = RunResult::from(elapsed, cpu, Some(writes), lat);
-    client.shutdown().await;
-    result
+    phobos_timed(addr, total, |client, body, n| async move {
+        phobos_handler(&client, &body, in_flight, n).await
+    })
+    .await
 }
 
 async fn phobos_handler(

@@ -271,29 +271,6 @@ pub(crate) fn shared_end(common: &Arc<TaskProfile>, end: BatchedEnd) -> BatchEnd
     }
 }
 
-/// The requests of a `start_like` call, collected as the core takes them (the driver adds
-/// each task's tag in place).
-pub(crate) fn like_tasks(requests: impl IntoIterator<Item = (CmdId, Bytes)>) -> Vec<LikeTask> {
-    requests
-        .into_iter()
-        .map(|(cmd, body)| LikeTask::new(cmd, body, 0))
-        .collect()
-}
-
-/// The parameters of a `start_like` call as shared with the driver: the last call's
-/// (`last`) when they are the same, else a copy of `params` (without body and extension),
-/// kept in `last` for the next call.
-pub(crate) fn shared_params(last: &mut Option<Arc<TaskSpec>>, params: &TaskSpec) -> Arc<TaskSpec> {
-    match last {
-        Some(last) if last.same_params(params) => last.clone(),
-        _ => {
-            let fresh = Arc::new(params.clone_params());
-            *last = Some(fresh.clone());
-            fresh
-        }
-    }
-}
-
 impl TaskBatch {
     pub(crate) fn new(client: Client) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -349,12 +326,8 @@ impl TaskBatch {
         params: &TaskSpec,
         requests: impl IntoIterator<Item = (CmdId, Bytes)>,
     ) -> TaskKeys {
-        let requests = like_tasks(requests);
-        if requests.is_empty() {
-            return self.send(BatchTasks::Specs(Vec::new()));
-        }
-        let params = shared_params(&mut self.like_params, params);
-        self.send(BatchTasks::Like { params, requests })
+        let tasks = BatchTasks::like(&mut self.like_params, params, requests);
+        self.send(tasks)
     }
 
     /// Sends one `StartBatch` command for `tasks`; returns their keys.
@@ -693,6 +666,35 @@ pub(crate) enum BatchTasks {
 }
 
 impl BatchTasks {
+    /// The tasks of a `start_like` call ([`TaskBatch::start_like`],
+    /// [`Starter::start_like`](crate::Starter::start_like)): the requests collected as the
+    /// core takes them (the driver adds each task's tag in place), with the parameters as
+    /// shared with the driver: the last call's (`last`) when they are the same, else a copy
+    /// of `params` (without body and extension), kept in `last` for the next call. No task
+    /// for no request.
+    pub(crate) fn like(
+        last: &mut Option<Arc<TaskSpec>>,
+        params: &TaskSpec,
+        requests: impl IntoIterator<Item = (CmdId, Bytes)>,
+    ) -> Self {
+        let requests: Vec<LikeTask> = requests
+            .into_iter()
+            .map(|(cmd, body)| LikeTask::new(cmd, body, 0))
+            .collect();
+        if requests.is_empty() {
+            return BatchTasks::Specs(Vec::new());
+        }
+        let params = match last {
+            Some(last) if last.same_params(params) => last.clone(),
+            _ => {
+                let fresh = Arc::new(params.clone_params());
+                *last = Some(fresh.clone());
+                fresh
+            }
+        };
+        BatchTasks::Like { params, requests }
+    }
+
     /// How many tasks.
     pub(crate) fn len(&self) -> usize {
         match self {

@@ -14,7 +14,7 @@ use phobos_plugin_api::CmdId;
 use phobos_stn_proto::TaskSpec;
 use tokio::sync::oneshot;
 
-use crate::batch::{like_tasks, shared_params, BatchTasks, Delivery, EndGroup, TaskKeys};
+use crate::batch::{BatchTasks, Delivery, EndGroup, TaskKeys};
 use crate::client::TaskKey;
 
 /// App code the driver calls with the ends of the tasks it starts, and which starts the
@@ -140,12 +140,8 @@ impl Starter<'_> {
         params: &TaskSpec,
         requests: impl IntoIterator<Item = (CmdId, Bytes)>,
     ) -> TaskKeys {
-        let requests = like_tasks(requests);
-        if requests.is_empty() {
-            return self.push(BatchTasks::Specs(Vec::new()));
-        }
-        let params = shared_params(self.like_params, params);
-        self.push(BatchTasks::Like { params, requests })
+        let tasks = BatchTasks::like(self.like_params, params, requests);
+        self.push(tasks)
     }
 
     /// Cancels one of the handler's tasks: it ends with

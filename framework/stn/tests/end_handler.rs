@@ -4,34 +4,18 @@
 //! refused tasks does not take the client down.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{
-    BlockingClient, Client, ClientConfig, EndGroup, EndHandler, ErrorKind, HandlerError, Starter,
-    TaskKey, TaskSpec,
+    BlockingClient, EndGroup, EndHandler, ErrorKind, HandlerError, Starter, TaskKey, TaskSpec,
 };
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
+mod common;
 
-fn config_for(server: &MockLongLinkServer) -> ClientConfig {
-    ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .expect("config")
-}
-
-fn client_for(server: &MockLongLinkServer) -> Client {
-    let client = Client::start(config_for(server)).expect("client");
-    client.set_foreground(true);
-    client
-}
+use common::{client_for, codec, config_for};
 
 fn body(i: u32) -> Bytes {
     Bytes::from(format!("task {i}").into_bytes())

@@ -14,22 +14,9 @@ use phobos_stn::{
 };
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
-fn codec() -> Arc<MarsCodec> {
-    Arc::new(MarsCodec::default())
-}
+mod common;
 
-fn config_for(server: &MockLongLinkServer) -> ClientConfig {
-    ClientConfig::builder(codec())
-        .link_addrs("default-longlink", [server.ip_port()])
-        .build()
-        .expect("config")
-}
-
-fn client_for(server: &MockLongLinkServer) -> Client {
-    let client = Client::start(config_for(server)).expect("client");
-    client.set_foreground(true);
-    client
-}
+use common::{client_for, codec, config_for};
 
 /// A connection script that answers its first `n` requests.
 fn echoes(n: usize) -> ConnScript {
