@@ -317,23 +317,7 @@ async fn shutdown_hands_a_running_handler_back_with_its_unended_tasks() {
 
 #[test]
 fn a_runtime_dropped_mid_handler_hands_it_back_as_stopped() {
-    // The mock server runs on its own runtime, which outlives the client's.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = server_rt
-        .block_on(
-            MockLongLinkServer::builder(codec())
-                .default_script(ConnScript::echo().default_reply(Reply::stall()))
-                .start(),
-        )
-        .unwrap();
-    let client_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_server_rt, server, client_rt) = common::stalling_server_and_client_runtime();
     let handle = client_rt.block_on(async {
         let client = client_for(&server);
         let handle = client.run_on_driver(Chain::new(10, 10));

@@ -196,25 +196,7 @@ fn the_blocking_facade_starts_a_batch_and_blocks_for_its_ends() {
 
 #[test]
 fn a_runtime_dropped_mid_batch_still_ends_every_task_with_reset() {
-    // The mock server runs on its own runtime, which outlives the client's. Real time: every
-    // connection stalls (`default_script`), since a connect seen late under load gets a
-    // hedge, a second connection the client may keep.
-    let server_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = server_rt
-        .block_on(
-            MockLongLinkServer::builder(codec())
-                .default_script(ConnScript::echo().default_reply(Reply::stall()))
-                .start(),
-        )
-        .unwrap();
-    let client_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (_server_rt, server, client_rt) = common::stalling_server_and_client_runtime();
     let mut batch = client_rt.block_on(async {
         let client = client_for(&server);
         let batch = client.start_tasks((0..10).map(spec));

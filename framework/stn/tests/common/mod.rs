@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use phobos_codec_mars::MarsCodec;
 use phobos_stn::{Client, ClientConfig};
-use phobos_test_support::MockLongLinkServer;
+use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
+use tokio::runtime::Runtime;
 
 pub(crate) fn codec() -> Arc<MarsCodec> {
     Arc::new(MarsCodec::default())
@@ -23,4 +24,29 @@ pub(crate) fn client_for(server: &MockLongLinkServer) -> Client {
     let client = Client::start(config_for(server)).expect("client");
     client.set_foreground(true);
     client
+}
+
+/// A mock server whose every connection answers nothing (each request stalls), on a runtime
+/// of its own, and a current-thread runtime for a client: dropping the client's runtime
+/// stops its driver without a teardown while the server lives on. Every connection stalls,
+/// not just the first, since a connect seen late under load gets a hedge, a second
+/// connection the client may keep.
+pub(crate) fn stalling_server_and_client_runtime() -> (Runtime, MockLongLinkServer, Runtime) {
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = server_rt
+        .block_on(
+            MockLongLinkServer::builder(codec())
+                .default_script(ConnScript::echo().default_reply(Reply::stall()))
+                .start(),
+        )
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (server_rt, server, client_rt)
 }
