@@ -8,14 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use phobos_plugin_api::CmdId;
-use phobos_stn::{
-    BlockingClient, EndGroup, EndHandler, ErrorKind, HandlerError, Starter, TaskKey, TaskSpec,
-};
+use phobos_stn::{EndGroup, EndHandler, ErrorKind, HandlerError, Starter, TaskKey, TaskSpec};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
 mod common;
 
-use common::{client_for, codec, config_for};
+use common::{client_for, codec};
 
 fn body(i: u32) -> Bytes {
     Bytes::from(format!("task {i}").into_bytes())
@@ -339,15 +337,7 @@ fn a_runtime_dropped_mid_handler_hands_it_back_as_stopped() {
 
 #[test]
 fn the_blocking_facade_runs_a_handler_to_its_end() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt
-        .block_on(MockLongLinkServer::start_echo(codec()))
-        .unwrap();
-    let client = BlockingClient::start(config_for(&server)).unwrap();
+    let (_rt, _server, client) = common::blocking_client_of_an_echo_server();
     let chain = client.run_on_driver(Chain::new(8, 50)).expect("finished");
     assert_eq!(chain.seen.len(), 50);
     assert!(chain.seen.values().all(|e| e.is_ok()));

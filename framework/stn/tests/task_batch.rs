@@ -9,14 +9,14 @@ use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{
-    BatchEnd, BlockingClient, Client, ClientConfig, ErrorKind, LocalError, Response, TaskBatch,
-    TaskError, TaskKey, TaskKeys, TaskProfile, TaskSpec,
+    BatchEnd, Client, ClientConfig, ErrorKind, LocalError, Response, TaskBatch, TaskError, TaskKey,
+    TaskKeys, TaskProfile, TaskSpec,
 };
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
 mod common;
 
-use common::{client_for, codec, config_for};
+use common::{client_for, codec};
 
 /// A connection script that answers its first `n` requests.
 fn echoes(n: usize) -> ConnScript {
@@ -169,15 +169,7 @@ async fn shutdown_mid_batch_ends_every_unfinished_task_with_reset() {
 
 #[test]
 fn the_blocking_facade_starts_a_batch_and_blocks_for_its_ends() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt
-        .block_on(MockLongLinkServer::start_echo(codec()))
-        .unwrap();
-    let client = BlockingClient::start(config_for(&server)).unwrap();
+    let (_rt, _server, client) = common::blocking_client_of_an_echo_server();
     let mut batch = client.start_tasks((0..10).map(spec));
     let mut ends = Vec::new();
     while batch.blocking_recv_many(&mut ends) > 0 {}

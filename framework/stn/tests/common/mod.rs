@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use phobos_codec_mars::MarsCodec;
-use phobos_stn::{Client, ClientConfig};
+use phobos_stn::{BlockingClient, Client, ClientConfig};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 use tokio::runtime::Runtime;
 
@@ -49,4 +49,18 @@ pub(crate) fn stalling_server_and_client_runtime() -> (Runtime, MockLongLinkServ
         .build()
         .unwrap();
     (server_rt, server, client_rt)
+}
+
+/// An echoing mock server on a runtime of its own, and a [`BlockingClient`] of it.
+pub(crate) fn blocking_client_of_an_echo_server() -> (Runtime, MockLongLinkServer, BlockingClient) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(MockLongLinkServer::start_echo(codec()))
+        .unwrap();
+    let client = BlockingClient::start(config_for(&server)).unwrap();
+    (rt, server, client)
 }
