@@ -982,8 +982,10 @@ impl Driver {
                 }
                 self.handlers.starts = starts;
                 let mut cancels = std::mem::take(&mut self.handlers.cancels);
+                // Only the handler's own tasks (the batch its ends go to).
+                let own = self.batch_out.index_of(&Sink::Handler(id));
                 for key in cancels.drain(..) {
-                    if let Some(task) = self.held.id_of(key) {
+                    if let Some(task) = own.and_then(|b| self.held.id_in(key, b)) {
                         debug!(task = %task, "cancel (end handler)");
                         self.engine.cancel_task(t, task);
                     }

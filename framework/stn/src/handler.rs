@@ -146,7 +146,9 @@ impl Starter<'_> {
 
     /// Cancels one of the handler's tasks: it ends with
     /// [`TaskError::Canceled`](phobos_stn_proto::TaskError::Canceled) unless it already
-    /// ended (its end comes to [`on_ends`](EndHandler::on_ends) like any other).
+    /// ended (its end comes to [`on_ends`](EndHandler::on_ends) like any other). A key the
+    /// handler did not start is ignored (cancel those with
+    /// [`Client::cancel`](crate::Client::cancel)).
     pub fn cancel(&mut self, key: TaskKey) {
         self.cancels.push(key);
     }

@@ -235,6 +235,13 @@ impl HeldBatches {
         Some(self.records[r].ids[i]).filter(|id| *id != ENDED && *id != UNSET)
     }
 
+    /// [`id_of`](Self::id_of), for a task of batch `batch` only.
+    pub(crate) fn id_in(&mut self, key: TaskKey, batch: BatchIndex) -> Option<TaskId> {
+        let (r, i) = self.find(key.0)?;
+        let record = &self.records[r];
+        Some(record.ids[i]).filter(|id| record.batch == batch && *id != ENDED && *id != UNSET)
+    }
+
     /// The ids of the tasks of batch `batch` whose ends are owed (rare: a scan of every
     /// record).
     pub(crate) fn ids_of_batch(&self, batch: BatchIndex) -> Vec<TaskId> {

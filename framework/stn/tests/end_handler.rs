@@ -242,6 +242,8 @@ async fn a_panicking_handler_is_stopped_its_tasks_canceled_and_the_client_serves
 struct CancelsFirst {
     n: u32,
     first: Option<TaskKey>,
+    /// Another batch's task, which the handler tries to cancel too.
+    not_its_own: TaskKey,
     seen: Seen,
 }
 
@@ -255,21 +257,34 @@ impl EndHandler for CancelsFirst {
         record(&mut self.seen, &ends);
         if self.seen.len() == self.n as usize - 1 {
             tasks.cancel(self.first.unwrap());
+            tasks.cancel(self.not_its_own);
         }
     }
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_handler_cancels_its_task_and_gets_the_canceled_end() {
+async fn a_handler_cancels_its_own_task_and_no_other() {
+    // The first two requests stall: a batch's, then the handler's first.
     let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().reply(Reply::stall()))
+        .script(
+            ConnScript::echo()
+                .reply(Reply::stall())
+                .reply(Reply::stall()),
+        )
         .start()
         .await
         .unwrap();
     let client = client_for(&server);
+    let mut batch = client.task_batch();
+    let other = batch
+        .start([TaskSpec::new(CmdId(7), body(99))])
+        .first()
+        .unwrap();
+    server.wait_for_task_frames(1).await;
     let handler = CancelsFirst {
         n: 4,
         first: None,
+        not_its_own: other,
         seen: Seen::new(),
     };
     let done = client.run_on_driver(handler).await.expect("finished");
@@ -280,6 +295,14 @@ async fn a_handler_cancels_its_task_and_gets_the_canceled_end() {
         .seen
         .iter()
         .all(|(k, e)| *k == first || e.as_ref().is_ok_and(|b| b.starts_with("task "))));
+    // The batch's task runs on until its own caller cancels it.
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 1);
+    batch.cancel(other);
+    let end = batch.recv().await.unwrap();
+    assert_eq!(
+        (end.key, end.outcome.unwrap_err().kind()),
+        (other, ErrorKind::Canceled)
+    );
 }
 
 #[tokio::test(start_paused = true)]
