@@ -983,7 +983,10 @@ impl Driver {
                 self.handlers.starts = starts;
                 let mut cancels = std::mem::take(&mut self.handlers.cancels);
                 // Only the handler's own tasks (the batch its ends go to).
-                let own = self.batch_out.index_of(&Sink::Handler(id));
+                let own = match cancels.is_empty() {
+                    true => None,
+                    false => self.batch_out.index_of(&Sink::Handler(id)),
+                };
                 for key in cancels.drain(..) {
                     if let Some(task) = own.and_then(|b| self.held.id_in(key, b)) {
                         debug!(task = %task, "cancel (end handler)");
