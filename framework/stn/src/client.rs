@@ -20,7 +20,7 @@ use crate::batch::TaskBatch;
 use crate::config::ClientConfig;
 use crate::driver::{self, Command};
 use crate::fanout::{fanout, Fanout};
-use crate::handler::{EndHandler, HandlerHandle};
+use crate::handler::{EndHandler, HandlerHandle, HandlerId};
 
 /// A cheap, clonable handle to one running STN engine.
 ///
@@ -272,10 +272,11 @@ impl Client {
     /// [`TaskBatch`]) is gone, the driver stops and the handle resolves with
     /// [`HandlerError::Stopped`](crate::HandlerError::Stopped).
     pub fn run_on_driver<H: EndHandler>(&self, handler: H) -> HandlerHandle<H> {
-        let (slot, handle) = crate::handler::slot(handler);
+        let id = HandlerId(self.next_keys(1));
+        let (slot, handle) = crate::handler::slot(handler, id, self.inner.commands.downgrade());
         // A send error means the driver is gone: the command comes back and dropping it
         // hands the handler back as stopped.
-        let _ = self.send(Command::RunHandler(slot));
+        let _ = self.send(Command::RunHandler { id, handler: slot });
         handle
     }
 

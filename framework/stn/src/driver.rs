@@ -78,7 +78,12 @@ pub(crate) enum Command {
     /// Several tasks whose ends go back together ([`TaskBatch`](crate::TaskBatch)).
     StartBatch(BatchStart),
     /// A handler to run on the driver ([`Client::run_on_driver`](crate::Client::run_on_driver)).
-    RunHandler(Box<dyn ErasedHandler>),
+    RunHandler {
+        id: HandlerId,
+        handler: Box<dyn ErasedHandler>,
+    },
+    /// Stop a handler ([`HandlerHandle::abort`](crate::HandlerHandle::abort)).
+    AbortHandler(HandlerId),
     Cancel {
         key: TaskKey,
     },
@@ -841,11 +846,30 @@ impl Driver {
                 let (first, tasks, sink) = batch.take();
                 self.admit_batch(t, first, tasks, &Sink::Channel(sink));
             }
-            Command::RunHandler(handler) => {
+            Command::RunHandler { id, handler } => {
                 self.watchdog.in_handler();
-                let (id, called) = self.handlers.install(handler);
+                let called = self.handlers.install(id, handler);
                 self.after_handler_call(t, id, called);
             }
+            Command::AbortHandler(id) if self.handlers.runs(id) => {
+                let running = self.handler_tasks(id);
+                // Its tasks still running, and those whose ends wait for its next call (an
+                // iteration that made its passes left them): it will not get them.
+                let mut keys: Vec<TaskKey> = running.iter().map(|&(key, _)| key).collect();
+                let waiting = std::mem::take(&mut self.batch_out.for_handlers);
+                for (to, delivery) in waiting {
+                    match to == id {
+                        true => keys.extend(EndGroup::of(delivery).iter().map(|e| e.key())),
+                        false => self.batch_out.for_handlers.push((to, delivery)),
+                    }
+                }
+                debug!(tasks = running.len(), "end handler aborted");
+                self.handlers.abort(id, keys);
+                for (_, task) in running {
+                    self.engine.cancel_task(t, task);
+                }
+            }
+            Command::AbortHandler(_) => {}
             Command::Cancel { key } => {
                 let id = match self.held.id_of(key) {
                     Some(id) => Some(id),
@@ -998,13 +1022,19 @@ impl Driver {
             Called::Panicked(message) => {
                 self.handler_panics += 1;
                 error!(message = %message, "an end handler panicked; it is dropped and its tasks canceled");
-                if let Some(index) = self.batch_out.index_of(&Sink::Handler(id)) {
-                    for task in self.held.ids_of_batch(index) {
-                        self.engine.cancel_task(t, task);
-                    }
+                for (_, task) in self.handler_tasks(id) {
+                    self.engine.cancel_task(t, task);
                 }
             }
             Called::Gone => {}
+        }
+    }
+
+    /// Handler `id`'s tasks still owed an end (rare: a scan of the held tasks).
+    fn handler_tasks(&self, id: HandlerId) -> Vec<(TaskKey, TaskId)> {
+        match self.batch_out.index_of(&Sink::Handler(id)) {
+            Some(index) => self.held.owed_of_batch(index),
+            None => Vec::new(),
         }
     }
 

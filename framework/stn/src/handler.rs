@@ -12,10 +12,11 @@ use bytes::Bytes;
 use phobos_plugin_api::panics::catch;
 use phobos_plugin_api::CmdId;
 use phobos_stn_proto::TaskSpec;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::{BatchTasks, Delivery, EndGroup, TaskKeys};
 use crate::client::TaskKey;
+use crate::driver::Command;
 
 /// App code the driver calls with the ends of the tasks it starts, and which starts the
 /// next tasks there ([`Client::run_on_driver`](crate::Client::run_on_driver)).
@@ -31,8 +32,8 @@ use crate::client::TaskKey;
 ///
 /// Each task a handler starts is exactly a [`TaskBatch`](crate::TaskBatch) task: the same
 /// admission, limits, timeouts, retries and cancellation, and exactly one end, given to the
-/// handler's [`on_ends`](EndHandler::on_ends) or, when the driver stops first, listed in
-/// [`HandlerError::Stopped`].
+/// handler's [`on_ends`](EndHandler::on_ends) or, when the driver stops or the app aborts
+/// the handler first, listed in [`HandlerError::Stopped`] or [`HandlerError::Aborted`].
 ///
 /// What a handler must not do is block (no blocking IO, no waiting on a lock another
 /// thread holds long): it runs inside the driver's loop, so while it runs no socket of the
@@ -43,7 +44,7 @@ use crate::client::TaskKey;
 ///
 /// How a handler ends: after any call that leaves it with no task outstanding (it started
 /// none, and every one it started has ended), it is finished and handed back through its
-/// [`HandlerHandle`].
+/// [`HandlerHandle`]. The app can stop it earlier with [`HandlerHandle::abort`].
 ///
 /// ```no_run
 /// # async fn demo(client: phobos_stn::Client) {
@@ -178,15 +179,26 @@ pub enum HandlerError<H> {
         /// The panic's message.
         message: String,
     },
+    /// The app aborted the handler ([`HandlerHandle::abort`]): it is not called again, and
+    /// its tasks still running were canceled.
+    Aborted {
+        /// The handler, as its last call left it.
+        handler: H,
+        /// The keys of its tasks whose ends it was never given: those still running
+        /// (canceled), and any whose ends were waiting for its next call. With the ends it
+        /// was given, every task it started is accounted for once.
+        undelivered: Vec<TaskKey>,
+    },
     /// The driver stopped (the client shut down, or its runtime went away) before the
-    /// handler finished. Each of its tasks that had not ended is listed here and ended with
-    /// [`LocalError::Reset`](phobos_stn_proto::LocalError::Reset): the handler was not
-    /// called again.
+    /// handler finished: it was not called again, and its tasks still running ended with
+    /// [`LocalError::Reset`](phobos_stn_proto::LocalError::Reset).
     Stopped {
         /// The handler, as its last call left it.
         handler: H,
-        /// The keys of its tasks that never ended.
-        unended: Vec<TaskKey>,
+        /// The keys of its tasks whose ends it was never given (those reset, and any whose
+        /// ends were waiting for its next call). With the ends it was given, every task it
+        /// started is accounted for once.
+        undelivered: Vec<TaskKey>,
     },
 }
 
@@ -197,9 +209,13 @@ impl<H> fmt::Debug for HandlerError<H> {
                 .debug_struct("Panicked")
                 .field("message", message)
                 .finish(),
-            HandlerError::Stopped { unended, .. } => f
+            HandlerError::Aborted { undelivered, .. } => f
+                .debug_struct("Aborted")
+                .field("undelivered", undelivered)
+                .finish_non_exhaustive(),
+            HandlerError::Stopped { undelivered, .. } => f
                 .debug_struct("Stopped")
-                .field("unended", unended)
+                .field("undelivered", undelivered)
                 .finish_non_exhaustive(),
         }
     }
@@ -209,10 +225,15 @@ impl<H> fmt::Display for HandlerError<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HandlerError::Panicked { message } => write!(f, "the end handler panicked: {message}"),
-            HandlerError::Stopped { unended, .. } => write!(
+            HandlerError::Aborted { undelivered, .. } => write!(
                 f,
-                "the driver stopped before the end handler finished ({} tasks unended)",
-                unended.len()
+                "the end handler was aborted ({} ends not given to it)",
+                undelivered.len()
+            ),
+            HandlerError::Stopped { undelivered, .. } => write!(
+                f,
+                "the driver stopped before the end handler finished ({} ends not given to it)",
+                undelivered.len()
             ),
         }
     }
@@ -227,10 +248,15 @@ impl fmt::Debug for dyn ErasedHandler {
 }
 
 /// The outcome of a handler: resolves with the handler once it finished (no task left),
-/// or with why it did not. Dropping the handle leaves the handler running.
+/// or with why it did not. Dropping the handle leaves the handler running;
+/// [`abort`](Self::abort) stops it.
 #[must_use = "the handler's outcome comes only through its handle"]
 pub struct HandlerHandle<H> {
     rx: oneshot::Receiver<Result<H, HandlerError<H>>>,
+    id: HandlerId,
+    /// Weak, as a [`TaskHandle`](crate::TaskHandle)'s: the handle does not keep the driver
+    /// up.
+    commands: mpsc::WeakUnboundedSender<Command>,
 }
 
 impl<H> fmt::Debug for HandlerHandle<H> {
@@ -240,6 +266,16 @@ impl<H> fmt::Debug for HandlerHandle<H> {
 }
 
 impl<H> HandlerHandle<H> {
+    /// Stops the handler: it is not called again, its tasks still running are canceled
+    /// (their ends discarded), and the handle resolves with [`HandlerError::Aborted`]. No
+    /// effect once it finished or the driver stopped (the handle resolves as it would
+    /// have).
+    pub fn abort(&self) {
+        if let Some(commands) = self.commands.upgrade() {
+            let _ = commands.send(Command::AbortHandler(self.id));
+        }
+    }
+
     /// Blocks the thread until the handler's outcome (outside async code; see
     /// [`BlockingClient`](crate::BlockingClient)).
     ///
@@ -286,6 +322,7 @@ pub(crate) trait ErasedHandler: Send {
 pub(crate) enum Finish {
     Done,
     Panicked(String),
+    Aborted(Vec<TaskKey>),
     Stopped(Vec<TaskKey>),
 }
 
@@ -322,9 +359,14 @@ impl<H: EndHandler> Slot<H> {
         };
         let outcome = match (how, handler) {
             (Finish::Done, Some(h)) => Ok(h),
-            (Finish::Stopped(unended), Some(handler)) => {
-                Err(HandlerError::Stopped { handler, unended })
-            }
+            (Finish::Stopped(undelivered), Some(handler)) => Err(HandlerError::Stopped {
+                handler,
+                undelivered,
+            }),
+            (Finish::Aborted(undelivered), Some(handler)) => Err(HandlerError::Aborted {
+                handler,
+                undelivered,
+            }),
             (Finish::Panicked(message), handler) => {
                 // A handler whose call panicked may be half-updated: it is dropped, under
                 // guard (its `Drop` may panic as well).
@@ -349,17 +391,23 @@ impl<H: EndHandler> Drop for Slot<H> {
     }
 }
 
-/// The `RunHandler` command's payload: a handler and its outcome's sender.
-pub(crate) fn slot<H: EndHandler>(handler: H) -> (Box<dyn ErasedHandler>, HandlerHandle<H>) {
+/// The `RunHandler` command's payload (a handler and its outcome's sender), and its handle,
+/// for the handler of id `id` of the driver behind `commands`.
+pub(crate) fn slot<H: EndHandler>(
+    handler: H,
+    id: HandlerId,
+    commands: mpsc::WeakUnboundedSender<Command>,
+) -> (Box<dyn ErasedHandler>, HandlerHandle<H>) {
     let (tx, rx) = oneshot::channel();
     let slot = Slot {
         handler: Some(handler),
         done: Some(tx),
     };
-    (Box::new(slot), HandlerHandle { rx })
+    (Box::new(slot), HandlerHandle { rx, id, commands })
 }
 
-/// Which running handler a batch's ends go to (never reused).
+/// Which running handler a batch's ends go to: never reused (the client numbers handlers
+/// from its task-key counter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct HandlerId(pub(crate) u64);
 
@@ -370,15 +418,14 @@ struct Running {
     /// Tasks started and not yet handed to it.
     outstanding: usize,
     like_params: Option<Arc<TaskSpec>>,
-    /// The driver stops: its tasks that never ended.
-    unended: Vec<TaskKey>,
+    /// The driver stops: its tasks whose ends it was never given.
+    undelivered: Vec<TaskKey>,
 }
 
 /// The handlers the driver runs, and the scratch lists of their calls.
 pub(crate) struct Handlers {
     next_key: Arc<AtomicU64>,
     running: Vec<Running>,
-    next_id: u64,
     /// The starts of the last call, for the driver to admit.
     pub(crate) starts: Vec<(u64, BatchTasks)>,
     /// The cancels of the last call.
@@ -404,7 +451,6 @@ impl Handlers {
         Handlers {
             next_key,
             running: Vec::new(),
-            next_id: 1,
             starts: Vec::new(),
             cancels: Vec::new(),
             inbox: Vec::new(),
@@ -422,19 +468,26 @@ impl Handlers {
         self.running.is_empty()
     }
 
-    /// Installs `handler` and calls its `start`.
-    pub(crate) fn install(&mut self, handler: Box<dyn ErasedHandler>) -> (HandlerId, Called) {
-        let id = HandlerId(self.next_id);
-        self.next_id += 1;
+    /// Installs `handler` as handler `id` and calls its `start`.
+    pub(crate) fn install(&mut self, id: HandlerId, handler: Box<dyn ErasedHandler>) -> Called {
         self.running.push(Running {
             id,
             handler,
             outstanding: 0,
             like_params: None,
-            unended: Vec::new(),
+            undelivered: Vec::new(),
         });
-        let called = self.call(id, None);
-        (id, called)
+        self.call(id, None)
+    }
+
+    /// Stops handler `id` at the app's request: handed back as aborted, with `undelivered`
+    /// (its tasks still running, which the driver cancels, and those whose ends wait for
+    /// it). Nothing if it does not run.
+    pub(crate) fn abort(&mut self, id: HandlerId, undelivered: Vec<TaskKey>) {
+        if let Some(i) = self.running.iter().position(|r| r.id == id) {
+            let r = self.running.swap_remove(i);
+            r.handler.finish(Finish::Aborted(undelivered));
+        }
     }
 
     /// Hands `ends` to handler `id` (or calls its `start` for `None`).
@@ -476,17 +529,22 @@ impl Handlers {
         }
     }
 
-    /// The driver stops: handler `id`'s tasks `unended` never ended.
-    pub(crate) fn stopped(&mut self, id: HandlerId, unended: impl IntoIterator<Item = TaskKey>) {
+    /// The driver stops: handler `id` was never given the ends of tasks `keys`.
+    pub(crate) fn stopped(&mut self, id: HandlerId, keys: impl IntoIterator<Item = TaskKey>) {
         if let Some(r) = self.running.iter_mut().find(|r| r.id == id) {
-            r.unended.extend(unended);
+            r.undelivered.extend(keys);
         }
+    }
+
+    /// Whether handler `id` runs.
+    pub(crate) fn runs(&self, id: HandlerId) -> bool {
+        self.running.iter().any(|r| r.id == id)
     }
 
     /// The driver stops: every handler still running is handed back as stopped.
     pub(crate) fn stop_all(&mut self) {
         for r in self.running.drain(..) {
-            r.handler.finish(Finish::Stopped(r.unended));
+            r.handler.finish(Finish::Stopped(r.undelivered));
         }
     }
 }

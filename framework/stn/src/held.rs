@@ -242,14 +242,15 @@ impl HeldBatches {
         Some(record.ids[i]).filter(|id| record.batch == batch && *id != ENDED && *id != UNSET)
     }
 
-    /// The ids of the tasks of batch `batch` whose ends are owed (rare: a scan of every
-    /// record).
-    pub(crate) fn ids_of_batch(&self, batch: BatchIndex) -> Vec<TaskId> {
+    /// The keys and ids of the tasks of batch `batch` whose ends are owed (rare: a scan of
+    /// every record).
+    pub(crate) fn owed_of_batch(&self, batch: BatchIndex) -> Vec<(TaskKey, TaskId)> {
         self.records
             .iter()
             .filter(|r| r.batch == batch)
-            .flat_map(|r| r.ids.iter().copied())
-            .filter(|id| *id != ENDED && *id != UNSET)
+            .flat_map(|r| (r.first..).zip(r.ids.iter().copied()))
+            .filter(|(_, id)| *id != ENDED && *id != UNSET)
+            .map(|(key, id)| (TaskKey(key), id))
             .collect()
     }
 

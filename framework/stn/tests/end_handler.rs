@@ -317,7 +317,10 @@ async fn shutdown_hands_a_running_handler_back_with_its_unended_tasks() {
     server.wait_for_task_frames(20).await;
     client.shutdown().await;
     match handle.await {
-        Err(HandlerError::Stopped { handler, unended }) => {
+        Err(HandlerError::Stopped {
+            handler,
+            undelivered: unended,
+        }) => {
             let mut unended = unended;
             unended.sort_unstable();
             let mut sent: Vec<TaskKey> = handler.sent.keys().copied().collect();
@@ -329,7 +332,10 @@ async fn shutdown_hands_a_running_handler_back_with_its_unended_tasks() {
     }
     // A handler given to a stopped client comes back at once, never called.
     match client.run_on_driver(Chain::new(5, 5)).await {
-        Err(HandlerError::Stopped { handler, unended }) => {
+        Err(HandlerError::Stopped {
+            handler,
+            undelivered: unended,
+        }) => {
             assert!(unended.is_empty() && handler.sent.is_empty());
         }
         other => panic!("expected stopped, got {:?}", other.map(|_| ())),
@@ -349,7 +355,10 @@ fn a_runtime_dropped_mid_handler_hands_it_back_as_stopped() {
     let (client, handle) = handle;
     drop(client_rt);
     match handle.wait() {
-        Err(HandlerError::Stopped { handler, unended }) => {
+        Err(HandlerError::Stopped {
+            handler,
+            undelivered: unended,
+        }) => {
             assert_eq!(unended.len(), 10);
             assert_eq!(handler.sent.len(), 10);
         }
@@ -423,4 +432,45 @@ async fn a_finished_handler_nobody_waits_for_is_dropped_on_the_driver_under_guar
     assert_eq!(&answered.unwrap().body[..], b"task 1");
     let stats = client.stats().await.unwrap();
     assert_eq!((stats.handlers_running, stats.tasks_in_flight), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_aborted_handler_comes_back_with_its_running_tasks_canceled() {
+    // Every request is left unanswered.
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let handle = client.run_on_driver(Chain::new(12, 100));
+    server.wait_for_task_frames(12).await;
+    handle.abort();
+    match handle.await {
+        Err(HandlerError::Aborted {
+            handler,
+            undelivered: canceled,
+        }) => {
+            let mut canceled = canceled;
+            canceled.sort_unstable();
+            let mut sent: Vec<TaskKey> = handler.sent.keys().copied().collect();
+            sent.sort_unstable();
+            assert_eq!(canceled, sent);
+            assert!(handler.seen.is_empty(), "not called again");
+        }
+        other => panic!("expected aborted, got {:?}", other.map(|_| ())),
+    }
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.handlers_running, stats.tasks_in_flight), (0, 0));
+    // A handler that finished is not touched by a late abort.
+    let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+    let client = client_for(&server);
+    let handle = client.run_on_driver(Chain::new(3, 3));
+    server.wait_for_task_frames(3).await;
+    while client.stats().await.unwrap().handlers_running > 0 {
+        tokio::task::yield_now().await;
+    }
+    handle.abort();
+    let done = handle.await.expect("finished before the abort");
+    assert_eq!(done.seen.len(), 3);
 }

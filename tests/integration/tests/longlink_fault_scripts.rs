@@ -22,7 +22,8 @@ use bytes::Bytes;
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{
-    BatchEnd, Client, ClientConfig, EndGroup, EndHandler, Starter, TaskBatch, TaskKey, TaskSpec,
+    BatchEnd, Client, ClientConfig, EndGroup, EndHandler, HandlerError, Starter, TaskBatch,
+    TaskKey, TaskSpec,
 };
 use phobos_test_support::{
     ConnScript, DirectionFaults, FaultProxy, Malformation, MockLongLinkServer, ProxyConfig, Reply,
@@ -124,10 +125,15 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
         twice: None,
     });
     let n = rng.gen_range(1..30);
+    // The handler aborted at a random point, in some cases.
+    let abort_at = rng.gen_bool(0.25).then(|| rng.gen_range(0..n));
     let mut ends = Vec::new();
     let mut batch = client.task_batch();
     let mut batch_keys: Vec<TaskKey> = Vec::new();
     for i in 0..n {
+        if abort_at == Some(i) {
+            handler.abort();
+        }
         // A batch task canceled at a random later point (maybe ended already: a no-op).
         if !batch_keys.is_empty() && rng.gen_bool(if calm { 0.05 } else { 0.2 }) {
             batch.cancel(batch_keys[rng.gen_range(0..batch_keys.len())]);
@@ -177,11 +183,18 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
     }
     let started: HashSet<TaskKey> = batch_keys.iter().copied().collect();
     assert_eq!(ended, started, "seed {seed}: batch tasks and their ends");
-    let handler = match tokio::time::timeout(Duration::from_secs(3600), handler).await {
-        Ok(Ok(handler)) => handler,
-        Ok(Err(e)) => panic!("seed {seed}: the handler did not finish: {e}"),
-        Err(_) => panic!("seed {seed}: a handler's task never ended"),
-    };
+    // Finished, or aborted: every key it was given ended once in its calls, or is listed as
+    // never given to it, not both.
+    let (handler, undelivered) =
+        match tokio::time::timeout(Duration::from_secs(3600), handler).await {
+            Ok(Ok(handler)) => (handler, Vec::new()),
+            Ok(Err(HandlerError::Aborted {
+                handler,
+                undelivered,
+            })) if abort_at.is_some() => (handler, undelivered),
+            Ok(Err(e)) => panic!("seed {seed}: the handler did not finish: {e}"),
+            Err(_) => panic!("seed {seed}: a handler's task never ended"),
+        };
     assert_eq!(
         handler.twice, None,
         "seed {seed}: a handler's task ended twice"
@@ -192,8 +205,15 @@ async fn run_case(seed: u64, through_proxy: bool, calm: bool) {
         handler.started.len(),
         "seed {seed}: keys given twice"
     );
+    let mut accounted = handler.ended.clone();
+    for key in undelivered {
+        assert!(
+            accounted.insert(key),
+            "seed {seed}: {key:?} ended and listed"
+        );
+    }
     assert_eq!(
-        handler.ended, started,
+        accounted, started,
         "seed {seed}: handler tasks and their ends"
     );
     let stats = client.stats().await.expect("driver alive");
