@@ -415,3 +415,63 @@ async fn an_answer_sent_before_the_whole_request_was_read_is_the_tasks_end() {
     }
     client.shutdown().await;
 }
+
+/// Chains short-link tasks from an end handler: each answer starts the next request, in
+/// pairs, until `left` is used up; records each answer's body once.
+struct ShortChain {
+    host: String,
+    left: usize,
+    bodies: Vec<Vec<u8>>,
+    failed: usize,
+}
+
+impl ShortChain {
+    fn next(&mut self, tasks: &mut phobos_stn::Starter<'_>, n: usize) {
+        let n = n.min(self.left);
+        self.left -= n;
+        let host = self.host.clone();
+        tasks.start((0..n).map(|_| short(std::slice::from_ref(&host)).with_limits(false, false)));
+    }
+}
+
+impl phobos_stn::EndHandler for ShortChain {
+    fn start(&mut self, tasks: &mut phobos_stn::Starter<'_>) {
+        self.next(tasks, 2);
+    }
+
+    fn on_ends(&mut self, ends: phobos_stn::EndGroup, tasks: &mut phobos_stn::Starter<'_>) {
+        for end in &ends {
+            match end.outcome() {
+                Ok(r) => self.bodies.push(r.body.to_vec()),
+                Err(_) => self.failed += 1,
+            }
+        }
+        self.next(tasks, ends.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_handler_chains_short_link_tasks_to_their_end() {
+    // A short-link end reaches the driver as an IO event, not a socket read: the handler is
+    // called from that branch of the loop too.
+    let server = MockShortLinkServer::start(|n| ShortReply::Ok(format!("r{n}").into_bytes()))
+        .await
+        .unwrap();
+    let client = client().await;
+    let chain = ShortChain {
+        host: server.host(),
+        left: 60,
+        bodies: Vec::new(),
+        failed: 0,
+    };
+    let chain = tokio::time::timeout(Duration::from_secs(60), client.run_on_driver(chain))
+        .await
+        .expect("the chain ends")
+        .expect("the handler finished");
+    assert_eq!((chain.bodies.len(), chain.failed), (60, 0));
+    let mut bodies = chain.bodies;
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 60, "every answer once");
+    assert_eq!(server.requests().len(), 60);
+}
