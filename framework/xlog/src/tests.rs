@@ -9,7 +9,7 @@ use phobos_plugin_api::cipher::{
     BlockDecryptor, BlockEncryptor, CipherError, CipherKind, LogCipher, HEADER_KEY_LEN,
 };
 
-use crate::testutil::{clock, decode_file, quiet_logger, toy, ToyCipher};
+use crate::testutil::{clock, decode_file, quiet_logger, toy, toy_if, ToyCipher};
 use crate::{Clock, Compression, Level, Mode, Overflow, Record, WallTime, Xlog};
 
 fn xlog_files(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -45,16 +45,16 @@ fn every_mode_writes_decodable_mars_lines() {
         for c in [Compression::Zlib, Compression::Zstd] {
             for keyed in [false, true] {
                 let dir = tempfile::tempdir().unwrap();
-                let mut b = Xlog::builder()
-                    .log_dir(dir.path())
-                    .name_prefix("t")
-                    .mode(mode)
-                    .durability(durability)
-                    .compression(c)
-                    .clock(clock());
-                if keyed {
-                    b = b.cipher(toy());
-                }
+                let b = toy_if(
+                    Xlog::builder()
+                        .log_dir(dir.path())
+                        .name_prefix("t")
+                        .mode(mode)
+                        .durability(durability)
+                        .compression(c)
+                        .clock(clock()),
+                    keyed,
+                );
                 let g = b.build().unwrap();
                 for i in 0..2000 {
                     if i == 1000 {
@@ -491,16 +491,12 @@ fn lines_dropped_because_the_writer_thread_died_are_reported_in_the_log() {
         for keyed in [false, true] {
             let what = format!("{durability:?}, keyed {keyed}");
             let dir = tempfile::tempdir().unwrap();
-            let mut b = Xlog::builder()
-                .log_dir(dir.path())
-                .name_prefix("dr")
-                .durability(durability)
-                .banners(false)
-                .clock(clock());
-            if keyed {
-                b = b.cipher(toy());
-            }
-            let g = b.build().unwrap();
+            // The writer of this folder, for the first start and the next.
+            let builder = || {
+                let b = Xlog::builder().log_dir(dir.path()).name_prefix("dr");
+                toy_if(b.banners(false).clock(clock()), keyed)
+            };
+            let g = builder().durability(durability).build().unwrap();
             g.log_message(Level::Info, "t", b"written before");
             g.flush().unwrap();
             g.panic_writer_thread();
@@ -528,15 +524,7 @@ fn lines_dropped_because_the_writer_thread_died_are_reported_in_the_log() {
             let text = text_of(dir.path());
             assert_eq!(reported_writer_gone_drops(&text), dropped, "{what}: {text}");
             // The next start appends what the dead writer left staged, and no warning twice.
-            let mut b = Xlog::builder()
-                .log_dir(dir.path())
-                .name_prefix("dr")
-                .banners(false)
-                .clock(clock());
-            if keyed {
-                b = b.cipher(toy());
-            }
-            drop(b.build().unwrap());
+            drop(builder().build().unwrap());
             let text = text_of(dir.path());
             assert_eq!(reported_writer_gone_drops(&text), dropped, "{what}: {text}");
             assert_eq!(text.matches("written before").count(), 1, "{what}");

@@ -87,6 +87,14 @@ pub(crate) fn toy() -> Arc<dyn LogCipher> {
     Arc::new(ToyCipher)
 }
 
+/// `b` with the toy cipher when `keyed`.
+pub(crate) fn toy_if(b: crate::XlogBuilder, keyed: bool) -> crate::XlogBuilder {
+    match keyed {
+        true => b.cipher(toy()),
+        false => b,
+    }
+}
+
 /// Decodes a body of an async block to text (toy cipher if encrypted).
 pub(crate) fn decode_body(magic: u8, body: &[u8]) -> Vec<u8> {
     let info = magic_info(magic).expect("known magic");
