@@ -146,15 +146,23 @@ fn expected_with_failed(file: &[u8], failed: &[usize], what: &str) -> Vec<u8> {
     out
 }
 
-#[test]
-fn a_decryptor_panicking_on_one_block_fails_that_block_and_the_others_decode() {
+/// Decodes the keyed test file with a cipher panicking at `at`: the text must be the
+/// expected one with blocks `failed` replaced by the failure line naming `call`. Returns the
+/// text.
+fn decoded_with_failed(at: PanicAt, failed: &[usize], call: &str) -> Vec<u8> {
     let file = data("02_async_zlib_crypt/demo_20261126.xlog");
-    let got = panicky(PanicAt::Decrypt(1)).decode(&file);
-    let want = expected_with_failed(&file, &[1], "decrypt_block");
+    let got = panicky(at).decode(&file);
+    let want = expected_with_failed(&file, failed, call);
     assert_eq!(
         String::from_utf8_lossy(&got),
         String::from_utf8_lossy(&want)
     );
+    got
+}
+
+#[test]
+fn a_decryptor_panicking_on_one_block_fails_that_block_and_the_others_decode() {
+    let got = decoded_with_failed(PanicAt::Decrypt(1), &[1], "decrypt_block");
     // The real text, whole, apart from the failed block.
     let expected = data("02_async_zlib_crypt/expected.log");
     assert!(got.len() < expected.len());
@@ -162,37 +170,22 @@ fn a_decryptor_panicking_on_one_block_fails_that_block_and_the_others_decode() {
 
 #[test]
 fn a_decryptor_panicking_on_every_block_fails_each_with_its_line() {
-    let file = data("02_async_zlib_crypt/demo_20261126.xlog");
-    let got = panicky(PanicAt::Decrypt(usize::MAX)).decode(&file);
-    let want = expected_with_failed(&file, &[0, 1, 2, 3, 4, 5], "decrypt_block");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
+    decoded_with_failed(
+        PanicAt::Decrypt(usize::MAX),
+        &[0, 1, 2, 3, 4, 5],
+        "decrypt_block",
     );
 }
 
 #[test]
 fn a_cipher_panicking_while_it_makes_a_decryptor_fails_that_block_and_is_asked_again() {
-    let file = data("02_async_zlib_crypt/demo_20261126.xlog");
-    let got = panicky(PanicAt::FirstNewDecryptor).decode(&file);
-    let want = expected_with_failed(&file, &[0], "new_decryptor");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
-    );
+    decoded_with_failed(PanicAt::FirstNewDecryptor, &[0], "new_decryptor");
 }
 
 #[test]
 fn a_cipher_whose_kind_panics_is_not_used_and_its_blocks_say_why() {
-    let file = data("02_async_zlib_crypt/demo_20261126.xlog");
-    let decoder = panicky(PanicAt::Kind);
-    assert!(decoder.has_ciphers());
-    let got = decoder.decode(&file);
-    let want = expected_with_failed(&file, &[0, 1, 2, 3, 4, 5], "kind");
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(&want)
-    );
+    assert!(panicky(PanicAt::Kind).has_ciphers());
+    decoded_with_failed(PanicAt::Kind, &[0, 1, 2, 3, 4, 5], "kind");
 }
 
 #[test]
