@@ -537,16 +537,8 @@ fn lines_dropped_because_the_writer_thread_died_are_reported_in_the_log() {
 /// is a Mars block that the real decoder reads with the private key, with no error line.
 #[test]
 fn the_dead_writer_warning_of_a_mars_keyed_writer_decodes_with_the_private_key() {
-    let keys = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data/keys.txt"),
-    )
-    .unwrap();
-    let public = keys
-        .lines()
-        .find_map(|l| l.strip_prefix("public_key = "))
-        .unwrap()
-        .trim();
-    let cipher = phobos_cipher_mars::MarsCipher::from_public_key_hex(public).unwrap();
+    let public = vectors_key("public_key");
+    let cipher = phobos_cipher_mars::MarsCipher::from_public_key_hex(&public).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let g = Xlog::builder()
         .log_dir(dir.path())
@@ -700,18 +692,24 @@ fn mars_crash_vector() -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-/// `bytes` decoded with the private key of the shared test vectors (`keys.txt`).
-fn decode_with_the_vectors_key(bytes: &[u8]) -> Vec<u8> {
+/// The key `name` (`public_key`, `private_key`) of the shared test vectors (`keys.txt`), in
+/// hex.
+fn vectors_key(name: &str) -> String {
     let keys = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../xlog-decode/tests/data/keys.txt"),
     )
     .unwrap();
-    let private = keys
-        .lines()
-        .find_map(|l| l.strip_prefix("private_key = "))
-        .unwrap()
-        .trim();
-    let cipher = phobos_cipher_mars::MarsCipher::from_private_key_hex(private).unwrap();
+    let prefix = format!("{name} = ");
+    let hex = keys.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+    hex.unwrap_or_else(|| panic!("{name} in keys.txt"))
+        .trim()
+        .to_owned()
+}
+
+/// `bytes` decoded with the private key of the shared test vectors (`keys.txt`).
+fn decode_with_the_vectors_key(bytes: &[u8]) -> Vec<u8> {
+    let private = vectors_key("private_key");
+    let cipher = phobos_cipher_mars::MarsCipher::from_private_key_hex(&private).unwrap();
     phobos_xlog_decode::Decoder::builder()
         .cipher(Arc::new(cipher))
         .build()
