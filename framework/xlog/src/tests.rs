@@ -660,17 +660,7 @@ fn recovered_blocks_are_appended_once_even_if_the_start_that_appended_them_crash
     let g = quiet_logger(running.path(), "rc");
     ten_lines(&g, "staged");
     let staged = fs::read(running.path().join("rc.mmap3")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("rc.mmap3"), &staged).unwrap();
-    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(true));
-    let crashed = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix("rc")
-        .banners(false)
-        .clock(clock())
-        .build();
-    crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(false));
-    assert!(crashed.is_err(), "stopped after the recovery");
+    let dir = recovery_crashed("rc", &staged);
     assert!(text_of(dir.path()).contains("staged line 0\n"), "appended");
     drop(quiet_logger(dir.path(), "rc"));
     let text = text_of(dir.path());
@@ -716,15 +706,16 @@ fn decode_with_the_vectors_key(bytes: &[u8]) -> Vec<u8> {
         .decode(bytes)
 }
 
-/// A start that recovers Mars's buffer file `mars` in a new folder and crashes after appending
-/// its block, before clearing the buffer file (the test hook). Returns the folder.
-fn recovery_of_mars_buffer_crashed(mars: &[u8]) -> tempfile::TempDir {
+/// A start that recovers the buffer file `staged` (named after `prefix`) in a new folder and
+/// crashes after appending its blocks, before clearing the buffer file (the test hook).
+/// Returns the folder.
+fn recovery_crashed(prefix: &str, staged: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("crash.mmap3"), mars).unwrap();
+    fs::write(dir.path().join(format!("{prefix}.mmap3")), staged).unwrap();
     crate::writer::CRASH_AFTER_RECOVERY.with(|c| c.set(true));
     let crashed = Xlog::builder()
         .log_dir(dir.path())
-        .name_prefix("crash")
+        .name_prefix(prefix)
         .banners(false)
         .clock(clock())
         .build();
@@ -746,7 +737,7 @@ fn a_mars_buffer_file_is_recovered_once_whichever_point_the_start_recovering_it_
     let (mars, expected) = mars_crash_vector();
     let lines: Vec<&[u8]> = expected.split_inclusive(|&b| b == b'\n').collect();
     assert_eq!(lines.len(), 60);
-    let dir = recovery_of_mars_buffer_crashed(&mars);
+    let dir = recovery_crashed("crash", &mars);
     let staged = fs::read(dir.path().join("crash.mmap3")).unwrap();
     assert_eq!(&staged[..mars.len()], &mars[..], "slot 0 as Mars left it");
     // A crash once the file had grown, before the intent was recorded.
@@ -759,7 +750,7 @@ fn a_mars_buffer_file_is_recovered_once_whichever_point_the_start_recovering_it_
     for len in [100_000, crate::staging::SLOT_LEN + 1000] {
         let mut cut = mars.clone();
         cut.resize(len, 0);
-        let short = recovery_of_mars_buffer_crashed(&cut);
+        let short = recovery_crashed("crash", &cut);
         let left = fs::metadata(short.path().join("crash.mmap3"))
             .unwrap()
             .len();
@@ -776,7 +767,7 @@ fn a_mars_buffer_file_is_recovered_once_whichever_point_the_start_recovering_it_
     let end = at + crate::block::HEADER_LEN + body.len() + 1;
     for cut in [at, at + 1, at + 40, at + 1000, end - 1, end, log.len()] {
         // In place: the write intent names the log file by its inode too.
-        let dir = recovery_of_mars_buffer_crashed(&mars);
+        let dir = recovery_crashed("crash", &mars);
         let day = dir.path().join("crash_20240314.xlog");
         assert_eq!(fs::read(&day).unwrap(), log, "the same crash");
         fs::OpenOptions::new()
