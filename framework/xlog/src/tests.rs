@@ -2225,14 +2225,20 @@ fn mars_zstd_encoder() -> zstd::stream::write::Encoder<'static, Vec<u8>> {
 /// `body` as a staged Mars zstd block (header and body, no end byte): magic `0x0D`, sequence
 /// 7, hour 9, no key.
 fn staged_mars_zstd_block(body: &[u8]) -> Vec<u8> {
+    staged_block(0x0D, [0; 64], body)
+}
+
+/// `body` as a staged block of magic `magic` and key field `key` (header and body, no end
+/// byte): sequence 7, hour 9.
+fn staged_block(magic: u8, key: [u8; 64], body: &[u8]) -> Vec<u8> {
     let mut block = vec![0u8; crate::block::HEADER_LEN];
     crate::block::BlockHeader {
-        magic: 0x0D,
+        magic,
         seq: 7,
         begin_hour: 9,
         end_hour: 9,
         len: body.len() as u32,
-        key: [0; 64],
+        key,
     }
     .emit((&mut block[..]).try_into().unwrap());
     block.extend_from_slice(body);
@@ -2475,17 +2481,7 @@ fn large_zstd_blocks_that_cannot_be_read_are_recovered_as_they_are() {
         ("keyed", 0x0C, &mars[crate::block::HEADER_LEN..]),
         ("damaged", 0x0D, &body[..]),
     ] {
-        let mut mmap3 = vec![0u8; crate::block::HEADER_LEN];
-        crate::block::BlockHeader {
-            magic,
-            seq: 7,
-            begin_hour: 9,
-            end_hour: 9,
-            len: body.len() as u32,
-            key: [0x11; 64],
-        }
-        .emit((&mut mmap3[..]).try_into().unwrap());
-        mmap3.extend_from_slice(body);
+        let mut mmap3 = staged_block(magic, [0x11; 64], body);
         mmap3.resize(crate::block::BUFFER_BLOCK_LEN, 0);
         let (_dir, day) = restart_after_crash("mk", &mmap3, &[]);
         let blocks = blocks_of(&day);
