@@ -417,22 +417,29 @@ fn a_flush_interval_too_large_for_the_clock_means_never() {
     assert_eq!(lines_of(&text).len(), 2, "{text}");
 }
 
+/// A writer built from `b` that wrote and flushed the line "written before", then lost its
+/// writer thread (the test hook makes it panic).
+fn with_dead_writer(b: crate::XlogBuilder) -> crate::XlogGuard {
+    let g = b.build().unwrap();
+    g.log_message(Level::Info, "t", b"written before");
+    g.flush().unwrap();
+    g.panic_writer_thread();
+    g
+}
+
 #[test]
 fn a_dead_writer_thread_blocks_no_caller() {
     for durability in [crate::Durability::Durable, crate::Durability::Buffered] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
-        let g = Xlog::builder()
-            .log_dir(&path)
-            .name_prefix("dw")
-            .durability(durability)
-            .banners(false)
-            .clock(clock())
-            .build()
-            .unwrap();
-        g.log_message(Level::Info, "t", b"written before");
-        g.flush().unwrap();
-        g.panic_writer_thread();
+        let g = with_dead_writer(
+            Xlog::builder()
+                .log_dir(&path)
+                .name_prefix("dw")
+                .durability(durability)
+                .banners(false)
+                .clock(clock()),
+        );
         let (flushed, dropped) = without_hanging("logging to a dead writer", move || {
             g.log_message(Level::Info, "t", b"staged, then the writer dies");
             let first = g.flush();
@@ -496,10 +503,7 @@ fn lines_dropped_because_the_writer_thread_died_are_reported_in_the_log() {
                 let b = Xlog::builder().log_dir(dir.path()).name_prefix("dr");
                 toy_if(b.banners(false).clock(clock()), keyed)
             };
-            let g = builder().durability(durability).build().unwrap();
-            g.log_message(Level::Info, "t", b"written before");
-            g.flush().unwrap();
-            g.panic_writer_thread();
+            let g = with_dead_writer(builder().durability(durability));
             let (g, dropped) = without_hanging("logging to a dead writer", move || {
                 let line = vec![b'y'; 4000];
                 for _ in 0..200 {
@@ -540,17 +544,14 @@ fn the_dead_writer_warning_of_a_mars_keyed_writer_decodes_with_the_private_key()
     let public = vectors_key("public_key");
     let cipher = phobos_cipher_mars::MarsCipher::from_public_key_hex(&public).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let g = Xlog::builder()
-        .log_dir(dir.path())
-        .name_prefix("dm")
-        .banners(false)
-        .cipher(Arc::new(cipher))
-        .clock(clock())
-        .build()
-        .unwrap();
-    g.log_message(Level::Info, "t", b"written before");
-    g.flush().unwrap();
-    g.panic_writer_thread();
+    let g = with_dead_writer(
+        Xlog::builder()
+            .log_dir(dir.path())
+            .name_prefix("dm")
+            .banners(false)
+            .cipher(Arc::new(cipher))
+            .clock(clock()),
+    );
     let dropped = without_hanging("logging to a dead writer", move || {
         let line = vec![b'y'; 4000];
         for _ in 0..200 {
