@@ -903,10 +903,12 @@ impl BatchOut {
         profile: &mut TaskProfile,
     ) {
         let link = profile.link.take();
+        // Design: the table grows as ends come, not to the room reserved for the message's
+        // ends (up to `MAX_ENDS_RESERVED`, every end the batch has held): every end of the
+        // message keeps the whole table alive, so an app keeping the one end that failed
+        // among a thousand outstanding tasks kept a thousand profiles (about 230 KB). Grown,
+        // the table holds at most about twice the profiles of its message.
         let (ends, profiles) = self.gathered(batch);
-        if profiles.capacity() == 0 {
-            profiles.reserve_exact(ends.capacity());
-        }
         profiles.push(TaskProfile { link, ..*profile });
         let index = profiles.len() - 1;
         ends.push(BatchEnd {
@@ -1162,6 +1164,29 @@ mod tests {
         assert_eq!(seen[2].2, Some(30));
         assert_eq!(seen[3].2, Some(40));
         assert_eq!(seen[0].2, None);
+    }
+
+    /// One end on its own while a batch holds a thousand tasks: the table of profiles its
+    /// end keeps alive holds about its message's profiles, not room for the thousand.
+    #[test]
+    fn a_lone_ends_table_of_profiles_is_not_sized_for_every_task_held() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut out = BatchOut::default();
+        let a = out.hold(&Sink::Channel(tx.clone()), 1000);
+        out.push_own(a, TaskKey(1), Err(TaskError::Canceled), &mut profile(11));
+        out.flush();
+        let ends = ends_of(rx.try_recv().unwrap());
+        assert_eq!(ends.len(), 1);
+        let EndProfile::Table { table, index } = &ends[0].profile else {
+            panic!("an end on its own points into its message's table");
+        };
+        assert_eq!((table.len(), *index), (1, 0));
+        assert!(
+            table.capacity() <= 4,
+            "a table with room for {} profiles kept alive by one end",
+            table.capacity()
+        );
+        assert_eq!(ends[0].profile().unwrap().sent_bytes, 11);
     }
 
     /// Ends of two batches in one iteration, each with its own table of profiles, plus a
