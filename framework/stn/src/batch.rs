@@ -353,9 +353,14 @@ impl TaskBatch {
     }
 
     /// Cancels one task of the batch: it ends with [`TaskError::Canceled`] unless it already
-    /// ended.
+    /// ended. A key that is not one of this batch's tasks is ignored (as an
+    /// [`EndHandler`](crate::EndHandler)'s cancel is): [`Client::cancel`] cancels any task.
     pub fn cancel(&self, key: TaskKey) {
-        self.client.cancel(key);
+        // A send error means the driver is gone: every task ends anyway.
+        let _ = self.client.send(Command::CancelInBatch {
+            key,
+            sink: self.tx.clone(),
+        });
     }
 
     /// Tasks started and not yet received.

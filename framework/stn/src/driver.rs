@@ -53,7 +53,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::{debug, error, info, trace, warn, Instrument, Span};
 
-use crate::batch::{shared_end, BatchIndex, BatchOut, BatchStart, BatchTasks, EndGroup, Sink};
+use crate::batch::{
+    shared_end, BatchIndex, BatchOut, BatchSink, BatchStart, BatchTasks, EndGroup, Sink,
+};
 use crate::client::{DriverStats, LinkEvent, Push, TaskKey};
 use crate::config::ClientConfig;
 use crate::connector::{close_cause, dial_error, Connector, Established, LinkStream};
@@ -86,6 +88,12 @@ pub(crate) enum Command {
     AbortHandler(HandlerId),
     Cancel {
         key: TaskKey,
+    },
+    /// Cancel task `key` if it is one of the batch's whose ends go to `sink`
+    /// ([`TaskBatch::cancel`](crate::TaskBatch::cancel)).
+    CancelInBatch {
+        key: TaskKey,
+        sink: BatchSink,
     },
     SetForeground(bool),
     SetNetwork {
@@ -877,6 +885,13 @@ impl Driver {
                 };
                 if let Some(id) = id {
                     debug!(task = %id, "cancel");
+                    self.engine.cancel_task(t, id);
+                }
+            }
+            Command::CancelInBatch { key, sink } => {
+                let own = self.batch_out.index_of(&Sink::Channel(sink));
+                if let Some(id) = own.and_then(|b| self.held.id_in(key, b)) {
+                    debug!(task = %id, "cancel (batch)");
                     self.engine.cancel_task(t, id);
                 }
             }

@@ -143,6 +143,35 @@ async fn canceling_tasks_of_a_batch_ends_them_with_canceled() {
     assert_eq!(end.outcome.unwrap_err(), TaskError::Canceled);
 }
 
+/// A batch cancels only its own tasks: a key of another batch's task is ignored (as an end
+/// handler's cancel is), and that task stays running until its own batch cancels it.
+#[tokio::test(start_paused = true)]
+async fn a_batch_cancels_only_its_own_tasks() {
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::echo().reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    // B's task is the first request: it stalls.
+    let mut b = client.task_batch();
+    let b_key = b.start([spec(0)]).next().unwrap();
+    server.wait_for_task_frames(1).await;
+    let mut a = client.task_batch();
+    let a_key = a.start([spec(1)]).next().unwrap();
+    a.cancel(b_key);
+    let end = a.recv().await.unwrap();
+    assert_eq!(end.key, a_key);
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    // The stats come back after the driver took the cancel: B's task still runs.
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 1);
+    b.cancel(b_key);
+    let end = b.recv().await.unwrap();
+    assert_eq!(end.key, b_key);
+    assert_eq!(end.outcome.unwrap_err(), TaskError::Canceled);
+    assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_mid_batch_ends_every_unfinished_task_with_reset() {
     let server = MockLongLinkServer::builder(codec())
