@@ -334,7 +334,8 @@ struct Driver {
     /// The handlers running on the driver ([`crate::handler`]).
     handlers: Handlers,
     /// Ends for handlers are left over from the last iteration (it made its
-    /// [`HANDLER_PASSES`]): the next one starts at once, after other tasks had a turn.
+    /// [`HANDLER_PASSES`], or they came after): the next one starts at once, after other
+    /// tasks had a turn. Set at the end of every iteration.
     handlers_behind: bool,
     /// Handler calls that panicked ([`DriverStats::handler_panics`]).
     handler_panics: u64,
@@ -740,8 +741,10 @@ impl Driver {
             // After the writes: the batches' callers wake once per iteration.
             self.batch_out.flush();
             // Ends for handlers that came after their pass (a write failed and the core
-            // ended tasks): handed over in an iteration that comes at once.
-            self.handlers_behind |= !self.batch_out.for_handlers.is_empty();
+            // ended tasks), or that the passes left: handed over in an iteration that comes
+            // at once. Set afresh: an abort this iteration may have taken the last of them,
+            // and a flag left set made the driver yield to itself for ever.
+            self.handlers_behind = !self.batch_out.for_handlers.is_empty();
             self.end_metrics.flush();
             self.cancel_index.iteration_done();
             self.watchdog.leave(now());
@@ -987,16 +990,14 @@ impl Driver {
     /// next iteration, which then comes at once ([`handlers_behind`](Self::handlers_behind)).
     fn run_handlers(&mut self, t: Instant) {
         let mut inbox = std::mem::take(&mut self.handlers.inbox);
-        self.handlers_behind = false;
         for pass in 0..=HANDLER_PASSES {
             self.batch_out.take_for_handlers(&mut inbox);
             if inbox.is_empty() {
                 break;
             }
             if pass == HANDLER_PASSES {
-                // Handed over first in the next iteration.
+                // Handed over first in the next iteration (`handlers_behind`).
                 self.batch_out.for_handlers.append(&mut inbox);
-                self.handlers_behind = true;
                 break;
             }
             self.watchdog.in_handler();

@@ -472,3 +472,75 @@ async fn an_aborted_handler_comes_back_with_its_running_tasks_canceled() {
     let done = handle.await.expect("finished before the abort");
     assert_eq!(done.seen.len(), 3);
 }
+
+/// Starts one task refused at admission per call, for ever; says once when its calls have
+/// used up one driver iteration's passes (8), so its next ends wait for the next iteration.
+struct RefusedUntilAborted {
+    calls: usize,
+    reached: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+}
+
+impl EndHandler for RefusedUntilAborted {
+    fn start(&mut self, tasks: &mut Starter<'_>) {
+        tasks.start([TaskSpec::new(CmdId(7), body(0)).with_priority(9)]);
+    }
+
+    fn on_ends(&mut self, _: EndGroup, tasks: &mut Starter<'_>) {
+        self.calls += 1;
+        if self.calls == 8 {
+            if let Some(reached) = self.reached.take() {
+                let _ = reached.send(());
+            }
+        }
+        tasks.start([TaskSpec::new(CmdId(7), body(0)).with_priority(9)]);
+    }
+}
+
+/// An abort that finds a handler's ends waiting for the next iteration (its calls used up
+/// an iteration's passes) hands them back and leaves the driver idle: it does not go on
+/// yielding to itself for ends nobody will take. In virtual time a timer fires only once
+/// the runtime has nothing else to do, which a spinning driver never lets happen; the run is
+/// guarded so that a spin fails the test instead of hanging it (no real time passes when it
+/// passes).
+#[test]
+fn aborting_a_handler_whose_ends_wait_for_the_next_iteration_leaves_the_driver_idle() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let server = MockLongLinkServer::start_echo(codec()).await.unwrap();
+            let client = client_for(&server);
+            let (reached_tx, mut reached) = tokio::sync::mpsc::unbounded_channel();
+            let handle = client.run_on_driver(RefusedUntilAborted {
+                calls: 0,
+                reached: Some(reached_tx),
+            });
+            reached.recv().await.expect("eight calls");
+            handle.abort();
+            match handle.await {
+                Err(HandlerError::Aborted {
+                    handler,
+                    undelivered,
+                }) => {
+                    // The end of its last start waited for an iteration it did not get.
+                    assert!(handler.calls >= 8);
+                    assert_eq!(undelivered.len(), 1);
+                }
+                other => panic!("expected aborted, got {:?}", other.map(|_| ())),
+            }
+            let stats = client.stats().await.unwrap();
+            assert_eq!((stats.handlers_running, stats.tasks_in_flight), (0, 0));
+            let t0 = tokio::time::Instant::now();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        });
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("virtual time never moved after the abort: the driver kept running (spinning)");
+}
