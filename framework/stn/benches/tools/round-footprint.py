@@ -14,17 +14,26 @@ and 13,201 tasks (2,000 and 12,000 measured, a tenth and one more as warm-up):
     PHOBOS_BENCH_TASKS=12000 PHOBOS_BENCH_ROUNDS=1 \\
         valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file=long.out <bench> --bench
 
-Usage: round-footprint.py <long.out> <short.out> <low> <high> [functions to list]
+Usage: round-footprint.py <long.out> <short.out> <low> <high> [functions to list] [--binary <bench>]
 
 A line's count is what the long run executed of it more than the short one, so start-up
 and the warm-up's first call cancel out: under callgrind the 11,000 tasks between the two
 runs come in about 110 rounds of 100, so per-round code counts about 110 (or a small
 multiple) and per-task loops about 11,000. Lines whose count is at least <low> and below
 <high> are the band; 50 and 3,000 take the per-round code.
+
+Besides the lines, it counts the 4 KiB pages of code the band and the per-task loops touch
+(each page a translation the instruction TLB must hold: 64 entries at its first level on the
+Zen 4 cores of the VM the lab ran on). With `--binary <bench>` (the profiled executable) it
+also counts the bytes of the bench's own instructions the band executed, from the
+instruction sizes `objdump -d` gives: the code a round runs, whatever the cache lines it is
+spread over.
 """
 
+import bisect
 import collections
 import re
+import subprocess
 import sys
 
 
@@ -33,7 +42,9 @@ def parse(path):
     counts = collections.Counter()
     function_of = {}
     names = {}
+    objects = {}
     function = None
+    obj = None
     call_cost_next = False
     addr = 0
     with open(path) as f:
@@ -41,12 +52,28 @@ def parse(path):
             line = line.rstrip("\n")
             if not line:
                 continue
+            if line.startswith("ob="):
+                m = re.match(r"ob=(?:\((\d+)\))? ?(.*)", line)
+                if m.group(1) is None:
+                    obj = m.group(2)
+                else:
+                    if m.group(2):
+                        objects[m.group(1)] = m.group(2)
+                    obj = objects.get(m.group(1))
+                continue
+            if line.startswith("cob="):
+                m = re.match(r"cob=\((\d+)\) (.+)", line)
+                if m:
+                    objects[m.group(1)] = m.group(2)
+                continue
             if line.startswith("fn="):
                 m = re.match(r"fn=\((\d+)\)(?: (.*))?", line)
                 if m:
                     if m.group(2):
                         names[m.group(1)] = m.group(2)
                     function = names.get(m.group(1))
+                else:
+                    function = line[3:]
                 continue
             if line.startswith("cfn="):
                 m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
@@ -72,30 +99,74 @@ def parse(path):
             if call_cost_next:
                 call_cost_next = False
                 continue
-            if len(parts) >= 3:
-                counts[addr] += int(parts[2])
-                function_of[addr] = function
+            if len(parts) >= 2:
+                # "positions: instr line" puts the cost third, "positions: instr" second.
+                counts[(obj, addr)] += int(parts[-1])
+                function_of[(obj, addr)] = function
     return counts, function_of
 
 
+def instruction_sizes(binary):
+    """The sorted start addresses of the binary's instructions, for their sizes."""
+    out = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", binary],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    starts = [int(m.group(1), 16) for m in re.finditer(r"^ +([0-9a-f]+):", out, re.M)]
+    starts.sort()
+    return starts
+
+
+def size_at(starts, addr):
+    """The size of the instruction at `addr`: the distance to the next one."""
+    i = bisect.bisect_right(starts, addr)
+    return starts[i] - addr if i < len(starts) else 1
+
+
 def main():
-    if len(sys.argv) < 5:
+    args = sys.argv[1:]
+    binary = None
+    if "--binary" in args:
+        i = args.index("--binary")
+        binary = args[i + 1]
+        del args[i : i + 2]
+    if len(args) < 4:
         sys.exit(__doc__)
-    counts, function_of = parse(sys.argv[1])
-    short, _ = parse(sys.argv[2])
-    low, high = int(sys.argv[3]), int(sys.argv[4])
-    top = int(sys.argv[5]) if len(sys.argv) > 5 else 30
+    counts, function_of = parse(args[0])
+    short, _ = parse(args[1])
+    low, high = int(args[2]), int(args[3])
+    top = int(args[4]) if len(args) > 4 else 30
+    runs = {}
+    for key, n in counts.items():
+        runs[key] = n - short.get(key, 0)
     most = {}
     owner = {}
-    for addr, n in counts.items():
-        n -= short.get(addr, 0)
-        line = addr >> 6
+    for (obj, addr), n in runs.items():
+        line = (obj, addr >> 6)
         if n > most.get(line, -1):
             most[line] = n
-            owner[line] = function_of.get(addr)
+            owner[line] = function_of.get((obj, addr))
     band = [line for line, n in most.items() if low <= n < high]
-    above = sum(1 for n in most.values() if n >= high)
-    print(f"{len(band)} lines ran {low} to {high - 1} times more; {above} lines ran more still")
+    above = [line for line, n in most.items() if n >= high]
+    print(f"{len(band)} lines ran {low} to {high - 1} times more; {len(above)} lines ran more still")
+    band_pages = {(obj, line >> 6) for obj, line in band}
+    all_pages = band_pages | {(obj, line >> 6) for obj, line in above}
+    print(f"{len(all_pages)} pages of 4 KiB hold them ({len(band_pages)} the band's)")
+    if binary:
+        starts = instruction_sizes(binary)
+        in_band = sum(
+            size_at(starts, addr)
+            for (obj, addr), n in runs.items()
+            if obj and obj.endswith(binary.rsplit("/", 1)[-1]) and low <= n < high
+        )
+        over = sum(
+            size_at(starts, addr)
+            for (obj, addr), n in runs.items()
+            if obj and obj.endswith(binary.rsplit("/", 1)[-1]) and n >= high
+        )
+        print(f"{in_band} bytes of the bench's instructions ran in the band, {over} above it")
     by_function = collections.Counter(owner[line] for line in band)
     for function, n in by_function.most_common(top):
         print(f"{n:6d}  {str(function)[:140]}")
