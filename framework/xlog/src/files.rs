@@ -75,6 +75,10 @@ pub(crate) struct LogFiles {
     /// A cache file to move into the log dir (from, to), once the block just appended to
     /// it is no longer staged ([`finish_move`](Self::finish_move)).
     pending_move: Option<(PathBuf, PathBuf)>,
+    /// Test hook: appends longer than this fail after writing part of their bytes (and are
+    /// cut back), as under a file size limit or a nearly full disk.
+    #[cfg(test)]
+    pub(crate) fail_over: Option<usize>,
 }
 
 impl LogFiles {
@@ -101,6 +105,8 @@ impl LogFiles {
             tips: None,
             open: None,
             pending_move: None,
+            #[cfg(test)]
+            fail_over: None,
         }
     }
 
@@ -317,9 +323,14 @@ impl LogFiles {
             let Some((_, f)) = self.open.as_ref() else {
                 return Err(io::Error::other("log file not open"));
             };
+            #[cfg(test)]
+            let limit = self.fail_over;
+            #[cfg(not(test))]
+            let limit = None;
             let res = append_locked(
                 f,
                 bytes,
+                limit,
                 |meta| fresh || is_file_at(meta, &target.path),
                 |offset, meta| {
                     before(&Intent {
@@ -588,9 +599,12 @@ fn is_file_at(open: &fs::Metadata, path: &Path) -> bool {
 /// file's metadata (read under the lock; false: nothing is written), after telling `before`
 /// the offset they will start at and that metadata; a failed append is cut back (Mars cuts
 /// the file back to where it was, then notes the error in the file). True when appended.
+/// `limit` (tests only, else `None`): an append longer than that fails after writing that
+/// many bytes.
 fn append_locked(
     f: &File,
     bytes: &[u8],
+    limit: Option<usize>,
     check: impl FnOnce(&fs::Metadata) -> bool,
     before: impl FnOnce(u64, &fs::Metadata),
 ) -> io::Result<bool> {
@@ -602,7 +616,16 @@ fn append_locked(
     let offset = meta.len();
     before(offset, &meta);
     let mut w = f;
-    if let Err(e) = w.write_all(bytes) {
+    let res = match limit.filter(|&n| bytes.len() > n) {
+        Some(n) => w.write_all(&bytes[..n]).and_then(|()| {
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "test hook: no room left",
+            ))
+        }),
+        None => w.write_all(bytes),
+    };
+    if let Err(e) = res {
         let _ = f.set_len(offset);
         return Err(e);
     }

@@ -203,6 +203,15 @@ impl Region {
     }
 }
 
+/// Zeroes the write-intent record in a copy of a slot's meta, as [`Region::clear_intent`]
+/// does in the slot itself.
+pub(crate) fn clear_intent_record(meta: &mut [u8]) {
+    if meta.len() >= M_NAME + MAX_NAME {
+        meta[M_INTENT..M_UNDO_LEN].fill(0);
+        meta[M_WRITTEN_LEN..M_NAME + MAX_NAME].fill(0);
+    }
+}
+
 /// Records in a slot's meta where its sealed block (generation `gen`, staged body length
 /// `staged_len`) is about to be appended. The flag byte is stored last.
 pub(crate) fn write_intent(meta: &mut [u8], intent: &Intent, gen: u64, staged_len: u32) {

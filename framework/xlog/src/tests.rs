@@ -1321,6 +1321,41 @@ fn recovered_blocks_appended_late_are_appended_once_even_if_the_writer_crashed_t
     assert_each_line_once(&text_of(dir.path()), 2, 10);
 }
 
+/// A retry of a recovered block that fails part way (the disk has room for the writer's
+/// small blocks, not for it) is cut back, and its write intent goes with it: a crash before
+/// the next retry leaves an intent naming nothing. (Left in place, the next start believed
+/// it, took the blocks appended since for a partial append of the recovered one, and cut the
+/// log file back, losing them.)
+#[test]
+fn a_failed_retry_of_a_recovered_block_leaves_no_intent_that_cuts_later_blocks_off() {
+    let (dir, mmap, day, log) = crashed_with_a_full_disk("ri");
+    let g = quiet_logger(dir.path(), "ri");
+    assert_eq!(g.pending_recovered_blocks(), 1);
+    // Room again, but not for the recovered block (its 10 lines of about 60 bytes; the
+    // writer's own blocks here are a line or two).
+    fs::remove_dir(&day).unwrap();
+    fs::write(&day, &log).unwrap();
+    g.fail_appends_over(Some(300));
+    g.log_message(Level::Info, "t", b"written after the failed retry");
+    g.flush().unwrap();
+    assert_eq!(g.pending_recovered_blocks(), 1, "the retry failed");
+    let before = String::from_utf8(decode_file(&fs::read(&day).unwrap())).unwrap();
+    assert!(
+        before.contains("written after the failed retry"),
+        "{before}"
+    );
+    // A crash now: the next start, in the same folder, on the files as the crash left them.
+    let (staged, log) = (fs::read(&mmap).unwrap(), fs::read(&day).unwrap());
+    g.fail_appends_over(None);
+    drop(g);
+    fs::write(&mmap, &staged).unwrap();
+    fs::write(&day, &log).unwrap();
+    drop(quiet_logger(dir.path(), "ri"));
+    let text = text_of(dir.path());
+    assert!(text.contains("written after the failed retry"), "{text}");
+    assert_each_line_once(&text, 2, 10);
+}
+
 #[test]
 fn recovered_blocks_still_unwritten_when_the_staging_file_is_removed_go_into_a_new_one_at_close() {
     let (staged, _) = crash_with_staged_lines("dr", 1, 10);

@@ -22,8 +22,8 @@ use crate::format::{format_line, format_plain, mark_info, Level, Record, ThreadI
 use crate::guarded;
 use crate::mmap::{disk_space, BufferFile};
 use crate::staging::{
-    compute_keystream, mars_readable, recover, write_intent, Active, Intent, Region, StageError,
-    Stager, StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
+    clear_intent_record, compute_keystream, mars_readable, recover, write_intent, Active, Intent,
+    Region, StageError, Stager, StreamStaging, FILE_LEN, META_BASE, META_LEN, SLOTS, SLOT_LEN,
 };
 
 mod nested;
@@ -800,6 +800,13 @@ impl Xlog {
         self.inner.count_dropped(DropCause::FellBehind, n);
     }
 
+    /// Test hook: appends of more than `n` bytes fail part way from now on (and are cut
+    /// back), as under a file size limit; `None` lifts it.
+    #[cfg(test)]
+    pub(crate) fn fail_appends_over(&self, n: Option<usize>) {
+        self.inner.lock_files().fail_over = n;
+    }
+
     /// Test hook: makes the writer thread panic once it has appended recovered blocks that an
     /// earlier attempt failed to append, before it frees their slots.
     #[cfg(test)]
@@ -1034,11 +1041,23 @@ impl Xlog {
                 held_slots = unwritten.iter().map(|r| r.slot).collect();
                 unwritten_recovery = unwritten
                     .iter()
-                    .map(|r| Unwritten {
-                        slot: r.slot,
-                        gen: r.gen,
-                        block: r.block.clone(),
-                        meta: slot_meta(&old, r.slot).unwrap_or_default().to_vec(),
+                    .map(|r| {
+                        // Design: the slot's intent (the crashed process's, settled above, or
+                        // the one recorded for the append that just failed and was cut back)
+                        // names nothing in the log file any more. Left in the file, a crash
+                        // before the retry made the next start believe it, and cut off
+                        // whatever had been appended since at its offset.
+                        let mut meta = slot_meta(&old, r.slot).unwrap_or_default().to_vec();
+                        clear_intent_record(&mut meta);
+                        if let Some(bf) = bf.as_ref().filter(|_| meta.len() == META_LEN) {
+                            let _ = bf.write_at((META_BASE + r.slot * META_LEN) as u64, &meta);
+                        }
+                        Unwritten {
+                            slot: r.slot,
+                            gen: r.gen,
+                            block: r.block.clone(),
+                            meta,
+                        }
                     })
                     .collect();
                 recovery_error = Some(e);
@@ -1676,16 +1695,24 @@ impl Inner {
             let mut res = files.append(now, &begin, true, |_| {}).map(drop);
             while res.is_ok() && written < blocks.len() {
                 let u = &blocks[written];
+                let mut noted = false;
                 res = files
                     .append(
                         now,
                         &mars_readable(&u.block, recut_level(&self.config)),
                         true,
-                        |i| self.note_retry_intent(staging, u, i),
+                        |i| {
+                            noted = true;
+                            self.note_retry_intent(staging, u, i);
+                        },
                     )
                     .map(drop);
                 if res.is_ok() {
                     written += 1;
+                } else if noted {
+                    // The failed append was cut back: its intent names nothing in the file,
+                    // and later blocks will be appended where it points.
+                    self.clear_retry_intent(staging, u);
                 }
             }
             if res.is_ok() {
@@ -1739,6 +1766,23 @@ impl Inner {
         } else if st.held_in_file.contains(&u.slot) {
             if let Some(f) = &staging.file {
                 note_intent_in_file(f, u.slot, Some(&u.meta), u.gen, &u.block, intent);
+            }
+        }
+    }
+
+    /// Clears the intent [`note_retry_intent`](Self::note_retry_intent) recorded for
+    /// recovered block `u`, whose append failed (and was cut back).
+    ///
+    /// Design: left in place, a crash before the next retry made the next start believe it:
+    /// the blocks the writer appended meanwhile start at its offset, so the log file looked
+    /// like a partial append of `u` and was cut back there, taking them with it.
+    fn clear_retry_intent(&self, staging: &StagingFile, u: &Unwritten) {
+        let mut st = self.lock_state();
+        if let Some(r) = st.held.iter_mut().find(|r| r.slot == u.slot) {
+            r.clear_intent();
+        } else if st.held_in_file.contains(&u.slot) && u.meta.len() == META_LEN {
+            if let Some(f) = &staging.file {
+                let _ = f.write_at((META_BASE + u.slot * META_LEN) as u64, &u.meta);
             }
         }
     }
