@@ -3517,6 +3517,9 @@ impl Engine {
             TaskState::Queued => link.queue.remove(&key),
             TaskState::Running(_) => {
                 link.ended_running();
+                // Room in a resend window may let queued tasks go: a task ending by its
+                // total timeout, a cancel or a verdict frees it as a response does.
+                self.dirty[li] = true;
                 true
             }
         };

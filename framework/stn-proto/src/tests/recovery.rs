@@ -1004,3 +1004,57 @@ fn a_busy_link_that_goes_silent_is_still_probed_at_once() {
         "{first_down:?} after sending at {sent:?}"
     );
 }
+
+/// A link that reconnected after a drop (Phobos's profile) with a resend window of 2, two
+/// tasks running on it and a third queued behind them: when the two end without a response
+/// (canceled, or by their own total timeout), the room they free sends the third. (Only a
+/// response or a failed attempt made the link look again, and the third task waited out its
+/// whole budget unsent on an idle connection.)
+#[test]
+fn room_in_the_resend_window_freed_by_a_cancel_or_a_total_timeout_sends_the_queued_task() {
+    let sent = |sim: &Sim, id| {
+        sim.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::TaskSent { id: i, .. } if *i == id))
+    };
+    for cancel in [true, false] {
+        let mut sim = Sim::with_config(
+            config_with(&[server_addr(1)])
+                .connect_profile(ConnectProfile::Phobos)
+                .build()
+                .unwrap(),
+        );
+        sim.foreground(true);
+        sim.script.answer = Answer::Delay(ms(100));
+        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+        sim.run_until_end(first, secs(5));
+        let conn = sim.open_conns()[0];
+        sim.server_close(conn);
+        sim.run_for(ms(30));
+        // Command 2 is never answered.
+        sim.script.answer_by_cmd.insert(CmdId(2), Answer::Never);
+        let stuck = |body: &'static [u8]| TaskSpec::new(CmdId(2), body).with_total_timeout(secs(3));
+        let a = sim.start(stuck(b"x1"));
+        let b = sim.start(stuck(b"x2"));
+        let c = sim.start(TaskSpec::new(CmdId(3), &b"x3"[..]));
+        sim.run_for(ms(500));
+        assert!(sim.engine.is_connected("default-longlink"), "reconnected");
+        assert!(sent(&sim, a) && sent(&sim, b));
+        assert!(!sent(&sim, c), "held back by the window of 2");
+        if cancel {
+            assert!(sim.engine.cancel_task(sim.now, a));
+            assert!(sim.engine.cancel_task(sim.now, b));
+            sim.drain();
+        } else {
+            sim.run_until_end(a, secs(10));
+            sim.run_until_end(b, secs(10));
+        }
+        let (_, end) = sim.run_until_end(c, secs(60));
+        assert!(
+            sent(&sim, c),
+            "cancel {cancel}: never sent: {:?}",
+            end.outcome
+        );
+        assert!(end.outcome.is_ok(), "cancel {cancel}: {:?}", end.outcome);
+    }
+}
