@@ -466,12 +466,16 @@ impl Engine {
     pub(super) fn fits_waiting(
         &self,
         spec: &TaskSpec,
+        cmd_id: CmdId,
         body_len: usize,
         id: TaskId,
     ) -> Option<(usize, u32)> {
         let (li, g) = self.lane.waiting?;
         let group = self.lane.groups.get(g)?;
+        // Command 0 never takes the long link (§3.2): such a task goes the regular way,
+        // which refuses it or sends it over the short link.
         (body_len <= self.max_body_len
+            && cmd_id != CmdId(0)
             && spec.same_params(&group.spec)
             && id.0 < self.lane.range_limit(g)?
             && extends(group, id))
@@ -520,7 +524,7 @@ impl Engine {
                 cmd_id,
                 body: std::mem::take(&mut task.body),
             };
-            if let Some(group) = self.fits_waiting(params, len, id) {
+            if let Some(group) = self.fits_waiting(params, cmd_id, len, id) {
                 self.join(group, id, tag, request(task));
                 return Some(group);
             }
@@ -558,7 +562,12 @@ impl Engine {
         tasks: &mut [LikeTask],
     ) -> usize {
         let max = self.max_body_len;
-        let n = tasks.iter().take_while(|t| t.body.len() <= max).count();
+        // The tasks after the first one that cannot join (a body over the lane's size, or
+        // command 0, see `fits_waiting`) are admitted one by one.
+        let n = tasks
+            .iter()
+            .take_while(|t| t.body.len() <= max && t.cmd_id != CmdId(0))
+            .count();
         let Some(limit) = self.lane.range_limit(g) else {
             return 0;
         };

@@ -870,3 +870,50 @@ fn large_responses_in_a_run_are_sampled_as_large() {
         "large fast exchanges among small ones"
     );
 }
+
+/// Command 0 never takes the long link (§3.2): in a batch after a task that opened a group
+/// on the connected link, or among like tasks, it is refused as it is alone, not framed into
+/// the group with command 0.
+#[test]
+fn a_command_zero_task_in_a_batch_is_refused_as_it_is_alone() {
+    use crate::{LocalError, TaskError};
+    let refused = |sim: &Sim, id: TaskId| {
+        matches!(
+            sim.ends[&id].1.outcome,
+            Err(TaskError::Local(LocalError::NoChannel))
+        )
+    };
+    for lane in [false, true] {
+        let mut sim = Sim::new();
+        sim.engine.set_batch_lane(lane);
+        sim.foreground(true);
+        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+        sim.run_until_end(first, secs(5));
+        let ids = sim.start_batch([
+            TaskSpec::new(CmdId(1), &b"b"[..]),
+            TaskSpec::new(CmdId(0), &b"c"[..]),
+            TaskSpec::new(CmdId(1), &b"d"[..]),
+        ]);
+        sim.run_for(secs(1));
+        assert!(
+            refused(&sim, ids[1]),
+            "lane {lane}: {:?}",
+            sim.ends[&ids[1]].1
+        );
+        assert!(sim.ends[&ids[0]].1.outcome.is_ok() && sim.ends[&ids[2]].1.outcome.is_ok());
+        let params = TaskSpec::new(CmdId(1), Vec::new());
+        let like = [
+            (CmdId(1), vec![1]),
+            (CmdId(0), vec![2]),
+            (CmdId(1), vec![3]),
+        ];
+        let ids = sim.start_batch_like(&params, like);
+        sim.run_for(secs(1));
+        assert!(
+            refused(&sim, ids[1]),
+            "lane {lane}, like: {:?}",
+            sim.ends[&ids[1]].1
+        );
+        assert!(sim.ends[&ids[0]].1.outcome.is_ok() && sim.ends[&ids[2]].1.outcome.is_ok());
+    }
+}
