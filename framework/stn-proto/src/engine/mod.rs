@@ -1525,7 +1525,10 @@ impl Engine {
 
     /// Whether the task is queued, running or a zombie (Mars's `HasTask`).
     pub fn has_task(&self, id: TaskId) -> bool {
-        self.tasks.contains_key(&id) || self.zombies.contains_key(&id) || self.short.has(id)
+        self.tasks.contains_key(&id)
+            || self.lane.find(id).is_some()
+            || self.zombies.contains_key(&id)
+            || self.short.has(id)
     }
 
     /// Tasks queued or running, short-link tasks included (zombies excluded).

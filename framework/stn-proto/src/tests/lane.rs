@@ -917,3 +917,21 @@ fn a_command_zero_task_in_a_batch_is_refused_as_it_is_alone() {
         assert!(sim.ends[&ids[0]].1.outcome.is_ok() && sim.ends[&ids[2]].1.outcome.is_ok());
     }
 }
+
+/// `has_task` (Mars's `HasTask`) sees a task in flight whether or not the lane carries it.
+#[test]
+fn has_task_sees_a_task_in_flight_in_the_lane_too() {
+    for lane in [false, true] {
+        let mut sim = Sim::new();
+        sim.engine.set_batch_lane(lane);
+        sim.foreground(true);
+        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+        sim.run_until_end(first, secs(5));
+        sim.script.answer = Answer::Delay(secs(1));
+        let id = sim.start(TaskSpec::new(CmdId(1), &b"b"[..]));
+        assert_eq!(sim.engine.task_count(), 1);
+        assert!(sim.engine.has_task(id), "lane {lane}");
+        sim.run_until_end(id, secs(5));
+        assert!(!sim.engine.has_task(id), "lane {lane}: ended");
+    }
+}
