@@ -1014,8 +1014,12 @@ impl Engine {
         task.sent = false;
         task.use_proxy = if !self.cfg.short_link.proxy {
             false
-        } else if task.retries_left == 0 && task.attempts > 0 {
-            // §8.6: the last retry flips the last choice that worked (proxy first).
+        } else if task.retries_left == 0
+            && task.spec.retry_count.unwrap_or(super::DEFAULT_RETRIES) > 0
+        {
+            // §8.6: the last retry of a task that has retries (`remain == 0 && retry_count >
+            // 0`) flips the last choice that worked (proxy first). A task without retries (a
+            // zombie's restart among them) and the free repeat of its attempt keep the proxy.
             !self.short.last_proxy_ok.unwrap_or(true)
         } else {
             true

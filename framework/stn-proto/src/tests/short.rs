@@ -802,24 +802,32 @@ fn a_rejected_login_ends_the_waiting_task() {
     assert!(d.connects().is_empty());
 }
 
-#[test]
-fn with_a_proxy_the_last_retry_flips_the_last_choice_that_worked() {
+/// A drive whose short link goes through the app's proxy.
+fn proxied() -> Drive {
     let proxied = crate::ShortLinkConfig {
         proxy: true,
         ..crate::ShortLinkConfig::default()
     };
-    let mut d = Drive::with(|b| b.short_link(proxied));
-    let proxy_flags = |d: &mut Drive| -> Vec<bool> {
-        let mut out = Vec::new();
-        d.actions.retain(|a| match a {
-            Action::ShortConnect { proxy, .. } => {
-                out.push(*proxy);
-                false
-            }
-            _ => true,
-        });
-        out
-    };
+    Drive::with(|b| b.short_link(proxied))
+}
+
+/// The `proxy` flags of the connects asked for since the last call, taken out of the
+/// actions.
+fn proxy_flags(d: &mut Drive) -> Vec<bool> {
+    let mut out = Vec::new();
+    d.actions.retain(|a| match a {
+        Action::ShortConnect { proxy, .. } => {
+            out.push(*proxy);
+            false
+        }
+        _ => true,
+    });
+    out
+}
+
+#[test]
+fn with_a_proxy_the_last_retry_flips_the_last_choice_that_worked() {
+    let mut d = proxied();
     // Nothing has worked yet: attempts go through the proxy, the last retry goes direct.
     let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(2));
     for round in 0..3 {
@@ -853,6 +861,30 @@ fn with_a_proxy_the_last_retry_flips_the_last_choice_that_worked() {
     d.advance(Duration::from_secs(1));
     assert_eq!(proxy_flags(&mut d), vec![true, true]);
     assert!(d.engine.has_task(next));
+}
+
+/// §8.6 flips the proxy choice on the last retry of a task that has retries
+/// (`remain == 0 && retry_count > 0`). A zombie's restart has none (its retry count is 0),
+/// so it goes through the proxy as its task's first attempt did. (It went direct: the flip
+/// looked at the attempts made, not at the retries the task has.)
+#[test]
+fn a_zombie_restart_keeps_the_proxy() {
+    let mut d = proxied();
+    let id = d.start(
+        short_task(&["10.0.0.1:80"])
+            .with_retry_count(0)
+            .with_total_timeout(Duration::from_secs(120)),
+    );
+    let conn = d.connects_keep()[0];
+    d.engine
+        .handle_connect_failed(d.now, conn, DialError::Refused);
+    d.drain();
+    assert!(d.end(id).is_none(), "kept as a zombie");
+    assert_eq!(proxy_flags(&mut d), vec![true]);
+    d.advance(Duration::from_secs(61));
+    let restarted = proxy_flags(&mut d);
+    assert!(!restarted.is_empty(), "restarted");
+    assert!(restarted.iter().all(|&p| p), "{restarted:?}");
 }
 
 fn keep_alive_task() -> TaskSpec {
