@@ -261,6 +261,24 @@ impl PluginLibrary {
                 })
             }
         };
+        // Design: only a regular file is handed to the system's dynamic loader. Given a named
+        // pipe (or a terminal) it blocks in `open` while holding its own lock, which every
+        // later `dlopen` and every new thread's TLS set-up then waits for: the process hangs.
+        match std::fs::metadata(&canonical) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(meta) => {
+                return Err(LoadError::NotALibrary {
+                    path: path.to_owned(),
+                    reason: format!("not a regular file ({:?})", meta.file_type()),
+                })
+            }
+            Err(e) => {
+                return Err(LoadError::NotALibrary {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                })
+            }
+        }
         // Holding the lock while loading makes "load once" hold under concurrent calls.
         let mut loaded = loaded_libraries()
             .lock()

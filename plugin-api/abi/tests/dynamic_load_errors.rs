@@ -44,6 +44,38 @@ fn a_text_file_is_not_a_library() {
     );
 }
 
+/// A path that names no regular file is refused before the system's dynamic loader sees
+/// it: given a named pipe, `dlopen` blocks in `open` holding its own lock, and every later
+/// `dlopen` and new thread of the process would wait for it. (The run is guarded, so a hang
+/// fails the test; no time passes when it passes.)
+#[cfg(unix)]
+#[test]
+fn a_named_pipe_or_a_folder_is_not_a_library_and_does_not_hang_the_loader() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("libpipe.so");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let folder = dir.path().join("libfolder.so");
+    std::fs::create_dir(&folder).unwrap();
+    for path in [folder, fifo] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(PluginLibrary::load(&p).map(|_| ()));
+        });
+        let res = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("loading {} hung", path.display()));
+        let Err(LoadError::NotALibrary { reason, .. }) = &res else {
+            panic!("expected NotALibrary, got {res:?}");
+        };
+        assert!(reason.contains("not a regular file"), "{reason}");
+    }
+}
+
 #[test]
 fn a_library_without_our_root_module_is_refused() {
     let path = &fixtures().no_root;
