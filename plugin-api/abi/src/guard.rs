@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+use std::sync::TryLockError;
 
 use crate::types::FfiAppend;
 
@@ -109,7 +110,17 @@ impl Scratch {
         f: impl FnOnce(&mut Vec<u8>) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut fresh;
-        let mut guard = self.0.try_lock().ok();
+        let mut guard = match self.0.try_lock() {
+            Ok(guard) => Some(guard),
+            // A plugin panic (caught) unwound while the buffer was in use. The buffer is
+            // cleared before every use, so it is as good as ever; left poisoned, every later
+            // call took a fresh buffer and allocated.
+            Err(TryLockError::Poisoned(poisoned)) => {
+                self.0.clear_poison();
+                Some(poisoned.into_inner())
+            }
+            Err(TryLockError::WouldBlock) => None,
+        };
         let buf: &mut Vec<u8> = match guard.as_deref_mut() {
             Some(buf) => buf,
             None => {
@@ -135,6 +146,34 @@ const MAX_KEPT_SCRATCH: usize = 4 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A panic (caught) in a call that had the object's scratch buffer leaves the buffer to
+    /// the calls after it: they reuse it rather than allocate a fresh one each.
+    #[test]
+    fn an_objects_scratch_buffer_serves_on_after_a_panic_in_a_call() {
+        let scratch = Scratch::default();
+        let mut out = Vec::new();
+        let call = |f: &mut dyn FnMut(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            scratch.with(&mut FfiAppend::new(&mut out), |buf| {
+                f(buf);
+                Ok::<_, ()>(())
+            })
+        };
+        call(&mut |buf| buf.extend_from_slice(&[7; 1000])).unwrap();
+        let caught = catch(|| {
+            let _ = scratch.with(&mut FfiAppend::new(&mut out), |buf| {
+                buf.push(1);
+                panic!("a plugin's encoder panics");
+                #[allow(unreachable_code)]
+                Ok::<_, ()>(())
+            });
+        });
+        assert!(caught.is_err());
+        let mut seen = 0;
+        call(&mut |buf| seen = buf.capacity()).unwrap();
+        assert!(seen >= 1000, "a fresh buffer (capacity {seen})");
+    }
 
     /// A plugin object whose drop panics with a payload that panics again when dropped:
     /// nothing leaves [`Guarded`]'s drop (behind an `extern "C"` shim, that would abort).
