@@ -57,6 +57,19 @@ pub enum RegistryError {
         /// The plugin's (or the deserializer's) message.
         message: String,
     },
+    /// A built-in plugin's constructor panicked (the panic is contained; the plugin is not
+    /// made), as [`LoadError::ConstructorPanicked`] says of one loaded from a library.
+    #[error("{field}: {kind} plugin \"{name}\" panicked while being made: {message}")]
+    ConstructorPanicked {
+        /// Where.
+        field: String,
+        /// The kind.
+        kind: PluginKind,
+        /// The plugin.
+        name: String,
+        /// The panic message.
+        message: String,
+    },
     /// Loading a library, or a plugin from one, failed.
     #[error("{field}: {error}")]
     Load {

@@ -411,7 +411,17 @@ impl Registry {
                 .clone()
                 .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
             let mut de = <dyn erased_serde::Deserializer<'_>>::erase(config);
-            let plugin = ctor(&mut de).map_err(|message| RegistryError::ConfigRejected {
+            // Design: a built-in's constructor runs under the same guard as a library's, so
+            // a panic in it is an error of the configuration's build, not of the host.
+            let made = phobos_plugin_api::panics::catch(|| ctor(&mut de)).map_err(|message| {
+                RegistryError::ConstructorPanicked {
+                    field: field.to_owned(),
+                    kind,
+                    name: spec.name.clone(),
+                    message,
+                }
+            })?;
+            let plugin = made.map_err(|message| RegistryError::ConfigRejected {
                 field: field.to_owned(),
                 kind,
                 name: spec.name.clone(),

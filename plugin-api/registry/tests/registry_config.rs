@@ -233,3 +233,37 @@ fn an_app_can_register_its_own_built_ins() {
         .unwrap_err();
     assert!(err.to_string().ends_with("available: none"), "{err}");
 }
+
+/// A built-in whose constructor panics is an error of the build, naming the plugin and the
+/// panic, as a library's panicking constructor is; the host goes on.
+#[test]
+fn a_built_in_whose_constructor_panics_is_an_error_not_a_panic() {
+    let mut registry = Registry::empty();
+    registry.register_codec(
+        "fragile",
+        |_: toml::Table| -> Result<phobos_codec_mars::MarsCodec, String> {
+            panic!("no codec today")
+        },
+    );
+    let err = registry
+        .build_from_toml("[plugins]\ncodec = \"fragile\"")
+        .unwrap_err();
+    let RegistryError::ConstructorPanicked {
+        field,
+        name,
+        message,
+        ..
+    } = &err
+    else {
+        panic!("expected ConstructorPanicked, got {err:?}");
+    };
+    assert_eq!(
+        (field.as_str(), name.as_str()),
+        ("plugins.codec", "fragile")
+    );
+    assert!(message.contains("no codec today"), "{message}");
+    assert!(
+        err.to_string().contains("panicked while being made"),
+        "{err}"
+    );
+}
