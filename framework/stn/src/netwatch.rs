@@ -588,35 +588,45 @@ mod linux {
         tokio::spawn(async move {
             let mut reported = watcher.state().fingerprint();
             loop {
-                tokio::select! {
-                    change = watcher.next_change() => {
-                        let change = match change {
-                            Ok(c) => c,
-                            Err(e) => {
-                                warn!(error = %e, "network watcher stopped");
-                                return;
+                // Design: the change being gathered is kept across the driver's link events
+                // (which only tell whether the driver is still there). Dropped at each one,
+                // a burst that had been read was lost: the state had changed, but the next
+                // `next_change` waited for another notification before returning, and a
+                // network change made while a link reported anything was never reported.
+                let change = {
+                    let next = watcher.next_change();
+                    tokio::pin!(next);
+                    loop {
+                        tokio::select! {
+                            change = &mut next => break change,
+                            alive = driver_alive.recv() => {
+                                if let Err(broadcast::error::RecvError::Closed) = alive {
+                                    return;
+                                }
                             }
-                        };
-                        let fingerprint = change.state.fingerprint();
-                        if fingerprint == reported {
-                            debug!(events = change.events.len(), "netlink changes without effect");
-                            continue;
-                        }
-                        reported = fingerprint;
-                        let (kind, label) = (change.state.net_kind(), change.state.label());
-                        info!(?kind, label = %label, events = change.events.len(), "network changed (netlink)");
-                        let Some(commands) = commands.upgrade() else {
-                            return;
-                        };
-                        if commands.send(Command::SetNetwork { kind, label }).is_err() {
-                            return;
                         }
                     }
-                    alive = driver_alive.recv() => {
-                        if let Err(broadcast::error::RecvError::Closed) = alive {
-                            return;
-                        }
+                };
+                let change = match change {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(error = %e, "network watcher stopped");
+                        return;
                     }
+                };
+                let fingerprint = change.state.fingerprint();
+                if fingerprint == reported {
+                    debug!(events = change.events.len(), "netlink changes without effect");
+                    continue;
+                }
+                reported = fingerprint;
+                let (kind, label) = (change.state.net_kind(), change.state.label());
+                info!(?kind, label = %label, events = change.events.len(), "network changed (netlink)");
+                let Some(commands) = commands.upgrade() else {
+                    return;
+                };
+                if commands.send(Command::SetNetwork { kind, label }).is_err() {
+                    return;
                 }
             }
         }.in_current_span());

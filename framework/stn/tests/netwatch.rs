@@ -395,6 +395,48 @@ fn a_watching_client_reconnects_when_the_namespace_network_changes() {
     });
 }
 
+/// A link event while the watcher gathers a burst of changes (its debounce) does not lose
+/// them: another link of the client drops inside the window, and the network change still
+/// reaches the driver. (The watcher dropped the burst it had read at the link event, and with
+/// netlink quiet after it, never reported the change.)
+#[test]
+fn a_link_event_while_the_watcher_gathers_a_change_does_not_lose_it() {
+    let Some(ns) = Netns::create() else { return };
+    ns.run(async || {
+        let codec = Arc::new(MarsCodec::default());
+        let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+        let config = ClientConfig::builder(codec)
+            .link_addrs("default-longlink", [server.ip_port()])
+            .link_addrs("other", [server.ip_port()])
+            .watch_network_changes(true)
+            .build()
+            .unwrap();
+        let client = Client::start(config).unwrap();
+        let mut events = client.link_events();
+        client.set_foreground(true);
+        client.make_sure_connected("default-longlink");
+        server.wait_for_connections(1).await;
+        client.make_sure_connected("other");
+        server.wait_for_connections(2).await;
+        ns.ip(&["addr", "add", "10.82.0.1/24", "dev", "v0"]);
+        ns.ip(&["route", "add", "default", "via", "10.82.0.2", "dev", "v0"]);
+        // Inside the watcher's 500 ms debounce (it began when the first notification was
+        // read): the server drops the second link, an event the watcher also hears.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(server.close(1));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            events.wait_for("default-longlink", |e| {
+                e.reason == Some(LinkError::NetworkChange)
+            }),
+        )
+        .await
+        .expect("the network change reached the driver")
+        .unwrap();
+        client.shutdown().await;
+    });
+}
+
 #[test]
 fn lost_notifications_are_repaired_by_rereading_the_state() {
     let Some(ns) = Netns::create() else { return };
