@@ -833,8 +833,17 @@ impl Engine {
                     Some(DialError::Damaged) => CloseCause::Damaged,
                     _ => CloseCause::RemoteClosed,
                 };
+                // Design: a reused connection reported closed here was still idle in the
+                // driver (it reports such closes only for connections it holds idle): the
+                // exchange the engine chose on it, in the same batch of inputs, was not
+                // carried out, and no byte of the request left. As a stale connection found
+                // at the write, it costs no retry, no ban and no blame.
+                let error = match ex.reused {
+                    true => ExchangeError::NotSent(cause),
+                    false => ExchangeError::Closed(cause),
+                };
                 self.short.conns.insert(conn, id);
-                self.handle_http_failed(now, conn, ExchangeError::Closed(cause));
+                self.handle_http_failed(now, conn, error);
             }
             _ => {}
         }

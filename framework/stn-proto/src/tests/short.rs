@@ -1085,6 +1085,34 @@ fn a_reused_connection_found_closed_before_the_request_went_out_is_replaced_at_o
     assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
 }
 
+/// The driver reports a close for a connection it still holds idle (the server's idle
+/// timeout) after the engine chose to reuse it, in the same batch of inputs, before the
+/// exchange was carried out: no byte of the request left, so the attempt starts over at
+/// once, as for a stale connection found at the write. (It was taken for a sent request
+/// that failed: a retry spent, the address blamed, the pool banned; a task without retries
+/// ended with `Socket(RemoteClosed)`.)
+#[test]
+fn an_idle_close_reported_after_its_reuse_was_chosen_is_no_failed_attempt() {
+    let mut d = Drive::new();
+    let idle = d.fresh_keep_alive_exchange(Some("timeout=30"));
+    let id = d.start(keep_alive_task().with_retry_count(0));
+    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(idle), "reused");
+    d.engine
+        .handle_closed(d.now, idle, crate::CloseCause::RemoteClosed);
+    d.drain();
+    assert!(d.end(id).is_none(), "{:?}", d.end(id));
+    assert!(d.retries(id).is_empty(), "not a failed attempt");
+    let (fresh, to, _) = d.connects().pop().expect("a fresh connect, at once");
+    assert_eq!(to, addr(1));
+    d.connected(fresh);
+    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
+    d.respond_reusable(fresh, Some("timeout=30"));
+    let end = d.end(id).expect("ended");
+    assert!(end.outcome.is_ok());
+    assert_eq!(end.profile.attempts, 1, "the stale try was no attempt");
+    assert!(!d.aborted(fresh), "kept: reuse is not banned");
+}
+
 #[test]
 fn stale_idle_connections_are_tried_one_by_one_then_a_fresh_one_is_opened() {
     let mut d = Drive::new();
