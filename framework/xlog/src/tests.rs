@@ -941,6 +941,47 @@ fn a_block_being_staged_when_the_staging_file_is_made_anew_moves_to_it_whole() {
     }
 }
 
+/// The lines a warning reports once its block failed are reported again, and only those:
+/// a later block's warning, staged while the failed one was being written, accounts for its
+/// own. The log's warnings add up to the lines dropped. (The failure made the next warning
+/// report everything since the last block written, the later block's lines a second time:
+/// 8 lines dropped read as 11.)
+#[test]
+fn warnings_after_a_failed_block_add_up_to_the_lines_dropped() {
+    let (root, g, holding, held_rx, release_tx) = holding_logger("oc");
+    let dir = root.path().join("logs");
+    let day = dir.join("oc_20240314.xlog");
+    g.simulate_dropped_lines(5);
+    g.log_message(Level::Info, "t", b"a");
+    // The first block (with "dropped 5") fails: a folder stands where its log file goes.
+    fs::create_dir(&day).unwrap();
+    holding.hold.store(true, Ordering::SeqCst);
+    let flusher = {
+        let g = g.clone();
+        std::thread::spawn(move || g.flush())
+    };
+    held_rx.recv().unwrap();
+    // Meanwhile 3 more are dropped: "dropped 3" is staged in the next block.
+    g.simulate_dropped_lines(3);
+    g.log_message(Level::Info, "t", b"b");
+    release_tx.send(()).unwrap();
+    flusher.join().unwrap().unwrap();
+    fs::remove_dir(&day).unwrap();
+    g.log_message(Level::Info, "t", b"c");
+    g.flush().unwrap();
+    let dropped = g.dropped_lines();
+    assert_eq!(dropped, 8);
+    drop(g);
+    let text = text_of(&dir);
+    let reported: u64 = text
+        .lines()
+        .filter_map(|l| l.split("xlog dropped ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(reported, dropped, "{text}");
+    assert!(text.contains("b\n") && text.contains("c\n"), "{text}");
+}
+
 /// A Fatal line logged while the writer thread holds the other slot (no spare to seal its
 /// block with) is written as soon as that slot comes back, without a flush. (It waited in
 /// the staging file until the block filled, a flush, or the flush interval.)

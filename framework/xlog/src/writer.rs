@@ -271,12 +271,14 @@ struct State {
     next_gen: u64,
     sealed_gen: u64,
     written_gen: u64,
-    /// Losses covered by warning lines staged so far.
-    staged_report: Losses,
-    /// Losses covered by warning lines that reached the log file.
-    written_report: Losses,
-    /// The losses the warnings staged in the active block cover: (before, after).
-    active_report: Option<(Losses, Losses)>,
+    /// The loss counts up to which a warning line was claimed (staged, being written, or
+    /// written): what is lost past them is owed a warning.
+    claimed: Losses,
+    /// Lines whose warning was claimed and then lost with its block (its append failed, or
+    /// it could not be staged or written): owed a warning again, with those past `claimed`.
+    report_again: Losses,
+    /// The lines the warnings staged in the active block report (it carries them).
+    active_report: Losses,
     shutdown: bool,
     /// The active block's stream is unusable (a failed line); seal it at the next chance.
     poisoned: bool,
@@ -399,7 +401,8 @@ impl DropCause {
     }
 }
 
-/// Lines lost so far, by cause (counters, as reported by warning lines).
+/// Lines lost, by kind: a count (since the writer opened) or an amount (what some warning
+/// lines report), per drop cause and for failed writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Losses {
     /// Dropped, by cause ([`DropCause`] as index).
@@ -409,27 +412,59 @@ struct Losses {
 }
 
 impl Losses {
-    /// The larger count of each cause.
-    fn max(self, other: Losses) -> Losses {
-        let mut out = self;
-        for (o, d) in out.dropped.iter_mut().zip(other.dropped) {
-            *o = (*o).max(d);
+    /// The kinds: each drop cause (as its index), then failed writes.
+    const KINDS: usize = DropCause::COUNT + 1;
+
+    fn at(&mut self, kind: usize) -> &mut u64 {
+        match self.dropped.get_mut(kind) {
+            Some(n) => n,
+            None => &mut self.write_failed,
         }
-        out.write_failed = self.write_failed.max(other.write_failed);
-        out
     }
 
-    /// Moves each count of `self` (the losses reported in the log) up to `to` where a block
-    /// whose warnings report the losses from `from` to `to` leaves no gap.
-    fn advance(&mut self, from: Losses, to: Losses) {
-        for i in 0..DropCause::COUNT {
-            if from.dropped[i] <= self.dropped[i] {
-                self.dropped[i] = self.dropped[i].max(to.dropped[i]);
-            }
+    fn get(&self, kind: usize) -> u64 {
+        self.dropped.get(kind).copied().unwrap_or(self.write_failed)
+    }
+
+    /// Adds `other`'s amounts.
+    fn add(&mut self, other: &Losses) {
+        for kind in 0..Self::KINDS {
+            *self.at(kind) = self.at(kind).saturating_add(other.get(kind));
         }
-        if from.write_failed <= self.write_failed {
-            self.write_failed = self.write_failed.max(to.write_failed);
-        }
+    }
+
+    /// Only `amount` lines of `kind`.
+    fn only(kind: usize, amount: u64) -> Losses {
+        let mut out = Losses::default();
+        *out.at(kind) = amount;
+        out
+    }
+}
+
+/// A warning line owed ([`Inner::loss_warnings`]): its text, and what claiming it does.
+struct LossWarning {
+    msg: String,
+    kind: usize,
+    /// The count of `kind` it reports up to.
+    upto: u64,
+    /// Of what it reports, the lines owed again (their warning was lost).
+    again: u64,
+    /// The lines it reports.
+    amount: u64,
+}
+
+impl LossWarning {
+    /// Marks the warning as claimed: what it reports is no longer owed.
+    fn claim(&self, st: &mut State) {
+        let claimed = st.claimed.at(self.kind);
+        *claimed = (*claimed).max(self.upto);
+        let again = st.report_again.at(self.kind);
+        *again = again.saturating_sub(self.again);
+    }
+
+    /// Gives the warning back (it was lost): what it reports is owed again.
+    fn lost(&self, st: &mut State) {
+        st.report_again.add(&Losses::only(self.kind, self.amount));
     }
 }
 
@@ -439,8 +474,8 @@ struct Sealed {
     len: usize,
     gen: u64,
     lines: u64,
-    /// The losses the block's warning lines report: (before, after).
-    report: Option<(Losses, Losses)>,
+    /// The lines the block's warning lines report.
+    report: Losses,
     /// The block's text, for the compressed copy.
     plain: Vec<u8>,
 }
@@ -1142,9 +1177,9 @@ impl Xlog {
                 next_gen,
                 sealed_gen: 0,
                 written_gen: 0,
-                staged_report: Losses::default(),
-                written_report: Losses::default(),
-                active_report: None,
+                claimed: Losses::default(),
+                report_again: Losses::default(),
+                active_report: Losses::default(),
                 shutdown: false,
                 poisoned: false,
                 fatal_pending: false,
@@ -1552,19 +1587,20 @@ impl Inner {
         if self.is_writer_gone() {
             return st;
         }
-        let before = st.staged_report;
-        for (msg, covered) in self.loss_warnings(before) {
-            let (g, res) = self.stage(st, &warning_line(&msg, now), now, overflow);
-            st = g;
-            if res.is_ok() {
-                st.staged_report = st.staged_report.max(covered);
-            }
+        if !self.has_unreported(&st) {
+            return st;
         }
-        if st.staged_report != before {
-            let after = st.staged_report;
-            // The warnings are in the active block: it carries what they report.
-            let from = st.active_report.map_or(before, |(from, _)| from);
-            st.active_report = Some((from, after));
+        for w in self.loss_warnings(&st) {
+            // Claimed before it is staged (staging may wait for room, with the lock let go):
+            // another thread must not stage the same warning meanwhile.
+            w.claim(&mut st);
+            let (g, res) = self.stage(st, &warning_line(&w.msg, now), now, overflow);
+            st = g;
+            match res {
+                // The warning is in the active block: it carries what it reports.
+                Ok(()) => st.active_report.add(&Losses::only(w.kind, w.amount)),
+                Err(_) => w.lost(&mut st),
+            }
         }
         st
     }
@@ -1594,14 +1630,16 @@ impl Inner {
         self.dropped[cause as usize].fetch_add(n, Ordering::Relaxed) + n
     }
 
-    /// Whether some loss is not covered by `reported`.
-    fn has_unreported(&self, reported: Losses) -> bool {
+    /// Whether some loss is owed a warning line (see [`State::claimed`]).
+    fn has_unreported(&self, st: &State) -> bool {
         let dropped = self
             .dropped
             .iter()
-            .zip(reported.dropped)
+            .zip(st.claimed.dropped)
             .any(|(c, r)| c.load(Ordering::Relaxed) > r);
-        dropped || self.write_failed.load(Ordering::Relaxed) > reported.write_failed
+        dropped
+            || self.write_failed.load(Ordering::Relaxed) > st.claimed.write_failed
+            || st.report_again != Losses::default()
     }
 
     /// Writes a warning line for each kind of loss no warning covers yet, if there is one
@@ -1609,7 +1647,7 @@ impl Inner {
     fn report_losses(&self) {
         {
             let st = self.lock_state();
-            if st.shutdown || !self.has_unreported(st.staged_report) {
+            if st.shutdown || !self.has_unreported(&st) {
                 return;
             }
         }
@@ -1628,44 +1666,40 @@ impl Inner {
         }
     }
 
-    /// The warnings for the losses `reported` does not cover, one per cause, each with the
-    /// losses reported once it is in the log.
-    fn loss_warnings(&self, reported: Losses) -> Vec<(String, Losses)> {
-        let failed = self.write_failed.load(Ordering::Relaxed);
+    /// The warning lines owed, one per kind of loss: the lines lost past what was claimed
+    /// ([`State::claimed`]), with those whose warning was lost ([`State::report_again`]).
+    fn loss_warnings(&self, st: &State) -> Vec<LossWarning> {
         let mut out = Vec::new();
-        for cause in DropCause::ALL {
-            let i = cause as usize;
-            let dropped = self.dropped[i].load(Ordering::Relaxed);
-            if dropped <= reported.dropped[i] {
+        for kind in 0..Losses::KINDS {
+            let count = match self.dropped.get(kind) {
+                Some(n) => n.load(Ordering::Relaxed),
+                None => self.write_failed.load(Ordering::Relaxed),
+            };
+            let claimed = st.claimed.get(kind);
+            let again = st.report_again.get(kind);
+            let amount = count.saturating_sub(claimed).saturating_add(again);
+            if amount == 0 {
                 continue;
             }
-            let msg = format!(
-                "xlog dropped {} lines: {}",
-                dropped - reported.dropped[i],
-                cause.reason()
-            );
-            let mut covered = reported;
-            covered.dropped[i] = dropped;
-            out.push((msg, covered));
-        }
-        if failed > reported.write_failed {
-            let err = self
-                .last_write_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .unwrap_or_default();
-            let msg = format!(
-                "xlog lost {} lines: writing the log file failed: {err}",
-                failed - reported.write_failed
-            );
-            out.push((
+            let msg = match DropCause::ALL.get(kind) {
+                Some(cause) => format!("xlog dropped {amount} lines: {}", cause.reason()),
+                None => {
+                    let err = self
+                        .last_write_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                        .unwrap_or_default();
+                    format!("xlog lost {amount} lines: writing the log file failed: {err}")
+                }
+            };
+            out.push(LossWarning {
                 msg,
-                Losses {
-                    write_failed: failed,
-                    ..reported
-                },
-            ));
+                kind,
+                upto: count.max(claimed),
+                again,
+                amount,
+            });
         }
         out
     }
@@ -1962,7 +1996,7 @@ impl Inner {
             return;
         }
         let hour = ask(&*self.clock).local().hour as u8;
-        let report = st.active_report.take();
+        let report = std::mem::take(&mut st.active_report);
         match st.stager.seal(&mut region, &mut active, hour) {
             Ok(len) => {
                 st.sealed_gen = active.gen;
@@ -1984,7 +2018,8 @@ impl Inner {
                 self.count_dropped(DropCause::Unencodable, active.lines);
                 region.clear_after_write();
                 st.cur = Some(region);
-                st.staged_report = st.written_report;
+                // Its warnings were lost with it: owed again.
+                st.report_again.add(&report);
             }
         }
     }
@@ -2085,19 +2120,17 @@ impl Inner {
     fn write_sync_loss_reports(&self, now: WallTime) {
         let claimed = {
             let mut st = self.lock_state();
-            let warnings = self.loss_warnings(st.staged_report);
-            for (_, covered) in &warnings {
-                st.staged_report = st.staged_report.max(*covered);
+            let warnings = self.loss_warnings(&st);
+            for w in &warnings {
+                w.claim(&mut st);
             }
             warnings
         };
-        for (msg, covered) in claimed {
-            let ok = self.append_sync(&warning_line(&msg, now), now, 0);
-            let mut st = self.lock_state();
-            if ok {
-                st.written_report = st.written_report.max(covered);
-            } else {
-                st.staged_report = st.written_report;
+        for w in claimed {
+            if !self.append_sync(&warning_line(&w.msg, now), now, 0) {
+                // Only this warning's lines are owed again: another thread's warnings,
+                // written or not, account for theirs.
+                w.lost(&mut self.lock_state());
             }
         }
     }
@@ -2257,13 +2290,11 @@ impl Inner {
                         }
                     }
                     st.written_gen = st.written_gen.max(sealed.gen);
-                    if let Some((from, to)) = sealed.report {
-                        if !written_ok {
-                            // The warnings were lost with their block: report again.
-                            st.staged_report = st.written_report;
-                        } else {
-                            st.written_report.advance(from, to);
-                        }
+                    if !written_ok {
+                        // The warnings were lost with their block: the lines they report are
+                        // owed a warning again (and only those: a later block's warnings
+                        // account for theirs).
+                        st.report_again.add(&sealed.report);
                     }
                     let mut plain = std::mem::take(&mut sealed.plain);
                     plain.clear();
