@@ -568,11 +568,11 @@ impl Engine {
             // A server error or a malformed answer blames the address; a client error
             // (4xx) or a codec refusal does not.
             let blame = !matches!(failure, HttpFailure::Status(s) if s < 500);
-            self.short_record(now, ex.addr, !blame, None);
+            self.short_record(now, id, ex.addr, !blame, None);
             self.short_failed(id, now, failure.into());
             return;
         }
-        self.short_record(now, ex.addr, true, None);
+        self.short_record(now, id, ex.addr, true, None);
         let Some(cmd_id) = self.short.tasks.get(&id).map(|t| t.spec.cmd_id) else {
             // Its exchange was found, so the task is there; nothing to end otherwise.
             return;
@@ -648,7 +648,7 @@ impl Engine {
             self.short_ban_pool(now);
         }
         self.estimator.record(now, self.net.is_mobile(), 0, None);
-        self.short_record(now, ex.addr, false, None);
+        self.short_record(now, id, ex.addr, false, None);
         self.short_failed(id, now, error);
     }
 
@@ -794,7 +794,7 @@ impl Engine {
         }
         if !reused {
             let rtt = now.saturating_duration_since(winner.started);
-            self.short_record(now, winner.addr, true, Some(rtt));
+            self.short_record(now, id, winner.addr, true, Some(rtt));
         }
         self.short_send(id, conn, winner.addr, started, now, reused);
     }
@@ -822,7 +822,7 @@ impl Engine {
             State::Connecting { dialer, .. } => {
                 if let Some(a) = dialer.failed(now, conn, error) {
                     self.stats.connects_failed += 1;
-                    self.short_record(now, a.addr, false, None);
+                    self.short_record(now, id, a.addr, false, None);
                     self.short_advance(id, now);
                 }
             }
@@ -1368,7 +1368,7 @@ impl Engine {
             self.short_ban_pool(now);
         }
         self.estimator.record(now, self.net.is_mobile(), 0, None);
-        self.short_record(now, ex.addr, false, None);
+        self.short_record(now, id, ex.addr, false, None);
         self.short_failed(id, now, TaskError::Timeout(level));
     }
 
@@ -1636,8 +1636,23 @@ impl Engine {
         }
     }
 
-    /// An outcome of a short-link address, into the ranking and out as an event.
-    fn short_record(&mut self, now: Instant, addr: IpPort, success: bool, rtt: Option<Duration>) {
+    /// An outcome of a short-link address in an attempt of task `id`, into the ranking and
+    /// out as an event; none when the attempt went through the app's proxy.
+    fn short_record(
+        &mut self,
+        now: Instant,
+        id: TaskId,
+        addr: IpPort,
+        success: bool,
+        rtt: Option<Duration>,
+    ) {
+        // Design: an attempt through the app's proxy tells of the proxy's path, not of the
+        // address's own: a dead proxy refusing every connect got the server's addresses
+        // banned for the direct try that §8.6's flip keeps for the last retry, and a proxied
+        // connect's round trip was taken for the address's.
+        if self.short.tasks.get(&id).is_some_and(|t| t.use_proxy) {
+            return;
+        }
         if self.net.is_available() {
             self.ranking.record(now, addr, success, rtt);
         }

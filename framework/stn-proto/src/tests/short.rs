@@ -887,6 +887,35 @@ fn a_zombie_restart_keeps_the_proxy() {
     assert!(restarted.iter().all(|&p| p), "{restarted:?}");
 }
 
+/// An attempt through the app's proxy says nothing of the server address's own path: a
+/// proxy that refuses every connect records nothing against the address, and the direct
+/// last retry (§8.6) is recorded as the address's. (The proxy's refusals were taken for the
+/// address's, and could get it banned for that direct try.)
+#[test]
+fn attempts_through_the_proxy_are_not_recorded_against_the_address() {
+    let mut d = proxied();
+    let outcomes = |d: &Drive| {
+        d.events
+            .iter()
+            .filter(|e| matches!(e, Event::AddrOutcome { .. }))
+            .count()
+    };
+    let id = d.start(short_task(&["10.0.0.1:80"]).with_retry_count(2));
+    for round in 0..3 {
+        if round > 0 {
+            d.advance(Duration::from_secs(1));
+        }
+        let conn = d.connects_keep()[0];
+        d.engine
+            .handle_connect_failed(d.now, conn, DialError::Refused);
+        d.drain();
+        // Two attempts through the proxy, then the direct last retry.
+        assert_eq!(outcomes(&d), usize::from(round == 2), "round {round}");
+    }
+    assert_eq!(proxy_flags(&mut d), vec![true, true, false]);
+    assert!(d.end(id).is_some());
+}
+
 fn keep_alive_task() -> TaskSpec {
     short_task(&["10.0.0.1:80"]).with_header("Connection", "Keep-Alive")
 }
