@@ -288,9 +288,15 @@ impl ClientConfigBuilder {
     /// debounced; see [`netwatch`](crate::netwatch)) and reacts as to
     /// [`Client::set_network`](crate::Client::set_network) with the watcher's kind
     /// ([`NetKind::Other`](phobos_plugin_api::NetKind::Other), or `None` without a default
-    /// route) and an address-set label. Default off: apps that know the network kind (Wi-Fi or
-    /// mobile) call `set_network` themselves. Elsewhere than Linux it logs a warning and does
-    /// nothing.
+    /// route) and an address-set label. Only changes are reported: the client starts on the
+    /// network it is told of (Wi-Fi and the label `default` until [`Client::set_network`]
+    /// says otherwise), and the watcher's first report comes with the first change it sees.
+    /// (A start without a default route is not taken for "no network": a server on loopback
+    /// or on the local network is still reached.) Default off: apps that know the network
+    /// kind (Wi-Fi or mobile) call `set_network` themselves. Elsewhere than Linux it logs a
+    /// warning and does nothing.
+    ///
+    /// [`Client::set_network`]: crate::Client::set_network
     pub fn watch_network_changes(mut self, watch: bool) -> Self {
         self.watch_network = watch;
         self
