@@ -28,10 +28,21 @@ pub struct TokenAuth {
     state: RwLock<State>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     token: Option<String>,
     rejected: bool,
+}
+
+/// The token is a secret: debug output (an engine's config printed with `{:?}`, a log line)
+/// says only whether there is one.
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("rejected", &self.rejected)
+            .finish()
+    }
 }
 
 impl TokenAuth {
@@ -182,7 +193,7 @@ impl AuthCheck for TokenAuth {
 /// let c: TokenAuthConfig = serde_json::from_str(r#"{"token": "abc"}"#).unwrap();
 /// assert_eq!(c.identify_cmd_id, 0x1000);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenAuthConfig {
     /// A token to start with; `None` until the app calls [`TokenAuth::set_token`].
@@ -190,6 +201,16 @@ pub struct TokenAuthConfig {
     /// The command id of identify frames. Default [`DEFAULT_IDENTIFY_CMD`] (0x1000); must not
     /// be 6 (heartbeat).
     pub identify_cmd_id: u32,
+}
+
+/// The token is redacted, as in [`TokenAuth`]'s debug output.
+impl std::fmt::Debug for TokenAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("identify_cmd_id", &self.identify_cmd_id)
+            .finish()
+    }
 }
 
 impl Default for TokenAuthConfig {
@@ -250,6 +271,19 @@ mod tests {
         a.clear_token();
         assert!(!a.is_authed("h"));
         assert!(auth(Some("x")).is_authed("h"));
+    }
+
+    /// The token never shows in debug output (an engine config printed with `{:?}` holds
+    /// the plugin); whether there is one does.
+    #[test]
+    fn debug_output_does_not_show_the_token() {
+        let cfg = TokenAuthConfig {
+            token: Some("s3cret-token".into()),
+            ..TokenAuthConfig::default()
+        };
+        let shown = format!("{cfg:?} {:?}", TokenAuth::new(cfg.clone()).unwrap());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
