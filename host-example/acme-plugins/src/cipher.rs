@@ -43,8 +43,12 @@
 //!  nonce = "ACME" ‖ counter (BE); associated data = the 12-byte record header
 //! ```
 //!
-//! Counters run over the whole session from 0 and must increase by one within a block; any
-//! changed, removed or reordered byte is [`CipherError::Integrity`].
+//! Counters run over the whole session from 0 and must increase by one within a block: a
+//! changed byte, a record removed from between two others, or records reordered is
+//! [`CipherError::Integrity`]. What the records cannot show: records removed whole from the
+//! start or the end of a block (the block carries neither its first counter nor its record
+//! count), which reads as a shorter block, like a whole block removed. Each record that is
+//! there is authentic and in its place.
 //!
 //! ```
 //! use acme_phobos_plugins::{AcmeCipher, AcmeCipherConfig};
