@@ -560,6 +560,18 @@ pub enum ConfigError {
     /// A duration setting longer than [`MAX_DURATION_SETTING`].
     #[error("{0} must not exceed 365 days")]
     TooLong(&'static str),
+    /// A link with hosts and no fixed addresses, in a client with no IP source to resolve
+    /// them: it would never connect.
+    #[error("link {0:?} has hosts but the client has no IP source to resolve them (add one, or fixed addresses)")]
+    NoIpSource(String),
+    /// The core's IP source specs and the client's IP sources differ in number.
+    #[error("the core config names {specs} IP sources but the client has {sources}")]
+    IpSourceCount {
+        /// [`Config::ip_sources`]' length.
+        specs: usize,
+        /// The client's sources.
+        sources: usize,
+    },
 }
 
 /// The longest any duration setting may be (365 days); longer ones are refused by

@@ -384,7 +384,10 @@ impl ClientConfigBuilder {
     ///
     /// The core's [`ConfigError`] for contradictory settings, or
     /// [`ConfigError::Zero`] for a zero watchdog threshold, [`ConfigError::TooLong`] for one
-    /// beyond [`MAX_DURATION_SETTING`].
+    /// beyond [`MAX_DURATION_SETTING`], [`ConfigError::NoIpSource`] for a link of hosts
+    /// (without fixed addresses) in a client with no IP source, and
+    /// [`ConfigError::IpSourceCount`] when core specs set through
+    /// [`core`](Self::core) name another number of sources than the client has.
     pub fn build(self) -> Result<ClientConfig, ConfigError> {
         if self.watchdog_threshold.is_zero() {
             return Err(ConfigError::Zero("watchdog_threshold"));
@@ -396,6 +399,24 @@ impl ClientConfigBuilder {
         core.short_link.proxy = self.short.proxy.is_some();
         if core.ip_sources.is_empty() {
             core.ip_sources = chain_specs(&core, &self.ip_sources, &self.backup_sources);
+        }
+        // Design: checked here, not left to the first connect: a link of hosts with nothing
+        // to resolve them, or specs naming sources the client does not have, built and then
+        // ended every task with `NoAddress` after its whole total timeout.
+        if self.ip_sources.is_empty() {
+            if let Some(l) = core
+                .links
+                .iter()
+                .find(|l| !l.hosts.is_empty() && l.addrs.is_empty())
+            {
+                return Err(ConfigError::NoIpSource(l.name.to_string()));
+            }
+        }
+        if core.ip_sources.len() != self.ip_sources.len() {
+            return Err(ConfigError::IpSourceCount {
+                specs: core.ip_sources.len(),
+                sources: self.ip_sources.len(),
+            });
         }
         Ok(ClientConfig {
             core,

@@ -57,6 +57,17 @@ fn an_invalid_config_is_refused_when_built() {
         with_watchdog(Duration::MAX),
         "watchdog_threshold must not exceed 365 days"
     );
+    // A link of hosts with nothing to resolve them is refused, not left to end every task
+    // with `NoAddress` after its total timeout; fixed addresses beside the hosts, or a
+    // source, make it whole.
+    let hosts = || ClientConfig::builder(codec()).link_hosts("a", ["a.example"], [443]);
+    let err = hosts().build().unwrap_err();
+    assert_eq!(err, phobos_stn::ConfigError::NoIpSource("a".into()));
+    assert!(err.to_string().contains("no IP source"), "{err}");
+    assert!(hosts()
+        .ip_source(Arc::new(StaticIpSource::new()))
+        .build()
+        .is_ok());
 }
 
 /// `Client` docs: "When the last clone is dropped ... the driver ends every unfinished task
