@@ -39,7 +39,7 @@ impl FixedHeartbeat {
     ///
     /// As [`new`](Self::new).
     pub fn with_interval(interval: Option<Duration>) -> Result<Self, ConfigError> {
-        let ms = interval.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let ms = interval.map_or(0, crate::ms_of);
         Self::new(FixedHeartbeatConfig {
             interval_ms: Some(ms),
         })

@@ -67,6 +67,16 @@ pub enum ConfigError {
     },
 }
 
+/// An interval given as a [`Duration`], in whole milliseconds for [`interval_from_ms`]: zero
+/// stays zero (off); anything else is at least 1 ms, so a sub-millisecond interval is
+/// refused as too short rather than taken for "off".
+fn ms_of(d: Duration) -> u64 {
+    match d.is_zero() {
+        true => 0,
+        false => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
+    }
+}
+
 /// Checks a configured interval in milliseconds: `0` → `None` (off), else 1 s ..= 1 h.
 fn interval_from_ms(ms: u64) -> Result<Option<Duration>, ConfigError> {
     let d = Duration::from_millis(ms);

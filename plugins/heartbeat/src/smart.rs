@@ -105,9 +105,7 @@ impl SmartHeartbeat {
         let forced = match forced {
             None => None,
             Some(None) => Some(None),
-            Some(Some(d)) => Some(interval_from_ms(
-                u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            )?),
+            Some(Some(d)) => Some(interval_from_ms(crate::ms_of(d))?),
         };
         self.lock().forced = forced;
         Ok(())

@@ -40,3 +40,25 @@ fn fixed_factories_with_different_intervals_are_told_apart() {
         &FixedHeartbeat::with_interval(Some(Duration::from_secs(30))).unwrap(),
     );
 }
+
+/// Only zero means "no periodic heartbeats": a sub-millisecond interval is refused as too
+/// short, as 999 ms is, not rounded down to zero and taken for "off".
+#[test]
+fn a_sub_millisecond_interval_is_refused_not_taken_for_off() {
+    use phobos_heartbeat::ConfigError;
+    let tiny = Duration::from_micros(500);
+    assert!(matches!(
+        FixedHeartbeat::with_interval(Some(tiny)),
+        Err(ConfigError::Interval { .. })
+    ));
+    assert!(matches!(
+        SmartHeartbeat::default().force_interval(Some(Some(tiny))),
+        Err(ConfigError::Interval { .. })
+    ));
+    assert_eq!(
+        FixedHeartbeat::with_interval(Some(Duration::ZERO))
+            .unwrap()
+            .interval(),
+        None
+    );
+}
