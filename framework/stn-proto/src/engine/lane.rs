@@ -1253,6 +1253,11 @@ impl Engine {
         // The loop ran while more than one task ran, so `taken < running`; each member taken
         // was held in the group, so `taken <= group.live`.
         link.running = running - taken;
+        // As a regular task's end does (`unlink_at`): tasks queued behind the link (held for
+        // auth, or by a resend window) get a dispatch pass.
+        if !link.queue.is_empty() {
+            self.dirty[li] = true;
+        }
         // (The run's first response set the link's answered probes to none; nothing in a
         // read adds to them.)
         s.responses = s

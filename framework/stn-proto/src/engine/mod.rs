@@ -2348,6 +2348,11 @@ impl Engine {
     #[inline]
     fn after_lane_success(&mut self, li: usize, now: Instant) {
         let link = &mut self.links[li];
+        // As a regular task's end does (`unlink_at`): tasks queued behind the link (held for
+        // auth, or by a resend window) get a dispatch pass.
+        if !link.queue.is_empty() {
+            self.dirty[li] = true;
+        }
         if let LinkState::Connected(s) = &mut link.state {
             if self.ranked_this_read
                 && link.running > 0

@@ -935,3 +935,51 @@ fn has_task_sees_a_task_in_flight_in_the_lane_too() {
         assert!(!sim.engine.has_task(id), "lane {lane}: ended");
     }
 }
+
+/// A member's end gives the tasks queued behind its link a dispatch pass, as a regular
+/// task's end does: tasks held for auth leave at the batch's answers once the plugin says
+/// the session is authenticated (the app logged in on its own), not at the next timer (the
+/// 30 s auth limit). Each engine sends them at the same instant.
+#[test]
+fn a_members_end_gives_the_tasks_held_for_auth_a_pass() {
+    let sent = |sim: &Sim, id: TaskId| {
+        sim.events
+            .iter()
+            .find(|(_, e)| matches!(e, crate::Event::TaskSent { id: i, .. } if *i == id))
+            .map(|(t, _)| *t)
+    };
+    let t0 = crate::tests::epoch::epoch();
+    let mut when = Vec::new();
+    for lane in [false, true] {
+        let setup = Setup {
+            flag_auth: true,
+            ..Setup::quiet(1)
+        };
+        let (mut sim, flag) = sim(lane, setup, t0);
+        sim.auth_answer = None;
+        sim.foreground(true);
+        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+        sim.run_until_end(first, secs(5));
+        let batch = sim.start_batch((0..3u8).map(|i| TaskSpec::new(CmdId(1), vec![i])));
+        flag.store(false, Ordering::Relaxed);
+        let held = sim.start_batch((0..2u8).map(|i| TaskSpec::new(CmdId(2), vec![i]).needs_auth()));
+        sim.run_for(ms(1));
+        assert!(
+            held.iter().all(|&id| sent(&sim, id).is_none()),
+            "lane {lane}: held"
+        );
+        flag.store(true, Ordering::Relaxed);
+        sim.run_for(ms(500));
+        assert!(
+            batch.iter().all(|id| sim.ends.contains_key(id)),
+            "lane {lane}"
+        );
+        let at: Vec<_> = held.iter().map(|&id| sent(&sim, id)).collect();
+        assert!(
+            at.iter().all(Option::is_some),
+            "lane {lane}: still held: {at:?}"
+        );
+        when.push(at);
+    }
+    assert_eq!(when[0], when[1]);
+}
