@@ -465,6 +465,7 @@ impl Engine {
     #[inline]
     pub(super) fn fits_waiting(
         &self,
+        now: Instant,
         spec: &TaskSpec,
         cmd_id: CmdId,
         body_len: usize,
@@ -473,9 +474,12 @@ impl Engine {
         let (li, g) = self.lane.waiting?;
         let group = self.lane.groups.get(g)?;
         // Command 0 never takes the long link (§3.2): such a task goes the regular way,
-        // which refuses it or sends it over the short link.
+        // which refuses it or sends it over the short link. A task admitted at another
+        // instant than the group's (a driver that stamps each input with its own clock read)
+        // has a budget of its own: its members share the group's admission and deadline.
         (body_len <= self.max_body_len
             && cmd_id != CmdId(0)
+            && group.admitted == now
             && spec.same_params(&group.spec)
             && id.0 < self.lane.range_limit(g)?
             && extends(group, id))
@@ -524,7 +528,7 @@ impl Engine {
                 cmd_id,
                 body: std::mem::take(&mut task.body),
             };
-            if let Some(group) = self.fits_waiting(params, cmd_id, len, id) {
+            if let Some(group) = self.fits_waiting(now, params, cmd_id, len, id) {
                 self.join(group, id, tag, request(task));
                 return Some(group);
             }
@@ -571,7 +575,14 @@ impl Engine {
         let Some(limit) = self.lane.range_limit(g) else {
             return 0;
         };
-        if n == 0 {
+        // Admitted at the group's instant only (see `fits_waiting`).
+        if n == 0
+            || self
+                .lane
+                .groups
+                .get(g)
+                .is_none_or(|group| group.admitted != now)
+        {
             return 0;
         }
         if let Some(group) = self.lane.groups.get_mut(g) {

@@ -542,7 +542,7 @@ impl Engine {
     /// [`begin_task`](Self::begin_task).
     fn admit_with_id(&mut self, now: Instant, id: TaskId, mut spec: TaskSpec, tag: u64) -> TaskId {
         if self.lane.enabled && spec.extension.is_empty() {
-            if let Some(group) = self.fits_waiting(&spec, spec.cmd_id, spec.body.len(), id) {
+            if let Some(group) = self.fits_waiting(now, &spec, spec.cmd_id, spec.body.len(), id) {
                 self.join(group, id, tag, lane::Request::take(&mut spec));
                 return self.admitted(now, id);
             }

@@ -983,3 +983,35 @@ fn a_members_end_gives_the_tasks_held_for_auth_a_pass() {
     }
     assert_eq!(when[0], when[1]);
 }
+
+/// A task admitted at a later instant than the waiting group's does not join it: it has a
+/// budget of its own (its profile's admission, its total deadline), as on the regular path.
+#[test]
+fn a_task_admitted_at_a_later_instant_does_not_join_the_waiting_group() {
+    let t0 = crate::tests::epoch::epoch();
+    let mut ends = Vec::new();
+    for lane in [false, true] {
+        let (mut sim, _) = sim(lane, Setup::quiet(2), t0);
+        sim.foreground(true);
+        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+        sim.run_until_end(first, secs(5));
+        let a = sim
+            .engine
+            .queue_task(sim.now, TaskSpec::new(CmdId(1), &b"x"[..]));
+        let later = sim.now + ms(300);
+        let b = sim
+            .engine
+            .queue_task(later, TaskSpec::new(CmdId(1), &b"y"[..]));
+        sim.engine.send_queued(later);
+        sim.drain();
+        let (_, end_a) = sim.run_until_end(a, secs(5));
+        let (_, end_b) = sim.run_until_end(b, secs(5));
+        assert_eq!(end_b.profile.queued_at, later, "lane {lane}");
+        ends.push((
+            end_a.profile.queued_at,
+            end_b.profile.queued_at,
+            end_b.elapsed,
+        ));
+    }
+    assert_eq!(ends[0], ends[1]);
+}
