@@ -203,7 +203,19 @@ impl Watchdog {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        self.watchdog.lock().calls.remove(&self.id);
+        let call = self.watchdog.lock().calls.remove(&self.id);
+        // Design: a call that blocked the thread the watchdog's own task runs on (an
+        // in-process plugin that says it does not block, polled on the driver's thread; a
+        // current-thread runtime) was never seen blocked: it is reported as it ends, as a
+        // long loop iteration is ([`Watchdog::leave`]). Unreported, the plugin the watchdog
+        // is there to catch went unnoticed.
+        if let Some(call) = call.filter(|c| !c.reported) {
+            let now = tokio::time::Instant::now().into_std();
+            let blocked = now.saturating_duration_since(call.started);
+            if blocked > self.watchdog.inner.threshold {
+                self.watchdog.report(call.what, blocked);
+            }
+        }
     }
 }
 
@@ -229,6 +241,27 @@ mod tests {
             w.leave(t0 + 5 * T).map(|s| s.what),
             Some("driver loop".to_owned())
         );
+    }
+
+    /// A plugin call the watchdog's task never saw blocked (it blocked that task's thread)
+    /// is reported as it ends; one seen and reported while blocked is not reported again,
+    /// and a short one is not reported.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_call_unseen_while_it_ran_is_reported_when_it_ends() {
+        let w = Watchdog::new(T);
+        let now = || tokio::time::Instant::now().into_std();
+        let call = w.call("ipsource hog", now());
+        tokio::time::advance(3 * T).await;
+        drop(call);
+        assert_eq!(w.reported(), 1);
+        let call = w.call("ipsource seen", now());
+        tokio::time::advance(2 * T).await;
+        assert_eq!(w.check(now()).len(), 1);
+        tokio::time::advance(T).await;
+        drop(call);
+        assert_eq!(w.reported(), 2, "reported once");
+        drop(w.call("ipsource quick", now()));
+        assert_eq!(w.reported(), 2);
     }
 
     #[test]
