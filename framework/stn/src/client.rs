@@ -160,7 +160,8 @@ pub struct DriverStats {
     pub watchdog_stalls: u64,
     /// Connect attempts started so far.
     pub connect_attempts: u64,
-    /// How often frames had to wait for a full socket to become writable.
+    /// How often frames had to wait for a full socket to become writable (each wait once,
+    /// however long it lasts).
     pub write_waits: u64,
     /// Long-link socket writes that took bytes, so far: against the tasks started, how well
     /// frames are gathered into writes.

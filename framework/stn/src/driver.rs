@@ -431,6 +431,9 @@ struct Conn {
     unsent: u64,
     /// `unsent` as last reported to the engine ([`Engine::handle_unsent`]).
     reported: u64,
+    /// Bytes are held waiting for the socket to become writable (counted once per wait in
+    /// [`DriverStats::write_waits`](crate::DriverStats::write_waits)).
+    waiting: bool,
     /// Read buffer: none until a read fills [`READ_MIN`] bytes (an idle link should cost
     /// little), then room for `read_size` bytes a read, which doubles up to [`READ_MAX`]
     /// while reads fill it, in blocks of room for up to [`READ_BLOCK_READS`] reads (at most
@@ -1160,15 +1163,18 @@ impl Driver {
                     reported = true;
                 }
             }
-            // Whatever is left waits for writability.
-            let before = self.unflushed.len();
-            self.unflushed.extend(
-                self.conns
-                    .iter()
-                    .filter(|(_, c)| c.has_output())
-                    .map(|(id, _)| *id),
-            );
-            self.write_waits += (self.unflushed.len() - before) as u64;
+            // Whatever is left waits for writability: a wait counted as it begins, not once
+            // per iteration it lasts (which counted the driver's other work).
+            for (id, c) in self.conns.iter_mut() {
+                if c.has_output() {
+                    self.unflushed.push(*id);
+                    if !std::mem::replace(&mut c.waiting, true) {
+                        self.write_waits += 1;
+                    }
+                } else {
+                    c.waiting = false;
+                }
+            }
             if failed.is_empty() && !reported {
                 return;
             }
@@ -1616,6 +1622,7 @@ impl Driver {
                 out: VecDeque::new(),
                 unsent: 0,
                 reported: 0,
+                waiting: false,
                 rbuf: BytesMut::new(),
                 read_size: 0,
                 unflushed: false,
@@ -2362,6 +2369,7 @@ mod tests {
             ]),
             unsent: 13,
             reported: 0,
+            waiting: false,
             rbuf: BytesMut::new(),
             read_size: 0,
             unflushed: false,
@@ -2396,6 +2404,7 @@ mod tests {
             out: VecDeque::new(),
             unsent: 0,
             reported: 0,
+            waiting: false,
             rbuf: BytesMut::new(),
             read_size: 0,
             unflushed: false,

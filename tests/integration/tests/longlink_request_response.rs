@@ -162,6 +162,48 @@ async fn large_requests_wait_for_a_server_that_is_slow_to_read_then_go_out() {
     );
 }
 
+/// `write_waits` counts waits for a full socket, not the driver iterations a wait lasts:
+/// while the server reads nothing, the driver's other work (here, stats asked for a hundred
+/// times) adds none. (Each iteration counted every connection still holding bytes.)
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_a_full_socket_is_counted_once_however_long_it_lasts() {
+    use phobos_test_support::Step;
+
+    let script = ConnScript::echo()
+        .drop_heartbeats()
+        .on_connect(vec![Step::Wait(Duration::from_secs(3))]);
+    let server = MockLongLinkServer::builder(codec())
+        .script(script)
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let handles: Vec<_> = (0..8u8)
+        .map(|i| {
+            client.start_task(
+                TaskSpec::new(CmdId(5), vec![i; 750_000])
+                    .with_limits(false, false)
+                    .with_retry_count(0),
+            )
+        })
+        .collect();
+    // Until the socket is full and the driver holds bytes.
+    let mut waits = 0;
+    while waits == 0 {
+        tokio::task::yield_now().await;
+        waits = client.stats().await.unwrap().write_waits;
+    }
+    for _ in 0..100 {
+        client.stats().await.unwrap();
+    }
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.open_connections, 1);
+    assert_eq!(stats.write_waits, waits, "one wait, counted once");
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
 /// Many callers, each awaiting one task at a time, on a runtime with one worker: the frames
 /// of the tasks they start after each round of responses leave together, not one write each.
 ///
