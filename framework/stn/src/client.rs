@@ -57,6 +57,9 @@ struct Inner {
     pushes: Fanout<Push>,
     links: Fanout<LinkEvent>,
     statuses: Statuses,
+    /// Becomes true once the driver has stopped and its final state files are written (or it
+    /// gave up waiting for them); closed if the driver's task was dropped first.
+    stopped: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A started task. Await it for the task's one end: the response, or a [`TaskError`] whose
@@ -225,7 +228,10 @@ impl Client {
             links,
             statuses: statuses.clone(),
         };
-        tokio::spawn(driver::run(Box::new((engine, config)), rx, outputs).in_current_span());
+        let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(
+            driver::run(Box::new((engine, config)), rx, outputs, stopped_tx).in_current_span(),
+        );
         Ok(Client {
             inner: Arc::new(Inner {
                 commands,
@@ -233,6 +239,7 @@ impl Client {
                 pushes: push_streams,
                 links: link_streams,
                 statuses,
+                stopped,
             }),
         })
     }
@@ -388,10 +395,15 @@ impl Client {
     /// state) are written, or after 5 s of waiting for the disk (the writes then go on in
     /// the background). Other clones then see every call fail quietly.
     pub async fn shutdown(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.commands.send(Command::Shutdown(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.inner.commands.send(Command::Shutdown(tx));
+        // Design: every caller waits for the driver's end, not only the one whose command
+        // stopped it: a second, concurrent shutdown (a `BlockingClient` dropped while the app
+        // shuts down) returned as soon as the first one's command was taken, before the final
+        // state files were written, and a process exiting then lost them. A driver already
+        // stopped (or stopping) is waited for the same way.
+        let mut stopped = self.inner.stopped.clone();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
     }
 
     /// Reserves `n` consecutive task keys; returns the first.

@@ -130,6 +130,7 @@ pub(crate) async fn run(
     setup: Box<(Engine, ClientConfig)>,
     commands: mpsc::UnboundedReceiver<Command>,
     outputs: Outputs,
+    stopped: tokio::sync::watch::Sender<bool>,
 ) {
     let (mut driver, io_rx, watch_task) = start(setup, outputs);
     let done = driver.run(Commands(commands), io_rx).await;
@@ -149,6 +150,7 @@ pub(crate) async fn run(
     if let Some(done) = done {
         let _ = done.send(());
     }
+    stopped.send_replace(true);
 }
 
 /// The driver's end of the command channel.

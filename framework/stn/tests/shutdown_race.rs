@@ -126,3 +126,63 @@ async fn tasks_started_while_the_client_shuts_down_each_get_one_end() {
     // The tasks started after the shutdown were reset, in every round.
     assert!(resets_seen >= 20 * 3 * 19, "{resets_seen} resets");
 }
+
+/// Two shutdowns at once both return only once the driver has stopped and its final state
+/// file is written (the doc's promise): the one whose command the driver did not take
+/// returned as soon as the loop stopped, and a process exiting then (a `BlockingClient`
+/// dropped while the app shuts down) lost the file. The
+/// runtime's one blocking thread is held until the test has looked, so the final save cannot
+/// be done before.
+#[test]
+fn two_shutdowns_at_once_both_wait_for_the_final_state_file() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let codec = Arc::new(MarsCodec::default());
+        let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ranking.json");
+        let config = ClientConfig::builder(codec)
+            .link_addrs("default-longlink", [server.ip_port()])
+            .ranking_state_file(&path)
+            .build()
+            .unwrap();
+        let client = Client::start(config).unwrap();
+        client.start_task(spec(0, 0)).await.unwrap();
+        // The blocking pool's one thread waits for the gate: the final save queues behind it.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let held = tokio::task::spawn_blocking(move || gate.recv());
+        // Both shutdowns' commands are sent in one go (each future's first poll sends it).
+        let (a, b) = (client.clone(), client.clone());
+        let (first, second) = (a.shutdown(), b.shutdown());
+        tokio::pin!(first, second);
+        let polled = |f: std::pin::Pin<&mut _>| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            std::future::Future::poll(f, &mut cx).is_ready()
+        };
+        assert!(!polled(first.as_mut()) && !polled(second.as_mut()));
+        // Until the driver's loop has stopped (it answers nothing any more), and a while:
+        // neither may have returned.
+        while client.stats().await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!polled(first.as_mut()), "returned before the final save");
+        assert!(!polled(second.as_mut()), "returned before the final save");
+        assert!(!path.exists());
+        open.send(()).unwrap();
+        first.await;
+        second.await;
+        assert!(
+            path.exists(),
+            "both returned once the state file was written"
+        );
+        held.await.unwrap().unwrap();
+    });
+}
