@@ -1583,12 +1583,15 @@ impl Driver {
         let was_up = matches!(prev, Some(LinkStatus::Connected(_)));
         let is_up = matches!(status, LinkStatus::Connected(_));
         if was_up != is_up {
-            self.connected = if is_up {
-                self.connected + 1
-            } else {
-                self.connected.saturating_sub(1)
-            };
-            metrics::gauge!(m::LINKS_CONNECTED).set(self.connected as f64);
+            // Design: moved by this driver's own changes, not set to its count: the gauge
+            // is one for the process, and with several clients the last to set it won.
+            if is_up {
+                self.connected += 1;
+                metrics::gauge!(m::LINKS_CONNECTED).increment(1.0);
+            } else if self.connected > 0 {
+                self.connected -= 1;
+                metrics::gauge!(m::LINKS_CONNECTED).decrement(1.0);
+            }
         }
         match &reason {
             Some(r) => {
@@ -1891,6 +1894,23 @@ impl Driver {
             task.abort();
         }
         self.short.shutdown();
+        // The links go down with the driver, though no status change says so: the process's
+        // gauge and the clients' `link_status` must not keep them connected.
+        if self.connected > 0 {
+            metrics::gauge!(m::LINKS_CONNECTED).decrement(self.connected as f64);
+            self.connected = 0;
+        }
+        for status in self
+            .outputs
+            .statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
+            if matches!(status, LinkStatus::Connected(_) | LinkStatus::Connecting) {
+                *status = LinkStatus::Disconnected;
+            }
+        }
         info!(unfinished_tasks = n, "driver stopped");
         final_saves
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 use phobos_codec_mars::MarsCodec;
@@ -20,6 +20,36 @@ use phobos_test_support::MockLongLinkServer;
 struct Counting {
     counters: Mutex<HashMap<String, Arc<Count>>>,
     histograms: Mutex<HashMap<String, Arc<Count>>>,
+    gauges: Mutex<HashMap<String, Arc<Level>>>,
+}
+
+/// A gauge's value (the bits of an `f64`).
+#[derive(Debug, Default)]
+struct Level(AtomicU64);
+
+impl Level {
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::SeqCst))
+    }
+    fn update(&self, f: impl Fn(f64) -> f64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                Some(f(f64::from_bits(b)).to_bits())
+            });
+    }
+}
+
+impl GaugeFn for Level {
+    fn increment(&self, value: f64) {
+        self.update(|v| v + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.update(|v| v - value);
+    }
+    fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -85,8 +115,9 @@ impl Recorder for &'static Counting {
         Counter::from_arc(count_of(&self.counters, key))
     }
 
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut map = self.gauges.lock().unwrap();
+        Gauge::from_arc(map.entry(full_name(key)).or_default().clone())
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
@@ -101,11 +132,26 @@ async fn task_and_link_counters_are_recorded() {
 
     let codec = Arc::new(MarsCodec::default());
     let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
-    let config = ClientConfig::builder(codec)
+    let config = ClientConfig::builder(codec.clone())
         .link_addrs("default-longlink", [server.ip_port()])
         .build()
         .unwrap();
     let client = Client::start(config).unwrap();
+    // A second client in the process, connected too: the gauge of connected links counts
+    // both (each driver moves it by its own changes; set to its own count, the last driver
+    // to change won), and neither after they stopped.
+    let other_server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+    let other = Client::start(
+        ClientConfig::builder(codec)
+            .link_addrs("default-longlink", [other_server.ip_port()])
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    other
+        .start_task(TaskSpec::new(CmdId(1), &b"other"[..]))
+        .await
+        .unwrap();
     for _ in 0..3 {
         client
             .start_task(TaskSpec::new(CmdId(1), &b"count me"[..]))
@@ -129,15 +175,34 @@ async fn task_and_link_counters_are_recorded() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), phobos_stn::ErrorKind::Param);
+    let connected = || {
+        let map = counting.gauges.lock().unwrap();
+        map.get(m::LINKS_CONNECTED).map(|g| g.get())
+    };
+    assert_eq!(connected(), Some(2.0), "two clients, a link each");
     client.shutdown().await;
+    assert_eq!(connected(), Some(1.0));
+    assert!(matches!(
+        client.link_status("default-longlink"),
+        Some(phobos_stn::LinkStatus::Disconnected)
+    ));
+    other.shutdown().await;
+    assert_eq!(connected(), Some(0.0));
 
-    assert_eq!(counting.get(m::TASKS_STARTED, None), 24);
-    assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "ok"))), 23);
-    assert_eq!(counting.recorded(m::TASK_SECONDS, ("outcome", "ok")), 23);
+    // The counters are the process's: the other client's one task and one link are in them.
+    assert_eq!(counting.get(m::TASKS_STARTED, None), 24 + 1);
+    assert_eq!(
+        counting.get(m::TASKS_ENDED, Some(("outcome", "ok"))),
+        23 + 1
+    );
+    assert_eq!(
+        counting.recorded(m::TASK_SECONDS, ("outcome", "ok")),
+        23 + 1
+    );
     assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "param"))), 1);
     assert_eq!(
         counting.get(m::CONNECT_ATTEMPTS, Some(("link", "default-longlink"))),
-        1
+        1 + 1
     );
     assert!(counting.get(m::BYTES_SENT, None) > 0);
     assert!(counting.get(m::BYTES_RECEIVED, None) > 0);
@@ -146,5 +211,5 @@ async fn task_and_link_counters_are_recorded() {
         let map = counting.counters.lock().unwrap();
         map.get(&key).map_or(0, |c| c.0.load(Ordering::SeqCst))
     };
-    assert_eq!((status("connecting"), status("connected")), (1, 1));
+    assert_eq!((status("connecting"), status("connected")), (1 + 1, 1 + 1));
 }
