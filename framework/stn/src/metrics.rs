@@ -17,9 +17,10 @@ pub const LINK_STATUS: &str = "phobos_stn_link_status_total";
 pub const LINKS_CONNECTED: &str = "phobos_stn_links_connected";
 /// Counter: connect attempts started (label `link`).
 pub const CONNECT_ATTEMPTS: &str = "phobos_stn_connect_attempts_total";
-/// Counter: bytes written on long links.
+/// Counter: bytes handed to connections to write: long-link frames (counted as queued, so a
+/// backlog dropped with its connection counts too) and short-link request bodies.
 pub const BYTES_SENT: &str = "phobos_stn_bytes_sent_total";
-/// Counter: bytes read on long links.
+/// Counter: bytes read on long links (short-link responses are not counted).
 pub const BYTES_RECEIVED: &str = "phobos_stn_bytes_received_total";
 /// Counter: pushes received (label `link`).
 pub const PUSHES: &str = "phobos_stn_pushes_total";
