@@ -176,34 +176,65 @@ impl Labels {
     /// readable `modifyTime`, with one after `now_secs`, or without a readable `curHeart` are
     /// dropped; values are clamped; if more than [`MAX_LABELS`] remain, the oldest go.
     pub(crate) fn import(text: &str, now_secs: u64) -> Option<Labels> {
-        let mut sections: Vec<(String, BTreeMap<&str, &str>)> = Vec::new();
+        // Design: one section at a time, keeping only the keys a section is read for and at
+        // most twice the labels kept: a damaged or hostile file (the driver reads up to
+        // 8 MiB) made the whole-file parse allocate 24 times its size first (a file of
+        // empty sections, 201 MB), at start-up, where a phone's app gets killed for it.
+        let mut labels = Labels::default();
+        let mut section: Option<(String, BTreeMap<&str, &str>)> = None;
+        let finish = |labels: &mut Labels, section: Option<(String, BTreeMap<&str, &str>)>| {
+            let Some((label, keys)) = section else {
+                return;
+            };
+            if label.is_empty() || label.len() > MAX_LABEL_LEN {
+                return;
+            }
+            if let Some(state) = parse_section(&keys, now_secs) {
+                labels.0.insert(label, state);
+                if labels.0.len() > 2 * MAX_LABELS {
+                    labels.keep_newest();
+                }
+            }
+        };
         for line in text.lines() {
             let line = line.trim();
             if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
                 continue;
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                sections.push((decode_label(name)?, BTreeMap::new()));
+                finish(&mut labels, section.take());
+                section = Some((decode_label(name)?, BTreeMap::new()));
                 continue;
             }
             let (key, value) = line.split_once('=')?;
             // A key before any section belongs to no label: not our format.
-            let (_, keys) = sections.last_mut()?;
-            keys.insert(key.trim(), value.trim());
-        }
-        let mut labels = Labels::default();
-        for (label, keys) in sections {
-            if label.is_empty() {
-                continue;
-            }
-            if let Some(state) = parse_section(&keys, now_secs) {
-                labels.0.insert(label, state);
+            let (_, keys) = section.as_mut()?;
+            let key = key.trim();
+            if SECTION_KEYS.contains(&key) {
+                keys.insert(key, value.trim());
             }
         }
+        finish(&mut labels, section.take());
         labels.keep_newest();
         Some(labels)
     }
 }
+
+/// The keys a section is read for ([`parse_section`]); others are skipped.
+const SECTION_KEYS: [&str; 8] = [
+    "modifyTime",
+    "curHeart",
+    "failHeartCount",
+    "succHeartCount",
+    "minheartfail",
+    "stable",
+    "netType",
+    "hearttype",
+];
+
+/// The longest label imported (a network's label is a short name or an address set's
+/// digest); a longer one is dropped with its section.
+const MAX_LABEL_LEN: usize = 1024;
 
 fn parse_section(keys: &BTreeMap<&str, &str>, now_secs: u64) -> Option<LabelState> {
     let modify_time: u64 = keys.get("modifyTime")?.parse().ok()?;
