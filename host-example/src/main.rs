@@ -669,10 +669,11 @@ impl Terminal {
                         Ok(convs) => {
                             for c in convs {
                                 println!(
-                                    "* {} — {} messages, members {}",
+                                    "* {} — {} messages, members {}{}",
                                     c.id,
                                     c.last_seq,
-                                    c.members.join(", ")
+                                    c.members.join(", "),
+                                    if c.members_cut { " and more" } else { "" }
                                 );
                             }
                         }
@@ -754,14 +755,16 @@ impl Terminal {
             (Ordered::Join { room, first }, Ok(Outcome::Joined(Ok(conv)))) => {
                 if first {
                     println!(
-                        "* joined #{room} ({} members, {} earlier messages; /history {} shows \
+                        "* joined #{room} ({}{} members, {} earlier messages; /history {} shows \
                          them)",
+                        if conv.members_cut { "over " } else { "" },
                         conv.members.len(),
                         conv.last_seq,
                         conv.id
                     );
                 } else {
-                    println!("* now in #{room} ({} members)", conv.members.len());
+                    let over = if conv.members_cut { "over " } else { "" };
+                    println!("* now in #{room} ({over}{} members)", conv.members.len());
                 }
                 self.current = room;
             }

@@ -87,8 +87,9 @@ pub const MAX_HISTORY_PAGE: u32 = 500;
 /// gets this many, and one without a `limit` gets this many too.
 ///
 /// A listed conversation is its id, its member names and a number: usually well under 1 KiB,
-/// so a full page stays far below a long-link frame even for a user in hundreds of rooms (and
-/// a page of large rooms is cut to fit the frame anyway).
+/// so a full page stays far below a long-link frame even for a user in hundreds of rooms. A
+/// page of large rooms is cut to fit the frame anyway, and a room too large for a frame by
+/// itself has its member list cut ([`Conversation::members_cut`]).
 pub const MAX_LIST_PAGE: u32 = 100;
 /// The longest message text, in bytes.
 pub const MAX_TEXT_LEN: usize = 4096;
@@ -143,10 +144,14 @@ pub struct JoinRequest {
 pub struct Conversation {
     /// `room:NAME` or `dm:A,B` (the two users sorted).
     pub id: String,
-    /// Its members, sorted.
+    /// Its members, sorted (the first of them only when `members_cut`).
     pub members: Vec<String>,
     /// The sequence number of its newest message (0 when empty).
     pub last_seq: u64,
+    /// The member list was cut to fit a reply in one frame (a room of thousands): the
+    /// conversation's other fields are whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub members_cut: bool,
 }
 
 /// A stored message (also the body of a push).
@@ -229,6 +234,7 @@ pub struct ListRequest {
 ///         id: "room:lobby".into(),
 ///         members: vec!["alice".into(), "bob".into()],
 ///         last_seq: 3,
+///         members_cut: false,
 ///     }],
 ///     next: None,
 /// };

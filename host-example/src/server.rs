@@ -746,7 +746,9 @@ impl Inner {
         let conv_id = proto::room_conversation(&req.room);
         let mut hub = lock(&self.hub);
         hub.add_member(&conv_id, user);
-        Ok(hub.summary(&conv_id))
+        let mut summary = hub.summary(&conv_id);
+        fit_members(&mut summary, self.reply_budget());
+        Ok(summary)
     }
 
     /// One page of `user`'s conversations in id order (see [`crate::proto`]'s "Paging" for why
@@ -779,7 +781,13 @@ impl Inner {
             if conversations.len() == limit {
                 break;
             }
-            let summary = hub.summary(id);
+            let mut summary = hub.summary(id);
+            // A room too large for a page by itself (as the first entry only: any other
+            // starts the next page) has its member list cut, so that the page, and every
+            // catch-up after it, still goes through.
+            if conversations.is_empty() {
+                fit_members(&mut summary, budget);
+            }
             let size = serde_json::to_vec(&summary).map_or(0, |v| v.len()) + 1;
             if !conversations.is_empty() && used + size > budget {
                 break;
@@ -999,6 +1007,7 @@ impl Hub {
                 .map(|c| c.members.iter().cloned().collect())
                 .unwrap_or_default(),
             last_seq: conv.map_or(0, |c| c.last_seq),
+            members_cut: false,
         }
     }
 
@@ -1050,6 +1059,36 @@ const MAX_HTTP_BODY: usize = 64 * 1024;
 /// id being at most `dm:` and two 64-byte names).
 const REPLY_OVERHEAD: usize = 1024;
 const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Cuts `summary`'s member list so that it serializes in at most `budget` bytes (with room
+/// for the reply around it), marking it cut; a summary that fits is left as it is.
+///
+/// Design: a room is listed with every member, and one with thousands of long names did not
+/// fit in a frame: the list page holding it, and with it every conversation's catch-up after
+/// a reconnect, failed, as did joining it.
+fn fit_members(summary: &mut Conversation, budget: usize) {
+    let size = |c: &Conversation| serde_json::to_vec(c).map_or(usize::MAX, |v| v.len());
+    if size(summary) <= budget {
+        return;
+    }
+    let members = std::mem::take(&mut summary.members);
+    summary.members_cut = true;
+    // Each member costs its JSON string and a comma; escapes make some longer, so the cut is
+    // checked again below.
+    let mut left = budget.saturating_sub(size(summary));
+    let keep = members
+        .iter()
+        .take_while(|m| {
+            let cost = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len()) + 1;
+            let fits = cost <= left;
+            left = left.saturating_sub(cost);
+            fits
+        })
+        .count();
+    summary.members = members;
+    summary.members.truncate(keep);
+    while size(summary) > budget && summary.members.pop().is_some() {}
+}
 
 #[cfg(test)]
 mod tests {

@@ -351,3 +351,48 @@ async fn a_reconnect_catches_up_conversations_beyond_the_first_list_page() {
     bob.shutdown().await;
     setup.stop().await;
 }
+
+/// A room whose member list alone is larger than a frame (here a 4 KiB frame and 50 members
+/// with 64-byte names) is listed and joined with its member list cut: the list goes on past
+/// it and every conversation is there. (The page holding it did not fit in a frame: the list
+/// failed, and with it the catch-up of every conversation after a reconnect, and joining
+/// the room.)
+#[tokio::test]
+async fn a_room_too_large_for_a_frame_is_listed_and_joined_with_its_members_cut() {
+    let config = HostConfig::from_toml_str(
+        "[plugins]\ncodec = { name = \"mars\", config = { client_version = 1, max_frame_len = 4096 } }\n",
+        None,
+    )
+    .unwrap();
+    let plugins = LoadedPlugins::load(&config, &[]).expect("plugins");
+    let tokens = TokenIssuer::new("test-secret");
+    let server = Server::start(ServerConfig::new(plugins.codec.clone(), tokens.clone()))
+        .await
+        .expect("start");
+    let (alice, _events) = client(&server, &plugins, &tokens, "alice");
+    alice.join("big").await.expect("join");
+    alice.join("zzz").await.expect("join");
+    let mut last = None;
+    for u in 0..50 {
+        let name = format!("{u:0>64}");
+        let (c, _) = client(&server, &plugins, &tokens, &name);
+        last = Some(tokio::time::timeout(GUARD, c.join("big")).await.unwrap());
+        c.shutdown().await;
+    }
+    let joined = last.unwrap().expect("a join of the big room is answered");
+    assert!(joined.members_cut && joined.members.len() < 51);
+    let all = tokio::time::timeout(GUARD, alice.conversations())
+        .await
+        .unwrap()
+        .expect("the list is answered");
+    let ids: Vec<&str> = all.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["room:big", "room:zzz"]);
+    assert!(all[0].members_cut && !all[1].members_cut);
+    assert_eq!(
+        all[0].members.first(),
+        Some(&format!("{:0>64}", 0)),
+        "the first, sorted"
+    );
+    alice.shutdown().await;
+    server.shutdown().await;
+}
