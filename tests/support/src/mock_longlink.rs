@@ -692,7 +692,13 @@ impl Conn {
                     }
                 }
                 Some(Out::Steps { head, body, steps }) = out_rx.recv() => {
-                    if self.run_steps(head, &body, &steps).await == Flow::Closed {
+                    // The rest of a reply after its wait: a later wait in it is deferred
+                    // again, so it holds up no other request either.
+                    let flow = match head {
+                        Some(head) => self.reply_steps(head, body, &steps, &out_tx).await,
+                        None => self.run_steps(None, &body, &steps).await,
+                    };
+                    if flow == Flow::Closed {
                         return;
                     }
                 }
@@ -776,16 +782,28 @@ impl Conn {
         reply: Reply,
         out_tx: &mpsc::UnboundedSender<Out>,
     ) -> Flow {
-        let Some(pos) = reply.steps.iter().position(|s| matches!(s, Step::Wait(_))) else {
-            return self.run_steps(Some(head), &body, &reply.steps).await;
+        self.reply_steps(head, body, &reply.steps, out_tx).await
+    }
+
+    /// Runs a reply's `steps` up to its first wait, and the rest after it in a task of its
+    /// own (which hands them back through `out_tx`, where a later wait is deferred again).
+    async fn reply_steps(
+        &mut self,
+        head: FrameHead,
+        body: Vec<u8>,
+        steps: &[Step],
+        out_tx: &mpsc::UnboundedSender<Out>,
+    ) -> Flow {
+        let Some(pos) = steps.iter().position(|s| matches!(s, Step::Wait(_))) else {
+            return self.run_steps(Some(head), &body, steps).await;
         };
-        if self.run_steps(Some(head), &body, &reply.steps[..pos]).await == Flow::Closed {
+        if self.run_steps(Some(head), &body, &steps[..pos]).await == Flow::Closed {
             return Flow::Closed;
         }
-        let Step::Wait(delay) = reply.steps[pos] else {
+        let Step::Wait(delay) = steps[pos] else {
             unreachable!("position() found a Wait step here");
         };
-        let rest = reply.steps[pos + 1..].to_vec();
+        let rest = steps[pos + 1..].to_vec();
         let tx = out_tx.clone();
         let t = tokio::spawn(async move {
             tokio::time::sleep(delay).await;

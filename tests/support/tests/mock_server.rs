@@ -304,3 +304,41 @@ async fn refused_addr_refuses() {
     let err = TcpStream::connect(addr).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+/// A reply with two waits holds up no other request at either: request 2's echo comes while
+/// request 1's reply still waits at its second wait. (The rest of a reply after its first
+/// wait ran in the connection's own task, where the second wait paused the connection.)
+#[tokio::test(start_paused = true)]
+async fn a_replys_second_wait_holds_up_no_other_request_either() {
+    let script = ConnScript::echo().reply(Reply::steps(vec![
+        Step::Wait(Duration::from_secs(1)),
+        Step::Push {
+            cmd: CmdId(50),
+            body: b"p".to_vec(),
+        },
+        Step::Wait(Duration::from_secs(30)),
+        Step::Respond(None),
+    ]));
+    let server = MockLongLinkServer::builder(codec())
+        .script(script)
+        .start()
+        .await
+        .unwrap();
+    let mut sock = TcpStream::connect(server.addr()).await.unwrap();
+    let mut buf = Vec::new();
+    let t0 = Instant::now();
+    sock.write_all(&frames::frame(0, 1, 1, b"slow"))
+        .await
+        .unwrap();
+    let push = read_frame(&mut sock, &mut buf).await.unwrap();
+    assert_eq!(push.0.seq, Seq(0), "the push, after the first wait");
+    sock.write_all(&frames::frame(0, 1, 2, b"fast"))
+        .await
+        .unwrap();
+    let next = read_frame(&mut sock, &mut buf).await.unwrap();
+    assert_eq!(next.0.seq, Seq(2), "request 2's echo first");
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let last = read_frame(&mut sock, &mut buf).await.unwrap();
+    assert_eq!(last.0.seq, Seq(1), "then request 1's reply");
+    assert!(t0.elapsed() >= Duration::from_secs(31));
+}
