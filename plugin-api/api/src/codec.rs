@@ -104,9 +104,9 @@ pub trait PacketCodec: Send + Sync + fmt::Debug + 'static {
         self.encode(FrameHead::new(cmd_id, IDENTIFY_SEQ), body, &[], out)
     }
 
-    /// A fixed heartbeat interval imposed by the protocol, if any. `None` lets the
+    /// A fixed heartbeat interval imposed by the protocol, if any. `None` (or zero) lets the
     /// [`HeartbeatPolicy`](crate::HeartbeatPolicy) decide (Mars's encoder hook of the same
-    /// purpose).
+    /// purpose, whose interval counts only when it is more than zero).
     fn heartbeat_interval(&self) -> Option<Duration> {
         None
     }

@@ -2451,7 +2451,11 @@ impl Engine {
         }
         // A plugin's "never" (`Duration::MAX`) would overflow the deadline: cut to a year. A
         // nanosecond would send heartbeats as fast as the loop turns: raised to a second.
-        s.heartbeat_interval = match plugins::heartbeat_interval(&**codec, &self.caught) {
+        // The codec's interval counts only when it is more than zero (Mars's encoder hook):
+        // a zero, its "not defined", leaves the schedule to the policy.
+        let imposed =
+            plugins::heartbeat_interval(&**codec, &self.caught).filter(|iv| !iv.is_zero());
+        s.heartbeat_interval = match imposed {
             Some(iv) => Some(iv),
             None => s.heartbeat.next_interval(now, &ctx, &self.caught),
         }

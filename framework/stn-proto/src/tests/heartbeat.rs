@@ -558,3 +558,58 @@ fn short_link_traffic_postpones_the_keep_frame() {
     let keeps = sim.server_frames(SIGNAL_KEEP_CMD);
     assert_eq!(keeps, vec![ms(10_020), ms(21_020)]);
 }
+
+/// Mars's codec, saying its protocol imposes a heartbeat interval of zero.
+#[derive(Debug)]
+struct ZeroInterval(phobos_codec_mars::MarsCodec);
+
+impl phobos_plugin_api::PacketCodec for ZeroInterval {
+    fn name(&self) -> &str {
+        "zero-interval"
+    }
+    fn encode(
+        &self,
+        head: phobos_plugin_api::FrameHead,
+        body: &[u8],
+        ext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), phobos_plugin_api::EncodeError> {
+        self.0.encode(head, body, ext, out)
+    }
+    fn decode(
+        &self,
+        buf: &[u8],
+    ) -> Result<phobos_plugin_api::Decoded, phobos_plugin_api::DecodeError> {
+        self.0.decode(buf)
+    }
+    fn classify(&self, head: &phobos_plugin_api::FrameHead) -> phobos_plugin_api::FrameKind {
+        self.0.classify(head)
+    }
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+/// A codec's interval is used only when it is more than zero (as Mars's encoder hook's): a
+/// zero leaves the schedule to the heartbeat policy, here the default 210 s. (It turned the
+/// periodic heartbeats off.)
+#[test]
+fn a_codecs_zero_heartbeat_interval_leaves_the_schedule_to_the_policy() {
+    let cfg = crate::Config::builder(Arc::new(ZeroInterval(
+        phobos_codec_mars::MarsCodec::default(),
+    )))
+    .link(
+        crate::LinkConfig::new("default-longlink")
+            .addrs([server_addr(1)])
+            .main(),
+    )
+    .build()
+    .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    connect(&mut sim);
+    sim.run_for(secs(500));
+    assert_eq!(
+        sim.server_frames(HEARTBEAT_CMD),
+        vec![ms(60), ms(210_060), ms(420_060)]
+    );
+}
