@@ -254,6 +254,7 @@ fn start(
         auth: config.core().auth.clone(),
         connector: config.connector().clone(),
         resolving: FxHashMap::default(),
+        auth_calls: FxHashMap::default(),
         plugin_calls: FxHashMap::default(),
         plugin_calls_refused: 0,
         plugin_panics: Arc::default(),
@@ -352,6 +353,9 @@ struct Driver {
     /// core times every call and cancels it ([`Action::CancelResolve`]); an answer whose
     /// call number is no longer here was given up and is dropped.
     resolving: FxHashMap<(LinkName, String, usize), (u64, AbortHandle)>,
+    /// The auth plugin's login calls, by host (one at a time each): left running by the
+    /// driver, stopped when it stops.
+    auth_calls: FxHashMap<String, AbortHandle>,
     /// Plugin calls that may still be running, each watched through a token the call holds
     /// until it ends (see [`Driver::begin_plugin_call`]).
     plugin_calls: FxHashMap<PluginCall, Weak<()>>,
@@ -1751,8 +1755,8 @@ impl Driver {
             })));
             return;
         };
-        // Not stopped by the driver: the core has one call per host in flight and waiting
-        // tasks keep their own timeouts. The core asks again after a call ran past its limit
+        // Not stopped by the driver while it runs (only at its teardown): the core has one
+        // call per host in flight and waiting tasks keep their own timeouts. The core asks again after a call ran past its limit
         // (`Timing::auth_limit`); while that call still runs, it is not made a second time.
         let Some(token) = self.begin_plugin_call(PluginCall::Auth { host: host.clone() }) else {
             // The watchdog reports the hung call itself; this repeats at every retry.
@@ -1770,7 +1774,8 @@ impl Driver {
         let guard = self.watchdog.call(format!("auth {name}"), now());
         let blocking = auth.is_blocking();
         let panics = self.plugin_panics.clone();
-        spawn_plugin_call(blocking, async move {
+        let key = host.clone();
+        let call = spawn_plugin_call(blocking, async move {
             let _guard = guard;
             let result = guard::call_or_fallback(
                 &panics,
@@ -1784,6 +1789,9 @@ impl Driver {
             drop(token);
             let _ = io.send(IoEvent::Authed(Box::new(Authed { host, result })));
         });
+        // The host's last call (an earlier one has answered, or was given up on and is left
+        // to its plugin): stopped at teardown, with the other calls the driver made.
+        self.auth_calls.insert(key, call);
     }
 
     /// A token for the plugin call `call`, which the call holds until it ends (answers, or
@@ -1891,6 +1899,11 @@ impl Driver {
             task.abort();
         }
         for (_, (_, task)) in self.resolving.drain() {
+            task.abort();
+        }
+        // Design: a login that never answers kept running on the app's runtime after the
+        // client stopped, holding the plugin: an app making clients anew gathered them.
+        for (_, task) in self.auth_calls.drain() {
             task.abort();
         }
         self.short.shutdown();

@@ -186,3 +186,65 @@ fn two_shutdowns_at_once_both_wait_for_the_final_state_file() {
         held.await.unwrap().unwrap();
     });
 }
+
+/// A login that never answers.
+#[derive(Debug, Default)]
+struct EndlessLogin {
+    /// Set when a call starts.
+    called: Arc<AtomicBool>,
+    /// Set when the call's future is dropped.
+    dropped: Arc<AtomicBool>,
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl phobos_plugin_api::AuthCheck for EndlessLogin {
+    fn name(&self) -> &str {
+        "endless"
+    }
+    fn is_authed(&self, _: &str) -> bool {
+        false
+    }
+    async fn ensure_authed(&self, _: &str) -> Result<(), phobos_plugin_api::AuthError> {
+        self.called.store(true, Ordering::SeqCst);
+        let _armed = SetOnDrop(self.dropped.clone());
+        std::future::pending().await
+    }
+}
+
+/// A login call still running when the client shuts down is stopped with it, not left on
+/// the app's runtime holding the plugin (an app making clients anew gathered them).
+#[tokio::test(start_paused = true)]
+async fn a_login_still_running_is_stopped_with_the_client() {
+    let codec = Arc::new(MarsCodec::default());
+    let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+    let auth = Arc::new(EndlessLogin::default());
+    let (called, dropped) = (auth.called.clone(), auth.dropped.clone());
+    let config = ClientConfig::builder(codec)
+        .link_addrs("default-longlink", [server.ip_port()])
+        .auth(auth)
+        .build()
+        .unwrap();
+    let client = Client::start(config).unwrap();
+    let task = client.start_task(spec(0, 0).needs_auth());
+    while !called.load(Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    client.shutdown().await;
+    assert_eq!(task.await.unwrap_err(), TaskError::Local(LocalError::Reset));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the login call was left running"
+    );
+}
