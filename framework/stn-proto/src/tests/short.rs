@@ -1071,6 +1071,23 @@ fn a_reused_connection_that_stalls_bans_the_pool_too() {
     assert!(d.aborted(fresh), "banned: not kept");
 }
 
+/// Task `id`, whose attempt on a reused connection never left, starts over at once on a
+/// fresh connection (no retry spent, not ended), which answers it: the stale try was no
+/// attempt. Returns the fresh connection.
+fn started_over_on_a_fresh_connection(d: &mut Drive, id: TaskId) -> ConnId {
+    assert!(d.end(id).is_none(), "{:?}", d.end(id));
+    assert!(d.retries(id).is_empty(), "not a failed attempt");
+    let (fresh, to, _) = d.connects().pop().expect("a fresh connect, at once");
+    assert_eq!(to, addr(1));
+    d.connected(fresh);
+    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
+    d.respond_reusable(fresh, Some("timeout=30"));
+    let end = d.end(id).expect("ended");
+    assert!(end.outcome.is_ok());
+    assert_eq!(end.profile.attempts, 1, "the stale try was no attempt");
+    fresh
+}
+
 #[test]
 fn a_reused_connection_found_closed_before_the_request_went_out_is_replaced_at_once() {
     let mut d = Drive::new();
@@ -1084,16 +1101,7 @@ fn a_reused_connection_found_closed_before_the_request_went_out_is_replaced_at_o
         ExchangeError::NotSent(crate::CloseCause::RemoteClosed),
     );
     d.drain();
-    assert!(d.retries(id).is_empty(), "not a failed attempt");
-    assert!(d.end(id).is_none());
-    let (fresh, to, _) = d.connects().pop().expect("a fresh connect, at once");
-    assert_eq!(to, addr(1));
-    d.connected(fresh);
-    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
-    d.respond_reusable(fresh, Some("timeout=30"));
-    let end = d.end(id).expect("ended");
-    assert!(end.outcome.is_ok());
-    assert_eq!(end.profile.attempts, 1, "the stale try was no attempt");
+    let fresh = started_over_on_a_fresh_connection(&mut d, id);
     assert_eq!(
         d.engine.stats().requests_sent,
         sent_before,
@@ -1129,16 +1137,7 @@ fn an_idle_close_reported_after_its_reuse_was_chosen_is_no_failed_attempt() {
     d.engine
         .handle_closed(d.now, idle, crate::CloseCause::RemoteClosed);
     d.drain();
-    assert!(d.end(id).is_none(), "{:?}", d.end(id));
-    assert!(d.retries(id).is_empty(), "not a failed attempt");
-    let (fresh, to, _) = d.connects().pop().expect("a fresh connect, at once");
-    assert_eq!(to, addr(1));
-    d.connected(fresh);
-    assert_eq!(d.exchanges().pop().map(|x| x.0), Some(fresh));
-    d.respond_reusable(fresh, Some("timeout=30"));
-    let end = d.end(id).expect("ended");
-    assert!(end.outcome.is_ok());
-    assert_eq!(end.profile.attempts, 1, "the stale try was no attempt");
+    let fresh = started_over_on_a_fresh_connection(&mut d, id);
     assert!(!d.aborted(fresh), "kept: reuse is not banned");
 }
 
