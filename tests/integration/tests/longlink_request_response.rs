@@ -121,6 +121,20 @@ async fn the_identify_frame_is_the_first_frame_on_a_new_link() {
     assert_eq!(server.connection_count(), 1);
 }
 
+/// Starts 8 requests of 750,000 bytes each (6 MB, more than the socket buffers hold), the
+/// `i`th filled with `i`, without retries or limits.
+fn large_requests(client: &phobos_stn::Client) -> Vec<phobos_stn::TaskHandle> {
+    (0..8u8)
+        .map(|i| {
+            client.start_task(
+                TaskSpec::new(CmdId(5), vec![i; 750_000])
+                    .with_limits(false, false)
+                    .with_retry_count(0),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn large_requests_wait_for_a_server_that_is_slow_to_read_then_go_out() {
     use phobos_test_support::Step;
@@ -140,15 +154,7 @@ async fn large_requests_wait_for_a_server_that_is_slow_to_read_then_go_out() {
         .unwrap();
     let client = client_for(&server);
     let t0 = tokio::time::Instant::now();
-    let mut handles: Vec<_> = (0..8u8)
-        .map(|i| {
-            client.start_task(
-                TaskSpec::new(CmdId(5), vec![i; 750_000])
-                    .with_limits(false, false)
-                    .with_retry_count(0),
-            )
-        })
-        .collect();
+    let mut handles = large_requests(&client);
     let last = handles.pop().unwrap().await.unwrap();
     assert_eq!(last.body.len(), 750_000);
     assert!(last.body.iter().all(|b| *b == 7));
@@ -178,15 +184,7 @@ async fn a_wait_for_a_full_socket_is_counted_once_however_long_it_lasts() {
         .await
         .unwrap();
     let client = client_for(&server);
-    let handles: Vec<_> = (0..8u8)
-        .map(|i| {
-            client.start_task(
-                TaskSpec::new(CmdId(5), vec![i; 750_000])
-                    .with_limits(false, false)
-                    .with_retry_count(0),
-            )
-        })
-        .collect();
+    let handles = large_requests(&client);
     // Until the socket is full and the driver holds bytes.
     let mut waits = 0;
     while waits == 0 {
