@@ -19,6 +19,17 @@ fn codec() -> Arc<MarsCodec> {
     Arc::new(MarsCodec::default())
 }
 
+/// A server of one connection scripted `script`, and a socket connected to it.
+async fn connected(script: ConnScript) -> (MockLongLinkServer, TcpStream) {
+    let server = MockLongLinkServer::builder(codec())
+        .script(script)
+        .start()
+        .await
+        .unwrap();
+    let sock = TcpStream::connect(server.addr()).await.unwrap();
+    (server, sock)
+}
+
 /// Reads one whole frame with the codec: (head, body), or None on EOF/error.
 async fn read_frame(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(FrameHead, Vec<u8>)> {
     let codec = MarsCodec::default();
@@ -61,12 +72,7 @@ async fn scripted_replies_run_in_request_order_and_a_stall_blocks_nothing_else()
     let script = ConnScript::echo()
         .reply(Reply::body(b"first".to_vec()))
         .reply(Reply::stall());
-    let server = MockLongLinkServer::builder(codec())
-        .script(script)
-        .start()
-        .await
-        .unwrap();
-    let mut sock = TcpStream::connect(server.addr()).await.unwrap();
+    let (server, mut sock) = connected(script).await;
     let mut buf = Vec::new();
     for seq in 1..=3 {
         sock.write_all(&frames::frame(0, 1, seq, b"x"))
@@ -84,12 +90,7 @@ async fn scripted_replies_run_in_request_order_and_a_stall_blocks_nothing_else()
 #[tokio::test(start_paused = true)]
 async fn a_delayed_reply_waits_in_virtual_time_without_holding_up_later_requests() {
     let script = ConnScript::echo().reply(Reply::delayed(Duration::from_secs(30), Reply::echo()));
-    let server = MockLongLinkServer::builder(codec())
-        .script(script)
-        .start()
-        .await
-        .unwrap();
-    let mut sock = TcpStream::connect(server.addr()).await.unwrap();
+    let (_server, mut sock) = connected(script).await;
     let mut buf = Vec::new();
     let t0 = Instant::now();
     sock.write_all(&frames::frame(0, 1, 1, b"slow"))
@@ -114,12 +115,7 @@ async fn every_malformation_is_rejected_by_the_mars_codec_with_its_own_error() {
         for _ in 0..i {
             s = s.reply(Reply::echo());
         }
-        let server = MockLongLinkServer::builder(codec())
-            .script(s.reply(Reply::malformed(kind)))
-            .start()
-            .await
-            .unwrap();
-        let mut sock = TcpStream::connect(server.addr()).await.unwrap();
+        let (_server, mut sock) = connected(s.reply(Reply::malformed(kind))).await;
         let mut buf = Vec::new();
         for seq in 1..=i as u32 {
             sock.write_all(&frames::frame(0, 1, seq, b"ok"))
@@ -146,12 +142,7 @@ async fn every_malformation_is_rejected_by_the_mars_codec_with_its_own_error() {
 
 #[tokio::test(start_paused = true)]
 async fn close_mid_frame_writes_half_a_frame_then_eof() {
-    let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().reply(Reply::close_mid_frame()))
-        .start()
-        .await
-        .unwrap();
-    let mut sock = TcpStream::connect(server.addr()).await.unwrap();
+    let (server, mut sock) = connected(ConnScript::echo().reply(Reply::close_mid_frame())).await;
     sock.write_all(&frames::frame(0, 1, 1, b"0123456789"))
         .await
         .unwrap();
@@ -171,12 +162,7 @@ async fn pushes_go_out_on_connect_and_on_demand_with_seq_zero() {
         cmd: CmdId(100),
         body: b"hello".to_vec(),
     }]);
-    let server = MockLongLinkServer::builder(codec())
-        .script(script)
-        .start()
-        .await
-        .unwrap();
-    let mut sock = TcpStream::connect(server.addr()).await.unwrap();
+    let (server, mut sock) = connected(script).await;
     let mut buf = Vec::new();
     let (head, body) = read_frame(&mut sock, &mut buf).await.unwrap();
     assert_eq!(
@@ -319,12 +305,7 @@ async fn a_replys_second_wait_holds_up_no_other_request_either() {
         Step::Wait(Duration::from_secs(30)),
         Step::Respond(None),
     ]));
-    let server = MockLongLinkServer::builder(codec())
-        .script(script)
-        .start()
-        .await
-        .unwrap();
-    let mut sock = TcpStream::connect(server.addr()).await.unwrap();
+    let (_server, mut sock) = connected(script).await;
     let mut buf = Vec::new();
     let t0 = Instant::now();
     sock.write_all(&frames::frame(0, 1, 1, b"slow"))
