@@ -292,7 +292,12 @@ impl PacketCodec for MarsTwisted {
 
 /// A config builder with the Mars codec and one link with fixed addresses.
 pub(crate) fn config_with(addrs: &[IpPort]) -> ConfigBuilder {
-    Config::builder(Arc::new(MarsCodec::default()))
+    config_of(Arc::new(MarsCodec::default()), addrs)
+}
+
+/// [`config_with`] with `codec` for Mars's.
+pub(crate) fn config_of(codec: Arc<dyn PacketCodec>, addrs: &[IpPort]) -> ConfigBuilder {
+    Config::builder(codec)
         .link(
             LinkConfig::new("default-longlink")
                 .addrs(addrs.iter().copied())

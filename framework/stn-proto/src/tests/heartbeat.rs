@@ -9,7 +9,7 @@ use phobos_plugin_api::{
     IdentifyRequest, IdentifyVerdict,
 };
 
-use super::harness::{config_with, ms, secs, server_addr, Answer, Sim};
+use super::harness::{config_of, config_with, ms, secs, server_addr, Answer, Sim};
 use crate::{
     Action, AuthFailure, ErrorKind, Event, LinkError, LinkStatus, SocketFailure, TaskError,
     TaskSpec,
@@ -595,16 +595,8 @@ impl phobos_plugin_api::PacketCodec for ZeroInterval {
 /// periodic heartbeats off.)
 #[test]
 fn a_codecs_zero_heartbeat_interval_leaves_the_schedule_to_the_policy() {
-    let cfg = crate::Config::builder(Arc::new(ZeroInterval(
-        phobos_codec_mars::MarsCodec::default(),
-    )))
-    .link(
-        crate::LinkConfig::new("default-longlink")
-            .addrs([server_addr(1)])
-            .main(),
-    )
-    .build()
-    .unwrap();
+    let codec = Arc::new(ZeroInterval(phobos_codec_mars::MarsCodec::default()));
+    let cfg = config_of(codec, &[server_addr(1)]).build().unwrap();
     let mut sim = Sim::with_config(cfg);
     connect(&mut sim);
     sim.run_for(secs(500));

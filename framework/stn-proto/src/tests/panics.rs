@@ -16,7 +16,7 @@ use phobos_plugin_api::{
     PacketCodec, Seq, TaskId,
 };
 
-use super::harness::{config_with, ms, secs, server_addr, Sim};
+use super::harness::{config_of, config_with, ms, secs, server_addr, Sim};
 use crate::{
     Action, CodecFailure, Event, LinkError, LinkStatus, PluginKind, PluginPanic, TaskError,
     TaskSpec,
@@ -95,16 +95,7 @@ impl PacketCodec for Shaky {
 }
 
 fn shaky_sim(codec: &Arc<Shaky>) -> Sim {
-    let cfg = crate::Config::builder(codec.clone())
-        .link(
-            crate::LinkConfig::new("default-longlink")
-                .addrs([server_addr(1)])
-                .main(),
-        )
-        .seed(42)
-        .build()
-        .unwrap();
-    Sim::with_config(cfg)
+    Sim::with_config(config_of(codec.clone(), &[server_addr(1)]).build().unwrap())
 }
 
 fn spec(cmd: u32) -> TaskSpec {
