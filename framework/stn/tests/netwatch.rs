@@ -15,7 +15,7 @@ use nix::sched::{setns, CloneFlags};
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::NetKind;
 use phobos_stn::netwatch::{NetChange, NetEvent, NetWatchConfig, NetWatcher};
-use phobos_stn::{Client, ClientConfig, LinkError, LinkStatus};
+use phobos_stn::{Client, ClientConfig, LinkError, LinkEvents, LinkStatus};
 use phobos_test_support::MockLongLinkServer;
 
 /// A network namespace, deleted on drop.
@@ -359,34 +359,11 @@ fn a_default_route_makes_the_network_available_and_changes_the_label() {
 fn a_watching_client_reconnects_when_the_namespace_network_changes() {
     let Some(ns) = Netns::create() else { return };
     ns.run(async || {
-        // The server listens on the namespace's own loopback.
-        let codec = Arc::new(MarsCodec::default());
-        let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
-        let config = ClientConfig::builder(codec)
-            .link_addrs("default-longlink", [server.ip_port()])
-            .watch_network_changes(true)
-            .build()
-            .unwrap();
-        assert!(config.watches_network_changes());
-        let client = Client::start(config).unwrap();
-        let mut events = client.link_events();
-        client.set_foreground(true);
-        client.make_sure_connected("default-longlink");
-        server.wait_for_connections(1).await;
-
+        let (server, client, mut events) = watching_client(&["default-longlink"]).await;
         // A new address and default route: the watcher reports a new network, the link is
         // dropped for it and comes back.
-        ns.ip(&["addr", "add", "10.81.0.1/24", "dev", "v0"]);
-        ns.ip(&["route", "add", "default", "via", "10.81.0.2", "dev", "v0"]);
-        let down = tokio::time::timeout(
-            Duration::from_secs(30),
-            events.wait_for("default-longlink", |e| {
-                e.reason == Some(LinkError::NetworkChange)
-            }),
-        )
-        .await
-        .expect("the network change reached the driver")
-        .unwrap();
+        new_network(&ns, 81);
+        let down = network_change(&mut events).await;
         assert!(!matches!(down.status, LinkStatus::Connected(_)), "{down:?}");
         tokio::time::timeout(Duration::from_secs(30), server.wait_for_connections(2))
             .await
@@ -403,38 +380,66 @@ fn a_watching_client_reconnects_when_the_namespace_network_changes() {
 fn a_link_event_while_the_watcher_gathers_a_change_does_not_lose_it() {
     let Some(ns) = Netns::create() else { return };
     ns.run(async || {
-        let codec = Arc::new(MarsCodec::default());
-        let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
-        let config = ClientConfig::builder(codec)
-            .link_addrs("default-longlink", [server.ip_port()])
-            .link_addrs("other", [server.ip_port()])
-            .watch_network_changes(true)
-            .build()
-            .unwrap();
-        let client = Client::start(config).unwrap();
-        let mut events = client.link_events();
-        client.set_foreground(true);
-        client.make_sure_connected("default-longlink");
-        server.wait_for_connections(1).await;
-        client.make_sure_connected("other");
-        server.wait_for_connections(2).await;
-        ns.ip(&["addr", "add", "10.82.0.1/24", "dev", "v0"]);
-        ns.ip(&["route", "add", "default", "via", "10.82.0.2", "dev", "v0"]);
+        let (server, client, mut events) = watching_client(&["default-longlink", "other"]).await;
+        new_network(&ns, 82);
         // Inside the watcher's 500 ms debounce (it began when the first notification was
         // read): the server drops the second link, an event the watcher also hears.
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(server.close(1));
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            events.wait_for("default-longlink", |e| {
-                e.reason == Some(LinkError::NetworkChange)
-            }),
-        )
-        .await
-        .expect("the network change reached the driver")
-        .unwrap();
+        network_change(&mut events).await;
         client.shutdown().await;
     });
+}
+
+/// An echo server on the namespace's own loopback, and a client watching the network whose
+/// `links` are connected to it (one connection each, in order), with its link events.
+async fn watching_client(links: &[&str]) -> (MockLongLinkServer, Client, LinkEvents) {
+    let codec = Arc::new(MarsCodec::default());
+    let server = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+    let config = links
+        .iter()
+        .fold(ClientConfig::builder(codec), |b, l| {
+            b.link_addrs(*l, [server.ip_port()])
+        })
+        .watch_network_changes(true)
+        .build()
+        .unwrap();
+    assert!(config.watches_network_changes());
+    let client = Client::start(config).unwrap();
+    let events = client.link_events();
+    client.set_foreground(true);
+    for (n, link) in links.iter().enumerate() {
+        client.make_sure_connected(*link);
+        server.wait_for_connections(n + 1).await;
+    }
+    (server, client, events)
+}
+
+/// A new network in `ns`: an address and a default route in `10.<subnet>.0.0/24`.
+fn new_network(ns: &Netns, subnet: u8) {
+    ns.ip(&["addr", "add", &format!("10.{subnet}.0.1/24"), "dev", "v0"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("10.{subnet}.0.2"),
+        "dev",
+        "v0",
+    ]);
+}
+
+/// The main link's event for the network change (within a 30 s guard).
+async fn network_change(events: &mut LinkEvents) -> phobos_stn::LinkEvent {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        events.wait_for("default-longlink", |e| {
+            e.reason == Some(LinkError::NetworkChange)
+        }),
+    )
+    .await
+    .expect("the network change reached the driver")
+    .unwrap()
 }
 
 #[test]
