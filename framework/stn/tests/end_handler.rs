@@ -13,7 +13,7 @@ use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
 mod common;
 
-use common::{client_for, codec};
+use common::{cancel_ends_it, client_for, client_whose_first_requests_stall, codec};
 
 fn body(i: u32) -> Bytes {
     Bytes::from(format!("task {i}").into_bytes())
@@ -265,16 +265,7 @@ impl EndHandler for CancelsFirst {
 #[tokio::test(start_paused = true)]
 async fn a_handler_cancels_its_own_task_and_no_other() {
     // The first two requests stall: a batch's, then the handler's first.
-    let server = MockLongLinkServer::builder(codec())
-        .script(
-            ConnScript::echo()
-                .reply(Reply::stall())
-                .reply(Reply::stall()),
-        )
-        .start()
-        .await
-        .unwrap();
-    let client = client_for(&server);
+    let (server, client) = client_whose_first_requests_stall(2).await;
     let mut batch = client.task_batch();
     let other = batch
         .start([TaskSpec::new(CmdId(7), body(99))])
@@ -297,12 +288,7 @@ async fn a_handler_cancels_its_own_task_and_no_other() {
         .all(|(k, e)| *k == first || e.as_ref().is_ok_and(|b| b.starts_with("task "))));
     // The batch's task runs on until its own caller cancels it.
     assert_eq!(client.stats().await.unwrap().tasks_in_flight, 1);
-    batch.cancel(other);
-    let end = batch.recv().await.unwrap();
-    assert_eq!(
-        (end.key, end.outcome.unwrap_err().kind()),
-        (other, ErrorKind::Canceled)
-    );
+    cancel_ends_it(&mut batch, other).await;
 }
 
 /// A client of a mock server that leaves every request unanswered.

@@ -16,7 +16,7 @@ use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
 mod common;
 
-use common::{client_for, codec};
+use common::{cancel_ends_it, client_for, client_whose_first_requests_stall, codec};
 
 /// A connection script that answers its first `n` requests.
 fn echoes(n: usize) -> ConnScript {
@@ -122,12 +122,7 @@ async fn the_link_dying_mid_batch_still_ends_every_task_exactly_once() {
 
 #[tokio::test(start_paused = true)]
 async fn canceling_tasks_of_a_batch_ends_them_with_canceled() {
-    let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().reply(Reply::stall()))
-        .start()
-        .await
-        .unwrap();
-    let client = client_for(&server);
+    let (server, client) = client_whose_first_requests_stall(1).await;
     let mut batch = client.task_batch();
     let keys: Vec<TaskKey> = batch.start((0..3).map(spec)).collect();
     server.wait_for_task_frames(3).await;
@@ -137,22 +132,14 @@ async fn canceling_tasks_of_a_batch_ends_them_with_canceled() {
         batch.recv_many(&mut ends).await;
     }
     assert!(ends.iter().all(|e| e.outcome.is_ok() && e.key != keys[0]));
-    batch.cancel(keys[0]);
-    let end = batch.recv().await.unwrap();
-    assert_eq!(end.key, keys[0]);
-    assert_eq!(end.outcome.unwrap_err(), TaskError::Canceled);
+    cancel_ends_it(&mut batch, keys[0]).await;
 }
 
 /// A batch cancels only its own tasks: a key of another batch's task is ignored (as an end
 /// handler's cancel is), and that task stays running until its own batch cancels it.
 #[tokio::test(start_paused = true)]
 async fn a_batch_cancels_only_its_own_tasks() {
-    let server = MockLongLinkServer::builder(codec())
-        .script(ConnScript::echo().reply(Reply::stall()))
-        .start()
-        .await
-        .unwrap();
-    let client = client_for(&server);
+    let (server, client) = client_whose_first_requests_stall(1).await;
     // B's task is the first request: it stalls.
     let mut b = client.task_batch();
     let b_key = b.start([spec(0)]).next().unwrap();
@@ -165,10 +152,7 @@ async fn a_batch_cancels_only_its_own_tasks() {
     assert!(end.outcome.is_ok(), "{:?}", end.outcome);
     // The stats come back after the driver took the cancel: B's task still runs.
     assert_eq!(client.stats().await.unwrap().tasks_in_flight, 1);
-    b.cancel(b_key);
-    let end = b.recv().await.unwrap();
-    assert_eq!(end.key, b_key);
-    assert_eq!(end.outcome.unwrap_err(), TaskError::Canceled);
+    cancel_ends_it(&mut b, b_key).await;
     assert_eq!(client.stats().await.unwrap().tasks_in_flight, 0);
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use phobos_codec_mars::MarsCodec;
-use phobos_stn::{BlockingClient, Client, ClientConfig};
+use phobos_stn::{BlockingClient, Client, ClientConfig, TaskBatch, TaskError, TaskKey};
 use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 use tokio::runtime::Runtime;
 
@@ -63,4 +63,28 @@ pub(crate) fn blocking_client_of_an_echo_server() -> (Runtime, MockLongLinkServe
         .unwrap();
     let client = BlockingClient::start(config_for(&server)).unwrap();
     (rt, server, client)
+}
+
+/// A client of a mock server whose first `stalled` requests are never answered (the rest are
+/// echoed).
+pub(crate) async fn client_whose_first_requests_stall(
+    stalled: usize,
+) -> (MockLongLinkServer, Client) {
+    let script = (0..stalled).fold(ConnScript::echo(), |s, _| s.reply(Reply::stall()));
+    let server = MockLongLinkServer::builder(codec())
+        .script(script)
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    (server, client)
+}
+
+/// Cancels `batch`'s task `key` and asserts that the batch's next end is that task's,
+/// canceled.
+pub(crate) async fn cancel_ends_it(batch: &mut TaskBatch, key: TaskKey) {
+    batch.cancel(key);
+    let end = batch.recv().await.unwrap();
+    assert_eq!(end.key, key);
+    assert_eq!(end.outcome.unwrap_err(), TaskError::Canceled);
 }
