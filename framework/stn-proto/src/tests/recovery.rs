@@ -38,6 +38,22 @@ fn sim(profile: ConnectProfile) -> Sim {
     )
 }
 
+/// A foreground app on the Phobos profile (tasks answered after 100 ms) whose link delivered
+/// a response and then broke: it is down, with a resend window for when it is back. Returns
+/// the connection that broke too.
+fn dropped_after_a_response() -> (Sim, crate::ConnId) {
+    let mut sim = sim(ConnectProfile::Phobos);
+    sim.foreground(true);
+    sim.script.answer = Answer::Delay(ms(100));
+    let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_until_end(first, secs(5));
+    let conn = sim.open_conns()[0];
+    sim.server_close(conn);
+    sim.run_for(ms(30));
+    assert!(!sim.engine.is_connected("default-longlink"));
+    (sim, conn)
+}
+
 fn heartbeat_len(sim: &Sim) -> usize {
     sim.frame(HEARTBEAT_CMD, Seq(0), &[]).len()
 }
@@ -95,16 +111,8 @@ fn a_stall_after_two_kilobytes_is_probed_and_the_tasks_move_to_a_new_connection(
 
 #[test]
 fn after_a_drop_the_backlog_goes_out_under_a_window_that_grows_per_response() {
-    let mut sim = sim(ConnectProfile::Phobos);
-    sim.foreground(true);
-    sim.script.answer = Answer::Delay(ms(100));
-    let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
-    sim.run_until_end(first, secs(5));
     // The link breaks, then ten tasks queue while it is down.
-    let conn = sim.open_conns()[0];
-    sim.server_close(conn);
-    sim.run_for(ms(30));
-    assert!(!sim.engine.is_connected("default-longlink"));
+    let (mut sim, conn) = dropped_after_a_response();
     for i in 0..10u8 {
         sim.engine
             .start_task(sim.now, TaskSpec::new(CmdId(2), vec![i; 10]));
@@ -1018,19 +1026,7 @@ fn room_in_the_resend_window_freed_by_a_cancel_or_a_total_timeout_sends_the_queu
             .any(|(_, e)| matches!(e, Event::TaskSent { id: i, .. } if *i == id))
     };
     for cancel in [true, false] {
-        let mut sim = Sim::with_config(
-            config_with(&[server_addr(1)])
-                .connect_profile(ConnectProfile::Phobos)
-                .build()
-                .unwrap(),
-        );
-        sim.foreground(true);
-        sim.script.answer = Answer::Delay(ms(100));
-        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
-        sim.run_until_end(first, secs(5));
-        let conn = sim.open_conns()[0];
-        sim.server_close(conn);
-        sim.run_for(ms(30));
+        let (mut sim, _) = dropped_after_a_response();
         // Command 2 is never answered.
         sim.script.answer_by_cmd.insert(CmdId(2), Answer::Never);
         let stuck = |body: &'static [u8]| TaskSpec::new(CmdId(2), body).with_total_timeout(secs(3));
