@@ -901,11 +901,7 @@ impl Driver {
                 }
             }
             Command::CancelInBatch { key, sink } => {
-                let own = self.batch_out.index_of(&Sink::Channel(sink));
-                if let Some(id) = own.and_then(|b| self.held.id_in(key, b)) {
-                    debug!(task = %id, "cancel (batch)");
-                    self.engine.cancel_task(t, id);
-                }
+                self.cancel_own(t, &Sink::Channel(sink), [key]);
             }
             Command::SetForeground(fg) => {
                 info!(foreground = fg, "app state");
@@ -1031,16 +1027,8 @@ impl Driver {
                 }
                 self.handlers.starts = starts;
                 let mut cancels = std::mem::take(&mut self.handlers.cancels);
-                // Only the handler's own tasks (the batch its ends go to).
-                let own = match cancels.is_empty() {
-                    true => None,
-                    false => self.batch_out.index_of(&Sink::Handler(id)),
-                };
-                for key in cancels.drain(..) {
-                    if let Some(task) = own.and_then(|b| self.held.id_in(key, b)) {
-                        debug!(task = %task, "cancel (end handler)");
-                        self.engine.cancel_task(t, task);
-                    }
+                if !cancels.is_empty() {
+                    self.cancel_own(t, &Sink::Handler(id), cancels.drain(..));
                 }
                 self.handlers.cancels = cancels;
             }
@@ -1052,6 +1040,20 @@ impl Driver {
                 }
             }
             Called::Gone => {}
+        }
+    }
+
+    /// Cancels the tasks of `keys` that belong to the batch whose ends go to `sink` (a
+    /// `TaskBatch`'s or an end handler's); other keys are ignored.
+    fn cancel_own(&mut self, t: Instant, sink: &Sink, keys: impl IntoIterator<Item = TaskKey>) {
+        let Some(own) = self.batch_out.index_of(sink) else {
+            return;
+        };
+        for key in keys {
+            if let Some(task) = self.held.id_in(key, own) {
+                debug!(task = %task, "cancel (of its batch)");
+                self.engine.cancel_task(t, task);
+            }
         }
     }
 
