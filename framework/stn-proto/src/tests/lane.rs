@@ -871,6 +871,17 @@ fn large_responses_in_a_run_are_sampled_as_large() {
     );
 }
 
+/// A foreground app's engine, with the lane on or off, whose link is up (a first task was
+/// answered on it).
+fn connected_sim(lane: bool) -> Sim {
+    let mut sim = Sim::new();
+    sim.engine.set_batch_lane(lane);
+    sim.foreground(true);
+    let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
+    sim.run_until_end(first, secs(5));
+    sim
+}
+
 /// Command 0 never takes the long link (§3.2): in a batch after a task that opened a group
 /// on the connected link, or among like tasks, it is refused as it is alone, not framed into
 /// the group with command 0.
@@ -888,11 +899,7 @@ fn a_command_zero_task_in_a_batch_is_refused_as_it_is_alone() {
         assert!(outcome(0).is_ok() && outcome(2).is_ok(), "{what}");
     };
     for lane in [false, true] {
-        let mut sim = Sim::new();
-        sim.engine.set_batch_lane(lane);
-        sim.foreground(true);
-        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
-        sim.run_until_end(first, secs(5));
+        let mut sim = connected_sim(lane);
         let ids = sim.start_batch([
             TaskSpec::new(CmdId(1), &b"b"[..]),
             TaskSpec::new(CmdId(0), &b"c"[..]),
@@ -916,11 +923,7 @@ fn a_command_zero_task_in_a_batch_is_refused_as_it_is_alone() {
 #[test]
 fn has_task_sees_a_task_in_flight_in_the_lane_too() {
     for lane in [false, true] {
-        let mut sim = Sim::new();
-        sim.engine.set_batch_lane(lane);
-        sim.foreground(true);
-        let first = sim.start(TaskSpec::new(CmdId(1), &b"a"[..]));
-        sim.run_until_end(first, secs(5));
+        let mut sim = connected_sim(lane);
         sim.script.answer = Answer::Delay(secs(1));
         let id = sim.start(TaskSpec::new(CmdId(1), &b"b"[..]));
         assert_eq!(sim.engine.task_count(), 1);
