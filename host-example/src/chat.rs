@@ -393,6 +393,29 @@ impl ChatClient {
             conversation: conversation.to_owned(),
             after_seq,
             limit,
+            before_seq: None,
+        };
+        self.inner.short_call(proto::PATH_HISTORY, &req).await
+    }
+
+    /// The newest `limit` messages of `conversation` before `before_seq` (`u64::MAX`: its
+    /// latest), in sequence order, over the short link; `more` says whether older ones
+    /// precede them (the next older page is before the first message's sequence number).
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`].
+    pub async fn history_before(
+        &self,
+        conversation: &str,
+        before_seq: u64,
+        limit: u32,
+    ) -> Result<HistoryPage, ChatError> {
+        let req = HistoryRequest {
+            conversation: conversation.to_owned(),
+            after_seq: 0,
+            limit,
+            before_seq: Some(before_seq),
         };
         self.inner.short_call(proto::PATH_HISTORY, &req).await
     }
@@ -476,6 +499,7 @@ impl Inner {
                 conversation: conversation.to_owned(),
                 after_seq: *last,
                 limit: proto::MAX_HISTORY_PAGE,
+                before_seq: None,
             };
             let page: HistoryPage = self.call(proto::CMD_HISTORY, &req).await?;
             let before = *last;

@@ -158,6 +158,9 @@ impl Common {
 /// The client's exit status when messages of the session were not confirmed by the server.
 const UNCONFIRMED_EXIT: u8 = 3;
 
+/// How many of a conversation's latest messages `/history` shows.
+const HISTORY_SHOWN: u32 = 50;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -689,11 +692,15 @@ impl Terminal {
                 };
                 let client = self.client.clone();
                 self.reads.spawn(async move {
-                    match client.history(&conv, 0, proto::MAX_HISTORY_PAGE).await {
+                    match client.history_before(&conv, u64::MAX, HISTORY_SHOWN).await {
                         Ok(page) if page.messages.is_empty() => {
                             println!("* no messages in {conv}")
                         }
                         Ok(page) => {
+                            if page.more {
+                                let first = page.messages.first().map_or(0, |m| m.seq);
+                                println!("* the latest messages of {conv}, from #{first}:");
+                            }
                             for m in page.messages {
                                 println!(
                                     "  [{} #{}] {}: {}",

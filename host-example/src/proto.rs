@@ -180,6 +180,12 @@ pub struct HistoryRequest {
     pub after_seq: u64,
     /// At most this many (capped at [`MAX_HISTORY_PAGE`]).
     pub limit: u32,
+    /// Read backwards: when set, the page holds the *newest* messages before this sequence
+    /// number (and after `after_seq`), still in sequence order. `Some(u64::MAX)` asks for the
+    /// conversation's latest messages; the next older page is `Some(first.seq)`. Left out,
+    /// the page holds the oldest messages after `after_seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_seq: Option<u64>,
 }
 
 /// [`CMD_HISTORY`]'s answer: messages in sequence order.
@@ -188,7 +194,8 @@ pub struct HistoryRequest {
 pub struct HistoryPage {
     /// The messages.
     pub messages: Vec<Message>,
-    /// Whether more messages follow the last one.
+    /// Whether more messages follow the last one; when reading backwards
+    /// ([`HistoryRequest::before_seq`]), whether more precede the first one.
     pub more: bool,
 }
 

@@ -829,23 +829,42 @@ impl Inner {
         // frame's budget; `more` tells the caller to ask for the rest. At least one message
         // is always returned, so paging makes progress.
         let budget = self.reply_budget();
-        let mut used = 0usize;
-        let mut messages: Vec<Message> = Vec::new();
-        for m in conv
-            .messages
-            .iter()
-            .filter(|m| m.seq > req.after_seq)
-            .take(limit)
-        {
-            let size = serde_json::to_vec(m).map_or(0, |v| v.len()) + 1;
-            if !messages.is_empty() && used + size > budget {
-                break;
+        let in_range = |m: &&Message| {
+            m.seq > req.after_seq && req.before_seq.is_none_or(|before| m.seq < before)
+        };
+        let mut page = PageFill::new(budget);
+        let more = match req.before_seq {
+            None => {
+                for m in conv.messages.iter().filter(in_range).take(limit) {
+                    if !page.add(m) {
+                        break;
+                    }
+                }
+                page.messages
+                    .last()
+                    .is_some_and(|last| last.seq < conv.last_seq)
             }
-            used += size;
-            messages.push(m.clone());
-        }
-        let more = messages.last().is_some_and(|last| last.seq < conv.last_seq);
-        Ok(HistoryPage { messages, more })
+            Some(_) => {
+                // The newest messages of the range, walked from the end, then put back in
+                // sequence order.
+                for m in conv.messages.iter().rev().filter(in_range).take(limit) {
+                    if !page.add(m) {
+                        break;
+                    }
+                }
+                page.messages.reverse();
+                let first = page.messages.first().map(|m| m.seq);
+                first.is_some_and(|first| {
+                    conv.messages
+                        .front()
+                        .is_some_and(|oldest| oldest.seq < first && first > req.after_seq + 1)
+                })
+            }
+        };
+        Ok(HistoryPage {
+            messages: page.messages,
+            more,
+        })
     }
 
     /// The bytes a page's items may take so that the reply fits in one long-link frame.
@@ -1088,6 +1107,35 @@ fn fit_members(summary: &mut Conversation, budget: usize) {
     summary.members = members;
     summary.members.truncate(keep);
     while size(summary) > budget && summary.members.pop().is_some() {}
+}
+
+/// A history page being filled within a frame's budget.
+struct PageFill {
+    messages: Vec<Message>,
+    used: usize,
+    budget: usize,
+}
+
+impl PageFill {
+    fn new(budget: usize) -> Self {
+        Self {
+            messages: Vec::new(),
+            used: 0,
+            budget,
+        }
+    }
+
+    /// Adds `m` if it fits (the first message always does, so paging makes progress);
+    /// `false` once the page is full.
+    fn add(&mut self, m: &Message) -> bool {
+        let size = serde_json::to_vec(m).map_or(0, |v| v.len()) + 1;
+        if !self.messages.is_empty() && self.used + size > self.budget {
+            return false;
+        }
+        self.used += size;
+        self.messages.push(m.clone());
+        true
+    }
 }
 
 #[cfg(test)]

@@ -103,6 +103,12 @@ async fn the_client_logs_in_sends_shows_pushes_and_link_status_and_names_its_log
         alice.wait_for("* connected to ");
     });
 
+    // `/history` lists the room's latest messages, the server's restart notwithstanding.
+    alice.type_line("/history");
+    let seen = tokio::task::block_in_place(|| alice.wait_for("bob: hi alice"));
+    let line = seen.last().unwrap();
+    assert!(line.starts_with("  [room:lobby #"), "{seen:#?}");
+
     alice.type_line("/quit");
     let (status, _) = tokio::task::block_in_place(|| alice.wait_exit());
     assert!(status.success());

@@ -260,6 +260,7 @@ async fn history_and_conversations_survive_a_restart_and_are_served_over_http() 
         conversation: proto::direct_conversation("alice", "bob"),
         after_seq: 1,
         limit: 10,
+        before_seq: None,
     };
     let (body, _) = bob
         .call(proto::CMD_HISTORY, &serde_json::to_vec(&req).unwrap())
@@ -356,6 +357,7 @@ async fn a_history_page_too_large_for_one_frame_is_cut_and_the_rest_can_be_paged
             conversation: proto::room_conversation("big"),
             after_seq,
             limit: proto::MAX_HISTORY_PAGE,
+            before_seq: None,
         };
         // A reply, not a closed link (`call` panics on one).
         let (reply, _) = alice
@@ -379,6 +381,67 @@ async fn a_history_page_too_large_for_one_frame_is_cut_and_the_rest_can_be_paged
     assert_eq!(after_seq, total, "every message came back");
     assert!(pages >= 2, "the page was cut to fit a frame");
     assert_eq!(server.stats().long_link_open, 1, "the link stayed up");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn history_read_backwards_gives_the_newest_messages_first_and_pages_to_the_oldest() {
+    // `/history` shows a conversation's latest messages: a page read forward from 0 would
+    // show its oldest ones instead.
+    let (server, tokens) = start().await;
+    let mut alice = Raw::login(server.long_link_addr(), &tokens.issue("alice").unwrap()).await;
+    for i in 1..=12 {
+        alice
+            .send(
+                &format!("m{i}"),
+                Target::User("bob".into()),
+                &format!("hi {i}"),
+            )
+            .await;
+    }
+    let conversation = proto::direct_conversation("alice", "bob");
+    let mut read = async |after_seq: u64, before_seq: u64, limit: u32| {
+        let req = HistoryRequest {
+            conversation: conversation.clone(),
+            after_seq,
+            limit,
+            before_seq: Some(before_seq),
+        };
+        let (body, _) = alice
+            .call(proto::CMD_HISTORY, &serde_json::to_vec(&req).unwrap())
+            .await;
+        let Reply::Ok(page) = serde_json::from_slice::<Reply<HistoryPage>>(&body).unwrap() else {
+            panic!("history refused: {}", String::from_utf8_lossy(&body));
+        };
+        let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+        (seqs, page.more)
+    };
+    assert_eq!(read(0, u64::MAX, 5).await, (vec![8, 9, 10, 11, 12], true));
+    assert_eq!(read(0, 8, 5).await, (vec![3, 4, 5, 6, 7], true));
+    assert_eq!(read(0, 3, 5).await, (vec![1, 2], false));
+    assert_eq!(
+        read(1, 3, 5).await,
+        (vec![2], false),
+        "after_seq still bounds it"
+    );
+    assert_eq!(read(0, 1, 5).await, (vec![], false));
+    assert_eq!(read(0, u64::MAX, 500).await.0, (1..=12).collect::<Vec<_>>());
+
+    // The field is optional: a request without it (an older client's) reads forward.
+    let http = post(
+        server.http_addr(),
+        proto::PATH_HISTORY,
+        &serde_json::to_vec(&serde_json::json!({
+            "token": tokens.issue("bob").unwrap(),
+            "request": {"conversation": conversation, "after_seq": 0, "limit": 2},
+        }))
+        .unwrap(),
+    )
+    .await;
+    assert!(
+        http.contains(r#""seq":1"#) && http.contains(r#""seq":2"#) && !http.contains(r#""seq":3"#),
+        "{http}"
+    );
     server.shutdown().await;
 }
 
@@ -523,6 +586,7 @@ async fn a_member_that_asks_much_and_reads_nothing_is_closed_before_its_replies_
         conversation: proto::room_conversation("big"),
         after_seq: 0,
         limit: proto::MAX_HISTORY_PAGE,
+        before_seq: None,
     };
     let body = serde_json::to_vec(&req).unwrap();
     let mut burst = Vec::new();
