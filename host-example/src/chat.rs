@@ -21,7 +21,7 @@
 //! stored between the history read and the identify would reach the client only with the
 //! conversation's next message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -121,6 +121,14 @@ pub enum ChatEvent {
         /// Why.
         error: String,
     },
+    /// The server names another history epoch than before: it restarted without its
+    /// history, and its sequence numbers count from 1 again. Every conversation starts over:
+    /// the new server's messages are delivered from its first, none taken for one the
+    /// client already has.
+    HistoryReset {
+        /// The new epoch ([`Message::epoch`]).
+        epoch: u64,
+    },
 }
 
 /// How a message reached the client.
@@ -178,8 +186,49 @@ struct Inner {
     retry_count: u32,
     send_timeout: Duration,
     http: SocketAddr,
+    /// The last delivered sequence number per conversation, in the server's epoch.
+    delivered: Mutex<Delivered>,
+    /// The event stream's sender, weak so that the stream still ends when the client stops.
+    events: mpsc::WeakUnboundedSender<ChatEvent>,
+    /// The rooms joined, joined again when the server has lost its history.
+    rooms: Mutex<BTreeSet<String>>,
+}
+
+/// How far the client has delivered each conversation.
+#[derive(Debug, Default)]
+struct Delivered {
+    /// The server's history epoch the numbers count in (0: none named yet).
+    epoch: u64,
     /// The last delivered sequence number per conversation.
-    delivered: Mutex<HashMap<String, u64>>,
+    seqs: HashMap<String, u64>,
+    /// The epoch changed and the rooms joined are not yet joined again.
+    rejoin: bool,
+}
+
+impl Delivered {
+    /// Takes in an epoch the server named. Another one than before (the server lost its
+    /// history) starts every conversation over, reported on `events` (while the client
+    /// runs); returns whether it did. 0 (a server that names none) changes nothing.
+    fn see_epoch(&mut self, epoch: u64, events: &mpsc::WeakUnboundedSender<ChatEvent>) -> bool {
+        if epoch == 0 || epoch == self.epoch {
+            return false;
+        }
+        let known = std::mem::replace(&mut self.epoch, epoch);
+        if known == 0 {
+            return false;
+        }
+        tracing::warn!(
+            old = known,
+            new = epoch,
+            "the server's history epoch changed: conversations start over"
+        );
+        self.seqs.clear();
+        self.rejoin = true;
+        if let Some(events) = events.upgrade() {
+            let _ = events.send(ChatEvent::HistoryReset { epoch });
+        }
+        true
+    }
 }
 
 impl ChatClient {
@@ -223,6 +272,7 @@ impl ChatClient {
         stn.set_foreground(true);
         stn.set_account(true);
         stn.make_sure_connected(LINK);
+        let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             stn,
             user: opts.user,
@@ -232,9 +282,10 @@ impl ChatClient {
             retry_count: opts.retry_count,
             send_timeout: opts.send_timeout,
             http: opts.http,
-            delivered: Mutex::new(HashMap::new()),
+            delivered: Mutex::new(Delivered::default()),
+            events: tx.downgrade(),
+            rooms: Mutex::new(BTreeSet::new()),
         });
-        let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(pump(inner.clone(), pushes, links, tx));
         Ok((ChatClient { inner }, ChatEvents { rx }))
     }
@@ -304,11 +355,12 @@ impl ChatClient {
                 },
             )
             .await?;
+        self.inner.rooms.lock().await.insert(room.to_owned());
         // Messages from before the join are history, not news.
-        self.inner
-            .delivered
-            .lock()
-            .await
+        let mut delivered = self.inner.delivered.lock().await;
+        delivered.see_epoch(conv.epoch, &self.inner.events);
+        delivered
+            .seqs
             .entry(conv.id.clone())
             .or_insert(conv.last_seq);
         Ok(conv)
@@ -324,7 +376,8 @@ impl ChatClient {
         let convs = self.conversations().await?;
         let mut delivered = self.inner.delivered.lock().await;
         for c in &convs {
-            delivered.entry(c.id.clone()).or_insert(c.last_seq);
+            delivered.see_epoch(c.epoch, &self.inner.events);
+            delivered.seqs.entry(c.id.clone()).or_insert(c.last_seq);
         }
         Ok(convs)
     }
@@ -422,7 +475,7 @@ impl ChatClient {
 
     /// The last delivered sequence number of each conversation.
     pub async fn delivered(&self) -> HashMap<String, u64> {
-        self.inner.delivered.lock().await.clone()
+        self.inner.delivered.lock().await.seqs.clone()
     }
 
     /// Stops the client: unfinished sends end with an error, the link closes.
@@ -492,17 +545,24 @@ impl Inner {
         events: &mpsc::UnboundedSender<ChatEvent>,
     ) -> Result<usize, ChatError> {
         let mut delivered = self.delivered.lock().await;
-        let last = delivered.entry(conversation.to_owned()).or_insert(0);
         let mut fetched = 0;
-        loop {
+        'pages: loop {
+            let before = *delivered.seqs.entry(conversation.to_owned()).or_insert(0);
             let req = HistoryRequest {
                 conversation: conversation.to_owned(),
-                after_seq: *last,
+                after_seq: before,
                 limit: proto::MAX_HISTORY_PAGE,
                 before_seq: None,
             };
             let page: HistoryPage = self.call(proto::CMD_HISTORY, &req).await?;
-            let before = *last;
+            if let Some(first) = page.messages.first() {
+                if delivered.see_epoch(first.epoch, &self.events) && before > 0 {
+                    // The page was read after a number of the old epoch: read again from
+                    // the new epoch's first message.
+                    continue 'pages;
+                }
+            }
+            let last = delivered.seqs.entry(conversation.to_owned()).or_insert(0);
             for message in page.messages {
                 if message.seq > *last {
                     *last = message.seq;
@@ -549,8 +609,9 @@ impl Inner {
             };
             for conv in convs {
                 let behind = {
-                    let delivered = self.delivered.lock().await;
-                    delivered.get(&conv.id).copied().unwrap_or(0) < conv.last_seq
+                    let mut delivered = self.delivered.lock().await;
+                    delivered.see_epoch(conv.epoch, &self.events);
+                    delivered.seqs.get(&conv.id).copied().unwrap_or(0) < conv.last_seq
                 };
                 if behind {
                     self.report_catch_up(&conv.id, events).await;
@@ -559,6 +620,37 @@ impl Inner {
             match next {
                 Some(next) => after = Some(next),
                 None => return,
+            }
+        }
+    }
+
+    /// After the server lost its history (a new epoch), joins the rooms joined before again,
+    /// as the new server does not know them, and delivers their messages from the first.
+    async fn rejoin_after_reset(&self, events: &mpsc::UnboundedSender<ChatEvent>) {
+        if !std::mem::take(&mut self.delivered.lock().await.rejoin) {
+            return;
+        }
+        let rooms: Vec<String> = self.rooms.lock().await.iter().cloned().collect();
+        for room in rooms {
+            let joined = self
+                .call::<_, Conversation>(proto::CMD_JOIN, &JoinRequest { room: room.clone() })
+                .await;
+            match joined {
+                Ok(conv) => {
+                    {
+                        let mut delivered = self.delivered.lock().await;
+                        delivered.see_epoch(conv.epoch, &self.events);
+                        // Everything in the new epoch is news: no `last_seq` marked read.
+                        delivered.seqs.entry(conv.id.clone()).or_insert(0);
+                    }
+                    self.report_catch_up(&conv.id, events).await;
+                }
+                Err(e) => {
+                    let _ = events.send(ChatEvent::CatchUpFailed {
+                        conversation: proto::room_conversation(&room),
+                        error: format!("joining again after the server's restart: {e}"),
+                    });
+                }
             }
         }
     }
@@ -595,11 +687,13 @@ async fn pump(
                         continue;
                     };
                     on_message(&inner, message, &events).await;
+                    inner.rejoin_after_reset(&events).await;
                 }
                 Ok(_) => {}
                 Err(StreamError::Lagged(n)) => {
                     tracing::warn!(user = %inner.user, dropped = n, "push stream fell behind");
                     inner.catch_up_all(&events).await;
+                    inner.rejoin_after_reset(&events).await;
                 }
                 Err(_) => return,
             },
@@ -615,6 +709,7 @@ async fn pump(
                     if reconnected {
                         inner.catch_up_all(&events).await;
                     }
+                    inner.rejoin_after_reset(&events).await;
                 }
                 Ok(_) | Err(StreamError::Lagged(_)) => {}
                 Err(_) => return,
@@ -627,7 +722,8 @@ async fn on_message(inner: &Inner, message: Message, events: &mpsc::UnboundedSen
     let conv = message.conversation.clone();
     {
         let mut delivered = inner.delivered.lock().await;
-        let last = delivered.entry(conv.clone()).or_insert(0);
+        delivered.see_epoch(message.epoch, &inner.events);
+        let last = delivered.seqs.entry(conv.clone()).or_insert(0);
         if message.seq <= *last {
             let _ = events.send(ChatEvent::DuplicatePush {
                 conversation: conv,

@@ -496,6 +496,10 @@ async fn run_client(
                     conversation,
                     error,
                 } => format!("* catching up {conversation} failed: {error}"),
+                ChatEvent::HistoryReset { .. } => "* the server restarted without its history: \
+                                                   conversations start over, rooms are joined \
+                                                   again"
+                    .to_owned(),
                 _ => continue,
             };
             xlog.log_message(Level::Info, "client", line.as_bytes());

@@ -152,6 +152,9 @@ pub struct Conversation {
     /// conversation's other fields are whole.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub members_cut: bool,
+    /// The server's history epoch (see [`Message::epoch`]); 0 when the server names none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
 }
 
 /// A stored message (also the body of a push).
@@ -168,6 +171,12 @@ pub struct Message {
     pub client_msg_id: String,
     /// The text.
     pub text: String,
+    /// The server's history epoch: a number the server picks when it starts with an empty
+    /// history. Sequence numbers count within an epoch, so a client that sees another epoch
+    /// than before (a server restarted without its history) starts its conversations over
+    /// instead of taking the new messages for ones it has. 0 when the server names none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
 }
 
 /// [`CMD_HISTORY`]'s request.
@@ -242,6 +251,7 @@ pub struct ListRequest {
 ///         members: vec!["alice".into(), "bob".into()],
 ///         last_seq: 3,
 ///         members_cut: false,
+///         epoch: 0,
 ///     }],
 ///     next: None,
 /// };
@@ -406,6 +416,12 @@ pub fn room_conversation(room: &str) -> String {
 pub fn direct_conversation(a: &str, b: &str) -> String {
     let (x, y) = if a <= b { (a, b) } else { (b, a) };
     format!("dm:{x},{y}")
+}
+
+/// Serde's test for leaving a zero epoch out.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[cfg(test)]

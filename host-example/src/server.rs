@@ -184,7 +184,10 @@ impl Server {
     /// [`StartError::Bind`] naming the listener and address.
     pub async fn start(config: ServerConfig) -> Result<ServerHandle, StartError> {
         let inner = Arc::new(Inner {
-            hub: Mutex::new(Hub::default()),
+            hub: Mutex::new(Hub {
+                epoch: new_epoch(),
+                ..Hub::default()
+            }),
             counters: Counters::default(),
             addrs: Mutex::new((config.long_link_addr, config.http_addr)),
             tasks: Mutex::new(None),
@@ -689,6 +692,7 @@ impl Inner {
             }
         };
         let limit = self.config.history_limit.max(1);
+        let epoch = hub.epoch;
         let conv = hub.conversations.entry(conv_id.clone()).or_default();
         conv.last_seq += 1;
         let message = Message {
@@ -697,6 +701,7 @@ impl Inner {
             from: user.to_owned(),
             client_msg_id: req.client_msg_id,
             text: req.text,
+            epoch,
         };
         conv.messages.push_back(message.clone());
         while conv.messages.len() > limit {
@@ -966,6 +971,9 @@ struct Hub {
     user_convs: HashMap<String, BTreeSet<String>>,
     sent: HashMap<(String, String), (String, u64)>,
     sent_order: VecDeque<(String, String)>,
+    /// This server's history epoch ([`Message::epoch`]): picked at [`Server::start`], kept
+    /// across [`ServerHandle::restart`], which keeps the history.
+    epoch: u64,
 }
 
 #[derive(Debug)]
@@ -1027,6 +1035,7 @@ impl Hub {
                 .unwrap_or_default(),
             last_seq: conv.map_or(0, |c| c.last_seq),
             members_cut: false,
+            epoch: self.epoch,
         }
     }
 
@@ -1039,6 +1048,21 @@ impl Hub {
             }
         }
     }
+}
+
+/// A history epoch no other server start is likely to pick: the clock's nanoseconds, the
+/// process id and a per-process count, never 0.
+fn new_epoch() -> u64 {
+    static STARTS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let epoch = nanos
+        ^ (u64::from(std::process::id()) << 40)
+        ^ STARTS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    epoch.max(1)
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ServerError> {

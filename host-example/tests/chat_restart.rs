@@ -163,3 +163,74 @@ async fn two_clients_get_every_message_once_and_in_order_across_a_server_restart
     bob.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_restarts_without_its_history_is_caught_and_its_messages_delivered() {
+    // A standalone server process that restarts loses its memory: its sequence numbers count
+    // from 1 again. Before the history epoch, the client dropped the new messages as ones it
+    // already had (1..=3 ≤ 3 delivered) and never joined its rooms again.
+    let config = HostConfig::load(None).unwrap();
+    let plugins = LoadedPlugins::load(&config, &[]).unwrap();
+    let tls = DemoTls::generate().unwrap();
+    let tokens = TokenIssuer::new("test-secret");
+    let mut server_config = ServerConfig::new(plugins.codec.clone(), tokens.clone());
+    server_config.tls = Some(tls.server.clone());
+    server_config.http_tls = Some(tls.server.clone());
+    let first = Server::start(server_config.clone()).await.unwrap();
+
+    let (alice, _alice_events) = client(&first, &tokens, &tls, &plugins, "alice");
+    let (bob, mut bob_events) = client(&first, &tokens, &tls, &plugins, "bob");
+    bob.join("lobby").await.unwrap();
+    for i in 1..=3 {
+        alice
+            .send(Target::Room("lobby".into()), format!("before {i}"))
+            .await
+            .unwrap();
+    }
+    let (before, _) = collect(&mut bob_events, "alice", 3).await;
+    assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+
+    // Another server on the same addresses, with nothing of the first one's state.
+    server_config.long_link_addr = first.long_link_addr();
+    server_config.http_addr = first.http_addr();
+    first.shutdown().await;
+    let second = Server::start(server_config).await.unwrap();
+
+    // Alice's sends are retried onto the new server; the room starts at 1 there.
+    alice
+        .send(Target::Room("lobby".into()), "after 1")
+        .await
+        .unwrap();
+    alice
+        .send(Target::User("bob".into()), "a direct one")
+        .await
+        .unwrap();
+    alice
+        .send(Target::Room("lobby".into()), "after 2")
+        .await
+        .unwrap();
+    let mut reset = false;
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        match tokio::time::timeout(GUARD, bob_events.recv()).await {
+            Ok(Some(ChatEvent::Message { message, .. })) => got.push(message),
+            Ok(Some(ChatEvent::HistoryReset { .. })) => reset = true,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("client stopped"),
+            Err(_) => panic!("messages missing after the restart: got {got:?}"),
+        }
+    }
+    assert!(reset, "the reset was reported");
+    let mut texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
+    texts.sort_unstable();
+    assert_eq!(texts, ["a direct one", "after 1", "after 2"]);
+    let lobby: Vec<u64> = got
+        .iter()
+        .filter(|m| m.conversation == "room:lobby")
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(lobby, [1, 2], "the new server's numbers, in order");
+    alice.shutdown().await;
+    bob.shutdown().await;
+    second.shutdown().await;
+}
