@@ -113,6 +113,12 @@ impl FlowLimit {
         Ok(())
     }
 
+    /// Empties the bucket (the engine's reset), keeping the app's activity.
+    pub(crate) fn restart(&mut self, now: Instant) {
+        self.volume = 0;
+        self.last_drain = now;
+    }
+
     /// The app's activity changed; becoming inactive clamps the volume to 60 MiB.
     pub(crate) fn set_active(&mut self, now: Instant, active: bool) {
         self.drain(now);

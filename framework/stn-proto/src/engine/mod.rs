@@ -721,7 +721,7 @@ impl Engine {
         };
         self.links[li].refused = false;
         if matches!(self.links[li].state, LinkState::Idle) {
-            self.start_cycle(li, now);
+            self.start_cycle(li, now, None);
         }
         self.pump(now);
         true
@@ -730,15 +730,19 @@ impl Engine {
     /// Mars's `RedoTasks`: lift every address and server ban (§11.6; the app calls it after
     /// changing or repairing its servers), drop every link ([`LinkError::Reset`]), fail
     /// running attempts with [`LocalError::Interrupted`] (retried if retries are left),
-    /// reconnect links that are keep-alive or have tasks at once, and restart zombies.
+    /// reconnect links that are keep-alive or have tasks at once (lifting a rejected
+    /// identify's block, as [`connect_link`](Self::connect_link) does; the reconnect pacing
+    /// is left as it is), and restart zombies.
     pub fn redo_tasks(&mut self, now: Instant) {
         self.demote_all();
         self.ranking.clear_bans();
         self.short_interrupt(now, LocalError::Interrupted.into());
         for li in 0..self.links.len() {
             self.link_down(li, now, LinkError::Reset, false);
+            // An explicit app action, as `connect_link`: it lifts a rejected identify's block.
+            self.links[li].refused = false;
             if self.cfg.links[li].keep_alive || !self.links[li].queue.is_empty() {
-                self.start_cycle(li, now);
+                self.start_cycle(li, now, None);
             }
         }
         self.restart_all_zombies(now);
@@ -762,7 +766,11 @@ impl Engine {
     /// Mars's `Reset`: every task (queued, running or zombie) ends with
     /// [`LocalError::Reset`], every link is closed with [`LinkError::Reset`] and nothing
     /// reconnects until a task or [`connect_link`](Self::connect_link) asks. The engine stays
-    /// usable. A driver shutting down calls this and delivers the resulting ends.
+    /// usable, and as new: each link's reconnect pacing, rejected-identify block and resend
+    /// window start over, as do the frequency and flow limits' records (Mars rebuilds its
+    /// core, which owns them). The address ranking is kept (see
+    /// [`redo_tasks`](Self::redo_tasks) to lift bans). A driver shutting down calls this and
+    /// delivers the resulting ends.
     ///
     /// Design: Mars drops zombies silently here; they end with `Reset` too, so every task
     /// still gets exactly one end.
@@ -798,8 +806,20 @@ impl Engine {
             ] {
                 self.timers.cancel(kind);
             }
-            self.links[li].retry_pause_until = None;
+            // Mars's Reset rebuilds its core: the link starts as new, without the block of
+            // a rejected identify, the pacing of earlier attempts or the doubt of earlier
+            // breaks.
+            let link = &mut self.links[li];
+            link.retry_pause_until = None;
+            link.refused = false;
+            link.monitor = Monitor::default();
+            link.suspect = false;
+            link.damaged_reconnects = 0;
         }
+        // The limits' records start over too (Mars's anti-avalanche belongs to the rebuilt
+        // core).
+        self.freq = FrequencyLimit::new(now);
+        self.flow.restart(now);
         self.keeper.keeping = false;
         self.timers.cancel(TimerKind::SignalKeep);
         self.pump(now);
@@ -2534,6 +2554,7 @@ impl Engine {
         self.on_heartbeat_reply(li, now);
         match verdict {
             IdentifyVerdict::Accepted => {
+                self.links[li].refused = false;
                 if let LinkState::Connected(s) = &mut self.links[li].state {
                     s.identify = Identify::Finished;
                 }
@@ -2748,7 +2769,7 @@ impl Engine {
         };
         let wait = link.monitor.wait(now, trigger, env, &mut self.rng);
         if wait.is_zero() {
-            self.start_cycle(li, now);
+            self.start_cycle(li, now, Some(trigger));
         } else {
             self.timers
                 .set_earliest(TimerKind::Reconnect(li), now + wait);
@@ -2784,12 +2805,14 @@ impl Engine {
     }
 
     /// Starts a connect cycle: resolve (unless the link has fixed addresses), then race.
-    fn start_cycle(&mut self, li: usize, now: Instant) {
+    ///
+    /// `cause` is the pacing decision's trigger; `None` when the app forced the cycle.
+    fn start_cycle(&mut self, li: usize, now: Instant, cause: Option<Trigger>) {
         self.timers.cancel(TimerKind::Reconnect(li));
         self.timers.cancel(TimerKind::ReconnectWake(li));
         let inactive = !self.activity.active;
         let link = &mut self.links[li];
-        link.monitor.on_cycle_start(now, inactive);
+        link.monitor.on_cycle_start(now, inactive, cause);
         self.events.push_back(Event::LinkStatus {
             link: link.name.clone(),
             status: LinkStatus::Connecting,

@@ -121,15 +121,26 @@ impl Monitor {
         wait.min(Duration::from_secs(600))
     }
 
-    /// A connect cycle starts now.
-    pub(crate) fn on_cycle_start(&mut self, now: Instant, inactive: bool) {
+    /// A connect cycle starts now, for `cause` (`None`: the app forced it, which leaves the
+    /// back-off index as it is, as Mars's `MakesureLonglinkConnected` does).
+    ///
+    /// The inactive back-off index moves as the decision that started the cycle moved it
+    /// (§7.9): a network change, or any cycle while the app is active, resets it; a cycle
+    /// started at once by a task or the link's status steps it by `posttime`; the rebuild
+    /// timer carries out the decision that armed it, which stepped it up (a decision with
+    /// `posttime` of 600 s or more gives no wait, so it never arms the timer). Design: taking
+    /// the rebuild's `posttime` now instead (it has reached the wait, 600 s at the top of the
+    /// table) stepped the index down, and a failing link alternated 480 s and 600 s.
+    pub(crate) fn on_cycle_start(&mut self, now: Instant, inactive: bool, cause: Option<Trigger>) {
         let posttime = self
             .last_attempt
             .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
-        self.backoff = if inactive {
-            self.next_backoff(posttime)
-        } else {
-            0
+        self.backoff = match cause {
+            None => self.backoff,
+            Some(_) if !inactive => 0,
+            Some(Trigger::NetworkChange) => 0,
+            Some(Trigger::Rebuild) => (self.backoff + 1).min(INACTIVE_BACKOFF.len() - 1),
+            Some(Trigger::Task | Trigger::Automatic) => self.next_backoff(posttime),
         };
         self.last_attempt = Some(now);
         self.fast_reconnect = false;
@@ -249,7 +260,7 @@ mod tests {
             m.wait(t0, Trigger::Task, env(Bucket::Fg1Min), &mut rng),
             Duration::ZERO
         );
-        m.on_cycle_start(t0, false);
+        m.on_cycle_start(t0, false, Some(Trigger::Task));
         let w = m.wait(
             t0 + Duration::from_secs(2),
             Trigger::Task,
@@ -273,7 +284,7 @@ mod tests {
         let t0 = crate::tests::epoch::epoch();
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut m = Monitor::default();
-        m.on_cycle_start(t0, true);
+        m.on_cycle_start(t0, true, Some(Trigger::Task));
         let e = env(Bucket::Inactive);
         let now = t0 + Duration::from_secs(10);
         // Asking every second does not escalate (Mars §18.12 would reach 600 s).
@@ -283,7 +294,7 @@ mod tests {
                 Duration::from_secs(50)
             );
         }
-        m.on_cycle_start(t0 + Duration::from_secs(60), true);
+        m.on_cycle_start(t0 + Duration::from_secs(60), true, Some(Trigger::Rebuild));
         let w = m.wait(t0 + Duration::from_secs(70), Trigger::Task, e, &mut rng);
         assert_eq!(w, Duration::from_secs(110));
         assert_eq!(m.wait(now, Trigger::Rebuild, e, &mut rng), Duration::ZERO);

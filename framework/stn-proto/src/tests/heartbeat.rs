@@ -605,3 +605,88 @@ fn a_codecs_zero_heartbeat_interval_leaves_the_schedule_to_the_policy() {
         vec![ms(60), ms(210_060), ms(420_060)]
     );
 }
+
+/// An identify check whose verdict the test flips (the account repaired).
+#[derive(Debug)]
+struct FlipIdentifier(Arc<std::sync::atomic::AtomicBool>);
+
+#[async_trait::async_trait]
+impl AuthCheck for FlipIdentifier {
+    fn name(&self) -> &str {
+        "flip"
+    }
+    fn is_authed(&self, _host: &str) -> bool {
+        true
+    }
+    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
+        Ok(())
+    }
+    fn identify_request(&self, _link: &str) -> IdentifyRequest {
+        IdentifyRequest::Now {
+            cmd_id: CmdId(0x99),
+            body: b"who".to_vec(),
+            hash: b"h".to_vec(),
+        }
+    }
+    fn on_identify_response(&self, _link: &str, _body: &[u8], _hash: &[u8]) -> IdentifyVerdict {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            IdentifyVerdict::Accepted
+        } else {
+            IdentifyVerdict::Rejected
+        }
+    }
+}
+
+/// A link whose identify was rejected, then the account repaired: returns the sim and the
+/// switch (already set to accept).
+fn rejected_then_repaired() -> Sim {
+    let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cfg = config_with(&[server_addr(1)])
+        .auth(Arc::new(FlipIdentifier(accept.clone())))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(secs(1));
+    assert!(
+        !sim.engine.is_connected("default-longlink"),
+        "identify rejected"
+    );
+    let refused = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    assert!(
+        matches!(
+            sim.ends[&refused].1.outcome,
+            Err(TaskError::Auth(AuthFailure::IdentifyRejected(_)))
+        ),
+        "{:?}",
+        sim.ends[&refused].1.outcome
+    );
+    accept.store(true, std::sync::atomic::Ordering::SeqCst);
+    sim
+}
+
+#[test]
+fn redo_tasks_lifts_a_rejected_identifys_block() {
+    // Before, the block outlived `redo_tasks`: the link reconnected and identified, and every
+    // task was still refused as if the identify had been rejected.
+    let mut sim = rejected_then_repaired();
+    sim.engine.redo_tasks(sim.now);
+    sim.drain();
+    sim.run_for(secs(1));
+    assert!(sim.engine.is_connected("default-longlink"));
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let (_, end) = sim.run_until_end(id, secs(5));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+}
+
+#[test]
+fn reset_lifts_a_rejected_identifys_block() {
+    // Before, the first task after a reset was refused at once, for ever.
+    let mut sim = rejected_then_repaired();
+    sim.engine.reset(sim.now);
+    sim.drain();
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    let (_, end) = sim.run_until_end(id, secs(60));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+}

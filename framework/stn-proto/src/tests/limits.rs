@@ -72,6 +72,54 @@ fn mobile_flow_limit_refuses_past_eighty_mebibytes_and_drains_over_time() {
 }
 
 #[test]
+fn a_reset_starts_both_limits_records_over() {
+    // Mars's Reset rebuilds the core that owns its anti-avalanche records. Before, a full
+    // flow bucket and a body at its frequency limit stayed refused after a reset.
+    let t0 = crate::tests::epoch::epoch();
+    let mut e = connected(t0, NetKind::Mobile);
+    assert_eq!(start_megabytes(&mut e, t0, 84).len(), 1);
+    let small = Bytes::from_static(&[9u8; 128]);
+    let mut frequency_refused = 0;
+    for _ in 0..106 {
+        e.start_task(t0, TaskSpec::new(CmdId(1), small.clone()));
+        while e.poll_action().is_some() {}
+        while let Some(ev) = e.poll_event() {
+            if let Event::TaskLimited { kind, .. } = ev {
+                assert_eq!(kind, LimitKind::Frequency);
+                frequency_refused += 1;
+            }
+        }
+    }
+    assert_eq!(frequency_refused, 1, "the 106th identical body is refused");
+    e.reset(t0);
+    while e.poll_action().is_some() {}
+    while e.poll_event().is_some() {}
+    // The limits apply as a request is sent: connect again.
+    e.connect_link(t0, "default-longlink");
+    let attempt = std::iter::from_fn(|| e.poll_action())
+        .find_map(|a| match a {
+            Action::Connect { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .unwrap();
+    e.handle_connected(t0, attempt);
+    while e.poll_action().is_some() {}
+    while e.poll_event().is_some() {}
+    assert!(
+        start_megabytes(&mut e, t0, 1).is_empty(),
+        "the flow bucket is empty"
+    );
+    let id = e.start_task(t0, TaskSpec::new(CmdId(1), small));
+    while e.poll_action().is_some() {}
+    while let Some(ev) = e.poll_event() {
+        assert!(
+            !matches!(ev, Event::TaskLimited { .. }),
+            "task {id:?} limited after the reset"
+        );
+    }
+}
+
+#[test]
 fn no_flow_limit_off_mobile() {
     let t0 = crate::tests::epoch::epoch();
     let mut e = connected(t0, NetKind::Wifi);

@@ -359,3 +359,65 @@ fn a_task_that_goes_short_in_the_foreground_asks_for_the_long_link() {
         );
     }
 }
+
+fn gaps(v: &[Duration]) -> Vec<u64> {
+    v.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect()
+}
+
+#[test]
+fn the_inactive_backoff_holds_at_its_top_while_attempts_keep_failing() {
+    // Before, the rebuild timer's cycle recomputed the index from a posttime that had reached
+    // 600 s and stepped it down: the top of the table alternated 480 s and 600 s.
+    let mut sim = Sim::new();
+    sim.run_for(secs(650));
+    assert!(!sim.engine.is_active());
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.script.reach.insert(server_addr(1), Reach::Refuse);
+    sim.run_for(secs(1));
+    let conn = sim.open_conns()[0];
+    sim.server_close(conn);
+    sim.run_for(secs(6_000));
+    assert_eq!(
+        gaps(&connects(&sim))[..9],
+        [60, 120, 240, 360, 480, 600, 600, 600, 600]
+    );
+}
+
+#[test]
+fn a_network_change_restarts_the_inactive_backoff_from_the_table_start() {
+    // §7.9: a network change resets the back-off index. Before, the change's connect moved
+    // the index up, and when it failed the next attempt waited 360 s, not 60 s.
+    let mut sim = Sim::new();
+    sim.script.reach.insert(server_addr(1), Reach::Refuse);
+    sim.run_for(secs(650));
+    assert!(!sim.engine.is_active());
+    sim.engine.connect_link(sim.now, "default-longlink");
+    sim.drain();
+    sim.run_for(secs(250));
+    assert_eq!(connects(&sim), vec![secs(650), secs(710), secs(830)]);
+    sim.engine
+        .set_network(sim.now, NetKind::Mobile, "mobile_46000");
+    sim.drain();
+    sim.run_for(secs(700));
+    let c = connects(&sim);
+    assert_eq!(c[3], secs(900), "the network change connects at once");
+    assert_eq!(gaps(&c[3..]), [60, 120, 240]);
+}
+
+#[test]
+fn the_first_task_after_a_reset_connects_at_once() {
+    // Mars's Reset rebuilds the connect monitor. Before, the first task after a reset in the
+    // background waited out the task row's 30 s from the previous cycle.
+    let mut sim = Sim::new();
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"x"[..]));
+    sim.run_until_end(id, secs(5));
+    sim.run_for(secs(5));
+    sim.engine.reset(sim.now);
+    sim.drain();
+    let t_reset = sim.now - sim.t0;
+    let id = sim.start(TaskSpec::new(CmdId(1), &b"y"[..]));
+    let (_, end) = sim.run_until_end(id, secs(60));
+    assert!(end.outcome.is_ok(), "{:?}", end.outcome);
+    assert_eq!(connects(&sim), vec![Duration::ZERO, t_reset]);
+}
