@@ -126,6 +126,9 @@ pub trait PacketCodec: Send + Sync + fmt::Debug + 'static {
     /// The default is Mars's shape (§8.2 of the spec): `Accept`, `Cache-Control`,
     /// `Connection`, `Content-Length`, `Content-Type`, `Host`, `User-Agent`, then the task's
     /// own headers replacing ones of the same name, all sorted by name case-insensitively.
+    /// Whatever it gives, the core makes a `Content-Length` header count the body
+    /// [`shortlink_body`](Self::shortlink_body) builds, and `req.host` comes with an IPv6
+    /// literal in brackets.
     fn shortlink_headers(&self, req: &ShortLinkRequest<'_>, headers: &mut Vec<(String, String)>) {
         headers.clear();
         let defaults: [(&str, String); 7] = [

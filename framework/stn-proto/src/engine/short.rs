@@ -1239,6 +1239,16 @@ impl Engine {
         plugins::shortlink_headers(&*codec, &req, &mut headers, &self.caught);
         let mut body = Vec::with_capacity(spec.body.len());
         plugins::shortlink_body(&*codec, &req, &mut body, &self.caught);
+        // The body built is what goes out: a `Content-Length` that counts something else (the
+        // default header counts the task's body, which a codec's `shortlink_body` may wrap,
+        // or a task header) is made to count it. Before, a longer one left the server
+        // waiting for bytes that never came, and a shorter one cut the body without an error.
+        let len = body.len().to_string();
+        for (name, value) in &mut headers {
+            if name.eq_ignore_ascii_case("content-length") && *value != len {
+                value.clone_from(&len);
+            }
+        }
         let mut t = timeouts::attempt(
             &self.cfg.timing,
             mobile,
@@ -1725,7 +1735,13 @@ fn host_of(ip_hosts: &[(IpAddr, usize)], hosts: &[String], addr: IpPort) -> Stri
         .iter()
         .find(|(ip, _)| *ip == addr.ip)
         .map_or(0, |(_, h)| *h);
-    hosts.get(index).cloned().unwrap_or_default()
+    let host = hosts.get(index).map_or("", String::as_str);
+    // An IPv6 literal goes in brackets in a `Host` header (RFC 9112 §3.2, RFC 3986's
+    // IP-literal): a strict server answers `Host: ::1` with a 400.
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]"),
+        Err(_) => host.to_owned(),
+    }
 }
 
 /// A short-link host string, parsed.

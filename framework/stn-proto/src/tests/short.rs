@@ -1559,3 +1559,77 @@ fn a_short_link_success_restarts_the_zombies() {
     assert_eq!(d.connects().len(), 1, "the zombie's new attempt");
     assert!(d.end(zombie).is_none());
 }
+
+/// A codec that wraps the short-link body in an envelope, overriding only `shortlink_body`.
+#[derive(Debug, Default)]
+struct Enveloped(phobos_codec_mars::MarsCodec);
+
+impl phobos_plugin_api::PacketCodec for Enveloped {
+    fn name(&self) -> &str {
+        "enveloped"
+    }
+    fn encode(
+        &self,
+        head: phobos_plugin_api::FrameHead,
+        body: &[u8],
+        extension: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), phobos_plugin_api::codec::EncodeError> {
+        self.0.encode(head, body, extension, out)
+    }
+    fn decode(
+        &self,
+        buf: &[u8],
+    ) -> Result<phobos_plugin_api::Decoded, phobos_plugin_api::DecodeError> {
+        self.0.decode(buf)
+    }
+    fn classify(&self, head: &phobos_plugin_api::FrameHead) -> phobos_plugin_api::FrameKind {
+        self.0.classify(head)
+    }
+    fn shortlink_body(&self, req: &phobos_plugin_api::ShortLinkRequest<'_>, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"env:");
+        out.extend_from_slice(req.body);
+    }
+}
+
+#[test]
+fn the_content_length_counts_the_body_the_codec_built() {
+    // Before, the default header counted the task's 5 bytes while 9 went out: the server
+    // waited for the rest, or (shorter) read a cut body.
+    let t0 = epoch();
+    let long = IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 8080);
+    let cfg = super::harness::config_of(std::sync::Arc::new(Enveloped::default()), &[long])
+        .build()
+        .unwrap();
+    let mut d = Drive {
+        engine: Engine::new(cfg, t0).unwrap(),
+        t0,
+        now: t0,
+        actions: Vec::new(),
+        events: Vec::new(),
+        seen: ConnId(0),
+    };
+    d.start(short_task(&["10.0.0.1:80"]).with_header("Content-Length", "2"));
+    let (conn, _, _) = d.connects().pop().unwrap();
+    d.connected(conn);
+    let (_, req) = d.exchanges().pop().unwrap();
+    assert_eq!(&req.body[..], b"env:hello");
+    assert_eq!(req.header("content-length"), Some("9"));
+}
+
+#[test]
+fn an_ipv6_literal_host_is_bracketed_in_the_host_header() {
+    // Before, the request went out with `Host: ::1`, which RFC 9112 §3.2 has a server refuse.
+    for (host, want) in [
+        ("::1", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("[::1]:8080", "[::1]:8080"),
+    ] {
+        let mut d = Drive::new();
+        d.start(short_task(&[host]));
+        let (conn, _, _) = d.connects().pop().expect("a literal host connects");
+        d.connected(conn);
+        let (_, req) = d.exchanges().pop().unwrap();
+        assert_eq!(req.header("host"), Some(want), "{host}");
+    }
+}
