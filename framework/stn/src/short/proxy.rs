@@ -235,20 +235,28 @@ async fn http_connect(
     stream.write_all(req.as_bytes()).await?;
     stream.flush().await?;
     // Read the reply head one byte at a time: whatever follows it belongs to the tunnel.
+    // Interim (1xx) replies come before the final one and are skipped (RFC 9110 §15.2); the
+    // byte cap covers them all, so a proxy sending them without end is refused.
     let mut head = Vec::with_capacity(128);
-    // RFC 9112 §2.2: a bare LF ends a line too (a proxy answering `HTTP/1.1 200 OK\n\n`
-    // otherwise held the attempt until the connect timeout).
-    while !(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
-        if head.len() >= MAX_CONNECT_REPLY {
-            return Err(ProxyError::Malformed.into_io());
+    let mut read = 0usize;
+    loop {
+        head.clear();
+        // RFC 9112 §2.2: a bare LF ends a line too (a proxy answering `HTTP/1.1 200 OK\n\n`
+        // otherwise held the attempt until the connect timeout).
+        while !(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
+            if read >= MAX_CONNECT_REPLY {
+                return Err(ProxyError::Malformed.into_io());
+            }
+            head.push(stream.read_u8().await?);
+            read += 1;
         }
-        head.push(stream.read_u8().await?);
+        let status = parse_status(&head).ok_or_else(|| ProxyError::Malformed.into_io())?;
+        match status {
+            100..=199 => continue,
+            200..=299 => return Ok(()),
+            _ => return Err(ProxyError::ConnectStatus(status).into_io()),
+        }
     }
-    let status = parse_status(&head).ok_or_else(|| ProxyError::Malformed.into_io())?;
-    if !(200..300).contains(&status) {
-        return Err(ProxyError::ConnectStatus(status).into_io());
-    }
-    Ok(())
 }
 
 /// The status code of an HTTP/1.x status line at the start of `head`.
@@ -401,6 +409,30 @@ mod tests {
         )
         .await
         .expect("the reply head was seen to end")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interim_replies_before_the_connect_reply_are_skipped() {
+        // Before, a `100 Continue` was taken as the final reply: `ConnectStatus(100)`.
+        connect_reply(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n")
+            .await
+            .unwrap();
+        connect_reply(
+            b"HTTP/1.1 102 Processing\n\nHTTP/1.1 103 Early\r\nA: b\r\n\r\nHTTP/1.1 200 OK\n\n",
+        )
+        .await
+        .unwrap();
+        let refused = connect_reply(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 403 No\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("403"), "{refused}");
+        // Interim replies without end are capped with the head's bytes.
+        let endless: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(1000).leak();
+        let refused = connect_reply(endless).await.unwrap_err();
+        assert!(
+            refused.to_string().to_lowercase().contains("malformed"),
+            "{refused}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
