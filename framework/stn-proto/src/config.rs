@@ -101,6 +101,13 @@ impl Config {
             if link.addrs.is_empty() && link.hosts.is_empty() {
                 return Err(ConfigError::NoAddress(link.name.to_string()));
             }
+            if let Some(bad) = link
+                .addrs
+                .iter()
+                .find(|a| !crate::engine::ranking::dialable(a))
+            {
+                return Err(ConfigError::Undialable(link.name.to_string(), *bad));
+            }
             if !link.hosts.is_empty() && link.ports.is_empty() {
                 return Err(ConfigError::NoPorts(link.name.to_string()));
             }
@@ -544,6 +551,10 @@ pub enum ConfigError {
     /// A link with neither hosts nor fixed addresses.
     #[error("link {0:?} has neither hosts nor addresses")]
     NoAddress(String),
+    /// A link's fixed address no connection can be made to: port 0, or an unspecified
+    /// (`0.0.0.0`, `::`, which Linux takes as this host), multicast or broadcast address.
+    #[error("link {0:?} has a fixed address no connection can be made to: {1}")]
+    Undialable(String, IpPort),
     /// A link with hosts but no ports.
     #[error("link {0:?} has hosts but no ports")]
     NoPorts(String),

@@ -9,7 +9,7 @@ mod limits;
 mod monitor;
 mod plugins;
 mod queue;
-mod ranking;
+pub(crate) mod ranking;
 mod short;
 mod tasks;
 mod timeouts;
@@ -2820,10 +2820,20 @@ impl Engine {
         });
         let lc = &self.cfg.links[li];
         if !lc.addrs.is_empty() {
-            // A fixed list is a debug list: used alone, in the order given (§10.2).
+            // A fixed list is a debug list: used alone, in the order given (§10.2), each
+            // address once (a repeat took a place of `max_addrs` and a stagger, and was
+            // dialled again in the same cycle).
+            let mut seen: Vec<IpPort> = Vec::with_capacity(lc.addrs.len().min(lc.max_addrs));
             let candidates = lc
                 .addrs
                 .iter()
+                .filter(|addr| {
+                    let new = !seen.contains(addr);
+                    if new {
+                        seen.push(**addr);
+                    }
+                    new
+                })
                 .take(lc.max_addrs)
                 .map(|&addr| Candidate {
                     addr,

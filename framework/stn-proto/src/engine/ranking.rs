@@ -801,9 +801,10 @@ fn expand(list: &[ResolvedAddr], ports: &[u16]) -> Vec<Candidate> {
 
 /// Whether a TCP connection to `addr` can reach a server: not port 0, not an unspecified
 /// (`0.0.0.0`, `::`, which Linux takes as this host), multicast or IPv4 broadcast address.
-/// An address given that way (a link's fixed list, a port list with 0) is ignored rather
-/// than dialled; IP sources' answers were already filtered (`is_dialable`).
-fn dialable(addr: &IpPort) -> bool {
+/// An address given that way in a port list with 0 is ignored rather than dialled; a link's
+/// fixed list with one is refused by `Config::validate`; IP sources' answers were already
+/// filtered (`is_dialable`).
+pub(crate) fn dialable(addr: &IpPort) -> bool {
     addr.port != 0 && dialable_ip(addr.ip)
 }
 

@@ -467,3 +467,47 @@ fn mars_classic_keeps_mars_numbers_for_the_same_addresses() {
     assert_eq!(times, vec![ms(0), ms(2_500), ms(5_000)]);
     assert_eq!(reports(&sim)[0].profile, ConnectProfile::MarsClassic);
 }
+
+#[test]
+fn a_repeated_fixed_address_is_dialled_once_a_cycle() {
+    // Before, each repeat was dialled again in the same cycle, a stagger later, and took a
+    // place the next address should have had.
+    let (a, b) = (server_addr(1), server_addr(2));
+    let mut link = LinkConfig::new(LINK).addrs([a, a, a, b]).main();
+    link.max_addrs = 2;
+    let cfg = Config::builder(Arc::new(MarsCodec::default()))
+        .link(link)
+        .seed(42)
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    sim.script.reach.insert(a, Dead);
+    sim.script.reach.insert(b, Live);
+    assert!(connect(&mut sim));
+    let dialled: Vec<IpPort> = sim
+        .actions
+        .iter()
+        .filter_map(|(_, act)| match act {
+            Action::Connect { addr, .. } => Some(*addr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dialled, [a, b]);
+}
+
+#[test]
+fn a_fixed_address_no_connection_can_be_made_to_is_refused_by_the_config() {
+    // Before, `0.0.0.0:p` (which Linux connects to this host) and `ip:0` were dialled.
+    for bad in [
+        IpPort::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080),
+        IpPort::new(server_addr(1).ip, 0),
+        IpPort::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080),
+    ] {
+        let err = Config::builder(Arc::new(MarsCodec::default()))
+            .link(LinkConfig::new(LINK).addrs([server_addr(2), bad]))
+            .build()
+            .unwrap_err();
+        assert_eq!(err, crate::ConfigError::Undialable(LINK.to_owned(), bad));
+        assert!(err.to_string().contains(&bad.to_string()), "{err}");
+    }
+}
