@@ -954,6 +954,20 @@ impl Engine {
         if self.short.owns(attempt) {
             return self.short_connected(now, attempt);
         }
+        // A driver that woke late may report the connect before the deadline it missed: the
+        // deadline came first, and the attempt lost (before, it won or lost by the order in
+        // which the driver took its ready events).
+        for (kind, handshake) in [
+            (TimerKind::ConnectAttempt(attempt), false),
+            (TimerKind::Handshake(attempt), true),
+        ] {
+            if self.timers.deadline(kind).is_some_and(|at| at <= now) {
+                self.on_attempt_deadline(attempt, now, handshake);
+                if !self.conns.contains_key(&attempt) {
+                    return;
+                }
+            }
+        }
         let li = self.conns.get(&attempt).copied();
         let won = li.and_then(|li| match &mut self.links[li].state {
             LinkState::Connecting {

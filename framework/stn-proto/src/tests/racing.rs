@@ -511,3 +511,28 @@ fn a_fixed_address_no_connection_can_be_made_to_is_refused_by_the_config() {
         assert!(err.to_string().contains(&bad.to_string()), "{err}");
     }
 }
+
+#[test]
+fn a_connect_reported_after_its_deadline_does_not_win() {
+    // A driver that wakes late finds the connect and the deadline ready together. Before,
+    // the connect won when the driver took it first.
+    let cfg = super::harness::config_with(&[server_addr(1)])
+        .build()
+        .unwrap();
+    let t0 = crate::tests::epoch::epoch();
+    let mut engine = crate::Engine::new(cfg, t0).unwrap();
+    engine.connect_link(t0, LINK);
+    let attempt = std::iter::from_fn(|| engine.poll_action())
+        .find_map(|a| match a {
+            Action::Connect { attempt, .. } => Some(attempt),
+            _ => None,
+        })
+        .unwrap();
+    let late = t0 + secs(11);
+    engine.handle_connected(late, attempt);
+    engine.handle_timeout(late);
+    assert!(!engine.is_connected(LINK));
+    let aborted = std::iter::from_fn(|| engine.poll_action())
+        .any(|a| matches!(a, Action::Abort { attempt: a } if a == attempt));
+    assert!(aborted, "the late connection is closed");
+}
