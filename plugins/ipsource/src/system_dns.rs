@@ -143,11 +143,16 @@ fn lookup_error(e: &std::io::Error) -> ResolveError {
 
 /// Whether a resolver's answer `ip` is usable (spec §10.4): never the unspecified or broadcast
 /// address, loopback only when allowed, IPv6 only when not `ipv4_only`.
+///
+/// An IPv4-mapped IPv6 answer (`::ffff:127.0.0.1`) is judged as the IPv4 address it is: a
+/// dual-stack socket connects to it. Before, a resolver could pass loopback, `0.0.0.0` and
+/// broadcast that way.
 pub(crate) fn sanitise(ip: IpAddr, allow_loopback: bool, ipv4_only: bool) -> bool {
-    if ip.is_unspecified() || ip == IpAddr::from([255, 255, 255, 255]) {
+    let canonical = ip.to_canonical();
+    if canonical.is_unspecified() || canonical == IpAddr::from([255, 255, 255, 255]) {
         return false;
     }
-    if ip.is_loopback() && !allow_loopback {
+    if canonical.is_loopback() && !allow_loopback {
         return false;
     }
     !(ipv4_only && ip.is_ipv6())
@@ -204,6 +209,23 @@ mod tests {
         );
         let lenient = dns(true, false).sanitised(answer.iter().map(|s| ip(s)).collect());
         assert_eq!(lenient.len(), 2, "{lenient:?}");
+    }
+
+    #[test]
+    fn ipv4_mapped_junk_is_judged_as_the_ipv4_address_it_is() {
+        // Before, `::ffff:127.0.0.1` passed as a global IPv6 address, and a dual-stack socket
+        // connected to a local service.
+        let d = dns(false, false);
+        for bad in [
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0",
+            "::ffff:255.255.255.255",
+        ] {
+            assert!(!d.keeps(ip(bad)), "{bad} kept");
+        }
+        assert!(d.keeps(ip("::ffff:192.0.2.9")));
+        assert!(dns(true, false).keeps(ip("::ffff:127.0.0.1")));
+        assert!(!dns(false, true).keeps(ip("::ffff:192.0.2.9")), "IPv4 only");
     }
 
     #[tokio::test(start_paused = true)]

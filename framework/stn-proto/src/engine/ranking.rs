@@ -809,8 +809,9 @@ pub(crate) fn dialable(addr: &IpPort) -> bool {
 }
 
 /// Whether `ip` is one a connection can be made to: not unspecified, multicast or the IPv4
-/// broadcast address.
+/// broadcast address, in IPv4-mapped IPv6 form (`::ffff:0.0.0.0`) too.
 pub(crate) fn dialable_ip(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
     !ip.is_unspecified() && !ip.is_multicast() && ip != IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
 }
 

@@ -502,6 +502,7 @@ fn a_fixed_address_no_connection_can_be_made_to_is_refused_by_the_config() {
         IpPort::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8080),
         IpPort::new(server_addr(1).ip, 0),
         IpPort::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 8080),
+        IpPort::new("::ffff:0.0.0.0".parse().unwrap(), 8080),
     ] {
         let err = Config::builder(Arc::new(MarsCodec::default()))
             .link(LinkConfig::new(LINK).addrs([server_addr(2), bad]))
