@@ -70,7 +70,7 @@ impl PluginsConfig {
     pub fn from_toml_str(text: &str) -> Result<Self, RegistryError> {
         let doc: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| RegistryError::Toml(e.message().to_owned()))?;
+            .map_err(|e: toml::de::Error| RegistryError::Toml(e.to_string()))?;
         match doc.get("plugins") {
             None => Ok(PluginsConfig::default()),
             Some(toml::Value::Table(t)) => Self::from_table(t),
@@ -272,10 +272,15 @@ mod tests {
     }
 
     #[test]
-    fn invalid_toml_is_reported() {
+    fn invalid_toml_is_reported_with_where_it_is() {
         assert!(matches!(
             PluginsConfig::from_toml_str("[plugins\ncodec = "),
             Err(RegistryError::Toml(_))
         ));
+        // Before, the message lost the line and column.
+        let err =
+            PluginsConfig::from_toml_str("[app]\nx = 1\n\n[plugins]\ncodec = \"mars\"\nauth = \n")
+                .unwrap_err();
+        assert!(err.to_string().contains("line 6"), "{err}");
     }
 }

@@ -45,6 +45,22 @@ pub enum RegistryError {
         /// The names there are, each with its origin.
         available: Vec<String>,
     },
+    /// A name without a `library` that more than one origin offers (a built-in and a loaded
+    /// library, or two libraries): which one is meant is not guessed.
+    #[error(
+        "{field}: {kind} plugin \"{name}\" is offered by {}; name the one meant with `library = \"PATH\"`",
+        .origins.join(" and ")
+    )]
+    AmbiguousPlugin {
+        /// Where it was asked for.
+        field: String,
+        /// The kind.
+        kind: PluginKind,
+        /// The name asked for.
+        name: String,
+        /// Each origin offering it (`built-in`, or a library's path).
+        origins: Vec<String>,
+    },
     /// A built-in plugin refused its config.
     #[error("{field}: {kind} plugin \"{name}\" rejected its config: {message}")]
     ConfigRejected {

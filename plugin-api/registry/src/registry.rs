@@ -14,9 +14,10 @@ use crate::plugins::{Origin, Plugin, Plugins, PluginsBuilder};
 
 /// Knows plugins by kind and name: built-in constructors and the plugins of loaded libraries.
 ///
-/// A name without a `library` resolves to the built-in plugin of that name first, then to the
-/// first library (in [`load_library`](Self::load_library) order) offering it. A `library`
-/// names exactly where the plugin comes from.
+/// A name without a `library` resolves to the one built-in plugin or loaded library (see
+/// [`load_library`](Self::load_library)) offering it; when several do (a library reusing a
+/// built-in's name, or two libraries), it is [`RegistryError::AmbiguousPlugin`] rather than a
+/// silent choice. A `library` names exactly where the plugin comes from.
 ///
 /// Built-in constructors receive their config in-process through `erased-serde`: the TOML
 /// value is deserialized straight into the constructor's own config type. Plugins from
@@ -405,22 +406,50 @@ impl Registry {
             .iter()
             .filter(|b| b.kind == kind && b.name == spec.name)
             .find_map(|b| pick(&b.ctor));
+        let offering: Vec<&Arc<PluginLibrary>> = self
+            .libraries
+            .iter()
+            .filter(|l| l.has_plugin(kind, &spec.name))
+            .collect();
+        if offering.len() + usize::from(builtin.is_some()) > 1 {
+            let origins = builtin
+                .map(|_| "built-in".to_owned())
+                .into_iter()
+                .chain(offering.iter().map(|l| l.path().display().to_string()))
+                .collect();
+            return Err(RegistryError::AmbiguousPlugin {
+                field: field.to_owned(),
+                kind,
+                name: spec.name.clone(),
+                origins,
+            });
+        }
         if let Some(ctor) = builtin {
             let config = spec
                 .config
                 .clone()
                 .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
-            let mut de = <dyn erased_serde::Deserializer<'_>>::erase(config);
             // Design: a built-in's constructor runs under the same guard as a library's, so
             // a panic in it is an error of the configuration's build, not of the host.
-            let made = phobos_plugin_api::panics::catch(|| ctor(&mut de)).map_err(|message| {
-                RegistryError::ConstructorPanicked {
-                    field: field.to_owned(),
-                    kind,
-                    name: spec.name.clone(),
-                    message,
+            let panicked = |message| RegistryError::ConstructorPanicked {
+                field: field.to_owned(),
+                kind,
+                name: spec.name.clone(),
+                message,
+            };
+            let mut de = <dyn erased_serde::Deserializer<'_>>::erase(config);
+            let mut made = phobos_plugin_api::panics::catch(|| ctor(&mut de)).map_err(panicked)?;
+            if made.is_err() && spec.config.is_none() {
+                // No config given: an empty table, else no value at all, as a library's
+                // plugin is given (`parse_config`), so a constructor taking `()` (which TOML
+                // cannot write) builds. The first refusal is the one reported.
+                let mut unit = <dyn erased_serde::Deserializer<'_>>::erase(
+                    serde::de::value::UnitDeserializer::<serde::de::value::Error>::new(),
+                );
+                if let Ok(Ok(plugin)) = phobos_plugin_api::panics::catch(|| ctor(&mut unit)) {
+                    made = Ok(plugin);
                 }
-            })?;
+            }
             let plugin = made.map_err(|message| RegistryError::ConfigRejected {
                 field: field.to_owned(),
                 kind,
@@ -429,11 +458,7 @@ impl Registry {
             })?;
             return Ok(Plugin::new(plugin, spec.name.clone(), Origin::BuiltIn));
         }
-        if let Some(lib) = self
-            .libraries
-            .iter()
-            .find(|l| l.has_plugin(kind, &spec.name))
-        {
+        if let Some(lib) = offering.first() {
             return from(lib);
         }
         Err(RegistryError::UnknownPlugin {

@@ -267,3 +267,27 @@ fn a_built_in_whose_constructor_panics_is_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+/// A built-in taking no config (`()`, as `export_plugin!` documents for a library's) builds
+/// when none is given; before, the empty table it was handed was refused, and TOML cannot
+/// write a unit value.
+#[test]
+fn a_built_in_whose_config_is_unit_builds_without_one() {
+    let mut registry = Registry::empty();
+    registry.register_codec("plain", |_: ()| {
+        Ok::<_, String>(phobos_codec_mars::MarsCodec::default())
+    });
+    let codec = registry
+        .codec(&PluginSpec::named("plain"), "codec")
+        .unwrap();
+    assert_eq!(codec.name(), "plain");
+    // A config given is the config: not retried as none.
+    let given = PluginSpec {
+        config: Some(toml::toml! { x = 1 }.into()),
+        ..PluginSpec::named("plain")
+    };
+    assert!(matches!(
+        registry.codec(&given, "codec").unwrap_err(),
+        RegistryError::ConfigRejected { .. }
+    ));
+}

@@ -137,3 +137,39 @@ fn a_library_name_unknown_in_that_library_lists_its_plugins() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_name_offered_by_more_than_one_origin_must_be_named_with_its_library() {
+    // Before, `codec = "mars"` silently built the built-in though a library offering "mars"
+    // had been loaded for it (and of two libraries, the first loaded won).
+    let mut registry = Registry::with_builtins();
+    registry.load_library(&fixtures().mars).unwrap();
+    let err = registry
+        .build_from_toml("[plugins]\ncodec = \"mars\"\n")
+        .unwrap_err();
+    let RegistryError::AmbiguousPlugin { origins, .. } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(origins.len(), 2, "{origins:?}");
+    assert_eq!(origins[0], "built-in");
+    let text = err.to_string();
+    assert!(
+        text.contains("built-in")
+            && text.contains("libphobos_codec_mars")
+            && text.contains("library"),
+        "{text}"
+    );
+    // Naming the library picks it.
+    let text = format!(
+        "[plugins.codec]\nlibrary = \"{}\"\nname = \"mars\"\n",
+        toml_path(&fixtures().mars)
+    );
+    let p = registry.build_from_toml(&text).unwrap();
+    assert!(matches!(p.codec.origin(), Origin::Library(_)));
+    // A name only one origin offers still resolves by name.
+    registry.load_library(&fixtures().multi).unwrap();
+    let p = registry
+        .build_from_toml("[plugins]\ncodec = { name = \"len\", config = { level = 1 } }\n")
+        .unwrap();
+    assert!(matches!(p.codec.origin(), Origin::Library(_)));
+}
