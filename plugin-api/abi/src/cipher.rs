@@ -4,8 +4,8 @@
 //!
 //! # Panics in the plugin
 //!
-//! Every fallible method returns `CipherError::Crypto("plugin panicked: …")` (a writer never
-//! falls back to plaintext). `name`, `kind` and an encryptor's `header_key` are read once when
+//! Every fallible method returns `CipherError::Crypto("log cipher \"<name>\" panicked: …")`,
+//! as a cipher's panic in-process does (a writer never falls back to plaintext). `name`, `kind` and an encryptor's `header_key` are read once when
 //! the object is built, so they cannot panic later; a panic while reading them makes building
 //! fail. `is_prefix_decryptable` answers `false` after a panic (crash recovery then leaves the
 //! unfinished block alone, the cautious choice). `encrypt`'s output is appended to the
@@ -146,11 +146,12 @@ impl<T: LogCipher> FfiLogCipher for CipherExport<T> {
                 EncryptorExport {
                     inner: Guarded::new(inner),
                     header_key,
+                    name: self.name.clone(),
                 },
                 TD_Opaque,
             )),
             Ok(Err(e)) => RResult::RErr(e.into()),
-            Err(msg) => RResult::RErr(panicked(&msg)),
+            Err(msg) => RResult::RErr(panicked(&self.name, &msg)),
         }
     }
 
@@ -162,11 +163,12 @@ impl<T: LogCipher> FfiLogCipher for CipherExport<T> {
             Ok(Ok(inner)) => RResult::ROk(FfiBlockDecryptor_TO::from_value(
                 DecryptorExport {
                     inner: Guarded::new(inner),
+                    name: self.name.clone(),
                 },
                 TD_Opaque,
             )),
             Ok(Err(e)) => RResult::RErr(e.into()),
-            Err(msg) => RResult::RErr(panicked(&msg)),
+            Err(msg) => RResult::RErr(panicked(&self.name, &msg)),
         }
     }
 }
@@ -174,6 +176,8 @@ impl<T: LogCipher> FfiLogCipher for CipherExport<T> {
 struct EncryptorExport {
     inner: Guarded<Box<dyn BlockEncryptor>>,
     header_key: [u8; HEADER_KEY_LEN],
+    /// The cipher's name, for its panic errors.
+    name: RString,
 }
 
 impl FfiBlockEncryptor for EncryptorExport {
@@ -192,7 +196,7 @@ impl FfiBlockEncryptor for EncryptorExport {
         match catch(|| with_scratch(&mut out, |v| inner.encrypt(plain.as_slice(), v))) {
             Ok(Ok(n)) => RResult::ROk(n as u64),
             Ok(Err(e)) => RResult::RErr(e.into()),
-            Err(msg) => RResult::RErr(panicked(&msg)),
+            Err(msg) => RResult::RErr(panicked(&self.name, &msg)),
         }
     }
 
@@ -205,7 +209,7 @@ impl FfiBlockEncryptor for EncryptorExport {
         match catch(|| with_scratch(&mut out, |v| inner.finish_block(rest.as_slice(), v))) {
             Ok(Ok(())) => RResult::ROk(()),
             Ok(Err(e)) => RResult::RErr(e.into()),
-            Err(msg) => RResult::RErr(panicked(&msg)),
+            Err(msg) => RResult::RErr(panicked(&self.name, &msg)),
         }
     }
 
@@ -216,6 +220,8 @@ impl FfiBlockEncryptor for EncryptorExport {
 
 struct DecryptorExport {
     inner: Guarded<Box<dyn BlockDecryptor>>,
+    /// The cipher's name, for its panic errors.
+    name: RString,
 }
 
 impl FfiBlockDecryptor for DecryptorExport {
@@ -228,13 +234,15 @@ impl FfiBlockDecryptor for DecryptorExport {
         match catch(|| with_scratch(&mut out, |v| inner.decrypt_block(body.as_slice(), v))) {
             Ok(Ok(())) => RResult::ROk(()),
             Ok(Err(e)) => RResult::RErr(e.into()),
-            Err(msg) => RResult::RErr(panicked(&msg)),
+            Err(msg) => RResult::RErr(panicked(&self.name, &msg)),
         }
     }
 }
 
-fn panicked(msg: &str) -> FfiCipherError {
-    FfiCipherError::Crypto(format!("plugin panicked: {msg}").into())
+/// A panic in cipher `name`'s call, worded as a cipher's panic in-process is
+/// (`phobos_plugin_api::panics::cipher_panicked`).
+fn panicked(name: &str, msg: &str) -> FfiCipherError {
+    FfiCipherError::Crypto(format!("log cipher {name:?} panicked: {msg}").into())
 }
 
 struct ImportedCipher {
@@ -512,5 +520,25 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(out, b"keep");
+    }
+
+    #[test]
+    fn a_loaded_ciphers_panic_is_worded_as_in_process_naming_the_cipher() {
+        // Before: "plugin panicked: encrypt exploded", without the cipher's name.
+        let loaded = import_log_cipher(
+            export_log_cipher(Xor4 {
+                public: true,
+                private: true,
+            })
+            .unwrap(),
+            "test",
+        );
+        let mut enc = loaded.new_encryptor().unwrap();
+        let err = enc.encrypt(b"PANIC!!!", &mut Vec::new()).unwrap_err();
+        let name = loaded.name().to_owned();
+        assert_eq!(
+            err,
+            phobos_plugin_api::panics::cipher_panicked(&name, "encrypt exploded")
+        );
     }
 }
