@@ -116,6 +116,8 @@ pub(crate) struct InFlight {
     pub(crate) origin: Instant,
     /// A hedge: a repeat of an attempt already in flight.
     pub(crate) hedge: bool,
+    /// Its transport is up and a handshake runs ([`Dialer::established`]).
+    pub(crate) established: bool,
 }
 
 /// One attempt of the cycle, for its report.
@@ -222,6 +224,7 @@ impl Dialer {
             started: now,
             origin,
             hedge,
+            established: false,
         });
         self.log.push(AttemptLog {
             candidate,
@@ -286,6 +289,13 @@ impl Dialer {
         self.in_flight.iter().find(|a| a.conn == conn)
     }
 
+    /// The transport of attempt `conn` is up (its handshake runs): no hedge follows it.
+    pub(crate) fn established(&mut self, conn: ConnId) {
+        if let Some(a) = self.in_flight.iter_mut().find(|a| a.conn == conn) {
+            a.established = true;
+        }
+    }
+
     /// Takes the winner out; the rest of `in_flight` are losers to [`abort_all`].
     ///
     /// [`abort_all`]: Self::abort_all
@@ -314,11 +324,16 @@ impl Dialer {
     ///
     /// Design: no hedge once an attempt of the cycle has failed: an answer that came back
     /// (a refusal, an unreachable) shows the path carries packets, so a silent address beside
-    /// it is more likely filtered than unlucky, and more SYNs to it would only add load.
+    /// it is more likely filtered than unlucky, and more SYNs to it would only add load. Nor
+    /// once an attempt's transport is up: its SYN was not lost, and a hedge would be a whole
+    /// second TCP and TLS handshake for the server, at every mass reconnect (on a path of
+    /// 125 ms or more, the first connect after a network change opened up to four); a
+    /// handshake that stalls has its own timeout and redial.
     fn hedge_target(&self, now: Instant) -> Option<InFlight> {
         if self.hedges_left == 0
             || self.in_flight.len() >= self.rules.max_concurrent
             || !self.failures.is_empty()
+            || self.in_flight.iter().any(|a| a.established)
         {
             return None;
         }

@@ -922,13 +922,14 @@ impl Engine {
     /// first-packet timeout).
     pub fn handle_established(&mut self, now: Instant, attempt: ConnId) {
         self.demote_all();
-        let Some(rec) = self.cfg.active_recovery() else {
-            return;
-        };
         let Some(&li) = self.conns.get(&attempt) else {
             return;
         };
-        let LinkState::Connecting { dialer, .. } = &self.links[li].state else {
+        let LinkState::Connecting { dialer, .. } = &mut self.links[li].state else {
+            return;
+        };
+        dialer.established(attempt);
+        let Some(rec) = self.cfg.active_recovery() else {
             return;
         };
         let Some(a) = dialer.in_flight(attempt) else {
