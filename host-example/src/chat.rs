@@ -595,9 +595,9 @@ impl Inner {
                 .await
                 .and_then(|page| {
                     let next = next_cursor(after.as_deref(), page.next)?;
-                    Ok((page.conversations, next))
+                    Ok((page.conversations, next, page.epoch))
                 });
-            let (convs, next) = match page {
+            let (convs, next, epoch) = match page {
                 Ok(page) => page,
                 Err(e) => {
                     let _ = events.send(ChatEvent::CatchUpFailed {
@@ -607,6 +607,9 @@ impl Inner {
                     return;
                 }
             };
+            // The page's own epoch first: the list of a server that lost its history may
+            // name none of the user's rooms.
+            self.delivered.lock().await.see_epoch(epoch, &self.events);
             for conv in convs {
                 let behind = {
                     let mut delivered = self.delivered.lock().await;

@@ -254,6 +254,7 @@ pub struct ListRequest {
 ///         epoch: 0,
 ///     }],
 ///     next: None,
+///     epoch: 0,
 /// };
 /// let body = serde_json::to_string(&page).unwrap();
 /// assert_eq!(
@@ -270,6 +271,11 @@ pub struct ConversationPage {
     /// `Some` when more conversations follow: the [`ListRequest::after`] of the next page (the
     /// last id of this page). `None` when this page ends the list.
     pub next: Option<String>,
+    /// The server's history epoch ([`Message::epoch`]), on every page, an empty one too: a
+    /// server that restarted without its history has forgotten the user's rooms, so its
+    /// list may name no conversation to carry the epoch. 0 when the server names none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
 }
 
 /// A short-link request: the token and the request.

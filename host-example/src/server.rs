@@ -773,6 +773,7 @@ impl Inner {
             return Ok(ConversationPage {
                 conversations: Vec::new(),
                 next: None,
+                epoch: hub.epoch,
             });
         };
         let start = match &req.after {
@@ -810,6 +811,7 @@ impl Inner {
         Ok(ConversationPage {
             conversations,
             next,
+            epoch: hub.epoch,
         })
     }
 

@@ -196,13 +196,11 @@ async fn a_server_that_restarts_without_its_history_is_caught_and_its_messages_d
     first.shutdown().await;
     let second = Server::start(server_config).await.unwrap();
 
-    // Alice's sends are retried onto the new server; the room starts at 1 there.
+    // Alice's sends go to the new server; the room starts at 1 there. Bob is only in the
+    // room, which the new server does not know he is in: his client learns the new epoch
+    // from the (empty) conversation list after its reconnect, and joins the room again.
     alice
         .send(Target::Room("lobby".into()), "after 1")
-        .await
-        .unwrap();
-    alice
-        .send(Target::User("bob".into()), "a direct one")
         .await
         .unwrap();
     alice
@@ -211,7 +209,7 @@ async fn a_server_that_restarts_without_its_history_is_caught_and_its_messages_d
         .unwrap();
     let mut reset = false;
     let mut got = Vec::new();
-    while got.len() < 3 {
+    while got.len() < 2 {
         match tokio::time::timeout(GUARD, bob_events.recv()).await {
             Ok(Some(ChatEvent::Message { message, .. })) => got.push(message),
             Ok(Some(ChatEvent::HistoryReset { .. })) => reset = true,
@@ -223,7 +221,7 @@ async fn a_server_that_restarts_without_its_history_is_caught_and_its_messages_d
     assert!(reset, "the reset was reported");
     let mut texts: Vec<&str> = got.iter().map(|m| m.text.as_str()).collect();
     texts.sort_unstable();
-    assert_eq!(texts, ["a direct one", "after 1", "after 2"]);
+    assert_eq!(texts, ["after 1", "after 2"]);
     let lobby: Vec<u64> = got
         .iter()
         .filter(|m| m.conversation == "room:lobby")
