@@ -793,7 +793,12 @@ impl Terminal {
             }
             (request, Ok(Outcome::Joined(_)) | Err(_)) => {
                 // A join's task gives a join's outcome; only a task that panicked gets here.
-                println!("* {}: the request's task failed", request.line())
+                // A message whose task failed is not confirmed, and counts in the exit
+                // status like one whose send failed.
+                println!("* {}: the request's task failed", request.line());
+                if request.is_message() {
+                    self.failed += 1;
+                }
             }
         }
         self.start_next();
@@ -862,6 +867,11 @@ impl Terminal {
 }
 
 impl Ordered {
+    /// Whether it is a message (the server confirms it or not), not a join.
+    fn is_message(&self) -> bool {
+        !matches!(self, Ordered::Join { .. })
+    }
+
     /// The request as the user typed it.
     fn line(&self) -> String {
         match self {
