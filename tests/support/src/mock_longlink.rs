@@ -285,12 +285,14 @@ impl MockLongLinkServer {
         self.wait_until(|s| s.frames_of(kind).len() >= n).await;
     }
 
-    /// Sends a push frame on every open connection; returns how many got it.
+    /// Sends a push frame on every open connection that serves; returns how many got it (a
+    /// connection that never reads writes nothing, and is not counted).
     pub fn push(&self, cmd: CmdId, body: &[u8]) -> usize {
         let st = self.shared.lock();
         let mut n = 0;
-        for tx in st.conns.iter().flatten() {
-            if tx
+        for conn in st.conns.iter().flatten().filter(|c| c.pushes) {
+            if conn
+                .tx
                 .send(Cmd::Steps(vec![Step::Push {
                     cmd,
                     body: body.to_vec(),
@@ -308,7 +310,7 @@ impl MockLongLinkServer {
     pub fn run_on(&self, conn: usize, steps: Vec<Step>) -> bool {
         let st = self.shared.lock();
         match st.conns.get(conn) {
-            Some(Some(tx)) => tx.send(Cmd::Steps(steps)).is_ok(),
+            Some(Some(conn)) => conn.tx.send(Cmd::Steps(steps)).is_ok(),
             _ => false,
         }
     }
@@ -559,12 +561,20 @@ struct Shared {
     state: Mutex<State>,
 }
 
+/// An open connection's command sender, and whether it writes pushes (a connection that
+/// never reads, [`AcceptMode::NeverRead`], does not).
+#[derive(Debug)]
+struct OpenConn {
+    tx: mpsc::UnboundedSender<Cmd>,
+    pushes: bool,
+}
+
 #[derive(Debug)]
 struct State {
     scripts: VecDeque<ConnScript>,
     default_script: ConnScript,
     /// Per accepted connection: its command sender while open.
-    conns: Vec<Option<mpsc::UnboundedSender<Cmd>>>,
+    conns: Vec<Option<OpenConn>>,
     frames: Vec<ReceivedFrame>,
     frame_count: u64,
     decode_errors: Vec<(usize, DecodeError)>,
@@ -599,8 +609,13 @@ impl Shared {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of descriptors or the like: retry after a pause instead of spinning.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -610,7 +625,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .scripts
                 .pop_front()
                 .unwrap_or_else(|| st.default_script.clone());
-            st.conns.push(Some(tx));
+            st.conns.push(Some(OpenConn {
+                tx,
+                pushes: script.accept == AcceptMode::Serve,
+            }));
             (st.conns.len() - 1, script)
         };
         let conn = tokio::spawn(serve(shared.clone(), id, stream, script, rx));

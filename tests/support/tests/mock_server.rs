@@ -179,6 +179,25 @@ async fn pushes_go_out_on_connect_and_on_demand_with_seq_zero() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_push_counts_only_the_connections_that_write_it() {
+    // Before, a connection that never reads (and so writes nothing) was counted as pushed to.
+    let server = MockLongLinkServer::builder(codec())
+        .script(ConnScript::never_read())
+        .script(ConnScript::echo())
+        .start()
+        .await
+        .unwrap();
+    let _silent = TcpStream::connect(server.addr()).await.unwrap();
+    let mut serving = TcpStream::connect(server.addr()).await.unwrap();
+    server.wait_for_connections(2).await;
+    assert_eq!(server.push(CmdId(7), b"p"), 1);
+    let mut buf = Vec::new();
+    let (head, _) = read_frame(&mut serving, &mut buf).await.unwrap();
+    assert_eq!(head.cmd_id, CmdId(7));
+    assert_eq!(server.open_connections(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn heartbeats_are_answered_or_dropped_as_scripted() {
     let server = MockLongLinkServer::builder(codec())
         .script(ConnScript::echo())
