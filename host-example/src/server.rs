@@ -40,7 +40,9 @@
 //! Bytes that are not a frame of the codec close that connection only; a failed TLS
 //! handshake or malformed HTTP closes that connection only; bodies are size-limited. A
 //! connection that has not identified within [`IDENTIFY_TIMEOUT`] of its accept (its TLS
-//! handshake included) is closed, so silent peers cannot hold the server's descriptors.
+//! handshake included) is closed, so silent peers cannot hold the server's descriptors; on
+//! the short link an HTTPS handshake and a request head each get 10 s and a body 30 s (a
+//! stalled body is answered 408 and its connection closed).
 //! Nothing a peer sends panics the server or makes it hold more than [`MAX_QUEUED`] bytes
 //! for a connection, besides one frame being read.
 
@@ -917,9 +919,17 @@ impl Inner {
 async fn http_conn(inner: Arc<Inner>, stream: TcpStream) {
     match inner.config.http_tls.clone() {
         None => serve_http(inner, stream).await,
-        Some(tls) => match tokio_rustls::TlsAcceptor::from(tls).accept(stream).await {
-            Ok(stream) => serve_http(inner, stream).await,
-            Err(e) => tracing::debug!(error = %e, "HTTPS handshake failed"),
+        // The handshake gets the header timeout too: a peer that connects and says nothing
+        // held a task and a descriptor for ever (hyper's header timer starts after it).
+        Some(tls) => match tokio::time::timeout(
+            HTTP_HEADER_TIMEOUT,
+            tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => serve_http(inner, stream).await,
+            Ok(Err(e)) => tracing::debug!(error = %e, "HTTPS handshake failed"),
+            Err(_) => tracing::debug!("HTTPS handshake timed out"),
         },
     }
 }
@@ -951,9 +961,24 @@ async fn http_request(inner: &Inner, req: Request<Incoming>) -> Response<Full<By
         return respond(StatusCode::METHOD_NOT_ALLOWED, b"POST only\n".to_vec());
     }
     let path = req.uri().path().to_owned();
-    let body = match Limited::new(req.into_body(), MAX_HTTP_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return respond(StatusCode::PAYLOAD_TOO_LARGE, b"body too large\n".to_vec()),
+    // hyper's header timeout does not cover the body: one that stalls is answered 408 and
+    // its connection closed, instead of holding both for ever.
+    let body = match tokio::time::timeout(
+        HTTP_BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_HTTP_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => return respond(StatusCode::PAYLOAD_TOO_LARGE, b"body too large\n".to_vec()),
+        Err(_) => {
+            let mut resp = respond(StatusCode::REQUEST_TIMEOUT, b"body too slow\n".to_vec());
+            resp.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
     };
     let (status, body) = inner.handle_http(&path, &body);
     respond(status, body)
@@ -1104,6 +1129,8 @@ const MAX_HTTP_BODY: usize = 64 * 1024;
 /// id being at most `dm:` and two 64-byte names).
 const REPLY_OVERHEAD: usize = 1024;
 const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP request's body may take to arrive once its head has.
+const HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Cuts `summary`'s member list so that it serializes in at most `budget` bytes (with room
 /// for the reply around it), marking it cut; a summary that fits is left as it is.

@@ -631,3 +631,50 @@ async fn a_connection_that_never_identifies_is_closed() {
     assert_eq!(server.stats().stalled_closed, 1);
     server.shutdown().await;
 }
+
+/// Reads until the server closes (`true`) or an hour of virtual time passes (`false`).
+async fn closed_within_an_hour(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(3600), s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_https_connection_that_never_handshakes_is_closed() {
+    // Before, the TLS accept had no deadline: a silent peer held a task and a descriptor for
+    // ever (hyper's header timeout starts after the handshake).
+    let tls = phobos_host_example::tls::DemoTls::generate().unwrap();
+    let mut config = ServerConfig::new(codec(), TokenIssuer::new("s"));
+    config.http_tls = Some(tls.server.clone());
+    let server = Server::start(config).await.unwrap();
+    let mut silent = TcpStream::connect(server.http_addr()).await.unwrap();
+    assert!(closed_within_an_hour(&mut silent).await);
+    server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_http_request_whose_body_stalls_is_answered_and_closed() {
+    // Before, a body that stopped coming held the connection for ever.
+    let server = Server::start(ServerConfig::new(codec(), TokenIssuer::new("s")))
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(server.http_addr()).await.unwrap();
+    s.write_all(b"POST /v1/history HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n{\"tok")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(3600),
+        s.read_to_end(&mut reply),
+    )
+    .await;
+    assert!(read.is_ok(), "still open after an hour");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    server.shutdown().await;
+}
