@@ -369,7 +369,8 @@ async fn run_server(
                 demo_tls::server_config_from_files(&cert, &key)?
             }
             _ => {
-                let generated = DemoTls::generate()?;
+                // For the name the config's clients verify, which the message below names.
+                let generated = DemoTls::generate_for(&config.client.server_name)?;
                 let dir = config.tls_dir();
                 generated.write_pem(&dir)?;
                 println!(

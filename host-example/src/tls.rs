@@ -66,6 +66,17 @@ impl DemoTls {
     ///
     /// [`TlsSetupError::Generate`] or [`TlsSetupError::Rustls`].
     pub fn generate() -> Result<Self, TlsSetupError> {
+        Self::generate_for(SERVER_NAME)
+    }
+
+    /// Generates the CA and a server certificate for `server_name` (a DNS name or an IP
+    /// address: what clients verify).
+    ///
+    /// # Errors
+    ///
+    /// [`TlsSetupError::Generate`] (a name a certificate cannot hold, among others) or
+    /// [`TlsSetupError::Rustls`].
+    pub fn generate_for(server_name: &str) -> Result<Self, TlsSetupError> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -76,10 +87,10 @@ impl DemoTls {
         let ca = ca_params.self_signed(&ca_key)?;
 
         let leaf_key = KeyPair::generate()?;
-        let mut leaf_params = CertificateParams::new(vec![SERVER_NAME.to_owned()])?;
+        let mut leaf_params = CertificateParams::new(vec![server_name.to_owned()])?;
         leaf_params
             .distinguished_name
-            .push(DnType::CommonName, SERVER_NAME);
+            .push(DnType::CommonName, server_name);
         let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key)?;
 
         let server = server_config(
@@ -190,6 +201,38 @@ mod tests {
             &dir.path().join("server.key"),
         )
         .unwrap();
+    }
+
+    /// Whether a client trusting `tls`'s CA completes a handshake with its server verifying
+    /// `name`.
+    async fn handshakes_as(tls: &DemoTls, name: &str) -> bool {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(tls.ca_der.clone())).unwrap();
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+        let server = tokio::spawn(async move { acceptor.accept(s).await.is_ok() });
+        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let ok = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+            .connect(name, c)
+            .await
+            .is_ok();
+        let _ = server.await;
+        ok
+    }
+
+    #[tokio::test]
+    async fn a_certificate_is_made_for_the_name_asked_for() {
+        // Before, `server` made it for `phobos-demo.local` whatever `[client] server_name`
+        // said, and printed the configured name: every client of that config was refused.
+        let tls = DemoTls::generate_for("chat.example.org").unwrap();
+        assert!(handshakes_as(&tls, "chat.example.org").await);
+        assert!(!handshakes_as(&tls, SERVER_NAME).await);
+        let by_ip = DemoTls::generate_for("127.0.0.1").unwrap();
+        assert!(handshakes_as(&by_ip, "127.0.0.1").await);
+        assert!(handshakes_as(&DemoTls::generate().unwrap(), SERVER_NAME).await);
     }
 
     #[test]
