@@ -351,10 +351,16 @@ impl HostConfig {
                 self.demo.clients
             )));
         }
-        if self.demo.messages == 0 || self.demo.rooms == 0 {
-            return Err(bad(
-                "demo.messages and demo.rooms must be at least 1".to_owned()
-            ));
+        if self.demo.messages == 0 {
+            return Err(bad("demo.messages must be at least 1".to_owned()));
+        }
+        // Bounded as the clients are: each room is a name and a member list built up front,
+        // and 200 million of them ran the demo out of memory before it started.
+        if !(1..=MAX_DEMO_CLIENTS).contains(&self.demo.rooms) {
+            return Err(bad(format!(
+                "demo.rooms must be 1 to {MAX_DEMO_CLIENTS}, got {}",
+                self.demo.rooms
+            )));
         }
         if self.demo.restart_downtime_ms > 10_000 {
             return Err(bad(format!(
@@ -427,6 +433,8 @@ mod tests {
             ("[demo]\nrooms = 2\nclients = -1\n", "demo.clients"),
             ("[demo]\nclients = \"x\"\n", "field `demo.clients`"),
             ("[demo]\nclients = 1\n", "demo.clients"),
+            ("[demo]\nrooms = 200000000\n", "demo.rooms"),
+            ("[demo]\nrooms = 0\n", "demo.rooms"),
             ("[server]\ncert = \"a.pem\"\n", "server.key"),
             ("[client]\nretry_count = 99\n", "client.retry_count"),
             ("[xlog]\nname_prefix = \"a/b\"\n", "xlog.name_prefix"),
