@@ -40,7 +40,8 @@ pub trait HeartbeatPolicyFactory: Send + Sync + fmt::Debug + 'static {
 /// Decides the interval between heartbeats on one link.
 pub trait HeartbeatPolicy: Send + fmt::Debug {
     /// The delay from the last write to the next heartbeat. `None` disables periodic
-    /// heartbeats (the app may still trigger one).
+    /// heartbeats for now (the app may still trigger one): the core asks again every 210 s
+    /// without sending anything, and resumes them when an interval comes back.
     fn next_interval(&mut self, now: Instant, ctx: &HeartbeatContext) -> Option<Duration>;
 
     /// A heartbeat was answered after `rtt`.

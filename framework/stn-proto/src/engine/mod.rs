@@ -335,6 +335,9 @@ struct Session {
     last_recv: Option<Instant>,
     heartbeat: Policy,
     heartbeat_interval: Option<Duration>,
+    /// The policy turned periodic heartbeats off; the heartbeat timer is armed only to ask it
+    /// again ([`HEARTBEAT_RECHECK`]).
+    heartbeat_off: bool,
     heartbeat_sent: Option<Instant>,
     identify: Identify,
     /// At most this many tasks in flight (the resend window after a drop); `None`: no limit.
@@ -1022,6 +1025,7 @@ impl Engine {
             last_recv: None,
             heartbeat,
             heartbeat_interval: None,
+            heartbeat_off: false,
             heartbeat_sent: None,
             identify,
             window,
@@ -2496,6 +2500,11 @@ impl Engine {
         }
         .filter(|iv| !iv.is_zero())
         .map(|iv| iv.clamp(MIN_HEARTBEAT_INTERVAL, MAX_DURATION_SETTING));
+        s.heartbeat_off = s.heartbeat_interval.is_none();
+        if s.heartbeat_off {
+            self.timers
+                .set(TimerKind::Heartbeat(li), now + HEARTBEAT_RECHECK);
+        }
         if frame.is_empty() {
             // Nothing could be framed: keep the schedule, expect no reply.
             if let Some(iv) = s.heartbeat_interval {
@@ -2512,6 +2521,41 @@ impl Engine {
         };
         self.timers.set(TimerKind::HeartbeatReply(li), now + reply);
         self.write(li, now, frame);
+    }
+
+    /// When the policy turned periodic heartbeats off, the heartbeat timer asks it again:
+    /// still off, the check comes back after [`HEARTBEAT_RECHECK`]; on again (an app that
+    /// changed its settings), the next heartbeat is due one interval from now. Returns
+    /// whether the firing was such a check (no heartbeat is sent by it).
+    ///
+    /// Design: asked once and never again, a policy that answered "off" left a live link
+    /// without heartbeats for good, though its settings allowed them again.
+    fn heartbeat_recheck(&mut self, li: usize, now: Instant) -> bool {
+        let ctx = self.heartbeat_ctx();
+        let LinkState::Connected(s) = &mut self.links[li].state else {
+            return false;
+        };
+        if !s.heartbeat_off {
+            return false;
+        }
+        let imposed =
+            plugins::heartbeat_interval(&*self.cfg.codec, &self.caught).filter(|iv| !iv.is_zero());
+        let interval = match imposed {
+            Some(iv) => Some(iv),
+            None => s.heartbeat.next_interval(now, &ctx, &self.caught),
+        }
+        .filter(|iv| !iv.is_zero())
+        .map(|iv| iv.clamp(MIN_HEARTBEAT_INTERVAL, MAX_DURATION_SETTING));
+        let at = match interval {
+            Some(iv) => {
+                s.heartbeat_off = false;
+                s.heartbeat_interval = Some(iv);
+                now + iv
+            }
+            None => now + HEARTBEAT_RECHECK,
+        };
+        self.timers.set(TimerKind::Heartbeat(li), at);
+        true
     }
 
     fn on_heartbeat_reply(&mut self, li: usize, now: Instant) {
@@ -3326,7 +3370,9 @@ impl Engine {
             TimerKind::RaceStep(li) => self.advance_dial(li, now),
             TimerKind::Heartbeat(li) => {
                 let late = now.saturating_duration_since(at);
-                self.heartbeat_slot(li, now, Some(late));
+                if !self.heartbeat_recheck(li, now) {
+                    self.heartbeat_slot(li, now, Some(late));
+                }
             }
             TimerKind::HeartbeatReply(li) => {
                 // Silence may be loss: ask the transport first (Phobos's transport patience;
@@ -4029,6 +4075,9 @@ fn dial_failure(e: DialError) -> DialFailure {
 }
 
 /// Weak-network detector thresholds (§15.2).
+/// How often a heartbeat policy that turned periodic heartbeats off is asked again: Mars's
+/// default interval.
+const HEARTBEAT_RECHECK: Duration = Duration::from_secs(210);
 const WEAK_CONNECT_RTT: Duration = Duration::from_millis(2_000);
 const WEAK_PACKET_GAP: Duration = Duration::from_millis(2_000);
 const WEAK_SLOW_TASK: Duration = Duration::from_millis(5_000);

@@ -690,3 +690,31 @@ fn reset_lifts_a_rejected_identifys_block() {
     let (_, end) = sim.run_until_end(id, secs(60));
     assert!(end.outcome.is_ok(), "{:?}", end.outcome);
 }
+
+#[test]
+fn a_policy_that_turned_heartbeats_off_is_asked_again_and_they_resume() {
+    // Before, the policy's "off" was taken once and for the connection's life: after the app
+    // put the smart heartbeat back to learning, the live link went without heartbeats.
+    let smart = phobos_heartbeat::SmartHeartbeat::default();
+    let cfg = config_with(&[server_addr(1)])
+        .heartbeat(Arc::new(smart.clone()))
+        .build()
+        .unwrap();
+    let mut sim = Sim::with_config(cfg);
+    connect(&mut sim);
+    sim.run_for(secs(1));
+    smart.force_interval(Some(None)).unwrap();
+    sim.run_for(secs(1_000));
+    let while_off = sim.server_frames(HEARTBEAT_CMD).len();
+    sim.run_for(secs(1_000));
+    assert_eq!(
+        sim.server_frames(HEARTBEAT_CMD).len(),
+        while_off,
+        "no periodic heartbeat while off"
+    );
+    smart.force_interval(None).unwrap();
+    sim.run_for(secs(3_600));
+    let after = sim.server_frames(HEARTBEAT_CMD).len() - while_off;
+    assert!(after >= 10, "{after} heartbeats in the hour after they were back on");
+    assert!(sim.engine.is_connected("default-longlink"));
+}
