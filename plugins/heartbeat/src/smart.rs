@@ -47,8 +47,14 @@ use crate::{interval_from_ms, ConfigError};
 /// - Doze style resets a label that was not found in doze style (and is not at 580 s) to
 ///   210 s, unstable, marked [`HeartType::Doze`], so the doze search can run; Mars leaves the
 ///   exact reset implicit.
-/// - The doze counters and the forced interval belong to the factory (one per client, as
-///   Mars's object is one per process) and are not exported.
+/// - Each link's policy learns on its own copy of its network's state, loaded when it is
+///   built (as each Mars long link has its own smart-heartbeat object), and writes it back
+///   to the factory's table, which is what is exported: so two links on one network each
+///   need their own answered heartbeats to step up, and the table holds the last written.
+///   Before, they counted into one shared state, and one link's schedule climbed about
+///   twice as fast with two links up.
+/// - The doze counters and the forced interval belong to the factory (one per client) and
+///   are not exported.
 /// - A probe never goes above the 580 s ceiling, and an interval outside 210 ..= 580 s (which
 ///   only a hand-edited state could produce; imports are clamped) is reset to 210 s.
 /// - A network change on a live link moves the policy to the new label and restarts its count
@@ -140,15 +146,17 @@ impl HeartbeatPolicyFactory for SmartHeartbeat {
 
     fn build(&self, _now: Instant, ctx: &HeartbeatContext) -> Box<dyn HeartbeatPolicy> {
         let label = label_of(ctx);
-        if let Some(label) = &label {
-            // Mars loads (or creates) the label's state when a connection is established.
+        // Mars loads (or creates) the label's state when a connection is established, into
+        // the link's own object.
+        let state = label.as_ref().map(|label| {
             let mut shared = self.lock();
             let now = shared.now_secs();
-            shared.labels.entry(label, ctx.net, now);
-        }
+            shared.labels.entry(label, ctx.net, now).clone()
+        });
         Box::new(SmartPolicy {
             shared: self.shared.clone(),
             label,
+            state,
             net: ctx.net,
             app_active: ctx.app_active,
             conn_successes: 0,
@@ -212,13 +220,6 @@ impl Shared {
     fn is_doze_style(&self) -> bool {
         self.doze >= DOZE_MIN_COUNT && self.doze > 2 * self.normal
     }
-
-    fn save(&mut self, label: &str) {
-        let now = self.now_secs();
-        if let Some(s) = self.labels.0.get_mut(label) {
-            s.modify_time = now;
-        }
-    }
 }
 
 /// The per-link policy of a [`SmartHeartbeat`].
@@ -227,6 +228,8 @@ struct SmartPolicy {
     shared: Arc<Mutex<Shared>>,
     /// `None` when the network has no label: learning is off.
     label: Option<String>,
+    /// This link's copy of the label's state (`Some` exactly when `label` is).
+    state: Option<LabelState>,
     net: NetKind,
     app_active: bool,
     /// Answered heartbeats on this link (Mars's `success_heart_count_`).
@@ -248,12 +251,25 @@ impl SmartPolicy {
         if label != self.label {
             self.label = label;
             self.conn_successes = 0;
-            if let Some(label) = &self.label {
+            self.state = self.label.as_ref().map(|label| {
                 let mut shared = lock(&self.shared);
                 let now = shared.now_secs();
-                shared.labels.entry(label, ctx.net, now);
-            }
+                shared.labels.entry(label, ctx.net, now).clone()
+            });
         }
+    }
+
+    /// Writes this link's copy back to the factory's table; `touch` marks it modified now
+    /// (Mars's save).
+    fn store(&mut self, shared: &mut Shared, touch: bool) {
+        let (Some(label), Some(state)) = (&self.label, &mut self.state) else {
+            return;
+        };
+        let now = shared.now_secs();
+        if touch {
+            state.modify_time = now;
+        }
+        *shared.labels.entry(label, self.net, now) = state.clone();
     }
 
     /// Mars's `OnHeartResult(success, timed_out)`.
@@ -264,13 +280,20 @@ impl SmartPolicy {
         if success {
             self.conn_successes += 1;
         }
-        let Some(label) = self.label.clone() else {
-            return;
-        };
-        let mut shared = lock(&self.shared);
+        let shared_arc = Arc::clone(&self.shared);
+        let mut shared = lock(&shared_arc);
+        let touch = self.learn(&shared, success, timed_out);
+        self.store(&mut shared, touch);
+    }
+
+    /// Steps 2–7 of `OnHeartResult` on this link's copy; returns whether to save it (step 8;
+    /// the early returns of steps 2, 3 and 5 do not save).
+    fn learn(&mut self, shared: &Shared, success: bool, timed_out: bool) -> bool {
         let now = shared.now_secs();
         let doze_style = shared.is_doze_style();
-        let st = shared.labels.entry(&label, self.net, now);
+        let Some(st) = self.state.as_mut() else {
+            return false;
+        };
 
         // 2. The first heartbeats of a link only say whether the network works at all.
         if self.conn_successes <= STABLE_TEST_COUNT {
@@ -279,11 +302,11 @@ impl SmartPolicy {
             } else {
                 st.min_heart_fail_count.saturating_add(1)
             };
-            return;
+            return false;
         }
         // 3. Only outcomes at the label's interval teach anything about it.
         if self.last_heart_ms != st.cur_ms() {
-            return;
+            return false;
         }
         // 4. Count.
         if success {
@@ -306,9 +329,9 @@ impl SmartPolicy {
                 st.stable = false;
                 st.succ_count = 0;
                 st.fail_count = 0;
-                shared.save(&label);
+                return true;
             }
-            return;
+            return false;
         }
         // 6. Searching and enough successes: step up, or stop at the ceiling.
         if !st.stable && success && st.succ_count >= BASE_SUCC_COUNT {
@@ -345,7 +368,7 @@ impl SmartPolicy {
             st.fail_count = 0;
         }
         // 8. Save.
-        shared.save(&label);
+        true
     }
 }
 
@@ -354,23 +377,18 @@ impl HeartbeatPolicy for SmartPolicy {
         self.track_context(ctx);
         // Asked right after a heartbeat was sent: that heartbeat is now outstanding.
         self.waiting = true;
-        let mut shared = lock(&self.shared);
+        let shared_arc = Arc::clone(&self.shared);
+        let mut shared = lock(&shared_arc);
         if let Some(forced) = shared.forced {
             self.last_heart_ms = forced.map_or(0, |d| d.as_millis() as u64);
             return forced;
         }
-        let label = match &self.label {
-            Some(label) if !ctx.app_active && self.conn_successes >= STABLE_TEST_COUNT => {
-                label.clone()
-            }
-            _ => {
-                self.last_heart_ms = MIN_HEART_MS;
-                return Some(Duration::from_millis(MIN_HEART_MS));
-            }
-        };
-        let now = shared.now_secs();
+        let learnt = !ctx.app_active && self.conn_successes >= STABLE_TEST_COUNT;
         let doze_style = shared.is_doze_style();
-        let st = shared.labels.entry(&label, ctx.net, now);
+        let Some(st) = self.state.as_mut().filter(|_| learnt) else {
+            self.last_heart_ms = MIN_HEART_MS;
+            return Some(Duration::from_millis(MIN_HEART_MS));
+        };
         let out_of_range = !(MIN_HEART_MS..=CEILING_MS).contains(&st.cur_ms());
         let doze_reset =
             doze_style && st.heart_type != HeartType::Doze && st.cur_ms() != CEILING_MS;
@@ -382,13 +400,9 @@ impl HeartbeatPolicy for SmartPolicy {
             if doze_reset {
                 st.heart_type = HeartType::Doze;
             }
-            shared.save(&label);
+            self.store(&mut shared, true);
         }
-        let cur = shared
-            .labels
-            .0
-            .get(&label)
-            .map_or(MIN_HEART_MS, LabelState::cur_ms);
+        let cur = self.state.as_ref().map_or(MIN_HEART_MS, LabelState::cur_ms);
         self.last_heart_ms = cur;
         Some(Duration::from_millis(cur))
     }
@@ -429,16 +443,16 @@ impl HeartbeatPolicy for SmartPolicy {
         if std::mem::take(&mut self.waiting) {
             self.on_result(false, false);
         }
-        let Some(label) = &self.label else {
+        let Some(st) = self.state.as_mut() else {
             return;
         };
-        let mut shared = lock(&self.shared);
-        if let Some(st) = shared.labels.0.get_mut(label) {
-            st.succ_count = 0;
-            if st.stable {
-                self.last_heart_ms = MIN_HEART_MS;
-            }
+        st.succ_count = 0;
+        if st.stable {
+            self.last_heart_ms = MIN_HEART_MS;
         }
+        let shared_arc = Arc::clone(&self.shared);
+        let mut shared = lock(&shared_arc);
+        self.store(&mut shared, false);
     }
 }
 

@@ -551,3 +551,42 @@ fn repeated_early_failures_mark_a_bad_network() {
     sim.beat(&mut *policy, Outcome::Ack);
     assert!(!sim.label().is_bad_network());
 }
+
+#[test]
+fn two_links_on_one_network_each_learn_on_their_own_count() {
+    // As each Mars long link has its own smart heartbeat: two links need five answered
+    // heartbeats each per step. Before, both counted into one state, and link a's schedule
+    // climbed about twice as fast ([210×6, 270×3, 330×4, …]).
+    let clock = phobos_heartbeat::ManualClock::at_unix_secs(1_764_115_200);
+    let f = phobos_heartbeat::SmartHeartbeat::with_clock(
+        phobos_heartbeat::SmartHeartbeatConfig::default(),
+        std::sync::Arc::new(clock.clone()),
+    )
+    .unwrap();
+    let c = phobos_plugin_api::HeartbeatContext {
+        net: phobos_plugin_api::NetKind::Wifi,
+        net_label: "wifi_home".into(),
+        app_active: false,
+    };
+    let now = std::time::Instant::now();
+    let (mut a, mut b) = (
+        phobos_plugin_api::HeartbeatPolicyFactory::build(&f, now, &c),
+        phobos_plugin_api::HeartbeatPolicyFactory::build(&f, now, &c),
+    );
+    let mut gaps = Vec::new();
+    for _ in 0..20 {
+        let ia = a.next_interval(now, &c).unwrap();
+        a.on_ack(now, std::time::Duration::from_millis(50));
+        let _ = b.next_interval(now, &c).unwrap();
+        b.on_ack(now, std::time::Duration::from_millis(50));
+        clock.advance(ia);
+        gaps.push(ia.as_secs());
+    }
+    let mut want = vec![210u64; 8];
+    want.extend([270; 6]);
+    want.extend([330; 6]);
+    assert_eq!(gaps, want);
+    // The factory's table holds what the links wrote: the state they reached.
+    let state = phobos_plugin_api::HeartbeatPolicyFactory::export_state(&f).unwrap();
+    assert!(state.contains("wifi_home"), "{state}");
+}

@@ -715,6 +715,9 @@ fn a_policy_that_turned_heartbeats_off_is_asked_again_and_they_resume() {
     smart.force_interval(None).unwrap();
     sim.run_for(secs(3_600));
     let after = sim.server_frames(HEARTBEAT_CMD).len() - while_off;
-    assert!(after >= 10, "{after} heartbeats in the hour after they were back on");
+    assert!(
+        after >= 10,
+        "{after} heartbeats in the hour after they were back on"
+    );
     assert!(sim.engine.is_connected("default-longlink"));
 }
