@@ -40,6 +40,56 @@ pub(crate) fn temp_path(path: &Path) -> PathBuf {
     })
 }
 
+/// Removes the temporary files of `path` that writers in processes no longer running left
+/// behind (`.<file name>.<process id>[-<n>].tmp`, see [`temp_path`]): a process killed
+/// between creating its temporary file and the rename (how mobile systems end apps) left
+/// one, which no later process, with another id, would ever reuse. Files of live processes
+/// (another client writing the same target) and of this one are left alone; so is anything
+/// not named that way. Returns how many were removed.
+///
+/// Design: a process is known to be gone only where `/proc` lists the running ones (Linux,
+/// Android), without `unsafe`; elsewhere nothing is swept. A process id reused since counts
+/// as running, and its file waits for a later sweep.
+pub(crate) fn sweep_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let own = std::process::id();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .map(|rest| rest.split_once('-').map_or(rest, |(pid, _)| pid))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != own && !process_runs(pid) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether process `pid` runs, or may: only where `/proc` lists processes (Linux, Android)
+/// can one be known to be gone.
+fn process_runs(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
 /// The largest state file read (the heartbeat state is a few hundred bytes, the bounded IP
 /// ranking some hundred kilobytes).
 pub(crate) const MAX_STATE_FILE: u64 = 8 * 1024 * 1024;
@@ -188,6 +238,42 @@ pub(crate) fn write_atomically(path: &Path, tmp: &Path, contents: &[u8]) -> io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn temporary_files_of_processes_gone_are_swept_and_no_others() {
+        // Before, one left by a process killed before its rename stayed for good.
+        let dir = scratch("sweep");
+        let path = dir.join("heartbeat.state");
+        // A child that has exited: its id names no running process (until reused).
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let own = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        let stale = [
+            format!(".heartbeat.state.{gone}.tmp"),
+            format!(".heartbeat.state.{gone}-2.tmp"),
+        ];
+        let kept = [
+            format!(".heartbeat.state.{own}.tmp"),
+            format!(".heartbeat.state.{parent}.tmp"),
+            format!(".ranking.json.{gone}.tmp"),
+            format!(".heartbeat.state.x{gone}.tmp"),
+            "heartbeat.state".to_owned(),
+        ];
+        for f in stale.iter().chain(&kept) {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        assert_eq!(sweep_stale_temps(&path), 2);
+        for f in &stale {
+            assert!(!dir.join(f).exists(), "{f} left");
+        }
+        for f in &kept {
+            assert!(dir.join(f).exists(), "{f} removed");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     /// A fresh directory for one test.
     fn scratch(test: &str) -> PathBuf {

@@ -59,6 +59,9 @@ pub(crate) struct StateWriter<S> {
     shared: Arc<Shared<S>>,
     /// How a snapshot reaches the disk: [`state_file::write_atomically`] (tests hold it up).
     write: WriteFn,
+    /// The temporary files killed processes left for this path were swept
+    /// ([`state_file::sweep_stale_temps`], at the first save).
+    swept: bool,
 }
 
 /// Writes contents to a path through a temporary file.
@@ -102,6 +105,7 @@ impl<S: Snapshot> StateWriter<S> {
                 idle: Condvar::new(),
             }),
             write: state_file::write_atomically,
+            swept: false,
         }
     }
 
@@ -122,8 +126,13 @@ impl<S: Snapshot> StateWriter<S> {
             self.tmp.clone(),
         );
         let write = self.write;
+        let sweep = !std::mem::replace(&mut self.swept, true);
         // Not awaited: `finish` waits for the writer through the shared state.
         drop(tokio::task::spawn_blocking(move || {
+            if sweep {
+                // Once per writer, off the caller's task: the leftovers of killed processes.
+                state_file::sweep_stale_temps(&path);
+            }
             write_queued(&shared, &path, &tmp, write)
         }));
     }
