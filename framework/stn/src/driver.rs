@@ -133,12 +133,15 @@ pub(crate) async fn run(
     stopped: tokio::sync::watch::Sender<bool>,
 ) {
     let (mut driver, io_rx, watch_task) = start(setup, outputs);
+    // Stops the watchdog however this ends, a panic unwinding through here included (it
+    // went on watching a driver that was gone).
+    let watch_task = AbortOnDrop(watch_task);
     let done = driver.run(Commands(commands), io_rx).await;
     let final_saves = driver.teardown();
     // The engine and the plugins go with the driver: a plugin panicking in its `Drop` is
     // contained (what it failed to release is leaked).
     let _ = drop_caught(driver);
-    watch_task.abort();
+    drop(watch_task);
     // Shutdown completes once the final states are on disk (written off the runtime's
     // worker threads like every save), or after `FINAL_SAVE_WAIT`.
     if !state_writer::wait_final_saves(final_saves, state_writer::FINAL_SAVE_WAIT).await {
@@ -151,6 +154,15 @@ pub(crate) async fn run(
         let _ = done.send(());
     }
     stopped.send_replace(true);
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The driver's end of the command channel.
