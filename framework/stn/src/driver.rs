@@ -1828,6 +1828,15 @@ impl Driver {
             self.plugin_calls_refused += 1;
             return None;
         }
+        // Finished calls are forgotten as the table grows: each short-link task resolves
+        // under a name of its own, so the table kept an entry per task for the driver's
+        // life. Swept at each power of two past 64 entries (amortised: a sweep that frees
+        // nothing, every call still hanging, comes again only at twice the size).
+        let len = self.plugin_calls.len();
+        if len >= 64 && len.is_power_of_two() {
+            self.plugin_calls
+                .retain(|_, running| running.strong_count() > 0);
+        }
         let token = Arc::new(());
         self.plugin_calls.insert(call, Arc::downgrade(&token));
         Some(token)
@@ -2643,5 +2652,63 @@ mod tests {
             "{got:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each short-link task resolves under a name of its own (`short#<id>`); before, the
+    /// table of running plugin calls kept an entry per task for the driver's life.
+    #[tokio::test]
+    async fn finished_plugin_calls_are_forgotten_as_short_link_resolves_come_and_go() {
+        #[derive(Debug)]
+        struct Blocking;
+        #[async_trait::async_trait]
+        impl IpSource for Blocking {
+            fn name(&self) -> &str {
+                "blocking"
+            }
+            async fn resolve(
+                &self,
+                _: &str,
+                _: LinkPurpose,
+            ) -> Result<Vec<ResolvedAddr>, ResolveError> {
+                Ok(Vec::new())
+            }
+            fn is_blocking(&self) -> bool {
+                true
+            }
+        }
+        let codec = Arc::new(phobos_codec_mars::MarsCodec::default());
+        let addr: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let config = ClientConfig::builder(codec)
+            .link_addrs("default-longlink", [addr.into()])
+            .ip_source(Arc::new(Blocking))
+            .build()
+            .unwrap();
+        let engine = Engine::new(config.core().clone(), now()).unwrap();
+        let (_p, pushes) = crate::fanout::fanout(4);
+        let (_l, links) = crate::fanout::fanout(4);
+        let outputs = Outputs {
+            next_key: Arc::default(),
+            pushes,
+            links,
+            statuses: Arc::default(),
+        };
+        let (mut driver, mut io_rx, watch) = start(Box::new((engine, config)), outputs);
+        for i in 0..1000u32 {
+            let link = LinkName::from(format!("short#{i}"));
+            driver.spawn_resolve(link, "api.example.com".into(), 0, LinkPurpose::ShortLink);
+            match io_rx.recv().await {
+                Some(IoEvent::Resolved(r)) => {
+                    assert!(r.result.is_ok());
+                    driver.resolving.remove(&(r.link, r.host, r.source));
+                }
+                _ => panic!("no answer"),
+            }
+        }
+        watch.abort();
+        assert!(
+            driver.plugin_calls.len() <= 64,
+            "{} entries kept for 1000 finished calls",
+            driver.plugin_calls.len()
+        );
     }
 }
