@@ -741,3 +741,26 @@ async fn a_plugin_panicking_while_a_batch_is_admitted_still_ends_its_tasks() {
         client.shutdown().await;
     }
 }
+
+/// One end among a thousand held tasks: its list is cut to size. Before, it came with room
+/// for every task the batch held (about 120 KB kept by an app keeping the end).
+#[tokio::test(start_paused = true)]
+async fn a_lone_end_is_not_delivered_in_a_list_sized_for_every_task_held() {
+    let server = MockLongLinkServer::builder(codec())
+        .default_script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let client = client_for(&server);
+    let mut batch = client.task_batch();
+    let keys: Vec<_> = batch.start((0..1000).map(spec)).collect();
+    server.wait_for_task_frames(1).await;
+    batch.cancel(keys[0]);
+    let ends = batch.recv_group().await.unwrap().into_ends();
+    assert_eq!(ends.len(), 1);
+    assert!(ends.capacity() <= 4, "room for {} ends", ends.capacity());
+    let mut out = Vec::new();
+    batch.cancel(keys[1]);
+    assert_eq!(batch.recv_many(&mut out).await, 1);
+    assert!(out.capacity() <= 4, "room for {} ends", out.capacity());
+}
