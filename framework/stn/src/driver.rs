@@ -1892,6 +1892,13 @@ impl Driver {
     /// Ends every task still held with `LocalError::Reset`: dropping a handle's reply
     /// sender resolves it so; each batch task gets a reset end.
     fn end_held_tasks(&mut self) {
+        // They end with a reset (a local error): counted as any end is, so that started
+        // minus ended stays what is in flight across shutdowns (before, these were counted
+        // as started and never as ended).
+        let n = self.waiters.len() + self.held.len();
+        if n > 0 {
+            metrics::counter!(m::TASKS_ENDED, "outcome" => "local").increment(n as u64);
+        }
         self.batch_out.reset(self.held.drain());
         // Handlers get no more calls: their tasks' last ends are listed in their outcome.
         for (id, delivery) in std::mem::take(&mut self.batch_out.for_handlers) {
@@ -1930,8 +1937,15 @@ impl Driver {
             task.abort();
         }
         self.short.shutdown();
-        // The links go down with the driver, though no status change says so: the process's
-        // gauge and the clients' `link_status` must not keep them connected.
+        self.links_down();
+        info!(unfinished_tasks = n, "driver stopped");
+        final_saves
+    }
+
+    /// The links go down with the driver, though no status change says so: the process's
+    /// gauge and the clients' `link_status` must not keep them connected. Called by the
+    /// teardown and again by `Drop` (a driver whose runtime was dropped has no teardown).
+    fn links_down(&mut self) {
         if self.connected > 0 {
             metrics::gauge!(m::LINKS_CONNECTED).decrement(self.connected as f64);
             self.connected = 0;
@@ -1947,8 +1961,6 @@ impl Driver {
                 *status = LinkStatus::Disconnected;
             }
         }
-        info!(unfinished_tasks = n, "driver stopped");
-        final_saves
     }
 }
 
@@ -1957,6 +1969,7 @@ impl Drop for Driver {
     /// it holds exactly one end.
     fn drop(&mut self) {
         self.end_held_tasks();
+        self.links_down();
     }
 }
 

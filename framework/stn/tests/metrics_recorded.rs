@@ -12,7 +12,7 @@ use metrics::{
 use phobos_codec_mars::MarsCodec;
 use phobos_plugin_api::CmdId;
 use phobos_stn::{metrics as m, BatchEnd, Client, ClientConfig, TaskSpec};
-use phobos_test_support::MockLongLinkServer;
+use phobos_test_support::{ConnScript, MockLongLinkServer, Reply};
 
 /// Counts every counter increment, and every value a histogram records, by full key (name
 /// and labels).
@@ -212,4 +212,78 @@ async fn task_and_link_counters_are_recorded() {
         map.get(&key).map_or(0, |c| c.0.load(Ordering::SeqCst))
     };
     assert_eq!((status("connecting"), status("connected")), (1 + 1, 1 + 1));
+
+    // Tasks a shutdown resets are counted as ended ("local"), as they are started: before,
+    // started minus ended drifted up by every task a shutdown or a dropped runtime reset.
+    let codec = Arc::new(MarsCodec::default());
+    let stalling = MockLongLinkServer::builder(codec.clone())
+        .default_script(ConnScript::echo().default_reply(Reply::stall()))
+        .start()
+        .await
+        .unwrap();
+    let third = Client::start(
+        ClientConfig::builder(codec.clone())
+            .link_addrs("default-longlink", [stalling.ip_port()])
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            let third = third.clone();
+            tokio::spawn(async move {
+                third
+                    .start_task(TaskSpec::new(CmdId(1), format!("held {i}").into_bytes()))
+                    .await
+            })
+        })
+        .collect();
+    stalling.wait_for_task_frames(3).await;
+    third.shutdown().await;
+    for h in handles {
+        assert!(h.await.unwrap().is_err());
+    }
+    assert_eq!(counting.get(m::TASKS_ENDED, Some(("outcome", "local"))), 3);
+
+    // A driver dropped with its runtime (no teardown) takes its link out of the gauge and
+    // out of `link_status` too: before, both said connected for good.
+    let echo = MockLongLinkServer::start_echo(codec.clone()).await.unwrap();
+    let addr = echo.ip_port();
+    let dropped = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let client = Client::start(
+                ClientConfig::builder(codec)
+                    .link_addrs("default-longlink", [addr])
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap();
+            client
+                .start_task(TaskSpec::new(CmdId(1), &b"up"[..]))
+                .await
+                .unwrap();
+            client
+        });
+        let up = counting
+            .gauges
+            .lock()
+            .unwrap()
+            .get(m::LINKS_CONNECTED)
+            .map(|g| g.get());
+        drop(rt);
+        (up, client.link_status("default-longlink"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(dropped.0, Some(1.0));
+    assert_eq!(connected(), Some(0.0));
+    assert!(
+        !matches!(dropped.1, Some(phobos_stn::LinkStatus::Connected(_))),
+        "{:?}",
+        dropped.1
+    );
 }
