@@ -1706,7 +1706,10 @@ impl Driver {
             None
         };
         let name = self.ip_source_names[source].clone();
-        let guard = self.watchdog.call(format!("ipsource {name}"), now());
+        // Only a call that holds a thread is watched: an async source waiting 1.5 s on its
+        // network (within its 2 s limit) blocked nothing, yet was reported as a stall,
+        // which hid the real ones among them.
+        let guard = blocking.then(|| self.watchdog.call(format!("ipsource {name}"), now()));
         // No timeout here: the core times the call (the source's limit) and sends
         // `CancelResolve`, which stops this task (or, for a blocking call already running,
         // leaves it to finish with an answer nobody waits for).
@@ -1785,8 +1788,9 @@ impl Driver {
             return;
         };
         let name = self.auth_name.clone();
-        let guard = self.watchdog.call(format!("auth {name}"), now());
         let blocking = auth.is_blocking();
+        // As for IP sources: only a login that holds a thread is watched.
+        let guard = blocking.then(|| self.watchdog.call(format!("auth {name}"), now()));
         let panics = self.plugin_panics.clone();
         let key = host.clone();
         let call = spawn_plugin_call(blocking, async move {

@@ -2,7 +2,9 @@
 //! ANR check on its network thread).
 //!
 //! The driver marks the start and end of every loop iteration ([`Watchdog::enter`],
-//! [`Watchdog::leave`]) and wraps every off-loop plugin call ([`Watchdog::call`]). A blocked
+//! [`Watchdog::leave`]) and wraps every off-loop plugin call that holds a thread (a blocking
+//! IP source or login, run on the blocking pool: [`Watchdog::call`]; an async call waiting on
+//! its network blocks nothing, and has its own time limit in the core). A blocked
 //! iteration or call is reported once, with a `tracing` warning and the
 //! [`STALL_COUNTER`](crate::metrics::STALL_COUNTER) counter:
 //!
