@@ -202,12 +202,15 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// The core's [`ConfigError`] when the engine refuses the config.
+    /// The core's [`ConfigError`] when the engine refuses the config, or the IP sources do
+    /// not fit it ([`ConfigError::NoIpSource`], [`ConfigError::IpSourceCount`]: checked here
+    /// too for a config made by [`ClientConfig::from_core`]).
     ///
     /// # Panics
     ///
     /// When called outside a tokio runtime (it spawns the driver task).
     pub fn start(config: ClientConfig) -> Result<Client, ConfigError> {
+        crate::config::check_sources(config.core(), config.ip_sources())?;
         let engine = Engine::new(
             config.core().clone(),
             tokio::time::Instant::now().into_std(),

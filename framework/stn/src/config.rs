@@ -400,24 +400,7 @@ impl ClientConfigBuilder {
         if core.ip_sources.is_empty() {
             core.ip_sources = chain_specs(&core, &self.ip_sources, &self.backup_sources);
         }
-        // Design: checked here, not left to the first connect: a link of hosts with nothing
-        // to resolve them, or specs naming sources the client does not have, built and then
-        // ended every task with `NoAddress` after its whole total timeout.
-        if self.ip_sources.is_empty() {
-            if let Some(l) = core
-                .links
-                .iter()
-                .find(|l| !l.hosts.is_empty() && l.addrs.is_empty())
-            {
-                return Err(ConfigError::NoIpSource(l.name.to_string()));
-            }
-        }
-        if core.ip_sources.len() != self.ip_sources.len() {
-            return Err(ConfigError::IpSourceCount {
-                specs: core.ip_sources.len(),
-                sources: self.ip_sources.len(),
-            });
-        }
+        check_sources(&core, &self.ip_sources)?;
         Ok(ClientConfig {
             core,
             ip_sources: self.ip_sources,
@@ -429,6 +412,36 @@ impl ClientConfigBuilder {
             short: self.short,
         })
     }
+}
+
+/// The checks of the IP sources against the core's config that [`ClientConfigBuilder::build`]
+/// and [`Client::start`](crate::Client::start) make (a config made by
+/// [`ClientConfig::from_core`] or [`ClientConfig::with_ip_sources`] comes through the
+/// latter only).
+///
+/// Design: checked before anything runs, not left to the first connect: a link of hosts
+/// with nothing to resolve them, or specs naming sources the client does not have, built
+/// and then ended every task with `NoAddress` after its whole total timeout.
+pub(crate) fn check_sources(
+    core: &Config,
+    sources: &[Arc<dyn IpSource>],
+) -> Result<(), ConfigError> {
+    if sources.is_empty() {
+        if let Some(l) = core
+            .links
+            .iter()
+            .find(|l| !l.hosts.is_empty() && l.addrs.is_empty())
+        {
+            return Err(ConfigError::NoIpSource(l.name.to_string()));
+        }
+    }
+    if core.ip_sources.len() != sources.len() {
+        return Err(ConfigError::IpSourceCount {
+            specs: core.ip_sources.len(),
+            sources: sources.len(),
+        });
+    }
+    Ok(())
 }
 
 impl fmt::Debug for ClientConfigBuilder {

@@ -416,3 +416,30 @@ async fn a_request_encoder_builds_the_request_as_it_goes_out() {
     assert_eq!(&frames[0].body[..], body.as_bytes());
     client.shutdown().await;
 }
+
+/// A config made around a core config gets the checks `build` makes when the client starts:
+/// before, a link of hosts with no IP source to resolve them started, and every task ended
+/// with `Dial(NoAddress)` after its whole total timeout.
+#[tokio::test]
+async fn a_config_from_a_core_config_is_checked_against_its_ip_sources_at_start() {
+    let core = phobos_stn::Config::builder(codec())
+        .link(
+            phobos_stn::LinkConfig::new("default-longlink")
+                .hosts(["long.example.com"])
+                .ports([8080]),
+        )
+        .build()
+        .unwrap();
+    let err = Client::start(ClientConfig::from_core(core.clone())).unwrap_err();
+    assert_eq!(
+        err,
+        phobos_stn::ConfigError::NoIpSource("default-longlink".into())
+    );
+    // With a source it starts.
+    let with_source = ClientConfig::from_core(core)
+        .with_ip_sources(vec![
+            Arc::new(StaticIpSource::new()) as Arc<dyn phobos_plugin_api::IpSource>
+        ]);
+    let client = Client::start(with_source).unwrap();
+    client.shutdown().await;
+}
