@@ -38,8 +38,13 @@ fn assert_all_in_order(text: &[u8], msgs: &[String]) {
     }
 }
 
+/// A writer on a fixed clock (2026-11-26 12:00 UTC+8): a run across local midnight would
+/// otherwise split the lines over two days' files.
 fn builder(dir: &Path, compression: Compression, mode: Mode) -> XlogBuilder {
     Xlog::builder()
+        .clock(Arc::new(phobos_xlog::FixedClock(
+            phobos_xlog::WallTime::new(1_764_129_600, 0, 8 * 3600),
+        )))
         .log_dir(dir)
         .name_prefix("oracle")
         .compression(compression)

@@ -1961,11 +1961,20 @@ fn zstd_blocks_recovered_after_a_crash_decode_whole_with_python_zstandard() {
 
 /// The text of a file of no-key blocks (zstd async, plain sync) as Mars's Python decoder
 /// reads it, run by Python's `zstandard`; `None` when python3 or that module is missing.
+///
+/// With `PHOBOS_ORACLES_REQUIRED` set (CI sets it, and installs the module), a missing module
+/// fails the test instead: a check that silently did not run passed in CI for the cap this
+/// oracle is the evidence of.
 fn text_by_python_zstandard(day: &[u8]) -> Option<Vec<u8>> {
     let probe = std::process::Command::new("python3")
         .args(["-c", "import zstandard"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
+        assert!(
+            std::env::var_os("PHOBOS_ORACLES_REQUIRED").is_none(),
+            "PHOBOS_ORACLES_REQUIRED is set, but python3 with the zstandard module is not \
+             installed (`python3 -m pip install zstandard`)"
+        );
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
