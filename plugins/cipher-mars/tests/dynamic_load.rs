@@ -1,10 +1,9 @@
-//! With feature `dynamic`: the cdylib this crate builds is loaded through phobos-plugin-abi's
-//! loader and the loaded cipher passes the conformance suite and reads real Mars blocks.
+//! This crate built as a plugin library (`--features dynamic`, by the test itself) is
+//! loaded through phobos-plugin-abi's loader, and the loaded cipher passes the conformance
+//! suite and reads real Mars blocks.
 //!
-//! `cargo test -p phobos-cipher-mars --features dynamic`
-#![cfg(feature = "dynamic")]
+//! `cargo test -p phobos-cipher-mars --test dynamic_load`
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use phobos_plugin_abi::PluginLibrary;
@@ -14,20 +13,13 @@ const PRIVATE: &str = "b404e0f7d50323e5327c23603878c594189d63e76e4550fdea108b9ea
 const PUBLIC: &str = "1bcf0e7fed231a624d49eb6d58fa55ba73ba3b88a9498d4bba80bd798e5c9040\
                       e189ef6daf920dc81eac3b6f25808ca0753ed9b2d0787610321221ec5e0e0329";
 
-/// The cdylib cargo built next to this test binary (`target/<profile>/deps`).
+#[path = "../../../plugin-api/abi/tests/common/mod.rs"]
+mod common;
+
+/// This crate built as a plugin library (`--features dynamic`, a nested build: no workspace
+/// member turns the feature on, so the test builds it).
 fn library() -> Arc<PluginLibrary> {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    let name = format!(
-        "{}phobos_cipher_mars{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let path: PathBuf = [dir.join(&name), dir.join("..").join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found near {}", dir.display()));
-    PluginLibrary::load(&path).unwrap()
+    PluginLibrary::load(&common::cipher_libraries().mars_tea).unwrap()
 }
 
 fn loaded(public: &str, private: &str) -> Arc<dyn LogCipher> {

@@ -1,11 +1,9 @@
-//! With feature `dynamic`: the cdylib this crate builds is loaded through phobos-plugin-abi's
-//! loader and the loaded cipher passes the conformance suite and interoperates with the
-//! in-process one.
+//! This crate built as a plugin library (`--features dynamic`, by the test itself) is
+//! loaded through phobos-plugin-abi's loader, and the loaded cipher passes the conformance
+//! suite and interoperates with the in-process one.
 //!
-//! `cargo test -p phobos-cipher-modern --features dynamic`
-#![cfg(feature = "dynamic")]
+//! `cargo test -p phobos-cipher-modern --test dynamic_load`
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use phobos_cipher_modern::ModernCipher;
@@ -14,20 +12,13 @@ use phobos_plugin_api::{CipherError, LogCipher};
 
 const NAME: &str = "x25519-chacha20poly1305";
 
-/// The cdylib cargo built next to this test binary (`target/<profile>/deps`).
+#[path = "../../../plugin-api/abi/tests/common/mod.rs"]
+mod common;
+
+/// This crate built as a plugin library (`--features dynamic`, a nested build: no workspace
+/// member turns the feature on, so the test builds it).
 fn library() -> Arc<PluginLibrary> {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    let name = format!(
-        "{}phobos_cipher_modern{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let path: PathBuf = [dir.join(&name), dir.join("..").join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found near {}", dir.display()));
-    PluginLibrary::load(&path).unwrap()
+    PluginLibrary::load(&common::cipher_libraries().modern).unwrap()
 }
 
 fn loaded_fresh_pair() -> Arc<dyn LogCipher> {

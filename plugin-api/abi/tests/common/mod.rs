@@ -54,6 +54,49 @@ pub fn fixtures() -> &'static Fixtures {
     }
 }
 
+/// The workspace's log ciphers built as plugin libraries (`--features dynamic`).
+#[derive(Debug)]
+pub struct CipherLibraries {
+    /// `plugins/cipher-mars`: cipher `mars-tea`.
+    pub mars_tea: PathBuf,
+    /// `plugins/cipher-modern`: cipher `x25519-chacha20poly1305`.
+    pub modern: PathBuf,
+}
+
+/// The cipher plugin libraries in the debug profile, built on first use (in the fixtures'
+/// target directory, as the codec's is).
+pub fn cipher_libraries() -> &'static CipherLibraries {
+    static DEBUG: OnceLock<Result<CipherLibraries, String>> = OnceLock::new();
+    let built = DEBUG.get_or_init(|| {
+        let target = fixture_target_dir();
+        cargo(
+            &[
+                "build",
+                "--manifest-path",
+                &workspace_root().join("Cargo.toml").to_string_lossy(),
+                "-p",
+                "phobos-cipher-mars",
+                "-p",
+                "phobos-cipher-modern",
+                "--features",
+                "phobos-cipher-mars/dynamic,phobos-cipher-modern/dynamic",
+                "--lib",
+            ],
+            &target,
+            false,
+        )?;
+        let dir = target.join("debug");
+        Ok(CipherLibraries {
+            mars_tea: lib_path(&dir, "phobos_cipher_mars"),
+            modern: lib_path(&dir, "phobos_cipher_modern"),
+        })
+    });
+    match built {
+        Ok(libs) => libs,
+        Err(e) => panic!("building the cipher plugin libraries failed:\n{e}"),
+    }
+}
+
 /// `plugins/codec-mars` as a plugin library in the release profile (for benchmarks).
 pub fn release_mars() -> PathBuf {
     let target = fixture_target_dir();
