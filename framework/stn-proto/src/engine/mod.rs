@@ -1203,6 +1203,10 @@ impl Engine {
         let written = s.emitted - unsent;
         if unsent < before {
             s.write_progress = Some(now);
+            // Bytes left: a write (see `write`).
+            if let Some(iv) = s.heartbeat_interval {
+                self.timers.set(TimerKind::Heartbeat(li), now + iv);
+            }
             let reply = self.cfg.timing.heartbeat_reply_timeout;
             path_moving(s, &mut self.timers, reply, li, now);
         }
@@ -2113,8 +2117,13 @@ impl Engine {
             conn: s.conn,
             bytes: Bytes::from(bytes),
         });
-        // Every write restarts the heartbeat interval (§7.4).
-        if let Some(iv) = s.heartbeat_interval {
+        // Every write restarts the heartbeat interval (§7.4): a write the socket takes.
+        // While the driver holds bytes the socket has not taken, handing it more is no
+        // write; the interval restarts as they leave (`handle_unsent`). Design: restarted by
+        // every hand-off, a link whose socket took nothing more (a path gone, its send
+        // buffer full) never sent its heartbeat while the app kept starting tasks, and was
+        // never dropped; those tasks, held unsent, each ended with a bare total timeout.
+        if let Some(iv) = s.heartbeat_interval.filter(|_| s.unsent == 0) {
             self.timers.set(TimerKind::Heartbeat(li), now + iv);
         }
         self.data_event(now);

@@ -205,3 +205,35 @@ fn stalled_drop(sim: &Sim, ids: &[TaskId], pass: std::time::Instant) -> Duration
     assert_eq!(retried, ids[3..].to_vec());
     at_instant.duration_since(pass)
 }
+
+#[test]
+fn a_socket_that_takes_nothing_more_is_found_out_while_the_app_keeps_writing() {
+    // The socket stops taking bytes part way through a send-only frame; the app goes on
+    // starting a task every 30 s. Before, each hand-off restarted the heartbeat interval, so
+    // no heartbeat ever went and the link was never dropped: six minutes later it was still
+    // "connected", every task ending with a bare total timeout after its one attempt. Now
+    // the interval counts from the last byte the socket took: the heartbeat goes, its reply
+    // never comes, and the link is dropped.
+    let mut sim = Sim::new();
+    sim.foreground(true);
+    sim.run_for(secs(1));
+    sim.uplink = Some(Uplink {
+        rate: 12_288,
+        piece: 1024,
+        stop_after: Some(8 * 1024),
+        pause: None,
+        report: true,
+    });
+    let start = sim.now - sim.t0;
+    sim.start(TaskSpec::new(CmdId(2), vec![0u8; 20 * 1024]).send_only());
+    for _ in 0..12 {
+        sim.start(TaskSpec::new(CmdId(1), b"x".to_vec()));
+        sim.run_for(secs(30));
+    }
+    let closes = sim.closes();
+    assert!(!closes.is_empty(), "never dropped");
+    let (at, _) = &closes[0];
+    // The last byte left within a second of the start; the heartbeat is due 210 s later and
+    // its reply 8 s after that (the transport's view may add a grace).
+    assert!(*at - start < secs(240), "dropped after {:?}", *at - start);
+}
