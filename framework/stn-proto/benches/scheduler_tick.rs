@@ -105,6 +105,8 @@ fn task_cycle(c: &mut Criterion) {
                 patch(&mut frame, id);
                 e.handle_bytes(now, conn, &frame);
                 let (_, ended) = drain(&mut e);
+                // The response must still match its task, or another path is being timed.
+                assert_eq!(ended, 1, "the task ended");
                 black_box(ended)
             })
         });

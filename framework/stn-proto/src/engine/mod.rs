@@ -1284,6 +1284,13 @@ impl Engine {
             a.unwritten = false;
             a.sent_at = now;
             a.sent_ns = now_ns;
+            // The retry room is kept from the instant the request left, as from its dispatch:
+            // applied at dispatch only, a request held for a few seconds had its deadline
+            // moved past the room by as much, and its retry never ran.
+            if let (Some(room), None) = (self.retry_room, task.spec.long_polling) {
+                let total_ns = self.timers.total_deadline_ns(slot, id);
+                a.timeouts = retry_room_ns(room, now_ns, total_ns, task.retries_left, a.timeouts);
+            }
             let first_packet = a.timeouts.first_packet;
             if let Some(p) = task.profile_mut() {
                 p.send_end = Some(now);

@@ -237,3 +237,36 @@ fn a_socket_that_takes_nothing_more_is_found_out_while_the_app_keeps_writing() {
     // its reply 8 s after that (the transport's view may add a grace).
     assert!(*at - start < secs(240), "dropped after {:?}", *at - start);
 }
+
+/// A task with a 15 s budget and one retry against a server that never answers, its request
+/// held by the driver behind `held_kib` KiB of send-only data at 12 KiB/s: its end.
+fn retry_room_run(held_kib: usize) -> crate::TaskEnd {
+    let mut sim = Sim::without_probe();
+    sim.script.answer = Answer::Never;
+    sim.foreground(true);
+    sim.run_for(secs(1));
+    sim.uplink = Some(Uplink {
+        rate: 12_288,
+        piece: 1024,
+        stop_after: None,
+        pause: None,
+        report: true,
+    });
+    if held_kib > 0 {
+        sim.start(TaskSpec::new(CmdId(2), vec![0u8; held_kib * 1024]).send_only());
+    }
+    let id = sim.start(
+        TaskSpec::new(CmdId(1), b"x".to_vec())
+            .with_retry_count(1)
+            .with_total_timeout(secs(15)),
+    );
+    sim.run_until_end(id, secs(60)).1
+}
+
+#[test]
+fn a_request_held_behind_a_slow_uplink_keeps_its_retry_room() {
+    // The room was applied at dispatch only: a request held 4 s had its first-packet
+    // deadline moved 4 s past the room, and ended with one attempt.
+    assert_eq!(retry_room_run(0).profile.attempts, 2, "not held");
+    assert_eq!(retry_room_run(48).profile.attempts, 2, "held 4 s");
+}
