@@ -24,12 +24,10 @@ use phobos_cipher_mars::MarsCipher;
 use phobos_xlog::{append_lines, Compression, Durability, Xlog, XlogLayer};
 use tracing_subscriber::prelude::*;
 
-const MARS_SECS: [(&str, f64, f64); 4] = [
-    ("zlib", 10.6, 49.0),
-    ("zlib+key", 11.0, 49.0),
-    ("zstd", 5.4, 56.0),
-    ("zstd+key", 5.65, 56.0),
-];
+/// The append cases. (This bench once printed ratios to per-million-line Mars times and
+/// sizes kept as constants without a source; they are gone: what it compares is measured in
+/// the run.)
+const CASES: [&str; 4] = ["zlib", "zlib+key", "zstd", "zstd+key"];
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -41,10 +39,7 @@ fn main() {
     if let Ok(case) = std::env::var("XLOG_BENCH_CASE") {
         // One append case only (for profiling): zlib, zlib+key, zstd or zstd+key.
         let input = make_input(lines);
-        let i = MARS_SECS
-            .iter()
-            .position(|(n, _, _)| *n == case)
-            .expect("known case");
+        let i = CASES.iter().position(|n| *n == case).expect("known case");
         let c = if i < 2 {
             Compression::Zlib
         } else {
@@ -210,7 +205,7 @@ fn bench_part_b(lines: usize, cipher: &Arc<MarsCipher>) {
     let durability = Durability::Durable;
     let level: Option<i32> = None;
     for i in 0..4 {
-        let (name, mars_s, mars_mb) = MARS_SECS[i];
+        let name = CASES[i];
         let compression = if i < 2 {
             Compression::Zlib
         } else {
@@ -224,18 +219,13 @@ fn bench_part_b(lines: usize, cipher: &Arc<MarsCipher>) {
             keyed.then(|| cipher.clone()),
             durability,
         );
-        let scale = lines as f64 / 1e6;
         let lvl = level.map_or("default".to_owned(), |l| format!("level {l}"));
         println!(
-            "{durability:?} {name:9} {lvl:8} wall={:.3}s cpu={:.3}s bytes={} | Mars C++ \
-             {mars_s}s ({mars_mb} MB) per 1M lines: {:.1}x faster (wall), {:.1}x (cpu), \
-             size {:.3} of Mars's | size vs Mars-level same workload: {:.3}",
+            "{durability:?} {name:9} {lvl:8} wall={:.3}s cpu={:.3}s bytes={} | size vs \
+             Mars-level same workload: {:.3}",
             r.wall.as_secs_f64(),
             r.cpu.as_secs_f64(),
             r.bytes,
-            mars_s * scale / r.wall.as_secs_f64(),
-            mars_s * scale / r.cpu.as_secs_f64(),
-            r.bytes as f64 / (mars_mb * 1e6 * scale),
             r.bytes as f64 / mars_level_bytes[i / 2] as f64,
         );
     }
@@ -479,7 +469,12 @@ fn run_threads(threads: usize, events: usize) -> (u64, u64) {
 fn bench_tracing_appender(threads: usize, events: usize) -> (u64, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let appender = tracing_appender::rolling::never(dir.path(), "plain.log");
-    let (nb, guard) = tracing_appender::non_blocking(appender);
+    // Not lossy: xlog blocks a caller when its buffer is full (`Overflow::Block`), and the
+    // default appender drops lines past its 128,000-line channel instead, which would make
+    // the comparison "queued or dropped" against "staged".
+    let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(appender);
     let subscriber = tracing_subscriber::registry().with(
         tracing_subscriber::fmt::layer()
             .with_writer(nb)

@@ -7,13 +7,16 @@
 # binaries, so compare medians over the rounds. Each run pins client and server as
 # `PHOBOS_BENCH_PLACEMENT` says (one placement: `same` unless set; see the bench's docs).
 #
+# Each run has the bench's default length unless PHOBOS_BENCH_TASKS says otherwise: longer
+# runs pull every ratio towards 1 (docs/lab/throughput.md, "End handlers").
+#
 # Usage: alternate.sh <rounds> <in-flight> <bench binary>...
 set -euo pipefail
 rounds=${1:?rounds}; inf=${2:?in-flight}; shift 2; bins=("$@")
 export PHOBOS_BENCH_PLACEMENT=${PHOBOS_BENCH_PLACEMENT:-same}
 for r in $(seq 1 $rounds); do
   for b in "${bins[@]}"; do
-    out=$(PHOBOS_BENCH_ONLY=throughput PHOBOS_BENCH_IN_FLIGHT=$inf PHOBOS_BENCH_ROUNDS=1 PHOBOS_BENCH_TASKS=200000 "$b" --bench 2>&1)
+    out=$(PHOBOS_BENCH_ONLY=throughput PHOBOS_BENCH_IN_FLIGHT=$inf PHOBOS_BENCH_ROUNDS=1 "$b" --bench 2>&1)
     raw=$(echo "$out" | awk -v n=$inf '$1==n && $2=="raw"{print $3}')
     bat=$(echo "$out" | awk -v n=$inf '$1==n && $2=="pho-batch"{print $3}')
     pho=$(echo "$out" | awk -v n=$inf '$1==n && $2=="phobos"{print $3}')
