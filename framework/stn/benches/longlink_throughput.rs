@@ -10,8 +10,9 @@
 //! frames (`MarsCodec`, command 7, a 100-byte body, sequence = request number), keeps
 //! exactly `N` requests outstanding, and counts a request done only when its response has
 //! come back, been decoded and been matched to the request by sequence number (an
-//! unexpected or repeated sequence, or a wrong body length, fails the run). Latency is from
-//! the request's creation to the match.
+//! unexpected or repeated sequence, or a body other than the one sent, fails the run: the
+//! bodies differ from request to request, see [`BODIES`]). Latency is from the request's
+//! creation to the match.
 //!
 //! - **raw** (the ceiling): one tokio task owns the socket. It writes `N` frames, then on
 //!   every read decodes the complete responses, matches each to its request, and writes
@@ -107,6 +108,28 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 const BODY_LEN: usize = 100;
+
+/// How many distinct request bodies there are. Request `i` of a run carries [`body_of`]`(i)`,
+/// whose first 8 bytes are `i % BODIES`, and every client checks that its response echoes
+/// exactly that body: an answer matched to the wrong request fails the run, for the Phobos
+/// rows (whose matching happens inside the engine) as for the raw ones. (Before, every body
+/// was the same and only its length was checked.)
+const BODIES: u64 = 256;
+
+/// The body of request `i` (see [`BODIES`]).
+fn body_of(i: u64) -> &'static Bytes {
+    static RING: std::sync::OnceLock<Vec<Bytes>> = std::sync::OnceLock::new();
+    let ring = RING.get_or_init(|| {
+        (0..BODIES)
+            .map(|i| {
+                let mut b = vec![0xABu8; BODY_LEN];
+                b[..8].copy_from_slice(&i.to_le_bytes());
+                Bytes::from(b)
+            })
+            .collect()
+    });
+    &ring[(i % BODIES) as usize]
+}
 const IN_FLIGHT: [usize; 3] = [1, 10, 100];
 
 fn main() {
@@ -536,11 +559,10 @@ async fn raw_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
         let codec = MarsCodec::default();
         let mut sock = TcpStream::connect(addr).await.expect("connect");
         sock.set_nodelay(true).expect("nodelay");
-        let body = vec![0xABu8; BODY_LEN];
         // Warm up with the same pattern, then measure.
-        raw_pipeline(&codec, &mut sock, &body, in_flight, total / 10 + 1).await;
+        raw_pipeline(&codec, &mut sock, in_flight, total / 10 + 1).await;
         let (t0, c0) = (Instant::now(), cpu_time());
-        let (lat, writes) = raw_pipeline(&codec, &mut sock, &body, in_flight, total).await;
+        let (lat, writes) = raw_pipeline(&codec, &mut sock, in_flight, total).await;
         RunResult::from(
             t0.elapsed(),
             cpu_time().saturating_sub(c0),
@@ -555,7 +577,6 @@ async fn raw_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
 async fn raw_pipeline(
     codec: &MarsCodec,
     sock: &mut TcpStream,
-    body: &[u8],
     in_flight: usize,
     total: usize,
 ) -> (Vec<Duration>, u64) {
@@ -574,6 +595,7 @@ async fn raw_pipeline(
     let send_one = |out: &mut Vec<u8>, sent: &mut usize, waiting: &mut Vec<bool>| {
         *sent += 1;
         waiting.push(true);
+        let body = body_of(*sent as u64 - 1);
         codec
             .encode(FrameHead::new(CmdId(7), Seq(*sent as u32)), body, &[], out)
             .expect("encode");
@@ -593,10 +615,15 @@ async fn raw_pipeline(
         out.clear();
         let mut at = 0;
         while let Ok(Decoded::Frame(f)) = codec.decode(&buf[at..]) {
-            assert_eq!(f.body.len(), body.len(), "response body");
+            let seq = f.head.seq.0 as usize;
+            let echoed = &buf[at + f.body.start..at + f.body.end];
+            assert_eq!(
+                echoed,
+                &body_of(seq.wrapping_sub(1) as u64)[..],
+                "response body"
+            );
             at += f.len;
             // Match the response to its request.
-            let seq = f.head.seq.0 as usize;
             let slot = seq.checked_sub(1).and_then(|i| waiting.get_mut(i));
             assert!(
                 slot.as_ref().is_some_and(|w| **w),
@@ -690,11 +717,10 @@ async fn hop_client(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
             }
         }
     });
-    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
     let warm = total / 10 + 1;
-    hop_pipeline(&req_tx, &mut end_rx, &body, 0, in_flight, warm).await;
+    hop_pipeline(&req_tx, &mut end_rx, 0, in_flight, warm).await;
     let (t0, c0, w0) = (Instant::now(), cpu_time(), writes.load(Ordering::Relaxed));
-    let lat = hop_pipeline(&req_tx, &mut end_rx, &body, warm as u64, in_flight, total).await;
+    let lat = hop_pipeline(&req_tx, &mut end_rx, warm as u64, in_flight, total).await;
     let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
     let w = (writes.load(Ordering::Relaxed) - w0) as u64;
     let result = RunResult::from(elapsed, cpu, Some(w), lat);
@@ -1037,11 +1063,10 @@ mod lean {
                 }
             }
         });
-        let body = Bytes::from(vec![0xABu8; BODY_LEN]);
         let warm = total / 10 + 1;
-        pipeline(&req_tx, &mut end_rx, &body, 0, in_flight, warm).await;
+        pipeline(&req_tx, &mut end_rx, 0, in_flight, warm).await;
         let (t0, c0) = (Instant::now(), cpu_time());
-        let lat = pipeline(&req_tx, &mut end_rx, &body, warm as u64, in_flight, total).await;
+        let lat = pipeline(&req_tx, &mut end_rx, warm as u64, in_flight, total).await;
         let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
         let result = RunResult::from(elapsed, cpu, None, lat);
         io.abort();
@@ -1053,16 +1078,15 @@ mod lean {
     async fn pipeline(
         req_tx: &mpsc::UnboundedSender<Vec<(u64, CmdId, Bytes)>>,
         end_rx: &mut mpsc::UnboundedReceiver<Batch>,
-        body: &Bytes,
         base: u64,
         in_flight: usize,
         total: usize,
     ) -> Vec<Duration> {
-        let start = |from: u64, n: usize| super::send_requests(req_tx, body, from, n);
+        let start = |from: u64, index: u64, n: usize| super::send_requests(req_tx, from, index, n);
         let mut out = Outstanding::new(base, total);
         let first = in_flight.min(total);
         let t = Instant::now();
-        start(base, first);
+        start(base, 0, first);
         out.started(first, t);
         let mut seen = 0u64;
         while out.done() < total {
@@ -1071,7 +1095,7 @@ mod lean {
             for end in &ends {
                 assert!(end.sent_bytes > 0 && end.received_bytes > 0 && end.cmd == CmdId(7));
                 assert!(end.first_packet > Duration::ZERO && end.id > 0);
-                out.ended(end.tag, end.body.len());
+                out.ended(end.tag, &end.body);
             }
             seen += u64::from(shared.sent_at.is_some()) + shared.link.len() as u64;
             std::hint::black_box((seen, shared.admitted, shared.answered_at));
@@ -1236,12 +1260,12 @@ fn fillers() -> &'static [Filler] {
 /// (raw-hop's and lean's callers).
 fn send_requests(
     req_tx: &mpsc::UnboundedSender<Vec<(u64, CmdId, Bytes)>>,
-    body: &Bytes,
     from: u64,
+    index: u64,
     n: usize,
 ) {
-    let reqs: Vec<_> = (from..from + n as u64)
-        .map(|k| (k, CmdId(7), body.clone()))
+    let reqs: Vec<_> = (0..n as u64)
+        .map(|j| (from + j, CmdId(7), body_of(index + j).clone()))
         .collect();
     req_tx.send(reqs).expect("io task");
 }
@@ -1250,16 +1274,15 @@ fn send_requests(
 async fn hop_pipeline(
     req_tx: &mpsc::UnboundedSender<Vec<(u64, CmdId, Bytes)>>,
     end_rx: &mut mpsc::UnboundedReceiver<Vec<(u64, Bytes)>>,
-    body: &Bytes,
     base: u64,
     in_flight: usize,
     total: usize,
 ) -> Vec<Duration> {
-    let start = |from: u64, n: usize| send_requests(req_tx, body, from, n);
+    let start = |from: u64, index: u64, n: usize| send_requests(req_tx, from, index, n);
     let mut out = Outstanding::new(base, total);
     let first = in_flight.min(total);
     let t = Instant::now();
-    start(base, first);
+    start(base, 0, first);
     out.started(first, t);
     while out.done() < total {
         let mut ends = end_rx.recv().await.expect("io task");
@@ -1267,7 +1290,7 @@ async fn hop_pipeline(
             ends.extend(more);
         }
         for (key, resp) in &ends {
-            out.ended(*key, resp.len());
+            out.ended(*key, resp);
         }
         out.replace(ends.len(), start);
     }
@@ -1317,34 +1340,29 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
         }
     });
     let seq = Arc::new(AtomicUsize::new(1));
-    let body = vec![0xABu8; BODY_LEN];
     let run = |total: usize| {
         let next = Arc::new(AtomicUsize::new(0));
         let mut callers = Vec::new();
         for _ in 0..in_flight {
-            let (next, seq, pending, wtx, body) = (
-                next.clone(),
-                seq.clone(),
-                pending.clone(),
-                wtx.clone(),
-                body.clone(),
-            );
+            let (next, seq, pending, wtx) =
+                (next.clone(), seq.clone(), pending.clone(), wtx.clone());
             callers.push(tokio::spawn(async move {
                 let codec = MarsCodec::default();
                 let mut lat = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < total {
                     let t = Instant::now();
                     let s = seq.fetch_add(1, Ordering::Relaxed) as u32;
+                    let body = body_of(u64::from(s));
                     let mut frame = Vec::with_capacity(BODY_LEN + 20);
                     codec
-                        .encode(FrameHead::new(CmdId(7), Seq(s)), &body, &[], &mut frame)
+                        .encode(FrameHead::new(CmdId(7), Seq(s)), body, &[], &mut frame)
                         .expect("encode");
                     let (tx, rx) = oneshot::channel();
                     pending.lock().expect("lock").insert(s, tx);
                     wtx.send(frame).expect("writer");
                     let resp = rx.await.expect("response");
                     lat.push(t.elapsed());
-                    assert_eq!(resp.len(), BODY_LEN);
+                    assert_eq!(resp, body, "response body");
                 }
                 lat
             }));
@@ -1372,8 +1390,8 @@ async fn writes(client: &Client) -> u64 {
 
 /// Phobos: `in_flight` callers share one client and its one long link.
 async fn phobos_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
-    phobos_timed(addr, total, |client, body, n| async move {
-        phobos_callers(&client, &body, in_flight, n).await
+    phobos_timed(addr, total, |client, n| async move {
+        phobos_callers(&client, in_flight, n).await
     })
     .await
 }
@@ -1383,7 +1401,7 @@ async fn phobos_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResu
 /// tasks' latencies.
 async fn phobos_timed<F, Fut>(addr: SocketAddr, total: usize, run: F) -> RunResult
 where
-    F: Fn(Client, Bytes, usize) -> Fut,
+    F: Fn(Client, usize) -> Fut,
     Fut: std::future::Future<Output = Vec<Duration>>,
 {
     let config = ClientConfig::builder(Arc::new(MarsCodec::default()))
@@ -1391,10 +1409,9 @@ where
         .build()
         .expect("config");
     let client = Client::start(config).expect("client");
-    let body = Bytes::from(vec![0xABu8; BODY_LEN]);
-    run(client.clone(), body.clone(), total / 10 + 1).await;
+    run(client.clone(), total / 10 + 1).await;
     let (t0, c0, w0) = (Instant::now(), cpu_time(), writes(&client).await);
-    let lat = run(client.clone(), body, total).await;
+    let lat = run(client.clone(), total).await;
     let (elapsed, cpu) = (t0.elapsed(), cpu_time().saturating_sub(c0));
     let writes = writes(&client).await - w0;
     let result = RunResult::from(elapsed, cpu, Some(writes), lat);
@@ -1402,26 +1419,25 @@ where
     result
 }
 
-async fn phobos_callers(
-    client: &Client,
-    body: &Bytes,
-    in_flight: usize,
-    total: usize,
-) -> Vec<Duration> {
+async fn phobos_callers(client: &Client, in_flight: usize, total: usize) -> Vec<Duration> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut callers = Vec::new();
     for _ in 0..in_flight {
         let client = client.clone();
-        let body = body.clone();
         let next = next.clone();
         callers.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(total / in_flight + 1);
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let body = body_of(i as u64);
                 let spec = TaskSpec::new(CmdId(7), body.clone()).with_limits(false, false);
                 let t = Instant::now();
                 let resp = client.start_task(spec).await.expect("task");
                 lat.push(t.elapsed());
-                assert_eq!(resp.body.len(), BODY_LEN);
+                assert_eq!(resp.body, body, "response body");
             }
             lat
         }));
@@ -1442,47 +1458,46 @@ async fn phobos_batch_run(
     total: usize,
     like: bool,
 ) -> RunResult {
-    phobos_timed(addr, total, |client, body, n| async move {
-        phobos_batch(&client, &body, in_flight, n, like).await
+    phobos_timed(addr, total, |client, n| async move {
+        phobos_batch(&client, in_flight, n, like).await
     })
     .await
 }
 
 async fn phobos_batch(
     client: &Client,
-    body: &Bytes,
     in_flight: usize,
     total: usize,
     like: bool,
 ) -> Vec<Duration> {
     // A runtime task like the callers of the `phobos` row (not the `block_on` thread).
-    let (client, body) = (client.clone(), body.clone());
-    tokio::spawn(async move { phobos_batch_caller(&client, &body, in_flight, total, like).await })
+    let client = client.clone();
+    tokio::spawn(async move { phobos_batch_caller(&client, in_flight, total, like).await })
         .await
         .expect("caller")
 }
 
 async fn phobos_batch_caller(
     client: &Client,
-    body: &Bytes,
     in_flight: usize,
     total: usize,
     like: bool,
 ) -> Vec<Duration> {
-    let spec = || TaskSpec::new(CmdId(7), body.clone()).with_limits(false, false);
+    let spec = |i: u64| TaskSpec::new(CmdId(7), body_of(i).clone()).with_limits(false, false);
     let params = TaskSpec::new(CmdId(7), Bytes::new()).with_limits(false, false);
     let mut batch = client.task_batch();
-    // `n` more tasks, by one spec each or one set of parameters.
-    let start = |batch: &mut phobos_stn::TaskBatch, n: usize| {
+    // `n` more tasks from request `i` on, by one spec each or one set of parameters.
+    let start = |batch: &mut phobos_stn::TaskBatch, i: u64, n: usize| {
+        let requests = i..i + n as u64;
         if like {
-            batch.start_like(&params, (0..n).map(|_| (CmdId(7), body.clone())))
+            batch.start_like(&params, requests.map(|i| (CmdId(7), body_of(i).clone())))
         } else {
-            batch.start((0..n).map(|_| spec()))
+            batch.start(requests.map(spec))
         }
     };
     let first = in_flight.min(total);
     let t = Instant::now();
-    let keys = start(&mut batch, first);
+    let keys = start(&mut batch, 0, first);
     // This caller is the client's only one, so its keys are consecutive.
     let mut out = Outstanding::new(keys.first().expect("at least one task").get(), total);
     out.started(first, t);
@@ -1493,7 +1508,7 @@ async fn phobos_batch_caller(
             let group = batch.recv_group().await.expect("tasks outstanding");
             for end in &group {
                 let resp = end.outcome().expect("task");
-                out.ended(end.key().get(), resp.body.len());
+                out.ended(end.key().get(), &resp.body);
             }
             group.len()
         } else {
@@ -1501,12 +1516,12 @@ async fn phobos_batch_caller(
             assert!(batch.recv_many(&mut ends).await > 0, "tasks outstanding");
             for end in &ends {
                 let resp = end.outcome.as_ref().expect("task");
-                out.ended(end.key.get(), resp.body.len());
+                out.ended(end.key.get(), &resp.body);
             }
             ends.len()
         };
-        out.replace(n, |next, n| {
-            let keys = start(&mut batch, n);
+        out.replace(n, |next, i, n| {
+            let keys = start(&mut batch, i, n);
             assert_eq!(keys.first().map(|k| k.get()), Some(next));
         });
     }
@@ -1517,21 +1532,15 @@ async fn phobos_batch_caller(
 /// caller as an [`EndHandler`], which the driver calls with each iteration's ends and whose
 /// replacements leave in the same iteration (the raw client's shape through the public API).
 async fn phobos_handler_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult {
-    phobos_timed(addr, total, |client, body, n| async move {
-        phobos_handler(&client, &body, in_flight, n).await
+    phobos_timed(addr, total, |client, n| async move {
+        phobos_handler(&client, in_flight, n).await
     })
     .await
 }
 
-async fn phobos_handler(
-    client: &Client,
-    body: &Bytes,
-    in_flight: usize,
-    total: usize,
-) -> Vec<Duration> {
+async fn phobos_handler(client: &Client, in_flight: usize, total: usize) -> Vec<Duration> {
     let handler = Keeper {
         params: TaskSpec::new(CmdId(7), Bytes::new()).with_limits(false, false),
-        body: body.clone(),
         in_flight: in_flight.min(total),
         out: None,
         total,
@@ -1543,7 +1552,6 @@ async fn phobos_handler(
 /// pho-hdl's handler: keeps `in_flight` tasks outstanding until `total` have ended.
 struct Keeper {
     params: TaskSpec,
-    body: Bytes,
     in_flight: usize,
     total: usize,
     out: Option<Outstanding>,
@@ -1552,10 +1560,9 @@ struct Keeper {
 impl EndHandler for Keeper {
     fn start(&mut self, tasks: &mut Starter<'_>) {
         let t = Instant::now();
-        let body = &self.body;
         let keys = tasks.start_like(
             &self.params,
-            (0..self.in_flight).map(|_| (CmdId(7), body.clone())),
+            (0..self.in_flight as u64).map(|i| (CmdId(7), body_of(i).clone())),
         );
         // The client's only starter, so its keys are consecutive.
         let mut out = Outstanding::new(keys.first().expect("at least one task").get(), self.total);
@@ -1567,11 +1574,12 @@ impl EndHandler for Keeper {
         let out = self.out.as_mut().expect("started");
         for end in &ends {
             let resp = end.outcome().expect("task");
-            out.ended(end.key().get(), resp.body.len());
+            out.ended(end.key().get(), &resp.body);
         }
-        let (params, body) = (&self.params, &self.body);
-        out.replace(ends.len(), |next, n| {
-            let keys = tasks.start_like(params, (0..n).map(|_| (CmdId(7), body.clone())));
+        let params = &self.params;
+        out.replace(ends.len(), |next, i, n| {
+            let requests = i..i + n as u64;
+            let keys = tasks.start_like(params, requests.map(|i| (CmdId(7), body_of(i).clone())));
             assert_eq!(keys.first().map(|k| k.get()), Some(next));
         });
     }
@@ -1611,12 +1619,13 @@ impl Outstanding {
     }
 
     /// Replaces `ended` requests that ended, as far as the run's total goes: `start(first
-    /// key, n)` starts `n` more.
-    fn replace(&mut self, ended: usize, start: impl FnOnce(u64, usize)) {
+    /// key, first index, n)` starts `n` more (request `i` with [`body_of`]`(i)`).
+    fn replace(&mut self, ended: usize, start: impl FnOnce(u64, u64, usize)) {
         let more = ended.min(self.total - self.sent());
         if more > 0 {
             let t = Instant::now();
-            start(self.base + self.sent() as u64, more);
+            let i = self.sent() as u64;
+            start(self.base + i, i, more);
             self.started(more, t);
         }
     }
@@ -1628,11 +1637,11 @@ impl Outstanding {
         self.waiting.resize(to, true);
     }
 
-    /// The request of key `key` ended with a body of `body_len` bytes: it must be one of
-    /// this caller's, still waiting, with the body sent.
-    fn ended(&mut self, key: u64, body_len: usize) {
-        assert_eq!(body_len, BODY_LEN, "response body");
+    /// The request of key `key` ended with `body`: it must be one of this caller's, still
+    /// waiting, answered with the body it sent ([`body_of`] its index).
+    fn ended(&mut self, key: u64, body: &[u8]) {
         let i = key.checked_sub(self.base).expect("own key") as usize;
+        assert_eq!(body, &body_of(i as u64)[..], "response body");
         let slot = self.waiting.get_mut(i).expect("own key");
         assert!(*slot, "one end per task");
         *slot = false;
