@@ -714,7 +714,15 @@ async fn pump(
                     }
                     inner.rejoin_after_reset(&events).await;
                 }
-                Ok(_) | Err(StreamError::Lagged(_)) => {}
+                Err(StreamError::Lagged(n)) => {
+                    // Status changes were missed, a reconnect among them perhaps (whose
+                    // catch-up would then never run): catch up now, which costs a list
+                    // request when nothing was missed.
+                    tracing::warn!(user = %inner.user, dropped = n, "link events fell behind");
+                    inner.catch_up_all(&events).await;
+                    inner.rejoin_after_reset(&events).await;
+                }
+                Ok(_) => {}
                 Err(_) => return,
             },
         }
