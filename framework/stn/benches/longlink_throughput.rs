@@ -60,7 +60,7 @@
 //! Besides tasks/s and latency, each run reports the client process's CPU time per task
 //! (all its threads, from `/proc/self/task/*/schedstat`; the server is another process) and
 //! the client's socket writes per 100 tasks (`w/100t`: how its requests were cut into
-//! writes; raw-mux does not count them). On a machine shared with other work, wall-clock
+//! writes). On a machine shared with other work, wall-clock
 //! throughput swings with the load while CPU per task barely moves, so the CPU ratios are
 //! the steadier comparison. The clients of a round run one after another, and a throughput
 //! ratio (`ratio`, and the summary lines under each level) is the median over the rounds of
@@ -1304,6 +1304,9 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
     let (mut rd, mut wr) = sock.into_split();
     let pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Bytes>>>> = Arc::default();
     let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+    // Socket writes, counted as every other client's are.
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = writes.clone();
     let writer = tokio::spawn(async move {
         let mut batch = Vec::new();
         while let Some(first) = wrx.recv().await {
@@ -1315,6 +1318,7 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
             if wr.write_all(&batch).await.is_err() {
                 return;
             }
+            counted.fetch_add(1, Ordering::Relaxed);
         }
     });
     let routes = pending.clone();
@@ -1372,12 +1376,13 @@ async fn mux_run(addr: SocketAddr, in_flight: usize, total: usize) -> RunResult 
     for c in run(total / 10 + 1) {
         c.await.expect("caller");
     }
-    let (t0, c0) = (Instant::now(), cpu_time());
+    let (t0, c0, w0) = (Instant::now(), cpu_time(), writes.load(Ordering::Relaxed));
     let mut all = Vec::with_capacity(total);
     for c in run(total) {
         all.extend(c.await.expect("caller"));
     }
-    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), None, all);
+    let w = (writes.load(Ordering::Relaxed) - w0) as u64;
+    let result = RunResult::from(t0.elapsed(), cpu_time().saturating_sub(c0), Some(w), all);
     writer.abort();
     reader.abort();
     result
