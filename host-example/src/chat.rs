@@ -442,13 +442,8 @@ impl ChatClient {
         after_seq: u64,
         limit: u32,
     ) -> Result<HistoryPage, ChatError> {
-        let req = HistoryRequest {
-            conversation: conversation.to_owned(),
-            after_seq,
-            limit,
-            before_seq: None,
-        };
-        self.inner.short_call(proto::PATH_HISTORY, &req).await
+        self.history_page(conversation, after_seq, None, limit)
+            .await
     }
 
     /// The newest `limit` messages of `conversation` before `before_seq` (`u64::MAX`: its
@@ -464,11 +459,23 @@ impl ChatClient {
         before_seq: u64,
         limit: u32,
     ) -> Result<HistoryPage, ChatError> {
+        self.history_page(conversation, 0, Some(before_seq), limit)
+            .await
+    }
+
+    /// A [`HistoryRequest`] over the short link.
+    async fn history_page(
+        &self,
+        conversation: &str,
+        after_seq: u64,
+        before_seq: Option<u64>,
+        limit: u32,
+    ) -> Result<HistoryPage, ChatError> {
         let req = HistoryRequest {
             conversation: conversation.to_owned(),
-            after_seq: 0,
+            after_seq,
             limit,
-            before_seq: Some(before_seq),
+            before_seq,
         };
         self.inner.short_call(proto::PATH_HISTORY, &req).await
     }

@@ -71,8 +71,8 @@ async fn collect(events: &mut ChatEvents, from: &str, want: usize) -> (Vec<Messa
     (got, connects)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_clients_get_every_message_once_and_in_order_across_a_server_restart() {
+/// The built-in plugins, the run's TLS material, a token issuer and a TLS server config.
+fn setup() -> (LoadedPlugins, DemoTls, TokenIssuer, ServerConfig) {
     let config = HostConfig::load(None).unwrap();
     let plugins = LoadedPlugins::load(&config, &[]).unwrap();
     let tls = DemoTls::generate().unwrap();
@@ -80,6 +80,12 @@ async fn two_clients_get_every_message_once_and_in_order_across_a_server_restart
     let mut server_config = ServerConfig::new(plugins.codec.clone(), tokens.clone());
     server_config.tls = Some(tls.server.clone());
     server_config.http_tls = Some(tls.server.clone());
+    (plugins, tls, tokens, server_config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_get_every_message_once_and_in_order_across_a_server_restart() {
+    let (plugins, tls, tokens, server_config) = setup();
     let server = Server::start(server_config).await.unwrap();
 
     let (alice, mut alice_events) = client(&server, &tokens, &tls, &plugins, "alice");
@@ -169,13 +175,7 @@ async fn a_server_that_restarts_without_its_history_is_caught_and_its_messages_d
     // A standalone server process that restarts loses its memory: its sequence numbers count
     // from 1 again. Before the history epoch, the client dropped the new messages as ones it
     // already had (1..=3 ≤ 3 delivered) and never joined its rooms again.
-    let config = HostConfig::load(None).unwrap();
-    let plugins = LoadedPlugins::load(&config, &[]).unwrap();
-    let tls = DemoTls::generate().unwrap();
-    let tokens = TokenIssuer::new("test-secret");
-    let mut server_config = ServerConfig::new(plugins.codec.clone(), tokens.clone());
-    server_config.tls = Some(tls.server.clone());
-    server_config.http_tls = Some(tls.server.clone());
+    let (plugins, tls, tokens, mut server_config) = setup();
     let first = Server::start(server_config.clone()).await.unwrap();
 
     let (alice, _alice_events) = client(&first, &tokens, &tls, &plugins, "alice");

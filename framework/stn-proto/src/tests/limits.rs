@@ -15,6 +15,12 @@ use crate::{Action, Engine, Event, LimitKind, TaskError, TaskSpec};
 fn connected(t0: Instant, net: NetKind) -> Engine {
     let mut e = Engine::new(config_with(&[server_addr(1)]).build().unwrap(), t0).unwrap();
     e.set_network(t0, net, "label");
+    connect(&mut e, t0);
+    e
+}
+
+/// Connects `e`'s link at `t0` and drops what that produced.
+fn connect(e: &mut Engine, t0: Instant) {
     e.connect_link(t0, "default-longlink");
     let attempt = std::iter::from_fn(|| e.poll_action())
         .find_map(|a| match a {
@@ -25,7 +31,6 @@ fn connected(t0: Instant, net: NetKind) -> Engine {
     e.handle_connected(t0, attempt);
     while e.poll_action().is_some() {}
     while e.poll_event().is_some() {}
-    e
 }
 
 /// Starts `n` one-megabyte tasks at `now`; returns the ids refused by a limit.
@@ -95,16 +100,7 @@ fn a_reset_starts_both_limits_records_over() {
     while e.poll_action().is_some() {}
     while e.poll_event().is_some() {}
     // The limits apply as a request is sent: connect again.
-    e.connect_link(t0, "default-longlink");
-    let attempt = std::iter::from_fn(|| e.poll_action())
-        .find_map(|a| match a {
-            Action::Connect { attempt, .. } => Some(attempt),
-            _ => None,
-        })
-        .unwrap();
-    e.handle_connected(t0, attempt);
-    while e.poll_action().is_some() {}
-    while e.poll_event().is_some() {}
+    connect(&mut e, t0);
     assert!(
         start_megabytes(&mut e, t0, 1).is_empty(),
         "the flow bucket is empty"

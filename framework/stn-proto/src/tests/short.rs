@@ -26,17 +26,25 @@ struct Drive {
     seen: ConnId,
 }
 
+/// The long link's address in these tests (the short link is what they drive).
+fn long_link_addr() -> IpPort {
+    IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 8080)
+}
+
 impl Drive {
     fn new() -> Self {
         Self::with(|b| b)
     }
 
     fn with(f: impl FnOnce(crate::ConfigBuilder) -> crate::ConfigBuilder) -> Self {
+        Self::of(f(config_with(&[long_link_addr()])).build().unwrap())
+    }
+
+    /// A drive of an engine made from `config`.
+    fn of(config: crate::Config) -> Self {
         let t0 = epoch();
-        let long = IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 8080);
-        let engine = Engine::new(f(config_with(&[long])).build().unwrap(), t0).unwrap();
         Drive {
-            engine,
+            engine: Engine::new(config, t0).unwrap(),
             t0,
             now: t0,
             actions: Vec::new(),
@@ -1596,19 +1604,12 @@ impl phobos_plugin_api::PacketCodec for Enveloped {
 fn the_content_length_counts_the_body_the_codec_built() {
     // Before, the default header counted the task's 5 bytes while 9 went out: the server
     // waited for the rest, or (shorter) read a cut body.
-    let t0 = epoch();
-    let long = IpPort::new(IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)), 8080);
-    let cfg = super::harness::config_of(std::sync::Arc::new(Enveloped::default()), &[long])
-        .build()
-        .unwrap();
-    let mut d = Drive {
-        engine: Engine::new(cfg, t0).unwrap(),
-        t0,
-        now: t0,
-        actions: Vec::new(),
-        events: Vec::new(),
-        seen: ConnId(0),
-    };
+    let codec = std::sync::Arc::new(Enveloped::default());
+    let mut d = Drive::of(
+        super::harness::config_of(codec, &[long_link_addr()])
+            .build()
+            .unwrap(),
+    );
     d.start(short_task(&["10.0.0.1:80"]).with_header("Content-Length", "2"));
     let (conn, _, _) = d.connects().pop().unwrap();
     d.connected(conn);
