@@ -156,6 +156,15 @@ mod linux {
         pub oif: Option<u32>,
         /// The next hop, when given.
         pub gateway: Option<IpAddr>,
+        /// The route's metric (priority; 0 when not given).
+        ///
+        /// Design: with the type of service, part of what tells the kernel's routes apart.
+        /// Without them, two default routes differing only in metric were one entry here:
+        /// removing one of them removed the only entry, and the client took the network for
+        /// gone (every link dropped, none reconnected) while a default route remained.
+        pub metric: u32,
+        /// The type of service the route is for (0: any).
+        pub tos: u8,
     }
 
     impl RouteInfo {
@@ -223,10 +232,16 @@ mod linux {
                 h.write([a.prefix_len]);
             }
             h.write([0xFF]);
-            for r in self.default_routes() {
-                h.write([u8::from(r.ipv6)]);
-                h.write(r.oif.unwrap_or(0).to_be_bytes());
-                match r.gateway {
+            // By where they lead, not their metrics: a route added or removed beside another
+            // to the same place is the same network.
+            let paths: std::collections::BTreeSet<_> = self
+                .default_routes()
+                .map(|r| (r.ipv6, r.oif, r.gateway))
+                .collect();
+            for (ipv6, oif, gateway) in paths {
+                h.write([u8::from(ipv6)]);
+                h.write(oif.unwrap_or(0).to_be_bytes());
+                match gateway {
                     Some(ip) => h.write_ip(ip),
                     None => h.write([0]),
                 }
@@ -716,12 +731,15 @@ mod linux {
             ipv6: m.header.address_family == netlink_packet_route::AddressFamily::Inet6,
             oif: None,
             gateway: None,
+            metric: 0,
+            tos: m.header.tos,
         };
         for a in &m.attributes {
             match a {
                 RouteAttribute::Destination(d) => info.destination = ip(d),
                 RouteAttribute::Gateway(g) => info.gateway = ip(g),
                 RouteAttribute::Oif(i) => info.oif = Some(*i),
+                RouteAttribute::Priority(p) => info.metric = *p,
                 _ => {}
             }
         }
@@ -802,6 +820,8 @@ mod linux {
                 ipv6: false,
                 oif: Some(oif),
                 gateway: Some("10.0.0.1".parse().unwrap()),
+                metric: 0,
+                tos: 0,
             }
         }
 
@@ -815,6 +835,23 @@ mod linux {
             assert!(s.is_available());
             assert_eq!(s.net_kind(), NetKind::Other);
             assert!(s.label().starts_with("net_") && s.label().len() == 20);
+        }
+
+        #[test]
+        fn a_second_default_route_differing_only_in_metric_is_the_same_network() {
+            let mut s = NetState::default();
+            s.addrs.insert(addr(2, "10.0.0.5"));
+            s.routes.insert(default_route(2));
+            let label = s.label();
+            let backup = RouteInfo {
+                metric: 600,
+                ..default_route(2)
+            };
+            assert!(s.routes.insert(backup), "two kernel routes, two entries");
+            assert_eq!(s.label(), label);
+            s.routes.remove(&backup);
+            assert!(s.is_available());
+            assert_eq!(s.label(), label);
         }
 
         #[test]

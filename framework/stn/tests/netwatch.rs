@@ -473,3 +473,57 @@ fn lost_notifications_are_repaired_by_rereading_the_state() {
         assert!(complete(w.state()));
     });
 }
+
+/// Two default routes that differ only in their metric are two kernel routes; deleting one
+/// leaves the other, and the network is still available.
+#[test]
+fn deleting_one_of_two_default_routes_differing_in_metric_leaves_the_network() {
+    let Some(ns) = Netns::create() else { return };
+    ns.ip(&["addr", "add", "10.70.0.1/24", "dev", "v0"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.70.0.2",
+        "dev",
+        "v0",
+        "metric",
+        "100",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.70.0.2",
+        "dev",
+        "v0",
+        "metric",
+        "600",
+    ]);
+    ns.run(async || {
+        let mut w = NetWatcher::bind(config()).unwrap();
+        assert!(w.state().is_available());
+        ns.ip(&[
+            "route",
+            "del",
+            "default",
+            "via",
+            "10.70.0.2",
+            "dev",
+            "v0",
+            "metric",
+            "600",
+        ]);
+        // Anything: the route deletion is either reported or not; then a marker address.
+        ns.ip(&["addr", "add", "10.70.0.77/24", "dev", "v0"]);
+        let seen = until(&mut w, |c| added(c, ip("10.70.0.77"))).await;
+        // Before, the two routes were one entry, and deleting one removed it.
+        assert!(seen.iter().all(|c| c.state.is_available()), "{seen:#?}");
+        assert!(
+            w.state().is_available(),
+            "the kernel still has a default route, the watcher says none"
+        );
+    });
+}
