@@ -320,6 +320,11 @@ mod linux {
         refused: u32,
         seq: u32,
         buf: Vec<u8>,
+        /// The change [`next_change`](Self::next_change) is gathering: its events so far, and
+        /// when its first and latest came. Kept here, not in the call, so that a call dropped
+        /// part way (a timeout, a `select!`) loses nothing: the next call goes on with it.
+        pending: Vec<NetEvent>,
+        pending_since: Option<(Instant, Instant)>,
     }
 
     impl NetWatcher {
@@ -363,6 +368,8 @@ mod linux {
                 refused: 0,
                 seq: 0,
                 buf: vec![0; RECV_BUFFER],
+                pending: Vec::new(),
+                pending_since: None,
             }
         }
 
@@ -373,7 +380,8 @@ mod linux {
 
         /// Waits for the next change: the first notification that changes the state, then more
         /// until none came for [`NetWatchConfig::debounce`] (or [`NetWatchConfig::max_delay`]
-        /// passed). Cancel-safe: a change not yet returned is still in the state.
+        /// passed). Cancel-safe: the events a call dropped part way had gathered are reported
+        /// by the next call.
         ///
         /// # Errors
         ///
@@ -385,25 +393,28 @@ mod linux {
         /// Outside a tokio runtime with IO and time enabled.
         pub async fn next_change(&mut self) -> io::Result<NetChange> {
             self.make_async()?;
-            let mut events = Vec::new();
-            while events.is_empty() {
-                self.read_some(&mut events).await?;
+            while self.pending.is_empty() {
+                self.read_some().await?;
             }
-            let first = Instant::now();
-            let mut last = first;
+            let (first, mut last) = *self.pending_since.get_or_insert_with(|| {
+                let now = Instant::now();
+                (now, now)
+            });
             loop {
                 let deadline = (last + self.config.debounce).min(first + self.config.max_delay);
-                let before = events.len();
-                match tokio::time::timeout_at(deadline, self.read_some(&mut events)).await {
+                let before = self.pending.len();
+                match tokio::time::timeout_at(deadline, self.read_some()).await {
                     Err(_) => break,
                     Ok(r) => r?,
                 }
-                if events.len() > before {
+                if self.pending.len() > before {
                     last = Instant::now();
+                    self.pending_since = Some((first, last));
                 }
             }
+            self.pending_since = None;
             Ok(NetChange {
-                events,
+                events: std::mem::take(&mut self.pending),
                 state: self.state.clone(),
             })
         }
@@ -430,8 +441,10 @@ mod linux {
             Ok(())
         }
 
-        /// Reads one datagram and applies it; events go to `events`.
-        async fn read_some(&mut self, events: &mut Vec<NetEvent>) -> io::Result<()> {
+        /// Reads one datagram when the socket has one, adding its changes to `pending`.
+        /// Nothing is taken from the socket before the wait ends, so a dropped call loses
+        /// nothing.
+        async fn read_some(&mut self) -> io::Result<()> {
             let Sock::Async(fd) = &self.socket else {
                 return Err(io::Error::other("netlink socket not registered"));
             };
@@ -442,7 +455,10 @@ mod linux {
                     Err(_would_block) => continue,
                 }
             };
-            self.handle_received(received, events)
+            let mut events = std::mem::take(&mut self.pending);
+            let handled = self.handle_received(received, &mut events);
+            self.pending = events;
+            handled
         }
 
         /// Handles the outcome of one `recv`.

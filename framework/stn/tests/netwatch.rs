@@ -527,3 +527,22 @@ fn deleting_one_of_two_default_routes_differing_in_metric_leaves_the_network() {
         );
     });
 }
+
+#[test]
+fn a_change_read_by_a_cancelled_call_is_reported_by_the_next() {
+    // Before, the events a call had gathered lived in the call: dropped inside the debounce
+    // window (a timeout, a `select!`), it lost them, and the next call waited for another
+    // change. (Should the notification come after the cancel on a loaded machine, the next
+    // call reads it itself: the test then passes without checking the fix, never fails.)
+    let Some(ns) = Netns::create() else { return };
+    ns.run(async || {
+        let mut w =
+            NetWatcher::bind(NetWatchConfig::default().debounce(Duration::from_millis(500)))
+                .unwrap();
+        ns.ip(&["addr", "add", "10.73.0.1/24", "dev", "v0"]);
+        let first = tokio::time::timeout(Duration::from_millis(200), w.next_change()).await;
+        assert!(first.is_err(), "cancelled inside the debounce window");
+        let again = until(&mut w, |c| added(c, ip("10.73.0.1"))).await;
+        assert!(!again.is_empty());
+    });
+}
