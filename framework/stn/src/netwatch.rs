@@ -485,6 +485,7 @@ mod linux {
         /// Applies every message of one datagram.
         fn handle_datagram(&mut self, len: usize, events: &mut Vec<NetEvent>) -> io::Result<()> {
             let mut offset = 0;
+            let mut address_removed = false;
             while offset < len {
                 let bytes = &self.buf[offset..len];
                 let msg = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
@@ -503,6 +504,7 @@ mod linux {
                             seen.apply(&inner);
                         }
                         if let Some(ev) = self.state.apply(&inner) {
+                            address_removed |= matches!(ev, NetEvent::AddressRemoved(_));
                             events.push(ev);
                         }
                     }
@@ -540,6 +542,17 @@ mod linux {
                     break;
                 }
                 offset += msg_len;
+            }
+            // The kernel removes the routes through an address it removes without saying so
+            // (no `RTM_DELROUTE`): re-read the state. Before, such a default route stayed
+            // here, the network counted as available without one, and its label carried a
+            // route long gone.
+            if address_removed {
+                if self.running_dump.is_some() {
+                    self.resync_pending = true;
+                } else {
+                    self.start_resync()?;
+                }
             }
             Ok(())
         }

@@ -546,3 +546,25 @@ fn a_change_read_by_a_cancelled_call_is_reported_by_the_next() {
         assert!(!again.is_empty());
     });
 }
+
+#[test]
+fn a_default_route_the_kernel_drops_with_its_address_leaves_the_state() {
+    // The kernel removes the routes through an address it removes without a route
+    // notification. Before, the watcher kept such a default route: the network stayed
+    // "available" with no default route at all.
+    let Some(ns) = Netns::create() else { return };
+    ns.ip(&["addr", "add", "10.71.0.1/24", "dev", "v0"]);
+    ns.ip(&["route", "add", "default", "via", "10.71.0.2", "dev", "v0"]);
+    ns.run(async || {
+        let mut w = NetWatcher::bind(config()).unwrap();
+        assert!(w.state().is_available());
+        ns.ip(&["addr", "del", "10.71.0.1/24", "dev", "v0"]);
+        until(&mut w, |c| removed(c, ip("10.71.0.1"))).await;
+        // A marker: another address, with no default route; its notification comes after
+        // the re-read the removal asked for.
+        ns.ip(&["addr", "add", "10.72.0.1/24", "dev", "v0"]);
+        until(&mut w, |c| added(c, ip("10.72.0.1"))).await;
+        assert_eq!(w.state().default_routes().count(), 0);
+        assert_eq!(w.state().net_kind(), NetKind::None);
+    });
+}
