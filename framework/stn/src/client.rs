@@ -485,6 +485,16 @@ impl PushStream {
     pub fn blocking_recv(&mut self) -> Result<Push, StreamError> {
         self.rx.blocking_recv().map_err(stream_error)
     }
+
+    /// The next push if one is waiting, `Ok(None)` if none is (never waits: for a host
+    /// thread that must not block until the next push).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<Option<Push>, StreamError> {
+        try_stream(self.rx.try_recv())
+    }
 }
 
 impl LinkEvents {
@@ -495,6 +505,25 @@ impl LinkEvents {
     /// As [`PushStream::recv`].
     pub async fn recv(&mut self) -> Result<LinkEvent, StreamError> {
         self.rx.recv().await.map_err(stream_error)
+    }
+
+    /// The next status change, blocking the thread (outside async code: the blocking
+    /// facade's streams need no runtime).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn blocking_recv(&mut self) -> Result<LinkEvent, StreamError> {
+        self.rx.blocking_recv().map_err(stream_error)
+    }
+
+    /// The next status change if one is waiting, `Ok(None)` if none is (never waits).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<Option<LinkEvent>, StreamError> {
+        try_stream(self.rx.try_recv())
     }
 
     /// Waits for the next change of `link` to a status for which `pred` holds.
@@ -538,6 +567,16 @@ impl LinkEvents {
                 Err(StreamError::Closed) => return Err(StreamError::Closed),
             }
         }
+    }
+}
+
+/// A stream's `try_recv` answer: `Ok(None)` when nothing waits.
+fn try_stream<T>(r: Result<T, broadcast::error::TryRecvError>) -> Result<Option<T>, StreamError> {
+    match r {
+        Ok(item) => Ok(Some(item)),
+        Err(broadcast::error::TryRecvError::Empty) => Ok(None),
+        Err(broadcast::error::TryRecvError::Lagged(n)) => Err(StreamError::Lagged(n)),
+        Err(broadcast::error::TryRecvError::Closed) => Err(StreamError::Closed),
     }
 }
 

@@ -161,3 +161,42 @@ fn a_loaded_ip_source_blocked_in_a_call_leaves_the_driver_running() {
     );
     gate.open();
 }
+
+/// Link events and pushes are read from a plain thread: blocking, or without waiting.
+/// Before, link events had only `async` receives, though the facade needs no runtime.
+#[test]
+fn streams_are_read_from_a_plain_thread() {
+    let rt = server_runtime();
+    let server = rt
+        .block_on(MockLongLinkServer::start_echo(Arc::new(
+            MarsCodec::default(),
+        )))
+        .unwrap();
+    let client = BlockingClient::start(config_for(&server)).unwrap();
+    let mut events = client.link_events();
+    let mut pushes = client.subscribe_pushes();
+    assert_eq!(events.try_recv(), Ok(None), "nothing yet");
+    assert_eq!(pushes.try_recv().map(|p| p.is_none()), Ok(true));
+    client.make_sure_connected("default-longlink");
+    loop {
+        let ev = events.blocking_recv().unwrap();
+        if matches!(ev.status, phobos_stn::LinkStatus::Connected(_)) {
+            break;
+        }
+    }
+    client.shutdown();
+    // After shutdown the streams end.
+    loop {
+        match events.blocking_recv() {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e, phobos_stn::StreamError::Closed);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        pushes.try_recv().map(|p| p.is_none()),
+        Err(phobos_stn::StreamError::Closed)
+    );
+}
