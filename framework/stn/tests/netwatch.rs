@@ -480,42 +480,25 @@ fn lost_notifications_are_repaired_by_rereading_the_state() {
 fn deleting_one_of_two_default_routes_differing_in_metric_leaves_the_network() {
     let Some(ns) = Netns::create() else { return };
     ns.ip(&["addr", "add", "10.70.0.1/24", "dev", "v0"]);
-    ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.70.0.2",
-        "dev",
-        "v0",
-        "metric",
-        "100",
-    ]);
-    ns.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "10.70.0.2",
-        "dev",
-        "v0",
-        "metric",
-        "600",
-    ]);
-    ns.run(async || {
-        let mut w = NetWatcher::bind(config()).unwrap();
-        assert!(w.state().is_available());
+    let route = |op: &str, metric: &str| {
         ns.ip(&[
             "route",
-            "del",
+            op,
             "default",
             "via",
             "10.70.0.2",
             "dev",
             "v0",
             "metric",
-            "600",
+            metric,
         ]);
+    };
+    route("add", "100");
+    route("add", "600");
+    ns.run(async || {
+        let mut w = NetWatcher::bind(config()).unwrap();
+        assert!(w.state().is_available());
+        route("del", "600");
         // Anything: the route deletion is either reported or not; then a marker address.
         ns.ip(&["addr", "add", "10.70.0.77/24", "dev", "v0"]);
         let seen = until(&mut w, |c| added(c, ip("10.70.0.77"))).await;

@@ -33,14 +33,20 @@ fn config_for(server: &MockLongLinkServer) -> ClientConfig {
         .unwrap()
 }
 
-#[test]
-fn run_task_blocks_until_the_response() {
+/// An echo server on a runtime of its own (kept alive by the caller).
+fn echo_server() -> (tokio::runtime::Runtime, MockLongLinkServer) {
     let rt = server_runtime();
     let server = rt
         .block_on(MockLongLinkServer::start_echo(Arc::new(
             MarsCodec::default(),
         )))
         .unwrap();
+    (rt, server)
+}
+
+#[test]
+fn run_task_blocks_until_the_response() {
+    let (_rt, server) = echo_server();
     let client = BlockingClient::start(config_for(&server)).unwrap();
     let resp = client
         .run_task(TaskSpec::new(CmdId(4), &b"from a thread"[..]))
@@ -166,12 +172,7 @@ fn a_loaded_ip_source_blocked_in_a_call_leaves_the_driver_running() {
 /// Before, link events had only `async` receives, though the facade needs no runtime.
 #[test]
 fn streams_are_read_from_a_plain_thread() {
-    let rt = server_runtime();
-    let server = rt
-        .block_on(MockLongLinkServer::start_echo(Arc::new(
-            MarsCodec::default(),
-        )))
-        .unwrap();
+    let (_rt, server) = echo_server();
     let client = BlockingClient::start(config_for(&server)).unwrap();
     let mut events = client.link_events();
     let mut pushes = client.subscribe_pushes();
