@@ -2504,18 +2504,8 @@ impl Engine {
         {
             frame.clear();
         }
-        // A plugin's "never" (`Duration::MAX`) would overflow the deadline: cut to a year. A
-        // nanosecond would send heartbeats as fast as the loop turns: raised to a second.
-        // The codec's interval counts only when it is more than zero (Mars's encoder hook):
-        // a zero, its "not defined", leaves the schedule to the policy.
-        let imposed =
-            plugins::heartbeat_interval(&**codec, &self.caught).filter(|iv| !iv.is_zero());
-        s.heartbeat_interval = match imposed {
-            Some(iv) => Some(iv),
-            None => s.heartbeat.next_interval(now, &ctx, &self.caught),
-        }
-        .filter(|iv| !iv.is_zero())
-        .map(|iv| iv.clamp(MIN_HEARTBEAT_INTERVAL, MAX_DURATION_SETTING));
+        s.heartbeat_interval =
+            next_heartbeat_interval(&**codec, &mut s.heartbeat, now, &ctx, &self.caught);
         s.heartbeat_off = s.heartbeat_interval.is_none();
         if s.heartbeat_off {
             self.timers
@@ -2554,14 +2544,8 @@ impl Engine {
         if !s.heartbeat_off {
             return false;
         }
-        let imposed =
-            plugins::heartbeat_interval(&*self.cfg.codec, &self.caught).filter(|iv| !iv.is_zero());
-        let interval = match imposed {
-            Some(iv) => Some(iv),
-            None => s.heartbeat.next_interval(now, &ctx, &self.caught),
-        }
-        .filter(|iv| !iv.is_zero())
-        .map(|iv| iv.clamp(MIN_HEARTBEAT_INTERVAL, MAX_DURATION_SETTING));
+        let interval =
+            next_heartbeat_interval(&*self.cfg.codec, &mut s.heartbeat, now, &ctx, &self.caught);
         let at = match interval {
             Some(iv) => {
                 s.heartbeat_off = false;
@@ -4091,6 +4075,29 @@ fn dial_failure(e: DialError) -> DialFailure {
 }
 
 /// Weak-network detector thresholds (§15.2).
+/// The interval to a link's next heartbeat, `None` for none: the codec's when it sets one,
+/// else the policy's.
+///
+/// A plugin's "never" (`Duration::MAX`) would overflow the deadline: cut to a year. A
+/// nanosecond would send heartbeats as fast as the loop turns: raised to a second. The codec's
+/// interval counts only when it is more than zero (Mars's encoder hook): a zero, its "not
+/// defined", leaves the schedule to the policy.
+fn next_heartbeat_interval(
+    codec: &dyn PacketCodec,
+    policy: &mut plugins::Policy,
+    now: Instant,
+    ctx: &HeartbeatContext,
+    caught: &PanicLog,
+) -> Option<Duration> {
+    let imposed = plugins::heartbeat_interval(codec, caught).filter(|iv| !iv.is_zero());
+    match imposed {
+        Some(iv) => Some(iv),
+        None => policy.next_interval(now, ctx, caught),
+    }
+    .filter(|iv| !iv.is_zero())
+    .map(|iv| iv.clamp(MIN_HEARTBEAT_INTERVAL, MAX_DURATION_SETTING))
+}
+
 /// How often a heartbeat policy that turned periodic heartbeats off is asked again: Mars's
 /// default interval.
 const HEARTBEAT_RECHECK: Duration = Duration::from_secs(210);
