@@ -236,12 +236,17 @@ pub(crate) fn server_addr(last: u8) -> IpPort {
 /// The Mars codec with two twists for tests: it reserves, besides Mars's own, the sequence
 /// numbers `reserves` picks; and with `ext_in_body` a request's extension is sent after its
 /// body (the simulated server, which speaks plain Mars, echoes both), so a task's extension
-/// shows in its response.
+/// shows in its response. It can also impose a heartbeat interval and wrap short-link bodies
+/// in an envelope.
 #[derive(Debug)]
 pub(crate) struct MarsTwisted {
-    mars: MarsCodec,
+    pub(crate) mars: MarsCodec,
     pub(crate) ext_in_body: bool,
     pub(crate) reserves: fn(u32) -> bool,
+    /// The heartbeat interval it imposes, if not Mars's.
+    pub(crate) heartbeat_interval: Option<Option<Duration>>,
+    /// A short-link body prefixed with these bytes (an envelope), if not Mars's.
+    pub(crate) envelope: Option<&'static [u8]>,
 }
 
 impl MarsTwisted {
@@ -250,7 +255,14 @@ impl MarsTwisted {
             mars: MarsCodec::default(),
             ext_in_body,
             reserves,
+            heartbeat_interval: None,
+            envelope: None,
         }
+    }
+
+    /// Mars's codec but for the fields set after it.
+    pub(crate) fn plain() -> Self {
+        Self::new(false, |_| false)
     }
 }
 
@@ -287,6 +299,21 @@ impl PacketCodec for MarsTwisted {
 
     fn is_reserved_seq(&self, seq: Seq) -> bool {
         self.mars.is_reserved_seq(seq) || (self.reserves)(seq.0)
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        self.heartbeat_interval
+            .unwrap_or_else(|| self.mars.heartbeat_interval())
+    }
+
+    fn shortlink_body(&self, req: &phobos_plugin_api::ShortLinkRequest<'_>, out: &mut Vec<u8>) {
+        match self.envelope {
+            Some(prefix) => {
+                out.extend_from_slice(prefix);
+                out.extend_from_slice(req.body);
+            }
+            None => self.mars.shortlink_body(req, out),
+        }
     }
 }
 

@@ -203,7 +203,8 @@ fn the_heartbeat_policy_sets_the_interval_and_hears_every_outcome() {
 #[derive(Debug)]
 struct Identifier {
     request: IdentifyRequest,
-    verdict: IdentifyVerdict,
+    /// Its verdict on the identify reply (a test may change it: the account repaired).
+    verdict: Mutex<IdentifyVerdict>,
 }
 
 #[async_trait::async_trait]
@@ -223,24 +224,30 @@ impl AuthCheck for Identifier {
     fn on_identify_response(&self, _link: &str, body: &[u8], hash: &[u8]) -> IdentifyVerdict {
         assert_eq!(body, b"identified");
         assert_eq!(hash, b"h");
-        self.verdict
+        *self.verdict.lock().unwrap()
     }
 }
 
-fn identify_sim(verdict: IdentifyVerdict) -> Sim {
-    let auth = Identifier {
+/// An [`Identifier`] sending `who` at once, with `verdict`.
+fn identifier(verdict: IdentifyVerdict) -> Arc<Identifier> {
+    Arc::new(Identifier {
         request: IdentifyRequest::Now {
             cmd_id: CmdId(0x99),
             body: b"who".to_vec(),
             hash: b"h".to_vec(),
         },
-        verdict,
-    };
-    let cfg = config_with(&[server_addr(1)])
-        .auth(Arc::new(auth))
-        .build()
-        .unwrap();
+        verdict: Mutex::new(verdict),
+    })
+}
+
+/// A sim whose auth is `auth`.
+fn sim_with_auth(auth: Arc<Identifier>) -> Sim {
+    let cfg = config_with(&[server_addr(1)]).auth(auth).build().unwrap();
     Sim::with_config(cfg)
+}
+
+fn identify_sim(verdict: IdentifyVerdict) -> Sim {
+    sim_with_auth(identifier(verdict))
 }
 
 #[test]
@@ -337,15 +344,10 @@ fn rejected_identify_drops_the_link_ends_its_tasks_and_blocks_reconnects() {
 
 #[test]
 fn identify_later_sends_a_heartbeat_and_asks_again_next_slot() {
-    let auth = Identifier {
+    let mut sim = sim_with_auth(Arc::new(Identifier {
         request: IdentifyRequest::Later,
-        verdict: IdentifyVerdict::Accepted,
-    };
-    let cfg = config_with(&[server_addr(1)])
-        .auth(Arc::new(auth))
-        .build()
-        .unwrap();
-    let mut sim = Sim::with_config(cfg);
+        verdict: Mutex::new(IdentifyVerdict::Accepted),
+    }));
     connect(&mut sim);
     sim.run_for(secs(500));
     assert_eq!(
@@ -559,43 +561,16 @@ fn short_link_traffic_postpones_the_keep_frame() {
     assert_eq!(keeps, vec![ms(10_020), ms(21_020)]);
 }
 
-/// Mars's codec, saying its protocol imposes a heartbeat interval of zero.
-#[derive(Debug)]
-struct ZeroInterval(phobos_codec_mars::MarsCodec);
-
-impl phobos_plugin_api::PacketCodec for ZeroInterval {
-    fn name(&self) -> &str {
-        "zero-interval"
-    }
-    fn encode(
-        &self,
-        head: phobos_plugin_api::FrameHead,
-        body: &[u8],
-        ext: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), phobos_plugin_api::EncodeError> {
-        self.0.encode(head, body, ext, out)
-    }
-    fn decode(
-        &self,
-        buf: &[u8],
-    ) -> Result<phobos_plugin_api::Decoded, phobos_plugin_api::DecodeError> {
-        self.0.decode(buf)
-    }
-    fn classify(&self, head: &phobos_plugin_api::FrameHead) -> phobos_plugin_api::FrameKind {
-        self.0.classify(head)
-    }
-    fn heartbeat_interval(&self) -> Option<Duration> {
-        Some(Duration::ZERO)
-    }
-}
-
 /// A codec's interval is used only when it is more than zero (as Mars's encoder hook's): a
 /// zero leaves the schedule to the heartbeat policy, here the default 210 s. (It turned the
 /// periodic heartbeats off.)
 #[test]
 fn a_codecs_zero_heartbeat_interval_leaves_the_schedule_to_the_policy() {
-    let codec = Arc::new(ZeroInterval(phobos_codec_mars::MarsCodec::default()));
+    // Mars's codec, saying its protocol imposes a heartbeat interval of zero.
+    let codec = Arc::new(super::harness::MarsTwisted {
+        heartbeat_interval: Some(Some(Duration::ZERO)),
+        ..super::harness::MarsTwisted::plain()
+    });
     let cfg = config_of(codec, &[server_addr(1)]).build().unwrap();
     let mut sim = Sim::with_config(cfg);
     connect(&mut sim);
@@ -606,46 +581,11 @@ fn a_codecs_zero_heartbeat_interval_leaves_the_schedule_to_the_policy() {
     );
 }
 
-/// An identify check whose verdict the test flips (the account repaired).
-#[derive(Debug)]
-struct FlipIdentifier(Arc<std::sync::atomic::AtomicBool>);
-
-#[async_trait::async_trait]
-impl AuthCheck for FlipIdentifier {
-    fn name(&self) -> &str {
-        "flip"
-    }
-    fn is_authed(&self, _host: &str) -> bool {
-        true
-    }
-    async fn ensure_authed(&self, _host: &str) -> Result<(), AuthError> {
-        Ok(())
-    }
-    fn identify_request(&self, _link: &str) -> IdentifyRequest {
-        IdentifyRequest::Now {
-            cmd_id: CmdId(0x99),
-            body: b"who".to_vec(),
-            hash: b"h".to_vec(),
-        }
-    }
-    fn on_identify_response(&self, _link: &str, _body: &[u8], _hash: &[u8]) -> IdentifyVerdict {
-        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
-            IdentifyVerdict::Accepted
-        } else {
-            IdentifyVerdict::Rejected
-        }
-    }
-}
-
-/// A link whose identify was rejected, then the account repaired: returns the sim and the
-/// switch (already set to accept).
+/// A sim whose link's identify was rejected, then the account repaired (the identifier now
+/// accepts).
 fn rejected_then_repaired() -> Sim {
-    let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let cfg = config_with(&[server_addr(1)])
-        .auth(Arc::new(FlipIdentifier(accept.clone())))
-        .build()
-        .unwrap();
-    let mut sim = Sim::with_config(cfg);
+    let auth = identifier(IdentifyVerdict::Rejected);
+    let mut sim = sim_with_auth(auth.clone());
     sim.engine.connect_link(sim.now, "default-longlink");
     sim.drain();
     sim.run_for(secs(1));
@@ -662,7 +602,7 @@ fn rejected_then_repaired() -> Sim {
         "{:?}",
         sim.ends[&refused].1.outcome
     );
-    accept.store(true, std::sync::atomic::Ordering::SeqCst);
+    *auth.verdict.lock().unwrap() = IdentifyVerdict::Accepted;
     sim
 }
 

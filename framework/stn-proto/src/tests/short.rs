@@ -1568,43 +1568,15 @@ fn a_short_link_success_restarts_the_zombies() {
     assert!(d.end(zombie).is_none());
 }
 
-/// A codec that wraps the short-link body in an envelope, overriding only `shortlink_body`.
-#[derive(Debug, Default)]
-struct Enveloped(phobos_codec_mars::MarsCodec);
-
-impl phobos_plugin_api::PacketCodec for Enveloped {
-    fn name(&self) -> &str {
-        "enveloped"
-    }
-    fn encode(
-        &self,
-        head: phobos_plugin_api::FrameHead,
-        body: &[u8],
-        extension: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), phobos_plugin_api::codec::EncodeError> {
-        self.0.encode(head, body, extension, out)
-    }
-    fn decode(
-        &self,
-        buf: &[u8],
-    ) -> Result<phobos_plugin_api::Decoded, phobos_plugin_api::DecodeError> {
-        self.0.decode(buf)
-    }
-    fn classify(&self, head: &phobos_plugin_api::FrameHead) -> phobos_plugin_api::FrameKind {
-        self.0.classify(head)
-    }
-    fn shortlink_body(&self, req: &phobos_plugin_api::ShortLinkRequest<'_>, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"env:");
-        out.extend_from_slice(req.body);
-    }
-}
-
 #[test]
 fn the_content_length_counts_the_body_the_codec_built() {
     // Before, the default header counted the task's 5 bytes while 9 went out: the server
     // waited for the rest, or (shorter) read a cut body.
-    let codec = std::sync::Arc::new(Enveloped::default());
+    // A codec that wraps the short-link body in an envelope, overriding only `shortlink_body`.
+    let codec = std::sync::Arc::new(super::harness::MarsTwisted {
+        envelope: Some(b"env:"),
+        ..super::harness::MarsTwisted::plain()
+    });
     let mut d = Drive::of(
         super::harness::config_of(codec, &[long_link_addr()])
             .build()
