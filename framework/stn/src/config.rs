@@ -162,7 +162,8 @@ impl ClientConfig {
         self.ranking_state.as_deref()
     }
 
-    /// How long the driver loop or a plugin call may be blocked before the watchdog reports.
+    /// How long the driver loop, or a plugin call that holds a thread (a blocking IP source or
+    /// login), may be blocked before the watchdog reports.
     pub fn watchdog_threshold(&self) -> Duration {
         self.watchdog_threshold
     }
